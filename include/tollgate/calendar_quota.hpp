@@ -1,0 +1,204 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// calendar_quota.hpp: a quota per calendar day that resets at midnight of a
+// fixed UTC offset, read from wall-clock time (nanoseconds since 1970-01-01Z).
+//
+// Use it only when you know in which time zone your server's day resets.
+// Kimi says its daily token limit "resets the next day" without naming the
+// zone; a rolling 24 h sliding_window stays inside any calendar reset and is
+// the safe default for such limits.
+//
+// Guarantee. Within each calendar day [midnight, next midnight) of the given
+// offset, the units admitted never exceed the limit. Usage charged after the
+// fact (charge) may push a day past it; admissions then wait for the next day.
+//
+// Time going backwards. A `now` in a day before the one the state is in is
+// refused with reason::stale_time (retry_after = time to that day's start);
+// the state never moves to an earlier day. Times before 1970 count as day 0.
+//
+// Concurrency contract. All member functions are thread-safe; try_acquire,
+// charge and refund are one CAS loop on a single word {day: 24 bits, used:
+// 40 bits} (limits up to 2^40 - 1). Peeks may be stale on return. The state
+// is address-free and may live in shared memory.
+#ifndef TOLLGATE_CALENDAR_QUOTA_HPP
+#define TOLLGATE_CALENDAR_QUOTA_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/error.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// What a quota admission charged, for refunds.
+struct quota_ticket {
+  std::uint64_t day = 0;
+  std::uint64_t units = 0;
+};
+
+template <class Clock = system_clock>
+class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
+ public:
+  using clock = Clock;
+  static constexpr unsigned used_bits = 40;
+  static constexpr std::uint64_t max_limit = (std::uint64_t{1} << used_bits) - 1;
+  static constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
+
+  // `utc_offset` is the offset of the zone whose midnight resets the quota
+  // (+8 h for China Standard Time); at most +-24 h.
+  explicit calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset = std::chrono::minutes(0)) {
+    const errc e = init(limit, utc_offset);
+    if (e != errc::ok) detail::fail(e);
+  }
+  calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset, errc& ec) noexcept {
+    ec = init(limit, utc_offset);
+  }
+  calendar_quota(const calendar_quota&) = delete;
+  calendar_quota& operator=(const calendar_quota&) = delete;
+
+  static constexpr errc validate(std::uint64_t limit, std::chrono::minutes utc_offset) noexcept {
+    if (limit == 0) return errc::zero_count;
+    if (limit > max_limit) return errc::too_large;
+    if (utc_offset > std::chrono::hours(24) || utc_offset < -std::chrono::hours(24)) return errc::too_large;
+    return errc::ok;
+  }
+
+  decision try_acquire(std::uint64_t n, nanoseconds now, quota_ticket& ticket) noexcept {
+    ticket = quota_ticket{};
+    if (n == 0) return decision::admit();
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    if (lim == 0) return decision::refuse(reason::misconfigured);
+    if (n > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t d = day_of(now);
+    // acquire/acq_rel: the word is the only shared data, so relaxed would do;
+    // acquire/release make a quota usable as a hand-off point at no cost on
+    // x86 and keep every RMW ordered with the peeks.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t wd = w >> used_bits;
+      if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+      const std::uint64_t used = d > wd ? 0 : (w & max_limit);
+      if (used + n > lim) return decision::wait(day_start(d + 1) - now);
+      if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        ticket = quota_ticket{d, n};
+        return decision::admit();
+      }
+    }
+  }
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
+    quota_ticket t;
+    return try_acquire(n, now, t);
+  }
+  decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
+
+  // Charges n units unconditionally to the day of `now` (usage known after
+  // the fact); saturates at 2^40 - 1. A stale `now` charges the state's day.
+  void charge(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0 || limit_.load(std::memory_order_relaxed) == 0) return;  // relaxed: a lone value
+    const std::uint64_t d = day_of(now);
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t wd = w >> used_bits;
+      const std::uint64_t day = d > wd ? d : wd;
+      const std::uint64_t used = d > wd ? 0 : (w & max_limit);
+      std::uint64_t next = detail::sat_add(used, n);
+      if (next > max_limit) next = max_limit;
+      // acq_rel/acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (day << used_bits) | next, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return;
+    }
+  }
+
+  // Gives back up to n of the ticket's units if its day is still current.
+  std::uint64_t refund(quota_ticket& t, std::uint64_t n) noexcept {
+    if (n > t.units) n = t.units;
+    if (n == 0) return 0;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      if ((w >> used_bits) != t.day) return 0;  // that day is over
+      const std::uint64_t used = w & max_limit;
+      const std::uint64_t take = n < used ? n : used;
+      // acq_rel/acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (t.day << used_bits) | (used - take), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        t.units -= n;
+        return n;
+      }
+    }
+  }
+
+  std::uint64_t used(nanoseconds now) const noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    return day_of(now) > (w >> used_bits) ? 0 : (w & max_limit);
+  }
+  std::uint64_t available(nanoseconds now) const noexcept {
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    const std::uint64_t u = used(now);
+    return u >= lim ? 0 : lim - u;
+  }
+  decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
+    if (n == 0) return decision::admit();
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    if (lim == 0) return decision::refuse(reason::misconfigured);
+    if (n > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t d = day_of(now);
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t wd = w >> used_bits;
+    if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+    const std::uint64_t u = d > wd ? 0 : (w & max_limit);
+    if (u + n > lim) return decision::wait(day_start(d + 1) - now);
+    return decision::admit();
+  }
+  // Time from `now` to the next reset (the next midnight at the offset).
+  nanoseconds reset_in(nanoseconds now) const noexcept { return day_start(day_of(now) + 1) - now; }
+
+  [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
+    if (limit_.load(std::memory_order_relaxed) == 0) return errc::ok;  // misconfigured stays so
+    const errc e = validate(limit, std::chrono::minutes(0));
+    if (e == errc::ok) limit_.store(limit, std::memory_order_relaxed);  // relaxed: a lone value
+    return e;
+  }
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  std::chrono::minutes utc_offset() const noexcept {
+    return std::chrono::duration_cast<std::chrono::minutes>(nanoseconds(offset_));
+  }
+
+ private:
+  errc init(std::uint64_t limit, std::chrono::minutes off) noexcept {
+    const errc e = validate(limit, off);
+    if (e != errc::ok) return e;
+    offset_ = std::chrono::duration_cast<nanoseconds>(off).count();
+    limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    return errc::ok;
+  }
+  std::uint64_t day_of(nanoseconds now) const noexcept {
+    const std::int64_t t = now.count();
+    // Shift into local time without overflow, then floor-divide.
+    const std::int64_t local = offset_ >= 0 ? detail::sat_offset(t, static_cast<std::uint64_t>(offset_))
+                               : (t < std::numeric_limits<std::int64_t>::min() - offset_ ? std::numeric_limits<std::int64_t>::min() : t + offset_);
+    if (local < 0) return 0;
+    return static_cast<std::uint64_t>(local / day_ns);
+  }
+  nanoseconds day_start(std::uint64_t d) const noexcept {
+    // In 128 bits: day 106,752 already passes INT64_MAX nanoseconds.
+    const detail::i128 t = static_cast<detail::i128>(d) * day_ns - offset_;
+    constexpr detail::i128 top = std::numeric_limits<std::int64_t>::max();
+    return nanoseconds(t > top ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(t));
+  }
+
+  std::atomic<std::uint64_t> state_{0};
+  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+  std::int64_t offset_ = 0;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_CALENDAR_QUOTA_HPP

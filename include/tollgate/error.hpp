@@ -1,0 +1,74 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// error.hpp: the error codes of bad configurations, and the exception that
+// carries them where exceptions are enabled.
+#ifndef TOLLGATE_ERROR_HPP
+#define TOLLGATE_ERROR_HPP
+
+#include <tollgate/config.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#if !TOLLGATE_NO_EXCEPTIONS
+#include <stdexcept>
+#endif
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// Why a configuration was refused. `ok` is zero so `if (ec)` reads naturally.
+enum class errc : unsigned char {
+  ok = 0,
+  zero_count,         // a rate of 0 per period, or a limit of 0
+  zero_period,        // a period or window of zero or negative length
+  zero_burst,         // a bucket that could never hold one unit
+  zero_slots,         // a window split into no sub-windows
+  too_large,          // a value beyond what the state word can hold
+  horizon_too_short,  // the configuration overflows before ten years of uptime
+  rate_too_fine,      // the emission interval cannot be represented within 0.1 %
+};
+
+// A short, stable English description of `e`.
+constexpr const char* message(errc e) noexcept {
+  switch (e) {
+    case errc::ok: return "ok";
+    case errc::zero_count: return "count or limit must be at least 1";
+    case errc::zero_period: return "period or window must be a positive duration";
+    case errc::zero_burst: return "burst must be at least 1";
+    case errc::zero_slots: return "a window needs at least 1 sub-window";
+    case errc::too_large: return "value too large for the limiter's state";
+    case errc::horizon_too_short:
+      return "configuration would overflow before 10 years of uptime";
+    case errc::rate_too_fine:
+      return "rate too high: its emission interval cannot be represented within 0.1%";
+  }
+  return "unknown tollgate error";
+}
+
+#if !TOLLGATE_NO_EXCEPTIONS
+// Thrown by constructors given a configuration they cannot honour exactly.
+class config_error : public std::invalid_argument {
+ public:
+  explicit config_error(errc e) : std::invalid_argument(message(e)), code_(e) {}
+  errc code() const noexcept { return code_; }
+
+ private:
+  errc code_;
+};
+#endif
+
+namespace detail {
+// Throws config_error, or without exceptions prints the reason and aborts:
+// an invalid limiter must never run silently.
+[[noreturn]] inline void fail(errc e) {
+#if !TOLLGATE_NO_EXCEPTIONS
+  throw config_error(e);
+#else
+  std::fprintf(stderr, "tollgate: %s\n", message(e));
+  std::abort();
+#endif
+}
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ERROR_HPP

@@ -1,0 +1,363 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// sliding_window.hpp: a strict, lock-free sliding-window counter.
+//
+// Guarantee. For a limit L per window W: in every half-open window (t - W, t]
+// of the supplied timestamps, the units admitted never exceed L, under any
+// interleaving of threads. No server that counts "at most L in any W" can
+// reject what this admitted (see the compliance table in the README).
+//
+// How. Time is cut into slots of width w = ceil(W / K) (K = `Subwindows`,
+// default 15). A request at slot s is admitted if the units already admitted
+// in slots s-K .. s, plus its own, stay within L. Those K+1 slots cover every
+// window (t - W, t] with t in slot s, so the bound holds; the price is that
+// the oldest slot counts in full although part of it has left the window.
+// Under saturation the window therefore admits about K/(K+1) of L per W
+// (15/16 = 93.75 % by default): more sub-windows, more throughput, more
+// state. Exactly: a caller that asks continuously gets L per (K+1)*w.
+//
+// State (fixed size, address-free, shareable between processes): one head
+// word {current slot h: 40 bits, units admitted in h: 24 bits} decided by a
+// single CAS, and a ring of K+1 words {slot tag: 40 bits, units: 24 bits}
+// holding the final counts of the K slots before h. The thread that moves the
+// head past slot h writes h's count into the ring *before* its CAS, so any
+// thread that sees the new head also sees that count. Hence L (in units) is at
+// most 2^24 - 1 = 16,777,215. Larger limits are counted in units of
+// u = ceil(L / (2^24 - 1)) tokens: every request is rounded up to whole units
+// and L down, so the bound still holds (u = 1 for every Kimi limit; `unit()`
+// tells). The 40-bit slot number gives at least 10 years from the origin
+// (slots of at least 287 us; shorter ones are refused).
+//
+// Time going backwards. A `now` in the current head slot or later is exact. A
+// `now` in a slot the head has already left cannot be checked (the ring no
+// longer holds every window it falls in): it is refused with
+// reason::stale_time and retry_after = the time to the head slot's start;
+// retry with a fresh clock reading. The Clock overloads re-read the clock.
+//
+// Decisions. n == 0 is admitted and changes nothing. ceil(n/u) > L is
+// `never`. A refusal writes nothing; its retry_after is exact: the start of
+// the first slot at which the request fits, assuming no other admissions.
+//
+// Refunds. try_acquire can fill a window_ticket; refund(ticket, n) returns up
+// to the ticket's remaining tokens. A refund into a slot that has left the
+// window is a no-op (nothing to give back). Concurrent races only ever make
+// the ring over-count (the safe side).
+//
+// Live change. set_limit is thread-safe; in any window that spans a change at
+// most the larger of the two limits is admitted.
+//
+// Concurrency contract. All member functions are thread-safe and lock-free.
+// try_acquire is one acquire load of the head, K relaxed loads of the ring
+// and one CAS; moving the head to a new slot adds one CAS on a ring word.
+// available/time_until read a snapshot that may be stale on return.
+#ifndef TOLLGATE_SLIDING_WINDOW_HPP
+#define TOLLGATE_SLIDING_WINDOW_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/rate.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// What a window admission charged: needed to refund it.
+struct window_ticket {
+  std::uint64_t slot = 0;    // the slot charged
+  std::uint64_t tokens = 0;  // tokens still charged to it
+  std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+};
+
+namespace detail {
+struct window_limits {
+  static constexpr unsigned count_bits = 24;
+  static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;
+  static constexpr unsigned slot_bits = 40;
+  static constexpr std::uint64_t max_slot = (std::uint64_t{1} << slot_bits) - 1;
+  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;  // 10 Julian years
+  static constexpr std::uint64_t min_width_ns = (min_horizon_ns + max_slot - 1) / max_slot;
+};
+
+constexpr std::uint64_t pack_slot(std::uint64_t slot, std::uint64_t units) noexcept {
+  return (slot << window_limits::count_bits) | units;
+}
+constexpr std::uint64_t slot_of_word(std::uint64_t w) noexcept { return w >> window_limits::count_bits; }
+constexpr std::uint64_t units_of_word(std::uint64_t w) noexcept { return w & window_limits::max_units; }
+}  // namespace detail
+
+template <class Clock = steady_clock, std::size_t Subwindows = 15>
+class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
+  static_assert(Subwindows >= 1, "a window needs at least one sub-window");
+  static_assert(Subwindows <= 4096, "more than 4096 sub-windows makes every admission slow");
+  using L = detail::window_limits;
+  static constexpr std::uint64_t K = Subwindows;
+  static constexpr std::size_t ring_size = Subwindows + 1;
+
+ public:
+  using clock = Clock;
+  static constexpr std::size_t subwindows = Subwindows;
+
+  // limit = r.count units per window r.period; origin = Clock::now().
+  explicit sliding_window(rate r) : sliding_window(r, Clock::now()) {}
+  sliding_window(rate r, nanoseconds origin) {
+    const errc e = init(r, origin);
+    if (e != errc::ok) detail::fail(e);
+  }
+  // Never throws: on error sets `ec`; the window then refuses everything.
+  sliding_window(rate r, nanoseconds origin, errc& ec) noexcept { ec = init(r, origin); }
+
+  sliding_window(const sliding_window&) = delete;
+  sliding_window& operator=(const sliding_window&) = delete;
+
+  static constexpr errc validate(rate r) noexcept {
+    if (r.count == 0) return errc::zero_count;
+    if (r.period.count() <= 0) return errc::zero_period;
+    const std::uint64_t width = detail::ceil_div(static_cast<std::uint64_t>(r.period.count()), K);
+    if (width < L::min_width_ns) return errc::horizon_too_short;
+    return errc::ok;
+  }
+
+  decision try_acquire(std::uint64_t n, nanoseconds now, window_ticket& ticket) noexcept {
+    ticket = window_ticket{};
+    if (n == 0) return decision::admit();
+    const std::uint64_t u = unit_;
+    if (u == 0) return decision::refuse(reason::misconfigured);
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value, any recent one is valid
+    const std::uint64_t nu = detail::ceil_div(n, u);
+    if (nu > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t s = slot_at(now);
+    // acquire: pairs with the CAS that installed this head (and, through it,
+    // with the ring write its author made before that CAS).
+    std::uint64_t w = head_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      const std::uint64_t cur = detail::units_of_word(w);
+      if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+      const std::uint64_t used = window_sum(s, h, cur);
+      if (used + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
+      if (s == h) {
+        // acq_rel: acquire as for the load above (on failure too); release
+        // so a thread that later moves the head past h and reads this word
+        // sees nothing older.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur + nu), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          ticket = window_ticket{s, n, nu};
+          return decision::admit();
+        }
+      } else {
+        publish_final(h, cur);
+        // acq_rel: release publishes the ring write just made to every thread
+        // that acquires this head; acquire as above.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          ticket = window_ticket{s, n, nu};
+          return decision::admit();
+        }
+      }
+    }
+  }
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
+    window_ticket t;
+    return try_acquire(n, now, t);
+  }
+  decision try_acquire(std::uint64_t n, window_ticket& ticket) noexcept {
+    // A stale reading from this thread's own clock read means another thread
+    // read a later time first: read again (bounded) rather than refuse.
+    decision d = try_acquire(n, Clock::now(), ticket);
+    for (int i = 0; i < 3 && d.why() == reason::stale_time; ++i) d = try_acquire(n, Clock::now(), ticket);
+    return d;
+  }
+  decision try_acquire(std::uint64_t n = 1) noexcept {
+    window_ticket t;
+    return try_acquire(n, t);
+  }
+
+  // Returns up to n of the ticket's tokens; returns the tokens given back
+  // (0 when the ticket's slot has left the window). Updates the ticket.
+  std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept {
+    if (n > t.tokens) n = t.tokens;
+    if (n == 0 || unit_ == 0) return 0;
+    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
+    const std::uint64_t back = t.units - keep_units;
+    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      if (t.slot == h) {
+        const std::uint64_t cur = detail::units_of_word(w);
+        const std::uint64_t take = back < cur ? back : cur;
+        // acq_rel/acquire: as in try_acquire.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+          break;
+        continue;
+      }
+      if (t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
+      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+      // relaxed: the ring word carries only itself; the head CAS that moved
+      // past t.slot already published its count, and we read that head above.
+      std::uint64_t r = e.load(std::memory_order_relaxed);
+      for (;;) {
+        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
+        const std::uint64_t cnt = detail::units_of_word(r);
+        const std::uint64_t take = back < cnt ? back : cnt;
+        // relaxed: a lone counter; readers that miss the decrement over-count.
+        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+                                    std::memory_order_relaxed))
+          break;
+      }
+      break;
+    }
+    t.tokens -= n;
+    t.units = keep_units;
+    return n;
+  }
+
+  // Tokens that could be admitted at `now` (peek). A stale `now` is read as
+  // the head slot.
+  std::uint64_t available(nanoseconds now) const noexcept {
+    if (unit_ == 0) return 0;
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: as in try_acquire
+    const std::uint64_t w = head_.load(std::memory_order_acquire);     // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t s = slot_at(now);
+    if (s < h) s = h;
+    const std::uint64_t used = window_sum(s, h, detail::units_of_word(w));
+    return used >= lim ? 0 : (lim - used) * unit_;
+  }
+  std::uint64_t available() const noexcept { return available(Clock::now()); }
+
+  // What try_acquire(n, now) would answer, without consuming.
+  decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
+    if (n == 0) return decision::admit();
+    if (unit_ == 0) return decision::refuse(reason::misconfigured);
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: as in try_acquire
+    const std::uint64_t nu = detail::ceil_div(n, unit_);
+    if (nu > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    const std::uint64_t cur = detail::units_of_word(w);
+    const std::uint64_t s = slot_at(now);
+    if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+    if (window_sum(s, h, cur) + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
+    return decision::admit();
+  }
+  decision time_until(std::uint64_t n = 1) const noexcept { return time_until(n, Clock::now()); }
+
+  // Time from `now` until everything admitted so far has left the window.
+  nanoseconds empty_in(nanoseconds now) const noexcept {
+    if (unit_ == 0) return nanoseconds(0);
+    const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
+    const nanoseconds end = slot_start(h + K + 1);
+    return end > now ? end - now : nanoseconds(0);
+  }
+
+  // Changes the limit (tokens per window); the window keeps its counts.
+  [[nodiscard]] errc set_limit(std::uint64_t tokens) noexcept {
+    if (unit_ == 0) return errc::ok;
+    if (tokens == 0) return errc::zero_count;
+    const std::uint64_t units = tokens / unit_;
+    if (units == 0) return errc::zero_count;
+    if (units > L::max_units) return errc::too_large;
+    limit_.store(units, std::memory_order_relaxed);  // relaxed: a lone value (see try_acquire)
+    return errc::ok;
+  }
+
+  // The limit in force, in tokens (a multiple of unit()).
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed) * unit_; }
+  std::uint64_t unit() const noexcept { return unit_; }
+  nanoseconds window() const noexcept { return nanoseconds(window_); }
+  nanoseconds slot_width() const noexcept { return nanoseconds(width_); }
+  nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+
+ private:
+  errc init(rate r, nanoseconds origin) noexcept {
+    origin_ = origin.count();
+    const errc e = validate(r);
+    if (e != errc::ok) return e;
+    window_ = r.period.count();
+    width_ = detail::ceil_div(static_cast<std::uint64_t>(r.period.count()), K);
+    const std::uint64_t u = r.count <= L::max_units ? 1 : detail::ceil_div(r.count, L::max_units);
+    // relaxed: construction precedes sharing.
+    limit_.store(r.count / u, std::memory_order_relaxed);
+    unit_ = u;
+    return errc::ok;
+  }
+
+  std::uint64_t slot_at(nanoseconds now) const noexcept {
+    const std::uint64_t s = detail::positive_difference(now.count(), origin_) / width_;
+    return s > L::max_slot ? L::max_slot : s;
+  }
+  nanoseconds slot_start(std::uint64_t s) const noexcept {
+    return nanoseconds(detail::sat_offset(origin_, detail::sat_mul(s, width_)));
+  }
+
+  // Units of slot j as far as the ring knows (j below the head h).
+  std::uint64_t ring_units(std::uint64_t j) const noexcept {
+    // relaxed: the acquire load of the head that the caller made already
+    // made every final count up to h visible; a newer value is only ever a
+    // refund (smaller) or an over-count (larger), both safe to see or miss.
+    const std::uint64_t r = ring_[j % ring_size].load(std::memory_order_relaxed);
+    return detail::slot_of_word(r) == j ? detail::units_of_word(r) : 0;
+  }
+
+  // Units admitted in slots s-K .. s (s >= h), given head h holding cur.
+  std::uint64_t window_sum(std::uint64_t s, std::uint64_t h, std::uint64_t cur) const noexcept {
+    const std::uint64_t lo = s >= K ? s - K : 0;
+    if (h < lo) return 0;
+    std::uint64_t sum = cur;
+    for (std::uint64_t j = lo; j < h; ++j) sum += ring_units(j);
+    return sum;
+  }
+
+  // Time from `now` until a slot s' > s whose window (s'-K .. s') holds at
+  // most `room` units, slots after h being empty.
+  nanoseconds wait_for(std::uint64_t s, std::uint64_t h, std::uint64_t cur, std::uint64_t room,
+                       nanoseconds now) const noexcept {
+    std::uint64_t lo = s >= K ? s - K : 0;
+    std::uint64_t sum = window_sum(s, h, cur);
+    std::uint64_t target = s;
+    while (sum > room && lo <= h) {
+      sum -= lo == h ? cur : ring_units(lo);
+      ++lo;
+      target = lo + K;  // the first slot whose window starts at lo
+    }
+    const nanoseconds at = slot_start(target);
+    return at > now ? at - now : nanoseconds(1);
+  }
+
+  // Records h's final count in the ring before the head leaves h. Only ever
+  // raises the stored count for slot h: racing movers publish counts that are
+  // at most the final one, and the winner's is the final one.
+  void publish_final(std::uint64_t h, std::uint64_t cur) noexcept {
+    std::atomic<std::uint64_t>& e = ring_[h % ring_size];
+    // relaxed: ordered before the head CAS that follows, whose release
+    // publishes it.
+    std::uint64_t r = e.load(std::memory_order_relaxed);
+    for (;;) {
+      if (detail::slot_of_word(r) == h && detail::units_of_word(r) >= cur) return;
+      // relaxed: as above; the following release CAS on the head publishes it.
+      if (e.compare_exchange_weak(r, detail::pack_slot(h, cur), std::memory_order_relaxed,
+                                  std::memory_order_relaxed))
+        return;
+    }
+  }
+
+  std::atomic<std::uint64_t> head_{0};
+  std::atomic<std::uint64_t> limit_{0};
+  std::uint64_t unit_ = 0;  // 0: misconfigured
+  std::uint64_t width_ = 1;
+  std::int64_t window_ = 0;
+  std::int64_t origin_ = 0;
+  std::atomic<std::uint64_t> ring_[ring_size] = {};
+
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_SLIDING_WINDOW_HPP

@@ -1,0 +1,402 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// token_bucket.hpp: a lock-free GCRA token bucket whose whole state is one
+// atomic 64-bit word (the theoretical arrival time, TAT).
+//
+// Guarantee. With rate r = count/period, emission interval T = period/count
+// and burst B: over any interval of length t (in the supplied timestamps), the
+// bucket admits at most  B + floor(t / T)  units, and a caller that keeps it
+// from ever sitting full gets exactly that many. There is no lost fractional
+// refill and no drift: time is counted in ticks of 1/s ns, where s is chosen
+// so that T is a whole number of ticks. That is possible for every rate whose
+// reduced count/period needs s <= 14 (every Kimi limit needs s = 1: RPM 3 ->
+// 20 s, TPM 5,000,000 -> 12 us, TPD 1,500,000 -> 57.6 ms; 7/s needs s = 7).
+// Other rates use s = 14 and round T up to the next tick: the bucket then runs
+// slower than asked by less than 1/14 ns per unit (`interval()` returns the
+// interval in force, `exact()` says which case applies), never faster. Rates
+// that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
+//
+// Horizon. Ticks are counted from an origin (construction time, or one you
+// pass) in 62 bits. Every accepted configuration runs at least 10 years from
+// its origin (`horizon()` says exactly how long); configurations that cannot
+// are refused at construction. Past the horizon the bucket stops refilling.
+//
+// Time going backwards. A `now` earlier than the state's time is evaluated at
+// face value: the decision is never more permissive than one made at the
+// latest time seen, and the TAT never decreases (except through `refund`).
+// The bound above holds over supplied timestamps in any order. If threads'
+// clock readings differ by up to d, then over any real-time interval t at most
+// B + floor((t + d) / T) units are admitted.
+//
+// Decisions. n == 0 is always admitted and changes nothing. n > B is
+// `never` (reason::exceeds_capacity). Otherwise a refused request gets the
+// exact wait, rounded up to the nanosecond: not admissible one nanosecond
+// earlier, admissible at it if nothing else is admitted meanwhile. A refusal
+// writes nothing.
+//
+// Concurrency contract. Every member function is thread-safe. try_acquire,
+// refund and charge are lock-free (one CAS loop on the state word, no
+// allocation, no system call besides the clock read of the overloads without
+// `now`). available, time_until and full_in read one word and may be stale the
+// moment they return. set_rate and set_burst serialise among themselves on a
+// writer flag (they may spin against each other, never against acquirers) and
+// keep the state: the units owed stay owed, converted to the new interval and
+// rounded up. The state is standard-layout, address-free atomics of a
+// lock-free type, so a bucket may live in memory shared between processes.
+#ifndef TOLLGATE_TOKEN_BUCKET_HPP
+#define TOLLGATE_TOKEN_BUCKET_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/rate.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+// The parameters of a GCRA in ticks, computed and validated once.
+struct gcra_params {
+  std::uint64_t scale = 0;     // ticks per nanosecond
+  std::uint64_t interval = 0;  // T, in ticks
+  std::uint64_t burst = 0;     // B
+  std::uint64_t tau = 0;       // B * T, in ticks
+  bool exact = false;
+};
+
+struct gcra_limits {
+  // 62 bits of ticks; the top two bits of the state word tag the
+  // configuration slot in force.
+  static constexpr std::uint64_t tat_bits = 62;
+  static constexpr std::uint64_t max_ticks = (std::uint64_t{1} << tat_bits) - 1;
+  // Ten Julian years in nanoseconds: the minimum horizon of any configuration.
+  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;
+  static constexpr std::uint64_t max_scale = max_ticks / min_horizon_ns;  // 14
+};
+
+constexpr errc make_gcra_params(rate r, std::uint64_t burst, gcra_params& out) noexcept {
+  using L = gcra_limits;
+  if (r.count == 0) return errc::zero_count;
+  if (r.period.count() <= 0) return errc::zero_period;
+  if (burst == 0) return errc::zero_burst;
+  const std::uint64_t p = static_cast<std::uint64_t>(r.period.count());
+  const std::uint64_t g = gcd(p, r.count);
+  const std::uint64_t s_exact = r.count / g;
+  const std::uint64_t t_exact = p / g;
+  auto fits = [&](std::uint64_t s, std::uint64_t t) {
+    const u128 need = static_cast<u128>(L::min_horizon_ns) * s + static_cast<u128>(burst) * t;
+    return need <= L::max_ticks;
+  };
+  if (s_exact <= L::max_scale && fits(s_exact, t_exact)) {
+    out = gcra_params{s_exact, t_exact, burst, burst * t_exact, true};
+    return errc::ok;
+  }
+  if (s_exact <= L::max_scale) return errc::horizon_too_short;  // the burst is what does not fit
+  for (std::uint64_t s = L::max_scale; s >= 1; --s) {
+    const std::uint64_t t = mul_div_ceil(p, s, r.count);
+    // Within 0.1 %: t / s <= 1.001 * p / count.
+    if (static_cast<u128>(t) * r.count * 1000 > static_cast<u128>(p) * s * 1001) return errc::rate_too_fine;
+    if (fits(s, t)) {
+      out = gcra_params{s, t, burst, burst * t, false};
+      return errc::ok;
+    }
+  }
+  return errc::horizon_too_short;
+}
+
+}  // namespace detail
+
+template <class Clock = steady_clock>
+class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
+  using L = detail::gcra_limits;
+
+ public:
+  using clock = Clock;
+  enum class start { full, empty };
+
+  // Builds a bucket whose origin is Clock::now(). Throws config_error (or,
+  // without exceptions, aborts with the reason) on a bad configuration.
+  token_bucket(rate r, std::uint64_t burst, start s = start::full) : token_bucket(r, burst, Clock::now(), s) {}
+
+  // Builds a bucket with an explicit origin: times before it count as it.
+  token_bucket(rate r, std::uint64_t burst, nanoseconds origin, start s = start::full) {
+    const errc e = init(r, burst, origin, s);
+    if (e != errc::ok) detail::fail(e);
+  }
+
+  // Never throws: on a bad configuration sets `ec` and builds a bucket that
+  // refuses everything with reason::misconfigured.
+  token_bucket(rate r, std::uint64_t burst, nanoseconds origin, start s, errc& ec) noexcept {
+    ec = init(r, burst, origin, s);
+  }
+
+  token_bucket(const token_bucket&) = delete;
+  token_bucket& operator=(const token_bucket&) = delete;
+
+  // Checks a configuration without building anything.
+  static constexpr errc validate(rate r, std::uint64_t burst) noexcept {
+    detail::gcra_params p{};
+    return detail::make_gcra_params(r, burst, p);
+  }
+
+  // Takes n units if the bucket holds them at `now`.
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0) return decision::admit();
+    // acquire: pairs with the release CAS in reconfigure() that installed the
+    // tag of the slot we are about to read (or any RMW after it, which
+    // continues that release sequence), so the slot's fields are visible.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const detail::gcra_params p = params_of(w);
+      if (p.burst == 0) return decision::refuse(reason::misconfigured);
+      if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      const std::uint64_t need = (tat > now_t ? tat : now_t) + n * p.interval;  // < 2^63: no overflow
+      if (need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
+      // acq_rel on success: acquire keeps the slot read above ordered after
+      // the tag we saw; release is not needed for the bucket itself (the word
+      // is the only data) but keeps this RMW in the release sequence of the
+      // last reconfiguration. On failure `w` is reloaded with acquire for the
+      // same reason as the first load.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | need, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return decision::admit();
+    }
+  }
+  decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
+
+  // Charges n units unconditionally: usage learnt after the fact becomes a
+  // debt that later requests wait out. Saturates at the horizon.
+  void charge(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0) return;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const detail::gcra_params p = params_of(w);
+      if (p.burst == 0) return;
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      std::uint64_t next = detail::sat_add(tat > now_t ? tat : now_t, detail::sat_mul(n, p.interval));
+      if (next > L::max_ticks) next = L::max_ticks;
+      // acq_rel / acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return;
+    }
+  }
+  void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
+
+  // Gives back up to n units taken earlier. The bucket never holds more than
+  // B and the TAT never moves below `now`, so units returned to a bucket that
+  // has refilled meanwhile are lost (the safe side). Returns the whole units
+  // actually returned.
+  std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0) return 0;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const detail::gcra_params p = params_of(w);
+      if (p.burst == 0) return 0;
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      if (tat <= now_t) return 0;  // already full at `now`
+      const std::uint64_t back = detail::sat_mul(n, p.interval);
+      const std::uint64_t next = tat - now_t > back ? tat - back : now_t;
+      // acq_rel / acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return (tat - next) / p.interval;
+    }
+  }
+  std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
+
+  // Whole units available at `now` (peek: consumes nothing).
+  std::uint64_t available(nanoseconds now) const noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return 0;
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t tat = w & L::max_ticks;
+    const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
+    return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
+  }
+  std::uint64_t available() const noexcept { return available(Clock::now()); }
+
+  // What try_acquire(n, now) would answer, without consuming.
+  decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
+    if (n == 0) return decision::admit();
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return decision::refuse(reason::misconfigured);
+    if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t tat = w & L::max_ticks;
+    const std::uint64_t need = (tat > now_t ? tat : now_t) + n * p.interval;
+    if (need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
+    return decision::admit();
+  }
+  decision time_until(std::uint64_t n = 1) const noexcept { return time_until(n, Clock::now()); }
+
+  // Time from `now` until the bucket is full again (its reset time).
+  nanoseconds full_in(nanoseconds now) const noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return nanoseconds(0);
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t tat = w & L::max_ticks;
+    return tat > now_t ? wait_from(now, tat - now_t, p) : nanoseconds(0);
+  }
+
+  // Live changes keep the state: units owed stay owed (converted to the new
+  // interval, rounded up). They return the error and change nothing if the
+  // new configuration is invalid.
+  [[nodiscard]] errc set_rate(rate r, nanoseconds now) noexcept { return reconfigure(&r, nullptr, now); }
+  [[nodiscard]] errc set_rate(rate r) noexcept { return set_rate(r, Clock::now()); }
+  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept {
+    return reconfigure(nullptr, &b, now);
+  }
+  [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
+
+  rate current_rate() const noexcept {
+    const std::size_t i = slot_index(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
+    // relaxed: as in params_of.
+    return rate(slots_[i].count.load(std::memory_order_relaxed),
+                nanoseconds(static_cast<std::int64_t>(slots_[i].period.load(std::memory_order_relaxed))));
+  }
+  std::uint64_t burst() const noexcept { return params_of(state_.load(std::memory_order_acquire)).burst; }
+  // True when the interval in force is exactly period / count.
+  bool exact() const noexcept { return params_of(state_.load(std::memory_order_acquire)).exact; }
+  // The rate actually enforced: scale units per (interval in ticks) ns. It
+  // equals the configured rate (reduced) when exact(), else it is slower by
+  // less than 0.1 %.
+  rate effective_rate() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    return rate(p.scale, nanoseconds(static_cast<std::int64_t>(p.interval)));
+  }
+  // The emission interval in force, rounded up to whole nanoseconds.
+  nanoseconds interval() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
+  }
+  // How long after the origin the bucket keeps refilling.
+  nanoseconds horizon() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
+  }
+  nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+
+ private:
+  // One configuration, in atomics so a reconfiguration racing a reader is
+  // not a data race; a reader that sees a half-written slot fails its CAS
+  // (the tag changed) and starts over.
+  struct slot {
+    std::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
+    std::atomic<std::uint64_t> count{0}, period{0};
+  };
+  static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
+
+  detail::gcra_params params_of(std::uint64_t w) const noexcept {
+    // relaxed: the caller loaded `w` with acquire, which made this slot's
+    // last writes visible; a later rewrite of the slot needs four more
+    // reconfigurations and changes the tag first, so a CAS based on a torn
+    // read fails.
+    const slot& s = slots_[slot_index(w)];
+    return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
+                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
+                               s.exact.load(std::memory_order_relaxed) != 0};
+  }
+
+  std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    const std::uint64_t cap = L::max_ticks - p.tau;
+    const std::uint64_t t = detail::sat_mul(since, p.scale);
+    return t > cap ? cap : t;
+  }
+  // `t` ticks after max(now, origin), as a wait from `now`, rounded up.
+  nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t w = detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(origin_, now.count()));
+    return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
+  }
+  static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
+    return nanoseconds(static_cast<std::int64_t>(detail::ceil_div(t, p.scale)));
+  }
+
+  static void store_slot(slot& s, const detail::gcra_params& p, rate r) noexcept {
+    // relaxed: published by the release CAS on state_ that installs this
+    // slot's tag; nobody reads the slot before seeing that tag.
+    s.scale.store(p.scale, std::memory_order_relaxed);
+    s.interval.store(p.interval, std::memory_order_relaxed);
+    s.burst.store(p.burst, std::memory_order_relaxed);
+    s.tau.store(p.tau, std::memory_order_relaxed);
+    s.exact.store(p.exact ? 1 : 0, std::memory_order_relaxed);
+    s.count.store(r.count, std::memory_order_relaxed);
+    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
+  }
+
+  errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
+    origin_ = origin.count();
+    detail::gcra_params p{};
+    const errc e = detail::make_gcra_params(r, burst, p);
+    if (e != errc::ok) return e;  // slot 0 stays zero: burst 0 means misconfigured
+    store_slot(slots_[0], p, r);
+    // relaxed: construction happens before any other thread can see the
+    // object (publishing it is the user's synchronisation).
+    state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
+    return errc::ok;
+  }
+
+  // Installs a new rate and/or burst (a null pointer keeps the current one).
+  errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
+    // acquire: pairs with the release store that ends the previous writer's
+    // critical section, so we see the slot contents it wrote.
+    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::size_t cur = slot_index(w);
+    const detail::gcra_params cp = params_of(w);
+    const rate r = nr ? *nr
+                      : rate(slots_[cur].count.load(std::memory_order_relaxed),
+                             nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+    const std::uint64_t b = nb ? *nb : cp.burst;
+    detail::gcra_params np{};
+    const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
+    if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
+      writer_.store(0, std::memory_order_release);  // release: as at the end
+      return e;
+    }
+    const std::size_t next = (slot_index(w) + 1) & 3;
+    store_slot(slots_[next], np, r);
+    for (;;) {
+      const detail::gcra_params op = params_of(w);
+      const std::uint64_t old_now = ticks(now, op);
+      const std::uint64_t tat = w & L::max_ticks;
+      const std::uint64_t owed = tat > old_now ? detail::mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
+      const std::uint64_t new_now = ticks(now, np);
+      std::uint64_t nt = detail::sat_add(new_now, owed);
+      if (nt > L::max_ticks) nt = L::max_ticks;
+      // release: publishes the slot written above to every reader that
+      // acquires a word carrying its tag. acquire on failure: reload as usual.
+      if (state_.compare_exchange_weak(w, (static_cast<std::uint64_t>(next) << L::tat_bits) | nt,
+                                       std::memory_order_acq_rel, std::memory_order_acquire))
+        break;
+    }
+    // release: pairs with the acquire exchange of the next writer.
+    writer_.store(0, std::memory_order_release);
+    return errc::ok;
+  }
+
+  std::atomic<std::uint64_t> state_{0};
+  std::int64_t origin_ = 0;  // written once, before the object is shared
+  std::atomic<std::uint32_t> writer_{0};
+  slot slots_[4];
+
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_TOKEN_BUCKET_HPP

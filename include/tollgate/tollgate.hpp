@@ -1,0 +1,17 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// tollgate.hpp: the whole library.
+#ifndef TOLLGATE_TOLLGATE_HPP
+#define TOLLGATE_TOLLGATE_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/rate.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/token_bucket.hpp>
+#include <tollgate/sliding_window.hpp>
+#include <tollgate/calendar_quota.hpp>
+#include <tollgate/concurrency.hpp>
+
+#endif  // TOLLGATE_TOLLGATE_HPP

@@ -1,0 +1,179 @@
+// Test helpers: a seeded generator, oracles written the slow and obvious way,
+// and knobs read from the environment.
+#ifndef TOLLGATE_TESTS_SUPPORT_HPP
+#define TOLLGATE_TESTS_SUPPORT_HPP
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tgtest {
+
+using ns = std::chrono::nanoseconds;
+__extension__ typedef unsigned __int128 u128;
+__extension__ typedef __int128 i128;
+
+// splitmix64: small, fast, and identical on every platform.
+class rng {
+ public:
+  explicit rng(std::uint64_t seed) : s_(seed) {}
+  std::uint64_t next() {
+    std::uint64_t z = (s_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [lo, hi].
+  std::uint64_t between(std::uint64_t lo, std::uint64_t hi) { return lo + next() % (hi - lo + 1); }
+  bool chance(unsigned percent) { return next() % 100 < percent; }
+
+ private:
+  std::uint64_t s_;
+};
+
+// Seeds for property tests: TOLLGATE_SEED=<n> pins one, otherwise a fixed
+// list so CI is reproducible.
+inline std::vector<std::uint64_t> seeds(std::size_t count) {
+  std::vector<std::uint64_t> out;
+  if (const char* s = std::getenv("TOLLGATE_SEED")) {
+    out.push_back(std::strtoull(s, nullptr, 10));
+    return out;
+  }
+  for (std::size_t i = 0; i < count; ++i) out.push_back(0xC0FFEEULL + 7919ULL * i);
+  return out;
+}
+
+// Multiplier for threaded stress sizes: TOLLGATE_STRESS=<n>, default 1.
+inline std::uint64_t stress_factor() {
+  if (const char* s = std::getenv("TOLLGATE_STRESS")) {
+    const std::uint64_t v = std::strtoull(s, nullptr, 10);
+    return v == 0 ? 1 : v;
+  }
+  return 1;
+}
+
+// A continuous token bucket in exact rational arithmetic: the balance is kept
+// multiplied by `period` so refills (elapsed * count / period) never round. The
+// balance may go negative (debt). Times must not decrease.
+struct rational_bucket {
+  std::uint64_t count, period, burst;
+  i128 scaled;  // tokens * period
+  std::int64_t last;
+  rational_bucket(std::uint64_t c, std::uint64_t p, std::uint64_t b, std::int64_t t0, bool full = true)
+      : count(c), period(p), burst(b), scaled(full ? static_cast<i128>(b) * p : 0), last(t0) {}
+  i128 cap() const { return static_cast<i128>(burst) * period; }
+  void advance(std::int64_t now) {
+    if (now <= last) return;
+    const i128 add = static_cast<i128>(now - last) * count;
+    scaled = cap() - scaled <= add ? cap() : scaled + add;
+    last = now;
+  }
+  bool try_take(std::uint64_t n, std::int64_t now) {
+    advance(now);
+    if (n == 0) return true;  // defined as always admitted, even in debt
+    const i128 need = static_cast<i128>(n) * period;
+    if (scaled < need) return false;
+    scaled -= need;
+    return true;
+  }
+  void charge(std::uint64_t n, std::int64_t now) {
+    advance(now);
+    scaled -= static_cast<i128>(n) * period;
+  }
+  std::uint64_t refund(std::uint64_t n, std::int64_t now) {
+    advance(now);
+    const i128 before = scaled;
+    const i128 add = static_cast<i128>(n) * period;
+    scaled = cap() - scaled <= add ? cap() : scaled + add;
+    return static_cast<std::uint64_t>((scaled - before) / period);
+  }
+  std::uint64_t available(std::int64_t now) {
+    advance(now);
+    return scaled <= 0 ? 0 : static_cast<std::uint64_t>(scaled / period);
+  }
+  // Nanoseconds until n are available (ceil), assuming nothing else happens.
+  std::uint64_t wait_for(std::uint64_t n, std::int64_t now) {
+    advance(now);
+    const i128 need = static_cast<i128>(n) * period;
+    if (n == 0 || scaled >= need) return 0;
+    const i128 gap = need - scaled;
+    return static_cast<std::uint64_t>((gap + count - 1) / count);
+  }
+};
+
+// The exact sliding log: admitted (time, n) pairs.
+struct sliding_log {
+  std::uint64_t limit;
+  std::int64_t window;
+  std::deque<std::pair<std::int64_t, std::uint64_t>> log;
+  std::uint64_t sum = 0;
+  sliding_log(std::uint64_t l, std::int64_t w) : limit(l), window(w) {}
+  void expire(std::int64_t now) {
+    while (!log.empty() && log.front().first <= now - window) {
+      sum -= log.front().second;
+      log.pop_front();
+    }
+  }
+  // Units in (now - window, now], times non-decreasing.
+  std::uint64_t in_window(std::int64_t now) {
+    expire(now);
+    return sum;
+  }
+  bool try_take(std::uint64_t n, std::int64_t now) {
+    if (in_window(now) + n > limit) return false;
+    log.emplace_back(now, n);
+    sum += n;
+    return true;
+  }
+};
+
+// Checks "at most L in every half-open window (t - W, t]" over a list of
+// admissions sorted by time: returns the largest window sum seen.
+inline std::uint64_t max_window_sum(std::vector<std::pair<std::int64_t, std::uint64_t>> events, std::int64_t window) {
+  std::sort(events.begin(), events.end());
+  std::uint64_t best = 0, sum = 0;
+  std::size_t lo = 0;
+  for (std::size_t hi = 0; hi < events.size(); ++hi) {
+    sum += events[hi].second;
+    while (events[lo].first <= events[hi].first - window) sum -= events[lo++].second;
+    if (sum > best) best = sum;
+  }
+  return best;
+}
+
+// Checks "at most B + floor(t * count / period) in every closed interval of
+// length t" over admissions sorted by time; returns the number of violations.
+inline std::uint64_t bucket_bound_violations(std::vector<std::pair<std::int64_t, std::uint64_t>> events,
+                                             std::uint64_t count, std::uint64_t period, std::uint64_t burst) {
+  std::sort(events.begin(), events.end());
+  // For i <= j: (prefix_j - prefix_{i-1}) * period <= burst * period + (t_j - t_i) * count.
+  // Equivalently g(j) - k(i) <= burst * period with g(j) = prefix_j * period - t_j * count and
+  // k(i) = prefix_{i-1} * period - t_i * count; track the minimum k so far. Equal times are
+  // grouped so an interval always holds all events at its ends.
+  std::uint64_t violations = 0;
+  i128 prefix = 0, min_k = 0;
+  bool have = false;
+  std::size_t i = 0;
+  while (i < events.size()) {
+    std::size_t j = i;
+    const std::int64_t t = events[i].first;
+    const i128 k_here = prefix * static_cast<i128>(period) - static_cast<i128>(t) * count;
+    if (!have || k_here < min_k) min_k = k_here;
+    have = true;
+    while (j < events.size() && events[j].first == t) prefix += events[j++].second;
+    const i128 g = prefix * static_cast<i128>(period) - static_cast<i128>(t) * count;
+    if (g - min_k > static_cast<i128>(burst) * period) ++violations;
+    i = j;
+  }
+  return violations;
+}
+
+}  // namespace tgtest
+
+#endif
