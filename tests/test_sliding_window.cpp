@@ -1,1 +1,237 @@
 #include "catch_compat.hpp"
+#include "support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <limits>
+#include <map>
+
+using namespace tollgate;
+using namespace std::chrono;
+using tgtest::ns;
+
+namespace {
+using window = sliding_window<manual_clock>;
+constexpr ns t0{0};
+
+// The slot model written the slow way: every admission kept with its slot.
+struct slot_oracle {
+  std::uint64_t limit, k, width;
+  std::map<std::uint64_t, std::uint64_t> slots;  // slot -> units
+  std::uint64_t head = 0;
+  std::uint64_t sum_from(std::uint64_t lo) const {
+    std::uint64_t s = 0;
+    for (auto it = slots.lower_bound(lo); it != slots.end(); ++it) s += it->second;
+    return s;
+  }
+  std::uint64_t lo_of(std::uint64_t s) const { return s >= k ? s - k : 0; }
+  // Returns: 0 admitted, 1 later (wait set), 2 stale (wait set).
+  int decide(std::uint64_t nu, std::int64_t now, std::int64_t& wait, bool commit) {
+    const std::uint64_t s = static_cast<std::uint64_t>(now) / width;
+    if (s < head) {
+      wait = static_cast<std::int64_t>(head * width) - now;
+      return 2;
+    }
+    if (sum_from(lo_of(s)) + nu <= limit) {
+      if (commit) {
+        slots[s] += nu;
+        head = s;
+      }
+      return 0;
+    }
+    std::uint64_t t = s + 1;
+    while (sum_from(lo_of(t)) + nu > limit) ++t;
+    wait = static_cast<std::int64_t>(t * width) - now;
+    return 1;
+  }
+};
+}  // namespace
+
+TEST_CASE("window: limits, never, exact waits", "[sliding_window]") {
+  window w(rate(10, seconds(15)), t0);  // 15 sub-windows of 1 s
+  CHECK(w.slot_width() == seconds(1));
+  CHECK(w.limit() == 10);
+  CHECK(w.unit() == 1);
+  CHECK(w.try_acquire(0, t0).admitted());
+  CHECK(w.try_acquire(11, t0).never());
+  CHECK(w.try_acquire(11, t0).why() == reason::exceeds_capacity);
+  CHECK(w.try_acquire(7, milliseconds(500)).admitted());
+  CHECK(w.try_acquire(3, seconds(3)).admitted());
+  CHECK(w.available(seconds(3)) == 0);
+  // Slot 0 (7 units) leaves the K+1-slot window when slot 16 begins.
+  const decision d = w.try_acquire(1, seconds(5));
+  REQUIRE(d.later());
+  CHECK(d.retry_after() == seconds(11));
+  CHECK(w.time_until(1, seconds(16) - ns(1)).later());
+  CHECK(w.time_until(8, seconds(16)).later());  // slot 3's 3 units are still in
+  CHECK(w.try_acquire(7, seconds(16)).admitted());
+  CHECK(w.empty_in(seconds(16)) == seconds(16));
+}
+
+TEST_CASE("window: a stale time is refused, not charged to the wrong slot", "[sliding_window][time]") {
+  window w(rate(5, seconds(15)), t0);
+  REQUIRE(w.try_acquire(1, seconds(10)).admitted());
+  const decision d = w.try_acquire(1, seconds(8) + milliseconds(250));
+  CHECK(d.later());
+  CHECK(d.why() == reason::stale_time);
+  CHECK(d.retry_after() == milliseconds(1750));
+  // Within the head slot, earlier readings are fine.
+  CHECK(w.try_acquire(1, seconds(10)).admitted());
+  CHECK(w.try_acquire(1, seconds(10) + milliseconds(1)).admitted());
+  CHECK(w.available(seconds(1)) == 2);  // a stale peek reads the head slot
+}
+
+TEST_CASE("window: bad configurations", "[sliding_window][errors]") {
+  CHECK(window::validate(rate(0, seconds(1))) == errc::zero_count);
+  CHECK(window::validate(rate(1, seconds(0))) == errc::zero_period);
+  CHECK(window::validate(rate(1, milliseconds(1))) == errc::horizon_too_short);
+  CHECK(window::validate(rate(1, milliseconds(5))) == errc::ok);
+  CHECK_THROWS_AS(window(rate(0, seconds(1)), t0), config_error);
+  errc ec = errc::ok;
+  window bad(rate(1, seconds(0)), t0, ec);
+  CHECK(ec == errc::zero_period);
+  CHECK(bad.try_acquire(1, t0).why() == reason::misconfigured);
+  CHECK(bad.time_until(1, t0).never());
+  window ok(rate(5, seconds(15)), t0);
+  CHECK(ok.set_limit(0) == errc::zero_count);
+  CHECK(ok.set_limit(std::uint64_t{1} << 30) == errc::too_large);
+}
+
+TEST_CASE("window: limits above 2^24 - 1 count in coarser units, rounded safe", "[sliding_window]") {
+  window w(rate(50000000, minutes(1)), t0);
+  CHECK(w.unit() == 3);
+  CHECK(w.limit() == 49999998);
+  CHECK(w.try_acquire(1, t0).admitted());  // charged as 3
+  CHECK(w.available(t0) == 49999995);
+  CHECK(w.try_acquire(49999996, t0).later());
+  CHECK(w.try_acquire(49999995, t0).admitted());
+}
+
+TEST_CASE("window: refunds", "[sliding_window]") {
+  window w(rate(10, seconds(15)), t0);
+  window_ticket a, b;
+  REQUIRE(w.try_acquire(6, t0, a).admitted());
+  CHECK(w.refund(a, 2) == 2);  // head slot: exact
+  CHECK(w.available(t0) == 6);
+  REQUIRE(w.try_acquire(4, seconds(2), b).admitted());
+  CHECK(w.refund(a, 100) == 4);  // older slot in the window, clamped to the ticket
+  CHECK(w.available(seconds(2)) == 6);
+  CHECK(w.refund(a, 1) == 0);  // ticket spent
+  window_ticket c;
+  REQUIRE(w.try_acquire(5, seconds(3), c).admitted());
+  // Once the slot has left the window a refund gives nothing back.
+  CHECK(w.try_acquire(1, seconds(20)).admitted());
+  CHECK(w.refund(c, 5) == 0);
+}
+
+TEST_CASE("window: under saturation it admits L per (K+1) slots", "[sliding_window]") {
+  // K = 15: 15/16 of L per W. A greedy caller over 64 windows.
+  window w(rate(160, seconds(15)), t0);
+  ns now = t0;
+  std::uint64_t got = 0;
+  const ns end = seconds(15 * 64);
+  while (now < end) {
+    const decision d = w.try_acquire(1, now);
+    if (d.admitted())
+      ++got;
+    else
+      now += d.retry_after();
+  }
+  // Every 16 s another 160: 60 full periods in 960 s.
+  CHECK(got == 160 * 60);
+  sliding_window<manual_clock, 3> coarse(rate(160, seconds(15)), t0);
+  now = t0;
+  got = 0;
+  while (now < end) {
+    const decision d = coarse.try_acquire(1, now);
+    if (d.admitted())
+      ++got;
+    else
+      now += d.retry_after();
+  }
+  CHECK(got == 160 * 48);  // K = 3: 3/4 of L per W
+}
+
+namespace {
+template <std::size_t K>
+void run_window_oracle(std::uint64_t limit, ns period, std::uint64_t ops, std::uint64_t seed) {
+  INFO("limit " << limit << " window " << period.count() << " K " << K << " seed " << seed);
+  tgtest::rng g(seed);
+  sliding_window<manual_clock, K> w(rate(limit, period), t0);
+  slot_oracle o{limit, K, static_cast<std::uint64_t>(w.slot_width().count()), {}, 0};
+  std::vector<std::pair<std::int64_t, std::uint64_t>> admitted;
+  std::vector<std::pair<window_ticket, std::size_t>> tickets;  // ticket, index in `admitted`
+  const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+  std::int64_t now = 0;
+  std::uint64_t mismatches = 0;
+  for (std::uint64_t i = 0; i < ops; ++i) {
+    switch (g.between(0, 6)) {
+      case 0: break;
+      case 1: now += static_cast<std::int64_t>(g.between(0, width)); break;
+      case 2: now += static_cast<std::int64_t>(g.between(0, width * 4)); break;
+      default: now += static_cast<std::int64_t>(g.between(0, width / 8 + 1)); break;
+    }
+    if (g.chance(1)) now += static_cast<std::int64_t>(width * (K + 2));
+    std::int64_t at = now;
+    if (g.chance(5)) at -= static_cast<std::int64_t>(g.between(0, width * 2));  // stale reading
+    if (at < 0) at = 0;
+    const std::uint64_t n = g.chance(95) ? g.between(1, limit / 3 + 1) : limit + 1;
+    if (g.chance(10) && !tickets.empty()) {
+      // Refund part of an earlier admission; mirror it in the oracle.
+      const std::size_t idx = static_cast<std::size_t>(g.between(0, tickets.size() - 1));
+      window_ticket& t = tickets[idx].first;
+      const std::uint64_t back = g.between(0, t.tokens);
+      const std::uint64_t slot = t.slot;
+      const bool in_window = slot + K >= o.head;
+      const std::uint64_t got = w.refund(t, back);
+      if (in_window) {
+        if (got != back) ++mismatches;
+        auto it = o.slots.find(slot);
+        if (it != o.slots.end()) it->second -= std::min(it->second, back);
+        admitted[tickets[idx].second].second -= back;  // the bound is checked on what stays charged
+      } else if (got != 0) {
+        ++mismatches;
+      }
+      continue;
+    }
+    std::int64_t owait = 0;
+    const decision peek = w.time_until(n, ns(at));
+    window_ticket t;
+    const decision d = w.try_acquire(n, ns(at), t);
+    if (!(peek == d)) ++mismatches;
+    if (n > limit) {
+      if (!d.never()) ++mismatches;
+      continue;
+    }
+    const int r = o.decide(n, at, owait, true);
+    if (r == 0) {
+      if (!d.admitted()) ++mismatches;
+      admitted.emplace_back(at, n);
+      tickets.emplace_back(t, admitted.size() - 1);
+      if (tickets.size() > 64) tickets.erase(tickets.begin());
+    } else {
+      if (!d.later() || d.retry_after() != ns(owait)) ++mismatches;
+      if ((r == 2) != (d.why() == reason::stale_time)) ++mismatches;
+      if (r == 1) {
+        // Exact wait.
+        if (!w.time_until(n, ns(at) + d.retry_after() - ns(1)).later()) ++mismatches;
+        if (!w.time_until(n, ns(at) + d.retry_after()).admitted()) ++mismatches;
+      }
+    }
+  }
+  CHECK(mismatches == 0);
+  CHECK(admitted.size() > ops / 10);
+  // The promise itself: never more than L in any window (t - W, t].
+  CHECK(tgtest::max_window_sum(admitted, period.count()) <= limit);
+}
+}  // namespace
+
+TEST_CASE("property: the window matches the slot model and never exceeds L in any W", "[sliding_window][oracle]") {
+  for (std::uint64_t s : tgtest::seeds(2)) {
+    run_window_oracle<15>(200, minutes(1), 15000, s);
+    run_window_oracle<15>(5000000, minutes(1), 15000, s);
+    run_window_oracle<4>(10, seconds(5), 15000, s);
+    run_window_oracle<1>(3, minutes(1), 10000, s);
+    run_window_oracle<15>(1500000, hours(24), 10000, s);
+    run_window_oracle<60>(100, seconds(60), 8000, s);
+  }
+}
