@@ -1,1 +1,153 @@
+// Threaded stress: threads share one limiter and one manual clock that they
+// advance themselves, so readings are stale relative to each other. Every
+// admission is recorded with the time it was decided at, and the bound is
+// checked afterwards. Small by default; TOLLGATE_STRESS=<n> multiplies.
 #include "catch_compat.hpp"
+#include "support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <atomic>
+#include <map>
+#include <thread>
+#include <vector>
+
+using namespace tollgate;
+using namespace std::chrono;
+using tgtest::ns;
+
+namespace {
+using events = std::vector<std::pair<std::int64_t, std::uint64_t>>;
+
+// Runs `body(thread_index, rng, clock, out)` on `threads` threads, then merges
+// what they recorded.
+template <class Body>
+events run_threads(unsigned threads, std::uint64_t seed, std::atomic<std::int64_t>& clock, Body body) {
+  std::vector<events> out(threads);
+  std::vector<std::thread> pool;
+  std::atomic<unsigned> ready{0};
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      tgtest::rng g(seed * 31 + t);
+      // Start together so the threads really contend.
+      ready.fetch_add(1);
+      while (ready.load() < threads) std::this_thread::yield();
+      body(t, g, clock, out[t]);
+    });
+  }
+  for (auto& th : pool) th.join();
+  events all;
+  for (auto& e : out) all.insert(all.end(), e.begin(), e.end());
+  return all;
+}
+
+template <class Body>
+events run_threads(unsigned threads, std::uint64_t seed, Body body) {
+  std::atomic<std::int64_t> clock{0};
+  return run_threads(threads, seed, clock, body);
+}
+
+std::uint64_t ops_per_thread() { return 20000 * tgtest::stress_factor(); }
+}  // namespace
+
+TEST_CASE("stress: token bucket bound under contention and live changes", "[stress]") {
+  for (unsigned threads : {2u, 4u, 8u}) {
+    INFO(threads << " threads");
+    token_bucket<manual_clock> b(per_second(1000), 50, ns(0));
+    std::atomic<bool> stop{false};
+    std::atomic<std::int64_t> shared_clock{0};
+    // A reconfiguring thread toggles between two rates and bursts.
+    std::thread changer([&] {
+      std::uint64_t i = 0;
+      while (!stop.load()) {
+        const bool odd = (++i & 1) != 0;
+        (void)b.set_rate(per_second(odd ? 800 : 1000), ns(shared_clock.load()));
+        (void)b.set_burst(odd ? 30 : 50, ns(shared_clock.load()));
+        std::this_thread::yield();
+      }
+    });
+    const events ev = run_threads(threads, 42, shared_clock, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
+      for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
+        const std::int64_t now = g.chance(30) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 400000))) : clock.load();
+        const std::uint64_t n = g.between(1, 5);
+        if (b.try_acquire(n, ns(now)).admitted()) out.emplace_back(now, n);
+        if (g.chance(2)) (void)b.refund(0, ns(now));
+      }
+    });
+    stop.store(true);
+    changer.join();
+    CHECK(ev.size() > 100);
+    // Bound with the larger rate and burst of the two configurations.
+    CHECK(tgtest::bucket_bound_violations(ev, 1000, 1000000000, 50) == 0);
+  }
+}
+
+TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
+  for (unsigned threads : {2u, 4u, 8u}) {
+    INFO(threads << " threads");
+    sliding_window<manual_clock> w(rate(300, milliseconds(60)), ns(0));
+    std::atomic<bool> stop{false};
+    std::thread changer([&] {
+      std::uint64_t i = 0;
+      while (!stop.load()) {
+        (void)w.set_limit((++i & 1) != 0 ? 200 : 300);
+        std::this_thread::yield();
+      }
+    });
+    const events ev = run_threads(threads, 7, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
+      std::vector<window_ticket> mine;
+      for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
+        const std::int64_t now = g.chance(30) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 200000))) : clock.load();
+        const std::uint64_t n = g.between(1, 8);
+        window_ticket t;
+        if (w.try_acquire(n, ns(now), t).admitted()) {
+          out.emplace_back(now, n);
+          if (g.chance(10)) {
+            // Refund everything at once, recorded as a negative event.
+            const std::uint64_t back = w.refund(t, n);
+            if (back > 0) out.back().second -= back;
+          }
+        }
+      }
+    });
+    stop.store(true);
+    changer.join();
+    CHECK(ev.size() > 100);
+    CHECK(tgtest::max_window_sum(ev, milliseconds(60).count()) <= 300);
+  }
+}
+
+TEST_CASE("stress: calendar quota per day and concurrency permits", "[stress]") {
+  calendar_quota<manual_clock> q(5000);
+  const std::int64_t day = 86400LL * 1000000000LL;
+  const events ev = run_threads(4, 9, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
+    for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
+      const std::int64_t now = g.chance(20) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day / 2000)))) : clock.load();
+      const std::uint64_t n = g.between(1, 20);
+      if (q.try_acquire(n, ns(now)).admitted()) out.emplace_back(now, n);
+    }
+  });
+  std::map<std::int64_t, std::uint64_t> per_day;
+  for (const auto& e : ev) per_day[e.first / day] += e.second;
+  CHECK(per_day.size() > 3);
+  for (const auto& kv : per_day) CHECK(kv.second <= 5000);
+
+  concurrency_limiter c(5);
+  std::atomic<std::int64_t> held{0}, worst{0};
+  std::atomic<bool> over{false};
+  run_threads(8, 11, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>&, events&) {
+    for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
+      const std::uint64_t n = g.between(1, 3);
+      permit p = c.try_acquire(n);
+      if (!p) continue;
+      const std::int64_t now_held = held.fetch_add(static_cast<std::int64_t>(n)) + static_cast<std::int64_t>(n);
+      if (now_held > 5) over.store(true);
+      std::int64_t w = worst.load();
+      while (now_held > w && !worst.compare_exchange_weak(w, now_held)) {
+      }
+      held.fetch_sub(static_cast<std::int64_t>(n));
+    }
+  });
+  CHECK_FALSE(over.load());
+  CHECK(worst.load() >= 2);
+  CHECK(c.in_use() == 0);
+}

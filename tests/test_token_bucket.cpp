@@ -145,7 +145,9 @@ TEST_CASE("huge forward jumps and extreme times do not overflow", "[token_bucket
 TEST_CASE("live rate and burst changes keep the units owed", "[token_bucket][live]") {
   bucket b(per_minute(3), 3, t0);
   REQUIRE(b.try_acquire(3, t0).admitted());  // owes 3 units = 60 s
-  CHECK(b.set_rate(per_minute(6), t0) == errc::ok);  // 3 units now = 30 s
+  CHECK(b.set_rate(per_minute(1), t0) == errc::ok);  // slower: 3 units = 180 s
+  CHECK(b.full_in(t0) == seconds(180));
+  CHECK(b.set_rate(per_minute(6), t0) == errc::ok);  // faster: 3 units = 30 s
   CHECK(b.full_in(t0) == seconds(30));
   CHECK(b.time_until(1, t0).retry_after() == seconds(10));
   CHECK(b.current_rate().count == 6);
@@ -155,6 +157,12 @@ TEST_CASE("live rate and burst changes keep the units owed", "[token_bucket][liv
   CHECK(b.set_rate(per_minute(0), t0) == errc::zero_count);  // refused, nothing changes
   CHECK(b.current_rate().count == 6);
   CHECK(b.time_until(1, t0).retry_after() == seconds(30));
+  // Flapping between two rates does not compound what is owed.
+  for (int i = 0; i < 100; ++i) {
+    CHECK(b.set_rate(per_minute(1), t0) == errc::ok);
+    CHECK(b.set_rate(per_minute(6), t0) == errc::ok);
+  }
+  CHECK(b.full_in(t0) <= seconds(31));
   // Many reconfigurations cycle the configuration slots.
   for (int i = 0; i < 10; ++i) CHECK(b.set_rate(per_minute(6 + static_cast<std::uint64_t>(i % 2)), t0) == errc::ok);
   CHECK(b.current_rate().count == 7);

@@ -40,8 +40,10 @@
 // `now`). available, time_until and full_in read one word and may be stale the
 // moment they return. set_rate and set_burst serialise among themselves on a
 // writer flag (they may spin against each other, never against acquirers) and
-// keep the state: the units owed stay owed, converted to the new interval and
-// rounded up. The state is standard-layout, address-free atomics of a
+// keep the state: the units owed at `now` stay owed, converted to the new
+// interval and rounded up. A change is applied as of the `now` it is given: a
+// `now` that lags the latest time seen by d can hand back at most
+// d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
 // lock-free type, so a bucket may live in memory shared between processes.
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
@@ -252,8 +254,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return tat > now_t ? wait_from(now, tat - now_t, p) : nanoseconds(0);
   }
 
-  // Live changes keep the state: units owed stay owed (converted to the new
-  // interval, rounded up). They return the error and change nothing if the
+  // Live changes keep the state: the units owed at `now` stay owed (see the
+  // contract above for a stale `now`). They return the error and change nothing if the
   // new configuration is invalid.
   [[nodiscard]] errc set_rate(rate r, nanoseconds now) noexcept { return reconfigure(&r, nullptr, now); }
   [[nodiscard]] errc set_rate(rate r) noexcept { return set_rate(r, Clock::now()); }
@@ -374,6 +376,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       const detail::gcra_params op = params_of(w);
       const std::uint64_t old_now = ticks(now, op);
       const std::uint64_t tat = w & L::max_ticks;
+      // The units owed at `now` stay owed, at the new interval, rounded up.
       const std::uint64_t owed = tat > old_now ? detail::mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
       const std::uint64_t new_now = ticks(now, np);
       std::uint64_t nt = detail::sat_add(new_now, owed);
