@@ -1,0 +1,56 @@
+# The other build variants of the default suite, registered as tests of this
+# build so one ctest run covers them all and ends with one summary. Each is a
+# complete configure + build + ctest of the project (ctest --build-and-test).
+set(TOLLGATE_CATCH2_V3_PREFIX "" CACHE PATH "Prefix holding Catch2 v3 (lib/cmake/Catch2), for the v3 variant")
+
+find_program(TOLLGATE_CLANGXX clang++)
+find_program(TOLLGATE_GXX g++)
+find_program(TOLLGATE_MESON meson)
+find_package(Python3 COMPONENTS Interpreter)
+
+function(tollgate_variant name)
+  cmake_parse_arguments(V "" "" "OPTIONS" ${ARGN})
+  add_test(NAME variant.${name}
+           COMMAND ${CMAKE_CTEST_COMMAND}
+                   --build-and-test "${PROJECT_SOURCE_DIR}" "${CMAKE_BINARY_DIR}/variants/${name}"
+                   --build-generator "${CMAKE_GENERATOR}"
+                   --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
+                   --build-noclean
+                   --build-options -DTOLLGATE_BUILD_EXAMPLES=OFF -DTOLLGATE_CI=OFF ${V_OPTIONS}
+                   --test-command ${CMAKE_CTEST_COMMAND} --output-on-failure --no-tests=error)
+  set_tests_properties(variant.${name} PROPERTIES TIMEOUT 1500)
+endfunction()
+
+if(TOLLGATE_CLANGXX)
+  tollgate_variant(clang_cxx20_release OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_CXX_STANDARD=20
+                   -DCMAKE_BUILD_TYPE=Release)
+  tollgate_variant(clang_tsan OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_BUILD_TYPE=RelWithDebInfo
+                   -DTOLLGATE_SANITIZE=thread)
+  tollgate_variant(clang_asan_ubsan OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_BUILD_TYPE=Debug
+                   -DTOLLGATE_SANITIZE=address,undefined)
+else()
+  message(WARNING "clang++ not found: the clang, TSan and ASan variants are not registered")
+endif()
+if(TOLLGATE_GXX)
+  tollgate_variant(gcc_single_header_cxx20 OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_GXX} -DCMAKE_CXX_STANDARD=20
+                   -DTOLLGATE_TEST_SINGLE_HEADER=ON -DCMAKE_BUILD_TYPE=Release)
+endif()
+if(TOLLGATE_CATCH2_V3_PREFIX)
+  tollgate_variant(catch2_v3 OPTIONS -DTOLLGATE_CATCH2_MAJOR=3 -DCMAKE_PREFIX_PATH=${TOLLGATE_CATCH2_V3_PREFIX}
+                   -DCMAKE_BUILD_TYPE=Release)
+else()
+  message(STATUS "TOLLGATE_CATCH2_V3_PREFIX not set: the Catch2 v3 variant is not registered")
+endif()
+
+if(Python3_Interpreter_FOUND)
+  add_test(NAME single_header_in_sync COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tools/amalgamate.py --check)
+endif()
+
+if(TOLLGATE_MESON)
+  # Meson's own build and test run of the same suite, driven from here.
+  add_test(NAME meson.suite
+           COMMAND sh -c "rm -rf '${CMAKE_BINARY_DIR}/variants/meson' && '${TOLLGATE_MESON}' setup --buildtype=release '${CMAKE_BINARY_DIR}/variants/meson' '${PROJECT_SOURCE_DIR}' >/dev/null && '${TOLLGATE_MESON}' test -C '${CMAKE_BINARY_DIR}/variants/meson' --print-errorlogs")
+  set_tests_properties(meson.suite PROPERTIES TIMEOUT 1500)
+else()
+  message(WARNING "meson not found: the Meson suite is not registered")
+endif()

@@ -1,0 +1,1565 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence.
+//
+// GENERATED FILE: do not edit. Built by tools/amalgamate.py from include/;
+// edit the headers there and regenerate.
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// tollgate.hpp: the whole library.
+#ifndef TOLLGATE_TOLLGATE_HPP
+#define TOLLGATE_TOLLGATE_HPP
+
+// #include <tollgate/config.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// config.hpp: version, language check, user-overridable configuration macros
+// and the versioned namespace. Every other header includes this one first.
+#ifndef TOLLGATE_CONFIG_HPP
+#define TOLLGATE_CONFIG_HPP
+
+// The one place the version lives; CMake, Meson and the packaging files read
+// or compare against these lines.
+#define TOLLGATE_VERSION_MAJOR 0
+#define TOLLGATE_VERSION_MINOR 1
+#define TOLLGATE_VERSION_PATCH 0
+#define TOLLGATE_VERSION \
+  (TOLLGATE_VERSION_MAJOR * 10000 + TOLLGATE_VERSION_MINOR * 100 + TOLLGATE_VERSION_PATCH)
+
+#if defined(_MSVC_LANG) && _MSVC_LANG > __cplusplus
+#define TOLLGATE_CPLUSPLUS _MSVC_LANG
+#else
+#define TOLLGATE_CPLUSPLUS __cplusplus
+#endif
+#if TOLLGATE_CPLUSPLUS < 201703L
+#error "tollgate needs C++17 or later"
+#endif
+
+// Users may put their configuration in <tollgate/tollgate.tweak.hpp> instead
+// of passing -D flags to every translation unit.
+#if defined(__has_include)
+#if __has_include(<tollgate/tollgate.tweak.hpp>)
+#include <tollgate/tollgate.tweak.hpp>
+#endif
+#endif
+
+// Exceptions: detected from the compiler unless the user decides. Without them
+// constructors that would throw abort with a message, and every constructor
+// has an overload that reports through an error code instead.
+#ifndef TOLLGATE_NO_EXCEPTIONS
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define TOLLGATE_NO_EXCEPTIONS 0
+#else
+#define TOLLGATE_NO_EXCEPTIONS 1
+#endif
+#endif
+
+// Limiter state is aligned to this so two hot limiters never share a line.
+// 128 on x86-64 and AArch64, where the adjacent-line prefetcher pulls pairs
+// of 64-byte lines; std::hardware_destructive_interference_size is not used
+// because g++ warns about it in headers and clang with libstdc++ lacks it.
+#ifndef TOLLGATE_CACHELINE_SIZE
+#if defined(__x86_64__) || defined(_M_X64) || defined(__aarch64__) || defined(_M_ARM64)
+#define TOLLGATE_CACHELINE_SIZE 128
+#else
+#define TOLLGATE_CACHELINE_SIZE 64
+#endif
+#endif
+
+// Inline versioned namespace: two major versions can meet in one program
+// without violating the one-definition rule.
+#define TOLLGATE_ABI_NAMESPACE v0
+#define TOLLGATE_BEGIN_NAMESPACE \
+  namespace tollgate {           \
+  inline namespace TOLLGATE_ABI_NAMESPACE {
+#define TOLLGATE_END_NAMESPACE \
+  }                            \
+  }
+
+#endif  // TOLLGATE_CONFIG_HPP
+// #include <tollgate/error.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// error.hpp: the error codes of bad configurations, and the exception that
+// carries them where exceptions are enabled.
+#ifndef TOLLGATE_ERROR_HPP
+#define TOLLGATE_ERROR_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <cstdio>
+#include <cstdlib>
+#if !TOLLGATE_NO_EXCEPTIONS
+#include <stdexcept>
+#endif
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// Why a configuration was refused. `ok` is zero so `if (ec)` reads naturally.
+enum class errc : unsigned char {
+  ok = 0,
+  zero_count,         // a rate of 0 per period, or a limit of 0
+  zero_period,        // a period or window of zero or negative length
+  zero_burst,         // a bucket that could never hold one unit
+  zero_slots,         // a window split into no sub-windows
+  too_large,          // a value beyond what the state word can hold
+  horizon_too_short,  // the configuration overflows before ten years of uptime
+  rate_too_fine,      // the emission interval cannot be represented within 0.1 %
+};
+
+// A short, stable English description of `e`.
+constexpr const char* message(errc e) noexcept {
+  switch (e) {
+    case errc::ok: return "ok";
+    case errc::zero_count: return "count or limit must be at least 1";
+    case errc::zero_period: return "period or window must be a positive duration";
+    case errc::zero_burst: return "burst must be at least 1";
+    case errc::zero_slots: return "a window needs at least 1 sub-window";
+    case errc::too_large: return "value too large for the limiter's state";
+    case errc::horizon_too_short:
+      return "configuration would overflow before 10 years of uptime";
+    case errc::rate_too_fine:
+      return "rate too high: its emission interval cannot be represented within 0.1%";
+  }
+  return "unknown tollgate error";
+}
+
+#if !TOLLGATE_NO_EXCEPTIONS
+// Thrown by constructors given a configuration they cannot honour exactly.
+class config_error : public std::invalid_argument {
+ public:
+  explicit config_error(errc e) : std::invalid_argument(message(e)), code_(e) {}
+  errc code() const noexcept { return code_; }
+
+ private:
+  errc code_;
+};
+#endif
+
+namespace detail {
+// Throws config_error, or without exceptions prints the reason and aborts:
+// an invalid limiter must never run silently.
+[[noreturn]] inline void fail(errc e) {
+#if !TOLLGATE_NO_EXCEPTIONS
+  throw config_error(e);
+#else
+  std::fprintf(stderr, "tollgate: %s\n", message(e));
+  std::abort();
+#endif
+}
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ERROR_HPP
+// #include <tollgate/clock.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// clock.hpp: time is std::chrono::nanoseconds, a signed 64-bit count since an
+// origin that depends on the clock. A clock is a type with a static
+// `now() noexcept -> std::chrono::nanoseconds`, so limiters take it as a
+// template parameter and their state stays plain data.
+#ifndef TOLLGATE_CLOCK_HPP
+#define TOLLGATE_CLOCK_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#if defined(__unix__) || defined(__APPLE__)
+#include <time.h>
+#endif
+
+TOLLGATE_BEGIN_NAMESPACE
+
+using nanoseconds = std::chrono::nanoseconds;
+
+// std::chrono::steady_clock in nanoseconds (on Linux: CLOCK_MONOTONIC through
+// the vDSO, about 20 ns a read).
+struct steady_clock {
+  static constexpr bool is_steady = true;
+  static nanoseconds now() noexcept {
+    return std::chrono::duration_cast<nanoseconds>(std::chrono::steady_clock::now().time_since_epoch());
+  }
+};
+
+// A cheaper monotonic clock with a coarse resolution: CLOCK_MONOTONIC_COARSE
+// on Linux, which advances once per kernel tick (1 to 4 ms; `resolution()`
+// tells). It shares CLOCK_MONOTONIC's origin, so it can be mixed with
+// steady_clock, but it lags it by up to one tick: limiters treat such a
+// reading as a slightly stale one (never more permissive). Elsewhere it is
+// steady_clock.
+struct coarse_clock {
+  static constexpr bool is_steady = true;
+  static nanoseconds now() noexcept {
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return nanoseconds(static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec);
+#else
+    return steady_clock::now();
+#endif
+  }
+  // How far apart two distinct readings can be.
+  static nanoseconds resolution() noexcept {
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+    timespec ts;
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+      return nanoseconds(static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec);
+#endif
+    return nanoseconds(1);
+  }
+};
+
+// Wall-clock time in nanoseconds since 1970-01-01T00:00:00Z, for limits that
+// reset at a calendar boundary (calendar_quota). Not monotonic.
+struct system_clock {
+  static constexpr bool is_steady = false;
+  static nanoseconds now() noexcept {
+    return std::chrono::duration_cast<nanoseconds>(std::chrono::system_clock::now().time_since_epoch());
+  }
+};
+
+// A clock that moves only when told to: for tests and simulations. Each Tag
+// type is an independent clock, shared by every limiter that names it. It is
+// thread-safe; `set` may move time backwards, which limiters must survive.
+template <class Tag>
+struct basic_manual_clock {
+  static constexpr bool is_steady = false;
+  // relaxed: the value is the only data the clock publishes; a reader that
+  // needs ordering with other memory gets it from its own synchronisation.
+  static nanoseconds now() noexcept { return nanoseconds(value_.load(std::memory_order_relaxed)); }
+  static void set(nanoseconds t) noexcept { value_.store(t.count(), std::memory_order_relaxed); }
+  // relaxed RMW: concurrent advances must not lose each other's time, and no
+  // other memory rides on the value.
+  static nanoseconds advance(nanoseconds d) noexcept {
+    return nanoseconds(value_.fetch_add(d.count(), std::memory_order_relaxed) + d.count());
+  }
+
+ private:
+  static inline std::atomic<std::int64_t> value_{0};
+};
+
+struct manual_clock_tag {};
+using manual_clock = basic_manual_clock<manual_clock_tag>;
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_CLOCK_HPP
+// #include <tollgate/rate.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// rate.hpp: a count per period, the input of rate limiters.
+#ifndef TOLLGATE_RATE_HPP
+#define TOLLGATE_RATE_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+
+#include <chrono>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// A rate: `count` units per `period`. Periods are chrono durations, so
+// `rate{3, 60}` does not compile; write `rate{3, std::chrono::minutes(1)}` or
+// `per_minute(3)`.
+struct rate {
+  std::uint64_t count = 0;
+  nanoseconds period{0};
+
+  constexpr rate() noexcept = default;
+  template <class Rep, class Period>
+  constexpr rate(std::uint64_t n, std::chrono::duration<Rep, Period> p) noexcept
+      : count(n), period(std::chrono::duration_cast<nanoseconds>(p)) {}
+};
+
+constexpr rate per_second(std::uint64_t n) noexcept { return rate(n, std::chrono::seconds(1)); }
+constexpr rate per_minute(std::uint64_t n) noexcept { return rate(n, std::chrono::minutes(1)); }
+constexpr rate per_hour(std::uint64_t n) noexcept { return rate(n, std::chrono::hours(1)); }
+constexpr rate per_day(std::uint64_t n) noexcept { return rate(n, std::chrono::hours(24)); }
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_RATE_HPP
+// #include <tollgate/decision.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// decision.hpp: the answer every limiter gives. A request is admitted; or it
+// is not yet admissible and `retry_after` is the exact wait until it would be
+// (rounded up to the nanosecond, never early, assuming nothing else is
+// admitted meanwhile); or it can `never` be admitted by this limiter as
+// configured (it asks for more than the limiter can ever hold). A refusal of
+// either kind has changed no state.
+#ifndef TOLLGATE_DECISION_HPP
+#define TOLLGATE_DECISION_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+enum class verdict : std::uint8_t {
+  admitted,  // granted and charged
+  later,     // refused now; see retry_after and why
+  never,     // refused for good: n exceeds what the limiter can ever grant
+};
+
+enum class reason : std::uint8_t {
+  none,         // admitted
+  exhausted,    // capacity is used up until retry_after has passed
+  stale_time,   // `now` is older than a window slot already closed; retry with
+                // a fresh clock reading (retry_after = the gap)
+  busy,         // all concurrency permits are held; a release frees one (no
+                // time estimate: retry_after is zero)
+  exceeds_capacity,  // never: n > burst, limit or window limit
+  misconfigured,     // never: the limiter was built with an error code set
+};
+
+class decision {
+ public:
+  constexpr decision() noexcept = default;
+
+  static constexpr decision admit() noexcept { return decision(verdict::admitted, nanoseconds(0), reason::none); }
+  static constexpr decision wait(nanoseconds d, reason r = reason::exhausted) noexcept {
+    return decision(verdict::later, d, r);
+  }
+  static constexpr decision refuse(reason r = reason::exceeds_capacity) noexcept {
+    return decision(verdict::never, nanoseconds(0), r);
+  }
+
+  constexpr verdict what() const noexcept { return what_; }
+  constexpr reason why() const noexcept { return why_; }
+  constexpr bool admitted() const noexcept { return what_ == verdict::admitted; }
+  constexpr bool later() const noexcept { return what_ == verdict::later; }
+  constexpr bool never() const noexcept { return what_ == verdict::never; }
+  constexpr explicit operator bool() const noexcept { return admitted(); }
+  // The exact wait for `later`; zero otherwise (and for reason::busy).
+  constexpr nanoseconds retry_after() const noexcept { return wait_; }
+
+  friend constexpr bool operator==(const decision& a, const decision& b) noexcept {
+    return a.what_ == b.what_ && a.why_ == b.why_ && a.wait_ == b.wait_;
+  }
+  friend constexpr bool operator!=(const decision& a, const decision& b) noexcept { return !(a == b); }
+
+ private:
+  constexpr decision(verdict w, nanoseconds d, reason r) noexcept : wait_(d), what_(w), why_(r) {}
+  nanoseconds wait_{0};
+  verdict what_ = verdict::never;
+  reason why_ = reason::misconfigured;
+};
+
+constexpr const char* to_string(verdict v) noexcept {
+  switch (v) {
+    case verdict::admitted: return "admitted";
+    case verdict::later: return "later";
+    case verdict::never: return "never";
+  }
+  return "?";
+}
+
+constexpr const char* to_string(reason r) noexcept {
+  switch (r) {
+    case reason::none: return "none";
+    case reason::exhausted: return "exhausted";
+    case reason::stale_time: return "stale_time";
+    case reason::busy: return "busy";
+    case reason::exceeds_capacity: return "exceeds_capacity";
+    case reason::misconfigured: return "misconfigured";
+  }
+  return "?";
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DECISION_HPP
+// #include <tollgate/token_bucket.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// token_bucket.hpp: a lock-free GCRA token bucket whose whole state is one
+// atomic 64-bit word (the theoretical arrival time, TAT).
+//
+// Guarantee. With rate r = count/period, emission interval T = period/count
+// and burst B: over any interval of length t (in the supplied timestamps), the
+// bucket admits at most  B + floor(t / T)  units, and a caller that keeps it
+// from ever sitting full gets exactly that many. There is no lost fractional
+// refill and no drift: time is counted in ticks of 1/s ns, where s is chosen
+// so that T is a whole number of ticks. That is possible for every rate whose
+// reduced count/period needs s <= 14 (every Kimi limit needs s = 1: RPM 3 ->
+// 20 s, TPM 5,000,000 -> 12 us, TPD 1,500,000 -> 57.6 ms; 7/s needs s = 7).
+// Other rates use s = 14 and round T up to the next tick: the bucket then runs
+// slower than asked by less than 1/14 ns per unit (`interval()` returns the
+// interval in force, `exact()` says which case applies), never faster. Rates
+// that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
+//
+// Horizon. Ticks are counted from an origin (construction time, or one you
+// pass) in 62 bits. Every accepted configuration runs at least 10 years from
+// its origin (`horizon()` says exactly how long); configurations that cannot
+// are refused at construction. Past the horizon the bucket stops refilling.
+//
+// Time going backwards. A `now` earlier than the state's time is evaluated at
+// face value: the decision is never more permissive than one made at the
+// latest time seen, and the TAT never decreases (except through `refund`).
+// The bound above holds over supplied timestamps in any order. If threads'
+// clock readings differ by up to d, then over any real-time interval t at most
+// B + floor((t + d) / T) units are admitted.
+//
+// Decisions. n == 0 is always admitted and changes nothing. n > B is
+// `never` (reason::exceeds_capacity). Otherwise a refused request gets the
+// exact wait, rounded up to the nanosecond: not admissible one nanosecond
+// earlier, admissible at it if nothing else is admitted meanwhile. A refusal
+// writes nothing.
+//
+// Concurrency contract. Every member function is thread-safe. try_acquire,
+// refund and charge are lock-free (one CAS loop on the state word, no
+// allocation, no system call besides the clock read of the overloads without
+// `now`). available, time_until and full_in read one word and may be stale the
+// moment they return. set_rate and set_burst serialise among themselves on a
+// writer flag (they may spin against each other, never against acquirers) and
+// keep the state: the units owed at `now` stay owed, converted to the new
+// interval and rounded up. A change is applied as of the `now` it is given: a
+// `now` that lags the latest time seen by d can hand back at most
+// d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
+// lock-free type, so a bucket may live in memory shared between processes.
+#ifndef TOLLGATE_TOKEN_BUCKET_HPP
+#define TOLLGATE_TOKEN_BUCKET_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/arith.hpp: overflow-checked and 128-bit integer helpers. Nothing here
+// is public API.
+#ifndef TOLLGATE_DETAIL_ARITH_HPP
+#define TOLLGATE_DETAIL_ARITH_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+#if defined(__SIZEOF_INT128__)
+__extension__ typedef unsigned __int128 u128;
+__extension__ typedef __int128 i128;
+#else
+#error "tollgate needs a compiler with a 128-bit integer type (g++, clang)"
+#endif
+
+// a * b / c rounded down; c > 0. Saturates at UINT64_MAX.
+constexpr std::uint64_t mul_div_floor(std::uint64_t a, std::uint64_t b, std::uint64_t c) noexcept {
+  const u128 q = static_cast<u128>(a) * b / c;
+  return q > std::numeric_limits<std::uint64_t>::max() ? std::numeric_limits<std::uint64_t>::max()
+                                                       : static_cast<std::uint64_t>(q);
+}
+
+// a * b / c rounded up; c > 0. Saturates at UINT64_MAX.
+constexpr std::uint64_t mul_div_ceil(std::uint64_t a, std::uint64_t b, std::uint64_t c) noexcept {
+  const u128 p = static_cast<u128>(a) * b;
+  const u128 q = p / c + (p % c != 0 ? 1 : 0);
+  return q > std::numeric_limits<std::uint64_t>::max() ? std::numeric_limits<std::uint64_t>::max()
+                                                       : static_cast<std::uint64_t>(q);
+}
+
+constexpr std::uint64_t sat_add(std::uint64_t a, std::uint64_t b) noexcept {
+  return a > std::numeric_limits<std::uint64_t>::max() - b ? std::numeric_limits<std::uint64_t>::max()
+                                                           : a + b;
+}
+
+constexpr std::uint64_t sat_mul(std::uint64_t a, std::uint64_t b) noexcept {
+  const u128 p = static_cast<u128>(a) * b;
+  return p > std::numeric_limits<std::uint64_t>::max() ? std::numeric_limits<std::uint64_t>::max()
+                                                       : static_cast<std::uint64_t>(p);
+}
+
+constexpr std::uint64_t ceil_div(std::uint64_t a, std::uint64_t b) noexcept {
+  return a / b + (a % b != 0 ? 1 : 0);
+}
+
+constexpr std::uint64_t gcd(std::uint64_t a, std::uint64_t b) noexcept {
+  while (b != 0) {
+    const std::uint64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// max(0, a - b) for signed 64-bit values, as unsigned, without overflow.
+constexpr std::uint64_t positive_difference(std::int64_t a, std::int64_t b) noexcept {
+  return a > b ? static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b) : 0;
+}
+
+// b + d as int64, saturating at INT64_MAX.
+constexpr std::int64_t sat_offset(std::int64_t b, std::uint64_t d) noexcept {
+  const std::uint64_t room =
+      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - static_cast<std::uint64_t>(b);
+  // For negative b the subtraction above wraps to a value > INT64_MAX, which is the true room.
+  return d >= room ? std::numeric_limits<std::int64_t>::max()
+                   : static_cast<std::int64_t>(static_cast<std::uint64_t>(b) + d);
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_ARITH_HPP
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/rate.hpp>  (already above)
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+// The parameters of a GCRA in ticks, computed and validated once.
+struct gcra_params {
+  std::uint64_t scale = 0;     // ticks per nanosecond
+  std::uint64_t interval = 0;  // T, in ticks
+  std::uint64_t burst = 0;     // B
+  std::uint64_t tau = 0;       // B * T, in ticks
+  bool exact = false;
+};
+
+struct gcra_limits {
+  // 62 bits of ticks; the top two bits of the state word tag the
+  // configuration slot in force.
+  static constexpr std::uint64_t tat_bits = 62;
+  static constexpr std::uint64_t max_ticks = (std::uint64_t{1} << tat_bits) - 1;
+  // Ten Julian years in nanoseconds: the minimum horizon of any configuration.
+  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;
+  static constexpr std::uint64_t max_scale = max_ticks / min_horizon_ns;  // 14
+};
+
+constexpr errc make_gcra_params(rate r, std::uint64_t burst, gcra_params& out) noexcept {
+  using L = gcra_limits;
+  if (r.count == 0) return errc::zero_count;
+  if (r.period.count() <= 0) return errc::zero_period;
+  if (burst == 0) return errc::zero_burst;
+  const std::uint64_t p = static_cast<std::uint64_t>(r.period.count());
+  const std::uint64_t g = gcd(p, r.count);
+  const std::uint64_t s_exact = r.count / g;
+  const std::uint64_t t_exact = p / g;
+  auto fits = [&](std::uint64_t s, std::uint64_t t) {
+    const u128 need = static_cast<u128>(L::min_horizon_ns) * s + static_cast<u128>(burst) * t;
+    return need <= L::max_ticks;
+  };
+  if (s_exact <= L::max_scale && fits(s_exact, t_exact)) {
+    out = gcra_params{s_exact, t_exact, burst, burst * t_exact, true};
+    return errc::ok;
+  }
+  if (s_exact <= L::max_scale) return errc::horizon_too_short;  // the burst is what does not fit
+  for (std::uint64_t s = L::max_scale; s >= 1; --s) {
+    const std::uint64_t t = mul_div_ceil(p, s, r.count);
+    // Within 0.1 %: t / s <= 1.001 * p / count.
+    if (static_cast<u128>(t) * r.count * 1000 > static_cast<u128>(p) * s * 1001) return errc::rate_too_fine;
+    if (fits(s, t)) {
+      out = gcra_params{s, t, burst, burst * t, false};
+      return errc::ok;
+    }
+  }
+  return errc::horizon_too_short;
+}
+
+}  // namespace detail
+
+template <class Clock = steady_clock>
+class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
+  using L = detail::gcra_limits;
+
+ public:
+  using clock = Clock;
+  enum class start { full, empty };
+
+  // Builds a bucket whose origin is Clock::now(). Throws config_error (or,
+  // without exceptions, aborts with the reason) on a bad configuration.
+  token_bucket(rate r, std::uint64_t burst, start s = start::full) : token_bucket(r, burst, Clock::now(), s) {}
+
+  // Builds a bucket with an explicit origin: times before it count as it.
+  token_bucket(rate r, std::uint64_t burst, nanoseconds origin, start s = start::full) {
+    const errc e = init(r, burst, origin, s);
+    if (e != errc::ok) detail::fail(e);
+  }
+
+  // Never throws: on a bad configuration sets `ec` and builds a bucket that
+  // refuses everything with reason::misconfigured.
+  token_bucket(rate r, std::uint64_t burst, nanoseconds origin, start s, errc& ec) noexcept {
+    ec = init(r, burst, origin, s);
+  }
+
+  token_bucket(const token_bucket&) = delete;
+  token_bucket& operator=(const token_bucket&) = delete;
+
+  // Checks a configuration without building anything.
+  static constexpr errc validate(rate r, std::uint64_t burst) noexcept {
+    detail::gcra_params p{};
+    return detail::make_gcra_params(r, burst, p);
+  }
+
+  // Takes n units if the bucket holds them at `now`.
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0) return decision::admit();
+    // acquire: pairs with the release CAS in reconfigure() that installed the
+    // tag of the slot we are about to read (or any RMW after it, which
+    // continues that release sequence), so the slot's fields are visible.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const detail::gcra_params p = params_of(w);
+      if (p.burst == 0) return decision::refuse(reason::misconfigured);
+      if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      const std::uint64_t need = (tat > now_t ? tat : now_t) + n * p.interval;  // < 2^63: no overflow
+      if (need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
+      // acq_rel on success: acquire keeps the slot read above ordered after
+      // the tag we saw; release is not needed for the bucket itself (the word
+      // is the only data) but keeps this RMW in the release sequence of the
+      // last reconfiguration. On failure `w` is reloaded with acquire for the
+      // same reason as the first load.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | need, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return decision::admit();
+    }
+  }
+  decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
+
+  // Charges n units unconditionally: usage learnt after the fact becomes a
+  // debt that later requests wait out. Saturates at the horizon.
+  void charge(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0) return;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const detail::gcra_params p = params_of(w);
+      if (p.burst == 0) return;
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      std::uint64_t next = detail::sat_add(tat > now_t ? tat : now_t, detail::sat_mul(n, p.interval));
+      if (next > L::max_ticks) next = L::max_ticks;
+      // acq_rel / acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return;
+    }
+  }
+  void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
+
+  // Gives back up to n units taken earlier. The bucket never holds more than
+  // B and the TAT never moves below `now`, so units returned to a bucket that
+  // has refilled meanwhile are lost (the safe side). Returns the whole units
+  // actually returned.
+  std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0) return 0;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const detail::gcra_params p = params_of(w);
+      if (p.burst == 0) return 0;
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      if (tat <= now_t) return 0;  // already full at `now`
+      const std::uint64_t back = detail::sat_mul(n, p.interval);
+      const std::uint64_t next = tat - now_t > back ? tat - back : now_t;
+      // acq_rel / acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return (tat - next) / p.interval;
+    }
+  }
+  std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
+
+  // Whole units available at `now` (peek: consumes nothing).
+  std::uint64_t available(nanoseconds now) const noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return 0;
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t tat = w & L::max_ticks;
+    const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
+    return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
+  }
+  std::uint64_t available() const noexcept { return available(Clock::now()); }
+
+  // What try_acquire(n, now) would answer, without consuming.
+  decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
+    if (n == 0) return decision::admit();
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return decision::refuse(reason::misconfigured);
+    if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t tat = w & L::max_ticks;
+    const std::uint64_t need = (tat > now_t ? tat : now_t) + n * p.interval;
+    if (need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
+    return decision::admit();
+  }
+  decision time_until(std::uint64_t n = 1) const noexcept { return time_until(n, Clock::now()); }
+
+  // Time from `now` until the bucket is full again (its reset time).
+  nanoseconds full_in(nanoseconds now) const noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return nanoseconds(0);
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t tat = w & L::max_ticks;
+    return tat > now_t ? wait_from(now, tat - now_t, p) : nanoseconds(0);
+  }
+
+  // Live changes keep the state: the units owed at `now` stay owed (see the
+  // contract above for a stale `now`). They return the error and change nothing if the
+  // new configuration is invalid.
+  [[nodiscard]] errc set_rate(rate r, nanoseconds now) noexcept { return reconfigure(&r, nullptr, now); }
+  [[nodiscard]] errc set_rate(rate r) noexcept { return set_rate(r, Clock::now()); }
+  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept {
+    return reconfigure(nullptr, &b, now);
+  }
+  [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
+
+  rate current_rate() const noexcept {
+    const std::size_t i = slot_index(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
+    // relaxed: as in params_of.
+    return rate(slots_[i].count.load(std::memory_order_relaxed),
+                nanoseconds(static_cast<std::int64_t>(slots_[i].period.load(std::memory_order_relaxed))));
+  }
+  std::uint64_t burst() const noexcept { return params_of(state_.load(std::memory_order_acquire)).burst; }
+  // True when the interval in force is exactly period / count.
+  bool exact() const noexcept { return params_of(state_.load(std::memory_order_acquire)).exact; }
+  // The rate actually enforced: scale units per (interval in ticks) ns. It
+  // equals the configured rate (reduced) when exact(), else it is slower by
+  // less than 0.1 %.
+  rate effective_rate() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    return rate(p.scale, nanoseconds(static_cast<std::int64_t>(p.interval)));
+  }
+  // The emission interval in force, rounded up to whole nanoseconds.
+  nanoseconds interval() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
+  }
+  // How long after the origin the bucket keeps refilling.
+  nanoseconds horizon() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
+  }
+  nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+
+ private:
+  // One configuration, in atomics so a reconfiguration racing a reader is
+  // not a data race; a reader that sees a half-written slot fails its CAS
+  // (the tag changed) and starts over.
+  struct slot {
+    std::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
+    std::atomic<std::uint64_t> count{0}, period{0};
+  };
+  static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
+
+  detail::gcra_params params_of(std::uint64_t w) const noexcept {
+    // relaxed: the caller loaded `w` with acquire, which made this slot's
+    // last writes visible; a later rewrite of the slot needs four more
+    // reconfigurations and changes the tag first, so a CAS based on a torn
+    // read fails.
+    const slot& s = slots_[slot_index(w)];
+    return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
+                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
+                               s.exact.load(std::memory_order_relaxed) != 0};
+  }
+
+  std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    const std::uint64_t cap = L::max_ticks - p.tau;
+    const std::uint64_t t = detail::sat_mul(since, p.scale);
+    return t > cap ? cap : t;
+  }
+  // `t` ticks after max(now, origin), as a wait from `now`, rounded up.
+  nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t w = detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(origin_, now.count()));
+    return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
+  }
+  static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
+    return nanoseconds(static_cast<std::int64_t>(detail::ceil_div(t, p.scale)));
+  }
+
+  static void store_slot(slot& s, const detail::gcra_params& p, rate r) noexcept {
+    // relaxed: published by the release CAS on state_ that installs this
+    // slot's tag; nobody reads the slot before seeing that tag.
+    s.scale.store(p.scale, std::memory_order_relaxed);
+    s.interval.store(p.interval, std::memory_order_relaxed);
+    s.burst.store(p.burst, std::memory_order_relaxed);
+    s.tau.store(p.tau, std::memory_order_relaxed);
+    s.exact.store(p.exact ? 1 : 0, std::memory_order_relaxed);
+    s.count.store(r.count, std::memory_order_relaxed);
+    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
+  }
+
+  errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
+    origin_ = origin.count();
+    detail::gcra_params p{};
+    const errc e = detail::make_gcra_params(r, burst, p);
+    if (e != errc::ok) return e;  // slot 0 stays zero: burst 0 means misconfigured
+    store_slot(slots_[0], p, r);
+    // relaxed: construction happens before any other thread can see the
+    // object (publishing it is the user's synchronisation).
+    state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
+    return errc::ok;
+  }
+
+  // Installs a new rate and/or burst (a null pointer keeps the current one).
+  errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
+    // acquire: pairs with the release store that ends the previous writer's
+    // critical section, so we see the slot contents it wrote.
+    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::size_t cur = slot_index(w);
+    const detail::gcra_params cp = params_of(w);
+    const rate r = nr ? *nr
+                      : rate(slots_[cur].count.load(std::memory_order_relaxed),
+                             nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+    const std::uint64_t b = nb ? *nb : cp.burst;
+    detail::gcra_params np{};
+    const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
+    if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
+      writer_.store(0, std::memory_order_release);  // release: as at the end
+      return e;
+    }
+    const std::size_t next = (slot_index(w) + 1) & 3;
+    store_slot(slots_[next], np, r);
+    for (;;) {
+      const detail::gcra_params op = params_of(w);
+      const std::uint64_t old_now = ticks(now, op);
+      const std::uint64_t tat = w & L::max_ticks;
+      // The units owed at `now` stay owed, at the new interval, rounded up.
+      const std::uint64_t owed = tat > old_now ? detail::mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
+      const std::uint64_t new_now = ticks(now, np);
+      std::uint64_t nt = detail::sat_add(new_now, owed);
+      if (nt > L::max_ticks) nt = L::max_ticks;
+      // release: publishes the slot written above to every reader that
+      // acquires a word carrying its tag. acquire on failure: reload as usual.
+      if (state_.compare_exchange_weak(w, (static_cast<std::uint64_t>(next) << L::tat_bits) | nt,
+                                       std::memory_order_acq_rel, std::memory_order_acquire))
+        break;
+    }
+    // release: pairs with the acquire exchange of the next writer.
+    writer_.store(0, std::memory_order_release);
+    return errc::ok;
+  }
+
+  std::atomic<std::uint64_t> state_{0};
+  std::int64_t origin_ = 0;  // written once, before the object is shared
+  std::atomic<std::uint32_t> writer_{0};
+  slot slots_[4];
+
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_TOKEN_BUCKET_HPP
+// #include <tollgate/sliding_window.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// sliding_window.hpp: a strict, lock-free sliding-window counter.
+//
+// Guarantee. For a limit L per window W: in every half-open window (t - W, t]
+// of the supplied timestamps, the units admitted never exceed L, under any
+// interleaving of threads. No server that counts "at most L in any W" can
+// reject what this admitted (see the compliance table in the README).
+//
+// How. Time is cut into slots of width w = ceil(W / K) (K = `Subwindows`,
+// default 15). A request at slot s is admitted if the units already admitted
+// in slots s-K .. s, plus its own, stay within L. Those K+1 slots cover every
+// window (t - W, t] with t in slot s, so the bound holds; the price is that
+// the oldest slot counts in full although part of it has left the window.
+// Under saturation the window therefore admits about K/(K+1) of L per W
+// (15/16 = 93.75 % by default): more sub-windows, more throughput, more
+// state. Exactly: a caller that asks continuously gets L per (K+1)*w.
+//
+// State (fixed size, address-free, shareable between processes): one head
+// word {current slot h: 40 bits, units admitted in h: 24 bits} decided by a
+// single CAS, and a ring of K+1 words {slot tag: 40 bits, units: 24 bits}
+// holding the final counts of the K slots before h. The thread that moves the
+// head past slot h writes h's count into the ring *before* its CAS, so any
+// thread that sees the new head also sees that count. Hence L (in units) is at
+// most 2^24 - 1 = 16,777,215. Larger limits are counted in units of
+// u = ceil(L / (2^24 - 1)) tokens: every request is rounded up to whole units
+// and L down, so the bound still holds (u = 1 for every Kimi limit; `unit()`
+// tells). The 40-bit slot number gives at least 10 years from the origin
+// (slots of at least 287 us; shorter ones are refused).
+//
+// Time going backwards. A `now` in the current head slot or later is exact. A
+// `now` in a slot the head has already left cannot be checked (the ring no
+// longer holds every window it falls in): it is refused with
+// reason::stale_time and retry_after = the time to the head slot's start;
+// retry with a fresh clock reading. The Clock overloads re-read the clock.
+//
+// Decisions. n == 0 is admitted and changes nothing. ceil(n/u) > L is
+// `never`. A refusal writes nothing; its retry_after is exact: the start of
+// the first slot at which the request fits, assuming no other admissions.
+//
+// Refunds. try_acquire can fill a window_ticket; refund(ticket, n) returns up
+// to the ticket's remaining tokens. A refund into a slot that has left the
+// window is a no-op (nothing to give back). Concurrent races only ever make
+// the ring over-count (the safe side).
+//
+// Live change. set_limit is thread-safe; in any window that spans a change at
+// most the larger of the two limits is admitted.
+//
+// Concurrency contract. All member functions are thread-safe and lock-free.
+// try_acquire is one acquire load of the head, K relaxed loads of the ring
+// and one CAS; moving the head to a new slot adds one CAS on a ring word.
+// available/time_until read a snapshot that may be stale on return.
+#ifndef TOLLGATE_SLIDING_WINDOW_HPP
+#define TOLLGATE_SLIDING_WINDOW_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/rate.hpp>  (already above)
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// What a window admission charged: needed to refund it.
+struct window_ticket {
+  std::uint64_t slot = 0;    // the slot charged
+  std::uint64_t tokens = 0;  // tokens still charged to it
+  std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+};
+
+namespace detail {
+struct window_limits {
+  static constexpr unsigned count_bits = 24;
+  static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;
+  static constexpr unsigned slot_bits = 40;
+  static constexpr std::uint64_t max_slot = (std::uint64_t{1} << slot_bits) - 1;
+  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;  // 10 Julian years
+  static constexpr std::uint64_t min_width_ns = (min_horizon_ns + max_slot - 1) / max_slot;
+};
+
+constexpr std::uint64_t pack_slot(std::uint64_t slot, std::uint64_t units) noexcept {
+  return (slot << window_limits::count_bits) | units;
+}
+constexpr std::uint64_t slot_of_word(std::uint64_t w) noexcept { return w >> window_limits::count_bits; }
+constexpr std::uint64_t units_of_word(std::uint64_t w) noexcept { return w & window_limits::max_units; }
+}  // namespace detail
+
+template <class Clock = steady_clock, std::size_t Subwindows = 15>
+class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
+  static_assert(Subwindows >= 1, "a window needs at least one sub-window");
+  static_assert(Subwindows <= 4096, "more than 4096 sub-windows makes every admission slow");
+  using L = detail::window_limits;
+  static constexpr std::uint64_t K = Subwindows;
+  static constexpr std::size_t ring_size = Subwindows + 1;
+
+ public:
+  using clock = Clock;
+  static constexpr std::size_t subwindows = Subwindows;
+
+  // limit = r.count units per window r.period; origin = Clock::now().
+  explicit sliding_window(rate r) : sliding_window(r, Clock::now()) {}
+  sliding_window(rate r, nanoseconds origin) {
+    const errc e = init(r, origin);
+    if (e != errc::ok) detail::fail(e);
+  }
+  // Never throws: on error sets `ec`; the window then refuses everything.
+  sliding_window(rate r, nanoseconds origin, errc& ec) noexcept { ec = init(r, origin); }
+
+  sliding_window(const sliding_window&) = delete;
+  sliding_window& operator=(const sliding_window&) = delete;
+
+  static constexpr errc validate(rate r) noexcept {
+    if (r.count == 0) return errc::zero_count;
+    if (r.period.count() <= 0) return errc::zero_period;
+    const std::uint64_t width = detail::ceil_div(static_cast<std::uint64_t>(r.period.count()), K);
+    if (width < L::min_width_ns) return errc::horizon_too_short;
+    return errc::ok;
+  }
+
+  decision try_acquire(std::uint64_t n, nanoseconds now, window_ticket& ticket) noexcept {
+    ticket = window_ticket{};
+    if (n == 0) return decision::admit();
+    const std::uint64_t u = unit_;
+    if (u == 0) return decision::refuse(reason::misconfigured);
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value, any recent one is valid
+    const std::uint64_t nu = detail::ceil_div(n, u);
+    if (nu > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t s = slot_at(now);
+    // acquire: pairs with the CAS that installed this head (and, through it,
+    // with the ring write its author made before that CAS).
+    std::uint64_t w = head_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      const std::uint64_t cur = detail::units_of_word(w);
+      if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+      const std::uint64_t used = window_sum(s, h, cur);
+      if (used + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
+      if (s == h) {
+        // acq_rel: acquire as for the load above (on failure too); release
+        // so a thread that later moves the head past h and reads this word
+        // sees nothing older.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur + nu), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          ticket = window_ticket{s, n, nu};
+          return decision::admit();
+        }
+      } else {
+        publish_final(h, cur);
+        // acq_rel: release publishes the ring write just made to every thread
+        // that acquires this head; acquire as above.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          ticket = window_ticket{s, n, nu};
+          return decision::admit();
+        }
+      }
+    }
+  }
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
+    window_ticket t;
+    return try_acquire(n, now, t);
+  }
+  decision try_acquire(std::uint64_t n, window_ticket& ticket) noexcept {
+    // A stale reading from this thread's own clock read means another thread
+    // read a later time first: read again (bounded) rather than refuse.
+    decision d = try_acquire(n, Clock::now(), ticket);
+    for (int i = 0; i < 3 && d.why() == reason::stale_time; ++i) d = try_acquire(n, Clock::now(), ticket);
+    return d;
+  }
+  decision try_acquire(std::uint64_t n = 1) noexcept {
+    window_ticket t;
+    return try_acquire(n, t);
+  }
+
+  // Returns up to n of the ticket's tokens; returns the tokens given back
+  // (0 when the ticket's slot has left the window). Updates the ticket.
+  std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept {
+    if (n > t.tokens) n = t.tokens;
+    if (n == 0 || unit_ == 0) return 0;
+    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
+    const std::uint64_t back = t.units - keep_units;
+    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      if (t.slot == h) {
+        const std::uint64_t cur = detail::units_of_word(w);
+        const std::uint64_t take = back < cur ? back : cur;
+        // acq_rel/acquire: as in try_acquire.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+          break;
+        continue;
+      }
+      if (t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
+      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+      // relaxed: the ring word carries only itself; the head CAS that moved
+      // past t.slot already published its count, and we read that head above.
+      std::uint64_t r = e.load(std::memory_order_relaxed);
+      for (;;) {
+        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
+        const std::uint64_t cnt = detail::units_of_word(r);
+        const std::uint64_t take = back < cnt ? back : cnt;
+        // relaxed: a lone counter; readers that miss the decrement over-count.
+        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+                                    std::memory_order_relaxed))
+          break;
+      }
+      break;
+    }
+    t.tokens -= n;
+    t.units = keep_units;
+    return n;
+  }
+
+  // Tokens that could be admitted at `now` (peek). A stale `now` is read as
+  // the head slot.
+  std::uint64_t available(nanoseconds now) const noexcept {
+    if (unit_ == 0) return 0;
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: as in try_acquire
+    const std::uint64_t w = head_.load(std::memory_order_acquire);     // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t s = slot_at(now);
+    if (s < h) s = h;
+    const std::uint64_t used = window_sum(s, h, detail::units_of_word(w));
+    return used >= lim ? 0 : (lim - used) * unit_;
+  }
+  std::uint64_t available() const noexcept { return available(Clock::now()); }
+
+  // What try_acquire(n, now) would answer, without consuming.
+  decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
+    if (n == 0) return decision::admit();
+    if (unit_ == 0) return decision::refuse(reason::misconfigured);
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: as in try_acquire
+    const std::uint64_t nu = detail::ceil_div(n, unit_);
+    if (nu > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    const std::uint64_t cur = detail::units_of_word(w);
+    const std::uint64_t s = slot_at(now);
+    if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+    if (window_sum(s, h, cur) + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
+    return decision::admit();
+  }
+  decision time_until(std::uint64_t n = 1) const noexcept { return time_until(n, Clock::now()); }
+
+  // Time from `now` until everything admitted so far has left the window.
+  nanoseconds empty_in(nanoseconds now) const noexcept {
+    if (unit_ == 0) return nanoseconds(0);
+    const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
+    const nanoseconds end = slot_start(h + K + 1);
+    return end > now ? end - now : nanoseconds(0);
+  }
+
+  // Changes the limit (tokens per window); the window keeps its counts.
+  [[nodiscard]] errc set_limit(std::uint64_t tokens) noexcept {
+    if (unit_ == 0) return errc::ok;
+    if (tokens == 0) return errc::zero_count;
+    const std::uint64_t units = tokens / unit_;
+    if (units == 0) return errc::zero_count;
+    if (units > L::max_units) return errc::too_large;
+    limit_.store(units, std::memory_order_relaxed);  // relaxed: a lone value (see try_acquire)
+    return errc::ok;
+  }
+
+  // The limit in force, in tokens (a multiple of unit()).
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed) * unit_; }
+  std::uint64_t unit() const noexcept { return unit_; }
+  nanoseconds window() const noexcept { return nanoseconds(window_); }
+  nanoseconds slot_width() const noexcept { return nanoseconds(width_); }
+  nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+
+ private:
+  errc init(rate r, nanoseconds origin) noexcept {
+    origin_ = origin.count();
+    const errc e = validate(r);
+    if (e != errc::ok) return e;
+    window_ = r.period.count();
+    width_ = detail::ceil_div(static_cast<std::uint64_t>(r.period.count()), K);
+    const std::uint64_t u = r.count <= L::max_units ? 1 : detail::ceil_div(r.count, L::max_units);
+    // relaxed: construction precedes sharing.
+    limit_.store(r.count / u, std::memory_order_relaxed);
+    unit_ = u;
+    return errc::ok;
+  }
+
+  std::uint64_t slot_at(nanoseconds now) const noexcept {
+    const std::uint64_t s = detail::positive_difference(now.count(), origin_) / width_;
+    return s > L::max_slot ? L::max_slot : s;
+  }
+  nanoseconds slot_start(std::uint64_t s) const noexcept {
+    return nanoseconds(detail::sat_offset(origin_, detail::sat_mul(s, width_)));
+  }
+
+  // Units of slot j as far as the ring knows (j below the head h).
+  std::uint64_t ring_units(std::uint64_t j) const noexcept {
+    // relaxed: the acquire load of the head that the caller made already
+    // made every final count up to h visible; a newer value is only ever a
+    // refund (smaller) or an over-count (larger), both safe to see or miss.
+    const std::uint64_t r = ring_[j % ring_size].load(std::memory_order_relaxed);
+    return detail::slot_of_word(r) == j ? detail::units_of_word(r) : 0;
+  }
+
+  // Units admitted in slots s-K .. s (s >= h), given head h holding cur.
+  std::uint64_t window_sum(std::uint64_t s, std::uint64_t h, std::uint64_t cur) const noexcept {
+    const std::uint64_t lo = s >= K ? s - K : 0;
+    if (h < lo) return 0;
+    std::uint64_t sum = cur;
+    for (std::uint64_t j = lo; j < h; ++j) sum += ring_units(j);
+    return sum;
+  }
+
+  // Time from `now` until a slot s' > s whose window (s'-K .. s') holds at
+  // most `room` units, slots after h being empty.
+  nanoseconds wait_for(std::uint64_t s, std::uint64_t h, std::uint64_t cur, std::uint64_t room,
+                       nanoseconds now) const noexcept {
+    std::uint64_t lo = s >= K ? s - K : 0;
+    std::uint64_t sum = window_sum(s, h, cur);
+    std::uint64_t target = s;
+    while (sum > room && lo <= h) {
+      sum -= lo == h ? cur : ring_units(lo);
+      ++lo;
+      target = lo + K;  // the first slot whose window starts at lo
+    }
+    const nanoseconds at = slot_start(target);
+    return at > now ? at - now : nanoseconds(1);
+  }
+
+  // Records h's final count in the ring before the head leaves h. Only ever
+  // raises the stored count for slot h: racing movers publish counts that are
+  // at most the final one, and the winner's is the final one.
+  void publish_final(std::uint64_t h, std::uint64_t cur) noexcept {
+    std::atomic<std::uint64_t>& e = ring_[h % ring_size];
+    // relaxed: ordered before the head CAS that follows, whose release
+    // publishes it.
+    std::uint64_t r = e.load(std::memory_order_relaxed);
+    for (;;) {
+      if (detail::slot_of_word(r) == h && detail::units_of_word(r) >= cur) return;
+      // relaxed: as above; the following release CAS on the head publishes it.
+      if (e.compare_exchange_weak(r, detail::pack_slot(h, cur), std::memory_order_relaxed,
+                                  std::memory_order_relaxed))
+        return;
+    }
+  }
+
+  std::atomic<std::uint64_t> head_{0};
+  std::atomic<std::uint64_t> limit_{0};
+  std::uint64_t unit_ = 0;  // 0: misconfigured
+  std::uint64_t width_ = 1;
+  std::int64_t window_ = 0;
+  std::int64_t origin_ = 0;
+  std::atomic<std::uint64_t> ring_[ring_size] = {};
+
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_SLIDING_WINDOW_HPP
+// #include <tollgate/calendar_quota.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// calendar_quota.hpp: a quota per calendar day that resets at midnight of a
+// fixed UTC offset, read from wall-clock time (nanoseconds since 1970-01-01Z).
+//
+// Use it only when you know in which time zone your server's day resets.
+// Kimi says its daily token limit "resets the next day" without naming the
+// zone; a rolling 24 h sliding_window stays inside any calendar reset and is
+// the safe default for such limits.
+//
+// Guarantee. Within each calendar day [midnight, next midnight) of the given
+// offset, the units admitted never exceed the limit. Usage charged after the
+// fact (charge) may push a day past it; admissions then wait for the next day.
+//
+// Time going backwards. A `now` in a day before the one the state is in is
+// refused with reason::stale_time (retry_after = time to that day's start);
+// the state never moves to an earlier day. Times before 1970 count as day 0.
+//
+// Concurrency contract. All member functions are thread-safe; try_acquire,
+// charge and refund are one CAS loop on a single word {day: 24 bits, used:
+// 40 bits} (limits up to 2^40 - 1). Peeks may be stale on return. The state
+// is address-free and may live in shared memory.
+#ifndef TOLLGATE_CALENDAR_QUOTA_HPP
+#define TOLLGATE_CALENDAR_QUOTA_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// What a quota admission charged, for refunds.
+struct quota_ticket {
+  std::uint64_t day = 0;
+  std::uint64_t units = 0;
+};
+
+template <class Clock = system_clock>
+class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
+ public:
+  using clock = Clock;
+  static constexpr unsigned used_bits = 40;
+  static constexpr std::uint64_t max_limit = (std::uint64_t{1} << used_bits) - 1;
+  static constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
+
+  // `utc_offset` is the offset of the zone whose midnight resets the quota
+  // (+8 h for China Standard Time); at most +-24 h.
+  explicit calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset = std::chrono::minutes(0)) {
+    const errc e = init(limit, utc_offset);
+    if (e != errc::ok) detail::fail(e);
+  }
+  calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset, errc& ec) noexcept {
+    ec = init(limit, utc_offset);
+  }
+  calendar_quota(const calendar_quota&) = delete;
+  calendar_quota& operator=(const calendar_quota&) = delete;
+
+  static constexpr errc validate(std::uint64_t limit, std::chrono::minutes utc_offset) noexcept {
+    if (limit == 0) return errc::zero_count;
+    if (limit > max_limit) return errc::too_large;
+    if (utc_offset > std::chrono::hours(24) || utc_offset < -std::chrono::hours(24)) return errc::too_large;
+    return errc::ok;
+  }
+
+  decision try_acquire(std::uint64_t n, nanoseconds now, quota_ticket& ticket) noexcept {
+    ticket = quota_ticket{};
+    if (n == 0) return decision::admit();
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    if (lim == 0) return decision::refuse(reason::misconfigured);
+    if (n > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t d = day_of(now);
+    // acquire/acq_rel: the word is the only shared data, so relaxed would do;
+    // acquire/release make a quota usable as a hand-off point at no cost on
+    // x86 and keep every RMW ordered with the peeks.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t wd = w >> used_bits;
+      if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+      const std::uint64_t used = d > wd ? 0 : (w & max_limit);
+      if (used + n > lim) return decision::wait(day_start(d + 1) - now);
+      if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        ticket = quota_ticket{d, n};
+        return decision::admit();
+      }
+    }
+  }
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
+    quota_ticket t;
+    return try_acquire(n, now, t);
+  }
+  decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
+
+  // Charges n units unconditionally to the day of `now` (usage known after
+  // the fact); saturates at 2^40 - 1. A stale `now` charges the state's day.
+  void charge(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0 || limit_.load(std::memory_order_relaxed) == 0) return;  // relaxed: a lone value
+    const std::uint64_t d = day_of(now);
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t wd = w >> used_bits;
+      const std::uint64_t day = d > wd ? d : wd;
+      const std::uint64_t used = d > wd ? 0 : (w & max_limit);
+      std::uint64_t next = detail::sat_add(used, n);
+      if (next > max_limit) next = max_limit;
+      // acq_rel/acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (day << used_bits) | next, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return;
+    }
+  }
+
+  // Gives back up to n of the ticket's units if its day is still current.
+  std::uint64_t refund(quota_ticket& t, std::uint64_t n) noexcept {
+    if (n > t.units) n = t.units;
+    if (n == 0) return 0;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      if ((w >> used_bits) != t.day) return 0;  // that day is over
+      const std::uint64_t used = w & max_limit;
+      const std::uint64_t take = n < used ? n : used;
+      // acq_rel/acquire: as in try_acquire.
+      if (state_.compare_exchange_weak(w, (t.day << used_bits) | (used - take), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        t.units -= n;
+        return n;
+      }
+    }
+  }
+
+  std::uint64_t used(nanoseconds now) const noexcept {
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    return day_of(now) > (w >> used_bits) ? 0 : (w & max_limit);
+  }
+  std::uint64_t available(nanoseconds now) const noexcept {
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    const std::uint64_t u = used(now);
+    return u >= lim ? 0 : lim - u;
+  }
+  decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
+    if (n == 0) return decision::admit();
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    if (lim == 0) return decision::refuse(reason::misconfigured);
+    if (n > lim) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t d = day_of(now);
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t wd = w >> used_bits;
+    if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+    const std::uint64_t u = d > wd ? 0 : (w & max_limit);
+    if (u + n > lim) return decision::wait(day_start(d + 1) - now);
+    return decision::admit();
+  }
+  // Time from `now` to the next reset (the next midnight at the offset).
+  nanoseconds reset_in(nanoseconds now) const noexcept { return day_start(day_of(now) + 1) - now; }
+
+  [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
+    if (limit_.load(std::memory_order_relaxed) == 0) return errc::ok;  // misconfigured stays so
+    const errc e = validate(limit, std::chrono::minutes(0));
+    if (e == errc::ok) limit_.store(limit, std::memory_order_relaxed);  // relaxed: a lone value
+    return e;
+  }
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  std::chrono::minutes utc_offset() const noexcept {
+    return std::chrono::duration_cast<std::chrono::minutes>(nanoseconds(offset_));
+  }
+
+ private:
+  errc init(std::uint64_t limit, std::chrono::minutes off) noexcept {
+    const errc e = validate(limit, off);
+    if (e != errc::ok) return e;
+    offset_ = std::chrono::duration_cast<nanoseconds>(off).count();
+    limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    return errc::ok;
+  }
+  std::uint64_t day_of(nanoseconds now) const noexcept {
+    const std::int64_t t = now.count();
+    // Shift into local time without overflow, then floor-divide.
+    const std::int64_t local = offset_ >= 0 ? detail::sat_offset(t, static_cast<std::uint64_t>(offset_))
+                               : (t < std::numeric_limits<std::int64_t>::min() - offset_ ? std::numeric_limits<std::int64_t>::min() : t + offset_);
+    if (local < 0) return 0;
+    return static_cast<std::uint64_t>(local / day_ns);
+  }
+  nanoseconds day_start(std::uint64_t d) const noexcept {
+    // In 128 bits: day 106,752 already passes INT64_MAX nanoseconds.
+    const detail::i128 t = static_cast<detail::i128>(d) * day_ns - offset_;
+    constexpr detail::i128 top = std::numeric_limits<std::int64_t>::max();
+    return nanoseconds(t > top ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(t));
+  }
+
+  std::atomic<std::uint64_t> state_{0};
+  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+  std::int64_t offset_ = 0;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_CALENDAR_QUOTA_HPP
+// #include <tollgate/concurrency.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// concurrency.hpp: a lock-free limit on requests in flight, with a move-only
+// RAII permit.
+//
+// Guarantee. The units held never exceed the limit in force when they were
+// acquired and never go below zero. Shrinking the limit keeps existing permits
+// valid; new ones are refused (reason::busy) until the units held are back
+// below the new limit. n == 0 yields an empty, admitted permit; n > limit is
+// `never`.
+//
+// Concurrency contract. All member functions are thread-safe and lock-free
+// (one CAS loop to acquire, one fetch_sub to release). A permit must not
+// outlive its limiter; a permit releases exactly once (on release() or
+// destruction; moving transfers it). in_use/available may be stale on return.
+// The state is one address-free atomic word (shareable between processes;
+// permits themselves hold a pointer and are per-process).
+#ifndef TOLLGATE_CONCURRENCY_HPP
+#define TOLLGATE_CONCURRENCY_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+
+#include <atomic>
+#include <cstdint>
+#include <utility>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+class concurrency_limiter;
+
+// Holds n units of a concurrency_limiter until released or destroyed.
+class permit {
+ public:
+  permit() noexcept = default;
+  permit(const permit&) = delete;
+  permit& operator=(const permit&) = delete;
+  permit(permit&& o) noexcept : owner_(std::exchange(o.owner_, nullptr)), n_(std::exchange(o.n_, 0)), d_(o.d_) {}
+  permit& operator=(permit&& o) noexcept {
+    if (this != &o) {
+      release();
+      owner_ = std::exchange(o.owner_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+      d_ = o.d_;
+    }
+    return *this;
+  }
+  ~permit() { release(); }
+
+  // The decision that produced this permit (admitted, busy or never).
+  const tollgate::decision& decision() const noexcept { return d_; }
+  explicit operator bool() const noexcept { return d_.admitted(); }
+  std::uint64_t count() const noexcept { return n_; }
+  // Releases now; later calls and the destructor do nothing.
+  inline void release() noexcept;
+
+ private:
+  friend class concurrency_limiter;
+  permit(concurrency_limiter* o, std::uint64_t n, tollgate::decision d) noexcept : owner_(o), n_(n), d_(d) {}
+  concurrency_limiter* owner_ = nullptr;
+  std::uint64_t n_ = 0;
+  tollgate::decision d_ = tollgate::decision::refuse(reason::misconfigured);
+};
+
+class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
+ public:
+  explicit concurrency_limiter(std::uint64_t limit) {
+    const errc e = validate(limit);
+    if (e != errc::ok) detail::fail(e);
+    limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+  }
+  concurrency_limiter(std::uint64_t limit, errc& ec) noexcept {
+    ec = validate(limit);
+    if (ec == errc::ok) limit_.store(limit, std::memory_order_relaxed);  // relaxed: as above
+  }
+  concurrency_limiter(const concurrency_limiter&) = delete;
+  concurrency_limiter& operator=(const concurrency_limiter&) = delete;
+
+  static constexpr errc validate(std::uint64_t limit) noexcept {
+    return limit == 0 ? errc::zero_count : errc::ok;
+  }
+
+  permit try_acquire(std::uint64_t n = 1) noexcept {
+    if (n == 0) return permit(nullptr, 0, decision::admit());
+    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
+    if (lim == 0) return permit(nullptr, 0, decision::refuse(reason::misconfigured));
+    if (n > lim) return permit(nullptr, 0, decision::refuse(reason::exceeds_capacity));
+    // acquire: pairs with the release fetch_sub of the permit whose units we
+    // may now take, so whatever its holder did happens-before our use (the
+    // usual semaphore contract).
+    std::uint64_t c = held_.load(std::memory_order_acquire);
+    for (;;) {
+      if (c + n > lim) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
+      // acquire on success and failure: as for the load; no release needed,
+      // taking units publishes nothing.
+      if (held_.compare_exchange_weak(c, c + n, std::memory_order_acquire, std::memory_order_acquire))
+        return permit(this, n, decision::admit());
+    }
+  }
+
+  std::uint64_t in_use() const noexcept { return held_.load(std::memory_order_relaxed); }  // relaxed: a snapshot
+  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }   // relaxed: a lone value
+  std::uint64_t available() const noexcept {
+    const std::uint64_t l = limit(), u = in_use();
+    return u >= l ? 0 : l - u;
+  }
+  [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
+    const errc e = validate(limit);
+    if (e == errc::ok) limit_.store(limit, std::memory_order_relaxed);  // relaxed: a lone value
+    return e;
+  }
+
+ private:
+  friend class permit;
+  void give_back(std::uint64_t n) noexcept {
+    // release: pairs with the acquire in try_acquire of the next holder.
+    held_.fetch_sub(n, std::memory_order_release);
+  }
+  std::atomic<std::uint64_t> held_{0};
+  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+};
+
+inline void permit::release() noexcept {
+  if (owner_ != nullptr && n_ != 0) owner_->give_back(n_);
+  owner_ = nullptr;
+  n_ = 0;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_CONCURRENCY_HPP
+
+#endif  // TOLLGATE_TOLLGATE_HPP
