@@ -10,7 +10,7 @@ using tgtest::ns;
 
 namespace {
 using quota = calendar_quota<manual_clock>;
-constexpr std::int64_t day = 86400LL * 1000000000LL;
+constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
 // 2026-11-23T00:00:00Z
 constexpr ns monday = hours(24) * 20415;
 }  // namespace
@@ -77,10 +77,10 @@ TEST_CASE("property: the quota matches a per-day map and never exceeds its limit
     std::int64_t now = monday.count(), max_day = 0;
     std::uint64_t mismatches = 0;
     for (int i = 0; i < 40000; ++i) {
-      now += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day / 200)));
+      now += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day_ns / 200)));
       std::int64_t at = now;
-      if (g.chance(5)) at -= static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day / 20)));
-      const std::int64_t d = (at + off) / day;
+      if (g.chance(5)) at -= static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day_ns / 20)));
+      const std::int64_t d = (at + off) / day_ns;
       const std::uint64_t n = g.between(0, limit / 4 + 1);
       const decision r = q.try_acquire(n, ns(at));
       bool expect;
@@ -91,7 +91,7 @@ TEST_CASE("property: the quota matches a per-day map and never exceeds its limit
         if (r.why() != reason::stale_time) ++mismatches;
       } else {
         expect = used[d] + n <= limit;
-        if (!expect && r.retry_after() != ns((d + 1) * day - off - at)) ++mismatches;
+        if (!expect && r.retry_after() != ns((d + 1) * day_ns - off - at)) ++mismatches;
       }
       if (expect != r.admitted()) ++mismatches;
       if (r.admitted() && n > 0) {

@@ -118,16 +118,16 @@ TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
 
 TEST_CASE("stress: calendar quota per day and concurrency permits", "[stress]") {
   calendar_quota<manual_clock> q(5000);
-  const std::int64_t day = 86400LL * 1000000000LL;
+  const std::int64_t day_ns = 86400LL * 1000000000LL;
   const events ev = run_threads(4, 9, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
     for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
-      const std::int64_t now = g.chance(20) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day / 2000)))) : clock.load();
+      const std::int64_t now = g.chance(20) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(day_ns / 2000)))) : clock.load();
       const std::uint64_t n = g.between(1, 20);
       if (q.try_acquire(n, ns(now)).admitted()) out.emplace_back(now, n);
     }
   });
   std::map<std::int64_t, std::uint64_t> per_day;
-  for (const auto& e : ev) per_day[e.first / day] += e.second;
+  for (const auto& e : ev) per_day[e.first / day_ns] += e.second;
   CHECK(per_day.size() > 3);
   for (const auto& kv : per_day) CHECK(kv.second <= 5000);
 

@@ -1,0 +1,186 @@
+// Benchmarks of the core limiters, each paired with a baseline measured in
+// the same run: a one-word CAS, clock reads, and a conventional token bucket
+// under std::mutex. Compare ratios, not absolute times (bench/run.sh prints
+// them): shared machines drift.
+#include <tollgate/tollgate.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+using namespace tollgate;
+using std::chrono::minutes;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Supplied time: each thread advances its own reading and, every 64
+// iterations, pulls it up to a shared high-water mark so two threads' times
+// stay close (a lagging thread would fall behind the window and stop being
+// admitted).
+struct supplied_time {
+  std::atomic<std::int64_t>& hwm;
+  std::int64_t now;
+  unsigned n = 0;
+  explicit supplied_time(std::atomic<std::int64_t>& h) : hwm(h), now(h.load(std::memory_order_relaxed)) {}
+  nanoseconds next(std::int64_t step) {
+    now += step;
+    if ((++n & 63) == 0) {
+      // relaxed: a benchmark heuristic; no other memory depends on it.
+      std::int64_t h = hwm.load(std::memory_order_relaxed);
+      if (h > now)
+        now = h;
+      else
+        hwm.compare_exchange_weak(h, now, std::memory_order_relaxed);
+    }
+    return nanoseconds(now);
+  }
+};
+
+// A conventional token bucket: fractional tokens and a last-refill time,
+// guarded by a mutex.
+class mutex_bucket {
+ public:
+  mutex_bucket(double per_ns, double burst, bool full) : rate_(per_ns), burst_(burst), tokens_(full ? burst : 0) {}
+  bool try_acquire(double n, std::int64_t now) {
+    std::lock_guard<std::mutex> lock(m_);
+    if (now > last_) {
+      tokens_ += static_cast<double>(now - last_) * rate_;
+      if (tokens_ > burst_) tokens_ = burst_;
+      last_ = now;
+    }
+    if (tokens_ < n) return false;
+    tokens_ -= n;
+    return true;
+  }
+
+ private:
+  std::mutex m_;
+  double rate_, burst_, tokens_;
+  std::int64_t last_ = 0;
+};
+
+void BM_baseline_cas_one_word(benchmark::State& state) {
+  static std::atomic<std::uint64_t> word{0};
+  for (auto _ : state) {
+    std::uint64_t v = word.load(std::memory_order_acquire);
+    while (!word.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    }
+    benchmark::DoNotOptimize(v);
+  }
+}
+
+void BM_baseline_steady_clock_now(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(tollgate::steady_clock::now());
+}
+
+void BM_baseline_coarse_clock_now(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(coarse_clock::now());
+}
+
+void BM_baseline_mutex_bucket_allow(benchmark::State& state) {
+  static mutex_bucket b(1.0, 1e6, true);  // 10^9 per second
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += b.try_acquire(1, t.next(4).count()) ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_baseline_mutex_bucket_deny(benchmark::State& state) {
+  static mutex_bucket b(1e-14, 1, false);  // about one a day, starts empty
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += b.try_acquire(1, 1000) ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_token_bucket_allow_supplied(benchmark::State& state) {
+  static token_bucket<manual_clock> b(per_second(1000000000), 1000000, nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += b.try_acquire(1, t.next(4)).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_token_bucket_deny_supplied(benchmark::State& state) {
+  static token_bucket<manual_clock> b(per_day(1), 1, nanoseconds(0), token_bucket<manual_clock>::start::empty);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += b.try_acquire(1, nanoseconds(1000)).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_token_bucket_allow_steady(benchmark::State& state) {
+  static token_bucket<tollgate::steady_clock> b(per_second(1000000000), 1000000);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += b.try_acquire(1).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_token_bucket_allow_coarse(benchmark::State& state) {
+  static token_bucket<coarse_clock> b(per_second(1000000000), 1000000000);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += b.try_acquire(1).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_sliding_window_allow_supplied(benchmark::State& state) {
+  // 16,000,000 per 10 ms (sub-windows of 667 us): far above what two threads ask.
+  static sliding_window<manual_clock> w(rate(16000000, milliseconds(10)), nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += w.try_acquire(1, t.next(4)).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_sliding_window_deny_supplied(benchmark::State& state) {
+  static sliding_window<manual_clock> w(per_minute(1), nanoseconds(0));
+  static const bool filled = w.try_acquire(1, nanoseconds(0)).admitted();
+  benchmark::DoNotOptimize(filled);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += w.try_acquire(1, nanoseconds(1000)).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_concurrency_acquire_release(benchmark::State& state) {
+  static concurrency_limiter c(1000);
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    permit p = c.try_acquire();
+    admitted += p ? 1 : 0;
+  }
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+}  // namespace
+
+// Thread counts: 1 and 2 here (two cores); add ->Threads(4) etc. on bigger machines.
+#define TOLLGATE_BENCH(fn) BENCHMARK(fn)->Threads(1)->Threads(2)->UseRealTime()
+TOLLGATE_BENCH(BM_baseline_cas_one_word);
+TOLLGATE_BENCH(BM_baseline_steady_clock_now);
+TOLLGATE_BENCH(BM_baseline_coarse_clock_now);
+TOLLGATE_BENCH(BM_baseline_mutex_bucket_allow);
+TOLLGATE_BENCH(BM_baseline_mutex_bucket_deny);
+TOLLGATE_BENCH(BM_token_bucket_allow_supplied);
+TOLLGATE_BENCH(BM_token_bucket_deny_supplied);
+TOLLGATE_BENCH(BM_token_bucket_allow_steady);
+TOLLGATE_BENCH(BM_token_bucket_allow_coarse);
+TOLLGATE_BENCH(BM_sliding_window_allow_supplied);
+TOLLGATE_BENCH(BM_sliding_window_deny_supplied);
+TOLLGATE_BENCH(BM_concurrency_acquire_release);
+
+int main(int argc, char** argv) {
+  // glibc skips the mutex's atomic instructions in a process that has never
+  // started a thread: start one so the mutex baseline pays what it does in
+  // real programs.
+  std::thread([] {}).join();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

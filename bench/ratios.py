@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Reads Google Benchmark JSON (with repetitions) and prints ratios of each
+case to its same-run baseline, using the median of the repetitions."""
+import json
+import sys
+
+data = json.load(open(sys.argv[1]))
+med = {}
+for b in data["benchmarks"]:
+    if b.get("aggregate_name") != "median":
+        continue
+    name = b["run_name"]  # e.g. BM_x/real_time/threads:2
+    base = name.split("/")[0]
+    threads = int(name.split("threads:")[1]) if "threads:" in name else 1
+    med[(base, threads)] = (b["real_time"], b["cpu_time"])
+
+ctx = data["context"]
+print(f"machine: {ctx.get('host_name', '?')}, {ctx['num_cpus']} CPUs @ {ctx['mhz_per_cpu']} MHz, "
+      f"library built {ctx.get('library_build_type', '?')}")
+print()
+print("| case | threads | real ns/op | cpu ns/op |")
+print("|---|---|---|---|")
+for (name, t), (r, c) in sorted(med.items()):
+    print(f"| {name} | {t} | {r:.2f} | {c:.2f} |")
+
+def ratio(num, den, t, add=None):
+    if (num, t) not in med or (den, t) not in med:
+        return None
+    d = med[(den, t)][0] + (med[(add, t)][0] if add else 0.0)
+    return med[(num, t)][0] / d
+
+rows = [
+    ("bucket allow (supplied) / one-word CAS", "BM_token_bucket_allow_supplied", "BM_baseline_cas_one_word", None,
+     "<= 1.1 at 1 thread, <= 1.3 at 2"),
+    ("bucket allow (steady) / (CAS + steady clock)", "BM_token_bucket_allow_steady", "BM_baseline_cas_one_word",
+     "BM_baseline_steady_clock_now", "<= 1.2"),
+    ("bucket allow (coarse) / (CAS + coarse clock)", "BM_token_bucket_allow_coarse", "BM_baseline_cas_one_word",
+     "BM_baseline_coarse_clock_now", "(for information)"),
+    ("mutex allow / bucket allow (throughput gain)", "BM_baseline_mutex_bucket_allow",
+     "BM_token_bucket_allow_supplied", None, ">= 1.5 at 2 threads"),
+    ("mutex deny / bucket deny (throughput gain)", "BM_baseline_mutex_bucket_deny", "BM_token_bucket_deny_supplied",
+     None, ">= 3 at 2 threads"),
+    ("window allow / bucket allow", "BM_sliding_window_allow_supplied", "BM_token_bucket_allow_supplied", None,
+     "<= 1.5"),
+    ("window deny / bucket deny", "BM_sliding_window_deny_supplied", "BM_token_bucket_deny_supplied", None,
+     "(for information)"),
+    ("concurrency acquire+release / one-word CAS", "BM_concurrency_acquire_release", "BM_baseline_cas_one_word",
+     None, "(for information)"),
+]
+print()
+print("| ratio (real time, median) | 1 thread | 2 threads | target |")
+print("|---|---|---|---|")
+for label, num, den, add, target in rows:
+    vals = []
+    for t in (1, 2):
+        r = ratio(num, den, t, add)
+        vals.append("-" if r is None else f"{r:.2f}")
+    print(f"| {label} | {vals[0]} | {vals[1]} | {target} |")
