@@ -55,14 +55,22 @@ TEST_CASE("stress: token bucket bound under contention and live changes", "[stre
     token_bucket<manual_clock> b(per_second(1000), 50, ns(0));
     std::atomic<bool> stop{false};
     std::atomic<std::int64_t> shared_clock{0};
-    // A reconfiguring thread toggles between two rates and bursts.
+    // A reconfiguring thread toggles between two rates and bursts, passing
+    // the latest shared time it can read. Acquirers may advance the clock
+    // between that read and the change taking effect; the header bounds what
+    // such a stale change can hand back: skew x (new rate - old rate) per
+    // change. The allowance adds that up from the skew each change saw.
+    std::atomic<std::uint64_t> allowance{0};
     std::thread changer([&] {
       std::uint64_t i = 0;
-      while (!stop.load()) {
+      while (!stop.load() && i < 400) {
         const bool odd = (++i & 1) != 0;
-        (void)b.set_rate(per_second(odd ? 800 : 1000), ns(shared_clock.load()));
+        const std::int64_t before = shared_clock.load();
+        (void)b.set_rate(per_second(odd ? 800 : 1000), ns(before));
         (void)b.set_burst(odd ? 30 : 50, ns(shared_clock.load()));
-        std::this_thread::yield();
+        const std::int64_t skew = shared_clock.load() - before;
+        if (!odd) allowance.fetch_add(static_cast<std::uint64_t>(skew) * 200 / 1000000000 + 1);
+        for (int k = 0; k < 20; ++k) std::this_thread::yield();
       }
     });
     const events ev = run_threads(threads, 42, shared_clock, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
@@ -76,8 +84,11 @@ TEST_CASE("stress: token bucket bound under contention and live changes", "[stre
     stop.store(true);
     changer.join();
     CHECK(ev.size() > 100);
-    // Bound with the larger rate and burst of the two configurations.
-    CHECK(tgtest::bucket_bound_violations(ev, 1000, 1000000000, 50) == 0);
+    // Bound with the larger rate and burst of the two configurations, plus
+    // what stale changes may hand back.
+    const std::uint64_t excess = tgtest::bucket_bound_excess(ev, 1000, 1000000000, 50);
+    INFO("excess " << excess << " allowance " << allowance.load());
+    CHECK(excess <= allowance.load());
   }
 }
 
@@ -94,18 +105,19 @@ TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
       }
     });
     const events ev = run_threads(threads, 7, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
-      std::vector<window_ticket> mine;
+      std::vector<std::pair<window_ticket, std::size_t>> pending;  // refunded later, maybe into an older slot
       for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
         const std::int64_t now = g.chance(30) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 200000))) : clock.load();
         const std::uint64_t n = g.between(1, 8);
         window_ticket t;
         if (w.try_acquire(n, ns(now), t).admitted()) {
           out.emplace_back(now, n);
-          if (g.chance(10)) {
-            // Refund everything at once, recorded as a negative event.
-            const std::uint64_t back = w.refund(t, n);
-            if (back > 0) out.back().second -= back;
-          }
+          if (g.chance(10)) pending.emplace_back(t, out.size() - 1);
+        }
+        if (!pending.empty() && g.chance(8)) {
+          // What is given back no longer counts against the bound.
+          auto& p = pending[static_cast<std::size_t>(g.between(0, pending.size() - 1))];
+          out[p.second].second -= w.refund(p.first, g.between(1, p.first.tokens + 1));
         }
       }
     });

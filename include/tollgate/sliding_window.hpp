@@ -19,9 +19,10 @@
 // State (fixed size, address-free, shareable between processes): one head
 // word {current slot h: 40 bits, units admitted in h: 24 bits} decided by a
 // single CAS, and a ring of K+1 words {slot tag: 40 bits, units: 24 bits}
-// holding the final counts of the K slots before h. The thread that moves the
-// head past slot h writes h's count into the ring *before* its CAS, so any
-// thread that sees the new head also sees that count. Hence L (in units) is at
+// holding the final counts of the K slots before h, plus one word caching
+// their sum for the current head. The thread that moves the head past slot h
+// writes h's count into the ring and the new sum into the cache *before* its
+// CAS, so any thread that sees the new head also sees both. Hence L (in units) is at
 // most 2^24 - 1 = 16,777,215. Larger limits are counted in units of
 // u = ceil(L / (2^24 - 1)) tokens: every request is rounded up to whole units
 // and L down, so the bound still holds (u = 1 for every Kimi limit; `unit()`
@@ -47,8 +48,9 @@
 // most the larger of the two limits is admitted.
 //
 // Concurrency contract. All member functions are thread-safe and lock-free.
-// try_acquire is one acquire load of the head, K relaxed loads of the ring
-// and one CAS; moving the head to a new slot adds one CAS on a ring word.
+// try_acquire is one acquire load of the head, one relaxed load of the
+// cached sum of the K older slots, and one CAS; moving the head to a new slot
+// reads the K ring words and adds a CAS on a ring word and on the cache.
 // available/time_until read a snapshot that may be stale on return.
 #ifndef TOLLGATE_SLIDING_WINDOW_HPP
 #define TOLLGATE_SLIDING_WINDOW_HPP
@@ -151,6 +153,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         }
       } else {
         publish_final(h, cur);
+        publish_older(s, used);  // slot s is empty: `used` is the sum of s-K .. s-1
         // acq_rel: release publishes the ring write just made to every thread
         // that acquires this head; acquire as above.
         if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
@@ -207,8 +210,22 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         const std::uint64_t take = back < cnt ? back : cnt;
         // relaxed: a lone counter; readers that miss the decrement over-count.
         if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
-                                    std::memory_order_relaxed))
+                                    std::memory_order_relaxed)) {
+          // The cached sum for head h was computed before h was installed,
+          // hence before this decrement: take the same units off it. A cache
+          // for a later head was computed from the ring, with or without this
+          // decrement: leave it (too high is safe, twice is not).
+          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
+          while (detail::slot_of_word(c) == h) {
+            const std::uint64_t u = detail::units_of_word(c);
+            const std::uint64_t off = take < u ? take : u;
+            // relaxed: a lone cached sum, as in publish_older.
+            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
+                                             std::memory_order_relaxed))
+              break;
+          }
           break;
+        }
       }
       break;
     }
@@ -305,8 +322,22 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return detail::slot_of_word(r) == j ? detail::units_of_word(r) : 0;
   }
 
+  // Units admitted in the K slots before head h. The mover that installed h
+  // cached that sum in `older_`; the ring is the fallback when the cache
+  // already belongs to a later head.
+  std::uint64_t older_of(std::uint64_t h) const noexcept {
+    // relaxed: written before the release CAS that installed head h, which
+    // the caller acquired; a refund's later decrement is safe to see or miss.
+    const std::uint64_t c = older_.load(std::memory_order_relaxed);
+    if (detail::slot_of_word(c) == h) return detail::units_of_word(c);
+    std::uint64_t sum = 0;
+    for (std::uint64_t j = h >= K ? h - K : 0; j < h; ++j) sum += ring_units(j);
+    return sum;
+  }
+
   // Units admitted in slots s-K .. s (s >= h), given head h holding cur.
   std::uint64_t window_sum(std::uint64_t s, std::uint64_t h, std::uint64_t cur) const noexcept {
+    if (s == h) return cur + older_of(h);
     const std::uint64_t lo = s >= K ? s - K : 0;
     if (h < lo) return 0;
     std::uint64_t sum = cur;
@@ -347,7 +378,25 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     }
   }
 
+  // Caches the sum of the K slots before new head s. Racing movers to s
+  // computed it from the same final counts, except that a loser may have seen
+  // a smaller count for the old head: keeping the largest is never too low.
+  void publish_older(std::uint64_t s, std::uint64_t sum) noexcept {
+    // relaxed: ordered before the head CAS that follows, whose release
+    // publishes it.
+    std::uint64_t c = older_.load(std::memory_order_relaxed);
+    for (;;) {
+      const std::uint64_t tag = detail::slot_of_word(c);
+      if (tag > s || (tag == s && detail::units_of_word(c) >= sum)) return;
+      // relaxed: as above.
+      if (older_.compare_exchange_weak(c, detail::pack_slot(s, sum), std::memory_order_relaxed,
+                                       std::memory_order_relaxed))
+        return;
+    }
+  }
+
   std::atomic<std::uint64_t> head_{0};
+  std::atomic<std::uint64_t> older_{0};  // {head slot: 40 bits, units in the K slots before it: 24 bits}
   std::atomic<std::uint64_t> limit_{0};
   std::uint64_t unit_ = 0;  // 0: misconfigured
   std::uint64_t width_ = 1;
