@@ -130,7 +130,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     const std::uint64_t u = unit_;
     if (u == 0) return decision::refuse(reason::misconfigured);
     const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value, any recent one is valid
-    const std::uint64_t nu = detail::ceil_div(n, u);
+    const std::uint64_t nu = u == 1 ? n : detail::ceil_div(n, u);
     if (nu > lim) return decision::refuse(reason::exceeds_capacity);
     const std::uint64_t s = slot_at(now);
     // acquire: pairs with the CAS that installed this head (and, through it,

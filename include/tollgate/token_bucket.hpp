@@ -155,7 +155,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     // continues that release sequence), so the slot's fields are visible.
     std::uint64_t w = state_.load(std::memory_order_acquire);
     for (;;) {
-      const detail::gcra_params p = params_of(w);
+      const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
       if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
       const std::uint64_t now_t = ticks(now, p);
@@ -180,7 +180,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     if (n == 0) return;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     for (;;) {
-      const detail::gcra_params p = params_of(w);
+      const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return;
       const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
@@ -202,7 +202,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     if (n == 0) return 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     for (;;) {
-      const detail::gcra_params p = params_of(w);
+      const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return 0;
       const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
@@ -220,7 +220,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Whole units available at `now` (peek: consumes nothing).
   std::uint64_t available(nanoseconds now) const noexcept {
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const detail::gcra_params p = params_of(w);
+    const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return 0;
     const std::uint64_t now_t = ticks(now, p);
     const std::uint64_t tat = w & L::max_ticks;
@@ -233,7 +233,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
     if (n == 0) return decision::admit();
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const detail::gcra_params p = params_of(w);
+    const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return decision::refuse(reason::misconfigured);
     if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
     const std::uint64_t now_t = ticks(now, p);
@@ -247,7 +247,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Time from `now` until the bucket is full again (its reset time).
   nanoseconds full_in(nanoseconds now) const noexcept {
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const detail::gcra_params p = params_of(w);
+    const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return nanoseconds(0);
     const std::uint64_t now_t = ticks(now, p);
     const std::uint64_t tat = w & L::max_ticks;
@@ -302,6 +302,14 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   };
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
+  // The four fields the hot paths need (`exact` is for reporting only).
+  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept {
+    // relaxed: as in params_of.
+    const slot& s = slots_[slot_index(w)];
+    return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
+                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false};
+  }
+
   detail::gcra_params params_of(std::uint64_t w) const noexcept {
     // relaxed: the caller loaded `w` with acquire, which made this slot's
     // last writes visible; a later rewrite of the slot needs four more
@@ -316,7 +324,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
     const std::uint64_t since = detail::positive_difference(now.count(), origin_);
     const std::uint64_t cap = L::max_ticks - p.tau;
-    const std::uint64_t t = detail::sat_mul(since, p.scale);
+    // Every Kimi limit has scale 1: skip the 128-bit multiply.
+    const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
     return t > cap ? cap : t;
   }
   // `t` ticks after max(now, origin), as a wait from `now`, rounded up.
