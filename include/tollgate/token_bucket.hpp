@@ -154,11 +154,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     // tag of the slot we are about to read (or any RMW after it, which
     // continues that release sequence), so the slot's fields are visible.
     std::uint64_t w = state_.load(std::memory_order_acquire);
+    detail::gcra_params p = hot_params_of(w);
+    std::uint64_t now_t = ticks(now, p);
     for (;;) {
-      const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
       if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
-      const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
       const std::uint64_t need = (tat > now_t ? tat : now_t) + n * p.interval;  // < 2^63: no overflow
       if (need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
@@ -170,6 +170,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | need, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
         return decision::admit();
+      // Lost a race: re-read the parameters of the tag now in force (even an
+      // unchanged tag, which four reconfigurations could have reused).
+      p = hot_params_of(w);
+      now_t = ticks(now, p);
     }
   }
   decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
