@@ -156,7 +156,34 @@ void BM_concurrency_acquire_release(benchmark::State& state) {
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
 
+// Cost of one call from its usage: paired with the integer multiply-adds it
+// reduces to (five products and a sum, checked into 64 bits).
+void BM_cost_compute(benchmark::State& state) {
+  const model_info m = *find_model("kimi-k2.6");
+  volatile std::uint64_t prompt = 12000, cached = 3000, completion = 800;
+  std::int64_t sink = 0;
+  for (auto _ : state) {
+    const auto c = cost(m, usage{prompt, cached, completion, 0, 0});
+    sink += c.total.nanos();
+    benchmark::DoNotOptimize(sink);
+  }
+}
+
+void BM_baseline_int_muladd(benchmark::State& state) {
+  volatile std::uint64_t prompt = 12000, cached = 3000, completion = 800;
+  volatile std::uint64_t p_in = 950, p_cached = 160, p_out = 4000;
+  std::int64_t sink = 0;
+  for (auto _ : state) {
+    const std::uint64_t c = (prompt - cached) * p_in + cached * p_cached + completion * p_out;
+    sink += static_cast<std::int64_t>(c);
+    benchmark::DoNotOptimize(sink);
+  }
+}
+
 }  // namespace
+
+BENCHMARK(BM_cost_compute);
+BENCHMARK(BM_baseline_int_muladd);
 
 // Thread counts: 1 and 2 here (two cores); add ->Threads(4) etc. on bigger machines.
 #define TOLLGATE_BENCH(fn) BENCHMARK(fn)->Threads(1)->Threads(2)->UseRealTime()

@@ -10,9 +10,9 @@ for b in data["benchmarks"]:
     if b.get("aggregate_name") != "median":
         continue
     name = b["run_name"]  # e.g. BM_x/real_time/threads:2
-    base = name.split("/")[0]
     threads = int(name.split("threads:")[1]) if "threads:" in name else 1
-    med[(base, threads)] = (b["real_time"], b["cpu_time"])
+    name = name.split("/")[0]
+    med[(name, threads)] = (b["real_time"], b["cpu_time"])
 
 ctx = data["context"]
 print(f"machine: {ctx.get('host_name', '?')}, {ctx['num_cpus']} CPUs @ {ctx['mhz_per_cpu']} MHz, "
@@ -44,6 +44,8 @@ rows = [
      "<= 1.5"),
     ("window deny / bucket deny", "BM_sliding_window_deny_supplied", "BM_token_bucket_deny_supplied", None,
      "(for information)"),
+    ("cost of a call / three integer multiply-adds", "BM_cost_compute", "BM_baseline_int_muladd", None,
+     "a few integer operations"),
     ("concurrency acquire+release / one-word CAS", "BM_concurrency_acquire_release", "BM_baseline_cas_one_word",
      None, "(for information)"),
 ]

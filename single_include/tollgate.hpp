@@ -1623,5 +1623,1128 @@ inline void permit::release() noexcept {
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_CONCURRENCY_HPP
+// #include <tollgate/money.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// money.hpp: exact fixed-point money, one type per currency.
+//
+// An amount is a signed 64-bit count of nano-units (10^-9 of a dollar or a
+// yuan): up to about 9.2 billion units either way. Every price this library
+// knows is a whole number of nano-units per token ($0.95 per million tokens =
+// 950 nano-dollars per token), so the ledger never rounds. Rounding happens
+// only when formatting for display: half away from zero, to the decimals
+// asked for. USD and CNY are different types; adding one to the other, or
+// comparing them, does not compile.
+//
+// Overflow is never silent: the operators throw money_overflow (or, without
+// exceptions, print the reason and abort); the checked_* functions report it
+// through their return value instead.
+#ifndef TOLLGATE_MONEY_HPP
+#define TOLLGATE_MONEY_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <string_view>
+#if !TOLLGATE_NO_EXCEPTIONS
+#include <stdexcept>
+#endif
+
+TOLLGATE_BEGIN_NAMESPACE
+
+struct usd_tag {
+  static constexpr std::string_view code = "USD";
+  static constexpr std::string_view symbol = "$";
+};
+struct cny_tag {
+  static constexpr std::string_view code = "CNY";
+  static constexpr std::string_view symbol = "\xC2\xA5";  // U+00A5 YEN SIGN, as the CN price pages write it
+};
+
+#if !TOLLGATE_NO_EXCEPTIONS
+class money_overflow : public std::overflow_error {
+ public:
+  money_overflow() : std::overflow_error("tollgate: money amount overflows 64 bits of nano-units") {}
+};
+#endif
+
+namespace detail {
+[[noreturn]] inline void money_overflowed() {
+#if !TOLLGATE_NO_EXCEPTIONS
+  throw money_overflow();
+#else
+  std::fputs("tollgate: money amount overflows 64 bits of nano-units\n", stderr);
+  std::abort();
+#endif
+}
+}  // namespace detail
+
+template <class Currency>
+class money {
+ public:
+  using currency = Currency;
+  static constexpr std::int64_t nanos_per_unit = 1000000000;
+
+  constexpr money() noexcept = default;
+  static constexpr money from_nanos(std::int64_t n) noexcept { return money(n); }
+  // Whole units: from_units(3) is 3.00.
+  static constexpr money from_units(std::int64_t units) {
+    if (units > std::numeric_limits<std::int64_t>::max() / nanos_per_unit ||
+        units < std::numeric_limits<std::int64_t>::min() / nanos_per_unit)
+      detail::money_overflowed();
+    return money(units * nanos_per_unit);
+  }
+  static constexpr money max() noexcept { return money(std::numeric_limits<std::int64_t>::max()); }
+
+  constexpr std::int64_t nanos() const noexcept { return n_; }
+
+  friend constexpr bool operator==(money a, money b) noexcept { return a.n_ == b.n_; }
+  friend constexpr bool operator!=(money a, money b) noexcept { return a.n_ != b.n_; }
+  friend constexpr bool operator<(money a, money b) noexcept { return a.n_ < b.n_; }
+  friend constexpr bool operator<=(money a, money b) noexcept { return a.n_ <= b.n_; }
+  friend constexpr bool operator>(money a, money b) noexcept { return a.n_ > b.n_; }
+  friend constexpr bool operator>=(money a, money b) noexcept { return a.n_ >= b.n_; }
+
+  // false on overflow (and `out` untouched).
+  friend constexpr bool checked_add(money a, money b, money& out) noexcept {
+    std::int64_t r = 0;
+    if (__builtin_add_overflow(a.n_, b.n_, &r)) return false;
+    out = money(r);
+    return true;
+  }
+  friend constexpr bool checked_sub(money a, money b, money& out) noexcept {
+    std::int64_t r = 0;
+    if (__builtin_sub_overflow(a.n_, b.n_, &r)) return false;
+    out = money(r);
+    return true;
+  }
+  friend constexpr bool checked_mul(money a, std::int64_t k, money& out) noexcept {
+    std::int64_t r = 0;
+    if (__builtin_mul_overflow(a.n_, k, &r)) return false;
+    out = money(r);
+    return true;
+  }
+  friend constexpr money operator+(money a, money b) {
+    money r;
+    if (!checked_add(a, b, r)) detail::money_overflowed();
+    return r;
+  }
+  friend constexpr money operator-(money a, money b) {
+    money r;
+    if (!checked_sub(a, b, r)) detail::money_overflowed();
+    return r;
+  }
+  friend constexpr money operator*(money a, std::int64_t k) {
+    money r;
+    if (!checked_mul(a, k, r)) detail::money_overflowed();
+    return r;
+  }
+  constexpr money operator-() const {
+    if (n_ == std::numeric_limits<std::int64_t>::min()) detail::money_overflowed();
+    return money(-n_);
+  }
+  constexpr money& operator+=(money b) { return *this = *this + b; }
+  constexpr money& operator-=(money b) { return *this = *this - b; }
+
+ private:
+  constexpr explicit money(std::int64_t n) noexcept : n_(n) {}
+  std::int64_t n_ = 0;
+};
+
+using usd = money<usd_tag>;
+using cny = money<cny_tag>;
+
+// Formats with the currency symbol and `decimals` (0..9) fraction digits,
+// rounding half away from zero: format(usd 3.899999999) == "$3.90";
+// negative amounts as "-$1.50".
+template <class C>
+std::string format(money<C> m, int decimals = 2) {
+  if (decimals < 0) decimals = 0;
+  if (decimals > 9) decimals = 9;
+  const bool neg = m.nanos() < 0;
+  // Magnitude as unsigned: INT64_MIN has no positive int64.
+  std::uint64_t mag = neg ? 0 - static_cast<std::uint64_t>(m.nanos()) : static_cast<std::uint64_t>(m.nanos());
+  std::uint64_t step = 1;
+  for (int i = decimals; i < 9; ++i) step *= 10;
+  std::uint64_t q = mag / step;
+  if ((mag % step) * 2 >= step) ++q;  // half away from zero
+  std::uint64_t scale = 1;
+  for (int i = 0; i < decimals; ++i) scale *= 10;
+  const std::uint64_t whole = q / scale, frac = q % scale;
+  char buf[48];
+  if (decimals == 0)
+    std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(whole));
+  else
+    std::snprintf(buf, sizeof buf, "%llu.%0*llu", static_cast<unsigned long long>(whole), decimals,
+                  static_cast<unsigned long long>(frac));
+  std::string out;
+  if (neg && (whole != 0 || frac != 0)) out += '-';
+  out += C::symbol;
+  out += buf;
+  return out;
+}
+
+// Why a money string was refused.
+enum class parse_errc : unsigned char {
+  ok = 0,
+  empty,
+  wrong_currency,   // a symbol or code other than this currency's
+  bad_character,    // anything but digits, one '.', a leading sign and the symbol
+  too_many_decimals,  // more than 9: finer than a nano-unit
+  overflow,
+};
+
+constexpr const char* message(parse_errc e) noexcept {
+  switch (e) {
+    case parse_errc::ok: return "ok";
+    case parse_errc::empty: return "empty amount";
+    case parse_errc::wrong_currency: return "amount is in another currency";
+    case parse_errc::bad_character: return "amount is not a decimal number";
+    case parse_errc::too_many_decimals: return "amount has more than 9 decimals";
+    case parse_errc::overflow: return "amount too large";
+  }
+  return "?";
+}
+
+// Parses "$0.95", "0.95", "-1.5", "USD 3.90", "¥27", "27.00 CNY". Exact: up
+// to 9 decimals, never rounded. Spaces around the symbol or code are allowed.
+template <class C>
+constexpr parse_errc parse(std::string_view s, money<C>& out) noexcept {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+    while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+    return v;
+  };
+  s = trim(s);
+  if (s.empty()) return parse_errc::empty;
+  bool neg = false;
+  if (s.front() == '-' || s.front() == '+') {
+    neg = s.front() == '-';
+    s = trim(s.substr(1));
+  }
+  // Currency marks: this currency's symbol or code in front, or its code behind.
+  auto strip_front = [&](std::string_view mark) {
+    if (s.size() >= mark.size() && s.substr(0, mark.size()) == mark) {
+      s = trim(s.substr(mark.size()));
+      return true;
+    }
+    return false;
+  };
+  if (!strip_front(C::symbol) && !strip_front(C::code)) {
+    if (s.size() >= C::code.size() && s.substr(s.size() - C::code.size()) == C::code)
+      s = trim(s.substr(0, s.size() - C::code.size()));
+  }
+  if (!neg && !s.empty() && s.front() == '-') {  // "$-1.5"
+    neg = true;
+    s = trim(s.substr(1));
+  }
+  if (s.empty()) return parse_errc::empty;
+  std::uint64_t whole = 0, frac = 0;
+  int frac_digits = -1, digits = 0;
+  for (char ch : s) {
+    if (ch == '.') {
+      if (frac_digits >= 0) return parse_errc::bad_character;
+      frac_digits = 0;
+      continue;
+    }
+    if (ch < '0' || ch > '9') {
+      const unsigned char u = static_cast<unsigned char>(ch);
+      return (u >= 0x80 || ch == '$' || (ch >= 'A' && ch <= 'Z')) ? parse_errc::wrong_currency
+                                                                 : parse_errc::bad_character;
+    }
+    ++digits;
+    const std::uint64_t d = static_cast<std::uint64_t>(ch - '0');
+    if (frac_digits < 0) {
+      if (whole > (std::numeric_limits<std::uint64_t>::max() - d) / 10) return parse_errc::overflow;
+      whole = whole * 10 + d;
+    } else {
+      if (++frac_digits > 9) return parse_errc::too_many_decimals;
+      frac = frac * 10 + d;
+    }
+  }
+  if (digits == 0) return parse_errc::bad_character;
+  for (int i = frac_digits < 0 ? 0 : frac_digits; i < 9; ++i) frac *= 10;
+  const detail::u128 total = static_cast<detail::u128>(whole) * 1000000000u + frac;
+  const detail::u128 limit = neg ? static_cast<detail::u128>(std::numeric_limits<std::int64_t>::max()) + 1
+                                 : static_cast<detail::u128>(std::numeric_limits<std::int64_t>::max());
+  if (total > limit) return parse_errc::overflow;
+  const std::uint64_t t = static_cast<std::uint64_t>(total);
+  out = money<C>::from_nanos(neg ? static_cast<std::int64_t>(0 - t) : static_cast<std::int64_t>(t));
+  return parse_errc::ok;
+}
+
+// A price per token, in nano-units: the same number as the price per million
+// tokens in thousandths of a unit ($0.95 per 1M tokens = 950).
+template <class C>
+struct token_price {
+  std::uint64_t nanos_per_token = 0;
+  friend constexpr bool operator==(token_price a, token_price b) noexcept {
+    return a.nanos_per_token == b.nanos_per_token;
+  }
+  friend constexpr bool operator!=(token_price a, token_price b) noexcept { return !(a == b); }
+};
+
+// The price of one million tokens, as money.
+template <class C>
+constexpr money<C> per_million(token_price<C> p) {
+  if (p.nanos_per_token > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) / 1000000)
+    detail::money_overflowed();
+  return money<C>::from_nanos(static_cast<std::int64_t>(p.nanos_per_token * 1000000));
+}
+
+// A price given per million tokens as a money string ("0.95", "$0.95"). The
+// price per token must come out whole in nano-units (at most 3 decimals per
+// million tokens); anything finer cannot be billed exactly and is refused.
+enum class price_errc : unsigned char { ok = 0, not_a_number, negative, finer_than_a_nano_unit };
+
+template <class C>
+constexpr price_errc price_per_million(std::string_view s, token_price<C>& out) noexcept {
+  money<C> m;
+  if (parse(s, m) != parse_errc::ok) return price_errc::not_a_number;
+  if (m.nanos() < 0) return price_errc::negative;
+  if (m.nanos() % 1000000 != 0) return price_errc::finer_than_a_nano_unit;
+  out = token_price<C>{static_cast<std::uint64_t>(m.nanos() / 1000000)};
+  return price_errc::ok;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_MONEY_HPP
+// #include <tollgate/tiers.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// tiers.hpp: dated tables of Kimi's rate-limit tiers, as constexpr data.
+//
+// A tier is reached by cumulative recharge (vouchers do not count). Kimi has
+// changed the table during 2026, so both versions ship, each with the date it
+// was seen and its source; `kimi_tiers_latest` names the newest and nothing
+// else in the library assumes a table. A table is a plain constexpr value:
+// declare your own of the same type, or copy one and change a row.
+//
+// "Unlimited" and "unknown" are distinct values of `limit`, never a large
+// number or zero.
+#ifndef TOLLGATE_TIERS_HPP
+#define TOLLGATE_TIERS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// A limit from a published table: a number, "unlimited", or not published.
+class limit {
+ public:
+  enum class kind : unsigned char { unknown, finite, unlimited };
+  constexpr limit() noexcept = default;
+  constexpr explicit limit(std::uint64_t v) noexcept : v_(v), k_(kind::finite) {}
+  static constexpr limit unlimited() noexcept { return limit(kind::unlimited); }
+  static constexpr limit unknown() noexcept { return limit(kind::unknown); }
+
+  constexpr kind what() const noexcept { return k_; }
+  constexpr bool is_finite() const noexcept { return k_ == kind::finite; }
+  constexpr bool is_unlimited() const noexcept { return k_ == kind::unlimited; }
+  constexpr bool is_known() const noexcept { return k_ != kind::unknown; }
+  // The number; an empty optional for unlimited and unknown.
+  constexpr std::optional<std::uint64_t> value() const noexcept {
+    return k_ == kind::finite ? std::optional<std::uint64_t>(v_) : std::nullopt;
+  }
+  friend constexpr bool operator==(limit a, limit b) noexcept {
+    return a.k_ == b.k_ && (a.k_ != kind::finite || a.v_ == b.v_);
+  }
+  friend constexpr bool operator!=(limit a, limit b) noexcept { return !(a == b); }
+
+ private:
+  constexpr explicit limit(kind k) noexcept : k_(k) {}
+  std::uint64_t v_ = 0;
+  kind k_ = kind::unknown;
+};
+
+struct tier_row {
+  int tier = 0;
+  usd recharge_usd;  // cumulative recharge that unlocks the tier (international site)
+  cny recharge_cny;  // the same on the CN site
+  limit concurrency, rpm, tpm, tpd;
+  limit web_search_qps;  // per search endpoint; not in every table
+};
+
+template <std::size_t N>
+struct tier_table {
+  std::string_view name;
+  std::string_view as_of;   // when the figures were seen (YYYY-MM-DD)
+  std::string_view source;  // where
+  std::array<tier_row, N> rows;
+
+  // The row of tier `t`, if the table has it.
+  constexpr std::optional<tier_row> tier(int t) const noexcept {
+    for (const tier_row& r : rows)
+      if (r.tier == t) return r;
+    return std::nullopt;
+  }
+  // The highest tier whose threshold a cumulative recharge reaches (vouchers
+  // do not count); empty below the lowest threshold.
+  constexpr std::optional<tier_row> for_recharge(usd paid) const noexcept {
+    // Indices, not optional assignment: std::optional's is not constexpr in C++17.
+    std::size_t best = N;
+    for (std::size_t i = 0; i < N; ++i)
+      if (rows[i].recharge_usd <= paid && (best == N || rows[i].recharge_usd >= rows[best].recharge_usd)) best = i;
+    return best == N ? std::nullopt : std::optional<tier_row>(rows[best]);
+  }
+  constexpr std::optional<tier_row> for_recharge(cny paid) const noexcept {
+    std::size_t best = N;
+    for (std::size_t i = 0; i < N; ++i)
+      if (rows[i].recharge_cny <= paid && (best == N || rows[i].recharge_cny >= rows[best].recharge_cny)) best = i;
+    return best == N ? std::nullopt : std::optional<tier_row>(rows[best]);
+  }
+  // A copy with row `r` replacing the row of the same tier (or unchanged if
+  // the table has no such tier).
+  constexpr tier_table with_row(const tier_row& r) const noexcept {
+    tier_table t = *this;
+    for (tier_row& x : t.rows)
+      if (x.tier == r.tier) x = r;
+    return t;
+  }
+};
+
+namespace detail {
+constexpr usd dollars(std::int64_t d) { return usd::from_units(d); }
+constexpr cny yuan(std::int64_t y) { return cny::from_units(y); }
+}  // namespace detail
+
+// The table of the project's original specification, as the official limits
+// page showed it in early to mid 2026 and as quoted verbatim on 2026-05-08.
+// No web-search column.
+inline constexpr tier_table<6> kimi_tiers_2026_05{
+    "Kimi API rate limits (pre-August 2026)",
+    "2026-05-08",
+    "platform.kimi.ai/docs/pricing/limits (quoted 2026-05-08; same rows on platform.moonshot.ai earlier in 2026); "
+    "CNY thresholds from platform.kimi.com/docs/pricing/limits.md",
+    {{
+        {0, detail::dollars(1), detail::yuan(0), limit(1), limit(3), limit(500000), limit(1500000), limit::unknown()},
+        {1, detail::dollars(10), detail::yuan(50), limit(50), limit(200), limit(2000000), limit::unlimited(),
+         limit::unknown()},
+        {2, detail::dollars(20), detail::yuan(100), limit(100), limit(500), limit(3000000), limit::unlimited(),
+         limit::unknown()},
+        {3, detail::dollars(100), detail::yuan(500), limit(200), limit(5000), limit(3000000), limit::unlimited(),
+         limit::unknown()},
+        {4, detail::dollars(1000), detail::yuan(5000), limit(400), limit(5000), limit(4000000), limit::unlimited(),
+         limit::unknown()},
+        {5, detail::dollars(3000), detail::yuan(20000), limit(1000), limit(10000), limit(5000000),
+         limit::unlimited(), limit::unknown()},
+    }}};
+
+// The table after Kimi's August 2026 rule change, as transcribed verbatim from
+// the international and CN limits pages on 2026-09-23 (Tier2 corroborated by
+// account evidence dated 2026-09-19). Concurrency and RPM are much lower than
+// in the earlier table; TPM and TPD are unchanged.
+inline constexpr tier_table<6> kimi_tiers_2026_09{
+    "Kimi API rate limits (September 2026)",
+    "2026-09-23",
+    "platform.kimi.ai/docs/pricing/limits and platform.kimi.com/docs/pricing/limits, transcribed 2026-09-23; "
+    "Tier2 corroborated by account evidence of 2026-09-19",
+    {{
+        {0, detail::dollars(1), detail::yuan(0), limit(1), limit(3), limit(500000), limit(1500000), limit(1)},
+        {1, detail::dollars(10), detail::yuan(50), limit(15), limit(100), limit(2000000), limit::unlimited(),
+         limit(3)},
+        {2, detail::dollars(20), detail::yuan(100), limit(40), limit(100), limit(3000000), limit::unlimited(),
+         limit(5)},
+        {3, detail::dollars(100), detail::yuan(500), limit(50), limit(200), limit(3000000), limit::unlimited(),
+         limit(10)},
+        {4, detail::dollars(1000), detail::yuan(5000), limit(60), limit(200), limit(4000000), limit::unlimited(),
+         limit(20)},
+        {5, detail::dollars(3000), detail::yuan(20000), limit(100), limit(300), limit(5000000), limit::unlimited(),
+         limit(50)},
+    }}};
+
+// The newest table tollgate knows. Code that must not change meaning when a
+// newer table ships should name a dated table instead.
+inline constexpr const tier_table<6>& kimi_tiers_latest = kimi_tiers_2026_09;
+
+// Recharge rules stated on the limits page (seen 2026-09-23).
+struct kimi_recharge_rules {
+  static constexpr usd minimum_to_start = usd::from_units(1);  // at least $1 before any call
+  static constexpr usd voucher_threshold = usd::from_units(5);  // cumulative recharge that earns...
+  static constexpr usd voucher_amount = usd::from_units(5);     // ...a $5 voucher
+  static constexpr bool vouchers_count_toward_tier = false;
+  static constexpr cny cn_new_user_voucher = cny::from_units(15);  // CN site; not usable for kimi-k3
+  static constexpr std::string_view as_of = "2026-09-23";
+};
+
+// The Kimi Code plan (a membership plan with its own endpoint and keys, not a
+// tier of the API above).
+struct kimi_code_plan {
+  static constexpr std::string_view endpoint = "https://api.kimi.com/coding/v1";
+  static constexpr std::string_view key_prefix = "sk-kimi-";
+  static constexpr limit concurrency = limit(30);
+  static constexpr std::int64_t quota_window_hours = 5;
+  // "A 5-hour token quota supports approximately 300-1,200 API calls": an
+  // approximation in the plan's description, not an enforced number.
+  static constexpr std::uint64_t approx_calls_per_window_low = 300;
+  static constexpr std::uint64_t approx_calls_per_window_high = 1200;
+  static constexpr std::string_view as_of = "2026-10";
+  static constexpr std::string_view source =
+      "kimi.com/code/docs (key advantages), quoted by Moonshot staff at forum.moonshot.ai";
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_TIERS_HPP
+// #include <tollgate/models.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// models.hpp: the Kimi model catalog as constexpr data: context windows,
+// prices per token in USD and CNY, cache-write and batch prices, the default
+// output cap, status and dates, each with where it was seen.
+//
+// Prices are token_price values: nano-units per token, which is also the
+// price per million tokens in thousandths ($0.95 per 1M = 950). A figure the
+// sources do not give is `unknown` (an empty optional), never zero; a model
+// that has no cached-input price says so (`no_cache`). Retired models stay in
+// the catalog with their retirement dates, so old logs can still be costed.
+#ifndef TOLLGATE_MODELS_HPP
+#define TOLLGATE_MODELS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+enum class model_status : unsigned char { current, deprecated, retired };
+
+// The prices of one model in one currency.
+template <class C>
+struct price_list {
+  std::optional<token_price<C>> input;   // cache miss
+  std::optional<token_price<C>> cached;  // cache hit
+  std::optional<token_price<C>> output;
+  bool no_cache = false;  // the model has no cached-input price (not "unknown")
+};
+
+// A published batch price that differs from the 60 %-of-list rule.
+struct batch_override {
+  std::optional<token_price<usd_tag>> input, cached, output;
+  std::string_view as_of, source;
+};
+
+struct model_info {
+  std::string_view id;
+  model_status status = model_status::current;
+  std::string_view status_date;  // GA, deprecation or retirement date, if known
+  std::optional<std::uint64_t> context_window;
+  std::optional<std::uint64_t> default_max_tokens;  // the output cap used when max_tokens is absent
+  price_list<usd_tag> usd_prices;
+  price_list<cny_tag> cny_prices;
+  std::optional<token_price<usd_tag>> cache_write_5m;  // explicit cache writes, 5-minute lifetime
+  std::optional<token_price<usd_tag>> cache_write_1h;  // and 1-hour lifetime
+  bool batch_available = false;  // the Batch API (60 % of list) is documented for this model
+  std::optional<batch_override> batch_published;
+  std::string_view as_of;
+  std::string_view source;
+  std::string_view note;
+};
+
+namespace detail {
+constexpr std::optional<token_price<usd_tag>> p_usd(std::uint64_t nanos_per_token) {
+  return token_price<usd_tag>{nanos_per_token};
+}
+constexpr std::optional<token_price<cny_tag>> p_cny(std::uint64_t nanos_per_token) {
+  return token_price<cny_tag>{nanos_per_token};
+}
+constexpr std::optional<std::uint64_t> n(std::uint64_t v) { return v; }
+inline constexpr std::nullopt_t unknown = std::nullopt;
+}  // namespace detail
+
+// The official catalog. Prices per token in nano-units = per 1M tokens in
+// thousandths: 950 = $0.95 per 1M.
+inline constexpr std::array<model_info, 17> kimi_models{{
+    {"kimi-k3", model_status::current, "2026-07", detail::n(1048576), detail::n(131072),
+     {detail::p_usd(3000), detail::p_usd(300), detail::p_usd(15000), false},
+     {detail::p_cny(20000), detail::p_cny(2000), detail::p_cny(100000), false},
+     detail::p_usd(3000), detail::p_usd(6000), false, std::nullopt, "2026-10",
+     "platform.kimi.ai/docs/pricing/chat-k3; default cap from the K3 guide",
+     "current from about 2026-07; cached hits need a prior prompt over 256 tokens"},
+    {"kimi-k2.7-code", model_status::current, "", detail::n(262144), detail::unknown,
+     {detail::p_usd(950), detail::p_usd(190), detail::p_usd(4000), false},
+     {detail::p_cny(6500), detail::p_cny(1300), detail::p_cny(27000), false}, detail::unknown, detail::unknown, true,
+     std::nullopt, "2026-09-02", "pricing page fixtures in public code; listed by GET /v1/models on 2026-09-02",
+     "default output cap not published"},
+    {"kimi-k2.7-code-highspeed", model_status::current, "", detail::n(262144), detail::unknown,
+     {detail::p_usd(1900), detail::p_usd(380), detail::p_usd(8000), false},
+     {detail::p_cny(13000), detail::p_cny(2600), detail::p_cny(54000), false}, detail::unknown, detail::unknown,
+     false, std::nullopt, "2026-09-02", "pricing page fixtures in public code; listed by GET /v1/models on 2026-09-02",
+     "default output cap and batch availability not published"},
+    {"kimi-k2.6", model_status::current, "2026-04-20", detail::n(262144), detail::n(32768),
+     {detail::p_usd(950), detail::p_usd(160), detail::p_usd(4000), false},
+     {detail::p_cny(6500), detail::p_cny(1100), detail::p_cny(27000), false}, detail::unknown, detail::unknown, true,
+     batch_override{std::nullopt, token_price<usd_tag>{100}, std::nullopt, "2026-10",
+                    "third-party price audit: published batch cached-input price $0.10 per 1M, where the 60 % rule "
+                    "gives $0.096"},
+     "2026-10", "platform.kimi.ai/docs/pricing/chat-k26", "GA 2026-04-20"},
+    {"kimi-k2.5", model_status::retired, "2026-08-31", detail::n(262144), detail::unknown,
+     {detail::p_usd(600), detail::p_usd(100), detail::p_usd(3000), false},
+     {detail::unknown, detail::unknown, detail::unknown, false}, detail::unknown, detail::unknown, true, std::nullopt,
+     "2026-01-26", "model list in public code dated 2026-01-26; retirement reported when calls began to 404",
+     "retired 2026-08-31"},
+    {"kimi-k2-0905-preview", model_status::retired, "2026-05-25", detail::n(262144), detail::unknown,
+     {detail::p_usd(600), detail::p_usd(150), detail::p_usd(2500), false},
+     {detail::p_cny(4000), detail::p_cny(1000), detail::p_cny(16000), false}, detail::unknown, detail::unknown,
+     false, std::nullopt, "2026-01-26", "model list in public code dated 2026-01-26; Moonshot retirement e-mail",
+     "retired 2026-05-25"},
+    {"kimi-k2-turbo-preview", model_status::retired, "2026-05-25", detail::n(262144), detail::unknown,
+     {detail::p_usd(1150), detail::p_usd(150), detail::p_usd(8000), false},
+     {detail::p_cny(8000), detail::p_cny(1000), detail::p_cny(58000), false}, detail::unknown, detail::unknown,
+     false, std::nullopt, "2026-01-26", "model list in public code dated 2026-01-26",
+     "earlier list prices were $2.40 / $0.60 / $10.00 per 1M; retired 2026-05-25"},
+    // The sources give one merged row for the next three models ("262,144 / 131,072" context,
+    // "$0.60 / $1.15" input, "$2.50 / $8.00" output, $0.15 cached): only the cached price and
+    // the retirement date are unambiguous, so the rest is unknown.
+    {"kimi-k2-thinking", model_status::retired, "2026-05-25", detail::unknown, detail::unknown,
+     {detail::unknown, detail::p_usd(150), detail::unknown, false},
+     {detail::unknown, detail::unknown, detail::unknown, false}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-05-25", "public model registries (merged row)",
+     "context and input/output prices given only as a merged row for three models"},
+    {"kimi-k2-thinking-turbo", model_status::retired, "2026-05-25", detail::unknown, detail::unknown,
+     {detail::unknown, detail::p_usd(150), detail::unknown, false},
+     {detail::unknown, detail::unknown, detail::unknown, false}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-05-25", "public model registries (merged row)",
+     "context and input/output prices given only as a merged row for three models"},
+    {"kimi-k2-0711-preview", model_status::retired, "2026-05-25", detail::unknown, detail::unknown,
+     {detail::unknown, detail::p_usd(150), detail::unknown, false},
+     {detail::unknown, detail::unknown, detail::unknown, false}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-05-25", "public model registries (merged row)",
+     "context and input/output prices given only as a merged row for three models"},
+    {"moonshot-v1-8k", model_status::retired, "2026-08-31", detail::n(8192), detail::unknown,
+     {detail::p_usd(200), detail::unknown, detail::p_usd(2000), true},
+     {detail::p_cny(2000), detail::unknown, detail::p_cny(10000), true}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-09-02", "official chat-v1 pricing page (public copy)", "retired 2026-08-31; no cache pricing"},
+    {"moonshot-v1-32k", model_status::retired, "2026-08-31", detail::n(32768), detail::unknown,
+     {detail::p_usd(1000), detail::unknown, detail::p_usd(3000), true},
+     {detail::p_cny(5000), detail::unknown, detail::p_cny(20000), true}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-09-02", "official chat-v1 pricing page (public copy)", "retired 2026-08-31; no cache pricing"},
+    {"moonshot-v1-128k", model_status::retired, "2026-08-31", detail::n(131072), detail::unknown,
+     {detail::p_usd(2000), detail::unknown, detail::p_usd(5000), true},
+     {detail::p_cny(10000), detail::unknown, detail::p_cny(30000), true}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-09-02", "official chat-v1 pricing page (public copy)", "retired 2026-08-31; no cache pricing"},
+    // The vision previews share the moonshot-v1 row in the sources; which figure belongs to
+    // which is not stated, so only the retirement is recorded.
+    {"moonshot-v1-8k-vision-preview", model_status::retired, "2026-08-31", detail::unknown, detail::unknown,
+     {detail::unknown, detail::unknown, detail::unknown, true},
+     {detail::unknown, detail::unknown, detail::unknown, true}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-09-02", "official chat-v1 pricing page (public copy), merged row",
+     "retired 2026-08-31; figures not given separately"},
+    {"moonshot-v1-32k-vision-preview", model_status::retired, "2026-08-31", detail::unknown, detail::unknown,
+     {detail::unknown, detail::unknown, detail::unknown, true},
+     {detail::unknown, detail::unknown, detail::unknown, true}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-09-02", "official chat-v1 pricing page (public copy), merged row",
+     "retired 2026-08-31; figures not given separately"},
+    {"moonshot-v1-128k-vision-preview", model_status::retired, "2026-08-31", detail::unknown, detail::unknown,
+     {detail::unknown, detail::unknown, detail::unknown, true},
+     {detail::unknown, detail::unknown, detail::unknown, true}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-09-02", "official chat-v1 pricing page (public copy), merged row",
+     "retired 2026-08-31; figures not given separately"},
+    {"kimi-latest", model_status::deprecated, "2026-01-28", detail::unknown, detail::unknown,
+     {detail::unknown, detail::unknown, detail::unknown, false},
+     {detail::unknown, detail::unknown, detail::unknown, false}, detail::unknown, detail::unknown, false,
+     std::nullopt, "2026-01-28", "platform.kimi.com/docs/models", "deprecated 2026-01-28"},
+}};
+
+// A third-party listing quoted by the project's original specification, from
+// an undated pricing guide. It disagrees with the official prices above and is
+// kept separate, for comparison only: the calculator never uses it.
+struct third_party_price {
+  std::string_view id;
+  token_price<usd_tag> input, output;
+};
+inline constexpr std::array<third_party_price, 2> third_party_guide_prices{{
+    {"kimi-k2.5", {600}, {2000}},
+    {"kimi-k2.6", {550}, {2650}},
+}};
+inline constexpr std::string_view third_party_guide_note =
+    "third-party pricing guide quoted in the original specification; undated; not official";
+
+// Looks a model up by id; empty for an id the catalog does not know.
+constexpr std::optional<model_info> find_model(std::string_view id) noexcept {
+  for (const model_info& m : kimi_models)
+    if (m.id == id) return m;
+  return std::nullopt;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_MODELS_HPP
+// #include <tollgate/cost.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// cost.hpp: the exact cost of a call from its token usage and a model's
+// prices, and the worst-case cost of a call before it is sent.
+//
+//   cost = uncached input x input price + cached input x cached price
+//        + output x output price + cache writes x their prices
+//
+// Providers disagree on whether the reported prompt count includes the cached
+// tokens: Kimi and OpenAI include them (uncached = prompt - cached), Anthropic
+// does not (uncached = prompt). That is an explicit option, never a guess.
+// Batch pricing uses the provider's published batch price where one is
+// recorded (kimi-k2.6 cached input: $0.10 per 1M), else 60 % of list, which
+// must come out whole in nano-units.
+//
+// Everything is integer arithmetic in 128 bits, checked into 64: no rounding
+// anywhere, overflow reported. A price the catalog does not know is an error
+// when tokens of that kind were used, never a cost of zero.
+#ifndef TOLLGATE_COST_HPP
+#define TOLLGATE_COST_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/models.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <type_traits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// Token counts as the API reports them.
+struct usage {
+  std::uint64_t prompt = 0;      // prompt tokens (see cost_options::prompt_includes_cached)
+  std::uint64_t cached = 0;      // prompt tokens served from the cache
+  std::uint64_t completion = 0;  // generated tokens
+  std::uint64_t cache_write_5m = 0;
+  std::uint64_t cache_write_1h = 0;
+};
+
+struct cost_options {
+  bool prompt_includes_cached = true;  // Kimi, OpenAI: true; Anthropic: false
+  bool batch = false;
+};
+
+enum class cost_errc : unsigned char {
+  ok = 0,
+  unknown_price,          // tokens of a kind whose price the catalog does not know
+  cached_exceeds_prompt,  // cached > prompt while the prompt is said to include them
+  batch_unavailable,      // batch pricing asked for a model without a documented batch price
+  batch_not_exact,        // 60 % of a list price is not a whole number of nano-units
+  overflow,
+};
+
+constexpr const char* message(cost_errc e) noexcept {
+  switch (e) {
+    case cost_errc::ok: return "ok";
+    case cost_errc::unknown_price: return "a price needed for this usage is not known for this model";
+    case cost_errc::cached_exceeds_prompt: return "cached tokens exceed prompt tokens";
+    case cost_errc::batch_unavailable: return "no batch price is documented for this model";
+    case cost_errc::batch_not_exact: return "60% of the list price is not a whole number of nano-units";
+    case cost_errc::overflow: return "cost overflows 64 bits of nano-units";
+  }
+  return "?";
+}
+
+template <class C>
+struct cost_breakdown {
+  cost_errc error = cost_errc::ok;
+  money<C> input, cached, output, cache_write, total;
+  constexpr explicit operator bool() const noexcept { return error == cost_errc::ok; }
+};
+
+namespace detail {
+template <class C>
+constexpr const price_list<C>& prices_of(const model_info& m) noexcept {
+  if constexpr (std::is_same<C, usd_tag>::value)
+    return m.usd_prices;
+  else
+    return m.cny_prices;
+}
+
+// The batch price of one class of tokens: published override, else 60 % of list.
+template <class C>
+constexpr cost_errc batch_price(std::optional<token_price<C>> list, std::optional<token_price<usd_tag>> published,
+                                std::optional<token_price<C>>& out) noexcept {
+  if constexpr (std::is_same<C, usd_tag>::value) {
+    if (published) {
+      out = *published;
+      return cost_errc::ok;
+    }
+  } else {
+    (void)published;
+  }
+  if (!list) {
+    out = std::nullopt;
+    return cost_errc::ok;
+  }
+  if ((list->nanos_per_token * 6) % 10 != 0) return cost_errc::batch_not_exact;
+  out = token_price<C>{list->nanos_per_token * 6 / 10};
+  return cost_errc::ok;
+}
+
+// count x price into `acc`; false when the price is needed but unknown.
+template <class C>
+constexpr bool add_term(std::uint64_t count, std::optional<token_price<C>> price, u128& acc, u128& term) noexcept {
+  term = 0;
+  if (count == 0) return true;
+  if (!price) return false;
+  term = static_cast<u128>(count) * price->nanos_per_token;
+  acc += term;  // at most 5 terms of < 2^128 / 8 each: no wrap
+  return true;
+}
+}  // namespace detail
+
+// The exact cost of a call, split by token class, in currency C (usd_tag or cny_tag).
+template <class C = usd_tag>
+constexpr cost_breakdown<C> cost(const model_info& m, const usage& u, cost_options o = {}) noexcept {
+  cost_breakdown<C> r;
+  price_list<C> p = detail::prices_of<C>(m);
+  if (o.batch) {
+    if (!m.batch_available && !m.batch_published) {
+      r.error = cost_errc::batch_unavailable;
+      return r;
+    }
+    const batch_override pub = m.batch_published ? *m.batch_published : batch_override{};
+    cost_errc e = detail::batch_price<C>(p.input, pub.input, p.input);
+    if (e == cost_errc::ok) e = detail::batch_price<C>(p.cached, pub.cached, p.cached);
+    if (e == cost_errc::ok) e = detail::batch_price<C>(p.output, pub.output, p.output);
+    if (e != cost_errc::ok) {
+      r.error = e;
+      return r;
+    }
+  }
+  std::uint64_t uncached = u.prompt;
+  if (o.prompt_includes_cached) {
+    if (u.cached > u.prompt) {
+      r.error = cost_errc::cached_exceeds_prompt;
+      return r;
+    }
+    uncached = u.prompt - u.cached;
+  }
+  // A model without cache pricing bills cached tokens as ordinary input.
+  const std::optional<token_price<C>> cached_price = p.no_cache ? p.input : p.cached;
+  std::optional<token_price<C>> w5, w1;
+  if constexpr (std::is_same<C, usd_tag>::value) {
+    w5 = m.cache_write_5m;
+    w1 = m.cache_write_1h;
+  }
+  detail::u128 total = 0, t_in = 0, t_cached = 0, t_out = 0, t_w5 = 0, t_w1 = 0;
+  if (!detail::add_term(uncached, p.input, total, t_in) || !detail::add_term(u.cached, cached_price, total, t_cached) ||
+      !detail::add_term(u.completion, p.output, total, t_out) || !detail::add_term(u.cache_write_5m, w5, total, t_w5) ||
+      !detail::add_term(u.cache_write_1h, w1, total, t_w1)) {
+    r.error = cost_errc::unknown_price;
+    return r;
+  }
+  constexpr detail::u128 top = static_cast<detail::u128>(std::numeric_limits<std::int64_t>::max());
+  if (total > top) {
+    r.error = cost_errc::overflow;
+    return r;
+  }
+  auto m_of = [](detail::u128 v) { return money<C>::from_nanos(static_cast<std::int64_t>(v)); };
+  r.input = m_of(t_in);
+  r.cached = m_of(t_cached);
+  r.output = m_of(t_out);
+  r.cache_write = m_of(t_w5 + t_w1);
+  r.total = m_of(total);
+  return r;
+}
+
+// The most a call can cost before it is sent: every prompt token at the
+// uncached input price and every allowed output token at the output price.
+// Pass the model's default cap when the request has no max_tokens; if that is
+// unknown too, the stated worst case is the context window minus the prompt.
+template <class C = usd_tag>
+constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t prompt_estimate,
+                                            std::optional<std::uint64_t> max_tokens, cost_options o = {}) noexcept {
+  std::uint64_t out = 0;
+  if (max_tokens) {
+    out = *max_tokens;
+  } else if (m.default_max_tokens) {
+    out = *m.default_max_tokens;
+  } else if (m.context_window) {
+    out = *m.context_window > prompt_estimate ? *m.context_window - prompt_estimate : 0;
+  } else {
+    cost_breakdown<C> r;
+    r.error = cost_errc::unknown_price;  // no way to bound the output
+    return r;
+  }
+  usage u;
+  u.prompt = prompt_estimate;
+  u.completion = out;
+  o.prompt_includes_cached = true;
+  return cost<C>(m, u, o);
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_COST_HPP
+// #include <tollgate/budget.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// budget.hpp: a lock-free spending limit with reserve -> settle.
+//
+// Guarantee. Reservations are admitted only while reserved + settled stays
+// within the limit, so as long as every call settles at or below what it
+// reserved (reserve the worst case: worst_case_cost), the settled total never
+// exceeds the limit, under any number of threads. A call that costs more than
+// it reserved is still recorded (the money is spent) and reported as an
+// overspend by settle.
+//
+// Concurrency contract. All member functions are thread-safe and lock-free:
+// reserve is one CAS loop, settle one fetch_add on the committed total and one
+// on the spent total. remaining/spent may be stale on return. A reservation is
+// a plain value; settle it exactly once (settle marks it settled, a second
+// settle does nothing). A reservation never settled keeps its money reserved:
+// the safe side.
+#ifndef TOLLGATE_BUDGET_HPP
+#define TOLLGATE_BUDGET_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class C>
+struct budget_reservation {
+  money<C> amount;    // what is held
+  money<C> missing;   // when refused: how much more budget it would have needed
+  bool admitted = false;
+  bool settled = false;
+  constexpr explicit operator bool() const noexcept { return admitted; }
+};
+
+template <class C>
+class alignas(TOLLGATE_CACHELINE_SIZE) budget {
+ public:
+  explicit budget(money<C> limit) {
+    if (limit.nanos() <= 0) detail::fail(errc::zero_count);
+    limit_ = limit.nanos();
+  }
+  budget(money<C> limit, errc& ec) noexcept {
+    ec = limit.nanos() <= 0 ? errc::zero_count : errc::ok;
+    limit_ = ec == errc::ok ? limit.nanos() : 0;
+  }
+  budget(const budget&) = delete;
+  budget& operator=(const budget&) = delete;
+
+  // Holds `amount` if it fits; otherwise says how much is missing.
+  budget_reservation<C> reserve(money<C> amount) noexcept {
+    budget_reservation<C> r;
+    if (amount.nanos() < 0) amount = money<C>();
+    // acquire/acq_rel: the committed total is the only shared data; acquire
+    // and release make a budget usable as a hand-off point and cost nothing on
+    // x86. Every update is an RMW, so none is lost.
+    std::int64_t c = committed_.load(std::memory_order_acquire);
+    for (;;) {
+      std::int64_t next = 0;
+      if (__builtin_add_overflow(c, amount.nanos(), &next) || next > limit_) {
+        r.amount = amount;
+        // c + amount - limit, saturating: only reported, never stored.
+        std::int64_t miss = 0;
+        if (__builtin_sub_overflow(c, limit_, &miss) || __builtin_add_overflow(miss, amount.nanos(), &miss))
+          miss = std::numeric_limits<std::int64_t>::max();
+        r.missing = money<C>::from_nanos(miss);
+        return r;
+      }
+      if (committed_.compare_exchange_weak(c, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        r.amount = amount;
+        r.admitted = true;
+        return r;
+      }
+    }
+  }
+
+  // Records the actual cost of a reserved call and frees the rest of the
+  // reservation. Returns reserved - actual: negative is an overspend.
+  money<C> settle(budget_reservation<C>& r, money<C> actual) noexcept {
+    if (!r.admitted || r.settled) return money<C>();
+    r.settled = true;
+    if (actual.nanos() < 0) actual = money<C>();
+    // acq_rel: as in reserve. Saturating arithmetic is not needed: both
+    // amounts are below the limit or are reported money that was spent.
+    committed_.fetch_add(actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);
+    spent_.fetch_add(actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
+    return money<C>::from_nanos(r.amount.nanos() - actual.nanos());
+  }
+  // Gives the whole reservation back (the call was not billed, e.g. a 429).
+  void release(budget_reservation<C>& r) noexcept { (void)settle(r, money<C>()); }
+
+  money<C> limit() const noexcept { return money<C>::from_nanos(limit_); }
+  // Limit minus everything reserved or settled (never negative).
+  money<C> remaining() const noexcept {
+    const std::int64_t c = committed_.load(std::memory_order_acquire);  // acquire: as in reserve
+    return money<C>::from_nanos(c >= limit_ ? 0 : limit_ - c);
+  }
+  money<C> spent() const noexcept { return money<C>::from_nanos(spent_.load(std::memory_order_relaxed)); }
+
+ private:
+  std::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
+  std::atomic<std::int64_t> spent_{0};
+  std::int64_t limit_ = 0;  // written once before sharing
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_BUDGET_HPP
+// #include <tollgate/estimate.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// estimate.hpp: a conservative token estimate from UTF-8 text, for admission
+// before the server has counted anything.
+//
+// This is an estimate, not a tokenizer. It uses the rules of thumb Kimi
+// publishes: one token is about 3-4 English characters, or about 1.5-2
+// Chinese characters. The default (`conservative`) takes the low ends - 3 and
+// 1.5 characters per token - so it errs high, because an estimate that is too
+// low causes 429s; `typical` takes 4 and 2. Counting:
+//   * ASCII (letters, digits, punctuation, whitespace): 1 / chars_per_token each;
+//   * CJK ideographs, kana, hangul, CJK punctuation and full-width forms:
+//     1 / cjk_chars_per_token each;
+//   * any other code point (accented Latin, Cyrillic, emoji ...): 1 token each
+//     (the high side: such text often splits into byte-level tokens);
+//   * every invalid UTF-8 byte: 1 token (never a crash);
+// then the total is rounded up, the safety margin (percent) added, rounded up.
+// Chat requests add per-message and per-request overheads (defaults 4 and 2,
+// the OpenAI cookbook's convention: Kimi does not publish its framing).
+#ifndef TOLLGATE_ESTIMATE_HPP
+#define TOLLGATE_ESTIMATE_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+struct estimate_options {
+  // Characters per token, in tenths (30 = 3.0).
+  std::uint32_t ascii_tenths_per_token = 30;
+  std::uint32_t cjk_tenths_per_token = 15;
+  std::uint32_t margin_percent = 0;       // added on top, rounded up
+  std::uint32_t per_message_overhead = 4;  // chat framing per message
+  std::uint32_t per_request_overhead = 2;  // and per request
+
+  static constexpr estimate_options conservative() noexcept { return estimate_options{}; }
+  static constexpr estimate_options typical() noexcept { return estimate_options{40, 20, 0, 4, 2}; }
+};
+
+// Counts of what the text is made of (whole code points or bytes).
+struct text_census {
+  std::uint64_t ascii = 0, cjk = 0, other = 0, invalid_bytes = 0;
+};
+
+namespace detail {
+constexpr bool is_cjk(std::uint32_t cp) noexcept {
+  return (cp >= 0x3000 && cp <= 0x303F) ||   // CJK symbols and punctuation
+         (cp >= 0x3040 && cp <= 0x30FF) ||   // hiragana, katakana
+         (cp >= 0x3400 && cp <= 0x4DBF) ||   // CJK extension A
+         (cp >= 0x4E00 && cp <= 0x9FFF) ||   // CJK unified ideographs
+         (cp >= 0xAC00 && cp <= 0xD7AF) ||   // hangul syllables
+         (cp >= 0xF900 && cp <= 0xFAFF) ||   // CJK compatibility ideographs
+         (cp >= 0xFF00 && cp <= 0xFFEF) ||   // half- and full-width forms
+         (cp >= 0x20000 && cp <= 0x3FFFF);   // CJK extensions B onwards
+}
+}  // namespace detail
+
+// Decodes UTF-8 strictly (no overlongs, no surrogates, nothing above U+10FFFF);
+// each byte that does not start a valid sequence counts as invalid.
+constexpr text_census census(std::string_view s) noexcept {
+  text_census c;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80) {
+      ++c.ascii;
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0, min = 0;
+    if ((b & 0xE0) == 0xC0) {
+      len = 2;
+      cp = b & 0x1Fu;
+      min = 0x80;
+    } else if ((b & 0xF0) == 0xE0) {
+      len = 3;
+      cp = b & 0x0Fu;
+      min = 0x800;
+    } else if ((b & 0xF8) == 0xF0) {
+      len = 4;
+      cp = b & 0x07u;
+      min = 0x10000;
+    }
+    bool ok = len != 0 && i + len <= s.size();
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const unsigned char cb = static_cast<unsigned char>(s[i + k]);
+      if ((cb & 0xC0) != 0x80)
+        ok = false;
+      else
+        cp = (cp << 6) | (cb & 0x3Fu);
+    }
+    if (ok && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
+    if (!ok) {
+      ++c.invalid_bytes;
+      ++i;
+      continue;
+    }
+    if (detail::is_cjk(cp))
+      ++c.cjk;
+    else
+      ++c.other;
+    i += len;
+  }
+  return c;
+}
+
+// Estimated tokens for a piece of text (no chat overheads).
+constexpr std::uint64_t estimate_tokens(std::string_view text,
+                                        estimate_options o = estimate_options::conservative()) noexcept {
+  const text_census c = census(text);
+  const std::uint64_t at = o.ascii_tenths_per_token ? o.ascii_tenths_per_token : 1;
+  const std::uint64_t ct = o.cjk_tenths_per_token ? o.cjk_tenths_per_token : 1;
+  // Sum in units of 1 / (at * ct) tokens, then round up once.
+  const std::uint64_t num = c.ascii * 10 * ct + c.cjk * 10 * at + (c.other + c.invalid_bytes) * at * ct;
+  const std::uint64_t den = at * ct;
+  std::uint64_t t = num / den + (num % den != 0 ? 1 : 0);
+  if (o.margin_percent) t += (t * o.margin_percent + 99) / 100;
+  return t;
+}
+
+// Estimated prompt tokens of a chat request: each message's text plus the
+// per-message overhead, plus the per-request overhead.
+struct chat_message {
+  std::string_view role;
+  std::string_view content;
+};
+template <class Range>
+constexpr std::uint64_t estimate_chat_tokens(const Range& messages,
+                                             estimate_options o = estimate_options::conservative()) noexcept {
+  std::uint64_t t = o.per_request_overhead;
+  for (const chat_message& m : messages)
+    t += estimate_tokens(m.role, o) + estimate_tokens(m.content, o) + o.per_message_overhead;
+  return t;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ESTIMATE_HPP
 
 #endif  // TOLLGATE_TOLLGATE_HPP

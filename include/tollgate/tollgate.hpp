@@ -13,5 +13,11 @@
 #include <tollgate/sliding_window.hpp>
 #include <tollgate/calendar_quota.hpp>
 #include <tollgate/concurrency.hpp>
+#include <tollgate/money.hpp>
+#include <tollgate/tiers.hpp>
+#include <tollgate/models.hpp>
+#include <tollgate/cost.hpp>
+#include <tollgate/budget.hpp>
+#include <tollgate/estimate.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP

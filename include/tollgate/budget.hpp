@@ -1,0 +1,112 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// budget.hpp: a lock-free spending limit with reserve -> settle.
+//
+// Guarantee. Reservations are admitted only while reserved + settled stays
+// within the limit, so as long as every call settles at or below what it
+// reserved (reserve the worst case: worst_case_cost), the settled total never
+// exceeds the limit, under any number of threads. A call that costs more than
+// it reserved is still recorded (the money is spent) and reported as an
+// overspend by settle.
+//
+// Concurrency contract. All member functions are thread-safe and lock-free:
+// reserve is one CAS loop, settle one fetch_add on the committed total and one
+// on the spent total. remaining/spent may be stale on return. A reservation is
+// a plain value; settle it exactly once (settle marks it settled, a second
+// settle does nothing). A reservation never settled keeps its money reserved:
+// the safe side.
+#ifndef TOLLGATE_BUDGET_HPP
+#define TOLLGATE_BUDGET_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/money.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class C>
+struct budget_reservation {
+  money<C> amount;    // what is held
+  money<C> missing;   // when refused: how much more budget it would have needed
+  bool admitted = false;
+  bool settled = false;
+  constexpr explicit operator bool() const noexcept { return admitted; }
+};
+
+template <class C>
+class alignas(TOLLGATE_CACHELINE_SIZE) budget {
+ public:
+  explicit budget(money<C> limit) {
+    if (limit.nanos() <= 0) detail::fail(errc::zero_count);
+    limit_ = limit.nanos();
+  }
+  budget(money<C> limit, errc& ec) noexcept {
+    ec = limit.nanos() <= 0 ? errc::zero_count : errc::ok;
+    limit_ = ec == errc::ok ? limit.nanos() : 0;
+  }
+  budget(const budget&) = delete;
+  budget& operator=(const budget&) = delete;
+
+  // Holds `amount` if it fits; otherwise says how much is missing.
+  budget_reservation<C> reserve(money<C> amount) noexcept {
+    budget_reservation<C> r;
+    if (amount.nanos() < 0) amount = money<C>();
+    // acquire/acq_rel: the committed total is the only shared data; acquire
+    // and release make a budget usable as a hand-off point and cost nothing on
+    // x86. Every update is an RMW, so none is lost.
+    std::int64_t c = committed_.load(std::memory_order_acquire);
+    for (;;) {
+      std::int64_t next = 0;
+      if (__builtin_add_overflow(c, amount.nanos(), &next) || next > limit_) {
+        r.amount = amount;
+        // c + amount - limit, saturating: only reported, never stored.
+        std::int64_t miss = 0;
+        if (__builtin_sub_overflow(c, limit_, &miss) || __builtin_add_overflow(miss, amount.nanos(), &miss))
+          miss = std::numeric_limits<std::int64_t>::max();
+        r.missing = money<C>::from_nanos(miss);
+        return r;
+      }
+      if (committed_.compare_exchange_weak(c, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        r.amount = amount;
+        r.admitted = true;
+        return r;
+      }
+    }
+  }
+
+  // Records the actual cost of a reserved call and frees the rest of the
+  // reservation. Returns reserved - actual: negative is an overspend.
+  money<C> settle(budget_reservation<C>& r, money<C> actual) noexcept {
+    if (!r.admitted || r.settled) return money<C>();
+    r.settled = true;
+    if (actual.nanos() < 0) actual = money<C>();
+    // acq_rel: as in reserve. Saturating arithmetic is not needed: both
+    // amounts are below the limit or are reported money that was spent.
+    committed_.fetch_add(actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);
+    spent_.fetch_add(actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
+    return money<C>::from_nanos(r.amount.nanos() - actual.nanos());
+  }
+  // Gives the whole reservation back (the call was not billed, e.g. a 429).
+  void release(budget_reservation<C>& r) noexcept { (void)settle(r, money<C>()); }
+
+  money<C> limit() const noexcept { return money<C>::from_nanos(limit_); }
+  // Limit minus everything reserved or settled (never negative).
+  money<C> remaining() const noexcept {
+    const std::int64_t c = committed_.load(std::memory_order_acquire);  // acquire: as in reserve
+    return money<C>::from_nanos(c >= limit_ ? 0 : limit_ - c);
+  }
+  money<C> spent() const noexcept { return money<C>::from_nanos(spent_.load(std::memory_order_relaxed)); }
+
+ private:
+  std::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
+  std::atomic<std::int64_t> spent_{0};
+  std::int64_t limit_ = 0;  // written once before sharing
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_BUDGET_HPP
