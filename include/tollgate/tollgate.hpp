@@ -19,5 +19,7 @@
 #include <tollgate/cost.hpp>
 #include <tollgate/budget.hpp>
 #include <tollgate/estimate.hpp>
+#include <tollgate/http.hpp>
+#include <tollgate/retry.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP
