@@ -1055,6 +1055,36 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return try_acquire(n, t);
   }
 
+  // Charges n tokens unconditionally (usage learnt after the fact): the
+  // window may go over its limit, and later admissions wait until the excess
+  // has left it. A stale `now` charges the head slot. Saturates at 2^24 - 1
+  // units per slot.
+  void charge(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0 || unit_ == 0) return;
+    const std::uint64_t nu = unit_ == 1 ? n : detail::ceil_div(n, unit_);
+    const std::uint64_t s = slot_at(now);
+    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      const std::uint64_t cur = detail::units_of_word(w);
+      if (s <= h) {
+        const std::uint64_t next = cur + nu > L::max_units || cur + nu < cur ? L::max_units : cur + nu;
+        // acq_rel/acquire: as in try_acquire.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, next), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+          return;
+      } else {
+        publish_final(h, cur);
+        publish_older(s, window_sum(s, h, cur));
+        // acq_rel/acquire: as in try_acquire (moving the head).
+        if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu > L::max_units ? L::max_units : nu),
+                                        std::memory_order_acq_rel, std::memory_order_acquire))
+          return;
+      }
+    }
+  }
+  void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
+
   // Returns up to n of the ticket's tokens; returns the tokens given back
   // (0 when the ticket's slot has left the window). Updates the ticket.
   std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept {
@@ -1257,6 +1287,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // computed it from the same final counts, except that a loser may have seen
   // a smaller count for the old head: keeping the largest is never too low.
   void publish_older(std::uint64_t s, std::uint64_t sum) noexcept {
+    // After charges a sum can pass the 24-bit field: saturating keeps it at
+    // or above any limit, so it still refuses everything it must.
+    if (sum > L::max_units) sum = L::max_units;
     // relaxed: ordered before the head CAS that follows, whose release
     // publishes it.
     std::uint64_t c = older_.load(std::memory_order_relaxed);

@@ -120,11 +120,13 @@ std::unique_ptr<server> make_server(int kind, std::uint64_t l, std::int64_t w, t
 }
 
 using policy = std::function<decision(std::uint64_t, ns)>;
-const char* const policy_names[] = {"bucket, burst L", "strict window at L", "smooth at L", "smooth with margin"};
-constexpr int policy_count = 4;
+const char* const policy_names[] = {"bucket, burst L", "strict window at L", "smooth at L", "smooth with margin",
+                                    "spaced with margin"};
+constexpr int policy_count = 5;
 
 // L per W with requests of 1..m units. smooth = GCRA with burst m at L per W;
-// the margin variant runs at (L - m) per W.
+// the margin variant runs at (L - m) per W; "spaced" admits one request only
+// when the previous one's whole emission time has passed, at (L - m) per W.
 policy make_policy(int kind, std::uint64_t l, ns w, std::uint64_t m) {
   switch (kind) {
     case 0: {
@@ -139,9 +141,20 @@ policy make_policy(int kind, std::uint64_t l, ns w, std::uint64_t m) {
       auto b = std::make_shared<token_bucket<manual_clock>>(rate(l, w), m, ns(0));
       return [b](std::uint64_t n, ns t) { return b->try_acquire(n, t); };
     }
-    default: {
+    case 3: {
       auto b = std::make_shared<token_bucket<manual_clock>>(rate(l - m, w), m, ns(0));
       return [b](std::uint64_t n, ns t) { return b->try_acquire(n, t); };
+    }
+    default: {
+      // One request at a time, each spaced by its own size: admit when the
+      // previous request's emission time has passed (take 1 with burst 1),
+      // then charge the rest of its units. At L - m per W.
+      auto b = std::make_shared<token_bucket<manual_clock>>(rate(l - m, w), 1, ns(0));
+      return [b](std::uint64_t n, ns t) {
+        const decision d = b->try_acquire(1, t);
+        if (d.admitted() && n > 1) b->charge(n - 1, t);
+        return d;
+      };
     }
   }
 }
@@ -265,6 +278,7 @@ TEST_CASE("compliance table: request limits", "[compliance]") {
                         {true, true, false, true, false},  // strict window at L
                         {true, true, false, true, true},  // smooth at L (burst m)
                         {true, true, true, true, true},  // smooth with margin (L - m per W, burst m)
+                        {true, true, true, true, true},  // spaced with margin (one request at a time)
                     }};
   run_scenario(sc);
 }
@@ -281,6 +295,7 @@ TEST_CASE("compliance table: request limits, 2 ms delivery jitter", "[compliance
                         {true, true, false, true, false},  // strict window at L
                         {true, false, false, true, false},  // smooth at L (burst m)
                         {true, true, true, true, true},  // smooth with margin (L - m per W, burst m)
+                        {true, true, true, true, true},  // spaced with margin (one request at a time)
                     }};
   run_scenario(sc);
 }
@@ -297,6 +312,7 @@ TEST_CASE("compliance table: token limits", "[compliance]") {
                         {true, true, false, true, false},  // strict window at L
                         {false, false, false, true, false},  // smooth at L (burst m)
                         {true, true, true, true, false},  // smooth with margin (L - m per W, burst m)
+                        {true, true, true, true, true},  // spaced with margin (one request at a time)
                     }};
   run_scenario(sc);
 }
@@ -313,6 +329,7 @@ TEST_CASE("compliance table: token limits, 2 ms delivery jitter", "[compliance]"
                         {true, true, false, true, false},  // strict window at L
                         {false, false, false, true, false},  // smooth at L (burst m)
                         {true, true, true, true, false},  // smooth with margin (L - m per W, burst m)
+                        {true, true, true, true, false},  // spaced with margin (one request at a time)
                     }};
   run_scenario(sc);
 }

@@ -123,6 +123,19 @@ TEST_CASE("window: refunds", "[sliding_window]") {
   CHECK(w.refund(c, 5) == 0);
 }
 
+TEST_CASE("window: charge records usage beyond the limit as debt", "[sliding_window]") {
+  window w(rate(10, seconds(15)), t0);
+  REQUIRE(w.try_acquire(8, t0).admitted());
+  w.charge(7, seconds(1));  // 15 in the window, over the limit of 10
+  CHECK(w.available(seconds(2)) == 0);
+  // The 8 in slot 0 leave at slot 16; 7 remain: 3 may be admitted.
+  CHECK(w.time_until(3, seconds(2)).retry_after() == seconds(14));
+  CHECK(w.time_until(4, seconds(16)).retry_after() == seconds(1));
+  w.charge(100000000, seconds(16));  // saturates, never wraps
+  CHECK(w.available(seconds(16)) == 0);
+  CHECK(w.try_acquire(1, seconds(33)).admitted());
+}
+
 TEST_CASE("window: under saturation it admits L per (K+1) slots", "[sliding_window]") {
   // K = 15: 15/16 of L per W. A greedy caller over 64 windows.
   window w(rate(160, seconds(15)), t0);
