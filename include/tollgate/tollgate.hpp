@@ -21,5 +21,6 @@
 #include <tollgate/estimate.hpp>
 #include <tollgate/http.hpp>
 #include <tollgate/retry.hpp>
+#include <tollgate/account.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP
