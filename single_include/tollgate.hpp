@@ -2952,7 +2952,10 @@ constexpr std::optional<nanoseconds> parse_retry_after(std::string_view v, nanos
     const std::int64_t now_s = now_since_epoch.count() / 1000000000;
     const std::int64_t now_frac = now_since_epoch.count() % 1000000000;
     if (*t <= now_s) return nanoseconds(0);
-    return nanoseconds((*t - now_s) * 1000000000 - now_frac);
+    const std::int64_t secs = *t - now_s;  // up to year 9999: may not fit in nanoseconds
+    if (secs > std::numeric_limits<std::int64_t>::max() / 1000000000 - 1)
+      return nanoseconds(std::numeric_limits<std::int64_t>::max());
+    return nanoseconds(secs * 1000000000 - now_frac);
   }
   return std::nullopt;
 }
@@ -3107,7 +3110,9 @@ struct error_info {
   std::optional<std::uint64_t> limit;   // the limit named in the message ("max RPM: 200", "limit: 64000")
   std::optional<std::uint64_t> current; // the usage named in the message ("current: 64001")
   std::optional<nanoseconds> hint;      // "please try again after N seconds"
-  std::string_view type;                // error.type (or error.code), as sent
+  // These two view into the body given to classify: they are valid only as
+  // long as it is.
+  std::string_view type;                // error.type, as sent
   std::string_view message;             // error.message, raw (JSON escapes not decoded)
 };
 
@@ -3375,5 +3380,615 @@ class retrier {
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_RETRY_HPP
+// #include <tollgate/account.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account.hpp: every limit of one API account, taken all at once or not at
+// all: concurrency, requests per minute, tokens per minute, tokens per day,
+// and an optional dollar budget.
+//
+// Kimi's limits are per organization, shared by all models and keys, so make
+// one account object per organization and send every request through it.
+//
+// Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
+// prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
+// admission; without one, the model's default output cap, else the context
+// window minus the prompt) and the request's worst-case cost. In all
+// dimensions or in none: a partial success is rolled back, so under
+// concurrency a request may be refused falsely but nothing is ever
+// over-admitted. A refusal names every dimension that refused, and its wait is
+// the largest of theirs; it is `never` when the request can never fit
+// (tokens > the limit or above max_request_tokens under a margin policy,
+// prompt + max_tokens > the context window, worst-case cost > the budget).
+//
+// Server model. Kimi does not document how it counts. `server_model` says
+// which model to stay inside; each dimension then uses the policy the
+// compliance tests found safe against it (README, "Which policy stays inside
+// which server?"):
+//   fixed_window, sliding_log, token_bucket -> strict sliding window at L
+//   window_counter, gcra, unknown (default) -> one request at a time, each
+//       spaced by its own size, at L - m per window (m = 1 for requests,
+//       max_request_tokens for tokens)
+// `unknown` is safe against all five models (the margin costs m per window).
+// The daily limit is a rolling 24 h window by default (safe whatever time
+// zone the server's day uses); `calendar_day` switches to a per-day quota.
+//
+// Settling. The lease returned with an admission releases the concurrency
+// slot when settled or destroyed. settle(usage) charges the exact cost and,
+// when refund_unused_tokens is set (OpenAI-style accounting; off for Kimi,
+// whose server already counted max_tokens), gives back unused tokens; usage
+// above the reservation is charged as debt that later admissions wait out.
+// A 429 (not billed by Kimi) frees the money and keeps the tokens counted; a
+// 5xx or timeout keeps the tokens and charges nothing; a lease dropped
+// without settling keeps its reservations (the safe side).
+//
+// Server feedback. on_response(...) pauses the whole account after a rate
+// 429 for the larger of the server's hint and the account's own wait (Kimi
+// says "try again after 1 seconds" where RPM 3 means 20 s), after a TPD 429
+// until the later of the hint and the local reset, and stops it after a
+// balance/quota error until resume(). Overload backs off without counting as
+// a limit.
+//
+// Concurrency contract. try_admit, settle and on_response are thread-safe
+// and lock-free (each dimension is one of the lock-free primitives; the pause
+// is one atomic word). Counters are relaxed atomics, exact once threads are
+// joined, approximate while they run. A lease must not outlive its account.
+#ifndef TOLLGATE_ACCOUNT_HPP
+#define TOLLGATE_ACCOUNT_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/budget.hpp>  (already above)
+// #include <tollgate/calendar_quota.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/concurrency.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/http.hpp>  (already above)
+// #include <tollgate/models.hpp>  (already above)
+// #include <tollgate/sliding_window.hpp>  (already above)
+// #include <tollgate/tiers.hpp>  (already above)
+// #include <tollgate/token_bucket.hpp>  (already above)
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+enum class server_model : unsigned char { unknown, fixed_window, sliding_log, window_counter, token_bucket, gcra };
+
+constexpr const char* to_string(server_model m) noexcept {
+  switch (m) {
+    case server_model::unknown: return "unknown";
+    case server_model::fixed_window: return "fixed window";
+    case server_model::sliding_log: return "sliding log";
+    case server_model::window_counter: return "sliding-window counter";
+    case server_model::token_bucket: return "token bucket";
+    case server_model::gcra: return "GCRA burst 1";
+  }
+  return "?";
+}
+
+// The dimensions a decision can name, as bits.
+enum class dimension : std::uint16_t {
+  concurrency = 1 << 0,
+  rpm = 1 << 1,
+  tpm = 1 << 2,
+  tpd = 1 << 3,
+  budget = 1 << 4,
+  context = 1 << 5,      // prompt + max_tokens beyond the model's context window
+  request_size = 1 << 6,  // above max_request_tokens, or no way to bound the output
+  paused = 1 << 7,       // after a server 429 or overload
+  stopped = 1 << 8,      // after a quota/balance error, until resume()
+};
+
+struct dimension_set {
+  std::uint16_t bits = 0;
+  constexpr bool has(dimension d) const noexcept { return (bits & static_cast<std::uint16_t>(d)) != 0; }
+  constexpr void add(dimension d) noexcept { bits = static_cast<std::uint16_t>(bits | static_cast<std::uint16_t>(d)); }
+  constexpr bool empty() const noexcept { return bits == 0; }
+};
+
+struct account_config {
+  limit concurrency = limit::unknown();  // unknown or unlimited: not enforced
+  limit rpm = limit::unknown();
+  limit tpm = limit::unknown();
+  limit tpd = limit::unknown();
+  server_model model = server_model::unknown;
+  bool calendar_day = false;                     // TPD per calendar day at utc_offset, instead of rolling 24 h
+  std::chrono::minutes utc_offset{0};
+  bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
+  std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits
+  std::optional<usd> budget;                     // a spending limit, if any
+
+  static constexpr account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
+    account_config c;
+    c.concurrency = t.concurrency;
+    c.rpm = t.rpm;
+    c.tpm = t.tpm;
+    c.tpd = t.tpd;
+    c.model = m;
+    return c;
+  }
+};
+
+struct request {
+  const model_info* model = nullptr;  // for the default output cap, context window and prices
+  std::uint64_t prompt_tokens = 0;    // an estimate (estimate.hpp) or the tokenizer endpoint's count
+  std::optional<std::uint64_t> max_tokens;
+};
+
+// Per-dimension counters, for metrics.
+struct account_stats {
+  std::uint64_t admitted = 0, refused = 0;
+  std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
+  std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
+  std::int64_t spent_nanos = 0;
+};
+
+template <class Clock>
+class account;
+
+// What settling a lease did.
+struct settle_result {
+  usd cost;                     // the exact cost charged (zero when not billed)
+  std::int64_t overspend_nanos = 0;  // cost above the money reserved
+  std::uint64_t debt_tokens = 0;     // tokens used beyond the reservation
+  std::uint64_t refunded_tokens = 0;
+};
+
+template <class Clock = steady_clock>
+class lease {
+ public:
+  lease() noexcept = default;
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  lease(lease&& o) noexcept { take(o); }
+  lease& operator=(lease&& o) noexcept {
+    if (this != &o) {
+      permit_.release();
+      take(o);
+    }
+    return *this;
+  }
+  ~lease() = default;  // the permit member releases the slot; reservations stay (safe side)
+
+  explicit operator bool() const noexcept { return acc_ != nullptr; }
+  std::uint64_t reserved_tokens() const noexcept { return tokens_; }
+
+  // The response arrived with its usage: charge it exactly.
+  settle_result settle(const usage& u, nanoseconds now) noexcept;
+  // The server answered 429: Kimi does not bill it; the tokens stay counted.
+  void settle_rejected(nanoseconds now) noexcept;
+  // 5xx, timeout, lost connection without usage: keep the tokens, bill nothing.
+  void settle_failed(nanoseconds now) noexcept;
+
+ private:
+  friend class account<Clock>;
+  void take(lease& o) noexcept {
+    acc_ = std::exchange(o.acc_, nullptr);
+    permit_ = std::move(o.permit_);
+    rpm_t_ = o.rpm_t_;
+    tpm_t_ = o.tpm_t_;
+    tpd_t_ = o.tpd_t_;
+    day_t_ = o.day_t_;
+    money_ = o.money_;
+    model_ = o.model_;
+    tokens_ = std::exchange(o.tokens_, 0);
+  }
+  account<Clock>* acc_ = nullptr;
+  permit permit_;
+  window_ticket rpm_t_, tpm_t_, tpd_t_;
+  quota_ticket day_t_;
+  budget_reservation<usd_tag> money_;
+  const model_info* model_ = nullptr;
+  std::uint64_t tokens_ = 0;
+};
+
+template <class Clock = steady_clock>
+struct admission {
+  tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
+  dimension_set refused;         // every dimension that refused
+  tollgate::lease<Clock> lease;  // valid when admitted
+  std::uint64_t tokens = 0;      // prompt + max_tokens as reserved (or as it would have been)
+  usd worst_case;                // the money reserved (or that would have been)
+  explicit operator bool() const noexcept { return decision.admitted(); }
+};
+
+template <class Clock = steady_clock>
+class account {
+  using window = sliding_window<Clock>;
+  using bucket = token_bucket<Clock>;
+
+ public:
+  using clock = Clock;
+
+  // Throws config_error (aborts without exceptions) on an invalid
+  // configuration: a margin policy whose margin is not below its limit, or a
+  // window the primitives refuse.
+  explicit account(const account_config& c, nanoseconds origin = Clock::now()) {
+    const errc e = init(c, origin);
+    if (e != errc::ok) detail::fail(e);
+  }
+  account(const account_config& c, nanoseconds origin, errc& ec) noexcept { ec = init(c, origin); }
+  account(const account&) = delete;
+  account& operator=(const account&) = delete;
+
+  const account_config& config() const noexcept { return cfg_; }
+
+  admission<Clock> try_admit(const request& r, nanoseconds now) noexcept {
+    admission<Clock> a;
+    // How many tokens Kimi will count at admission.
+    std::optional<std::uint64_t> out = r.max_tokens;
+    if (!out && r.model && r.model->default_max_tokens) out = r.model->default_max_tokens;
+    if (!out && r.model && r.model->context_window)
+      out = *r.model->context_window > r.prompt_tokens ? *r.model->context_window - r.prompt_tokens : 0;
+    if (!out) {
+      a.refused.add(dimension::request_size);  // no way to bound the output
+      return refuse_never(a);
+    }
+    const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
+    a.tokens = n;
+    if (r.model && r.model->context_window && n > *r.model->context_window) a.refused.add(dimension::context);
+    if (margin_tokens_ && n > cfg_.max_request_tokens && (tpm_b_ || tpd_b_)) a.refused.add(dimension::request_size);
+    if (budget_) {
+      if (!r.model) {
+        a.refused.add(dimension::request_size);  // a budget needs prices
+      } else {
+        const auto w = worst_case_cost(*r.model, r.prompt_tokens, out);
+        if (!w) a.refused.add(dimension::budget);
+        else {
+          a.worst_case = w.total;
+          if (w.total > budget_->limit()) a.refused.add(dimension::budget);
+        }
+      }
+    }
+    if (!a.refused.empty()) return refuse_never(a);
+    if (stopped_.load(std::memory_order_acquire)) {  // acquire: pairs with the release store in on_response
+      a.refused.add(dimension::stopped);
+      return refuse_never(a, reason::misconfigured);
+    }
+    // relaxed: a lone time value; a stale read only delays or advances a pause
+    // by the race window, which the server's own limits cover.
+    const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
+    if (now.count() < pause) {
+      a.refused.add(dimension::paused);
+      count_refusal(a.refused);
+      a.decision = decision::wait(nanoseconds(pause - now.count()));
+      return a;
+    }
+
+    // Take every dimension in turn; roll back on the first refusal.
+    lease<Clock>& l = a.lease;
+    if (conc_) {
+      l.permit_ = conc_->try_acquire(1);
+      if (!l.permit_) return refuse_and_report(a, r, n, now);
+    }
+    if (!take_requests(l, now)) return refuse_and_report(a, r, n, now);
+    if (!take_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now)) {
+      give_requests(l, now);
+      return refuse_and_report(a, r, n, now);
+    }
+    bool day_ok = true;
+    if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
+    else day_ok = take_tokens(tpd_w_, tpd_b_, l.tpd_t_, n, now);
+    if (!day_ok) {
+      give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
+      give_requests(l, now);
+      return refuse_and_report(a, r, n, now);
+    }
+    if (budget_) {
+      l.money_ = budget_->reserve(a.worst_case);
+      if (!l.money_) {
+        give_day(l, n, now);
+        give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
+        give_requests(l, now);
+        return refuse_and_report(a, r, n, now);
+      }
+    }
+    l.acc_ = this;
+    l.model_ = r.model;
+    l.tokens_ = n;
+    stats_admitted_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    stats_reserved_.fetch_add(n, std::memory_order_relaxed);
+    a.decision = decision::admit();
+    return a;
+  }
+  admission<Clock> try_admit(const request& r) noexcept { return try_admit(r, Clock::now()); }
+
+  // Feeds the server's answer back: `hint` is the header hint
+  // (rate_limit_headers::retry_hint()), if any.
+  void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
+    const nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    switch (e.kind) {
+      case error_kind::quota:
+        // release: pairs with the acquire load in try_admit.
+        stopped_.store(true, std::memory_order_release);
+        break;
+      case error_kind::concurrency:
+      case error_kind::rpm:
+      case error_kind::tpm:
+      case error_kind::rate_limit: {
+        nanoseconds own = own_wait(now);
+        pause_for(h > own ? h : own, now);
+        break;
+      }
+      case error_kind::tpd: {
+        nanoseconds reset = nanoseconds(0);
+        if (day_q_) reset = day_q_->reset_in(now);
+        else if (tpd_w_) reset = tpd_w_->empty_in(now);
+        else if (tpd_b_) reset = tpd_b_->full_in(now);
+        pause_for(h > reset ? h : reset, now);
+        break;
+      }
+      case error_kind::overloaded:
+        pause_for(h > nanoseconds(0) ? h : std::chrono::seconds(1), now);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // Lifts a stop caused by a quota/balance error (after recharging).
+  void resume() noexcept { stopped_.store(false, std::memory_order_release); }  // release: as in on_response
+  bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
+  nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
+
+  std::uint64_t in_flight() const noexcept { return conc_ ? conc_->in_use() : 0; }
+  std::optional<usd> budget_remaining() const noexcept {
+    return budget_ ? std::optional<usd>(budget_->remaining()) : std::nullopt;
+  }
+  account_stats stats() const noexcept {
+    account_stats s;
+    // relaxed: statistics, see the contract.
+    s.admitted = stats_admitted_.load(std::memory_order_relaxed);
+    s.refused = stats_refused_.load(std::memory_order_relaxed);
+    for (int i = 0; i < 9; ++i) s.refused_by[i] = stats_by_[i].load(std::memory_order_relaxed);
+    s.tokens_reserved = stats_reserved_.load(std::memory_order_relaxed);
+    s.tokens_used = stats_used_.load(std::memory_order_relaxed);
+    s.debt_tokens = stats_debt_.load(std::memory_order_relaxed);
+    s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
+    return s;
+  }
+  // The policy each dimension runs, for reports.
+  const char* policy(dimension d) const noexcept {
+    switch (d) {
+      case dimension::rpm: return rpm_w_ ? "strict window" : rpm_b_ ? "spaced with margin" : "not enforced";
+      case dimension::tpm: return tpm_w_ ? "strict window" : tpm_b_ ? "spaced with margin" : "not enforced";
+      case dimension::tpd:
+        return day_q_ ? "calendar day" : tpd_w_ ? "strict window (24 h)" : tpd_b_ ? "spaced with margin (24 h)" : "not enforced";
+      default: return "";
+    }
+  }
+
+ private:
+  friend class lease<Clock>;
+
+  static bool strict_for(server_model m) noexcept {
+    return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
+  }
+
+  errc init(const account_config& c, nanoseconds origin) noexcept {
+    cfg_ = c;
+    errc e = errc::ok;
+    const bool strict = strict_for(c.model);
+    if (auto v = c.concurrency.value()) {
+      conc_.emplace(*v, e);
+      if (e != errc::ok) return e;
+    }
+    if (auto v = c.rpm.value()) {
+      if (strict) {
+        rpm_w_.emplace(rate(*v, std::chrono::minutes(1)), origin, e);
+      } else {
+        // One request of margin per window; a limit of 1 leaves none to spare.
+        rpm_b_.emplace(rate(*v > 1 ? *v - 1 : 1, std::chrono::minutes(1)), 1, origin, bucket::start::full, e);
+      }
+      if (e != errc::ok) return e;
+    }
+    margin_tokens_ = !strict;
+    auto make_tokens = [&](std::optional<window>& w, std::optional<bucket>& b, std::uint64_t l, nanoseconds per) {
+      if (strict) {
+        w.emplace(rate(l, per), origin, e);
+      } else {
+        if (c.max_request_tokens == 0 || c.max_request_tokens >= l) {
+          e = errc::too_large;  // the margin must leave room: max_request_tokens < limit
+          return;
+        }
+        b.emplace(rate(l - c.max_request_tokens, per), 1, origin, bucket::start::full, e);
+      }
+    };
+    if (auto v = c.tpm.value()) {
+      make_tokens(tpm_w_, tpm_b_, *v, std::chrono::minutes(1));
+      if (e != errc::ok) return e;
+    }
+    if (auto v = c.tpd.value()) {
+      if (c.calendar_day) {
+        day_q_.emplace(*v, c.utc_offset, e);
+      } else {
+        make_tokens(tpd_w_, tpd_b_, *v, std::chrono::hours(24));
+      }
+      if (e != errc::ok) return e;
+    }
+    if (c.budget) {
+      budget_.emplace(*c.budget, e);
+      if (e != errc::ok) return e;
+    }
+    return errc::ok;
+  }
+
+  bool take_requests(lease<Clock>& l, nanoseconds now) noexcept {
+    if (rpm_w_) return rpm_w_->try_acquire(1, now, l.rpm_t_).admitted();
+    if (rpm_b_) return rpm_b_->try_acquire(1, now).admitted();
+    return true;
+  }
+  void give_requests(lease<Clock>& l, nanoseconds now) noexcept {
+    if (rpm_w_) (void)rpm_w_->refund(l.rpm_t_, 1);
+    if (rpm_b_) (void)rpm_b_->refund(1, now);
+  }
+  // Tokens: a strict window takes n; the spaced bucket takes 1 (the previous
+  // request's emission time must have passed) and charges the other n - 1.
+  static bool take_tokens(std::optional<window>& w, std::optional<bucket>& b, window_ticket& t, std::uint64_t n,
+                          nanoseconds now) noexcept {
+    if (n == 0) return true;
+    if (w) return w->try_acquire(n, now, t).admitted();
+    if (b) {
+      if (!b->try_acquire(1, now).admitted()) return false;
+      if (n > 1) b->charge(n - 1, now);
+    }
+    return true;
+  }
+  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, window_ticket& t, std::uint64_t n,
+                          nanoseconds now) noexcept {
+    if (w) (void)w->refund(t, n);
+    if (b) (void)b->refund(n, now);
+  }
+  void give_day(lease<Clock>& l, std::uint64_t n, nanoseconds now) noexcept {
+    if (day_q_) (void)day_q_->refund(l.day_t_, n);
+    else give_tokens(tpd_w_, tpd_b_, l.tpd_t_, n, now);
+  }
+  static void charge_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t n, nanoseconds now) noexcept {
+    if (w) w->charge(n, now);
+    if (b) b->charge(n, now);
+  }
+
+  // The account's own wait for one more request (used to stretch a server's
+  // too-short Retry-After).
+  nanoseconds own_wait(nanoseconds now) const noexcept {
+    nanoseconds w{0};
+    if (rpm_w_) w = rpm_w_->time_until(1, now).retry_after();
+    if (rpm_b_) {
+      // At least one emission interval: the server refused one request.
+      const nanoseconds t = rpm_b_->interval();
+      w = t > w ? t : w;
+    }
+    return w;
+  }
+
+  void pause_for(nanoseconds d, nanoseconds now) noexcept {
+    const std::int64_t until = detail::sat_offset(now.count(), static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
+    // relaxed: a lone time value that only moves forward (max by CAS).
+    std::int64_t cur = pause_until_.load(std::memory_order_relaxed);
+    while (until > cur && !pause_until_.compare_exchange_weak(cur, until, std::memory_order_relaxed)) {
+    }
+  }
+
+  void count_refusal(dimension_set s) noexcept {
+    // relaxed: statistics.
+    stats_refused_.fetch_add(1, std::memory_order_relaxed);
+    for (int i = 0; i < 9; ++i)
+      if (s.bits & (1u << i)) stats_by_[i].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  admission<Clock> refuse_never(admission<Clock>& a, reason why = reason::exceeds_capacity) noexcept {
+    count_refusal(a.refused);
+    a.decision = decision::refuse(why);
+    return std::move(a);
+  }
+
+  // After a refusal (everything rolled back): ask every dimension, without
+  // consuming, whether and how long it would refuse.
+  admission<Clock> refuse_and_report(admission<Clock>& a, const request& r, std::uint64_t n, nanoseconds now) noexcept {
+    (void)r;
+    a.lease.permit_.release();
+    a.lease = lease<Clock>();
+    nanoseconds wait{0};
+    bool never = false;
+    auto note = [&](dimension d, decision x) {
+      if (x.admitted()) return;
+      a.refused.add(d);
+      if (x.never()) never = true;
+      if (x.retry_after() > wait) wait = x.retry_after();
+    };
+    if (conc_ && conc_->available() == 0) a.refused.add(dimension::concurrency);
+    if (rpm_w_) note(dimension::rpm, rpm_w_->time_until(1, now));
+    if (rpm_b_) note(dimension::rpm, rpm_b_->time_until(1, now));
+    if (tpm_w_) note(dimension::tpm, tpm_w_->time_until(n, now));
+    if (tpm_b_) note(dimension::tpm, tpm_b_->time_until(1, now));
+    if (tpd_w_) note(dimension::tpd, tpd_w_->time_until(n, now));
+    if (tpd_b_) note(dimension::tpd, tpd_b_->time_until(1, now));
+    if (day_q_) note(dimension::tpd, day_q_->time_until(n, now));
+    if (budget_ && budget_->remaining() < a.worst_case) a.refused.add(dimension::budget);
+    if (a.refused.empty()) a.refused.add(dimension::concurrency);  // lost a race: report the first, retry soon
+    count_refusal(a.refused);
+    if (never)
+      a.decision = decision::refuse(reason::exceeds_capacity);
+    else if (wait > nanoseconds(0))
+      a.decision = decision::wait(wait);
+    else
+      a.decision = decision::wait(nanoseconds(0), reason::busy);  // a permit or money must come back first
+    return std::move(a);
+  }
+
+  account_config cfg_;
+  bool margin_tokens_ = false;
+  std::optional<concurrency_limiter> conc_;
+  std::optional<window> rpm_w_, tpm_w_, tpd_w_;
+  std::optional<bucket> rpm_b_, tpm_b_, tpd_b_;
+  std::optional<calendar_quota<Clock>> day_q_;
+  std::optional<budget<usd_tag>> budget_;
+  std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
+  std::atomic<bool> stopped_{false};
+  std::atomic<std::uint64_t> stats_admitted_{0}, stats_refused_{0}, stats_reserved_{0}, stats_used_{0}, stats_debt_{0};
+  std::atomic<std::uint64_t> stats_by_[9] = {};
+};
+
+template <class Clock>
+settle_result lease<Clock>::settle(const usage& u, nanoseconds now) noexcept {
+  settle_result res;
+  if (!acc_) return res;
+  account<Clock>& a = *acc_;
+  const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
+  a.stats_used_.fetch_add(used, std::memory_order_relaxed);  // relaxed: a statistic
+  if (used > tokens_) {
+    // Beyond the reservation: a debt that later admissions wait out.
+    const std::uint64_t extra = used - tokens_;
+    res.debt_tokens = extra;
+    a.stats_debt_.fetch_add(extra, std::memory_order_relaxed);  // relaxed: a statistic
+    account<Clock>::charge_tokens(a.tpm_w_, a.tpm_b_, extra, now);
+    if (a.day_q_) a.day_q_->charge(extra, now);
+    else account<Clock>::charge_tokens(a.tpd_w_, a.tpd_b_, extra, now);
+  } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
+    const std::uint64_t back = tokens_ - used;
+    res.refunded_tokens = back;
+    account<Clock>::give_tokens(a.tpm_w_, a.tpm_b_, tpm_t_, back, now);
+    if (a.day_q_) (void)a.day_q_->refund(day_t_, back);
+    else account<Clock>::give_tokens(a.tpd_w_, a.tpd_b_, tpd_t_, back, now);
+  }
+  if (a.budget_ && money_) {
+    const auto c = model_ ? cost(*model_, u) : cost_breakdown<usd_tag>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
+    // An uncomputable cost keeps the whole reservation as spent: the safe side.
+    const usd actual = c ? c.total : money_.amount;
+    const usd diff = a.budget_->settle(money_, actual);
+    res.cost = actual;
+    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
+  } else if (model_) {
+    const auto c = cost(*model_, u);
+    if (c) res.cost = c.total;
+  }
+  permit_.release();
+  acc_ = nullptr;
+  return res;
+}
+
+template <class Clock>
+void lease<Clock>::settle_rejected(nanoseconds now) noexcept {
+  (void)now;
+  if (!acc_) return;
+  if (acc_->budget_ && money_) acc_->budget_->release(money_);
+  permit_.release();
+  acc_ = nullptr;
+}
+
+template <class Clock>
+void lease<Clock>::settle_failed(nanoseconds now) noexcept {
+  settle_rejected(now);  // the same bookkeeping: tokens stay counted, nothing is billed
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_HPP
 
 #endif  // TOLLGATE_TOLLGATE_HPP

@@ -32,6 +32,7 @@ TEST_CASE("Retry-After: seconds, fractions, HTTP-dates", "[http]") {
                           "Mon, 23 Nov 2026 25:00:00 GMT", "Mon, 23 Nov 2026 00:00:00 UTC"})
     CHECK_FALSE(parse_retry_after(bad, monday));
   CHECK(*parse_retry_after("99999999999999999999999", monday) == ns(std::numeric_limits<std::int64_t>::max()));
+  CHECK(*parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", monday) == ns(std::numeric_limits<std::int64_t>::max()));
   CHECK(*parse_retry_after_ms("250") == milliseconds(250));
   CHECK(*parse_retry_after_ms("12.5") == microseconds(12500));
 }
@@ -77,8 +78,10 @@ TEST_CASE("the six x-ratelimit headers and the retry hints", "[http]") {
 }
 
 TEST_CASE("classify: Kimi's rate_limit_reached_error, split by dimension with its numbers", "[http]") {
-  const error_info c = classify(429, kimi_error("rate_limit_reached_error",
-                                               "request reached max organization concurrency: 50, please try again after 1 seconds"));
+  // error_info's type and message view into the body: keep it alive.
+  const std::string body = kimi_error("rate_limit_reached_error",
+                                      "request reached max organization concurrency: 50, please try again after 1 seconds");
+  const error_info c = classify(429, body);
   CHECK(c.kind == error_kind::concurrency);
   CHECK(*c.limit == 50);
   CHECK(*c.hint == seconds(1));

@@ -170,7 +170,10 @@ constexpr std::optional<nanoseconds> parse_retry_after(std::string_view v, nanos
     const std::int64_t now_s = now_since_epoch.count() / 1000000000;
     const std::int64_t now_frac = now_since_epoch.count() % 1000000000;
     if (*t <= now_s) return nanoseconds(0);
-    return nanoseconds((*t - now_s) * 1000000000 - now_frac);
+    const std::int64_t secs = *t - now_s;  // up to year 9999: may not fit in nanoseconds
+    if (secs > std::numeric_limits<std::int64_t>::max() / 1000000000 - 1)
+      return nanoseconds(std::numeric_limits<std::int64_t>::max());
+    return nanoseconds(secs * 1000000000 - now_frac);
   }
   return std::nullopt;
 }
@@ -325,7 +328,9 @@ struct error_info {
   std::optional<std::uint64_t> limit;   // the limit named in the message ("max RPM: 200", "limit: 64000")
   std::optional<std::uint64_t> current; // the usage named in the message ("current: 64001")
   std::optional<nanoseconds> hint;      // "please try again after N seconds"
-  std::string_view type;                // error.type (or error.code), as sent
+  // These two view into the body given to classify: they are valid only as
+  // long as it is.
+  std::string_view type;                // error.type, as sent
   std::string_view message;             // error.message, raw (JSON escapes not decoded)
 };
 

@@ -1,0 +1,398 @@
+#include "catch_compat.hpp"
+#include "server_models.hpp"
+#include "support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <queue>
+#include <thread>
+#include <vector>
+
+using namespace tollgate;
+using namespace std::chrono;
+using tgtest::ns;
+
+namespace {
+using acct = account<manual_clock>;
+constexpr ns t0{0};
+const model_info* k26() {
+  static const model_info m = *find_model("kimi-k2.6");
+  return &m;
+}
+request req(std::uint64_t prompt, std::uint64_t max_tokens) {
+  request r;
+  r.model = k26();
+  r.prompt_tokens = prompt;
+  r.max_tokens = max_tokens;
+  return r;
+}
+account_config small(server_model m = server_model::sliding_log) {
+  account_config c;
+  c.concurrency = limit(2);
+  c.rpm = limit(3);
+  c.tpm = limit(10000);
+  c.tpd = limit(50000);
+  c.model = m;
+  c.max_request_tokens = 4000;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("account: admits in every dimension or in none", "[account]") {
+  acct a(small(), t0);
+  auto x = a.try_admit(req(1000, 1000), t0);
+  REQUIRE(x);
+  CHECK(x.tokens == 2000);
+  auto y = a.try_admit(req(1000, 1000), t0);
+  REQUIRE(y);
+  CHECK(a.in_flight() == 2);
+  // Concurrency is full: refused, and nothing else was taken.
+  auto z = a.try_admit(req(1000, 1000), t0);
+  CHECK_FALSE(z);
+  CHECK(z.refused.has(dimension::concurrency));
+  CHECK_FALSE(z.refused.has(dimension::rpm));
+  CHECK(z.decision.why() == reason::busy);
+  x.lease.settle(usage{1000, 0, 500, 0, 0}, seconds(1));
+  CHECK(a.in_flight() == 1);
+  // The third request fits concurrency and RPM (3 per minute, strict).
+  auto w = a.try_admit(req(1000, 1000), seconds(1));
+  REQUIRE(w);
+  // Now RPM and concurrency both refuse: both are named; the wait is RPM's.
+  auto v = a.try_admit(req(100, 100), seconds(2));
+  CHECK_FALSE(v);
+  CHECK(v.refused.has(dimension::concurrency));
+  CHECK(v.refused.has(dimension::rpm));
+  CHECK(v.decision.later());
+  CHECK(v.decision.retry_after() > seconds(50));
+  const account_stats s = a.stats();
+  CHECK(s.admitted == 3);
+  CHECK(s.refused == 2);
+}
+
+TEST_CASE("account: refusals that can never succeed", "[account]") {
+  account_config c = small();
+  c.budget = usd::from_units(1);
+  acct a(c, t0);
+  const auto big = a.try_admit(req(9000, 2000), t0);  // 11,000 tokens > TPM 10,000
+  CHECK(big.decision.never());
+  CHECK(big.refused.has(dimension::tpm));
+  request huge = req(300000, 1000);  // beyond kimi-k2.6's 262,144-token context
+  const auto ctx = a.try_admit(huge, t0);
+  CHECK(ctx.decision.never());
+  CHECK(ctx.refused.has(dimension::context));
+  account_config tiny = small();
+  tiny.budget = usd::from_nanos(1000);  // a thousandth of a cent
+  acct b(tiny, t0);
+  const auto poor = b.try_admit(req(1000, 1000), t0);
+  CHECK(poor.decision.never());
+  CHECK(poor.refused.has(dimension::budget));
+  request unbounded;
+  unbounded.prompt_tokens = 10;  // no model, no max_tokens: no bound on the output
+  CHECK(a.try_admit(unbounded, t0).refused.has(dimension::request_size));
+  // Margin policies refuse requests above max_request_tokens.
+  acct m(small(server_model::unknown), t0);
+  const auto over = m.try_admit(req(3000, 2000), t0);
+  CHECK(over.decision.never());
+  CHECK(over.refused.has(dimension::request_size));
+  // No max_tokens: kimi-k2.6's default cap of 32,768 is reserved.
+  account_config wide = small();
+  wide.tpm = limit(100000);
+  wide.tpd = limit(1000000);
+  acct d(wide, t0);
+  request no_cap = req(1000, 0);
+  no_cap.max_tokens.reset();
+  const auto dc = d.try_admit(no_cap, t0);
+  REQUIRE(dc);
+  CHECK(dc.tokens == 1000 + 32768);
+}
+
+TEST_CASE("account: policies per server model", "[account]") {
+  acct strict(small(server_model::fixed_window), t0);
+  CHECK(std::string(strict.policy(dimension::rpm)) == "strict window");
+  acct unknown(small(server_model::unknown), t0);
+  CHECK(std::string(unknown.policy(dimension::rpm)) == "spaced with margin");
+  CHECK(std::string(unknown.policy(dimension::tpd)) == "spaced with margin (24 h)");
+  // Unknown: 2 requests per minute evenly (3 - 1 of margin), one at a time.
+  CHECK(unknown.try_admit(req(100, 100), t0));
+  const auto second = unknown.try_admit(req(100, 100), t0);
+  CHECK(second.refused.has(dimension::rpm));
+  CHECK(second.refused.has(dimension::tpd));  // 200 tokens of 46,000 a day also space it out
+  CHECK(second.decision.retry_after() >= seconds(30));
+  account_config bad = small(server_model::unknown);
+  bad.max_request_tokens = 10000;  // not below TPM: no room for a margin
+  CHECK_THROWS_AS(acct(bad, t0), config_error);
+  account_config cal = small();
+  cal.calendar_day = true;
+  cal.utc_offset = hours(8);
+  acct c(cal, t0);
+  CHECK(std::string(c.policy(dimension::tpd)) == "calendar day");
+}
+
+TEST_CASE("account: settling — refunds, debt, 429s, failures, dropped leases", "[account]") {
+  account_config c = small();
+  c.budget = usd::from_units(10);
+  c.refund_unused_tokens = true;
+  {
+    acct a(c, t0);
+    auto x = a.try_admit(req(1000, 4000), t0);
+    REQUIRE(x);
+    CHECK(*a.budget_remaining() == usd::from_units(10) - x.worst_case);
+    const settle_result r = x.lease.settle(usage{1000, 200, 500, 0, 0}, seconds(1));
+    CHECK(r.refunded_tokens == 3500);
+    CHECK(r.cost == usd::from_nanos(800 * 950 + 200 * 160 + 500 * 4000));
+    CHECK(*a.budget_remaining() == usd::from_units(10) - r.cost);
+    // The refund made room: 8,000 more tokens fit this minute (1,500 + 8,000 <= 10,000).
+    CHECK(a.try_admit(req(4000, 4000), seconds(1)));
+  }
+  {
+    c.refund_unused_tokens = false;  // Kimi: the server already counted max_tokens
+    acct a(c, t0);
+    auto x = a.try_admit(req(1000, 4000), t0);
+    REQUIRE(x);
+    CHECK(x.lease.settle(usage{1000, 0, 100, 0, 0}, seconds(1)).refunded_tokens == 0);
+    // Usage above the reservation becomes debt.
+    auto y = a.try_admit(req(1000, 1000), seconds(2));
+    REQUIRE(y);
+    const settle_result r = y.lease.settle(usage{1000, 0, 4000, 0, 0}, seconds(3));
+    CHECK(r.debt_tokens == 3000);
+    CHECK(a.stats().debt_tokens == 3000);
+    // 5,000 + 5,000 in the window now: full.
+    CHECK(a.try_admit(req(10, 10), seconds(4)).refused.has(dimension::tpm));
+    // A 429 frees the money and keeps the tokens; a failure the same.
+    auto z = a.try_admit(req(10, 10), seconds(70));
+    REQUIRE(z);
+    const usd before = *a.budget_remaining();
+    z.lease.settle_rejected(seconds(70));
+    CHECK(*a.budget_remaining() > before);
+    CHECK(a.in_flight() == 0);
+    // A dropped lease frees its slot but keeps its money reserved.
+    const usd held = *a.budget_remaining();
+    {
+      auto d = a.try_admit(req(10, 10), seconds(71));
+      REQUIRE(d);
+      CHECK(a.in_flight() == 1);
+    }
+    CHECK(a.in_flight() == 0);
+    CHECK(*a.budget_remaining() < held);
+  }
+}
+
+TEST_CASE("account: server feedback pauses, stops and resumes", "[account]") {
+  acct a(small(server_model::unknown), t0);
+  // Kimi says "try again after 1 seconds"; RPM 3 with a margin means 30 s.
+  const error_info e = classify(429, "{\"error\":{\"message\":\"request reached organization max RPM: 3, please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}");
+  a.on_response(e, std::nullopt, seconds(10));
+  CHECK(a.paused_until() == seconds(40));
+  const auto p = a.try_admit(req(10, 10), seconds(20));
+  CHECK(p.refused.has(dimension::paused));
+  CHECK(p.decision.retry_after() == seconds(20));
+  // A longer server hint wins.
+  a.on_response(e, seconds(100), seconds(10));
+  CHECK(a.paused_until() == seconds(110));
+  // Overload backs off without counting as a limit.
+  acct b(small(), t0);
+  b.on_response(classify(429, "{\"error\":{\"type\":\"engine_overloaded_error\",\"message\":\"The engine is currently overloaded\"}}"),
+                std::nullopt, seconds(5));
+  CHECK(b.paused_until() == seconds(6));
+  // TPD: until the later of the hint and the local reset.
+  acct d(small(), t0);
+  REQUIRE(d.try_admit(req(1000, 1000), t0));
+  d.on_response(classify(429, "{\"error\":{\"type\":\"rate_limit_reached_error\",\"message\":\"organization TPD rate limit, current: 9, limit: 5\"}}"),
+                seconds(1152), seconds(10));
+  CHECK(d.paused_until() >= hours(24));
+  // Quota: stopped until resume(), a clear never.
+  acct q(small(), t0);
+  q.on_response(classify(429, "{\"error\":{\"type\":\"exceeded_current_quota_error\",\"message\":\"insufficient balance\"}}"),
+                std::nullopt, t0);
+  CHECK(q.stopped());
+  const auto s = q.try_admit(req(10, 10), t0);
+  CHECK(s.decision.never());
+  CHECK(s.refused.has(dimension::stopped));
+  q.resume();
+  CHECK(q.try_admit(req(10, 10), t0));
+}
+
+namespace {
+// A simulated Kimi server: concurrency, RPM and TPM (prompt + max_tokens at
+// admission) under one window model, TPD as a 24 h sliding log.
+struct kimi_server {
+  std::uint64_t conc_limit, in_flight = 0;
+  std::unique_ptr<tgtest::servers::server> rpm, tpm;
+  std::unique_ptr<tgtest::sliding_log> tpd;
+  std::uint64_t rejected = 0;
+  kimi_server(const tier_row& t, int model, tgtest::rng& g) : conc_limit(*t.concurrency.value()) {
+    rpm = tgtest::servers::make_server(model, *t.rpm.value(), ns(minutes(1)).count(), g);
+    tpm = tgtest::servers::make_server(model, *t.tpm.value(), ns(minutes(1)).count(), g);
+    if (auto v = t.tpd.value()) tpd = std::make_unique<tgtest::sliding_log>(*v, ns(hours(24)).count());
+  }
+  bool accept(std::int64_t t, std::uint64_t tokens) {
+    bool ok = in_flight < conc_limit;
+    // Every dimension sees the request, as a real server's counters would.
+    ok = rpm->accept(t, 1) && ok;
+    ok = tpm->accept(t, tokens) && ok;
+    if (tpd) ok = tpd->try_take(tokens, t) && ok;
+    if (ok) ++in_flight; else ++rejected;
+    return ok;
+  }
+};
+
+struct swarm_result {
+  std::uint64_t sent = 0, rejected = 0, finished = 0, never = 0;
+  std::int64_t end = 0;
+};
+
+// `agents` agents each send `per_agent` requests; paced by an account (or,
+// when `paced` is false, firing at once and retrying twice after 1 s as SDKs
+// do). Virtual time; responses arrive after 2..6 s.
+swarm_result run_swarm(const tier_row& tier, int server_kind, server_model assumed, bool paced, unsigned agents,
+                       unsigned per_agent, std::uint64_t seed) {
+  tgtest::rng g(seed);
+  kimi_server srv(tier, server_kind, g);
+  account_config cfg = account_config::from_tier(tier, assumed);
+  cfg.max_request_tokens = 8000;
+  acct a(cfg, t0);
+  struct event {
+    std::int64_t t;
+    int kind;  // 0 = response, 1 = try
+    unsigned agent;
+    bool operator>(const event& o) const { return t != o.t ? t > o.t : kind > o.kind; }
+  };
+  std::priority_queue<event, std::vector<event>, std::greater<event>> q;
+  std::vector<unsigned> left(agents, per_agent), tries(agents, 0);
+  std::vector<lease<manual_clock>> held(agents);
+  std::vector<std::uint64_t> tokens_of(agents, 0);
+  for (unsigned i = 0; i < agents; ++i) q.push({static_cast<std::int64_t>(g.between(0, 1000000)), 1, i});
+  swarm_result r;
+  std::uint64_t guard = 0;
+  while (!q.empty() && ++guard < 5000000) {
+    const event e = q.top();
+    q.pop();
+    if (e.kind == 0) {  // a response arrives
+      --srv.in_flight;
+      if (paced) held[e.agent].settle(usage{tokens_of[e.agent] / 2, 0, tokens_of[e.agent] / 4, 0, 0}, ns(e.t));
+      ++r.finished;
+      r.end = e.t;
+      if (--left[e.agent] > 0) q.push({e.t, 1, e.agent});
+      continue;
+    }
+    const std::uint64_t prompt = g.between(500, 3000), cap = g.between(500, 4000);
+    if (paced) {
+      auto ad = a.try_admit(req(prompt, cap), ns(e.t));
+      if (!ad) {
+        if (ad.decision.never()) ++r.never;
+        const std::int64_t w = ad.decision.retry_after().count();
+        q.push({e.t + (w > 0 ? w : 50000000) + static_cast<std::int64_t>(g.between(0, 1000)), 1, e.agent});
+        continue;
+      }
+      held[e.agent] = std::move(ad.lease);
+    }
+    tokens_of[e.agent] = prompt + cap;
+    ++r.sent;
+    if (srv.accept(e.t, prompt + cap)) {
+      q.push({e.t + static_cast<std::int64_t>(g.between(2000, 6000)) * 1000000, 0, e.agent});
+    } else if (paced) {
+      held[e.agent].settle_rejected(ns(e.t));
+      a.on_response(classify(429, ""), seconds(1), ns(e.t));
+      q.push({e.t + 1000000000, 1, e.agent});
+    } else if (++tries[e.agent] <= 2) {
+      q.push({e.t + 1000000000, 1, e.agent});  // an SDK's retry after 1 s
+    } else {
+      tries[e.agent] = 0;  // gave up on this request
+      if (--left[e.agent] > 0) q.push({e.t + 1000000000, 1, e.agent});
+    }
+  }
+  r.rejected = srv.rejected;
+  return r;
+}
+}  // namespace
+
+TEST_CASE("swarm: 300 agents paced by the account get zero 429s at every tier, every server model", "[account][swarm]") {
+  const tier_table<6>* tables[] = {&kimi_tiers_2026_05, &kimi_tiers_2026_09};
+  const server_model matching[] = {server_model::fixed_window, server_model::sliding_log, server_model::window_counter,
+                                   server_model::token_bucket, server_model::gcra};
+  std::printf("\nSwarm of 300 agents x 1 request (prompt 500..3000, max_tokens 500..4000), 429s seen by the server:\n");
+  std::printf("| table | tier | unpaced (SDK retries) | paced, matching model | paced, unknown |\n|---|---|---|---|---|\n");
+  for (const auto* table : tables) {
+    for (const tier_row& tier : table->rows) {
+      std::uint64_t unpaced = 0, matched = 0, unknown = 0;
+      for (int s = 0; s < tgtest::servers::server_count; ++s) {
+        const std::uint64_t seed = 17 + static_cast<std::uint64_t>(tier.tier * 10 + s);
+        unpaced += run_swarm(tier, s, server_model::unknown, false, 300, 1, seed).rejected;
+        const swarm_result m = run_swarm(tier, s, matching[s], true, 300, 1, seed);
+        const swarm_result u = run_swarm(tier, s, server_model::unknown, true, 300, 1, seed);
+        INFO(table->name << " tier " << tier.tier << " server " << tgtest::servers::server_names[s]);
+        CHECK(m.rejected == 0);
+        CHECK(u.rejected == 0);
+        CHECK(m.finished == 300);
+        CHECK(m.never + u.never == 0);
+        CHECK(u.finished == 300);
+        matched += m.rejected;
+        unknown += u.rejected;
+      }
+      CHECK(unpaced > 0);
+      std::printf("| %s | %d | %llu | %llu | %llu |\n", table->as_of.data(), tier.tier,
+                  static_cast<unsigned long long>(unpaced), static_cast<unsigned long long>(matched),
+                  static_cast<unsigned long long>(unknown));
+    }
+  }
+  std::fflush(stdout);
+}
+
+TEST_CASE("stress: threads admitting, settling and dropping never over-admit", "[account][stress]") {
+  for (unsigned threads : {2u, 4u}) {
+    INFO(threads << " threads");
+    account_config c = small(server_model::sliding_log);
+    c.concurrency = limit(3);
+    c.rpm = limit(50);
+    c.tpm = limit(200000);
+    c.tpd = limit::unlimited();
+    c.budget = usd::from_units(2);
+    acct a(c, t0);
+    std::atomic<std::int64_t> clock{0}, held{0};
+    std::atomic<bool> over{false};
+    std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> req_log(threads), tok_log(threads);
+    std::atomic<std::int64_t> settled_cost{0};
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        tgtest::rng g(300 + t);
+        for (std::uint64_t i = 0; i < 4000 * tgtest::stress_factor(); ++i) {
+          const std::int64_t now = g.chance(30) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 50000000)))
+                                                : clock.load();
+          const std::uint64_t prompt = g.between(100, 2000), cap = g.between(100, 2000);
+          auto ad = a.try_admit(req(prompt, cap), ns(now));
+          if (!ad) continue;
+          req_log[t].emplace_back(now, 1);
+          tok_log[t].emplace_back(now, prompt + cap);
+          // Count the permit while it is held: released by settle or by the
+          // lease's destruction, both after the decrement below.
+          if (held.fetch_add(1) + 1 > 3) over.store(true);
+          if (g.chance(30)) std::this_thread::yield();
+          held.fetch_sub(1);
+          switch (g.between(0, 3)) {
+            case 0: {
+              const settle_result r = ad.lease.settle(usage{prompt, g.between(0, prompt), g.between(0, cap), 0, 0}, ns(now));
+              settled_cost.fetch_add(r.cost.nanos());
+              break;
+            }
+            case 1: ad.lease.settle_rejected(ns(now)); break;
+            case 2: ad.lease.settle_failed(ns(now)); break;
+            default: break;  // dropped: keeps its reservations
+          }
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
+    for (auto& v : req_log) reqs.insert(reqs.end(), v.begin(), v.end());
+    for (auto& v : tok_log) toks.insert(toks.end(), v.begin(), v.end());
+    CHECK(reqs.size() > 20);
+    CHECK_FALSE(over.load());
+    CHECK(a.in_flight() == 0);
+    // The strict window's promise, on admission times: never more than L in any minute.
+    CHECK(tgtest::max_window_sum(reqs, ns(minutes(1)).count()) <= 50);
+    CHECK(tgtest::max_window_sum(toks, ns(minutes(1)).count()) <= 200000);
+    CHECK(settled_cost.load() <= usd::from_units(2).nanos());
+  }
+}
