@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <thread>
 
 using namespace tollgate;
@@ -180,8 +181,129 @@ void BM_baseline_int_muladd(benchmark::State& state) {
   }
 }
 
+// The account: admit one request in all dimensions and settle it at once.
+account_config bench_account_config() {
+  account_config c;
+  c.concurrency = limit(1000000);
+  c.rpm = limit(1000000000);
+  c.tpm = limit(1000000000);
+  c.tpd = limit::unlimited();
+  c.model = server_model::sliding_log;  // strict windows
+  return c;
+}
+request bench_request() {
+  static const model_info m = *find_model("kimi-k2.6");
+  request r;
+  r.model = &m;
+  r.prompt_tokens = 1;
+  r.max_tokens = 1;
+  return r;
+}
+
+void BM_account_admit_release_supplied(benchmark::State& state) {
+  static account<manual_clock> a(bench_account_config(), nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  const request r = bench_request();
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    auto ad = a.try_admit(r, t.next(400));
+    if (ad) {
+      ++admitted;
+      ad.lease.settle_failed(t.next(0));
+    }
+  }
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+// The same dimensions behind one mutex: a conventional account.
+class mutex_account {
+ public:
+  bool admit(std::int64_t now, std::uint64_t tokens) {
+    std::lock_guard<std::mutex> lock(m_);
+    if (in_flight_ >= 1000000) return false;
+    if (!rpm_.try_acquire(1, now) || !tpm_.try_acquire(static_cast<double>(tokens), now)) return false;
+    ++in_flight_;
+    return true;
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(m_);
+    --in_flight_;
+  }
+
+ private:
+  struct plain_bucket {  // the same refill arithmetic as mutex_bucket, no lock of its own
+    double rate, burst, tokens;
+    std::int64_t last = 0;
+    bool try_acquire(double n, std::int64_t now) {
+      if (now > last) {
+        tokens += static_cast<double>(now - last) * rate;
+        if (tokens > burst) tokens = burst;
+        last = now;
+      }
+      if (tokens < n) return false;
+      tokens -= n;
+      return true;
+    }
+  };
+  std::mutex m_;
+  std::uint64_t in_flight_ = 0;
+  plain_bucket rpm_{1e9 / 6e10, 1e9, 1e9}, tpm_{1e9 / 6e10, 1e9, 1e9};
+};
+
+void BM_baseline_mutex_account(benchmark::State& state) {
+  static mutex_account a;
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    if (a.admit(t.next(400).count(), 2)) {
+      ++admitted;
+      a.release();
+    }
+  }
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+// The sum of the account's parts, called one after the other: a permit, two
+// window admissions and their refunds.
+void BM_account_parts(benchmark::State& state) {
+  static concurrency_limiter c(1000000);
+  static sliding_window<manual_clock> rpm(rate(1000000000, std::chrono::minutes(1)), nanoseconds(0));
+  static sliding_window<manual_clock> tpm(rate(1000000000, std::chrono::minutes(1)), nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  for (auto _ : state) {
+    const nanoseconds now = t.next(400);
+    permit p = c.try_acquire();
+    window_ticket a, b;
+    benchmark::DoNotOptimize(rpm.try_acquire(1, now, a));
+    benchmark::DoNotOptimize(tpm.try_acquire(2, now, b));
+  }
+}
+
+void BM_classify_429(benchmark::State& state) {
+  const std::string body =
+      "{\"error\":{\"message\":\"request reached organization TPM rate limit, current: 64001, limit: 64000\","
+      "\"type\":\"rate_limit_reached_error\"}}";
+  for (auto _ : state) {
+    const error_info e = classify(429, body);
+    benchmark::DoNotOptimize(e.limit);
+  }
+}
+
+void BM_parse_retry_after(benchmark::State& state) {
+  const std::string values[] = {"1", "1152", "Mon, 23 Nov 2026 00:00:30 GMT"};
+  std::size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(parse_retry_after(values[i++ % 3], nanoseconds(1795392000000000000LL)));
+  }
+}
+
 }  // namespace
 
+BENCHMARK(BM_classify_429);
+BENCHMARK(BM_parse_retry_after);
 BENCHMARK(BM_cost_compute);
 BENCHMARK(BM_baseline_int_muladd);
 
@@ -199,6 +321,9 @@ TOLLGATE_BENCH(BM_token_bucket_allow_coarse);
 TOLLGATE_BENCH(BM_sliding_window_allow_supplied);
 TOLLGATE_BENCH(BM_sliding_window_deny_supplied);
 TOLLGATE_BENCH(BM_concurrency_acquire_release);
+TOLLGATE_BENCH(BM_account_admit_release_supplied);
+TOLLGATE_BENCH(BM_baseline_mutex_account);
+TOLLGATE_BENCH(BM_account_parts);
 
 int main(int argc, char** argv) {
   // glibc skips the mutex's atomic instructions in a process that has never

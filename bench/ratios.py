@@ -46,6 +46,12 @@ rows = [
      "(for information)"),
     ("cost of a call / three integer multiply-adds", "BM_cost_compute", "BM_baseline_int_muladd", None,
      "a few integer operations"),
+    ("account admit+settle / sum of its parts", "BM_account_admit_release_supplied", "BM_account_parts", None,
+     "<= 1.5 at 1 thread"),
+    ("account admit+settle / one-word CAS", "BM_account_admit_release_supplied", "BM_baseline_cas_one_word", None,
+     "<= 12 at 1 thread"),
+    ("mutex account / account (throughput gain)", "BM_baseline_mutex_account", "BM_account_admit_release_supplied",
+     None, ">= 1.2 at 2 threads"),
     ("concurrency acquire+release / one-word CAS", "BM_concurrency_acquire_release", "BM_baseline_cas_one_word",
      None, "(for information)"),
 ]

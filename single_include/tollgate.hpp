@@ -3162,7 +3162,15 @@ constexpr error_info classify(int status, std::string_view body) noexcept {
   const std::string_view code = detail::json_string(body, "code");
   e.message = detail::json_string(body, "message");
   const std::string_view msg = e.message.empty() ? body : e.message;
-  auto has = [&](std::string_view needle) { return ifind(msg, needle) != npos; };
+  // Case-insensitive search: lower-case the message once (messages are short;
+  // a longer one is searched in place, more slowly), then plain finds.
+  char low_buf[512] = {};
+  const bool lowered = msg.size() <= sizeof low_buf;
+  if (lowered)
+    for (std::size_t i = 0; i < msg.size(); ++i) low_buf[i] = detail::lower(msg[i]);
+  const std::string_view low(low_buf, lowered ? msg.size() : 0);
+  // `needle` must be lower case.
+  auto has = [&](std::string_view needle) { return lowered ? low.find(needle) != npos : ifind(msg, needle) != npos; };
   auto type_is = [&](std::string_view t) { return detail::iequals(e.type, t) || detail::iequals(code, t); };
   if (const auto after = detail::number_after(msg, "try again after"))
     e.hint = nanoseconds(static_cast<std::int64_t>(*after > 9000000000ULL ? 9000000000ULL : *after) * 1000000000);
@@ -3180,12 +3188,12 @@ constexpr error_info classify(int status, std::string_view body) noexcept {
     if (has("concurrency")) {
       e.kind = error_kind::concurrency;
       e.limit = detail::number_after(msg, "concurrency");
-    } else if (has("RPM")) {
+    } else if (has("rpm")) {
       e.kind = error_kind::rpm;
       e.limit = detail::number_after(msg, "RPM");
-    } else if (has("TPD")) {
+    } else if (has("tpd")) {
       e.kind = error_kind::tpd;
-    } else if (has("TPM")) {
+    } else if (has("tpm")) {
       e.kind = error_kind::tpm;
     } else if (detail::iequals(e.type, "requests")) {  // OpenAI: code rate_limit_exceeded, type requests
       e.kind = error_kind::rpm;

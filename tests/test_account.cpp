@@ -14,7 +14,7 @@ using namespace std::chrono;
 using tgtest::ns;
 
 namespace {
-using acct = account<manual_clock>;
+using paced_account = account<manual_clock>;
 constexpr ns t0{0};
 const model_info* k26() {
   static const model_info m = *find_model("kimi-k2.6");
@@ -40,7 +40,7 @@ account_config small(server_model m = server_model::sliding_log) {
 }  // namespace
 
 TEST_CASE("account: admits in every dimension or in none", "[account]") {
-  acct a(small(), t0);
+  paced_account a(small(), t0);
   auto x = a.try_admit(req(1000, 1000), t0);
   REQUIRE(x);
   CHECK(x.tokens == 2000);
@@ -73,7 +73,7 @@ TEST_CASE("account: admits in every dimension or in none", "[account]") {
 TEST_CASE("account: refusals that can never succeed", "[account]") {
   account_config c = small();
   c.budget = usd::from_units(1);
-  acct a(c, t0);
+  paced_account a(c, t0);
   const auto big = a.try_admit(req(9000, 2000), t0);  // 11,000 tokens > TPM 10,000
   CHECK(big.decision.never());
   CHECK(big.refused.has(dimension::tpm));
@@ -83,7 +83,7 @@ TEST_CASE("account: refusals that can never succeed", "[account]") {
   CHECK(ctx.refused.has(dimension::context));
   account_config tiny = small();
   tiny.budget = usd::from_nanos(1000);  // a thousandth of a cent
-  acct b(tiny, t0);
+  paced_account b(tiny, t0);
   const auto poor = b.try_admit(req(1000, 1000), t0);
   CHECK(poor.decision.never());
   CHECK(poor.refused.has(dimension::budget));
@@ -91,7 +91,7 @@ TEST_CASE("account: refusals that can never succeed", "[account]") {
   unbounded.prompt_tokens = 10;  // no model, no max_tokens: no bound on the output
   CHECK(a.try_admit(unbounded, t0).refused.has(dimension::request_size));
   // Margin policies refuse requests above max_request_tokens.
-  acct m(small(server_model::unknown), t0);
+  paced_account m(small(server_model::unknown), t0);
   const auto over = m.try_admit(req(3000, 2000), t0);
   CHECK(over.decision.never());
   CHECK(over.refused.has(dimension::request_size));
@@ -99,7 +99,7 @@ TEST_CASE("account: refusals that can never succeed", "[account]") {
   account_config wide = small();
   wide.tpm = limit(100000);
   wide.tpd = limit(1000000);
-  acct d(wide, t0);
+  paced_account d(wide, t0);
   request no_cap = req(1000, 0);
   no_cap.max_tokens.reset();
   const auto dc = d.try_admit(no_cap, t0);
@@ -108,9 +108,9 @@ TEST_CASE("account: refusals that can never succeed", "[account]") {
 }
 
 TEST_CASE("account: policies per server model", "[account]") {
-  acct strict(small(server_model::fixed_window), t0);
+  paced_account strict(small(server_model::fixed_window), t0);
   CHECK(std::string(strict.policy(dimension::rpm)) == "strict window");
-  acct unknown(small(server_model::unknown), t0);
+  paced_account unknown(small(server_model::unknown), t0);
   CHECK(std::string(unknown.policy(dimension::rpm)) == "spaced with margin");
   CHECK(std::string(unknown.policy(dimension::tpd)) == "spaced with margin (24 h)");
   // Unknown: 2 requests per minute evenly (3 - 1 of margin), one at a time.
@@ -121,11 +121,11 @@ TEST_CASE("account: policies per server model", "[account]") {
   CHECK(second.decision.retry_after() >= seconds(30));
   account_config bad = small(server_model::unknown);
   bad.max_request_tokens = 10000;  // not below TPM: no room for a margin
-  CHECK_THROWS_AS(acct(bad, t0), config_error);
+  CHECK_THROWS_AS(paced_account(bad, t0), config_error);
   account_config cal = small();
   cal.calendar_day = true;
   cal.utc_offset = hours(8);
-  acct c(cal, t0);
+  paced_account c(cal, t0);
   CHECK(std::string(c.policy(dimension::tpd)) == "calendar day");
 }
 
@@ -134,7 +134,7 @@ TEST_CASE("account: settling — refunds, debt, 429s, failures, dropped leases",
   c.budget = usd::from_units(10);
   c.refund_unused_tokens = true;
   {
-    acct a(c, t0);
+    paced_account a(c, t0);
     auto x = a.try_admit(req(1000, 4000), t0);
     REQUIRE(x);
     CHECK(*a.budget_remaining() == usd::from_units(10) - x.worst_case);
@@ -147,7 +147,7 @@ TEST_CASE("account: settling — refunds, debt, 429s, failures, dropped leases",
   }
   {
     c.refund_unused_tokens = false;  // Kimi: the server already counted max_tokens
-    acct a(c, t0);
+    paced_account a(c, t0);
     auto x = a.try_admit(req(1000, 4000), t0);
     REQUIRE(x);
     CHECK(x.lease.settle(usage{1000, 0, 100, 0, 0}, seconds(1)).refunded_tokens == 0);
@@ -179,7 +179,7 @@ TEST_CASE("account: settling — refunds, debt, 429s, failures, dropped leases",
 }
 
 TEST_CASE("account: server feedback pauses, stops and resumes", "[account]") {
-  acct a(small(server_model::unknown), t0);
+  paced_account a(small(server_model::unknown), t0);
   // Kimi says "try again after 1 seconds"; RPM 3 with a margin means 30 s.
   const error_info e = classify(429, "{\"error\":{\"message\":\"request reached organization max RPM: 3, please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}");
   a.on_response(e, std::nullopt, seconds(10));
@@ -191,18 +191,18 @@ TEST_CASE("account: server feedback pauses, stops and resumes", "[account]") {
   a.on_response(e, seconds(100), seconds(10));
   CHECK(a.paused_until() == seconds(110));
   // Overload backs off without counting as a limit.
-  acct b(small(), t0);
+  paced_account b(small(), t0);
   b.on_response(classify(429, "{\"error\":{\"type\":\"engine_overloaded_error\",\"message\":\"The engine is currently overloaded\"}}"),
                 std::nullopt, seconds(5));
   CHECK(b.paused_until() == seconds(6));
   // TPD: until the later of the hint and the local reset.
-  acct d(small(), t0);
+  paced_account d(small(), t0);
   REQUIRE(d.try_admit(req(1000, 1000), t0));
   d.on_response(classify(429, "{\"error\":{\"type\":\"rate_limit_reached_error\",\"message\":\"organization TPD rate limit, current: 9, limit: 5\"}}"),
                 seconds(1152), seconds(10));
   CHECK(d.paused_until() >= hours(24));
   // Quota: stopped until resume(), a clear never.
-  acct q(small(), t0);
+  paced_account q(small(), t0);
   q.on_response(classify(429, "{\"error\":{\"type\":\"exceeded_current_quota_error\",\"message\":\"insufficient balance\"}}"),
                 std::nullopt, t0);
   CHECK(q.stopped());
@@ -251,7 +251,7 @@ swarm_result run_swarm(const tier_row& tier, int server_kind, server_model assum
   kimi_server srv(tier, server_kind, g);
   account_config cfg = account_config::from_tier(tier, assumed);
   cfg.max_request_tokens = 8000;
-  acct a(cfg, t0);
+  paced_account a(cfg, t0);
   struct event {
     std::int64_t t;
     int kind;  // 0 = response, 1 = try
@@ -348,7 +348,7 @@ TEST_CASE("stress: threads admitting, settling and dropping never over-admit", "
     c.tpm = limit(200000);
     c.tpd = limit::unlimited();
     c.budget = usd::from_units(2);
-    acct a(c, t0);
+    paced_account a(c, t0);
     std::atomic<std::int64_t> clock{0}, held{0};
     std::atomic<bool> over{false};
     std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> req_log(threads), tok_log(threads);

@@ -196,8 +196,8 @@ TEST_CASE("retry: backoff with jitter, server hints, giving up", "[http]") {
     CHECK(r.next(e, ns(0), rng).wait == seconds(1));
     CHECK(r.next(e, ns(0), rng).wait == seconds(2));
     CHECK(r.next(e, ns(0), rng).wait == seconds(4));
-    const retry_decision last = r.next(e, ns(0), rng);
-    CHECK(last.reason == gave_up::attempts_exhausted);
+    const retry_decision final_try = r.next(e, ns(0), rng);
+    CHECK(final_try.reason == gave_up::attempts_exhausted);
   }
   {
     // Full jitter stays within [0, backoff]; decorrelated within [base, cap].
