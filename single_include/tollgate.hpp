@@ -2318,6 +2318,14 @@ constexpr std::optional<model_info> find_model(std::string_view id) noexcept {
   return std::nullopt;
 }
 
+// The catalog entry itself (static storage), or nullptr for an unknown id:
+// what account requests point to.
+constexpr const model_info* model_by_id(std::string_view id) noexcept {
+  for (const model_info& m : kimi_models)
+    if (m.id == id) return &m;
+  return nullptr;
+}
+
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_MODELS_HPP
