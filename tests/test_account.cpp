@@ -112,13 +112,13 @@ TEST_CASE("account: policies per server model", "[account]") {
   CHECK(std::string(strict.policy(dimension::rpm)) == "strict window");
   paced_account unknown(small(server_model::unknown), t0);
   CHECK(std::string(unknown.policy(dimension::rpm)) == "spaced with margin");
-  CHECK(std::string(unknown.policy(dimension::tpd)) == "spaced with margin (24 h)");
+  CHECK(std::string(unknown.policy(dimension::tpd)) == "strict window (24 h)");
   // Unknown: 2 requests per minute evenly (3 - 1 of margin), one at a time.
   CHECK(unknown.try_admit(req(100, 100), t0));
   const auto second = unknown.try_admit(req(100, 100), t0);
   CHECK(second.refused.has(dimension::rpm));
-  CHECK(second.refused.has(dimension::tpd));  // 200 tokens of 46,000 a day also space it out
-  CHECK(second.decision.retry_after() >= seconds(30));
+  CHECK_FALSE(second.refused.has(dimension::tpd));  // the daily limit is a strict window: no spacing
+  CHECK(second.decision.retry_after() == seconds(30) + milliseconds(2));  // 2 of margin, 2 ms apart
   account_config bad = small(server_model::unknown);
   bad.max_request_tokens = 10000;  // not below TPM: no room for a margin
   CHECK_THROWS_AS(paced_account(bad, t0), config_error);
@@ -180,13 +180,13 @@ TEST_CASE("account: settling — refunds, debt, 429s, failures, dropped leases",
 
 TEST_CASE("account: server feedback pauses, stops and resumes", "[account]") {
   paced_account a(small(server_model::unknown), t0);
-  // Kimi says "try again after 1 seconds"; RPM 3 with a margin means 30 s.
+  // Kimi says "try again after 1 seconds"; RPM 3 with a margin means 30 s (and 2 ms).
   const error_info e = classify(429, "{\"error\":{\"message\":\"request reached organization max RPM: 3, please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}");
   a.on_response(e, std::nullopt, seconds(10));
-  CHECK(a.paused_until() == seconds(40));
+  CHECK(a.paused_until() == seconds(40) + milliseconds(2));
   const auto p = a.try_admit(req(10, 10), seconds(20));
   CHECK(p.refused.has(dimension::paused));
-  CHECK(p.decision.retry_after() == seconds(20));
+  CHECK(p.decision.retry_after() == seconds(20) + milliseconds(2));
   // A longer server hint wins.
   a.on_response(e, seconds(100), seconds(10));
   CHECK(a.paused_until() == seconds(110));

@@ -25,10 +25,12 @@
 //   fixed_window, sliding_log, token_bucket -> strict sliding window at L
 //   window_counter, gcra, unknown (default) -> one request at a time, each
 //       spaced by its own size, at L - m per window (m = 1 for requests,
-//       max_request_tokens for tokens)
+//       plus 2 ms between requests; m = max_request_tokens for tokens)
 // `unknown` is safe against all five models (the margin costs m per window).
-// The daily limit is a rolling 24 h window by default (safe whatever time
-// zone the server's day uses); `calendar_day` switches to a per-day quota.
+// The daily limit is a strict rolling 24 h window under every model (safe
+// whatever time zone the server's day uses, and against fixed-window, log and
+// bucket counting; spacing a day's tokens over the day would cost hours), or a
+// per-day quota with `calendar_day`.
 //
 // Settling. The lease returned with an admission releases the concurrency
 // slot when settled or destroyed. settle(usage) charges the exact cost and,
@@ -250,7 +252,7 @@ class account {
     const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
     a.tokens = n;
     if (r.model && r.model->context_window && n > *r.model->context_window) a.refused.add(dimension::context);
-    if (margin_tokens_ && n > cfg_.max_request_tokens && (tpm_b_ || tpd_b_)) a.refused.add(dimension::request_size);
+    if (margin_tokens_ && n > cfg_.max_request_tokens && tpm_b_) a.refused.add(dimension::request_size);
     if (budget_) {
       if (!r.model) {
         a.refused.add(dimension::request_size);  // a budget needs prices
@@ -400,8 +402,13 @@ class account {
       if (strict) {
         rpm_w_.emplace(rate(*v, std::chrono::minutes(1)), origin, e);
       } else {
-        // One request of margin per window; a limit of 1 leaves none to spare.
-        rpm_b_.emplace(rate(*v > 1 ? *v - 1 : 1, std::chrono::minutes(1)), 1, origin, bucket::start::full, e);
+        // One request of margin per window (a limit of 1 leaves none to spare),
+        // and 2 ms more between requests: at exactly L - 1 evenly spaced, a
+        // sliding-window counter's estimate sits exactly on L, and a server
+        // clock that ticks in milliseconds (or 1 ms of jitter) tips it over.
+        const std::uint64_t l = *v > 1 ? *v - 1 : 1;
+        rpm_b_.emplace(rate(l, std::chrono::minutes(1) + std::chrono::milliseconds(2) * static_cast<std::int64_t>(l)), 1,
+                       origin, bucket::start::full, e);
       }
       if (e != errc::ok) return e;
     }
@@ -425,7 +432,10 @@ class account {
       if (c.calendar_day) {
         day_q_.emplace(*v, c.utc_offset, e);
       } else {
-        make_tokens(tpd_w_, tpd_b_, *v, std::chrono::hours(24));
+        // A strict rolling 24 h window whatever the server model: spacing a
+        // day's tokens evenly over the day would turn a burst the daily limit
+        // allows into hours of waiting.
+        tpd_w_.emplace(rate(*v, std::chrono::hours(24)), origin, e);
       }
       if (e != errc::ok) return e;
     }

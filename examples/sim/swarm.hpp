@@ -1,0 +1,429 @@
+// The swarm simulator's engine: N agents share one Kimi account in virtual
+// time, against a simulated server that counts with a chosen window model.
+// Used by tollgate-sim and by its tests. Standard library only.
+#ifndef TOLLGATE_SIM_SWARM_HPP
+#define TOLLGATE_SIM_SWARM_HPP
+
+// (Already included as the generated single header when a test built it so.)
+#ifndef TOLLGATE_TOLLGATE_HPP
+#include <tollgate/tollgate.hpp>
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <queue>
+#include <string>
+#include <vector>
+
+namespace tollgate_sim {
+
+using namespace tollgate;
+using ns_t = std::int64_t;
+constexpr ns_t second = 1000000000;
+constexpr ns_t minute = 60 * second;
+
+// splitmix64: deterministic for a seed on every platform.
+struct rng {
+  std::uint64_t s;
+  std::uint64_t next() {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  std::uint64_t between(std::uint64_t lo, std::uint64_t hi) { return hi <= lo ? lo : lo + next() % (hi - lo + 1); }
+};
+
+struct range {
+  std::uint64_t lo = 0, hi = 0;
+};
+
+struct job {
+  tier_row tier{};
+  const model_info* model = nullptr;
+  unsigned agents = 300;
+  unsigned requests_per_agent = 10;
+  range prompt{1000, 3000};
+  range output{200, 1000};
+  std::optional<std::uint64_t> max_tokens = 1000;  // nullopt: the request omits it
+  unsigned cache_hit_percent = 0;
+  std::optional<range> latency_ms;  // default: 1 s + output / 60 tokens per second
+  server_model server = server_model::sliding_log;
+  server_model assumed = server_model::unknown;
+  ns_t server_retry_after = second;  // what the server's 429 says (Kimi: 1 s)
+  std::uint64_t seed = 1;
+};
+
+// --- the simulated server: concurrency exactly, RPM and TPM under a window
+// model, TPD as a 24 h sliding log. Counts prompt + max_tokens at admission,
+// as Kimi does, and every request it sees, rejected or not.
+class window_model {
+ public:
+  virtual ~window_model() = default;
+  virtual bool accept(ns_t t, std::uint64_t n) = 0;
+};
+
+inline ns_t floor_div(ns_t a, ns_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+class fixed_window_model : public window_model {
+  std::uint64_t l_;
+  ns_t w_;
+  std::map<ns_t, std::uint64_t> used_;
+ public:
+  fixed_window_model(std::uint64_t l, ns_t w) : l_(l), w_(w) {}
+  bool accept(ns_t t, std::uint64_t n) override {
+    std::uint64_t& u = used_[floor_div(t, w_)];
+    if (u + n > l_) return false;
+    u += n;
+    return true;
+  }
+};
+class sliding_log_model : public window_model {
+  std::uint64_t l_, sum_ = 0;
+  ns_t w_;
+  std::deque<std::pair<ns_t, std::uint64_t>> log_;
+ public:
+  sliding_log_model(std::uint64_t l, ns_t w) : l_(l), w_(w) {}
+  bool accept(ns_t t, std::uint64_t n) override {
+    while (!log_.empty() && log_.front().first <= t - w_) {
+      sum_ -= log_.front().second;
+      log_.pop_front();
+    }
+    if (sum_ + n > l_) return false;
+    log_.emplace_back(t, n);
+    sum_ += n;
+    return true;
+  }
+};
+class window_counter_model : public window_model {  // HAProxy / Cloudflare estimate, exact comparison
+  std::uint64_t l_, curr_ = 0, prev_ = 0;
+  ns_t p_, start_ = 0;
+  bool started_ = false;
+ public:
+  window_counter_model(std::uint64_t l, ns_t w) : l_(l), p_(w / 1000000) {}
+  bool accept(ns_t t, std::uint64_t n) override {
+    const ns_t ms = floor_div(t, 1000000);
+    if (!started_) {
+      start_ = floor_div(ms, p_) * p_;
+      started_ = true;
+    }
+    if (ms >= start_ + p_) {
+      const ns_t k = (ms - start_) / p_;
+      prev_ = k == 1 ? curr_ : 0;
+      curr_ = 0;
+      start_ += k * p_;
+    }
+    curr_ += n;
+    const tollgate::detail::i128 lhs = static_cast<tollgate::detail::i128>(curr_) * p_ + static_cast<tollgate::detail::i128>(prev_) * (p_ - (ms - start_));
+    return lhs <= static_cast<tollgate::detail::i128>(l_) * p_;
+  }
+};
+class bucket_model : public window_model {  // capacity L, refill L per W
+  std::uint64_t l_;
+  ns_t w_, last_ = 0;
+  tollgate::detail::i128 scaled_;  // tokens * W
+ public:
+  bucket_model(std::uint64_t l, ns_t w) : l_(l), w_(w), scaled_(static_cast<tollgate::detail::i128>(l) * w) {}
+  bool accept(ns_t t, std::uint64_t n) override {
+    if (t > last_) {
+      const tollgate::detail::i128 cap = static_cast<tollgate::detail::i128>(l_) * w_;
+      scaled_ += static_cast<tollgate::detail::i128>(t - last_) * l_;
+      if (scaled_ > cap) scaled_ = cap;
+      last_ = t;
+    }
+    const tollgate::detail::i128 need = static_cast<tollgate::detail::i128>(n) * w_;
+    if (scaled_ < need) return false;
+    scaled_ -= need;
+    return true;
+  }
+};
+class gcra1_model : public window_model {  // even spacing W / L
+  std::uint64_t l_;
+  ns_t w_;
+  tollgate::detail::i128 tat_ = 0;  // * L
+ public:
+  gcra1_model(std::uint64_t l, ns_t w) : l_(l), w_(w) {}
+  bool accept(ns_t t, std::uint64_t n) override {
+    const tollgate::detail::i128 now = static_cast<tollgate::detail::i128>(t) * l_;
+    if (tat_ > now) return false;
+    tat_ = now + static_cast<tollgate::detail::i128>(n) * w_;
+    return true;
+  }
+};
+
+inline std::unique_ptr<window_model> make_model(server_model m, std::uint64_t l, ns_t w) {
+  switch (m) {
+    case server_model::fixed_window: return std::make_unique<fixed_window_model>(l, w);
+    case server_model::window_counter: return std::make_unique<window_counter_model>(l, w);
+    case server_model::token_bucket: return std::make_unique<bucket_model>(l, w);
+    case server_model::gcra: return std::make_unique<gcra1_model>(l, w);
+    default: return std::make_unique<sliding_log_model>(l, w);
+  }
+}
+
+struct server {
+  std::optional<std::uint64_t> conc;
+  std::uint64_t in_flight = 0;
+  std::unique_ptr<window_model> rpm, tpm, tpd;
+  enum class verdict { ok, concurrency, rpm, tpm, tpd };
+  server(const tier_row& t, server_model m) : conc(t.concurrency.value()) {
+    if (auto v = t.rpm.value()) rpm = make_model(m, *v, minute);
+    if (auto v = t.tpm.value()) tpm = make_model(m, *v, minute);
+    if (auto v = t.tpd.value()) tpd = std::make_unique<sliding_log_model>(*v, 24 * 60 * minute);
+  }
+  verdict accept(ns_t t, std::uint64_t tokens) {
+    verdict v = verdict::ok;
+    if (conc && in_flight >= *conc) v = verdict::concurrency;
+    // Every counter sees the request, as a real server's would.
+    if (rpm && !rpm->accept(t, 1) && v == verdict::ok) v = verdict::rpm;
+    if (tpm && !tpm->accept(t, tokens) && v == verdict::ok) v = verdict::tpm;
+    if (tpd && !tpd->accept(t, tokens) && v == verdict::ok) v = verdict::tpd;
+    if (v == verdict::ok) ++in_flight;
+    return v;
+  }
+};
+
+// A Kimi-style 429 body for a refusal, so the client classifies it as Kimi's would be.
+inline std::string body_for(server::verdict v, const tier_row& t) {
+  auto num = [](std::optional<std::uint64_t> x) { return std::to_string(x ? *x : 0); };
+  std::string m;
+  switch (v) {
+    case server::verdict::concurrency: m = "request reached max organization concurrency: " + num(t.concurrency.value()); break;
+    case server::verdict::rpm: m = "request reached organization max RPM: " + num(t.rpm.value()); break;
+    case server::verdict::tpm: m = "request reached organization TPM rate limit, current: 0, limit: " + num(t.tpm.value()); break;
+    default: m = "request reached organization TPD rate limit, current: 0, limit: " + num(t.tpd.value()); break;
+  }
+  return "{\"error\":{\"message\":\"" + m + ", please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}";
+}
+
+struct run_result {
+  std::uint64_t requests = 0, completed = 0, failed = 0, rejected_429 = 0, retries = 0;
+  std::uint64_t rejected_by[5] = {};  // by server verdict
+  ns_t finish = 0;
+  std::uint64_t prompt_tokens = 0, cached_tokens = 0, output_tokens = 0, reserved_tokens = 0;
+  usd cost_usd;
+  cny cost_cny;
+  bool cny_known = true;
+  // Per simulated minute: requests accepted by the server and tokens (prompt + max_tokens) counted.
+  std::vector<std::uint64_t> req_per_min, tok_per_min;
+  account_stats stats{};
+  std::string rpm_policy, tpm_policy;
+};
+
+// Runs the job paced by a tollgate account (`paced`) or unpaced, as popular
+// HTTP SDKs behave by default: two retries, backoff 0.5 s doubling to 8 s,
+// honouring a short Retry-After. `progress` is called now and then with the
+// fraction done.
+inline run_result run(const job& jb, bool paced, const std::function<void(double)>& progress = {}) {
+  rng g{jb.seed * 7919 + 1};
+  server srv(jb.tier, jb.server);
+  account_config cfg = account_config::from_tier(jb.tier, jb.assumed);
+  const std::uint64_t max_out = jb.max_tokens ? *jb.max_tokens
+                                              : (jb.model && jb.model->default_max_tokens ? *jb.model->default_max_tokens : jb.output.hi);
+  cfg.max_request_tokens = jb.prompt.hi + max_out;
+  if (auto v = jb.tier.tpm.value()) cfg.max_request_tokens = std::min<std::uint64_t>(cfg.max_request_tokens, *v - 1);
+  account<manual_clock> acct(cfg, nanoseconds(0));
+  run_result r;
+  r.rpm_policy = acct.policy(dimension::rpm);
+  r.tpm_policy = acct.policy(dimension::tpm);
+
+  struct agent_state {
+    unsigned left;
+    unsigned tries = 0;
+    std::uint64_t prompt = 0, out = 0;
+    lease<manual_clock> held;
+  };
+  std::vector<agent_state> agents(jb.agents);
+  for (auto& a : agents) a.left = jb.requests_per_agent;
+  const std::uint64_t total = static_cast<std::uint64_t>(jb.agents) * jb.requests_per_agent;
+
+  // Events: responses first at equal times, then dispatch.
+  struct event {
+    ns_t t;
+    int kind;  // 0 = response, 1 = agent ready (unpaced), 2 = dispatcher wakes (paced)
+    unsigned agent;
+    bool operator>(const event& o) const { return t != o.t ? t > o.t : kind > o.kind; }
+  };
+  std::priority_queue<event, std::vector<event>, std::greater<event>> q;
+  std::deque<unsigned> ready;  // paced: agents waiting their turn, in arrival order
+  bool dispatcher_scheduled = false;
+  for (unsigned i = 0; i < jb.agents; ++i) {
+    if (paced) ready.push_back(i);
+    else q.push({static_cast<ns_t>(g.between(0, 1000000)), 1, i});
+  }
+  if (paced) {
+    q.push({0, 2, 0});
+    dispatcher_scheduled = true;
+  }
+  auto record = [&](ns_t t, std::uint64_t tokens) {
+    const std::size_t m = static_cast<std::size_t>(t / minute);
+    if (r.req_per_min.size() <= m) {
+      r.req_per_min.resize(m + 1, 0);
+      r.tok_per_min.resize(m + 1, 0);
+    }
+    ++r.req_per_min[m];
+    r.tok_per_min[m] += tokens;
+  };
+  auto new_shape = [&](agent_state& a) {
+    a.prompt = g.between(jb.prompt.lo, jb.prompt.hi);
+    a.out = g.between(jb.output.lo, jb.output.hi);
+    if (jb.max_tokens && a.out > *jb.max_tokens) a.out = *jb.max_tokens;
+  };
+  auto latency = [&](const agent_state& a) -> ns_t {
+    if (jb.latency_ms) return static_cast<ns_t>(g.between(jb.latency_ms->lo, jb.latency_ms->hi)) * 1000000;
+    return second + static_cast<ns_t>(a.out) * second / 60;
+  };
+  auto finish_one = [&](agent_state& a, ns_t t, bool ok) {
+    if (ok) ++r.completed;
+    else ++r.failed;
+    a.tries = 0;
+    --a.left;
+    (void)t;
+  };
+  std::uint64_t events = 0;
+  for (auto& a : agents) new_shape(a);
+  while (!q.empty()) {
+    const event e = q.top();
+    q.pop();
+    if (progress && (++events & 0xFFFF) == 0) progress(static_cast<double>(r.completed + r.failed) / static_cast<double>(total));
+    agent_state& ag = agents[e.agent];
+    if (e.kind == 0) {  // a response
+      --srv.in_flight;
+      const std::uint64_t cached = ag.prompt * jb.cache_hit_percent / 100;
+      const usage u{ag.prompt, cached, ag.out, 0, 0};
+      r.prompt_tokens += ag.prompt;
+      r.cached_tokens += cached;
+      r.output_tokens += ag.out;
+      if (jb.model) {
+        if (const auto c = cost<usd_tag>(*jb.model, u)) r.cost_usd += c.total;
+        if (const auto c = cost<cny_tag>(*jb.model, u)) r.cost_cny += c.total;
+        else r.cny_known = false;
+      }
+      if (paced) ag.held.settle(u, nanoseconds(e.t));
+      finish_one(ag, e.t, true);
+      r.finish = std::max(r.finish, e.t);
+      if (ag.left > 0) {
+        new_shape(ag);
+        if (paced) ready.push_back(e.agent);
+        else q.push({e.t, 1, e.agent});
+      }
+      if (paced && !dispatcher_scheduled && !ready.empty()) {
+        q.push({e.t, 2, 0});
+        dispatcher_scheduled = true;
+      }
+      continue;
+    }
+    if (e.kind == 2) {  // paced dispatcher: serve agents in arrival order
+      dispatcher_scheduled = false;
+      while (!ready.empty()) {
+        agent_state& a = agents[ready.front()];
+        request rq{jb.model, a.prompt, jb.max_tokens};
+        auto ad = acct.try_admit(rq, nanoseconds(e.t));
+        if (!ad) {
+          if (ad.decision.never()) {  // cannot ever fit: report and drop it
+            finish_one(a, e.t, false);
+            const unsigned who = ready.front();
+            ready.pop_front();
+            if (agents[who].left > 0) {
+              new_shape(agents[who]);
+              ready.push_back(who);
+            }
+            continue;
+          }
+          const ns_t w = ad.decision.retry_after().count();
+          if (w > 0) {  // a time to wait; otherwise a response will wake us
+            q.push({e.t + w, 2, 0});
+            dispatcher_scheduled = true;
+          }
+          break;
+        }
+        const unsigned who = ready.front();
+        ready.pop_front();
+        ++r.requests;
+        r.reserved_tokens += ad.tokens;
+        const server::verdict v = srv.accept(e.t, ad.tokens);
+        if (v == server::verdict::ok) {
+          record(e.t, ad.tokens);
+          agents[who].held = std::move(ad.lease);
+          q.push({e.t + latency(agents[who]), 0, who});
+        } else {
+          ++r.rejected_429;
+          ++r.rejected_by[static_cast<int>(v)];
+          ad.lease.settle_rejected(nanoseconds(e.t));
+          const std::string body = body_for(v, jb.tier);
+          acct.on_response(classify(429, body), nanoseconds(jb.server_retry_after), nanoseconds(e.t));
+          ++r.retries;
+          ready.push_front(who);  // keeps its turn
+          q.push({e.t + jb.server_retry_after, 2, 0});
+          dispatcher_scheduled = true;
+          break;
+        }
+      }
+      continue;
+    }
+    // Unpaced: fire now; on a 429 retry like an SDK, at most twice.
+    ++r.requests;
+    const std::uint64_t tokens = ag.prompt + (jb.max_tokens ? *jb.max_tokens : max_out);
+    const server::verdict v = srv.accept(e.t, tokens);
+    if (v == server::verdict::ok) {
+      record(e.t, tokens);
+      q.push({e.t + latency(ag), 0, e.agent});
+      continue;
+    }
+    ++r.rejected_429;
+    ++r.rejected_by[static_cast<int>(v)];
+    if (ag.tries < 2) {
+      const ns_t backoff = std::min<ns_t>(8 * second, (second / 2) << ag.tries);
+      const ns_t jittered = backoff - static_cast<ns_t>(g.between(0, static_cast<std::uint64_t>(backoff / 4)));
+      ++ag.tries;
+      ++r.retries;
+      q.push({e.t + std::max(jittered, jb.server_retry_after), 1, e.agent});
+    } else {
+      finish_one(ag, e.t, false);  // the SDK gives up: the request is lost
+      r.finish = std::max(r.finish, e.t);
+      if (ag.left > 0) {
+        new_shape(ag);
+        q.push({e.t + second, 1, e.agent});
+      }
+    }
+  }
+  r.stats = acct.stats();
+  if (progress) progress(1.0);
+  return r;
+}
+
+// Which limit binds: the time each dimension alone would need for the job.
+struct binding {
+  const char* name = "none";
+  ns_t by_rpm = 0, by_tpm = 0, by_tpd = 0, by_concurrency = 0;
+};
+inline binding binding_limit(const job& jb, const run_result& paced) {
+  binding b;
+  const double reqs = static_cast<double>(paced.requests);
+  const double toks = static_cast<double>(paced.reserved_tokens);
+  if (auto v = jb.tier.rpm.value()) b.by_rpm = static_cast<ns_t>(reqs / static_cast<double>(*v) * minute);
+  if (auto v = jb.tier.tpm.value()) b.by_tpm = static_cast<ns_t>(toks / static_cast<double>(*v) * minute);
+  // A daily limit admits its first L at once (rolling window), then L a day.
+  if (auto v = jb.tier.tpd.value(); v && toks > static_cast<double>(*v))
+    b.by_tpd = static_cast<ns_t>((toks - static_cast<double>(*v)) / static_cast<double>(*v) * 24 * 60 * minute);
+  if (auto v = jb.tier.concurrency.value()) {
+    const double out = static_cast<double>(paced.output_tokens) / std::max(1.0, reqs);
+    const double lat = jb.latency_ms ? static_cast<double>(jb.latency_ms->lo + jb.latency_ms->hi) / 2 / 1000
+                                     : 1.0 + out / 60;
+    b.by_concurrency = static_cast<ns_t>(reqs * lat / static_cast<double>(*v) * second);
+  }
+  ns_t worst = 0;
+  if (b.by_rpm > worst) { worst = b.by_rpm; b.name = "RPM"; }
+  if (b.by_tpm > worst) { worst = b.by_tpm; b.name = "TPM"; }
+  if (b.by_tpd > worst) { worst = b.by_tpd; b.name = "TPD"; }
+  if (b.by_concurrency > worst) { worst = b.by_concurrency; b.name = "concurrency"; }
+  return b;
+}
+
+}  // namespace tollgate_sim
+
+#endif
