@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
   std::printf("| requests lost | %llu | %llu |\n", (unsigned long long)paced.failed, (unsigned long long)unpaced.failed);
   std::printf("| 429s | %llu | %llu |\n", (unsigned long long)paced.rejected_429, (unsigned long long)unpaced.rejected_429);
   std::printf("| retries | %llu | %llu |\n", (unsigned long long)paced.retries, (unsigned long long)unpaced.retries);
-  std::printf("| time to finish | %s | %s |\n", duration_text(paced.finish).c_str(), duration_text(unpaced.finish).c_str());
+  std::printf("| time until all done or given up | %s | %s |\n", duration_text(paced.finish).c_str(), duration_text(unpaced.finish).c_str());
   std::printf("| cost | %s | %s |\n\n", money_text(paced).c_str(), money_text(unpaced).c_str());
   std::printf("binding limit: %s (the job alone would need: RPM %s, TPM %s, TPD %s, concurrency %s)\n", b.name,
               duration_text(b.by_rpm).c_str(), duration_text(b.by_tpm).c_str(), duration_text(b.by_tpd).c_str(),
