@@ -13,7 +13,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build/ci}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 need_pkgs=()
-for p in g++ cmake ninja-build pkg-config python3 catch2 meson clang libclang-rt-14-dev; do
+for p in g++ cmake ninja-build pkg-config python3 catch2 meson clang libclang-rt-14-dev nginx-light libcurl4-openssl-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

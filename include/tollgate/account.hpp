@@ -122,6 +122,10 @@ struct account_config {
   bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
   std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits
   std::optional<usd> budget;                     // a spending limit, if any
+  // The windows of the request and token limits: Kimi's are a minute; a
+  // gateway may count per second.
+  nanoseconds request_window = std::chrono::minutes(1);
+  nanoseconds token_window = std::chrono::minutes(1);
 
   static constexpr account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     account_config c;
@@ -400,15 +404,15 @@ class account {
     }
     if (auto v = c.rpm.value()) {
       if (strict) {
-        rpm_w_.emplace(rate(*v, std::chrono::minutes(1)), origin, e);
+        rpm_w_.emplace(rate(*v, c.request_window), origin, e);
       } else {
         // One request of margin per window (a limit of 1 leaves none to spare),
         // and 2 ms more between requests: at exactly L - 1 evenly spaced, a
         // sliding-window counter's estimate sits exactly on L, and a server
         // clock that ticks in milliseconds (or 1 ms of jitter) tips it over.
         const std::uint64_t l = *v > 1 ? *v - 1 : 1;
-        rpm_b_.emplace(rate(l, std::chrono::minutes(1) + std::chrono::milliseconds(2) * static_cast<std::int64_t>(l)), 1,
-                       origin, bucket::start::full, e);
+        rpm_b_.emplace(rate(l, c.request_window + std::chrono::milliseconds(2) * static_cast<std::int64_t>(l)), 1, origin,
+                       bucket::start::full, e);
       }
       if (e != errc::ok) return e;
     }
@@ -425,7 +429,7 @@ class account {
       }
     };
     if (auto v = c.tpm.value()) {
-      make_tokens(tpm_w_, tpm_b_, *v, std::chrono::minutes(1));
+      make_tokens(tpm_w_, tpm_b_, *v, c.token_window);
       if (e != errc::ok) return e;
     }
     if (auto v = c.tpd.value()) {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end: a real nginx on 127.0.0.1 enforcing a request rate (limit_req,
+# a leaky bucket) and a concurrency limit (limit_conn), answering 429 with
+# Kimi-style bodies that differ for the two and a Retry-After; behind it an
+# upstream on another loopback port that answers after about 0.25 s. The
+# libcurl client runs unpaced (expects 429s, each named by the classifier),
+# paced by tollgate (expects zero 429s) and overdriven (expects 429s, pauses,
+# and no request lost). Runs in real time; asserts counts, never durations.
+# Usage: nginx.sh CLIENT WORKDIR
+set -euo pipefail
+client=$1 work=$2
+rate=10 conc=4 n=40
+rm -rf "$work"
+mkdir -p "$work/logs"
+
+free_port() {
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+front=$(free_port $((20000 + $$ % 20000)))
+back=$(free_port $((front + 1)))
+
+pad=$(head -c 2000 /dev/zero | tr '\0' '.')
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  limit_req_zone \$binary_remote_addr zone=rpm:1m rate=${rate}r/s;
+  limit_conn_zone \$binary_remote_addr zone=conc:1m;
+  server {
+    listen 127.0.0.1:$front;
+    location = /v1/chat/completions {
+      limit_req zone=rpm nodelay;
+      limit_req_status 429;
+      limit_conn conc $conc;
+      limit_conn_status 430;
+      error_page 429 = @rpm;
+      error_page 430 = @conc;
+      proxy_pass http://127.0.0.1:$back;
+    }
+    location @rpm {
+      add_header Retry-After 1 always;
+      default_type application/json;
+      return 429 '{"error":{"message":"request reached organization max RPM: $rate, please try again after 1 seconds","type":"rate_limit_reached_error"}}';
+    }
+    location @conc {
+      add_header Retry-After 1 always;
+      default_type application/json;
+      return 429 '{"error":{"message":"request reached max organization concurrency: $conc, please try again after 1 seconds","type":"rate_limit_reached_error"}}';
+    }
+  }
+  server {
+    listen 127.0.0.1:$back;
+    location / {
+      limit_rate 8000;
+      default_type application/json;
+      return 200 '{"id":"chatcmpl-1","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15},"pad":"$pad"}';
+    }
+  }
+}
+CONF
+
+stop() {
+  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
+}
+trap stop EXIT
+nginx -p "$work" -e "$work/logs/error.log" -c "$work/nginx.conf"
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$front") 2>/dev/null && break; sleep 0.1; done
+
+url="http://127.0.0.1:$front/v1/chat/completions"
+run() {
+  sleep 1.2  # let nginx's leaky bucket drain between runs
+  timeout 90 "$client" --url "$url" --requests "$2" --rate "$rate" --concurrency "$conc" --mode "$1"
+}
+field() { sed -n "s/.*[ (]$1 \([0-9]*\).*/\1/p" <<<"$2"; }
+
+unpaced=$(run unpaced "$n"); echo "$unpaced"
+paced=$(run paced "$n"); echo "$paced"
+n_over=16  # every 429 pauses the account about a second: keep this run short
+over=$(run overdrive "$n_over"); echo "$over"
+
+fail=0
+check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
+u429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$unpaced")
+urpm=$(field rpm "$unpaced"); uconc=$(field concurrency "$unpaced"); uother=$(field other "$unpaced")
+check '[ "$u429" -gt 0 ]' "the unpaced client got no 429"
+check '[ "$uother" -eq 0 ] && [ $((urpm + uconc)) -eq "$u429" ]' "the classifier did not name every 429 as RPM or concurrency"
+p429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$paced")
+check '[ "$p429" -eq 0 ]' "the paced client got 429s"
+check '[ "$(field ok "$paced")" -eq "$n" ] && [ "$(field lost "$paced")" -eq 0 ]' "the paced client did not complete every request"
+o429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$over")
+check '[ "$o429" -gt 0 ]' "the overdriven client never met a 429"
+check '[ "$(field ok "$over")" -eq "$n_over" ] && [ "$(field lost "$over")" -eq 0 ]' "the overdriven client lost requests"
+[ $fail -eq 0 ] && echo "e2e: unpaced $u429 x 429 (rpm $urpm, concurrency $uconc); paced 0 x 429; overdriven $o429 x 429, none lost"
+exit $fail
