@@ -213,6 +213,76 @@ TEST_CASE("account: server feedback pauses, stops and resumes", "[account]") {
   CHECK(q.try_admit(req(10, 10), t0));
 }
 
+TEST_CASE("account: introspection and a live upgrade keep the counts", "[account]") {
+  account_config c = account_config::from_tier(*kimi_tiers_2026_09.tier(1), server_model::sliding_log);
+  c.budget = usd::from_units(5);
+  paced_account a(c, t0);
+  auto x = a.try_admit(req(1000, 1000), t0);
+  REQUIRE(x);
+  auto v = a.remaining(t0);
+  CHECK(*v.concurrency == 14);
+  CHECK(*v.requests == 99);
+  CHECK(*v.tokens_minute == 2000000 - 2000);
+  CHECK_FALSE(v.tokens_day);  // unlimited: not enforced
+  CHECK(*v.budget == usd::from_units(5) - x.worst_case);
+  for (int i = 0; i < 99; ++i) REQUIRE(a.try_admit(req(10, 10), t0).lease.reserved_tokens() == 20);
+  CHECK(a.try_admit(req(10, 10), t0).refused.has(dimension::rpm));
+  // Upgrade to Tier3 (RPM 200): the 100 already counted stay counted.
+  REQUIRE(a.set_limits(*kimi_tiers_2026_09.tier(3), seconds(1)) == errc::ok);
+  CHECK(*a.remaining(seconds(1)).requests == 100);
+  CHECK(*a.remaining(seconds(1)).concurrency == 49);
+  CHECK(a.try_admit(req(10, 10), seconds(1)));
+  // A dimension cannot appear live (Tier0 has a finite TPD).
+  CHECK(a.set_limits(*kimi_tiers_2026_09.tier(0), seconds(1)) != errc::ok);
+}
+
+TEST_CASE("account: snapshot and restore carry the counts across a restart", "[account]") {
+  auto make_cfg = [](server_model m) {
+    account_config c = small(m);
+    c.budget = usd::from_units(3);
+    c.rpm = limit(10);
+    return c;
+  };
+  for (server_model m : {server_model::sliding_log, server_model::unknown}) {
+    INFO(to_string(m));
+    paced_account a(make_cfg(m), t0);
+    for (int i = 0; i < 3; ++i) {
+      auto x = a.try_admit(req(1000, 1000), seconds(i * 30));
+      REQUIRE(x);
+      x.lease.settle(usage{1000, 0, 900, 0, 0}, seconds(i * 30 + 1));
+    }
+    a.on_response(classify(429, ""), seconds(30), seconds(70));  // paused until 100 s
+    const ns wall = hours(24) * 20780;
+    const std::string bytes = a.snapshot(seconds(75), wall);
+    // A new process: its clock starts elsewhere; 8 s of wall time passed
+    // (two of the RPM window's 4 s sub-windows).
+    paced_account b(make_cfg(m), seconds(1000));
+    REQUIRE(b.restore(bytes, seconds(1000), wall + seconds(8)) == paced_account::restore_errc::ok);
+    const auto ra = a.remaining(seconds(83)), rb = b.remaining(seconds(1000));
+    CHECK(ra.budget == rb.budget);
+    CHECK(*rb.budget < usd::from_units(3));
+    CHECK(rb.paused_for == seconds(17));  // 25 s were left, 8 s passed
+    CHECK(*rb.tokens_day == *ra.tokens_day);
+    CHECK(*rb.tokens_day < 50000);
+    CHECK(*rb.requests == *ra.requests);
+    // The restored account refuses what the original would have.
+    CHECK(a.try_admit(req(4000, 4000), seconds(101)).decision == b.try_admit(req(4000, 4000), seconds(1018)).decision);
+    // Corrupted, truncated, foreign or empty snapshots change nothing.
+    paced_account c(make_cfg(m), t0);
+    std::string bad = bytes;
+    bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 1);
+    CHECK(c.restore(bad, t0, wall) == paced_account::restore_errc::corrupted);
+    CHECK(c.restore(bytes.substr(0, bytes.size() - 9), t0, wall) != paced_account::restore_errc::ok);
+    CHECK(c.restore("", t0, wall) == paced_account::restore_errc::bad_format);
+    CHECK(c.restore("garbage that is long enough to look like something", t0, wall) == paced_account::restore_errc::bad_format);
+    account_config other = make_cfg(m);
+    other.rpm = limit(11);
+    paced_account d(other, t0);
+    CHECK(d.restore(bytes, t0, wall) == paced_account::restore_errc::other_configuration);
+    CHECK(*c.remaining(t0).budget == usd::from_units(3));  // untouched
+  }
+}
+
 namespace {
 // A simulated Kimi server: concurrency, RPM and TPM (prompt + max_tokens at
 // admission) under one window model, TPD as a 24 h sliding log.

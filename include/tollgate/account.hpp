@@ -48,6 +48,13 @@
 // balance/quota error until resume(). Overload backs off without counting as
 // a limit.
 //
+// Live change. set_limits moves a running account to another tier's limits
+// (same dimensions) keeping what it has counted; it is thread-safe with
+// admissions, but config() may then be read torn: read it from one thread.
+//
+// Snapshot. snapshot()/restore() carry what the account has counted across a
+// restart, as bytes the caller stores (see the functions).
+//
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
 // is one atomic word). Counters are relaxed atomics, exact once threads are
@@ -73,9 +80,49 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+constexpr std::uint64_t fnv1a(std::string_view s) noexcept {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+// Little-endian fixed-width encoding for snapshots.
+struct byte_writer {
+  std::string out;
+  void raw(const char* p, std::size_t n) { out.append(p, n); }
+  void u64(std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  }
+  std::uint64_t checksum() const noexcept { return fnv1a(out); }
+};
+struct byte_reader {
+  std::string_view in;
+  std::size_t pos = 0;
+  bool skip(std::size_t n) noexcept {
+    if (in.size() - pos < n) return false;
+    pos += n;
+    return true;
+  }
+  bool u64(std::uint64_t& v) noexcept {
+    if (in.size() - pos < 8) return false;
+    v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[pos + static_cast<std::size_t>(i)])) << (8 * i);
+    pos += 8;
+    return true;
+  }
+  std::size_t left() const noexcept { return in.size() - pos; }
+};
+}  // namespace detail
 
 enum class server_model : unsigned char { unknown, fixed_window, sliding_log, window_counter, token_bucket, gcra };
 
@@ -376,6 +423,157 @@ class account {
     s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
     return s;
   }
+  // What each dimension could still admit at `now` (peek; consumes nothing).
+  // Dimensions not enforced report nothing.
+  struct remaining_view {
+    std::optional<std::uint64_t> concurrency, requests, tokens_minute, tokens_day;
+    std::optional<usd> budget;
+    nanoseconds paused_for{0};  // time left of a pause
+    bool stopped = false;
+  };
+  remaining_view remaining(nanoseconds now) const noexcept {
+    remaining_view v;
+    if (conc_) v.concurrency = conc_->available();
+    if (rpm_w_) v.requests = rpm_w_->available(now);
+    if (rpm_b_) v.requests = rpm_b_->available(now);
+    if (tpm_w_) v.tokens_minute = tpm_w_->available(now);
+    if (tpm_b_) v.tokens_minute = tpm_b_->available(now) > 0 ? cfg_.max_request_tokens : 0;  // one request at a time
+    if (tpd_w_) v.tokens_day = tpd_w_->available(now);
+    if (day_q_) v.tokens_day = day_q_->available(now);
+    if (budget_) v.budget = budget_->remaining();
+    const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
+    if (p > now.count()) v.paused_for = nanoseconds(p - now.count());
+    v.stopped = stopped();
+    return v;
+  }
+
+  // Moves the account to new limits (an upgrade after a recharge, say)
+  // without losing what it has counted: windows keep their counts, buckets
+  // what is owed, permits stay held. Only limits the account already
+  // enforces can change (a dimension cannot appear or disappear live), and the
+  // server model stays. Returns the first error; dimensions before it have
+  // changed.
+  [[nodiscard]] errc set_limits(const tier_row& t, nanoseconds now) noexcept {
+    auto need = [](bool have, const limit& l) { return have != l.is_finite(); };
+    if (need(conc_.has_value(), t.concurrency) || need(rpm_w_ || rpm_b_, t.rpm) || need(tpm_w_ || tpm_b_, t.tpm) ||
+        need(tpd_w_ || day_q_, t.tpd))
+      return errc::zero_count;  // a dimension would appear or disappear
+    errc e = errc::ok;
+    if (conc_ && (e = conc_->set_limit(*t.concurrency.value())) != errc::ok) return e;
+    if (rpm_w_ && (e = rpm_w_->set_limit(*t.rpm.value())) != errc::ok) return e;
+    if (rpm_b_) {
+      const std::uint64_t l = *t.rpm.value() > 1 ? *t.rpm.value() - 1 : 1;
+      if ((e = rpm_b_->set_rate(rate(l, cfg_.request_window + std::chrono::milliseconds(2) * static_cast<std::int64_t>(l)), now)) != errc::ok)
+        return e;
+    }
+    if (tpm_w_ && (e = tpm_w_->set_limit(*t.tpm.value())) != errc::ok) return e;
+    if (tpm_b_) {
+      if (cfg_.max_request_tokens >= *t.tpm.value()) return errc::too_large;
+      if ((e = tpm_b_->set_rate(rate(*t.tpm.value() - cfg_.max_request_tokens, cfg_.token_window), now)) != errc::ok)
+        return e;
+    }
+    if (tpd_w_ && (e = tpd_w_->set_limit(*t.tpd.value())) != errc::ok) return e;
+    if (day_q_ && (e = day_q_->set_limit(*t.tpd.value())) != errc::ok) return e;
+    cfg_.concurrency = t.concurrency;
+    cfg_.rpm = t.rpm;
+    cfg_.tpm = t.tpm;
+    cfg_.tpd = t.tpd;
+    return errc::ok;
+  }
+
+  // Snapshot and restore: what the account has counted (window contents,
+  // what buckets owe, the calendar day's usage, the budget, a pause or a
+  // stop) as a byte string, so a restart does not reset the daily limit or
+  // the budget. No I/O: the caller stores the bytes. Times are kept relative
+  // to the snapshot and aged by the wall-clock time between snapshot and
+  // restore (pass system_clock::now() as `wall`). Permits in flight are not
+  // kept. restore() checks everything (format, version, that the bytes come
+  // from an account with the same configuration, length, checksum) before it
+  // changes anything, and must be called before the account is shared.
+  std::string snapshot(nanoseconds now, nanoseconds wall) const {
+    detail::byte_writer w;
+    w.raw("TGA1", 4);
+    w.u64(snapshot_version);
+    w.u64(fingerprint());
+    w.u64(static_cast<std::uint64_t>(wall.count()));
+    w.u64(stopped() ? 1 : 0);
+    const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
+    w.u64(p > now.count() ? static_cast<std::uint64_t>(p - now.count()) : 0);
+    for (const std::optional<window>* x : {&rpm_w_, &tpm_w_, &tpd_w_}) {
+      if (!*x) continue;
+      const auto slots = (*x)->export_slots(now);
+      w.u64(slots.size());
+      for (const auto& e : slots) {
+        w.u64(e.first);
+        w.u64(e.second);
+      }
+    }
+    for (const std::optional<bucket>* x : {&rpm_b_, &tpm_b_})
+      if (*x) w.u64(static_cast<std::uint64_t>((*x)->owed(now).count()));
+    if (day_q_) w.u64(day_q_->export_word());
+    if (budget_) {
+      const auto t = budget_->export_totals();
+      w.u64(static_cast<std::uint64_t>(t.first));
+      w.u64(static_cast<std::uint64_t>(t.second));
+    }
+    w.u64(w.checksum());
+    return w.out;
+  }
+
+  enum class restore_errc : unsigned char { ok, bad_format, wrong_version, other_configuration, truncated, corrupted };
+
+  restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    detail::byte_reader r{bytes};
+    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return restore_errc::bad_format;
+    // The checksum covers every byte before it: check it first, so nothing
+    // below reads a corrupted length.
+    if (bytes.size() < 4 + 8 * 6) return restore_errc::truncated;
+    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
+    std::uint64_t sum = 0;
+    (void)tail.u64(sum);
+    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return restore_errc::corrupted;
+    std::uint64_t version = 0, fp = 0, then = 0, stop = 0, pause = 0;
+    if (!r.u64(version) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return restore_errc::truncated;
+    if (version != snapshot_version) return restore_errc::wrong_version;
+    if (fp != fingerprint()) return restore_errc::other_configuration;
+    const std::int64_t down = wall.count() > static_cast<std::int64_t>(then) ? wall.count() - static_cast<std::int64_t>(then) : 0;
+    using slots_t = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+    slots_t win[3];
+    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
+    std::optional<window>* ws[3] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    for (int i = 0; i < 3; ++i) {
+      if (!*ws[i]) continue;
+      std::uint64_t n = 0;
+      if (!r.u64(n) || n > 4096) return restore_errc::truncated;
+      const std::uint64_t aged = static_cast<std::uint64_t>(down / (*ws[i])->slot_width().count());
+      for (std::uint64_t k = 0; k < n; ++k) {
+        std::uint64_t age = 0, units = 0;
+        if (!r.u64(age) || !r.u64(units)) return restore_errc::truncated;
+        win[i].emplace_back(detail::sat_add(age, aged), units);
+      }
+    }
+    std::optional<bucket>* bs[2] = {&rpm_b_, &tpm_b_};
+    for (int i = 0; i < 2; ++i)
+      if (*bs[i] && !r.u64(owed[i])) return restore_errc::truncated;
+    if (day_q_ && !r.u64(day_word)) return restore_errc::truncated;
+    if (budget_ && (!r.u64(committed) || !r.u64(spent))) return restore_errc::truncated;
+    if (r.left() != 8) return restore_errc::truncated;
+    // Everything checked: apply.
+    for (int i = 0; i < 3; ++i)
+      if (*ws[i]) (*ws[i])->import_slots(now, win[i]);
+    for (int i = 0; i < 2; ++i)
+      if (*bs[i]) {
+        const std::int64_t o = static_cast<std::int64_t>(owed[i]) - down;
+        (*bs[i])->restore_owed(nanoseconds(o > 0 ? o : 0), now);
+      }
+    if (day_q_) day_q_->import_word(day_word);
+    if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
+    stopped_.store(stop != 0, std::memory_order_release);  // release: as in on_response
+    const std::int64_t left = static_cast<std::int64_t>(pause) - down;
+    if (left > 0) pause_for(nanoseconds(left), now);
+    return restore_errc::ok;
+  }
+
   // The policy each dimension runs, for reports.
   const char* policy(dimension d) const noexcept {
     switch (d) {
@@ -389,6 +587,26 @@ class account {
 
  private:
   friend class lease<Clock>;
+
+  static constexpr std::uint64_t snapshot_version = 1;
+
+  // A hash of everything that shapes the state: a snapshot only restores
+  // into an account configured the same way.
+  std::uint64_t fingerprint() const noexcept {
+    detail::byte_writer w;
+    for (const limit* l : {&cfg_.concurrency, &cfg_.rpm, &cfg_.tpm, &cfg_.tpd}) {
+      w.u64(static_cast<std::uint64_t>(l->what()));
+      w.u64(l->value().value_or(0));
+    }
+    w.u64(static_cast<std::uint64_t>(cfg_.model));
+    w.u64(cfg_.calendar_day ? 1 : 0);
+    w.u64(static_cast<std::uint64_t>(cfg_.utc_offset.count()));
+    w.u64(cfg_.max_request_tokens);
+    w.u64(cfg_.budget ? static_cast<std::uint64_t>(cfg_.budget->nanos()) : 0);
+    w.u64(static_cast<std::uint64_t>(cfg_.request_window.count()));
+    w.u64(static_cast<std::uint64_t>(cfg_.token_window.count()));
+    return w.checksum();
+  }
 
   static bool strict_for(server_model m) noexcept {
     return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;

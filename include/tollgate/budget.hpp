@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -92,6 +93,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
   }
   // Gives the whole reservation back (the call was not billed, e.g. a 429).
   void release(budget_reservation<C>& r) noexcept { (void)settle(r, money<C>()); }
+
+  // Snapshot support: reserved + settled, and settled, in nano-units; and
+  // their inverse for a budget not yet shared.
+  std::pair<std::int64_t, std::int64_t> export_totals() const noexcept {
+    return {committed_.load(std::memory_order_acquire), spent_.load(std::memory_order_relaxed)};  // as in remaining/spent
+  }
+  void import_totals(std::int64_t committed, std::int64_t spent) noexcept {
+    spent_.store(spent, std::memory_order_relaxed);        // relaxed: a statistic
+    committed_.store(committed, std::memory_order_release);  // release: as in reserve
+  }
 
   money<C> limit() const noexcept { return money<C>::from_nanos(limit_); }
   // Limit minus everything reserved or settled (never negative).

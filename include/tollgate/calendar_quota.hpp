@@ -160,6 +160,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   // Time from `now` to the next reset (the next midnight at the offset).
   nanoseconds reset_in(nanoseconds now) const noexcept { return day_start(day_of(now) + 1) - now; }
 
+  // Snapshot support: the raw state word {day, used} (days are absolute, so
+  // it survives restarts as it is), and its inverse for a quota not yet shared.
+  std::uint64_t export_word() const noexcept { return state_.load(std::memory_order_acquire); }  // acquire: as in try_acquire
+  void import_word(std::uint64_t w) noexcept { state_.store(w, std::memory_order_release); }      // release: publishes it
+
   [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
     if (limit_.load(std::memory_order_relaxed) == 0) return errc::ok;  // misconfigured stays so
     const errc e = validate(limit, std::chrono::minutes(0));

@@ -65,6 +65,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -301,6 +303,51 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
     const nanoseconds end = slot_start(h + K + 1);
     return end > now ? end - now : nanoseconds(0);
+  }
+
+  // Snapshot support: the units of every slot still in the window, as
+  // (age in slots relative to `now`'s slot, units), oldest first.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    if (unit_ == 0) return out;
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t s = slot_at(now);
+    if (s < h) s = h;
+    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
+      if (j + K >= s) {
+        const std::uint64_t u = ring_units(j);
+        if (u) out.emplace_back(s - j, u);
+      }
+    if (h + K >= s && detail::units_of_word(w)) out.emplace_back(s - h, detail::units_of_word(w));
+    return out;
+  }
+  // Loads slots exported by export_slots (ages relative to `now`) into a
+  // window that has not been used yet. Not thread-safe: call it before
+  // sharing the window. Units above the 24-bit field saturate.
+  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) noexcept {
+    if (unit_ == 0) return;
+    std::uint64_t s = slot_at(now);
+    if (s <= K) {
+      // A window made just now has no earlier slots to hold the imported
+      // ones: move its origin back K + 1 slots (nothing has used it yet).
+      origin_ = detail::sat_offset(origin_ - static_cast<std::int64_t>((K + 1 - s) * width_), 0);
+      s = slot_at(now);
+    }
+    std::uint64_t head = s, cur = 0, older = 0;
+    for (const auto& e : slots) {
+      if (e.first > K || e.first > s) continue;  // left the window, or before the origin
+      const std::uint64_t j = s - e.first, u = e.second > L::max_units ? L::max_units : e.second;
+      if (j == s) {
+        cur = u;
+      } else {
+        // relaxed: not yet shared (see above).
+        ring_[j % ring_size].store(detail::pack_slot(j, u), std::memory_order_relaxed);
+        older += u;
+      }
+    }
+    older_.store(detail::pack_slot(head, older > L::max_units ? L::max_units : older), std::memory_order_relaxed);
+    head_.store(detail::pack_slot(head, cur), std::memory_order_release);  // release: publishes the ring to acquirers
   }
 
   // Changes the limit (tokens per window); the window keeps its counts.

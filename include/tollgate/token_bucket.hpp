@@ -258,6 +258,20 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return tat > now_t ? wait_from(now, tat - now_t, p) : nanoseconds(0);
   }
 
+  // Snapshot support: what is owed at `now` (time until the bucket is full
+  // again), and its inverse for a bucket not yet shared.
+  nanoseconds owed(nanoseconds now) const noexcept { return full_in(now); }
+  void restore_owed(nanoseconds owed_for, nanoseconds now) noexcept {
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(w);
+    if (p.burst == 0) return;
+    const std::uint64_t add = detail::sat_mul(static_cast<std::uint64_t>(owed_for.count() > 0 ? owed_for.count() : 0), p.scale);
+    std::uint64_t tat = detail::sat_add(ticks(now, p), add);
+    if (tat > L::max_ticks) tat = L::max_ticks;
+    // release: as in reconfigure; the bucket is not shared yet anyway.
+    state_.store((w & ~L::max_ticks) | tat, std::memory_order_release);
+  }
+
   // Live changes keep the state: the units owed at `now` stay owed (see the
   // contract above for a stale `now`). They return the error and change nothing if the
   // new configuration is invalid.
