@@ -41,27 +41,34 @@ struct supplied_time {
   }
 };
 
-// A conventional token bucket: fractional tokens and a last-refill time,
-// guarded by a mutex.
+// A conventional token bucket: fractional tokens and a last-refill time.
+struct plain_bucket {
+  double rate, burst, tokens;
+  std::int64_t last = 0;
+  bool try_acquire(double n, std::int64_t now) {
+    if (now > last) {
+      tokens += static_cast<double>(now - last) * rate;
+      if (tokens > burst) tokens = burst;
+      last = now;
+    }
+    if (tokens < n) return false;
+    tokens -= n;
+    return true;
+  }
+};
+
+// ... guarded by a mutex: the usual way to share one.
 class mutex_bucket {
  public:
-  mutex_bucket(double per_ns, double burst, bool full) : rate_(per_ns), burst_(burst), tokens_(full ? burst : 0) {}
+  mutex_bucket(double per_ns, double burst, bool full) : b_{per_ns, burst, full ? burst : 0} {}
   bool try_acquire(double n, std::int64_t now) {
     std::lock_guard<std::mutex> lock(m_);
-    if (now > last_) {
-      tokens_ += static_cast<double>(now - last_) * rate_;
-      if (tokens_ > burst_) tokens_ = burst_;
-      last_ = now;
-    }
-    if (tokens_ < n) return false;
-    tokens_ -= n;
-    return true;
+    return b_.try_acquire(n, now);
   }
 
  private:
   std::mutex m_;
-  double rate_, burst_, tokens_;
-  std::int64_t last_ = 0;
+  plain_bucket b_;
 };
 
 void BM_baseline_cas_one_word(benchmark::State& state) {
@@ -232,20 +239,6 @@ class mutex_account {
   }
 
  private:
-  struct plain_bucket {  // the same refill arithmetic as mutex_bucket, no lock of its own
-    double rate, burst, tokens;
-    std::int64_t last = 0;
-    bool try_acquire(double n, std::int64_t now) {
-      if (now > last) {
-        tokens += static_cast<double>(now - last) * rate;
-        if (tokens > burst) tokens = burst;
-        last = now;
-      }
-      if (tokens < n) return false;
-      tokens -= n;
-      return true;
-    }
-  };
   std::mutex m_;
   std::uint64_t in_flight_ = 0;
   plain_bucket rpm_{1e9 / 6e10, 1e9, 1e9}, tpm_{1e9 / 6e10, 1e9, 1e9};

@@ -11,3 +11,4 @@ cmake --build "$BUILD" --target tollgate_bench >/dev/null
 "$BUILD/bench/tollgate_bench" --benchmark_repetitions="${REPS:-5}" --benchmark_report_aggregates_only=true \
   --benchmark_min_time="${MIN_TIME:-0.2}" --benchmark_out="$BUILD/bench.json" --benchmark_out_format=json "$@" >/dev/null
 python3 bench/ratios.py "$BUILD/bench.json"
+python3 bench/plot.py "$BUILD/bench.json" "${PLOT:-$BUILD/contention.svg}"

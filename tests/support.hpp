@@ -170,33 +170,6 @@ inline std::uint64_t bucket_bound_excess(std::vector<std::pair<std::int64_t, std
   return static_cast<std::uint64_t>((worst + period - 1) / period);
 }
 
-// Checks "at most B + floor(t * count / period) in every closed interval of
-// length t" over admissions sorted by time; returns the number of violations.
-inline std::uint64_t bucket_bound_violations(std::vector<std::pair<std::int64_t, std::uint64_t>> events,
-                                             std::uint64_t count, std::uint64_t period, std::uint64_t burst) {
-  std::sort(events.begin(), events.end());
-  // For i <= j: (prefix_j - prefix_{i-1}) * period <= burst * period + (t_j - t_i) * count.
-  // Equivalently g(j) - k(i) <= burst * period with g(j) = prefix_j * period - t_j * count and
-  // k(i) = prefix_{i-1} * period - t_i * count; track the minimum k so far. Equal times are
-  // grouped so an interval always holds all events at its ends.
-  std::uint64_t violations = 0;
-  i128 prefix = 0, min_k = 0;
-  bool have = false;
-  std::size_t i = 0;
-  while (i < events.size()) {
-    std::size_t j = i;
-    const std::int64_t t = events[i].first;
-    const i128 k_here = prefix * static_cast<i128>(period) - static_cast<i128>(t) * count;
-    if (!have || k_here < min_k) min_k = k_here;
-    have = true;
-    while (j < events.size() && events[j].first == t) prefix += events[j++].second;
-    const i128 g = prefix * static_cast<i128>(period) - static_cast<i128>(t) * count;
-    if (g - min_k > static_cast<i128>(burst) * period) ++violations;
-    i = j;
-  }
-  return violations;
-}
-
 }  // namespace tgtest
 
 #endif

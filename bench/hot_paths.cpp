@@ -1,0 +1,65 @@
+// Instruction counts of the hot paths, for valgrind --tool=callgrind (see
+// bench/callgrind.sh). Instruction counts do not drift with a noisy machine.
+// Usage: hot_paths CASE N   (runs CASE N times between the measurement marks)
+#include <tollgate/tollgate.hpp>
+
+#include <valgrind/callgrind.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+
+using namespace tollgate;
+
+int main(int argc, char** argv) {
+  if (argc != 3) return 2;
+  const std::string_view which = argv[1];
+  const long n = std::strtol(argv[2], nullptr, 10);
+  token_bucket<manual_clock> allow(per_second(1000000000), 1000000, nanoseconds(0));
+  token_bucket<manual_clock> deny(per_day(1), 1, nanoseconds(0), token_bucket<manual_clock>::start::empty);
+  sliding_window<manual_clock> wallow(rate(16000000, std::chrono::milliseconds(10)), nanoseconds(0));
+  sliding_window<manual_clock> wdeny(per_minute(1), nanoseconds(0));
+  (void)wdeny.try_acquire(1, nanoseconds(0));
+  concurrency_limiter conc(1000);
+  account_config cfg;
+  cfg.concurrency = limit(1000000);
+  cfg.rpm = limit(1000000000);
+  cfg.tpm = limit(1000000000);
+  cfg.model = server_model::sliding_log;
+  account<manual_clock> acct(cfg, nanoseconds(0));
+  request r;
+  r.model = model_by_id("kimi-k2.6");
+  r.prompt_tokens = 1;
+  r.max_tokens = 1;
+  const std::string_view body =
+      "{\"error\":{\"message\":\"request reached organization TPM rate limit, current: 64001, limit: 64000\","
+      "\"type\":\"rate_limit_reached_error\"}}";
+  long sink = 0;
+  // One loop per case, the same shape for all, so the empty case's count is
+  // the loop's own cost.
+  auto loop = [&](auto&& op) {
+    CALLGRIND_START_INSTRUMENTATION;
+    for (long i = 0; i < n; ++i) sink += op(i);
+    CALLGRIND_STOP_INSTRUMENTATION;
+  };
+  if (which == "bucket_allow") loop([&](long i) { return long(allow.try_acquire(1, nanoseconds(4 * i)).admitted()); });
+  else if (which == "bucket_deny") loop([&](long) { return long(deny.try_acquire(1, nanoseconds(1000)).admitted()); });
+  else if (which == "window_allow") loop([&](long i) { return long(wallow.try_acquire(1, nanoseconds(4 * i)).admitted()); });
+  else if (which == "window_deny") loop([&](long) { return long(wdeny.try_acquire(1, nanoseconds(1000)).admitted()); });
+  else if (which == "concurrency") loop([&](long) { return long(static_cast<bool>(conc.try_acquire())); });
+  else if (which == "account")
+    loop([&](long i) {
+      auto a = acct.try_admit(r, nanoseconds(400 * i));
+      const long ok = static_cast<bool>(a);
+      a.lease.settle_failed(nanoseconds(400 * i));
+      return ok;
+    });
+  else if (which == "cost") loop([&](long) { return long(cost(*r.model, usage{12000, 3000, 800, 0, 0}).total.nanos() > 0); });
+  else if (which == "classify") loop([&](long) { return long(classify(429, body).limit.value_or(0) > 0); });
+  else if (which == "retry_after")
+    loop([&](long) { return long(parse_retry_after("Mon, 23 Nov 2026 00:00:30 GMT", nanoseconds(0)).has_value()); });
+  else if (which == "empty") loop([&](long i) { return long(i & 1); });
+  else return 2;
+  std::printf("%ld\n", sink);
+  return 0;
+}
