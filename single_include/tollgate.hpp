@@ -2169,6 +2169,19 @@ inline constexpr tier_table<6> kimi_tiers_2026_09{
 // newer table ships should name a dated table instead.
 inline constexpr const tier_table<6>& kimi_tiers_latest = kimi_tiers_2026_09;
 
+// Earlier figures that show the table is data, not a constant. Dated where
+// the sources date them; none of them is used by default.
+struct kimi_tier_history {
+  // Tier0's TPM in 2024-era summaries (a CSDN summary of the limits page).
+  static constexpr limit tier0_tpm_2024 = limit(32000);
+  static constexpr std::string_view tier0_tpm_2024_source = "wenku.csdn.net/answer/16en79q3iw (2024)";
+  // Limits quoted by live 429 messages (third-party fixtures, undated):
+  // "TPM rate limit, current: 64001, limit: 64000" and a project-level
+  // "TPM rate limit, current: 1410, limit: 100".
+  static constexpr limit observed_org_tpm = limit(64000);
+  static constexpr limit observed_project_tpm = limit(100);
+};
+
 // Recharge rules stated on the limits page (seen 2026-09-23).
 struct kimi_recharge_rules {
   static constexpr usd minimum_to_start = usd::from_units(1);  // at least $1 before any call
@@ -2362,6 +2375,22 @@ inline constexpr std::array<model_info, 17> kimi_models{{
      {detail::unknown, detail::unknown, detail::unknown, false}, detail::unknown, detail::unknown, false,
      std::nullopt, "2026-01-28", "platform.kimi.com/docs/models", "deprecated 2026-01-28"},
 }};
+
+// Prices that are not per token, as published.
+struct kimi_other_prices {
+  // The $web_search tool: per call, plus its search tokens billed as input
+  // (official docs, seen by 2026-10).
+  static constexpr usd web_search_call = usd::from_nanos(5000000);  // $0.005
+  // Legacy (2024) explicit Context Caching for moonshot-v1 models, CN site:
+  // creating a cache ¥24 per 1M tokens, storage ¥10 per 1M tokens per
+  // minute, ¥0.02 per call that uses it; cache tokens free during the beta.
+  static constexpr token_price<cny_tag> legacy_cache_create = {24000};
+  static constexpr token_price<cny_tag> legacy_cache_storage_per_minute = {10000};
+  static constexpr cny legacy_cache_call = cny::from_nanos(20000000);  // ¥0.02
+  static constexpr std::string_view legacy_cache_source = "platform.moonshot.cn/docs/price/caching (2024)";
+  // kimi-k3 cache hits need a previous prompt of more than 256 tokens.
+  static constexpr std::uint64_t k3_min_cached_prefix_tokens = 256;
+};
 
 // A third-party listing quoted by the project's original specification, from
 // an undated pricing guide. It disagrees with the official prices above and is

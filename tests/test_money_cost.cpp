@@ -72,6 +72,12 @@ static_assert(third_party_guide_prices[0].id == "kimi-k2.5" && third_party_guide
 static_assert(third_party_guide_prices[1].id == "kimi-k2.6" && third_party_guide_prices[1].input.nanos_per_token == 550 &&
                   third_party_guide_prices[1].output.nanos_per_token == 2650, "");
 
+static_assert(kimi_other_prices::web_search_call == usd::from_nanos(5000000), "$0.005 per web search call");
+static_assert(kimi_other_prices::legacy_cache_create.nanos_per_token == 24000, "¥24 per 1M to create a cache");
+static_assert(kimi_other_prices::legacy_cache_storage_per_minute.nanos_per_token == 10000, "¥10 per 1M per minute");
+static_assert(kimi_other_prices::legacy_cache_call == cny::from_nanos(20000000), "¥0.02 per call");
+static_assert(kimi_other_prices::k3_min_cached_prefix_tokens == 256, "");
+
 TEST_CASE("catalog: every model is dated and sourced; current ones as listed on 2026-09-02", "[money]") {
   int current = 0;
   for (const model_info& m : kimi_models) {

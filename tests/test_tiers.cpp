@@ -59,6 +59,9 @@ static_assert(kimi_tiers_2026_09.tier(1)->tpd.is_unlimited(), "unlimited is its 
 static_assert(!kimi_tiers_2026_09.tier(1)->tpd.value(), "unlimited has no number");
 static_assert(kimi_recharge_rules::voucher_threshold == dollars(5) && kimi_recharge_rules::voucher_amount == dollars(5), "");
 static_assert(!kimi_recharge_rules::vouchers_count_toward_tier, "");
+static_assert(kimi_tier_history::tier0_tpm_2024 == limit(32000), "2024-era Tier0 TPM");
+static_assert(kimi_tier_history::observed_org_tpm == limit(64000) && kimi_tier_history::observed_project_tpm == limit(100), "");
+static_assert(kimi_recharge_rules::minimum_to_start == dollars(1) && kimi_recharge_rules::cn_new_user_voucher == yuan(15), "");
 static_assert(kimi_code_plan::concurrency == limit(30) && kimi_code_plan::quota_window_hours == 5, "");
 static_assert(kimi_code_plan::approx_calls_per_window_low == 300 && kimi_code_plan::approx_calls_per_window_high == 1200, "");
 

@@ -162,6 +162,22 @@ inline constexpr std::array<model_info, 17> kimi_models{{
      std::nullopt, "2026-01-28", "platform.kimi.com/docs/models", "deprecated 2026-01-28"},
 }};
 
+// Prices that are not per token, as published.
+struct kimi_other_prices {
+  // The $web_search tool: per call, plus its search tokens billed as input
+  // (official docs, seen by 2026-10).
+  static constexpr usd web_search_call = usd::from_nanos(5000000);  // $0.005
+  // Legacy (2024) explicit Context Caching for moonshot-v1 models, CN site:
+  // creating a cache ¥24 per 1M tokens, storage ¥10 per 1M tokens per
+  // minute, ¥0.02 per call that uses it; cache tokens free during the beta.
+  static constexpr token_price<cny_tag> legacy_cache_create = {24000};
+  static constexpr token_price<cny_tag> legacy_cache_storage_per_minute = {10000};
+  static constexpr cny legacy_cache_call = cny::from_nanos(20000000);  // ¥0.02
+  static constexpr std::string_view legacy_cache_source = "platform.moonshot.cn/docs/price/caching (2024)";
+  // kimi-k3 cache hits need a previous prompt of more than 256 tokens.
+  static constexpr std::uint64_t k3_min_cached_prefix_tokens = 256;
+};
+
 // A third-party listing quoted by the project's original specification, from
 // an undated pricing guide. It disagrees with the official prices above and is
 // kept separate, for comparison only: the calculator never uses it.

@@ -152,6 +152,19 @@ inline constexpr tier_table<6> kimi_tiers_2026_09{
 // newer table ships should name a dated table instead.
 inline constexpr const tier_table<6>& kimi_tiers_latest = kimi_tiers_2026_09;
 
+// Earlier figures that show the table is data, not a constant. Dated where
+// the sources date them; none of them is used by default.
+struct kimi_tier_history {
+  // Tier0's TPM in 2024-era summaries (a CSDN summary of the limits page).
+  static constexpr limit tier0_tpm_2024 = limit(32000);
+  static constexpr std::string_view tier0_tpm_2024_source = "wenku.csdn.net/answer/16en79q3iw (2024)";
+  // Limits quoted by live 429 messages (third-party fixtures, undated):
+  // "TPM rate limit, current: 64001, limit: 64000" and a project-level
+  // "TPM rate limit, current: 1410, limit: 100".
+  static constexpr limit observed_org_tpm = limit(64000);
+  static constexpr limit observed_project_tpm = limit(100);
+};
+
 // Recharge rules stated on the limits page (seen 2026-09-23).
 struct kimi_recharge_rules {
   static constexpr usd minimum_to_start = usd::from_units(1);  // at least $1 before any call
