@@ -293,6 +293,58 @@ void BM_parse_retry_after(benchmark::State& state) {
   }
 }
 
+// --- Other ways to hold a strict window, measured for the trade-off ---
+
+// (a) One 64-bit word: a 16-bit head slot and four 12-bit slot counts (K = 3).
+// One CAS decides, but L <= 4,095 and four counters admit 3/4 of L per W.
+class packed_word_window {
+ public:
+  packed_word_window(std::uint64_t limit, std::int64_t width_ns) : limit_(limit), width_(width_ns) {}
+  bool try_acquire(std::uint64_t n, std::int64_t now) {
+    const std::uint64_t s = static_cast<std::uint64_t>(now / width_) & 0xFFFF;
+    std::uint64_t w = word_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t h = w >> 48;
+      std::uint64_t counts = w & 0xFFFFFFFFFFFFULL;
+      const std::uint64_t gap = (s - h) & 0xFFFF;
+      if (gap > 0x8000) return false;  // stale
+      for (std::uint64_t j = 1; j <= gap && j <= 4; ++j) counts &= ~(0xFFFULL << (12 * ((h + j) & 3)));
+      std::uint64_t sum = 0;
+      for (int j = 0; j < 4; ++j) sum += (counts >> (12 * j)) & 0xFFF;
+      if (sum + n > limit_) return false;
+      counts += n << (12 * (s & 3));
+      if (word_.compare_exchange_weak(w, (s << 48) | counts, std::memory_order_acq_rel, std::memory_order_acquire))
+        return true;
+    }
+  }
+
+ private:
+  std::atomic<std::uint64_t> word_{0};
+  std::uint64_t limit_;
+  std::int64_t width_;
+};
+
+void BM_window_alt_packed_word_allow(benchmark::State& state) {
+  static packed_word_window w(4095, 2000);  // 2 us sub-windows: 500 asks each at 4 ns apart, all admitted
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += w.try_acquire(1, t.next(4).count()) ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+// (b) A 16-byte CAS, the floor of any window whose state is two words updated
+// together (through libatomic: std::atomic of 16 bytes is not lock-free here).
+void BM_window_alt_cas16_increment(benchmark::State& state) {
+  alignas(16) static unsigned __int128 word = 0;
+  for (auto _ : state) {
+    unsigned __int128 v = __atomic_load_n(&word, __ATOMIC_ACQUIRE);
+    while (!__atomic_compare_exchange_n(&word, &v, v + 1, true, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+    benchmark::DoNotOptimize(v);
+  }
+}
+
 }  // namespace
 
 BENCHMARK(BM_classify_429);
@@ -317,6 +369,8 @@ TOLLGATE_BENCH(BM_concurrency_acquire_release);
 TOLLGATE_BENCH(BM_account_admit_release_supplied);
 TOLLGATE_BENCH(BM_baseline_mutex_account);
 TOLLGATE_BENCH(BM_account_parts);
+TOLLGATE_BENCH(BM_window_alt_packed_word_allow);
+TOLLGATE_BENCH(BM_window_alt_cas16_increment);
 
 int main(int argc, char** argv) {
   // glibc skips the mutex's atomic instructions in a process that has never

@@ -52,6 +52,10 @@ rows = [
      "<= 12 at 1 thread"),
     ("mutex account / account (throughput gain)", "BM_baseline_mutex_account", "BM_account_admit_release_supplied",
      None, ">= 1.2 at 2 threads"),
+    ("window allow / packed one-word window allow", "BM_sliding_window_allow_supplied",
+     "BM_window_alt_packed_word_allow", None, "(the window's trade-off)"),
+    ("16-byte CAS / one-word CAS", "BM_window_alt_cas16_increment", "BM_baseline_cas_one_word", None,
+     "(the window's trade-off)"),
     ("concurrency acquire+release / one-word CAS", "BM_concurrency_acquire_release", "BM_baseline_cas_one_word",
      None, "(for information)"),
 ]
