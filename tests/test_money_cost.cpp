@@ -21,7 +21,7 @@ constexpr std::uint64_t cached_cny(std::string_view id) { return model(id).cny_p
 constexpr std::uint64_t out_cny(std::string_view id) { return model(id).cny_prices.output->nanos_per_token; }
 }  // namespace
 
-// ---- the catalog: every figure of the reference's model table ----
+// ---- the catalog: every published figure of the model table ----
 // Prices are nano-units per token = thousandths per 1M tokens.
 static_assert(in_usd("kimi-k3") == 3000 && cached_usd("kimi-k3") == 300 && out_usd("kimi-k3") == 15000, "");
 static_assert(in_cny("kimi-k3") == 20000 && cached_cny("kimi-k3") == 2000 && out_cny("kimi-k3") == 100000, "");
@@ -280,17 +280,17 @@ constexpr std::string_view code =
     "for (auto& agent : swarm) {\n  if (auto d = rpm.try_acquire(1, now); !d) now += d.retry_after();\n}\n";
 }  // namespace
 
-TEST_CASE("estimate: errs high by default, against the reference's ratios", "[money]") {
+TEST_CASE("estimate: errs high by default, against the published ratios", "[money]") {
   struct sample {
     const char* name;
     std::string_view text;
   };
-  std::printf("\nToken estimate vs the reference's rules of thumb (3-4 English / 1.5-2 Chinese chars per token)\n");
+  std::printf("\nToken estimate vs Kimi's published rules of thumb (3-4 English / 1.5-2 Chinese chars per token)\n");
   std::printf("| sample | chars | reference range | conservative | typical |\n|---|---|---|---|---|\n");
   for (const sample& s : {sample{"English", english}, sample{"Chinese", chinese}, sample{"code", code}}) {
     const text_census c = census(s.text);
     CHECK(c.invalid_bytes == 0);
-    // The reference's range for this text: fewest tokens at the high chars/token ratio.
+    // The published range for this text: fewest tokens at the high chars/token ratio.
     const double lo = static_cast<double>(c.ascii) / 4.0 + static_cast<double>(c.cjk) / 2.0;
     const double hi = static_cast<double>(c.ascii) / 3.0 + static_cast<double>(c.cjk) / 1.5;
     const std::uint64_t cons = estimate_tokens(s.text);

@@ -7,7 +7,7 @@ namespace {
 constexpr usd dollars(std::int64_t d) { return usd::from_units(d); }
 constexpr cny yuan(std::int64_t y) { return cny::from_units(y); }
 
-// One row of expected figures, written out from the reference tables.
+// One row of expected figures, written out from the published tables.
 struct expect_row {
   int tier;
   std::int64_t usd_threshold, cny_threshold;
