@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <mutex>
 #include <queue>
 #include <thread>
 #include <vector>
@@ -281,6 +282,59 @@ TEST_CASE("account: snapshot and restore carry the counts across a restart", "[a
     CHECK(d.restore(bytes, t0, wall) == paced_account::restore_errc::other_configuration);
     CHECK(*c.remaining(t0).budget == usd::from_units(3));  // untouched
   }
+}
+
+TEST_CASE("waiting room: served in arrival order, one woken at a time; deadlines and cancellation", "[account][stress]") {
+  account_config c;
+  c.concurrency = limit(1);
+  paced_account a(c, t0);
+  waiting_room<manual_clock> room(a);
+  auto held = a.try_admit(req(10, 10), t0);
+  REQUIRE(held);
+  const ns forever(std::numeric_limits<std::int64_t>::max());
+  std::mutex order_m;
+  std::vector<int> order;
+  std::vector<std::thread> pool;
+  for (int i = 0; i < 6; ++i) {
+    pool.emplace_back([&, i] {
+      auto ad = room.admit(req(10, 10), forever);
+      REQUIRE(ad);
+      {
+        std::lock_guard<std::mutex> lock(order_m);
+        order.push_back(i);
+      }
+      ad.lease.settle(usage{10, 0, 10, 0, 0}, t0);  // releases, which wakes the next in line
+    });
+    // Start the next only once this one is in line, so arrival order is known.
+    for (int spin = 0; room.waiting() < static_cast<std::size_t>(i + 1) && spin < 10000000; ++spin) std::this_thread::yield();
+  }
+  REQUIRE(room.waiting() == 6);
+  held.lease.settle(usage{10, 0, 10, 0, 0}, t0);
+  for (auto& th : pool) th.join();
+  CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+  CHECK(room.waiting() == 0);
+  CHECK(a.in_flight() == 0);
+
+  // A deadline already past: the last refusal, at once.
+  auto blocker = a.try_admit(req(10, 10), t0);
+  REQUIRE(blocker);
+  const auto late = room.admit(req(10, 10), t0);
+  CHECK_FALSE(late);
+  CHECK(late.refused.has(dimension::concurrency));
+  // Cancellation wakes and releases a waiter.
+  std::atomic<bool> cancel{false};
+  std::atomic<bool> returned{false};
+  std::thread w([&] {
+    const auto r = room.admit(req(10, 10), forever, &cancel);
+    CHECK_FALSE(r);
+    returned = true;
+  });
+  for (int spin = 0; room.waiting() < 1 && spin < 10000000; ++spin) std::this_thread::yield();
+  cancel = true;
+  room.notify();
+  w.join();
+  CHECK(returned.load());
+  CHECK(room.waiting() == 0);
 }
 
 namespace {

@@ -220,11 +220,19 @@ class lease {
   lease& operator=(lease&& o) noexcept {
     if (this != &o) {
       permit_.release();
+      if (acc_) acc_->notify_release();
       take(o);
     }
     return *this;
   }
-  ~lease() = default;  // the permit member releases the slot; reservations stay (safe side)
+  // Dropped without settling: the slot is released, the reservations stay
+  // (the safe side).
+  ~lease() {
+    if (acc_) {
+      permit_.release();
+      acc_->notify_release();
+    }
+  }
 
   explicit operator bool() const noexcept { return acc_ != nullptr; }
   std::uint64_t reserved_tokens() const noexcept { return tokens_; }
@@ -400,6 +408,14 @@ class account {
       default:
         break;
     }
+  }
+
+  // Called after a lease gives capacity back (a permit, money): the
+  // waiting room uses it to wake its head waiter. Set it before the account
+  // is shared; nullptr removes it.
+  void set_release_hook(void (*fn)(void*), void* ctx) noexcept {
+    hook_ctx_.store(ctx, std::memory_order_relaxed);  // relaxed: published by the release store below
+    hook_fn_.store(fn, std::memory_order_release);    // release: pairs with the acquire in notify_release
   }
 
   // Lifts a stop caused by a quota/balance error (after recharging).
@@ -771,7 +787,15 @@ class account {
     return std::move(a);
   }
 
+  void notify_release() noexcept {
+    // acquire: pairs with the release store in set_release_hook, so the
+    // context is visible.
+    if (auto fn = hook_fn_.load(std::memory_order_acquire)) fn(hook_ctx_.load(std::memory_order_relaxed));
+  }
+
   account_config cfg_;
+  std::atomic<void (*)(void*)> hook_fn_{nullptr};
+  std::atomic<void*> hook_ctx_{nullptr};
   bool margin_tokens_ = false;
   std::optional<concurrency_limiter> conc_;
   std::optional<window> rpm_w_, tpm_w_, tpd_w_;
@@ -818,6 +842,7 @@ settle_result lease<Clock>::settle(const usage& u, nanoseconds now) noexcept {
     if (c) res.cost = c.total;
   }
   permit_.release();
+  a.notify_release();
   acc_ = nullptr;
   return res;
 }
@@ -828,6 +853,7 @@ void lease<Clock>::settle_rejected(nanoseconds now) noexcept {
   if (!acc_) return;
   if (acc_->budget_ && money_) acc_->budget_->release(money_);
   permit_.release();
+  acc_->notify_release();
   acc_ = nullptr;
 }
 

@@ -22,5 +22,6 @@
 #include <tollgate/http.hpp>
 #include <tollgate/retry.hpp>
 #include <tollgate/account.hpp>
+#include <tollgate/waiting_room.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP

@@ -1,0 +1,119 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// waiting_room.hpp: blocking, fair admission to an account.
+//
+// admit(request, deadline, cancel) returns an admission, waiting for it if
+// need be. Waiters are served strictly in arrival order: only the one at the
+// head of the line asks the account; the others sleep on their own condition
+// variable and are woken one at a time, when the head leaves. The head sleeps
+// for exactly the account's retry_after, or, when the account is waiting for
+// a permit or money to come back, until a lease releases capacity (the room
+// hooks the account's release notification) or its deadline. So a large
+// request is not starved by small ones arriving after it, and 300 agents let
+// loose at once do not stampede: one asks, 299 sleep.
+//
+// A waiter leaves without an admission when its deadline passes or when its
+// cancel flag is set (call notify() after setting it); it then returns the
+// last refusal the account gave (or a `later` with reason::busy if it never
+// reached the head).
+//
+// Concurrency contract. admit() and notify() are thread-safe. The waiting
+// path takes the room's mutex (this is where callers block anyway); the
+// account's try_admit stays lock-free for callers that do not wait. A room
+// must outlive its waiters and must not outlive its account; one room per
+// account (it installs the account's release hook).
+#ifndef TOLLGATE_WAITING_ROOM_HPP
+#define TOLLGATE_WAITING_ROOM_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/account.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock = steady_clock>
+class waiting_room {
+ public:
+  explicit waiting_room(account<Clock>& a) : acct_(a) { acct_.set_release_hook(&waiting_room::on_release, this); }
+  ~waiting_room() { acct_.set_release_hook(nullptr, nullptr); }
+  waiting_room(const waiting_room&) = delete;
+  waiting_room& operator=(const waiting_room&) = delete;
+
+  // `deadline` is a time of the account's Clock.
+  admission<Clock> admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
+    waiter me;
+    std::unique_lock<std::mutex> lock(m_);
+    line_.push_back(&me);
+    admission<Clock> last;
+    last.decision = decision::wait(nanoseconds(0), reason::busy);
+    for (;;) {
+      const bool give_up = (cancel && cancel->load(std::memory_order_acquire)) || Clock::now() >= deadline;
+      if (line_.front() != &me) {
+        if (give_up) return leave(me, std::move(last));
+        sleep_until(lock, me, deadline);
+        continue;
+      }
+      last = acct_.try_admit(r, Clock::now());
+      if (last || last.decision.never() || give_up) return leave(me, std::move(last));
+      const nanoseconds w = last.decision.retry_after();
+      // A time to wait for, or (a permit, money) a release to wait for.
+      sleep_until(lock, me, w > nanoseconds(0) && Clock::now() + w < deadline ? Clock::now() + w : deadline);
+    }
+  }
+
+  // Wakes the waiter at the head of the line (after a cancel flag was set, or
+  // capacity returned by other means than a lease).
+  void notify() {
+    std::lock_guard<std::mutex> lock(m_);
+    if (!line_.empty()) line_.front()->cv.notify_one();
+  }
+
+  // Waiters in line now (a snapshot).
+  std::size_t waiting() {
+    std::lock_guard<std::mutex> lock(m_);
+    return line_.size();
+  }
+
+ private:
+  struct waiter {
+    std::condition_variable cv;
+  };
+
+  static void on_release(void* self) { static_cast<waiting_room*>(self)->notify(); }
+
+  admission<Clock> leave(waiter& me, admission<Clock>&& a) {
+    const bool was_head = line_.front() == &me;
+    for (auto it = line_.begin(); it != line_.end(); ++it)
+      if (*it == &me) {
+        line_.erase(it);
+        break;
+      }
+    if (was_head && !line_.empty()) line_.front()->cv.notify_one();  // the next one's turn: wake it alone
+    return std::move(a);
+  }
+
+  // Sleeps until woken or `until` (a time of Clock), converted to the
+  // standard steady clock the condition variable waits on.
+  void sleep_until(std::unique_lock<std::mutex>& lock, waiter& me, nanoseconds until) {
+    const nanoseconds left = until - Clock::now();
+    if (left <= nanoseconds(0)) return;
+    // Cap a single sleep so a Clock that is not real time (a manual clock)
+    // still re-checks its deadline now and then.
+    const nanoseconds cap = std::chrono::seconds(1);
+    me.cv.wait_for(lock, left < cap ? left : cap);
+  }
+
+  account<Clock>& acct_;
+  std::mutex m_;
+  std::deque<waiter*> line_;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_WAITING_ROOM_HPP
