@@ -284,6 +284,68 @@ TEST_CASE("account: snapshot and restore carry the counts across a restart", "[a
   }
 }
 
+TEST_CASE("account: slots held past lease_timeout are reclaimed, and returned once", "[account]") {
+  account_config c;
+  c.concurrency = limit(2);
+  c.lease_timeout = seconds(10);
+  paced_account a(c, t0);
+  auto hung1 = a.try_admit(req(10, 10), t0);
+  auto hung2 = a.try_admit(req(10, 10), seconds(1));
+  REQUIRE(hung1);
+  REQUIRE(hung2);
+  CHECK(a.try_admit(req(10, 10), seconds(5)).refused.has(dimension::concurrency));
+  // At 10.5 s the first has been held for 10.5 s: reclaimed; the second not yet.
+  auto fresh = a.try_admit(req(10, 10), seconds(10) + milliseconds(500));
+  REQUIRE(fresh);
+  CHECK(a.stats().reclaimed == 1);
+  CHECK(a.in_flight() == 2);
+  // The hung lease finally settles: its slot was already returned, not twice.
+  hung1.lease.settle(usage{10, 0, 10, 0, 0}, seconds(20));
+  CHECK(a.in_flight() == 2);
+  hung2.lease.settle_failed(seconds(20));  // reclaimable by now, but released by its holder first
+  CHECK(a.in_flight() == 1);
+  fresh.lease.settle(usage{10, 0, 10, 0, 0}, seconds(20));
+  CHECK(a.in_flight() == 0);
+  CHECK(a.stats().reclaimed == 1);
+  // Zero disables reclaiming.
+  account_config never = c;
+  never.lease_timeout = ns(0);
+  paced_account b(never, t0);
+  auto x = b.try_admit(req(10, 10), t0);
+  auto y = b.try_admit(req(10, 10), t0);
+  CHECK(b.try_admit(req(10, 10), hours(100)).refused.has(dimension::concurrency));
+}
+
+TEST_CASE("stress: reclaiming races releasing, and each unit comes back exactly once", "[account][stress]") {
+  account_config c;
+  c.concurrency = limit(4);
+  c.lease_timeout = ns(1);  // everything held is reclaimable: maximum contention between reaper and holder
+  paced_account a(c, t0);
+  std::atomic<std::int64_t> clock{0};
+  std::atomic<bool> over{false};
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < 4; ++t) {
+    pool.emplace_back([&, t] {
+      tgtest::rng g(900 + t);
+      std::vector<lease<manual_clock>> mine;
+      for (std::uint64_t i = 0; i < 3000 * tgtest::stress_factor(); ++i) {
+        const ns now(clock.fetch_add(10));
+        auto ad = a.try_admit(req(10, 10), now);
+        if (ad) mine.push_back(std::move(ad.lease));
+        if (a.in_flight() > 4) over.store(true);
+        if (!mine.empty() && g.chance(40)) {
+          if (g.chance(50)) mine.back().settle(usage{10, 0, 10, 0, 0}, now);
+          mine.pop_back();  // settled, or dropped without settling
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK_FALSE(over.load());
+  CHECK(a.in_flight() == 0);  // not one unit lost or returned twice
+  CHECK(a.stats().reclaimed > 0);
+}
+
 TEST_CASE("waiting room: served in arrival order, one woken at a time; deadlines and cancellation", "[account][stress]") {
   account_config c;
   c.concurrency = limit(1);

@@ -41,6 +41,11 @@
 // 5xx or timeout keeps the tokens and charges nothing; a lease dropped
 // without settling keeps its reservations (the safe side).
 //
+// Hung requests. A concurrency slot held past lease_timeout is reclaimed
+// when the account runs out of slots (stats().reclaimed counts them): a
+// one-word-per-slot table records when each lease took its slot, and the
+// lease and the reaper race with one CAS, so the unit comes back once.
+//
 // Server feedback. on_response(...) pauses the whole account after a rate
 // 429 for the larger of the server's hint and the account's own wait (Kimi
 // says "try again after 1 seconds" where RPM 3 means 20 s), after a TPD 429
@@ -79,6 +84,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -173,6 +179,10 @@ struct account_config {
   // gateway may count per second.
   nanoseconds request_window = std::chrono::minutes(1);
   nanoseconds token_window = std::chrono::minutes(1);
+  // A concurrency slot held longer than this (a hung request, a holder that
+  // vanished) is reclaimed when the account runs out of slots, and counted in
+  // stats().reclaimed. Kimi documents requests of up to two hours. Zero: never.
+  nanoseconds lease_timeout = std::chrono::hours(2);
 
   static constexpr account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     account_config c;
@@ -196,6 +206,7 @@ struct account_stats {
   std::uint64_t admitted = 0, refused = 0;
   std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
   std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
+  std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
   std::int64_t spent_nanos = 0;
 };
 
@@ -219,8 +230,7 @@ class lease {
   lease(lease&& o) noexcept { take(o); }
   lease& operator=(lease&& o) noexcept {
     if (this != &o) {
-      permit_.release();
-      if (acc_) acc_->notify_release();
+      if (acc_) acc_->release_slot(*this);
       take(o);
     }
     return *this;
@@ -228,10 +238,7 @@ class lease {
   // Dropped without settling: the slot is released, the reservations stay
   // (the safe side).
   ~lease() {
-    if (acc_) {
-      permit_.release();
-      acc_->notify_release();
-    }
+    if (acc_) acc_->release_slot(*this);
   }
 
   explicit operator bool() const noexcept { return acc_ != nullptr; }
@@ -248,7 +255,9 @@ class lease {
   friend class account<Clock>;
   void take(lease& o) noexcept {
     acc_ = std::exchange(o.acc_, nullptr);
-    permit_ = std::move(o.permit_);
+    slot_ = std::exchange(o.slot_, no_slot);
+    stamp_ = o.stamp_;
+    holds_ = std::exchange(o.holds_, false);
     rpm_t_ = o.rpm_t_;
     tpm_t_ = o.tpm_t_;
     tpd_t_ = o.tpd_t_;
@@ -257,8 +266,11 @@ class lease {
     model_ = o.model_;
     tokens_ = std::exchange(o.tokens_, 0);
   }
+  static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
   account<Clock>* acc_ = nullptr;
-  permit permit_;
+  std::size_t slot_ = no_slot;  // its entry in the account's slot table, if any
+  std::uint64_t stamp_ = 0;      // what it wrote there
+  bool holds_ = false;           // it holds one concurrency unit
   window_ticket rpm_t_, tpm_t_, tpd_t_;
   quota_ticket day_t_;
   budget_reservation<usd_tag> money_;
@@ -342,8 +354,13 @@ class account {
     // Take every dimension in turn; roll back on the first refusal.
     lease<Clock>& l = a.lease;
     if (conc_) {
-      l.permit_ = conc_->try_acquire(1);
-      if (!l.permit_) return refuse_and_report(a, r, n, now);
+      permit p = conc_->try_acquire(1);
+      if (!p && reap(now)) p = conc_->try_acquire(1);  // slots held past their deadline came back
+      if (!p) return refuse_and_report(a, r, n, now);
+      p.detach();
+      l.holds_ = true;
+      l.acc_ = this;  // so that a roll-back below releases the slot
+      register_slot(l, now);
     }
     if (!take_requests(l, now)) return refuse_and_report(a, r, n, now);
     if (!take_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now)) {
@@ -436,6 +453,7 @@ class account {
     s.tokens_reserved = stats_reserved_.load(std::memory_order_relaxed);
     s.tokens_used = stats_used_.load(std::memory_order_relaxed);
     s.debt_tokens = stats_debt_.load(std::memory_order_relaxed);
+    s.reclaimed = stats_reclaimed_.load(std::memory_order_relaxed);
     s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
     return s;
   }
@@ -635,6 +653,11 @@ class account {
     if (auto v = c.concurrency.value()) {
       conc_.emplace(*v, e);
       if (e != errc::ok) return e;
+      // Twice the limit, so a later upgrade still finds room (allocated once,
+      // here, never on the admission path).
+      slot_count_ = static_cast<std::size_t>(*v * 2 < 1u << 20 ? *v * 2 : 1u << 20);
+      slots_.reset(new std::atomic<std::uint64_t>[slot_count_]);
+      for (std::size_t i = 0; i < slot_count_; ++i) slots_[i].store(0, std::memory_order_relaxed);
     }
     if (auto v = c.rpm.value()) {
       if (strict) {
@@ -757,7 +780,7 @@ class account {
   // consuming, whether and how long it would refuse.
   admission<Clock> refuse_and_report(admission<Clock>& a, const request& r, std::uint64_t n, nanoseconds now) noexcept {
     (void)r;
-    a.lease.permit_.release();
+    if (a.lease.acc_) release_slot(a.lease);
     a.lease = lease<Clock>();
     nanoseconds wait{0};
     bool never = false;
@@ -787,6 +810,61 @@ class account {
     return std::move(a);
   }
 
+  // The slot table: one word per concurrency unit, 0 when free, else the
+  // admission time + 1 of the lease holding it. A lease frees its word with a
+  // CAS from the value it wrote; a reaper that finds a word past the deadline
+  // frees it with the same CAS. Whoever wins returns the unit, so it is
+  // returned exactly once.
+  void register_slot(lease<Clock>& l, nanoseconds now) noexcept {
+    if (slot_count_ == 0) return;
+    const std::uint64_t stamp = static_cast<std::uint64_t>(now.count() > 0 ? now.count() : 0) + 1;
+    // Start near the number of units held: usually free.
+    std::size_t i = static_cast<std::size_t>(conc_->in_use() % slot_count_);
+    for (std::size_t k = 0; k < slot_count_; ++k, i = i + 1 == slot_count_ ? 0 : i + 1) {
+      std::uint64_t expected = 0;
+      // acq_rel: release publishes nothing else but keeps the table's words in
+      // one order with the reaper's CAS; acquire on failure is not needed.
+      if (slots_[i].compare_exchange_strong(expected, stamp, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        l.slot_ = i;
+        l.stamp_ = stamp;
+        return;
+      }
+    }
+    // No free word (the limit was raised past the table): this lease cannot be reclaimed.
+  }
+
+  void release_slot(lease<Clock>& l) noexcept {
+    bool give = l.holds_;
+    if (l.holds_ && l.slot_ != lease<Clock>::no_slot) {
+      std::uint64_t expected = l.stamp_;
+      // acq_rel/relaxed: as in register_slot. Failure: a reaper took it and returned the unit.
+      give = slots_[l.slot_].compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+    }
+    if (give) conc_->release_detached(1);
+    l.holds_ = false;
+    l.slot_ = lease<Clock>::no_slot;
+    l.acc_ = nullptr;
+    notify_release();
+  }
+
+  // Frees the slots of leases held past lease_timeout; returns how many.
+  std::uint64_t reap(nanoseconds now) noexcept {
+    if (slot_count_ == 0 || cfg_.lease_timeout <= nanoseconds(0)) return 0;
+    std::uint64_t freed = 0;
+    for (std::size_t i = 0; i < slot_count_; ++i) {
+      std::uint64_t v = slots_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
+      if (v == 0) continue;
+      const std::int64_t since = static_cast<std::int64_t>(v - 1);
+      if (now.count() - since < cfg_.lease_timeout.count()) continue;
+      if (slots_[i].compare_exchange_strong(v, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        conc_->release_detached(1);
+        ++freed;
+      }
+    }
+    if (freed) stats_reclaimed_.fetch_add(freed, std::memory_order_relaxed);  // relaxed: a statistic
+    return freed;
+  }
+
   void notify_release() noexcept {
     // acquire: pairs with the release store in set_release_hook, so the
     // context is visible.
@@ -794,6 +872,9 @@ class account {
   }
 
   account_config cfg_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
+  std::size_t slot_count_ = 0;
+  std::atomic<std::uint64_t> stats_reclaimed_{0};
   std::atomic<void (*)(void*)> hook_fn_{nullptr};
   std::atomic<void*> hook_ctx_{nullptr};
   bool margin_tokens_ = false;
@@ -841,9 +922,7 @@ settle_result lease<Clock>::settle(const usage& u, nanoseconds now) noexcept {
     const auto c = cost(*model_, u);
     if (c) res.cost = c.total;
   }
-  permit_.release();
-  a.notify_release();
-  acc_ = nullptr;
+  a.release_slot(*this);
   return res;
 }
 
@@ -852,9 +931,7 @@ void lease<Clock>::settle_rejected(nanoseconds now) noexcept {
   (void)now;
   if (!acc_) return;
   if (acc_->budget_ && money_) acc_->budget_->release(money_);
-  permit_.release();
-  acc_->notify_release();
-  acc_ = nullptr;
+  acc_->release_slot(*this);
 }
 
 template <class Clock>

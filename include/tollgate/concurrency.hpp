@@ -54,6 +54,13 @@ class permit {
   std::uint64_t count() const noexcept { return n_; }
   // Releases now; later calls and the destructor do nothing.
   inline void release() noexcept;
+  // Gives up ownership without releasing: the caller now owes
+  // concurrency_limiter::release_detached(count()) exactly once. For wrappers
+  // that track their slots themselves (the account reclaims hung ones).
+  std::uint64_t detach() noexcept {
+    owner_ = nullptr;
+    return std::exchange(n_, 0);
+  }
 
  private:
   friend class concurrency_limiter;
@@ -98,6 +105,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
         return permit(this, n, decision::admit());
     }
   }
+
+  // Returns units of a detached permit (see permit::detach).
+  void release_detached(std::uint64_t n) noexcept { give_back(n); }
 
   std::uint64_t in_use() const noexcept { return held_.load(std::memory_order_relaxed); }  // relaxed: a snapshot
   std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }   // relaxed: a lone value
