@@ -3986,6 +3986,8 @@ class account {
     std::optional<usd> budget;
     nanoseconds paused_for{0};  // time left of a pause
     bool stopped = false;
+    // When each time-based dimension is back to its full limit (its reset).
+    nanoseconds requests_reset_in{0}, tokens_minute_reset_in{0}, tokens_day_reset_in{0};
   };
   remaining_view remaining(nanoseconds now) const noexcept {
     remaining_view v;
@@ -3997,6 +3999,12 @@ class account {
     if (tpd_w_) v.tokens_day = tpd_w_->available(now);
     if (day_q_) v.tokens_day = day_q_->available(now);
     if (budget_) v.budget = budget_->remaining();
+    if (rpm_w_) v.requests_reset_in = rpm_w_->empty_in(now);
+    if (rpm_b_) v.requests_reset_in = rpm_b_->full_in(now);
+    if (tpm_w_) v.tokens_minute_reset_in = tpm_w_->empty_in(now);
+    if (tpm_b_) v.tokens_minute_reset_in = tpm_b_->full_in(now);
+    if (tpd_w_) v.tokens_day_reset_in = tpd_w_->empty_in(now);
+    if (day_q_) v.tokens_day_reset_in = day_q_->reset_in(now);
     const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
     if (p > now.count()) v.paused_for = nanoseconds(p - now.count());
     v.stopped = stopped();
@@ -4514,6 +4522,17 @@ class waiting_room {
 
   // `deadline` is a time of the account's Clock.
   admission<Clock> admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
+    const nanoseconds arrived = Clock::now();
+    struct account_time {  // adds the time spent here to the room's counter, on every way out
+      waiting_room& room;
+      nanoseconds from;
+      ~account_time() {
+        const nanoseconds d = Clock::now() - from;
+        // relaxed: a statistic.
+        room.waited_ns_.fetch_add(d.count() > 0 ? d.count() : 0, std::memory_order_relaxed);
+        room.served_.fetch_add(1, std::memory_order_relaxed);
+      }
+    } timing{*this, arrived};
     waiter me;
     std::unique_lock<std::mutex> lock(m_);
     line_.push_back(&me);
@@ -4540,6 +4559,11 @@ class waiting_room {
     std::lock_guard<std::mutex> lock(m_);
     if (!line_.empty()) line_.front()->cv.notify_one();
   }
+
+  // Total time callers spent in admit(), in the account's Clock, and how
+  // many calls returned (for metrics; relaxed counters).
+  nanoseconds waited() const noexcept { return nanoseconds(waited_ns_.load(std::memory_order_relaxed)); }
+  std::uint64_t served() const noexcept { return served_.load(std::memory_order_relaxed); }
 
   // Waiters in line now (a snapshot).
   std::size_t waiting() {
@@ -4577,6 +4601,8 @@ class waiting_room {
   }
 
   account<Clock>& acct_;
+  std::atomic<std::int64_t> waited_ns_{0};
+  std::atomic<std::uint64_t> served_{0};
   std::mutex m_;
   std::deque<waiter*> line_;
 };

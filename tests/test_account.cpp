@@ -226,6 +226,8 @@ TEST_CASE("account: introspection and a live upgrade keep the counts", "[account
   CHECK(*v.tokens_minute == 2000000 - 2000);
   CHECK_FALSE(v.tokens_day);  // unlimited: not enforced
   CHECK(*v.budget == usd::from_units(5) - x.worst_case);
+  CHECK(v.requests_reset_in == seconds(64));  // 16 sub-windows of 4 s
+  CHECK(v.tokens_minute_reset_in == seconds(64));
   for (int i = 0; i < 99; ++i) REQUIRE(a.try_admit(req(10, 10), t0).lease.reserved_tokens() == 20);
   CHECK(a.try_admit(req(10, 10), t0).refused.has(dimension::rpm));
   // Upgrade to Tier3 (RPM 200): the 100 already counted stay counted.
@@ -374,6 +376,7 @@ TEST_CASE("waiting room: served in arrival order, one woken at a time; deadlines
   held.lease.settle(usage{10, 0, 10, 0, 0}, t0);
   for (auto& th : pool) th.join();
   CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+  CHECK(room.served() == 6);
   CHECK(room.waiting() == 0);
   CHECK(a.in_flight() == 0);
 

@@ -464,6 +464,8 @@ class account {
     std::optional<usd> budget;
     nanoseconds paused_for{0};  // time left of a pause
     bool stopped = false;
+    // When each time-based dimension is back to its full limit (its reset).
+    nanoseconds requests_reset_in{0}, tokens_minute_reset_in{0}, tokens_day_reset_in{0};
   };
   remaining_view remaining(nanoseconds now) const noexcept {
     remaining_view v;
@@ -475,6 +477,12 @@ class account {
     if (tpd_w_) v.tokens_day = tpd_w_->available(now);
     if (day_q_) v.tokens_day = day_q_->available(now);
     if (budget_) v.budget = budget_->remaining();
+    if (rpm_w_) v.requests_reset_in = rpm_w_->empty_in(now);
+    if (rpm_b_) v.requests_reset_in = rpm_b_->full_in(now);
+    if (tpm_w_) v.tokens_minute_reset_in = tpm_w_->empty_in(now);
+    if (tpm_b_) v.tokens_minute_reset_in = tpm_b_->full_in(now);
+    if (tpd_w_) v.tokens_day_reset_in = tpd_w_->empty_in(now);
+    if (day_q_) v.tokens_day_reset_in = day_q_->reset_in(now);
     const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
     if (p > now.count()) v.paused_for = nanoseconds(p - now.count());
     v.stopped = stopped();

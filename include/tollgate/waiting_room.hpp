@@ -47,6 +47,17 @@ class waiting_room {
 
   // `deadline` is a time of the account's Clock.
   admission<Clock> admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
+    const nanoseconds arrived = Clock::now();
+    struct account_time {  // adds the time spent here to the room's counter, on every way out
+      waiting_room& room;
+      nanoseconds from;
+      ~account_time() {
+        const nanoseconds d = Clock::now() - from;
+        // relaxed: a statistic.
+        room.waited_ns_.fetch_add(d.count() > 0 ? d.count() : 0, std::memory_order_relaxed);
+        room.served_.fetch_add(1, std::memory_order_relaxed);
+      }
+    } timing{*this, arrived};
     waiter me;
     std::unique_lock<std::mutex> lock(m_);
     line_.push_back(&me);
@@ -73,6 +84,11 @@ class waiting_room {
     std::lock_guard<std::mutex> lock(m_);
     if (!line_.empty()) line_.front()->cv.notify_one();
   }
+
+  // Total time callers spent in admit(), in the account's Clock, and how
+  // many calls returned (for metrics; relaxed counters).
+  nanoseconds waited() const noexcept { return nanoseconds(waited_ns_.load(std::memory_order_relaxed)); }
+  std::uint64_t served() const noexcept { return served_.load(std::memory_order_relaxed); }
 
   // Waiters in line now (a snapshot).
   std::size_t waiting() {
@@ -110,6 +126,8 @@ class waiting_room {
   }
 
   account<Clock>& acct_;
+  std::atomic<std::int64_t> waited_ns_{0};
+  std::atomic<std::uint64_t> served_{0};
   std::mutex m_;
   std::deque<waiter*> line_;
 };
