@@ -356,16 +356,16 @@ class account {
     if (conc_) {
       permit p = conc_->try_acquire(1);
       if (!p && reap(now)) p = conc_->try_acquire(1);  // slots held past their deadline came back
-      if (!p) return refuse_and_report(a, r, n, now);
+      if (!p) return refuse_and_report(a, n, now);
       p.detach();
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
       register_slot(l, now);
     }
-    if (!take_requests(l, now)) return refuse_and_report(a, r, n, now);
+    if (!take_requests(l, now)) return refuse_and_report(a, n, now);
     if (!take_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now)) {
       give_requests(l, now);
-      return refuse_and_report(a, r, n, now);
+      return refuse_and_report(a, n, now);
     }
     bool day_ok = true;
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
@@ -373,7 +373,7 @@ class account {
     if (!day_ok) {
       give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
       give_requests(l, now);
-      return refuse_and_report(a, r, n, now);
+      return refuse_and_report(a, n, now);
     }
     if (budget_) {
       l.money_ = budget_->reserve(a.worst_case);
@@ -381,7 +381,7 @@ class account {
         give_day(l, n, now);
         give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
         give_requests(l, now);
-        return refuse_and_report(a, r, n, now);
+        return refuse_and_report(a, n, now);
       }
     }
     l.acc_ = this;
@@ -786,8 +786,7 @@ class account {
 
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
-  admission<Clock> refuse_and_report(admission<Clock>& a, const request& r, std::uint64_t n, nanoseconds now) noexcept {
-    (void)r;
+  admission<Clock> refuse_and_report(admission<Clock>& a, std::uint64_t n, nanoseconds now) noexcept {
     if (a.lease.acc_) release_slot(a.lease);
     a.lease = lease<Clock>();
     nanoseconds wait{0};

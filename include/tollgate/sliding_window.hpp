@@ -338,7 +338,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     if (s <= K) {
       // A window made just now has no earlier slots to hold the imported
       // ones: move its origin back K + 1 slots (nothing has used it yet).
-      origin_ = detail::sat_offset(origin_ - static_cast<std::int64_t>((K + 1 - s) * width_), 0);
+      origin_ -= static_cast<std::int64_t>((K + 1 - s) * width_);
       s = slot_at(now);
     }
     std::uint64_t head = s, cur = 0, older = 0;
