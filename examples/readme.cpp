@@ -37,8 +37,18 @@ void account_example(std::string_view prompt, int status, std::string_view body,
   acct.on_response(classify(status, body), headers.retry_hint(), steady_clock::now());
 }
 
+// A budget in yuan, priced from the CNY list.
+bool yuan_example() {
+  cny_account_config c = cny_account_config::from_tier(*kimi_tiers_latest.tier(1));
+  c.budget = cny::from_units(50);
+  account<steady_clock, cny_tag> acct(c);
+  admission<steady_clock, cny_tag> a = acct.try_admit(request{model_by_id("kimi-k2.6"), 1000, 2000});
+  return a && a.worst_case == cny::from_nanos(1000 * 6500 + 2000 * 27000);  // 6.5 and 27 yuan per million
+}
+
 int main() {
   first_example();
+  if (!yuan_example()) return 1;
   rate_limit_headers h;
   account_example("Summarise the swarm's results.", 200, "{}", h, 10, 0, 5);
   return 0;

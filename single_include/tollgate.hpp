@@ -3524,7 +3524,13 @@ TOLLGATE_END_NAMESPACE
 //
 // account.hpp: every limit of one API account, taken all at once or not at
 // all: concurrency, requests per minute, tokens per minute, tokens per day,
-// and an optional dollar budget.
+// and an optional budget in dollars or yuan.
+//
+// Currency. account<Clock> budgets in dollars (account_config);
+// account<Clock, cny_tag> in yuan (cny_account_config), pricing every
+// request from the model's CNY list (a model without one cannot be admitted
+// against a yuan budget). Amounts are money<Currency> throughout, so a dollar
+// amount given to a yuan account does not compile.
 //
 // Kimi's limits are per organization, shared by all models and keys, so make
 // one account object per organization and send every request through it.
@@ -3584,8 +3590,14 @@ TOLLGATE_END_NAMESPACE
 //
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
-// is one atomic word). Counters are relaxed atomics, exact once threads are
-// joined, approximate while they run. A lease must not outlive its account.
+// is one atomic word). Counters are per-thread shards (a plain load and store
+// on the hot path, detail/shard_counters.hpp) and relaxed atomics: exact once
+// threads are joined, approximate while they run. A lease must not outlive
+// its account.
+//
+// Cost. An admission and its settle are six atomic read-modify-writes: the
+// permit and the slot-table word (twice each: take and give back) and one CAS
+// per strict window; bench/ has the ratios.
 #ifndef TOLLGATE_ACCOUNT_HPP
 #define TOLLGATE_ACCOUNT_HPP
 
@@ -3596,6 +3608,105 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/concurrency.hpp>  (already above)
 // #include <tollgate/cost.hpp>  (already above)
 // #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/shard_counters.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/shard_counters.hpp: statistics counters that cost a plain load and
+// store on the hot path instead of a locked read-modify-write. Nothing here
+// is public API.
+//
+// Each thread claims one of `thread_shards` process-wide shard numbers for
+// its lifetime (the first time it counts) and gives it back when it exits.
+// A shard number has one owner at a time, so the owner may update its shard
+// of any shard_counters with a relaxed load and store. Threads that find no
+// free number share one more shard, updated with fetch_add. Readers add the
+// shards with relaxed loads: approximate while writers run, exact once they
+// are joined.
+#ifndef TOLLGATE_DETAIL_SHARD_COUNTERS_HPP
+#define TOLLGATE_DETAIL_SHARD_COUNTERS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+constexpr unsigned thread_shards = 16;  // owned shards; number thread_shards is the shared one
+
+inline std::atomic<bool>* shard_claims() noexcept {
+  static std::atomic<bool> claims[thread_shards] = {};
+  return claims;
+}
+
+struct shard_claim {
+  unsigned index = thread_shards;
+  shard_claim() noexcept {
+    std::atomic<bool>* c = shard_claims();
+    for (unsigned i = 0; i < thread_shards; ++i) {
+      // acquire: pairs with the release store of the previous owner's exit,
+      // so its last stores to the shard happen before this thread's loads.
+      if (!c[i].load(std::memory_order_relaxed) && !c[i].exchange(true, std::memory_order_acquire)) {
+        index = i;
+        return;
+      }
+    }
+  }
+  ~shard_claim() {
+    // release: pairs with the acquire exchange of the next owner.
+    if (index < thread_shards) shard_claims()[index].store(false, std::memory_order_release);
+    index = thread_shards;  // counting from a later thread_local destructor goes to the shared shard
+  }
+  shard_claim(const shard_claim&) = delete;
+  shard_claim& operator=(const shard_claim&) = delete;
+};
+
+inline unsigned this_thread_shard() noexcept {
+  static thread_local shard_claim claim;
+  return claim.index;
+}
+
+// N counters, one cache-line-aligned copy per shard.
+template <std::size_t N>
+class shard_counters {
+ public:
+  void add(std::size_t i, std::uint64_t v) noexcept { add_at(this_thread_shard(), i, v); }
+  // Several counters of one event, with one shard lookup.
+  void add2(std::size_t i, std::uint64_t v, std::size_t j, std::uint64_t w) noexcept {
+    const unsigned s = this_thread_shard();
+    add_at(s, i, v);
+    add_at(s, j, w);
+  }
+  std::uint64_t sum(std::size_t i) const noexcept {
+    std::uint64_t t = 0;
+    // relaxed: statistics; exact once the writers are joined (join orders them).
+    for (const shard& s : shards_) t += s.c[i].load(std::memory_order_relaxed);
+    return t;
+  }
+  // Adds to counter i of the calling thread's shard (restore uses it before
+  // the counters are shared).
+  void add_at(unsigned s, std::size_t i, std::uint64_t v) noexcept {
+    std::atomic<std::uint64_t>& c = shards_[s].c[i];
+    if (s < thread_shards)
+      // relaxed: this thread owns the shard (see shard_claim); only readers race, and they read statistics.
+      c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+    else
+      c.fetch_add(v, std::memory_order_relaxed);  // relaxed: a statistic on the shared shard
+  }
+
+ private:
+  struct alignas(TOLLGATE_CACHELINE_SIZE) shard {
+    std::atomic<std::uint64_t> c[N] = {};
+  };
+  shard shards_[thread_shards + 1];
+};
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_SHARD_COUNTERS_HPP
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/http.hpp>  (already above)
 // #include <tollgate/models.hpp>  (already above)
@@ -3610,6 +3721,7 @@ TOLLGATE_END_NAMESPACE
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -3686,7 +3798,12 @@ struct dimension_set {
   constexpr bool empty() const noexcept { return bits == 0; }
 };
 
-struct account_config {
+// The account's limits. Currency is the budget's: usd_tag (account_config)
+// or cny_tag (cny_account_config); the account computes costs from the
+// model's price list in that currency.
+template <class Currency = usd_tag>
+struct basic_account_config {
+  using currency = Currency;
   limit concurrency = limit::unknown();  // unknown or unlimited: not enforced
   limit rpm = limit::unknown();
   limit tpm = limit::unknown();
@@ -3696,7 +3813,7 @@ struct account_config {
   std::chrono::minutes utc_offset{0};
   bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
   std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits
-  std::optional<usd> budget;                     // a spending limit, if any
+  std::optional<money<Currency>> budget;         // a spending limit, if any
   // The windows of the request and token limits: Kimi's are a minute; a
   // gateway may count per second.
   nanoseconds request_window = std::chrono::minutes(1);
@@ -3706,8 +3823,8 @@ struct account_config {
   // stats().reclaimed. Kimi documents requests of up to two hours. Zero: never.
   nanoseconds lease_timeout = std::chrono::hours(2);
 
-  static constexpr account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
-    account_config c;
+  static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
+    basic_account_config c;
     c.concurrency = t.concurrency;
     c.rpm = t.rpm;
     c.tpm = t.tpm;
@@ -3716,6 +3833,8 @@ struct account_config {
     return c;
   }
 };
+using account_config = basic_account_config<usd_tag>;
+using cny_account_config = basic_account_config<cny_tag>;
 
 struct request {
   const model_info* model = nullptr;  // for the default output cap, context window and prices
@@ -3729,21 +3848,27 @@ struct account_stats {
   std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
   std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
   std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
-  std::int64_t spent_nanos = 0;
+  std::int64_t spent_nanos = 0;  // in nano-units of the budget's currency
+  // Time callers spent waiting because of each dimension (indexed like
+  // refused_by), as reported by the waiting layer (waiting_room) through
+  // account::record_wait. A wait caused by several dimensions counts in each.
+  std::int64_t waited_ns_by[9] = {};
 };
 
-template <class Clock>
+template <class Clock, class Currency>
 class account;
 
 // What settling a lease did.
-struct settle_result {
-  usd cost;                     // the exact cost charged (zero when not billed)
+template <class Currency = usd_tag>
+struct basic_settle_result {
+  money<Currency> cost;              // the exact cost charged (zero when not billed)
   std::int64_t overspend_nanos = 0;  // cost above the money reserved
   std::uint64_t debt_tokens = 0;     // tokens used beyond the reservation
   std::uint64_t refunded_tokens = 0;
 };
+using settle_result = basic_settle_result<usd_tag>;
 
-template <class Clock = steady_clock>
+template <class Clock = steady_clock, class Currency = usd_tag>
 class lease {
  public:
   lease() noexcept = default;
@@ -3767,14 +3892,14 @@ class lease {
   std::uint64_t reserved_tokens() const noexcept { return tokens_; }
 
   // The response arrived with its usage: charge it exactly.
-  settle_result settle(const usage& u, nanoseconds now) noexcept;
+  basic_settle_result<Currency> settle(const usage& u, nanoseconds now) noexcept;
   // The server answered 429: Kimi does not bill it; the tokens stay counted.
   void settle_rejected(nanoseconds now) noexcept;
   // 5xx, timeout, lost connection without usage: keep the tokens, bill nothing.
   void settle_failed(nanoseconds now) noexcept;
 
  private:
-  friend class account<Clock>;
+  friend class account<Clock, Currency>;
   void take(lease& o) noexcept {
     acc_ = std::exchange(o.acc_, nullptr);
     slot_ = std::exchange(o.slot_, no_slot);
@@ -3789,132 +3914,59 @@ class lease {
     tokens_ = std::exchange(o.tokens_, 0);
   }
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
-  account<Clock>* acc_ = nullptr;
+  account<Clock, Currency>* acc_ = nullptr;
   std::size_t slot_ = no_slot;  // its entry in the account's slot table, if any
   std::uint64_t stamp_ = 0;      // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
   window_ticket rpm_t_, tpm_t_, tpd_t_;
   quota_ticket day_t_;
-  budget_reservation<usd_tag> money_;
+  budget_reservation<Currency> money_;
   const model_info* model_ = nullptr;
   std::uint64_t tokens_ = 0;
 };
 
-template <class Clock = steady_clock>
+template <class Clock = steady_clock, class Currency = usd_tag>
 struct admission {
   tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
-  dimension_set refused;         // every dimension that refused
-  tollgate::lease<Clock> lease;  // valid when admitted
-  std::uint64_t tokens = 0;      // prompt + max_tokens as reserved (or as it would have been)
-  usd worst_case;                // the money reserved (or that would have been)
+  dimension_set refused;                   // every dimension that refused
+  tollgate::lease<Clock, Currency> lease;  // valid when admitted
+  std::uint64_t tokens = 0;                // prompt + max_tokens as reserved (or as it would have been)
+  money<Currency> worst_case;              // the money reserved (or that would have been)
   explicit operator bool() const noexcept { return decision.admitted(); }
 };
 
-template <class Clock = steady_clock>
+template <class Clock = steady_clock, class Currency = usd_tag>
 class account {
   using window = sliding_window<Clock>;
   using bucket = token_bucket<Clock>;
+  using lease_type = lease<Clock, Currency>;
+  using admission_type = admission<Clock, Currency>;
+  using amount = money<Currency>;
 
  public:
   using clock = Clock;
+  using currency = Currency;
+  using config_type = basic_account_config<Currency>;
 
   // Throws config_error (aborts without exceptions) on an invalid
   // configuration: a margin policy whose margin is not below its limit, or a
   // window the primitives refuse.
-  explicit account(const account_config& c, nanoseconds origin = Clock::now()) {
+  explicit account(const config_type& c, nanoseconds origin = Clock::now()) {
     const errc e = init(c, origin);
     if (e != errc::ok) detail::fail(e);
   }
-  account(const account_config& c, nanoseconds origin, errc& ec) noexcept { ec = init(c, origin); }
+  account(const config_type& c, nanoseconds origin, errc& ec) noexcept { ec = init(c, origin); }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
 
-  const account_config& config() const noexcept { return cfg_; }
+  const config_type& config() const noexcept { return cfg_; }
 
-  admission<Clock> try_admit(const request& r, nanoseconds now) noexcept {
-    admission<Clock> a;
-    // How many tokens Kimi will count at admission.
-    std::optional<std::uint64_t> out = r.max_tokens;
-    if (!out && r.model && r.model->default_max_tokens) out = r.model->default_max_tokens;
-    if (!out && r.model && r.model->context_window)
-      out = *r.model->context_window > r.prompt_tokens ? *r.model->context_window - r.prompt_tokens : 0;
-    if (!out) {
-      a.refused.add(dimension::request_size);  // no way to bound the output
-      return refuse_never(a);
-    }
-    const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
-    a.tokens = n;
-    if (r.model && r.model->context_window && n > *r.model->context_window) a.refused.add(dimension::context);
-    if (margin_tokens_ && n > cfg_.max_request_tokens && tpm_b_) a.refused.add(dimension::request_size);
-    if (budget_) {
-      if (!r.model) {
-        a.refused.add(dimension::request_size);  // a budget needs prices
-      } else {
-        const auto w = worst_case_cost(*r.model, r.prompt_tokens, out);
-        if (!w) a.refused.add(dimension::budget);
-        else {
-          a.worst_case = w.total;
-          if (w.total > budget_->limit()) a.refused.add(dimension::budget);
-        }
-      }
-    }
-    if (!a.refused.empty()) return refuse_never(a);
-    if (stopped_.load(std::memory_order_acquire)) {  // acquire: pairs with the release store in on_response
-      a.refused.add(dimension::stopped);
-      return refuse_never(a, reason::misconfigured);
-    }
-    // relaxed: a lone time value; a stale read only delays or advances a pause
-    // by the race window, which the server's own limits cover.
-    const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
-    if (now.count() < pause) {
-      a.refused.add(dimension::paused);
-      count_refusal(a.refused);
-      a.decision = decision::wait(nanoseconds(pause - now.count()));
-      return a;
-    }
-
-    // Take every dimension in turn; roll back on the first refusal.
-    lease<Clock>& l = a.lease;
-    if (conc_) {
-      permit p = conc_->try_acquire(1);
-      if (!p && reap(now)) p = conc_->try_acquire(1);  // slots held past their deadline came back
-      if (!p) return refuse_and_report(a, n, now);
-      p.detach();
-      l.holds_ = true;
-      l.acc_ = this;  // so that a roll-back below releases the slot
-      register_slot(l, now);
-    }
-    if (!take_requests(l, now)) return refuse_and_report(a, n, now);
-    if (!take_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now)) {
-      give_requests(l, now);
-      return refuse_and_report(a, n, now);
-    }
-    bool day_ok = true;
-    if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
-    else day_ok = take_tokens(tpd_w_, tpd_b_, l.tpd_t_, n, now);
-    if (!day_ok) {
-      give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
-      give_requests(l, now);
-      return refuse_and_report(a, n, now);
-    }
-    if (budget_) {
-      l.money_ = budget_->reserve(a.worst_case);
-      if (!l.money_) {
-        give_day(l, n, now);
-        give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
-        give_requests(l, now);
-        return refuse_and_report(a, n, now);
-      }
-    }
-    l.acc_ = this;
-    l.model_ = r.model;
-    l.tokens_ = n;
-    stats_admitted_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-    stats_reserved_.fetch_add(n, std::memory_order_relaxed);
-    a.decision = decision::admit();
+  admission_type try_admit(const request& r, nanoseconds now) noexcept {
+    admission_type a;  // the only object returned, so it is built in place
+    admit_into(a, r, now);
     return a;
   }
-  admission<Clock> try_admit(const request& r) noexcept { return try_admit(r, Clock::now()); }
+  admission_type try_admit(const request& r) noexcept { return try_admit(r, Clock::now()); }
 
   // Feeds the server's answer back: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any.
@@ -3963,19 +4015,29 @@ class account {
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
 
   std::uint64_t in_flight() const noexcept { return conc_ ? conc_->in_use() : 0; }
-  std::optional<usd> budget_remaining() const noexcept {
-    return budget_ ? std::optional<usd>(budget_->remaining()) : std::nullopt;
+  std::optional<amount> budget_remaining() const noexcept {
+    return budget_ ? std::optional<amount>(budget_->remaining()) : std::nullopt;
+  }
+
+  // Adds time a caller spent waiting because of the dimensions in `s` (each
+  // counts it): the waiting room reports its sleeps here, and so can a
+  // caller's own waiting loop. For metrics (stats().waited_ns_by).
+  void record_wait(dimension_set s, nanoseconds d) noexcept {
+    if (d <= nanoseconds(0)) return;
+    for (unsigned i = 0; i < 9; ++i)
+      if (s.bits & (1u << i)) waited_ns_[i].fetch_add(d.count(), std::memory_order_relaxed);  // relaxed: a statistic
   }
   account_stats stats() const noexcept {
     account_stats s;
+    s.admitted = stats_.sum(st_admitted);
+    s.refused = stats_.sum(st_refused);
+    for (unsigned i = 0; i < 9; ++i) s.refused_by[i] = stats_.sum(st_refused_by + i);
+    s.tokens_reserved = stats_.sum(st_reserved);
+    s.tokens_used = stats_.sum(st_used);
+    s.debt_tokens = stats_.sum(st_debt);
     // relaxed: statistics, see the contract.
-    s.admitted = stats_admitted_.load(std::memory_order_relaxed);
-    s.refused = stats_refused_.load(std::memory_order_relaxed);
-    for (int i = 0; i < 9; ++i) s.refused_by[i] = stats_by_[i].load(std::memory_order_relaxed);
-    s.tokens_reserved = stats_reserved_.load(std::memory_order_relaxed);
-    s.tokens_used = stats_used_.load(std::memory_order_relaxed);
-    s.debt_tokens = stats_debt_.load(std::memory_order_relaxed);
     s.reclaimed = stats_reclaimed_.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < 9; ++i) s.waited_ns_by[i] = waited_ns_[i].load(std::memory_order_relaxed);
     s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
     return s;
   }
@@ -3983,7 +4045,7 @@ class account {
   // Dimensions not enforced report nothing.
   struct remaining_view {
     std::optional<std::uint64_t> concurrency, requests, tokens_minute, tokens_day;
-    std::optional<usd> budget;
+    std::optional<amount> budget;
     nanoseconds paused_for{0};  // time left of a pause
     bool stopped = false;
     // When each time-based dimension is back to its full limit (its reset).
@@ -4150,7 +4212,89 @@ class account {
   }
 
  private:
-  friend class lease<Clock>;
+  friend class lease<Clock, Currency>;
+
+  void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
+    // How many tokens Kimi will count at admission.
+    std::optional<std::uint64_t> out = r.max_tokens;
+    if (!out && r.model && r.model->default_max_tokens) out = r.model->default_max_tokens;
+    if (!out && r.model && r.model->context_window)
+      out = *r.model->context_window > r.prompt_tokens ? *r.model->context_window - r.prompt_tokens : 0;
+    if (!out) {
+      a.refused.add(dimension::request_size);  // no way to bound the output
+      return refuse_never(a, reason::exceeds_capacity);
+    }
+    const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
+    a.tokens = n;
+    if (r.model && r.model->context_window && n > *r.model->context_window) a.refused.add(dimension::context);
+    if (margin_tokens_ && n > cfg_.max_request_tokens && tpm_b_) a.refused.add(dimension::request_size);
+    if (budget_) {
+      if (!r.model) {
+        a.refused.add(dimension::request_size);  // a budget needs prices
+      } else {
+        const auto w = worst_case_cost<Currency>(*r.model, r.prompt_tokens, out);
+        if (!w) a.refused.add(dimension::budget);
+        else {
+          a.worst_case = w.total;
+          if (w.total > budget_->limit()) a.refused.add(dimension::budget);
+        }
+      }
+    }
+    if (!a.refused.empty()) return refuse_never(a, reason::exceeds_capacity);
+    if (stopped_.load(std::memory_order_acquire)) {  // acquire: pairs with the release store in on_response
+      a.refused.add(dimension::stopped);
+      return refuse_never(a, reason::misconfigured);
+    }
+    // relaxed: a lone time value; a stale read only delays or advances a pause
+    // by the race window, which the server's own limits cover.
+    const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
+    if (now.count() < pause) {
+      a.refused.add(dimension::paused);
+      count_refusal(a.refused);
+      a.decision = decision::wait(nanoseconds(pause - now.count()));
+      return;
+    }
+
+    // Take every dimension in turn; roll back on the first refusal.
+    lease_type& l = a.lease;
+    if (conc_) {
+      permit p = conc_->try_acquire(1);
+      if (!p && reap(now)) p = conc_->try_acquire(1);  // slots held past their deadline came back
+      if (!p) return refuse_and_report(a, n, now);
+      p.detach();
+      l.holds_ = true;
+      l.acc_ = this;  // so that a roll-back below releases the slot
+      register_slot(l, now);
+    }
+    if (!take_requests(l, now)) return refuse_and_report(a, n, now);
+    if (!take_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now)) {
+      give_requests(l, now);
+      return refuse_and_report(a, n, now);
+    }
+    bool day_ok = true;
+    if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
+    else day_ok = take_tokens(tpd_w_, tpd_b_, l.tpd_t_, n, now);
+    if (!day_ok) {
+      give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
+      give_requests(l, now);
+      return refuse_and_report(a, n, now);
+    }
+    if (budget_) {
+      l.money_ = budget_->reserve(a.worst_case);
+      if (!l.money_) {
+        give_day(l, n, now);
+        give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
+        give_requests(l, now);
+        return refuse_and_report(a, n, now);
+      }
+    }
+    l.acc_ = this;
+    l.model_ = r.model;
+    l.tokens_ = n;
+    stats_.add2(st_admitted, 1, st_reserved, n);
+    a.decision = decision::admit();
+  }
+
 
   static constexpr std::uint64_t snapshot_version = 1;
 
@@ -4169,6 +4313,9 @@ class account {
     w.u64(cfg_.budget ? static_cast<std::uint64_t>(cfg_.budget->nanos()) : 0);
     w.u64(static_cast<std::uint64_t>(cfg_.request_window.count()));
     w.u64(static_cast<std::uint64_t>(cfg_.token_window.count()));
+    // The budget's currency (USD, the first, adds nothing: fingerprints of
+    // USD accounts are those of 0.1.0, so their snapshots still restore).
+    if (!std::is_same<Currency, usd_tag>::value) w.raw(Currency::code.data(), Currency::code.size());
     return w.checksum();
   }
 
@@ -4176,7 +4323,7 @@ class account {
     return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
   }
 
-  errc init(const account_config& c, nanoseconds origin) noexcept {
+  errc init(const config_type& c, nanoseconds origin) noexcept {
     cfg_ = c;
     errc e = errc::ok;
     const bool strict = strict_for(c.model);
@@ -4237,12 +4384,12 @@ class account {
     return errc::ok;
   }
 
-  bool take_requests(lease<Clock>& l, nanoseconds now) noexcept {
+  bool take_requests(lease_type& l, nanoseconds now) noexcept {
     if (rpm_w_) return rpm_w_->try_acquire(1, now, l.rpm_t_).admitted();
     if (rpm_b_) return rpm_b_->try_acquire(1, now).admitted();
     return true;
   }
-  void give_requests(lease<Clock>& l, nanoseconds now) noexcept {
+  void give_requests(lease_type& l, nanoseconds now) noexcept {
     if (rpm_w_) (void)rpm_w_->refund(l.rpm_t_, 1);
     if (rpm_b_) (void)rpm_b_->refund(1, now);
   }
@@ -4263,7 +4410,7 @@ class account {
     if (w) (void)w->refund(t, n);
     if (b) (void)b->refund(n, now);
   }
-  void give_day(lease<Clock>& l, std::uint64_t n, nanoseconds now) noexcept {
+  void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
     if (day_q_) (void)day_q_->refund(l.day_t_, n);
     else give_tokens(tpd_w_, tpd_b_, l.tpd_t_, n, now);
   }
@@ -4294,23 +4441,22 @@ class account {
   }
 
   void count_refusal(dimension_set s) noexcept {
-    // relaxed: statistics.
-    stats_refused_.fetch_add(1, std::memory_order_relaxed);
-    for (int i = 0; i < 9; ++i)
-      if (s.bits & (1u << i)) stats_by_[i].fetch_add(1, std::memory_order_relaxed);
+    const unsigned shard = detail::this_thread_shard();
+    stats_.add_at(shard, st_refused, 1);
+    for (unsigned i = 0; i < 9; ++i)
+      if (s.bits & (1u << i)) stats_.add_at(shard, st_refused_by + i, 1);
   }
 
-  admission<Clock> refuse_never(admission<Clock>& a, reason why = reason::exceeds_capacity) noexcept {
+  void refuse_never(admission_type& a, reason why) noexcept {
     count_refusal(a.refused);
     a.decision = decision::refuse(why);
-    return std::move(a);
   }
 
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
-  admission<Clock> refuse_and_report(admission<Clock>& a, std::uint64_t n, nanoseconds now) noexcept {
+  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now) noexcept {
     if (a.lease.acc_) release_slot(a.lease);
-    a.lease = lease<Clock>();
+    a.lease = lease_type();
     nanoseconds wait{0};
     bool never = false;
     auto note = [&](dimension d, decision x) {
@@ -4336,7 +4482,6 @@ class account {
       a.decision = decision::wait(wait);
     else
       a.decision = decision::wait(nanoseconds(0), reason::busy);  // a permit or money must come back first
-    return std::move(a);
   }
 
   // The slot table: one word per concurrency unit, 0 when free, else the
@@ -4344,11 +4489,12 @@ class account {
   // CAS from the value it wrote; a reaper that finds a word past the deadline
   // frees it with the same CAS. Whoever wins returns the unit, so it is
   // returned exactly once.
-  void register_slot(lease<Clock>& l, nanoseconds now) noexcept {
+  void register_slot(lease_type& l, nanoseconds now) noexcept {
     if (slot_count_ == 0) return;
     const std::uint64_t stamp = static_cast<std::uint64_t>(now.count() > 0 ? now.count() : 0) + 1;
-    // Start near the number of units held: usually free.
-    std::size_t i = static_cast<std::size_t>(conc_->in_use() % slot_count_);
+    // Start at a place of the table that depends on the thread, so two
+    // threads do not probe the same words.
+    std::size_t i = static_cast<std::size_t>(detail::this_thread_shard()) * slot_count_ / (detail::thread_shards + 1);
     for (std::size_t k = 0; k < slot_count_; ++k, i = i + 1 == slot_count_ ? 0 : i + 1) {
       std::uint64_t expected = 0;
       // acq_rel: release publishes nothing else but keeps the table's words in
@@ -4362,16 +4508,16 @@ class account {
     // No free word (the limit was raised past the table): this lease cannot be reclaimed.
   }
 
-  void release_slot(lease<Clock>& l) noexcept {
+  void release_slot(lease_type& l) noexcept {
     bool give = l.holds_;
-    if (l.holds_ && l.slot_ != lease<Clock>::no_slot) {
+    if (l.holds_ && l.slot_ != lease_type::no_slot) {
       std::uint64_t expected = l.stamp_;
       // acq_rel/relaxed: as in register_slot. Failure: a reaper took it and returned the unit.
       give = slots_[l.slot_].compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
     }
     if (give) conc_->release_detached(1);
     l.holds_ = false;
-    l.slot_ = lease<Clock>::no_slot;
+    l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
     notify_release();
   }
@@ -4400,7 +4546,7 @@ class account {
     if (auto fn = hook_fn_.load(std::memory_order_acquire)) fn(hook_ctx_.load(std::memory_order_relaxed));
   }
 
-  account_config cfg_;
+  config_type cfg_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
   std::size_t slot_count_ = 0;
   std::atomic<std::uint64_t> stats_reclaimed_{0};
@@ -4411,60 +4557,62 @@ class account {
   std::optional<window> rpm_w_, tpm_w_, tpd_w_;
   std::optional<bucket> rpm_b_, tpm_b_, tpd_b_;
   std::optional<calendar_quota<Clock>> day_q_;
-  std::optional<budget<usd_tag>> budget_;
+  std::optional<budget<Currency>> budget_;
   std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<bool> stopped_{false};
-  std::atomic<std::uint64_t> stats_admitted_{0}, stats_refused_{0}, stats_reserved_{0}, stats_used_{0}, stats_debt_{0};
-  std::atomic<std::uint64_t> stats_by_[9] = {};
+  // Hot statistics: per-thread shards, a plain load and store each.
+  enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
+  detail::shard_counters<st_count> stats_;
+  std::atomic<std::int64_t> waited_ns_[9] = {};
 };
 
-template <class Clock>
-settle_result lease<Clock>::settle(const usage& u, nanoseconds now) noexcept {
-  settle_result res;
+template <class Clock, class Currency>
+basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nanoseconds now) noexcept {
+  using acct = account<Clock, Currency>;
+  basic_settle_result<Currency> res;
   if (!acc_) return res;
-  account<Clock>& a = *acc_;
+  acct& a = *acc_;
   const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
-  a.stats_used_.fetch_add(used, std::memory_order_relaxed);  // relaxed: a statistic
-  if (used > tokens_) {
+  const std::uint64_t extra = used > tokens_ ? used - tokens_ : 0;
+  a.stats_.add2(acct::st_used, used, acct::st_debt, extra);
+  if (extra > 0) {
     // Beyond the reservation: a debt that later admissions wait out.
-    const std::uint64_t extra = used - tokens_;
     res.debt_tokens = extra;
-    a.stats_debt_.fetch_add(extra, std::memory_order_relaxed);  // relaxed: a statistic
-    account<Clock>::charge_tokens(a.tpm_w_, a.tpm_b_, extra, now);
+    acct::charge_tokens(a.tpm_w_, a.tpm_b_, extra, now);
     if (a.day_q_) a.day_q_->charge(extra, now);
-    else account<Clock>::charge_tokens(a.tpd_w_, a.tpd_b_, extra, now);
+    else acct::charge_tokens(a.tpd_w_, a.tpd_b_, extra, now);
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
-    account<Clock>::give_tokens(a.tpm_w_, a.tpm_b_, tpm_t_, back, now);
+    acct::give_tokens(a.tpm_w_, a.tpm_b_, tpm_t_, back, now);
     if (a.day_q_) (void)a.day_q_->refund(day_t_, back);
-    else account<Clock>::give_tokens(a.tpd_w_, a.tpd_b_, tpd_t_, back, now);
+    else acct::give_tokens(a.tpd_w_, a.tpd_b_, tpd_t_, back, now);
   }
   if (a.budget_ && money_) {
-    const auto c = model_ ? cost(*model_, u) : cost_breakdown<usd_tag>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
+    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
     // An uncomputable cost keeps the whole reservation as spent: the safe side.
-    const usd actual = c ? c.total : money_.amount;
-    const usd diff = a.budget_->settle(money_, actual);
+    const money<Currency> actual = c ? c.total : money_.amount;
+    const money<Currency> diff = a.budget_->settle(money_, actual);
     res.cost = actual;
     res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
   } else if (model_) {
-    const auto c = cost(*model_, u);
+    const auto c = cost<Currency>(*model_, u);
     if (c) res.cost = c.total;
   }
   a.release_slot(*this);
   return res;
 }
 
-template <class Clock>
-void lease<Clock>::settle_rejected(nanoseconds now) noexcept {
+template <class Clock, class Currency>
+void lease<Clock, Currency>::settle_rejected(nanoseconds now) noexcept {
   (void)now;
   if (!acc_) return;
   if (acc_->budget_ && money_) acc_->budget_->release(money_);
   acc_->release_slot(*this);
 }
 
-template <class Clock>
-void lease<Clock>::settle_failed(nanoseconds now) noexcept {
+template <class Clock, class Currency>
+void lease<Clock, Currency>::settle_failed(nanoseconds now) noexcept {
   settle_rejected(now);  // the same bookkeeping: tokens stay counted, nothing is billed
 }
 
@@ -4511,16 +4659,17 @@ TOLLGATE_END_NAMESPACE
 
 TOLLGATE_BEGIN_NAMESPACE
 
-template <class Clock = steady_clock>
+template <class Clock = steady_clock, class Currency = usd_tag>
 class waiting_room {
  public:
-  explicit waiting_room(account<Clock>& a) : acct_(a) { acct_.set_release_hook(&waiting_room::on_release, this); }
+  using admission_type = admission<Clock, Currency>;
+  explicit waiting_room(account<Clock, Currency>& a) : acct_(a) { acct_.set_release_hook(&waiting_room::on_release, this); }
   ~waiting_room() { acct_.set_release_hook(nullptr, nullptr); }
   waiting_room(const waiting_room&) = delete;
   waiting_room& operator=(const waiting_room&) = delete;
 
   // `deadline` is a time of the account's Clock.
-  admission<Clock> admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
+  admission_type admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
     const nanoseconds arrived = Clock::now();
     struct account_time {  // adds the time spent here to the room's counter, on every way out
       waiting_room& room;
@@ -4535,7 +4684,7 @@ class waiting_room {
     waiter me;
     std::unique_lock<std::mutex> lock(m_);
     line_.push_back(&me);
-    admission<Clock> last;
+    admission_type last;
     last.decision = decision::wait(nanoseconds(0), reason::busy);
     for (;;) {
       const bool give_up = (cancel && cancel->load(std::memory_order_acquire)) || Clock::now() >= deadline;
@@ -4544,11 +4693,14 @@ class waiting_room {
         sleep_until(lock, me, deadline);
         continue;
       }
-      last = acct_.try_admit(r, Clock::now());
+      const nanoseconds asked = Clock::now();
+      last = acct_.try_admit(r, asked);
       if (last || last.decision.never() || give_up) return leave(me, std::move(last));
       const nanoseconds w = last.decision.retry_after();
       // A time to wait for, or (a permit, money) a release to wait for.
-      sleep_until(lock, me, w > nanoseconds(0) && Clock::now() + w < deadline ? Clock::now() + w : deadline);
+      sleep_until(lock, me, w > nanoseconds(0) && asked + w < deadline ? asked + w : deadline);
+      // From the refusal to the next try: the time these dimensions cost.
+      acct_.record_wait(last.refused, Clock::now() - asked);
     }
   }
 
@@ -4560,7 +4712,10 @@ class waiting_room {
   }
 
   // Total time callers spent in admit(), in the account's Clock, and how
-  // many calls returned (for metrics; relaxed counters).
+  // many calls returned (for metrics; relaxed counters). The time the head
+  // of the line slept, per dimension that refused it, is in the account's
+  // stats().waited_ns_by; the rest of waited() is mostly time spent in line
+  // behind the head.
   nanoseconds waited() const noexcept { return nanoseconds(waited_ns_.load(std::memory_order_relaxed)); }
   std::uint64_t served() const noexcept { return served_.load(std::memory_order_relaxed); }
 
@@ -4577,7 +4732,7 @@ class waiting_room {
 
   static void on_release(void* self) { static_cast<waiting_room*>(self)->notify(); }
 
-  admission<Clock> leave(waiter& me, admission<Clock>&& a) {
+  admission_type leave(waiter& me, admission_type&& a) {
     const bool was_head = line_.front() == &me;
     for (auto it = line_.begin(); it != line_.end(); ++it)
       if (*it == &me) {
@@ -4599,7 +4754,7 @@ class waiting_room {
     me.cv.wait_for(lock, left < cap ? left : cap);
   }
 
-  account<Clock>& acct_;
+  account<Clock, Currency>& acct_;
   std::atomic<std::int64_t> waited_ns_{0};
   std::atomic<std::uint64_t> served_{0};
   std::mutex m_;

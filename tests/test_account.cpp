@@ -108,6 +108,101 @@ TEST_CASE("account: refusals that can never succeed", "[account]") {
   CHECK(dc.tokens == 1000 + 32768);
 }
 
+TEST_CASE("account: a budget in yuan, priced from the model's CNY list", "[account][money]") {
+  cny_account_config c;
+  c.concurrency = limit(2);
+  c.rpm = limit(3);
+  c.tpm = limit(10000);
+  c.tpd = limit(50000);
+  c.model = server_model::sliding_log;
+  c.budget = cny::from_nanos(120000000);  // 0.12 yuan
+  account<manual_clock, cny_tag> a(c, t0);
+  // kimi-k2.6 in yuan per token: 6,500 input, 1,100 cached input, 27,000 output (nano-units).
+  auto x = a.try_admit(req(1000, 4000), t0);
+  REQUIRE(x);
+  CHECK(x.worst_case == cny::from_nanos(1000 * 6500 + 4000 * 27000));
+  CHECK(*a.budget_remaining() == cny::from_nanos(120000000) - x.worst_case);
+  const basic_settle_result<cny_tag> r = x.lease.settle(usage{1000, 200, 500, 0, 0}, seconds(1));
+  CHECK(r.cost == cny::from_nanos(800 * 6500 + 200 * 1100 + 500 * 27000));
+  CHECK(r.overspend_nanos == 0);
+  CHECK(*a.budget_remaining() == cny::from_nanos(120000000) - r.cost);
+  CHECK(a.stats().spent_nanos == r.cost.nanos());
+  CHECK(*a.remaining(seconds(1)).budget == *a.budget_remaining());
+  // Another worst case no longer fits what is left: a wait, not `never`.
+  const auto y = a.try_admit(req(1000, 4000), seconds(2));
+  CHECK_FALSE(y);
+  CHECK(y.refused.has(dimension::budget));
+  CHECK_FALSE(y.decision.never());
+  // A worst case above the whole budget never fits.
+  const auto z = a.try_admit(req(1000, 5000), seconds(2));
+  CHECK(z.decision.never());
+  CHECK(z.refused.has(dimension::budget));
+  // A model without a yuan price list cannot be budgeted in yuan.
+  const model_info* usd_only = nullptr;
+  for (const model_info& m : kimi_models)
+    if (m.usd_prices.input && m.usd_prices.output && !m.cny_prices.input && m.context_window) usd_only = &m;
+  REQUIRE(usd_only != nullptr);
+  request ru = req(10, 10);
+  ru.model = usd_only;
+  const auto u = a.try_admit(ru, seconds(2));
+  CHECK(u.decision.never());
+  CHECK(u.refused.has(dimension::budget));
+
+  // The spend survives a restart; a dollar account refuses a yuan snapshot.
+  const std::string snap = a.snapshot(seconds(3), seconds(1000));
+  account<manual_clock, cny_tag> b(c, t0);
+  REQUIRE(b.restore(snap, seconds(3), seconds(1000)) == account<manual_clock, cny_tag>::restore_errc::ok);
+  CHECK(*b.budget_remaining() == *a.budget_remaining());
+  account_config d;
+  d.concurrency = c.concurrency;
+  d.rpm = c.rpm;
+  d.tpm = c.tpm;
+  d.tpd = c.tpd;
+  d.model = c.model;
+  d.budget = usd::from_nanos(120000000);  // the same number of nano-units, in dollars
+  paced_account e(d, t0);
+  CHECK(e.restore(snap, seconds(3), seconds(1000)) == paced_account::restore_errc::other_configuration);
+}
+
+TEST_CASE("account: time waited, per dimension", "[account]") {
+  account_config c;
+  c.rpm = limit(1);
+  c.model = server_model::sliding_log;
+  paced_account a(c, t0);
+  dimension_set s;
+  s.add(dimension::rpm);
+  s.add(dimension::tpm);
+  a.record_wait(s, seconds(5));
+  a.record_wait(s, seconds(-5));  // nothing: a clock that went backwards adds no time
+  auto st = a.stats();
+  CHECK(st.waited_ns_by[1] == ns(seconds(5)).count());  // rpm
+  CHECK(st.waited_ns_by[2] == ns(seconds(5)).count());  // tpm
+  CHECK(st.waited_ns_by[0] == 0);
+  CHECK(st.waited_ns_by[3] == 0);
+
+  // The waiting room reports the head's waits: from the refusal to the next try.
+  const ns clock_was = manual_clock::now();
+  manual_clock::set(t0);
+  REQUIRE(a.try_admit(req(10, 10), t0));
+  waiting_room<manual_clock> room(a);
+  const std::uint64_t refused_before = a.stats().refused;
+  bool admitted = false;
+  std::thread w([&] { admitted = static_cast<bool>(room.admit(req(10, 10), ns(hours(1)))); });
+  // Once the head has been refused at t0, move the clock to when the window
+  // (15 slots of 4 s, the oldest counted in full) has room again: 64 s.
+  for (int spin = 0; a.stats().refused == refused_before && spin < 100000000; ++spin) std::this_thread::yield();
+  REQUIRE(a.stats().refused > refused_before);
+  manual_clock::set(seconds(64));
+  room.notify();
+  w.join();
+  CHECK(admitted);
+  st = a.stats();
+  CHECK(st.waited_ns_by[1] == ns(seconds(5) + seconds(64)).count());
+  CHECK(st.waited_ns_by[0] == 0);  // concurrency is not enforced here
+  CHECK(room.waited() == seconds(64));
+  manual_clock::set(clock_was);
+}
+
 TEST_CASE("account: policies per server model", "[account]") {
   paced_account strict(small(server_model::fixed_window), t0);
   CHECK(std::string(strict.policy(dimension::rpm)) == "strict window");

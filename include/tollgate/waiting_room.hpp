@@ -37,16 +37,17 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-template <class Clock = steady_clock>
+template <class Clock = steady_clock, class Currency = usd_tag>
 class waiting_room {
  public:
-  explicit waiting_room(account<Clock>& a) : acct_(a) { acct_.set_release_hook(&waiting_room::on_release, this); }
+  using admission_type = admission<Clock, Currency>;
+  explicit waiting_room(account<Clock, Currency>& a) : acct_(a) { acct_.set_release_hook(&waiting_room::on_release, this); }
   ~waiting_room() { acct_.set_release_hook(nullptr, nullptr); }
   waiting_room(const waiting_room&) = delete;
   waiting_room& operator=(const waiting_room&) = delete;
 
   // `deadline` is a time of the account's Clock.
-  admission<Clock> admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
+  admission_type admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
     const nanoseconds arrived = Clock::now();
     struct account_time {  // adds the time spent here to the room's counter, on every way out
       waiting_room& room;
@@ -61,7 +62,7 @@ class waiting_room {
     waiter me;
     std::unique_lock<std::mutex> lock(m_);
     line_.push_back(&me);
-    admission<Clock> last;
+    admission_type last;
     last.decision = decision::wait(nanoseconds(0), reason::busy);
     for (;;) {
       const bool give_up = (cancel && cancel->load(std::memory_order_acquire)) || Clock::now() >= deadline;
@@ -70,11 +71,14 @@ class waiting_room {
         sleep_until(lock, me, deadline);
         continue;
       }
-      last = acct_.try_admit(r, Clock::now());
+      const nanoseconds asked = Clock::now();
+      last = acct_.try_admit(r, asked);
       if (last || last.decision.never() || give_up) return leave(me, std::move(last));
       const nanoseconds w = last.decision.retry_after();
       // A time to wait for, or (a permit, money) a release to wait for.
-      sleep_until(lock, me, w > nanoseconds(0) && Clock::now() + w < deadline ? Clock::now() + w : deadline);
+      sleep_until(lock, me, w > nanoseconds(0) && asked + w < deadline ? asked + w : deadline);
+      // From the refusal to the next try: the time these dimensions cost.
+      acct_.record_wait(last.refused, Clock::now() - asked);
     }
   }
 
@@ -86,7 +90,10 @@ class waiting_room {
   }
 
   // Total time callers spent in admit(), in the account's Clock, and how
-  // many calls returned (for metrics; relaxed counters).
+  // many calls returned (for metrics; relaxed counters). The time the head
+  // of the line slept, per dimension that refused it, is in the account's
+  // stats().waited_ns_by; the rest of waited() is mostly time spent in line
+  // behind the head.
   nanoseconds waited() const noexcept { return nanoseconds(waited_ns_.load(std::memory_order_relaxed)); }
   std::uint64_t served() const noexcept { return served_.load(std::memory_order_relaxed); }
 
@@ -103,7 +110,7 @@ class waiting_room {
 
   static void on_release(void* self) { static_cast<waiting_room*>(self)->notify(); }
 
-  admission<Clock> leave(waiter& me, admission<Clock>&& a) {
+  admission_type leave(waiter& me, admission_type&& a) {
     const bool was_head = line_.front() == &me;
     for (auto it = line_.begin(); it != line_.end(); ++it)
       if (*it == &me) {
@@ -125,7 +132,7 @@ class waiting_room {
     me.cv.wait_for(lock, left < cap ? left : cap);
   }
 
-  account<Clock>& acct_;
+  account<Clock, Currency>& acct_;
   std::atomic<std::int64_t> waited_ns_{0};
   std::atomic<std::uint64_t> served_{0};
   std::mutex m_;
