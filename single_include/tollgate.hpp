@@ -3932,6 +3932,7 @@ struct admission {
   tollgate::lease<Clock, Currency> lease;  // valid when admitted
   std::uint64_t tokens = 0;                // prompt + max_tokens as reserved (or as it would have been)
   money<Currency> worst_case;              // the money reserved (or that would have been)
+  nanoseconds at{0};                       // the `now` the decision was made at
   explicit operator bool() const noexcept { return decision.admitted(); }
 };
 
@@ -3963,6 +3964,7 @@ class account {
 
   admission_type try_admit(const request& r, nanoseconds now) noexcept {
     admission_type a;  // the only object returned, so it is built in place
+    a.at = now;
     admit_into(a, r, now);
     return a;
   }
@@ -4455,7 +4457,9 @@ class account {
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now) noexcept {
-    if (a.lease.acc_) release_slot(a.lease);
+    // A roll-back frees nothing that was free before this call, and the
+    // waiting room's head calls try_admit under the room's lock: no hook.
+    if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
     nanoseconds wait{0};
     bool never = false;
@@ -4508,7 +4512,7 @@ class account {
     // No free word (the limit was raised past the table): this lease cannot be reclaimed.
   }
 
-  void release_slot(lease_type& l) noexcept {
+  void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     if (l.holds_ && l.slot_ != lease_type::no_slot) {
       std::uint64_t expected = l.stamp_;
@@ -4519,7 +4523,7 @@ class account {
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
-    notify_release();
+    if (notify) notify_release();
   }
 
   // Frees the slots of leases held past lease_timeout; returns how many.
@@ -4635,7 +4639,8 @@ TOLLGATE_END_NAMESPACE
 // loose at once do not stampede: one asks, 299 sleep.
 //
 // A waiter leaves without an admission when its deadline passes or when its
-// cancel flag is set (call notify() after setting it); it then returns the
+// cancel flag is set (call notify() after setting it: it wakes every waiter,
+// so a cancelled one leaves even behind the head); it then returns the
 // last refusal the account gave (or a `later` with reason::busy if it never
 // reached the head).
 //
@@ -4704,11 +4709,13 @@ class waiting_room {
     }
   }
 
-  // Wakes the waiter at the head of the line (after a cancel flag was set, or
-  // capacity returned by other means than a lease).
+  // Wakes every waiter to re-check its cancel flag and deadline, and the head
+  // to ask the account again: call it after setting a cancel flag, after
+  // capacity came back by other means than a lease, or after moving a manual
+  // clock. (A lease's release wakes the head alone.)
   void notify() {
     std::lock_guard<std::mutex> lock(m_);
-    if (!line_.empty()) line_.front()->cv.notify_one();
+    for (waiter* w : line_) w->cv.notify_one();
   }
 
   // Total time callers spent in admit(), in the account's Clock, and how
@@ -4730,7 +4737,11 @@ class waiting_room {
     std::condition_variable cv;
   };
 
-  static void on_release(void* self) { static_cast<waiting_room*>(self)->notify(); }
+  static void on_release(void* self) {
+    waiting_room& room = *static_cast<waiting_room*>(self);
+    std::lock_guard<std::mutex> lock(room.m_);
+    if (!room.line_.empty()) room.line_.front()->cv.notify_one();  // only the head asks the account
+  }
 
   admission_type leave(waiter& me, admission_type&& a) {
     const bool was_head = line_.front() == &me;

@@ -680,3 +680,97 @@ TEST_CASE("stress: threads admitting, settling and dropping never over-admit", "
     CHECK(settled_cost.load() <= usd::from_units(2).nanos());
   }
 }
+
+TEST_CASE("stress: threads that admit or wait then settle or drop or cancel, against an exact log", "[account][stress]") {
+  // Waiters use the shared manual clock; a driver thread moves it forward
+  // and wakes the room, so deadlines pass and windows roll. Afterwards the
+  // logs of admission times are checked against every dimension's limit.
+  const ns clock_was = manual_clock::now();
+  for (server_model model : {server_model::sliding_log, server_model::unknown}) {
+    INFO(to_string(model));
+    account_config c;
+    c.concurrency = limit(2);
+    c.rpm = limit(20);
+    c.tpm = limit(40000);
+    c.tpd = limit(300000);
+    c.max_request_tokens = 4000;
+    c.model = model;
+    c.budget = usd::from_nanos(400000000);  // $0.40: about 20 worst cases of kimi-k2.6 here
+    manual_clock::set(t0);
+    paced_account a(c, t0);
+    waiting_room<manual_clock> room(a);
+    constexpr unsigned workers = 4;
+    std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> req_log(workers), tok_log(workers);
+    std::atomic<std::int64_t> held{0}, settled_cost{0}, reserved{0};
+    std::atomic<bool> over{false};
+    std::atomic<unsigned> done{0};
+    std::atomic<std::uint64_t> via_room{0}, left_room{0};
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < workers; ++t) {
+      pool.emplace_back([&, t] {
+        tgtest::rng g(900 + t);
+        for (std::uint64_t i = 0; i < 150 * tgtest::stress_factor(); ++i) {
+          const std::uint64_t prompt = g.between(100, 1500), cap = g.between(100, 2000);
+          admission<manual_clock> ad;
+          if (t % 2 == 0) {
+            ad = a.try_admit(req(prompt, cap), manual_clock::now());
+          } else {
+            // Wait up to 0..90 s of the shared clock; now and then give up at once.
+            std::atomic<bool> cancel{g.chance(10)};
+            ad = room.admit(req(prompt, cap), manual_clock::now() + ns(seconds(g.between(0, 90))), &cancel);
+            (ad ? via_room : left_room).fetch_add(1);
+          }
+          if (!ad) continue;
+          req_log[t].emplace_back(ad.at.count(), 1);
+          tok_log[t].emplace_back(ad.at.count(), prompt + cap);
+          reserved.fetch_add(static_cast<std::int64_t>(prompt + cap));
+          if (held.fetch_add(1) + 1 > 2) over.store(true);
+          if (g.chance(30)) std::this_thread::yield();
+          held.fetch_sub(1);
+          const ns now = manual_clock::now();
+          switch (g.between(0, 3)) {
+            case 0: {
+              const settle_result r = ad.lease.settle(usage{prompt, g.between(0, prompt), g.between(0, cap), 0, 0}, now);
+              settled_cost.fetch_add(r.cost.nanos());
+              break;
+            }
+            case 1: ad.lease.settle_rejected(now); break;
+            case 2: ad.lease.settle_failed(now); break;
+            default: break;  // dropped: keeps its reservations
+          }
+        }
+        done.fetch_add(1);
+      });
+    }
+    // The driver: 0.5..3 s of shared time per step, then a wake-up for the head.
+    std::thread driver([&] {
+      tgtest::rng g(77);
+      for (std::uint64_t step = 0; done.load() < workers && step < 50000000; ++step) {
+        manual_clock::set(manual_clock::now() + ns(milliseconds(g.between(500, 3000))));
+        room.notify();
+        std::this_thread::yield();
+      }
+    });
+    for (auto& th : pool) th.join();
+    driver.join();
+    REQUIRE(done.load() == workers);
+    std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
+    for (auto& v : req_log) reqs.insert(reqs.end(), v.begin(), v.end());
+    for (auto& v : tok_log) toks.insert(toks.end(), v.begin(), v.end());
+    INFO(reqs.size() << " admitted, " << via_room.load() << " through the room, " << left_room.load() << " left it");
+    CHECK(reqs.size() > 20);
+    CHECK(via_room.load() > 0);
+    CHECK_FALSE(over.load());
+    CHECK(a.in_flight() == 0);
+    CHECK(room.waiting() == 0);
+    CHECK(tgtest::max_window_sum(reqs, ns(minutes(1)).count()) <= 20);
+    CHECK(tgtest::max_window_sum(toks, ns(minutes(1)).count()) <= 40000);
+    CHECK(tgtest::max_window_sum(toks, ns(hours(24)).count()) <= 300000);
+    CHECK(settled_cost.load() <= usd::from_nanos(400000000).nanos());
+    // The sharded counters add up to the log once the threads are joined.
+    const account_stats st = a.stats();
+    CHECK(st.admitted == reqs.size());
+    CHECK(st.tokens_reserved == static_cast<std::uint64_t>(reserved.load()));
+  }
+  manual_clock::set(clock_was);
+}

@@ -312,6 +312,7 @@ struct admission {
   tollgate::lease<Clock, Currency> lease;  // valid when admitted
   std::uint64_t tokens = 0;                // prompt + max_tokens as reserved (or as it would have been)
   money<Currency> worst_case;              // the money reserved (or that would have been)
+  nanoseconds at{0};                       // the `now` the decision was made at
   explicit operator bool() const noexcept { return decision.admitted(); }
 };
 
@@ -343,6 +344,7 @@ class account {
 
   admission_type try_admit(const request& r, nanoseconds now) noexcept {
     admission_type a;  // the only object returned, so it is built in place
+    a.at = now;
     admit_into(a, r, now);
     return a;
   }
@@ -835,7 +837,9 @@ class account {
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now) noexcept {
-    if (a.lease.acc_) release_slot(a.lease);
+    // A roll-back frees nothing that was free before this call, and the
+    // waiting room's head calls try_admit under the room's lock: no hook.
+    if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
     nanoseconds wait{0};
     bool never = false;
@@ -888,7 +892,7 @@ class account {
     // No free word (the limit was raised past the table): this lease cannot be reclaimed.
   }
 
-  void release_slot(lease_type& l) noexcept {
+  void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     if (l.holds_ && l.slot_ != lease_type::no_slot) {
       std::uint64_t expected = l.stamp_;
@@ -899,7 +903,7 @@ class account {
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
-    notify_release();
+    if (notify) notify_release();
   }
 
   // Frees the slots of leases held past lease_timeout; returns how many.

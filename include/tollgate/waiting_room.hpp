@@ -13,7 +13,8 @@
 // loose at once do not stampede: one asks, 299 sleep.
 //
 // A waiter leaves without an admission when its deadline passes or when its
-// cancel flag is set (call notify() after setting it); it then returns the
+// cancel flag is set (call notify() after setting it: it wakes every waiter,
+// so a cancelled one leaves even behind the head); it then returns the
 // last refusal the account gave (or a `later` with reason::busy if it never
 // reached the head).
 //
@@ -82,11 +83,13 @@ class waiting_room {
     }
   }
 
-  // Wakes the waiter at the head of the line (after a cancel flag was set, or
-  // capacity returned by other means than a lease).
+  // Wakes every waiter to re-check its cancel flag and deadline, and the head
+  // to ask the account again: call it after setting a cancel flag, after
+  // capacity came back by other means than a lease, or after moving a manual
+  // clock. (A lease's release wakes the head alone.)
   void notify() {
     std::lock_guard<std::mutex> lock(m_);
-    if (!line_.empty()) line_.front()->cv.notify_one();
+    for (waiter* w : line_) w->cv.notify_one();
   }
 
   // Total time callers spent in admit(), in the account's Clock, and how
@@ -108,7 +111,11 @@ class waiting_room {
     std::condition_variable cv;
   };
 
-  static void on_release(void* self) { static_cast<waiting_room*>(self)->notify(); }
+  static void on_release(void* self) {
+    waiting_room& room = *static_cast<waiting_room*>(self);
+    std::lock_guard<std::mutex> lock(room.m_);
+    if (!room.line_.empty()) room.line_.front()->cv.notify_one();  // only the head asks the account
+  }
 
   admission_type leave(waiter& me, admission_type&& a) {
     const bool was_head = line_.front() == &me;
