@@ -307,6 +307,45 @@ TEST_CASE("account: server feedback pauses, stops and resumes", "[account]") {
   CHECK(s.refused.has(dimension::stopped));
   q.resume();
   CHECK(q.try_admit(req(10, 10), t0));
+  // Straight from the response: status, headers read one by one, body.
+  paced_account h(small(server_model::unknown), t0);
+  rate_limit_headers hdr;
+  CHECK(hdr.read("Retry-After", "45", t0));
+  h.on_response(429, hdr, "{\"error\":{\"message\":\"request reached organization max RPM: 3, please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}", seconds(10));
+  CHECK(h.paused_until() == seconds(55));  // the header's 45 s beats the account's own 30 s
+  paced_account ok(small(), t0);
+  ok.on_response(200, rate_limit_headers{}, "{\"choices\":[]}", seconds(10));
+  CHECK(ok.paused_until() < seconds(10));
+  CHECK_FALSE(ok.stopped());
+}
+
+TEST_CASE("account: a cancelled stream settles what is known, else the worst case", "[account]") {
+  account_config c = small();
+  c.budget = usd::from_units(1);
+  c.refund_unused_tokens = true;
+  paced_account a(c, t0);
+  // Usage known up to the cancel: exactly as settle (here with a refund).
+  auto x = a.try_admit(req(1000, 4000), t0);
+  REQUIRE(x);
+  const settle_result r = x.lease.settle_cancelled(usage{1000, 0, 300, 0, 0}, seconds(1));
+  CHECK(r.cost == usd::from_nanos(1000 * 950 + 300 * 4000));
+  CHECK(r.refunded_tokens == 3700);
+  CHECK(*a.budget_remaining() == usd::from_units(1) - r.cost);
+  // Nothing known: the worst case is billed and every token stays counted.
+  auto y = a.try_admit(req(1000, 4000), seconds(2));
+  REQUIRE(y);
+  const usd worst = y.worst_case;
+  const settle_result w = y.lease.settle_cancelled(std::nullopt, seconds(3));
+  CHECK(w.cost == worst);
+  CHECK(w.refunded_tokens == 0);
+  CHECK(*a.budget_remaining() == usd::from_units(1) - r.cost - worst);
+  CHECK(a.stats().spent_nanos == (r.cost + worst).nanos());
+  CHECK(a.stats().tokens_used == 1300 + 5000);
+  CHECK(a.in_flight() == 0);
+  // 1,300 + 5,000 of 10,000 tokens this minute: 4,000 more do not fit.
+  CHECK(a.try_admit(req(2000, 2000), seconds(4)).refused.has(dimension::tpm));
+  // Settling twice does nothing more.
+  CHECK(y.lease.settle_cancelled(std::nullopt, seconds(5)).cost == usd());
 }
 
 TEST_CASE("account: introspection and a live upgrade keep the counts", "[account]") {

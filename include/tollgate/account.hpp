@@ -277,6 +277,12 @@ class lease {
   void settle_rejected(nanoseconds now) noexcept;
   // 5xx, timeout, lost connection without usage: keep the tokens, bill nothing.
   void settle_failed(nanoseconds now) noexcept;
+  // A stream cancelled part-way: with the usage known so far (the last usage
+  // chunk), exactly as settle; without it, bills the reserved worst case (the
+  // server bills what it generated before the cancel, which the caller cannot
+  // know) and keeps every reserved token counted, whatever the refund policy.
+  // The result's cost is then the reserved worst case (zero without a budget).
+  basic_settle_result<Currency> settle_cancelled(const std::optional<usage>& known, nanoseconds now) noexcept;
 
  private:
   friend class account<Clock, Currency>;
@@ -350,7 +356,12 @@ class account {
   }
   admission_type try_admit(const request& r) noexcept { return try_admit(r, Clock::now()); }
 
-  // Feeds the server's answer back: `hint` is the header hint
+  // Feeds the server's answer back from its parts: the status, the headers
+  // read into a rate_limit_headers, and the body. A success changes nothing.
+  void on_response(int status, const rate_limit_headers& h, std::string_view body, nanoseconds now) noexcept {
+    on_response(classify(status, body), h.retry_hint(), now);
+  }
+  // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any.
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
     const nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
@@ -998,6 +1009,23 @@ void lease<Clock, Currency>::settle_rejected(nanoseconds now) noexcept {
 template <class Clock, class Currency>
 void lease<Clock, Currency>::settle_failed(nanoseconds now) noexcept {
   settle_rejected(now);  // the same bookkeeping: tokens stay counted, nothing is billed
+}
+
+template <class Clock, class Currency>
+basic_settle_result<Currency> lease<Clock, Currency>::settle_cancelled(const std::optional<usage>& known,
+                                                                      nanoseconds now) noexcept {
+  if (known) return settle(*known, now);
+  using acct = account<Clock, Currency>;
+  basic_settle_result<Currency> res;
+  if (!acc_) return res;
+  acct& a = *acc_;
+  a.stats_.add(acct::st_used, tokens_);  // unknown: counted as the whole reservation
+  if (a.budget_ && money_) {
+    res.cost = money_.amount;
+    (void)a.budget_->settle(money_, money_.amount);
+  }
+  a.release_slot(*this);
+  return res;
 }
 
 TOLLGATE_END_NAMESPACE
