@@ -298,6 +298,39 @@ void BM_parse_retry_after(benchmark::State& state) {
   }
 }
 
+// --- The account's floor: four read-modify-writes per admit + settle ---
+// A permit taken and given back and one CAS per window, with no limiter
+// logic: on three cache lines (as the account lays them out) and on one (the
+// best any layout could do). Against the mutex account they show what
+// co-locating the dimensions could gain with two threads.
+struct alignas(TOLLGATE_CACHELINE_SIZE) rmw_line {
+  std::atomic<std::uint64_t> w[4] = {};
+};
+void cas_increment(std::atomic<std::uint64_t>& a) {
+  // acq_rel: stands in for a limiter's CAS, which has these orders.
+  std::uint64_t v = a.load(std::memory_order_acquire);
+  while (!a.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+  }
+}
+void BM_account_floor_three_lines(benchmark::State& state) {
+  static rmw_line lines[3];
+  for (auto _ : state) {
+    lines[0].w[0].fetch_add(1, std::memory_order_acq_rel);  // acq_rel: as a permit's take
+    cas_increment(lines[1].w[0]);
+    cas_increment(lines[2].w[0]);
+    lines[0].w[0].fetch_sub(1, std::memory_order_acq_rel);  // and give back
+  }
+}
+void BM_account_floor_one_line(benchmark::State& state) {
+  static rmw_line line;
+  for (auto _ : state) {
+    line.w[0].fetch_add(1, std::memory_order_acq_rel);  // as above, every word on one line
+    cas_increment(line.w[1]);
+    cas_increment(line.w[2]);
+    line.w[0].fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
 // --- Other ways to hold a strict window, measured for the trade-off ---
 
 // (a) One 64-bit word: a 16-bit head slot and four 12-bit slot counts (K = 3).
@@ -374,6 +407,8 @@ TOLLGATE_BENCH(BM_concurrency_acquire_release);
 TOLLGATE_BENCH(BM_account_admit_release_supplied);
 TOLLGATE_BENCH(BM_baseline_mutex_account);
 TOLLGATE_BENCH(BM_account_parts);
+TOLLGATE_BENCH(BM_account_floor_three_lines);
+TOLLGATE_BENCH(BM_account_floor_one_line);
 TOLLGATE_BENCH(BM_window_alt_packed_word_allow);
 TOLLGATE_BENCH(BM_window_alt_cas16_increment);
 
