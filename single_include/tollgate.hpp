@@ -3621,7 +3621,9 @@ TOLLGATE_END_NAMESPACE
 // of any shard_counters with a relaxed load and store. Threads that find no
 // free number share one more shard, updated with fetch_add. Readers add the
 // shards with relaxed loads: approximate while writers run, exact once they
-// are joined.
+// are joined. A thread's first count claims its number (a few exchanges) and
+// registers the thread-exit hook that gives it back, which the C++ runtime
+// may do with one allocation; later counts are a thread-local read away.
 #ifndef TOLLGATE_DETAIL_SHARD_COUNTERS_HPP
 #define TOLLGATE_DETAIL_SHARD_COUNTERS_HPP
 
