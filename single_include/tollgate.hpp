@@ -3597,7 +3597,7 @@ TOLLGATE_END_NAMESPACE
 //
 // Cost. An admission and its settle are six atomic read-modify-writes: the
 // permit and the slot-table word (twice each: take and give back) and one CAS
-// per strict window; bench/ has the ratios.
+// per strict window; four with lease_timeout zero. bench/ has the ratios.
 #ifndef TOLLGATE_ACCOUNT_HPP
 #define TOLLGATE_ACCOUNT_HPP
 
@@ -3822,7 +3822,8 @@ struct basic_account_config {
   nanoseconds token_window = std::chrono::minutes(1);
   // A concurrency slot held longer than this (a hung request, a holder that
   // vanished) is reclaimed when the account runs out of slots, and counted in
-  // stats().reclaimed. Kimi documents requests of up to two hours. Zero: never.
+  // stats().reclaimed. Kimi documents requests of up to two hours. Zero:
+  // never, and no slot table (two atomic operations fewer per request).
   nanoseconds lease_timeout = std::chrono::hours(2);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
@@ -4345,8 +4346,11 @@ class account {
     if (auto v = c.concurrency.value()) {
       conc_.emplace(*v, e);
       if (e != errc::ok) return e;
-      // Twice the limit, so a later upgrade still finds room (allocated once,
-      // here, never on the admission path).
+    }
+    if (auto v = c.concurrency.value(); v && c.lease_timeout > nanoseconds(0)) {
+      // The slot table, only when leases can time out (it costs a CAS on
+      // admission and one on release). Twice the limit, so a later upgrade
+      // still finds room (allocated once, here, never on the admission path).
       slot_count_ = static_cast<std::size_t>(*v * 2 < 1u << 20 ? *v * 2 : 1u << 20);
       slots_.reset(new std::atomic<std::uint64_t>[slot_count_]);
       for (std::size_t i = 0; i < slot_count_; ++i) slots_[i].store(0, std::memory_order_relaxed);

@@ -450,6 +450,13 @@ TEST_CASE("account: slots held past lease_timeout are reclaimed, and returned on
   auto x = b.try_admit(req(10, 10), t0);
   auto y = b.try_admit(req(10, 10), t0);
   CHECK(b.try_admit(req(10, 10), hours(100)).refused.has(dimension::concurrency));
+  CHECK(b.stats().reclaimed == 0);
+  // Without a slot table, leases still give their slots back.
+  x.lease.settle_failed(hours(100));
+  CHECK(b.in_flight() == 1);
+  CHECK(b.try_admit(req(10, 10), hours(100)));  // its lease is dropped at once
+  y.lease.settle(usage{10, 0, 10, 0, 0}, hours(100));
+  CHECK(b.in_flight() == 0);
 }
 
 TEST_CASE("stress: reclaiming races releasing, and each unit comes back exactly once", "[account][stress]") {
