@@ -4341,6 +4341,7 @@ class account {
 
   errc init(const config_type& c, nanoseconds origin) noexcept {
     cfg_ = c;
+    origin_ = origin.count();
     errc e = errc::ok;
     const bool strict = strict_for(c.model);
     if (auto v = c.concurrency.value()) {
@@ -4505,19 +4506,39 @@ class account {
       a.decision = decision::wait(nanoseconds(0), reason::busy);  // a permit or money must come back first
   }
 
-  // The slot table: one word per concurrency unit, 0 when free, else the
-  // admission time + 1 of the lease holding it. A lease frees its word with a
-  // CAS from the value it wrote; a reaper that finds a word past the deadline
-  // frees it with the same CAS. Whoever wins returns the unit, so it is
-  // returned exactly once.
+  // The slot table: one word per concurrency unit, {time: 48 bits, generation:
+  // 16 bits}. The time is 0 when the word is free, else 1 + the admission
+  // time of the lease holding it, in milliseconds from the origin rounded up
+  // (so a lease is never reclaimed early). A lease claims a free word with a
+  // CAS that also bumps its generation, and frees it with a CAS from the value
+  // it wrote; a reaper that finds a word past the deadline frees it with the
+  // same CAS. Whoever wins returns the unit, so it is returned exactly once.
+  // The generation makes a word freed by the reaper and claimed again by a
+  // lease with the same admission time (a stale supplied `now`) a different
+  // value, so the late holder's CAS cannot free the new holder's word.
+  static constexpr unsigned slot_gen_bits = 16;
+  static constexpr std::uint64_t slot_gen_mask = (std::uint64_t{1} << slot_gen_bits) - 1;
+  static constexpr std::uint64_t slot_max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+
+  std::uint64_t slot_ms(nanoseconds now) const noexcept {
+    std::int64_t d = 0;
+    if (__builtin_sub_overflow(now.count(), origin_, &d)) return now.count() > origin_ ? slot_max_ms : 0;
+    if (d <= 0) return 0;
+    const std::uint64_t ms = (static_cast<std::uint64_t>(d) + 999999) / 1000000;  // rounded up
+    return ms < slot_max_ms ? ms : slot_max_ms;
+  }
+
   void register_slot(lease_type& l, nanoseconds now) noexcept {
     if (slot_count_ == 0) return;
-    const std::uint64_t stamp = static_cast<std::uint64_t>(now.count() > 0 ? now.count() : 0) + 1;
+    const std::uint64_t time_part = (slot_ms(now) + 1) << slot_gen_bits;
     // Start at a place of the table that depends on the thread, so two
     // threads do not probe the same words.
     std::size_t i = static_cast<std::size_t>(detail::this_thread_shard()) * slot_count_ / (detail::thread_shards + 1);
     for (std::size_t k = 0; k < slot_count_; ++k, i = i + 1 == slot_count_ ? 0 : i + 1) {
-      std::uint64_t expected = 0;
+      // relaxed: only a guess of a free word; the CAS decides.
+      std::uint64_t expected = slots_[i].load(std::memory_order_relaxed);
+      if ((expected >> slot_gen_bits) != 0) continue;  // held
+      const std::uint64_t stamp = time_part | ((expected + 1) & slot_gen_mask);
       // acq_rel: release publishes nothing else but keeps the table's words in
       // one order with the reaper's CAS; acquire on failure is not needed.
       if (slots_[i].compare_exchange_strong(expected, stamp, std::memory_order_acq_rel, std::memory_order_relaxed)) {
@@ -4534,7 +4555,8 @@ class account {
     if (l.holds_ && l.slot_ != lease_type::no_slot) {
       std::uint64_t expected = l.stamp_;
       // acq_rel/relaxed: as in register_slot. Failure: a reaper took it and returned the unit.
-      give = slots_[l.slot_].compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_relaxed);
+      give = slots_[l.slot_].compare_exchange_strong(expected, l.stamp_ & slot_gen_mask, std::memory_order_acq_rel,
+                                                     std::memory_order_relaxed);
     }
     if (give) conc_->release_detached(1);
     l.holds_ = false;
@@ -4546,13 +4568,17 @@ class account {
   // Frees the slots of leases held past lease_timeout; returns how many.
   std::uint64_t reap(nanoseconds now) noexcept {
     if (slot_count_ == 0 || cfg_.lease_timeout <= nanoseconds(0)) return 0;
+    std::int64_t rel = 0;
+    if (__builtin_sub_overflow(now.count(), origin_, &rel)) return 0;  // a `now` no lease can be measured against
     std::uint64_t freed = 0;
     for (std::size_t i = 0; i < slot_count_; ++i) {
       std::uint64_t v = slots_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
-      if (v == 0) continue;
-      const std::int64_t since = static_cast<std::int64_t>(v - 1);
-      if (now.count() - since < cfg_.lease_timeout.count()) continue;
-      if (slots_[i].compare_exchange_strong(v, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      const std::uint64_t t = v >> slot_gen_bits;
+      if (t == 0) continue;
+      // Held since (t - 1) ms after the origin, at the latest.
+      const std::int64_t since = static_cast<std::int64_t>(t - 1) * 1000000;
+      if (rel < since || rel - since < cfg_.lease_timeout.count()) continue;
+      if (slots_[i].compare_exchange_strong(v, v & slot_gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed)) {
         conc_->release_detached(1);
         ++freed;
       }
@@ -4570,6 +4596,7 @@ class account {
   config_type cfg_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
   std::size_t slot_count_ = 0;
+  std::int64_t origin_ = 0;  // the slot table's time origin
   std::atomic<std::uint64_t> stats_reclaimed_{0};
   std::atomic<void (*)(void*)> hook_fn_{nullptr};
   std::atomic<void*> hook_ctx_{nullptr};

@@ -443,6 +443,28 @@ TEST_CASE("account: slots held past lease_timeout are reclaimed, and returned on
   fresh.lease.settle(usage{10, 0, 10, 0, 0}, seconds(20));
   CHECK(a.in_flight() == 0);
   CHECK(a.stats().reclaimed == 1);
+  // A word freed by the reaper and claimed again by a lease with the same
+  // admission time (a stale supplied `now`) is not the late holder's any more.
+  {
+    account_config one = c;
+    one.concurrency = limit(1);
+    paced_account d(one, t0);
+    auto late = d.try_admit(req(10, 10), t0);
+    REQUIRE(late);
+    auto b2 = d.try_admit(req(10, 10), seconds(11));  // reaps `late`
+    REQUIRE(b2);
+    b2.lease.settle_failed(seconds(11));
+    auto again = d.try_admit(req(10, 10), t0);  // the same word, the same time
+    REQUIRE(again);
+    late.lease.settle_failed(seconds(12));  // must not free `again`'s slot
+    CHECK(d.in_flight() == 1);
+    // (`again` counts as admitted at 0 s: at 12 s it would be past its own
+    // deadline and reclaimed, so ask at 5 s.)
+    CHECK(d.try_admit(req(10, 10), seconds(5)).refused.has(dimension::concurrency));
+    again.lease.settle_failed(seconds(12));
+    CHECK(d.in_flight() == 0);
+    CHECK(d.stats().reclaimed == 1);
+  }
   // Zero disables reclaiming.
   account_config never = c;
   never.lease_timeout = ns(0);
