@@ -228,6 +228,30 @@ void BM_account_admit_release_supplied(benchmark::State& state) {
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
 
+// The same without reclaiming hung leases (lease_timeout zero: no slot
+// table), to show what the table costs.
+void BM_account_admit_release_no_reclaim(benchmark::State& state) {
+  static account<manual_clock> a(
+      [] {
+        account_config c = bench_account_config();
+        c.lease_timeout = nanoseconds(0);
+        return c;
+      }(),
+      nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  const request r = bench_request();
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    auto ad = a.try_admit(r, t.next(20000));
+    if (ad) {
+      ++admitted;
+      ad.lease.settle_failed(t.next(0));
+    }
+  }
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
 // The same dimensions behind one mutex: a conventional account.
 class mutex_account {
  public:
@@ -405,6 +429,7 @@ TOLLGATE_BENCH(BM_sliding_window_allow_supplied);
 TOLLGATE_BENCH(BM_sliding_window_deny_supplied);
 TOLLGATE_BENCH(BM_concurrency_acquire_release);
 TOLLGATE_BENCH(BM_account_admit_release_supplied);
+TOLLGATE_BENCH(BM_account_admit_release_no_reclaim);
 TOLLGATE_BENCH(BM_baseline_mutex_account);
 TOLLGATE_BENCH(BM_account_parts);
 TOLLGATE_BENCH(BM_account_floor_three_lines);

@@ -50,6 +50,8 @@ rows = [
      "<= 1.5 at 1 thread"),
     ("account admit+settle / one-word CAS", "BM_account_admit_release_supplied", "BM_baseline_cas_one_word", None,
      "<= 12 at 1 thread"),
+    ("account without slot table / sum of its parts", "BM_account_admit_release_no_reclaim", "BM_account_parts",
+     None, "(what reclaiming costs)"),
     ("mutex account / account (throughput gain)", "BM_baseline_mutex_account", "BM_account_admit_release_supplied",
      None, ">= 1.2 at 2 threads"),
     ("mutex account / 4 RMWs on three lines (throughput gain)", "BM_baseline_mutex_account",
