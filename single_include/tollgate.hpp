@@ -3591,8 +3591,9 @@ TOLLGATE_END_NAMESPACE
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
 // is one atomic word). Counters are per-thread shards (a plain load and store
-// on the hot path, detail/shard_counters.hpp) and relaxed atomics: exact once
-// threads are joined, approximate while they run. A lease must not outlive
+// on the hot path for the first 16 threads to count, a relaxed fetch_add on a
+// shared shard for the others; detail/shard_counters.hpp) and relaxed
+// atomics: exact once threads are joined, approximate while they run. A lease must not outlive
 // its account.
 //
 // Cost. An admission and its settle are six atomic read-modify-writes: the
