@@ -86,3 +86,32 @@ TEST_CASE("sim: deterministic for a seed, and the cost is exact", "[sim]") {
   j.seed = 2;
   CHECK(run(j, true).cost_usd != a.cost_usd);  // another seed, other request sizes
 }
+
+TEST_CASE("sim: a budget stops the paced run inside it, in dollars or in yuan", "[sim]") {
+  for (bool yuan : {false, true}) {
+    INFO((yuan ? "CNY" : "USD"));
+    job j = base(1);
+    j.requests_per_agent = 2;
+    j.budget_in_cny = yuan;
+    j.budget_nanos = yuan ? 5000000000 : 1000000000;  // 5 yuan or 1 dollar: well short of the job
+    const run_result r = run(j, true);
+    CHECK(r.rejected_429 == 0);
+    CHECK(r.not_sent_budget > 0);
+    CHECK(r.completed + r.failed + r.not_sent_budget == 600);
+    // Never above the budget, and exactly the cost of what was sent.
+    CHECK(r.budget_spent_nanos <= *j.budget_nanos);
+    CHECK(r.budget_spent_nanos == (yuan ? r.cost_cny.nanos() : r.cost_usd.nanos()));
+    // A request is dropped only once what is left is below its worst case, and
+    // what is left only shrinks: the end is within the largest worst case.
+    const std::int64_t largest = yuan ? worst_case_cost<cny_tag>(*j.model, j.prompt.hi, j.max_tokens).total.nanos()
+                                      : worst_case_cost<usd_tag>(*j.model, j.prompt.hi, j.max_tokens).total.nanos();
+    CHECK(*j.budget_nanos - r.budget_spent_nanos < largest);
+    // The unpaced run has no budget (an SDK has none).
+    CHECK(run(j, false).not_sent_budget == 0);
+  }
+  job all = base(1);
+  all.budget_nanos = 1000000000000;  // $1,000: the whole job fits
+  const run_result r = run(all, true);
+  CHECK(r.not_sent_budget == 0);
+  CHECK(r.completed == 300);
+}

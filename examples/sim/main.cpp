@@ -39,7 +39,9 @@ const char* const help_text =
     "                            (default log)\n"
     "  --assume MODEL            what the account assumes: unknown (default) or one of the above\n"
     "  --retry-after S           seconds the server's 429 asks to wait (default 1, as Kimi sends)\n"
-    "  --currency usd|cny        currency of the cost (default usd)\n"
+    "  --currency usd|cny        currency of the cost and of --budget (default usd)\n"
+    "  --budget AMOUNT           a spending limit for the paced run, e.g. 5 or 0.50 (in --currency);\n"
+    "                            requests whose worst case no longer fits are not sent\n"
     "  --seed N                  random seed (default 1)\n"
     "  --svg FILE                write a plot of requests and tokens per minute\n"
     "  --plan                    capacity planning: run the job paced at every tier of the table\n"
@@ -161,6 +163,7 @@ void write_svg(const std::string& file, const job& jb, const run_result& paced, 
 int main(int argc, char** argv) {
   job jb;
   std::string table = "2026-09", model_id = "kimi-k2.6", svg, currency = "usd";
+  std::optional<std::string> budget_text;
   std::uint64_t tier = 1;
   std::optional<std::uint64_t> rpm, tpm, tpd, conc;
   bool plan = false, quiet = false;
@@ -196,6 +199,9 @@ int main(int argc, char** argv) {
     else if (a == "--currency") {
       currency = take() ? v : "";
       if (currency != "usd" && currency != "cny") fail("--currency must be usd or cny");
+    } else if (a == "--budget") {
+      if (!take()) fail("--budget needs an amount");
+      budget_text = v;
     } else if (a == "--seed") jb.seed = parse_count(a, take(), 0, UINT64_MAX);
     else if (a == "--svg") {
       if (!take()) fail("--svg needs a file name");
@@ -206,6 +212,23 @@ int main(int argc, char** argv) {
   }
   jb.model = model_by_id(model_id);
   if (!jb.model) fail("unknown model '" + model_id + "'");
+  if (budget_text) {
+    jb.budget_in_cny = currency == "cny";
+    std::int64_t nanos = 0;
+    parse_errc pe = parse_errc::ok;
+    if (jb.budget_in_cny) {
+      cny amount;
+      pe = parse(*budget_text, amount);
+      nanos = amount.nanos();
+    } else {
+      usd amount;
+      pe = parse(*budget_text, amount);
+      nanos = amount.nanos();
+    }
+    if (pe != parse_errc::ok) fail("--budget '" + *budget_text + "': " + message(pe));
+    if (nanos <= 0) fail("--budget must be more than zero");
+    jb.budget_nanos = nanos;
+  }
   if (jb.model->status == model_status::retired)
     std::fprintf(stderr, "tollgate-sim: note: %s is retired (%s); costed with its last known prices\n", model_id.c_str(),
                  std::string(jb.model->status_date).c_str());
@@ -233,6 +256,9 @@ int main(int argc, char** argv) {
     if (currency == "cny") return r.cny_known ? format(r.cost_cny) : std::string("unknown (no CNY prices for this model)");
     return format(r.cost_usd);
   };
+  auto nanos_text = [&](std::int64_t n) {
+    return currency == "cny" ? format(cny::from_nanos(n)) : format(usd::from_nanos(n));
+  };
 
   if (plan) {
     std::printf("Capacity plan: %u agents x %u requests of %s, prompt %llu-%llu, output %llu-%llu tokens; table %s (as of %s)\n",
@@ -252,9 +278,11 @@ int main(int argc, char** argv) {
       }
       const run_result p = run(j, true, [&](double f) { prog("planning", f); });
       const binding b = binding_limit(j, p);
+      std::string cost_cell = money_text(p);
+      if (p.not_sent_budget > 0) cost_cell += " (" + std::to_string(p.not_sent_budget) + " not sent: budget)";
       std::printf("| %d | %s | %s | %s | %s | %s | %s | %llu | %s |\n", t0.tier, limit_text(j.tier.concurrency).c_str(),
                   limit_text(j.tier.rpm).c_str(), limit_text(j.tier.tpm).c_str(), limit_text(j.tier.tpd).c_str(), b.name,
-                  duration_text(p.finish).c_str(), (unsigned long long)p.rejected_429, money_text(p).c_str());
+                  duration_text(p.finish).c_str(), (unsigned long long)p.rejected_429, cost_cell.c_str());
     }
     return 0;
   }
@@ -271,9 +299,11 @@ int main(int argc, char** argv) {
   std::printf("account policies: RPM %s, TPM %s\n\n", paced.rpm_policy.c_str(), paced.tpm_policy.c_str());
   std::printf("| | paced by tollgate | unpaced (SDK retries) |\n|---|---|---|\n");
   std::printf("| requests completed | %llu of %llu | %llu of %llu |\n", (unsigned long long)paced.completed,
-              (unsigned long long)(paced.completed + paced.failed), (unsigned long long)unpaced.completed,
-              (unsigned long long)(unpaced.completed + unpaced.failed));
+              (unsigned long long)(paced.completed + paced.failed + paced.not_sent_budget),
+              (unsigned long long)unpaced.completed, (unsigned long long)(unpaced.completed + unpaced.failed));
   std::printf("| requests lost | %llu | %llu |\n", (unsigned long long)paced.failed, (unsigned long long)unpaced.failed);
+  if (jb.budget_nanos)
+    std::printf("| not sent: budget spent | %llu | (an SDK has no budget) |\n", (unsigned long long)paced.not_sent_budget);
   std::printf("| 429s | %llu | %llu |\n", (unsigned long long)paced.rejected_429, (unsigned long long)unpaced.rejected_429);
   std::printf("| retries | %llu | %llu |\n", (unsigned long long)paced.retries, (unsigned long long)unpaced.retries);
   std::printf("| time until all done or given up | %s | %s |\n", duration_text(paced.finish).c_str(), duration_text(unpaced.finish).c_str());
@@ -291,6 +321,10 @@ int main(int argc, char** argv) {
                 (unsigned long long)paced.prompt_tokens, (unsigned long long)paced.cached_tokens,
                 (unsigned long long)paced.output_tokens);
   }
+  if (jb.budget_nanos)
+    std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
+                nanos_text(*jb.budget_nanos).c_str(), nanos_text(paced.budget_spent_nanos).c_str(),
+                (unsigned long long)paced.not_sent_budget);
   if (!svg.empty()) {
     write_svg(svg, jb, paced, unpaced);
     std::printf("plot written to %s\n", svg.c_str());

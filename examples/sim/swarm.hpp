@@ -56,6 +56,9 @@ struct job {
   server_model assumed = server_model::unknown;
   ns_t server_retry_after = second;  // what the server's 429 says (Kimi: 1 s)
   std::uint64_t seed = 1;
+  // A spending limit for the paced run, in nano-units of USD or (budget_in_cny) CNY.
+  std::optional<std::int64_t> budget_nanos;
+  bool budget_in_cny = false;
 };
 
 // --- the simulated server: concurrency exactly, RPM and TPM under a window
@@ -212,21 +215,27 @@ struct run_result {
   std::vector<std::uint64_t> req_per_min, tok_per_min;
   account_stats stats{};
   std::string rpm_policy, tpm_policy;
+  // Paced with a budget: requests never sent because the budget ran out
+  // (nothing in flight could give money back), and what the account billed.
+  std::uint64_t not_sent_budget = 0;
+  std::int64_t budget_spent_nanos = 0;
 };
 
 // Runs the job paced by a tollgate account (`paced`) or unpaced, as popular
 // HTTP SDKs behave by default: two retries, backoff 0.5 s doubling to 8 s,
 // honouring a short Retry-After. `progress` is called now and then with the
 // fraction done.
-inline run_result run(const job& jb, bool paced, const std::function<void(double)>& progress = {}) {
+template <class Currency>
+run_result run_in(const job& jb, bool paced, const std::function<void(double)>& progress) {
   rng g{jb.seed * 7919 + 1};
   server srv(jb.tier, jb.server);
-  account_config cfg = account_config::from_tier(jb.tier, jb.assumed);
+  basic_account_config<Currency> cfg = basic_account_config<Currency>::from_tier(jb.tier, jb.assumed);
+  if (jb.budget_nanos && paced) cfg.budget = money<Currency>::from_nanos(*jb.budget_nanos);
   const std::uint64_t max_out = jb.max_tokens ? *jb.max_tokens
                                               : (jb.model && jb.model->default_max_tokens ? *jb.model->default_max_tokens : jb.output.hi);
   cfg.max_request_tokens = jb.prompt.hi + max_out;
   if (auto v = jb.tier.tpm.value()) cfg.max_request_tokens = std::min<std::uint64_t>(cfg.max_request_tokens, *v - 1);
-  account<manual_clock> acct(cfg, nanoseconds(0));
+  account<manual_clock, Currency> acct(cfg, nanoseconds(0));
   run_result r;
   r.rpm_policy = acct.policy(dimension::rpm);
   r.tpm_policy = acct.policy(dimension::tpm);
@@ -235,7 +244,7 @@ inline run_result run(const job& jb, bool paced, const std::function<void(double
     unsigned left;
     unsigned tries = 0;
     std::uint64_t prompt = 0, out = 0;
-    lease<manual_clock> held;
+    lease<manual_clock, Currency> held;
   };
   std::vector<agent_state> agents(jb.agents);
   for (auto& a : agents) a.left = jb.requests_per_agent;
@@ -334,6 +343,22 @@ inline run_result run(const job& jb, bool paced, const std::function<void(double
             }
             continue;
           }
+          if (ad.refused.has(dimension::budget) && srv.in_flight == 0) {
+            // What is left of the budget is below this request's worst case
+            // and no call in flight can give money back: it is never sent.
+            // The agent goes on with its next (perhaps smaller) request.
+            ++r.not_sent_budget;
+            --a.left;
+            a.tries = 0;
+            r.finish = std::max(r.finish, e.t);
+            const unsigned who = ready.front();
+            ready.pop_front();
+            if (agents[who].left > 0) {
+              new_shape(agents[who]);
+              ready.push_back(who);
+            }
+            continue;
+          }
           const ns_t w = ad.decision.retry_after().count();
           if (w > 0) {  // a time to wait; otherwise a response will wake us
             q.push({e.t + w, 2, 0});
@@ -392,8 +417,13 @@ inline run_result run(const job& jb, bool paced, const std::function<void(double
     }
   }
   r.stats = acct.stats();
+  r.budget_spent_nanos = r.stats.spent_nanos;
   if (progress) progress(1.0);
   return r;
+}
+
+inline run_result run(const job& jb, bool paced, const std::function<void(double)>& progress = {}) {
+  return jb.budget_in_cny ? run_in<cny_tag>(jb, paced, progress) : run_in<usd_tag>(jb, paced, progress);
 }
 
 // Which limit binds: the time each dimension alone would need for the job.
