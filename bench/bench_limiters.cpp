@@ -212,9 +212,8 @@ request bench_request() {
   return r;
 }
 
-void BM_account_admit_release_supplied(benchmark::State& state) {
-  static account<manual_clock> a(bench_account_config(), nanoseconds(0));
-  static std::atomic<std::int64_t> hwm{0};
+// Admit one request and settle it at once, `state` times, on one account.
+void admit_and_settle(benchmark::State& state, account<manual_clock>& a, std::atomic<std::int64_t>& hwm) {
   supplied_time t(hwm);
   const request r = bench_request();
   std::int64_t admitted = 0;
@@ -228,6 +227,12 @@ void BM_account_admit_release_supplied(benchmark::State& state) {
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
 
+void BM_account_admit_release_supplied(benchmark::State& state) {
+  static account<manual_clock> a(bench_account_config(), nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  admit_and_settle(state, a, hwm);
+}
+
 // The same without reclaiming hung leases (lease_timeout zero: no slot
 // table), to show what the table costs.
 void BM_account_admit_release_no_reclaim(benchmark::State& state) {
@@ -239,17 +244,7 @@ void BM_account_admit_release_no_reclaim(benchmark::State& state) {
       }(),
       nanoseconds(0));
   static std::atomic<std::int64_t> hwm{0};
-  supplied_time t(hwm);
-  const request r = bench_request();
-  std::int64_t admitted = 0;
-  for (auto _ : state) {
-    auto ad = a.try_admit(r, t.next(20000));
-    if (ad) {
-      ++admitted;
-      ad.lease.settle_failed(t.next(0));
-    }
-  }
-  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+  admit_and_settle(state, a, hwm);
 }
 
 // The same dimensions behind one mutex: a conventional account.

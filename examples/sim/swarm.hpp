@@ -333,14 +333,19 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
         request rq{jb.model, a.prompt, jb.max_tokens};
         auto ad = acct.try_admit(rq, nanoseconds(e.t));
         if (!ad) {
-          if (ad.decision.never()) {  // cannot ever fit: report and drop it
-            finish_one(a, e.t, false);
+          // The head's request is dropped; the agent goes to the back of the
+          // line with its next request, if it has one.
+          auto next_request = [&] {
             const unsigned who = ready.front();
             ready.pop_front();
             if (agents[who].left > 0) {
               new_shape(agents[who]);
               ready.push_back(who);
             }
+          };
+          if (ad.decision.never()) {  // cannot ever fit: report and drop it
+            finish_one(a, e.t, false);
+            next_request();
             continue;
           }
           if (ad.refused.has(dimension::budget) && srv.in_flight == 0) {
@@ -351,12 +356,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
             --a.left;
             a.tries = 0;
             r.finish = std::max(r.finish, e.t);
-            const unsigned who = ready.front();
-            ready.pop_front();
-            if (agents[who].left > 0) {
-              new_shape(agents[who]);
-              ready.push_back(who);
-            }
+            next_request();
             continue;
           }
           const ns_t w = ad.decision.retry_after().count();
