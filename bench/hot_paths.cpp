@@ -49,9 +49,9 @@ int main(int argc, char** argv) {
   else if (which == "concurrency") loop([&](long) { return long(static_cast<bool>(conc.try_acquire())); });
   else if (which == "account")
     loop([&](long i) {
-      auto a = acct.try_admit(r, nanoseconds(400 * i));
+      auto a = acct.try_admit(r, nanoseconds(20000 * i));
       const long ok = static_cast<bool>(a);
-      a.lease.settle_failed(nanoseconds(400 * i));
+      a.lease.settle_failed(nanoseconds(20000 * i));
       return ok;
     });
   else if (which == "cost") loop([&](long) { return long(cost(*r.model, usage{12000, 3000, 800, 0, 0}).total.nanos() > 0); });

@@ -938,7 +938,9 @@ TOLLGATE_END_NAMESPACE
 // Refunds. try_acquire can fill a window_ticket; refund(ticket, n) returns up
 // to the ticket's remaining tokens. A refund into a slot that has left the
 // window is a no-op (nothing to give back). Concurrent races only ever make
-// the ring over-count (the safe side).
+// the ring over-count (the safe side). refund_to_head gives back only while
+// the ticket's slot is the head (through the head's release CAS), for callers
+// that must know a reader who sees the refund sees what they did before it.
 //
 // Live change. set_limit is thread-safe; in any window that spans a change at
 // most the larger of the two limits is admitted.
@@ -1110,57 +1112,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   // Returns up to n of the ticket's tokens; returns the tokens given back
   // (0 when the ticket's slot has left the window). Updates the ticket.
-  std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept {
-    if (n > t.tokens) n = t.tokens;
-    if (n == 0 || unit_ == 0) return 0;
-    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
-    const std::uint64_t back = t.units - keep_units;
-    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    for (;;) {
-      const std::uint64_t h = detail::slot_of_word(w);
-      if (t.slot == h) {
-        const std::uint64_t cur = detail::units_of_word(w);
-        const std::uint64_t take = back < cur ? back : cur;
-        // acq_rel/acquire: as in try_acquire.
-        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-          break;
-        continue;
-      }
-      if (t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
-      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
-      // relaxed: the ring word carries only itself; the head CAS that moved
-      // past t.slot already published its count, and we read that head above.
-      std::uint64_t r = e.load(std::memory_order_relaxed);
-      for (;;) {
-        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
-        const std::uint64_t cnt = detail::units_of_word(r);
-        const std::uint64_t take = back < cnt ? back : cnt;
-        // relaxed: a lone counter; readers that miss the decrement over-count.
-        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
-                                    std::memory_order_relaxed)) {
-          // The cached sum for head h was computed before h was installed,
-          // hence before this decrement: take the same units off it. A cache
-          // for a later head was computed from the ring, with or without this
-          // decrement: leave it (too high is safe, twice is not).
-          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
-          while (detail::slot_of_word(c) == h) {
-            const std::uint64_t u = detail::units_of_word(c);
-            const std::uint64_t off = take < u ? take : u;
-            // relaxed: a lone cached sum, as in publish_older.
-            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
-                                             std::memory_order_relaxed))
-              break;
-          }
-          break;
-        }
-      }
-      break;
-    }
-    t.tokens -= n;
-    t.units = keep_units;
-    return n;
-  }
+  std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept { return refund_impl(t, n, false); }
+  // The same, but only while the ticket's slot is still the head slot: a
+  // refund that lands, if at all, through the head's release CAS (which a
+  // reader acquiring the head then sees with everything stored before it).
+  std::uint64_t refund_to_head(window_ticket& t, std::uint64_t n) noexcept { return refund_impl(t, n, true); }
 
   // Tokens that could be admitted at `now` (peek). A stale `now` is read as
   // the head slot.
@@ -1204,18 +1160,25 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // Snapshot support: the units of every slot still in the window, as
   // (age in slots relative to `now`'s slot, units), oldest first.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
+    return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
+  }
+  // The same, leaving out `unspent(j)` units of slot j (units a caller
+  // counted in advance and has not used: the account's per-thread credit).
+  template <class Unspent>
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
     if (unit_ == 0) return out;
     const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::uint64_t h = detail::slot_of_word(w);
     std::uint64_t s = slot_at(now);
     if (s < h) s = h;
+    auto put = [&](std::uint64_t j, std::uint64_t u) {
+      const std::uint64_t off = unspent(j);
+      if (u > off) out.emplace_back(s - j, u - off);
+    };
     for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-      if (j + K >= s) {
-        const std::uint64_t u = ring_units(j);
-        if (u) out.emplace_back(s - j, u);
-      }
-    if (h + K >= s && detail::units_of_word(w)) out.emplace_back(s - h, detail::units_of_word(w));
+      if (j + K >= s) put(j, ring_units(j));
+    if (h + K >= s) put(h, detail::units_of_word(w));
     return out;
   }
   // Loads slots exported by export_slots (ages relative to `now`) into a
@@ -1265,6 +1228,58 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
 
  private:
+  std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
+    if (n > t.tokens) n = t.tokens;
+    if (n == 0 || unit_ == 0) return 0;
+    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
+    const std::uint64_t back = t.units - keep_units;
+    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      if (t.slot == h) {
+        const std::uint64_t cur = detail::units_of_word(w);
+        const std::uint64_t take = back < cur ? back : cur;
+        // acq_rel/acquire: as in try_acquire.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+          break;
+        continue;
+      }
+      if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
+      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+      // relaxed: the ring word carries only itself; the head CAS that moved
+      // past t.slot already published its count, and we read that head above.
+      std::uint64_t r = e.load(std::memory_order_relaxed);
+      for (;;) {
+        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
+        const std::uint64_t cnt = detail::units_of_word(r);
+        const std::uint64_t take = back < cnt ? back : cnt;
+        // relaxed: a lone counter; readers that miss the decrement over-count.
+        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+                                    std::memory_order_relaxed)) {
+          // The cached sum for head h was computed before h was installed,
+          // hence before this decrement: take the same units off it. A cache
+          // for a later head was computed from the ring, with or without this
+          // decrement: leave it (too high is safe, twice is not).
+          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
+          while (detail::slot_of_word(c) == h) {
+            const std::uint64_t u = detail::units_of_word(c);
+            const std::uint64_t off = take < u ? take : u;
+            // relaxed: a lone cached sum, as in publish_older.
+            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
+                                             std::memory_order_relaxed))
+              break;
+          }
+          break;
+        }
+      }
+      break;
+    }
+    t.tokens -= n;
+    t.units = keep_units;
+    return n;
+  }
+
   errc init(rate r, nanoseconds origin) noexcept {
     origin_ = origin.count();
     const errc e = validate(r);
@@ -3596,9 +3611,22 @@ TOLLGATE_END_NAMESPACE
 // atomics: exact once threads are joined, approximate while they run. A lease must not outlive
 // its account.
 //
-// Cost. An admission and its settle are six atomic read-modify-writes: the
-// permit and the slot-table word (twice each: take and give back) and one CAS
-// per strict window; four with lease_timeout zero. bench/ has the ratios.
+// Per-thread credit. With limits of 1,024 units and more, each of the first
+// 16 threads takes strict-window units and concurrency units a chunk at a
+// time (limit / 1024) and spends them without touching shared state: every
+// unit is counted before it is spent, and window units only in the slot they
+// were counted in, so the bounds above hold exactly. The price is false
+// refusals: units one thread holds cannot be admitted by another (at most
+// 1.6 % of a window's limit and 3.2 % of the concurrency limit, and a thread
+// is never refused for want of its own credit while the window is on its
+// slot). remaining() and in_flight() count credit as not in flight. Limits
+// below 1,024 have no credit and behave exactly as without it.
+//
+// Cost. Spending credit, an admission and its settle take two atomic
+// read-modify-writes (the slot-table word, taken and given back; none with
+// lease_timeout zero) and nothing shared; a refill takes one CAS per window
+// and one on the permit count. Without credit: six (four with lease_timeout
+// zero). bench/ has the ratios.
 #ifndef TOLLGATE_ACCOUNT_HPP
 #define TOLLGATE_ACCOUNT_HPP
 
@@ -4031,7 +4059,12 @@ class account {
   bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
 
-  std::uint64_t in_flight() const noexcept { return conc_ ? conc_->in_use() : 0; }
+  // Leases holding a concurrency unit (units held as threads' credit are not in flight).
+  std::uint64_t in_flight() const noexcept {
+    if (!conc_) return 0;
+    const std::uint64_t u = conc_->in_use(), c = units_held_as_credit();
+    return u > c ? u - c : 0;
+  }
   std::optional<amount> budget_remaining() const noexcept {
     return budget_ ? std::optional<amount>(budget_->remaining()) : std::nullopt;
   }
@@ -4070,12 +4103,17 @@ class account {
   };
   remaining_view remaining(nanoseconds now) const noexcept {
     remaining_view v;
-    if (conc_) v.concurrency = conc_->available();
-    if (rpm_w_) v.requests = rpm_w_->available(now);
+    if (conc_) {
+      const std::uint64_t l = conc_->limit(), f = in_flight();
+      v.concurrency = l > f ? l - f : 0;
+    }
+    // Units counted in a window but held as a thread's credit can still be
+    // admitted (by that thread): they count as remaining.
+    if (rpm_w_) v.requests = rpm_w_->available(now) + credit_held(credit_rpm, now) * rpm_w_->unit();
     if (rpm_b_) v.requests = rpm_b_->available(now);
-    if (tpm_w_) v.tokens_minute = tpm_w_->available(now);
+    if (tpm_w_) v.tokens_minute = tpm_w_->available(now) + credit_held(credit_tpm, now) * tpm_w_->unit();
     if (tpm_b_) v.tokens_minute = tpm_b_->available(now) > 0 ? cfg_.max_request_tokens : 0;  // one request at a time
-    if (tpd_w_) v.tokens_day = tpd_w_->available(now);
+    if (tpd_w_) v.tokens_day = tpd_w_->available(now) + credit_held(credit_tpd, now) * tpd_w_->unit();
     if (day_q_) v.tokens_day = day_q_->available(now);
     if (budget_) v.budget = budget_->remaining();
     if (rpm_w_) v.requests_reset_in = rpm_w_->empty_in(now);
@@ -4103,6 +4141,7 @@ class account {
       return errc::zero_count;  // a dimension would appear or disappear
     errc e = errc::ok;
     if (conc_ && (e = conc_->set_limit(*t.concurrency.value())) != errc::ok) return e;
+    update_chunks();  // before any later error: credit taken under the old limit goes back
     if (rpm_w_ && (e = rpm_w_->set_limit(*t.rpm.value())) != errc::ok) return e;
     if (rpm_b_) {
       const std::uint64_t l = *t.rpm.value() > 1 ? *t.rpm.value() - 1 : 1;
@@ -4121,6 +4160,7 @@ class account {
     cfg_.rpm = t.rpm;
     cfg_.tpm = t.tpm;
     cfg_.tpd = t.tpd;
+    update_chunks();
     return errc::ok;
   }
 
@@ -4142,9 +4182,13 @@ class account {
     w.u64(stopped() ? 1 : 0);
     const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
     w.u64(p > now.count() ? static_cast<std::uint64_t>(p - now.count()) : 0);
-    for (const std::optional<window>* x : {&rpm_w_, &tpm_w_, &tpd_w_}) {
+    const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    for (unsigned k = 0; k < credit_kinds; ++k) {
+      const std::optional<window>* x = ws[k];
       if (!*x) continue;
-      const auto slots = (*x)->export_slots(now);
+      // Credit not yet spent is not carried: like an admission that has not
+      // happened yet, it is not part of the state at this moment.
+      const auto slots = (*x)->export_slots(now, [&](std::uint64_t j) { return credit_in_slot(k, j); });
       w.u64(slots.size());
       for (const auto& e : slots) {
         w.u64(e.first);
@@ -4274,23 +4318,22 @@ class account {
 
     // Take every dimension in turn; roll back on the first refusal.
     lease_type& l = a.lease;
+    const unsigned shard = detail::this_thread_shard();
     if (conc_) {
-      permit p = conc_->try_acquire(1);
-      if (!p && reap(now)) p = conc_->try_acquire(1);  // slots held past their deadline came back
-      if (!p) return refuse_and_report(a, n, now);
-      p.detach();
+      // Slots held past their deadline may come back: reap and try again.
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now);
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
-      register_slot(l, now);
+      register_slot(l, now, shard);
     }
-    if (!take_requests(l, now)) return refuse_and_report(a, n, now);
-    if (!take_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now)) {
+    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now);
+    if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_t_, n, now, shard)) {
       give_requests(l, now);
       return refuse_and_report(a, n, now);
     }
     bool day_ok = true;
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
-    else day_ok = take_tokens(tpd_w_, tpd_b_, l.tpd_t_, n, now);
+    else day_ok = take_tokens(tpd_w_, tpd_b_, credit_tpd, l.tpd_t_, n, now, shard);
     if (!day_ok) {
       give_tokens(tpm_w_, tpm_b_, l.tpm_t_, n, now);
       give_requests(l, now);
@@ -4308,7 +4351,8 @@ class account {
     l.acc_ = this;
     l.model_ = r.model;
     l.tokens_ = n;
-    stats_.add2(st_admitted, 1, st_reserved, n);
+    stats_.add_at(shard, st_admitted, 1);
+    stats_.add_at(shard, st_reserved, n);
     a.decision = decision::admit();
   }
 
@@ -4402,13 +4446,271 @@ class account {
       budget_.emplace(*c.budget, e);
       if (e != errc::ok) return e;
     }
+    const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    for (unsigned k = 0; k < credit_kinds; ++k)
+      if (*ws[k] && (*ws[k])->unit() > 0) unit_of_[k] = (*ws[k])->unit();
+    update_chunks();
+    if (rpm_w_ || tpm_w_ || tpd_w_ || conc_) {
+      // Allocated once, here: limits raised later (set_limits) may need it.
+      credits_.reset(new credit_line[detail::thread_shards]);
+    }
     return errc::ok;
   }
 
-  bool take_requests(lease_type& l, nanoseconds now) noexcept {
-    if (rpm_w_) return rpm_w_->try_acquire(1, now, l.rpm_t_).admitted();
+  void update_chunks() noexcept {
+    const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    for (unsigned k = 0; k < credit_kinds; ++k) {
+      // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
+      chunk_[k].store(*ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
+    }
+    // relaxed: as above; the epoch makes every thread give back what it took
+    // under the previous limit before it takes more.
+    conc_chunk_.store(conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
+    conc_epoch_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  bool take_requests(lease_type& l, nanoseconds now, unsigned shard) noexcept {
+    if (rpm_w_) return take_window(*rpm_w_, credit_rpm, 1, now, l.rpm_t_, shard);
     if (rpm_b_) return rpm_b_->try_acquire(1, now).admitted();
     return true;
+  }
+
+  // --- Window credit ---
+  // A thread that owns a statistics shard (the first 16 to count) takes a
+  // strict window's units a chunk at a time: one CAS on the window's head
+  // admits its request and counts `chunk` more units in the same slot, which
+  // it then spends on its later requests in that slot with plain loads and
+  // stores on its own cache line. Every unit is counted in the window before
+  // it is spent, and spent only in the slot it was counted in, so the
+  // window's bound holds exactly as if each request had taken its own units.
+  // What a credit costs: units counted but not yet spent. They are given back
+  // to the window when the owner's next request finds the slot over or the
+  // window refuses it, if their slot is still the window's newest (else they
+  // stay counted until it leaves the window: the safe side). So a thread is
+  // refused because of its own credit only when another thread moved the
+  // window on first; other threads can be, by at most 16 chunks (chunk =
+  // limit / 1024 units: under 1.6 % of the limit). Limits below 1,024 units
+  // get no credit and behave exactly as before.
+  enum : unsigned { credit_rpm, credit_tpm, credit_tpd, credit_kinds };
+  struct credit {
+    // Atomic only so that remaining() may read them: the owner alone writes
+    // (relaxed loads and stores; ownership passes between threads through
+    // the shard claim's release/acquire, see detail/shard_counters.hpp).
+    std::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
+    std::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
+    std::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
+  };
+  struct alignas(TOLLGATE_CACHELINE_SIZE) credit_line {
+    credit c[credit_kinds];
+    // Concurrency units this thread holds from the limiter for leases to
+    // come, and the limit change they were taken under.
+    std::atomic<std::uint64_t> units{0};
+    std::atomic<std::uint64_t> epoch{0};
+  };
+  static constexpr std::uint64_t credit_divisor = 1024;
+
+  static std::uint64_t credit_chunk(const window& w) noexcept {
+    // relaxed: window::limit is a lone value.
+    return w.unit() == 0 ? 0 : w.limit() / w.unit() / credit_divisor;
+  }
+
+  // Spending credit is the hot path (inline); refills and refusals are not.
+  bool take_window(window& w, unsigned kind, std::uint64_t n, nanoseconds now, window_ticket& t,
+                   unsigned shard) noexcept {
+    if (shard < detail::thread_shards && credits_) {
+      credit& c = credits_[shard].c[kind];
+      const std::uint64_t u = unit_of_[kind];
+      const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
+      // relaxed (all of c): this thread owns the line, see `credit`.
+      const std::uint64_t left = c.left.load(std::memory_order_relaxed);
+      if (left >= nu && now.count() >= c.start.load(std::memory_order_relaxed) &&
+          now.count() < c.end.load(std::memory_order_relaxed)) {
+        c.left.store(left - nu, std::memory_order_relaxed);
+        t = window_ticket{c.slot.load(std::memory_order_relaxed), n, nu};
+        return true;
+      }
+    }
+    return take_window_slow(w, kind, n, now, t, shard);
+  }
+
+  [[gnu::noinline]] bool take_window_slow(window& w, unsigned kind, std::uint64_t n, nanoseconds now,
+                                          window_ticket& t, unsigned shard) noexcept {
+    // relaxed: a lone value, changed only by set_limits.
+    const std::uint64_t chunk = n == 0 || shard >= detail::thread_shards ? 0 : chunk_[kind].load(std::memory_order_relaxed);
+    if (chunk == 0) return w.try_acquire(n, now, t).admitted();
+    credit& c = credits_[shard].c[kind];
+    const std::uint64_t u = w.unit();
+    const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
+    // relaxed (all of c): as above.
+    std::uint64_t left = c.left.load(std::memory_order_relaxed);
+    const bool same_slot = now.count() >= c.start.load(std::memory_order_relaxed) &&
+                           now.count() < c.end.load(std::memory_order_relaxed);
+    if (same_slot && left >= nu) {  // (the fast path's case, for a caller that went straight here)
+      c.left.store(left - nu, std::memory_order_relaxed);
+      t = window_ticket{c.slot.load(std::memory_order_relaxed), n, nu};
+      return true;
+    }
+    if (left > 0 && !same_slot) {
+      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
+      left = 0;
+    }
+    // From the window: this request and a chunk more, in one CAS.
+    window_ticket big;
+    if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
+      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
+        if (left > 0) give_credit(w, c, left);  // (defensive: a refill lands in the credit's own slot)
+        left = 0;
+        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
+        c.slot.store(big.slot, std::memory_order_relaxed);
+        c.start.store(start, std::memory_order_relaxed);
+        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
+      }
+      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
+      t = window_ticket{big.slot, n, nu};
+      return true;
+    }
+    // No room for a chunk: this request alone, after giving back what this
+    // thread holds (so its own credit never refuses it).
+    if (left > 0) {
+      give_credit(w, c, left);
+      left = 0;
+    }
+    return w.try_acquire(n, now, t).admitted();
+  }
+
+  // --- Concurrency credit ---
+  // The same idea for the concurrency limit (when it is at least 1,024): a
+  // thread that owns a shard takes 1 + chunk units from the limiter in one
+  // CAS and hands them to its later leases without touching the limiter; a
+  // lease released on such a thread returns its unit to that thread's credit,
+  // which gives everything above one chunk back once it holds two. Units held
+  // as credit are held from the limiter, so leases in flight never exceed the
+  // limit; other threads can be refused falsely by at most 16 x 2 chunks
+  // (chunk = limit / 1024: under 3.2 % of the limit). A limit change
+  // (set_limits) bumps the epoch, and each thread gives its credit back before
+  // taking a unit under the new limit. A thread that exits holding credit
+  // leaves it on its shard, for the next thread that claims that shard.
+  bool take_unit(unsigned shard) noexcept {
+    if (shard < detail::thread_shards && credits_) {
+      credit_line& c = credits_[shard];
+      // relaxed: as in take_unit_slow.
+      const std::uint64_t left = c.units.load(std::memory_order_relaxed);
+      if (left > 0 && c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
+        c.units.store(left - 1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return take_unit_slow(shard);
+  }
+  [[gnu::noinline]] bool take_unit_slow(unsigned shard) noexcept {
+    if (shard >= detail::thread_shards || !credits_) return take_units_direct(1);
+    credit_line& c = credits_[shard];
+    // relaxed (c.*): this thread owns the line, see `credit`. relaxed
+    // (conc_epoch_, conc_chunk_): lone values; a thread that sees a change
+    // late takes a unit under the old limit, as a direct try_acquire racing
+    // set_limit could.
+    std::uint64_t left = c.units.load(std::memory_order_relaxed);
+    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
+    if (c.epoch.load(std::memory_order_relaxed) != epoch) {
+      c.units.store(0, std::memory_order_relaxed);
+      if (left > 0) conc_->release_detached(left);
+      left = 0;
+      c.epoch.store(epoch, std::memory_order_relaxed);
+    }
+    if (left > 0) {
+      c.units.store(left - 1, std::memory_order_relaxed);
+      return true;
+    }
+    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
+    if (chunk > 0 && take_units_direct(1 + chunk)) {
+      c.units.store(chunk, std::memory_order_relaxed);
+      return true;
+    }
+    return take_units_direct(1);
+  }
+  bool take_units_direct(std::uint64_t k) noexcept {
+    permit p = conc_->try_acquire(k);
+    if (!p) return false;
+    p.detach();  // owed back through release_detached: give_unit, take_unit or reap
+    return true;
+  }
+  void give_unit() noexcept {
+    const unsigned shard = credits_ ? detail::this_thread_shard() : detail::thread_shards;
+    if (shard < detail::thread_shards) {
+      credit_line& c = credits_[shard];
+      // relaxed: as in take_unit_slow.
+      const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
+      if (left <= 2 * conc_chunk_.load(std::memory_order_relaxed) &&
+          c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
+        c.units.store(left, std::memory_order_relaxed);
+        return;
+      }
+    }
+    give_unit_slow(shard);
+  }
+  [[gnu::noinline]] void give_unit_slow(unsigned shard) noexcept {
+    if (shard >= detail::thread_shards) {
+      conc_->release_detached(1);
+      return;
+    }
+    credit_line& c = credits_[shard];
+    // relaxed: as in take_unit.
+    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
+    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
+    const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
+    if (c.epoch.load(std::memory_order_relaxed) != epoch || left > 2 * chunk) {
+      const std::uint64_t keep = c.epoch.load(std::memory_order_relaxed) == epoch ? chunk : 0;
+      c.units.store(keep, std::memory_order_relaxed);
+      conc_->release_detached(left - keep);
+    } else {
+      c.units.store(left, std::memory_order_relaxed);
+    }
+  }
+  std::uint64_t units_held_as_credit() const noexcept {
+    if (!credits_) return 0;
+    std::uint64_t sum = 0;
+    // relaxed: a snapshot of other threads' lines.
+    for (unsigned i = 0; i < detail::thread_shards; ++i) sum += credits_[i].units.load(std::memory_order_relaxed);
+    return sum;
+  }
+
+  static void give_credit(window& w, credit& c, std::uint64_t left) noexcept {
+    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
+    // on the head then carries it to any snapshot() that sees the refund (so
+    // a snapshot never leaves these units out twice).
+    c.left.store(0, std::memory_order_relaxed);
+    const std::uint64_t tokens = detail::sat_mul(left, w.unit());
+    window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
+    // Only into the head slot: once the window has moved on, the units stay
+    // counted until their slot leaves it (the safe side).
+    (void)w.refund_to_head(back, tokens);
+  }
+
+  // Units of window `kind` held as credit in slot j (a snapshot).
+  std::uint64_t credit_in_slot(unsigned kind, std::uint64_t j) const noexcept {
+    if (!credits_) return 0;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+      const credit& c = credits_[i].c[kind];
+      // relaxed: as in credit_held.
+      if (c.slot.load(std::memory_order_relaxed) == j) sum += c.left.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
+
+  // Units of window `kind` held as credit in `now`'s slot, by every thread
+  // (a snapshot: owners change them as it is read).
+  std::uint64_t credit_held(unsigned kind, nanoseconds now) const noexcept {
+    if (!credits_) return 0;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+      const credit& c = credits_[i].c[kind];
+      // relaxed: a statistic-grade read of another thread's line.
+      if (now.count() >= c.start.load(std::memory_order_relaxed) && now.count() < c.end.load(std::memory_order_relaxed))
+        sum += c.left.load(std::memory_order_relaxed);
+    }
+    return sum;
   }
   void give_requests(lease_type& l, nanoseconds now) noexcept {
     if (rpm_w_) (void)rpm_w_->refund(l.rpm_t_, 1);
@@ -4416,10 +4718,10 @@ class account {
   }
   // Tokens: a strict window takes n; the spaced bucket takes 1 (the previous
   // request's emission time must have passed) and charges the other n - 1.
-  static bool take_tokens(std::optional<window>& w, std::optional<bucket>& b, window_ticket& t, std::uint64_t n,
-                          nanoseconds now) noexcept {
+  bool take_tokens(std::optional<window>& w, std::optional<bucket>& b, unsigned kind, window_ticket& t,
+                   std::uint64_t n, nanoseconds now, unsigned shard) noexcept {
     if (n == 0) return true;
-    if (w) return w->try_acquire(n, now, t).admitted();
+    if (w) return take_window(*w, kind, n, now, t, shard);
     if (b) {
       if (!b->try_acquire(1, now).admitted()) return false;
       if (n > 1) b->charge(n - 1, now);
@@ -4529,12 +4831,12 @@ class account {
     return ms < slot_max_ms ? ms : slot_max_ms;
   }
 
-  void register_slot(lease_type& l, nanoseconds now) noexcept {
+  void register_slot(lease_type& l, nanoseconds now, unsigned shard) noexcept {
     if (slot_count_ == 0) return;
     const std::uint64_t time_part = (slot_ms(now) + 1) << slot_gen_bits;
     // Start at a place of the table that depends on the thread, so two
     // threads do not probe the same words.
-    std::size_t i = static_cast<std::size_t>(detail::this_thread_shard()) * slot_count_ / (detail::thread_shards + 1);
+    std::size_t i = static_cast<std::size_t>(shard) * slot_count_ / (detail::thread_shards + 1);
     for (std::size_t k = 0; k < slot_count_; ++k, i = i + 1 == slot_count_ ? 0 : i + 1) {
       // relaxed: only a guess of a free word; the CAS decides.
       std::uint64_t expected = slots_[i].load(std::memory_order_relaxed);
@@ -4559,7 +4861,7 @@ class account {
       give = slots_[l.slot_].compare_exchange_strong(expected, l.stamp_ & slot_gen_mask, std::memory_order_acq_rel,
                                                      std::memory_order_relaxed);
     }
-    if (give) conc_->release_detached(1);
+    if (give) give_unit();
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
@@ -4607,6 +4909,10 @@ class account {
   std::optional<bucket> rpm_b_, tpm_b_, tpd_b_;
   std::optional<calendar_quota<Clock>> day_q_;
   std::optional<budget<Currency>> budget_;
+  std::unique_ptr<credit_line[]> credits_;  // one line per owned shard, when some window grants credit
+  std::atomic<std::uint64_t> chunk_[credit_kinds] = {};
+  std::uint64_t unit_of_[credit_kinds] = {1, 1, 1};  // each window's unit (fixed at construction)
+  std::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
   std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<bool> stopped_{false};
   // Hot statistics: per-thread shards, a plain load and store each.

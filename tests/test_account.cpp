@@ -842,3 +842,226 @@ TEST_CASE("stress: threads that admit or wait then settle or drop or cancel, aga
   }
   manual_clock::set(clock_was);
 }
+
+// --- Per-thread credit (limits of 1,024 units and more) ---
+
+namespace {
+account_config credit_config() {
+  account_config c;
+  c.concurrency = limit(4096);  // credit chunk 4
+  c.rpm = limit(2048);          // chunk 2
+  c.tpm = limit(1048576);       // chunk 1,024 tokens
+  c.tpd = limit::unlimited();
+  c.model = server_model::sliding_log;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("account credit: one thread gets every unit, and introspection stays exact", "[account][credit]") {
+  paced_account a(credit_config(), t0);
+  std::vector<lease<manual_clock>> held;
+  for (std::uint64_t i = 1; i <= 2048; ++i) {
+    auto x = a.try_admit(req(10, 10), t0);
+    REQUIRE(x);
+    held.push_back(std::move(x.lease));
+    if (i % 97 == 0 || i > 2040) {
+      const auto v = a.remaining(t0);
+      REQUIRE(*v.requests == 2048 - i);
+      REQUIRE(*v.concurrency == 4096 - i);
+      REQUIRE(*v.tokens_minute == 1048576 - 20 * i);
+      REQUIRE(a.in_flight() == i);
+    }
+  }
+  // Exactly the limit: the thread's own credit never refused it.
+  const auto over = a.try_admit(req(10, 10), t0);
+  CHECK_FALSE(over);
+  CHECK(over.refused.has(dimension::rpm));
+  CHECK_FALSE(over.refused.has(dimension::concurrency));
+  for (auto& l : held) l.settle_failed(t0);
+  CHECK(a.in_flight() == 0);
+  CHECK(*a.remaining(t0).concurrency == 4096);
+  CHECK(a.stats().admitted == 2048);
+}
+
+TEST_CASE("account credit: token credit is given back so a request fits to the last token", "[account][credit]") {
+  account_config c = credit_config();
+  c.rpm = limit::unlimited();
+  paced_account a(c, t0);
+  std::uint64_t admitted = 0;
+  while (a.try_admit(req(500, 500), t0)) ++admitted;
+  CHECK(admitted == 1048);  // 1,048,576 / 1,000
+  CHECK(*a.remaining(t0).tokens_minute == 576);
+  auto last = a.try_admit(req(276, 300), t0);
+  CHECK(last);
+  CHECK(*a.remaining(t0).tokens_minute == 0);
+  CHECK_FALSE(a.try_admit(req(1, 0), t0));
+  // In a later slot the old credit cannot be spent: the window moves on and
+  // everything leaves it after a minute and a slot.
+  CHECK(*a.remaining(seconds(64)).tokens_minute == 1048576);
+  CHECK(a.try_admit(req(500, 500), seconds(64)));
+}
+
+TEST_CASE("account credit: credit counted in one slot is never spent in another", "[account][credit]") {
+  paced_account a(credit_config(), t0);
+  REQUIRE(a.try_admit(req(10, 10), t0));  // takes 1 + a chunk of 2 in slot 0
+  // A minute and a slot later, slot 0 has left the window: were the 2 units
+  // spent now, this minute would see 2,050 requests.
+  const ns later = seconds(64) + milliseconds(1);
+  std::uint64_t admitted = 0;
+  while (a.try_admit(req(10, 10), later)) ++admitted;
+  CHECK(admitted == 2048);
+  // And back inside slot 0's own minute, the window is full at its limit.
+  paced_account b(credit_config(), t0);
+  REQUIRE(b.try_admit(req(10, 10), t0));
+  admitted = 1;
+  while (b.try_admit(req(10, 10), seconds(3))) ++admitted;
+  CHECK(admitted == 2048);
+}
+
+TEST_CASE("account credit: credit left by another thread refuses at most its chunks", "[account][credit]") {
+  paced_account a(credit_config(), t0);
+  // A thread admits and settles one request, then exits: it leaves 2 request
+  // units (a chunk) and 5 concurrency units (its chunk of 4 and the unit its
+  // lease gave back) on its shard.
+  std::thread([&] {
+    auto x = a.try_admit(req(10, 10), t0);
+    REQUIRE(x);
+    x.lease.settle_failed(t0);
+  }).join();
+  CHECK(a.in_flight() == 0);
+  std::vector<lease<manual_clock>> held;
+  for (;;) {
+    auto x = a.try_admit(req(10, 10), t0);
+    if (!x) break;
+    held.push_back(std::move(x.lease));
+  }
+  // 1 request by the thread, 2 units in its credit: 2,045 left for this one.
+  CHECK(held.size() == 2045);
+  CHECK(held.size() + 1 >= 2048 - 16 * 2);  // the documented bound
+  CHECK(*a.remaining(t0).requests == 2);     // held as credit: admissible by its owner
+  for (auto& l : held) l.settle_failed(t0);
+  CHECK(a.in_flight() == 0);
+
+  // Concurrency: with requests unlimited, leases fill the limit less the
+  // departed thread's 5 units.
+  account_config c = credit_config();
+  c.rpm = limit::unlimited();
+  c.tpm = limit::unlimited();
+  paced_account b(c, t0);
+  std::thread([&] {
+    auto x = b.try_admit(req(10, 10), t0);
+    REQUIRE(x);
+    x.lease.settle_failed(t0);
+  }).join();
+  held.clear();
+  for (;;) {
+    auto x = b.try_admit(req(10, 10), t0);
+    if (!x) {
+      CHECK(x.refused.has(dimension::concurrency));
+      break;
+    }
+    held.push_back(std::move(x.lease));
+  }
+  CHECK(held.size() == 4096 - 5);
+  CHECK(b.in_flight() == 4091);
+  CHECK(*b.remaining(t0).concurrency == 5);
+  held.clear();  // dropped: the slots come back
+  CHECK(b.in_flight() == 0);
+}
+
+TEST_CASE("account credit: a live limit change takes back concurrency credit", "[account][credit]") {
+  tier_row big{}, smaller{};
+  big.concurrency = limit(4096);
+  big.rpm = limit::unlimited();
+  big.tpm = limit::unlimited();
+  big.tpd = limit::unlimited();
+  smaller = big;
+  smaller.concurrency = limit(3);
+  account_config c = account_config::from_tier(big, server_model::sliding_log);
+  paced_account a(c, t0);
+  auto x = a.try_admit(req(10, 10), t0);  // this thread now holds credit
+  REQUIRE(x);
+  REQUIRE(a.set_limits(smaller, t0) == errc::ok);
+  // The credit taken under 4,096 goes back before the next unit is taken:
+  // with one lease held, two more fit under the new limit of 3.
+  auto y = a.try_admit(req(10, 10), t0);
+  auto z = a.try_admit(req(10, 10), t0);
+  CHECK(y);
+  CHECK(z);
+  CHECK_FALSE(a.try_admit(req(10, 10), t0));
+  CHECK(a.in_flight() == 3);
+}
+
+TEST_CASE("stress: threads spending credit never over-admit, against an exact log", "[account][stress][credit]") {
+  for (unsigned threads : {2u, 4u}) {
+    INFO(threads << " threads");
+    account_config c;
+    c.concurrency = limit(2048);
+    c.rpm = limit(4096);
+    c.tpm = limit(2000000);
+    c.tpd = limit(200000000);
+    c.model = server_model::sliding_log;
+    paced_account a(c, t0);
+    std::atomic<std::int64_t> clock{0}, held{0};
+    std::atomic<bool> over{false};
+    std::atomic<std::uint64_t> refused_conc{0}, refused_rpm{0}, refused_tpm{0};
+    std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> req_log(threads), tok_log(threads);
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        tgtest::rng g(4100 + t);
+        std::vector<lease<manual_clock>> mine;
+        for (std::uint64_t i = 0; i < 20000 * tgtest::stress_factor(); ++i) {
+          // About 4.5 ms of shared time per attempt: minutes in all, so the
+          // windows both saturate and roll.
+          const std::int64_t now = g.chance(20) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 45000000)))
+                                                : clock.load();
+          const bool big = g.chance(30);
+          const std::uint64_t prompt = g.between(1, big ? 1500 : 100), cap = g.between(0, big ? 1500 : 100);
+          auto ad = a.try_admit(req(prompt, cap), ns(now));
+          if (ad) {
+            if (held.fetch_add(1) + 1 > 2048) over.store(true);
+            req_log[t].emplace_back(now, 1);
+            tok_log[t].emplace_back(now, prompt + cap);
+            mine.push_back(std::move(ad.lease));
+          } else {
+            if (ad.refused.has(dimension::concurrency)) refused_conc.fetch_add(1);
+            if (ad.refused.has(dimension::rpm)) refused_rpm.fetch_add(1);
+            if (ad.refused.has(dimension::tpm)) refused_tpm.fetch_add(1);
+          }
+          // Phases of 2,000 attempts: hoarding (up to 2,048 / threads + 300
+          // leases each, so concurrency saturates) and flowing (most leases
+          // go back at once, so the windows saturate).
+          const unsigned release_chance = (i / 2000) % 2 == 0 ? 1 : 70;
+          while (!mine.empty() && (mine.size() > 2048 / threads + 300 || g.chance(release_chance))) {
+            const std::size_t k = static_cast<std::size_t>(g.between(0, mine.size() - 1));
+            held.fetch_sub(1);  // before the unit goes back
+            if (g.chance(50)) mine[k].settle_failed(ns(now));
+            else mine[k] = lease<manual_clock>();  // dropped
+            mine[k] = std::move(mine.back());
+            mine.pop_back();
+          }
+        }
+        held.fetch_sub(static_cast<std::int64_t>(mine.size()));
+        mine.clear();
+      });
+    }
+    for (auto& th : pool) th.join();
+    std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
+    for (auto& v : req_log) reqs.insert(reqs.end(), v.begin(), v.end());
+    for (auto& v : tok_log) toks.insert(toks.end(), v.begin(), v.end());
+    INFO(reqs.size() << " admitted; refused by concurrency " << refused_conc.load() << ", by RPM " << refused_rpm.load()
+                     << ", by TPM " << refused_tpm.load());
+    CHECK(reqs.size() > 4096);
+    // Every limit was reached, so the checks below bite.
+    CHECK(refused_conc.load() > 0);
+    CHECK(refused_rpm.load() > 0);
+    CHECK(refused_tpm.load() > 0);
+    CHECK_FALSE(over.load());
+    CHECK(a.in_flight() == 0);
+    CHECK(tgtest::max_window_sum(reqs, ns(minutes(1)).count()) <= 4096);
+    CHECK(tgtest::max_window_sum(toks, ns(minutes(1)).count()) <= 2000000);
+    CHECK(tgtest::max_window_sum(toks, ns(hours(24)).count()) <= 20000000);
+    CHECK(a.stats().admitted == reqs.size());
+  }
+}

@@ -49,7 +49,9 @@
 // Refunds. try_acquire can fill a window_ticket; refund(ticket, n) returns up
 // to the ticket's remaining tokens. A refund into a slot that has left the
 // window is a no-op (nothing to give back). Concurrent races only ever make
-// the ring over-count (the safe side).
+// the ring over-count (the safe side). refund_to_head gives back only while
+// the ticket's slot is the head (through the head's release CAS), for callers
+// that must know a reader who sees the refund sees what they did before it.
 //
 // Live change. set_limit is thread-safe; in any window that spans a change at
 // most the larger of the two limits is admitted.
@@ -221,57 +223,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   // Returns up to n of the ticket's tokens; returns the tokens given back
   // (0 when the ticket's slot has left the window). Updates the ticket.
-  std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept {
-    if (n > t.tokens) n = t.tokens;
-    if (n == 0 || unit_ == 0) return 0;
-    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
-    const std::uint64_t back = t.units - keep_units;
-    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    for (;;) {
-      const std::uint64_t h = detail::slot_of_word(w);
-      if (t.slot == h) {
-        const std::uint64_t cur = detail::units_of_word(w);
-        const std::uint64_t take = back < cur ? back : cur;
-        // acq_rel/acquire: as in try_acquire.
-        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-          break;
-        continue;
-      }
-      if (t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
-      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
-      // relaxed: the ring word carries only itself; the head CAS that moved
-      // past t.slot already published its count, and we read that head above.
-      std::uint64_t r = e.load(std::memory_order_relaxed);
-      for (;;) {
-        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
-        const std::uint64_t cnt = detail::units_of_word(r);
-        const std::uint64_t take = back < cnt ? back : cnt;
-        // relaxed: a lone counter; readers that miss the decrement over-count.
-        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
-                                    std::memory_order_relaxed)) {
-          // The cached sum for head h was computed before h was installed,
-          // hence before this decrement: take the same units off it. A cache
-          // for a later head was computed from the ring, with or without this
-          // decrement: leave it (too high is safe, twice is not).
-          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
-          while (detail::slot_of_word(c) == h) {
-            const std::uint64_t u = detail::units_of_word(c);
-            const std::uint64_t off = take < u ? take : u;
-            // relaxed: a lone cached sum, as in publish_older.
-            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
-                                             std::memory_order_relaxed))
-              break;
-          }
-          break;
-        }
-      }
-      break;
-    }
-    t.tokens -= n;
-    t.units = keep_units;
-    return n;
-  }
+  std::uint64_t refund(window_ticket& t, std::uint64_t n) noexcept { return refund_impl(t, n, false); }
+  // The same, but only while the ticket's slot is still the head slot: a
+  // refund that lands, if at all, through the head's release CAS (which a
+  // reader acquiring the head then sees with everything stored before it).
+  std::uint64_t refund_to_head(window_ticket& t, std::uint64_t n) noexcept { return refund_impl(t, n, true); }
 
   // Tokens that could be admitted at `now` (peek). A stale `now` is read as
   // the head slot.
@@ -315,18 +271,25 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // Snapshot support: the units of every slot still in the window, as
   // (age in slots relative to `now`'s slot, units), oldest first.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
+    return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
+  }
+  // The same, leaving out `unspent(j)` units of slot j (units a caller
+  // counted in advance and has not used: the account's per-thread credit).
+  template <class Unspent>
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
     if (unit_ == 0) return out;
     const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::uint64_t h = detail::slot_of_word(w);
     std::uint64_t s = slot_at(now);
     if (s < h) s = h;
+    auto put = [&](std::uint64_t j, std::uint64_t u) {
+      const std::uint64_t off = unspent(j);
+      if (u > off) out.emplace_back(s - j, u - off);
+    };
     for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-      if (j + K >= s) {
-        const std::uint64_t u = ring_units(j);
-        if (u) out.emplace_back(s - j, u);
-      }
-    if (h + K >= s && detail::units_of_word(w)) out.emplace_back(s - h, detail::units_of_word(w));
+      if (j + K >= s) put(j, ring_units(j));
+    if (h + K >= s) put(h, detail::units_of_word(w));
     return out;
   }
   // Loads slots exported by export_slots (ages relative to `now`) into a
@@ -376,6 +339,58 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
 
  private:
+  std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
+    if (n > t.tokens) n = t.tokens;
+    if (n == 0 || unit_ == 0) return 0;
+    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
+    const std::uint64_t back = t.units - keep_units;
+    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    for (;;) {
+      const std::uint64_t h = detail::slot_of_word(w);
+      if (t.slot == h) {
+        const std::uint64_t cur = detail::units_of_word(w);
+        const std::uint64_t take = back < cur ? back : cur;
+        // acq_rel/acquire: as in try_acquire.
+        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+          break;
+        continue;
+      }
+      if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
+      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+      // relaxed: the ring word carries only itself; the head CAS that moved
+      // past t.slot already published its count, and we read that head above.
+      std::uint64_t r = e.load(std::memory_order_relaxed);
+      for (;;) {
+        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
+        const std::uint64_t cnt = detail::units_of_word(r);
+        const std::uint64_t take = back < cnt ? back : cnt;
+        // relaxed: a lone counter; readers that miss the decrement over-count.
+        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+                                    std::memory_order_relaxed)) {
+          // The cached sum for head h was computed before h was installed,
+          // hence before this decrement: take the same units off it. A cache
+          // for a later head was computed from the ring, with or without this
+          // decrement: leave it (too high is safe, twice is not).
+          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
+          while (detail::slot_of_word(c) == h) {
+            const std::uint64_t u = detail::units_of_word(c);
+            const std::uint64_t off = take < u ? take : u;
+            // relaxed: a lone cached sum, as in publish_older.
+            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
+                                             std::memory_order_relaxed))
+              break;
+          }
+          break;
+        }
+      }
+      break;
+    }
+    t.tokens -= n;
+    t.units = keep_units;
+    return n;
+  }
+
   errc init(rate r, nanoseconds origin) noexcept {
     origin_ = origin.count();
     const errc e = validate(r);
