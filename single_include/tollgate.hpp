@@ -4245,7 +4245,11 @@ class account {
     if (day_q_ && !r.u64(day_word)) return restore_errc::truncated;
     if (budget_ && (!r.u64(committed) || !r.u64(spent))) return restore_errc::truncated;
     if (r.left() != 8) return restore_errc::truncated;
-    // Everything checked: apply.
+    // Everything checked: apply. Window credit held from before was counted
+    // in the counts now replaced: it must not be spent against them.
+    if (credits_)
+      for (unsigned i = 0; i < detail::thread_shards; ++i)
+        for (credit& c : credits_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
     for (int i = 0; i < 3; ++i)
       if (*ws[i]) (*ws[i])->import_slots(now, win[i]);
     for (int i = 0; i < 2; ++i)

@@ -918,6 +918,19 @@ TEST_CASE("account credit: credit counted in one slot is never spent in another"
   CHECK(admitted == 2048);
 }
 
+TEST_CASE("account credit: restoring a snapshot drops credit counted against the old counts", "[account][credit]") {
+  const ns wall = seconds(1800000000);
+  paced_account full(credit_config(), t0);
+  while (full.try_admit(req(10, 10), t0)) {
+  }
+  const std::string bytes = full.snapshot(t0, wall);
+  paced_account b(credit_config(), t0);
+  REQUIRE(b.try_admit(req(10, 10), t0));  // this thread now holds 2 units of credit in slot 0
+  REQUIRE(b.restore(bytes, t0, wall) == paced_account::restore_errc::ok);
+  CHECK(*b.remaining(t0).requests == 0);
+  CHECK_FALSE(b.try_admit(req(10, 10), t0));
+}
+
 TEST_CASE("account credit: credit left by another thread refuses at most its chunks", "[account][credit]") {
   paced_account a(credit_config(), t0);
   // A thread admits and settles one request, then exits: it leaves 2 request
