@@ -891,8 +891,8 @@ TEST_CASE("account credit: token credit is given back so a request fits to the l
   while (a.try_admit(req(500, 500), t0)) ++admitted;
   CHECK(admitted == 1048);  // 1,048,576 / 1,000
   CHECK(*a.remaining(t0).tokens_minute == 576);
-  auto last = a.try_admit(req(276, 300), t0);
-  CHECK(last);
+  auto final_one = a.try_admit(req(276, 300), t0);
+  CHECK(final_one);
   CHECK(*a.remaining(t0).tokens_minute == 0);
   CHECK_FALSE(a.try_admit(req(1, 0), t0));
   // In a later slot the old credit cannot be spent: the window moves on and
@@ -1006,75 +1006,81 @@ TEST_CASE("account credit: a live limit change takes back concurrency credit", "
 }
 
 TEST_CASE("stress: threads spending credit never over-admit, against an exact log", "[account][stress][credit]") {
-  for (unsigned threads : {2u, 4u}) {
-    INFO(threads << " threads");
-    account_config c;
-    c.concurrency = limit(2048);
-    c.rpm = limit(4096);
-    c.tpm = limit(2000000);
-    c.tpd = limit(200000000);
-    c.model = server_model::sliding_log;
-    paced_account a(c, t0);
-    std::atomic<std::int64_t> clock{0}, held{0};
-    std::atomic<bool> over{false};
-    std::atomic<std::uint64_t> refused_conc{0}, refused_rpm{0}, refused_tpm{0};
-    std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> req_log(threads), tok_log(threads);
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        tgtest::rng g(4100 + t);
-        std::vector<lease<manual_clock>> mine;
-        for (std::uint64_t i = 0; i < 20000 * tgtest::stress_factor(); ++i) {
-          // About 4.5 ms of shared time per attempt: minutes in all, so the
-          // windows both saturate and roll.
-          const std::int64_t now = g.chance(20) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 45000000)))
-                                                : clock.load();
-          const bool big = g.chance(30);
-          const std::uint64_t prompt = g.between(1, big ? 1500 : 100), cap = g.between(0, big ? 1500 : 100);
-          auto ad = a.try_admit(req(prompt, cap), ns(now));
-          if (ad) {
-            if (held.fetch_add(1) + 1 > 2048) over.store(true);
-            req_log[t].emplace_back(now, 1);
-            tok_log[t].emplace_back(now, prompt + cap);
-            mine.push_back(std::move(ad.lease));
-          } else {
-            if (ad.refused.has(dimension::concurrency)) refused_conc.fetch_add(1);
-            if (ad.refused.has(dimension::rpm)) refused_rpm.fetch_add(1);
-            if (ad.refused.has(dimension::tpm)) refused_tpm.fetch_add(1);
+  // Three mixes, each made so that one limit binds whatever the threads'
+  // interleaving (so its check below bites); all limits are large enough for
+  // credit, and every one is checked in every mix.
+  struct mix {
+    const char* name;
+    std::uint64_t concurrency, rpm, tpm;
+    unsigned big_percent, release_percent;
+    dimension binds;
+  };
+  const mix mixes[] = {
+      {"leases pile up", 1024, 100000, 100000000, 0, 2, dimension::concurrency},
+      {"many small requests", 100000, 4096, 100000000, 0, 70, dimension::rpm},
+      {"large requests", 100000, 100000, 2000000, 100, 70, dimension::tpm},
+  };
+  for (const mix& m : mixes) {
+    for (unsigned threads : {2u, 4u}) {
+      INFO(m.name << ", " << threads << " threads");
+      account_config c;
+      c.concurrency = limit(m.concurrency);
+      c.rpm = limit(m.rpm);
+      c.tpm = limit(m.tpm);
+      c.tpd = limit(200000000);
+      c.model = server_model::sliding_log;
+      paced_account a(c, t0);
+      std::atomic<std::int64_t> clock{0}, held{0};
+      std::atomic<bool> over{false};
+      std::atomic<std::uint64_t> refused_by_binding{0};
+      std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> req_log(threads), tok_log(threads);
+      std::vector<std::thread> pool;
+      for (unsigned t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+          tgtest::rng g(4100 + t);
+          std::vector<lease<manual_clock>> mine;
+          for (std::uint64_t i = 0; i < 10000 * tgtest::stress_factor(); ++i) {
+            // About 4.5 ms of shared time per attempt: minutes in all, so
+            // the windows both fill and roll.
+            const std::int64_t now = g.chance(20) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 45000000)))
+                                                  : clock.load();
+            const bool big = g.chance(m.big_percent);
+            const std::uint64_t prompt = g.between(1, big ? 1500 : 60), cap = g.between(big ? 500 : 0, big ? 1500 : 40);
+            auto ad = a.try_admit(req(prompt, cap), ns(now));
+            if (ad) {
+              if (static_cast<std::uint64_t>(held.fetch_add(1) + 1) > m.concurrency) over.store(true);
+              req_log[t].emplace_back(now, 1);
+              tok_log[t].emplace_back(now, prompt + cap);
+              mine.push_back(std::move(ad.lease));
+            } else if (ad.refused.has(m.binds)) {
+              refused_by_binding.fetch_add(1);
+            }
+            while (!mine.empty() && g.chance(m.release_percent)) {
+              const std::size_t k = static_cast<std::size_t>(g.between(0, mine.size() - 1));
+              held.fetch_sub(1);  // before the unit goes back
+              if (g.chance(50)) mine[k].settle_failed(ns(now));
+              else mine[k] = lease<manual_clock>();  // dropped
+              mine[k] = std::move(mine.back());
+              mine.pop_back();
+            }
           }
-          // Phases of 2,000 attempts: hoarding (up to 2,048 / threads + 300
-          // leases each, so concurrency saturates) and flowing (most leases
-          // go back at once, so the windows saturate).
-          const unsigned release_chance = (i / 2000) % 2 == 0 ? 1 : 70;
-          while (!mine.empty() && (mine.size() > 2048 / threads + 300 || g.chance(release_chance))) {
-            const std::size_t k = static_cast<std::size_t>(g.between(0, mine.size() - 1));
-            held.fetch_sub(1);  // before the unit goes back
-            if (g.chance(50)) mine[k].settle_failed(ns(now));
-            else mine[k] = lease<manual_clock>();  // dropped
-            mine[k] = std::move(mine.back());
-            mine.pop_back();
-          }
-        }
-        held.fetch_sub(static_cast<std::int64_t>(mine.size()));
-        mine.clear();
-      });
+          held.fetch_sub(static_cast<std::int64_t>(mine.size()));
+          mine.clear();
+        });
+      }
+      for (auto& th : pool) th.join();
+      std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
+      for (auto& v : req_log) reqs.insert(reqs.end(), v.begin(), v.end());
+      for (auto& v : tok_log) toks.insert(toks.end(), v.begin(), v.end());
+      INFO(reqs.size() << " admitted; " << refused_by_binding.load() << " refused by the binding limit");
+      CHECK(reqs.size() > 1024);
+      CHECK(refused_by_binding.load() > 100);
+      CHECK_FALSE(over.load());
+      CHECK(a.in_flight() == 0);
+      CHECK(tgtest::max_window_sum(reqs, ns(minutes(1)).count()) <= m.rpm);
+      CHECK(tgtest::max_window_sum(toks, ns(minutes(1)).count()) <= m.tpm);
+      CHECK(tgtest::max_window_sum(toks, ns(hours(24)).count()) <= 200000000);
+      CHECK(a.stats().admitted == reqs.size());
     }
-    for (auto& th : pool) th.join();
-    std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
-    for (auto& v : req_log) reqs.insert(reqs.end(), v.begin(), v.end());
-    for (auto& v : tok_log) toks.insert(toks.end(), v.begin(), v.end());
-    INFO(reqs.size() << " admitted; refused by concurrency " << refused_conc.load() << ", by RPM " << refused_rpm.load()
-                     << ", by TPM " << refused_tpm.load());
-    CHECK(reqs.size() > 4096);
-    // Every limit was reached, so the checks below bite.
-    CHECK(refused_conc.load() > 0);
-    CHECK(refused_rpm.load() > 0);
-    CHECK(refused_tpm.load() > 0);
-    CHECK_FALSE(over.load());
-    CHECK(a.in_flight() == 0);
-    CHECK(tgtest::max_window_sum(reqs, ns(minutes(1)).count()) <= 4096);
-    CHECK(tgtest::max_window_sum(toks, ns(minutes(1)).count()) <= 2000000);
-    CHECK(tgtest::max_window_sum(toks, ns(hours(24)).count()) <= 20000000);
-    CHECK(a.stats().admitted == reqs.size());
   }
 }
