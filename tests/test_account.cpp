@@ -481,6 +481,48 @@ TEST_CASE("account: slots held past lease_timeout are reclaimed, and returned on
   CHECK(b.in_flight() == 0);
 }
 
+TEST_CASE("account: a thread's own slot words and the shared ones are all reclaimable", "[account]") {
+  // One thread holds 100 leases: the first 64 in its own words, the rest in
+  // the shared table. All are reclaimed past the timeout, each exactly once,
+  // and the late holders' settles return nothing.
+  account_config c;
+  c.concurrency = limit(100);
+  c.lease_timeout = seconds(10);
+  paced_account a(c, t0);
+  std::vector<lease<manual_clock>> hung;
+  for (int i = 0; i < 100; ++i) {
+    auto x = a.try_admit(req(10, 10), t0);
+    REQUIRE(x);
+    hung.push_back(std::move(x.lease));
+  }
+  CHECK_FALSE(a.try_admit(req(10, 10), seconds(5)));
+  auto fresh = a.try_admit(req(10, 10), seconds(11));
+  REQUIRE(fresh);
+  CHECK(a.stats().reclaimed == 100);
+  CHECK(a.in_flight() == 1);
+  for (auto& l : hung) l.settle_failed(seconds(12));
+  CHECK(a.in_flight() == 1);
+  // A lease taken on another thread (its own words) and settled here frees
+  // its word for that thread's successors.
+  lease<manual_clock> moved;
+  std::thread([&] {
+    auto x = a.try_admit(req(10, 10), seconds(12));
+    REQUIRE(x);
+    moved = std::move(x.lease);
+  }).join();
+  CHECK(a.in_flight() == 2);
+  moved.settle_failed(seconds(12));
+  fresh.lease.settle_failed(seconds(12));
+  CHECK(a.in_flight() == 0);
+  for (int round = 0; round < 3; ++round)
+    std::thread([&] {
+      auto x = a.try_admit(req(10, 10), seconds(13));
+      CHECK(x);
+    }).join();
+  CHECK(a.in_flight() == 0);
+  CHECK(a.stats().reclaimed == 100);
+}
+
 TEST_CASE("stress: reclaiming races releasing, and each unit comes back exactly once", "[account][stress]") {
   account_config c;
   c.concurrency = limit(4);

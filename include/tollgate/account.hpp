@@ -50,7 +50,10 @@
 // Hung requests. A concurrency slot held past lease_timeout is reclaimed
 // when the account runs out of slots (stats().reclaimed counts them): a
 // one-word-per-slot table records when each lease took its slot, and the
-// lease and the reaper race with one CAS, so the unit comes back once.
+// lease and the reaper race with one CAS, so the unit comes back once. Each
+// of the first 16 threads has 64 words of its own, which it claims with a
+// plain store (no other thread claims them); beyond those, and for other
+// threads, a shared table of twice the concurrency limit.
 //
 // Server feedback. on_response(...) pauses the whole account after a rate
 // 429 for the larger of the server's hint and the account's own wait (Kimi
@@ -85,11 +88,11 @@
 // slot). remaining() and in_flight() count credit as not in flight. Limits
 // below 1,024 have no credit and behave exactly as without it.
 //
-// Cost. Spending credit, an admission and its settle take two atomic
-// read-modify-writes (the slot-table word, taken and given back; none with
-// lease_timeout zero) and nothing shared; a refill takes one CAS per window
-// and one on the permit count. Without credit: six (four with lease_timeout
-// zero). bench/ has the ratios.
+// Cost. Spending credit, an admission and its settle take one atomic
+// read-modify-write (giving the slot-table word back; none with lease_timeout
+// zero) and nothing shared; a refill takes one CAS per window and one on the
+// permit count. Without credit: five (four with lease_timeout zero, one more
+// beyond a thread's own slot words). bench/ has the ratios.
 #ifndef TOLLGATE_ACCOUNT_HPP
 #define TOLLGATE_ACCOUNT_HPP
 
@@ -778,8 +781,9 @@ class account {
       // still finds room (allocated once, here, never on the admission path).
       slot_count_ = static_cast<std::size_t>(*v * 2 < 1u << 20 ? *v * 2 : 1u << 20);
       slot_stride_ = slot_count_ / (detail::thread_shards + 1);
-      slots_.reset(new std::atomic<std::uint64_t>[slot_count_]);
-      for (std::size_t i = 0; i < slot_count_; ++i) slots_[i].store(0, std::memory_order_relaxed);
+      slot_total_ = slot_count_ + detail::thread_shards * own_slots;
+      slots_.reset(new std::atomic<std::uint64_t>[slot_total_]);
+      for (std::size_t i = 0; i < slot_total_; ++i) slots_[i].store(0, std::memory_order_relaxed);
     }
     if (auto v = c.rpm.value()) {
       if (strict) {
@@ -1233,7 +1237,26 @@ class account {
   void register_slot(lease_type& l, nanoseconds now, unsigned shard) noexcept {
     if (slot_count_ == 0) return;
     const std::uint64_t time_part = (slot_ms(now) + 1) << slot_gen_bits;
-    // Start at a place of the table that depends on the thread, so two
+    if (shard < detail::thread_shards) {
+      // The thread's own words first: only their owner turns a free word
+      // held (others only free held words, by CAS), so a plain store claims it.
+      const std::size_t base = slot_count_ + static_cast<std::size_t>(shard) * own_slots;
+      for (std::size_t i = base; i < base + own_slots; ++i) {
+        // relaxed: this thread's own last write, or a CAS that freed the word
+        // (a stale `held` only makes us look further).
+        const std::uint64_t w = slots_[i].load(std::memory_order_relaxed);
+        if ((w >> slot_gen_bits) != 0) continue;  // held
+        const std::uint64_t stamp = time_part | ((w + 1) & slot_gen_mask);
+        // relaxed: no other thread can write a free word of this region, so
+        // nothing comes between the load and this store; the CASes that later
+        // free it are ordered with it by the word's own modification order.
+        slots_[i].store(stamp, std::memory_order_relaxed);
+        l.slot_ = i;
+        l.stamp_ = stamp;
+        return;
+      }
+    }
+    // The shared words. Start at a place that depends on the thread, so two
     // threads do not probe the same words.
     std::size_t i = static_cast<std::size_t>(shard) * slot_stride_;
     for (std::size_t k = 0; k < slot_count_; ++k, i = i + 1 == slot_count_ ? 0 : i + 1) {
@@ -1273,7 +1296,7 @@ class account {
     std::int64_t rel = 0;
     if (__builtin_sub_overflow(now.count(), origin_, &rel)) return 0;  // a `now` no lease can be measured against
     std::uint64_t freed = 0;
-    for (std::size_t i = 0; i < slot_count_; ++i) {
+    for (std::size_t i = 0; i < slot_total_; ++i) {
       std::uint64_t v = slots_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
       const std::uint64_t t = v >> slot_gen_bits;
       if (t == 0) continue;
@@ -1299,6 +1322,10 @@ class account {
   std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
   std::size_t slot_count_ = 0;
   std::size_t slot_stride_ = 0;  // slot_count_ / (thread_shards + 1): where each thread starts looking
+  // After the slot_count_ shared words, own_slots words for each owned shard,
+  // claimed only by the thread that owns the shard.
+  static constexpr std::size_t own_slots = 64;
+  std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
   std::atomic<std::uint64_t> stats_reclaimed_{0};
   std::atomic<void (*)(void*)> hook_fn_{nullptr};
