@@ -3,11 +3,13 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <queue>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 using namespace tollgate;
@@ -815,6 +817,8 @@ TEST_CASE("stress: threads that admit or wait then settle or drop or cancel, aga
     std::atomic<bool> over{false};
     std::atomic<unsigned> done{0};
     std::atomic<std::uint64_t> via_room{0}, left_room{0};
+    // Every call through the room: {arrival, departure, admitted}.
+    std::vector<std::vector<std::tuple<std::uint64_t, std::uint64_t, bool>>> visits(workers);
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < workers; ++t) {
       pool.emplace_back([&, t] {
@@ -827,8 +831,10 @@ TEST_CASE("stress: threads that admit or wait then settle or drop or cancel, aga
           } else {
             // Wait up to 0..90 s of the shared clock; now and then give up at once.
             std::atomic<bool> cancel{g.chance(10)};
-            ad = room.admit(req(prompt, cap), manual_clock::now() + ns(seconds(g.between(0, 90))), &cancel);
+            room_visit v;
+            ad = room.admit(req(prompt, cap), manual_clock::now() + ns(seconds(g.between(0, 90))), &cancel, &v);
             (ad ? via_room : left_room).fetch_add(1);
+            visits[t].emplace_back(v.arrival, v.departure, static_cast<bool>(ad));
           }
           if (!ad) continue;
           req_log[t].emplace_back(ad.at.count(), 1);
@@ -877,6 +883,18 @@ TEST_CASE("stress: threads that admit or wait then settle or drop or cancel, aga
     CHECK(tgtest::max_window_sum(toks, ns(minutes(1)).count()) <= 40000);
     CHECK(tgtest::max_window_sum(toks, ns(hours(24)).count()) <= 300000);
     CHECK(settled_cost.load() <= usd::from_nanos(400000000).nanos());
+    // Served in arrival order: when a call was admitted, every call that
+    // arrived before it had already left the room.
+    std::vector<std::tuple<std::uint64_t, std::uint64_t, bool>> all;
+    for (auto& v : visits) all.insert(all.end(), v.begin(), v.end());
+    std::sort(all.begin(), all.end());
+    std::uint64_t latest_departure = 0, out_of_order = 0;
+    for (std::size_t k = 0; k < all.size(); ++k) {
+      REQUIRE(std::get<0>(all[k]) == k + 1);  // arrivals are numbered 1..N, each once
+      if (std::get<2>(all[k]) && latest_departure > std::get<1>(all[k])) ++out_of_order;
+      latest_departure = std::max(latest_departure, std::get<1>(all[k]));
+    }
+    CHECK(out_of_order == 0);
     // The sharded counters add up to the log once the threads are joined.
     const account_stats st = a.stats();
     CHECK(st.admitted == reqs.size());

@@ -38,6 +38,15 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
+// Where one call stood in a waiting room: numbers the room gives under its
+// lock, 1, 2, ... in the order calls arrived and in the order they left
+// (admitted or not). Serving in arrival order means: when a call is
+// admitted, every call that arrived before it has already left.
+struct room_visit {
+  std::uint64_t arrival = 0;
+  std::uint64_t departure = 0;
+};
+
 template <class Clock = steady_clock, class Currency = usd_tag>
 class waiting_room {
  public:
@@ -47,8 +56,10 @@ class waiting_room {
   waiting_room(const waiting_room&) = delete;
   waiting_room& operator=(const waiting_room&) = delete;
 
-  // `deadline` is a time of the account's Clock.
-  admission_type admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr) {
+  // `deadline` is a time of the account's Clock. `visit`, if given, receives
+  // this call's arrival and departure numbers (for tracing).
+  admission_type admit(const request& r, nanoseconds deadline, const std::atomic<bool>* cancel = nullptr,
+                       room_visit* visit = nullptr) {
     const nanoseconds arrived = Clock::now();
     struct account_time {  // adds the time spent here to the room's counter, on every way out
       waiting_room& room;
@@ -61,8 +72,11 @@ class waiting_room {
       }
     } timing{*this, arrived};
     waiter me;
+    me.visit = visit;
     std::unique_lock<std::mutex> lock(m_);
     line_.push_back(&me);
+    if (visit) visit->arrival = arrivals_ + 1;
+    ++arrivals_;
     admission_type last;
     last.decision = decision::wait(nanoseconds(0), reason::busy);
     for (;;) {
@@ -109,6 +123,7 @@ class waiting_room {
  private:
   struct waiter {
     std::condition_variable cv;
+    room_visit* visit = nullptr;
   };
 
   static void on_release(void* self) {
@@ -118,6 +133,8 @@ class waiting_room {
   }
 
   admission_type leave(waiter& me, admission_type&& a) {
+    ++departures_;
+    if (me.visit) me.visit->departure = departures_;
     const bool was_head = line_.front() == &me;
     for (auto it = line_.begin(); it != line_.end(); ++it)
       if (*it == &me) {
@@ -144,6 +161,7 @@ class waiting_room {
   std::atomic<std::uint64_t> served_{0};
   std::mutex m_;
   std::deque<waiter*> line_;
+  std::uint64_t arrivals_ = 0, departures_ = 0;  // guarded by m_
 };
 
 TOLLGATE_END_NAMESPACE
