@@ -3588,9 +3588,11 @@ TOLLGATE_END_NAMESPACE
 // when the account runs out of slots (stats().reclaimed counts them): a
 // one-word-per-slot table records when each lease took its slot, and the
 // lease and the reaper race with one CAS, so the unit comes back once. Each
-// of the first 16 threads has 64 words of its own, which it claims with a
-// plain store (no other thread claims them); beyond those, and for other
-// threads, a shared table of twice the concurrency limit.
+// of the first 16 threads has limit / 16 words of its own (1 to 64), which it
+// claims with a plain store (no other thread claims them); beyond those, and
+// for other threads, a shared table of twice the concurrency limit. The
+// table is scanned at most once per lease_timeout / 16 of time, so a hung
+// lease comes back by the first refusal that long after its deadline.
 //
 // Server feedback. on_response(...) pauses the whole account after a rate
 // 429 for the larger of the server's hint and the account's own wait (Kimi
@@ -4418,7 +4420,8 @@ class account {
       // still finds room (allocated once, here, never on the admission path).
       slot_count_ = static_cast<std::size_t>(*v * 2 < 1u << 20 ? *v * 2 : 1u << 20);
       slot_stride_ = slot_count_ / (detail::thread_shards + 1);
-      slot_total_ = slot_count_ + detail::thread_shards * own_slots;
+      own_slots_ = static_cast<std::size_t>(*v / 16 < 1 ? 1 : *v / 16 > 64 ? 64 : *v / 16);
+      slot_total_ = slot_count_ + detail::thread_shards * own_slots_;
       slots_.reset(new std::atomic<std::uint64_t>[slot_total_]);
       for (std::size_t i = 0; i < slot_total_; ++i) slots_[i].store(0, std::memory_order_relaxed);
     }
@@ -4877,8 +4880,8 @@ class account {
     if (shard < detail::thread_shards) {
       // The thread's own words first: only their owner turns a free word
       // held (others only free held words, by CAS), so a plain store claims it.
-      const std::size_t base = slot_count_ + static_cast<std::size_t>(shard) * own_slots;
-      for (std::size_t i = base; i < base + own_slots; ++i) {
+      const std::size_t base = slot_count_ + static_cast<std::size_t>(shard) * own_slots_;
+      for (std::size_t i = base; i < base + own_slots_; ++i) {
         // relaxed: this thread's own last write, or a CAS that freed the word
         // (a stale `held` only makes us look further).
         const std::uint64_t w = slots_[i].load(std::memory_order_relaxed);
@@ -4930,6 +4933,18 @@ class account {
   // Frees the slots of leases held past lease_timeout; returns how many.
   std::uint64_t reap(nanoseconds now) noexcept {
     if (slot_count_ == 0 || cfg_.lease_timeout <= nanoseconds(0)) return 0;
+    // One scan per lease_timeout / 16 of time at most (and again whenever
+    // time goes backwards): while the account is full and nothing can have
+    // expired, a refusal costs a load, not a scan of the table. So a lease is
+    // reclaimed by the first refusal at least lease_timeout / 16 after the
+    // previous scan and after its own deadline.
+    // relaxed: a lone time value; two threads may both scan (each word's CAS decides).
+    const std::int64_t last = last_reap_.load(std::memory_order_relaxed);
+    std::int64_t since_last = 0;
+    if (last != std::numeric_limits<std::int64_t>::min() && !__builtin_sub_overflow(now.count(), last, &since_last) &&
+        since_last >= 0 && since_last < cfg_.lease_timeout.count() / 16)
+      return 0;
+    last_reap_.store(now.count(), std::memory_order_relaxed);  // relaxed: as above
     std::int64_t rel = 0;
     if (__builtin_sub_overflow(now.count(), origin_, &rel)) return 0;  // a `now` no lease can be measured against
     std::uint64_t freed = 0;
@@ -4959,9 +4974,10 @@ class account {
   std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
   std::size_t slot_count_ = 0;
   std::size_t slot_stride_ = 0;  // slot_count_ / (thread_shards + 1): where each thread starts looking
-  // After the slot_count_ shared words, own_slots words for each owned shard,
-  // claimed only by the thread that owns the shard.
-  static constexpr std::size_t own_slots = 64;
+  // After the slot_count_ shared words, own_slots_ words for each owned shard
+  // (limit / 16, between 1 and 64), claimed only by the thread that owns it.
+  std::size_t own_slots_ = 0;
+  std::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};
   std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
   std::atomic<std::uint64_t> stats_reclaimed_{0};

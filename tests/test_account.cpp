@@ -483,6 +483,26 @@ TEST_CASE("account: slots held past lease_timeout are reclaimed, and returned on
   CHECK(b.in_flight() == 0);
 }
 
+TEST_CASE("account: the slot table is scanned at most once per lease_timeout / 16", "[account]") {
+  account_config c;
+  c.concurrency = limit(1);
+  c.lease_timeout = seconds(16);  // scans at least 1 s apart
+  paced_account a(c, t0);
+  auto hung = a.try_admit(req(10, 10), t0);
+  REQUIRE(hung);
+  CHECK_FALSE(a.try_admit(req(10, 10), milliseconds(15900)));  // scans: nothing has expired
+  CHECK_FALSE(a.try_admit(req(10, 10), milliseconds(16500)));  // expired, but 0.6 s after the last scan
+  CHECK(a.stats().reclaimed == 0);
+  CHECK(a.try_admit(req(10, 10), milliseconds(16900)));  // 1 s after it: reclaimed
+  CHECK(a.stats().reclaimed == 1);
+  // Time going backwards scans again at once.
+  auto again = a.try_admit(req(10, 10), milliseconds(16900));
+  REQUIRE(again);
+  CHECK_FALSE(a.try_admit(req(10, 10), milliseconds(16000)));
+  CHECK(a.try_admit(req(10, 10), seconds(40)));  // `again` held 23 s: reclaimed
+  CHECK(a.stats().reclaimed == 2);
+}
+
 TEST_CASE("account: a thread's own slot words and the shared ones are all reclaimable", "[account]") {
   // One thread holds 100 leases: the first 64 in its own words, the rest in
   // the shared table. All are reclaimed past the timeout, each exactly once,
