@@ -1294,7 +1294,7 @@ class account {
   }
 
   // Frees the slots of leases held past lease_timeout; returns how many.
-  std::uint64_t reap(nanoseconds now) noexcept {
+  [[gnu::noinline, gnu::cold]] std::uint64_t reap(nanoseconds now) noexcept {
     if (slot_count_ == 0 || cfg_.lease_timeout <= nanoseconds(0)) return 0;
     // One scan per lease_timeout / 16 of time at most (and again whenever
     // time goes backwards): while the account is full and nothing can have
@@ -1340,7 +1340,6 @@ class account {
   // After the slot_count_ shared words, own_slots_ words for each owned shard
   // (limit / 16, between 1 and 64), claimed only by the thread that owns it.
   std::size_t own_slots_ = 0;
-  std::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};
   std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
   std::atomic<std::uint64_t> stats_reclaimed_{0};
@@ -1362,6 +1361,7 @@ class account {
   enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
   detail::shard_counters<st_count> stats_;
   std::atomic<std::int64_t> waited_ns_[9] = {};
+  std::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
 };
 
 template <class Clock, class Currency>
