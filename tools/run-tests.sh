@@ -24,25 +24,35 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-# Catch2 v3 from Debian's bookworm-backports, unpacked into a private prefix so
+# Catch2 v3 from the backports suite of Debian's archive, unpacked into a private prefix so
 # the system's 2.13 stays as it is.
 V3_DIR="$BUILD_DIR/deps/catch2-v3"
 if [ ! -f "$V3_DIR/usr/lib/cmake/Catch2/Catch2Config.cmake" ]; then
-  echo "== fetching Catch2 v3 (bookworm-backports) into $V3_DIR"
+  echo "== fetching Catch2 v3 (backports) into $V3_DIR"
   APT_DIR="$BUILD_DIR/deps/apt"
   mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$APT_DIR/parts" "$V3_DIR"
-  cat > "$APT_DIR/parts/backports.sources" <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  # The archive is the one this machine already uses for its main suite
+  # (tools/apt_main_source.py reads the apt configuration), so the script
+  # follows whatever mirror the machine is set up with.
+  if ! src=$(python3 "$ROOT/tools/apt_main_source.py"); then
+    echo "run-tests.sh: cannot find this machine's apt source for its main suite" >&2
+    exit 1
+  fi
+  APT_URI=${src%%$'\t'*}
+  APT_KEY=${src#*$'\t'}
+  CODENAME=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  {
+    echo "Types: deb"
+    echo "URIs: $APT_URI"
+    echo "Suites: $CODENAME-backports"
+    echo "Components: main"
+    [ -z "$APT_KEY" ] || echo "Signed-By: $APT_KEY"
+  } > "$APT_DIR/parts/backports.sources"
   APT_OPTS=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/parts"
             -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache"
             -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
   apt-get "${APT_OPTS[@]}" update -qq
-  (cd "$APT_DIR" && apt-get "${APT_OPTS[@]}" download libcatch2-dev/bookworm-backports >/dev/null)
+  (cd "$APT_DIR" && apt-get "${APT_OPTS[@]}" download "libcatch2-dev/$CODENAME-backports" >/dev/null)
   dpkg -x "$APT_DIR"/libcatch2-dev_*.deb "$V3_DIR"
 fi
 
