@@ -462,14 +462,19 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   // Records h's final count in the ring before the head leaves h. Only ever
   // raises the stored count for slot h: racing movers publish counts that are
-  // at most the final one, and the winner's is the final one.
+  // at most the final one, and the winner's is the final one. A mover that
+  // stalled after reading head h may resume after the head has gone K + 1 or
+  // more slots on: h's entry then holds a newer, live slot (h left every
+  // window that slot is in), and overwriting it would erase that slot's
+  // count. Such a mover writes nothing, and its head CAS then fails.
   void publish_final(std::uint64_t h, std::uint64_t cur) noexcept {
     std::atomic<std::uint64_t>& e = ring_[h % ring_size];
     // relaxed: ordered before the head CAS that follows, whose release
     // publishes it.
     std::uint64_t r = e.load(std::memory_order_relaxed);
     for (;;) {
-      if (detail::slot_of_word(r) == h && detail::units_of_word(r) >= cur) return;
+      const std::uint64_t tag = detail::slot_of_word(r);
+      if (tag > h || (tag == h && detail::units_of_word(r) >= cur)) return;
       // relaxed: as above; the following release CAS on the head publishes it.
       if (e.compare_exchange_weak(r, detail::pack_slot(h, cur), std::memory_order_relaxed,
                                   std::memory_order_relaxed))
