@@ -117,6 +117,50 @@ TEST_CASE("snapshot: a restart at any phase keeps every count at least as long a
   }
 }
 
+namespace {
+// Admits `r` as soon as the account lets it, from `from` to `to`: the
+// admission times and tokens.
+std::vector<std::pair<std::int64_t, std::uint64_t>> as_soon_as(acct& a, const request& r, ns from, ns to) {
+  std::vector<std::pair<std::int64_t, std::uint64_t>> out;
+  for (ns t = from; t <= to;) {
+    const auto x = a.try_admit(r, t);
+    if (x) {
+      out.emplace_back(t.count(), x.tokens);
+      continue;
+    }
+    if (x.decision.never()) break;
+    t += x.decision.retry_after() > ns(0) ? x.decision.retry_after() : ns(1);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("snapshot: Tier0's daily window keeps a day's tokens across a restart at a later phase", "[account][snapshot]") {
+  // The default policy at Tier0: TPD 1,500,000 in a rolling 24 h window of
+  // 96-minute sub-windows. A day's tokens taken in the last 12 minutes of a
+  // sub-window, a snapshot as the next one starts, a restore without
+  // downtime 95.99 minutes into the new account's sub-window: counted in
+  // whole sub-windows, the tokens would leave about 94 minutes early and
+  // the next day's worth would be admitted inside the same 24 h.
+  const account_config c = account_config::from_tier(*kimi_tiers_2026_05.tier(0));
+  const ns wall = seconds(1800000000), slot = minutes(96);
+  const request r = req(1000, 64536);  // max_request_tokens
+  acct a(c, ns(0));
+  auto log = as_soon_as(a, r, slot - minutes(12), slot - ns(1));
+  std::uint64_t day = 0;
+  for (const auto& e : log) day += e.second;
+  REQUIRE(day > 1400000);
+  const std::string bytes = a.snapshot(slot, wall);
+  const ns now2 = slot * 10 + slot - milliseconds(600);
+  acct b(c, ns(0));
+  REQUIRE(b.restore(bytes, now2, wall) == errc_t::ok);
+  const ns shift = slot - now2;  // new time + shift = old time
+  const std::size_t before = log.size();
+  for (const auto& e : as_soon_as(b, r, now2, now2 + hours(26))) log.emplace_back(e.first + shift.count(), e.second);
+  CHECK(tgtest::max_window_sum(log, ns(hours(24)).count()) <= 1500000);
+  CHECK(log.size() - before >= before);  // the restored account did admit the next day's worth
+}
+
 TEST_CASE("snapshot: each window keeps its counts exactly as the old account's grid would", "[account][snapshot]") {
   // The slot a count was taken in ends at a boundary of the old grid; a
   // restored window moves its grid onto those boundaries, whatever its own
