@@ -20,8 +20,8 @@ using namespace std::chrono;
 using tgtest::ns;
 
 namespace {
-using acct = account<manual_clock>;
-using errc_t = acct::restore_errc;
+using test_account = account<manual_clock>;
+using errc_t = test_account::restore_errc;
 constexpr std::int64_t i64max = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t i64min = std::numeric_limits<std::int64_t>::min();
 
@@ -76,7 +76,7 @@ account_config rpm_only(std::uint64_t l) {
 }
 
 // Greedy requests of 1 token at every `step` in [from, to]: the admission times.
-std::vector<std::int64_t> greedy(acct& a, ns from, ns to, ns step) {
+std::vector<std::int64_t> greedy(test_account& a, ns from, ns to, ns step) {
   std::vector<std::int64_t> out;
   for (ns t = from; t <= to; t += step)
     if (a.try_admit(req(1, 0), t)) out.push_back(t.count());
@@ -92,7 +92,7 @@ TEST_CASE("snapshot: a restart at any phase keeps every count at least as long a
   // account's slot boundary 60 s after their slot: 56.001 s after the
   // restore, while the sliding log needs them until 59.999 s after it.
   const ns wall = seconds(1800000000);
-  acct a(rpm_only(10), ns(0));
+  test_account a(rpm_only(10), ns(0));
   for (int i = 0; i < 10; ++i) REQUIRE(a.try_admit(req(1, 0), milliseconds(43999)));
   const std::string bytes = a.snapshot(seconds(44), wall);
   for (const ns downtime : std::initializer_list<ns>{ns(0), milliseconds(1500), milliseconds(3999), seconds(4), seconds(30)}) {
@@ -100,7 +100,7 @@ TEST_CASE("snapshot: a restart at any phase keeps every count at least as long a
     for (const ns phase : std::initializer_list<ns>{ns(0), ns(1), milliseconds(2000), milliseconds(3999), ns(3999999999)}) {
       INFO("phase " << phase.count());
       const ns now2 = seconds(1000) + phase;  // origin 0: slot 250 + phase
-      acct b(rpm_only(10), ns(0));
+      test_account b(rpm_only(10), ns(0));
       REQUIRE(b.restore(bytes, now2, wall + downtime) == errc_t::ok);
       // New time t is old time t - now2 + 44 s + downtime.
       const ns shift = seconds(44) + downtime - now2;
@@ -120,7 +120,7 @@ TEST_CASE("snapshot: a restart at any phase keeps every count at least as long a
 namespace {
 // Admits `r` as soon as the account lets it, from `from` to `to`: the
 // admission times and tokens.
-std::vector<std::pair<std::int64_t, std::uint64_t>> as_soon_as(acct& a, const request& r, ns from, ns to) {
+std::vector<std::pair<std::int64_t, std::uint64_t>> as_soon_as(test_account& a, const request& r, ns from, ns to) {
   std::vector<std::pair<std::int64_t, std::uint64_t>> out;
   for (ns t = from; t <= to;) {
     const auto x = a.try_admit(r, t);
@@ -145,14 +145,14 @@ TEST_CASE("snapshot: Tier0's daily window keeps a day's tokens across a restart 
   const account_config c = account_config::from_tier(*kimi_tiers_2026_05.tier(0));
   const ns wall = seconds(1800000000), slot = minutes(96);
   const request r = req(1000, 64536);  // max_request_tokens
-  acct a(c, ns(0));
+  test_account a(c, ns(0));
   auto log = as_soon_as(a, r, slot - minutes(12), slot - ns(1));
   std::uint64_t day = 0;
   for (const auto& e : log) day += e.second;
   REQUIRE(day > 1400000);
   const std::string bytes = a.snapshot(slot, wall);
   const ns now2 = slot * 10 + slot - milliseconds(600);
-  acct b(c, ns(0));
+  test_account b(c, ns(0));
   REQUIRE(b.restore(bytes, now2, wall) == errc_t::ok);
   const ns shift = slot - now2;  // new time + shift = old time
   const std::size_t before = log.size();
@@ -167,7 +167,7 @@ TEST_CASE("snapshot: each window keeps its counts exactly as the old account's g
   // origin, so each count leaves exactly when it would have.
   const ns wall = seconds(1800000000);
   for (const ns origin_a : std::initializer_list<ns>{ns(0), ns(123456789), seconds(-7)}) {
-    acct a(rpm_only(3), origin_a);
+    test_account a(rpm_only(3), origin_a);
     // 4 s slots: 10 s is in slot 2, which leaves when slot 18 begins (72 s);
     // 45 s is in slot 11, which leaves at 108 s.
     REQUIRE(a.try_admit(req(1, 0), origin_a + seconds(10)));
@@ -176,7 +176,7 @@ TEST_CASE("snapshot: each window keeps its counts exactly as the old account's g
     const std::string bytes = a.snapshot(now1, wall);
     for (const ns origin_b : std::initializer_list<ns>{ns(0), ns(777), seconds(1000) + ns(1), ns(i64min / 2)}) {
       INFO("origins " << origin_a.count() << " " << origin_b.count());
-      acct b(rpm_only(3), origin_b);
+      test_account b(rpm_only(3), origin_b);
       const ns now2 = origin_b + seconds(5000) + milliseconds(1234);
       REQUIRE(b.restore(bytes, now2, wall + seconds(2)) == errc_t::ok);
       const ns shift = now2 - seconds(2) - now1;  // old time + shift = new time
@@ -229,7 +229,7 @@ TEST_CASE("snapshot: 0.1.0 snapshots restore, rounding toward keeping", "[accoun
   const ns wall = seconds(1800000000);
   SECTION("strict windows, budget, pause") {
     // The same run, uninterrupted, is the oracle.
-    acct a(v1_config(server_model::sliding_log), ns(0));
+    test_account a(v1_config(server_model::sliding_log), ns(0));
     for (ns t : {milliseconds(3999), milliseconds(41000), milliseconds(43999), milliseconds(43999)}) {
       auto x = a.try_admit(req(1000, 2000), t);
       REQUIRE(x);
@@ -240,7 +240,7 @@ TEST_CASE("snapshot: 0.1.0 snapshots restore, rounding toward keeping", "[accoun
     REQUIRE(decode(v1).w[0] == 1);
     // Restored 2.5 s of wall time later into a clock 3.999 s into its slot.
     const ns now2 = milliseconds(1003999), down = milliseconds(2500);
-    acct b(v1_config(server_model::sliding_log), ns(0));
+    test_account b(v1_config(server_model::sliding_log), ns(0));
     REQUIRE(b.restore(v1, now2, wall + down) == errc_t::ok);
     const ns shift = now2 - down - seconds(44);  // old time + shift = new time
     const auto r0 = b.remaining(now2);
@@ -276,10 +276,10 @@ TEST_CASE("snapshot: 0.1.0 snapshots restore, rounding toward keeping", "[accoun
   }
   SECTION("spaced buckets, calendar day") {
     const ns t = wall;
-    acct a(v1_config(server_model::unknown), t);
+    test_account a(v1_config(server_model::unknown), t);
     for (int i = 0; i < 3; ++i) REQUIRE(a.try_admit(req(1000, 2000), t + seconds(7 * i)));
     const std::string v1 = unhex(v1_spaced);
-    acct b(v1_config(server_model::unknown), seconds(5));
+    test_account b(v1_config(server_model::unknown), seconds(5));
     const ns now2 = t + seconds(15) + milliseconds(700);  // 0.7 s of downtime, on the wall clock
     REQUIRE(b.restore(v1, now2, now2) == errc_t::ok);
     for (ns x = now2; x <= now2 + seconds(20); x += milliseconds(100)) {
@@ -335,12 +335,12 @@ TEST_CASE("snapshot: restore at random phases is never more permissive than no r
       const std::int64_t wall0 = 1800000000LL * 1000000000LL + static_cast<std::int64_t>(r.between(0, 86400000000000ULL));
       // A calendar day is read from `now`, which must then be the wall clock.
       const std::int64_t oa = c.calendar_day ? wall0 : static_cast<std::int64_t>(r.between(0, 2000000000000000ULL)) - 1000000000000000LL;
-      acct a(c, ns(oa));
+      test_account a(c, ns(oa));
       events req_log, tok_log, day_log;
       std::int64_t money = 0;
       std::int64_t t = oa + static_cast<std::int64_t>(r.between(0, 200000000000ULL));
       const std::int64_t span = std::max(tc.wr.count(), tc.wt.count());
-      auto run = [&](acct& x, std::int64_t from, std::int64_t to, std::int64_t to_old) {
+      auto run = [&](test_account& x, std::int64_t from, std::int64_t to, std::int64_t to_old) {
         std::uint64_t n = 0;
         for (std::int64_t u = from; u <= to;) {
           const std::uint64_t p = r.between(1, 1500), m = r.between(1, 2500);
@@ -382,7 +382,7 @@ TEST_CASE("snapshot: restore at random phases is never more permissive than no r
       // The new account: any origin, any phase; on the wall clock for a calendar day.
       const std::int64_t ob = static_cast<std::int64_t>(r.between(0, 4000000000000000ULL)) - 2000000000000000LL;
       const std::int64_t now2 = c.calendar_day ? wall2 : ob + static_cast<std::int64_t>(r.between(0, 20000000000000ULL));
-      acct b(c, ns(c.calendar_day ? wall2 - static_cast<std::int64_t>(r.between(0, 1000000000000ULL)) : ob));
+      test_account b(c, ns(c.calendar_day ? wall2 - static_cast<std::int64_t>(r.between(0, 1000000000000ULL)) : ob));
       REQUIRE(b.restore(bytes, ns(now2), ns(wall2)) == errc_t::ok);
       const std::int64_t to_old = now1 + dd - now2;  // new time + to_old = old time
       // Peeks first (nothing consumed): requests, pause and money are never
@@ -435,7 +435,7 @@ account_config full_config(server_model m) {
 }
 // A snapshot of an account that has counted something in every dimension.
 std::string busy_snapshot(server_model m, ns now, ns wall) {
-  acct a(full_config(m), now - seconds(30));
+  test_account a(full_config(m), now - seconds(30));
   for (int i = 0; i < 4; ++i) {
     auto x = a.try_admit(req(1000, 2000), now - seconds(30) + seconds(7 * i));
     REQUIRE(x);
@@ -445,7 +445,7 @@ std::string busy_snapshot(server_model m, ns now, ns wall) {
   return a.snapshot(now, wall);
 }
 // Everything remaining() shows, for "nothing changed" checks.
-bool same_view(const acct::remaining_view& x, const acct::remaining_view& y) {
+bool same_view(const test_account::remaining_view& x, const test_account::remaining_view& y) {
   return x.concurrency == y.concurrency && x.requests == y.requests && x.tokens_minute == y.tokens_minute &&
          x.tokens_day == y.tokens_day && x.budget == y.budget && x.paused_for == y.paused_for && x.stopped == y.stopped &&
          x.requests_reset_in == y.requests_reset_in && x.tokens_minute_reset_in == y.tokens_minute_reset_in &&
@@ -499,7 +499,7 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
       INFO(ch.what);
       fields g = f;
       g.w[ch.at] = ch.value;
-      acct c(full_config(server_model::sliding_log), now);
+      test_account c(full_config(server_model::sliding_log), now);
       const auto before = c.remaining(now);
       CHECK(c.restore(encode(g), now, wall) == ch.want);
       CHECK(same_view(c.remaining(now), before));
@@ -511,14 +511,14 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
     fields shorter = f, longer = f;
     shorter.w.erase(shorter.w.begin() + static_cast<std::ptrdiff_t>(money));
     longer.w.insert(longer.w.end() - 1, 0);
-    acct c(full_config(server_model::sliding_log), now);
+    test_account c(full_config(server_model::sliding_log), now);
     CHECK(c.restore(encode(shorter), now, wall) == errc_t::truncated);
     CHECK(c.restore(encode(longer), now, wall) == errc_t::truncated);
     // A count above the limit but within the field (a debt) is kept: it
     // refuses everything until it has left.
     fields debt = f;
     debt.w[tpm + 3] = 200000;
-    acct d(full_config(server_model::sliding_log), now);
+    test_account d(full_config(server_model::sliding_log), now);
     REQUIRE(d.restore(encode(debt), now, wall) == errc_t::ok);
     CHECK(*d.remaining(now).tokens_minute == 0);
     CHECK_FALSE(d.try_admit(req(1, 1), now + seconds(11)));
@@ -526,7 +526,7 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
   SECTION("spaced buckets and a calendar day") {
     account_config cfg = full_config(server_model::unknown);
     cfg.calendar_day = true;
-    acct a(cfg, now - seconds(30));
+    test_account a(cfg, now - seconds(30));
     REQUIRE(a.try_admit(req(1000, 2000), now - seconds(30)));
     const std::string good = a.snapshot(now, wall);
     const fields f = decode(good);
@@ -551,7 +551,7 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
       INFO(ch.what);
       fields g = f;
       g.w[ch.at] = ch.value;
-      acct c(cfg, now);
+      test_account c(cfg, now);
       const auto before = c.remaining(now);
       CHECK(c.restore(encode(g), now, wall) == ch.want);
       CHECK(same_view(c.remaining(now), before));
@@ -560,7 +560,7 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
     // no more permissive than the state says.
     fields g = f;
     g.w[7] = ((today + 1) << 40) | 5;
-    acct c(cfg, now);
+    test_account c(cfg, now);
     REQUIRE(c.restore(encode(g), now, wall) == errc_t::ok);
     CHECK_FALSE(c.try_admit(req(1, 1), now + seconds(60)));  // today is stale against tomorrow's state
   }
@@ -568,11 +568,11 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
 
 TEST_CASE("snapshot: a restore into an account in use is refused; one racing admissions keeps the bound", "[account][snapshot]") {
   const ns wall = seconds(1800000000);
-  acct full(rpm_only(10), ns(0));
+  test_account full(rpm_only(10), ns(0));
   for (int i = 0; i < 10; ++i) REQUIRE(full.try_admit(req(1, 0), seconds(1)));
   const std::string bytes = full.snapshot(seconds(2), wall);
   SECTION("after one admission") {
-    acct b(rpm_only(10), ns(0));
+    test_account b(rpm_only(10), ns(0));
     REQUIRE(b.try_admit(req(1, 0), seconds(2)));
     const auto before = b.remaining(seconds(2));
     CHECK(b.restore(bytes, seconds(2), wall) == errc_t::in_use);
@@ -583,13 +583,13 @@ TEST_CASE("snapshot: a restore into an account in use is refused; one racing adm
     CHECK(n == 9);
   }
   SECTION("refusals alone do not put an account in use; a second restore replaces the first") {
-    acct c(rpm_only(10), ns(0));
+    test_account c(rpm_only(10), ns(0));
     request huge = req(1, 0);
     huge.max_tokens = std::uint64_t{1} << 40;  // beyond the model's context: never
     CHECK(c.try_admit(huge, seconds(1)).decision.never());
     CHECK(c.restore(bytes, seconds(2), wall) == errc_t::ok);
     CHECK(*c.remaining(seconds(2)).requests == 0);
-    acct empty(rpm_only(10), ns(0));
+    test_account empty(rpm_only(10), ns(0));
     CHECK(c.restore(empty.snapshot(seconds(2), wall), seconds(2), wall) == errc_t::ok);
     CHECK(*c.remaining(seconds(2)).requests == 10);
   }
@@ -598,7 +598,7 @@ TEST_CASE("snapshot: a restore into an account in use is refused; one racing adm
     // window, or an admission wins and the restore is refused: never both.
     for (int round = 0; round < 40; ++round) {
       INFO("round " << round);
-      acct b(rpm_only(10), ns(0));
+      test_account b(rpm_only(10), ns(0));
       std::atomic<int> go{0}, admitted{0};
       std::vector<std::thread> ts;
       for (int k = 0; k < 3; ++k)
@@ -628,14 +628,14 @@ TEST_CASE("snapshot: extreme wall and now are defined; a clock that went backwar
       for (std::int64_t wall1 : {i64min, std::int64_t{0}, i64max}) {
         account_config c = rpm_only(3);
         c.model = m;
-        acct a2(c, ns(now1));
+        test_account a2(c, ns(now1));
         for (int i = 0; i < 3; ++i) (void)a2.try_admit(req(1, 0), ns(now1));
         a2.on_response(classify(429, ""), seconds(5), ns(now1));
         const std::string bytes = a2.snapshot(ns(now1), ns(wall1));
         for (std::int64_t now2 : extremes)
           for (std::int64_t wall2 : {i64min, wall1, i64max}) {
             INFO(to_string(m) << " now " << now1 << " -> " << now2 << ", wall " << wall1 << " -> " << wall2);
-            acct b(c, ns(now2));
+            test_account b(c, ns(now2));
             const errc_t e = b.restore(bytes, ns(now2), ns(wall2));
             CHECK((e == errc_t::ok || e == errc_t::out_of_range));
             if (e != errc_t::ok) continue;
@@ -648,11 +648,11 @@ TEST_CASE("snapshot: extreme wall and now are defined; a clock that went backwar
       }
   }
   // A wall clock that went back an hour: as if no time passed.
-  acct a(rpm_only(3), ns(0));
+  test_account a(rpm_only(3), ns(0));
   for (int i = 0; i < 3; ++i) REQUIRE(a.try_admit(req(1, 0), seconds(1)));
   const ns wall = seconds(1800000000);
   const std::string bytes = a.snapshot(seconds(2), wall);
-  acct b(rpm_only(3), ns(0)), c(rpm_only(3), ns(0));
+  test_account b(rpm_only(3), ns(0)), c(rpm_only(3), ns(0));
   REQUIRE(b.restore(bytes, seconds(500), wall - hours(1)) == errc_t::ok);
   REQUIRE(c.restore(bytes, seconds(500), wall) == errc_t::ok);
   for (ns t = seconds(500); t < seconds(600); t += milliseconds(500))
