@@ -577,8 +577,9 @@ class account {
   // window's or bucket's horizon, ages out of the window, a negative or
   // inconsistent budget, a calendar day after tomorrow's, a stop flag other
   // than 0 or 1). It refuses with in_use an account that has started taking
-  // traffic (any try_admit that got past a pause): its counts would be lost
-  // and its leases would settle against counts they were not taken from.
+  // traffic (any try_admit that got past the stop and pause checks to the
+  // limits, admitted or not): its counts would be lost and its leases would
+  // settle against counts they were not taken from.
   // Restore into a new account, before sharing it. A try_admit that races
   // the restore is refused (dimension::paused, reason::busy, no wait) until
   // it is done; no other member function may run at the same time.
@@ -644,7 +645,6 @@ class account {
     return e;
   }
 
-  // The policy each dimension runs, for reports.
   // The policy each dimension runs, for reports.
   const char* policy(dimension d) const noexcept {
     switch (d) {
@@ -890,7 +890,6 @@ class account {
     if (pause > down) pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
     return restore_errc::ok;
   }
-
 
   // A hash of everything that shapes the state: a snapshot only restores
   // into an account configured the same way.
