@@ -660,3 +660,80 @@ TEST_CASE("snapshot: extreme wall and now are defined; a clock that went backwar
   CHECK(*b.remaining(seconds(500) + seconds(59) - ns(1)).requests == 0);
   CHECK(*b.remaining(seconds(500) + seconds(63)).requests == 3);
 }
+
+namespace {
+// A tiny copy of 0.1.0's encoder, fed from a format 2 snapshot of a strict
+// account: each window's entries become (age in slots of `now`'s slot,
+// units), without the unit word. `widths` are the windows' slot widths, in
+// the order they are written; `origin` and `now` those of the snapshot.
+std::string as_format_1(const std::string& v2, const std::vector<std::int64_t>& widths, std::int64_t origin, std::int64_t now) {
+  const fields f = decode(v2);
+  fields g;
+  g.tag = f.tag;
+  g.w.assign(f.w.begin(), f.w.begin() + 5);
+  g.w[0] = 1;
+  std::size_t at = 5;
+  for (const std::int64_t w : widths) {
+    const std::uint64_t n = f.w[at + 1];
+    g.w.push_back(n);
+    const std::int64_t s = (now - origin) / w;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      const std::int64_t left = static_cast<std::int64_t>(f.w[at + 2 + 2 * k]);
+      const std::int64_t j = (now + left - origin) / w - 16;  // left runs to the start of slot j + K + 1
+      g.w.push_back(static_cast<std::uint64_t>(s - j));
+      g.w.push_back(f.w[at + 3 + 2 * k]);
+    }
+    at += 2 + 2 * n;
+  }
+  g.w.insert(g.w.end(), f.w.begin() + static_cast<std::ptrdiff_t>(at), f.w.end());
+  return encode(g);
+}
+}  // namespace
+
+TEST_CASE("snapshot: a 0.1.0 snapshot at a random phase restores at most one slot more strictly", "[account][snapshot]") {
+  // The same state in both formats, restored into twin accounts: format 1
+  // keeps each count at least as long as format 2 (never more permissive)
+  // and less than one slot longer.
+  std::uint64_t compared = 0;
+  for (std::uint64_t seed : tgtest::seeds(4)) {
+    INFO("seed " << seed << " (TOLLGATE_SEED=" << seed << " repeats it)");
+    tgtest::rng r(seed);
+    for (int trial = 0; trial < 60; ++trial) {
+      INFO("trial " << trial);
+      trial_config tc = random_config(r);
+      account_config& c = tc.c;
+      c.model = server_model::sliding_log;
+      c.calendar_day = false;
+      const std::int64_t oa = static_cast<std::int64_t>(r.between(0, 2000000000000000ULL)) - 1000000000000000LL;
+      test_account a(c, ns(oa));
+      std::int64_t t = oa + static_cast<std::int64_t>(r.between(0, 100000000000ULL));
+      const std::int64_t span = std::max(tc.wr.count(), tc.wt.count());
+      for (int k = 0; k < 40; ++k) {
+        (void)a.try_admit(req(r.between(1, 1500), r.between(1, 2500)), ns(t));
+        t += static_cast<std::int64_t>(r.between(0, static_cast<std::uint64_t>(span / 20)));
+      }
+      const std::int64_t now1 = t + static_cast<std::int64_t>(r.between(0, static_cast<std::uint64_t>(span / 10)));
+      const ns wall = seconds(1800000000);
+      const std::string v2 = a.snapshot(ns(now1), wall);
+      const std::int64_t wr = (tc.wr.count() + 14) / 15, wt = (tc.wt.count() + 14) / 15, wd = 5760000000000LL;
+      const std::string v1 = as_format_1(v2, {wr, wt, wd}, oa, now1);
+      const std::int64_t ob = static_cast<std::int64_t>(r.between(0, 2000000000000000ULL)) - 1000000000000000LL;
+      const std::int64_t now2 = ob + static_cast<std::int64_t>(r.between(0, 10000000000000ULL));
+      const ns down = ns(static_cast<std::int64_t>(r.between(0, static_cast<std::uint64_t>(span))));
+      test_account b1(c, ns(ob)), b2(c, ns(ob));
+      REQUIRE(b1.restore(v1, ns(now2), wall + down) == errc_t::ok);
+      REQUIRE(b2.restore(v2, ns(now2), wall + down) == errc_t::ok);
+      for (int k = 0; k < 20; ++k) {
+        const ns u = ns(now2 + static_cast<std::int64_t>(r.between(0, static_cast<std::uint64_t>(span + span / 8))));
+        const auto x1 = b1.remaining(u), x2 = b2.remaining(u);
+        CHECK(*x1.requests <= *x2.requests);
+        CHECK(*x1.tokens_minute <= *x2.tokens_minute);
+        CHECK(*x1.tokens_day <= *x2.tokens_day);
+        CHECK(*b1.remaining(u + ns(wr)).requests >= *x2.requests);
+        CHECK(*b1.remaining(u + ns(wt)).tokens_minute >= *x2.tokens_minute);
+        ++compared;
+      }
+    }
+  }
+  CHECK(compared > 0);
+}
