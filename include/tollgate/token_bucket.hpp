@@ -52,6 +52,7 @@
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
 
@@ -315,8 +316,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // not a data race; a reader that sees a half-written slot fails its CAS
   // (the tag changed) and starts over.
   struct slot {
-    std::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
-    std::atomic<std::uint64_t> count{0}, period{0};
+    detail::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
+    detail::atomic<std::uint64_t> count{0}, period{0};
   };
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
@@ -419,9 +420,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return errc::ok;
   }
 
-  std::atomic<std::uint64_t> state_{0};
+  detail::atomic<std::uint64_t> state_{0};
   std::int64_t origin_ = 0;  // written once, before the object is shared
-  std::atomic<std::uint32_t> writer_{0};
+  detail::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
