@@ -45,6 +45,18 @@
 // `now` that lags the latest time seen by d can hand back at most
 // d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
 // lock-free type, so a bucket may live in memory shared between processes.
+//
+// Four changes during one call. The state word names the configuration in
+// force by a two-bit slot tag, so the fourth change reuses the slot of the
+// first. A try_acquire, refund or charge that read the word and its slot, then
+// stalled while four or more changes ran, finds the same tag again; if the
+// word has also come back to the same value, its CAS succeeds with the
+// configuration it read. Such a call can admit, give back or leave uncharged
+// up to max(n, B) units beyond the bound above (B the largest burst in force
+// meanwhile; an acquire or charge never lowers the word, a refund can refill
+// the bucket). With at most three changes while any one call runs, the bound
+// is exact. (Found by the interleaving checker; closing it needs more tag bits
+// than the word has room for.)
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
 

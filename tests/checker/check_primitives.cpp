@@ -212,10 +212,14 @@ struct bucket_exec : execution {
   std::uint64_t env_count, env_period, env_burst;
   std::int64_t latest = 0;  // the latest time any thread has read
   tgtest::u128 slack_scaled = 0;  // early units allowed by lagging changes, times env_period
+  // The header's allowance for a call that spans four or more changes
+  // (max(n, B) units each), when `documented`; else the exact bound.
+  bool documented;
+  std::uint64_t changes_started = 0, changes_done = 0, spanning = 0;
   bucket_exec(scheduler& s, rate r0, std::uint64_t burst0, const std::vector<bucket_script>& scripts,
-              std::vector<std::int64_t> jumps, std::int64_t t0)
+              std::vector<std::int64_t> jumps, std::int64_t t0, bool doc)
       : b(r0, burst0, ns(0)), env_count(r0.count), env_period(static_cast<std::uint64_t>(r0.period.count())),
-        env_burst(burst0) {
+        env_burst(burst0), documented(doc) {
     clk.t = t0;
     latest = t0;
     clk.jumps = std::move(jumps);
@@ -243,10 +247,13 @@ struct bucket_exec : execution {
           const std::int64_t t = op.scripted_time ? op.at : clk.next(s);
           if (t > latest) latest = t;
           if (op.k == bucket_op::acquire) {
+            const std::uint64_t done_before = changes_done;
             const decision d = b.try_acquire(op.n, ns(t));
             s.note("try_acquire(" + std::to_string(op.n) + ", " + std::to_string(t) + "): " + show(d));
             if (d.admitted()) log.emplace_back(t, op.n);
+            if (d.admitted() && changes_started - done_before >= 4) spanning += std::max(op.n, env_burst);
           } else {
+            ++changes_started;
             const rate before = b.current_rate();
             const errc e = op.k == bucket_op::set_rate ? b.set_rate(op.r, ns(t)) : b.set_burst(op.n, ns(t));
             s.note(std::string(op.k == bucket_op::set_rate ? "set_rate(" : "set_burst(") +
@@ -264,25 +271,27 @@ struct bucket_exec : execution {
                                                            (static_cast<tgtest::i128>(before.period.count()) * after.period.count())) +
                                 env_period;
             }
+            ++changes_done;
           }
         }
       });
   }
   std::string check(const scheduler::outcome&) override {
     const std::uint64_t excess = tgtest::bucket_bound_excess(log, env_count, env_period, env_burst);
-    const std::uint64_t slack = static_cast<std::uint64_t>((slack_scaled + env_period - 1) / env_period);
+    const std::uint64_t slack = static_cast<std::uint64_t>((slack_scaled + env_period - 1) / env_period) +
+                                (documented ? spanning : 0);
     if (excess > slack)
       return "token_bucket admitted " + std::to_string(excess) + " units over B + r*t (B = " + std::to_string(env_burst) +
              ", r = " + std::to_string(env_count) + "/" + std::to_string(env_period) + " ns, allowed skew " +
-             std::to_string(slack) + ")";
+             std::to_string(slack) + (documented ? ", with calls spanning four changes" : "") + ")";
     return "";
   }
 };
 
 tgcheck::factory bucket_factory(rate r0, std::uint64_t burst0, std::vector<bucket_script> scripts,
-                                std::vector<std::int64_t> jumps, std::int64_t t0) {
+                                std::vector<std::int64_t> jumps, std::int64_t t0, bool documented = true) {
   return [=](scheduler& s) -> std::unique_ptr<execution> {
-    return std::make_unique<bucket_exec>(s, r0, burst0, scripts, jumps, t0);
+    return std::make_unique<bucket_exec>(s, r0, burst0, scripts, jumps, t0, documented);
   };
 }
 
@@ -294,33 +303,47 @@ bucket_op at0(bucket_op o) {
 
 }  // namespace
 
-// Four reconfigurations bring the state word's two-bit slot tag back to the
-// slot an acquirer read its parameters from: its CAS must not succeed with
-// the old parameters against the new configuration.
-//
-// KNOWN HOLE, not fixed yet: it does. An acquirer reads the word {tag 0,
-// TAT 0} and slot 0's parameters (1 per ms, burst 4), stalls; four set_rate
-// calls at the same `now` leave a full bucket at {tag 0, TAT 0} again, slot
-// 0 now holding 1 per s; the acquirer's CAS succeeds and charges 4 units of
-// 1 ms, and 3 more units are then admitted at the same instant: 7 against a
-// burst of 4. Marked to fail until the state word can tell configurations
-// apart for longer than four changes; remove the marker with the fix.
-TEST_CASE("checker: token_bucket, configuration slots wrap after four changes", "[checker][!shouldfail]") {
-  scheduler s(2);
+namespace {
+// An acquirer reads the word and slot 0 (1 per ms, burst 4) while four
+// set_rate calls at the same `now` bring the tag back to slot 0 (now 1 per s)
+// and a full bucket's word back to the same value.
+std::vector<bucket_script> wrap_scripts() {
   const rate fast(1, std::chrono::milliseconds(1)), slow(1, std::chrono::seconds(1));
-  bucket_op a;
+  bucket_op a, to_slow, to_fast, take3;
   a.n = 4;
-  bucket_op to_slow, to_fast, take3;
   to_slow.k = to_fast.k = bucket_op::set_rate;
   to_slow.r = slow;
   to_fast.r = fast;
   take3.n = 3;
-  std::vector<bucket_script> scripts = {{at0(a)},
-                                        {at0(to_slow), at0(to_fast), at0(to_slow), at0(to_slow), at0(take3)}};
+  return {{at0(a)}, {at0(to_slow), at0(to_fast), at0(to_slow), at0(to_slow), at0(take3)}};
+}
+}  // namespace
+
+// The exact bound across four changes during one call: it does not hold (see
+// "Four changes during one call" in token_bucket.hpp): the acquirer's CAS
+// succeeds with the old slot's parameters, charges 4 units of 1 ms, and 3
+// more are admitted at the same instant, 7 against a burst of 4. Kept as the
+// scenario a fix must pass: it is marked to fail until then (remove the
+// marker with the fix).
+TEST_CASE("checker: token_bucket, exact bound when the slot tag wraps (known hole)", "[checker][!shouldfail]") {
+  scheduler s(2);
   bounds b;
   b.preemptions = 2;
-  const auto r = tgcheck::explore_exhaustive(s, "token_bucket B=4, 4 rate changes while acquiring", 2, b,
-                                             bucket_factory(fast, 4, scripts, {0}, 0));
+  const auto r = tgcheck::explore_exhaustive(s, "token_bucket B=4, 4 changes, exact bound", 2, b,
+                                             bucket_factory(rate(1, std::chrono::milliseconds(1)), 4, wrap_scripts(),
+                                                            {0}, 0, false));
+  CHECK(r.failure == "");
+}
+
+// The bound the header states for that case: at most max(n, B) more per
+// call that spans four changes.
+TEST_CASE("checker: token_bucket, documented bound when the slot tag wraps", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = 2;
+  const auto r = tgcheck::explore_exhaustive(s, "token_bucket B=4, 4 changes, stated bound", 2, b,
+                                             bucket_factory(rate(1, std::chrono::milliseconds(1)), 4, wrap_scripts(),
+                                                            {0}, 0, true));
   CHECK(r.complete);
   CHECK(r.failure == "");
 }
@@ -500,6 +523,7 @@ struct permit_exec : execution {
   std::string broken;
   struct per_thread {
     permit p;
+    bool holding = false;  // a released permit still converts to true (its decision)
     std::uint64_t releasing = 0;
   };
   std::vector<per_thread> th;
@@ -513,20 +537,22 @@ struct permit_exec : execution {
       bodies.push_back([this, &s, i, sc = scripts[i]] {
         per_thread& me = th[i];
         for (const permit_op& op : sc) {
-          if (op.k == permit_op::acquire && !me.p) {
+          if (op.k == permit_op::acquire && !me.holding) {
             me.p = c.try_acquire(op.n);
             s.note("try_acquire(" + std::to_string(op.n) + "): " + show(me.p.decision()));
             if (me.p) {
+              me.holding = true;
               ghost += me.p.count();
               if (ghost > max_limit && broken.empty())
                 broken = "concurrency_limiter let " + std::to_string(ghost) + " units be held, limit " +
                          std::to_string(max_limit);
             }
-          } else if (op.k == permit_op::release && me.p) {
+          } else if (op.k == permit_op::release && me.holding) {
             ghost -= me.p.count();
             me.releasing = me.p.count();
             me.p.release();
             me.releasing = 0;
+            me.holding = false;
             s.note("release");
           } else if (op.k == permit_op::set_limit) {
             (void)c.set_limit(op.n);
@@ -535,7 +561,7 @@ struct permit_exec : execution {
         }
         // Keep what is still held (a permit outlives its body here; the
         // check counts it).
-        if (me.p) (void)me.p.detach();
+        if (me.holding) (void)me.p.detach();
       });
   }
   std::string check(const scheduler::outcome& o) override {
