@@ -272,6 +272,7 @@ class scheduler {
   void note(const std::string& s) {
     if (!tracing_) return;
     std::lock_guard<std::mutex> lk(m_);
+    if (slots_[static_cast<std::size_t>(tls_id_)].free) return;  // after the check: not part of the schedule
     trace_ += "  T" + std::to_string(tls_id_) + ": " + s + "\n";
   }
   std::string trace() const { return trace_; }

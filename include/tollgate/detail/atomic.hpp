@@ -48,7 +48,8 @@ class atomic {
   atomic& operator=(const atomic&) = delete;
 
   // Each operation is the std::atomic one with the same orders, after the
-  // hook; the comments on the callers' operations name the pairings.
+  // hook; the comments on the callers' operations name the pairings. (The
+  // fetch_ members exist for integral T only: instantiated on use.)
   T load(std::memory_order o = std::memory_order_seq_cst) const noexcept {
     interleaving_hook::before(this, atomic_op::load);
     return a_.load(o);
@@ -77,23 +78,19 @@ class atomic {
     interleaving_hook::before(this, atomic_op::compare_exchange);
     return a_.compare_exchange_strong(expected, desired, o);
   }
-  template <class U = T>
-  U fetch_add(U v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+  T fetch_add(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
     interleaving_hook::before(this, atomic_op::fetch_add);
     return a_.fetch_add(v, o);
   }
-  template <class U = T>
-  U fetch_sub(U v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+  T fetch_sub(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
     interleaving_hook::before(this, atomic_op::fetch_sub);
     return a_.fetch_sub(v, o);
   }
-  template <class U = T>
-  U fetch_or(U v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+  T fetch_or(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
     interleaving_hook::before(this, atomic_op::fetch_or);
     return a_.fetch_or(v, o);
   }
-  template <class U = T>
-  U fetch_and(U v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+  T fetch_and(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
     interleaving_hook::before(this, atomic_op::fetch_and);
     return a_.fetch_and(v, o);
   }
