@@ -23,6 +23,8 @@ namespace {
 
 std::uint64_t project_seed() { return tgtest::seeds(1).front(); }
 std::uint64_t scaled(std::uint64_t n) { return tgcheck::large() ? n * 20 : n; }
+// Preemptions of the cheaper exhaustive scenarios: one more on demand.
+unsigned preemptions(unsigned n) { return tgcheck::large() ? n + 1 : n; }
 
 std::string show(const decision& d) {
   if (d.admitted()) return "admitted";
@@ -131,11 +133,18 @@ TEST_CASE("checker: sliding_window, a mover stalled across K+1 slots (hole 1)", 
       {{window_op::acquire, 1, w}},                                                       // A: moves the head off slot 0
       {{window_op::acquire, 1, 4 * w - 1}, {window_op::acquire, 1, 4 * w}, {window_op::acquire, 1, 5 * w}}};  // B
   bounds b;
-  b.preemptions = 2;
+  b.preemptions = preemptions(2);
   const auto r = tgcheck::explore_exhaustive(s, "sliding_window K=2 L=2 hole 1 (scripted)", 2, b,
                                              window_factory<2>(2, 2 * w, scripts, {0}, 0, {0}));
   CHECK(r.complete);
   CHECK(r.failure == "");
+  // The same with either thread stopping forever at any step: the other
+  // keeps the bound and finishes.
+  b.crashes = 1;
+  const auto c = tgcheck::explore_exhaustive(s, "sliding_window K=2 L=2 hole 1, one thread stops", 2, b,
+                                             window_factory<2>(2, 2 * w, scripts, {0}, 0, {0}));
+  CHECK(c.complete);
+  CHECK(c.failure == "");
 }
 
 TEST_CASE("checker: sliding_window, exhaustive with time jumps", "[checker]") {
@@ -155,6 +164,7 @@ TEST_CASE("checker: sliding_window, exhaustive with time jumps", "[checker]") {
     const std::int64_t w = sec;  // K = 2
     const std::vector<std::int64_t> jumps = {0, 1, w, 3 * w};
     std::vector<script> scripts = {{{}, {window_op::refund, 1, -1}}, {{}, {}}};
+    b.preemptions = preemptions(2);
     const auto r = tgcheck::explore_exhaustive(s, "sliding_window K=2 L=2, acquire+refund / 2 acquires", 2, b,
                                                window_factory<2>(2, 2 * sec, scripts, jumps, w - 1, {0}));
     CHECK(r.complete);
@@ -341,6 +351,7 @@ TEST_CASE("checker: token_bucket, documented bound when the slot tag wraps", "[c
   scheduler s(2);
   bounds b;
   b.preemptions = 2;
+  b.preemptions = preemptions(2);
   const auto r = tgcheck::explore_exhaustive(s, "token_bucket B=4, 4 changes, stated bound", 2, b,
                                              bucket_factory(rate(1, std::chrono::milliseconds(1)), 4, wrap_scripts(),
                                                             {0}, 0, true));
@@ -483,6 +494,7 @@ TEST_CASE("checker: calendar_quota across a day boundary", "[checker]") {
     scheduler s(2);
     bounds b;
     b.preemptions = 2;
+    b.preemptions = preemptions(2);
     const auto r = tgcheck::explore_exhaustive(s, "calendar_quota L=2, acquire+refund / 2 acquires", 2, b,
                                                quota_factory(2, off, {{acq, ref, acq}, {acq, acq}}, jumps, midnight - 1));
     CHECK(r.complete);
@@ -591,6 +603,7 @@ TEST_CASE("checker: concurrency_limiter at limits 1 and 2", "[checker]") {
     bounds b;
     b.preemptions = 2;
     b.crashes = 1;
+    b.preemptions = preemptions(2);
     const auto r = tgcheck::explore_exhaustive(s, "concurrency L=1, 3 threads acquire+release", 3, b,
                                                permit_factory(1, {{acq, rel, acq}, {acq, rel}, {acq, rel}}));
     CHECK(r.complete);
@@ -706,6 +719,7 @@ TEST_CASE("checker: budget reserve, settle and release", "[checker]") {
     bounds b;
     b.preemptions = 2;
     b.crashes = 1;
+    b.preemptions = preemptions(2);
     const auto r = tgcheck::explore_exhaustive(s, "budget 10, reserve/settle/release", 2, b,
                                                budget_factory(10, {{res(6), set(4), res(6), rel}, {res(5), set(5), res(4)}}));
     CHECK(r.complete);
