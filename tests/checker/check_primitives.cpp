@@ -189,7 +189,7 @@ TEST_CASE("checker: sliding_window, random schedules with crashes", "[checker]")
         {{}, {window_op::acquire, 2, -1}, {}, {}}};
     const auto r = tgcheck::explore_random(
         s, "sliding_window K=" + std::to_string(K) + " L=" + std::to_string(limit) + ", 3x4 ops", 3, b,
-        window_factory<K>(limit, win, scripts, jumps, w - 1, {0}), scaled(3000), seed + K * 10 + limit, 4, 120, 30);
+        window_factory<K>(limit, win, scripts, jumps, w - 1, {0}), scaled(10000), seed + K * 10 + limit, 4, 120, 30);
     CHECK(r.failure == "");
   };
   run(std::integral_constant<std::size_t, 1>{}, 2);
@@ -392,7 +392,7 @@ TEST_CASE("checker: token_bucket, exhaustive and random schedules", "[checker]")
                                           {two, one, two},
                                           {burst3, rate2, burst1, rate1, burst3, rate2}};
     const auto r = tgcheck::explore_random(s, "token_bucket B<=3, 2 acquirers + 6 changes", 3, b,
-                                           bucket_factory(rate(1, ns(T)), 2, scripts, jumps, 0), scaled(3000),
+                                           bucket_factory(rate(1, ns(T)), 2, scripts, jumps, 0), scaled(10000),
                                            project_seed() + 101, 4, 250, 30);
     CHECK(r.failure == "");
   }
@@ -510,7 +510,7 @@ TEST_CASE("checker: calendar_quota across a day boundary", "[checker]") {
     const auto r = tgcheck::explore_random(s, "calendar_quota L=3, 3x4 ops", 3, b,
                                            quota_factory(3, off, {{acq, ref, acq, acq}, {two, acq, ref, acq}, {acq, two, acq, ref}},
                                                          jumps, midnight - 1),
-                                           scaled(3000), project_seed() + 202, 4, 40, 30);
+                                           scaled(10000), project_seed() + 202, 4, 40, 30);
     CHECK(r.failure == "");
   }
 }
@@ -620,7 +620,7 @@ TEST_CASE("checker: concurrency_limiter at limits 1 and 2", "[checker]") {
     lim2.n = 2;
     const auto r = tgcheck::explore_random(s, "concurrency L=2, 3 threads with set_limit", 3, b,
                                            permit_factory(2, {{acq, rel, two, rel}, {two, rel, acq, rel}, {lim1, acq, lim2, rel}}),
-                                           scaled(3000), project_seed() + 303, 4, 30, 30);
+                                           scaled(10000), project_seed() + 303, 4, 30, 30);
     CHECK(r.failure == "");
   }
 }
@@ -733,7 +733,7 @@ TEST_CASE("checker: budget reserve, settle and release", "[checker]") {
     const auto r = tgcheck::explore_random(
         s, "budget 10, 3 threads", 3, b,
         budget_factory(10, {{res(4), set(4), res(3), rel}, {res(5), rel, res(5), set(2)}, {res(3), set(1), res(6), set(6)}}),
-        scaled(3000), project_seed() + 404, 4, 30, 30);
+        scaled(10000), project_seed() + 404, 4, 30, 30);
     CHECK(r.failure == "");
   }
 }
