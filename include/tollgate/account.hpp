@@ -105,6 +105,7 @@
 #include <tollgate/concurrency.hpp>
 #include <tollgate/cost.hpp>
 #include <tollgate/decision.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/detail/shard_counters.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/http.hpp>
@@ -933,7 +934,7 @@ class account {
       slot_stride_ = slot_count_ / (detail::thread_shards + 1);
       own_slots_ = static_cast<std::size_t>(*v / 16 < 1 ? 1 : *v / 16 > 64 ? 64 : *v / 16);
       slot_total_ = slot_count_ + detail::thread_shards * own_slots_;
-      slots_.reset(new std::atomic<std::uint64_t>[slot_total_]);
+      slots_.reset(new detail::atomic<std::uint64_t>[slot_total_]);
       for (std::size_t i = 0; i < slot_total_; ++i) slots_[i].store(0, std::memory_order_relaxed);
     }
     if (auto v = c.rpm.value()) {
@@ -1031,16 +1032,16 @@ class account {
     // Atomic only so that remaining() may read them: the owner alone writes
     // (relaxed loads and stores; ownership passes between threads through
     // the shard claim's release/acquire, see detail/shard_counters.hpp).
-    std::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
-    std::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
-    std::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
+    detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
+    detail::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
+    detail::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
   };
   struct alignas(TOLLGATE_CACHELINE_SIZE) credit_line {
     credit c[credit_kinds];
     // Concurrency units this thread holds from the limiter for leases to
     // come, and the limit change they were taken under.
-    std::atomic<std::uint64_t> units{0};
-    std::atomic<std::uint64_t> epoch{0};
+    detail::atomic<std::uint64_t> units{0};
+    detail::atomic<std::uint64_t> epoch{0};
   };
   static constexpr std::uint64_t credit_divisor = 1024;
 
@@ -1482,7 +1483,7 @@ class account {
   }
 
   config_type cfg_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
+  std::unique_ptr<detail::atomic<std::uint64_t>[]> slots_;
   std::size_t slot_count_ = 0;
   std::size_t slot_stride_ = 0;  // slot_count_ / (thread_shards + 1): where each thread starts looking
   // After the slot_count_ shared words, own_slots_ words for each owned shard
@@ -1490,9 +1491,9 @@ class account {
   std::size_t own_slots_ = 0;
   std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
-  std::atomic<std::uint64_t> stats_reclaimed_{0};
-  std::atomic<void (*)(void*)> hook_fn_{nullptr};
-  std::atomic<void*> hook_ctx_{nullptr};
+  detail::atomic<std::uint64_t> stats_reclaimed_{0};
+  detail::atomic<void (*)(void*)> hook_fn_{nullptr};
+  detail::atomic<void*> hook_ctx_{nullptr};
   bool margin_tokens_ = false;
   std::optional<concurrency_limiter> conc_;
   std::optional<window> rpm_w_, tpm_w_, tpd_w_;
@@ -1500,17 +1501,17 @@ class account {
   std::optional<calendar_quota<Clock>> day_q_;
   std::optional<budget<Currency>> budget_;
   std::unique_ptr<credit_line[]> credits_;  // one line per owned shard, when some window grants credit
-  std::atomic<std::uint64_t> chunk_[credit_kinds] = {};
+  detail::atomic<std::uint64_t> chunk_[credit_kinds] = {};
   std::uint64_t unit_of_[credit_kinds] = {1, 1, 1};  // each window's unit (fixed at construction)
-  std::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
-  std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
-  std::atomic<bool> stopped_{false};
-  std::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
+  detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
+  detail::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
+  detail::atomic<bool> stopped_{false};
+  detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
   // Hot statistics: per-thread shards, a plain load and store each.
   enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
   detail::shard_counters<st_count> stats_;
-  std::atomic<std::int64_t> waited_ns_[9] = {};
-  std::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
+  detail::atomic<std::int64_t> waited_ns_[9] = {};
+  detail::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
 };
 
 template <class Clock, class Currency>

@@ -19,6 +19,7 @@
 #define TOLLGATE_BUDGET_HPP
 
 #include <tollgate/config.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/money.hpp>
 
@@ -113,8 +114,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
   money<C> spent() const noexcept { return money<C>::from_nanos(spent_.load(std::memory_order_relaxed)); }
 
  private:
-  std::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
-  std::atomic<std::int64_t> spent_{0};
+  detail::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
+  detail::atomic<std::int64_t> spent_{0};
   std::int64_t limit_ = 0;  // written once before sharing
 };
 

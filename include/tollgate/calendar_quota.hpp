@@ -27,6 +27,7 @@
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 
 #include <atomic>
@@ -202,8 +203,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     return nanoseconds(t > top ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(t));
   }
 
-  std::atomic<std::uint64_t> state_{0};
-  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+  detail::atomic<std::uint64_t> state_{0};
+  detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
   std::int64_t offset_ = 0;
 };
 

@@ -20,6 +20,7 @@
 
 #include <tollgate/config.hpp>
 #include <tollgate/decision.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 
 #include <atomic>
@@ -127,8 +128,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
     // release: pairs with the acquire in try_acquire of the next holder.
     held_.fetch_sub(n, std::memory_order_release);
   }
-  std::atomic<std::uint64_t> held_{0};
-  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+  detail::atomic<std::uint64_t> held_{0};
+  detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
 };
 
 inline void permit::release() noexcept {

@@ -68,6 +68,7 @@
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
 
@@ -373,7 +374,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         cur = cur + u > L::max_units ? L::max_units : cur + u;
         continue;
       }
-      std::atomic<std::uint64_t>& r = ring_[j % ring_size];
+      detail::atomic<std::uint64_t>& r = ring_[j % ring_size];
       const std::uint64_t was = r.load(std::memory_order_relaxed);
       const std::uint64_t had = detail::slot_of_word(was) == j ? detail::units_of_word(was) : 0;
       r.store(detail::pack_slot(j, had + u > L::max_units ? L::max_units : had + u), std::memory_order_relaxed);
@@ -449,7 +450,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         continue;
       }
       if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
-      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+      detail::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
       // relaxed: the ring word carries only itself; the head CAS that moved
       // past t.slot already published its count, and we read that head above.
       std::uint64_t r = e.load(std::memory_order_relaxed);
@@ -560,7 +561,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window that slot is in), and overwriting it would erase that slot's
   // count. Such a mover writes nothing, and its head CAS then fails.
   void publish_final(std::uint64_t h, std::uint64_t cur) noexcept {
-    std::atomic<std::uint64_t>& e = ring_[h % ring_size];
+    detail::atomic<std::uint64_t>& e = ring_[h % ring_size];
     // relaxed: ordered before the head CAS that follows, whose release
     // publishes it.
     std::uint64_t r = e.load(std::memory_order_relaxed);
@@ -594,14 +595,14 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     }
   }
 
-  std::atomic<std::uint64_t> head_{0};
-  std::atomic<std::uint64_t> older_{0};  // {head slot: 40 bits, units in the K slots before it: 24 bits}
-  std::atomic<std::uint64_t> limit_{0};
+  detail::atomic<std::uint64_t> head_{0};
+  detail::atomic<std::uint64_t> older_{0};  // {head slot: 40 bits, units in the K slots before it: 24 bits}
+  detail::atomic<std::uint64_t> limit_{0};
   std::uint64_t unit_ = 0;  // 0: misconfigured
   std::uint64_t width_ = 1;
   std::int64_t window_ = 0;
   std::int64_t origin_ = 0;
-  std::atomic<std::uint64_t> ring_[ring_size] = {};
+  detail::atomic<std::uint64_t> ring_[ring_size] = {};
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };

@@ -45,6 +45,18 @@
 // `now` that lags the latest time seen by d can hand back at most
 // d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
 // lock-free type, so a bucket may live in memory shared between processes.
+//
+// Four changes during one call. The state word names the configuration in
+// force by a two-bit slot tag, so the fourth change reuses the slot of the
+// first. A try_acquire, refund or charge that read the word and its slot, then
+// stalled while four or more changes ran, finds the same tag again; if the
+// word has also come back to the same value, its CAS succeeds with the
+// configuration it read. Such a call can admit, give back or leave uncharged
+// up to max(n, B) units beyond the bound above (B the largest burst in force
+// meanwhile; an acquire or charge never lowers the word, a refund can refill
+// the bucket). With at most three changes while any one call runs, the bound
+// is exact. (Found by the interleaving checker; closing it needs more tag bits
+// than the word has room for.)
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
 
@@ -52,6 +64,7 @@
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
 
@@ -315,8 +328,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // not a data race; a reader that sees a half-written slot fails its CAS
   // (the tag changed) and starts over.
   struct slot {
-    std::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
-    std::atomic<std::uint64_t> count{0}, period{0};
+    detail::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
+    detail::atomic<std::uint64_t> count{0}, period{0};
   };
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
@@ -419,9 +432,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return errc::ok;
   }
 
-  std::atomic<std::uint64_t> state_{0};
+  detail::atomic<std::uint64_t> state_{0};
   std::int64_t origin_ = 0;  // written once, before the object is shared
-  std::atomic<std::uint32_t> writer_{0};
+  detail::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");

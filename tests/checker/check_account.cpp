@@ -1,0 +1,232 @@
+// The interleaving checker on the account: tiny limits (no per-thread
+// credit below 1,024 units), strict windows, the concurrency slot table with
+// its reaper, and a budget, every execution against exact logs.
+#include "../catch_compat.hpp"
+#include "explore.hpp"
+
+#include <tollgate/account.hpp>
+#include <tollgate/models.hpp>
+
+using namespace tollgate;
+using tgcheck::bounds;
+using tgcheck::execution;
+using tgcheck::scheduler;
+using tgcheck::supplied_clock;
+using tgtest::ns;
+
+namespace {
+
+constexpr std::int64_t sec = 1000000000;
+using acct = account<manual_clock>;
+
+const model_info* k26() {
+  static const model_info m = *find_model("kimi-k2.6");
+  return &m;
+}
+request req(std::uint64_t prompt, std::uint64_t max_tokens) {
+  request r;
+  r.model = k26();
+  r.prompt_tokens = prompt;
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+struct account_op {
+  enum kind { admit, settle, failed, drop } k = admit;
+  std::uint64_t prompt = 10, max = 10;
+};
+
+account_config tiny(bool reaper) {
+  account_config c;
+  c.model = server_model::sliding_log;  // strict windows
+  c.concurrency = limit(2);
+  c.rpm = limit(2);
+  c.tpm = limit(50);
+  c.tpd = limit::unlimited();
+  c.max_request_tokens = 40;
+  c.lease_timeout = reaper ? ns(30 * sec) : ns(0);
+  return c;
+}
+
+// Oracle: no request window holds more than rpm admissions, no token
+// window more than tpm reserved tokens (usage never exceeds a reservation
+// and unused tokens stay counted), the settled cost stays within the budget,
+// and without a reaper the leases held (a ghost count raised after an
+// admission, lowered before a release) never pass the concurrency limit.
+// When every thread is done the account holds exactly the leases still held.
+struct account_exec : execution {
+  account_config cfg;
+  acct a;
+  supplied_clock clk;
+  std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
+  std::uint64_t rpm_limit, tpm_limit;
+  std::int64_t settled_cost = 0;
+  std::uint64_t ghost = 0;
+  std::string broken;
+  struct per_thread {
+    admission<manual_clock, usd_tag> ad;
+    bool holding = false;
+    bool admitting = false;  // inside try_admit (a stop there may leave a slot taken)
+    bool releasing = false;
+  };
+  std::vector<per_thread> th;
+  account_exec(scheduler& s, const account_config& c, const std::vector<std::vector<account_op>>& scripts,
+               std::vector<std::int64_t> jumps)
+      : cfg(c), a(c, ns(0)), rpm_limit(*c.rpm.value()), tpm_limit(*c.tpm.value()), th(scripts.size()) {
+    clk.jumps = std::move(jumps);
+    for (std::size_t i = 0; i < scripts.size(); ++i)
+      bodies.push_back([this, &s, i, sc = scripts[i]] {
+        per_thread& me = th[i];
+        for (const account_op& op : sc) {
+          if (op.k == account_op::admit) {
+            if (me.holding) continue;
+            const std::int64_t t = clk.next(s);
+            me.admitting = true;
+            me.ad = a.try_admit(req(op.prompt, op.max), ns(t));
+            me.admitting = false;
+            s.note("try_admit(" + std::to_string(op.prompt) + "+" + std::to_string(op.max) + ", " + std::to_string(t) +
+                   "): " + (me.ad ? "admitted" : "refused"));
+            if (!me.ad) continue;
+            me.holding = true;
+            reqs.emplace_back(t, 1);
+            toks.emplace_back(t, op.prompt + op.max);
+            ++ghost;
+            if (cfg.lease_timeout == ns(0) && ghost > *cfg.concurrency.value() && broken.empty())
+              broken = "account let " + std::to_string(ghost) + " leases be held, concurrency " +
+                       std::to_string(*cfg.concurrency.value());
+          } else if (me.holding) {
+            --ghost;
+            me.releasing = true;
+            const std::int64_t t = clk.next(s);
+            if (op.k == account_op::settle) {
+              const settle_result r = me.ad.lease.settle(usage{op.prompt, 0, op.max, 0, 0}, ns(t));
+              settled_cost += r.cost.nanos();
+            } else if (op.k == account_op::failed) {
+              me.ad.lease.settle_failed(ns(t));
+            } else {
+              me.ad.lease = admission<manual_clock, usd_tag>{}.lease;  // dropped: releases the slot, keeps the reservations
+            }
+            me.releasing = false;
+            me.holding = false;
+            s.note(op.k == account_op::settle ? "settle" : op.k == account_op::failed ? "settle_failed" : "drop");
+          }
+        }
+      });
+  }
+  std::string check(const scheduler::outcome& o) override {
+    if (!broken.empty()) return broken;
+    const std::uint64_t r = tgtest::max_window_sum(reqs, cfg.request_window.count());
+    if (r > rpm_limit)
+      return "account admitted " + std::to_string(r) + " requests in one request window, rpm " + std::to_string(rpm_limit);
+    const std::uint64_t t = tgtest::max_window_sum(toks, cfg.token_window.count());
+    if (t > tpm_limit)
+      return "account admitted " + std::to_string(t) + " tokens in one token window, tpm " + std::to_string(tpm_limit);
+    if (cfg.budget && settled_cost > cfg.budget->nanos())
+      return "account settled " + std::to_string(settled_cost) + " against a budget of " +
+             std::to_string(cfg.budget->nanos());
+    // Units certainly, and possibly, still held. A thread stopped inside an
+    // admission may have taken its unit and a chunk of credit (limit / 1024
+    // for limits of 1,024 and more) before recording it: a stopped process
+    // keeps those.
+    const std::uint64_t conc = *cfg.concurrency.value();
+    const std::uint64_t chunk = conc >= 1024 ? conc / 1024 : 0;
+    std::uint64_t lo = 0, hi = 0;
+    for (std::size_t i = 0; i < th.size(); ++i) {
+      if (th[i].holding && !th[i].releasing) ++lo;
+      if (th[i].holding) ++hi;
+      else if (o.crashed[i] && th[i].releasing) ++hi;
+      else if (o.crashed[i] && th[i].admitting) hi += 1 + chunk;
+    }
+    const std::uint64_t f = a.in_flight();
+    // The reaper may have taken slots back from leases still held.
+    if (f > hi || (cfg.lease_timeout == ns(0) && f < lo))
+      return "account has " + std::to_string(f) + " in flight, the threads hold " + std::to_string(lo) + ".." +
+             std::to_string(hi);
+    return "";
+  }
+};
+
+tgcheck::factory account_factory(account_config c, std::vector<std::vector<account_op>> scripts,
+                                 std::vector<std::int64_t> jumps) {
+  return [=](scheduler& s) -> std::unique_ptr<execution> {
+    return std::make_unique<account_exec>(s, c, scripts, jumps);
+  };
+}
+
+// The request and token windows are a minute in 15 sub-windows of 4 s.
+const std::vector<std::int64_t> jumps = {0, 1, 4 * sec, 64 * sec, -4 * sec};
+
+}  // namespace
+
+TEST_CASE("checker: account with tiny limits, exhaustive", "[checker][account]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 2 : 1;
+  const account_op ad, st{account_op::settle}, dr{account_op::drop};
+  const std::vector<std::int64_t> few = {0, 64 * sec};
+  const auto r = tgcheck::explore_exhaustive(s, "account rpm 2 tpm 50 conc 2, 2 threads", 2, b,
+                                             account_factory(tiny(false), {{ad, st, ad}, {ad, dr, ad}}, few));
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+TEST_CASE("checker: account with tiny limits, random schedules", "[checker][account]") {
+  const std::uint64_t runs = tgcheck::large() ? 100000 : 10000;
+  const std::uint64_t seed = tgtest::seeds(1).front();
+  const account_op ad, st{account_op::settle}, fl{account_op::failed}, dr{account_op::drop};
+  const account_op big{account_op::admit, 20, 20};
+  bounds b;
+  b.preemptions = 3;
+  b.crashes = 1;
+  b.steps = 5000;
+  {
+    scheduler s(3);
+    const auto r = tgcheck::explore_random(
+        s, "account windows + concurrency, 3 threads", 3, b,
+        account_factory(tiny(false), {{ad, st, ad, fl, ad}, {big, dr, ad, st}, {ad, fl, big, st}}, jumps), runs,
+        seed + 505, 4, 400, 30);
+    CHECK(r.failure == "");
+  }
+  {
+    // Leases time out after 30 s: the reaper scans the slot table when the
+    // account runs out of slots, racing the holders' releases.
+    scheduler s(3);
+    account_config c = tiny(true);
+    c.concurrency = limit(1);
+    const std::vector<std::int64_t> long_jumps = {0, 1, 4 * sec, 31 * sec, 64 * sec};
+    const auto r = tgcheck::explore_random(
+        s, "account slot table and reaper, 3 threads", 3, b,
+        account_factory(c, {{ad, st, ad, dr}, {ad, fl, ad, st}, {ad, dr, ad, fl}}, long_jumps), runs, seed + 606, 4,
+        400, 30);
+    CHECK(r.failure == "");
+  }
+  {
+    // A budget for two and a half worst cases.
+    scheduler s(3);
+    account_config c = tiny(false);
+    const auto wc = worst_case_cost<usd_tag>(*k26(), 10, 10);
+    REQUIRE(wc);
+    c.budget = usd::from_nanos(wc.total.nanos() * 5 / 2);
+    const auto r = tgcheck::explore_random(
+        s, "account budget, 3 threads", 3, b,
+        account_factory(c, {{ad, st, ad, st}, {ad, st, ad, dr}, {ad, fl, ad, st}}, jumps), runs, seed + 707, 4, 400,
+        30);
+    CHECK(r.failure == "");
+  }
+  {
+    // Limits of 1,024 units: each thread takes window and concurrency units
+    // a chunk at a time and spends them without touching shared state.
+    scheduler s(3);
+    account_config c = tiny(false);
+    c.rpm = limit(1024);
+    c.tpm = limit(1024);
+    c.concurrency = limit(1024);
+    c.max_request_tokens = 1024;
+    const account_op large{account_op::admit, 300, 200}, small{account_op::admit, 100, 100};
+    const auto r = tgcheck::explore_random(
+        s, "account per-thread credit, 3 threads", 3, b,
+        account_factory(c, {{large, st, small, st, large}, {small, dr, large, st, small}, {large, fl, small, large}}, jumps), runs,
+        seed + 808, 4, 600, 30);
+    CHECK(r.failure == "");
+  }
+}
