@@ -3,6 +3,7 @@
 #include "tollgate_under_test.hpp"
 
 #include <atomic>
+#include <limits>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -234,6 +235,35 @@ TEST_CASE("budget: reserve, settle, release, refuse with what is missing", "[mon
   budget<cny_tag> bad(cny(), ec);
   CHECK(ec == errc::zero_count);
   CHECK_FALSE(bad.reserve(cny::from_nanos(1)));
+}
+
+TEST_CASE("budget: absurd usage saturates and the budget then refuses everything", "[money][edge]") {
+  const std::int64_t top = std::numeric_limits<std::int64_t>::max();
+  budget<usd_tag> b(usd::from_units(10));
+  CHECK_FALSE(b.saturated());
+  auto r1 = b.reserve(usd::from_units(1));
+  auto r2 = b.reserve(usd::from_units(1));
+  auto held = b.reserve(usd::from_units(1));
+  REQUIRE(r1);
+  REQUIRE(r2);
+  REQUIRE(held);
+  // Two settles of INT64_MAX nano-dollars: the totals stick at the maximum
+  // instead of wrapping negative.
+  (void)b.settle(r1, usd::from_nanos(top));
+  (void)b.settle(r2, usd::from_nanos(top));
+  CHECK(b.saturated());
+  CHECK(b.spent() == usd::from_nanos(top));
+  CHECK(b.remaining() == usd());
+  const auto r3 = b.reserve(usd::from_nanos(1));
+  CHECK_FALSE(r3);
+  CHECK(r3.saturated);
+  CHECK(r3.missing == usd::from_nanos(top));
+  CHECK_FALSE(b.reserve(usd()));  // not even a free call: the count is lost
+  // Releasing a reservation held from before cannot bring it back.
+  b.release(held);
+  CHECK(b.saturated());
+  CHECK_FALSE(b.reserve(usd::from_nanos(1)));
+  CHECK(b.spent() == usd::from_nanos(top));
 }
 
 TEST_CASE("stress: a budget never overspends under concurrency", "[money][stress]") {
