@@ -157,6 +157,26 @@ TEST_CASE("window: under saturation it admits L per (K+1) slots", "[sliding_wind
 }
 
 namespace {
+TEST_CASE("window: a ticket refunds once; a moved-from ticket gives nothing back", "[sliding_window][edge]") {
+  window w(rate(10, seconds(15)), t0);
+  window_ticket a;
+  REQUIRE(w.try_acquire(6, t0, a).admitted());
+  window_ticket b = std::move(a);  // copying does not compile (tests/compile_fail)
+  CHECK(a.tokens == 0);
+  CHECK(w.refund(a, 6) == 0);
+  CHECK(w.available(t0) == 4);
+  CHECK(w.refund(b, 6) == 6);
+  CHECK(w.available(t0) == 10);
+  CHECK(w.refund(b, 6) == 0);
+  // Another admission's units are not given back by a spent ticket.
+  REQUIRE(w.try_acquire(10, t0).admitted());
+  CHECK(w.refund(b, 6) == 0);
+  CHECK(w.available(t0) == 0);
+  window_ticket c;
+  c = std::move(b);
+  CHECK(w.refund(c, 1) == 0);
+}
+
 template <std::size_t K>
 void run_window_oracle(std::uint64_t limit, ns period, std::uint64_t ops, std::uint64_t seed) {
   INFO("limit " << limit << " window " << period.count() << " K " << K << " seed " << seed);
@@ -211,7 +231,7 @@ void run_window_oracle(std::uint64_t limit, ns period, std::uint64_t ops, std::u
     if (r == 0) {
       if (!d.admitted()) ++mismatches;
       admitted.emplace_back(at, n);
-      tickets.emplace_back(t, admitted.size() - 1);
+      tickets.emplace_back(std::move(t), admitted.size() - 1);
       if (tickets.size() > 64) tickets.erase(tickets.begin());
     } else {
       if (!d.later() || d.retry_after() != ns(owait)) ++mismatches;

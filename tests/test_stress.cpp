@@ -112,7 +112,7 @@ TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
         window_ticket t;
         if (w.try_acquire(n, ns(now), t).admitted()) {
           out.emplace_back(now, n);
-          if (g.chance(10)) pending.emplace_back(t, out.size() - 1);
+          if (g.chance(10)) pending.emplace_back(std::move(t), out.size() - 1);
         }
         if (!pending.empty() && g.chance(8)) {
           // What is given back no longer counts against the bound.

@@ -79,11 +79,28 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// What a window admission charged: needed to refund it.
+// What a window admission charged: needed to refund it. Move-only: a copy
+// could refund the same tokens twice. A moved-from ticket holds nothing, so
+// refunding it is a no-op.
 struct window_ticket {
   std::uint64_t slot = 0;    // the slot charged
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+
+  constexpr window_ticket() noexcept = default;
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
+  window_ticket(const window_ticket&) = delete;
+  window_ticket& operator=(const window_ticket&) = delete;
+  window_ticket(window_ticket&& o) noexcept
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)) {}
+  window_ticket& operator=(window_ticket&& o) noexcept {
+    if (this != &o) {
+      slot = o.slot;
+      tokens = std::exchange(o.tokens, 0);
+      units = std::exchange(o.units, 0);
+    }
+    return *this;
+  }
 };
 
 namespace detail {
