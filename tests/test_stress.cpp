@@ -92,6 +92,48 @@ TEST_CASE("stress: token bucket bound under contention and live changes", "[stre
   }
 }
 
+TEST_CASE("stress: token bucket keeps its bound while its epoch moves", "[stress][edge]") {
+  // An inexact rate (a 10.44-year horizon). Each phase starts a third of the
+  // horizon later, so the first acquirers of a phase race to move the epoch
+  // (and a changer contends for the writer flag with set_rate).
+  for (unsigned threads : {2u, 4u}) {
+    INFO(threads << " threads");
+    token_bucket<manual_clock> b(per_second(999983), 40, ns(0));
+    const std::int64_t h = b.horizon().count();
+    std::atomic<std::int64_t> shared_clock{0};
+    events all;
+    ns last_epoch{0};
+    unsigned moves = 0;
+    for (std::int64_t phase = 1; phase <= 8; ++phase) {
+      shared_clock.store(phase * (h / 3));
+      std::atomic<bool> stop{false};
+      std::thread changer([&] {
+        while (!stop.load()) {
+          (void)b.set_rate(per_second(999983), ns(shared_clock.load()));
+          std::this_thread::yield();
+        }
+      });
+      const events ev = run_threads(threads, 13 + static_cast<std::uint64_t>(phase), shared_clock,
+                                    [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
+        for (std::uint64_t i = 0; i < ops_per_thread() / 4; ++i) {
+          const std::int64_t now = g.chance(30) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 2000))) : clock.load();
+          const std::uint64_t n = g.between(1, 4);
+          if (b.try_acquire(n, ns(now)).admitted()) out.emplace_back(now, n);
+        }
+      });
+      stop.store(true);
+      changer.join();
+      CHECK(ev.size() > 40);
+      all.insert(all.end(), ev.begin(), ev.end());
+      if (b.epoch() != last_epoch) ++moves;
+      last_epoch = b.epoch();
+      CHECK(b.epoch() <= ns(phase * (h / 3)));
+    }
+    CHECK(moves >= 6);  // it moved again and again, and kept admitting (above)
+    CHECK(tgtest::bucket_bound_excess(all, 999983, 1000000000, 40) == 0);
+  }
+}
+
 TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
   for (unsigned threads : {2u, 4u, 8u}) {
     INFO(threads << " threads");

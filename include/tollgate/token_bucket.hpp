@@ -16,10 +16,23 @@
 // interval in force, `exact()` says which case applies), never faster. Rates
 // that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
 //
-// Horizon. Ticks are counted from an origin (construction time, or one you
-// pass) in 62 bits. Every accepted configuration runs at least 10 years from
-// its origin (`horizon()` says exactly how long); configurations that cannot
-// are refused at construction. Past the horizon the bucket stops refilling.
+// Horizon. Ticks are counted from an epoch in 62 bits: the origin (the
+// construction time, or one you pass) to begin with. Every accepted
+// configuration spans at least 10 years from its epoch (`horizon()` says
+// exactly how long; configurations that cannot are refused at construction).
+// The bucket never runs out of it: once a call with a `now` past half the
+// horizon from the epoch takes the writer flag (try_acquire and charge try
+// once, without waiting; set_rate and set_burst always do), the epoch moves
+// forward to a quarter of the horizon before that `now`, with the TAT moved
+// by the same whole number of nanoseconds. This is exact: every decision at
+// the moving `now` or later is the one the old epoch gave. A bucket therefore
+// keeps its bound and its exact waits for any `now` up to INT64_MAX, however
+// far from the origin. A `now` before the epoch in force counts as the epoch
+// (as one before the origin does), so readings that lag the latest one by
+// more than a quarter of the horizon (2.6 years and more) are evaluated as if
+// made at the epoch: never more permissive than the latest time seen. (The
+// writer flag is only held for a few stores, so a move misses its chance only
+// while a set_rate runs, and there are years of room to try again.)
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
@@ -57,6 +70,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <thread>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -70,6 +84,7 @@ struct gcra_params {
   std::uint64_t burst = 0;     // B
   std::uint64_t tau = 0;       // B * T, in ticks
   bool exact = false;
+  std::uint64_t shift = 0;     // the epoch: ns after the origin where tick 0 is
 };
 
 struct gcra_limits {
@@ -156,6 +171,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     detail::gcra_params p = hot_params_of(w);
     std::uint64_t now_t = ticks(now, p);
+    if (__builtin_expect(now_t >= move_at(p), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as above
+      p = hot_params_of(w);
+      now_t = ticks(now, p);
+    }
     for (;;) {
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
       if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
@@ -183,6 +204,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   void charge(std::uint64_t n, nanoseconds now) noexcept {
     if (n == 0) return;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    if (__builtin_expect(ticks(now, hot_params_of(w)) >= move_at(hot_params_of(w)), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    }
     for (;;) {
       const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return;
@@ -303,12 +328,18 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
     return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
   }
-  // How long after the origin the bucket keeps refilling.
+  // How far from its epoch the bucket counts exactly (at least 10 years; the
+  // epoch moves forward long before, see the header).
   nanoseconds horizon() const noexcept {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
     return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
   }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+  // The epoch in force: the origin, or where it has moved to.
+  nanoseconds epoch() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
+    return nanoseconds(epoch_ns(p));
+  }
 
  private:
   // One configuration, in atomics so a reconfiguration racing a reader is
@@ -325,7 +356,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     // relaxed: as in params_of.
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
-                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false};
+                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false,
+                               shift_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   detail::gcra_params params_of(std::uint64_t w) const noexcept {
@@ -336,19 +368,29 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
                                s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
-                               s.exact.load(std::memory_order_relaxed) != 0};
+                               s.exact.load(std::memory_order_relaxed) != 0,
+                               shift_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    since = since > p.shift ? since - p.shift : 0;
     const std::uint64_t cap = L::max_ticks - p.tau;
     // Every Kimi limit has scale 1: skip the 128-bit multiply.
     const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
     return t > cap ? cap : t;
   }
-  // `t` ticks after max(now, origin), as a wait from `now`, rounded up.
+  // Where the epoch is, in ns (it never passes a `now` already seen, so it
+  // fits).
+  std::int64_t epoch_ns(const detail::gcra_params& p) const noexcept {
+    const detail::i128 e = static_cast<detail::i128>(origin_) + p.shift;
+    return e > std::numeric_limits<std::int64_t>::max() ? std::numeric_limits<std::int64_t>::max()
+                                                         : static_cast<std::int64_t>(e);
+  }
+  // `t` ticks after max(now, epoch), as a wait from `now`, rounded up.
   nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t w = detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(origin_, now.count()));
+    const std::uint64_t w =
+        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(epoch_ns(p), now.count()));
     return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
   }
   static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
@@ -367,6 +409,27 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
   }
 
+  // The epoch moves once `now` is half the horizon past it (ticks are capped
+  // at the horizon, so this is reached before any `now` is clamped).
+  static std::uint64_t move_at(const detail::gcra_params& p) noexcept { return (L::max_ticks - p.tau) / 2; }
+  // An epoch for `p` at `now`: p's own unless `now` is past move_at, else a
+  // quarter of the horizon before `now` (whole nanoseconds, so exact).
+  std::uint64_t shift_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
+    if (ticks(now, p) < move_at(p)) return p.shift;
+    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    const std::uint64_t keep = (L::max_ticks - p.tau) / 4 / p.scale;
+    const std::uint64_t s = since > keep ? since - keep : 0;
+    return s > p.shift ? s : p.shift;
+  }
+  // Moves the epoch if the writer flag is free: try once, never wait (the
+  // hot paths call it; years of room remain to try again).
+  void try_move_epoch(nanoseconds now) noexcept {
+    // acquire: as in reconfigure. A failed exchange wrote 1 over 1, which
+    // changes nothing for the holder.
+    if (writer_.exchange(1, std::memory_order_acquire) != 0) return;
+    (void)reconfigure_locked(nullptr, nullptr, now);
+  }
+
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
     detail::gcra_params p{};
@@ -379,11 +442,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return errc::ok;
   }
 
-  // Installs a new rate and/or burst (a null pointer keeps the current one).
+  // Installs a new rate and/or burst (a null pointer keeps the current one),
+  // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
     // acquire: pairs with the release store that ends the previous writer's
     // critical section, so we see the slot contents it wrote.
     while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    return reconfigure_locked(nr, nb, now);
+  }
+  // The same, with the writer flag held; releases it.
+  errc reconfigure_locked(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::size_t cur = slot_index(w);
     const detail::gcra_params cp = params_of(w);
@@ -397,8 +465,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       writer_.store(0, std::memory_order_release);  // release: as at the end
       return e;
     }
+    np.shift = cp.shift;
+    np.shift = shift_for(np, now);
+    if (!nr && !nb && np.shift == cp.shift) {  // an epoch move that another writer already made
+      writer_.store(0, std::memory_order_release);  // release: as at the end
+      return errc::ok;
+    }
     const std::size_t next = (slot_index(w) + 1) & 3;
     store_slot(slots_[next], np, r);
+    // relaxed: published with the slot, as in store_slot.
+    shift_[next].store(np.shift, std::memory_order_relaxed);
     for (;;) {
       const detail::gcra_params op = params_of(w);
       const std::uint64_t old_now = ticks(now, op);
@@ -423,6 +499,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   std::int64_t origin_ = 0;  // written once, before the object is shared
   std::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
+  std::atomic<std::uint64_t> shift_[4] = {};  // each slot's epoch (see gcra_params::shift); with the slot
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
