@@ -374,3 +374,74 @@ TEST_CASE("a caller that keeps the bucket from sitting full gets exactly the rat
     CHECK(got == 2 + 1000);  // burst + floor(t / T) over the closed interval [0, 1000 T]
   }
 }
+
+TEST_CASE("bucket: every public function is defined for every now", "[token_bucket][edge]") {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  const bucket_case cases[] = {{rate(199, minutes(1)), 1, 0}, {per_second(7), 5, 0}, {per_minute(5000000), 5000000, 0}};
+  for (const auto& c : cases) {
+    for (const std::int64_t origin : {lo, std::int64_t{0}, hi / 2, hi}) {
+      for (std::uint64_t seed : tgtest::seeds(2)) {
+        INFO("rate " << c.r.count << "/" << c.r.period.count() << " origin " << origin << " seed " << seed);
+        tgtest::rng g(seed);
+        bucket b(c.r, c.burst, ns(origin));
+        std::uint64_t bad = 0;
+        for (int i = 0; i < 3000; ++i) {
+          const ns now{tgtest::extreme_time(g, origin)};
+          const std::uint64_t n = g.chance(80) ? g.between(0, c.burst + 1) : g.next();
+          switch (g.between(0, 9)) {
+            case 0: {
+              const decision peek = b.time_until(n, now);
+              const decision d = b.try_acquire(n, now);
+              if (peek.what() != d.what() && !(peek.later() && d.admitted())) ++bad;  // (an epoch move may only help)
+              if (d.later() && d.retry_after() <= ns(0)) ++bad;
+              if (!d.later() && d.retry_after() != ns(0)) ++bad;
+              break;
+            }
+            case 1: b.charge(g.chance(50) ? n : g.between(0, 3), now); break;
+            case 2: (void)b.refund(n, now); break;
+            case 3:
+              if (b.available(now) > b.burst()) ++bad;
+              break;
+            case 4:
+              if (b.full_in(now) < ns(0) || b.owed(now) != b.full_in(now)) ++bad;
+              break;
+            case 5: b.restore_owed(ns(tgtest::extreme_time(g, 0)), now); break;
+            case 6: (void)b.set_rate(g.chance(50) ? c.r : rate(c.r.count + 1, c.r.period), now); break;
+            case 7: (void)b.set_burst(g.chance(50) ? c.burst : c.burst + 1, now); break;
+            case 8:
+              if (b.epoch() < b.origin() || b.horizon() < hours(24 * 3652)) ++bad;
+              break;
+            default: {
+              const decision d = b.time_until(n, now);
+              if (d.later() && d.retry_after() <= ns(0)) ++bad;
+              break;
+            }
+          }
+        }
+        CHECK(bad == 0);
+        // reset(now) forgets what is owed: full at `now`, whatever came before.
+        const ns at{origin > hi - 1000000 ? origin : origin + 1000000};
+        b.reset(at);
+        CHECK(b.available(at) == b.burst());
+        CHECK(b.try_acquire(b.burst(), at).admitted());
+        CHECK(b.try_acquire(1, at).later());
+      }
+    }
+  }
+}
+
+TEST_CASE("bucket: a bogus far-future now owes for centuries until reset(now)", "[token_bucket][edge]") {
+  constexpr std::int64_t hi = std::numeric_limits<std::int64_t>::max();
+  bucket b(per_minute(3), 3, t0);
+  REQUIRE(b.try_acquire(3, ns(hi)).admitted());
+  const decision d = b.try_acquire(1, seconds(30));
+  REQUIRE(d.later());
+  CHECK(d.retry_after() > hours(24 * 365 * 200));  // "never more permissive"
+  b.reset(seconds(30));
+  CHECK(b.epoch() == seconds(30));
+  CHECK(b.try_acquire(3, seconds(30)).admitted());
+  CHECK(b.time_until(1, seconds(30)).retry_after() == seconds(20));
+  b.reset(seconds(40), bucket::start::empty);
+  CHECK(b.available(seconds(40)) == 0);
+  CHECK(b.time_until(1, seconds(40)).retry_after() == seconds(20));
+}

@@ -39,7 +39,11 @@
 // latest time seen, and the TAT never decreases (except through `refund`).
 // The bound above holds over supplied timestamps in any order. If threads'
 // clock readings differ by up to d, then over any real-time interval t at most
-// B + floor((t + d) / T) units are admitted.
+// B + floor((t + d) / T) units are admitted. The same rule means that one
+// admission or charge at a bogus far-future `now` (INT64_MAX, say) makes the
+// bucket owe until then: every ordinary `now` afterwards waits for centuries.
+// That is "never more permissive" working as stated; the way out is
+// `reset(now)`, which forgets what is owed.
 //
 // Decisions. n == 0 is always admitted and changes nothing. n > B is
 // `never` (reason::exceeds_capacity). Otherwise a refused request gets the
@@ -295,6 +299,33 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     if (tat > L::max_ticks) tat = L::max_ticks;
     // release: as in reconfigure; the bucket is not shared yet anyway.
     state_.store((w & ~L::max_ticks) | tat, std::memory_order_release);
+  }
+
+  // Forgets everything owed: the bucket is full (or empty, with
+  // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
+  // origin for an earlier one). For recovering from a bogus far-future `now`
+  // (see the header); more permissive than anything else here, by design.
+  // Thread-safe: serialised with set_rate on the writer flag; an acquire
+  // racing it is decided before or after it.
+  void reset(nanoseconds now, start st = start::full) noexcept {
+    // acquire: as in reconfigure.
+    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    const std::uint64_t w = state_.load(std::memory_order_relaxed);  // relaxed: only the tag is used; we hold the flag
+    detail::gcra_params p = params_of(w);
+    if (p.burst != 0) {
+      const std::size_t cur = slot_index(w), next = (cur + 1) & 3;
+      // relaxed: as in reconfigure (we hold the writer flag).
+      const rate r(slots_[cur].count.load(std::memory_order_relaxed),
+                   nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+      p.shift = detail::positive_difference(now.count(), origin_);
+      store_slot(slots_[next], p, r);
+      shift_[next].store(p.shift, std::memory_order_relaxed);  // relaxed: as in reconfigure
+      // release: publishes the slot, as in reconfigure. A plain store, not a
+      // CAS: whatever an acquirer did meanwhile is forgotten too.
+      state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
+                   std::memory_order_release);
+    }
+    writer_.store(0, std::memory_order_release);  // release: as in reconfigure
   }
 
   // Live changes keep the state: the units owed at `now` stay owed (see the
