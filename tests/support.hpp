@@ -74,6 +74,26 @@ inline std::int64_t extreme_time(rng& g, std::int64_t origin) {
   }
 }
 
+// The one project seed: TOLLGATE_SEED when set, else the first of seeds().
+inline bool seed_pinned() { return std::getenv("TOLLGATE_SEED") != nullptr; }
+inline std::uint64_t project_seed() { return seeds(1).front(); }
+
+// A seed for one random stream of a test (a thread, a trial, a case). With
+// TOLLGATE_SEED set it is derived from that seed, so the one seed reaches
+// every random test; without it, it is `stream` itself, so a default run
+// repeats the same schedules (and the tables the tests print) every time.
+inline std::uint64_t seed_for(std::uint64_t stream) {
+  if (!seed_pinned()) return stream;
+  rng g(project_seed() ^ (stream * 0xD1B54A32D192ED03ULL));
+  return g.next();
+}
+
+// What to print on failure (with INFO, on the test's own thread: Catch2's
+// messages belong to the thread that makes them).
+inline std::string seed_note() {
+  return seed_pinned() ? "TOLLGATE_SEED=" + std::to_string(project_seed()) : std::string("TOLLGATE_SEED unset");
+}
+
 // Multiplier for threaded stress sizes: TOLLGATE_STRESS=<n>, default 1.
 inline std::uint64_t stress_factor() {
   if (const char* s = std::getenv("TOLLGATE_STRESS")) {

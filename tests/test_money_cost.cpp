@@ -273,7 +273,7 @@ TEST_CASE("stress: a budget never overspends under concurrency", "[money][stress
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
-        tgtest::rng g(100 + t);
+        tgtest::rng g(tgtest::seed_for(100 + t));
         const model_info k26 = *find_model("kimi-k2.6");
         for (std::uint64_t i = 0; i < 5000 * tgtest::stress_factor(); ++i) {
           const std::uint64_t prompt = g.between(100, 20000), cap = g.between(100, 8000);
@@ -288,7 +288,7 @@ TEST_CASE("stress: a budget never overspends under concurrency", "[money][stress
       });
     }
     for (auto& th : pool) th.join();
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     CHECK(settled.load() <= usd::from_units(50).nanos());
     CHECK(settled.load() == b.spent().nanos());
     CHECK(b.spent() > usd::from_units(40));  // the budget was actually used up
@@ -352,7 +352,8 @@ TEST_CASE("estimate: errs high by default, against the published ratios", "[mone
   CHECK(estimate_chat_tokens(msgs) ==
         2 + (estimate_tokens("system") + estimate_tokens("Be brief.") + 4) + (estimate_tokens("user") + estimate_tokens(english) + 4));
   // Every byte string is safe.
-  tgtest::rng g(5);
+  INFO(tgtest::seed_note());
+  tgtest::rng g(tgtest::seed_for(5));
   for (int i = 0; i < 2000; ++i) {
     std::string junk(static_cast<std::size_t>(g.between(0, 64)), '\0');
     for (char& ch : junk) ch = static_cast<char>(g.between(0, 255));

@@ -27,7 +27,7 @@ events run_threads(unsigned threads, std::uint64_t seed, std::atomic<std::int64_
   std::atomic<unsigned> ready{0};
   for (unsigned t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      tgtest::rng g(seed * 31 + t);
+      tgtest::rng g(tgtest::seed_for(seed * 31 + t));
       // Start together so the threads really contend.
       ready.fetch_add(1);
       while (ready.load() < threads) std::this_thread::yield();
@@ -51,7 +51,7 @@ std::uint64_t ops_per_thread() { return 20000 * tgtest::stress_factor(); }
 
 TEST_CASE("stress: token bucket bound under contention and live changes", "[stress]") {
   for (unsigned threads : {2u, 4u, 8u}) {
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     token_bucket<manual_clock> b(per_second(1000), 50, ns(0));
     std::atomic<bool> stop{false};
     std::atomic<std::int64_t> shared_clock{0};
@@ -97,7 +97,7 @@ TEST_CASE("stress: token bucket keeps its bound while its epoch moves", "[stress
   // horizon later, so the first acquirers of a phase race to move the epoch
   // (and a changer contends for the writer flag with set_rate).
   for (unsigned threads : {2u, 4u}) {
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     token_bucket<manual_clock> b(per_second(999983), 40, ns(0));
     const std::int64_t h = b.horizon().count();
     std::atomic<std::int64_t> shared_clock{0};
@@ -136,7 +136,7 @@ TEST_CASE("stress: token bucket keeps its bound while its epoch moves", "[stress
 
 TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
   for (unsigned threads : {2u, 4u, 8u}) {
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     sliding_window<manual_clock> w(rate(300, milliseconds(60)), ns(0));
     std::atomic<bool> stop{false};
     std::thread changer([&] {
@@ -171,6 +171,7 @@ TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
 }
 
 TEST_CASE("stress: calendar quota per day and concurrency permits", "[stress]") {
+  INFO(tgtest::seed_note());
   calendar_quota<manual_clock> q(5000);
   const std::int64_t day_ns = 86400LL * 1000000000LL;
   const events ev = run_threads(4, 9, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
