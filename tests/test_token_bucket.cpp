@@ -288,6 +288,31 @@ TEST_CASE("property: the oracle agrees across the horizon and every epoch move",
   }
 }
 
+TEST_CASE("the epoch moves where the header says, and only there", "[token_bucket][edge]") {
+  // s = 14: the move is due 2^57 ticks = 2^57 / 14 ns after the epoch, and
+  // puts the epoch 2^56 / 14 ns (whole, rounded down) before that `now`.
+  bucket b(rate(199, minutes(1)), 1, seconds(5));
+  REQUIRE(b.effective_rate().count == 14);
+  const std::int64_t due = static_cast<std::int64_t>(((std::uint64_t{1} << 57) + 13) / 14);
+  const std::int64_t keep = static_cast<std::int64_t>((std::uint64_t{1} << 56) / 14);
+  const ns before = seconds(5) + ns(due - 1);
+  REQUIRE(b.try_acquire(1, before).admitted());
+  CHECK(b.epoch() == seconds(5));
+  const decision wait = b.try_acquire(1, before);
+  REQUIRE(wait.later());
+  const ns at = before + wait.retry_after();  // past the point: this call moves the epoch
+  CHECK(b.time_until(1, at - ns(1)).later());
+  REQUIRE(b.try_acquire(1, at).admitted());
+  CHECK(b.epoch() == at - ns(keep));
+  // Nothing was lost or gained in the move: the next unit is one interval on.
+  const decision next = b.time_until(1, at);
+  REQUIRE(next.later());
+  CHECK(b.time_until(1, at + next.retry_after() - ns(1)).later());
+  CHECK(b.time_until(1, at + next.retry_after()).admitted());
+  CHECK(next.retry_after() >= b.interval() - ns(1));
+  CHECK(next.retry_after() <= b.interval());
+}
+
 TEST_CASE("a bucket driven across its horizon admits at exactly the waits it gives", "[token_bucket][edge]") {
   // Before the epoch could move, a bucket past 10.44 years answered `later`
   // with a finite wait for ever: 1 admission in 1,000 asks.

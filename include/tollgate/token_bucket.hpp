@@ -20,19 +20,19 @@
 // construction time, or one you pass) to begin with. Every accepted
 // configuration spans at least 10 years from its epoch (`horizon()` says
 // exactly how long; configurations that cannot are refused at construction).
-// The bucket never runs out of it: once a call with a `now` past half the
-// horizon from the epoch takes the writer flag (try_acquire and charge try
-// once, without waiting; set_rate and set_burst always do), the epoch moves
-// forward to a quarter of the horizon before that `now`, with the TAT moved
-// by the same whole number of nanoseconds. This is exact: every decision at
-// the moving `now` or later is the one the old epoch gave. A bucket therefore
-// keeps its bound and its exact waits for any `now` up to INT64_MAX, however
-// far from the origin. A `now` before the epoch in force counts as the epoch
-// (as one before the origin does), so readings that lag the latest one by
-// more than a quarter of the horizon (2.6 years and more) are evaluated as if
-// made at the epoch: never more permissive than the latest time seen. (The
-// writer flag is only held for a few stores, so a move misses its chance only
-// while a set_rate runs, and there are years of room to try again.)
+// The bucket never runs out of it: once a call with a `now` 2^57 ticks past
+// the epoch (4.6 years / s: 120 days at s = 14) takes the writer flag
+// (try_acquire and charge try once, without waiting; set_rate and set_burst
+// always do), the epoch moves forward to 2^56 ticks before that `now`, with
+// the TAT moved by the same whole number of nanoseconds. This is exact:
+// every decision at the moving `now` or later is the one the old epoch gave.
+// A bucket therefore keeps its bound and its exact waits for any `now` up to
+// INT64_MAX, however far from the origin. A `now` before the epoch in force
+// counts as the epoch (as one before the origin does), so readings that lag
+// the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
+// are evaluated as if made at the epoch: never more permissive than the
+// latest time seen. (The writer flag is only held for a few stores, so a move
+// misses its chance only while a set_rate runs, and months of room remain.)
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
@@ -88,7 +88,7 @@ struct gcra_params {
   std::uint64_t burst = 0;     // B
   std::uint64_t tau = 0;       // B * T, in ticks
   bool exact = false;
-  std::uint64_t shift = 0;     // the epoch: ns after the origin where tick 0 is
+  std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
 };
 
 struct gcra_limits {
@@ -175,7 +175,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     detail::gcra_params p = hot_params_of(w);
     std::uint64_t now_t = ticks(now, p);
-    if (__builtin_expect(now_t >= move_at(p), 0)) {
+    if (__builtin_expect(move_due(now_t), 0)) {
       try_move_epoch(now);
       w = state_.load(std::memory_order_acquire);  // acquire: as above
       p = hot_params_of(w);
@@ -208,7 +208,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   void charge(std::uint64_t n, nanoseconds now) noexcept {
     if (n == 0) return;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    if (__builtin_expect(ticks(now, hot_params_of(w)) >= move_at(hot_params_of(w)), 0)) {
+    if (__builtin_expect(move_due(ticks(now, hot_params_of(w))), 0)) {
       try_move_epoch(now);
       w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     }
@@ -317,9 +317,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       // relaxed: as in reconfigure (we hold the writer flag).
       const rate r(slots_[cur].count.load(std::memory_order_relaxed),
                    nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
-      p.shift = detail::positive_difference(now.count(), origin_);
+      p.epoch = now.count() > origin_ ? now.count() : origin_;
       store_slot(slots_[next], p, r);
-      shift_[next].store(p.shift, std::memory_order_relaxed);  // relaxed: as in reconfigure
+      epoch_[next].store(p.epoch, std::memory_order_relaxed);  // relaxed: as in reconfigure
       // release: publishes the slot, as in reconfigure. A plain store, not a
       // CAS: whatever an acquirer did meanwhile is forgotten too.
       state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
@@ -369,7 +369,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // The epoch in force: the origin, or where it has moved to.
   nanoseconds epoch() const noexcept {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
-    return nanoseconds(epoch_ns(p));
+    return nanoseconds(p.epoch);
   }
 
  private:
@@ -388,7 +388,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
                                s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false,
-                               shift_[slot_index(w)].load(std::memory_order_relaxed)};
+                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   detail::gcra_params params_of(std::uint64_t w) const noexcept {
@@ -400,28 +400,20 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
                                s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
                                s.exact.load(std::memory_order_relaxed) != 0,
-                               shift_[slot_index(w)].load(std::memory_order_relaxed)};
+                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    std::uint64_t since = detail::positive_difference(now.count(), origin_);
-    since = since > p.shift ? since - p.shift : 0;
+    const std::uint64_t since = detail::positive_difference(now.count(), p.epoch);
     const std::uint64_t cap = L::max_ticks - p.tau;
     // Every Kimi limit has scale 1: skip the 128-bit multiply.
     const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
     return t > cap ? cap : t;
   }
-  // Where the epoch is, in ns (it never passes a `now` already seen, so it
-  // fits).
-  std::int64_t epoch_ns(const detail::gcra_params& p) const noexcept {
-    const detail::i128 e = static_cast<detail::i128>(origin_) + p.shift;
-    return e > std::numeric_limits<std::int64_t>::max() ? std::numeric_limits<std::int64_t>::max()
-                                                         : static_cast<std::int64_t>(e);
-  }
   // `t` ticks after max(now, epoch), as a wait from `now`, rounded up.
   nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
     const std::uint64_t w =
-        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(epoch_ns(p), now.count()));
+        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(p.epoch, now.count()));
     return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
   }
   static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
@@ -440,21 +432,24 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
   }
 
-  // The epoch moves once `now` is half the horizon past it (ticks are capped
-  // at the horizon, so this is reached before any `now` is clamped).
-  static std::uint64_t move_at(const detail::gcra_params& p) noexcept { return (L::max_ticks - p.tau) / 2; }
-  // An epoch for `p` at `now`: p's own unless `now` is past move_at, else a
-  // quarter of the horizon before `now` (whole nanoseconds, so exact).
-  std::uint64_t shift_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
-    if (ticks(now, p) < move_at(p)) return p.shift;
-    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
-    const std::uint64_t keep = (L::max_ticks - p.tau) / 4 / p.scale;
-    const std::uint64_t s = since > keep ? since - keep : 0;
-    return s > p.shift ? s : p.shift;
+  // The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
+  // `now`. One constant for every configuration keeps the hot-path test to a
+  // compare with a constant; every horizon (>= 10 years >= 2^58.1 ticks) has
+  // room to spare above it, so a move is due long before a `now` is clamped.
+  static constexpr std::uint64_t move_ticks = std::uint64_t{1} << 57;
+  static constexpr std::uint64_t keep_ticks = std::uint64_t{1} << 56;
+  static_assert(L::min_horizon_ns > move_ticks + keep_ticks, "a move must be due well inside every horizon");
+  static constexpr bool move_due(std::uint64_t now_t) noexcept { return now_t >= move_ticks; }
+  // An epoch for `p` at `now`: p's own unless a move is due, else keep_ticks
+  // before `now` (whole nanoseconds, so exact; never past `now`, so it fits).
+  std::int64_t epoch_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
+    if (!move_due(ticks(now, p))) return p.epoch;
+    const detail::i128 e = static_cast<detail::i128>(now.count()) - static_cast<detail::i128>(keep_ticks / p.scale);
+    return e > p.epoch ? static_cast<std::int64_t>(e) : p.epoch;
   }
   // Moves the epoch if the writer flag is free: try once, never wait (the
   // hot paths call it; years of room remain to try again).
-  void try_move_epoch(nanoseconds now) noexcept {
+  [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
     // acquire: as in reconfigure. A failed exchange wrote 1 over 1, which
     // changes nothing for the holder.
     if (writer_.exchange(1, std::memory_order_acquire) != 0) return;
@@ -463,6 +458,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
 
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
+    epoch_[0].store(origin_, std::memory_order_relaxed);  // relaxed: as for state_ below
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
     if (e != errc::ok) return e;  // slot 0 stays zero: burst 0 means misconfigured
@@ -496,16 +492,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       writer_.store(0, std::memory_order_release);  // release: as at the end
       return e;
     }
-    np.shift = cp.shift;
-    np.shift = shift_for(np, now);
-    if (!nr && !nb && np.shift == cp.shift) {  // an epoch move that another writer already made
+    np.epoch = cp.epoch;
+    np.epoch = epoch_for(np, now);
+    if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
       writer_.store(0, std::memory_order_release);  // release: as at the end
       return errc::ok;
     }
     const std::size_t next = (slot_index(w) + 1) & 3;
     store_slot(slots_[next], np, r);
     // relaxed: published with the slot, as in store_slot.
-    shift_[next].store(np.shift, std::memory_order_relaxed);
+    epoch_[next].store(np.epoch, std::memory_order_relaxed);
     for (;;) {
       const detail::gcra_params op = params_of(w);
       const std::uint64_t old_now = ticks(now, op);
@@ -530,7 +526,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   std::int64_t origin_ = 0;  // written once, before the object is shared
   std::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
-  std::atomic<std::uint64_t> shift_[4] = {};  // each slot's epoch (see gcra_params::shift); with the slot
+  std::atomic<std::int64_t> epoch_[4] = {};  // each slot's epoch (see gcra_params::epoch); with the slot
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
