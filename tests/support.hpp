@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
+#include <limits>
 #include <map>
 #include <string>
 #include <utility>
@@ -47,6 +48,50 @@ inline std::vector<std::uint64_t> seeds(std::size_t count) {
   }
   for (std::size_t i = 0; i < count; ++i) out.push_back(0xC0FFEEULL + 7919ULL * i);
   return out;
+}
+
+// A time drawn from the values a hostile or careless caller sends: the ends
+// of the range and their neighbours, zero, values around `origin`, the
+// int64 boundaries of common scalings, and random ones. For sweeps that check
+// every public function is defined for every `now`.
+inline std::int64_t extreme_time(rng& g, std::int64_t origin) {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  auto near = [](std::int64_t v, std::int64_t d) {  // v + d without overflow
+    if (d > 0) return v > hi - d ? hi : v + d;
+    return v < lo - d ? lo : v + d;
+  };
+  switch (g.between(0, 9)) {
+    case 0: return near(lo, static_cast<std::int64_t>(g.between(0, 3)));
+    case 1: return near(hi, -static_cast<std::int64_t>(g.between(0, 3)));
+    case 2: return static_cast<std::int64_t>(g.between(0, 6)) - 3;
+    case 3: return near(origin, static_cast<std::int64_t>(g.between(0, 6)) - 3);
+    case 4: return near(origin, static_cast<std::int64_t>(g.next() >> 2));
+    case 5: return near(origin, -static_cast<std::int64_t>(g.next() >> 2));
+    case 6: return g.chance(50) ? hi / 14 : hi / 2;
+    case 7: return near(hi, -static_cast<std::int64_t>(g.next() >> 30));
+    case 8: return near(lo, static_cast<std::int64_t>(g.next() >> 30));
+    default: return static_cast<std::int64_t>(g.next());
+  }
+}
+
+// The one project seed: TOLLGATE_SEED when set, else the first of seeds().
+inline bool seed_pinned() { return std::getenv("TOLLGATE_SEED") != nullptr; }
+inline std::uint64_t project_seed() { return seeds(1).front(); }
+
+// A seed for one random stream of a test (a thread, a trial, a case). With
+// TOLLGATE_SEED set it is derived from that seed, so the one seed reaches
+// every random test; without it, it is `stream` itself, so a default run
+// repeats the same schedules (and the tables the tests print) every time.
+inline std::uint64_t seed_for(std::uint64_t stream) {
+  if (!seed_pinned()) return stream;
+  rng g(project_seed() ^ (stream * 0xD1B54A32D192ED03ULL));
+  return g.next();
+}
+
+// What to print on failure (with INFO, on the test's own thread: Catch2's
+// messages belong to the thread that makes them).
+inline std::string seed_note() {
+  return seed_pinned() ? "TOLLGATE_SEED=" + std::to_string(project_seed()) : std::string("TOLLGATE_SEED unset");
 }
 
 // Multiplier for threaded stress sizes: TOLLGATE_STRESS=<n>, default 1.

@@ -2,7 +2,9 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <limits>
 #include <map>
+#include <vector>
 
 using namespace tollgate;
 using namespace std::chrono;
@@ -102,4 +104,77 @@ TEST_CASE("property: the quota matches a per-day map and never exceeds its limit
     CHECK(mismatches == 0);
     for (const auto& kv : used) CHECK(kv.second <= limit);
   }
+}
+
+TEST_CASE("quota: every public function is defined for every now", "[calendar_quota][edge]") {
+  for (const minutes off : {minutes(-24 * 60), minutes(0), minutes(8 * 60), minutes(24 * 60)}) {
+    for (std::uint64_t seed : tgtest::seeds(2)) {
+      INFO("offset " << off.count() << " min, seed " << seed);
+      tgtest::rng g(seed);
+      quota q(1000, off);
+      std::vector<quota_ticket> tickets;
+      std::uint64_t bad = 0;
+      for (int i = 0; i < 4000; ++i) {
+        const ns now{tgtest::extreme_time(g, monday.count())};
+        const std::uint64_t n = g.chance(80) ? g.between(0, 400) : g.next();
+        switch (g.between(0, 7)) {
+          case 0: {
+            const decision peek = q.time_until(n, now);
+            quota_ticket t;
+            const decision d = q.try_acquire(n, now, t);
+            if (!(peek == d)) ++bad;
+            if (d.later() && d.retry_after() <= ns(0)) ++bad;
+            if (!d.later() && d.retry_after() != ns(0)) ++bad;
+            if (d.admitted() && t.units > 0) tickets.push_back(t);
+            break;
+          }
+          case 1: q.charge(n, now); break;
+          case 2:
+            if (!tickets.empty()) (void)q.refund(tickets[g.between(0, tickets.size() - 1)], g.next());
+            break;
+          case 3:
+            if (q.reset_in(now) < ns(0)) ++bad;
+            break;
+          case 4:
+            if (q.available(now) > q.limit() || q.used(now) > quota::max_limit) ++bad;
+            break;
+          case 5: q.import_word(q.export_word()); break;
+          case 6: (void)q.set_limit(g.chance(10) ? 0 : g.between(1, 2000)); break;
+          default: {
+            const decision d = q.time_until(n, now);
+            if (d.later() && d.retry_after() <= ns(0)) ++bad;
+            break;
+          }
+        }
+      }
+      CHECK(bad == 0);
+      // An ordinary reset time is within a day, from any `now` since 1970.
+      CHECK(q.reset_in(monday) <= hours(24));
+      q.reset();
+      CHECK(q.set_limit(1000) == errc::ok);
+      CHECK(q.try_acquire(1000, monday).admitted());
+      CHECK(q.try_acquire(1, monday).later());
+    }
+  }
+}
+
+TEST_CASE("quota: extreme times saturate; a bogus far-future now is undone by reset()", "[calendar_quota][edge]") {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  quota q(100, hours(-8));
+  CHECK(q.reset_in(ns(lo)) == ns(hi));  // long before 1970: the first reset is out of reach
+  CHECK(q.reset_in(ns(hi)) == ns(0));   // the next midnight is past the end of time
+  REQUIRE(q.try_acquire(100, ns(lo)).admitted());
+  const decision full = q.try_acquire(1, ns(lo));
+  CHECK(full.later());
+  CHECK(full.retry_after() == ns(hi));
+  REQUIRE(q.try_acquire(1, ns(hi)).admitted());  // day 106,751
+  const decision d = q.try_acquire(1, monday);
+  CHECK(d.why() == reason::stale_time);
+  CHECK(d.retry_after() > hours(24 * 365 * 200));
+  const decision e = q.time_until(1, ns(lo));
+  CHECK(e.why() == reason::stale_time);
+  CHECK(e.retry_after() == ns(hi));
+  q.reset();
+  CHECK(q.try_acquire(100, monday).admitted());
+  CHECK(q.time_until(1, monday).retry_after() == hours(8));  // midnight at UTC-8 is 08:00Z
 }

@@ -136,12 +136,13 @@ void run_scenario(const scenario& sc) {
   for (int p = 0; p < policy_count; ++p) {
     // Share under saturation, over 60 windows.
     std::uint64_t units = 0;
-    run_trial(p, 1, sc, 7, true, 60, &units);
+    run_trial(p, 1, sc, tgtest::seed_for(7), true, 60, &units);
     const double share = static_cast<double>(units) / (60.0 * static_cast<double>(sc.limit));
     cell_result totals[server_count];
     for (int s = 0; s < server_count; ++s) {
       for (int t = 0; t < trials; ++t) {
-        const std::uint64_t seed = 1000003ULL * static_cast<std::uint64_t>(p * 10 + s) + static_cast<std::uint64_t>(t);
+        const std::uint64_t seed =
+            tgtest::seed_for(1000003ULL * static_cast<std::uint64_t>(p * 10 + s) + static_cast<std::uint64_t>(t));
         const cell_result r = run_trial(p, s, sc, seed, t % 3 == 0, 30, nullptr);
         totals[s].sent += r.sent;
         totals[s].rejected += r.rejected;
@@ -159,7 +160,7 @@ void run_scenario(const scenario& sc) {
     std::fflush(stdout);
     for (int s = 0; s < server_count; ++s) {
       INFO(sc.name << ": " << policy_names[p] << " vs " << server_names[s] << ": " << totals[s].rejected << " of "
-                   << totals[s].sent << " rejected");
+                   << totals[s].sent << " rejected, " << tgtest::seed_note());
       CHECK(totals[s].sent > 0);
       CHECK((totals[s].rejected == 0) == sc.expected_safe[p][s]);
     }

@@ -2,6 +2,8 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <cstddef>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -87,5 +89,58 @@ TEST_CASE("property: the count matches a plain counter", "[concurrency][oracle]"
       if (c.in_use() != count || count > limit) ++mismatches;
     }
     CHECK(mismatches == 0);
+  }
+}
+
+TEST_CASE("permits: extreme counts and limits never wrap the count held", "[concurrency][edge]") {
+  constexpr std::uint64_t top = std::numeric_limits<std::uint64_t>::max();
+  concurrency_limiter c(top);
+  permit a = c.try_acquire(top - 1);
+  REQUIRE(a);
+  // c + n would wrap to 0 and admit: it is busy instead.
+  const permit b = c.try_acquire(2);
+  CHECK_FALSE(b);
+  CHECK(b.decision().why() == reason::busy);
+  CHECK(c.in_use() == top - 1);
+  permit one = c.try_acquire(1);
+  CHECK(one);
+  CHECK(c.in_use() == top);
+  CHECK_FALSE(c.try_acquire(top));
+  one.release();
+  a.release();
+  CHECK(c.in_use() == 0);
+  // Giving back more than is held (a misuse of release_detached) stops at 0.
+  permit d = c.try_acquire(3);
+  const std::uint64_t held = d.detach();
+  c.release_detached(held + 100);
+  CHECK(c.in_use() == 0);
+  CHECK(c.try_acquire(top));
+  for (std::uint64_t seed : tgtest::seeds(2)) {
+    INFO("seed " << seed);
+    tgtest::rng g(seed);
+    concurrency_limiter r(g.chance(50) ? top : g.between(1, 8));
+    std::vector<permit> held_permits;
+    std::uint64_t bad = 0;
+    for (int i = 0; i < 2000; ++i) {
+      const std::uint64_t n = g.chance(50) ? g.between(0, 4) : top - g.between(0, 4);
+      switch (g.between(0, 3)) {
+        case 0: {
+          permit p = r.try_acquire(n);
+          if (p && r.in_use() > r.limit() && n > 0) ++bad;  // never past the limit it was taken under
+          if (p) held_permits.push_back(std::move(p));
+          break;
+        }
+        case 1:
+          if (!held_permits.empty()) held_permits.erase(held_permits.begin() + static_cast<std::ptrdiff_t>(g.between(0, held_permits.size() - 1)));
+          break;
+        case 2: (void)r.set_limit(g.chance(20) ? 0 : (g.chance(50) ? top - g.between(0, 2) : g.between(1, 8))); break;
+        default:
+          if (r.available() > r.limit()) ++bad;
+          break;
+      }
+    }
+    held_permits.clear();
+    CHECK(bad == 0);
+    CHECK(r.in_use() == 0);
   }
 }

@@ -166,7 +166,8 @@ TEST_CASE("classify: overload, quota, auth, plans, bad requests, server errors",
 }
 
 TEST_CASE("classify and parsers survive any bytes", "[http]") {
-  tgtest::rng g(77);
+  INFO(tgtest::seed_note());
+  tgtest::rng g(tgtest::seed_for(77));
   const std::string seeds[] = {kimi_error("rate_limit_reached_error", "organization max RPM: 200, please try again after 1 seconds"),
                                "Mon, 23 Nov 2026 00:00:30 GMT", "2h31m16.752s", "{\"type\":\"", "\"message\": \"\\\""};
   for (int i = 0; i < 20000; ++i) {

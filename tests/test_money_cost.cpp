@@ -3,6 +3,7 @@
 #include "tollgate_under_test.hpp"
 
 #include <atomic>
+#include <limits>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -236,6 +237,35 @@ TEST_CASE("budget: reserve, settle, release, refuse with what is missing", "[mon
   CHECK_FALSE(bad.reserve(cny::from_nanos(1)));
 }
 
+TEST_CASE("budget: absurd usage saturates and the budget then refuses everything", "[money][edge]") {
+  const std::int64_t top = std::numeric_limits<std::int64_t>::max();
+  budget<usd_tag> b(usd::from_units(10));
+  CHECK_FALSE(b.saturated());
+  auto r1 = b.reserve(usd::from_units(1));
+  auto r2 = b.reserve(usd::from_units(1));
+  auto held = b.reserve(usd::from_units(1));
+  REQUIRE(r1);
+  REQUIRE(r2);
+  REQUIRE(held);
+  // Two settles of INT64_MAX nano-dollars: the totals stick at the maximum
+  // instead of wrapping negative.
+  (void)b.settle(r1, usd::from_nanos(top));
+  (void)b.settle(r2, usd::from_nanos(top));
+  CHECK(b.saturated());
+  CHECK(b.spent() == usd::from_nanos(top));
+  CHECK(b.remaining() == usd());
+  const auto r3 = b.reserve(usd::from_nanos(1));
+  CHECK_FALSE(r3);
+  CHECK(r3.saturated);
+  CHECK(r3.missing == usd::from_nanos(top));
+  CHECK_FALSE(b.reserve(usd()));  // not even a free call: the count is lost
+  // Releasing a reservation held from before cannot bring it back.
+  b.release(held);
+  CHECK(b.saturated());
+  CHECK_FALSE(b.reserve(usd::from_nanos(1)));
+  CHECK(b.spent() == usd::from_nanos(top));
+}
+
 TEST_CASE("stress: a budget never overspends under concurrency", "[money][stress]") {
   for (unsigned threads : {2u, 4u, 8u}) {
     budget<usd_tag> b(usd::from_units(50));
@@ -243,7 +273,7 @@ TEST_CASE("stress: a budget never overspends under concurrency", "[money][stress
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
-        tgtest::rng g(100 + t);
+        tgtest::rng g(tgtest::seed_for(100 + t));
         const model_info k26 = *find_model("kimi-k2.6");
         for (std::uint64_t i = 0; i < 5000 * tgtest::stress_factor(); ++i) {
           const std::uint64_t prompt = g.between(100, 20000), cap = g.between(100, 8000);
@@ -258,7 +288,7 @@ TEST_CASE("stress: a budget never overspends under concurrency", "[money][stress
       });
     }
     for (auto& th : pool) th.join();
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     CHECK(settled.load() <= usd::from_units(50).nanos());
     CHECK(settled.load() == b.spent().nanos());
     CHECK(b.spent() > usd::from_units(40));  // the budget was actually used up
@@ -322,7 +352,8 @@ TEST_CASE("estimate: errs high by default, against the published ratios", "[mone
   CHECK(estimate_chat_tokens(msgs) ==
         2 + (estimate_tokens("system") + estimate_tokens("Be brief.") + 4) + (estimate_tokens("user") + estimate_tokens(english) + 4));
   // Every byte string is safe.
-  tgtest::rng g(5);
+  INFO(tgtest::seed_note());
+  tgtest::rng g(tgtest::seed_for(5));
   for (int i = 0; i < 2000; ++i) {
     std::string junk(static_cast<std::size_t>(g.between(0, 64)), '\0');
     for (char& ch : junk) ch = static_cast<char>(g.between(0, 255));

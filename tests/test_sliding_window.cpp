@@ -157,6 +157,26 @@ TEST_CASE("window: under saturation it admits L per (K+1) slots", "[sliding_wind
 }
 
 namespace {
+TEST_CASE("window: a ticket refunds once; a moved-from ticket gives nothing back", "[sliding_window][edge]") {
+  window w(rate(10, seconds(15)), t0);
+  window_ticket a;
+  REQUIRE(w.try_acquire(6, t0, a).admitted());
+  window_ticket b = std::move(a);  // copying does not compile (tests/compile_fail)
+  CHECK(a.tokens == 0);
+  CHECK(w.refund(a, 6) == 0);
+  CHECK(w.available(t0) == 4);
+  CHECK(w.refund(b, 6) == 6);
+  CHECK(w.available(t0) == 10);
+  CHECK(w.refund(b, 6) == 0);
+  // Another admission's units are not given back by a spent ticket.
+  REQUIRE(w.try_acquire(10, t0).admitted());
+  CHECK(w.refund(b, 6) == 0);
+  CHECK(w.available(t0) == 0);
+  window_ticket c;
+  c = std::move(b);
+  CHECK(w.refund(c, 1) == 0);
+}
+
 template <std::size_t K>
 void run_window_oracle(std::uint64_t limit, ns period, std::uint64_t ops, std::uint64_t seed) {
   INFO("limit " << limit << " window " << period.count() << " K " << K << " seed " << seed);
@@ -211,7 +231,7 @@ void run_window_oracle(std::uint64_t limit, ns period, std::uint64_t ops, std::u
     if (r == 0) {
       if (!d.admitted()) ++mismatches;
       admitted.emplace_back(at, n);
-      tickets.emplace_back(t, admitted.size() - 1);
+      tickets.emplace_back(std::move(t), admitted.size() - 1);
       if (tickets.size() > 64) tickets.erase(tickets.begin());
     } else {
       if (!d.later() || d.retry_after() != ns(owait)) ++mismatches;
@@ -239,4 +259,92 @@ TEST_CASE("property: the window matches the slot model and never exceeds L in an
     run_window_oracle<15>(1500000, hours(24), 10000, s);
     run_window_oracle<60>(100, seconds(60), 8000, s);
   }
+}
+
+namespace {
+// Checks the shape every decision promises: admitted and never carry no wait,
+// later carries a positive one.
+bool well_formed(const decision& d) {
+  if (d.later()) return d.retry_after() > ns(0) || d.why() == reason::busy;
+  return d.retry_after() == ns(0);
+}
+}  // namespace
+
+TEST_CASE("window: every public function is defined for every now", "[sliding_window][edge]") {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  for (const std::int64_t origin : {lo, std::int64_t{-1}, std::int64_t{0}, hi / 2, hi}) {
+    for (std::uint64_t seed : tgtest::seeds(2)) {
+      INFO("origin " << origin << " seed " << seed);
+      tgtest::rng g(seed);
+      window w(rate(10, seconds(15)), ns(origin));
+      sliding_window<manual_clock, 1> coarse(rate(20000000, minutes(1)), ns(origin));  // unit 2, one sub-window
+      std::vector<window_ticket> tickets;
+      std::uint64_t bad = 0;
+      for (int i = 0; i < 3000; ++i) {
+        const ns now{tgtest::extreme_time(g, origin)};
+        const std::uint64_t n = g.chance(80) ? g.between(0, 11) : g.next();
+        switch (g.between(0, 8)) {
+          case 0: {
+            const decision peek = w.time_until(n, now);
+            window_ticket t;
+            const decision d = w.try_acquire(n, now, t);
+            if (!(peek == d) || !well_formed(d)) ++bad;
+            if (d.admitted() && t.tokens > 0) tickets.push_back(std::move(t));
+            const decision c = coarse.try_acquire(n, now);
+            if (!well_formed(c)) ++bad;
+            break;
+          }
+          case 1: w.charge(n % 40, now); coarse.charge(n, now); break;
+          case 2:
+            if (!tickets.empty()) (void)w.refund(tickets[g.between(0, tickets.size() - 1)], g.between(0, 12));
+            break;
+          case 3:
+            if (!tickets.empty()) (void)w.refund_to_head(tickets[g.between(0, tickets.size() - 1)], g.next());
+            break;
+          case 4:
+            if (w.available(now) > w.limit() || coarse.available(now) > coarse.limit()) ++bad;
+            break;
+          case 5:
+            if (w.empty_in(now) < ns(0) || coarse.empty_in(now) < ns(0)) ++bad;
+            break;
+          case 6:
+            for (const auto& e : w.export_slots(now))
+              if (e.first > window::subwindows) ++bad;
+            break;
+          case 7: (void)w.set_limit(g.chance(10) ? 0 : g.between(1, 20)); break;
+          default: {
+            const decision d = coarse.time_until(n, now);
+            if (!well_formed(d)) ++bad;
+            break;
+          }
+        }
+      }
+      CHECK(bad == 0);
+      // After reset() the window works from its origin again.
+      w.reset();
+      coarse.reset();
+      CHECK(w.set_limit(10) == errc::ok);
+      CHECK(w.try_acquire(10, ns(origin)).admitted());
+      CHECK(w.try_acquire(1, ns(origin)).later());
+      CHECK(coarse.try_acquire(2, ns(origin)).admitted());
+    }
+  }
+}
+
+TEST_CASE("window: a bogus far-future now makes ordinary times stale until reset()", "[sliding_window][edge]") {
+  constexpr std::int64_t hi = std::numeric_limits<std::int64_t>::max();
+  window w(rate(10, seconds(15)), t0);
+  REQUIRE(w.try_acquire(1, ns(hi)).admitted());
+  const decision d = w.try_acquire(1, seconds(30));
+  CHECK(d.why() == reason::stale_time);
+  CHECK(d.retry_after() > hours(24 * 365 * 100));  // "never more permissive": for centuries
+  // The stale answer from before the origin saturates instead of wrapping.
+  const decision e = w.time_until(1, ns(std::numeric_limits<std::int64_t>::min()));
+  CHECK(e.why() == reason::stale_time);
+  CHECK(e.retry_after() == ns(hi));
+  CHECK(w.empty_in(ns(std::numeric_limits<std::int64_t>::min())) == ns(hi));
+  w.reset();
+  CHECK(w.try_acquire(10, seconds(30)).admitted());
+  CHECK(w.available(seconds(30)) == 0);
+  CHECK(w.time_until(1, seconds(30)).retry_after() > ns(0));
 }

@@ -27,7 +27,7 @@ events run_threads(unsigned threads, std::uint64_t seed, std::atomic<std::int64_
   std::atomic<unsigned> ready{0};
   for (unsigned t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      tgtest::rng g(seed * 31 + t);
+      tgtest::rng g(tgtest::seed_for(seed * 31 + t));
       // Start together so the threads really contend.
       ready.fetch_add(1);
       while (ready.load() < threads) std::this_thread::yield();
@@ -51,7 +51,7 @@ std::uint64_t ops_per_thread() { return 20000 * tgtest::stress_factor(); }
 
 TEST_CASE("stress: token bucket bound under contention and live changes", "[stress]") {
   for (unsigned threads : {2u, 4u, 8u}) {
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     token_bucket<manual_clock> b(per_second(1000), 50, ns(0));
     std::atomic<bool> stop{false};
     std::atomic<std::int64_t> shared_clock{0};
@@ -92,9 +92,51 @@ TEST_CASE("stress: token bucket bound under contention and live changes", "[stre
   }
 }
 
+TEST_CASE("stress: token bucket keeps its bound while its epoch moves", "[stress][edge]") {
+  // An inexact rate (a 10.44-year horizon). Each phase starts a third of the
+  // horizon later, so the first acquirers of a phase race to move the epoch
+  // (and a changer contends for the writer flag with set_rate).
+  for (unsigned threads : {2u, 4u}) {
+    INFO(threads << " threads, " << tgtest::seed_note());
+    token_bucket<manual_clock> b(per_second(999983), 40, ns(0));
+    const std::int64_t h = b.horizon().count();
+    std::atomic<std::int64_t> shared_clock{0};
+    events all;
+    ns last_epoch{0};
+    unsigned moves = 0;
+    for (std::int64_t phase = 1; phase <= 8; ++phase) {
+      shared_clock.store(phase * (h / 3));
+      std::atomic<bool> stop{false};
+      std::thread changer([&] {
+        while (!stop.load()) {
+          (void)b.set_rate(per_second(999983), ns(shared_clock.load()));
+          std::this_thread::yield();
+        }
+      });
+      const events ev = run_threads(threads, 13 + static_cast<std::uint64_t>(phase), shared_clock,
+                                    [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
+        for (std::uint64_t i = 0; i < ops_per_thread() / 4; ++i) {
+          const std::int64_t now = g.chance(30) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 2000))) : clock.load();
+          const std::uint64_t n = g.between(1, 4);
+          if (b.try_acquire(n, ns(now)).admitted()) out.emplace_back(now, n);
+        }
+      });
+      stop.store(true);
+      changer.join();
+      CHECK(ev.size() > 40);
+      all.insert(all.end(), ev.begin(), ev.end());
+      if (b.epoch() != last_epoch) ++moves;
+      last_epoch = b.epoch();
+      CHECK(b.epoch() <= ns(phase * (h / 3)));
+    }
+    CHECK(moves >= 6);  // it moved again and again, and kept admitting (above)
+    CHECK(tgtest::bucket_bound_excess(all, 999983, 1000000000, 40) == 0);
+  }
+}
+
 TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
   for (unsigned threads : {2u, 4u, 8u}) {
-    INFO(threads << " threads");
+    INFO(threads << " threads, " << tgtest::seed_note());
     sliding_window<manual_clock> w(rate(300, milliseconds(60)), ns(0));
     std::atomic<bool> stop{false};
     std::thread changer([&] {
@@ -112,7 +154,7 @@ TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
         window_ticket t;
         if (w.try_acquire(n, ns(now), t).admitted()) {
           out.emplace_back(now, n);
-          if (g.chance(10)) pending.emplace_back(t, out.size() - 1);
+          if (g.chance(10)) pending.emplace_back(std::move(t), out.size() - 1);
         }
         if (!pending.empty() && g.chance(8)) {
           // What is given back no longer counts against the bound.
@@ -129,6 +171,7 @@ TEST_CASE("stress: sliding window never exceeds L in any window", "[stress]") {
 }
 
 TEST_CASE("stress: calendar quota per day and concurrency permits", "[stress]") {
+  INFO(tgtest::seed_note());
   calendar_quota<manual_clock> q(5000);
   const std::int64_t day_ns = 86400LL * 1000000000LL;
   const events ev = run_threads(4, 9, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
@@ -185,7 +228,7 @@ void fast_time_window(std::uint64_t seed) {
       window_ticket t;
       if (w.try_acquire(n, ns(now), t).admitted()) {
         out.emplace_back(now, n);
-        if (g.chance(10)) pending.emplace_back(t, out.size() - 1);
+        if (g.chance(10)) pending.emplace_back(std::move(t), out.size() - 1);
       }
       if (!pending.empty() && g.chance(5)) {
         auto& p = pending.back();

@@ -12,6 +12,12 @@ using tgtest::ns;
 namespace {
 using bucket = token_bucket<manual_clock>;
 constexpr ns t0{0};
+// A time k * h, kept 2^50 ns (13 days) short of INT64_MAX.
+std::int64_t times(std::int64_t k, std::int64_t h) {
+  const tgtest::i128 top = std::numeric_limits<std::int64_t>::max() - (std::int64_t{1} << 50);
+  const tgtest::i128 v = static_cast<tgtest::i128>(k) * h;
+  return static_cast<std::int64_t>(v > top ? top : v);
+}
 }  // namespace
 
 TEST_CASE("Kimi limits have whole-nanosecond intervals and are exact", "[token_bucket]") {
@@ -177,17 +183,22 @@ struct bucket_case {
 
 // Drives the bucket and the rational oracle (at the bucket's effective rate)
 // through one random schedule and compares every answer.
-void run_bucket_oracle(const bucket_case& c, std::uint64_t seed) {
+// `start` > 0 begins the schedule there (the bucket, idle since its origin
+// at 0, is full); `big_jump` > 0 adds rare jumps of up to that many ns (to
+// cross the points where the epoch moves, see token_bucket.hpp).
+void run_bucket_oracle(const bucket_case& c, std::uint64_t seed, std::int64_t start = 0, std::uint64_t big_jump = 0) {
   std::ostringstream label;
-  label << "rate " << c.r.count << "/" << c.r.period.count() << "ns burst " << c.burst << " seed " << seed;
+  label << "rate " << c.r.count << "/" << c.r.period.count() << "ns burst " << c.burst << " seed " << seed
+        << " start " << start << " jump " << big_jump;
   INFO(label.str());
   tgtest::rng g(seed);
   const bool full = g.chance(80);
   bucket b(c.r, c.burst, t0, full ? bucket::start::full : bucket::start::empty);
   const rate eff = b.effective_rate();
-  tgtest::rational_bucket o(eff.count, static_cast<std::uint64_t>(eff.period.count()), c.burst, 0, full);
+  tgtest::rational_bucket o(eff.count, static_cast<std::uint64_t>(eff.period.count()), c.burst, start, full || start > 0);
   const std::uint64_t interval = static_cast<std::uint64_t>(b.interval().count());
-  std::int64_t now = 0;
+  std::int64_t now = start;
+  const std::int64_t last_time = std::numeric_limits<std::int64_t>::max() - static_cast<std::int64_t>(interval * c.burst * 8);
   std::vector<std::pair<std::int64_t, std::uint64_t>> admitted;
   std::uint64_t mismatches = 0, charged = 0;
   for (std::uint64_t i = 0; i < c.ops; ++i) {
@@ -199,6 +210,12 @@ void run_bucket_oracle(const bucket_case& c, std::uint64_t seed) {
       default: now += static_cast<std::int64_t>(g.between(0, 3)); break;
     }
     if (g.chance(1)) now += static_cast<std::int64_t>(interval * c.burst * 5);
+    if (big_jump > 0 && g.chance(1)) {
+      const std::int64_t j = static_cast<std::int64_t>(g.between(big_jump / 2, big_jump));
+      if (now > last_time - j) break;  // the schedule has reached the end of time
+      now += j;
+    }
+    if (now > last_time) break;
     const std::uint64_t op = g.between(0, 99);
     std::uint64_t n = g.chance(90) ? g.between(1, c.burst) : (g.chance(50) ? 0 : c.burst + g.between(1, 3));
     if (op < 80) {
@@ -251,6 +268,91 @@ TEST_CASE("property: the bucket matches an exact rational token bucket", "[token
     for (std::uint64_t s : tgtest::seeds(2)) run_bucket_oracle(c, s);
 }
 
+TEST_CASE("property: the oracle agrees across the horizon and every epoch move", "[token_bucket][oracle][edge]") {
+  // Inexact rates (scale 14: a horizon of 10.44 years, the account's spaced
+  // buckets), scaled exact ones (scale 7: 20.9 years) and scale 1.
+  const bucket_case cases[] = {{rate(199, minutes(1)), 1, 6000}, {per_second(999983), 1000, 6000},
+                               {rate(4999, minutes(1)), 3, 6000}, {per_second(7), 5, 6000},
+                               {per_minute(5000000), 5000000, 6000}, {per_day(1500000), 1500000, 6000}};
+  for (const auto& c : cases) {
+    const bucket probe(c.r, c.burst, t0);
+    const std::int64_t h = probe.horizon().count();
+    for (std::uint64_t s : tgtest::seeds(2)) {
+      // Just before the first move (half the horizon), just before the old
+      // horizon, and far out, with jumps that cross several moves.
+      for (const std::int64_t start : {h / 2 - 5 * probe.interval().count() * static_cast<std::int64_t>(c.burst),
+                                       h - 5 * probe.interval().count(), times(7, h)})
+        run_bucket_oracle(c, s, start, static_cast<std::uint64_t>(h / 3));
+      run_bucket_oracle(c, s, std::numeric_limits<std::int64_t>::max() / 2, static_cast<std::uint64_t>(h));
+    }
+  }
+}
+
+TEST_CASE("the epoch moves where the header says, and only there", "[token_bucket][edge]") {
+  // s = 14: the move is due 2^57 ticks = 2^57 / 14 ns after the epoch, and
+  // puts the epoch 2^56 / 14 ns (whole, rounded down) before that `now`.
+  bucket b(rate(199, minutes(1)), 1, seconds(5));
+  REQUIRE(b.effective_rate().count == 14);
+  const std::int64_t due = static_cast<std::int64_t>(((std::uint64_t{1} << 57) + 13) / 14);
+  const std::int64_t keep = static_cast<std::int64_t>((std::uint64_t{1} << 56) / 14);
+  const ns before = seconds(5) + ns(due - 1);
+  REQUIRE(b.try_acquire(1, before).admitted());
+  CHECK(b.epoch() == seconds(5));
+  const decision wait = b.try_acquire(1, before);
+  REQUIRE(wait.later());
+  const ns at = before + wait.retry_after();  // past the point: this call moves the epoch
+  CHECK(b.time_until(1, at - ns(1)).later());
+  REQUIRE(b.try_acquire(1, at).admitted());
+  CHECK(b.epoch() == at - ns(keep));
+  // Nothing was lost or gained in the move: the next unit is one interval on.
+  const decision next = b.time_until(1, at);
+  REQUIRE(next.later());
+  CHECK(b.time_until(1, at + next.retry_after() - ns(1)).later());
+  CHECK(b.time_until(1, at + next.retry_after()).admitted());
+  CHECK(next.retry_after() >= b.interval() - ns(1));
+  CHECK(next.retry_after() <= b.interval());
+}
+
+TEST_CASE("a bucket driven across its horizon admits at exactly the waits it gives", "[token_bucket][edge]") {
+  // Before the epoch could move, a bucket past 10.44 years answered `later`
+  // with a finite wait for ever: 1 admission in 1,000 asks.
+  for (const rate r : {rate(199, minutes(1)), per_second(999983), per_second(7), per_minute(5000000)}) {
+    INFO("rate " << r.count << "/" << r.period.count());
+    bucket b(r, 2, t0);
+    const std::int64_t h = b.horizon().count();
+    const rate eff = b.effective_rate();
+    for (const std::int64_t start : {h / 2 - 100 * b.interval().count(), h - 100 * b.interval().count(), times(3, h),
+                                     std::numeric_limits<std::int64_t>::max() - 3000 * b.interval().count()}) {
+      INFO("start " << start);
+      REQUIRE(b.try_acquire(2, ns(start)).admitted());  // idle since the last run: full
+      ns now{start};
+      std::uint64_t got = 2, asks = 0, early = 0, late = 0;
+      while (asks < 2000) {
+        ++asks;
+        const decision d = b.try_acquire(1, now);
+        if (d.admitted()) {
+          ++got;
+          continue;
+        }
+        REQUIRE(d.later());
+        REQUIRE(d.retry_after() > ns(0));
+        const ns at = now + d.retry_after();
+        if (!b.time_until(1, at - ns(1)).later()) ++early;
+        if (!b.time_until(1, at).admitted()) ++late;
+        now = at;
+      }
+      CHECK(early == 0);
+      CHECK(late == 0);
+      // Exactly burst + floor(t / T) over [start, now] at the effective rate.
+      const std::uint64_t t = static_cast<std::uint64_t>(now.count() - start);
+      CHECK(got == 2 + static_cast<std::uint64_t>(static_cast<tgtest::u128>(t) * eff.count /
+                                                  static_cast<std::uint64_t>(eff.period.count())));
+      CHECK(got >= asks / 2);
+      CHECK(b.epoch() <= ns(start));
+    }
+  }
+}
+
 TEST_CASE("property: no interval ever exceeds burst + floor(t / T)", "[token_bucket][oracle]") {
   // Pure acquire schedules, including out-of-order (stale) timestamps.
   const bucket_case cases[] = {{per_minute(3), 3, 20000},        {per_second(7), 4, 20000},
@@ -296,4 +398,75 @@ TEST_CASE("a caller that keeps the bucket from sitting full gets exactly the rat
     }
     CHECK(got == 2 + 1000);  // burst + floor(t / T) over the closed interval [0, 1000 T]
   }
+}
+
+TEST_CASE("bucket: every public function is defined for every now", "[token_bucket][edge]") {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  const bucket_case cases[] = {{rate(199, minutes(1)), 1, 0}, {per_second(7), 5, 0}, {per_minute(5000000), 5000000, 0}};
+  for (const auto& c : cases) {
+    for (const std::int64_t origin : {lo, std::int64_t{0}, hi / 2, hi}) {
+      for (std::uint64_t seed : tgtest::seeds(2)) {
+        INFO("rate " << c.r.count << "/" << c.r.period.count() << " origin " << origin << " seed " << seed);
+        tgtest::rng g(seed);
+        bucket b(c.r, c.burst, ns(origin));
+        std::uint64_t bad = 0;
+        for (int i = 0; i < 3000; ++i) {
+          const ns now{tgtest::extreme_time(g, origin)};
+          const std::uint64_t n = g.chance(80) ? g.between(0, c.burst + 1) : g.next();
+          switch (g.between(0, 9)) {
+            case 0: {
+              const decision peek = b.time_until(n, now);
+              const decision d = b.try_acquire(n, now);
+              if (peek.what() != d.what() && !(peek.later() && d.admitted())) ++bad;  // (an epoch move may only help)
+              if (d.later() && d.retry_after() <= ns(0)) ++bad;
+              if (!d.later() && d.retry_after() != ns(0)) ++bad;
+              break;
+            }
+            case 1: b.charge(g.chance(50) ? n : g.between(0, 3), now); break;
+            case 2: (void)b.refund(n, now); break;
+            case 3:
+              if (b.available(now) > b.burst()) ++bad;
+              break;
+            case 4:
+              if (b.full_in(now) < ns(0) || b.owed(now) != b.full_in(now)) ++bad;
+              break;
+            case 5: b.restore_owed(ns(tgtest::extreme_time(g, 0)), now); break;
+            case 6: (void)b.set_rate(g.chance(50) ? c.r : rate(c.r.count + 1, c.r.period), now); break;
+            case 7: (void)b.set_burst(g.chance(50) ? c.burst : c.burst + 1, now); break;
+            case 8:
+              if (b.epoch() < b.origin() || b.horizon() < hours(24 * 3652)) ++bad;
+              break;
+            default: {
+              const decision d = b.time_until(n, now);
+              if (d.later() && d.retry_after() <= ns(0)) ++bad;
+              break;
+            }
+          }
+        }
+        CHECK(bad == 0);
+        // reset(now) forgets what is owed: full at `now`, whatever came before.
+        const ns at{origin > hi - 1000000 ? origin : origin + 1000000};
+        b.reset(at);
+        CHECK(b.available(at) == b.burst());
+        CHECK(b.try_acquire(b.burst(), at).admitted());
+        CHECK(b.try_acquire(1, at).later());
+      }
+    }
+  }
+}
+
+TEST_CASE("bucket: a bogus far-future now owes for centuries until reset(now)", "[token_bucket][edge]") {
+  constexpr std::int64_t hi = std::numeric_limits<std::int64_t>::max();
+  bucket b(per_minute(3), 3, t0);
+  REQUIRE(b.try_acquire(3, ns(hi)).admitted());
+  const decision d = b.try_acquire(1, seconds(30));
+  REQUIRE(d.later());
+  CHECK(d.retry_after() > hours(24 * 365 * 200));  // "never more permissive"
+  b.reset(seconds(30));
+  CHECK(b.epoch() == seconds(30));
+  CHECK(b.try_acquire(3, seconds(30)).admitted());
+  CHECK(b.time_until(1, seconds(30)).retry_after() == seconds(20));
+  b.reset(seconds(40), bucket::start::empty);
+  CHECK(b.available(seconds(40)) == 0);
+  CHECK(b.time_until(1, seconds(40)).retry_after() == seconds(20));
 }

@@ -15,6 +15,14 @@
 // a plain value; settle it exactly once (settle marks it settled, a second
 // settle does nothing). A reservation never settled keeps its money reserved:
 // the safe side.
+//
+// Saturation. Totals are 64-bit nano-units (about 9.2 billion units of the
+// currency). Settling usage whose sum passes that (absurd amounts, e.g. two
+// settles of INT64_MAX nano-units) does not wrap: the totals stick at the
+// maximum, `saturated()` turns true for good, and every later reserve is
+// refused with `saturated` set in the reservation (and `missing` at the
+// maximum). Only a new budget (or import_totals) clears it: a count that
+// overflowed cannot be trusted to shrink back.
 #ifndef TOLLGATE_BUDGET_HPP
 #define TOLLGATE_BUDGET_HPP
 
@@ -36,6 +44,7 @@ struct budget_reservation {
   money<C> missing;   // when refused: how much more budget it would have needed
   bool admitted = false;
   bool settled = false;
+  bool saturated = false;  // refused because the budget's totals overflowed (see budget)
   constexpr explicit operator bool() const noexcept { return admitted; }
 };
 
@@ -62,6 +71,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     // x86. Every update is an RMW, so none is lost.
     std::int64_t c = committed_.load(std::memory_order_acquire);
     for (;;) {
+      if (c == sticky) {
+        r.amount = amount;
+        r.missing = money<C>::from_nanos(sticky);
+        r.saturated = true;
+        return r;
+      }
       std::int64_t next = 0;
       if (__builtin_add_overflow(c, amount.nanos(), &next) || next > limit_) {
         r.amount = amount;
@@ -86,10 +101,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     if (!r.admitted || r.settled) return money<C>();
     r.settled = true;
     if (actual.nanos() < 0) actual = money<C>();
-    // acq_rel: as in reserve. Saturating arithmetic is not needed: both
-    // amounts are below the limit or are reported money that was spent.
-    committed_.fetch_add(actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);
-    spent_.fetch_add(actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
+    // Both amounts are >= 0, so the delta cannot overflow; the totals can.
+    sat_add(committed_, actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);  // acq_rel: as in reserve
+    sat_add(spent_, actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
     return money<C>::from_nanos(r.amount.nanos() - actual.nanos());
   }
   // Gives the whole reservation back (the call was not billed, e.g. a 429).
@@ -112,8 +126,29 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     return money<C>::from_nanos(c >= limit_ ? 0 : limit_ - c);
   }
   money<C> spent() const noexcept { return money<C>::from_nanos(spent_.load(std::memory_order_relaxed)); }
+  // True once a settle overflowed the totals: the budget then refuses
+  // everything (see the header).
+  bool saturated() const noexcept {
+    return committed_.load(std::memory_order_acquire) == sticky;  // acquire: as in reserve
+  }
 
  private:
+  static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::max();
+
+  // t += d, saturating at INT64_MAX, which then sticks (a delta of any sign
+  // leaves it there). One CAS loop: lock-free, and no update is lost.
+  static void sat_add(detail::atomic<std::int64_t>& t, std::int64_t d, std::memory_order order) noexcept {
+    // relaxed load and failure order: the loop only recomputes from the
+    // value; the successful CAS carries `order` (the caller's pairing).
+    std::int64_t c = t.load(std::memory_order_relaxed);
+    for (;;) {
+      std::int64_t next = 0;
+      if (c == sticky) return;
+      if (__builtin_add_overflow(c, d, &next)) next = d > 0 ? sticky : std::numeric_limits<std::int64_t>::min();
+      if (t.compare_exchange_weak(c, next, order, std::memory_order_relaxed)) return;
+    }
+  }
+
   detail::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
   detail::atomic<std::int64_t> spent_{0};
   std::int64_t limit_ = 0;  // written once before sharing

@@ -15,6 +15,12 @@
 // Time going backwards. A `now` in a day before the one the state is in is
 // refused with reason::stale_time (retry_after = time to that day's start);
 // the state never moves to an earlier day. Times before 1970 count as day 0.
+// The same rule means that one admission or charge at a bogus far-future
+// `now` (INT64_MAX is in the year 2262) moves the state to that day, and every
+// ordinary `now` afterwards is stale. The quota has not been made more
+// permissive, as stated; the way out is `reset()`, which forgets the day and
+// its usage. Every function is defined for every `now`; waits saturate at
+// INT64_MAX and are never negative.
 //
 // Concurrency contract. All member functions are thread-safe; try_acquire,
 // charge and refund are one CAS loop on a single word {day: 24 bits, used:
@@ -83,9 +89,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     for (;;) {
       const std::uint64_t wd = w >> used_bits;
-      if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+      if (d < wd) return decision::wait(wait_until(wd, now), reason::stale_time);
       const std::uint64_t used = d > wd ? 0 : (w & max_limit);
-      if (used + n > lim) return decision::wait(day_start(d + 1) - now);
+      if (used + n > lim) return decision::wait(wait_until(d + 1, now));
       if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
         ticket = quota_ticket{d, n};
@@ -153,13 +159,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     const std::uint64_t d = day_of(now);
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::uint64_t wd = w >> used_bits;
-    if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+    if (d < wd) return decision::wait(wait_until(wd, now), reason::stale_time);
     const std::uint64_t u = d > wd ? 0 : (w & max_limit);
-    if (u + n > lim) return decision::wait(day_start(d + 1) - now);
+    if (u + n > lim) return decision::wait(wait_until(d + 1, now));
     return decision::admit();
   }
   // Time from `now` to the next reset (the next midnight at the offset).
-  nanoseconds reset_in(nanoseconds now) const noexcept { return day_start(day_of(now) + 1) - now; }
+  // Saturates at INT64_MAX (a `now` long before 1970); never negative.
+  nanoseconds reset_in(nanoseconds now) const noexcept {
+    return nanoseconds(detail::sat_gap(now.count(), day_start(day_of(now) + 1).count()));
+  }
 
   // Snapshot support: the raw state word {day, used} (days are absolute, so
   // it survives restarts as it is), and its inverse for a quota not yet shared.
@@ -168,6 +177,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   // The day `now` falls in, as the state word counts days (since 1970-01-01
   // at the offset; 0 before it): what a restore checks an imported word by.
   std::uint64_t day_at(nanoseconds now) const noexcept { return day_of(now); }
+
+  // Forgets the day and its usage (for recovering from a bogus far-future
+  // `now`, see the header). Thread-safe: an acquire racing it is decided
+  // before it (and forgotten) or after it.
+  void reset() noexcept { state_.store(0, std::memory_order_release); }  // release: as in import_word
 
   [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
     if (limit_.load(std::memory_order_relaxed) == 0) return errc::ok;  // misconfigured stays so
@@ -195,6 +209,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
                                : (t < std::numeric_limits<std::int64_t>::min() - offset_ ? std::numeric_limits<std::int64_t>::min() : t + offset_);
     if (local < 0) return 0;
     return static_cast<std::uint64_t>(local / day_ns);
+  }
+  // From `now` to the start of day d, for a refusal: at least 1 ns (a day
+  // that starts past INT64_MAX is reported as starting there).
+  nanoseconds wait_until(std::uint64_t d, nanoseconds now) const noexcept {
+    const std::int64_t wait = detail::sat_gap(now.count(), day_start(d).count());
+    return nanoseconds(wait > 0 ? wait : 1);
   }
   nanoseconds day_start(std::uint64_t d) const noexcept {
     // In 128 bits: day 106,752 already passes INT64_MAX nanoseconds.

@@ -99,7 +99,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
     // usual semaphore contract).
     std::uint64_t c = held_.load(std::memory_order_acquire);
     for (;;) {
-      if (c + n > lim) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
+      // (c > lim after a shrink; written so that c + n cannot wrap)
+      if (c > lim || n > lim - c) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
       // acquire on success and failure: as for the load; no release needed,
       // taking units publishes nothing.
       if (held_.compare_exchange_weak(c, c + n, std::memory_order_acquire, std::memory_order_acquire))
@@ -124,9 +125,15 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
 
  private:
   friend class permit;
+  // Never below zero: release_detached of more than is held (a misuse)
+  // stops at zero instead of wrapping to a count that refuses for ever.
   void give_back(std::uint64_t n) noexcept {
+    // relaxed load and failure order: only the value is needed to compute
+    // the next one; the successful CAS carries the release.
+    std::uint64_t c = held_.load(std::memory_order_relaxed);
     // release: pairs with the acquire in try_acquire of the next holder.
-    held_.fetch_sub(n, std::memory_order_release);
+    while (!held_.compare_exchange_weak(c, c > n ? c - n : 0, std::memory_order_release, std::memory_order_relaxed)) {
+    }
   }
   detail::atomic<std::uint64_t> held_{0};
   detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured

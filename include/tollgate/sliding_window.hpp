@@ -41,6 +41,15 @@
 // longer holds every window it falls in): it is refused with
 // reason::stale_time and retry_after = the time to the head slot's start;
 // retry with a fresh clock reading. The Clock overloads re-read the clock.
+// The same rule means that one admission or charge at a bogus far-future
+// `now` (INT64_MAX, say) moves the head there, and every ordinary `now`
+// afterwards is stale (for up to 292 years). The window has not been made
+// more permissive, as stated; the way out is `reset()`, which forgets every
+// count.
+//
+// Extreme times. Every function is defined for every `now`: times before the
+// origin count as the origin; times past the last of the 2^40 slots count as
+// that slot; waits saturate at INT64_MAX and are never negative.
 //
 // Decisions. n == 0 is admitted and changes nothing. ceil(n/u) > L is
 // `never`. A refusal writes nothing; its retry_after is exact: the start of
@@ -81,11 +90,28 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// What a window admission charged: needed to refund it.
+// What a window admission charged: needed to refund it. Move-only: a copy
+// could refund the same tokens twice. A moved-from ticket holds nothing, so
+// refunding it is a no-op.
 struct window_ticket {
   std::uint64_t slot = 0;    // the slot charged
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+
+  constexpr window_ticket() noexcept = default;
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
+  window_ticket(const window_ticket&) = delete;
+  window_ticket& operator=(const window_ticket&) = delete;
+  window_ticket(window_ticket&& o) noexcept
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)) {}
+  window_ticket& operator=(window_ticket&& o) noexcept {
+    if (this != &o) {
+      slot = o.slot;
+      tokens = std::exchange(o.tokens, 0);
+      units = std::exchange(o.units, 0);
+    }
+    return *this;
+  }
 };
 
 namespace detail {
@@ -152,7 +178,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     for (;;) {
       const std::uint64_t h = detail::slot_of_word(w);
       const std::uint64_t cur = detail::units_of_word(w);
-      if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+      if (s < h) return stale(h, now);
       const std::uint64_t used = window_sum(s, h, cur);
       if (used + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
       if (s == h) {
@@ -256,7 +282,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     const std::uint64_t h = detail::slot_of_word(w);
     const std::uint64_t cur = detail::units_of_word(w);
     const std::uint64_t s = slot_at(now);
-    if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+    if (s < h) return stale(h, now);
     if (window_sum(s, h, cur) + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
     return decision::admit();
   }
@@ -266,8 +292,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   nanoseconds empty_in(nanoseconds now) const noexcept {
     if (unit_ == 0) return nanoseconds(0);
     const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
-    const nanoseconds end = slot_start(h + K + 1);
-    return end > now ? end - now : nanoseconds(0);
+    return nanoseconds(detail::sat_gap(now.count(), slot_start(h + K + 1).count()));
   }
 
   // Snapshot support, by time: every slot still in the window as (time from
@@ -395,6 +420,17 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     import_counts(now, counts);
   }
 
+  // Forgets every count: the window is as it was built (same origin and
+  // limit). For recovering from a bogus far-future `now` (see the header).
+  // Not thread-safe: call it while no other thread uses the window.
+  void reset() noexcept {
+    // relaxed: no other thread may use the window meanwhile (see above); the
+    // final release store publishes the cleared ring with the head.
+    for (auto& e : ring_) e.store(0, std::memory_order_relaxed);
+    older_.store(0, std::memory_order_relaxed);
+    head_.store(0, std::memory_order_release);
+  }
+
   // Changes the limit (tokens per window); the window keeps its counts.
   [[nodiscard]] errc set_limit(std::uint64_t tokens) noexcept {
     if (unit_ == 0) return errc::ok;
@@ -505,6 +541,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return nanoseconds(detail::sat_offset(origin_, detail::sat_mul(s, width_)));
   }
 
+  // A `now` in a slot before the head h: retry once h has started.
+  decision stale(std::uint64_t h, nanoseconds now) const noexcept {
+    const std::int64_t wait = detail::sat_gap(now.count(), slot_start(h).count());
+    return decision::wait(nanoseconds(wait > 0 ? wait : 1), reason::stale_time);
+  }
+
   // Units of slot j as far as the ring knows (j below the head h).
   std::uint64_t ring_units(std::uint64_t j) const noexcept {
     // relaxed: the acquire load of the head that the caller made already
@@ -549,8 +591,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
       ++lo;
       target = lo + K;  // the first slot whose window starts at lo
     }
-    const nanoseconds at = slot_start(target);
-    return at > now ? at - now : nanoseconds(1);
+    const std::int64_t wait = detail::sat_gap(now.count(), slot_start(target).count());
+    return nanoseconds(wait > 0 ? wait : 1);
   }
 
   // Records h's final count in the ring before the head leaves h. Only ever

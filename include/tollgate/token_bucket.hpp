@@ -16,17 +16,34 @@
 // interval in force, `exact()` says which case applies), never faster. Rates
 // that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
 //
-// Horizon. Ticks are counted from an origin (construction time, or one you
-// pass) in 62 bits. Every accepted configuration runs at least 10 years from
-// its origin (`horizon()` says exactly how long); configurations that cannot
-// are refused at construction. Past the horizon the bucket stops refilling.
+// Horizon. Ticks are counted from an epoch in 62 bits: the origin (the
+// construction time, or one you pass) to begin with. Every accepted
+// configuration spans at least 10 years from its epoch (`horizon()` says
+// exactly how long; configurations that cannot are refused at construction).
+// The bucket never runs out of it: once a call with a `now` 2^57 ticks past
+// the epoch (4.6 years / s: 120 days at s = 14) takes the writer flag
+// (try_acquire and charge try once, without waiting; set_rate and set_burst
+// always do), the epoch moves forward to 2^56 ticks before that `now`, with
+// the TAT moved by the same whole number of nanoseconds. This is exact:
+// every decision at the moving `now` or later is the one the old epoch gave.
+// A bucket therefore keeps its bound and its exact waits for any `now` up to
+// INT64_MAX, however far from the origin. A `now` before the epoch in force
+// counts as the epoch (as one before the origin does), so readings that lag
+// the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
+// are evaluated as if made at the epoch: never more permissive than the
+// latest time seen. (The writer flag is only held for a few stores, so a move
+// misses its chance only while a set_rate runs, and months of room remain.)
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
 // latest time seen, and the TAT never decreases (except through `refund`).
 // The bound above holds over supplied timestamps in any order. If threads'
 // clock readings differ by up to d, then over any real-time interval t at most
-// B + floor((t + d) / T) units are admitted.
+// B + floor((t + d) / T) units are admitted. The same rule means that one
+// admission or charge at a bogus far-future `now` (INT64_MAX, say) makes the
+// bucket owe until then: every ordinary `now` afterwards waits for centuries.
+// That is "never more permissive" working as stated; the way out is
+// `reset(now)`, which forgets what is owed.
 //
 // Decisions. n == 0 is always admitted and changes nothing. n > B is
 // `never` (reason::exceeds_capacity). Otherwise a refused request gets the
@@ -70,6 +87,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <thread>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -83,6 +101,7 @@ struct gcra_params {
   std::uint64_t burst = 0;     // B
   std::uint64_t tau = 0;       // B * T, in ticks
   bool exact = false;
+  std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
 };
 
 struct gcra_limits {
@@ -169,6 +188,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     detail::gcra_params p = hot_params_of(w);
     std::uint64_t now_t = ticks(now, p);
+    if (__builtin_expect(move_due(now_t), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as above
+      p = hot_params_of(w);
+      now_t = ticks(now, p);
+    }
     for (;;) {
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
       if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
@@ -196,6 +221,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   void charge(std::uint64_t n, nanoseconds now) noexcept {
     if (n == 0) return;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    if (__builtin_expect(move_due(ticks(now, hot_params_of(w))), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    }
     for (;;) {
       const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return;
@@ -285,6 +314,33 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     state_.store((w & ~L::max_ticks) | tat, std::memory_order_release);
   }
 
+  // Forgets everything owed: the bucket is full (or empty, with
+  // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
+  // origin for an earlier one). For recovering from a bogus far-future `now`
+  // (see the header); more permissive than anything else here, by design.
+  // Thread-safe: serialised with set_rate on the writer flag; an acquire
+  // racing it is decided before or after it.
+  void reset(nanoseconds now, start st = start::full) noexcept {
+    // acquire: as in reconfigure.
+    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    const std::uint64_t w = state_.load(std::memory_order_relaxed);  // relaxed: only the tag is used; we hold the flag
+    detail::gcra_params p = params_of(w);
+    if (p.burst != 0) {
+      const std::size_t cur = slot_index(w), next = (cur + 1) & 3;
+      // relaxed: as in reconfigure (we hold the writer flag).
+      const rate r(slots_[cur].count.load(std::memory_order_relaxed),
+                   nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+      p.epoch = now.count() > origin_ ? now.count() : origin_;
+      store_slot(slots_[next], p, r);
+      epoch_[next].store(p.epoch, std::memory_order_relaxed);  // relaxed: as in reconfigure
+      // release: publishes the slot, as in reconfigure. A plain store, not a
+      // CAS: whatever an acquirer did meanwhile is forgotten too.
+      state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
+                   std::memory_order_release);
+    }
+    writer_.store(0, std::memory_order_release);  // release: as in reconfigure
+  }
+
   // Live changes keep the state: the units owed at `now` stay owed (see the
   // contract above for a stale `now`). They return the error and change nothing if the
   // new configuration is invalid.
@@ -316,12 +372,18 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
     return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
   }
-  // How long after the origin the bucket keeps refilling.
+  // How far from its epoch the bucket counts exactly (at least 10 years; the
+  // epoch moves forward long before, see the header).
   nanoseconds horizon() const noexcept {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
     return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
   }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+  // The epoch in force: the origin, or where it has moved to.
+  nanoseconds epoch() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
+    return nanoseconds(p.epoch);
+  }
 
  private:
   // One configuration, in atomics so a reconfiguration racing a reader is
@@ -338,7 +400,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     // relaxed: as in params_of.
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
-                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false};
+                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false,
+                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   detail::gcra_params params_of(std::uint64_t w) const noexcept {
@@ -349,19 +412,21 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
                                s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
-                               s.exact.load(std::memory_order_relaxed) != 0};
+                               s.exact.load(std::memory_order_relaxed) != 0,
+                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    const std::uint64_t since = detail::positive_difference(now.count(), p.epoch);
     const std::uint64_t cap = L::max_ticks - p.tau;
     // Every Kimi limit has scale 1: skip the 128-bit multiply.
     const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
     return t > cap ? cap : t;
   }
-  // `t` ticks after max(now, origin), as a wait from `now`, rounded up.
+  // `t` ticks after max(now, epoch), as a wait from `now`, rounded up.
   nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t w = detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(origin_, now.count()));
+    const std::uint64_t w =
+        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(p.epoch, now.count()));
     return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
   }
   static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
@@ -380,8 +445,33 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
   }
 
+  // The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
+  // `now`. One constant for every configuration keeps the hot-path test to a
+  // compare with a constant; every horizon (>= 10 years >= 2^58.1 ticks) has
+  // room to spare above it, so a move is due long before a `now` is clamped.
+  static constexpr std::uint64_t move_ticks = std::uint64_t{1} << 57;
+  static constexpr std::uint64_t keep_ticks = std::uint64_t{1} << 56;
+  static_assert(L::min_horizon_ns > move_ticks + keep_ticks, "a move must be due well inside every horizon");
+  static constexpr bool move_due(std::uint64_t now_t) noexcept { return now_t >= move_ticks; }
+  // An epoch for `p` at `now`: p's own unless a move is due, else keep_ticks
+  // before `now` (whole nanoseconds, so exact; never past `now`, so it fits).
+  std::int64_t epoch_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
+    if (!move_due(ticks(now, p))) return p.epoch;
+    const detail::i128 e = static_cast<detail::i128>(now.count()) - static_cast<detail::i128>(keep_ticks / p.scale);
+    return e > p.epoch ? static_cast<std::int64_t>(e) : p.epoch;
+  }
+  // Moves the epoch if the writer flag is free: try once, never wait (the
+  // hot paths call it; years of room remain to try again).
+  [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
+    // acquire: as in reconfigure. A failed exchange wrote 1 over 1, which
+    // changes nothing for the holder.
+    if (writer_.exchange(1, std::memory_order_acquire) != 0) return;
+    (void)reconfigure_locked(nullptr, nullptr, now);
+  }
+
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
+    epoch_[0].store(origin_, std::memory_order_relaxed);  // relaxed: as for state_ below
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
     if (e != errc::ok) return e;  // slot 0 stays zero: burst 0 means misconfigured
@@ -392,11 +482,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return errc::ok;
   }
 
-  // Installs a new rate and/or burst (a null pointer keeps the current one).
+  // Installs a new rate and/or burst (a null pointer keeps the current one),
+  // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
     // acquire: pairs with the release store that ends the previous writer's
     // critical section, so we see the slot contents it wrote.
     while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    return reconfigure_locked(nr, nb, now);
+  }
+  // The same, with the writer flag held; releases it.
+  errc reconfigure_locked(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::size_t cur = slot_index(w);
     const detail::gcra_params cp = params_of(w);
@@ -410,8 +505,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       writer_.store(0, std::memory_order_release);  // release: as at the end
       return e;
     }
+    np.epoch = cp.epoch;
+    np.epoch = epoch_for(np, now);
+    if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
+      writer_.store(0, std::memory_order_release);  // release: as at the end
+      return errc::ok;
+    }
     const std::size_t next = (slot_index(w) + 1) & 3;
     store_slot(slots_[next], np, r);
+    // relaxed: published with the slot, as in store_slot.
+    epoch_[next].store(np.epoch, std::memory_order_relaxed);
     for (;;) {
       const detail::gcra_params op = params_of(w);
       const std::uint64_t old_now = ticks(now, op);
@@ -436,6 +539,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   std::int64_t origin_ = 0;  // written once, before the object is shared
   detail::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
+  detail::atomic<std::int64_t> epoch_[4] = {};  // each slot's epoch (see gcra_params::epoch); with the slot
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };

@@ -81,7 +81,7 @@ struct window_exec : execution {
             s.note("try_acquire(" + std::to_string(op.n) + ", " + std::to_string(t) + "): " + show(d));
             if (d.admitted()) {
               log.emplace_back(t, op.n);
-              me.ticket = tk;
+              me.ticket = std::move(tk);
               me.entry = log.size() - 1;
             }
           } else if (me.entry != SIZE_MAX) {

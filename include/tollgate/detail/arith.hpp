@@ -64,6 +64,14 @@ constexpr std::uint64_t positive_difference(std::int64_t a, std::int64_t b) noex
   return a > b ? static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b) : 0;
 }
 
+// max(0, to - from) as int64, saturating at INT64_MAX: the wait from `from`
+// until `to`, defined for every pair of values.
+constexpr std::int64_t sat_gap(std::int64_t from, std::int64_t to) noexcept {
+  const std::uint64_t d = positive_difference(to, from);
+  return d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ? std::numeric_limits<std::int64_t>::max()
+                                                                                   : static_cast<std::int64_t>(d);
+}
+
 // b + d as int64, saturating at INT64_MAX.
 constexpr std::int64_t sat_offset(std::int64_t b, std::uint64_t d) noexcept {
   const std::uint64_t room =
