@@ -144,6 +144,10 @@ std::string rough_duration(ns_t t) {
   return buf;
 }
 
+const char* assumed_text(server_model m) {
+  return m == server_model::unknown ? "unknown (safe against every model)" : to_string(m);
+}
+
 std::string limit_text(const limit& l) {
   if (l.is_unlimited()) return "unlimited";
   if (!l.is_known()) return "unknown";
@@ -169,8 +173,10 @@ struct progress_line {
 void check_writable(const std::string& file) {
   const bool existed = static_cast<bool>(std::ifstream(file));
   {
+    errno = 0;
     std::ofstream probe(file, std::ios::app);
-    if (!probe) refuse("cannot write --svg file '" + file + "': " + std::strerror(errno));
+    if (!probe)
+      refuse("cannot write --svg file '" + file + "': " + (errno != 0 ? std::strerror(errno) : "it cannot be opened"));
   }
   if (!existed) std::remove(file.c_str());
 }
@@ -378,7 +384,7 @@ int real_main(int argc, char** argv) {
                 (unsigned long long)jb.prompt.hi, (unsigned long long)jb.output.lo, (unsigned long long)jb.output.hi,
                 table.c_str(), std::string(tt.as_of).c_str());
     std::printf("server: %s, counting %s requests; account assumes: %s\n", to_string(jb.server), to_string(jb.counting),
-                to_string(jb.assumed));
+                assumed_text(jb.assumed));
     std::printf("| tier | concurrency | RPM | TPM | TPD | binding limit | time to finish (paced) | 429s | cost |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const tier_row& t0 : tt.rows) {
@@ -439,7 +445,7 @@ int real_main(int argc, char** argv) {
   std::printf("limits: concurrency %s, RPM %s, TPM %s, TPD %s\n", limit_text(jb.tier.concurrency).c_str(),
               limit_text(jb.tier.rpm).c_str(), limit_text(jb.tier.tpm).c_str(), limit_text(jb.tier.tpd).c_str());
   std::printf("server: %s, counting %s requests (paced run); account assumes: %s\n", to_string(jb.server),
-              to_string(jb.counting), jb.assumed == server_model::unknown ? "unknown (safe against every model)" : to_string(jb.assumed));
+              to_string(jb.counting), assumed_text(jb.assumed));
   std::printf("account policies: RPM %s, TPM %s\n\n", paced.rpm_policy.c_str(), paced.tpm_policy.c_str());
 
   struct column {
@@ -498,6 +504,10 @@ int real_main(int argc, char** argv) {
     std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
                 nanos_text(*jb.budget_nanos).c_str(), nanos_text(paced.budget_spent_nanos).c_str(),
                 (unsigned long long)paced.not_sent_budget);
+  if (paced.rejected_429 > 0)
+    std::printf("the paced run got %llu 429s: the server (%s) counts in a way the account's assumption (%s) does not "
+                "cover; exit status 1\n",
+                (unsigned long long)paced.rejected_429, to_string(jb.server), to_string(jb.assumed));
   if (!svg.empty()) {
     write_svg(svg, jb, paced, unpaced);
     std::printf("plot written to %s\n", svg.c_str());
