@@ -34,7 +34,7 @@ namespace {
 
 const char* const help_text =
     "usage: tollgate-sim [options]\n"
-    "Runs a swarm of agents against one Kimi account in virtual time, twice: paced by a\n"
+    "Runs a swarm of agents against one Kimi account in virtual time, paced by a\n"
     "tollgate account, and unpaced (retrying as HTTP SDKs do by default), and compares them.\n"
     "  --table 2026-09|2026-05   Kimi tier table (default 2026-09, the newest)\n"
     "  --tier N                  tier 0..5 (default 1)\n"
@@ -68,15 +68,15 @@ const char* const help_text =
     "  --plan                    capacity planning: run the job paced at every tier of the table\n"
     "  --force                   run a job above the work limit below\n"
     "  --quiet                   no progress line\n"
-    "Each option may be given once. Limits: a job of more than 20000000 simulated requests\n"
+    "Each option may be given once. Limits: a job of more than 10000000 simulated requests\n"
     "(agents x requests x 3 runs, or x 6 tiers with --plan) is refused unless --force; a run\n"
     "still going after 365 days of virtual time is stopped, and a job that would need longer\n"
     "at its limits is refused before it starts.\n"
     "Exit status: 0 the paced run had no 429s, 1 it had some, 2 bad options or a job that\n"
     "cannot be simulated (one line on stderr says why).\n";
 
-// Above this many simulated requests a run needs --force (a few seconds here).
-constexpr double work_limit = 20000000;
+// Above this many simulated requests a run needs --force (10 to 20 s of work).
+constexpr double work_limit = 10000000;
 
 // Digits only: no sign, no spaces, no base prefix, nothing after.
 std::uint64_t parse_count(std::string_view flag, const char* v, std::uint64_t lo, std::uint64_t hi) {
@@ -354,7 +354,7 @@ int real_main(int argc, char** argv) {
     refuse(std::string("this job would simulate about ") + buf + " requests (" + std::to_string(jb.agents) + " agents x " +
          std::to_string(jb.requests_per_agent) + " requests x " + std::to_string(runs) + (plan ? " tiers" : " runs") +
          "), above the " + std::to_string(static_cast<long long>(work_limit)) +
-         " the simulator runs without --force (each million takes about a second)");
+         " the simulator runs without --force (a million takes a second or two)");
   }
   auto too_long = [&](const job& j) -> std::string {
     const binding e = expected_binding(j);

@@ -566,10 +566,10 @@ template <class Currency>
 std::string config_problem_in(const job& jb) {
   if (auto v = jb.tier.tpm.value(); v && largest_request(jb) >= *v)
     return "a request of up to " + std::to_string(largest_request(jb)) + " tokens (prompt + max_tokens) cannot fit a TPM of " +
-           std::to_string(*v) + ": TPM must be above the largest request, which is the account's margin";
+           std::to_string(*v) + ": lower --prompt or --max-tokens, or raise --tpm";
   if (jb.model && jb.model->context_window && largest_request(jb) > *jb.model->context_window)
     return "prompt + max_tokens (" + std::to_string(largest_request(jb)) + ") exceeds " + std::string(jb.model->id) +
-           "'s context window of " + std::to_string(*jb.model->context_window) + " tokens";
+           "'s context window of " + std::to_string(*jb.model->context_window) + " tokens: lower --prompt or --max-tokens";
   using cfg_t = basic_account_config<Currency>;
   const cfg_t cfg = account_config_for<Currency>(jb, true);
   errc e = errc::ok;
@@ -638,7 +638,7 @@ std::string config_problem_in(const job& jb) {
   add(dimension::request_size, "the account's largest request", limit::unknown());
   if (why.empty()) why = "the account";
   return "a request of up to " + std::to_string(largest_request(jb)) + " tokens (prompt + max_tokens) can never be admitted by " +
-         why;
+         why + ": lower --prompt or --max-tokens, or raise the limit";
 }
 
 inline std::string config_problem(const job& jb) {
