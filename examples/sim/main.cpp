@@ -46,7 +46,7 @@ const char* const help_text =
     "  --output N|A-B            output tokens (default 200-1000)\n"
     "  --max-tokens N|none       max_tokens sent (default 1000; none: the model's default cap)\n"
     "  --cache-hit P             percent of each prompt served from the cache (default 0)\n"
-    "  --latency A-B             response time in ms (default 1 s + output / 60 tokens per s)\n"
+    "  --latency N|A-B           response time in ms (default 1 s + output / 60 tokens per s)\n"
     "  --server MODEL            the simulated server's window: fixed (fixed window), log (sliding\n"
     "                            log), counter (sliding-window counter), bucket (token bucket),\n"
     "                            gcra (even spacing); default log\n"
@@ -119,7 +119,7 @@ server_model parse_model(std::string_view flag, const char* v, bool allow_unknow
   if (s == "bucket") return server_model::token_bucket;
   if (s == "gcra") return server_model::gcra;
   if (allow_unknown && s == "unknown") return server_model::unknown;
-  fail(std::string(flag) + " must be fixed, log, counter, bucket, gcra" + (allow_unknown ? " or unknown" : "") + ", not '" + v + "'");
+  fail(std::string(flag) + " must be fixed, log, counter, bucket" + (allow_unknown ? ", gcra or unknown" : " or gcra") + ", not '" + v + "'");
 }
 
 std::string duration_text(ns_t t) {
@@ -241,7 +241,7 @@ void check_finished(const char* which, const job& jb, const run_result& r) {
 
 std::string dimension_time(bool unlimited, ns_t t, bool is_tpd) {
   if (unlimited) return "unlimited";
-  if (is_tpd && t == 0) return "no wait, the job fits one day's limit";
+  if (is_tpd && t == 0) return "no time (within one day's limit)";
   return duration_text(t);
 }
 
@@ -310,7 +310,11 @@ int real_main(int argc, char** argv) {
   if (plan && svg_given) fail("--svg plots one run; --plan runs one per tier and draws nothing");
   if (svg_given) check_writable(svg);  // before any run, not after it
   jb.model = model_by_id(model_id);
-  if (!jb.model) fail("unknown model '" + model_id + "'");
+  if (!jb.model) {
+    std::string known;
+    for (const model_info& m : kimi_models) known += (known.empty() ? "" : ", ") + std::string(m.id);
+    fail("unknown model '" + model_id + "'; the catalog has: " + known);
+  }
   if (budget_text) {
     jb.budget_in_cny = currency == "cny";
     std::int64_t nanos = 0;
@@ -397,7 +401,7 @@ int real_main(int argc, char** argv) {
         continue;
       }
       if (const std::string p = too_long(j); !p.empty()) {
-        std::printf("| %d | %s | not run: %s, beyond the %s horizon | - | - | - |\n", t0.tier, limits.c_str(), p.c_str(),
+        std::printf("| %d | %s | not run: %s, beyond the simulator's horizon of %s | - | - | - |\n", t0.tier, limits.c_str(), p.c_str(),
                     rough_duration(j.horizon).c_str());
         continue;
       }
@@ -406,7 +410,7 @@ int real_main(int argc, char** argv) {
       std::string cost_cell = money_text(p);
       if (p.not_sent_budget > 0) cost_cell += " (" + std::to_string(p.not_sent_budget) + " not sent: budget)";
       std::string time_cell = duration_text(p.finish);
-      if (p.ended == run_result::end::horizon) time_cell = "stopped at the " + rough_duration(j.horizon) + " horizon";
+      if (p.ended == run_result::end::horizon) time_cell = "stopped at the horizon (" + rough_duration(j.horizon) + ")";
       else if (p.ended == run_result::end::stalled) time_cell = "stopped: time no longer advances";
       if (p.ended != run_result::end::done)
         time_cell += " (" + std::to_string(p.completed + p.failed + p.not_sent_budget) + " of " + std::to_string(p.total) + " done)";
