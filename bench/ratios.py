@@ -15,8 +15,13 @@ for b in data["benchmarks"]:
     med[(name, threads)] = (b["real_time"], b["cpu_time"])
 
 ctx = data["context"]
-print(f"machine: {ctx.get('host_name', '?')}, {ctx['num_cpus']} CPUs @ {ctx['mhz_per_cpu']} MHz, "
-      f"library built {ctx.get('library_build_type', '?')}")
+m = ctx.get("machine", {})  # written by bench/keep_run.py
+print(f"machine: {m.get('cpu', 'unknown CPU')}, {m.get('cores', ctx.get('num_cpus', '?'))} cores "
+      f"({m.get('cores_usable', '?')} usable) @ {ctx.get('mhz_per_cpu', '?')} MHz, "
+      f"clock source {m.get('clocksource', 'unknown')}")
+load = ", ".join(f"{x:.2f}" for x in ctx.get("load_avg", [])) or "?"
+print(f"run: {ctx.get('date', '?')}, benchmark library built {ctx.get('library_build_type', '?')}, "
+      f"load average {load} (a busy machine makes the 2-thread figures unreliable)")
 print()
 print("| case | threads | real ns/op | cpu ns/op |")
 print("|---|---|---|---|")

@@ -115,3 +115,120 @@ TEST_CASE("sim: a budget stops the paced run inside it, in dollars or in yuan", 
   CHECK(r.not_sent_budget == 0);
   CHECK(r.completed == 300);
 }
+
+TEST_CASE("sim: a server counter under `seen` also counts what the server refuses", "[sim]") {
+  tier_row t{};
+  t.concurrency = limit(1);
+  t.rpm = limit(2);
+  for (server_model m : {server_model::fixed_window, server_model::sliding_log, server_model::window_counter,
+                         server_model::token_bucket, server_model::gcra}) {
+    INFO("server " << to_string(m));
+    server admitted(t, m, server_counting::admitted), seen(t, m, server_counting::seen);
+    for (server* s : {&admitted, &seen}) {
+      CHECK(s->accept(0, 100) == server::verdict::ok);
+      // Three more while the first is in flight: refused for concurrency.
+      for (int i = 0; i < 3; ++i) CHECK(s->accept(second, 100) == server::verdict::concurrency);
+      --s->in_flight;  // the first response
+    }
+    // At 31 s one request of RPM 2 has been admitted under every model (GCRA
+    // spaces 30 s apart). Counting admitted, the next fits; counting seen,
+    // the window also holds the three refusals, so it does not.
+    CHECK(admitted.accept(31 * second, 100) == server::verdict::ok);
+    CHECK(seen.accept(31 * second, 100) == server::verdict::rpm);
+  }
+}
+
+TEST_CASE("sim: the unpaced baseline completes more when the server counts only what it admits", "[sim]") {
+  job j = base(1);
+  j.requests_per_agent = 3;
+  j.latency_ms.reset();
+  for (server_model m : {server_model::fixed_window, server_model::sliding_log, server_model::window_counter,
+                         server_model::token_bucket, server_model::gcra}) {
+    INFO("server " << to_string(m));
+    j.server = m;
+    j.counting = server_counting::admitted;
+    const run_result ua = run(j, false), pa = run(j, true);
+    j.counting = server_counting::seen;
+    const run_result us = run(j, false), ps = run(j, true);
+    CHECK(ua.completed > us.completed);
+    CHECK(ua.rejected_429 < us.rejected_429);
+    // The paced run has no refusals to count: the same either way.
+    CHECK(pa.rejected_429 == 0);
+    CHECK(ps.rejected_429 == 0);
+    CHECK(pa.finish == ps.finish);
+    CHECK(pa.completed == ps.completed);
+  }
+}
+
+TEST_CASE("sim: configuration problems are found before a run, in one line", "[sim]") {
+  job ok = base(1);
+  CHECK(config_problem(ok).empty());
+  // A TPM the library cannot pace exactly: named, with a value it accepts.
+  job fine = base(1);
+  fine.tier.tpm = limit(1000000000);
+  const std::string p = config_problem(fine);
+  INFO(p);
+  CHECK(p.find("TPM 1000000000") != std::string::npos);
+  CHECK(p.find("is accepted") != std::string::npos);
+  CHECK(p.find('\n') == std::string::npos);
+  // The value it names as accepted is, and the next is not.
+  const auto at = p.rfind("; TPM ");
+  REQUIRE(at != std::string::npos);
+  const std::uint64_t good = std::stoull(p.substr(at + 6));
+  fine.tier.tpm = limit(good);
+  CHECK(config_problem(fine).empty());
+  fine.tier.tpm = limit(good + 1);
+  CHECK(!config_problem(fine).empty());
+  // A daily limit below one request: it can never be sent.
+  job tiny = base(1);
+  tiny.tier.tpd = limit(1);
+  const std::string q = config_problem(tiny);
+  INFO(q);
+  CHECK(q.find("can never be admitted by TPD 1") != std::string::npos);
+  // Exactly the largest request fits a strict daily window.
+  tiny.tier.tpd = limit(largest_request(tiny));
+  CHECK(config_problem(tiny).empty());
+}
+
+TEST_CASE("sim: a run that cannot finish within the horizon stops by itself", "[sim]") {
+  // TPD 4,000 at about 3,000 tokens a request: 3,600 requests need years.
+  job j = base(1);
+  j.requests_per_agent = 12;
+  j.latency_ms.reset();
+  j.tier.tpd = limit(4000);
+  CHECK(expected_binding(j).longest() > j.horizon);
+  CHECK(std::string(expected_binding(j).name) == "TPD");
+  // Run anyway (the simulator refuses it before this point): it stops at the horizon.
+  const run_result r = run(j, true);
+  CHECK(r.ended == run_result::end::horizon);
+  CHECK(r.ended_at > j.horizon);
+  CHECK(r.completed < r.total);
+  CHECK(r.completed >= 300);  // about one a day for a year
+  // A short horizon stops a job that would otherwise finish.
+  job k = base(1);
+  k.horizon = minute;
+  const run_result s = run(k, true);
+  CHECK(s.ended == run_result::end::horizon);
+  CHECK(s.finish <= minute);
+  CHECK(s.completed < s.total);
+  k.horizon = 365 * 24 * 60 * minute;
+  CHECK(run(k, true).ended == run_result::end::done);
+}
+
+TEST_CASE("sim: the binding line says which limits are unlimited", "[sim]") {
+  job j = base(1);  // Tier1: TPD unlimited
+  const binding b = binding_limit(j, run(j, true));
+  CHECK(b.tpd_unlimited);
+  CHECK(b.by_tpd == 0);
+  CHECK_FALSE(b.rpm_unlimited);
+  CHECK_FALSE(b.concurrency_unlimited);
+  // Estimates saturate rather than overflow for an absurd job.
+  job huge = base(0);
+  huge.agents = 100000;
+  huge.requests_per_agent = 100000;
+  huge.tier.rpm = limit(1);
+  const binding e = expected_binding(huge);
+  CHECK(e.by_rpm > 0);
+  CHECK(e.longest() >= e.by_rpm);
+  CHECK(simulated_requests(huge, 3) == 3e10);
+}

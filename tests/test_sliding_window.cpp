@@ -83,8 +83,20 @@ TEST_CASE("window: a stale time is refused, not charged to the wrong slot", "[sl
 TEST_CASE("window: bad configurations", "[sliding_window][errors]") {
   CHECK(window::validate(rate(0, seconds(1))) == errc::zero_count);
   CHECK(window::validate(rate(1, seconds(0))) == errc::zero_period);
-  CHECK(window::validate(rate(1, milliseconds(1))) == errc::horizon_too_short);
+  CHECK(window::validate(rate(1, milliseconds(1))) == errc::window_too_short);
   CHECK(window::validate(rate(1, milliseconds(5))) == errc::ok);
+  // The shortest window is exact, and depends on the sub-window count.
+  CHECK(window::min_window == nanoseconds(4305211));
+  CHECK(window::validate(rate(1, window::min_window)) == errc::ok);
+  CHECK(window::validate(rate(1, window::min_window - nanoseconds(1))) == errc::window_too_short);
+  using one_slot = sliding_window<manual_clock, 1>;
+  CHECK(one_slot::min_window == nanoseconds(287015));
+  CHECK(one_slot::validate(rate(1, milliseconds(1))) == errc::ok);
+  CHECK(one_slot::validate(rate(1, one_slot::min_window - nanoseconds(1))) == errc::window_too_short);
+  // The message says what is wrong and what is allowed, not only "overflow".
+  const std::string why = message(errc::window_too_short);
+  CHECK(why.find("window too short") != std::string::npos);
+  CHECK(why.find("4305211 ns") != std::string::npos);
   CHECK_THROWS_AS(window(rate(0, seconds(1)), t0), config_error);
   errc ec = errc::ok;
   window bad(rate(1, seconds(0)), t0, ec);

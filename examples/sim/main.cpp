@@ -4,26 +4,38 @@
 // finish, 429s and the exact cost; --svg writes a plot, --plan compares tiers.
 #include "swarm.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <sstream>
+#include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 using namespace tollgate_sim;
 
 namespace {
 
+// A bad option: one line, exit 2.
 [[noreturn]] void fail(const std::string& msg) {
   std::fprintf(stderr, "tollgate-sim: %s (see --help)\n", msg.c_str());
+  std::exit(2);
+}
+// A job that cannot be simulated as asked: one line, exit 2.
+[[noreturn]] void refuse(const std::string& msg) {
+  std::fprintf(stderr, "tollgate-sim: %s\n", msg.c_str());
   std::exit(2);
 }
 
 const char* const help_text =
     "usage: tollgate-sim [options]\n"
+    "Runs a swarm of agents against one Kimi account in virtual time, paced by a\n"
+    "tollgate account, and unpaced (retrying as HTTP SDKs do by default), and compares them.\n"
     "  --table 2026-09|2026-05   Kimi tier table (default 2026-09, the newest)\n"
     "  --tier N                  tier 0..5 (default 1)\n"
     "  --rpm N --tpm N --tpd N --concurrency N   override the tier's limits\n"
@@ -34,25 +46,52 @@ const char* const help_text =
     "  --output N|A-B            output tokens (default 200-1000)\n"
     "  --max-tokens N|none       max_tokens sent (default 1000; none: the model's default cap)\n"
     "  --cache-hit P             percent of each prompt served from the cache (default 0)\n"
-    "  --latency A-B             response time in ms (default 1 s + output / 60 tokens per s)\n"
-    "  --server MODEL            how the simulated server counts: fixed, log, counter, bucket, gcra\n"
-    "                            (default log)\n"
-    "  --assume MODEL            what the account assumes: unknown (default) or one of the above\n"
+    "  --latency N|A-B           response time in ms (default 1 s + output / 60 tokens per s)\n"
+    "  --server MODEL            the simulated server's window: fixed (fixed window), log (sliding\n"
+    "                            log), counter (sliding-window counter), bucket (token bucket),\n"
+    "                            gcra (even spacing); default log\n"
+    "  --server-counts seen|admitted\n"
+    "                            seen: each of the server's window counters also counts the\n"
+    "                            requests it refuses (as HAProxy does), so retries keep it full;\n"
+    "                            admitted: it counts only what it admits. Default admitted: of the\n"
+    "                            two it is the unpaced baseline's better case, so the comparison\n"
+    "                            does not flatter tollgate. The table shows the unpaced run under\n"
+    "                            both; this flag sets the paced run's server, --plan and --svg\n"
+    "  --assume MODEL            what the account assumes of the server: unknown (default: safe\n"
+    "                            against every model) or one of the --server names\n"
     "  --retry-after S           seconds the server's 429 asks to wait (default 1, as Kimi sends)\n"
     "  --currency usd|cny        currency of the cost and of --budget (default usd)\n"
     "  --budget AMOUNT           a spending limit for the paced run, e.g. 5 or 0.50 (in --currency);\n"
     "                            requests whose worst case no longer fits are not sent\n"
     "  --seed N                  random seed (default 1)\n"
-    "  --svg FILE                write a plot of requests and tokens per minute\n"
+    "  --svg FILE                write a plot of requests and tokens per minute (not with --plan)\n"
     "  --plan                    capacity planning: run the job paced at every tier of the table\n"
-    "  --quiet                   no progress line\n";
+    "  --force                   run a job above the work limit below\n"
+    "  --quiet                   no progress line\n"
+    "Each option may be given once. Limits: a job of more than 10000000 simulated requests\n"
+    "(agents x requests x 3 runs, or x 6 tiers with --plan) is refused unless --force; a run\n"
+    "still going after 365 days of virtual time is stopped, and a job that would need longer\n"
+    "at its limits is refused before it starts.\n"
+    "Exit status: 0 the paced run had no 429s, 1 it had some, 2 bad options or a job that\n"
+    "cannot be simulated (one line on stderr says why).\n";
 
+// Above this many simulated requests a run needs --force (10 to 20 s of work).
+constexpr double work_limit = 10000000;
+
+// Digits only: no sign, no spaces, no base prefix, nothing after.
 std::uint64_t parse_count(std::string_view flag, const char* v, std::uint64_t lo, std::uint64_t hi) {
   if (!v) fail(std::string(flag) + " needs a value");
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long x = std::strtoull(v, &end, 10);
-  if (*v == '-' || !end || *end != '\0' || end == v || errno != 0 || x < lo || x > hi)
+  const std::string_view s(v);
+  bool ok = !s.empty() && s.size() <= 20;
+  for (char c : s) ok = ok && c >= '0' && c <= '9';
+  unsigned long long x = 0;
+  if (ok) {
+    errno = 0;
+    char* end = nullptr;
+    x = std::strtoull(v, &end, 10);
+    ok = errno == 0 && end == v + s.size();
+  }
+  if (!ok || x < lo || x > hi)
     fail(std::string(flag) + " needs a whole number in " + std::to_string(lo) + ".." + std::to_string(hi) + ", not '" + v + "'");
   return x;
 }
@@ -80,7 +119,7 @@ server_model parse_model(std::string_view flag, const char* v, bool allow_unknow
   if (s == "bucket") return server_model::token_bucket;
   if (s == "gcra") return server_model::gcra;
   if (allow_unknown && s == "unknown") return server_model::unknown;
-  fail(std::string(flag) + " must be fixed, log, counter, bucket, gcra" + (allow_unknown ? " or unknown" : "") + ", not '" + v + "'");
+  fail(std::string(flag) + " must be fixed, log, counter, bucket" + (allow_unknown ? ", gcra or unknown" : " or gcra") + ", not '" + v + "'");
 }
 
 std::string duration_text(ns_t t) {
@@ -91,6 +130,22 @@ std::string duration_text(ns_t t) {
   else
     std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", s / 3600, (s / 60) % 60, s % 60);
   return buf;
+}
+
+// A long time in the unit a reader grasps: years, days, or h/m/s.
+std::string rough_duration(ns_t t) {
+  const double days = static_cast<double>(t) / static_cast<double>(24 * 60 * minute);
+  char buf[48];
+  if (t == INT64_MAX) return "more than 292 years";
+  if (days >= 730) std::snprintf(buf, sizeof buf, "%.1f years", days / 365.25);
+  else if (days >= 2 && t % (24 * 60 * minute) == 0) std::snprintf(buf, sizeof buf, "%.0f days", days);
+  else if (days >= 2) std::snprintf(buf, sizeof buf, "%.1f days", days);
+  else return duration_text(t);
+  return buf;
+}
+
+const char* assumed_text(server_model m) {
+  return m == server_model::unknown ? "unknown (safe against every model)" : to_string(m);
 }
 
 std::string limit_text(const limit& l) {
@@ -114,9 +169,21 @@ struct progress_line {
   }
 };
 
+// Fails now, before any run, if `file` cannot be written; leaves no file behind.
+void check_writable(const std::string& file) {
+  const bool existed = static_cast<bool>(std::ifstream(file));
+  {
+    errno = 0;
+    std::ofstream probe(file, std::ios::app);
+    if (!probe)
+      refuse("cannot write --svg file '" + file + "': " + (errno != 0 ? std::strerror(errno) : "it cannot be opened"));
+  }
+  if (!existed) std::remove(file.c_str());
+}
+
 void write_svg(const std::string& file, const job& jb, const run_result& paced, const run_result& unpaced) {
   std::ofstream out(file);
-  if (!out) fail("cannot write " + file);
+  if (!out) refuse("cannot write " + file);
   const int width = 900, panel = 260, margin = 60;
   const std::size_t minutes = std::max<std::size_t>(1, std::max(paced.req_per_min.size(), unpaced.req_per_min.size()));
   auto panel_svg = [&](int top, const char* title, const std::vector<std::uint64_t>& a, const std::vector<std::uint64_t>& b,
@@ -153,36 +220,61 @@ void write_svg(const std::string& file, const job& jb, const run_result& paced, 
             unpaced.tok_per_min, jb.tier.tpm.value());
   const int ly = 2 * panel + 2 * margin + 30;
   out << "<text x='" << margin << "' y='" << ly << "' font-size='12' fill='#1f77b4'>paced by tollgate</text>\n";
-  out << "<text x='" << margin + 160 << "' y='" << ly << "' font-size='12' fill='#e6842a'>unpaced, SDK retries</text>\n";
-  out << "<text x='" << margin + 340 << "' y='" << ly << "' font-size='12'>x: minutes (0.." << minutes << ")</text>\n";
+  out << "<text x='" << margin + 160 << "' y='" << ly << "' font-size='12' fill='#e6842a'>unpaced, SDK retries (server counts "
+      << to_string(jb.counting) << ")</text>\n";
+  out << "<text x='" << margin + 500 << "' y='" << ly << "' font-size='12'>x: minutes (0.." << minutes << ")</text>\n";
   out << "</svg>\n";
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
+// Says why a run did not finish, in one line, and exits 2; returns if it did.
+void check_finished(const char* which, const job& jb, const run_result& r) {
+  if (r.ended == run_result::end::done) return;
+  const std::string done = std::to_string(r.completed + r.failed + r.not_sent_budget) + " of " + std::to_string(r.total) +
+                           " requests done";
+  if (r.ended == run_result::end::horizon)
+    refuse(std::string("the ") + which + " run was still going after " + rough_duration(jb.horizon) +
+         " of virtual time (" + done + "), the simulator's horizon: shrink the job or raise the limits");
+  refuse(std::string("the ") + which + " run stopped at " + duration_text(r.ended_at) + " of virtual time (" + done +
+       "): time no longer advances (the server refuses what the account admits and the retry waits 0 s?)");
+}
+
+std::string dimension_time(bool unlimited, ns_t t, bool is_tpd) {
+  if (unlimited) return "unlimited";
+  if (is_tpd && t == 0) return "no time (within one day's limit)";
+  return duration_text(t);
+}
+
+int real_main(int argc, char** argv) {
   job jb;
   std::string table = "2026-09", model_id = "kimi-k2.6", svg, currency = "usd";
   std::optional<std::string> budget_text;
   std::uint64_t tier = 1;
   std::optional<std::uint64_t> rpm, tpm, tpd, conc;
-  bool plan = false, quiet = false;
+  bool plan = false, quiet = false, force = false, svg_given = false;
+  std::set<std::string> given;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
     auto take = [&]() { ++i; return v; };
+    auto need = [&]() -> std::string {
+      if (!take()) fail(std::string(a) + " needs a value");
+      return v;
+    };
     if (a == "--help" || a == "-h") {
       std::fputs(help_text, stdout);
       return 0;
-    } else if (a == "--table") {
-      table = take() ? v : "";
-      if (table != "2026-09" && table != "2026-05") fail("--table must be 2026-09 or 2026-05");
+    }
+    if (!given.insert(std::string(a)).second) fail(std::string(a) + " is given twice");
+    if (a == "--table") {
+      table = need();
+      if (table != "2026-09" && table != "2026-05") fail("--table must be 2026-09 or 2026-05, not '" + table + "'");
     } else if (a == "--tier") tier = parse_count(a, take(), 0, 5);
     else if (a == "--rpm") rpm = parse_count(a, take(), 1, 1000000000);
     else if (a == "--tpm") tpm = parse_count(a, take(), 1, 1000000000);
     else if (a == "--tpd") tpd = parse_count(a, take(), 1, 1000000000000ULL);
     else if (a == "--concurrency") conc = parse_count(a, take(), 1, 1000000);
-    else if (a == "--model") model_id = take() ? v : "";
+    else if (a == "--model") model_id = need();
     else if (a == "--agents") jb.agents = static_cast<unsigned>(parse_count(a, take(), 1, 100000));
     else if (a == "--requests") jb.requests_per_agent = static_cast<unsigned>(parse_count(a, take(), 1, 100000));
     else if (a == "--prompt") jb.prompt = parse_range(a, take(), 10000000);
@@ -194,24 +286,35 @@ int main(int argc, char** argv) {
     } else if (a == "--cache-hit") jb.cache_hit_percent = static_cast<unsigned>(parse_count(a, take(), 0, 100));
     else if (a == "--latency") jb.latency_ms = parse_range(a, take(), 3600000);
     else if (a == "--server") jb.server = parse_model(a, take(), false);
-    else if (a == "--assume") jb.assumed = parse_model(a, take(), true);
+    else if (a == "--server-counts") {
+      const std::string c = need();
+      if (c == "seen") jb.counting = server_counting::seen;
+      else if (c == "admitted") jb.counting = server_counting::admitted;
+      else fail("--server-counts must be seen or admitted, not '" + c + "'");
+    } else if (a == "--assume") jb.assumed = parse_model(a, take(), true);
     else if (a == "--retry-after") jb.server_retry_after = static_cast<ns_t>(parse_count(a, take(), 0, 86400)) * second;
     else if (a == "--currency") {
-      currency = take() ? v : "";
-      if (currency != "usd" && currency != "cny") fail("--currency must be usd or cny");
-    } else if (a == "--budget") {
-      if (!take()) fail("--budget needs an amount");
-      budget_text = v;
-    } else if (a == "--seed") jb.seed = parse_count(a, take(), 0, UINT64_MAX);
+      currency = need();
+      if (currency != "usd" && currency != "cny") fail("--currency must be usd or cny, not '" + currency + "'");
+    } else if (a == "--budget") budget_text = need();
+    else if (a == "--seed") jb.seed = parse_count(a, take(), 0, UINT64_MAX);
     else if (a == "--svg") {
-      if (!take()) fail("--svg needs a file name");
-      svg = v;
+      svg = need();
+      svg_given = true;
+      if (svg.empty()) fail("--svg needs a file name, not an empty one");
     } else if (a == "--plan") plan = true;
     else if (a == "--quiet") quiet = true;
+    else if (a == "--force") force = true;
     else fail("unknown option '" + std::string(a) + "'");
   }
+  if (plan && svg_given) fail("--svg plots one run; --plan runs one per tier and draws nothing");
+  if (svg_given) check_writable(svg);  // before any run, not after it
   jb.model = model_by_id(model_id);
-  if (!jb.model) fail("unknown model '" + model_id + "'");
+  if (!jb.model) {
+    std::string known;
+    for (const model_info& m : kimi_models) known += (known.empty() ? "" : ", ") + std::string(m.id);
+    fail("unknown model '" + model_id + "'; the catalog has: " + known);
+  }
   if (budget_text) {
     jb.budget_in_cny = currency == "cny";
     std::int64_t nanos = 0;
@@ -232,8 +335,9 @@ int main(int argc, char** argv) {
   if (jb.model->status == model_status::retired)
     std::fprintf(stderr, "tollgate-sim: note: %s is retired (%s); costed with its last known prices\n", model_id.c_str(),
                  std::string(jb.model->status_date).c_str());
-  if (jb.output.lo > jb.output.hi || jb.prompt.hi == 0) fail("--prompt must allow at least one token");
-  if (jb.max_tokens && jb.output.lo > *jb.max_tokens) fail("--output cannot exceed --max-tokens");
+  if (jb.prompt.hi == 0) fail("--prompt must allow at least one token");
+  if (jb.max_tokens && jb.output.lo > *jb.max_tokens)
+    fail("--output's lower end (" + std::to_string(jb.output.lo) + ") exceeds --max-tokens (" + std::to_string(*jb.max_tokens) + ")");
   const auto& tt = table == "2026-05" ? kimi_tiers_2026_05 : kimi_tiers_2026_09;
   const std::optional<tier_row> row = tt.tier(static_cast<int>(tier));
   if (!row) fail("no tier " + std::to_string(tier) + " in table " + table);
@@ -245,11 +349,22 @@ int main(int argc, char** argv) {
     return t;
   };
   jb.tier = apply_overrides(*row);
-  const std::uint64_t req_tokens = jb.prompt.hi + (jb.max_tokens ? *jb.max_tokens : jb.model->default_max_tokens.value_or(jb.output.hi));
-  if (auto v = jb.tier.tpm.value(); v && req_tokens >= *v)
-    fail("a request of up to " + std::to_string(req_tokens) + " tokens cannot fit a TPM of " + std::to_string(*v));
-  if (jb.model->context_window && req_tokens > *jb.model->context_window)
-    fail("prompt + max_tokens (" + std::to_string(req_tokens) + ") exceeds " + model_id + "'s context window");
+
+  // Refuse up front what the runs could not do: too much work, or longer than the horizon.
+  const unsigned runs = plan ? static_cast<unsigned>(tt.rows.size()) : 3;
+  if (const double work = simulated_requests(jb, runs); work > work_limit && !force) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3g", work);
+    refuse(std::string("this job would simulate about ") + buf + " requests (" + std::to_string(jb.agents) + " agents x " +
+         std::to_string(jb.requests_per_agent) + " requests x " + std::to_string(runs) + (plan ? " tiers" : " runs") +
+         "), above the " + std::to_string(static_cast<long long>(work_limit)) +
+         " the simulator runs without --force (a million takes a second or two)");
+  }
+  auto too_long = [&](const job& j) -> std::string {
+    const binding e = expected_binding(j);
+    if (e.longest() <= j.horizon) return {};
+    return std::string("the job alone would need about ") + rough_duration(e.longest()) + " at its " + e.name + " limit";
+  };
 
   progress_line prog{!quiet};
   auto money_text = [&](const run_result& r) {
@@ -261,60 +376,128 @@ int main(int argc, char** argv) {
   };
 
   if (plan) {
+    // Every tier's configuration is checked before anything runs.
+    for (const tier_row& t0 : tt.rows) {
+      job j = jb;
+      j.tier = apply_overrides(t0);
+      const std::string p = config_problem(j);
+      if (!p.empty() && p.rfind("a request of up to", 0) != 0) refuse("tier " + std::to_string(t0.tier) + ": " + p);
+    }
     std::printf("Capacity plan: %u agents x %u requests of %s, prompt %llu-%llu, output %llu-%llu tokens; table %s (as of %s)\n",
                 jb.agents, jb.requests_per_agent, model_id.c_str(), (unsigned long long)jb.prompt.lo,
                 (unsigned long long)jb.prompt.hi, (unsigned long long)jb.output.lo, (unsigned long long)jb.output.hi,
                 table.c_str(), std::string(tt.as_of).c_str());
+    std::printf("server: %s, counting %s requests; account assumes: %s\n", to_string(jb.server), to_string(jb.counting),
+                assumed_text(jb.assumed));
     std::printf("| tier | concurrency | RPM | TPM | TPD | binding limit | time to finish (paced) | 429s | cost |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const tier_row& t0 : tt.rows) {
       job j = jb;
       j.tier = apply_overrides(t0);
-      if (auto v = j.tier.tpm.value(); v && req_tokens >= *v) {
-        std::printf("| %d | %s | %s | %s | %s | requests do not fit TPM | - | - | - |\n", t0.tier,
-                    limit_text(j.tier.concurrency).c_str(), limit_text(j.tier.rpm).c_str(), limit_text(j.tier.tpm).c_str(),
-                    limit_text(j.tier.tpd).c_str());
+      const std::string limits = limit_text(j.tier.concurrency) + " | " + limit_text(j.tier.rpm) + " | " +
+                                 limit_text(j.tier.tpm) + " | " + limit_text(j.tier.tpd);
+      if (const std::string p = config_problem(j); !p.empty()) {
+        std::printf("| %d | %s | never sent: %s | - | - | - |\n", t0.tier, limits.c_str(), p.c_str());
+        continue;
+      }
+      if (const std::string p = too_long(j); !p.empty()) {
+        std::printf("| %d | %s | not run: %s, beyond the simulator's horizon of %s | - | - | - |\n", t0.tier, limits.c_str(), p.c_str(),
+                    rough_duration(j.horizon).c_str());
         continue;
       }
       const run_result p = run(j, true, [&](double f) { prog("planning", f); });
       const binding b = binding_limit(j, p);
       std::string cost_cell = money_text(p);
       if (p.not_sent_budget > 0) cost_cell += " (" + std::to_string(p.not_sent_budget) + " not sent: budget)";
-      std::printf("| %d | %s | %s | %s | %s | %s | %s | %llu | %s |\n", t0.tier, limit_text(j.tier.concurrency).c_str(),
-                  limit_text(j.tier.rpm).c_str(), limit_text(j.tier.tpm).c_str(), limit_text(j.tier.tpd).c_str(), b.name,
-                  duration_text(p.finish).c_str(), (unsigned long long)p.rejected_429, cost_cell.c_str());
+      std::string time_cell = duration_text(p.finish);
+      if (p.ended == run_result::end::horizon) time_cell = "stopped at the horizon (" + rough_duration(j.horizon) + ")";
+      else if (p.ended == run_result::end::stalled) time_cell = "stopped: time no longer advances";
+      if (p.ended != run_result::end::done)
+        time_cell += " (" + std::to_string(p.completed + p.failed + p.not_sent_budget) + " of " + std::to_string(p.total) + " done)";
+      std::printf("| %d | %s | %s | %s | %llu | %s |\n", t0.tier, limits.c_str(), b.name, time_cell.c_str(),
+                  (unsigned long long)p.rejected_429, cost_cell.c_str());
     }
     return 0;
   }
 
+  if (const std::string p = config_problem(jb); !p.empty()) refuse(p);
+  if (const std::string p = too_long(jb); !p.empty())
+    refuse(p + "; the simulator stops runs at " + rough_duration(jb.horizon) + " of virtual time: shrink the job or raise the limits");
   const run_result paced = run(jb, true, [&](double f) { prog("paced run", f); });
-  const run_result unpaced = run(jb, false, [&](double f) { prog("unpaced run", f); });
+  check_finished("paced", jb, paced);
+  job ja = jb, js = jb;
+  ja.counting = server_counting::admitted;
+  js.counting = server_counting::seen;
+  const run_result unpaced_admitted = run(ja, false, [&](double f) { prog("unpaced run, counting admitted", f); });
+  check_finished("unpaced", ja, unpaced_admitted);
+  const run_result unpaced_seen = run(js, false, [&](double f) { prog("unpaced run, counting seen", f); });
+  check_finished("unpaced", js, unpaced_seen);
+  const run_result& unpaced = jb.counting == server_counting::seen ? unpaced_seen : unpaced_admitted;
+  // The paced run under the other counting only differs if its server refused something.
+  std::optional<run_result> paced_other;
+  if (paced.rejected_429 > 0) {
+    job jo = jb;
+    jo.counting = jb.counting == server_counting::seen ? server_counting::admitted : server_counting::seen;
+    paced_other = run(jo, true, [&](double f) { prog("paced run, other counting", f); });
+    check_finished("paced", jo, *paced_other);
+  }
+
   const binding b = binding_limit(jb, paced);
   const double mins = std::max(1.0, static_cast<double>(paced.finish) / static_cast<double>(minute));
   std::printf("tollgate-sim: %u agents x %u requests, %s, Tier%d of the %s table (as of %s)\n", jb.agents,
               jb.requests_per_agent, model_id.c_str(), jb.tier.tier, table.c_str(), std::string(tt.as_of).c_str());
-  std::printf("limits: concurrency %s, RPM %s, TPM %s, TPD %s; server counts as: %s; account assumes: %s\n",
-              limit_text(jb.tier.concurrency).c_str(), limit_text(jb.tier.rpm).c_str(), limit_text(jb.tier.tpm).c_str(),
-              limit_text(jb.tier.tpd).c_str(), to_string(jb.server), to_string(jb.assumed));
+  std::printf("limits: concurrency %s, RPM %s, TPM %s, TPD %s\n", limit_text(jb.tier.concurrency).c_str(),
+              limit_text(jb.tier.rpm).c_str(), limit_text(jb.tier.tpm).c_str(), limit_text(jb.tier.tpd).c_str());
+  std::printf("server: %s, counting %s requests (paced run); account assumes: %s\n", to_string(jb.server),
+              to_string(jb.counting), assumed_text(jb.assumed));
   std::printf("account policies: RPM %s, TPM %s\n\n", paced.rpm_policy.c_str(), paced.tpm_policy.c_str());
-  std::printf("| | paced by tollgate | unpaced (SDK retries) |\n|---|---|---|\n");
-  std::printf("| requests completed | %llu of %llu | %llu of %llu |\n", (unsigned long long)paced.completed,
-              (unsigned long long)(paced.completed + paced.failed + paced.not_sent_budget),
-              (unsigned long long)unpaced.completed, (unsigned long long)(unpaced.completed + unpaced.failed));
-  std::printf("| requests lost | %llu | %llu |\n", (unsigned long long)paced.failed, (unsigned long long)unpaced.failed);
+
+  struct column {
+    std::string label;
+    const run_result* r;
+    bool paced;
+  };
+  std::vector<column> cols;
+  const std::string mode = to_string(jb.counting);
+  if (paced_other) {
+    cols.push_back({"paced, server counts " + mode, &paced, true});
+    cols.push_back({std::string("paced, server counts ") + to_string(jb.counting == server_counting::seen ? server_counting::admitted : server_counting::seen), &*paced_other, true});
+  } else {
+    cols.push_back({"paced by tollgate", &paced, true});
+  }
+  cols.push_back({"unpaced, server counts admitted", &unpaced_admitted, false});
+  cols.push_back({"unpaced, server counts seen", &unpaced_seen, false});
+  auto row_out = [&](const char* name, const std::function<std::string(const column&)>& cell) {
+    std::printf("| %s |", name);
+    for (const column& c : cols) std::printf(" %s |", cell(c).c_str());
+    std::printf("\n");
+  };
+  auto num = [](std::uint64_t x) { return std::to_string(x); };
+  std::printf("| |");
+  for (const column& c : cols) std::printf(" %s |", c.label.c_str());
+  std::printf("\n|---|");
+  for (std::size_t i = 0; i < cols.size(); ++i) std::printf("---|");
+  std::printf("\n");
+  row_out("requests completed", [&](const column& c) { return num(c.r->completed) + " of " + num(c.r->total); });
+  row_out("requests lost (given up)", [&](const column& c) { return num(c.r->failed); });
   if (jb.budget_nanos)
-    std::printf("| not sent: budget spent | %llu | (an SDK has no budget) |\n", (unsigned long long)paced.not_sent_budget);
-  std::printf("| 429s | %llu | %llu |\n", (unsigned long long)paced.rejected_429, (unsigned long long)unpaced.rejected_429);
-  std::printf("| retries | %llu | %llu |\n", (unsigned long long)paced.retries, (unsigned long long)unpaced.retries);
-  std::printf("| time until all done or given up | %s | %s |\n", duration_text(paced.finish).c_str(), duration_text(unpaced.finish).c_str());
-  std::printf("| cost | %s | %s |\n\n", money_text(paced).c_str(), money_text(unpaced).c_str());
+    row_out("not sent: budget spent", [&](const column& c) { return c.paced ? num(c.r->not_sent_budget) : std::string("(an SDK has no budget)"); });
+  row_out("429s", [&](const column& c) { return num(c.r->rejected_429); });
+  row_out("retries", [&](const column& c) { return num(c.r->retries); });
+  row_out("time until all done or given up", [&](const column& c) { return duration_text(c.r->finish); });
+  row_out("cost", [&](const column& c) { return money_text(*c.r); });
+  std::printf("\n");
+  if (!paced_other)
+    std::printf("The paced run had no 429s, so how the server counts refusals does not change it.\n");
+  std::printf("Server counts admitted: a window counter counts only what it admits; seen: also what it refuses (as HAProxy does).\n\n");
   std::printf("binding limit: %s (the job alone would need: RPM %s, TPM %s, TPD %s, concurrency %s)\n", b.name,
-              duration_text(b.by_rpm).c_str(), duration_text(b.by_tpm).c_str(), duration_text(b.by_tpd).c_str(),
-              duration_text(b.by_concurrency).c_str());
-  std::printf("paced throughput: %.1f requests/min (limit %s), %.0f tokens/min counted (limit %s)\n",
+              dimension_time(b.rpm_unlimited, b.by_rpm, false).c_str(), dimension_time(b.tpm_unlimited, b.by_tpm, false).c_str(),
+              dimension_time(b.tpd_unlimited, b.by_tpd, true).c_str(),
+              dimension_time(b.concurrency_unlimited, b.by_concurrency, false).c_str());
+  std::printf("paced throughput: %.1f requests/min (limit %s), %.0f tokens/min counted as prompt + max_tokens (limit %s)\n",
               static_cast<double>(paced.requests) / mins, limit_text(jb.tier.rpm).c_str(),
               static_cast<double>(paced.reserved_tokens) / mins, limit_text(jb.tier.tpm).c_str());
-  if (jb.model) {
+  {
     const auto split = cost<usd_tag>(*jb.model, usage{paced.prompt_tokens, paced.cached_tokens, paced.output_tokens, 0, 0});
     std::printf("cost split (paced, USD): input %s, cached %s, output %s; tokens: %llu prompt (%llu cached), %llu output\n",
                 format(split.input).c_str(), format(split.cached).c_str(), format(split.output).c_str(),
@@ -325,9 +508,26 @@ int main(int argc, char** argv) {
     std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
                 nanos_text(*jb.budget_nanos).c_str(), nanos_text(paced.budget_spent_nanos).c_str(),
                 (unsigned long long)paced.not_sent_budget);
+  if (paced.rejected_429 > 0)
+    std::printf("the paced run got %llu 429s: the server (%s) counts in a way the account's assumption (%s) does not "
+                "cover; exit status 1\n",
+                (unsigned long long)paced.rejected_429, to_string(jb.server), to_string(jb.assumed));
   if (!svg.empty()) {
     write_svg(svg, jb, paced, unpaced);
     std::printf("plot written to %s\n", svg.c_str());
   }
   return paced.rejected_429 == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Every library refusal the checks above did not foresee still ends in one line.
+  try {
+    return real_main(argc, argv);
+  } catch (const config_error& e) {
+    refuse(std::string("the library refused the configuration: ") + e.what());
+  } catch (const std::exception& e) {
+    refuse(std::string("internal error: ") + e.what());
+  }
 }

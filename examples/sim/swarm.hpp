@@ -41,6 +41,15 @@ struct rng {
 struct range {
   std::uint64_t lo = 0, hi = 0;
 };
+// How a simulated server's window counters treat a request they refuse.
+// `seen`: every counter counts every request it sees, refused or not (as
+// HAProxy's stick-table rates do), so retries keep the window full. `admitted`:
+// a counter counts only requests the server admits.
+enum class server_counting : unsigned char { admitted, seen };
+
+constexpr const char* to_string(server_counting c) noexcept {
+  return c == server_counting::seen ? "seen" : "admitted";
+}
 
 struct job {
   tier_row tier{};
@@ -53,21 +62,27 @@ struct job {
   unsigned cache_hit_percent = 0;
   std::optional<range> latency_ms;  // default: 1 s + output / 60 tokens per second
   server_model server = server_model::sliding_log;
+  server_counting counting = server_counting::admitted;
   server_model assumed = server_model::unknown;
   ns_t server_retry_after = second;  // what the server's 429 says (Kimi: 1 s)
   std::uint64_t seed = 1;
   // A spending limit for the paced run, in nano-units of USD or (budget_in_cny) CNY.
   std::optional<std::int64_t> budget_nanos;
   bool budget_in_cny = false;
+  // A run still going at this virtual time is stopped (run_result::ended).
+  ns_t horizon = 365 * 24 * 60 * minute;
 };
 
 // --- the simulated server: concurrency exactly, RPM and TPM under a window
 // model, TPD as a 24 h sliding log. Counts prompt + max_tokens at admission,
-// as Kimi does, and every request it sees, rejected or not.
+// as Kimi does; whether a refused request is counted is job::counting.
 class window_model {
  public:
   virtual ~window_model() = default;
-  virtual bool accept(ns_t t, std::uint64_t n) = 0;
+  // Would n more units at t stay within the limit? Moves the model to t.
+  virtual bool fits(ns_t t, std::uint64_t n) = 0;
+  // Counts n units at t (called after fits at the same t).
+  virtual void add(ns_t t, std::uint64_t n) = 0;
 };
 
 inline ns_t floor_div(ns_t a, ns_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -78,12 +93,11 @@ class fixed_window_model : public window_model {
   std::map<ns_t, std::uint64_t> used_;
  public:
   fixed_window_model(std::uint64_t l, ns_t w) : l_(l), w_(w) {}
-  bool accept(ns_t t, std::uint64_t n) override {
-    std::uint64_t& u = used_[floor_div(t, w_)];
-    if (u + n > l_) return false;
-    u += n;
-    return true;
+  bool fits(ns_t t, std::uint64_t n) override {
+    const auto it = used_.find(floor_div(t, w_));
+    return (it == used_.end() ? 0 : it->second) + n <= l_;
   }
+  void add(ns_t t, std::uint64_t n) override { used_[floor_div(t, w_)] += n; }
 };
 class sliding_log_model : public window_model {
   std::uint64_t l_, sum_ = 0;
@@ -91,71 +105,70 @@ class sliding_log_model : public window_model {
   std::deque<std::pair<ns_t, std::uint64_t>> log_;
  public:
   sliding_log_model(std::uint64_t l, ns_t w) : l_(l), w_(w) {}
-  bool accept(ns_t t, std::uint64_t n) override {
+  bool fits(ns_t t, std::uint64_t n) override {
     while (!log_.empty() && log_.front().first <= t - w_) {
       sum_ -= log_.front().second;
       log_.pop_front();
     }
-    if (sum_ + n > l_) return false;
+    return sum_ + n <= l_;
+  }
+  void add(ns_t t, std::uint64_t n) override {
     log_.emplace_back(t, n);
     sum_ += n;
-    return true;
   }
 };
 class window_counter_model : public window_model {  // HAProxy / Cloudflare estimate, exact comparison
   std::uint64_t l_, curr_ = 0, prev_ = 0;
-  ns_t p_, start_ = 0;
+  ns_t p_, start_ = 0, ms_ = 0;
   bool started_ = false;
  public:
   window_counter_model(std::uint64_t l, ns_t w) : l_(l), p_(w / 1000000) {}
-  bool accept(ns_t t, std::uint64_t n) override {
-    const ns_t ms = floor_div(t, 1000000);
+  bool fits(ns_t t, std::uint64_t n) override {
+    ms_ = floor_div(t, 1000000);
     if (!started_) {
-      start_ = floor_div(ms, p_) * p_;
+      start_ = floor_div(ms_, p_) * p_;
       started_ = true;
     }
-    if (ms >= start_ + p_) {
-      const ns_t k = (ms - start_) / p_;
+    if (ms_ >= start_ + p_) {
+      const ns_t k = (ms_ - start_) / p_;
       prev_ = k == 1 ? curr_ : 0;
       curr_ = 0;
       start_ += k * p_;
     }
-    curr_ += n;
-    const tollgate::detail::i128 lhs = static_cast<tollgate::detail::i128>(curr_) * p_ + static_cast<tollgate::detail::i128>(prev_) * (p_ - (ms - start_));
-    return lhs <= static_cast<tollgate::detail::i128>(l_) * p_;
+    using tollgate::detail::i128;
+    const i128 lhs = static_cast<i128>(curr_ + n) * p_ + static_cast<i128>(prev_) * (p_ - (ms_ - start_));
+    return lhs <= static_cast<i128>(l_) * p_;
   }
+  void add(ns_t, std::uint64_t n) override { curr_ += n; }
 };
 class bucket_model : public window_model {  // capacity L, refill L per W
   std::uint64_t l_;
   ns_t w_, last_ = 0;
-  tollgate::detail::i128 scaled_;  // tokens * W
+  tollgate::detail::i128 scaled_;  // tokens * W; below zero when it counts refusals
  public:
   bucket_model(std::uint64_t l, ns_t w) : l_(l), w_(w), scaled_(static_cast<tollgate::detail::i128>(l) * w) {}
-  bool accept(ns_t t, std::uint64_t n) override {
+  bool fits(ns_t t, std::uint64_t n) override {
     if (t > last_) {
       const tollgate::detail::i128 cap = static_cast<tollgate::detail::i128>(l_) * w_;
       scaled_ += static_cast<tollgate::detail::i128>(t - last_) * l_;
       if (scaled_ > cap) scaled_ = cap;
       last_ = t;
     }
-    const tollgate::detail::i128 need = static_cast<tollgate::detail::i128>(n) * w_;
-    if (scaled_ < need) return false;
-    scaled_ -= need;
-    return true;
+    return scaled_ >= static_cast<tollgate::detail::i128>(n) * w_;
   }
+  void add(ns_t, std::uint64_t n) override { scaled_ -= static_cast<tollgate::detail::i128>(n) * w_; }
 };
 class gcra1_model : public window_model {  // even spacing W / L
   std::uint64_t l_;
   ns_t w_;
-  tollgate::detail::i128 tat_ = 0;  // * L
+  tollgate::detail::i128 tat_ = 0, now_ = 0;  // * L
  public:
   gcra1_model(std::uint64_t l, ns_t w) : l_(l), w_(w) {}
-  bool accept(ns_t t, std::uint64_t n) override {
-    const tollgate::detail::i128 now = static_cast<tollgate::detail::i128>(t) * l_;
-    if (tat_ > now) return false;
-    tat_ = now + static_cast<tollgate::detail::i128>(n) * w_;
-    return true;
+  bool fits(ns_t t, std::uint64_t) override {
+    now_ = static_cast<tollgate::detail::i128>(t) * l_;
+    return tat_ <= now_;
   }
+  void add(ns_t, std::uint64_t n) override { tat_ = std::max(tat_, now_) + static_cast<tollgate::detail::i128>(n) * w_; }
 };
 
 inline std::unique_ptr<window_model> make_model(server_model m, std::uint64_t l, ns_t w) {
@@ -171,9 +184,10 @@ inline std::unique_ptr<window_model> make_model(server_model m, std::uint64_t l,
 struct server {
   std::optional<std::uint64_t> conc;
   std::uint64_t in_flight = 0;
+  server_counting counting;
   std::unique_ptr<window_model> rpm, tpm, tpd;
   enum class verdict { ok, concurrency, rpm, tpm, tpd };
-  server(const tier_row& t, server_model m) : conc(t.concurrency.value()) {
+  server(const tier_row& t, server_model m, server_counting c) : conc(t.concurrency.value()), counting(c) {
     if (auto v = t.rpm.value()) rpm = make_model(m, *v, minute);
     if (auto v = t.tpm.value()) tpm = make_model(m, *v, minute);
     if (auto v = t.tpd.value()) tpd = std::make_unique<sliding_log_model>(*v, 24 * 60 * minute);
@@ -181,10 +195,15 @@ struct server {
   verdict accept(ns_t t, std::uint64_t tokens) {
     verdict v = verdict::ok;
     if (conc && in_flight >= *conc) v = verdict::concurrency;
-    // Every counter sees the request, as a real server's would.
-    if (rpm && !rpm->accept(t, 1) && v == verdict::ok) v = verdict::rpm;
-    if (tpm && !tpm->accept(t, tokens) && v == verdict::ok) v = verdict::tpm;
-    if (tpd && !tpd->accept(t, tokens) && v == verdict::ok) v = verdict::tpd;
+    // Every counter is asked (each moves to t), the first refusal names the verdict.
+    if (rpm && !rpm->fits(t, 1) && v == verdict::ok) v = verdict::rpm;
+    if (tpm && !tpm->fits(t, tokens) && v == verdict::ok) v = verdict::tpm;
+    if (tpd && !tpd->fits(t, tokens) && v == verdict::ok) v = verdict::tpd;
+    if (v == verdict::ok || counting == server_counting::seen) {
+      if (rpm) rpm->add(t, 1);
+      if (tpm) tpm->add(t, tokens);
+      if (tpd) tpd->add(t, tokens);
+    }
     if (v == verdict::ok) ++in_flight;
     return v;
   }
@@ -219,22 +238,42 @@ struct run_result {
   // (nothing in flight could give money back), and what the account billed.
   std::uint64_t not_sent_budget = 0;
   std::int64_t budget_spent_nanos = 0;
+  // How the run ended: every request done, stopped at job::horizon, or
+  // stopped because virtual time no longer moved (or nothing was left to
+  // move it) with requests still to do. `ended_at` is the virtual time then.
+  enum class end { done, horizon, stalled } ended = end::done;
+  ns_t ended_at = 0;
+  std::uint64_t total = 0;  // requests in the job
 };
+
+// The output cap a request of the job reserves, and its largest prompt + cap.
+inline std::uint64_t max_output(const job& jb) {
+  if (jb.max_tokens) return *jb.max_tokens;
+  return jb.model && jb.model->default_max_tokens ? *jb.model->default_max_tokens : jb.output.hi;
+}
+inline std::uint64_t largest_request(const job& jb) { return jb.prompt.hi + max_output(jb); }
+
+// The paced run's account: the tier's limits, what the job assumes of the
+// server, the job's largest request as the token margin, and the budget.
+template <class Currency>
+basic_account_config<Currency> account_config_for(const job& jb, bool with_budget) {
+  basic_account_config<Currency> cfg = basic_account_config<Currency>::from_tier(jb.tier, jb.assumed);
+  if (jb.budget_nanos && with_budget) cfg.budget = money<Currency>::from_nanos(*jb.budget_nanos);
+  cfg.max_request_tokens = largest_request(jb);
+  if (auto v = jb.tier.tpm.value(); v && *v > 1) cfg.max_request_tokens = std::min<std::uint64_t>(cfg.max_request_tokens, *v - 1);
+  return cfg;
+}
 
 // Runs the job paced by a tollgate account (`paced`) or unpaced, as popular
 // HTTP SDKs behave by default: two retries, backoff 0.5 s doubling to 8 s,
 // honouring a short Retry-After. `progress` is called now and then with the
-// fraction done.
+// fraction done. The account's configuration must be valid (config_problem).
 template <class Currency>
 run_result run_in(const job& jb, bool paced, const std::function<void(double)>& progress) {
   rng g{jb.seed * 7919 + 1};
-  server srv(jb.tier, jb.server);
-  basic_account_config<Currency> cfg = basic_account_config<Currency>::from_tier(jb.tier, jb.assumed);
-  if (jb.budget_nanos && paced) cfg.budget = money<Currency>::from_nanos(*jb.budget_nanos);
-  const std::uint64_t max_out = jb.max_tokens ? *jb.max_tokens
-                                              : (jb.model && jb.model->default_max_tokens ? *jb.model->default_max_tokens : jb.output.hi);
-  cfg.max_request_tokens = jb.prompt.hi + max_out;
-  if (auto v = jb.tier.tpm.value()) cfg.max_request_tokens = std::min<std::uint64_t>(cfg.max_request_tokens, *v - 1);
+  server srv(jb.tier, jb.server, jb.counting);
+  const basic_account_config<Currency> cfg = account_config_for<Currency>(jb, paced);
+  const std::uint64_t max_out = max_output(jb);
   account<manual_clock, Currency> acct(cfg, nanoseconds(0));
   run_result r;
   r.rpm_policy = acct.policy(dimension::rpm);
@@ -294,10 +333,29 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
     (void)t;
   };
   std::uint64_t events = 0;
+  // At one virtual instant each agent can at most respond, become ready and
+  // wake the dispatcher once: more events than that there mean time is stuck.
+  const std::uint64_t same_time_limit = 4 * static_cast<std::uint64_t>(jb.agents) + 64;
+  std::uint64_t same_time = 0;
+  ns_t last_t = -1;
+  r.total = total;
   for (auto& a : agents) new_shape(a);
   while (!q.empty()) {
     const event e = q.top();
     q.pop();
+    if (e.t > jb.horizon) {
+      r.ended = run_result::end::horizon;
+      r.ended_at = e.t;
+      break;
+    }
+    if (e.t != last_t) {
+      last_t = e.t;
+      same_time = 0;
+    } else if (++same_time > same_time_limit) {
+      r.ended = run_result::end::stalled;
+      r.ended_at = e.t;
+      break;
+    }
     if (progress && (++events & 0xFFFF) == 0) progress(static_cast<double>(r.completed + r.failed) / static_cast<double>(total));
     agent_state& ag = agents[e.agent];
     if (e.kind == 0) {  // a response
@@ -392,7 +450,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
     }
     // Unpaced: fire now; on a 429 retry like an SDK, at most twice.
     ++r.requests;
-    const std::uint64_t tokens = ag.prompt + (jb.max_tokens ? *jb.max_tokens : max_out);
+    const std::uint64_t tokens = ag.prompt + max_out;
     const server::verdict v = srv.accept(e.t, tokens);
     if (v == server::verdict::ok) {
       record(e.t, tokens);
@@ -416,6 +474,10 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
       }
     }
   }
+  if (r.ended == run_result::end::done && r.completed + r.failed + r.not_sent_budget < total) {
+    r.ended = run_result::end::stalled;  // nothing left to happen, requests left to do
+    r.ended_at = last_t;
+  }
   r.stats = acct.stats();
   r.budget_spent_nanos = r.stats.spent_nanos;
   if (progress) progress(1.0);
@@ -427,24 +489,46 @@ inline run_result run(const job& jb, bool paced, const std::function<void(double
 }
 
 // Which limit binds: the time each dimension alone would need for the job.
+// A dimension without a limit (unlimited, or not in the tier) needs no time
+// and says so in `unlimited`. Times saturate at the largest ns_t.
 struct binding {
   const char* name = "none";
   ns_t by_rpm = 0, by_tpm = 0, by_tpd = 0, by_concurrency = 0;
+  bool rpm_unlimited = true, tpm_unlimited = true, tpd_unlimited = true, concurrency_unlimited = true;
+  ns_t longest() const { return std::max(std::max(by_rpm, by_tpm), std::max(by_tpd, by_concurrency)); }
 };
-inline binding binding_limit(const job& jb, const run_result& paced) {
+
+// A non-negative double of nanoseconds as ns_t, saturating (a cast of a
+// double beyond the range would be undefined).
+inline ns_t saturating_ns(double x) {
+  if (!(x > 0)) return 0;
+  if (x >= 9.2e18) return INT64_MAX;
+  return static_cast<ns_t>(x);
+}
+
+// From totals: requests sent, tokens counted (prompt + max_tokens) and the
+// mean output of a request.
+inline binding binding_for(const job& jb, double reqs, double toks, double mean_output) {
   binding b;
-  const double reqs = static_cast<double>(paced.requests);
-  const double toks = static_cast<double>(paced.reserved_tokens);
-  if (auto v = jb.tier.rpm.value()) b.by_rpm = static_cast<ns_t>(reqs / static_cast<double>(*v) * minute);
-  if (auto v = jb.tier.tpm.value()) b.by_tpm = static_cast<ns_t>(toks / static_cast<double>(*v) * minute);
+  if (auto v = jb.tier.rpm.value()) {
+    b.rpm_unlimited = false;
+    b.by_rpm = saturating_ns(reqs / static_cast<double>(*v) * minute);
+  }
+  if (auto v = jb.tier.tpm.value()) {
+    b.tpm_unlimited = false;
+    b.by_tpm = saturating_ns(toks / static_cast<double>(*v) * minute);
+  }
   // A daily limit admits its first L at once (rolling window), then L a day.
-  if (auto v = jb.tier.tpd.value(); v && toks > static_cast<double>(*v))
-    b.by_tpd = static_cast<ns_t>((toks - static_cast<double>(*v)) / static_cast<double>(*v) * 24 * 60 * minute);
+  if (auto v = jb.tier.tpd.value()) {
+    b.tpd_unlimited = false;
+    if (toks > static_cast<double>(*v))
+      b.by_tpd = saturating_ns((toks - static_cast<double>(*v)) / static_cast<double>(*v) * 24 * 60 * minute);
+  }
   if (auto v = jb.tier.concurrency.value()) {
-    const double out = static_cast<double>(paced.output_tokens) / std::max(1.0, reqs);
+    b.concurrency_unlimited = false;
     const double lat = jb.latency_ms ? static_cast<double>(jb.latency_ms->lo + jb.latency_ms->hi) / 2 / 1000
-                                     : 1.0 + out / 60;
-    b.by_concurrency = static_cast<ns_t>(reqs * lat / static_cast<double>(*v) * second);
+                                     : 1.0 + mean_output / 60;
+    b.by_concurrency = saturating_ns(reqs * lat / static_cast<double>(*v) * second);
   }
   ns_t worst = 0;
   if (b.by_rpm > worst) { worst = b.by_rpm; b.name = "RPM"; }
@@ -452,6 +536,113 @@ inline binding binding_limit(const job& jb, const run_result& paced) {
   if (b.by_tpd > worst) { worst = b.by_tpd; b.name = "TPD"; }
   if (b.by_concurrency > worst) { worst = b.by_concurrency; b.name = "concurrency"; }
   return b;
+}
+
+// From what the paced run sent.
+inline binding binding_limit(const job& jb, const run_result& paced) {
+  const double reqs = static_cast<double>(paced.requests);
+  return binding_for(jb, reqs, static_cast<double>(paced.reserved_tokens),
+                     static_cast<double>(paced.output_tokens) / std::max(1.0, reqs));
+}
+
+// Before any run: from the job's mean request (every request sent once).
+inline binding expected_binding(const job& jb) {
+  const double reqs = static_cast<double>(jb.agents) * static_cast<double>(jb.requests_per_agent);
+  const double mean_prompt = (static_cast<double>(jb.prompt.lo) + static_cast<double>(jb.prompt.hi)) / 2;
+  double mean_out = (static_cast<double>(jb.output.lo) + static_cast<double>(jb.output.hi)) / 2;
+  if (jb.max_tokens) mean_out = std::min(mean_out, static_cast<double>(*jb.max_tokens));
+  return binding_for(jb, reqs, reqs * (mean_prompt + static_cast<double>(max_output(jb))), mean_out);
+}
+
+// The requests the runs would simulate, for the work estimate.
+inline double simulated_requests(const job& jb, unsigned runs) {
+  return static_cast<double>(jb.agents) * static_cast<double>(jb.requests_per_agent) * runs;
+}
+
+// Why the job's paced run cannot be configured or cannot ever send its largest
+// request, as one line; empty when it can run. Asks the library itself: the
+// account's configuration check and a probe of the largest request.
+template <class Currency>
+std::string config_problem_in(const job& jb) {
+  if (auto v = jb.tier.tpm.value(); v && largest_request(jb) >= *v)
+    return "a request of up to " + std::to_string(largest_request(jb)) + " tokens (prompt + max_tokens) cannot fit a TPM of " +
+           std::to_string(*v) + ": lower --prompt or --max-tokens, or raise --tpm";
+  if (jb.model && jb.model->context_window && largest_request(jb) > *jb.model->context_window)
+    return "prompt + max_tokens (" + std::to_string(largest_request(jb)) + ") exceeds " + std::string(jb.model->id) +
+           "'s context window of " + std::to_string(*jb.model->context_window) + " tokens: lower --prompt or --max-tokens";
+  using cfg_t = basic_account_config<Currency>;
+  const cfg_t cfg = account_config_for<Currency>(jb, true);
+  errc e = errc::ok;
+  {
+    account<manual_clock, Currency> a(cfg, nanoseconds(0), e);
+  }
+  if (e != errc::ok) {
+    // Name the dimension: the first that is refused alone.
+    struct one {
+      const char* name;
+      limit lim;
+      limit cfg_t::*field;
+    };
+    const one dims[] = {{"concurrency", jb.tier.concurrency, &cfg_t::concurrency},
+                        {"RPM", jb.tier.rpm, &cfg_t::rpm},
+                        {"TPM", jb.tier.tpm, &cfg_t::tpm},
+                        {"TPD", jb.tier.tpd, &cfg_t::tpd}};
+    for (const one& d : dims) {
+      cfg_t c = cfg;
+      c.concurrency = c.rpm = c.tpm = c.tpd = limit::unknown();
+      c.budget.reset();
+      auto refusal = [&](std::uint64_t x) {
+        c.*d.field = limit(x);
+        errc e1 = errc::ok;
+        account<manual_clock, Currency> a(c, nanoseconds(0), e1);
+        return e1;
+      };
+      const std::optional<std::uint64_t> v = d.lim.value();
+      if (!v) continue;
+      const errc e1 = refusal(*v);
+      if (e1 == errc::ok) continue;
+      std::string msg = std::string("the library refuses ") + d.name + " " + std::to_string(*v) + " for this account (" +
+                        message(e1) + ")";
+      // The boundary below it, by bisection from a value it accepts: what to ask for instead.
+      std::uint64_t lo = 0;
+      for (std::uint64_t cand : {std::uint64_t{1}, largest_request(jb) + 1})
+        if (lo == 0 && cand < *v && refusal(cand) == errc::ok) lo = cand;
+      if (lo != 0) {
+        std::uint64_t hi = *v;  // refused; lo accepted
+        while (hi - lo > 1) {
+          const std::uint64_t mid = lo + (hi - lo) / 2;
+          (refusal(mid) == errc::ok ? lo : hi) = mid;
+        }
+        msg += "; " + std::string(d.name) + " " + std::to_string(lo) + " is accepted, " + std::to_string(hi) + " is not";
+      }
+      return msg;
+    }
+    return std::string("the account cannot be configured: ") + message(e);
+  }
+  // The largest request at time zero, on an account without a budget.
+  account<manual_clock, Currency> a(account_config_for<Currency>(jb, false), nanoseconds(0));
+  auto ad = a.try_admit(request{jb.model, jb.prompt.hi, jb.max_tokens}, nanoseconds(0));
+  if (ad || !ad.decision.never()) return {};
+  std::string why;
+  auto add = [&](dimension d, const char* name, const limit& l) {
+    if (!ad.refused.has(d)) return;
+    if (!why.empty()) why += ", ";
+    why += name;
+    if (const auto v = l.value()) why += " " + std::to_string(*v);
+  };
+  add(dimension::concurrency, "concurrency", jb.tier.concurrency);
+  add(dimension::rpm, "RPM", jb.tier.rpm);
+  add(dimension::tpm, "TPM", jb.tier.tpm);
+  add(dimension::tpd, "TPD", jb.tier.tpd);
+  add(dimension::context, "the model's context window", limit::unknown());
+  add(dimension::request_size, "the account's largest request", limit::unknown());
+  if (why.empty()) why = "the account";
+  return "a request of up to " + std::to_string(largest_request(jb)) + " tokens (prompt + max_tokens) can never be admitted by " +
+         why + ": lower --prompt or --max-tokens, or raise the limit";
+}
+
+inline std::string config_problem(const job& jb) {
+  return jb.budget_in_cny ? config_problem_in<cny_tag>(jb) : config_problem_in<usd_tag>(jb);
 }
 
 }  // namespace tollgate_sim

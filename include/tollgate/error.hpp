@@ -25,6 +25,7 @@ enum class errc : unsigned char {
   too_large,          // a value beyond what the state word can hold
   horizon_too_short,  // the configuration overflows before ten years of uptime
   rate_too_fine,      // the emission interval cannot be represented within 0.1 %
+  window_too_short,   // a sliding window's sub-windows are shorter than its 10-year slot counter allows
 };
 
 // A short, stable English description of `e`.
@@ -40,6 +41,10 @@ constexpr const char* message(errc e) noexcept {
       return "configuration would overflow before 10 years of uptime";
     case errc::rate_too_fine:
       return "rate too high: its emission interval cannot be represented within 0.1%";
+    case errc::window_too_short:
+      return "window too short for its sub-window count: each sub-window must be at least 287015 ns "
+             "(10 years of uptime in 2^40 slots), so with the default 15 sub-windows the shortest window "
+             "is 4305211 ns, about 4.3 ms (sliding_window::min_window; fewer sub-windows allow shorter)";
   }
   return "unknown tollgate error";
 }

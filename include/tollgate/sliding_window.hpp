@@ -26,8 +26,11 @@
 // most 2^24 - 1 = 16,777,215. Larger limits are counted in units of
 // u = ceil(L / (2^24 - 1)) tokens: every request is rounded up to whole units
 // and L down, so the bound still holds (u = 1 for every Kimi limit; `unit()`
-// tells). The 40-bit slot number gives at least 10 years from the origin
-// (slots of at least 287 us; shorter ones are refused).
+// tells). The 40-bit slot number gives at least 10 years from the origin:
+// slots of at least 287,015 ns, so the shortest window is min_window =
+// (287,015 - 1) * K + 1 ns, 4,305,211 ns (about 4.3 ms) for the default
+// K = 15 and 287,015 ns for K = 1; a shorter one is refused with
+// errc::window_too_short.
 //
 // Why this layout (measured in bench/, one thread, same run): one 64-bit word
 // of four 12-bit counts is as cheap (0.93x) but caps L at 4,095 with only
@@ -122,6 +125,8 @@ struct window_limits {
   static constexpr std::uint64_t max_slot = (std::uint64_t{1} << slot_bits) - 1;
   static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;  // 10 Julian years
   static constexpr std::uint64_t min_width_ns = (min_horizon_ns + max_slot - 1) / max_slot;
+  // errc::window_too_short's message states this figure.
+  static_assert(min_width_ns == 287015, "update message(errc::window_too_short)");
 };
 
 constexpr std::uint64_t pack_slot(std::uint64_t slot, std::uint64_t units) noexcept {
@@ -142,6 +147,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
  public:
   using clock = Clock;
   static constexpr std::size_t subwindows = Subwindows;
+  // The shortest window this many sub-windows allow (see the header comment).
+  static constexpr nanoseconds min_window{static_cast<std::int64_t>((L::min_width_ns - 1) * K + 1)};
 
   // limit = r.count units per window r.period; origin = Clock::now().
   explicit sliding_window(rate r) : sliding_window(r, Clock::now()) {}
@@ -159,7 +166,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     if (r.count == 0) return errc::zero_count;
     if (r.period.count() <= 0) return errc::zero_period;
     const std::uint64_t width = detail::ceil_div(static_cast<std::uint64_t>(r.period.count()), K);
-    if (width < L::min_width_ns) return errc::horizon_too_short;
+    if (width < L::min_width_ns) return errc::window_too_short;
     return errc::ok;
   }
 
