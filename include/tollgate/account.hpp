@@ -23,6 +23,14 @@
 // the largest of theirs; it is `never` when the request can never fit
 // (tokens > the limit or above max_request_tokens under a margin policy,
 // prompt + max_tokens > the context window, worst-case cost > the budget).
+// The wait keeps the decision contract for the whole account, with per-thread
+// credit on or off: the same request from the same thread is refused at
+// now + wait - 1 ns unless capacity was given back meanwhile (a refund, a
+// thread's credit given back, set_limits), and admitted at now + wait unless
+// capacity was taken meanwhile (an admission, a debt, a pause). A refusal
+// that also names concurrency or the budget needs a permit or money back as
+// well (with nothing else waiting, its wait is zero, reason::busy). While
+// paused, the wait is the later of the pause's end and the other dimensions'.
 //
 // Server model. Kimi does not document how it counts. `server_model` says
 // which model to stay inside; each dimension then uses the policy the
@@ -88,7 +96,10 @@
 // 1.6 % of a window's limit and 3.2 % of the concurrency limit, and a thread
 // is never refused for want of its own credit while the window is on its
 // slot). remaining() and in_flight() count credit as not in flight. Limits
-// below 1,024 have no credit and behave exactly as without it.
+// below 1,024 have no credit and behave exactly as without it. A refusal gives
+// the refused thread's window credit back before it reports a wait (as its
+// next attempt would), so the wait is the same with credit as without.
+// per_thread_credit = false turns credit off for every limit.
 //
 // Cost. Spending credit, an admission and its settle take one atomic
 // read-modify-write (giving the slot-table word back; none with lease_timeout
@@ -116,6 +127,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -222,6 +234,14 @@ struct basic_account_config {
   // stats().reclaimed. Kimi documents requests of up to two hours. Zero:
   // never, and no slot table (two atomic operations fewer per request).
   nanoseconds lease_timeout = std::chrono::hours(2);
+  // Per-thread credit (see the header): on, the first 16 threads take window
+  // and concurrency units a chunk at a time and spend them without touching
+  // shared state; off, every admission takes its units from the shared
+  // limiters and no thread ever holds units another could have used. Off
+  // suits accounts shared between processes, where a process that dies
+  // holding credit would keep it counted. It does not shape the state: a
+  // snapshot restores into an account with the switch either way.
+  bool per_thread_credit = true;
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     basic_account_config c;
@@ -501,8 +521,7 @@ class account {
     if (tpm_b_) v.tokens_minute_reset_in = tpm_b_->full_in(now);
     if (tpd_w_) v.tokens_day_reset_in = tpd_w_->empty_in(now);
     if (day_q_) v.tokens_day_reset_in = day_q_->reset_in(now);
-    const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
-    if (p > now.count()) v.paused_for = nanoseconds(p - now.count());
+    v.paused_for = time_left(pause_until_.load(std::memory_order_relaxed), now);  // relaxed: as in try_admit
     v.stopped = stopped();
     return v;
   }
@@ -692,29 +711,28 @@ class account {
     // relaxed: a lone time value; a stale read only delays or advances a pause
     // by the race window, which the server's own limits cover.
     const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
+    const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
-      a.refused.add(dimension::paused);
-      count_refusal(a.refused);
-      a.decision = decision::wait(nanoseconds(pause - now.count()));
-      return;
+      // Paused: nothing is taken; the wait is the later of the pause's end
+      // and when every other dimension would admit.
+      return refuse_and_report(a, n, now, shard, time_left(pause, now));
     }
 
     // Take every dimension in turn; roll back on the first refusal.
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = 0;  // a dimension not taken by a window leaves its slot 0
     l.model_ = r.model;
-    const unsigned shard = detail::this_thread_shard();
     if (conc_) {
       // Slots held past their deadline may come back: reap and try again.
-      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now);
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now, shard);
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
       register_slot(l, now, shard);
     }
-    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now);
+    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
     if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, n, now, shard)) {
       give_requests(l, now);
-      return refuse_and_report(a, n, now);
+      return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
@@ -722,7 +740,7 @@ class account {
     if (!day_ok) {
       give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
       give_requests(l, now);
-      return refuse_and_report(a, n, now);
+      return refuse_and_report(a, n, now, shard);
     }
     if (budget_) {
       l.money_ = budget_->reserve(a.worst_case);
@@ -730,7 +748,7 @@ class account {
         give_day(l, n, now);
         give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
         give_requests(l, now);
-        return refuse_and_report(a, n, now);
+        return refuse_and_report(a, n, now, shard);
       }
     }
     l.acc_ = this;
@@ -837,7 +855,7 @@ class account {
     for (unsigned k = 0; k < credit_kinds; ++k)
       if (*ws[k] && (*ws[k])->unit() > 0) unit_of_[k] = (*ws[k])->unit();
     update_chunks();
-    if (rpm_w_ || tpm_w_ || tpd_w_ || conc_) {
+    if (c.per_thread_credit && (rpm_w_ || tpm_w_ || tpd_w_ || conc_)) {
       // Allocated once, here: limits raised later (set_limits) may need it.
       credits_.reset(new credit_line[detail::thread_shards]);
     }
@@ -846,13 +864,14 @@ class account {
 
   void update_chunks() noexcept {
     const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    const bool on = cfg_.per_thread_credit;  // off: no chunks, so no credit line is ever used
     for (unsigned k = 0; k < credit_kinds; ++k) {
       // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
-      chunk_[k].store(*ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
+      chunk_[k].store(on && *ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
     }
     // relaxed: as above; the epoch makes every thread give back what it took
     // under the previous limit before it takes more.
-    conc_chunk_.store(conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
+    conc_chunk_.store(on && conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
     conc_epoch_.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -1161,6 +1180,13 @@ class account {
     return w;
   }
 
+  // max(0, until - now), saturated: defined for every pair of times.
+  static nanoseconds time_left(std::int64_t until, nanoseconds now) noexcept {
+    const std::uint64_t d = detail::positive_difference(until, now.count());
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return nanoseconds(static_cast<std::int64_t>(d < top ? d : top));
+  }
+
   void pause_for(nanoseconds d, nanoseconds now) noexcept {
     const std::int64_t until = detail::sat_offset(now.count(), static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
     // relaxed: a lone time value that only moves forward (max by CAS).
@@ -1183,12 +1209,36 @@ class account {
 
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
-  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now) noexcept {
+  //
+  // The wait is exact for the refused thread (the decision contract, for the
+  // whole account): with nothing else admitted and nothing given back
+  // meanwhile, it is refused at now + wait - 1 ns and admitted at now + wait
+  // by every time-based dimension (and the pause). Its own window credit is
+  // given back first, as its next attempt would give it back before asking
+  // the windows, so the windows are asked what they hold for this thread.
+  // A refusal that also names concurrency or the budget needs a permit or
+  // money back as well: the wait is then when time alone stops refusing.
+  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
+                         nanoseconds paused_for = nanoseconds(0)) noexcept {
     // A roll-back frees nothing that was free before this call, and the
     // waiting room's head calls try_admit under the room's lock: no hook.
     if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
-    nanoseconds wait{0};
+    std::uint64_t own_units = 0;
+    if (credits_ && shard < detail::thread_shards) {
+      credit_line& line = credits_[shard];
+      std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+      for (unsigned k = 0; k < credit_kinds; ++k) {
+        // relaxed: this thread owns the line, see `credit`.
+        const std::uint64_t left = line.c[k].left.load(std::memory_order_relaxed);
+        if (*ws[k] && left > 0) give_credit(**ws[k], line.c[k], left);
+      }
+      // relaxed: as in take_unit. Units this thread holds are a permit it can take.
+      if (line.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed))
+        own_units = line.units.load(std::memory_order_relaxed);
+    }
+    nanoseconds wait = paused_for;
+    if (paused_for > nanoseconds(0)) a.refused.add(dimension::paused);
     bool never = false;
     auto note = [&](dimension d, decision x) {
       if (x.admitted()) return;
@@ -1196,7 +1246,7 @@ class account {
       if (x.never()) never = true;
       if (x.retry_after() > wait) wait = x.retry_after();
     };
-    if (conc_ && conc_->available() == 0) a.refused.add(dimension::concurrency);
+    if (conc_ && conc_->available() == 0 && own_units == 0) a.refused.add(dimension::concurrency);
     if (rpm_w_) note(dimension::rpm, rpm_w_->time_until(1, now));
     if (rpm_b_) note(dimension::rpm, rpm_b_->time_until(1, now));
     if (tpm_w_) note(dimension::tpm, tpm_w_->time_until(n, now));
