@@ -22,6 +22,13 @@ using namespace tollgate;
 using namespace std::chrono;
 using tgtest::ns;
 
+namespace Catch {
+template <>
+struct StringMaker<std::chrono::nanoseconds> {
+  static std::string convert(std::chrono::nanoseconds d) { return std::to_string(d.count()) + " ns"; }
+};
+}  // namespace Catch
+
 namespace {
 using acct = account<manual_clock>;
 constexpr ns t0{0};
@@ -371,4 +378,210 @@ TEST_CASE("account exact: a refused caller is refused 1 ns before its wait and a
   CHECK(at >= 20 * seeds.size());
   std::printf("account exact: %llu checks 1 ns early, %llu at the wait\n", static_cast<unsigned long long>(earlier),
               static_cast<unsigned long long>(at));
+}
+
+// --- Pauses after server feedback ---
+namespace {
+const char* const rpm_429 =
+    "{\"error\":{\"message\":\"request reached organization max RPM: 3, please try again after 1 seconds\","
+    "\"type\":\"rate_limit_reached_error\"}}";
+const char* const tpm_429 =
+    "{\"error\":{\"message\":\"request reached organization TPM rate limit, current:500100, limit:500000, please try "
+    "again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}";
+const char* const plain_429 =
+    "{\"error\":{\"message\":\"rate limited, please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}";
+
+constexpr server_model every_model[] = {server_model::unknown,        server_model::fixed_window,
+                                        server_model::sliding_log,    server_model::window_counter,
+                                        server_model::token_bucket,   server_model::gcra};
+bool strict(server_model m) {
+  return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
+}
+account_config rpm3(server_model m) {
+  account_config c;
+  c.concurrency = limit(4);
+  c.rpm = limit(3);
+  c.tpm = limit(500000);
+  c.tpd = limit(1500000);
+  c.model = m;
+  return c;
+}
+// The stated rule's least pause for a request-limit 429: one emission
+// interval of the limit as the policy runs it.
+ns request_interval(server_model m) {
+  return strict(m) ? ns(seconds(20)) : ns(seconds(30) + milliseconds(2));  // spaced: (60 s + 2 ms x 2) / 2
+}
+ns token_interval(server_model m) {
+  return strict(m) ? ns(120000) : ns(detail::ceil_div(60000000000ULL, 500000 - 65536));
+}
+}  // namespace
+
+TEST_CASE("account exact: a rate 429 pauses for the larger of the hint and one interval, under every model", "[account][exact]") {
+  for (const server_model m : every_model) {
+    INFO("server model " << to_string(m));
+    const ns at = seconds(10);
+    {
+      acct a(rpm3(m), t0);
+      a.on_response(classify(429, rpm_429), std::nullopt, at);
+      CHECK(a.paused_until() == at + request_interval(m));  // "RPM 3 means 20 s", not the 1 s hint
+      a.on_response(classify(429, rpm_429), seconds(45), at);
+      CHECK(a.paused_until() == at + seconds(45));  // a longer hint wins
+    }
+    {
+      acct a(rpm3(m), t0);
+      a.on_response(classify(429, plain_429), std::nullopt, at);  // names no dimension: as RPM
+      CHECK(a.paused_until() == at + request_interval(m));
+    }
+    {
+      acct a(rpm3(m), t0);
+      a.on_response(classify(429, tpm_429), std::nullopt, at);  // W / L of 500,000 tokens is far below the hint
+      CHECK(a.paused_until() == at + seconds(1));
+      const auto x = a.try_admit(req(10, 10), at + seconds(1) - ns(1));
+      CHECK(x.refused.has(dimension::paused));
+      CHECK(a.try_admit(req(10, 10), at + seconds(1)));
+    }
+    {
+      // The token interval binds when the hint is shorter.
+      acct a(rpm3(m), t0);
+      a.on_response(classify(429, "{\"error\":{\"message\":\"request reached organization TPM rate limit\","
+                                  "\"type\":\"rate_limit_reached_error\"}}"),
+                    std::nullopt, at);
+      CHECK(a.paused_until() == at + token_interval(m));
+    }
+    {
+      // The account's own wait binds when its window is full: three
+      // requests at 10 s leave the strict window full until their slot has
+      // left it; the spaced policy waits one interval after the first.
+      acct a(rpm3(m), t0);
+      int admitted = 0;
+      for (int i = 0; i < 3; ++i)
+        if (auto x = a.try_admit(req(10, 10), at)) {
+          ++admitted;
+          x.lease.settle_failed(at);
+        }
+      a.on_response(classify(429, rpm_429), std::nullopt, at);
+      if (strict(m)) {
+        CHECK(admitted == 3);
+        CHECK(a.paused_until() == seconds(72));  // slot [8 s, 12 s) leaves the window at 72 s
+      } else {
+        CHECK(admitted == 1);
+        CHECK(a.paused_until() == at + request_interval(m));
+      }
+    }
+  }
+}
+
+TEST_CASE("account exact: a server that counts another client's requests, under every server model", "[account][exact]") {
+  // The server sees this account's requests and another client's, one
+  // request a minute; when it refuses, the account pauses by the rule and the
+  // next request it admits is never sooner than one interval later.
+  std::uint64_t refusals = 0;
+  for (const std::uint64_t seed : tgtest::seeds(4))
+    for (int kind = 0; kind < tgtest::servers::server_count; ++kind)
+      for (const server_model m : every_model) {
+        INFO("seed " << seed << ", server " << tgtest::servers::server_names[kind] << ", account model " << to_string(m));
+        tgtest::rng g(seed + static_cast<std::uint64_t>(kind) * 31);
+        auto srv = tgtest::servers::make_server(kind, 3, ns(minutes(1)).count(), g);
+        acct a(rpm3(m), t0);
+        ns now = t0, next_foreign = ns(static_cast<std::int64_t>(g.between(0, 60000000000ULL)));
+        for (int i = 0; i < 200; ++i) {
+          now += ns(static_cast<std::int64_t>(g.between(1, 30000000000ULL)));
+          while (next_foreign <= now) {
+            (void)srv->accept(next_foreign.count(), 1);
+            next_foreign += minutes(1);
+          }
+          auto x = a.try_admit(req(10, 10), now);
+          if (!x) continue;
+          if (srv->accept(now.count(), 1)) {
+            x.lease.settle_failed(now);
+            continue;
+          }
+          ++refusals;
+          x.lease.settle_rejected(now);
+          a.on_response(classify(429, rpm_429), std::nullopt, now);
+          REQUIRE(a.paused_until() >= now + request_interval(m));
+          CHECK_FALSE(a.try_admit(req(10, 10), now + request_interval(m) - ns(1)));
+        }
+      }
+  // The other client's requests must have made servers refuse some of ours.
+  CHECK(refusals >= 10 * tgtest::seeds(4).size());
+  std::printf("account exact: %llu server 429s paused for\n", static_cast<unsigned long long>(refusals));
+}
+
+TEST_CASE("account exact: a hint counts for at most max_pause; clear_pause ends a pause", "[account][exact]") {
+  const ns wall = seconds(1800000000);  // 2027
+  account_config c = rpm3(server_model::sliding_log);
+  acct a(c, t0);
+  rate_limit_headers h;
+  REQUIRE(h.read("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT", wall));
+  REQUIRE(h.retry_hint());
+  CHECK(*h.retry_hint() > hours(24 * 365 * 7000));
+  a.on_response(429, h, rpm_429, seconds(10));
+  CHECK(a.paused_until() == seconds(10) + hours(24));
+  CHECK(a.stats().capped_hints == 1);
+  // "try again after 99999999999 seconds", from the body.
+  a.on_response(classify(429, "{\"error\":{\"message\":\"please try again after 99999999999 seconds\","
+                              "\"type\":\"rate_limit_reached_error\"}}"),
+                std::nullopt, seconds(20));
+  CHECK(a.paused_until() == seconds(20) + hours(24));
+  CHECK(a.stats().capped_hints == 2);
+  // The TPD reset and an overload hint are capped the same way.
+  a.on_response(classify(429, "{\"error\":{\"type\":\"rate_limit_reached_error\",\"message\":\"organization TPD rate "
+                              "limit, current: 9, limit: 5\"}}"),
+                hours(1000), seconds(30));
+  // (the local reset, not capped, is when slot 0 leaves the 24 h window)
+  CHECK(a.paused_until() >= seconds(30) + hours(24));
+  CHECK(a.paused_until() <= hours(24) + minutes(96));
+  CHECK(a.stats().capped_hints == 3);
+  // resume() lifts a stop, not a pause.
+  a.resume();
+  CHECK(a.try_admit(req(10, 10), hours(1)).refused.has(dimension::paused));
+  a.clear_pause();
+  CHECK(a.paused_until().count() == std::numeric_limits<std::int64_t>::min());
+  CHECK(a.try_admit(req(10, 10), hours(1)));
+  // A hint at the cap is not counted; a shorter cap cuts more.
+  account_config short_cap = c;
+  short_cap.max_pause = minutes(5);
+  acct b(short_cap, t0);
+  b.on_response(classify(429, rpm_429), minutes(5), t0);
+  CHECK(b.stats().capped_hints == 0);
+  b.on_response(classify(429, rpm_429), minutes(50), t0);
+  CHECK(b.paused_until() == minutes(5));
+  CHECK(b.stats().capped_hints == 1);
+  // Zero: hints never lengthen a pause beyond the account's own wait.
+  account_config no_hints = c;
+  no_hints.max_pause = ns(0);
+  acct z(no_hints, t0);
+  z.on_response(classify(429, rpm_429), hours(5), t0);
+  CHECK(z.paused_until() == seconds(20));
+  // A negative cap is refused.
+  account_config bad = c;
+  bad.max_pause = ns(-1);
+  errc e = errc::ok;
+  acct refused(bad, t0, e);
+  CHECK(e == errc::zero_period);
+}
+
+TEST_CASE("account exact: pauses and waits read at extreme times are defined", "[account][exact]") {
+  constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
+  for (const server_model m : every_model) {
+    INFO("server model " << to_string(m));
+    acct a(rpm3(m), t0);
+    a.on_response(classify(429, rpm_429), seconds(5), t0);
+    // Read at a much earlier `now`: the pause's time left saturates.
+    const auto v = a.remaining(ns(lo));
+    CHECK(v.paused_for.count() == hi);
+    const auto x = a.try_admit(req(10, 10), ns(lo));
+    CHECK_FALSE(x);
+    CHECK(x.decision.retry_after() > ns(0));
+    // A pause from an extreme `now` saturates instead of wrapping.
+    acct b(rpm3(m), t0);
+    b.on_response(classify(429, rpm_429), hours(24), ns(hi - 1));
+    CHECK(b.paused_until().count() == hi);
+    CHECK(b.remaining(ns(hi)).paused_for == ns(0));
+    acct d(rpm3(m), t0);
+    d.on_response(classify(429, rpm_429), seconds(1), ns(lo));
+    CHECK(d.paused_until() >= ns(lo) + seconds(1));
+    CHECK(d.try_admit(req(10, 10), seconds(100)));
+  }
 }

@@ -65,12 +65,21 @@
 // table is scanned at most once per lease_timeout / 16 of time, so a hung
 // lease comes back by the first refusal that long after its deadline.
 //
-// Server feedback. on_response(...) pauses the whole account after a rate
-// 429 for the larger of the server's hint and the account's own wait (Kimi
-// says "try again after 1 seconds" where RPM 3 means 20 s), after a TPD 429
-// until the later of the hint and the local reset, and stops it after a
-// balance/quota error until resume(). Overload backs off without counting as
-// a limit.
+// Server feedback. on_response(...) pauses the whole account, under every
+// server model and policy alike:
+//   RPM 429: for the largest of the server's hint, one emission interval of
+//     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
+//     policy the spaced interval in force, 30 s + 2 ms) and the account's own
+//     wait for one more request (Kimi says "try again after 1 seconds");
+//   TPM 429: the same with the token limit (W / L per token);
+//   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
+//     without a request limit);
+//   TPD 429: until the later of the hint and the local daily reset;
+//   overload: for the hint, else 1 s, without counting as a limit.
+// A hint counts for at most max_pause (24 h by default; stats().capped_hints
+// counts the hints cut). A pause only ever lengthens; clear_pause() ends it.
+// A balance/quota error stops the account until resume() (which does not end
+// a pause).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -242,6 +251,14 @@ struct basic_account_config {
   // holding credit would keep it counted. It does not shape the state: a
   // snapshot restores into an account with the switch either way.
   bool per_thread_credit = true;
+  // The longest pause a server's hint (Retry-After, "try again after N
+  // seconds") can cause; a longer hint is cut to it and counted in
+  // stats().capped_hints. 24 hours: no Kimi limit counts over a longer window
+  // (the daily one resets within a day in any time zone), so a longer hint is
+  // a mistake, and one of year 9999 must not stop the account for centuries.
+  // The account's own waits (its windows, the local daily reset) are not
+  // capped. Zero: hints never lengthen a pause. Negative: refused.
+  nanoseconds max_pause = std::chrono::hours(24);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     basic_account_config c;
@@ -268,6 +285,7 @@ struct account_stats {
   std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
   std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
   std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
+  std::uint64_t capped_hints = 0;  // server hints longer than max_pause, cut to it
   std::int64_t spent_nanos = 0;  // in nano-units of the budget's currency
   // Time callers spent waiting because of each dimension (indexed like
   // refused_by), as reported by the waiting layer (waiting_room) through
@@ -415,7 +433,14 @@ class account {
   // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any.
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
-    const nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    if (h < nanoseconds(0)) h = nanoseconds(0);
+    if (h > cfg_.max_pause &&
+        (e.kind == error_kind::concurrency || e.kind == error_kind::rpm || e.kind == error_kind::tpm ||
+         e.kind == error_kind::rate_limit || e.kind == error_kind::tpd || e.kind == error_kind::overloaded)) {
+      h = cfg_.max_pause;
+      capped_hints_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    }
     switch (e.kind) {
       case error_kind::quota:
         // release: pairs with the acquire load in try_admit.
@@ -425,7 +450,12 @@ class account {
       case error_kind::rpm:
       case error_kind::tpm:
       case error_kind::rate_limit: {
-        nanoseconds own = own_wait(now);
+        nanoseconds own{0};
+        if (e.kind != error_kind::tpm) own = own_wait(request_kind, now);
+        if (e.kind != error_kind::rpm && (e.kind == error_kind::tpm || !(rpm_w_ || rpm_b_))) {
+          const nanoseconds t = own_wait(token_kind, now);
+          own = t > own ? t : own;
+        }
         pause_for(h > own ? h : own, now);
         break;
       }
@@ -453,8 +483,16 @@ class account {
     hook_fn_.store(fn, std::memory_order_release);    // release: pairs with the acquire in notify_release
   }
 
-  // Lifts a stop caused by a quota/balance error (after recharging).
+  // Lifts a stop caused by a quota/balance error (after recharging). It does
+  // not end a pause: clear_pause() does.
   void resume() noexcept { stopped_.store(false, std::memory_order_release); }  // release: as in on_response
+  // Ends a pause now (a hint the caller knows to be wrong, an operator's
+  // override). Counts and stops stay.
+  void clear_pause() noexcept {
+    // relaxed: a lone time value, as in pause_for; a pause_for racing this
+    // may land after it and stand.
+    pause_until_.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
+  }
   bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
 
@@ -486,6 +524,7 @@ class account {
     s.debt_tokens = stats_.sum(st_debt);
     // relaxed: statistics, see the contract.
     s.reclaimed = stats_reclaimed_.load(std::memory_order_relaxed);
+    s.capped_hints = capped_hints_.load(std::memory_order_relaxed);
     for (unsigned i = 0; i < 9; ++i) s.waited_ns_by[i] = waited_ns_[i].load(std::memory_order_relaxed);
     s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
     return s;
@@ -790,6 +829,7 @@ class account {
     cfg_ = c;
     origin_ = origin.count();
     errc e = errc::ok;
+    if (c.max_pause < nanoseconds(0)) return errc::zero_period;
     const bool strict = strict_for(c.model);
     if (auto v = c.concurrency.value()) {
       conc_.emplace(*v, e);
@@ -1167,17 +1207,30 @@ class account {
     if (b) b->charge(n, now);
   }
 
-  // The account's own wait for one more request (used to stretch a server's
-  // too-short Retry-After).
-  nanoseconds own_wait(nanoseconds now) const noexcept {
-    nanoseconds w{0};
-    if (rpm_w_) w = rpm_w_->time_until(1, now).retry_after();
-    if (rpm_b_) {
-      // At least one emission interval: the server refused one request.
-      const nanoseconds t = rpm_b_->interval();
-      w = t > w ? t : w;
+  // The least pause after a 429 of the request (or token) limit: the larger
+  // of one emission interval of that limit (W / L rounded up; for the spaced
+  // policy, its interval in force) and the account's own wait for one unit of
+  // it. The server refused although the account may have had room: it counts
+  // differently (another client, another window), so wait at least for the
+  // spacing the limit itself implies.
+  enum : unsigned { request_kind, token_kind };
+  nanoseconds own_wait(unsigned kind, nanoseconds now) const noexcept {
+    const std::optional<window>& w = kind == request_kind ? rpm_w_ : tpm_w_;
+    const std::optional<bucket>& b = kind == request_kind ? rpm_b_ : tpm_b_;
+    nanoseconds t{0}, own{0};
+    if (w) {
+      const std::uint64_t l = w->limit();
+      t = nanoseconds(static_cast<std::int64_t>(
+          detail::ceil_div(static_cast<std::uint64_t>(w->window().count()), l > 0 ? l : 1)));
+      const decision d = w->time_until(1, now);
+      if (d.later() && d.why() != reason::stale_time) own = d.retry_after();
     }
-    return w;
+    if (b) {
+      t = b->interval();
+      const decision d = b->time_until(1, now);
+      if (d.later()) own = d.retry_after();
+    }
+    return t > own ? t : own;
   }
 
   // max(0, until - now), saturated: defined for every pair of times.
@@ -1393,6 +1446,7 @@ class account {
   std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
   std::atomic<std::uint64_t> stats_reclaimed_{0};
+  std::atomic<std::uint64_t> capped_hints_{0};
   std::atomic<void (*)(void*)> hook_fn_{nullptr};
   std::atomic<void*> hook_ctx_{nullptr};
   bool margin_tokens_ = false;
