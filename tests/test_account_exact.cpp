@@ -585,3 +585,67 @@ TEST_CASE("account exact: pauses and waits read at extreme times are defined", "
     CHECK(d.try_admit(req(10, 10), seconds(100)));
   }
 }
+
+// --- Cache writes and the budget ---
+TEST_CASE("account exact: the worst case bounds cache writes, so a budget is never overspent", "[account][exact][money]") {
+  static const model_info k3_info = *find_model("kimi-k3");
+  const model_info* k3 = &k3_info;
+  // The issue's call: 10,000 prompt tokens written to the 1-hour cache and
+  // 1,000 output tokens cost $0.105; the worst case was $0.045.
+  const usage u{10000, 0, 1000, 0, 10000};
+  CHECK(cost(*k3, u).total == usd::from_nanos(105000000));
+  CHECK(worst_case_cost(*k3, 10000, 1000).total == usd::from_nanos(105000000));
+  CHECK(worst_case_cost(*k3, 10000, 1000, cache_writes{0, 10000}).total == usd::from_nanos(105000000));
+  CHECK(worst_case_cost(*k3, 10000, 1000, cache_writes{}).total == usd::from_nanos(45000000));
+  CHECK(worst_case_cost(*k3, 10000, 1000, cache_writes{10000, 0}).total == usd::from_nanos(75000000));
+  // A model without write prices: nothing added, and a declared write is unknown.
+  CHECK(worst_case_cost(*k26(), 1000, 2000).total == usd::from_nanos(1000 * 950 + 2000 * 4000));
+  CHECK(worst_case_cost(*k26(), 1000, 2000, cache_writes{1, 0}).error == cost_errc::unknown_price);
+  // CNY has no write prices: the undeclared worst case adds nothing.
+  CHECK(worst_case_cost<cny_tag>(*k3, 10000, 1000).total == cny::from_nanos(10000 * 20000 + 1000 * 100000));
+
+  // An account spending its budget on kimi-k3 calls, some declaring their
+  // writes, each settled with a random usage within its request.
+  for (const std::uint64_t seed : tgtest::seeds(8)) {
+    INFO("seed " << seed << " (TOLLGATE_SEED)");
+    tgtest::rng g(seed);
+    account_config c;
+    c.model = server_model::sliding_log;
+    c.budget = usd::from_units(static_cast<std::int64_t>(g.between(1, 5)));
+    acct a(c, t0);
+    std::int64_t spent = 0;
+    int settled = 0;
+    for (int i = 0; i < 400; ++i) {
+      request r;
+      r.model = k3;
+      r.prompt_tokens = g.between(0, 200000);
+      r.max_tokens = g.between(1, 20000);
+      const bool declared = g.chance(50);
+      if (declared) r.planned_cache_writes = cache_writes{g.between(0, r.prompt_tokens), g.between(0, r.prompt_tokens)};
+      auto x = a.try_admit(r, ns(i));
+      if (!x) {
+        CHECK(x.refused.has(dimension::budget));
+        continue;
+      }
+      usage used;
+      used.prompt = g.between(0, r.prompt_tokens);
+      used.cached = g.between(0, used.prompt);
+      used.completion = g.between(0, *r.max_tokens);
+      if (declared) {
+        used.cache_write_5m = g.between(0, r.planned_cache_writes->write_5m);
+        used.cache_write_1h = g.between(0, r.planned_cache_writes->write_1h);
+      } else {
+        // At most the prompt in all, in either lifetime.
+        used.cache_write_1h = g.chance(50) ? r.prompt_tokens : g.between(0, r.prompt_tokens);
+        used.cache_write_5m = g.between(0, r.prompt_tokens - used.cache_write_1h);
+      }
+      const auto res = x.lease.settle(used, ns(i));
+      CHECK(res.overspend_nanos == 0);  // within its reservation
+      spent += res.cost.nanos();
+      ++settled;
+      CHECK(a.stats().spent_nanos == spent);
+      CHECK(spent <= c.budget->nanos());
+    }
+    CHECK(settled > 0);
+  }
+}

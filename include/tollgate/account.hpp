@@ -16,7 +16,9 @@
 // Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
 // prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
 // admission; without one, the model's default output cap, else the context
-// window minus the prompt) and the request's worst-case cost. In all
+// window minus the prompt) and the request's worst-case cost (cost.hpp: with
+// the cache writes it declares, else the largest it can make), which bounds
+// what settle charges for any usage within the request. In all
 // dimensions or in none: a partial success is rolled back, so under
 // concurrency a request may be refused falsely but nothing is ever
 // over-admitted. A refusal names every dimension that refused, and its wait is
@@ -277,6 +279,11 @@ struct request {
   const model_info* model = nullptr;  // for the default output cap, context window and prices
   std::uint64_t prompt_tokens = 0;    // an estimate (estimate.hpp) or the tokenizer endpoint's count
   std::optional<std::uint64_t> max_tokens;
+  // The explicit cache writes the request asks for (kimi-k3). Without a
+  // declaration the reserved worst case assumes the largest: the whole prompt
+  // written at the dearer write price. Declared, it reserves exactly those;
+  // a usage that writes more is charged in full and reported as overspend.
+  std::optional<cache_writes> planned_cache_writes;
 };
 
 // Per-dimension counters, for metrics.
@@ -734,7 +741,9 @@ class account {
       if (!r.model) {
         a.refused.add(dimension::request_size);  // a budget needs prices
       } else {
-        const auto w = worst_case_cost<Currency>(*r.model, r.prompt_tokens, out);
+        const auto w = r.planned_cache_writes
+                           ? worst_case_cost<Currency>(*r.model, r.prompt_tokens, out, *r.planned_cache_writes)
+                           : worst_case_cost<Currency>(*r.model, r.prompt_tokens, out);
         if (!w) a.refused.add(dimension::budget);
         else {
           a.worst_case = w.total;
