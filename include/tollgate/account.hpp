@@ -283,7 +283,7 @@ struct request {
   // declaration the reserved worst case assumes the largest: the whole prompt
   // written at the dearer write price. Declared, it reserves exactly those;
   // a usage that writes more is charged in full and reported as overspend.
-  std::optional<cache_writes> planned_cache_writes;
+  std::optional<cache_writes> planned_cache_writes = std::nullopt;
 };
 
 // Per-dimension counters, for metrics.
