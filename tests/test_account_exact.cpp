@@ -649,3 +649,76 @@ TEST_CASE("account exact: the worst case bounds cache writes, so a budget is nev
     CHECK(settled > 0);
   }
 }
+
+// --- The limits the account checks at configuration ---
+TEST_CASE("account exact: the largest token limit a margin policy runs, checked with its numbers", "[account][exact]") {
+  account_config c = account_config::from_tier(*kimi_tiers_2026_09.tier(5));
+  c.model = server_model::unknown;
+  const std::uint64_t top = acct::largest_token_limit(c);
+  CHECK(top == 840840000ULL + 65536);  // one token per 71.3 ns of a minute, plus the margin
+  {
+    c.tpm = limit(top);
+    errc e = errc::zero_count;
+    acct a(c, t0, e);
+    CHECK(e == errc::ok);
+  }
+  for (const std::uint64_t refused : {top + 1, std::uint64_t{871416307}, std::uint64_t{1000000000}}) {
+    INFO("tpm " << refused);
+    c.tpm = limit(refused);
+    errc e = errc::ok;
+    error_values v;
+    acct a(c, t0, e, v);
+    CHECK(e == errc::rate_too_fine);
+    CHECK(v.refused == refused);
+    CHECK(v.largest_accepted == top);
+#if !TOLLGATE_NO_EXCEPTIONS
+    try {
+      acct thrown(c, t0);
+      FAIL("accepted");
+    } catch (const config_error& x) {
+      CHECK(x.code() == errc::rate_too_fine);
+      CHECK(x.values().refused == refused);
+      CHECK(x.values().largest_accepted == top);
+      CHECK(std::string(x.what()).find(std::to_string(top)) != std::string::npos);
+    }
+#endif
+  }
+  // No holes: every limit up to the largest is accepted, every one above it
+  // refused (the bucket alone accepted some above and refused others).
+  for (const std::uint64_t seed : tgtest::seeds(2)) {
+    tgtest::rng g(seed);
+    INFO("seed " << seed << " (TOLLGATE_SEED)");
+    for (int i = 0; i < 3000; ++i) {
+      const std::uint64_t l = i % 2 == 0 ? g.between(c.max_request_tokens + 1, top) : g.between(top + 1, 3 * top);
+      c.tpm = limit(l);
+      errc e = errc::ok;
+      acct a(c, t0, e);
+      INFO("tpm " << l);
+      REQUIRE((e == errc::ok) == (l <= top));
+    }
+  }
+  // A live change is checked the same way.
+  c.tpm = limit(5000000);
+  acct live(c, t0);
+  tier_row up = *kimi_tiers_2026_09.tier(5);
+  up.tpm = limit(top + 1);
+  CHECK(live.set_limits(up, t0) == errc::rate_too_fine);
+  up.tpm = limit(top);
+  CHECK(live.set_limits(up, t0) == errc::ok);
+  // Strict policies take any token limit; a spaced request limit must keep
+  // its interval within 63 bits.
+  account_config s = c;
+  s.model = server_model::sliding_log;
+  CHECK(acct::largest_token_limit(s) == std::numeric_limits<std::uint64_t>::max());
+  s.tpm = limit(3 * top);
+  errc se = errc::zero_count;
+  acct strict_acct(s, t0, se);
+  CHECK(se == errc::ok);
+  account_config r = c;
+  r.rpm = limit(acct::largest_request_limit(r) + 1);
+  errc re = errc::ok;
+  error_values rv;
+  acct many(r, t0, re, rv);
+  CHECK(re == errc::too_large);
+  CHECK(rv.largest_accepted == acct::largest_request_limit(r));
+}

@@ -414,11 +414,42 @@ class account {
   // Throws config_error (aborts without exceptions) on an invalid
   // configuration: a margin policy whose margin is not below its limit, or a
   // window the primitives refuse.
+  // A limit above what its policy can run (see largest_token_limit) throws
+  // with the limit refused and the largest accepted (config_error::values()).
   explicit account(const config_type& c, nanoseconds origin = Clock::now()) {
-    const errc e = init(c, origin);
-    if (e != errc::ok) detail::fail(e);
+    error_values v;
+    const errc e = init(c, origin, v);
+    if (e != errc::ok) detail::fail(e, v);
   }
-  account(const config_type& c, nanoseconds origin, errc& ec) noexcept { ec = init(c, origin); }
+  account(const config_type& c, nanoseconds origin, errc& ec) noexcept {
+    error_values v;
+    ec = init(c, origin, v);
+  }
+  // The same, also giving the numbers of a limit that is too large.
+  account(const config_type& c, nanoseconds origin, errc& ec, error_values& v) noexcept { ec = init(c, origin, v); }
+
+  // The largest token limit (per token_window) the configuration accepts.
+  // Under a margin policy (window_counter, gcra, unknown) tokens run through
+  // a bucket spaced at (L - m) per W whose emission interval must be held
+  // within 0.1 % (token_bucket.hpp): every L - m up to 14,014 per us of W
+  // qualifies (about one token per 71.3 ns: 840,840,000 + m per minute, so
+  // 840,905,536 with the default m), and a larger limit is refused
+  // (errc::rate_too_fine) even where the bucket could run it exactly, so that
+  // the accepted limits have no holes. The strict window takes any limit.
+  static constexpr std::uint64_t largest_token_limit(const config_type& c) noexcept {
+    if (strict_for(c.model) || c.token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t w = static_cast<std::uint64_t>(c.token_window.count());
+    return detail::sat_add(detail::mul_div_floor(w, detail::gcra_limits::max_scale * 1001, 1000000), c.max_request_tokens);
+  }
+  // The largest request limit: under a margin policy the spaced interval adds
+  // 2 ms per request to the window, which must fit in 63 bits of nanoseconds
+  // (about 4.6 * 10^12 requests per window).
+  static constexpr std::uint64_t largest_request_limit(const config_type& c) noexcept {
+    if (strict_for(c.model) || c.request_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t room =
+        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() - c.request_window.count());
+    return room / 2000000;
+  }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
 
@@ -584,6 +615,8 @@ class account {
         need(tpd_w_ || day_q_, t.tpd))
       return errc::zero_count;  // a dimension would appear or disappear
     errc e = errc::ok;
+    error_values ignored;
+    if ((e = check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
     if (conc_ && (e = conc_->set_limit(*t.concurrency.value())) != errc::ok) return e;
     update_chunks();  // before any later error: credit taken under the old limit goes back
     if (rpm_w_ && (e = rpm_w_->set_limit(*t.rpm.value())) != errc::ok) return e;
@@ -830,15 +863,29 @@ class account {
     return w.checksum();
   }
 
-  static bool strict_for(server_model m) noexcept {
+  static constexpr bool strict_for(server_model m) noexcept {
     return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
   }
 
-  errc init(const config_type& c, nanoseconds origin) noexcept {
+  // The limits a margin policy can run (see largest_token_limit).
+  static errc check_limits(const config_type& c, const limit& rpm, const limit& tpm, error_values& v) noexcept {
+    if (auto x = rpm.value(); x && *x > largest_request_limit(c)) {
+      v = error_values{*x, largest_request_limit(c)};
+      return errc::too_large;
+    }
+    if (auto x = tpm.value(); x && *x > largest_token_limit(c)) {
+      v = error_values{*x, largest_token_limit(c)};
+      return errc::rate_too_fine;
+    }
+    return errc::ok;
+  }
+
+  errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
     origin_ = origin.count();
     errc e = errc::ok;
     if (c.max_pause < nanoseconds(0)) return errc::zero_period;
+    if ((e = check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
     const bool strict = strict_for(c.model);
     if (auto v = c.concurrency.value()) {
       conc_.emplace(*v, e);
