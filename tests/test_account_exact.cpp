@@ -30,7 +30,7 @@ struct StringMaker<std::chrono::nanoseconds> {
 }  // namespace Catch
 
 namespace {
-using acct = account<manual_clock>;
+using exact_account = account<manual_clock>;
 constexpr ns t0{0};
 
 const model_info* k26() {
@@ -55,7 +55,7 @@ TEST_CASE("account exact: a refusal's wait ignores the thread's own credit (Tier
     account_config c = account_config::from_tier(*kimi_tiers_2026_09.tier(0));
     c.per_thread_credit = credit;
     c.lease_timeout = ns(0);
-    acct a(c, t0);
+    exact_account a(c, t0);
     ns now = t0;
     std::uint64_t tokens = 0;
     int checked = 0;
@@ -220,7 +220,7 @@ std::pair<std::uint64_t, std::uint64_t> run_schedule(std::uint64_t seed, unsigne
   const schedule_config sc = random_config(g, credit);
   const account_config& c = sc.c;
   INFO("schedule seed " << seed << ", " << threads << " thread(s), " << describe(c));
-  acct a(c, t0);
+  exact_account a(c, t0);
   std::vector<std::unique_ptr<handoff_thread>> workers;
   for (unsigned i = 1; i < threads; ++i) workers.push_back(std::make_unique<handoff_thread>());
   auto on = [&](unsigned th, const std::function<void()>& f) {
@@ -421,19 +421,19 @@ TEST_CASE("account exact: a rate 429 pauses for the larger of the hint and one i
     INFO("server model " << to_string(m));
     const ns at = seconds(10);
     {
-      acct a(rpm3(m), t0);
+      exact_account a(rpm3(m), t0);
       a.on_response(classify(429, rpm_429), std::nullopt, at);
       CHECK(a.paused_until() == at + request_interval(m));  // "RPM 3 means 20 s", not the 1 s hint
       a.on_response(classify(429, rpm_429), seconds(45), at);
       CHECK(a.paused_until() == at + seconds(45));  // a longer hint wins
     }
     {
-      acct a(rpm3(m), t0);
+      exact_account a(rpm3(m), t0);
       a.on_response(classify(429, plain_429), std::nullopt, at);  // names no dimension: as RPM
       CHECK(a.paused_until() == at + request_interval(m));
     }
     {
-      acct a(rpm3(m), t0);
+      exact_account a(rpm3(m), t0);
       a.on_response(classify(429, tpm_429), std::nullopt, at);  // W / L of 500,000 tokens is far below the hint
       CHECK(a.paused_until() == at + seconds(1));
       const auto x = a.try_admit(req(10, 10), at + seconds(1) - ns(1));
@@ -442,7 +442,7 @@ TEST_CASE("account exact: a rate 429 pauses for the larger of the hint and one i
     }
     {
       // The token interval binds when the hint is shorter.
-      acct a(rpm3(m), t0);
+      exact_account a(rpm3(m), t0);
       a.on_response(classify(429, "{\"error\":{\"message\":\"request reached organization TPM rate limit\","
                                   "\"type\":\"rate_limit_reached_error\"}}"),
                     std::nullopt, at);
@@ -452,7 +452,7 @@ TEST_CASE("account exact: a rate 429 pauses for the larger of the hint and one i
       // The account's own wait binds when its window is full: three
       // requests at 10 s leave the strict window full until their slot has
       // left it; the spaced policy waits one interval after the first.
-      acct a(rpm3(m), t0);
+      exact_account a(rpm3(m), t0);
       int admitted = 0;
       for (int i = 0; i < 3; ++i)
         if (auto x = a.try_admit(req(10, 10), at)) {
@@ -482,7 +482,7 @@ TEST_CASE("account exact: a server that counts another client's requests, under 
         INFO("seed " << seed << ", server " << tgtest::servers::server_names[kind] << ", account model " << to_string(m));
         tgtest::rng g(seed + static_cast<std::uint64_t>(kind) * 31);
         auto srv = tgtest::servers::make_server(kind, 3, ns(minutes(1)).count(), g);
-        acct a(rpm3(m), t0);
+        exact_account a(rpm3(m), t0);
         ns now = t0, next_foreign = ns(static_cast<std::int64_t>(g.between(0, 60000000000ULL)));
         for (int i = 0; i < 200; ++i) {
           now += ns(static_cast<std::int64_t>(g.between(1, 30000000000ULL)));
@@ -511,7 +511,7 @@ TEST_CASE("account exact: a server that counts another client's requests, under 
 TEST_CASE("account exact: a hint counts for at most max_pause; clear_pause ends a pause", "[account][exact]") {
   const ns wall = seconds(1800000000);  // 2027
   account_config c = rpm3(server_model::sliding_log);
-  acct a(c, t0);
+  exact_account a(c, t0);
   rate_limit_headers h;
   REQUIRE(h.read("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT", wall));
   REQUIRE(h.retry_hint());
@@ -542,7 +542,7 @@ TEST_CASE("account exact: a hint counts for at most max_pause; clear_pause ends 
   // A hint at the cap is not counted; a shorter cap cuts more.
   account_config short_cap = c;
   short_cap.max_pause = minutes(5);
-  acct b(short_cap, t0);
+  exact_account b(short_cap, t0);
   b.on_response(classify(429, rpm_429), minutes(5), t0);
   CHECK(b.stats().capped_hints == 0);
   b.on_response(classify(429, rpm_429), minutes(50), t0);
@@ -551,14 +551,14 @@ TEST_CASE("account exact: a hint counts for at most max_pause; clear_pause ends 
   // Zero: hints never lengthen a pause beyond the account's own wait.
   account_config no_hints = c;
   no_hints.max_pause = ns(0);
-  acct z(no_hints, t0);
+  exact_account z(no_hints, t0);
   z.on_response(classify(429, rpm_429), hours(5), t0);
   CHECK(z.paused_until() == seconds(20));
   // A negative cap is refused.
   account_config bad = c;
   bad.max_pause = ns(-1);
   errc e = errc::ok;
-  acct refused(bad, t0, e);
+  exact_account refused(bad, t0, e);
   CHECK(e == errc::zero_period);
 }
 
@@ -566,7 +566,7 @@ TEST_CASE("account exact: pauses and waits read at extreme times are defined", "
   constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
   for (const server_model m : every_model) {
     INFO("server model " << to_string(m));
-    acct a(rpm3(m), t0);
+    exact_account a(rpm3(m), t0);
     a.on_response(classify(429, rpm_429), seconds(5), t0);
     // Read at a much earlier `now`: the pause's time left saturates.
     const auto v = a.remaining(ns(lo));
@@ -575,11 +575,11 @@ TEST_CASE("account exact: pauses and waits read at extreme times are defined", "
     CHECK_FALSE(x);
     CHECK(x.decision.retry_after() > ns(0));
     // A pause from an extreme `now` saturates instead of wrapping.
-    acct b(rpm3(m), t0);
+    exact_account b(rpm3(m), t0);
     b.on_response(classify(429, rpm_429), hours(24), ns(hi - 1));
     CHECK(b.paused_until().count() == hi);
     CHECK(b.remaining(ns(hi)).paused_for == ns(0));
-    acct d(rpm3(m), t0);
+    exact_account d(rpm3(m), t0);
     d.on_response(classify(429, rpm_429), seconds(1), ns(lo));
     CHECK(d.paused_until() >= ns(lo) + seconds(1));
     CHECK(d.try_admit(req(10, 10), seconds(100)));
@@ -612,7 +612,7 @@ TEST_CASE("account exact: the worst case bounds cache writes, so a budget is nev
     account_config c;
     c.model = server_model::sliding_log;
     c.budget = usd::from_units(static_cast<std::int64_t>(g.between(1, 5)));
-    acct a(c, t0);
+    exact_account a(c, t0);
     std::int64_t spent = 0;
     int settled = 0;
     for (int i = 0; i < 400; ++i) {
@@ -654,12 +654,12 @@ TEST_CASE("account exact: the worst case bounds cache writes, so a budget is nev
 TEST_CASE("account exact: the largest token limit a margin policy runs, checked with its numbers", "[account][exact]") {
   account_config c = account_config::from_tier(*kimi_tiers_2026_09.tier(5));
   c.model = server_model::unknown;
-  const std::uint64_t top = acct::largest_token_limit(c);
+  const std::uint64_t top = exact_account::largest_token_limit(c);
   CHECK(top == 840840000ULL + 65536);  // one token per 71.3 ns of a minute, plus the margin
   {
     c.tpm = limit(top);
     errc e = errc::zero_count;
-    acct a(c, t0, e);
+    exact_account a(c, t0, e);
     CHECK(e == errc::ok);
   }
   for (const std::uint64_t refused : {top + 1, std::uint64_t{871416307}, std::uint64_t{1000000000}}) {
@@ -667,13 +667,13 @@ TEST_CASE("account exact: the largest token limit a margin policy runs, checked 
     c.tpm = limit(refused);
     errc e = errc::ok;
     error_values v;
-    acct a(c, t0, e, v);
+    exact_account a(c, t0, e, v);
     CHECK(e == errc::rate_too_fine);
     CHECK(v.refused == refused);
     CHECK(v.largest_accepted == top);
 #if !TOLLGATE_NO_EXCEPTIONS
     try {
-      acct thrown(c, t0);
+      exact_account thrown(c, t0);
       FAIL("accepted");
     } catch (const config_error& x) {
       CHECK(x.code() == errc::rate_too_fine);
@@ -692,14 +692,14 @@ TEST_CASE("account exact: the largest token limit a margin policy runs, checked 
       const std::uint64_t l = i % 2 == 0 ? g.between(c.max_request_tokens + 1, top) : g.between(top + 1, 3 * top);
       c.tpm = limit(l);
       errc e = errc::ok;
-      acct a(c, t0, e);
+      exact_account a(c, t0, e);
       INFO("tpm " << l);
       REQUIRE((e == errc::ok) == (l <= top));
     }
   }
   // A live change is checked the same way.
   c.tpm = limit(5000000);
-  acct live(c, t0);
+  exact_account live(c, t0);
   tier_row up = *kimi_tiers_2026_09.tier(5);
   up.tpm = limit(top + 1);
   CHECK(live.set_limits(up, t0) == errc::rate_too_fine);
@@ -709,16 +709,16 @@ TEST_CASE("account exact: the largest token limit a margin policy runs, checked 
   // its interval within 63 bits.
   account_config s = c;
   s.model = server_model::sliding_log;
-  CHECK(acct::largest_token_limit(s) == std::numeric_limits<std::uint64_t>::max());
+  CHECK(exact_account::largest_token_limit(s) == std::numeric_limits<std::uint64_t>::max());
   s.tpm = limit(3 * top);
   errc se = errc::zero_count;
-  acct strict_acct(s, t0, se);
+  exact_account strict_acct(s, t0, se);
   CHECK(se == errc::ok);
   account_config r = c;
-  r.rpm = limit(acct::largest_request_limit(r) + 1);
+  r.rpm = limit(exact_account::largest_request_limit(r) + 1);
   errc re = errc::ok;
   error_values rv;
-  acct many(r, t0, re, rv);
+  exact_account many(r, t0, re, rv);
   CHECK(re == errc::too_large);
-  CHECK(rv.largest_accepted == acct::largest_request_limit(r));
+  CHECK(rv.largest_accepted == exact_account::largest_request_limit(r));
 }
