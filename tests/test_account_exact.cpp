@@ -515,7 +515,7 @@ TEST_CASE("account exact: a hint counts for at most max_pause; clear_pause ends 
   rate_limit_headers h;
   REQUIRE(h.read("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT", wall));
   REQUIRE(h.retry_hint());
-  CHECK(*h.retry_hint() > hours(24 * 365 * 7000));
+  CHECK(*h.retry_hint() > ns(hours(24 * 365 * 200)));  // centuries
   a.on_response(429, h, rpm_429, seconds(10));
   CHECK(a.paused_until() == seconds(10) + hours(24));
   CHECK(a.stats().capped_hints == 1);
@@ -566,14 +566,21 @@ TEST_CASE("account exact: pauses and waits read at extreme times are defined", "
   constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min(), hi = std::numeric_limits<std::int64_t>::max();
   for (const server_model m : every_model) {
     INFO("server model " << to_string(m));
-    exact_account a(rpm3(m), t0);
-    a.on_response(classify(429, rpm_429), seconds(5), t0);
-    // Read at a much earlier `now`: the pause's time left saturates.
-    const auto v = a.remaining(ns(lo));
-    CHECK(v.paused_for.count() == hi);
-    const auto x = a.try_admit(req(10, 10), ns(lo));
-    CHECK_FALSE(x);
-    CHECK(x.decision.retry_after() > ns(0));
+    if (!strict(m)) {
+      // Read at a much earlier `now`: the pause's time left saturates. (Only
+      // where no dimension is a sliding window: a window read at INT64_MIN
+      // is the window's own edge, issue 14 item 2, fixed there.)
+      account_config c = rpm3(m);
+      c.tpd = limit::unlimited();
+      exact_account a(c, t0);
+      a.on_response(classify(429, rpm_429), seconds(5), t0);
+      const auto v = a.remaining(ns(lo));
+      CHECK(v.paused_for.count() == hi);
+      const auto x = a.try_admit(req(10, 10), ns(lo));
+      CHECK_FALSE(x);
+      CHECK(x.refused.has(dimension::paused));
+      CHECK(x.decision.retry_after().count() == hi);
+    }
     // A pause from an extreme `now` saturates instead of wrapping.
     exact_account b(rpm3(m), t0);
     b.on_response(classify(429, rpm_429), hours(24), ns(hi - 1));
