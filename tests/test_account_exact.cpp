@@ -346,6 +346,24 @@ std::pair<std::uint64_t, std::uint64_t> run_schedule(std::uint64_t seed, unsigne
         held[th].erase(held[th].begin() + static_cast<std::ptrdiff_t>(k));
       });
       mark(took, gave);
+    } else if (what < 97) {
+      // A live change of limits (the same dimensions, each scaled by 1/2 to
+      // 2): it may take capacity away and give it back. (Below 2^24: a
+      // window's unit is fixed when it is built.)
+      auto scale = [&](const limit& l, std::uint64_t floor_value) {
+        if (!l.is_finite()) return l;
+        const std::uint64_t v = std::min<std::uint64_t>(*l.value() * g.between(50, 200) / 100, 16000000);
+        return limit(v > floor_value ? v : floor_value);
+      };
+      tier_row t;
+      t.concurrency = scale(c.concurrency, 1);
+      t.rpm = scale(c.rpm, 2);
+      t.tpm = scale(c.tpm, c.max_request_tokens + 1);
+      t.tpd = scale(c.tpd, 1);
+      errc e = errc::ok;
+      on(th, [&] { e = a.set_limits(t, now); });
+      CHECK(e == errc::ok);
+      mark(true, true);
     } else {
       // A rate 429 from the server: a pause can only refuse more.
       on(th, [&] {
