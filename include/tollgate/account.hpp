@@ -774,9 +774,8 @@ class account {
       if (!r.model) {
         a.refused.add(dimension::request_size);  // a budget needs prices
       } else {
-        const auto w = r.planned_cache_writes
-                           ? worst_case_cost<Currency>(*r.model, r.prompt_tokens, out, *r.planned_cache_writes)
-                           : worst_case_cost<Currency>(*r.model, r.prompt_tokens, out);
+        // (worst_case_cost with the declared writes, else the largest)
+        const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
         if (!w) a.refused.add(dimension::budget);
         else {
           a.worst_case = w.total;

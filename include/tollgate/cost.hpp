@@ -180,9 +180,10 @@ struct cache_writes {
 
 namespace detail {
 template <class C>
-constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
-                                       std::optional<std::uint64_t> max_tokens, const std::optional<cache_writes>& w,
-                                       cost_options o) noexcept;
+[[gnu::always_inline]] constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
+                                                              std::optional<std::uint64_t> max_tokens,
+                                                              const std::optional<cache_writes>& w,
+                                                              cost_options o) noexcept;
 }  // namespace detail
 
 // The most a call can cost before it is sent: every prompt token at the
@@ -211,9 +212,10 @@ constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t p
 
 namespace detail {
 template <class C>
-constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
-                                       std::optional<std::uint64_t> max_tokens, const std::optional<cache_writes>& w,
-                                       cost_options o) noexcept {
+[[gnu::always_inline]] constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
+                                                              std::optional<std::uint64_t> max_tokens,
+                                                              const std::optional<cache_writes>& w,
+                                                              cost_options o) noexcept {
   std::uint64_t out = 0;
   if (max_tokens) {
     out = *max_tokens;
@@ -229,6 +231,8 @@ constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt
   usage u;
   u.prompt = prompt_estimate;
   u.completion = out;
+  o.prompt_includes_cached = true;
+  if (!w && !m.cache_write_5m && !m.cache_write_1h) return cost<C>(m, u, o);  // no writes to price (most models)
   if (w) {
     u.cache_write_5m = w->write_5m;
     u.cache_write_1h = w->write_1h;
@@ -239,7 +243,6 @@ constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt
     if (m.cache_write_1h && p1 >= p5) u.cache_write_1h = prompt_estimate;
     else if (m.cache_write_5m) u.cache_write_5m = prompt_estimate;
   }
-  o.prompt_includes_cached = true;
   return cost<C>(m, u, o);
 }
 }  // namespace detail
