@@ -747,3 +747,31 @@ TEST_CASE("account exact: the largest token limit a margin policy runs, checked 
   CHECK(re == errc::too_large);
   CHECK(rv.largest_accepted == exact_account::largest_request_limit(r));
 }
+
+TEST_CASE("account exact: an account built with an error refuses everything", "[account][exact]") {
+  // Errors found before, between and after the dimensions are built.
+  std::vector<account_config> bad;
+  account_config margin = rpm3(server_model::unknown);
+  margin.max_request_tokens = 600000;  // not below TPM 500,000
+  bad.push_back(margin);
+  account_config fine_rate = rpm3(server_model::unknown);
+  fine_rate.tpm = limit(2000000000);
+  bad.push_back(fine_rate);
+  account_config pause = rpm3(server_model::sliding_log);
+  pause.max_pause = ns(-5);
+  bad.push_back(pause);
+  for (const account_config& c : bad) {
+    errc e = errc::ok;
+    exact_account a(c, t0, e);
+    REQUIRE(e != errc::ok);
+    a.resume();
+    std::vector<lease<manual_clock>> held;
+    for (int i = 0; i < 10; ++i) {
+      auto x = a.try_admit(req(10, 10), seconds(100 * i));
+      CHECK_FALSE(x);
+      CHECK(x.decision.never());
+      CHECK(x.decision.why() == reason::misconfigured);
+      if (x) held.push_back(std::move(x.lease));
+    }
+  }
+}

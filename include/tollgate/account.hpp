@@ -412,21 +412,25 @@ class account {
   using config_type = basic_account_config<Currency>;
 
   // Throws config_error (aborts without exceptions) on an invalid
-  // configuration: a margin policy whose margin is not below its limit, or a
-  // window the primitives refuse.
-  // A limit above what its policy can run (see largest_token_limit) throws
-  // with the limit refused and the largest accepted (config_error::values()).
+  // configuration: a margin policy whose margin is not below its limit, a
+  // window the primitives refuse, a negative max_pause, or a limit above what
+  // its policy can run (see largest_token_limit), which throws with the limit
+  // refused and the largest accepted (config_error::values()).
   explicit account(const config_type& c, nanoseconds origin = Clock::now()) {
     error_values v;
     const errc e = init(c, origin, v);
     if (e != errc::ok) detail::fail(e, v);
   }
+  // Never throws: on error sets `ec` (and `v`, for a limit too large), and
+  // the account refuses every request for good (dimension::stopped,
+  // reason::misconfigured; resume() does not lift it).
   account(const config_type& c, nanoseconds origin, errc& ec) noexcept {
     error_values v;
-    ec = init(c, origin, v);
+    ec = init_or_stop(c, origin, v);
   }
-  // The same, also giving the numbers of a limit that is too large.
-  account(const config_type& c, nanoseconds origin, errc& ec, error_values& v) noexcept { ec = init(c, origin, v); }
+  account(const config_type& c, nanoseconds origin, errc& ec, error_values& v) noexcept {
+    ec = init_or_stop(c, origin, v);
+  }
 
   // The largest token limit (per token_window) the configuration accepts.
   // Under a margin policy (window_counter, gcra, unknown) tokens run through
@@ -523,7 +527,9 @@ class account {
 
   // Lifts a stop caused by a quota/balance error (after recharging). It does
   // not end a pause: clear_pause() does.
-  void resume() noexcept { stopped_.store(false, std::memory_order_release); }  // release: as in on_response
+  void resume() noexcept {
+    if (!misconfigured_) stopped_.store(false, std::memory_order_release);  // release: as in on_response
+  }
   // Ends a pause now (a hint the caller knows to be wrong, an operator's
   // override). Counts and stops stay.
   void clear_pause() noexcept {
@@ -877,6 +883,17 @@ class account {
       return errc::rate_too_fine;
     }
     return errc::ok;
+  }
+
+  // A failed configuration may have built some dimensions and not others:
+  // such an account must not admit through the ones it lacks.
+  errc init_or_stop(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
+    const errc e = init(c, origin, vals);
+    if (e != errc::ok) {
+      misconfigured_ = true;
+      stopped_.store(true, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    }
+    return e;
   }
 
   errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
@@ -1516,6 +1533,7 @@ class account {
   std::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
   std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<bool> stopped_{false};
+  bool misconfigured_ = false;  // built with an error: stopped for good
   // Hot statistics: per-thread shards, a plain load and store each.
   enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
   detail::shard_counters<st_count> stats_;
