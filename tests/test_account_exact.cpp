@@ -775,3 +775,44 @@ TEST_CASE("account exact: an account built with an error refuses everything", "[
     }
   }
 }
+
+TEST_CASE("account exact: per_thread_credit off leaves no unit with a thread; on, a refusal names only what refused", "[account][exact][credit]") {
+  account_config c;
+  c.concurrency = limit(4096);  // credit chunk 4
+  c.rpm = limit(2048);          // chunk 2
+  c.tpm = limit(1048576);       // chunk 1,024 tokens
+  c.tpd = limit::unlimited();
+  c.model = server_model::sliding_log;
+  for (const bool credit : {true, false}) {
+    INFO("credit " << credit);
+    c.per_thread_credit = credit;
+    exact_account a(c, t0);
+    REQUIRE(a.try_admit(req(10, 10), t0));  // this thread: 1 request, plus a chunk with credit
+    std::uint64_t other = 0;
+    std::thread([&] {
+      while (a.try_admit(req(10, 10), t0)) ++other;
+    }).join();
+    // With credit this thread still holds 2 requests' units the other
+    // thread could not take; without, the other thread gets every one.
+    CHECK(other == (credit ? 2045u : 2047u));
+  }
+  // A thread holding a concurrency unit as credit is not refused for
+  // concurrency, even when the limiter has none left.
+  account_config k = c;
+  k.concurrency = limit(1024);  // chunk 1
+  k.rpm = limit(1023);          // a strict window without credit, the binding limit
+  k.per_thread_credit = true;
+  exact_account a(k, t0);
+  std::vector<lease<manual_clock>> held;
+  for (int i = 0; i < 1023; ++i) {
+    auto x = a.try_admit(req(10, 10), t0);
+    REQUIRE(x);
+    held.push_back(std::move(x.lease));
+  }
+  CHECK(*a.remaining(t0).concurrency == 1);  // the unit this thread holds
+  const auto x = a.try_admit(req(10, 10), t0);
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::rpm));
+  CHECK_FALSE(x.refused.has(dimension::concurrency));
+  CHECK(x.decision.retry_after() > ns(0));
+}
