@@ -998,7 +998,7 @@ TEST_CASE("account credit: credit counted in one slot is never spent in another"
   CHECK(admitted == 2048);
 }
 
-TEST_CASE("account credit: restoring a snapshot drops credit counted against the old counts", "[account][credit]") {
+TEST_CASE("account credit: a restore into an account holding credit is refused, counts kept", "[account][credit]") {
   const ns wall = seconds(1800000000);
   paced_account full(credit_config(), t0);
   while (full.try_admit(req(10, 10), t0)) {
@@ -1006,9 +1006,15 @@ TEST_CASE("account credit: restoring a snapshot drops credit counted against the
   const std::string bytes = full.snapshot(t0, wall);
   paced_account b(credit_config(), t0);
   REQUIRE(b.try_admit(req(10, 10), t0));  // this thread now holds 2 units of credit in slot 0
-  REQUIRE(b.restore(bytes, t0, wall) == paced_account::restore_errc::ok);
-  CHECK(*b.remaining(t0).requests == 0);
-  CHECK_FALSE(b.try_admit(req(10, 10), t0));
+  const auto before = b.remaining(t0);
+  CHECK(b.restore(bytes, t0, wall) == paced_account::restore_errc::in_use);
+  CHECK(*b.remaining(t0).requests == *before.requests);
+  CHECK(b.try_admit(req(10, 10), t0));  // its own credit, as before
+  // A fresh account takes the snapshot, and nothing more fits.
+  paced_account c(credit_config(), t0);
+  REQUIRE(c.restore(bytes, t0, wall) == paced_account::restore_errc::ok);
+  CHECK(*c.remaining(t0).requests == 0);
+  CHECK_FALSE(c.try_admit(req(10, 10), t0));
 }
 
 TEST_CASE("account credit: credit left by another thread refuses at most its chunks", "[account][credit]") {

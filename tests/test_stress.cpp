@@ -163,3 +163,48 @@ TEST_CASE("stress: calendar quota per day and concurrency permits", "[stress]") 
   CHECK(worst.load() >= 2);
   CHECK(c.in_use() == 0);
 }
+
+namespace {
+// Time that moves about one sub-window per operation, with sub-windows as few
+// as one: a thread pre-empted between reading the head and publishing it
+// resumes after the others have moved the head K + 1 slots on, the
+// interleaving that once let a stale mover erase a live slot's count.
+template <std::size_t K>
+void fast_time_window(std::uint64_t seed) {
+  const std::int64_t width = 1000000;  // 1 ms sub-windows: the shortest the horizon allows is 0.29 ms
+  const std::int64_t window = width * static_cast<std::int64_t>(K);
+  const std::uint64_t limit = 12;
+  sliding_window<manual_clock, K> w(rate(limit, ns(window)), ns(0));
+  REQUIRE(w.slot_width() == ns(width));
+  const events ev = run_threads(4, seed, [&](unsigned, tgtest::rng& g, std::atomic<std::int64_t>& clock, events& out) {
+    std::vector<std::pair<window_ticket, std::size_t>> pending;
+    for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
+      const std::int64_t now =
+          g.chance(50) ? clock.fetch_add(static_cast<std::int64_t>(g.between(0, 2 * static_cast<std::uint64_t>(width)))) : clock.load();
+      const std::uint64_t n = g.between(1, 3);
+      window_ticket t;
+      if (w.try_acquire(n, ns(now), t).admitted()) {
+        out.emplace_back(now, n);
+        if (g.chance(10)) pending.emplace_back(t, out.size() - 1);
+      }
+      if (!pending.empty() && g.chance(5)) {
+        auto& p = pending.back();
+        out[p.second].second -= w.refund(p.first, p.first.tokens);
+        pending.pop_back();
+      }
+      if (g.chance(5)) std::this_thread::yield();  // more switches, so more stalls land mid-operation
+    }
+  });
+  CHECK(ev.size() > 100);
+  CHECK(tgtest::max_window_sum(ev, window) <= limit);
+}
+}  // namespace
+
+TEST_CASE("stress: sliding window with time racing through 1 to 3 sub-windows", "[stress]") {
+  for (const std::uint64_t seed : tgtest::seeds(4)) {
+    INFO("seed " << seed);
+    fast_time_window<1>(seed);
+    fast_time_window<2>(seed);
+    fast_time_window<3>(seed);
+  }
+}

@@ -650,12 +650,43 @@ class account {
   // Snapshot and restore: what the account has counted (window contents,
   // what buckets owe, the calendar day's usage, the budget, a pause or a
   // stop) as a byte string, so a restart does not reset the daily limit or
-  // the budget. No I/O: the caller stores the bytes. Times are kept relative
-  // to the snapshot and aged by the wall-clock time between snapshot and
-  // restore (pass system_clock::now() as `wall`). Permits in flight are not
-  // kept. restore() checks everything (format, version, that the bytes come
-  // from an account with the same configuration, length, checksum) before it
-  // changes anything, and must be called before the account is shared.
+  // the budget. No I/O: the caller stores the bytes. Permits in flight are
+  // not kept (their money stays committed: the safe side).
+  //
+  // Time. Each count is stored with the time from the snapshot's `now`
+  // until this account would have dropped it, and restore() keeps it that
+  // long minus the wall-clock time between snapshot and restore (pass
+  // system_clock::now() as `wall`), at any phase of either account's slots:
+  // a restart never lets a count leave a window earlier than it would have
+  // without the restart (each window moves its slot grid to the stored
+  // times, so it holds nothing longer either). Buckets keep what they owe
+  // (rounded up), pauses what is left of them, the calendar quota its day and
+  // usage (days are absolute). A wall clock that went backwards counts as
+  // no time passed; one that jumped forward ages the counts by the jump.
+  //
+  // Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
+  // whole slots, which drops the position inside the slot; restore() reads
+  // it rounding toward keeping (as if the snapshot was taken at the start of
+  // its slot: counts stay up to one slot longer than they had to, never
+  // shorter). Two things format 1 did not record are assumed: that the
+  // snapshot's `now` was not behind the windows' latest slot, and that a
+  // window's unit (limits above 16,777,215 tokens) was that of this account.
+  //
+  // restore() refuses, changing nothing, bytes that are not a snapshot
+  // (bad_format), of an unknown version (wrong_version), of an account
+  // configured otherwise (other_configuration), short or long (truncated),
+  // whose checksum does not match (corrupted; it only catches accidents),
+  // or whose fields do not fit this configuration (out_of_range: more
+  // window entries than slots, counts above the 24-bit field, times beyond a
+  // window's or bucket's horizon, ages out of the window, a negative or
+  // inconsistent budget, a calendar day after tomorrow's, a stop flag other
+  // than 0 or 1). It refuses with in_use an account that has started taking
+  // traffic (any try_admit that got past the stop and pause checks to the
+  // limits, admitted or not): its counts would be lost and its leases would
+  // settle against counts they were not taken from.
+  // Restore into a new account, before sharing it. A try_admit that races
+  // the restore is refused (dimension::paused, reason::busy, no wait) until
+  // it is done; no other member function may run at the same time.
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
     detail::byte_writer w;
     w.raw("TGA1", 4);
@@ -664,16 +695,17 @@ class account {
     w.u64(static_cast<std::uint64_t>(wall.count()));
     w.u64(stopped() ? 1 : 0);
     const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
-    w.u64(p > now.count() ? static_cast<std::uint64_t>(p - now.count()) : 0);
+    w.u64(detail::positive_difference(p, now.count()));
     const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
     for (unsigned k = 0; k < credit_kinds; ++k) {
       const std::optional<window>* x = ws[k];
       if (!*x) continue;
       // Credit not yet spent is not carried: like an admission that has not
       // happened yet, it is not part of the state at this moment.
-      const auto slots = (*x)->export_slots(now, [&](std::uint64_t j) { return credit_in_slot(k, j); });
-      w.u64(slots.size());
-      for (const auto& e : slots) {
+      const auto counts = (*x)->export_counts(now, [&](std::uint64_t j) { return credit_in_slot(k, j); });
+      w.u64((*x)->unit());
+      w.u64(counts.size());
+      for (const auto& e : counts) {
         w.u64(e.first);
         w.u64(e.second);
       }
@@ -683,69 +715,38 @@ class account {
     if (day_q_) w.u64(day_q_->export_word());
     if (budget_) {
       const auto t = budget_->export_totals();
-      w.u64(static_cast<std::uint64_t>(t.first));
+      // A settle racing this read can show its spend before its commit:
+      // committed is never below spent.
+      w.u64(static_cast<std::uint64_t>(t.first > t.second ? t.first : t.second));
       w.u64(static_cast<std::uint64_t>(t.second));
     }
     w.u64(w.checksum());
     return w.out;
   }
 
-  enum class restore_errc : unsigned char { ok, bad_format, wrong_version, other_configuration, truncated, corrupted };
+  enum class restore_errc : unsigned char {
+    ok,
+    bad_format,
+    wrong_version,
+    other_configuration,
+    truncated,
+    corrupted,
+    out_of_range,  // a field does not fit this configuration (see above)
+    in_use,        // the account has started taking traffic
+  };
 
   restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
-    detail::byte_reader r{bytes};
-    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return restore_errc::bad_format;
-    // The checksum covers every byte before it: check it first, so nothing
-    // below reads a corrupted length.
-    if (bytes.size() < 4 + 8 * 6) return restore_errc::truncated;
-    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
-    std::uint64_t sum = 0;
-    (void)tail.u64(sum);
-    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return restore_errc::corrupted;
-    std::uint64_t version = 0, fp = 0, then = 0, stop = 0, pause = 0;
-    if (!r.u64(version) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return restore_errc::truncated;
-    if (version != snapshot_version) return restore_errc::wrong_version;
-    if (fp != fingerprint()) return restore_errc::other_configuration;
-    const std::int64_t down = wall.count() > static_cast<std::int64_t>(then) ? wall.count() - static_cast<std::int64_t>(then) : 0;
-    using slots_t = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
-    slots_t win[3];
-    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
-    std::optional<window>* ws[3] = {&rpm_w_, &tpm_w_, &tpd_w_};
-    for (int i = 0; i < 3; ++i) {
-      if (!*ws[i]) continue;
-      std::uint64_t n = 0;
-      if (!r.u64(n) || n > 4096) return restore_errc::truncated;
-      const std::uint64_t aged = static_cast<std::uint64_t>(down / (*ws[i])->slot_width().count());
-      for (std::uint64_t k = 0; k < n; ++k) {
-        std::uint64_t age = 0, units = 0;
-        if (!r.u64(age) || !r.u64(units)) return restore_errc::truncated;
-        win[i].emplace_back(detail::sat_add(age, aged), units);
-      }
-    }
-    std::optional<bucket>* bs[2] = {&rpm_b_, &tpm_b_};
-    for (int i = 0; i < 2; ++i)
-      if (*bs[i] && !r.u64(owed[i])) return restore_errc::truncated;
-    if (day_q_ && !r.u64(day_word)) return restore_errc::truncated;
-    if (budget_ && (!r.u64(committed) || !r.u64(spent))) return restore_errc::truncated;
-    if (r.left() != 8) return restore_errc::truncated;
-    // Everything checked: apply. Window credit held from before was counted
-    // in the counts now replaced: it must not be spent against them.
-    if (credits_)
-      for (unsigned i = 0; i < detail::thread_shards; ++i)
-        for (credit& c : credits_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
-    for (int i = 0; i < 3; ++i)
-      if (*ws[i]) (*ws[i])->import_slots(now, win[i]);
-    for (int i = 0; i < 2; ++i)
-      if (*bs[i]) {
-        const std::int64_t o = static_cast<std::int64_t>(owed[i]) - down;
-        (*bs[i])->restore_owed(nanoseconds(o > 0 ? o : 0), now);
-      }
-    if (day_q_) day_q_->import_word(day_word);
-    if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
-    stopped_.store(stop != 0, std::memory_order_release);  // release: as in on_response
-    const std::int64_t left = static_cast<std::int64_t>(pause) - down;
-    if (left > 0) pause_for(nanoseconds(left), now);
-    return restore_errc::ok;
+    unsigned char expected = use_fresh;
+    // acq_rel: acquire pairs with the release store that ended an earlier
+    // restore; the claim itself publishes nothing (admissions that see it
+    // refuse without reading state). Failure: relaxed, the value is all we use.
+    if (!use_.compare_exchange_strong(expected, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return restore_errc::in_use;
+    const restore_errc e = restore_claimed(bytes, now, wall);
+    // release: pairs with the acquire load in try_admit, so an admission that
+    // sees the account fresh again sees everything restored.
+    use_.store(use_fresh, std::memory_order_release);
+    return e;
   }
 
   // The policy each dimension runs, for reports.
@@ -800,8 +801,24 @@ class account {
     const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
       // Paused: nothing is taken; the wait is the later of the pause's end
-      // and when every other dimension would admit.
-      return refuse_and_report(a, n, now, shard, time_left(pause, now));
+      // and when every other dimension would admit. Before traffic has
+      // started (a restore may be writing the state), the pause alone.
+      // acquire: as below.
+      if (use_.load(std::memory_order_acquire) == use_started)
+        return refuse_and_report(a, n, now, shard, time_left(pause, now));
+      a.refused.add(dimension::paused);
+      count_refusal(a.refused);
+      a.decision = decision::wait(time_left(pause, now));
+      return;
+    }
+    // acquire: pairs with the release store that ends a restore, so what it
+    // restored is visible here. Once traffic has started this reads the
+    // same value for ever (one load on the line of stopped_).
+    if (use_.load(std::memory_order_acquire) != use_started && !start_use()) {
+      a.refused.add(dimension::paused);  // a restore is being applied
+      count_refusal(a.refused);
+      a.decision = decision::wait(nanoseconds(0), reason::busy);
+      return;
     }
 
     // Take every dimension in turn; roll back on the first refusal.
@@ -845,7 +862,145 @@ class account {
   }
 
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;
+  // 0.1.0's format: window ages in whole slots (see snapshot()).
+  static constexpr std::uint64_t snapshot_version_slots = 1;
+
+  // Whether the account has started taking traffic (see restore()).
+  enum : unsigned char { use_fresh, use_restoring, use_started };
+  [[gnu::noinline, gnu::cold]] bool start_use() noexcept {
+    unsigned char expected = use_fresh;
+    // acq_rel: acquire as in try_admit (the restore's release store); a
+    // failure sees `restoring` or `started`, read with acquire for the same
+    // reason when it is `started` by another admission (no state to see).
+    if (use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
+      return true;
+    return expected == use_started;
+  }
+
+  using count_list = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+
+  // Reads one window's entries (format 2: unit, n, n x (time left, units);
+  // format 1: n, n x (age, units)) as (time left at the snapshot, units of
+  // this window), checking every field.
+  static restore_errc read_window(detail::byte_reader& r, std::uint64_t version, const window& w, count_list& out) {
+    using WL = detail::window_limits;
+    constexpr std::uint64_t K = window::subwindows;
+    std::uint64_t unit = w.unit(), n = 0;
+    if (version != snapshot_version_slots) {
+      if (!r.u64(unit)) return restore_errc::truncated;
+      if (unit == 0) return restore_errc::out_of_range;
+    }
+    if (!r.u64(n)) return restore_errc::truncated;
+    if (n > K + 1) return restore_errc::out_of_range;  // a window holds K + 1 slots
+    if (r.left() / 16 < n) return restore_errc::truncated;
+    const std::uint64_t horizon = static_cast<std::uint64_t>(w.import_horizon().count());
+    const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+    std::uint64_t prev = 0;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      std::uint64_t a = 0, units = 0;
+      (void)r.u64(a);
+      (void)r.u64(units);
+      if (units == 0 || units > WL::max_units) return restore_errc::out_of_range;
+      std::uint64_t left = 0;
+      if (version == snapshot_version_slots) {
+        // Ages from oldest to newest, each in the window. Kept as if the
+        // snapshot was taken at the start of its slot: the longest it can
+        // have had to stay.
+        if (a > K || (k > 0 && a >= prev)) return restore_errc::out_of_range;
+        left = detail::sat_mul(K + 1 - a, width);
+      } else {
+        // Times left, soonest first, within the window's horizon.
+        if (a == 0 || a > horizon || (k > 0 && a <= prev)) return restore_errc::out_of_range;
+        left = a;
+      }
+      prev = a;
+      // The snapshot's units in this window's (equal unless the limit was
+      // changed live across 16,777,215 tokens), rounded up.
+      out.emplace_back(left, detail::mul_div_ceil(units, unit, w.unit()));
+    }
+    return restore_errc::ok;
+  }
+
+  // The most a bucket can owe: its whole tick range, rounded up.
+  static std::uint64_t max_owed(const bucket& b) noexcept {
+    const std::uint64_t m = detail::sat_add(detail::sat_add(static_cast<std::uint64_t>(b.horizon().count()),
+                                                            detail::sat_mul(b.burst(), static_cast<std::uint64_t>(b.interval().count()))),
+                                            1);
+    const std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return m > top ? top : m;
+  }
+
+  restore_errc restore_claimed(std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    detail::byte_reader r{bytes};
+    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return restore_errc::bad_format;
+    // The checksum covers every byte before it: check it first, so nothing
+    // below reads a corrupted length.
+    if (bytes.size() < 4 + 8 * 6) return restore_errc::truncated;
+    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
+    std::uint64_t sum = 0;
+    (void)tail.u64(sum);
+    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return restore_errc::corrupted;
+    r.in = bytes.substr(0, bytes.size() - 8);  // the fields only
+    std::uint64_t version = 0, fp = 0, then = 0, stop = 0, pause = 0;
+    if (!r.u64(version) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return restore_errc::truncated;
+    if (version != snapshot_version && version != snapshot_version_slots) return restore_errc::wrong_version;
+    if (fp != fingerprint()) return restore_errc::other_configuration;
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (stop > 1 || pause > top) return restore_errc::out_of_range;
+    count_list win[credit_kinds];
+    std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    for (unsigned i = 0; i < credit_kinds; ++i) {
+      if (!*ws[i]) continue;
+      const restore_errc e = read_window(r, version, **ws[i], win[i]);
+      if (e != restore_errc::ok) return e;
+    }
+    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
+    std::optional<bucket>* bs[2] = {&rpm_b_, &tpm_b_};
+    for (int i = 0; i < 2; ++i) {
+      if (!*bs[i]) continue;
+      if (!r.u64(owed[i])) return restore_errc::truncated;
+      if (owed[i] > max_owed(**bs[i])) return restore_errc::out_of_range;
+    }
+    if (day_q_) {
+      if (!r.u64(day_word)) return restore_errc::truncated;
+      // A day after tomorrow (a clock a day ahead is allowed for) would
+      // refuse everything as stale for as long.
+      if ((day_word >> calendar_quota<Clock>::used_bits) > day_q_->day_at(now) + 1) return restore_errc::out_of_range;
+    }
+    if (budget_) {
+      if (!r.u64(committed) || !r.u64(spent)) return restore_errc::truncated;
+      // Non-negative, and nothing spent that was not committed. Committed
+      // may pass the limit (calls that cost more than they reserved): that
+      // budget refuses everything, as before the restart.
+      if (committed > top || spent > top || spent > committed) return restore_errc::out_of_range;
+    }
+    if (r.left() != 0) return restore_errc::truncated;
+
+    // Everything checked: apply. The wall-clock time between snapshot and
+    // restore, zero if the clock went backwards.
+    const detail::i128 gap = static_cast<detail::i128>(wall.count()) - static_cast<std::int64_t>(then);
+    const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
+    // Credit lines hold nothing in a fresh account; cleared all the same,
+    // since what they would hold was counted against the replaced counts.
+    if (credits_)
+      for (unsigned i = 0; i < detail::thread_shards; ++i)
+        for (credit& c : credits_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+    for (unsigned i = 0; i < credit_kinds; ++i) {
+      if (!*ws[i]) continue;
+      count_list aged;
+      for (const auto& e : win[i])
+        if (e.first > down) aged.emplace_back(e.first - down, e.second);
+      (*ws[i])->import_counts(now, aged);
+    }
+    for (int i = 0; i < 2; ++i)
+      if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
+    if (day_q_) day_q_->import_word(day_word);
+    if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
+    stopped_.store(stop != 0 || misconfigured_, std::memory_order_release);  // release: as in on_response; a misconfigured account stays stopped
+    if (pause > down) pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
+    return restore_errc::ok;
+  }
 
   // A hash of everything that shapes the state: a snapshot only restores
   // into an account configured the same way.
@@ -1534,6 +1689,7 @@ class account {
   std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<bool> stopped_{false};
   bool misconfigured_ = false;  // built with an error: stopped for good
+  std::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
   // Hot statistics: per-thread shards, a plain load and store each.
   enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
   detail::shard_counters<st_count> stats_;

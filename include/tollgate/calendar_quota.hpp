@@ -164,6 +164,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   // it survives restarts as it is), and its inverse for a quota not yet shared.
   std::uint64_t export_word() const noexcept { return state_.load(std::memory_order_acquire); }  // acquire: as in try_acquire
   void import_word(std::uint64_t w) noexcept { state_.store(w, std::memory_order_release); }      // release: publishes it
+  // The day `now` falls in, as the state word counts days (since 1970-01-01
+  // at the offset; 0 before it): what a restore checks an imported word by.
+  std::uint64_t day_at(nanoseconds now) const noexcept { return day_of(now); }
 
   [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
     if (limit_.load(std::memory_order_relaxed) == 0) return errc::ok;  // misconfigured stays so

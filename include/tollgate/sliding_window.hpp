@@ -74,6 +74,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -268,56 +269,129 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return end > now ? end - now : nanoseconds(0);
   }
 
-  // Snapshot support: the units of every slot still in the window, as
-  // (age in slots relative to `now`'s slot, units), oldest first.
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
-    return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
+  // Snapshot support, by time: every slot still in the window as (time from
+  // `now` until the window drops it, units), soonest first. A restarted
+  // window given these by import_counts keeps every unit at least that long,
+  // whatever its own origin and slot phase. A stale `now` gives longer times
+  // (counts stay until the window itself would drop them). The times are at
+  // least 1 ns and saturate at INT64_MAX.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now) const {
+    return export_counts(now, [](std::uint64_t) { return std::uint64_t{0}; });
   }
   // The same, leaving out `unspent(j)` units of slot j (units a caller
   // counted in advance and has not used: the account's per-thread credit).
   template <class Unspent>
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now, Unspent&& unspent) const {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-    if (unit_ == 0) return out;
-    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const std::uint64_t h = detail::slot_of_word(w);
-    std::uint64_t s = slot_at(now);
-    if (s < h) s = h;
-    auto put = [&](std::uint64_t j, std::uint64_t u) {
-      const std::uint64_t off = unspent(j);
-      if (u > off) out.emplace_back(s - j, u - off);
-    };
-    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-      if (j + K >= s) put(j, ring_units(j));
-    if (h + K >= s) put(h, detail::units_of_word(w));
+    visit_slots(now, unspent, [&](std::uint64_t j, std::uint64_t, std::uint64_t u) {
+      // Slot j leaves the window when slot j + K + 1 begins.
+      const detail::i128 left = static_cast<detail::i128>(slot_start(j + K + 1).count()) - now.count();
+      const detail::i128 top = std::numeric_limits<std::int64_t>::max();
+      out.emplace_back(static_cast<std::uint64_t>(left < 1 ? 1 : left > top ? top : left), u);
+    });
     return out;
   }
-  // Loads slots exported by export_slots (ages relative to `now`) into a
-  // window that has not been used yet. Not thread-safe: call it before
-  // sharing the window. Units above the 24-bit field saturate.
-  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) noexcept {
+
+  // The same by age: (age in slots relative to `now`'s slot, units), oldest
+  // first. Ages drop where `now` lies in its slot; import_slots has to assume
+  // the worst. export_counts keeps it.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
+    return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
+  }
+  template <class Unspent>
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    visit_slots(now, unspent, [&](std::uint64_t, std::uint64_t age, std::uint64_t u) { out.emplace_back(age, u); });
+    return out;
+  }
+
+  // The longest time import_counts can keep a count (about the 40-bit slot
+  // horizon: at least 10 years); longer times count as this.
+  nanoseconds import_horizon() const noexcept {
+    const std::uint64_t t = detail::sat_mul(L::max_slot - 2 * K - 4, width_);
+    return nanoseconds(t > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
+                           ? std::numeric_limits<std::int64_t>::max()
+                           : static_cast<std::int64_t>(t));
+  }
+
+  // Replaces the window's contents with counts as export_counts gives them
+  // (time from `now` until each may leave, units), each kept at least that
+  // long: never dropped early (round toward keeping). The window moves its
+  // slot grid so that the latest of those times falls on a slot boundary,
+  // so a restart at any phase of the old or the new window loses nothing and
+  // holds nothing longer than the old window would have (times that did not
+  // come from one grid keep some counts up to one slot longer). A time so
+  // long that no slot of the window's grid at `now` can hold it makes the
+  // window refuse everything (as stale) until it has passed. Units above the
+  // 24-bit field saturate; zero times and units are skipped. Not
+  // thread-safe: call it before sharing the window (it moves the origin).
+  void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
     if (unit_ == 0) return;
-    std::uint64_t s = slot_at(now);
-    if (s <= K) {
-      // A window made just now has no earlier slots to hold the imported
-      // ones: move its origin back K + 1 slots (nothing has used it yet).
-      origin_ -= static_cast<std::int64_t>((K + 1 - s) * width_);
-      s = slot_at(now);
+    using detail::i128;
+    const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
+    std::uint64_t longest = 0;
+    for (const auto& e : counts)
+      if (e.second > 0 && e.first > longest) longest = e.first > horizon ? horizon : e.first;
+    // relaxed (all stores below but the head's): not shared yet; the head's
+    // release store publishes them to acquirers anyway.
+    for (auto& r : ring_) r.store(0, std::memory_order_relaxed);
+    if (longest == 0) {
+      older_.store(0, std::memory_order_relaxed);
+      head_.store(0, std::memory_order_release);  // release: as below
+      return;
     }
-    std::uint64_t head = s, cur = 0, older = 0;
-    for (const auto& e : slots) {
-      if (e.first > K || e.first > s) continue;  // left the window, or before the origin
-      const std::uint64_t j = s - e.first, u = e.second > L::max_units ? L::max_units : e.second;
-      if (j == s) {
-        cur = u;
-      } else {
-        // relaxed: not yet shared (see above).
-        ring_[j % ring_size].store(detail::pack_slot(j, u), std::memory_order_relaxed);
-        older += u;
+    // The origin: K + 1 slots (or as many as fit above INT64_MIN) before the
+    // slot holding `now`, with `now + longest` on a slot boundary.
+    const i128 w = static_cast<i128>(width_);
+    const i128 phase = (w - static_cast<i128>(longest) % w) % w;
+    i128 o = static_cast<i128>(now.count()) - phase - static_cast<i128>(K + 1) * w;
+    const i128 bottom = std::numeric_limits<std::int64_t>::min();
+    if (o < bottom) o += (bottom - o + w - 1) / w * w;
+    origin_ = static_cast<std::int64_t>(o);
+    // The earliest slot whose end of life (the start of slot j + K + 1) is at
+    // or after now + t: any later slot keeps the units too.
+    auto slot_for = [&](std::uint64_t t) -> std::uint64_t {
+      if (t > horizon) t = horizon;
+      const i128 a = static_cast<i128>(now.count()) + static_cast<i128>(t) - o;
+      if (a <= 0) return 0;
+      const i128 j = (a + w - 1) / w - static_cast<i128>(K + 1);
+      return j < 0 ? 0 : static_cast<std::uint64_t>(j);
+    };
+    std::uint64_t head = slot_at(now);
+    for (const auto& e : counts)
+      if (e.second > 0 && e.first > 0 && slot_for(e.first) > head) head = slot_for(e.first);
+    std::uint64_t cur = 0, older = 0;
+    for (const auto& e : counts) {
+      if (e.second == 0 || e.first == 0) continue;
+      const std::uint64_t j = slot_for(e.first);
+      // Below head - K only when the head is ahead of `now`: such a slot
+      // leaves the window before the head's slot starts, and until then the
+      // window refuses everything.
+      if (j + K < head) continue;
+      const std::uint64_t u = e.second > L::max_units ? L::max_units : e.second;
+      if (j == head) {
+        cur = cur + u > L::max_units ? L::max_units : cur + u;
+        continue;
       }
+      std::atomic<std::uint64_t>& r = ring_[j % ring_size];
+      const std::uint64_t was = r.load(std::memory_order_relaxed);
+      const std::uint64_t had = detail::slot_of_word(was) == j ? detail::units_of_word(was) : 0;
+      r.store(detail::pack_slot(j, had + u > L::max_units ? L::max_units : had + u), std::memory_order_relaxed);
+      older = detail::sat_add(older, u);
     }
     older_.store(detail::pack_slot(head, older > L::max_units ? L::max_units : older), std::memory_order_relaxed);
     head_.store(detail::pack_slot(head, cur), std::memory_order_release);  // release: publishes the ring to acquirers
+  }
+
+  // Loads slots by age (export_slots) into a window not shared yet. The
+  // position of the old `now` inside its slot is not known, so each count is
+  // kept as if it had been at the very start (round toward keeping): until
+  // (K + 1 - age) slot widths from `now`. Ages above K have left the window.
+  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> counts;
+    for (const auto& e : slots)
+      if (e.first <= K) counts.emplace_back(detail::sat_mul(K + 1 - e.first, width_), e.second);
+    import_counts(now, counts);
   }
 
   // Changes the limit (tokens per window); the window keeps its counts.
@@ -339,6 +413,24 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
 
  private:
+  // Calls f(j, age, units) for every slot j still in the window at `now`,
+  // oldest first, with `unspent(j)` units left out (slots left empty skipped).
+  template <class Unspent, class F>
+  void visit_slots(nanoseconds now, Unspent& unspent, F&& f) const {
+    if (unit_ == 0) return;
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t s = slot_at(now);
+    if (s < h) s = h;
+    auto put = [&](std::uint64_t j, std::uint64_t u) {
+      const std::uint64_t off = unspent(j);
+      if (u > off) f(j, s - j, u - off);
+    };
+    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
+      if (j + K >= s) put(j, ring_units(j));
+    if (h + K >= s) put(h, detail::units_of_word(w));
+  }
+
   std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
     if (n > t.tokens) n = t.tokens;
     if (n == 0 || unit_ == 0) return 0;
