@@ -16,13 +16,23 @@
 // Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
 // prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
 // admission; without one, the model's default output cap, else the context
-// window minus the prompt) and the request's worst-case cost. In all
+// window minus the prompt) and the request's worst-case cost (cost.hpp: with
+// the cache writes it declares, else the largest it can make), which bounds
+// what settle charges for any usage within the request. In all
 // dimensions or in none: a partial success is rolled back, so under
 // concurrency a request may be refused falsely but nothing is ever
 // over-admitted. A refusal names every dimension that refused, and its wait is
 // the largest of theirs; it is `never` when the request can never fit
 // (tokens > the limit or above max_request_tokens under a margin policy,
 // prompt + max_tokens > the context window, worst-case cost > the budget).
+// The wait keeps the decision contract for the whole account, with per-thread
+// credit on or off: the same request from the same thread is refused at
+// now + wait - 1 ns unless capacity was given back meanwhile (a refund, a
+// thread's credit given back, set_limits), and admitted at now + wait unless
+// capacity was taken meanwhile (an admission, a debt, a pause). A refusal
+// that also names concurrency or the budget needs a permit or money back as
+// well (with nothing else waiting, its wait is zero, reason::busy). While
+// paused, the wait is the later of the pause's end and the other dimensions'.
 //
 // Server model. Kimi does not document how it counts. `server_model` says
 // which model to stay inside; each dimension then uses the policy the
@@ -57,12 +67,21 @@
 // table is scanned at most once per lease_timeout / 16 of time, so a hung
 // lease comes back by the first refusal that long after its deadline.
 //
-// Server feedback. on_response(...) pauses the whole account after a rate
-// 429 for the larger of the server's hint and the account's own wait (Kimi
-// says "try again after 1 seconds" where RPM 3 means 20 s), after a TPD 429
-// until the later of the hint and the local reset, and stops it after a
-// balance/quota error until resume(). Overload backs off without counting as
-// a limit.
+// Server feedback. on_response(...) pauses the whole account, under every
+// server model and policy alike:
+//   RPM 429: for the largest of the server's hint, one emission interval of
+//     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
+//     policy the spaced interval in force, 30 s + 2 ms) and the account's own
+//     wait for one more request (Kimi says "try again after 1 seconds");
+//   TPM 429: the same with the token limit (W / L per token);
+//   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
+//     without a request limit);
+//   TPD 429: until the later of the hint and the local daily reset;
+//   overload: for the hint, else 1 s, without counting as a limit.
+// A hint counts for at most max_pause (24 h by default; stats().capped_hints
+// counts the hints cut). A pause only ever lengthens; clear_pause() ends it.
+// A balance/quota error stops the account until resume() (which does not end
+// a pause).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -88,7 +107,10 @@
 // 1.6 % of a window's limit and 3.2 % of the concurrency limit, and a thread
 // is never refused for want of its own credit while the window is on its
 // slot). remaining() and in_flight() count credit as not in flight. Limits
-// below 1,024 have no credit and behave exactly as without it.
+// below 1,024 have no credit and behave exactly as without it. A refusal gives
+// the refused thread's window credit back before it reports a wait (as its
+// next attempt would), so the wait is the same with credit as without.
+// per_thread_credit = false turns credit off for every limit.
 //
 // Cost. Spending credit, an admission and its settle take one atomic
 // read-modify-write (giving the slot-table word back; none with lease_timeout
@@ -117,6 +139,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -223,6 +246,22 @@ struct basic_account_config {
   // stats().reclaimed. Kimi documents requests of up to two hours. Zero:
   // never, and no slot table (two atomic operations fewer per request).
   nanoseconds lease_timeout = std::chrono::hours(2);
+  // Per-thread credit (see the header): on, the first 16 threads take window
+  // and concurrency units a chunk at a time and spend them without touching
+  // shared state; off, every admission takes its units from the shared
+  // limiters and no thread ever holds units another could have used. Off
+  // suits accounts shared between processes, where a process that dies
+  // holding credit would keep it counted. It does not shape the state: a
+  // snapshot restores into an account with the switch either way.
+  bool per_thread_credit = true;
+  // The longest pause a server's hint (Retry-After, "try again after N
+  // seconds") can cause; a longer hint is cut to it and counted in
+  // stats().capped_hints. 24 hours: no Kimi limit counts over a longer window
+  // (the daily one resets within a day in any time zone), so a longer hint is
+  // a mistake, and one of year 9999 must not stop the account for centuries.
+  // The account's own waits (its windows, the local daily reset) are not
+  // capped. Zero: hints never lengthen a pause. Negative: refused.
+  nanoseconds max_pause = std::chrono::hours(24);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     basic_account_config c;
@@ -241,6 +280,11 @@ struct request {
   const model_info* model = nullptr;  // for the default output cap, context window and prices
   std::uint64_t prompt_tokens = 0;    // an estimate (estimate.hpp) or the tokenizer endpoint's count
   std::optional<std::uint64_t> max_tokens;
+  // The explicit cache writes the request asks for (kimi-k3). Without a
+  // declaration the reserved worst case assumes the largest: the whole prompt
+  // written at the dearer write price. Declared, it reserves exactly those;
+  // a usage that writes more is charged in full and reported as overspend.
+  std::optional<cache_writes> planned_cache_writes = std::nullopt;
 };
 
 // Per-dimension counters, for metrics.
@@ -249,6 +293,7 @@ struct account_stats {
   std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
   std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
   std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
+  std::uint64_t capped_hints = 0;  // server hints longer than max_pause, cut to it
   std::int64_t spent_nanos = 0;  // in nano-units of the budget's currency
   // Time callers spent waiting because of each dimension (indexed like
   // refused_by), as reported by the waiting layer (waiting_room) through
@@ -368,13 +413,48 @@ class account {
   using config_type = basic_account_config<Currency>;
 
   // Throws config_error (aborts without exceptions) on an invalid
-  // configuration: a margin policy whose margin is not below its limit, or a
-  // window the primitives refuse.
+  // configuration: a margin policy whose margin is not below its limit, a
+  // window the primitives refuse, a negative max_pause, or a limit above what
+  // its policy can run (see largest_token_limit), which throws with the limit
+  // refused and the largest accepted (config_error::values()).
   explicit account(const config_type& c, nanoseconds origin = Clock::now()) {
-    const errc e = init(c, origin);
-    if (e != errc::ok) detail::fail(e);
+    error_values v;
+    const errc e = init(c, origin, v);
+    if (e != errc::ok) detail::fail(e, v);
   }
-  account(const config_type& c, nanoseconds origin, errc& ec) noexcept { ec = init(c, origin); }
+  // Never throws: on error sets `ec` (and `v`, for a limit too large), and
+  // the account refuses every request for good (dimension::stopped,
+  // reason::misconfigured; resume() does not lift it).
+  account(const config_type& c, nanoseconds origin, errc& ec) noexcept {
+    error_values v;
+    ec = init_or_stop(c, origin, v);
+  }
+  account(const config_type& c, nanoseconds origin, errc& ec, error_values& v) noexcept {
+    ec = init_or_stop(c, origin, v);
+  }
+
+  // The largest token limit (per token_window) the configuration accepts.
+  // Under a margin policy (window_counter, gcra, unknown) tokens run through
+  // a bucket spaced at (L - m) per W whose emission interval must be held
+  // within 0.1 % (token_bucket.hpp): every L - m up to 14,014 per us of W
+  // qualifies (about one token per 71.3 ns: 840,840,000 + m per minute, so
+  // 840,905,536 with the default m), and a larger limit is refused
+  // (errc::rate_too_fine) even where the bucket could run it exactly, so that
+  // the accepted limits have no holes. The strict window takes any limit.
+  static constexpr std::uint64_t largest_token_limit(const config_type& c) noexcept {
+    if (strict_for(c.model) || c.token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t w = static_cast<std::uint64_t>(c.token_window.count());
+    return detail::sat_add(detail::mul_div_floor(w, detail::gcra_limits::max_scale * 1001, 1000000), c.max_request_tokens);
+  }
+  // The largest request limit: under a margin policy the spaced interval adds
+  // 2 ms per request to the window, which must fit in 63 bits of nanoseconds
+  // (about 4.6 * 10^12 requests per window).
+  static constexpr std::uint64_t largest_request_limit(const config_type& c) noexcept {
+    if (strict_for(c.model) || c.request_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t room =
+        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() - c.request_window.count());
+    return room / 2000000;
+  }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
 
@@ -396,7 +476,14 @@ class account {
   // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any.
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
-    const nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    if (h < nanoseconds(0)) h = nanoseconds(0);
+    if (h > cfg_.max_pause &&
+        (e.kind == error_kind::concurrency || e.kind == error_kind::rpm || e.kind == error_kind::tpm ||
+         e.kind == error_kind::rate_limit || e.kind == error_kind::tpd || e.kind == error_kind::overloaded)) {
+      h = cfg_.max_pause;
+      capped_hints_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    }
     switch (e.kind) {
       case error_kind::quota:
         // release: pairs with the acquire load in try_admit.
@@ -406,7 +493,12 @@ class account {
       case error_kind::rpm:
       case error_kind::tpm:
       case error_kind::rate_limit: {
-        nanoseconds own = own_wait(now);
+        nanoseconds own{0};
+        if (e.kind != error_kind::tpm) own = own_wait(request_kind, now);
+        if (e.kind != error_kind::rpm && (e.kind == error_kind::tpm || !(rpm_w_ || rpm_b_))) {
+          const nanoseconds t = own_wait(token_kind, now);
+          own = t > own ? t : own;
+        }
         pause_for(h > own ? h : own, now);
         break;
       }
@@ -434,8 +526,18 @@ class account {
     hook_fn_.store(fn, std::memory_order_release);    // release: pairs with the acquire in notify_release
   }
 
-  // Lifts a stop caused by a quota/balance error (after recharging).
-  void resume() noexcept { stopped_.store(false, std::memory_order_release); }  // release: as in on_response
+  // Lifts a stop caused by a quota/balance error (after recharging). It does
+  // not end a pause: clear_pause() does.
+  void resume() noexcept {
+    if (!misconfigured_) stopped_.store(false, std::memory_order_release);  // release: as in on_response
+  }
+  // Ends a pause now (a hint the caller knows to be wrong, an operator's
+  // override). Counts and stops stay.
+  void clear_pause() noexcept {
+    // relaxed: a lone time value, as in pause_for; a pause_for racing this
+    // may land after it and stand.
+    pause_until_.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
+  }
   bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
 
@@ -467,6 +569,7 @@ class account {
     s.debt_tokens = stats_.sum(st_debt);
     // relaxed: statistics, see the contract.
     s.reclaimed = stats_reclaimed_.load(std::memory_order_relaxed);
+    s.capped_hints = capped_hints_.load(std::memory_order_relaxed);
     for (unsigned i = 0; i < 9; ++i) s.waited_ns_by[i] = waited_ns_[i].load(std::memory_order_relaxed);
     s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
     return s;
@@ -502,8 +605,7 @@ class account {
     if (tpm_b_) v.tokens_minute_reset_in = tpm_b_->full_in(now);
     if (tpd_w_) v.tokens_day_reset_in = tpd_w_->empty_in(now);
     if (day_q_) v.tokens_day_reset_in = day_q_->reset_in(now);
-    const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
-    if (p > now.count()) v.paused_for = nanoseconds(p - now.count());
+    v.paused_for = time_left(pause_until_.load(std::memory_order_relaxed), now);  // relaxed: as in try_admit
     v.stopped = stopped();
     return v;
   }
@@ -520,6 +622,8 @@ class account {
         need(tpd_w_ || day_q_, t.tpd))
       return errc::zero_count;  // a dimension would appear or disappear
     errc e = errc::ok;
+    error_values ignored;
+    if ((e = check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
     if (conc_ && (e = conc_->set_limit(*t.concurrency.value())) != errc::ok) return e;
     update_chunks();  // before any later error: credit taken under the old limit goes back
     if (rpm_w_ && (e = rpm_w_->set_limit(*t.rpm.value())) != errc::ok) return e;
@@ -678,7 +782,8 @@ class account {
       if (!r.model) {
         a.refused.add(dimension::request_size);  // a budget needs prices
       } else {
-        const auto w = worst_case_cost<Currency>(*r.model, r.prompt_tokens, out);
+        // (worst_case_cost with the declared writes, else the largest)
+        const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
         if (!w) a.refused.add(dimension::budget);
         else {
           a.worst_case = w.total;
@@ -694,10 +799,17 @@ class account {
     // relaxed: a lone time value; a stale read only delays or advances a pause
     // by the race window, which the server's own limits cover.
     const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
+    const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
+      // Paused: nothing is taken; the wait is the later of the pause's end
+      // and when every other dimension would admit. Before traffic has
+      // started (a restore may be writing the state), the pause alone.
+      // acquire: as below.
+      if (use_.load(std::memory_order_acquire) == use_started)
+        return refuse_and_report(a, n, now, shard, time_left(pause, now));
       a.refused.add(dimension::paused);
       count_refusal(a.refused);
-      a.decision = decision::wait(nanoseconds(pause - now.count()));
+      a.decision = decision::wait(time_left(pause, now));
       return;
     }
     // acquire: pairs with the release store that ends a restore, so what it
@@ -714,18 +826,17 @@ class account {
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = 0;  // a dimension not taken by a window leaves its slot 0
     l.model_ = r.model;
-    const unsigned shard = detail::this_thread_shard();
     if (conc_) {
       // Slots held past their deadline may come back: reap and try again.
-      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now);
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now, shard);
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
       register_slot(l, now, shard);
     }
-    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now);
+    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
     if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, n, now, shard)) {
       give_requests(l, now);
-      return refuse_and_report(a, n, now);
+      return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
@@ -733,7 +844,7 @@ class account {
     if (!day_ok) {
       give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
       give_requests(l, now);
-      return refuse_and_report(a, n, now);
+      return refuse_and_report(a, n, now, shard);
     }
     if (budget_) {
       l.money_ = budget_->reserve(a.worst_case);
@@ -741,7 +852,7 @@ class account {
         give_day(l, n, now);
         give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
         give_requests(l, now);
-        return refuse_and_report(a, n, now);
+        return refuse_and_report(a, n, now, shard);
       }
     }
     l.acc_ = this;
@@ -887,7 +998,7 @@ class account {
       if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
     if (day_q_) day_q_->import_word(day_word);
     if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
-    stopped_.store(stop != 0, std::memory_order_release);  // release: as in on_response
+    stopped_.store(stop != 0 || misconfigured_, std::memory_order_release);  // release: as in on_response; a misconfigured account stays stopped
     if (pause > down) pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
     return restore_errc::ok;
   }
@@ -913,14 +1024,40 @@ class account {
     return w.checksum();
   }
 
-  static bool strict_for(server_model m) noexcept {
+  static constexpr bool strict_for(server_model m) noexcept {
     return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
   }
 
-  errc init(const config_type& c, nanoseconds origin) noexcept {
+  // The limits a margin policy can run (see largest_token_limit).
+  static errc check_limits(const config_type& c, const limit& rpm, const limit& tpm, error_values& v) noexcept {
+    if (auto x = rpm.value(); x && *x > largest_request_limit(c)) {
+      v = error_values{*x, largest_request_limit(c)};
+      return errc::too_large;
+    }
+    if (auto x = tpm.value(); x && *x > largest_token_limit(c)) {
+      v = error_values{*x, largest_token_limit(c)};
+      return errc::rate_too_fine;
+    }
+    return errc::ok;
+  }
+
+  // A failed configuration may have built some dimensions and not others:
+  // such an account must not admit through the ones it lacks.
+  errc init_or_stop(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
+    const errc e = init(c, origin, vals);
+    if (e != errc::ok) {
+      misconfigured_ = true;
+      stopped_.store(true, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    }
+    return e;
+  }
+
+  errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
     origin_ = origin.count();
     errc e = errc::ok;
+    if (c.max_pause < nanoseconds(0)) return errc::zero_period;
+    if ((e = check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
     const bool strict = strict_for(c.model);
     if (auto v = c.concurrency.value()) {
       conc_.emplace(*v, e);
@@ -986,7 +1123,7 @@ class account {
     for (unsigned k = 0; k < credit_kinds; ++k)
       if (*ws[k] && (*ws[k])->unit() > 0) unit_of_[k] = (*ws[k])->unit();
     update_chunks();
-    if (rpm_w_ || tpm_w_ || tpd_w_ || conc_) {
+    if (c.per_thread_credit && (rpm_w_ || tpm_w_ || tpd_w_ || conc_)) {
       // Allocated once, here: limits raised later (set_limits) may need it.
       credits_.reset(new credit_line[detail::thread_shards]);
     }
@@ -995,13 +1132,14 @@ class account {
 
   void update_chunks() noexcept {
     const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    const bool on = cfg_.per_thread_credit;  // off: no chunks, so no credit line is ever used
     for (unsigned k = 0; k < credit_kinds; ++k) {
       // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
-      chunk_[k].store(*ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
+      chunk_[k].store(on && *ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
     }
     // relaxed: as above; the epoch makes every thread give back what it took
     // under the previous limit before it takes more.
-    conc_chunk_.store(conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
+    conc_chunk_.store(on && conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
     conc_epoch_.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -1297,17 +1435,37 @@ class account {
     if (b) b->charge(n, now);
   }
 
-  // The account's own wait for one more request (used to stretch a server's
-  // too-short Retry-After).
-  nanoseconds own_wait(nanoseconds now) const noexcept {
-    nanoseconds w{0};
-    if (rpm_w_) w = rpm_w_->time_until(1, now).retry_after();
-    if (rpm_b_) {
-      // At least one emission interval: the server refused one request.
-      const nanoseconds t = rpm_b_->interval();
-      w = t > w ? t : w;
+  // The least pause after a 429 of the request (or token) limit: the larger
+  // of one emission interval of that limit (W / L rounded up; for the spaced
+  // policy, its interval in force) and the account's own wait for one unit of
+  // it. The server refused although the account may have had room: it counts
+  // differently (another client, another window), so wait at least for the
+  // spacing the limit itself implies.
+  enum : unsigned { request_kind, token_kind };
+  nanoseconds own_wait(unsigned kind, nanoseconds now) const noexcept {
+    const std::optional<window>& w = kind == request_kind ? rpm_w_ : tpm_w_;
+    const std::optional<bucket>& b = kind == request_kind ? rpm_b_ : tpm_b_;
+    nanoseconds t{0}, own{0};
+    if (w) {
+      const std::uint64_t l = w->limit();
+      t = nanoseconds(static_cast<std::int64_t>(
+          detail::ceil_div(static_cast<std::uint64_t>(w->window().count()), l > 0 ? l : 1)));
+      const decision d = w->time_until(1, now);
+      if (d.later() && d.why() != reason::stale_time) own = d.retry_after();
     }
-    return w;
+    if (b) {
+      t = b->interval();
+      const decision d = b->time_until(1, now);
+      if (d.later()) own = d.retry_after();
+    }
+    return t > own ? t : own;
+  }
+
+  // max(0, until - now), saturated: defined for every pair of times.
+  static nanoseconds time_left(std::int64_t until, nanoseconds now) noexcept {
+    const std::uint64_t d = detail::positive_difference(until, now.count());
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return nanoseconds(static_cast<std::int64_t>(d < top ? d : top));
   }
 
   void pause_for(nanoseconds d, nanoseconds now) noexcept {
@@ -1332,12 +1490,36 @@ class account {
 
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
-  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now) noexcept {
+  //
+  // The wait is exact for the refused thread (the decision contract, for the
+  // whole account): with nothing else admitted and nothing given back
+  // meanwhile, it is refused at now + wait - 1 ns and admitted at now + wait
+  // by every time-based dimension (and the pause). Its own window credit is
+  // given back first, as its next attempt would give it back before asking
+  // the windows, so the windows are asked what they hold for this thread.
+  // A refusal that also names concurrency or the budget needs a permit or
+  // money back as well: the wait is then when time alone stops refusing.
+  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
+                         nanoseconds paused_for = nanoseconds(0)) noexcept {
     // A roll-back frees nothing that was free before this call, and the
     // waiting room's head calls try_admit under the room's lock: no hook.
     if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
-    nanoseconds wait{0};
+    std::uint64_t own_units = 0;
+    if (credits_ && shard < detail::thread_shards) {
+      credit_line& line = credits_[shard];
+      std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+      for (unsigned k = 0; k < credit_kinds; ++k) {
+        // relaxed: this thread owns the line, see `credit`.
+        const std::uint64_t left = line.c[k].left.load(std::memory_order_relaxed);
+        if (*ws[k] && left > 0) give_credit(**ws[k], line.c[k], left);
+      }
+      // relaxed: as in take_unit. Units this thread holds are a permit it can take.
+      if (line.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed))
+        own_units = line.units.load(std::memory_order_relaxed);
+    }
+    nanoseconds wait = paused_for;
+    if (paused_for > nanoseconds(0)) a.refused.add(dimension::paused);
     bool never = false;
     auto note = [&](dimension d, decision x) {
       if (x.admitted()) return;
@@ -1345,7 +1527,7 @@ class account {
       if (x.never()) never = true;
       if (x.retry_after() > wait) wait = x.retry_after();
     };
-    if (conc_ && conc_->available() == 0) a.refused.add(dimension::concurrency);
+    if (conc_ && conc_->available() == 0 && own_units == 0) a.refused.add(dimension::concurrency);
     if (rpm_w_) note(dimension::rpm, rpm_w_->time_until(1, now));
     if (rpm_b_) note(dimension::rpm, rpm_b_->time_until(1, now));
     if (tpm_w_) note(dimension::tpm, tpm_w_->time_until(n, now));
@@ -1492,6 +1674,7 @@ class account {
   std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
   detail::atomic<std::uint64_t> stats_reclaimed_{0};
+  detail::atomic<std::uint64_t> capped_hints_{0};
   detail::atomic<void (*)(void*)> hook_fn_{nullptr};
   detail::atomic<void*> hook_ctx_{nullptr};
   bool margin_tokens_ = false;
@@ -1506,6 +1689,7 @@ class account {
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
   detail::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
   detail::atomic<bool> stopped_{false};
+  bool misconfigured_ = false;  // built with an error: stopped for good
   detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
   // Hot statistics: per-thread shards, a plain load and store each.
   enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };

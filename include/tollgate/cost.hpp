@@ -170,13 +170,52 @@ constexpr cost_breakdown<C> cost(const model_info& m, const usage& u, cost_optio
   return r;
 }
 
+// Explicit cache writes a request asks for: prompt tokens the server writes
+// to the cache with a 5-minute or a 1-hour lifetime (kimi-k3), billed on top
+// of the prompt.
+struct cache_writes {
+  std::uint64_t write_5m = 0;
+  std::uint64_t write_1h = 0;
+};
+
+namespace detail {
+template <class C>
+[[gnu::always_inline]] constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
+                                                              std::optional<std::uint64_t> max_tokens,
+                                                              const std::optional<cache_writes>& w,
+                                                              cost_options o) noexcept;
+}  // namespace detail
+
 // The most a call can cost before it is sent: every prompt token at the
-// uncached input price and every allowed output token at the output price.
-// Pass the model's default cap when the request has no max_tokens; if that is
-// unknown too, the stated worst case is the context window minus the prompt.
+// uncached input price, every allowed output token at the output price, and
+// the largest cache write the call can make: its whole prompt at the dearer
+// of the model's write prices (a call writes at most its prompt to the
+// cache; a model without write prices in C adds nothing, since a usage with
+// writes then has no computable cost). Pass the model's default cap when the
+// request has no max_tokens; if that is unknown too, the stated worst case is
+// the context window minus the prompt. Bounds cost() of every usage with
+// prompt <= prompt_estimate and completion <= the cap.
 template <class C = usd_tag>
 constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t prompt_estimate,
                                             std::optional<std::uint64_t> max_tokens, cost_options o = {}) noexcept {
+  return detail::worst_case<C>(m, prompt_estimate, max_tokens, std::nullopt, o);
+}
+// The same for a request that declares its cache writes: they are priced as
+// declared (a write of a kind the model has no price for is unknown_price).
+// Bounds cost() of every usage that also writes at most what was declared.
+template <class C = usd_tag>
+constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t prompt_estimate,
+                                            std::optional<std::uint64_t> max_tokens, const cache_writes& declared,
+                                            cost_options o = {}) noexcept {
+  return detail::worst_case<C>(m, prompt_estimate, max_tokens, declared, o);
+}
+
+namespace detail {
+template <class C>
+[[gnu::always_inline]] constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
+                                                              std::optional<std::uint64_t> max_tokens,
+                                                              const std::optional<cache_writes>& w,
+                                                              cost_options o) noexcept {
   std::uint64_t out = 0;
   if (max_tokens) {
     out = *max_tokens;
@@ -193,8 +232,20 @@ constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t p
   u.prompt = prompt_estimate;
   u.completion = out;
   o.prompt_includes_cached = true;
+  if (!w && !m.cache_write_5m && !m.cache_write_1h) return cost<C>(m, u, o);  // no writes to price (most models)
+  if (w) {
+    u.cache_write_5m = w->write_5m;
+    u.cache_write_1h = w->write_1h;
+  } else if constexpr (std::is_same<C, usd_tag>::value) {
+    // Undeclared: the whole prompt at the dearer write price, if any.
+    const std::uint64_t p5 = m.cache_write_5m ? m.cache_write_5m->nanos_per_token : 0;
+    const std::uint64_t p1 = m.cache_write_1h ? m.cache_write_1h->nanos_per_token : 0;
+    if (m.cache_write_1h && p1 >= p5) u.cache_write_1h = prompt_estimate;
+    else if (m.cache_write_5m) u.cache_write_5m = prompt_estimate;
+  }
   return cost<C>(m, u, o);
 }
+}  // namespace detail
 
 TOLLGATE_END_NAMESPACE
 

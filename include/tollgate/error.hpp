@@ -7,10 +7,12 @@
 
 #include <tollgate/config.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #if !TOLLGATE_NO_EXCEPTIONS
 #include <stdexcept>
+#include <string>
 #endif
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -49,15 +51,31 @@ constexpr const char* message(errc e) noexcept {
   return "unknown tollgate error";
 }
 
+// For an error about one number: the value refused and the largest the
+// configuration accepts in its place (both zero when the error has none).
+struct error_values {
+  std::uint64_t refused = 0;
+  std::uint64_t largest_accepted = 0;
+  constexpr bool known() const noexcept { return refused != 0 || largest_accepted != 0; }
+};
+
 #if !TOLLGATE_NO_EXCEPTIONS
 // Thrown by constructors given a configuration they cannot honour exactly.
 class config_error : public std::invalid_argument {
  public:
   explicit config_error(errc e) : std::invalid_argument(message(e)), code_(e) {}
+  // what() then ends with both numbers.
+  config_error(errc e, error_values v)
+      : std::invalid_argument(std::string(message(e)) + " (refused " + std::to_string(v.refused) +
+                              ", largest accepted " + std::to_string(v.largest_accepted) + ")"),
+        code_(e),
+        values_(v) {}
   errc code() const noexcept { return code_; }
+  const error_values& values() const noexcept { return values_; }
 
  private:
   errc code_;
+  error_values values_;
 };
 #endif
 
@@ -69,6 +87,17 @@ namespace detail {
   throw config_error(e);
 #else
   std::fprintf(stderr, "tollgate: %s\n", message(e));
+  std::abort();
+#endif
+}
+// The same with the numbers, when they are known.
+[[noreturn]] inline void fail(errc e, error_values v) {
+  if (!v.known()) fail(e);
+#if !TOLLGATE_NO_EXCEPTIONS
+  throw config_error(e, v);
+#else
+  std::fprintf(stderr, "tollgate: %s (refused %llu, largest accepted %llu)\n", message(e),
+               static_cast<unsigned long long>(v.refused), static_cast<unsigned long long>(v.largest_accepted));
   std::abort();
 #endif
 }
