@@ -85,10 +85,12 @@
 
 // #include <tollgate/config.hpp>  (already above)
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #if !TOLLGATE_NO_EXCEPTIONS
 #include <stdexcept>
+#include <string>
 #endif
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -103,6 +105,7 @@ enum class errc : unsigned char {
   too_large,          // a value beyond what the state word can hold
   horizon_too_short,  // the configuration overflows before ten years of uptime
   rate_too_fine,      // the emission interval cannot be represented within 0.1 %
+  window_too_short,   // a sliding window's sub-windows are shorter than its 10-year slot counter allows
 };
 
 // A short, stable English description of `e`.
@@ -118,19 +121,39 @@ constexpr const char* message(errc e) noexcept {
       return "configuration would overflow before 10 years of uptime";
     case errc::rate_too_fine:
       return "rate too high: its emission interval cannot be represented within 0.1%";
+    case errc::window_too_short:
+      return "window too short for its sub-window count: each sub-window must be at least 287015 ns "
+             "(10 years of uptime in 2^40 slots), so with the default 15 sub-windows the shortest window "
+             "is 4305211 ns, about 4.3 ms (sliding_window::min_window; fewer sub-windows allow shorter)";
   }
   return "unknown tollgate error";
 }
+
+// For an error about one number: the value refused and the largest the
+// configuration accepts in its place (both zero when the error has none).
+struct error_values {
+  std::uint64_t refused = 0;
+  std::uint64_t largest_accepted = 0;
+  constexpr bool known() const noexcept { return refused != 0 || largest_accepted != 0; }
+};
 
 #if !TOLLGATE_NO_EXCEPTIONS
 // Thrown by constructors given a configuration they cannot honour exactly.
 class config_error : public std::invalid_argument {
  public:
   explicit config_error(errc e) : std::invalid_argument(message(e)), code_(e) {}
+  // what() then ends with both numbers.
+  config_error(errc e, error_values v)
+      : std::invalid_argument(std::string(message(e)) + " (refused " + std::to_string(v.refused) +
+                              ", largest accepted " + std::to_string(v.largest_accepted) + ")"),
+        code_(e),
+        values_(v) {}
   errc code() const noexcept { return code_; }
+  const error_values& values() const noexcept { return values_; }
 
  private:
   errc code_;
+  error_values values_;
 };
 #endif
 
@@ -142,6 +165,17 @@ namespace detail {
   throw config_error(e);
 #else
   std::fprintf(stderr, "tollgate: %s\n", message(e));
+  std::abort();
+#endif
+}
+// The same with the numbers, when they are known.
+[[noreturn]] inline void fail(errc e, error_values v) {
+  if (!v.known()) fail(e);
+#if !TOLLGATE_NO_EXCEPTIONS
+  throw config_error(e, v);
+#else
+  std::fprintf(stderr, "tollgate: %s (refused %llu, largest accepted %llu)\n", message(e),
+               static_cast<unsigned long long>(v.refused), static_cast<unsigned long long>(v.largest_accepted));
   std::abort();
 #endif
 }
@@ -393,17 +427,34 @@ TOLLGATE_END_NAMESPACE
 // interval in force, `exact()` says which case applies), never faster. Rates
 // that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
 //
-// Horizon. Ticks are counted from an origin (construction time, or one you
-// pass) in 62 bits. Every accepted configuration runs at least 10 years from
-// its origin (`horizon()` says exactly how long); configurations that cannot
-// are refused at construction. Past the horizon the bucket stops refilling.
+// Horizon. Ticks are counted from an epoch in 62 bits: the origin (the
+// construction time, or one you pass) to begin with. Every accepted
+// configuration spans at least 10 years from its epoch (`horizon()` says
+// exactly how long; configurations that cannot are refused at construction).
+// The bucket never runs out of it: once a call with a `now` 2^57 ticks past
+// the epoch (4.6 years / s: 120 days at s = 14) takes the writer flag
+// (try_acquire and charge try once, without waiting; set_rate and set_burst
+// always do), the epoch moves forward to 2^56 ticks before that `now`, with
+// the TAT moved by the same whole number of nanoseconds. This is exact:
+// every decision at the moving `now` or later is the one the old epoch gave.
+// A bucket therefore keeps its bound and its exact waits for any `now` up to
+// INT64_MAX, however far from the origin. A `now` before the epoch in force
+// counts as the epoch (as one before the origin does), so readings that lag
+// the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
+// are evaluated as if made at the epoch: never more permissive than the
+// latest time seen. (The writer flag is only held for a few stores, so a move
+// misses its chance only while a set_rate runs, and months of room remain.)
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
 // latest time seen, and the TAT never decreases (except through `refund`).
 // The bound above holds over supplied timestamps in any order. If threads'
 // clock readings differ by up to d, then over any real-time interval t at most
-// B + floor((t + d) / T) units are admitted.
+// B + floor((t + d) / T) units are admitted. The same rule means that one
+// admission or charge at a bogus far-future `now` (INT64_MAX, say) makes the
+// bucket owe until then: every ordinary `now` afterwards waits for centuries.
+// That is "never more permissive" working as stated; the way out is
+// `reset(now)`, which forgets what is owed.
 //
 // Decisions. n == 0 is always admitted and changes nothing. n > B is
 // `never` (reason::exceeds_capacity). Otherwise a refused request gets the
@@ -422,6 +473,18 @@ TOLLGATE_END_NAMESPACE
 // `now` that lags the latest time seen by d can hand back at most
 // d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
 // lock-free type, so a bucket may live in memory shared between processes.
+//
+// Four changes during one call. The state word names the configuration in
+// force by a two-bit slot tag, so the fourth change reuses the slot of the
+// first. A try_acquire, refund or charge that read the word and its slot, then
+// stalled while four or more changes ran, finds the same tag again; if the
+// word has also come back to the same value, its CAS succeeds with the
+// configuration it read. Such a call can admit, give back or leave uncharged
+// up to max(n, B) units beyond the bound above (B the largest burst in force
+// meanwhile; an acquire or charge never lowers the word, a refund can refill
+// the bucket). With at most three changes while any one call runs, the bound
+// is exact. (Found by the interleaving checker; closing it needs more tag bits
+// than the word has room for.)
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
 
@@ -495,6 +558,14 @@ constexpr std::uint64_t positive_difference(std::int64_t a, std::int64_t b) noex
   return a > b ? static_cast<std::uint64_t>(a) - static_cast<std::uint64_t>(b) : 0;
 }
 
+// max(0, to - from) as int64, saturating at INT64_MAX: the wait from `from`
+// until `to`, defined for every pair of values.
+constexpr std::int64_t sat_gap(std::int64_t from, std::int64_t to) noexcept {
+  const std::uint64_t d = positive_difference(to, from);
+  return d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ? std::numeric_limits<std::int64_t>::max()
+                                                                                   : static_cast<std::int64_t>(d);
+}
+
 // b + d as int64, saturating at INT64_MAX.
 constexpr std::int64_t sat_offset(std::int64_t b, std::uint64_t d) noexcept {
   const std::uint64_t room =
@@ -508,11 +579,125 @@ constexpr std::int64_t sat_offset(std::int64_t b, std::uint64_t d) noexcept {
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_ARITH_HPP
+// #include <tollgate/detail/atomic.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/atomic.hpp: the atomic type of every lock-free structure. Nothing
+// here is public API.
+//
+// Normally detail::atomic<T> is std::atomic<T> itself: no cost, and the
+// structures stay standard-layout atomics of lock-free types (address-free,
+// shareable between processes).
+//
+// With TOLLGATE_INTERLEAVING_CHECKER defined (the test-only build of the
+// interleaving checker, never a user's build) it is a wrapper whose every
+// operation first calls interleaving_hook::step, so a scheduler can switch
+// logical threads before each atomic step and explore the interleavings of
+// an operation one step at a time. The wrapper keeps the operations, their
+// memory orders and their results; only the hook is added.
+#ifndef TOLLGATE_DETAIL_ATOMIC_HPP
+#define TOLLGATE_DETAIL_ATOMIC_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <atomic>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+#if defined(TOLLGATE_INTERLEAVING_CHECKER)
+
+enum class atomic_op { load, store, exchange, compare_exchange, fetch_add, fetch_sub, fetch_or, fetch_and };
+
+struct interleaving_hook {
+  using step_fn = void (*)(const void* address, atomic_op op) noexcept;
+  // Set once by the checker before it starts any thread (thread creation
+  // orders the write before every read); null means no hook.
+  static inline step_fn step = nullptr;
+  static void before(const void* address, atomic_op op) noexcept {
+    if (step != nullptr) step(address, op);
+  }
+};
+
+template <class T>
+class atomic {
+ public:
+  static constexpr bool is_always_lock_free = std::atomic<T>::is_always_lock_free;
+
+  constexpr atomic() noexcept : a_(T{}) {}
+  constexpr atomic(T v) noexcept : a_(v) {}  // NOLINT: implicit, as std::atomic's
+  atomic(const atomic&) = delete;
+  atomic& operator=(const atomic&) = delete;
+
+  // Each operation is the std::atomic one with the same orders, after the
+  // hook; the comments on the callers' operations name the pairings. (The
+  // fetch_ members exist for integral T only: instantiated on use.)
+  T load(std::memory_order o = std::memory_order_seq_cst) const noexcept {
+    interleaving_hook::before(this, atomic_op::load);
+    return a_.load(o);
+  }
+  void store(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::store);
+    a_.store(v, o);
+  }
+  T exchange(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::exchange);
+    return a_.exchange(v, o);
+  }
+  bool compare_exchange_weak(T& expected, T desired, std::memory_order success, std::memory_order failure) noexcept {
+    interleaving_hook::before(this, atomic_op::compare_exchange);
+    return a_.compare_exchange_weak(expected, desired, success, failure);
+  }
+  bool compare_exchange_weak(T& expected, T desired, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::compare_exchange);
+    return a_.compare_exchange_weak(expected, desired, o);
+  }
+  bool compare_exchange_strong(T& expected, T desired, std::memory_order success, std::memory_order failure) noexcept {
+    interleaving_hook::before(this, atomic_op::compare_exchange);
+    return a_.compare_exchange_strong(expected, desired, success, failure);
+  }
+  bool compare_exchange_strong(T& expected, T desired, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::compare_exchange);
+    return a_.compare_exchange_strong(expected, desired, o);
+  }
+  T fetch_add(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::fetch_add);
+    return a_.fetch_add(v, o);
+  }
+  T fetch_sub(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::fetch_sub);
+    return a_.fetch_sub(v, o);
+  }
+  T fetch_or(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::fetch_or);
+    return a_.fetch_or(v, o);
+  }
+  T fetch_and(T v, std::memory_order o = std::memory_order_seq_cst) noexcept {
+    interleaving_hook::before(this, atomic_op::fetch_and);
+    return a_.fetch_and(v, o);
+  }
+
+ private:
+  std::atomic<T> a_;
+};
+
+#else
+
+template <class T>
+using atomic = std::atomic<T>;
+
+#endif
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_ATOMIC_HPP
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/rate.hpp>  (already above)
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <thread>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -526,6 +711,7 @@ struct gcra_params {
   std::uint64_t burst = 0;     // B
   std::uint64_t tau = 0;       // B * T, in ticks
   bool exact = false;
+  std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
 };
 
 struct gcra_limits {
@@ -612,6 +798,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     detail::gcra_params p = hot_params_of(w);
     std::uint64_t now_t = ticks(now, p);
+    if (__builtin_expect(move_due(now_t), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as above
+      p = hot_params_of(w);
+      now_t = ticks(now, p);
+    }
     for (;;) {
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
       if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
@@ -639,6 +831,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   void charge(std::uint64_t n, nanoseconds now) noexcept {
     if (n == 0) return;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    if (__builtin_expect(move_due(ticks(now, hot_params_of(w))), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    }
     for (;;) {
       const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0) return;
@@ -728,6 +924,33 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     state_.store((w & ~L::max_ticks) | tat, std::memory_order_release);
   }
 
+  // Forgets everything owed: the bucket is full (or empty, with
+  // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
+  // origin for an earlier one). For recovering from a bogus far-future `now`
+  // (see the header); more permissive than anything else here, by design.
+  // Thread-safe: serialised with set_rate on the writer flag; an acquire
+  // racing it is decided before or after it.
+  void reset(nanoseconds now, start st = start::full) noexcept {
+    // acquire: as in reconfigure.
+    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    const std::uint64_t w = state_.load(std::memory_order_relaxed);  // relaxed: only the tag is used; we hold the flag
+    detail::gcra_params p = params_of(w);
+    if (p.burst != 0) {
+      const std::size_t cur = slot_index(w), next = (cur + 1) & 3;
+      // relaxed: as in reconfigure (we hold the writer flag).
+      const rate r(slots_[cur].count.load(std::memory_order_relaxed),
+                   nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+      p.epoch = now.count() > origin_ ? now.count() : origin_;
+      store_slot(slots_[next], p, r);
+      epoch_[next].store(p.epoch, std::memory_order_relaxed);  // relaxed: as in reconfigure
+      // release: publishes the slot, as in reconfigure. A plain store, not a
+      // CAS: whatever an acquirer did meanwhile is forgotten too.
+      state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
+                   std::memory_order_release);
+    }
+    writer_.store(0, std::memory_order_release);  // release: as in reconfigure
+  }
+
   // Live changes keep the state: the units owed at `now` stay owed (see the
   // contract above for a stale `now`). They return the error and change nothing if the
   // new configuration is invalid.
@@ -759,20 +982,26 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
     return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
   }
-  // How long after the origin the bucket keeps refilling.
+  // How far from its epoch the bucket counts exactly (at least 10 years; the
+  // epoch moves forward long before, see the header).
   nanoseconds horizon() const noexcept {
     const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
     return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
   }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
+  // The epoch in force: the origin, or where it has moved to.
+  nanoseconds epoch() const noexcept {
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
+    return nanoseconds(p.epoch);
+  }
 
  private:
   // One configuration, in atomics so a reconfiguration racing a reader is
   // not a data race; a reader that sees a half-written slot fails its CAS
   // (the tag changed) and starts over.
   struct slot {
-    std::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
-    std::atomic<std::uint64_t> count{0}, period{0};
+    detail::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
+    detail::atomic<std::uint64_t> count{0}, period{0};
   };
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
@@ -781,7 +1010,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     // relaxed: as in params_of.
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
-                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false};
+                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false,
+                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   detail::gcra_params params_of(std::uint64_t w) const noexcept {
@@ -792,19 +1022,21 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const slot& s = slots_[slot_index(w)];
     return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
                                s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
-                               s.exact.load(std::memory_order_relaxed) != 0};
+                               s.exact.load(std::memory_order_relaxed) != 0,
+                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
   }
 
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+    const std::uint64_t since = detail::positive_difference(now.count(), p.epoch);
     const std::uint64_t cap = L::max_ticks - p.tau;
     // Every Kimi limit has scale 1: skip the 128-bit multiply.
     const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
     return t > cap ? cap : t;
   }
-  // `t` ticks after max(now, origin), as a wait from `now`, rounded up.
+  // `t` ticks after max(now, epoch), as a wait from `now`, rounded up.
   nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t w = detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(origin_, now.count()));
+    const std::uint64_t w =
+        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(p.epoch, now.count()));
     return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
   }
   static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
@@ -823,8 +1055,33 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
   }
 
+  // The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
+  // `now`. One constant for every configuration keeps the hot-path test to a
+  // compare with a constant; every horizon (>= 10 years >= 2^58.1 ticks) has
+  // room to spare above it, so a move is due long before a `now` is clamped.
+  static constexpr std::uint64_t move_ticks = std::uint64_t{1} << 57;
+  static constexpr std::uint64_t keep_ticks = std::uint64_t{1} << 56;
+  static_assert(L::min_horizon_ns > move_ticks + keep_ticks, "a move must be due well inside every horizon");
+  static constexpr bool move_due(std::uint64_t now_t) noexcept { return now_t >= move_ticks; }
+  // An epoch for `p` at `now`: p's own unless a move is due, else keep_ticks
+  // before `now` (whole nanoseconds, so exact; never past `now`, so it fits).
+  std::int64_t epoch_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
+    if (!move_due(ticks(now, p))) return p.epoch;
+    const detail::i128 e = static_cast<detail::i128>(now.count()) - static_cast<detail::i128>(keep_ticks / p.scale);
+    return e > p.epoch ? static_cast<std::int64_t>(e) : p.epoch;
+  }
+  // Moves the epoch if the writer flag is free: try once, never wait (the
+  // hot paths call it; years of room remain to try again).
+  [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
+    // acquire: as in reconfigure. A failed exchange wrote 1 over 1, which
+    // changes nothing for the holder.
+    if (writer_.exchange(1, std::memory_order_acquire) != 0) return;
+    (void)reconfigure_locked(nullptr, nullptr, now);
+  }
+
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
+    epoch_[0].store(origin_, std::memory_order_relaxed);  // relaxed: as for state_ below
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
     if (e != errc::ok) return e;  // slot 0 stays zero: burst 0 means misconfigured
@@ -835,11 +1092,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return errc::ok;
   }
 
-  // Installs a new rate and/or burst (a null pointer keeps the current one).
+  // Installs a new rate and/or burst (a null pointer keeps the current one),
+  // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
     // acquire: pairs with the release store that ends the previous writer's
     // critical section, so we see the slot contents it wrote.
     while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    return reconfigure_locked(nr, nb, now);
+  }
+  // The same, with the writer flag held; releases it.
+  errc reconfigure_locked(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::size_t cur = slot_index(w);
     const detail::gcra_params cp = params_of(w);
@@ -853,8 +1115,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       writer_.store(0, std::memory_order_release);  // release: as at the end
       return e;
     }
+    np.epoch = cp.epoch;
+    np.epoch = epoch_for(np, now);
+    if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
+      writer_.store(0, std::memory_order_release);  // release: as at the end
+      return errc::ok;
+    }
     const std::size_t next = (slot_index(w) + 1) & 3;
     store_slot(slots_[next], np, r);
+    // relaxed: published with the slot, as in store_slot.
+    epoch_[next].store(np.epoch, std::memory_order_relaxed);
     for (;;) {
       const detail::gcra_params op = params_of(w);
       const std::uint64_t old_now = ticks(now, op);
@@ -875,10 +1145,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return errc::ok;
   }
 
-  std::atomic<std::uint64_t> state_{0};
+  detail::atomic<std::uint64_t> state_{0};
   std::int64_t origin_ = 0;  // written once, before the object is shared
-  std::atomic<std::uint32_t> writer_{0};
+  detail::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
+  detail::atomic<std::int64_t> epoch_[4] = {};  // each slot's epoch (see gcra_params::epoch); with the slot
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
@@ -915,8 +1186,11 @@ TOLLGATE_END_NAMESPACE
 // most 2^24 - 1 = 16,777,215. Larger limits are counted in units of
 // u = ceil(L / (2^24 - 1)) tokens: every request is rounded up to whole units
 // and L down, so the bound still holds (u = 1 for every Kimi limit; `unit()`
-// tells). The 40-bit slot number gives at least 10 years from the origin
-// (slots of at least 287 us; shorter ones are refused).
+// tells). The 40-bit slot number gives at least 10 years from the origin:
+// slots of at least 287,015 ns, so the shortest window is min_window =
+// (287,015 - 1) * K + 1 ns, 4,305,211 ns (about 4.3 ms) for the default
+// K = 15 and 287,015 ns for K = 1; a shorter one is refused with
+// errc::window_too_short.
 //
 // Why this layout (measured in bench/, one thread, same run): one 64-bit word
 // of four 12-bit counts is as cheap (0.93x) but caps L at 4,095 with only
@@ -930,6 +1204,15 @@ TOLLGATE_END_NAMESPACE
 // longer holds every window it falls in): it is refused with
 // reason::stale_time and retry_after = the time to the head slot's start;
 // retry with a fresh clock reading. The Clock overloads re-read the clock.
+// The same rule means that one admission or charge at a bogus far-future
+// `now` (INT64_MAX, say) moves the head there, and every ordinary `now`
+// afterwards is stale (for up to 292 years). The window has not been made
+// more permissive, as stated; the way out is `reset()`, which forgets every
+// count.
+//
+// Extreme times. Every function is defined for every `now`: times before the
+// origin count as the origin; times past the last of the 2^40 slots count as
+// that slot; waits saturate at INT64_MAX and are never negative.
 //
 // Decisions. n == 0 is admitted and changes nothing. ceil(n/u) > L is
 // `never`. A refusal writes nothing; its retry_after is exact: the start of
@@ -957,22 +1240,41 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/decision.hpp>  (already above)
 // #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/rate.hpp>  (already above)
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// What a window admission charged: needed to refund it.
+// What a window admission charged: needed to refund it. Move-only: a copy
+// could refund the same tokens twice. A moved-from ticket holds nothing, so
+// refunding it is a no-op.
 struct window_ticket {
   std::uint64_t slot = 0;    // the slot charged
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+
+  constexpr window_ticket() noexcept = default;
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
+  window_ticket(const window_ticket&) = delete;
+  window_ticket& operator=(const window_ticket&) = delete;
+  window_ticket(window_ticket&& o) noexcept
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)) {}
+  window_ticket& operator=(window_ticket&& o) noexcept {
+    if (this != &o) {
+      slot = o.slot;
+      tokens = std::exchange(o.tokens, 0);
+      units = std::exchange(o.units, 0);
+    }
+    return *this;
+  }
 };
 
 namespace detail {
@@ -983,6 +1285,8 @@ struct window_limits {
   static constexpr std::uint64_t max_slot = (std::uint64_t{1} << slot_bits) - 1;
   static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;  // 10 Julian years
   static constexpr std::uint64_t min_width_ns = (min_horizon_ns + max_slot - 1) / max_slot;
+  // errc::window_too_short's message states this figure.
+  static_assert(min_width_ns == 287015, "update message(errc::window_too_short)");
 };
 
 constexpr std::uint64_t pack_slot(std::uint64_t slot, std::uint64_t units) noexcept {
@@ -1003,6 +1307,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
  public:
   using clock = Clock;
   static constexpr std::size_t subwindows = Subwindows;
+  // The shortest window this many sub-windows allow (see the header comment).
+  static constexpr nanoseconds min_window{static_cast<std::int64_t>((L::min_width_ns - 1) * K + 1)};
 
   // limit = r.count units per window r.period; origin = Clock::now().
   explicit sliding_window(rate r) : sliding_window(r, Clock::now()) {}
@@ -1020,7 +1326,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     if (r.count == 0) return errc::zero_count;
     if (r.period.count() <= 0) return errc::zero_period;
     const std::uint64_t width = detail::ceil_div(static_cast<std::uint64_t>(r.period.count()), K);
-    if (width < L::min_width_ns) return errc::horizon_too_short;
+    if (width < L::min_width_ns) return errc::window_too_short;
     return errc::ok;
   }
 
@@ -1039,7 +1345,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     for (;;) {
       const std::uint64_t h = detail::slot_of_word(w);
       const std::uint64_t cur = detail::units_of_word(w);
-      if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+      if (s < h) return stale(h, now);
       const std::uint64_t used = window_sum(s, h, cur);
       if (used + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
       if (s == h) {
@@ -1143,7 +1449,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     const std::uint64_t h = detail::slot_of_word(w);
     const std::uint64_t cur = detail::units_of_word(w);
     const std::uint64_t s = slot_at(now);
-    if (s < h) return decision::wait(slot_start(h) - now, reason::stale_time);
+    if (s < h) return stale(h, now);
     if (window_sum(s, h, cur) + nu > lim) return decision::wait(wait_for(s, h, cur, lim - nu, now));
     return decision::admit();
   }
@@ -1153,60 +1459,143 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   nanoseconds empty_in(nanoseconds now) const noexcept {
     if (unit_ == 0) return nanoseconds(0);
     const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
-    const nanoseconds end = slot_start(h + K + 1);
-    return end > now ? end - now : nanoseconds(0);
+    return nanoseconds(detail::sat_gap(now.count(), slot_start(h + K + 1).count()));
   }
 
-  // Snapshot support: the units of every slot still in the window, as
-  // (age in slots relative to `now`'s slot, units), oldest first.
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
-    return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
+  // Snapshot support, by time: every slot still in the window as (time from
+  // `now` until the window drops it, units), soonest first. A restarted
+  // window given these by import_counts keeps every unit at least that long,
+  // whatever its own origin and slot phase. A stale `now` gives longer times
+  // (counts stay until the window itself would drop them). The times are at
+  // least 1 ns and saturate at INT64_MAX.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now) const {
+    return export_counts(now, [](std::uint64_t) { return std::uint64_t{0}; });
   }
   // The same, leaving out `unspent(j)` units of slot j (units a caller
   // counted in advance and has not used: the account's per-thread credit).
   template <class Unspent>
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now, Unspent&& unspent) const {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-    if (unit_ == 0) return out;
-    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const std::uint64_t h = detail::slot_of_word(w);
-    std::uint64_t s = slot_at(now);
-    if (s < h) s = h;
-    auto put = [&](std::uint64_t j, std::uint64_t u) {
-      const std::uint64_t off = unspent(j);
-      if (u > off) out.emplace_back(s - j, u - off);
-    };
-    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-      if (j + K >= s) put(j, ring_units(j));
-    if (h + K >= s) put(h, detail::units_of_word(w));
+    visit_slots(now, unspent, [&](std::uint64_t j, std::uint64_t, std::uint64_t u) {
+      // Slot j leaves the window when slot j + K + 1 begins.
+      const detail::i128 left = static_cast<detail::i128>(slot_start(j + K + 1).count()) - now.count();
+      const detail::i128 top = std::numeric_limits<std::int64_t>::max();
+      out.emplace_back(static_cast<std::uint64_t>(left < 1 ? 1 : left > top ? top : left), u);
+    });
     return out;
   }
-  // Loads slots exported by export_slots (ages relative to `now`) into a
-  // window that has not been used yet. Not thread-safe: call it before
-  // sharing the window. Units above the 24-bit field saturate.
-  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) noexcept {
+
+  // The same by age: (age in slots relative to `now`'s slot, units), oldest
+  // first. Ages drop where `now` lies in its slot; import_slots has to assume
+  // the worst. export_counts keeps it.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now) const {
+    return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
+  }
+  template <class Unspent>
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    visit_slots(now, unspent, [&](std::uint64_t, std::uint64_t age, std::uint64_t u) { out.emplace_back(age, u); });
+    return out;
+  }
+
+  // The longest time import_counts can keep a count (about the 40-bit slot
+  // horizon: at least 10 years); longer times count as this.
+  nanoseconds import_horizon() const noexcept {
+    const std::uint64_t t = detail::sat_mul(L::max_slot - 2 * K - 4, width_);
+    return nanoseconds(t > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
+                           ? std::numeric_limits<std::int64_t>::max()
+                           : static_cast<std::int64_t>(t));
+  }
+
+  // Replaces the window's contents with counts as export_counts gives them
+  // (time from `now` until each may leave, units), each kept at least that
+  // long: never dropped early (round toward keeping). The window moves its
+  // slot grid so that the latest of those times falls on a slot boundary,
+  // so a restart at any phase of the old or the new window loses nothing and
+  // holds nothing longer than the old window would have (times that did not
+  // come from one grid keep some counts up to one slot longer). A time so
+  // long that no slot of the window's grid at `now` can hold it makes the
+  // window refuse everything (as stale) until it has passed. Units above the
+  // 24-bit field saturate; zero times and units are skipped. Not
+  // thread-safe: call it before sharing the window (it moves the origin).
+  void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
     if (unit_ == 0) return;
-    std::uint64_t s = slot_at(now);
-    if (s <= K) {
-      // A window made just now has no earlier slots to hold the imported
-      // ones: move its origin back K + 1 slots (nothing has used it yet).
-      origin_ -= static_cast<std::int64_t>((K + 1 - s) * width_);
-      s = slot_at(now);
+    using detail::i128;
+    const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
+    std::uint64_t longest = 0;
+    for (const auto& e : counts)
+      if (e.second > 0 && e.first > longest) longest = e.first > horizon ? horizon : e.first;
+    // relaxed (all stores below but the head's): not shared yet; the head's
+    // release store publishes them to acquirers anyway.
+    for (auto& r : ring_) r.store(0, std::memory_order_relaxed);
+    if (longest == 0) {
+      older_.store(0, std::memory_order_relaxed);
+      head_.store(0, std::memory_order_release);  // release: as below
+      return;
     }
-    std::uint64_t head = s, cur = 0, older = 0;
-    for (const auto& e : slots) {
-      if (e.first > K || e.first > s) continue;  // left the window, or before the origin
-      const std::uint64_t j = s - e.first, u = e.second > L::max_units ? L::max_units : e.second;
-      if (j == s) {
-        cur = u;
-      } else {
-        // relaxed: not yet shared (see above).
-        ring_[j % ring_size].store(detail::pack_slot(j, u), std::memory_order_relaxed);
-        older += u;
+    // The origin: K + 1 slots (or as many as fit above INT64_MIN) before the
+    // slot holding `now`, with `now + longest` on a slot boundary.
+    const i128 w = static_cast<i128>(width_);
+    const i128 phase = (w - static_cast<i128>(longest) % w) % w;
+    i128 o = static_cast<i128>(now.count()) - phase - static_cast<i128>(K + 1) * w;
+    const i128 bottom = std::numeric_limits<std::int64_t>::min();
+    if (o < bottom) o += (bottom - o + w - 1) / w * w;
+    origin_ = static_cast<std::int64_t>(o);
+    // The earliest slot whose end of life (the start of slot j + K + 1) is at
+    // or after now + t: any later slot keeps the units too.
+    auto slot_for = [&](std::uint64_t t) -> std::uint64_t {
+      if (t > horizon) t = horizon;
+      const i128 a = static_cast<i128>(now.count()) + static_cast<i128>(t) - o;
+      if (a <= 0) return 0;
+      const i128 j = (a + w - 1) / w - static_cast<i128>(K + 1);
+      return j < 0 ? 0 : static_cast<std::uint64_t>(j);
+    };
+    std::uint64_t head = slot_at(now);
+    for (const auto& e : counts)
+      if (e.second > 0 && e.first > 0 && slot_for(e.first) > head) head = slot_for(e.first);
+    std::uint64_t cur = 0, older = 0;
+    for (const auto& e : counts) {
+      if (e.second == 0 || e.first == 0) continue;
+      const std::uint64_t j = slot_for(e.first);
+      // Below head - K only when the head is ahead of `now`: such a slot
+      // leaves the window before the head's slot starts, and until then the
+      // window refuses everything.
+      if (j + K < head) continue;
+      const std::uint64_t u = e.second > L::max_units ? L::max_units : e.second;
+      if (j == head) {
+        cur = cur + u > L::max_units ? L::max_units : cur + u;
+        continue;
       }
+      detail::atomic<std::uint64_t>& r = ring_[j % ring_size];
+      const std::uint64_t was = r.load(std::memory_order_relaxed);
+      const std::uint64_t had = detail::slot_of_word(was) == j ? detail::units_of_word(was) : 0;
+      r.store(detail::pack_slot(j, had + u > L::max_units ? L::max_units : had + u), std::memory_order_relaxed);
+      older = detail::sat_add(older, u);
     }
     older_.store(detail::pack_slot(head, older > L::max_units ? L::max_units : older), std::memory_order_relaxed);
     head_.store(detail::pack_slot(head, cur), std::memory_order_release);  // release: publishes the ring to acquirers
+  }
+
+  // Loads slots by age (export_slots) into a window not shared yet. The
+  // position of the old `now` inside its slot is not known, so each count is
+  // kept as if it had been at the very start (round toward keeping): until
+  // (K + 1 - age) slot widths from `now`. Ages above K have left the window.
+  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> counts;
+    for (const auto& e : slots)
+      if (e.first <= K) counts.emplace_back(detail::sat_mul(K + 1 - e.first, width_), e.second);
+    import_counts(now, counts);
+  }
+
+  // Forgets every count: the window is as it was built (same origin and
+  // limit). For recovering from a bogus far-future `now` (see the header).
+  // Not thread-safe: call it while no other thread uses the window.
+  void reset() noexcept {
+    // relaxed: no other thread may use the window meanwhile (see above); the
+    // final release store publishes the cleared ring with the head.
+    for (auto& e : ring_) e.store(0, std::memory_order_relaxed);
+    older_.store(0, std::memory_order_relaxed);
+    head_.store(0, std::memory_order_release);
   }
 
   // Changes the limit (tokens per window); the window keeps its counts.
@@ -1228,6 +1617,24 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
 
  private:
+  // Calls f(j, age, units) for every slot j still in the window at `now`,
+  // oldest first, with `unspent(j)` units left out (slots left empty skipped).
+  template <class Unspent, class F>
+  void visit_slots(nanoseconds now, Unspent& unspent, F&& f) const {
+    if (unit_ == 0) return;
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t s = slot_at(now);
+    if (s < h) s = h;
+    auto put = [&](std::uint64_t j, std::uint64_t u) {
+      const std::uint64_t off = unspent(j);
+      if (u > off) f(j, s - j, u - off);
+    };
+    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
+      if (j + K >= s) put(j, ring_units(j));
+    if (h + K >= s) put(h, detail::units_of_word(w));
+  }
+
   std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
     if (n > t.tokens) n = t.tokens;
     if (n == 0 || unit_ == 0) return 0;
@@ -1246,7 +1653,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         continue;
       }
       if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
-      std::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+      detail::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
       // relaxed: the ring word carries only itself; the head CAS that moved
       // past t.slot already published its count, and we read that head above.
       std::uint64_t r = e.load(std::memory_order_relaxed);
@@ -1301,6 +1708,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return nanoseconds(detail::sat_offset(origin_, detail::sat_mul(s, width_)));
   }
 
+  // A `now` in a slot before the head h: retry once h has started.
+  decision stale(std::uint64_t h, nanoseconds now) const noexcept {
+    const std::int64_t wait = detail::sat_gap(now.count(), slot_start(h).count());
+    return decision::wait(nanoseconds(wait > 0 ? wait : 1), reason::stale_time);
+  }
+
   // Units of slot j as far as the ring knows (j below the head h).
   std::uint64_t ring_units(std::uint64_t j) const noexcept {
     // relaxed: the acquire load of the head that the caller made already
@@ -1345,20 +1758,25 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
       ++lo;
       target = lo + K;  // the first slot whose window starts at lo
     }
-    const nanoseconds at = slot_start(target);
-    return at > now ? at - now : nanoseconds(1);
+    const std::int64_t wait = detail::sat_gap(now.count(), slot_start(target).count());
+    return nanoseconds(wait > 0 ? wait : 1);
   }
 
   // Records h's final count in the ring before the head leaves h. Only ever
   // raises the stored count for slot h: racing movers publish counts that are
-  // at most the final one, and the winner's is the final one.
+  // at most the final one, and the winner's is the final one. A mover that
+  // stalled after reading head h may resume after the head has gone K + 1 or
+  // more slots on: h's entry then holds a newer, live slot (h left every
+  // window that slot is in), and overwriting it would erase that slot's
+  // count. Such a mover writes nothing, and its head CAS then fails.
   void publish_final(std::uint64_t h, std::uint64_t cur) noexcept {
-    std::atomic<std::uint64_t>& e = ring_[h % ring_size];
+    detail::atomic<std::uint64_t>& e = ring_[h % ring_size];
     // relaxed: ordered before the head CAS that follows, whose release
     // publishes it.
     std::uint64_t r = e.load(std::memory_order_relaxed);
     for (;;) {
-      if (detail::slot_of_word(r) == h && detail::units_of_word(r) >= cur) return;
+      const std::uint64_t tag = detail::slot_of_word(r);
+      if (tag > h || (tag == h && detail::units_of_word(r) >= cur)) return;
       // relaxed: as above; the following release CAS on the head publishes it.
       if (e.compare_exchange_weak(r, detail::pack_slot(h, cur), std::memory_order_relaxed,
                                   std::memory_order_relaxed))
@@ -1386,14 +1804,14 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     }
   }
 
-  std::atomic<std::uint64_t> head_{0};
-  std::atomic<std::uint64_t> older_{0};  // {head slot: 40 bits, units in the K slots before it: 24 bits}
-  std::atomic<std::uint64_t> limit_{0};
+  detail::atomic<std::uint64_t> head_{0};
+  detail::atomic<std::uint64_t> older_{0};  // {head slot: 40 bits, units in the K slots before it: 24 bits}
+  detail::atomic<std::uint64_t> limit_{0};
   std::uint64_t unit_ = 0;  // 0: misconfigured
   std::uint64_t width_ = 1;
   std::int64_t window_ = 0;
   std::int64_t origin_ = 0;
-  std::atomic<std::uint64_t> ring_[ring_size] = {};
+  detail::atomic<std::uint64_t> ring_[ring_size] = {};
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
@@ -1419,6 +1837,12 @@ TOLLGATE_END_NAMESPACE
 // Time going backwards. A `now` in a day before the one the state is in is
 // refused with reason::stale_time (retry_after = time to that day's start);
 // the state never moves to an earlier day. Times before 1970 count as day 0.
+// The same rule means that one admission or charge at a bogus far-future
+// `now` (INT64_MAX is in the year 2262) moves the state to that day, and every
+// ordinary `now` afterwards is stale. The quota has not been made more
+// permissive, as stated; the way out is `reset()`, which forgets the day and
+// its usage. Every function is defined for every `now`; waits saturate at
+// INT64_MAX and are never negative.
 //
 // Concurrency contract. All member functions are thread-safe; try_acquire,
 // charge and refund are one CAS loop on a single word {day: 24 bits, used:
@@ -1431,6 +1855,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/decision.hpp>  (already above)
 // #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 
 #include <atomic>
@@ -1486,9 +1911,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     std::uint64_t w = state_.load(std::memory_order_acquire);
     for (;;) {
       const std::uint64_t wd = w >> used_bits;
-      if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+      if (d < wd) return decision::wait(wait_until(wd, now), reason::stale_time);
       const std::uint64_t used = d > wd ? 0 : (w & max_limit);
-      if (used + n > lim) return decision::wait(day_start(d + 1) - now);
+      if (used + n > lim) return decision::wait(wait_until(d + 1, now));
       if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
         ticket = quota_ticket{d, n};
@@ -1556,18 +1981,29 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     const std::uint64_t d = day_of(now);
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     const std::uint64_t wd = w >> used_bits;
-    if (d < wd) return decision::wait(day_start(wd) - now, reason::stale_time);
+    if (d < wd) return decision::wait(wait_until(wd, now), reason::stale_time);
     const std::uint64_t u = d > wd ? 0 : (w & max_limit);
-    if (u + n > lim) return decision::wait(day_start(d + 1) - now);
+    if (u + n > lim) return decision::wait(wait_until(d + 1, now));
     return decision::admit();
   }
   // Time from `now` to the next reset (the next midnight at the offset).
-  nanoseconds reset_in(nanoseconds now) const noexcept { return day_start(day_of(now) + 1) - now; }
+  // Saturates at INT64_MAX (a `now` long before 1970); never negative.
+  nanoseconds reset_in(nanoseconds now) const noexcept {
+    return nanoseconds(detail::sat_gap(now.count(), day_start(day_of(now) + 1).count()));
+  }
 
   // Snapshot support: the raw state word {day, used} (days are absolute, so
   // it survives restarts as it is), and its inverse for a quota not yet shared.
   std::uint64_t export_word() const noexcept { return state_.load(std::memory_order_acquire); }  // acquire: as in try_acquire
   void import_word(std::uint64_t w) noexcept { state_.store(w, std::memory_order_release); }      // release: publishes it
+  // The day `now` falls in, as the state word counts days (since 1970-01-01
+  // at the offset; 0 before it): what a restore checks an imported word by.
+  std::uint64_t day_at(nanoseconds now) const noexcept { return day_of(now); }
+
+  // Forgets the day and its usage (for recovering from a bogus far-future
+  // `now`, see the header). Thread-safe: an acquire racing it is decided
+  // before it (and forgotten) or after it.
+  void reset() noexcept { state_.store(0, std::memory_order_release); }  // release: as in import_word
 
   [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
     if (limit_.load(std::memory_order_relaxed) == 0) return errc::ok;  // misconfigured stays so
@@ -1596,6 +2032,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     if (local < 0) return 0;
     return static_cast<std::uint64_t>(local / day_ns);
   }
+  // From `now` to the start of day d, for a refusal: at least 1 ns (a day
+  // that starts past INT64_MAX is reported as starting there).
+  nanoseconds wait_until(std::uint64_t d, nanoseconds now) const noexcept {
+    const std::int64_t wait = detail::sat_gap(now.count(), day_start(d).count());
+    return nanoseconds(wait > 0 ? wait : 1);
+  }
   nanoseconds day_start(std::uint64_t d) const noexcept {
     // In 128 bits: day 106,752 already passes INT64_MAX nanoseconds.
     const detail::i128 t = static_cast<detail::i128>(d) * day_ns - offset_;
@@ -1603,8 +2045,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     return nanoseconds(t > top ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(t));
   }
 
-  std::atomic<std::uint64_t> state_{0};
-  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+  detail::atomic<std::uint64_t> state_{0};
+  detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
   std::int64_t offset_ = 0;
 };
 
@@ -1634,6 +2076,7 @@ TOLLGATE_END_NAMESPACE
 
 // #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 
 #include <atomic>
@@ -1712,7 +2155,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
     // usual semaphore contract).
     std::uint64_t c = held_.load(std::memory_order_acquire);
     for (;;) {
-      if (c + n > lim) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
+      // (c > lim after a shrink; written so that c + n cannot wrap)
+      if (c > lim || n > lim - c) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
       // acquire on success and failure: as for the load; no release needed,
       // taking units publishes nothing.
       if (held_.compare_exchange_weak(c, c + n, std::memory_order_acquire, std::memory_order_acquire))
@@ -1737,12 +2181,18 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
 
  private:
   friend class permit;
+  // Never below zero: release_detached of more than is held (a misuse)
+  // stops at zero instead of wrapping to a count that refuses for ever.
   void give_back(std::uint64_t n) noexcept {
+    // relaxed load and failure order: only the value is needed to compute
+    // the next one; the successful CAS carries the release.
+    std::uint64_t c = held_.load(std::memory_order_relaxed);
     // release: pairs with the acquire in try_acquire of the next holder.
-    held_.fetch_sub(n, std::memory_order_release);
+    while (!held_.compare_exchange_weak(c, c > n ? c - n : 0, std::memory_order_release, std::memory_order_relaxed)) {
+    }
   }
-  std::atomic<std::uint64_t> held_{0};
-  std::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+  detail::atomic<std::uint64_t> held_{0};
+  detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
 };
 
 inline void permit::release() noexcept {
@@ -2629,13 +3079,52 @@ constexpr cost_breakdown<C> cost(const model_info& m, const usage& u, cost_optio
   return r;
 }
 
+// Explicit cache writes a request asks for: prompt tokens the server writes
+// to the cache with a 5-minute or a 1-hour lifetime (kimi-k3), billed on top
+// of the prompt.
+struct cache_writes {
+  std::uint64_t write_5m = 0;
+  std::uint64_t write_1h = 0;
+};
+
+namespace detail {
+template <class C>
+[[gnu::always_inline]] constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
+                                                              std::optional<std::uint64_t> max_tokens,
+                                                              const std::optional<cache_writes>& w,
+                                                              cost_options o) noexcept;
+}  // namespace detail
+
 // The most a call can cost before it is sent: every prompt token at the
-// uncached input price and every allowed output token at the output price.
-// Pass the model's default cap when the request has no max_tokens; if that is
-// unknown too, the stated worst case is the context window minus the prompt.
+// uncached input price, every allowed output token at the output price, and
+// the largest cache write the call can make: its whole prompt at the dearer
+// of the model's write prices (a call writes at most its prompt to the
+// cache; a model without write prices in C adds nothing, since a usage with
+// writes then has no computable cost). Pass the model's default cap when the
+// request has no max_tokens; if that is unknown too, the stated worst case is
+// the context window minus the prompt. Bounds cost() of every usage with
+// prompt <= prompt_estimate and completion <= the cap.
 template <class C = usd_tag>
 constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t prompt_estimate,
                                             std::optional<std::uint64_t> max_tokens, cost_options o = {}) noexcept {
+  return detail::worst_case<C>(m, prompt_estimate, max_tokens, std::nullopt, o);
+}
+// The same for a request that declares its cache writes: they are priced as
+// declared (a write of a kind the model has no price for is unknown_price).
+// Bounds cost() of every usage that also writes at most what was declared.
+template <class C = usd_tag>
+constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t prompt_estimate,
+                                            std::optional<std::uint64_t> max_tokens, const cache_writes& declared,
+                                            cost_options o = {}) noexcept {
+  return detail::worst_case<C>(m, prompt_estimate, max_tokens, declared, o);
+}
+
+namespace detail {
+template <class C>
+[[gnu::always_inline]] constexpr cost_breakdown<C> worst_case(const model_info& m, std::uint64_t prompt_estimate,
+                                                              std::optional<std::uint64_t> max_tokens,
+                                                              const std::optional<cache_writes>& w,
+                                                              cost_options o) noexcept {
   std::uint64_t out = 0;
   if (max_tokens) {
     out = *max_tokens;
@@ -2652,8 +3141,20 @@ constexpr cost_breakdown<C> worst_case_cost(const model_info& m, std::uint64_t p
   u.prompt = prompt_estimate;
   u.completion = out;
   o.prompt_includes_cached = true;
+  if (!w && !m.cache_write_5m && !m.cache_write_1h) return cost<C>(m, u, o);  // no writes to price (most models)
+  if (w) {
+    u.cache_write_5m = w->write_5m;
+    u.cache_write_1h = w->write_1h;
+  } else if constexpr (std::is_same<C, usd_tag>::value) {
+    // Undeclared: the whole prompt at the dearer write price, if any.
+    const std::uint64_t p5 = m.cache_write_5m ? m.cache_write_5m->nanos_per_token : 0;
+    const std::uint64_t p1 = m.cache_write_1h ? m.cache_write_1h->nanos_per_token : 0;
+    if (m.cache_write_1h && p1 >= p5) u.cache_write_1h = prompt_estimate;
+    else if (m.cache_write_5m) u.cache_write_5m = prompt_estimate;
+  }
   return cost<C>(m, u, o);
 }
+}  // namespace detail
 
 TOLLGATE_END_NAMESPACE
 
@@ -2676,10 +3177,19 @@ TOLLGATE_END_NAMESPACE
 // a plain value; settle it exactly once (settle marks it settled, a second
 // settle does nothing). A reservation never settled keeps its money reserved:
 // the safe side.
+//
+// Saturation. Totals are 64-bit nano-units (about 9.2 billion units of the
+// currency). Settling usage whose sum passes that (absurd amounts, e.g. two
+// settles of INT64_MAX nano-units) does not wrap: the totals stick at the
+// maximum, `saturated()` turns true for good, and every later reserve is
+// refused with `saturated` set in the reservation (and `missing` at the
+// maximum). Only a new budget (or import_totals) clears it: a count that
+// overflowed cannot be trusted to shrink back.
 #ifndef TOLLGATE_BUDGET_HPP
 #define TOLLGATE_BUDGET_HPP
 
 // #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/money.hpp>  (already above)
 
@@ -2696,6 +3206,7 @@ struct budget_reservation {
   money<C> missing;   // when refused: how much more budget it would have needed
   bool admitted = false;
   bool settled = false;
+  bool saturated = false;  // refused because the budget's totals overflowed (see budget)
   constexpr explicit operator bool() const noexcept { return admitted; }
 };
 
@@ -2722,6 +3233,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     // x86. Every update is an RMW, so none is lost.
     std::int64_t c = committed_.load(std::memory_order_acquire);
     for (;;) {
+      if (c == sticky) {
+        r.amount = amount;
+        r.missing = money<C>::from_nanos(sticky);
+        r.saturated = true;
+        return r;
+      }
       std::int64_t next = 0;
       if (__builtin_add_overflow(c, amount.nanos(), &next) || next > limit_) {
         r.amount = amount;
@@ -2746,10 +3263,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     if (!r.admitted || r.settled) return money<C>();
     r.settled = true;
     if (actual.nanos() < 0) actual = money<C>();
-    // acq_rel: as in reserve. Saturating arithmetic is not needed: both
-    // amounts are below the limit or are reported money that was spent.
-    committed_.fetch_add(actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);
-    spent_.fetch_add(actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
+    // Both amounts are >= 0, so the delta cannot overflow; the totals can.
+    sat_add(committed_, actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);  // acq_rel: as in reserve
+    sat_add(spent_, actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
     return money<C>::from_nanos(r.amount.nanos() - actual.nanos());
   }
   // Gives the whole reservation back (the call was not billed, e.g. a 429).
@@ -2772,10 +3288,31 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     return money<C>::from_nanos(c >= limit_ ? 0 : limit_ - c);
   }
   money<C> spent() const noexcept { return money<C>::from_nanos(spent_.load(std::memory_order_relaxed)); }
+  // True once a settle overflowed the totals: the budget then refuses
+  // everything (see the header).
+  bool saturated() const noexcept {
+    return committed_.load(std::memory_order_acquire) == sticky;  // acquire: as in reserve
+  }
 
  private:
-  std::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
-  std::atomic<std::int64_t> spent_{0};
+  static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::max();
+
+  // t += d, saturating at INT64_MAX, which then sticks (a delta of any sign
+  // leaves it there). One CAS loop: lock-free, and no update is lost.
+  static void sat_add(detail::atomic<std::int64_t>& t, std::int64_t d, std::memory_order order) noexcept {
+    // relaxed load and failure order: the loop only recomputes from the
+    // value; the successful CAS carries `order` (the caller's pairing).
+    std::int64_t c = t.load(std::memory_order_relaxed);
+    for (;;) {
+      std::int64_t next = 0;
+      if (c == sticky) return;
+      if (__builtin_add_overflow(c, d, &next)) next = d > 0 ? sticky : std::numeric_limits<std::int64_t>::min();
+      if (t.compare_exchange_weak(c, next, order, std::memory_order_relaxed)) return;
+    }
+  }
+
+  detail::atomic<std::int64_t> committed_{0};  // reserved + settled, in nano-units
+  detail::atomic<std::int64_t> spent_{0};
   std::int64_t limit_ = 0;  // written once before sharing
 };
 
@@ -3553,13 +4090,23 @@ TOLLGATE_END_NAMESPACE
 // Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
 // prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
 // admission; without one, the model's default output cap, else the context
-// window minus the prompt) and the request's worst-case cost. In all
+// window minus the prompt) and the request's worst-case cost (cost.hpp: with
+// the cache writes it declares, else the largest it can make), which bounds
+// what settle charges for any usage within the request. In all
 // dimensions or in none: a partial success is rolled back, so under
 // concurrency a request may be refused falsely but nothing is ever
 // over-admitted. A refusal names every dimension that refused, and its wait is
 // the largest of theirs; it is `never` when the request can never fit
 // (tokens > the limit or above max_request_tokens under a margin policy,
 // prompt + max_tokens > the context window, worst-case cost > the budget).
+// The wait keeps the decision contract for the whole account, with per-thread
+// credit on or off: the same request from the same thread is refused at
+// now + wait - 1 ns unless capacity was given back meanwhile (a refund, a
+// thread's credit given back, set_limits), and admitted at now + wait unless
+// capacity was taken meanwhile (an admission, a debt, a pause). A refusal
+// that also names concurrency or the budget needs a permit or money back as
+// well (with nothing else waiting, its wait is zero, reason::busy). While
+// paused, the wait is the later of the pause's end and the other dimensions'.
 //
 // Server model. Kimi does not document how it counts. `server_model` says
 // which model to stay inside; each dimension then uses the policy the
@@ -3594,12 +4141,21 @@ TOLLGATE_END_NAMESPACE
 // table is scanned at most once per lease_timeout / 16 of time, so a hung
 // lease comes back by the first refusal that long after its deadline.
 //
-// Server feedback. on_response(...) pauses the whole account after a rate
-// 429 for the larger of the server's hint and the account's own wait (Kimi
-// says "try again after 1 seconds" where RPM 3 means 20 s), after a TPD 429
-// until the later of the hint and the local reset, and stops it after a
-// balance/quota error until resume(). Overload backs off without counting as
-// a limit.
+// Server feedback. on_response(...) pauses the whole account, under every
+// server model and policy alike:
+//   RPM 429: for the largest of the server's hint, one emission interval of
+//     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
+//     policy the spaced interval in force, 30 s + 2 ms) and the account's own
+//     wait for one more request (Kimi says "try again after 1 seconds");
+//   TPM 429: the same with the token limit (W / L per token);
+//   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
+//     without a request limit);
+//   TPD 429: until the later of the hint and the local daily reset;
+//   overload: for the hint, else 1 s, without counting as a limit.
+// A hint counts for at most max_pause (24 h by default; stats().capped_hints
+// counts the hints cut). A pause only ever lengthens; clear_pause() ends it.
+// A balance/quota error stops the account until resume() (which does not end
+// a pause).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -3625,7 +4181,10 @@ TOLLGATE_END_NAMESPACE
 // 1.6 % of a window's limit and 3.2 % of the concurrency limit, and a thread
 // is never refused for want of its own credit while the window is on its
 // slot). remaining() and in_flight() count credit as not in flight. Limits
-// below 1,024 have no credit and behave exactly as without it.
+// below 1,024 have no credit and behave exactly as without it. A refusal gives
+// the refused thread's window credit back before it reports a wait (as its
+// next attempt would), so the wait is the same with credit as without.
+// per_thread_credit = false turns credit off for every limit.
 //
 // Cost. Spending credit, an admission and its settle take one atomic
 // read-modify-write (giving the slot-table word back; none with lease_timeout
@@ -3642,6 +4201,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/concurrency.hpp>  (already above)
 // #include <tollgate/cost.hpp>  (already above)
 // #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/detail/shard_counters.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -3753,6 +4313,7 @@ TOLLGATE_END_NAMESPACE
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -3859,6 +4420,22 @@ struct basic_account_config {
   // stats().reclaimed. Kimi documents requests of up to two hours. Zero:
   // never, and no slot table (two atomic operations fewer per request).
   nanoseconds lease_timeout = std::chrono::hours(2);
+  // Per-thread credit (see the header): on, the first 16 threads take window
+  // and concurrency units a chunk at a time and spend them without touching
+  // shared state; off, every admission takes its units from the shared
+  // limiters and no thread ever holds units another could have used. Off
+  // suits accounts shared between processes, where a process that dies
+  // holding credit would keep it counted. It does not shape the state: a
+  // snapshot restores into an account with the switch either way.
+  bool per_thread_credit = true;
+  // The longest pause a server's hint (Retry-After, "try again after N
+  // seconds") can cause; a longer hint is cut to it and counted in
+  // stats().capped_hints. 24 hours: no Kimi limit counts over a longer window
+  // (the daily one resets within a day in any time zone), so a longer hint is
+  // a mistake, and one of year 9999 must not stop the account for centuries.
+  // The account's own waits (its windows, the local daily reset) are not
+  // capped. Zero: hints never lengthen a pause. Negative: refused.
+  nanoseconds max_pause = std::chrono::hours(24);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     basic_account_config c;
@@ -3877,6 +4454,11 @@ struct request {
   const model_info* model = nullptr;  // for the default output cap, context window and prices
   std::uint64_t prompt_tokens = 0;    // an estimate (estimate.hpp) or the tokenizer endpoint's count
   std::optional<std::uint64_t> max_tokens;
+  // The explicit cache writes the request asks for (kimi-k3). Without a
+  // declaration the reserved worst case assumes the largest: the whole prompt
+  // written at the dearer write price. Declared, it reserves exactly those;
+  // a usage that writes more is charged in full and reported as overspend.
+  std::optional<cache_writes> planned_cache_writes = std::nullopt;
 };
 
 // Per-dimension counters, for metrics.
@@ -3885,6 +4467,7 @@ struct account_stats {
   std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
   std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
   std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
+  std::uint64_t capped_hints = 0;  // server hints longer than max_pause, cut to it
   std::int64_t spent_nanos = 0;  // in nano-units of the budget's currency
   // Time callers spent waiting because of each dimension (indexed like
   // refused_by), as reported by the waiting layer (waiting_room) through
@@ -4004,13 +4587,48 @@ class account {
   using config_type = basic_account_config<Currency>;
 
   // Throws config_error (aborts without exceptions) on an invalid
-  // configuration: a margin policy whose margin is not below its limit, or a
-  // window the primitives refuse.
+  // configuration: a margin policy whose margin is not below its limit, a
+  // window the primitives refuse, a negative max_pause, or a limit above what
+  // its policy can run (see largest_token_limit), which throws with the limit
+  // refused and the largest accepted (config_error::values()).
   explicit account(const config_type& c, nanoseconds origin = Clock::now()) {
-    const errc e = init(c, origin);
-    if (e != errc::ok) detail::fail(e);
+    error_values v;
+    const errc e = init(c, origin, v);
+    if (e != errc::ok) detail::fail(e, v);
   }
-  account(const config_type& c, nanoseconds origin, errc& ec) noexcept { ec = init(c, origin); }
+  // Never throws: on error sets `ec` (and `v`, for a limit too large), and
+  // the account refuses every request for good (dimension::stopped,
+  // reason::misconfigured; resume() does not lift it).
+  account(const config_type& c, nanoseconds origin, errc& ec) noexcept {
+    error_values v;
+    ec = init_or_stop(c, origin, v);
+  }
+  account(const config_type& c, nanoseconds origin, errc& ec, error_values& v) noexcept {
+    ec = init_or_stop(c, origin, v);
+  }
+
+  // The largest token limit (per token_window) the configuration accepts.
+  // Under a margin policy (window_counter, gcra, unknown) tokens run through
+  // a bucket spaced at (L - m) per W whose emission interval must be held
+  // within 0.1 % (token_bucket.hpp): every L - m up to 14,014 per us of W
+  // qualifies (about one token per 71.3 ns: 840,840,000 + m per minute, so
+  // 840,905,536 with the default m), and a larger limit is refused
+  // (errc::rate_too_fine) even where the bucket could run it exactly, so that
+  // the accepted limits have no holes. The strict window takes any limit.
+  static constexpr std::uint64_t largest_token_limit(const config_type& c) noexcept {
+    if (strict_for(c.model) || c.token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t w = static_cast<std::uint64_t>(c.token_window.count());
+    return detail::sat_add(detail::mul_div_floor(w, detail::gcra_limits::max_scale * 1001, 1000000), c.max_request_tokens);
+  }
+  // The largest request limit: under a margin policy the spaced interval adds
+  // 2 ms per request to the window, which must fit in 63 bits of nanoseconds
+  // (about 4.6 * 10^12 requests per window).
+  static constexpr std::uint64_t largest_request_limit(const config_type& c) noexcept {
+    if (strict_for(c.model) || c.request_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t room =
+        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() - c.request_window.count());
+    return room / 2000000;
+  }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
 
@@ -4032,7 +4650,14 @@ class account {
   // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any.
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
-    const nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
+    if (h < nanoseconds(0)) h = nanoseconds(0);
+    if (h > cfg_.max_pause &&
+        (e.kind == error_kind::concurrency || e.kind == error_kind::rpm || e.kind == error_kind::tpm ||
+         e.kind == error_kind::rate_limit || e.kind == error_kind::tpd || e.kind == error_kind::overloaded)) {
+      h = cfg_.max_pause;
+      capped_hints_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    }
     switch (e.kind) {
       case error_kind::quota:
         // release: pairs with the acquire load in try_admit.
@@ -4042,7 +4667,12 @@ class account {
       case error_kind::rpm:
       case error_kind::tpm:
       case error_kind::rate_limit: {
-        nanoseconds own = own_wait(now);
+        nanoseconds own{0};
+        if (e.kind != error_kind::tpm) own = own_wait(request_kind, now);
+        if (e.kind != error_kind::rpm && (e.kind == error_kind::tpm || !(rpm_w_ || rpm_b_))) {
+          const nanoseconds t = own_wait(token_kind, now);
+          own = t > own ? t : own;
+        }
         pause_for(h > own ? h : own, now);
         break;
       }
@@ -4070,8 +4700,18 @@ class account {
     hook_fn_.store(fn, std::memory_order_release);    // release: pairs with the acquire in notify_release
   }
 
-  // Lifts a stop caused by a quota/balance error (after recharging).
-  void resume() noexcept { stopped_.store(false, std::memory_order_release); }  // release: as in on_response
+  // Lifts a stop caused by a quota/balance error (after recharging). It does
+  // not end a pause: clear_pause() does.
+  void resume() noexcept {
+    if (!misconfigured_) stopped_.store(false, std::memory_order_release);  // release: as in on_response
+  }
+  // Ends a pause now (a hint the caller knows to be wrong, an operator's
+  // override). Counts and stops stay.
+  void clear_pause() noexcept {
+    // relaxed: a lone time value, as in pause_for; a pause_for racing this
+    // may land after it and stand.
+    pause_until_.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
+  }
   bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
 
@@ -4103,6 +4743,7 @@ class account {
     s.debt_tokens = stats_.sum(st_debt);
     // relaxed: statistics, see the contract.
     s.reclaimed = stats_reclaimed_.load(std::memory_order_relaxed);
+    s.capped_hints = capped_hints_.load(std::memory_order_relaxed);
     for (unsigned i = 0; i < 9; ++i) s.waited_ns_by[i] = waited_ns_[i].load(std::memory_order_relaxed);
     s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
     return s;
@@ -4138,8 +4779,7 @@ class account {
     if (tpm_b_) v.tokens_minute_reset_in = tpm_b_->full_in(now);
     if (tpd_w_) v.tokens_day_reset_in = tpd_w_->empty_in(now);
     if (day_q_) v.tokens_day_reset_in = day_q_->reset_in(now);
-    const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
-    if (p > now.count()) v.paused_for = nanoseconds(p - now.count());
+    v.paused_for = time_left(pause_until_.load(std::memory_order_relaxed), now);  // relaxed: as in try_admit
     v.stopped = stopped();
     return v;
   }
@@ -4156,6 +4796,8 @@ class account {
         need(tpd_w_ || day_q_, t.tpd))
       return errc::zero_count;  // a dimension would appear or disappear
     errc e = errc::ok;
+    error_values ignored;
+    if ((e = check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
     if (conc_ && (e = conc_->set_limit(*t.concurrency.value())) != errc::ok) return e;
     update_chunks();  // before any later error: credit taken under the old limit goes back
     if (rpm_w_ && (e = rpm_w_->set_limit(*t.rpm.value())) != errc::ok) return e;
@@ -4183,12 +4825,43 @@ class account {
   // Snapshot and restore: what the account has counted (window contents,
   // what buckets owe, the calendar day's usage, the budget, a pause or a
   // stop) as a byte string, so a restart does not reset the daily limit or
-  // the budget. No I/O: the caller stores the bytes. Times are kept relative
-  // to the snapshot and aged by the wall-clock time between snapshot and
-  // restore (pass system_clock::now() as `wall`). Permits in flight are not
-  // kept. restore() checks everything (format, version, that the bytes come
-  // from an account with the same configuration, length, checksum) before it
-  // changes anything, and must be called before the account is shared.
+  // the budget. No I/O: the caller stores the bytes. Permits in flight are
+  // not kept (their money stays committed: the safe side).
+  //
+  // Time. Each count is stored with the time from the snapshot's `now`
+  // until this account would have dropped it, and restore() keeps it that
+  // long minus the wall-clock time between snapshot and restore (pass
+  // system_clock::now() as `wall`), at any phase of either account's slots:
+  // a restart never lets a count leave a window earlier than it would have
+  // without the restart (each window moves its slot grid to the stored
+  // times, so it holds nothing longer either). Buckets keep what they owe
+  // (rounded up), pauses what is left of them, the calendar quota its day and
+  // usage (days are absolute). A wall clock that went backwards counts as
+  // no time passed; one that jumped forward ages the counts by the jump.
+  //
+  // Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
+  // whole slots, which drops the position inside the slot; restore() reads
+  // it rounding toward keeping (as if the snapshot was taken at the start of
+  // its slot: counts stay up to one slot longer than they had to, never
+  // shorter). Two things format 1 did not record are assumed: that the
+  // snapshot's `now` was not behind the windows' latest slot, and that a
+  // window's unit (limits above 16,777,215 tokens) was that of this account.
+  //
+  // restore() refuses, changing nothing, bytes that are not a snapshot
+  // (bad_format), of an unknown version (wrong_version), of an account
+  // configured otherwise (other_configuration), short or long (truncated),
+  // whose checksum does not match (corrupted; it only catches accidents),
+  // or whose fields do not fit this configuration (out_of_range: more
+  // window entries than slots, counts above the 24-bit field, times beyond a
+  // window's or bucket's horizon, ages out of the window, a negative or
+  // inconsistent budget, a calendar day after tomorrow's, a stop flag other
+  // than 0 or 1). It refuses with in_use an account that has started taking
+  // traffic (any try_admit that got past the stop and pause checks to the
+  // limits, admitted or not): its counts would be lost and its leases would
+  // settle against counts they were not taken from.
+  // Restore into a new account, before sharing it. A try_admit that races
+  // the restore is refused (dimension::paused, reason::busy, no wait) until
+  // it is done; no other member function may run at the same time.
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
     detail::byte_writer w;
     w.raw("TGA1", 4);
@@ -4197,16 +4870,17 @@ class account {
     w.u64(static_cast<std::uint64_t>(wall.count()));
     w.u64(stopped() ? 1 : 0);
     const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
-    w.u64(p > now.count() ? static_cast<std::uint64_t>(p - now.count()) : 0);
+    w.u64(detail::positive_difference(p, now.count()));
     const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
     for (unsigned k = 0; k < credit_kinds; ++k) {
       const std::optional<window>* x = ws[k];
       if (!*x) continue;
       // Credit not yet spent is not carried: like an admission that has not
       // happened yet, it is not part of the state at this moment.
-      const auto slots = (*x)->export_slots(now, [&](std::uint64_t j) { return credit_in_slot(k, j); });
-      w.u64(slots.size());
-      for (const auto& e : slots) {
+      const auto counts = (*x)->export_counts(now, [&](std::uint64_t j) { return credit_in_slot(k, j); });
+      w.u64((*x)->unit());
+      w.u64(counts.size());
+      for (const auto& e : counts) {
         w.u64(e.first);
         w.u64(e.second);
       }
@@ -4216,69 +4890,38 @@ class account {
     if (day_q_) w.u64(day_q_->export_word());
     if (budget_) {
       const auto t = budget_->export_totals();
-      w.u64(static_cast<std::uint64_t>(t.first));
+      // A settle racing this read can show its spend before its commit:
+      // committed is never below spent.
+      w.u64(static_cast<std::uint64_t>(t.first > t.second ? t.first : t.second));
       w.u64(static_cast<std::uint64_t>(t.second));
     }
     w.u64(w.checksum());
     return w.out;
   }
 
-  enum class restore_errc : unsigned char { ok, bad_format, wrong_version, other_configuration, truncated, corrupted };
+  enum class restore_errc : unsigned char {
+    ok,
+    bad_format,
+    wrong_version,
+    other_configuration,
+    truncated,
+    corrupted,
+    out_of_range,  // a field does not fit this configuration (see above)
+    in_use,        // the account has started taking traffic
+  };
 
   restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
-    detail::byte_reader r{bytes};
-    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return restore_errc::bad_format;
-    // The checksum covers every byte before it: check it first, so nothing
-    // below reads a corrupted length.
-    if (bytes.size() < 4 + 8 * 6) return restore_errc::truncated;
-    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
-    std::uint64_t sum = 0;
-    (void)tail.u64(sum);
-    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return restore_errc::corrupted;
-    std::uint64_t version = 0, fp = 0, then = 0, stop = 0, pause = 0;
-    if (!r.u64(version) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return restore_errc::truncated;
-    if (version != snapshot_version) return restore_errc::wrong_version;
-    if (fp != fingerprint()) return restore_errc::other_configuration;
-    const std::int64_t down = wall.count() > static_cast<std::int64_t>(then) ? wall.count() - static_cast<std::int64_t>(then) : 0;
-    using slots_t = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
-    slots_t win[3];
-    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
-    std::optional<window>* ws[3] = {&rpm_w_, &tpm_w_, &tpd_w_};
-    for (int i = 0; i < 3; ++i) {
-      if (!*ws[i]) continue;
-      std::uint64_t n = 0;
-      if (!r.u64(n) || n > 4096) return restore_errc::truncated;
-      const std::uint64_t aged = static_cast<std::uint64_t>(down / (*ws[i])->slot_width().count());
-      for (std::uint64_t k = 0; k < n; ++k) {
-        std::uint64_t age = 0, units = 0;
-        if (!r.u64(age) || !r.u64(units)) return restore_errc::truncated;
-        win[i].emplace_back(detail::sat_add(age, aged), units);
-      }
-    }
-    std::optional<bucket>* bs[2] = {&rpm_b_, &tpm_b_};
-    for (int i = 0; i < 2; ++i)
-      if (*bs[i] && !r.u64(owed[i])) return restore_errc::truncated;
-    if (day_q_ && !r.u64(day_word)) return restore_errc::truncated;
-    if (budget_ && (!r.u64(committed) || !r.u64(spent))) return restore_errc::truncated;
-    if (r.left() != 8) return restore_errc::truncated;
-    // Everything checked: apply. Window credit held from before was counted
-    // in the counts now replaced: it must not be spent against them.
-    if (credits_)
-      for (unsigned i = 0; i < detail::thread_shards; ++i)
-        for (credit& c : credits_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
-    for (int i = 0; i < 3; ++i)
-      if (*ws[i]) (*ws[i])->import_slots(now, win[i]);
-    for (int i = 0; i < 2; ++i)
-      if (*bs[i]) {
-        const std::int64_t o = static_cast<std::int64_t>(owed[i]) - down;
-        (*bs[i])->restore_owed(nanoseconds(o > 0 ? o : 0), now);
-      }
-    if (day_q_) day_q_->import_word(day_word);
-    if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
-    stopped_.store(stop != 0, std::memory_order_release);  // release: as in on_response
-    const std::int64_t left = static_cast<std::int64_t>(pause) - down;
-    if (left > 0) pause_for(nanoseconds(left), now);
-    return restore_errc::ok;
+    unsigned char expected = use_fresh;
+    // acq_rel: acquire pairs with the release store that ended an earlier
+    // restore; the claim itself publishes nothing (admissions that see it
+    // refuse without reading state). Failure: relaxed, the value is all we use.
+    if (!use_.compare_exchange_strong(expected, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return restore_errc::in_use;
+    const restore_errc e = restore_claimed(bytes, now, wall);
+    // release: pairs with the acquire load in try_admit, so an admission that
+    // sees the account fresh again sees everything restored.
+    use_.store(use_fresh, std::memory_order_release);
+    return e;
   }
 
   // The policy each dimension runs, for reports.
@@ -4313,7 +4956,8 @@ class account {
       if (!r.model) {
         a.refused.add(dimension::request_size);  // a budget needs prices
       } else {
-        const auto w = worst_case_cost<Currency>(*r.model, r.prompt_tokens, out);
+        // (worst_case_cost with the declared writes, else the largest)
+        const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
         if (!w) a.refused.add(dimension::budget);
         else {
           a.worst_case = w.total;
@@ -4329,10 +4973,26 @@ class account {
     // relaxed: a lone time value; a stale read only delays or advances a pause
     // by the race window, which the server's own limits cover.
     const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
+    const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
+      // Paused: nothing is taken; the wait is the later of the pause's end
+      // and when every other dimension would admit. Before traffic has
+      // started (a restore may be writing the state), the pause alone.
+      // acquire: as below.
+      if (use_.load(std::memory_order_acquire) == use_started)
+        return refuse_and_report(a, n, now, shard, time_left(pause, now));
       a.refused.add(dimension::paused);
       count_refusal(a.refused);
-      a.decision = decision::wait(nanoseconds(pause - now.count()));
+      a.decision = decision::wait(time_left(pause, now));
+      return;
+    }
+    // acquire: pairs with the release store that ends a restore, so what it
+    // restored is visible here. Once traffic has started this reads the
+    // same value for ever (one load on the line of stopped_).
+    if (use_.load(std::memory_order_acquire) != use_started && !start_use()) {
+      a.refused.add(dimension::paused);  // a restore is being applied
+      count_refusal(a.refused);
+      a.decision = decision::wait(nanoseconds(0), reason::busy);
       return;
     }
 
@@ -4340,18 +5000,17 @@ class account {
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = 0;  // a dimension not taken by a window leaves its slot 0
     l.model_ = r.model;
-    const unsigned shard = detail::this_thread_shard();
     if (conc_) {
       // Slots held past their deadline may come back: reap and try again.
-      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now);
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now, shard);
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
       register_slot(l, now, shard);
     }
-    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now);
+    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
     if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, n, now, shard)) {
       give_requests(l, now);
-      return refuse_and_report(a, n, now);
+      return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
@@ -4359,7 +5018,7 @@ class account {
     if (!day_ok) {
       give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
       give_requests(l, now);
-      return refuse_and_report(a, n, now);
+      return refuse_and_report(a, n, now, shard);
     }
     if (budget_) {
       l.money_ = budget_->reserve(a.worst_case);
@@ -4367,7 +5026,7 @@ class account {
         give_day(l, n, now);
         give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
         give_requests(l, now);
-        return refuse_and_report(a, n, now);
+        return refuse_and_report(a, n, now, shard);
       }
     }
     l.acc_ = this;
@@ -4378,7 +5037,145 @@ class account {
   }
 
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;
+  // 0.1.0's format: window ages in whole slots (see snapshot()).
+  static constexpr std::uint64_t snapshot_version_slots = 1;
+
+  // Whether the account has started taking traffic (see restore()).
+  enum : unsigned char { use_fresh, use_restoring, use_started };
+  [[gnu::noinline, gnu::cold]] bool start_use() noexcept {
+    unsigned char expected = use_fresh;
+    // acq_rel: acquire as in try_admit (the restore's release store); a
+    // failure sees `restoring` or `started`, read with acquire for the same
+    // reason when it is `started` by another admission (no state to see).
+    if (use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
+      return true;
+    return expected == use_started;
+  }
+
+  using count_list = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+
+  // Reads one window's entries (format 2: unit, n, n x (time left, units);
+  // format 1: n, n x (age, units)) as (time left at the snapshot, units of
+  // this window), checking every field.
+  static restore_errc read_window(detail::byte_reader& r, std::uint64_t version, const window& w, count_list& out) {
+    using WL = detail::window_limits;
+    constexpr std::uint64_t K = window::subwindows;
+    std::uint64_t unit = w.unit(), n = 0;
+    if (version != snapshot_version_slots) {
+      if (!r.u64(unit)) return restore_errc::truncated;
+      if (unit == 0) return restore_errc::out_of_range;
+    }
+    if (!r.u64(n)) return restore_errc::truncated;
+    if (n > K + 1) return restore_errc::out_of_range;  // a window holds K + 1 slots
+    if (r.left() / 16 < n) return restore_errc::truncated;
+    const std::uint64_t horizon = static_cast<std::uint64_t>(w.import_horizon().count());
+    const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+    std::uint64_t prev = 0;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      std::uint64_t a = 0, units = 0;
+      (void)r.u64(a);
+      (void)r.u64(units);
+      if (units == 0 || units > WL::max_units) return restore_errc::out_of_range;
+      std::uint64_t left = 0;
+      if (version == snapshot_version_slots) {
+        // Ages from oldest to newest, each in the window. Kept as if the
+        // snapshot was taken at the start of its slot: the longest it can
+        // have had to stay.
+        if (a > K || (k > 0 && a >= prev)) return restore_errc::out_of_range;
+        left = detail::sat_mul(K + 1 - a, width);
+      } else {
+        // Times left, soonest first, within the window's horizon.
+        if (a == 0 || a > horizon || (k > 0 && a <= prev)) return restore_errc::out_of_range;
+        left = a;
+      }
+      prev = a;
+      // The snapshot's units in this window's (equal unless the limit was
+      // changed live across 16,777,215 tokens), rounded up.
+      out.emplace_back(left, detail::mul_div_ceil(units, unit, w.unit()));
+    }
+    return restore_errc::ok;
+  }
+
+  // The most a bucket can owe: its whole tick range, rounded up.
+  static std::uint64_t max_owed(const bucket& b) noexcept {
+    const std::uint64_t m = detail::sat_add(detail::sat_add(static_cast<std::uint64_t>(b.horizon().count()),
+                                                            detail::sat_mul(b.burst(), static_cast<std::uint64_t>(b.interval().count()))),
+                                            1);
+    const std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return m > top ? top : m;
+  }
+
+  restore_errc restore_claimed(std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    detail::byte_reader r{bytes};
+    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return restore_errc::bad_format;
+    // The checksum covers every byte before it: check it first, so nothing
+    // below reads a corrupted length.
+    if (bytes.size() < 4 + 8 * 6) return restore_errc::truncated;
+    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
+    std::uint64_t sum = 0;
+    (void)tail.u64(sum);
+    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return restore_errc::corrupted;
+    r.in = bytes.substr(0, bytes.size() - 8);  // the fields only
+    std::uint64_t version = 0, fp = 0, then = 0, stop = 0, pause = 0;
+    if (!r.u64(version) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return restore_errc::truncated;
+    if (version != snapshot_version && version != snapshot_version_slots) return restore_errc::wrong_version;
+    if (fp != fingerprint()) return restore_errc::other_configuration;
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (stop > 1 || pause > top) return restore_errc::out_of_range;
+    count_list win[credit_kinds];
+    std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    for (unsigned i = 0; i < credit_kinds; ++i) {
+      if (!*ws[i]) continue;
+      const restore_errc e = read_window(r, version, **ws[i], win[i]);
+      if (e != restore_errc::ok) return e;
+    }
+    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
+    std::optional<bucket>* bs[2] = {&rpm_b_, &tpm_b_};
+    for (int i = 0; i < 2; ++i) {
+      if (!*bs[i]) continue;
+      if (!r.u64(owed[i])) return restore_errc::truncated;
+      if (owed[i] > max_owed(**bs[i])) return restore_errc::out_of_range;
+    }
+    if (day_q_) {
+      if (!r.u64(day_word)) return restore_errc::truncated;
+      // A day after tomorrow (a clock a day ahead is allowed for) would
+      // refuse everything as stale for as long.
+      if ((day_word >> calendar_quota<Clock>::used_bits) > day_q_->day_at(now) + 1) return restore_errc::out_of_range;
+    }
+    if (budget_) {
+      if (!r.u64(committed) || !r.u64(spent)) return restore_errc::truncated;
+      // Non-negative, and nothing spent that was not committed. Committed
+      // may pass the limit (calls that cost more than they reserved): that
+      // budget refuses everything, as before the restart.
+      if (committed > top || spent > top || spent > committed) return restore_errc::out_of_range;
+    }
+    if (r.left() != 0) return restore_errc::truncated;
+
+    // Everything checked: apply. The wall-clock time between snapshot and
+    // restore, zero if the clock went backwards.
+    const detail::i128 gap = static_cast<detail::i128>(wall.count()) - static_cast<std::int64_t>(then);
+    const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
+    // Credit lines hold nothing in a fresh account; cleared all the same,
+    // since what they would hold was counted against the replaced counts.
+    if (credits_)
+      for (unsigned i = 0; i < detail::thread_shards; ++i)
+        for (credit& c : credits_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+    for (unsigned i = 0; i < credit_kinds; ++i) {
+      if (!*ws[i]) continue;
+      count_list aged;
+      for (const auto& e : win[i])
+        if (e.first > down) aged.emplace_back(e.first - down, e.second);
+      (*ws[i])->import_counts(now, aged);
+    }
+    for (int i = 0; i < 2; ++i)
+      if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
+    if (day_q_) day_q_->import_word(day_word);
+    if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
+    stopped_.store(stop != 0 || misconfigured_, std::memory_order_release);  // release: as in on_response; a misconfigured account stays stopped
+    if (pause > down) pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
+    return restore_errc::ok;
+  }
 
   // A hash of everything that shapes the state: a snapshot only restores
   // into an account configured the same way.
@@ -4401,14 +5198,40 @@ class account {
     return w.checksum();
   }
 
-  static bool strict_for(server_model m) noexcept {
+  static constexpr bool strict_for(server_model m) noexcept {
     return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
   }
 
-  errc init(const config_type& c, nanoseconds origin) noexcept {
+  // The limits a margin policy can run (see largest_token_limit).
+  static errc check_limits(const config_type& c, const limit& rpm, const limit& tpm, error_values& v) noexcept {
+    if (auto x = rpm.value(); x && *x > largest_request_limit(c)) {
+      v = error_values{*x, largest_request_limit(c)};
+      return errc::too_large;
+    }
+    if (auto x = tpm.value(); x && *x > largest_token_limit(c)) {
+      v = error_values{*x, largest_token_limit(c)};
+      return errc::rate_too_fine;
+    }
+    return errc::ok;
+  }
+
+  // A failed configuration may have built some dimensions and not others:
+  // such an account must not admit through the ones it lacks.
+  errc init_or_stop(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
+    const errc e = init(c, origin, vals);
+    if (e != errc::ok) {
+      misconfigured_ = true;
+      stopped_.store(true, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    }
+    return e;
+  }
+
+  errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
     origin_ = origin.count();
     errc e = errc::ok;
+    if (c.max_pause < nanoseconds(0)) return errc::zero_period;
+    if ((e = check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
     const bool strict = strict_for(c.model);
     if (auto v = c.concurrency.value()) {
       conc_.emplace(*v, e);
@@ -4422,7 +5245,7 @@ class account {
       slot_stride_ = slot_count_ / (detail::thread_shards + 1);
       own_slots_ = static_cast<std::size_t>(*v / 16 < 1 ? 1 : *v / 16 > 64 ? 64 : *v / 16);
       slot_total_ = slot_count_ + detail::thread_shards * own_slots_;
-      slots_.reset(new std::atomic<std::uint64_t>[slot_total_]);
+      slots_.reset(new detail::atomic<std::uint64_t>[slot_total_]);
       for (std::size_t i = 0; i < slot_total_; ++i) slots_[i].store(0, std::memory_order_relaxed);
     }
     if (auto v = c.rpm.value()) {
@@ -4474,7 +5297,7 @@ class account {
     for (unsigned k = 0; k < credit_kinds; ++k)
       if (*ws[k] && (*ws[k])->unit() > 0) unit_of_[k] = (*ws[k])->unit();
     update_chunks();
-    if (rpm_w_ || tpm_w_ || tpd_w_ || conc_) {
+    if (c.per_thread_credit && (rpm_w_ || tpm_w_ || tpd_w_ || conc_)) {
       // Allocated once, here: limits raised later (set_limits) may need it.
       credits_.reset(new credit_line[detail::thread_shards]);
     }
@@ -4483,13 +5306,14 @@ class account {
 
   void update_chunks() noexcept {
     const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+    const bool on = cfg_.per_thread_credit;  // off: no chunks, so no credit line is ever used
     for (unsigned k = 0; k < credit_kinds; ++k) {
       // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
-      chunk_[k].store(*ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
+      chunk_[k].store(on && *ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
     }
     // relaxed: as above; the epoch makes every thread give back what it took
     // under the previous limit before it takes more.
-    conc_chunk_.store(conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
+    conc_chunk_.store(on && conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
     conc_epoch_.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -4520,16 +5344,16 @@ class account {
     // Atomic only so that remaining() may read them: the owner alone writes
     // (relaxed loads and stores; ownership passes between threads through
     // the shard claim's release/acquire, see detail/shard_counters.hpp).
-    std::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
-    std::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
-    std::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
+    detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
+    detail::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
+    detail::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
   };
   struct alignas(TOLLGATE_CACHELINE_SIZE) credit_line {
     credit c[credit_kinds];
     // Concurrency units this thread holds from the limiter for leases to
     // come, and the limit change they were taken under.
-    std::atomic<std::uint64_t> units{0};
-    std::atomic<std::uint64_t> epoch{0};
+    detail::atomic<std::uint64_t> units{0};
+    detail::atomic<std::uint64_t> epoch{0};
   };
   static constexpr std::uint64_t credit_divisor = 1024;
 
@@ -4785,17 +5609,37 @@ class account {
     if (b) b->charge(n, now);
   }
 
-  // The account's own wait for one more request (used to stretch a server's
-  // too-short Retry-After).
-  nanoseconds own_wait(nanoseconds now) const noexcept {
-    nanoseconds w{0};
-    if (rpm_w_) w = rpm_w_->time_until(1, now).retry_after();
-    if (rpm_b_) {
-      // At least one emission interval: the server refused one request.
-      const nanoseconds t = rpm_b_->interval();
-      w = t > w ? t : w;
+  // The least pause after a 429 of the request (or token) limit: the larger
+  // of one emission interval of that limit (W / L rounded up; for the spaced
+  // policy, its interval in force) and the account's own wait for one unit of
+  // it. The server refused although the account may have had room: it counts
+  // differently (another client, another window), so wait at least for the
+  // spacing the limit itself implies.
+  enum : unsigned { request_kind, token_kind };
+  nanoseconds own_wait(unsigned kind, nanoseconds now) const noexcept {
+    const std::optional<window>& w = kind == request_kind ? rpm_w_ : tpm_w_;
+    const std::optional<bucket>& b = kind == request_kind ? rpm_b_ : tpm_b_;
+    nanoseconds t{0}, own{0};
+    if (w) {
+      const std::uint64_t l = w->limit();
+      t = nanoseconds(static_cast<std::int64_t>(
+          detail::ceil_div(static_cast<std::uint64_t>(w->window().count()), l > 0 ? l : 1)));
+      const decision d = w->time_until(1, now);
+      if (d.later() && d.why() != reason::stale_time) own = d.retry_after();
     }
-    return w;
+    if (b) {
+      t = b->interval();
+      const decision d = b->time_until(1, now);
+      if (d.later()) own = d.retry_after();
+    }
+    return t > own ? t : own;
+  }
+
+  // max(0, until - now), saturated: defined for every pair of times.
+  static nanoseconds time_left(std::int64_t until, nanoseconds now) noexcept {
+    const std::uint64_t d = detail::positive_difference(until, now.count());
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return nanoseconds(static_cast<std::int64_t>(d < top ? d : top));
   }
 
   void pause_for(nanoseconds d, nanoseconds now) noexcept {
@@ -4820,12 +5664,36 @@ class account {
 
   // After a refusal (everything rolled back): ask every dimension, without
   // consuming, whether and how long it would refuse.
-  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now) noexcept {
+  //
+  // The wait is exact for the refused thread (the decision contract, for the
+  // whole account): with nothing else admitted and nothing given back
+  // meanwhile, it is refused at now + wait - 1 ns and admitted at now + wait
+  // by every time-based dimension (and the pause). Its own window credit is
+  // given back first, as its next attempt would give it back before asking
+  // the windows, so the windows are asked what they hold for this thread.
+  // A refusal that also names concurrency or the budget needs a permit or
+  // money back as well: the wait is then when time alone stops refusing.
+  void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
+                         nanoseconds paused_for = nanoseconds(0)) noexcept {
     // A roll-back frees nothing that was free before this call, and the
     // waiting room's head calls try_admit under the room's lock: no hook.
     if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
-    nanoseconds wait{0};
+    std::uint64_t own_units = 0;
+    if (credits_ && shard < detail::thread_shards) {
+      credit_line& line = credits_[shard];
+      std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
+      for (unsigned k = 0; k < credit_kinds; ++k) {
+        // relaxed: this thread owns the line, see `credit`.
+        const std::uint64_t left = line.c[k].left.load(std::memory_order_relaxed);
+        if (*ws[k] && left > 0) give_credit(**ws[k], line.c[k], left);
+      }
+      // relaxed: as in take_unit. Units this thread holds are a permit it can take.
+      if (line.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed))
+        own_units = line.units.load(std::memory_order_relaxed);
+    }
+    nanoseconds wait = paused_for;
+    if (paused_for > nanoseconds(0)) a.refused.add(dimension::paused);
     bool never = false;
     auto note = [&](dimension d, decision x) {
       if (x.admitted()) return;
@@ -4833,7 +5701,7 @@ class account {
       if (x.never()) never = true;
       if (x.retry_after() > wait) wait = x.retry_after();
     };
-    if (conc_ && conc_->available() == 0) a.refused.add(dimension::concurrency);
+    if (conc_ && conc_->available() == 0 && own_units == 0) a.refused.add(dimension::concurrency);
     if (rpm_w_) note(dimension::rpm, rpm_w_->time_until(1, now));
     if (rpm_b_) note(dimension::rpm, rpm_b_->time_until(1, now));
     if (tpm_w_) note(dimension::tpm, tpm_w_->time_until(n, now));
@@ -4971,7 +5839,7 @@ class account {
   }
 
   config_type cfg_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
+  std::unique_ptr<detail::atomic<std::uint64_t>[]> slots_;
   std::size_t slot_count_ = 0;
   std::size_t slot_stride_ = 0;  // slot_count_ / (thread_shards + 1): where each thread starts looking
   // After the slot_count_ shared words, own_slots_ words for each owned shard
@@ -4979,9 +5847,10 @@ class account {
   std::size_t own_slots_ = 0;
   std::size_t slot_total_ = 0;
   std::int64_t origin_ = 0;  // the slot table's time origin
-  std::atomic<std::uint64_t> stats_reclaimed_{0};
-  std::atomic<void (*)(void*)> hook_fn_{nullptr};
-  std::atomic<void*> hook_ctx_{nullptr};
+  detail::atomic<std::uint64_t> stats_reclaimed_{0};
+  detail::atomic<std::uint64_t> capped_hints_{0};
+  detail::atomic<void (*)(void*)> hook_fn_{nullptr};
+  detail::atomic<void*> hook_ctx_{nullptr};
   bool margin_tokens_ = false;
   std::optional<concurrency_limiter> conc_;
   std::optional<window> rpm_w_, tpm_w_, tpd_w_;
@@ -4989,16 +5858,18 @@ class account {
   std::optional<calendar_quota<Clock>> day_q_;
   std::optional<budget<Currency>> budget_;
   std::unique_ptr<credit_line[]> credits_;  // one line per owned shard, when some window grants credit
-  std::atomic<std::uint64_t> chunk_[credit_kinds] = {};
+  detail::atomic<std::uint64_t> chunk_[credit_kinds] = {};
   std::uint64_t unit_of_[credit_kinds] = {1, 1, 1};  // each window's unit (fixed at construction)
-  std::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
-  std::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
-  std::atomic<bool> stopped_{false};
+  detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
+  detail::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
+  detail::atomic<bool> stopped_{false};
+  bool misconfigured_ = false;  // built with an error: stopped for good
+  detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
   // Hot statistics: per-thread shards, a plain load and store each.
   enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
   detail::shard_counters<st_count> stats_;
-  std::atomic<std::int64_t> waited_ns_[9] = {};
-  std::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
+  detail::atomic<std::int64_t> waited_ns_[9] = {};
+  detail::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
 };
 
 template <class Clock, class Currency>
