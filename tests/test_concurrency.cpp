@@ -2,6 +2,7 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -87,5 +88,122 @@ TEST_CASE("property: the count matches a plain counter", "[concurrency][oracle]"
       if (c.in_use() != count || count > limit) ++mismatches;
     }
     CHECK(mismatches == 0);
+  }
+}
+
+// Reaches the acquisition with a hook that runs between its read of the state
+// and the decision made on it: a thread stalled there, made deterministic.
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+struct concurrency_probe {
+  template <class F>
+  static permit acquire_with(concurrency_limiter& c, std::uint64_t n, F&& between) {
+    return c.acquire_with(n, std::forward<F>(between));
+  }
+};
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+TEST_CASE("an acquirer stalled across a shrink is held to the new limit", "[concurrency][live]") {
+  // Limit 10, 9 held: 5 more cannot fit. While the acquirer is stalled, the
+  // limit drops to 1 and only then are the 9 units freed, so no order of
+  // events admits the 5: before the change 9 are held, after it the limit
+  // is 1.
+  concurrency_limiter c(10);
+  permit h = c.try_acquire(9);
+  REQUIRE(h);
+  int stalls = 0;
+  permit p = detail::concurrency_probe::acquire_with(c, 5, [&] {
+    if (stalls++ != 0) return;
+    REQUIRE(c.set_limit(1) == errc::ok);
+    h.release();
+  });
+  CHECK(stalls >= 1);
+  CHECK_FALSE(p);
+  CHECK(c.in_use() == 0);
+  CHECK(c.limit() == 1);
+  // And after the stall, the new limit is the one in force.
+  CHECK(c.try_acquire(2).decision().never());
+  CHECK(c.try_acquire(1));
+}
+
+TEST_CASE("concurrency limits: range, and releases beyond what is held", "[concurrency][errors]") {
+  static_assert(concurrency_limiter::validate(concurrency_limiter::max_limit) == errc::ok, "");
+  static_assert(concurrency_limiter::validate(concurrency_limiter::max_limit + 1) == errc::too_large, "");
+  CHECK(concurrency_limiter::max_limit == 4294967295u);
+  errc ec = errc::ok;
+  concurrency_limiter bad(std::uint64_t{1} << 32, ec);
+  CHECK(ec == errc::too_large);
+  CHECK(bad.try_acquire(1).decision().why() == reason::misconfigured);
+  CHECK_THROWS_AS(concurrency_limiter(std::uint64_t{1} << 40), config_error);
+
+  concurrency_limiter c(concurrency_limiter::max_limit);
+  permit all = c.try_acquire(concurrency_limiter::max_limit);
+  REQUIRE(all);
+  CHECK(c.in_use() == concurrency_limiter::max_limit);
+  CHECK(c.limit() == concurrency_limiter::max_limit);  // the count does not spill into the limit
+  CHECK_FALSE(c.try_acquire(1));
+  CHECK(c.try_acquire(std::uint64_t{1} << 32).decision().never());
+  CHECK(c.set_limit(std::uint64_t{1} << 32) == errc::too_large);
+  CHECK(c.limit() == concurrency_limiter::max_limit);
+  all.release();
+  CHECK(c.in_use() == 0);
+
+  // Releasing more than is held is a caller's bug; it releases what is held
+  // and leaves the limit alone.
+  permit two = c.try_acquire(2);
+  REQUIRE(two);
+  c.release_detached(two.detach() + 5);
+  CHECK(c.in_use() == 0);
+  CHECK(c.limit() == concurrency_limiter::max_limit);
+  c.release_detached(std::numeric_limits<std::uint64_t>::max());
+  CHECK(c.in_use() == 0);
+  CHECK(c.limit() == concurrency_limiter::max_limit);
+  CHECK(c.try_acquire(3));
+}
+
+TEST_CASE("property: with live limit changes the count matches a plain counter", "[concurrency][oracle][live]") {
+  for (std::uint64_t seed : tgtest::seeds(3)) {
+    INFO("seed " << seed);
+    tgtest::rng g(seed);
+    std::uint64_t limit = g.between(1, 20);
+    concurrency_limiter c(limit);
+    std::vector<permit> held;
+    std::uint64_t count = 0, mismatches = 0, admitted = 0, busy = 0;
+    for (int i = 0; i < 30000; ++i) {
+      const std::uint64_t op = g.between(0, 9);
+      if (op == 0) {
+        limit = g.between(1, 20);
+        if (c.set_limit(limit) != errc::ok) ++mismatches;
+      } else if (op <= 4 && !held.empty()) {
+        const std::size_t k = static_cast<std::size_t>(g.between(0, held.size() - 1));
+        count -= held[k].count();
+        if (g.chance(50)) {
+          held.erase(held.begin() + static_cast<std::ptrdiff_t>(k));
+        } else {
+          c.release_detached(held[k].detach());
+          held.erase(held.begin() + static_cast<std::ptrdiff_t>(k));
+        }
+      } else {
+        const std::uint64_t n = g.between(1, 21);
+        permit p = c.try_acquire(n);
+        const bool expect = n <= limit && count + n <= limit;
+        if (static_cast<bool>(p) != expect) ++mismatches;
+        if (p.decision().never() != (n > limit)) ++mismatches;
+        if (p) {
+          count += n;
+          ++admitted;
+          if (count > limit) ++mismatches;  // the bound: right after an admission, held <= limit
+          held.push_back(std::move(p));
+        } else if (expect == false && n <= limit) {
+          ++busy;
+        }
+      }
+      if (c.in_use() != count || c.limit() != limit) ++mismatches;
+      if (c.available() != (count >= limit ? 0 : limit - count)) ++mismatches;
+    }
+    CHECK(mismatches == 0);
+    CHECK(admitted > 1000);
+    CHECK(busy > 1000);
   }
 }
