@@ -2,7 +2,9 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <atomic>
 #include <limits>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -205,5 +207,51 @@ TEST_CASE("property: with live limit changes the count matches a plain counter",
     CHECK(mismatches == 0);
     CHECK(admitted > 1000);
     CHECK(busy > 1000);
+  }
+}
+
+TEST_CASE("threads: live limit changes race acquisitions and releases", "[concurrency][live][threads]") {
+  // Limits move among 1, 4 and 10 while three threads take 1 .. 12 units.
+  // Whatever the interleaving: never more than 10 held at once (the largest
+  // limit), 11 or 12 always `never`, 1 never `never`, and every unit back.
+  for (std::uint64_t seed : tgtest::seeds(1)) {
+    INFO("seed " << seed);
+    concurrency_limiter c(10);
+    std::atomic<std::int64_t> tally{0}, worst{0};
+    std::atomic<std::uint64_t> wrong{0}, admitted{0};
+    std::atomic<bool> stop{false};
+    const std::uint64_t ops = 20000 * tgtest::stress_factor();
+    std::thread changer([&] {
+      tgtest::rng g(seed);
+      const std::uint64_t limits[] = {1, 4, 10};
+      while (!stop.load(std::memory_order_relaxed))
+        if (c.set_limit(limits[g.between(0, 2)]) != errc::ok) wrong.fetch_add(1);
+    });
+    std::vector<std::thread> workers;
+    for (unsigned t = 0; t < 3; ++t) {
+      workers.emplace_back([&, t] {
+        tgtest::rng g(seed * 31 + t);
+        for (std::uint64_t i = 0; i < ops; ++i) {
+          const std::uint64_t n = g.between(1, 12);
+          permit p = c.try_acquire(n);
+          if ((n > 10 && !p.decision().never()) || (n == 1 && p.decision().never())) wrong.fetch_add(1);
+          if (!p) continue;
+          admitted.fetch_add(1, std::memory_order_relaxed);
+          const std::int64_t now_held = tally.fetch_add(static_cast<std::int64_t>(n)) + static_cast<std::int64_t>(n);
+          std::int64_t w = worst.load();
+          while (now_held > w && !worst.compare_exchange_weak(w, now_held)) {
+          }
+          tally.fetch_sub(static_cast<std::int64_t>(n));
+          if (g.chance(50)) c.release_detached(p.detach());
+        }
+      });
+    }
+    for (auto& w : workers) w.join();
+    stop.store(true);
+    changer.join();
+    CHECK(wrong.load() == 0);
+    CHECK(worst.load() <= 10);
+    CHECK(admitted.load() > 0);
+    CHECK(c.in_use() == 0);
   }
 }
