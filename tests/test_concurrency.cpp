@@ -255,3 +255,22 @@ TEST_CASE("threads: live limit changes race acquisitions and releases", "[concur
     CHECK(c.in_use() == 0);
   }
 }
+
+TEST_CASE("the account passes the concurrency range on", "[concurrency][account][errors]") {
+  account_config c;
+  c.concurrency = limit(std::uint64_t{1} << 32);
+  errc ec = errc::ok;
+  account<manual_clock> too_big(c, nanoseconds(0), ec);
+  CHECK(ec == errc::too_large);
+
+  c.concurrency = limit(10);
+  account<manual_clock> a(c, nanoseconds(0), ec);
+  REQUIRE(ec == errc::ok);
+  tier_row t;
+  t.concurrency = limit(std::uint64_t{1} << 32);
+  CHECK(a.set_limits(t, nanoseconds(0)) == errc::too_large);
+  CHECK(*a.remaining(nanoseconds(0)).concurrency == 10);
+  t.concurrency = limit(concurrency_limiter::max_limit);
+  CHECK(a.set_limits(t, nanoseconds(0)) == errc::ok);
+  CHECK(*a.remaining(nanoseconds(0)).concurrency == concurrency_limiter::max_limit);
+}
