@@ -117,10 +117,10 @@ TEST_CASE("an acquirer stalled across a shrink is held to the new limit", "[conc
   int stalls = 0;
   permit p = detail::concurrency_probe::acquire_with(c, 5, [&] {
     if (stalls++ != 0) return;
-    REQUIRE(c.set_limit(1) == errc::ok);
+    CHECK(c.set_limit(1) == errc::ok);  // CHECK, not REQUIRE: nothing may throw in here
     h.release();
   });
-  CHECK(stalls >= 1);
+  CHECK(stalls == 1);  // the stall happened, once
   CHECK_FALSE(p);
   CHECK(c.in_use() == 0);
   CHECK(c.limit() == 1);

@@ -78,6 +78,9 @@ class permit {
 
 namespace detail {
 struct concurrency_probe;  // tests only: reaches the acquisition with a hook
+struct nothing_between {
+  void operator()() const noexcept {}
+};
 }  // namespace detail
 
 class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
@@ -100,7 +103,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
     return limit == 0 ? errc::zero_count : limit > max_limit ? errc::too_large : errc::ok;
   }
 
-  permit try_acquire(std::uint64_t n = 1) noexcept { return acquire_with(n, [] {}); }
+  permit try_acquire(std::uint64_t n = 1) noexcept { return acquire_with(n, detail::nothing_between{}); }
 
   // Returns units of a detached permit (see permit::detach).
   void release_detached(std::uint64_t n) noexcept { give_back(n); }
