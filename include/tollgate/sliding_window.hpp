@@ -27,7 +27,10 @@
 // u = ceil(L / (2^24 - 1)) tokens: every request is rounded up to whole units
 // and L down, so the bound still holds (u = 1 for every Kimi limit; `unit()`
 // tells). The 40-bit slot number gives at least 10 years from the origin
-// (slots of at least 287 us; shorter ones are refused).
+// (slots of at least 287 us; shorter ones are refused). Charges can fill a
+// field: counts saturate at 2^24 - 1, which then reads "at least this many".
+// Such a count is never refunded from, and a saturated cached sum is not
+// used: decisions and retry_after then add up the ring's per-slot counts.
 //
 // Why this layout (measured in bench/, one thread, same run): one 64-bit word
 // of four 12-bit counts is as cheap (0.93x) but caps L at 4,095 with only
