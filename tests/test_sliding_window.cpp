@@ -360,3 +360,237 @@ TEST_CASE("window: a bogus far-future now makes ordinary times stale until reset
   CHECK(w.available(seconds(30)) == 0);
   CHECK(w.time_until(1, seconds(30)).retry_after() > ns(0));
 }
+
+TEST_CASE("window: a refund from a saturated count gives nothing back", "[sliding_window][saturation]") {
+  constexpr std::uint64_t max = (std::uint64_t{1} << 24) - 1;
+  {
+    // The head slot: 1,000,000 admitted, then a whole limit charged on top
+    // saturates the count. The window is over its limit whatever the refund.
+    window w(rate(max, seconds(1)), t0);
+    window_ticket t;
+    REQUIRE(w.try_acquire(1000000, t0, t).admitted());
+    w.charge(max, t0);
+    CHECK(w.refund(t, 1000000) == 0);
+    CHECK(t.tokens == 1000000);  // the ticket is left as it was
+    CHECK(w.available(ns(1000)) == 0);
+    CHECK(w.try_acquire(900000, ns(1000)).later());
+    CHECK(w.try_acquire(1, ns(1000)).later());
+  }
+  {
+    // The same count once the head has moved on: the ring entry saturated.
+    window w(rate(max, seconds(15)), t0);
+    window_ticket t;
+    REQUIRE(w.try_acquire(1000000, t0, t).admitted());
+    w.charge(max, t0);
+    w.charge(1, seconds(1));  // moves the head to slot 1
+    CHECK(w.refund(t, 1000000) == 0);
+    CHECK(w.try_acquire(900000, seconds(1)).later());
+    CHECK(w.available(seconds(1)) == 0);
+  }
+  {
+    // Two older slots of 10,000,000 each: their cached sum saturates, the
+    // ring holds the real counts. A refund from one of them is real (it is
+    // not saturated) but the sum that stays, 19,000,001, is still over the
+    // limit: the capped cache must not be taken as the sum.
+    sliding_window<manual_clock, 2> w(rate(max, seconds(3)), t0);  // slots of 1.5 s
+    window_ticket t;
+    REQUIRE(w.try_acquire(1000000, t0, t).admitted());
+    w.charge(9000000, t0);
+    w.charge(10000000, milliseconds(1500));
+    w.charge(1, seconds(3));  // head at slot 2
+    CHECK(w.refund(t, 1000000) == 1000000);
+    CHECK(w.available(seconds(3)) == 0);
+    CHECK(w.try_acquire(900000, seconds(3)).later());
+    // Slot 0 (now 9,000,000) leaves at slot 3; slot 1 (10,000,000) still
+    // leaves room for 6,777,214 units.
+    CHECK(w.time_until(900000, seconds(3)).retry_after().count() == 1500000000);
+    CHECK(w.try_acquire(6777214, milliseconds(4500)).admitted());
+  }
+  {
+    // The same with 10,000,000 and 7,000,000: after the refund the real sum
+    // (16,000,001) leaves room for 777,214 units, though the cache stays at
+    // its ceiling. The decision reads the ring and admits exactly that.
+    sliding_window<manual_clock, 2> w(rate(max, seconds(3)), t0);
+    window_ticket t;
+    REQUIRE(w.try_acquire(1000000, t0, t).admitted());
+    w.charge(9000000, t0);
+    w.charge(7000000, milliseconds(1500));
+    w.charge(1, seconds(3));
+    CHECK(w.try_acquire(1, seconds(3)).later());
+    CHECK(w.refund(t, 1000000) == 1000000);
+    CHECK(w.available(seconds(3)) == 777214);
+    CHECK(w.try_acquire(777215, seconds(3)).later());
+    CHECK(w.try_acquire(777214, seconds(3)).admitted());
+  }
+}
+
+TEST_CASE("window: retry_after stays exact once the cached older sum saturates", "[sliding_window][saturation]") {
+  constexpr std::uint64_t max = (std::uint64_t{1} << 24) - 1;
+  sliding_window<manual_clock, 2> w(rate(max, ns(3000000)), t0);  // slots of 1.5 ms
+  REQUIRE(w.slot_width() == ns(1500000));
+  w.charge(max, t0);                 // slot 0
+  w.charge(max, ns(2250000));        // slot 1
+  w.charge(1, ns(3000000));          // slot 2: the cached sum of slots 0 and 1 saturates
+  const decision d = w.try_acquire(1000, ns(3000000));
+  REQUIRE(d.later());
+  // Slot 1's charge is in every window up to slot 3; slot 4 (6 ms) is the
+  // first whose window (slots 2 .. 4) holds room for 1,000.
+  CHECK(d.retry_after().count() == 3000000);
+  CHECK(w.time_until(1000, ns(6000000) - ns(1)).later());
+  CHECK(w.time_until(1000, ns(4500000)).later());
+  CHECK(w.try_acquire(1000, ns(6000000)).admitted());
+}
+
+namespace {
+// The slot model with the window's 24-bit ceiling, written the slow way: a
+// slot's count saturates at 2^24 - 1 units, a refund from a saturated count
+// gives nothing back, a charge at a stale time lands in the head slot.
+struct capped_slot_model {
+  static constexpr std::uint64_t cap = (std::uint64_t{1} << 24) - 1;
+  std::uint64_t limit, k, width;  // limit in units
+  std::map<std::uint64_t, std::uint64_t> slots;
+  std::uint64_t head = 0;
+  std::uint64_t lo_of(std::uint64_t s) const { return s >= k ? s - k : 0; }
+  std::uint64_t sum_from(std::uint64_t lo) const {
+    std::uint64_t s = 0;
+    for (auto it = slots.lower_bound(lo); it != slots.end(); ++it) s += it->second;
+    return s;
+  }
+  void charge(std::uint64_t nu, std::int64_t now) {
+    std::uint64_t s = static_cast<std::uint64_t>(now) / width;
+    if (s < head) s = head;
+    head = s;
+    std::uint64_t& c = slots[s];
+    c = c + nu > cap ? cap : c + nu;
+  }
+  bool refund(std::uint64_t slot, std::uint64_t units) {
+    if (slot + k < head) return false;
+    std::uint64_t& c = slots[slot];
+    if (c == cap) return false;
+    c -= std::min(c, units);
+    return true;
+  }
+  // 0 admitted, 1 later (wait set), 2 stale.
+  int decide(std::uint64_t nu, std::int64_t now, std::int64_t& wait) {
+    const std::uint64_t s = static_cast<std::uint64_t>(now) / width;
+    if (s < head) return 2;
+    if (sum_from(lo_of(s)) + nu <= limit) {
+      slots[s] += nu;
+      head = s;
+      return 0;
+    }
+    std::uint64_t t = s + 1;
+    while (sum_from(lo_of(t)) + nu > limit) ++t;
+    wait = static_cast<std::int64_t>(t * width) - now;
+    return 1;
+  }
+};
+
+// Returns how many refunds met a saturated count (the case under test).
+template <std::size_t K>
+std::uint64_t run_ceiling_oracle(std::uint64_t limit, ns period, std::uint64_t ops, std::uint64_t seed) {
+  INFO("limit " << limit << " window " << period.count() << " K " << K << " seed " << seed);
+  tgtest::rng g(seed);
+  sliding_window<manual_clock, K> w(rate(limit, period), t0);
+  const std::uint64_t u = w.unit();
+  const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+  capped_slot_model o{w.limit() / u, K, width, {}, 0};
+  // What really happened, in tokens and uncapped: admissions (less what
+  // refunds gave back) and charges.
+  std::vector<std::pair<std::int64_t, std::uint64_t>> log;
+  std::vector<std::pair<window_ticket, std::size_t>> tickets;  // ticket, index in `log`
+  auto in_window = [&](std::int64_t t) {
+    std::uint64_t s = 0;
+    for (const auto& e : log)
+      if (e.first > t - period.count() && e.first <= t) s += e.second;
+    return s;
+  };
+  std::int64_t now = 0;
+  std::uint64_t mismatches = 0, over = 0, admitted = 0, waits = 0, saturated_refunds = 0;
+  for (std::uint64_t i = 0; i < ops; ++i) {
+    switch (g.between(0, 5)) {
+      case 0: break;
+      case 1: now += static_cast<std::int64_t>(g.between(0, width)); break;
+      case 2: now += static_cast<std::int64_t>(g.between(0, width * 3)); break;
+      default: now += static_cast<std::int64_t>(g.between(0, width / 4 + 1)); break;
+    }
+    if (g.chance(2)) now += static_cast<std::int64_t>(width * (K + 1));  // the window empties
+    std::int64_t at = now;
+    if (g.chance(5)) at -= static_cast<std::int64_t>(g.between(0, width * 2));  // stale reading
+    if (at < 0) at = 0;
+    const std::uint64_t op = g.between(0, 99);
+    if (op < 15) {
+      // Usage learnt after the fact, often a large part of the limit or more.
+      const std::uint64_t n = g.chance(75) ? g.between(1, limit / 50 + 1) : g.between(limit / 3, limit * 2);
+      w.charge(n, ns(at));
+      o.charge(detail::ceil_div(n, u), at);
+      log.emplace_back(at, n);
+      continue;
+    }
+    if (op < 30 && !tickets.empty()) {
+      // Often the newest: its slot is the likeliest to have been charged full.
+      const std::size_t idx = g.chance(50) ? tickets.size() - 1 : static_cast<std::size_t>(g.between(0, tickets.size() - 1));
+      window_ticket& t = tickets[idx].first;
+      const std::uint64_t back = g.between(1, t.tokens + 1);
+      const std::uint64_t n = std::min(back, t.tokens);
+      const std::uint64_t back_units = t.units - detail::ceil_div(t.tokens - n, u);
+      const std::uint64_t slot = t.slot;
+      const bool gives = n > 0 && o.refund(slot, back_units);
+      if (n > 0 && !gives && slot + K >= o.head) ++saturated_refunds;
+      const std::uint64_t got = w.refund(t, back);
+      if (got != (gives ? n : 0)) ++mismatches;
+      log[tickets[idx].second].second -= got;
+      continue;
+    }
+    const std::uint64_t n = g.chance(3) ? limit + g.between(1, u + 1) : g.chance(30) ? g.between(limit / 2, limit) : g.between(1, limit / 4);
+    const decision peek = w.time_until(n, ns(at));
+    window_ticket t;
+    const decision d = w.try_acquire(n, ns(at), t);
+    if (!(peek == d)) ++mismatches;
+    if (detail::ceil_div(n, u) > o.limit) {
+      if (!d.never()) ++mismatches;
+      continue;
+    }
+    std::int64_t owait = 0;
+    const int r = o.decide(detail::ceil_div(n, u), at, owait);
+    if (r == 0) {
+      if (!d.admitted()) ++mismatches;
+      if (!d.admitted()) continue;
+      ++admitted;
+      log.emplace_back(at, n);
+      tickets.emplace_back(std::move(t), log.size() - 1);
+      if (tickets.size() > 32) tickets.erase(tickets.begin());
+      // The promise, on what really happened: an admission leaves its window
+      // (at - W, at] within L, charges and all.
+      if (in_window(at) > limit) ++over;
+    } else if (r == 2) {
+      if (d.why() != reason::stale_time) ++mismatches;
+    } else {
+      ++waits;
+      if (!d.later() || d.why() == reason::stale_time || d.retry_after() != ns(owait)) ++mismatches;
+      // Exact both ways: refused 1 ns before, admitted at retry_after.
+      if (!w.time_until(n, ns(at) + d.retry_after() - ns(1)).later()) ++mismatches;
+      if (!w.time_until(n, ns(at) + d.retry_after()).admitted()) ++mismatches;
+    }
+  }
+  INFO("admitted " << admitted << " waits " << waits << " saturated refunds " << saturated_refunds);
+  CHECK(mismatches == 0);
+  CHECK(over == 0);
+  CHECK(admitted > ops / 20);
+  CHECK(waits > ops / 20);
+  return saturated_refunds;
+}
+}  // namespace
+
+TEST_CASE("property: at the 24-bit ceiling, with charges, the window matches the capped slot model",
+          "[sliding_window][oracle][saturation]") {
+  for (std::uint64_t s : tgtest::seeds(2)) {
+    std::uint64_t saturated_refunds = run_ceiling_oracle<2>((std::uint64_t{1} << 24) - 1, ns(3000000), 6000, s);
+    saturated_refunds += run_ceiling_oracle<15>((std::uint64_t{1} << 24) - 1, minutes(1), 6000, s);
+    saturated_refunds += run_ceiling_oracle<15>(16000000, minutes(1), 6000, s);
+    saturated_refunds += run_ceiling_oracle<4>(50000000, minutes(1), 6000, s);
+    saturated_refunds += run_ceiling_oracle<1>(50000000, seconds(10), 6000, s);
+    INFO("seed " << s);
+    CHECK(saturated_refunds > 0);
+  }
+}

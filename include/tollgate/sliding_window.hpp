@@ -30,7 +30,10 @@
 // slots of at least 287,015 ns, so the shortest window is min_window =
 // (287,015 - 1) * K + 1 ns, 4,305,211 ns (about 4.3 ms) for the default
 // K = 15 and 287,015 ns for K = 1; a shorter one is refused with
-// errc::window_too_short.
+// errc::window_too_short. Charges can fill a field: counts saturate at
+// 2^24 - 1, which then reads "at least this many". Such a count is never
+// refunded from, and a saturated cached sum is not used: decisions and
+// retry_after then add up the ring's per-slot counts.
 //
 // Why this layout (measured in bench/, one thread, same run): one 64-bit word
 // of four 12-bit counts is as cheap (0.93x) but caps L at 4,095 with only
@@ -60,7 +63,11 @@
 //
 // Refunds. try_acquire can fill a window_ticket; refund(ticket, n) returns up
 // to the ticket's remaining tokens. A refund into a slot that has left the
-// window is a no-op (nothing to give back). Concurrent races only ever make
+// window is a no-op (nothing to give back), and so is one into a slot whose
+// count is at its ceiling of 2^24 - 1 units (after charge(), say): such a
+// count means "at least this many", so no unit of it is provably the
+// ticket's, and giving any back could re-open a window that is over its
+// limit (the ticket is then left as it was). Concurrent races only ever make
 // the ring over-count (the safe side). refund_to_head gives back only while
 // the ticket's slot is the head (through the head's release CAS), for callers
 // that must know a reader who sees the refund sees what they did before it.
@@ -485,6 +492,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
       const std::uint64_t h = detail::slot_of_word(w);
       if (t.slot == h) {
         const std::uint64_t cur = detail::units_of_word(w);
+        if (cur == L::max_units) return 0;  // saturated: at least this much, nothing provably ours to give back
         const std::uint64_t take = back < cur ? back : cur;
         // acq_rel/acquire: as in try_acquire.
         if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
@@ -500,6 +508,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
       for (;;) {
         if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
         const std::uint64_t cnt = detail::units_of_word(r);
+        if (cnt == L::max_units) return 0;  // saturated: as for the head
         const std::uint64_t take = back < cnt ? back : cnt;
         // relaxed: a lone counter; readers that miss the decrement over-count.
         if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
@@ -507,9 +516,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
           // The cached sum for head h was computed before h was installed,
           // hence before this decrement: take the same units off it. A cache
           // for a later head was computed from the ring, with or without this
-          // decrement: leave it (too high is safe, twice is not).
+          // decrement: leave it (too high is safe, twice is not). A saturated
+          // cache is only a lower bound of the ring's sum (older_of reads the
+          // ring then): taking units off it would make it look exact.
           std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
-          while (detail::slot_of_word(c) == h) {
+          while (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) {
             const std::uint64_t u = detail::units_of_word(c);
             const std::uint64_t off = take < u ? take : u;
             // relaxed: a lone cached sum, as in publish_older.
@@ -565,12 +576,13 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   // Units admitted in the K slots before head h. The mover that installed h
   // cached that sum in `older_`; the ring is the fallback when the cache
-  // already belongs to a later head.
+  // already belongs to a later head, or is saturated (then it is only a
+  // lower bound of the sum).
   std::uint64_t older_of(std::uint64_t h) const noexcept {
     // relaxed: written before the release CAS that installed head h, which
     // the caller acquired; a refund's later decrement is safe to see or miss.
     const std::uint64_t c = older_.load(std::memory_order_relaxed);
-    if (detail::slot_of_word(c) == h) return detail::units_of_word(c);
+    if (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) return detail::units_of_word(c);
     std::uint64_t sum = 0;
     for (std::uint64_t j = h >= K ? h - K : 0; j < h; ++j) sum += ring_units(j);
     return sum;
@@ -586,13 +598,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return sum;
   }
 
-  // Time from `now` until a slot s' > s whose window (s'-K .. s') holds at
-  // most `room` units, slots after h being empty.
+  // Time from `now` until the first slot s' > s whose window (s'-K .. s')
+  // holds at most `room` units, slots after h being empty. Summed from the
+  // ring's per-slot counts (s' > h), never from the cached sum: a saturated
+  // cache is below the real sum, and taking real counts off it ends the wait
+  // too early.
   nanoseconds wait_for(std::uint64_t s, std::uint64_t h, std::uint64_t cur, std::uint64_t room,
                        nanoseconds now) const noexcept {
-    std::uint64_t lo = s >= K ? s - K : 0;
-    std::uint64_t sum = window_sum(s, h, cur);
-    std::uint64_t target = s;
+    std::uint64_t target = s + 1;
+    std::uint64_t lo = target >= K ? target - K : 0;
+    std::uint64_t sum = window_sum(target, h, cur);
     while (sum > room && lo <= h) {
       sum -= lo == h ? cur : ring_units(lo);
       ++lo;

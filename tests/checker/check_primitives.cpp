@@ -541,7 +541,7 @@ struct permit_exec : execution {
   std::vector<per_thread> th;
   permit_exec(scheduler& s, std::uint64_t limit, const std::vector<std::vector<permit_op>>& scripts)
       : c(limit), max_limit(limit), th(scripts.size()) {
-    s.label(&c, sizeof(c), [](std::size_t off) { return std::string(off == 0 ? "held" : "limit"); });
+    s.label(&c, sizeof(c), [](std::size_t) { return std::string("limit+held"); });  // one word
     for (const auto& sc : scripts)
       for (const auto& op : sc)
         if (op.k == permit_op::set_limit && op.n > max_limit) max_limit = op.n;
@@ -736,4 +736,55 @@ TEST_CASE("checker: budget reserve, settle and release", "[checker]") {
         scaled(10000), project_seed() + 404, 4, 30, 30);
     CHECK(r.failure == "");
   }
+}
+
+// ------------------------------------------- concurrency: a shrink mid-call --
+
+namespace {
+
+// Limit 10 with 9 held by a permit taken before the threads start. One
+// thread lowers the limit to 1 and only then releases the 9; the other asks
+// for 5. No instant admits the 5 (before the release 9 are held, after it the
+// limit is 1), so under every interleaving the answer is a refusal, and the
+// count ends at 0.
+struct shrink_exec : execution {
+  concurrency_limiter c{10};
+  permit held;
+  bool admitted = false;
+  explicit shrink_exec(scheduler& s) {
+    s.label(&c, sizeof(c), [](std::size_t) { return std::string("limit+held"); });
+    held = c.try_acquire(9);  // before the threads start: no steps
+    bodies.push_back([this, &s] {
+      (void)c.set_limit(1);
+      s.note("set_limit(1)");
+      held.release();
+      s.note("release 9");
+    });
+    bodies.push_back([this, &s] {
+      permit p = c.try_acquire(5);
+      s.note("try_acquire(5): " + show(p.decision()));
+      admitted = static_cast<bool>(p);
+      (void)p.detach();  // counted by the check
+    });
+  }
+  std::string check(const scheduler::outcome&) override {
+    if (admitted) return "concurrency_limiter admitted 5 with 9 held under 10, or under a limit of 1";
+    if (c.in_use() != 0) return "concurrency_limiter holds " + std::to_string(c.in_use()) + " units, expected 0";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: concurrency_limiter decides against the limit in force", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = preemptions(2);
+  const auto r = tgcheck::explore_exhaustive(s, "concurrency: shrink, then release, beside an acquire", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<shrink_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.executions > 1);
+  CHECK(r.failure == "");
 }
