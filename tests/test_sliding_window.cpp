@@ -67,6 +67,28 @@ TEST_CASE("window: limits, never, exact waits", "[sliding_window]") {
   CHECK(w.empty_in(seconds(16)) == seconds(16));
 }
 
+TEST_CASE("window: empty_in is zero for a window that counts nothing", "[sliding_window]") {
+  window w(rate(10, seconds(15)), t0);  // slots of 1 s, 16 in the ring
+  CHECK(w.empty_in(t0) == ns(0));
+  window_ticket t;
+  REQUIRE(w.try_acquire(4, seconds(2), t).admitted());
+  CHECK(w.empty_in(seconds(2)) == seconds(16));  // slot 2 leaves when slot 18 begins
+  // The head moves on with nothing counted in the new slot: slot 2 still sets it.
+  CHECK(w.try_acquire(0, seconds(5)).admitted());
+  REQUIRE(w.try_acquire(1, seconds(5), t).admitted());
+  CHECK(w.refund(t, 1) == 1);
+  CHECK(w.empty_in(seconds(5)) == seconds(13));
+  // Everything given back: nothing counted, nothing to wait for.
+  window v(rate(10, seconds(15)), t0);
+  window_ticket u;
+  REQUIRE(v.try_acquire(3, seconds(1), u).admitted());
+  CHECK(v.refund(u, 3) == 3);
+  CHECK(v.empty_in(seconds(1)) == ns(0));
+  // Counts that left the window long ago do not count either.
+  REQUIRE(v.try_acquire(2, seconds(3)).admitted());
+  CHECK(v.empty_in(seconds(40)) == ns(0));
+}
+
 TEST_CASE("window: a stale time is refused, not charged to the wrong slot", "[sliding_window][time]") {
   window w(rate(5, seconds(15)), t0);
   REQUIRE(w.try_acquire(1, seconds(10)).admitted());

@@ -302,11 +302,22 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   }
   decision time_until(std::uint64_t n = 1) const noexcept { return time_until(n, Clock::now()); }
 
-  // Time from `now` until everything admitted so far has left the window.
+  // Time from `now` until everything admitted so far has left the window:
+  // until the newest slot that still counts something leaves it (zero for a
+  // window that counts nothing, however recently its head moved).
   nanoseconds empty_in(nanoseconds now) const noexcept {
     if (unit_ == 0) return nanoseconds(0);
-    const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
-    return nanoseconds(detail::sat_gap(now.count(), slot_start(h + K + 1).count()));
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t newest = h;
+    if (detail::units_of_word(w) == 0) {
+      for (;;) {
+        if (newest == 0 || newest + K == h) return nanoseconds(0);  // nothing left in the ring
+        --newest;
+        if (ring_units(newest) > 0) break;
+      }
+    }
+    return nanoseconds(detail::sat_gap(now.count(), slot_start(newest + K + 1).count()));
   }
 
   // Snapshot support, by time: every slot still in the window as (time from
