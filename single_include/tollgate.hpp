@@ -19,7 +19,7 @@
 // The one place the version lives; CMake, Meson and the packaging files read
 // or compare against these lines.
 #define TOLLGATE_VERSION_MAJOR 0
-#define TOLLGATE_VERSION_MINOR 1
+#define TOLLGATE_VERSION_MINOR 2
 #define TOLLGATE_VERSION_PATCH 0
 #define TOLLGATE_VERSION \
   (TOLLGATE_VERSION_MAJOR * 10000 + TOLLGATE_VERSION_MINOR * 100 + TOLLGATE_VERSION_PATCH)
@@ -1190,7 +1190,10 @@ TOLLGATE_END_NAMESPACE
 // slots of at least 287,015 ns, so the shortest window is min_window =
 // (287,015 - 1) * K + 1 ns, 4,305,211 ns (about 4.3 ms) for the default
 // K = 15 and 287,015 ns for K = 1; a shorter one is refused with
-// errc::window_too_short.
+// errc::window_too_short. Charges can fill a field: counts saturate at
+// 2^24 - 1, which then reads "at least this many". Such a count is never
+// refunded from, and a saturated cached sum is not used: decisions and
+// retry_after then add up the ring's per-slot counts.
 //
 // Why this layout (measured in bench/, one thread, same run): one 64-bit word
 // of four 12-bit counts is as cheap (0.93x) but caps L at 4,095 with only
@@ -1220,7 +1223,11 @@ TOLLGATE_END_NAMESPACE
 //
 // Refunds. try_acquire can fill a window_ticket; refund(ticket, n) returns up
 // to the ticket's remaining tokens. A refund into a slot that has left the
-// window is a no-op (nothing to give back). Concurrent races only ever make
+// window is a no-op (nothing to give back), and so is one into a slot whose
+// count is at its ceiling of 2^24 - 1 units (after charge(), say): such a
+// count means "at least this many", so no unit of it is provably the
+// ticket's, and giving any back could re-open a window that is over its
+// limit (the ticket is then left as it was). Concurrent races only ever make
 // the ring over-count (the safe side). refund_to_head gives back only while
 // the ticket's slot is the head (through the head's release CAS), for callers
 // that must know a reader who sees the refund sees what they did before it.
@@ -1455,11 +1462,22 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   }
   decision time_until(std::uint64_t n = 1) const noexcept { return time_until(n, Clock::now()); }
 
-  // Time from `now` until everything admitted so far has left the window.
+  // Time from `now` until everything admitted so far has left the window:
+  // until the newest slot that still counts something leaves it (zero for a
+  // window that counts nothing, however recently its head moved).
   nanoseconds empty_in(nanoseconds now) const noexcept {
     if (unit_ == 0) return nanoseconds(0);
-    const std::uint64_t h = detail::slot_of_word(head_.load(std::memory_order_acquire));  // acquire: as above
-    return nanoseconds(detail::sat_gap(now.count(), slot_start(h + K + 1).count()));
+    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t h = detail::slot_of_word(w);
+    std::uint64_t newest = h;
+    if (detail::units_of_word(w) == 0) {
+      for (;;) {
+        if (newest == 0 || newest + K == h) return nanoseconds(0);  // nothing left in the ring
+        --newest;
+        if (ring_units(newest) > 0) break;
+      }
+    }
+    return nanoseconds(detail::sat_gap(now.count(), slot_start(newest + K + 1).count()));
   }
 
   // Snapshot support, by time: every slot still in the window as (time from
@@ -1645,6 +1663,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
       const std::uint64_t h = detail::slot_of_word(w);
       if (t.slot == h) {
         const std::uint64_t cur = detail::units_of_word(w);
+        if (cur == L::max_units) return 0;  // saturated: at least this much, nothing provably ours to give back
         const std::uint64_t take = back < cur ? back : cur;
         // acq_rel/acquire: as in try_acquire.
         if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
@@ -1660,6 +1679,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
       for (;;) {
         if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
         const std::uint64_t cnt = detail::units_of_word(r);
+        if (cnt == L::max_units) return 0;  // saturated: as for the head
         const std::uint64_t take = back < cnt ? back : cnt;
         // relaxed: a lone counter; readers that miss the decrement over-count.
         if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
@@ -1667,9 +1687,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
           // The cached sum for head h was computed before h was installed,
           // hence before this decrement: take the same units off it. A cache
           // for a later head was computed from the ring, with or without this
-          // decrement: leave it (too high is safe, twice is not).
+          // decrement: leave it (too high is safe, twice is not). A saturated
+          // cache is only a lower bound of the ring's sum (older_of reads the
+          // ring then): taking units off it would make it look exact.
           std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
-          while (detail::slot_of_word(c) == h) {
+          while (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) {
             const std::uint64_t u = detail::units_of_word(c);
             const std::uint64_t off = take < u ? take : u;
             // relaxed: a lone cached sum, as in publish_older.
@@ -1725,12 +1747,13 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   // Units admitted in the K slots before head h. The mover that installed h
   // cached that sum in `older_`; the ring is the fallback when the cache
-  // already belongs to a later head.
+  // already belongs to a later head, or is saturated (then it is only a
+  // lower bound of the sum).
   std::uint64_t older_of(std::uint64_t h) const noexcept {
     // relaxed: written before the release CAS that installed head h, which
     // the caller acquired; a refund's later decrement is safe to see or miss.
     const std::uint64_t c = older_.load(std::memory_order_relaxed);
-    if (detail::slot_of_word(c) == h) return detail::units_of_word(c);
+    if (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) return detail::units_of_word(c);
     std::uint64_t sum = 0;
     for (std::uint64_t j = h >= K ? h - K : 0; j < h; ++j) sum += ring_units(j);
     return sum;
@@ -1746,13 +1769,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return sum;
   }
 
-  // Time from `now` until a slot s' > s whose window (s'-K .. s') holds at
-  // most `room` units, slots after h being empty.
+  // Time from `now` until the first slot s' > s whose window (s'-K .. s')
+  // holds at most `room` units, slots after h being empty. Summed from the
+  // ring's per-slot counts (s' > h), never from the cached sum: a saturated
+  // cache is below the real sum, and taking real counts off it ends the wait
+  // too early.
   nanoseconds wait_for(std::uint64_t s, std::uint64_t h, std::uint64_t cur, std::uint64_t room,
                        nanoseconds now) const noexcept {
-    std::uint64_t lo = s >= K ? s - K : 0;
-    std::uint64_t sum = window_sum(s, h, cur);
-    std::uint64_t target = s;
+    std::uint64_t target = s + 1;
+    std::uint64_t lo = target >= K ? target - K : 0;
+    std::uint64_t sum = window_sum(target, h, cur);
     while (sum > room && lo <= h) {
       sum -= lo == h ? cur : ring_units(lo);
       ++lo;
@@ -2059,15 +2085,20 @@ TOLLGATE_END_NAMESPACE
 // concurrency.hpp: a lock-free limit on requests in flight, with a move-only
 // RAII permit.
 //
-// Guarantee. The units held never exceed the limit in force when they were
-// acquired and never go below zero. Shrinking the limit keeps existing permits
-// valid; new ones are refused (reason::busy) until the units held are back
-// below the new limit. n == 0 yields an empty, admitted permit; n > limit is
-// `never`.
+// Guarantee. Every admission is decided against the limit in force at that
+// instant: the limit and the units held share one atomic word, and acquiring,
+// releasing and set_limit are each one successful CAS on it, so they fall in
+// one total order and an acquisition that lands compared held + n with the
+// limit of its own place in that order. Bound: right after any admission,
+// held <= the limit in force; held never goes below zero. Shrinking the limit
+// keeps existing permits valid (held may then sit above the new limit); new
+// ones are refused (reason::busy) until held + n fits again. n == 0 yields an
+// empty, admitted permit; n > limit is `never`. Limits are 1 .. 2^32 - 1
+// (larger: errc::too_large); releasing more than is held releases what is held.
 //
 // Concurrency contract. All member functions are thread-safe and lock-free
-// (one CAS loop to acquire, one fetch_sub to release). A permit must not
-// outlive its limiter; a permit releases exactly once (on release() or
+// (one CAS loop each to acquire, release and change the limit). A permit must
+// not outlive its limiter; a permit releases exactly once (on release() or
 // destruction; moving transfers it). in_use/available may be stale on return.
 // The state is one address-free atomic word (shareable between processes;
 // permits themselves hold a pointer and are per-process).
@@ -2127,72 +2158,106 @@ class permit {
   tollgate::decision d_ = tollgate::decision::refuse(reason::misconfigured);
 };
 
+namespace detail {
+struct concurrency_probe;  // tests only: reaches the acquisition with a hook
+struct nothing_between {
+  void operator()() const noexcept {}
+};
+}  // namespace detail
+
 class alignas(TOLLGATE_CACHELINE_SIZE) concurrency_limiter {
  public:
+  static constexpr std::uint64_t max_limit = (std::uint64_t{1} << 32) - 1;
+
   explicit concurrency_limiter(std::uint64_t limit) {
     const errc e = validate(limit);
     if (e != errc::ok) detail::fail(e);
-    limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    state_.store(limit << 32, std::memory_order_relaxed);  // relaxed: construction precedes sharing
   }
   concurrency_limiter(std::uint64_t limit, errc& ec) noexcept {
     ec = validate(limit);
-    if (ec == errc::ok) limit_.store(limit, std::memory_order_relaxed);  // relaxed: as above
+    if (ec == errc::ok) state_.store(limit << 32, std::memory_order_relaxed);  // relaxed: as above
   }
   concurrency_limiter(const concurrency_limiter&) = delete;
   concurrency_limiter& operator=(const concurrency_limiter&) = delete;
 
   static constexpr errc validate(std::uint64_t limit) noexcept {
-    return limit == 0 ? errc::zero_count : errc::ok;
+    return limit == 0 ? errc::zero_count : limit > max_limit ? errc::too_large : errc::ok;
   }
 
-  permit try_acquire(std::uint64_t n = 1) noexcept {
-    if (n == 0) return permit(nullptr, 0, decision::admit());
-    const std::uint64_t lim = limit_.load(std::memory_order_relaxed);  // relaxed: a lone value
-    if (lim == 0) return permit(nullptr, 0, decision::refuse(reason::misconfigured));
-    if (n > lim) return permit(nullptr, 0, decision::refuse(reason::exceeds_capacity));
-    // acquire: pairs with the release fetch_sub of the permit whose units we
-    // may now take, so whatever its holder did happens-before our use (the
-    // usual semaphore contract).
-    std::uint64_t c = held_.load(std::memory_order_acquire);
-    for (;;) {
-      // (c > lim after a shrink; written so that c + n cannot wrap)
-      if (c > lim || n > lim - c) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
-      // acquire on success and failure: as for the load; no release needed,
-      // taking units publishes nothing.
-      if (held_.compare_exchange_weak(c, c + n, std::memory_order_acquire, std::memory_order_acquire))
-        return permit(this, n, decision::admit());
-    }
-  }
+  permit try_acquire(std::uint64_t n = 1) noexcept { return acquire_with(n, detail::nothing_between{}); }
 
   // Returns units of a detached permit (see permit::detach).
   void release_detached(std::uint64_t n) noexcept { give_back(n); }
 
-  std::uint64_t in_use() const noexcept { return held_.load(std::memory_order_relaxed); }  // relaxed: a snapshot
-  std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }   // relaxed: a lone value
+  std::uint64_t in_use() const noexcept { return held_of(state_.load(std::memory_order_relaxed)); }  // relaxed: a snapshot
+  std::uint64_t limit() const noexcept { return limit_of(state_.load(std::memory_order_relaxed)); }  // relaxed: a snapshot
   std::uint64_t available() const noexcept {
-    const std::uint64_t l = limit(), u = in_use();
+    const std::uint64_t w = state_.load(std::memory_order_relaxed);  // relaxed: a snapshot, both halves of one instant
+    const std::uint64_t l = limit_of(w), u = held_of(w);
     return u >= l ? 0 : l - u;
   }
   [[nodiscard]] errc set_limit(std::uint64_t limit) noexcept {
     const errc e = validate(limit);
-    if (e == errc::ok) limit_.store(limit, std::memory_order_relaxed);  // relaxed: a lone value
-    return e;
+    if (e != errc::ok) return e;
+    // relaxed (load, and the CAS on success and failure): the limit publishes
+    // nothing. The CAS is what orders the change against every acquisition
+    // (same word, one modification order); being a read-modify-write it also
+    // continues the release sequence of an earlier give_back, so an acquirer
+    // that reads this value still synchronises with that release.
+    std::uint64_t w = state_.load(std::memory_order_relaxed);
+    while (!state_.compare_exchange_weak(w, (limit << 32) | held_of(w), std::memory_order_relaxed,
+                                         std::memory_order_relaxed)) {
+    }
+    return errc::ok;
   }
 
  private:
   friend class permit;
-  // Never below zero: release_detached of more than is held (a misuse)
-  // stops at zero instead of wrapping to a count that refuses for ever.
-  void give_back(std::uint64_t n) noexcept {
-    // relaxed load and failure order: only the value is needed to compute
-    // the next one; the successful CAS carries the release.
-    std::uint64_t c = held_.load(std::memory_order_relaxed);
-    // release: pairs with the acquire in try_acquire of the next holder.
-    while (!held_.compare_exchange_weak(c, c > n ? c - n : 0, std::memory_order_release, std::memory_order_relaxed)) {
+  friend struct detail::concurrency_probe;
+
+  static constexpr std::uint64_t held_of(std::uint64_t w) noexcept { return w & max_limit; }
+  static constexpr std::uint64_t limit_of(std::uint64_t w) noexcept { return w >> 32; }
+
+  // `between` runs after each read of the state, before the decision and the
+  // CAS made on it (a no-op but in tests, which stall a thread there).
+  template <class Between>
+  permit acquire_with(std::uint64_t n, Between&& between) noexcept {
+    if (n == 0) return permit(nullptr, 0, decision::admit());
+    // acquire: pairs with the release CAS in give_back of the permit whose
+    // units we may now take, so whatever its holder did happens-before our
+    // use (the usual semaphore contract).
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    for (;;) {
+      between();
+      const std::uint64_t lim = limit_of(w), held = held_of(w);
+      if (lim == 0) return permit(nullptr, 0, decision::refuse(reason::misconfigured));
+      if (n > lim) return permit(nullptr, 0, decision::refuse(reason::exceeds_capacity));
+      if (held + n > lim) return permit(nullptr, 0, decision::wait(nanoseconds(0), reason::busy));
+      // acquire on success and failure: as for the load; no release needed,
+      // taking units publishes nothing. held + n <= lim < 2^32: no carry
+      // into the limit's half.
+      if (state_.compare_exchange_weak(w, w + n, std::memory_order_acquire, std::memory_order_acquire))
+        return permit(this, n, decision::admit());
     }
   }
-  detail::atomic<std::uint64_t> held_{0};
-  detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
+
+  void give_back(std::uint64_t n) noexcept {
+    // relaxed: only the CAS below publishes.
+    std::uint64_t w = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      const std::uint64_t held = held_of(w);
+      const std::uint64_t take = n < held ? n : held;  // more than held: a caller's bug, kept defined
+      if (take == 0) return;
+      // release on success: pairs with the acquire in acquire_with of the
+      // next holder. relaxed on failure: we only retry.
+      if (state_.compare_exchange_weak(w, w - take, std::memory_order_release, std::memory_order_relaxed)) return;
+    }
+  }
+
+  detail::atomic<std::uint64_t> state_{0};  // {limit: 32 bits, held: 32 bits}; limit 0: misconfigured
+
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
 
 inline void permit::release() noexcept {
