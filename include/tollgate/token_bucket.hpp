@@ -47,13 +47,34 @@
 // earlier, admissible at it if nothing else is admitted meanwhile. A refusal
 // writes nothing.
 //
+// Refunds. An admission made with a ticket (try_acquire(n, now, ticket),
+// try_acquire_and_charge) can give units back with refund(ticket, n, now):
+// at most the part of its own intervals still ahead at `now` (its time plus
+// n intervals, minus `now`), in whole units, and never more than the bucket
+// owes. That keeps the bound above for the units admitted net of refunds,
+// whatever admissions, charges and other refunds came between (a refund of
+// the TAT the ticket saw would not be: an earlier admission's refund can
+// move this one's units down). A ticket from before a set_rate or set_burst
+// gives nothing back. refund(n, now) without a ticket is deprecated: it is
+// only safe for undoing the latest admission.
+//
+// Reconfiguration during an operation. Every decision is made under the
+// configuration in force at its CAS, however many reconfigurations a
+// stalled thread sleeps through: each configuration slot carries a 64-bit
+// generation that the call reads before the parameters and checks after its
+// CAS (a stale CAS, which can only have raised the TAT, is undone if the word
+// is still its own, else left as debt, and the call decides again). Refunds,
+// which lower the TAT, keep reconfigurations out while they run.
+//
 // Concurrency contract. Every member function is thread-safe. try_acquire,
-// refund and charge are lock-free (one CAS loop on the state word, no
-// allocation, no system call besides the clock read of the overloads without
-// `now`). available, time_until and full_in read one word and may be stale the
-// moment they return. set_rate and set_burst serialise among themselves on a
-// writer flag (they may spin against each other, never against acquirers) and
-// keep the state: the units owed at `now` stay owed, converted to the new
+// try_acquire_and_charge and charge are lock-free (one CAS loop on the state
+// word, no allocation, no system call besides the clock read of the
+// overloads without `now`); refund is lock-free too and never waits (it also
+// counts itself in and out on the writer flag, and gives nothing back while a
+// reconfiguration runs). available, time_until and full_in read one word and
+// may be stale the moment they return. set_rate and set_burst serialise among
+// themselves on a writer flag (they may spin against each other and wait for
+// refunds already inside, never against acquirers) and keep the state: the units owed at `now` stay owed, converted to the new
 // interval and rounded up. A change is applied as of the `now` it is given: a
 // `now` that lags the latest time seen by d can hand back at most
 // d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
