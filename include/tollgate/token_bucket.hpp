@@ -32,7 +32,8 @@
 // more than a quarter of the horizon (2.6 years and more) are evaluated as if
 // made at the epoch: never more permissive than the latest time seen. (The
 // writer flag is only held for a few stores, so a move misses its chance only
-// while a set_rate runs, and there are years of room to try again.)
+// while a set_rate or a refund runs, and there are years of room to try
+// again.)
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
