@@ -377,8 +377,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Thread-safe: serialised with set_rate on the writer flag; an acquire
-  // racing it is decided before or after it.
+  // Thread-safe: serialised with set_rate on the writer flag, after the
+  // refunds already inside; an acquire racing it is decided before or after
+  // it (by the generation check, however many changes it sleeps through).
+  // Tickets from before it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
     lock_writer();
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
