@@ -1212,3 +1212,58 @@ TEST_CASE("stress: threads spending credit never over-admit, against an exact lo
     }
   }
 }
+
+TEST_CASE("unknown server model: late settles with unused tokens stay within TPM", "[account][refund]") {
+  // TPM 100,000 with a 10,000-token margin, refund_unused_tokens. K leases
+  // reserve 10,000 each back to back; each settles late, unused, right after
+  // another request was admitted and used everything. Refunds must not
+  // cancel that request's tokens: every 60 s window of used tokens stays
+  // within the limit.
+  for (int k : {1, 5, 10}) {
+    INFO("late leases: " << k);
+    account_config c;
+    c.tpm = limit(100000);
+    c.model = server_model::unknown;
+    c.refund_unused_tokens = true;
+    c.max_request_tokens = 10000;
+    c.lease_timeout = ns(0);
+    account<manual_clock> a(c, ns(0));
+    request r;
+    r.model = &kimi_models[0];
+    r.prompt_tokens = 1;
+    r.max_tokens = 9999;
+    std::vector<std::pair<std::int64_t, std::uint64_t>> used;  // (admission time, tokens the server counts)
+    std::int64_t now = 0;
+    auto admit = [&] {
+      for (int tries = 0; tries < 1000; ++tries) {
+        auto ad = a.try_admit(r, ns(now));
+        if (ad) return ad;
+        REQUIRE(ad.decision.later());
+        now += ad.decision.retry_after().count();
+      }
+      FAIL("never admitted");
+      return a.try_admit(r, ns(now));
+    };
+    std::vector<admission<manual_clock>> late;
+    std::vector<std::int64_t> late_at;
+    for (int i = 0; i < k; ++i) {
+      late.push_back(admit());
+      late_at.push_back(now);
+    }
+    const std::int64_t first = now;
+    const usage full{1, 0, 9999};
+    for (int i = 0; i < k; ++i) {
+      auto x = admit();
+      (void)x.lease.settle(full, ns(now));
+      used.emplace_back(now, 10000);
+      const auto back = late[static_cast<std::size_t>(i)].lease.settle(usage{}, ns(now));
+      used.emplace_back(late_at[static_cast<std::size_t>(i)], 10000 - back.refunded_tokens);
+    }
+    while (now < first + 70000000000LL) {
+      auto x = admit();
+      (void)x.lease.settle(full, ns(now));
+      used.emplace_back(now, 10000);
+    }
+    CHECK(tgtest::max_window_sum(used, 60000000000LL) <= 100000);
+  }
+}

@@ -251,3 +251,45 @@ TEST_CASE("stress: sliding window with time racing through 1 to 3 sub-windows", 
     fast_time_window<3>(seed);
   }
 }
+
+TEST_CASE("stress: acquirers and ticketed refunds racing reconfigurations stay within the burst", "[stress][aba]") {
+  // Every timestamp is 0 and every configuration has burst 100, so the units
+  // admitted net of refunds can never pass 100, whatever the rate changes do
+  // (owed units stay owed, rounded up). A thread stalled across four or more
+  // set_rate calls once admitted under a stale configuration here.
+  const rate rates[3] = {per_second(10), per_second(1), per_second(5)};
+  token_bucket<manual_clock> b(rates[0], 100, ns(0));
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (std::uint64_t k = 1; !stop.load(std::memory_order_relaxed); ++k)
+      (void)b.set_rate(rates[k % 3], ns(0));
+  });
+  std::atomic<std::uint64_t> net{0}, too_much{0};
+  auto acquirer = [&](std::uint64_t seed) {
+    tgtest::rng g(seed);
+    std::vector<bucket_ticket> mine;
+    for (std::uint64_t i = 0; i < ops_per_thread(); ++i) {
+      bucket_ticket t;
+      const std::uint64_t n = g.between(1, 40);
+      if (b.try_acquire(n, ns(0), t).admitted()) {
+        net.fetch_add(n);
+        mine.push_back(t);
+      }
+      if (!mine.empty() && g.chance(50)) {
+        bucket_ticket& r = mine[g.between(0, mine.size() - 1)];
+        const std::uint64_t before = r.units;
+        const std::uint64_t got = b.refund(r, g.between(1, 40), ns(0));
+        if (got > before) too_much.fetch_add(1);
+        net.fetch_sub(got);
+      }
+    }
+  };
+  std::thread a1(acquirer, 1), a2(acquirer, 2);
+  a1.join();
+  a2.join();
+  stop = true;
+  writer.join();
+  CHECK(too_much.load() == 0);
+  CHECK(net.load() <= 100);
+  CHECK(b.available(ns(0)) <= 100 - net.load());
+}

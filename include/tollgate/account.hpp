@@ -366,6 +366,8 @@ class lease {
       rpm_s_ = o.rpm_s_;
       tpm_s_ = o.tpm_s_;
       tpd_s_ = o.tpd_s_;
+      rpm_c_ = o.rpm_c_;
+      tpm_c_ = o.tpm_c_;
       model_ = o.model_;
     }
   }
@@ -380,8 +382,10 @@ class lease {
   std::uint64_t stamp_;          // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
   // The window slots its requests and tokens were counted in (the rest of
-  // each window ticket follows from tokens_).
+  // each window ticket follows from tokens_); for a spaced bucket instead,
+  // its ticket's end, with the configuration in *_c_.
   std::uint64_t rpm_s_, tpm_s_, tpd_s_;
+  std::uint64_t rpm_c_, tpm_c_;
   quota_ticket day_t_;
   budget_reservation<Currency> money_;
   const model_info* model_;
@@ -824,7 +828,7 @@ class account {
 
     // Take every dimension in turn; roll back on the first refusal.
     lease_type& l = a.lease;
-    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = 0;  // a dimension not taken by a window leaves its slot 0
+    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
     if (conc_) {
       // Slots held past their deadline may come back: reap and try again.
@@ -834,15 +838,16 @@ class account {
       register_slot(l, now, shard);
     }
     if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
-    if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, n, now, shard)) {
+    if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
       give_requests(l, now);
       return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
+    std::uint64_t no_bucket = 0;  // tpd_b_ is never built: the daily limit is a window or a quota
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
-    else day_ok = take_tokens(tpd_w_, tpd_b_, credit_tpd, l.tpd_s_, n, now, shard);
+    else day_ok = take_tokens(tpd_w_, tpd_b_, credit_tpd, l.tpd_s_, no_bucket, n, now, shard);
     if (!day_ok) {
-      give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
+      give_tokens(tpm_w_, tpm_b_, l.tpm_s_, l.tpm_c_, n, n, now);
       give_requests(l, now);
       return refuse_and_report(a, n, now, shard);
     }
@@ -850,7 +855,7 @@ class account {
       l.money_ = budget_->reserve(a.worst_case);
       if (!l.money_) {
         give_day(l, n, now);
-        give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
+        give_tokens(tpm_w_, tpm_b_, l.tpm_s_, l.tpm_c_, n, n, now);
         give_requests(l, now);
         return refuse_and_report(a, n, now, shard);
       }
@@ -1145,7 +1150,13 @@ class account {
 
   [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard) noexcept {
     if (rpm_w_) return take_window(*rpm_w_, credit_rpm, 1, now, l.rpm_s_, shard);
-    if (rpm_b_) return rpm_b_->try_acquire(1, now).admitted();
+    if (rpm_b_) {
+      bucket_ticket t;
+      const bool ok = rpm_b_->try_acquire(1, now, t).admitted();
+      l.rpm_s_ = t.end;
+      l.rpm_c_ = t.config;
+      return ok;
+    }
     return true;
   }
 
@@ -1398,17 +1409,26 @@ class account {
       window_ticket t = ticket_for(*rpm_w_, l.rpm_s_, 1);
       (void)rpm_w_->refund(t, 1);
     }
-    if (rpm_b_) (void)rpm_b_->refund(1, now);
+    if (rpm_b_) {
+      bucket_ticket t{l.rpm_s_, 1, l.rpm_c_};
+      (void)rpm_b_->refund(t, 1, now);
+    }
   }
   // Tokens: a strict window takes n; the spaced bucket takes 1 (the previous
-  // request's emission time must have passed) and charges the other n - 1.
+  // request's emission time must have passed) and charges the other n - 1,
+  // in one step whose ticket (end in `slot`, configuration in `cfg`) a later
+  // refund needs.
   [[gnu::always_inline]] bool take_tokens(std::optional<window>& w, std::optional<bucket>& b, unsigned kind,
-                                          std::uint64_t& slot, std::uint64_t n, nanoseconds now, unsigned shard) noexcept {
+                                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now,
+                                          unsigned shard) noexcept {
     if (n == 0) return true;
     if (w) return take_window(*w, kind, n, now, slot, shard);
     if (b) {
-      if (!b->try_acquire(1, now).admitted()) return false;
-      if (n > 1) b->charge(n - 1, now);
+      bucket_ticket t;
+      const bool ok = b->try_acquire_and_charge(1, n - 1, now, t).admitted();
+      slot = t.end;
+      cfg = t.config;
+      return ok;
     }
     return true;
   }
@@ -1417,18 +1437,22 @@ class account {
     const std::uint64_t u = w.unit();
     return window_ticket{slot, tokens, tokens == 0 || u == 0 ? 0 : tokens <= u ? 1 : detail::ceil_div(tokens, u)};
   }
-  // Gives back n of the `reserved` tokens counted in `slot`.
-  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t slot, std::uint64_t reserved,
-                          std::uint64_t n, nanoseconds now) noexcept {
+  // Gives back n of the `reserved` tokens counted in `slot` (a bucket: as
+  // its ticket, `slot` and `cfg`, allows).
+  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t slot, std::uint64_t cfg,
+                          std::uint64_t reserved, std::uint64_t n, nanoseconds now) noexcept {
     if (w) {
       window_ticket t = ticket_for(*w, slot, reserved);
       (void)w->refund(t, n);
     }
-    if (b) (void)b->refund(n, now);
+    if (b) {
+      bucket_ticket t{slot, reserved, cfg};
+      (void)b->refund(t, n, now);
+    }
   }
   void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
     if (day_q_) (void)day_q_->refund(l.day_t_, n);
-    else give_tokens(tpd_w_, tpd_b_, l.tpd_s_, n, n, now);
+    else give_tokens(tpd_w_, tpd_b_, l.tpd_s_, 0, n, n, now);
   }
   static void charge_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t n, nanoseconds now) noexcept {
     if (w) w->charge(n, now);
@@ -1716,9 +1740,9 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
-    acct::give_tokens(a.tpm_w_, a.tpm_b_, tpm_s_, tokens_, back, now);
+    acct::give_tokens(a.tpm_w_, a.tpm_b_, tpm_s_, tpm_c_, tokens_, back, now);
     if (a.day_q_) (void)a.day_q_->refund(day_t_, back);
-    else acct::give_tokens(a.tpd_w_, a.tpd_b_, tpd_s_, tokens_, back, now);
+    else acct::give_tokens(a.tpd_w_, a.tpd_b_, tpd_s_, 0, tokens_, back, now);
   }
   if (a.budget_ && money_) {
     const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
