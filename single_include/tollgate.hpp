@@ -443,7 +443,8 @@ TOLLGATE_END_NAMESPACE
 // the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
 // are evaluated as if made at the epoch: never more permissive than the
 // latest time seen. (The writer flag is only held for a few stores, so a move
-// misses its chance only while a set_rate runs, and months of room remain.)
+// misses its chance only while a set_rate or a refund runs, and months of
+// room remain.)
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
@@ -462,29 +463,53 @@ TOLLGATE_END_NAMESPACE
 // earlier, admissible at it if nothing else is admitted meanwhile. A refusal
 // writes nothing.
 //
+// Refunds. An admission made with a ticket (try_acquire(n, now, ticket),
+// try_acquire_and_charge) can give units back with refund(ticket, n, now):
+// at most the part of its own intervals still ahead at `now` (its time plus
+// n intervals, minus `now`), in whole units, and never more than the bucket
+// owes. That keeps the bound above for the units admitted net of refunds,
+// whatever admissions, charges and other refunds came between (a refund of
+// the TAT the ticket saw would not be: an earlier admission's refund can
+// move this one's units down). A ticket from before a set_rate, set_burst or
+// reset gives nothing back; an epoch move keeps tickets good (it is exact).
+// refund(n, now) without a ticket is deprecated: it is only safe for undoing
+// the latest admission.
+//
+// Reconfiguration during an operation. Every decision is made under the
+// configuration in force at its CAS, however many reconfigurations (rate,
+// burst, reset or epoch moves) a stalled thread sleeps through: each
+// configuration slot carries a 64-bit generation that the call reads before
+// the parameters and checks after its CAS (a stale CAS, which can only have
+// raised the TAT, is undone if the word is still its own, else left as debt,
+// and the call decides again). Refunds, which lower the TAT, keep
+// reconfigurations out while they run.
+//
+// State layout. The state word holds the TAT in its low 62 bits and, in its
+// top two, the tag of the configuration slot in force. A reconfiguration
+// fills the next of four slots and installs its tag with one CAS. A slot
+// holds one installation: its generation (one more than the previous
+// installation's, any slot; 64 bits, so it never wraps), the GCRA parameters
+// in ticks, its epoch (ns where tick 0 is: the origin, or where it moved to),
+// its configuration number (one more at every set_rate, set_burst and reset,
+// the same across an epoch move: tickets carry it), and the rate as given.
+// One word `writer_` serialises the writers: bit 0 is held by a
+// reconfiguration, reset or epoch move; every refund inside adds 2.
+//
 // Concurrency contract. Every member function is thread-safe. try_acquire,
-// refund and charge are lock-free (one CAS loop on the state word, no
-// allocation, no system call besides the clock read of the overloads without
-// `now`). available, time_until and full_in read one word and may be stale the
-// moment they return. set_rate and set_burst serialise among themselves on a
-// writer flag (they may spin against each other, never against acquirers) and
-// keep the state: the units owed at `now` stay owed, converted to the new
+// try_acquire_and_charge and charge are lock-free (one CAS loop on the state
+// word, no allocation, no system call besides the clock read of the
+// overloads without `now`); refund is lock-free too and never waits (it
+// counts itself in and out on the writer flag, and gives nothing back while a
+// reconfiguration runs). available, time_until and full_in read one word and
+// may be stale the moment they return. set_rate, set_burst and reset
+// serialise among themselves on a writer flag (they may spin against each
+// other and wait for refunds already inside, never against acquirers); the
+// first two keep the state: the units owed at `now` stay owed, converted to the new
 // interval and rounded up. A change is applied as of the `now` it is given: a
 // `now` that lags the latest time seen by d can hand back at most
 // d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
 // lock-free type, so a bucket may live in memory shared between processes.
-//
-// Four changes during one call. The state word names the configuration in
-// force by a two-bit slot tag, so the fourth change reuses the slot of the
-// first. A try_acquire, refund or charge that read the word and its slot, then
-// stalled while four or more changes ran, finds the same tag again; if the
-// word has also come back to the same value, its CAS succeeds with the
-// configuration it read. Such a call can admit, give back or leave uncharged
-// up to max(n, B) units beyond the bound above (B the largest burst in force
-// meanwhile; an acquire or charge never lowers the word, a refund can refill
-// the bucket). With at most three changes while any one call runs, the bound
-// is exact. (Found by the interleaving checker; closing it needs more tag bits
-// than the word has room for.)
+
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
 
@@ -712,6 +737,8 @@ struct gcra_params {
   std::uint64_t tau = 0;       // B * T, in ticks
   bool exact = false;
   std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
+  std::uint64_t gen = 0;       // which installation of a slot this is (one per reconfiguration)
+  std::uint64_t config = 0;    // which rate and burst (epoch moves keep it): tickets name it
 };
 
 struct gcra_limits {
@@ -754,7 +781,24 @@ constexpr errc make_gcra_params(rate r, std::uint64_t burst, gcra_params& out) n
   return errc::horizon_too_short;
 }
 
+// A test seam: called between an operation's read of the state and its CAS,
+// so a test can reconfigure the bucket exactly there (a stalled thread,
+// without threads). It does nothing unless a test specialises it for its own
+// clock type.
+template <class Clock>
+struct token_bucket_stall {
+  static void before_cas() noexcept {}
+};
+
 }  // namespace detail
+
+// What an admission left, for refunding it later (see token_bucket::refund).
+// A default ticket refunds nothing.
+struct bucket_ticket {
+  std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
+  std::uint64_t units = 0;   // units it may still give back
+  std::uint64_t config = 0;  // the rate and burst it was taken under
+};
 
 template <class Clock = steady_clock>
 class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
@@ -790,92 +834,107 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Takes n units if the bucket holds them at `now`.
-  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0) return decision::admit();
-    // acquire: pairs with the release CAS in reconfigure() that installed the
-    // tag of the slot we are about to read (or any RMW after it, which
-    // continues that release sequence), so the slot's fields are visible.
-    std::uint64_t w = state_.load(std::memory_order_acquire);
-    detail::gcra_params p = hot_params_of(w);
-    std::uint64_t now_t = ticks(now, p);
-    if (__builtin_expect(move_due(now_t), 0)) {
-      try_move_epoch(now);
-      w = state_.load(std::memory_order_acquire);  // acquire: as above
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
-    }
-    for (;;) {
-      if (p.burst == 0) return decision::refuse(reason::misconfigured);
-      if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
-      const std::uint64_t tat = w & L::max_ticks;
-      const std::uint64_t need = (tat > now_t ? tat : now_t) + n * p.interval;  // < 2^63: no overflow
-      if (need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
-      // acq_rel on success: acquire keeps the slot read above ordered after
-      // the tag we saw; release is not needed for the bucket itself (the word
-      // is the only data) but keeps this RMW in the release sequence of the
-      // last reconfiguration. On failure `w` is reloaded with acquire for the
-      // same reason as the first load.
-      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | need, std::memory_order_acq_rel,
-                                       std::memory_order_acquire))
-        return decision::admit();
-      // Lost a race: re-read the parameters of the tag now in force (even an
-      // unchanged tag, which four reconfigurations could have reused).
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
-    }
-  }
+  decision try_acquire(std::uint64_t n, nanoseconds now) noexcept { return acquire(n, 0, now, nullptr); }
   decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
+  // The same, and fills `t` for a later refund (a refusal leaves it empty).
+  decision try_acquire(std::uint64_t n, nanoseconds now, bucket_ticket& t) noexcept { return acquire(n, 0, now, &t); }
+  // Takes n units if the bucket holds them at `now` and, in the same step,
+  // charges `extra` more as debt (usage known to follow the admission). The
+  // ticket covers all n + extra units. n == 0 admits and only charges.
+  decision try_acquire_and_charge(std::uint64_t n, std::uint64_t extra, nanoseconds now, bucket_ticket& t) noexcept {
+    return acquire(n, extra, now, &t);
+  }
 
   // Charges n units unconditionally: usage learnt after the fact becomes a
   // debt that later requests wait out. Saturates at the horizon.
-  void charge(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0) return;
-    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    if (__builtin_expect(move_due(ticks(now, hot_params_of(w))), 0)) {
-      try_move_epoch(now);
-      w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    }
-    for (;;) {
-      const detail::gcra_params p = hot_params_of(w);
-      if (p.burst == 0) return;
-      const std::uint64_t now_t = ticks(now, p);
-      const std::uint64_t tat = w & L::max_ticks;
-      std::uint64_t next = detail::sat_add(tat > now_t ? tat : now_t, detail::sat_mul(n, p.interval));
-      if (next > L::max_ticks) next = L::max_ticks;
-      // acq_rel / acquire: as in try_acquire.
-      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
-                                       std::memory_order_acquire))
-        return;
-    }
-  }
+  void charge(std::uint64_t n, nanoseconds now) noexcept { (void)acquire(0, n, now, nullptr); }
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
-  // Gives back up to n units taken earlier. The bucket never holds more than
-  // B and the TAT never moves below `now`, so units returned to a bucket that
-  // has refilled meanwhile are lost (the safe side). Returns the whole units
-  // actually returned.
-  std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0) return 0;
-    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+  // Gives back up to n of the units an admission took, as its ticket allows,
+  // and returns how many it gave (the ticket keeps the rest). The rule: at
+  // `now`, a refund returns whole units only, at most
+  //     min(n, t.units, (t.end - now) / T, owed(now) / T)
+  // where t.end is the admission time plus the intervals of its units. That
+  // is the part of the admission's own intervals still ahead: however many
+  // admissions, charges and other ticketed refunds came between, giving it
+  // back leaves every interval within B + floor(t / T) for the units net of
+  // refunds (see the test oracle). A ticket from before a set_rate,
+  // set_burst or reset returns nothing, and so does a refund that meets one
+  // in progress (the safe side). A refund at a `now` that lags the latest
+  // time seen by d can return up to d / T units early (the skew bound above).
+  std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
+    if (n > t.units) n = t.units;
+    if (n == 0 || !enter_refund()) return 0;
+    std::uint64_t got = 0;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
+      // No reconfiguration can start while we are inside: the slot is stable.
       const detail::gcra_params p = hot_params_of(w);
-      if (p.burst == 0) return 0;
+      if (p.burst == 0 || p.config != t.config) break;
+      // `now` in ticks after the origin, counted from the epoch at the
+      // earliest, as ticks() counts it (the epoch is never before the
+      // origin), but not capped at the horizon; saturating is rounding up,
+      // the safe side here.
+      const std::uint64_t from = detail::positive_difference(p.epoch, origin_);
+      std::uint64_t since = detail::positive_difference(now.count(), origin_);
+      if (since < from) since = from;
+      since = detail::sat_mul(since, p.scale);
+      if (t.end <= since) break;
       const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
-      if (tat <= now_t) return 0;  // already full at `now`
+      if (tat <= now_t) break;  // already full at `now`
+      std::uint64_t cap = detail::sat_mul(n, p.interval);
+      const std::uint64_t own = t.end - since;
+      if (own < cap) cap = own;
+      if (tat - now_t < cap) cap = tat - now_t;
+      const std::uint64_t k = cap / p.interval;
+      if (k == 0) break;
+      // acq_rel / acquire: as in acquire().
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | (tat - k * p.interval), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        got = k;
+        t.end -= k * p.interval;  // <= own: no wrap; the units given back end the admission's intervals sooner
+        break;
+      }
+    }
+    leave_refund();
+    t.units -= got;
+    return got;
+  }
+
+  // Deprecated: a refund without a ticket takes n intervals off the current
+  // TAT, which is safe only when no other admission came after the units
+  // being returned (one owner undoing its own last acquire). Otherwise it can
+  // cancel a later caller's charge; use the ticket overload. The bucket
+  // never holds more than B and the TAT never moves below `now`. Returns the
+  // whole units actually returned.
+  std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0 || !enter_refund()) return 0;
+    std::uint64_t got = 0;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
+    for (;;) {
+      const detail::gcra_params p = hot_params_of(w);
+      if (p.burst == 0) break;
+      const std::uint64_t now_t = ticks(now, p);
+      const std::uint64_t tat = w & L::max_ticks;
+      if (tat <= now_t) break;  // already full at `now`
       const std::uint64_t back = detail::sat_mul(n, p.interval);
       const std::uint64_t next = tat - now_t > back ? tat - back : now_t;
-      // acq_rel / acquire: as in try_acquire.
+      // acq_rel / acquire: as in acquire().
       if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
-                                       std::memory_order_acquire))
-        return (tat - next) / p.interval;
+                                       std::memory_order_acquire)) {
+        got = (tat - next) / p.interval;
+        break;
+      }
     }
+    leave_refund();
+    return got;
   }
   std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
 
   // Whole units available at `now` (peek: consumes nothing).
   std::uint64_t available(nanoseconds now) const noexcept {
-    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return 0;
     const std::uint64_t now_t = ticks(now, p);
@@ -888,7 +947,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // What try_acquire(n, now) would answer, without consuming.
   decision time_until(std::uint64_t n, nanoseconds now) const noexcept {
     if (n == 0) return decision::admit();
-    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return decision::refuse(reason::misconfigured);
     if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
@@ -902,7 +961,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
 
   // Time from `now` until the bucket is full again (its reset time).
   nanoseconds full_in(nanoseconds now) const noexcept {
-    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return nanoseconds(0);
     const std::uint64_t now_t = ticks(now, p);
@@ -914,7 +973,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // again), and its inverse for a bucket not yet shared.
   nanoseconds owed(nanoseconds now) const noexcept { return full_in(now); }
   void restore_owed(nanoseconds owed_for, nanoseconds now) noexcept {
-    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = params_of(w);
     if (p.burst == 0) return;
     const std::uint64_t add = detail::sat_mul(static_cast<std::uint64_t>(owed_for.count() > 0 ? owed_for.count() : 0), p.scale);
@@ -928,23 +987,29 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Thread-safe: serialised with set_rate on the writer flag; an acquire
-  // racing it is decided before or after it.
+  // Thread-safe: serialised with set_rate on the writer flag, after the
+  // refunds already inside; an acquire racing it is decided before or after
+  // it (by the generation check, however many changes it sleeps through).
+  // Tickets from before it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
-    // acquire: as in reconfigure.
-    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
-    const std::uint64_t w = state_.load(std::memory_order_relaxed);  // relaxed: only the tag is used; we hold the flag
+    lock_writer();
+    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     detail::gcra_params p = params_of(w);
     if (p.burst != 0) {
       const std::size_t cur = slot_index(w), next = (cur + 1) & 3;
-      // relaxed: as in reconfigure (we hold the writer flag).
+      // relaxed: written before the flag's last release, which we acquired.
       const rate r(slots_[cur].count.load(std::memory_order_relaxed),
                    nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
       p.epoch = now.count() > origin_ ? now.count() : origin_;
-      store_slot(slots_[next], p, r);
-      epoch_[next].store(p.epoch, std::memory_order_relaxed);  // relaxed: as in reconfigure
+      // A new installation (stalled callers see it by the generation) and a
+      // new configuration: what was owed is forgotten, so no ticket from
+      // before may give back against what comes after.
+      p.gen += 1;
+      p.config += 1;
+      store_slot(next, p, r);
       // release: publishes the slot, as in reconfigure. A plain store, not a
-      // CAS: whatever an acquirer did meanwhile is forgotten too.
+      // CAS: whatever an acquirer did meanwhile is forgotten too (and one
+      // that read the old slot fails its CAS or its generation check).
       state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
                    std::memory_order_release);
     }
@@ -962,10 +1027,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
 
   rate current_rate() const noexcept {
-    const std::size_t i = slot_index(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
-    // relaxed: as in params_of.
-    return rate(slots_[i].count.load(std::memory_order_relaxed),
-                nanoseconds(static_cast<std::int64_t>(slots_[i].period.load(std::memory_order_relaxed))));
+    const std::size_t i = slot_index(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
+    // acquire: as in hot_params_of (a peek: may be torn by a racing set_rate).
+    return rate(slots_[i].count.load(std::memory_order_acquire),
+                nanoseconds(static_cast<std::int64_t>(slots_[i].period.load(std::memory_order_acquire))));
   }
   std::uint64_t burst() const noexcept { return params_of(state_.load(std::memory_order_acquire)).burst; }
   // True when the interval in force is exactly period / count.
@@ -991,39 +1056,164 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
   // The epoch in force: the origin, or where it has moved to.
   nanoseconds epoch() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in try_acquire
+    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
     return nanoseconds(p.epoch);
   }
 
  private:
-  // One configuration, in atomics so a reconfiguration racing a reader is
-  // not a data race; a reader that sees a half-written slot fails its CAS
-  // (the tag changed) and starts over.
+  // One installation of a configuration (see "State layout" in the header),
+  // in atomics so a reconfiguration racing a reader is not a data race. The
+  // fields the hot paths read come first, the generation ahead of them; a
+  // reader checks after its CAS that the slot still holds the
+  // installation it read, see acquire().
   struct slot {
-    detail::atomic<std::uint64_t> scale{0}, interval{0}, burst{0}, tau{0}, exact{0};
-    detail::atomic<std::uint64_t> count{0}, period{0};
+    detail::atomic<std::uint64_t> gen{0}, scale{0}, interval{0}, burst{0}, tau{0};
+    detail::atomic<std::int64_t> epoch{0};
+    detail::atomic<std::uint64_t> config{0}, exact{0}, count{0}, period{0};
   };
-  static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
-  // The four fields the hot paths need (`exact` is for reporting only).
-  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept {
-    // relaxed: as in params_of.
-    const slot& s = slots_[slot_index(w)];
-    return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
-                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed), false,
-                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
+  // try_acquire, try_acquire_and_charge and charge: one CAS that adds
+  // n + extra intervals, checking only n against the burst (n == 0: none).
+  //
+  // Stale configurations. The word's tag has two bits, so four
+  // reconfigurations while this call is between its read and its CAS can
+  // bring back the very word it read, under another configuration in the
+  // same slot. The slot's generation tells: read before the parameters and
+  // again after the CAS, it differs exactly when the configuration in force
+  // at the CAS is not the one read (for any number of reconfigurations).
+  // Such a CAS only raised the TAT (its new value is never below the old);
+  // it is then undone if nothing has changed the word since (else kept: debt,
+  // the safe side), and the decision is made again under the configuration
+  // in force. No decision is ever returned from a stale configuration.
+  decision acquire(std::uint64_t n, std::uint64_t extra, nanoseconds now, bucket_ticket* t) noexcept {
+    if (t) *t = bucket_ticket{};
+    if (n == 0 && extra == 0) return decision::admit();
+    // acquire: pairs with the release CAS in reconfigure_locked() (or the
+    // release store in reset()) that installed the tag we read, or any RMW
+    // after it, which continues that release sequence; so the slot's
+    // generation and fields are visible.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    detail::gcra_params p = hot_params_of(w);
+    std::uint64_t now_t = ticks(now, p);
+    if (__builtin_expect(move_due(now_t), 0)) {
+      try_move_epoch(now);
+      w = state_.load(std::memory_order_acquire);  // acquire: as above
+      p = hot_params_of(w);
+      now_t = ticks(now, p);
+    }
+    for (;;) {
+      if (p.burst == 0) return decision::refuse(reason::misconfigured);
+      if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+      const std::uint64_t tat = w & L::max_ticks;
+      const std::uint64_t base = tat > now_t ? tat : now_t;
+      // Saturating: a torn read of a slot being rewritten (caught below) must
+      // not wrap into a TAT lower than the one read.
+      const std::uint64_t need = detail::sat_add(base, detail::sat_mul(n, p.interval));
+      if (n > 0 && need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
+      std::uint64_t next = need;
+      if (extra > 0) next = detail::sat_add(need, detail::sat_mul(extra, p.interval));
+      if (next > L::max_ticks) next = L::max_ticks;  // >= tat still
+      const std::uint64_t nw = (w & ~L::max_ticks) | next;
+      detail::token_bucket_stall<Clock>::before_cas();
+      // acq_rel on success: acquire makes the generation check below see any
+      // reinstallation of the slot whose tag this word carries (it was
+      // written before the CAS that installed it, which this CAS follows);
+      // release keeps the parameter loads above before the CAS and this RMW
+      // in the release sequence of the last reconfiguration. On failure `w`
+      // is reloaded with acquire for the same reason as the first load.
+      if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        // relaxed: ordered after the CAS by its acquire, see above.
+        if (__builtin_expect(slots_[slot_index(nw)].gen.load(std::memory_order_relaxed) == p.gen, 1)) {
+          if (t) {
+            // The admission's own intervals end at now + (next - base):
+            // what it added, counted from its own time; in ticks after the
+            // origin, which an epoch move keeps (it moves by whole ns, and
+            // the scale comes with the configuration). Exact: a ticket
+            // rounded to ns would keep up to a unit of a roll-back at a rate
+            // with s > 1. Saturating here is safe: `now` in refund() then
+            // saturates too, and nothing is given back.
+            t->end = detail::sat_add(detail::sat_mul(detail::positive_difference(p.epoch, origin_), p.scale),
+                                     now_t + (next - base));
+            t->units = detail::sat_add(n, extra);
+            t->config = p.config;
+          }
+          return decision::admit();
+        }
+        // Stale: undo if the word is still ours. acq_rel / acquire: as above.
+        std::uint64_t cur = nw;
+        if (state_.compare_exchange_strong(cur, w, std::memory_order_acq_rel, std::memory_order_acquire)) cur = w;
+        w = cur;
+      }
+      // Lost a race or met a stale slot: re-read the parameters of the tag
+      // now in force.
+      p = hot_params_of(w);
+      now_t = ticks(now, p);
+    }
   }
 
-  detail::gcra_params params_of(std::uint64_t w) const noexcept {
-    // relaxed: the caller loaded `w` with acquire, which made this slot's
-    // last writes visible; a later rewrite of the slot needs four more
-    // reconfigurations and changes the tag first, so a CAS based on a torn
-    // read fails.
+  // Refunds keep reconfigurations out while they run (they lower the TAT, so
+  // a stale one could not be undone afterwards): each holds a count of 2 in
+  // writer_, whose bit 0 is the writer's. A refund never waits: one that
+  // meets a writer gives nothing back.
+  bool enter_refund() noexcept {
+    // relaxed: only a first guess for the CAS.
+    std::uint32_t v = writer_.load(std::memory_order_relaxed);
+    do {
+      if (v & 1u) return false;
+      // acquire: pairs with the release that ends a writer's critical
+      // section, so its slot writes are visible (the state load repeats it).
+    } while (!writer_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
+    return true;
+  }
+  void leave_refund() noexcept {
+    // release: pairs with the writer's acquire wait in lock_writer(), so our
+    // CAS on the state comes before anything the writer then does.
+    writer_.fetch_sub(2, std::memory_order_release);
+  }
+  // Takes bit 0 of writer_ (new refunds then stay out), then waits for the
+  // refunds inside to leave. acquire (all): pairs with the release store
+  // that ends the previous writer's critical section, so we see the slot
+  // contents it wrote, and with leave_refund, so their CASes come before ours.
+  void lock_writer() noexcept {
+    std::uint32_t v = writer_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
+    for (;;) {
+      if (v & 1u) {
+        std::this_thread::yield();
+        v = writer_.load(std::memory_order_relaxed);  // relaxed: as above
+      } else if (writer_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    while (writer_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
+  }
+
+  static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
+
+  // The fields the hot paths need (`exact` is for reporting only), the
+  // generation first.
+  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept {
     const slot& s = slots_[slot_index(w)];
-    return detail::gcra_params{s.scale.load(std::memory_order_relaxed), s.interval.load(std::memory_order_relaxed),
-                               s.burst.load(std::memory_order_relaxed), s.tau.load(std::memory_order_relaxed),
-                               s.exact.load(std::memory_order_relaxed) != 0,
-                               epoch_[slot_index(w)].load(std::memory_order_relaxed)};
+    detail::gcra_params p{};
+    // acquire (all): the generation pairs with its release store in
+    // store_slot, written after the fields, so the fields read below are at
+    // least that installation's; each field pairs with its own release
+    // store, so a field of a later installation makes the CAS that follows
+    // fail or the generation check after it differ.
+    p.gen = s.gen.load(std::memory_order_acquire);
+    p.scale = s.scale.load(std::memory_order_acquire);
+    p.interval = s.interval.load(std::memory_order_acquire);
+    p.burst = s.burst.load(std::memory_order_acquire);
+    p.tau = s.tau.load(std::memory_order_acquire);
+    p.epoch = s.epoch.load(std::memory_order_acquire);
+    p.config = s.config.load(std::memory_order_acquire);
+    return p;
+  }
+
+  // The same with `exact`, off the hot paths.
+  detail::gcra_params params_of(std::uint64_t w) const noexcept {
+    detail::gcra_params p = hot_params_of(w);
+    p.exact = slots_[slot_index(w)].exact.load(std::memory_order_acquire) != 0;  // acquire: as above
+    return p;
   }
 
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
@@ -1043,16 +1233,23 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return nanoseconds(static_cast<std::int64_t>(detail::ceil_div(t, p.scale)));
   }
 
-  static void store_slot(slot& s, const detail::gcra_params& p, rate r) noexcept {
-    // relaxed: published by the release CAS on state_ that installs this
-    // slot's tag; nobody reads the slot before seeing that tag.
-    s.scale.store(p.scale, std::memory_order_relaxed);
-    s.interval.store(p.interval, std::memory_order_relaxed);
-    s.burst.store(p.burst, std::memory_order_relaxed);
-    s.tau.store(p.tau, std::memory_order_relaxed);
-    s.exact.store(p.exact ? 1 : 0, std::memory_order_relaxed);
-    s.count.store(r.count, std::memory_order_relaxed);
-    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_relaxed);
+  void store_slot(std::size_t i, const detail::gcra_params& p, rate r) noexcept {
+    slot& s = slots_[i];
+    // release (all): pairs with the acquire loads in hot_params_of; the
+    // generation last, so a reader that sees it sees every field with it.
+    // Nobody can act on this slot before the release CAS (or store) on
+    // state_ that installs its tag (a reader of the old tag's word fails its
+    // CAS or its generation check, see acquire()).
+    s.scale.store(p.scale, std::memory_order_release);
+    s.interval.store(p.interval, std::memory_order_release);
+    s.burst.store(p.burst, std::memory_order_release);
+    s.tau.store(p.tau, std::memory_order_release);
+    s.epoch.store(p.epoch, std::memory_order_release);
+    s.config.store(p.config, std::memory_order_release);
+    s.exact.store(p.exact ? 1 : 0, std::memory_order_release);
+    s.count.store(r.count, std::memory_order_release);
+    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_release);
+    s.gen.store(p.gen, std::memory_order_release);
   }
 
   // The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
@@ -1073,19 +1270,22 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Moves the epoch if the writer flag is free: try once, never wait (the
   // hot paths call it; years of room remain to try again).
   [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
-    // acquire: as in reconfigure. A failed exchange wrote 1 over 1, which
-    // changes nothing for the holder.
-    if (writer_.exchange(1, std::memory_order_acquire) != 0) return;
+    // acquire: as in lock_writer(). Only when nobody holds the flag and no
+    // refund runs (see enter_refund); relaxed on failure: nothing is read.
+    std::uint32_t free = 0;
+    if (!writer_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
     (void)reconfigure_locked(nullptr, nullptr, now);
   }
 
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
-    epoch_[0].store(origin_, std::memory_order_relaxed);  // relaxed: as for state_ below
+    // relaxed: as for state_ below.
+    slots_[0].epoch.store(origin_, std::memory_order_relaxed);
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
-    if (e != errc::ok) return e;  // slot 0 stays zero: burst 0 means misconfigured
-    store_slot(slots_[0], p, r);
+    if (e != errc::ok) return e;  // slot 0 stays zero but its epoch: burst 0 means misconfigured
+    p.epoch = origin_;
+    store_slot(0, p, r);
     // relaxed: construction happens before any other thread can see the
     // object (publishing it is the user's synchronisation).
     state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
@@ -1095,16 +1295,15 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Installs a new rate and/or burst (a null pointer keeps the current one),
   // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    // acquire: pairs with the release store that ends the previous writer's
-    // critical section, so we see the slot contents it wrote.
-    while (writer_.exchange(1, std::memory_order_acquire) != 0) std::this_thread::yield();
+    lock_writer();
     return reconfigure_locked(nr, nb, now);
   }
   // The same, with the writer flag held; releases it.
   errc reconfigure_locked(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const std::size_t cur = slot_index(w);
     const detail::gcra_params cp = params_of(w);
+    // relaxed: written before the flag's last release, which we acquired.
     const rate r = nr ? *nr
                       : rate(slots_[cur].count.load(std::memory_order_relaxed),
                              nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
@@ -1121,10 +1320,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       writer_.store(0, std::memory_order_release);  // release: as at the end
       return errc::ok;
     }
+    // An epoch move keeps the configuration (tickets stay good: it is exact).
+    np.config = nr || nb ? cp.config + 1 : cp.config;
+    np.gen = cp.gen + 1;
     const std::size_t next = (slot_index(w) + 1) & 3;
-    store_slot(slots_[next], np, r);
-    // relaxed: published with the slot, as in store_slot.
-    epoch_[next].store(np.epoch, std::memory_order_relaxed);
+    store_slot(next, np, r);
     for (;;) {
       const detail::gcra_params op = params_of(w);
       const std::uint64_t old_now = ticks(now, op);
@@ -1140,7 +1340,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
                                        std::memory_order_acq_rel, std::memory_order_acquire))
         break;
     }
-    // release: pairs with the acquire exchange of the next writer.
+    // release: pairs with the acquire in the next lock_writer() or
+    // try_move_epoch(), and with enter_refund().
     writer_.store(0, std::memory_order_release);
     return errc::ok;
   }
@@ -1149,7 +1350,6 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   std::int64_t origin_ = 0;  // written once, before the object is shared
   detail::atomic<std::uint32_t> writer_{0};
   slot slots_[4];
-  detail::atomic<std::int64_t> epoch_[4] = {};  // each slot's epoch (see gcra_params::epoch); with the slot
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
@@ -4605,6 +4805,8 @@ class lease {
       rpm_s_ = o.rpm_s_;
       tpm_s_ = o.tpm_s_;
       tpd_s_ = o.tpd_s_;
+      rpm_c_ = o.rpm_c_;
+      tpm_c_ = o.tpm_c_;
       model_ = o.model_;
     }
   }
@@ -4619,8 +4821,10 @@ class lease {
   std::uint64_t stamp_;          // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
   // The window slots its requests and tokens were counted in (the rest of
-  // each window ticket follows from tokens_).
+  // each window ticket follows from tokens_); for a spaced bucket instead,
+  // its ticket's end, with the configuration in *_c_.
   std::uint64_t rpm_s_, tpm_s_, tpd_s_;
+  std::uint64_t rpm_c_, tpm_c_;
   quota_ticket day_t_;
   budget_reservation<Currency> money_;
   const model_info* model_;
@@ -5063,7 +5267,7 @@ class account {
 
     // Take every dimension in turn; roll back on the first refusal.
     lease_type& l = a.lease;
-    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = 0;  // a dimension not taken by a window leaves its slot 0
+    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
     if (conc_) {
       // Slots held past their deadline may come back: reap and try again.
@@ -5073,15 +5277,16 @@ class account {
       register_slot(l, now, shard);
     }
     if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
-    if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, n, now, shard)) {
+    if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
       give_requests(l, now);
       return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
+    std::uint64_t no_bucket = 0;  // tpd_b_ is never built: the daily limit is a window or a quota
     if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
-    else day_ok = take_tokens(tpd_w_, tpd_b_, credit_tpd, l.tpd_s_, n, now, shard);
+    else day_ok = take_tokens(tpd_w_, tpd_b_, credit_tpd, l.tpd_s_, no_bucket, n, now, shard);
     if (!day_ok) {
-      give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
+      give_tokens(tpm_w_, tpm_b_, l.tpm_s_, l.tpm_c_, n, n, now);
       give_requests(l, now);
       return refuse_and_report(a, n, now, shard);
     }
@@ -5089,7 +5294,7 @@ class account {
       l.money_ = budget_->reserve(a.worst_case);
       if (!l.money_) {
         give_day(l, n, now);
-        give_tokens(tpm_w_, tpm_b_, l.tpm_s_, n, n, now);
+        give_tokens(tpm_w_, tpm_b_, l.tpm_s_, l.tpm_c_, n, n, now);
         give_requests(l, now);
         return refuse_and_report(a, n, now, shard);
       }
@@ -5384,7 +5589,13 @@ class account {
 
   [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard) noexcept {
     if (rpm_w_) return take_window(*rpm_w_, credit_rpm, 1, now, l.rpm_s_, shard);
-    if (rpm_b_) return rpm_b_->try_acquire(1, now).admitted();
+    if (rpm_b_) {
+      bucket_ticket t;
+      const bool ok = rpm_b_->try_acquire(1, now, t).admitted();
+      l.rpm_s_ = t.end;
+      l.rpm_c_ = t.config;
+      return ok;
+    }
     return true;
   }
 
@@ -5637,17 +5848,26 @@ class account {
       window_ticket t = ticket_for(*rpm_w_, l.rpm_s_, 1);
       (void)rpm_w_->refund(t, 1);
     }
-    if (rpm_b_) (void)rpm_b_->refund(1, now);
+    if (rpm_b_) {
+      bucket_ticket t{l.rpm_s_, 1, l.rpm_c_};
+      (void)rpm_b_->refund(t, 1, now);
+    }
   }
   // Tokens: a strict window takes n; the spaced bucket takes 1 (the previous
-  // request's emission time must have passed) and charges the other n - 1.
+  // request's emission time must have passed) and charges the other n - 1,
+  // in one step whose ticket (end in `slot`, configuration in `cfg`) a later
+  // refund needs.
   [[gnu::always_inline]] bool take_tokens(std::optional<window>& w, std::optional<bucket>& b, unsigned kind,
-                                          std::uint64_t& slot, std::uint64_t n, nanoseconds now, unsigned shard) noexcept {
+                                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now,
+                                          unsigned shard) noexcept {
     if (n == 0) return true;
     if (w) return take_window(*w, kind, n, now, slot, shard);
     if (b) {
-      if (!b->try_acquire(1, now).admitted()) return false;
-      if (n > 1) b->charge(n - 1, now);
+      bucket_ticket t;
+      const bool ok = b->try_acquire_and_charge(1, n - 1, now, t).admitted();
+      slot = t.end;
+      cfg = t.config;
+      return ok;
     }
     return true;
   }
@@ -5656,18 +5876,22 @@ class account {
     const std::uint64_t u = w.unit();
     return window_ticket{slot, tokens, tokens == 0 || u == 0 ? 0 : tokens <= u ? 1 : detail::ceil_div(tokens, u)};
   }
-  // Gives back n of the `reserved` tokens counted in `slot`.
-  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t slot, std::uint64_t reserved,
-                          std::uint64_t n, nanoseconds now) noexcept {
+  // Gives back n of the `reserved` tokens counted in `slot` (a bucket: as
+  // its ticket, `slot` and `cfg`, allows).
+  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t slot, std::uint64_t cfg,
+                          std::uint64_t reserved, std::uint64_t n, nanoseconds now) noexcept {
     if (w) {
       window_ticket t = ticket_for(*w, slot, reserved);
       (void)w->refund(t, n);
     }
-    if (b) (void)b->refund(n, now);
+    if (b) {
+      bucket_ticket t{slot, reserved, cfg};
+      (void)b->refund(t, n, now);
+    }
   }
   void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
     if (day_q_) (void)day_q_->refund(l.day_t_, n);
-    else give_tokens(tpd_w_, tpd_b_, l.tpd_s_, n, n, now);
+    else give_tokens(tpd_w_, tpd_b_, l.tpd_s_, 0, n, n, now);
   }
   static void charge_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t n, nanoseconds now) noexcept {
     if (w) w->charge(n, now);
@@ -5955,9 +6179,9 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
-    acct::give_tokens(a.tpm_w_, a.tpm_b_, tpm_s_, tokens_, back, now);
+    acct::give_tokens(a.tpm_w_, a.tpm_b_, tpm_s_, tpm_c_, tokens_, back, now);
     if (a.day_q_) (void)a.day_q_->refund(day_t_, back);
-    else acct::give_tokens(a.tpd_w_, a.tpd_b_, tpd_s_, tokens_, back, now);
+    else acct::give_tokens(a.tpd_w_, a.tpd_b_, tpd_s_, 0, tokens_, back, now);
   }
   if (a.budget_ && money_) {
     const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
