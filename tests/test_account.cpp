@@ -1,5 +1,6 @@
 #include "catch_compat.hpp"
 #include "server_models.hpp"
+#include "account_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -19,17 +20,8 @@ using tgtest::ns;
 namespace {
 using paced_account = account<manual_clock>;
 constexpr ns t0{0};
-const model_info* k26() {
-  static const model_info m = *find_model("kimi-k2.6");
-  return &m;
-}
-request req(std::uint64_t prompt, std::uint64_t max_tokens) {
-  request r;
-  r.model = k26();
-  r.prompt_tokens = prompt;
-  r.max_tokens = max_tokens;
-  return r;
-}
+using tgtest::k26;
+using tgtest::req;
 account_config small(server_model m = server_model::sliding_log) {
   account_config c;
   c.concurrency = limit(2);

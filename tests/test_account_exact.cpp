@@ -3,6 +3,7 @@
 // limits the account checks at configuration.
 #include "catch_compat.hpp"
 #include "server_models.hpp"
+#include "account_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -33,17 +34,8 @@ namespace {
 using exact_account = account<manual_clock>;
 constexpr ns t0{0};
 
-const model_info* k26() {
-  static const model_info m = *find_model("kimi-k2.6");
-  return &m;
-}
-request req(std::uint64_t prompt, std::uint64_t max_tokens) {
-  request r;
-  r.model = k26();
-  r.prompt_tokens = prompt;
-  r.max_tokens = max_tokens;
-  return r;
-}
+using tgtest::k26;
+using tgtest::req;
 }  // namespace
 
 TEST_CASE("account exact: a refusal's wait ignores the thread's own credit (Tier0, default policy)", "[account][exact]") {

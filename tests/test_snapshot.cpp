@@ -2,6 +2,7 @@
 // window earlier than without the restart; 0.1.0 snapshots; hostile fields;
 // restores into accounts in use; extreme times.
 #include "catch_compat.hpp"
+#include "account_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -25,17 +26,8 @@ using errc_t = test_account::restore_errc;
 constexpr std::int64_t i64max = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t i64min = std::numeric_limits<std::int64_t>::min();
 
-const model_info* k26() {
-  static const model_info m = *find_model("kimi-k2.6");
-  return &m;
-}
-request req(std::uint64_t prompt, std::uint64_t max_tokens) {
-  request r;
-  r.model = k26();
-  r.prompt_tokens = prompt;
-  r.max_tokens = max_tokens;
-  return r;
-}
+using tgtest::k26;
+using tgtest::req;
 
 // A snapshot as its fields: the 4-byte tag, then 64-bit words; the last
 // word is the checksum, which encode() recomputes.

@@ -2,6 +2,7 @@
 // credit below 1,024 units), strict windows, the concurrency slot table with
 // its reaper, and a budget, every execution against exact logs.
 #include "../catch_compat.hpp"
+#include "../account_support.hpp"
 #include "explore.hpp"
 
 #include <tollgate/account.hpp>
@@ -19,17 +20,8 @@ namespace {
 constexpr std::int64_t sec = 1000000000;
 using acct = account<manual_clock>;
 
-const model_info* k26() {
-  static const model_info m = *find_model("kimi-k2.6");
-  return &m;
-}
-request req(std::uint64_t prompt, std::uint64_t max_tokens) {
-  request r;
-  r.model = k26();
-  r.prompt_tokens = prompt;
-  r.max_tokens = max_tokens;
-  return r;
-}
+using tgtest::k26;
+using tgtest::req;
 
 struct account_op {
   enum kind { admit, settle, failed, drop } k = admit;
