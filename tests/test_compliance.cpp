@@ -370,3 +370,35 @@ TEST_CASE("compliance table: token limits, 2 ms delivery jitter", "[compliance]"
                     }};
   run_scenario(sc, trial_count());
 }
+
+TEST_CASE("compliance: the default account's tokens stay inside a millisecond counter at saturation", "[compliance]") {
+  // The schedule that broke (L - m) per W: 2,000-token requests back to back
+  // at 20,000 per minute, m = 2,000, a counter whose period starts with the
+  // first request. Request 11, 6,666 ms into the second period (6,666.67 ms
+  // really), saw an estimate of 4,000 + 18,000 * 53,334 / 60,000 = 20,000.2.
+  account_config c;
+  c.tpm = limit(20000);
+  c.token_window = seconds(60);
+  c.max_request_tokens = 2000;
+  c.lease_timeout = ns(0);
+  c.per_thread_credit = false;
+  account<manual_clock> a(c, ns(0));
+  window_counter_server srv(20000, ns(seconds(60)).count(), 0);
+  request r;
+  r.prompt_tokens = 2000;
+  r.max_tokens = 0;
+  std::int64_t now = 0;
+  std::uint64_t sent = 0;
+  while (now < ns(seconds(300)).count()) {
+    auto x = a.try_admit(r, ns(now));
+    if (!x) {
+      REQUIRE(x.decision.later());
+      now += x.decision.retry_after().count();
+      continue;
+    }
+    ++sent;
+    INFO("request " << sent << " at " << now << " ns");
+    CHECK(srv.accept(now, 2000));
+  }
+  CHECK(sent >= 44);  // 18,000 per 60.002 s, the first at 0
+}
