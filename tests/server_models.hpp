@@ -99,8 +99,9 @@ inline const char* const server_names[] = {"fixed window", "sliding log", "slidi
                                     "GCRA burst 1"};
 constexpr int server_count = 5;
 
-inline std::unique_ptr<server> make_server(int kind, std::uint64_t l, std::int64_t w, tgtest::rng& g) {
-  const std::int64_t phase = static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(w)));
+// A server whose windows (fixed, counter) start at `phase` + kW; the bucket
+// and GCRA servers start full / idle at -phase.
+inline std::unique_ptr<server> make_server_at(int kind, std::uint64_t l, std::int64_t w, std::int64_t phase) {
   switch (kind) {
     case 0: return std::make_unique<fixed_window_server>(l, w, phase);
     case 1: return std::make_unique<sliding_log_server>(l, w);
@@ -108,6 +109,10 @@ inline std::unique_ptr<server> make_server(int kind, std::uint64_t l, std::int64
     case 3: return std::make_unique<bucket_server>(l, w, -phase);
     default: return std::make_unique<gcra1_server>(l, w, -phase);
   }
+}
+
+inline std::unique_ptr<server> make_server(int kind, std::uint64_t l, std::int64_t w, tgtest::rng& g) {
+  return make_server_at(kind, l, w, static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(w))));
 }
 
 }  // namespace servers

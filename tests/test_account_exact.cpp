@@ -422,7 +422,7 @@ ns request_interval(server_model m) {
   return strict(m) ? ns(seconds(20)) : ns(seconds(30) + milliseconds(2));  // spaced: (60 s + 2 ms x 2) / 2
 }
 ns token_interval(server_model m) {
-  return strict(m) ? ns(120000) : ns(detail::ceil_div(60000000000ULL, 500000 - 65536));
+  return strict(m) ? ns(120000) : ns(detail::ceil_div(60002000000ULL, 500000 - 65536));
 }
 }  // namespace
 
