@@ -4380,8 +4380,17 @@ TOLLGATE_END_NAMESPACE
 //   fixed_window, sliding_log, token_bucket -> strict sliding window at L
 //   window_counter, gcra, unknown (default) -> one request at a time, each
 //       spaced by its own size, at L - m per window (m = 1 for requests,
-//       plus 2 ms between requests; m = max_request_tokens for tokens)
-// `unknown` is safe against all five models (the margin costs m per window).
+//       plus 2 ms between requests; m = max_request_tokens for tokens, over
+//       the window plus 2 ms)
+// `unknown` is safe against all five models (the margin costs m per window)
+// when the server sees requests at the times they were admitted, or up to
+// 1 ms later. Delivery jitter J breaks every policy against some model: a
+// request sent just before a window boundary and delivered after it counts
+// in the next window. Set request_window and token_window to W + J (the
+// server's window plus the largest delay between admission and the server's
+// clock) to keep the strict policy safe against fixed window, sliding log and
+// token bucket, and the margin policy against all but a GCRA token limit (a
+// 1-token request W / (L - m) before the next may arrive closer than W / L).
 // The daily limit is a strict rolling 24 h window under every model (safe
 // whatever time zone the server's day uses, and against fixed-window, log and
 // bucket counting; spacing a day's tokens over the day would cost hours), or a
@@ -4412,7 +4421,8 @@ TOLLGATE_END_NAMESPACE
 //     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
 //     policy the spaced interval in force, 30 s + 2 ms) and the account's own
 //     wait for one more request (Kimi says "try again after 1 seconds");
-//   TPM 429: the same with the token limit (W / L per token);
+//   TPM 429: the same with the token limit (W / L per token; under a margin
+//     policy the interval in force, (W + 2 ms) / (L - m));
 //   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
 //     without a request limit);
 //   TPD 429: until the later of the hint and the local daily reset;
@@ -5078,7 +5088,8 @@ class account {
     if (tpm_w_ && (e = tpm_w_->set_limit(*t.tpm.value())) != errc::ok) return e;
     if (tpm_b_) {
       if (cfg_.max_request_tokens >= *t.tpm.value()) return errc::too_large;
-      if ((e = tpm_b_->set_rate(rate(*t.tpm.value() - cfg_.max_request_tokens, cfg_.token_window), now)) != errc::ok)
+      if ((e = tpm_b_->set_rate(rate(*t.tpm.value() - cfg_.max_request_tokens, margin_window(cfg_.token_window)), now)) !=
+          errc::ok)
         return e;
     }
     if (tpd_w_ && (e = tpd_w_->set_limit(*t.tpd.value())) != errc::ok) return e;
@@ -5472,6 +5483,16 @@ class account {
     return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
   }
 
+  // The token margin policy spaces L - m tokens over W + 2 ms: a
+  // sliding-window counter that reads its clock in whole milliseconds sees
+  // up to 1 ms less of the current period than has passed, which at exactly
+  // (L - m) per W let a saturated client's estimate reach L + 0.3 (L = 20,000
+  // per minute, m = 2,000). The 2 ms cover that tick and 1 ms of delivery
+  // jitter. Windows within 2 ms of the largest duration keep W (no overflow).
+  static constexpr nanoseconds margin_window(nanoseconds w) noexcept {
+    return w.count() > std::numeric_limits<std::int64_t>::max() - 2000000 ? w : w + std::chrono::milliseconds(2);
+  }
+
   // The limits a margin policy can run (see largest_token_limit).
   static errc check_limits(const config_type& c, const limit& rpm, const limit& tpm, error_values& v) noexcept {
     if (auto x = rpm.value(); x && *x > largest_request_limit(c)) {
@@ -5541,7 +5562,7 @@ class account {
           e = errc::too_large;  // the margin must leave room: max_request_tokens < limit
           return;
         }
-        b.emplace(rate(l - c.max_request_tokens, per), 1, origin, bucket::start::full, e);
+        b.emplace(rate(l - c.max_request_tokens, margin_window(per)), 1, origin, bucket::start::full, e);
       }
     };
     if (auto v = c.tpm.value()) {

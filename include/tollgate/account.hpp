@@ -82,7 +82,8 @@
 //     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
 //     policy the spaced interval in force, 30 s + 2 ms) and the account's own
 //     wait for one more request (Kimi says "try again after 1 seconds");
-//   TPM 429: the same with the token limit (W / L per token);
+//   TPM 429: the same with the token limit (W / L per token; under a margin
+//     policy the interval in force, (W + 2 ms) / (L - m));
 //   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
 //     without a request limit);
 //   TPD 429: until the later of the hint and the local daily reset;
