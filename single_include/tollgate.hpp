@@ -6039,7 +6039,12 @@ class account {
   // same CAS. Whoever wins returns the unit, so it is returned exactly once.
   // The generation makes a word freed by the reaper and claimed again by a
   // lease with the same admission time (a stale supplied `now`) a different
-  // value, so the late holder's CAS cannot free the new holder's word.
+  // value, so the late holder's CAS cannot free the new holder's word. The
+  // generation has 16 bits: if the word were claimed and freed 65,536 times
+  // between a reclaim and the late holder's release, every time with the same
+  // millisecond stamp (only a supplied `now` that stands still can do that),
+  // the late release would free the newest lease's word and one unit would
+  // come back while that lease still runs.
   static constexpr unsigned slot_gen_bits = 16;
   static constexpr std::uint64_t slot_gen_mask = (std::uint64_t{1} << slot_gen_bits) - 1;
   static constexpr std::uint64_t slot_max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
