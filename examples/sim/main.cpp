@@ -498,11 +498,21 @@ int real_main(int argc, char** argv) {
               static_cast<double>(paced.requests) / mins, limit_text(jb.tier.rpm).c_str(),
               static_cast<double>(paced.reserved_tokens) / mins, limit_text(jb.tier.tpm).c_str());
   {
-    const auto split = cost<usd_tag>(*jb.model, usage{paced.prompt_tokens, paced.cached_tokens, paced.output_tokens, 0, 0});
-    std::printf("cost split (paced, USD): input %s, cached %s, output %s; tokens: %llu prompt (%llu cached), %llu output\n",
-                format(split.input).c_str(), format(split.cached).c_str(), format(split.output).c_str(),
-                (unsigned long long)paced.prompt_tokens, (unsigned long long)paced.cached_tokens,
-                (unsigned long long)paced.output_tokens);
+    // In the currency of the cost line above (--currency), so the parts add up to it.
+    const usage u{paced.prompt_tokens, paced.cached_tokens, paced.output_tokens, 0, 0};
+    auto parts = [](const auto& split) {
+      return "input " + format(split.input) + ", cached " + format(split.cached) + ", output " + format(split.output);
+    };
+    std::string text;
+    if (currency == "cny") {
+      const auto split = cost<cny_tag>(*jb.model, u);
+      text = split ? parts(split) : std::string("unknown (no CNY prices for this model)");
+    } else {
+      text = parts(cost<usd_tag>(*jb.model, u));
+    }
+    std::printf("cost split (paced, %s): %s; tokens: %llu prompt (%llu cached), %llu output\n",
+                currency == "cny" ? "CNY" : "USD", text.c_str(), (unsigned long long)paced.prompt_tokens,
+                (unsigned long long)paced.cached_tokens, (unsigned long long)paced.output_tokens);
   }
   if (jb.budget_nanos)
     std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
