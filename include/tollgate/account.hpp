@@ -382,14 +382,14 @@ class lease {
     }
   }
   // The fields without an initializer are written by the admission before
-  // anything reads them (stamp_ with slot_, the others once acc_ is set) and
+  // anything reads them (once acc_ is set) and
   // copied only then. Initializing them would leave one run of zeros longer
   // than 64 bytes in every admission, which g++ clears with `rep stos`: about
   // 11 ns of start-up per try_admit on the machines we measured.
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
   account<Clock, Currency>* acc_ = nullptr;
   std::size_t slot_ = no_slot;  // its entry in the account's slot table, if any
-  std::uint64_t stamp_;          // what it wrote there
+  std::uint64_t stamp_ = 0;      // what it wrote there (set so an inlined release never reads an unset word)
   bool holds_ = false;           // it holds one concurrency unit
   // The window slots its requests and tokens were counted in (the rest of
   // each window ticket follows from tokens_); for a spaced bucket instead,
@@ -779,9 +779,9 @@ class account {
  private:
   friend class lease<Clock, Currency>;
 
-  // Inlined into try_admit: since 0.2.0's cold paths grew, g++ kept it (and
-  // release_slot) out of line, which cost about 2 ns per admission and settle
-  // at the same instruction count.
+  // Inlined into try_admit (and release_slot into settle): once 0.2.0's refusal
+  // paths grew, g++ kept both out of line, which cost about 2 ns per admission
+  // and settle at the same instruction count.
   [[gnu::always_inline]] void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
     // How many tokens Kimi will count at admission.
     std::optional<std::uint64_t> out = r.max_tokens;
