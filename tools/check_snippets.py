@@ -23,8 +23,16 @@ Convention (docs/writing-docs.md says the same for writers):
       <!-- snippet: skip: REASON -->
           Not compiled; the reason is required (for a block that shows what
           does not compile, say).
+      <!-- snippet: output -->
+          On a block in another language (```text): what the previous ```cpp
+          block of the file prints when run. That block must have a main; its
+          standard output must equal this block's text.
   * Blocks in other languages (sh, cmake, meson, ini, text, none) are not
     compiled.
+
+It also checks that every relative link of those files ([text](path),
+![alt](path)) names a file that exists, so moving a page or a plot cannot
+leave a dead link.
 
 Errors name the Markdown file and line: each generated source carries #line
 directives pointing back into the Markdown, so the compiler's own messages do
@@ -48,6 +56,7 @@ COMPILED = {"cpp", "c++", "cxx"}
 MARKER = re.compile(r"^<!--\s*snippet:\s*(.*)$")
 FENCE = re.compile(r"^(\s*)(`{3,})\s*([^`\s]*)")
 MAIN = re.compile(r"\bint\s+main\s*\(")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 class Block:
@@ -60,6 +69,8 @@ class Block:
         self.mode = mode          # "tu", "body" or "skip"
         self.setup = setup        # lines from the marker (body mode)
         self.setup_line = setup_line
+        self.output = None        # the expected standard output, if any
+        self.output_line = 0
 
 
 def parse(path, rel):
@@ -85,11 +96,13 @@ def parse(path, rel):
             setup = [b for b in body[1:]]
             if head == "body":
                 pending = ("body", setup, start + 2, start + 1)
+            elif head == "output":
+                pending = ("output", [], 0, start + 1)
             elif head.startswith("skip:") and head[len("skip:"):].strip():
                 pending = ("skip", [], 0, start + 1)
             else:
                 errors.append(f"{rel}:{start + 1}: unknown snippet marker '{head}' "
-                              "(use 'body', or 'skip: REASON')")
+                              "(use 'body', 'output' or 'skip: REASON')")
             i += 1
             if pending and not (i < len(lines) and FENCE.match(lines[i])):
                 errors.append(f"{rel}:{start + 1}: snippet marker not followed by a code block")
@@ -116,12 +129,38 @@ def parse(path, rel):
             if pending:
                 mode, setup, setup_line, marker_line = pending
                 pending = None
+                if mode == "output":
+                    if lang in COMPILED or not blocks or blocks[-1].output is not None:
+                        errors.append(f"{rel}:{marker_line}: an output marker belongs on a non-C++ block "
+                                      "after the ```cpp block that prints it")
+                    else:
+                        blocks[-1].output = "\n".join(code)
+                        blocks[-1].output_line = open_line
+                    i += 1
+                    continue
                 if lang not in COMPILED:
                     errors.append(f"{rel}:{marker_line}: snippet marker on a '{lang or 'plain'}' block")
             if lang in COMPILED:
                 blocks.append(Block(path, rel, open_line, lang, code, mode, setup, setup_line))
         i += 1
     return blocks, errors
+
+
+def dead_links(path, rel):
+    """Relative links of one Markdown file (outside code blocks) that name no file."""
+    errors, in_code = [], False
+    for n, text in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if FENCE.match(text):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        for target in LINK.findall(text):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL, or an anchor in the same page
+            if not (path.parent / target.split("#")[0]).exists():
+                errors.append(f"{rel}:{n}: link to {target}, which does not exist")
+    return errors
 
 
 def source_for(b):
@@ -145,6 +184,8 @@ def check(b, args, flags):
     src = args.out / f"{stem}.cpp"
     src.write_text(source_for(b), encoding="utf-8")
     runs = b.mode == "tu" and MAIN.search("\n".join(b.code)) is not None
+    if b.output is not None and not runs:
+        return f"{b.rel}:{b.output_line}: output block follows a ```cpp block without a main"
     inc = ["-I", str(args.root / "include")]
     where = f"{b.rel}:{b.line}"
     if runs:
@@ -164,6 +205,9 @@ def check(b, args, flags):
         if r.returncode != 0:
             return (f"{where}: ```{b.lang} block compiled, but its program exited with status "
                     f"{r.returncode}:\n{r.stdout}{r.stderr}")
+        if b.output is not None and r.stdout.rstrip("\n") != b.output.rstrip("\n"):
+            return (f"{b.rel}:{b.output_line}: the program of the block at line {b.line} prints otherwise:\n"
+                    f"--- it prints\n{r.stdout}--- the text says\n{b.output}\n")
     return None
 
 
@@ -197,7 +241,7 @@ def main():
             rel = f.name
         bs, es = parse(f, rel)
         blocks += bs
-        errors += es
+        errors += es + dead_links(f, rel)
     todo = [b for b in blocks if b.mode != "skip"]
     if not todo and not errors:
         errors.append("no ```cpp block found: nothing was checked")
