@@ -147,15 +147,18 @@ def parse(path, rel):
 
 
 def dead_links(path, rel):
-    """Relative links of one Markdown file (outside code blocks) that name no file."""
-    errors, in_code = [], False
+    """Relative links of one Markdown file (outside code) that name no file."""
+    errors, fence = [], None  # fence: the backticks of the open code block
     for n, text in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        if FENCE.match(text):
-            in_code = not in_code
+        f = FENCE.match(text)
+        if f and fence is None:
+            fence = f.group(2)
             continue
-        if in_code:
+        if fence is not None:
+            if text.strip().startswith(fence) and text.strip().strip("`") == "":
+                fence = None
             continue
-        for target in LINK.findall(text):
+        for target in LINK.findall(re.sub(r"`+[^`]*`+", "", text)):
             if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
                 continue  # a URL, or an anchor in the same page
             if not (path.parent / target.split("#")[0]).exists():
