@@ -31,8 +31,9 @@ Convention (docs/writing-docs.md says the same for writers):
     compiled.
 
 It also checks that every relative link of those files ([text](path),
-![alt](path)) names a file that exists, so moving a page or a plot cannot
-leave a dead link.
+![alt](path), path#heading) names a file that exists, and a heading of it
+when it has an anchor, so moving a page, a section or a plot cannot leave a
+dead link.
 
 Errors name the Markdown file and line: each generated source carries #line
 directives pointing back into the Markdown, so the compiler's own messages do
@@ -159,11 +160,31 @@ def dead_links(path, rel):
                 fence = None
             continue
         for target in LINK.findall(re.sub(r"`+[^`]*`+", "", text)):
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
-                continue  # a URL, or an anchor in the same page
-            if not (path.parent / target.split("#")[0]).exists():
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue  # a URL
+            file, _, anchor = target.partition("#")
+            dest = path.parent / file if file else path
+            if not dest.exists():
                 errors.append(f"{rel}:{n}: link to {target}, which does not exist")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                errors.append(f"{rel}:{n}: link to {target}: {file or rel} has no heading '#{anchor}'")
     return errors
+
+
+def anchors(path):
+    """The anchors a Markdown renderer gives the file's headings (GitHub's rule)."""
+    out, fence = set(), None
+    for text in path.read_text(encoding="utf-8").split("\n"):
+        f = FENCE.match(text)
+        if f and fence is None:
+            fence = f.group(2)
+        elif fence is not None:
+            if text.strip().startswith(fence) and text.strip().strip("`") == "":
+                fence = None
+        elif text.startswith("#"):
+            title = text.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
 
 
 def source_for(b):
