@@ -10,8 +10,8 @@
 // overspend by settle.
 //
 // Concurrency contract. All member functions are thread-safe and lock-free:
-// reserve is one CAS loop, settle one fetch_add on the committed total and one
-// on the spent total. remaining/spent may be stale on return. A reservation is
+// reserve is one CAS loop, settle one saturating CAS loop on the committed
+// total and one on the spent total. remaining/spent may be stale on return. A reservation is
 // a plain value; settle it exactly once (settle marks it settled, a second
 // settle does nothing). A reservation never settled keeps its money reserved:
 // the safe side.
