@@ -2,33 +2,29 @@
 //
 // account.hpp: every limit of one API account, taken all at once or not at
 // all: concurrency, requests per minute, tokens per minute, tokens per day,
-// and an optional budget in dollars or yuan. The account composes parts that
-// each state their own contract under account/: the vocabulary and limits
-// (config.hpp), the policy each server model implies and the pure admission
-// decisions (policy.hpp), the limiters that hold the state (limiters.hpp),
-// per-thread credit (credit.hpp), the lease slot table and its reaper
-// (slot_table.hpp), pause and feedback (pause.hpp), statistics (stats.hpp),
-// the snapshot codec (snapshot.hpp) and the lease (lease.hpp).
+// and an optional budget in dollars (account<Clock>, account_config) or
+// yuan (account<Clock, cny_tag>, cny_account_config: prices from the
+// model's CNY list; a dollar amount given to it does not compile). Kimi's
+// limits are per organization, shared by all models and keys: make one
+// account per organization and send every request through it.
 //
-// Currency. account<Clock> budgets in dollars (account_config);
-// account<Clock, cny_tag> in yuan (cny_account_config), pricing every
-// request from the model's CNY list (a model without one cannot be admitted
-// against a yuan budget). Amounts are money<Currency> throughout, so a dollar
-// amount given to a yuan account does not compile.
-//
-// Kimi's limits are per organization, shared by all models and keys, so make
-// one account object per organization and send every request through it.
+// The parts, each with its own contract under account/: the vocabulary and
+// limits (config.hpp); the policy each server model implies and the pure
+// admission decisions (policy.hpp); the limiters that hold the state
+// (limiters.hpp); per-thread credit (credit.hpp); the lease slot table and
+// its reaper (slot_table.hpp); pause and feedback (pause.hpp); statistics
+// (stats.hpp); the snapshot codec (snapshot.hpp); the lease and admission
+// (lease.hpp) and settling (settle.hpp).
 //
 // Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
 // prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
 // admission; without one, the model's default output cap, else the context
-// window minus the prompt) and the request's worst-case cost (cost.hpp: with
-// the cache writes it declares, else the largest it can make), which bounds
-// what settle charges for any usage within the request. In all
+// window minus the prompt) and the request's worst-case cost (cost.hpp),
+// which bounds what settle charges for any usage within the request. In all
 // dimensions or in none: a partial success is rolled back, so under
 // concurrency a request may be refused falsely but nothing is ever
-// over-admitted. A refusal names every dimension that refused, and its wait is
-// the largest of theirs; it is `never` when the request can never fit
+// over-admitted. A refusal names every dimension that refused, and its wait
+// is the largest of theirs; it is `never` when the request can never fit
 // (tokens > the limit or above max_request_tokens under a margin policy,
 // prompt + max_tokens > the context window, worst-case cost > the budget).
 // The wait keeps the decision contract for the whole account, with per-thread
@@ -40,55 +36,30 @@
 // well (with nothing else waiting, its wait is zero, reason::busy). While
 // paused, the wait is the later of the pause's end and the other dimensions'.
 //
-//
-// The algorithm (admit_into): the decisions that need no state first
-// (policy.hpp: the tokens reserved, the dimensions that refuse outright),
-// then the stop and the pause; then reserve every dimension in turn
-// (concurrency, requests, tokens, the day, money), rolling back on the first
-// refusal; a refusal asks every dimension, without consuming, for its wait
-// and composes them (refuse_and_report). Settling gives back or charges by
-// the lease's tickets and releases its slot. Which limiter each dimension
-// runs under each server model, and with which margin, is policy.hpp's.
-//
-// Settling. The lease returned with an admission releases the concurrency
-// slot when settled or destroyed. settle(usage) charges the exact cost and,
-// when refund_unused_tokens is set (OpenAI-style accounting; off for Kimi,
-// whose server already counted max_tokens), gives back unused tokens; usage
-// above the reservation is charged as debt that later admissions wait out.
-// A 429 (not billed by Kimi) frees the money and keeps the tokens counted; a
-// 5xx or timeout keeps the tokens and charges nothing; a lease dropped
-// without settling keeps its reservations (the safe side).
-//
-// Hung requests. A concurrency slot held past lease_timeout is reclaimed
-// when the account runs out of slots (stats().reclaimed counts them), by
-// the slot table (account/slot_table.hpp, which states the bound).
-//
-// Server feedback. on_response(...) pauses the whole account after a 429 or
-// an overload, and stops it after a quota error until resume(), by the rule
-// of account/pause.hpp; clear_pause() ends a pause.
+// The algorithm (admit_into): the decisions that need no state (the tokens
+// reserved, the dimensions that refuse outright), then the stop and the
+// pause; then every dimension in turn (concurrency, requests, tokens, the
+// day, money), rolled back on the first refusal, which then asks every
+// dimension for its wait without consuming (refuse_and_report). The lease
+// releases its slot when settled or destroyed; a lease dropped without
+// settling keeps its reservations (the safe side). A concurrency slot held
+// past lease_timeout is reclaimed when the account runs out of slots
+// (stats().reclaimed). on_response(...) pauses the whole account after a
+// 429 or an overload and stops it after a quota error, until resume().
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
 // admissions, but config() may then be read torn: read it from one thread.
 //
-// Snapshot. snapshot()/restore() carry what the account has counted across a
-// restart, as bytes the caller stores (see the functions).
-//
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
-// is one atomic word). Counters are per-thread shards (a plain load and store
-// on the hot path for the first 16 threads to count, a relaxed fetch_add on a
-// shared shard for the others; detail/shard_counters.hpp) and relaxed
-// atomics: exact once threads are joined, approximate while they run. A lease must not outlive
-// its account.
-//
-// Per-thread credit (account/credit.hpp). With limits of 1,024 units and
-// more, each of the first 16 threads takes strict-window units and
-// concurrency units a chunk at a time and spends them without touching
-// shared state; the bounds above hold exactly, and the price is false
-// refusals for other threads (at most 1.6 % of a window's limit and 3.2 %
-// of the concurrency limit). remaining() and in_flight() count credit as not
-// in flight. per_thread_credit = false turns credit off for every limit.
+// is one atomic word); counters are exact once threads are joined,
+// approximate while they run. A lease must not outlive its account. With
+// limits of 1,024 units and more, the first 16 threads take window and
+// concurrency units a chunk at a time (credit.hpp: the bounds hold exactly;
+// other threads may be refused falsely by at most 1.6 % of a window's limit
+// and 3.2 % of the concurrency limit); remaining() and in_flight() count
+// credit as not in flight; per_thread_credit = false turns it off.
 //
 // Cost. Spending credit, an admission and its settle take one atomic
 // read-modify-write (giving the slot-table word back; none with lease_timeout
@@ -109,23 +80,17 @@
 #include <tollgate/account/snapshot.hpp>
 #include <tollgate/account/stats.hpp>
 #include <tollgate/clock.hpp>
-#include <tollgate/cost.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/atomic.hpp>
 #include <tollgate/detail/shard_counters.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/http.hpp>
-#include <tollgate/models.hpp>
 #include <tollgate/tiers.hpp>
 
-#include <atomic>
-#include <chrono>
 #include <cstdint>
-#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -197,12 +162,7 @@ class account {
     using namespace account_policy;
     const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
     if (h.capped) counters_.add_capped_hint();
-    own_waits w;
-    w.request_limit = d_.rpm_w || d_.rpm_b;
-    if (w.request_limit) w.request = d_.own_wait(true, now);
-    if (d_.tpm_w || d_.tpm_b) w.token = d_.own_wait(false, now);
-    w.daily_reset = d_.daily_reset(now);
-    const response_decision r = pause_after(e.kind, h.hint, w);
+    const response_decision r = pause_after(e.kind, h.hint, d_.waits(now));
     if (r.action == response_action::stop) pause_.stop();
     else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
   }
@@ -244,15 +204,8 @@ class account {
     return s;
   }
   // What each dimension could still admit at `now` (peek; consumes nothing).
-  // Dimensions not enforced report nothing.
-  struct remaining_view {
-    std::optional<std::uint64_t> concurrency, requests, tokens_minute, tokens_day;
-    std::optional<amount> budget;
-    nanoseconds paused_for{0};  // time left of a pause
-    bool stopped = false;
-    // When each time-based dimension is back to its full limit (its reset).
-    nanoseconds requests_reset_in{0}, tokens_minute_reset_in{0}, tokens_day_reset_in{0};
-  };
+  // Dimensions not enforced report nothing (account/limiters.hpp).
+  using remaining_view = basic_remaining_view<Currency>;
   remaining_view remaining(nanoseconds now) const noexcept {
     remaining_view v;
     if (d_.conc) {
@@ -261,19 +214,7 @@ class account {
     }
     // Units counted in a window but held as a thread's credit can still be
     // admitted (by that thread): they count as remaining.
-    if (d_.rpm_w) v.requests = d_.rpm_w->available(now) + credit_.held_at(credit::rpm, now) * d_.rpm_w->unit();
-    if (d_.rpm_b) v.requests = d_.rpm_b->available(now);
-    if (d_.tpm_w) v.tokens_minute = d_.tpm_w->available(now) + credit_.held_at(credit::tpm, now) * d_.tpm_w->unit();
-    if (d_.tpm_b) v.tokens_minute = d_.tpm_b->available(now) > 0 ? cfg_.max_request_tokens : 0;  // one request at a time
-    if (d_.tpd_w) v.tokens_day = d_.tpd_w->available(now) + credit_.held_at(credit::tpd, now) * d_.tpd_w->unit();
-    if (d_.day_q) v.tokens_day = d_.day_q->available(now);
-    if (d_.money) v.budget = d_.money->remaining();
-    if (d_.rpm_w) v.requests_reset_in = d_.rpm_w->empty_in(now);
-    if (d_.rpm_b) v.requests_reset_in = d_.rpm_b->full_in(now);
-    if (d_.tpm_w) v.tokens_minute_reset_in = d_.tpm_w->empty_in(now);
-    if (d_.tpm_b) v.tokens_minute_reset_in = d_.tpm_b->full_in(now);
-    if (d_.tpd_w) v.tokens_day_reset_in = d_.tpd_w->empty_in(now);
-    if (d_.day_q) v.tokens_day_reset_in = d_.day_q->reset_in(now);
+    d_.remaining(v, now, cfg_.max_request_tokens, [&](unsigned k) { return credit_.held_at(k, now); });
     v.paused_for = account_policy::time_left(pause_.until(), now);
     v.stopped = stopped();
     return v;
@@ -336,30 +277,11 @@ class account {
   // at the same instruction count.
   [[gnu::always_inline]] void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
     // How many tokens Kimi will count at admission, and what refuses outright.
-    account_policy::request_facts f;
-    const std::optional<std::uint64_t> out =
-        r.model ? account_policy::output_bound(r.prompt_tokens, r.max_tokens, r.model->default_max_tokens,
-                                               r.model->context_window)
-                : r.max_tokens;
-    f.output_bounded = out.has_value();
-    if (out) {
-      f.tokens = a.tokens = account_policy::reserved_tokens(r.prompt_tokens, *out);
-      if (r.model) f.context_window = r.model->context_window;
-      f.spaced_tokens = d_.margin_tokens && d_.tpm_b;
-      f.max_request_tokens = cfg_.max_request_tokens;
-      f.budget = d_.money.has_value();
-      f.priced = r.model != nullptr;
-      if (d_.money && r.model) {
-        // (worst_case_cost with the declared writes, else the largest)
-        const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
-        f.worst_case_known = static_cast<bool>(w);
-        if (w) {
-          a.worst_case = w.total;
-          f.worst_case_above_budget = w.total > d_.money->limit();
-        }
-      }
-    }
-    a.refused = account_policy::refused_outright(f);
+    const auto x = account_policy::assess<Currency>(r, d_.margin_tokens && d_.tpm_b, cfg_.max_request_tokens,
+                                                    d_.money.has_value(), d_.money ? d_.money->limit() : amount());
+    a.tokens = x.tokens;
+    a.worst_case = x.worst_case;
+    a.refused = x.refused;
     if (!a.refused.empty()) return refuse_never(a, reason::exceeds_capacity);
     if (pause_.stopped()) {  // acquire: see pause_state
       a.refused.add(dimension::stopped);
@@ -464,8 +386,7 @@ class account {
       slots_.allocate(*v, c.lease_timeout, origin);
     }
     if ((e = d_.build(c, origin)) != errc::ok) return e;
-    const window* ws[credit::kinds] = {d_.rpm_w ? &*d_.rpm_w : nullptr, d_.tpm_w ? &*d_.tpm_w : nullptr,
-                                       d_.tpd_w ? &*d_.tpd_w : nullptr};
+    const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
     update_chunks();
@@ -475,8 +396,7 @@ class account {
   }
 
   void update_chunks() noexcept {
-    const window* ws[credit::kinds] = {d_.rpm_w ? &*d_.rpm_w : nullptr, d_.tpm_w ? &*d_.tpm_w : nullptr,
-                                       d_.tpd_w ? &*d_.tpd_w : nullptr};
+    const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     credit_.update(cfg_.per_thread_credit, ws, d_.conc ? d_.conc->limit() : 0);
   }
 
@@ -506,24 +426,17 @@ class account {
   }
 
   // After a refusal (everything rolled back): ask every dimension, without
-  // consuming, whether and how long it would refuse.
-  //
-  // The wait is exact for the refused thread (the decision contract, for the
-  // whole account): with nothing else admitted and nothing given back
-  // meanwhile, it is refused at now + wait - 1 ns and admitted at now + wait
-  // by every time-based dimension (and the pause). Its own window credit is
-  // given back first, as its next attempt would give it back before asking
-  // the windows, so the windows are asked what they hold for this thread.
-  // A refusal that also names concurrency or the budget needs a permit or
-  // money back as well: the wait is then when time alone stops refusing.
+  // consuming, whether and how long it would refuse. The wait is exact for
+  // the refused thread (the decision contract above): its own window credit
+  // is given back first, as its next attempt would before asking the
+  // windows, so the windows are asked what they hold for this thread.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for = nanoseconds(0)) noexcept {
     // A roll-back frees nothing that was free before this call, and the
     // waiting room's head calls try_admit under the room's lock: no hook.
     if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
-    window* ws[credit::kinds] = {d_.rpm_w ? &*d_.rpm_w : nullptr, d_.tpm_w ? &*d_.tpm_w : nullptr,
-                                 d_.tpd_w ? &*d_.tpd_w : nullptr};
+    window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     const std::uint64_t own_units = credit_.give_back(ws, shard);
     account_policy::refusal rf(paused_for);
     if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
@@ -578,69 +491,9 @@ class account {
   detail::account_counters counters_;
 };
 
-template <class Clock, class Currency>
-basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nanoseconds now) noexcept {
-  basic_settle_result<Currency> res;
-  if (!acc_) return res;
-  account<Clock, Currency>& a = *acc_;
-  const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
-  const std::uint64_t extra = used > tokens_ ? used - tokens_ : 0;
-  a.counters_.add_used(used, extra);
-  auto& d = a.d_;
-  if (extra > 0) {
-    res.debt_tokens = extra;  // beyond the reservation: a debt that later admissions wait out
-    d.charge_debt(extra, now);
-  } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
-    const std::uint64_t back = tokens_ - used;
-    res.refunded_tokens = back;
-    d.give_tokens(d.tpm_w, d.tpm_b, tpm_s_, tpm_c_, tokens_, back, now);
-    if (d.day_q) (void)d.day_q->refund(day_t_, back);
-    else d.give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
-  }
-  if (d.money && money_) {
-    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
-    // An uncomputable cost keeps the whole reservation as spent: the safe side.
-    const money<Currency> actual = c ? c.total : money_.amount;
-    const money<Currency> diff = d.money->settle(money_, actual);
-    res.cost = actual;
-    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
-  } else if (model_) {
-    const auto c = cost<Currency>(*model_, u);
-    if (c) res.cost = c.total;
-  }
-  a.release_slot(*this);
-  return res;
-}
-
-template <class Clock, class Currency>
-void lease<Clock, Currency>::settle_rejected(nanoseconds now) noexcept {
-  (void)now;
-  if (!acc_) return;
-  if (acc_->d_.money && money_) acc_->d_.money->release(money_);
-  acc_->release_slot(*this);
-}
-
-template <class Clock, class Currency>
-void lease<Clock, Currency>::settle_failed(nanoseconds now) noexcept {
-  settle_rejected(now);  // the same bookkeeping: tokens stay counted, nothing is billed
-}
-
-template <class Clock, class Currency>
-basic_settle_result<Currency> lease<Clock, Currency>::settle_cancelled(const std::optional<usage>& known,
-                                                                      nanoseconds now) noexcept {
-  if (known) return settle(*known, now);
-  basic_settle_result<Currency> res;
-  if (!acc_) return res;
-  account<Clock, Currency>& a = *acc_;
-  a.counters_.add_used(tokens_);  // unknown: counted as the whole reservation
-  if (a.d_.money && money_) {
-    res.cost = money_.amount;
-    (void)a.d_.money->settle(money_, money_.amount);
-  }
-  a.release_slot(*this);
-  return res;
-}
-
 TOLLGATE_END_NAMESPACE
+
+// The lease's settle functions, which need the account complete.
+#include <tollgate/account/settle.hpp>
 
 #endif  // TOLLGATE_ACCOUNT_HPP

@@ -22,12 +22,14 @@
 
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
+#include <tollgate/account/pause.hpp>
 #include <tollgate/account/policy.hpp>
 #include <tollgate/budget.hpp>
 #include <tollgate/calendar_quota.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/concurrency.hpp>
 #include <tollgate/error.hpp>
+#include <tollgate/money.hpp>
 #include <tollgate/sliding_window.hpp>
 #include <tollgate/tiers.hpp>
 #include <tollgate/token_bucket.hpp>
@@ -37,6 +39,17 @@
 #include <optional>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+// What each dimension could still admit (account::remaining_view).
+template <class Currency>
+struct basic_remaining_view {
+  std::optional<std::uint64_t> concurrency, requests, tokens_minute, tokens_day;
+  std::optional<money<Currency>> budget;
+  nanoseconds paused_for{0};  // time left of a pause
+  bool stopped = false;
+  // When each time-based dimension is back to its full limit (its reset).
+  nanoseconds requests_reset_in{0}, tokens_minute_reset_in{0}, tokens_day_reset_in{0};
+};
 
 namespace detail {
 
@@ -189,6 +202,21 @@ struct account_limiters {
     return nanoseconds(0);
   }
 
+  // What pause_after needs from the limiters (account/pause.hpp).
+  account_policy::own_waits waits(nanoseconds now) const noexcept {
+    account_policy::own_waits w;
+    w.request_limit = rpm_w || rpm_b;
+    if (w.request_limit) w.request = own_wait(true, now);
+    if (tpm_w || tpm_b) w.token = own_wait(false, now);
+    w.daily_reset = daily_reset(now);
+    return w;
+  }
+  // The strict window of kind k (0 requests, 1 tokens, 2 the day), if any.
+  window* strict(unsigned k) noexcept {
+    std::optional<window>& w = k == 0 ? rpm_w : k == 1 ? tpm_w : tpd_w;
+    return w ? &*w : nullptr;
+  }
+
   // Every time-based dimension's answer for a request of n tokens (peeks).
   void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now) const noexcept {
     if (rpm_w) r.note(dimension::rpm, rpm_w->time_until(1, now));
@@ -198,6 +226,26 @@ struct account_limiters {
     if (tpd_w) r.note(dimension::tpd, tpd_w->time_until(n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
     if (day_q) r.note(dimension::tpd, day_q->time_until(n, now));
+  }
+
+  // The time-based dimensions and money of remaining(); held(k) is what
+  // window k (rpm, tpm, tpd) holds as credit in now's slot, in units.
+  template <class Held>
+  void remaining(basic_remaining_view<Currency>& v, nanoseconds now, std::uint64_t max_request_tokens,
+                 Held&& held) const noexcept {
+    if (rpm_w) v.requests = rpm_w->available(now) + held(0u) * rpm_w->unit();
+    if (rpm_b) v.requests = rpm_b->available(now);
+    if (tpm_w) v.tokens_minute = tpm_w->available(now) + held(1u) * tpm_w->unit();
+    if (tpm_b) v.tokens_minute = tpm_b->available(now) > 0 ? max_request_tokens : 0;  // one request at a time
+    if (tpd_w) v.tokens_day = tpd_w->available(now) + held(2u) * tpd_w->unit();
+    if (day_q) v.tokens_day = day_q->available(now);
+    if (money) v.budget = money->remaining();
+    if (rpm_w) v.requests_reset_in = rpm_w->empty_in(now);
+    if (rpm_b) v.requests_reset_in = rpm_b->full_in(now);
+    if (tpm_w) v.tokens_minute_reset_in = tpm_w->empty_in(now);
+    if (tpm_b) v.tokens_minute_reset_in = tpm_b->full_in(now);
+    if (tpd_w) v.tokens_day_reset_in = tpd_w->empty_in(now);
+    if (day_q) v.tokens_day_reset_in = day_q->reset_in(now);
   }
 
   const char* policy(dimension d) const noexcept {

@@ -43,9 +43,12 @@
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
 #include <tollgate/clock.hpp>
+#include <tollgate/cost.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/error.hpp>
+#include <tollgate/models.hpp>
+#include <tollgate/money.hpp>
 #include <tollgate/rate.hpp>
 #include <tollgate/token_bucket.hpp>
 
@@ -196,6 +199,46 @@ constexpr dimension_set refused_outright(const request_facts& f) noexcept {
     else if (!f.worst_case_known || f.worst_case_above_budget) s.add(dimension::budget);
   }
   return s;
+}
+
+// The stateless part of an admission: the tokens a request reserves, the
+// money it reserves (its worst-case cost: cost.hpp, with the cache writes it
+// declares, else the largest it can make), and the dimensions that refuse
+// it outright. spaced_tokens: the token limit runs the spaced policy.
+template <class Currency>
+struct assessment {
+  dimension_set refused;
+  std::uint64_t tokens = 0;
+  money<Currency> worst_case;
+};
+template <class Currency>
+[[gnu::always_inline]] constexpr assessment<Currency> assess(const request& r, bool spaced_tokens,
+                                                             std::uint64_t max_request_tokens, bool has_budget,
+                                                             money<Currency> budget_limit) noexcept {
+  assessment<Currency> a;
+  request_facts f;
+  const std::optional<std::uint64_t> out =
+      r.model ? output_bound(r.prompt_tokens, r.max_tokens, r.model->default_max_tokens, r.model->context_window)
+              : r.max_tokens;
+  f.output_bounded = out.has_value();
+  if (out) {
+    f.tokens = a.tokens = reserved_tokens(r.prompt_tokens, *out);
+    if (r.model) f.context_window = r.model->context_window;
+    f.spaced_tokens = spaced_tokens;
+    f.max_request_tokens = max_request_tokens;
+    f.budget = has_budget;
+    f.priced = r.model != nullptr;
+    if (has_budget && r.model) {
+      const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
+      f.worst_case_known = static_cast<bool>(w);
+      if (w) {
+        a.worst_case = w.total;
+        f.worst_case_above_budget = w.total > budget_limit;
+      }
+    }
+  }
+  a.refused = refused_outright(f);
+  return a;
 }
 
 // One refusal from every dimension's answer (asked without consuming, after
