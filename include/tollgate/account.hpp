@@ -50,7 +50,6 @@
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
 // admissions, but config() may then be read torn: read it from one thread.
-//
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
 // is one atomic word); counters are exact once threads are joined,
@@ -184,7 +183,7 @@ class account {
   bool stopped() const noexcept { return pause_.stopped(); }
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_.until()); }
 
-  // Leases holding a concurrency unit (units held as threads' credit are not in flight).
+  // Leases holding a concurrency unit (not units held as threads' credit).
   std::uint64_t in_flight() const noexcept {
     if (!d_.conc) return 0;
     const std::uint64_t u = d_.conc->in_use(), c = credit_.units_held();
@@ -277,17 +276,13 @@ class account {
   // at the same instruction count.
   [[gnu::always_inline]] void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
     // How many tokens Kimi will count at admission, and what refuses outright.
-    const auto x = account_policy::assess<Currency>(r, d_.margin_tokens && d_.tpm_b, cfg_.max_request_tokens,
-                                                    d_.money.has_value(), d_.money ? d_.money->limit() : amount());
-    a.tokens = x.tokens;
-    a.worst_case = x.worst_case;
-    a.refused = x.refused;
+    const std::uint64_t n = account_policy::assess<Currency>(r, rules_, a.refused, a.worst_case);
+    a.tokens = n;
     if (!a.refused.empty()) return refuse_never(a, reason::exceeds_capacity);
     if (pause_.stopped()) {  // acquire: see pause_state
       a.refused.add(dimension::stopped);
       return refuse_never(a, reason::misconfigured);
     }
-    const std::uint64_t n = a.tokens;
     const std::int64_t pause = pause_.until();
     const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
@@ -374,6 +369,13 @@ class account {
   }
 
   errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
+    const errc e = build(c, origin, vals);
+    rules_ = account_policy::admission_rules<Currency>::of(c);  // as built (a failed build may lack some)
+    rules_.spaced_tokens = d_.margin_tokens && d_.tpm_b;
+    rules_.budget = d_.money.has_value();
+    return e;
+  }
+  errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
     errc e = errc::ok;
     if (c.max_pause < nanoseconds(0)) return errc::zero_period;
@@ -381,16 +383,14 @@ class account {
     if (auto v = c.concurrency.value()) {
       d_.conc.emplace(*v, e);
       if (e != errc::ok) return e;
-      // Only when leases can time out (it costs a CAS on admission and one
-      // on release); allocated once, here, never on the admission path.
-      slots_.allocate(*v, c.lease_timeout, origin);
+      slots_.allocate(*v, c.lease_timeout, origin);  // once, here: never on the admission path
     }
     if ((e = d_.build(c, origin)) != errc::ok) return e;
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
     update_chunks();
-    // Allocated once, here: limits raised later (set_limits) may need it.
+    // Once, here: limits raised later (set_limits) may need it.
     if (c.per_thread_credit && (d_.rpm_w || d_.tpm_w || d_.tpd_w || d_.conc)) credit_.allocate();
     return errc::ok;
   }
@@ -481,6 +481,7 @@ class account {
   }
 
   config_type cfg_;
+  account_policy::admission_rules<Currency> rules_;
   detail::slot_table slots_;
   detail::atomic<void (*)(void*)> hook_fn_{nullptr};
   detail::atomic<void*> hook_ctx_{nullptr};

@@ -156,55 +156,69 @@ constexpr errc check_limits(const basic_account_config<Currency>& c, const limit
   return errc::ok;
 }
 
-// How many output tokens Kimi counts at admission: max_tokens; without it,
-// the model's default output cap; else the context window minus the prompt
-// (zero if the prompt fills it). nullopt: nothing bounds the output.
-constexpr std::optional<std::uint64_t> output_bound(std::uint64_t prompt, std::optional<std::uint64_t> max_tokens,
-                                                    std::optional<std::uint64_t> default_max_tokens,
-                                                    std::optional<std::uint64_t> context_window) noexcept {
-  if (max_tokens) return max_tokens;
-  if (default_max_tokens) return default_max_tokens;
-  if (context_window) return *context_window > prompt ? *context_window - prompt : 0;
-  return std::nullopt;
-}
-// The tokens a request reserves in TPM and TPD: prompt + output, saturated.
-constexpr std::uint64_t reserved_tokens(std::uint64_t prompt, std::uint64_t output) noexcept {
-  return detail::sat_add(prompt, output);
-}
-
-// What decides whether a request can ever be admitted, as plain values.
-struct request_facts {
-  bool output_bounded = true;                    // output_bound gave a value
-  std::uint64_t tokens = 0;                      // reserved_tokens
-  std::optional<std::uint64_t> context_window;  // the model's, if known
-  bool spaced_tokens = false;                    // the token limit runs the spaced policy
-  std::uint64_t max_request_tokens = 0;          // m
-  bool budget = false;                           // the account has a budget
-  bool priced = false;                           // the request names a model (prices)
-  bool worst_case_known = false;                 // its worst-case cost could be computed
-  bool worst_case_above_budget = false;          // and exceeds the budget's limit
+// The constants of a configuration that the stateless part of an
+// admission reads (fixed at construction: set_limits changes none).
+template <class Currency>
+struct admission_rules {
+  bool spaced_tokens = false;           // the token limit runs the spaced policy
+  std::uint64_t max_request_tokens = 0;  // m
+  bool budget = false;                  // the account has a budget
+  money<Currency> budget_limit;
+  static constexpr admission_rules of(const basic_account_config<Currency>& c) noexcept {
+    admission_rules x;
+    x.spaced_tokens = token_limiter(c) == limiter::spaced;
+    x.max_request_tokens = c.max_request_tokens;
+    x.budget = c.budget.has_value();
+    if (c.budget) x.budget_limit = *c.budget;
+    return x;
+  }
 };
-// The dimensions that refuse a request whatever the state (its decision is
-// then `never`, reason::exceeds_capacity); empty when state decides.
-constexpr dimension_set refused_outright(const request_facts& f) noexcept {
-  dimension_set s;
-  if (!f.output_bounded) {
-    s.add(dimension::request_size);  // no way to bound the output
-    return s;
-  }
-  if (f.context_window && f.tokens > *f.context_window) s.add(dimension::context);
-  if (f.spaced_tokens && f.tokens > f.max_request_tokens) s.add(dimension::request_size);
-  if (f.budget) {
-    if (!f.priced) s.add(dimension::request_size);  // a budget needs prices
-    else if (!f.worst_case_known || f.worst_case_above_budget) s.add(dimension::budget);
-  }
-  return s;
-}
 
-// The stateless part of an admission: the tokens a request reserves, the
-// money it reserves (its worst-case cost: cost.hpp, with the cache writes it
-// declares, else the largest it can make), and the dimensions that refuse
-// it outright. spaced_tokens: the token limit runs the spaced policy.
+// The stateless part of an admission: the tokens a request reserves
+// (prompt + output, saturated; the output is max_tokens, else the model's
+// default output cap, else the context window minus the prompt, zero if the
+// prompt fills it: what Kimi counts at admission), the money it reserves (its worst-case
+// cost: cost.hpp, with the cache writes it declares, else the largest it can
+// make) and the dimensions that refuse it whatever the state (its decision
+// is then `never`, reason::exceeds_capacity):
+//   request_size: nothing bounds the output (then nothing else is checked);
+//     above max_request_tokens under the spaced token policy; a budget and
+//     no model to price the request by;
+//   context: prompt + output beyond the model's context window;
+//   budget: a worst case that cannot be computed or exceeds the budget.
+// Returns the tokens (0 when nothing bounds the output); writes `refused`
+// and `worst_case` only where it has something to say (the caller starts
+// them empty).
+template <class Currency>
+[[gnu::always_inline]] constexpr std::uint64_t assess(const request& r, const admission_rules<Currency>& x,
+                                                      dimension_set& refused, money<Currency>& worst_case) noexcept {
+  std::optional<std::uint64_t> out = r.max_tokens;
+  if (!out && r.model && r.model->default_max_tokens) out = r.model->default_max_tokens;
+  if (!out && r.model && r.model->context_window)
+    out = *r.model->context_window > r.prompt_tokens ? *r.model->context_window - r.prompt_tokens : 0;
+  if (!out) {
+    refused.add(dimension::request_size);  // no way to bound the output
+    return 0;
+  }
+  const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
+  if (r.model && r.model->context_window && n > *r.model->context_window) refused.add(dimension::context);
+  if (x.spaced_tokens && n > x.max_request_tokens) refused.add(dimension::request_size);
+  if (x.budget) {
+    if (!r.model) {
+      refused.add(dimension::request_size);  // a budget needs prices
+    } else {
+      const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
+      if (!w) {
+        refused.add(dimension::budget);
+      } else {
+        worst_case = w.total;
+        if (w.total > x.budget_limit) refused.add(dimension::budget);
+      }
+    }
+  }
+  return n;
+}
+// The same as values, for other backends and tests.
 template <class Currency>
 struct assessment {
   dimension_set refused;
@@ -212,32 +226,9 @@ struct assessment {
   money<Currency> worst_case;
 };
 template <class Currency>
-[[gnu::always_inline]] constexpr assessment<Currency> assess(const request& r, bool spaced_tokens,
-                                                             std::uint64_t max_request_tokens, bool has_budget,
-                                                             money<Currency> budget_limit) noexcept {
+constexpr assessment<Currency> assess(const request& r, const admission_rules<Currency>& x) noexcept {
   assessment<Currency> a;
-  request_facts f;
-  const std::optional<std::uint64_t> out =
-      r.model ? output_bound(r.prompt_tokens, r.max_tokens, r.model->default_max_tokens, r.model->context_window)
-              : r.max_tokens;
-  f.output_bounded = out.has_value();
-  if (out) {
-    f.tokens = a.tokens = reserved_tokens(r.prompt_tokens, *out);
-    if (r.model) f.context_window = r.model->context_window;
-    f.spaced_tokens = spaced_tokens;
-    f.max_request_tokens = max_request_tokens;
-    f.budget = has_budget;
-    f.priced = r.model != nullptr;
-    if (has_budget && r.model) {
-      const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
-      f.worst_case_known = static_cast<bool>(w);
-      if (w) {
-        a.worst_case = w.total;
-        f.worst_case_above_budget = w.total > budget_limit;
-      }
-    }
-  }
-  a.refused = refused_outright(f);
+  a.tokens = assess<Currency>(r, x, a.refused, a.worst_case);
   return a;
 }
 
