@@ -152,8 +152,12 @@ class thread_credit {
     // From the window: this request and a chunk more, in one CAS.
     window_ticket big;
     if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
+      // A refill on the credit's own slot keeps what is left of it. Another
+      // slot with units left cannot happen (`now` is in the credit's slot,
+      // on the grid it was taken on: only import_counts moves the grid, and
+      // a restore clears every line), so nothing is given back here; were it
+      // to happen, the units would stay counted in their slot (the safe side).
       if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
-        if (left > 0) give_credit(w, c, left);  // (defensive: a refill lands in the credit's own slot)
         left = 0;
         const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
         const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
@@ -255,8 +259,9 @@ class thread_credit {
     const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
     const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
     const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
-    if (c.epoch.load(std::memory_order_relaxed) != epoch || left > 2 * chunk) {
-      const std::uint64_t keep = c.epoch.load(std::memory_order_relaxed) == epoch ? chunk : 0;
+    const bool current = c.epoch.load(std::memory_order_relaxed) == epoch;
+    if (!current || left > 2 * chunk) {
+      const std::uint64_t keep = current ? chunk : 0;
       c.units.store(keep, std::memory_order_relaxed);
       lim.release_detached(left - keep);
     } else {
