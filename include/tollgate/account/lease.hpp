@@ -12,8 +12,8 @@
 // calendar day, the money reserved, its slot-table word) so that settling
 // can give back or charge exactly what was taken. Settling is thread-safe
 // with everything the account does, and lock-free; the settle functions are
-// defined with the account (account.hpp). Moving a lease is not thread-safe
-// (it is one object).
+// defined after the account (account/settle.hpp). Moving a lease is not
+// thread-safe (it is one object).
 #ifndef TOLLGATE_ACCOUNT_LEASE_HPP
 #define TOLLGATE_ACCOUNT_LEASE_HPP
 
