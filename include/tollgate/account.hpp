@@ -8,13 +8,12 @@
 // limits are per organization, shared by all models and keys: make one
 // account per organization and send every request through it.
 //
-// The parts, each with its own contract under account/: the vocabulary and
-// limits (config.hpp); the policy each server model implies and the pure
-// admission decisions (policy.hpp); the limiters that hold the state
-// (limiters.hpp); per-thread credit (credit.hpp); the lease slot table and
-// its reaper (slot_table.hpp); pause and feedback (pause.hpp); statistics
-// (stats.hpp); the snapshot codec (snapshot.hpp); the lease and admission
-// (lease.hpp) and settling (settle.hpp).
+// The parts, each with its own contract under account/: vocabulary and
+// limits (config.hpp), server models' policies and the pure admission
+// decisions (policy.hpp), the limiters holding the state (limiters.hpp),
+// per-thread credit (credit.hpp), the lease slot table (slot_table.hpp),
+// pause and feedback (pause.hpp), statistics (stats.hpp), the snapshot codec
+// (snapshot.hpp), the lease (lease.hpp) and settling (settle.hpp).
 //
 // Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
 // prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
@@ -60,11 +59,9 @@
 // and 3.2 % of the concurrency limit); remaining() and in_flight() count
 // credit as not in flight; per_thread_credit = false turns it off.
 //
-// Cost. Spending credit, an admission and its settle take one atomic
-// read-modify-write (giving the slot-table word back; none with lease_timeout
-// zero) and nothing shared; a refill takes one CAS per window and one on the
-// permit count. Without credit: five (four with lease_timeout zero, one more
-// beyond a thread's own slot words). bench/ has the ratios.
+// Cost. Spending credit, an admission and its settle take one atomic RMW
+// (the slot-table word back; none with lease_timeout zero); a refill, one
+// CAS per window and one on the permits. Without credit: five. See bench/.
 #ifndef TOLLGATE_ACCOUNT_HPP
 #define TOLLGATE_ACCOUNT_HPP
 
@@ -119,9 +116,8 @@ class account {
     const errc e = init(c, origin, v);
     if (e != errc::ok) detail::fail(e, v);
   }
-  // Never throws: on error sets `ec` (and `v`, for a limit too large), and
-  // the account refuses every request for good (dimension::stopped,
-  // reason::misconfigured; resume() does not lift it).
+  // Never throws: on error sets `ec` (and `v`, for a limit too large); the
+  // account then refuses everything for good (stopped, misconfigured).
   account(const config_type& c, nanoseconds origin, errc& ec) noexcept {
     error_values v;
     ec = init_or_stop(c, origin, v);
@@ -174,11 +170,9 @@ class account {
     hook_fn_.store(fn, std::memory_order_release);    // release: pairs with the acquire in notify_release
   }
 
-  // Lifts a stop caused by a quota/balance error (after recharging). It does
-  // not end a pause: clear_pause() does.
+  // Lifts a quota/balance stop (after recharging), not a pause.
   void resume() noexcept { pause_.resume(); }
-  // Ends a pause now (a hint the caller knows to be wrong, an operator's
-  // override). Counts and stops stay.
+  // Ends a pause now (a hint known wrong, an operator's override); counts and stops stay.
   void clear_pause() noexcept { pause_.clear(); }
   bool stopped() const noexcept { return pause_.stopped(); }
   nanoseconds paused_until() const noexcept { return nanoseconds(pause_.until()); }
@@ -313,7 +307,7 @@ class account {
     l.model_ = r.model;
     if (d_.conc) {
       // Slots held past their deadline may come back: reap and try again.
-      if (!credit_.take_unit(*d_.conc, shard) && !(reap(now) && credit_.take_unit(*d_.conc, shard)))
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard)))
         return refuse_and_report(a, n, now, shard);
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
@@ -450,8 +444,8 @@ class account {
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     // Failure: a reaper took the word and returned the unit (slot_table.hpp).
-    // stamp_ is written with slot_ (lease.hpp); g++ cannot see that through
-    // a moved-into default lease, and warns.
+    // stamp_ is written with slot_; g++ cannot see that through a moved-into
+    // default lease, and warns.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -460,12 +454,18 @@ class account {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-    if (give) credit_.give_unit(*d_.conc);
+    unsigned shard = detail::thread_shards;
+    if (give && !credit_.give_unit_fast(shard)) give_unit_slow(shard);
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
     if (notify) notify_release();
   }
+
+  // Concurrency units through credit (credit.hpp); the slow paths out of line.
+  [[gnu::always_inline]] bool take_unit(unsigned s) noexcept { return credit_.take_unit_fast(s) || take_unit_slow(s); }
+  [[gnu::noinline]] bool take_unit_slow(unsigned shard) noexcept { return credit_.take_unit_slow(*d_.conc, shard); }
+  [[gnu::noinline]] void give_unit_slow(unsigned shard) noexcept { credit_.give_unit_slow(*d_.conc, shard); }
 
   // Frees the slots of leases held past lease_timeout; returns how many.
   [[gnu::noinline, gnu::cold]] std::uint64_t reap(nanoseconds now) noexcept {

@@ -197,8 +197,14 @@ class thread_credit {
     return 0;
   }
 
-  // A concurrency unit for a lease on `shard`.
-  [[gnu::always_inline]] bool take_unit(concurrency_limiter& lim, unsigned shard) noexcept {
+  // A concurrency unit for a lease on `shard`. The fast paths (units from
+  // this thread's credit, or back to it) are split from the slow ones so
+  // that a caller can keep the slow call out of line with no more arguments
+  // than it needs (the account does).
+  bool take_unit(concurrency_limiter& lim, unsigned shard) noexcept {
+    return take_unit_fast(shard) || take_unit_slow(lim, shard);
+  }
+  [[gnu::always_inline]] bool take_unit_fast(unsigned shard) noexcept {
     if (shard < detail::thread_shards && lines_) {
       line& c = lines_[shard];
       // relaxed: as in take_unit_slow.
@@ -208,9 +214,9 @@ class thread_credit {
         return true;
       }
     }
-    return take_unit_slow(lim, shard);
+    return false;
   }
-  [[gnu::noinline]] bool take_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
+  bool take_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
     if (shard >= detail::thread_shards || !lines_) return take_direct(lim, 1);
     line& c = lines_[shard];
     // relaxed (c.*): this thread owns the line. relaxed (epoch, chunk): lone
@@ -235,8 +241,14 @@ class thread_credit {
     return take_direct(lim, 1);
   }
   // A lease's unit back, on the releasing thread.
-  [[gnu::always_inline]] void give_unit(concurrency_limiter& lim) noexcept {
-    const unsigned shard = lines_ ? detail::this_thread_shard() : detail::thread_shards;
+  void give_unit(concurrency_limiter& lim) noexcept {
+    unsigned shard = detail::thread_shards;
+    if (!give_unit_fast(shard)) give_unit_slow(lim, shard);
+  }
+  // True when the unit went back to this thread's credit; else `shard` is
+  // the thread's, for give_unit_slow.
+  [[gnu::always_inline]] bool give_unit_fast(unsigned& shard) noexcept {
+    shard = lines_ ? detail::this_thread_shard() : detail::thread_shards;
     if (shard < detail::thread_shards) {
       line& c = lines_[shard];
       // relaxed: as in take_unit_slow.
@@ -244,12 +256,12 @@ class thread_credit {
       if (left <= 2 * conc_chunk_.load(std::memory_order_relaxed) &&
           c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
         c.units.store(left, std::memory_order_relaxed);
-        return;
+        return true;
       }
     }
-    give_unit_slow(lim, shard);
+    return false;
   }
-  [[gnu::noinline]] void give_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
+  void give_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
     if (shard >= detail::thread_shards) {
       lim.release_detached(1);
       return;
