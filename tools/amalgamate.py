@@ -3,7 +3,9 @@
 
 Every `#include <tollgate/...>` is replaced by the header's text, once; the
 include guards stay, so the result behaves like the modular headers. With
---check, regenerates in memory and fails if the checked-in file differs.
+--check, regenerates in memory and fails if the checked-in file differs;
+with --out PATH, writes PATH instead (a trial build, leaving the checked-in
+file alone).
 """
 import argparse
 import pathlib
@@ -61,6 +63,7 @@ def build():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true", help="fail if the checked-in file is stale")
+    ap.add_argument("--out", type=pathlib.Path, help="write here instead of single_include/tollgate.hpp")
     args = ap.parse_args()
     text = build()
     if args.check:
@@ -70,9 +73,10 @@ def main():
             return 1
         print("single_include/tollgate.hpp is up to date")
         return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    out = args.out.resolve() if args.out else OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 
 

@@ -90,6 +90,7 @@
 #include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
+#include <tollgate/window/ticket.hpp>
 
 #include <atomic>
 #include <cstddef>
@@ -100,48 +101,6 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// What a window admission charged: needed to refund it. Move-only: a copy
-// could refund the same tokens twice. A moved-from ticket holds nothing, so
-// refunding it is a no-op.
-struct window_ticket {
-  std::uint64_t slot = 0;    // the slot charged
-  std::uint64_t tokens = 0;  // tokens still charged to it
-  std::uint64_t units = 0;   // the same, in the window's units (rounded up)
-
-  constexpr window_ticket() noexcept = default;
-  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
-  window_ticket(const window_ticket&) = delete;
-  window_ticket& operator=(const window_ticket&) = delete;
-  window_ticket(window_ticket&& o) noexcept
-      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)) {}
-  window_ticket& operator=(window_ticket&& o) noexcept {
-    if (this != &o) {
-      slot = o.slot;
-      tokens = std::exchange(o.tokens, 0);
-      units = std::exchange(o.units, 0);
-    }
-    return *this;
-  }
-};
-
-namespace detail {
-struct window_limits {
-  static constexpr unsigned count_bits = 24;
-  static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;
-  static constexpr unsigned slot_bits = 40;
-  static constexpr std::uint64_t max_slot = (std::uint64_t{1} << slot_bits) - 1;
-  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;  // 10 Julian years
-  static constexpr std::uint64_t min_width_ns = (min_horizon_ns + max_slot - 1) / max_slot;
-  // errc::window_too_short's message states this figure.
-  static_assert(min_width_ns == 287015, "update message(errc::window_too_short)");
-};
-
-constexpr std::uint64_t pack_slot(std::uint64_t slot, std::uint64_t units) noexcept {
-  return (slot << window_limits::count_bits) | units;
-}
-constexpr std::uint64_t slot_of_word(std::uint64_t w) noexcept { return w >> window_limits::count_bits; }
-constexpr std::uint64_t units_of_word(std::uint64_t w) noexcept { return w & window_limits::max_units; }
-}  // namespace detail
 
 template <class Clock = steady_clock, std::size_t Subwindows = 15>
 class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
@@ -237,30 +196,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window may go over its limit, and later admissions wait until the excess
   // has left it. A stale `now` charges the head slot. Saturates at 2^24 - 1
   // units per slot.
-  void charge(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || unit_ == 0) return;
-    const std::uint64_t nu = unit_ == 1 ? n : detail::ceil_div(n, unit_);
-    const std::uint64_t s = slot_at(now);
-    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    for (;;) {
-      const std::uint64_t h = detail::slot_of_word(w);
-      const std::uint64_t cur = detail::units_of_word(w);
-      if (s <= h) {
-        const std::uint64_t next = cur + nu > L::max_units || cur + nu < cur ? L::max_units : cur + nu;
-        // acq_rel/acquire: as in try_acquire.
-        if (head_.compare_exchange_weak(w, detail::pack_slot(h, next), std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-          return;
-      } else {
-        publish_final(h, cur);
-        publish_older(s, window_sum(s, h, cur));
-        // acq_rel/acquire: as in try_acquire (moving the head).
-        if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu > L::max_units ? L::max_units : nu),
-                                        std::memory_order_acq_rel, std::memory_order_acquire))
-          return;
-      }
-    }
-  }
+  void charge(std::uint64_t n, nanoseconds now) noexcept;
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
   // Returns up to n of the ticket's tokens; returns the tokens given back
@@ -332,16 +268,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // The same, leaving out `unspent(j)` units of slot j (units a caller
   // counted in advance and has not used: the account's per-thread credit).
   template <class Unspent>
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now, Unspent&& unspent) const {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-    visit_slots(now, unspent, [&](std::uint64_t j, std::uint64_t, std::uint64_t u) {
-      // Slot j leaves the window when slot j + K + 1 begins.
-      const detail::i128 left = static_cast<detail::i128>(slot_start(j + K + 1).count()) - now.count();
-      const detail::i128 top = std::numeric_limits<std::int64_t>::max();
-      out.emplace_back(static_cast<std::uint64_t>(left < 1 ? 1 : left > top ? top : left), u);
-    });
-    return out;
-  }
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now, Unspent&& unspent) const;
 
   // The same by age: (age in slots relative to `now`'s slot, units), oldest
   // first. Ages drop where `now` lies in its slot; import_slots has to assume
@@ -350,20 +277,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
   }
   template <class Unspent>
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-    visit_slots(now, unspent, [&](std::uint64_t, std::uint64_t age, std::uint64_t u) { out.emplace_back(age, u); });
-    return out;
-  }
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const;
 
   // The longest time import_counts can keep a count (about the 40-bit slot
   // horizon: at least 10 years); longer times count as this.
-  nanoseconds import_horizon() const noexcept {
-    const std::uint64_t t = detail::sat_mul(L::max_slot - 2 * K - 4, width_);
-    return nanoseconds(t > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
-                           ? std::numeric_limits<std::int64_t>::max()
-                           : static_cast<std::int64_t>(t));
-  }
+  nanoseconds import_horizon() const noexcept;
 
   // Replaces the window's contents with counts as export_counts gives them
   // (time from `now` until each may leave, units), each kept at least that
@@ -376,74 +294,13 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window refuse everything (as stale) until it has passed. Units above the
   // 24-bit field saturate; zero times and units are skipped. Not
   // thread-safe: call it before sharing the window (it moves the origin).
-  void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
-    if (unit_ == 0) return;
-    using detail::i128;
-    const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
-    std::uint64_t longest = 0;
-    for (const auto& e : counts)
-      if (e.second > 0 && e.first > longest) longest = e.first > horizon ? horizon : e.first;
-    // relaxed (all stores below but the head's): not shared yet; the head's
-    // release store publishes them to acquirers anyway.
-    for (auto& r : ring_) r.store(0, std::memory_order_relaxed);
-    if (longest == 0) {
-      older_.store(0, std::memory_order_relaxed);
-      head_.store(0, std::memory_order_release);  // release: as below
-      return;
-    }
-    // The origin: K + 1 slots (or as many as fit above INT64_MIN) before the
-    // slot holding `now`, with `now + longest` on a slot boundary.
-    const i128 w = static_cast<i128>(width_);
-    const i128 phase = (w - static_cast<i128>(longest) % w) % w;
-    i128 o = static_cast<i128>(now.count()) - phase - static_cast<i128>(K + 1) * w;
-    const i128 bottom = std::numeric_limits<std::int64_t>::min();
-    if (o < bottom) o += (bottom - o + w - 1) / w * w;
-    origin_ = static_cast<std::int64_t>(o);
-    // The earliest slot whose end of life (the start of slot j + K + 1) is at
-    // or after now + t: any later slot keeps the units too.
-    auto slot_for = [&](std::uint64_t t) -> std::uint64_t {
-      if (t > horizon) t = horizon;
-      const i128 a = static_cast<i128>(now.count()) + static_cast<i128>(t) - o;
-      if (a <= 0) return 0;
-      const i128 j = (a + w - 1) / w - static_cast<i128>(K + 1);
-      return j < 0 ? 0 : static_cast<std::uint64_t>(j);
-    };
-    std::uint64_t head = slot_at(now);
-    for (const auto& e : counts)
-      if (e.second > 0 && e.first > 0 && slot_for(e.first) > head) head = slot_for(e.first);
-    std::uint64_t cur = 0, older = 0;
-    for (const auto& e : counts) {
-      if (e.second == 0 || e.first == 0) continue;
-      const std::uint64_t j = slot_for(e.first);
-      // Below head - K only when the head is ahead of `now`: such a slot
-      // leaves the window before the head's slot starts, and until then the
-      // window refuses everything.
-      if (j + K < head) continue;
-      const std::uint64_t u = e.second > L::max_units ? L::max_units : e.second;
-      if (j == head) {
-        cur = cur + u > L::max_units ? L::max_units : cur + u;
-        continue;
-      }
-      detail::atomic<std::uint64_t>& r = ring_[j % ring_size];
-      const std::uint64_t was = r.load(std::memory_order_relaxed);
-      const std::uint64_t had = detail::slot_of_word(was) == j ? detail::units_of_word(was) : 0;
-      r.store(detail::pack_slot(j, had + u > L::max_units ? L::max_units : had + u), std::memory_order_relaxed);
-      older = detail::sat_add(older, u);
-    }
-    older_.store(detail::pack_slot(head, older > L::max_units ? L::max_units : older), std::memory_order_relaxed);
-    head_.store(detail::pack_slot(head, cur), std::memory_order_release);  // release: publishes the ring to acquirers
-  }
+  void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept;
 
   // Loads slots by age (export_slots) into a window not shared yet. The
   // position of the old `now` inside its slot is not known, so each count is
   // kept as if it had been at the very start (round toward keeping): until
   // (K + 1 - age) slot widths from `now`. Ages above K have left the window.
-  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> counts;
-    for (const auto& e : slots)
-      if (e.first <= K) counts.emplace_back(detail::sat_mul(K + 1 - e.first, width_), e.second);
-    import_counts(now, counts);
-  }
+  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots);
 
   // Forgets every count: the window is as it was built (same origin and
   // limit). For recovering from a bogus far-future `now` (see the header).
@@ -478,76 +335,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // Calls f(j, age, units) for every slot j still in the window at `now`,
   // oldest first, with `unspent(j)` units left out (slots left empty skipped).
   template <class Unspent, class F>
-  void visit_slots(nanoseconds now, Unspent& unspent, F&& f) const {
-    if (unit_ == 0) return;
-    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const std::uint64_t h = detail::slot_of_word(w);
-    std::uint64_t s = slot_at(now);
-    if (s < h) s = h;
-    auto put = [&](std::uint64_t j, std::uint64_t u) {
-      const std::uint64_t off = unspent(j);
-      if (u > off) f(j, s - j, u - off);
-    };
-    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-      if (j + K >= s) put(j, ring_units(j));
-    if (h + K >= s) put(h, detail::units_of_word(w));
-  }
+  void visit_slots(nanoseconds now, Unspent& unspent, F&& f) const;
 
-  std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
-    if (n > t.tokens) n = t.tokens;
-    if (n == 0 || unit_ == 0) return 0;
-    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
-    const std::uint64_t back = t.units - keep_units;
-    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    for (;;) {
-      const std::uint64_t h = detail::slot_of_word(w);
-      if (t.slot == h) {
-        const std::uint64_t cur = detail::units_of_word(w);
-        if (cur == L::max_units) return 0;  // saturated: at least this much, nothing provably ours to give back
-        const std::uint64_t take = back < cur ? back : cur;
-        // acq_rel/acquire: as in try_acquire.
-        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-          break;
-        continue;
-      }
-      if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
-      detail::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
-      // relaxed: the ring word carries only itself; the head CAS that moved
-      // past t.slot already published its count, and we read that head above.
-      std::uint64_t r = e.load(std::memory_order_relaxed);
-      for (;;) {
-        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
-        const std::uint64_t cnt = detail::units_of_word(r);
-        if (cnt == L::max_units) return 0;  // saturated: as for the head
-        const std::uint64_t take = back < cnt ? back : cnt;
-        // relaxed: a lone counter; readers that miss the decrement over-count.
-        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
-                                    std::memory_order_relaxed)) {
-          // The cached sum for head h was computed before h was installed,
-          // hence before this decrement: take the same units off it. A cache
-          // for a later head was computed from the ring, with or without this
-          // decrement: leave it (too high is safe, twice is not). A saturated
-          // cache is only a lower bound of the ring's sum (older_of reads the
-          // ring then): taking units off it would make it look exact.
-          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
-          while (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) {
-            const std::uint64_t u = detail::units_of_word(c);
-            const std::uint64_t off = take < u ? take : u;
-            // relaxed: a lone cached sum, as in publish_older.
-            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
-                                             std::memory_order_relaxed))
-              break;
-          }
-          break;
-        }
-      }
-      break;
-    }
-    t.tokens -= n;
-    t.units = keep_units;
-    return n;
-  }
+  std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept;
 
   errc init(rate r, nanoseconds origin) noexcept {
     origin_ = origin.count();
@@ -683,5 +473,10 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 };
 
 TOLLGATE_END_NAMESPACE
+
+// Definitions of the corrections after the fact (charges, refunds) and of
+// the snapshot support.
+#include <tollgate/window/correct.hpp>
+#include <tollgate/window/snapshot.hpp>
 
 #endif  // TOLLGATE_SLIDING_WINDOW_HPP

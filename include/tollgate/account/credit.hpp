@@ -1,0 +1,352 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/credit.hpp: per-thread credit, which lets the first 16 threads
+// spend strict-window units and concurrency units without touching shared
+// state.
+//
+// Window credit. A thread that owns a statistics shard (the first 16 to
+// count) takes a strict window's units a chunk at a time: one CAS on the
+// window's head admits its request and counts `chunk` more units in the same
+// slot, which it then spends on its later requests in that slot with plain
+// loads and stores on its own cache line. Every unit is counted in the
+// window before it is spent, and spent only in the slot it was counted in,
+// so the window's bound holds exactly as if each request had taken its own
+// units. What a credit costs: units counted but not yet spent. They are
+// given back to the window when the owner's next request finds the slot over
+// or the window refuses it, if their slot is still the window's newest (else
+// they stay counted until it leaves the window: the safe side).
+//
+// Concurrency credit. The same for the concurrency limit: a thread takes
+// 1 + chunk units from the limiter in one CAS and hands them to its later
+// leases; a lease released on such a thread returns its unit to that
+// thread's credit, which gives everything above one chunk back once it holds
+// two. Units held as credit are held from the limiter, so leases in flight
+// never exceed the limit. A limit change bumps the epoch, and each thread
+// gives its credit back before taking a unit under the new limit. A thread
+// that exits holding credit leaves it on its shard, for the next thread that
+// claims that shard.
+//
+// Bound. chunk = limit / 1024 (limits below 1,024 units get no credit and
+// behave exactly as without it). Other threads can be refused falsely by at
+// most 16 chunks of a window (under 1.6 % of its limit) and 16 x 2 chunks of
+// the concurrency limit (under 3.2 %). A thread is refused because of its
+// own credit only when another thread moved the window on first; a refusal
+// gives the refused thread's window credit back (give_back) before the
+// account asks the windows for a wait, so the wait is the same with credit
+// as without.
+//
+// Concurrency. Each line is written by the thread that owns its shard only
+// (relaxed loads and stores; ownership passes between threads through the
+// shard claim's release/acquire, detail/shard_counters.hpp); the fields are
+// atomic only so that readers (remaining(), snapshot()) may read them, which
+// they do relaxed, as a snapshot. Chunks and the epoch are lone values read
+// relaxed: a thread that sees a change late takes a chunk of the old size,
+// as a direct try_acquire racing set_limit could. Lines hold window slot
+// numbers and times, no pointer: address-free, but owned per thread shard.
+#ifndef TOLLGATE_ACCOUNT_CREDIT_HPP
+#define TOLLGATE_ACCOUNT_CREDIT_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/concurrency.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/shard_counters.hpp>
+#include <tollgate/sliding_window.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+template <class Window>
+class thread_credit {
+ public:
+  enum : unsigned { rpm, tpm, tpd, kinds };  // the windows that can grant credit
+  static constexpr std::uint64_t divisor = 1024;
+
+  struct credit {
+    detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
+    detail::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
+    detail::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
+  };
+  struct alignas(TOLLGATE_CACHELINE_SIZE) line {
+    credit c[kinds];
+    // Concurrency units this thread holds from the limiter for leases to
+    // come, and the limit change they were taken under.
+    detail::atomic<std::uint64_t> units{0};
+    detail::atomic<std::uint64_t> epoch{0};
+  };
+
+  static std::uint64_t chunk_of(const Window& w) noexcept {
+    return w.unit() == 0 ? 0 : w.limit() / w.unit() / divisor;
+  }
+
+  // The lines, allocated once (at construction: limits raised later may need them).
+  void allocate() { lines_.reset(new line[detail::thread_shards]); }
+  bool enabled() const noexcept { return lines_ != nullptr; }
+  // Each window's unit, fixed at construction.
+  void set_unit(unsigned kind, std::uint64_t u) noexcept { unit_[kind] = u; }
+
+  // The chunks in force: for each window (null: none) and the concurrency
+  // limit (0: none); off gives no credit at all. Bumps the epoch, so every
+  // thread gives back what it took under the previous limit before it takes more.
+  void update(bool on, const Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
+    for (unsigned k = 0; k < kinds; ++k)
+      // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
+      chunk_[k].store(on && ws[k] ? chunk_of(*ws[k]) : 0, std::memory_order_relaxed);
+    conc_chunk_.store(on ? conc_limit / divisor : 0, std::memory_order_relaxed);  // relaxed: as above
+    conc_epoch_.fetch_add(1, std::memory_order_relaxed);  // relaxed: as above
+  }
+
+  // Takes n tokens of window `kind` for a request on `shard`, from credit if
+  // it can, else from the window; `slot` is where they were counted.
+  // Spending credit is the hot path (inline); refills and refusals are not.
+  [[gnu::always_inline]] bool take_window(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
+                                          std::uint64_t& slot, unsigned shard) noexcept {
+    if (shard < detail::thread_shards && lines_) {
+      credit& c = lines_[shard].c[kind];
+      const std::uint64_t u = unit_[kind];
+      const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
+      // relaxed (all of c): this thread owns the line, see the header.
+      const std::uint64_t left = c.left.load(std::memory_order_relaxed);
+      if (left >= nu && now.count() >= c.start.load(std::memory_order_relaxed) &&
+          now.count() < c.end.load(std::memory_order_relaxed)) {
+        c.left.store(left - nu, std::memory_order_relaxed);
+        slot = c.slot.load(std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return take_window_slow(w, kind, n, now, slot, shard);
+  }
+
+  [[gnu::noinline]] bool take_window_slow(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
+                                          std::uint64_t& slot, unsigned shard) noexcept {
+    // relaxed: a lone value, changed only by set_limits.
+    const std::uint64_t chunk = n == 0 || shard >= detail::thread_shards ? 0 : chunk_[kind].load(std::memory_order_relaxed);
+    window_ticket t;
+    if (chunk == 0) {
+      const bool ok = w.try_acquire(n, now, t).admitted();
+      slot = t.slot;
+      return ok;
+    }
+    credit& c = lines_[shard].c[kind];
+    const std::uint64_t u = w.unit();
+    const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
+    // relaxed (all of c): as above.
+    std::uint64_t left = c.left.load(std::memory_order_relaxed);
+    const bool same_slot = now.count() >= c.start.load(std::memory_order_relaxed) &&
+                           now.count() < c.end.load(std::memory_order_relaxed);
+    if (same_slot && left >= nu) {  // (the fast path's case, for a caller that went straight here)
+      c.left.store(left - nu, std::memory_order_relaxed);
+      slot = c.slot.load(std::memory_order_relaxed);
+      return true;
+    }
+    if (left > 0 && !same_slot) {
+      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
+      left = 0;
+    }
+    // From the window: this request and a chunk more, in one CAS.
+    window_ticket big;
+    if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
+      // A refill on the credit's own slot keeps what is left of it. Another
+      // slot with units left cannot happen (`now` is in the credit's slot,
+      // on the grid it was taken on: only import_counts moves the grid, and
+      // a restore clears every line), so nothing is given back here; were it
+      // to happen, the units would stay counted in their slot (the safe side).
+      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
+        left = 0;
+        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
+        c.slot.store(big.slot, std::memory_order_relaxed);
+        c.start.store(start, std::memory_order_relaxed);
+        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
+      }
+      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
+      slot = big.slot;
+      return true;
+    }
+    // No room for a chunk: this request alone, after giving back what this
+    // thread holds (so its own credit never refuses it).
+    if (left > 0) {
+      give_credit(w, c, left);
+      left = 0;
+    }
+    const bool ok = w.try_acquire(n, now, t).admitted();
+    slot = t.slot;
+    return ok;
+  }
+
+  // After a refusal on `shard`: gives the thread's window credit back (as its
+  // next attempt would) and returns the concurrency units it holds under the
+  // current limit (a permit it can take).
+  std::uint64_t give_back(Window* const (&ws)[kinds], unsigned shard) noexcept {
+    if (!lines_ || shard >= detail::thread_shards) return 0;
+    line& l = lines_[shard];
+    for (unsigned k = 0; k < kinds; ++k) {
+      // relaxed: this thread owns the line, see the header.
+      const std::uint64_t left = l.c[k].left.load(std::memory_order_relaxed);
+      if (ws[k] && left > 0) give_credit(*ws[k], l.c[k], left);
+    }
+    // relaxed: as in take_unit.
+    if (l.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed))
+      return l.units.load(std::memory_order_relaxed);
+    return 0;
+  }
+
+  // A concurrency unit for a lease on `shard`. The fast paths (units from
+  // this thread's credit, or back to it) are split from the slow ones so
+  // that a caller can keep the slow call out of line with no more arguments
+  // than it needs (the account does).
+  bool take_unit(concurrency_limiter& lim, unsigned shard) noexcept {
+    return take_unit_fast(shard) || take_unit_slow(lim, shard);
+  }
+  [[gnu::always_inline]] bool take_unit_fast(unsigned shard) noexcept {
+    if (shard < detail::thread_shards && lines_) {
+      line& c = lines_[shard];
+      // relaxed: as in take_unit_slow.
+      const std::uint64_t left = c.units.load(std::memory_order_relaxed);
+      if (left > 0 && c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
+        c.units.store(left - 1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return false;
+  }
+  bool take_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
+    if (shard >= detail::thread_shards || !lines_) return take_direct(lim, 1);
+    line& c = lines_[shard];
+    // relaxed (c.*): this thread owns the line. relaxed (epoch, chunk): lone
+    // values, see the header.
+    std::uint64_t left = c.units.load(std::memory_order_relaxed);
+    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
+    if (c.epoch.load(std::memory_order_relaxed) != epoch) {
+      c.units.store(0, std::memory_order_relaxed);
+      if (left > 0) lim.release_detached(left);
+      left = 0;
+      c.epoch.store(epoch, std::memory_order_relaxed);
+    }
+    if (left > 0) {
+      c.units.store(left - 1, std::memory_order_relaxed);
+      return true;
+    }
+    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
+    if (chunk > 0 && take_direct(lim, 1 + chunk)) {
+      c.units.store(chunk, std::memory_order_relaxed);
+      return true;
+    }
+    return take_direct(lim, 1);
+  }
+  // A lease's unit back, on the releasing thread.
+  void give_unit(concurrency_limiter& lim) noexcept {
+    unsigned shard = detail::thread_shards;
+    if (!give_unit_fast(shard)) give_unit_slow(lim, shard);
+  }
+  // True when the unit went back to this thread's credit; else `shard` is
+  // the thread's, for give_unit_slow.
+  [[gnu::always_inline]] bool give_unit_fast(unsigned& shard) noexcept {
+    shard = lines_ ? detail::this_thread_shard() : detail::thread_shards;
+    if (shard < detail::thread_shards) {
+      line& c = lines_[shard];
+      // relaxed: as in take_unit_slow.
+      const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
+      if (left <= 2 * conc_chunk_.load(std::memory_order_relaxed) &&
+          c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
+        c.units.store(left, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return false;
+  }
+  void give_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
+    if (shard >= detail::thread_shards) {
+      lim.release_detached(1);
+      return;
+    }
+    line& c = lines_[shard];
+    // relaxed: as in take_unit.
+    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
+    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
+    const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
+    const bool current = c.epoch.load(std::memory_order_relaxed) == epoch;
+    if (!current || left > 2 * chunk) {
+      const std::uint64_t keep = current ? chunk : 0;
+      c.units.store(keep, std::memory_order_relaxed);
+      lim.release_detached(left - keep);
+    } else {
+      c.units.store(left, std::memory_order_relaxed);
+    }
+  }
+
+  // Concurrency units held as credit by every thread (a snapshot).
+  std::uint64_t units_held() const noexcept {
+    if (!lines_) return 0;
+    std::uint64_t sum = 0;
+    // relaxed: a snapshot of other threads' lines.
+    for (unsigned i = 0; i < detail::thread_shards; ++i) sum += lines_[i].units.load(std::memory_order_relaxed);
+    return sum;
+  }
+  // Units of window `kind` held as credit in slot j (a snapshot).
+  std::uint64_t in_slot(unsigned kind, std::uint64_t j) const noexcept {
+    if (!lines_) return 0;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+      const credit& c = lines_[i].c[kind];
+      // relaxed: as in held_at.
+      if (c.slot.load(std::memory_order_relaxed) == j) sum += c.left.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
+  // Units of window `kind` held as credit in `now`'s slot, by every thread
+  // (a snapshot: owners change them as it is read).
+  std::uint64_t held_at(unsigned kind, nanoseconds now) const noexcept {
+    if (!lines_) return 0;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+      const credit& c = lines_[i].c[kind];
+      // relaxed: a statistic-grade read of another thread's line.
+      if (now.count() >= c.start.load(std::memory_order_relaxed) && now.count() < c.end.load(std::memory_order_relaxed))
+        sum += c.left.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
+  // Forgets the window credit (a restore replaced the counts it was taken from).
+  void clear_windows() noexcept {
+    if (!lines_) return;
+    for (unsigned i = 0; i < detail::thread_shards; ++i)
+      for (credit& c : lines_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+  }
+
+ private:
+  static bool take_direct(concurrency_limiter& lim, std::uint64_t k) noexcept {
+    permit p = lim.try_acquire(k);
+    if (!p) return false;
+    p.detach();  // owed back through release_detached: give_unit, take_unit or the reaper
+    return true;
+  }
+  static void give_credit(Window& w, credit& c, std::uint64_t left) noexcept {
+    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
+    // on the head then carries it to any snapshot() that sees the refund (so
+    // a snapshot never leaves these units out twice).
+    c.left.store(0, std::memory_order_relaxed);
+    const std::uint64_t tokens = detail::sat_mul(left, w.unit());
+    window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
+    // Only into the head slot: once the window has moved on, the units stay
+    // counted until their slot leaves it (the safe side).
+    (void)w.refund_to_head(back, tokens);
+  }
+
+  std::unique_ptr<line[]> lines_;  // one per owned shard, when some limit grants credit
+  detail::atomic<std::uint64_t> chunk_[kinds] = {};
+  std::uint64_t unit_[kinds] = {1, 1, 1};
+  detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_CREDIT_HPP
