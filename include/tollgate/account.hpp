@@ -444,16 +444,7 @@ class account {
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     // Failure: a reaper took the word and returned the unit (slot_table.hpp).
-    // stamp_ is written with slot_; g++ cannot see that through a moved-into
-    // default lease, and warns.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
     if (l.holds_ && l.slot_ != lease_type::no_slot) give = slots_.release(l.slot_, l.stamp_);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
     unsigned shard = detail::thread_shards;
     if (give && !credit_.give_unit_fast(shard)) give_unit_slow(shard);
     l.holds_ = false;

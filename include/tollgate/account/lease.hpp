@@ -104,14 +104,18 @@ class lease {
     }
   }
   // The fields without an initializer are written by the admission before
-  // anything reads them (stamp_ with slot_, the others once acc_ is set) and
+  // anything reads them (once acc_ is set) and
   // copied only then. Initializing them would leave one run of zeros longer
   // than 64 bytes in every admission, which g++ clears with `rep stos`: about
   // 11 ns of start-up per try_admit on the machines we measured.
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
   account<Clock, Currency>* acc_ = nullptr;
   std::size_t slot_ = no_slot;  // its entry in the account's slot table, if any
-  std::uint64_t stamp_;          // what it wrote there
+  // Set although always written with slot_: once the release is inlined into
+  // a caller, g++ cannot see that through a moved-into default lease and
+  // warns in the caller's code (-Wmaybe-uninitialized). It sits between
+  // slot_ (all ones) and holds_, so no long run of zeros forms.
+  std::uint64_t stamp_ = 0;      // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
   // The window slots its requests and tokens were counted in (the rest of
   // each window ticket follows from tokens_); for a spaced bucket instead,
