@@ -51,8 +51,9 @@
 // admissions, but config() may then be read torn: read it from one thread.
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
-// is one atomic word); counters are exact once threads are joined,
-// approximate while they run. A lease must not outlive its account. With
+// is one atomic word); with a waiting_room attached, though, every lease
+// release calls the room, which takes its mutex. Counters are exact once
+// threads are joined, approximate while they run. A lease must not outlive its account. With
 // limits of 1,024 units and more, the first 16 threads take window and
 // concurrency units a chunk at a time (credit.hpp: the bounds hold exactly;
 // other threads may be refused falsely by at most 1.6 % of a window's limit

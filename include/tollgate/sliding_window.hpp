@@ -5,7 +5,7 @@
 // Guarantee. For a limit L per window W: in every half-open window (t - W, t]
 // of the supplied timestamps, the units admitted never exceed L, under any
 // interleaving of threads. No server that counts "at most L in any W" can
-// reject what this admitted (see the compliance table in the README).
+// reject what this admitted (see the compliance tables in docs/server-models.md).
 //
 // How. Time is cut into slots of width w = ceil(W / K) (K = `Subwindows`,
 // default 15). A request at slot s is admitted if the units already admitted

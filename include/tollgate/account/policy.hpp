@@ -17,8 +17,8 @@
 //
 // Server model. Kimi does not document how it counts. `server_model` says
 // which model to stay inside; each dimension then uses the policy the
-// compliance tests found safe against it (README, "Which policy stays inside
-// which server?"):
+// compliance tests found safe against it (docs/server-models.md, "The compliance
+// tables"):
 //   fixed_window, sliding_log, token_bucket -> strict sliding window at L
 //   window_counter, gcra, unknown (default) -> one request at a time, each
 //       spaced by its own size, at L - m per window (m = 1 for requests,
