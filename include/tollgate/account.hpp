@@ -53,12 +53,13 @@
 // and lock-free (each dimension is one of the lock-free primitives; the pause
 // is one atomic word); with a waiting_room attached, though, every lease
 // release calls the room, which takes its mutex. Counters are exact once
-// threads are joined, approximate while they run. A lease must not outlive its account. With
-// limits of 1,024 units and more, the first 16 threads take window and
-// concurrency units a chunk at a time (credit.hpp: the bounds hold exactly;
-// other threads may be refused falsely by at most 1.6 % of a window's limit
-// and 3.2 % of the concurrency limit); remaining() and in_flight() count
-// credit as not in flight; per_thread_credit = false turns it off.
+// threads are joined, approximate while they run. A lease must not outlive
+// its account. With limits of 1,024 units and more, the first 16 threads take
+// window and concurrency units a chunk at a time (credit.hpp: the bounds hold
+// exactly; other threads may be refused falsely by at most 1.6 % of a
+// window's limit and 3.2 % of the concurrency limit); remaining() and
+// in_flight() count credit as not in flight; per_thread_credit = false turns
+// it off.
 //
 // Cost. Spending credit, an admission and its settle take one atomic RMW
 // (the slot-table word back; none with lease_timeout zero); a refill, one
