@@ -16,24 +16,21 @@
 // interval in force, `exact()` says which case applies), never faster. Rates
 // that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
 //
-// Horizon. Ticks are counted from an epoch in 62 bits: the origin (the
+// Horizon. Ticks are counted in 62 bits from an epoch: the origin (the
 // construction time, or one you pass) to begin with. Every accepted
 // configuration spans at least 10 years from its epoch (`horizon()` says
-// exactly how long; configurations that cannot are refused at construction).
-// The bucket never runs out of it: once a call with a `now` 2^57 ticks past
-// the epoch (4.6 years / s: 120 days at s = 14) takes the writer flag
-// (try_acquire and charge try once, without waiting; set_rate and set_burst
-// always do), the epoch moves forward to 2^56 ticks before that `now`, with
-// the TAT moved by the same whole number of nanoseconds. This is exact:
-// every decision at the moving `now` or later is the one the old epoch gave.
-// A bucket therefore keeps its bound and its exact waits for any `now` up to
-// INT64_MAX, however far from the origin. A `now` before the epoch in force
-// counts as the epoch (as one before the origin does), so readings that lag
-// the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
-// are evaluated as if made at the epoch: never more permissive than the
-// latest time seen. (The writer flag is only held for a few stores, so a move
-// misses its chance only while a set_rate or a refund runs, and months of
-// room remain.)
+// exactly how long; configurations that cannot are refused at construction),
+// and the bucket never runs out of it: once a call's `now` is 2^57 ticks past
+// the epoch (4.6 years / s: 120 days at s = 14), the epoch moves forward to
+// 2^56 ticks before it, the TAT with it by the same whole nanoseconds: exact
+// (every decision at that `now` or later is the one the old epoch gave). The
+// move takes the writer flag: try_acquire and charge try once without
+// waiting, set_rate and set_burst always do; the flag is held only for a few
+// stores, so months of room remain. So a bucket keeps its bound and exact
+// waits for any `now` up to INT64_MAX. A `now` before the epoch counts as the
+// epoch, so readings that lag the latest by more than 2^56 ticks (2.3 years
+// / s: 60 days at s = 14) are evaluated as if made at the epoch: never more
+// permissive than the latest time seen.
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
@@ -112,11 +109,12 @@
 TOLLGATE_BEGIN_NAMESPACE
 
 namespace detail {
-// A test seam between an operation's read of the state and its CAS, where a
-// test can reconfigure the bucket (a stalled thread, without threads). It
-// does nothing unless a test specialises it for its own clock type.
+// Test seams where a test can reconfigure the bucket (a stalled thread,
+// without threads): between an acquirer's read of the parameters and of the
+// state, and before its CAS. They do nothing unless a test specialises them.
 template <class Clock>
 struct token_bucket_stall {
+  static void before_load() noexcept {}
   static void before_cas() noexcept {}
 };
 }  // namespace detail
@@ -147,7 +145,6 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
 
   token_bucket(const token_bucket&) = delete;
   token_bucket& operator=(const token_bucket&) = delete;
-
   // Checks a configuration without building anything.
   static constexpr errc validate(rate r, std::uint64_t burst) noexcept {
     detail::gcra_params p{};
@@ -157,7 +154,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Takes n units if the bucket holds them at `now`.
   decision try_acquire(std::uint64_t n, nanoseconds now) noexcept { return acquire(n, 0, now, nullptr); }
   decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
-  // The same, and fills `t` for a later refund (a refusal leaves it empty).
+  // The same, filling `t` for a later refund (a refusal leaves it empty).
   decision try_acquire(std::uint64_t n, nanoseconds now, bucket_ticket& t) noexcept { return acquire(n, 0, now, &t); }
   // Takes n units if the bucket holds them at `now` and, in the same step,
   // charges `extra` more as debt (usage known to follow the admission). The
@@ -181,7 +178,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0 || !slots_.enter_refund()) return 0;
+    if (n == 0 || !writer_.enter_refund()) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
@@ -199,7 +196,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         break;
       }
     }
-    slots_.leave_refund();
+    writer_.leave_refund();
     t.units -= got;
     return got;
   }
@@ -211,7 +208,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // never holds more than B and the TAT never moves below `now`. Returns the
   // whole units actually returned.
   std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || !slots_.enter_refund()) return 0;
+    if (n == 0 || !writer_.enter_refund()) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
@@ -229,7 +226,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         break;
       }
     }
-    slots_.leave_refund();
+    writer_.leave_refund();
     return got;
   }
   std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
@@ -284,12 +281,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Thread-safe: serialised with set_rate on the writer flag, after the
-  // refunds already inside; an acquire racing it is decided before or after
-  // it (by the generation check, however many changes it sleeps through).
-  // Tickets from before it give nothing back.
+  // Serialised with set_rate on the writer flag; an acquire racing it is
+  // decided before or after it (the generation check). Tickets from before
+  // it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
-    slots_.lock_writer();
+    writer_.lock();
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     detail::gcra_params p = params_of(w);
     if (p.burst != 0) {
@@ -307,48 +303,39 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       // that read the old slot fails its CAS or its generation check).
       state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
                    std::memory_order_release);
+      slots_.set_hint(next);
     }
-    slots_.unlock_writer();
+    writer_.unlock();
   }
 
-  // Live changes keep the state: the units owed at `now` stay owed (see the
-  // contract above for a stale `now`). They return the error and change nothing if the
-  // new configuration is invalid.
+  // Live changes keep the units owed at `now` (see the contract above for a
+  // stale `now`); an invalid configuration is refused and changes nothing.
   [[nodiscard]] errc set_rate(rate r, nanoseconds now) noexcept { return reconfigure(&r, nullptr, now); }
   [[nodiscard]] errc set_rate(rate r) noexcept { return set_rate(r, Clock::now()); }
-  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept {
-    return reconfigure(nullptr, &b, now);
-  }
+  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept { return reconfigure(nullptr, &b, now); }
   [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
 
   rate current_rate() const noexcept {
     return slots_.rate_peek(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
   }
-  std::uint64_t burst() const noexcept { return params_of(state_.load(std::memory_order_acquire)).burst; }
+  std::uint64_t burst() const noexcept { return in_force().burst; }
   // True when the interval in force is exactly period / count.
-  bool exact() const noexcept { return params_of(state_.load(std::memory_order_acquire)).exact; }
+  bool exact() const noexcept { return in_force().exact; }
   // The rate actually enforced: scale units per (interval in ticks) ns. It
   // equals the configured rate (reduced) when exact(), else it is slower by
   // less than 0.1 %.
   rate effective_rate() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    const detail::gcra_params p = in_force();
     return rate(p.scale, nanoseconds(static_cast<std::int64_t>(p.interval)));
   }
   // The emission interval in force, rounded up to whole nanoseconds.
-  nanoseconds interval() const noexcept {
-    return nanoseconds(detail::gcra_interval_ns(params_of(state_.load(std::memory_order_acquire))));
-  }
+  nanoseconds interval() const noexcept { return nanoseconds(detail::gcra_interval_ns(in_force())); }
   // How far from its epoch the bucket counts exactly (at least 10 years; the
   // epoch moves forward long before, see the header).
-  nanoseconds horizon() const noexcept {
-    return nanoseconds(detail::gcra_horizon_ns(params_of(state_.load(std::memory_order_acquire))));
-  }
+  nanoseconds horizon() const noexcept { return nanoseconds(detail::gcra_horizon_ns(in_force())); }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
   // The epoch in force: the origin, or where it has moved to.
-  nanoseconds epoch() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
-    return nanoseconds(p.epoch);
-  }
+  nanoseconds epoch() const noexcept { return nanoseconds(in_force().epoch); }
 
  private:
   // try_acquire, try_acquire_and_charge and charge: one CAS that adds
@@ -363,18 +350,21 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   decision acquire(std::uint64_t n, std::uint64_t extra, nanoseconds now, bucket_ticket* t) noexcept {
     if (t) *t = bucket_ticket{};
     if (n == 0 && extra == 0) return decision::admit();
-    // acquire: pairs with the release CAS in reconfigure_locked() (or the
-    // release store in reset()) that installed the tag we read, or any RMW
-    // after it, which continues that release sequence; so the slot's
-    // generation and fields are visible.
-    std::uint64_t w = state_.load(std::memory_order_acquire);
-    detail::gcra_params p = hot_params_of(w);
+    // The parameters first, from the slot last installed, checked against
+    // the word (see "Reading a slot" in detail/bucket_slots.hpp).
+    std::size_t i = slots_.hint();
+    detail::gcra_params p = slots_.hot(i);
     std::uint64_t now_t = ticks(now, p);
+    detail::token_bucket_stall<Clock>::before_load();
+    // acquire: pairs with the release CAS in reconfigure_locked() (or store
+    // in reset()) that installed the tag we read, or any RMW after it, which
+    // continues that release sequence: that slot's contents are visible.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    if (refresh(w, i, p)) now_t = ticks(now, p);
     if (__builtin_expect(detail::gcra_move_due(now_t), 0)) {
       try_move_epoch(now);
       w = state_.load(std::memory_order_acquire);  // acquire: as above
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
+      if (refresh(w, i, p)) now_t = ticks(now, p);
     }
     for (;;) {
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
@@ -391,13 +381,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       const std::uint64_t nw = (w & ~L::max_ticks) | next;
       detail::token_bucket_stall<Clock>::before_cas();
       // acq_rel on success: acquire makes the generation check below see any
-      // reinstallation of the slot whose tag this word carries (it was
-      // written before the CAS that installed it, which this CAS follows);
-      // release keeps the parameter loads above before the CAS and this RMW
-      // in the release sequence of the last reconfiguration. On failure `w`
-      // is reloaded with acquire for the same reason as the first load.
+      // reinstallation of the slot whose tag this word carries (written
+      // before the CAS that installed it, which this CAS follows); release
+      // keeps this RMW in the release sequence of the last reconfiguration.
+      // On failure `w` is reloaded with acquire, as the first load.
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        if (__builtin_expect(slots_.gen(slot_index(nw)) == p.gen, 1)) {  // ordered after the CAS, see above
+        if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
           if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
           return decision::admit();
         }
@@ -406,17 +395,24 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         if (state_.compare_exchange_strong(cur, w, std::memory_order_acq_rel, std::memory_order_acquire)) cur = w;
         w = cur;
       }
-      // Lost a race or met a stale slot: re-read the parameters of the tag
-      // now in force.
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
+      if (refresh(w, i, p)) now_t = ticks(now, p);  // lost a race (`w` is the word now) or met a stale slot
     }
+  }
+  // Re-reads the parameters (and says so) unless slot i's installation `p` is
+  // still the one in force at `w` (loaded, or CAS'd, with acquire before).
+  bool refresh(std::uint64_t w, std::size_t& i, detail::gcra_params& p) const noexcept {
+    if (__builtin_expect(slot_index(w) == i && slots_.gen(i) == p.gen, 1)) return false;
+    i = slot_index(w);
+    p = slots_.hot(i);
+    return true;
   }
 
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
   detail::gcra_params hot_params_of(std::uint64_t w) const noexcept { return slots_.hot(slot_index(w)); }
   detail::gcra_params params_of(std::uint64_t w) const noexcept { return slots_.full(slot_index(w)); }
+  // acquire: as in acquire().
+  detail::gcra_params in_force() const noexcept { return params_of(state_.load(std::memory_order_acquire)); }
 
   static std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) noexcept {
     return detail::gcra_ticks(now.count(), p);
@@ -428,7 +424,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Moves the epoch if the writer flag is free: try once, never wait (the
   // hot paths call it; years of room remain to try again).
   [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
-    if (!slots_.try_lock_writer()) return;  // a writer or a refund is inside
+    if (!writer_.try_lock()) return;  // a writer or a refund is inside
     (void)reconfigure_locked(nullptr, nullptr, now);
   }
 
@@ -449,7 +445,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Installs a new rate and/or burst (a null pointer keeps the current one),
   // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    slots_.lock_writer();
+    writer_.lock();
     return reconfigure_locked(nr, nb, now);
   }
   // The same, with the writer flag held; releases it.
@@ -462,12 +458,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     detail::gcra_params np{};
     const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
     if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
-      slots_.unlock_writer();
+      writer_.unlock();
       return e;
     }
     np.epoch = detail::gcra_epoch_for(np, cp.epoch, now.count());
     if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
-      slots_.unlock_writer();
+      writer_.unlock();
       return errc::ok;
     }
     // An epoch move keeps the configuration (tickets stay good: it is exact).
@@ -483,13 +479,18 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
                                        std::memory_order_acq_rel, std::memory_order_acquire))
         break;
     }
-    slots_.unlock_writer();
+    slots_.set_hint(next);
+    writer_.unlock();
     return errc::ok;
   }
 
+  // The state word shares its line only with the writer flag, which refunds
+  // and writers change together with it; what acquirers only read starts on
+  // the next line, so another thread's CAS never evicts it.
   detail::atomic<std::uint64_t> state_{0};
-  std::int64_t origin_ = 0;  // written once, before the object is shared
-  detail::bucket_slots slots_;  // the writer flag, then the four slots
+  detail::bucket_writer writer_;
+  alignas(TOLLGATE_CACHELINE_SIZE) std::int64_t origin_ = 0;  // written once, before the object is shared
+  detail::bucket_slots slots_;
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };

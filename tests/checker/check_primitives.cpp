@@ -245,10 +245,13 @@ struct bucket_exec : execution {
     s.label(&b, sizeof(b), [](std::size_t off) {
       static const char* const f[] = {"gen",    "scale", "interval", "burst", "tau",
                                       "epoch",  "config", "exact",   "count", "period"};
+      // The layout in token_bucket.hpp: the state word and the writer flag
+      // on one line, then the origin, the four slots and the hint.
       if (off == 0) return std::string("state");
-      if (off == 16) return std::string("writer");
-      if (off < 24) return std::string("?");
-      return "slot[" + std::to_string((off - 24) / 80) + "]." + f[((off - 24) % 80) / 8];
+      if (off == 8) return std::string("writer");
+      if (off == 456) return std::string("hint");
+      if (off < 136 || off > 456) return std::string("?");
+      return "slot[" + std::to_string((off - 136) / 80) + "]." + f[((off - 136) % 80) / 8];
     });
     for (const auto& sc : scripts)
       for (const auto& op : sc) {

@@ -13,18 +13,30 @@
 // (never the one in force) and then installs its tag with one release CAS on
 // the state word; that CAS is what publishes the slot.
 //
-// Reading a slot. A reader takes the state word (acquire), then the slot's
-// generation and fields (`hot`, `full`). The fields may be torn by a writer
-// refilling the slot four reconfigurations later; the generation, read first
-// and checked again after the reader's CAS on the state word, tells: it
-// differs exactly when the slot was refilled since (see token_bucket::acquire).
+// Reading a slot. Most readers take the state word (acquire), then the
+// slot its tag names: its contents are then at least the installation in
+// force at the word. An acquirer does it the other way round: it takes the
+// generation, then the fields (`hot`), then the word, and uses them only if
+// the word carries that slot's tag and the generation, read again after the
+// word, is unchanged: then they belong to the installation in force at the
+// word. (A writer refills a slot only after moving the tag away from it, and
+// a reader that saw any of its stores reads the word after that move.)
+// Which slot to read first is a guess, `hint`, that writers update after
+// they install. Reading the parameters ahead of the word keeps them off the
+// chain from the word to the CAS: once the word arrives, only the GCRA's own
+// steps stand before the CAS, as in a bare one-word GCRA. Either way the
+// fields may be torn by a writer refilling the slot; the generation, checked
+// again after the reader's CAS, tells (it differs exactly when the slot was
+// refilled since, see token_bucket's acquire).
 //
-// The writer flag `writer_`: bit 0 is held by a reconfiguration, a reset or
-// an epoch move; every refund inside adds 2. Refunds lower the TAT, so a
-// stale reconfiguration could not be undone after one: they keep writers
-// out while they run, and never wait (one that meets a writer gives nothing
-// back). Writers wait for refunds already inside and spin against each
-// other, never against acquirers.
+// The writer flag (bucket_writer): bit 0 is held by a reconfiguration, a
+// reset or an epoch move; every refund inside adds 2. Refunds lower the TAT,
+// so a stale reconfiguration could not be undone after one: they keep
+// writers out while they run, and never wait (one that meets a writer gives
+// nothing back). Writers wait for refunds already inside and spin against
+// each other, never against acquirers. The flag lives beside the state word
+// (refunds and writers change both), the slots on lines of their own, which
+// only writers change.
 //
 // Every member is a standard-layout atomic of a lock-free type, so the slots
 // may live in memory shared between processes.
@@ -77,11 +89,24 @@ class bucket_slots {
     return p;
   }
 
-  // The slot's generation now, for the check after a CAS on the state word.
+  // The slot's generation now, for the checks after a read or CAS of the
+  // state word.
   std::uint64_t gen(std::size_t i) const noexcept {
-    // relaxed: the caller's acq_rel CAS on the state word orders it after
-    // that CAS, and so after the installation whose tag the CAS followed.
+    // relaxed: the caller's acquire load or acq_rel CAS of the state word
+    // orders it after that, and so after the installation whose tag the
+    // word carries.
     return s_[i].gen.load(std::memory_order_relaxed);
+  }
+
+  // Which slot the last writer installed: a guess that lets a reader fetch
+  // the parameters before the state word (it checks them against the word).
+  std::size_t hint() const noexcept {
+    // relaxed: only a guess; the reader checks the tag and the generation.
+    return hint_.load(std::memory_order_relaxed) & (count - 1);
+  }
+  void set_hint(std::size_t i) noexcept {
+    // relaxed: as in hint(); written after the CAS that installs slot i.
+    hint_.store(static_cast<std::uint32_t>(i), std::memory_order_relaxed);
   }
 
   // The rate as given, for a writer holding the flag.
@@ -123,51 +148,6 @@ class bucket_slots {
     s_[0].epoch.store(e, std::memory_order_relaxed);
   }
 
-  // Takes bit 0 of the flag (new refunds then stay out), then waits for the
-  // refunds inside to leave. acquire (all): pairs with the release store
-  // that ends the previous writer's critical section, so we see the slot
-  // contents it wrote, and with leave_refund, so their CASes come before ours.
-  void lock_writer() noexcept {
-    std::uint32_t v = writer_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
-    for (;;) {
-      if (v & 1u) {
-        std::this_thread::yield();
-        v = writer_.load(std::memory_order_relaxed);  // relaxed: as above
-      } else if (writer_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
-        break;
-      }
-    }
-    while (writer_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
-  }
-  // Takes the flag only if nobody holds it and no refund runs: tries once.
-  bool try_lock_writer() noexcept {
-    // acquire: as in lock_writer(); relaxed on failure: nothing is read.
-    std::uint32_t free = 0;
-    return writer_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
-  }
-  void unlock_writer() noexcept {
-    // release: pairs with the acquire in the next lock_writer() or
-    // try_lock_writer(), and with enter_refund().
-    writer_.store(0, std::memory_order_release);
-  }
-
-  // Counts a refund in, unless a writer holds the flag.
-  bool enter_refund() noexcept {
-    // relaxed: only a first guess for the CAS.
-    std::uint32_t v = writer_.load(std::memory_order_relaxed);
-    do {
-      if (v & 1u) return false;
-      // acquire: pairs with the release that ends a writer's critical
-      // section, so its slot writes are visible (the state load repeats it).
-    } while (!writer_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
-    return true;
-  }
-  void leave_refund() noexcept {
-    // release: pairs with the writer's acquire wait in lock_writer(), so the
-    // refund's CAS on the state word comes before anything the writer does.
-    writer_.fetch_sub(2, std::memory_order_release);
-  }
-
  private:
   // In atomics so a writer racing a reader is not a data race. The fields
   // the hot paths read come first, the generation ahead of them.
@@ -177,11 +157,63 @@ class bucket_slots {
     atomic<std::uint64_t> config{0}, exact{0}, count{0}, period{0};
   };
 
-  atomic<std::uint32_t> writer_{0};
   slot s_[count];
+  atomic<std::uint32_t> hint_{0};
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
   static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "tollgate needs lock-free 32-bit atomics");
+};
+
+// The writer flag: bit 0 for a writer, 2 for every refund inside.
+class bucket_writer {
+ public:
+  // Takes bit 0 of the flag (new refunds then stay out), then waits for the
+  // refunds inside to leave. acquire (all): pairs with the release store
+  // that ends the previous writer's critical section, so we see the slot
+  // contents it wrote, and with leave_refund, so their CASes come before ours.
+  void lock() noexcept {
+    std::uint32_t v = flag_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
+    for (;;) {
+      if (v & 1u) {
+        std::this_thread::yield();
+        v = flag_.load(std::memory_order_relaxed);  // relaxed: as above
+      } else if (flag_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    while (flag_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
+  }
+  // Takes the flag only if nobody holds it and no refund runs: tries once.
+  bool try_lock() noexcept {
+    // acquire: as in lock(); relaxed on failure: nothing is read.
+    std::uint32_t free = 0;
+    return flag_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
+  }
+  void unlock() noexcept {
+    // release: pairs with the acquire in the next lock() or
+    // try_lock(), and with enter_refund().
+    flag_.store(0, std::memory_order_release);
+  }
+
+  // Counts a refund in, unless a writer holds the flag.
+  bool enter_refund() noexcept {
+    // relaxed: only a first guess for the CAS.
+    std::uint32_t v = flag_.load(std::memory_order_relaxed);
+    do {
+      if (v & 1u) return false;
+      // acquire: pairs with the release that ends a writer's critical
+      // section, so its slot writes are visible (the state load repeats it).
+    } while (!flag_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
+    return true;
+  }
+  void leave_refund() noexcept {
+    // release: pairs with the writer's acquire wait in lock(), so the
+    // refund's CAS on the state word comes before anything the writer does.
+    flag_.fetch_sub(2, std::memory_order_release);
+  }
+
+ private:
+  atomic<std::uint32_t> flag_{0};
 };
 
 }  // namespace detail

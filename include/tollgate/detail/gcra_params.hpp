@@ -106,7 +106,8 @@ constexpr std::uint64_t gcra_available(std::uint64_t tat, std::uint64_t now_t, c
 // The TAT that owes `owed` ns at `now` (a negative `owed` owes nothing),
 // saturating at the horizon.
 constexpr std::uint64_t gcra_owing(std::int64_t owed, std::int64_t now, const gcra_params& p) noexcept {
-  const std::uint64_t tat = sat_add(gcra_ticks(now, p), sat_mul(static_cast<std::uint64_t>(owed > 0 ? owed : 0), p.scale));
+  const std::uint64_t owed_ns = owed > 0 ? static_cast<std::uint64_t>(owed) : 0;
+  const std::uint64_t tat = sat_add(gcra_ticks(now, p), sat_mul(owed_ns, p.scale));
   return tat > gcra_limits::max_ticks ? gcra_limits::max_ticks : tat;
 }
 
