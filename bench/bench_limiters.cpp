@@ -1,6 +1,6 @@
 // Benchmarks of the core limiters, each paired with a baseline measured in
-// the same run: a one-word CAS, clock reads, and a conventional token bucket
-// under std::mutex. Compare ratios, not absolute times (bench/run.sh prints
+// the same run: a one-word CAS, clock reads, a bare one-word GCRA, and a
+// conventional token bucket under std::mutex. Compare ratios, not absolute times (bench/run.sh prints
 // them): shared machines drift.
 #include <tollgate/tollgate.hpp>
 
@@ -132,6 +132,52 @@ void BM_token_bucket_allow_coarse(benchmark::State& state) {
   static token_bucket<coarse_clock> b(per_second(1000000000), 1000000000);
   std::int64_t admitted = 0;
   for (auto _ : state) admitted += b.try_acquire(1).admitted() ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+// The bare GCRA, written the obvious way: one 64-bit TAT word in ns, the
+// interval and burst beside it; load, compute, one CAS. The same interval
+// (1 ns) and burst as the bucket's allow case with the same clock, and the
+// same clock read, so a ratio to it is what the bucket's exactness, live
+// reconfiguration and layout cost.
+struct alignas(TOLLGATE_CACHELINE_SIZE) bare_gcra {
+  std::atomic<std::uint64_t> tat{0};
+  std::uint64_t interval, tau;  // in ns; tau = burst x interval
+  bare_gcra(std::uint64_t interval_ns, std::uint64_t burst) : interval(interval_ns), tau(burst * interval_ns) {}
+  bool try_acquire(std::int64_t now_ns) {
+    const std::uint64_t now = now_ns > 0 ? static_cast<std::uint64_t>(now_ns) : 0;
+    // acquire / acq_rel: the orders the bucket's word has, for a fair floor.
+    std::uint64_t t = tat.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t next = (t > now ? t : now) + interval;
+      if (next - now > tau) return false;
+      if (tat.compare_exchange_weak(t, next, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+    }
+  }
+};
+
+void BM_baseline_gcra_allow_supplied(benchmark::State& state) {
+  static bare_gcra g(1, 1000000);
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time t(hwm);
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += g.try_acquire(t.next(4).count()) ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_baseline_gcra_allow_steady(benchmark::State& state) {
+  static bare_gcra g(1, 1000000);
+  static const std::int64_t origin = tollgate::steady_clock::now().count();
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += g.try_acquire(tollgate::steady_clock::now().count() - origin) ? 1 : 0;
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
+void BM_baseline_gcra_allow_coarse(benchmark::State& state) {
+  static bare_gcra g(1, 1000000000);
+  static const std::int64_t origin = coarse_clock::now().count();
+  std::int64_t admitted = 0;
+  for (auto _ : state) admitted += g.try_acquire(coarse_clock::now().count() - origin) ? 1 : 0;
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
 
@@ -420,6 +466,9 @@ TOLLGATE_BENCH(BM_token_bucket_allow_supplied);
 TOLLGATE_BENCH(BM_token_bucket_deny_supplied);
 TOLLGATE_BENCH(BM_token_bucket_allow_steady);
 TOLLGATE_BENCH(BM_token_bucket_allow_coarse);
+TOLLGATE_BENCH(BM_baseline_gcra_allow_supplied);
+TOLLGATE_BENCH(BM_baseline_gcra_allow_steady);
+TOLLGATE_BENCH(BM_baseline_gcra_allow_coarse);
 TOLLGATE_BENCH(BM_sliding_window_allow_supplied);
 TOLLGATE_BENCH(BM_sliding_window_deny_supplied);
 TOLLGATE_BENCH(BM_concurrency_acquire_release);

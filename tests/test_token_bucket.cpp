@@ -488,6 +488,7 @@ TOLLGATE_BEGIN_NAMESPACE
 namespace detail {
 template <>
 struct token_bucket_stall<stall_clock> {
+  static void before_load() noexcept {}
   static void before_cas() noexcept {
     token_bucket<stall_clock>* b = stall_target;
     if (!b) return;
@@ -527,6 +528,57 @@ TEST_CASE("a charge stalled across reconfigurations charges under the configurat
     CHECK(stall_target == nullptr);
     CHECK(b.available(t0) == 0);
     CHECK(b.full_in(t0) == b.interval() * 100);  // 100 units at the rate in force, not the one read
+  }
+}
+
+// The same between an acquirer's read of the parameters (which it makes
+// before the state, from the slot last installed) and its read of the state.
+namespace {
+struct early_clock {
+  static ns now() noexcept { return ns(0); }
+};
+token_bucket<early_clock>* early_target = nullptr;
+int early_reconfigs = 0;
+}  // namespace
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+template <>
+struct token_bucket_stall<early_clock> {
+  static void before_load() noexcept {
+    token_bucket<early_clock>* b = early_target;
+    if (!b) return;
+    early_target = nullptr;  // once
+    for (int k = 1; k <= early_reconfigs; ++k) (void)b->set_rate(stall_rates[k % 3], ns(0));
+  }
+  static void before_cas() noexcept {}
+};
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+TEST_CASE("parameters read before reconfigurations are not used for the decision", "[token_bucket][aba]") {
+  // Four reconfigurations bring the same slot back (and the hint to it) under
+  // another rate: only its generation, read again after the state, tells.
+  for (int k : {1, 3, 4, 8}) {
+    INFO("reconfigurations between the parameters and the state: " << k);
+    token_bucket<early_clock> b(stall_rates[0], 100, t0);
+    early_target = &b;
+    early_reconfigs = k;
+    REQUIRE(b.try_acquire(100, t0).admitted());
+    CHECK(early_target == nullptr);  // the stall happened
+    CHECK(b.current_rate().count == stall_rates[k % 3].count);
+    CHECK(b.full_in(t0) == b.interval() * 100);
+    // A refusal writes nothing and has no CAS to check after: its wait must
+    // come from the configuration in force all the same (not 2/s, read first).
+    REQUIRE(b.set_rate(per_second(2), t0) == errc::ok);
+    early_target = &b;
+    early_reconfigs = k;
+    const decision d = b.try_acquire(1, t0);
+    CHECK(early_target == nullptr);
+    REQUIRE(d.later());
+    CHECK(d.retry_after() == b.time_until(1, t0).retry_after());
+    CHECK(d.retry_after() == b.interval());
+    CHECK(b.interval() != milliseconds(500));
   }
 }
 

@@ -16,24 +16,21 @@
 // interval in force, `exact()` says which case applies), never faster. Rates
 // that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
 //
-// Horizon. Ticks are counted from an epoch in 62 bits: the origin (the
+// Horizon. Ticks are counted in 62 bits from an epoch: the origin (the
 // construction time, or one you pass) to begin with. Every accepted
 // configuration spans at least 10 years from its epoch (`horizon()` says
-// exactly how long; configurations that cannot are refused at construction).
-// The bucket never runs out of it: once a call with a `now` 2^57 ticks past
-// the epoch (4.6 years / s: 120 days at s = 14) takes the writer flag
-// (try_acquire and charge try once, without waiting; set_rate and set_burst
-// always do), the epoch moves forward to 2^56 ticks before that `now`, with
-// the TAT moved by the same whole number of nanoseconds. This is exact:
-// every decision at the moving `now` or later is the one the old epoch gave.
-// A bucket therefore keeps its bound and its exact waits for any `now` up to
-// INT64_MAX, however far from the origin. A `now` before the epoch in force
-// counts as the epoch (as one before the origin does), so readings that lag
-// the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
-// are evaluated as if made at the epoch: never more permissive than the
-// latest time seen. (The writer flag is only held for a few stores, so a move
-// misses its chance only while a set_rate or a refund runs, and months of
-// room remain.)
+// exactly how long; configurations that cannot are refused at construction),
+// and the bucket never runs out of it: once a call's `now` is 2^57 ticks past
+// the epoch (4.6 years / s: 120 days at s = 14), the epoch moves forward to
+// 2^56 ticks before it, the TAT with it by the same whole nanoseconds: exact
+// (every decision at that `now` or later is the one the old epoch gave). The
+// move takes the writer flag: try_acquire and charge try once without
+// waiting, set_rate and set_burst always do; the flag is held only for a few
+// stores, so months of room remain. So a bucket keeps its bound and exact
+// waits for any `now` up to INT64_MAX. A `now` before the epoch counts as the
+// epoch, so readings that lag the latest by more than 2^56 ticks (2.3 years
+// / s: 60 days at s = 14) are evaluated as if made at the epoch: never more
+// permissive than the latest time seen.
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
@@ -54,13 +51,11 @@
 //
 // Refunds. An admission made with a ticket (try_acquire(n, now, ticket),
 // try_acquire_and_charge) can give units back with refund(ticket, n, now):
-// at most the part of its own intervals still ahead at `now` (its time plus
-// n intervals, minus `now`), in whole units, and never more than the bucket
-// owes. That keeps the bound above for the units admitted net of refunds,
-// whatever admissions, charges and other refunds came between (a refund of
-// the TAT the ticket saw would not be: an earlier admission's refund can
-// move this one's units down). A ticket from before a set_rate, set_burst or
-// reset gives nothing back; an epoch move keeps tickets good (it is exact).
+// at most the part of its own intervals still ahead at `now`, in whole
+// units, and never more than the bucket owes. That keeps the bound above for
+// the units admitted net of refunds, whatever came between (the rule is in
+// bucket_ticket.hpp). A ticket from before a set_rate, set_burst or reset
+// gives nothing back; an epoch move keeps tickets good (it is exact).
 // refund(n, now) without a ticket is deprecated: it is only safe for undoing
 // the latest admission.
 //
@@ -74,121 +69,55 @@
 // reconfigurations out while they run.
 //
 // State layout. The state word holds the TAT in its low 62 bits and, in its
-// top two, the tag of the configuration slot in force. A reconfiguration
-// fills the next of four slots and installs its tag with one CAS. A slot
-// holds one installation: its generation (one more than the previous
-// installation's, any slot; 64 bits, so it never wraps), the GCRA parameters
-// in ticks, its epoch (ns where tick 0 is: the origin, or where it moved to),
-// its configuration number (one more at every set_rate, set_burst and reset,
-// the same across an epoch move: tickets carry it), and the rate as given.
-// One word `writer_` serialises the writers: bit 0 is held by a
-// reconfiguration, reset or epoch move; every refund inside adds 2.
+// top two, the tag of the configuration slot in force: a reconfiguration
+// fills the next of four slots and installs its tag with one CAS (see
+// detail/bucket_slots.hpp for the slots, their generations and the writer
+// flag; detail/gcra_params.hpp for the ticks).
 //
 // Concurrency contract. Every member function is thread-safe. try_acquire,
 // try_acquire_and_charge and charge are lock-free (one CAS loop on the state
 // word, no allocation, no system call besides the clock read of the
-// overloads without `now`); refund is lock-free too and never waits (it
-// counts itself in and out on the writer flag, and gives nothing back while a
-// reconfiguration runs). available, time_until and full_in read one word and
-// may be stale the moment they return. set_rate, set_burst and reset
-// serialise among themselves on a writer flag (they may spin against each
-// other and wait for refunds already inside, never against acquirers); the
-// first two keep the state: the units owed at `now` stay owed, converted to the new
-// interval and rounded up. A change is applied as of the `now` it is given: a
-// `now` that lags the latest time seen by d can hand back at most
-// d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
-// lock-free type, so a bucket may live in memory shared between processes.
+// overloads without `now`); refund is lock-free too and never waits (it gives
+// nothing back while a reconfiguration runs). available, time_until and
+// full_in read one word and may be stale the moment they return. set_rate,
+// set_burst and reset serialise on a writer flag (waiting for each other and
+// for refunds already inside, never for acquirers); the first two keep the
+// units owed at `now`, converted to the new interval and rounded up. A
+// change is applied as of the `now` it is given: one that lags the latest
+// time seen by d can hand back at most d x (new rate - old rate) units early
+// (the skew bound above). The state is standard-layout, address-free atomics
+// of lock-free types, so a bucket may live in memory shared between processes.
 
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
 
 #include <tollgate/config.hpp>
+#include <tollgate/bucket_ticket.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/bucket_slots.hpp>
+#include <tollgate/detail/gcra_params.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <thread>
 
 TOLLGATE_BEGIN_NAMESPACE
 
 namespace detail {
-
-// The parameters of a GCRA in ticks, computed and validated once.
-struct gcra_params {
-  std::uint64_t scale = 0;     // ticks per nanosecond
-  std::uint64_t interval = 0;  // T, in ticks
-  std::uint64_t burst = 0;     // B
-  std::uint64_t tau = 0;       // B * T, in ticks
-  bool exact = false;
-  std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
-  std::uint64_t gen = 0;       // which installation of a slot this is (one per reconfiguration)
-  std::uint64_t config = 0;    // which rate and burst (epoch moves keep it): tickets name it
-};
-
-struct gcra_limits {
-  // 62 bits of ticks; the top two bits of the state word tag the
-  // configuration slot in force.
-  static constexpr std::uint64_t tat_bits = 62;
-  static constexpr std::uint64_t max_ticks = (std::uint64_t{1} << tat_bits) - 1;
-  // Ten Julian years in nanoseconds: the minimum horizon of any configuration.
-  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;
-  static constexpr std::uint64_t max_scale = max_ticks / min_horizon_ns;  // 14
-};
-
-constexpr errc make_gcra_params(rate r, std::uint64_t burst, gcra_params& out) noexcept {
-  using L = gcra_limits;
-  if (r.count == 0) return errc::zero_count;
-  if (r.period.count() <= 0) return errc::zero_period;
-  if (burst == 0) return errc::zero_burst;
-  const std::uint64_t p = static_cast<std::uint64_t>(r.period.count());
-  const std::uint64_t g = gcd(p, r.count);
-  const std::uint64_t s_exact = r.count / g;
-  const std::uint64_t t_exact = p / g;
-  auto fits = [&](std::uint64_t s, std::uint64_t t) {
-    const u128 need = static_cast<u128>(L::min_horizon_ns) * s + static_cast<u128>(burst) * t;
-    return need <= L::max_ticks;
-  };
-  if (s_exact <= L::max_scale && fits(s_exact, t_exact)) {
-    out = gcra_params{s_exact, t_exact, burst, burst * t_exact, true};
-    return errc::ok;
-  }
-  if (s_exact <= L::max_scale) return errc::horizon_too_short;  // the burst is what does not fit
-  for (std::uint64_t s = L::max_scale; s >= 1; --s) {
-    const std::uint64_t t = mul_div_ceil(p, s, r.count);
-    // Within 0.1 %: t / s <= 1.001 * p / count.
-    if (static_cast<u128>(t) * r.count * 1000 > static_cast<u128>(p) * s * 1001) return errc::rate_too_fine;
-    if (fits(s, t)) {
-      out = gcra_params{s, t, burst, burst * t, false};
-      return errc::ok;
-    }
-  }
-  return errc::horizon_too_short;
-}
-
-// A test seam: called between an operation's read of the state and its CAS,
-// so a test can reconfigure the bucket exactly there (a stalled thread,
-// without threads). It does nothing unless a test specialises it for its own
-// clock type.
+// Test seams where a test can reconfigure the bucket (a stalled thread,
+// without threads): between an acquirer's read of the parameters and of the
+// state, and before its CAS. They do nothing unless a test specialises them.
 template <class Clock>
 struct token_bucket_stall {
+  static void before_load() noexcept {}
   static void before_cas() noexcept {}
 };
-
 }  // namespace detail
-
-// What an admission left, for refunding it later (see token_bucket::refund).
-// A default ticket refunds nothing.
-struct bucket_ticket {
-  std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
-  std::uint64_t units = 0;   // units it may still give back
-  std::uint64_t config = 0;  // the rate and burst it was taken under
-};
 
 template <class Clock = steady_clock>
 class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
@@ -216,7 +145,6 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
 
   token_bucket(const token_bucket&) = delete;
   token_bucket& operator=(const token_bucket&) = delete;
-
   // Checks a configuration without building anything.
   static constexpr errc validate(rate r, std::uint64_t burst) noexcept {
     detail::gcra_params p{};
@@ -226,7 +154,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Takes n units if the bucket holds them at `now`.
   decision try_acquire(std::uint64_t n, nanoseconds now) noexcept { return acquire(n, 0, now, nullptr); }
   decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
-  // The same, and fills `t` for a later refund (a refusal leaves it empty).
+  // The same, filling `t` for a later refund (a refusal leaves it empty).
   decision try_acquire(std::uint64_t n, nanoseconds now, bucket_ticket& t) noexcept { return acquire(n, 0, now, &t); }
   // Takes n units if the bucket holds them at `now` and, in the same step,
   // charges `extra` more as debt (usage known to follow the admission). The
@@ -241,53 +169,34 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
   // Gives back up to n of the units an admission took, as its ticket allows,
-  // and returns how many it gave (the ticket keeps the rest). The rule: at
-  // `now`, a refund returns whole units only, at most
+  // and returns how many it gave (the ticket keeps the rest): at most
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
-  // where t.end is the admission time plus the intervals of its units. That
-  // is the part of the admission's own intervals still ahead: however many
-  // admissions, charges and other ticketed refunds came between, giving it
-  // back leaves every interval within B + floor(t / T) for the units net of
-  // refunds (see the test oracle). A ticket from before a set_rate,
+  // whole units, the part of the admission's own intervals still ahead (see
+  // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
   // set_burst or reset returns nothing, and so does a refund that meets one
   // in progress (the safe side). A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0 || !enter_refund()) return 0;
+    if (n == 0 || !writer_.enter_refund()) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
       // No reconfiguration can start while we are inside: the slot is stable.
       const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0 || p.config != t.config) break;
-      // `now` in ticks after the origin, counted from the epoch at the
-      // earliest, as ticks() counts it (the epoch is never before the
-      // origin), but not capped at the horizon; saturating is rounding up,
-      // the safe side here.
-      const std::uint64_t from = detail::positive_difference(p.epoch, origin_);
-      std::uint64_t since = detail::positive_difference(now.count(), origin_);
-      if (since < from) since = from;
-      since = detail::sat_mul(since, p.scale);
-      if (t.end <= since) break;
-      const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
-      if (tat <= now_t) break;  // already full at `now`
-      std::uint64_t cap = detail::sat_mul(n, p.interval);
-      const std::uint64_t own = t.end - since;
-      if (own < cap) cap = own;
-      if (tat - now_t < cap) cap = tat - now_t;
-      const std::uint64_t k = cap / p.interval;
+      const std::uint64_t k = detail::ticket_refundable(t, n, now.count(), origin_, p, tat, ticks(now, p));
       if (k == 0) break;
       // acq_rel / acquire: as in acquire().
       if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | (tat - k * p.interval), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
         got = k;
-        t.end -= k * p.interval;  // <= own: no wrap; the units given back end the admission's intervals sooner
+        t.end -= k * p.interval;  // no wrap (k fits in t.end - now); its intervals end sooner
         break;
       }
     }
-    leave_refund();
+    writer_.leave_refund();
     t.units -= got;
     return got;
   }
@@ -299,7 +208,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // never holds more than B and the TAT never moves below `now`. Returns the
   // whole units actually returned.
   std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || !enter_refund()) return 0;
+    if (n == 0 || !writer_.enter_refund()) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
@@ -317,7 +226,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         break;
       }
     }
-    leave_refund();
+    writer_.leave_refund();
     return got;
   }
   std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
@@ -327,10 +236,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return 0;
-    const std::uint64_t now_t = ticks(now, p);
-    const std::uint64_t tat = w & L::max_ticks;
-    const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
-    return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
+    return detail::gcra_available(w & L::max_ticks, ticks(now, p), p);
   }
   std::uint64_t available() const noexcept { return available(Clock::now()); }
 
@@ -366,9 +272,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = params_of(w);
     if (p.burst == 0) return;
-    const std::uint64_t add = detail::sat_mul(static_cast<std::uint64_t>(owed_for.count() > 0 ? owed_for.count() : 0), p.scale);
-    std::uint64_t tat = detail::sat_add(ticks(now, p), add);
-    if (tat > L::max_ticks) tat = L::max_ticks;
+    const std::uint64_t tat = detail::gcra_owing(owed_for.count(), now.count(), p);
     // release: as in reconfigure; the bucket is not shared yet anyway.
     state_.store((w & ~L::max_ticks) | tat, std::memory_order_release);
   }
@@ -377,119 +281,90 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Thread-safe: serialised with set_rate on the writer flag, after the
-  // refunds already inside; an acquire racing it is decided before or after
-  // it (by the generation check, however many changes it sleeps through).
-  // Tickets from before it give nothing back.
+  // Serialised with set_rate on the writer flag; an acquire racing it is
+  // decided before or after it (the generation check). Tickets from before
+  // it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
-    lock_writer();
+    writer_.lock();
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     detail::gcra_params p = params_of(w);
     if (p.burst != 0) {
-      const std::size_t cur = slot_index(w), next = (cur + 1) & 3;
-      // relaxed: written before the flag's last release, which we acquired.
-      const rate r(slots_[cur].count.load(std::memory_order_relaxed),
-                   nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+      const std::size_t cur = slot_index(w), next = detail::bucket_slots::next(cur);
+      const rate r = slots_.rate_locked(cur);
       p.epoch = now.count() > origin_ ? now.count() : origin_;
       // A new installation (stalled callers see it by the generation) and a
       // new configuration: what was owed is forgotten, so no ticket from
       // before may give back against what comes after.
       p.gen += 1;
       p.config += 1;
-      store_slot(next, p, r);
+      slots_.store(next, p, r);
       // release: publishes the slot, as in reconfigure. A plain store, not a
       // CAS: whatever an acquirer did meanwhile is forgotten too (and one
       // that read the old slot fails its CAS or its generation check).
       state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
                    std::memory_order_release);
+      slots_.set_hint(next);
     }
-    writer_.store(0, std::memory_order_release);  // release: as in reconfigure
+    writer_.unlock();
   }
 
-  // Live changes keep the state: the units owed at `now` stay owed (see the
-  // contract above for a stale `now`). They return the error and change nothing if the
-  // new configuration is invalid.
+  // Live changes keep the units owed at `now` (see the contract above for a
+  // stale `now`); an invalid configuration is refused and changes nothing.
   [[nodiscard]] errc set_rate(rate r, nanoseconds now) noexcept { return reconfigure(&r, nullptr, now); }
   [[nodiscard]] errc set_rate(rate r) noexcept { return set_rate(r, Clock::now()); }
-  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept {
-    return reconfigure(nullptr, &b, now);
-  }
+  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept { return reconfigure(nullptr, &b, now); }
   [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
 
   rate current_rate() const noexcept {
-    const std::size_t i = slot_index(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
-    // acquire: as in hot_params_of (a peek: may be torn by a racing set_rate).
-    return rate(slots_[i].count.load(std::memory_order_acquire),
-                nanoseconds(static_cast<std::int64_t>(slots_[i].period.load(std::memory_order_acquire))));
+    return slots_.rate_peek(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
   }
-  std::uint64_t burst() const noexcept { return params_of(state_.load(std::memory_order_acquire)).burst; }
+  std::uint64_t burst() const noexcept { return in_force().burst; }
   // True when the interval in force is exactly period / count.
-  bool exact() const noexcept { return params_of(state_.load(std::memory_order_acquire)).exact; }
+  bool exact() const noexcept { return in_force().exact; }
   // The rate actually enforced: scale units per (interval in ticks) ns. It
   // equals the configured rate (reduced) when exact(), else it is slower by
   // less than 0.1 %.
   rate effective_rate() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    const detail::gcra_params p = in_force();
     return rate(p.scale, nanoseconds(static_cast<std::int64_t>(p.interval)));
   }
   // The emission interval in force, rounded up to whole nanoseconds.
-  nanoseconds interval() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
-    return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
-  }
+  nanoseconds interval() const noexcept { return nanoseconds(detail::gcra_interval_ns(in_force())); }
   // How far from its epoch the bucket counts exactly (at least 10 years; the
   // epoch moves forward long before, see the header).
-  nanoseconds horizon() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
-    return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
-  }
+  nanoseconds horizon() const noexcept { return nanoseconds(detail::gcra_horizon_ns(in_force())); }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
   // The epoch in force: the origin, or where it has moved to.
-  nanoseconds epoch() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
-    return nanoseconds(p.epoch);
-  }
+  nanoseconds epoch() const noexcept { return nanoseconds(in_force().epoch); }
 
  private:
-  // One installation of a configuration (see "State layout" in the header),
-  // in atomics so a reconfiguration racing a reader is not a data race. The
-  // fields the hot paths read come first, the generation ahead of them; a
-  // reader checks after its CAS that the slot still holds the
-  // installation it read, see acquire().
-  struct slot {
-    detail::atomic<std::uint64_t> gen{0}, scale{0}, interval{0}, burst{0}, tau{0};
-    detail::atomic<std::int64_t> epoch{0};
-    detail::atomic<std::uint64_t> config{0}, exact{0}, count{0}, period{0};
-  };
-
   // try_acquire, try_acquire_and_charge and charge: one CAS that adds
   // n + extra intervals, checking only n against the burst (n == 0: none).
-  //
-  // Stale configurations. The word's tag has two bits, so four
-  // reconfigurations while this call is between its read and its CAS can
-  // bring back the very word it read, under another configuration in the
-  // same slot. The slot's generation tells: read before the parameters and
-  // again after the CAS, it differs exactly when the configuration in force
-  // at the CAS is not the one read (for any number of reconfigurations).
-  // Such a CAS only raised the TAT (its new value is never below the old);
-  // it is then undone if nothing has changed the word since (else kept: debt,
-  // the safe side), and the decision is made again under the configuration
-  // in force. No decision is ever returned from a stale configuration.
+  // The tag has two bits, so four reconfigurations while this call is
+  // between its read and its CAS can bring back the very word it read, under
+  // another installation of the same slot: the slot's generation, read before
+  // the parameters and again after the CAS, differs exactly then. Such a CAS
+  // only raised the TAT; it is undone if the word is still its own (else
+  // kept: debt, the safe side), and the call decides again under the
+  // configuration in force. No decision comes from a stale configuration.
   decision acquire(std::uint64_t n, std::uint64_t extra, nanoseconds now, bucket_ticket* t) noexcept {
     if (t) *t = bucket_ticket{};
     if (n == 0 && extra == 0) return decision::admit();
-    // acquire: pairs with the release CAS in reconfigure_locked() (or the
-    // release store in reset()) that installed the tag we read, or any RMW
-    // after it, which continues that release sequence; so the slot's
-    // generation and fields are visible.
-    std::uint64_t w = state_.load(std::memory_order_acquire);
-    detail::gcra_params p = hot_params_of(w);
+    // The parameters first, from the slot last installed, checked against
+    // the word (see "Reading a slot" in detail/bucket_slots.hpp).
+    std::size_t i = slots_.hint();
+    detail::gcra_params p = slots_.hot(i);
     std::uint64_t now_t = ticks(now, p);
-    if (__builtin_expect(move_due(now_t), 0)) {
+    detail::token_bucket_stall<Clock>::before_load();
+    // acquire: pairs with the release CAS in reconfigure_locked() (or store
+    // in reset()) that installed the tag we read, or any RMW after it, which
+    // continues that release sequence: that slot's contents are visible.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    if (refresh(w, i, p)) now_t = ticks(now, p);
+    if (__builtin_expect(detail::gcra_move_due(now_t), 0)) {
       try_move_epoch(now);
       w = state_.load(std::memory_order_acquire);  // acquire: as above
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
+      if (refresh(w, i, p)) now_t = ticks(now, p);
     }
     for (;;) {
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
@@ -506,27 +381,13 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       const std::uint64_t nw = (w & ~L::max_ticks) | next;
       detail::token_bucket_stall<Clock>::before_cas();
       // acq_rel on success: acquire makes the generation check below see any
-      // reinstallation of the slot whose tag this word carries (it was
-      // written before the CAS that installed it, which this CAS follows);
-      // release keeps the parameter loads above before the CAS and this RMW
-      // in the release sequence of the last reconfiguration. On failure `w`
-      // is reloaded with acquire for the same reason as the first load.
+      // reinstallation of the slot whose tag this word carries (written
+      // before the CAS that installed it, which this CAS follows); release
+      // keeps this RMW in the release sequence of the last reconfiguration.
+      // On failure `w` is reloaded with acquire, as the first load.
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        // relaxed: ordered after the CAS by its acquire, see above.
-        if (__builtin_expect(slots_[slot_index(nw)].gen.load(std::memory_order_relaxed) == p.gen, 1)) {
-          if (t) {
-            // The admission's own intervals end at now + (next - base):
-            // what it added, counted from its own time; in ticks after the
-            // origin, which an epoch move keeps (it moves by whole ns, and
-            // the scale comes with the configuration). Exact: a ticket
-            // rounded to ns would keep up to a unit of a roll-back at a rate
-            // with s > 1. Saturating here is safe: `now` in refund() then
-            // saturates too, and nothing is given back.
-            t->end = detail::sat_add(detail::sat_mul(detail::positive_difference(p.epoch, origin_), p.scale),
-                                     now_t + (next - base));
-            t->units = detail::sat_add(n, extra);
-            t->config = p.config;
-          }
+        if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
+          if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
           return decision::admit();
         }
         // Stale: undo if the word is still ours. acq_rel / acquire: as above.
@@ -534,148 +395,47 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         if (state_.compare_exchange_strong(cur, w, std::memory_order_acq_rel, std::memory_order_acquire)) cur = w;
         w = cur;
       }
-      // Lost a race or met a stale slot: re-read the parameters of the tag
-      // now in force.
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
+      if (refresh(w, i, p)) now_t = ticks(now, p);  // lost a race (`w` is the word now) or met a stale slot
     }
   }
-
-  // Refunds keep reconfigurations out while they run (they lower the TAT, so
-  // a stale one could not be undone afterwards): each holds a count of 2 in
-  // writer_, whose bit 0 is the writer's. A refund never waits: one that
-  // meets a writer gives nothing back.
-  bool enter_refund() noexcept {
-    // relaxed: only a first guess for the CAS.
-    std::uint32_t v = writer_.load(std::memory_order_relaxed);
-    do {
-      if (v & 1u) return false;
-      // acquire: pairs with the release that ends a writer's critical
-      // section, so its slot writes are visible (the state load repeats it).
-    } while (!writer_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
+  // Re-reads the parameters (and says so) unless slot i's installation `p` is
+  // still the one in force at `w` (loaded, or CAS'd, with acquire before).
+  bool refresh(std::uint64_t w, std::size_t& i, detail::gcra_params& p) const noexcept {
+    if (__builtin_expect(slot_index(w) == i && slots_.gen(i) == p.gen, 1)) return false;
+    i = slot_index(w);
+    p = slots_.hot(i);
     return true;
-  }
-  void leave_refund() noexcept {
-    // release: pairs with the writer's acquire wait in lock_writer(), so our
-    // CAS on the state comes before anything the writer then does.
-    writer_.fetch_sub(2, std::memory_order_release);
-  }
-  // Takes bit 0 of writer_ (new refunds then stay out), then waits for the
-  // refunds inside to leave. acquire (all): pairs with the release store
-  // that ends the previous writer's critical section, so we see the slot
-  // contents it wrote, and with leave_refund, so their CASes come before ours.
-  void lock_writer() noexcept {
-    std::uint32_t v = writer_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
-    for (;;) {
-      if (v & 1u) {
-        std::this_thread::yield();
-        v = writer_.load(std::memory_order_relaxed);  // relaxed: as above
-      } else if (writer_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
-        break;
-      }
-    }
-    while (writer_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
   }
 
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
-  // The fields the hot paths need (`exact` is for reporting only), the
-  // generation first.
-  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept {
-    const slot& s = slots_[slot_index(w)];
-    detail::gcra_params p{};
-    // acquire (all): the generation pairs with its release store in
-    // store_slot, written after the fields, so the fields read below are at
-    // least that installation's; each field pairs with its own release
-    // store, so a field of a later installation makes the CAS that follows
-    // fail or the generation check after it differ.
-    p.gen = s.gen.load(std::memory_order_acquire);
-    p.scale = s.scale.load(std::memory_order_acquire);
-    p.interval = s.interval.load(std::memory_order_acquire);
-    p.burst = s.burst.load(std::memory_order_acquire);
-    p.tau = s.tau.load(std::memory_order_acquire);
-    p.epoch = s.epoch.load(std::memory_order_acquire);
-    p.config = s.config.load(std::memory_order_acquire);
-    return p;
+  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept { return slots_.hot(slot_index(w)); }
+  detail::gcra_params params_of(std::uint64_t w) const noexcept { return slots_.full(slot_index(w)); }
+  // acquire: as in acquire().
+  detail::gcra_params in_force() const noexcept { return params_of(state_.load(std::memory_order_acquire)); }
+
+  static std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) noexcept {
+    return detail::gcra_ticks(now.count(), p);
+  }
+  static nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) noexcept {
+    return nanoseconds(detail::gcra_wait_from(now.count(), t, p));
   }
 
-  // The same with `exact`, off the hot paths.
-  detail::gcra_params params_of(std::uint64_t w) const noexcept {
-    detail::gcra_params p = hot_params_of(w);
-    p.exact = slots_[slot_index(w)].exact.load(std::memory_order_acquire) != 0;  // acquire: as above
-    return p;
-  }
-
-  std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t since = detail::positive_difference(now.count(), p.epoch);
-    const std::uint64_t cap = L::max_ticks - p.tau;
-    // Every Kimi limit has scale 1: skip the 128-bit multiply.
-    const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
-    return t > cap ? cap : t;
-  }
-  // `t` ticks after max(now, epoch), as a wait from `now`, rounded up.
-  nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t w =
-        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(p.epoch, now.count()));
-    return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
-  }
-  static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
-    return nanoseconds(static_cast<std::int64_t>(detail::ceil_div(t, p.scale)));
-  }
-
-  void store_slot(std::size_t i, const detail::gcra_params& p, rate r) noexcept {
-    slot& s = slots_[i];
-    // release (all): pairs with the acquire loads in hot_params_of; the
-    // generation last, so a reader that sees it sees every field with it.
-    // Nobody can act on this slot before the release CAS (or store) on
-    // state_ that installs its tag (a reader of the old tag's word fails its
-    // CAS or its generation check, see acquire()).
-    s.scale.store(p.scale, std::memory_order_release);
-    s.interval.store(p.interval, std::memory_order_release);
-    s.burst.store(p.burst, std::memory_order_release);
-    s.tau.store(p.tau, std::memory_order_release);
-    s.epoch.store(p.epoch, std::memory_order_release);
-    s.config.store(p.config, std::memory_order_release);
-    s.exact.store(p.exact ? 1 : 0, std::memory_order_release);
-    s.count.store(r.count, std::memory_order_release);
-    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_release);
-    s.gen.store(p.gen, std::memory_order_release);
-  }
-
-  // The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
-  // `now`. One constant for every configuration keeps the hot-path test to a
-  // compare with a constant; every horizon (>= 10 years >= 2^58.1 ticks) has
-  // room to spare above it, so a move is due long before a `now` is clamped.
-  static constexpr std::uint64_t move_ticks = std::uint64_t{1} << 57;
-  static constexpr std::uint64_t keep_ticks = std::uint64_t{1} << 56;
-  static_assert(L::min_horizon_ns > move_ticks + keep_ticks, "a move must be due well inside every horizon");
-  static constexpr bool move_due(std::uint64_t now_t) noexcept { return now_t >= move_ticks; }
-  // An epoch for `p` at `now`: p's own unless a move is due, else keep_ticks
-  // before `now` (whole nanoseconds, so exact; never past `now`, so it fits).
-  std::int64_t epoch_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
-    if (!move_due(ticks(now, p))) return p.epoch;
-    const detail::i128 e = static_cast<detail::i128>(now.count()) - static_cast<detail::i128>(keep_ticks / p.scale);
-    return e > p.epoch ? static_cast<std::int64_t>(e) : p.epoch;
-  }
   // Moves the epoch if the writer flag is free: try once, never wait (the
   // hot paths call it; years of room remain to try again).
   [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
-    // acquire: as in lock_writer(). Only when nobody holds the flag and no
-    // refund runs (see enter_refund); relaxed on failure: nothing is read.
-    std::uint32_t free = 0;
-    if (!writer_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (!writer_.try_lock()) return;  // a writer or a refund is inside
     (void)reconfigure_locked(nullptr, nullptr, now);
   }
 
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
-    // relaxed: as for state_ below.
-    slots_[0].epoch.store(origin_, std::memory_order_relaxed);
+    slots_.init_epoch(origin_);
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
     if (e != errc::ok) return e;  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     p.epoch = origin_;
-    store_slot(0, p, r);
+    slots_.store(0, p, r);
     // relaxed: construction happens before any other thread can see the
     // object (publishing it is the user's synchronisation).
     state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
@@ -685,7 +445,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Installs a new rate and/or burst (a null pointer keeps the current one),
   // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    lock_writer();
+    writer_.lock();
     return reconfigure_locked(nr, nb, now);
   }
   // The same, with the writer flag held; releases it.
@@ -693,53 +453,44 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const std::size_t cur = slot_index(w);
     const detail::gcra_params cp = params_of(w);
-    // relaxed: written before the flag's last release, which we acquired.
-    const rate r = nr ? *nr
-                      : rate(slots_[cur].count.load(std::memory_order_relaxed),
-                             nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+    const rate r = nr ? *nr : slots_.rate_locked(cur);
     const std::uint64_t b = nb ? *nb : cp.burst;
     detail::gcra_params np{};
     const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
     if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
-      writer_.store(0, std::memory_order_release);  // release: as at the end
+      writer_.unlock();
       return e;
     }
-    np.epoch = cp.epoch;
-    np.epoch = epoch_for(np, now);
+    np.epoch = detail::gcra_epoch_for(np, cp.epoch, now.count());
     if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
-      writer_.store(0, std::memory_order_release);  // release: as at the end
+      writer_.unlock();
       return errc::ok;
     }
     // An epoch move keeps the configuration (tickets stay good: it is exact).
     np.config = nr || nb ? cp.config + 1 : cp.config;
     np.gen = cp.gen + 1;
-    const std::size_t next = (slot_index(w) + 1) & 3;
-    store_slot(next, np, r);
+    const std::size_t next = detail::bucket_slots::next(slot_index(w));
+    slots_.store(next, np, r);
     for (;;) {
-      const detail::gcra_params op = params_of(w);
-      const std::uint64_t old_now = ticks(now, op);
-      const std::uint64_t tat = w & L::max_ticks;
-      // The units owed at `now` stay owed, at the new interval, rounded up.
-      const std::uint64_t owed = tat > old_now ? detail::mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
-      const std::uint64_t new_now = ticks(now, np);
-      std::uint64_t nt = detail::sat_add(new_now, owed);
-      if (nt > L::max_ticks) nt = L::max_ticks;
+      const std::uint64_t nt = detail::gcra_convert_tat(w & L::max_ticks, params_of(w), np, now.count());
       // release: publishes the slot written above to every reader that
       // acquires a word carrying its tag. acquire on failure: reload as usual.
       if (state_.compare_exchange_weak(w, (static_cast<std::uint64_t>(next) << L::tat_bits) | nt,
                                        std::memory_order_acq_rel, std::memory_order_acquire))
         break;
     }
-    // release: pairs with the acquire in the next lock_writer() or
-    // try_move_epoch(), and with enter_refund().
-    writer_.store(0, std::memory_order_release);
+    slots_.set_hint(next);
+    writer_.unlock();
     return errc::ok;
   }
 
+  // The state word shares its line only with the writer flag, which refunds
+  // and writers change together with it; what acquirers only read starts on
+  // the next line, so another thread's CAS never evicts it.
   detail::atomic<std::uint64_t> state_{0};
-  std::int64_t origin_ = 0;  // written once, before the object is shared
-  detail::atomic<std::uint32_t> writer_{0};
-  slot slots_[4];
+  detail::bucket_writer writer_;
+  alignas(TOLLGATE_CACHELINE_SIZE) std::int64_t origin_ = 0;  // written once, before the object is shared
+  detail::bucket_slots slots_;
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
