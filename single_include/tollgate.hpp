@@ -19,7 +19,7 @@
 // The one place the version lives; CMake, Meson and the packaging files read
 // or compare against these lines.
 #define TOLLGATE_VERSION_MAJOR 0
-#define TOLLGATE_VERSION_MINOR 2
+#define TOLLGATE_VERSION_MINOR 3
 #define TOLLGATE_VERSION_PATCH 0
 #define TOLLGATE_VERSION \
   (TOLLGATE_VERSION_MAJOR * 10000 + TOLLGATE_VERSION_MINOR * 100 + TOLLGATE_VERSION_PATCH)
@@ -427,24 +427,21 @@ TOLLGATE_END_NAMESPACE
 // interval in force, `exact()` says which case applies), never faster. Rates
 // that cannot be represented within 0.1 % are refused (errc::rate_too_fine).
 //
-// Horizon. Ticks are counted from an epoch in 62 bits: the origin (the
+// Horizon. Ticks are counted in 62 bits from an epoch: the origin (the
 // construction time, or one you pass) to begin with. Every accepted
 // configuration spans at least 10 years from its epoch (`horizon()` says
-// exactly how long; configurations that cannot are refused at construction).
-// The bucket never runs out of it: once a call with a `now` 2^57 ticks past
-// the epoch (4.6 years / s: 120 days at s = 14) takes the writer flag
-// (try_acquire and charge try once, without waiting; set_rate and set_burst
-// always do), the epoch moves forward to 2^56 ticks before that `now`, with
-// the TAT moved by the same whole number of nanoseconds. This is exact:
-// every decision at the moving `now` or later is the one the old epoch gave.
-// A bucket therefore keeps its bound and its exact waits for any `now` up to
-// INT64_MAX, however far from the origin. A `now` before the epoch in force
-// counts as the epoch (as one before the origin does), so readings that lag
-// the latest one by more than 2^56 ticks (2.3 years / s: 60 days at s = 14)
-// are evaluated as if made at the epoch: never more permissive than the
-// latest time seen. (The writer flag is only held for a few stores, so a move
-// misses its chance only while a set_rate or a refund runs, and months of
-// room remain.)
+// exactly how long; configurations that cannot are refused at construction),
+// and the bucket never runs out of it: once a call's `now` is 2^57 ticks past
+// the epoch (4.6 years / s: 120 days at s = 14), the epoch moves forward to
+// 2^56 ticks before it, the TAT with it by the same whole nanoseconds: exact
+// (every decision at that `now` or later is the one the old epoch gave). The
+// move takes the writer flag: try_acquire and charge try once without
+// waiting, set_rate and set_burst always do; the flag is held only for a few
+// stores, so months of room remain. So a bucket keeps its bound and exact
+// waits for any `now` up to INT64_MAX. A `now` before the epoch counts as the
+// epoch, so readings that lag the latest by more than 2^56 ticks (2.3 years
+// / s: 60 days at s = 14) are evaluated as if made at the epoch: never more
+// permissive than the latest time seen.
 //
 // Time going backwards. A `now` earlier than the state's time is evaluated at
 // face value: the decision is never more permissive than one made at the
@@ -465,13 +462,11 @@ TOLLGATE_END_NAMESPACE
 //
 // Refunds. An admission made with a ticket (try_acquire(n, now, ticket),
 // try_acquire_and_charge) can give units back with refund(ticket, n, now):
-// at most the part of its own intervals still ahead at `now` (its time plus
-// n intervals, minus `now`), in whole units, and never more than the bucket
-// owes. That keeps the bound above for the units admitted net of refunds,
-// whatever admissions, charges and other refunds came between (a refund of
-// the TAT the ticket saw would not be: an earlier admission's refund can
-// move this one's units down). A ticket from before a set_rate, set_burst or
-// reset gives nothing back; an epoch move keeps tickets good (it is exact).
+// at most the part of its own intervals still ahead at `now`, in whole
+// units, and never more than the bucket owes. That keeps the bound above for
+// the units admitted net of refunds, whatever came between (the rule is in
+// bucket_ticket.hpp). A ticket from before a set_rate, set_burst or reset
+// gives nothing back; an epoch move keeps tickets good (it is exact).
 // refund(n, now) without a ticket is deprecated: it is only safe for undoing
 // the latest admission.
 //
@@ -485,37 +480,55 @@ TOLLGATE_END_NAMESPACE
 // reconfigurations out while they run.
 //
 // State layout. The state word holds the TAT in its low 62 bits and, in its
-// top two, the tag of the configuration slot in force. A reconfiguration
-// fills the next of four slots and installs its tag with one CAS. A slot
-// holds one installation: its generation (one more than the previous
-// installation's, any slot; 64 bits, so it never wraps), the GCRA parameters
-// in ticks, its epoch (ns where tick 0 is: the origin, or where it moved to),
-// its configuration number (one more at every set_rate, set_burst and reset,
-// the same across an epoch move: tickets carry it), and the rate as given.
-// One word `writer_` serialises the writers: bit 0 is held by a
-// reconfiguration, reset or epoch move; every refund inside adds 2.
+// top two, the tag of the configuration slot in force: a reconfiguration
+// fills the next of four slots and installs its tag with one CAS (see
+// detail/bucket_slots.hpp for the slots, their generations and the writer
+// flag; detail/gcra_params.hpp for the ticks).
 //
 // Concurrency contract. Every member function is thread-safe. try_acquire,
 // try_acquire_and_charge and charge are lock-free (one CAS loop on the state
 // word, no allocation, no system call besides the clock read of the
-// overloads without `now`); refund is lock-free too and never waits (it
-// counts itself in and out on the writer flag, and gives nothing back while a
-// reconfiguration runs). available, time_until and full_in read one word and
-// may be stale the moment they return. set_rate, set_burst and reset
-// serialise among themselves on a writer flag (they may spin against each
-// other and wait for refunds already inside, never against acquirers); the
-// first two keep the state: the units owed at `now` stay owed, converted to the new
-// interval and rounded up. A change is applied as of the `now` it is given: a
-// `now` that lags the latest time seen by d can hand back at most
-// d x (new rate - old rate) units early (the same skew bound as above). The state is standard-layout, address-free atomics of a
-// lock-free type, so a bucket may live in memory shared between processes.
+// overloads without `now`); refund is lock-free too and never waits (it gives
+// nothing back while a reconfiguration runs). available, time_until and
+// full_in read one word and may be stale the moment they return. set_rate,
+// set_burst and reset serialise on a writer flag (waiting for each other and
+// for refunds already inside, never for acquirers); the first two keep the
+// units owed at `now`, converted to the new interval and rounded up. A
+// change is applied as of the `now` it is given: one that lags the latest
+// time seen by d can hand back at most d x (new rate - old rate) units early
+// (the skew bound above). The state is standard-layout, address-free atomics
+// of lock-free types, so a bucket may live in memory shared between processes.
 
 #ifndef TOLLGATE_TOKEN_BUCKET_HPP
 #define TOLLGATE_TOKEN_BUCKET_HPP
 
 // #include <tollgate/config.hpp>  (already above)
-// #include <tollgate/clock.hpp>  (already above)
-// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/bucket_ticket.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// bucket_ticket.hpp: what a token bucket admission leaves for refunding it
+// later, and how much a refund may give back (see token_bucket::refund).
+//
+// The rule. At `now`, a refund of a ticket returns whole units only, at most
+//     min(n, units, (end - now) / T, owed(now) / T)
+// where `end` is the admission's time plus the intervals of its units: the
+// part of the admission's own intervals still ahead. However many
+// admissions, charges and other ticketed refunds came between, giving that
+// back keeps every interval within the bucket's bound B + floor(t / T) for
+// the units admitted net of refunds. (A refund of the TAT the ticket saw
+// would not: an earlier admission's refund can move this one's units down.)
+//
+// Times are in ticks after the bucket's origin, which an epoch move keeps (it
+// moves by whole nanoseconds, and the scale comes with the configuration):
+// exact, where a ticket rounded to nanoseconds would keep up to a unit of a
+// roll-back at a rate whose tick is finer than a nanosecond. A ticket names
+// the configuration it was taken under; one from before a set_rate,
+// set_burst or reset gives nothing back.
+
+#ifndef TOLLGATE_BUCKET_TICKET_HPP
+#define TOLLGATE_BUCKET_TICKET_HPP
+
+// #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/detail/arith.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -604,6 +617,220 @@ constexpr std::int64_t sat_offset(std::int64_t b, std::uint64_t d) noexcept {
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_ARITH_HPP
+// #include <tollgate/detail/gcra_params.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/gcra_params.hpp: a GCRA configuration in ticks, and time in it.
+// Nothing here is public API; token_bucket.hpp states the guarantees.
+//
+// Time is counted in ticks of 1/s ns from an epoch, where the scale s is the
+// smallest that makes the emission interval T a whole number of ticks, if
+// s <= 14; else s = 14 and T is rounded up (slower than asked by less than
+// 1/14 ns per unit, never faster), and a rate that would be off by more than
+// 0.1 % is refused. Ticks have 62 bits: the top two of the bucket's state word
+// tag its configuration slot. A configuration is accepted only if 10 years
+// from its epoch and its whole burst (B x T ticks) fit in them.
+//
+// The conversions below are exact where they can be and round toward refusal
+// where they cannot: a `now` maps to whole ticks (saturating at the horizon,
+// before the epoch counting as the epoch), and a span in ticks maps back to
+// a wait rounded up to the nanosecond.
+
+#ifndef TOLLGATE_DETAIL_GCRA_PARAMS_HPP
+#define TOLLGATE_DETAIL_GCRA_PARAMS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/rate.hpp>  (already above)
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+// The parameters of a GCRA in ticks, computed and validated once.
+struct gcra_params {
+  std::uint64_t scale = 0;     // ticks per nanosecond
+  std::uint64_t interval = 0;  // T, in ticks
+  std::uint64_t burst = 0;     // B
+  std::uint64_t tau = 0;       // B * T, in ticks
+  bool exact = false;
+  std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
+  std::uint64_t gen = 0;       // which installation of a slot this is (one per reconfiguration)
+  std::uint64_t config = 0;    // which rate and burst (epoch moves keep it): tickets name it
+};
+
+struct gcra_limits {
+  // 62 bits of ticks; the top two bits of the state word tag the
+  // configuration slot in force.
+  static constexpr std::uint64_t tat_bits = 62;
+  static constexpr std::uint64_t max_ticks = (std::uint64_t{1} << tat_bits) - 1;
+  // Ten Julian years in nanoseconds: the minimum horizon of any configuration.
+  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;
+  static constexpr std::uint64_t max_scale = max_ticks / min_horizon_ns;  // 14
+};
+
+constexpr errc make_gcra_params(rate r, std::uint64_t burst, gcra_params& out) noexcept {
+  using L = gcra_limits;
+  if (r.count == 0) return errc::zero_count;
+  if (r.period.count() <= 0) return errc::zero_period;
+  if (burst == 0) return errc::zero_burst;
+  const std::uint64_t p = static_cast<std::uint64_t>(r.period.count());
+  const std::uint64_t g = gcd(p, r.count);
+  const std::uint64_t s_exact = r.count / g;
+  const std::uint64_t t_exact = p / g;
+  auto fits = [&](std::uint64_t s, std::uint64_t t) {
+    const u128 need = static_cast<u128>(L::min_horizon_ns) * s + static_cast<u128>(burst) * t;
+    return need <= L::max_ticks;
+  };
+  if (s_exact <= L::max_scale && fits(s_exact, t_exact)) {
+    out = gcra_params{s_exact, t_exact, burst, burst * t_exact, true};
+    return errc::ok;
+  }
+  if (s_exact <= L::max_scale) return errc::horizon_too_short;  // the burst is what does not fit
+  for (std::uint64_t s = L::max_scale; s >= 1; --s) {
+    const std::uint64_t t = mul_div_ceil(p, s, r.count);
+    // Within 0.1 %: t / s <= 1.001 * p / count.
+    if (static_cast<u128>(t) * r.count * 1000 > static_cast<u128>(p) * s * 1001) return errc::rate_too_fine;
+    if (fits(s, t)) {
+      out = gcra_params{s, t, burst, burst * t, false};
+      return errc::ok;
+    }
+  }
+  return errc::horizon_too_short;
+}
+
+// `now` in ticks from p's epoch: before it counts as it, and the count stops
+// where the burst would no longer fit below the tag bits.
+constexpr std::uint64_t gcra_ticks(std::int64_t now, const gcra_params& p) noexcept {
+  const std::uint64_t since = positive_difference(now, p.epoch);
+  const std::uint64_t cap = gcra_limits::max_ticks - p.tau;
+  // Every Kimi limit has scale 1: skip the 128-bit multiply.
+  const std::uint64_t t = p.scale == 1 ? since : sat_mul(since, p.scale);
+  return t > cap ? cap : t;
+}
+
+// `t` ticks after max(now, epoch), as a wait from `now` in ns, rounded up.
+constexpr std::int64_t gcra_wait_from(std::int64_t now, std::uint64_t t, const gcra_params& p) noexcept {
+  const std::uint64_t w = sat_add(ceil_div(t, p.scale), positive_difference(p.epoch, now));
+  return w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w);
+}
+
+// Whole units a bucket with the TAT `tat` holds at now_t.
+constexpr std::uint64_t gcra_available(std::uint64_t tat, std::uint64_t now_t, const gcra_params& p) noexcept {
+  const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
+  return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
+}
+
+// The TAT that owes `owed` ns at `now` (a negative `owed` owes nothing),
+// saturating at the horizon.
+constexpr std::uint64_t gcra_owing(std::int64_t owed, std::int64_t now, const gcra_params& p) noexcept {
+  const std::uint64_t owed_ns = owed > 0 ? static_cast<std::uint64_t>(owed) : 0;
+  const std::uint64_t tat = sat_add(gcra_ticks(now, p), sat_mul(owed_ns, p.scale));
+  return tat > gcra_limits::max_ticks ? gcra_limits::max_ticks : tat;
+}
+
+// The interval rounded up to whole ns, and how far from its epoch p counts
+// exactly; 0 for a misconfigured (all-zero) p.
+constexpr std::int64_t gcra_interval_ns(const gcra_params& p) noexcept {
+  return p.scale == 0 ? 0 : static_cast<std::int64_t>(ceil_div(p.interval, p.scale));
+}
+constexpr std::int64_t gcra_horizon_ns(const gcra_params& p) noexcept {
+  return p.scale == 0 ? 0 : static_cast<std::int64_t>((gcra_limits::max_ticks - p.tau) / p.scale);
+}
+
+// The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
+// `now`. One constant for every configuration keeps the hot-path test to a
+// compare with a constant; every horizon (>= 10 years >= 2^58.1 ticks) has
+// room to spare above it, so a move is due long before a `now` is clamped.
+constexpr std::uint64_t gcra_move_ticks = std::uint64_t{1} << 57;
+constexpr std::uint64_t gcra_keep_ticks = std::uint64_t{1} << 56;
+static_assert(gcra_limits::min_horizon_ns > gcra_move_ticks + gcra_keep_ticks,
+              "a move must be due well inside every horizon");
+constexpr bool gcra_move_due(std::uint64_t now_t) noexcept { return now_t >= gcra_move_ticks; }
+
+// An epoch for `p` (whose own epoch is ignored) at `now`, moving on from
+// `epoch`: that one unless a move is due, else gcra_keep_ticks before `now`
+// (whole nanoseconds, so exact; never past `now`, so it fits).
+constexpr std::int64_t gcra_epoch_for(gcra_params p, std::int64_t epoch, std::int64_t now) noexcept {
+  p.epoch = epoch;
+  if (!gcra_move_due(gcra_ticks(now, p))) return epoch;
+  const i128 e = static_cast<i128>(now) - static_cast<i128>(gcra_keep_ticks / p.scale);
+  return e > epoch ? static_cast<std::int64_t>(e) : epoch;
+}
+
+// A TAT under `op` as one under `np` at `now`: the units owed at `now` stay
+// owed, at the new interval, rounded up (saturating at the horizon).
+constexpr std::uint64_t gcra_convert_tat(std::uint64_t tat, const gcra_params& op, const gcra_params& np,
+                                         std::int64_t now) noexcept {
+  const std::uint64_t old_now = gcra_ticks(now, op);
+  const std::uint64_t owed = tat > old_now ? mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
+  const std::uint64_t nt = sat_add(gcra_ticks(now, np), owed);
+  return nt > gcra_limits::max_ticks ? gcra_limits::max_ticks : nt;
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_GCRA_PARAMS_HPP
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// A default ticket refunds nothing.
+struct bucket_ticket {
+  std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
+  std::uint64_t units = 0;   // units it may still give back
+  std::uint64_t config = 0;  // the rate and burst it was taken under
+};
+
+namespace detail {
+
+// The ticket of an admission of n units plus `extra` charged, made at now_t
+// (ticks from p's epoch) that moved the TAT from `base` (max(TAT, now_t)) to
+// `next`. Its own intervals end at now_t + (next - base). Saturating is safe:
+// `now` in ticket_refundable then saturates too, and nothing is given back.
+constexpr bucket_ticket make_bucket_ticket(const gcra_params& p, std::int64_t origin, std::uint64_t now_t,
+                                           std::uint64_t base, std::uint64_t next, std::uint64_t n,
+                                           std::uint64_t extra) noexcept {
+  bucket_ticket t;
+  t.end = sat_add(sat_mul(positive_difference(p.epoch, origin), p.scale), now_t + (next - base));
+  t.units = sat_add(n, extra);
+  t.config = p.config;
+  return t;
+}
+
+// Whole units a refund of up to n (<= t.units) may give back at `now`, under
+// p (the ticket's configuration), with the state's TAT `tat` (ticks from p's
+// epoch) and `now_t` = gcra_ticks(now, p).
+constexpr std::uint64_t ticket_refundable(const bucket_ticket& t, std::uint64_t n, std::int64_t now,
+                                          std::int64_t origin, const gcra_params& p, std::uint64_t tat,
+                                          std::uint64_t now_t) noexcept {
+  // `now` in ticks after the origin, counted from the epoch at the earliest,
+  // as gcra_ticks counts it (the epoch is never before the origin), but not
+  // capped at the horizon; saturating is rounding up, the safe side here.
+  const std::uint64_t from = positive_difference(p.epoch, origin);
+  std::uint64_t since = positive_difference(now, origin);
+  if (since < from) since = from;
+  since = sat_mul(since, p.scale);
+  if (t.end <= since) return 0;
+  if (tat <= now_t) return 0;  // already full at `now`
+  std::uint64_t cap = sat_mul(n, p.interval);
+  const std::uint64_t own = t.end - since;
+  if (own < cap) cap = own;
+  if (tat - now_t < cap) cap = tat - now_t;
+  return cap / p.interval;
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_BUCKET_TICKET_HPP
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -717,88 +944,249 @@ using atomic = std::atomic<T>;
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_ATOMIC_HPP
+// #include <tollgate/detail/bucket_slots.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/bucket_slots.hpp: the token bucket's four configuration slots and
+// the writer flag that serialises what fills them. Nothing here is public
+// API; token_bucket.hpp states the guarantees.
+//
+// A slot holds one installation of a configuration: its generation (one more
+// than the previous installation's, in any slot; 64 bits, so it never
+// wraps), the GCRA parameters in ticks, its epoch, its configuration number
+// (one more at every set_rate, set_burst and reset, the same across an epoch
+// move: tickets carry it), and the rate as given. The bucket's state word
+// names the slot in force in its top two bits. A writer fills the next slot
+// (never the one in force) and then installs its tag with one release CAS on
+// the state word; that CAS is what publishes the slot.
+//
+// Reading a slot. Most readers take the state word (acquire), then the
+// slot its tag names: its contents are then at least the installation in
+// force at the word. An acquirer does it the other way round: it takes the
+// generation, then the fields (`hot`), then the word, and uses them only if
+// the word carries that slot's tag and the generation, read again after the
+// word, is unchanged: then they belong to the installation in force at the
+// word. (A writer refills a slot only after moving the tag away from it, and
+// a reader that saw any of its stores reads the word after that move.)
+// Which slot to read first is a guess, `hint`, that writers update after
+// they install. Reading the parameters ahead of the word keeps them off the
+// chain from the word to the CAS: once the word arrives, only the GCRA's own
+// steps stand before the CAS, as in a bare one-word GCRA. Either way the
+// fields may be torn by a writer refilling the slot; the generation, checked
+// again after the reader's CAS, tells (it differs exactly when the slot was
+// refilled since, see token_bucket's acquire).
+//
+// The writer flag (bucket_writer): bit 0 is held by a reconfiguration, a
+// reset or an epoch move; every refund inside adds 2. Refunds lower the TAT,
+// so a stale reconfiguration could not be undone after one: they keep
+// writers out while they run, and never wait (one that meets a writer gives
+// nothing back). Writers wait for refunds already inside and spin against
+// each other, never against acquirers. The flag lives beside the state word
+// (refunds and writers change both), the slots on lines of their own, which
+// only writers change.
+//
+// Every member is a standard-layout atomic of a lock-free type, so the slots
+// may live in memory shared between processes.
+
+#ifndef TOLLGATE_DETAIL_BUCKET_SLOTS_HPP
+#define TOLLGATE_DETAIL_BUCKET_SLOTS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/gcra_params.hpp>  (already above)
+// #include <tollgate/rate.hpp>  (already above)
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+class bucket_slots {
+ public:
+  static constexpr std::size_t count = 4;
+  static constexpr std::size_t next(std::size_t i) noexcept { return (i + 1) & (count - 1); }
+
+  // The fields the hot paths need (`exact` is for reporting only), the
+  // generation first.
+  gcra_params hot(std::size_t i) const noexcept {
+    const slot& s = s_[i];
+    gcra_params p{};
+    // acquire (all): the generation pairs with its release store in store(),
+    // written after the fields, so the fields read below are at least that
+    // installation's; each field pairs with its own release store, so a field
+    // of a later installation makes the reader's CAS on the state word fail
+    // or its generation check after it differ.
+    p.gen = s.gen.load(std::memory_order_acquire);
+    p.scale = s.scale.load(std::memory_order_acquire);
+    p.interval = s.interval.load(std::memory_order_acquire);
+    p.burst = s.burst.load(std::memory_order_acquire);
+    p.tau = s.tau.load(std::memory_order_acquire);
+    p.epoch = s.epoch.load(std::memory_order_acquire);
+    p.config = s.config.load(std::memory_order_acquire);
+    return p;
+  }
+
+  // The same with `exact`, off the hot paths.
+  gcra_params full(std::size_t i) const noexcept {
+    gcra_params p = hot(i);
+    p.exact = s_[i].exact.load(std::memory_order_acquire) != 0;  // acquire: as in hot()
+    return p;
+  }
+
+  // The slot's generation now, for the checks after a read or CAS of the
+  // state word.
+  std::uint64_t gen(std::size_t i) const noexcept {
+    // relaxed: the caller's acquire load or acq_rel CAS of the state word
+    // orders it after that, and so after the installation whose tag the
+    // word carries.
+    return s_[i].gen.load(std::memory_order_relaxed);
+  }
+
+  // Which slot the last writer installed: a guess that lets a reader fetch
+  // the parameters before the state word (it checks them against the word).
+  std::size_t hint() const noexcept {
+    // relaxed: only a guess; the reader checks the tag and the generation.
+    return hint_.load(std::memory_order_relaxed) & (count - 1);
+  }
+  void set_hint(std::size_t i) noexcept {
+    // relaxed: as in hint(); written after the CAS that installs slot i.
+    hint_.store(static_cast<std::uint32_t>(i), std::memory_order_relaxed);
+  }
+
+  // The rate as given, for a writer holding the flag.
+  rate rate_locked(std::size_t i) const noexcept {
+    // relaxed: written before the flag's last release, which the writer acquired.
+    return rate(s_[i].count.load(std::memory_order_relaxed),
+                nanoseconds(static_cast<std::int64_t>(s_[i].period.load(std::memory_order_relaxed))));
+  }
+  // The same for anyone (a peek: may be torn by a racing set_rate).
+  rate rate_peek(std::size_t i) const noexcept {
+    // acquire: as in hot().
+    return rate(s_[i].count.load(std::memory_order_acquire),
+                nanoseconds(static_cast<std::int64_t>(s_[i].period.load(std::memory_order_acquire))));
+  }
+
+  // Fills slot i: with the flag held and i not in force, or before sharing.
+  void store(std::size_t i, const gcra_params& p, rate r) noexcept {
+    slot& s = s_[i];
+    // release (all): pairs with the acquire loads in hot(); the generation
+    // last, so a reader that sees it sees every field with it. Nobody can act
+    // on this slot before the release CAS (or store) on the state word that
+    // installs its tag (a reader of the old tag's word fails its CAS or its
+    // generation check).
+    s.scale.store(p.scale, std::memory_order_release);
+    s.interval.store(p.interval, std::memory_order_release);
+    s.burst.store(p.burst, std::memory_order_release);
+    s.tau.store(p.tau, std::memory_order_release);
+    s.epoch.store(p.epoch, std::memory_order_release);
+    s.config.store(p.config, std::memory_order_release);
+    s.exact.store(p.exact ? 1 : 0, std::memory_order_release);
+    s.count.store(r.count, std::memory_order_release);
+    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_release);
+    s.gen.store(p.gen, std::memory_order_release);
+  }
+  // Only the epoch, before the object is shared (a misconfigured bucket).
+  void init_epoch(std::int64_t e) noexcept {
+    // relaxed: construction happens before any other thread can see the
+    // object (publishing it is the user's synchronisation).
+    s_[0].epoch.store(e, std::memory_order_relaxed);
+  }
+
+ private:
+  // In atomics so a writer racing a reader is not a data race. The fields
+  // the hot paths read come first, the generation ahead of them.
+  struct slot {
+    atomic<std::uint64_t> gen{0}, scale{0}, interval{0}, burst{0}, tau{0};
+    atomic<std::int64_t> epoch{0};
+    atomic<std::uint64_t> config{0}, exact{0}, count{0}, period{0};
+  };
+
+  slot s_[count];
+  atomic<std::uint32_t> hint_{0};
+
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
+  static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "tollgate needs lock-free 32-bit atomics");
+};
+
+// The writer flag: bit 0 for a writer, 2 for every refund inside.
+class bucket_writer {
+ public:
+  // Takes bit 0 of the flag (new refunds then stay out), then waits for the
+  // refunds inside to leave. acquire (all): pairs with the release store
+  // that ends the previous writer's critical section, so we see the slot
+  // contents it wrote, and with leave_refund, so their CASes come before ours.
+  void lock() noexcept {
+    std::uint32_t v = flag_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
+    for (;;) {
+      if (v & 1u) {
+        std::this_thread::yield();
+        v = flag_.load(std::memory_order_relaxed);  // relaxed: as above
+      } else if (flag_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    while (flag_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
+  }
+  // Takes the flag only if nobody holds it and no refund runs: tries once.
+  bool try_lock() noexcept {
+    // acquire: as in lock(); relaxed on failure: nothing is read.
+    std::uint32_t free = 0;
+    return flag_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
+  }
+  void unlock() noexcept {
+    // release: pairs with the acquire in the next lock() or
+    // try_lock(), and with enter_refund().
+    flag_.store(0, std::memory_order_release);
+  }
+
+  // Counts a refund in, unless a writer holds the flag.
+  bool enter_refund() noexcept {
+    // relaxed: only a first guess for the CAS.
+    std::uint32_t v = flag_.load(std::memory_order_relaxed);
+    do {
+      if (v & 1u) return false;
+      // acquire: pairs with the release that ends a writer's critical
+      // section, so its slot writes are visible (the state load repeats it).
+    } while (!flag_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
+    return true;
+  }
+  void leave_refund() noexcept {
+    // release: pairs with the writer's acquire wait in lock(), so the
+    // refund's CAS on the state word comes before anything the writer does.
+    flag_.fetch_sub(2, std::memory_order_release);
+  }
+
+ private:
+  atomic<std::uint32_t> flag_{0};
+};
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_BUCKET_SLOTS_HPP
+// #include <tollgate/detail/gcra_params.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/rate.hpp>  (already above)
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <thread>
 
 TOLLGATE_BEGIN_NAMESPACE
 
 namespace detail {
-
-// The parameters of a GCRA in ticks, computed and validated once.
-struct gcra_params {
-  std::uint64_t scale = 0;     // ticks per nanosecond
-  std::uint64_t interval = 0;  // T, in ticks
-  std::uint64_t burst = 0;     // B
-  std::uint64_t tau = 0;       // B * T, in ticks
-  bool exact = false;
-  std::int64_t epoch = 0;      // where tick 0 is, in ns (the origin, or where it moved to)
-  std::uint64_t gen = 0;       // which installation of a slot this is (one per reconfiguration)
-  std::uint64_t config = 0;    // which rate and burst (epoch moves keep it): tickets name it
-};
-
-struct gcra_limits {
-  // 62 bits of ticks; the top two bits of the state word tag the
-  // configuration slot in force.
-  static constexpr std::uint64_t tat_bits = 62;
-  static constexpr std::uint64_t max_ticks = (std::uint64_t{1} << tat_bits) - 1;
-  // Ten Julian years in nanoseconds: the minimum horizon of any configuration.
-  static constexpr std::uint64_t min_horizon_ns = 315576000ULL * 1000000000ULL;
-  static constexpr std::uint64_t max_scale = max_ticks / min_horizon_ns;  // 14
-};
-
-constexpr errc make_gcra_params(rate r, std::uint64_t burst, gcra_params& out) noexcept {
-  using L = gcra_limits;
-  if (r.count == 0) return errc::zero_count;
-  if (r.period.count() <= 0) return errc::zero_period;
-  if (burst == 0) return errc::zero_burst;
-  const std::uint64_t p = static_cast<std::uint64_t>(r.period.count());
-  const std::uint64_t g = gcd(p, r.count);
-  const std::uint64_t s_exact = r.count / g;
-  const std::uint64_t t_exact = p / g;
-  auto fits = [&](std::uint64_t s, std::uint64_t t) {
-    const u128 need = static_cast<u128>(L::min_horizon_ns) * s + static_cast<u128>(burst) * t;
-    return need <= L::max_ticks;
-  };
-  if (s_exact <= L::max_scale && fits(s_exact, t_exact)) {
-    out = gcra_params{s_exact, t_exact, burst, burst * t_exact, true};
-    return errc::ok;
-  }
-  if (s_exact <= L::max_scale) return errc::horizon_too_short;  // the burst is what does not fit
-  for (std::uint64_t s = L::max_scale; s >= 1; --s) {
-    const std::uint64_t t = mul_div_ceil(p, s, r.count);
-    // Within 0.1 %: t / s <= 1.001 * p / count.
-    if (static_cast<u128>(t) * r.count * 1000 > static_cast<u128>(p) * s * 1001) return errc::rate_too_fine;
-    if (fits(s, t)) {
-      out = gcra_params{s, t, burst, burst * t, false};
-      return errc::ok;
-    }
-  }
-  return errc::horizon_too_short;
-}
-
-// A test seam: called between an operation's read of the state and its CAS,
-// so a test can reconfigure the bucket exactly there (a stalled thread,
-// without threads). It does nothing unless a test specialises it for its own
-// clock type.
+// Test seams where a test can reconfigure the bucket (a stalled thread,
+// without threads): between an acquirer's read of the parameters and of the
+// state, and before its CAS. They do nothing unless a test specialises them.
 template <class Clock>
 struct token_bucket_stall {
+  static void before_load() noexcept {}
   static void before_cas() noexcept {}
 };
-
 }  // namespace detail
-
-// What an admission left, for refunding it later (see token_bucket::refund).
-// A default ticket refunds nothing.
-struct bucket_ticket {
-  std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
-  std::uint64_t units = 0;   // units it may still give back
-  std::uint64_t config = 0;  // the rate and burst it was taken under
-};
 
 template <class Clock = steady_clock>
 class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
@@ -826,7 +1214,6 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
 
   token_bucket(const token_bucket&) = delete;
   token_bucket& operator=(const token_bucket&) = delete;
-
   // Checks a configuration without building anything.
   static constexpr errc validate(rate r, std::uint64_t burst) noexcept {
     detail::gcra_params p{};
@@ -836,7 +1223,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Takes n units if the bucket holds them at `now`.
   decision try_acquire(std::uint64_t n, nanoseconds now) noexcept { return acquire(n, 0, now, nullptr); }
   decision try_acquire(std::uint64_t n = 1) noexcept { return try_acquire(n, Clock::now()); }
-  // The same, and fills `t` for a later refund (a refusal leaves it empty).
+  // The same, filling `t` for a later refund (a refusal leaves it empty).
   decision try_acquire(std::uint64_t n, nanoseconds now, bucket_ticket& t) noexcept { return acquire(n, 0, now, &t); }
   // Takes n units if the bucket holds them at `now` and, in the same step,
   // charges `extra` more as debt (usage known to follow the admission). The
@@ -851,53 +1238,34 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
   // Gives back up to n of the units an admission took, as its ticket allows,
-  // and returns how many it gave (the ticket keeps the rest). The rule: at
-  // `now`, a refund returns whole units only, at most
+  // and returns how many it gave (the ticket keeps the rest): at most
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
-  // where t.end is the admission time plus the intervals of its units. That
-  // is the part of the admission's own intervals still ahead: however many
-  // admissions, charges and other ticketed refunds came between, giving it
-  // back leaves every interval within B + floor(t / T) for the units net of
-  // refunds (see the test oracle). A ticket from before a set_rate,
+  // whole units, the part of the admission's own intervals still ahead (see
+  // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
   // set_burst or reset returns nothing, and so does a refund that meets one
   // in progress (the safe side). A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0 || !enter_refund()) return 0;
+    if (n == 0 || !writer_.enter_refund()) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
       // No reconfiguration can start while we are inside: the slot is stable.
       const detail::gcra_params p = hot_params_of(w);
       if (p.burst == 0 || p.config != t.config) break;
-      // `now` in ticks after the origin, counted from the epoch at the
-      // earliest, as ticks() counts it (the epoch is never before the
-      // origin), but not capped at the horizon; saturating is rounding up,
-      // the safe side here.
-      const std::uint64_t from = detail::positive_difference(p.epoch, origin_);
-      std::uint64_t since = detail::positive_difference(now.count(), origin_);
-      if (since < from) since = from;
-      since = detail::sat_mul(since, p.scale);
-      if (t.end <= since) break;
-      const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
-      if (tat <= now_t) break;  // already full at `now`
-      std::uint64_t cap = detail::sat_mul(n, p.interval);
-      const std::uint64_t own = t.end - since;
-      if (own < cap) cap = own;
-      if (tat - now_t < cap) cap = tat - now_t;
-      const std::uint64_t k = cap / p.interval;
+      const std::uint64_t k = detail::ticket_refundable(t, n, now.count(), origin_, p, tat, ticks(now, p));
       if (k == 0) break;
       // acq_rel / acquire: as in acquire().
       if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | (tat - k * p.interval), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
         got = k;
-        t.end -= k * p.interval;  // <= own: no wrap; the units given back end the admission's intervals sooner
+        t.end -= k * p.interval;  // no wrap (k fits in t.end - now); its intervals end sooner
         break;
       }
     }
-    leave_refund();
+    writer_.leave_refund();
     t.units -= got;
     return got;
   }
@@ -909,7 +1277,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // never holds more than B and the TAT never moves below `now`. Returns the
   // whole units actually returned.
   std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || !enter_refund()) return 0;
+    if (n == 0 || !writer_.enter_refund()) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
@@ -927,7 +1295,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         break;
       }
     }
-    leave_refund();
+    writer_.leave_refund();
     return got;
   }
   std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
@@ -937,10 +1305,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = hot_params_of(w);
     if (p.burst == 0) return 0;
-    const std::uint64_t now_t = ticks(now, p);
-    const std::uint64_t tat = w & L::max_ticks;
-    const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
-    return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
+    return detail::gcra_available(w & L::max_ticks, ticks(now, p), p);
   }
   std::uint64_t available() const noexcept { return available(Clock::now()); }
 
@@ -976,9 +1341,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const detail::gcra_params p = params_of(w);
     if (p.burst == 0) return;
-    const std::uint64_t add = detail::sat_mul(static_cast<std::uint64_t>(owed_for.count() > 0 ? owed_for.count() : 0), p.scale);
-    std::uint64_t tat = detail::sat_add(ticks(now, p), add);
-    if (tat > L::max_ticks) tat = L::max_ticks;
+    const std::uint64_t tat = detail::gcra_owing(owed_for.count(), now.count(), p);
     // release: as in reconfigure; the bucket is not shared yet anyway.
     state_.store((w & ~L::max_ticks) | tat, std::memory_order_release);
   }
@@ -987,119 +1350,90 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Thread-safe: serialised with set_rate on the writer flag, after the
-  // refunds already inside; an acquire racing it is decided before or after
-  // it (by the generation check, however many changes it sleeps through).
-  // Tickets from before it give nothing back.
+  // Serialised with set_rate on the writer flag; an acquire racing it is
+  // decided before or after it (the generation check). Tickets from before
+  // it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
-    lock_writer();
+    writer_.lock();
     const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     detail::gcra_params p = params_of(w);
     if (p.burst != 0) {
-      const std::size_t cur = slot_index(w), next = (cur + 1) & 3;
-      // relaxed: written before the flag's last release, which we acquired.
-      const rate r(slots_[cur].count.load(std::memory_order_relaxed),
-                   nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+      const std::size_t cur = slot_index(w), next = detail::bucket_slots::next(cur);
+      const rate r = slots_.rate_locked(cur);
       p.epoch = now.count() > origin_ ? now.count() : origin_;
       // A new installation (stalled callers see it by the generation) and a
       // new configuration: what was owed is forgotten, so no ticket from
       // before may give back against what comes after.
       p.gen += 1;
       p.config += 1;
-      store_slot(next, p, r);
+      slots_.store(next, p, r);
       // release: publishes the slot, as in reconfigure. A plain store, not a
       // CAS: whatever an acquirer did meanwhile is forgotten too (and one
       // that read the old slot fails its CAS or its generation check).
       state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
                    std::memory_order_release);
+      slots_.set_hint(next);
     }
-    writer_.store(0, std::memory_order_release);  // release: as in reconfigure
+    writer_.unlock();
   }
 
-  // Live changes keep the state: the units owed at `now` stay owed (see the
-  // contract above for a stale `now`). They return the error and change nothing if the
-  // new configuration is invalid.
+  // Live changes keep the units owed at `now` (see the contract above for a
+  // stale `now`); an invalid configuration is refused and changes nothing.
   [[nodiscard]] errc set_rate(rate r, nanoseconds now) noexcept { return reconfigure(&r, nullptr, now); }
   [[nodiscard]] errc set_rate(rate r) noexcept { return set_rate(r, Clock::now()); }
-  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept {
-    return reconfigure(nullptr, &b, now);
-  }
+  [[nodiscard]] errc set_burst(std::uint64_t b, nanoseconds now) noexcept { return reconfigure(nullptr, &b, now); }
   [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
 
   rate current_rate() const noexcept {
-    const std::size_t i = slot_index(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
-    // acquire: as in hot_params_of (a peek: may be torn by a racing set_rate).
-    return rate(slots_[i].count.load(std::memory_order_acquire),
-                nanoseconds(static_cast<std::int64_t>(slots_[i].period.load(std::memory_order_acquire))));
+    return slots_.rate_peek(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
   }
-  std::uint64_t burst() const noexcept { return params_of(state_.load(std::memory_order_acquire)).burst; }
+  std::uint64_t burst() const noexcept { return in_force().burst; }
   // True when the interval in force is exactly period / count.
-  bool exact() const noexcept { return params_of(state_.load(std::memory_order_acquire)).exact; }
+  bool exact() const noexcept { return in_force().exact; }
   // The rate actually enforced: scale units per (interval in ticks) ns. It
   // equals the configured rate (reduced) when exact(), else it is slower by
   // less than 0.1 %.
   rate effective_rate() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
+    const detail::gcra_params p = in_force();
     return rate(p.scale, nanoseconds(static_cast<std::int64_t>(p.interval)));
   }
   // The emission interval in force, rounded up to whole nanoseconds.
-  nanoseconds interval() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
-    return p.scale == 0 ? nanoseconds(0) : to_ns_ceil(p.interval, p);
-  }
+  nanoseconds interval() const noexcept { return nanoseconds(detail::gcra_interval_ns(in_force())); }
   // How far from its epoch the bucket counts exactly (at least 10 years; the
   // epoch moves forward long before, see the header).
-  nanoseconds horizon() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));
-    return p.scale == 0 ? nanoseconds(0) : nanoseconds(static_cast<std::int64_t>((L::max_ticks - p.tau) / p.scale));
-  }
+  nanoseconds horizon() const noexcept { return nanoseconds(detail::gcra_horizon_ns(in_force())); }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
   // The epoch in force: the origin, or where it has moved to.
-  nanoseconds epoch() const noexcept {
-    const detail::gcra_params p = params_of(state_.load(std::memory_order_acquire));  // acquire: as in acquire()
-    return nanoseconds(p.epoch);
-  }
+  nanoseconds epoch() const noexcept { return nanoseconds(in_force().epoch); }
 
  private:
-  // One installation of a configuration (see "State layout" in the header),
-  // in atomics so a reconfiguration racing a reader is not a data race. The
-  // fields the hot paths read come first, the generation ahead of them; a
-  // reader checks after its CAS that the slot still holds the
-  // installation it read, see acquire().
-  struct slot {
-    detail::atomic<std::uint64_t> gen{0}, scale{0}, interval{0}, burst{0}, tau{0};
-    detail::atomic<std::int64_t> epoch{0};
-    detail::atomic<std::uint64_t> config{0}, exact{0}, count{0}, period{0};
-  };
-
   // try_acquire, try_acquire_and_charge and charge: one CAS that adds
   // n + extra intervals, checking only n against the burst (n == 0: none).
-  //
-  // Stale configurations. The word's tag has two bits, so four
-  // reconfigurations while this call is between its read and its CAS can
-  // bring back the very word it read, under another configuration in the
-  // same slot. The slot's generation tells: read before the parameters and
-  // again after the CAS, it differs exactly when the configuration in force
-  // at the CAS is not the one read (for any number of reconfigurations).
-  // Such a CAS only raised the TAT (its new value is never below the old);
-  // it is then undone if nothing has changed the word since (else kept: debt,
-  // the safe side), and the decision is made again under the configuration
-  // in force. No decision is ever returned from a stale configuration.
+  // The tag has two bits, so four reconfigurations while this call is
+  // between its read and its CAS can bring back the very word it read, under
+  // another installation of the same slot: the slot's generation, read before
+  // the parameters and again after the CAS, differs exactly then. Such a CAS
+  // only raised the TAT; it is undone if the word is still its own (else
+  // kept: debt, the safe side), and the call decides again under the
+  // configuration in force. No decision comes from a stale configuration.
   decision acquire(std::uint64_t n, std::uint64_t extra, nanoseconds now, bucket_ticket* t) noexcept {
     if (t) *t = bucket_ticket{};
     if (n == 0 && extra == 0) return decision::admit();
-    // acquire: pairs with the release CAS in reconfigure_locked() (or the
-    // release store in reset()) that installed the tag we read, or any RMW
-    // after it, which continues that release sequence; so the slot's
-    // generation and fields are visible.
-    std::uint64_t w = state_.load(std::memory_order_acquire);
-    detail::gcra_params p = hot_params_of(w);
+    // The parameters first, from the slot last installed, checked against
+    // the word (see "Reading a slot" in detail/bucket_slots.hpp).
+    std::size_t i = slots_.hint();
+    detail::gcra_params p = slots_.hot(i);
     std::uint64_t now_t = ticks(now, p);
-    if (__builtin_expect(move_due(now_t), 0)) {
+    detail::token_bucket_stall<Clock>::before_load();
+    // acquire: pairs with the release CAS in reconfigure_locked() (or store
+    // in reset()) that installed the tag we read, or any RMW after it, which
+    // continues that release sequence: that slot's contents are visible.
+    std::uint64_t w = state_.load(std::memory_order_acquire);
+    if (refresh(w, i, p)) now_t = ticks(now, p);
+    if (__builtin_expect(detail::gcra_move_due(now_t), 0)) {
       try_move_epoch(now);
       w = state_.load(std::memory_order_acquire);  // acquire: as above
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
+      if (refresh(w, i, p)) now_t = ticks(now, p);
     }
     for (;;) {
       if (p.burst == 0) return decision::refuse(reason::misconfigured);
@@ -1116,27 +1450,13 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       const std::uint64_t nw = (w & ~L::max_ticks) | next;
       detail::token_bucket_stall<Clock>::before_cas();
       // acq_rel on success: acquire makes the generation check below see any
-      // reinstallation of the slot whose tag this word carries (it was
-      // written before the CAS that installed it, which this CAS follows);
-      // release keeps the parameter loads above before the CAS and this RMW
-      // in the release sequence of the last reconfiguration. On failure `w`
-      // is reloaded with acquire for the same reason as the first load.
+      // reinstallation of the slot whose tag this word carries (written
+      // before the CAS that installed it, which this CAS follows); release
+      // keeps this RMW in the release sequence of the last reconfiguration.
+      // On failure `w` is reloaded with acquire, as the first load.
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        // relaxed: ordered after the CAS by its acquire, see above.
-        if (__builtin_expect(slots_[slot_index(nw)].gen.load(std::memory_order_relaxed) == p.gen, 1)) {
-          if (t) {
-            // The admission's own intervals end at now + (next - base):
-            // what it added, counted from its own time; in ticks after the
-            // origin, which an epoch move keeps (it moves by whole ns, and
-            // the scale comes with the configuration). Exact: a ticket
-            // rounded to ns would keep up to a unit of a roll-back at a rate
-            // with s > 1. Saturating here is safe: `now` in refund() then
-            // saturates too, and nothing is given back.
-            t->end = detail::sat_add(detail::sat_mul(detail::positive_difference(p.epoch, origin_), p.scale),
-                                     now_t + (next - base));
-            t->units = detail::sat_add(n, extra);
-            t->config = p.config;
-          }
+        if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
+          if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
           return decision::admit();
         }
         // Stale: undo if the word is still ours. acq_rel / acquire: as above.
@@ -1144,148 +1464,47 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         if (state_.compare_exchange_strong(cur, w, std::memory_order_acq_rel, std::memory_order_acquire)) cur = w;
         w = cur;
       }
-      // Lost a race or met a stale slot: re-read the parameters of the tag
-      // now in force.
-      p = hot_params_of(w);
-      now_t = ticks(now, p);
+      if (refresh(w, i, p)) now_t = ticks(now, p);  // lost a race (`w` is the word now) or met a stale slot
     }
   }
-
-  // Refunds keep reconfigurations out while they run (they lower the TAT, so
-  // a stale one could not be undone afterwards): each holds a count of 2 in
-  // writer_, whose bit 0 is the writer's. A refund never waits: one that
-  // meets a writer gives nothing back.
-  bool enter_refund() noexcept {
-    // relaxed: only a first guess for the CAS.
-    std::uint32_t v = writer_.load(std::memory_order_relaxed);
-    do {
-      if (v & 1u) return false;
-      // acquire: pairs with the release that ends a writer's critical
-      // section, so its slot writes are visible (the state load repeats it).
-    } while (!writer_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
+  // Re-reads the parameters (and says so) unless slot i's installation `p` is
+  // still the one in force at `w` (loaded, or CAS'd, with acquire before).
+  bool refresh(std::uint64_t w, std::size_t& i, detail::gcra_params& p) const noexcept {
+    if (__builtin_expect(slot_index(w) == i && slots_.gen(i) == p.gen, 1)) return false;
+    i = slot_index(w);
+    p = slots_.hot(i);
     return true;
-  }
-  void leave_refund() noexcept {
-    // release: pairs with the writer's acquire wait in lock_writer(), so our
-    // CAS on the state comes before anything the writer then does.
-    writer_.fetch_sub(2, std::memory_order_release);
-  }
-  // Takes bit 0 of writer_ (new refunds then stay out), then waits for the
-  // refunds inside to leave. acquire (all): pairs with the release store
-  // that ends the previous writer's critical section, so we see the slot
-  // contents it wrote, and with leave_refund, so their CASes come before ours.
-  void lock_writer() noexcept {
-    std::uint32_t v = writer_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
-    for (;;) {
-      if (v & 1u) {
-        std::this_thread::yield();
-        v = writer_.load(std::memory_order_relaxed);  // relaxed: as above
-      } else if (writer_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
-        break;
-      }
-    }
-    while (writer_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
   }
 
   static std::size_t slot_index(std::uint64_t w) noexcept { return static_cast<std::size_t>(w >> L::tat_bits); }
 
-  // The fields the hot paths need (`exact` is for reporting only), the
-  // generation first.
-  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept {
-    const slot& s = slots_[slot_index(w)];
-    detail::gcra_params p{};
-    // acquire (all): the generation pairs with its release store in
-    // store_slot, written after the fields, so the fields read below are at
-    // least that installation's; each field pairs with its own release
-    // store, so a field of a later installation makes the CAS that follows
-    // fail or the generation check after it differ.
-    p.gen = s.gen.load(std::memory_order_acquire);
-    p.scale = s.scale.load(std::memory_order_acquire);
-    p.interval = s.interval.load(std::memory_order_acquire);
-    p.burst = s.burst.load(std::memory_order_acquire);
-    p.tau = s.tau.load(std::memory_order_acquire);
-    p.epoch = s.epoch.load(std::memory_order_acquire);
-    p.config = s.config.load(std::memory_order_acquire);
-    return p;
+  detail::gcra_params hot_params_of(std::uint64_t w) const noexcept { return slots_.hot(slot_index(w)); }
+  detail::gcra_params params_of(std::uint64_t w) const noexcept { return slots_.full(slot_index(w)); }
+  // acquire: as in acquire().
+  detail::gcra_params in_force() const noexcept { return params_of(state_.load(std::memory_order_acquire)); }
+
+  static std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) noexcept {
+    return detail::gcra_ticks(now.count(), p);
+  }
+  static nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) noexcept {
+    return nanoseconds(detail::gcra_wait_from(now.count(), t, p));
   }
 
-  // The same with `exact`, off the hot paths.
-  detail::gcra_params params_of(std::uint64_t w) const noexcept {
-    detail::gcra_params p = hot_params_of(w);
-    p.exact = slots_[slot_index(w)].exact.load(std::memory_order_acquire) != 0;  // acquire: as above
-    return p;
-  }
-
-  std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t since = detail::positive_difference(now.count(), p.epoch);
-    const std::uint64_t cap = L::max_ticks - p.tau;
-    // Every Kimi limit has scale 1: skip the 128-bit multiply.
-    const std::uint64_t t = p.scale == 1 ? since : detail::sat_mul(since, p.scale);
-    return t > cap ? cap : t;
-  }
-  // `t` ticks after max(now, epoch), as a wait from `now`, rounded up.
-  nanoseconds wait_from(nanoseconds now, std::uint64_t t, const detail::gcra_params& p) const noexcept {
-    const std::uint64_t w =
-        detail::sat_add(detail::ceil_div(t, p.scale), detail::positive_difference(p.epoch, now.count()));
-    return nanoseconds(w > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(w));
-  }
-  static nanoseconds to_ns_ceil(std::uint64_t t, const detail::gcra_params& p) noexcept {
-    return nanoseconds(static_cast<std::int64_t>(detail::ceil_div(t, p.scale)));
-  }
-
-  void store_slot(std::size_t i, const detail::gcra_params& p, rate r) noexcept {
-    slot& s = slots_[i];
-    // release (all): pairs with the acquire loads in hot_params_of; the
-    // generation last, so a reader that sees it sees every field with it.
-    // Nobody can act on this slot before the release CAS (or store) on
-    // state_ that installs its tag (a reader of the old tag's word fails its
-    // CAS or its generation check, see acquire()).
-    s.scale.store(p.scale, std::memory_order_release);
-    s.interval.store(p.interval, std::memory_order_release);
-    s.burst.store(p.burst, std::memory_order_release);
-    s.tau.store(p.tau, std::memory_order_release);
-    s.epoch.store(p.epoch, std::memory_order_release);
-    s.config.store(p.config, std::memory_order_release);
-    s.exact.store(p.exact ? 1 : 0, std::memory_order_release);
-    s.count.store(r.count, std::memory_order_release);
-    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_release);
-    s.gen.store(p.gen, std::memory_order_release);
-  }
-
-  // The epoch moves once `now` is 2^57 ticks past it, to 2^56 ticks before
-  // `now`. One constant for every configuration keeps the hot-path test to a
-  // compare with a constant; every horizon (>= 10 years >= 2^58.1 ticks) has
-  // room to spare above it, so a move is due long before a `now` is clamped.
-  static constexpr std::uint64_t move_ticks = std::uint64_t{1} << 57;
-  static constexpr std::uint64_t keep_ticks = std::uint64_t{1} << 56;
-  static_assert(L::min_horizon_ns > move_ticks + keep_ticks, "a move must be due well inside every horizon");
-  static constexpr bool move_due(std::uint64_t now_t) noexcept { return now_t >= move_ticks; }
-  // An epoch for `p` at `now`: p's own unless a move is due, else keep_ticks
-  // before `now` (whole nanoseconds, so exact; never past `now`, so it fits).
-  std::int64_t epoch_for(const detail::gcra_params& p, nanoseconds now) const noexcept {
-    if (!move_due(ticks(now, p))) return p.epoch;
-    const detail::i128 e = static_cast<detail::i128>(now.count()) - static_cast<detail::i128>(keep_ticks / p.scale);
-    return e > p.epoch ? static_cast<std::int64_t>(e) : p.epoch;
-  }
   // Moves the epoch if the writer flag is free: try once, never wait (the
   // hot paths call it; years of room remain to try again).
   [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
-    // acquire: as in lock_writer(). Only when nobody holds the flag and no
-    // refund runs (see enter_refund); relaxed on failure: nothing is read.
-    std::uint32_t free = 0;
-    if (!writer_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (!writer_.try_lock()) return;  // a writer or a refund is inside
     (void)reconfigure_locked(nullptr, nullptr, now);
   }
 
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
-    // relaxed: as for state_ below.
-    slots_[0].epoch.store(origin_, std::memory_order_relaxed);
+    slots_.init_epoch(origin_);
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
     if (e != errc::ok) return e;  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     p.epoch = origin_;
-    store_slot(0, p, r);
+    slots_.store(0, p, r);
     // relaxed: construction happens before any other thread can see the
     // object (publishing it is the user's synchronisation).
     state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
@@ -1295,7 +1514,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // Installs a new rate and/or burst (a null pointer keeps the current one),
   // moving the epoch if `now` is far enough from it.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    lock_writer();
+    writer_.lock();
     return reconfigure_locked(nr, nb, now);
   }
   // The same, with the writer flag held; releases it.
@@ -1303,53 +1522,44 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const std::size_t cur = slot_index(w);
     const detail::gcra_params cp = params_of(w);
-    // relaxed: written before the flag's last release, which we acquired.
-    const rate r = nr ? *nr
-                      : rate(slots_[cur].count.load(std::memory_order_relaxed),
-                             nanoseconds(static_cast<std::int64_t>(slots_[cur].period.load(std::memory_order_relaxed))));
+    const rate r = nr ? *nr : slots_.rate_locked(cur);
     const std::uint64_t b = nb ? *nb : cp.burst;
     detail::gcra_params np{};
     const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
     if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
-      writer_.store(0, std::memory_order_release);  // release: as at the end
+      writer_.unlock();
       return e;
     }
-    np.epoch = cp.epoch;
-    np.epoch = epoch_for(np, now);
+    np.epoch = detail::gcra_epoch_for(np, cp.epoch, now.count());
     if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
-      writer_.store(0, std::memory_order_release);  // release: as at the end
+      writer_.unlock();
       return errc::ok;
     }
     // An epoch move keeps the configuration (tickets stay good: it is exact).
     np.config = nr || nb ? cp.config + 1 : cp.config;
     np.gen = cp.gen + 1;
-    const std::size_t next = (slot_index(w) + 1) & 3;
-    store_slot(next, np, r);
+    const std::size_t next = detail::bucket_slots::next(slot_index(w));
+    slots_.store(next, np, r);
     for (;;) {
-      const detail::gcra_params op = params_of(w);
-      const std::uint64_t old_now = ticks(now, op);
-      const std::uint64_t tat = w & L::max_ticks;
-      // The units owed at `now` stay owed, at the new interval, rounded up.
-      const std::uint64_t owed = tat > old_now ? detail::mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
-      const std::uint64_t new_now = ticks(now, np);
-      std::uint64_t nt = detail::sat_add(new_now, owed);
-      if (nt > L::max_ticks) nt = L::max_ticks;
+      const std::uint64_t nt = detail::gcra_convert_tat(w & L::max_ticks, params_of(w), np, now.count());
       // release: publishes the slot written above to every reader that
       // acquires a word carrying its tag. acquire on failure: reload as usual.
       if (state_.compare_exchange_weak(w, (static_cast<std::uint64_t>(next) << L::tat_bits) | nt,
                                        std::memory_order_acq_rel, std::memory_order_acquire))
         break;
     }
-    // release: pairs with the acquire in the next lock_writer() or
-    // try_move_epoch(), and with enter_refund().
-    writer_.store(0, std::memory_order_release);
+    slots_.set_hint(next);
+    writer_.unlock();
     return errc::ok;
   }
 
+  // The state word shares its line only with the writer flag, which refunds
+  // and writers change together with it; what acquirers only read starts on
+  // the next line, so another thread's CAS never evicts it.
   detail::atomic<std::uint64_t> state_{0};
-  std::int64_t origin_ = 0;  // written once, before the object is shared
-  detail::atomic<std::uint32_t> writer_{0};
-  slot slots_[4];
+  detail::bucket_writer writer_;
+  alignas(TOLLGATE_CACHELINE_SIZE) std::int64_t origin_ = 0;  // written once, before the object is shared
+  detail::bucket_slots slots_;
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
 };
@@ -1365,7 +1575,7 @@ TOLLGATE_END_NAMESPACE
 // Guarantee. For a limit L per window W: in every half-open window (t - W, t]
 // of the supplied timestamps, the units admitted never exceed L, under any
 // interleaving of threads. No server that counts "at most L in any W" can
-// reject what this admitted (see the compliance table in the README).
+// reject what this admitted (see the compliance tables in docs/server-models.md).
 //
 // How. Time is cut into slots of width w = ceil(W / K) (K = `Subwindows`,
 // default 15). A request at slot s is admitted if the units already admitted
@@ -1450,13 +1660,25 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/rate.hpp>  (already above)
+// #include <tollgate/window/ticket.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// window/ticket.hpp: the strict window's state word and its ticket.
+//
+// Contract. One 64-bit word {slot: 40 bits, units: 24 bits} is the unit of
+// the window's state (its head, its ring, its cached sum): a count of at most
+// 2^24 - 1 units per slot, and 2^40 slots, at least 10 years from the origin
+// at the shortest slot width (287,015 ns). The words are plain integers: the
+// same in any process that maps them. A window_ticket records what one
+// admission charged, so that a refund gives back only that (move-only: a copy
+// could refund the same tokens twice; a moved-from ticket holds nothing).
+#ifndef TOLLGATE_WINDOW_TICKET_HPP
+#define TOLLGATE_WINDOW_TICKET_HPP
 
-#include <atomic>
-#include <cstddef>
+// #include <tollgate/config.hpp>  (already above)
+
 #include <cstdint>
-#include <limits>
 #include <utility>
-#include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -1502,6 +1724,20 @@ constexpr std::uint64_t pack_slot(std::uint64_t slot, std::uint64_t units) noexc
 constexpr std::uint64_t slot_of_word(std::uint64_t w) noexcept { return w >> window_limits::count_bits; }
 constexpr std::uint64_t units_of_word(std::uint64_t w) noexcept { return w & window_limits::max_units; }
 }  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_WINDOW_TICKET_HPP
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
 
 template <class Clock = steady_clock, std::size_t Subwindows = 15>
 class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
@@ -1597,30 +1833,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window may go over its limit, and later admissions wait until the excess
   // has left it. A stale `now` charges the head slot. Saturates at 2^24 - 1
   // units per slot.
-  void charge(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || unit_ == 0) return;
-    const std::uint64_t nu = unit_ == 1 ? n : detail::ceil_div(n, unit_);
-    const std::uint64_t s = slot_at(now);
-    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    for (;;) {
-      const std::uint64_t h = detail::slot_of_word(w);
-      const std::uint64_t cur = detail::units_of_word(w);
-      if (s <= h) {
-        const std::uint64_t next = cur + nu > L::max_units || cur + nu < cur ? L::max_units : cur + nu;
-        // acq_rel/acquire: as in try_acquire.
-        if (head_.compare_exchange_weak(w, detail::pack_slot(h, next), std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-          return;
-      } else {
-        publish_final(h, cur);
-        publish_older(s, window_sum(s, h, cur));
-        // acq_rel/acquire: as in try_acquire (moving the head).
-        if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu > L::max_units ? L::max_units : nu),
-                                        std::memory_order_acq_rel, std::memory_order_acquire))
-          return;
-      }
-    }
-  }
+  void charge(std::uint64_t n, nanoseconds now) noexcept;
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
   // Returns up to n of the ticket's tokens; returns the tokens given back
@@ -1692,16 +1905,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // The same, leaving out `unspent(j)` units of slot j (units a caller
   // counted in advance and has not used: the account's per-thread credit).
   template <class Unspent>
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now, Unspent&& unspent) const {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-    visit_slots(now, unspent, [&](std::uint64_t j, std::uint64_t, std::uint64_t u) {
-      // Slot j leaves the window when slot j + K + 1 begins.
-      const detail::i128 left = static_cast<detail::i128>(slot_start(j + K + 1).count()) - now.count();
-      const detail::i128 top = std::numeric_limits<std::int64_t>::max();
-      out.emplace_back(static_cast<std::uint64_t>(left < 1 ? 1 : left > top ? top : left), u);
-    });
-    return out;
-  }
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_counts(nanoseconds now, Unspent&& unspent) const;
 
   // The same by age: (age in slots relative to `now`'s slot, units), oldest
   // first. Ages drop where `now` lies in its slot; import_slots has to assume
@@ -1710,20 +1914,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
     return export_slots(now, [](std::uint64_t) { return std::uint64_t{0}; });
   }
   template <class Unspent>
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
-    visit_slots(now, unspent, [&](std::uint64_t, std::uint64_t age, std::uint64_t u) { out.emplace_back(age, u); });
-    return out;
-  }
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> export_slots(nanoseconds now, Unspent&& unspent) const;
 
   // The longest time import_counts can keep a count (about the 40-bit slot
   // horizon: at least 10 years); longer times count as this.
-  nanoseconds import_horizon() const noexcept {
-    const std::uint64_t t = detail::sat_mul(L::max_slot - 2 * K - 4, width_);
-    return nanoseconds(t > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
-                           ? std::numeric_limits<std::int64_t>::max()
-                           : static_cast<std::int64_t>(t));
-  }
+  nanoseconds import_horizon() const noexcept;
 
   // Replaces the window's contents with counts as export_counts gives them
   // (time from `now` until each may leave, units), each kept at least that
@@ -1736,74 +1931,13 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window refuse everything (as stale) until it has passed. Units above the
   // 24-bit field saturate; zero times and units are skipped. Not
   // thread-safe: call it before sharing the window (it moves the origin).
-  void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
-    if (unit_ == 0) return;
-    using detail::i128;
-    const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
-    std::uint64_t longest = 0;
-    for (const auto& e : counts)
-      if (e.second > 0 && e.first > longest) longest = e.first > horizon ? horizon : e.first;
-    // relaxed (all stores below but the head's): not shared yet; the head's
-    // release store publishes them to acquirers anyway.
-    for (auto& r : ring_) r.store(0, std::memory_order_relaxed);
-    if (longest == 0) {
-      older_.store(0, std::memory_order_relaxed);
-      head_.store(0, std::memory_order_release);  // release: as below
-      return;
-    }
-    // The origin: K + 1 slots (or as many as fit above INT64_MIN) before the
-    // slot holding `now`, with `now + longest` on a slot boundary.
-    const i128 w = static_cast<i128>(width_);
-    const i128 phase = (w - static_cast<i128>(longest) % w) % w;
-    i128 o = static_cast<i128>(now.count()) - phase - static_cast<i128>(K + 1) * w;
-    const i128 bottom = std::numeric_limits<std::int64_t>::min();
-    if (o < bottom) o += (bottom - o + w - 1) / w * w;
-    origin_ = static_cast<std::int64_t>(o);
-    // The earliest slot whose end of life (the start of slot j + K + 1) is at
-    // or after now + t: any later slot keeps the units too.
-    auto slot_for = [&](std::uint64_t t) -> std::uint64_t {
-      if (t > horizon) t = horizon;
-      const i128 a = static_cast<i128>(now.count()) + static_cast<i128>(t) - o;
-      if (a <= 0) return 0;
-      const i128 j = (a + w - 1) / w - static_cast<i128>(K + 1);
-      return j < 0 ? 0 : static_cast<std::uint64_t>(j);
-    };
-    std::uint64_t head = slot_at(now);
-    for (const auto& e : counts)
-      if (e.second > 0 && e.first > 0 && slot_for(e.first) > head) head = slot_for(e.first);
-    std::uint64_t cur = 0, older = 0;
-    for (const auto& e : counts) {
-      if (e.second == 0 || e.first == 0) continue;
-      const std::uint64_t j = slot_for(e.first);
-      // Below head - K only when the head is ahead of `now`: such a slot
-      // leaves the window before the head's slot starts, and until then the
-      // window refuses everything.
-      if (j + K < head) continue;
-      const std::uint64_t u = e.second > L::max_units ? L::max_units : e.second;
-      if (j == head) {
-        cur = cur + u > L::max_units ? L::max_units : cur + u;
-        continue;
-      }
-      detail::atomic<std::uint64_t>& r = ring_[j % ring_size];
-      const std::uint64_t was = r.load(std::memory_order_relaxed);
-      const std::uint64_t had = detail::slot_of_word(was) == j ? detail::units_of_word(was) : 0;
-      r.store(detail::pack_slot(j, had + u > L::max_units ? L::max_units : had + u), std::memory_order_relaxed);
-      older = detail::sat_add(older, u);
-    }
-    older_.store(detail::pack_slot(head, older > L::max_units ? L::max_units : older), std::memory_order_relaxed);
-    head_.store(detail::pack_slot(head, cur), std::memory_order_release);  // release: publishes the ring to acquirers
-  }
+  void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept;
 
   // Loads slots by age (export_slots) into a window not shared yet. The
   // position of the old `now` inside its slot is not known, so each count is
   // kept as if it had been at the very start (round toward keeping): until
   // (K + 1 - age) slot widths from `now`. Ages above K have left the window.
-  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) {
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> counts;
-    for (const auto& e : slots)
-      if (e.first <= K) counts.emplace_back(detail::sat_mul(K + 1 - e.first, width_), e.second);
-    import_counts(now, counts);
-  }
+  void import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots);
 
   // Forgets every count: the window is as it was built (same origin and
   // limit). For recovering from a bogus far-future `now` (see the header).
@@ -1838,76 +1972,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // Calls f(j, age, units) for every slot j still in the window at `now`,
   // oldest first, with `unspent(j)` units left out (slots left empty skipped).
   template <class Unspent, class F>
-  void visit_slots(nanoseconds now, Unspent& unspent, F&& f) const {
-    if (unit_ == 0) return;
-    const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    const std::uint64_t h = detail::slot_of_word(w);
-    std::uint64_t s = slot_at(now);
-    if (s < h) s = h;
-    auto put = [&](std::uint64_t j, std::uint64_t u) {
-      const std::uint64_t off = unspent(j);
-      if (u > off) f(j, s - j, u - off);
-    };
-    for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-      if (j + K >= s) put(j, ring_units(j));
-    if (h + K >= s) put(h, detail::units_of_word(w));
-  }
+  void visit_slots(nanoseconds now, Unspent& unspent, F&& f) const;
 
-  std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
-    if (n > t.tokens) n = t.tokens;
-    if (n == 0 || unit_ == 0) return 0;
-    const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
-    const std::uint64_t back = t.units - keep_units;
-    std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
-    for (;;) {
-      const std::uint64_t h = detail::slot_of_word(w);
-      if (t.slot == h) {
-        const std::uint64_t cur = detail::units_of_word(w);
-        if (cur == L::max_units) return 0;  // saturated: at least this much, nothing provably ours to give back
-        const std::uint64_t take = back < cur ? back : cur;
-        // acq_rel/acquire: as in try_acquire.
-        if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-          break;
-        continue;
-      }
-      if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
-      detail::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
-      // relaxed: the ring word carries only itself; the head CAS that moved
-      // past t.slot already published its count, and we read that head above.
-      std::uint64_t r = e.load(std::memory_order_relaxed);
-      for (;;) {
-        if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
-        const std::uint64_t cnt = detail::units_of_word(r);
-        if (cnt == L::max_units) return 0;  // saturated: as for the head
-        const std::uint64_t take = back < cnt ? back : cnt;
-        // relaxed: a lone counter; readers that miss the decrement over-count.
-        if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
-                                    std::memory_order_relaxed)) {
-          // The cached sum for head h was computed before h was installed,
-          // hence before this decrement: take the same units off it. A cache
-          // for a later head was computed from the ring, with or without this
-          // decrement: leave it (too high is safe, twice is not). A saturated
-          // cache is only a lower bound of the ring's sum (older_of reads the
-          // ring then): taking units off it would make it look exact.
-          std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
-          while (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) {
-            const std::uint64_t u = detail::units_of_word(c);
-            const std::uint64_t off = take < u ? take : u;
-            // relaxed: a lone cached sum, as in publish_older.
-            if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
-                                             std::memory_order_relaxed))
-              break;
-          }
-          break;
-        }
-      }
-      break;
-    }
-    t.tokens -= n;
-    t.units = keep_units;
-    return n;
-  }
+  std::uint64_t refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept;
 
   errc init(rate r, nanoseconds origin) noexcept {
     origin_ = origin.count();
@@ -2043,6 +2110,269 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 };
 
 TOLLGATE_END_NAMESPACE
+
+// Definitions of the corrections after the fact (charges, refunds) and of
+// the snapshot support.
+// #include <tollgate/window/correct.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// window/correct.hpp: the strict window's corrections after the fact:
+// charging usage learnt later (charge) and giving back what a ticket
+// charged (refund, refund_to_head).
+//
+// Contract (each function's own is with its declaration, sliding_window.hpp).
+// A charge may take the window over its limit; later admissions then wait
+// until the excess has left it. A refund gives back at most what its ticket
+// still holds, and nothing once the ticket's slot has left the window or its
+// count has saturated (such a count means "at least this many": no unit of
+// it is provably the ticket's). Concurrency: lock-free CASes on the head
+// (acq_rel, as try_acquire's) and, for refunds into older slots, relaxed
+// CASes on one ring word and the cached sum (lone counters: a reader that
+// misses a decrement over-counts, the safe side). Included by
+// sliding_window.hpp after the class; including it alone includes that first.
+#ifndef TOLLGATE_WINDOW_CORRECT_HPP
+#define TOLLGATE_WINDOW_CORRECT_HPP
+
+// #include <tollgate/sliding_window.hpp>  (already above)
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock, std::size_t Subwindows>
+inline void sliding_window<Clock, Subwindows>::charge(std::uint64_t n, nanoseconds now) noexcept {
+  if (n == 0 || unit_ == 0) return;
+  const std::uint64_t nu = unit_ == 1 ? n : detail::ceil_div(n, unit_);
+  const std::uint64_t s = slot_at(now);
+  std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+  for (;;) {
+    const std::uint64_t h = detail::slot_of_word(w);
+    const std::uint64_t cur = detail::units_of_word(w);
+    if (s <= h) {
+      const std::uint64_t next = cur + nu > L::max_units || cur + nu < cur ? L::max_units : cur + nu;
+      // acq_rel/acquire: as in try_acquire.
+      if (head_.compare_exchange_weak(w, detail::pack_slot(h, next), std::memory_order_acq_rel,
+                                      std::memory_order_acquire))
+        return;
+    } else {
+      publish_final(h, cur);
+      publish_older(s, window_sum(s, h, cur));
+      // acq_rel/acquire: as in try_acquire (moving the head).
+      if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu > L::max_units ? L::max_units : nu),
+                                      std::memory_order_acq_rel, std::memory_order_acquire))
+        return;
+    }
+  }
+}
+
+template <class Clock, std::size_t Subwindows>
+inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
+  if (n > t.tokens) n = t.tokens;
+  if (n == 0 || unit_ == 0) return 0;
+  const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
+  const std::uint64_t back = t.units - keep_units;
+  std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+  for (;;) {
+    const std::uint64_t h = detail::slot_of_word(w);
+    if (t.slot == h) {
+      const std::uint64_t cur = detail::units_of_word(w);
+      if (cur == L::max_units) return 0;  // saturated: at least this much, nothing provably ours to give back
+      const std::uint64_t take = back < cur ? back : cur;
+      // acq_rel/acquire: as in try_acquire.
+      if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur - take), std::memory_order_acq_rel,
+                                      std::memory_order_acquire))
+        break;
+      continue;
+    }
+    if (head_only || t.slot > h || t.slot + K < h) return 0;  // not ours, or out of the window: nothing to give back
+    detail::atomic<std::uint64_t>& e = ring_[t.slot % ring_size];
+    // relaxed: the ring word carries only itself; the head CAS that moved
+    // past t.slot already published its count, and we read that head above.
+    std::uint64_t r = e.load(std::memory_order_relaxed);
+    for (;;) {
+      if (detail::slot_of_word(r) != t.slot) return 0;  // overwritten: slot left the ring
+      const std::uint64_t cnt = detail::units_of_word(r);
+      if (cnt == L::max_units) return 0;  // saturated: as for the head
+      const std::uint64_t take = back < cnt ? back : cnt;
+      // relaxed: a lone counter; readers that miss the decrement over-count.
+      if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+                                  std::memory_order_relaxed)) {
+        // The cached sum for head h was computed before h was installed,
+        // hence before this decrement: take the same units off it. A cache
+        // for a later head was computed from the ring, with or without this
+        // decrement: leave it (too high is safe, twice is not). A saturated
+        // cache is only a lower bound of the ring's sum (older_of reads the
+        // ring then): taking units off it would make it look exact.
+        std::uint64_t c = older_.load(std::memory_order_relaxed);  // relaxed: as in older_of
+        while (detail::slot_of_word(c) == h && detail::units_of_word(c) != L::max_units) {
+          const std::uint64_t u = detail::units_of_word(c);
+          const std::uint64_t off = take < u ? take : u;
+          // relaxed: a lone cached sum, as in publish_older.
+          if (older_.compare_exchange_weak(c, detail::pack_slot(h, u - off), std::memory_order_relaxed,
+                                           std::memory_order_relaxed))
+            break;
+        }
+        break;
+      }
+    }
+    break;
+  }
+  t.tokens -= n;
+  t.units = keep_units;
+  return n;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_WINDOW_CORRECT_HPP
+// #include <tollgate/window/snapshot.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// window/snapshot.hpp: the strict window's counts taken out and put back,
+// for snapshots (the account's, account/snapshot.hpp) and restarts.
+//
+// Contract (each function's own is with its declaration, sliding_window.hpp).
+// export_counts lists every slot still in the window as (time from `now`
+// until the window drops it, units), soonest first; import_counts puts such
+// a list into a window not yet shared, keeping every unit at least that
+// long, whatever the new window's origin and slot phase: a restart never lets
+// a count leave early. The exports read the window as it runs (a snapshot
+// that may be stale on return); the imports are not thread-safe (they move
+// the origin and rewrite the ring). Included by sliding_window.hpp after the
+// class; including it alone includes that first.
+#ifndef TOLLGATE_WINDOW_SNAPSHOT_HPP
+#define TOLLGATE_WINDOW_SNAPSHOT_HPP
+
+// #include <tollgate/sliding_window.hpp>  (already above)
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock, std::size_t Subwindows>
+template <class Unspent>
+inline std::vector<std::pair<std::uint64_t, std::uint64_t>> sliding_window<Clock, Subwindows>::export_counts(nanoseconds now, Unspent&& unspent) const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  visit_slots(now, unspent, [&](std::uint64_t j, std::uint64_t, std::uint64_t u) {
+    // Slot j leaves the window when slot j + K + 1 begins.
+    const detail::i128 left = static_cast<detail::i128>(slot_start(j + K + 1).count()) - now.count();
+    const detail::i128 top = std::numeric_limits<std::int64_t>::max();
+    out.emplace_back(static_cast<std::uint64_t>(left < 1 ? 1 : left > top ? top : left), u);
+  });
+  return out;
+}
+
+template <class Clock, std::size_t Subwindows>
+template <class Unspent>
+inline std::vector<std::pair<std::uint64_t, std::uint64_t>> sliding_window<Clock, Subwindows>::export_slots(nanoseconds now, Unspent&& unspent) const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  visit_slots(now, unspent, [&](std::uint64_t, std::uint64_t age, std::uint64_t u) { out.emplace_back(age, u); });
+  return out;
+}
+
+template <class Clock, std::size_t Subwindows>
+inline nanoseconds sliding_window<Clock, Subwindows>::import_horizon() const noexcept {
+  const std::uint64_t t = detail::sat_mul(L::max_slot - 2 * K - 4, width_);
+  return nanoseconds(t > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
+                         ? std::numeric_limits<std::int64_t>::max()
+                         : static_cast<std::int64_t>(t));
+}
+
+template <class Clock, std::size_t Subwindows>
+inline void sliding_window<Clock, Subwindows>::import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
+  if (unit_ == 0) return;
+  using detail::i128;
+  const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
+  std::uint64_t longest = 0;
+  for (const auto& e : counts)
+    if (e.second > 0 && e.first > longest) longest = e.first > horizon ? horizon : e.first;
+  // relaxed (all stores below but the head's): not shared yet; the head's
+  // release store publishes them to acquirers anyway.
+  for (auto& r : ring_) r.store(0, std::memory_order_relaxed);
+  if (longest == 0) {
+    older_.store(0, std::memory_order_relaxed);
+    head_.store(0, std::memory_order_release);  // release: as below
+    return;
+  }
+  // The origin: K + 1 slots (or as many as fit above INT64_MIN) before the
+  // slot holding `now`, with `now + longest` on a slot boundary.
+  const i128 w = static_cast<i128>(width_);
+  const i128 phase = (w - static_cast<i128>(longest) % w) % w;
+  i128 o = static_cast<i128>(now.count()) - phase - static_cast<i128>(K + 1) * w;
+  const i128 bottom = std::numeric_limits<std::int64_t>::min();
+  if (o < bottom) o += (bottom - o + w - 1) / w * w;
+  origin_ = static_cast<std::int64_t>(o);
+  // The earliest slot whose end of life (the start of slot j + K + 1) is at
+  // or after now + t: any later slot keeps the units too.
+  auto slot_for = [&](std::uint64_t t) -> std::uint64_t {
+    if (t > horizon) t = horizon;
+    const i128 a = static_cast<i128>(now.count()) + static_cast<i128>(t) - o;
+    if (a <= 0) return 0;
+    const i128 j = (a + w - 1) / w - static_cast<i128>(K + 1);
+    return j < 0 ? 0 : static_cast<std::uint64_t>(j);
+  };
+  std::uint64_t head = slot_at(now);
+  for (const auto& e : counts)
+    if (e.second > 0 && e.first > 0 && slot_for(e.first) > head) head = slot_for(e.first);
+  std::uint64_t cur = 0, older = 0;
+  for (const auto& e : counts) {
+    if (e.second == 0 || e.first == 0) continue;
+    const std::uint64_t j = slot_for(e.first);
+    // Below head - K only when the head is ahead of `now`: such a slot
+    // leaves the window before the head's slot starts, and until then the
+    // window refuses everything.
+    if (j + K < head) continue;
+    const std::uint64_t u = e.second > L::max_units ? L::max_units : e.second;
+    if (j == head) {
+      cur = cur + u > L::max_units ? L::max_units : cur + u;
+      continue;
+    }
+    detail::atomic<std::uint64_t>& r = ring_[j % ring_size];
+    const std::uint64_t was = r.load(std::memory_order_relaxed);
+    const std::uint64_t had = detail::slot_of_word(was) == j ? detail::units_of_word(was) : 0;
+    r.store(detail::pack_slot(j, had + u > L::max_units ? L::max_units : had + u), std::memory_order_relaxed);
+    older = detail::sat_add(older, u);
+  }
+  older_.store(detail::pack_slot(head, older > L::max_units ? L::max_units : older), std::memory_order_relaxed);
+  head_.store(detail::pack_slot(head, cur), std::memory_order_release);  // release: publishes the ring to acquirers
+}
+
+template <class Clock, std::size_t Subwindows>
+inline void sliding_window<Clock, Subwindows>::import_slots(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& slots) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> counts;
+  for (const auto& e : slots)
+    if (e.first <= K) counts.emplace_back(detail::sat_mul(K + 1 - e.first, width_), e.second);
+  import_counts(now, counts);
+}
+
+template <class Clock, std::size_t Subwindows>
+template <class Unspent, class F>
+inline void sliding_window<Clock, Subwindows>::visit_slots(nanoseconds now, Unspent& unspent, F&& f) const {
+  if (unit_ == 0) return;
+  const std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
+  const std::uint64_t h = detail::slot_of_word(w);
+  std::uint64_t s = slot_at(now);
+  if (s < h) s = h;
+  auto put = [&](std::uint64_t j, std::uint64_t u) {
+    const std::uint64_t off = unspent(j);
+    if (u > off) f(j, s - j, u - off);
+  };
+  for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
+    if (j + K >= s) put(j, ring_units(j));
+  if (h + K >= s) put(h, detail::units_of_word(w));
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_WINDOW_SNAPSHOT_HPP
 
 #endif  // TOLLGATE_SLIDING_WINDOW_HPP
 // #include <tollgate/calendar_quota.hpp>  (inlined below)
@@ -3437,8 +3767,8 @@ TOLLGATE_END_NAMESPACE
 // overspend by settle.
 //
 // Concurrency contract. All member functions are thread-safe and lock-free:
-// reserve is one CAS loop, settle one fetch_add on the committed total and one
-// on the spent total. remaining/spent may be stale on return. A reservation is
+// reserve is one CAS loop, settle one saturating CAS loop on the committed
+// total and one on the spent total. remaining/spent may be stale on return. A reservation is
 // a plain value; settle it exactly once (settle marks it settled, a second
 // settle does nothing). A reservation never settled keeps its money reserved:
 // the safe side.
@@ -4341,27 +4671,28 @@ TOLLGATE_END_NAMESPACE
 //
 // account.hpp: every limit of one API account, taken all at once or not at
 // all: concurrency, requests per minute, tokens per minute, tokens per day,
-// and an optional budget in dollars or yuan.
+// and an optional budget in dollars (account<Clock>, account_config) or
+// yuan (account<Clock, cny_tag>, cny_account_config: prices from the
+// model's CNY list; a dollar amount given to it does not compile). Kimi's
+// limits are per organization, shared by all models and keys: make one
+// account per organization and send every request through it.
 //
-// Currency. account<Clock> budgets in dollars (account_config);
-// account<Clock, cny_tag> in yuan (cny_account_config), pricing every
-// request from the model's CNY list (a model without one cannot be admitted
-// against a yuan budget). Amounts are money<Currency> throughout, so a dollar
-// amount given to a yuan account does not compile.
-//
-// Kimi's limits are per organization, shared by all models and keys, so make
-// one account object per organization and send every request through it.
+// The parts, each with its own contract under account/: vocabulary and
+// limits (config.hpp), server models' policies and the pure admission
+// decisions (policy.hpp), the limiters holding the state (limiters.hpp),
+// per-thread credit (credit.hpp), the lease slot table (slot_table.hpp),
+// pause and feedback (pause.hpp), statistics (stats.hpp), the snapshot codec
+// (snapshot.hpp), the lease (lease.hpp) and settling (settle.hpp).
 //
 // Admission. try_admit(request, now) reserves a concurrency slot, 1 request,
 // prompt + max_tokens tokens in TPM and TPD (Kimi counts max_tokens at
 // admission; without one, the model's default output cap, else the context
-// window minus the prompt) and the request's worst-case cost (cost.hpp: with
-// the cache writes it declares, else the largest it can make), which bounds
-// what settle charges for any usage within the request. In all
+// window minus the prompt) and the request's worst-case cost (cost.hpp),
+// which bounds what settle charges for any usage within the request. In all
 // dimensions or in none: a partial success is rolled back, so under
 // concurrency a request may be refused falsely but nothing is ever
-// over-admitted. A refusal names every dimension that refused, and its wait is
-// the largest of theirs; it is `never` when the request can never fit
+// over-admitted. A refusal names every dimension that refused, and its wait
+// is the largest of theirs; it is `never` when the request can never fit
 // (tokens > the limit or above max_request_tokens under a margin policy,
 // prompt + max_tokens > the context window, worst-case cost > the budget).
 // The wait keeps the decision contract for the whole account, with per-thread
@@ -4373,109 +4704,224 @@ TOLLGATE_END_NAMESPACE
 // well (with nothing else waiting, its wait is zero, reason::busy). While
 // paused, the wait is the later of the pause's end and the other dimensions'.
 //
-// Server model. Kimi does not document how it counts. `server_model` says
-// which model to stay inside; each dimension then uses the policy the
-// compliance tests found safe against it (README, "Which policy stays inside
-// which server?"):
-//   fixed_window, sliding_log, token_bucket -> strict sliding window at L
-//   window_counter, gcra, unknown (default) -> one request at a time, each
-//       spaced by its own size, at L - m per window (m = 1 for requests,
-//       plus 2 ms between requests; m = max_request_tokens for tokens, over
-//       the window plus 2 ms)
-// `unknown` is safe against all five models (the margin costs m per window)
-// when the server sees requests at the times they were admitted, or up to
-// 1 ms later. Delivery jitter J breaks every policy against some model: a
-// request sent just before a window boundary and delivered after it counts
-// in the next window. Set request_window and token_window to W + J (the
-// server's window plus the largest delay between admission and the server's
-// clock) to keep the strict policy safe against fixed window, sliding log and
-// token bucket, and the margin policy against all but a GCRA token limit (a
-// 1-token request W / (L - m) before the next may arrive closer than W / L).
-// The daily limit is a strict rolling 24 h window under every model (safe
-// whatever time zone the server's day uses, and against fixed-window, log and
-// bucket counting; spacing a day's tokens over the day would cost hours), or a
-// per-day quota with `calendar_day`.
-//
-// Settling. The lease returned with an admission releases the concurrency
-// slot when settled or destroyed. settle(usage) charges the exact cost and,
-// when refund_unused_tokens is set (OpenAI-style accounting; off for Kimi,
-// whose server already counted max_tokens), gives back unused tokens; usage
-// above the reservation is charged as debt that later admissions wait out.
-// A 429 (not billed by Kimi) frees the money and keeps the tokens counted; a
-// 5xx or timeout keeps the tokens and charges nothing; a lease dropped
-// without settling keeps its reservations (the safe side).
-//
-// Hung requests. A concurrency slot held past lease_timeout is reclaimed
-// when the account runs out of slots (stats().reclaimed counts them): a
-// one-word-per-slot table records when each lease took its slot, and the
-// lease and the reaper race with one CAS, so the unit comes back once. Each
-// of the first 16 threads has limit / 16 words of its own (1 to 64), which it
-// claims with a plain store (no other thread claims them); beyond those, and
-// for other threads, a shared table of twice the concurrency limit. The
-// table is scanned at most once per lease_timeout / 16 of time, so a hung
-// lease comes back by the first refusal that long after its deadline.
-//
-// Server feedback. on_response(...) pauses the whole account, under every
-// server model and policy alike:
-//   RPM 429: for the largest of the server's hint, one emission interval of
-//     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
-//     policy the spaced interval in force, 30 s + 2 ms) and the account's own
-//     wait for one more request (Kimi says "try again after 1 seconds");
-//   TPM 429: the same with the token limit (W / L per token; under a margin
-//     policy the interval in force, (W + 2 ms) / (L - m));
-//   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
-//     without a request limit);
-//   TPD 429: until the later of the hint and the local daily reset;
-//   overload: for the hint, else 1 s, without counting as a limit.
-// A hint counts for at most max_pause (24 h by default; stats().capped_hints
-// counts the hints cut). A pause only ever lengthens; clear_pause() ends it.
-// A balance/quota error stops the account until resume() (which does not end
-// a pause).
+// The algorithm (admit_into): the decisions that need no state (the tokens
+// reserved, the dimensions that refuse outright), then the stop and the
+// pause; then every dimension in turn (concurrency, requests, tokens, the
+// day, money), rolled back on the first refusal, which then asks every
+// dimension for its wait without consuming (refuse_and_report). The lease
+// releases its slot when settled or destroyed; a lease dropped without
+// settling keeps its reservations (the safe side). A concurrency slot held
+// past lease_timeout is reclaimed when the account runs out of slots
+// (stats().reclaimed). on_response(...) pauses the whole account after a
+// 429 or an overload and stops it after a quota error, until resume().
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
 // admissions, but config() may then be read torn: read it from one thread.
-//
-// Snapshot. snapshot()/restore() carry what the account has counted across a
-// restart, as bytes the caller stores (see the functions).
-//
 // Concurrency contract. try_admit, settle and on_response are thread-safe
 // and lock-free (each dimension is one of the lock-free primitives; the pause
-// is one atomic word). Counters are per-thread shards (a plain load and store
-// on the hot path for the first 16 threads to count, a relaxed fetch_add on a
-// shared shard for the others; detail/shard_counters.hpp) and relaxed
-// atomics: exact once threads are joined, approximate while they run. A lease must not outlive
-// its account.
+// is one atomic word); with a waiting_room attached, though, every lease
+// release calls the room, which takes its mutex. Counters are exact once
+// threads are joined, approximate while they run. A lease must not outlive
+// its account. With limits of 1,024 units and more, the first 16 threads take
+// window and concurrency units a chunk at a time (credit.hpp: the bounds hold
+// exactly; other threads may be refused falsely by at most 1.6 % of a
+// window's limit and 3.2 % of the concurrency limit); remaining() and
+// in_flight() count credit as not in flight; per_thread_credit = false turns
+// it off.
 //
-// Per-thread credit. With limits of 1,024 units and more, each of the first
-// 16 threads takes strict-window units and concurrency units a chunk at a
-// time (limit / 1024) and spends them without touching shared state: every
-// unit is counted before it is spent, and window units only in the slot they
-// were counted in, so the bounds above hold exactly. The price is false
-// refusals: units one thread holds cannot be admitted by another (at most
-// 1.6 % of a window's limit and 3.2 % of the concurrency limit, and a thread
-// is never refused for want of its own credit while the window is on its
-// slot). remaining() and in_flight() count credit as not in flight. Limits
-// below 1,024 have no credit and behave exactly as without it. A refusal gives
-// the refused thread's window credit back before it reports a wait (as its
-// next attempt would), so the wait is the same with credit as without.
-// per_thread_credit = false turns credit off for every limit.
-//
-// Cost. Spending credit, an admission and its settle take one atomic
-// read-modify-write (giving the slot-table word back; none with lease_timeout
-// zero) and nothing shared; a refill takes one CAS per window and one on the
-// permit count. Without credit: five (four with lease_timeout zero, one more
-// beyond a thread's own slot words). bench/ has the ratios.
+// Cost. Spending credit, an admission and its settle take one atomic RMW
+// (the slot-table word back; none with lease_timeout zero); a refill, one
+// CAS per window and one on the permits. Without credit: five. See bench/.
 #ifndef TOLLGATE_ACCOUNT_HPP
 #define TOLLGATE_ACCOUNT_HPP
 
 // #include <tollgate/config.hpp>  (already above)
-// #include <tollgate/budget.hpp>  (already above)
-// #include <tollgate/calendar_quota.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/config.hpp: the account's vocabulary: the server models it can
+// stay inside, the dimensions a decision names, the account's limits
+// (basic_account_config, from a tier row) and a request.
+//
+// Contract. Plain values, no state: every type here is a literal type that
+// copies freely and means the same in any process (no pointer but a
+// request's model, which names a price list, not state). Which limiter each
+// dimension runs, and with which margin, follows from the configuration by
+// the functions of account/policy.hpp; the account (account.hpp) enforces it.
+#ifndef TOLLGATE_ACCOUNT_CONFIG_HPP
+#define TOLLGATE_ACCOUNT_CONFIG_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/models.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+// #include <tollgate/tiers.hpp>  (already above)
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+enum class server_model : unsigned char { unknown, fixed_window, sliding_log, window_counter, token_bucket, gcra };
+
+constexpr const char* to_string(server_model m) noexcept {
+  switch (m) {
+    case server_model::unknown: return "unknown";
+    case server_model::fixed_window: return "fixed window";
+    case server_model::sliding_log: return "sliding log";
+    case server_model::window_counter: return "sliding-window counter";
+    case server_model::token_bucket: return "token bucket";
+    case server_model::gcra: return "GCRA burst 1";
+  }
+  return "?";
+}
+
+// The dimensions a decision can name, as bits.
+enum class dimension : std::uint16_t {
+  concurrency = 1 << 0,
+  rpm = 1 << 1,
+  tpm = 1 << 2,
+  tpd = 1 << 3,
+  budget = 1 << 4,
+  context = 1 << 5,      // prompt + max_tokens beyond the model's context window
+  request_size = 1 << 6,  // above max_request_tokens, or no way to bound the output
+  paused = 1 << 7,       // after a server 429 or overload
+  stopped = 1 << 8,      // after a quota/balance error, until resume()
+};
+
+struct dimension_set {
+  std::uint16_t bits = 0;
+  constexpr bool has(dimension d) const noexcept { return (bits & static_cast<std::uint16_t>(d)) != 0; }
+  constexpr void add(dimension d) noexcept { bits = static_cast<std::uint16_t>(bits | static_cast<std::uint16_t>(d)); }
+  constexpr bool empty() const noexcept { return bits == 0; }
+};
+
+// The account's limits. Currency is the budget's: usd_tag (account_config)
+// or cny_tag (cny_account_config); the account computes costs from the
+// model's price list in that currency.
+template <class Currency = usd_tag>
+struct basic_account_config {
+  using currency = Currency;
+  limit concurrency = limit::unknown();  // unknown or unlimited: not enforced
+  limit rpm = limit::unknown();
+  limit tpm = limit::unknown();
+  limit tpd = limit::unknown();
+  server_model model = server_model::unknown;
+  bool calendar_day = false;                     // TPD per calendar day at utc_offset, instead of rolling 24 h
+  std::chrono::minutes utc_offset{0};
+  bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
+  std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits
+  std::optional<money<Currency>> budget;         // a spending limit, if any
+  // The windows of the request and token limits: Kimi's are a minute; a
+  // gateway may count per second.
+  nanoseconds request_window = std::chrono::minutes(1);
+  nanoseconds token_window = std::chrono::minutes(1);
+  // A concurrency slot held longer than this (a hung request, a holder that
+  // vanished) is reclaimed when the account runs out of slots, and counted in
+  // stats().reclaimed. Kimi documents requests of up to two hours. Zero:
+  // never, and no slot table (two atomic operations fewer per request).
+  nanoseconds lease_timeout = std::chrono::hours(2);
+  // Per-thread credit (see the header): on, the first 16 threads take window
+  // and concurrency units a chunk at a time and spend them without touching
+  // shared state; off, every admission takes its units from the shared
+  // limiters and no thread ever holds units another could have used. Off
+  // suits accounts shared between processes, where a process that dies
+  // holding credit would keep it counted. It does not shape the state: a
+  // snapshot restores into an account with the switch either way.
+  bool per_thread_credit = true;
+  // The longest pause a server's hint (Retry-After, "try again after N
+  // seconds") can cause; a longer hint is cut to it and counted in
+  // stats().capped_hints. 24 hours: no Kimi limit counts over a longer window
+  // (the daily one resets within a day in any time zone), so a longer hint is
+  // a mistake, and one of year 9999 must not stop the account for centuries.
+  // The account's own waits (its windows, the local daily reset) are not
+  // capped. Zero: hints never lengthen a pause. Negative: refused.
+  nanoseconds max_pause = std::chrono::hours(24);
+
+  static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
+    basic_account_config c;
+    c.concurrency = t.concurrency;
+    c.rpm = t.rpm;
+    c.tpm = t.tpm;
+    c.tpd = t.tpd;
+    c.model = m;
+    return c;
+  }
+};
+using account_config = basic_account_config<usd_tag>;
+using cny_account_config = basic_account_config<cny_tag>;
+
+struct request {
+  const model_info* model = nullptr;  // for the default output cap, context window and prices
+  std::uint64_t prompt_tokens = 0;    // an estimate (estimate.hpp) or the tokenizer endpoint's count
+  std::optional<std::uint64_t> max_tokens;
+  // The explicit cache writes the request asks for (kimi-k3). Without a
+  // declaration the reserved worst case assumes the largest: the whole prompt
+  // written at the dearer write price. Declared, it reserves exactly those;
+  // a usage that writes more is charged in full and reported as overspend.
+  std::optional<cache_writes> planned_cache_writes = std::nullopt;
+};
+
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_CONFIG_HPP
+// #include <tollgate/account/credit.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/credit.hpp: per-thread credit, which lets the first 16 threads
+// spend strict-window units and concurrency units without touching shared
+// state.
+//
+// Window credit. A thread that owns a statistics shard (the first 16 to
+// count) takes a strict window's units a chunk at a time: one CAS on the
+// window's head admits its request and counts `chunk` more units in the same
+// slot, which it then spends on its later requests in that slot with plain
+// loads and stores on its own cache line. Every unit is counted in the
+// window before it is spent, and spent only in the slot it was counted in,
+// so the window's bound holds exactly as if each request had taken its own
+// units. What a credit costs: units counted but not yet spent. They are
+// given back to the window when the owner's next request finds the slot over
+// or the window refuses it, if their slot is still the window's newest (else
+// they stay counted until it leaves the window: the safe side).
+//
+// Concurrency credit. The same for the concurrency limit: a thread takes
+// 1 + chunk units from the limiter in one CAS and hands them to its later
+// leases; a lease released on such a thread returns its unit to that
+// thread's credit, which gives everything above one chunk back once it holds
+// two. Units held as credit are held from the limiter, so leases in flight
+// never exceed the limit. A limit change bumps the epoch, and each thread
+// gives its credit back before taking a unit under the new limit. A thread
+// that exits holding credit leaves it on its shard, for the next thread that
+// claims that shard.
+//
+// Bound. chunk = limit / 1024 (limits below 1,024 units get no credit and
+// behave exactly as without it). Other threads can be refused falsely by at
+// most 16 chunks of a window (under 1.6 % of its limit) and 16 x 2 chunks of
+// the concurrency limit (under 3.2 %). A thread is refused because of its
+// own credit only when another thread moved the window on first; a refusal
+// gives the refused thread's window credit back (give_back) before the
+// account asks the windows for a wait, so the wait is the same with credit
+// as without.
+//
+// Concurrency. Each line is written by the thread that owns its shard only
+// (relaxed loads and stores; ownership passes between threads through the
+// shard claim's release/acquire, detail/shard_counters.hpp); the fields are
+// atomic only so that readers (remaining(), snapshot()) may read them, which
+// they do relaxed, as a snapshot. Chunks and the epoch are lone values read
+// relaxed: a thread that sees a change late takes a chunk of the old size,
+// as a direct try_acquire racing set_limit could. Lines hold window slot
+// numbers and times, no pointer: address-free, but owned per thread shard.
+#ifndef TOLLGATE_ACCOUNT_CREDIT_HPP
+#define TOLLGATE_ACCOUNT_CREDIT_HPP
+
+// #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/concurrency.hpp>  (already above)
-// #include <tollgate/cost.hpp>  (already above)
-// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/detail/shard_counters.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
@@ -4578,177 +5024,339 @@ class shard_counters {
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_SHARD_COUNTERS_HPP
-// #include <tollgate/error.hpp>  (already above)
-// #include <tollgate/http.hpp>  (already above)
-// #include <tollgate/models.hpp>  (already above)
 // #include <tollgate/sliding_window.hpp>  (already above)
-// #include <tollgate/tiers.hpp>  (already above)
-// #include <tollgate/token_bucket.hpp>  (already above)
 
-#include <atomic>
-#include <chrono>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <optional>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <utility>
-#include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
 
 namespace detail {
-constexpr std::uint64_t fnv1a(std::string_view s) noexcept {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 1099511628211ULL;
+
+template <class Window>
+class thread_credit {
+ public:
+  enum : unsigned { rpm, tpm, tpd, kinds };  // the windows that can grant credit
+  static constexpr std::uint64_t divisor = 1024;
+
+  struct credit {
+    detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
+    detail::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
+    detail::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
+  };
+  struct alignas(TOLLGATE_CACHELINE_SIZE) line {
+    credit c[kinds];
+    // Concurrency units this thread holds from the limiter for leases to
+    // come, and the limit change they were taken under.
+    detail::atomic<std::uint64_t> units{0};
+    detail::atomic<std::uint64_t> epoch{0};
+  };
+
+  static std::uint64_t chunk_of(const Window& w) noexcept {
+    return w.unit() == 0 ? 0 : w.limit() / w.unit() / divisor;
   }
-  return h;
-}
-// Little-endian fixed-width encoding for snapshots.
-struct byte_writer {
-  std::string out;
-  void raw(const char* p, std::size_t n) { out.append(p, n); }
-  void u64(std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+
+  // The lines, allocated once (at construction: limits raised later may need them).
+  void allocate() { lines_.reset(new line[detail::thread_shards]); }
+  bool enabled() const noexcept { return lines_ != nullptr; }
+  // Each window's unit, fixed at construction.
+  void set_unit(unsigned kind, std::uint64_t u) noexcept { unit_[kind] = u; }
+
+  // The chunks in force: for each window (null: none) and the concurrency
+  // limit (0: none); off gives no credit at all. Bumps the epoch, so every
+  // thread gives back what it took under the previous limit before it takes more.
+  void update(bool on, const Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
+    for (unsigned k = 0; k < kinds; ++k)
+      // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
+      chunk_[k].store(on && ws[k] ? chunk_of(*ws[k]) : 0, std::memory_order_relaxed);
+    conc_chunk_.store(on ? conc_limit / divisor : 0, std::memory_order_relaxed);  // relaxed: as above
+    conc_epoch_.fetch_add(1, std::memory_order_relaxed);  // relaxed: as above
   }
-  std::uint64_t checksum() const noexcept { return fnv1a(out); }
-};
-struct byte_reader {
-  std::string_view in;
-  std::size_t pos = 0;
-  bool skip(std::size_t n) noexcept {
-    if (in.size() - pos < n) return false;
-    pos += n;
+
+  // Takes n tokens of window `kind` for a request on `shard`, from credit if
+  // it can, else from the window; `slot` is where they were counted.
+  // Spending credit is the hot path (inline); refills and refusals are not.
+  [[gnu::always_inline]] bool take_window(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
+                                          std::uint64_t& slot, unsigned shard) noexcept {
+    if (shard < detail::thread_shards && lines_) {
+      credit& c = lines_[shard].c[kind];
+      const std::uint64_t u = unit_[kind];
+      const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
+      // relaxed (all of c): this thread owns the line, see the header.
+      const std::uint64_t left = c.left.load(std::memory_order_relaxed);
+      if (left >= nu && now.count() >= c.start.load(std::memory_order_relaxed) &&
+          now.count() < c.end.load(std::memory_order_relaxed)) {
+        c.left.store(left - nu, std::memory_order_relaxed);
+        slot = c.slot.load(std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return take_window_slow(w, kind, n, now, slot, shard);
+  }
+
+  [[gnu::noinline]] bool take_window_slow(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
+                                          std::uint64_t& slot, unsigned shard) noexcept {
+    // relaxed: a lone value, changed only by set_limits.
+    const std::uint64_t chunk = n == 0 || shard >= detail::thread_shards ? 0 : chunk_[kind].load(std::memory_order_relaxed);
+    window_ticket t;
+    if (chunk == 0) {
+      const bool ok = w.try_acquire(n, now, t).admitted();
+      slot = t.slot;
+      return ok;
+    }
+    credit& c = lines_[shard].c[kind];
+    const std::uint64_t u = w.unit();
+    const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
+    // relaxed (all of c): as above.
+    std::uint64_t left = c.left.load(std::memory_order_relaxed);
+    const bool same_slot = now.count() >= c.start.load(std::memory_order_relaxed) &&
+                           now.count() < c.end.load(std::memory_order_relaxed);
+    if (same_slot && left >= nu) {  // (the fast path's case, for a caller that went straight here)
+      c.left.store(left - nu, std::memory_order_relaxed);
+      slot = c.slot.load(std::memory_order_relaxed);
+      return true;
+    }
+    if (left > 0 && !same_slot) {
+      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
+      left = 0;
+    }
+    // From the window: this request and a chunk more, in one CAS.
+    window_ticket big;
+    if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
+      // A refill on the credit's own slot keeps what is left of it. Another
+      // slot with units left cannot happen (`now` is in the credit's slot,
+      // on the grid it was taken on: only import_counts moves the grid, and
+      // a restore clears every line), so nothing is given back here; were it
+      // to happen, the units would stay counted in their slot (the safe side).
+      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
+        left = 0;
+        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
+        c.slot.store(big.slot, std::memory_order_relaxed);
+        c.start.store(start, std::memory_order_relaxed);
+        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
+      }
+      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
+      slot = big.slot;
+      return true;
+    }
+    // No room for a chunk: this request alone, after giving back what this
+    // thread holds (so its own credit never refuses it).
+    if (left > 0) {
+      give_credit(w, c, left);
+      left = 0;
+    }
+    const bool ok = w.try_acquire(n, now, t).admitted();
+    slot = t.slot;
+    return ok;
+  }
+
+  // After a refusal on `shard`: gives the thread's window credit back (as its
+  // next attempt would) and returns the concurrency units it holds under the
+  // current limit (a permit it can take).
+  std::uint64_t give_back(Window* const (&ws)[kinds], unsigned shard) noexcept {
+    if (!lines_ || shard >= detail::thread_shards) return 0;
+    line& l = lines_[shard];
+    for (unsigned k = 0; k < kinds; ++k) {
+      // relaxed: this thread owns the line, see the header.
+      const std::uint64_t left = l.c[k].left.load(std::memory_order_relaxed);
+      if (ws[k] && left > 0) give_credit(*ws[k], l.c[k], left);
+    }
+    // relaxed: as in take_unit.
+    if (l.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed))
+      return l.units.load(std::memory_order_relaxed);
+    return 0;
+  }
+
+  // A concurrency unit for a lease on `shard`. The fast paths (units from
+  // this thread's credit, or back to it) are split from the slow ones so
+  // that a caller can keep the slow call out of line with no more arguments
+  // than it needs (the account does).
+  bool take_unit(concurrency_limiter& lim, unsigned shard) noexcept {
+    return take_unit_fast(shard) || take_unit_slow(lim, shard);
+  }
+  [[gnu::always_inline]] bool take_unit_fast(unsigned shard) noexcept {
+    if (shard < detail::thread_shards && lines_) {
+      line& c = lines_[shard];
+      // relaxed: as in take_unit_slow.
+      const std::uint64_t left = c.units.load(std::memory_order_relaxed);
+      if (left > 0 && c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
+        c.units.store(left - 1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return false;
+  }
+  bool take_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
+    if (shard >= detail::thread_shards || !lines_) return take_direct(lim, 1);
+    line& c = lines_[shard];
+    // relaxed (c.*): this thread owns the line. relaxed (epoch, chunk): lone
+    // values, see the header.
+    std::uint64_t left = c.units.load(std::memory_order_relaxed);
+    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
+    if (c.epoch.load(std::memory_order_relaxed) != epoch) {
+      c.units.store(0, std::memory_order_relaxed);
+      if (left > 0) lim.release_detached(left);
+      left = 0;
+      c.epoch.store(epoch, std::memory_order_relaxed);
+    }
+    if (left > 0) {
+      c.units.store(left - 1, std::memory_order_relaxed);
+      return true;
+    }
+    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
+    if (chunk > 0 && take_direct(lim, 1 + chunk)) {
+      c.units.store(chunk, std::memory_order_relaxed);
+      return true;
+    }
+    return take_direct(lim, 1);
+  }
+  // A lease's unit back, on the releasing thread.
+  void give_unit(concurrency_limiter& lim) noexcept {
+    unsigned shard = detail::thread_shards;
+    if (!give_unit_fast(shard)) give_unit_slow(lim, shard);
+  }
+  // True when the unit went back to this thread's credit; else `shard` is
+  // the thread's, for give_unit_slow.
+  [[gnu::always_inline]] bool give_unit_fast(unsigned& shard) noexcept {
+    shard = lines_ ? detail::this_thread_shard() : detail::thread_shards;
+    if (shard < detail::thread_shards) {
+      line& c = lines_[shard];
+      // relaxed: as in take_unit_slow.
+      const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
+      if (left <= 2 * conc_chunk_.load(std::memory_order_relaxed) &&
+          c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
+        c.units.store(left, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return false;
+  }
+  void give_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
+    if (shard >= detail::thread_shards) {
+      lim.release_detached(1);
+      return;
+    }
+    line& c = lines_[shard];
+    // relaxed: as in take_unit.
+    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
+    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
+    const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
+    const bool current = c.epoch.load(std::memory_order_relaxed) == epoch;
+    if (!current || left > 2 * chunk) {
+      const std::uint64_t keep = current ? chunk : 0;
+      c.units.store(keep, std::memory_order_relaxed);
+      lim.release_detached(left - keep);
+    } else {
+      c.units.store(left, std::memory_order_relaxed);
+    }
+  }
+
+  // Concurrency units held as credit by every thread (a snapshot).
+  std::uint64_t units_held() const noexcept {
+    if (!lines_) return 0;
+    std::uint64_t sum = 0;
+    // relaxed: a snapshot of other threads' lines.
+    for (unsigned i = 0; i < detail::thread_shards; ++i) sum += lines_[i].units.load(std::memory_order_relaxed);
+    return sum;
+  }
+  // Units of window `kind` held as credit in slot j (a snapshot).
+  std::uint64_t in_slot(unsigned kind, std::uint64_t j) const noexcept {
+    if (!lines_) return 0;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+      const credit& c = lines_[i].c[kind];
+      // relaxed: as in held_at.
+      if (c.slot.load(std::memory_order_relaxed) == j) sum += c.left.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
+  // Units of window `kind` held as credit in `now`'s slot, by every thread
+  // (a snapshot: owners change them as it is read).
+  std::uint64_t held_at(unsigned kind, nanoseconds now) const noexcept {
+    if (!lines_) return 0;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+      const credit& c = lines_[i].c[kind];
+      // relaxed: a statistic-grade read of another thread's line.
+      if (now.count() >= c.start.load(std::memory_order_relaxed) && now.count() < c.end.load(std::memory_order_relaxed))
+        sum += c.left.load(std::memory_order_relaxed);
+    }
+    return sum;
+  }
+  // Forgets the window credit (a restore replaced the counts it was taken from).
+  void clear_windows() noexcept {
+    if (!lines_) return;
+    for (unsigned i = 0; i < detail::thread_shards; ++i)
+      for (credit& c : lines_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+  }
+
+ private:
+  static bool take_direct(concurrency_limiter& lim, std::uint64_t k) noexcept {
+    permit p = lim.try_acquire(k);
+    if (!p) return false;
+    p.detach();  // owed back through release_detached: give_unit, take_unit or the reaper
     return true;
   }
-  bool u64(std::uint64_t& v) noexcept {
-    if (in.size() - pos < 8) return false;
-    v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[pos + static_cast<std::size_t>(i)])) << (8 * i);
-    pos += 8;
-    return true;
+  static void give_credit(Window& w, credit& c, std::uint64_t left) noexcept {
+    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
+    // on the head then carries it to any snapshot() that sees the refund (so
+    // a snapshot never leaves these units out twice).
+    c.left.store(0, std::memory_order_relaxed);
+    const std::uint64_t tokens = detail::sat_mul(left, w.unit());
+    window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
+    // Only into the head slot: once the window has moved on, the units stay
+    // counted until their slot leaves it (the safe side).
+    (void)w.refund_to_head(back, tokens);
   }
-  std::size_t left() const noexcept { return in.size() - pos; }
+
+  std::unique_ptr<line[]> lines_;  // one per owned shard, when some limit grants credit
+  detail::atomic<std::uint64_t> chunk_[kinds] = {};
+  std::uint64_t unit_[kinds] = {1, 1, 1};
+  detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
 };
+
 }  // namespace detail
 
-enum class server_model : unsigned char { unknown, fixed_window, sliding_log, window_counter, token_bucket, gcra };
+TOLLGATE_END_NAMESPACE
 
-constexpr const char* to_string(server_model m) noexcept {
-  switch (m) {
-    case server_model::unknown: return "unknown";
-    case server_model::fixed_window: return "fixed window";
-    case server_model::sliding_log: return "sliding log";
-    case server_model::window_counter: return "sliding-window counter";
-    case server_model::token_bucket: return "token bucket";
-    case server_model::gcra: return "GCRA burst 1";
-  }
-  return "?";
-}
+#endif  // TOLLGATE_ACCOUNT_CREDIT_HPP
+// #include <tollgate/account/lease.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/lease.hpp: what an admission hands back: the decision, every
+// dimension that refused, and the lease that holds what was reserved.
+//
+// Contract. A lease is move-only and belongs to the account that admitted
+// it, which it must not outlive. It releases its concurrency slot once:
+// when settled (settle, settle_rejected, settle_failed, settle_cancelled)
+// or destroyed, whichever comes first; a lease dropped without settling
+// keeps its reservations (the safe side). It records the tickets its
+// dimensions gave (window slots, bucket ends and configurations, the
+// calendar day, the money reserved, its slot-table word) so that settling
+// can give back or charge exactly what was taken. Settling is thread-safe
+// with everything the account does, and lock-free; the settle functions are
+// defined after the account (account/settle.hpp). Moving a lease is not
+// thread-safe (it is one object).
+#ifndef TOLLGATE_ACCOUNT_LEASE_HPP
+#define TOLLGATE_ACCOUNT_LEASE_HPP
 
-// The dimensions a decision can name, as bits.
-enum class dimension : std::uint16_t {
-  concurrency = 1 << 0,
-  rpm = 1 << 1,
-  tpm = 1 << 2,
-  tpd = 1 << 3,
-  budget = 1 << 4,
-  context = 1 << 5,      // prompt + max_tokens beyond the model's context window
-  request_size = 1 << 6,  // above max_request_tokens, or no way to bound the output
-  paused = 1 << 7,       // after a server 429 or overload
-  stopped = 1 << 8,      // after a quota/balance error, until resume()
-};
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/budget.hpp>  (already above)
+// #include <tollgate/calendar_quota.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
 
-struct dimension_set {
-  std::uint16_t bits = 0;
-  constexpr bool has(dimension d) const noexcept { return (bits & static_cast<std::uint16_t>(d)) != 0; }
-  constexpr void add(dimension d) noexcept { bits = static_cast<std::uint16_t>(bits | static_cast<std::uint16_t>(d)); }
-  constexpr bool empty() const noexcept { return bits == 0; }
-};
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <utility>
 
-// The account's limits. Currency is the budget's: usd_tag (account_config)
-// or cny_tag (cny_account_config); the account computes costs from the
-// model's price list in that currency.
-template <class Currency = usd_tag>
-struct basic_account_config {
-  using currency = Currency;
-  limit concurrency = limit::unknown();  // unknown or unlimited: not enforced
-  limit rpm = limit::unknown();
-  limit tpm = limit::unknown();
-  limit tpd = limit::unknown();
-  server_model model = server_model::unknown;
-  bool calendar_day = false;                     // TPD per calendar day at utc_offset, instead of rolling 24 h
-  std::chrono::minutes utc_offset{0};
-  bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
-  std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits
-  std::optional<money<Currency>> budget;         // a spending limit, if any
-  // The windows of the request and token limits: Kimi's are a minute; a
-  // gateway may count per second.
-  nanoseconds request_window = std::chrono::minutes(1);
-  nanoseconds token_window = std::chrono::minutes(1);
-  // A concurrency slot held longer than this (a hung request, a holder that
-  // vanished) is reclaimed when the account runs out of slots, and counted in
-  // stats().reclaimed. Kimi documents requests of up to two hours. Zero:
-  // never, and no slot table (two atomic operations fewer per request).
-  nanoseconds lease_timeout = std::chrono::hours(2);
-  // Per-thread credit (see the header): on, the first 16 threads take window
-  // and concurrency units a chunk at a time and spend them without touching
-  // shared state; off, every admission takes its units from the shared
-  // limiters and no thread ever holds units another could have used. Off
-  // suits accounts shared between processes, where a process that dies
-  // holding credit would keep it counted. It does not shape the state: a
-  // snapshot restores into an account with the switch either way.
-  bool per_thread_credit = true;
-  // The longest pause a server's hint (Retry-After, "try again after N
-  // seconds") can cause; a longer hint is cut to it and counted in
-  // stats().capped_hints. 24 hours: no Kimi limit counts over a longer window
-  // (the daily one resets within a day in any time zone), so a longer hint is
-  // a mistake, and one of year 9999 must not stop the account for centuries.
-  // The account's own waits (its windows, the local daily reset) are not
-  // capped. Zero: hints never lengthen a pause. Negative: refused.
-  nanoseconds max_pause = std::chrono::hours(24);
-
-  static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
-    basic_account_config c;
-    c.concurrency = t.concurrency;
-    c.rpm = t.rpm;
-    c.tpm = t.tpm;
-    c.tpd = t.tpd;
-    c.model = m;
-    return c;
-  }
-};
-using account_config = basic_account_config<usd_tag>;
-using cny_account_config = basic_account_config<cny_tag>;
-
-struct request {
-  const model_info* model = nullptr;  // for the default output cap, context window and prices
-  std::uint64_t prompt_tokens = 0;    // an estimate (estimate.hpp) or the tokenizer endpoint's count
-  std::optional<std::uint64_t> max_tokens;
-  // The explicit cache writes the request asks for (kimi-k3). Without a
-  // declaration the reserved worst case assumes the largest: the whole prompt
-  // written at the dearer write price. Declared, it reserves exactly those;
-  // a usage that writes more is charged in full and reported as overspend.
-  std::optional<cache_writes> planned_cache_writes = std::nullopt;
-};
-
-// Per-dimension counters, for metrics.
-struct account_stats {
-  std::uint64_t admitted = 0, refused = 0;
-  std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
-  std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
-  std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
-  std::uint64_t capped_hints = 0;  // server hints longer than max_pause, cut to it
-  std::int64_t spent_nanos = 0;  // in nano-units of the budget's currency
-  // Time callers spent waiting because of each dimension (indexed like
-  // refused_by), as reported by the waiting layer (waiting_room) through
-  // account::record_wait. A wait caused by several dimensions counts in each.
-  std::int64_t waited_ns_by[9] = {};
-};
+TOLLGATE_BEGIN_NAMESPACE
 
 template <class Clock, class Currency>
 class account;
@@ -4821,14 +5429,18 @@ class lease {
     }
   }
   // The fields without an initializer are written by the admission before
-  // anything reads them (stamp_ with slot_, the others once acc_ is set) and
+  // anything reads them (once acc_ is set) and
   // copied only then. Initializing them would leave one run of zeros longer
   // than 64 bytes in every admission, which g++ clears with `rep stos`: about
   // 11 ns of start-up per try_admit on the machines we measured.
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
   account<Clock, Currency>* acc_ = nullptr;
   std::size_t slot_ = no_slot;  // its entry in the account's slot table, if any
-  std::uint64_t stamp_;          // what it wrote there
+  // Set although always written with slot_: once the release is inlined into
+  // a caller, g++ cannot see that through a moved-into default lease and
+  // warns in the caller's code (-Wmaybe-uninitialized). It sits between
+  // slot_ (all ones) and holds_, so no long run of zeros forms.
+  std::uint64_t stamp_ = 0;      // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
   // The window slots its requests and tokens were counted in (the rest of
   // each window ticket follows from tokens_); for a spaced bucket instead,
@@ -4852,18 +5464,1379 @@ struct admission {
   explicit operator bool() const noexcept { return decision.admitted(); }
 };
 
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_LEASE_HPP
+// #include <tollgate/account/limiters.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/limiters.hpp: the account's state: one lock-free primitive per
+// enforced dimension, built as account/policy.hpp decides.
+//
+// Contract. Each dimension runs at most one limiter: concurrency a
+// concurrency_limiter; requests and tokens per window a strict
+// sliding_window or a spaced token_bucket (burst 1, at L - m); the daily
+// limit a strict 24 h window or a calendar_quota; money a budget. A
+// dimension whose limit is unknown or unlimited has none and admits
+// everything. The helpers take and give back one dimension's units by its
+// tickets, and peek (without consuming) at what each would answer; none
+// allocates, locks or makes a syscall. Bounds are the primitives' own
+// (each header states its bound); the account composes them all-or-nothing.
+//
+// Concurrency. Each limiter is thread-safe and lock-free by itself, and
+// their state words are address-free (no pointer), so the same limiters can
+// live in memory that several processes map; what this struct adds is only
+// which of them exist.
+#ifndef TOLLGATE_ACCOUNT_LIMITERS_HPP
+#define TOLLGATE_ACCOUNT_LIMITERS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/account/pause.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/pause.hpp: what the account does with the server's answer: the
+// pause after a 429 or an overload, the stop after a quota error, and the
+// state word that holds them.
+//
+// The rule (pause_after), under every server model and policy alike:
+//   RPM 429: for the largest of the server's hint, one emission interval of
+//     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
+//     policy the spaced interval in force, 30 s + 2 ms) and the account's own
+//     wait for one more request (Kimi says "try again after 1 seconds");
+//   TPM 429: the same with the token limit (W / L per token; under a margin
+//     policy the interval in force, (W + 2 ms) / (L - m));
+//   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
+//     without a request limit);
+//   TPD 429: until the later of the hint and the local daily reset;
+//   overload: for the hint, else 1 s, without counting as a limit;
+//   quota/balance error: stop until resume() (which does not end a pause).
+// A hint counts for at most max_pause (24 h by default; clamp_hint says when
+// it was cut, which the account counts in stats().capped_hints); the
+// account's own waits are not capped. A pause only ever lengthens;
+// clear_pause() ends it.
+//
+// Contract. clamp_hint and pause_after are pure: the account passes the
+// waits its limiters report (its own wait for one request and one token,
+// the daily reset), so another state backend gets the same pause from the
+// same numbers. pause_state is two words: the pause's end (one int64, moved
+// forward only, by CAS) and the stop flag. Both are lone values, so relaxed
+// suffices for the pause (a stale read delays or advances a pause by the
+// race window, which the server's own limits cover); the stop flag is
+// release/acquire so that a stop is seen with what preceded it. Address-free:
+// the words mean the same in any process that maps them.
+#ifndef TOLLGATE_ACCOUNT_PAUSE_HPP
+#define TOLLGATE_ACCOUNT_PAUSE_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/http.hpp>  (already above)
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace account_policy {
+
+// max(0, until - now), saturated: defined for every pair of times.
+constexpr nanoseconds time_left(std::int64_t until, nanoseconds now) noexcept {
+  const std::uint64_t d = detail::positive_difference(until, now.count());
+  constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  return nanoseconds(static_cast<std::int64_t>(d < top ? d : top));
+}
+
+// The kinds of answer whose hint can lengthen a pause.
+constexpr bool pauses(error_kind k) noexcept {
+  return k == error_kind::concurrency || k == error_kind::rpm || k == error_kind::tpm || k == error_kind::rate_limit ||
+         k == error_kind::tpd || k == error_kind::overloaded;
+}
+
+struct clamped_hint {
+  nanoseconds hint{0};
+  bool capped = false;  // the hint was longer than max_pause and was cut to it
+};
+// The server's hint as a pause may use it: the header's if any, else the
+// body's, else none (zero); negative counts as zero; longer than max_pause
+// is cut to it (for the kinds that pause).
+constexpr clamped_hint clamp_hint(error_kind k, std::optional<nanoseconds> header, std::optional<nanoseconds> body,
+                                  nanoseconds max_pause) noexcept {
+  nanoseconds h = header ? *header : (body ? *body : nanoseconds(0));
+  if (h < nanoseconds(0)) h = nanoseconds(0);
+  if (h > max_pause && pauses(k)) return clamped_hint{max_pause, true};
+  return clamped_hint{h, false};
+}
+
+// What the account's limiters say at the answer's time.
+struct own_waits {
+  nanoseconds request{0};  // max(emission interval, own wait for one request); 0 without a request limit
+  nanoseconds token{0};    // the same for one token
+  bool request_limit = false;  // the account enforces a request limit
+  nanoseconds daily_reset{0};  // until the daily limit is back to full (0 without one)
+};
+
+enum class response_action : unsigned char { none, pause, stop };
+struct response_decision {
+  response_action action = response_action::none;
+  nanoseconds pause{0};  // for `pause`: how long from the answer's time
+};
+
+// The one rule (see the header comment), from a clamped hint.
+constexpr response_decision pause_after(error_kind k, nanoseconds hint, const own_waits& w) noexcept {
+  switch (k) {
+    case error_kind::quota: return response_decision{response_action::stop, nanoseconds(0)};
+    case error_kind::concurrency:
+    case error_kind::rpm:
+    case error_kind::tpm:
+    case error_kind::rate_limit: {
+      nanoseconds own{0};
+      if (k != error_kind::tpm) own = w.request;
+      if (k != error_kind::rpm && (k == error_kind::tpm || !w.request_limit)) own = w.token > own ? w.token : own;
+      return response_decision{response_action::pause, hint > own ? hint : own};
+    }
+    case error_kind::tpd:
+      return response_decision{response_action::pause, hint > w.daily_reset ? hint : w.daily_reset};
+    case error_kind::overloaded:
+      return response_decision{response_action::pause, hint > nanoseconds(0) ? hint : std::chrono::seconds(1)};
+    default: return response_decision{};
+  }
+}
+
+}  // namespace account_policy
+
+namespace detail {
+
+// The pause's end and the stop flag (see the header comment).
+class pause_state {
+ public:
+  // A stop that resume() cannot lift (an account built with an error).
+  void stop_for_good() noexcept {
+    for_good_ = true;
+    stopped_.store(true, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+  }
+  void stop() noexcept { stopped_.store(true, std::memory_order_release); }  // release: pairs with stopped()'s acquire
+  void resume() noexcept {
+    if (!for_good_) stopped_.store(false, std::memory_order_release);  // release: as in stop
+  }
+  // Sets the flag as a snapshot had it (a stop for good stays).
+  void restore_stop(bool s) noexcept { stopped_.store(s || for_good_, std::memory_order_release); }  // release: as in stop
+  bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }  // acquire: pairs with stop()
+  // relaxed: a lone time value (see the header comment).
+  std::int64_t until() const noexcept { return until_.load(std::memory_order_relaxed); }
+  void pause_for(nanoseconds d, nanoseconds now) noexcept {
+    const std::int64_t u = detail::sat_offset(now.count(), static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
+    // relaxed: a lone time value that only moves forward (max by CAS).
+    std::int64_t cur = until_.load(std::memory_order_relaxed);
+    while (u > cur && !until_.compare_exchange_weak(cur, u, std::memory_order_relaxed)) {
+    }
+  }
+  // relaxed: as in pause_for; a pause_for racing this may land after it and stand.
+  void clear() noexcept { until_.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed); }
+
+ private:
+  detail::atomic<std::int64_t> until_{std::numeric_limits<std::int64_t>::min()};
+  detail::atomic<bool> stopped_{false};
+  bool for_good_ = false;
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_PAUSE_HPP
+// #include <tollgate/account/policy.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/policy.hpp: the account's decisions that need no state, as
+// functions from plain values to plain values: which limiter each dimension
+// runs under a server model and with which margin, the largest limits a
+// policy can run, how many tokens a request reserves, which dimensions
+// refuse a request outright, and how the dimensions' answers compose into
+// one refusal and its wait.
+//
+// Contract. Every function here is pure (constexpr where the types allow),
+// defined for every input (saturating, never overflowing) and tested alone
+// (tests/test_account_parts.cpp). The account (account.hpp) applies them to
+// limiters in its own memory; another state backend (shared memory, a
+// server-side script) applies the same functions to its own state, so what a
+// backend must share with the account is the state's meaning, these
+// constants and the test vectors, not its code.
+//
+// Server model. Kimi does not document how it counts. `server_model` says
+// which model to stay inside; each dimension then uses the policy the
+// compliance tests found safe against it (docs/server-models.md, "The compliance
+// tables"):
+//   fixed_window, sliding_log, token_bucket -> strict sliding window at L
+//   window_counter, gcra, unknown (default) -> one request at a time, each
+//       spaced by its own size, at L - m per window (m = 1 for requests,
+//       plus 2 ms between requests; m = max_request_tokens for tokens, over
+//       the window plus 2 ms)
+// `unknown` is safe against all five models (the margin costs m per window)
+// when the server sees requests at the times they were admitted, or up to
+// 1 ms later. Delivery jitter J breaks every policy against some model: a
+// request sent just before a window boundary and delivered after it counts
+// in the next window. Set request_window and token_window to W + J (the
+// server's window plus the largest delay between admission and the server's
+// clock) to keep the strict policy safe against fixed window, sliding log and
+// token bucket, and the margin policy against all but a GCRA token limit (a
+// 1-token request W / (L - m) before the next may arrive closer than W / L).
+// The daily limit is a strict rolling 24 h window under every model (safe
+// whatever time zone the server's day uses, and against fixed-window, log and
+// bucket counting; spacing a day's tokens over the day would cost hours), or a
+// per-day quota with `calendar_day`.
+#ifndef TOLLGATE_ACCOUNT_POLICY_HPP
+#define TOLLGATE_ACCOUNT_POLICY_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/models.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+// #include <tollgate/rate.hpp>  (already above)
+// #include <tollgate/token_bucket.hpp>  (already above)
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace account_policy {
+
+// The limiter a dimension runs.
+enum class limiter : unsigned char {
+  none,           // not enforced (the limit is unknown or unlimited)
+  strict_window,  // sliding_window at L
+  spaced,         // token_bucket of burst 1 at L - m, spaced by each request's size
+  calendar_day,   // calendar_quota: per day at a UTC offset
+};
+
+// Whether a server model lets a dimension run the strict window.
+constexpr bool strict_for(server_model m) noexcept {
+  return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
+}
+
+template <class Currency>
+constexpr limiter request_limiter(const basic_account_config<Currency>& c) noexcept {
+  return !c.rpm.is_finite() ? limiter::none : strict_for(c.model) ? limiter::strict_window : limiter::spaced;
+}
+template <class Currency>
+constexpr limiter token_limiter(const basic_account_config<Currency>& c) noexcept {
+  return !c.tpm.is_finite() ? limiter::none : strict_for(c.model) ? limiter::strict_window : limiter::spaced;
+}
+// A strict rolling 24 h window whatever the server model, or a calendar day.
+template <class Currency>
+constexpr limiter day_limiter(const basic_account_config<Currency>& c) noexcept {
+  return !c.tpd.is_finite() ? limiter::none : c.calendar_day ? limiter::calendar_day : limiter::strict_window;
+}
+
+// The token margin policy spaces L - m tokens over W + 2 ms: a
+// sliding-window counter that reads its clock in whole milliseconds sees
+// up to 1 ms less of the current period than has passed, which at exactly
+// (L - m) per W let a saturated client's estimate reach L + 0.3 (L = 20,000
+// per minute, m = 2,000). The 2 ms cover that tick and 1 ms of delivery
+// jitter. Windows within 2 ms of the largest duration keep W (no overflow).
+constexpr nanoseconds margin_window(nanoseconds w) noexcept {
+  return w.count() > std::numeric_limits<std::int64_t>::max() - 2000000 ? w : w + std::chrono::milliseconds(2);
+}
+
+// The spaced request policy: one request of margin per window (a limit of 1
+// leaves none to spare), and 2 ms more between requests: at exactly L - 1
+// evenly spaced, a sliding-window counter's estimate sits exactly on L, and
+// a server clock that ticks in milliseconds (or 1 ms of jitter) tips it over.
+// `l` must not exceed largest_request_limit (so the window cannot overflow).
+constexpr rate spaced_request_rate(std::uint64_t l, nanoseconds w) noexcept {
+  const std::uint64_t n = l > 1 ? l - 1 : 1;
+  return rate(n, w + std::chrono::milliseconds(2) * static_cast<std::int64_t>(n));
+}
+// The spaced token policy: L - m tokens over margin_window(W). The margin
+// must leave room: 0 < m < l, else nullopt (errc::too_large).
+constexpr std::optional<rate> spaced_token_rate(std::uint64_t l, std::uint64_t m, nanoseconds w) noexcept {
+  if (m == 0 || m >= l) return std::nullopt;
+  return rate(l - m, margin_window(w));
+}
+
+// The largest token limit (per token_window) a configuration accepts.
+// Under a margin policy (window_counter, gcra, unknown) tokens run through
+// a bucket spaced at (L - m) per W whose emission interval must be held
+// within 0.1 % (token_bucket.hpp): every L - m up to 14,014 per us of W
+// qualifies (about one token per 71.3 ns: 840,840,000 + m per minute, so
+// 840,905,536 with the default m), and a larger limit is refused
+// (errc::rate_too_fine) even where the bucket could run it exactly, so that
+// the accepted limits have no holes. The strict window takes any limit.
+constexpr std::uint64_t largest_token_limit(server_model model, nanoseconds token_window,
+                                            std::uint64_t max_request_tokens) noexcept {
+  if (strict_for(model) || token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+  const std::uint64_t w = static_cast<std::uint64_t>(token_window.count());
+  return detail::sat_add(detail::mul_div_floor(w, detail::gcra_limits::max_scale * 1001, 1000000), max_request_tokens);
+}
+// The largest request limit: under a margin policy the spaced interval adds
+// 2 ms per request to the window, which must fit in 63 bits of nanoseconds
+// (about 4.6 * 10^12 requests per window).
+constexpr std::uint64_t largest_request_limit(server_model model, nanoseconds request_window) noexcept {
+  if (strict_for(model) || request_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+  const std::uint64_t room = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() - request_window.count());
+  return room / 2000000;
+}
+
+// The limits a margin policy can run: too_large for a request limit,
+// rate_too_fine for a token limit, with the value refused and the largest
+// accepted in `v`.
+template <class Currency>
+constexpr errc check_limits(const basic_account_config<Currency>& c, const limit& rpm, const limit& tpm,
+                            error_values& v) noexcept {
+  const std::uint64_t rl = largest_request_limit(c.model, c.request_window);
+  const std::uint64_t tl = largest_token_limit(c.model, c.token_window, c.max_request_tokens);
+  if (auto x = rpm.value(); x && *x > rl) {
+    v = error_values{*x, rl};
+    return errc::too_large;
+  }
+  if (auto x = tpm.value(); x && *x > tl) {
+    v = error_values{*x, tl};
+    return errc::rate_too_fine;
+  }
+  return errc::ok;
+}
+
+// The constants of a configuration that the stateless part of an
+// admission reads (fixed at construction: set_limits changes none).
+template <class Currency>
+struct admission_rules {
+  bool spaced_tokens = false;           // the token limit runs the spaced policy
+  std::uint64_t max_request_tokens = 0;  // m
+  bool budget = false;                  // the account has a budget
+  money<Currency> budget_limit;
+  static constexpr admission_rules of(const basic_account_config<Currency>& c) noexcept {
+    admission_rules x;
+    x.spaced_tokens = token_limiter(c) == limiter::spaced;
+    x.max_request_tokens = c.max_request_tokens;
+    x.budget = c.budget.has_value();
+    if (c.budget) x.budget_limit = *c.budget;
+    return x;
+  }
+};
+
+// The stateless part of an admission: the tokens a request reserves
+// (prompt + output, saturated; the output is max_tokens, else the model's
+// default output cap, else the context window minus the prompt, zero if the
+// prompt fills it: what Kimi counts at admission), the money it reserves (its worst-case
+// cost: cost.hpp, with the cache writes it declares, else the largest it can
+// make) and the dimensions that refuse it whatever the state (its decision
+// is then `never`, reason::exceeds_capacity):
+//   request_size: nothing bounds the output (then nothing else is checked);
+//     above max_request_tokens under the spaced token policy; a budget and
+//     no model to price the request by;
+//   context: prompt + output beyond the model's context window;
+//   budget: a worst case that cannot be computed or exceeds the budget.
+// Returns the tokens (0 when nothing bounds the output); writes `refused`
+// and `worst_case` only where it has something to say (the caller starts
+// them empty).
+template <class Currency>
+[[gnu::always_inline]] constexpr std::uint64_t assess(const request& r, const admission_rules<Currency>& x,
+                                                      dimension_set& refused, money<Currency>& worst_case) noexcept {
+  std::optional<std::uint64_t> out = r.max_tokens;
+  if (!out && r.model && r.model->default_max_tokens) out = r.model->default_max_tokens;
+  if (!out && r.model && r.model->context_window)
+    out = *r.model->context_window > r.prompt_tokens ? *r.model->context_window - r.prompt_tokens : 0;
+  if (!out) {
+    refused.add(dimension::request_size);  // no way to bound the output
+    return 0;
+  }
+  const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
+  if (r.model && r.model->context_window && n > *r.model->context_window) refused.add(dimension::context);
+  if (x.spaced_tokens && n > x.max_request_tokens) refused.add(dimension::request_size);
+  if (x.budget) {
+    if (!r.model) {
+      refused.add(dimension::request_size);  // a budget needs prices
+    } else {
+      const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
+      if (!w) {
+        refused.add(dimension::budget);
+      } else {
+        worst_case = w.total;
+        if (w.total > x.budget_limit) refused.add(dimension::budget);
+      }
+    }
+  }
+  return n;
+}
+// The same as values, for other backends and tests.
+template <class Currency>
+struct assessment {
+  dimension_set refused;
+  std::uint64_t tokens = 0;
+  money<Currency> worst_case;
+};
+template <class Currency>
+constexpr assessment<Currency> assess(const request& r, const admission_rules<Currency>& x) noexcept {
+  assessment<Currency> a;
+  a.tokens = assess<Currency>(r, x, a.refused, a.worst_case);
+  return a;
+}
+
+// One refusal from every dimension's answer (asked without consuming, after
+// the roll-back). The wait is the largest of the time-based dimensions' (and
+// the pause's); `never` if one of them can never admit; reason::busy with no
+// wait if only a permit or money can end it (or the refusal lost a race and
+// no dimension refuses any more: it names concurrency and is retried soon).
+class refusal {
+ public:
+  constexpr explicit refusal(nanoseconds paused_for = nanoseconds(0)) noexcept : wait_(paused_for) {
+    if (paused_for > nanoseconds(0)) refused_.add(dimension::paused);
+  }
+  // A dimension that refuses with no time-based wait (concurrency, budget).
+  constexpr void add(dimension d) noexcept { refused_.add(d); }
+  // A time-based dimension's answer to "would you admit at now".
+  constexpr void note(dimension d, decision x) noexcept {
+    if (x.admitted()) return;
+    refused_.add(d);
+    if (x.never()) never_ = true;
+    if (x.retry_after() > wait_) wait_ = x.retry_after();
+  }
+  // Every dimension that refused (never empty once finished).
+  constexpr dimension_set refused() const noexcept {
+    if (!refused_.empty()) return refused_;
+    dimension_set s;
+    s.add(dimension::concurrency);  // lost a race: report the first, retry soon
+    return s;
+  }
+  constexpr decision result() const noexcept {
+    if (never_) return decision::refuse(reason::exceeds_capacity);
+    if (wait_ > nanoseconds(0)) return decision::wait(wait_);
+    return decision::wait(nanoseconds(0), reason::busy);  // a permit or money must come back first
+  }
+
+ private:
+  dimension_set refused_;
+  nanoseconds wait_{0};
+  bool never_ = false;
+};
+
+// The emission interval of a strict window's limit: W / L rounded up (the
+// spacing a limit implies, the least pause after its 429; pause.hpp).
+constexpr nanoseconds emission_interval(nanoseconds window, std::uint64_t l) noexcept {
+  const std::uint64_t w = window.count() > 0 ? static_cast<std::uint64_t>(window.count()) : 0;
+  return nanoseconds(static_cast<std::int64_t>(detail::ceil_div(w, l > 0 ? l : 1)));
+}
+
+constexpr const char* to_string(limiter k, bool daily = false) noexcept {
+  switch (k) {
+    case limiter::none: return "not enforced";
+    case limiter::strict_window: return daily ? "strict window (24 h)" : "strict window";
+    case limiter::spaced: return daily ? "spaced with margin (24 h)" : "spaced with margin";
+    case limiter::calendar_day: return "calendar day";
+  }
+  return "?";
+}
+
+}  // namespace account_policy
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_POLICY_HPP
+// #include <tollgate/budget.hpp>  (already above)
+// #include <tollgate/calendar_quota.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/concurrency.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+// #include <tollgate/sliding_window.hpp>  (already above)
+// #include <tollgate/tiers.hpp>  (already above)
+// #include <tollgate/token_bucket.hpp>  (already above)
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// What each dimension could still admit (account::remaining_view).
+template <class Currency>
+struct basic_remaining_view {
+  std::optional<std::uint64_t> concurrency, requests, tokens_minute, tokens_day;
+  std::optional<money<Currency>> budget;
+  nanoseconds paused_for{0};  // time left of a pause
+  bool stopped = false;
+  // When each time-based dimension is back to its full limit (its reset).
+  nanoseconds requests_reset_in{0}, tokens_minute_reset_in{0}, tokens_day_reset_in{0};
+};
+
+namespace detail {
+
+template <class Clock, class Currency>
+struct account_limiters {
+  using window = sliding_window<Clock>;
+  using bucket = token_bucket<Clock>;
+  using config_type = basic_account_config<Currency>;
+
+  bool margin_tokens = false;  // tokens run the spaced policy
+  std::optional<concurrency_limiter> conc;
+  std::optional<window> rpm_w, tpm_w, tpd_w;
+  std::optional<bucket> rpm_b, tpm_b, tpd_b;  // tpd_b is never built: the daily limit is a window or a quota
+  std::optional<calendar_quota<Clock>> day_q;
+  std::optional<budget<Currency>> money;
+
+  // Builds every dimension of `c` (whose limits check_limits accepted).
+  errc build(const config_type& c, nanoseconds origin) noexcept {
+    using namespace account_policy;
+    errc e = errc::ok;
+    if (auto v = c.concurrency.value()) {
+      conc.emplace(*v, e);
+      if (e != errc::ok) return e;
+    }
+    if (auto v = c.rpm.value()) {
+      if (request_limiter(c) == limiter::strict_window) rpm_w.emplace(rate(*v, c.request_window), origin, e);
+      else rpm_b.emplace(spaced_request_rate(*v, c.request_window), 1, origin, bucket::start::full, e);
+      if (e != errc::ok) return e;
+    }
+    margin_tokens = !strict_for(c.model);
+    if (auto v = c.tpm.value()) {
+      if (token_limiter(c) == limiter::strict_window) {
+        tpm_w.emplace(rate(*v, c.token_window), origin, e);
+      } else {
+        const auto r = spaced_token_rate(*v, c.max_request_tokens, c.token_window);
+        if (!r) return errc::too_large;  // the margin must leave room: max_request_tokens < limit
+        tpm_b.emplace(*r, 1, origin, bucket::start::full, e);
+      }
+      if (e != errc::ok) return e;
+    }
+    if (auto v = c.tpd.value()) {
+      if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, e);
+      else tpd_w.emplace(rate(*v, std::chrono::hours(24)), origin, e);
+      if (e != errc::ok) return e;
+    }
+    if (c.budget) money.emplace(*c.budget, e);
+    return e;
+  }
+
+  // Whether tier `t` enforces exactly the dimensions these limiters do.
+  bool same_dimensions(const tier_row& t) const noexcept {
+    auto need = [](bool have, const limit& l) { return have != l.is_finite(); };
+    return !(need(conc.has_value(), t.concurrency) || need(rpm_w || rpm_b, t.rpm) || need(tpm_w || tpm_b, t.tpm) ||
+             need(tpd_w || day_q, t.tpd));
+  }
+  // The rate limits of `t`, live (concurrency is set by the caller, first).
+  errc set_rate_limits(const config_type& c, const tier_row& t, nanoseconds now) noexcept {
+    using namespace account_policy;
+    errc e = errc::ok;
+    if (rpm_w && (e = rpm_w->set_limit(*t.rpm.value())) != errc::ok) return e;
+    if (rpm_b && (e = rpm_b->set_rate(spaced_request_rate(*t.rpm.value(), c.request_window), now)) != errc::ok) return e;
+    if (tpm_w && (e = tpm_w->set_limit(*t.tpm.value())) != errc::ok) return e;
+    if (tpm_b) {
+      const auto r = spaced_token_rate(*t.tpm.value(), c.max_request_tokens, c.token_window);
+      if (!r) return errc::too_large;
+      if ((e = tpm_b->set_rate(*r, now)) != errc::ok) return e;
+    }
+    if (tpd_w && (e = tpd_w->set_limit(*t.tpd.value())) != errc::ok) return e;
+    if (day_q && (e = day_q->set_limit(*t.tpd.value())) != errc::ok) return e;
+    return errc::ok;
+  }
+
+  // The ticket a window gave (or would have given) for `tokens` in `slot`.
+  static window_ticket ticket_for(const window& w, std::uint64_t slot, std::uint64_t tokens) noexcept {
+    const std::uint64_t u = w.unit();
+    return window_ticket{slot, tokens, tokens == 0 || u == 0 ? 0 : tokens <= u ? 1 : detail::ceil_div(tokens, u)};
+  }
+  // One request back (its window slot, or its bucket ticket's end and configuration).
+  void give_request(std::uint64_t slot, std::uint64_t cfg, nanoseconds now) noexcept {
+    if (rpm_w) {
+      window_ticket t = ticket_for(*rpm_w, slot, 1);
+      (void)rpm_w->refund(t, 1);
+    }
+    if (rpm_b) {
+      bucket_ticket t{slot, 1, cfg};
+      (void)rpm_b->refund(t, 1, now);
+    }
+  }
+  // Tokens through the spaced bucket: it takes 1 (the previous request's
+  // emission time must have passed) and charges the other n - 1, in one step
+  // whose ticket (end in `slot`, configuration in `cfg`) a later refund needs.
+  static bool take_spaced(bucket& b, std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now) noexcept {
+    bucket_ticket t;
+    const bool ok = b.try_acquire_and_charge(1, n - 1, now, t).admitted();
+    slot = t.end;
+    cfg = t.config;
+    return ok;
+  }
+  // Gives back n of the `reserved` tokens counted in `slot` (a bucket: as
+  // its ticket, `slot` and `cfg`, allows).
+  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t slot, std::uint64_t cfg,
+                          std::uint64_t reserved, std::uint64_t n, nanoseconds now) noexcept {
+    if (w) {
+      window_ticket t = ticket_for(*w, slot, reserved);
+      (void)w->refund(t, n);
+    }
+    if (b) {
+      bucket_ticket t{slot, reserved, cfg};
+      (void)b->refund(t, n, now);
+    }
+  }
+  static void charge_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t n, nanoseconds now) noexcept {
+    if (w) w->charge(n, now);
+    if (b) b->charge(n, now);
+  }
+  // Usage beyond the reservation: a debt that later admissions wait out.
+  void charge_debt(std::uint64_t n, nanoseconds now) noexcept {
+    charge_tokens(tpm_w, tpm_b, n, now);
+    if (day_q) day_q->charge(n, now);
+    else charge_tokens(tpd_w, tpd_b, n, now);
+  }
+
+  // The least pause after a 429 of the request (or token) limit: the larger
+  // of one emission interval of that limit (W / L rounded up; for the spaced
+  // policy, its interval in force) and the account's own wait for one unit of
+  // it. The server refused although the account may have had room: it counts
+  // differently (another client, another window), so wait at least for the
+  // spacing the limit itself implies.
+  nanoseconds own_wait(bool requests, nanoseconds now) const noexcept {
+    const std::optional<window>& w = requests ? rpm_w : tpm_w;
+    const std::optional<bucket>& b = requests ? rpm_b : tpm_b;
+    nanoseconds t{0}, own{0};
+    if (w) {
+      t = account_policy::emission_interval(w->window(), w->limit());
+      const decision d = w->time_until(1, now);
+      if (d.later() && d.why() != reason::stale_time) own = d.retry_after();
+    }
+    if (b) {
+      t = b->interval();
+      const decision d = b->time_until(1, now);
+      if (d.later()) own = d.retry_after();
+    }
+    return t > own ? t : own;
+  }
+  // Until the daily limit is back to full.
+  nanoseconds daily_reset(nanoseconds now) const noexcept {
+    if (day_q) return day_q->reset_in(now);
+    if (tpd_w) return tpd_w->empty_in(now);
+    if (tpd_b) return tpd_b->full_in(now);
+    return nanoseconds(0);
+  }
+
+  // What pause_after needs from the limiters (account/pause.hpp).
+  account_policy::own_waits waits(nanoseconds now) const noexcept {
+    account_policy::own_waits w;
+    w.request_limit = rpm_w || rpm_b;
+    if (w.request_limit) w.request = own_wait(true, now);
+    if (tpm_w || tpm_b) w.token = own_wait(false, now);
+    w.daily_reset = daily_reset(now);
+    return w;
+  }
+  // The strict window of kind k (0 requests, 1 tokens, 2 the day), if any.
+  window* strict(unsigned k) noexcept {
+    std::optional<window>& w = k == 0 ? rpm_w : k == 1 ? tpm_w : tpd_w;
+    return w ? &*w : nullptr;
+  }
+
+  // Every time-based dimension's answer for a request of n tokens (peeks).
+  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now) const noexcept {
+    if (rpm_w) r.note(dimension::rpm, rpm_w->time_until(1, now));
+    if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
+    if (tpm_w) r.note(dimension::tpm, tpm_w->time_until(n, now));
+    if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
+    if (tpd_w) r.note(dimension::tpd, tpd_w->time_until(n, now));
+    if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
+    if (day_q) r.note(dimension::tpd, day_q->time_until(n, now));
+  }
+
+  // The time-based dimensions and money of remaining(); held(k) is what
+  // window k (rpm, tpm, tpd) holds as credit in now's slot, in units.
+  template <class Held>
+  void remaining(basic_remaining_view<Currency>& v, nanoseconds now, std::uint64_t max_request_tokens,
+                 Held&& held) const noexcept {
+    if (rpm_w) v.requests = rpm_w->available(now) + held(0u) * rpm_w->unit();
+    if (rpm_b) v.requests = rpm_b->available(now);
+    if (tpm_w) v.tokens_minute = tpm_w->available(now) + held(1u) * tpm_w->unit();
+    if (tpm_b) v.tokens_minute = tpm_b->available(now) > 0 ? max_request_tokens : 0;  // one request at a time
+    if (tpd_w) v.tokens_day = tpd_w->available(now) + held(2u) * tpd_w->unit();
+    if (day_q) v.tokens_day = day_q->available(now);
+    if (money) v.budget = money->remaining();
+    if (rpm_w) v.requests_reset_in = rpm_w->empty_in(now);
+    if (rpm_b) v.requests_reset_in = rpm_b->full_in(now);
+    if (tpm_w) v.tokens_minute_reset_in = tpm_w->empty_in(now);
+    if (tpm_b) v.tokens_minute_reset_in = tpm_b->full_in(now);
+    if (tpd_w) v.tokens_day_reset_in = tpd_w->empty_in(now);
+    if (day_q) v.tokens_day_reset_in = day_q->reset_in(now);
+  }
+
+  const char* policy(dimension d) const noexcept {
+    using account_policy::limiter;
+    using account_policy::to_string;
+    switch (d) {
+      case dimension::rpm: return to_string(rpm_w ? limiter::strict_window : rpm_b ? limiter::spaced : limiter::none);
+      case dimension::tpm: return to_string(tpm_w ? limiter::strict_window : tpm_b ? limiter::spaced : limiter::none);
+      case dimension::tpd:
+        return to_string(day_q ? limiter::calendar_day : tpd_w ? limiter::strict_window : tpd_b ? limiter::spaced : limiter::none,
+                         true);
+      default: return "";
+    }
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_LIMITERS_HPP
+// #include <tollgate/account/pause.hpp>  (already above)
+// #include <tollgate/account/policy.hpp>  (already above)
+// #include <tollgate/account/slot_table.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/slot_table.hpp: the table that lets the account take back the
+// concurrency units of hung leases (held past lease_timeout).
+//
+// Contract. One word per slot, {time: 48 bits, generation: 16 bits}. The
+// time is 0 when the word is free, else 1 + the admission time of the lease
+// holding it, in milliseconds from the origin rounded up (so a lease is
+// never reclaimed early). A lease claims a free word (claim) with a CAS that
+// also bumps its generation, and frees it (release) with a CAS from the
+// value it wrote; a reaper (reap) that finds a word past the deadline frees
+// it with the same CAS. Whoever wins returns the unit, so it is returned
+// exactly once. The generation makes a word freed by the reaper and claimed
+// again by a lease with the same admission time (a stale supplied `now`) a
+// different value, so the late holder's CAS cannot free the new holder's
+// word. The generation has 16 bits: if the word were claimed and freed
+// 65,536 times between a reclaim and the late holder's release, every time
+// with the same millisecond stamp (only a supplied `now` that stands still
+// can do that), the late release would free the newest lease's word and one
+// unit would come back while that lease still runs.
+//
+// Layout. A shared table of twice the concurrency limit (at most 2^20
+// words), so a later upgrade still finds room, then limit / 16 words (1 to
+// 64) for each of the first 16 threads, which each claims with a plain store
+// (no other thread claims them; others only free held words, by CAS). A
+// lease that finds no free word (the limit was raised past the table) cannot
+// be reclaimed. Allocated once, at construction; never on the admission path.
+//
+// Bound. The table is scanned at most once per lease_timeout / 16 of time
+// (and again whenever time goes backwards), so a hung lease comes back by the
+// first refusal at least lease_timeout / 16 after the previous scan and after
+// its own deadline. While the account is full and nothing can have expired,
+// a refusal costs a load, not a scan.
+//
+// Concurrency. Lock-free. Every CAS is acq_rel: it publishes nothing else,
+// but keeps each word's claims, releases and reclaims in one modification
+// order; a failed CAS reads with relaxed (only its value is used). The words
+// hold no pointer: the table is address-free given its origin.
+#ifndef TOLLGATE_ACCOUNT_SLOT_TABLE_HPP
+#define TOLLGATE_ACCOUNT_SLOT_TABLE_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/shard_counters.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+class slot_table {
+ public:
+  static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
+  static constexpr unsigned gen_bits = 16;
+  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
+  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+
+  // Builds the table for a concurrency limit; a zero timeout builds none
+  // (no lease is ever reclaimed, and claims cost nothing).
+  void allocate(std::uint64_t limit, nanoseconds lease_timeout, nanoseconds origin) {
+    origin_ = origin.count();
+    timeout_ = lease_timeout.count();
+    if (lease_timeout <= nanoseconds(0) || limit == 0) return;
+    count_ = static_cast<std::size_t>(limit * 2 < 1u << 20 ? limit * 2 : 1u << 20);
+    stride_ = count_ / (detail::thread_shards + 1);
+    own_ = static_cast<std::size_t>(limit / 16 < 1 ? 1 : limit / 16 > 64 ? 64 : limit / 16);
+    total_ = count_ + detail::thread_shards * own_;
+    words_.reset(new detail::atomic<std::uint64_t>[total_]);
+    for (std::size_t i = 0; i < total_; ++i) words_[i].store(0, std::memory_order_relaxed);  // relaxed: not shared yet
+  }
+  bool enabled() const noexcept { return count_ != 0; }
+
+  // Milliseconds from the origin, rounded up, saturated to [0, max_ms].
+  std::uint64_t ms(nanoseconds now) const noexcept {
+    std::int64_t d = 0;
+    if (__builtin_sub_overflow(now.count(), origin_, &d)) return now.count() > origin_ ? max_ms : 0;
+    if (d <= 0) return 0;
+    const std::uint64_t m = (static_cast<std::uint64_t>(d) + 999999) / 1000000;  // rounded up
+    return m < max_ms ? m : max_ms;
+  }
+
+  // Claims a word for a lease admitted at `now` on `shard`: sets its index
+  // and the stamp written, or leaves both as they were when none is free (or
+  // there is no table).
+  void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
+    if (count_ == 0) return;
+    const std::uint64_t time_part = (ms(now) + 1) << gen_bits;
+    if (shard < detail::thread_shards) {
+      // The thread's own words first: only their owner turns a free word
+      // held (others only free held words, by CAS), so a plain store claims it.
+      const std::size_t base = count_ + static_cast<std::size_t>(shard) * own_;
+      for (std::size_t i = base; i < base + own_; ++i) {
+        // relaxed: this thread's own last write, or a CAS that freed the word
+        // (a stale `held` only makes us look further).
+        const std::uint64_t w = words_[i].load(std::memory_order_relaxed);
+        if ((w >> gen_bits) != 0) continue;  // held
+        const std::uint64_t s = time_part | ((w + 1) & gen_mask);
+        // relaxed: no other thread can write a free word of this region, so
+        // nothing comes between the load and this store; the CASes that later
+        // free it are ordered with it by the word's own modification order.
+        words_[i].store(s, std::memory_order_relaxed);
+        slot = i;
+        stamp = s;
+        return;
+      }
+    }
+    // The shared words. Start at a place that depends on the thread, so two
+    // threads do not probe the same words.
+    std::size_t i = static_cast<std::size_t>(shard) * stride_;
+    for (std::size_t k = 0; k < count_; ++k, i = i + 1 == count_ ? 0 : i + 1) {
+      // relaxed: only a guess of a free word; the CAS decides.
+      std::uint64_t expected = words_[i].load(std::memory_order_relaxed);
+      if ((expected >> gen_bits) != 0) continue;  // held
+      const std::uint64_t s = time_part | ((expected + 1) & gen_mask);
+      // acq_rel: see the header; acquire on failure is not needed.
+      if (words_[i].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        slot = i;
+        stamp = s;
+        return;
+      }
+    }
+    // No free word (the limit was raised past the table).
+  }
+
+  // Frees a word claimed with `stamp`: true if this call freed it (the
+  // caller returns the unit), false if a reaper did first (it returned it).
+  [[gnu::always_inline]] bool release(std::size_t slot, std::uint64_t stamp) noexcept {
+    std::uint64_t expected = stamp;
+    // acq_rel/relaxed: as in claim.
+    return words_[slot].compare_exchange_strong(expected, stamp & gen_mask, std::memory_order_acq_rel,
+                                                std::memory_order_relaxed);
+  }
+
+  // Frees the words of leases held past the timeout, calling give() once for
+  // each; returns how many (see the bound in the header comment).
+  template <class Give>
+  std::uint64_t reap(nanoseconds now, Give&& give) noexcept {
+    if (count_ == 0 || timeout_ <= 0) return 0;
+    // relaxed: a lone time value; two threads may both scan (each word's CAS decides).
+    const std::int64_t last = last_reap_.load(std::memory_order_relaxed);
+    std::int64_t since_last = 0;
+    if (last != std::numeric_limits<std::int64_t>::min() && !__builtin_sub_overflow(now.count(), last, &since_last) &&
+        since_last >= 0 && since_last < timeout_ / 16)
+      return 0;
+    last_reap_.store(now.count(), std::memory_order_relaxed);  // relaxed: as above
+    std::int64_t rel = 0;
+    if (__builtin_sub_overflow(now.count(), origin_, &rel)) return 0;  // a `now` no lease can be measured against
+    std::uint64_t freed = 0;
+    for (std::size_t i = 0; i < total_; ++i) {
+      std::uint64_t v = words_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
+      const std::uint64_t t = v >> gen_bits;
+      if (t == 0) continue;
+      // Held since (t - 1) ms after the origin, at the latest.
+      const std::int64_t since = static_cast<std::int64_t>(t - 1) * 1000000;
+      if (rel < since || rel - since < timeout_) continue;
+      // acq_rel/relaxed: as in claim.
+      if (words_[i].compare_exchange_strong(v, v & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        give();
+        ++freed;
+      }
+    }
+    return freed;
+  }
+
+  // For tests: how many words are held now.
+  std::size_t held() const noexcept {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < total_; ++i) n += (words_[i].load(std::memory_order_relaxed) >> gen_bits) != 0 ? 1 : 0;  // relaxed: a count
+    return n;
+  }
+  std::size_t size() const noexcept { return total_; }
+
+ private:
+  std::unique_ptr<detail::atomic<std::uint64_t>[]> words_;
+  std::size_t count_ = 0;   // shared words
+  std::size_t stride_ = 0;  // count_ / (thread_shards + 1): where each thread starts looking
+  std::size_t own_ = 0;     // words per owned shard
+  std::size_t total_ = 0;
+  std::int64_t origin_ = 0;
+  std::int64_t timeout_ = 0;
+  detail::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SLOT_TABLE_HPP
+// #include <tollgate/account/snapshot.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/snapshot.hpp: the account's snapshot as bytes: what it has
+// counted (window contents, what buckets owe, the calendar day's usage, the
+// budget, a pause or a stop), so a restart does not reset the daily limit or
+// the budget. No I/O: the caller stores the bytes. Permits in flight are not
+// kept (their money stays committed: the safe side).
+//
+// Format 2: "TGA1", then little-endian u64 fields: version, the
+// configuration's fingerprint, the wall-clock time, the stop flag, the time
+// left of the pause; per strict window (requests, tokens, day, those that
+// exist) its unit, n and n x (time left, units), soonest first; per spaced
+// bucket what it owes; the calendar quota's word; the budget's committed and
+// spent; and an FNV-1a checksum of every byte before it.
+//
+// Time. Each count is stored with the time from the snapshot's `now`
+// until this account would have dropped it, and restore() keeps it that
+// long minus the wall-clock time between snapshot and restore (pass
+// system_clock::now() as `wall`), at any phase of either account's slots:
+// a restart never lets a count leave a window earlier than it would have
+// without the restart (each window moves its slot grid to the stored
+// times, so it holds nothing longer either). Buckets keep what they owe
+// (rounded up), pauses what is left of them, the calendar quota its day and
+// usage (days are absolute). A wall clock that went backwards counts as
+// no time passed; one that jumped forward ages the counts by the jump.
+//
+// Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
+// whole slots, which drops the position inside the slot; restore() reads
+// it rounding toward keeping (as if the snapshot was taken at the start of
+// its slot: counts stay up to one slot longer than they had to, never
+// shorter). Two things format 1 did not record are assumed: that the
+// snapshot's `now` was not behind the windows' latest slot, and that a
+// window's unit (limits above 16,777,215 tokens) was that of this account.
+//
+// restore() refuses, changing nothing, bytes that are not a snapshot
+// (bad_format), of an unknown version (wrong_version), of an account
+// configured otherwise (other_configuration), short or long (truncated),
+// whose checksum does not match (corrupted; it only catches accidents),
+// or whose fields do not fit this configuration (out_of_range: more
+// window entries than slots, counts above the 24-bit field, times beyond a
+// window's or bucket's horizon, ages out of the window, a negative or
+// inconsistent budget, a calendar day after tomorrow's, a stop flag other
+// than 0 or 1). It refuses with in_use an account that has started taking
+// traffic (any try_admit that got past the stop and pause checks to the
+// limits, admitted or not): its counts would be lost and its leases would
+// settle against counts they were not taken from.
+// Restore into a new account, before sharing it. A try_admit that races
+// the restore is refused (dimension::paused, reason::busy, no wait) until
+// it is done; no other member function may run at the same time.
+//
+// Concurrency. write() reads the limiters as they run (a count racing it
+// lands in this snapshot or the next, never in both: see the window's
+// export_counts and the credit's give_back); restore() writes them and must
+// not race any other use (the account holds admissions off while it runs).
+#ifndef TOLLGATE_ACCOUNT_SNAPSHOT_HPP
+#define TOLLGATE_ACCOUNT_SNAPSHOT_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/account/credit.hpp>  (already above)
+// #include <tollgate/account/limiters.hpp>  (already above)
+// #include <tollgate/account/pause.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+constexpr std::uint64_t fnv1a(std::string_view s) noexcept {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+// Little-endian fixed-width encoding for snapshots.
+struct byte_writer {
+  std::string out;
+  void raw(const char* p, std::size_t n) { out.append(p, n); }
+  void u64(std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  }
+  std::uint64_t checksum() const noexcept { return fnv1a(out); }
+};
+struct byte_reader {
+  std::string_view in;
+  std::size_t pos = 0;
+  bool skip(std::size_t n) noexcept {
+    if (in.size() - pos < n) return false;
+    pos += n;
+    return true;
+  }
+  bool u64(std::uint64_t& v) noexcept {
+    if (in.size() - pos < 8) return false;
+    v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[pos + static_cast<std::size_t>(i)])) << (8 * i);
+    pos += 8;
+    return true;
+  }
+  std::size_t left() const noexcept { return in.size() - pos; }
+};
+}  // namespace detail
+
+// Why restore() refused (see the header comment); account::restore_errc.
+enum class account_restore_errc : unsigned char {
+  ok,
+  bad_format,
+  wrong_version,
+  other_configuration,
+  truncated,
+  corrupted,
+  out_of_range,  // a field does not fit this configuration (see above)
+  in_use,        // the account has started taking traffic
+};
+namespace detail {
+
+template <class Clock, class Currency>
+struct account_codec {
+  using limiters = account_limiters<Clock, Currency>;
+  using window = typename limiters::window;
+  using bucket = typename limiters::bucket;
+  using credit = thread_credit<window>;
+  using config_type = basic_account_config<Currency>;
+  using count_list = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  static constexpr std::uint64_t version = 2;
+  static constexpr std::uint64_t version_slots = 1;  // 0.1.0's format: window ages in whole slots
+
+  // A hash of everything that shapes the state: a snapshot only restores
+  // into an account configured the same way.
+  static std::uint64_t fingerprint(const config_type& c) noexcept {
+    byte_writer w;
+    for (const limit* l : {&c.concurrency, &c.rpm, &c.tpm, &c.tpd}) {
+      w.u64(static_cast<std::uint64_t>(l->what()));
+      w.u64(l->value().value_or(0));
+    }
+    w.u64(static_cast<std::uint64_t>(c.model));
+    w.u64(c.calendar_day ? 1 : 0);
+    w.u64(static_cast<std::uint64_t>(c.utc_offset.count()));
+    w.u64(c.max_request_tokens);
+    w.u64(c.budget ? static_cast<std::uint64_t>(c.budget->nanos()) : 0);
+    w.u64(static_cast<std::uint64_t>(c.request_window.count()));
+    w.u64(static_cast<std::uint64_t>(c.token_window.count()));
+    // The budget's currency (USD, the first, adds nothing: fingerprints of
+    // USD accounts are those of 0.1.0, so their snapshots still restore).
+    if (!std::is_same<Currency, usd_tag>::value) w.raw(Currency::code.data(), Currency::code.size());
+    return w.checksum();
+  }
+
+  static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
+                           nanoseconds now, nanoseconds wall) {
+    byte_writer w;
+    w.raw("TGA1", 4);
+    w.u64(version);
+    w.u64(fingerprint(cfg));
+    w.u64(static_cast<std::uint64_t>(wall.count()));
+    w.u64(p.stopped() ? 1 : 0);
+    w.u64(detail::positive_difference(p.until(), now.count()));
+    const std::optional<window>* ws[credit::kinds] = {&d.rpm_w, &d.tpm_w, &d.tpd_w};
+    for (unsigned k = 0; k < credit::kinds; ++k) {
+      const std::optional<window>* x = ws[k];
+      if (!*x) continue;
+      // Credit not yet spent is not carried: like an admission that has not
+      // happened yet, it is not part of the state at this moment.
+      const auto counts = (*x)->export_counts(now, [&](std::uint64_t j) { return cr.in_slot(k, j); });
+      w.u64((*x)->unit());
+      w.u64(counts.size());
+      for (const auto& e : counts) {
+        w.u64(e.first);
+        w.u64(e.second);
+      }
+    }
+    for (const std::optional<bucket>* x : {&d.rpm_b, &d.tpm_b})
+      if (*x) w.u64(static_cast<std::uint64_t>((*x)->owed(now).count()));
+    if (d.day_q) w.u64(d.day_q->export_word());
+    if (d.money) {
+      const auto t = d.money->export_totals();
+      // A settle racing this read can show its spend before its commit:
+      // committed is never below spent.
+      w.u64(static_cast<std::uint64_t>(t.first > t.second ? t.first : t.second));
+      w.u64(static_cast<std::uint64_t>(t.second));
+    }
+    w.u64(w.checksum());
+    return w.out;
+  }
+
+
+  // Reads one window's entries (format 2: unit, n, n x (time left, units);
+  // format 1: n, n x (age, units)) as (time left at the snapshot, units of
+  // this window), checking every field.
+  static account_restore_errc read_window(byte_reader& r, std::uint64_t ver, const window& w, count_list& out) {
+    using WL = detail::window_limits;
+    constexpr std::uint64_t K = window::subwindows;
+    std::uint64_t unit = w.unit(), n = 0;
+    if (ver != version_slots) {
+      if (!r.u64(unit)) return account_restore_errc::truncated;
+      if (unit == 0) return account_restore_errc::out_of_range;
+    }
+    if (!r.u64(n)) return account_restore_errc::truncated;
+    if (n > K + 1) return account_restore_errc::out_of_range;  // a window holds K + 1 slots
+    if (r.left() / 16 < n) return account_restore_errc::truncated;
+    const std::uint64_t horizon = static_cast<std::uint64_t>(w.import_horizon().count());
+    const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+    std::uint64_t prev = 0;
+    for (std::uint64_t k = 0; k < n; ++k) {
+      std::uint64_t a = 0, units = 0;
+      (void)r.u64(a);
+      (void)r.u64(units);
+      if (units == 0 || units > WL::max_units) return account_restore_errc::out_of_range;
+      std::uint64_t left = 0;
+      if (ver == version_slots) {
+        // Ages from oldest to newest, each in the window. Kept as if the
+        // snapshot was taken at the start of its slot: the longest it can
+        // have had to stay.
+        if (a > K || (k > 0 && a >= prev)) return account_restore_errc::out_of_range;
+        left = detail::sat_mul(K + 1 - a, width);
+      } else {
+        // Times left, soonest first, within the window's horizon.
+        if (a == 0 || a > horizon || (k > 0 && a <= prev)) return account_restore_errc::out_of_range;
+        left = a;
+      }
+      prev = a;
+      // The snapshot's units in this window's (equal unless the limit was
+      // changed live across 16,777,215 tokens), rounded up.
+      out.emplace_back(left, detail::mul_div_ceil(units, unit, w.unit()));
+    }
+    return account_restore_errc::ok;
+  }
+
+  // The most a bucket can owe: its whole tick range, rounded up.
+  static std::uint64_t max_owed(const bucket& b) noexcept {
+    const std::uint64_t m = detail::sat_add(detail::sat_add(static_cast<std::uint64_t>(b.horizon().count()),
+                                                            detail::sat_mul(b.burst(), static_cast<std::uint64_t>(b.interval().count()))),
+                                            1);
+    const std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    return m > top ? top : m;
+  }
+
+  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps,
+                                      std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    detail::byte_reader r{bytes};
+    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return account_restore_errc::bad_format;
+    // The checksum covers every byte before it: check it first, so nothing
+    // below reads a corrupted length.
+    if (bytes.size() < 4 + 8 * 6) return account_restore_errc::truncated;
+    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
+    std::uint64_t sum = 0;
+    (void)tail.u64(sum);
+    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return account_restore_errc::corrupted;
+    r.in = bytes.substr(0, bytes.size() - 8);  // the fields only
+    std::uint64_t ver = 0, fp = 0, then = 0, stop = 0, pause = 0;
+    if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return account_restore_errc::truncated;
+    if (ver != version && ver != version_slots) return account_restore_errc::wrong_version;
+    if (fp != fingerprint(cfg)) return account_restore_errc::other_configuration;
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (stop > 1 || pause > top) return account_restore_errc::out_of_range;
+    count_list win[credit::kinds];
+    std::optional<window>* ws[credit::kinds] = {&d.rpm_w, &d.tpm_w, &d.tpd_w};
+    for (unsigned i = 0; i < credit::kinds; ++i) {
+      if (!*ws[i]) continue;
+      const account_restore_errc e = read_window(r, ver, **ws[i], win[i]);
+      if (e != account_restore_errc::ok) return e;
+    }
+    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
+    std::optional<bucket>* bs[2] = {&d.rpm_b, &d.tpm_b};
+    for (int i = 0; i < 2; ++i) {
+      if (!*bs[i]) continue;
+      if (!r.u64(owed[i])) return account_restore_errc::truncated;
+      if (owed[i] > max_owed(**bs[i])) return account_restore_errc::out_of_range;
+    }
+    if (d.day_q) {
+      if (!r.u64(day_word)) return account_restore_errc::truncated;
+      // A day after tomorrow (a clock a day ahead is allowed for) would
+      // refuse everything as stale for as long.
+      if ((day_word >> calendar_quota<Clock>::used_bits) > d.day_q->day_at(now) + 1) return account_restore_errc::out_of_range;
+    }
+    if (d.money) {
+      if (!r.u64(committed) || !r.u64(spent)) return account_restore_errc::truncated;
+      // Non-negative, and nothing spent that was not committed. Committed
+      // may pass the limit (calls that cost more than they reserved): that
+      // budget refuses everything, as before the restart.
+      if (committed > top || spent > top || spent > committed) return account_restore_errc::out_of_range;
+    }
+    if (r.left() != 0) return account_restore_errc::truncated;
+
+    // Everything checked: apply. The wall-clock time between snapshot and
+    // restore, zero if the clock went backwards.
+    const detail::i128 gap = static_cast<detail::i128>(wall.count()) - static_cast<std::int64_t>(then);
+    const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
+    // Credit lines hold nothing in a fresh account; cleared all the same,
+    // since what they would hold was counted against the replaced counts.
+    cr.clear_windows();
+    for (unsigned i = 0; i < credit::kinds; ++i) {
+      if (!*ws[i]) continue;
+      count_list aged;
+      for (const auto& e : win[i])
+        if (e.first > down) aged.emplace_back(e.first - down, e.second);
+      (*ws[i])->import_counts(now, aged);
+    }
+    for (int i = 0; i < 2; ++i)
+      if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
+    if (d.day_q) d.day_q->import_word(day_word);
+    if (d.money) d.money->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
+    ps.restore_stop(stop != 0);  // a misconfigured account stays stopped
+    if (pause > down) ps.pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
+    return account_restore_errc::ok;
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SNAPSHOT_HPP
+// #include <tollgate/account/stats.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/stats.hpp: the account's counters, for metrics: admissions and
+// refusals per dimension, tokens reserved and used, debt, reclaimed slots,
+// capped hints, and the time callers waited per dimension.
+//
+// Contract. Counting never refuses, blocks or allocates. The hot counters
+// are per-thread shards (detail/shard_counters.hpp: a plain load and store
+// for the first 16 threads to count, a relaxed fetch_add on a shared shard
+// for the others); the rare ones are relaxed atomics. Relaxed suffices
+// everywhere: each counter is a lone value that orders nothing. A read
+// (snapshot()) is exact once the counting threads are joined and
+// approximate while they run. Counters saturate only where their 64 bits
+// would (never in practice).
+#ifndef TOLLGATE_ACCOUNT_STATS_HPP
+#define TOLLGATE_ACCOUNT_STATS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/shard_counters.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// Per-dimension counters, for metrics.
+struct account_stats {
+  std::uint64_t admitted = 0, refused = 0;
+  std::uint64_t refused_by[9] = {};  // indexed by the bit position of `dimension`
+  std::uint64_t tokens_reserved = 0, tokens_used = 0, debt_tokens = 0;
+  std::uint64_t reclaimed = 0;  // concurrency slots taken back from leases past lease_timeout
+  std::uint64_t capped_hints = 0;  // server hints longer than max_pause, cut to it
+  std::int64_t spent_nanos = 0;  // in nano-units of the budget's currency
+  // Time callers spent waiting because of each dimension (indexed like
+  // refused_by), as reported by the waiting layer (waiting_room) through
+  // account::record_wait. A wait caused by several dimensions counts in each.
+  std::int64_t waited_ns_by[9] = {};
+};
+
+namespace detail {
+
+class account_counters {
+ public:
+  // The sharded counters, by index.
+  enum : std::size_t { admitted, refused, reserved, used, debt, refused_by, count = refused_by + 9 };
+
+  void add_admitted(unsigned shard, std::uint64_t tokens) noexcept {
+    hot_.add_at(shard, admitted, 1);
+    hot_.add_at(shard, reserved, tokens);
+  }
+  // Settling: tokens used, and those beyond the reservation.
+  void add_used(std::uint64_t used_tokens, std::uint64_t debt_tokens) noexcept {
+    hot_.add2(used, used_tokens, debt, debt_tokens);
+  }
+  void add_used(std::uint64_t used_tokens) noexcept { hot_.add(used, used_tokens); }
+  void count_refusal(dimension_set s) noexcept {
+    const unsigned shard = detail::this_thread_shard();
+    hot_.add_at(shard, refused, 1);
+    for (unsigned i = 0; i < 9; ++i)
+      if (s.bits & (1u << i)) hot_.add_at(shard, refused_by + i, 1);
+  }
+  void add_reclaimed(std::uint64_t n) noexcept {
+    if (n) reclaimed_.fetch_add(n, std::memory_order_relaxed);  // relaxed: a statistic
+  }
+  void add_capped_hint() noexcept { capped_hints_.fetch_add(1, std::memory_order_relaxed); }  // relaxed: a statistic
+  void record_wait(dimension_set s, nanoseconds d) noexcept {
+    if (d <= nanoseconds(0)) return;
+    for (unsigned i = 0; i < 9; ++i)
+      if (s.bits & (1u << i)) waited_ns_[i].fetch_add(d.count(), std::memory_order_relaxed);  // relaxed: a statistic
+  }
+  // Everything but spent_nanos (the budget's).
+  account_stats snapshot() const noexcept {
+    account_stats s;
+    s.admitted = hot_.sum(admitted);
+    s.refused = hot_.sum(refused);
+    for (unsigned i = 0; i < 9; ++i) s.refused_by[i] = hot_.sum(refused_by + i);
+    s.tokens_reserved = hot_.sum(reserved);
+    s.tokens_used = hot_.sum(used);
+    s.debt_tokens = hot_.sum(debt);
+    // relaxed: statistics, see the contract.
+    s.reclaimed = reclaimed_.load(std::memory_order_relaxed);
+    s.capped_hints = capped_hints_.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < 9; ++i) s.waited_ns_by[i] = waited_ns_[i].load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  detail::shard_counters<count> hot_;
+  detail::atomic<std::uint64_t> reclaimed_{0};
+  detail::atomic<std::uint64_t> capped_hints_{0};
+  detail::atomic<std::int64_t> waited_ns_[9] = {};
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_STATS_HPP
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/shard_counters.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/http.hpp>  (already above)
+// #include <tollgate/tiers.hpp>  (already above)
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
 template <class Clock = steady_clock, class Currency = usd_tag>
 class account {
   using window = sliding_window<Clock>;
-  using bucket = token_bucket<Clock>;
   using lease_type = lease<Clock, Currency>;
   using admission_type = admission<Clock, Currency>;
   using amount = money<Currency>;
+  using limiters = detail::account_limiters<Clock, Currency>;
+  using credit = detail::thread_credit<window>;
+  using codec = detail::account_codec<Clock, Currency>;
 
  public:
   using clock = Clock;
   using currency = Currency;
   using config_type = basic_account_config<Currency>;
+  using restore_errc = account_restore_errc;
 
   // Throws config_error (aborts without exceptions) on an invalid
   // configuration: a margin policy whose margin is not below its limit, a
@@ -4875,9 +6848,8 @@ class account {
     const errc e = init(c, origin, v);
     if (e != errc::ok) detail::fail(e, v);
   }
-  // Never throws: on error sets `ec` (and `v`, for a limit too large), and
-  // the account refuses every request for good (dimension::stopped,
-  // reason::misconfigured; resume() does not lift it).
+  // Never throws: on error sets `ec` (and `v`, for a limit too large); the
+  // account then refuses everything for good (stopped, misconfigured).
   account(const config_type& c, nanoseconds origin, errc& ec) noexcept {
     error_values v;
     ec = init_or_stop(c, origin, v);
@@ -4886,27 +6858,12 @@ class account {
     ec = init_or_stop(c, origin, v);
   }
 
-  // The largest token limit (per token_window) the configuration accepts.
-  // Under a margin policy (window_counter, gcra, unknown) tokens run through
-  // a bucket spaced at (L - m) per W whose emission interval must be held
-  // within 0.1 % (token_bucket.hpp): every L - m up to 14,014 per us of W
-  // qualifies (about one token per 71.3 ns: 840,840,000 + m per minute, so
-  // 840,905,536 with the default m), and a larger limit is refused
-  // (errc::rate_too_fine) even where the bucket could run it exactly, so that
-  // the accepted limits have no holes. The strict window takes any limit.
+  // The largest limits the configuration accepts (account/policy.hpp).
   static constexpr std::uint64_t largest_token_limit(const config_type& c) noexcept {
-    if (strict_for(c.model) || c.token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
-    const std::uint64_t w = static_cast<std::uint64_t>(c.token_window.count());
-    return detail::sat_add(detail::mul_div_floor(w, detail::gcra_limits::max_scale * 1001, 1000000), c.max_request_tokens);
+    return account_policy::largest_token_limit(c.model, c.token_window, c.max_request_tokens);
   }
-  // The largest request limit: under a margin policy the spaced interval adds
-  // 2 ms per request to the window, which must fit in 63 bits of nanoseconds
-  // (about 4.6 * 10^12 requests per window).
   static constexpr std::uint64_t largest_request_limit(const config_type& c) noexcept {
-    if (strict_for(c.model) || c.request_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
-    const std::uint64_t room =
-        static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() - c.request_window.count());
-    return room / 2000000;
+    return account_policy::largest_request_limit(c.model, c.request_window);
   }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
@@ -4927,48 +6884,14 @@ class account {
     on_response(classify(status, body), h.retry_hint(), now);
   }
   // The same from a classified error: `hint` is the header hint
-  // (rate_limit_headers::retry_hint()), if any.
+  // (rate_limit_headers::retry_hint()), if any (account/pause.hpp).
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
-    nanoseconds h = hint ? *hint : (e.hint ? *e.hint : nanoseconds(0));
-    if (h < nanoseconds(0)) h = nanoseconds(0);
-    if (h > cfg_.max_pause &&
-        (e.kind == error_kind::concurrency || e.kind == error_kind::rpm || e.kind == error_kind::tpm ||
-         e.kind == error_kind::rate_limit || e.kind == error_kind::tpd || e.kind == error_kind::overloaded)) {
-      h = cfg_.max_pause;
-      capped_hints_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-    }
-    switch (e.kind) {
-      case error_kind::quota:
-        // release: pairs with the acquire load in try_admit.
-        stopped_.store(true, std::memory_order_release);
-        break;
-      case error_kind::concurrency:
-      case error_kind::rpm:
-      case error_kind::tpm:
-      case error_kind::rate_limit: {
-        nanoseconds own{0};
-        if (e.kind != error_kind::tpm) own = own_wait(request_kind, now);
-        if (e.kind != error_kind::rpm && (e.kind == error_kind::tpm || !(rpm_w_ || rpm_b_))) {
-          const nanoseconds t = own_wait(token_kind, now);
-          own = t > own ? t : own;
-        }
-        pause_for(h > own ? h : own, now);
-        break;
-      }
-      case error_kind::tpd: {
-        nanoseconds reset = nanoseconds(0);
-        if (day_q_) reset = day_q_->reset_in(now);
-        else if (tpd_w_) reset = tpd_w_->empty_in(now);
-        else if (tpd_b_) reset = tpd_b_->full_in(now);
-        pause_for(h > reset ? h : reset, now);
-        break;
-      }
-      case error_kind::overloaded:
-        pause_for(h > nanoseconds(0) ? h : std::chrono::seconds(1), now);
-        break;
-      default:
-        break;
-    }
+    using namespace account_policy;
+    const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
+    if (h.capped) counters_.add_capped_hint();
+    const response_decision r = pause_after(e.kind, h.hint, d_.waits(now));
+    if (r.action == response_action::stop) pause_.stop();
+    else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
   }
 
   // Called after a lease gives capacity back (a permit, money): the
@@ -4979,86 +6902,45 @@ class account {
     hook_fn_.store(fn, std::memory_order_release);    // release: pairs with the acquire in notify_release
   }
 
-  // Lifts a stop caused by a quota/balance error (after recharging). It does
-  // not end a pause: clear_pause() does.
-  void resume() noexcept {
-    if (!misconfigured_) stopped_.store(false, std::memory_order_release);  // release: as in on_response
-  }
-  // Ends a pause now (a hint the caller knows to be wrong, an operator's
-  // override). Counts and stops stay.
-  void clear_pause() noexcept {
-    // relaxed: a lone time value, as in pause_for; a pause_for racing this
-    // may land after it and stand.
-    pause_until_.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
-  }
-  bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
-  nanoseconds paused_until() const noexcept { return nanoseconds(pause_until_.load(std::memory_order_relaxed)); }
+  // Lifts a quota/balance stop (after recharging), not a pause.
+  void resume() noexcept { pause_.resume(); }
+  // Ends a pause now (a hint known wrong, an operator's override); counts and stops stay.
+  void clear_pause() noexcept { pause_.clear(); }
+  bool stopped() const noexcept { return pause_.stopped(); }
+  nanoseconds paused_until() const noexcept { return nanoseconds(pause_.until()); }
 
-  // Leases holding a concurrency unit (units held as threads' credit are not in flight).
+  // Leases holding a concurrency unit (not units held as threads' credit).
   std::uint64_t in_flight() const noexcept {
-    if (!conc_) return 0;
-    const std::uint64_t u = conc_->in_use(), c = units_held_as_credit();
+    if (!d_.conc) return 0;
+    const std::uint64_t u = d_.conc->in_use(), c = credit_.units_held();
     return u > c ? u - c : 0;
   }
   std::optional<amount> budget_remaining() const noexcept {
-    return budget_ ? std::optional<amount>(budget_->remaining()) : std::nullopt;
+    return d_.money ? std::optional<amount>(d_.money->remaining()) : std::nullopt;
   }
 
   // Adds time a caller spent waiting because of the dimensions in `s` (each
   // counts it): the waiting room reports its sleeps here, and so can a
   // caller's own waiting loop. For metrics (stats().waited_ns_by).
-  void record_wait(dimension_set s, nanoseconds d) noexcept {
-    if (d <= nanoseconds(0)) return;
-    for (unsigned i = 0; i < 9; ++i)
-      if (s.bits & (1u << i)) waited_ns_[i].fetch_add(d.count(), std::memory_order_relaxed);  // relaxed: a statistic
-  }
+  void record_wait(dimension_set s, nanoseconds d) noexcept { counters_.record_wait(s, d); }
   account_stats stats() const noexcept {
-    account_stats s;
-    s.admitted = stats_.sum(st_admitted);
-    s.refused = stats_.sum(st_refused);
-    for (unsigned i = 0; i < 9; ++i) s.refused_by[i] = stats_.sum(st_refused_by + i);
-    s.tokens_reserved = stats_.sum(st_reserved);
-    s.tokens_used = stats_.sum(st_used);
-    s.debt_tokens = stats_.sum(st_debt);
-    // relaxed: statistics, see the contract.
-    s.reclaimed = stats_reclaimed_.load(std::memory_order_relaxed);
-    s.capped_hints = capped_hints_.load(std::memory_order_relaxed);
-    for (unsigned i = 0; i < 9; ++i) s.waited_ns_by[i] = waited_ns_[i].load(std::memory_order_relaxed);
-    s.spent_nanos = budget_ ? budget_->spent().nanos() : 0;
+    account_stats s = counters_.snapshot();
+    s.spent_nanos = d_.money ? d_.money->spent().nanos() : 0;
     return s;
   }
   // What each dimension could still admit at `now` (peek; consumes nothing).
-  // Dimensions not enforced report nothing.
-  struct remaining_view {
-    std::optional<std::uint64_t> concurrency, requests, tokens_minute, tokens_day;
-    std::optional<amount> budget;
-    nanoseconds paused_for{0};  // time left of a pause
-    bool stopped = false;
-    // When each time-based dimension is back to its full limit (its reset).
-    nanoseconds requests_reset_in{0}, tokens_minute_reset_in{0}, tokens_day_reset_in{0};
-  };
+  // Dimensions not enforced report nothing (account/limiters.hpp).
+  using remaining_view = basic_remaining_view<Currency>;
   remaining_view remaining(nanoseconds now) const noexcept {
     remaining_view v;
-    if (conc_) {
-      const std::uint64_t l = conc_->limit(), f = in_flight();
+    if (d_.conc) {
+      const std::uint64_t l = d_.conc->limit(), f = in_flight();
       v.concurrency = l > f ? l - f : 0;
     }
     // Units counted in a window but held as a thread's credit can still be
     // admitted (by that thread): they count as remaining.
-    if (rpm_w_) v.requests = rpm_w_->available(now) + credit_held(credit_rpm, now) * rpm_w_->unit();
-    if (rpm_b_) v.requests = rpm_b_->available(now);
-    if (tpm_w_) v.tokens_minute = tpm_w_->available(now) + credit_held(credit_tpm, now) * tpm_w_->unit();
-    if (tpm_b_) v.tokens_minute = tpm_b_->available(now) > 0 ? cfg_.max_request_tokens : 0;  // one request at a time
-    if (tpd_w_) v.tokens_day = tpd_w_->available(now) + credit_held(credit_tpd, now) * tpd_w_->unit();
-    if (day_q_) v.tokens_day = day_q_->available(now);
-    if (budget_) v.budget = budget_->remaining();
-    if (rpm_w_) v.requests_reset_in = rpm_w_->empty_in(now);
-    if (rpm_b_) v.requests_reset_in = rpm_b_->full_in(now);
-    if (tpm_w_) v.tokens_minute_reset_in = tpm_w_->empty_in(now);
-    if (tpm_b_) v.tokens_minute_reset_in = tpm_b_->full_in(now);
-    if (tpd_w_) v.tokens_day_reset_in = tpd_w_->empty_in(now);
-    if (day_q_) v.tokens_day_reset_in = day_q_->reset_in(now);
-    v.paused_for = time_left(pause_until_.load(std::memory_order_relaxed), now);  // relaxed: as in try_admit
+    d_.remaining(v, now, cfg_.max_request_tokens, [&](unsigned k) { return credit_.held_at(k, now); });
+    v.paused_for = account_policy::time_left(pause_.until(), now);
     v.stopped = stopped();
     return v;
   }
@@ -5070,30 +6952,13 @@ class account {
   // server model stays. Returns the first error; dimensions before it have
   // changed.
   [[nodiscard]] errc set_limits(const tier_row& t, nanoseconds now) noexcept {
-    auto need = [](bool have, const limit& l) { return have != l.is_finite(); };
-    if (need(conc_.has_value(), t.concurrency) || need(rpm_w_ || rpm_b_, t.rpm) || need(tpm_w_ || tpm_b_, t.tpm) ||
-        need(tpd_w_ || day_q_, t.tpd))
-      return errc::zero_count;  // a dimension would appear or disappear
+    if (!d_.same_dimensions(t)) return errc::zero_count;  // a dimension would appear or disappear
     errc e = errc::ok;
     error_values ignored;
-    if ((e = check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
-    if (conc_ && (e = conc_->set_limit(*t.concurrency.value())) != errc::ok) return e;
+    if ((e = account_policy::check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
+    if (d_.conc && (e = d_.conc->set_limit(*t.concurrency.value())) != errc::ok) return e;
     update_chunks();  // before any later error: credit taken under the old limit goes back
-    if (rpm_w_ && (e = rpm_w_->set_limit(*t.rpm.value())) != errc::ok) return e;
-    if (rpm_b_) {
-      const std::uint64_t l = *t.rpm.value() > 1 ? *t.rpm.value() - 1 : 1;
-      if ((e = rpm_b_->set_rate(rate(l, cfg_.request_window + std::chrono::milliseconds(2) * static_cast<std::int64_t>(l)), now)) != errc::ok)
-        return e;
-    }
-    if (tpm_w_ && (e = tpm_w_->set_limit(*t.tpm.value())) != errc::ok) return e;
-    if (tpm_b_) {
-      if (cfg_.max_request_tokens >= *t.tpm.value()) return errc::too_large;
-      if ((e = tpm_b_->set_rate(rate(*t.tpm.value() - cfg_.max_request_tokens, margin_window(cfg_.token_window)), now)) !=
-          errc::ok)
-        return e;
-    }
-    if (tpd_w_ && (e = tpd_w_->set_limit(*t.tpd.value())) != errc::ok) return e;
-    if (day_q_ && (e = day_q_->set_limit(*t.tpd.value())) != errc::ok) return e;
+    if ((e = d_.set_rate_limits(cfg_, t, now)) != errc::ok) return e;
     cfg_.concurrency = t.concurrency;
     cfg_.rpm = t.rpm;
     cfg_.tpm = t.tpm;
@@ -5102,94 +6967,16 @@ class account {
     return errc::ok;
   }
 
-  // Snapshot and restore: what the account has counted (window contents,
-  // what buckets owe, the calendar day's usage, the budget, a pause or a
-  // stop) as a byte string, so a restart does not reset the daily limit or
-  // the budget. No I/O: the caller stores the bytes. Permits in flight are
-  // not kept (their money stays committed: the safe side).
-  //
-  // Time. Each count is stored with the time from the snapshot's `now`
-  // until this account would have dropped it, and restore() keeps it that
-  // long minus the wall-clock time between snapshot and restore (pass
-  // system_clock::now() as `wall`), at any phase of either account's slots:
-  // a restart never lets a count leave a window earlier than it would have
-  // without the restart (each window moves its slot grid to the stored
-  // times, so it holds nothing longer either). Buckets keep what they owe
-  // (rounded up), pauses what is left of them, the calendar quota its day and
-  // usage (days are absolute). A wall clock that went backwards counts as
-  // no time passed; one that jumped forward ages the counts by the jump.
-  //
-  // Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
-  // whole slots, which drops the position inside the slot; restore() reads
-  // it rounding toward keeping (as if the snapshot was taken at the start of
-  // its slot: counts stay up to one slot longer than they had to, never
-  // shorter). Two things format 1 did not record are assumed: that the
-  // snapshot's `now` was not behind the windows' latest slot, and that a
-  // window's unit (limits above 16,777,215 tokens) was that of this account.
-  //
-  // restore() refuses, changing nothing, bytes that are not a snapshot
-  // (bad_format), of an unknown version (wrong_version), of an account
-  // configured otherwise (other_configuration), short or long (truncated),
-  // whose checksum does not match (corrupted; it only catches accidents),
-  // or whose fields do not fit this configuration (out_of_range: more
-  // window entries than slots, counts above the 24-bit field, times beyond a
-  // window's or bucket's horizon, ages out of the window, a negative or
-  // inconsistent budget, a calendar day after tomorrow's, a stop flag other
-  // than 0 or 1). It refuses with in_use an account that has started taking
-  // traffic (any try_admit that got past the stop and pause checks to the
-  // limits, admitted or not): its counts would be lost and its leases would
-  // settle against counts they were not taken from.
-  // Restore into a new account, before sharing it. A try_admit that races
-  // the restore is refused (dimension::paused, reason::busy, no wait) until
-  // it is done; no other member function may run at the same time.
+  // Snapshot and restore (account/snapshot.hpp states the format, the time
+  // rule and every refusal). Restore into a new account, before sharing it:
+  // restore() refuses with in_use an account that has started taking traffic
+  // (any try_admit that got past the stop and pause checks to the limits,
+  // admitted or not). A try_admit that races the restore is refused
+  // (dimension::paused, reason::busy, no wait) until it is done; no other
+  // member function may run at the same time.
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
-    detail::byte_writer w;
-    w.raw("TGA1", 4);
-    w.u64(snapshot_version);
-    w.u64(fingerprint());
-    w.u64(static_cast<std::uint64_t>(wall.count()));
-    w.u64(stopped() ? 1 : 0);
-    const std::int64_t p = pause_until_.load(std::memory_order_relaxed);  // relaxed: as in try_admit
-    w.u64(detail::positive_difference(p, now.count()));
-    const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
-    for (unsigned k = 0; k < credit_kinds; ++k) {
-      const std::optional<window>* x = ws[k];
-      if (!*x) continue;
-      // Credit not yet spent is not carried: like an admission that has not
-      // happened yet, it is not part of the state at this moment.
-      const auto counts = (*x)->export_counts(now, [&](std::uint64_t j) { return credit_in_slot(k, j); });
-      w.u64((*x)->unit());
-      w.u64(counts.size());
-      for (const auto& e : counts) {
-        w.u64(e.first);
-        w.u64(e.second);
-      }
-    }
-    for (const std::optional<bucket>* x : {&rpm_b_, &tpm_b_})
-      if (*x) w.u64(static_cast<std::uint64_t>((*x)->owed(now).count()));
-    if (day_q_) w.u64(day_q_->export_word());
-    if (budget_) {
-      const auto t = budget_->export_totals();
-      // A settle racing this read can show its spend before its commit:
-      // committed is never below spent.
-      w.u64(static_cast<std::uint64_t>(t.first > t.second ? t.first : t.second));
-      w.u64(static_cast<std::uint64_t>(t.second));
-    }
-    w.u64(w.checksum());
-    return w.out;
+    return codec::write(cfg_, d_, credit_, pause_, now, wall);
   }
-
-  enum class restore_errc : unsigned char {
-    ok,
-    bad_format,
-    wrong_version,
-    other_configuration,
-    truncated,
-    corrupted,
-    out_of_range,  // a field does not fit this configuration (see above)
-    in_use,        // the account has started taking traffic
-  };
-
   restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
     unsigned char expected = use_fresh;
     // acq_rel: acquire pairs with the release store that ended an earlier
@@ -5197,7 +6984,7 @@ class account {
     // refuse without reading state). Failure: relaxed, the value is all we use.
     if (!use_.compare_exchange_strong(expected, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed))
       return restore_errc::in_use;
-    const restore_errc e = restore_claimed(bytes, now, wall);
+    const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, bytes, now, wall);
     // release: pairs with the acquire load in try_admit, so an admission that
     // sees the account fresh again sees everything restored.
     use_.store(use_fresh, std::memory_order_release);
@@ -5205,54 +6992,24 @@ class account {
   }
 
   // The policy each dimension runs, for reports.
-  const char* policy(dimension d) const noexcept {
-    switch (d) {
-      case dimension::rpm: return rpm_w_ ? "strict window" : rpm_b_ ? "spaced with margin" : "not enforced";
-      case dimension::tpm: return tpm_w_ ? "strict window" : tpm_b_ ? "spaced with margin" : "not enforced";
-      case dimension::tpd:
-        return day_q_ ? "calendar day" : tpd_w_ ? "strict window (24 h)" : tpd_b_ ? "spaced with margin (24 h)" : "not enforced";
-      default: return "";
-    }
-  }
+  const char* policy(dimension d) const noexcept { return d_.policy(d); }
 
  private:
   friend class lease<Clock, Currency>;
 
-  void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
-    // How many tokens Kimi will count at admission.
-    std::optional<std::uint64_t> out = r.max_tokens;
-    if (!out && r.model && r.model->default_max_tokens) out = r.model->default_max_tokens;
-    if (!out && r.model && r.model->context_window)
-      out = *r.model->context_window > r.prompt_tokens ? *r.model->context_window - r.prompt_tokens : 0;
-    if (!out) {
-      a.refused.add(dimension::request_size);  // no way to bound the output
-      return refuse_never(a, reason::exceeds_capacity);
-    }
-    const std::uint64_t n = detail::sat_add(r.prompt_tokens, *out);
+  // Inlined into try_admit: since 0.2.0's cold paths grew, g++ kept it (and
+  // release_slot) out of line, which cost about 2 ns per admission and settle
+  // at the same instruction count.
+  [[gnu::always_inline]] void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
+    // How many tokens Kimi will count at admission, and what refuses outright.
+    const std::uint64_t n = account_policy::assess<Currency>(r, rules_, a.refused, a.worst_case);
     a.tokens = n;
-    if (r.model && r.model->context_window && n > *r.model->context_window) a.refused.add(dimension::context);
-    if (margin_tokens_ && n > cfg_.max_request_tokens && tpm_b_) a.refused.add(dimension::request_size);
-    if (budget_) {
-      if (!r.model) {
-        a.refused.add(dimension::request_size);  // a budget needs prices
-      } else {
-        // (worst_case_cost with the declared writes, else the largest)
-        const auto w = detail::worst_case<Currency>(*r.model, r.prompt_tokens, out, r.planned_cache_writes, cost_options{});
-        if (!w) a.refused.add(dimension::budget);
-        else {
-          a.worst_case = w.total;
-          if (w.total > budget_->limit()) a.refused.add(dimension::budget);
-        }
-      }
-    }
     if (!a.refused.empty()) return refuse_never(a, reason::exceeds_capacity);
-    if (stopped_.load(std::memory_order_acquire)) {  // acquire: pairs with the release store in on_response
+    if (pause_.stopped()) {  // acquire: see pause_state
       a.refused.add(dimension::stopped);
       return refuse_never(a, reason::misconfigured);
     }
-    // relaxed: a lone time value; a stale read only delays or advances a pause
-    // by the race window, which the server's own limits cover.
-    const std::int64_t pause = pause_until_.load(std::memory_order_relaxed);
+    const std::int64_t pause = pause_.until();
     const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
       // Paused: nothing is taken; the wait is the later of the pause's end
@@ -5260,18 +7017,18 @@ class account {
       // started (a restore may be writing the state), the pause alone.
       // acquire: as below.
       if (use_.load(std::memory_order_acquire) == use_started)
-        return refuse_and_report(a, n, now, shard, time_left(pause, now));
+        return refuse_and_report(a, n, now, shard, account_policy::time_left(pause, now));
       a.refused.add(dimension::paused);
-      count_refusal(a.refused);
-      a.decision = decision::wait(time_left(pause, now));
+      counters_.count_refusal(a.refused);
+      a.decision = decision::wait(account_policy::time_left(pause, now));
       return;
     }
     // acquire: pairs with the release store that ends a restore, so what it
     // restored is visible here. Once traffic has started this reads the
-    // same value for ever (one load on the line of stopped_).
+    // same value for ever (one load on the line of the stop flag).
     if (use_.load(std::memory_order_acquire) != use_started && !start_use()) {
       a.refused.add(dimension::paused);  // a restore is being applied
-      count_refusal(a.refused);
+      counters_.count_refusal(a.refused);
       a.decision = decision::wait(nanoseconds(0), reason::busy);
       return;
     }
@@ -5280,47 +7037,42 @@ class account {
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
-    if (conc_) {
+    if (d_.conc) {
       // Slots held past their deadline may come back: reap and try again.
-      if (!take_unit(shard) && !(reap(now) && take_unit(shard))) return refuse_and_report(a, n, now, shard);
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard)))
+        return refuse_and_report(a, n, now, shard);
       l.holds_ = true;
       l.acc_ = this;  // so that a roll-back below releases the slot
-      register_slot(l, now, shard);
+      slots_.claim(now, shard, l.slot_, l.stamp_);
     }
     if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
-    if (!take_tokens(tpm_w_, tpm_b_, credit_tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
-      give_requests(l, now);
+    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
+      d_.give_request(l.rpm_s_, l.rpm_c_, now);
       return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
-    std::uint64_t no_bucket = 0;  // tpd_b_ is never built: the daily limit is a window or a quota
-    if (day_q_) day_ok = day_q_->try_acquire(n, now, l.day_t_).admitted();
-    else day_ok = take_tokens(tpd_w_, tpd_b_, credit_tpd, l.tpd_s_, no_bucket, n, now, shard);
+    std::uint64_t no_bucket = 0;  // tpd_b is never built: the daily limit is a window or a quota
+    if (d_.day_q) day_ok = d_.day_q->try_acquire(n, now, l.day_t_).admitted();
+    else day_ok = take_tokens(d_.tpd_w, d_.tpd_b, credit::tpd, l.tpd_s_, no_bucket, n, now, shard);
     if (!day_ok) {
-      give_tokens(tpm_w_, tpm_b_, l.tpm_s_, l.tpm_c_, n, n, now);
-      give_requests(l, now);
+      limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+      d_.give_request(l.rpm_s_, l.rpm_c_, now);
       return refuse_and_report(a, n, now, shard);
     }
-    if (budget_) {
-      l.money_ = budget_->reserve(a.worst_case);
+    if (d_.money) {
+      l.money_ = d_.money->reserve(a.worst_case);
       if (!l.money_) {
         give_day(l, n, now);
-        give_tokens(tpm_w_, tpm_b_, l.tpm_s_, l.tpm_c_, n, n, now);
-        give_requests(l, now);
+        limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+        d_.give_request(l.rpm_s_, l.rpm_c_, now);
         return refuse_and_report(a, n, now, shard);
       }
     }
     l.acc_ = this;
     l.tokens_ = n;
-    stats_.add_at(shard, st_admitted, 1);
-    stats_.add_at(shard, st_reserved, n);
+    counters_.add_admitted(shard, n);
     a.decision = decision::admit();
   }
-
-
-  static constexpr std::uint64_t snapshot_version = 2;
-  // 0.1.0's format: window ages in whole slots (see snapshot()).
-  static constexpr std::uint64_t snapshot_version_slots = 1;
 
   // Whether the account has started taking traffic (see restore()).
   enum : unsigned char { use_fresh, use_restoring, use_started };
@@ -5334,816 +7086,114 @@ class account {
     return expected == use_started;
   }
 
-  using count_list = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
-
-  // Reads one window's entries (format 2: unit, n, n x (time left, units);
-  // format 1: n, n x (age, units)) as (time left at the snapshot, units of
-  // this window), checking every field.
-  static restore_errc read_window(detail::byte_reader& r, std::uint64_t version, const window& w, count_list& out) {
-    using WL = detail::window_limits;
-    constexpr std::uint64_t K = window::subwindows;
-    std::uint64_t unit = w.unit(), n = 0;
-    if (version != snapshot_version_slots) {
-      if (!r.u64(unit)) return restore_errc::truncated;
-      if (unit == 0) return restore_errc::out_of_range;
-    }
-    if (!r.u64(n)) return restore_errc::truncated;
-    if (n > K + 1) return restore_errc::out_of_range;  // a window holds K + 1 slots
-    if (r.left() / 16 < n) return restore_errc::truncated;
-    const std::uint64_t horizon = static_cast<std::uint64_t>(w.import_horizon().count());
-    const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
-    std::uint64_t prev = 0;
-    for (std::uint64_t k = 0; k < n; ++k) {
-      std::uint64_t a = 0, units = 0;
-      (void)r.u64(a);
-      (void)r.u64(units);
-      if (units == 0 || units > WL::max_units) return restore_errc::out_of_range;
-      std::uint64_t left = 0;
-      if (version == snapshot_version_slots) {
-        // Ages from oldest to newest, each in the window. Kept as if the
-        // snapshot was taken at the start of its slot: the longest it can
-        // have had to stay.
-        if (a > K || (k > 0 && a >= prev)) return restore_errc::out_of_range;
-        left = detail::sat_mul(K + 1 - a, width);
-      } else {
-        // Times left, soonest first, within the window's horizon.
-        if (a == 0 || a > horizon || (k > 0 && a <= prev)) return restore_errc::out_of_range;
-        left = a;
-      }
-      prev = a;
-      // The snapshot's units in this window's (equal unless the limit was
-      // changed live across 16,777,215 tokens), rounded up.
-      out.emplace_back(left, detail::mul_div_ceil(units, unit, w.unit()));
-    }
-    return restore_errc::ok;
-  }
-
-  // The most a bucket can owe: its whole tick range, rounded up.
-  static std::uint64_t max_owed(const bucket& b) noexcept {
-    const std::uint64_t m = detail::sat_add(detail::sat_add(static_cast<std::uint64_t>(b.horizon().count()),
-                                                            detail::sat_mul(b.burst(), static_cast<std::uint64_t>(b.interval().count()))),
-                                            1);
-    const std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    return m > top ? top : m;
-  }
-
-  restore_errc restore_claimed(std::string_view bytes, nanoseconds now, nanoseconds wall) {
-    detail::byte_reader r{bytes};
-    if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return restore_errc::bad_format;
-    // The checksum covers every byte before it: check it first, so nothing
-    // below reads a corrupted length.
-    if (bytes.size() < 4 + 8 * 6) return restore_errc::truncated;
-    detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
-    std::uint64_t sum = 0;
-    (void)tail.u64(sum);
-    if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return restore_errc::corrupted;
-    r.in = bytes.substr(0, bytes.size() - 8);  // the fields only
-    std::uint64_t version = 0, fp = 0, then = 0, stop = 0, pause = 0;
-    if (!r.u64(version) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return restore_errc::truncated;
-    if (version != snapshot_version && version != snapshot_version_slots) return restore_errc::wrong_version;
-    if (fp != fingerprint()) return restore_errc::other_configuration;
-    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    if (stop > 1 || pause > top) return restore_errc::out_of_range;
-    count_list win[credit_kinds];
-    std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
-    for (unsigned i = 0; i < credit_kinds; ++i) {
-      if (!*ws[i]) continue;
-      const restore_errc e = read_window(r, version, **ws[i], win[i]);
-      if (e != restore_errc::ok) return e;
-    }
-    std::uint64_t owed[2] = {0, 0}, day_word = 0, committed = 0, spent = 0;
-    std::optional<bucket>* bs[2] = {&rpm_b_, &tpm_b_};
-    for (int i = 0; i < 2; ++i) {
-      if (!*bs[i]) continue;
-      if (!r.u64(owed[i])) return restore_errc::truncated;
-      if (owed[i] > max_owed(**bs[i])) return restore_errc::out_of_range;
-    }
-    if (day_q_) {
-      if (!r.u64(day_word)) return restore_errc::truncated;
-      // A day after tomorrow (a clock a day ahead is allowed for) would
-      // refuse everything as stale for as long.
-      if ((day_word >> calendar_quota<Clock>::used_bits) > day_q_->day_at(now) + 1) return restore_errc::out_of_range;
-    }
-    if (budget_) {
-      if (!r.u64(committed) || !r.u64(spent)) return restore_errc::truncated;
-      // Non-negative, and nothing spent that was not committed. Committed
-      // may pass the limit (calls that cost more than they reserved): that
-      // budget refuses everything, as before the restart.
-      if (committed > top || spent > top || spent > committed) return restore_errc::out_of_range;
-    }
-    if (r.left() != 0) return restore_errc::truncated;
-
-    // Everything checked: apply. The wall-clock time between snapshot and
-    // restore, zero if the clock went backwards.
-    const detail::i128 gap = static_cast<detail::i128>(wall.count()) - static_cast<std::int64_t>(then);
-    const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
-    // Credit lines hold nothing in a fresh account; cleared all the same,
-    // since what they would hold was counted against the replaced counts.
-    if (credits_)
-      for (unsigned i = 0; i < detail::thread_shards; ++i)
-        for (credit& c : credits_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
-    for (unsigned i = 0; i < credit_kinds; ++i) {
-      if (!*ws[i]) continue;
-      count_list aged;
-      for (const auto& e : win[i])
-        if (e.first > down) aged.emplace_back(e.first - down, e.second);
-      (*ws[i])->import_counts(now, aged);
-    }
-    for (int i = 0; i < 2; ++i)
-      if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
-    if (day_q_) day_q_->import_word(day_word);
-    if (budget_) budget_->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
-    stopped_.store(stop != 0 || misconfigured_, std::memory_order_release);  // release: as in on_response; a misconfigured account stays stopped
-    if (pause > down) pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
-    return restore_errc::ok;
-  }
-
-  // A hash of everything that shapes the state: a snapshot only restores
-  // into an account configured the same way.
-  std::uint64_t fingerprint() const noexcept {
-    detail::byte_writer w;
-    for (const limit* l : {&cfg_.concurrency, &cfg_.rpm, &cfg_.tpm, &cfg_.tpd}) {
-      w.u64(static_cast<std::uint64_t>(l->what()));
-      w.u64(l->value().value_or(0));
-    }
-    w.u64(static_cast<std::uint64_t>(cfg_.model));
-    w.u64(cfg_.calendar_day ? 1 : 0);
-    w.u64(static_cast<std::uint64_t>(cfg_.utc_offset.count()));
-    w.u64(cfg_.max_request_tokens);
-    w.u64(cfg_.budget ? static_cast<std::uint64_t>(cfg_.budget->nanos()) : 0);
-    w.u64(static_cast<std::uint64_t>(cfg_.request_window.count()));
-    w.u64(static_cast<std::uint64_t>(cfg_.token_window.count()));
-    // The budget's currency (USD, the first, adds nothing: fingerprints of
-    // USD accounts are those of 0.1.0, so their snapshots still restore).
-    if (!std::is_same<Currency, usd_tag>::value) w.raw(Currency::code.data(), Currency::code.size());
-    return w.checksum();
-  }
-
-  static constexpr bool strict_for(server_model m) noexcept {
-    return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
-  }
-
-  // The token margin policy spaces L - m tokens over W + 2 ms: a
-  // sliding-window counter that reads its clock in whole milliseconds sees
-  // up to 1 ms less of the current period than has passed, which at exactly
-  // (L - m) per W let a saturated client's estimate reach L + 0.3 (L = 20,000
-  // per minute, m = 2,000). The 2 ms cover that tick and 1 ms of delivery
-  // jitter. Windows within 2 ms of the largest duration keep W (no overflow).
-  static constexpr nanoseconds margin_window(nanoseconds w) noexcept {
-    return w.count() > std::numeric_limits<std::int64_t>::max() - 2000000 ? w : w + std::chrono::milliseconds(2);
-  }
-
-  // The limits a margin policy can run (see largest_token_limit).
-  static errc check_limits(const config_type& c, const limit& rpm, const limit& tpm, error_values& v) noexcept {
-    if (auto x = rpm.value(); x && *x > largest_request_limit(c)) {
-      v = error_values{*x, largest_request_limit(c)};
-      return errc::too_large;
-    }
-    if (auto x = tpm.value(); x && *x > largest_token_limit(c)) {
-      v = error_values{*x, largest_token_limit(c)};
-      return errc::rate_too_fine;
-    }
-    return errc::ok;
-  }
-
   // A failed configuration may have built some dimensions and not others:
   // such an account must not admit through the ones it lacks.
   errc init_or_stop(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     const errc e = init(c, origin, vals);
-    if (e != errc::ok) {
-      misconfigured_ = true;
-      stopped_.store(true, std::memory_order_relaxed);  // relaxed: construction precedes sharing
-    }
+    if (e != errc::ok) pause_.stop_for_good();
     return e;
   }
 
   errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
+    const errc e = build(c, origin, vals);
+    rules_ = account_policy::admission_rules<Currency>::of(c);  // as built (a failed build may lack some)
+    rules_.spaced_tokens = d_.margin_tokens && d_.tpm_b;
+    rules_.budget = d_.money.has_value();
+    return e;
+  }
+  errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
-    origin_ = origin.count();
     errc e = errc::ok;
     if (c.max_pause < nanoseconds(0)) return errc::zero_period;
-    if ((e = check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
-    const bool strict = strict_for(c.model);
+    if ((e = account_policy::check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
     if (auto v = c.concurrency.value()) {
-      conc_.emplace(*v, e);
+      d_.conc.emplace(*v, e);
       if (e != errc::ok) return e;
+      slots_.allocate(*v, c.lease_timeout, origin);  // once, here: never on the admission path
     }
-    if (auto v = c.concurrency.value(); v && c.lease_timeout > nanoseconds(0)) {
-      // The slot table, only when leases can time out (it costs a CAS on
-      // admission and one on release). Twice the limit, so a later upgrade
-      // still finds room (allocated once, here, never on the admission path).
-      slot_count_ = static_cast<std::size_t>(*v * 2 < 1u << 20 ? *v * 2 : 1u << 20);
-      slot_stride_ = slot_count_ / (detail::thread_shards + 1);
-      own_slots_ = static_cast<std::size_t>(*v / 16 < 1 ? 1 : *v / 16 > 64 ? 64 : *v / 16);
-      slot_total_ = slot_count_ + detail::thread_shards * own_slots_;
-      slots_.reset(new detail::atomic<std::uint64_t>[slot_total_]);
-      for (std::size_t i = 0; i < slot_total_; ++i) slots_[i].store(0, std::memory_order_relaxed);
-    }
-    if (auto v = c.rpm.value()) {
-      if (strict) {
-        rpm_w_.emplace(rate(*v, c.request_window), origin, e);
-      } else {
-        // One request of margin per window (a limit of 1 leaves none to spare),
-        // and 2 ms more between requests: at exactly L - 1 evenly spaced, a
-        // sliding-window counter's estimate sits exactly on L, and a server
-        // clock that ticks in milliseconds (or 1 ms of jitter) tips it over.
-        const std::uint64_t l = *v > 1 ? *v - 1 : 1;
-        rpm_b_.emplace(rate(l, c.request_window + std::chrono::milliseconds(2) * static_cast<std::int64_t>(l)), 1, origin,
-                       bucket::start::full, e);
-      }
-      if (e != errc::ok) return e;
-    }
-    margin_tokens_ = !strict;
-    auto make_tokens = [&](std::optional<window>& w, std::optional<bucket>& b, std::uint64_t l, nanoseconds per) {
-      if (strict) {
-        w.emplace(rate(l, per), origin, e);
-      } else {
-        if (c.max_request_tokens == 0 || c.max_request_tokens >= l) {
-          e = errc::too_large;  // the margin must leave room: max_request_tokens < limit
-          return;
-        }
-        b.emplace(rate(l - c.max_request_tokens, margin_window(per)), 1, origin, bucket::start::full, e);
-      }
-    };
-    if (auto v = c.tpm.value()) {
-      make_tokens(tpm_w_, tpm_b_, *v, c.token_window);
-      if (e != errc::ok) return e;
-    }
-    if (auto v = c.tpd.value()) {
-      if (c.calendar_day) {
-        day_q_.emplace(*v, c.utc_offset, e);
-      } else {
-        // A strict rolling 24 h window whatever the server model: spacing a
-        // day's tokens evenly over the day would turn a burst the daily limit
-        // allows into hours of waiting.
-        tpd_w_.emplace(rate(*v, std::chrono::hours(24)), origin, e);
-      }
-      if (e != errc::ok) return e;
-    }
-    if (c.budget) {
-      budget_.emplace(*c.budget, e);
-      if (e != errc::ok) return e;
-    }
-    const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
-    for (unsigned k = 0; k < credit_kinds; ++k)
-      if (*ws[k] && (*ws[k])->unit() > 0) unit_of_[k] = (*ws[k])->unit();
+    if ((e = d_.build(c, origin)) != errc::ok) return e;
+    const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    for (unsigned k = 0; k < credit::kinds; ++k)
+      if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
     update_chunks();
-    if (c.per_thread_credit && (rpm_w_ || tpm_w_ || tpd_w_ || conc_)) {
-      // Allocated once, here: limits raised later (set_limits) may need it.
-      credits_.reset(new credit_line[detail::thread_shards]);
-    }
+    // Once, here: limits raised later (set_limits) may need it.
+    if (c.per_thread_credit && (d_.rpm_w || d_.tpm_w || d_.tpd_w || d_.conc)) credit_.allocate();
     return errc::ok;
   }
 
   void update_chunks() noexcept {
-    const std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
-    const bool on = cfg_.per_thread_credit;  // off: no chunks, so no credit line is ever used
-    for (unsigned k = 0; k < credit_kinds; ++k) {
-      // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
-      chunk_[k].store(on && *ws[k] ? credit_chunk(**ws[k]) : 0, std::memory_order_relaxed);
-    }
-    // relaxed: as above; the epoch makes every thread give back what it took
-    // under the previous limit before it takes more.
-    conc_chunk_.store(on && conc_ ? conc_->limit() / credit_divisor : 0, std::memory_order_relaxed);
-    conc_epoch_.fetch_add(1, std::memory_order_relaxed);
+    const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    credit_.update(cfg_.per_thread_credit, ws, d_.conc ? d_.conc->limit() : 0);
   }
 
   [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard) noexcept {
-    if (rpm_w_) return take_window(*rpm_w_, credit_rpm, 1, now, l.rpm_s_, shard);
-    if (rpm_b_) {
-      bucket_ticket t;
-      const bool ok = rpm_b_->try_acquire(1, now, t).admitted();
-      l.rpm_s_ = t.end;
-      l.rpm_c_ = t.config;
-      return ok;
-    }
+    if (d_.rpm_w) return credit_.take_window(*d_.rpm_w, credit::rpm, 1, now, l.rpm_s_, shard);
+    if (d_.rpm_b) return limiters::take_spaced(*d_.rpm_b, l.rpm_s_, l.rpm_c_, 1, now);
     return true;
   }
-
-  // --- Window credit ---
-  // A thread that owns a statistics shard (the first 16 to count) takes a
-  // strict window's units a chunk at a time: one CAS on the window's head
-  // admits its request and counts `chunk` more units in the same slot, which
-  // it then spends on its later requests in that slot with plain loads and
-  // stores on its own cache line. Every unit is counted in the window before
-  // it is spent, and spent only in the slot it was counted in, so the
-  // window's bound holds exactly as if each request had taken its own units.
-  // What a credit costs: units counted but not yet spent. They are given back
-  // to the window when the owner's next request finds the slot over or the
-  // window refuses it, if their slot is still the window's newest (else they
-  // stay counted until it leaves the window: the safe side). So a thread is
-  // refused because of its own credit only when another thread moved the
-  // window on first; other threads can be, by at most 16 chunks (chunk =
-  // limit / 1024 units: under 1.6 % of the limit). Limits below 1,024 units
-  // get no credit and behave exactly as before.
-  enum : unsigned { credit_rpm, credit_tpm, credit_tpd, credit_kinds };
-  struct credit {
-    // Atomic only so that remaining() may read them: the owner alone writes
-    // (relaxed loads and stores; ownership passes between threads through
-    // the shard claim's release/acquire, see detail/shard_counters.hpp).
-    detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
-    detail::atomic<std::uint64_t> left{0};  // units counted there and not yet spent
-    detail::atomic<std::int64_t> start{0}, end{0};  // the slot's span [start, end)
-  };
-  struct alignas(TOLLGATE_CACHELINE_SIZE) credit_line {
-    credit c[credit_kinds];
-    // Concurrency units this thread holds from the limiter for leases to
-    // come, and the limit change they were taken under.
-    detail::atomic<std::uint64_t> units{0};
-    detail::atomic<std::uint64_t> epoch{0};
-  };
-  static constexpr std::uint64_t credit_divisor = 1024;
-
-  static std::uint64_t credit_chunk(const window& w) noexcept {
-    // relaxed: window::limit is a lone value.
-    return w.unit() == 0 ? 0 : w.limit() / w.unit() / credit_divisor;
-  }
-
-  // Spending credit is the hot path (inline); refills and refusals are not.
-  [[gnu::always_inline]] bool take_window(window& w, unsigned kind, std::uint64_t n, nanoseconds now,
-                                          std::uint64_t& slot, unsigned shard) noexcept {
-    if (shard < detail::thread_shards && credits_) {
-      credit& c = credits_[shard].c[kind];
-      const std::uint64_t u = unit_of_[kind];
-      const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
-      // relaxed (all of c): this thread owns the line, see `credit`.
-      const std::uint64_t left = c.left.load(std::memory_order_relaxed);
-      if (left >= nu && now.count() >= c.start.load(std::memory_order_relaxed) &&
-          now.count() < c.end.load(std::memory_order_relaxed)) {
-        c.left.store(left - nu, std::memory_order_relaxed);
-        slot = c.slot.load(std::memory_order_relaxed);
-        return true;
-      }
-    }
-    return take_window_slow(w, kind, n, now, slot, shard);
-  }
-
-  [[gnu::noinline]] bool take_window_slow(window& w, unsigned kind, std::uint64_t n, nanoseconds now,
-                                          std::uint64_t& slot, unsigned shard) noexcept {
-    // relaxed: a lone value, changed only by set_limits.
-    const std::uint64_t chunk = n == 0 || shard >= detail::thread_shards ? 0 : chunk_[kind].load(std::memory_order_relaxed);
-    window_ticket t;
-    if (chunk == 0) {
-      const bool ok = w.try_acquire(n, now, t).admitted();
-      slot = t.slot;
-      return ok;
-    }
-    credit& c = credits_[shard].c[kind];
-    const std::uint64_t u = w.unit();
-    const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
-    // relaxed (all of c): as above.
-    std::uint64_t left = c.left.load(std::memory_order_relaxed);
-    const bool same_slot = now.count() >= c.start.load(std::memory_order_relaxed) &&
-                           now.count() < c.end.load(std::memory_order_relaxed);
-    if (same_slot && left >= nu) {  // (the fast path's case, for a caller that went straight here)
-      c.left.store(left - nu, std::memory_order_relaxed);
-      slot = c.slot.load(std::memory_order_relaxed);
-      return true;
-    }
-    if (left > 0 && !same_slot) {
-      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
-      left = 0;
-    }
-    // From the window: this request and a chunk more, in one CAS.
-    window_ticket big;
-    if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
-      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
-        if (left > 0) give_credit(w, c, left);  // (defensive: a refill lands in the credit's own slot)
-        left = 0;
-        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
-        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
-        c.slot.store(big.slot, std::memory_order_relaxed);
-        c.start.store(start, std::memory_order_relaxed);
-        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
-      }
-      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
-      slot = big.slot;
-      return true;
-    }
-    // No room for a chunk: this request alone, after giving back what this
-    // thread holds (so its own credit never refuses it).
-    if (left > 0) {
-      give_credit(w, c, left);
-      left = 0;
-    }
-    const bool ok = w.try_acquire(n, now, t).admitted();
-    slot = t.slot;
-    return ok;
-  }
-
-  // --- Concurrency credit ---
-  // The same idea for the concurrency limit (when it is at least 1,024): a
-  // thread that owns a shard takes 1 + chunk units from the limiter in one
-  // CAS and hands them to its later leases without touching the limiter; a
-  // lease released on such a thread returns its unit to that thread's credit,
-  // which gives everything above one chunk back once it holds two. Units held
-  // as credit are held from the limiter, so leases in flight never exceed the
-  // limit; other threads can be refused falsely by at most 16 x 2 chunks
-  // (chunk = limit / 1024: under 3.2 % of the limit). A limit change
-  // (set_limits) bumps the epoch, and each thread gives its credit back before
-  // taking a unit under the new limit. A thread that exits holding credit
-  // leaves it on its shard, for the next thread that claims that shard.
-  [[gnu::always_inline]] bool take_unit(unsigned shard) noexcept {
-    if (shard < detail::thread_shards && credits_) {
-      credit_line& c = credits_[shard];
-      // relaxed: as in take_unit_slow.
-      const std::uint64_t left = c.units.load(std::memory_order_relaxed);
-      if (left > 0 && c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
-        c.units.store(left - 1, std::memory_order_relaxed);
-        return true;
-      }
-    }
-    return take_unit_slow(shard);
-  }
-  [[gnu::noinline]] bool take_unit_slow(unsigned shard) noexcept {
-    if (shard >= detail::thread_shards || !credits_) return take_units_direct(1);
-    credit_line& c = credits_[shard];
-    // relaxed (c.*): this thread owns the line, see `credit`. relaxed
-    // (conc_epoch_, conc_chunk_): lone values; a thread that sees a change
-    // late takes a unit under the old limit, as a direct try_acquire racing
-    // set_limit could.
-    std::uint64_t left = c.units.load(std::memory_order_relaxed);
-    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
-    if (c.epoch.load(std::memory_order_relaxed) != epoch) {
-      c.units.store(0, std::memory_order_relaxed);
-      if (left > 0) conc_->release_detached(left);
-      left = 0;
-      c.epoch.store(epoch, std::memory_order_relaxed);
-    }
-    if (left > 0) {
-      c.units.store(left - 1, std::memory_order_relaxed);
-      return true;
-    }
-    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
-    if (chunk > 0 && take_units_direct(1 + chunk)) {
-      c.units.store(chunk, std::memory_order_relaxed);
-      return true;
-    }
-    return take_units_direct(1);
-  }
-  bool take_units_direct(std::uint64_t k) noexcept {
-    permit p = conc_->try_acquire(k);
-    if (!p) return false;
-    p.detach();  // owed back through release_detached: give_unit, take_unit or reap
-    return true;
-  }
-  [[gnu::always_inline]] void give_unit() noexcept {
-    const unsigned shard = credits_ ? detail::this_thread_shard() : detail::thread_shards;
-    if (shard < detail::thread_shards) {
-      credit_line& c = credits_[shard];
-      // relaxed: as in take_unit_slow.
-      const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
-      if (left <= 2 * conc_chunk_.load(std::memory_order_relaxed) &&
-          c.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed)) {
-        c.units.store(left, std::memory_order_relaxed);
-        return;
-      }
-    }
-    give_unit_slow(shard);
-  }
-  [[gnu::noinline]] void give_unit_slow(unsigned shard) noexcept {
-    if (shard >= detail::thread_shards) {
-      conc_->release_detached(1);
-      return;
-    }
-    credit_line& c = credits_[shard];
-    // relaxed: as in take_unit.
-    const std::uint64_t chunk = conc_chunk_.load(std::memory_order_relaxed);
-    const std::uint64_t epoch = conc_epoch_.load(std::memory_order_relaxed);
-    const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
-    if (c.epoch.load(std::memory_order_relaxed) != epoch || left > 2 * chunk) {
-      const std::uint64_t keep = c.epoch.load(std::memory_order_relaxed) == epoch ? chunk : 0;
-      c.units.store(keep, std::memory_order_relaxed);
-      conc_->release_detached(left - keep);
-    } else {
-      c.units.store(left, std::memory_order_relaxed);
-    }
-  }
-  std::uint64_t units_held_as_credit() const noexcept {
-    if (!credits_) return 0;
-    std::uint64_t sum = 0;
-    // relaxed: a snapshot of other threads' lines.
-    for (unsigned i = 0; i < detail::thread_shards; ++i) sum += credits_[i].units.load(std::memory_order_relaxed);
-    return sum;
-  }
-
-  static void give_credit(window& w, credit& c, std::uint64_t left) noexcept {
-    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
-    // on the head then carries it to any snapshot() that sees the refund (so
-    // a snapshot never leaves these units out twice).
-    c.left.store(0, std::memory_order_relaxed);
-    const std::uint64_t tokens = detail::sat_mul(left, w.unit());
-    window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
-    // Only into the head slot: once the window has moved on, the units stay
-    // counted until their slot leaves it (the safe side).
-    (void)w.refund_to_head(back, tokens);
-  }
-
-  // Units of window `kind` held as credit in slot j (a snapshot).
-  std::uint64_t credit_in_slot(unsigned kind, std::uint64_t j) const noexcept {
-    if (!credits_) return 0;
-    std::uint64_t sum = 0;
-    for (unsigned i = 0; i < detail::thread_shards; ++i) {
-      const credit& c = credits_[i].c[kind];
-      // relaxed: as in credit_held.
-      if (c.slot.load(std::memory_order_relaxed) == j) sum += c.left.load(std::memory_order_relaxed);
-    }
-    return sum;
-  }
-
-  // Units of window `kind` held as credit in `now`'s slot, by every thread
-  // (a snapshot: owners change them as it is read).
-  std::uint64_t credit_held(unsigned kind, nanoseconds now) const noexcept {
-    if (!credits_) return 0;
-    std::uint64_t sum = 0;
-    for (unsigned i = 0; i < detail::thread_shards; ++i) {
-      const credit& c = credits_[i].c[kind];
-      // relaxed: a statistic-grade read of another thread's line.
-      if (now.count() >= c.start.load(std::memory_order_relaxed) && now.count() < c.end.load(std::memory_order_relaxed))
-        sum += c.left.load(std::memory_order_relaxed);
-    }
-    return sum;
-  }
-  void give_requests(lease_type& l, nanoseconds now) noexcept {
-    if (rpm_w_) {
-      window_ticket t = ticket_for(*rpm_w_, l.rpm_s_, 1);
-      (void)rpm_w_->refund(t, 1);
-    }
-    if (rpm_b_) {
-      bucket_ticket t{l.rpm_s_, 1, l.rpm_c_};
-      (void)rpm_b_->refund(t, 1, now);
-    }
-  }
-  // Tokens: a strict window takes n; the spaced bucket takes 1 (the previous
-  // request's emission time must have passed) and charges the other n - 1,
-  // in one step whose ticket (end in `slot`, configuration in `cfg`) a later
-  // refund needs.
-  [[gnu::always_inline]] bool take_tokens(std::optional<window>& w, std::optional<bucket>& b, unsigned kind,
-                                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now,
-                                          unsigned shard) noexcept {
+  // Tokens: a strict window takes n (through credit); the spaced bucket
+  // takes 1 and charges n - 1 (limiters.hpp).
+  [[gnu::always_inline]] bool take_tokens(std::optional<window>& w, std::optional<typename limiters::bucket>& b,
+                                          unsigned kind, std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n,
+                                          nanoseconds now, unsigned shard) noexcept {
     if (n == 0) return true;
-    if (w) return take_window(*w, kind, n, now, slot, shard);
-    if (b) {
-      bucket_ticket t;
-      const bool ok = b->try_acquire_and_charge(1, n - 1, now, t).admitted();
-      slot = t.end;
-      cfg = t.config;
-      return ok;
-    }
+    if (w) return credit_.take_window(*w, kind, n, now, slot, shard);
+    if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
     return true;
-  }
-  // The ticket a window gave (or would have given) for `tokens` in `slot`.
-  static window_ticket ticket_for(const window& w, std::uint64_t slot, std::uint64_t tokens) noexcept {
-    const std::uint64_t u = w.unit();
-    return window_ticket{slot, tokens, tokens == 0 || u == 0 ? 0 : tokens <= u ? 1 : detail::ceil_div(tokens, u)};
-  }
-  // Gives back n of the `reserved` tokens counted in `slot` (a bucket: as
-  // its ticket, `slot` and `cfg`, allows).
-  static void give_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t slot, std::uint64_t cfg,
-                          std::uint64_t reserved, std::uint64_t n, nanoseconds now) noexcept {
-    if (w) {
-      window_ticket t = ticket_for(*w, slot, reserved);
-      (void)w->refund(t, n);
-    }
-    if (b) {
-      bucket_ticket t{slot, reserved, cfg};
-      (void)b->refund(t, n, now);
-    }
   }
   void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
-    if (day_q_) (void)day_q_->refund(l.day_t_, n);
-    else give_tokens(tpd_w_, tpd_b_, l.tpd_s_, 0, n, n, now);
-  }
-  static void charge_tokens(std::optional<window>& w, std::optional<bucket>& b, std::uint64_t n, nanoseconds now) noexcept {
-    if (w) w->charge(n, now);
-    if (b) b->charge(n, now);
-  }
-
-  // The least pause after a 429 of the request (or token) limit: the larger
-  // of one emission interval of that limit (W / L rounded up; for the spaced
-  // policy, its interval in force) and the account's own wait for one unit of
-  // it. The server refused although the account may have had room: it counts
-  // differently (another client, another window), so wait at least for the
-  // spacing the limit itself implies.
-  enum : unsigned { request_kind, token_kind };
-  nanoseconds own_wait(unsigned kind, nanoseconds now) const noexcept {
-    const std::optional<window>& w = kind == request_kind ? rpm_w_ : tpm_w_;
-    const std::optional<bucket>& b = kind == request_kind ? rpm_b_ : tpm_b_;
-    nanoseconds t{0}, own{0};
-    if (w) {
-      const std::uint64_t l = w->limit();
-      t = nanoseconds(static_cast<std::int64_t>(
-          detail::ceil_div(static_cast<std::uint64_t>(w->window().count()), l > 0 ? l : 1)));
-      const decision d = w->time_until(1, now);
-      if (d.later() && d.why() != reason::stale_time) own = d.retry_after();
-    }
-    if (b) {
-      t = b->interval();
-      const decision d = b->time_until(1, now);
-      if (d.later()) own = d.retry_after();
-    }
-    return t > own ? t : own;
-  }
-
-  // max(0, until - now), saturated: defined for every pair of times.
-  static nanoseconds time_left(std::int64_t until, nanoseconds now) noexcept {
-    const std::uint64_t d = detail::positive_difference(until, now.count());
-    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    return nanoseconds(static_cast<std::int64_t>(d < top ? d : top));
-  }
-
-  void pause_for(nanoseconds d, nanoseconds now) noexcept {
-    const std::int64_t until = detail::sat_offset(now.count(), static_cast<std::uint64_t>(d.count() > 0 ? d.count() : 0));
-    // relaxed: a lone time value that only moves forward (max by CAS).
-    std::int64_t cur = pause_until_.load(std::memory_order_relaxed);
-    while (until > cur && !pause_until_.compare_exchange_weak(cur, until, std::memory_order_relaxed)) {
-    }
-  }
-
-  void count_refusal(dimension_set s) noexcept {
-    const unsigned shard = detail::this_thread_shard();
-    stats_.add_at(shard, st_refused, 1);
-    for (unsigned i = 0; i < 9; ++i)
-      if (s.bits & (1u << i)) stats_.add_at(shard, st_refused_by + i, 1);
+    if (d_.day_q) (void)d_.day_q->refund(l.day_t_, n);
+    else limiters::give_tokens(d_.tpd_w, d_.tpd_b, l.tpd_s_, 0, n, n, now);
   }
 
   void refuse_never(admission_type& a, reason why) noexcept {
-    count_refusal(a.refused);
+    counters_.count_refusal(a.refused);
     a.decision = decision::refuse(why);
   }
 
   // After a refusal (everything rolled back): ask every dimension, without
-  // consuming, whether and how long it would refuse.
-  //
-  // The wait is exact for the refused thread (the decision contract, for the
-  // whole account): with nothing else admitted and nothing given back
-  // meanwhile, it is refused at now + wait - 1 ns and admitted at now + wait
-  // by every time-based dimension (and the pause). Its own window credit is
-  // given back first, as its next attempt would give it back before asking
-  // the windows, so the windows are asked what they hold for this thread.
-  // A refusal that also names concurrency or the budget needs a permit or
-  // money back as well: the wait is then when time alone stops refusing.
+  // consuming, whether and how long it would refuse. The wait is exact for
+  // the refused thread (the decision contract above): its own window credit
+  // is given back first, as its next attempt would before asking the
+  // windows, so the windows are asked what they hold for this thread.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for = nanoseconds(0)) noexcept {
     // A roll-back frees nothing that was free before this call, and the
     // waiting room's head calls try_admit under the room's lock: no hook.
     if (a.lease.acc_) release_slot(a.lease, false);
     a.lease = lease_type();
-    std::uint64_t own_units = 0;
-    if (credits_ && shard < detail::thread_shards) {
-      credit_line& line = credits_[shard];
-      std::optional<window>* ws[credit_kinds] = {&rpm_w_, &tpm_w_, &tpd_w_};
-      for (unsigned k = 0; k < credit_kinds; ++k) {
-        // relaxed: this thread owns the line, see `credit`.
-        const std::uint64_t left = line.c[k].left.load(std::memory_order_relaxed);
-        if (*ws[k] && left > 0) give_credit(**ws[k], line.c[k], left);
-      }
-      // relaxed: as in take_unit. Units this thread holds are a permit it can take.
-      if (line.epoch.load(std::memory_order_relaxed) == conc_epoch_.load(std::memory_order_relaxed))
-        own_units = line.units.load(std::memory_order_relaxed);
-    }
-    nanoseconds wait = paused_for;
-    if (paused_for > nanoseconds(0)) a.refused.add(dimension::paused);
-    bool never = false;
-    auto note = [&](dimension d, decision x) {
-      if (x.admitted()) return;
-      a.refused.add(d);
-      if (x.never()) never = true;
-      if (x.retry_after() > wait) wait = x.retry_after();
-    };
-    if (conc_ && conc_->available() == 0 && own_units == 0) a.refused.add(dimension::concurrency);
-    if (rpm_w_) note(dimension::rpm, rpm_w_->time_until(1, now));
-    if (rpm_b_) note(dimension::rpm, rpm_b_->time_until(1, now));
-    if (tpm_w_) note(dimension::tpm, tpm_w_->time_until(n, now));
-    if (tpm_b_) note(dimension::tpm, tpm_b_->time_until(1, now));
-    if (tpd_w_) note(dimension::tpd, tpd_w_->time_until(n, now));
-    if (tpd_b_) note(dimension::tpd, tpd_b_->time_until(1, now));
-    if (day_q_) note(dimension::tpd, day_q_->time_until(n, now));
-    if (budget_ && budget_->remaining() < a.worst_case) a.refused.add(dimension::budget);
-    if (a.refused.empty()) a.refused.add(dimension::concurrency);  // lost a race: report the first, retry soon
-    count_refusal(a.refused);
-    if (never)
-      a.decision = decision::refuse(reason::exceeds_capacity);
-    else if (wait > nanoseconds(0))
-      a.decision = decision::wait(wait);
-    else
-      a.decision = decision::wait(nanoseconds(0), reason::busy);  // a permit or money must come back first
+    window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    const std::uint64_t own_units = credit_.give_back(ws, shard);
+    account_policy::refusal rf(paused_for);
+    if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
+    d_.report(rf, n, now);
+    if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
+    a.refused = rf.refused();
+    counters_.count_refusal(a.refused);
+    a.decision = rf.result();
   }
 
-  // The slot table: one word per concurrency unit, {time: 48 bits, generation:
-  // 16 bits}. The time is 0 when the word is free, else 1 + the admission
-  // time of the lease holding it, in milliseconds from the origin rounded up
-  // (so a lease is never reclaimed early). A lease claims a free word with a
-  // CAS that also bumps its generation, and frees it with a CAS from the value
-  // it wrote; a reaper that finds a word past the deadline frees it with the
-  // same CAS. Whoever wins returns the unit, so it is returned exactly once.
-  // The generation makes a word freed by the reaper and claimed again by a
-  // lease with the same admission time (a stale supplied `now`) a different
-  // value, so the late holder's CAS cannot free the new holder's word. The
-  // generation has 16 bits: if the word were claimed and freed 65,536 times
-  // between a reclaim and the late holder's release, every time with the same
-  // millisecond stamp (only a supplied `now` that stands still can do that),
-  // the late release would free the newest lease's word and one unit would
-  // come back while that lease still runs.
-  static constexpr unsigned slot_gen_bits = 16;
-  static constexpr std::uint64_t slot_gen_mask = (std::uint64_t{1} << slot_gen_bits) - 1;
-  static constexpr std::uint64_t slot_max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
-
-  std::uint64_t slot_ms(nanoseconds now) const noexcept {
-    std::int64_t d = 0;
-    if (__builtin_sub_overflow(now.count(), origin_, &d)) return now.count() > origin_ ? slot_max_ms : 0;
-    if (d <= 0) return 0;
-    const std::uint64_t ms = (static_cast<std::uint64_t>(d) + 999999) / 1000000;  // rounded up
-    return ms < slot_max_ms ? ms : slot_max_ms;
-  }
-
-  void register_slot(lease_type& l, nanoseconds now, unsigned shard) noexcept {
-    if (slot_count_ == 0) return;
-    const std::uint64_t time_part = (slot_ms(now) + 1) << slot_gen_bits;
-    if (shard < detail::thread_shards) {
-      // The thread's own words first: only their owner turns a free word
-      // held (others only free held words, by CAS), so a plain store claims it.
-      const std::size_t base = slot_count_ + static_cast<std::size_t>(shard) * own_slots_;
-      for (std::size_t i = base; i < base + own_slots_; ++i) {
-        // relaxed: this thread's own last write, or a CAS that freed the word
-        // (a stale `held` only makes us look further).
-        const std::uint64_t w = slots_[i].load(std::memory_order_relaxed);
-        if ((w >> slot_gen_bits) != 0) continue;  // held
-        const std::uint64_t stamp = time_part | ((w + 1) & slot_gen_mask);
-        // relaxed: no other thread can write a free word of this region, so
-        // nothing comes between the load and this store; the CASes that later
-        // free it are ordered with it by the word's own modification order.
-        slots_[i].store(stamp, std::memory_order_relaxed);
-        l.slot_ = i;
-        l.stamp_ = stamp;
-        return;
-      }
-    }
-    // The shared words. Start at a place that depends on the thread, so two
-    // threads do not probe the same words.
-    std::size_t i = static_cast<std::size_t>(shard) * slot_stride_;
-    for (std::size_t k = 0; k < slot_count_; ++k, i = i + 1 == slot_count_ ? 0 : i + 1) {
-      // relaxed: only a guess of a free word; the CAS decides.
-      std::uint64_t expected = slots_[i].load(std::memory_order_relaxed);
-      if ((expected >> slot_gen_bits) != 0) continue;  // held
-      const std::uint64_t stamp = time_part | ((expected + 1) & slot_gen_mask);
-      // acq_rel: release publishes nothing else but keeps the table's words in
-      // one order with the reaper's CAS; acquire on failure is not needed.
-      if (slots_[i].compare_exchange_strong(expected, stamp, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        l.slot_ = i;
-        l.stamp_ = stamp;
-        return;
-      }
-    }
-    // No free word (the limit was raised past the table): this lease cannot be reclaimed.
-  }
-
-  void release_slot(lease_type& l, bool notify = true) noexcept {
+  [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
-    if (l.holds_ && l.slot_ != lease_type::no_slot) {
-      std::uint64_t expected = l.stamp_;
-      // acq_rel/relaxed: as in register_slot. Failure: a reaper took it and returned the unit.
-      give = slots_[l.slot_].compare_exchange_strong(expected, l.stamp_ & slot_gen_mask, std::memory_order_acq_rel,
-                                                     std::memory_order_relaxed);
-    }
-    if (give) give_unit();
+    // Failure: a reaper took the word and returned the unit (slot_table.hpp).
+    if (l.holds_ && l.slot_ != lease_type::no_slot) give = slots_.release(l.slot_, l.stamp_);
+    unsigned shard = detail::thread_shards;
+    if (give && !credit_.give_unit_fast(shard)) give_unit_slow(shard);
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
     if (notify) notify_release();
   }
 
+  // Concurrency units through credit (credit.hpp); the slow paths out of line.
+  [[gnu::always_inline]] bool take_unit(unsigned s) noexcept { return credit_.take_unit_fast(s) || take_unit_slow(s); }
+  [[gnu::noinline]] bool take_unit_slow(unsigned shard) noexcept { return credit_.take_unit_slow(*d_.conc, shard); }
+  [[gnu::noinline]] void give_unit_slow(unsigned shard) noexcept { credit_.give_unit_slow(*d_.conc, shard); }
+
   // Frees the slots of leases held past lease_timeout; returns how many.
   [[gnu::noinline, gnu::cold]] std::uint64_t reap(nanoseconds now) noexcept {
-    if (slot_count_ == 0 || cfg_.lease_timeout <= nanoseconds(0)) return 0;
-    // One scan per lease_timeout / 16 of time at most (and again whenever
-    // time goes backwards): while the account is full and nothing can have
-    // expired, a refusal costs a load, not a scan of the table. So a lease is
-    // reclaimed by the first refusal at least lease_timeout / 16 after the
-    // previous scan and after its own deadline.
-    // relaxed: a lone time value; two threads may both scan (each word's CAS decides).
-    const std::int64_t last = last_reap_.load(std::memory_order_relaxed);
-    std::int64_t since_last = 0;
-    if (last != std::numeric_limits<std::int64_t>::min() && !__builtin_sub_overflow(now.count(), last, &since_last) &&
-        since_last >= 0 && since_last < cfg_.lease_timeout.count() / 16)
-      return 0;
-    last_reap_.store(now.count(), std::memory_order_relaxed);  // relaxed: as above
-    std::int64_t rel = 0;
-    if (__builtin_sub_overflow(now.count(), origin_, &rel)) return 0;  // a `now` no lease can be measured against
-    std::uint64_t freed = 0;
-    for (std::size_t i = 0; i < slot_total_; ++i) {
-      std::uint64_t v = slots_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
-      const std::uint64_t t = v >> slot_gen_bits;
-      if (t == 0) continue;
-      // Held since (t - 1) ms after the origin, at the latest.
-      const std::int64_t since = static_cast<std::int64_t>(t - 1) * 1000000;
-      if (rel < since || rel - since < cfg_.lease_timeout.count()) continue;
-      if (slots_[i].compare_exchange_strong(v, v & slot_gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        conc_->release_detached(1);
-        ++freed;
-      }
-    }
-    if (freed) stats_reclaimed_.fetch_add(freed, std::memory_order_relaxed);  // relaxed: a statistic
+    const std::uint64_t freed = slots_.reap(now, [this] { d_.conc->release_detached(1); });
+    counters_.add_reclaimed(freed);
     return freed;
   }
 
@@ -6154,66 +7204,80 @@ class account {
   }
 
   config_type cfg_;
-  std::unique_ptr<detail::atomic<std::uint64_t>[]> slots_;
-  std::size_t slot_count_ = 0;
-  std::size_t slot_stride_ = 0;  // slot_count_ / (thread_shards + 1): where each thread starts looking
-  // After the slot_count_ shared words, own_slots_ words for each owned shard
-  // (limit / 16, between 1 and 64), claimed only by the thread that owns it.
-  std::size_t own_slots_ = 0;
-  std::size_t slot_total_ = 0;
-  std::int64_t origin_ = 0;  // the slot table's time origin
-  detail::atomic<std::uint64_t> stats_reclaimed_{0};
-  detail::atomic<std::uint64_t> capped_hints_{0};
+  account_policy::admission_rules<Currency> rules_;
+  detail::slot_table slots_;
   detail::atomic<void (*)(void*)> hook_fn_{nullptr};
   detail::atomic<void*> hook_ctx_{nullptr};
-  bool margin_tokens_ = false;
-  std::optional<concurrency_limiter> conc_;
-  std::optional<window> rpm_w_, tpm_w_, tpd_w_;
-  std::optional<bucket> rpm_b_, tpm_b_, tpd_b_;
-  std::optional<calendar_quota<Clock>> day_q_;
-  std::optional<budget<Currency>> budget_;
-  std::unique_ptr<credit_line[]> credits_;  // one line per owned shard, when some window grants credit
-  detail::atomic<std::uint64_t> chunk_[credit_kinds] = {};
-  std::uint64_t unit_of_[credit_kinds] = {1, 1, 1};  // each window's unit (fixed at construction)
-  detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
-  detail::atomic<std::int64_t> pause_until_{std::numeric_limits<std::int64_t>::min()};
-  detail::atomic<bool> stopped_{false};
-  bool misconfigured_ = false;  // built with an error: stopped for good
+  limiters d_;
+  credit credit_;
+  detail::pause_state pause_;
   detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
-  // Hot statistics: per-thread shards, a plain load and store each.
-  enum : std::size_t { st_admitted, st_refused, st_reserved, st_used, st_debt, st_refused_by, st_count = st_refused_by + 9 };
-  detail::shard_counters<st_count> stats_;
-  detail::atomic<std::int64_t> waited_ns_[9] = {};
-  detail::atomic<std::int64_t> last_reap_{std::numeric_limits<std::int64_t>::min()};  // when reap last scanned
+  detail::account_counters counters_;
 };
+
+TOLLGATE_END_NAMESPACE
+
+// The lease's settle functions, which need the account complete.
+// #include <tollgate/account/settle.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/settle.hpp: what settling a lease gives back or charges, by the
+// answer the request got.
+//
+// Contract. settle(usage) charges the exact cost (cost.hpp) against the
+// money reserved and, when refund_unused_tokens is set, gives back the
+// tokens not used, by the lease's tickets (a window's slot, a bucket's
+// ticket, the calendar day); tokens used beyond the reservation are charged
+// as debt that later admissions wait out (the windows and the day may then
+// go over their limit, never the reservation bound of the requests
+// admitted). A cost that cannot be computed keeps the whole reservation as
+// spent (the safe side). settle_rejected (a 429, which Kimi does not bill)
+// frees the money and keeps the tokens counted; settle_failed (5xx,
+// timeout) the same; settle_cancelled without a known usage bills the
+// reserved worst case and keeps every token. Each releases the lease's
+// concurrency slot, once. Thread-safe and lock-free: each step is one of the
+// primitives' own operations.
+//
+// This header is included by account.hpp after the account; including it
+// alone includes account.hpp first.
+#ifndef TOLLGATE_ACCOUNT_SETTLE_HPP
+#define TOLLGATE_ACCOUNT_SETTLE_HPP
+
+// #include <tollgate/account.hpp>  (already above)
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/lease.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+
+#include <cstdint>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
 
 template <class Clock, class Currency>
 basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nanoseconds now) noexcept {
-  using acct = account<Clock, Currency>;
   basic_settle_result<Currency> res;
   if (!acc_) return res;
-  acct& a = *acc_;
+  account<Clock, Currency>& a = *acc_;
   const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
   const std::uint64_t extra = used > tokens_ ? used - tokens_ : 0;
-  a.stats_.add2(acct::st_used, used, acct::st_debt, extra);
+  a.counters_.add_used(used, extra);
+  auto& d = a.d_;
   if (extra > 0) {
-    // Beyond the reservation: a debt that later admissions wait out.
-    res.debt_tokens = extra;
-    acct::charge_tokens(a.tpm_w_, a.tpm_b_, extra, now);
-    if (a.day_q_) a.day_q_->charge(extra, now);
-    else acct::charge_tokens(a.tpd_w_, a.tpd_b_, extra, now);
+    res.debt_tokens = extra;  // beyond the reservation: a debt that later admissions wait out
+    d.charge_debt(extra, now);
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
-    acct::give_tokens(a.tpm_w_, a.tpm_b_, tpm_s_, tpm_c_, tokens_, back, now);
-    if (a.day_q_) (void)a.day_q_->refund(day_t_, back);
-    else acct::give_tokens(a.tpd_w_, a.tpd_b_, tpd_s_, 0, tokens_, back, now);
+    d.give_tokens(d.tpm_w, d.tpm_b, tpm_s_, tpm_c_, tokens_, back, now);
+    if (d.day_q) (void)d.day_q->refund(day_t_, back);
+    else d.give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
   }
-  if (a.budget_ && money_) {
+  if (d.money && money_) {
     const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
     // An uncomputable cost keeps the whole reservation as spent: the safe side.
     const money<Currency> actual = c ? c.total : money_.amount;
-    const money<Currency> diff = a.budget_->settle(money_, actual);
+    const money<Currency> diff = d.money->settle(money_, actual);
     res.cost = actual;
     res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
   } else if (model_) {
@@ -6228,7 +7292,7 @@ template <class Clock, class Currency>
 void lease<Clock, Currency>::settle_rejected(nanoseconds now) noexcept {
   (void)now;
   if (!acc_) return;
-  if (acc_->budget_ && money_) acc_->budget_->release(money_);
+  if (acc_->d_.money && money_) acc_->d_.money->release(money_);
   acc_->release_slot(*this);
 }
 
@@ -6241,20 +7305,21 @@ template <class Clock, class Currency>
 basic_settle_result<Currency> lease<Clock, Currency>::settle_cancelled(const std::optional<usage>& known,
                                                                       nanoseconds now) noexcept {
   if (known) return settle(*known, now);
-  using acct = account<Clock, Currency>;
   basic_settle_result<Currency> res;
   if (!acc_) return res;
-  acct& a = *acc_;
-  a.stats_.add(acct::st_used, tokens_);  // unknown: counted as the whole reservation
-  if (a.budget_ && money_) {
+  account<Clock, Currency>& a = *acc_;
+  a.counters_.add_used(tokens_);  // unknown: counted as the whole reservation
+  if (a.d_.money && money_) {
     res.cost = money_.amount;
-    (void)a.budget_->settle(money_, money_.amount);
+    (void)a.d_.money->settle(money_, money_.amount);
   }
   a.release_slot(*this);
   return res;
 }
 
 TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SETTLE_HPP
 
 #endif  // TOLLGATE_ACCOUNT_HPP
 // #include <tollgate/waiting_room.hpp>  (inlined below)
