@@ -23,5 +23,6 @@
 #include <tollgate/retry.hpp>
 #include <tollgate/account.hpp>
 #include <tollgate/waiting_room.hpp>
+#include <tollgate/keyed_buckets.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP

@@ -1,0 +1,550 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed_buckets.hpp: one GCRA token bucket per key (an end user, a tenant,
+// an API key) in a fixed-capacity table that never allocates after its
+// construction and never resets a live bucket.
+//
+// Table. `capacity` entries of 24 bytes, allocated once by the constructor
+// (memory: 24 x capacity bytes plus the class list). A key (a 64-bit id or a
+// string_view) is hashed with SipHash-2-4 under a 128-bit seed the user
+// supplies; the entry stores the 64-bit hash, not the key. Linear probing
+// over a window of `window` entries from the hash's home (16 unless told).
+// Each entry's limit (rate, burst) is one of a small list of limit classes
+// (at most 64), chosen by the call that claims the entry for its key; later
+// calls for a live key use the class it was claimed with.
+//
+// Guarantee. For every key, over any interval t of supplied timestamps, the
+// admissions on its entry are at most B + floor(t / T) (the token_bucket
+// bound of its class, same exact tick arithmetic), across evictions: an
+// entry is reclaimed for another key only when its bucket is full at the
+// reclaimer's `now` (TAT not after it), which is the state a fresh bucket
+// has, and a reclaimed entry starts with its TAT at the latest `now` any
+// claim has seen, so a key that comes back with an earlier `now` owes the
+// difference rather than getting units twice. A live entry (not full) is
+// never reset, except by erase(). When every entry of a new key's window is
+// live, the key is refused with keyed_status::table_full (its decision is
+// `later` with the time until the first of those entries is full again,
+// assuming nothing else is admitted on it, or zero with reason::busy when
+// none can say); a flood of new keys therefore changes no live entry.
+//
+// Collisions. Two keys with the same 64-bit hash share one entry and its
+// limit: the conservative side (each may be refused for what the other
+// took; neither gets more than the shared limit). Without the seed, a client
+// can do no better than chance (SipHash is a keyed pseudo-random function):
+// with m live entries a new key shares one with probability at most
+// m / 2^64 (5.4e-14 at a million), and N keys over the table's life share
+// any entry with probability at most N^2 / 2^65. A key is refused as
+// table_full only when all `window` entries from its home are live and not
+// full. Linear probing clusters entries, so this is far likelier than the
+// a^window of spread entries: measured with the default window of 16 on
+// 4096 entries (test "keyed: window occupancy", which prints it), a new key
+// is refused at load 0.5 about 0.15 % of the time, at 0.75 about 11 %, at
+// 0.9 about 45 %. Size the table for at most half full of live entries (a
+// live entry is one that owes: keys active within about burst x interval).
+// Ids and strings are hashed under different derived keys, so an id never
+// collides with the 8-byte string of its bytes by construction.
+//
+// Time. Ticks are counted from the table's origin (times before it count as
+// it), at each class's scale, saturating at 2^62 - 1 ticks: every accepted
+// class spans at least 10 years from the origin (token_bucket's rule);
+// unlike token_bucket the epoch never moves, so past the horizon of a class
+// its entries refuse everything (the conservative side). A `now` earlier
+// than a key's state is evaluated at face value: never more permissive
+// than the latest time seen.
+//
+// Decisions. n == 0 is admitted and changes nothing (and claims nothing).
+// n > the class burst is `never`. Otherwise a refusal writes nothing to the
+// bucket and gives the exact wait. A bad class index is refused with
+// keyed_status::bad_class. A refused key may still have claimed an entry
+// (a full one: an equal state), so a refusal never frees memory either.
+//
+// Concurrency contract. Every member function is thread-safe. Admission on
+// a live key is lock-free: a CAS that pins the entry (its control word
+// holds state, class, a count of admissions in progress and a 40-bit
+// version that every pin and every claim advances), the bucket's CAS loop,
+// and an unpin. An evictor claims an entry with one CAS on the control word
+// it read with no pins: any pin between its freshness check and its CAS
+// changed the version, so the CAS fails. (The version wraps after 2^40
+// pins: a thread would have to stall between one load and its CAS for that
+// many operations on one entry to be fooled.) Claiming a new key is
+// lock-free except when two threads claim the same new key at once: the
+// one whose entry comes first in the window waits (yields) until the other
+// has published or withdrawn, so that a key never holds two entries.
+// erase() waits for admissions in progress on the key to finish. Peeks
+// (available, contains) may be stale the moment they return, and may read
+// a newer occupant of a reclaimed entry (which shows less, never more).
+// The state is plain atomics of lock-free 64-bit words (no pointers), so
+// the table works in shared memory only if its storage is placed there;
+// this class allocates its own.
+#ifndef TOLLGATE_KEYED_BUCKETS_HPP
+#define TOLLGATE_KEYED_BUCKETS_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/siphash.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/rate.hpp>
+#include <tollgate/token_bucket.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// The secret of a table's hash: 128 bits the user draws at random (and
+// keeps, to find the same keys after a restart).
+struct hash_seed {
+  std::uint64_t k0 = 0;
+  std::uint64_t k1 = 0;
+};
+
+// The default key hash: SipHash-2-4 under the seed, ids and strings under
+// different derived keys. A replacement (tests force collisions with one)
+// takes a hash_seed and hashes both key kinds.
+class sip_key_hash {
+ public:
+  explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
+  std::uint64_t operator()(std::uint64_t id) const noexcept { return ids_.word(id); }
+  std::uint64_t operator()(std::string_view s) const noexcept {
+    return strings_.bytes(reinterpret_cast<const unsigned char*>(s.data()), s.size());
+  }
+
+ private:
+  detail::siphash24 ids_;
+  detail::siphash24 strings_;
+};
+
+// One limit class: a token bucket's rate and burst.
+struct key_class {
+  rate r;
+  std::uint64_t burst = 0;
+};
+
+enum class keyed_status : std::uint8_t {
+  admitted,    // the key's bucket admitted
+  limited,     // the key's bucket refused: see the decision (later or never)
+  table_full,  // a new key, and every entry of its window is live
+  bad_class,   // the class index is not one of the table's (or the table is misconfigured)
+};
+
+constexpr const char* to_string(keyed_status s) noexcept {
+  switch (s) {
+    case keyed_status::admitted: return "admitted";
+    case keyed_status::limited: return "limited";
+    case keyed_status::table_full: return "table_full";
+    case keyed_status::bad_class: return "bad_class";
+  }
+  return "?";
+}
+
+class keyed_result {
+ public:
+  constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
+  constexpr keyed_status status() const noexcept { return s_; }
+  constexpr const decision& result() const noexcept { return d_; }
+  constexpr bool admitted() const noexcept { return s_ == keyed_status::admitted; }
+  constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
+  constexpr explicit operator bool() const noexcept { return admitted(); }
+
+ private:
+  decision d_;
+  keyed_status s_;
+};
+
+template <class Clock = steady_clock, class Hash = sip_key_hash>
+class keyed_buckets {
+  using L = detail::gcra_limits;
+
+ public:
+  using clock = Clock;
+  static constexpr std::size_t max_classes = 64;
+  static constexpr std::size_t default_window = 16;
+
+  // Throws config_error (or aborts without exceptions) on a bad
+  // configuration: capacity, window or class list empty (errc::zero_count),
+  // more than 64 classes or a capacity over 2^40 (errc::too_large), or a
+  // class token_bucket would refuse (its errc). A window larger than the
+  // capacity is the capacity.
+  keyed_buckets(std::size_t capacity, std::initializer_list<key_class> classes, hash_seed seed, nanoseconds origin,
+                std::size_t window = default_window)
+      : keyed_buckets(capacity, std::vector<key_class>(classes), seed, origin, window) {}
+  keyed_buckets(std::size_t capacity, const std::vector<key_class>& classes, hash_seed seed, nanoseconds origin,
+                std::size_t window = default_window)
+      : hash_(seed) {
+    const errc e = init(capacity, classes, origin, window);
+    if (e != errc::ok) detail::fail(e);
+  }
+  // Never throws: on a bad configuration sets `ec` and builds a table that
+  // refuses everything with keyed_status::bad_class. (It still allocates
+  // the table: running out of memory here terminates.)
+  keyed_buckets(std::size_t capacity, const std::vector<key_class>& classes, hash_seed seed, nanoseconds origin,
+                std::size_t window, errc& ec) noexcept
+      : hash_(seed) {
+    ec = init(capacity, classes, origin, window);
+  }
+
+  keyed_buckets(const keyed_buckets&) = delete;
+  keyed_buckets& operator=(const keyed_buckets&) = delete;
+
+  // Takes n units from the key's bucket (claiming an entry with class `cls`
+  // if the key has none).
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    return acquire_hash(hash_(id), cls, n, now);
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    return acquire_hash(hash_(key), cls, n, now);
+  }
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n = 1) noexcept {
+    return try_acquire(id, cls, n, Clock::now());
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n = 1) noexcept {
+    return try_acquire(key, cls, n, Clock::now());
+  }
+
+  // Forgets the key's entry (its bucket is full again: an explicit reset).
+  // Waits for admissions in progress on it. Returns whether it had one.
+  bool erase(std::uint64_t id) noexcept { return erase_hash(hash_(id)); }
+  bool erase(std::string_view key) noexcept { return erase_hash(hash_(key)); }
+
+  // Whether the key holds an entry (peek; may be stale).
+  bool contains(std::uint64_t id) const noexcept { return peek_tat(hash_(id), nullptr, nullptr); }
+  bool contains(std::string_view key) const noexcept { return peek_tat(hash_(key), nullptr, nullptr); }
+
+  // Whole units the key could take at `now`: its entry's, or a fresh
+  // bucket of class `cls` when it has none (peek; consumes nothing).
+  std::uint64_t available(std::uint64_t id, std::size_t cls, nanoseconds now) const noexcept {
+    return available_hash(hash_(id), cls, now);
+  }
+  std::uint64_t available(std::string_view key, std::size_t cls, nanoseconds now) const noexcept {
+    return available_hash(hash_(key), cls, now);
+  }
+
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t window() const noexcept { return window_; }
+  std::size_t classes() const noexcept { return params_.size(); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
+
+ private:
+  // The control word: state (2 bits), class (6), pins (16), version (40).
+  static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_live = 2, st_free = 3;
+  static constexpr std::uint64_t st_mask = 3;
+  static constexpr unsigned cls_shift = 2, pin_shift = 8, ver_shift = 24;
+  static constexpr std::uint64_t cls_mask = std::uint64_t{63} << cls_shift;
+  static constexpr std::uint64_t pin_one = std::uint64_t{1} << pin_shift;
+  static constexpr std::uint64_t pin_mask = std::uint64_t{0xffff} << pin_shift;
+  static constexpr std::uint64_t ver_one = std::uint64_t{1} << ver_shift;
+  static constexpr std::uint64_t ver_mask = ~std::uint64_t{0} << ver_shift;
+
+  static constexpr std::uint64_t state_of(std::uint64_t c) noexcept { return c & st_mask; }
+  static constexpr std::size_t class_of(std::uint64_t c) noexcept {
+    return static_cast<std::size_t>((c & cls_mask) >> cls_shift);
+  }
+  static constexpr std::uint64_t pins_of(std::uint64_t c) noexcept { return (c & pin_mask) >> pin_shift; }
+
+  struct entry {
+    detail::atomic<std::uint64_t> ctl{0};
+    detail::atomic<std::uint64_t> hash{0};
+    detail::atomic<std::uint64_t> tat{0};
+  };
+
+  enum class claim_outcome { claimed, retry, full };
+
+  errc init(std::size_t capacity, const std::vector<key_class>& classes, nanoseconds origin, std::size_t window) {
+    if (capacity == 0 || window == 0 || classes.empty()) return errc::zero_count;
+    if (classes.size() > max_classes || capacity > (std::size_t{1} << 40)) return errc::too_large;
+    std::vector<detail::gcra_params> ps;
+    ps.reserve(classes.size());
+    for (const key_class& k : classes) {
+      detail::gcra_params p{};
+      const errc e = detail::make_gcra_params(k.r, k.burst, p);
+      if (e != errc::ok) return e;
+      ps.push_back(p);
+    }
+    entries_.reset(new entry[capacity]);
+    params_ = std::move(ps);
+    capacity_ = capacity;
+    window_ = window < capacity ? window : capacity;
+    origin_ = origin.count();
+    return errc::ok;
+  }
+
+  std::size_t home_of(std::uint64_t h) const noexcept {
+    return static_cast<std::size_t>((static_cast<detail::u128>(h) * capacity_) >> 64);
+  }
+  std::size_t at(std::size_t home, std::size_t i) const noexcept {
+    const std::size_t s = home + i;
+    return s >= capacity_ ? s - capacity_ : s;
+  }
+
+  std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t t = detail::sat_mul(detail::positive_difference(now.count(), origin_), p.scale);
+    return t > L::max_ticks ? L::max_ticks : t;
+  }
+  static nanoseconds ticks_to_ns(std::uint64_t t, const detail::gcra_params& p) noexcept {
+    const std::uint64_t d = detail::ceil_div(t, p.scale);
+    const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
+    return nanoseconds(static_cast<std::int64_t>(d > top ? top : d));
+  }
+
+  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    if (cls >= params_.size()) return {decision::refuse(reason::misconfigured), keyed_status::bad_class};
+    if (n == 0) return {decision::admit(), keyed_status::admitted};
+    for (;;) {
+      std::size_t slot = 0, slot_cls = cls;
+      if (!pin(h, slot, slot_cls)) {
+        nanoseconds wait{0};
+        bool known = false;
+        const claim_outcome o = claim(h, cls, now, slot, wait, known);
+        if (o == claim_outcome::retry) continue;
+        if (o == claim_outcome::full) {
+          return {known ? decision::wait(wait) : decision::wait(nanoseconds(0), reason::busy), keyed_status::table_full};
+        }
+      }
+      const decision d = admit(entries_[slot].tat, params_[slot_cls], n, now);
+      // release: pairs with an evictor's acquire load of ctl (claim): our
+      // bucket CAS happens before its freshness read. An RMW, so it keeps
+      // the release sequence of the publish store and of other unpins.
+      entries_[slot].ctl.fetch_sub(pin_one, std::memory_order_release);
+      return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
+    }
+  }
+
+  // The GCRA of token_bucket on one word, under class parameters.
+  decision admit(detail::atomic<std::uint64_t>& tat, const detail::gcra_params& p, std::uint64_t n,
+                 nanoseconds now) const noexcept {
+    if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+    const std::uint64_t now_t = ticks(now, p);
+    // relaxed: the word is the whole bucket; CAS atomicity orders the
+    // admissions among themselves. Its initial value came with the pin
+    // (acquire), and evictors read it after our unpin (release).
+    std::uint64_t w = tat.load(std::memory_order_relaxed);
+    for (;;) {
+      const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
+      const std::uint64_t need = base + n * p.interval;
+      if (need - now_t > p.tau) return decision::wait(ticks_to_ns(need - now_t - p.tau, p));
+      // relaxed / relaxed: as the load above.
+      if (tat.compare_exchange_weak(w, need, std::memory_order_relaxed, std::memory_order_relaxed)) {
+        return decision::admit();
+      }
+    }
+  }
+
+  // Finds the key's live entry and pins it (one more admission in progress,
+  // version advanced). The entry's hash is read between a load of the
+  // control word and a CAS that expects it unchanged: a new occupant writes
+  // its hash only after a claim CAS that advances the version, and our CAS
+  // (release) precedes that claim CAS (acquire) in the word's order, so the
+  // hash we compared cannot be the new occupant's.
+  bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls) noexcept {
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      const std::size_t s = at(home, i);
+      entry& e = entries_[s];
+      // acquire: pairs with the publish store (release) of the occupant, so
+      // its hash and initial TAT are visible.
+      std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+      for (;;) {
+        const std::uint64_t st = state_of(c);
+        // Slots never return to empty, and a claim takes the first candidate
+        // of its window, so no live entry of this key lies past an empty
+        // one. (A stale read only sends us to claim(), which rechecks.)
+        if (st == st_empty) return false;
+        // relaxed: validated by the CAS below, as explained above.
+        if (st != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
+        if ((c & pin_mask) == pin_mask) {  // 65535 admissions in progress: wait for one
+          std::this_thread::yield();
+          c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
+          continue;
+        }
+        // acq_rel: release orders our hash read before any later claim CAS
+        // (acquire) on this word; acquire pairs with the publish store so
+        // the bucket's value is visible. acquire on failure: as the load.
+        if (e.ctl.compare_exchange_weak(c, c + pin_one + ver_one, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          slot = s;
+          cls = class_of(c);
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // The latest `now` seen by any claim, in ns: the start of reclaimed
+  // entries, so that a key cannot get units twice by coming back earlier.
+  std::uint64_t note_time(nanoseconds now) noexcept {
+    const std::uint64_t t = detail::positive_difference(now.count(), origin_);
+    // relaxed: the value travels to later claimers through the claim CAS
+    // and scan loads (seq_cst) that follow it here and precede their load.
+    std::uint64_t w = latest_.load(std::memory_order_relaxed);
+    // relaxed / relaxed: a max, only ever raised.
+    while (w < t && !latest_.compare_exchange_weak(w, t, std::memory_order_relaxed, std::memory_order_relaxed)) {
+    }
+    return w > t ? w : t;
+  }
+
+  // Claims an entry of the window for the key, published pinned; or says
+  // to retry (the key appeared, or a same-key claim won) or that the window
+  // is full of live entries (with the time until the first is full again).
+  // Every step is seq_cst: two claimers of one key store their hash, then
+  // scan for the other's, and in the single total order at least one sees
+  // the other (store then load on both sides).
+  claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot, nanoseconds& wait,
+                      bool& known) noexcept {
+    const std::uint64_t start_ns = note_time(now);
+    const std::size_t home = home_of(h);
+    constexpr std::size_t none = ~std::size_t{0};
+    std::size_t pick = none, pick_i = 0;
+    std::uint64_t pick_c = 0;
+    known = false;
+    std::uint64_t soonest = ~std::uint64_t{0};
+    for (std::size_t i = 0; i < window_; ++i) {
+      const std::size_t s = at(home, i);
+      entry& e = entries_[s];
+      const std::uint64_t c = e.ctl.load(std::memory_order_seq_cst);  // seq_cst: see above
+      const std::uint64_t st = state_of(c);
+      if (st == st_live || st == st_claiming) {
+        if (e.hash.load(std::memory_order_seq_cst) == h) {  // seq_cst: see above
+          if (st == st_claiming) std::this_thread::yield();  // another claim of this key is publishing
+          return claim_outcome::retry;
+        }
+      }
+      if (pick != none) continue;
+      if (st == st_empty || st == st_free) {
+        pick = s, pick_i = i, pick_c = c;
+      } else if (st == st_live && pins_of(c) == 0) {
+        const detail::gcra_params& p = params_[class_of(c)];
+        // acquire: pairs with the unpins (release) that precede c in the
+        // word's order, so every finished admission's TAT is seen; any pin
+        // after c advances the version and fails our CAS.
+        const std::uint64_t tat = e.tat.load(std::memory_order_acquire);
+        const std::uint64_t now_t = ticks(now, p);
+        if (tat <= now_t) {
+          pick = s, pick_i = i, pick_c = c;
+        } else {
+          const std::uint64_t ns = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+          if (ns < soonest) soonest = ns;
+          known = true;
+        }
+      }
+    }
+    if (pick == none) {
+      wait = nanoseconds(static_cast<std::int64_t>(soonest > static_cast<std::uint64_t>(INT64_MAX)
+                                                       ? static_cast<std::uint64_t>(INT64_MAX)
+                                                       : soonest));
+      return claim_outcome::full;
+    }
+    entry& e = entries_[pick];
+    const std::uint64_t ver = (pick_c & ver_mask) + ver_one;
+    std::uint64_t expect = pick_c;
+    // seq_cst: the claim (see above); as an acquire it pairs with the pins'
+    // release, ordering their hash reads before our hash store.
+    if (!e.ctl.compare_exchange_strong(expect, ver | st_claiming, std::memory_order_seq_cst)) {
+      return claim_outcome::retry;
+    }
+    e.hash.store(h, std::memory_order_seq_cst);  // seq_cst: the store of the store-then-scan
+    for (;;) {
+      bool defer = false, hold = false;
+      for (std::size_t i = 0; i < window_ && !defer; ++i) {
+        if (i == pick_i) continue;
+        entry& o = entries_[at(home, i)];
+        const std::uint64_t c = o.ctl.load(std::memory_order_seq_cst);  // seq_cst: the scan
+        const std::uint64_t st = state_of(c);
+        if ((st != st_live && st != st_claiming) || o.hash.load(std::memory_order_seq_cst) != h) continue;
+        // A live entry of the key wins; of two claims, the earlier in the
+        // window wins and waits for the later to withdraw (or publish).
+        if (st == st_live || i < pick_i) defer = true;
+        else hold = true;
+      }
+      if (defer) {
+        // seq_cst: withdraws the claim; the entry is ours, so a store.
+        e.ctl.store(ver | st_free, std::memory_order_seq_cst);
+        return claim_outcome::retry;
+      }
+      if (!hold) break;
+      std::this_thread::yield();
+    }
+    const detail::gcra_params& p = params_[cls];
+    const std::uint64_t begin = detail::sat_mul(start_ns, p.scale);
+    // relaxed: published by the store below (release).
+    e.tat.store(begin > L::max_ticks ? L::max_ticks : begin, std::memory_order_relaxed);
+    // seq_cst (a release): publishes hash and TAT; pinned for our own admission.
+    e.ctl.store(ver | st_live | (static_cast<std::uint64_t>(cls) << cls_shift) | pin_one, std::memory_order_seq_cst);
+    slot = pick;
+    return claim_outcome::claimed;
+  }
+
+  bool erase_hash(std::uint64_t h) noexcept {
+    if (capacity_ == 0) return false;
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      entry& e = entries_[at(home, i)];
+      std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
+      for (;;) {
+        if (state_of(c) == st_empty) return false;
+        // relaxed: validated by the CAS, as in pin()
+        if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
+        if (pins_of(c) != 0) {
+          std::this_thread::yield();
+          c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
+          continue;
+        }
+        // acq_rel / acquire: as the pin CAS; the version advances so stale
+        // pinners fail.
+        if (e.ctl.compare_exchange_weak(c, ((c & ver_mask) + ver_one) | st_free, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // Reads the key's TAT and class without pinning.
+  bool peek_tat(std::uint64_t h, std::uint64_t* tat, std::size_t* cls) const noexcept {
+    if (capacity_ == 0) return false;
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      const entry& e = entries_[at(home, i)];
+      const std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
+      if (state_of(c) == st_empty) return false;
+      // relaxed: a peek; a racing reclaim can only show a newer occupant.
+      if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) continue;
+      if (tat != nullptr) *tat = e.tat.load(std::memory_order_relaxed);  // relaxed: a peek
+      if (cls != nullptr) *cls = class_of(c);
+      return true;
+    }
+    return false;
+  }
+
+  std::uint64_t available_hash(std::uint64_t h, std::size_t cls, nanoseconds now) const noexcept {
+    if (cls >= params_.size()) return 0;
+    std::uint64_t tat = 0;
+    std::size_t c = cls;
+    if (!peek_tat(h, &tat, &c)) return params_[cls].burst;
+    const detail::gcra_params& p = params_[c];
+    const std::uint64_t now_t = ticks(now, p);
+    const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
+    return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
+  }
+
+  Hash hash_;
+  std::unique_ptr<entry[]> entries_;
+  std::vector<detail::gcra_params> params_;
+  std::size_t capacity_ = 0;
+  std::size_t window_ = 0;
+  std::int64_t origin_ = 0;
+  detail::atomic<std::uint64_t> latest_{0};
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_BUCKETS_HPP
