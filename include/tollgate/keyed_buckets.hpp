@@ -67,9 +67,9 @@
 // changed the version, so the CAS fails. (The version wraps after 2^40
 // pins: a thread would have to stall between one load and its CAS for that
 // many operations on one entry to be fooled.) Claiming a new key is
-// lock-free except when two threads claim the same new key at once: the
-// one whose entry comes first in the window waits (yields) until the other
-// has published or withdrawn, so that a key never holds two entries.
+// lock-free too, except that two claims of one new key racing each other
+// may withdraw each other and retry (obstruction-free); no thread ever
+// waits for another, and a key never holds two entries.
 // erase() waits for admissions in progress on the key to finish. Peeks
 // (available, contains) may be stale the moment they return, and may read
 // a newer occupant of a reclaimed entry (which shows less, never more).
@@ -233,13 +233,19 @@ class keyed_buckets {
   static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
 
  private:
-  // The control word: state (2 bits), class (6), pins (16), version (40).
-  static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_live = 2, st_free = 3;
-  static constexpr std::uint64_t st_mask = 3;
-  static constexpr unsigned cls_shift = 2, pin_shift = 8, ver_shift = 24;
+  // The control word: state (3 bits), class (6), pins (15), version (40).
+  // A claim goes empty/free/full-live -> claiming (owned: hash written) ->
+  // hashed (its hash is final for this version; another claim of the key
+  // may now withdraw it) -> live; or hashed -> withdrawn (by another) ->
+  // free (by the owner only, so that its TAT store cannot land on a new
+  // occupant), or hashed -> free (by the owner, on finding the key live).
+  static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_hashed = 2, st_live = 3, st_free = 4,
+                                 st_withdrawn = 5;
+  static constexpr std::uint64_t st_mask = 7;
+  static constexpr unsigned cls_shift = 3, pin_shift = 9, ver_shift = 24;
   static constexpr std::uint64_t cls_mask = std::uint64_t{63} << cls_shift;
   static constexpr std::uint64_t pin_one = std::uint64_t{1} << pin_shift;
-  static constexpr std::uint64_t pin_mask = std::uint64_t{0xffff} << pin_shift;
+  static constexpr std::uint64_t pin_mask = std::uint64_t{0x7fff} << pin_shift;
   static constexpr std::uint64_t ver_one = std::uint64_t{1} << ver_shift;
   static constexpr std::uint64_t ver_mask = ~std::uint64_t{0} << ver_shift;
 
@@ -359,7 +365,7 @@ class keyed_buckets {
         if (st == st_empty) return false;
         // relaxed: validated by the CAS below, as explained above.
         if (st != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
-        if ((c & pin_mask) == pin_mask) {  // 65535 admissions in progress: wait for one
+        if ((c & pin_mask) == pin_mask) {  // 32767 admissions in progress: wait for one
           std::this_thread::yield();
           c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
           continue;
@@ -378,28 +384,42 @@ class keyed_buckets {
     return false;
   }
 
-  // The latest `now` seen by any claim, in ns: the start of reclaimed
+  // The latest `now` seen by any claim, in ns: the start of claimed
   // entries, so that a key cannot get units twice by coming back earlier.
-  std::uint64_t note_time(nanoseconds now) noexcept {
+  void note_time(nanoseconds now) noexcept {
     const std::uint64_t t = detail::positive_difference(now.count(), origin_);
-    // relaxed: the value travels to later claimers through the claim CAS
-    // and scan loads (seq_cst) that follow it here and precede their load.
+    // relaxed: the value travels to a later claimer of a key we evict
+    // through our claim CAS (sequenced after this) and that claimer's scan
+    // load of the same control word (seq_cst, an acquire; every later
+    // change of the word is an RMW, so the release sequence holds), which
+    // precedes its read in start_time().
     std::uint64_t w = latest_.load(std::memory_order_relaxed);
     // relaxed / relaxed: a max, only ever raised.
     while (w < t && !latest_.compare_exchange_weak(w, t, std::memory_order_relaxed, std::memory_order_relaxed)) {
     }
-    return w > t ? w : t;
+  }
+  std::uint64_t start_time() const noexcept {
+    return latest_.load(std::memory_order_relaxed);  // relaxed: see note_time()
   }
 
   // Claims an entry of the window for the key, published pinned; or says
-  // to retry (the key appeared, or a same-key claim won) or that the window
-  // is full of live entries (with the time until the first is full again).
-  // Every step is seq_cst: two claimers of one key store their hash, then
-  // scan for the other's, and in the single total order at least one sees
-  // the other (store then load on both sides).
+  // to retry (the key appeared, or our claim lost a same-key race) or that
+  // the window is full of live entries (with the time until the first is
+  // full again).
+  //
+  // Two claimers of one key must not both publish. Each, owning its entry,
+  // writes TAT and hash, then marks it hashed (seq_cst CAS), then scans the
+  // window (seq_cst loads) for the key: in the single total order of those
+  // steps the later marker's scan sees the earlier one's mark (or its live
+  // entry). Seeing a live entry of the key, a claimer withdraws its own;
+  // seeing another hashed claim of the key, it withdraws that one (a CAS on
+  // its control word: its owner's publish CAS then fails, and it retries
+  // and finds ours). So two claims never both publish, and no claimer
+  // waits for another: a stalled claim is withdrawn by the next claimer of
+  // its key. (Two claimers that withdraw each other both retry: claims of
+  // one new key are obstruction-free, not lock-free.)
   claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot, nanoseconds& wait,
                       bool& known) noexcept {
-    const std::uint64_t start_ns = note_time(now);
     const std::size_t home = home_of(h);
     constexpr std::size_t none = ~std::size_t{0};
     std::size_t pick = none, pick_i = 0;
@@ -409,75 +429,99 @@ class keyed_buckets {
     for (std::size_t i = 0; i < window_; ++i) {
       const std::size_t s = at(home, i);
       entry& e = entries_[s];
-      const std::uint64_t c = e.ctl.load(std::memory_order_seq_cst);  // seq_cst: see above
+      // seq_cst: part of the claim protocol above; as an acquire it pairs
+      // with the publish store so a live entry's hash is visible.
+      const std::uint64_t c = e.ctl.load(std::memory_order_seq_cst);
       const std::uint64_t st = state_of(c);
-      if (st == st_live || st == st_claiming) {
-        if (e.hash.load(std::memory_order_seq_cst) == h) {  // seq_cst: see above
-          if (st == st_claiming) std::this_thread::yield();  // another claim of this key is publishing
-          return claim_outcome::retry;
-        }
-      }
+      // seq_cst: as the load above.
+      if (st == st_live && e.hash.load(std::memory_order_seq_cst) == h) return claim_outcome::retry;  // pin it
       if (pick != none) continue;
       if (st == st_empty || st == st_free) {
         pick = s, pick_i = i, pick_c = c;
       } else if (st == st_live && pins_of(c) == 0) {
         const detail::gcra_params& p = params_[class_of(c)];
         // acquire: pairs with the unpins (release) that precede c in the
-        // word's order, so every finished admission's TAT is seen; any pin
-        // after c advances the version and fails our CAS.
+        // word's order (RMWs all, so their release sequences reach c), so
+        // every finished admission's TAT is seen; any pin after c advances
+        // the version and fails our claim CAS.
         const std::uint64_t tat = e.tat.load(std::memory_order_acquire);
         const std::uint64_t now_t = ticks(now, p);
         if (tat <= now_t) {
           pick = s, pick_i = i, pick_c = c;
         } else {
-          const std::uint64_t ns = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
-          if (ns < soonest) soonest = ns;
+          const std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+          if (d < soonest) soonest = d;
           known = true;
         }
       }
     }
     if (pick == none) {
-      wait = nanoseconds(static_cast<std::int64_t>(soonest > static_cast<std::uint64_t>(INT64_MAX)
-                                                       ? static_cast<std::uint64_t>(INT64_MAX)
-                                                       : soonest));
+      const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
+      wait = nanoseconds(static_cast<std::int64_t>(soonest > top ? top : soonest));
       return claim_outcome::full;
     }
+    // Before our claim CAS, so that an eviction by us carries our time.
+    note_time(now);
     entry& e = entries_[pick];
     const std::uint64_t ver = (pick_c & ver_mask) + ver_one;
     std::uint64_t expect = pick_c;
-    // seq_cst: the claim (see above); as an acquire it pairs with the pins'
-    // release, ordering their hash reads before our hash store.
+    // seq_cst: the claim; as an acquire it pairs with the pins' release
+    // (their hash reads come before our hash store) and the unpins' (as
+    // for the TAT above).
     if (!e.ctl.compare_exchange_strong(expect, ver | st_claiming, std::memory_order_seq_cst)) {
       return claim_outcome::retry;
     }
-    e.hash.store(h, std::memory_order_seq_cst);  // seq_cst: the store of the store-then-scan
-    for (;;) {
-      bool defer = false, hold = false;
-      for (std::size_t i = 0; i < window_ && !defer; ++i) {
-        if (i == pick_i) continue;
-        entry& o = entries_[at(home, i)];
-        const std::uint64_t c = o.ctl.load(std::memory_order_seq_cst);  // seq_cst: the scan
+    // The entry is ours until we free it: others may only move it from
+    // hashed to withdrawn, and nobody else writes its hash or TAT.
+    // relaxed: published by the hashed CAS (seq_cst, a release), which the
+    // scans acquire.
+    e.hash.store(h, std::memory_order_relaxed);
+    std::uint64_t mine = ver | st_claiming;
+    // seq_cst: the mark of the protocol above. Cannot fail: only we write
+    // a claiming entry.
+    (void)e.ctl.compare_exchange_strong(mine, ver | st_hashed, std::memory_order_seq_cst);
+    for (std::size_t i = 0; i < window_; ++i) {
+      if (i == pick_i) continue;
+      entry& o = entries_[at(home, i)];
+      std::uint64_t c = o.ctl.load(std::memory_order_seq_cst);  // seq_cst: the scan
+      for (;;) {
         const std::uint64_t st = state_of(c);
-        if ((st != st_live && st != st_claiming) || o.hash.load(std::memory_order_seq_cst) != h) continue;
-        // A live entry of the key wins; of two claims, the earlier in the
-        // window wins and waits for the later to withdraw (or publish).
-        if (st == st_live || i < pick_i) defer = true;
-        else hold = true;
+        if (st != st_live && st != st_hashed) break;
+        // seq_cst: the scan. A hashed or live state fixes the hash for its
+        // version, and the CAS below checks the version.
+        if (o.hash.load(std::memory_order_seq_cst) != h) break;
+        if (st == st_live) {
+          // A live entry of the key: withdraw ours. seq_cst CAS: fails if
+          // another claim withdrew us first.
+          // seq_cst exchange (an RMW, so release sequences stay whole):
+          // from hashed, or from withdrawn if another claim withdrew us.
+          (void)e.ctl.exchange(ver | st_free, std::memory_order_seq_cst);
+          return claim_outcome::retry;
+        }
+        // Another claim of the key: withdraw it (seq_cst CAS; on failure
+        // it published or was withdrawn: look again at what it is now).
+        if (o.ctl.compare_exchange_strong(c, (c & ver_mask) | st_withdrawn, std::memory_order_seq_cst)) break;
       }
-      if (defer) {
-        // seq_cst: withdraws the claim; the entry is ours, so a store.
-        e.ctl.store(ver | st_free, std::memory_order_seq_cst);
-        return claim_outcome::retry;
-      }
-      if (!hold) break;
-      std::this_thread::yield();
     }
+    // The TAT starts at the latest time any claim has seen, read after the
+    // scan: every earlier entry of this key was either seen by the scan
+    // (live: we withdrew; hashed: we withdrew it, it never admits) or was
+    // already reclaimed, and the scan's load of its control word came after
+    // that evictor's claim CAS, so after its note_time(). Its TAT was not
+    // after the evictor's `now`: starting here loses none of what it owed.
     const detail::gcra_params& p = params_[cls];
-    const std::uint64_t begin = detail::sat_mul(start_ns, p.scale);
-    // relaxed: published by the store below (release).
+    const std::uint64_t begin = detail::sat_mul(start_time(), p.scale);
+    // relaxed: published by the publish CAS below (seq_cst, a release).
     e.tat.store(begin > L::max_ticks ? L::max_ticks : begin, std::memory_order_relaxed);
-    // seq_cst (a release): publishes hash and TAT; pinned for our own admission.
-    e.ctl.store(ver | st_live | (static_cast<std::uint64_t>(cls) << cls_shift) | pin_one, std::memory_order_seq_cst);
+    // seq_cst (a release): publishes TAT and hash; pinned for our own
+    // admission. Fails if another claim of the key withdrew ours.
+    std::uint64_t m = ver | st_hashed;
+    if (!e.ctl.compare_exchange_strong(m, ver | st_live | (static_cast<std::uint64_t>(cls) << cls_shift) | pin_one,
+                                       std::memory_order_seq_cst)) {
+      // Withdrawn: only we free it (seq_cst exchange, as above).
+      (void)e.ctl.exchange(ver | st_free, std::memory_order_seq_cst);
+      return claim_outcome::retry;
+    }
     slot = pick;
     return claim_outcome::claimed;
   }
