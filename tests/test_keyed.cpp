@@ -295,3 +295,34 @@ TEST_CASE("keyed: threaded claim/evict races keep every key within its bound", "
   CHECK(admitted > 1000);
   CHECK(full > 0);
 }
+
+namespace {
+// Every key hashes to itself: small keys all have home 0.
+struct self_hash {
+  explicit self_hash(hash_seed) {}
+  std::uint64_t operator()(std::uint64_t id) const { return id; }
+  std::uint64_t operator()(std::string_view s) const { return s.size(); }
+};
+}  // namespace
+
+// A key evicted at 2 s (full then) that comes back with an earlier `now`
+// owes what its bucket owed then, not nothing: its new entry starts at the
+// latest time any claim has seen.
+TEST_CASE("keyed: a key evicted and back with an earlier now gets no extra units", "[keyed]") {
+  const std::int64_t s = 1000000000;
+  keyed_buckets<manual_clock, self_hash> t(2, {{rate(1, ns(s)), 2}}, hash_seed{}, ns(0), 2);
+  REQUIRE(t.try_acquire(std::uint64_t{1}, 0, 2, ns(0)).admitted());      // key 1 owes until 2 s
+  REQUIRE(t.try_acquire(std::uint64_t{2}, 0, 1, ns(0)).admitted());      // key 2 in entry 1, until 1 s
+  REQUIRE(t.try_acquire(std::uint64_t{3}, 0, 2, ns(2 * s)).admitted());  // evicts key 1 (full at 2 s)
+  CHECK_FALSE(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  // Key 1 at 1 s: its old bucket (TAT 2 s) held 1 unit at 1 s, so it gets 1,
+  // then waits 1 s; a fresh bucket would have given 2.
+  CHECK(t.try_acquire(std::uint64_t{1}, 0, 1, ns(s)).admitted());  // evicts key 2 (full at 1 s)
+  const keyed_result r = t.try_acquire(std::uint64_t{1}, 0, 1, ns(s));
+  CHECK(r.status() == keyed_status::limited);
+  CHECK(r.result().retry_after() == ns(s));
+  // Nothing else changed: key 3 took its burst at 2 s.
+  CHECK(t.available(std::uint64_t{3}, 0, ns(2 * s)) == 0);
+  CHECK(t.try_acquire(std::uint64_t{9}, 0, 1, ns(2 * s)).table_full());
+}
