@@ -2,6 +2,7 @@
 // against a full table, threaded claim/evict races against the bucket bound.
 #include "catch_compat.hpp"
 #include "support.hpp"
+#include "account_support.hpp"
 #include "tollgate_under_test.hpp"
 
 
@@ -325,4 +326,66 @@ TEST_CASE("keyed: a key evicted and back with an earlier now gets no extra units
   // Nothing else changed: key 3 took its burst at 2 s.
   CHECK(t.available(std::uint64_t{3}, 0, ns(2 * s)) == 0);
   CHECK(t.try_acquire(std::uint64_t{9}, 0, 1, ns(2 * s)).table_full());
+}
+
+TEST_CASE("keyed: refunds follow the ticket rule", "[keyed]") {
+  const std::int64_t s = 1000000000;
+  keyed_buckets<manual_clock> t(8, {{rate(1, ns(s)), 4}, {rate(1, ns(s)), 4}}, seed_from(5), ns(0));
+  keyed_ticket a, b;
+  REQUIRE(t.try_acquire(std::uint64_t{1}, 0, 3, ns(0), a).admitted());
+  CHECK(a.units == 3);
+  CHECK(t.refund(std::uint64_t{2}, a, 3, ns(0)) == 0);  // another key's ticket gives nothing
+  CHECK(t.refund(std::uint64_t{1}, a, 1, ns(0)) == 1);
+  CHECK(t.available(std::uint64_t{1}, 0, ns(0)) == 2);
+  // At 1.5 s half of one of its own intervals is left: no whole unit.
+  CHECK(t.refund(std::uint64_t{1}, a, 5, ns(s / 2 * 3)) == 0);
+  REQUIRE(t.try_acquire(std::uint64_t{1}, 0, 2, ns(2 * s), b).admitted());  // TAT 4 s
+  CHECK(t.refund(std::uint64_t{1}, b, 5, ns(2 * s + s / 2)) == 1);           // 1.5 s of its 2 left
+  CHECK(b.units == 1);
+  CHECK(t.refund(std::uint64_t{1}, b, 5, ns(2 * s + s / 2)) == 0);
+  keyed_ticket none;
+  CHECK(t.refund(std::uint64_t{1}, none, 5, ns(0)) == 0);
+  // A refusal leaves the ticket empty.
+  keyed_ticket c;
+  CHECK_FALSE(t.try_acquire(std::uint64_t{1}, 0, 4, ns(2 * s + s / 2), c).admitted());
+  CHECK(c.units == 0);
+}
+
+// The account allows 3 requests a minute; the key 2 units a second. Each
+// side's refusal leaves the other as it was.
+TEST_CASE("keyed: admission under the account is all or nothing", "[keyed]") {
+  account_config c;
+  c.concurrency = limit(8);
+  c.rpm = limit(3);
+  c.tpm = limit(100000);
+  c.tpd = limit(1000000);
+  c.model = server_model::sliding_log;
+  c.max_request_tokens = 4000;
+  account<manual_clock> acc(c, ns(0));
+  keyed_buckets<manual_clock> keys(8, {{per_second(2), 2}}, seed_from(6), ns(0));
+  const request r = tgtest::req(100, 100);
+  auto x = admit_keyed(keys, acc, std::string_view("alice"), 0, 1, r, ns(0));
+  REQUIRE(x.admitted());
+  auto y = admit_keyed(keys, acc, std::string_view("alice"), 0, 1, r, ns(0));
+  REQUIRE(y.admitted());
+  // The key refuses: the account is not asked and keeps its third request.
+  auto z = admit_keyed(keys, acc, std::string_view("alice"), 0, 1, r, ns(0));
+  CHECK_FALSE(z.admitted());
+  CHECK(z.key.status() == keyed_status::limited);
+  CHECK_FALSE(z.account_asked);
+  auto w = admit_keyed(keys, acc, std::string_view("bob"), 0, 1, r, ns(0));
+  REQUIRE(w.admitted());  // the account's third
+  // The account refuses (RPM): bob's unit comes back.
+  CHECK(keys.available(std::string_view("bob"), 0, ns(0)) == 1);
+  auto v = admit_keyed(keys, acc, std::string_view("bob"), 0, 1, r, ns(0));
+  CHECK_FALSE(v.admitted());
+  CHECK(v.account_asked);
+  CHECK(v.account.refused.has(dimension::rpm));
+  CHECK(v.given_back == 1);
+  CHECK(keys.available(std::string_view("bob"), 0, ns(0)) == 1);
+  // A new key refused by the account claimed a full entry and holds nothing.
+  auto u = admit_keyed(keys, acc, std::string_view("carol"), 0, 2, r, ns(0));
+  CHECK_FALSE(u.admitted());
+  CHECK(u.given_back == 2);
+  CHECK(keys.available(std::string_view("carol"), 0, ns(0)) == 2);
 }

@@ -145,6 +145,15 @@ constexpr const char* to_string(keyed_status s) noexcept {
   return "?";
 }
 
+// What a keyed admission took, for giving it back with refund(). A default
+// ticket gives back nothing.
+struct keyed_ticket {
+  std::uint64_t hash = 0;   // the key's
+  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
+  std::uint64_t units = 0;  // units it may still give back
+  std::size_t cls = 0;      // the class of the entry it was taken on
+};
+
 class keyed_result {
  public:
   constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
@@ -197,10 +206,34 @@ class keyed_buckets {
   // Takes n units from the key's bucket (claiming an entry with class `cls`
   // if the key has none).
   keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    return acquire_hash(hash_(id), cls, n, now);
+    return acquire_hash(hash_(id), cls, n, now, nullptr);
+  }
+  // The same, and fills `t` for a later refund (a refusal leaves it empty).
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now,
+                           keyed_ticket& t) noexcept {
+    return acquire_hash(hash_(id), cls, n, now, &t);
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now,
+                           keyed_ticket& t) noexcept {
+    return acquire_hash(hash_(key), cls, n, now, &t);
+  }
+
+  // Gives back up to n of the units an admission took, by token_bucket's
+  // ticket rule: whole units only, at most
+  //     min(n, t.units, (t.end - now) / T, owed(now) / T)
+  // (the part of the admission's own intervals still ahead), so the bound
+  // holds for the units admitted net of refunds. Nothing when the key's
+  // entry is gone (it was full: nothing is owed) or has another class, or
+  // for another key's ticket. A `now` that lags by d can give back d / T
+  // units early (token_bucket's skew bound). Returns the units given back.
+  std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
+    return refund_hash(hash_(id), t, n, now);
+  }
+  std::uint64_t refund(std::string_view key, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
+    return refund_hash(hash_(key), t, n, now);
   }
   keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    return acquire_hash(hash_(key), cls, n, now);
+    return acquire_hash(hash_(key), cls, n, now, nullptr);
   }
   keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n = 1) noexcept {
     return try_acquire(id, cls, n, Clock::now());
@@ -300,7 +333,9 @@ class keyed_buckets {
     return nanoseconds(static_cast<std::int64_t>(d > top ? top : d));
   }
 
-  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now,
+                            keyed_ticket* t) noexcept {
+    if (t != nullptr) *t = keyed_ticket{};
     if (cls >= params_.size()) return {decision::refuse(reason::misconfigured), keyed_status::bad_class};
     if (n == 0) return {decision::admit(), keyed_status::admitted};
     for (;;) {
@@ -314,7 +349,9 @@ class keyed_buckets {
           return {known ? decision::wait(wait) : decision::wait(nanoseconds(0), reason::busy), keyed_status::table_full};
         }
       }
-      const decision d = admit(entries_[slot].tat, params_[slot_cls], n, now);
+      std::uint64_t end = 0;
+      const decision d = admit(entries_[slot].tat, params_[slot_cls], n, now, end);
+      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls};
       // release: pairs with an evictor's acquire load of ctl (claim): our
       // bucket CAS happens before its freshness read. An RMW, so it keeps
       // the release sequence of the publish store and of other unpins.
@@ -325,7 +362,7 @@ class keyed_buckets {
 
   // The GCRA of token_bucket on one word, under class parameters.
   decision admit(detail::atomic<std::uint64_t>& tat, const detail::gcra_params& p, std::uint64_t n,
-                 nanoseconds now) const noexcept {
+                 nanoseconds now, std::uint64_t& end) const noexcept {
     if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
     const std::uint64_t now_t = ticks(now, p);
     // relaxed: the word is the whole bucket; CAS atomicity orders the
@@ -338,9 +375,42 @@ class keyed_buckets {
       if (need - now_t > p.tau) return decision::wait(ticks_to_ns(need - now_t - p.tau, p));
       // relaxed / relaxed: as the load above.
       if (tat.compare_exchange_weak(w, need, std::memory_order_relaxed, std::memory_order_relaxed)) {
+        end = need;
         return decision::admit();
       }
     }
+  }
+
+  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
+    if (n > t.units) n = t.units;
+    if (n == 0 || t.hash != h || t.cls >= params_.size()) return 0;
+    std::size_t slot = 0, cls = 0;
+    if (!pin(h, slot, cls)) return 0;
+    std::uint64_t got = 0;
+    if (cls == t.cls) {
+      const detail::gcra_params& p = params_[cls];
+      const std::uint64_t now_t = ticks(now, p);
+      detail::atomic<std::uint64_t>& tat = entries_[slot].tat;
+      std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
+      for (;;) {
+        if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
+        std::uint64_t cap = detail::sat_mul(n, p.interval);
+        if (t.end - now_t < cap) cap = t.end - now_t;
+        if (w - now_t < cap) cap = w - now_t;
+        const std::uint64_t k = cap / p.interval;
+        if (k == 0) break;
+        // relaxed / relaxed: as in admit().
+        if (tat.compare_exchange_weak(w, w - k * p.interval, std::memory_order_relaxed, std::memory_order_relaxed)) {
+          got = k;
+          t.end -= k * p.interval;
+          break;
+        }
+      }
+    }
+    // release: as the unpin in acquire_hash().
+    entries_[slot].ctl.fetch_sub(pin_one, std::memory_order_release);
+    t.units -= got;
+    return got;
   }
 
   // Finds the key's live entry and pins it (one more admission in progress,

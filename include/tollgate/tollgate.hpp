@@ -24,5 +24,6 @@
 #include <tollgate/account.hpp>
 #include <tollgate/waiting_room.hpp>
 #include <tollgate/keyed_buckets.hpp>
+#include <tollgate/keyed_account.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP
