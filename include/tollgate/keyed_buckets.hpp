@@ -55,8 +55,9 @@
 // Decisions. n == 0 is admitted and changes nothing (and claims nothing).
 // n > the class burst is `never`. Otherwise a refusal writes nothing to the
 // bucket and gives the exact wait. A bad class index is refused with
-// keyed_status::bad_class. A refused key may still have claimed an entry
-// (a full one: an equal state), so a refusal never frees memory either.
+// keyed_status::bad_class. A new key refused by its own bucket (n > burst,
+// or a `now` behind the latest one seen) has still claimed an entry; it
+// owes nothing beyond that latest time, and is reclaimed once full.
 //
 // Concurrency contract. Every member function is thread-safe. Admission on
 // a live key is lock-free: a CAS that pins the entry (its control word
@@ -69,7 +70,9 @@
 // many operations on one entry to be fooled.) Claiming a new key is
 // lock-free too, except that two claims of one new key racing each other
 // may withdraw each other and retry (obstruction-free); no thread ever
-// waits for another, and a key never holds two entries.
+// waits for another, and a key never holds two entries. A claimer stalled
+// between its claim and its publish keeps that one entry out of use until
+// it runs again (others withdraw its claim, only it frees the entry).
 // erase() waits for admissions in progress on the key to finish. Peeks
 // (available, contains) may be stale the moment they return, and may read
 // a newer occupant of a reclaimed entry (which shows less, never more).
