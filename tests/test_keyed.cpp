@@ -391,3 +391,23 @@ TEST_CASE("keyed: admission under the account is all or nothing", "[keyed]") {
   CHECK(u.given_back == 2);
   CHECK(keys.available(std::string_view("carol"), 0, ns(0)) == 2);
 }
+
+namespace {
+struct keyed_clock_tag {};
+using keyed_clock = basic_manual_clock<keyed_clock_tag>;
+}  // namespace
+
+// Without an origin the table starts at Clock::now(); times before it count
+// as it, and the overloads without `now` read the clock.
+TEST_CASE("keyed: the origin defaults to the clock, and the clock overloads read it", "[keyed]") {
+  const std::int64_t s = 1000000000;
+  keyed_clock::set(ns(5 * s));
+  keyed_buckets<keyed_clock> t(8, {{rate(1, ns(s)), 2}}, seed_from(7));
+  CHECK(t.try_acquire(std::string_view("a"), 0, 2).admitted());  // at 5 s
+  const keyed_result r = t.try_acquire(std::string_view("a"), 0, 1, ns(0));  // before the origin: at 5 s
+  CHECK(r.status() == keyed_status::limited);
+  CHECK(r.result().retry_after() == ns(s));
+  keyed_clock::set(ns(6 * s));
+  CHECK(t.try_acquire(std::string_view("a"), 0).admitted());
+  CHECK_FALSE(t.try_acquire(std::uint64_t{3}, 0, 3).admitted());  // more than the burst: never
+}

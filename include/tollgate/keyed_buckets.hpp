@@ -185,6 +185,11 @@ class keyed_buckets {
   // more than 64 classes or a capacity over 2^40 (errc::too_large), or a
   // class token_bucket would refuse (its errc). A window larger than the
   // capacity is the capacity.
+  // Origin Clock::now(), window 16.
+  keyed_buckets(std::size_t capacity, std::initializer_list<key_class> classes, hash_seed seed)
+      : keyed_buckets(capacity, std::vector<key_class>(classes), seed, Clock::now()) {}
+  keyed_buckets(std::size_t capacity, const std::vector<key_class>& classes, hash_seed seed)
+      : keyed_buckets(capacity, classes, seed, Clock::now()) {}
   keyed_buckets(std::size_t capacity, std::initializer_list<key_class> classes, hash_seed seed, nanoseconds origin,
                 std::size_t window = default_window)
       : keyed_buckets(capacity, std::vector<key_class>(classes), seed, origin, window) {}
