@@ -409,5 +409,8 @@ TEST_CASE("keyed: the origin defaults to the clock, and the clock overloads read
   CHECK(r.result().retry_after() == ns(s));
   keyed_clock::set(ns(6 * s));
   CHECK(t.try_acquire(std::string_view("a"), 0).admitted());
-  CHECK_FALSE(t.try_acquire(std::uint64_t{3}, 0, 3).admitted());  // more than the burst: never
+  // More than the burst: never, and a new key takes no entry for it.
+  const keyed_result big = t.try_acquire(std::uint64_t{3}, 0, 3);
+  CHECK(big.result().never());
+  CHECK_FALSE(t.contains(std::uint64_t{3}));
 }

@@ -55,9 +55,10 @@
 // Decisions. n == 0 is admitted and changes nothing (and claims nothing).
 // n > the class burst is `never`. Otherwise a refusal writes nothing to the
 // bucket and gives the exact wait. A bad class index is refused with
-// keyed_status::bad_class. A new key refused by its own bucket (n > burst,
-// or a `now` behind the latest one seen) has still claimed an entry; it
-// owes nothing beyond that latest time, and is reclaimed once full.
+// keyed_status::bad_class. A new key asking for more than its class's
+// burst is refused without claiming an entry; one refused by its fresh
+// bucket (a `now` behind the latest one seen) has claimed one, which owes
+// nothing beyond that latest time and is reclaimed once full.
 //
 // Concurrency contract. Every member function is thread-safe. Admission on
 // a live key is lock-free: a CAS that pins the entry (its control word
@@ -349,6 +350,9 @@ class keyed_buckets {
     for (;;) {
       std::size_t slot = 0, slot_cls = cls;
       if (!pin(h, slot, slot_cls)) {
+        // A new key asking for more than its class can ever hold: refused
+        // without taking an entry.
+        if (n > params_[cls].burst) return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
         nanoseconds wait{0};
         bool known = false;
         const claim_outcome o = claim(h, cls, now, slot, wait, known);
