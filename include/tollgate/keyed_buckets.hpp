@@ -74,7 +74,8 @@
 // waits for another, and a key never holds two entries. A claimer stalled
 // between its claim and its publish keeps that one entry out of use until
 // it runs again (others withdraw its claim, only it frees the entry).
-// erase() waits for admissions in progress on the key to finish. Peeks
+// erase() is lock-free: it takes the key out at once, and its entry is
+// reused after the admissions already in progress on it finish. Peeks
 // (available, contains) may be stale the moment they return, and may read
 // a newer occupant of a reclaimed entry (which shows less, never more).
 // The state is plain atomics of lock-free 64-bit words (no pointers), so
@@ -252,7 +253,8 @@ class keyed_buckets {
   }
 
   // Forgets the key's entry (its bucket is full again: an explicit reset).
-  // Waits for admissions in progress on it. Returns whether it had one.
+  // Admissions in progress on it finish on the old bucket; the entry is
+  // reused after them. Returns whether the key had an entry.
   bool erase(std::uint64_t id) noexcept { return erase_hash(hash_(id)); }
   bool erase(std::string_view key) noexcept { return erase_hash(hash_(key)); }
 
@@ -281,8 +283,10 @@ class keyed_buckets {
   // may now withdraw it) -> live; or hashed -> withdrawn (by another) ->
   // free (by the owner only, so that its TAT store cannot land on a new
   // occupant), or hashed -> free (by the owner, on finding the key live).
+  // erase(): live -> free, or live -> erasing while admissions are in
+  // progress (no new pins), and the last of them frees it.
   static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_hashed = 2, st_live = 3, st_free = 4,
-                                 st_withdrawn = 5;
+                                 st_withdrawn = 5, st_erasing = 6;
   static constexpr std::uint64_t st_mask = 7;
   static constexpr unsigned cls_shift = 3, pin_shift = 9, ver_shift = 24;
   static constexpr std::uint64_t cls_mask = std::uint64_t{63} << cls_shift;
@@ -364,10 +368,7 @@ class keyed_buckets {
       std::uint64_t end = 0;
       const decision d = admit(entries_[slot].tat, params_[slot_cls], n, now, end);
       if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls};
-      // release: pairs with an evictor's acquire load of ctl (claim): our
-      // bucket CAS happens before its freshness read. An RMW, so it keeps
-      // the release sequence of the publish store and of other unpins.
-      entries_[slot].ctl.fetch_sub(pin_one, std::memory_order_release);
+      unpin(entries_[slot]);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
   }
@@ -390,6 +391,19 @@ class keyed_buckets {
         end = need;
         return decision::admit();
       }
+    }
+  }
+
+  void unpin(entry& e) noexcept {
+    // release: pairs with an evictor's acquire load of ctl (claim): our
+    // bucket CAS happens before its freshness read. An RMW, so it keeps
+    // the release sequence of the publish and of other unpins.
+    const std::uint64_t was = e.ctl.fetch_sub(pin_one, std::memory_order_release);
+    if (state_of(was) == st_erasing && pins_of(was) == 1) {
+      // The last admission on an erased entry frees it; nobody else can
+      // change an erasing entry with no pins. seq_cst exchange (an RMW, a
+      // release): our TAT writes come before the next claim's CAS.
+      (void)e.ctl.exchange(((was - pin_one) & ver_mask) | st_free, std::memory_order_seq_cst);
     }
   }
 
@@ -419,8 +433,7 @@ class keyed_buckets {
         }
       }
     }
-    // release: as the unpin in acquire_hash().
-    entries_[slot].ctl.fetch_sub(pin_one, std::memory_order_release);
+    unpin(entries_[slot]);
     t.units -= got;
     return got;
   }
@@ -618,17 +631,12 @@ class keyed_buckets {
         if (state_of(c) == st_empty) return false;
         // relaxed: validated by the CAS, as in pin()
         if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
-        if (pins_of(c) != 0) {
-          std::this_thread::yield();
-          c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
-          continue;
-        }
-        // acq_rel / acquire: as the pin CAS; the version advances so stale
-        // pinners fail.
-        if (e.ctl.compare_exchange_weak(c, ((c & ver_mask) + ver_one) | st_free, std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
-          return true;
-        }
+        // Free now, or erasing until the admissions in progress unpin (the
+        // last one frees it). acq_rel / acquire: as the pin CAS; the version
+        // advances so stale pinners fail.
+        const std::uint64_t next =
+            ((c & ver_mask) + ver_one) | (pins_of(c) == 0 ? st_free : (c & pin_mask) | st_erasing);
+        if (e.ctl.compare_exchange_weak(c, next, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
       }
     }
     return false;
