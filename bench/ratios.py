@@ -75,6 +75,10 @@ rows = [
      "(the window's trade-off)"),
     ("concurrency acquire+release / one-word CAS", "BM_concurrency_acquire_release", "BM_baseline_cas_one_word",
      None, "(for information)"),
+    ("keyed allow / bucket allow", "BM_keyed_allow_supplied", "BM_token_bucket_allow_supplied", None,
+     "<= 3 at 1 thread"),
+    ("mutex map / keyed allow (throughput gain)", "BM_baseline_mutex_map_allow", "BM_keyed_allow_supplied", None,
+     ">= 2 at 2 threads"),
 ]
 print()
 print("| ratio of medians | 1 thread, real | 1 thread, cpu | 2 threads, real | 2 threads, cpu | target |")

@@ -23,5 +23,7 @@
 #include <tollgate/retry.hpp>
 #include <tollgate/account.hpp>
 #include <tollgate/waiting_room.hpp>
+#include <tollgate/keyed_buckets.hpp>
+#include <tollgate/keyed_account.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP

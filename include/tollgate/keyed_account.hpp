@@ -1,0 +1,58 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed_account.hpp: one request admitted only when both its key's bucket
+// (keyed_buckets) and the organisation's account admit it.
+//
+// All or nothing. The key is asked first, with a ticket; a refusal there
+// leaves the account untouched. Then the account; if it refuses, the key's
+// units are given back at the same `now` by the ticket rule of
+// keyed_buckets::refund, which returns all of them unless another refund on
+// that key came between (then what the rule allows: the safe side, as a
+// refund that returns less only keeps units counted). So a request refused
+// by either side holds nothing of the other. In between, for the few steps
+// of the account's decision, the key's units are held: a concurrent call on
+// the same key can be refused for them (the conservative side).
+//
+// Thread-safe as its two parts are; lock-free when both paths are (the
+// account's admission, and keyed admission on a live key).
+#ifndef TOLLGATE_KEYED_ACCOUNT_HPP
+#define TOLLGATE_KEYED_ACCOUNT_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/account.hpp>
+#include <tollgate/keyed_buckets.hpp>
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock = steady_clock, class Currency = usd_tag>
+struct keyed_admission {
+  keyed_result key{decision::refuse(reason::misconfigured), keyed_status::bad_class};
+  bool account_asked = false;                 // false: the key refused, the account was not asked
+  admission<Clock, Currency> account;         // the account's answer (and lease) when asked
+  std::uint64_t given_back = 0;               // key units returned after an account refusal
+  bool admitted() const noexcept { return key.admitted() && account_asked && account.decision.admitted(); }
+  explicit operator bool() const noexcept { return admitted(); }
+};
+
+// Takes `units` from the key's bucket (class `cls` if it claims an entry)
+// and admits `r` on the account, both or neither. Key is a 64-bit id or a
+// string_view.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, account<Clock, Currency>& acc,
+                                             const Key& key, std::size_t cls, std::uint64_t units,
+                                             const request& r, nanoseconds now) noexcept {
+  keyed_admission<Clock, Currency> out;
+  keyed_ticket t;
+  out.key = keys.try_acquire(key, cls, units, now, t);
+  if (!out.key.admitted()) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (!out.account.decision.admitted()) out.given_back = keys.refund(key, t, units, now);
+  return out;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_ACCOUNT_HPP
