@@ -1259,3 +1259,67 @@ TEST_CASE("unknown server model: late settles with unused tokens stay within TPM
     CHECK(tgtest::max_window_sum(used, 60000000000LL) <= 100000);
   }
 }
+
+namespace {
+// A clock whose zero is not 1970 (a steady clock's boot): the calendar day
+// must map it to Unix time. Its reading is fixed; tests pass `now`.
+struct boot_clock {
+  static constexpr bool is_steady = true;
+  static ns now() noexcept { return seconds(5); }
+};
+constexpr ns utc_monday = hours(24) * 20780;  // 2026-11-23T00:00:00Z
+account_config daily(std::uint64_t tpd) {
+  account_config c;
+  c.tpd = limit(tpd);
+  c.model = server_model::sliding_log;
+  c.calendar_day = true;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("account: the calendar day is a UTC day whatever the account's clock (a01)", "[account][calendar_quota]") {
+  // The clock's zero is Monday 12:00 UTC: its own day boundary (24 h after
+  // its zero) is Tuesday noon, inside one UTC day.
+  account_config c = daily(100000);
+  c.unix_time_at_zero = utc_monday + hours(12);
+  account<boot_clock> a(c, t0);
+  const ns edge = hours(24);
+  REQUIRE(a.try_admit(req(60000, 40000), edge - seconds(1)));
+  const auto second = a.try_admit(req(60000, 40000), edge + seconds(1));
+  REQUIRE_FALSE(second);  // same UTC day (Tuesday): the limit is spent
+  CHECK(second.refused.has(dimension::tpd));
+  // Until Wednesday 00:00 UTC, exactly.
+  CHECK(second.decision.retry_after() == hours(12) - seconds(1));
+  CHECK(*a.remaining(edge + seconds(1)).tokens_day == 0);
+  CHECK(a.remaining(edge + seconds(1)).tokens_day_reset_in == hours(12) - seconds(1));
+  CHECK_FALSE(a.try_admit(req(60000, 40000), edge + hours(12) - ns(1)));
+  CHECK(a.try_admit(req(60000, 40000), edge + hours(12)));
+  // At +8 h the day ends at 16:00 UTC.
+  c.utc_offset = hours(8);
+  account<boot_clock> cst(c, t0);
+  REQUIRE(cst.try_admit(req(60000, 40000), hours(3)));  // Monday 15:00 UTC
+  const auto late = cst.try_admit(req(60000, 40000), hours(3));
+  REQUIRE_FALSE(late);
+  CHECK(late.decision.retry_after() == hours(1));
+}
+
+TEST_CASE("account: unset, the calendar day maps the clock by one wall-clock reading at construction", "[account][calendar_quota]") {
+  // Not a wall-clock assertion: the reading is bracketed by two others, and
+  // the expected reset is computed from both (a midnight between them is
+  // the one case that cannot be bracketed: skipped).
+  const std::int64_t day = 86400LL * 1000000000LL;
+  const std::int64_t before = tollgate::system_clock::now().count();
+  account<boot_clock> a(daily(1000), t0);
+  const std::int64_t after = tollgate::system_clock::now().count();
+  // boot_clock reads 5 s: the account's t = 5 s is the construction's wall time.
+  const ns reset = a.remaining(seconds(5)).tokens_day_reset_in;
+  if (before / day == after / day) {
+    const std::int64_t next = (before / day + 1) * day;
+    INFO("reset " << reset.count() << " in [" << next - after << ", " << next - before << "]");
+    CHECK(reset.count() >= next - after);
+    CHECK(reset.count() <= next - before);
+  }
+  // A clock that reads Unix time needs no mapping (manual clocks included).
+  paced_account m(daily(1000), t0);
+  CHECK(m.remaining(utc_monday + hours(15)).tokens_day_reset_in == hours(9));
+}

@@ -729,3 +729,39 @@ TEST_CASE("snapshot: a 0.1.0 snapshot at a random phase restores at most one slo
   }
   CHECK(compared > 0);
 }
+
+namespace {
+struct uptime_clock {  // a steady clock: zero at boot, not 1970
+  static constexpr bool is_steady = true;
+  static ns now() noexcept { return ns(0); }
+};
+}  // namespace
+
+TEST_CASE("snapshot: the calendar day survives a reboot of a steady clock (a17)", "[account][snapshot]") {
+  using boot_account = account<uptime_clock>;
+  const ns monday = hours(24) * 20780;  // 2026-11-23T00:00:00Z
+  account_config c;
+  c.tpd = limit(100000);
+  c.model = server_model::sliding_log;
+  c.calendar_day = true;
+  c.budget = usd::from_units(5);
+  // Booted three days ago; now Monday 10:00 UTC.
+  const ns up_a = hours(72) + seconds(100);
+  c.unix_time_at_zero = monday + hours(10) - up_a;
+  boot_account a(c, up_a);
+  auto x = a.try_admit(req(40000, 20000), up_a);
+  REQUIRE(x);
+  x.lease.settle(usage{40000, 0, 20000, 0, 0}, up_a);
+  const ns wall_a = monday + hours(10);
+  const std::string bytes = a.snapshot(up_a, wall_a);
+  // Rebooted: the new clock is at 50 s at Monday 11:00 UTC.
+  const ns up_b = seconds(50);
+  c.unix_time_at_zero = monday + hours(11) - up_b;
+  boot_account b(c, up_b);
+  REQUIRE(b.restore(bytes, up_b, monday + hours(11)) == errc_t::ok);
+  CHECK(*b.remaining(up_b).tokens_day == 40000);  // the day's usage kept
+  CHECK(*b.budget_remaining() == *a.budget_remaining());
+  CHECK(b.remaining(up_b).tokens_day_reset_in == hours(13));
+  CHECK_FALSE(b.try_admit(req(40000, 20000), up_b));
+  CHECK(b.try_admit(req(20000, 20000), up_b));
+}

@@ -34,6 +34,14 @@
 // that also names concurrency or the budget needs a permit or money back as
 // well (with nothing else waiting, its wait is zero, reason::busy). While
 // paused, the wait is the later of the pause's end and the other dimensions'.
+// The calendar day counts UTC days of the account's clock mapped to Unix
+// time (config.hpp: unix_time_at_zero, by default one reading at
+// construction for a clock that does not read Unix time). The mapping is
+// fixed: a wall clock stepped after construction, or slewed by NTP (up to
+// 500 ppm, 43 s a day), moves the true UTC midnight against the account's by
+// that much, so the daily bound holds for days as the account maps them and
+// a server's day may see up to twice the limit within that drift of its
+// midnight; a new account (or a restore into one) maps afresh.
 //
 // The algorithm (admit_into): the decisions that need no state (the tokens
 // reserved, the dimensions that refuse outright), then the stop and the

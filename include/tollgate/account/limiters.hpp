@@ -28,6 +28,7 @@
 #include <tollgate/calendar_quota.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/concurrency.hpp>
+#include <tollgate/detail/arith.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/money.hpp>
 #include <tollgate/sliding_window.hpp>
@@ -36,6 +37,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -91,7 +93,7 @@ struct account_limiters {
       if (e != errc::ok) return e;
     }
     if (auto v = c.tpd.value()) {
-      if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, e);
+      if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, unix_time_at_zero(c), e);
       else tpd_w.emplace(rate(*v, std::chrono::hours(24)), origin, e);
       if (e != errc::ok) return e;
     }
@@ -99,6 +101,15 @@ struct account_limiters {
     return e;
   }
 
+  // Where the calendar day's `now` is in Unix time (config.hpp).
+  static nanoseconds unix_time_at_zero(const config_type& c) noexcept {
+    if (c.unix_time_at_zero) return *c.unix_time_at_zero;
+    if (detail::reads_unix_time<Clock>::value) return nanoseconds(0);
+    const nanoseconds wall = system_clock::now(), here = Clock::now();
+    const detail::i128 d = static_cast<detail::i128>(wall.count()) - here.count();
+    constexpr detail::i128 top = std::numeric_limits<std::int64_t>::max(), bottom = std::numeric_limits<std::int64_t>::min();
+    return nanoseconds(static_cast<std::int64_t>(d > top ? top : d < bottom ? bottom : d));
+  }
   // Whether tier `t` enforces exactly the dimensions these limiters do.
   bool same_dimensions(const tier_row& t) const noexcept {
     auto need = [](bool have, const limit& l) { return have != l.is_finite(); };

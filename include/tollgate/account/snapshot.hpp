@@ -21,8 +21,10 @@
 // without the restart (each window moves its slot grid to the stored
 // times, so it holds nothing longer either). Buckets keep what they owe
 // (rounded up), pauses what is left of them, the calendar quota its day and
-// usage (days are absolute). A wall clock that went backwards counts as
-// no time passed; one that jumped forward ages the counts by the jump.
+// usage (UTC day numbers at the offset, as the account maps its clock to Unix
+// time: config.hpp's unix_time_at_zero, so a reboot, which restarts a steady
+// clock, keeps the day). A wall clock that went backwards counts as no time
+// passed; one that jumped forward ages the counts by the jump.
 //
 // Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
 // whole slots, which drops the position inside the slot; restore() reads
