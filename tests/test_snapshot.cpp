@@ -730,6 +730,25 @@ TEST_CASE("snapshot: a 0.1.0 snapshot at a random phase restores at most one slo
   CHECK(compared > 0);
 }
 
+TEST_CASE("snapshot: a restore keeps a stop set before it (a02)", "[account][snapshot]") {
+  const account_config c = account_config::from_tier(*kimi_tiers_latest.tier(1));
+  const ns now = seconds(100), wall = seconds(1700000000);
+  test_account before(c, now);
+  const std::string bytes = before.snapshot(now, wall);  // not stopped
+  test_account after(c, now);
+  error_info e;
+  e.kind = error_kind::quota;  // a balance error: stop until resume()
+  after.on_response(e, std::nullopt, now);
+  REQUIRE(after.stopped());
+  CHECK(after.restore(bytes, now, wall) == errc_t::ok);
+  CHECK(after.stopped());
+  const auto x = after.try_admit(req(10, 100), now);
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::stopped));
+  after.resume();
+  CHECK(after.try_admit(req(10, 100), now));
+}
+
 namespace {
 struct uptime_clock {  // a steady clock: zero at boot, not 1970
   static constexpr bool is_steady = true;

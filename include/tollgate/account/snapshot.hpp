@@ -24,7 +24,9 @@
 // usage (UTC day numbers at the offset, as the account maps its clock to Unix
 // time: config.hpp's unix_time_at_zero, so a reboot, which restarts a steady
 // clock, keeps the day). A wall clock that went backwards counts as no time
-// passed; one that jumped forward ages the counts by the jump.
+// passed; one that jumped forward ages the counts by the jump. A stop or a
+// pause already set in the restoring account stays (the later pause end
+// wins): a restore never lifts a restriction.
 //
 // Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
 // whole slots, which drops the position inside the slot; restore() reads
@@ -311,7 +313,9 @@ struct account_codec {
       if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
     if (d.day_q) d.day_q->import_word(day_word);
     if (d.money) d.money->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
-    ps.restore_stop(stop != 0);  // a misconfigured account stays stopped
+    // A stop set before the restore (a quota error already seen) stays, as a
+    // misconfigured account stays stopped: a restore only adds restrictions.
+    ps.restore_stop(stop != 0 || ps.stopped());
     if (pause > down) ps.pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
     return account_restore_errc::ok;
   }
