@@ -749,6 +749,33 @@ TEST_CASE("snapshot: a restore keeps a stop set before it (a02)", "[account][sna
   CHECK(after.try_admit(req(10, 100), now));
 }
 
+TEST_CASE("snapshot: a restored paused account states its full wait (a16)", "[account][snapshot]") {
+  for (server_model m : {server_model::sliding_log, server_model::unknown}) {
+    INFO("server model " << to_string(m));
+    account_config c;
+    c.model = m;
+    c.rpm = limit(3);
+    const ns now = seconds(1000), wall = seconds(1700000000);
+    test_account a(c, now);
+    while (a.try_admit(req(10, 10), now)) {
+    }
+    error_info e;
+    e.kind = error_kind::overloaded;
+    a.on_response(e, seconds(1), now);
+    const auto own = a.try_admit(req(10, 10), now);
+    REQUIRE(own.decision.later());
+    const std::string bytes = a.snapshot(now, wall);
+    test_account b(c, seconds(5));
+    REQUIRE(b.restore(bytes, seconds(5), wall) == errc_t::ok);
+    const auto x = b.try_admit(req(10, 10), seconds(5));
+    REQUIRE(x.decision.later());
+    CHECK(x.decision.retry_after() == own.decision.retry_after());  // no time passed between them
+    CHECK(x.refused.has(dimension::rpm));
+    CHECK_FALSE(b.try_admit(req(10, 10), seconds(5) + x.decision.retry_after() - ns(1)));
+    CHECK(b.try_admit(req(10, 10), seconds(5) + x.decision.retry_after()));
+  }
+}
+
 namespace {
 struct uptime_clock {  // a steady clock: zero at boot, not 1970
   static constexpr bool is_steady = true;

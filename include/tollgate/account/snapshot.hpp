@@ -46,8 +46,10 @@
 // inconsistent budget, a calendar day after tomorrow's, a stop flag other
 // than 0 or 1). It refuses with in_use an account that has started taking
 // traffic (any try_admit that got past the stop and pause checks to the
-// limits, admitted or not): its counts would be lost and its leases would
-// settle against counts they were not taken from.
+// limits, admitted or not, or after a restore one refused by a pause, whose
+// wait read the restored counts): its counts would be lost and its leases
+// would settle against counts they were not taken from. A restored account
+// that has not started may be restored again.
 // Restore into a new account, before sharing it. A try_admit that races
 // the restore is refused (dimension::paused, reason::busy, no wait) until
 // it is done; no other member function may run at the same time.
