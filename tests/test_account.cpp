@@ -1323,3 +1323,35 @@ TEST_CASE("account: unset, the calendar day maps the clock by one wall-clock rea
   paced_account m(daily(1000), t0);
   CHECK(m.remaining(utc_monday + hours(15)).tokens_day_reset_in == hours(9));
 }
+
+TEST_CASE("account: a stale now gets the exact wait, counted from the time the limiters can decide (a08)", "[account][time]") {
+  for (server_model m : {server_model::sliding_log, server_model::fixed_window, server_model::token_bucket}) {
+    INFO("server model " << to_string(m));
+    for (int dim = 0; dim < 3; ++dim) {
+      INFO("dimension " << dim << " (0 RPM, 1 TPM, 2 calendar day)");
+      account_config c;
+      c.model = m;
+      c.max_request_tokens = 1000;
+      if (dim == 0) c.rpm = limit(2);
+      if (dim == 1) c.tpm = limit(2000);
+      if (dim == 2) {
+        c.tpd = limit(2000);
+        c.calendar_day = true;
+      }
+      // Two full requests at `late`, then one at a time seen earlier (for
+      // the day: the day before).
+      const ns late = dim == 2 ? utc_monday + hours(24) + seconds(100) : seconds(100);
+      const ns early = dim == 2 ? utc_monday + hours(20) : seconds(30);
+      paced_account a(c, t0);
+      REQUIRE(a.try_admit(req(500, 500), late));
+      REQUIRE(a.try_admit(req(500, 500), late));
+      const auto x = a.try_admit(req(500, 500), early);
+      REQUIRE(x.decision.later());
+      const ns w = x.decision.retry_after();
+      INFO("wait " << w.count() << " ns");
+      CHECK(early + w > late);  // past the head: the stale gap alone was too short
+      CHECK_FALSE(a.try_admit(req(500, 500), early + w - ns(1)));
+      CHECK(a.try_admit(req(500, 500), early + w));
+    }
+  }
+}

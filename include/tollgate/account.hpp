@@ -34,7 +34,10 @@
 // that also names concurrency or the budget needs a permit or money back as
 // well (with nothing else waiting, its wait is zero, reason::busy). While
 // paused, the wait is the later of the pause's end and the other dimensions'
-// (also in an account just restored).
+// (also in an account just restored). A `now` older than one the account has
+// seen (another thread's reading, a clock set back) keeps the contract: a
+// window or the calendar day that cannot decide at it waits until the time it
+// can (its head slot, its day) plus its wait there (reason::exhausted).
 // The calendar day counts UTC days of the account's clock mapped to Unix
 // time (config.hpp: unix_time_at_zero, by default one reading at
 // construction for a clock that does not read Unix time). The mapping is

@@ -230,13 +230,27 @@ struct account_limiters {
 
   // Every time-based dimension's answer for a request of n tokens (peeks).
   void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now) const noexcept {
-    if (rpm_w) r.note(dimension::rpm, rpm_w->time_until(1, now));
+    if (rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
     if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
-    if (tpm_w) r.note(dimension::tpm, tpm_w->time_until(n, now));
+    if (tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
     if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
-    if (tpd_w) r.note(dimension::tpd, tpd_w->time_until(n, now));
+    if (tpd_w) r.note(dimension::tpd, ahead(*tpd_w, n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
-    if (day_q) r.note(dimension::tpd, day_q->time_until(n, now));
+    if (day_q) r.note(dimension::tpd, ahead(*day_q, n, now));
+  }
+  // A window's or the quota's wait for n at `now`, exact also for a `now`
+  // older than one it has seen (a08): such a `now` is refused as stale with
+  // the time to its head slot (or day), so the wait is that time plus the
+  // wait at the head, the first time it can decide.
+  template <class Limiter>
+  static decision ahead(const Limiter& x, std::uint64_t n, nanoseconds now) noexcept {
+    const decision d = x.time_until(n, now);
+    if (!d.later() || d.why() != reason::stale_time) return d;
+    const std::int64_t gap = d.retry_after().count();  // > 0
+    const decision there = x.time_until(n, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(gap))));
+    if (there.never()) return there;
+    const std::int64_t more = there.later() ? there.retry_after().count() : 0;
+    return decision::wait(nanoseconds(detail::sat_offset(gap, static_cast<std::uint64_t>(more))));
   }
 
   // The time-based dimensions and money of remaining(); held(k) is what
