@@ -640,12 +640,12 @@ TEST_CASE("waiting room: served in arrival order, one woken at a time; deadlines
   CHECK(room.waiting() == 0);
   CHECK(a.in_flight() == 0);
 
-  // A deadline already past: the last refusal, at once.
+  // A deadline already past: refused at once, without asking the account.
   auto blocker = a.try_admit(req(10, 10), t0);
   REQUIRE(blocker);
   const auto late = room.admit(req(10, 10), t0);
   CHECK_FALSE(late);
-  CHECK(late.refused.has(dimension::concurrency));
+  CHECK(late.decision.why() == reason::busy);
   // Cancellation wakes and releases a waiter.
   std::atomic<bool> cancel{false};
   std::atomic<bool> returned{false};
@@ -1354,4 +1354,28 @@ TEST_CASE("account: a stale now gets the exact wait, counted from the time the l
       CHECK(a.try_admit(req(500, 500), early + w));
     }
   }
+}
+
+TEST_CASE("waiting room: a call past its deadline or cancelled at arrival is never admitted (a04)", "[account]") {
+  account_config c;
+  c.concurrency = limit(1);
+  paced_account a(c, t0);
+  waiting_room<manual_clock> room(a);
+  const ns clock_was = manual_clock::now();
+  manual_clock::set(hours(2));
+  // Capacity is free: asking would admit.
+  const auto late = room.admit(req(10, 10), hours(1));
+  CHECK_FALSE(late);
+  CHECK(late.decision.why() == reason::busy);  // it never asked
+  std::atomic<bool> cancel{true};
+  const auto cancelled = room.admit(req(10, 10), hours(3), &cancel);
+  CHECK_FALSE(cancelled);
+  // At the deadline itself: not admitted either (admissions happen before it).
+  CHECK_FALSE(room.admit(req(10, 10), hours(2)));
+  CHECK(a.in_flight() == 0);
+  CHECK(a.stats().admitted == 0);
+  // Before its deadline, the same call is admitted.
+  auto ok = room.admit(req(10, 10), hours(3));
+  CHECK(ok);
+  manual_clock::set(clock_was);
 }
