@@ -258,7 +258,7 @@ TEST_CASE("budget: absurd usage saturates and the budget then refuses everything
   CHECK_FALSE(r3);
   CHECK(r3.saturated);
   CHECK(r3.missing == usd::from_nanos(top));
-  CHECK_FALSE(b.reserve(usd()));  // not even a free call: the count is lost
+  CHECK(b.reserve(usd()));  // a free call holds nothing: admitted even now
   // Releasing a reservation held from before cannot bring it back.
   b.release(held);
   CHECK(b.saturated());
@@ -361,4 +361,49 @@ TEST_CASE("estimate: errs high by default, against the published ratios", "[mone
     CHECK(c.ascii + c.invalid_bytes + c.cjk + c.other <= junk.size());
     CHECK(estimate_tokens(junk) <= junk.size() + 1);
   }
+}
+
+TEST_CASE("budget: totals that reach the maximum exactly are ordinary (a03); zero is always admitted", "[money][edge]") {
+  const std::int64_t top = std::numeric_limits<std::int64_t>::max();
+  budget<usd_tag> b(usd::max());
+  auto r = b.reserve(usd::max());
+  REQUIRE(r);
+  CHECK_FALSE(b.saturated());
+  CHECK(b.remaining() == usd());
+  b.release(r);
+  CHECK_FALSE(b.saturated());
+  CHECK(b.remaining() == usd::max());
+  CHECK(b.reserve(usd::from_units(1)));
+  budget<usd_tag> c(usd::max());
+  auto x = c.reserve(usd::from_nanos(top - 5));
+  auto y = c.reserve(usd::from_nanos(5));
+  REQUIRE(x);
+  REQUIRE(y);
+  CHECK_FALSE(c.reserve(usd::from_nanos(1)));
+  c.release(x);
+  c.release(y);
+  CHECK_FALSE(c.saturated());
+  CHECK(c.remaining() == usd::max());
+  // A snapshot's totals of the maximum import as such.
+  CHECK(c.export_totals().first == 0);
+  // After an overspend, a free reservation still goes through.
+  budget<usd_tag> d(usd::from_units(1));
+  auto z = d.reserve(usd::from_units(1));
+  REQUIRE(z);
+  CHECK(d.settle(z, usd::from_units(2)) == -usd::from_units(1));
+  CHECK_FALSE(d.reserve(usd::from_nanos(1)));
+  auto free_call = d.reserve(usd());
+  CHECK(free_call);
+  CHECK(d.settle(free_call, usd()) == usd());
+  CHECK(d.spent() == usd::from_units(2));
+  // Saturated: still refuses above zero, and reports the maximum as exported.
+  budget<usd_tag> s(usd::from_units(1));
+  auto s1 = s.reserve(usd::from_nanos(1));
+  auto s2 = s.reserve(usd::from_nanos(1));
+  (void)s.settle(s1, usd::from_nanos(top));
+  (void)s.settle(s2, usd::from_nanos(top));
+  CHECK(s.saturated());
+  CHECK(s.export_totals().first == top);
+  CHECK(s.export_totals().second == top);
+  CHECK(s.reserve(usd::from_nanos(1)).saturated);
 }
