@@ -407,3 +407,26 @@ TEST_CASE("budget: totals that reach the maximum exactly are ordinary (a03); zer
   CHECK(s.export_totals().second == top);
   CHECK(s.reserve(usd::from_nanos(1)).saturated);
 }
+
+TEST_CASE("cost: a 128-bit sum that would wrap is an overflow (a15)", "[money][edge]") {
+  model_info m{};
+  m.id = "custom";
+  const std::uint64_t p = std::uint64_t{1} << 63;
+  m.usd_prices.input = token_price<usd_tag>{p};
+  m.usd_prices.cached = token_price<usd_tag>{p};
+  m.usd_prices.output = token_price<usd_tag>{p};
+  const usage u{~std::uint64_t{0}, ~std::uint64_t{0}, 2, 0, 0};
+  cost_options o;
+  o.prompt_includes_cached = false;
+  CHECK(cost<usd_tag>(m, u, o).error == cost_errc::overflow);
+  CHECK(worst_case_cost<usd_tag>(m, ~std::uint64_t{0}, (std::uint64_t{1} << 63) + 1).error == cost_errc::overflow);
+  m.cache_write_1h = token_price<usd_tag>{p};
+  CHECK(worst_case_cost<usd_tag>(m, ~std::uint64_t{0}, 2).error == cost_errc::overflow);
+  account_config cfg;
+  cfg.budget = usd::from_units(1);
+  account<manual_clock> a(cfg, nanoseconds(0));
+  const auto x = a.try_admit(request{&m, ~std::uint64_t{0}, 2}, nanoseconds(0));
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::budget));
+  CHECK(x.decision.never());
+}

@@ -109,8 +109,11 @@ constexpr bool add_term(std::uint64_t count, std::optional<token_price<C>> price
   term = 0;
   if (count == 0) return true;
   if (!price) return false;
-  term = static_cast<u128>(count) * price->nanos_per_token;
-  acc += term;  // at most 5 terms of < 2^128 / 8 each: no wrap
+  term = static_cast<u128>(count) * price->nanos_per_token;  // < 2^128: both factors < 2^64
+  // Saturating: each term may be near 2^128, so a plain sum of five could
+  // wrap to a small total and pass as ok (a15). Saturated, it is an overflow.
+  const u128 room = ~u128{0} - acc;
+  acc = term > room ? ~u128{0} : acc + term;
   return true;
 }
 }  // namespace detail
