@@ -430,3 +430,28 @@ TEST_CASE("cost: a 128-bit sum that would wrap is an overflow (a15)", "[money][e
   CHECK(x.refused.has(dimension::budget));
   CHECK(x.decision.never());
 }
+
+TEST_CASE("cost: undeclared cache writes at a price unknown in the currency have no worst case (a26)", "[money]") {
+  const model_info* k3 = model_by_id("kimi-k3");
+  REQUIRE(k3);
+  CHECK(worst_case_cost<cny_tag>(*k3, 100000, 1000).error == cost_errc::unknown_price);
+  CHECK(worst_case_cost<cny_tag>(*k3, 100000, 1000, cache_writes{}).total ==
+        cny::from_nanos(100000LL * 20000 + 1000LL * 100000));
+  CHECK(worst_case_cost<cny_tag>(*k3, 100000, 1000, cache_writes{0, 1}).error == cost_errc::unknown_price);
+  // A yuan account refuses the undeclared call for good, and takes the
+  // declared one with what it can price.
+  cny_account_config c;
+  c.budget = cny::from_units(100);
+  account<manual_clock, cny_tag> a(c, nanoseconds(0));
+  request r{k3, 100000, 1000};
+  const auto x = a.try_admit(r, nanoseconds(0));
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::budget));
+  CHECK(x.decision.never());
+  r.planned_cache_writes = cache_writes{};
+  auto y = a.try_admit(r, nanoseconds(0));
+  REQUIRE(y);
+  CHECK(y.worst_case == cny::from_nanos(100000LL * 20000 + 1000LL * 100000));
+  // Dollar accounts price the writes as before.
+  CHECK(worst_case_cost<usd_tag>(*k3, 100000, 1000).total == usd::from_nanos(100000LL * 3000 + 1000LL * 15000 + 100000LL * 6000));
+}

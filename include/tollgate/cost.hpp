@@ -193,8 +193,12 @@ template <class C>
 // uncached input price, every allowed output token at the output price, and
 // the largest cache write the call can make: its whole prompt at the dearer
 // of the model's write prices (a call writes at most its prompt to the
-// cache; a model without write prices in C adds nothing, since a usage with
-// writes then has no computable cost). Pass the model's default cap when the
+// cache). A model that writes to the cache at prices unknown in C (kimi-k3
+// in yuan: its catalog lists dollar write prices only) has no computable
+// worst case unless the request declares its writes: unknown_price, which an
+// account refuses as `never` (dimension::budget), since a reservation
+// without the writes would let them overspend the budget. Declare them
+// (cache_writes{} for none) to reserve the rest. Pass the model's default cap when the
 // request has no max_tokens; if that is unknown too, the stated worst case is
 // the context window minus the prompt. Bounds cost() of every usage with
 // prompt <= prompt_estimate and completion <= the cap.
@@ -245,6 +249,11 @@ template <class C>
     const std::uint64_t p1 = m.cache_write_1h ? m.cache_write_1h->nanos_per_token : 0;
     if (m.cache_write_1h && p1 >= p5) u.cache_write_1h = prompt_estimate;
     else if (m.cache_write_5m) u.cache_write_5m = prompt_estimate;
+  } else {
+    // Undeclared writes at prices this currency does not know: no bound (a26).
+    cost_breakdown<C> r;
+    r.error = cost_errc::unknown_price;
+    return r;
   }
   return cost<C>(m, u, o);
 }
