@@ -1264,9 +1264,10 @@ namespace {
 // A clock whose zero is not 1970 (a steady clock's boot): the calendar day
 // must map it to Unix time. Its reading is fixed; tests pass `now`.
 struct boot_clock {
-  static constexpr bool is_steady = true;
   static ns now() noexcept { return seconds(5); }
 };
+static_assert(!detail::reads_unix_time<boot_clock>::value, "mapped by the account");
+static_assert(detail::reads_unix_time<manual_clock>::value && detail::reads_unix_time<tollgate::system_clock>::value, "");
 constexpr ns utc_monday = hours(24) * 20780;  // 2026-11-23T00:00:00Z
 account_config daily(std::uint64_t tpd) {
   account_config c;

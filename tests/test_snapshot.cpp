@@ -778,7 +778,6 @@ TEST_CASE("snapshot: a restored paused account states its full wait (a16)", "[ac
 
 namespace {
 struct uptime_clock {  // a steady clock: zero at boot, not 1970
-  static constexpr bool is_steady = true;
   static ns now() noexcept { return ns(0); }
 };
 }  // namespace
