@@ -229,6 +229,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   std::uint64_t day_of(nanoseconds now) const noexcept {
     const detail::i128 local = static_cast<detail::i128>(now.count()) + origin_ + offset_;
     if (local < 0) return 0;
+    // A 64-bit division where it fits (every ordinary time): the 128-bit one is a library call.
+    if (local <= std::numeric_limits<std::int64_t>::max()) return static_cast<std::uint64_t>(static_cast<std::int64_t>(local) / day_ns);
     return static_cast<std::uint64_t>(local / day_ns);  // < 2^19: INT64_MAX twice over is 213,504 days
   }
   // From `now` to the start of day d, for a refusal: at least 1 ns; INT64_MAX
