@@ -640,12 +640,12 @@ TEST_CASE("waiting room: served in arrival order, one woken at a time; deadlines
   CHECK(room.waiting() == 0);
   CHECK(a.in_flight() == 0);
 
-  // A deadline already past: the last refusal, at once.
+  // A deadline already past: refused at once, without asking the account.
   auto blocker = a.try_admit(req(10, 10), t0);
   REQUIRE(blocker);
   const auto late = room.admit(req(10, 10), t0);
   CHECK_FALSE(late);
-  CHECK(late.refused.has(dimension::concurrency));
+  CHECK(late.decision.why() == reason::busy);
   // Cancellation wakes and releases a waiter.
   std::atomic<bool> cancel{false};
   std::atomic<bool> returned{false};
@@ -1258,4 +1258,125 @@ TEST_CASE("unknown server model: late settles with unused tokens stay within TPM
     }
     CHECK(tgtest::max_window_sum(used, 60000000000LL) <= 100000);
   }
+}
+
+namespace {
+// A clock whose zero is not 1970 (a steady clock's boot): the calendar day
+// must map it to Unix time. Its reading is fixed; tests pass `now`.
+struct boot_clock {
+  static ns now() noexcept { return seconds(5); }
+};
+static_assert(!detail::reads_unix_time<boot_clock>::value, "mapped by the account");
+static_assert(detail::reads_unix_time<manual_clock>::value && detail::reads_unix_time<tollgate::system_clock>::value, "");
+constexpr ns utc_monday = hours(24) * 20780;  // 2026-11-23T00:00:00Z
+account_config daily(std::uint64_t tpd) {
+  account_config c;
+  c.tpd = limit(tpd);
+  c.model = server_model::sliding_log;
+  c.calendar_day = true;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("account: the calendar day is a UTC day whatever the account's clock (a01)", "[account][calendar_quota]") {
+  // The clock's zero is Monday 12:00 UTC: its own day boundary (24 h after
+  // its zero) is Tuesday noon, inside one UTC day.
+  account_config c = daily(100000);
+  c.unix_time_at_zero = utc_monday + hours(12);
+  account<boot_clock> a(c, t0);
+  const ns edge = hours(24);
+  REQUIRE(a.try_admit(req(60000, 40000), edge - seconds(1)));
+  const auto second = a.try_admit(req(60000, 40000), edge + seconds(1));
+  REQUIRE_FALSE(second);  // same UTC day (Tuesday): the limit is spent
+  CHECK(second.refused.has(dimension::tpd));
+  // Until Wednesday 00:00 UTC, exactly.
+  CHECK(second.decision.retry_after() == hours(12) - seconds(1));
+  CHECK(*a.remaining(edge + seconds(1)).tokens_day == 0);
+  CHECK(a.remaining(edge + seconds(1)).tokens_day_reset_in == hours(12) - seconds(1));
+  CHECK_FALSE(a.try_admit(req(60000, 40000), edge + hours(12) - ns(1)));
+  CHECK(a.try_admit(req(60000, 40000), edge + hours(12)));
+  // At +8 h the day ends at 16:00 UTC.
+  c.utc_offset = hours(8);
+  account<boot_clock> cst(c, t0);
+  REQUIRE(cst.try_admit(req(60000, 40000), hours(3)));  // Monday 15:00 UTC
+  const auto late = cst.try_admit(req(60000, 40000), hours(3));
+  REQUIRE_FALSE(late);
+  CHECK(late.decision.retry_after() == hours(1));
+}
+
+TEST_CASE("account: unset, the calendar day maps the clock by one wall-clock reading at construction", "[account][calendar_quota]") {
+  // Not a wall-clock assertion: the reading is bracketed by two others, and
+  // the expected reset is computed from both (a midnight between them is
+  // the one case that cannot be bracketed: skipped).
+  const std::int64_t day = 86400LL * 1000000000LL;
+  const std::int64_t before = tollgate::system_clock::now().count();
+  account<boot_clock> a(daily(1000), t0);
+  const std::int64_t after = tollgate::system_clock::now().count();
+  // boot_clock reads 5 s: the account's t = 5 s is the construction's wall time.
+  const ns reset = a.remaining(seconds(5)).tokens_day_reset_in;
+  if (before / day == after / day) {
+    const std::int64_t next = (before / day + 1) * day;
+    INFO("reset " << reset.count() << " in [" << next - after << ", " << next - before << "]");
+    CHECK(reset.count() >= next - after);
+    CHECK(reset.count() <= next - before);
+  }
+  // A clock that reads Unix time needs no mapping (manual clocks included).
+  paced_account m(daily(1000), t0);
+  CHECK(m.remaining(utc_monday + hours(15)).tokens_day_reset_in == hours(9));
+}
+
+TEST_CASE("account: a stale now gets the exact wait, counted from the time the limiters can decide (a08)", "[account][time]") {
+  for (server_model m : {server_model::sliding_log, server_model::fixed_window, server_model::token_bucket}) {
+    INFO("server model " << to_string(m));
+    for (int dim = 0; dim < 3; ++dim) {
+      INFO("dimension " << dim << " (0 RPM, 1 TPM, 2 calendar day)");
+      account_config c;
+      c.model = m;
+      c.max_request_tokens = 1000;
+      if (dim == 0) c.rpm = limit(2);
+      if (dim == 1) c.tpm = limit(2000);
+      if (dim == 2) {
+        c.tpd = limit(2000);
+        c.calendar_day = true;
+      }
+      // Two full requests at `late`, then one at a time seen earlier (for
+      // the day: the day before).
+      const ns late = dim == 2 ? utc_monday + hours(24) + seconds(100) : seconds(100);
+      const ns early = dim == 2 ? utc_monday + hours(20) : seconds(30);
+      paced_account a(c, t0);
+      REQUIRE(a.try_admit(req(500, 500), late));
+      REQUIRE(a.try_admit(req(500, 500), late));
+      const auto x = a.try_admit(req(500, 500), early);
+      REQUIRE(x.decision.later());
+      const ns w = x.decision.retry_after();
+      INFO("wait " << w.count() << " ns");
+      CHECK(early + w > late);  // past the head: the stale gap alone was too short
+      CHECK_FALSE(a.try_admit(req(500, 500), early + w - ns(1)));
+      CHECK(a.try_admit(req(500, 500), early + w));
+    }
+  }
+}
+
+TEST_CASE("waiting room: a call past its deadline or cancelled at arrival is never admitted (a04)", "[account]") {
+  account_config c;
+  c.concurrency = limit(1);
+  paced_account a(c, t0);
+  waiting_room<manual_clock> room(a);
+  const ns clock_was = manual_clock::now();
+  manual_clock::set(hours(2));
+  // Capacity is free: asking would admit.
+  const auto late = room.admit(req(10, 10), hours(1));
+  CHECK_FALSE(late);
+  CHECK(late.decision.why() == reason::busy);  // it never asked
+  std::atomic<bool> cancel{true};
+  const auto cancelled = room.admit(req(10, 10), hours(3), &cancel);
+  CHECK_FALSE(cancelled);
+  // At the deadline itself: not admitted either (admissions happen before it).
+  CHECK_FALSE(room.admit(req(10, 10), hours(2)));
+  CHECK(a.in_flight() == 0);
+  CHECK(a.stats().admitted == 0);
+  // Before its deadline, the same call is admitted.
+  auto ok = room.admit(req(10, 10), hours(3));
+  CHECK(ok);
+  manual_clock::set(clock_was);
 }

@@ -618,8 +618,10 @@ TEST_CASE("account exact: the worst case bounds cache writes, so a budget is nev
   // A model without write prices: nothing added, and a declared write is unknown.
   CHECK(worst_case_cost(*k26(), 1000, 2000).total == usd::from_nanos(1000 * 950 + 2000 * 4000));
   CHECK(worst_case_cost(*k26(), 1000, 2000, cache_writes{1, 0}).error == cost_errc::unknown_price);
-  // CNY has no write prices: the undeclared worst case adds nothing.
-  CHECK(worst_case_cost<cny_tag>(*k3, 10000, 1000).total == cny::from_nanos(10000 * 20000 + 1000 * 100000));
+  // CNY has no write prices: undeclared writes have no worst case; declared
+  // none, the rest is priced.
+  CHECK(worst_case_cost<cny_tag>(*k3, 10000, 1000).error == cost_errc::unknown_price);
+  CHECK(worst_case_cost<cny_tag>(*k3, 10000, 1000, cache_writes{}).total == cny::from_nanos(10000 * 20000 + 1000 * 100000));
 
   // An account spending its budget on kimi-k3 calls, some declaring their
   // writes, each settled with a random usage within its request.

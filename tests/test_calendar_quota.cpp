@@ -178,3 +178,47 @@ TEST_CASE("quota: extreme times saturate; a bogus far-future now is undone by re
   CHECK(q.try_acquire(100, monday).admitted());
   CHECK(q.time_until(1, monday).retry_after() == hours(8));  // midnight at UTC-8 is 08:00Z
 }
+
+TEST_CASE("quota: the wait for the next day is exact up to INT64_MAX, with any offset (a05)", "[calendar_quota][edge]") {
+  const std::int64_t top = std::numeric_limits<std::int64_t>::max();
+  for (int off_h : {8, 24, 0, -8, -24}) {
+    INFO("offset " << off_h << " h");
+    quota q(10, hours(off_h));
+    ns now(top - ns(hours(30)).count());
+    REQUIRE(q.try_acquire(10, now).admitted());
+    // Follow the stated waits: each must end in a new day, which admits,
+    // until the day that starts past INT64_MAX, which never comes.
+    int days = 0;
+    for (int i = 0; i < 4; ++i) {
+      const decision d = q.try_acquire(10, now);
+      REQUIRE(d.later());
+      CHECK(d.why() == reason::exhausted);
+      if (d.retry_after() == ns::max()) break;  // the next day starts after INT64_MAX
+      CHECK(d.retry_after() > ns(1));
+      CHECK(q.try_acquire(10, now + d.retry_after() - ns(1)).later());
+      now += d.retry_after();
+      REQUIRE(q.try_acquire(10, now).admitted());
+      ++days;
+    }
+    CHECK(days >= 1);
+    CHECK(days <= 3);
+    CHECK(q.try_acquire(1, ns(top)).retry_after() == ns::max());
+  }
+}
+
+TEST_CASE("quota: a clock whose zero is not 1970 counts UTC days through clock_origin", "[calendar_quota]") {
+  // The clock's zero is Monday 12:00 UTC.
+  quota q(100, hours(0), monday + hours(12));
+  CHECK(q.clock_origin() == monday + hours(12));
+  REQUIRE(q.try_acquire(100, hours(11)).admitted());  // Monday 23:00
+  const decision d = q.try_acquire(1, hours(11));
+  REQUIRE(d.later());
+  CHECK(d.retry_after() == hours(1));
+  CHECK(q.try_acquire(1, hours(12)).admitted());  // Tuesday
+  CHECK(q.day_at(hours(12)) == 20781);
+  errc e = errc::zero_count;
+  quota p(100, hours(8), ns(std::numeric_limits<std::int64_t>::max()), e);
+  CHECK(e == errc::ok);
+  CHECK(p.try_acquire(100, ns(std::numeric_limits<std::int64_t>::max())).admitted());
+  CHECK(p.try_acquire(1, ns(std::numeric_limits<std::int64_t>::min())).why() == reason::stale_time);
+}

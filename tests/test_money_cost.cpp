@@ -258,7 +258,7 @@ TEST_CASE("budget: absurd usage saturates and the budget then refuses everything
   CHECK_FALSE(r3);
   CHECK(r3.saturated);
   CHECK(r3.missing == usd::from_nanos(top));
-  CHECK_FALSE(b.reserve(usd()));  // not even a free call: the count is lost
+  CHECK(b.reserve(usd()));  // a free call holds nothing: admitted even now
   // Releasing a reservation held from before cannot bring it back.
   b.release(held);
   CHECK(b.saturated());
@@ -361,4 +361,97 @@ TEST_CASE("estimate: errs high by default, against the published ratios", "[mone
     CHECK(c.ascii + c.invalid_bytes + c.cjk + c.other <= junk.size());
     CHECK(estimate_tokens(junk) <= junk.size() + 1);
   }
+}
+
+TEST_CASE("budget: totals that reach the maximum exactly are ordinary (a03); zero is always admitted", "[money][edge]") {
+  const std::int64_t top = std::numeric_limits<std::int64_t>::max();
+  budget<usd_tag> b(usd::max());
+  auto r = b.reserve(usd::max());
+  REQUIRE(r);
+  CHECK_FALSE(b.saturated());
+  CHECK(b.remaining() == usd());
+  b.release(r);
+  CHECK_FALSE(b.saturated());
+  CHECK(b.remaining() == usd::max());
+  CHECK(b.reserve(usd::from_units(1)));
+  budget<usd_tag> c(usd::max());
+  auto x = c.reserve(usd::from_nanos(top - 5));
+  auto y = c.reserve(usd::from_nanos(5));
+  REQUIRE(x);
+  REQUIRE(y);
+  CHECK_FALSE(c.reserve(usd::from_nanos(1)));
+  c.release(x);
+  c.release(y);
+  CHECK_FALSE(c.saturated());
+  CHECK(c.remaining() == usd::max());
+  // A snapshot's totals of the maximum import as such.
+  CHECK(c.export_totals().first == 0);
+  // After an overspend, a free reservation still goes through.
+  budget<usd_tag> d(usd::from_units(1));
+  auto z = d.reserve(usd::from_units(1));
+  REQUIRE(z);
+  CHECK(d.settle(z, usd::from_units(2)) == -usd::from_units(1));
+  CHECK_FALSE(d.reserve(usd::from_nanos(1)));
+  auto free_call = d.reserve(usd());
+  CHECK(free_call);
+  CHECK(d.settle(free_call, usd()) == usd());
+  CHECK(d.spent() == usd::from_units(2));
+  // Saturated: still refuses above zero, and reports the maximum as exported.
+  budget<usd_tag> s(usd::from_units(1));
+  auto s1 = s.reserve(usd::from_nanos(1));
+  auto s2 = s.reserve(usd::from_nanos(1));
+  (void)s.settle(s1, usd::from_nanos(top));
+  (void)s.settle(s2, usd::from_nanos(top));
+  CHECK(s.saturated());
+  CHECK(s.export_totals().first == top);
+  CHECK(s.export_totals().second == top);
+  CHECK(s.reserve(usd::from_nanos(1)).saturated);
+}
+
+TEST_CASE("cost: a 128-bit sum that would wrap is an overflow (a15)", "[money][edge]") {
+  model_info m{};
+  m.id = "custom";
+  const std::uint64_t p = std::uint64_t{1} << 63;
+  m.usd_prices.input = token_price<usd_tag>{p};
+  m.usd_prices.cached = token_price<usd_tag>{p};
+  m.usd_prices.output = token_price<usd_tag>{p};
+  const usage u{~std::uint64_t{0}, ~std::uint64_t{0}, 2, 0, 0};
+  cost_options o;
+  o.prompt_includes_cached = false;
+  CHECK(cost<usd_tag>(m, u, o).error == cost_errc::overflow);
+  CHECK(worst_case_cost<usd_tag>(m, ~std::uint64_t{0}, (std::uint64_t{1} << 63) + 1).error == cost_errc::overflow);
+  m.cache_write_1h = token_price<usd_tag>{p};
+  CHECK(worst_case_cost<usd_tag>(m, ~std::uint64_t{0}, 2).error == cost_errc::overflow);
+  account_config cfg;
+  cfg.budget = usd::from_units(1);
+  account<manual_clock> a(cfg, nanoseconds(0));
+  const auto x = a.try_admit(request{&m, ~std::uint64_t{0}, 2}, nanoseconds(0));
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::budget));
+  CHECK(x.decision.never());
+}
+
+TEST_CASE("cost: undeclared cache writes at a price unknown in the currency have no worst case (a26)", "[money]") {
+  const model_info* k3 = model_by_id("kimi-k3");
+  REQUIRE(k3);
+  CHECK(worst_case_cost<cny_tag>(*k3, 100000, 1000).error == cost_errc::unknown_price);
+  CHECK(worst_case_cost<cny_tag>(*k3, 100000, 1000, cache_writes{}).total ==
+        cny::from_nanos(100000LL * 20000 + 1000LL * 100000));
+  CHECK(worst_case_cost<cny_tag>(*k3, 100000, 1000, cache_writes{0, 1}).error == cost_errc::unknown_price);
+  // A yuan account refuses the undeclared call for good, and takes the
+  // declared one with what it can price.
+  cny_account_config c;
+  c.budget = cny::from_units(100);
+  account<manual_clock, cny_tag> a(c, nanoseconds(0));
+  request r{k3, 100000, 1000};
+  const auto x = a.try_admit(r, nanoseconds(0));
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::budget));
+  CHECK(x.decision.never());
+  r.planned_cache_writes = cache_writes{};
+  auto y = a.try_admit(r, nanoseconds(0));
+  REQUIRE(y);
+  CHECK(y.worst_case == cny::from_nanos(100000LL * 20000 + 1000LL * 100000));
+  // Dollar accounts price the writes as before.
+  CHECK(worst_case_cost<usd_tag>(*k3, 100000, 1000).total == usd::from_nanos(100000LL * 3000 + 1000LL * 15000 + 100000LL * 6000));
 }

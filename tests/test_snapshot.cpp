@@ -729,3 +729,84 @@ TEST_CASE("snapshot: a 0.1.0 snapshot at a random phase restores at most one slo
   }
   CHECK(compared > 0);
 }
+
+TEST_CASE("snapshot: a restore keeps a stop set before it (a02)", "[account][snapshot]") {
+  const account_config c = account_config::from_tier(*kimi_tiers_latest.tier(1));
+  const ns now = seconds(100), wall = seconds(1700000000);
+  test_account before(c, now);
+  const std::string bytes = before.snapshot(now, wall);  // not stopped
+  test_account after(c, now);
+  error_info e;
+  e.kind = error_kind::quota;  // a balance error: stop until resume()
+  after.on_response(e, std::nullopt, now);
+  REQUIRE(after.stopped());
+  CHECK(after.restore(bytes, now, wall) == errc_t::ok);
+  CHECK(after.stopped());
+  const auto x = after.try_admit(req(10, 100), now);
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::stopped));
+  after.resume();
+  CHECK(after.try_admit(req(10, 100), now));
+}
+
+TEST_CASE("snapshot: a restored paused account states its full wait (a16)", "[account][snapshot]") {
+  for (server_model m : {server_model::sliding_log, server_model::unknown}) {
+    INFO("server model " << to_string(m));
+    account_config c;
+    c.model = m;
+    c.rpm = limit(3);
+    const ns now = seconds(1000), wall = seconds(1700000000);
+    test_account a(c, now);
+    while (a.try_admit(req(10, 10), now)) {
+    }
+    error_info e;
+    e.kind = error_kind::overloaded;
+    a.on_response(e, seconds(1), now);
+    const auto own = a.try_admit(req(10, 10), now);
+    REQUIRE(own.decision.later());
+    const std::string bytes = a.snapshot(now, wall);
+    test_account b(c, seconds(5));
+    REQUIRE(b.restore(bytes, seconds(5), wall) == errc_t::ok);
+    const auto x = b.try_admit(req(10, 10), seconds(5));
+    REQUIRE(x.decision.later());
+    CHECK(x.decision.retry_after() == own.decision.retry_after());  // no time passed between them
+    CHECK(x.refused.has(dimension::rpm));
+    CHECK_FALSE(b.try_admit(req(10, 10), seconds(5) + x.decision.retry_after() - ns(1)));
+    CHECK(b.try_admit(req(10, 10), seconds(5) + x.decision.retry_after()));
+  }
+}
+
+namespace {
+struct uptime_clock {  // a steady clock: zero at boot, not 1970
+  static ns now() noexcept { return ns(0); }
+};
+}  // namespace
+
+TEST_CASE("snapshot: the calendar day survives a reboot of a steady clock (a17)", "[account][snapshot]") {
+  using boot_account = account<uptime_clock>;
+  const ns monday = hours(24) * 20780;  // 2026-11-23T00:00:00Z
+  account_config c;
+  c.tpd = limit(100000);
+  c.model = server_model::sliding_log;
+  c.calendar_day = true;
+  c.budget = usd::from_units(5);
+  // Booted three days ago; now Monday 10:00 UTC.
+  const ns up_a = hours(72) + seconds(100);
+  c.unix_time_at_zero = monday + hours(10) - up_a;
+  boot_account a(c, up_a);
+  auto x = a.try_admit(req(40000, 20000), up_a);
+  REQUIRE(x);
+  x.lease.settle(usage{40000, 0, 20000, 0, 0}, up_a);
+  const ns wall_a = monday + hours(10);
+  const std::string bytes = a.snapshot(up_a, wall_a);
+  // Rebooted: the new clock is at 50 s at Monday 11:00 UTC.
+  const ns up_b = seconds(50);
+  c.unix_time_at_zero = monday + hours(11) - up_b;
+  boot_account b(c, up_b);
+  REQUIRE(b.restore(bytes, up_b, monday + hours(11)) == errc_t::ok);
+  CHECK(*b.remaining(up_b).tokens_day == 40000);  // the day's usage kept
+  CHECK(*b.budget_remaining() == *a.budget_remaining());
+  CHECK(b.remaining(up_b).tokens_day_reset_in == hours(13));
+  CHECK_FALSE(b.try_admit(req(40000, 20000), up_b));
+  CHECK(b.try_admit(req(20000, 20000), up_b));
+}

@@ -33,7 +33,19 @@
 // capacity was taken meanwhile (an admission, a debt, a pause). A refusal
 // that also names concurrency or the budget needs a permit or money back as
 // well (with nothing else waiting, its wait is zero, reason::busy). While
-// paused, the wait is the later of the pause's end and the other dimensions'.
+// paused, the wait is the later of the pause's end and the other dimensions'
+// (also in an account just restored). A `now` older than one the account has
+// seen (another thread's reading, a clock set back) keeps the contract: a
+// window or the calendar day that cannot decide at it waits until the time it
+// can (its head slot, its day) plus its wait there (reason::exhausted).
+// The calendar day counts UTC days of the account's clock mapped to Unix
+// time (config.hpp: unix_time_at_zero, by default one reading at
+// construction for a clock that does not read Unix time). The mapping is
+// fixed: a wall clock stepped after construction, or slewed by NTP (up to
+// 500 ppm, 43 s a day), moves the true UTC midnight against the account's by
+// that much, so the daily bound holds for days as the account maps them and
+// a server's day may see up to twice the limit within that drift of its
+// midnight; a new account (or a restore into one) maps afresh.
 //
 // The algorithm (admit_into): the decisions that need no state (the tokens
 // reserved, the dimensions that refuse outright), then the stop and the
@@ -241,23 +253,27 @@ class account {
   // rule and every refusal). Restore into a new account, before sharing it:
   // restore() refuses with in_use an account that has started taking traffic
   // (any try_admit that got past the stop and pause checks to the limits,
-  // admitted or not). A try_admit that races the restore is refused
+  // admitted or not, or on a restored account one refused by a pause, whose
+  // wait read the restored counts). A try_admit that races the restore is refused
   // (dimension::paused, reason::busy, no wait) until it is done; no other
   // member function may run at the same time.
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
     return codec::write(cfg_, d_, credit_, pause_, now, wall);
   }
   restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
-    unsigned char expected = use_fresh;
+    unsigned char before = use_fresh;
     // acq_rel: acquire pairs with the release store that ended an earlier
     // restore; the claim itself publishes nothing (admissions that see it
     // refuse without reading state). Failure: relaxed, the value is all we use.
-    if (!use_.compare_exchange_strong(expected, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed))
+    if (!use_.compare_exchange_strong(before, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed) &&
+        (before != use_restored ||
+         !use_.compare_exchange_strong(before, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed)))
       return restore_errc::in_use;
     const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, bytes, now, wall);
     // release: pairs with the acquire load in try_admit, so an admission that
-    // sees the account fresh again sees everything restored.
-    use_.store(use_fresh, std::memory_order_release);
+    // sees the account fresh or restored sees everything restored. A refused
+    // restore changed nothing: the account is as it was.
+    use_.store(e == restore_errc::ok ? static_cast<unsigned char>(use_restored) : before, std::memory_order_release);
     return e;
   }
 
@@ -283,10 +299,13 @@ class account {
     const unsigned shard = detail::this_thread_shard();
     if (now.count() < pause) {
       // Paused: nothing is taken; the wait is the later of the pause's end
-      // and when every other dimension would admit. Before traffic has
-      // started (a restore may be writing the state), the pause alone.
-      // acquire: as below.
-      if (use_.load(std::memory_order_acquire) == use_started)
+      // and when every other dimension would admit. A fresh account's
+      // limiters are empty: the pause alone. A restored one (a16) holds
+      // counts: it starts, so that no restore can write them as they are
+      // read. While a restore runs, the pause alone (and the restore's own
+      // pause, if any, comes with it). acquire: as below.
+      const unsigned char u = use_.load(std::memory_order_acquire);
+      if (u == use_started || (u == use_restored && start_use()))
         return refuse_and_report(a, n, now, shard, account_policy::time_left(pause, now));
       a.refused.add(dimension::paused);
       counters_.count_refusal(a.refused);
@@ -345,13 +364,18 @@ class account {
   }
 
   // Whether the account has started taking traffic (see restore()).
-  enum : unsigned char { use_fresh, use_restoring, use_started };
+  // Restored: a restore succeeded and no traffic has started.
+  enum : unsigned char { use_fresh, use_restoring, use_started, use_restored };
   [[gnu::noinline, gnu::cold]] bool start_use() noexcept {
     unsigned char expected = use_fresh;
     // acq_rel: acquire as in try_admit (the restore's release store); a
-    // failure sees `restoring` or `started`, read with acquire for the same
-    // reason when it is `started` by another admission (no state to see).
+    // failure sees `restoring`, `restored` or `started`, read with acquire for
+    // the same reason when it is `started` by another admission (no state to see).
     if (use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
+      return true;
+    // acq_rel/acquire: as above, from a restored account.
+    if (expected == use_restored &&
+        use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
       return true;
     return expected == use_started;
   }
@@ -481,7 +505,7 @@ class account {
   limiters d_;
   credit credit_;
   detail::pause_state pause_;
-  detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
+  detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring, restored or started (see restore())
   detail::account_counters counters_;
 };
 

@@ -16,13 +16,22 @@
 // settle does nothing). A reservation never settled keeps its money reserved:
 // the safe side.
 //
+// Zero. reserve() of zero (or less) is always admitted, even over an
+// overspent or saturated budget: it holds nothing, and a call whose worst
+// case is free cannot spend (an account's free requests go through).
+//
 // Saturation. Totals are 64-bit nano-units (about 9.2 billion units of the
-// currency). Settling usage whose sum passes that (absurd amounts, e.g. two
-// settles of INT64_MAX nano-units) does not wrap: the totals stick at the
-// maximum, `saturated()` turns true for good, and every later reserve is
-// refused with `saturated` set in the reservation (and `missing` at the
-// maximum). Only a new budget (or import_totals) clears it: a count that
-// overflowed cannot be trusted to shrink back.
+// currency); any limit up to money::max() works, and totals that reach it
+// exactly (reservations summing to a limit of money::max()) are ordinary
+// totals that shrink back when released. Settling usage whose sum passes it
+// (absurd amounts, e.g. two settles of INT64_MAX nano-units) does not wrap:
+// `saturated()` turns true for good (a mark no sum can reach: the committed
+// total's sign bit), remaining() is zero, spent() sticks at the maximum, and
+// every later reserve above zero is refused with `saturated` set in the
+// reservation (and `missing` at the maximum). Only a new budget (or
+// import_totals) clears it: a count that overflowed cannot be trusted to
+// shrink back. export_totals reports a saturated committed total as the
+// maximum, which refuses everything above zero when imported.
 #ifndef TOLLGATE_BUDGET_HPP
 #define TOLLGATE_BUDGET_HPP
 
@@ -65,15 +74,18 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
   // Holds `amount` if it fits; otherwise says how much is missing.
   budget_reservation<C> reserve(money<C> amount) noexcept {
     budget_reservation<C> r;
-    if (amount.nanos() < 0) amount = money<C>();
+    if (amount.nanos() <= 0) {  // holds nothing: admitted whatever the totals
+      r.admitted = true;
+      return r;
+    }
     // acquire/acq_rel: the committed total is the only shared data; acquire
     // and release make a budget usable as a hand-off point and cost nothing on
     // x86. Every update is an RMW, so none is lost.
     std::int64_t c = committed_.load(std::memory_order_acquire);
     for (;;) {
-      if (c == sticky) {
+      if (c < 0) {  // saturated
         r.amount = amount;
-        r.missing = money<C>::from_nanos(sticky);
+        r.missing = money<C>::from_nanos(std::numeric_limits<std::int64_t>::max());
         r.saturated = true;
         return r;
       }
@@ -103,7 +115,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
     if (actual.nanos() < 0) actual = money<C>();
     // Both amounts are >= 0, so the delta cannot overflow; the totals can.
     sat_add(committed_, actual.nanos() - r.amount.nanos(), std::memory_order_acq_rel);  // acq_rel: as in reserve
-    sat_add(spent_, actual.nanos(), std::memory_order_relaxed);  // relaxed: a statistic
+    add_spent(actual.nanos());
     return money<C>::from_nanos(r.amount.nanos() - actual.nanos());
   }
   // Gives the whole reservation back (the call was not billed, e.g. a 429).
@@ -112,40 +124,57 @@ class alignas(TOLLGATE_CACHELINE_SIZE) budget {
   // Snapshot support: reserved + settled, and settled, in nano-units; and
   // their inverse for a budget not yet shared.
   std::pair<std::int64_t, std::int64_t> export_totals() const noexcept {
-    return {committed_.load(std::memory_order_acquire), spent_.load(std::memory_order_relaxed)};  // as in remaining/spent
+    const std::int64_t c = committed_.load(std::memory_order_acquire);  // acquire: as in remaining
+    return {c < 0 ? std::numeric_limits<std::int64_t>::max() : c, spent_.load(std::memory_order_relaxed)};  // relaxed: a statistic
   }
+  // Negative totals count as zero.
   void import_totals(std::int64_t committed, std::int64_t spent) noexcept {
-    spent_.store(spent, std::memory_order_relaxed);        // relaxed: a statistic
-    committed_.store(committed, std::memory_order_release);  // release: as in reserve
+    spent_.store(spent < 0 ? 0 : spent, std::memory_order_relaxed);               // relaxed: a statistic
+    committed_.store(committed < 0 ? 0 : committed, std::memory_order_release);  // release: as in reserve
   }
 
   money<C> limit() const noexcept { return money<C>::from_nanos(limit_); }
   // Limit minus everything reserved or settled (never negative).
   money<C> remaining() const noexcept {
     const std::int64_t c = committed_.load(std::memory_order_acquire);  // acquire: as in reserve
-    return money<C>::from_nanos(c >= limit_ ? 0 : limit_ - c);
+    return money<C>::from_nanos(c < 0 || c >= limit_ ? 0 : limit_ - c);
   }
   money<C> spent() const noexcept { return money<C>::from_nanos(spent_.load(std::memory_order_relaxed)); }
   // True once a settle overflowed the totals: the budget then refuses
   // everything (see the header).
   bool saturated() const noexcept {
-    return committed_.load(std::memory_order_acquire) == sticky;  // acquire: as in reserve
+    return committed_.load(std::memory_order_acquire) < 0;  // acquire: as in reserve
   }
 
  private:
-  static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::max();
+  // The saturation mark: committed totals are never negative otherwise (a
+  // settle gives back at most what its reservation added).
+  static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
 
-  // t += d, saturating at INT64_MAX, which then sticks (a delta of any sign
-  // leaves it there). One CAS loop: lock-free, and no update is lost.
+  // t += d; a sum past INT64_MAX sets the mark, which then sticks (a delta of
+  // any sign leaves it there; a03: the maximum itself had been the mark, so a
+  // budget of money::max() fully reserved stuck). One CAS loop: lock-free,
+  // and no update is lost.
   static void sat_add(detail::atomic<std::int64_t>& t, std::int64_t d, std::memory_order order) noexcept {
     // relaxed load and failure order: the loop only recomputes from the
     // value; the successful CAS carries `order` (the caller's pairing).
     std::int64_t c = t.load(std::memory_order_relaxed);
     for (;;) {
       std::int64_t next = 0;
-      if (c == sticky) return;
-      if (__builtin_add_overflow(c, d, &next)) next = d > 0 ? sticky : std::numeric_limits<std::int64_t>::min();
+      if (c < 0) return;
+      if (__builtin_add_overflow(c, d, &next)) next = sticky;  // only upwards: c >= 0
+      else if (next < 0) next = 0;  // more given back than held: only after import_totals under leases
       if (t.compare_exchange_weak(c, next, order, std::memory_order_relaxed)) return;
+    }
+  }
+  // spent += d (d >= 0), sticking at INT64_MAX.
+  void add_spent(std::int64_t d) noexcept {
+    // relaxed: a statistic; the loop only recomputes from the value.
+    std::int64_t c = spent_.load(std::memory_order_relaxed);
+    for (;;) {
+      std::int64_t next = 0;
+      if (__builtin_add_overflow(c, d, &next)) next = std::numeric_limits<std::int64_t>::max();
+      if (next == c || spent_.compare_exchange_weak(c, next, std::memory_order_relaxed, std::memory_order_relaxed)) return;
     }
   }
 

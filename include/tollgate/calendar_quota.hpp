@@ -2,6 +2,9 @@
 //
 // calendar_quota.hpp: a quota per calendar day that resets at midnight of a
 // fixed UTC offset, read from wall-clock time (nanoseconds since 1970-01-01Z).
+// A quota on another clock (a steady one, whose zero is the boot) is given
+// the Unix time at that clock's zero (`clock_origin`) and counts its days as
+// the UTC days of `now + clock_origin`.
 //
 // Use it only when you know in which time zone your server's day resets.
 // Kimi says its daily token limit "resets the next day" without naming the
@@ -9,7 +12,9 @@
 // the safe default for such limits.
 //
 // Guarantee. Within each calendar day [midnight, next midnight) of the given
-// offset, the units admitted never exceed the limit. Usage charged after the
+// offset, the units admitted never exceed the limit (days of the Unix time
+// now + clock_origin, exactly as the quota maps it: a mapping that is off by
+// e seconds from true UTC moves every midnight by e). Usage charged after the
 // fact (charge) may push a day past it; admissions then wait for the next day.
 //
 // Time going backwards. A `now` in a day before the one the state is in is
@@ -19,8 +24,11 @@
 // `now` (INT64_MAX is in the year 2262) moves the state to that day, and every
 // ordinary `now` afterwards is stale. The quota has not been made more
 // permissive, as stated; the way out is `reset()`, which forgets the day and
-// its usage. Every function is defined for every `now`; waits saturate at
-// INT64_MAX and are never negative.
+// its usage. Every function is defined for every `now`; waits are never
+// negative, and a wait for a day that starts after INT64_MAX (the last day
+// representable) is INT64_MAX. Days are computed in 128 bits, so the day of
+// a `now` and the start of the next day agree up to INT64_MAX: the stated
+// wait for the next day is exact there too.
 //
 // Concurrency contract. All member functions are thread-safe; try_acquire,
 // charge and refund are one CAS loop on a single word {day: 24 bits, used:
@@ -65,6 +73,17 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   }
   calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset, errc& ec) noexcept {
     ec = init(limit, utc_offset);
+  }
+  // On a clock whose readings are not Unix time: `clock_origin` is the Unix
+  // time (ns since 1970-01-01Z) at the clock's zero; any value is accepted.
+  calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset, nanoseconds clock_origin) {
+    const errc e = init(limit, utc_offset);
+    if (e != errc::ok) detail::fail(e);
+    origin_ = clock_origin.count();
+  }
+  calendar_quota(std::uint64_t limit, std::chrono::minutes utc_offset, nanoseconds clock_origin, errc& ec) noexcept {
+    ec = init(limit, utc_offset);
+    origin_ = clock_origin.count();
   }
   calendar_quota(const calendar_quota&) = delete;
   calendar_quota& operator=(const calendar_quota&) = delete;
@@ -175,7 +194,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   std::uint64_t export_word() const noexcept { return state_.load(std::memory_order_acquire); }  // acquire: as in try_acquire
   void import_word(std::uint64_t w) noexcept { state_.store(w, std::memory_order_release); }      // release: publishes it
   // The day `now` falls in, as the state word counts days (since 1970-01-01
-  // at the offset; 0 before it): what a restore checks an imported word by.
+  // at the offset, of now + clock_origin; 0 before it): what a restore
+  // checks an imported word by.
   std::uint64_t day_at(nanoseconds now) const noexcept { return day_of(now); }
 
   // Forgets the day and its usage (for recovering from a bogus far-future
@@ -193,6 +213,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   std::chrono::minutes utc_offset() const noexcept {
     return std::chrono::duration_cast<std::chrono::minutes>(nanoseconds(offset_));
   }
+  nanoseconds clock_origin() const noexcept { return nanoseconds(origin_); }
 
  private:
   errc init(std::uint64_t limit, std::chrono::minutes off) noexcept {
@@ -202,30 +223,37 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
     return errc::ok;
   }
+  // In 128 bits, without saturating: day_start below inverts it exactly, so
+  // the wait to a day's start ends in that day (a05: a day saturated at
+  // INT64_MAX here but not there made that wait 1 ns, for ever).
   std::uint64_t day_of(nanoseconds now) const noexcept {
-    const std::int64_t t = now.count();
-    // Shift into local time without overflow, then floor-divide.
-    const std::int64_t local = offset_ >= 0 ? detail::sat_offset(t, static_cast<std::uint64_t>(offset_))
-                               : (t < std::numeric_limits<std::int64_t>::min() - offset_ ? std::numeric_limits<std::int64_t>::min() : t + offset_);
+    const detail::i128 local = static_cast<detail::i128>(now.count()) + origin_ + offset_;
     if (local < 0) return 0;
-    return static_cast<std::uint64_t>(local / day_ns);
+    // A 64-bit division where it fits (every ordinary time): the 128-bit one is a library call.
+    if (local <= std::numeric_limits<std::int64_t>::max()) return static_cast<std::uint64_t>(static_cast<std::int64_t>(local) / day_ns);
+    return static_cast<std::uint64_t>(local / day_ns);  // < 2^19: INT64_MAX twice over is 213,504 days
   }
-  // From `now` to the start of day d, for a refusal: at least 1 ns (a day
-  // that starts past INT64_MAX is reported as starting there).
+  // From `now` to the start of day d, for a refusal: at least 1 ns; INT64_MAX
+  // for a day that starts after INT64_MAX (it never comes).
   nanoseconds wait_until(std::uint64_t d, nanoseconds now) const noexcept {
+    if (start_of(d) > std::numeric_limits<std::int64_t>::max()) return nanoseconds::max();
     const std::int64_t wait = detail::sat_gap(now.count(), day_start(d).count());
     return nanoseconds(wait > 0 ? wait : 1);
   }
+  detail::i128 start_of(std::uint64_t d) const noexcept {
+    return static_cast<detail::i128>(d) * day_ns - origin_ - offset_;
+  }
   nanoseconds day_start(std::uint64_t d) const noexcept {
-    // In 128 bits: day 106,752 already passes INT64_MAX nanoseconds.
-    const detail::i128 t = static_cast<detail::i128>(d) * day_ns - offset_;
-    constexpr detail::i128 top = std::numeric_limits<std::int64_t>::max();
-    return nanoseconds(t > top ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(t));
+    const detail::i128 t = start_of(d);
+    constexpr detail::i128 top = std::numeric_limits<std::int64_t>::max(), bottom = std::numeric_limits<std::int64_t>::min();
+    return nanoseconds(t > top ? std::numeric_limits<std::int64_t>::max()
+                       : t < bottom ? std::numeric_limits<std::int64_t>::min() : static_cast<std::int64_t>(t));
   }
 
   detail::atomic<std::uint64_t> state_{0};
   detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
   std::int64_t offset_ = 0;
+  std::int64_t origin_ = 0;  // the Unix time at the clock's zero
 };
 
 TOLLGATE_END_NAMESPACE

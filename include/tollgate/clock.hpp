@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <type_traits>
 #if defined(__unix__) || defined(__APPLE__)
 #include <time.h>
 #endif
@@ -61,6 +62,7 @@ struct coarse_clock {
 // reset at a calendar boundary (calendar_quota). Not monotonic.
 struct system_clock {
   static constexpr bool is_steady = false;
+  static constexpr bool reads_unix_time = true;  // a calendar day needs no mapping
   static nanoseconds now() noexcept {
     return std::chrono::duration_cast<nanoseconds>(std::chrono::system_clock::now().time_since_epoch());
   }
@@ -72,6 +74,8 @@ struct system_clock {
 template <class Tag>
 struct basic_manual_clock {
   static constexpr bool is_steady = false;
+  // Tests and simulations set Unix times: a calendar day reads them as such.
+  static constexpr bool reads_unix_time = true;
   // relaxed: the value is the only data the clock publishes; a reader that
   // needs ordering with other memory gets it from its own synchronisation.
   static nanoseconds now() noexcept { return nanoseconds(value_.load(std::memory_order_relaxed)); }
@@ -85,6 +89,14 @@ struct basic_manual_clock {
  private:
   static inline std::atomic<std::int64_t> value_{0};
 };
+
+namespace detail {
+// Whether Clock's readings are Unix time (it says so by reads_unix_time).
+template <class C, class = void>
+struct reads_unix_time : std::false_type {};
+template <class C>
+struct reads_unix_time<C, std::void_t<decltype(C::reads_unix_time)>> : std::bool_constant<C::reads_unix_time> {};
+}  // namespace detail
 
 struct manual_clock_tag {};
 using manual_clock = basic_manual_clock<manual_clock_tag>;

@@ -109,8 +109,11 @@ constexpr bool add_term(std::uint64_t count, std::optional<token_price<C>> price
   term = 0;
   if (count == 0) return true;
   if (!price) return false;
-  term = static_cast<u128>(count) * price->nanos_per_token;
-  acc += term;  // at most 5 terms of < 2^128 / 8 each: no wrap
+  term = static_cast<u128>(count) * price->nanos_per_token;  // < 2^128: both factors < 2^64
+  // Saturating: each term may be near 2^128, so a plain sum of five could
+  // wrap to a small total and pass as ok (a15). Saturated, it is an overflow.
+  const u128 room = ~u128{0} - acc;
+  acc = term > room ? ~u128{0} : acc + term;
   return true;
 }
 }  // namespace detail
@@ -190,8 +193,12 @@ template <class C>
 // uncached input price, every allowed output token at the output price, and
 // the largest cache write the call can make: its whole prompt at the dearer
 // of the model's write prices (a call writes at most its prompt to the
-// cache; a model without write prices in C adds nothing, since a usage with
-// writes then has no computable cost). Pass the model's default cap when the
+// cache). A model that writes to the cache at prices unknown in C (kimi-k3
+// in yuan: its catalog lists dollar write prices only) has no computable
+// worst case unless the request declares its writes: unknown_price, which an
+// account refuses as `never` (dimension::budget), since a reservation
+// without the writes would let them overspend the budget. Declare them
+// (cache_writes{} for none) to reserve the rest. Pass the model's default cap when the
 // request has no max_tokens; if that is unknown too, the stated worst case is
 // the context window minus the prompt. Bounds cost() of every usage with
 // prompt <= prompt_estimate and completion <= the cap.
@@ -242,6 +249,11 @@ template <class C>
     const std::uint64_t p1 = m.cache_write_1h ? m.cache_write_1h->nanos_per_token : 0;
     if (m.cache_write_1h && p1 >= p5) u.cache_write_1h = prompt_estimate;
     else if (m.cache_write_5m) u.cache_write_5m = prompt_estimate;
+  } else {
+    // Undeclared writes at prices this currency does not know: no bound (a26).
+    cost_breakdown<C> r;
+    r.error = cost_errc::unknown_price;
+    return r;
   }
   return cost<C>(m, u, o);
 }

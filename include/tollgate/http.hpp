@@ -218,7 +218,9 @@ constexpr std::optional<nanoseconds> parse_go_duration(std::string_view s) noexc
 }
 
 // The OpenAI-style rate-limit headers. Feed each response header through
-// `read`; the ones not present stay empty.
+// `read`; the ones not present stay empty. `read`'s time is Unix time
+// (system_clock::now()), not an account's steady `now`: an HTTP-date
+// Retry-After is turned into a wait against it.
 struct rate_limit_headers {
   std::optional<std::uint64_t> limit_requests, limit_tokens, remaining_requests, remaining_tokens;
   std::optional<nanoseconds> reset_requests, reset_tokens;

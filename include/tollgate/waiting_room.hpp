@@ -16,7 +16,10 @@
 // cancel flag is set (call notify() after setting it: it wakes every waiter,
 // so a cancelled one leaves even behind the head); it then returns the
 // last refusal the account gave (or a `later` with reason::busy if it never
-// reached the head).
+// asked). Admissions happen only before the deadline: the account is asked
+// only at a Clock time < deadline with the flag seen clear, so a call that
+// arrives with its deadline past or its flag set is never admitted. (A flag
+// set while the account is being asked is seen at the next check.)
 //
 // Concurrency contract. admit() and notify() are thread-safe. The waiting
 // path takes the room's mutex (this is where callers block anyway); the
@@ -86,9 +89,12 @@ class waiting_room {
         sleep_until(lock, me, deadline);
         continue;
       }
+      // The head that gives up leaves without asking (a04: asking once more
+      // admitted calls past their deadline or cancelled).
       const nanoseconds asked = Clock::now();
+      if (give_up || asked >= deadline) return leave(me, std::move(last));
       last = acct_.try_admit(r, asked);
-      if (last || last.decision.never() || give_up) return leave(me, std::move(last));
+      if (last || last.decision.never()) return leave(me, std::move(last));
       const nanoseconds w = last.decision.retry_after();
       // A time to wait for, or (a permit, money) a release to wait for.
       sleep_until(lock, me, w > nanoseconds(0) && asked + w < deadline ? asked + w : deadline);

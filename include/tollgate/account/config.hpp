@@ -72,6 +72,12 @@ struct basic_account_config {
   server_model model = server_model::unknown;
   bool calendar_day = false;                     // TPD per calendar day at utc_offset, instead of rolling 24 h
   std::chrono::minutes utc_offset{0};
+  // For calendar_day: the Unix time (ns since 1970-01-01Z) at the account
+  // clock's zero, so that its days are UTC days whatever the clock. Unset:
+  // 0 for a clock that reads Unix time (system_clock, manual clocks), else
+  // system_clock::now() - Clock::now(), read once at construction. Not part
+  // of the configuration a snapshot checks (it differs from boot to boot).
+  std::optional<nanoseconds> unix_time_at_zero;
   bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
   std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits
   std::optional<money<Currency>> budget;         // a spending limit, if any

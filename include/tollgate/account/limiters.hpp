@@ -28,6 +28,7 @@
 #include <tollgate/calendar_quota.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/concurrency.hpp>
+#include <tollgate/detail/arith.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/money.hpp>
 #include <tollgate/sliding_window.hpp>
@@ -36,6 +37,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -91,7 +93,7 @@ struct account_limiters {
       if (e != errc::ok) return e;
     }
     if (auto v = c.tpd.value()) {
-      if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, e);
+      if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, unix_time_at_zero(c), e);
       else tpd_w.emplace(rate(*v, std::chrono::hours(24)), origin, e);
       if (e != errc::ok) return e;
     }
@@ -99,6 +101,15 @@ struct account_limiters {
     return e;
   }
 
+  // Where the calendar day's `now` is in Unix time (config.hpp).
+  static nanoseconds unix_time_at_zero(const config_type& c) noexcept {
+    if (c.unix_time_at_zero) return *c.unix_time_at_zero;
+    if (detail::reads_unix_time<Clock>::value) return nanoseconds(0);
+    const nanoseconds wall = system_clock::now(), here = Clock::now();
+    const detail::i128 d = static_cast<detail::i128>(wall.count()) - here.count();
+    constexpr detail::i128 top = std::numeric_limits<std::int64_t>::max(), bottom = std::numeric_limits<std::int64_t>::min();
+    return nanoseconds(static_cast<std::int64_t>(d > top ? top : d < bottom ? bottom : d));
+  }
   // Whether tier `t` enforces exactly the dimensions these limiters do.
   bool same_dimensions(const tier_row& t) const noexcept {
     auto need = [](bool have, const limit& l) { return have != l.is_finite(); };
@@ -219,13 +230,27 @@ struct account_limiters {
 
   // Every time-based dimension's answer for a request of n tokens (peeks).
   void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now) const noexcept {
-    if (rpm_w) r.note(dimension::rpm, rpm_w->time_until(1, now));
+    if (rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
     if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
-    if (tpm_w) r.note(dimension::tpm, tpm_w->time_until(n, now));
+    if (tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
     if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
-    if (tpd_w) r.note(dimension::tpd, tpd_w->time_until(n, now));
+    if (tpd_w) r.note(dimension::tpd, ahead(*tpd_w, n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
-    if (day_q) r.note(dimension::tpd, day_q->time_until(n, now));
+    if (day_q) r.note(dimension::tpd, ahead(*day_q, n, now));
+  }
+  // A window's or the quota's wait for n at `now`, exact also for a `now`
+  // older than one it has seen (a08): such a `now` is refused as stale with
+  // the time to its head slot (or day), so the wait is that time plus the
+  // wait at the head, the first time it can decide.
+  template <class Limiter>
+  static decision ahead(const Limiter& x, std::uint64_t n, nanoseconds now) noexcept {
+    const decision d = x.time_until(n, now);
+    if (!d.later() || d.why() != reason::stale_time) return d;
+    const std::int64_t gap = d.retry_after().count();  // > 0
+    const decision there = x.time_until(n, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(gap))));
+    if (there.never()) return there;
+    const std::int64_t more = there.later() ? there.retry_after().count() : 0;
+    return decision::wait(nanoseconds(detail::sat_offset(gap, static_cast<std::uint64_t>(more))));
   }
 
   // The time-based dimensions and money of remaining(); held(k) is what

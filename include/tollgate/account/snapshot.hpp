@@ -21,8 +21,12 @@
 // without the restart (each window moves its slot grid to the stored
 // times, so it holds nothing longer either). Buckets keep what they owe
 // (rounded up), pauses what is left of them, the calendar quota its day and
-// usage (days are absolute). A wall clock that went backwards counts as
-// no time passed; one that jumped forward ages the counts by the jump.
+// usage (UTC day numbers at the offset, as the account maps its clock to Unix
+// time: config.hpp's unix_time_at_zero, so a reboot, which restarts a steady
+// clock, keeps the day). A wall clock that went backwards counts as no time
+// passed; one that jumped forward ages the counts by the jump. A stop or a
+// pause already set in the restoring account stays (the later pause end
+// wins): a restore never lifts a restriction.
 //
 // Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
 // whole slots, which drops the position inside the slot; restore() reads
@@ -42,8 +46,10 @@
 // inconsistent budget, a calendar day after tomorrow's, a stop flag other
 // than 0 or 1). It refuses with in_use an account that has started taking
 // traffic (any try_admit that got past the stop and pause checks to the
-// limits, admitted or not): its counts would be lost and its leases would
-// settle against counts they were not taken from.
+// limits, admitted or not, or after a restore one refused by a pause, whose
+// wait read the restored counts): its counts would be lost and its leases
+// would settle against counts they were not taken from. A restored account
+// that has not started may be restored again.
 // Restore into a new account, before sharing it. A try_admit that races
 // the restore is refused (dimension::paused, reason::busy, no wait) until
 // it is done; no other member function may run at the same time.
@@ -309,7 +315,9 @@ struct account_codec {
       if (*bs[i]) (*bs[i])->restore_owed(nanoseconds(static_cast<std::int64_t>(owed[i] > down ? owed[i] - down : 0)), now);
     if (d.day_q) d.day_q->import_word(day_word);
     if (d.money) d.money->import_totals(static_cast<std::int64_t>(committed), static_cast<std::int64_t>(spent));
-    ps.restore_stop(stop != 0);  // a misconfigured account stays stopped
+    // A stop set before the restore (a quota error already seen) stays, as a
+    // misconfigured account stays stopped: a restore only adds restrictions.
+    ps.restore_stop(stop != 0 || ps.stopped());
     if (pause > down) ps.pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
     return account_restore_errc::ok;
   }
