@@ -335,27 +335,16 @@ class account {
       slots_.claim(now, shard, l.slot_, l.stamp_);
     }
     if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
-    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
-      d_.give_request(l.rpm_s_, l.rpm_c_, now);
-      return refuse_and_report(a, n, now, shard);
-    }
+    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard))
+      return roll_back(a, taken_requests, n, now, shard);
     bool day_ok = true;
     std::uint64_t no_bucket = 0;  // tpd_b is never built: the daily limit is a window or a quota
     if (d_.day_q) day_ok = d_.day_q->try_acquire(n, now, l.day_t_).admitted();
     else day_ok = take_tokens(d_.tpd_w, d_.tpd_b, credit::tpd, l.tpd_s_, no_bucket, n, now, shard);
-    if (!day_ok) {
-      limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
-      d_.give_request(l.rpm_s_, l.rpm_c_, now);
-      return refuse_and_report(a, n, now, shard);
-    }
+    if (!day_ok) return roll_back(a, taken_minute, n, now, shard);
     if (d_.money) {
       l.money_ = d_.money->reserve(a.worst_case);
-      if (!l.money_) {
-        give_day(l, n, now);
-        limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
-        d_.give_request(l.rpm_s_, l.rpm_c_, now);
-        return refuse_and_report(a, n, now, shard);
-      }
+      if (!l.money_) return roll_back(a, taken_day, n, now, shard);
     }
     l.acc_ = this;
     l.tokens_ = n;
@@ -438,6 +427,19 @@ class account {
   void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
     if (d_.day_q) (void)d_.day_q->refund(l.day_t_, n);
     else limiters::give_tokens(d_.tpd_w, d_.tpd_b, l.tpd_s_, 0, n, n, now);
+  }
+
+  // A refusal after some dimensions were taken: give them back, newest
+  // first, then report. Out of line, so that the admission path stays small
+  // enough for callers to inline.
+  enum taken : unsigned char { taken_requests, taken_minute, taken_day };
+  [[gnu::noinline]] void roll_back(admission_type& a, taken t, std::uint64_t n, nanoseconds now,
+                                   unsigned shard) noexcept {
+    lease_type& l = a.lease;
+    if (t >= taken_day) give_day(l, n, now);
+    if (t >= taken_minute) limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+    d_.give_request(l.rpm_s_, l.rpm_c_, now);
+    refuse_and_report(a, n, now, shard);
   }
 
   void refuse_never(admission_type& a, reason why) noexcept {
