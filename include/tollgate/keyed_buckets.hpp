@@ -4,8 +4,8 @@
 // an API key) in a fixed-capacity table that never allocates after its
 // construction and never resets a live bucket.
 //
-// Table. `capacity` entries of 24 bytes, allocated once by the constructor
-// (memory: 24 x capacity bytes plus the class list). A key (a 64-bit id or a
+// Table. `capacity` entries of 32 bytes, allocated once by the constructor
+// (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
 // string_view) is hashed with SipHash-2-4 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
 // over a window of `window` entries from the hash's home (16 unless told).
@@ -45,14 +45,21 @@
 // collides with the 8-byte string of its bytes by construction.
 //
 // Time. Ticks are counted from the table's origin (times before it count as
-// it), at each class's scale, saturating at 2^62 - 1 ticks: every accepted
-// class spans at least 10 years from the origin (token_bucket's rule);
-// unlike token_bucket the epoch never moves, so past the horizon of a class
-// its entries refuse everything (the conservative side). A `now` earlier
+// it), at each class's scale s. A class counts exactly up to its horizon,
+// horizon(cls) = floor((2^62 - 1 - B x T ticks) / s) ns after the origin,
+// at least 10 years (token_bucket's rule). Unlike token_bucket the epoch
+// never moves, so a class ends there: a `now` past its horizon is refused
+// `never` (reason::exceeds_capacity: nothing more can ever be granted),
+// for a key of that class and for a new key claiming it (which then takes
+// no entry), and so is a refusal before it whose exact wait would end past
+// it (table_full included). At the horizon itself decisions are still
+// exact. An entry of a class past its horizon is full, as a fresh one is
+// there (both refuse everything), and may be reclaimed. A `now` earlier
 // than a key's state is evaluated at face value: never more permissive
 // than the latest time seen.
 //
 // Decisions. n == 0 is admitted and changes nothing (and claims nothing).
+// Past a class's horizon everything else is `never` (see Time).
 // n > the class burst is `never`. Otherwise a refusal writes nothing to the
 // bucket and gives the exact wait. A bad class index is refused with
 // keyed_status::bad_class. A new key asking for more than its class's
@@ -89,6 +96,7 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/gcra_params.hpp>
 #include <tollgate/detail/siphash.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
@@ -157,6 +165,8 @@ struct keyed_ticket {
   std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
   std::uint64_t units = 0;  // units it may still give back
   std::size_t cls = 0;      // the class of the entry it was taken on
+  std::size_t slot = 0;     // the entry it was taken on
+  std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
 };
 
 class keyed_result {
@@ -234,8 +244,11 @@ class keyed_buckets {
   // (the part of the admission's own intervals still ahead), so the bound
   // holds for the units admitted net of refunds. Nothing when the key's
   // entry is gone (it was full: nothing is owed) or has another class, or
-  // for another key's ticket. A `now` that lags by d can give back d / T
-  // units early (token_bucket's skew bound). Returns the units given back.
+  // for another key's ticket, or when the key's entry is not the one the
+  // admission charged (the key was erased or evicted and claimed an entry
+  // again: the ticket names its entry and that entry's claim generation).
+  // A `now` that lags by d can give back d / T units early (token_bucket's
+  // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     return refund_hash(hash_(id), t, n, now);
   }
@@ -274,6 +287,11 @@ class keyed_buckets {
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t window() const noexcept { return window_; }
   std::size_t classes() const noexcept { return params_.size(); }
+  // How long after the origin class `cls` counts exactly (see Time); zero
+  // for a bad class index.
+  nanoseconds horizon(std::size_t cls) const noexcept {
+    return cls < params_.size() ? nanoseconds(detail::gcra_horizon_ns(params_[cls])) : nanoseconds(0);
+  }
   static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
 
  private:
@@ -301,10 +319,16 @@ class keyed_buckets {
   }
   static constexpr std::uint64_t pins_of(std::uint64_t c) noexcept { return (c & pin_mask) >> pin_shift; }
 
+  // `claim` counts the entry's claims (64 bits: a ticket would have to be
+  // held across 2^64 claims of one entry to name a later incarnation, a
+  // claim per nanosecond for 584 years). Only the owner of a claiming
+  // entry writes it; tickets carry it so a refund lands only in the
+  // incarnation that was charged.
   struct entry {
     detail::atomic<std::uint64_t> ctl{0};
     detail::atomic<std::uint64_t> hash{0};
     detail::atomic<std::uint64_t> tat{0};
+    detail::atomic<std::uint64_t> claim{0};
   };
 
   enum class claim_outcome { claimed, retry, full };
@@ -336,6 +360,18 @@ class keyed_buckets {
     return s >= capacity_ ? s - capacity_ : s;
   }
 
+  // Whether `now` is past class p's horizon.
+  bool past(nanoseconds now, const detail::gcra_params& p) const noexcept {
+    return detail::positive_difference(now.count(), origin_) > static_cast<std::uint64_t>(detail::gcra_horizon_ns(p));
+  }
+  // A refusal at `now` with wait w: `never` when now + w is past p's horizon.
+  decision wait_or_never(nanoseconds now, nanoseconds w, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t at = detail::sat_add(detail::positive_difference(now.count(), origin_),
+                                             static_cast<std::uint64_t>(w.count()));
+    if (at > static_cast<std::uint64_t>(detail::gcra_horizon_ns(p))) return decision::refuse(reason::exceeds_capacity);
+    return decision::wait(w);
+  }
+
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
     const std::uint64_t t = detail::sat_mul(detail::positive_difference(now.count(), origin_), p.scale);
     return t > L::max_ticks ? L::max_ticks : t;
@@ -356,18 +392,25 @@ class keyed_buckets {
       if (!pin(h, slot, slot_cls)) {
         // A new key asking for more than its class can ever hold: refused
         // without taking an entry.
-        if (n > params_[cls].burst) return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
+        // So is one past its class's horizon.
+        if (n > params_[cls].burst || past(now, params_[cls])) {
+          return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
+        }
         nanoseconds wait{0};
         bool known = false;
         const claim_outcome o = claim(h, cls, now, slot, wait, known);
         if (o == claim_outcome::retry) continue;
         if (o == claim_outcome::full) {
-          return {known ? decision::wait(wait) : decision::wait(nanoseconds(0), reason::busy), keyed_status::table_full};
+          return {known ? wait_or_never(now, wait, params_[cls]) : decision::wait(nanoseconds(0), reason::busy),
+                  keyed_status::table_full};
         }
       }
       std::uint64_t end = 0;
-      const decision d = admit(entries_[slot].tat, params_[slot_cls], n, now, end);
-      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls};
+      entry& e = entries_[slot];
+      const decision d = admit(e.tat, params_[slot_cls], n, now, end);
+      // relaxed: written before the publish CAS (release) that our pin's
+      // acquire read, or by ourselves; no claim can change it while pinned.
+      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed)};
       unpin(entries_[slot]);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
@@ -376,7 +419,7 @@ class keyed_buckets {
   // The GCRA of token_bucket on one word, under class parameters.
   decision admit(detail::atomic<std::uint64_t>& tat, const detail::gcra_params& p, std::uint64_t n,
                  nanoseconds now, std::uint64_t& end) const noexcept {
-    if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
+    if (n > p.burst || past(now, p)) return decision::refuse(reason::exceeds_capacity);
     const std::uint64_t now_t = ticks(now, p);
     // relaxed: the word is the whole bucket; CAS atomicity orders the
     // admissions among themselves. Its initial value came with the pin
@@ -385,7 +428,7 @@ class keyed_buckets {
     for (;;) {
       const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
       const std::uint64_t need = base + n * p.interval;
-      if (need - now_t > p.tau) return decision::wait(ticks_to_ns(need - now_t - p.tau, p));
+      if (need - now_t > p.tau) return wait_or_never(now, ticks_to_ns(need - now_t - p.tau, p), p);
       // relaxed / relaxed: as the load above.
       if (tat.compare_exchange_weak(w, need, std::memory_order_relaxed, std::memory_order_relaxed)) {
         end = need;
@@ -413,7 +456,9 @@ class keyed_buckets {
     std::size_t slot = 0, cls = 0;
     if (!pin(h, slot, cls)) return 0;
     std::uint64_t got = 0;
-    if (cls == t.cls) {
+    // relaxed: as in acquire_hash(); another incarnation of the key (or of
+    // the entry) has another slot or claim generation.
+    if (cls == t.cls && slot == t.slot && entries_[slot].claim.load(std::memory_order_relaxed) == t.claim) {
       const detail::gcra_params& p = params_[cls];
       const std::uint64_t now_t = ticks(now, p);
       detail::atomic<std::uint64_t>& tat = entries_[slot].tat;

@@ -121,10 +121,16 @@ typename keyed_buckets<Clock, Hash>::claim_outcome keyed_buckets<Clock, Hash>::c
       // the version and fails our claim CAS.
       const std::uint64_t tat = e.tat.load(std::memory_order_acquire);
       const std::uint64_t now_t = ticks(now, p);
-      if (tat <= now_t) {
+      // Past its class's horizon an entry refuses everything, as a fresh
+      // one of its class does there: full, so reclaimable.
+      if (tat <= now_t || past(now, p)) {
         pick = s, pick_i = i, pick_c = c;
       } else {
-        const std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+        // Full when its TAT is reached, or once past its horizon.
+        std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+        const std::uint64_t end = static_cast<std::uint64_t>(detail::gcra_horizon_ns(p)) + 1 -
+                                  detail::positive_difference(now.count(), origin_);  // > 0: not past
+        if (end < d) d = end;
         if (d < soonest) soonest = d;
         known = true;
       }
@@ -151,6 +157,11 @@ typename keyed_buckets<Clock, Hash>::claim_outcome keyed_buckets<Clock, Hash>::c
   // relaxed: published by the hashed CAS (seq_cst, a release), which the
   // scans acquire.
   e.hash.store(h, std::memory_order_relaxed);
+  // A new incarnation: tickets of earlier ones give nothing back here.
+  // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
+  // (acquire) follows the previous owner's publish or free (releases, RMWs
+  // all) in the word's order; pinners read it after the publish CAS below.
+  e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   std::uint64_t mine = ver | st_claiming;
   // seq_cst: the mark of the protocol above. Cannot fail: only we write
   // a claiming entry.
@@ -247,8 +258,9 @@ std::uint64_t keyed_buckets<Clock, Hash>::available_hash(std::uint64_t h, std::s
   if (cls >= params_.size()) return 0;
   std::uint64_t tat = 0;
   std::size_t c = cls;
-  if (!peek_tat(h, &tat, &c)) return params_[cls].burst;
+  if (!peek_tat(h, &tat, &c)) return past(now, params_[cls]) ? 0 : params_[cls].burst;
   const detail::gcra_params& p = params_[c];
+  if (past(now, p)) return 0;
   const std::uint64_t now_t = ticks(now, p);
   const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
   return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;

@@ -1,0 +1,267 @@
+// keyed_buckets at its edges: a class's horizon, tickets across erase and
+// reclaim, and admit_keyed's all-or-nothing rule under hostile orders.
+#include "catch_compat.hpp"
+#include "support.hpp"
+#include "account_support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+using namespace tollgate;
+using tgtest::ns;
+
+namespace {
+
+hash_seed edge_seed(std::uint64_t stream) {
+  tgtest::rng g(tgtest::seed_for(stream));
+  const std::uint64_t a = g.next();
+  return hash_seed{a, g.next()};
+}
+
+// Every key hashes to itself: small keys all have home 0.
+struct ident_hash {
+  explicit ident_hash(hash_seed) {}
+  std::uint64_t operator()(std::uint64_t id) const { return id; }
+  std::uint64_t operator()(std::string_view s) const { return s.size(); }
+};
+
+// Keys 2g and 2g+1 share the hash of group g (forced collisions).
+struct twin_hash {
+  explicit twin_hash(hash_seed s) : salt(s.k0) {}
+  std::uint64_t operator()(std::uint64_t id) const {
+    tgtest::rng g((id >> 1) ^ salt);
+    return g.next();
+  }
+  std::uint64_t operator()(std::string_view s) const { return s.size() ^ salt; }
+  std::uint64_t salt;
+};
+
+constexpr std::int64_t max_ticks = (std::int64_t{1} << 62) - 1;
+
+}  // namespace
+
+// Class 0: 1 per us, burst 3 (scale 1, so its horizon is 2^62 - 1 - 3000 ns);
+// class 1: 1 per us, burst 1 (2000 ns later).
+TEST_CASE("keyed: a class ends at its horizon: exact up to it, never past it", "[keyed]") {
+  keyed_buckets<manual_clock> t(16, {{rate(1, ns(1000)), 3}, {rate(1, ns(1000)), 1}}, edge_seed(20), ns(0));
+  const std::int64_t ha = max_ticks - 3000, hb = max_ticks - 1000;
+  CHECK(t.horizon(0) == ns(ha));
+  CHECK(t.horizon(1) == ns(hb));
+  CHECK(t.horizon(2) == ns(0));
+  // Just below it: the exact waits of any bucket.
+  const std::int64_t b = ha - 10000;
+  for (int i = 0; i < 3; ++i) REQUIRE(t.try_acquire(std::uint64_t{1}, 0, 1, ns(b)).admitted());
+  const keyed_result w = t.try_acquire(std::uint64_t{1}, 0, 1, ns(b));
+  CHECK(w.status() == keyed_status::limited);
+  CHECK(w.result().later());
+  CHECK(w.result().retry_after() == ns(1000));
+  CHECK_FALSE(t.try_acquire(std::uint64_t{1}, 0, 1, ns(b + 999)).admitted());
+  CHECK(t.try_acquire(std::uint64_t{1}, 0, 1, ns(b + 1000)).admitted());
+  // At it: a new key still gets its burst; a wait that would end past it is never.
+  for (int i = 0; i < 3; ++i) REQUIRE(t.try_acquire(std::uint64_t{2}, 0, 1, ns(ha)).admitted());
+  const keyed_result at = t.try_acquire(std::uint64_t{2}, 0, 1, ns(ha));
+  CHECK(at.status() == keyed_status::limited);
+  CHECK(at.result().never());
+  CHECK(at.result().why() == reason::exceeds_capacity);
+  // Past it: everything is never, a new key takes no entry, nothing is available.
+  for (const std::int64_t p : {ha + 1, ha + 1000000, std::int64_t{INT64_MAX}}) {
+    INFO("now " << p);
+    const keyed_result fresh = t.try_acquire(std::uint64_t{3}, 0, 1, ns(p));
+    CHECK(fresh.status() == keyed_status::limited);
+    CHECK(fresh.result().never());
+    CHECK_FALSE(t.contains(std::uint64_t{3}));
+    CHECK(t.available(std::uint64_t{3}, 0, ns(p)) == 0);
+    CHECK(t.try_acquire(std::uint64_t{1}, 0, 1, ns(p)).result().never());
+    CHECK(t.available(std::uint64_t{1}, 0, ns(p)) == 0);
+    CHECK(t.try_acquire(std::uint64_t{1}, 0, 0, ns(p)).admitted());  // n == 0 changes nothing
+  }
+  // Class 1 still counts there: exact until its own horizon.
+  REQUIRE(t.try_acquire(std::uint64_t{4}, 1, 1, ns(ha + 1)).admitted());
+  const keyed_result c1 = t.try_acquire(std::uint64_t{4}, 1, 1, ns(ha + 1));
+  CHECK(c1.result().later());
+  CHECK(c1.result().retry_after() == ns(1000));
+  CHECK(t.try_acquire(std::uint64_t{4}, 1, 1, ns(ha + 1001)).admitted());  // owes until hb + 1
+  // Its next unit would be admissible at hb + 1, past the horizon: never, already before it.
+  CHECK(t.try_acquire(std::uint64_t{4}, 1, 1, ns(hb - 500)).result().never());
+  CHECK(t.try_acquire(std::uint64_t{4}, 1, 1, ns(hb)).result().never());
+  // Another key of class 1 at hb itself: admitted (the last exact instant).
+  CHECK(t.try_acquire(std::uint64_t{5}, 1, 1, ns(hb)).admitted());
+  CHECK(t.try_acquire(std::uint64_t{4}, 1, 1, ns(hb + 1)).result().never());
+}
+
+TEST_CASE("keyed: table_full near a horizon gives the exact wait, or never", "[keyed]") {
+  SECTION("one class") {
+    keyed_buckets<manual_clock, ident_hash> t(1, {{rate(1, ns(1000)), 1}}, hash_seed{}, ns(0), 1);
+    const std::int64_t h = max_ticks - 1000;
+    REQUIRE(t.try_acquire(std::uint64_t{1}, 0, 1, ns(h - 2000)).admitted());  // full at h - 1000
+    const keyed_result f = t.try_acquire(std::uint64_t{2}, 0, 1, ns(h - 2000));
+    CHECK(f.table_full());
+    CHECK(f.result().retry_after() == ns(1000));
+    CHECK(t.try_acquire(std::uint64_t{2}, 0, 1, ns(h - 1001)).table_full());
+    REQUIRE(t.try_acquire(std::uint64_t{2}, 0, 1, ns(h - 1000)).admitted());  // full at h
+    const keyed_result g = t.try_acquire(std::uint64_t{3}, 0, 1, ns(h - 500));
+    CHECK(g.table_full());
+    CHECK(g.result().retry_after() == ns(500));
+    REQUIRE(t.try_acquire(std::uint64_t{3}, 0, 1, ns(h)).admitted());  // full at h + 1000: past it
+    const keyed_result n = t.try_acquire(std::uint64_t{4}, 0, 1, ns(h));
+    CHECK(n.table_full());
+    CHECK(n.result().never());
+    CHECK(t.try_acquire(std::uint64_t{4}, 0, 1, ns(h + 1)).result().never());
+  }
+  SECTION("an entry past its class's horizon is full for a class that lasts longer") {
+    keyed_buckets<manual_clock, ident_hash> t(1, {{rate(1, ns(1000)), 3}, {rate(1, ns(1000)), 1}}, hash_seed{}, ns(0),
+                                              1);
+    const std::int64_t ha = max_ticks - 3000;
+    REQUIRE(t.try_acquire(std::uint64_t{1}, 0, 3, ns(ha - 100)).admitted());  // owes until ha + 2900
+    const keyed_result f = t.try_acquire(std::uint64_t{2}, 1, 1, ns(ha - 100));
+    CHECK(f.table_full());
+    CHECK(f.result().retry_after() == ns(101));  // at ha + 1 entry 0 can admit nothing ever again
+    CHECK(t.try_acquire(std::uint64_t{2}, 1, 1, ns(ha)).table_full());
+    CHECK(t.try_acquire(std::uint64_t{2}, 1, 1, ns(ha + 1)).admitted());
+    CHECK_FALSE(t.contains(std::uint64_t{1}));
+  }
+}
+
+// The schedule that found it: a ticket from before erase(key) gave 3 units
+// back into the key's new entry, 6 units at one instant against burst 3.
+TEST_CASE("keyed: a ticket gives back only into the entry it charged", "[keyed]") {
+  const std::int64_t s = 1000000000;
+  SECTION("erase, then the key again") {
+    keyed_buckets<manual_clock> t(16, {{rate(1, ns(s)), 3}}, edge_seed(21), ns(0));
+    const ns now(1000);
+    keyed_ticket old;
+    REQUIRE(t.try_acquire(std::uint64_t{7}, 0, 3, now, old).admitted());
+    REQUIRE(t.erase(std::uint64_t{7}));
+    int a = 0;
+    for (int i = 0; i < 3; ++i) a += t.try_acquire(std::uint64_t{7}, 0, 1, now).admitted() ? 1 : 0;
+    CHECK(a == 3);
+    CHECK(t.refund(std::uint64_t{7}, old, 3, now) == 0);
+    CHECK(t.available(std::uint64_t{7}, 0, now) == 0);
+    CHECK_FALSE(t.try_acquire(std::uint64_t{7}, 0, 1, now).admitted());
+  }
+  SECTION("evicted, the same entry claimed again, a refund whose now lags") {
+    keyed_buckets<manual_clock, ident_hash> t(1, {{rate(1, ns(s)), 3}}, hash_seed{}, ns(0), 1);
+    keyed_ticket old;
+    REQUIRE(t.try_acquire(std::uint64_t{7}, 0, 3, ns(0), old).admitted());    // owes until 3 s
+    REQUIRE(t.try_acquire(std::uint64_t{8}, 0, 1, ns(3 * s)).admitted());     // evicts key 7
+    REQUIRE(t.try_acquire(std::uint64_t{7}, 0, 3, ns(4 * s)).admitted());     // evicts key 8: owes until 7 s
+    CHECK(t.refund(std::uint64_t{7}, old, 3, ns(s)) == 0);  // old intervals still ahead at 1 s, but not its entry
+    CHECK(t.available(std::uint64_t{7}, 0, ns(4 * s)) == 0);
+    // A ticket of the live entry still gives back.
+    keyed_ticket cur;
+    REQUIRE(t.try_acquire(std::uint64_t{7}, 0, 1, ns(6 * s), cur).admitted());  // owes until 8 s
+    CHECK(t.refund(std::uint64_t{7}, cur, 1, ns(6 * s)) == 1);
+  }
+}
+
+// An exact model of the table's buckets (scale 1, times that never go back
+// for admissions, refunds that may lag) with erase, eviction, reclaim and
+// refunds mixed in; each refund must give exactly what the ticket rule
+// allows on the entry it charged, and nothing once that entry is gone.
+TEST_CASE("keyed: refund oracle over random schedules with erase and reclaim", "[keyed]") {
+  struct tk {
+    std::uint64_t key, grp, inc;
+    std::int64_t end;
+    std::uint64_t units;
+    keyed_ticket real;
+  };
+  const std::int64_t interval[2] = {1000, 1500};
+  const std::uint64_t burst[2] = {3, 5};
+  std::uint64_t stale_tried = 0, given = 0, refunds = 0, reclaims = 0;
+  for (std::uint64_t stream = 0; stream < 10; ++stream) {
+    const std::uint64_t seed = tgtest::seed_for(0xBEEF + stream);
+    INFO("schedule seed " << seed << " " << tgtest::seed_note());
+    tgtest::rng g(seed);
+    const std::size_t cap = static_cast<std::size_t>(g.between(2, 10));
+    const std::size_t window = static_cast<std::size_t>(g.between(1, cap));
+    const std::uint64_t groups = g.between(3, 20);
+    INFO("capacity " << cap << " window " << window << " groups " << groups);
+    keyed_buckets<manual_clock, twin_hash> t(cap, {{rate(1, ns(1000)), 3}, {rate(2, ns(3000)), 5}},
+                                             hash_seed{g.next(), 0}, ns(0), window);
+    std::vector<std::int64_t> tat(groups, 0);
+    std::vector<std::uint64_t> inc(groups, 0);
+    std::vector<tk> tickets;
+    std::int64_t now = 0;
+    for (int step = 0; step < 5000; ++step) {
+      now += static_cast<std::int64_t>(g.between(0, 700));
+      const std::uint64_t grp = g.between(0, groups - 1), key = grp * 2 + g.between(0, 1);
+      const std::size_t c = static_cast<std::size_t>(grp % 2);
+      const std::int64_t T = interval[c];
+      INFO("step " << step << " now " << now << " key " << key);
+      const std::uint64_t op = g.between(0, 99);
+      if (op < 5) {  // erase: a fresh bucket, a new incarnation
+        const bool had = t.contains(key);
+        CHECK(t.erase(key) == had);
+        tat[grp] = 0;
+        ++inc[grp];
+      } else if (op < 40 && !tickets.empty()) {  // refund a random ticket, maybe with a lagging now
+        tk& x = tickets[static_cast<std::size_t>(g.between(0, tickets.size() - 1))];
+        const std::int64_t lag = static_cast<std::int64_t>(g.between(0, 4000));
+        const std::int64_t rn = now > lag ? now - lag : 0;
+        const std::uint64_t n = g.between(1, 5);
+        const std::uint64_t by = g.chance(90) ? x.key : key;  // sometimes another key's
+        const std::int64_t Tx = interval[x.grp % 2];
+        std::uint64_t expect = 0;
+        const bool current = t.contains(x.key) && x.inc == inc[x.grp];
+        if (!current && x.units > 0 && x.end > rn) ++stale_tried;
+        if (current && (by >> 1) == x.grp && x.end > rn && tat[x.grp] > rn) {
+          std::uint64_t k = n < x.units ? n : x.units;
+          const std::uint64_t a = static_cast<std::uint64_t>((x.end - rn) / Tx);
+          const std::uint64_t b = static_cast<std::uint64_t>((tat[x.grp] - rn) / Tx);
+          if (a < k) k = a;
+          if (b < k) k = b;
+          expect = k;
+        }
+        const std::uint64_t got = t.refund(by, x.real, n, ns(rn));
+        ++refunds;
+        REQUIRE(got == expect);
+        given += got;
+        tat[x.grp] -= static_cast<std::int64_t>(got) * Tx;
+        x.end -= static_cast<std::int64_t>(got) * Tx;
+        x.units -= got;
+        CHECK(x.real.units == x.units);
+      } else {  // acquire with a ticket
+        const std::uint64_t n = g.between(0, 6);
+        const bool present = t.contains(key);
+        keyed_ticket real;
+        const keyed_result r = t.try_acquire(key, c, n, ns(now), real);
+        if (r.table_full()) {
+          CHECK_FALSE(present);
+          CHECK(tat[grp] <= now);
+          continue;
+        }
+        if (!present && t.contains(key)) {
+          ++inc[grp];
+          ++reclaims;
+        }
+        if (n == 0) {
+          CHECK(r.admitted());
+          continue;
+        }
+        if (n > burst[c]) {
+          CHECK(r.result().never());
+          continue;
+        }
+        const std::int64_t need = (tat[grp] > now ? tat[grp] : now) + static_cast<std::int64_t>(n) * T;
+        const std::int64_t tau = static_cast<std::int64_t>(burst[c]) * T;
+        if (need - now > tau) {
+          CHECK(r.status() == keyed_status::limited);
+          CHECK(r.result().retry_after() == ns(need - now - tau));
+          CHECK(real.units == 0);
+        } else {
+          REQUIRE(r.admitted());
+          tat[grp] = need;
+          tickets.push_back(tk{key, grp, inc[grp], need, n, real});
+          if (tickets.size() > 64) tickets.erase(tickets.begin());
+        }
+      }
+    }
+  }
+  // The schedules reach every case, stale tickets whose intervals were still ahead included.
+  CHECK(stale_tried > 50);
+  CHECK(given > 200);
+  CHECK(refunds > 1000);
+  CHECK(reclaims > 200);
+}
