@@ -5,8 +5,12 @@
 #include "account_support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <atomic>
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 using namespace tollgate;
@@ -264,4 +268,148 @@ TEST_CASE("keyed: refund oracle over random schedules with erase and reclaim", "
   CHECK(given > 200);
   CHECK(refunds > 1000);
   CHECK(reclaims > 200);
+}
+
+namespace {
+account_config small_account(std::uint64_t rpm) {
+  account_config c;
+  c.concurrency = limit(64);
+  c.rpm = limit(rpm);
+  c.tpm = limit(100000000);
+  c.tpd = limit(1000000000);
+  c.model = server_model::sliding_log;
+  c.max_request_tokens = 4000;
+  return c;
+}
+}  // namespace
+
+// After both sides admitted, the key's ticket and the account's lease are
+// independent: either may be given back or dropped first, and neither
+// touches the other; a key erased meanwhile takes no refund into its new
+// entry.
+TEST_CASE("keyed: admit_keyed's key ticket and lease, given back or dropped in either order", "[keyed]") {
+  account<manual_clock> acc(small_account(100), ns(0));
+  keyed_buckets<manual_clock> keys(8, {{per_second(1), 2}}, edge_seed(22), ns(0));
+  const request r = tgtest::req(100, 100);
+  const std::string_view alice("alice");
+  const ns now(0);
+  {  // the key first, then the lease
+    auto x = admit_keyed(keys, acc, alice, 0, 1, r, now);
+    REQUIRE(x.admitted());
+    CHECK(x.key_ticket.units == 1);
+    CHECK(acc.in_flight() == 1);
+    CHECK(keys.available(alice, 0, now) == 1);
+    CHECK(keys.refund(alice, x.key_ticket, 1, now) == 1);
+    CHECK(keys.available(alice, 0, now) == 2);
+    CHECK(acc.in_flight() == 1);
+    x.account.lease.settle_failed(now);
+    CHECK(acc.in_flight() == 0);
+    CHECK(keys.available(alice, 0, now) == 2);
+  }
+  {  // the lease first, then the key
+    auto x = admit_keyed(keys, acc, alice, 0, 2, r, now);
+    REQUIRE(x.admitted());
+    x.account.lease.settle(usage{100, 0, 10, 0, 0}, now);
+    CHECK(acc.in_flight() == 0);
+    CHECK(keys.available(alice, 0, now) == 0);
+    CHECK(keys.refund(alice, x.key_ticket, 2, now) == 2);
+    CHECK(keys.available(alice, 0, now) == 2);
+  }
+  {  // both dropped: the lease frees its slot, the key's units stay counted
+    auto x = admit_keyed(keys, acc, alice, 0, 1, r, now);
+    REQUIRE(x.admitted());
+    CHECK(acc.in_flight() == 1);
+  }
+  CHECK(acc.in_flight() == 0);
+  CHECK(keys.available(alice, 0, now) == 1);
+  {  // erased between: the ticket gives nothing into the key's new entry
+    auto x = admit_keyed(keys, acc, alice, 0, 1, r, now);
+    REQUIRE(x.admitted());
+    REQUIRE(keys.erase(alice));
+    REQUIRE(keys.try_acquire(alice, 0, 2, now).admitted());
+    CHECK(keys.refund(alice, x.key_ticket, 1, now) == 0);
+    CHECK(keys.available(alice, 0, now) == 0);
+  }
+  // A refusal by either side leaves no ticket.
+  auto y = admit_keyed(keys, acc, alice, 0, 1, r, now);
+  CHECK_FALSE(y.admitted());
+  CHECK(y.key_ticket.units == 0);
+}
+
+// Threads admit through a small account (RPM 40) on 16 keys with a shared
+// clock (about 10 minutes of it), one of them erasing keys 0-3 now and then. Afterwards every key that was
+// never erased kept its bucket bound, the account its RPM over every minute,
+// and every account refusal gave back at most what its key took (all of it
+// when the thread's now was the latest on that key).
+TEST_CASE("keyed: admit_keyed under threads keeps both bounds", "[keyed]") {
+  const std::int64_t period = 200000000;  // the key: 1 per 200 ms, burst 3
+  const std::uint64_t burst = 3;
+  account<manual_clock> acc(small_account(40), ns(0));
+  keyed_buckets<manual_clock> keys(64, {{rate(1, ns(period)), burst}}, edge_seed(23), ns(0), 8);
+  const request r = tgtest::req(10, 10);
+  std::atomic<std::int64_t> clock{0};  // relaxed: a counter of test time only
+  const int threads = 3;
+  const std::uint64_t ops = 20000 * tgtest::stress_factor();
+  struct ev {
+    std::uint64_t key;
+    std::int64_t at;
+    std::uint64_t n;
+  };
+  std::vector<std::vector<ev>> admitted(threads);
+  std::vector<std::set<std::uint64_t>> erased(threads);
+  std::vector<std::uint64_t> over(threads, 0), refused(threads, 0);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i) {
+    pool.emplace_back([&, i] {
+      const std::size_t me = static_cast<std::size_t>(i);
+      tgtest::rng g(tgtest::seed_for(300 + me));
+      for (std::uint64_t j = 0; j < ops; ++j) {
+        const std::int64_t now = clock.fetch_add(static_cast<std::int64_t>(g.between(1, 20000000)), std::memory_order_relaxed);
+        const std::uint64_t key = g.between(0, 15);
+        if (i == 0 && key < 4 && g.chance(5)) {  // only keys 0-3 are ever erased
+          if (keys.erase(key)) erased[me].insert(key);
+          continue;
+        }
+        const std::uint64_t n = g.between(1, 2);
+        auto x = admit_keyed(keys, acc, key, 0, n, r, ns(now));
+        if (x.admitted()) {
+          admitted[me].push_back({key, now, n});
+          x.account.lease.settle(usage{10, 0, 10, 0, 0}, ns(now));
+        } else if (x.account_asked) {
+          ++refused[me];
+          if (x.given_back > n) ++over[me];
+        }
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  INFO(tgtest::seed_note());
+  std::set<std::uint64_t> gone;
+  for (const auto& e : erased) gone.insert(e.begin(), e.end());
+  std::map<std::uint64_t, std::vector<std::pair<std::int64_t, std::uint64_t>>> per_key;
+  std::vector<std::pair<std::int64_t, std::uint64_t>> requests;
+  for (const auto& log : admitted) {
+    for (const ev& e : log) {
+      per_key[e.key].emplace_back(e.at, e.n);
+      requests.emplace_back(e.at, 1);
+    }
+  }
+  std::uint64_t worst = 0, checked = 0;
+  for (auto& kv : per_key) {
+    if (gone.count(kv.first) != 0) continue;
+    ++checked;
+    const std::uint64_t x = tgtest::bucket_bound_excess(kv.second, 1, static_cast<std::uint64_t>(period), burst);
+    if (x > worst) worst = x;
+  }
+  CHECK(worst == 0);
+  CHECK(checked > 4);
+  CHECK(tgtest::max_window_sum(requests, 60000000000) <= 40);
+  std::uint64_t bad = 0, refusals = 0;
+  for (int i = 0; i < threads; ++i) {
+    bad += over[static_cast<std::size_t>(i)];
+    refusals += refused[static_cast<std::size_t>(i)];
+  }
+  CHECK(bad == 0);
+  CHECK(refusals > 100);  // the account refused often: the give-back path ran
+  CHECK(requests.size() > 100);
 }

@@ -142,3 +142,55 @@ TEST_CASE("checker: keyed_buckets, erase racing admissions", "[checker]") {
   CHECK(r.complete);
   CHECK(r.failure == "");
 }
+
+namespace {
+
+// Thread A takes key 5's burst with a ticket and gives it back (as
+// admit_keyed does when the account refuses); thread B erases key 5 and
+// takes it again, then asks for more. Oracle: for each entry incarnation
+// (the ticket's slot and claim generation), the units admitted on it net
+// of what its own tickets gave back are at most the burst, 2, all at one
+// instant. A refund landing in B's new entry lets B take 4 there.
+struct refund_erase_exec : execution {
+  keyed_buckets<manual_clock, self_hash> t{1, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 1};
+  std::map<std::pair<std::size_t, std::uint64_t>, std::int64_t> net;
+  explicit refund_erase_exec(scheduler& s) {
+    bodies.push_back([this, &s] {
+      keyed_ticket k;
+      if (!t.try_acquire(std::uint64_t{5}, 0, 2, ns(0), k).admitted()) return;
+      net[{k.slot, k.claim}] += 2;
+      const std::uint64_t got = t.refund(std::uint64_t{5}, k, 2, ns(0));
+      s.note("A gave back " + std::to_string(got));
+      net[{k.slot, k.claim}] -= static_cast<std::int64_t>(got);
+    });
+    bodies.push_back([this, &s] {
+      s.note(std::string("B erase: ") + (t.erase(std::uint64_t{5}) ? "had" : "none"));
+      for (std::uint64_t n : {2, 1, 1}) {
+        keyed_ticket k;
+        if (t.try_acquire(std::uint64_t{5}, 0, n, ns(0), k).admitted()) net[{k.slot, k.claim}] += static_cast<std::int64_t>(n);
+      }
+    });
+  }
+  std::string check(const scheduler::outcome&) override {
+    for (const auto& kv : net) {
+      if (kv.second > 2)
+        return "entry incarnation " + std::to_string(kv.first.second) + " admitted " + std::to_string(kv.second) +
+               " units net at one instant (burst 2)";
+    }
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_buckets, a refund racing erase and the key's new claim", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed refund/erase/reclaim, cap 1", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<refund_erase_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
