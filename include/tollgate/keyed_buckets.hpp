@@ -106,11 +106,14 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
 // The secret of a table's hash: 128 bits the user draws at random (and
 // keeps, to find the same keys after a restart).
@@ -284,6 +287,12 @@ class keyed_buckets {
     return available_hash(hash_(key), cls, now);
   }
 
+  // The table as bytes, and back (keyed/snapshot.hpp states the format, the
+  // time rule and every refusal). snapshot() runs beside any traffic;
+  // restore() only into a table that has taken none, before sharing it.
+  std::string snapshot(nanoseconds now, nanoseconds wall) const;
+  account_restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
+
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t window() const noexcept { return window_; }
   std::size_t classes() const noexcept { return params_.size(); }
@@ -437,7 +446,7 @@ class keyed_buckets {
     }
   }
 
-  void unpin(entry& e) noexcept {
+  static void unpin(entry& e) noexcept {
     // release: pairs with an evictor's acquire load of ctl (claim): our
     // bucket CAS happens before its freshness read. An RMW, so it keeps
     // the release sequence of the publish and of other unpins.
@@ -450,41 +459,12 @@ class keyed_buckets {
     }
   }
 
-  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
-    if (n > t.units) n = t.units;
-    if (n == 0 || t.hash != h || t.cls >= params_.size()) return 0;
-    std::size_t slot = 0, cls = 0;
-    if (!pin(h, slot, cls)) return 0;
-    std::uint64_t got = 0;
-    // relaxed: as in acquire_hash(); another incarnation of the key (or of
-    // the entry) has another slot or claim generation.
-    if (cls == t.cls && slot == t.slot && entries_[slot].claim.load(std::memory_order_relaxed) == t.claim) {
-      const detail::gcra_params& p = params_[cls];
-      const std::uint64_t now_t = ticks(now, p);
-      detail::atomic<std::uint64_t>& tat = entries_[slot].tat;
-      std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
-      for (;;) {
-        if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
-        std::uint64_t cap = detail::sat_mul(n, p.interval);
-        if (t.end - now_t < cap) cap = t.end - now_t;
-        if (w - now_t < cap) cap = w - now_t;
-        const std::uint64_t k = cap / p.interval;
-        if (k == 0) break;
-        // relaxed / relaxed: as in admit().
-        if (tat.compare_exchange_weak(w, w - k * p.interval, std::memory_order_relaxed, std::memory_order_relaxed)) {
-          got = k;
-          t.end -= k * p.interval;
-          break;
-        }
-      }
-    }
-    unpin(entries_[slot]);
-    t.units -= got;
-    return got;
-  }
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
 
-  // Defined in keyed/claim.hpp: the entry protocol (pin, claim, erase, peek).
+  // Defined in keyed/claim.hpp: the entry protocol (pin, refund, claim, erase, peek).
   bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls) noexcept;
+  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
   void note_time(nanoseconds now) noexcept;
   std::uint64_t start_time() const noexcept;
   claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot, nanoseconds& wait,
@@ -505,5 +485,6 @@ class keyed_buckets {
 TOLLGATE_END_NAMESPACE
 
 #include <tollgate/keyed/claim.hpp>
+#include <tollgate/keyed/snapshot.hpp>
 
 #endif  // TOLLGATE_KEYED_BUCKETS_HPP
