@@ -333,7 +333,7 @@ class keyed_buckets {
   // claim per nanosecond for 584 years). Only the owner of a claiming
   // entry writes it; tickets carry it so a refund lands only in the
   // incarnation that was charged.
-  struct entry {
+  struct alignas(32) entry {
     detail::atomic<std::uint64_t> ctl{0};
     detail::atomic<std::uint64_t> hash{0};
     detail::atomic<std::uint64_t> tat{0};
@@ -369,10 +369,11 @@ class keyed_buckets {
     return s >= capacity_ ? s - capacity_ : s;
   }
 
-  // Whether `now` is past class p's horizon.
-  bool past(nanoseconds now, const detail::gcra_params& p) const noexcept {
-    return detail::positive_difference(now.count(), origin_) > static_cast<std::uint64_t>(detail::gcra_horizon_ns(p));
-  }
+  // Whether `now` is past class p's horizon: its ticks (saturated) beyond
+  // max_ticks - tau, which is since > floor((max_ticks - tau) / s) in ns,
+  // without the division on the hot path.
+  static bool past_t(std::uint64_t now_t, const detail::gcra_params& p) noexcept { return now_t > L::max_ticks - p.tau; }
+  bool past(nanoseconds now, const detail::gcra_params& p) const noexcept { return past_t(ticks(now, p), p); }
   // A refusal at `now` with wait w: `never` when now + w is past p's horizon.
   decision wait_or_never(nanoseconds now, nanoseconds w, const detail::gcra_params& p) const noexcept {
     const std::uint64_t at = detail::sat_add(detail::positive_difference(now.count(), origin_),
@@ -428,8 +429,8 @@ class keyed_buckets {
   // The GCRA of token_bucket on one word, under class parameters.
   decision admit(detail::atomic<std::uint64_t>& tat, const detail::gcra_params& p, std::uint64_t n,
                  nanoseconds now, std::uint64_t& end) const noexcept {
-    if (n > p.burst || past(now, p)) return decision::refuse(reason::exceeds_capacity);
     const std::uint64_t now_t = ticks(now, p);
+    if (n > p.burst || past_t(now_t, p)) return decision::refuse(reason::exceeds_capacity);
     // relaxed: the word is the whole bucket; CAS atomicity orders the
     // admissions among themselves. Its initial value came with the pin
     // (acquire), and evictors read it after our unpin (release).

@@ -160,7 +160,7 @@ typename keyed_buckets<Clock, Hash>::claim_outcome keyed_buckets<Clock, Hash>::c
       const std::uint64_t now_t = ticks(now, p);
       // Past its class's horizon an entry refuses everything, as a fresh
       // one of its class does there: full, so reclaimable.
-      if (tat <= now_t || past(now, p)) {
+      if (tat <= now_t || past_t(now_t, p)) {
         pick = s, pick_i = i, pick_c = c;
       } else {
         // Full when its TAT is reached, or once past its horizon.
