@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <string_view>
@@ -198,7 +199,7 @@ TEST_CASE("keyed snapshot: hostile bytes are refused with the account's codes, c
   keyed_buckets<manual_clock, home_hash> b(16, classes, hs, ns(0), 4);
   auto expect = [&](const std::string& bytes, errc_t e) {
     CHECK(b.restore(bytes, ns(0), ns(0)) == e);
-    for (std::uint64_t k : {2, 5, 9}) CHECK_FALSE(b.contains(k));  // nothing changed
+    for (const std::uint64_t k : std::initializer_list<std::uint64_t>{2, 5, 9}) CHECK_FALSE(b.contains(k));  // nothing changed
   };
   auto with = [&](std::size_t i, std::uint64_t v) {
     words g = f;
@@ -251,7 +252,7 @@ TEST_CASE("keyed snapshot: hostile bytes are refused with the account's codes, c
   expect(with(s0 + 3, (std::uint64_t{1} << 62) + 1), errc_t::out_of_range);  // beyond the class's range
   // The bytes themselves restore, after all those refusals.
   REQUIRE(b.restore(good, ns(0), ns(0)) == errc_t::ok);
-  for (std::uint64_t k : {2, 5, 9}) CHECK(b.contains(k));
+  for (const std::uint64_t k : std::initializer_list<std::uint64_t>{2, 5, 9}) CHECK(b.contains(k));
   CHECK(b.available(std::uint64_t{9}, 1, ns(0)) == 1);
   // A restored table that took no traffic may be restored again; once it
   // has, it is in use, refused before the bytes are even read.

@@ -165,7 +165,7 @@ struct refund_erase_exec : execution {
     });
     bodies.push_back([this, &s] {
       s.note(std::string("B erase: ") + (t.erase(std::uint64_t{5}) ? "had" : "none"));
-      for (std::uint64_t n : {2, 1, 1}) {
+      for (const std::uint64_t n : std::initializer_list<std::uint64_t>{2, 1, 1}) {
         keyed_ticket k;
         if (t.try_acquire(std::uint64_t{5}, 0, n, ns(0), k).admitted()) net[{k.slot, k.claim}] += static_cast<std::int64_t>(n);
       }
