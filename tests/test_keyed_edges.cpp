@@ -413,3 +413,64 @@ TEST_CASE("keyed: admit_keyed under threads keeps both bounds", "[keyed]") {
   CHECK(refusals > 100);  // the account refused often: the give-back path ran
   CHECK(requests.size() > 100);
 }
+
+// The overflow limiter, checked against a twin: the same operations on a
+// twin table through plain try_acquire, and a twin bucket fed exactly the
+// requests the twin table refused as table_full. Every answer must be the
+// twin table's, except that table_full becomes the twin bucket's decision
+// with status overflow; the overflow admissions fit one bucket's bound, and
+// every key's own admissions its class's.
+TEST_CASE("keyed: the overflow limiter takes exactly the table_full requests", "[keyed]") {
+  std::uint64_t overflowed = 0, overflow_admitted = 0, own = 0;
+  for (std::uint64_t stream = 0; stream < 8; ++stream) {
+    const std::uint64_t seed = tgtest::seed_for(0xF10 + stream);
+    INFO("schedule seed " << seed << " " << tgtest::seed_note());
+    tgtest::rng g(seed);
+    const std::size_t cap = static_cast<std::size_t>(g.between(2, 8));
+    const std::size_t window = static_cast<std::size_t>(g.between(1, cap));
+    const std::vector<key_class> classes = {{rate(1, ns(1000)), 3}, {rate(2, ns(3000)), 5}};
+    const hash_seed hs{g.next(), 0};
+    keyed_buckets<manual_clock, twin_hash> t(cap, classes, hs, ns(0), window), twin(cap, classes, hs, ns(0), window);
+    token_bucket<manual_clock> spill(rate(1, ns(400)), 4, ns(0)), spill_twin(rate(1, ns(400)), 4, ns(0));
+    std::vector<std::pair<std::int64_t, std::uint64_t>> spilled;
+    std::map<std::uint64_t, std::vector<std::pair<std::int64_t, std::uint64_t>>> per_group;
+    std::int64_t now = 0;
+    for (int step = 0; step < 3000; ++step) {
+      now += static_cast<std::int64_t>(g.between(0, 400));
+      const std::uint64_t key = g.between(0, 40), grp = key >> 1;
+      const std::size_t c = static_cast<std::size_t>(grp % 2);
+      const std::uint64_t n = g.between(0, 4);
+      INFO("step " << step << " now " << now << " key " << key);
+      const keyed_result r = try_acquire_or_overflow(t, spill, key, c, n, ns(now));
+      const keyed_result w = twin.try_acquire(key, c, n, ns(now));
+      if (w.table_full()) {
+        ++overflowed;
+        const decision d = spill_twin.try_acquire(n, ns(now));
+        CHECK(r.status() == keyed_status::overflow);
+        CHECK(r.result() == d);
+        CHECK(r.admitted() == d.admitted());
+        if (d.admitted()) {
+          ++overflow_admitted;
+          spilled.emplace_back(now, n);
+        }
+      } else {
+        CHECK(r.status() == w.status());
+        CHECK(r.result() == w.result());
+        if (r.admitted() && n > 0) {
+          ++own;
+          per_group[grp].emplace_back(now, n);
+        }
+      }
+    }
+    CHECK(tgtest::bucket_bound_excess(spilled, 1, 400, 4) == 0);
+    for (auto& kv : per_group) {
+      const std::uint64_t x = kv.first % 2 == 0 ? tgtest::bucket_bound_excess(kv.second, 1, 1000, 3)
+                                                : tgtest::bucket_bound_excess(kv.second, 2, 3000, 5);
+      CHECK(x == 0);
+    }
+  }
+  CHECK(overflowed > 200);
+  CHECK(overflow_admitted > 50);
+  CHECK(overflowed > overflow_admitted);  // the overflow bucket refused some too
+  CHECK(own > 1000);
+}

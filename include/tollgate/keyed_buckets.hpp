@@ -149,6 +149,7 @@ enum class keyed_status : std::uint8_t {
   limited,     // the key's bucket refused: see the decision (later or never)
   table_full,  // a new key, and every entry of its window is live
   bad_class,   // the class index is not one of the table's (or the table is misconfigured)
+  overflow,    // a new key met a full window and went to the overflow limiter: see its decision
 };
 
 constexpr const char* to_string(keyed_status s) noexcept {
@@ -157,6 +158,7 @@ constexpr const char* to_string(keyed_status s) noexcept {
     case keyed_status::limited: return "limited";
     case keyed_status::table_full: return "table_full";
     case keyed_status::bad_class: return "bad_class";
+    case keyed_status::overflow: return "overflow";
   }
   return "?";
 }
@@ -177,7 +179,10 @@ class keyed_result {
   constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
   constexpr keyed_status status() const noexcept { return s_; }
   constexpr const decision& result() const noexcept { return d_; }
-  constexpr bool admitted() const noexcept { return s_ == keyed_status::admitted; }
+  // By the key's entry, or by the overflow limiter (keyed_overflow.hpp).
+  constexpr bool admitted() const noexcept {
+    return s_ == keyed_status::admitted || (s_ == keyed_status::overflow && d_.admitted());
+  }
   constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
   constexpr explicit operator bool() const noexcept { return admitted(); }
 

@@ -5,7 +5,10 @@
 #include "explore.hpp"
 
 #include <tollgate/keyed_buckets.hpp>
+#include <tollgate/keyed_overflow.hpp>
+#include <tollgate/token_bucket.hpp>
 
+#include <initializer_list>
 #include <map>
 
 using namespace tollgate;
@@ -233,6 +236,53 @@ TEST_CASE("checker: keyed_buckets, a snapshot racing erase and the key's new cla
   const auto r = tgcheck::explore_exhaustive(s, "keyed snapshot/erase/reclaim, cap 3", 2, b,
                                              [](scheduler& sc) -> std::unique_ptr<execution> {
                                                return std::make_unique<snapshot_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
+// Keys 2 and 3 race for the one entry key 1 leaves free (table of 2, key 1
+// live); the loser goes to the overflow bucket (burst 2). Oracle: each
+// key's own admissions and the overflow's, all at one instant, are at most
+// a burst each.
+struct overflow_exec : execution {
+  keyed_buckets<manual_clock, self_hash> t{2, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 2};
+  token_bucket<manual_clock> spill{rate(1, ns(sec)), 2, ns(0)};
+  std::map<std::uint64_t, std::uint64_t> own;
+  std::uint64_t spilled = 0;
+  explicit overflow_exec(scheduler& s) {
+    (void)t.try_acquire(std::uint64_t{1}, 0, 1, ns(0));
+    for (std::uint64_t key : std::initializer_list<std::uint64_t>{2, 3}) {
+      bodies.push_back([this, &s, key] {
+        for (const std::uint64_t n : std::initializer_list<std::uint64_t>{2, 1}) {
+          const keyed_result r = try_acquire_or_overflow(t, spill, key, 0, n, ns(0));
+          s.note("key " + std::to_string(key) + ": " + to_string(r.status()) + (r.admitted() ? " admitted" : ""));
+          if (!r.admitted()) continue;
+          if (r.status() == keyed_status::overflow) spilled += n;
+          else own[key] += n;
+        }
+      });
+    }
+  }
+  std::string check(const scheduler::outcome&) override {
+    if (spilled > 2) return "the overflow admitted " + std::to_string(spilled) + " (burst 2)";
+    for (const auto& kv : own)
+      if (kv.second > 2) return "key " + std::to_string(kv.first) + " took " + std::to_string(kv.second) + " (burst 2)";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_buckets, two new keys racing for the last entry, the loser to overflow", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed claim/claim with overflow, cap 2", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<overflow_exec>(sc);
                                              });
   CHECK(r.complete);
   CHECK(r.failure == "");
