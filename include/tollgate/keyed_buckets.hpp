@@ -23,9 +23,11 @@
 // difference rather than getting units twice. A live entry (not full) is
 // never reset, except by erase(). When every entry of a new key's window is
 // live, the key is refused with keyed_status::table_full (its decision is
-// `later` with the time until the first of those entries is full again,
-// assuming nothing else is admitted on it, or zero with reason::busy when
-// none can say); a flood of new keys therefore changes no live entry.
+// `later` with the time until the first of those entries is full again or
+// past its class's horizon, assuming nothing else is admitted on it; zero
+// with reason::busy when none can say; `never` when that time is past the
+// new key's class's horizon); a flood of new keys therefore changes no
+// live entry. keyed_overflow.hpp sends such keys to a limiter you name.
 //
 // Collisions. Two keys with the same 64-bit hash share one entry and its
 // limit: the conservative side (each may be refused for what the other
@@ -63,14 +65,16 @@
 // n > the class burst is `never`. Otherwise a refusal writes nothing to the
 // bucket and gives the exact wait. A bad class index is refused with
 // keyed_status::bad_class. A new key asking for more than its class's
-// burst is refused without claiming an entry; one refused by its fresh
-// bucket (a `now` behind the latest one seen) has claimed one, which owes
-// nothing beyond that latest time and is reclaimed once full.
+// burst, or past its horizon, is refused without claiming an entry; one
+// refused by its fresh bucket (a `now` behind the latest one seen) has
+// claimed one, which owes nothing beyond that latest time and is reclaimed
+// once full.
 //
 // Concurrency contract. Every member function is thread-safe. Admission on
 // a live key is lock-free: a CAS that pins the entry (its control word
 // holds state, class, a count of admissions in progress and a 40-bit
-// version that every pin and every claim advances), the bucket's CAS loop,
+// version that every pin, claim and erase advances; construction and
+// restore() leave it 0), the bucket's CAS loop,
 // and an unpin. An evictor claims an entry with one CAS on the control word
 // it read with no pins: any pin between its freshness check and its CAS
 // changed the version, so the CAS fails. (The version wraps after 2^40
@@ -254,7 +258,9 @@ class keyed_buckets {
   // entry is gone (it was full: nothing is owed) or has another class, or
   // for another key's ticket, or when the key's entry is not the one the
   // admission charged (the key was erased or evicted and claimed an entry
-  // again: the ticket names its entry and that entry's claim generation).
+  // again: the ticket names its entry and that entry's claim generation, a
+  // 64-bit count of its claims that would wrap only after 2^64 claims of
+  // one entry while the ticket is held).
   // A `now` that lags by d can give back d / T units early (token_bucket's
   // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
