@@ -13,6 +13,14 @@
 // of the account's decision, the key's units are held: a concurrent call on
 // the same key can be refused for them (the conservative side).
 //
+// After both admitted, `key_ticket` holds the key's units: a request that is
+// never sent can give them back with keys.refund(key, key_ticket, n, now)
+// (the ticket rule; nothing once the key's entry was erased or reclaimed,
+// whose new entry owes none of them), and settle or drop the lease as the
+// account says. Dropping the ticket keeps the key's units counted (the safe
+// side), as dropping a lease keeps the account's reservations; the two may
+// be given back or dropped in either order, neither touches the other.
+//
 // Thread-safe as its two parts are; lock-free when both paths are (the
 // account's admission, and keyed admission on a live key).
 #ifndef TOLLGATE_KEYED_ACCOUNT_HPP
@@ -32,6 +40,7 @@ struct keyed_admission {
   bool account_asked = false;                 // false: the key refused, the account was not asked
   admission<Clock, Currency> account;         // the account's answer (and lease) when asked
   std::uint64_t given_back = 0;               // key units returned after an account refusal
+  keyed_ticket key_ticket;                    // the key's units when both admitted (else empty)
   bool admitted() const noexcept { return key.admitted() && account_asked && account.decision.admitted(); }
   explicit operator bool() const noexcept { return admitted(); }
 };
@@ -49,7 +58,8 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   if (!out.key.admitted()) return out;
   out.account_asked = true;
   out.account = acc.try_admit(r, now);
-  if (!out.account.decision.admitted()) out.given_back = keys.refund(key, t, units, now);
+  if (out.account.decision.admitted()) out.key_ticket = t;
+  else out.given_back = keys.refund(key, t, units, now);
   return out;
 }
 

@@ -4,8 +4,8 @@
 // an API key) in a fixed-capacity table that never allocates after its
 // construction and never resets a live bucket.
 //
-// Table. `capacity` entries of 24 bytes, allocated once by the constructor
-// (memory: 24 x capacity bytes plus the class list). A key (a 64-bit id or a
+// Table. `capacity` entries of 32 bytes, allocated once by the constructor
+// (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
 // string_view) is hashed with SipHash-2-4 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
 // over a window of `window` entries from the hash's home (16 unless told).
@@ -23,9 +23,11 @@
 // difference rather than getting units twice. A live entry (not full) is
 // never reset, except by erase(). When every entry of a new key's window is
 // live, the key is refused with keyed_status::table_full (its decision is
-// `later` with the time until the first of those entries is full again,
-// assuming nothing else is admitted on it, or zero with reason::busy when
-// none can say); a flood of new keys therefore changes no live entry.
+// `later` with the time until the first of those entries is full again or
+// past its class's horizon, assuming nothing else is admitted on it; zero
+// with reason::busy when none can say; `never` when that time is past the
+// new key's class's horizon); a flood of new keys therefore changes no
+// live entry. keyed_overflow.hpp sends such keys to a limiter you name.
 //
 // Collisions. Two keys with the same 64-bit hash share one entry and its
 // limit: the conservative side (each may be refused for what the other
@@ -45,25 +47,34 @@
 // collides with the 8-byte string of its bytes by construction.
 //
 // Time. Ticks are counted from the table's origin (times before it count as
-// it), at each class's scale, saturating at 2^62 - 1 ticks: every accepted
-// class spans at least 10 years from the origin (token_bucket's rule);
-// unlike token_bucket the epoch never moves, so past the horizon of a class
-// its entries refuse everything (the conservative side). A `now` earlier
+// it), at each class's scale s. A class counts exactly up to its horizon,
+// horizon(cls) = floor((2^62 - 1 - B x T ticks) / s) ns after the origin,
+// at least 10 years (token_bucket's rule). Unlike token_bucket the epoch
+// never moves, so a class ends there: a `now` past its horizon is refused
+// `never` (reason::exceeds_capacity: nothing more can ever be granted),
+// for a key of that class and for a new key claiming it (which then takes
+// no entry), and so is a refusal before it whose exact wait would end past
+// it (table_full included). At the horizon itself decisions are still
+// exact. An entry of a class past its horizon is full, as a fresh one is
+// there (both refuse everything), and may be reclaimed. A `now` earlier
 // than a key's state is evaluated at face value: never more permissive
 // than the latest time seen.
 //
 // Decisions. n == 0 is admitted and changes nothing (and claims nothing).
+// Past a class's horizon everything else is `never` (see Time).
 // n > the class burst is `never`. Otherwise a refusal writes nothing to the
 // bucket and gives the exact wait. A bad class index is refused with
 // keyed_status::bad_class. A new key asking for more than its class's
-// burst is refused without claiming an entry; one refused by its fresh
-// bucket (a `now` behind the latest one seen) has claimed one, which owes
-// nothing beyond that latest time and is reclaimed once full.
+// burst, or past its horizon, is refused without claiming an entry; one
+// refused by its fresh bucket (a `now` behind the latest one seen) has
+// claimed one, which owes nothing beyond that latest time and is reclaimed
+// once full.
 //
 // Concurrency contract. Every member function is thread-safe. Admission on
 // a live key is lock-free: a CAS that pins the entry (its control word
 // holds state, class, a count of admissions in progress and a 40-bit
-// version that every pin and every claim advances), the bucket's CAS loop,
+// version that every pin, claim and erase advances; construction and
+// restore() leave it 0), the bucket's CAS loop,
 // and an unpin. An evictor claims an entry with one CAS on the control word
 // it read with no pins: any pin between its freshness check and its CAS
 // changed the version, so the CAS fails. (The version wraps after 2^40
@@ -89,6 +100,7 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/gcra_params.hpp>
 #include <tollgate/detail/siphash.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/rate.hpp>
@@ -98,11 +110,14 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
 // The secret of a table's hash: 128 bits the user draws at random (and
 // keeps, to find the same keys after a restart).
@@ -138,6 +153,7 @@ enum class keyed_status : std::uint8_t {
   limited,     // the key's bucket refused: see the decision (later or never)
   table_full,  // a new key, and every entry of its window is live
   bad_class,   // the class index is not one of the table's (or the table is misconfigured)
+  overflow,    // a new key met a full window and went to the overflow limiter: see its decision
 };
 
 constexpr const char* to_string(keyed_status s) noexcept {
@@ -146,6 +162,7 @@ constexpr const char* to_string(keyed_status s) noexcept {
     case keyed_status::limited: return "limited";
     case keyed_status::table_full: return "table_full";
     case keyed_status::bad_class: return "bad_class";
+    case keyed_status::overflow: return "overflow";
   }
   return "?";
 }
@@ -157,6 +174,8 @@ struct keyed_ticket {
   std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
   std::uint64_t units = 0;  // units it may still give back
   std::size_t cls = 0;      // the class of the entry it was taken on
+  std::size_t slot = 0;     // the entry it was taken on
+  std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
 };
 
 class keyed_result {
@@ -164,7 +183,10 @@ class keyed_result {
   constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
   constexpr keyed_status status() const noexcept { return s_; }
   constexpr const decision& result() const noexcept { return d_; }
-  constexpr bool admitted() const noexcept { return s_ == keyed_status::admitted; }
+  // By the key's entry, or by the overflow limiter (keyed_overflow.hpp).
+  constexpr bool admitted() const noexcept {
+    return s_ == keyed_status::admitted || (s_ == keyed_status::overflow && d_.admitted());
+  }
   constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
   constexpr explicit operator bool() const noexcept { return admitted(); }
 
@@ -234,8 +256,13 @@ class keyed_buckets {
   // (the part of the admission's own intervals still ahead), so the bound
   // holds for the units admitted net of refunds. Nothing when the key's
   // entry is gone (it was full: nothing is owed) or has another class, or
-  // for another key's ticket. A `now` that lags by d can give back d / T
-  // units early (token_bucket's skew bound). Returns the units given back.
+  // for another key's ticket, or when the key's entry is not the one the
+  // admission charged (the key was erased or evicted and claimed an entry
+  // again: the ticket names its entry and that entry's claim generation, a
+  // 64-bit count of its claims that would wrap only after 2^64 claims of
+  // one entry while the ticket is held).
+  // A `now` that lags by d can give back d / T units early (token_bucket's
+  // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     return refund_hash(hash_(id), t, n, now);
   }
@@ -271,9 +298,20 @@ class keyed_buckets {
     return available_hash(hash_(key), cls, now);
   }
 
+  // The table as bytes, and back (keyed/snapshot.hpp states the format, the
+  // time rule and every refusal). snapshot() runs beside any traffic;
+  // restore() only into a table that has taken none, before sharing it.
+  std::string snapshot(nanoseconds now, nanoseconds wall) const;
+  account_restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
+
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t window() const noexcept { return window_; }
   std::size_t classes() const noexcept { return params_.size(); }
+  // How long after the origin class `cls` counts exactly (see Time); zero
+  // for a bad class index.
+  nanoseconds horizon(std::size_t cls) const noexcept {
+    return cls < params_.size() ? nanoseconds(detail::gcra_horizon_ns(params_[cls])) : nanoseconds(0);
+  }
   static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
 
  private:
@@ -301,10 +339,16 @@ class keyed_buckets {
   }
   static constexpr std::uint64_t pins_of(std::uint64_t c) noexcept { return (c & pin_mask) >> pin_shift; }
 
-  struct entry {
+  // `claim` counts the entry's claims (64 bits: a ticket would have to be
+  // held across 2^64 claims of one entry to name a later incarnation, a
+  // claim per nanosecond for 584 years). Only the owner of a claiming
+  // entry writes it; tickets carry it so a refund lands only in the
+  // incarnation that was charged.
+  struct alignas(32) entry {
     detail::atomic<std::uint64_t> ctl{0};
     detail::atomic<std::uint64_t> hash{0};
     detail::atomic<std::uint64_t> tat{0};
+    detail::atomic<std::uint64_t> claim{0};
   };
 
   enum class claim_outcome { claimed, retry, full };
@@ -336,6 +380,19 @@ class keyed_buckets {
     return s >= capacity_ ? s - capacity_ : s;
   }
 
+  // Whether `now` is past class p's horizon: its ticks (saturated) beyond
+  // max_ticks - tau, which is since > floor((max_ticks - tau) / s) in ns,
+  // without the division on the hot path.
+  static bool past_t(std::uint64_t now_t, const detail::gcra_params& p) noexcept { return now_t > L::max_ticks - p.tau; }
+  bool past(nanoseconds now, const detail::gcra_params& p) const noexcept { return past_t(ticks(now, p), p); }
+  // A refusal at `now` with wait w: `never` when now + w is past p's horizon.
+  decision wait_or_never(nanoseconds now, nanoseconds w, const detail::gcra_params& p) const noexcept {
+    const std::uint64_t at = detail::sat_add(detail::positive_difference(now.count(), origin_),
+                                             static_cast<std::uint64_t>(w.count()));
+    if (at > static_cast<std::uint64_t>(detail::gcra_horizon_ns(p))) return decision::refuse(reason::exceeds_capacity);
+    return decision::wait(w);
+  }
+
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
     const std::uint64_t t = detail::sat_mul(detail::positive_difference(now.count(), origin_), p.scale);
     return t > L::max_ticks ? L::max_ticks : t;
@@ -356,18 +413,25 @@ class keyed_buckets {
       if (!pin(h, slot, slot_cls)) {
         // A new key asking for more than its class can ever hold: refused
         // without taking an entry.
-        if (n > params_[cls].burst) return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
+        // So is one past its class's horizon.
+        if (n > params_[cls].burst || past(now, params_[cls])) {
+          return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
+        }
         nanoseconds wait{0};
         bool known = false;
         const claim_outcome o = claim(h, cls, now, slot, wait, known);
         if (o == claim_outcome::retry) continue;
         if (o == claim_outcome::full) {
-          return {known ? decision::wait(wait) : decision::wait(nanoseconds(0), reason::busy), keyed_status::table_full};
+          return {known ? wait_or_never(now, wait, params_[cls]) : decision::wait(nanoseconds(0), reason::busy),
+                  keyed_status::table_full};
         }
       }
       std::uint64_t end = 0;
-      const decision d = admit(entries_[slot].tat, params_[slot_cls], n, now, end);
-      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls};
+      entry& e = entries_[slot];
+      const decision d = admit(e.tat, params_[slot_cls], n, now, end);
+      // relaxed: written before the publish CAS (release) that our pin's
+      // acquire read, or by ourselves; no claim can change it while pinned.
+      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed)};
       unpin(entries_[slot]);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
@@ -376,8 +440,8 @@ class keyed_buckets {
   // The GCRA of token_bucket on one word, under class parameters.
   decision admit(detail::atomic<std::uint64_t>& tat, const detail::gcra_params& p, std::uint64_t n,
                  nanoseconds now, std::uint64_t& end) const noexcept {
-    if (n > p.burst) return decision::refuse(reason::exceeds_capacity);
     const std::uint64_t now_t = ticks(now, p);
+    if (n > p.burst || past_t(now_t, p)) return decision::refuse(reason::exceeds_capacity);
     // relaxed: the word is the whole bucket; CAS atomicity orders the
     // admissions among themselves. Its initial value came with the pin
     // (acquire), and evictors read it after our unpin (release).
@@ -385,7 +449,7 @@ class keyed_buckets {
     for (;;) {
       const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
       const std::uint64_t need = base + n * p.interval;
-      if (need - now_t > p.tau) return decision::wait(ticks_to_ns(need - now_t - p.tau, p));
+      if (need - now_t > p.tau) return wait_or_never(now, ticks_to_ns(need - now_t - p.tau, p), p);
       // relaxed / relaxed: as the load above.
       if (tat.compare_exchange_weak(w, need, std::memory_order_relaxed, std::memory_order_relaxed)) {
         end = need;
@@ -394,7 +458,7 @@ class keyed_buckets {
     }
   }
 
-  void unpin(entry& e) noexcept {
+  static void unpin(entry& e) noexcept {
     // release: pairs with an evictor's acquire load of ctl (claim): our
     // bucket CAS happens before its freshness read. An RMW, so it keeps
     // the release sequence of the publish and of other unpins.
@@ -407,39 +471,12 @@ class keyed_buckets {
     }
   }
 
-  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
-    if (n > t.units) n = t.units;
-    if (n == 0 || t.hash != h || t.cls >= params_.size()) return 0;
-    std::size_t slot = 0, cls = 0;
-    if (!pin(h, slot, cls)) return 0;
-    std::uint64_t got = 0;
-    if (cls == t.cls) {
-      const detail::gcra_params& p = params_[cls];
-      const std::uint64_t now_t = ticks(now, p);
-      detail::atomic<std::uint64_t>& tat = entries_[slot].tat;
-      std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
-      for (;;) {
-        if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
-        std::uint64_t cap = detail::sat_mul(n, p.interval);
-        if (t.end - now_t < cap) cap = t.end - now_t;
-        if (w - now_t < cap) cap = w - now_t;
-        const std::uint64_t k = cap / p.interval;
-        if (k == 0) break;
-        // relaxed / relaxed: as in admit().
-        if (tat.compare_exchange_weak(w, w - k * p.interval, std::memory_order_relaxed, std::memory_order_relaxed)) {
-          got = k;
-          t.end -= k * p.interval;
-          break;
-        }
-      }
-    }
-    unpin(entries_[slot]);
-    t.units -= got;
-    return got;
-  }
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
 
-  // Defined in keyed/claim.hpp: the entry protocol (pin, claim, erase, peek).
+  // Defined in keyed/claim.hpp: the entry protocol (pin, refund, claim, erase, peek).
   bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls) noexcept;
+  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
   void note_time(nanoseconds now) noexcept;
   std::uint64_t start_time() const noexcept;
   claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot, nanoseconds& wait,
@@ -460,5 +497,6 @@ class keyed_buckets {
 TOLLGATE_END_NAMESPACE
 
 #include <tollgate/keyed/claim.hpp>
+#include <tollgate/keyed/snapshot.hpp>
 
 #endif  // TOLLGATE_KEYED_BUCKETS_HPP

@@ -1,8 +1,8 @@
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
 // keyed/claim.hpp: the entry protocol of keyed_buckets — pinning a key's
-// live entry, claiming a free or full entry for a new key, erasing, and the
-// peeks. Included by keyed_buckets.hpp after the class, whose header states
+// live entry, refunds into it, claiming a free or full entry for a new
+// key, erasing, and the peeks. Included by keyed_buckets.hpp after the class, whose header states
 // the contract, the bound and the control word's layout; each step below
 // says which atomic operation it pairs with.
 #ifndef TOLLGATE_KEYED_CLAIM_HPP
@@ -52,6 +52,43 @@ bool keyed_buckets<Clock, Hash>::pin(std::uint64_t h, std::size_t& slot, std::si
     }
   }
   return false;
+}
+
+// Gives back what the ticket rule allows into the entry the ticket charged
+// (keyed_buckets::refund states the rule).
+template <class Clock, class Hash>
+std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n,
+                                                       nanoseconds now) noexcept {
+  if (n > t.units) n = t.units;
+  if (n == 0 || t.hash != h || t.cls >= params_.size()) return 0;
+  std::size_t slot = 0, cls = 0;
+  if (!pin(h, slot, cls)) return 0;
+  std::uint64_t got = 0;
+  // relaxed: as in acquire_hash(); another incarnation of the key (or of
+  // the entry) has another slot or claim generation.
+  if (cls == t.cls && slot == t.slot && entries_[slot].claim.load(std::memory_order_relaxed) == t.claim) {
+    const detail::gcra_params& p = params_[cls];
+    const std::uint64_t now_t = ticks(now, p);
+    detail::atomic<std::uint64_t>& tat = entries_[slot].tat;
+    std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
+    for (;;) {
+      if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
+      std::uint64_t cap = detail::sat_mul(n, p.interval);
+      if (t.end - now_t < cap) cap = t.end - now_t;
+      if (w - now_t < cap) cap = w - now_t;
+      const std::uint64_t k = cap / p.interval;
+      if (k == 0) break;
+      // relaxed / relaxed: as in admit().
+      if (tat.compare_exchange_weak(w, w - k * p.interval, std::memory_order_relaxed, std::memory_order_relaxed)) {
+        got = k;
+        t.end -= k * p.interval;
+        break;
+      }
+    }
+  }
+  unpin(entries_[slot]);
+  t.units -= got;
+  return got;
 }
 
 // The latest `now` seen by any claim, in ns: the start of claimed
@@ -121,10 +158,16 @@ typename keyed_buckets<Clock, Hash>::claim_outcome keyed_buckets<Clock, Hash>::c
       // the version and fails our claim CAS.
       const std::uint64_t tat = e.tat.load(std::memory_order_acquire);
       const std::uint64_t now_t = ticks(now, p);
-      if (tat <= now_t) {
+      // Past its class's horizon an entry refuses everything, as a fresh
+      // one of its class does there: full, so reclaimable.
+      if (tat <= now_t || past_t(now_t, p)) {
         pick = s, pick_i = i, pick_c = c;
       } else {
-        const std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+        // Full when its TAT is reached, or once past its horizon.
+        std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+        const std::uint64_t end = static_cast<std::uint64_t>(detail::gcra_horizon_ns(p)) + 1 -
+                                  detail::positive_difference(now.count(), origin_);  // > 0: not past
+        if (end < d) d = end;
         if (d < soonest) soonest = d;
         known = true;
       }
@@ -151,6 +194,11 @@ typename keyed_buckets<Clock, Hash>::claim_outcome keyed_buckets<Clock, Hash>::c
   // relaxed: published by the hashed CAS (seq_cst, a release), which the
   // scans acquire.
   e.hash.store(h, std::memory_order_relaxed);
+  // A new incarnation: tickets of earlier ones give nothing back here.
+  // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
+  // (acquire) follows the previous owner's publish or free (releases, RMWs
+  // all) in the word's order; pinners read it after the publish CAS below.
+  e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   std::uint64_t mine = ver | st_claiming;
   // seq_cst: the mark of the protocol above. Cannot fail: only we write
   // a claiming entry.
@@ -247,8 +295,9 @@ std::uint64_t keyed_buckets<Clock, Hash>::available_hash(std::uint64_t h, std::s
   if (cls >= params_.size()) return 0;
   std::uint64_t tat = 0;
   std::size_t c = cls;
-  if (!peek_tat(h, &tat, &c)) return params_[cls].burst;
+  if (!peek_tat(h, &tat, &c)) return past(now, params_[cls]) ? 0 : params_[cls].burst;
   const detail::gcra_params& p = params_[c];
+  if (past(now, p)) return 0;
   const std::uint64_t now_t = ticks(now, p);
   const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
   return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;

@@ -1,0 +1,300 @@
+// keyed_buckets snapshot/restore: round trips that keep every key's debt
+// (never fresher), the latest claim time, and every refusal of hostile
+// bytes with the account's codes.
+#include "catch_compat.hpp"
+#include "support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <thread>
+#include <string_view>
+#include <vector>
+
+using namespace tollgate;
+using tgtest::ns;
+
+namespace {
+
+hash_seed snap_seed(std::uint64_t stream) {
+  tgtest::rng g(tgtest::seed_for(stream));
+  const std::uint64_t a = g.next();
+  return hash_seed{a, g.next()};
+}
+
+// Every key hashes to itself times a stride: key k's home is k * 2^60 / 2^64
+// x capacity (capacity 16: slot k), small keys fill the table's front.
+struct home_hash {
+  explicit home_hash(hash_seed s) : salt(s.k0) {}
+  std::uint64_t operator()(std::uint64_t id) const { return (id << 60) | (id >> 4) | (salt & 0xff) << 20; }
+  std::uint64_t operator()(std::string_view s) const { return s.size() ^ salt; }
+  std::uint64_t salt;
+};
+
+// A snapshot as its words after the 4-byte tag; encode() recomputes the
+// checksum (the last word).
+struct words {
+  std::string tag;
+  std::vector<std::uint64_t> w;
+};
+words decode(const std::string& s) {
+  words f;
+  f.tag = s.substr(0, 4);
+  for (std::size_t i = 4; i + 8 <= s.size(); i += 8) {
+    std::uint64_t v = 0;
+    for (int b = 0; b < 8; ++b)
+      v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i + static_cast<std::size_t>(b)])) << (8 * b);
+    f.w.push_back(v);
+  }
+  return f;
+}
+std::string encode(const words& f) {
+  std::string s = f.tag;
+  for (std::size_t i = 0; i + 1 < f.w.size(); ++i)
+    for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((f.w[i] >> (8 * b)) & 0xFF));
+  const std::uint64_t sum = detail::fnv1a(s);
+  for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((sum >> (8 * b)) & 0xFF));
+  return s;
+}
+// Word indexes: 0 version, 1 fingerprint, 2 wall, 3 lead, 4 n, then 4 per
+// entry (slot, hash, class, owed) from 5; the checksum last.
+constexpr std::size_t w_version = 0, w_fp = 1, w_lead = 3, w_n = 4, w_first = 5;
+
+using errc_t = account_restore_errc;
+constexpr std::int64_t sec = 1000000000;
+
+}  // namespace
+
+// Random tables on two classes (one exact at scale 1, one at scale 7 that
+// rounds), snapshot at a random `now`, restored after a random downtime
+// into a table with another origin: every key then decides as the old one
+// would have `down` later, or more strictly (never fresher), and on the
+// scale-1 class exactly.
+TEST_CASE("keyed snapshot: a restored table keeps every key's debt, aged by the downtime", "[keyed][snapshot]") {
+  std::uint64_t compared = 0, owing = 0;
+  for (std::uint64_t stream = 0; stream < 8; ++stream) {
+    const std::uint64_t seed = tgtest::seed_for(0x5A5 + stream);
+    INFO("schedule seed " << seed << " " << tgtest::seed_note());
+    tgtest::rng g(seed);
+    const std::vector<key_class> classes = {{rate(1, ns(sec)), 4}, {rate(7, ns(sec)), 5}};
+    const hash_seed hs = snap_seed(30);
+    const std::size_t cap = 64;
+    keyed_buckets<manual_clock> a(cap, classes, hs, ns(0));
+    const std::uint64_t keys = 40;
+    std::int64_t now = 0;
+    for (int step = 0; step < 1500; ++step) {
+      now += static_cast<std::int64_t>(g.between(0, sec / 50));
+      const std::uint64_t k = g.between(0, keys - 1);
+      (void)a.try_acquire(k, static_cast<std::size_t>(k % 2), g.between(1, 3), ns(now));
+    }
+    const ns wall(1800000000LL * sec);
+    const std::string bytes = a.snapshot(ns(now), wall);
+    const std::int64_t down = static_cast<std::int64_t>(g.between(0, sec));
+    const std::int64_t origin2 = static_cast<std::int64_t>(g.between(0, 1000)) * sec;
+    const std::int64_t now2 = origin2 + static_cast<std::int64_t>(g.between(0, 5 * sec));
+    keyed_buckets<manual_clock> b(cap, classes, hs, ns(origin2));
+    REQUIRE(b.restore(bytes, ns(now2), wall + ns(down)) == errc_t::ok);
+    for (std::uint64_t k = 0; k < keys; ++k) {
+      const std::size_t c = static_cast<std::size_t>(k % 2);
+      const std::uint64_t old_av = a.available(k, c, ns(now + down)), new_av = b.available(k, c, ns(now2));
+      if (old_av < classes[c].burst) ++owing;
+      if (c == 0) CHECK(new_av == old_av);
+      else CHECK(new_av <= old_av);
+      CHECK(new_av + 1 >= old_av);  // rounding costs at most one unit's nanosecond
+      // The waits for the whole burst agree (scale 1) or the new one is no shorter.
+      const keyed_result ra = a.try_acquire(k, c, classes[c].burst, ns(now + down));
+      const keyed_result rb = b.try_acquire(k, c, classes[c].burst, ns(now2));
+      if (c == 0) {
+        CHECK(rb.admitted() == ra.admitted());
+        if (!ra.admitted()) CHECK(rb.result().retry_after() == ra.result().retry_after());
+      } else {
+        if (rb.admitted()) CHECK(ra.admitted());  // never fresher
+        if (!ra.admitted()) CHECK(rb.result().retry_after() >= ra.result().retry_after());
+        if (ra.admitted() && !rb.admitted()) CHECK(rb.result().retry_after() <= ns(1));
+      }
+      ++compared;
+    }
+  }
+  CHECK(compared == 8 * 40);
+  CHECK(owing > 100);  // most keys owed something at the snapshot
+}
+
+TEST_CASE("keyed snapshot: fresh entries are not stored, and the latest claim time is kept", "[keyed][snapshot]") {
+  const hash_seed hs = snap_seed(31);
+  keyed_buckets<manual_clock> a(16, {{rate(1, ns(sec)), 2}}, hs, ns(0));
+  REQUIRE(a.try_acquire(std::uint64_t{1}, 0, 2, ns(0)).admitted());       // full at 2 s
+  REQUIRE(a.try_acquire(std::uint64_t{2}, 0, 1, ns(20 * sec)).admitted()); // the latest claim: 20 s
+  // A snapshot at 10 s (a lagging `now`): key 1 full (not stored), key 2
+  // owes until 21 s, and claims have seen 10 s more than this `now`.
+  const std::string bytes = a.snapshot(ns(10 * sec), ns(0));
+  const words f = decode(bytes);
+  REQUIRE(f.w.size() == 5 + 4 + 1);
+  CHECK(f.w[w_n] == 1);
+  CHECK(f.w[w_lead] == static_cast<std::uint64_t>(10 * sec));
+  CHECK(f.w[w_first + 3] == static_cast<std::uint64_t>(11 * sec));
+  keyed_buckets<manual_clock> b(16, {{rate(1, ns(sec)), 2}}, hs, ns(0));
+  REQUIRE(b.restore(bytes, ns(100 * sec), ns(4 * sec)) == errc_t::ok);  // 4 s down
+  CHECK_FALSE(b.contains(std::uint64_t{1}));
+  CHECK(b.contains(std::uint64_t{2}));
+  CHECK(b.available(std::uint64_t{2}, 0, ns(100 * sec)) == 0);  // owes 11 s less 4 s down
+  const keyed_result w2 = b.try_acquire(std::uint64_t{2}, 0, 1, ns(100 * sec));
+  CHECK(w2.result().retry_after() == ns(6 * sec));
+  // A new key starts 6 s ahead (10 s lead less 4 s down): it owes that much.
+  const keyed_result n = b.try_acquire(std::uint64_t{3}, 0, 1, ns(100 * sec));
+  CHECK(n.status() == keyed_status::limited);
+  CHECK(n.result().retry_after() == ns(5 * sec));
+  // Restoring twice into a table that took no traffic is allowed, as for the
+  // account; after traffic it is in_use.
+  keyed_buckets<manual_clock> c(16, {{rate(1, ns(sec)), 2}}, hs, ns(0));
+  REQUIRE(c.restore(bytes, ns(0), ns(0)) == errc_t::ok);
+  REQUIRE(c.restore(bytes, ns(0), ns(0)) == errc_t::ok);
+  // A new key: it claims an entry (and owes the 10 s lead, so it is refused).
+  REQUIRE(c.try_acquire(std::uint64_t{5}, 0, 1, ns(0)).status() == keyed_status::limited);
+  REQUIRE(c.contains(std::uint64_t{5}));
+  CHECK(c.restore(bytes, ns(0), ns(0)) == errc_t::in_use);
+}
+
+// Entries that sit past their home (displaced by others) come back in
+// their slots, and lookups find them past entries that aged out.
+TEST_CASE("keyed snapshot: displaced entries are found after a restore", "[keyed][snapshot]") {
+  // All keys share home 0 (the hash is the key), window 8 of 8 entries.
+  struct zero_home {
+    explicit zero_home(hash_seed) {}
+    std::uint64_t operator()(std::uint64_t id) const { return id; }
+    std::uint64_t operator()(std::string_view s) const { return s.size(); }
+  };
+  keyed_buckets<manual_clock, zero_home> a(8, {{rate(1, ns(sec)), 3}}, hash_seed{}, ns(0), 8);
+  for (std::uint64_t k = 1; k <= 6; ++k) REQUIRE(a.try_acquire(k, 0, k <= 3 ? 1 : 3, ns(0)).admitted());
+  const std::string bytes = a.snapshot(ns(0), ns(0));
+  CHECK(decode(bytes).w[w_n] == 6);
+  keyed_buckets<manual_clock, zero_home> b(8, {{rate(1, ns(sec)), 3}}, hash_seed{}, ns(0), 8);
+  // 1.5 s down: keys 1-3 (1 s owed) are fresh, keys 4-6 owe 1.5 s more.
+  REQUIRE(b.restore(bytes, ns(0), ns(sec + sec / 2)) == errc_t::ok);
+  for (std::uint64_t k = 1; k <= 3; ++k) CHECK_FALSE(b.contains(k));
+  for (std::uint64_t k = 4; k <= 6; ++k) {
+    CHECK(b.contains(k));
+    CHECK(b.available(k, 0, ns(0)) == 1);
+  }
+  // Key 5 takes its last unit in its own entry, not a second one.
+  CHECK(b.try_acquire(std::uint64_t{5}, 0, 1, ns(0)).admitted());
+  CHECK_FALSE(b.try_acquire(std::uint64_t{5}, 0, 1, ns(0)).admitted());
+  // Fresh keys take the free entries: 1, 2, 3 and the two never used.
+  for (std::uint64_t k = 10; k < 15; ++k) CHECK(b.try_acquire(k, 0, 3, ns(0)).admitted());
+  CHECK(b.try_acquire(std::uint64_t{20}, 0, 1, ns(0)).table_full());
+}
+
+TEST_CASE("keyed snapshot: hostile bytes are refused with the account's codes, changing nothing", "[keyed][snapshot]") {
+  const hash_seed hs = snap_seed(32);
+  const std::vector<key_class> classes = {{rate(1, ns(sec)), 3}, {rate(1, ns(sec)), 5}};
+  keyed_buckets<manual_clock, home_hash> a(16, classes, hs, ns(0), 4);
+  REQUIRE(a.try_acquire(std::uint64_t{2}, 0, 2, ns(0)).admitted());
+  REQUIRE(a.try_acquire(std::uint64_t{5}, 1, 1, ns(0)).admitted());
+  REQUIRE(a.try_acquire(std::uint64_t{9}, 1, 4, ns(0)).admitted());
+  const std::string good = a.snapshot(ns(0), ns(0));
+  const words f = decode(good);
+  REQUIRE(f.w[w_n] == 3);
+  REQUIRE(f.w.size() == w_first + 3 * 4 + 1);
+  keyed_buckets<manual_clock, home_hash> b(16, classes, hs, ns(0), 4);
+  auto expect = [&](const std::string& bytes, errc_t e) {
+    CHECK(b.restore(bytes, ns(0), ns(0)) == e);
+    for (const std::uint64_t k : std::initializer_list<std::uint64_t>{2, 5, 9}) CHECK_FALSE(b.contains(k));  // nothing changed
+  };
+  auto with = [&](std::size_t i, std::uint64_t v) {
+    words g = f;
+    g.w[i] = v;
+    return encode(g);
+  };
+  expect("", errc_t::bad_format);
+  expect("TGA1" + good.substr(4), errc_t::bad_format);
+  expect(good.substr(0, 20), errc_t::truncated);
+  {
+    std::string flip = good;
+    flip[30] = static_cast<char>(flip[30] ^ 1);
+    expect(flip, errc_t::corrupted);
+  }
+  expect(with(w_version, 2), errc_t::wrong_version);
+  expect(with(w_fp, f.w[w_fp] ^ 1), errc_t::other_configuration);
+  {  // another capacity, window, class list or seed: another fingerprint
+    keyed_buckets<manual_clock, home_hash> c1(32, classes, hs, ns(0), 4);
+    keyed_buckets<manual_clock, home_hash> c2(16, classes, hs, ns(0), 5);
+    keyed_buckets<manual_clock, home_hash> c3(16, {{rate(1, ns(sec)), 3}}, hs, ns(0), 4);
+    keyed_buckets<manual_clock, home_hash> c4(16, classes, hash_seed{hs.k0 + 1, hs.k1}, ns(0), 4);
+    keyed_buckets<manual_clock> c5(16, classes, hs, ns(0), 4);  // another hash
+    CHECK(c1.restore(good, ns(0), ns(0)) == errc_t::other_configuration);
+    CHECK(c2.restore(good, ns(0), ns(0)) == errc_t::other_configuration);
+    CHECK(c3.restore(good, ns(0), ns(0)) == errc_t::other_configuration);
+    CHECK(c4.restore(good, ns(0), ns(0)) == errc_t::other_configuration);
+    CHECK(c5.restore(good, ns(0), ns(0)) == errc_t::other_configuration);
+    errc ec = errc::ok;
+    keyed_buckets<manual_clock, home_hash> bad(0, classes, hs, ns(0), 4, ec);
+    CHECK(bad.restore(good, ns(0), ns(0)) == errc_t::other_configuration);
+  }
+  {  // a word more or less, the checksum recomputed
+    words g = f;
+    g.w.insert(g.w.end() - 1, 0);
+    expect(encode(g), errc_t::truncated);
+    words h = f;
+    h.w.erase(h.w.end() - 2);
+    expect(encode(h), errc_t::truncated);
+    expect(with(w_n, 4), errc_t::truncated);
+  }
+  const std::size_t s0 = w_first, s1 = w_first + 4;  // the first two entries' slots
+  expect(with(w_n, 17), errc_t::out_of_range);                       // more than the capacity
+  expect(with(w_lead, std::uint64_t{1} << 63), errc_t::out_of_range);  // past INT64_MAX
+  expect(with(s0, 16), errc_t::out_of_range);                        // no such slot
+  expect(with(s1, f.w[s0]), errc_t::out_of_range);                   // slots not ascending
+  expect(with(s0, 0), errc_t::out_of_range);                         // before its hash's home (2)
+  expect(with(s1 + 1, f.w[s0 + 1]), errc_t::out_of_range);           // one hash in two entries
+  expect(with(s0 + 2, 2), errc_t::out_of_range);                     // no such class
+  expect(with(s0 + 3, 0), errc_t::out_of_range);                     // owes nothing
+  expect(with(s0 + 3, (std::uint64_t{1} << 62) + 1), errc_t::out_of_range);  // beyond the class's range
+  // The bytes themselves restore, after all those refusals.
+  REQUIRE(b.restore(good, ns(0), ns(0)) == errc_t::ok);
+  for (const std::uint64_t k : std::initializer_list<std::uint64_t>{2, 5, 9}) CHECK(b.contains(k));
+  CHECK(b.available(std::uint64_t{9}, 1, ns(0)) == 1);
+  // A restored table that took no traffic may be restored again; once it
+  // has, it is in use, refused before the bytes are even read.
+  CHECK(b.restore("", ns(0), ns(0)) == errc_t::bad_format);
+  REQUIRE(b.try_acquire(std::uint64_t{9}, 1, 1, ns(0)).admitted());
+  CHECK(b.restore("", ns(0), ns(0)) == errc_t::in_use);
+  CHECK(b.available(std::uint64_t{9}, 1, ns(0)) == 0);
+}
+
+// Snapshots taken while threads admit, claim, evict and erase: a key that
+// moves to another entry during the scan must not appear twice (the restore
+// would refuse it as out_of_range); the larger debt is kept.
+TEST_CASE("keyed snapshot: taken beside traffic", "[keyed][snapshot]") {
+  const hash_seed hs = snap_seed(33);
+  keyed_buckets<manual_clock> a(32, {{rate(1, ns(1000)), 4}}, hs, ns(0), 8);
+  std::atomic<std::int64_t> clock{0};  // relaxed: a counter of test time only
+  std::atomic<bool> stop{false};       // relaxed: a flag; join() orders the rest
+  std::atomic<int> finished{0};        // relaxed: a count; join() orders the rest
+  std::vector<std::thread> pool;
+  for (int i = 0; i < 2; ++i) {
+    pool.emplace_back([&, i] {
+      tgtest::rng g(tgtest::seed_for(400 + static_cast<std::uint64_t>(i)));
+      for (int j = 0; j < 200000 && !stop.load(std::memory_order_relaxed); ++j) {
+        const std::int64_t now = clock.fetch_add(static_cast<std::int64_t>(g.between(1, 30)), std::memory_order_relaxed);
+        (void)a.try_acquire(g.between(0, 99), 0, g.between(1, 2), ns(now));
+        if (g.chance(2)) (void)a.erase(g.between(0, 99));
+      }
+      finished.fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+  std::uint64_t restored = 0;
+  for (int round = 0; round < 50; ++round) {
+    // Each round after some traffic (bounded: the threads stop on their own).
+    while (clock.load(std::memory_order_relaxed) < (round + 1) * 40000 && finished.load(std::memory_order_relaxed) < 2)
+      std::this_thread::yield();
+    const std::int64_t now = clock.load(std::memory_order_relaxed);
+    const std::string bytes = a.snapshot(ns(now), ns(0));
+    keyed_buckets<manual_clock> b(32, {{rate(1, ns(1000)), 4}}, hs, ns(0), 8);
+    REQUIRE(b.restore(bytes, ns(now), ns(0)) == errc_t::ok);
+    restored += decode(bytes).w[w_n];
+  }
+  stop.store(true, std::memory_order_relaxed);
+  for (std::thread& th : pool) th.join();
+  CHECK(restored > 0);
+}
