@@ -55,6 +55,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #if !TOLLGATE_NO_EXCEPTIONS
