@@ -122,6 +122,13 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   const auto eval = tr::build_call(l, a, &q, 0);
   CHECK(eval[0] == "EVAL");
   CHECK(eval[1] == std::string(tr::script));
+  const auto f = tr::build_fcall(l, a, &q, 1);
+  CHECK(f[0] == "FCALL");
+  CHECK(f[1] == "tollgate_v1");
+  CHECK(std::vector<std::string>(f.begin() + 2, f.end()) == std::vector<std::string>(argv.begin() + 2, argv.end()));
+  const std::string lib = tr::function_library();
+  CHECK(lib.rfind("#!lua name=tollgate_v1\n", 0) == 0);
+  CHECK(lib.find(std::string(tr::script)) != std::string::npos);
 }
 
 TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]") {
@@ -137,6 +144,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
   CHECK(out.code == tr::script_code::admitted);
   CHECK(out.lease == 5);
   CHECK(tr::decode_call(reply::of_error("NOSCRIPT No matching script"), out) == tr::call_status::noscript);
+  CHECK(tr::decode_call(reply::of_error("ERR Function not found"), out) == tr::call_status::noscript);
   CHECK(tr::decode_call(reply::of_error("ERR x"), out) == tr::call_status::server_error);
   CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2}), out) == tr::call_status::garbage);          // short
   CHECK(tr::decode_call(ints({9, 0, 0, 5, 1, 2, 100}), out) == tr::call_status::garbage);     // unknown code

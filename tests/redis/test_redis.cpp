@@ -108,7 +108,7 @@ struct tally {
 
 // One differential run of `trials` random accounts; SCRIPT FLUSH every
 // `flush_every` steps when non-zero.
-tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every) {
+tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false) {
   client conn(srv.port()), admin(srv.port());
   REQUIRE(conn.connected());
   const std::uint64_t seed = tgtest::seed_for(stream);
@@ -121,7 +121,7 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
     const nanoseconds origin(static_cast<std::int64_t>(g.between(1, 1000000)) * us + 1700000000 * sec);
     account<manual_clock> a(c, origin);
     redis_account b("d" + std::to_string(stream) + "-" + std::to_string(trial), redis_side(c), exec{&conn},
-                    tr::options{true});
+                    tr::options{true, functions});
     REQUIRE(b.create(true, origin.count() / us) == tr::outcome::ok);
     std::vector<std::pair<lease<manual_clock>, redis_account::lease_type>> held;
     nanoseconds now = origin;
@@ -130,7 +130,8 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
       if (g.chance(3)) now += nanoseconds(static_cast<std::int64_t>(g.between(0, 2 * 3600)) * sec);
       else now += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(c.request_window.count() / 8 / us))) * us);
       if (flush_every > 0 && step % flush_every == flush_every / 2) {
-        REQUIRE(admin.call({"SCRIPT", "FLUSH"}).type == tr::reply::kind::status);
+        if (functions) REQUIRE(admin.call({"FUNCTION", "FLUSH"}).type == tr::reply::kind::status);
+        else REQUIRE(admin.call({"SCRIPT", "FLUSH"}).type == tr::reply::kind::status);
         ++t.flushes;
       }
       const std::uint64_t op = g.between(0, 99);
@@ -222,4 +223,16 @@ TEST_CASE("redis: SCRIPT FLUSH mid-run: the EVAL fallback, the same decisions", 
   const tally t = differential(srv, 17102, 8, 300, 37);
   CHECK(t.flushes >= 60);
   CHECK(t.admitted > 200);
+}
+
+TEST_CASE("redis: the Functions library decides alike, and comes back after FUNCTION FLUSH", "[redis_server][functions]") {
+  server srv;
+  REQUIRE(srv.running());
+  const tally t = differential(srv, 17103, 24, 300, 41, true);
+  CHECK(t.flushes >= 160);
+  CHECK(t.admitted > 300);
+  client admin(srv.port());
+  const tr::reply r = admin.call({"FUNCTION", "LIST", "LIBRARYNAME", "tollgate_v1"});
+  REQUIRE(r.type == tr::reply::kind::array);
+  CHECK(r.elements.size() == 1);
 }

@@ -26,7 +26,11 @@
 // tokens used beyond the reservation may apply twice, the safe side). An
 // admission whose reply was lost may have been applied: its reservation
 // stays until its lease deadline. NOSCRIPT (SCRIPT FLUSH, a new server) is
-// answered by sending the EVAL form, which loads the body again.
+// answered by sending the EVAL form, which loads the body again; with
+// options::functions a missing function (FUNCTION FLUSH, a new server) by
+// FUNCTION LOAD REPLACE and the same FCALL. A lease must not outlive its
+// account; an exception from the executor leaves the account as it was (the
+// queue is kept) and reaches the caller.
 // Threads: one account object is used by one thread at a time (its queue is
 // not shared); several threads or processes each make their own object on
 // the same name and share the state in Redis.
@@ -83,6 +87,7 @@ constexpr const char* to_string(outcome o) noexcept {
 
 struct options {
   bool test_mode = false;  // take `now` from the caller (tests only)
+  bool functions = false;  // FCALL the Functions library (loaded on first need) instead of EVALSHA
 };
 
 template <class Executor, class Currency = usd_tag>
@@ -320,11 +325,17 @@ class basic_account {
   std::vector<std::string> words(const call_args& a, bool carry) {
     const std::size_t n = carry ? (queue_.size() < max_queued_per_call ? queue_.size() : max_queued_per_call) : 0;
     sent_ = n;
+    if (opt_.functions) return build_fcall(layout_, a, queue_.data(), n);
     return build_call(layout_, a, queue_.data(), n, sha_);
   }
   reply send(const std::vector<std::string>& argv) { return ex_(argv); }
-  // After NOSCRIPT: the EVAL form (loads the body), then the SHA is learnt again.
+  // After NOSCRIPT: the EVAL form (loads the body), then the SHA is learnt
+  // again; for a function, FUNCTION LOAD and the same FCALL.
   reply resend(std::vector<std::string>& argv) {
+    if (opt_.functions) {
+      (void)ex_(build_function_load());
+      return ex_(argv);
+    }
     argv[0] = "EVAL";
     argv[1] = std::string(script);
     sha_.clear();
@@ -341,7 +352,7 @@ class basic_account {
     sent_ = 0;
   }
   outcome simple(call_args& a, call_reply& r, bool carry) {
-    if (sha_.empty()) learn_sha();
+    if (sha_.empty() && !opt_.functions) learn_sha();
     std::vector<std::string> argv = words(a, carry);
     call_status st = decode_call(send(argv), r);
     if (st == call_status::noscript) st = decode_call(resend(argv), r);

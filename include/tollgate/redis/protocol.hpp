@@ -10,8 +10,8 @@
 // malformed: anything but an array of integers of the expected length with
 // in-range values decodes as call_status::garbage (a refusal), never as an
 // admission. An error reply decodes as call_status::server_error, or
-// call_status::noscript when the server lost the script (send the EVAL form:
-// it loads the body again).
+// call_status::noscript when the server lost the script or the function
+// (send the EVAL form, which loads the body again, or FUNCTION LOAD first).
 #ifndef TOLLGATE_REDIS_PROTOCOL_HPP
 #define TOLLGATE_REDIS_PROTOCOL_HPP
 
@@ -149,11 +149,21 @@ inline std::vector<std::string> build_call(const layout& l, const call_args& a, 
   return out;
 }
 inline std::vector<std::string> build_script_load() { return {"SCRIPT", "LOAD", std::string(script)}; }
+// FCALL tollgate_v1 ... (the Functions library, function_library()).
+inline std::vector<std::string> build_fcall(const layout& l, const call_args& a, const queued* q, std::size_t nq) {
+  std::vector<std::string> out;
+  out.reserve(32 + 8 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.emplace_back("FCALL");
+  out.emplace_back(function_name);
+  append_call(out, l, a, q, nq);
+  return out;
+}
+inline std::vector<std::string> build_function_load() { return {"FUNCTION", "LOAD", "REPLACE", function_library()}; }
 
 enum class call_status : unsigned char {
   ok,            // decoded: see code
   server_error,  // an error reply (the text is kept)
-  noscript,      // EVALSHA of a script the server does not have
+  noscript,      // EVALSHA of a script, or FCALL of a function, the server does not have
   garbage,       // a reply of the wrong shape or range
 };
 
@@ -172,7 +182,8 @@ struct decoded {
 inline decoded decode_integers(const reply& r, std::size_t n) {
   decoded d;
   if (r.type == reply::kind::error) {
-    d.status = r.str.compare(0, 8, "NOSCRIPT") == 0 ? call_status::noscript : call_status::server_error;
+    const bool lost = r.str.compare(0, 8, "NOSCRIPT") == 0 || r.str.compare(0, 22, "ERR Function not found") == 0;
+    d.status = lost ? call_status::noscript : call_status::server_error;
     d.error = r.str.substr(0, 200);
     return d;
   }

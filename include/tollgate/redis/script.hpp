@@ -26,6 +26,8 @@
 // back frees nothing). Only an account created in test mode takes `now`
 // from the call, and then no key gets an expiry (expiry runs on the real
 // clock).
+// The body runs as an EVAL script or, unchanged, inside a Functions library
+// (function_library below).
 // Policies here: strict sliding windows for RPM, TPM and a rolling 24 h TPD
 // (the server models fixed_window, sliding_log, token_bucket), concurrency
 // leases with deadlines, a budget, pause and stop. Not (yet) here: the
@@ -36,6 +38,7 @@
 
 #include <tollgate/config.hpp>
 
+#include <string>
 #include <string_view>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -409,6 +412,19 @@ redis.call('ZADD', KEYS[2], S(now + lease_us), S(id))
 save()
 return {0, 0, 0, id, slots[2], slots[3], now}
 )tglua";
+
+// The same body as a Redis Functions library (Redis 7): loaded once with
+// FUNCTION LOAD REPLACE, kept with the dataset (it survives a restart that
+// keeps the data, and is lost with it), called with FCALL. The name carries
+// the layout version, so two versions can be loaded side by side while a
+// fleet upgrades.
+inline constexpr std::string_view function_name = "tollgate_v1";
+inline std::string function_library() {
+  std::string lib = "#!lua name=tollgate_v1\nredis.register_function('tollgate_v1', function(KEYS, ARGV)\n";
+  lib += script;
+  lib += "\nend)\n";
+  return lib;
+}
 
 }  // namespace redis
 
