@@ -246,3 +246,63 @@ TEST_CASE("redis: a stopped server past the timeout refuses; a lost admission ho
     REQUIRE(z);
   }
 }
+
+TEST_CASE("redis: a clock that steps back frees nothing", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::fixed_window;
+  c.rpm = limit(5);
+  c.lease_timeout = std::chrono::minutes(5);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("back", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  for (int i = 0; i < 5; ++i) REQUIRE(a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(i * sec)));
+  const auto later = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(30 * sec));
+  REQUIRE(later.d.later());
+  for (std::int64_t back : {29, 10, 0}) {
+    INFO("now back at t0 + " << back << " s");
+    const auto x = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(back * sec));
+    REQUIRE_FALSE(x);
+    CHECK(x.server_now_us == later.server_now_us);  // decided at the latest time seen
+    CHECK(x.d.retry_after() == later.d.retry_after());
+  }
+  // Past the wait from the latest time, admitted again.
+  CHECK(a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(30 * sec) + later.d.retry_after()));
+}
+
+TEST_CASE("redis: state keys expire when they would read empty; the epoch never", "[redis_server][expiry]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), admin(srv.port());
+  account_config c;
+  c.model = server_model::token_bucket;
+  c.concurrency = limit(2);
+  c.rpm = limit(10);
+  c.tpm = limit(1000);
+  c.tpd = limit(100000);
+  c.request_window = std::chrono::milliseconds(150);
+  c.token_window = std::chrono::milliseconds(1500);
+  c.lease_timeout = std::chrono::seconds(20);
+  redis_account a("expiry", c, exec{&conn});  // the server's time: keys get expiries
+  REQUIRE(a.create(true) == tr::outcome::ok);
+  auto x = a.try_admit(tgtest::req(10, 10));
+  REQUIRE(x);
+  auto pttl = [&](const char* part) {
+    const tr::reply r = admin.call({"PTTL", a.state_layout().key(part)});
+    REQUIRE(r.type == tr::reply::kind::integer);
+    return r.integer;
+  };
+  CHECK(pttl("epoch") == -1);  // no expiry
+  // Each window's key lives until its newest sub-window leaves the window:
+  // at most 16 sub-windows (in ms, rounded up).
+  CHECK(pttl("rpm") > 0);
+  CHECK(pttl("rpm") <= 161);
+  CHECK(pttl("tpm") > 100);
+  CHECK(pttl("tpm") <= 1601);
+  CHECK(pttl("tpd") > 86400000);
+  CHECK(pttl("tpd") <= 92160001);
+  CHECK(pttl("leases") > 0);
+  CHECK(pttl("leases") <= 20000);
+}
