@@ -305,4 +305,22 @@ TEST_CASE("redis: state keys expire when they would read empty; the epoch never"
   CHECK(pttl("tpd") <= 92160001);
   CHECK(pttl("leases") > 0);
   CHECK(pttl("leases") <= 20000);
+  // Without concurrency, budget or refunds a lease guards nothing: no record.
+  account_config d;
+  d.model = server_model::sliding_log;
+  d.tpm = limit(1000);
+  d.token_window = std::chrono::seconds(2);
+  redis_account b("no-records", d, exec{&conn});
+  REQUIRE(b.create(true) == tr::outcome::ok);
+  std::vector<redis_account::lease_type> ls;
+  for (int i = 0; i < 5; ++i) {
+    auto y = b.try_admit(tgtest::req(10, 10));
+    REQUIRE(y);
+    ls.push_back(std::move(y.lease));
+  }
+  CHECK(admin.call({"EXISTS", b.state_layout().key("leases")}).integer == 0);  // while they are held
+  for (auto& l : ls) l.settle(usage{50, 0, 50, 0, 0});  // 80 beyond the reservation: charged all the same
+  const auto v = b.remaining();
+  REQUIRE(v.how == tr::outcome::ok);
+  CHECK(*v.values.available[1] == 1000 - 5 * 20 - 5 * 80);  // remaining() carried the settlements
 }

@@ -16,7 +16,9 @@
 //            pause (admissions wait until it), stop (1 after a quota error),
 //            started (an admission got past the stop and the pause), test (1:
 //            the account takes a supplied `now`).
-//     leases zset; member lease id, score its deadline in server µs. A lease
+//     leases zset; member lease id, score its deadline in server µs, kept
+//            only when a lease has something to give back or to guard against
+//            applying twice (a concurrency limit, a budget, refunds). A lease
 //            past its deadline is removed by the next call (a worker that died
 //            holding it gives its slot back then, never earlier). Expires at
 //            the latest deadline.
@@ -132,6 +134,7 @@ struct layout {
   std::string prefix;            // "tollgate:{name}:"
   std::uint64_t concurrency = 0;  // 0: not enforced
   std::uint64_t lease_us = 0;
+  bool lease_records = false;    // a lease has something to give back or guard: concurrency, money, refunds
   window_params w[3];            // rpm, tpm, tpd
   bool budget = false;
   std::int64_t budget_nanos = 0;
@@ -162,6 +165,7 @@ layout_errc make_layout(std::string_view name, const basic_account_config<Curren
   l.prefix = "tollgate:{" + std::string(name) + "}:";
   auto fits_time = [](std::uint64_t us) { return us >= sub_windows && us <= max_duration_us; };
   l.lease_us = ceil_us(c.lease_timeout);
+  l.lease_records = c.concurrency.is_finite() || c.budget.has_value() || c.refund_unused_tokens;
   if (!fits_time(l.lease_us)) return layout_errc::window;
   if (auto v = c.concurrency.value()) {
     if (*v == 0 || *v > max_units) return layout_errc::too_large;

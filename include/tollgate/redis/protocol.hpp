@@ -108,7 +108,7 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
   out.push_back(to_string(a.what));
   out.push_back(a.now_us ? num(clamp_i(*a.now_us, 0, (std::int64_t(1) << 53) - 1)) : std::string());
   out.push_back(num(l.concurrency));
-  out.push_back(num(l.lease_us));
+  out.push_back(num(l.lease_records ? l.lease_us : 0));  // 0: no lease record
   for (const window_params& w : l.w) {
     out.push_back(num(w.limit));
     out.push_back(num(w.period_us));

@@ -47,7 +47,8 @@ namespace redis {
 
 // KEYS: epoch, leases, rpm, tpm, tpd.
 // ARGV: 1 layout version, 2 op (admit, peek, flush, waits, control, init),
-//   3 now_us ("" = TIME), 4 concurrency (0 off), 5 lease_us,
+//   3 now_us ("" = TIME), 4 concurrency (0 off), 5 lease_us (0: keep no
+//   lease record),
 //   6-14 limit, period_us, width_us of rpm, tpm, tpd (limit 0 off),
 //   15 budget nanos (-1 off), 16 hold_us, 17 tokens, 18 worst-case nanos,
 //   19 count of queued settlements P, then P x 8:
@@ -408,7 +409,7 @@ end
 if budget >= 0 then committed_add(worst) end
 local id = E.next + 1
 eset('next', id)
-redis.call('ZADD', KEYS[2], S(now + lease_us), S(id))
+if lease_us > 0 then redis.call('ZADD', KEYS[2], S(now + lease_us), S(id)) end
 save()
 return {0, 0, 0, id, slots[2], slots[3], now}
 )tglua";
