@@ -81,13 +81,11 @@ local function ival(v) -- a stored integer, or nil when it is not one
   return n
 end
 local CORRUPT = {7, 0, 0, 0, -1, -1, 0}
-local function kind_ok(key, want)
-  local t = redis.call('TYPE', key)
-  t = t.ok or t
-  return t == 'none' or t == want
-end
-for i = 1, 5 do
-  if not kind_ok(KEYS[i], i == 2 and 'zset' or 'hash') then return CORRUPT end
+-- A read of a key of the wrong type answers nil (the call is refused as corrupt).
+local function read(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return nil end
+  return r
 end
 
 -- The clock.
@@ -105,14 +103,15 @@ local W = {}
 for k = 1, 3 do
   local b = 6 + (k - 1) * 3
   W[k] = {limit = num(b), period = num(b + 1), width = num(b + 2), key = KEYS[2 + k], units = {}, head = 0,
-          dirty = false}
+          dirty = false, changed = {}}
   if W[k].limit > 0 and W[k].width < 1 then error('tollgate: bad width') end
 end
 local budget, hold_us = num(15), num(16)
 
 -- The epoch.
 local E = {}
-local raw = redis.call('HGETALL', KEYS[1])
+local raw = read('HGETALL', KEYS[1])
+if raw == nil then return CORRUPT end
 for i = 1, #raw, 2 do E[raw[i]] = raw[i + 1] end
 local fields = {'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test'}
 local have_epoch = #raw > 0
@@ -152,7 +151,9 @@ local t = now - E.origin
 for k = 1, 3 do
   local w = W[k]
   if w.limit > 0 then
-    local r = redis.call('HGETALL', w.key)
+    local r = read('HGETALL', w.key)
+    if r == nil then return CORRUPT end
+    w.fresh = #r == 0
     for i = 1, #r, 2 do
       local v = ival(r[i + 1])
       if v == nil then return CORRUPT end
@@ -165,8 +166,9 @@ for k = 1, 3 do
   end
 end
 -- Lease scores must be times.
-local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-if #top > 0 and ival(top[2]) == nil then return CORRUPT end
+local top = read('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top == nil or (#top > 0 and ival(top[2]) == nil) then return CORRUPT end
+for k = 1, 3 do W[k].head0 = W[k].head end
 
 local function units_in(w, j)
   if j > w.head or j < 0 then return 0 end
@@ -189,6 +191,7 @@ local function put(w, s, n)
   local u = (w.units[s] or 0) + n
   if u > TOP then u = TOP end
   w.units[s] = u
+  w.changed[s] = true
   w.dirty = true
 end
 -- {verdict, wait}: verdict 0 admit, 1 wait, 3 never, 9 stale.
@@ -214,6 +217,7 @@ local function give_back(w, slot, n)
   local u = w.units[slot]
   if u == nil then return end
   if n < u then w.units[slot] = u - n else w.units[slot] = 0 end
+  w.changed[slot] = true
   w.dirty = true
 end
 local function charge(w, n, x)
@@ -237,23 +241,20 @@ local function save()
   for k = 1, 3 do
     local w = W[k]
     if w.limit > 0 and w.dirty then
-      redis.call('DEL', w.key)
-      local a = {'h', S(w.head)}
+      -- Only what changed: the slots written, the head, and the slots that
+      -- left the window (or came back to zero) deleted.
+      local a, gone = {'h', S(w.head)}, {}
       for j, u in pairs(w.units) do
-        if j + K >= w.head and u > 0 then a[#a + 1] = S(j); a[#a + 1] = S(u) end
+        if j + K < w.head or u <= 0 then gone[#gone + 1] = S(j)
+        elseif w.changed[j] then a[#a + 1] = S(j); a[#a + 1] = S(u) end
       end
       redis.call('HSET', w.key, unpack(a))
-      if E.test == 0 then
+      if #gone > 0 then redis.call('HDEL', w.key, unpack(gone)) end
+      -- The expiry moves with the head only (HSET keeps a key's expiry).
+      if E.test == 0 and (w.fresh or w.head ~= w.head0) then
         local ms = math.ceil((slot_start(w, w.head + K + 1) - t) / 1000)
         redis.call('PEXPIRE', w.key, ms > 0 and ms or 1)
       end
-    end
-  end
-  if E.test == 0 then
-    local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-    if #last > 0 then
-      local ms = math.ceil((tonumber(last[2]) - now) / 1000)
-      redis.call('PEXPIRE', KEYS[2], ms > 0 and ms or 1)
     end
   end
 end
@@ -409,7 +410,16 @@ end
 if budget >= 0 then committed_add(worst) end
 local id = E.next + 1
 eset('next', id)
-if lease_us > 0 then redis.call('ZADD', KEYS[2], S(now + lease_us), S(id)) end
+if lease_us > 0 then
+  redis.call('ZADD', KEYS[2], S(now + lease_us), S(id))
+  if E.test == 0 then
+    -- The set lives to its latest deadline (a shorter lease timeout after a
+    -- change of configuration must not cut the older leases' life short).
+    local ms = math.ceil(lease_us / 1000)
+    local p = redis.call('PTTL', KEYS[2])
+    if p < ms then redis.call('PEXPIRE', KEYS[2], ms) end
+  end
+end
 save()
 return {0, 0, 0, id, slots[2], slots[3], now}
 )tglua";
