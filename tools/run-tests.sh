@@ -13,7 +13,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build/ci}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 need_pkgs=()
-for p in g++ cmake ninja-build pkg-config python3 catch2 meson clang libclang-rt-14-dev nginx-light libcurl4-openssl-dev; do
+for p in g++ cmake ninja-build pkg-config python3 catch2 meson clang libclang-rt-14-dev nginx-light libcurl4-openssl-dev redis-server; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -22,6 +22,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # The Redis tests start their own server on a free loopback port; the
+  # packaged service is not needed (and would hold port 6379).
+  if [[ " ${need_pkgs[*]} " == *" redis-server "* ]]; then
+    $SUDO systemctl stop redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1 || true
+  fi
+fi
+# With CI=true a missing redis-server fails the Redis tests instead of skipping them.
+if [ "${CI:-}" = "true" ] && ! command -v redis-server >/dev/null 2>&1; then
+  echo "run-tests.sh: CI=true and redis-server is missing" >&2
+  exit 1
 fi
 
 # Catch2 v3 from the backports suite of Debian's archive, unpacked into a private prefix so

@@ -1,0 +1,452 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// redis/account.hpp: an account whose state lives in Redis, shared by every
+// process and host that names it, generic over the user's executor: a
+// callable `reply(const std::vector<std::string>& argv)` that sends one
+// command and returns its reply (or a reply of kind error when the server
+// cannot be reached or does not answer within the caller's timeout). The
+// library opens no socket.
+//
+// Contract. try_admit decides every dimension at once, in one script call
+// (redis/script.hpp), at the server's time. The stateless part (tokens,
+// worst-case money, `never` for a request no state could admit) is
+// account_policy::assess, as in the in-process account, and costs no call.
+// A lease's settle, settle_rejected or drop never blocks and makes no call:
+// it is queued and carried by the next call of the same account object
+// (admit, remaining, flush; at most max_queued_per_call per call, the rest by
+// the next). Until then what it frees stays counted, so capacity comes back
+// late, never early; a queued charge lands at the carrying call's time
+// (later, so it stays in the window longer). A process that never calls
+// again gives its slots back at the leases' deadlines (lease_timeout); its
+// reservations stay counted as a dropped lease's do.
+// Faults: a call that fails (error reply, garbage, the executor's timeout)
+// is a refusal with outcome::server_error or outcome::garbage, fail closed;
+// its queued settlements stay queued and are sent again (a release, a refund
+// and a money return apply once, through the lease's record; a charge for
+// tokens used beyond the reservation may apply twice, the safe side). An
+// admission whose reply was lost may have been applied: its reservation
+// stays until its lease deadline. NOSCRIPT (SCRIPT FLUSH, a new server) is
+// answered by sending the EVAL form, which loads the body again; with
+// options::functions a missing function (FUNCTION FLUSH, a new server) by
+// FUNCTION LOAD REPLACE and the same FCALL. A lease must not outlive its
+// account; an exception from the executor leaves the account as it was (the
+// queue is kept) and reaches the caller.
+// Threads: one account object is used by one thread at a time (its queue is
+// not shared); several threads or processes each make their own object on
+// the same name and share the state in Redis.
+// Test mode (options::test_mode) sends a supplied `now`, which the script
+// honours only for an account created in test mode (and then sets no key
+// expiry); an account not in test mode never sends one.
+#ifndef TOLLGATE_REDIS_ACCOUNT_HPP
+#define TOLLGATE_REDIS_ACCOUNT_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/account/config.hpp>
+#include <tollgate/account/pause.hpp>
+#include <tollgate/account/policy.hpp>
+#include <tollgate/cost.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/http.hpp>
+#include <tollgate/money.hpp>
+#include <tollgate/redis/layout.hpp>
+#include <tollgate/redis/protocol.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace redis {
+
+// How a call to Redis went, beside the decision.
+enum class outcome : unsigned char {
+  ok,            // the script decided (the decision says what)
+  held,          // the state was lost: nothing is admitted until the hold ends (decision: wait)
+  budget_held,   // the state was lost: the budget refuses until restore_budget
+  corrupt,       // a key of the account holds what the script never writes
+  bad_call,      // version or mode mismatch (a supplied now to an account not in test mode)
+  server_error,  // an error reply, an unreachable server or a timeout
+  garbage,       // a reply of the wrong shape
+};
+constexpr const char* to_string(outcome o) noexcept {
+  switch (o) {
+    case outcome::ok: return "ok";
+    case outcome::held: return "held after lost state";
+    case outcome::budget_held: return "budget held after lost state";
+    case outcome::corrupt: return "corrupt state";
+    case outcome::bad_call: return "bad call";
+    case outcome::server_error: return "server error";
+    case outcome::garbage: return "garbage reply";
+  }
+  return "?";
+}
+
+struct options {
+  bool test_mode = false;  // take `now` from the caller (tests only)
+  bool functions = false;  // FCALL the Functions library (loaded on first need) instead of EVALSHA
+};
+
+template <class Executor, class Currency = usd_tag>
+class basic_account;
+
+// A lease of the Redis account: settle or drop it (RAII: dropped when it
+// goes out of scope unsettled). Moves only.
+template <class Executor, class Currency = usd_tag>
+class lease {
+ public:
+  using account_type = basic_account<Executor, Currency>;
+  lease() noexcept = default;
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  lease(lease&& o) noexcept { take(o); }
+  lease& operator=(lease&& o) noexcept {
+    if (this != &o) {
+      drop();
+      take(o);
+    }
+    return *this;
+  }
+  ~lease() { drop(); }
+  explicit operator bool() const noexcept { return acc_ != nullptr; }
+  std::uint64_t id() const noexcept { return id_; }
+  std::uint64_t reserved_tokens() const noexcept { return tokens_; }
+  money<Currency> reserved_money() const noexcept { return money<Currency>::from_nanos(money_); }
+
+  // Settles the actual usage: tokens beyond the reservation are charged,
+  // unused ones refunded when the account refunds; the budget is charged the
+  // actual cost (the whole reservation when the cost cannot be computed).
+  void settle(const usage& u) {
+    if (!acc_) return;
+    queued q = base(queued::kind::settle);
+    const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
+    if (used > tokens_) q.charge_tokens = used - tokens_;
+    else if (refund_ && used < tokens_) q.refund_tokens = tokens_ - used;
+    q.actual_nanos = money_;
+    if (model_) {
+      const auto c = cost<Currency>(*model_, u);
+      if (c) q.actual_nanos = c.total.nanos();
+    }
+    finish(q);
+  }
+  // The request was refused by the server before it ran: the money comes back.
+  void settle_rejected() {
+    if (acc_) finish(base(queued::kind::settle_rejected));
+  }
+  // The slot comes back; the reservations stay.
+  void drop() {
+    if (acc_) finish(base(queued::kind::drop));
+  }
+
+ private:
+  friend account_type;
+  queued base(queued::kind k) const noexcept {
+    queued q;
+    q.what = k;
+    q.lease = id_;
+    q.reserved_nanos = money_;
+    q.tpm_slot = tpm_slot_;
+    q.tpd_slot = tpd_slot_;
+    return q;
+  }
+  void finish(const queued& q) {
+    account_type* a = acc_;
+    acc_ = nullptr;
+    a->enqueue(q);
+  }
+  void take(lease& o) noexcept {
+    acc_ = std::exchange(o.acc_, nullptr);
+    id_ = o.id_;
+    tokens_ = o.tokens_;
+    money_ = o.money_;
+    tpm_slot_ = o.tpm_slot_;
+    tpd_slot_ = o.tpd_slot_;
+    refund_ = o.refund_;
+    model_ = o.model_;
+  }
+  account_type* acc_ = nullptr;
+  std::uint64_t id_ = 0, tokens_ = 0;
+  std::int64_t money_ = 0, tpm_slot_ = -1, tpd_slot_ = -1;
+  bool refund_ = false;
+  const model_info* model_ = nullptr;
+};
+
+template <class Executor, class Currency>
+class basic_account {
+ public:
+  using config_type = basic_account_config<Currency>;
+  using lease_type = lease<Executor, Currency>;
+  using amount = money<Currency>;
+
+  struct admission {
+    decision d = decision::refuse(reason::misconfigured);
+    dimension_set refused;
+    std::uint64_t tokens = 0;
+    amount worst_case;
+    lease_type lease;
+    outcome how = outcome::ok;
+    std::int64_t server_now_us = 0;  // the time the script decided at (0 when it did not answer)
+    explicit operator bool() const noexcept { return d.admitted(); }
+  };
+  struct remaining_view {
+    outcome how = outcome::ok;
+    peek_reply values;
+  };
+
+  // Throws layout_error for a configuration the script cannot hold (see
+  // layout.hpp). Makes no call.
+  basic_account(std::string_view name, const config_type& c, Executor ex, options o = {})
+      : cfg_(c), layout_(make_layout(name, c)), ex_(std::move(ex)), opt_(o),
+        rules_(account_policy::admission_rules<Currency>::of(c)) {}
+  basic_account(const basic_account&) = delete;
+  basic_account& operator=(const basic_account&) = delete;
+  ~basic_account() = default;  // queued settlements not yet carried are left to the leases' deadlines
+
+  const config_type& config() const noexcept { return cfg_; }
+  const layout& state_layout() const noexcept { return layout_; }
+  std::size_t queued_count() const noexcept { return queue_.size(); }
+
+  // Creates the account's epoch if it has none. fresh: the caller states that
+  // nothing ran on this account in the last window (no hold). In test mode
+  // `origin_us` is the epoch's origin.
+  outcome create(bool fresh, std::optional<std::int64_t> origin_us = std::nullopt) {
+    call_args a;
+    a.what = op::init;
+    a.now_us = opt_.test_mode ? std::optional<std::int64_t>(origin_us.value_or(0)) : std::nullopt;
+    a.extra = {fresh ? "1" : "0", opt_.test_mode ? "1" : "0"};
+    call_reply r;
+    return simple(a, r, false);
+  }
+
+  admission try_admit(const request& req) { return admit(req, std::nullopt); }
+  // Test mode only: decides at `now` (an account not in test mode refuses:
+  // outcome::bad_call, without a call).
+  admission try_admit(const request& req, nanoseconds now) {
+    if (!opt_.test_mode) return refused(outcome::bad_call);
+    return admit(req, to_us(now));
+  }
+
+  // Sends the queued settlements now. True when nothing is left queued.
+  bool flush(std::optional<nanoseconds> now = std::nullopt) {
+    while (!queue_.empty()) {
+      call_args a;
+      a.what = op::flush;
+      if (!stamp(a, now)) return false;
+      call_reply r;
+      if (simple(a, r, true) != outcome::ok) return false;
+    }
+    return true;
+  }
+
+  // A server's answer: pauses (the whole fleet) or stops the account by the
+  // rule of account/pause.hpp, with the limiters' own waits read from Redis.
+  outcome on_response(const error_info& e, std::optional<nanoseconds> hint, std::optional<nanoseconds> now = std::nullopt) {
+    using namespace account_policy;
+    const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
+    call_args a;
+    a.what = op::waits;
+    if (!stamp(a, now)) return outcome::bad_call;
+    std::vector<std::string> argv = words(a, true);
+    reply rp = send(argv);
+    std::int64_t w[3] = {0, 0, 0};
+    call_status st = decode_waits(rp, w);
+    if (st == call_status::noscript) st = decode_waits(resend(argv), w);
+    if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    carried(true);
+    own_waits ow;
+    ow.request_limit = layout_.w[0].limit > 0;
+    ow.request = us(w[0]);
+    ow.token = us(w[1]);
+    ow.daily_reset = us(w[2]);
+    const response_decision rd = pause_after(e.kind, h.hint, ow);
+    if (rd.action == response_action::none) return outcome::ok;
+    call_args c;
+    c.what = op::control;
+    stamp(c, now);
+    if (rd.action == response_action::stop) {
+      c.extra = {"stop"};
+    } else {
+      const std::uint64_t p = ceil_us(rd.pause);
+      constexpr std::uint64_t top = std::uint64_t(1) << 50;  // 35 years: as good as forever
+      c.extra = {"pause_us", std::to_string(p < top ? p : top)};
+    }
+    call_reply r;
+    return simple(c, r, false);
+  }
+  outcome resume(std::optional<nanoseconds> now = std::nullopt) { return control({"resume"}, now); }
+  outcome clear_pause(std::optional<nanoseconds> now = std::nullopt) { return control({"clear_pause"}, now); }
+  // After lost state: what the budget has committed and spent (from the
+  // caller's own records, or a snapshot), which lifts the budget's hold.
+  outcome restore_budget(amount committed, amount spent, std::optional<nanoseconds> now = std::nullopt) {
+    return control({"restore_budget", std::to_string(clampm(committed.nanos())), std::to_string(clampm(spent.nanos()))},
+                   now);
+  }
+
+  // What each dimension has left (carries the queue).
+  remaining_view remaining(std::optional<nanoseconds> now = std::nullopt) {
+    remaining_view v;
+    call_args a;
+    a.what = op::peek;
+    if (!stamp(a, now)) {
+      v.how = outcome::bad_call;
+      return v;
+    }
+    std::vector<std::string> argv = words(a, true);
+    reply rp = send(argv);
+    call_status st = decode_peek(rp, v.values);
+    if (st == call_status::noscript) st = decode_peek(resend(argv), v.values);
+    if (st == call_status::ok) carried(true);
+    v.how = st == call_status::ok ? outcome::ok : st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    return v;
+  }
+
+ private:
+  friend lease_type;
+  void enqueue(const queued& q) { queue_.push_back(q); }
+
+  static std::int64_t to_us(nanoseconds now) noexcept {
+    return now.count() <= 0 ? 0 : now.count() / 1000;  // floor: an earlier time is never more permissive
+  }
+  static nanoseconds us(std::int64_t v) noexcept {
+    constexpr std::int64_t top = std::int64_t(1) << 53;
+    const std::int64_t c = v < -top ? -top : v > top ? top : v;
+    return nanoseconds(c * 1000);
+  }
+  static std::int64_t clampm(std::int64_t v) noexcept { return v < 0 ? 0 : v > (std::int64_t(1) << 52) ? (std::int64_t(1) << 52) : v; }
+
+  bool stamp(call_args& a, std::optional<nanoseconds> now) const {
+    if (opt_.test_mode != now.has_value()) return false;
+    if (now) a.now_us = to_us(*now);
+    return true;
+  }
+  std::vector<std::string> words(const call_args& a, bool carry) {
+    const std::size_t n = carry ? (queue_.size() < max_queued_per_call ? queue_.size() : max_queued_per_call) : 0;
+    sent_ = n;
+    if (opt_.functions) return build_fcall(layout_, a, queue_.data(), n);
+    return build_call(layout_, a, queue_.data(), n, sha_);
+  }
+  reply send(const std::vector<std::string>& argv) { return ex_(argv); }
+  // After NOSCRIPT: the EVAL form (loads the body), then the SHA is learnt
+  // again; for a function, FUNCTION LOAD and the same FCALL.
+  reply resend(std::vector<std::string>& argv) {
+    if (opt_.functions) {
+      (void)ex_(build_function_load());
+      return ex_(argv);
+    }
+    argv[0] = "EVAL";
+    argv[1] = std::string(script);
+    sha_.clear();
+    reply r = ex_(argv);
+    learn_sha();
+    return r;
+  }
+  void learn_sha() {
+    const reply r = ex_(build_script_load());
+    if (r.type == reply::kind::string && r.str.size() == 40) sha_ = r.str;
+  }
+  void carried(bool carry) {
+    if (carry && sent_ > 0) queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(sent_));
+    sent_ = 0;
+  }
+  outcome simple(call_args& a, call_reply& r, bool carry) {
+    if (sha_.empty() && !opt_.functions) learn_sha();
+    std::vector<std::string> argv = words(a, carry);
+    call_status st = decode_call(send(argv), r);
+    if (st == call_status::noscript) st = decode_call(resend(argv), r);
+    if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call);
+    return how_of(r.code);
+  }
+  outcome control(std::vector<std::string> what, std::optional<nanoseconds> now) {
+    call_args a;
+    a.what = op::control;
+    if (!stamp(a, now)) return outcome::bad_call;
+    a.extra = std::move(what);
+    call_reply r;
+    return simple(a, r, true);
+  }
+  static outcome how_of(script_code c) noexcept {
+    switch (c) {
+      case script_code::held: return outcome::held;
+      case script_code::budget_held: return outcome::budget_held;
+      case script_code::corrupt: return outcome::corrupt;
+      case script_code::bad_call: return outcome::bad_call;
+      default: return outcome::ok;
+    }
+  }
+  admission refused(outcome o) {
+    admission a;
+    a.how = o;
+    a.d = o == outcome::server_error || o == outcome::garbage ? decision::wait(nanoseconds(0), reason::busy)
+                                                              : decision::refuse(reason::misconfigured);
+    return a;
+  }
+
+  admission admit(const request& req, std::optional<std::int64_t> now_us) {
+    admission a;
+    a.tokens = account_policy::assess<Currency>(req, rules_, a.refused, a.worst_case);
+    if (!a.refused.empty()) {
+      a.d = decision::refuse(reason::exceeds_capacity);
+      return a;
+    }
+    call_args c;
+    c.what = op::admit;
+    c.now_us = now_us;
+    c.tokens = a.tokens;
+    c.worst_nanos = a.worst_case.nanos();
+    call_reply r;
+    const outcome o = simple(c, r, true);
+    a.how = o;
+    if (o == outcome::server_error || o == outcome::garbage) {
+      admission f = refused(o);
+      f.tokens = a.tokens;
+      f.worst_case = a.worst_case;
+      return f;
+    }
+    a.server_now_us = r.now_us;
+    a.refused.bits = r.refused_bits;
+    const nanoseconds wait = us(r.wait_us);
+    switch (r.code) {
+      case script_code::admitted: {
+        a.d = decision::admit();
+        lease_type& l = a.lease;
+        l.acc_ = this;
+        l.id_ = r.lease;
+        l.tokens_ = a.tokens;
+        l.money_ = a.worst_case.nanos();
+        l.tpm_slot_ = r.tpm_slot;
+        l.tpd_slot_ = r.tpd_slot;
+        l.refund_ = cfg_.refund_unused_tokens;
+        l.model_ = req.model;
+        break;
+      }
+      case script_code::wait: a.d = decision::wait(wait); break;
+      case script_code::busy: a.d = decision::wait(nanoseconds(0), reason::busy); break;
+      case script_code::never: a.d = decision::refuse(reason::exceeds_capacity); break;
+      case script_code::held: a.d = decision::wait(wait); break;
+      default: a.d = decision::refuse(reason::misconfigured); break;
+    }
+    return a;
+  }
+
+  config_type cfg_;
+  layout layout_;
+  Executor ex_;
+  options opt_;
+  account_policy::admission_rules<Currency> rules_;
+  std::vector<queued> queue_;
+  std::size_t sent_ = 0;
+  std::string sha_;
+};
+
+template <class Executor>
+using account = basic_account<Executor, usd_tag>;
+
+}  // namespace redis
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REDIS_ACCOUNT_HPP

@@ -1,0 +1,219 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// redis/layout.hpp: how one account's state lies in Redis, in which units,
+// and which configurations a server-side script can hold exactly. No I/O:
+// the names and numbers here are what the script (redis/script.hpp) and the
+// client side (redis/protocol.hpp, redis/account.hpp) agree on.
+//
+// Contract (the layout, version 1).
+//   Keys. Every key of the account `name` is `tollgate:{name}:<part>`: one
+//   hash tag, so a Redis Cluster keeps them on one slot. Parts:
+//     epoch  hash; never expires. origin (server µs when the state began),
+//            last (the latest time a call used: the script's time never goes
+//            back), next (the last lease id), hold (nothing is admitted before
+//            it: set when the state was found lost), bhold (1: the budget
+//            refuses until restore_budget), committed and spent (money),
+//            pause (admissions wait until it), stop (1 after a quota error),
+//            started (an admission got past the stop and the pause), test (1:
+//            the account takes a supplied `now`).
+//     leases zset; member lease id, score its deadline in server µs, kept
+//            only when a lease has something to give back or to guard against
+//            applying twice (a concurrency limit, a budget, refunds). A lease
+//            past its deadline is removed by the next call (a worker that died
+//            holding it gives its slot back then, never earlier). Expires at
+//            the latest deadline.
+//     rpm, tpm, tpd  hash per strict window; field h = the newest sub-window
+//            written, field <j> = the units admitted in sub-window j (counted
+//            from origin). Expires when its newest sub-window has left the
+//            window, that is when it would read as empty anyway.
+//   Units. Times are whole microseconds of the server's clock (TIME), from
+//   the Unix epoch (below 2^53 until the year 2255); windows and the lease
+//   timeout are rounded up to a whole µs (a longer window is stricter) and a
+//   sub-window is ceil(window / 15) µs, as sliding_window's 15 sub-windows.
+//   Money is in nano-units of the budget's currency (money::nanos()).
+//   Bounds. Every number the script holds stays below 2^53 (exact in a Lua
+//   double) for every configuration check() accepts, for at least 10 years:
+//   limits and a request's tokens at most max_units (2^50; a window's sum
+//   saturates at 2^52, which only refuses), a budget at most max_money
+//   (2^51 nano-units: $2,251,799.81; committed saturates at 2^52), windows
+//   and the lease timeout at most max_duration (400 days, in µs about 2^45),
+//   lease ids below 2^53 (10 years at 28 million leases a second).
+//   State lost. An epoch key that is missing while others are not, or missing
+//   at all on a call, means the state is lost (a restart without persistence,
+//   a failover that dropped writes, an eviction): the script starts a new
+//   epoch whose hold lasts the longest window in use (and the lease timeout
+//   when concurrency is limited: leases in flight are unknown), and with a
+//   budget sets bhold, so the budget refuses until restore_budget says what
+//   was spent. A new account holds the same way unless it is created fresh
+//   (an operator's statement that nothing ran in the last window).
+#ifndef TOLLGATE_REDIS_LAYOUT_HPP
+#define TOLLGATE_REDIS_LAYOUT_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/account/config.hpp>
+#include <tollgate/account/policy.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/detail/arith.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#if !TOLLGATE_NO_EXCEPTIONS
+#include <stdexcept>
+#endif
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace redis {
+
+// Why a configuration cannot run in Redis.
+enum class layout_errc : unsigned char {
+  ok = 0,
+  bad_name,           // empty, longer than 64 bytes, or with a brace, space or control byte
+  policy,             // a dimension runs a policy the script does not have (see script.hpp)
+  too_large,          // a limit beyond max_units, or a budget beyond max_money
+  window,             // a window or lease timeout shorter than 15 µs or longer than max_duration
+  no_lease_timeout,   // lease_timeout zero: a lease in Redis needs a deadline
+};
+
+constexpr const char* message(layout_errc e) noexcept {
+  switch (e) {
+    case layout_errc::ok: return "ok";
+    case layout_errc::bad_name: return "account name must be 1 to 64 bytes without braces, spaces or control bytes";
+    case layout_errc::policy:
+      return "a dimension's policy has no Redis script (only strict windows: server models fixed_window, "
+             "sliding_log, token_bucket; rolling 24 h TPD)";
+    case layout_errc::too_large: return "a limit above 2^50 units or a budget above 2^51 nano-units";
+    case layout_errc::window: return "a window or lease timeout shorter than 15 us or longer than 400 days";
+    case layout_errc::no_lease_timeout: return "lease_timeout must be positive for an account in Redis";
+  }
+  return "unknown layout error";
+}
+
+#if !TOLLGATE_NO_EXCEPTIONS
+class layout_error : public std::invalid_argument {
+ public:
+  explicit layout_error(layout_errc e) : std::invalid_argument(message(e)), code_(e) {}
+  layout_errc code() const noexcept { return code_; }
+
+ private:
+  layout_errc code_;
+};
+#endif
+
+inline constexpr std::uint64_t max_units = std::uint64_t(1) << 50;
+inline constexpr std::int64_t max_money = std::int64_t(1) << 51;
+inline constexpr std::uint64_t max_duration_us = 400ULL * 86400ULL * 1000000ULL;
+inline constexpr std::uint64_t sub_windows = 15;  // as sliding_window's default
+inline constexpr std::uint64_t layout_version = 1;
+// The bounds of the contract: a time of the year 2255 (8.9 * 10^15 µs) plus
+// the longest duration twice, and a window's sum of the largest limit plus
+// a saturated charge, stay below 2^53.
+static_assert(8900000000000000ULL + 2 * max_duration_us < (std::uint64_t(1) << 53), "times fit a double");
+static_assert(max_units + (std::uint64_t(1) << 52) < (std::uint64_t(1) << 53), "sums fit a double");
+static_assert(std::uint64_t(max_money) + (std::uint64_t(1) << 52) < (std::uint64_t(1) << 53), "money fits a double");
+
+// A duration in whole µs, rounded up (0 for a negative one).
+constexpr std::uint64_t ceil_us(nanoseconds d) noexcept {
+  return d.count() <= 0 ? 0 : detail::ceil_div(static_cast<std::uint64_t>(d.count()), 1000);
+}
+
+// One strict window as the script sees it (limit 0: not enforced).
+struct window_params {
+  std::uint64_t limit = 0;
+  std::uint64_t period_us = 0;
+  std::uint64_t width_us = 0;  // ceil(period_us / sub_windows)
+};
+
+// The constants a call carries: the script keeps no configuration, so a
+// change of limits takes effect at the next call.
+struct layout {
+  std::string prefix;            // "tollgate:{name}:"
+  std::uint64_t concurrency = 0;  // 0: not enforced
+  std::uint64_t lease_us = 0;
+  bool lease_records = false;    // a lease has something to give back or guard: concurrency, money, refunds
+  window_params w[3];            // rpm, tpm, tpd
+  bool budget = false;
+  std::int64_t budget_nanos = 0;
+  std::uint64_t hold_us = 0;     // the hold after state loss: the longest window (and lease timeout)
+
+  std::string key(std::string_view part) const { return prefix + std::string(part); }
+};
+
+constexpr bool valid_name(std::string_view n) noexcept {
+  if (n.empty() || n.size() > 64) return false;
+  for (char ch : n) {
+    const unsigned char u = static_cast<unsigned char>(ch);
+    if (u <= 0x20 || u == 0x7f || ch == '{' || ch == '}') return false;
+  }
+  return true;
+}
+
+// Checks a configuration and builds its layout; `out` is written only on ok.
+template <class Currency>
+layout_errc make_layout(std::string_view name, const basic_account_config<Currency>& c, layout& out) {
+  using namespace account_policy;
+  if (!valid_name(name)) return layout_errc::bad_name;
+  if (request_limiter(c) == limiter::spaced || token_limiter(c) == limiter::spaced ||
+      day_limiter(c) == limiter::calendar_day)
+    return layout_errc::policy;
+  if (c.lease_timeout <= nanoseconds(0)) return layout_errc::no_lease_timeout;
+  layout l;
+  l.prefix = "tollgate:{" + std::string(name) + "}:";
+  auto fits_time = [](std::uint64_t us) { return us >= sub_windows && us <= max_duration_us; };
+  l.lease_us = ceil_us(c.lease_timeout);
+  l.lease_records = c.concurrency.is_finite() || c.budget.has_value() || c.refund_unused_tokens;
+  if (!fits_time(l.lease_us)) return layout_errc::window;
+  if (auto v = c.concurrency.value()) {
+    if (*v == 0 || *v > max_units) return layout_errc::too_large;
+    l.concurrency = *v;
+    l.hold_us = l.lease_us;
+  }
+  const limit* ls[3] = {&c.rpm, &c.tpm, &c.tpd};
+  const nanoseconds periods[3] = {c.request_window, c.token_window, std::chrono::hours(24)};
+  for (int k = 0; k < 3; ++k) {
+    auto v = ls[k]->value();
+    if (!v) continue;
+    if (*v == 0 || *v > max_units) return layout_errc::too_large;
+    window_params& w = l.w[k];
+    w.limit = *v;
+    w.period_us = ceil_us(periods[k]);
+    if (!fits_time(w.period_us)) return layout_errc::window;
+    w.width_us = detail::ceil_div(w.period_us, sub_windows);
+    // The hold covers everything the window still counts: K + 1 sub-windows.
+    const std::uint64_t span = w.width_us * (sub_windows + 1);
+    if (span > l.hold_us) l.hold_us = span;
+  }
+  if (c.budget) {
+    if (c.budget->nanos() < 0 || c.budget->nanos() > max_money) return layout_errc::too_large;
+    l.budget = true;
+    l.budget_nanos = c.budget->nanos();
+  }
+  out = std::move(l);
+  return layout_errc::ok;
+}
+
+// The same, throwing layout_error (aborting without exceptions).
+template <class Currency>
+layout make_layout(std::string_view name, const basic_account_config<Currency>& c) {
+  layout l;
+  const layout_errc e = make_layout(name, c, l);
+  if (e != layout_errc::ok) {
+#if !TOLLGATE_NO_EXCEPTIONS
+    throw layout_error(e);
+#else
+    std::fprintf(stderr, "tollgate: %s\n", message(e));
+    std::abort();
+#endif
+  }
+  return l;
+}
+
+}  // namespace redis
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REDIS_LAYOUT_HPP

@@ -1,0 +1,238 @@
+// The account's decision in a real redis-server (started by the test on
+// 127.0.0.1, a free port, no persistence; stopped through its pid):
+//   differential: random schedules through the in-process account and the
+//     script with a supplied now decide alike, waits equal after rounding up
+//     to the µs; with SCRIPT FLUSH now and then (the NOSCRIPT fallback);
+//   state lost: the server restarted mid-run: nothing admitted for the hold,
+//     the budget refuses until restored, no window bound broken across it;
+//   garbage in the account's keys: a distinct refusal, nothing written;
+//   a stopped server past the client's timeout: a refusal, then recovery.
+#include "../catch_compat.hpp"
+#include "../account_support.hpp"
+#include "../support.hpp"
+#include "../tollgate_under_test.hpp"
+#include "redis_support.hpp"
+
+#include <tollgate/redis/account.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+using namespace tollgate;
+namespace tr = tollgate::redis;
+using tgredis::client;
+using tgredis::server;
+
+namespace {
+
+struct exec {
+  client* c;
+  tr::reply operator()(const std::vector<std::string>& argv) const { return c->call(argv); }
+};
+using redis_account = tr::account<exec>;
+
+constexpr std::int64_t us = 1000;
+constexpr std::int64_t ms = 1000 * us;
+constexpr std::int64_t sec = 1000 * ms;
+
+std::int64_t ceil_us(nanoseconds d) { return static_cast<std::int64_t>(tr::ceil_us(d)); }
+
+// Strict windows only (what the script has), windows a whole number of 15 µs
+// (so the script's µs sub-windows are the account's ns ones exactly).
+account_config random_config(tgtest::rng& g) {
+  account_config c;
+  const server_model strict[] = {server_model::fixed_window, server_model::sliding_log, server_model::token_bucket};
+  c.model = strict[g.between(0, 2)];
+  if (g.chance(70)) c.concurrency = limit(g.between(1, 4));
+  if (g.chance(85)) c.rpm = limit(g.between(1, 40));
+  if (g.chance(85)) c.tpm = limit(g.between(50, 1000));
+  if (g.chance(60)) c.tpd = limit(g.between(200, 1023));
+  const std::int64_t windows[] = {150 * ms, 1500 * ms, 60000 * ms};
+  c.request_window = nanoseconds(windows[g.between(0, 2)]);
+  c.token_window = nanoseconds(windows[g.between(0, 2)]);
+  c.refund_unused_tokens = g.chance(50);
+  if (g.chance(50)) c.budget = usd::from_nanos(static_cast<std::int64_t>(g.between(1, 100)) * 1000000);
+  const std::int64_t answers[] = {0, 500 * ms, 60000 * ms, 86400000 * ms};
+  c.max_pause = nanoseconds(answers[g.between(0, 3)]);
+  c.lease_timeout = nanoseconds(0);  // the in-process side: no reclaim (the Redis side's deadline is never reached)
+  c.per_thread_credit = false;
+  return c;
+}
+account_config redis_side(account_config c) {
+  c.lease_timeout = std::chrono::hours(24 * 30);
+  return c;
+}
+
+request random_request(tgtest::rng& g) {
+  request r;
+  r.model = g.chance(90) ? tgtest::k26() : nullptr;
+  r.prompt_tokens = g.between(0, 200);
+  if (g.chance(90)) r.max_tokens = g.between(0, 200);
+  return r;
+}
+
+error_info random_answer(tgtest::rng& g, std::optional<nanoseconds>& header) {
+  const error_kind kinds[] = {error_kind::rpm,        error_kind::tpm,        error_kind::tpd,   error_kind::concurrency,
+                              error_kind::rate_limit, error_kind::overloaded, error_kind::quota, error_kind::auth};
+  error_info e;
+  e.kind = kinds[g.chance(90) ? g.between(0, 5) : g.between(6, 7)];
+  e.status = e.kind == error_kind::auth ? 401 : 429;
+  auto hint = [&]() -> std::optional<nanoseconds> {
+    switch (g.between(0, 3)) {
+      case 0: return std::nullopt;
+      case 1: return nanoseconds(static_cast<std::int64_t>(g.between(0, 5000)) * ms + static_cast<std::int64_t>(g.between(0, 999)));
+      case 2: return nanoseconds(-static_cast<std::int64_t>(g.between(1, 1000)));
+      default: return std::chrono::hours(24 * 400);
+    }
+  };
+  e.hint = hint();
+  header = g.chance(50) ? hint() : std::nullopt;
+  return e;
+}
+
+std::string describe(const account_config& c) {
+  auto l = [](const limit& x) { return x.is_finite() ? std::to_string(*x.value()) : std::string("-"); };
+  return "conc " + l(c.concurrency) + " rpm " + l(c.rpm) + " tpm " + l(c.tpm) + " tpd " + l(c.tpd) + " model " +
+         to_string(c.model) + " budget " + (c.budget ? std::to_string(c.budget->nanos()) : std::string("-")) +
+         " refund " + std::to_string(c.refund_unused_tokens) + " windows " + std::to_string(c.request_window.count()) +
+         "/" + std::to_string(c.token_window.count()) + " max_pause " + std::to_string(c.max_pause.count());
+}
+
+struct tally {
+  std::uint64_t admitted = 0, refused = 0, waits = 0, answers = 0, flushes = 0;
+};
+
+// One differential run of `trials` random accounts; SCRIPT FLUSH every
+// `flush_every` steps when non-zero.
+tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false) {
+  client conn(srv.port()), admin(srv.port());
+  REQUIRE(conn.connected());
+  const std::uint64_t seed = tgtest::seed_for(stream);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  tally t;
+  for (int trial = 0; trial < trials; ++trial) {
+    const account_config c = random_config(g);
+    INFO("trial " << trial << ": " << describe(c));
+    const nanoseconds origin(static_cast<std::int64_t>(g.between(1, 1000000)) * us + 1700000000 * sec);
+    account<manual_clock> a(c, origin);
+    redis_account b("d" + std::to_string(stream) + "-" + std::to_string(trial), redis_side(c), exec{&conn},
+                    tr::options{true, functions});
+    REQUIRE(b.create(true, origin.count() / us) == tr::outcome::ok);
+    std::vector<std::pair<lease<manual_clock>, redis_account::lease_type>> held;
+    nanoseconds now = origin;
+    for (int step = 0; step < steps; ++step) {
+      INFO("step " << step << " at " << now.count());
+      if (g.chance(3)) now += nanoseconds(static_cast<std::int64_t>(g.between(0, 2 * 3600)) * sec);
+      else now += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(c.request_window.count() / 8 / us))) * us);
+      if (flush_every > 0 && step % flush_every == flush_every / 2) {
+        if (functions) REQUIRE(admin.call({"FUNCTION", "FLUSH"}).type == tr::reply::kind::status);
+        else REQUIRE(admin.call({"SCRIPT", "FLUSH"}).type == tr::reply::kind::status);
+        ++t.flushes;
+      }
+      const std::uint64_t op = g.between(0, 99);
+      if (op < 60) {
+        const request r = random_request(g);
+        auto x = a.try_admit(r, now);
+        auto y = b.try_admit(r, now);
+        INFO("outcome " << tr::to_string(y.how));
+        REQUIRE(y.how == tr::outcome::ok);
+        REQUIRE(x.decision.what() == y.d.what());
+        REQUIRE(x.decision.why() == y.d.why());
+        REQUIRE(ceil_us(x.decision.retry_after()) * us == y.d.retry_after().count());
+        REQUIRE(x.refused.bits == y.refused.bits);
+        REQUIRE(x.tokens == y.tokens);
+        REQUIRE(x.worst_case == y.worst_case);
+        REQUIRE(static_cast<bool>(x.lease) == static_cast<bool>(y.lease));
+        if (x) {
+          ++t.admitted;
+          REQUIRE(y.server_now_us == now.count() / us);
+          held.emplace_back(std::move(x.lease), std::move(y.lease));
+        } else {
+          ++t.refused;
+          if (x.decision.later() && x.decision.retry_after() > nanoseconds(0)) ++t.waits;
+        }
+      } else if (op < 90) {
+        if (held.empty()) continue;
+        const std::size_t i = static_cast<std::size_t>(g.between(0, held.size() - 1));
+        auto& h = held[i];
+        const std::uint64_t kind = g.between(0, 9);
+        if (kind < 6) {
+          const std::uint64_t reserved = h.first.reserved_tokens();
+          usage u{g.between(0, reserved + 50), g.between(0, reserved / 2 + 20), 0, 0, 0};
+          (void)h.first.settle(u, now);
+          h.second.settle(u);
+        } else if (kind < 8) {
+          h.first.settle_rejected(now);
+          h.second.settle_rejected();
+        } else {
+          h.first = lease<manual_clock>();
+          h.second = redis_account::lease_type();
+        }
+        REQUIRE(b.queued_count() == 1);
+        REQUIRE(b.flush(now));
+        held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
+      } else if (op < 94) {
+        std::optional<nanoseconds> header;
+        const error_info e = random_answer(g, header);
+        a.on_response(e, header, now);
+        REQUIRE(b.on_response(e, header, now) == tr::outcome::ok);
+        ++t.answers;
+      } else if (op < 97) {
+        a.resume();
+        REQUIRE(b.resume(now) == tr::outcome::ok);
+      } else {
+        a.clear_pause();
+        REQUIRE(b.clear_pause(now) == tr::outcome::ok);
+      }
+      const auto v = a.remaining(now);
+      const auto w = b.remaining(now);
+      REQUIRE(w.how == tr::outcome::ok);
+      if (c.concurrency.is_finite()) REQUIRE(a.in_flight() == w.values.in_flight);
+      if (c.rpm.is_finite()) REQUIRE(*v.requests == *w.values.available[0]);
+      if (c.tpm.is_finite()) REQUIRE(*v.tokens_minute == *w.values.available[1]);
+      if (c.tpd.is_finite()) REQUIRE(*v.tokens_day == *w.values.available[2]);
+      if (c.budget)
+        REQUIRE(a.budget_remaining()->nanos() == std::max<std::int64_t>(0, c.budget->nanos() - w.values.committed_nanos));
+    }
+    held.clear();  // the in-process leases go first; the Redis ones queue into b, dropped with it
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("redis: the script and the in-process account decide alike", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  const tally t = differential(srv, 17101, 80, 400, 0);
+  // The schedules reach every kind of outcome (else the comparison is weak).
+  CHECK(t.admitted > 1000);
+  CHECK(t.refused > 2000);
+  CHECK(t.waits > 500);
+  CHECK(t.answers > 200);
+}
+
+TEST_CASE("redis: SCRIPT FLUSH mid-run: the EVAL fallback, the same decisions", "[redis_server][flush]") {
+  server srv;
+  REQUIRE(srv.running());
+  const tally t = differential(srv, 17102, 20, 300, 37);
+  CHECK(t.flushes >= 150);
+  CHECK(t.admitted > 200);
+}
+
+TEST_CASE("redis: the Functions library decides alike, and comes back after FUNCTION FLUSH", "[redis_server][functions]") {
+  server srv;
+  REQUIRE(srv.running());
+  const tally t = differential(srv, 17103, 24, 300, 41, true);
+  CHECK(t.flushes >= 160);
+  CHECK(t.admitted > 200);
+  client admin(srv.port());
+  const tr::reply r = admin.call({"FUNCTION", "LIST", "LIBRARYNAME", "tollgate_v1"});
+  REQUIRE(r.type == tr::reply::kind::array);
+  CHECK(r.elements.size() == 1);
+}

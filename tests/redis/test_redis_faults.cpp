@@ -1,0 +1,326 @@
+// Faults, each with its rule (redis/account.hpp, redis/script.hpp):
+//   state lost (redis-server restarted without persistence mid-run): nothing
+//     admitted for the hold (the longest window: here a rolling 24 h), then the
+//     budget refuses until restored; no window's bound broken across the loss;
+//   garbage in any of the account's keys: outcome::corrupt, no admission,
+//     no key changed;
+//   a stopped server (SIGSTOP) past the client's timeout: a refusal; a call
+//     that timed out may have been applied, and its lease then holds its slot
+//     until its deadline, never less.
+#include "../catch_compat.hpp"
+#include "../account_support.hpp"
+#include "../support.hpp"
+#include "../tollgate_under_test.hpp"
+#include "redis_support.hpp"
+
+#include <tollgate/redis/account.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using namespace tollgate;
+namespace tr = tollgate::redis;
+using tgredis::client;
+using tgredis::server;
+
+namespace {
+
+struct exec {
+  client* c;
+  tr::reply operator()(const std::vector<std::string>& argv) const { return c->call(argv); }
+};
+using redis_account = tr::account<exec>;
+
+constexpr std::int64_t us = 1000;
+constexpr std::int64_t sec = 1000000 * us;
+
+// A call that may meet a connection the restart broke: one retry.
+template <class F>
+auto retry_once(F f) {
+  auto r = f();
+  if (r.how == tr::outcome::server_error) r = f();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("redis: a restart loses the state; the hold keeps every bound", "[redis_server][restart]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(20);
+  c.tpm = limit(2000);
+  c.tpd = limit(20000);
+  c.concurrency = limit(3);
+  c.budget = usd::from_nanos(1000000000);
+  c.lease_timeout = std::chrono::seconds(30);
+  const nanoseconds origin(1700000000 * sec);
+  redis_account a("restart", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, origin.count() / us) == tr::outcome::ok);
+
+  const std::uint64_t seed = tgtest::seed_for(17201);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;  // admissions (µs, units)
+  nanoseconds now = origin;
+  const nanoseconds loss_at = origin + std::chrono::hours(20);
+  bool restarted = false;
+  std::int64_t first_after = -1, hold_end = -1;
+  std::uint64_t held = 0, budget_held = 0, admitted_after = 0;
+  bool restored = false;
+  for (int step = 0; step < 12000; ++step) {
+    now += nanoseconds(static_cast<std::int64_t>(g.between(0, 40)) * sec);
+    if (!restarted && now >= loss_at) {
+      srv.stop();
+      REQUIRE(srv.start());
+      restarted = true;
+    }
+    auto x = retry_once([&] { return a.try_admit(tgtest::req(g.between(1, 100), g.between(1, 200)), now); });
+    if (restarted && first_after < 0) {
+      // The first call after the loss finds no epoch and starts the hold.
+      REQUIRE(x.how == tr::outcome::held);
+      first_after = now.count() / us;
+      hold_end = first_after + static_cast<std::int64_t>(a.state_layout().hold_us);
+      REQUIRE(x.d.retry_after().count() == static_cast<std::int64_t>(a.state_layout().hold_us) * us);
+    }
+    if (x.how == tr::outcome::held) {
+      ++held;
+      REQUIRE(now.count() / us < hold_end);
+      REQUIRE(x.d.retry_after().count() == (hold_end - now.count() / us) * us);
+    }
+    if (x.how == tr::outcome::budget_held) {
+      ++budget_held;
+      REQUIRE(now.count() / us >= hold_end);
+      if (budget_held == 5) {
+        REQUIRE(a.restore_budget(usd::from_nanos(0), usd::from_nanos(0), now) == tr::outcome::ok);
+        restored = true;
+      }
+    }
+    if (x) {
+      REQUIRE(x.how == tr::outcome::ok);
+      REQUIRE((!restarted || now.count() / us >= hold_end));
+      REQUIRE((!restarted || restored));
+      if (restarted) ++admitted_after;
+      reqs.emplace_back(now.count() / us, 1);
+      toks.emplace_back(now.count() / us, x.tokens);
+      auto l = std::move(x.lease);
+      if (g.chance(50)) l.settle(usage{g.between(0, 100), 0, g.between(0, 100), 0, 0});
+    }
+    if (restarted && admitted_after > 50) break;
+  }
+  REQUIRE(restarted);
+  CHECK(held > 100);
+  CHECK(budget_held >= 5);
+  CHECK(admitted_after > 50);
+  // Every window's bound across the loss (the script's windows: µs, rounded up).
+  const tr::layout& l = a.state_layout();
+  CHECK(tgtest::max_window_sum(reqs, static_cast<std::int64_t>(l.w[0].period_us)) <= 20);
+  CHECK(tgtest::max_window_sum(toks, static_cast<std::int64_t>(l.w[1].period_us)) <= 2000);
+  CHECK(tgtest::max_window_sum(toks, static_cast<std::int64_t>(l.w[2].period_us)) <= 20000);
+  // The daily window was full at the loss: without the hold it would not be.
+  CHECK(tgtest::max_window_sum(toks, static_cast<std::int64_t>(l.w[2].period_us)) > 15000);
+}
+
+TEST_CASE("redis: garbage in the account's keys is refused, nothing written", "[redis_server][garbage]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), admin(srv.port());
+  account_config c;
+  c.model = server_model::fixed_window;
+  c.rpm = limit(100);
+  c.tpm = limit(100000);
+  c.tpd = limit(1000000);
+  c.concurrency = limit(5);
+  c.budget = usd::from_nanos(1000000000);
+  const nanoseconds now(1700000000 * sec);
+  struct spoil {
+    const char* part;
+    std::vector<std::string> cmd;  // {part} stands for the key
+  };
+  const std::vector<spoil> cases = {
+      {"epoch", {"DEL", "{}", "SET", "{}", "x"}},
+      {"epoch", {"HSET", "{}", "origin", "abc"}},
+      {"epoch", {"HSET", "{}", "committed", "-5"}},
+      {"epoch", {"HSET", "{}", "pause", "1.5"}},
+      {"epoch", {"HSET", "{}", "last", "1e300"}},
+      {"epoch", {"HDEL", "{}", "next"}},
+      {"leases", {"SET", "{}", "x"}},
+      {"leases", {"ZADD", "{}", "1e300", "99"}},
+      {"rpm", {"SET", "{}", "x"}},
+      {"rpm", {"HSET", "{}", "h", "x"}},
+      {"tpm", {"HSET", "{}", "abc", "5"}},
+      {"tpd", {"HSET", "{}", "3", "-1"}},
+      {"tpd", {"LPUSH", "{}", "a"}},
+  };
+  int n = 0;
+  for (const spoil& s : cases) {
+    INFO("case " << n << ": " << s.part << " " << s.cmd[0]);
+    redis_account a("garbage-" + std::to_string(n++), c, exec{&conn}, tr::options{true});
+    REQUIRE(a.create(true, now.count() / us) == tr::outcome::ok);
+    REQUIRE(a.try_admit(tgtest::req(10, 10), now));
+    const std::string key = a.state_layout().key(s.part);
+    // DEL first when the case replaces the key's type.
+    std::vector<std::string> cmd;
+    for (const std::string& w : s.cmd) cmd.push_back(w == "{}" ? key : w);
+    if (cmd[0] == "DEL") {
+      REQUIRE(admin.call({cmd[0], cmd[1]}).type == tr::reply::kind::integer);
+      cmd.erase(cmd.begin(), cmd.begin() + 2);
+    } else if (cmd[0] == "SET" || cmd[0] == "LPUSH") {
+      REQUIRE(admin.call({"DEL", key}).type == tr::reply::kind::integer);
+    }
+    const tr::reply w = admin.call(cmd);
+    REQUIRE(w.type != tr::reply::kind::error);
+    auto dump = [&] {
+      std::vector<std::string> out;
+      for (const char* p : {"epoch", "leases", "rpm", "tpm", "tpd"}) {
+        const tr::reply r = admin.call({"DUMP", a.state_layout().key(p)});
+        out.push_back(r.type == tr::reply::kind::string ? r.str : std::string("(none)"));
+      }
+      return out;
+    };
+    const auto before = dump();
+    for (int i = 0; i < 3; ++i) {
+      const auto x = a.try_admit(tgtest::req(10, 10), now + nanoseconds(i * sec));
+      REQUIRE_FALSE(x);
+      REQUIRE_FALSE(x.lease);
+      REQUIRE(x.how == tr::outcome::corrupt);
+    }
+    CHECK(a.remaining(now).how != tr::outcome::ok);
+    CHECK(dump() == before);
+  }
+}
+
+TEST_CASE("redis: a stopped server past the timeout refuses; a lost admission holds its slot to its deadline",
+          "[redis_server][timeout]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port(), 300), admin(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.concurrency = limit(1);
+  c.rpm = limit(1000);
+  c.lease_timeout = std::chrono::seconds(10);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("timeout", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  {
+    auto x = a.try_admit(tgtest::req(1, 1), t0);
+    REQUIRE(x);
+  }  // dropped: the release is queued
+  srv.pause_process();
+  const auto y = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(sec));
+  srv.continue_process();
+  REQUIRE_FALSE(y);
+  REQUIRE(y.how == tr::outcome::server_error);
+  REQUIRE(a.queued_count() == 1);  // kept, sent again
+  // The server may still run the call it had queued: wait (bounded) until
+  // it answers again, then see whether that admission landed.
+  int answered = -1;  // 1: lease 2 (the timed-out call's) is in the set
+  for (int i = 0; i < 50 && answered < 0; ++i) {
+    const tr::reply r = admin.call({"ZSCORE", a.state_layout().key("leases"), "2"});
+    if (r.type == tr::reply::kind::nil) answered = 0;
+    else if (r.type == tr::reply::kind::string) answered = 1;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(answered >= 0);
+  // The first lease's release rides on this call. The lost admission's lease
+  // (if it landed) keeps the one slot until its deadline, t0 + 1 s + 10 s.
+  const auto z = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(2 * sec));
+  REQUIRE(z.how == tr::outcome::ok);
+  REQUIRE(a.queued_count() == 0);
+  const bool landed = answered == 1;
+  INFO("the timed-out admission " << (landed ? "landed" : "did not land"));
+  if (landed) {
+    REQUIRE(z.d.why() == reason::busy);
+    const auto before = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(11 * sec - 1000));
+    REQUIRE_FALSE(before);
+    const auto after = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(11 * sec));
+    REQUIRE(after);
+  } else {
+    REQUIRE(z);
+  }
+}
+
+TEST_CASE("redis: a clock that steps back frees nothing", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::fixed_window;
+  c.rpm = limit(5);
+  c.lease_timeout = std::chrono::minutes(5);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("back", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  for (int i = 0; i < 5; ++i) REQUIRE(a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(i * sec)));
+  const auto later = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(30 * sec));
+  REQUIRE(later.d.later());
+  for (std::int64_t back : {29, 10, 0}) {
+    INFO("now back at t0 + " << back << " s");
+    const auto x = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(back * sec));
+    REQUIRE_FALSE(x);
+    CHECK(x.server_now_us == later.server_now_us);  // decided at the latest time seen
+    CHECK(x.d.retry_after() == later.d.retry_after());
+  }
+  // Past the wait from the latest time, admitted again.
+  CHECK(a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(30 * sec) + later.d.retry_after()));
+}
+
+TEST_CASE("redis: state keys expire when they would read empty; the epoch never", "[redis_server][expiry]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), admin(srv.port());
+  account_config c;
+  c.model = server_model::token_bucket;
+  c.concurrency = limit(2);
+  c.rpm = limit(10);
+  c.tpm = limit(1000);
+  c.tpd = limit(100000);
+  c.request_window = std::chrono::milliseconds(150);
+  c.token_window = std::chrono::milliseconds(1500);
+  c.lease_timeout = std::chrono::seconds(20);
+  redis_account a("expiry", c, exec{&conn});  // the server's time: keys get expiries
+  REQUIRE(a.create(true) == tr::outcome::ok);
+  auto x = a.try_admit(tgtest::req(10, 10));
+  REQUIRE(x);
+  auto pttl = [&](const char* part) {
+    const tr::reply r = admin.call({"PTTL", a.state_layout().key(part)});
+    REQUIRE(r.type == tr::reply::kind::integer);
+    return r.integer;
+  };
+  CHECK(pttl("epoch") == -1);  // no expiry
+  // Each window's key lives until its newest sub-window leaves the window:
+  // at most 16 sub-windows (in ms, rounded up).
+  CHECK(pttl("rpm") > 0);
+  CHECK(pttl("rpm") <= 161);
+  CHECK(pttl("tpm") > 100);
+  CHECK(pttl("tpm") <= 1601);
+  CHECK(pttl("tpd") > 86400000);
+  CHECK(pttl("tpd") <= 92160001);
+  CHECK(pttl("leases") > 0);
+  CHECK(pttl("leases") <= 20000);
+  // Without concurrency, budget or refunds a lease guards nothing: no record.
+  account_config d;
+  d.model = server_model::sliding_log;
+  d.tpm = limit(1000);
+  d.token_window = std::chrono::seconds(2);
+  redis_account b("no-records", d, exec{&conn});
+  REQUIRE(b.create(true) == tr::outcome::ok);
+  std::vector<redis_account::lease_type> ls;
+  for (int i = 0; i < 5; ++i) {
+    auto y = b.try_admit(tgtest::req(10, 10));
+    REQUIRE(y);
+    ls.push_back(std::move(y.lease));
+  }
+  CHECK(admin.call({"EXISTS", b.state_layout().key("leases")}).integer == 0);  // while they are held
+  for (auto& l : ls) l.settle(usage{50, 0, 50, 0, 0});  // 80 beyond the reservation: charged all the same
+  const auto v = b.remaining();
+  REQUIRE(v.how == tr::outcome::ok);
+  CHECK(*v.values.available[1] == 1000 - 5 * 20 - 5 * 80);  // remaining() carried the settlements
+}

@@ -1,0 +1,238 @@
+// The Redis layout and the client side of its script, without a server:
+// which configurations the layout refuses, the argv a call builds, and the
+// reply decoder fed garbage (it must never decode an admission from it).
+#include "catch_compat.hpp"
+#include "account_support.hpp"
+#include "support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <tollgate/redis/account.hpp>
+#include <tollgate/redis/layout.hpp>
+#include <tollgate/redis/protocol.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+using namespace tollgate;
+namespace tr = tollgate::redis;
+
+namespace {
+
+account_config strict_config() {
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.concurrency = limit(10);
+  c.rpm = limit(100);
+  c.tpm = limit(50000);
+  c.tpd = limit(1500000);
+  c.budget = usd::from_nanos(5000000000);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("redis layout: keys under one hash tag, units in us, the hold", "[redis]") {
+  const tr::layout l = tr::make_layout("org-1", strict_config());
+  CHECK(l.key("epoch") == "tollgate:{org-1}:epoch");
+  CHECK(l.key("tpd") == "tollgate:{org-1}:tpd");
+  CHECK(l.concurrency == 10);
+  CHECK(l.w[0].limit == 100);
+  CHECK(l.w[0].period_us == 60000000);
+  CHECK(l.w[0].width_us == 4000000);
+  CHECK(l.w[2].period_us == 86400000000ULL);
+  // The hold covers every sub-window the daily window counts, and the lease timeout.
+  CHECK(l.hold_us == 16 * (86400000000ULL / 15));
+  CHECK(l.budget);
+  CHECK(l.budget_nanos == 5000000000);
+  // A window that is not a whole number of µs, or of 15 µs, rounds up (stricter).
+  account_config c = strict_config();
+  c.request_window = nanoseconds(1000000001);
+  const tr::layout m = tr::make_layout("x", c);
+  CHECK(m.w[0].period_us == 1000001);
+  CHECK(m.w[0].width_us == 66667);
+}
+
+TEST_CASE("redis layout refuses what the script cannot hold exactly", "[redis]") {
+  tr::layout out;
+  account_config c = strict_config();
+  CHECK(tr::make_layout("", c, out) == tr::layout_errc::bad_name);
+  CHECK(tr::make_layout("a{b}", c, out) == tr::layout_errc::bad_name);
+  CHECK(tr::make_layout("a b", c, out) == tr::layout_errc::bad_name);
+  CHECK(tr::make_layout(std::string(65, 'a'), c, out) == tr::layout_errc::bad_name);
+  CHECK(tr::make_layout(std::string(64, 'a'), c, out) == tr::layout_errc::ok);
+  for (server_model m : {server_model::unknown, server_model::gcra, server_model::window_counter}) {
+    account_config d = c;
+    d.model = m;
+    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::policy);
+  }
+  account_config d = c;
+  d.calendar_day = true;
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::policy);
+  d = c;
+  d.tpm = limit(tr::max_units);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
+  d.tpm = limit(tr::max_units + 1);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::too_large);
+  d = c;
+  d.budget = usd::from_nanos(tr::max_money);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
+  d.budget = usd::from_nanos(tr::max_money + 1);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::too_large);
+  d = c;
+  d.request_window = std::chrono::microseconds(14);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::window);
+  d.request_window = std::chrono::microseconds(15);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
+  d.request_window = std::chrono::hours(24 * 401);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::window);
+  d = c;
+  d.lease_timeout = nanoseconds(0);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::no_lease_timeout);
+#if !TOLLGATE_NO_EXCEPTIONS
+  CHECK_THROWS_AS(tr::make_layout("a", d), tr::layout_error);
+#endif
+}
+
+TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]") {
+  const tr::layout l = tr::make_layout("acct", strict_config());
+  tr::call_args a;
+  a.what = tr::op::admit;
+  a.tokens = ~std::uint64_t(0);
+  a.worst_nanos = -5;
+  tr::queued q;
+  q.what = tr::queued::kind::settle;
+  q.lease = 7;
+  q.charge_tokens = ~std::uint64_t(0);
+  const auto argv = tr::build_call(l, a, &q, 1, "0123456789012345678901234567890123456789");
+  REQUIRE(argv.size() == 2 + 1 + 5 + 19 + 8);
+  CHECK(argv[0] == "EVALSHA");
+  CHECK(argv[2] == "5");
+  CHECK(argv[3] == "tollgate:{acct}:epoch");
+  CHECK(argv[8] == "1");      // layout version
+  CHECK(argv[9] == "admit");
+  CHECK(argv[10].empty());   // no supplied now: TIME
+  CHECK(argv[24] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
+  CHECK(argv[25] == "0");    // worst case clamped to 0
+  CHECK(argv[26] == "1");    // one queued settlement
+  CHECK(argv[27] == "1");    // settle
+  CHECK(argv[28] == "7");
+  CHECK(argv[31] == std::to_string(std::uint64_t(1) << 52));
+  const auto eval = tr::build_call(l, a, &q, 0);
+  CHECK(eval[0] == "EVAL");
+  CHECK(eval[1] == std::string(tr::script));
+  const auto f = tr::build_fcall(l, a, &q, 1);
+  CHECK(f[0] == "FCALL");
+  CHECK(f[1] == "tollgate_v1");
+  CHECK(std::vector<std::string>(f.begin() + 2, f.end()) == std::vector<std::string>(argv.begin() + 2, argv.end()));
+  const std::string lib = tr::function_library();
+  CHECK(lib.rfind("#!lua name=tollgate_v1\n", 0) == 0);
+  CHECK(lib.find(std::string(tr::script)) != std::string::npos);
+}
+
+TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]") {
+  using tr::reply;
+  auto ints = [](std::vector<std::int64_t> v) {
+    reply r;
+    r.type = reply::kind::array;
+    for (auto x : v) r.elements.push_back(reply::of_integer(x));
+    return r;
+  };
+  tr::call_reply out;
+  REQUIRE(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 100}), out) == tr::call_status::ok);
+  CHECK(out.code == tr::script_code::admitted);
+  CHECK(out.lease == 5);
+  CHECK(tr::decode_call(reply::of_error("NOSCRIPT No matching script"), out) == tr::call_status::noscript);
+  CHECK(tr::decode_call(reply::of_error("ERR Function not found"), out) == tr::call_status::noscript);
+  CHECK(tr::decode_call(reply::of_error("ERR x"), out) == tr::call_status::server_error);
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2}), out) == tr::call_status::garbage);          // short
+  CHECK(tr::decode_call(ints({9, 0, 0, 5, 1, 2, 100}), out) == tr::call_status::garbage);     // unknown code
+  CHECK(tr::decode_call(ints({0, 4, 0, 5, 1, 2, 100}), out) == tr::call_status::garbage);     // admitted, refused bits
+  CHECK(tr::decode_call(ints({1, 2, 0, 0, -1, -1, 100}), out) == tr::call_status::garbage);   // a wait of 0
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, std::int64_t(1) << 53}), out) == tr::call_status::garbage);
+
+  // Random replies: any shape, any values. The decoder must return, and an
+  // `ok` decode of an admission needs exactly the admitted shape.
+  const std::uint64_t seed = tgtest::seed_for(17017);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t ok = 0, admitted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    reply r;
+    const auto shape = g.between(0, 5);
+    if (shape == 0) {
+      r.type = static_cast<reply::kind>(g.between(0, 4));
+      r.integer = static_cast<std::int64_t>(g.next());
+      r.str = std::string(g.between(0, 12), static_cast<char>(g.between(0, 255)));
+    } else {
+      r.type = reply::kind::array;
+      const std::size_t n = g.chance(70) ? 7 : g.between(0, 14);
+      for (std::size_t k = 0; k < n; ++k) {
+        reply e;
+        e.type = g.chance(90) ? reply::kind::integer : static_cast<reply::kind>(g.between(0, 5));
+        const auto v = g.between(0, 3);
+        e.integer = v == 0 ? static_cast<std::int64_t>(g.next()) : v == 1 ? 0 : static_cast<std::int64_t>(g.between(0, 10)) - 2;
+        if (e.type == reply::kind::array && g.chance(50)) e.elements.push_back(reply::of_integer(1));
+        r.elements.push_back(e);
+      }
+    }
+    tr::call_reply c;
+    if (tr::decode_call(r, c) == tr::call_status::ok) {
+      ++ok;
+      REQUIRE(r.elements.size() == 7);
+      for (const auto& e : r.elements) REQUIRE(e.type == reply::kind::integer);
+      if (c.code == tr::script_code::admitted) {
+        ++admitted;
+        REQUIRE(c.refused_bits == 0);
+      }
+    }
+    tr::peek_reply p;
+    (void)tr::decode_peek(r, p);
+    std::int64_t w[3];
+    (void)tr::decode_waits(r, w);
+  }
+  CHECK(ok > 100);  // the generator reaches valid replies too
+  CHECK(admitted > 10);
+}
+
+namespace {
+struct no_server {
+  int calls = 0;
+  tr::reply operator()(const std::vector<std::string>&) {
+    ++calls;
+    return tr::reply::of_error("ERR unreachable");
+  }
+};
+struct garbage_server {
+  tgtest::rng g{99};
+  tr::reply operator()(const std::vector<std::string>&) {
+    tr::reply r;
+    r.type = tr::reply::kind::array;
+    for (int k = 0; k < 7; ++k) r.elements.push_back(tr::reply::of_integer(static_cast<std::int64_t>(g.next())));
+    return r;
+  }
+};
+}  // namespace
+
+TEST_CASE("redis account: an unreachable or babbling server refuses, fail closed", "[redis]") {
+  tr::account<no_server> a("acct", strict_config(), no_server{});
+  const auto x = a.try_admit(tgtest::req(100, 100));
+  CHECK_FALSE(x);
+  CHECK(x.how == tr::outcome::server_error);
+  CHECK(x.d.why() == reason::busy);
+  CHECK_FALSE(x.lease);
+  // A supplied now outside test mode: refused without a call.
+  const auto y = a.try_admit(tgtest::req(100, 100), nanoseconds(5));
+  CHECK(y.how == tr::outcome::bad_call);
+  CHECK_FALSE(y);
+  // A request no state could admit costs no call.
+  const auto z = a.try_admit(tgtest::req(100, 2000000));
+  CHECK(z.d.never());
+  tr::account<garbage_server> b("acct", strict_config(), garbage_server{});
+  for (int i = 0; i < 200; ++i) {
+    const auto r = b.try_admit(tgtest::req(10, 10));
+    REQUIRE_FALSE(r);
+    REQUIRE(r.how == tr::outcome::garbage);
+  }
+}
