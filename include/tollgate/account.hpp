@@ -44,7 +44,9 @@
 // settling keeps its reservations (the safe side). A concurrency slot held
 // past lease_timeout is reclaimed when the account runs out of slots
 // (stats().reclaimed). on_response(...) pauses the whole account after a
-// 429 or an overload and stops it after a quota error, until resume().
+// 429 or an overload and stops it after a quota error, until resume();
+// under server_model::learn it also moves a dimension to the margin policy
+// (account/learn.hpp: the rule, its bound, and what a snapshot keeps).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -70,6 +72,7 @@
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
 #include <tollgate/account/credit.hpp>
+#include <tollgate/account/learn.hpp>
 #include <tollgate/account/lease.hpp>
 #include <tollgate/account/limiters.hpp>
 #include <tollgate/account/pause.hpp>
@@ -133,7 +136,7 @@ class account {
     return account_policy::largest_token_limit(c.model, c.token_window, c.max_request_tokens);
   }
   static constexpr std::uint64_t largest_request_limit(const config_type& c) noexcept {
-    return account_policy::largest_request_limit(c.model, c.request_window);
+    return account_policy::largest_request_limit(c.model, c.request_window, account_policy::widest_margin(c));
   }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
@@ -159,9 +162,12 @@ class account {
     using namespace account_policy;
     const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
     if (h.capped) counters_.add_capped_hint();
-    const response_decision r = pause_after(e.kind, h.hint, d_.waits(now));
+    // Learn first: the pause then follows the policy learned.
+    const learn_step learnt = learn_.on() ? learn_.learn(e.kind, now) : learn_step{};
+    const response_decision r = pause_after(e.kind, h.hint, waits(now));
     if (r.action == response_action::stop) pause_.stop();
     else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
+    if (learn_.on()) learn_.guard(learnt, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(r.pause.count()))));
   }
 
   // Called after a lease gives capacity back (a permit, money): the
@@ -210,6 +216,7 @@ class account {
     // Units counted in a window but held as a thread's credit can still be
     // admitted (by that thread): they count as remaining.
     d_.remaining(v, now, cfg_.max_request_tokens, [&](unsigned k) { return credit_.held_at(k, now); });
+    learn_.remaining(v, now, cfg_.max_request_tokens);
     v.paused_for = account_policy::time_left(pause_.until(), now);
     v.stopped = stopped();
     return v;
@@ -229,6 +236,7 @@ class account {
     if (d_.conc && (e = d_.conc->set_limit(*t.concurrency.value())) != errc::ok) return e;
     update_chunks();  // before any later error: credit taken under the old limit goes back
     if ((e = d_.set_rate_limits(cfg_, t, now)) != errc::ok) return e;
+    if (learn_.on() && (e = learn_.set_limits(t, now)) != errc::ok) return e;
     cfg_.concurrency = t.concurrency;
     cfg_.rpm = t.rpm;
     cfg_.tpm = t.tpm;
@@ -262,7 +270,12 @@ class account {
   }
 
   // The policy each dimension runs, for reports.
-  const char* policy(dimension d) const noexcept { return d_.policy(d); }
+  const char* policy(dimension d) const noexcept {
+    if (const char* p = learn_.on() ? learn_.policy(d) : nullptr) return p;
+    return d_.policy(d);
+  }
+  // What server_model::learn has learned (phases at `now`, the margin).
+  learned_view learned(nanoseconds now) const noexcept { return learn_.view(now); }
 
  private:
   friend class lease<Clock, Currency>;
@@ -303,7 +316,9 @@ class account {
       return;
     }
 
-    // Take every dimension in turn; roll back on the first refusal.
+    // Take every dimension in turn; roll back on the first refusal. Under
+    // learn, a switched dimension's bucket comes last (learn_take).
+    const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
@@ -315,9 +330,10 @@ class account {
       l.acc_ = this;  // so that a roll-back below releases the slot
       slots_.claim(now, shard, l.slot_, l.stamp_);
     }
-    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
-    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
-      d_.give_request(l.rpm_s_, l.rpm_c_, now);
+    if (!take_requests(l, now, shard, ph.requests != learn_phase::spaced)) return refuse_and_report(a, n, now, shard);
+    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard,
+                     ph.tokens != learn_phase::spaced)) {
+      give_request(l, ph, now);
       return refuse_and_report(a, n, now, shard);
     }
     bool day_ok = true;
@@ -325,18 +341,25 @@ class account {
     if (d_.day_q) day_ok = d_.day_q->try_acquire(n, now, l.day_t_).admitted();
     else day_ok = take_tokens(d_.tpd_w, d_.tpd_b, credit::tpd, l.tpd_s_, no_bucket, n, now, shard);
     if (!day_ok) {
-      limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
-      d_.give_request(l.rpm_s_, l.rpm_c_, now);
+      give_tokens(l, ph, n, now);
+      give_request(l, ph, now);
       return refuse_and_report(a, n, now, shard);
     }
     if (d_.money) {
       l.money_ = d_.money->reserve(a.worst_case);
       if (!l.money_) {
         give_day(l, n, now);
-        limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
-        d_.give_request(l.rpm_s_, l.rpm_c_, now);
+        give_tokens(l, ph, n, now);
+        give_request(l, ph, now);
         return refuse_and_report(a, n, now, shard);
       }
+    }
+    if (learn_.on() && !learn_take(l, ph, n, now)) {
+      if (d_.money) d_.money->release(l.money_);
+      give_day(l, n, now);
+      give_tokens(l, ph, n, now);
+      give_request(l, ph, now);
+      return refuse_and_report(a, n, now, shard);
     }
     l.acc_ = this;
     l.tokens_ = n;
@@ -367,14 +390,14 @@ class account {
   errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     const errc e = build(c, origin, vals);
     rules_ = account_policy::admission_rules<Currency>::of(c);  // as built (a failed build may lack some)
-    rules_.spaced_tokens = d_.margin_tokens && d_.tpm_b;
+    rules_.spaced_tokens = (d_.margin_tokens && d_.tpm_b) || learn_.has(1);
     rules_.budget = d_.money.has_value();
     return e;
   }
   errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
     errc e = errc::ok;
-    if (c.max_pause < nanoseconds(0)) return errc::zero_period;
+    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
     if ((e = account_policy::check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
     if (auto v = c.concurrency.value()) {
       d_.conc.emplace(*v, e);
@@ -382,6 +405,7 @@ class account {
       slots_.allocate(*v, c.lease_timeout, origin);  // once, here: never on the admission path
     }
     if ((e = d_.build(c, origin)) != errc::ok) return e;
+    if ((e = learn_.build(c, origin)) != errc::ok) return e;
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
@@ -396,8 +420,13 @@ class account {
     credit_.update(cfg_.per_thread_credit, ws, d_.conc ? d_.conc->limit() : 0);
   }
 
-  [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard) noexcept {
-    if (d_.rpm_w) return credit_.take_window(*d_.rpm_w, credit::rpm, 1, now, l.rpm_s_, shard);
+  using learn_phase = account_policy::learn_phase;
+  using learn_step = account_policy::learn_step;
+  using phases = typename detail::learn_state<Clock>::phases;
+
+  // `use_window` false: a learn dimension past its switch (learn.hpp).
+  [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard, bool use_window) noexcept {
+    if (d_.rpm_w) return !use_window || credit_.take_window(*d_.rpm_w, credit::rpm, 1, now, l.rpm_s_, shard);
     if (d_.rpm_b) return limiters::take_spaced(*d_.rpm_b, l.rpm_s_, l.rpm_c_, 1, now);
     return true;
   }
@@ -405,12 +434,61 @@ class account {
   // takes 1 and charges n - 1 (limiters.hpp).
   [[gnu::always_inline]] bool take_tokens(std::optional<window>& w, std::optional<typename limiters::bucket>& b,
                                           unsigned kind, std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n,
-                                          nanoseconds now, unsigned shard) noexcept {
+                                          nanoseconds now, unsigned shard, bool use_window = true) noexcept {
     if (n == 0) return true;
-    if (w) return credit_.take_window(*w, kind, n, now, slot, shard);
+    if (w) return !use_window || credit_.take_window(*w, kind, n, now, slot, shard);
     if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
     return true;
   }
+  // Roll-backs of the request and token limits: a learn window past its
+  // switch was not taken.
+  void give_request(lease_type& l, phases ph, nanoseconds now) noexcept {
+    if (ph.requests != learn_phase::spaced) d_.give_request(l.rpm_s_, l.rpm_c_, now);
+  }
+  void give_tokens(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept {
+    if (ph.tokens != learn_phase::spaced) limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+  }
+  // Learn's part of an admission, after every other dimension: the buckets
+  // of switched dimensions (all or nothing), the shadow of the others, and
+  // which ticket the lease's tokens hold (for settle's refund).
+  [[gnu::noinline]] bool learn_take(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept {
+    bucket_ticket rt, tt;
+    if (ph.requests != learn_phase::strict && !learn_.take(0, 1, now, rt)) return false;
+    if (ph.tokens != learn_phase::strict && !learn_.take(1, n, now, tt)) {
+      if (ph.requests != learn_phase::strict) learn_.give(0, rt, 1, now);
+      return false;
+    }
+    if (ph.requests == learn_phase::strict) learn_.shadow(0, 1, now);
+    if (ph.tokens == learn_phase::strict) learn_.shadow(1, n, now);
+    using ls = detail::learn_state<Clock>;
+    if (ph.tokens == learn_phase::strict) {
+      l.tpm_c_ = ls::window_ticket;
+    } else if (ph.tokens == learn_phase::both) {
+      l.tpm_c_ = ls::no_refund;  // two tickets, one field: both keep the tokens (the safe side)
+    } else {
+      l.tpm_s_ = tt.end;
+      l.tpm_c_ = tt.config;
+    }
+    return true;
+  }
+  // Unused tokens back (settle.hpp), by the lease's ticket.
+  void give_tokens_back(std::uint64_t slot, std::uint64_t cfg, std::uint64_t reserved, std::uint64_t back,
+                        nanoseconds now) noexcept {
+    using ls = detail::learn_state<Clock>;
+    if (!learn_.on() || cfg == ls::window_ticket) {
+      limiters::give_tokens(d_.tpm_w, d_.tpm_b, slot, learn_.on() ? 0 : cfg, reserved, back, now);
+    } else if (cfg != ls::no_refund) {
+      bucket_ticket t{slot, reserved, cfg};
+      learn_.give(1, t, back, now);
+    }
+  }
+  // What pause_after needs, with learn's switched dimensions.
+  account_policy::own_waits waits(nanoseconds now) const noexcept {
+    account_policy::own_waits w = d_.waits(now);
+    learn_.adjust(w, now);
+    return w;
+  }
+
   void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
     if (d_.day_q) (void)d_.day_q->refund(l.day_t_, n);
     else limiters::give_tokens(d_.tpd_w, d_.tpd_b, l.tpd_s_, 0, n, n, now);
@@ -436,7 +514,9 @@ class account {
     const std::uint64_t own_units = credit_.give_back(ws, shard);
     account_policy::refusal rf(paused_for);
     if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
-    d_.report(rf, n, now);
+    const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
+    d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
+    learn_.report(rf, n, now, ph);
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
     a.refused = rf.refused();
     counters_.count_refusal(a.refused);
@@ -479,6 +559,7 @@ class account {
   detail::atomic<void (*)(void*)> hook_fn_{nullptr};
   detail::atomic<void*> hook_ctx_{nullptr};
   limiters d_;
+  detail::learn_state<Clock> learn_;
   credit credit_;
   detail::pause_state pause_;
   detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())
