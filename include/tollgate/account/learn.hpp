@@ -3,10 +3,13 @@
 // account/learn.hpp: server_model::learn: start on the permissive policy,
 // move to the safe one when the server says so.
 //
-// The rule. The request limit and the token limit each start on the strict
-// window at L, which is safe against three of the five server models
-// (fixed window, sliding log, token bucket: docs/server-models.md) and
-// admits the most. The first rate 429 that names the dimension (the
+// The rule. The request limit and the token limit each start on the most
+// permissive policy that is safe against most of the five server models:
+// the strict window at L (safe against fixed window, sliding log, token
+// bucket: docs/server-models.md) where, saturated, it admits more than the
+// margin policy (starts_strict: small limits, RPM 3 say, or a token margin
+// m above about L / 16), else the margin policy itself (safe against all
+// five; nothing left to learn but the margin). The first rate 429 that names the dimension (the
 // classifier in http.hpp: Kimi's "max RPM", "TPM rate limit", OpenAI's
 // type "requests" / "tokens") switches it to the margin policy of
 // `unknown` (spaced with margin, safe against all five). A rate 429 that
@@ -87,6 +90,7 @@
 #include <tollgate/detail/atomic.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/http.hpp>
+#include <tollgate/sliding_window.hpp>
 #include <tollgate/tiers.hpp>
 #include <tollgate/token_bucket.hpp>
 
@@ -170,6 +174,24 @@ constexpr learn_step learn_from(error_kind k, learn_stage requests, learn_stage 
   return s;
 }
 
+// Whether a dimension starts on the strict window: only where, saturated,
+// it admits more than the margin policy. The strict window of K sub-windows
+// admits K / (K + 1) of L per W (sliding_window.hpp); the margin policy
+// admits `spaced` (its rate). So requests up to RPM 16 start strict (at RPM
+// 3, 2.81 per minute against 2.0) and from RPM 17 spaced (at RPM 100, 99
+// against 93.75); tokens start strict when m is more than about L / 16.
+constexpr bool starts_strict(std::uint64_t l, nanoseconds window, const rate& spaced, std::uint64_t k) noexcept {
+  if (window.count() <= 0 || spaced.period.count() <= 0) return true;
+  // l K / ((K + 1) W) > count / period, in 128 bits (saturated: a tie
+  // at the top keeps the strict window, the policy the model names).
+  using u128 = detail::u128;
+  constexpr u128 top = ~static_cast<u128>(0);
+  auto mul = [](u128 a, u128 b) { return a != 0 && b > top / a ? top : a * b; };
+  const u128 lhs = mul(mul(l, k), static_cast<std::uint64_t>(spaced.period.count()));
+  const u128 rhs = mul(mul(spaced.count, k + 1), static_cast<std::uint64_t>(window.count()));
+  return lhs > rhs || lhs == top;
+}
+
 // The margin after a widening: doubled (1 ms from zero), at most `cap`.
 constexpr nanoseconds widened_margin(nanoseconds m, nanoseconds cap) noexcept {
   const std::int64_t c = cap.count() > 0 ? cap.count() : 0;
@@ -205,6 +227,9 @@ class learn_state {
   static constexpr std::uint64_t window_ticket = std::numeric_limits<std::uint64_t>::max();
   static constexpr std::uint64_t no_refund = std::numeric_limits<std::uint64_t>::max() - 1;
 
+  // The sub-windows of the account's strict windows (sliding_window's default).
+  static constexpr std::uint64_t strict_subwindows = sliding_window<Clock>::subwindows;
+
   bool on() const noexcept { return on_; }
   bool has(unsigned k) const noexcept { return b_[k].has_value(); }
 
@@ -228,6 +253,13 @@ class learn_state {
       b_[k].emplace(*r, 1, origin, bucket::start::full, e);
       if (e != errc::ok) return e;
       unit_[k].store(b_[k]->interval().count(), std::memory_order_relaxed);  // relaxed: as above
+      if (!account_policy::starts_strict(*l[k], window_[k], *r, strict_subwindows)) {
+        // Spaced from the start: switched long ago, guard passed, nothing to switch.
+        started_spaced_[k] = true;
+        claimed_[k].store(true, std::memory_order_relaxed);  // relaxed: as above
+        switched_[k].store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
+        guard_[k].store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
+      }
     }
     return errc::ok;
   }
@@ -351,6 +383,7 @@ class learn_state {
     const unsigned k = d == dimension::rpm ? 0 : 1;
     if ((d != dimension::rpm && d != dimension::tpm) || !b_[k]) return nullptr;
     // acquire: as in phase_of.
+    if (started_spaced_[k]) return "spaced with margin (admits more here than the strict window)";
     return switched_[k].load(std::memory_order_acquire) == account_policy::not_switched
                ? "strict window (learning)"
                : "spaced with margin (learned)";
@@ -364,7 +397,7 @@ class learn_state {
     std::optional<nanoseconds>* at[2] = {&v.requests_switched_at, &v.tokens_switched_at};
     for (unsigned k = 0; k < 2; ++k) {
       const std::int64_t s = switched_[k].load(std::memory_order_acquire);  // acquire: as in phase_of
-      if (b_[k] && s != account_policy::not_switched) *at[k] = nanoseconds(s);
+      if (b_[k] && !started_spaced_[k] && s != account_policy::not_switched) *at[k] = nanoseconds(s);
     }
     v.margin = nanoseconds(margin_.load(std::memory_order_relaxed));  // relaxed: a lone value
     v.switches = switches_.load(std::memory_order_relaxed);           // relaxed: a counter
@@ -463,6 +496,7 @@ class learn_state {
   }
 
   bool on_ = false;
+  bool started_spaced_[2] = {false, false};
   nanoseconds window_[2] = {nanoseconds(0), nanoseconds(0)};
   std::uint64_t m_ = 0;
   nanoseconds cap_{0};
