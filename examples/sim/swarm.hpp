@@ -234,6 +234,7 @@ struct run_result {
   std::vector<std::uint64_t> req_per_min, tok_per_min;
   account_stats stats{};
   std::string rpm_policy, tpm_policy;
+  learned_view learned{};  // under --assume learn: what the account learned by the end
   // Paced with a budget: requests never sent because the budget ran out
   // (nothing in flight could give money back), and what the account billed.
   std::uint64_t not_sent_budget = 0;
@@ -479,6 +480,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
     r.ended_at = last_t;
   }
   r.stats = acct.stats();
+  r.learned = acct.learned(nanoseconds(last_t > 0 ? last_t : 0));
   r.budget_spent_nanos = r.stats.spent_nanos;
   if (progress) progress(1.0);
   return r;
