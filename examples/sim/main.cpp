@@ -61,6 +61,8 @@ const char* const help_text =
     "                            against every model), learn (the strict window until a 429 names\n"
     "                            the limit, then the margin policy) or one of the --server names\n"
     "  --retry-after S           seconds the server's 429 asks to wait (default 1, as Kimi sends)\n"
+    "  --hidden-concurrency N    the server's real concurrency cap, below the tier's and unknown to\n"
+    "                            the account, which then adapts its limit (adaptive_concurrency)\n"
     "  --currency usd|cny        currency of the cost and of --budget (default usd)\n"
     "  --budget AMOUNT           a spending limit for the paced run, e.g. 5 or 0.50 (in --currency);\n"
     "                            requests whose worst case no longer fits are not sent\n"
@@ -295,6 +297,7 @@ int real_main(int argc, char** argv) {
       else if (c == "admitted") jb.counting = server_counting::admitted;
       else fail("--server-counts must be seen or admitted, not '" + c + "'");
     } else if (a == "--assume") jb.assumed = parse_model(a, take(), true);
+    else if (a == "--hidden-concurrency") jb.hidden_concurrency = parse_count(a, take(), 1, 1000000);
     else if (a == "--retry-after") jb.server_retry_after = static_cast<ns_t>(parse_count(a, take(), 0, 86400)) * second;
     else if (a == "--currency") {
       currency = need();
@@ -542,6 +545,14 @@ int real_main(int argc, char** argv) {
     std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
                 nanos_text(*jb.budget_nanos).c_str(), nanos_text(paced.budget_spent_nanos).c_str(),
                 (unsigned long long)paced.not_sent_budget);
+  if (jb.hidden_concurrency) {
+    std::printf("adaptive concurrency (paced): the server's hidden cap %llu against the tier's %s; limit %llu at the end, "
+                "%llu drops (%llu signals), %llu rises; %llu concurrency 429s\n",
+                (unsigned long long)*jb.hidden_concurrency, limit_text(jb.tier.concurrency).c_str(),
+                (unsigned long long)paced.adaptive.limit, (unsigned long long)paced.adaptive.drops,
+                (unsigned long long)paced.adaptive.signals, (unsigned long long)paced.adaptive.rises,
+                (unsigned long long)paced.rejected_by[static_cast<int>(server::verdict::concurrency)]);
+  }
   if (jb.assumed == server_model::learn) {
     using account_policy::learn_phase;
     auto when = [](const std::optional<nanoseconds>& t, learn_phase p) {

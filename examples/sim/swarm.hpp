@@ -64,6 +64,10 @@ struct job {
   server_model server = server_model::sliding_log;
   server_counting counting = server_counting::admitted;
   server_model assumed = server_model::unknown;
+  // The server's real concurrency cap, when it is below what the tier says
+  // (a plan's cap, other clients): the paced account then adapts its limit
+  // (account_config::adaptive_concurrency).
+  std::optional<std::uint64_t> hidden_concurrency;
   ns_t server_retry_after = second;  // what the server's 429 says (Kimi: 1 s)
   std::uint64_t seed = 1;
   // A spending limit for the paced run, in nano-units of USD or (budget_in_cny) CNY.
@@ -187,7 +191,8 @@ struct server {
   server_counting counting;
   std::unique_ptr<window_model> rpm, tpm, tpd;
   enum class verdict { ok, concurrency, rpm, tpm, tpd };
-  server(const tier_row& t, server_model m, server_counting c) : conc(t.concurrency.value()), counting(c) {
+  server(const tier_row& t, server_model m, server_counting c, std::optional<std::uint64_t> hidden = std::nullopt)
+      : conc(hidden ? hidden : t.concurrency.value()), counting(c) {
     if (auto v = t.rpm.value()) rpm = make_model(m, *v, minute);
     if (auto v = t.tpm.value()) tpm = make_model(m, *v, minute);
     if (auto v = t.tpd.value()) tpd = std::make_unique<sliding_log_model>(*v, 24 * 60 * minute);
@@ -210,11 +215,11 @@ struct server {
 };
 
 // A Kimi-style 429 body for a refusal, so the client classifies it as Kimi's would be.
-inline std::string body_for(server::verdict v, const tier_row& t) {
+inline std::string body_for(server::verdict v, const tier_row& t, std::optional<std::uint64_t> conc = std::nullopt) {
   auto num = [](std::optional<std::uint64_t> x) { return std::to_string(x ? *x : 0); };
   std::string m;
   switch (v) {
-    case server::verdict::concurrency: m = "request reached max organization concurrency: " + num(t.concurrency.value()); break;
+    case server::verdict::concurrency: m = "request reached max organization concurrency: " + num(conc ? conc : t.concurrency.value()); break;
     case server::verdict::rpm: m = "request reached organization max RPM: " + num(t.rpm.value()); break;
     case server::verdict::tpm: m = "request reached organization TPM rate limit, current: 0, limit: " + num(t.tpm.value()); break;
     default: m = "request reached organization TPD rate limit, current: 0, limit: " + num(t.tpd.value()); break;
@@ -235,6 +240,7 @@ struct run_result {
   account_stats stats{};
   std::string rpm_policy, tpm_policy;
   learned_view learned{};  // under --assume learn: what the account learned by the end
+  adaptive_view adaptive{};  // with a hidden concurrency cap: the adaptive limit at the end
   // Paced with a budget: requests never sent because the budget ran out
   // (nothing in flight could give money back), and what the account billed.
   std::uint64_t not_sent_budget = 0;
@@ -262,6 +268,7 @@ basic_account_config<Currency> account_config_for(const job& jb, bool with_budge
   if (jb.budget_nanos && with_budget) cfg.budget = money<Currency>::from_nanos(*jb.budget_nanos);
   cfg.max_request_tokens = largest_request(jb);
   if (auto v = jb.tier.tpm.value(); v && *v > 1) cfg.max_request_tokens = std::min<std::uint64_t>(cfg.max_request_tokens, *v - 1);
+  if (jb.hidden_concurrency && cfg.concurrency.is_finite()) cfg.adaptive_concurrency = true;
   return cfg;
 }
 
@@ -272,7 +279,7 @@ basic_account_config<Currency> account_config_for(const job& jb, bool with_budge
 template <class Currency>
 run_result run_in(const job& jb, bool paced, const std::function<void(double)>& progress) {
   rng g{jb.seed * 7919 + 1};
-  server srv(jb.tier, jb.server, jb.counting);
+  server srv(jb.tier, jb.server, jb.counting, jb.hidden_concurrency);
   const basic_account_config<Currency> cfg = account_config_for<Currency>(jb, paced);
   const std::uint64_t max_out = max_output(jb);
   account<manual_clock, Currency> acct(cfg, nanoseconds(0));
@@ -438,7 +445,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
           ++r.rejected_429;
           ++r.rejected_by[static_cast<int>(v)];
           ad.lease.settle_rejected(nanoseconds(e.t));
-          const std::string body = body_for(v, jb.tier);
+          const std::string body = body_for(v, jb.tier, jb.hidden_concurrency);
           acct.on_response(classify(429, body), nanoseconds(jb.server_retry_after), nanoseconds(e.t));
           ++r.retries;
           ready.push_front(who);  // keeps its turn
@@ -481,6 +488,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
   }
   r.stats = acct.stats();
   r.learned = acct.learned(nanoseconds(last_t > 0 ? last_t : 0));
+  r.adaptive = acct.adaptive();
   r.budget_spent_nanos = r.stats.spent_nanos;
   if (progress) progress(1.0);
   return r;

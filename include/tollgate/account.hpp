@@ -46,7 +46,9 @@
 // (stats().reclaimed). on_response(...) pauses the whole account after a
 // 429 or an overload and stops it after a quota error, until resume();
 // under server_model::learn it also moves a dimension to the margin policy
-// (account/learn.hpp: the rule, its bound, and what a snapshot keeps).
+// (account/learn.hpp: the rule, its bound, and what a snapshot keeps), and
+// with adaptive_concurrency a concurrency 429 or an overload lowers the
+// concurrency limit, which successes raise again (adaptive_concurrency.hpp).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -72,6 +74,7 @@
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
 #include <tollgate/account/credit.hpp>
+#include <tollgate/adaptive_concurrency.hpp>
 #include <tollgate/account/learn.hpp>
 #include <tollgate/account/lease.hpp>
 #include <tollgate/account/limiters.hpp>
@@ -168,6 +171,7 @@ class account {
     if (r.action == response_action::stop) pause_.stop();
     else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
     if (learn_.on()) learn_.guard(learnt, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(r.pause.count()))));
+    if (adaptive_.on() && account_policy::shrinks_concurrency(e)) apply_adaptive(adaptive_.on_signal(in_flight()));
   }
 
   // Called after a lease gives capacity back (a permit, money): the
@@ -234,6 +238,10 @@ class account {
     error_values ignored;
     if ((e = account_policy::check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
     if (d_.conc && (e = d_.conc->set_limit(*t.concurrency.value())) != errc::ok) return e;
+    if (adaptive_.on()) {
+      if ((e = adaptive_.set_max(*t.concurrency.value())) != errc::ok) return e;
+      apply_adaptive(adaptive_.limit());
+    }
     update_chunks();  // before any later error: credit taken under the old limit goes back
     if ((e = d_.set_rate_limits(cfg_, t, now)) != errc::ok) return e;
     if (learn_.on() && (e = learn_.set_limits(t, now)) != errc::ok) return e;
@@ -274,6 +282,9 @@ class account {
     if (const char* p = learn_.on() ? learn_.policy(d) : nullptr) return p;
     return d_.policy(d);
   }
+  // The adaptive concurrency limit (adaptive_concurrency.hpp); all zero
+  // when it is off.
+  adaptive_view adaptive() const noexcept { return adaptive_.view(); }
   // What server_model::learn has learned (phases at `now`, the margin).
   learned_view learned(nanoseconds now) const noexcept { return learn_.view(now); }
 
@@ -406,6 +417,10 @@ class account {
     }
     if ((e = d_.build(c, origin)) != errc::ok) return e;
     if ((e = learn_.build(c, origin)) != errc::ok) return e;
+    if (c.adaptive_concurrency) {
+      if (!d_.conc) return errc::zero_count;
+      if ((e = adaptive_.init(d_.conc->limit(), c.concurrency_floor)) != errc::ok) return e;
+    }
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
@@ -482,6 +497,22 @@ class account {
       learn_.give(1, t, back, now);
     }
   }
+  // Puts a changed adaptive limit into the concurrency limiter; again if it
+  // moved meanwhile, so racing changes end at the latest.
+  void apply_adaptive(std::optional<std::uint64_t> changed) noexcept {
+    if (!changed || !d_.conc) return;
+    for (int i = 0; i < 8; ++i) {
+      const std::uint64_t l = adaptive_.limit();
+      (void)d_.conc->set_limit(l);  // 1 .. 2^32 - 1 (adaptive_concurrency::init)
+      if (adaptive_.limit() == l) break;
+    }
+    update_chunks();
+  }
+  // A lease settled with its usage (settle.hpp): the adaptive limit may grow.
+  void adaptive_success() noexcept {
+    if (adaptive_.on()) apply_adaptive(adaptive_.on_success(in_flight()));
+  }
+
   // What pause_after needs, with learn's switched dimensions.
   account_policy::own_waits waits(nanoseconds now) const noexcept {
     account_policy::own_waits w = d_.waits(now);
@@ -532,6 +563,9 @@ class account {
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
+    // A roll-back (notify false) was never a request in flight: not a release
+    // that ends an adaptive round.
+    if (give && notify && adaptive_.on()) adaptive_.released();
     if (notify) notify_release();
   }
 
@@ -560,6 +594,7 @@ class account {
   detail::atomic<void*> hook_ctx_{nullptr};
   limiters d_;
   detail::learn_state<Clock> learn_;
+  detail::adaptive_concurrency adaptive_;
   credit credit_;
   detail::pause_state pause_;
   detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())

@@ -110,6 +110,13 @@ struct basic_account_config {
   // should have prevented doubles it, up to max_spacing_margin
   // (account/learn.hpp). Negative, or a cap below the margin: refused.
   nanoseconds spacing_margin = std::chrono::milliseconds(2);
+  // Adaptive concurrency (adaptive_concurrency.hpp): the concurrency limit
+  // drops by a tenth on a concurrency 429 or an overload (once per round of
+  // requests in flight) and grows back by one per round while in use; never
+  // above `concurrency`, never below concurrency_floor (1 .. the limit).
+  // Needs a concurrency limit (else refused: zero_count).
+  bool adaptive_concurrency = false;
+  std::uint64_t concurrency_floor = 1;
   nanoseconds max_spacing_margin = std::chrono::milliseconds(256);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {

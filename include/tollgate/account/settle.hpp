@@ -63,6 +63,7 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
     const auto c = cost<Currency>(*model_, u);
     if (c) res.cost = c.total;
   }
+  if (holds_) a.adaptive_success();  // a success while its slot is still counted in flight
   a.release_slot(*this);
   return res;
 }
