@@ -794,15 +794,21 @@ TEST_CASE("adaptive concurrency: one drop per round, latency alone never shrinks
   CHECK(a.adaptive().drops == 1);
   CHECK(a.adaptive().signals == 10);
   CHECK(a.remaining(ns(1)).concurrency == std::uint64_t{0});
-  // The round ends when the 40 in flight have been released.
-  for (int i = 0; i < 39; ++i) held[static_cast<std::size_t>(i)].settle_failed(ns(2));
+  // The round ends once as many requests as were in flight (40) have been
+  // admitted since: one at a time here.
+  for (auto& l : held) l.settle_failed(ns(2));
+  held.clear();
+  for (int i = 0; i < 39; ++i) {
+    auto x = a.try_admit(r, ns(2));
+    REQUIRE(x);
+    x.lease.settle_failed(ns(2));
+  }
   a.on_response(classify(503, "Service Unavailable"), std::nullopt, ns(3));
   CHECK(a.adaptive().drops == 1);
-  held[39].settle_failed(ns(3));
+  REQUIRE(a.try_admit(r, ns(3)));
   a.on_response(classify(503, "Service Unavailable"), std::nullopt, ns(3));
   CHECK(a.adaptive().drops == 2);
   CHECK(a.adaptive().limit == 32);
-  held.clear();
   // Successes with slow responses only ever grow it, up to the configured 40.
   std::int64_t now = 10;
   for (int round = 0; round < 200; ++round) {

@@ -171,7 +171,8 @@ class account {
     if (r.action == response_action::stop) pause_.stop();
     else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
     if (learn_.on()) learn_.guard(learnt, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(r.pause.count()))));
-    if (adaptive_.on() && account_policy::shrinks_concurrency(e)) apply_adaptive(adaptive_.on_signal(in_flight()));
+    if (adaptive_.on() && account_policy::shrinks_concurrency(e))
+      apply_adaptive(adaptive_.on_signal(in_flight(), counters_.snapshot().admitted));
   }
 
   // Called after a lease gives capacity back (a permit, money): the
@@ -327,9 +328,54 @@ class account {
       return;
     }
 
-    // Take every dimension in turn; roll back on the first refusal. Under
-    // learn, a switched dimension's bucket comes last (learn_take).
-    const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
+    // Take every dimension in turn; roll back on the first refusal.
+    if (learn_.on()) return admit_learning(a, r, n, now, shard);
+    lease_type& l = a.lease;
+    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
+    l.model_ = r.model;
+    if (d_.conc) {
+      // Slots held past their deadline may come back: reap and try again.
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard)))
+        return refuse_and_report(a, n, now, shard);
+      l.holds_ = true;
+      l.acc_ = this;  // so that a roll-back below releases the slot
+      slots_.claim(now, shard, l.slot_, l.stamp_);
+    }
+    if (!take_requests(l, now, shard)) return refuse_and_report(a, n, now, shard);
+    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard)) {
+      d_.give_request(l.rpm_s_, l.rpm_c_, now);
+      return refuse_and_report(a, n, now, shard);
+    }
+    bool day_ok = true;
+    std::uint64_t no_bucket = 0;  // tpd_b is never built: the daily limit is a window or a quota
+    if (d_.day_q) day_ok = d_.day_q->try_acquire(n, now, l.day_t_).admitted();
+    else day_ok = take_tokens(d_.tpd_w, d_.tpd_b, credit::tpd, l.tpd_s_, no_bucket, n, now, shard);
+    if (!day_ok) {
+      limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+      d_.give_request(l.rpm_s_, l.rpm_c_, now);
+      return refuse_and_report(a, n, now, shard);
+    }
+    if (d_.money) {
+      l.money_ = d_.money->reserve(a.worst_case);
+      if (!l.money_) {
+        give_day(l, n, now);
+        limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+        d_.give_request(l.rpm_s_, l.rpm_c_, now);
+        return refuse_and_report(a, n, now, shard);
+      }
+    }
+    l.acc_ = this;
+    l.tokens_ = n;
+    counters_.add_admitted(shard, n);
+    a.decision = decision::admit();
+  }
+
+  // admit_into under server_model::learn (learn.hpp): the same steps, with
+  // the windows of switched dimensions skipped and their buckets taken last
+  // (learn_take). Kept apart so that other accounts pay one branch for it.
+  [[gnu::noinline]] void admit_learning(admission_type& a, const request& r, std::uint64_t n, nanoseconds now,
+                                        unsigned shard) noexcept {
+    const phases ph = learn_.phases_at(now);
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
@@ -365,7 +411,7 @@ class account {
         return refuse_and_report(a, n, now, shard);
       }
     }
-    if (learn_.on() && !learn_take(l, ph, n, now)) {
+    if (!learn_take(l, ph, n, now)) {
       if (d_.money) d_.money->release(l.money_);
       give_day(l, n, now);
       give_tokens(l, ph, n, now);
@@ -440,7 +486,7 @@ class account {
   using phases = typename detail::learn_state<Clock>::phases;
 
   // `use_window` false: a learn dimension past its switch (learn.hpp).
-  [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard, bool use_window) noexcept {
+  [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard, bool use_window = true) noexcept {
     if (d_.rpm_w) return !use_window || credit_.take_window(*d_.rpm_w, credit::rpm, 1, now, l.rpm_s_, shard);
     if (d_.rpm_b) return limiters::take_spaced(*d_.rpm_b, l.rpm_s_, l.rpm_c_, 1, now);
     return true;
@@ -563,9 +609,6 @@ class account {
     l.holds_ = false;
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
-    // A roll-back (notify false) was never a request in flight: not a release
-    // that ends an adaptive round.
-    if (give && notify && adaptive_.on()) adaptive_.released();
     if (notify) notify_release();
   }
 

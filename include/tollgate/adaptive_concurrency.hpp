@@ -9,8 +9,10 @@
 //     Code's 403 concurrent-request limit, an overload, a 503 or 529) the
 //     limit drops to max(floor, floor(limit * 9 / 10)),
 //     once per round of in-flight requests: a later signal drops it again
-//     only once as many leases have been released since the drop as were in
-//     flight at it (so the 429s of one burst cost one drop);
+//     only once as many requests have been admitted since the drop as were
+//     in flight at it (so the 429s of one burst cost one drop; admissions,
+//     which the account counts anyway, rather than releases, which it would
+//     have to count on every settle);
 //   increase: a success (a lease settled with its usage) while at least
 //     half the limit is in flight adds 1 / limit: one more per `limit` such
 //     successes, about one per round; never above the configured limit.
@@ -125,14 +127,14 @@ class adaptive_concurrency {
 
   std::uint64_t limit() const noexcept { return word_.load(std::memory_order_relaxed) >> 32; }  // relaxed: a lone value
 
-  // A signal with `in_flight` leases out: the new limit if it dropped.
-  std::optional<std::uint64_t> on_signal(std::uint64_t in_flight) noexcept {
+  // A signal with `in_flight` leases out, after `admitted` admissions in
+  // all: the new limit if it dropped.
+  std::optional<std::uint64_t> on_signal(std::uint64_t in_flight, std::uint64_t admitted) noexcept {
     signals_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
-    // relaxed: lone values; the CAS makes one signal per round the dropper.
-    const std::uint64_t released = released_.load(std::memory_order_relaxed);
+    // relaxed: a lone value; the CAS makes one signal per round the dropper.
     std::uint64_t end = round_end_.load(std::memory_order_relaxed);
-    if (released < end) return std::nullopt;
-    if (!round_end_.compare_exchange_strong(end, released + in_flight, std::memory_order_relaxed,
+    if (admitted < end) return std::nullopt;
+    if (!round_end_.compare_exchange_strong(end, detail::sat_add(admitted, in_flight), std::memory_order_relaxed,
                                             std::memory_order_relaxed))
       return std::nullopt;
     std::uint64_t w = word_.load(std::memory_order_relaxed);  // relaxed: a lone value
@@ -149,9 +151,6 @@ class adaptive_concurrency {
       }
     }
   }
-
-  // A lease released its slot (settled or dropped): rounds count these.
-  void released() noexcept { released_.fetch_add(1, std::memory_order_relaxed); }  // relaxed: a counter
 
   // A success with `in_flight` leases out (itself included): the new limit
   // if it grew.
@@ -209,8 +208,7 @@ class adaptive_concurrency {
   std::uint64_t floor_ = 1;
   detail::atomic<std::uint64_t> max_{0};
   detail::atomic<std::uint64_t> word_{0};       // limit << 32 | growth credit
-  detail::atomic<std::uint64_t> released_{0};   // leases released so far
-  detail::atomic<std::uint64_t> round_end_{0};  // the next drop waits until released_ reaches this
+  detail::atomic<std::uint64_t> round_end_{0};  // the next drop waits until the admissions reach this
   detail::atomic<std::uint64_t> failed_{0};     // the limit last dropped from << 32 | patience (rounds)
   detail::atomic<std::uint64_t> drops_{0}, signals_{0}, rises_{0};
 };
