@@ -48,7 +48,10 @@
 // under server_model::learn it also moves a dimension to the margin policy
 // (account/learn.hpp: the rule, its bound, and what a snapshot keeps), and
 // with adaptive_concurrency a concurrency 429 or an overload lowers the
-// concurrency limit, which successes raise again (adaptive_concurrency.hpp).
+// concurrency limit, which successes raise again (adaptive_concurrency.hpp);
+// with trust_rate_limit_headers, a response's x-ratelimit-remaining/reset
+// headers cap what the account admits until that reset
+// (account/server_remaining.hpp, observe_rate_limit_headers).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -76,6 +79,7 @@
 #include <tollgate/account/credit.hpp>
 #include <tollgate/adaptive_concurrency.hpp>
 #include <tollgate/account/learn.hpp>
+#include <tollgate/account/server_remaining.hpp>
 #include <tollgate/account/lease.hpp>
 #include <tollgate/account/limiters.hpp>
 #include <tollgate/account/pause.hpp>
@@ -157,8 +161,12 @@ class account {
   // Feeds the server's answer back from its parts: the status, the headers
   // read into a rate_limit_headers, and the body. A success changes nothing.
   void on_response(int status, const rate_limit_headers& h, std::string_view body, nanoseconds now) noexcept {
+    observe_rate_limit_headers(h, now);
     on_response(classify(status, body), h.retry_hint(), now);
   }
+  // With trust_rate_limit_headers: what remains until the stated reset, from
+  // any response's headers (account/server_remaining.hpp). Else nothing.
+  void observe_rate_limit_headers(const rate_limit_headers& h, nanoseconds now) noexcept { gates_.observe(h, now); }
   // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any (account/pause.hpp).
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
@@ -329,7 +337,7 @@ class account {
     }
 
     // Take every dimension in turn; roll back on the first refusal.
-    if (learn_.on()) return admit_learning(a, r, n, now, shard);
+    if (learn_.on() || gates_.on()) return admit_learning(a, r, n, now, shard);
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
@@ -370,9 +378,11 @@ class account {
     a.decision = decision::admit();
   }
 
-  // admit_into under server_model::learn (learn.hpp): the same steps, with
-  // the windows of switched dimensions skipped and their buckets taken last
-  // (learn_take). Kept apart so that other accounts pay one branch for it.
+  // admit_into under server_model::learn (learn.hpp) or with the server's
+  // headers trusted (server_remaining.hpp): the same steps, with the windows
+  // of switched dimensions skipped, then the header gates, then the buckets
+  // of switched dimensions (learn_take). Kept apart so that other accounts
+  // pay one branch for it.
   [[gnu::noinline]] void admit_learning(admission_type& a, const request& r, std::uint64_t n, nanoseconds now,
                                         unsigned shard) noexcept {
     const phases ph = learn_.phases_at(now);
@@ -411,7 +421,12 @@ class account {
         return refuse_and_report(a, n, now, shard);
       }
     }
-    if (!learn_take(l, ph, n, now)) {
+    using gate = detail::remaining_gates::take_result;
+    const gate gr = gates_.take(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now);
+    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now);
+    if (gr == gate::refused || gt == gate::refused || (learn_.on() && !learn_take(l, ph, n, now))) {
+      if (gr == gate::taken) gates_.give(0, 1);
+      if (gt == gate::taken) gates_.give(1, n);
       if (d_.money) d_.money->release(l.money_);
       give_day(l, n, now);
       give_tokens(l, ph, n, now);
@@ -463,6 +478,7 @@ class account {
     }
     if ((e = d_.build(c, origin)) != errc::ok) return e;
     if ((e = learn_.build(c, origin)) != errc::ok) return e;
+    if (c.trust_rate_limit_headers) gates_.enable();
     if (c.adaptive_concurrency) {
       if (!d_.conc) return errc::zero_count;
       if ((e = adaptive_.init(d_.conc->limit(), c.concurrency_floor)) != errc::ok) return e;
@@ -594,6 +610,12 @@ class account {
     const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
     d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
     learn_.report(rf, n, now, ph);
+    if (gates_.on()) {
+      const nanoseconds gw[2] = {gates_.wait(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now),
+                                 gates_.wait(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now)};
+      if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
+      if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
+    }
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
     a.refused = rf.refused();
     counters_.count_refusal(a.refused);
@@ -638,6 +660,7 @@ class account {
   limiters d_;
   detail::learn_state<Clock> learn_;
   detail::adaptive_concurrency adaptive_;
+  detail::remaining_gates gates_;
   credit credit_;
   detail::pause_state pause_;
   detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring or started (see restore())

@@ -117,6 +117,10 @@ struct basic_account_config {
   // Needs a concurrency limit (else refused: zero_count).
   bool adaptive_concurrency = false;
   std::uint64_t concurrency_floor = 1;
+  // The server's x-ratelimit-remaining/reset headers as ground truth
+  // (account/server_remaining.hpp): after a response that says R remain
+  // until now + T, at most R more are admitted before then.
+  bool trust_rate_limit_headers = false;
   nanoseconds max_spacing_margin = std::chrono::milliseconds(256);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
