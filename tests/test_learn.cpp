@@ -1057,3 +1057,30 @@ TEST_CASE("headers: another client on the key costs throughput, not 429s", "[lea
     CHECK(with <= without);
   }
 }
+
+TEST_CASE("headers: the simulator's swarm with another client on the key", "[learn]") {
+  // Tier1 (RPM 100), the account assuming the server's model, another
+  // client sending 30 % of RPM: trusting the headers, no more 429s than not.
+  namespace sim = tollgate_sim;
+  for (server_model m : {server_model::fixed_window, server_model::sliding_log, server_model::token_bucket}) {
+    sim::job j;
+    j.tier = *kimi_tiers_2026_09.tier(1);
+    j.model = model_by_id("kimi-k2.6");
+    j.agents = 100;
+    j.requests_per_agent = 5;
+    j.latency_ms = sim::range{1000, 1000};
+    j.server = m;
+    j.assumed = m;
+    j.other_client_percent = 30;
+    const sim::run_result t = sim::run(j, true);
+    j.trust_headers = false;
+    const sim::run_result u = sim::run(j, true);
+    INFO("server " << to_string(m) << ": 429s " << t.rejected_429 << " trusting, " << u.rejected_429 << " not");
+    CHECK(t.completed == t.total);
+    CHECK(u.completed == u.total);
+    CHECK(t.other_sent > 0);
+    CHECK(t.rejected_429 <= u.rejected_429);
+    std::printf("swarm with another client at 30 %% of RPM, %s: paced 429s %llu trusting the headers, %llu not\n",
+                to_string(m), (unsigned long long)t.rejected_429, (unsigned long long)u.rejected_429);
+  }
+}

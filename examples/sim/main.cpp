@@ -63,6 +63,9 @@ const char* const help_text =
     "  --retry-after S           seconds the server's 429 asks to wait (default 1, as Kimi sends)\n"
     "  --hidden-concurrency N    the server's real concurrency cap, below the tier's and unknown to\n"
     "                            the account, which then adapts its limit (adaptive_concurrency)\n"
+    "  --other-client PERCENT    another client on the key sends PERCENT of the RPM limit; the\n"
+    "                            server answers with x-ratelimit headers, which the paced account\n"
+    "                            trusts (trust_rate_limit_headers)\n"
     "  --currency usd|cny        currency of the cost and of --budget (default usd)\n"
     "  --budget AMOUNT           a spending limit for the paced run, e.g. 5 or 0.50 (in --currency);\n"
     "                            requests whose worst case no longer fits are not sent\n"
@@ -298,6 +301,7 @@ int real_main(int argc, char** argv) {
       else fail("--server-counts must be seen or admitted, not '" + c + "'");
     } else if (a == "--assume") jb.assumed = parse_model(a, take(), true);
     else if (a == "--hidden-concurrency") jb.hidden_concurrency = parse_count(a, take(), 1, 1000000);
+    else if (a == "--other-client") jb.other_client_percent = static_cast<unsigned>(parse_count(a, take(), 1, 100));
     else if (a == "--retry-after") jb.server_retry_after = static_cast<ns_t>(parse_count(a, take(), 0, 86400)) * second;
     else if (a == "--currency") {
       currency = need();
@@ -545,6 +549,10 @@ int real_main(int argc, char** argv) {
     std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
                 nanos_text(*jb.budget_nanos).c_str(), nanos_text(paced.budget_spent_nanos).c_str(),
                 (unsigned long long)paced.not_sent_budget);
+  if (jb.other_client_percent > 0)
+    std::printf("other client (paced run): %llu of %llu requests accepted; the account trusted the server's "
+                "x-ratelimit headers\n",
+                (unsigned long long)paced.other_accepted, (unsigned long long)paced.other_sent);
   if (jb.hidden_concurrency) {
     std::printf("adaptive concurrency (paced): the server's hidden cap %llu against the tier's %s; limit %llu at the end, "
                 "%llu drops (%llu signals), %llu rises; %llu concurrency 429s\n",
