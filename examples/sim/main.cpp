@@ -58,8 +58,14 @@ const char* const help_text =
     "                            does not flatter tollgate. The table shows the unpaced run under\n"
     "                            both; this flag sets the paced run's server, --plan and --svg\n"
     "  --assume MODEL            what the account assumes of the server: unknown (default: safe\n"
-    "                            against every model) or one of the --server names\n"
+    "                            against every model), learn (the strict window until a 429 names\n"
+    "                            the limit, then the margin policy) or one of the --server names\n"
     "  --retry-after S           seconds the server's 429 asks to wait (default 1, as Kimi sends)\n"
+    "  --hidden-concurrency N    the server's real concurrency cap, below the tier's and unknown to\n"
+    "                            the account, which then adapts its limit (adaptive_concurrency)\n"
+    "  --other-client PERCENT    another client on the key sends PERCENT of the RPM limit; the\n"
+    "                            server answers with x-ratelimit headers, which the paced account\n"
+    "                            trusts (trust_rate_limit_headers)\n"
     "  --currency usd|cny        currency of the cost and of --budget (default usd)\n"
     "  --budget AMOUNT           a spending limit for the paced run, e.g. 5 or 0.50 (in --currency);\n"
     "                            requests whose worst case no longer fits are not sent\n"
@@ -119,7 +125,8 @@ server_model parse_model(std::string_view flag, const char* v, bool allow_unknow
   if (s == "bucket") return server_model::token_bucket;
   if (s == "gcra") return server_model::gcra;
   if (allow_unknown && s == "unknown") return server_model::unknown;
-  fail(std::string(flag) + " must be fixed, log, counter, bucket" + (allow_unknown ? ", gcra or unknown" : " or gcra") + ", not '" + v + "'");
+  if (allow_unknown && s == "learn") return server_model::learn;
+  fail(std::string(flag) + " must be fixed, log, counter, bucket" + (allow_unknown ? ", gcra, unknown or learn" : " or gcra") + ", not '" + v + "'");
 }
 
 std::string duration_text(ns_t t) {
@@ -145,6 +152,7 @@ std::string rough_duration(ns_t t) {
 }
 
 const char* assumed_text(server_model m) {
+  if (m == server_model::learn) return "learn (strict window until a 429 names the limit)";
   return m == server_model::unknown ? "unknown (safe against every model)" : to_string(m);
 }
 
@@ -292,6 +300,8 @@ int real_main(int argc, char** argv) {
       else if (c == "admitted") jb.counting = server_counting::admitted;
       else fail("--server-counts must be seen or admitted, not '" + c + "'");
     } else if (a == "--assume") jb.assumed = parse_model(a, take(), true);
+    else if (a == "--hidden-concurrency") jb.hidden_concurrency = parse_count(a, take(), 1, 1000000);
+    else if (a == "--other-client") jb.other_client_percent = static_cast<unsigned>(parse_count(a, take(), 1, 100));
     else if (a == "--retry-after") jb.server_retry_after = static_cast<ns_t>(parse_count(a, take(), 0, 86400)) * second;
     else if (a == "--currency") {
       currency = need();
@@ -498,6 +508,27 @@ int real_main(int argc, char** argv) {
               static_cast<double>(paced.requests) / mins, limit_text(jb.tier.rpm).c_str(),
               static_cast<double>(paced.reserved_tokens) / mins, limit_text(jb.tier.tpm).c_str());
   {
+    // What the server accepted (a 429'd request counts once, when it went
+    // through) per minute in the steady state: the mean of the whole minutes
+    // between the first and the last (all of them for a run of fewer than 3).
+    const std::size_t k = paced.req_per_min.size();
+    const std::size_t lo = k >= 3 ? 1 : 0, hi = k >= 3 ? k - 1 : k;
+    std::uint64_t reqs = 0, toks = 0;
+    for (std::size_t i = lo; i < hi; ++i) {
+      reqs += paced.req_per_min[i];
+      toks += paced.tok_per_min[i];
+    }
+    auto share = [&](double x, const limit& l) {
+      const auto v = l.value();
+      return v ? " (" + std::to_string(static_cast<int>(100.0 * x / static_cast<double>(*v) + 0.5)) + " % of the limit)"
+               : std::string();
+    };
+    const double span = static_cast<double>(hi > lo ? hi - lo : 1);
+    const double rq = static_cast<double>(reqs) / span, tk = static_cast<double>(toks) / span;
+    std::printf("paced goodput: %.2f requests/min accepted%s, %.0f tokens/min accepted%s, in the steady state\n", rq,
+                share(rq, jb.tier.rpm).c_str(), tk, share(tk, jb.tier.tpm).c_str());
+  }
+  {
     // In the currency of the cost line above (--currency), so the parts add up to it.
     const usage u{paced.prompt_tokens, paced.cached_tokens, paced.output_tokens, 0, 0};
     auto parts = [](const auto& split) {
@@ -518,7 +549,33 @@ int real_main(int argc, char** argv) {
     std::printf("budget (paced): %s, billed %s; %llu requests not sent because their worst case no longer fit\n",
                 nanos_text(*jb.budget_nanos).c_str(), nanos_text(paced.budget_spent_nanos).c_str(),
                 (unsigned long long)paced.not_sent_budget);
-  if (paced.rejected_429 > 0)
+  if (jb.other_client_percent > 0)
+    std::printf("other client (paced run): %llu of %llu requests accepted; the account trusted the server's "
+                "x-ratelimit headers\n",
+                (unsigned long long)paced.other_accepted, (unsigned long long)paced.other_sent);
+  if (jb.hidden_concurrency) {
+    std::printf("adaptive concurrency (paced): the server's hidden cap %llu against the tier's %s; limit %llu at the end, "
+                "%llu drops (%llu signals), %llu rises; %llu concurrency 429s\n",
+                (unsigned long long)*jb.hidden_concurrency, limit_text(jb.tier.concurrency).c_str(),
+                (unsigned long long)paced.adaptive.limit, (unsigned long long)paced.adaptive.drops,
+                (unsigned long long)paced.adaptive.signals, (unsigned long long)paced.adaptive.rises,
+                (unsigned long long)paced.rejected_by[static_cast<int>(server::verdict::concurrency)]);
+  }
+  if (jb.assumed == server_model::learn) {
+    using account_policy::learn_phase;
+    auto when = [](const std::optional<nanoseconds>& t, learn_phase p) {
+      if (t) return "switched to the margin policy at " + duration_text(t->count());
+      return std::string(p == learn_phase::strict ? "stayed on the strict window" : "on the margin policy from the start");
+    };
+    std::printf("learned (paced): RPM %s, TPM %s; spacing margin %.0f ms (%llu widenings)\n",
+                when(paced.learned.requests_switched_at, paced.learned.requests).c_str(),
+                when(paced.learned.tokens_switched_at, paced.learned.tokens).c_str(),
+                static_cast<double>(paced.learned.margin.count()) / 1e6, (unsigned long long)paced.learned.widenings);
+  }
+  if (paced.rejected_429 > 0 && jb.assumed == server_model::learn)
+    std::printf("the paced run got %llu 429s: learning from the server (%s) costs at most one per limit; exit status 1\n",
+                (unsigned long long)paced.rejected_429, to_string(jb.server));
+  else if (paced.rejected_429 > 0)
     std::printf("the paced run got %llu 429s: the server (%s) counts in a way the account's assumption (%s) does not "
                 "cover; exit status 1\n",
                 (unsigned long long)paced.rejected_429, to_string(jb.server), to_string(jb.assumed));

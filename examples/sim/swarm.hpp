@@ -64,6 +64,16 @@ struct job {
   server_model server = server_model::sliding_log;
   server_counting counting = server_counting::admitted;
   server_model assumed = server_model::unknown;
+  // The server's real concurrency cap, when it is below what the tier says
+  // (a plan's cap, other clients): the paced account then adapts its limit
+  // (account_config::adaptive_concurrency).
+  std::optional<std::uint64_t> hidden_concurrency;
+  // Another client on the same key, outside tollgate, sending this percent
+  // of the RPM limit (requests of TPM / RPM tokens each) at random times;
+  // the server then answers with x-ratelimit-remaining/reset headers, which
+  // the paced account trusts (account_config::trust_rate_limit_headers).
+  unsigned other_client_percent = 0;
+  bool trust_headers = true;  // with another client: whether the paced account trusts the headers
   ns_t server_retry_after = second;  // what the server's 429 says (Kimi: 1 s)
   std::uint64_t seed = 1;
   // A spending limit for the paced run, in nano-units of USD or (budget_in_cny) CNY.
@@ -83,6 +93,10 @@ class window_model {
   virtual bool fits(ns_t t, std::uint64_t n) = 0;
   // Counts n units at t (called after fits at the same t).
   virtual void add(ns_t t, std::uint64_t n) = 0;
+  // What its headers say after fits/add at t: units that remain, and how
+  // long until that can grow (x-ratelimit-remaining / -reset).
+  virtual std::uint64_t remaining(ns_t t) const = 0;
+  virtual ns_t reset(ns_t t) const = 0;
 };
 
 inline ns_t floor_div(ns_t a, ns_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -98,6 +112,12 @@ class fixed_window_model : public window_model {
     return (it == used_.end() ? 0 : it->second) + n <= l_;
   }
   void add(ns_t t, std::uint64_t n) override { used_[floor_div(t, w_)] += n; }
+  std::uint64_t remaining(ns_t t) const override {
+    const auto it = used_.find(floor_div(t, w_));
+    const std::uint64_t u = it == used_.end() ? 0 : it->second;
+    return u < l_ ? l_ - u : 0;
+  }
+  ns_t reset(ns_t t) const override { return (floor_div(t, w_) + 1) * w_ - t; }
 };
 class sliding_log_model : public window_model {
   std::uint64_t l_, sum_ = 0;
@@ -116,6 +136,8 @@ class sliding_log_model : public window_model {
     log_.emplace_back(t, n);
     sum_ += n;
   }
+  std::uint64_t remaining(ns_t) const override { return sum_ < l_ ? l_ - sum_ : 0; }
+  ns_t reset(ns_t t) const override { return log_.empty() ? w_ : std::max<ns_t>(1, log_.front().first + w_ - t); }
 };
 class window_counter_model : public window_model {  // HAProxy / Cloudflare estimate, exact comparison
   std::uint64_t l_, curr_ = 0, prev_ = 0;
@@ -140,6 +162,14 @@ class window_counter_model : public window_model {  // HAProxy / Cloudflare esti
     return lhs <= static_cast<i128>(l_) * p_;
   }
   void add(ns_t, std::uint64_t n) override { curr_ += n; }
+  // The estimate may fall with every millisecond tick: a reset of 1 ms.
+  std::uint64_t remaining(ns_t) const override {
+    using tollgate::detail::i128;
+    const i128 est = static_cast<i128>(curr_) * p_ + static_cast<i128>(prev_) * (p_ - (ms_ - start_));
+    const i128 cap = static_cast<i128>(l_) * p_;
+    return est >= cap ? 0 : static_cast<std::uint64_t>((cap - est) / p_);
+  }
+  ns_t reset(ns_t) const override { return 1000000; }
 };
 class bucket_model : public window_model {  // capacity L, refill L per W
   std::uint64_t l_;
@@ -157,6 +187,12 @@ class bucket_model : public window_model {  // capacity L, refill L per W
     return scaled_ >= static_cast<tollgate::detail::i128>(n) * w_;
   }
   void add(ns_t, std::uint64_t n) override { scaled_ -= static_cast<tollgate::detail::i128>(n) * w_; }
+  std::uint64_t remaining(ns_t) const override { return scaled_ <= 0 ? 0 : static_cast<std::uint64_t>(scaled_ / w_); }
+  ns_t reset(ns_t) const override {  // until one more whole unit
+    using tollgate::detail::i128;
+    const i128 next = (scaled_ >= 0 ? scaled_ / w_ + 1 : -((-scaled_) / w_)) * static_cast<i128>(w_);
+    return static_cast<ns_t>(std::max<i128>(1, (next - scaled_ + l_ - 1) / l_));
+  }
 };
 class gcra1_model : public window_model {  // even spacing W / L
   std::uint64_t l_;
@@ -169,6 +205,10 @@ class gcra1_model : public window_model {  // even spacing W / L
     return tat_ <= now_;
   }
   void add(ns_t, std::uint64_t n) override { tat_ = std::max(tat_, now_) + static_cast<tollgate::detail::i128>(n) * w_; }
+  std::uint64_t remaining(ns_t) const override { return tat_ <= now_ ? 1 : 0; }
+  ns_t reset(ns_t) const override {
+    return tat_ <= now_ ? 1 : static_cast<ns_t>((tat_ - now_ + static_cast<tollgate::detail::i128>(l_) - 1) / l_);
+  }
 };
 
 inline std::unique_ptr<window_model> make_model(server_model m, std::uint64_t l, ns_t w) {
@@ -187,7 +227,8 @@ struct server {
   server_counting counting;
   std::unique_ptr<window_model> rpm, tpm, tpd;
   enum class verdict { ok, concurrency, rpm, tpm, tpd };
-  server(const tier_row& t, server_model m, server_counting c) : conc(t.concurrency.value()), counting(c) {
+  server(const tier_row& t, server_model m, server_counting c, std::optional<std::uint64_t> hidden = std::nullopt)
+      : conc(hidden ? hidden : t.concurrency.value()), counting(c) {
     if (auto v = t.rpm.value()) rpm = make_model(m, *v, minute);
     if (auto v = t.tpm.value()) tpm = make_model(m, *v, minute);
     if (auto v = t.tpd.value()) tpd = std::make_unique<sliding_log_model>(*v, 24 * 60 * minute);
@@ -207,14 +248,36 @@ struct server {
     if (v == verdict::ok) ++in_flight;
     return v;
   }
+  // The other client's request: the windows only (it holds no slot we see).
+  bool accept_other(ns_t t, std::uint64_t tokens) {
+    const std::optional<std::uint64_t> c = conc;
+    conc.reset();  // its requests do not count against our concurrency
+    const verdict v = accept(t, tokens);
+    conc = c;
+    if (v == verdict::ok) --in_flight;
+    return v == verdict::ok;
+  }
+  // The headers of an answer at t (after accept at t).
+  rate_limit_headers headers(ns_t t) const {
+    rate_limit_headers h;
+    if (rpm) {
+      h.remaining_requests = rpm->remaining(t);
+      h.reset_requests = nanoseconds(rpm->reset(t));
+    }
+    if (tpm) {
+      h.remaining_tokens = tpm->remaining(t);
+      h.reset_tokens = nanoseconds(tpm->reset(t));
+    }
+    return h;
+  }
 };
 
 // A Kimi-style 429 body for a refusal, so the client classifies it as Kimi's would be.
-inline std::string body_for(server::verdict v, const tier_row& t) {
+inline std::string body_for(server::verdict v, const tier_row& t, std::optional<std::uint64_t> conc = std::nullopt) {
   auto num = [](std::optional<std::uint64_t> x) { return std::to_string(x ? *x : 0); };
   std::string m;
   switch (v) {
-    case server::verdict::concurrency: m = "request reached max organization concurrency: " + num(t.concurrency.value()); break;
+    case server::verdict::concurrency: m = "request reached max organization concurrency: " + num(conc ? conc : t.concurrency.value()); break;
     case server::verdict::rpm: m = "request reached organization max RPM: " + num(t.rpm.value()); break;
     case server::verdict::tpm: m = "request reached organization TPM rate limit, current: 0, limit: " + num(t.tpm.value()); break;
     default: m = "request reached organization TPD rate limit, current: 0, limit: " + num(t.tpd.value()); break;
@@ -234,6 +297,9 @@ struct run_result {
   std::vector<std::uint64_t> req_per_min, tok_per_min;
   account_stats stats{};
   std::string rpm_policy, tpm_policy;
+  learned_view learned{};  // under --assume learn: what the account learned by the end
+  adaptive_view adaptive{};  // with a hidden concurrency cap: the adaptive limit at the end
+  std::uint64_t other_sent = 0, other_accepted = 0;  // the other client's requests
   // Paced with a budget: requests never sent because the budget ran out
   // (nothing in flight could give money back), and what the account billed.
   std::uint64_t not_sent_budget = 0;
@@ -261,6 +327,8 @@ basic_account_config<Currency> account_config_for(const job& jb, bool with_budge
   if (jb.budget_nanos && with_budget) cfg.budget = money<Currency>::from_nanos(*jb.budget_nanos);
   cfg.max_request_tokens = largest_request(jb);
   if (auto v = jb.tier.tpm.value(); v && *v > 1) cfg.max_request_tokens = std::min<std::uint64_t>(cfg.max_request_tokens, *v - 1);
+  if (jb.hidden_concurrency && cfg.concurrency.is_finite()) cfg.adaptive_concurrency = true;
+  if (jb.other_client_percent > 0 && jb.trust_headers) cfg.trust_rate_limit_headers = true;
   return cfg;
 }
 
@@ -271,7 +339,7 @@ basic_account_config<Currency> account_config_for(const job& jb, bool with_budge
 template <class Currency>
 run_result run_in(const job& jb, bool paced, const std::function<void(double)>& progress) {
   rng g{jb.seed * 7919 + 1};
-  server srv(jb.tier, jb.server, jb.counting);
+  server srv(jb.tier, jb.server, jb.counting, jb.hidden_concurrency);
   const basic_account_config<Currency> cfg = account_config_for<Currency>(jb, paced);
   const std::uint64_t max_out = max_output(jb);
   account<manual_clock, Currency> acct(cfg, nanoseconds(0));
@@ -292,7 +360,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
   // Events: responses first at equal times, then dispatch.
   struct event {
     ns_t t;
-    int kind;  // 0 = response, 1 = agent ready (unpaced), 2 = dispatcher wakes (paced)
+    int kind;  // 0 = response, 1 = agent ready (unpaced), 2 = dispatcher wakes (paced), 3 = the other client
     unsigned agent;
     bool operator>(const event& o) const { return t != o.t ? t > o.t : kind > o.kind; }
   };
@@ -306,6 +374,23 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
   if (paced) {
     q.push({0, 2, 0});
     dispatcher_scheduled = true;
+  }
+  // The other client: percent of RPM, each request TPM / RPM tokens (or the
+  // job's mean request without a request limit).
+  ns_t other_gap = 0;
+  std::uint64_t other_tokens = 0;
+  if (jb.other_client_percent > 0) {
+    const double mean = static_cast<double>(jb.prompt.lo + jb.prompt.hi) / 2 + static_cast<double>(max_output(jb));
+    const auto rl = jb.tier.rpm.value();
+    const auto tl = jb.tier.tpm.value();
+    double per_min = 0;
+    if (rl) per_min = static_cast<double>(*rl) * jb.other_client_percent / 100.0;
+    else if (tl) per_min = static_cast<double>(*tl) * jb.other_client_percent / 100.0 / mean;
+    other_tokens = rl && tl ? std::max<std::uint64_t>(1, *tl / *rl) : static_cast<std::uint64_t>(mean);
+    if (per_min > 0) {
+      other_gap = std::max<ns_t>(1, static_cast<ns_t>(static_cast<double>(minute) / per_min));
+      q.push({static_cast<ns_t>(g.between(0, static_cast<std::uint64_t>(other_gap))), 3, 0});
+    }
   }
   auto record = [&](ns_t t, std::uint64_t tokens) {
     const std::size_t m = static_cast<std::size_t>(t / minute);
@@ -357,6 +442,15 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
       break;
     }
     if (progress && (++events & 0xFFFF) == 0) progress(static_cast<double>(r.completed + r.failed) / static_cast<double>(total));
+    if (e.kind == 3) {  // the other client: one request, then the next in about other_gap
+      ++r.other_sent;
+      if (srv.accept_other(e.t, other_tokens)) ++r.other_accepted;
+      if (r.completed + r.failed + r.not_sent_budget < total)
+        q.push({e.t + static_cast<ns_t>(g.between(static_cast<std::uint64_t>(other_gap / 2),
+                                                  static_cast<std::uint64_t>(other_gap + other_gap / 2))),
+                3, 0});
+      continue;
+    }
     agent_state& ag = agents[e.agent];
     if (e.kind == 0) {  // a response
       --srv.in_flight;
@@ -429,6 +523,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
         ++r.requests;
         r.reserved_tokens += ad.tokens;
         const server::verdict v = srv.accept(e.t, ad.tokens);
+        if (jb.other_client_percent > 0) acct.observe_rate_limit_headers(srv.headers(e.t), nanoseconds(e.t));
         if (v == server::verdict::ok) {
           record(e.t, ad.tokens);
           agents[who].held = std::move(ad.lease);
@@ -437,7 +532,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
           ++r.rejected_429;
           ++r.rejected_by[static_cast<int>(v)];
           ad.lease.settle_rejected(nanoseconds(e.t));
-          const std::string body = body_for(v, jb.tier);
+          const std::string body = body_for(v, jb.tier, jb.hidden_concurrency);
           acct.on_response(classify(429, body), nanoseconds(jb.server_retry_after), nanoseconds(e.t));
           ++r.retries;
           ready.push_front(who);  // keeps its turn
@@ -479,6 +574,8 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
     r.ended_at = last_t;
   }
   r.stats = acct.stats();
+  r.learned = acct.learned(nanoseconds(last_t > 0 ? last_t : 0));
+  r.adaptive = acct.adaptive();
   r.budget_spent_nanos = r.stats.spent_nanos;
   if (progress) progress(1.0);
   return r;

@@ -56,7 +56,14 @@
 // settling keeps its reservations (the safe side). A concurrency slot held
 // past lease_timeout is reclaimed when the account runs out of slots
 // (stats().reclaimed). on_response(...) pauses the whole account after a
-// 429 or an overload and stops it after a quota error, until resume().
+// 429 or an overload and stops it after a quota error, until resume();
+// under server_model::learn it also moves a dimension to the margin policy
+// (account/learn.hpp: the rule, its bound, and what a snapshot keeps), and
+// with adaptive_concurrency a concurrency 429 or an overload lowers the
+// concurrency limit, which successes raise again (adaptive_concurrency.hpp);
+// with trust_rate_limit_headers, a response's x-ratelimit-remaining/reset
+// headers cap what the account admits until that reset
+// (account/server_remaining.hpp, observe_rate_limit_headers).
 //
 // Live change. set_limits moves a running account to another tier's limits
 // (same dimensions) keeping what it has counted; it is thread-safe with
@@ -82,6 +89,9 @@
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
 #include <tollgate/account/credit.hpp>
+#include <tollgate/adaptive_concurrency.hpp>
+#include <tollgate/account/learn.hpp>
+#include <tollgate/account/server_remaining.hpp>
 #include <tollgate/account/lease.hpp>
 #include <tollgate/account/limiters.hpp>
 #include <tollgate/account/pause.hpp>
@@ -145,7 +155,7 @@ class account {
     return account_policy::largest_token_limit(c.model, c.token_window, c.max_request_tokens);
   }
   static constexpr std::uint64_t largest_request_limit(const config_type& c) noexcept {
-    return account_policy::largest_request_limit(c.model, c.request_window);
+    return account_policy::largest_request_limit(c.model, c.request_window, account_policy::widest_margin(c));
   }
   account(const account&) = delete;
   account& operator=(const account&) = delete;
@@ -163,17 +173,26 @@ class account {
   // Feeds the server's answer back from its parts: the status, the headers
   // read into a rate_limit_headers, and the body. A success changes nothing.
   void on_response(int status, const rate_limit_headers& h, std::string_view body, nanoseconds now) noexcept {
+    observe_rate_limit_headers(h, now);
     on_response(classify(status, body), h.retry_hint(), now);
   }
+  // With trust_rate_limit_headers: what remains until the stated reset, from
+  // any response's headers (account/server_remaining.hpp). Else nothing.
+  void observe_rate_limit_headers(const rate_limit_headers& h, nanoseconds now) noexcept { gates_.observe(h, now); }
   // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any (account/pause.hpp).
   void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
     using namespace account_policy;
     const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
     if (h.capped) counters_.add_capped_hint();
-    const response_decision r = pause_after(e.kind, h.hint, d_.waits(now));
+    // Learn first: the pause then follows the policy learned.
+    const learn_step learnt = learn_.on() ? learn_.learn(e.kind, now) : learn_step{};
+    const response_decision r = pause_after(e.kind, h.hint, waits(now));
     if (r.action == response_action::stop) pause_.stop();
     else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
+    if (learn_.on()) learn_.guard(learnt, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(r.pause.count()))));
+    if (adaptive_.on() && account_policy::shrinks_concurrency(e))
+      apply_adaptive(adaptive_.on_signal(in_flight(), counters_.snapshot().admitted));
   }
 
   // Called after a lease gives capacity back (a permit, money): the
@@ -222,6 +241,7 @@ class account {
     // Units counted in a window but held as a thread's credit can still be
     // admitted (by that thread): they count as remaining.
     d_.remaining(v, now, cfg_.max_request_tokens, [&](unsigned k) { return credit_.held_at(k, now); });
+    learn_.remaining(v, now, cfg_.max_request_tokens);
     v.paused_for = account_policy::time_left(pause_.until(), now);
     v.stopped = stopped();
     return v;
@@ -239,8 +259,13 @@ class account {
     error_values ignored;
     if ((e = account_policy::check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
     if (d_.conc && (e = d_.conc->set_limit(*t.concurrency.value())) != errc::ok) return e;
+    if (adaptive_.on()) {
+      if ((e = adaptive_.set_max(*t.concurrency.value())) != errc::ok) return e;
+      apply_adaptive(adaptive_.limit());
+    }
     update_chunks();  // before any later error: credit taken under the old limit goes back
     if ((e = d_.set_rate_limits(cfg_, t, now)) != errc::ok) return e;
+    if (learn_.on() && (e = learn_.set_limits(t, now)) != errc::ok) return e;
     cfg_.concurrency = t.concurrency;
     cfg_.rpm = t.rpm;
     cfg_.tpm = t.tpm;
@@ -278,7 +303,15 @@ class account {
   }
 
   // The policy each dimension runs, for reports.
-  const char* policy(dimension d) const noexcept { return d_.policy(d); }
+  const char* policy(dimension d) const noexcept {
+    if (const char* p = learn_.on() ? learn_.policy(d) : nullptr) return p;
+    return d_.policy(d);
+  }
+  // The adaptive concurrency limit (adaptive_concurrency.hpp); all zero
+  // when it is off.
+  adaptive_view adaptive() const noexcept { return adaptive_.view(); }
+  // What server_model::learn has learned (phases at `now`, the margin).
+  learned_view learned(nanoseconds now) const noexcept { return learn_.view(now); }
 
  private:
   friend class lease<Clock, Currency>;
@@ -323,6 +356,7 @@ class account {
     }
 
     // Take every dimension in turn; roll back on the first refusal.
+    if (learn_.on() || gates_.on()) return admit_learning(a, r, n, now, shard);
     lease_type& l = a.lease;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
@@ -345,6 +379,67 @@ class account {
     if (d_.money) {
       l.money_ = d_.money->reserve(a.worst_case);
       if (!l.money_) return roll_back(a, taken_day, n, now, shard);
+    }
+    l.acc_ = this;
+    l.tokens_ = n;
+    counters_.add_admitted(shard, n);
+    a.decision = decision::admit();
+  }
+
+  // admit_into under server_model::learn (learn.hpp) or with the server's
+  // headers trusted (server_remaining.hpp): the same steps, with the windows
+  // of switched dimensions skipped, then the header gates, then the buckets
+  // of switched dimensions (learn_take). Kept apart so that other accounts
+  // pay one branch for it.
+  [[gnu::noinline]] void admit_learning(admission_type& a, const request& r, std::uint64_t n, nanoseconds now,
+                                        unsigned shard) noexcept {
+    const phases ph = learn_.phases_at(now);
+    lease_type& l = a.lease;
+    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
+    l.model_ = r.model;
+    if (d_.conc) {
+      // Slots held past their deadline may come back: reap and try again.
+      if (!take_unit(shard) && !(reap(now) && take_unit(shard)))
+        return refuse_and_report(a, n, now, shard);
+      l.holds_ = true;
+      l.acc_ = this;  // so that a roll-back below releases the slot
+      slots_.claim(now, shard, l.slot_, l.stamp_);
+    }
+    if (!take_requests(l, now, shard, ph.requests != learn_phase::spaced)) return refuse_and_report(a, n, now, shard);
+    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard,
+                     ph.tokens != learn_phase::spaced)) {
+      give_request(l, ph, now);
+      return refuse_and_report(a, n, now, shard);
+    }
+    bool day_ok = true;
+    std::uint64_t no_bucket = 0;  // tpd_b is never built: the daily limit is a window or a quota
+    if (d_.day_q) day_ok = d_.day_q->try_acquire(n, now, l.day_t_).admitted();
+    else day_ok = take_tokens(d_.tpd_w, d_.tpd_b, credit::tpd, l.tpd_s_, no_bucket, n, now, shard);
+    if (!day_ok) {
+      give_tokens(l, ph, n, now);
+      give_request(l, ph, now);
+      return refuse_and_report(a, n, now, shard);
+    }
+    if (d_.money) {
+      l.money_ = d_.money->reserve(a.worst_case);
+      if (!l.money_) {
+        give_day(l, n, now);
+        give_tokens(l, ph, n, now);
+        give_request(l, ph, now);
+        return refuse_and_report(a, n, now, shard);
+      }
+    }
+    using gate = detail::remaining_gates::take_result;
+    const gate gr = gates_.take(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now);
+    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now);
+    if (gr == gate::refused || gt == gate::refused || (learn_.on() && !learn_take(l, ph, n, now))) {
+      if (gr == gate::taken) gates_.give(0, 1);
+      if (gt == gate::taken) gates_.give(1, n);
+      if (d_.money) d_.money->release(l.money_);
+      give_day(l, n, now);
+      give_tokens(l, ph, n, now);
+      give_request(l, ph, now);
+      return refuse_and_report(a, n, now, shard);
     }
     l.acc_ = this;
     l.tokens_ = n;
@@ -380,14 +475,14 @@ class account {
   errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     const errc e = build(c, origin, vals);
     rules_ = account_policy::admission_rules<Currency>::of(c);  // as built (a failed build may lack some)
-    rules_.spaced_tokens = d_.margin_tokens && d_.tpm_b;
+    rules_.spaced_tokens = (d_.margin_tokens && d_.tpm_b) || learn_.has(1);
     rules_.budget = d_.money.has_value();
     return e;
   }
   errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
     cfg_ = c;
     errc e = errc::ok;
-    if (c.max_pause < nanoseconds(0)) return errc::zero_period;
+    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
     if ((e = account_policy::check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
     if (auto v = c.concurrency.value()) {
       d_.conc.emplace(*v, e);
@@ -395,6 +490,12 @@ class account {
       slots_.allocate(*v, c.lease_timeout, origin);  // once, here: never on the admission path
     }
     if ((e = d_.build(c, origin)) != errc::ok) return e;
+    if ((e = learn_.build(c, origin)) != errc::ok) return e;
+    if (c.trust_rate_limit_headers) gates_.enable();
+    if (c.adaptive_concurrency) {
+      if (!d_.conc) return errc::zero_count;
+      if ((e = adaptive_.init(d_.conc->limit(), c.concurrency_floor)) != errc::ok) return e;
+    }
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
@@ -409,8 +510,13 @@ class account {
     credit_.update(cfg_.per_thread_credit, ws, d_.conc ? d_.conc->limit() : 0);
   }
 
-  [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard) noexcept {
-    if (d_.rpm_w) return credit_.take_window(*d_.rpm_w, credit::rpm, 1, now, l.rpm_s_, shard);
+  using learn_phase = account_policy::learn_phase;
+  using learn_step = account_policy::learn_step;
+  using phases = typename detail::learn_state<Clock>::phases;
+
+  // `use_window` false: a learn dimension past its switch (learn.hpp).
+  [[gnu::always_inline]] bool take_requests(lease_type& l, nanoseconds now, unsigned shard, bool use_window = true) noexcept {
+    if (d_.rpm_w) return !use_window || credit_.take_window(*d_.rpm_w, credit::rpm, 1, now, l.rpm_s_, shard);
     if (d_.rpm_b) return limiters::take_spaced(*d_.rpm_b, l.rpm_s_, l.rpm_c_, 1, now);
     return true;
   }
@@ -418,12 +524,77 @@ class account {
   // takes 1 and charges n - 1 (limiters.hpp).
   [[gnu::always_inline]] bool take_tokens(std::optional<window>& w, std::optional<typename limiters::bucket>& b,
                                           unsigned kind, std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n,
-                                          nanoseconds now, unsigned shard) noexcept {
+                                          nanoseconds now, unsigned shard, bool use_window = true) noexcept {
     if (n == 0) return true;
-    if (w) return credit_.take_window(*w, kind, n, now, slot, shard);
+    if (w) return !use_window || credit_.take_window(*w, kind, n, now, slot, shard);
     if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
     return true;
   }
+  // Roll-backs of the request and token limits: a learn window past its
+  // switch was not taken.
+  void give_request(lease_type& l, phases ph, nanoseconds now) noexcept {
+    if (ph.requests != learn_phase::spaced) d_.give_request(l.rpm_s_, l.rpm_c_, now);
+  }
+  void give_tokens(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept {
+    if (ph.tokens != learn_phase::spaced) limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+  }
+  // Learn's part of an admission, after every other dimension: the buckets
+  // of switched dimensions (all or nothing), the shadow of the others, and
+  // which ticket the lease's tokens hold (for settle's refund).
+  [[gnu::noinline]] bool learn_take(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept {
+    bucket_ticket rt, tt;
+    if (ph.requests != learn_phase::strict && !learn_.take(0, 1, now, rt)) return false;
+    if (ph.tokens != learn_phase::strict && !learn_.take(1, n, now, tt)) {
+      if (ph.requests != learn_phase::strict) learn_.give(0, rt, 1, now);
+      return false;
+    }
+    if (ph.requests == learn_phase::strict) learn_.shadow(0, 1, now);
+    if (ph.tokens == learn_phase::strict) learn_.shadow(1, n, now);
+    using ls = detail::learn_state<Clock>;
+    if (ph.tokens == learn_phase::strict) {
+      l.tpm_c_ = ls::window_ticket;
+    } else if (ph.tokens == learn_phase::both) {
+      l.tpm_c_ = ls::no_refund;  // two tickets, one field: both keep the tokens (the safe side)
+    } else {
+      l.tpm_s_ = tt.end;
+      l.tpm_c_ = tt.config;
+    }
+    return true;
+  }
+  // Unused tokens back (settle.hpp), by the lease's ticket.
+  void give_tokens_back(std::uint64_t slot, std::uint64_t cfg, std::uint64_t reserved, std::uint64_t back,
+                        nanoseconds now) noexcept {
+    using ls = detail::learn_state<Clock>;
+    if (!learn_.on() || cfg == ls::window_ticket) {
+      limiters::give_tokens(d_.tpm_w, d_.tpm_b, slot, learn_.on() ? 0 : cfg, reserved, back, now);
+    } else if (cfg != ls::no_refund) {
+      bucket_ticket t{slot, reserved, cfg};
+      learn_.give(1, t, back, now);
+    }
+  }
+  // Puts a changed adaptive limit into the concurrency limiter; again if it
+  // moved meanwhile, so racing changes end at the latest.
+  void apply_adaptive(std::optional<std::uint64_t> changed) noexcept {
+    if (!changed || !d_.conc) return;
+    for (int i = 0; i < 8; ++i) {
+      const std::uint64_t l = adaptive_.limit();
+      (void)d_.conc->set_limit(l);  // 1 .. 2^32 - 1 (adaptive_concurrency::init)
+      if (adaptive_.limit() == l) break;
+    }
+    update_chunks();
+  }
+  // A lease settled with its usage (settle.hpp): the adaptive limit may grow.
+  void adaptive_success() noexcept {
+    if (adaptive_.on()) apply_adaptive(adaptive_.on_success(in_flight()));
+  }
+
+  // What pause_after needs, with learn's switched dimensions.
+  account_policy::own_waits waits(nanoseconds now) const noexcept {
+    account_policy::own_waits w = d_.waits(now);
+    learn_.adjust(w, now);
+    return w;
+  }
+
   void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
     if (d_.day_q) (void)d_.day_q->refund(l.day_t_, n);
     else limiters::give_tokens(d_.tpd_w, d_.tpd_b, l.tpd_s_, 0, n, n, now);
@@ -462,7 +633,15 @@ class account {
     const std::uint64_t own_units = credit_.give_back(ws, shard);
     account_policy::refusal rf(paused_for);
     if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
-    d_.report(rf, n, now);
+    const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
+    d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
+    learn_.report(rf, n, now, ph);
+    if (gates_.on()) {
+      const nanoseconds gw[2] = {gates_.wait(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now),
+                                 gates_.wait(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now)};
+      if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
+      if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
+    }
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
     a.refused = rf.refused();
     counters_.count_refusal(a.refused);
@@ -505,6 +684,9 @@ class account {
   detail::atomic<void (*)(void*)> hook_fn_{nullptr};
   detail::atomic<void*> hook_ctx_{nullptr};
   limiters d_;
+  detail::learn_state<Clock> learn_;
+  detail::adaptive_concurrency adaptive_;
+  detail::remaining_gates gates_;
   credit credit_;
   detail::pause_state pause_;
   detail::atomic<unsigned char> use_{use_fresh};  // fresh, restoring, restored or started (see restore())

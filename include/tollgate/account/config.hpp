@@ -25,7 +25,9 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-enum class server_model : unsigned char { unknown, fixed_window, sliding_log, window_counter, token_bucket, gcra };
+// `learn` (account/learn.hpp): each request and token limit starts on the
+// strict window and moves to the margin policy on the first 429 that names it.
+enum class server_model : unsigned char { unknown, fixed_window, sliding_log, window_counter, token_bucket, gcra, learn };
 
 constexpr const char* to_string(server_model m) noexcept {
   switch (m) {
@@ -35,6 +37,7 @@ constexpr const char* to_string(server_model m) noexcept {
     case server_model::window_counter: return "sliding-window counter";
     case server_model::token_bucket: return "token bucket";
     case server_model::gcra: return "GCRA burst 1";
+    case server_model::learn: return "learn from 429s";
   }
   return "?";
 }
@@ -106,6 +109,25 @@ struct basic_account_config {
   // The account's own waits (its windows, the local daily reset) are not
   // capped. Zero: hints never lengthen a pause. Negative: refused.
   nanoseconds max_pause = std::chrono::hours(24);
+  // The margin policy's allowance for a server clock that ticks in
+  // milliseconds plus delivery jitter (account/policy.hpp): requests are
+  // spaced W / (L - 1) + spacing_margin apart, tokens run over W +
+  // spacing_margin. Under server_model::learn a 429 that the margin policy
+  // should have prevented doubles it, up to max_spacing_margin
+  // (account/learn.hpp). Negative, or a cap below the margin: refused.
+  nanoseconds spacing_margin = std::chrono::milliseconds(2);
+  // Adaptive concurrency (adaptive_concurrency.hpp): the concurrency limit
+  // drops by a tenth on a concurrency 429 or an overload (once per round of
+  // requests in flight) and grows back by one per round while in use; never
+  // above `concurrency`, never below concurrency_floor (1 .. the limit).
+  // Needs a concurrency limit (else refused: zero_count).
+  bool adaptive_concurrency = false;
+  std::uint64_t concurrency_floor = 1;
+  // The server's x-ratelimit-remaining/reset headers as ground truth
+  // (account/server_remaining.hpp): after a response that says R remain
+  // until now + T, at most R more are admitted before then.
+  bool trust_rate_limit_headers = false;
+  nanoseconds max_spacing_margin = std::chrono::milliseconds(256);
 
   static constexpr basic_account_config from_tier(const tier_row& t, server_model m = server_model::unknown) noexcept {
     basic_account_config c;

@@ -78,7 +78,7 @@ struct account_limiters {
     }
     if (auto v = c.rpm.value()) {
       if (request_limiter(c) == limiter::strict_window) rpm_w.emplace(rate(*v, c.request_window), origin, e);
-      else rpm_b.emplace(spaced_request_rate(*v, c.request_window), 1, origin, bucket::start::full, e);
+      else rpm_b.emplace(spaced_request_rate(*v, c.request_window, c.spacing_margin), 1, origin, bucket::start::full, e);
       if (e != errc::ok) return e;
     }
     margin_tokens = !strict_for(c.model);
@@ -86,7 +86,7 @@ struct account_limiters {
       if (token_limiter(c) == limiter::strict_window) {
         tpm_w.emplace(rate(*v, c.token_window), origin, e);
       } else {
-        const auto r = spaced_token_rate(*v, c.max_request_tokens, c.token_window);
+        const auto r = spaced_token_rate(*v, c.max_request_tokens, c.token_window, c.spacing_margin);
         if (!r) return errc::too_large;  // the margin must leave room: max_request_tokens < limit
         tpm_b.emplace(*r, 1, origin, bucket::start::full, e);
       }
@@ -121,10 +121,10 @@ struct account_limiters {
     using namespace account_policy;
     errc e = errc::ok;
     if (rpm_w && (e = rpm_w->set_limit(*t.rpm.value())) != errc::ok) return e;
-    if (rpm_b && (e = rpm_b->set_rate(spaced_request_rate(*t.rpm.value(), c.request_window), now)) != errc::ok) return e;
+    if (rpm_b && (e = rpm_b->set_rate(spaced_request_rate(*t.rpm.value(), c.request_window, c.spacing_margin), now)) != errc::ok) return e;
     if (tpm_w && (e = tpm_w->set_limit(*t.tpm.value())) != errc::ok) return e;
     if (tpm_b) {
-      const auto r = spaced_token_rate(*t.tpm.value(), c.max_request_tokens, c.token_window);
+      const auto r = spaced_token_rate(*t.tpm.value(), c.max_request_tokens, c.token_window, c.spacing_margin);
       if (!r) return errc::too_large;
       if ((e = tpm_b->set_rate(*r, now)) != errc::ok) return e;
     }
@@ -229,10 +229,12 @@ struct account_limiters {
   }
 
   // Every time-based dimension's answer for a request of n tokens (peeks).
-  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now) const noexcept {
-    if (rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
+  // `skip_rpm_w`, `skip_tpm_w`: windows that no longer decide (learn.hpp).
+  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, bool skip_rpm_w = false,
+              bool skip_tpm_w = false) const noexcept {
+    if (rpm_w && !skip_rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
     if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
-    if (tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
+    if (tpm_w && !skip_tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
     if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
     if (tpd_w) r.note(dimension::tpd, ahead(*tpd_w, n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));

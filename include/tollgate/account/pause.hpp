@@ -7,10 +7,13 @@
 // The rule (pause_after), under every server model and policy alike:
 //   RPM 429: for the largest of the server's hint, one emission interval of
 //     the request limit (W / L rounded up: RPM 3 means 20 s; under a margin
-//     policy the spaced interval in force, 30 s + 2 ms) and the account's own
-//     wait for one more request (Kimi says "try again after 1 seconds");
+//     policy the spaced interval in force, 30 s + spacing_margin) and the
+//     account's own wait for one more request (Kimi says "try again after 1
+//     seconds");
 //   TPM 429: the same with the token limit (W / L per token; under a margin
-//     policy the interval in force, (W + 2 ms) / (L - m));
+//     policy the interval in force, (W + spacing_margin) / (L - m));
+//   under server_model::learn the waits are those of the policy the
+//     dimension runs once the answer has taught it (account/learn.hpp);
 //   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
 //     without a request limit);
 //   TPD 429: until the later of the hint and the local daily reset;

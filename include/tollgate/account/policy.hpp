@@ -22,8 +22,10 @@
 //   fixed_window, sliding_log, token_bucket -> strict sliding window at L
 //   window_counter, gcra, unknown (default) -> one request at a time, each
 //       spaced by its own size, at L - m per window (m = 1 for requests,
-//       plus 2 ms between requests; m = max_request_tokens for tokens, over
-//       the window plus 2 ms)
+//       plus spacing_margin, 2 ms by default, between requests; m =
+//       max_request_tokens for tokens, over the window plus spacing_margin)
+//   learn -> the strict window until the first 429 that names the
+//       dimension, then the margin policy (account/learn.hpp)
 // `unknown` is safe against all five models (the margin costs m per window)
 // when the server sees requests at the times they were admitted, or up to
 // 1 ms later. Delivery jitter J breaks every policy against some model: a
@@ -69,9 +71,16 @@ enum class limiter : unsigned char {
   calendar_day,   // calendar_quota: per day at a UTC offset
 };
 
-// Whether a server model lets a dimension run the strict window.
+// Whether a server model lets a dimension run the strict window (learn:
+// until it learns otherwise).
 constexpr bool strict_for(server_model m) noexcept {
-  return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket;
+  return m == server_model::fixed_window || m == server_model::sliding_log || m == server_model::token_bucket ||
+         m == server_model::learn;
+}
+// Whether a dimension may run the margin policy under the model (now, or
+// after learning): its limits must then be ones that policy can run.
+constexpr bool spaced_possible(server_model m) noexcept {
+  return !strict_for(m) || m == server_model::learn;
 }
 
 template <class Currency>
@@ -88,30 +97,41 @@ constexpr limiter day_limiter(const basic_account_config<Currency>& c) noexcept 
   return !c.tpd.is_finite() ? limiter::none : c.calendar_day ? limiter::calendar_day : limiter::strict_window;
 }
 
-// The token margin policy spaces L - m tokens over W + 2 ms: a
-// sliding-window counter that reads its clock in whole milliseconds sees
-// up to 1 ms less of the current period than has passed, which at exactly
-// (L - m) per W let a saturated client's estimate reach L + 0.3 (L = 20,000
-// per minute, m = 2,000). The 2 ms cover that tick and 1 ms of delivery
-// jitter. Windows within 2 ms of the largest duration keep W (no overflow).
-constexpr nanoseconds margin_window(nanoseconds w) noexcept {
-  return w.count() > std::numeric_limits<std::int64_t>::max() - 2000000 ? w : w + std::chrono::milliseconds(2);
+// The default spacing margin (account_config::spacing_margin).
+inline constexpr nanoseconds default_spacing_margin = std::chrono::milliseconds(2);
+
+// The token margin policy spaces L - m tokens over W + margin (2 ms by
+// default): a sliding-window counter that reads its clock in whole
+// milliseconds sees up to 1 ms less of the current period than has passed,
+// which at exactly (L - m) per W let a saturated client's estimate reach
+// L + 0.3 (L = 20,000 per minute, m = 2,000). The 2 ms cover that tick and
+// 1 ms of delivery jitter. A window the margin would overflow keeps W; a
+// negative margin counts as zero.
+constexpr nanoseconds margin_window(nanoseconds w, nanoseconds margin = default_spacing_margin) noexcept {
+  const std::int64_t g = margin.count() > 0 ? margin.count() : 0;
+  return w.count() > std::numeric_limits<std::int64_t>::max() - g ? w : w + nanoseconds(g);
 }
 
 // The spaced request policy: one request of margin per window (a limit of 1
-// leaves none to spare), and 2 ms more between requests: at exactly L - 1
-// evenly spaced, a sliding-window counter's estimate sits exactly on L, and
-// a server clock that ticks in milliseconds (or 1 ms of jitter) tips it over.
-// `l` must not exceed largest_request_limit (so the window cannot overflow).
-constexpr rate spaced_request_rate(std::uint64_t l, nanoseconds w) noexcept {
+// leaves none to spare), and `margin` (2 ms by default) more between
+// requests: at exactly L - 1 evenly spaced, a sliding-window counter's
+// estimate sits exactly on L, and a server clock that ticks in milliseconds
+// (or 1 ms of jitter) tips it over. `l` must not exceed
+// largest_request_limit for the margin (so the window cannot overflow); a
+// window that would overflow saturates.
+constexpr rate spaced_request_rate(std::uint64_t l, nanoseconds w,
+                                   nanoseconds margin = default_spacing_margin) noexcept {
   const std::uint64_t n = l > 1 ? l - 1 : 1;
-  return rate(n, w + std::chrono::milliseconds(2) * static_cast<std::int64_t>(n));
+  const std::uint64_t g = margin.count() > 0 ? static_cast<std::uint64_t>(margin.count()) : 0;
+  const std::int64_t span = detail::sat_offset(w.count(), detail::sat_mul(g, n));
+  return rate(n, nanoseconds(span));
 }
-// The spaced token policy: L - m tokens over margin_window(W). The margin
-// must leave room: 0 < m < l, else nullopt (errc::too_large).
-constexpr std::optional<rate> spaced_token_rate(std::uint64_t l, std::uint64_t m, nanoseconds w) noexcept {
+// The spaced token policy: L - m tokens over margin_window(W, margin). The
+// margin must leave room: 0 < m < l, else nullopt (errc::too_large).
+constexpr std::optional<rate> spaced_token_rate(std::uint64_t l, std::uint64_t m, nanoseconds w,
+                                                nanoseconds margin = default_spacing_margin) noexcept {
   if (m == 0 || m >= l) return std::nullopt;
-  return rate(l - m, margin_window(w));
+  return rate(l - m, margin_window(w, margin));
 }
 
 // The largest token limit (per token_window) a configuration accepts.
@@ -124,17 +144,25 @@ constexpr std::optional<rate> spaced_token_rate(std::uint64_t l, std::uint64_t m
 // the accepted limits have no holes. The strict window takes any limit.
 constexpr std::uint64_t largest_token_limit(server_model model, nanoseconds token_window,
                                             std::uint64_t max_request_tokens) noexcept {
-  if (strict_for(model) || token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+  if (!spaced_possible(model) || token_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
   const std::uint64_t w = static_cast<std::uint64_t>(token_window.count());
   return detail::sat_add(detail::mul_div_floor(w, detail::gcra_limits::max_scale * 1001, 1000000), max_request_tokens);
 }
 // The largest request limit: under a margin policy the spaced interval adds
-// 2 ms per request to the window, which must fit in 63 bits of nanoseconds
-// (about 4.6 * 10^12 requests per window).
-constexpr std::uint64_t largest_request_limit(server_model model, nanoseconds request_window) noexcept {
-  if (strict_for(model) || request_window.count() <= 0) return std::numeric_limits<std::uint64_t>::max();
+// the margin (the largest it can grow to, under learn) per request to the
+// window, which must fit in 63 bits of nanoseconds (with 2 ms, about
+// 4.6 * 10^12 requests per window).
+constexpr std::uint64_t largest_request_limit(server_model model, nanoseconds request_window,
+                                              nanoseconds margin = default_spacing_margin) noexcept {
+  if (!spaced_possible(model) || request_window.count() <= 0 || margin.count() <= 0)
+    return std::numeric_limits<std::uint64_t>::max();
   const std::uint64_t room = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max() - request_window.count());
-  return room / 2000000;
+  return room / static_cast<std::uint64_t>(margin.count());
+}
+// The margin a configuration's spaced requests may come to use.
+template <class Currency>
+constexpr nanoseconds widest_margin(const basic_account_config<Currency>& c) noexcept {
+  return c.model == server_model::learn ? c.max_spacing_margin : c.spacing_margin;
 }
 
 // The limits a margin policy can run: too_large for a request limit,
@@ -143,7 +171,7 @@ constexpr std::uint64_t largest_request_limit(server_model model, nanoseconds re
 template <class Currency>
 constexpr errc check_limits(const basic_account_config<Currency>& c, const limit& rpm, const limit& tpm,
                             error_values& v) noexcept {
-  const std::uint64_t rl = largest_request_limit(c.model, c.request_window);
+  const std::uint64_t rl = largest_request_limit(c.model, c.request_window, widest_margin(c));
   const std::uint64_t tl = largest_token_limit(c.model, c.token_window, c.max_request_tokens);
   if (auto x = rpm.value(); x && *x > rl) {
     v = error_values{*x, rl};
@@ -166,7 +194,9 @@ struct admission_rules {
   money<Currency> budget_limit;
   static constexpr admission_rules of(const basic_account_config<Currency>& c) noexcept {
     admission_rules x;
-    x.spaced_tokens = token_limiter(c) == limiter::spaced;
+    // Under learn the tokens may move to the spaced policy: the same
+    // requests are refused from the start.
+    x.spaced_tokens = token_limiter(c) == limiter::spaced || (c.model == server_model::learn && c.tpm.is_finite());
     x.max_request_tokens = c.max_request_tokens;
     x.budget = c.budget.has_value();
     if (c.budget) x.budget_limit = *c.budget;

@@ -48,7 +48,7 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
-    d.give_tokens(d.tpm_w, d.tpm_b, tpm_s_, tpm_c_, tokens_, back, now);
+    a.give_tokens_back(tpm_s_, tpm_c_, tokens_, back, now);
     if (d.day_q) (void)d.day_q->refund(day_t_, back);
     else d.give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
   }
@@ -63,6 +63,7 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
     const auto c = cost<Currency>(*model_, u);
     if (c) res.cost = c.total;
   }
+  if (holds_) a.adaptive_success();  // a success while its slot is still counted in flight
   a.release_slot(*this);
   return res;
 }

@@ -1,0 +1,121 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/server_remaining.hpp: the server's rate-limit headers as ground
+// truth (account_config::trust_rate_limit_headers).
+//
+// The rule. A response carrying x-ratelimit-remaining-requests R and
+// x-ratelimit-reset-requests T (and the same for tokens) says: until now + T
+// the server admits at most R more requests, from anyone on the key. The
+// account then admits at most R more before now + T, on top of its own
+// limits (it never loosens them: its own count still decides where it is
+// stricter). A gate already in force is combined with the new one: the later
+// end and the smaller remainder, so a response that arrives late never
+// loosens it. Another client on the same key then costs throughput, not
+// 429s: a 429 (which carries the headers too) closes the gate until the
+// reset. Reading T as the time until the first unit comes back is exact for
+// a sliding window; a server whose reset means "until the window is empty"
+// makes the gate stricter than needed, never looser.
+//
+// Bound (tests/test_learn.cpp, a sliding-log server shared with a hidden
+// client that takes a share of its limit): requests the account admits
+// within a gate never exceed its remainder; 429s come only from units the
+// other client took after the last response the account saw.
+//
+// Contract. Pure combination (tightened); the state is two words per
+// dimension (the gate's end, relaxed, and its remainder, taken by CAS),
+// address-free. Taking is lock-free (one CAS loop); an admission refused
+// later gives its units back. Observations that race may leave the looser
+// of the two racing gates (each store is one word).
+#ifndef TOLLGATE_ACCOUNT_SERVER_REMAINING_HPP
+#define TOLLGATE_ACCOUNT_SERVER_REMAINING_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/atomic.hpp>
+#include <tollgate/http.hpp>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace account_policy {
+
+// At most `left` more until `until` (a time in ns).
+struct remaining_gate {
+  std::int64_t until = std::numeric_limits<std::int64_t>::min();
+  std::uint64_t left = 0;
+};
+// The gate after a response that says `remaining` until now + `reset`,
+// given the gate in force (inactive once its end has passed).
+constexpr remaining_gate tightened(remaining_gate cur, std::uint64_t remaining, nanoseconds reset,
+                                   nanoseconds now) noexcept {
+  const std::int64_t end =
+      detail::sat_offset(now.count(), static_cast<std::uint64_t>(reset.count() > 0 ? reset.count() : 0));
+  if (cur.until <= now.count()) return remaining_gate{end, remaining};
+  return remaining_gate{end > cur.until ? end : cur.until, remaining < cur.left ? remaining : cur.left};
+}
+
+}  // namespace account_policy
+
+namespace detail {
+
+class remaining_gates {
+ public:
+  enum class take_result : unsigned char { open, taken, refused };
+
+  bool on() const noexcept { return on_; }
+  void enable() noexcept { on_ = true; }
+
+  void observe(const rate_limit_headers& h, nanoseconds now) noexcept {
+    if (!on_) return;
+    if (h.remaining_requests && h.reset_requests) tighten(0, *h.remaining_requests, *h.reset_requests, now);
+    if (h.remaining_tokens && h.reset_tokens) tighten(1, *h.remaining_tokens, *h.reset_tokens, now);
+  }
+
+  // n units of dimension k (0 requests, 1 tokens) at now.
+  take_result take(unsigned k, std::uint64_t n, nanoseconds now) noexcept {
+    if (n == 0 || now.count() >= until_[k].load(std::memory_order_acquire)) return take_result::open;  // acquire: see tighten
+    std::uint64_t left = left_[k].load(std::memory_order_relaxed);  // relaxed: a lone value taken by CAS
+    for (;;) {
+      if (left < n) return take_result::refused;
+      // relaxed: the remainder is a lone count.
+      if (left_[k].compare_exchange_weak(left, left - n, std::memory_order_relaxed, std::memory_order_relaxed))
+        return take_result::taken;
+    }
+  }
+  void give(unsigned k, std::uint64_t n) noexcept { left_[k].fetch_add(n, std::memory_order_relaxed); }  // relaxed: as above
+
+  // The wait a gate imposes on n units at now (zero when it lets them in).
+  nanoseconds wait(unsigned k, std::uint64_t n, nanoseconds now) const noexcept {
+    const std::int64_t u = until_[k].load(std::memory_order_acquire);  // acquire: see tighten
+    if (n == 0 || now.count() >= u || left_[k].load(std::memory_order_relaxed) >= n) return nanoseconds(0);
+    return nanoseconds(static_cast<std::int64_t>(positive_difference(u, now.count())));
+  }
+
+ private:
+  void tighten(unsigned k, std::uint64_t remaining, nanoseconds reset, nanoseconds now) noexcept {
+    // relaxed loads: lone values, read to combine.
+    const account_policy::remaining_gate cur{until_[k].load(std::memory_order_relaxed),
+                                             left_[k].load(std::memory_order_relaxed)};
+    const account_policy::remaining_gate g = account_policy::tightened(cur, remaining, reset, now);
+    left_[k].store(g.left, std::memory_order_relaxed);  // relaxed: published by the release store below
+    // release: pairs with the acquire loads in take and wait, so a taker that
+    // sees the new end sees the remainder stored with it.
+    until_[k].store(g.until, std::memory_order_release);
+  }
+
+  bool on_ = false;
+  detail::atomic<std::int64_t> until_[2] = {{std::numeric_limits<std::int64_t>::min()},
+                                            {std::numeric_limits<std::int64_t>::min()}};
+  detail::atomic<std::uint64_t> left_[2] = {{0}, {0}};
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SERVER_REMAINING_HPP
