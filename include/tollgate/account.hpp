@@ -181,19 +181,7 @@ class account {
   void observe_rate_limit_headers(const rate_limit_headers& h, nanoseconds now) noexcept { gates_.observe(h, now); }
   // The same from a classified error: `hint` is the header hint
   // (rate_limit_headers::retry_hint()), if any (account/pause.hpp).
-  void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
-    using namespace account_policy;
-    const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
-    if (h.capped) counters_.add_capped_hint();
-    // Learn first: the pause then follows the policy learned.
-    const learn_step learnt = learn_.on() ? learn_.learn(e.kind, now) : learn_step{};
-    const response_decision r = pause_after(e.kind, h.hint, waits(now));
-    if (r.action == response_action::stop) pause_.stop();
-    else if (r.action == response_action::pause) pause_.pause_for(r.pause, now);
-    if (learn_.on()) learn_.guard(learnt, nanoseconds(detail::sat_offset(now.count(), static_cast<std::uint64_t>(r.pause.count()))));
-    if (adaptive_.on() && account_policy::shrinks_concurrency(e))
-      apply_adaptive(adaptive_.on_signal(in_flight(), counters_.snapshot().admitted));
-  }
+  void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept;
 
   // Called after a lease gives capacity back (a permit, money): the
   // waiting room uses it to wake its head waiter. Set it before the account
@@ -253,26 +241,7 @@ class account {
   // enforces can change (a dimension cannot appear or disappear live), and the
   // server model stays. Returns the first error; dimensions before it have
   // changed.
-  [[nodiscard]] errc set_limits(const tier_row& t, nanoseconds now) noexcept {
-    if (!d_.same_dimensions(t)) return errc::zero_count;  // a dimension would appear or disappear
-    errc e = errc::ok;
-    error_values ignored;
-    if ((e = account_policy::check_limits(cfg_, t.rpm, t.tpm, ignored)) != errc::ok) return e;
-    if (d_.conc && (e = d_.conc->set_limit(*t.concurrency.value())) != errc::ok) return e;
-    if (adaptive_.on()) {
-      if ((e = adaptive_.set_max(*t.concurrency.value())) != errc::ok) return e;
-      apply_adaptive(adaptive_.limit());
-    }
-    update_chunks();  // before any later error: credit taken under the old limit goes back
-    if ((e = d_.set_rate_limits(cfg_, t, now)) != errc::ok) return e;
-    if (learn_.on() && (e = learn_.set_limits(t, now)) != errc::ok) return e;
-    cfg_.concurrency = t.concurrency;
-    cfg_.rpm = t.rpm;
-    cfg_.tpm = t.tpm;
-    cfg_.tpd = t.tpd;
-    update_chunks();
-    return errc::ok;
-  }
+  [[nodiscard]] errc set_limits(const tier_row& t, nanoseconds now) noexcept;
 
   // Snapshot and restore (account/snapshot.hpp states the format, the time
   // rule and every refusal). Restore into a new account, before sharing it:
@@ -285,22 +254,7 @@ class account {
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
     return codec::write(cfg_, d_, credit_, pause_, now, wall);
   }
-  restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
-    unsigned char before = use_fresh;
-    // acq_rel: acquire pairs with the release store that ended an earlier
-    // restore; the claim itself publishes nothing (admissions that see it
-    // refuse without reading state). Failure: relaxed, the value is all we use.
-    if (!use_.compare_exchange_strong(before, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed) &&
-        (before != use_restored ||
-         !use_.compare_exchange_strong(before, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed)))
-      return restore_errc::in_use;
-    const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, bytes, now, wall);
-    // release: pairs with the acquire load in try_admit, so an admission that
-    // sees the account fresh or restored sees everything restored. A refused
-    // restore changed nothing: the account is as it was.
-    use_.store(e == restore_errc::ok ? static_cast<unsigned char>(use_restored) : before, std::memory_order_release);
-    return e;
-  }
+  restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
 
   // The policy each dimension runs, for reports.
   const char* policy(dimension d) const noexcept {
@@ -386,83 +340,14 @@ class account {
     a.decision = decision::admit();
   }
 
-  // admit_into under server_model::learn (learn.hpp) or with the server's
-  // headers trusted (server_remaining.hpp): the same steps, with the windows
-  // of switched dimensions skipped, then the header gates, then the buckets
-  // of switched dimensions (learn_take). Kept apart so that other accounts
-  // pay one branch for it.
+  // admit_into when learning from the server (account/learning_admission.hpp).
   [[gnu::noinline]] void admit_learning(admission_type& a, const request& r, std::uint64_t n, nanoseconds now,
-                                        unsigned shard) noexcept {
-    const phases ph = learn_.phases_at(now);
-    lease_type& l = a.lease;
-    l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
-    l.model_ = r.model;
-    if (d_.conc) {
-      // Slots held past their deadline may come back: reap and try again.
-      if (!take_unit(shard) && !(reap(now) && take_unit(shard)))
-        return refuse_and_report(a, n, now, shard);
-      l.holds_ = true;
-      l.acc_ = this;  // so that a roll-back below releases the slot
-      slots_.claim(now, shard, l.slot_, l.stamp_);
-    }
-    if (!take_requests(l, now, shard, ph.requests != learn_phase::spaced)) return refuse_and_report(a, n, now, shard);
-    if (!take_tokens(d_.tpm_w, d_.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, shard,
-                     ph.tokens != learn_phase::spaced)) {
-      give_request(l, ph, now);
-      return refuse_and_report(a, n, now, shard);
-    }
-    bool day_ok = true;
-    std::uint64_t no_bucket = 0;  // tpd_b is never built: the daily limit is a window or a quota
-    if (d_.day_q) day_ok = d_.day_q->try_acquire(n, now, l.day_t_).admitted();
-    else day_ok = take_tokens(d_.tpd_w, d_.tpd_b, credit::tpd, l.tpd_s_, no_bucket, n, now, shard);
-    if (!day_ok) {
-      give_tokens(l, ph, n, now);
-      give_request(l, ph, now);
-      return refuse_and_report(a, n, now, shard);
-    }
-    if (d_.money) {
-      l.money_ = d_.money->reserve(a.worst_case);
-      if (!l.money_) {
-        give_day(l, n, now);
-        give_tokens(l, ph, n, now);
-        give_request(l, ph, now);
-        return refuse_and_report(a, n, now, shard);
-      }
-    }
-    using gate = detail::remaining_gates::take_result;
-    const gate gr = gates_.take(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now);
-    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now);
-    if (gr == gate::refused || gt == gate::refused || (learn_.on() && !learn_take(l, ph, n, now))) {
-      if (gr == gate::taken) gates_.give(0, 1);
-      if (gt == gate::taken) gates_.give(1, n);
-      if (d_.money) d_.money->release(l.money_);
-      give_day(l, n, now);
-      give_tokens(l, ph, n, now);
-      give_request(l, ph, now);
-      return refuse_and_report(a, n, now, shard);
-    }
-    l.acc_ = this;
-    l.tokens_ = n;
-    counters_.add_admitted(shard, n);
-    a.decision = decision::admit();
-  }
+                                        unsigned shard) noexcept;
 
   // Whether the account has started taking traffic (see restore()).
   // Restored: a restore succeeded and no traffic has started.
   enum : unsigned char { use_fresh, use_restoring, use_started, use_restored };
-  [[gnu::noinline, gnu::cold]] bool start_use() noexcept {
-    unsigned char expected = use_fresh;
-    // acq_rel: acquire as in try_admit (the restore's release store); a
-    // failure sees `restoring`, `restored` or `started`, read with acquire for
-    // the same reason when it is `started` by another admission (no state to see).
-    if (use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
-      return true;
-    // acq_rel/acquire: as above, from a restored account.
-    if (expected == use_restored &&
-        use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
-      return true;
-    return expected == use_started;
-  }
+  [[gnu::noinline, gnu::cold]] bool start_use() noexcept;
 
   // A failed configuration may have built some dimensions and not others:
   // such an account must not admit through the ones it lacks.
@@ -472,38 +357,8 @@ class account {
     return e;
   }
 
-  errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
-    const errc e = build(c, origin, vals);
-    rules_ = account_policy::admission_rules<Currency>::of(c);  // as built (a failed build may lack some)
-    rules_.spaced_tokens = (d_.margin_tokens && d_.tpm_b) || learn_.has(1);
-    rules_.budget = d_.money.has_value();
-    return e;
-  }
-  errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept {
-    cfg_ = c;
-    errc e = errc::ok;
-    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
-    if ((e = account_policy::check_limits(c, c.rpm, c.tpm, vals)) != errc::ok) return e;
-    if (auto v = c.concurrency.value()) {
-      d_.conc.emplace(*v, e);
-      if (e != errc::ok) return e;
-      slots_.allocate(*v, c.lease_timeout, origin);  // once, here: never on the admission path
-    }
-    if ((e = d_.build(c, origin)) != errc::ok) return e;
-    if ((e = learn_.build(c, origin)) != errc::ok) return e;
-    if (c.trust_rate_limit_headers) gates_.enable();
-    if (c.adaptive_concurrency) {
-      if (!d_.conc) return errc::zero_count;
-      if ((e = adaptive_.init(d_.conc->limit(), c.concurrency_floor)) != errc::ok) return e;
-    }
-    const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
-    for (unsigned k = 0; k < credit::kinds; ++k)
-      if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
-    update_chunks();
-    // Once, here: limits raised later (set_limits) may need it.
-    if (c.per_thread_credit && (d_.rpm_w || d_.tpm_w || d_.tpd_w || d_.conc)) credit_.allocate();
-    return errc::ok;
-  }
+  errc init(const config_type& c, nanoseconds origin, error_values& vals) noexcept;
+  errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept;
 
   void update_chunks() noexcept {
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
@@ -538,51 +393,12 @@ class account {
   void give_tokens(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept {
     if (ph.tokens != learn_phase::spaced) limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
   }
-  // Learn's part of an admission, after every other dimension: the buckets
-  // of switched dimensions (all or nothing), the shadow of the others, and
-  // which ticket the lease's tokens hold (for settle's refund).
-  [[gnu::noinline]] bool learn_take(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept {
-    bucket_ticket rt, tt;
-    if (ph.requests != learn_phase::strict && !learn_.take(0, 1, now, rt)) return false;
-    if (ph.tokens != learn_phase::strict && !learn_.take(1, n, now, tt)) {
-      if (ph.requests != learn_phase::strict) learn_.give(0, rt, 1, now);
-      return false;
-    }
-    if (ph.requests == learn_phase::strict) learn_.shadow(0, 1, now);
-    if (ph.tokens == learn_phase::strict) learn_.shadow(1, n, now);
-    using ls = detail::learn_state<Clock>;
-    if (ph.tokens == learn_phase::strict) {
-      l.tpm_c_ = ls::window_ticket;
-    } else if (ph.tokens == learn_phase::both) {
-      l.tpm_c_ = ls::no_refund;  // two tickets, one field: both keep the tokens (the safe side)
-    } else {
-      l.tpm_s_ = tt.end;
-      l.tpm_c_ = tt.config;
-    }
-    return true;
-  }
-  // Unused tokens back (settle.hpp), by the lease's ticket.
+  // Learn's part of an admission; unused tokens back by the lease's ticket.
+  [[gnu::noinline]] bool learn_take(lease_type& l, phases ph, std::uint64_t n, nanoseconds now) noexcept;
   void give_tokens_back(std::uint64_t slot, std::uint64_t cfg, std::uint64_t reserved, std::uint64_t back,
-                        nanoseconds now) noexcept {
-    using ls = detail::learn_state<Clock>;
-    if (!learn_.on() || cfg == ls::window_ticket) {
-      limiters::give_tokens(d_.tpm_w, d_.tpm_b, slot, learn_.on() ? 0 : cfg, reserved, back, now);
-    } else if (cfg != ls::no_refund) {
-      bucket_ticket t{slot, reserved, cfg};
-      learn_.give(1, t, back, now);
-    }
-  }
-  // Puts a changed adaptive limit into the concurrency limiter; again if it
-  // moved meanwhile, so racing changes end at the latest.
-  void apply_adaptive(std::optional<std::uint64_t> changed) noexcept {
-    if (!changed || !d_.conc) return;
-    for (int i = 0; i < 8; ++i) {
-      const std::uint64_t l = adaptive_.limit();
-      (void)d_.conc->set_limit(l);  // 1 .. 2^32 - 1 (adaptive_concurrency::init)
-      if (adaptive_.limit() == l) break;
-    }
-    update_chunks();
-  }
+                        nanoseconds now) noexcept;
+  // Puts a changed adaptive limit into the limiter (account/feedback.hpp).
+  void apply_adaptive(std::optional<std::uint64_t> changed) noexcept;
   // A lease settled with its usage (settle.hpp): the adaptive limit may grow.
   void adaptive_success() noexcept {
     if (adaptive_.on()) apply_adaptive(adaptive_.on_success(in_flight()));
@@ -605,13 +421,7 @@ class account {
   // enough for callers to inline.
   enum taken : unsigned char { taken_requests, taken_minute, taken_day };
   [[gnu::noinline]] void roll_back(admission_type& a, taken t, std::uint64_t n, nanoseconds now,
-                                   unsigned shard) noexcept {
-    lease_type& l = a.lease;
-    if (t >= taken_day) give_day(l, n, now);
-    if (t >= taken_minute) limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
-    d_.give_request(l.rpm_s_, l.rpm_c_, now);
-    refuse_and_report(a, n, now, shard);
-  }
+                                   unsigned shard) noexcept;
 
   void refuse_never(admission_type& a, reason why) noexcept {
     counters_.count_refusal(a.refused);
@@ -624,29 +434,7 @@ class account {
   // is given back first, as its next attempt would before asking the
   // windows, so the windows are asked what they hold for this thread.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
-                         nanoseconds paused_for = nanoseconds(0)) noexcept {
-    // A roll-back frees nothing that was free before this call, and the
-    // waiting room's head calls try_admit under the room's lock: no hook.
-    if (a.lease.acc_) release_slot(a.lease, false);
-    a.lease = lease_type();
-    window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
-    const std::uint64_t own_units = credit_.give_back(ws, shard);
-    account_policy::refusal rf(paused_for);
-    if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
-    const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
-    d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
-    learn_.report(rf, n, now, ph);
-    if (gates_.on()) {
-      const nanoseconds gw[2] = {gates_.wait(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now),
-                                 gates_.wait(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now)};
-      if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
-      if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
-    }
-    if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
-    a.refused = rf.refused();
-    counters_.count_refusal(a.refused);
-    a.decision = rf.result();
-  }
+                         nanoseconds paused_for = nanoseconds(0)) noexcept;
 
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
@@ -695,7 +483,12 @@ class account {
 
 TOLLGATE_END_NAMESPACE
 
-// The lease's settle functions, which need the account complete.
+// The parts that need the account complete: the lease's settle functions,
+// and the account's own functions defined out of the class.
 #include <tollgate/account/settle.hpp>
+#include <tollgate/account/refusal.hpp>
+#include <tollgate/account/learning_admission.hpp>
+#include <tollgate/account/feedback.hpp>
+#include <tollgate/account/setup.hpp>
 
 #endif  // TOLLGATE_ACCOUNT_HPP

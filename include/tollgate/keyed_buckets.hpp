@@ -74,8 +74,7 @@
 // a live key is lock-free: a CAS that pins the entry (its control word
 // holds state, class, a count of admissions in progress and a 40-bit
 // version that every pin, claim and erase advances; construction and
-// restore() leave it 0), the bucket's CAS loop,
-// and an unpin. An evictor claims an entry with one CAS on the control word
+// restore() leave it 0), the bucket's CAS loop, and an unpin. An evictor claims an entry with one CAS on the control word
 // it read with no pins: any pin between its freshness check and its CAS
 // changed the version, so the CAS fails. (The version wraps after 2^40
 // pins: a thread would have to stall between one load and its CAS for that
@@ -89,9 +88,8 @@
 // reused after the admissions already in progress on it finish. Peeks
 // (available, contains) may be stale the moment they return, and may read
 // a newer occupant of a reclaimed entry (which shows less, never more).
-// The state is plain atomics of lock-free 64-bit words (no pointers), so
-// the table works in shared memory only if its storage is placed there;
-// this class allocates its own.
+// The state is plain lock-free 64-bit atomics (no pointers), but this class
+// allocates its own storage: it is not placeable in shared memory yet.
 #ifndef TOLLGATE_KEYED_BUCKETS_HPP
 #define TOLLGATE_KEYED_BUCKETS_HPP
 

@@ -1,0 +1,63 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/refusal.hpp: what a refused admission gives back and reports.
+//
+// Contract. After a refusal every dimension already taken is given back,
+// newest first (roll_back), the refused thread's own window credit too, and
+// then every dimension is asked, without consuming, whether and how long it
+// would refuse (refuse_and_report): the wait is the largest of them, exact
+// for the refused thread (account.hpp's decision contract), `never` when one
+// can never admit, and the refused set names every dimension that refuses.
+// A roll-back frees nothing that was free before the call, so it wakes no
+// waiter. Lock-free; out of line, so that the admission path stays small.
+//
+// This header is included by account.hpp after the account; including it
+// alone includes account.hpp first.
+#ifndef TOLLGATE_ACCOUNT_REFUSAL_HPP
+#define TOLLGATE_ACCOUNT_REFUSAL_HPP
+
+#include <tollgate/account.hpp>
+#include <tollgate/config.hpp>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock, class Currency>
+void account<Clock, Currency>::roll_back(admission_type& a, taken t, std::uint64_t n, nanoseconds now,
+                                   unsigned shard) noexcept {
+    lease_type& l = a.lease;
+    if (t >= taken_day) give_day(l, n, now);
+    if (t >= taken_minute) limiters::give_tokens(d_.tpm_w, d_.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+    d_.give_request(l.rpm_s_, l.rpm_c_, now);
+    refuse_and_report(a, n, now, shard);
+  }
+
+template <class Clock, class Currency>
+void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
+                         nanoseconds paused_for) noexcept {
+    // A roll-back frees nothing that was free before this call, and the
+    // waiting room's head calls try_admit under the room's lock: no hook.
+    if (a.lease.acc_) release_slot(a.lease, false);
+    a.lease = lease_type();
+    window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    const std::uint64_t own_units = credit_.give_back(ws, shard);
+    account_policy::refusal rf(paused_for);
+    if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
+    const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
+    d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
+    learn_.report(rf, n, now, ph);
+    if (gates_.on()) {
+      const nanoseconds gw[2] = {gates_.wait(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now),
+                                 gates_.wait(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now)};
+      if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
+      if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
+    }
+    if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
+    a.refused = rf.refused();
+    counters_.count_refusal(a.refused);
+    a.decision = rf.result();
+  }
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_REFUSAL_HPP
