@@ -23,6 +23,12 @@
 // refused with `saturated` set in the reservation (and `missing` at the
 // maximum). Only a new budget (or import_totals) clears it: a count that
 // overflowed cannot be trusted to shrink back.
+//
+// Placement. The state (two lock-free atomic totals and a limit written once
+// before sharing) is address-free: a budget may live in memory shared
+// between processes (shared_region.hpp). Reservations are plain values a
+// process keeps; one held by a process that dies is never settled, so its
+// money stays committed: kept as spent.
 #ifndef TOLLGATE_BUDGET_HPP
 #define TOLLGATE_BUDGET_HPP
 
