@@ -4,8 +4,6 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
-#include <tollgate/shared_region.hpp>
-
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -173,4 +171,40 @@ TEST_CASE("shared_region: openers racing build one object", "[shared_region]") {
     CHECK(built.load() == 1);
     for (bucket* b : seen) CHECK(b == seen[0]);
   }
+}
+
+// Lease renewal: a short lease_timeout with a long stream that renews keeps
+// its slot; once it stops renewing, the slot comes back after the timeout.
+TEST_CASE("account: lease renewal keeps a long stream's slot under a short lease_timeout",
+          "[account][shared_region]") {
+  using std::chrono::milliseconds;
+  using std::chrono::seconds;
+  account_config c;
+  c.concurrency = limit(1);
+  c.lease_timeout = seconds(2);
+  account<manual_clock> a(c, seconds(0));
+  request r;
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;
+  auto stream = a.try_admit(r, seconds(0));
+  REQUIRE(stream);
+  // A stream of 6 s, renewed every 1.5 s: nobody else gets the slot.
+  for (int i = 1; i <= 4; ++i) {
+    const auto t = milliseconds(1500 * i);
+    CHECK(stream.lease.renew(t));
+    CHECK(a.try_admit(r, t + milliseconds(400)).refused.has(dimension::concurrency));
+  }
+  // It stops renewing at 6 s: the slot comes back after 2 s (and a scan).
+  CHECK(a.try_admit(r, milliseconds(7000)).refused.has(dimension::concurrency));
+  auto next = a.try_admit(r, milliseconds(8200));
+  REQUIRE(next);
+  CHECK(a.stats().reclaimed == 1);
+  CHECK_FALSE(stream.lease.renew(milliseconds(8300)));  // reaped: it holds no slot any more
+  stream.lease.settle_failed(milliseconds(8400));
+  CHECK(a.in_flight() == 1);  // the reaped slot was not returned twice
+  // Without renewal the same stream loses its slot at 2 s.
+  account<manual_clock> b(c, seconds(0));
+  auto lone = b.try_admit(r, seconds(0));
+  REQUIRE(lone);
+  CHECK(b.try_admit(r, milliseconds(2200)));
 }

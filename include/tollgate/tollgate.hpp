@@ -25,5 +25,6 @@
 #include <tollgate/waiting_room.hpp>
 #include <tollgate/keyed_buckets.hpp>
 #include <tollgate/keyed_account.hpp>
+#include <tollgate/shared_region.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP
