@@ -17,7 +17,7 @@ function(tollgate_variant name)
                    --build-makeprogram "${CMAKE_MAKE_PROGRAM}"
                    --build-noclean
                    --build-options -DTOLLGATE_BUILD_EXAMPLES=OFF -DTOLLGATE_CI=OFF -DTOLLGATE_BUILD_CHECKER=OFF
-                                   -DTOLLGATE_TEST_DOCS=OFF ${V_OPTIONS}
+                                   -DTOLLGATE_BUILD_MULTIPROCESS=OFF -DTOLLGATE_TEST_DOCS=OFF ${V_OPTIONS}
                    --test-command ${CMAKE_CTEST_COMMAND} --output-on-failure --no-tests=error)
   set_tests_properties(variant.${name} PROPERTIES TIMEOUT 1500)
 endfunction()
