@@ -257,13 +257,13 @@ struct bucket_exec : execution {
     s.label(&b, sizeof(b), [](std::size_t off) {
       // The layout in token_bucket.hpp: the state word on its line; then the
       // origin, the owner word and claim counter, the four slots and the
-      // hint. A slot: the generation, the scale (one tagged word), interval,
-      // burst, epoch, config (two tagged halves each), exact (one word),
-      // count and period (two each).
-      static const char* const f[] = {"gen",          "scale",     "interval.hi", "interval.lo", "burst.hi",
-                                      "burst.lo",     "epoch.hi",  "epoch.lo",    "config.hi",   "config.lo",
-                                      "exact",        "count.hi",  "count.lo",    "period.hi",   "period.lo"};
-      constexpr std::size_t line = TOLLGATE_CACHELINE_SIZE, slots = line + 24, slot = 15 * 8;
+      // hint. A slot: the generation, interval and burst (with the scale
+      // above them), epoch, config (two tagged halves each), exact (one
+      // word), count and period (two each).
+      static const char* const f[] = {"gen",       "interval.hi", "interval.lo", "burst.hi",  "burst.lo",
+                                      "epoch.hi",  "epoch.lo",    "config.hi",   "config.lo", "exact",
+                                      "count.hi",  "count.lo",    "period.hi",   "period.lo"};
+      constexpr std::size_t line = TOLLGATE_CACHELINE_SIZE, slots = line + 24, slot = 14 * 8;
       if (off == 0) return std::string("state");
       if (off == line + 8) return std::string("owner");
       if (off == line + 16) return std::string("claims");

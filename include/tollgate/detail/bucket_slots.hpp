@@ -79,11 +79,17 @@ namespace detail {
 class owned_u64 {
  public:
   std::uint64_t load() const noexcept {
+    std::uint32_t top = 0;
+    return load(top) | (static_cast<std::uint64_t>(top) << 62);
+  }
+  // For a value below 2^62: also the two bits stored above it.
+  std::uint64_t load(std::uint32_t& top) const noexcept {
     // acquire (both): pairs with the release CAS in write(), as the
     // generation's pairing in bucket_slots::hot() describes.
-    const std::uint64_t h = hi_.load(std::memory_order_acquire);
+    const std::uint64_t h = hi_.load(std::memory_order_acquire) & 0xffffffffu;
     const std::uint64_t l = lo_.load(std::memory_order_acquire);
-    return (h << 32) | (l & 0xffffffffu);
+    top = static_cast<std::uint32_t>(h >> 30);
+    return ((h & 0x3fffffffu) << 32) | (l & 0xffffffffu);
   }
   // Before the object is shared.
   void init(std::uint64_t v) noexcept {
@@ -94,6 +100,11 @@ class owned_u64 {
   template <class Mine>
   bool write(std::uint64_t v, std::uint32_t tag, const Mine& mine) noexcept {
     return put(hi_, v >> 32, tag, mine) && put(lo_, v & 0xffffffffu, tag, mine);
+  }
+  // A value below 2^62 with two more bits above it.
+  template <class Mine>
+  bool write(std::uint64_t v, std::uint32_t top, std::uint32_t tag, const Mine& mine) noexcept {
+    return write((v & ((std::uint64_t{1} << 62) - 1)) | (static_cast<std::uint64_t>(top & 3u) << 62), tag, mine);
   }
 
   template <class Mine>
@@ -153,9 +164,13 @@ class bucket_slots {
     // of a later installation makes the reader's CAS on the state word fail
     // or its generation check after it differ.
     p.gen = s.gen.load(std::memory_order_acquire);
-    p.scale = s.scale.load();
-    p.interval = s.interval.load();
-    p.burst = s.burst.load();
+    // The scale (at most 14) rides in the two spare bits above the interval
+    // and the burst (each below 2^62: their product fits 62 bits): one load
+    // less on the hot path.
+    std::uint32_t lo2 = 0, hi2 = 0;
+    p.interval = s.interval.load(lo2);
+    p.burst = s.burst.load(hi2);
+    p.scale = (hi2 << 2) | lo2;
     p.tau = p.burst * p.interval;  // may wrap only for a torn read: unsigned, caught as said
     p.epoch = static_cast<std::int64_t>(s.epoch.load());
     return p;
@@ -204,8 +219,9 @@ class bucket_slots {
   bool store(std::size_t i, const gcra_params& p, rate r, const Mine& mine) noexcept {
     slot& s = s_[i];
     const std::uint32_t tag = static_cast<std::uint32_t>(p.gen);
-    if (!(s.scale.write(static_cast<std::uint32_t>(p.scale), tag, mine) && s.interval.write(p.interval, tag, mine) &&
-          s.burst.write(p.burst, tag, mine) && s.epoch.write(static_cast<std::uint64_t>(p.epoch), tag, mine) &&
+    const std::uint32_t sc = static_cast<std::uint32_t>(p.scale);
+    if (!(s.interval.write(p.interval, sc & 3u, tag, mine) && s.burst.write(p.burst, sc >> 2, tag, mine) &&
+          s.epoch.write(static_cast<std::uint64_t>(p.epoch), tag, mine) &&
           s.config.write(p.config, tag, mine) && s.exact.write(p.exact ? 1 : 0, tag, mine) &&
           s.count.write(r.count, tag, mine) &&
           s.period.write(static_cast<std::uint64_t>(r.period.count()), tag, mine)))
@@ -223,9 +239,9 @@ class bucket_slots {
   // misconfigured bucket, with p.burst == 0).
   void init(std::size_t i, const gcra_params& p, rate r) noexcept {
     slot& s = s_[i];
-    s.scale.init(static_cast<std::uint32_t>(p.scale));
-    s.interval.init(p.interval);
-    s.burst.init(p.burst);
+    const std::uint64_t sc = p.scale;
+    s.interval.init((p.interval & ((std::uint64_t{1} << 62) - 1)) | ((sc & 3u) << 62));
+    s.burst.init((p.burst & ((std::uint64_t{1} << 62) - 1)) | ((sc >> 2) << 62));
     s.epoch.init(static_cast<std::uint64_t>(p.epoch));
     s.config.init(p.config);
     s.exact.init(p.exact ? 1u : 0u);
@@ -240,8 +256,7 @@ class bucket_slots {
   // the hot paths read come first, the generation ahead of them.
   struct slot {
     atomic<std::uint64_t> gen{0};
-    owned_u32 scale;
-    owned_u64 interval, burst, epoch, config;
+    owned_u64 interval, burst, epoch, config;  // interval and burst carry the scale above them
     owned_u32 exact;
     owned_u64 count, period;
   };
