@@ -18,7 +18,7 @@ function(tollgate_variant name)
                    --build-noclean
                    --build-options -DTOLLGATE_BUILD_EXAMPLES=OFF -DTOLLGATE_CI=OFF -DTOLLGATE_BUILD_CHECKER=OFF
                                    -DTOLLGATE_BUILD_REDIS_TESTS=OFF
-                                   -DTOLLGATE_TEST_DOCS=OFF ${V_OPTIONS}
+                                   -DTOLLGATE_BUILD_MULTIPROCESS=OFF -DTOLLGATE_TEST_DOCS=OFF ${V_OPTIONS}
                    --test-command ${CMAKE_CTEST_COMMAND} --output-on-failure --no-tests=error)
   set_tests_properties(variant.${name} PROPERTIES TIMEOUT 1500)
 endfunction()

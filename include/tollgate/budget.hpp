@@ -32,6 +32,12 @@
 // import_totals) clears it: a count that overflowed cannot be trusted to
 // shrink back. export_totals reports a saturated committed total as the
 // maximum, which refuses everything above zero when imported.
+//
+// Placement. The state (two lock-free atomic totals and a limit written once
+// before sharing) is address-free: a budget may live in memory shared
+// between processes (shared_region.hpp). Reservations are plain values a
+// process keeps; one held by a process that dies is never settled, so its
+// money stays committed: kept as spent.
 #ifndef TOLLGATE_BUDGET_HPP
 #define TOLLGATE_BUDGET_HPP
 

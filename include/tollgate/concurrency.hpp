@@ -18,8 +18,10 @@
 // (one CAS loop each to acquire, release and change the limit). A permit must
 // not outlive its limiter; a permit releases exactly once (on release() or
 // destruction; moving transfers it). in_use/available may be stale on return.
-// The state is one address-free atomic word (shareable between processes;
-// permits themselves hold a pointer and are per-process).
+// The state is one address-free atomic word (shareable between processes,
+// see shared_region.hpp; permits themselves hold a pointer and are
+// per-process). Permits held by a process that dies are never given back:
+// the account's leases (account/lease.hpp) are the way to get them back.
 #ifndef TOLLGATE_CONCURRENCY_HPP
 #define TOLLGATE_CONCURRENCY_HPP
 

@@ -24,9 +24,10 @@
 // the epoch (4.6 years / s: 120 days at s = 14), the epoch moves forward to
 // 2^56 ticks before it, the TAT with it by the same whole nanoseconds: exact
 // (every decision at that `now` or later is the one the old epoch gave). The
-// move takes the writer flag: try_acquire and charge try once without
-// waiting, set_rate and set_burst always do; the flag is held only for a few
-// stores, so months of room remain. So a bucket keeps its bound and exact
+// move is a writer's step: try_acquire and charge make it only when no
+// writer is inside (they try once, without waiting), set_rate and set_burst
+// always do; writers are inside only for a few stores, so months of room
+// remain. So a bucket keeps its bound and exact
 // waits for any `now` up to INT64_MAX. A `now` before the epoch counts as the
 // epoch, so readings that lag the latest by more than 2^56 ticks (2.3 years
 // / s: 60 days at s = 14) are evaluated as if made at the epoch: never more
@@ -65,23 +66,45 @@
 // configuration slot carries a 64-bit generation that the call reads before
 // the parameters and checks after its CAS (a stale CAS, which can only have
 // raised the TAT, is undone if the word is still its own, else left as debt,
-// and the call decides again). Refunds, which lower the TAT, keep
-// reconfigurations out while they run.
+// and the call decides again). A refund checks the same generation after its
+// CAS; a stale one (which lowered the TAT) is undone if the word is still
+// its own, else the ticks it took off are owed again at once, and it
+// decides again. In that last case only (four reconfigurations while the
+// refund stalled between its read and its CAS, the word back to the exact
+// value it read, and another call landing between its CAS and its undo), the
+// calls in between may see up to k intervals of the old configuration more
+// room (k the units the refund computed), owed back right after.
+//
+// Writers without a lock. set_rate, set_burst, reset and epoch moves claim
+// an owner word by CAS; nothing else waits for them. A writer that finds it
+// held waits while the holder shows no change for a few thousand looks
+// (yields), then takes it over: a process killed at any instruction of a
+// reconfiguration, a reset or a refund delays the next writer by those looks
+// (about a millisecond), never forever, and leaves every word consistent (a
+// refund holds nothing). A holder taken over while only slow can do no harm:
+// its writes to the slot fail (each field is written by CAS under the
+// claim's tag, see detail/bucket_slots.hpp), the taker owes one tick more in
+// the state word before it reads it, so the old holder's installing CAS
+// fails, and it starts again with a new claim. What remains: a holder taken
+// over installs a slot the taker is filling if the state word came back to
+// the exact value it read after that tick (refunds, or a debt saturated at
+// the horizon, can bring it back) while it stalled; and a field tag wraps
+// after 2^32 claims.
 //
 // State layout. The state word holds the TAT in its low 62 bits and, in its
 // top two, the tag of the configuration slot in force: a reconfiguration
 // fills the next of four slots and installs its tag with one CAS (see
-// detail/bucket_slots.hpp for the slots, their generations and the writer
-// flag; detail/gcra_params.hpp for the ticks).
+// detail/bucket_slots.hpp for the slots, their generations and the owner
+// word; detail/gcra_params.hpp for the ticks).
 //
 // Concurrency contract. Every member function is thread-safe. try_acquire,
 // try_acquire_and_charge and charge are lock-free (one CAS loop on the state
 // word, no allocation, no system call besides the clock read of the
 // overloads without `now`); refund is lock-free too and never waits (it gives
-// nothing back while a reconfiguration runs). available, time_until and
-// full_in read one word and may be stale the moment they return. set_rate,
-// set_burst and reset serialise on a writer flag (waiting for each other and
-// for refunds already inside, never for acquirers); the first two keep the
+// nothing back for a ticket from another configuration). available,
+// time_until and full_in read one word and may be stale the moment they
+// return. set_rate, set_burst and reset take turns on the owner word (see
+// above; never waiting for acquirers or refunds); the first two keep the
 // units owed at `now`, converted to the new interval and rounded up. A
 // change is applied as of the `now` it is given: one that lags the latest
 // time seen by d can hand back at most d x (new rate - old rate) units early
@@ -173,30 +196,27 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
   // whole units, the part of the admission's own intervals still ahead (see
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
-  // set_burst or reset returns nothing, and so does a refund that meets one
-  // in progress (the safe side). A refund at a `now` that lags the latest
+  // set_burst or reset returns nothing. A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0 || !writer_.enter_refund()) return 0;
+    if (n == 0) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
-      // No reconfiguration can start while we are inside: the slot is stable.
-      const detail::gcra_params p = hot_params_of(w);
+      const std::size_t i = slot_index(w);
+      detail::gcra_params p = slots_.hot(i);
+      p.config = slots_.config(i);
       if (p.burst == 0 || p.config != t.config) break;
       const std::uint64_t tat = w & L::max_ticks;
       const std::uint64_t k = detail::ticket_refundable(t, n, now.count(), origin_, p, tat, ticks(now, p));
       if (k == 0) break;
-      // acq_rel / acquire: as in acquire().
-      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | (tat - k * p.interval), std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
+      if (lower(w, i, p, k * p.interval)) {
         got = k;
         t.end -= k * p.interval;  // no wrap (k fits in t.end - now); its intervals end sooner
         break;
       }
     }
-    writer_.leave_refund();
     t.units -= got;
     return got;
   }
@@ -208,26 +228,19 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // never holds more than B and the TAT never moves below `now`. Returns the
   // whole units actually returned.
   std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || !writer_.enter_refund()) return 0;
-    std::uint64_t got = 0;
+    if (n == 0) return 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
-      const detail::gcra_params p = hot_params_of(w);
-      if (p.burst == 0) break;
+      const std::size_t i = slot_index(w);
+      const detail::gcra_params p = slots_.hot(i);
+      if (p.burst == 0) return 0;
       const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
-      if (tat <= now_t) break;  // already full at `now`
+      if (tat <= now_t) return 0;  // already full at `now`
       const std::uint64_t back = detail::sat_mul(n, p.interval);
       const std::uint64_t next = tat - now_t > back ? tat - back : now_t;
-      // acq_rel / acquire: as in acquire().
-      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
-        got = (tat - next) / p.interval;
-        break;
-      }
+      if (lower(w, i, p, tat - next)) return (tat - next) / p.interval;
     }
-    writer_.leave_refund();
-    return got;
   }
   std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
 
@@ -281,31 +294,46 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Serialised with set_rate on the writer flag; an acquire racing it is
+  // Takes turns with set_rate on the owner word; an acquire racing it is
   // decided before or after it (the generation check). Tickets from before
   // it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
-    writer_.lock();
-    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
-    detail::gcra_params p = params_of(w);
-    if (p.burst != 0) {
+    for (;;) {
+      const std::uint64_t id = claim();
+      if (id == 0) continue;  // taken over while fencing: claim again
+      const auto mine = [&] { return writer_.holds(id); };
+      std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
+      detail::gcra_params p = params_of(w);
+      if (p.burst == 0) {
+        writer_.unlock(id);
+        return;
+      }
       const std::size_t cur = slot_index(w), next = detail::bucket_slots::next(cur);
-      const rate r = slots_.rate_locked(cur);
+      const rate r = slots_.rate_of(cur);
       p.epoch = now.count() > origin_ ? now.count() : origin_;
       // A new installation (stalled callers see it by the generation) and a
       // new configuration: what was owed is forgotten, so no ticket from
       // before may give back against what comes after.
-      p.gen += 1;
+      p.gen = id;
       p.config += 1;
-      slots_.store(next, p, r);
-      // release: publishes the slot, as in reconfigure. A plain store, not a
-      // CAS: whatever an acquirer did meanwhile is forgotten too (and one
-      // that read the old slot fails its CAS or its generation check).
-      state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
-                   std::memory_order_release);
+      if (!slots_.store(next, p, r, mine)) continue;  // taken over: the taker fills it
+      const std::uint64_t nw = (static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau);
+      bool done = false;
+      while (mine() && slot_index(w) == cur) {
+        // release: publishes the slot, as in reconfigure_locked(); acquire
+        // on failure: reload as usual. Whatever an acquirer did meanwhile is
+        // forgotten too (one that read the old slot fails its CAS or its
+        // generation check).
+        if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          done = true;
+          break;
+        }
+      }
+      if (!done) continue;
       slots_.set_hint(next);
+      writer_.unlock(id);
+      return;
     }
-    writer_.unlock();
   }
 
   // Live changes keep the units owed at `now` (see the contract above for a
@@ -316,7 +344,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
 
   rate current_rate() const noexcept {
-    return slots_.rate_peek(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
+    return slots_.rate_of(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
   }
   std::uint64_t burst() const noexcept { return in_force().burst; }
   // True when the interval in force is exactly period / count.
@@ -386,6 +414,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       // keeps this RMW in the release sequence of the last reconfiguration.
       // On failure `w` is reloaded with acquire, as the first load.
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        if (t) p.config = slots_.config(i);  // checked with the generation below, as the other fields
         if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
           if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
           return decision::admit();
@@ -421,21 +450,73 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return nanoseconds(detail::gcra_wait_from(now.count(), t, p));
   }
 
-  // Moves the epoch if the writer flag is free: try once, never wait (the
-  // hot paths call it; years of room remain to try again).
+  // Moves the epoch if no writer is inside: try once, never wait (the hot
+  // paths call it; years of room remain to try again).
   [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
-    if (!writer_.try_lock()) return;  // a writer or a refund is inside
-    (void)reconfigure_locked(nullptr, nullptr, now);
+    const std::uint64_t id = writer_.new_claim();
+    if (!writer_.try_lock(id)) return;  // a writer is inside
+    bool lost = false;
+    (void)reconfigure_locked(id, nullptr, nullptr, now, lost);  // lost: the taker moves it if due
+  }
+
+  // Lowers the word `w` (tag i, read with the installation `p`) by `by`
+  // ticks, for a refund. True when done under that installation; false with
+  // `w` reloaded when the word moved (decide again). A CAS that lands on a
+  // slot refilled since `p` was read (four reconfigurations during the
+  // call, the word back to its value) is undone if the word is still ours;
+  // if not, the ticks are owed again (added back). Either way the call
+  // decides again under the slot in force.
+  bool lower(std::uint64_t& w, std::size_t i, const detail::gcra_params& p, std::uint64_t by) noexcept {
+    const std::uint64_t nw = w - by;  // by <= the TAT: the tag bits stay
+    // acq_rel / acquire: as in acquire(); the generation check after it is
+    // ordered by the acquire half.
+    if (!state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) return false;
+    if (__builtin_expect(slots_.gen(i) == p.gen, 1)) return true;
+    std::uint64_t cur = nw;
+    // acq_rel / acquire: as above.
+    if (state_.compare_exchange_strong(cur, w, std::memory_order_acq_rel, std::memory_order_acquire)) return false;
+    for (;;) {  // overtaken: owe the ticks again, in whatever slot is in force now
+      const std::uint64_t tat = cur & L::max_ticks;
+      const std::uint64_t back = tat + by > L::max_ticks ? L::max_ticks : tat + by;
+      // acq_rel / acquire: as above.
+      if (state_.compare_exchange_weak(cur, (cur & ~L::max_ticks) | back, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        break;
+    }
+    w = cur;
+    return false;
+  }
+
+  // Takes the owner word with a new claim number and returns it; after a
+  // takeover, first owes one tick more in the state word, so that the old
+  // holder's installing CAS, which expects the word it read, fails (see
+  // detail/bucket_slots.hpp). 0 when taken over in turn meanwhile.
+  std::uint64_t claim() noexcept {
+    const std::uint64_t id = writer_.new_claim();
+    if (!writer_.lock(id)) return id;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
+    while (writer_.holds(id)) {
+      const std::uint64_t tat = w & L::max_ticks;
+      const std::uint64_t nt = tat < L::max_ticks ? tat + 1 : tat - 1;  // a change either way: saturated, one less
+      // acq_rel / acquire: as in acquire(); a charge of one tick, the safe side.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | nt, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return id;
+    }
+    return 0;
   }
 
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
-    slots_.init_epoch(origin_);
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
-    if (e != errc::ok) return e;  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     p.epoch = origin_;
-    slots_.store(0, p, r);
+    p.gen = 1;  // the construction's claim number
+    if (e != errc::ok) {  // slot 0 stays zero but its epoch: burst 0 means misconfigured
+      slots_.init(0, detail::gcra_params{0, 0, 0, 0, false, origin_, 1, 0}, rate());
+      return e;
+    }
+    slots_.init(0, p, r);
     // relaxed: construction happens before any other thread can see the
     // object (publishing it is the user's synchronisation).
     state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
@@ -443,36 +524,55 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Installs a new rate and/or burst (a null pointer keeps the current one),
-  // moving the epoch if `now` is far enough from it.
+  // moving the epoch if `now` is far enough from it. A writer taken over
+  // starts again with a new claim.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    writer_.lock();
-    return reconfigure_locked(nr, nb, now);
+    for (;;) {
+      const std::uint64_t id = claim();
+      if (id == 0) continue;
+      bool lost = false;
+      const errc e = reconfigure_locked(id, nr, nb, now, lost);
+      if (!lost) return e;
+    }
   }
-  // The same, with the writer flag held; releases it.
-  errc reconfigure_locked(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
+  // The same, with the owner word held by `id`; releases it, or sets `lost`
+  // when taken over (nothing installed, the owner word is the taker's).
+  errc reconfigure_locked(std::uint64_t id, const rate* nr, const std::uint64_t* nb, nanoseconds now,
+                          bool& lost) noexcept {
+    const auto mine = [&] { return writer_.holds(id); };
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const std::size_t cur = slot_index(w);
+    // Nobody rewrites the slot in force, so these reads are stable.
     const detail::gcra_params cp = params_of(w);
-    const rate r = nr ? *nr : slots_.rate_locked(cur);
+    const rate r = nr ? *nr : slots_.rate_of(cur);
     const std::uint64_t b = nb ? *nb : cp.burst;
     detail::gcra_params np{};
     const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
     if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
-      writer_.unlock();
+      writer_.unlock(id);
       return e;
     }
     np.epoch = detail::gcra_epoch_for(np, cp.epoch, now.count());
     if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
-      writer_.unlock();
+      writer_.unlock(id);
       return errc::ok;
     }
     // An epoch move keeps the configuration (tickets stay good: it is exact).
     np.config = nr || nb ? cp.config + 1 : cp.config;
-    np.gen = cp.gen + 1;
-    const std::size_t next = detail::bucket_slots::next(slot_index(w));
-    slots_.store(next, np, r);
+    np.gen = id;
+    const std::size_t next = detail::bucket_slots::next(cur);
+    if (!slots_.store(next, np, r, mine)) {
+      lost = true;
+      return errc::ok;
+    }
     for (;;) {
-      const std::uint64_t nt = detail::gcra_convert_tat(w & L::max_ticks, params_of(w), np, now.count());
+      // Taken over (or, past a takeover, the word came back to a value we
+      // read and another slot is in force): the taker decides.
+      if (!mine() || slot_index(w) != cur) {
+        lost = true;
+        return errc::ok;
+      }
+      const std::uint64_t nt = detail::gcra_convert_tat(w & L::max_ticks, cp, np, now.count());
       // release: publishes the slot written above to every reader that
       // acquires a word carrying its tag. acquire on failure: reload as usual.
       if (state_.compare_exchange_weak(w, (static_cast<std::uint64_t>(next) << L::tat_bits) | nt,
@@ -480,16 +580,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         break;
     }
     slots_.set_hint(next);
-    writer_.unlock();
+    writer_.unlock(id);
     return errc::ok;
   }
 
-  // The state word shares its line only with the writer flag, which refunds
-  // and writers change together with it; what acquirers only read starts on
-  // the next line, so another thread's CAS never evicts it.
+  // The state word has its line to itself; what acquirers only read starts
+  // on the next line, so another thread's CAS never evicts it. The owner
+  // word, which only writers touch, sits after the origin.
   detail::atomic<std::uint64_t> state_{0};
-  detail::bucket_writer writer_;
   alignas(TOLLGATE_CACHELINE_SIZE) std::int64_t origin_ = 0;  // written once, before the object is shared
+  detail::bucket_writer writer_;
   detail::bucket_slots slots_;
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");

@@ -26,5 +26,6 @@
 #include <tollgate/keyed_buckets.hpp>
 #include <tollgate/keyed_account.hpp>
 #include <tollgate/keyed_overflow.hpp>
+#include <tollgate/shared_region.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP

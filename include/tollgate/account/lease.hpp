@@ -71,6 +71,14 @@ class lease {
   explicit operator bool() const noexcept { return acc_ != nullptr; }
   std::uint64_t reserved_tokens() const noexcept { return tokens_; }
 
+  // A heartbeat for a long stream: its concurrency slot is reclaimed only
+  // lease_timeout after the last renewal (see account/slot_table.hpp). True
+  // while the lease holds its slot; false once the deadline passed and the
+  // account took the slot back (the stream then runs beyond the limit's
+  // count: settle it as usual), or when it holds none (no concurrency limit,
+  // no lease_timeout, or the table was full).
+  bool renew(nanoseconds now) noexcept { return acc_ != nullptr && acc_->renew_slot(*this, now); }
+
   // The response arrived with its usage: charge it exactly.
   basic_settle_result<Currency> settle(const usage& u, nanoseconds now) noexcept;
   // The server answered 429: Kimi does not bill it; the tokens stay counted.

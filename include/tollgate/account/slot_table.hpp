@@ -29,7 +29,10 @@
 // Bound. The table is scanned at most once per lease_timeout / 16 of time
 // (and again whenever time goes backwards), so a hung lease comes back by the
 // first refusal at least lease_timeout / 16 after the previous scan and after
-// its own deadline. While the account is full and nothing can have expired,
+// its own deadline. A lease that renews (renew: a CAS to a later stamp, as a
+// heartbeat of long streams) moves its deadline to lease_timeout after the
+// renewal, so a short timeout (seconds) can serve long streams while a dead
+// holder's unit still comes back within about 17/16 of it. While the account is full and nothing can have expired,
 // a refusal costs a load, not a scan.
 //
 // Concurrency. Lock-free. Every CAS is acq_rel: it publishes nothing else,
@@ -134,6 +137,22 @@ class slot_table {
     // acq_rel/relaxed: as in claim.
     return words_[slot].compare_exchange_strong(expected, stamp & gen_mask, std::memory_order_acq_rel,
                                                 std::memory_order_relaxed);
+  }
+
+  // Renews a word claimed with `stamp` as of `now`: its deadline moves to
+  // now + the timeout (never back: a stale `now` keeps the later stamp), and
+  // `stamp` becomes the new value (another generation, so a reaper that read
+  // the old one fails its CAS). False if a reaper freed it first: the unit
+  // has been returned, the lease no longer holds it.
+  bool renew(std::size_t slot, std::uint64_t& stamp, nanoseconds now) noexcept {
+    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
+    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    std::uint64_t expected = stamp;
+    // acq_rel/relaxed: as in claim.
+    if (!words_[slot].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return false;
+    stamp = s;
+    return true;
   }
 
   // Frees the words of leases held past the timeout, calling give() once for
