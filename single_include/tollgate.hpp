@@ -447,9 +447,10 @@ TOLLGATE_END_NAMESPACE
 // the epoch (4.6 years / s: 120 days at s = 14), the epoch moves forward to
 // 2^56 ticks before it, the TAT with it by the same whole nanoseconds: exact
 // (every decision at that `now` or later is the one the old epoch gave). The
-// move takes the writer flag: try_acquire and charge try once without
-// waiting, set_rate and set_burst always do; the flag is held only for a few
-// stores, so months of room remain. So a bucket keeps its bound and exact
+// move is a writer's step: try_acquire and charge make it only when no
+// writer is inside (they try once, without waiting), set_rate and set_burst
+// always do; writers are inside only for a few stores, so months of room
+// remain. So a bucket keeps its bound and exact
 // waits for any `now` up to INT64_MAX. A `now` before the epoch counts as the
 // epoch, so readings that lag the latest by more than 2^56 ticks (2.3 years
 // / s: 60 days at s = 14) are evaluated as if made at the epoch: never more
@@ -488,23 +489,45 @@ TOLLGATE_END_NAMESPACE
 // configuration slot carries a 64-bit generation that the call reads before
 // the parameters and checks after its CAS (a stale CAS, which can only have
 // raised the TAT, is undone if the word is still its own, else left as debt,
-// and the call decides again). Refunds, which lower the TAT, keep
-// reconfigurations out while they run.
+// and the call decides again). A refund checks the same generation after its
+// CAS; a stale one (which lowered the TAT) is undone if the word is still
+// its own, else the ticks it took off are owed again at once, and it
+// decides again. In that last case only (four reconfigurations while the
+// refund stalled between its read and its CAS, the word back to the exact
+// value it read, and another call landing between its CAS and its undo), the
+// calls in between may see up to k intervals of the old configuration more
+// room (k the units the refund computed), owed back right after.
+//
+// Writers without a lock. set_rate, set_burst, reset and epoch moves claim
+// an owner word by CAS; nothing else waits for them. A writer that finds it
+// held waits while the holder shows no change for a few thousand looks
+// (yields), then takes it over: a process killed at any instruction of a
+// reconfiguration, a reset or a refund delays the next writer by those looks
+// (about a millisecond), never forever, and leaves every word consistent (a
+// refund holds nothing). A holder taken over while only slow can do no harm:
+// its writes to the slot fail (each field is written by CAS under the
+// claim's tag, see detail/bucket_slots.hpp), the taker owes one tick more in
+// the state word before it reads it, so the old holder's installing CAS
+// fails, and it starts again with a new claim. What remains: a holder taken
+// over installs a slot the taker is filling if the state word came back to
+// the exact value it read after that tick (refunds, or a debt saturated at
+// the horizon, can bring it back) while it stalled; and a field tag wraps
+// after 2^32 claims.
 //
 // State layout. The state word holds the TAT in its low 62 bits and, in its
 // top two, the tag of the configuration slot in force: a reconfiguration
 // fills the next of four slots and installs its tag with one CAS (see
-// detail/bucket_slots.hpp for the slots, their generations and the writer
-// flag; detail/gcra_params.hpp for the ticks).
+// detail/bucket_slots.hpp for the slots, their generations and the owner
+// word; detail/gcra_params.hpp for the ticks).
 //
 // Concurrency contract. Every member function is thread-safe. try_acquire,
 // try_acquire_and_charge and charge are lock-free (one CAS loop on the state
 // word, no allocation, no system call besides the clock read of the
 // overloads without `now`); refund is lock-free too and never waits (it gives
-// nothing back while a reconfiguration runs). available, time_until and
-// full_in read one word and may be stale the moment they return. set_rate,
-// set_burst and reset serialise on a writer flag (waiting for each other and
-// for refunds already inside, never for acquirers); the first two keep the
+// nothing back for a ticket from another configuration). available,
+// time_until and full_in read one word and may be stale the moment they
+// return. set_rate, set_burst and reset take turns on the owner word (see
+// above; never waiting for acquirers or refunds); the first two keep the
 // units owed at `now`, converted to the new interval and rounded up. A
 // change is applied as of the `now` it is given: one that lags the latest
 // time seen by d can hand back at most d x (new rate - old rate) units early
@@ -960,13 +983,13 @@ TOLLGATE_END_NAMESPACE
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
 // detail/bucket_slots.hpp: the token bucket's four configuration slots and
-// the writer flag that serialises what fills them. Nothing here is public
-// API; token_bucket.hpp states the guarantees.
+// the writer claim that decides who fills them. Nothing here is public API;
+// token_bucket.hpp states the guarantees.
 //
-// A slot holds one installation of a configuration: its generation (one more
-// than the previous installation's, in any slot; 64 bits, so it never
-// wraps), the GCRA parameters in ticks, its epoch, its configuration number
-// (one more at every set_rate, set_burst and reset, the same across an epoch
+// A slot holds one installation of a configuration: its generation (the
+// claim number of the writer that filled it: unique, 64 bits, never reused),
+// the GCRA parameters in ticks, its epoch, its configuration number (one
+// more at every set_rate, set_burst and reset, the same across an epoch
 // move: tickets carry it), and the rate as given. The bucket's state word
 // names the slot in force in its top two bits. A writer fills the next slot
 // (never the one in force) and then installs its tag with one release CAS on
@@ -978,24 +1001,30 @@ TOLLGATE_END_NAMESPACE
 // generation, then the fields (`hot`), then the word, and uses them only if
 // the word carries that slot's tag and the generation, read again after the
 // word, is unchanged: then they belong to the installation in force at the
-// word. (A writer refills a slot only after moving the tag away from it, and
-// a reader that saw any of its stores reads the word after that move.)
-// Which slot to read first is a guess, `hint`, that writers update after
-// they install. Reading the parameters ahead of the word keeps them off the
-// chain from the word to the CAS: once the word arrives, only the GCRA's own
-// steps stand before the CAS, as in a bare one-word GCRA. Either way the
-// fields may be torn by a writer refilling the slot; the generation, checked
-// again after the reader's CAS, tells (it differs exactly when the slot was
-// refilled since, see token_bucket's acquire).
+// word. Which slot to read first is a guess, `hint`, that writers update
+// after they install. The fields may be torn by a writer refilling the slot;
+// the generation, checked again after the reader's CAS, tells.
 //
-// The writer flag (bucket_writer): bit 0 is held by a reconfiguration, a
-// reset or an epoch move; every refund inside adds 2. Refunds lower the TAT,
-// so a stale reconfiguration could not be undone after one: they keep
-// writers out while they run, and never wait (one that meets a writer gives
-// nothing back). Writers wait for refunds already inside and spin against
-// each other, never against acquirers. The flag lives beside the state word
-// (refunds and writers change both), the slots on lines of their own, which
-// only writers change.
+// Writers without a lock (bucket_writer). A writer takes a claim number and
+// puts it in the owner word by CAS. A holder that makes no visible progress
+// while a waiter looks `takeover_polls` times is taken over: the waiter CASes
+// its own number in, so a writer killed at any instruction delays the next
+// one by those looks, never forever. A holder that was only slow (not dead)
+// can do no harm after that:
+//  - every field is one or two words of (32-bit value or half, low 32 bits
+//    of the claim number), written by CAS from a value read while the owner word still
+//    named the writer; the taker rewrites every field, so each CAS of the
+//    old holder expects a word that is gone and fails (until 2^32 further
+//    claims bring its tag back: the one wrap that remains);
+//  - the generation is written by CAS in the same way, last;
+//  - the taker changes the state word (one tick more owed) before it reads
+//    which slot is in force, so the old holder's installing CAS, which
+//    expects the word it read, fails; if instead that CAS came first, the
+//    taker sees the new slot in force and fills the next one;
+//  - the owner word is released by CAS, which fails for a holder taken over.
+// What remains: the old holder's install succeeds if the state word has come
+// back to the exact value it read after the taker's tick (refunds or a
+// saturated debt can bring it back). token_bucket.hpp states it.
 //
 // Every member is a standard-layout atomic of a lock-free type, so the slots
 // may live in memory shared between processes.
@@ -1013,38 +1042,128 @@ TOLLGATE_END_NAMESPACE
 #include <cstdint>
 #include <thread>
 
+// How many looks at an unchanged owner word a writer waits before it takes
+// over (each look after a yield). The interleaving checker counts steps, so
+// it uses a few.
+#ifndef TOLLGATE_BUCKET_TAKEOVER_POLLS
+#if defined(TOLLGATE_INTERLEAVING_CHECKER)
+#define TOLLGATE_BUCKET_TAKEOVER_POLLS 3
+#else
+#define TOLLGATE_BUCKET_TAKEOVER_POLLS 4096
+#endif
+#endif
+
 TOLLGATE_BEGIN_NAMESPACE
 namespace detail {
+
+// A 64-bit value written only by the claimant named in the owner word: two
+// words, each (tag << 32 | half).
+class owned_u64 {
+ public:
+  std::uint64_t load() const noexcept {
+    std::uint32_t top = 0;
+    return load(top) | (static_cast<std::uint64_t>(top) << 62);
+  }
+  // For a value below 2^62: also the two bits stored above it.
+  std::uint64_t load(std::uint32_t& top) const noexcept {
+    // acquire (both): pairs with the release CAS in write(), as the
+    // generation's pairing in bucket_slots::hot() describes.
+    const std::uint64_t h = hi_.load(std::memory_order_acquire) & 0xffffffffu;
+    const std::uint64_t l = lo_.load(std::memory_order_acquire);
+    top = static_cast<std::uint32_t>(h >> 30);
+    return ((h & 0x3fffffffu) << 32) | (l & 0xffffffffu);
+  }
+  // Before the object is shared.
+  void init(std::uint64_t v) noexcept {
+    // relaxed: construction happens before any other thread sees the object.
+    hi_.store(v >> 32, std::memory_order_relaxed);
+    lo_.store(v & 0xffffffffu, std::memory_order_relaxed);
+  }
+  template <class Mine>
+  bool write(std::uint64_t v, std::uint32_t tag, const Mine& mine) noexcept {
+    return put(hi_, v >> 32, tag, mine) && put(lo_, v & 0xffffffffu, tag, mine);
+  }
+  // A value below 2^62 with two more bits above it.
+  template <class Mine>
+  bool write(std::uint64_t v, std::uint32_t top, std::uint32_t tag, const Mine& mine) noexcept {
+    return write((v & ((std::uint64_t{1} << 62) - 1)) | (static_cast<std::uint64_t>(top & 3u) << 62), tag, mine);
+  }
+
+  template <class Mine>
+  static bool put(atomic<std::uint64_t>& a, std::uint64_t half, std::uint32_t tag, const Mine& mine) noexcept {
+    const std::uint64_t want = (static_cast<std::uint64_t>(tag) << 32) | half;
+    // relaxed: only the expected value for the CAS; what makes it safe is
+    // that it was read before the ownership check below.
+    std::uint64_t cur = a.load(std::memory_order_relaxed);
+    for (;;) {
+      if (!mine()) return false;
+      // release: pairs with the acquire loads in load(); relaxed on
+      // failure: `cur` is only the next expected value (checked again).
+      if (a.compare_exchange_weak(cur, want, std::memory_order_release, std::memory_order_relaxed)) return true;
+    }
+  }
+
+ private:
+  atomic<std::uint64_t> hi_{0}, lo_{0};
+};
+
+// A value of at most 32 bits written the same way: one word.
+class owned_u32 {
+ public:
+  std::uint32_t load() const noexcept {
+    // acquire: as in owned_u64::load().
+    return static_cast<std::uint32_t>(w_.load(std::memory_order_acquire) & 0xffffffffu);
+  }
+  void init(std::uint32_t v) noexcept {
+    // relaxed: construction happens before any other thread sees the object.
+    w_.store(v, std::memory_order_relaxed);
+  }
+  template <class Mine>
+  bool write(std::uint32_t v, std::uint32_t tag, const Mine& mine) noexcept {
+    return owned_u64::put(w_, v, tag, mine);
+  }
+
+ private:
+  atomic<std::uint64_t> w_{0};
+};
 
 class bucket_slots {
  public:
   static constexpr std::size_t count = 4;
   static constexpr std::size_t next(std::size_t i) noexcept { return (i + 1) & (count - 1); }
 
-  // The fields the hot paths need (`exact` is for reporting only), the
-  // generation first.
+  // The fields the hot paths need, the generation first: not the
+  // configuration number (config(), for tickets) nor `exact` (full()); tau
+  // is computed (validated to fit when the slot was filled; a torn read
+  // gives a wrong one, which the generation check catches as it catches any
+  // torn field).
   gcra_params hot(std::size_t i) const noexcept {
     const slot& s = s_[i];
     gcra_params p{};
-    // acquire (all): the generation pairs with its release store in store(),
+    // acquire: pairs with the release CAS of the generation in store(),
     // written after the fields, so the fields read below are at least that
-    // installation's; each field pairs with its own release store, so a field
+    // installation's; each field pairs with its own release CAS, so a field
     // of a later installation makes the reader's CAS on the state word fail
     // or its generation check after it differ.
     p.gen = s.gen.load(std::memory_order_acquire);
-    p.scale = s.scale.load(std::memory_order_acquire);
-    p.interval = s.interval.load(std::memory_order_acquire);
-    p.burst = s.burst.load(std::memory_order_acquire);
-    p.tau = s.tau.load(std::memory_order_acquire);
-    p.epoch = s.epoch.load(std::memory_order_acquire);
-    p.config = s.config.load(std::memory_order_acquire);
+    // The scale (at most 14) rides in the two spare bits above the interval
+    // and the burst (each below 2^62: their product fits 62 bits): one load
+    // less on the hot path.
+    std::uint32_t lo2 = 0, hi2 = 0;
+    p.interval = s.interval.load(lo2);
+    p.burst = s.burst.load(hi2);
+    p.scale = (hi2 << 2) | lo2;
+    p.tau = p.burst * p.interval;  // may wrap only for a torn read: unsigned, caught as said
+    p.epoch = static_cast<std::int64_t>(s.epoch.load());
     return p;
   }
+  std::uint64_t config(std::size_t i) const noexcept { return s_[i].config.load(); }
 
-  // The same with `exact`, off the hot paths.
+  // Everything, off the hot paths.
   gcra_params full(std::size_t i) const noexcept {
     gcra_params p = hot(i);
-    p.exact = s_[i].exact.load(std::memory_order_acquire) != 0;  // acquire: as in hot()
+    p.config = config(i);
+    p.exact = s_[i].exact.load() != 0;
     return p;
   }
 
@@ -1064,56 +1183,64 @@ class bucket_slots {
     return hint_.load(std::memory_order_relaxed) & (count - 1);
   }
   void set_hint(std::size_t i) noexcept {
-    // relaxed: as in hint(); written after the CAS that installs slot i.
+    // relaxed: as in hint(); written after the CAS that installs slot i (a
+    // writer taken over may write a stale guess: only a guess).
     hint_.store(static_cast<std::uint32_t>(i), std::memory_order_relaxed);
   }
 
-  // The rate as given, for a writer holding the flag.
-  rate rate_locked(std::size_t i) const noexcept {
-    // relaxed: written before the flag's last release, which the writer acquired.
-    return rate(s_[i].count.load(std::memory_order_relaxed),
-                nanoseconds(static_cast<std::int64_t>(s_[i].period.load(std::memory_order_relaxed))));
-  }
-  // The same for anyone (a peek: may be torn by a racing set_rate).
-  rate rate_peek(std::size_t i) const noexcept {
-    // acquire: as in hot().
-    return rate(s_[i].count.load(std::memory_order_acquire),
-                nanoseconds(static_cast<std::int64_t>(s_[i].period.load(std::memory_order_acquire))));
+  // The rate as given (a peek: may be torn by a racing writer; writers read
+  // the slot in force, which nobody rewrites while it is in force).
+  rate rate_of(std::size_t i) const noexcept {
+    return rate(s_[i].count.load(), nanoseconds(static_cast<std::int64_t>(s_[i].period.load())));
   }
 
-  // Fills slot i: with the flag held and i not in force, or before sharing.
-  void store(std::size_t i, const gcra_params& p, rate r) noexcept {
+  // Fills slot i (not in force) as claimant `p.gen`, while mine() holds; the
+  // generation last. False when the claim was lost (the slot is then the
+  // taker's to fill).
+  template <class Mine>
+  bool store(std::size_t i, const gcra_params& p, rate r, const Mine& mine) noexcept {
     slot& s = s_[i];
-    // release (all): pairs with the acquire loads in hot(); the generation
-    // last, so a reader that sees it sees every field with it. Nobody can act
-    // on this slot before the release CAS (or store) on the state word that
-    // installs its tag (a reader of the old tag's word fails its CAS or its
-    // generation check).
-    s.scale.store(p.scale, std::memory_order_release);
-    s.interval.store(p.interval, std::memory_order_release);
-    s.burst.store(p.burst, std::memory_order_release);
-    s.tau.store(p.tau, std::memory_order_release);
-    s.epoch.store(p.epoch, std::memory_order_release);
-    s.config.store(p.config, std::memory_order_release);
-    s.exact.store(p.exact ? 1 : 0, std::memory_order_release);
-    s.count.store(r.count, std::memory_order_release);
-    s.period.store(static_cast<std::uint64_t>(r.period.count()), std::memory_order_release);
-    s.gen.store(p.gen, std::memory_order_release);
+    const std::uint32_t tag = static_cast<std::uint32_t>(p.gen);
+    const std::uint32_t sc = static_cast<std::uint32_t>(p.scale);
+    if (!(s.interval.write(p.interval, sc & 3u, tag, mine) && s.burst.write(p.burst, sc >> 2, tag, mine) &&
+          s.epoch.write(static_cast<std::uint64_t>(p.epoch), tag, mine) &&
+          s.config.write(p.config, tag, mine) && s.exact.write(p.exact ? 1 : 0, tag, mine) &&
+          s.count.write(r.count, tag, mine) &&
+          s.period.write(static_cast<std::uint64_t>(r.period.count()), tag, mine)))
+      return false;
+    // relaxed: the expected value only, read before the ownership check.
+    std::uint64_t g = s.gen.load(std::memory_order_relaxed);
+    for (;;) {
+      if (!mine()) return false;
+      // release: the generation last, so a reader that sees it sees every
+      // field with it (hot()). relaxed on failure: the next expected value.
+      if (s.gen.compare_exchange_weak(g, p.gen, std::memory_order_release, std::memory_order_relaxed)) return true;
+    }
   }
-  // Only the epoch, before the object is shared (a misconfigured bucket).
-  void init_epoch(std::int64_t e) noexcept {
-    // relaxed: construction happens before any other thread can see the
-    // object (publishing it is the user's synchronisation).
-    s_[0].epoch.store(e, std::memory_order_relaxed);
+  // Before the object is shared: slot i gets `p` (or only the epoch, for a
+  // misconfigured bucket, with p.burst == 0).
+  void init(std::size_t i, const gcra_params& p, rate r) noexcept {
+    slot& s = s_[i];
+    const std::uint64_t sc = p.scale;
+    s.interval.init((p.interval & ((std::uint64_t{1} << 62) - 1)) | ((sc & 3u) << 62));
+    s.burst.init((p.burst & ((std::uint64_t{1} << 62) - 1)) | ((sc >> 2) << 62));
+    s.epoch.init(static_cast<std::uint64_t>(p.epoch));
+    s.config.init(p.config);
+    s.exact.init(p.exact ? 1u : 0u);
+    s.count.init(r.count);
+    s.period.init(static_cast<std::uint64_t>(r.period.count()));
+    // relaxed: construction happens before any other thread sees the object.
+    s.gen.store(p.gen, std::memory_order_relaxed);
   }
 
  private:
   // In atomics so a writer racing a reader is not a data race. The fields
   // the hot paths read come first, the generation ahead of them.
   struct slot {
-    atomic<std::uint64_t> gen{0}, scale{0}, interval{0}, burst{0}, tau{0};
-    atomic<std::int64_t> epoch{0};
-    atomic<std::uint64_t> config{0}, exact{0}, count{0}, period{0};
+    atomic<std::uint64_t> gen{0};
+    owned_u64 interval, burst, epoch, config;  // interval and burst carry the scale above them
+    owned_u32 exact;
+    owned_u64 count, period;
   };
 
   slot s_[count];
@@ -1123,56 +1250,56 @@ class bucket_slots {
   static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "tollgate needs lock-free 32-bit atomics");
 };
 
-// The writer flag: bit 0 for a writer, 2 for every refund inside.
+// The owner word: 0 when free, else the claim number of the writer inside;
+// and the counter claim numbers come from (1 is the construction's).
 class bucket_writer {
  public:
-  // Takes bit 0 of the flag (new refunds then stay out), then waits for the
-  // refunds inside to leave. acquire (all): pairs with the release store
-  // that ends the previous writer's critical section, so we see the slot
-  // contents it wrote, and with leave_refund, so their CASes come before ours.
-  void lock() noexcept {
-    std::uint32_t v = flag_.load(std::memory_order_relaxed);  // relaxed: a guess for the CAS
+  std::uint64_t new_claim() noexcept {
+    // relaxed: only uniqueness matters, which the RMW gives in any order.
+    return claims_.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  // Takes the owner word for `id`; true when it was taken over from a
+  // holder that showed no change for TOLLGATE_BUCKET_TAKEOVER_POLLS looks.
+  bool lock(std::uint64_t id) noexcept {
+    // acquire (all loads and CASes): pairs with the release CAS that ends
+    // the previous holder's turn (unlock), so its slot writes are visible.
+    std::uint64_t seen = owner_.load(std::memory_order_acquire);
+    unsigned still = 0;
     for (;;) {
-      if (v & 1u) {
-        std::this_thread::yield();
-        v = flag_.load(std::memory_order_relaxed);  // relaxed: as above
-      } else if (flag_.compare_exchange_weak(v, v | 1u, std::memory_order_acquire, std::memory_order_relaxed)) {
-        break;
+      if (seen == 0 || still >= TOLLGATE_BUCKET_TAKEOVER_POLLS) {
+        const std::uint64_t was = seen;
+        if (owner_.compare_exchange_strong(seen, id, std::memory_order_acquire, std::memory_order_acquire))
+          return was != 0;
+        still = 0;  // it moved: someone else's turn now
+        continue;
       }
+      std::this_thread::yield();
+      const std::uint64_t now = owner_.load(std::memory_order_acquire);
+      still = now == seen ? still + 1 : 0;
+      seen = now;
     }
-    while (flag_.load(std::memory_order_acquire) != 1u) std::this_thread::yield();
   }
-  // Takes the flag only if nobody holds it and no refund runs: tries once.
-  bool try_lock() noexcept {
+  // Takes the owner word only if it is free: tries once.
+  bool try_lock(std::uint64_t id) noexcept {
+    std::uint64_t free = 0;
     // acquire: as in lock(); relaxed on failure: nothing is read.
-    std::uint32_t free = 0;
-    return flag_.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
+    return owner_.compare_exchange_strong(free, id, std::memory_order_acquire, std::memory_order_relaxed);
   }
-  void unlock() noexcept {
-    // release: pairs with the acquire in the next lock() or
-    // try_lock(), and with enter_refund().
-    flag_.store(0, std::memory_order_release);
+  bool holds(std::uint64_t id) const noexcept {
+    // acquire: a taker's CAS, once seen, orders our later checks after it.
+    return owner_.load(std::memory_order_acquire) == id;
   }
-
-  // Counts a refund in, unless a writer holds the flag.
-  bool enter_refund() noexcept {
-    // relaxed: only a first guess for the CAS.
-    std::uint32_t v = flag_.load(std::memory_order_relaxed);
-    do {
-      if (v & 1u) return false;
-      // acquire: pairs with the release that ends a writer's critical
-      // section, so its slot writes are visible (the state load repeats it).
-    } while (!flag_.compare_exchange_weak(v, v + 2, std::memory_order_acquire, std::memory_order_relaxed));
-    return true;
-  }
-  void leave_refund() noexcept {
-    // release: pairs with the writer's acquire wait in lock(), so the
-    // refund's CAS on the state word comes before anything the writer does.
-    flag_.fetch_sub(2, std::memory_order_release);
+  void unlock(std::uint64_t id) noexcept {
+    std::uint64_t mine = id;
+    // release: pairs with the acquire in the next lock() or try_lock(). A
+    // holder taken over fails and leaves the taker's number in place.
+    // relaxed on failure: nothing is read.
+    (void)owner_.compare_exchange_strong(mine, 0, std::memory_order_release, std::memory_order_relaxed);
   }
 
  private:
-  atomic<std::uint32_t> flag_{0};
+  atomic<std::uint64_t> owner_{0};
+  atomic<std::uint64_t> claims_{1};
 };
 
 }  // namespace detail
@@ -1254,30 +1381,27 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
   // whole units, the part of the admission's own intervals still ahead (see
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
-  // set_burst or reset returns nothing, and so does a refund that meets one
-  // in progress (the safe side). A refund at a `now` that lags the latest
+  // set_burst or reset returns nothing. A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0 || !writer_.enter_refund()) return 0;
+    if (n == 0) return 0;
     std::uint64_t got = 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
-      // No reconfiguration can start while we are inside: the slot is stable.
-      const detail::gcra_params p = hot_params_of(w);
+      const std::size_t i = slot_index(w);
+      detail::gcra_params p = slots_.hot(i);
+      p.config = slots_.config(i);
       if (p.burst == 0 || p.config != t.config) break;
       const std::uint64_t tat = w & L::max_ticks;
       const std::uint64_t k = detail::ticket_refundable(t, n, now.count(), origin_, p, tat, ticks(now, p));
       if (k == 0) break;
-      // acq_rel / acquire: as in acquire().
-      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | (tat - k * p.interval), std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
+      if (lower(w, i, p, k * p.interval)) {
         got = k;
         t.end -= k * p.interval;  // no wrap (k fits in t.end - now); its intervals end sooner
         break;
       }
     }
-    writer_.leave_refund();
     t.units -= got;
     return got;
   }
@@ -1289,26 +1413,19 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // never holds more than B and the TAT never moves below `now`. Returns the
   // whole units actually returned.
   std::uint64_t refund(std::uint64_t n, nanoseconds now) noexcept {
-    if (n == 0 || !writer_.enter_refund()) return 0;
-    std::uint64_t got = 0;
+    if (n == 0) return 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     for (;;) {
-      const detail::gcra_params p = hot_params_of(w);
-      if (p.burst == 0) break;
+      const std::size_t i = slot_index(w);
+      const detail::gcra_params p = slots_.hot(i);
+      if (p.burst == 0) return 0;
       const std::uint64_t now_t = ticks(now, p);
       const std::uint64_t tat = w & L::max_ticks;
-      if (tat <= now_t) break;  // already full at `now`
+      if (tat <= now_t) return 0;  // already full at `now`
       const std::uint64_t back = detail::sat_mul(n, p.interval);
       const std::uint64_t next = tat - now_t > back ? tat - back : now_t;
-      // acq_rel / acquire: as in acquire().
-      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | next, std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
-        got = (tat - next) / p.interval;
-        break;
-      }
+      if (lower(w, i, p, tat - next)) return (tat - next) / p.interval;
     }
-    writer_.leave_refund();
-    return got;
   }
   std::uint64_t refund(std::uint64_t n) noexcept { return refund(n, Clock::now()); }
 
@@ -1362,31 +1479,46 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // start::empty) as of `now`, and its epoch moves to `now` (or stays at the
   // origin for an earlier one). For recovering from a bogus far-future `now`
   // (see the header); more permissive than anything else here, by design.
-  // Serialised with set_rate on the writer flag; an acquire racing it is
+  // Takes turns with set_rate on the owner word; an acquire racing it is
   // decided before or after it (the generation check). Tickets from before
   // it give nothing back.
   void reset(nanoseconds now, start st = start::full) noexcept {
-    writer_.lock();
-    const std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
-    detail::gcra_params p = params_of(w);
-    if (p.burst != 0) {
+    for (;;) {
+      const std::uint64_t id = claim();
+      if (id == 0) continue;  // taken over while fencing: claim again
+      const auto mine = [&] { return writer_.holds(id); };
+      std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
+      detail::gcra_params p = params_of(w);
+      if (p.burst == 0) {
+        writer_.unlock(id);
+        return;
+      }
       const std::size_t cur = slot_index(w), next = detail::bucket_slots::next(cur);
-      const rate r = slots_.rate_locked(cur);
+      const rate r = slots_.rate_of(cur);
       p.epoch = now.count() > origin_ ? now.count() : origin_;
       // A new installation (stalled callers see it by the generation) and a
       // new configuration: what was owed is forgotten, so no ticket from
       // before may give back against what comes after.
-      p.gen += 1;
+      p.gen = id;
       p.config += 1;
-      slots_.store(next, p, r);
-      // release: publishes the slot, as in reconfigure. A plain store, not a
-      // CAS: whatever an acquirer did meanwhile is forgotten too (and one
-      // that read the old slot fails its CAS or its generation check).
-      state_.store((static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau),
-                   std::memory_order_release);
+      if (!slots_.store(next, p, r, mine)) continue;  // taken over: the taker fills it
+      const std::uint64_t nw = (static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau);
+      bool done = false;
+      while (mine() && slot_index(w) == cur) {
+        // release: publishes the slot, as in reconfigure_locked(); acquire
+        // on failure: reload as usual. Whatever an acquirer did meanwhile is
+        // forgotten too (one that read the old slot fails its CAS or its
+        // generation check).
+        if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          done = true;
+          break;
+        }
+      }
+      if (!done) continue;
       slots_.set_hint(next);
+      writer_.unlock(id);
+      return;
     }
-    writer_.unlock();
   }
 
   // Live changes keep the units owed at `now` (see the contract above for a
@@ -1397,7 +1529,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   [[nodiscard]] errc set_burst(std::uint64_t b) noexcept { return set_burst(b, Clock::now()); }
 
   rate current_rate() const noexcept {
-    return slots_.rate_peek(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
+    return slots_.rate_of(slot_index(state_.load(std::memory_order_acquire)));  // acquire: as in acquire()
   }
   std::uint64_t burst() const noexcept { return in_force().burst; }
   // True when the interval in force is exactly period / count.
@@ -1467,6 +1599,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       // keeps this RMW in the release sequence of the last reconfiguration.
       // On failure `w` is reloaded with acquire, as the first load.
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        if (t) p.config = slots_.config(i);  // checked with the generation below, as the other fields
         if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
           if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
           return decision::admit();
@@ -1502,21 +1635,73 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
     return nanoseconds(detail::gcra_wait_from(now.count(), t, p));
   }
 
-  // Moves the epoch if the writer flag is free: try once, never wait (the
-  // hot paths call it; years of room remain to try again).
+  // Moves the epoch if no writer is inside: try once, never wait (the hot
+  // paths call it; years of room remain to try again).
   [[gnu::noinline, gnu::cold]] void try_move_epoch(nanoseconds now) noexcept {
-    if (!writer_.try_lock()) return;  // a writer or a refund is inside
-    (void)reconfigure_locked(nullptr, nullptr, now);
+    const std::uint64_t id = writer_.new_claim();
+    if (!writer_.try_lock(id)) return;  // a writer is inside
+    bool lost = false;
+    (void)reconfigure_locked(id, nullptr, nullptr, now, lost);  // lost: the taker moves it if due
+  }
+
+  // Lowers the word `w` (tag i, read with the installation `p`) by `by`
+  // ticks, for a refund. True when done under that installation; false with
+  // `w` reloaded when the word moved (decide again). A CAS that lands on a
+  // slot refilled since `p` was read (four reconfigurations during the
+  // call, the word back to its value) is undone if the word is still ours;
+  // if not, the ticks are owed again (added back). Either way the call
+  // decides again under the slot in force.
+  bool lower(std::uint64_t& w, std::size_t i, const detail::gcra_params& p, std::uint64_t by) noexcept {
+    const std::uint64_t nw = w - by;  // by <= the TAT: the tag bits stay
+    // acq_rel / acquire: as in acquire(); the generation check after it is
+    // ordered by the acquire half.
+    if (!state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) return false;
+    if (__builtin_expect(slots_.gen(i) == p.gen, 1)) return true;
+    std::uint64_t cur = nw;
+    // acq_rel / acquire: as above.
+    if (state_.compare_exchange_strong(cur, w, std::memory_order_acq_rel, std::memory_order_acquire)) return false;
+    for (;;) {  // overtaken: owe the ticks again, in whatever slot is in force now
+      const std::uint64_t tat = cur & L::max_ticks;
+      const std::uint64_t back = tat + by > L::max_ticks ? L::max_ticks : tat + by;
+      // acq_rel / acquire: as above.
+      if (state_.compare_exchange_weak(cur, (cur & ~L::max_ticks) | back, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        break;
+    }
+    w = cur;
+    return false;
+  }
+
+  // Takes the owner word with a new claim number and returns it; after a
+  // takeover, first owes one tick more in the state word, so that the old
+  // holder's installing CAS, which expects the word it read, fails (see
+  // detail/bucket_slots.hpp). 0 when taken over in turn meanwhile.
+  std::uint64_t claim() noexcept {
+    const std::uint64_t id = writer_.new_claim();
+    if (!writer_.lock(id)) return id;
+    std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
+    while (writer_.holds(id)) {
+      const std::uint64_t tat = w & L::max_ticks;
+      const std::uint64_t nt = tat < L::max_ticks ? tat + 1 : tat - 1;  // a change either way: saturated, one less
+      // acq_rel / acquire: as in acquire(); a charge of one tick, the safe side.
+      if (state_.compare_exchange_weak(w, (w & ~L::max_ticks) | nt, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        return id;
+    }
+    return 0;
   }
 
   errc init(rate r, std::uint64_t burst, nanoseconds origin, start st) noexcept {
     origin_ = origin.count();
-    slots_.init_epoch(origin_);
     detail::gcra_params p{};
     const errc e = detail::make_gcra_params(r, burst, p);
-    if (e != errc::ok) return e;  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     p.epoch = origin_;
-    slots_.store(0, p, r);
+    p.gen = 1;  // the construction's claim number
+    if (e != errc::ok) {  // slot 0 stays zero but its epoch: burst 0 means misconfigured
+      slots_.init(0, detail::gcra_params{0, 0, 0, 0, false, origin_, 1, 0}, rate());
+      return e;
+    }
+    slots_.init(0, p, r);
     // relaxed: construction happens before any other thread can see the
     // object (publishing it is the user's synchronisation).
     state_.store(st == start::full ? 0 : p.tau, std::memory_order_relaxed);
@@ -1524,36 +1709,55 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Installs a new rate and/or burst (a null pointer keeps the current one),
-  // moving the epoch if `now` is far enough from it.
+  // moving the epoch if `now` is far enough from it. A writer taken over
+  // starts again with a new claim.
   errc reconfigure(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
-    writer_.lock();
-    return reconfigure_locked(nr, nb, now);
+    for (;;) {
+      const std::uint64_t id = claim();
+      if (id == 0) continue;
+      bool lost = false;
+      const errc e = reconfigure_locked(id, nr, nb, now, lost);
+      if (!lost) return e;
+    }
   }
-  // The same, with the writer flag held; releases it.
-  errc reconfigure_locked(const rate* nr, const std::uint64_t* nb, nanoseconds now) noexcept {
+  // The same, with the owner word held by `id`; releases it, or sets `lost`
+  // when taken over (nothing installed, the owner word is the taker's).
+  errc reconfigure_locked(std::uint64_t id, const rate* nr, const std::uint64_t* nb, nanoseconds now,
+                          bool& lost) noexcept {
+    const auto mine = [&] { return writer_.holds(id); };
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
     const std::size_t cur = slot_index(w);
+    // Nobody rewrites the slot in force, so these reads are stable.
     const detail::gcra_params cp = params_of(w);
-    const rate r = nr ? *nr : slots_.rate_locked(cur);
+    const rate r = nr ? *nr : slots_.rate_of(cur);
     const std::uint64_t b = nb ? *nb : cp.burst;
     detail::gcra_params np{};
     const errc e = cp.burst == 0 ? errc::ok : detail::make_gcra_params(r, b, np);
     if (cp.burst == 0 || e != errc::ok) {  // a misconfigured bucket stays so
-      writer_.unlock();
+      writer_.unlock(id);
       return e;
     }
     np.epoch = detail::gcra_epoch_for(np, cp.epoch, now.count());
     if (!nr && !nb && np.epoch == cp.epoch) {  // an epoch move that another writer already made
-      writer_.unlock();
+      writer_.unlock(id);
       return errc::ok;
     }
     // An epoch move keeps the configuration (tickets stay good: it is exact).
     np.config = nr || nb ? cp.config + 1 : cp.config;
-    np.gen = cp.gen + 1;
-    const std::size_t next = detail::bucket_slots::next(slot_index(w));
-    slots_.store(next, np, r);
+    np.gen = id;
+    const std::size_t next = detail::bucket_slots::next(cur);
+    if (!slots_.store(next, np, r, mine)) {
+      lost = true;
+      return errc::ok;
+    }
     for (;;) {
-      const std::uint64_t nt = detail::gcra_convert_tat(w & L::max_ticks, params_of(w), np, now.count());
+      // Taken over (or, past a takeover, the word came back to a value we
+      // read and another slot is in force): the taker decides.
+      if (!mine() || slot_index(w) != cur) {
+        lost = true;
+        return errc::ok;
+      }
+      const std::uint64_t nt = detail::gcra_convert_tat(w & L::max_ticks, cp, np, now.count());
       // release: publishes the slot written above to every reader that
       // acquires a word carrying its tag. acquire on failure: reload as usual.
       if (state_.compare_exchange_weak(w, (static_cast<std::uint64_t>(next) << L::tat_bits) | nt,
@@ -1561,16 +1765,16 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
         break;
     }
     slots_.set_hint(next);
-    writer_.unlock();
+    writer_.unlock(id);
     return errc::ok;
   }
 
-  // The state word shares its line only with the writer flag, which refunds
-  // and writers change together with it; what acquirers only read starts on
-  // the next line, so another thread's CAS never evicts it.
+  // The state word has its line to itself; what acquirers only read starts
+  // on the next line, so another thread's CAS never evicts it. The owner
+  // word, which only writers touch, sits after the origin.
   detail::atomic<std::uint64_t> state_{0};
-  detail::bucket_writer writer_;
   alignas(TOLLGATE_CACHELINE_SIZE) std::int64_t origin_ = 0;  // written once, before the object is shared
+  detail::bucket_writer writer_;
   detail::bucket_slots slots_;
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
@@ -2670,8 +2874,10 @@ TOLLGATE_END_NAMESPACE
 // (one CAS loop each to acquire, release and change the limit). A permit must
 // not outlive its limiter; a permit releases exactly once (on release() or
 // destruction; moving transfers it). in_use/available may be stale on return.
-// The state is one address-free atomic word (shareable between processes;
-// permits themselves hold a pointer and are per-process).
+// The state is one address-free atomic word (shareable between processes,
+// see shared_region.hpp; permits themselves hold a pointer and are
+// per-process). Permits held by a process that dies are never given back:
+// the account's leases (account/lease.hpp) are the way to get them back.
 #ifndef TOLLGATE_CONCURRENCY_HPP
 #define TOLLGATE_CONCURRENCY_HPP
 
@@ -3841,6 +4047,12 @@ TOLLGATE_END_NAMESPACE
 // import_totals) clears it: a count that overflowed cannot be trusted to
 // shrink back. export_totals reports a saturated committed total as the
 // maximum, which refuses everything above zero when imported.
+//
+// Placement. The state (two lock-free atomic totals and a limit written once
+// before sharing) is address-free: a budget may live in memory shared
+// between processes (shared_region.hpp). Reservations are plain values a
+// process keeps; one held by a process that dies is never settled, so its
+// money stays committed: kept as spent.
 #ifndef TOLLGATE_BUDGET_HPP
 #define TOLLGATE_BUDGET_HPP
 
@@ -6902,6 +7114,14 @@ class lease {
   explicit operator bool() const noexcept { return acc_ != nullptr; }
   std::uint64_t reserved_tokens() const noexcept { return tokens_; }
 
+  // A heartbeat for a long stream: its concurrency slot is reclaimed only
+  // lease_timeout after the last renewal (see account/slot_table.hpp). True
+  // while the lease holds its slot; false once the deadline passed and the
+  // account took the slot back (the stream then runs beyond the limit's
+  // count: settle it as usual), or when it holds none (no concurrency limit,
+  // no lease_timeout, or the table was full).
+  bool renew(nanoseconds now) noexcept { return acc_ != nullptr && acc_->renew_slot(*this, now); }
+
   // The response arrived with its usage: charge it exactly.
   basic_settle_result<Currency> settle(const usage& u, nanoseconds now) noexcept;
   // The server answered 429: Kimi does not bill it; the tokens stay counted.
@@ -7304,7 +7524,10 @@ TOLLGATE_END_NAMESPACE
 // Bound. The table is scanned at most once per lease_timeout / 16 of time
 // (and again whenever time goes backwards), so a hung lease comes back by the
 // first refusal at least lease_timeout / 16 after the previous scan and after
-// its own deadline. While the account is full and nothing can have expired,
+// its own deadline. A lease that renews (renew: a CAS to a later stamp, as a
+// heartbeat of long streams) moves its deadline to lease_timeout after the
+// renewal, so a short timeout (seconds) can serve long streams while a dead
+// holder's unit still comes back within about 17/16 of it. While the account is full and nothing can have expired,
 // a refusal costs a load, not a scan.
 //
 // Concurrency. Lock-free. Every CAS is acq_rel: it publishes nothing else,
@@ -7409,6 +7632,22 @@ class slot_table {
     // acq_rel/relaxed: as in claim.
     return words_[slot].compare_exchange_strong(expected, stamp & gen_mask, std::memory_order_acq_rel,
                                                 std::memory_order_relaxed);
+  }
+
+  // Renews a word claimed with `stamp` as of `now`: its deadline moves to
+  // now + the timeout (never back: a stale `now` keeps the later stamp), and
+  // `stamp` becomes the new value (another generation, so a reaper that read
+  // the old one fails its CAS). False if a reaper freed it first: the unit
+  // has been returned, the lease no longer holds it.
+  bool renew(std::size_t slot, std::uint64_t& stamp, nanoseconds now) noexcept {
+    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
+    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    std::uint64_t expected = stamp;
+    // acq_rel/relaxed: as in claim.
+    if (!words_[slot].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return false;
+    stamp = s;
+    return true;
   }
 
   // Frees the words of leases held past the timeout, calling give() once for
@@ -8236,6 +8475,14 @@ class account {
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for = nanoseconds(0)) noexcept;
 
+  // lease::renew: moves the lease's slot-table deadline (slot_table.hpp).
+  bool renew_slot(lease_type& l, nanoseconds now) noexcept {
+    if (!l.holds_ || l.slot_ == lease_type::no_slot) return false;
+    if (slots_.renew(l.slot_, l.stamp_, now)) return true;
+    l.holds_ = false;  // reaped: the unit was given back by the reaper
+    l.slot_ = lease_type::no_slot;
+    return false;
+  }
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     // Failure: a reaper took the word and returned the unit (slot_table.hpp).
@@ -10178,5 +10425,331 @@ keyed_result try_acquire_or_overflow(keyed_buckets<Clock, Hash>& keys, Overflow&
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_KEYED_OVERFLOW_HPP
+// #include <tollgate/shared_region.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// shared_region.hpp: one limiter in memory that several processes map.
+//
+// The library opens nothing and does no I/O: the caller makes the bytes (a
+// MAP_SHARED mmap of shm_open, memfd_create or a file, made before fork() or
+// mapped again in each process, at any address) and hands them here; the
+// first caller constructs the object in place, every later one attaches.
+//
+// Layout: a 64-byte header, then the object at the next multiple of its
+// alignment. The header holds a state word, the magic, the layout version,
+// the sizes (region, header, object), the object's type key, the caller's
+// fingerprint of the configuration, and a check word over all of them.
+//
+// Who constructs. The state word goes empty (0: the zeroed bytes of a fresh
+// mapping) -> constructing (with the constructor's token) -> ready, by CAS,
+// no lock: of two processes that open at once, exactly one wins the first
+// CAS and builds; the other gets region_errc::constructing until the winner's
+// release CAS makes it ready, then attaches. A constructor that dies between
+// the two CASes leaves `constructing` with its token for good; the caller may
+// pass a liveness check (token -> alive?, the library calls it and does no
+// I/O of its own): when it says dead, the opener takes the region over with
+// its own token and builds again from scratch. The check must not answer
+// "dead" for a constructor that is only slow (use a pid with an incarnation
+// number a reused pid cannot repeat): two builders writing the same bytes
+// would tear them. Without a check, such a region stays refused with
+// region_errc::constructing and the caller decides (a fresh region).
+//
+// Attaching checks everything before using anything, and a refusal changes
+// no byte: another magic (or garbage), another layout version, a region of
+// another size, another object type or size, another fingerprint, or a check
+// word that does not match (a torn or scribbled header) each have their own
+// region_errc.
+//
+// What may live in a region. The object must be standard-layout and
+// trivially destructible (static_asserts below): no pointer, no virtual
+// table, nothing a destructor must free (nobody destroys it; it lives as long
+// as the mapping). The five primitives qualify: their state is plain
+// lock-free atomics and integers written once before sharing, and each says
+// so in its header (token_bucket, sliding_window, calendar_quota,
+// concurrency_limiter, budget). What stays process-local beside a region:
+// the clock (a type, not data: steady_clock reads the same CLOCK_MONOTONIC in
+// every process on one host; region_clock reads a word in the region, for
+// tests), permits (a permit points at its limiter through this process's
+// address of it) and tickets (plain values a process keeps).
+//
+// Processes killed at any instruction leave every word of these primitives
+// consistent (no lock: token_bucket's writers take over a dead one, see its
+// header); what a dead process held stays held: its concurrency permits are
+// not given back and its budget reservations stay committed (kept as spent).
+//
+// Concurrency contract: open_region and attach_region are thread- and
+// process-safe; the memory orders are on each atomic operation below.
+
+#ifndef TOLLGATE_SHARED_REGION_HPP
+#define TOLLGATE_SHARED_REGION_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/budget.hpp>  (already above)
+// #include <tollgate/calendar_quota.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/concurrency.hpp>  (already above)
+// #include <tollgate/sliding_window.hpp>  (already above)
+// #include <tollgate/token_bucket.hpp>  (already above)
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <type_traits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+enum class region_errc : unsigned char {
+  ok = 0,
+  null_bytes,      // no bytes given
+  too_small,       // fewer bytes than region_size<T>()
+  misaligned,      // the bytes do not start at a multiple of alignof(T) (nor 64)
+  bad_token,       // open_region needs a nonzero token below 2^62
+  constructing,    // another opener is building it (or died doing so, see above)
+  bad_magic,       // not a tollgate region (or garbage)
+  wrong_version,   // built by a library with another layout version
+  wrong_size,      // built for another number of bytes
+  wrong_type,      // built for another object type or size
+  wrong_config,    // built with another fingerprint
+  corrupt,         // the header's check word does not match: torn or scribbled
+  taken_over,      // this opener was declared dead while building: nothing it built counts
+};
+
+constexpr const char* message(region_errc e) noexcept {
+  switch (e) {
+    case region_errc::ok: return "ok";
+    case region_errc::null_bytes: return "no bytes given for the region";
+    case region_errc::too_small: return "the region is smaller than its header and object";
+    case region_errc::misaligned: return "the region's bytes are not aligned for its object";
+    case region_errc::bad_token: return "the opener's token must be nonzero and below 2^62";
+    case region_errc::constructing: return "the region is being constructed by another opener";
+    case region_errc::bad_magic: return "not a tollgate region";
+    case region_errc::wrong_version: return "the region has another layout version";
+    case region_errc::wrong_size: return "the region was built for another size";
+    case region_errc::wrong_type: return "the region holds another object type";
+    case region_errc::wrong_config: return "the region was built with another configuration fingerprint";
+    case region_errc::corrupt: return "the region's header is torn or corrupt";
+    case region_errc::taken_over: return "this opener was taken over while constructing";
+  }
+  return "unknown region error";
+}
+
+// Bumped whenever the layout of the header or of a placeable object changes.
+constexpr std::uint32_t region_layout_version = 1;
+
+// Whether T may live in a region (see the header comment).
+template <class T>
+struct region_placeable
+    : std::integral_constant<bool, std::is_standard_layout<T>::value && std::is_trivially_destructible<T>::value> {};
+
+// Mixes configuration values into a fingerprint (FNV-1a over their 8 bytes
+// each); any function of the configuration will do, as long as every process
+// computes the same one.
+constexpr std::uint64_t region_fingerprint(std::uint64_t h, std::uint64_t v) noexcept {
+  for (int i = 0; i < 8; ++i) {
+    h ^= (v >> (8 * i)) & 0xffu;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+template <class... Vs>
+constexpr std::uint64_t region_fingerprint_of(Vs... vs) noexcept {
+  std::uint64_t h = 14695981039346656037ULL;
+  ((h = region_fingerprint(h, static_cast<std::uint64_t>(vs))), ...);
+  return h;
+}
+
+namespace detail {
+struct region_header {
+  atomic<std::uint64_t> state;  // phase in the low two bits, the constructor's token above
+  // Written by the constructor before its release CAS to ready, read only
+  // after an acquire load that sees ready: no race.
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t header_size;
+  std::uint64_t size;
+  std::uint64_t type;  // sizeof and alignof of the object, and a key of its type
+  std::uint64_t fingerprint;
+  std::uint64_t object_size;
+  std::uint64_t check;
+};
+static_assert(sizeof(region_header) == 64, "the region header is 64 bytes");
+static_assert(std::is_standard_layout<region_header>::value, "the region header is standard-layout");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
+
+constexpr std::uint64_t region_magic = 0x31656e6f67677467ULL;  // "tggogne1"
+constexpr std::uint64_t phase_empty = 0, phase_constructing = 1, phase_ready = 2, phase_mask = 3;
+
+template <class T>
+constexpr std::size_t region_offset() noexcept {
+  return alignof(T) > sizeof(region_header) ? alignof(T) : sizeof(region_header);
+}
+template <class T>
+constexpr std::uint64_t region_type_key() noexcept {
+  // The type's shape: its size, alignment and layout class.
+  return region_fingerprint_of(sizeof(T), alignof(T), std::is_standard_layout<T>::value);
+}
+inline std::uint64_t region_check(const region_header& h) noexcept {
+  return region_fingerprint_of(h.magic, h.version, h.header_size, h.size, h.type, h.fingerprint, h.object_size);
+}
+}  // namespace detail
+
+// The bytes a region holding a T needs.
+template <class T>
+constexpr std::size_t region_size() noexcept {
+  return detail::region_offset<T>() + sizeof(T);
+}
+
+template <class T>
+struct region_ref {
+  T* object = nullptr;
+  region_errc error = region_errc::ok;
+  bool constructed = false;  // this call built it
+  explicit operator bool() const noexcept { return object != nullptr; }
+};
+
+struct region_options {
+  std::uint64_t fingerprint = 0;  // of the configuration (region_fingerprint_of)
+  std::uint64_t token = 0;        // this opener's identity, nonzero, below 2^62
+  // Optional: is the opener with this token alive? Called only for a region
+  // left `constructing`; "false" lets this opener take it over.
+  bool (*alive)(std::uint64_t token, void* context) = nullptr;
+  void* context = nullptr;
+};
+
+namespace detail {
+template <class T>
+region_errc region_validate(const void* bytes, std::size_t size, std::uint64_t fingerprint) noexcept {
+  const region_header& h = *static_cast<const region_header*>(bytes);
+  if (h.magic != region_magic) return region_errc::bad_magic;
+  if (h.check != region_check(h)) return region_errc::corrupt;
+  if (h.version != region_layout_version || h.header_size != sizeof(region_header))
+    return region_errc::wrong_version;
+  if (h.size != size) return region_errc::wrong_size;
+  if (h.type != region_type_key<T>() || h.object_size != sizeof(T)) return region_errc::wrong_type;
+  if (h.fingerprint != fingerprint) return region_errc::wrong_config;
+  return region_errc::ok;
+}
+template <class T>
+region_errc region_shape(const void* bytes, std::size_t size) noexcept {
+  if (bytes == nullptr) return region_errc::null_bytes;
+  if (size < region_size<T>()) return region_errc::too_small;
+  const std::size_t a = alignof(T) > alignof(region_header) ? alignof(T) : alignof(region_header);
+  if (reinterpret_cast<std::uintptr_t>(bytes) % a != 0) return region_errc::misaligned;
+  return region_errc::ok;
+}
+}  // namespace detail
+
+// Attaches to a region another process built; never constructs, never
+// writes. region_errc::constructing while it is being built.
+template <class T>
+region_ref<T> attach_region(void* bytes, std::size_t size, std::uint64_t fingerprint) noexcept {
+  static_assert(region_placeable<T>::value, "T must be standard-layout and trivially destructible");
+  region_ref<T> r;
+  r.error = detail::region_shape<T>(bytes, size);
+  if (r.error != region_errc::ok) return r;
+  auto& h = *static_cast<detail::region_header*>(bytes);
+  // acquire: pairs with the constructor's release CAS to ready, so the
+  // header fields and the object built before it are visible.
+  const std::uint64_t st = h.state.load(std::memory_order_acquire);
+  const std::uint64_t phase = st & detail::phase_mask;
+  if (phase == detail::phase_empty || phase == detail::phase_constructing) {
+    r.error = region_errc::constructing;
+    return r;
+  }
+  if (phase != detail::phase_ready) {
+    r.error = region_errc::bad_magic;  // no state we ever write
+    return r;
+  }
+  r.error = detail::region_validate<T>(bytes, size, fingerprint);
+  if (r.error == region_errc::ok)
+    r.object = std::launder(reinterpret_cast<T*>(static_cast<unsigned char*>(bytes) + detail::region_offset<T>()));
+  return r;
+}
+
+// Constructs the object with make(void* where) (a placement new of T) if
+// the region is empty, else attaches (see the header for a region left
+// `constructing`). `make` runs at most once per call, only in the opener that
+// won the region.
+template <class T, class Make>
+region_ref<T> open_region(void* bytes, std::size_t size, const region_options& o, Make&& make) noexcept {
+  static_assert(region_placeable<T>::value, "T must be standard-layout and trivially destructible");
+  region_ref<T> r;
+  r.error = detail::region_shape<T>(bytes, size);
+  if (r.error != region_errc::ok) return r;
+  if (o.token == 0 || o.token >= (std::uint64_t{1} << 62)) {
+    r.error = region_errc::bad_token;
+    return r;
+  }
+  auto& h = *static_cast<detail::region_header*>(bytes);
+  const std::uint64_t mine = (o.token << 2) | detail::phase_constructing;
+  // acquire (load and both CAS failures): as in attach_region.
+  std::uint64_t st = h.state.load(std::memory_order_acquire);
+  bool won = false;
+  if (st == detail::phase_empty) {
+    // acquire on success: nothing to see yet, but keeps the construction
+    // after the claim; the release that publishes it is the CAS to ready.
+    won = h.state.compare_exchange_strong(st, mine, std::memory_order_acquire, std::memory_order_acquire);
+  }
+  if (!won && (st & detail::phase_mask) == detail::phase_constructing && o.alive != nullptr &&
+      !o.alive(st >> 2, o.context)) {
+    // The builder is dead: take over (acquire: as above).
+    won = h.state.compare_exchange_strong(st, mine, std::memory_order_acquire, std::memory_order_acquire);
+  }
+  if (!won) return attach_region<T>(bytes, size, o.fingerprint);
+
+  unsigned char* at = static_cast<unsigned char*>(bytes) + detail::region_offset<T>();
+  make(static_cast<void*>(at));
+  h.magic = detail::region_magic;
+  h.version = region_layout_version;
+  h.header_size = sizeof(detail::region_header);
+  h.size = size;
+  h.type = detail::region_type_key<T>();
+  h.fingerprint = o.fingerprint;
+  h.object_size = sizeof(T);
+  h.check = detail::region_check(h);
+  std::uint64_t expect = mine;
+  // release: publishes the header and the object to every acquire load that
+  // sees ready. relaxed on failure: we were taken over; nothing is read.
+  if (!h.state.compare_exchange_strong(expect, detail::phase_ready, std::memory_order_release,
+                                       std::memory_order_relaxed)) {
+    r.error = region_errc::taken_over;
+    return r;
+  }
+  r.object = std::launder(reinterpret_cast<T*>(at));
+  r.constructed = true;
+  return r;
+}
+
+// A manual clock whose time is a word in a region (for tests and
+// simulations across processes): each process binds it to its own address
+// of the word before use. The pointer is per process; the time is shared.
+template <class Tag>
+struct basic_region_clock {
+  static constexpr bool is_steady = false;
+  static void bind(std::atomic<std::int64_t>* word) noexcept { word_ = word; }
+  // relaxed: the value is the only data the clock publishes, as manual_clock.
+  static nanoseconds now() noexcept { return nanoseconds(word_->load(std::memory_order_relaxed)); }
+  // relaxed RMW: advances from several processes must not lose each other's.
+  static nanoseconds advance(nanoseconds d) noexcept {
+    return nanoseconds(word_->fetch_add(d.count(), std::memory_order_relaxed) + d.count());
+  }
+
+ private:
+  static inline std::atomic<std::int64_t>* word_ = nullptr;
+};
+struct region_clock_tag {};
+using region_clock = basic_region_clock<region_clock_tag>;
+
+// The primitives that may live in a region.
+static_assert(region_placeable<token_bucket<steady_clock>>::value, "token_bucket is placeable");
+static_assert(region_placeable<sliding_window<steady_clock>>::value, "sliding_window is placeable");
+static_assert(region_placeable<calendar_quota<system_clock>>::value, "calendar_quota is placeable");
+static_assert(region_placeable<concurrency_limiter>::value, "concurrency_limiter is placeable");
+static_assert(region_placeable<budget<usd_tag>>::value, "budget is placeable");
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_SHARED_REGION_HPP
 
 #endif  // TOLLGATE_TOLLGATE_HPP
