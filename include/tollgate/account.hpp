@@ -77,8 +77,7 @@
 // window and concurrency units a chunk at a time (credit.hpp: the bounds hold
 // exactly; other threads may be refused falsely by at most 1.6 % of a
 // window's limit and 3.2 % of the concurrency limit); remaining() and
-// in_flight() count credit as not in flight; per_thread_credit = false turns
-// it off.
+// in_flight() count credit as not in flight; per_thread_credit = false: off.
 //
 // Cost. Spending credit, an admission and its settle take one atomic RMW
 // (the slot-table word back; none with lease_timeout zero); a refill, one
@@ -440,8 +439,7 @@ class account {
   bool renew_slot(lease_type& l, nanoseconds now) noexcept {
     if (!l.holds_ || l.slot_ == lease_type::no_slot) return false;
     if (slots_.renew(l.slot_, l.stamp_, now)) return true;
-    l.holds_ = false;  // reaped: the unit was given back by the reaper
-    l.slot_ = lease_type::no_slot;
+    l.holds_ = false;  // reaped: the reaper gave the unit back
     return false;
   }
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
