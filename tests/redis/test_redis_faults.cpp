@@ -2,6 +2,10 @@
 //   state lost (redis-server restarted without persistence mid-run): nothing
 //     admitted for the hold (the longest window: here a rolling 24 h), then the
 //     budget refuses until restored; no window's bound broken across the loss;
+//   a window key or the lease set lost on its own (an eviction): nothing
+//     admitted until what it counted has left (its end time, kept in the
+//     epoch); the epoch and the other keys kept (in the ctest entry of the
+//     restart group: state lost);
 //   garbage in any of the account's keys: outcome::corrupt, no admission,
 //     no key changed;
 //   a stopped server (SIGSTOP) past the client's timeout: a refusal; a call
@@ -333,7 +337,7 @@ TEST_CASE("redis: state keys expire when they would read empty; the epoch never"
 // time, which the epoch keeps: admissions hold until then, and no bound is
 // broken across the loss.
 TEST_CASE("redis: a window key or the lease set lost alone holds until what it counted has left",
-          "[redis_server][evict]") {
+          "[redis_server][restart][evict]") {
   server srv;
   REQUIRE(srv.running());
   client conn(srv.port()), admin(srv.port());
