@@ -14,7 +14,8 @@
 //   {code, refused_bits, wait_us, lease_id, tpm_slot, tpd_slot, now_us}
 //   code: 0 admitted, 1 wait (wait_us > 0, rounded up), 2 busy (a lease must
 //   end first), 3 never (a request above a limit), 4 stopped (quota error,
-//   until resume), 5 held (state was lost: wait_us until the hold ends),
+//   until resume), 5 held (state was lost, or one key of it: wait_us until
+//   the hold ends, see layout.hpp),
 //   6 budget held (state was lost: until restore_budget), 7 corrupt (a key
 //   of the account holds what the script never writes: refused, never
 //   admitted, nothing written), 8 bad call (version, arguments, or a
