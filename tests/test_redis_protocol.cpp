@@ -151,6 +151,13 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
   CHECK(tr::decode_call(ints({0, 4, 0, 5, 1, 2, 100}), out) == tr::call_status::garbage);     // admitted, refused bits
   CHECK(tr::decode_call(ints({1, 2, 0, 0, -1, -1, 100}), out) == tr::call_status::garbage);   // a wait of 0
   CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, std::int64_t(1) << 53}), out) == tr::call_status::garbage);
+  // Lease ids start at 1: an admission with lease 0 is garbage, and so is a
+  // lease on the answer of an op that admits nothing.
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, 1, 2, 100}), out) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, 1, 2, 100}), out, tr::op::admit) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, -1, -1, 100}), out, tr::op::flush) == tr::call_status::ok);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, -1, -1, 100}), out, tr::op::control) == tr::call_status::ok);
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, -1, -1, 100}), out, tr::op::control) == tr::call_status::garbage);
 
   // Random replies: any shape, any values. The decoder must return, and an
   // `ok` decode of an admission needs exactly the admitted shape.
@@ -185,6 +192,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
       if (c.code == tr::script_code::admitted) {
         ++admitted;
         REQUIRE(c.refused_bits == 0);
+        REQUIRE(c.lease >= 1);
       }
     }
     tr::peek_reply p;

@@ -354,8 +354,8 @@ class basic_account {
   outcome simple(call_args& a, call_reply& r, bool carry) {
     if (sha_.empty() && !opt_.functions) learn_sha();
     std::vector<std::string> argv = words(a, carry);
-    call_status st = decode_call(send(argv), r);
-    if (st == call_status::noscript) st = decode_call(resend(argv), r);
+    call_status st = decode_call(send(argv), r, a.what);
+    if (st == call_status::noscript) st = decode_call(resend(argv), r, a.what);
     if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
     carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call);
     return how_of(r.code);

@@ -15,17 +15,21 @@
 //            refuses until restore_budget), committed and spent (money),
 //            pause (admissions wait until it), stop (1 after a quota error),
 //            started (an admission got past the stop and the pause), test (1:
-//            the account takes a supplied `now`).
+//            the account takes a supplied `now`); rpm_end, tpm_end, tpd_end
+//            (server µs: the window key counts something until then, and must
+//            exist), lease_end (the latest deadline in the lease set, 0 when it
+//            is empty). An epoch written without the four reads them as 0.
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease
 //            past its deadline is removed by the next call (a worker that died
-//            holding it gives its slot back then, never earlier). Expires at
-//            the latest deadline.
+//            holding it gives its slot back then, never earlier). Expires
+//            1 ms after the latest deadline (the server's expiry clock is the
+//            script's start, in ms).
 //     rpm, tpm, tpd  hash per strict window; field h = the newest sub-window
 //            written, field <j> = the units admitted in sub-window j (counted
-//            from origin). Expires when its newest sub-window has left the
-//            window, that is when it would read as empty anyway.
+//            from origin). Expires 1 ms after its newest sub-window has left
+//            the window (its *_end), when it reads as empty anyway.
 //   Units. Times are whole microseconds of the server's clock (TIME), from
 //   the Unix epoch (below 2^53 until the year 2255); windows and the lease
 //   timeout are rounded up to a whole µs (a longer window is stricter) and a
@@ -46,6 +50,18 @@
 //   budget sets bhold, so the budget refuses until restore_budget says what
 //   was spent. A new account holds the same way unless it is created fresh
 //   (an operator's statement that nothing ran in the last window).
+//   A key lost on its own. The keys with an expiry (rpm, tpm, tpd, leases)
+//   are what the volatile-* eviction policies take, one at a time, and an
+//   operator may delete one. A window key missing before its *_end, or a
+//   lease set missing (empty) before lease_end, is lost: what it counted is
+//   unknown but ends by that time, so admissions hold until it (outcome
+//   held, waiting exactly to it; the epoch and the other keys are kept, and
+//   the budget needs no restore: a lost lease's reservation stays committed,
+//   as a dropped lease's, and its refund is not given back). Missing at or
+//   after the end time is no loss (the key would read empty). Edge: after the
+//   server's clock steps back, a key can expire up to that step before its
+//   end time; it then reads as lost and holds until the end time, never
+//   admitting more than the bound.
 #ifndef TOLLGATE_REDIS_LAYOUT_HPP
 #define TOLLGATE_REDIS_LAYOUT_HPP
 

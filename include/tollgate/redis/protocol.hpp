@@ -9,9 +9,10 @@
 // allows, see layout.hpp). decode_call is defined for every reply, however
 // malformed: anything but an array of integers of the expected length with
 // in-range values decodes as call_status::garbage (a refusal), never as an
-// admission. An error reply decodes as call_status::server_error, or
-// call_status::noscript when the server lost the script or the function
-// (send the EVAL form, which loads the body again, or FUNCTION LOAD first).
+// admission; an admission needs a lease id of at least 1. An error reply
+// decodes as call_status::server_error, or call_status::noscript when the
+// server lost the script or the function (send the EVAL form, which loads
+// the body again, or FUNCTION LOAD first).
 #ifndef TOLLGATE_REDIS_PROTOCOL_HPP
 #define TOLLGATE_REDIS_PROTOCOL_HPP
 
@@ -206,7 +207,9 @@ struct call_reply {
   std::int64_t tpm_slot = -1, tpd_slot = -1;
   std::int64_t now_us = 0;
 };
-inline call_status decode_call(const reply& r, call_reply& out) {
+// `what` is the op the call was built for: code 0 answers an admit with a
+// lease id of at least 1 (ids start at 1), every other op with lease id 0.
+inline call_status decode_call(const reply& r, call_reply& out, op what = op::admit) {
   decoded d = decode_integers(r, 7);
   if (d.status != call_status::ok) return d.status;
   const auto& v = d.values;
@@ -215,6 +218,7 @@ inline call_status decode_call(const reply& r, call_reply& out) {
   const script_code c = static_cast<script_code>(v[0]);
   // An admission carries a lease; a wait carries a positive wait.
   if ((c == script_code::admitted && v[1] != 0) || (c == script_code::wait && v[2] <= 0)) return call_status::garbage;
+  if (c == script_code::admitted && (what == op::admit) != (v[3] >= 1)) return call_status::garbage;
   out.code = c;
   out.refused_bits = static_cast<std::uint16_t>(v[1]);
   out.wait_us = v[2];

@@ -14,7 +14,8 @@
 //   {code, refused_bits, wait_us, lease_id, tpm_slot, tpd_slot, now_us}
 //   code: 0 admitted, 1 wait (wait_us > 0, rounded up), 2 busy (a lease must
 //   end first), 3 never (a request above a limit), 4 stopped (quota error,
-//   until resume), 5 held (state was lost: wait_us until the hold ends),
+//   until resume), 5 held (state was lost, or one key of it: wait_us until
+//   the hold ends, see layout.hpp),
 //   6 budget held (state was lost: until restore_budget), 7 corrupt (a key
 //   of the account holds what the script never writes: refused, never
 //   admitted, nothing written), 8 bad call (version, arguments, or a
@@ -106,6 +107,9 @@ for k = 1, 3 do
           dirty = false, changed = {}}
   if W[k].limit > 0 and W[k].width < 1 then error('tollgate: bad width') end
 end
+-- Epoch fields a call keeps up to date but that an older epoch may lack (0).
+local ENDS = {'rpm_end', 'tpm_end', 'tpd_end'}
+local optional = {'rpm_end', 'tpm_end', 'tpd_end', 'lease_end'}
 local budget, hold_us = num(15), num(16)
 
 -- The epoch.
@@ -121,6 +125,14 @@ for _, f in ipairs(fields) do
     if v == nil then return CORRUPT end
     E[f] = v
   end
+end
+for _, f in ipairs(optional) do
+  local v = 0
+  if E[f] ~= nil then
+    v = ival(E[f])
+    if v == nil then return CORRUPT end
+  end
+  E[f] = v
 end
 if op == 'init' then
   local fresh, test = num(20 + num(19) * 8), num(21 + num(19) * 8)
@@ -138,7 +150,8 @@ if not have_epoch then
   -- against it, so an admission is held and a control call still acts).
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   E = {origin = now, last = now, next = 0, hold = now + hold_us, bhold = budget >= 0 and 1 or 0, committed = 0,
-       spent = 0, pause = 0, stop = 0, started = 0, test = test_now ~= '' and 1 or 0}
+       spent = 0, pause = 0, stop = 0, started = 0, test = test_now ~= '' and 1 or 0, rpm_end = 0, tpm_end = 0,
+       tpd_end = 0, lease_end = 0}
   local a = {}
   for _, f in ipairs(fields) do a[#a + 1] = f; a[#a + 1] = S(E[f]) end
   redis.call('HSET', KEYS[1], unpack(a))
@@ -234,7 +247,28 @@ local function committed_add(d)
   eset('committed', c)
 end
 if now > E.last then eset('last', now) end
+-- A key lost on its own (an eviction: the volatile-* policies take exactly
+-- the keys with an expiry) while the epoch says it still counts: what it
+-- held is unknown but ends by its end time, so admissions hold until then.
+local lost_until = 0
+for k = 1, 3 do
+  local w = W[k]
+  if w.limit > 0 and w.fresh and E[ENDS[k]] > now and E[ENDS[k]] > lost_until then lost_until = E[ENDS[k]] end
+end
+if #top == 0 and E.lease_end > now and E.lease_end > lost_until then lost_until = E.lease_end end
+if lost_until > E.hold then eset('hold', lost_until) end
 local function save()
+  for k = 1, 3 do
+    local w = W[k]
+    -- The end of the window key moves with its head (as its expiry).
+    if w.limit > 0 and w.dirty and (w.fresh or w.head ~= w.head0) then
+      local e = E.origin + slot_start(w, w.head + K + 1)
+      if e ~= E[ENDS[k]] then eset(ENDS[k], e) end
+    end
+  end
+  local lt = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  local le = #lt > 0 and tonumber(lt[2]) or 0
+  if le ~= E.lease_end then eset('lease_end', le) end
   local args = {}
   for f, _ in pairs(edirty) do args[#args + 1] = f; args[#args + 1] = S(E[f]) end
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
@@ -252,8 +286,10 @@ local function save()
       if #gone > 0 then redis.call('HDEL', w.key, unpack(gone)) end
       -- The expiry moves with the head only (HSET keeps a key's expiry).
       if E.test == 0 and (w.fresh or w.head ~= w.head0) then
-        local ms = math.ceil((slot_start(w, w.head + K + 1) - t) / 1000)
-        redis.call('PEXPIRE', w.key, ms > 0 and ms or 1)
+        -- One ms more: the server's expiry clock is the script's start, in
+        -- ms, which may be up to 1 ms behind TIME.
+        local ms = math.ceil((slot_start(w, w.head + K + 1) - t) / 1000) + 1
+        redis.call('PEXPIRE', w.key, ms > 1 and ms or 2)
       end
     end
   end
@@ -415,7 +451,7 @@ if lease_us > 0 then
   if E.test == 0 then
     -- The set lives to its latest deadline (a shorter lease timeout after a
     -- change of configuration must not cut the older leases' life short).
-    local ms = math.ceil(lease_us / 1000)
+    local ms = math.ceil(lease_us / 1000) + 1  -- + 1: as the windows' expiry
     local p = redis.call('PTTL', KEYS[2])
     if p < ms then redis.call('PEXPIRE', KEYS[2], ms) end
   end
