@@ -628,12 +628,12 @@ TEST_CASE("window tickets of another window refund nothing: not into a restored 
   INFO(tgtest::seed_note());
   for (int round = 0; round < 200; ++round) {
     const std::uint64_t before = g.between(1, 9);
-    const ns t0(static_cast<std::int64_t>(g.between(0, 30000)) * ms);
-    const ns now = t0 + ns(static_cast<std::int64_t>(g.between(0, 59999)) * ms);
-    INFO("round " << round << " before " << before << " t0 " << t0.count() << " now " << now.count());
+    const ns first(static_cast<std::int64_t>(g.between(0, 30000)) * ms);
+    const ns now = first + ns(static_cast<std::int64_t>(g.between(0, 59999)) * ms);
+    INFO("round " << round << " before " << before << " first " << first.count() << " now " << now.count());
     win x(rate(10, ns(60000 * ms)), ns(0));
     window_ticket ta, tb;
-    REQUIRE(x.try_acquire(before, t0, ta).admitted());
+    REQUIRE(x.try_acquire(before, first, ta).admitted());
     const auto counts = x.export_counts(now);
     REQUIRE(x.try_acquire(10 - before, now, tb).admitted());  // after the export: not in the restored counts
     win y(rate(10, ns(60000 * ms)), ns(0)), z(rate(10, ns(60000 * ms)), ns(0));
