@@ -222,3 +222,36 @@ TEST_CASE("quota: a clock whose zero is not 1970 counts UTC days through clock_o
   CHECK(p.try_acquire(100, ns(std::numeric_limits<std::int64_t>::max())).admitted());
   CHECK(p.try_acquire(1, ns(std::numeric_limits<std::int64_t>::min())).why() == reason::stale_time);
 }
+
+// The schedule that found it: a quota restored from another's word (a
+// restart in one process) took a ticket of the old quota, for an admission
+// made after the export, and gave its units back: 40 + 60 used, then 60
+// more the same day (limit 100). A ticket names its quota object.
+TEST_CASE("quota: tickets of another quota refund nothing: not into a restored one either", "[calendar_quota][snapshot]") {
+  tgtest::rng g(tgtest::seed_for(0xca1e));
+  INFO(tgtest::seed_note());
+  for (int round = 0; round < 50; ++round) {
+    const std::uint64_t before = g.between(1, 99);
+    const ns now = monday + ns(static_cast<std::int64_t>(g.between(0, 86399)) * 1000000000LL);
+    INFO("round " << round << " before " << before << " now " << now.count());
+    quota x(100);
+    quota_ticket ta, tb;
+    REQUIRE(x.try_acquire(before, now, ta).admitted());
+    const std::uint64_t word = x.export_word();
+    REQUIRE(x.try_acquire(100 - before, now, tb).admitted());  // after the export: not in the restored word
+    quota y(100);
+    y.import_word(word);
+    CHECK(y.refund(tb, 100 - before) == 0);
+    CHECK(y.refund(ta, before) == 0);
+    CHECK(y.available(now) == 100 - before);
+    // Two quotas, neither restored.
+    quota a(100), b(100);
+    quota_ticket tk;
+    REQUIRE(a.try_acquire(100, now, tk).admitted());
+    REQUIRE(b.try_acquire(100, now).admitted());
+    quota_ticket copy = tk;
+    CHECK(b.refund(copy, 100) == 0);
+    CHECK(b.available(now) == 0);
+    CHECK(a.refund(tk, 100) == 100);  // its own quota's still gives back
+  }
+}

@@ -298,3 +298,48 @@ TEST_CASE("keyed snapshot: taken beside traffic", "[keyed][snapshot]") {
   for (std::thread& th : pool) th.join();
   CHECK(restored > 0);
 }
+
+// The schedule that found it: a ticket dead in the old table (its key
+// erased and claimed again) named the restored entry, whose claim
+// generation restarts, and gave its units back: a full burst more at one
+// instant. No ticket from before a restore, nor of another table, gives
+// anything back.
+TEST_CASE("keyed snapshot: tickets from before a restore give nothing back", "[keyed][snapshot]") {
+  const std::int64_t s = 1000000000;
+  const ns now(100000 * s), wall(1764000000 * s);
+  const std::vector<key_class> cls{key_class{rate(10, ns(10 * s)), 10}};
+  tgtest::rng g(tgtest::seed_for(0x7e57));
+  INFO(tgtest::seed_note());
+  for (int round = 0; round < 50; ++round) {
+    const hash_seed seed = snap_seed(0x7e58 + static_cast<std::uint64_t>(round));
+    const std::uint64_t key = g.next();
+    INFO("round " << round << " key " << key);
+    keyed_buckets<manual_clock> a(64, cls, seed, ns(0));
+    keyed_ticket dead, live;
+    REQUIRE(a.try_acquire(key, 0, 10, now, dead).admitted());
+    REQUIRE(a.erase(key));
+    REQUIRE(a.try_acquire(key, 0, 10, now, live).admitted());
+    CHECK(a.refund(key, dead, 10, now) == 0);  // the old table tells them apart
+    const std::string bytes = a.snapshot(now, wall);
+    keyed_buckets<manual_clock> b(64, cls, seed, ns(0));
+    REQUIRE(b.restore(bytes, now, wall) == account_restore_errc::ok);
+    REQUIRE(b.available(key, 0, now) == 0);
+    keyed_ticket dead_b = dead, live_b = live;
+    CHECK(b.refund(key, dead_b, 10, now) == 0);
+    CHECK(b.refund(key, live_b, 10, now) == 0);  // the safe side: in flight across the restore
+    CHECK(b.available(key, 0, now) == 0);
+    CHECK_FALSE(b.try_acquire(key, 0, 1, now).admitted());
+    // A table of the same configuration that was never restored: a ticket
+    // of `a` names the same slot and generation in it, and still gives nothing.
+    keyed_buckets<manual_clock> c(64, cls, seed, ns(0));
+    REQUIRE(c.try_acquire(key, 0, 10, now).admitted());
+    keyed_ticket first = dead;
+    CHECK(c.refund(key, first, 10, now) == 0);
+    CHECK_FALSE(c.try_acquire(key, 0, 1, now).admitted());
+    // Its own tickets still give back.
+    keyed_ticket own;
+    REQUIRE(c.try_acquire(key + 1, 0, 4, now, own).admitted());
+    CHECK(c.refund(key + 1, own, 4, now) == 4);
+    CHECK(a.refund(key, live, 10, now) == 10);
+  }
+}

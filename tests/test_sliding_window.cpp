@@ -616,3 +616,40 @@ TEST_CASE("property: at the 24-bit ceiling, with charges, the window matches the
     CHECK(saturated_refunds > 0);
   }
 }
+
+// The schedule that found it: a window restored from another's counts (a
+// restart in one process) whose grid matched the old one took back the
+// old window's ticket of an admission made after the export: 5 + 5 used,
+// then 10 more in one window (limit 10). A ticket names its window object.
+TEST_CASE("window tickets of another window refund nothing: not into a restored one either", "[sliding_window][refund][snapshot]") {
+  using win = sliding_window<manual_clock>;
+  const std::int64_t ms = 1000000;
+  tgtest::rng g(tgtest::seed_for(0x3e11));
+  INFO(tgtest::seed_note());
+  for (int round = 0; round < 200; ++round) {
+    const std::uint64_t before = g.between(1, 9);
+    const ns first(static_cast<std::int64_t>(g.between(0, 30000)) * ms);
+    const ns now = first + ns(static_cast<std::int64_t>(g.between(0, 59999)) * ms);
+    INFO("round " << round << " before " << before << " first " << first.count() << " now " << now.count());
+    win x(rate(10, ns(60000 * ms)), ns(0));
+    window_ticket ta, tb;
+    REQUIRE(x.try_acquire(before, first, ta).admitted());
+    const auto counts = x.export_counts(now);
+    REQUIRE(x.try_acquire(10 - before, now, tb).admitted());  // after the export: not in the restored counts
+    win y(rate(10, ns(60000 * ms)), ns(0)), z(rate(10, ns(60000 * ms)), ns(0));
+    y.import_counts(now, counts);
+    z.import_counts(now, counts);  // the same restore, no refunds
+    CHECK(y.refund(tb, 10 - before) == 0);
+    CHECK(y.refund(ta, before) == 0);
+    CHECK(y.available(now) == z.available(now));
+    CHECK(y.available(now) <= 10 - before);
+  }
+  // Two windows of one configuration, neither restored.
+  win a(rate(10, ns(60000 * ms)), ns(0)), b(rate(10, ns(60000 * ms)), ns(0));
+  window_ticket tk;
+  REQUIRE(a.try_acquire(10, ns(5000 * ms), tk).admitted());
+  REQUIRE(b.try_acquire(10, ns(5000 * ms)).admitted());
+  CHECK(b.refund(tk, 10) == 0);
+  CHECK(b.available(ns(5000 * ms)) == 0);
+  CHECK(a.refund(tk, 10) == 10);  // its own window's still gives back
+}

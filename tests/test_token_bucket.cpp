@@ -858,3 +858,43 @@ TEST_CASE("property: ticketed refunds keep the bound against an exact log", "[to
     }
   }
 }
+
+// The schedule that found it: a bucket restored from another's owed() (a
+// restart in one process) took a ticket of the old bucket, for an
+// admission made after the export, and gave its units back against the
+// restored debt: 5 + 5 used, then 10 more at the same instant (burst 10).
+// A ticket names its bucket's configuration, and no two buckets share one.
+TEST_CASE("tickets of another bucket refund nothing: not into a restored one either", "[token_bucket][refund][snapshot]") {
+  const std::int64_t s = 1000000000;
+  tgtest::rng g(tgtest::seed_for(0x70b5));
+  INFO(tgtest::seed_note());
+  for (int round = 0; round < 50; ++round) {
+    const std::uint64_t burst = g.between(2, 40), before = g.between(1, burst - 1);
+    const ns now(static_cast<std::int64_t>(g.between(0, 1000)) * s + static_cast<std::int64_t>(g.between(0, s)));
+    INFO("round " << round << " burst " << burst << " before " << before << " now " << now.count());
+    bucket x(rate(burst, ns(10 * s)), burst, ns(0));
+    bucket_ticket ta, tb;
+    REQUIRE(x.try_acquire(before, now, ta).admitted());
+    const ns owed = x.owed(now);
+    REQUIRE(x.try_acquire(burst - before, now, tb).admitted());  // after the export: not in the restored debt
+    bucket y(rate(burst, ns(10 * s)), burst, ns(0));
+    y.restore_owed(owed, now);
+    CHECK(y.refund(tb, burst - before, now) == 0);
+    CHECK(y.refund(ta, before, now) == 0);
+    bucket z(rate(burst, ns(10 * s)), burst, ns(0));  // the same restore, no refunds
+    z.restore_owed(owed, now);
+    CHECK(y.available(now) == z.available(now));
+    CHECK(y.available(now) <= burst - before);
+    // Two buckets of one configuration, neither restored.
+    bucket a(rate(burst, ns(10 * s)), burst, ns(0)), b(rate(burst, ns(10 * s)), burst, ns(0));
+    bucket_ticket tk;
+    REQUIRE(a.try_acquire(burst, now, tk).admitted());
+    REQUIRE(b.try_acquire(burst, now).admitted());
+    bucket_ticket copy = tk;
+    CHECK(b.refund(copy, burst, now) == 0);
+    CHECK(b.available(now) == 0);
+    // A bucket's own tickets still give back, also after a rate change in another bucket.
+    REQUIRE(b.set_rate(rate(burst, ns(20 * s)), now) == errc::ok);
+    CHECK(a.refund(tk, burst, now) == burst);
+  }
+}

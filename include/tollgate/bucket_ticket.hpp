@@ -17,7 +17,13 @@
 // exact, where a ticket rounded to nanoseconds would keep up to a unit of a
 // roll-back at a rate whose tick is finer than a nanosecond. A ticket names
 // the configuration it was taken under; one from before a set_rate,
-// set_burst or reset gives nothing back.
+// set_burst or reset gives nothing back. Configuration numbers come from one
+// counter of the program (and only rise within a bucket), so a ticket of
+// another bucket gives nothing back either: not into a bucket restored from
+// its bucket's owed() (restore_owed), which would otherwise give back units
+// of an admission it never counted. (Buckets in shared memory keep rising
+// numbers, but two programs' counters may meet: a ticket carried to
+// another process's other bucket is told apart by its end and units only.)
 
 #ifndef TOLLGATE_BUCKET_TICKET_HPP
 #define TOLLGATE_BUCKET_TICKET_HPP
@@ -26,6 +32,7 @@
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/detail/gcra_params.hpp>
 
+#include <atomic>
 #include <cstdint>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -38,6 +45,19 @@ struct bucket_ticket {
 };
 
 namespace detail {
+
+// A configuration number above `old` that no bucket of this program has
+// used (one counter of the program; a bucket's own numbers only rise, also
+// when another program's counter set `old`). Never 0, a default ticket's.
+inline std::uint64_t fresh_bucket_config(std::uint64_t old) noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
+  // pairs with no other operation); the number reaches other threads
+  // through the bucket's own publication of its slot. Not a
+  // detail::atomic: no lock-free protocol reads it.
+  const std::uint64_t n = last.fetch_add(1, std::memory_order_relaxed) + 1;
+  return n > old ? n : old + 1;
+}
 
 // The ticket of an admission of n units plus `extra` charged, made at now_t
 // (ticks from p's epoch) that moved the TAT from `base` (max(TAT, now_t)) to

@@ -51,11 +51,28 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// What a quota admission charged, for refunds.
+// What a quota admission charged, for refunds. It names the quota object
+// that issued it (an identity from one counter of the program), so a ticket
+// of another quota gives nothing back: not into one restored from the old
+// one's word (import_word), which would otherwise give back units of an
+// admission it never counted. (Two programs sharing a region draw from two
+// counters: a ticket carried to another program's other quota is told apart
+// by its day only.)
 struct quota_ticket {
   std::uint64_t day = 0;
   std::uint64_t units = 0;
+  std::uint64_t quota = 0;  // the issuing quota's identity
 };
+
+namespace detail {
+inline std::uint64_t next_quota_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
+  // pairs with no other operation); the value reaches other threads with
+  // the quota itself. Not a detail::atomic: no lock-free protocol reads it.
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace detail
 
 template <class Clock = system_clock>
 class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
@@ -113,7 +130,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
       if (used + n > lim) return decision::wait(wait_until(d + 1, now));
       if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
-        ticket = quota_ticket{d, n};
+        ticket = quota_ticket{d, n, id_};
         return decision::admit();
       }
     }
@@ -143,10 +160,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     }
   }
 
-  // Gives back up to n of the ticket's units if its day is still current.
+  // Gives back up to n of the ticket's units if its day is still current
+  // and the ticket is this quota's.
   std::uint64_t refund(quota_ticket& t, std::uint64_t n) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0) return 0;
+    if (n == 0 || t.quota != id_) return 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     for (;;) {
       if ((w >> used_bits) != t.day) return 0;  // that day is over
@@ -190,7 +208,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   }
 
   // Snapshot support: the raw state word {day, used} (days are absolute, so
-  // it survives restarts as it is), and its inverse for a quota not yet shared.
+  // it survives restarts as it is), and its inverse for a quota that has
+  // admitted nothing yet: tickets of the quota whose word is imported give
+  // nothing back here, but this quota's own from before it would.
   std::uint64_t export_word() const noexcept { return state_.load(std::memory_order_acquire); }  // acquire: as in try_acquire
   void import_word(std::uint64_t w) noexcept { state_.store(w, std::memory_order_release); }      // release: publishes it
   // The day `now` falls in, as the state word counts days (since 1970-01-01
@@ -221,6 +241,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     if (e != errc::ok) return e;
     offset_ = std::chrono::duration_cast<nanoseconds>(off).count();
     limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    id_ = detail::next_quota_id();
     return errc::ok;
   }
   // In 128 bits, without saturating: day_start below inverts it exactly, so
@@ -254,6 +275,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
   std::int64_t offset_ = 0;
   std::int64_t origin_ = 0;  // the Unix time at the clock's zero
+  std::uint64_t id_ = 0;     // this quota's identity (see quota_ticket): set by init() only
 };
 
 TOLLGATE_END_NAMESPACE

@@ -101,6 +101,7 @@
 #include <tollgate/detail/gcra_params.hpp>
 #include <tollgate/detail/siphash.hpp>
 #include <tollgate/error.hpp>
+#include <tollgate/keyed/ticket.hpp>
 #include <tollgate/rate.hpp>
 #include <tollgate/token_bucket.hpp>
 
@@ -164,17 +165,6 @@ constexpr const char* to_string(keyed_status s) noexcept {
   }
   return "?";
 }
-
-// What a keyed admission took, for giving it back with refund(). A default
-// ticket gives back nothing.
-struct keyed_ticket {
-  std::uint64_t hash = 0;   // the key's
-  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
-  std::uint64_t units = 0;  // units it may still give back
-  std::size_t cls = 0;      // the class of the entry it was taken on
-  std::size_t slot = 0;     // the entry it was taken on
-  std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
-};
 
 class keyed_result {
  public:
@@ -258,7 +248,10 @@ class keyed_buckets {
   // admission charged (the key was erased or evicted and claimed an entry
   // again: the ticket names its entry and that entry's claim generation, a
   // 64-bit count of its claims that would wrap only after 2^64 claims of
-  // one entry while the ticket is held).
+  // one entry while the ticket is held), or for a ticket of another table
+  // object or of this one before its restore() (keyed/ticket.hpp: a
+  // restored key's debt already holds what its tickets took, and they name
+  // generations a restore cannot tell apart).
   // A `now` that lags by d can give back d / T units early (token_bucket's
   // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
@@ -367,6 +360,7 @@ class keyed_buckets {
     capacity_ = capacity;
     window_ = window < capacity ? window : capacity;
     origin_ = origin.count();
+    id_ = detail::next_keyed_table_id();
     return errc::ok;
   }
 
@@ -429,7 +423,8 @@ class keyed_buckets {
       const decision d = admit(e.tat, params_[slot_cls], n, now, end);
       // relaxed: written before the publish CAS (release) that our pin's
       // acquire read, or by ourselves; no claim can change it while pinned.
-      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed)};
+      if (t != nullptr && d.admitted())
+        *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed), id_};
       unpin(entries_[slot]);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
@@ -490,6 +485,7 @@ class keyed_buckets {
   std::size_t window_ = 0;
   std::int64_t origin_ = 0;
   detail::atomic<std::uint64_t> latest_{0};
+  std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
 };
 
 TOLLGATE_END_NAMESPACE

@@ -71,6 +71,8 @@
 // the ring over-count (the safe side). refund_to_head gives back only while
 // the ticket's slot is the head (through the head's release CAS), for callers
 // that must know a reader who sees the refund sees what they did before it.
+// A ticket of another window, or from before an import, gives nothing back
+// (window/ticket.hpp).
 //
 // Live change. set_limit is thread-safe; in any window that spans a change at
 // most the larger of the two limits is admitted.
@@ -160,7 +162,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // sees nothing older.
         if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur + nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu};
+          ticket = window_ticket{s, n, nu, id_};
           return decision::admit();
         }
       } else {
@@ -170,7 +172,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // that acquires this head; acquire as above.
         if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu};
+          ticket = window_ticket{s, n, nu, id_};
           return decision::admit();
         }
       }
@@ -294,6 +296,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window refuse everything (as stale) until it has passed. Units above the
   // 24-bit field saturate; zero times and units are skipped. Not
   // thread-safe: call it before sharing the window (it moves the origin).
+  // Tickets from before it, this window's or another's, give nothing back.
   void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept;
 
   // Loads slots by age (export_slots) into a window not shared yet. The
@@ -341,6 +344,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   errc init(rate r, nanoseconds origin) noexcept {
     origin_ = origin.count();
+    id_ = detail::next_window_id();
     const errc e = validate(r);
     if (e != errc::ok) return e;
     window_ = r.period.count();
@@ -467,6 +471,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   std::uint64_t width_ = 1;
   std::int64_t window_ = 0;
   std::int64_t origin_ = 0;
+  std::uint64_t id_ = 0;  // this window's identity (window/ticket.hpp): set by init() and the imports only
   detail::atomic<std::uint64_t> ring_[ring_size] = {};
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");

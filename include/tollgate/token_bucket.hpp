@@ -196,7 +196,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
   // whole units, the part of the admission's own intervals still ahead (see
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
-  // set_burst or reset returns nothing. A refund at a `now` that lags the latest
+  // set_burst or reset returns nothing, nor one of another bucket. A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
 
@@ -244,7 +244,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Snapshot support: what is owed at `now` (time until the bucket is full
-  // again), and its inverse for a bucket not yet shared.
+  // again), and its inverse for a bucket that has admitted nothing yet:
+  // tickets of the bucket whose owed() is restored give nothing back here
+  // (bucket_ticket.hpp), but this bucket's own from before it would.
   nanoseconds owed(nanoseconds now) const noexcept { return full_in(now); }
   void restore_owed(nanoseconds owed_for, nanoseconds now) noexcept {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()

@@ -60,7 +60,7 @@ template <class Clock, class Hash>
 std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n,
                                                        nanoseconds now) noexcept {
   if (n > t.units) n = t.units;
-  if (n == 0 || t.hash != h || t.cls >= params_.size()) return 0;
+  if (n == 0 || t.hash != h || t.table != id_ || t.cls >= params_.size()) return 0;  // id_: see restore()
   std::size_t slot = 0, cls = 0;
   if (!pin(h, slot, cls)) return 0;
   std::uint64_t got = 0;

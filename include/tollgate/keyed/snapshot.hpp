@@ -36,6 +36,15 @@
 // erased since construction or the last restore), and a misconfigured
 // table (bad_class at every call) with other_configuration.
 //
+// Tickets. restore() draws a new table identity (keyed/ticket.hpp), so no
+// keyed_ticket issued before it, by the snapshot's table or any other,
+// gives anything back into the restored table: each restored entry's debt
+// already counts what those tickets took, and its claim generation starts
+// again, so a ticket dead in the old table (its key erased or evicted and
+// claimed again) would otherwise name a live entry. The cost is on the
+// safe side: units of admissions in flight across a restore are not given
+// back.
+//
 // Concurrency. snapshot() is thread-safe with everything: it pins each live
 // entry while it reads it (so it cannot be reclaimed under the read), and
 // an admission racing it lands in this snapshot or after it. A key that
@@ -196,6 +205,10 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
   // relaxed stores throughout: nothing may use the table during restore();
   // the caller's hand-off to other threads publishes it.
+  // A new identity: the restored entries restart their claim generations,
+  // so a ticket of the snapshot's table (or of any other) could name one
+  // of them; with another identity none gives anything back here.
+  id_ = detail::next_keyed_table_id();
   for (std::size_t s = 0; s < capacity_; ++s) {
     entries_[s].ctl.store(0, std::memory_order_relaxed);
     entries_[s].claim.store(0, std::memory_order_relaxed);

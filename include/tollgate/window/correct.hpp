@@ -55,7 +55,7 @@ inline void sliding_window<Clock, Subwindows>::charge(std::uint64_t n, nanosecon
 template <class Clock, std::size_t Subwindows>
 inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
   if (n > t.tokens) n = t.tokens;
-  if (n == 0 || unit_ == 0) return 0;
+  if (n == 0 || unit_ == 0 || (t.window != 0 && t.window != id_)) return 0;  // another window's (ticket.hpp)
   const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
   const std::uint64_t back = t.units - keep_units;
   std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire

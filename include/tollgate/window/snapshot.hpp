@@ -58,6 +58,7 @@ inline nanoseconds sliding_window<Clock, Subwindows>::import_horizon() const noe
 template <class Clock, std::size_t Subwindows>
 inline void sliding_window<Clock, Subwindows>::import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
   if (unit_ == 0) return;
+  id_ = detail::next_window_id();  // the ring is rewritten: no earlier ticket names it (window/ticket.hpp)
   using detail::i128;
   const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
   std::uint64_t longest = 0;

@@ -9,11 +9,21 @@
 // same in any process that maps them. A window_ticket records what one
 // admission charged, so that a refund gives back only that (move-only: a copy
 // could refund the same tokens twice; a moved-from ticket holds nothing).
+// A ticket names the window object that issued it (an identity from one
+// counter of the program, drawn again by import_counts and import_slots),
+// so a ticket of another window, or of this one from before an import,
+// gives nothing back: not into a window restored from the old one's counts,
+// which would otherwise give back units of an admission it never counted.
+// A ticket built from a slot and tokens (the account's) names no window
+// and is not checked. (Two programs sharing a region draw from two
+// counters: a ticket carried to another program's other window is told
+// apart by its slot only.)
 #ifndef TOLLGATE_WINDOW_TICKET_HPP
 #define TOLLGATE_WINDOW_TICKET_HPP
 
 #include <tollgate/config.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <utility>
 
@@ -26,16 +36,20 @@ struct window_ticket {
   std::uint64_t slot = 0;    // the slot charged
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+  std::uint64_t window = 0;  // the issuing window's identity; 0: not checked
 
   constexpr window_ticket() noexcept = default;
   constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u, std::uint64_t w) noexcept
+      : slot(s), tokens(t), units(u), window(w) {}
   window_ticket(const window_ticket&) = delete;
   window_ticket& operator=(const window_ticket&) = delete;
   window_ticket(window_ticket&& o) noexcept
-      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)) {}
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)), window(o.window) {}
   window_ticket& operator=(window_ticket&& o) noexcept {
     if (this != &o) {
       slot = o.slot;
+      window = o.window;
       tokens = std::exchange(o.tokens, 0);
       units = std::exchange(o.units, 0);
     }
@@ -44,6 +58,15 @@ struct window_ticket {
 };
 
 namespace detail {
+
+// A new window identity: 64 bits, so it does not wrap while a program runs.
+inline std::uint64_t next_window_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
+  // pairs with no other operation); the value reaches other threads with
+  // the window itself. Not a detail::atomic: no lock-free protocol reads it.
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 struct window_limits {
   static constexpr unsigned count_bits = 24;
   static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;

@@ -1,0 +1,49 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/ticket.hpp: what a keyed_buckets admission leaves for refunding it
+// later (keyed_buckets::refund states the rule).
+//
+// A ticket names the table object that issued it: an identity drawn from
+// one counter of the program (never 0, never reused while the program
+// runs), drawn again by restore(). A ticket of another table, or of this
+// one from before a restore(), gives nothing back, even when its slot and
+// claim generation happen to match an entry there. (One counter per
+// program image: two copies of the header built into shared libraries with
+// hidden symbols each count on their own, and a ticket passed between them
+// is told apart by its slot and claim generation only.)
+#ifndef TOLLGATE_KEYED_TICKET_HPP
+#define TOLLGATE_KEYED_TICKET_HPP
+
+#include <tollgate/config.hpp>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// A default ticket gives back nothing.
+struct keyed_ticket {
+  std::uint64_t hash = 0;   // the key's
+  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
+  std::uint64_t units = 0;  // units it may still give back
+  std::size_t cls = 0;      // the class of the entry it was taken on
+  std::size_t slot = 0;     // the entry it was taken on
+  std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
+  std::uint64_t table = 0;  // the issuing table's identity then (never 0 for a real admission)
+};
+
+namespace detail {
+
+// A new table identity: 64 bits, so it does not wrap while a program runs.
+inline std::uint64_t next_keyed_table_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives
+  // (pairs with no other operation); the value reaches other threads with
+  // the table itself. Not a detail::atomic: no lock-free protocol uses it.
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_TICKET_HPP
