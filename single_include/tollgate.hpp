@@ -558,7 +558,13 @@ TOLLGATE_END_NAMESPACE
 // exact, where a ticket rounded to nanoseconds would keep up to a unit of a
 // roll-back at a rate whose tick is finer than a nanosecond. A ticket names
 // the configuration it was taken under; one from before a set_rate,
-// set_burst or reset gives nothing back.
+// set_burst or reset gives nothing back. Configuration numbers come from one
+// counter of the program (and only rise within a bucket), so a ticket of
+// another bucket gives nothing back either: not into a bucket restored from
+// its bucket's owed() (restore_owed), which would otherwise give back units
+// of an admission it never counted. (Buckets in shared memory keep rising
+// numbers, but two programs' counters may meet: a ticket carried to
+// another process's other bucket is told apart by its end and units only.)
 
 #ifndef TOLLGATE_BUCKET_TICKET_HPP
 #define TOLLGATE_BUCKET_TICKET_HPP
@@ -810,6 +816,7 @@ TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_GCRA_PARAMS_HPP
 
+#include <atomic>
 #include <cstdint>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -822,6 +829,19 @@ struct bucket_ticket {
 };
 
 namespace detail {
+
+// A configuration number above `old` that no bucket of this program has
+// used (one counter of the program; a bucket's own numbers only rise, also
+// when another program's counter set `old`). Never 0, a default ticket's.
+inline std::uint64_t fresh_bucket_config(std::uint64_t old) noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
+  // pairs with no other operation); the number reaches other threads
+  // through the bucket's own publication of its slot. Not a
+  // detail::atomic: no lock-free protocol reads it.
+  const std::uint64_t n = last.fetch_add(1, std::memory_order_relaxed) + 1;
+  return n > old ? n : old + 1;
+}
 
 // The ticket of an admission of n units plus `extra` charged, made at now_t
 // (ticks from p's epoch) that moved the TAT from `base` (max(TAT, now_t)) to
@@ -1381,7 +1401,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
   // whole units, the part of the admission's own intervals still ahead (see
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
-  // set_burst or reset returns nothing. A refund at a `now` that lags the latest
+  // set_burst or reset returns nothing, nor one of another bucket. A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
 
@@ -1429,7 +1449,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Snapshot support: what is owed at `now` (time until the bucket is full
-  // again), and its inverse for a bucket not yet shared.
+  // again), and its inverse for a bucket that has admitted nothing yet:
+  // tickets of the bucket whose owed() is restored give nothing back here
+  // (bucket_ticket.hpp), but this bucket's own from before it would.
   nanoseconds owed(nanoseconds now) const noexcept { return full_in(now); }
   void restore_owed(nanoseconds owed_for, nanoseconds now) noexcept {
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
@@ -1730,7 +1752,7 @@ void token_bucket<Clock>::reset(nanoseconds now, start st) noexcept {
     // new configuration: what was owed is forgotten, so no ticket from
     // before may give back against what comes after.
     p.gen = id;
-    p.config += 1;
+    p.config = detail::fresh_bucket_config(p.config);
     if (!slots_.store(next, p, r, mine)) continue;  // taken over: the taker fills it
     const std::uint64_t nw = (static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau);
     bool done = false;
@@ -1780,6 +1802,7 @@ errc token_bucket<Clock>::init(rate r, std::uint64_t burst, nanoseconds origin, 
   const errc e = detail::make_gcra_params(r, burst, p);
   p.epoch = origin_;
   p.gen = 1;  // the construction's claim number
+  p.config = detail::fresh_bucket_config(0);  // not another bucket's (bucket_ticket.hpp)
   if (e != errc::ok) {  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     slots_.init(0, detail::gcra_params{0, 0, 0, 0, false, origin_, 1, 0}, rate());
     return e;
@@ -1813,7 +1836,7 @@ errc token_bucket<Clock>::reconfigure_locked(std::uint64_t id, const rate* nr, c
     return errc::ok;
   }
   // An epoch move keeps the configuration (tickets stay good: it is exact).
-  np.config = nr || nb ? cp.config + 1 : cp.config;
+  np.config = nr || nb ? detail::fresh_bucket_config(cp.config) : cp.config;
   np.gen = id;
   const std::size_t next = detail::bucket_slots::next(cur);
   if (!slots_.store(next, np, r, mine)) {
@@ -1918,6 +1941,8 @@ TOLLGATE_END_NAMESPACE
 // the ring over-count (the safe side). refund_to_head gives back only while
 // the ticket's slot is the head (through the head's release CAS), for callers
 // that must know a reader who sees the refund sees what they did before it.
+// A ticket of another window, or from before an import, gives nothing back
+// (window/ticket.hpp).
 //
 // Live change. set_limit is thread-safe; in any window that spans a change at
 // most the larger of the two limits is admitted.
@@ -1949,11 +1974,21 @@ TOLLGATE_END_NAMESPACE
 // same in any process that maps them. A window_ticket records what one
 // admission charged, so that a refund gives back only that (move-only: a copy
 // could refund the same tokens twice; a moved-from ticket holds nothing).
+// A ticket names the window object that issued it (an identity from one
+// counter of the program, drawn again by import_counts and import_slots),
+// so a ticket of another window, or of this one from before an import,
+// gives nothing back: not into a window restored from the old one's counts,
+// which would otherwise give back units of an admission it never counted.
+// A ticket built from a slot and tokens (the account's) names no window
+// and is not checked. (Two programs sharing a region draw from two
+// counters: a ticket carried to another program's other window is told
+// apart by its slot only.)
 #ifndef TOLLGATE_WINDOW_TICKET_HPP
 #define TOLLGATE_WINDOW_TICKET_HPP
 
 // #include <tollgate/config.hpp>  (already above)
 
+#include <atomic>
 #include <cstdint>
 #include <utility>
 
@@ -1966,16 +2001,20 @@ struct window_ticket {
   std::uint64_t slot = 0;    // the slot charged
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
+  std::uint64_t window = 0;  // the issuing window's identity; 0: not checked
 
   constexpr window_ticket() noexcept = default;
   constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u, std::uint64_t w) noexcept
+      : slot(s), tokens(t), units(u), window(w) {}
   window_ticket(const window_ticket&) = delete;
   window_ticket& operator=(const window_ticket&) = delete;
   window_ticket(window_ticket&& o) noexcept
-      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)) {}
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)), window(o.window) {}
   window_ticket& operator=(window_ticket&& o) noexcept {
     if (this != &o) {
       slot = o.slot;
+      window = o.window;
       tokens = std::exchange(o.tokens, 0);
       units = std::exchange(o.units, 0);
     }
@@ -1984,6 +2023,15 @@ struct window_ticket {
 };
 
 namespace detail {
+
+// A new window identity: 64 bits, so it does not wrap while a program runs.
+inline std::uint64_t next_window_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
+  // pairs with no other operation); the value reaches other threads with
+  // the window itself. Not a detail::atomic: no lock-free protocol reads it.
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 struct window_limits {
   static constexpr unsigned count_bits = 24;
   static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;
@@ -2074,7 +2122,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // sees nothing older.
         if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur + nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu};
+          ticket = window_ticket{s, n, nu, id_};
           return decision::admit();
         }
       } else {
@@ -2084,7 +2132,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // that acquires this head; acquire as above.
         if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu};
+          ticket = window_ticket{s, n, nu, id_};
           return decision::admit();
         }
       }
@@ -2208,6 +2256,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // window refuse everything (as stale) until it has passed. Units above the
   // 24-bit field saturate; zero times and units are skipped. Not
   // thread-safe: call it before sharing the window (it moves the origin).
+  // Tickets from before it, this window's or another's, give nothing back.
   void import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept;
 
   // Loads slots by age (export_slots) into a window not shared yet. The
@@ -2255,6 +2304,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
 
   errc init(rate r, nanoseconds origin) noexcept {
     origin_ = origin.count();
+    id_ = detail::next_window_id();
     const errc e = validate(r);
     if (e != errc::ok) return e;
     window_ = r.period.count();
@@ -2381,6 +2431,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   std::uint64_t width_ = 1;
   std::int64_t window_ = 0;
   std::int64_t origin_ = 0;
+  std::uint64_t id_ = 0;  // this window's identity (window/ticket.hpp): set by init() and the imports only
   detail::atomic<std::uint64_t> ring_[ring_size] = {};
 
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "tollgate needs lock-free 64-bit atomics");
@@ -2448,7 +2499,7 @@ inline void sliding_window<Clock, Subwindows>::charge(std::uint64_t n, nanosecon
 template <class Clock, std::size_t Subwindows>
 inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
   if (n > t.tokens) n = t.tokens;
-  if (n == 0 || unit_ == 0) return 0;
+  if (n == 0 || unit_ == 0 || (t.window != 0 && t.window != id_)) return 0;  // another window's (ticket.hpp)
   const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
   const std::uint64_t back = t.units - keep_units;
   std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
@@ -2566,6 +2617,7 @@ inline nanoseconds sliding_window<Clock, Subwindows>::import_horizon() const noe
 template <class Clock, std::size_t Subwindows>
 inline void sliding_window<Clock, Subwindows>::import_counts(nanoseconds now, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& counts) noexcept {
   if (unit_ == 0) return;
+  id_ = detail::next_window_id();  // the ring is rewritten: no earlier ticket names it (window/ticket.hpp)
   using detail::i128;
   const std::uint64_t horizon = static_cast<std::uint64_t>(import_horizon().count());
   std::uint64_t longest = 0;
@@ -2706,11 +2758,28 @@ TOLLGATE_END_NAMESPACE
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// What a quota admission charged, for refunds.
+// What a quota admission charged, for refunds. It names the quota object
+// that issued it (an identity from one counter of the program), so a ticket
+// of another quota gives nothing back: not into one restored from the old
+// one's word (import_word), which would otherwise give back units of an
+// admission it never counted. (Two programs sharing a region draw from two
+// counters: a ticket carried to another program's other quota is told apart
+// by its day only.)
 struct quota_ticket {
   std::uint64_t day = 0;
   std::uint64_t units = 0;
+  std::uint64_t quota = 0;  // the issuing quota's identity
 };
+
+namespace detail {
+inline std::uint64_t next_quota_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
+  // pairs with no other operation); the value reaches other threads with
+  // the quota itself. Not a detail::atomic: no lock-free protocol reads it.
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+}  // namespace detail
 
 template <class Clock = system_clock>
 class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
@@ -2768,7 +2837,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
       if (used + n > lim) return decision::wait(wait_until(d + 1, now));
       if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
-        ticket = quota_ticket{d, n};
+        ticket = quota_ticket{d, n, id_};
         return decision::admit();
       }
     }
@@ -2798,10 +2867,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     }
   }
 
-  // Gives back up to n of the ticket's units if its day is still current.
+  // Gives back up to n of the ticket's units if its day is still current
+  // and the ticket is this quota's.
   std::uint64_t refund(quota_ticket& t, std::uint64_t n) noexcept {
     if (n > t.units) n = t.units;
-    if (n == 0) return 0;
+    if (n == 0 || t.quota != id_) return 0;
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     for (;;) {
       if ((w >> used_bits) != t.day) return 0;  // that day is over
@@ -2845,7 +2915,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   }
 
   // Snapshot support: the raw state word {day, used} (days are absolute, so
-  // it survives restarts as it is), and its inverse for a quota not yet shared.
+  // it survives restarts as it is), and its inverse for a quota that has
+  // admitted nothing yet: tickets of the quota whose word is imported give
+  // nothing back here, but this quota's own from before it would.
   std::uint64_t export_word() const noexcept { return state_.load(std::memory_order_acquire); }  // acquire: as in try_acquire
   void import_word(std::uint64_t w) noexcept { state_.store(w, std::memory_order_release); }      // release: publishes it
   // The day `now` falls in, as the state word counts days (since 1970-01-01
@@ -2876,6 +2948,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
     if (e != errc::ok) return e;
     offset_ = std::chrono::duration_cast<nanoseconds>(off).count();
     limit_.store(limit, std::memory_order_relaxed);  // relaxed: construction precedes sharing
+    id_ = detail::next_quota_id();
     return errc::ok;
   }
   // In 128 bits, without saturating: day_start below inverts it exactly, so
@@ -2909,6 +2982,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   detail::atomic<std::uint64_t> limit_{0};  // 0: misconfigured
   std::int64_t offset_ = 0;
   std::int64_t origin_ = 0;  // the Unix time at the clock's zero
+  std::uint64_t id_ = 0;     // this quota's identity (see quota_ticket): set by init() only
 };
 
 TOLLGATE_END_NAMESPACE
@@ -9429,6 +9503,56 @@ TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_SIPHASH_HPP
 // #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/keyed/ticket.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/ticket.hpp: what a keyed_buckets admission leaves for refunding it
+// later (keyed_buckets::refund states the rule).
+//
+// A ticket names the table object that issued it: an identity drawn from
+// one counter of the program (never 0, never reused while the program
+// runs), drawn again by restore(). A ticket of another table, or of this
+// one from before a restore(), gives nothing back, even when its slot and
+// claim generation happen to match an entry there. (One counter per
+// program image: two copies of the header built into shared libraries with
+// hidden symbols each count on their own, and a ticket passed between them
+// is told apart by its slot and claim generation only.)
+#ifndef TOLLGATE_KEYED_TICKET_HPP
+#define TOLLGATE_KEYED_TICKET_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// A default ticket gives back nothing.
+struct keyed_ticket {
+  std::uint64_t hash = 0;   // the key's
+  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
+  std::uint64_t units = 0;  // units it may still give back
+  std::size_t cls = 0;      // the class of the entry it was taken on
+  std::size_t slot = 0;     // the entry it was taken on
+  std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
+  std::uint64_t table = 0;  // the issuing table's identity then (never 0 for a real admission)
+};
+
+namespace detail {
+
+// A new table identity: 64 bits, so it does not wrap while a program runs.
+inline std::uint64_t next_keyed_table_id() noexcept {
+  static std::atomic<std::uint64_t> last{0};
+  // relaxed: only uniqueness matters, which the RMW's atomicity gives
+  // (pairs with no other operation); the value reaches other threads with
+  // the table itself. Not a detail::atomic: no lock-free protocol uses it.
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_TICKET_HPP
 // #include <tollgate/rate.hpp>  (already above)
 // #include <tollgate/token_bucket.hpp>  (already above)
 
@@ -9492,17 +9616,6 @@ constexpr const char* to_string(keyed_status s) noexcept {
   }
   return "?";
 }
-
-// What a keyed admission took, for giving it back with refund(). A default
-// ticket gives back nothing.
-struct keyed_ticket {
-  std::uint64_t hash = 0;   // the key's
-  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
-  std::uint64_t units = 0;  // units it may still give back
-  std::size_t cls = 0;      // the class of the entry it was taken on
-  std::size_t slot = 0;     // the entry it was taken on
-  std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
-};
 
 class keyed_result {
  public:
@@ -9586,7 +9699,10 @@ class keyed_buckets {
   // admission charged (the key was erased or evicted and claimed an entry
   // again: the ticket names its entry and that entry's claim generation, a
   // 64-bit count of its claims that would wrap only after 2^64 claims of
-  // one entry while the ticket is held).
+  // one entry while the ticket is held), or for a ticket of another table
+  // object or of this one before its restore() (keyed/ticket.hpp: a
+  // restored key's debt already holds what its tickets took, and they name
+  // generations a restore cannot tell apart).
   // A `now` that lags by d can give back d / T units early (token_bucket's
   // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
@@ -9695,6 +9811,7 @@ class keyed_buckets {
     capacity_ = capacity;
     window_ = window < capacity ? window : capacity;
     origin_ = origin.count();
+    id_ = detail::next_keyed_table_id();
     return errc::ok;
   }
 
@@ -9757,7 +9874,8 @@ class keyed_buckets {
       const decision d = admit(e.tat, params_[slot_cls], n, now, end);
       // relaxed: written before the publish CAS (release) that our pin's
       // acquire read, or by ourselves; no claim can change it while pinned.
-      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed)};
+      if (t != nullptr && d.admitted())
+        *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed), id_};
       unpin(entries_[slot]);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
@@ -9818,6 +9936,7 @@ class keyed_buckets {
   std::size_t window_ = 0;
   std::int64_t origin_ = 0;
   detail::atomic<std::uint64_t> latest_{0};
+  std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
 };
 
 TOLLGATE_END_NAMESPACE
@@ -9885,7 +10004,7 @@ template <class Clock, class Hash>
 std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n,
                                                        nanoseconds now) noexcept {
   if (n > t.units) n = t.units;
-  if (n == 0 || t.hash != h || t.cls >= params_.size()) return 0;
+  if (n == 0 || t.hash != h || t.table != id_ || t.cls >= params_.size()) return 0;  // id_: see restore()
   std::size_t slot = 0, cls = 0;
   if (!pin(h, slot, cls)) return 0;
   std::uint64_t got = 0;
@@ -10170,6 +10289,15 @@ TOLLGATE_END_NAMESPACE
 // erased since construction or the last restore), and a misconfigured
 // table (bad_class at every call) with other_configuration.
 //
+// Tickets. restore() draws a new table identity (keyed/ticket.hpp), so no
+// keyed_ticket issued before it, by the snapshot's table or any other,
+// gives anything back into the restored table: each restored entry's debt
+// already counts what those tickets took, and its claim generation starts
+// again, so a ticket dead in the old table (its key erased or evicted and
+// claimed again) would otherwise name a live entry. The cost is on the
+// safe side: units of admissions in flight across a restore are not given
+// back.
+//
 // Concurrency. snapshot() is thread-safe with everything: it pins each live
 // entry while it reads it (so it cannot be reclaimed under the read), and
 // an admission racing it lands in this snapshot or after it. A key that
@@ -10330,6 +10458,10 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
   // relaxed stores throughout: nothing may use the table during restore();
   // the caller's hand-off to other threads publishes it.
+  // A new identity: the restored entries restart their claim generations,
+  // so a ticket of the snapshot's table (or of any other) could name one
+  // of them; with another identity none gives anything back here.
+  id_ = detail::next_keyed_table_id();
   for (std::size_t s = 0; s < capacity_; ++s) {
     entries_[s].ctl.store(0, std::memory_order_relaxed);
     entries_[s].claim.store(0, std::memory_order_relaxed);
