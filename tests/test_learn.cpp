@@ -828,7 +828,12 @@ TEST_CASE("adaptive concurrency: one drop per round, latency alone never shrinks
   account_config c = adaptive_config(40);
   c.concurrency_floor = 5;
   acct_t f(c, ns(0));
-  for (int i = 0; i < 100; ++i) f.on_response(classify(529, ""), std::nullopt, ns(i));  // nothing in flight: each its own round
+  for (int i = 0; i < 100; ++i) {  // each round: the limit's worth admitted, every one answered 529
+    std::vector<lease<manual_clock>> out;
+    for (auto x = f.try_admit(r, ns(i)); x; x = f.try_admit(r, ns(i))) out.push_back(std::move(x.lease));
+    for (auto& l : out) l.settle_rejected(ns(i));
+    f.on_response(classify(529, ""), std::nullopt, ns(i));
+  }
   CHECK(f.adaptive().limit == 5);
   // Refused configurations.
   errc e = errc::ok;
@@ -1082,5 +1087,89 @@ TEST_CASE("headers: the simulator's swarm with another client on the key", "[lea
     CHECK(t.rejected_429 <= u.rejected_429);
     std::printf("swarm with another client at 30 %% of RPM, %s: paced 429s %llu trusting the headers, %llu not\n",
                 to_string(m), (unsigned long long)t.rejected_429, (unsigned long long)u.rejected_429);
+  }
+}
+
+TEST_CASE("headers: a gate holds for a dimension the account does not enforce", "[learn]") {
+  auto hdr = [](std::uint64_t req, std::uint64_t tok) {
+    rate_limit_headers h;
+    h.remaining_requests = req;
+    h.reset_requests = seconds(60);
+    h.remaining_tokens = tok;
+    h.reset_tokens = seconds(60);
+    return h;
+  };
+  request r;
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;  // 20 tokens a request
+  auto admitted = [&](acct_t& a, ns now, int tries) {
+    int k = 0;
+    for (int i = 0; i < tries; ++i) {
+      auto x = a.try_admit(r, now);
+      if (!x) {
+        // The refusal names the gate's end as the time to retry.
+        CHECK(x.decision.later());
+        CHECK(x.decision.retry_after() == ns(seconds(59)));
+        continue;
+      }
+      ++k;
+      x.lease.settle(usage{10, 0, 10, 0, 0}, now);
+    }
+    return k;
+  };
+  {  // No rate limit known (an unknown tier): the headers are the only one.
+    account_config c;
+    c.trust_rate_limit_headers = true;
+    c.concurrency = limit(100);
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    a.observe_rate_limit_headers(hdr(3, 1000), ns(0));
+    CHECK(admitted(a, ns(seconds(1)), 20) == 3);
+  }
+  {  // RPM only: the token gate holds too (2 of 20 tokens fit in 45).
+    account_config c;
+    c.trust_rate_limit_headers = true;
+    c.rpm = limit(1000);
+    c.model = server_model::fixed_window;
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    a.observe_rate_limit_headers(hdr(1000, 45), ns(0));
+    CHECK(admitted(a, ns(seconds(1)), 20) == 2);
+  }
+}
+
+TEST_CASE("adaptive concurrency: a burst settled before its answers are fed back costs one drop", "[learn]") {
+  request r;
+  r.max_tokens = 0;
+  for (bool settle_all_first : {true, false}) {
+    acct_t b(adaptive_config(50), ns(0));
+    std::vector<lease<manual_clock>> held;
+    for (int i = 0; i < 10; ++i) {
+      auto x = b.try_admit(r, ns(0));
+      REQUIRE(x);
+      held.push_back(std::move(x.lease));
+    }
+    if (settle_all_first)
+      for (auto& l : held) l.settle_rejected(ns(1));
+    for (auto& l : held) {
+      if (!settle_all_first) l.settle_rejected(ns(1));  // the documented order, one answer at a time
+      b.on_response(classify(429, concurrency_429), std::nullopt, ns(1));
+    }
+    INFO("settled all first: " << settle_all_first);
+    CHECK(b.adaptive().signals == 10);
+    CHECK(b.adaptive().drops == 1);
+    CHECK(b.adaptive().limit == 45);
+    // The next round: d = 45 admissions after the drop, a signal drops again.
+    for (int i = 0; i < 44; ++i) {
+      auto x = b.try_admit(r, ns(2));
+      REQUIRE(x);
+      x.lease.settle_rejected(ns(2));
+    }
+    b.on_response(classify(429, concurrency_429), std::nullopt, ns(2));
+    CHECK(b.adaptive().drops == 1);
+    REQUIRE(b.try_admit(r, ns(2)));
+    b.on_response(classify(429, concurrency_429), std::nullopt, ns(2));
+    CHECK(b.adaptive().drops == 2);
+    CHECK(b.adaptive().limit == 40);
   }
 }

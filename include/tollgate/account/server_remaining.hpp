@@ -8,7 +8,11 @@
 // the server admits at most R more requests, from anyone on the key. The
 // account then admits at most R more before now + T, on top of its own
 // limits (it never loosens them: its own count still decides where it is
-// stricter). A gate already in force is combined with the new one: the later
+// stricter), for each dimension the headers state, whether the account
+// enforces a limit of its own there or not (with no RPM or TPM configured
+// the headers are the only rate limit it knows). The gates live in the
+// account: a snapshot does not carry them, so a restored account starts
+// with none (the bound holds within one account's lifetime). A gate already in force is combined with the new one: the later
 // end and the smaller remainder, so a response that arrives late never
 // loosens it. Another client on the same key then costs throughput, not
 // 429s: a 429 (which carries the headers too) closes the gate until the
