@@ -342,10 +342,10 @@ class learn_state {
   // guards are that much older, leads and debts that much shorter.
   void load(const saved_words& w, nanoseconds now, std::uint64_t down) noexcept {
     constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min();
-    // relaxed stores: restore runs before sharing; the account's release
-    // store that ends the restore publishes them.
-    margin_.store(static_cast<std::int64_t>(w.margin), std::memory_order_relaxed);
-    widenings_.store(w.widenings, std::memory_order_relaxed);
+    // Every store below is relaxed: restore runs before sharing, and the
+    // account's release store that ends the restore (setup.hpp) publishes them.
+    margin_.store(static_cast<std::int64_t>(w.margin), std::memory_order_relaxed);  // relaxed: see above
+    widenings_.store(w.widenings, std::memory_order_relaxed);                       // relaxed: see above
     (void)install(now);  // the margin's rates (accepted at the widest margin by check_limits)
     for (unsigned k = 0; k < 2; ++k) {
       if (!b_[k] || started_spaced_[k]) {
@@ -355,14 +355,16 @@ class learn_state {
       if (w.since[k] != none_word) {
         const std::uint64_t age = sat_add(w.since[k], down);
         const std::uint64_t room = positive_difference(now.count(), lo);
+        // relaxed: see above (the restore's release store stands in for switch_to_spaced's).
         switched_[k].store(age >= room ? lo : static_cast<std::int64_t>(static_cast<std::uint64_t>(now.count()) - age),
                            std::memory_order_relaxed);
-        claimed_[k].store(true, std::memory_order_relaxed);
-        switches_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+        claimed_[k].store(true, std::memory_order_relaxed);  // relaxed: see above
+        switches_.fetch_add(1, std::memory_order_relaxed);   // relaxed: a counter
       }
-      if (w.guard[k] != none_word)
+      if (w.guard[k] != none_word)  // relaxed: see above
         guard_[k].store(w.guard[k] > down ? sat_offset(now.count(), w.guard[k] - down) : lo, std::memory_order_relaxed);
-      if (w.lead[k] > down) shadow_[k].store(sat_offset(now.count(), w.lead[k] - down), std::memory_order_relaxed);
+      if (w.lead[k] > down)  // relaxed: see above
+        shadow_[k].store(sat_offset(now.count(), w.lead[k] - down), std::memory_order_relaxed);
       b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
     }
   }

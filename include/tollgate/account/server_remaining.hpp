@@ -12,8 +12,10 @@
 // enforces a limit of its own there or not (with no RPM or TPM configured
 // the headers are the only rate limit it knows). A snapshot (format 3)
 // carries the gates: an account restored from it admits within each gate
-// at most what its remainder was at the snapshot (the time between the two
-// measured by the wall clock restore() is given, as for every count). A gate already in force is combined with the new one: the later
+// at most its remainder at the snapshot, until the gate's end less the
+// wall-clock time restore() is told has passed since (like every count
+// there; admissions after the snapshot are in no snapshot). A gate already
+// in force is combined with the new one: the later
 // end and the smaller remainder, so a response that arrives late never
 // loosens it. Another client on the same key then costs throughput, not
 // 429s: a 429 (which carries the headers too) closes the gate until the

@@ -53,7 +53,9 @@
 // window entries than slots, counts above the 24-bit field, times beyond a
 // window's or bucket's horizon, ages out of the window, a negative or
 // inconsistent budget, a calendar day after tomorrow's, a stop flag other
-// than 0 or 1). It refuses with in_use an account that has started taking
+// than 0 or 1, a learned time beyond INT64_MAX, a guard without a switch, a
+// margin outside [spacing_margin, max_spacing_margin], a gate beyond
+// INT64_MAX). It refuses with in_use an account that has started taking
 // traffic (any try_admit that got past the stop and pause checks to the
 // limits, admitted or not, or after a restore one refused by a pause, whose
 // wait read the restored counts): its counts would be lost and its leases
