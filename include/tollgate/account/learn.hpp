@@ -315,7 +315,9 @@ class learn_state {
       const std::int64_t s = switched_[k].load(std::memory_order_relaxed);
       const std::int64_t g = guard_[k].load(std::memory_order_relaxed);
       if (s != account_policy::not_switched) w.since[k] = positive_difference(now.count(), s);
-      if (g != account_policy::not_switched) w.guard[k] = positive_difference(g, now.count());
+      // A guard read after a switch this snapshot missed goes with it.
+      if (g != account_policy::not_switched && s != account_policy::not_switched)
+        w.guard[k] = positive_difference(g, now.count());
       w.lead[k] = positive_difference(shadow_[k].load(std::memory_order_relaxed), now.count());  // relaxed: lone
       w.owed[k] = static_cast<std::uint64_t>(b_[k]->owed(now).count());
     }
