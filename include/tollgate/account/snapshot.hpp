@@ -176,6 +176,20 @@ struct account_codec {
     return w.checksum();
   }
 
+  // The limiters alone (no learn state, no gates in force): for tests of the codec.
+  static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
+                           nanoseconds now, nanoseconds wall) {
+    const learn ls;
+    const remaining_gates g;
+    return write(cfg, d, cr, p, ls, g, now, wall);
+  }
+  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps,
+                                      std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    learn ls;
+    remaining_gates g;
+    return restore(cfg, d, cr, ps, ls, g, bytes, now, wall);
+  }
+
   static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
                            const learn& ls, const remaining_gates& g, nanoseconds now, nanoseconds wall) {
     byte_writer w;
