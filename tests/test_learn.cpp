@@ -90,11 +90,13 @@ struct outcome {
 // again. Every loop is bounded by the request count.
 outcome run_trial(const scenario& sc, int server_kind, server_model m, std::uint64_t seed, bool saturate,
                   std::uint64_t requests, std::int64_t phase, bool windows_with_jitter = true,
-                  std::int64_t measure_from = INT64_MAX, std::int64_t measure_to = INT64_MAX) {
+                  std::int64_t measure_from = INT64_MAX, std::int64_t measure_to = INT64_MAX,
+                  std::uint64_t restart_every = 0) {
   tgtest::rng g(seed);
   const std::int64_t w = sc.window.count();
   auto srv = make_server_at(server_kind, sc.limit, w, phase);
-  acct_t a(config_for(sc, m, windows_with_jitter, (seed & 1) != 0), ns(0));
+  const account_config cfg = config_for(sc, m, windows_with_jitter, (seed & 1) != 0);
+  auto a = std::make_unique<acct_t>(cfg, ns(0));
   const error_info e429 = rejection(sc);
   outcome o;
   std::int64_t now = 0, delivered = 0;
@@ -117,7 +119,7 @@ outcome run_trial(const scenario& sc, int server_kind, server_model m, std::uint
     r.max_tokens = 0;
     ++o.generated;
     for (int attempt = 0; attempt < 10000; ++attempt) {
-      auto x = a.try_admit(r, ns(now));
+      auto x = a->try_admit(r, ns(now));
       if (!x) {
         REQUIRE(x.decision.later());
         now += x.decision.retry_after().count();
@@ -133,17 +135,25 @@ outcome run_trial(const scenario& sc, int server_kind, server_model m, std::uint
         o.last_accepted = at;
         x.lease.settle(usage{n, 0, 0, 0, 0}, ns(now));
         ++o.completed;
+        if (restart_every != 0 && o.completed % restart_every == 0) {
+          // A restart: the snapshot restored into a new account (supplied
+          // time as the wall clock too).
+          const std::string snap = a->snapshot(ns(now), ns(now));
+          auto b = std::make_unique<acct_t>(cfg, ns(now));
+          REQUIRE(b->restore(snap, ns(now), ns(now)) == account_restore_errc::ok);
+          a = std::move(b);
+        }
         break;
       }
       ++o.rejected;
       if (o.first_rejection < 0) o.first_rejection = at;
       x.lease.settle_rejected(ns(now));
       if (now < at) now = at;  // the answer comes back once the server has seen the request
-      if (a.learned(ns(now)).widenings > 0) ++o.after_widening;
-      a.on_response(e429, nanoseconds(seconds(1)), ns(now));
+      if (a->learned(ns(now)).widenings > 0) ++o.after_widening;
+      a->on_response(e429, nanoseconds(seconds(1)), ns(now));
     }
   }
-  o.widenings = a.learned(ns(now)).widenings;
+  o.widenings = a->learned(ns(now)).widenings;
   return o;
 }
 
@@ -828,7 +838,12 @@ TEST_CASE("adaptive concurrency: one drop per round, latency alone never shrinks
   account_config c = adaptive_config(40);
   c.concurrency_floor = 5;
   acct_t f(c, ns(0));
-  for (int i = 0; i < 100; ++i) f.on_response(classify(529, ""), std::nullopt, ns(i));  // nothing in flight: each its own round
+  for (int i = 0; i < 100; ++i) {  // each round: the limit's worth admitted, every one answered 529
+    std::vector<lease<manual_clock>> out;
+    for (auto x = f.try_admit(r, ns(i)); x; x = f.try_admit(r, ns(i))) out.push_back(std::move(x.lease));
+    for (auto& l : out) l.settle_rejected(ns(i));
+    f.on_response(classify(529, ""), std::nullopt, ns(i));
+  }
   CHECK(f.adaptive().limit == 5);
   // Refused configurations.
   errc e = errc::ok;
@@ -1083,4 +1098,157 @@ TEST_CASE("headers: the simulator's swarm with another client on the key", "[lea
     std::printf("swarm with another client at 30 %% of RPM, %s: paced 429s %llu trusting the headers, %llu not\n",
                 to_string(m), (unsigned long long)t.rejected_429, (unsigned long long)u.rejected_429);
   }
+}
+
+TEST_CASE("headers: a gate holds for a dimension the account does not enforce", "[learn]") {
+  auto hdr = [](std::uint64_t req, std::uint64_t tok) {
+    rate_limit_headers h;
+    h.remaining_requests = req;
+    h.reset_requests = seconds(60);
+    h.remaining_tokens = tok;
+    h.reset_tokens = seconds(60);
+    return h;
+  };
+  request r;
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;  // 20 tokens a request
+  auto admitted = [&](acct_t& a, ns now, int tries) {
+    int k = 0;
+    for (int i = 0; i < tries; ++i) {
+      auto x = a.try_admit(r, now);
+      if (!x) {
+        // The refusal names the gate's end as the time to retry.
+        CHECK(x.decision.later());
+        CHECK(x.decision.retry_after() == ns(seconds(59)));
+        continue;
+      }
+      ++k;
+      x.lease.settle(usage{10, 0, 10, 0, 0}, now);
+    }
+    return k;
+  };
+  {  // No rate limit known (an unknown tier): the headers are the only one.
+    account_config c;
+    c.trust_rate_limit_headers = true;
+    c.concurrency = limit(100);
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    a.observe_rate_limit_headers(hdr(3, 1000), ns(0));
+    CHECK(admitted(a, ns(seconds(1)), 20) == 3);
+  }
+  {  // RPM only: the token gate holds too (2 of 20 tokens fit in 45).
+    account_config c;
+    c.trust_rate_limit_headers = true;
+    c.rpm = limit(1000);
+    c.model = server_model::fixed_window;
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    a.observe_rate_limit_headers(hdr(1000, 45), ns(0));
+    CHECK(admitted(a, ns(seconds(1)), 20) == 2);
+  }
+}
+
+TEST_CASE("adaptive concurrency: a burst settled before its answers are fed back costs one drop", "[learn]") {
+  request r;
+  r.max_tokens = 0;
+  for (bool settle_all_first : {true, false}) {
+    acct_t b(adaptive_config(50), ns(0));
+    std::vector<lease<manual_clock>> held;
+    for (int i = 0; i < 10; ++i) {
+      auto x = b.try_admit(r, ns(0));
+      REQUIRE(x);
+      held.push_back(std::move(x.lease));
+    }
+    if (settle_all_first)
+      for (auto& l : held) l.settle_rejected(ns(1));
+    for (auto& l : held) {
+      if (!settle_all_first) l.settle_rejected(ns(1));  // the documented order, one answer at a time
+      b.on_response(classify(429, concurrency_429), std::nullopt, ns(1));
+    }
+    INFO("settled all first: " << settle_all_first);
+    CHECK(b.adaptive().signals == 10);
+    CHECK(b.adaptive().drops == 1);
+    CHECK(b.adaptive().limit == 45);
+    // The next round: d = 45 admissions after the drop, a signal drops again.
+    for (int i = 0; i < 44; ++i) {
+      auto x = b.try_admit(r, ns(2));
+      REQUIRE(x);
+      x.lease.settle_rejected(ns(2));
+    }
+    b.on_response(classify(429, concurrency_429), std::nullopt, ns(2));
+    CHECK(b.adaptive().drops == 1);
+    REQUIRE(b.try_admit(r, ns(2)));
+    b.on_response(classify(429, concurrency_429), std::nullopt, ns(2));
+    CHECK(b.adaptive().drops == 2);
+    CHECK(b.adaptive().limit == 40);
+  }
+}
+
+TEST_CASE("learn: the bound spans restores from the snapshot", "[learn]") {
+  // Saturated, no jitter, a restart every 7 answers: at most one 429 per
+  // dimension over all the restarts, as without them (none from the
+  // servers the strict window is safe against).
+  const int trials = trial_count() / 10 + 1;
+  for (const int si : {2, 4, 0}) {
+    const scenario& sc = scenarios[si];
+    for (int kind = 0; kind < 5; ++kind) {
+      std::uint64_t worst = 0;
+      for (int t = 0; t < trials; ++t) {
+        const std::uint64_t seed = tgtest::seed_for(7001ULL * static_cast<std::uint64_t>(si + 1) +
+                                                    97ULL * static_cast<std::uint64_t>(kind) + static_cast<std::uint64_t>(t));
+        const std::int64_t phase = static_cast<std::int64_t>(tgtest::rng(seed).between(0, static_cast<std::uint64_t>(sc.window.count())));
+        const outcome o = run_trial(sc, kind, server_model::learn, seed, true, 300, phase, true, INT64_MAX, INT64_MAX, 7);
+        INFO(sc.name << " vs server " << kind << ", trial " << t << ", " << tgtest::seed_note());
+        CHECK(o.rejected <= (strict_safe(kind) ? 0u : 1u));
+        CHECK(o.completed == 300);
+        if (o.rejected > worst) worst = o.rejected;
+      }
+      std::printf("learn across restarts every 7 answers, %s vs server %d: at most %llu 429s per run\n", sc.name, kind,
+                  (unsigned long long)worst);
+    }
+  }
+}
+
+TEST_CASE("headers: the gates survive a snapshot and restore", "[learn]") {
+  account_config c;
+  c.trust_rate_limit_headers = true;
+  c.rpm = limit(1000);
+  c.tpm = limit(1000000);
+  c.model = server_model::fixed_window;
+  c.lease_timeout = ns(0);
+  request r;
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;
+  acct_t a(c, ns(0));
+  rate_limit_headers h;
+  h.remaining_requests = 3;
+  h.reset_requests = seconds(60);
+  h.remaining_tokens = 1000000;
+  h.reset_tokens = seconds(60);
+  a.observe_rate_limit_headers(h, ns(0));
+  {
+    auto x = a.try_admit(r, ns(0));
+    REQUIRE(x);
+    x.lease.settle(usage{10, 0, 10, 0, 0}, ns(0));
+  }
+  const std::string snap = a.snapshot(ns(0), ns(0));  // 2 left for 60 s
+  auto admitted = [&](acct_t& b, ns now) {
+    int k = 0;
+    for (int i = 0; i < 10; ++i) {
+      auto x = b.try_admit(r, now);
+      if (!x) continue;
+      ++k;
+      x.lease.settle(usage{10, 0, 10, 0, 0}, now);
+    }
+    return k;
+  };
+  acct_t b(c, ns(0));
+  REQUIRE(b.restore(snap, ns(seconds(1)), ns(seconds(1))) == account_restore_errc::ok);
+  CHECK(admitted(b, ns(seconds(1))) == 2);
+  CHECK(admitted(b, ns(seconds(59)) + ns(999999999)) == 0);  // the gate ends 60 s after the snapshot's wall time
+  CHECK(admitted(b, ns(seconds(60))) == 10);
+  // Restored past the gate's end (wall clock), nothing of it is left.
+  acct_t late(c, ns(0));
+  REQUIRE(late.restore(snap, ns(seconds(1)), ns(seconds(61))) == account_restore_errc::ok);
+  CHECK(admitted(late, ns(seconds(1))) == 10);
 }

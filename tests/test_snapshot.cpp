@@ -453,14 +453,14 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
     const std::string good = busy_snapshot(server_model::sliding_log, now, wall);
     const fields f = decode(good);
     // Layout: version, fingerprint, wall, stop, pause; per window: unit, n,
-    // n x (time left, units); budget: committed, spent; checksum.
-    REQUIRE(f.w[0] == 2);
+    // n x (time left, units); budget: committed, spent; four gate words; checksum.
+    REQUIRE(f.w[0] == 3);
     const std::size_t rpm = 5, rpm_n = f.w[rpm + 1];
     REQUIRE(rpm_n == 4);  // four requests 7 s apart: four 4 s slots
     const std::size_t tpm = rpm + 2 + 2 * rpm_n, tpm_n = f.w[tpm + 1];
     const std::size_t tpd = tpm + 2 + 2 * tpm_n, tpd_n = f.w[tpd + 1];
     const std::size_t money = tpd + 2 + 2 * tpd_n;
-    REQUIRE(money + 3 == f.w.size());
+    REQUIRE(money + 7 == f.w.size());
     struct change {
       const char* what;
       std::size_t at;
@@ -469,7 +469,7 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
     };
     const std::uint64_t neg = static_cast<std::uint64_t>(-1), big = std::uint64_t{1} << 63;
     const change changes[] = {
-        {"version 3", 0, 3, errc_t::wrong_version},
+        {"version 4", 0, 4, errc_t::wrong_version},
         {"version 0", 0, 0, errc_t::wrong_version},
         {"stop flag 2", 3, 2, errc_t::out_of_range},
         {"pause beyond INT64_MAX", 4, big, errc_t::out_of_range},
@@ -486,6 +486,8 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
         {"negative committed budget", money, neg, errc_t::out_of_range},
         {"committed below spent", money, f.w[money + 1] - 1, errc_t::out_of_range},
         {"negative spent", money + 1, big, errc_t::out_of_range},
+        {"request gate beyond INT64_MAX", money + 2, big, errc_t::out_of_range},
+        {"token gate beyond INT64_MAX", money + 4, big, errc_t::out_of_range},
     };
     for (const change& ch : changes) {
       INFO(ch.what);
@@ -523,8 +525,8 @@ TEST_CASE("snapshot: fields that do not fit the configuration are refused, chang
     const std::string good = a.snapshot(now, wall);
     const fields f = decode(good);
     // version, fingerprint, wall, stop, pause, owed (requests), owed
-    // (tokens), day word, committed, spent, checksum.
-    REQUIRE(f.w.size() == 11);
+    // (tokens), day word, committed, spent, four gate words, checksum.
+    REQUIRE(f.w.size() == 15);
     const std::uint64_t today = static_cast<std::uint64_t>(now.count() / 86400000000000LL);
     REQUIRE(f.w[7] >> 40 == today);
     struct change {
@@ -654,9 +656,9 @@ TEST_CASE("snapshot: extreme wall and now are defined; a clock that went backwar
 }
 
 namespace {
-// A tiny copy of 0.1.0's encoder, fed from a format 2 snapshot of a strict
+// A tiny copy of 0.1.0's encoder, fed from a format 3 snapshot of a strict
 // account: each window's entries become (age in slots of `now`'s slot,
-// units), without the unit word. `widths` are the windows' slot widths, in
+// units), without the unit word, and the four gate words go. `widths` are the windows' slot widths, in
 // the order they are written; `origin` and `now` those of the snapshot.
 std::string as_format_1(const std::string& v2, const std::vector<std::int64_t>& widths, std::int64_t origin, std::int64_t now) {
   const fields f = decode(v2);
@@ -677,7 +679,8 @@ std::string as_format_1(const std::string& v2, const std::vector<std::int64_t>& 
     }
     at += 2 + 2 * n;
   }
-  g.w.insert(g.w.end(), f.w.begin() + static_cast<std::ptrdiff_t>(at), f.w.end());
+  g.w.insert(g.w.end(), f.w.begin() + static_cast<std::ptrdiff_t>(at), f.w.end() - 5);
+  g.w.push_back(0);  // the checksum's place
   return encode(g);
 }
 }  // namespace
@@ -809,4 +812,67 @@ TEST_CASE("snapshot: the calendar day survives a reboot of a steady clock (a17)"
   CHECK(b.remaining(up_b).tokens_day_reset_in == hours(13));
   CHECK_FALSE(b.try_admit(req(40000, 20000), up_b));
   CHECK(b.try_admit(req(20000, 20000), up_b));
+}
+
+TEST_CASE("snapshot: format 2 still restores; format 3 carries what learn learned and the header gates", "[account][snapshot]") {
+  const ns wall = seconds(1800000000), now = wall;
+  SECTION("format 2: format 3 without the gate words") {
+    const std::string good = busy_snapshot(server_model::sliding_log, now, wall);
+    fields f = decode(good);
+    REQUIRE(f.w[0] == 3);
+    f.w[0] = 2;
+    f.w.erase(f.w.end() - 5, f.w.end() - 1);  // the four gate words, before the checksum
+    test_account c(full_config(server_model::sliding_log), now);
+    REQUIRE(c.restore(encode(f), now, wall) == errc_t::ok);
+    test_account d(full_config(server_model::sliding_log), now);
+    REQUIRE(d.restore(good, now, wall) == errc_t::ok);
+    CHECK(same_view(c.remaining(now), d.remaining(now)));
+  }
+  SECTION("learn: switched, widened, range-checked") {
+    account_config cfg;
+    cfg.model = server_model::learn;
+    cfg.rpm = limit(3);
+    cfg.lease_timeout = ns(0);
+    test_account a(cfg, now);
+    REQUIRE(a.try_admit(req(0, 0), now));
+    const std::string e429 =
+        R"({"error":{"message":"request reached organization max RPM: 3","type":"rate_limit_reached_error"}})";
+    a.on_response(classify(429, e429), std::nullopt, now);
+    REQUIRE(a.learned(now).switches == 1);
+    const std::string good = a.snapshot(now + seconds(5), wall + seconds(5));
+    const fields f = decode(good);
+    // ..., since, guard, lead, owed (requests), margin, widenings, four gate words, checksum.
+    const std::size_t lw = f.w.size() - 1 - 4 - 6;
+    REQUIRE(f.w[lw] == std::uint64_t(ns(seconds(5)).count()));  // switched 5 s before the snapshot
+    test_account b(cfg, now);
+    REQUIRE(b.restore(good, now + seconds(7), wall + seconds(7)) == errc_t::ok);
+    const learned_view v = b.learned(now + seconds(7));
+    CHECK(v.switches == 1);
+    REQUIRE(v.requests_switched_at);
+    CHECK(*v.requests_switched_at == now);  // 5 s before the snapshot, 2 s of wall clock since
+    CHECK(v.requests == account_policy::learn_phase::both);
+    CHECK(v.margin == a.learned(now).margin);
+    struct change {
+      const char* what;
+      std::size_t at;
+      std::uint64_t value;
+    };
+    const std::uint64_t big = std::uint64_t{1} << 63;
+    const change changes[] = {
+        {"guard beyond INT64_MAX", lw + 1, big},
+        {"lead beyond INT64_MAX", lw + 2, big},
+        {"owed beyond INT64_MAX", lw + 3, big},
+        {"a guard with no switch", lw, ~std::uint64_t{0}},
+        {"margin below the configured one", lw + 4, 0},
+        {"margin above the widest", lw + 4, std::uint64_t(ns(seconds(1)).count())},
+    };
+    for (const change& ch : changes) {
+      INFO(ch.what);
+      fields g = f;
+      g.w[ch.at] = ch.value;
+      test_account c(cfg, now);
+      CHECK(c.restore(encode(g), now, wall) == errc_t::out_of_range);
+      CHECK(c.learned(now).switches == 0);
+    }
+  }
 }

@@ -251,7 +251,7 @@ class account {
   // (dimension::paused, reason::busy, no wait) until it is done; no other
   // member function may run at the same time.
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
-    return codec::write(cfg_, d_, credit_, pause_, now, wall);
+    return codec::write(cfg_, d_, credit_, pause_, learn_, gates_, now, wall);
   }
   restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
 

@@ -7,12 +7,15 @@
 // The rule (AIMD; the pure functions below, applied to three words):
 //   decrease: on a signal (shrinks_concurrency: a concurrency 429, Kimi
 //     Code's 403 concurrent-request limit, an overload, a 503 or 529) the
-//     limit drops to max(floor, floor(limit * 9 / 10)),
-//     once per round of in-flight requests: a later signal drops it again
-//     only once as many requests have been admitted since the drop as were
-//     in flight at it (so the 429s of one burst cost one drop; admissions,
-//     which the account counts anyway, rather than releases, which it would
-//     have to count on every settle);
+//     limit drops to max(floor, floor(limit * 9 / 10)) = d,
+//     once per round: a later signal drops it again only once
+//     max(in flight at the drop, d) requests have been admitted since the
+//     drop (admissions, which the account counts anyway, rather than
+//     releases, which it would have to count on every settle). So the 429s
+//     of one burst cost one drop whenever fewer than d admissions come
+//     between its first and its last answer fed back, in whatever order its
+//     leases were settled (settled first, none is in flight at the drop);
+//     a signal with no admission since the last drop never drops again;
 //   increase: a success (a lease settled with its usage) while at least
 //     half the limit is in flight adds 1 / limit: one more per `limit` such
 //     successes, about one per round; never above the configured limit.
@@ -134,8 +137,12 @@ class adaptive_concurrency {
     // relaxed: a lone value; the CAS makes one signal per round the dropper.
     std::uint64_t end = round_end_.load(std::memory_order_relaxed);
     if (admitted < end) return std::nullopt;
-    if (!round_end_.compare_exchange_strong(end, detail::sat_add(admitted, in_flight), std::memory_order_relaxed,
-                                            std::memory_order_relaxed))
+    // The round: the larger of the leases out and the limit after the drop.
+    // The answers of a burst are settled before they are fed back, so the
+    // leases out alone can be none while the burst's answers keep coming.
+    const std::uint64_t after = account_policy::aimd_decreased(limit(), floor_);
+    if (!round_end_.compare_exchange_strong(end, detail::sat_add(admitted, in_flight > after ? in_flight : after),
+                                            std::memory_order_relaxed, std::memory_order_relaxed))
       return std::nullopt;
     std::uint64_t w = word_.load(std::memory_order_relaxed);  // relaxed: a lone value
     for (;;) {

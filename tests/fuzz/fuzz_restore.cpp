@@ -63,6 +63,8 @@ account_config pick_config(std::uint8_t k) {
   if (k & 8) c.budget = usd::from_nanos(50000000);
   if (k & 16) c.concurrency = limit(3);
   if (k & 32) c.request_window = std::chrono::seconds(7);
+  if ((k & 192) == 192) c.model = server_model::learn;  // format 3's learned words
+  if (k & 64) c.trust_rate_limit_headers = true;         // format 3's gates
   return c;
 }
 
@@ -107,7 +109,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     rq.max_tokens = in.bytes(2) % 3000;
     auto x = a.try_admit(rq, ns(t));
     if (x && (in.byte() & 1)) x.lease.settle(usage{rq.prompt_tokens, 0, in.bytes(2) % 4000, 0, 0}, ns(t));
-    if (in.byte() == 7) a.on_response(classify(429, ""), ns(static_cast<std::int64_t>(in.bytes(5))), ns(t));
+    const std::uint8_t answer = in.byte();
+    if (answer == 7) a.on_response(classify(429, ""), ns(static_cast<std::int64_t>(in.bytes(5))), ns(t));
+    if (answer == 8) a.on_response(classify(429, "request reached organization max RPM: 5"), std::nullopt, ns(t));
+    if (answer == 9) {
+      rate_limit_headers h;
+      h.remaining_requests = in.bytes(1) % 8;
+      h.reset_requests = ns(static_cast<std::int64_t>(in.bytes(5)));
+      h.remaining_tokens = in.bytes(2);
+      h.reset_tokens = ns(static_cast<std::int64_t>(in.bytes(5)));
+      a.observe_rate_limit_headers(h, ns(t));
+    }
   }
   const std::int64_t now1 = in.byte() < 32 ? in.any_time() : t + static_cast<std::int64_t>(in.bytes(4)) * 1000;
   const std::int64_t wall1 = in.any_time();
@@ -165,7 +177,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     money += x.worst_case.nanos();
   }
   const std::int64_t wr = c.request_window.count(), wt = c.token_window.count();
-  if (c.model != server_model::unknown) {
+  if (c.model != server_model::unknown) {  // learn too: each of its phases keeps the window
     if (tgtest::max_window_sum(reqs, wr) > *c.rpm.value()) __builtin_trap();
     if (tgtest::max_window_sum(toks, wt) > *c.tpm.value()) __builtin_trap();
   } else {

@@ -59,13 +59,19 @@
 // throughput is exactly the margin policy's. The caller resends every
 // 429'd request; the account loses none (it only decides when to admit).
 //
-// Lifetime and restarts. The learned state is two words per dimension (when
-// it switched; its shadow) and the margin: plain integers in nanoseconds,
-// which a snapshot or a shared region can carry. Today's snapshot format
-// (snapshot.hpp) does not: a restored learn account starts again on the
-// strict window with an empty shadow, so the bound is per restart, and a
-// restart less than two windows after heavy traffic may cost one more 429
-// per dimension. The decisions are the pure functions below (phase_at,
+// Lifetime and restarts. The learned state is per dimension when it
+// switched, its guard, its shadow and what its spaced bucket owes, and the
+// margin: plain integers in nanoseconds. The snapshot (format 3,
+// snapshot.hpp) carries them, aged by the wall-clock time between snapshot
+// and restore like the window counts, so "account lifetime" above spans
+// every account restored from its snapshots in turn: a restore admits
+// nothing the account would not have admitted without it. A snapshot
+// taken while admissions or answers race it keeps each word on one side of
+// the race (the in-flight case of the bound). A format 2 snapshot (earlier
+// versions) carries none of them: restored from one, the account starts
+// learning again (the bound then counts from the restore, and a restore
+// less than two windows after heavy traffic may cost one more 429 per
+// dimension). The decisions are the pure functions below (phase_at,
 // learn_from, widened_margin); a shared-memory or Redis backend that keeps
 // these words next to its own state can apply them unchanged, but today only
 // the in-process account does.
@@ -142,6 +148,7 @@ class learn_state {
     window_[1] = c.token_window;
     m_ = c.max_request_tokens;
     cap_ = c.max_spacing_margin;
+    base_margin_ = c.spacing_margin;
     margin_.store(c.spacing_margin.count(), std::memory_order_relaxed);  // relaxed: construction precedes sharing
     errc e = errc::ok;
     const std::optional<std::uint64_t> l[2] = {c.rpm.value(), c.tpm.value()};
@@ -289,6 +296,81 @@ class learn_state {
                : "spaced with margin (learned)";
   }
 
+  // Snapshot support (snapshot.hpp, format 3): the learned words as times
+  // relative to the snapshot's `now`. Per dimension with a bucket: the time
+  // since the switch, the time left of its guard (none_word: not switched,
+  // not set), the shadow's lead and what the spaced bucket owes; then the
+  // margin and the widenings.
+  static constexpr std::uint64_t none_word = std::numeric_limits<std::uint64_t>::max();
+  struct saved_words {
+    std::uint64_t since[2] = {none_word, none_word}, guard[2] = {none_word, none_word};
+    std::uint64_t lead[2] = {0, 0}, owed[2] = {0, 0};
+    std::uint64_t margin = 0, widenings = 0;
+  };
+  saved_words save(nanoseconds now) const noexcept {
+    saved_words w;
+    for (unsigned k = 0; k < 2; ++k) {
+      if (!b_[k]) continue;
+      // relaxed: lone values; a snapshot racing a switch keeps one side of it.
+      const std::int64_t s = switched_[k].load(std::memory_order_relaxed);
+      const std::int64_t g = guard_[k].load(std::memory_order_relaxed);
+      if (s != account_policy::not_switched) w.since[k] = positive_difference(now.count(), s);
+      // A guard read after a switch this snapshot missed goes with it.
+      if (g != account_policy::not_switched && s != account_policy::not_switched)
+        w.guard[k] = positive_difference(g, now.count());
+      w.lead[k] = positive_difference(shadow_[k].load(std::memory_order_relaxed), now.count());  // relaxed: lone
+      w.owed[k] = static_cast<std::uint64_t>(b_[k]->owed(now).count());
+    }
+    w.margin = static_cast<std::uint64_t>(margin_.load(std::memory_order_relaxed));  // relaxed: a lone value
+    w.widenings = widenings_.load(std::memory_order_relaxed);                       // relaxed: a counter
+    return w;
+  }
+  // Whether `w` fits this configuration (the margin within its range, every
+  // time within int64, a dimension spaced from the start as such).
+  bool fits(const saved_words& w) const noexcept {
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (w.margin < static_cast<std::uint64_t>(base_margin_.count()) || w.margin > static_cast<std::uint64_t>(cap_.count()))
+      return false;
+    for (unsigned k = 0; k < 2; ++k) {
+      if (!b_[k]) continue;
+      if (w.lead[k] > top || w.owed[k] > top || (w.guard[k] != none_word && w.guard[k] > top)) return false;
+      if (w.since[k] == none_word && w.guard[k] != none_word) return false;  // a guard only after a switch
+      if (started_spaced_[k] && w.since[k] == none_word) return false;
+    }
+    return true;
+  }
+  // Applies checked words to a learn state not yet shared, `down` (the
+  // wall-clock time between snapshot and restore) later: switches and
+  // guards are that much older, leads and debts that much shorter.
+  void load(const saved_words& w, nanoseconds now, std::uint64_t down) noexcept {
+    constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min();
+    // Every store below is relaxed: restore runs before sharing, and the
+    // account's release store that ends the restore (setup.hpp) publishes them.
+    margin_.store(static_cast<std::int64_t>(w.margin), std::memory_order_relaxed);  // relaxed: see above
+    widenings_.store(w.widenings, std::memory_order_relaxed);                       // relaxed: see above
+    (void)install(now);  // the margin's rates (accepted at the widest margin by check_limits)
+    for (unsigned k = 0; k < 2; ++k) {
+      if (!b_[k] || started_spaced_[k]) {
+        if (b_[k]) b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+        continue;
+      }
+      if (w.since[k] != none_word) {
+        const std::uint64_t age = sat_add(w.since[k], down);
+        const std::uint64_t room = positive_difference(now.count(), lo);
+        // relaxed: see above (the restore's release store stands in for switch_to_spaced's).
+        switched_[k].store(age >= room ? lo : static_cast<std::int64_t>(static_cast<std::uint64_t>(now.count()) - age),
+                           std::memory_order_relaxed);
+        claimed_[k].store(true, std::memory_order_relaxed);  // relaxed: see above
+        switches_.fetch_add(1, std::memory_order_relaxed);   // relaxed: a counter
+      }
+      if (w.guard[k] != none_word)  // relaxed: see above
+        guard_[k].store(w.guard[k] > down ? sat_offset(now.count(), w.guard[k] - down) : lo, std::memory_order_relaxed);
+      if (w.lead[k] > down)  // relaxed: see above
+        shadow_[k].store(sat_offset(now.count(), w.lead[k] - down), std::memory_order_relaxed);
+      b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+    }
+  }
+
   learned_view view(nanoseconds now) const noexcept {
     learned_view v;
     const phases p = phases_at(now);
@@ -400,6 +482,7 @@ class learn_state {
   nanoseconds window_[2] = {nanoseconds(0), nanoseconds(0)};
   std::uint64_t m_ = 0;
   nanoseconds cap_{0};
+  nanoseconds base_margin_{0};
   std::optional<bucket> b_[2];
   detail::atomic<std::int64_t> switched_[2] = {{account_policy::not_switched}, {account_policy::not_switched}};
   detail::atomic<bool> claimed_[2] = {{false}, {false}};

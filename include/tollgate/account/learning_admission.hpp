@@ -69,8 +69,10 @@ void account<Clock, Currency>::admit_learning(admission_type& a, const request& 
       }
     }
     using gate = detail::remaining_gates::take_result;
-    const gate gr = gates_.take(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now);
-    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now);
+    // Every dimension the server states is gated, enforced here or not: the
+    // headers are the only limit the account knows for one it does not enforce.
+    const gate gr = gates_.take(0, 1, now);
+    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, n, now);
     if (gr == gate::refused || gt == gate::refused || (learn_.on() && !learn_take(l, ph, n, now))) {
       if (gr == gate::taken) gates_.give(0, 1);
       if (gt == gate::taken) gates_.give(1, n);

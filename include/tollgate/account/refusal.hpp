@@ -47,8 +47,7 @@ void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_
     d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
     learn_.report(rf, n, now, ph);
     if (gates_.on()) {
-      const nanoseconds gw[2] = {gates_.wait(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now),
-                                 gates_.wait(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now)};
+      const nanoseconds gw[2] = {gates_.wait(0, 1, now), gates_.wait(1, n, now)};
       if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
       if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
     }

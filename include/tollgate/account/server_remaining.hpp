@@ -8,7 +8,14 @@
 // the server admits at most R more requests, from anyone on the key. The
 // account then admits at most R more before now + T, on top of its own
 // limits (it never loosens them: its own count still decides where it is
-// stricter). A gate already in force is combined with the new one: the later
+// stricter), for each dimension the headers state, whether the account
+// enforces a limit of its own there or not (with no RPM or TPM configured
+// the headers are the only rate limit it knows). A snapshot (format 3)
+// carries the gates: an account restored from it admits within each gate
+// at most its remainder at the snapshot, until the gate's end less the
+// wall-clock time restore() is told has passed since (like every count
+// there; admissions after the snapshot are in no snapshot). A gate already
+// in force is combined with the new one: the later
 // end and the smaller remainder, so a response that arrives late never
 // loosens it. Another client on the same key then costs throughput, not
 // 429s: a 429 (which carries the headers too) closes the gate until the
@@ -88,6 +95,25 @@ class remaining_gates {
     }
   }
   void give(unsigned k, std::uint64_t n) noexcept { left_[k].fetch_add(n, std::memory_order_relaxed); }  // relaxed: as above
+
+  // Snapshot support (snapshot.hpp, format 3): per dimension the time left
+  // of the gate at `now` (0: none in force) and its remainder.
+  void save(nanoseconds now, std::uint64_t (&out)[4]) const noexcept {
+    for (unsigned k = 0; k < 2; ++k) {
+      // relaxed: lone values; a snapshot racing an observation keeps one side of it.
+      const std::uint64_t t = positive_difference(until_[k].load(std::memory_order_relaxed), now.count());
+      out[2 * k] = t;
+      out[2 * k + 1] = t == 0 ? 0 : left_[k].load(std::memory_order_relaxed);
+    }
+  }
+  // Applies saved gates, `down` (wall-clock time since the snapshot) later,
+  // to gates not yet shared; a gate already in force here combines with
+  // each as tightened does (the later end, the smaller remainder).
+  void load(const std::uint64_t (&in)[4], nanoseconds now, std::uint64_t down) noexcept {
+    if (!on_) return;
+    for (unsigned k = 0; k < 2; ++k)
+      if (in[2 * k] > down) tighten(k, in[2 * k + 1], nanoseconds(static_cast<std::int64_t>(in[2 * k] - down)), now);
+  }
 
   // The wait a gate imposes on n units at now (zero when it lets them in).
   nanoseconds wait(unsigned k, std::uint64_t n, nanoseconds now) const noexcept {

@@ -92,7 +92,7 @@ account_restore_errc account<Clock, Currency>::restore(std::string_view bytes, n
         (before != use_restored ||
          !use_.compare_exchange_strong(before, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed)))
       return restore_errc::in_use;
-    const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, bytes, now, wall);
+    const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, learn_, gates_, bytes, now, wall);
     // release: pairs with the acquire load in try_admit, so an admission that
     // sees the account fresh or restored sees everything restored. A refused
     // restore changed nothing: the account is as it was.

@@ -2,16 +2,23 @@
 //
 // account/snapshot.hpp: the account's snapshot as bytes: what it has
 // counted (window contents, what buckets owe, the calendar day's usage, the
-// budget, a pause or a stop), so a restart does not reset the daily limit or
-// the budget. No I/O: the caller stores the bytes. Permits in flight are not
+// budget, a pause or a stop, what server_model::learn has learned, the
+// server's stated remainders), so a restart does not reset the daily limit,
+// the budget or the lessons. No I/O: the caller stores the bytes. Permits in flight are not
 // kept (their money stays committed: the safe side).
 //
-// Format 2: "TGA1", then little-endian u64 fields: version, the
+// Format 3: "TGA1", then little-endian u64 fields: version, the
 // configuration's fingerprint, the wall-clock time, the stop flag, the time
 // left of the pause; per strict window (requests, tokens, day, those that
 // exist) its unit, n and n x (time left, units), soonest first; per spaced
 // bucket what it owes; the calendar quota's word; the budget's committed and
-// spent; and an FNV-1a checksum of every byte before it.
+// spent; under server_model::learn, per dimension it learns (requests,
+// tokens) the time since its switch, the time left of its guard (both
+// 2^64 - 1 when not yet), its shadow's lead and what its spaced bucket
+// owes, then the margin and the widenings (learn.hpp); the header gates,
+// always: per dimension the time left and the remainder (zeros: none); and
+// an FNV-1a checksum of every byte before it. The learned words and gates
+// age like every other time here.
 //
 // Time. Each count is stored with the time from the snapshot's `now`
 // until this account would have dropped it, and restore() keeps it that
@@ -28,7 +35,9 @@
 // pause already set in the restoring account stays (the later pause end
 // wins): a restore never lifts a restriction.
 //
-// Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
+// Versions. This writes format 3. Format 2 is format 3 without the learned
+// words and the gates: restore() reads it as a restart that learned nothing
+// and saw no headers. Format 1 (0.1.0) kept window ages in
 // whole slots, which drops the position inside the slot; restore() reads
 // it rounding toward keeping (as if the snapshot was taken at the start of
 // its slot: counts stay up to one slot longer than they had to, never
@@ -44,7 +53,9 @@
 // window entries than slots, counts above the 24-bit field, times beyond a
 // window's or bucket's horizon, ages out of the window, a negative or
 // inconsistent budget, a calendar day after tomorrow's, a stop flag other
-// than 0 or 1). It refuses with in_use an account that has started taking
+// than 0 or 1, a learned time beyond INT64_MAX, a guard without a switch, a
+// margin outside [spacing_margin, max_spacing_margin], a gate beyond
+// INT64_MAX). It refuses with in_use an account that has started taking
 // traffic (any try_admit that got past the stop and pause checks to the
 // limits, admitted or not, or after a restore one refused by a pause, whose
 // wait read the restored counts): its counts would be lost and its leases
@@ -64,8 +75,10 @@
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
 #include <tollgate/account/credit.hpp>
+#include <tollgate/account/learn.hpp>
 #include <tollgate/account/limiters.hpp>
 #include <tollgate/account/pause.hpp>
+#include <tollgate/account/server_remaining.hpp>
 #include <tollgate/detail/arith.hpp>
 
 #include <cstdint>
@@ -137,7 +150,9 @@ struct account_codec {
   using credit = thread_credit<window>;
   using config_type = basic_account_config<Currency>;
   using count_list = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
-  static constexpr std::uint64_t version = 2;
+  using learn = learn_state<Clock>;
+  static constexpr std::uint64_t version = 3;
+  static constexpr std::uint64_t version_no_learn = 2;  // no learned words, no header gates
   static constexpr std::uint64_t version_slots = 1;  // 0.1.0's format: window ages in whole slots
 
   // A hash of everything that shapes the state: a snapshot only restores
@@ -161,8 +176,22 @@ struct account_codec {
     return w.checksum();
   }
 
+  // The limiters alone (no learn state, no gates in force): for tests of the codec.
   static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
                            nanoseconds now, nanoseconds wall) {
+    const learn ls;
+    const remaining_gates g;
+    return write(cfg, d, cr, p, ls, g, now, wall);
+  }
+  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps,
+                                      std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    learn ls;
+    remaining_gates g;
+    return restore(cfg, d, cr, ps, ls, g, bytes, now, wall);
+  }
+
+  static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
+                           const learn& ls, const remaining_gates& g, nanoseconds now, nanoseconds wall) {
     byte_writer w;
     w.raw("TGA1", 4);
     w.u64(version);
@@ -194,6 +223,18 @@ struct account_codec {
       w.u64(static_cast<std::uint64_t>(t.first > t.second ? t.first : t.second));
       w.u64(static_cast<std::uint64_t>(t.second));
     }
+    if (ls.on()) {
+      const typename learn::saved_words lw = ls.save(now);
+      for (unsigned k = 0; k < 2; ++k) {
+        if (!ls.has(k)) continue;
+        for (std::uint64_t x : {lw.since[k], lw.guard[k], lw.lead[k], lw.owed[k]}) w.u64(x);
+      }
+      w.u64(lw.margin);
+      w.u64(lw.widenings);
+    }
+    std::uint64_t gw[4] = {0, 0, 0, 0};
+    g.save(now, gw);
+    for (std::uint64_t x : gw) w.u64(x);
     w.u64(w.checksum());
     return w.out;
   }
@@ -250,8 +291,8 @@ struct account_codec {
     return m > top ? top : m;
   }
 
-  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps,
-                                      std::string_view bytes, nanoseconds now, nanoseconds wall) {
+  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps, learn& ls,
+                                      remaining_gates& g, std::string_view bytes, nanoseconds now, nanoseconds wall) {
     detail::byte_reader r{bytes};
     if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return account_restore_errc::bad_format;
     // The checksum covers every byte before it: check it first, so nothing
@@ -264,7 +305,7 @@ struct account_codec {
     r.in = bytes.substr(0, bytes.size() - 8);  // the fields only
     std::uint64_t ver = 0, fp = 0, then = 0, stop = 0, pause = 0;
     if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return account_restore_errc::truncated;
-    if (ver != version && ver != version_slots) return account_restore_errc::wrong_version;
+    if (ver != version && ver != version_no_learn && ver != version_slots) return account_restore_errc::wrong_version;
     if (fp != fingerprint(cfg)) return account_restore_errc::other_configuration;
     constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     if (stop > 1 || pause > top) return account_restore_errc::out_of_range;
@@ -295,6 +336,23 @@ struct account_codec {
       // budget refuses everything, as before the restart.
       if (committed > top || spent > top || spent > committed) return account_restore_errc::out_of_range;
     }
+    typename learn::saved_words lw;
+    std::uint64_t gw[4] = {0, 0, 0, 0};
+    const bool learned = ver == version && ls.on();
+    if (learned) {
+      for (unsigned k = 0; k < 2; ++k) {
+        if (!ls.has(k)) continue;
+        if (!r.u64(lw.since[k]) || !r.u64(lw.guard[k]) || !r.u64(lw.lead[k]) || !r.u64(lw.owed[k]))
+          return account_restore_errc::truncated;
+      }
+      if (!r.u64(lw.margin) || !r.u64(lw.widenings)) return account_restore_errc::truncated;
+      if (!ls.fits(lw)) return account_restore_errc::out_of_range;
+    }
+    if (ver == version) {
+      for (std::uint64_t& x : gw)
+        if (!r.u64(x)) return account_restore_errc::truncated;
+      if (gw[0] > top || gw[2] > top) return account_restore_errc::out_of_range;
+    }
     if (r.left() != 0) return account_restore_errc::truncated;
 
     // Everything checked: apply. The wall-clock time between snapshot and
@@ -319,6 +377,8 @@ struct account_codec {
     // misconfigured account stays stopped: a restore only adds restrictions.
     ps.restore_stop(stop != 0 || ps.stopped());
     if (pause > down) ps.pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
+    if (learned) ls.load(lw, now, down);
+    g.load(gw, now, down);
     return account_restore_errc::ok;
   }
 };
