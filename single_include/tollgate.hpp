@@ -5808,12 +5808,15 @@ TOLLGATE_END_NAMESPACE
 // The rule (AIMD; the pure functions below, applied to three words):
 //   decrease: on a signal (shrinks_concurrency: a concurrency 429, Kimi
 //     Code's 403 concurrent-request limit, an overload, a 503 or 529) the
-//     limit drops to max(floor, floor(limit * 9 / 10)),
-//     once per round of in-flight requests: a later signal drops it again
-//     only once as many requests have been admitted since the drop as were
-//     in flight at it (so the 429s of one burst cost one drop; admissions,
-//     which the account counts anyway, rather than releases, which it would
-//     have to count on every settle);
+//     limit drops to max(floor, floor(limit * 9 / 10)) = d,
+//     once per round: a later signal drops it again only once
+//     max(in flight at the drop, d) requests have been admitted since the
+//     drop (admissions, which the account counts anyway, rather than
+//     releases, which it would have to count on every settle). So the 429s
+//     of one burst cost one drop whenever fewer than d admissions come
+//     between its first and its last answer fed back, in whatever order its
+//     leases were settled (settled first, none is in flight at the drop);
+//     a signal with no admission since the last drop never drops again;
 //   increase: a success (a lease settled with its usage) while at least
 //     half the limit is in flight adds 1 / limit: one more per `limit` such
 //     successes, about one per round; never above the configured limit.
@@ -5935,8 +5938,12 @@ class adaptive_concurrency {
     // relaxed: a lone value; the CAS makes one signal per round the dropper.
     std::uint64_t end = round_end_.load(std::memory_order_relaxed);
     if (admitted < end) return std::nullopt;
-    if (!round_end_.compare_exchange_strong(end, detail::sat_add(admitted, in_flight), std::memory_order_relaxed,
-                                            std::memory_order_relaxed))
+    // The round: the larger of the leases out and the limit after the drop.
+    // The answers of a burst are settled before they are fed back, so the
+    // leases out alone can be none while the burst's answers keep coming.
+    const std::uint64_t after = account_policy::aimd_decreased(limit(), floor_);
+    if (!round_end_.compare_exchange_strong(end, detail::sat_add(admitted, in_flight > after ? in_flight : after),
+                                            std::memory_order_relaxed, std::memory_order_relaxed))
       return std::nullopt;
     std::uint64_t w = word_.load(std::memory_order_relaxed);  // relaxed: a lone value
     for (;;) {
@@ -6026,19 +6033,19 @@ TOLLGATE_END_NAMESPACE
 // move to the safe one when the server says so.
 //
 // The rule. The request limit and the token limit each start on the most
-// permissive policy that is safe against most of the five server models:
-// the strict window at L (safe against fixed window, sliding log, token
-// bucket: docs/server-models.md) where, saturated, it admits more than the
-// margin policy (starts_strict: small limits, RPM 3 say, or a token margin
-// m above about L / 16), else the margin policy itself (safe against all
-// five; nothing left to learn but the margin). The first rate 429 that names the dimension (the
-// classifier in http.hpp: Kimi's "max RPM", "TPM rate limit", OpenAI's
-// type "requests" / "tokens") switches it to the margin policy of
-// `unknown` (spaced with margin, safe against all five). A rate 429 that
-// names no dimension ("Organization Rate limit exceeded") switches every
-// dimension still on the strict window. Concurrency, daily (TPD) and
-// overload answers teach nothing here: they pause as under every model
-// (pause.hpp), and the daily limit keeps its strict 24 h window.
+// permissive policy that is safe against most of the five server models: the
+// strict window at L (safe against fixed window, sliding log, token bucket:
+// docs/server-models.md) where, saturated, it admits more than the margin
+// policy (starts_strict: small limits, RPM 3 say, or a token margin m above
+// about L / 16), else the margin policy itself (safe against all five; nothing
+// left to learn but the margin). The first rate 429 that names the dimension
+// (the classifier in http.hpp: Kimi's "max RPM", "TPM rate limit", OpenAI's
+// type "requests" / "tokens") switches it to the margin policy of `unknown`
+// (spaced with margin, safe against all five). A rate 429 that names no
+// dimension ("Organization Rate limit exceeded") switches every dimension
+// still on the strict window. Concurrency, daily (TPD) and overload answers
+// teach nothing here: they pause as under every model (pause.hpp), and the
+// daily limit keeps its strict 24 h window.
 //
 // The switch. For one window after it (W of that dimension) a request must
 // pass both the strict window and the spaced bucket; from then on, the
@@ -6073,28 +6080,31 @@ TOLLGATE_END_NAMESPACE
 // fixed-window, sliding-log or token-bucket server; the one 429 comes from
 // the sliding-window counter or the GCRA server. The exception is the one
 // where the margin policy itself is not safe (tokens against a GCRA server
-// with jitter): there learn gets no more 429s than `unknown` plus the one
-// of its switch (each later one widens the margin, which `unknown` never
-// does). Requests admitted
-// before the first 429 was fed back (in flight, or racing on_response) may
-// get 429s too: at most one per such request. After the switch's window,
-// throughput is exactly the margin policy's. The caller resends every
-// 429'd request; the account loses none (it only decides when to admit).
+// with jitter): there learn gets no more 429s than `unknown` plus the one of
+// its switch (each later one widens the margin, which `unknown` never does).
+// Requests admitted before the first 429 was fed back (in flight, or racing
+// on_response) may get 429s too: at most one per such request. After the
+// switch's window, throughput is exactly the margin policy's. The caller
+// resends every 429'd request; the account loses none.
 //
-// Lifetime and restarts. The learned state is two words per dimension (when
-// it switched; its shadow) and the margin: plain integers in nanoseconds,
-// which a snapshot or a shared region can carry. Today's snapshot format
-// (snapshot.hpp) does not: a restored learn account starts again on the
-// strict window with an empty shadow, so the bound is per restart, and a
-// restart less than two windows after heavy traffic may cost one more 429
-// per dimension. The decisions are the pure functions below (phase_at,
+// Lifetime and restarts. The learned state is per dimension when it
+// switched, its guard, its shadow and what its spaced bucket owes, and the
+// margin: plain integers in nanoseconds. The snapshot (format 3,
+// snapshot.hpp) carries them, aged by the wall-clock time between snapshot
+// and restore like the window counts, so "account lifetime" above spans
+// every account restored from its snapshots in turn: a restore admits
+// nothing the account would not have admitted without it. A snapshot
+// taken while admissions or answers race it keeps each word on one side of
+// the race (the in-flight case of the bound). A format 2 snapshot (earlier
+// versions) carries none of them: restored from one, the account starts
+// learning again (the bound then counts from the restore, and a restore
+// less than two windows after heavy traffic may cost one more 429 per
+// dimension). The decisions are the pure functions below (phase_at,
 // learn_from, widened_margin); a shared-memory or Redis backend that keeps
-// these words next to its own state can apply them unchanged, but today only
-// the in-process account does.
+// these words beside its state can apply them; only the in-process one does.
 //
-// Concurrency. Every operation is lock-free except a widening or set_limits,
-// which reconfigure the buckets (token_bucket::set_rate waits for its
-// writer flag; never on the admission path). The switch word is written
+// Concurrency. Every operation is lock-free (a widening or set_limits sets
+// the buckets' rates: token_bucket's writers take no lock). The switch word is written
 // once (release, after the bucket is charged from the shadow) and read with
 // acquire by admissions, so one that sees the switch sees the bucket's
 // state; the shadow and the margin are lone values (relaxed).
@@ -6776,6 +6786,7 @@ class learn_state {
     window_[1] = c.token_window;
     m_ = c.max_request_tokens;
     cap_ = c.max_spacing_margin;
+    base_margin_ = c.spacing_margin;
     margin_.store(c.spacing_margin.count(), std::memory_order_relaxed);  // relaxed: construction precedes sharing
     errc e = errc::ok;
     const std::optional<std::uint64_t> l[2] = {c.rpm.value(), c.tpm.value()};
@@ -6923,6 +6934,81 @@ class learn_state {
                : "spaced with margin (learned)";
   }
 
+  // Snapshot support (snapshot.hpp, format 3): the learned words as times
+  // relative to the snapshot's `now`. Per dimension with a bucket: the time
+  // since the switch, the time left of its guard (none_word: not switched,
+  // not set), the shadow's lead and what the spaced bucket owes; then the
+  // margin and the widenings.
+  static constexpr std::uint64_t none_word = std::numeric_limits<std::uint64_t>::max();
+  struct saved_words {
+    std::uint64_t since[2] = {none_word, none_word}, guard[2] = {none_word, none_word};
+    std::uint64_t lead[2] = {0, 0}, owed[2] = {0, 0};
+    std::uint64_t margin = 0, widenings = 0;
+  };
+  saved_words save(nanoseconds now) const noexcept {
+    saved_words w;
+    for (unsigned k = 0; k < 2; ++k) {
+      if (!b_[k]) continue;
+      // relaxed: lone values; a snapshot racing a switch keeps one side of it.
+      const std::int64_t s = switched_[k].load(std::memory_order_relaxed);
+      const std::int64_t g = guard_[k].load(std::memory_order_relaxed);
+      if (s != account_policy::not_switched) w.since[k] = positive_difference(now.count(), s);
+      // A guard read after a switch this snapshot missed goes with it.
+      if (g != account_policy::not_switched && s != account_policy::not_switched)
+        w.guard[k] = positive_difference(g, now.count());
+      w.lead[k] = positive_difference(shadow_[k].load(std::memory_order_relaxed), now.count());  // relaxed: lone
+      w.owed[k] = static_cast<std::uint64_t>(b_[k]->owed(now).count());
+    }
+    w.margin = static_cast<std::uint64_t>(margin_.load(std::memory_order_relaxed));  // relaxed: a lone value
+    w.widenings = widenings_.load(std::memory_order_relaxed);                       // relaxed: a counter
+    return w;
+  }
+  // Whether `w` fits this configuration (the margin within its range, every
+  // time within int64, a dimension spaced from the start as such).
+  bool fits(const saved_words& w) const noexcept {
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (w.margin < static_cast<std::uint64_t>(base_margin_.count()) || w.margin > static_cast<std::uint64_t>(cap_.count()))
+      return false;
+    for (unsigned k = 0; k < 2; ++k) {
+      if (!b_[k]) continue;
+      if (w.lead[k] > top || w.owed[k] > top || (w.guard[k] != none_word && w.guard[k] > top)) return false;
+      if (w.since[k] == none_word && w.guard[k] != none_word) return false;  // a guard only after a switch
+      if (started_spaced_[k] && w.since[k] == none_word) return false;
+    }
+    return true;
+  }
+  // Applies checked words to a learn state not yet shared, `down` (the
+  // wall-clock time between snapshot and restore) later: switches and
+  // guards are that much older, leads and debts that much shorter.
+  void load(const saved_words& w, nanoseconds now, std::uint64_t down) noexcept {
+    constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min();
+    // Every store below is relaxed: restore runs before sharing, and the
+    // account's release store that ends the restore (setup.hpp) publishes them.
+    margin_.store(static_cast<std::int64_t>(w.margin), std::memory_order_relaxed);  // relaxed: see above
+    widenings_.store(w.widenings, std::memory_order_relaxed);                       // relaxed: see above
+    (void)install(now);  // the margin's rates (accepted at the widest margin by check_limits)
+    for (unsigned k = 0; k < 2; ++k) {
+      if (!b_[k] || started_spaced_[k]) {
+        if (b_[k]) b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+        continue;
+      }
+      if (w.since[k] != none_word) {
+        const std::uint64_t age = sat_add(w.since[k], down);
+        const std::uint64_t room = positive_difference(now.count(), lo);
+        // relaxed: see above (the restore's release store stands in for switch_to_spaced's).
+        switched_[k].store(age >= room ? lo : static_cast<std::int64_t>(static_cast<std::uint64_t>(now.count()) - age),
+                           std::memory_order_relaxed);
+        claimed_[k].store(true, std::memory_order_relaxed);  // relaxed: see above
+        switches_.fetch_add(1, std::memory_order_relaxed);   // relaxed: a counter
+      }
+      if (w.guard[k] != none_word)  // relaxed: see above
+        guard_[k].store(w.guard[k] > down ? sat_offset(now.count(), w.guard[k] - down) : lo, std::memory_order_relaxed);
+      if (w.lead[k] > down)  // relaxed: see above
+        shadow_[k].store(sat_offset(now.count(), w.lead[k] - down), std::memory_order_relaxed);
+      b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+    }
+  }
+
   learned_view view(nanoseconds now) const noexcept {
     learned_view v;
     const phases p = phases_at(now);
@@ -7034,6 +7120,7 @@ class learn_state {
   nanoseconds window_[2] = {nanoseconds(0), nanoseconds(0)};
   std::uint64_t m_ = 0;
   nanoseconds cap_{0};
+  nanoseconds base_margin_{0};
   std::optional<bucket> b_[2];
   detail::atomic<std::int64_t> switched_[2] = {{account_policy::not_switched}, {account_policy::not_switched}};
   detail::atomic<bool> claimed_[2] = {{false}, {false}};
@@ -7063,7 +7150,14 @@ TOLLGATE_END_NAMESPACE
 // the server admits at most R more requests, from anyone on the key. The
 // account then admits at most R more before now + T, on top of its own
 // limits (it never loosens them: its own count still decides where it is
-// stricter). A gate already in force is combined with the new one: the later
+// stricter), for each dimension the headers state, whether the account
+// enforces a limit of its own there or not (with no RPM or TPM configured
+// the headers are the only rate limit it knows). A snapshot (format 3)
+// carries the gates: an account restored from it admits within each gate
+// at most its remainder at the snapshot, until the gate's end less the
+// wall-clock time restore() is told has passed since (like every count
+// there; admissions after the snapshot are in no snapshot). A gate already
+// in force is combined with the new one: the later
 // end and the smaller remainder, so a response that arrives late never
 // loosens it. Another client on the same key then costs throughput, not
 // 429s: a 429 (which carries the headers too) closes the gate until the
@@ -7143,6 +7237,25 @@ class remaining_gates {
     }
   }
   void give(unsigned k, std::uint64_t n) noexcept { left_[k].fetch_add(n, std::memory_order_relaxed); }  // relaxed: as above
+
+  // Snapshot support (snapshot.hpp, format 3): per dimension the time left
+  // of the gate at `now` (0: none in force) and its remainder.
+  void save(nanoseconds now, std::uint64_t (&out)[4]) const noexcept {
+    for (unsigned k = 0; k < 2; ++k) {
+      // relaxed: lone values; a snapshot racing an observation keeps one side of it.
+      const std::uint64_t t = positive_difference(until_[k].load(std::memory_order_relaxed), now.count());
+      out[2 * k] = t;
+      out[2 * k + 1] = t == 0 ? 0 : left_[k].load(std::memory_order_relaxed);
+    }
+  }
+  // Applies saved gates, `down` (wall-clock time since the snapshot) later,
+  // to gates not yet shared; a gate already in force here combines with
+  // each as tightened does (the later end, the smaller remainder).
+  void load(const std::uint64_t (&in)[4], nanoseconds now, std::uint64_t down) noexcept {
+    if (!on_) return;
+    for (unsigned k = 0; k < 2; ++k)
+      if (in[2 * k] > down) tighten(k, in[2 * k + 1], nanoseconds(static_cast<std::int64_t>(in[2 * k] - down)), now);
+  }
 
   // The wait a gate imposes on n units at now (zero when it lets them in).
   nanoseconds wait(unsigned k, std::uint64_t n, nanoseconds now) const noexcept {
@@ -7844,16 +7957,23 @@ TOLLGATE_END_NAMESPACE
 //
 // account/snapshot.hpp: the account's snapshot as bytes: what it has
 // counted (window contents, what buckets owe, the calendar day's usage, the
-// budget, a pause or a stop), so a restart does not reset the daily limit or
-// the budget. No I/O: the caller stores the bytes. Permits in flight are not
+// budget, a pause or a stop, what server_model::learn has learned, the
+// server's stated remainders), so a restart does not reset the daily limit,
+// the budget or the lessons. No I/O: the caller stores the bytes. Permits in flight are not
 // kept (their money stays committed: the safe side).
 //
-// Format 2: "TGA1", then little-endian u64 fields: version, the
+// Format 3: "TGA1", then little-endian u64 fields: version, the
 // configuration's fingerprint, the wall-clock time, the stop flag, the time
 // left of the pause; per strict window (requests, tokens, day, those that
 // exist) its unit, n and n x (time left, units), soonest first; per spaced
 // bucket what it owes; the calendar quota's word; the budget's committed and
-// spent; and an FNV-1a checksum of every byte before it.
+// spent; under server_model::learn, per dimension it learns (requests,
+// tokens) the time since its switch, the time left of its guard (both
+// 2^64 - 1 when not yet), its shadow's lead and what its spaced bucket
+// owes, then the margin and the widenings (learn.hpp); the header gates,
+// always: per dimension the time left and the remainder (zeros: none); and
+// an FNV-1a checksum of every byte before it. The learned words and gates
+// age like every other time here.
 //
 // Time. Each count is stored with the time from the snapshot's `now`
 // until this account would have dropped it, and restore() keeps it that
@@ -7870,7 +7990,9 @@ TOLLGATE_END_NAMESPACE
 // pause already set in the restoring account stays (the later pause end
 // wins): a restore never lifts a restriction.
 //
-// Versions. This writes format 2. Format 1 (0.1.0) kept window ages in
+// Versions. This writes format 3. Format 2 is format 3 without the learned
+// words and the gates: restore() reads it as a restart that learned nothing
+// and saw no headers. Format 1 (0.1.0) kept window ages in
 // whole slots, which drops the position inside the slot; restore() reads
 // it rounding toward keeping (as if the snapshot was taken at the start of
 // its slot: counts stay up to one slot longer than they had to, never
@@ -7886,7 +8008,9 @@ TOLLGATE_END_NAMESPACE
 // window entries than slots, counts above the 24-bit field, times beyond a
 // window's or bucket's horizon, ages out of the window, a negative or
 // inconsistent budget, a calendar day after tomorrow's, a stop flag other
-// than 0 or 1). It refuses with in_use an account that has started taking
+// than 0 or 1, a learned time beyond INT64_MAX, a guard without a switch, a
+// margin outside [spacing_margin, max_spacing_margin], a gate beyond
+// INT64_MAX). It refuses with in_use an account that has started taking
 // traffic (any try_admit that got past the stop and pause checks to the
 // limits, admitted or not, or after a restore one refused by a pause, whose
 // wait read the restored counts): its counts would be lost and its leases
@@ -7906,8 +8030,10 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/account/config.hpp>  (already above)
 // #include <tollgate/account/credit.hpp>  (already above)
+// #include <tollgate/account/learn.hpp>  (already above)
 // #include <tollgate/account/limiters.hpp>  (already above)
 // #include <tollgate/account/pause.hpp>  (already above)
+// #include <tollgate/account/server_remaining.hpp>  (already above)
 // #include <tollgate/detail/arith.hpp>  (already above)
 
 #include <cstdint>
@@ -7979,7 +8105,9 @@ struct account_codec {
   using credit = thread_credit<window>;
   using config_type = basic_account_config<Currency>;
   using count_list = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
-  static constexpr std::uint64_t version = 2;
+  using learn = learn_state<Clock>;
+  static constexpr std::uint64_t version = 3;
+  static constexpr std::uint64_t version_no_learn = 2;  // no learned words, no header gates
   static constexpr std::uint64_t version_slots = 1;  // 0.1.0's format: window ages in whole slots
 
   // A hash of everything that shapes the state: a snapshot only restores
@@ -8003,8 +8131,22 @@ struct account_codec {
     return w.checksum();
   }
 
+  // The limiters alone (no learn state, no gates in force): for tests of the codec.
   static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
                            nanoseconds now, nanoseconds wall) {
+    const learn ls;
+    const remaining_gates g;
+    return write(cfg, d, cr, p, ls, g, now, wall);
+  }
+  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps,
+                                      std::string_view bytes, nanoseconds now, nanoseconds wall) {
+    learn ls;
+    remaining_gates g;
+    return restore(cfg, d, cr, ps, ls, g, bytes, now, wall);
+  }
+
+  static std::string write(const config_type& cfg, const limiters& d, const credit& cr, const pause_state& p,
+                           const learn& ls, const remaining_gates& g, nanoseconds now, nanoseconds wall) {
     byte_writer w;
     w.raw("TGA1", 4);
     w.u64(version);
@@ -8036,6 +8178,18 @@ struct account_codec {
       w.u64(static_cast<std::uint64_t>(t.first > t.second ? t.first : t.second));
       w.u64(static_cast<std::uint64_t>(t.second));
     }
+    if (ls.on()) {
+      const typename learn::saved_words lw = ls.save(now);
+      for (unsigned k = 0; k < 2; ++k) {
+        if (!ls.has(k)) continue;
+        for (std::uint64_t x : {lw.since[k], lw.guard[k], lw.lead[k], lw.owed[k]}) w.u64(x);
+      }
+      w.u64(lw.margin);
+      w.u64(lw.widenings);
+    }
+    std::uint64_t gw[4] = {0, 0, 0, 0};
+    g.save(now, gw);
+    for (std::uint64_t x : gw) w.u64(x);
     w.u64(w.checksum());
     return w.out;
   }
@@ -8092,8 +8246,8 @@ struct account_codec {
     return m > top ? top : m;
   }
 
-  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps,
-                                      std::string_view bytes, nanoseconds now, nanoseconds wall) {
+  static account_restore_errc restore(const config_type& cfg, limiters& d, credit& cr, pause_state& ps, learn& ls,
+                                      remaining_gates& g, std::string_view bytes, nanoseconds now, nanoseconds wall) {
     detail::byte_reader r{bytes};
     if (bytes.size() < 12 || bytes.substr(0, 4) != "TGA1" || !r.skip(4)) return account_restore_errc::bad_format;
     // The checksum covers every byte before it: check it first, so nothing
@@ -8106,7 +8260,7 @@ struct account_codec {
     r.in = bytes.substr(0, bytes.size() - 8);  // the fields only
     std::uint64_t ver = 0, fp = 0, then = 0, stop = 0, pause = 0;
     if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return account_restore_errc::truncated;
-    if (ver != version && ver != version_slots) return account_restore_errc::wrong_version;
+    if (ver != version && ver != version_no_learn && ver != version_slots) return account_restore_errc::wrong_version;
     if (fp != fingerprint(cfg)) return account_restore_errc::other_configuration;
     constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     if (stop > 1 || pause > top) return account_restore_errc::out_of_range;
@@ -8137,6 +8291,23 @@ struct account_codec {
       // budget refuses everything, as before the restart.
       if (committed > top || spent > top || spent > committed) return account_restore_errc::out_of_range;
     }
+    typename learn::saved_words lw;
+    std::uint64_t gw[4] = {0, 0, 0, 0};
+    const bool learned = ver == version && ls.on();
+    if (learned) {
+      for (unsigned k = 0; k < 2; ++k) {
+        if (!ls.has(k)) continue;
+        if (!r.u64(lw.since[k]) || !r.u64(lw.guard[k]) || !r.u64(lw.lead[k]) || !r.u64(lw.owed[k]))
+          return account_restore_errc::truncated;
+      }
+      if (!r.u64(lw.margin) || !r.u64(lw.widenings)) return account_restore_errc::truncated;
+      if (!ls.fits(lw)) return account_restore_errc::out_of_range;
+    }
+    if (ver == version) {
+      for (std::uint64_t& x : gw)
+        if (!r.u64(x)) return account_restore_errc::truncated;
+      if (gw[0] > top || gw[2] > top) return account_restore_errc::out_of_range;
+    }
     if (r.left() != 0) return account_restore_errc::truncated;
 
     // Everything checked: apply. The wall-clock time between snapshot and
@@ -8161,6 +8332,8 @@ struct account_codec {
     // misconfigured account stays stopped: a restore only adds restrictions.
     ps.restore_stop(stop != 0 || ps.stopped());
     if (pause > down) ps.pause_for(nanoseconds(static_cast<std::int64_t>(pause - down)), now);
+    if (learned) ls.load(lw, now, down);
+    g.load(gw, now, down);
     return account_restore_errc::ok;
   }
 };
@@ -8425,7 +8598,7 @@ class account {
   // (dimension::paused, reason::busy, no wait) until it is done; no other
   // member function may run at the same time.
   std::string snapshot(nanoseconds now, nanoseconds wall) const {
-    return codec::write(cfg_, d_, credit_, pause_, now, wall);
+    return codec::write(cfg_, d_, credit_, pause_, learn_, gates_, now, wall);
   }
   restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
 
@@ -8818,8 +8991,7 @@ void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_
     d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
     learn_.report(rf, n, now, ph);
     if (gates_.on()) {
-      const nanoseconds gw[2] = {gates_.wait(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now),
-                                 gates_.wait(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now)};
+      const nanoseconds gw[2] = {gates_.wait(0, 1, now), gates_.wait(1, n, now)};
       if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
       if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
     }
@@ -8904,8 +9076,10 @@ void account<Clock, Currency>::admit_learning(admission_type& a, const request& 
       }
     }
     using gate = detail::remaining_gates::take_result;
-    const gate gr = gates_.take(0, d_.rpm_w || d_.rpm_b || learn_.has(0) ? 1 : 0, now);
-    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, d_.tpm_w || d_.tpm_b || learn_.has(1) ? n : 0, now);
+    // Every dimension the server states is gated, enforced here or not: the
+    // headers are the only limit the account knows for one it does not enforce.
+    const gate gr = gates_.take(0, 1, now);
+    const gate gt = gr == gate::refused ? gate::open : gates_.take(1, n, now);
     if (gr == gate::refused || gt == gate::refused || (learn_.on() && !learn_take(l, ph, n, now))) {
       if (gr == gate::taken) gates_.give(0, 1);
       if (gt == gate::taken) gates_.give(1, n);
@@ -9108,7 +9282,7 @@ account_restore_errc account<Clock, Currency>::restore(std::string_view bytes, n
         (before != use_restored ||
          !use_.compare_exchange_strong(before, use_restoring, std::memory_order_acq_rel, std::memory_order_relaxed)))
       return restore_errc::in_use;
-    const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, bytes, now, wall);
+    const restore_errc e = codec::restore(cfg_, d_, credit_, pause_, learn_, gates_, bytes, now, wall);
     // release: pairs with the acquire load in try_admit, so an admission that
     // sees the account fresh or restored sees everything restored. A refused
     // restore changed nothing: the account is as it was.

@@ -4,19 +4,19 @@
 // move to the safe one when the server says so.
 //
 // The rule. The request limit and the token limit each start on the most
-// permissive policy that is safe against most of the five server models:
-// the strict window at L (safe against fixed window, sliding log, token
-// bucket: docs/server-models.md) where, saturated, it admits more than the
-// margin policy (starts_strict: small limits, RPM 3 say, or a token margin
-// m above about L / 16), else the margin policy itself (safe against all
-// five; nothing left to learn but the margin). The first rate 429 that names the dimension (the
-// classifier in http.hpp: Kimi's "max RPM", "TPM rate limit", OpenAI's
-// type "requests" / "tokens") switches it to the margin policy of
-// `unknown` (spaced with margin, safe against all five). A rate 429 that
-// names no dimension ("Organization Rate limit exceeded") switches every
-// dimension still on the strict window. Concurrency, daily (TPD) and
-// overload answers teach nothing here: they pause as under every model
-// (pause.hpp), and the daily limit keeps its strict 24 h window.
+// permissive policy that is safe against most of the five server models: the
+// strict window at L (safe against fixed window, sliding log, token bucket:
+// docs/server-models.md) where, saturated, it admits more than the margin
+// policy (starts_strict: small limits, RPM 3 say, or a token margin m above
+// about L / 16), else the margin policy itself (safe against all five; nothing
+// left to learn but the margin). The first rate 429 that names the dimension
+// (the classifier in http.hpp: Kimi's "max RPM", "TPM rate limit", OpenAI's
+// type "requests" / "tokens") switches it to the margin policy of `unknown`
+// (spaced with margin, safe against all five). A rate 429 that names no
+// dimension ("Organization Rate limit exceeded") switches every dimension
+// still on the strict window. Concurrency, daily (TPD) and overload answers
+// teach nothing here: they pause as under every model (pause.hpp), and the
+// daily limit keeps its strict 24 h window.
 //
 // The switch. For one window after it (W of that dimension) a request must
 // pass both the strict window and the spaced bucket; from then on, the
@@ -51,13 +51,12 @@
 // fixed-window, sliding-log or token-bucket server; the one 429 comes from
 // the sliding-window counter or the GCRA server. The exception is the one
 // where the margin policy itself is not safe (tokens against a GCRA server
-// with jitter): there learn gets no more 429s than `unknown` plus the one
-// of its switch (each later one widens the margin, which `unknown` never
-// does). Requests admitted
-// before the first 429 was fed back (in flight, or racing on_response) may
-// get 429s too: at most one per such request. After the switch's window,
-// throughput is exactly the margin policy's. The caller resends every
-// 429'd request; the account loses none (it only decides when to admit).
+// with jitter): there learn gets no more 429s than `unknown` plus the one of
+// its switch (each later one widens the margin, which `unknown` never does).
+// Requests admitted before the first 429 was fed back (in flight, or racing
+// on_response) may get 429s too: at most one per such request. After the
+// switch's window, throughput is exactly the margin policy's. The caller
+// resends every 429'd request; the account loses none.
 //
 // Lifetime and restarts. The learned state is per dimension when it
 // switched, its guard, its shadow and what its spaced bucket owes, and the
@@ -73,12 +72,10 @@
 // less than two windows after heavy traffic may cost one more 429 per
 // dimension). The decisions are the pure functions below (phase_at,
 // learn_from, widened_margin); a shared-memory or Redis backend that keeps
-// these words next to its own state can apply them unchanged, but today only
-// the in-process account does.
+// these words beside its state can apply them; only the in-process one does.
 //
-// Concurrency. Every operation is lock-free except a widening or set_limits,
-// which reconfigure the buckets (token_bucket::set_rate waits for its
-// writer flag; never on the admission path). The switch word is written
+// Concurrency. Every operation is lock-free (a widening or set_limits sets
+// the buckets' rates: token_bucket's writers take no lock). The switch word is written
 // once (release, after the bucket is charged from the shadow) and read with
 // acquire by admissions, so one that sees the switch sees the bucket's
 // state; the shadow and the margin are lone values (relaxed).
