@@ -874,5 +874,36 @@ TEST_CASE("snapshot: format 2 still restores; format 3 carries what learn learne
       CHECK(c.restore(encode(g), now, wall) == errc_t::out_of_range);
       CHECK(c.learned(now).switches == 0);
     }
+    // The same snapshot rewritten as format 2 (the learned words and the
+    // gates dropped) or given format 1's number: learn came with format 3,
+    // so no genuine older snapshot of it exists; restoring one would forget
+    // the switch.
+    for (const std::uint64_t older : {std::uint64_t{2}, std::uint64_t{1}}) {
+      INFO("version " << older);
+      fields g = f;
+      g.w[0] = older;
+      g.w.erase(g.w.end() - 1 - 4 - 6, g.w.end() - 1);
+      test_account c(cfg, now);
+      CHECK(c.restore(encode(g), now, wall) == errc_t::wrong_version);
+      CHECK(c.learned(now).switches == 0);
+    }
+  }
+  SECTION("trust_rate_limit_headers: no format 1 or 2 snapshot of it exists") {
+    account_config cfg = full_config(server_model::sliding_log);
+    cfg.trust_rate_limit_headers = true;
+    test_account a(cfg, now);
+    const std::string good = a.snapshot(now, wall);
+    fields f = decode(good);
+    REQUIRE(f.w[0] == 3);
+    test_account b(cfg, now);
+    REQUIRE(b.restore(good, now, wall) == errc_t::ok);
+    for (const std::uint64_t older : {std::uint64_t{2}, std::uint64_t{1}}) {
+      INFO("version " << older);
+      fields g = f;
+      g.w[0] = older;
+      g.w.erase(g.w.end() - 5, g.w.end() - 1);  // the four gate words
+      test_account c(cfg, now);
+      CHECK(c.restore(encode(g), now, wall) == errc_t::wrong_version);
+    }
   }
 }

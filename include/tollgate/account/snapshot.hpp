@@ -46,7 +46,9 @@
 // window's unit (limits above 16,777,215 tokens) was that of this account.
 //
 // restore() refuses, changing nothing, bytes that are not a snapshot
-// (bad_format), of an unknown version (wrong_version), of an account
+// (bad_format), of an unknown version or of format 1 or 2 into an account
+// with server_model::learn or trust_rate_limit_headers, which both came
+// with format 3 (wrong_version), of an account
 // configured otherwise (other_configuration), short or long (truncated),
 // whose checksum does not match (corrupted; it only catches accidents),
 // or whose fields do not fit this configuration (out_of_range: more
@@ -306,6 +308,11 @@ struct account_codec {
     std::uint64_t ver = 0, fp = 0, then = 0, stop = 0, pause = 0;
     if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(stop) || !r.u64(pause)) return account_restore_errc::truncated;
     if (ver != version && ver != version_no_learn && ver != version_slots) return account_restore_errc::wrong_version;
+    // server_model::learn and the header gates came with format 3: no older
+    // snapshot of such an account exists, and one rewritten as older would
+    // restore as a restart that learned nothing and saw no headers.
+    if (ver != version && (cfg.model == server_model::learn || cfg.trust_rate_limit_headers))
+      return account_restore_errc::wrong_version;
     if (fp != fingerprint(cfg)) return account_restore_errc::other_configuration;
     constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     if (stop > 1 || pause > top) return account_restore_errc::out_of_range;
