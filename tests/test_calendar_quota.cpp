@@ -1,4 +1,5 @@
 #include "catch_compat.hpp"
+#include "forge_ticket.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -52,7 +53,7 @@ TEST_CASE("quota: stale times, refunds, debt, live limit", "[calendar_quota][tim
   CHECK(q.available(monday + hours(24)) == 100);
   CHECK(q.refund(t, 50) == 50);  // same day still
   REQUIRE(q.try_acquire(1, monday + hours(25), t).admitted());
-  quota_ticket old = t;
+  quota_ticket old = tgtest::forge(t);
   old.day -= 1;
   CHECK(q.refund(old, 1) == 0);  // that day is over
   CHECK(q.set_limit(0) == errc::zero_count);
@@ -125,7 +126,7 @@ TEST_CASE("quota: every public function is defined for every now", "[calendar_qu
             if (!(peek == d)) ++bad;
             if (d.later() && d.retry_after() <= ns(0)) ++bad;
             if (!d.later() && d.retry_after() != ns(0)) ++bad;
-            if (d.admitted() && t.units > 0) tickets.push_back(t);
+            if (d.admitted() && t.units > 0) tickets.push_back(std::move(t));
             break;
           }
           case 1: q.charge(n, now); break;
@@ -249,7 +250,7 @@ TEST_CASE("quota: tickets of another quota refund nothing: not into a restored o
     quota_ticket tk;
     REQUIRE(a.try_acquire(100, now, tk).admitted());
     REQUIRE(b.try_acquire(100, now).admitted());
-    quota_ticket copy = tk;
+    quota_ticket copy = tgtest::forge(tk);
     CHECK(b.refund(copy, 100) == 0);
     CHECK(b.available(now) == 0);
     CHECK(a.refund(tk, 100) == 100);  // its own quota's still gives back

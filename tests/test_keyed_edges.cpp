@@ -257,7 +257,7 @@ TEST_CASE("keyed: refund oracle over random schedules with erase and reclaim", "
         } else {
           REQUIRE(r.admitted());
           tat[grp] = need;
-          tickets.push_back(tk{key, grp, inc[grp], need, n, real});
+          tickets.push_back(tk{key, grp, inc[grp], need, n, std::move(real)});
           if (tickets.size() > 64) tickets.erase(tickets.begin());
         }
       }

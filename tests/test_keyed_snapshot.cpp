@@ -2,6 +2,7 @@
 // (never fresher), the latest claim time, and every refusal of hostile
 // bytes with the account's codes.
 #include "catch_compat.hpp"
+#include "forge_ticket.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -324,7 +325,7 @@ TEST_CASE("keyed snapshot: tickets from before a restore give nothing back", "[k
     keyed_buckets<manual_clock> b(64, cls, seed, ns(0));
     REQUIRE(b.restore(bytes, now, wall) == account_restore_errc::ok);
     REQUIRE(b.available(key, 0, now) == 0);
-    keyed_ticket dead_b = dead, live_b = live;
+    keyed_ticket dead_b = tgtest::forge(dead), live_b = tgtest::forge(live);
     CHECK(b.refund(key, dead_b, 10, now) == 0);
     CHECK(b.refund(key, live_b, 10, now) == 0);  // the safe side: in flight across the restore
     CHECK(b.available(key, 0, now) == 0);
@@ -333,7 +334,7 @@ TEST_CASE("keyed snapshot: tickets from before a restore give nothing back", "[k
     // of `a` names the same slot and generation in it, and still gives nothing.
     keyed_buckets<manual_clock> c(64, cls, seed, ns(0));
     REQUIRE(c.try_acquire(key, 0, 10, now).admitted());
-    keyed_ticket first = dead;
+    keyed_ticket first = tgtest::forge(dead);
     CHECK(c.refund(key, first, 10, now) == 0);
     CHECK_FALSE(c.try_acquire(key, 0, 1, now).admitted());
     // Its own tickets still give back.

@@ -273,7 +273,7 @@ TEST_CASE("stress: acquirers and ticketed refunds racing reconfigurations stay w
       const std::uint64_t n = g.between(1, 40);
       if (b.try_acquire(n, ns(0), t).admitted()) {
         net.fetch_add(n);
-        mine.push_back(t);
+        mine.push_back(std::move(t));
       }
       if (!mine.empty() && g.chance(50)) {
         bucket_ticket& r = mine[g.between(0, mine.size() - 1)];

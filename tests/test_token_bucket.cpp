@@ -1,4 +1,5 @@
 #include "catch_compat.hpp"
+#include "forge_ticket.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -787,7 +788,7 @@ TEST_CASE("property: ticketed refunds keep the bound against an exact log", "[to
             admission.push_back(true);
             plain_of.push_back(plain.size());
             plain.emplace_back(now, n);
-            tickets.push_back(h);
+            tickets.push_back(std::move(h));
           }
         } else if (kind < 50) {  // acquire and charge
           // Logged as its two parts: the admission checks only n.
@@ -802,7 +803,7 @@ TEST_CASE("property: ticketed refunds keep the bound against an exact log", "[to
             log.emplace_back(now, static_cast<std::int64_t>(extra));
             admission.push_back(false);
             plain_of.push_back(npos);
-            tickets.push_back(h);
+            tickets.push_back(std::move(h));
           }
         } else if (kind < 58) {  // charge
           const std::uint64_t n = g.between(1, burst);
@@ -890,11 +891,57 @@ TEST_CASE("tickets of another bucket refund nothing: not into a restored one eit
     bucket_ticket tk;
     REQUIRE(a.try_acquire(burst, now, tk).admitted());
     REQUIRE(b.try_acquire(burst, now).admitted());
-    bucket_ticket copy = tk;
+    bucket_ticket copy = tgtest::forge(tk);
     CHECK(b.refund(copy, burst, now) == 0);
     CHECK(b.available(now) == 0);
     // A bucket's own tickets still give back, also after a rate change in another bucket.
     REQUIRE(b.set_rate(rate(burst, ns(20 * s)), now) == errc::ok);
     CHECK(a.refund(tk, burst, now) == burst);
+  }
+}
+
+// Tickets are move-only (tests/compile_fail); a moved-from one holds no units
+// and refunds nothing, so moving a ticket cannot make a second refund.
+TEST_CASE("tickets: a moved-from ticket refunds nothing", "[token_bucket][calendar_quota][keyed][refund]") {
+  const ns now{0};
+  SECTION("bucket_ticket") {
+    bucket b(per_minute(10), 10, now);
+    bucket_ticket t;
+    REQUIRE(b.try_acquire(10, now, t).admitted());
+    bucket_ticket moved = std::move(t);
+    CHECK(t.units == 0);  // NOLINT(bugprone-use-after-move): what a moved-from ticket holds is the contract
+    CHECK(b.refund(t, 10, now) == 0);
+    CHECK(b.available(now) == 0);
+    CHECK(b.refund(moved, 10, now) == 10);
+    bucket_ticket assigned;
+    assigned = std::move(moved);
+    CHECK(b.refund(moved, 10, now) == 0);
+  }
+  SECTION("quota_ticket") {
+    calendar_quota<manual_clock> q(100);
+    quota_ticket t;
+    REQUIRE(q.try_acquire(100, now, t).admitted());
+    quota_ticket moved = std::move(t);
+    CHECK(t.units == 0);  // NOLINT(bugprone-use-after-move)
+    CHECK(q.refund(t, 100) == 0);
+    CHECK(q.available(now) == 0);
+    CHECK(q.refund(moved, 40) == 40);
+    quota_ticket assigned;
+    assigned = std::move(moved);
+    CHECK(q.refund(moved, 60) == 0);
+    CHECK(q.refund(assigned, 60) == 60);
+  }
+  SECTION("keyed_ticket") {
+    keyed_buckets<manual_clock> k(64, {{per_minute(10), 10}}, hash_seed{1, 2}, now);
+    keyed_ticket t;
+    REQUIRE(k.try_acquire(7, 0, 10, now, t).admitted());
+    keyed_ticket moved = std::move(t);
+    CHECK(t.units == 0);  // NOLINT(bugprone-use-after-move)
+    CHECK(k.refund(7, t, 10, now) == 0);
+    CHECK(k.available(7, 0, now) == 0);
+    keyed_ticket assigned;
+    assigned = std::move(moved);
+    CHECK(k.refund(7, moved, 10, now) == 0);
+    CHECK(k.refund(7, assigned, 10, now) == 10);
   }
 }

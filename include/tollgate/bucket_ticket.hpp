@@ -37,11 +37,28 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// A default ticket refunds nothing.
+// A default ticket refunds nothing. Move-only: a copy could refund the same
+// units twice. A moved-from ticket holds no units, so refunding it gives
+// nothing back.
 struct bucket_ticket {
   std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
   std::uint64_t units = 0;   // units it may still give back
   std::uint64_t config = 0;  // the rate and burst it was taken under
+
+  constexpr bucket_ticket() noexcept = default;
+  constexpr bucket_ticket(std::uint64_t e, std::uint64_t u, std::uint64_t c) noexcept : end(e), units(u), config(c) {}
+  bucket_ticket(const bucket_ticket&) = delete;
+  bucket_ticket& operator=(const bucket_ticket&) = delete;
+  constexpr bucket_ticket(bucket_ticket&& o) noexcept : end(o.end), units(o.units), config(o.config) { o.units = 0; }
+  constexpr bucket_ticket& operator=(bucket_ticket&& o) noexcept {
+    if (this != &o) {
+      end = o.end;
+      config = o.config;
+      units = o.units;
+      o.units = 0;
+    }
+    return *this;
+  }
 };
 
 namespace detail {

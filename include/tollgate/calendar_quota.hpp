@@ -58,10 +58,27 @@ TOLLGATE_BEGIN_NAMESPACE
 // admission it never counted. (Two programs sharing a region draw from two
 // counters: a ticket carried to another program's other quota is told apart
 // by its day only.)
+// Move-only: a copy could refund the same units twice. A moved-from ticket
+// holds no units, so refunding it gives nothing back.
 struct quota_ticket {
   std::uint64_t day = 0;
   std::uint64_t units = 0;
   std::uint64_t quota = 0;  // the issuing quota's identity
+
+  constexpr quota_ticket() noexcept = default;
+  constexpr quota_ticket(std::uint64_t d, std::uint64_t u, std::uint64_t q) noexcept : day(d), units(u), quota(q) {}
+  quota_ticket(const quota_ticket&) = delete;
+  quota_ticket& operator=(const quota_ticket&) = delete;
+  constexpr quota_ticket(quota_ticket&& o) noexcept : day(o.day), units(o.units), quota(o.quota) { o.units = 0; }
+  constexpr quota_ticket& operator=(quota_ticket&& o) noexcept {
+    if (this != &o) {
+      day = o.day;
+      quota = o.quota;
+      units = o.units;
+      o.units = 0;
+    }
+    return *this;
+  }
 };
 
 namespace detail {

@@ -58,7 +58,7 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   if (!out.key.admitted()) return out;
   out.account_asked = true;
   out.account = acc.try_admit(r, now);
-  if (out.account.decision.admitted()) out.key_ticket = t;
+  if (out.account.decision.admitted()) out.key_ticket = std::move(t);
   else out.given_back = keys.refund(key, t, units, now);
   return out;
 }

@@ -595,7 +595,7 @@ struct quota_exec : execution {
             s.note("try_acquire(" + std::to_string(op.n) + ", " + std::to_string(t) + "): " + show(d));
             if (d.admitted()) {
               log.push_back(entry{t, op.n});
-              me.ticket = tk;
+              me.ticket = std::move(tk);
               me.entry = log.size() - 1;
             }
           } else if (op.k == quota_op::refund && me.entry != SIZE_MAX) {

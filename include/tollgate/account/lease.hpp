@@ -98,7 +98,7 @@ class lease {
     acc_ = std::exchange(o.acc_, nullptr);
     slot_ = std::exchange(o.slot_, no_slot);
     holds_ = std::exchange(o.holds_, false);
-    day_t_ = o.day_t_;
+    day_t_ = std::move(o.day_t_);
     money_ = o.money_;
     tokens_ = std::exchange(o.tokens_, 0);
     if (slot_ != no_slot) stamp_ = o.stamp_;

@@ -21,7 +21,9 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// A default ticket gives back nothing.
+// A default ticket gives back nothing. Move-only: a copy could refund the
+// same units twice. A moved-from ticket holds no units, so refunding it
+// gives nothing back.
 struct keyed_ticket {
   std::uint64_t hash = 0;   // the key's
   std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
@@ -30,6 +32,30 @@ struct keyed_ticket {
   std::size_t slot = 0;     // the entry it was taken on
   std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
   std::uint64_t table = 0;  // the issuing table's identity then (never 0 for a real admission)
+
+  constexpr keyed_ticket() noexcept = default;
+  constexpr keyed_ticket(std::uint64_t h, std::uint64_t e, std::uint64_t u, std::size_t c, std::size_t s,
+                         std::uint64_t cl, std::uint64_t tb) noexcept
+      : hash(h), end(e), units(u), cls(c), slot(s), claim(cl), table(tb) {}
+  keyed_ticket(const keyed_ticket&) = delete;
+  keyed_ticket& operator=(const keyed_ticket&) = delete;
+  constexpr keyed_ticket(keyed_ticket&& o) noexcept
+      : hash(o.hash), end(o.end), units(o.units), cls(o.cls), slot(o.slot), claim(o.claim), table(o.table) {
+    o.units = 0;
+  }
+  constexpr keyed_ticket& operator=(keyed_ticket&& o) noexcept {
+    if (this != &o) {
+      hash = o.hash;
+      end = o.end;
+      cls = o.cls;
+      slot = o.slot;
+      claim = o.claim;
+      table = o.table;
+      units = o.units;
+      o.units = 0;
+    }
+    return *this;
+  }
 };
 
 namespace detail {
