@@ -821,11 +821,28 @@ TOLLGATE_END_NAMESPACE
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// A default ticket refunds nothing.
+// A default ticket refunds nothing. Move-only: a copy could refund the same
+// units twice. A moved-from ticket holds no units, so refunding it gives
+// nothing back.
 struct bucket_ticket {
   std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
   std::uint64_t units = 0;   // units it may still give back
   std::uint64_t config = 0;  // the rate and burst it was taken under
+
+  constexpr bucket_ticket() noexcept = default;
+  constexpr bucket_ticket(std::uint64_t e, std::uint64_t u, std::uint64_t c) noexcept : end(e), units(u), config(c) {}
+  bucket_ticket(const bucket_ticket&) = delete;
+  bucket_ticket& operator=(const bucket_ticket&) = delete;
+  constexpr bucket_ticket(bucket_ticket&& o) noexcept : end(o.end), units(o.units), config(o.config) { o.units = 0; }
+  constexpr bucket_ticket& operator=(bucket_ticket&& o) noexcept {
+    if (this != &o) {
+      end = o.end;
+      config = o.config;
+      units = o.units;
+      o.units = 0;
+    }
+    return *this;
+  }
 };
 
 namespace detail {
@@ -2765,10 +2782,27 @@ TOLLGATE_BEGIN_NAMESPACE
 // admission it never counted. (Two programs sharing a region draw from two
 // counters: a ticket carried to another program's other quota is told apart
 // by its day only.)
+// Move-only: a copy could refund the same units twice. A moved-from ticket
+// holds no units, so refunding it gives nothing back.
 struct quota_ticket {
   std::uint64_t day = 0;
   std::uint64_t units = 0;
   std::uint64_t quota = 0;  // the issuing quota's identity
+
+  constexpr quota_ticket() noexcept = default;
+  constexpr quota_ticket(std::uint64_t d, std::uint64_t u, std::uint64_t q) noexcept : day(d), units(u), quota(q) {}
+  quota_ticket(const quota_ticket&) = delete;
+  quota_ticket& operator=(const quota_ticket&) = delete;
+  constexpr quota_ticket(quota_ticket&& o) noexcept : day(o.day), units(o.units), quota(o.quota) { o.units = 0; }
+  constexpr quota_ticket& operator=(quota_ticket&& o) noexcept {
+    if (this != &o) {
+      day = o.day;
+      quota = o.quota;
+      units = o.units;
+      o.units = 0;
+    }
+    return *this;
+  }
 };
 
 namespace detail {
@@ -7388,7 +7422,7 @@ class lease {
     acc_ = std::exchange(o.acc_, nullptr);
     slot_ = std::exchange(o.slot_, no_slot);
     holds_ = std::exchange(o.holds_, false);
-    day_t_ = o.day_t_;
+    day_t_ = std::move(o.day_t_);
     money_ = o.money_;
     tokens_ = std::exchange(o.tokens_, 0);
     if (slot_ != no_slot) stamp_ = o.stamp_;
@@ -9708,7 +9742,9 @@ TOLLGATE_END_NAMESPACE
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// A default ticket gives back nothing.
+// A default ticket gives back nothing. Move-only: a copy could refund the
+// same units twice. A moved-from ticket holds no units, so refunding it
+// gives nothing back.
 struct keyed_ticket {
   std::uint64_t hash = 0;   // the key's
   std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
@@ -9717,6 +9753,30 @@ struct keyed_ticket {
   std::size_t slot = 0;     // the entry it was taken on
   std::uint64_t claim = 0;  // that entry's claim generation then (never 0 for a real admission)
   std::uint64_t table = 0;  // the issuing table's identity then (never 0 for a real admission)
+
+  constexpr keyed_ticket() noexcept = default;
+  constexpr keyed_ticket(std::uint64_t h, std::uint64_t e, std::uint64_t u, std::size_t c, std::size_t s,
+                         std::uint64_t cl, std::uint64_t tb) noexcept
+      : hash(h), end(e), units(u), cls(c), slot(s), claim(cl), table(tb) {}
+  keyed_ticket(const keyed_ticket&) = delete;
+  keyed_ticket& operator=(const keyed_ticket&) = delete;
+  constexpr keyed_ticket(keyed_ticket&& o) noexcept
+      : hash(o.hash), end(o.end), units(o.units), cls(o.cls), slot(o.slot), claim(o.claim), table(o.table) {
+    o.units = 0;
+  }
+  constexpr keyed_ticket& operator=(keyed_ticket&& o) noexcept {
+    if (this != &o) {
+      hash = o.hash;
+      end = o.end;
+      cls = o.cls;
+      slot = o.slot;
+      claim = o.claim;
+      table = o.table;
+      units = o.units;
+      o.units = 0;
+    }
+    return *this;
+  }
 };
 
 namespace detail {
@@ -10740,7 +10800,7 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   if (!out.key.admitted()) return out;
   out.account_asked = true;
   out.account = acc.try_admit(r, now);
-  if (out.account.decision.admitted()) out.key_ticket = t;
+  if (out.account.decision.admitted()) out.key_ticket = std::move(t);
   else out.given_back = keys.refund(key, t, units, now);
   return out;
 }
