@@ -8,6 +8,13 @@
 //              until it succeeds (nothing is lost)
 //
 //   tollgate-curl-client --url URL --requests N --rate R --concurrency C --mode MODE
+//                        [--margin-ms M]
+//
+// The account spaces admissions; the server spaces arrivals. Between the two lie
+// this process's own scheduling, the connection and the server's reading of its
+// clock: on a loaded host their jitter runs to several milliseconds, past the
+// library's default 2 ms spacing margin (meant for a server's clock ticks). A real
+// client over a real network sets the margin to the jitter it sees; 20 ms here.
 #include <tollgate/tollgate.hpp>
 
 #include <curl/curl.h>
@@ -53,7 +60,7 @@ std::size_t on_header(char* p, std::size_t size, std::size_t n, void* user) {
 
 int main(int argc, char** argv) {
   std::string url, mode = "paced";
-  long requests = 40, rate_per_s = 10, concurrency = 4;
+  long requests = 40, rate_per_s = 10, concurrency = 4, margin_ms = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string_view a = argv[i];
     if (a == "--url") url = argv[i + 1];
@@ -61,9 +68,11 @@ int main(int argc, char** argv) {
     else if (a == "--rate") rate_per_s = std::strtol(argv[i + 1], nullptr, 10);
     else if (a == "--concurrency") concurrency = std::strtol(argv[i + 1], nullptr, 10);
     else if (a == "--mode") mode = argv[i + 1];
+    else if (a == "--margin-ms") margin_ms = std::strtol(argv[i + 1], nullptr, 10);
     else usage_error("unknown option");
   }
-  if (url.empty() || requests <= 0 || rate_per_s <= 1 || concurrency <= 1) usage_error("bad arguments");
+  if (url.empty() || requests <= 0 || rate_per_s <= 1 || concurrency <= 1 || margin_ms < 0 || margin_ms > 1000)
+    usage_error("bad arguments");
   if (mode != "paced" && mode != "unpaced" && mode != "overdrive") usage_error("--mode is paced, unpaced or overdrive");
 
   account_config cfg;
@@ -72,6 +81,8 @@ int main(int argc, char** argv) {
   // can be a moment after the client has the whole response: one slot of margin.
   cfg.model = server_model::gcra;
   cfg.request_window = std::chrono::seconds(1);
+  cfg.spacing_margin = std::chrono::milliseconds(margin_ms);
+  if (cfg.max_spacing_margin < cfg.spacing_margin) cfg.max_spacing_margin = cfg.spacing_margin;
   cfg.rpm = limit(static_cast<std::uint64_t>(mode == "overdrive" ? rate_per_s * 2 : rate_per_s));
   cfg.concurrency = limit(static_cast<std::uint64_t>(mode == "overdrive" ? concurrency : concurrency - 1));
   account<steady_clock> acct(cfg);
