@@ -74,6 +74,42 @@ TEST_CASE("sim: paced runs get zero 429s under every server model; unpaced runs 
   }
 }
 
+TEST_CASE("sim: N processes with one shared account get no 429; one account each at the full limits do", "[sim]") {
+  const server_model models[] = {server_model::fixed_window, server_model::sliding_log, server_model::window_counter,
+                                 server_model::token_bucket, server_model::gcra};
+  for (int tier : {0, 1, 3}) {
+    for (server_model m : models) {
+      for (unsigned procs : {2u, 5u}) {
+        job j = base(tier);
+        j.agents = tier == 0 ? 20 : 120;
+        j.requests_per_agent = tier == 0 ? 1 : 3;
+        j.server = m;
+        j.latency_ms.reset();
+        j.processes = procs;
+        INFO("tier " << tier << " server " << to_string(m) << " processes " << procs);
+        const run_result shared = run(j, true);
+        CHECK(shared.rejected_429 == 0);
+        CHECK(shared.completed == j.agents * j.requests_per_agent);
+        j.shared_account = false;
+        const run_result each = run(j, true);
+        CHECK(each.rejected_429 > 0);  // N accounts, each believing in the whole tier
+        CHECK(each.completed == j.agents * j.requests_per_agent);  // paced: every 429 is resent
+        CHECK(each.failed == 0);
+      }
+    }
+  }
+  // One process is the plain paced run, event for event.
+  job j = base(1);
+  j.requests_per_agent = 2;
+  const run_result one = run(j, true);
+  j.processes = 1;
+  j.shared_account = false;
+  const run_result also_one = run(j, true);
+  CHECK(one.finish == also_one.finish);
+  CHECK(one.requests == also_one.requests);
+  CHECK(one.cost_usd == also_one.cost_usd);
+}
+
 TEST_CASE("sim: deterministic for a seed, and the cost is exact", "[sim]") {
   job j = base(2);
   j.requests_per_agent = 2;

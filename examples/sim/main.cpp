@@ -66,6 +66,10 @@ const char* const help_text =
     "  --other-client PERCENT    another client on the key sends PERCENT of the RPM limit; the\n"
     "                            server answers with x-ratelimit headers, which the paced account\n"
     "                            trusts (trust_rate_limit_headers)\n"
+    "  --processes N             the paced swarm split over N worker processes (default 1): run once\n"
+    "                            with one account shared by all of them (in shared memory or Redis)\n"
+    "                            and once with one account per process at the tier's full limits,\n"
+    "                            as N processes that each configure the tier do (not with --plan)\n"
     "  --currency usd|cny        currency of the cost and of --budget (default usd)\n"
     "  --budget AMOUNT           a spending limit for the paced run, e.g. 5 or 0.50 (in --currency);\n"
     "                            requests whose worst case no longer fits are not sent\n"
@@ -302,6 +306,7 @@ int real_main(int argc, char** argv) {
     } else if (a == "--assume") jb.assumed = parse_model(a, take(), true);
     else if (a == "--hidden-concurrency") jb.hidden_concurrency = parse_count(a, take(), 1, 1000000);
     else if (a == "--other-client") jb.other_client_percent = static_cast<unsigned>(parse_count(a, take(), 1, 100));
+    else if (a == "--processes") jb.processes = static_cast<unsigned>(parse_count(a, take(), 1, 1024));
     else if (a == "--retry-after") jb.server_retry_after = static_cast<ns_t>(parse_count(a, take(), 0, 86400)) * second;
     else if (a == "--currency") {
       currency = need();
@@ -318,6 +323,8 @@ int real_main(int argc, char** argv) {
     else fail("unknown option '" + std::string(a) + "'");
   }
   if (plan && svg_given) fail("--svg plots one run; --plan runs one per tier and draws nothing");
+  if (plan && jb.processes > 1) fail("--processes compares a shared account with one per process; --plan runs one per tier");
+  if (jb.processes > jb.agents) fail("--processes " + std::to_string(jb.processes) + " is more than the " + std::to_string(jb.agents) + " agents");
   if (svg_given) check_writable(svg);  // before any run, not after it
   jb.model = model_by_id(model_id);
   if (!jb.model) {
@@ -361,7 +368,7 @@ int real_main(int argc, char** argv) {
   jb.tier = apply_overrides(*row);
 
   // Refuse up front what the runs could not do: too much work, or longer than the horizon.
-  const unsigned runs = plan ? static_cast<unsigned>(tt.rows.size()) : 3;
+  const unsigned runs = plan ? static_cast<unsigned>(tt.rows.size()) : jb.processes > 1 ? 4 : 3;
   if (const double work = simulated_requests(jb, runs); work > work_limit && !force) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.3g", work);
@@ -435,6 +442,15 @@ int real_main(int argc, char** argv) {
     refuse(p + "; the simulator stops runs at " + rough_duration(jb.horizon) + " of virtual time: shrink the job or raise the limits");
   const run_result paced = run(jb, true, [&](double f) { prog("paced run", f); });
   check_finished("paced", jb, paced);
+  // N processes, one account each at the full limits: what the shared one replaces.
+  // It may never finish (each 429 resent into a server that counts it): it
+  // stops at ten times the shared account's time, and the table says so.
+  std::optional<run_result> per_process;
+  job jp = jb;
+  jp.shared_account = false;
+  jp.horizon = std::min(jb.horizon, std::max<ns_t>(minute, paced.finish > jb.horizon / 10 ? jb.horizon : 10 * paced.finish));
+  if (jb.processes > 1)
+    per_process = run(jp, true, [&](double f) { prog("paced run, one account per process", f); });
   job ja = jb, js = jb;
   ja.counting = server_counting::admitted;
   js.counting = server_counting::seen;
@@ -460,7 +476,11 @@ int real_main(int argc, char** argv) {
               limit_text(jb.tier.rpm).c_str(), limit_text(jb.tier.tpm).c_str(), limit_text(jb.tier.tpd).c_str());
   std::printf("server: %s, counting %s requests (paced run); account assumes: %s\n", to_string(jb.server),
               to_string(jb.counting), assumed_text(jb.assumed));
-  std::printf("account policies: RPM %s, TPM %s\n\n", paced.rpm_policy.c_str(), paced.tpm_policy.c_str());
+  std::printf("account policies: RPM %s, TPM %s\n", paced.rpm_policy.c_str(), paced.tpm_policy.c_str());
+  if (per_process)
+    std::printf("processes: %u, paced by one shared account, and by one account per process at the tier's full limits\n",
+                jb.processes);
+  std::printf("\n");
 
   struct column {
     std::string label;
@@ -473,8 +493,9 @@ int real_main(int argc, char** argv) {
     cols.push_back({"paced, server counts " + mode, &paced, true});
     cols.push_back({std::string("paced, server counts ") + to_string(jb.counting == server_counting::seen ? server_counting::admitted : server_counting::seen), &*paced_other, true});
   } else {
-    cols.push_back({"paced by tollgate", &paced, true});
+    cols.push_back({per_process ? "paced, one shared account" : "paced by tollgate", &paced, true});
   }
+  if (per_process) cols.push_back({"paced, one account per process", &*per_process, true});
   cols.push_back({"unpaced, server counts admitted", &unpaced_admitted, false});
   cols.push_back({"unpaced, server counts seen", &unpaced_seen, false});
   auto row_out = [&](const char* name, const std::function<std::string(const column&)>& cell) {
@@ -494,7 +515,12 @@ int real_main(int argc, char** argv) {
     row_out("not sent: budget spent", [&](const column& c) { return c.paced ? num(c.r->not_sent_budget) : std::string("(an SDK has no budget)"); });
   row_out("429s", [&](const column& c) { return num(c.r->rejected_429); });
   row_out("retries", [&](const column& c) { return num(c.r->retries); });
-  row_out("time until all done or given up", [&](const column& c) { return duration_text(c.r->finish); });
+  row_out("time until all done or given up", [&](const column& c) {
+    if (c.r->ended == run_result::end::horizon)
+      return "not done after " + duration_text(c.r == &paced ? jb.horizon : jp.horizon);
+    if (c.r->ended == run_result::end::stalled) return std::string("stopped: time no longer advances");
+    return duration_text(c.r->finish);
+  });
   row_out("cost", [&](const column& c) { return money_text(*c.r); });
   std::printf("\n");
   if (!paced_other)

@@ -81,6 +81,13 @@ struct job {
   bool budget_in_cny = false;
   // A run still going at this virtual time is stopped (run_result::ended).
   ns_t horizon = 365 * 24 * 60 * minute;
+  // The paced swarm split over this many processes (agent i in process
+  // i % processes, each process serving its own agents in arrival order), with
+  // one account for all of them (shared_account: an account in shared memory or
+  // in Redis) or one account each at the tier's full limits (what N processes
+  // that each configure the tier do).
+  unsigned processes = 1;
+  bool shared_account = true;
 };
 
 // --- the simulated server: concurrency exactly, RPM and TPM under a window
@@ -342,7 +349,14 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
   server srv(jb.tier, jb.server, jb.counting, jb.hidden_concurrency);
   const basic_account_config<Currency> cfg = account_config_for<Currency>(jb, paced);
   const std::uint64_t max_out = max_output(jb);
-  account<manual_clock, Currency> acct(cfg, nanoseconds(0));
+  const unsigned procs = paced ? std::max(1u, jb.processes) : 1u;
+  std::vector<std::unique_ptr<account<manual_clock, Currency>>> accounts;
+  for (unsigned p = 0; p < (jb.shared_account ? 1u : procs); ++p)
+    accounts.push_back(std::make_unique<account<manual_clock, Currency>>(cfg, nanoseconds(0)));
+  auto account_of = [&](unsigned process) -> account<manual_clock, Currency>& {
+    return *accounts[jb.shared_account ? 0 : process];
+  };
+  account<manual_clock, Currency>& acct = *accounts[0];
   run_result r;
   r.rpm_policy = acct.policy(dimension::rpm);
   r.tpm_policy = acct.policy(dimension::tpm);
@@ -362,19 +376,27 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
     ns_t t;
     int kind;  // 0 = response, 1 = agent ready (unpaced), 2 = dispatcher wakes (paced), 3 = the other client
     unsigned agent;
-    bool operator>(const event& o) const { return t != o.t ? t > o.t : kind > o.kind; }
+    // Dispatchers of several processes at one instant wake in process order.
+    bool operator>(const event& o) const {
+      if (t != o.t) return t > o.t;
+      if (kind != o.kind) return kind > o.kind;
+      return kind == 2 && agent > o.agent;
+    }
   };
   std::priority_queue<event, std::vector<event>, std::greater<event>> q;
-  std::deque<unsigned> ready;  // paced: agents waiting their turn, in arrival order
-  bool dispatcher_scheduled = false;
+  // Paced, per process: agents waiting their turn in arrival order, and
+  // whether its dispatcher has a wake-up pending.
+  std::vector<std::deque<unsigned>> ready_in(procs);
+  std::vector<char> scheduled_in(procs, 0);
   for (unsigned i = 0; i < jb.agents; ++i) {
-    if (paced) ready.push_back(i);
+    if (paced) ready_in[i % procs].push_back(i);
     else q.push({static_cast<ns_t>(g.between(0, 1000000)), 1, i});
   }
-  if (paced) {
-    q.push({0, 2, 0});
-    dispatcher_scheduled = true;
-  }
+  if (paced)
+    for (unsigned p = 0; p < procs; ++p) {
+      q.push({0, 2, p});
+      scheduled_in[p] = 1;
+    }
   // The other client: percent of RPM, each request TPM / RPM tokens (or the
   // job's mean request without a request limit).
   ns_t other_gap = 0;
@@ -467,23 +489,30 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
       if (paced) ag.held.settle(u, nanoseconds(e.t));
       finish_one(ag, e.t, true);
       r.finish = std::max(r.finish, e.t);
+      const unsigned proc = e.agent % procs;
       if (ag.left > 0) {
         new_shape(ag);
-        if (paced) ready.push_back(e.agent);
+        if (paced) ready_in[proc].push_back(e.agent);
         else q.push({e.t, 1, e.agent});
       }
-      if (paced && !dispatcher_scheduled && !ready.empty()) {
-        q.push({e.t, 2, 0});
-        dispatcher_scheduled = true;
-      }
+      // The slot it gave back may serve any process that shares its account.
+      for (unsigned p = 0; paced && p < procs; ++p)
+        if ((p == proc || jb.shared_account) && !scheduled_in[p] && !ready_in[p].empty()) {
+          q.push({e.t, 2, p});
+          scheduled_in[p] = 1;
+        }
       continue;
     }
-    if (e.kind == 2) {  // paced dispatcher: serve agents in arrival order
-      dispatcher_scheduled = false;
+    if (e.kind == 2) {  // paced dispatcher of process e.agent: serve its agents in arrival order
+      const unsigned proc = e.agent;
+      std::deque<unsigned>& ready = ready_in[proc];
+      char& dispatcher_scheduled = scheduled_in[proc];
+      account<manual_clock, Currency>& ac = account_of(proc);
+      dispatcher_scheduled = 0;
       while (!ready.empty()) {
         agent_state& a = agents[ready.front()];
         request rq{jb.model, a.prompt, jb.max_tokens};
-        auto ad = acct.try_admit(rq, nanoseconds(e.t));
+        auto ad = ac.try_admit(rq, nanoseconds(e.t));
         if (!ad) {
           // The head's request is dropped; the agent goes to the back of the
           // line with its next request, if it has one.
@@ -513,8 +542,8 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
           }
           const ns_t w = ad.decision.retry_after().count();
           if (w > 0) {  // a time to wait; otherwise a response will wake us
-            q.push({e.t + w, 2, 0});
-            dispatcher_scheduled = true;
+            q.push({e.t + w, 2, proc});
+            dispatcher_scheduled = 1;
           }
           break;
         }
@@ -523,7 +552,7 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
         ++r.requests;
         r.reserved_tokens += ad.tokens;
         const server::verdict v = srv.accept(e.t, ad.tokens);
-        if (jb.other_client_percent > 0) acct.observe_rate_limit_headers(srv.headers(e.t), nanoseconds(e.t));
+        if (jb.other_client_percent > 0) ac.observe_rate_limit_headers(srv.headers(e.t), nanoseconds(e.t));
         if (v == server::verdict::ok) {
           record(e.t, ad.tokens);
           agents[who].held = std::move(ad.lease);
@@ -533,11 +562,11 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
           ++r.rejected_by[static_cast<int>(v)];
           ad.lease.settle_rejected(nanoseconds(e.t));
           const std::string body = body_for(v, jb.tier, jb.hidden_concurrency);
-          acct.on_response(classify(429, body), nanoseconds(jb.server_retry_after), nanoseconds(e.t));
+          ac.on_response(classify(429, body), nanoseconds(jb.server_retry_after), nanoseconds(e.t));
           ++r.retries;
           ready.push_front(who);  // keeps its turn
-          q.push({e.t + jb.server_retry_after, 2, 0});
-          dispatcher_scheduled = true;
+          q.push({e.t + jb.server_retry_after, 2, proc});
+          dispatcher_scheduled = 1;
           break;
         }
       }
@@ -573,10 +602,12 @@ run_result run_in(const job& jb, bool paced, const std::function<void(double)>& 
     r.ended = run_result::end::stalled;  // nothing left to happen, requests left to do
     r.ended_at = last_t;
   }
+  // One account per process: the first one's view, and the money of all.
   r.stats = acct.stats();
   r.learned = acct.learned(nanoseconds(last_t > 0 ? last_t : 0));
   r.adaptive = acct.adaptive();
-  r.budget_spent_nanos = r.stats.spent_nanos;
+  r.budget_spent_nanos = 0;
+  for (const auto& ac : accounts) r.budget_spent_nanos += ac->stats().spent_nanos;
   if (progress) progress(1.0);
   return r;
 }
