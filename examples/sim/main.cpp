@@ -82,8 +82,9 @@ const char* const help_text =
     "(agents x requests x 3 runs, or x 6 tiers with --plan) is refused unless --force; a run\n"
     "still going after 365 days of virtual time is stopped, and a job that would need longer\n"
     "at its limits is refused before it starts.\n"
-    "Exit status: 0 the paced run had no 429s, 1 it had some, 2 bad options or a job that\n"
-    "cannot be simulated (one line on stderr says why).\n";
+    "Exit status: 0 the paced run had no 429s (--plan: at least one tier finished the job\n"
+    "without a 429), 1 it had some (--plan: no tier did), 2 bad options or a job that cannot\n"
+    "be simulated (one line on stderr says why).\n";
 
 // Above this many simulated requests a run needs --force (10 to 20 s of work).
 constexpr double work_limit = 10000000;
@@ -408,6 +409,7 @@ int real_main(int argc, char** argv) {
                 assumed_text(jb.assumed));
     std::printf("| tier | concurrency | RPM | TPM | TPD | binding limit | time to finish (paced) | 429s | cost |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    bool some_tier_fits = false;
     for (const tier_row& t0 : tt.rows) {
       job j = jb;
       j.tier = apply_overrides(t0);
@@ -433,8 +435,10 @@ int real_main(int argc, char** argv) {
         time_cell += " (" + std::to_string(p.completed + p.failed + p.not_sent_budget) + " of " + std::to_string(p.total) + " done)";
       std::printf("| %d | %s | %s | %s | %llu | %s |\n", t0.tier, limits.c_str(), b.name, time_cell.c_str(),
                   (unsigned long long)p.rejected_429, cost_cell.c_str());
+      if (p.ended == run_result::end::done && p.rejected_429 == 0) some_tier_fits = true;
     }
-    return 0;
+    if (!some_tier_fits) std::printf("no tier finishes this job without a 429; exit status 1\n");
+    return some_tier_fits ? 0 : 1;
   }
 
   if (const std::string p = config_problem(jb); !p.empty()) refuse(p);
