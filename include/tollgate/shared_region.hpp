@@ -42,7 +42,9 @@
 // the clock (a type, not data: steady_clock reads the same CLOCK_MONOTONIC in
 // every process on one host; region_clock reads a word in the region, for
 // tests), permits (a permit points at its limiter through this process's
-// address of it) and tickets (plain values a process keeps).
+// address of it) and tickets (plain values a process keeps; a ticket names
+// its issuer by this process's address of it, so another process refunding
+// it gives back only where it maps the object at that same address).
 //
 // Processes killed at any instruction leave every word of these primitives
 // consistent (no lock: token_bucket's writers take over a dead one, see its
