@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -640,4 +641,49 @@ TEST_CASE("multiprocess: reconfigurations of a shared bucket by two processes dr
   CHECK(honoured == 0);
   CHECK(s.refund(ts, 10, ns(0)) == 10);
   munmap(bytes, size);
+}
+
+// A child forked after this process drew identities draws, from several
+// threads at once (they race to draw its salt), identities that meet none of
+// the ones this process draws meanwhile (the old counters went on from one
+// value in both).
+TEST_CASE("multiprocess: identities a forked child's threads draw meet none of the parent's", "[multiprocess]") {
+  constexpr std::size_t threads = 4, each = 500;
+  struct ids_t {
+    std::uint64_t v[threads][each];
+  };
+  auto* ids = static_cast<ids_t*>(shared_bytes(sizeof(ids_t)));
+  REQUIRE(ids);
+  using window = sliding_window<steady_clock>;
+  auto identity = [] {
+    window w(rate(100, ns(60 * sec)), ns(0));
+    window_ticket t;
+    (void)w.try_acquire(1, ns(0), t);
+    return t.window;
+  };
+  const std::uint64_t before = identity();  // this process has drawn before the fork
+  children kids;
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(6);
+    std::vector<std::thread> ts;
+    for (std::size_t i = 0; i < threads; ++i)
+      ts.emplace_back([&, i] {
+        for (std::size_t k = 0; k < each; ++k) ids->v[i][k] = identity();
+      });
+    for (auto& t : ts) t.join();
+    _exit(0);
+  }
+  kids.pids.push_back(pid);
+  std::vector<std::uint64_t> all{before};
+  for (std::size_t k = 0; k < threads * each; ++k) all.push_back(identity());
+  REQUIRE(kids.wait_all(std::chrono::seconds(60)));
+  for (auto& row : ids->v) all.insert(all.end(), std::begin(row), std::end(row));
+  std::sort(all.begin(), all.end());
+  CHECK(all.front() != 0);
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+  munmap(ids, sizeof(ids_t));
 }
