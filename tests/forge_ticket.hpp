@@ -11,8 +11,8 @@
 #include <tollgate/keyed/ticket.hpp>
 
 namespace tgtest {
-inline tollgate::bucket_ticket forge(const tollgate::bucket_ticket& t) { return {t.end, t.units, t.config}; }
-inline tollgate::quota_ticket forge(const tollgate::quota_ticket& t) { return {t.day, t.units, t.quota}; }
+inline tollgate::bucket_ticket forge(const tollgate::bucket_ticket& t) { return {t.end, t.units, t.config, t.issuer}; }
+inline tollgate::quota_ticket forge(const tollgate::quota_ticket& t) { return {t.day, t.units, t.quota, t.issuer}; }
 inline tollgate::keyed_ticket forge(const tollgate::keyed_ticket& t) {
   return {t.hash, t.end, t.units, t.cls, t.slot, t.claim, t.table};
 }

@@ -6,10 +6,19 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 using namespace tollgate;
+
+namespace Catch {
+template <>
+struct StringMaker<region_errc> {
+  static std::string convert(region_errc e) { return message(e); }
+};
+}  // namespace Catch
 
 namespace {
 using bucket = token_bucket<manual_clock>;
@@ -106,6 +115,79 @@ TEST_CASE("shared_region: refusals name the reason and change no byte", "[shared
       CHECK((r.error == region_errc::bad_magic || r.error == region_errc::corrupt));
     }
   }
+}
+
+namespace {
+// Types of one shape, one named for regions and two not.
+struct unnamed_a {
+  std::uint64_t w[6];
+};
+struct unnamed_b {
+  std::uint64_t w[6];
+};
+struct named_c {
+  std::uint64_t w[6];
+};
+struct other_tag {};
+}  // namespace
+
+template <>
+struct tollgate::region_key<named_c> {
+  static constexpr std::uint64_t value = tollgate::region_name_key("tests.named_c/1");
+};
+
+namespace {
+// Builds an A (with `make`) in a fresh region of A's size and attaches it as
+// B; the attach's answer. A itself always attaches.
+template <class A, class B, class Make>
+region_errc attach_as(Make make) {
+  static_assert(region_size<A>() == region_size<B>(), "a pair of one size: only the type can tell them apart");
+  auto mem = std::make_unique<bytes_t>();
+  REQUIRE(region_size<A>() <= sizeof(mem->b));
+  REQUIRE(open_region<A>(mem->b, region_size<A>(), opts(0, 1), make));
+  CHECK(attach_region<A>(mem->b, region_size<A>(), 0).error == region_errc::ok);
+  const region_errc e = attach_region<B>(mem->b, region_size<B>(), 0).error;
+  CHECK(open_region<B>(mem->b, region_size<B>(), opts(0, 2), [](void*) {}).error == e);
+  return e;
+}
+}  // namespace
+
+// The type key names the primitive, its clock, its currency and its
+// sub-windows, not only its size (pairs of one size, fingerprint 0 for both).
+TEST_CASE("shared_region: an object never attaches as another type of its size", "[shared_region]") {
+  using std::chrono::nanoseconds;
+  auto budget_usd = [](void* at) { new (at) budget<usd_tag>(usd::from_units(10)); };
+  CHECK(attach_as<budget<usd_tag>, budget<cny_tag>>(budget_usd) == region_errc::wrong_type);
+  auto steady_bucket = [](void* at) { new (at) token_bucket<steady_clock>(per_second(10), 10, nanoseconds(0)); };
+  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<system_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<coarse_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<manual_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<region_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<manual_clock>, token_bucket<basic_manual_clock<other_tag>>>([](void* at) {
+          new (at) token_bucket<manual_clock>(per_second(10), 10, nanoseconds(0));
+        }) == region_errc::wrong_type);
+  auto steady_window = [](void* at) { new (at) sliding_window<steady_clock>(per_minute(100), nanoseconds(0)); };
+  CHECK(attach_as<sliding_window<steady_clock>, sliding_window<system_clock>>(steady_window) ==
+        region_errc::wrong_type);
+  static_assert(sizeof(sliding_window<steady_clock, 15>) == sizeof(sliding_window<steady_clock, 14>),
+                "15 and 14 sub-windows take one size");
+  CHECK(attach_as<sliding_window<steady_clock, 15>, sliding_window<steady_clock, 14>>(steady_window) ==
+        region_errc::wrong_type);
+  auto quota = [](void* at) { new (at) calendar_quota<system_clock>(100); };
+  CHECK(attach_as<calendar_quota<system_clock>, calendar_quota<steady_clock>>(quota) == region_errc::wrong_type);
+  auto limiter = [](void* at) { new (at) concurrency_limiter(2); };
+  CHECK(attach_as<concurrency_limiter, calendar_quota<system_clock>>(limiter) == region_errc::wrong_type);
+  CHECK(attach_as<concurrency_limiter, budget<usd_tag>>(limiter) == region_errc::wrong_type);
+  CHECK(attach_as<calendar_quota<system_clock>, budget<usd_tag>>(quota) == region_errc::wrong_type);
+  // Types of your own: a named one is told apart from an unnamed one of its
+  // shape. Two unnamed ones of one shape are not (the stated weakness: name
+  // your types).
+  auto a = [](void* at) { new (at) unnamed_a{}; };
+  CHECK(attach_as<unnamed_a, named_c>(a) == region_errc::wrong_type);
+  CHECK(attach_as<named_c, unnamed_a>([](void* at) { new (at) named_c{}; }) == region_errc::wrong_type);
+  CHECK(attach_as<unnamed_a, unnamed_b>(a) == region_errc::ok);
+  CHECK(region_key<named_c>::value != 0);
+  CHECK(region_key<unnamed_a>::value == 0);
 }
 
 TEST_CASE("shared_region: a constructor that died is refused, or taken over when the check says dead",

@@ -3,8 +3,12 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <algorithm>
 #include <limits>
+#include <new>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 using namespace tollgate;
 using namespace std::chrono;
@@ -898,6 +902,127 @@ TEST_CASE("tickets of another bucket refund nothing: not into a restored one eit
     REQUIRE(b.set_rate(rate(burst, ns(20 * s)), now) == errc::ok);
     CHECK(a.refund(tk, burst, now) == burst);
   }
+}
+
+// A ticket names its issuer twice: by the issuer's address and by a number
+// (a bucket's configuration, a window's or a quota's identity). Numbers of
+// one process never repeat; one drawn by another process (an object it built
+// in shared memory) meets one of ours only by chance, which the forged
+// tickets below make happen: the address still refuses them. An object built
+// where a destroyed one was is told apart by its number.
+TEST_CASE("tickets: honoured only by the object that issued them, by address and number",
+          "[token_bucket][sliding_window][calendar_quota][refund]") {
+  const ns now{0};
+  SECTION("bucket_ticket") {
+    bucket a(per_minute(10), 10, now), b(per_minute(10), 10, now);
+    bucket_ticket ta, tb;
+    REQUIRE(a.try_acquire(10, now, ta).admitted());
+    REQUIRE(b.try_acquire(10, now, tb).admitted());
+    CHECK(ta.issuer == reinterpret_cast<std::uintptr_t>(&a));
+    CHECK(ta.config != tb.config);
+    CHECK(ta.config != 0);
+    bucket_ticket same_number = tgtest::forge(ta);
+    same_number.config = tb.config;  // as if a's number had been drawn for b too
+    CHECK(b.refund(same_number, 10, now) == 0);
+    CHECK(b.available(now) == 0);
+    // Rebuilt from its fields without the address (as the account does): the
+    // number alone decides, and it is b's.
+    bucket_ticket rebuilt{tb.end, 3, tb.config};
+    CHECK(b.refund(rebuilt, 3, now) == 3);
+    bucket_ticket rebuilt_a{ta.end, 3, ta.config};
+    CHECK(b.refund(rebuilt_a, 3, now) == 0);
+    CHECK(a.refund(ta, 10, now) == 10);
+    // Reconfiguring draws a new number: the ticket from before gives nothing.
+    bucket_ticket before;
+    REQUIRE(a.try_acquire(10, now, before).admitted());
+    REQUIRE(a.set_burst(10, now) == errc::ok);
+    CHECK(a.refund(before, 10, now) == 0);
+    // A bucket built where a destroyed one was.
+    struct alignas(bucket) storage_t {
+      unsigned char b[sizeof(bucket)];
+    } storage;
+    bucket* x = new (storage.b) bucket(per_minute(10), 10, now);
+    bucket_ticket tx;
+    REQUIRE(x->try_acquire(10, now, tx).admitted());
+    x->~bucket();
+    bucket* y = new (storage.b) bucket(per_minute(10), 10, now);
+    REQUIRE(y->try_acquire(10, now).admitted());
+    CHECK(tx.issuer == reinterpret_cast<std::uintptr_t>(y));
+    CHECK(y->refund(tx, 10, now) == 0);
+    CHECK(y->available(now) == 0);
+  }
+  SECTION("window_ticket") {
+    using window = sliding_window<manual_clock>;
+    window a(per_minute(10), now), b(per_minute(10), now);
+    window_ticket ta, tb;
+    REQUIRE(a.try_acquire(10, now, ta).admitted());
+    REQUIRE(b.try_acquire(10, now, tb).admitted());
+    CHECK(ta.issuer == reinterpret_cast<std::uintptr_t>(&a));
+    CHECK(ta.window != tb.window);
+    window_ticket same_number{ta.slot, ta.tokens, ta.units, tb.window, ta.issuer};
+    CHECK(b.refund(same_number, 10) == 0);
+    CHECK(b.available(now) == 0);
+    window_ticket right{tb.slot, 4, 4, tb.window, tb.issuer};
+    CHECK(b.refund(right, 4) == 4);
+    CHECK(a.refund(ta, 10) == 10);
+    struct alignas(window) storage_t {
+      unsigned char b[sizeof(window)];
+    } storage;
+    window* x = new (storage.b) window(per_minute(10), now);
+    window_ticket tx;
+    REQUIRE(x->try_acquire(10, now, tx).admitted());
+    x->~window();
+    window* y = new (storage.b) window(per_minute(10), now);
+    REQUIRE(y->try_acquire(10, now).admitted());
+    CHECK(y->refund(tx, 10) == 0);
+    CHECK(y->available(now) == 0);
+  }
+  SECTION("quota_ticket") {
+    using quota = calendar_quota<manual_clock>;
+    quota a(100), b(100);
+    quota_ticket ta, tb;
+    REQUIRE(a.try_acquire(100, now, ta).admitted());
+    REQUIRE(b.try_acquire(100, now, tb).admitted());
+    CHECK(ta.issuer == reinterpret_cast<std::uintptr_t>(&a));
+    CHECK(ta.quota != tb.quota);
+    quota_ticket same_number = tgtest::forge(ta);
+    same_number.quota = tb.quota;
+    CHECK(b.refund(same_number, 100) == 0);
+    CHECK(b.available(now) == 0);
+    quota_ticket rebuilt{tb.day, 5, tb.quota};
+    CHECK(b.refund(rebuilt, 5) == 5);
+    CHECK(a.refund(ta, 100) == 100);
+    struct alignas(quota) storage_t {
+      unsigned char b[sizeof(quota)];
+    } storage;
+    quota* x = new (storage.b) quota(100);
+    quota_ticket tx;
+    REQUIRE(x->try_acquire(100, now, tx).admitted());
+    x->~quota();
+    quota* y = new (storage.b) quota(100);
+    REQUIRE(y->try_acquire(100, now).admitted());
+    CHECK(y->refund(tx, 100) == 0);
+    CHECK(y->available(now) == 0);
+  }
+}
+
+// Identities: never 0, never repeated within a process, also drawn from many
+// threads at once.
+TEST_CASE("tickets: identities are distinct across threads", "[token_bucket][refund]") {
+  constexpr int threads = 4, each = 2000;
+  std::vector<std::vector<std::uint64_t>> got(threads);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < threads; ++i)
+    ts.emplace_back([&got, i] {
+      for (int k = 0; k < each; ++k) got[static_cast<std::size_t>(i)].push_back(detail::fresh_identity());
+    });
+  for (auto& t : ts) t.join();
+  std::vector<std::uint64_t> all;
+  for (auto& g : got) all.insert(all.end(), g.begin(), g.end());
+  std::sort(all.begin(), all.end());
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+  CHECK(all.front() != 0);
+  CHECK(all.size() == std::size_t{threads} * each);
 }
 
 // Tickets are move-only (tests/compile_fail); a moved-from one holds no units

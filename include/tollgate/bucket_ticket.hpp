@@ -15,15 +15,29 @@
 // Times are in ticks after the bucket's origin, which an epoch move keeps (it
 // moves by whole nanoseconds, and the scale comes with the configuration):
 // exact, where a ticket rounded to nanoseconds would keep up to a unit of a
-// roll-back at a rate whose tick is finer than a nanosecond. A ticket names
-// the configuration it was taken under; one from before a set_rate,
-// set_burst or reset gives nothing back. Configuration numbers come from one
-// counter of the program (and only rise within a bucket), so a ticket of
-// another bucket gives nothing back either: not into a bucket restored from
-// its bucket's owed() (restore_owed), which would otherwise give back units
-// of an admission it never counted. (Buckets in shared memory keep rising
-// numbers, but two programs' counters may meet: a ticket carried to
-// another process's other bucket is told apart by its end and units only.)
+// roll-back at a rate whose tick is finer than a nanosecond.
+//
+// Whose ticket. A ticket is honoured only by the bucket that issued it, under
+// the configuration it was taken under: it names both, and a refund of any
+// other ticket gives nothing back. It names the bucket by its address in
+// the issuing process: two live objects of one process never share one, so
+// a ticket of another live bucket of this process is refused for certain,
+// also one of a bucket another process built in shared memory (with this
+// process's address of it). It names the configuration by a number drawn at
+// construction and at every set_rate, set_burst and reset
+// (detail/identity.hpp): never repeated within a process, and salted per
+// process, so numbers drawn by two processes that draw n and m of them meet
+// with probability at most (n + m + 1) / 2^64. A ticket from before a
+// reconfiguration gives nothing back, nor one carried to a bucket restored
+// from its bucket's owed() (restore_owed), which would otherwise give back
+// units of an admission it never counted.
+//
+// What remains, told apart by the configuration number alone (so with the
+// probability above; for certain when this process drew both numbers): a
+// ticket refunded into a bucket now at the issuer's address (the issuer
+// destroyed, or its region unmapped and another mapped there); a ticket
+// carried to another process; and a ticket built field by field with issuer
+// 0 (as the account rebuilds its own), whose address is not checked.
 
 #ifndef TOLLGATE_BUCKET_TICKET_HPP
 #define TOLLGATE_BUCKET_TICKET_HPP
@@ -31,8 +45,8 @@
 #include <tollgate/config.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/detail/gcra_params.hpp>
+#include <tollgate/detail/identity.hpp>
 
-#include <atomic>
 #include <cstdint>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -41,19 +55,24 @@ TOLLGATE_BEGIN_NAMESPACE
 // units twice. A moved-from ticket holds no units, so refunding it gives
 // nothing back.
 struct bucket_ticket {
-  std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
-  std::uint64_t units = 0;   // units it may still give back
-  std::uint64_t config = 0;  // the rate and burst it was taken under
+  std::uint64_t end = 0;       // ticks after the origin: admission time + its units' intervals (exact)
+  std::uint64_t units = 0;     // units it may still give back
+  std::uint64_t config = 0;    // the rate and burst it was taken under (the bucket's number for them)
+  std::uintptr_t issuer = 0;   // the issuing bucket's address in this process; 0: not checked
 
   constexpr bucket_ticket() noexcept = default;
-  constexpr bucket_ticket(std::uint64_t e, std::uint64_t u, std::uint64_t c) noexcept : end(e), units(u), config(c) {}
+  constexpr bucket_ticket(std::uint64_t e, std::uint64_t u, std::uint64_t c, std::uintptr_t i = 0) noexcept
+      : end(e), units(u), config(c), issuer(i) {}
   bucket_ticket(const bucket_ticket&) = delete;
   bucket_ticket& operator=(const bucket_ticket&) = delete;
-  constexpr bucket_ticket(bucket_ticket&& o) noexcept : end(o.end), units(o.units), config(o.config) { o.units = 0; }
+  constexpr bucket_ticket(bucket_ticket&& o) noexcept : end(o.end), units(o.units), config(o.config), issuer(o.issuer) {
+    o.units = 0;
+  }
   constexpr bucket_ticket& operator=(bucket_ticket&& o) noexcept {
     if (this != &o) {
       end = o.end;
       config = o.config;
+      issuer = o.issuer;
       units = o.units;
       o.units = 0;
     }
@@ -63,30 +82,24 @@ struct bucket_ticket {
 
 namespace detail {
 
-// A configuration number above `old` that no bucket of this program has
-// used (one counter of the program; a bucket's own numbers only rise, also
-// when another program's counter set `old`). Never 0, a default ticket's.
-inline std::uint64_t fresh_bucket_config(std::uint64_t old) noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
-  // pairs with no other operation); the number reaches other threads
-  // through the bucket's own publication of its slot. Not a
-  // detail::atomic: no lock-free protocol reads it.
-  const std::uint64_t n = last.fetch_add(1, std::memory_order_relaxed) + 1;
-  return n > old ? n : old + 1;
-}
+// A configuration number no bucket of this process has used, and one of
+// another process's with the probability stated above (detail/identity.hpp).
+// Never 0, a default ticket's. It reaches other threads through the
+// bucket's own publication of its slot.
+inline std::uint64_t fresh_bucket_config() noexcept { return fresh_identity(); }
 
 // The ticket of an admission of n units plus `extra` charged, made at now_t
 // (ticks from p's epoch) that moved the TAT from `base` (max(TAT, now_t)) to
-// `next`. Its own intervals end at now_t + (next - base). Saturating is safe:
+// `next`, by the bucket at `issuer`. Its own intervals end at now_t + (next - base). Saturating is safe:
 // `now` in ticket_refundable then saturates too, and nothing is given back.
 constexpr bucket_ticket make_bucket_ticket(const gcra_params& p, std::int64_t origin, std::uint64_t now_t,
                                            std::uint64_t base, std::uint64_t next, std::uint64_t n,
-                                           std::uint64_t extra) noexcept {
+                                           std::uint64_t extra, std::uintptr_t issuer) noexcept {
   bucket_ticket t;
   t.end = sat_add(sat_mul(positive_difference(p.epoch, origin), p.scale), now_t + (next - base));
   t.units = sat_add(n, extra);
   t.config = p.config;
+  t.issuer = issuer;
   return t;
 }
 

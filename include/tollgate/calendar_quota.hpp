@@ -42,6 +42,7 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/identity.hpp>
 #include <tollgate/error.hpp>
 
 #include <atomic>
@@ -52,28 +53,41 @@
 TOLLGATE_BEGIN_NAMESPACE
 
 // What a quota admission charged, for refunds. It names the quota object
-// that issued it (an identity from one counter of the program), so a ticket
-// of another quota gives nothing back: not into one restored from the old
-// one's word (import_word), which would otherwise give back units of an
-// admission it never counted. (Two programs sharing a region draw from two
-// counters: a ticket carried to another program's other quota is told apart
-// by its day only.)
+// that issued it, twice: by its address in the issuing process (two live
+// objects of one process never share one, so another live quota's ticket
+// is refused for certain, also a ticket of a quota another process built in
+// shared memory) and by an identity drawn at construction
+// (detail/identity.hpp: never repeated within a process, salted per
+// process, so identities two processes draw, n and m of them, meet with
+// probability at most (n + m + 1) / 2^64). A ticket of another quota gives
+// nothing back: not into one restored from the old one's word
+// (import_word), which would otherwise give back units of an admission it
+// never counted. What the identity alone tells apart (with that
+// probability; for certain when this process drew both): a ticket refunded
+// into a quota now at the issuer's address (the issuer destroyed, or its
+// region unmapped and another mapped there), a ticket carried to another
+// process, and one built field by field with issuer 0 (not checked).
 // Move-only: a copy could refund the same units twice. A moved-from ticket
 // holds no units, so refunding it gives nothing back.
 struct quota_ticket {
   std::uint64_t day = 0;
   std::uint64_t units = 0;
-  std::uint64_t quota = 0;  // the issuing quota's identity
+  std::uint64_t quota = 0;     // the issuing quota's identity
+  std::uintptr_t issuer = 0;   // the issuing quota's address in this process; 0: not checked
 
   constexpr quota_ticket() noexcept = default;
-  constexpr quota_ticket(std::uint64_t d, std::uint64_t u, std::uint64_t q) noexcept : day(d), units(u), quota(q) {}
+  constexpr quota_ticket(std::uint64_t d, std::uint64_t u, std::uint64_t q, std::uintptr_t i = 0) noexcept
+      : day(d), units(u), quota(q), issuer(i) {}
   quota_ticket(const quota_ticket&) = delete;
   quota_ticket& operator=(const quota_ticket&) = delete;
-  constexpr quota_ticket(quota_ticket&& o) noexcept : day(o.day), units(o.units), quota(o.quota) { o.units = 0; }
+  constexpr quota_ticket(quota_ticket&& o) noexcept : day(o.day), units(o.units), quota(o.quota), issuer(o.issuer) {
+    o.units = 0;
+  }
   constexpr quota_ticket& operator=(quota_ticket&& o) noexcept {
     if (this != &o) {
       day = o.day;
       quota = o.quota;
+      issuer = o.issuer;
       units = o.units;
       o.units = 0;
     }
@@ -82,13 +96,9 @@ struct quota_ticket {
 };
 
 namespace detail {
-inline std::uint64_t next_quota_id() noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
-  // pairs with no other operation); the value reaches other threads with
-  // the quota itself. Not a detail::atomic: no lock-free protocol reads it.
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
+// A new quota identity (detail/identity.hpp); it reaches other threads with
+// the quota itself.
+inline std::uint64_t next_quota_id() noexcept { return fresh_identity(); }
 }  // namespace detail
 
 template <class Clock = system_clock>
@@ -147,7 +157,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
       if (used + n > lim) return decision::wait(wait_until(d + 1, now));
       if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
-        ticket = quota_ticket{d, n, id_};
+        ticket = quota_ticket{d, n, id_, reinterpret_cast<std::uintptr_t>(this)};
         return decision::admit();
       }
     }
@@ -178,10 +188,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   }
 
   // Gives back up to n of the ticket's units if its day is still current
-  // and the ticket is this quota's.
+  // and the ticket is this quota's (its address and identity, see
+  // quota_ticket).
   std::uint64_t refund(quota_ticket& t, std::uint64_t n) noexcept {
     if (n > t.units) n = t.units;
     if (n == 0 || t.quota != id_) return 0;
+    if (t.issuer != 0 && t.issuer != reinterpret_cast<std::uintptr_t>(this)) return 0;  // another quota's
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     for (;;) {
       if ((w >> used_bits) != t.day) return 0;  // that day is over

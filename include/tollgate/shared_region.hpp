@@ -30,7 +30,10 @@
 // no byte: another magic (or garbage), another layout version, a region of
 // another size, another object type or size, another fingerprint, or a check
 // word that does not match (a torn or scribbled header) each have their own
-// region_errc.
+// region_errc. The object's type is told by its key (region_key.hpp): its
+// shape and a name of the type with what changes its meaning (the
+// primitive, its clock, its currency, its sub-windows); a type of your own
+// is named by specialising region_key, else only its shape is checked.
 //
 // What may live in a region. The object must be standard-layout and
 // trivially destructible (static_asserts below): no pointer, no virtual
@@ -42,7 +45,9 @@
 // the clock (a type, not data: steady_clock reads the same CLOCK_MONOTONIC in
 // every process on one host; region_clock reads a word in the region, for
 // tests), permits (a permit points at its limiter through this process's
-// address of it) and tickets (plain values a process keeps).
+// address of it) and tickets (plain values a process keeps; a ticket names
+// its issuer by this process's address of it, so another process refunding
+// it gives back only where it maps the object at that same address).
 //
 // Processes killed at any instruction leave every word of these primitives
 // consistent (no lock: token_bucket's writers take over a dead one, see its
@@ -60,6 +65,7 @@
 #include <tollgate/calendar_quota.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/concurrency.hpp>
+#include <tollgate/region_key.hpp>
 #include <tollgate/sliding_window.hpp>
 #include <tollgate/token_bucket.hpp>
 
@@ -140,7 +146,7 @@ struct region_header {
   std::uint32_t version;
   std::uint32_t header_size;
   std::uint64_t size;
-  std::uint64_t type;  // sizeof and alignof of the object, and a key of its type
+  std::uint64_t type;  // the object type's key: its shape and its name (region_key.hpp)
   std::uint64_t fingerprint;
   std::uint64_t object_size;
   std::uint64_t check;
@@ -158,8 +164,8 @@ constexpr std::size_t region_offset() noexcept {
 }
 template <class T>
 constexpr std::uint64_t region_type_key() noexcept {
-  // The type's shape: its size, alignment and layout class.
-  return region_fingerprint_of(sizeof(T), alignof(T), std::is_standard_layout<T>::value);
+  // The type's shape (size, alignment, layout class) and its name.
+  return region_fingerprint_of(sizeof(T), alignof(T), std::is_standard_layout<T>::value, region_key<T>::value);
 }
 inline std::uint64_t region_check(const region_header& h) noexcept {
   return region_fingerprint_of(h.magic, h.version, h.header_size, h.size, h.type, h.fingerprint, h.object_size);

@@ -72,7 +72,8 @@
 // the ticket's slot is the head (through the head's release CAS), for callers
 // that must know a reader who sees the refund sees what they did before it.
 // A ticket of another window, or from before an import, gives nothing back
-// (window/ticket.hpp).
+// (by the issuer's address and identity; window/ticket.hpp states the
+// residue).
 //
 // Live change. set_limit is thread-safe; in any window that spans a change at
 // most the larger of the two limits is admitted.
@@ -162,7 +163,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // sees nothing older.
         if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur + nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu, id_};
+          ticket = window_ticket{s, n, nu, id_, reinterpret_cast<std::uintptr_t>(this)};
           return decision::admit();
         }
       } else {
@@ -172,7 +173,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // that acquires this head; acquire as above.
         if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu, id_};
+          ticket = window_ticket{s, n, nu, id_, reinterpret_cast<std::uintptr_t>(this)};
           return decision::admit();
         }
       }

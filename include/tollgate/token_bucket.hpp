@@ -196,7 +196,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
   // whole units, the part of the admission's own intervals still ahead (see
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
-  // set_burst or reset returns nothing, nor one of another bucket. A refund at a `now` that lags the latest
+  // set_burst or reset returns nothing, nor one of another bucket (by its
+  // address and configuration number: bucket_ticket.hpp states the residue). A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
 
@@ -346,7 +347,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
         if (t) p.config = slots_.config(i);  // checked with the generation below, as the other fields
         if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
-          if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
+          if (t)
+            *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra,
+                                            reinterpret_cast<std::uintptr_t>(this));
           return decision::admit();
         }
         // Stale: undo if the word is still ours. acq_rel / acquire: as above.

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -23,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -509,4 +511,179 @@ TEST_CASE("multiprocess: a writer SIGKILLed inside set_rate blocks no later writ
   }
   CHECK(s.bucket.burst() == 10);
   CHECK(s.bucket.current_rate().count == 100);
+}
+
+// Tickets across processes. A forked child inherits this process's identity
+// counters; counting on from one value, the child's first object in a region
+// and this process's next own object once drew one number, and a ticket of
+// the one refunded into the other gave back units it never took. Now the
+// child draws from a salt of its own, and a ticket also names its issuer's
+// address: each object honours only its own tickets.
+namespace {
+struct ticket_objects {
+  token_bucket<steady_clock> bucket{rate(10, ns(sec)), 10, ns(0)};
+  sliding_window<steady_clock> window{rate(100, ns(60 * sec)), ns(0)};
+  calendar_quota<system_clock> quota{100, std::chrono::minutes(0), ns(0)};
+};
+
+// The child that builds the region's objects (and nothing else), reaped by `kids`.
+bool build_in_child(void* bytes, std::size_t size, children& kids) {
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(6);
+    region_options o;
+    o.token = 2;
+    const auto r = open_region<ticket_objects>(bytes, size, o, [](void* at) { new (at) ticket_objects(); });
+    _exit(r && r.constructed ? 0 : 3);
+  }
+  kids.pids.push_back(pid);
+  return kids.wait_all(std::chrono::seconds(60));
+}
+}  // namespace
+
+TEST_CASE("multiprocess: objects another process built in a region and ours honour no ticket of each other",
+          "[multiprocess]") {
+  const std::size_t size = region_size<ticket_objects>();
+  void* bytes = shared_bytes(size);
+  REQUIRE(bytes);
+  children kids;
+  REQUIRE(build_in_child(bytes, size, kids));
+  const auto r = attach_region<ticket_objects>(bytes, size, 0);
+  REQUIRE(r);
+  ticket_objects& s = *r.object;
+  ticket_objects own;  // this process's own, built after the child's
+  const ns t0(0), t(1000 * sec);
+  {
+    bucket_ticket ts, to;
+    REQUIRE(s.bucket.try_acquire(10, t0, ts).admitted());
+    REQUIRE(own.bucket.try_acquire(10, t0, to).admitted());
+    CHECK(ts.config != to.config);
+    CHECK(own.bucket.refund(ts, 10, t0) == 0);
+    CHECK(s.bucket.refund(to, 10, t0) == 0);
+    std::uint64_t admitted = 10;
+    while (admitted < 100 && own.bucket.try_acquire(1, t0).admitted()) ++admitted;
+    CHECK(admitted == 10);  // B + floor(0 / T)
+    CHECK(own.bucket.refund(to, 10, t0) == 10);
+    CHECK(s.bucket.refund(ts, 10, t0) == 10);
+  }
+  {
+    window_ticket ts, to;
+    REQUIRE(s.window.try_acquire(100, t, ts).admitted());
+    REQUIRE(own.window.try_acquire(100, t, to).admitted());
+    CHECK(ts.window != to.window);
+    CHECK(own.window.refund(ts, 100) == 0);
+    CHECK(s.window.refund(to, 100) == 0);
+    CHECK(own.window.available(t) == 0);
+    CHECK(own.window.refund(to, 100) == 100);
+    CHECK(s.window.refund(ts, 100) == 100);
+  }
+  {
+    quota_ticket ts, to;
+    REQUIRE(s.quota.try_acquire(100, t, ts).admitted());
+    REQUIRE(own.quota.try_acquire(100, t, to).admitted());
+    CHECK(ts.quota != to.quota);
+    CHECK(own.quota.refund(ts, 100) == 0);
+    CHECK(s.quota.refund(to, 100) == 0);
+    CHECK(own.quota.available(t) == 0);
+    CHECK(own.quota.refund(to, 100) == 100);
+    CHECK(s.quota.refund(ts, 100) == 100);
+  }
+  munmap(bytes, size);
+}
+
+// Two processes reconfigure one shared bucket, after the other built buckets
+// of its own: the number each reconfiguration draws is one no bucket of this
+// process draws afterwards (the old rule, "above the last one, else one
+// more", gave one this process's counter then reached).
+TEST_CASE("multiprocess: reconfigurations of a shared bucket by two processes draw numbers no bucket reuses",
+          "[multiprocess]") {
+  using bucket = token_bucket<steady_clock>;
+  const std::size_t size = region_size<bucket>();
+  void* bytes = shared_bytes(size);
+  REQUIRE(bytes);
+  const rate r10(10, ns(sec));
+  region_options o;
+  o.token = 1;
+  const auto r = open_region<bucket>(bytes, size, o, [&](void* at) { new (at) bucket(r10, 10, ns(0)); });
+  REQUIRE(r);
+  bucket& s = *r.object;
+  children kids;
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(6);
+    std::vector<std::unique_ptr<bucket>> v;
+    for (int i = 0; i < 50; ++i) v.emplace_back(new bucket(r10, 10, ns(0)));
+    _exit(s.set_rate(r10, ns(0)) == errc::ok ? 0 : 3);
+  }
+  kids.pids.push_back(pid);
+  REQUIRE(kids.wait_all(std::chrono::seconds(60)));
+  REQUIRE(s.set_rate(r10, ns(0)) == errc::ok);
+  bucket_ticket ts;
+  REQUIRE(s.try_acquire(10, ns(0), ts).admitted());
+  std::vector<std::unique_ptr<bucket>> mine;
+  std::size_t honoured = 0;
+  for (int i = 0; i < 200; ++i) {
+    mine.emplace_back(new bucket(r10, 10, ns(0)));
+    bucket& p = *mine.back();
+    REQUIRE(p.try_acquire(10, ns(0)).admitted());
+    // The number alone (a ticket rebuilt without the address, as the
+    // account rebuilds its own), and the ticket as it is.
+    bucket_ticket rebuilt{ts.end, ts.units, ts.config};
+    if (p.refund(rebuilt, 10, ns(0)) != 0) ++honoured;
+    if (p.refund(ts, 10, ns(0)) != 0) ++honoured;
+  }
+  CHECK(honoured == 0);
+  CHECK(s.refund(ts, 10, ns(0)) == 10);
+  munmap(bytes, size);
+}
+
+// A child forked after this process drew identities draws, from several
+// threads at once (they race to draw its salt), identities that meet none of
+// the ones this process draws meanwhile (the old counters went on from one
+// value in both).
+TEST_CASE("multiprocess: identities a forked child's threads draw meet none of the parent's", "[multiprocess]") {
+  constexpr std::size_t threads = 4, each = 500;
+  struct ids_t {
+    std::uint64_t v[threads][each];
+  };
+  auto* ids = static_cast<ids_t*>(shared_bytes(sizeof(ids_t)));
+  REQUIRE(ids);
+  using window = sliding_window<steady_clock>;
+  auto identity = [] {
+    window w(rate(100, ns(60 * sec)), ns(0));
+    window_ticket t;
+    (void)w.try_acquire(1, ns(0), t);
+    return t.window;
+  };
+  const std::uint64_t before = identity();  // this process has drawn before the fork
+  children kids;
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(6);
+    std::vector<std::thread> ts;
+    for (std::size_t i = 0; i < threads; ++i)
+      ts.emplace_back([&, i] {
+        for (std::size_t k = 0; k < each; ++k) ids->v[i][k] = identity();
+      });
+    for (auto& t : ts) t.join();
+    _exit(0);
+  }
+  kids.pids.push_back(pid);
+  std::vector<std::uint64_t> all{before};
+  for (std::size_t k = 0; k < threads * each; ++k) all.push_back(identity());
+  REQUIRE(kids.wait_all(std::chrono::seconds(60)));
+  for (auto& row : ids->v) all.insert(all.end(), std::begin(row), std::end(row));
+  std::sort(all.begin(), all.end());
+  CHECK(all.front() != 0);
+  CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+  munmap(ids, sizeof(ids_t));
 }

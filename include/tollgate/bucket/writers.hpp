@@ -38,6 +38,7 @@ template <class Clock>
 std::uint64_t token_bucket<Clock>::refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
   if (n > t.units) n = t.units;
   if (n == 0) return 0;
+  if (t.issuer != 0 && t.issuer != reinterpret_cast<std::uintptr_t>(this)) return 0;  // another bucket's
   std::uint64_t got = 0;
   std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
   for (;;) {
@@ -94,7 +95,7 @@ void token_bucket<Clock>::reset(nanoseconds now, start st) noexcept {
     // new configuration: what was owed is forgotten, so no ticket from
     // before may give back against what comes after.
     p.gen = id;
-    p.config = detail::fresh_bucket_config(p.config);
+    p.config = detail::fresh_bucket_config();
     if (!slots_.store(next, p, r, mine)) continue;  // taken over: the taker fills it
     const std::uint64_t nw = (static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau);
     bool done = false;
@@ -144,7 +145,7 @@ errc token_bucket<Clock>::init(rate r, std::uint64_t burst, nanoseconds origin, 
   const errc e = detail::make_gcra_params(r, burst, p);
   p.epoch = origin_;
   p.gen = 1;  // the construction's claim number
-  p.config = detail::fresh_bucket_config(0);  // not another bucket's (bucket_ticket.hpp)
+  p.config = detail::fresh_bucket_config();  // not another bucket's (bucket_ticket.hpp)
   if (e != errc::ok) {  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     slots_.init(0, detail::gcra_params{0, 0, 0, 0, false, origin_, 1, 0}, rate());
     return e;
@@ -178,7 +179,7 @@ errc token_bucket<Clock>::reconfigure_locked(std::uint64_t id, const rate* nr, c
     return errc::ok;
   }
   // An epoch move keeps the configuration (tickets stay good: it is exact).
-  np.config = nr || nb ? detail::fresh_bucket_config(cp.config) : cp.config;
+  np.config = nr || nb ? detail::fresh_bucket_config() : cp.config;
   np.gen = id;
   const std::size_t next = detail::bucket_slots::next(cur);
   if (!slots_.store(next, np, r, mine)) {

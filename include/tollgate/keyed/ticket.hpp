@@ -3,19 +3,20 @@
 // keyed/ticket.hpp: what a keyed_buckets admission leaves for refunding it
 // later (keyed_buckets::refund states the rule).
 //
-// A ticket names the table object that issued it: an identity drawn from
-// one counter of the program (never 0, never reused while the program
-// runs), drawn again by restore(). A ticket of another table, or of this
-// one from before a restore(), gives nothing back, even when its slot and
-// claim generation happen to match an entry there. (One counter per
-// program image: two copies of the header built into shared libraries with
-// hidden symbols each count on their own, and a ticket passed between them
-// is told apart by its slot and claim generation only.)
+// A ticket names the table object that issued it: an identity drawn at
+// construction and again by restore() (detail/identity.hpp: never 0, never
+// repeated within a program image, salted per image and process). A
+// ticket of another table, or of this one from before a restore(), gives
+// nothing back, even when its slot and claim generation happen to match an
+// entry there. Two copies of the header built into shared libraries with
+// hidden symbols each draw on their own: identities the two draw, n and m
+// of them, meet with probability at most (n + m + 1) / 2^64.
 #ifndef TOLLGATE_KEYED_TICKET_HPP
 #define TOLLGATE_KEYED_TICKET_HPP
 
 #include <tollgate/config.hpp>
-#include <atomic>
+#include <tollgate/detail/identity.hpp>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -60,14 +61,9 @@ struct keyed_ticket {
 
 namespace detail {
 
-// A new table identity: 64 bits, so it does not wrap while a program runs.
-inline std::uint64_t next_keyed_table_id() noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives
-  // (pairs with no other operation); the value reaches other threads with
-  // the table itself. Not a detail::atomic: no lock-free protocol uses it.
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
+// A new table identity (detail/identity.hpp); it reaches other threads
+// with the table itself.
+inline std::uint64_t next_keyed_table_id() noexcept { return fresh_identity(); }
 
 }  // namespace detail
 TOLLGATE_END_NAMESPACE

@@ -56,6 +56,7 @@ template <class Clock, std::size_t Subwindows>
 inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
   if (n > t.tokens) n = t.tokens;
   if (n == 0 || unit_ == 0 || (t.window != 0 && t.window != id_)) return 0;  // another window's (ticket.hpp)
+  if (t.issuer != 0 && t.issuer != reinterpret_cast<std::uintptr_t>(this)) return 0;  // the same
   const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
   const std::uint64_t back = t.units - keep_units;
   std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire

@@ -9,21 +9,28 @@
 // same in any process that maps them. A window_ticket records what one
 // admission charged, so that a refund gives back only that (move-only: a copy
 // could refund the same tokens twice; a moved-from ticket holds nothing).
-// A ticket names the window object that issued it (an identity from one
-// counter of the program, drawn again by import_counts and import_slots),
-// so a ticket of another window, or of this one from before an import,
-// gives nothing back: not into a window restored from the old one's counts,
-// which would otherwise give back units of an admission it never counted.
-// A ticket built from a slot and tokens (the account's) names no window
-// and is not checked. (Two programs sharing a region draw from two
-// counters: a ticket carried to another program's other window is told
-// apart by its slot only.)
+// A ticket names the window object that issued it, twice: by its address in
+// the issuing process (two live objects of one process never share one, so
+// another live window's ticket is refused for certain, also a ticket of a
+// window another process built in shared memory) and by an identity drawn
+// at construction and again by import_counts and import_slots
+// (detail/identity.hpp: never repeated within a process, salted per
+// process, so identities two processes draw, n and m of them, meet with
+// probability at most (n + m + 1) / 2^64). A ticket of another window, or
+// of this one from before an import, gives nothing back: not into a window
+// restored from the old one's counts, which would otherwise give back units
+// of an admission it never counted. What the identity alone tells apart
+// (with that probability; for certain when this process drew both): a
+// ticket refunded into a window now at the issuer's address (the issuer
+// destroyed, or its region unmapped and another mapped there) and a ticket
+// carried to another process. A ticket built from a slot and tokens (the
+// account's) names no window (0, 0) and is not checked.
 #ifndef TOLLGATE_WINDOW_TICKET_HPP
 #define TOLLGATE_WINDOW_TICKET_HPP
 
 #include <tollgate/config.hpp>
+#include <tollgate/detail/identity.hpp>
 
-#include <atomic>
 #include <cstdint>
 #include <utility>
 
@@ -37,19 +44,23 @@ struct window_ticket {
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
   std::uint64_t window = 0;  // the issuing window's identity; 0: not checked
+  std::uintptr_t issuer = 0;  // the issuing window's address in this process; 0: not checked
 
   constexpr window_ticket() noexcept = default;
   constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
-  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u, std::uint64_t w) noexcept
-      : slot(s), tokens(t), units(u), window(w) {}
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u, std::uint64_t w,
+                          std::uintptr_t i = 0) noexcept
+      : slot(s), tokens(t), units(u), window(w), issuer(i) {}
   window_ticket(const window_ticket&) = delete;
   window_ticket& operator=(const window_ticket&) = delete;
   window_ticket(window_ticket&& o) noexcept
-      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)), window(o.window) {}
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)), window(o.window),
+        issuer(o.issuer) {}
   window_ticket& operator=(window_ticket&& o) noexcept {
     if (this != &o) {
       slot = o.slot;
       window = o.window;
+      issuer = o.issuer;
       tokens = std::exchange(o.tokens, 0);
       units = std::exchange(o.units, 0);
     }
@@ -59,14 +70,9 @@ struct window_ticket {
 
 namespace detail {
 
-// A new window identity: 64 bits, so it does not wrap while a program runs.
-inline std::uint64_t next_window_id() noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
-  // pairs with no other operation); the value reaches other threads with
-  // the window itself. Not a detail::atomic: no lock-free protocol reads it.
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
+// A new window identity (detail/identity.hpp); it reaches other threads
+// with the window itself.
+inline std::uint64_t next_window_id() noexcept { return fresh_identity(); }
 struct window_limits {
   static constexpr unsigned count_bits = 24;
   static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;
