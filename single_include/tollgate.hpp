@@ -556,15 +556,29 @@ TOLLGATE_END_NAMESPACE
 // Times are in ticks after the bucket's origin, which an epoch move keeps (it
 // moves by whole nanoseconds, and the scale comes with the configuration):
 // exact, where a ticket rounded to nanoseconds would keep up to a unit of a
-// roll-back at a rate whose tick is finer than a nanosecond. A ticket names
-// the configuration it was taken under; one from before a set_rate,
-// set_burst or reset gives nothing back. Configuration numbers come from one
-// counter of the program (and only rise within a bucket), so a ticket of
-// another bucket gives nothing back either: not into a bucket restored from
-// its bucket's owed() (restore_owed), which would otherwise give back units
-// of an admission it never counted. (Buckets in shared memory keep rising
-// numbers, but two programs' counters may meet: a ticket carried to
-// another process's other bucket is told apart by its end and units only.)
+// roll-back at a rate whose tick is finer than a nanosecond.
+//
+// Whose ticket. A ticket is honoured only by the bucket that issued it, under
+// the configuration it was taken under: it names both, and a refund of any
+// other ticket gives nothing back. It names the bucket by its address in
+// the issuing process: two live objects of one process never share one, so
+// a ticket of another live bucket of this process is refused for certain,
+// also one of a bucket another process built in shared memory (with this
+// process's address of it). It names the configuration by a number drawn at
+// construction and at every set_rate, set_burst and reset
+// (detail/identity.hpp): never repeated within a process, and salted per
+// process, so numbers drawn by two processes that draw n and m of them meet
+// with probability at most (n + m + 1) / 2^64. A ticket from before a
+// reconfiguration gives nothing back, nor one carried to a bucket restored
+// from its bucket's owed() (restore_owed), which would otherwise give back
+// units of an admission it never counted.
+//
+// What remains, told apart by the configuration number alone (so with the
+// probability above; for certain when this process drew both numbers): a
+// ticket refunded into a bucket now at the issuer's address (the issuer
+// destroyed, or its region unmapped and another mapped there); a ticket
+// carried to another process; and a ticket built field by field with issuer
+// 0 (as the account rebuilds its own), whose address is not checked.
 
 #ifndef TOLLGATE_BUCKET_TICKET_HPP
 #define TOLLGATE_BUCKET_TICKET_HPP
@@ -815,8 +829,230 @@ constexpr std::uint64_t gcra_convert_tat(std::uint64_t tat, const gcra_params& o
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_GCRA_PARAMS_HPP
+// #include <tollgate/detail/identity.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/identity.hpp: the identities tickets carry (a token bucket's
+// configuration number, a window's, a quota's, a keyed table's), drawn when
+// an object is built, reconfigured or restored. Nothing here is public API.
+//
+// Guarantee. Within one process (one copy of this header's statics: one
+// program image), fresh_identity() never returns the same value twice and
+// never 0: a 64-bit counter, one step a draw. Each process counts from its
+// own salt, 64 bits from the system's random source (getrandom, or
+// arc4random_buf), drawn at its first draw and again at the first draw after
+// fork(): a process whose pid is not the one that drew the salt draws a new
+// one. So two processes (or two program images of one process) that draw n
+// and m identities share a value with probability at most (n + m + 1) / 2^64:
+// their runs of consecutive values (one longer where a run skips 0) overlap
+// only if the salts fall within n + m + 1 of each other. That is how an
+// object this process built is told apart from one another process built in
+// shared memory (tickets also name the issuer's address, which tells live
+// objects of one process apart for certain).
+//
+// What remains. The bound needs a random salt: where the system has no
+// random source (or it fails, as getrandom can before the kernel's pool is
+// ready), the salt mixes the clocks, the pid and addresses (ASLR), and
+// processes differ only as far as those do. A child whose pid equals the
+// pid that drew the salt it inherited (a pid reused across a chain of forks
+// whose middle process drew nothing) keeps that run: its draws repeat those
+// the drawer made after the fork.
+//
+// Cost. A draw reads the pid (a system call) and does one atomic increment;
+// the first in a process also reads the random source. Construction and
+// reconfiguration only: no admission draws.
+#ifndef TOLLGATE_DETAIL_IDENTITY_HPP
+#define TOLLGATE_DETAIL_IDENTITY_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/siphash.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/siphash.hpp: SipHash-2-4, the keyed hash of the keyed tables.
+// Nothing here is public API.
+//
+// Why SipHash: it is a pseudo-random function of its 128-bit key. A client
+// that does not know the key sees outputs it cannot tell from random ones,
+// so it cannot pick keys that land in one probe window or share a 64-bit
+// hash other than by chance (the odds are stated in keyed_buckets.hpp).
+// It is also short, portable and well studied. Input bytes are read one by
+// one (little-endian words), so the result is the same on every platform.
+#ifndef TOLLGATE_DETAIL_SIPHASH_HPP
+#define TOLLGATE_DETAIL_SIPHASH_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+class siphash24 {
+ public:
+  constexpr siphash24(std::uint64_t k0, std::uint64_t k1) noexcept
+      : v0_(k0 ^ 0x736f6d6570736575ULL), v1_(k1 ^ 0x646f72616e646f6dULL), v2_(k0 ^ 0x6c7967656e657261ULL),
+        v3_(k1 ^ 0x7465646279746573ULL) {}
+
+  // The hash of `len` bytes at `p` (p may be null when len is 0).
+  std::uint64_t bytes(const unsigned char* p, std::size_t len) const noexcept {
+    std::uint64_t v0 = v0_, v1 = v1_, v2 = v2_, v3 = v3_;
+    const std::size_t whole = len - len % 8;
+    for (std::size_t i = 0; i < whole; i += 8) {
+      const std::uint64_t m = load_le(p + i, 8);
+      v3 ^= m;
+      round(v0, v1, v2, v3);
+      round(v0, v1, v2, v3);
+      v0 ^= m;
+    }
+    const std::uint64_t last = (static_cast<std::uint64_t>(len & 0xff) << 56) | load_le(p + whole, len % 8);
+    v3 ^= last;
+    round(v0, v1, v2, v3);
+    round(v0, v1, v2, v3);
+    v0 ^= last;
+    v2 ^= 0xff;
+    for (int i = 0; i < 4; ++i) round(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+  }
+
+  // The hash of the 8 little-endian bytes of v.
+  std::uint64_t word(std::uint64_t v) const noexcept {
+    unsigned char b[8] = {};
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
+    return bytes(b, 8);
+  }
+
+ private:
+  static constexpr std::uint64_t rotl(std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
+  static void round(std::uint64_t& v0, std::uint64_t& v1, std::uint64_t& v2, std::uint64_t& v3) noexcept {
+    v0 += v1;
+    v1 = rotl(v1, 13);
+    v1 ^= v0;
+    v0 = rotl(v0, 32);
+    v2 += v3;
+    v3 = rotl(v3, 16);
+    v3 ^= v2;
+    v0 += v3;
+    v3 = rotl(v3, 21);
+    v3 ^= v0;
+    v2 += v1;
+    v1 = rotl(v1, 17);
+    v1 ^= v2;
+    v2 = rotl(v2, 32);
+  }
+  static std::uint64_t load_le(const unsigned char* p, std::size_t n) noexcept {
+    std::uint64_t m = 0;
+    for (std::size_t i = 0; i < n; ++i) m |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+    return m;
+  }
+
+  std::uint64_t v0_, v1_, v2_, v3_;
+};
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_SIPHASH_HPP
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define TOLLGATE_DETAIL_HAVE_GETPID 1
+#endif
+#if defined(__linux__) && defined(__has_include)
+#if __has_include(<sys/random.h>)
+#include <sys/random.h>
+#define TOLLGATE_DETAIL_HAVE_GETRANDOM 1
+#endif
+#endif
+#if !defined(TOLLGATE_DETAIL_HAVE_GETRANDOM) &&                                                      \
+    (defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__))
+#include <stdlib.h>
+#define TOLLGATE_DETAIL_HAVE_ARC4RANDOM 1
+#endif
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+// This process's pid (0 where there is no fork() to tell apart).
+inline std::uint64_t identity_pid() noexcept {
+#if defined(TOLLGATE_DETAIL_HAVE_GETPID)
+  return static_cast<std::uint64_t>(::getpid());
+#else
+  return 0;
+#endif
+}
+
+// A salt for the process `pid`: the random source's 64 bits, keyed into
+// SipHash with what differs between processes anyway (in case it has none).
+inline std::uint64_t identity_salt(std::uint64_t pid) noexcept {
+  std::uint64_t r = 0;
+#if defined(TOLLGATE_DETAIL_HAVE_GETRANDOM)
+  if (::getrandom(&r, sizeof r, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof r)) r = 0;
+#elif defined(TOLLGATE_DETAIL_HAVE_ARC4RANDOM)
+  ::arc4random_buf(&r, sizeof r);
+#endif
+  static const int here = 0;
+  const int local = 0;
+  const std::uint64_t words[4] = {
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()),
+      static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()),
+      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&here)),
+      static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&local))};
+  unsigned char bytes[sizeof words];
+  std::memcpy(bytes, words, sizeof words);
+  return siphash24(r, pid).bytes(bytes, sizeof bytes);
+}
+
+// A new identity (see the header for the guarantee).
+inline std::uint64_t fresh_identity() noexcept {
+  // `owner` is (pid + 1) << 1 of the process whose salt `last` counts from,
+  // with the low bit set while one of its threads draws that salt; 0 before
+  // the first draw. Not detail::atomic: no lock-free protocol of a limiter
+  // reads them, and no other process sees them (they are this image's).
+  static std::atomic<std::uint64_t> owner{0};
+  static std::atomic<std::uint64_t> last{0};
+  const std::uint64_t pid = identity_pid();
+  const std::uint64_t me = (pid + 1) << 1;
+  for (;;) {
+    // acquire: pairs with the release store below that made `owner` ours,
+    // so the salt stored before it is what the increment starts from.
+    std::uint64_t o = owner.load(std::memory_order_acquire);
+    if (o == me) {
+      // relaxed: only uniqueness matters, which the RMW's atomicity gives;
+      // it follows the salt's store (the acquire above). The value reaches
+      // other threads with the object that carries it.
+      const std::uint64_t v = last.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (v != 0) return v;  // 0 is a default ticket's
+      continue;
+    }
+    if (o == (me | 1)) {  // another thread of this process draws the salt: a few stores
+      std::this_thread::yield();
+      continue;
+    }
+    // Not ours (the first draw, or a salt inherited through fork(), also one
+    // a thread of the parent was drawing at the fork): take it. acquire on
+    // success: keeps the salt's store after the claim; relaxed on failure:
+    // `o` is only compared again, after the acquire load above.
+    if (owner.compare_exchange_weak(o, me | 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+      // relaxed: published by the release store of `owner` right after.
+      last.store(identity_salt(pid), std::memory_order_relaxed);
+      // release: pairs with the acquire load above.
+      owner.store(me, std::memory_order_release);
+    }
+  }
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_IDENTITY_HPP
+
 #include <cstdint>
 
 TOLLGATE_BEGIN_NAMESPACE
@@ -825,19 +1061,24 @@ TOLLGATE_BEGIN_NAMESPACE
 // units twice. A moved-from ticket holds no units, so refunding it gives
 // nothing back.
 struct bucket_ticket {
-  std::uint64_t end = 0;     // ticks after the origin: admission time + its units' intervals (exact)
-  std::uint64_t units = 0;   // units it may still give back
-  std::uint64_t config = 0;  // the rate and burst it was taken under
+  std::uint64_t end = 0;       // ticks after the origin: admission time + its units' intervals (exact)
+  std::uint64_t units = 0;     // units it may still give back
+  std::uint64_t config = 0;    // the rate and burst it was taken under (the bucket's number for them)
+  std::uintptr_t issuer = 0;   // the issuing bucket's address in this process; 0: not checked
 
   constexpr bucket_ticket() noexcept = default;
-  constexpr bucket_ticket(std::uint64_t e, std::uint64_t u, std::uint64_t c) noexcept : end(e), units(u), config(c) {}
+  constexpr bucket_ticket(std::uint64_t e, std::uint64_t u, std::uint64_t c, std::uintptr_t i = 0) noexcept
+      : end(e), units(u), config(c), issuer(i) {}
   bucket_ticket(const bucket_ticket&) = delete;
   bucket_ticket& operator=(const bucket_ticket&) = delete;
-  constexpr bucket_ticket(bucket_ticket&& o) noexcept : end(o.end), units(o.units), config(o.config) { o.units = 0; }
+  constexpr bucket_ticket(bucket_ticket&& o) noexcept : end(o.end), units(o.units), config(o.config), issuer(o.issuer) {
+    o.units = 0;
+  }
   constexpr bucket_ticket& operator=(bucket_ticket&& o) noexcept {
     if (this != &o) {
       end = o.end;
       config = o.config;
+      issuer = o.issuer;
       units = o.units;
       o.units = 0;
     }
@@ -847,30 +1088,24 @@ struct bucket_ticket {
 
 namespace detail {
 
-// A configuration number above `old` that no bucket of this program has
-// used (one counter of the program; a bucket's own numbers only rise, also
-// when another program's counter set `old`). Never 0, a default ticket's.
-inline std::uint64_t fresh_bucket_config(std::uint64_t old) noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
-  // pairs with no other operation); the number reaches other threads
-  // through the bucket's own publication of its slot. Not a
-  // detail::atomic: no lock-free protocol reads it.
-  const std::uint64_t n = last.fetch_add(1, std::memory_order_relaxed) + 1;
-  return n > old ? n : old + 1;
-}
+// A configuration number no bucket of this process has used, and one of
+// another process's with the probability stated above (detail/identity.hpp).
+// Never 0, a default ticket's. It reaches other threads through the
+// bucket's own publication of its slot.
+inline std::uint64_t fresh_bucket_config() noexcept { return fresh_identity(); }
 
 // The ticket of an admission of n units plus `extra` charged, made at now_t
 // (ticks from p's epoch) that moved the TAT from `base` (max(TAT, now_t)) to
-// `next`. Its own intervals end at now_t + (next - base). Saturating is safe:
+// `next`, by the bucket at `issuer`. Its own intervals end at now_t + (next - base). Saturating is safe:
 // `now` in ticket_refundable then saturates too, and nothing is given back.
 constexpr bucket_ticket make_bucket_ticket(const gcra_params& p, std::int64_t origin, std::uint64_t now_t,
                                            std::uint64_t base, std::uint64_t next, std::uint64_t n,
-                                           std::uint64_t extra) noexcept {
+                                           std::uint64_t extra, std::uintptr_t issuer) noexcept {
   bucket_ticket t;
   t.end = sat_add(sat_mul(positive_difference(p.epoch, origin), p.scale), now_t + (next - base));
   t.units = sat_add(n, extra);
   t.config = p.config;
+  t.issuer = issuer;
   return t;
 }
 
@@ -1418,7 +1653,8 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   //     min(n, t.units, (t.end - now) / T, owed(now) / T)
   // whole units, the part of the admission's own intervals still ahead (see
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
-  // set_burst or reset returns nothing, nor one of another bucket. A refund at a `now` that lags the latest
+  // set_burst or reset returns nothing, nor one of another bucket (by its
+  // address and configuration number: bucket_ticket.hpp states the residue). A refund at a `now` that lags the latest
   // time seen by d can return up to d / T units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
 
@@ -1568,7 +1804,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       if (state_.compare_exchange_weak(w, nw, std::memory_order_acq_rel, std::memory_order_acquire)) {
         if (t) p.config = slots_.config(i);  // checked with the generation below, as the other fields
         if (__builtin_expect(slots_.gen(i) == p.gen, 1)) {  // ordered after the CAS, see above
-          if (t) *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra);
+          if (t)
+            *t = detail::make_bucket_ticket(p, origin_, now_t, base, next, n, extra,
+                                            reinterpret_cast<std::uintptr_t>(this));
           return decision::admit();
         }
         // Stale: undo if the word is still ours. acq_rel / acquire: as above.
@@ -1713,6 +1951,7 @@ template <class Clock>
 std::uint64_t token_bucket<Clock>::refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
   if (n > t.units) n = t.units;
   if (n == 0) return 0;
+  if (t.issuer != 0 && t.issuer != reinterpret_cast<std::uintptr_t>(this)) return 0;  // another bucket's
   std::uint64_t got = 0;
   std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in acquire()
   for (;;) {
@@ -1769,7 +2008,7 @@ void token_bucket<Clock>::reset(nanoseconds now, start st) noexcept {
     // new configuration: what was owed is forgotten, so no ticket from
     // before may give back against what comes after.
     p.gen = id;
-    p.config = detail::fresh_bucket_config(p.config);
+    p.config = detail::fresh_bucket_config();
     if (!slots_.store(next, p, r, mine)) continue;  // taken over: the taker fills it
     const std::uint64_t nw = (static_cast<std::uint64_t>(next) << L::tat_bits) | (st == start::full ? 0 : p.tau);
     bool done = false;
@@ -1819,7 +2058,7 @@ errc token_bucket<Clock>::init(rate r, std::uint64_t burst, nanoseconds origin, 
   const errc e = detail::make_gcra_params(r, burst, p);
   p.epoch = origin_;
   p.gen = 1;  // the construction's claim number
-  p.config = detail::fresh_bucket_config(0);  // not another bucket's (bucket_ticket.hpp)
+  p.config = detail::fresh_bucket_config();  // not another bucket's (bucket_ticket.hpp)
   if (e != errc::ok) {  // slot 0 stays zero but its epoch: burst 0 means misconfigured
     slots_.init(0, detail::gcra_params{0, 0, 0, 0, false, origin_, 1, 0}, rate());
     return e;
@@ -1853,7 +2092,7 @@ errc token_bucket<Clock>::reconfigure_locked(std::uint64_t id, const rate* nr, c
     return errc::ok;
   }
   // An epoch move keeps the configuration (tickets stay good: it is exact).
-  np.config = nr || nb ? detail::fresh_bucket_config(cp.config) : cp.config;
+  np.config = nr || nb ? detail::fresh_bucket_config() : cp.config;
   np.gen = id;
   const std::size_t next = detail::bucket_slots::next(cur);
   if (!slots_.store(next, np, r, mine)) {
@@ -1959,7 +2198,8 @@ TOLLGATE_END_NAMESPACE
 // the ticket's slot is the head (through the head's release CAS), for callers
 // that must know a reader who sees the refund sees what they did before it.
 // A ticket of another window, or from before an import, gives nothing back
-// (window/ticket.hpp).
+// (by the issuer's address and identity; window/ticket.hpp states the
+// residue).
 //
 // Live change. set_limit is thread-safe; in any window that spans a change at
 // most the larger of the two limits is admitted.
@@ -1991,21 +2231,28 @@ TOLLGATE_END_NAMESPACE
 // same in any process that maps them. A window_ticket records what one
 // admission charged, so that a refund gives back only that (move-only: a copy
 // could refund the same tokens twice; a moved-from ticket holds nothing).
-// A ticket names the window object that issued it (an identity from one
-// counter of the program, drawn again by import_counts and import_slots),
-// so a ticket of another window, or of this one from before an import,
-// gives nothing back: not into a window restored from the old one's counts,
-// which would otherwise give back units of an admission it never counted.
-// A ticket built from a slot and tokens (the account's) names no window
-// and is not checked. (Two programs sharing a region draw from two
-// counters: a ticket carried to another program's other window is told
-// apart by its slot only.)
+// A ticket names the window object that issued it, twice: by its address in
+// the issuing process (two live objects of one process never share one, so
+// another live window's ticket is refused for certain, also a ticket of a
+// window another process built in shared memory) and by an identity drawn
+// at construction and again by import_counts and import_slots
+// (detail/identity.hpp: never repeated within a process, salted per
+// process, so identities two processes draw, n and m of them, meet with
+// probability at most (n + m + 1) / 2^64). A ticket of another window, or
+// of this one from before an import, gives nothing back: not into a window
+// restored from the old one's counts, which would otherwise give back units
+// of an admission it never counted. What the identity alone tells apart
+// (with that probability; for certain when this process drew both): a
+// ticket refunded into a window now at the issuer's address (the issuer
+// destroyed, or its region unmapped and another mapped there) and a ticket
+// carried to another process. A ticket built from a slot and tokens (the
+// account's) names no window (0, 0) and is not checked.
 #ifndef TOLLGATE_WINDOW_TICKET_HPP
 #define TOLLGATE_WINDOW_TICKET_HPP
 
 // #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/identity.hpp>  (already above)
 
-#include <atomic>
 #include <cstdint>
 #include <utility>
 
@@ -2019,19 +2266,23 @@ struct window_ticket {
   std::uint64_t tokens = 0;  // tokens still charged to it
   std::uint64_t units = 0;   // the same, in the window's units (rounded up)
   std::uint64_t window = 0;  // the issuing window's identity; 0: not checked
+  std::uintptr_t issuer = 0;  // the issuing window's address in this process; 0: not checked
 
   constexpr window_ticket() noexcept = default;
   constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u) noexcept : slot(s), tokens(t), units(u) {}
-  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u, std::uint64_t w) noexcept
-      : slot(s), tokens(t), units(u), window(w) {}
+  constexpr window_ticket(std::uint64_t s, std::uint64_t t, std::uint64_t u, std::uint64_t w,
+                          std::uintptr_t i = 0) noexcept
+      : slot(s), tokens(t), units(u), window(w), issuer(i) {}
   window_ticket(const window_ticket&) = delete;
   window_ticket& operator=(const window_ticket&) = delete;
   window_ticket(window_ticket&& o) noexcept
-      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)), window(o.window) {}
+      : slot(o.slot), tokens(std::exchange(o.tokens, 0)), units(std::exchange(o.units, 0)), window(o.window),
+        issuer(o.issuer) {}
   window_ticket& operator=(window_ticket&& o) noexcept {
     if (this != &o) {
       slot = o.slot;
       window = o.window;
+      issuer = o.issuer;
       tokens = std::exchange(o.tokens, 0);
       units = std::exchange(o.units, 0);
     }
@@ -2041,14 +2292,9 @@ struct window_ticket {
 
 namespace detail {
 
-// A new window identity: 64 bits, so it does not wrap while a program runs.
-inline std::uint64_t next_window_id() noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
-  // pairs with no other operation); the value reaches other threads with
-  // the window itself. Not a detail::atomic: no lock-free protocol reads it.
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
+// A new window identity (detail/identity.hpp); it reaches other threads
+// with the window itself.
+inline std::uint64_t next_window_id() noexcept { return fresh_identity(); }
 struct window_limits {
   static constexpr unsigned count_bits = 24;
   static constexpr std::uint64_t max_units = (std::uint64_t{1} << count_bits) - 1;
@@ -2139,7 +2385,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // sees nothing older.
         if (head_.compare_exchange_weak(w, detail::pack_slot(h, cur + nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu, id_};
+          ticket = window_ticket{s, n, nu, id_, reinterpret_cast<std::uintptr_t>(this)};
           return decision::admit();
         }
       } else {
@@ -2149,7 +2395,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
         // that acquires this head; acquire as above.
         if (head_.compare_exchange_weak(w, detail::pack_slot(s, nu), std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-          ticket = window_ticket{s, n, nu, id_};
+          ticket = window_ticket{s, n, nu, id_, reinterpret_cast<std::uintptr_t>(this)};
           return decision::admit();
         }
       }
@@ -2517,6 +2763,7 @@ template <class Clock, std::size_t Subwindows>
 inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticket& t, std::uint64_t n, bool head_only) noexcept {
   if (n > t.tokens) n = t.tokens;
   if (n == 0 || unit_ == 0 || (t.window != 0 && t.window != id_)) return 0;  // another window's (ticket.hpp)
+  if (t.issuer != 0 && t.issuer != reinterpret_cast<std::uintptr_t>(this)) return 0;  // the same
   const std::uint64_t keep_units = detail::ceil_div(t.tokens - n, unit_);
   const std::uint64_t back = t.units - keep_units;
   std::uint64_t w = head_.load(std::memory_order_acquire);  // acquire: as in try_acquire
@@ -2766,6 +3013,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/decision.hpp>  (already above)
 // #include <tollgate/detail/arith.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/identity.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 
 #include <atomic>
@@ -2776,28 +3024,41 @@ TOLLGATE_END_NAMESPACE
 TOLLGATE_BEGIN_NAMESPACE
 
 // What a quota admission charged, for refunds. It names the quota object
-// that issued it (an identity from one counter of the program), so a ticket
-// of another quota gives nothing back: not into one restored from the old
-// one's word (import_word), which would otherwise give back units of an
-// admission it never counted. (Two programs sharing a region draw from two
-// counters: a ticket carried to another program's other quota is told apart
-// by its day only.)
+// that issued it, twice: by its address in the issuing process (two live
+// objects of one process never share one, so another live quota's ticket
+// is refused for certain, also a ticket of a quota another process built in
+// shared memory) and by an identity drawn at construction
+// (detail/identity.hpp: never repeated within a process, salted per
+// process, so identities two processes draw, n and m of them, meet with
+// probability at most (n + m + 1) / 2^64). A ticket of another quota gives
+// nothing back: not into one restored from the old one's word
+// (import_word), which would otherwise give back units of an admission it
+// never counted. What the identity alone tells apart (with that
+// probability; for certain when this process drew both): a ticket refunded
+// into a quota now at the issuer's address (the issuer destroyed, or its
+// region unmapped and another mapped there), a ticket carried to another
+// process, and one built field by field with issuer 0 (not checked).
 // Move-only: a copy could refund the same units twice. A moved-from ticket
 // holds no units, so refunding it gives nothing back.
 struct quota_ticket {
   std::uint64_t day = 0;
   std::uint64_t units = 0;
-  std::uint64_t quota = 0;  // the issuing quota's identity
+  std::uint64_t quota = 0;     // the issuing quota's identity
+  std::uintptr_t issuer = 0;   // the issuing quota's address in this process; 0: not checked
 
   constexpr quota_ticket() noexcept = default;
-  constexpr quota_ticket(std::uint64_t d, std::uint64_t u, std::uint64_t q) noexcept : day(d), units(u), quota(q) {}
+  constexpr quota_ticket(std::uint64_t d, std::uint64_t u, std::uint64_t q, std::uintptr_t i = 0) noexcept
+      : day(d), units(u), quota(q), issuer(i) {}
   quota_ticket(const quota_ticket&) = delete;
   quota_ticket& operator=(const quota_ticket&) = delete;
-  constexpr quota_ticket(quota_ticket&& o) noexcept : day(o.day), units(o.units), quota(o.quota) { o.units = 0; }
+  constexpr quota_ticket(quota_ticket&& o) noexcept : day(o.day), units(o.units), quota(o.quota), issuer(o.issuer) {
+    o.units = 0;
+  }
   constexpr quota_ticket& operator=(quota_ticket&& o) noexcept {
     if (this != &o) {
       day = o.day;
       quota = o.quota;
+      issuer = o.issuer;
       units = o.units;
       o.units = 0;
     }
@@ -2806,13 +3067,9 @@ struct quota_ticket {
 };
 
 namespace detail {
-inline std::uint64_t next_quota_id() noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives (it
-  // pairs with no other operation); the value reaches other threads with
-  // the quota itself. Not a detail::atomic: no lock-free protocol reads it.
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
+// A new quota identity (detail/identity.hpp); it reaches other threads with
+// the quota itself.
+inline std::uint64_t next_quota_id() noexcept { return fresh_identity(); }
 }  // namespace detail
 
 template <class Clock = system_clock>
@@ -2871,7 +3128,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
       if (used + n > lim) return decision::wait(wait_until(d + 1, now));
       if (state_.compare_exchange_weak(w, (d << used_bits) | (used + n), std::memory_order_acq_rel,
                                        std::memory_order_acquire)) {
-        ticket = quota_ticket{d, n, id_};
+        ticket = quota_ticket{d, n, id_, reinterpret_cast<std::uintptr_t>(this)};
         return decision::admit();
       }
     }
@@ -2902,10 +3159,12 @@ class alignas(TOLLGATE_CACHELINE_SIZE) calendar_quota {
   }
 
   // Gives back up to n of the ticket's units if its day is still current
-  // and the ticket is this quota's.
+  // and the ticket is this quota's (its address and identity, see
+  // quota_ticket).
   std::uint64_t refund(quota_ticket& t, std::uint64_t n) noexcept {
     if (n > t.units) n = t.units;
     if (n == 0 || t.quota != id_) return 0;
+    if (t.issuer != 0 && t.issuer != reinterpret_cast<std::uintptr_t>(this)) return 0;  // another quota's
     std::uint64_t w = state_.load(std::memory_order_acquire);  // acquire: as in try_acquire
     for (;;) {
       if ((w >> used_bits) != t.day) return 0;  // that day is over
@@ -9629,94 +9888,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/detail/arith.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/detail/gcra_params.hpp>  (already above)
-// #include <tollgate/detail/siphash.hpp>  (inlined below)
-// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
-//
-// detail/siphash.hpp: SipHash-2-4, the keyed hash of the keyed tables.
-// Nothing here is public API.
-//
-// Why SipHash: it is a pseudo-random function of its 128-bit key. A client
-// that does not know the key sees outputs it cannot tell from random ones,
-// so it cannot pick keys that land in one probe window or share a 64-bit
-// hash other than by chance (the odds are stated in keyed_buckets.hpp).
-// It is also short, portable and well studied. Input bytes are read one by
-// one (little-endian words), so the result is the same on every platform.
-#ifndef TOLLGATE_DETAIL_SIPHASH_HPP
-#define TOLLGATE_DETAIL_SIPHASH_HPP
-
-// #include <tollgate/config.hpp>  (already above)
-
-#include <cstddef>
-#include <cstdint>
-
-TOLLGATE_BEGIN_NAMESPACE
-namespace detail {
-
-class siphash24 {
- public:
-  constexpr siphash24(std::uint64_t k0, std::uint64_t k1) noexcept
-      : v0_(k0 ^ 0x736f6d6570736575ULL), v1_(k1 ^ 0x646f72616e646f6dULL), v2_(k0 ^ 0x6c7967656e657261ULL),
-        v3_(k1 ^ 0x7465646279746573ULL) {}
-
-  // The hash of `len` bytes at `p` (p may be null when len is 0).
-  std::uint64_t bytes(const unsigned char* p, std::size_t len) const noexcept {
-    std::uint64_t v0 = v0_, v1 = v1_, v2 = v2_, v3 = v3_;
-    const std::size_t whole = len - len % 8;
-    for (std::size_t i = 0; i < whole; i += 8) {
-      const std::uint64_t m = load_le(p + i, 8);
-      v3 ^= m;
-      round(v0, v1, v2, v3);
-      round(v0, v1, v2, v3);
-      v0 ^= m;
-    }
-    const std::uint64_t last = (static_cast<std::uint64_t>(len & 0xff) << 56) | load_le(p + whole, len % 8);
-    v3 ^= last;
-    round(v0, v1, v2, v3);
-    round(v0, v1, v2, v3);
-    v0 ^= last;
-    v2 ^= 0xff;
-    for (int i = 0; i < 4; ++i) round(v0, v1, v2, v3);
-    return v0 ^ v1 ^ v2 ^ v3;
-  }
-
-  // The hash of the 8 little-endian bytes of v.
-  std::uint64_t word(std::uint64_t v) const noexcept {
-    unsigned char b[8] = {};
-    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
-    return bytes(b, 8);
-  }
-
- private:
-  static constexpr std::uint64_t rotl(std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
-  static void round(std::uint64_t& v0, std::uint64_t& v1, std::uint64_t& v2, std::uint64_t& v3) noexcept {
-    v0 += v1;
-    v1 = rotl(v1, 13);
-    v1 ^= v0;
-    v0 = rotl(v0, 32);
-    v2 += v3;
-    v3 = rotl(v3, 16);
-    v3 ^= v2;
-    v0 += v3;
-    v3 = rotl(v3, 21);
-    v3 ^= v0;
-    v2 += v1;
-    v1 = rotl(v1, 17);
-    v1 ^= v2;
-    v2 = rotl(v2, 32);
-  }
-  static std::uint64_t load_le(const unsigned char* p, std::size_t n) noexcept {
-    std::uint64_t m = 0;
-    for (std::size_t i = 0; i < n; ++i) m |= static_cast<std::uint64_t>(p[i]) << (8 * i);
-    return m;
-  }
-
-  std::uint64_t v0_, v1_, v2_, v3_;
-};
-
-}  // namespace detail
-TOLLGATE_END_NAMESPACE
-
-#endif  // TOLLGATE_DETAIL_SIPHASH_HPP
+// #include <tollgate/detail/siphash.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/keyed/ticket.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
@@ -9724,19 +9896,20 @@ TOLLGATE_END_NAMESPACE
 // keyed/ticket.hpp: what a keyed_buckets admission leaves for refunding it
 // later (keyed_buckets::refund states the rule).
 //
-// A ticket names the table object that issued it: an identity drawn from
-// one counter of the program (never 0, never reused while the program
-// runs), drawn again by restore(). A ticket of another table, or of this
-// one from before a restore(), gives nothing back, even when its slot and
-// claim generation happen to match an entry there. (One counter per
-// program image: two copies of the header built into shared libraries with
-// hidden symbols each count on their own, and a ticket passed between them
-// is told apart by its slot and claim generation only.)
+// A ticket names the table object that issued it: an identity drawn at
+// construction and again by restore() (detail/identity.hpp: never 0, never
+// repeated within a program image, salted per image and process). A
+// ticket of another table, or of this one from before a restore(), gives
+// nothing back, even when its slot and claim generation happen to match an
+// entry there. Two copies of the header built into shared libraries with
+// hidden symbols each draw on their own: identities the two draw, n and m
+// of them, meet with probability at most (n + m + 1) / 2^64.
 #ifndef TOLLGATE_KEYED_TICKET_HPP
 #define TOLLGATE_KEYED_TICKET_HPP
 
 // #include <tollgate/config.hpp>  (already above)
-#include <atomic>
+// #include <tollgate/detail/identity.hpp>  (already above)
+
 #include <cstddef>
 #include <cstdint>
 
@@ -9781,14 +9954,9 @@ struct keyed_ticket {
 
 namespace detail {
 
-// A new table identity: 64 bits, so it does not wrap while a program runs.
-inline std::uint64_t next_keyed_table_id() noexcept {
-  static std::atomic<std::uint64_t> last{0};
-  // relaxed: only uniqueness matters, which the RMW's atomicity gives
-  // (pairs with no other operation); the value reaches other threads with
-  // the table itself. Not a detail::atomic: no lock-free protocol uses it.
-  return last.fetch_add(1, std::memory_order_relaxed) + 1;
-}
+// A new table identity (detail/identity.hpp); it reaches other threads
+// with the table itself.
+inline std::uint64_t next_keyed_table_id() noexcept { return fresh_identity(); }
 
 }  // namespace detail
 TOLLGATE_END_NAMESPACE
@@ -10890,7 +11058,10 @@ TOLLGATE_END_NAMESPACE
 // no byte: another magic (or garbage), another layout version, a region of
 // another size, another object type or size, another fingerprint, or a check
 // word that does not match (a torn or scribbled header) each have their own
-// region_errc.
+// region_errc. The object's type is told by its key (region_key.hpp): its
+// shape and a name of the type with what changes its meaning (the
+// primitive, its clock, its currency, its sub-windows); a type of your own
+// is named by specialising region_key, else only its shape is checked.
 //
 // What may live in a region. The object must be standard-layout and
 // trivially destructible (static_asserts below): no pointer, no virtual
@@ -10902,7 +11073,9 @@ TOLLGATE_END_NAMESPACE
 // the clock (a type, not data: steady_clock reads the same CLOCK_MONOTONIC in
 // every process on one host; region_clock reads a word in the region, for
 // tests), permits (a permit points at its limiter through this process's
-// address of it) and tickets (plain values a process keeps).
+// address of it) and tickets (plain values a process keeps; a ticket names
+// its issuer by this process's address of it, so another process refunding
+// it gives back only where it maps the object at that same address).
 //
 // Processes killed at any instruction leave every word of these primitives
 // consistent (no lock: token_bucket's writers take over a dead one, see its
@@ -10920,6 +11093,154 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/calendar_quota.hpp>  (already above)
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/concurrency.hpp>  (already above)
+// #include <tollgate/region_key.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// region_key.hpp: the name of a type as a shared region records it, so that
+// a region built for one type is refused (region_errc::wrong_type) when
+// attached as another, also one of the same size.
+//
+// A region stores its object's type key: the size, the alignment and the
+// layout class of the type, and region_key<T>::value, a 64-bit name of the
+// type and of every template parameter that changes what its bytes mean.
+// The library names what it places and what those depend on:
+//   token_bucket<Clock>, sliding_window<Clock, Subwindows>,
+//   calendar_quota<Clock>, concurrency_limiter, budget<Currency>;
+//   the clocks steady_clock, coarse_clock, system_clock,
+//   basic_manual_clock<Tag>, basic_region_clock<Tag> (and the tags of
+//   manual_clock and region_clock);
+//   a currency by its `code` ("USD", "CNY", or your own currency's).
+// So budget<usd_tag> never attaches as budget<cny_tag>, token_bucket<
+// steady_clock> never as token_bucket<system_clock>, a concurrency_limiter
+// never as a calendar_quota or a budget of its size.
+//
+// Your own types. A type without a specialisation is unnamed (value 0): its
+// key is its shape only, so it attaches as any other unnamed type of the
+// same size and alignment (never as a named one). Name a type you place in
+// a region by specialising region_key, from a name of yours and the keys or
+// numbers of its parameters:
+//   template <> struct tollgate::region_key<my_counter> {
+//     static constexpr std::uint64_t value = tollgate::region_name_key("myapp.counter/1");
+//   };
+// An unnamed clock (or tag) is 0 too: token_bucket<your_clock> is told apart
+// from token_bucket<steady_clock>, but not from token_bucket of another
+// unnamed clock; name the clock the same way to tell those apart. A key must
+// be the same in every program that maps the region: build it from names
+// and numbers, never from addresses, typeid or a compiler's function name
+// (they differ between builds and compilers).
+#ifndef TOLLGATE_REGION_KEY_HPP
+#define TOLLGATE_REGION_KEY_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/budget.hpp>  (already above)
+// #include <tollgate/calendar_quota.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/concurrency.hpp>  (already above)
+// #include <tollgate/sliding_window.hpp>  (already above)
+// #include <tollgate/token_bucket.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// The key of a name (FNV-1a of its bytes) with the keys or numbers of its
+// parameters mixed in (FNV-1a over their 8 bytes each), in order.
+template <class... Vs>
+constexpr std::uint64_t region_name_key(std::string_view name, Vs... params) noexcept {
+  std::uint64_t h = 14695981039346656037ULL;
+  for (const char c : name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  const std::uint64_t vs[] = {0, static_cast<std::uint64_t>(params)...};
+  for (std::size_t j = 1; j < sizeof vs / sizeof vs[0]; ++j)
+    for (int i = 0; i < 8; ++i) {
+      h ^= (vs[j] >> (8 * i)) & 0xffu;
+      h *= 1099511628211ULL;
+    }
+  return h;
+}
+
+// A type's name for regions: 0 (unnamed) unless specialised (see above).
+template <class T, class = void>
+struct region_key {
+  static constexpr std::uint64_t value = 0;
+};
+
+namespace detail {
+template <class C, class = void>
+struct currency_code_key {
+  static constexpr std::uint64_t value = 0;
+};
+template <class C>
+struct currency_code_key<C, std::void_t<decltype(C::code)>> {
+  static constexpr std::uint64_t value = region_name_key(C::code);
+};
+}  // namespace detail
+
+template <class Tag>
+struct basic_region_clock;
+struct region_clock_tag;
+
+template <>
+struct region_key<steady_clock> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.steady_clock");
+};
+template <>
+struct region_key<coarse_clock> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.coarse_clock");
+};
+template <>
+struct region_key<system_clock> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.system_clock");
+};
+template <>
+struct region_key<manual_clock_tag> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.manual_clock_tag");
+};
+template <>
+struct region_key<region_clock_tag> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.region_clock_tag");
+};
+template <class Tag>
+struct region_key<basic_manual_clock<Tag>> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.basic_manual_clock", region_key<Tag>::value);
+};
+template <class Tag>
+struct region_key<basic_region_clock<Tag>> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.basic_region_clock", region_key<Tag>::value);
+};
+
+template <class Clock>
+struct region_key<token_bucket<Clock>> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.token_bucket", region_key<Clock>::value);
+};
+template <class Clock, std::size_t Subwindows>
+struct region_key<sliding_window<Clock, Subwindows>> {
+  static constexpr std::uint64_t value =
+      region_name_key("tollgate.sliding_window", region_key<Clock>::value, Subwindows);
+};
+template <class Clock>
+struct region_key<calendar_quota<Clock>> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.calendar_quota", region_key<Clock>::value);
+};
+template <>
+struct region_key<concurrency_limiter> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.concurrency_limiter");
+};
+// A currency by its code, or by its own region_key where it has none.
+template <class C>
+struct region_key<budget<C>> {
+  static constexpr std::uint64_t value =
+      region_name_key("tollgate.budget", detail::currency_code_key<C>::value, region_key<C>::value);
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REGION_KEY_HPP
 // #include <tollgate/sliding_window.hpp>  (already above)
 // #include <tollgate/token_bucket.hpp>  (already above)
 
@@ -11000,7 +11321,7 @@ struct region_header {
   std::uint32_t version;
   std::uint32_t header_size;
   std::uint64_t size;
-  std::uint64_t type;  // sizeof and alignof of the object, and a key of its type
+  std::uint64_t type;  // the object type's key: its shape and its name (region_key.hpp)
   std::uint64_t fingerprint;
   std::uint64_t object_size;
   std::uint64_t check;
@@ -11018,8 +11339,8 @@ constexpr std::size_t region_offset() noexcept {
 }
 template <class T>
 constexpr std::uint64_t region_type_key() noexcept {
-  // The type's shape: its size, alignment and layout class.
-  return region_fingerprint_of(sizeof(T), alignof(T), std::is_standard_layout<T>::value);
+  // The type's shape (size, alignment, layout class) and its name.
+  return region_fingerprint_of(sizeof(T), alignof(T), std::is_standard_layout<T>::value, region_key<T>::value);
 }
 inline std::uint64_t region_check(const region_header& h) noexcept {
   return region_fingerprint_of(h.magic, h.version, h.header_size, h.size, h.type, h.fingerprint, h.object_size);
