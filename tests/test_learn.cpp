@@ -1100,6 +1100,31 @@ TEST_CASE("headers: the simulator's swarm with another client on the key", "[lea
   }
 }
 
+TEST_CASE("headers: a fresh paused account's wait includes its gates (the decision contract)", "[learn]") {
+  // The first answer the account sees is a 429 whose headers close the RPM
+  // gate for 30 s and whose Retry-After pauses it for 1 s: no admission has
+  // been made, so the limiters are empty, but the gate is not.
+  account_config cfg = account_config::from_tier(*kimi_tiers_2026_09.tier(1));
+  cfg.trust_rate_limit_headers = true;
+  acct_t a(cfg, ns(0));
+  rate_limit_headers h;
+  h.read("x-ratelimit-remaining-requests", "0", ns(0));
+  h.read("x-ratelimit-reset-requests", "30s", ns(0));
+  h.read("Retry-After", "1", ns(0));
+  a.on_response(429, h,
+                R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization max RPM: 100, please try again after 1 seconds"}})",
+                ns(0));
+  const request r{model_by_id("kimi-k2.6"), 100, 100};
+  auto x = a.try_admit(r, ns(0));
+  REQUIRE(x.decision.later());
+  CHECK(x.refused.has(dimension::paused));
+  CHECK(x.refused.has(dimension::rpm));
+  const ns w = x.decision.retry_after();
+  CHECK(w == ns(seconds(30)));  // was the pause alone: 1 s, then refused again for 29 s
+  CHECK_FALSE(a.try_admit(r, w - ns(1)));
+  CHECK(a.try_admit(r, w));
+}
+
 TEST_CASE("headers: a gate holds for a dimension the account does not enforce", "[learn]") {
   auto hdr = [](std::uint64_t req, std::uint64_t tok) {
     rate_limit_headers h;

@@ -286,17 +286,14 @@ class account {
     if (now.count() < pause) {
       // Paused: nothing is taken; the wait is the later of the pause's end
       // and when every other dimension would admit. A fresh account's
-      // limiters are empty: the pause alone. A restored one (a16) holds
-      // counts: it starts, so that no restore can write them as they are
-      // read. While a restore runs, the pause alone (and the restore's own
-      // pause, if any, comes with it). acquire: as below.
+      // limiters are empty: the pause and its header gates. A restored one
+      // (a16) holds counts: it starts, so that no restore can write them as
+      // they are read. While a restore runs, the pause alone (and the
+      // restore's own pause, if any, comes with it). acquire: as below.
       const unsigned char u = use_.load(std::memory_order_acquire);
       if (u == use_started || (u == use_restored && start_use()))
         return refuse_and_report(a, n, now, shard, account_policy::time_left(pause, now));
-      a.refused.add(dimension::paused);
-      counters_.count_refusal(a.refused);
-      a.decision = decision::wait(account_policy::time_left(pause, now));
-      return;
+      return refuse_paused_unused(a, n, now, account_policy::time_left(pause, now), u == use_fresh);
     }
     // acquire: pairs with the release store that ends a restore, so what it
     // restored is visible here. Once traffic has started this reads the
@@ -434,6 +431,7 @@ class account {
   // windows, so the windows are asked what they hold for this thread.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for = nanoseconds(0)) noexcept;
+  void refuse_paused_unused(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for, bool fresh) noexcept;
 
   // lease::renew: moves the lease's slot-table deadline (slot_table.hpp).
   bool renew_slot(lease_type& l, nanoseconds now) noexcept {

@@ -32,6 +32,16 @@ void account<Clock, Currency>::roll_back(admission_type& a, taken t, std::uint64
     refuse_and_report(a, n, now, shard);
   }
 
+namespace detail {
+// The header gates' waits for a request of n tokens, as rpm and tpm.
+inline void note_gates(const remaining_gates& g, account_policy::refusal& rf, std::uint64_t n, nanoseconds now) noexcept {
+  if (!g.on()) return;
+  const nanoseconds gw[2] = {g.wait(0, 1, now), g.wait(1, n, now)};
+  if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
+  if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
+}
+}  // namespace detail
+
 template <class Clock, class Currency>
 void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for) noexcept {
@@ -46,12 +56,22 @@ void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_
     const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
     d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
     learn_.report(rf, n, now, ph);
-    if (gates_.on()) {
-      const nanoseconds gw[2] = {gates_.wait(0, 1, now), gates_.wait(1, n, now)};
-      if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
-      if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
-    }
+    detail::note_gates(gates_, rf, n, now);
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
+    a.refused = rf.refused();
+    counters_.count_refusal(a.refused);
+    a.decision = rf.result();
+  }
+
+// Paused before any admission (fresh) or while a restore runs: the limiters
+// hold nothing to read, but a fresh account's header gates may (a 429 with
+// x-ratelimit headers fed back before any traffic): the pause's end and
+// theirs. The gates are words of their own, safe to read here.
+template <class Clock, class Currency>
+void account<Clock, Currency>::refuse_paused_unused(admission_type& a, std::uint64_t n, nanoseconds now,
+                                                    nanoseconds paused_for, bool fresh) noexcept {
+    account_policy::refusal rf(paused_for);
+    if (fresh) detail::note_gates(gates_, rf, n, now);
     a.refused = rf.refused();
     counters_.count_refusal(a.refused);
     a.decision = rf.result();
