@@ -432,3 +432,32 @@ TEST_CASE("shared_account: after a fork the child admits nothing until it claims
   y.lease.settle_rejected(nanoseconds(0));
   CHECK(p.in_flight() == 1);
 }
+
+TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later one", "[shared_account]") {
+  // A holder killed between its CAS and its owner store leaves the owner
+  // word of the previous holding; that identity being dead must not free it.
+  static detail::shared_slots<4> t;
+  t.init(2, nanoseconds(0), nanoseconds(0));
+  std::size_t slot = 9;
+  std::uint64_t stamp = 0;
+  REQUIRE(t.take(nanoseconds(0), 0, 1, slot, stamp));
+  CHECK(slot == 0);
+  REQUIRE(t.give(slot, stamp));
+  // The next holder's CAS, without its owner store (it died there).
+  const std::uint64_t w = t.words[0].load();
+  t.words[0].store((std::uint64_t{1} << 16) | ((w + 1) & 0xffff));
+  CHECK(t.held() == 1);
+  std::uint64_t by_deadline = 0, by_death = 0;
+  unsigned asked = 0;
+  t.reap(nanoseconds(ms), 0, [&](std::uint64_t) { ++asked; return false; }, by_deadline, by_death);
+  CHECK(by_death == 0);
+  CHECK(asked == 0);
+  CHECK(t.held() == 1);
+  // A holding whose owner word is its own: freed once its owner is dead.
+  REQUIRE(t.take(nanoseconds(0), 1, 5, slot, stamp));
+  CHECK(slot == 1);
+  t.reap(nanoseconds(2 * ms), 0, [](std::uint64_t id) { return id != 5; }, by_deadline, by_death);
+  CHECK(by_death == 1);
+  CHECK(t.held() == 1);
+  CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
+}
