@@ -9,11 +9,14 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace tollgate;
@@ -460,4 +463,68 @@ TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later
   CHECK(by_death == 1);
   CHECK(t.held() == 1);
   CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
+}
+
+TEST_CASE("shared_account: threads of one process on two handles keep the window and concurrency bounds",
+          "[shared_account]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  account_config c = tier_like();
+  c.concurrency = limit(3);
+  c.rpm = limit(50);
+  c.tpm = limit(3000);
+  c.tpd = limit::unlimited();
+  c.budget.reset();
+  c.request_window = std::chrono::seconds(1);
+  c.token_window = std::chrono::seconds(1);
+  static shared h[2];
+  REQUIRE(h[0].open(mem.b, shared::region_bytes(), c, who(1), nanoseconds(0)));
+  REQUIRE(h[1].open(mem.b, shared::region_bytes(), c, who(2), nanoseconds(0)));
+  std::atomic<std::int64_t> clock{0};
+  std::atomic<std::uint64_t> worst_in_flight{0}, holding{0};
+  constexpr int threads = 4;
+  std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> logs(threads);
+  const std::uint64_t seed = tgtest::seed_for(16300);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::vector<std::thread> ts;
+  for (int k = 0; k < threads; ++k)
+    ts.emplace_back([&, k] {
+      tgtest::rng g(seed + static_cast<std::uint64_t>(k));
+      std::vector<shared::lease_type> held;
+      for (int i = 0; i < 3000; ++i) {
+        const nanoseconds now(clock.fetch_add(static_cast<std::int64_t>(g.between(0, 2 * ms))));
+        if (!held.empty() && g.chance(50)) {
+          holding.fetch_sub(1);  // before the release: the count never exceeds what is held
+          (void)held.back().settle(usage{1, 0, 1, 0, 0}, now);
+          held.pop_back();
+          continue;
+        }
+        auto a = h[k % 2].try_admit(tgtest::req(g.between(1, 40), g.between(1, 40)), now);
+        if (!a) continue;
+        const std::uint64_t f = holding.fetch_add(1) + 1;  // after the admission: as above
+        std::uint64_t w = worst_in_flight.load();
+        while (f > w && !worst_in_flight.compare_exchange_weak(w, f)) {
+        }
+        logs[static_cast<std::size_t>(k)].emplace_back(now.count(), a.tokens);
+        held.push_back(std::move(a.lease));
+      }
+      holding.fetch_sub(held.size());
+    });
+  for (auto& t : ts) t.join();
+  std::vector<std::pair<std::int64_t, std::uint64_t>> all;
+  for (auto& l : logs) all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  std::uint64_t most_req = 0, most_tok = 0, sum = 0;
+  for (std::size_t lo = 0, hi = 0; hi < all.size(); ++hi) {
+    sum += all[hi].second;
+    while (all[lo].first <= all[hi].first - sec) sum -= all[lo++].second;
+    most_req = std::max<std::uint64_t>(most_req, hi - lo + 1);
+    most_tok = std::max(most_tok, sum);
+  }
+  INFO(all.size() << " admitted");
+  CHECK(all.size() > 500);
+  CHECK(most_req <= 50);
+  CHECK(most_tok <= 3000);
+  CHECK(worst_in_flight.load() <= 3);
+  CHECK(h[0].in_flight() == 0);
 }
