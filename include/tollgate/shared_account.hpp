@@ -75,6 +75,17 @@
 //
 // Time. Processes on one host share CLOCK_MONOTONIC (steady_clock); tests
 // may use region_clock (shared_region.hpp), whose word lives in a region.
+// A `now` older than one the region has seen (another process's later
+// reading) keeps the account's rule: a window that cannot decide at it
+// refuses it with the wait to the time it can. A slot's deadline counts from
+// the `now` it was taken (or renewed) at: a reading that lags by d brings
+// that slot's reclaim d earlier.
+//
+// Handles. A shared_account object is this process's handle: leases point
+// at it and must not outlive it, and open() or attach() on a handle that
+// still has leases out is not allowed (they would settle into the new
+// region). Several handles in one process may share one region (each with
+// its own identity or the same one).
 //
 // Concurrency contract. try_admit, the lease's settles and renew,
 // on_response, resume and clear_pause are thread- and process-safe and
