@@ -5,6 +5,9 @@
 #include <tollgate/tollgate.hpp>
 
 #include <benchmark/benchmark.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -294,6 +297,94 @@ void BM_account_admit_release_no_reclaim(benchmark::State& state) {
   admit_and_settle(state, a, hwm);
 }
 
+// The in-process account without per-thread credit: what the shared
+// account gives up (it runs without credit).
+void BM_account_admit_release_no_credit(benchmark::State& state) {
+  static account<manual_clock> a(
+      [] {
+        account_config c = bench_account_config();
+        c.per_thread_credit = false;
+        return c;
+      }(),
+      nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  admit_and_settle(state, a, hwm);
+}
+
+// The shared account (shared_account.hpp) over the same limits, but a
+// concurrency of 64 (its slot table's size here): one region in this
+// process's memory, admit + settle as above.
+using bench_shared = shared_account<manual_clock, usd_tag, 64>;
+account_config bench_shared_config() {
+  account_config c = bench_account_config();
+  c.concurrency = limit(64);
+  return c;
+}
+struct shared_bench_region {
+  std::atomic<std::int64_t> hwm{0};
+  std::atomic<int> stop{0};
+  alignas(4096) unsigned char bytes[bench_shared::region_bytes()];
+};
+shared_bench_region* bench_region() {
+  // MAP_SHARED, so that a forked process (the two-process case) shares it.
+  static shared_bench_region* r = [] {
+    void* p = mmap(nullptr, sizeof(shared_bench_region), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) std::abort();
+    return new (p) shared_bench_region;
+  }();
+  return r;
+}
+bench_shared& bench_shared_account() {
+  static bench_shared a;
+  static const bool opened = [] {
+    shared_account_options o;
+    o.identity = static_cast<std::uint64_t>(getpid());
+    return static_cast<bool>(a.open(bench_region()->bytes, bench_shared::region_bytes(), bench_shared_config(), o, nanoseconds(0)));
+  }();
+  if (!opened) std::abort();
+  return a;
+}
+template <class Account>
+std::int64_t shared_loop(Account& a, std::atomic<std::int64_t>& hwm, benchmark::State* state, std::atomic<int>* stop) {
+  supplied_time t(hwm);
+  const request r = bench_request();
+  std::int64_t admitted = 0;
+  auto once = [&] {
+    auto ad = a.try_admit(r, t.next(20000));
+    if (ad) {
+      ++admitted;
+      ad.lease.settle_failed(t.next(0));
+    }
+  };
+  if (state)
+    for (auto _ : *state) once();
+  else
+    while (stop->load(std::memory_order_relaxed) == 0) once();  // relaxed: a lone flag
+  return admitted;
+}
+void BM_shared_account_admit_release_supplied(benchmark::State& state) {
+  bench_shared& a = bench_shared_account();
+  const std::int64_t admitted = shared_loop(a, bench_region()->hwm, &state, nullptr);
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+// The same while a second process (forked, with its own identity) runs the
+// same loop on the same region for the whole measurement.
+void BM_shared_account_two_processes(benchmark::State& state) {
+  bench_shared& a = bench_shared_account();
+  shared_bench_region* reg = bench_region();
+  reg->stop.store(0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (!a.claim(static_cast<std::uint64_t>(getpid()))) _exit(1);
+    (void)shared_loop(a, reg->hwm, nullptr, &reg->stop);
+    _exit(0);
+  }
+  const std::int64_t admitted = shared_loop(a, reg->hwm, &state, nullptr);
+  reg->stop.store(1);
+  if (pid > 0) waitpid(pid, nullptr, 0);
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+
 // The same dimensions behind one mutex: a conventional account.
 class mutex_account {
  public:
@@ -520,6 +611,9 @@ TOLLGATE_BENCH(BM_sliding_window_deny_supplied);
 TOLLGATE_BENCH(BM_concurrency_acquire_release);
 TOLLGATE_BENCH(BM_account_admit_release_supplied);
 TOLLGATE_BENCH(BM_account_admit_release_no_reclaim);
+TOLLGATE_BENCH(BM_account_admit_release_no_credit);
+TOLLGATE_BENCH(BM_shared_account_admit_release_supplied);
+BENCHMARK(BM_shared_account_two_processes)->UseRealTime();
 TOLLGATE_BENCH(BM_baseline_mutex_account);
 TOLLGATE_BENCH(BM_account_parts);
 TOLLGATE_BENCH(BM_account_floor_three_lines);

@@ -47,7 +47,7 @@ TEST_CASE("decisions and their names", "[misc]") {
 
 TEST_CASE("every error code has a message", "[misc]") {
   for (errc e : {errc::ok, errc::zero_count, errc::zero_period, errc::zero_burst, errc::zero_slots, errc::too_large,
-                 errc::horizon_too_short, errc::rate_too_fine, errc::window_too_short}) {
+                 errc::horizon_too_short, errc::rate_too_fine, errc::window_too_short, errc::not_shareable}) {
     CHECK(std::strlen(message(e)) > 1);
   }
   const config_error err(errc::too_large);

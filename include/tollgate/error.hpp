@@ -28,6 +28,7 @@ enum class errc : unsigned char {
   horizon_too_short,  // the configuration overflows before ten years of uptime
   rate_too_fine,      // the emission interval cannot be represented within 0.1 %
   window_too_short,   // a sliding window's sub-windows are shorter than its 10-year slot counter allows
+  not_shareable,      // a feature whose state cannot live in a shared region (shared_account.hpp)
 };
 
 // A short, stable English description of `e`.
@@ -47,6 +48,8 @@ constexpr const char* message(errc e) noexcept {
       return "window too short for its sub-window count: each sub-window must be at least 287015 ns "
              "(10 years of uptime in 2^40 slots), so with the default 15 sub-windows the shortest window "
              "is 4305211 ns, about 4.3 ms (sliding_window::min_window; fewer sub-windows allow shorter)";
+    case errc::not_shareable:
+      return "a shared account cannot run server_model::learn, adaptive_concurrency or trust_rate_limit_headers";
   }
   return "unknown tollgate error";
 }

@@ -27,5 +27,6 @@
 #include <tollgate/keyed_account.hpp>
 #include <tollgate/keyed_overflow.hpp>
 #include <tollgate/shared_region.hpp>
+#include <tollgate/shared_account.hpp>
 
 #endif  // TOLLGATE_TOLLGATE_HPP

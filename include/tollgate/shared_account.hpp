@@ -1,0 +1,661 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// shared_account.hpp: one account whose state lives in memory that several
+// processes on one host map (a pre-forked pool, a job runner, several
+// services): one organisation's limits, kept once for all of them.
+//
+// Use. The caller makes the bytes (shm_open or memfd_create + a MAP_SHARED
+// mmap of shared_account<...>::region_bytes(), at any address; the library
+// opens nothing) and every process calls open() with the same configuration
+// and its own process identity. The first builds the account in place, the
+// others attach (shared_region.hpp: a state word, no lock; two that open at
+// once end with one account). The region's fingerprint is the configuration
+// (fingerprint()): a process with another configuration is refused with
+// region_errc::wrong_config and changes nothing; another layout, size or
+// type, or a torn header, with their own codes.
+//
+// What it enforces, with the in-process account's decisions (account/
+// policy.hpp: assess, refusal, the limiters each server model runs;
+// account/pause.hpp: clamp_hint, pause_after) applied to state in the
+// region (account/limiters.hpp's primitives, one per dimension): RPM, TPM
+// and TPD (strict windows, the spaced margin policy, or a calendar day, as
+// the server model says), concurrency (account/shared_slots.hpp: one slot
+// word per permit), the budget, and the pause and stop after a 429, an
+// overload or a quota error, which every process sees at once (one
+// process's 429 pauses all). The bounds are the account's (account.hpp):
+// all-or-nothing admission, rolled back on the first refusal, never
+// over-admitting, across every thread of every process.
+// Not here: server_model::learn, adaptive_concurrency,
+// trust_rate_limit_headers (their state is not placeable yet: refused,
+// errc::not_shareable), snapshots, set_limits, the release hook.
+//
+// Per-thread credit is off (account_config::per_thread_credit is ignored):
+// every admission takes its units from the shared words, so no process or
+// thread ever holds units another could use, and a refusal is false only
+// while a racing admission holds units it is about to roll back (the
+// account's all-or-nothing race, none at rest). There are no shards in the
+// shared state: any number of processes and threads is served exactly.
+//
+// Where each part lives.
+//   In the region (address-free: plain atomics and integers, no pointer):
+//   the limiters (their std::optional wrappers are trivially destructible
+//   and hold their values in place), the pause and stop words, the
+//   admission rules (plain values), the slot table and its owner words, the
+//   reclaim counters.
+//   In this process, beside it (the shared_account object): the pointer to
+//   the region's state, the configuration (equal in every process, by the
+//   fingerprint), this process's identity and liveness check, its fork
+//   epoch, its statistics. Leases are process-local (they point at this
+//   object and name the model, whose prices a settle needs); there is no
+//   release hook and no thread-local index.
+//
+// Dead processes. A process killed at any instruction leaves every shared
+// word consistent: each step is one CAS of a lock-free primitive. What it
+// held comes back as follows. Its concurrency slots: when the account runs
+// out of slots, by lease_timeout after their last renewal (the backstop;
+// lease::renew moves it) and, with a liveness check, at the first scan
+// (at most one per scan_interval) after the check calls its identity dead.
+// Its window and token units stay counted until they leave their windows (the
+// requests may have reached the server). Money it reserved stays committed
+// for good: kept as spent (remaining() excludes it; spent() does not
+// include it), the safe side.
+//
+// Process identity: nonzero, below 2^48, one that a later process cannot
+// repeat (a pid and an incarnation number, say); the liveness check
+// (identity -> alive?) must not call a live process dead. Without a check,
+// slots come back by their deadline only.
+//
+// fork(). A child inherits this object and its leases. Until it calls
+// claim(its own identity) it admits nothing (dimension::stopped,
+// reason::misconfigured, needs_claim() true), so its leases never carry its
+// parent's identity; leases it inherited are inert in it (settling or
+// dropping one does nothing: the parent settles its own). The epoch is a
+// process-local counter bumped by a pthread_atfork child handler that
+// open() registers once.
+//
+// Time. Processes on one host share CLOCK_MONOTONIC (steady_clock); tests
+// may use region_clock (shared_region.hpp), whose word lives in a region.
+// A `now` older than one the region has seen (another process's later
+// reading) keeps the account's rule: a window that cannot decide at it
+// refuses it with the wait to the time it can. A slot's deadline counts from
+// the `now` it was taken (or renewed) at: a reading that lags by d brings
+// that slot's reclaim d earlier.
+//
+// Handles. A shared_account object is this process's handle: leases point
+// at it and must not outlive it, and open() or attach() on a handle that
+// still has leases out is not allowed (they would settle into the new
+// region). Several handles in one process may share one region (each with
+// its own identity or the same one).
+//
+// Concurrency contract. try_admit, the lease's settles and renew,
+// on_response, resume and clear_pause are thread- and process-safe and
+// lock-free: no mutex, allocation or syscall on them. open, attach and claim
+// are not hot (claim is not thread-safe with this object's admissions).
+#ifndef TOLLGATE_SHARED_ACCOUNT_HPP
+#define TOLLGATE_SHARED_ACCOUNT_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/account/config.hpp>
+#include <tollgate/account/limiters.hpp>
+#include <tollgate/account/pause.hpp>
+#include <tollgate/account/policy.hpp>
+#include <tollgate/account/shared_slots.hpp>
+#include <tollgate/account/lease.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/cost.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/detail/atomic.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/http.hpp>
+#include <tollgate/shared_region.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <optional>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+struct shared_account_options {
+  std::uint64_t identity = 0;  // this process: nonzero, below 2^48, never repeated (see the header)
+  // Optional: is the process with this identity alive? Called for slots a
+  // scan finds held (and for a region left half-built, shared_region.hpp).
+  bool (*alive)(std::uint64_t identity, void* context) = nullptr;
+  void* context = nullptr;
+  // At most one scan for reclaimable slots per this much supplied time,
+  // region-wide (without a liveness check: lease_timeout / 16).
+  nanoseconds scan_interval = std::chrono::milliseconds(100);
+};
+
+struct shared_open_result {
+  region_errc region = region_errc::ok;  // the region's answer (shared_region.hpp)
+  errc config = errc::ok;                // the configuration's (checked before the region is touched)
+  error_values values;                   // for a limit too large
+  bool constructed = false;              // this call built the account
+  explicit operator bool() const noexcept { return region == region_errc::ok && config == errc::ok; }
+};
+
+template <class Clock, class Currency, std::size_t Slots>
+class shared_account;
+
+// What settling a shared lease did: as the account's (account/lease.hpp).
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+class shared_lease {
+ public:
+  using owner_type = shared_account<Clock, Currency, Slots>;
+  shared_lease() noexcept = default;
+  shared_lease(const shared_lease&) = delete;
+  shared_lease& operator=(const shared_lease&) = delete;
+  shared_lease(shared_lease&& o) noexcept { take(o); }
+  shared_lease& operator=(shared_lease&& o) noexcept {
+    if (this != &o) {
+      drop();
+      take(o);
+    }
+    return *this;
+  }
+  // Dropped without settling: the slot is released, the reservations stay.
+  ~shared_lease() { drop(); }
+
+  explicit operator bool() const noexcept { return acc_ != nullptr; }
+  std::uint64_t reserved_tokens() const noexcept { return tokens_; }
+
+  // A heartbeat (account/lease.hpp): true while the lease holds its slot.
+  inline bool renew(nanoseconds now) noexcept;
+  inline basic_settle_result<Currency> settle(const usage& u, nanoseconds now) noexcept;
+  inline void settle_rejected(nanoseconds now) noexcept;
+  void settle_failed(nanoseconds now) noexcept { settle_rejected(now); }
+  inline basic_settle_result<Currency> settle_cancelled(const std::optional<usage>& known, nanoseconds now) noexcept;
+
+ private:
+  friend class shared_account<Clock, Currency, Slots>;
+  static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
+  inline bool live() const noexcept;  // issued in this process (not inherited through fork)
+  inline void drop() noexcept;
+  inline void release_slot() noexcept;
+  void take(shared_lease& o) noexcept {
+    acc_ = std::exchange(o.acc_, nullptr);
+    epoch_ = o.epoch_;
+    slot_ = std::exchange(o.slot_, no_slot);
+    stamp_ = o.stamp_;
+    rpm_s_ = o.rpm_s_;
+    tpm_s_ = o.tpm_s_;
+    tpd_s_ = o.tpd_s_;
+    rpm_c_ = o.rpm_c_;
+    tpm_c_ = o.tpm_c_;
+    day_t_ = std::move(o.day_t_);
+    money_ = o.money_;
+    o.money_ = budget_reservation<Currency>();
+    model_ = o.model_;
+    tokens_ = std::exchange(o.tokens_, 0);
+  }
+  owner_type* acc_ = nullptr;
+  std::uint64_t epoch_ = 0;
+  std::size_t slot_ = no_slot;
+  std::uint64_t stamp_ = 0;
+  std::uint64_t rpm_s_ = 0, tpm_s_ = 0, tpd_s_ = 0, rpm_c_ = 0, tpm_c_ = 0;
+  quota_ticket day_t_;
+  budget_reservation<Currency> money_;
+  const model_info* model_ = nullptr;
+  std::uint64_t tokens_ = 0;
+};
+
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+struct shared_admission {
+  tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
+  dimension_set refused;
+  shared_lease<Clock, Currency, Slots> lease;  // valid when admitted
+  std::uint64_t tokens = 0;
+  money<Currency> worst_case;
+  nanoseconds at{0};
+  explicit operator bool() const noexcept { return decision.admitted(); }
+};
+
+// This process's statistics, and the region's reclaims.
+template <class Currency = usd_tag>
+struct shared_account_stats {
+  std::uint64_t admitted = 0, refused = 0;  // by this process
+  std::uint64_t reclaimed_by_deadline = 0, reclaimed_dead = 0;  // by every process
+  std::int64_t spent_nanos = 0;  // settled by every process
+};
+
+namespace detail {
+
+// Bumped in every child of fork() (see the header).
+inline std::atomic<std::uint64_t>& fork_epoch() noexcept {
+  static std::atomic<std::uint64_t> e{0};
+  return e;
+}
+inline void bump_fork_epoch() noexcept {
+  // relaxed: the child is single-threaded when the handler runs; later
+  // threads it starts are ordered after it by their creation.
+  fork_epoch().fetch_add(1, std::memory_order_relaxed);
+}
+inline void watch_forks() noexcept {
+  static const int registered = pthread_atfork(nullptr, nullptr, &bump_fork_epoch);
+  (void)registered;
+}
+// Where a thread starts probing the slot table, so two threads do not race
+// for the same word; any value is correct.
+inline std::size_t probe_start() noexcept {
+  static std::atomic<std::size_t> next{0};
+  // relaxed: only spreads threads over the table.
+  static thread_local const std::size_t mine = next.fetch_add(7, std::memory_order_relaxed);
+  return mine;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+struct shared_account_state {
+  account_limiters<Clock, Currency> d;  // concurrency is not among them: see slots
+  pause_state pause;
+  account_policy::admission_rules<Currency> rules;
+  std::uint64_t refund_unused = 0;
+  shared_slots<Slots> slots;
+  detail::atomic<std::uint64_t> reclaimed_deadline{0}, reclaimed_dead{0};
+};
+
+}  // namespace detail
+
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+class shared_account {
+ public:
+  using clock = Clock;
+  using currency = Currency;
+  using config_type = basic_account_config<Currency>;
+  using state = detail::shared_account_state<Clock, Currency, Slots>;
+  using lease_type = shared_lease<Clock, Currency, Slots>;
+  using admission_type = shared_admission<Clock, Currency, Slots>;
+  using amount = money<Currency>;
+  static_assert(region_placeable<state>::value, "the shared account's state must be placeable in a region");
+
+  // The bytes a region for this account needs.
+  static constexpr std::size_t region_bytes() noexcept { return region_size<state>(); }
+  // The largest concurrency limit this layout holds (Slots: a parameter).
+  static constexpr std::uint64_t max_concurrency = Slots;
+
+  shared_account() noexcept = default;  // attached to nothing: refuses everything
+  shared_account(const shared_account&) = delete;
+  shared_account& operator=(const shared_account&) = delete;
+
+  // The configuration's fingerprint: every value that shapes the state or
+  // the decisions (not per_thread_credit, which is off here).
+  static std::uint64_t fingerprint(const config_type& c) noexcept {
+    auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
+    return region_fingerprint_of(
+        lim(c.concurrency), lim(c.rpm), lim(c.tpm), lim(c.tpd), static_cast<unsigned>(c.model), c.calendar_day,
+        c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
+        c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
+        c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
+        std::is_same<Currency, usd_tag>::value, Slots);
+  }
+
+  // Whether this layout can run `c` (errc::ok), else the first reason.
+  static errc check(const config_type& c, error_values& v) noexcept {
+    if (c.model == server_model::learn || c.adaptive_concurrency || c.trust_rate_limit_headers)
+      return errc::not_shareable;
+    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
+    if (auto x = c.concurrency.value()) {
+      if (*x == 0) return errc::zero_count;
+      if (*x > Slots) {
+        v = error_values{*x, Slots};
+        return errc::too_large;
+      }
+    }
+    errc e = account_policy::check_limits(c, c.rpm, c.tpm, v);
+    if (e != errc::ok) return e;
+    // The limiters refuse what they cannot run: build them once, here.
+    detail::account_limiters<Clock, Currency> probe;
+    return probe.build(limiters_config(c), nanoseconds(0));
+  }
+
+  // Builds the account in the region, or attaches to the one there (see
+  // the header). On any error this object stays detached.
+  shared_open_result open(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
+                          nanoseconds origin = Clock::now()) noexcept {
+    return open_impl(bytes, size, c, o, origin, true);
+  }
+  // Attaches only: never builds, never writes the region.
+  shared_open_result attach(void* bytes, std::size_t size, const config_type& c,
+                            const shared_account_options& o) noexcept {
+    return open_impl(bytes, size, c, o, nanoseconds(0), false);
+  }
+
+  // After fork(): this process's own identity. False (and nothing changes)
+  // for an identity that is zero or too wide.
+  bool claim(std::uint64_t identity) noexcept {
+    if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
+    opts_.identity = identity;
+    epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
+    return true;
+  }
+  // True in a child of fork() until claim(), and in a detached object.
+  bool needs_claim() const noexcept {
+    return s_ == nullptr || epoch_ != detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: as in claim
+  }
+  bool attached() const noexcept { return s_ != nullptr; }
+  const config_type& config() const noexcept { return cfg_; }
+  std::uint64_t identity() const noexcept { return opts_.identity; }
+
+  admission_type try_admit(const request& r, nanoseconds now) noexcept {
+    admission_type a;
+    a.at = now;
+    admit_into(a, r, now);
+    return a;
+  }
+  admission_type try_admit(const request& r) noexcept { return try_admit(r, Clock::now()); }
+
+  void on_response(int status, const rate_limit_headers& h, std::string_view body, nanoseconds now) noexcept {
+    on_response(classify(status, body), h.retry_hint(), now);
+  }
+  void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
+    if (s_ == nullptr) return;
+    using namespace account_policy;
+    const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
+    const response_decision r = pause_after(e.kind, h.hint, s_->d.waits(now));
+    if (r.action == response_action::stop) s_->pause.stop();
+    else if (r.action == response_action::pause) s_->pause.pause_for(r.pause, now);
+  }
+  void resume() noexcept {
+    if (s_) s_->pause.resume();
+  }
+  void clear_pause() noexcept {
+    if (s_) s_->pause.clear();
+  }
+  bool stopped() const noexcept { return s_ == nullptr || s_->pause.stopped(); }
+  nanoseconds paused_until() const noexcept { return s_ ? nanoseconds(s_->pause.until()) : nanoseconds(0); }
+
+  // Leases holding a slot, in every process.
+  std::uint64_t in_flight() const noexcept { return s_ ? s_->slots.held() : 0; }
+  std::optional<amount> budget_remaining() const noexcept {
+    return s_ && s_->d.money ? std::optional<amount>(s_->d.money->remaining()) : std::nullopt;
+  }
+  using remaining_view = basic_remaining_view<Currency>;
+  remaining_view remaining(nanoseconds now) const noexcept {
+    remaining_view v;
+    if (s_ == nullptr) return v;
+    if (s_->slots.limit > 0) {
+      const std::uint64_t l = s_->slots.limit, f = s_->slots.held();
+      v.concurrency = l > f ? l - f : 0;
+    }
+    s_->d.remaining(v, now, cfg_.max_request_tokens, [](unsigned) { return std::uint64_t{0}; });
+    v.paused_for = account_policy::time_left(s_->pause.until(), now);
+    v.stopped = stopped();
+    return v;
+  }
+  shared_account_stats<Currency> stats() const noexcept {
+    shared_account_stats<Currency> x;
+    x.admitted = admitted_.load(std::memory_order_relaxed);  // relaxed: statistics
+    x.refused = refused_.load(std::memory_order_relaxed);    // relaxed: statistics
+    if (s_) {
+      x.reclaimed_by_deadline = s_->reclaimed_deadline.load(std::memory_order_relaxed);  // relaxed: statistics
+      x.reclaimed_dead = s_->reclaimed_dead.load(std::memory_order_relaxed);             // relaxed: statistics
+      x.spent_nanos = s_->d.money ? s_->d.money->spent().nanos() : 0;
+    }
+    return x;
+  }
+
+ private:
+  friend class shared_lease<Clock, Currency, Slots>;
+  using limiters = detail::account_limiters<Clock, Currency>;
+
+  // The limiters' configuration: concurrency is the slot table's.
+  static config_type limiters_config(const config_type& c) noexcept {
+    config_type x = c;
+    x.concurrency = limit::unknown();
+    return x;
+  }
+
+  shared_open_result open_impl(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
+                               nanoseconds origin, bool build) noexcept {
+    shared_open_result res;
+    s_ = nullptr;
+    if ((res.config = check(c, res.values)) != errc::ok) return res;
+    if (o.identity == 0 || o.identity > detail::shared_slots<Slots>::max_identity) {
+      res.region = region_errc::bad_token;
+      return res;
+    }
+    detail::watch_forks();
+    region_ref<state> r;
+    const std::uint64_t fp = fingerprint(c);
+    if (build) {
+      region_options ro;
+      ro.fingerprint = fp;
+      ro.token = o.identity;
+      ro.alive = o.alive;
+      ro.context = o.context;
+      r = open_region<state>(bytes, size, ro, [&](void* where) {
+        state* s = ::new (where) state;
+        (void)s->d.build(limiters_config(c), origin);  // check() built the same: it cannot fail
+        s->rules = account_policy::admission_rules<Currency>::of(c);
+        s->rules.spaced_tokens = s->d.margin_tokens && s->d.tpm_b;
+        s->rules.budget = s->d.money.has_value();
+        s->refund_unused = c.refund_unused_tokens ? 1 : 0;
+        s->slots.init(c.concurrency.is_finite() ? *c.concurrency.value() : 0, c.lease_timeout, origin);
+      });
+    } else {
+      r = attach_region<state>(bytes, size, fp);
+    }
+    res.region = r.error;
+    res.constructed = r.constructed;
+    if (!r) return res;
+    s_ = r.object;
+    cfg_ = c;
+    opts_ = o;
+    epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: as in claim
+    const std::int64_t t = c.lease_timeout.count() > 0 ? c.lease_timeout.count() / 16 : 0;
+    interval_ = o.alive ? o.scan_interval.count() : t;
+    return res;
+  }
+
+  void refuse_now(admission_type& a, dimension d, reason why) noexcept {
+    a.refused.add(d);
+    refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+    a.decision = decision::refuse(why);
+  }
+
+  void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
+    if (needs_claim()) return refuse_now(a, dimension::stopped, reason::misconfigured);
+    state& s = *s_;
+    const std::uint64_t n = account_policy::assess<Currency>(r, s.rules, a.refused, a.worst_case);
+    a.tokens = n;
+    if (!a.refused.empty()) {
+      refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+      a.decision = decision::refuse(reason::exceeds_capacity);
+      return;
+    }
+    if (s.pause.stopped()) return refuse_now(a, dimension::stopped, reason::misconfigured);
+    const std::int64_t pause = s.pause.until();
+    if (now.count() < pause) return report(a, n, now, account_policy::time_left(pause, now));
+
+    lease_type& l = a.lease;
+    l.acc_ = this;  // so that a roll-back releases what was taken
+    l.epoch_ = epoch_;
+    l.model_ = r.model;
+    if (s.slots.limit > 0) {
+      const std::size_t start = detail::probe_start();
+      if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
+        reap(now);
+        if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) return report(a, n, now);
+      }
+    }
+    limiters& d = s.d;
+    if (d.rpm_w) {
+      window_ticket t;
+      if (!d.rpm_w->try_acquire(1, now, t).admitted()) return report(a, n, now);
+      l.rpm_s_ = t.slot;
+    } else if (d.rpm_b && !limiters::take_spaced(*d.rpm_b, l.rpm_s_, l.rpm_c_, 1, now)) {
+      return report(a, n, now);
+    }
+    if (n > 0 && !take_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, now)) {
+      d.give_request(l.rpm_s_, l.rpm_c_, now);
+      return report(a, n, now);
+    }
+    bool day_ok = true;
+    std::uint64_t no_cfg = 0;
+    if (n > 0 && d.day_q) day_ok = d.day_q->try_acquire(n, now, l.day_t_).admitted();
+    else if (n > 0) day_ok = take_tokens(d.tpd_w, d.tpd_b, l.tpd_s_, no_cfg, n, now);
+    if (!day_ok) {
+      limiters::give_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+      d.give_request(l.rpm_s_, l.rpm_c_, now);
+      return report(a, n, now);
+    }
+    if (d.money) {
+      l.money_ = d.money->reserve(a.worst_case);
+      if (!l.money_) {
+        give_day(l, n, now);
+        limiters::give_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+        d.give_request(l.rpm_s_, l.rpm_c_, now);
+        return report(a, n, now);
+      }
+    }
+    l.tokens_ = n;
+    admitted_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics (this process's line)
+    a.decision = decision::admit();
+  }
+
+  static bool take_tokens(std::optional<typename limiters::window>& w, std::optional<typename limiters::bucket>& b,
+                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now) noexcept {
+    if (w) {
+      window_ticket t;
+      const bool ok = w->try_acquire(n, now, t).admitted();
+      slot = t.slot;
+      return ok;
+    }
+    if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
+    return true;
+  }
+  void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
+    limiters& d = s_->d;
+    if (d.day_q) (void)d.day_q->refund(l.day_t_, n);
+    else limiters::give_tokens(d.tpd_w, d.tpd_b, l.tpd_s_, 0, n, n, now);
+  }
+
+  // After a refusal (everything taken so far given back but the slot, which
+  // goes first): every dimension asked without consuming, as the account.
+  void report(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for = nanoseconds(0)) noexcept {
+    a.lease.release_slot();
+    a.lease = lease_type();
+    account_policy::refusal rf(paused_for);
+    state& s = *s_;
+    if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit) rf.add(dimension::concurrency);
+    s.d.report(rf, n, now);
+    if (s.d.money && s.d.money->remaining() < a.worst_case) rf.add(dimension::budget);
+    a.refused = rf.refused();
+    refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+    a.decision = rf.result();
+  }
+
+  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept {
+    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
+    std::uint64_t by_deadline = 0, by_death = 0;
+    const std::uint64_t me = opts_.identity;
+    auto alive = [this, me](std::uint64_t who) {
+      return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
+    };
+    s_->slots.reap(now, interval_, alive, by_deadline, by_death);
+    // relaxed: statistics.
+    if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
+    if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
+  }
+
+  state* s_ = nullptr;
+  config_type cfg_;
+  shared_account_options opts_;
+  std::uint64_t epoch_ = 0;
+  std::int64_t interval_ = 0;
+  // This process's statistics (atomic: its threads count at once).
+  std::atomic<std::uint64_t> admitted_{0}, refused_{0};
+};
+
+template <class Clock, class Currency, std::size_t Slots>
+bool shared_lease<Clock, Currency, Slots>::live() const noexcept {
+  // relaxed: process-local (see detail::bump_fork_epoch).
+  return acc_ != nullptr && epoch_ == detail::fork_epoch().load(std::memory_order_relaxed);
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+void shared_lease<Clock, Currency, Slots>::release_slot() noexcept {
+  if (acc_ != nullptr && slot_ != no_slot) (void)acc_->s_->slots.give(slot_, stamp_);
+  slot_ = no_slot;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+void shared_lease<Clock, Currency, Slots>::drop() noexcept {
+  if (live()) release_slot();
+  acc_ = nullptr;
+  slot_ = no_slot;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+bool shared_lease<Clock, Currency, Slots>::renew(nanoseconds now) noexcept {
+  if (!live() || slot_ == no_slot) return false;
+  if (acc_->s_->slots.renew(slot_, stamp_, acc_->opts_.identity, now)) return true;
+  slot_ = no_slot;  // reaped: the reaper freed the word
+  return false;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const usage& u, nanoseconds now) noexcept {
+  basic_settle_result<Currency> res;
+  if (!live()) {
+    drop();
+    return res;
+  }
+  auto& d = acc_->s_->d;
+  using limiters = detail::account_limiters<Clock, Currency>;
+  const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
+  const std::uint64_t extra = used > tokens_ ? used - tokens_ : 0;
+  if (extra > 0) {
+    res.debt_tokens = extra;
+    d.charge_debt(extra, now);
+  } else if (acc_->s_->refund_unused && used < tokens_) {
+    const std::uint64_t back = tokens_ - used;
+    res.refunded_tokens = back;
+    limiters::give_tokens(d.tpm_w, d.tpm_b, tpm_s_, tpm_c_, tokens_, back, now);
+    if (d.day_q) (void)d.day_q->refund(day_t_, back);
+    else limiters::give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
+  }
+  if (d.money && money_) {
+    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
+    const money<Currency> actual = c ? c.total : money_.amount;  // uncomputable: the reservation, spent
+    const money<Currency> diff = d.money->settle(money_, actual);
+    res.cost = actual;
+    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
+  } else if (model_) {
+    const auto c = cost<Currency>(*model_, u);
+    if (c) res.cost = c.total;
+  }
+  drop();
+  return res;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+void shared_lease<Clock, Currency, Slots>::settle_rejected(nanoseconds now) noexcept {
+  (void)now;
+  if (live() && acc_->s_->d.money && money_) acc_->s_->d.money->release(money_);
+  drop();
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle_cancelled(const std::optional<usage>& known,
+                                                                                     nanoseconds now) noexcept {
+  if (known) return settle(*known, now);
+  basic_settle_result<Currency> res;
+  if (live() && acc_->s_->d.money && money_) {
+    res.cost = money_.amount;
+    (void)acc_->s_->d.money->settle(money_, money_.amount);
+  }
+  drop();
+  return res;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_SHARED_ACCOUNT_HPP

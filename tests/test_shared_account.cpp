@@ -1,0 +1,530 @@
+// shared_account in one process: the same decisions as the in-process
+// account (credit off, no reclaim) on random schedules; handles that share
+// one region share its limits, pause and stop; every refusal to open or
+// attach; slots of a dead identity or past their deadline come back; a lease
+// from before a fork is inert. The multi-process tests are in
+// tests/multiprocess/.
+#include "catch_compat.hpp"
+#include "account_support.hpp"
+#include "support.hpp"
+#include "tollgate_under_test.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace tollgate;
+
+namespace {
+
+constexpr std::int64_t ms = 1000000;
+constexpr std::int64_t sec = 1000 * ms;
+using shared = shared_account<manual_clock>;
+
+struct alignas(4096) region_t {
+  unsigned char b[1 << 16];
+};
+static_assert(shared::region_bytes() <= sizeof(region_t), "the test's region is large enough");
+
+shared_account_options who(std::uint64_t id) {
+  shared_account_options o;
+  o.identity = id;
+  return o;
+}
+
+account_config random_config(tgtest::rng& g) {
+  account_config c;
+  const server_model models[] = {server_model::fixed_window, server_model::sliding_log, server_model::token_bucket,
+                                 server_model::unknown, server_model::gcra};
+  c.model = models[g.between(0, 4)];
+  if (g.chance(70)) c.concurrency = limit(g.between(1, 6));
+  if (g.chance(85)) c.rpm = limit(g.between(1, 40));
+  if (g.chance(85)) c.tpm = limit(g.between(500, 5000));
+  if (g.chance(60)) c.tpd = limit(g.between(2000, 20000));
+  c.max_request_tokens = 400;
+  c.calendar_day = g.chance(25);
+  c.unix_time_at_zero = nanoseconds(0);
+  const std::int64_t windows[] = {100 * ms, 1000 * ms, 60000 * ms};
+  c.request_window = nanoseconds(windows[g.between(0, 2)]);
+  c.token_window = nanoseconds(windows[g.between(0, 2)]);
+  c.refund_unused_tokens = g.chance(50);
+  if (g.chance(50)) c.budget = usd::from_nanos(static_cast<std::int64_t>(g.between(1, 100)) * 1000000);
+  const std::int64_t answers[] = {0, 500 * ms, 60000 * ms, 86400000 * ms};
+  c.max_pause = nanoseconds(answers[g.between(0, 3)]);
+  c.lease_timeout = nanoseconds(0);  // no reclaim: the in-process account then has no slot table
+  c.per_thread_credit = false;       // the shared account runs without credit
+  return c;
+}
+
+request random_request(tgtest::rng& g) {
+  request r;
+  r.model = g.chance(90) ? tgtest::k26() : nullptr;
+  r.prompt_tokens = g.between(0, 200);
+  if (g.chance(90)) r.max_tokens = g.between(0, 200);
+  return r;
+}
+
+error_info random_answer(tgtest::rng& g, std::optional<nanoseconds>& header) {
+  const error_kind kinds[] = {error_kind::rpm,        error_kind::tpm,        error_kind::tpd,  error_kind::concurrency,
+                              error_kind::rate_limit, error_kind::overloaded, error_kind::quota, error_kind::auth};
+  error_info e;
+  e.kind = kinds[g.chance(90) ? g.between(0, 5) : g.between(6, 7)];
+  e.status = e.kind == error_kind::auth ? 401 : 429;
+  auto hint = [&]() -> std::optional<nanoseconds> {
+    switch (g.between(0, 2)) {
+      case 0: return std::nullopt;
+      case 1: return nanoseconds(static_cast<std::int64_t>(g.between(0, 5000)) * ms);
+      default: return std::chrono::hours(24 * 400);
+    }
+  };
+  e.hint = hint();
+  header = g.chance(50) ? hint() : std::nullopt;
+  return e;
+}
+
+account_config tier_like() {
+  account_config c;
+  c.model = server_model::fixed_window;
+  c.concurrency = limit(2);
+  c.rpm = limit(5);
+  c.tpm = limit(10000);
+  c.tpd = limit(100000);
+  c.budget = usd::from_nanos(50 * 1000000);
+  c.lease_timeout = std::chrono::seconds(10);
+  return c;
+}
+
+request small() {
+  request r;
+  r.model = tgtest::k26();
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("shared_account decides as the in-process account on random schedules", "[shared_account]") {
+  const std::uint64_t seed = tgtest::seed_for(16001);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t admitted = 0, refused = 0, waits = 0, answers = 0;
+  static region_t mem;
+  for (int trial = 0; trial < 100; ++trial) {
+    const account_config c = random_config(g);
+    INFO("trial " << trial << " model " << to_string(c.model));
+    const nanoseconds origin(static_cast<std::int64_t>(g.between(0, 1000000000)));
+    account<manual_clock> a(c, origin);
+    std::memset(mem.b, 0, sizeof mem.b);
+    shared b;
+    const shared_open_result opened = b.open(mem.b, shared::region_bytes(), c, who(1), origin);
+    REQUIRE(opened);
+    REQUIRE(opened.constructed);
+    std::vector<std::pair<lease<manual_clock>, shared::lease_type>> held;
+    nanoseconds now = origin;
+    for (int step = 0; step < 400; ++step) {
+      INFO("step " << step << " at " << now.count());
+      if (g.chance(3)) now += nanoseconds(static_cast<std::int64_t>(g.between(0, 2 * 3600)) * sec);
+      else now += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(c.request_window.count() / 8))));
+      // The first step admits: the account then counts as started, whose
+      // paused refusals report every dimension, as the shared one's always do.
+      const std::uint64_t op = step == 0 ? 0 : g.between(0, 99);
+      if (op < 60) {
+        const request r = random_request(g);
+        auto x = a.try_admit(r, now);
+        auto y = b.try_admit(r, now);
+        REQUIRE(x.decision.what() == y.decision.what());
+        REQUIRE(x.decision.why() == y.decision.why());
+        REQUIRE(x.decision.retry_after() == y.decision.retry_after());
+        REQUIRE(x.refused.bits == y.refused.bits);
+        REQUIRE(x.tokens == y.tokens);
+        REQUIRE(x.worst_case == y.worst_case);
+        REQUIRE(static_cast<bool>(x.lease) == static_cast<bool>(y.lease));
+        if (x) {
+          ++admitted;
+          held.emplace_back(std::move(x.lease), std::move(y.lease));
+        } else {
+          ++refused;
+          if (x.decision.later() && x.decision.retry_after() > nanoseconds(0)) ++waits;
+        }
+      } else if (op < 90) {
+        if (held.empty()) continue;
+        const std::size_t i = static_cast<std::size_t>(g.between(0, held.size() - 1));
+        auto& h = held[i];
+        const std::uint64_t kind = g.between(0, 9);
+        if (kind < 5) {
+          const std::uint64_t reserved = h.first.reserved_tokens();
+          REQUIRE(h.second.reserved_tokens() == reserved);
+          usage u{g.between(0, reserved + 50), g.between(0, reserved / 2 + 20), 0, 0, 0};
+          const auto p = h.first.settle(u, now);
+          const auto q = h.second.settle(u, now);
+          REQUIRE(p.cost == q.cost);
+          REQUIRE(p.overspend_nanos == q.overspend_nanos);
+          REQUIRE(p.debt_tokens == q.debt_tokens);
+          REQUIRE(p.refunded_tokens == q.refunded_tokens);
+        } else if (kind < 7) {
+          h.first.settle_rejected(now);
+          h.second.settle_rejected(now);
+        } else if (kind < 8) {
+          const auto p = h.first.settle_cancelled(std::nullopt, now);
+          const auto q = h.second.settle_cancelled(std::nullopt, now);
+          REQUIRE(p.cost == q.cost);
+        } else {
+          h.first = lease<manual_clock>();  // dropped: the slot comes back, the reservations stay
+          h.second = shared::lease_type();
+        }
+        held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
+      } else if (op < 94) {
+        std::optional<nanoseconds> header;
+        const error_info e = random_answer(g, header);
+        a.on_response(e, header, now);
+        b.on_response(e, header, now);
+        ++answers;
+      } else if (op < 97) {
+        a.resume();
+        b.resume();
+      } else {
+        a.clear_pause();
+        b.clear_pause();
+      }
+      REQUIRE(a.in_flight() == b.in_flight());
+      REQUIRE(a.paused_until() == b.paused_until());
+      REQUIRE(a.stopped() == b.stopped());
+      const auto v = a.remaining(now), w = b.remaining(now);
+      REQUIRE(v.concurrency == w.concurrency);
+      REQUIRE(v.requests == w.requests);
+      REQUIRE(v.tokens_minute == w.tokens_minute);
+      REQUIRE(v.tokens_day == w.tokens_day);
+      REQUIRE(v.budget == w.budget);
+      REQUIRE(v.tokens_day_reset_in == w.tokens_day_reset_in);
+    }
+  }
+  CHECK(admitted > 1500);
+  CHECK(refused > 3000);
+  CHECK(waits > 1000);
+  CHECK(answers > 500);
+}
+
+TEST_CASE("shared_account: two handles on one region share every limit, the pause and the stop", "[shared_account]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  const account_config c = tier_like();
+  shared p, q;
+  const nanoseconds t0(5 * sec);
+  REQUIRE(p.open(mem.b, shared::region_bytes(), c, who(1), t0).constructed);
+  const shared_open_result r = q.open(mem.b, shared::region_bytes(), c, who(2), t0);
+  REQUIRE(r);
+  CHECK_FALSE(r.constructed);
+  // Concurrency 2 across both.
+  auto a = p.try_admit(small(), t0);
+  auto b = q.try_admit(small(), t0);
+  REQUIRE(a);
+  REQUIRE(b);
+  auto x = p.try_admit(small(), t0);
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::concurrency));
+  CHECK(p.in_flight() == 2);
+  CHECK(q.in_flight() == 2);
+  (void)a.lease.settle(usage{10, 0, 10, 0, 0}, t0);
+  CHECK(q.in_flight() == 1);
+  // RPM 5 across both: three more, then the window refuses with a wait.
+  auto c1 = q.try_admit(small(), t0);
+  REQUIRE(c1);
+  c1.lease.settle_failed(t0);
+  (void)b.lease.settle(usage{10, 0, 10, 0, 0}, t0);
+  for (int i = 0; i < 2; ++i) {
+    auto y = (i % 2 ? p : q).try_admit(small(), t0);
+    REQUIRE(y);
+  }
+  auto z = p.try_admit(small(), t0);
+  CHECK_FALSE(z);
+  CHECK(z.refused.has(dimension::rpm));
+  CHECK(z.decision.retry_after() > nanoseconds(0));
+  // One process's 429 pauses both.
+  const nanoseconds t1 = t0 + std::chrono::minutes(2);
+  error_info e;
+  e.kind = error_kind::rpm;
+  e.status = 429;
+  p.on_response(e, std::chrono::seconds(30), t1);
+  auto w = q.try_admit(small(), t1);
+  CHECK_FALSE(w);
+  CHECK(w.refused.has(dimension::paused));
+  CHECK(w.decision.retry_after() == std::chrono::seconds(30));
+  q.clear_pause();
+  CHECK(p.try_admit(small(), t1));
+  // A quota error stops both, until either resumes.
+  e.kind = error_kind::quota;
+  q.on_response(e, std::nullopt, t1);
+  CHECK(p.stopped());
+  CHECK(p.try_admit(small(), t1).refused.has(dimension::stopped));
+  p.resume();
+  CHECK(q.try_admit(small(), t1));
+  // Money: both see one budget.
+  CHECK(p.budget_remaining() == q.budget_remaining());
+}
+
+TEST_CASE("shared_account: open and attach refuse what they cannot run, and change nothing", "[shared_account]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  const account_config c = tier_like();
+  const std::size_t need = shared::region_bytes();
+  shared p;
+  // Nothing there yet: attach waits for a builder.
+  CHECK(p.attach(mem.b, need, c, who(1)).region == region_errc::constructing);
+  REQUIRE(p.open(mem.b, need, c, who(1), nanoseconds(0)));
+  auto held = p.try_admit(small(), nanoseconds(0));
+  REQUIRE(held);
+  static region_t before;
+  std::memcpy(before.b, mem.b, sizeof mem.b);
+  auto unchanged = [&] { return std::memcmp(before.b, mem.b, sizeof mem.b) == 0; };
+
+  shared q;
+  account_config other = c;
+  other.rpm = limit(6);
+  CHECK(q.open(mem.b, need, other, who(2), nanoseconds(0)).region == region_errc::wrong_config);
+  other = c;
+  other.lease_timeout = std::chrono::seconds(11);
+  CHECK(q.attach(mem.b, need, other, who(2)).region == region_errc::wrong_config);
+  other = c;
+  other.refund_unused_tokens = true;
+  CHECK(q.open(mem.b, need, other, who(2), nanoseconds(0)).region == region_errc::wrong_config);
+  CHECK_FALSE(q.attached());
+  CHECK(q.open(mem.b, need + 64, c, who(2), nanoseconds(0)).region == region_errc::wrong_size);
+  CHECK(q.open(mem.b, need - 1, c, who(2), nanoseconds(0)).region == region_errc::too_small);
+  CHECK(q.open(nullptr, need, c, who(2), nanoseconds(0)).region == region_errc::null_bytes);
+  CHECK(q.open(mem.b, need, c, who(0), nanoseconds(0)).region == region_errc::bad_token);
+  CHECK(q.open(mem.b, need, c, who(std::uint64_t{1} << 48), nanoseconds(0)).region == region_errc::bad_token);
+  // Another layout (more slots) is another type.
+  shared_account<manual_clock, usd_tag, 128> wide;
+  CHECK(wide.attach(mem.b, need, c, who(2)).region != region_errc::ok);
+  // Features whose state is not placeable, and a concurrency above the table.
+  other = c;
+  other.model = server_model::learn;
+  CHECK(q.open(mem.b, need, other, who(2), nanoseconds(0)).config == errc::not_shareable);
+  other = c;
+  other.adaptive_concurrency = true;
+  CHECK(q.open(mem.b, need, other, who(2), nanoseconds(0)).config == errc::not_shareable);
+  other = c;
+  other.trust_rate_limit_headers = true;
+  CHECK(q.open(mem.b, need, other, who(2), nanoseconds(0)).config == errc::not_shareable);
+  other = c;
+  other.concurrency = limit(65);
+  const shared_open_result big = q.open(mem.b, need, other, who(2), nanoseconds(0));
+  CHECK(big.config == errc::too_large);
+  CHECK(big.values.refused == 65);
+  CHECK(big.values.largest_accepted == 64);
+  CHECK_FALSE(big);
+  CHECK(unchanged());
+  // A detached handle refuses everything.
+  CHECK(q.try_admit(small(), nanoseconds(0)).refused.has(dimension::stopped));
+  CHECK(q.needs_claim());
+  // A torn header: corrupt; garbage: bad_magic. Neither is repaired.
+  mem.b[40] ^= 1;  // the fingerprint's bytes
+  CHECK(q.attach(mem.b, need, c, who(2)).region == region_errc::corrupt);
+  mem.b[40] ^= 1;
+  mem.b[8] ^= 0xff;  // the magic
+  CHECK(q.attach(mem.b, need, c, who(2)).region == region_errc::bad_magic);
+  mem.b[8] ^= 0xff;
+  CHECK(unchanged());
+  CHECK(q.attach(mem.b, need, c, who(2)));
+  CHECK(q.in_flight() == 1);
+}
+
+namespace {
+struct deaths {
+  std::uint64_t dead = 0;
+  unsigned calls = 0;
+};
+bool alive_unless(std::uint64_t id, void* ctx) {
+  deaths& d = *static_cast<deaths*>(ctx);
+  ++d.calls;
+  return id != d.dead;
+}
+}  // namespace
+
+TEST_CASE("shared_account: a dead identity's slots come back at the next scan, a hung one's by its deadline", "[shared_account]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  account_config c = tier_like();
+  c.concurrency = limit(3);
+  c.rpm = limit(1000);
+  c.lease_timeout = std::chrono::seconds(10);
+  deaths d;
+  shared_account_options o1 = who(1), o2 = who(2);
+  o2.alive = &alive_unless;
+  o2.context = &d;
+  o2.scan_interval = std::chrono::milliseconds(100);
+  shared p, q;
+  const nanoseconds t0(0);
+  REQUIRE(p.open(mem.b, shared::region_bytes(), c, o1, t0));
+  REQUIRE(q.open(mem.b, shared::region_bytes(), c, o2, t0));
+  auto a = p.try_admit(small(), t0);
+  auto b = p.try_admit(small(), t0);
+  auto e = q.try_admit(small(), t0);
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(e);
+  const auto budget_before = q.budget_remaining();
+  // Alive: q's refusal scans, finds everyone alive, frees nothing.
+  auto r1 = q.try_admit(small(), t0 + nanoseconds(ms));
+  CHECK_FALSE(r1);
+  CHECK(r1.refused.has(dimension::concurrency));
+  CHECK(d.calls == 2);  // p's two slots (q's own is not asked about)
+  // Within the scan interval nothing is asked again.
+  d.dead = 1;
+  CHECK_FALSE(q.try_admit(small(), t0 + nanoseconds(50 * ms)));
+  CHECK(d.calls == 2);
+  // After it: p is dead, both its slots come back.
+  auto r2 = q.try_admit(small(), t0 + nanoseconds(200 * ms));
+  REQUIRE(r2);
+  CHECK(q.stats().reclaimed_dead == 2);
+  CHECK(q.in_flight() == 2);
+  // The dead holder's money stays committed: kept as spent.
+  CHECK(*q.budget_remaining() < *budget_before);
+  // p's late releases (it was in fact alive) give nothing twice.
+  a.lease.settle_failed(t0);
+  b.lease = shared::lease_type();
+  CHECK(q.in_flight() == 2);
+  // The deadline: q's own leases, renewed or not.
+  auto f = q.try_admit(small(), t0 + nanoseconds(200 * ms));
+  REQUIRE(f);
+  CHECK(f.lease.renew(t0 + std::chrono::seconds(8)));
+  const nanoseconds late = t0 + std::chrono::seconds(11);
+  auto g2 = q.try_admit(small(), late);  // e and r2 are past their deadline, f was renewed
+  REQUIRE(g2);
+  CHECK(q.stats().reclaimed_by_deadline == 2);
+  CHECK_FALSE(e.lease.renew(late));  // reaped
+  CHECK(f.lease.renew(late));
+  CHECK(q.in_flight() == 2);
+}
+
+TEST_CASE("shared_account: after a fork the child admits nothing until it claims, and inherited leases are inert",
+          "[shared_account]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  account_config c = tier_like();
+  shared p;
+  REQUIRE(p.open(mem.b, shared::region_bytes(), c, who(7), nanoseconds(0)));
+  auto a = p.try_admit(small(), nanoseconds(0));
+  REQUIRE(a);
+  CHECK_FALSE(p.needs_claim());
+  detail::bump_fork_epoch();  // what the atfork child handler does in a child
+  CHECK(p.needs_claim());
+  auto x = p.try_admit(small(), nanoseconds(0));
+  CHECK_FALSE(x);
+  CHECK(x.refused.has(dimension::stopped));
+  CHECK(x.decision.why() == reason::misconfigured);
+  // The parent's lease, seen from the "child": settling it gives nothing back.
+  const auto money_before = p.budget_remaining();
+  (void)a.lease.settle(usage{1, 0, 1, 0, 0}, nanoseconds(0));
+  CHECK(p.in_flight() == 1);
+  CHECK(p.budget_remaining() == money_before);
+  CHECK_FALSE(p.claim(0));
+  CHECK(p.needs_claim());
+  REQUIRE(p.claim(8));
+  CHECK(p.identity() == 8);
+  auto y = p.try_admit(small(), nanoseconds(0));
+  REQUIRE(y);
+  CHECK(p.in_flight() == 2);
+  y.lease.settle_rejected(nanoseconds(0));
+  CHECK(p.in_flight() == 1);
+}
+
+TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later one", "[shared_account]") {
+  // A holder killed between its CAS and its owner store leaves the owner
+  // word of the previous holding; that identity being dead must not free it.
+  static detail::shared_slots<4> t;
+  t.init(2, nanoseconds(0), nanoseconds(0));
+  std::size_t slot = 9;
+  std::uint64_t stamp = 0;
+  REQUIRE(t.take(nanoseconds(0), 0, 1, slot, stamp));
+  CHECK(slot == 0);
+  REQUIRE(t.give(slot, stamp));
+  // The next holder's CAS, without its owner store (it died there).
+  const std::uint64_t w = t.words[0].load();
+  t.words[0].store((std::uint64_t{1} << 16) | ((w + 1) & 0xffff));
+  CHECK(t.held() == 1);
+  std::uint64_t by_deadline = 0, by_death = 0;
+  unsigned asked = 0;
+  t.reap(nanoseconds(ms), 0, [&](std::uint64_t) { ++asked; return false; }, by_deadline, by_death);
+  CHECK(by_death == 0);
+  CHECK(asked == 0);
+  CHECK(t.held() == 1);
+  // A holding whose owner word is its own: freed once its owner is dead.
+  REQUIRE(t.take(nanoseconds(0), 1, 5, slot, stamp));
+  CHECK(slot == 1);
+  t.reap(nanoseconds(2 * ms), 0, [](std::uint64_t id) { return id != 5; }, by_deadline, by_death);
+  CHECK(by_death == 1);
+  CHECK(t.held() == 1);
+  CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
+}
+
+TEST_CASE("shared_account: threads of one process on two handles keep the window and concurrency bounds",
+          "[shared_account]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  account_config c = tier_like();
+  c.concurrency = limit(3);
+  c.rpm = limit(50);
+  c.tpm = limit(3000);
+  c.tpd = limit::unlimited();
+  c.budget.reset();
+  c.request_window = std::chrono::seconds(1);
+  c.token_window = std::chrono::seconds(1);
+  static shared h[2];
+  REQUIRE(h[0].open(mem.b, shared::region_bytes(), c, who(1), nanoseconds(0)));
+  REQUIRE(h[1].open(mem.b, shared::region_bytes(), c, who(2), nanoseconds(0)));
+  std::atomic<std::int64_t> clock{0};
+  std::atomic<std::uint64_t> worst_in_flight{0}, holding{0};
+  constexpr int threads = 4;
+  std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> logs(threads);
+  const std::uint64_t seed = tgtest::seed_for(16300);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::vector<std::thread> ts;
+  for (int k = 0; k < threads; ++k)
+    ts.emplace_back([&, k] {
+      tgtest::rng g(seed + static_cast<std::uint64_t>(k));
+      std::vector<shared::lease_type> held;
+      for (int i = 0; i < 3000; ++i) {
+        const nanoseconds now(clock.fetch_add(static_cast<std::int64_t>(g.between(0, 2 * ms))));
+        if (!held.empty() && g.chance(50)) {
+          holding.fetch_sub(1);  // before the release: the count never exceeds what is held
+          (void)held.back().settle(usage{1, 0, 1, 0, 0}, now);
+          held.pop_back();
+          continue;
+        }
+        auto a = h[k % 2].try_admit(tgtest::req(g.between(1, 40), g.between(1, 40)), now);
+        if (!a) continue;
+        const std::uint64_t f = holding.fetch_add(1) + 1;  // after the admission: as above
+        std::uint64_t w = worst_in_flight.load();
+        while (f > w && !worst_in_flight.compare_exchange_weak(w, f)) {
+        }
+        logs[static_cast<std::size_t>(k)].emplace_back(now.count(), a.tokens);
+        held.push_back(std::move(a.lease));
+      }
+      holding.fetch_sub(held.size());
+    });
+  for (auto& t : ts) t.join();
+  std::vector<std::pair<std::int64_t, std::uint64_t>> all;
+  for (auto& l : logs) all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  std::uint64_t most_req = 0, most_tok = 0, sum = 0;
+  for (std::size_t lo = 0, hi = 0; hi < all.size(); ++hi) {
+    sum += all[hi].second;
+    while (all[lo].first <= all[hi].first - sec) sum -= all[lo++].second;
+    most_req = std::max<std::uint64_t>(most_req, hi - lo + 1);
+    most_tok = std::max(most_tok, sum);
+  }
+  INFO(all.size() << " admitted");
+  CHECK(all.size() > 500);
+  CHECK(most_req <= 50);
+  CHECK(most_tok <= 3000);
+  CHECK(worst_in_flight.load() <= 3);
+  CHECK(h[0].in_flight() == 0);
+}
