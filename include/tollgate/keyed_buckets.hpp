@@ -102,6 +102,7 @@
 #include <tollgate/detail/siphash.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/keyed/claim.hpp>
+#include <tollgate/keyed/key.hpp>
 #include <tollgate/keyed/ticket.hpp>
 #include <tollgate/rate.hpp>
 #include <tollgate/token_bucket.hpp>
@@ -119,69 +120,10 @@ TOLLGATE_BEGIN_NAMESPACE
 
 enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
-// The secret of a table's hash: 128 bits the user draws at random (and
-// keeps, to find the same keys after a restart).
-struct hash_seed {
-  std::uint64_t k0 = 0;
-  std::uint64_t k1 = 0;
-};
-
-// The default key hash: SipHash-2-4 under the seed, ids and strings under
-// different derived keys. A replacement (tests force collisions with one)
-// takes a hash_seed and hashes both key kinds.
-class sip_key_hash {
- public:
-  explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
-  std::uint64_t operator()(std::uint64_t id) const noexcept { return ids_.word(id); }
-  std::uint64_t operator()(std::string_view s) const noexcept {
-    return strings_.bytes(reinterpret_cast<const unsigned char*>(s.data()), s.size());
-  }
-
- private:
-  detail::siphash24 ids_;
-  detail::siphash24 strings_;
-};
-
 // One limit class: a token bucket's rate and burst.
 struct key_class {
   rate r;
   std::uint64_t burst = 0;
-};
-
-enum class keyed_status : std::uint8_t {
-  admitted,    // the key's bucket admitted
-  limited,     // the key's bucket refused: see the decision (later or never)
-  table_full,  // a new key, and every entry of its window is live
-  bad_class,   // the class index is not one of the table's (or the table is misconfigured)
-  overflow,    // a new key met a full window and went to the overflow limiter: see its decision
-};
-
-constexpr const char* to_string(keyed_status s) noexcept {
-  switch (s) {
-    case keyed_status::admitted: return "admitted";
-    case keyed_status::limited: return "limited";
-    case keyed_status::table_full: return "table_full";
-    case keyed_status::bad_class: return "bad_class";
-    case keyed_status::overflow: return "overflow";
-  }
-  return "?";
-}
-
-class keyed_result {
- public:
-  constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
-  constexpr keyed_status status() const noexcept { return s_; }
-  constexpr const decision& result() const noexcept { return d_; }
-  // By the key's entry, or by the overflow limiter (keyed_overflow.hpp).
-  constexpr bool admitted() const noexcept {
-    return s_ == keyed_status::admitted || (s_ == keyed_status::overflow && d_.admitted());
-  }
-  constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
-  constexpr explicit operator bool() const noexcept { return admitted(); }
-
- private:
-  decision d_;
-  keyed_status s_;
 };
 
 template <class Clock = steady_clock, class Hash = sip_key_hash>
