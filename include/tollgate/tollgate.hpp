@@ -26,6 +26,7 @@
 #include <tollgate/keyed_buckets.hpp>
 #include <tollgate/keyed_permits.hpp>
 #include <tollgate/keyed_budgets.hpp>
+#include <tollgate/keyed_windows.hpp>
 #include <tollgate/keyed_account.hpp>
 #include <tollgate/keyed_overflow.hpp>
 #include <tollgate/shared_region.hpp>
