@@ -13,6 +13,7 @@
 #include <vector>
 
 using namespace tollgate;
+using tgtest::ns;
 
 namespace {
 
@@ -468,5 +469,61 @@ TEST_CASE("keyed budgets: threaded stress keeps every key within its budget", "[
   for (std::uint64_t k = 0; k < 32; ++k) {
     CHECK(settled[k].load() <= limit);
     CHECK(t.spent(k).nanos() == settled[k].load());
+  }
+}
+
+// The account allows 2 requests a minute; each side's refusal leaves the
+// other as it was (the key's permit or reservation is released at once).
+TEST_CASE("keyed permits and budgets: admission under the account is all or nothing", "[keyed]") {
+  auto config = [] {
+    account_config c;
+    c.concurrency = limit(8);
+    c.rpm = limit(2);
+    c.tpm = limit(100000);
+    c.model = server_model::sliding_log;
+    return c;
+  };
+  request r;
+  r.model = model_by_id("kimi-k2.6");
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;
+  {
+    account<manual_clock> acc(config(), ns(0));
+    keyed_permits<> keys(8, {1}, seed_from(0xacc1));
+    auto a = admit_keyed(keys, acc, std::string_view("alice"), 0, 1, r, ns(0));
+    REQUIRE(a.admitted());
+    CHECK(keys.in_use("alice") == 1);
+    // The key refuses (its one permit is held): the account is not asked.
+    auto b = admit_keyed(keys, acc, std::string_view("alice"), 0, 1, r, ns(0));
+    CHECK_FALSE(b.admitted());
+    CHECK(b.key == keyed_status::limited);
+    CHECK_FALSE(b.account_asked);
+    auto c = admit_keyed(keys, acc, std::string_view("bob"), 0, 1, r, ns(0));
+    REQUIRE(c.admitted());  // the account's second
+    // The account refuses (RPM): carol's permit is released at once.
+    auto d = admit_keyed(keys, acc, std::string_view("carol"), 0, 1, r, ns(0));
+    CHECK_FALSE(d.admitted());
+    CHECK(d.account_asked);
+    CHECK(d.account.refused.has(dimension::rpm));
+    CHECK(keys.in_use("carol") == 0);
+    a.permit.release();
+    CHECK(keys.in_use("alice") == 0);
+  }
+  {
+    account<manual_clock> acc(config(), ns(0));
+    keyed_budgets<> keys(8, {usd::from_units(1)}, seed_from(0xacc2));
+    auto a = admit_keyed(keys, acc, std::string_view("t1"), 0, usd::from_units(1), r, ns(0));
+    REQUIRE(a.admitted());
+    auto b = admit_keyed(keys, acc, std::string_view("t1"), 0, usd::from_units(1), r, ns(0));
+    CHECK_FALSE(b.admitted());
+    CHECK_FALSE(b.account_asked);
+    auto c = admit_keyed(keys, acc, std::string_view("t2"), 0, usd::from_units(1), r, ns(0));
+    REQUIRE(c.admitted());
+    auto d = admit_keyed(keys, acc, std::string_view("t3"), 0, usd::from_units(1), r, ns(0));
+    CHECK_FALSE(d.admitted());
+    CHECK(d.account_asked);
+    CHECK(keys.remaining("t3", 0) == usd::from_units(1));  // given back
+    CHECK(keys.settle(a.reservation, usd::from_units(1)) == usd());
+    CHECK(keys.spent("t1") == usd::from_units(1));
   }
 }
