@@ -7,6 +7,7 @@
 #include <tollgate/keyed_buckets.hpp>
 #include <tollgate/keyed_budgets.hpp>
 #include <tollgate/keyed_permits.hpp>
+#include <tollgate/keyed_windows.hpp>
 #include <tollgate/keyed_overflow.hpp>
 #include <tollgate/token_bucket.hpp>
 
@@ -369,6 +370,54 @@ TEST_CASE("checker: keyed_budgets, reservations racing claims and erase", "[chec
   const auto r = tgcheck::explore_exhaustive(s, "keyed budgets reserve/claim/erase, cap 1", 2, b,
                                              [](scheduler& sc) -> std::unique_ptr<execution> {
                                                return std::make_unique<hold_exec>(sc, true);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
+// keyed_windows, one entry (limit 2 per 3 s, 1 s slots): key 1 took 2 at 0,
+// so at 4 s its counts have left and key 2 may evict it, while key 1
+// admits on it at 4 s. An eviction landing after that admission would lose
+// key 1's counts: both keys would take 2 at 4 s on the one entry. Oracle:
+// at most 2 admitted at 4 s in all, and each key within L per (t - W, t].
+struct window_exec : execution {
+  keyed_windows<manual_clock, self_hash> t{1, {{2, ns(3 * sec)}}, hash_seed{}, ns(0), 1};
+  std::map<std::uint64_t, std::vector<std::pair<std::int64_t, std::uint64_t>>> log;
+  explicit window_exec(scheduler& s) {
+    if (t.try_acquire(std::uint64_t{1}, 0, 2, ns(0)).admitted()) log[1].emplace_back(0, 2);
+    for (const std::uint64_t first : std::initializer_list<std::uint64_t>{1, 2}) {
+      bodies.push_back([this, &s, first] {
+        for (const std::uint64_t key : {first, 3 - first}) {
+          const std::uint64_t n = key == first ? 2 : 1;
+          const keyed_result r = t.try_acquire(key, 0, n, ns(4 * sec));
+          s.note("key " + std::to_string(key) + ": " + to_string(r.status()));
+          if (r.admitted()) log[key].emplace_back(4 * sec, n);
+        }
+      });
+    }
+  }
+  std::string check(const scheduler::outcome&) override {
+    std::uint64_t at4 = 0;
+    for (const auto& kv : log) {
+      if (tgtest::max_window_sum(kv.second, 3 * sec) > 2) return "key " + std::to_string(kv.first) + " over L per W";
+      for (const auto& e : kv.second) at4 += e.first == 4 * sec ? e.second : 0;
+    }
+    if (at4 > 2) return std::to_string(at4) + " admitted at 4 s on one entry (limit 2)";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_windows, eviction racing an admission on the evicted entry", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed windows evict/admit, cap 1", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<window_exec>(sc);
                                              });
   CHECK(r.complete);
   CHECK(r.failure == "");
