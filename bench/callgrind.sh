@@ -15,7 +15,7 @@ echo "| operation | instructions per call |"
 echo "|---|---|"
 base1=$(count empty $n); base2=$(count empty $((2 * n)))
 loop=$(( (base2 - base1) / n ))
-for c in bucket_allow bucket_deny window_allow window_deny concurrency account cost classify retry_after; do
+for c in ${CASES:-bucket_allow bucket_deny window_allow window_deny concurrency account cost classify retry_after keyed_allow}; do
   a=$(count "$c" $n); b=$(count "$c" $((2 * n)))
   # The difference of two run lengths cancels start-up; the empty loop is subtracted.
   echo "| $c | $(( (b - a) / n - loop )) |"

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   sliding_window<manual_clock> wdeny(per_minute(1), nanoseconds(0));
   (void)wdeny.try_acquire(1, nanoseconds(0));
   concurrency_limiter conc(1000);
+  keyed_buckets<manual_clock> keyed(4096, {{per_second(1000000000), 1000000}}, hash_seed{0x1234, 0x5678}, nanoseconds(0));
   account_config cfg;
   cfg.concurrency = limit(1000000);
   cfg.rpm = limit(1000000000);
@@ -46,6 +47,8 @@ int main(int argc, char** argv) {
   else if (which == "bucket_deny") loop([&](long) { return long(deny.try_acquire(1, nanoseconds(1000)).admitted()); });
   else if (which == "window_allow") loop([&](long i) { return long(wallow.try_acquire(1, nanoseconds(4 * i)).admitted()); });
   else if (which == "window_deny") loop([&](long) { return long(wdeny.try_acquire(1, nanoseconds(1000)).admitted()); });
+  else if (which == "keyed_allow")
+    loop([&](long i) { return long(keyed.try_acquire(std::uint64_t(i & 1023), 0, 1, nanoseconds(4 * i)).admitted()); });
   else if (which == "concurrency") loop([&](long) { return long(static_cast<bool>(conc.try_acquire())); });
   else if (which == "account")
     loop([&](long i) {

@@ -21,6 +21,14 @@
 // side), as dropping a lease keeps the account's reservations; the two may
 // be given back or dropped in either order, neither touches the other.
 //
+// The same for keyed_permits and keyed_budgets: the key's permit or
+// reservation is taken first; if the account refuses, it is released at
+// once (all of it: a permit or reservation gives back exactly what it
+// holds), so a refused request holds nothing of either. After both
+// admitted the caller holds both and releases or settles each as usual.
+// keyed_windows has no composition: a window admission cannot be given
+// back (its counts are final), so all or nothing would not hold.
+//
 // Thread-safe as its two parts are; lock-free when both paths are (the
 // account's admission, and keyed admission on a live key).
 #ifndef TOLLGATE_KEYED_ACCOUNT_HPP
@@ -29,6 +37,8 @@
 #include <tollgate/config.hpp>
 #include <tollgate/account.hpp>
 #include <tollgate/keyed_buckets.hpp>
+#include <tollgate/keyed_budgets.hpp>
+#include <tollgate/keyed_permits.hpp>
 
 #include <cstdint>
 
@@ -60,6 +70,57 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   out.account = acc.try_admit(r, now);
   if (out.account.decision.admitted()) out.key_ticket = std::move(t);
   else out.given_back = keys.refund(key, t, units, now);
+  return out;
+}
+
+template <class Clock = steady_clock, class Currency = usd_tag>
+struct keyed_permit_admission {
+  keyed_permit permit;                  // the key's units when both admitted (else empty)
+  keyed_status key = keyed_status::bad_class;  // the key's answer
+  bool account_asked = false;           // false: the key refused, the account was not asked
+  admission<Clock, Currency> account;   // the account's answer (and lease) when asked
+  bool admitted() const noexcept { return key == keyed_status::admitted && account_asked && account.decision.admitted(); }
+  explicit operator bool() const noexcept { return admitted(); }
+};
+
+// Holds `units` of the key's concurrency limit and admits `r` on the
+// account, both or neither.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_permit_admission<Clock, Currency> admit_keyed(keyed_permits<Hash>& keys, account<Clock, Currency>& acc,
+                                                    const Key& key, std::size_t cls, std::uint64_t units,
+                                                    const request& r, nanoseconds now) noexcept {
+  keyed_permit_admission<Clock, Currency> out;
+  keyed_permit p = keys.try_acquire(key, cls, units);
+  out.key = p.status();
+  if (!p) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (out.account.decision.admitted()) out.permit = std::move(p);  // else released here
+  return out;
+}
+
+template <class Clock = steady_clock, class Currency = usd_tag>
+struct keyed_budget_admission {
+  keyed_reservation<Currency> reservation;  // the key's money when both admitted (else refused or released)
+  bool account_asked = false;
+  admission<Clock, Currency> account;
+  bool admitted() const noexcept { return reservation.admitted() && account_asked && account.decision.admitted(); }
+  explicit operator bool() const noexcept { return admitted(); }
+};
+
+// Reserves `amount` of the key's budget and admits `r` on the account, both
+// or neither.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_budget_admission<Clock, Currency> admit_keyed(keyed_budgets<Currency, Hash>& keys,
+                                                    account<Clock, Currency>& acc, const Key& key, std::size_t cls,
+                                                    money<Currency> amount, const request& r,
+                                                    nanoseconds now) noexcept {
+  keyed_budget_admission<Clock, Currency> out;
+  out.reservation = keys.reserve(key, cls, amount);
+  if (!out.reservation) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (!out.account.decision.admitted()) keys.release(out.reservation);
   return out;
 }
 

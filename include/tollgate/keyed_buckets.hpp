@@ -101,6 +101,8 @@
 #include <tollgate/detail/gcra_params.hpp>
 #include <tollgate/detail/siphash.hpp>
 #include <tollgate/error.hpp>
+#include <tollgate/keyed/claim.hpp>
+#include <tollgate/keyed/key.hpp>
 #include <tollgate/keyed/ticket.hpp>
 #include <tollgate/rate.hpp>
 #include <tollgate/token_bucket.hpp>
@@ -118,69 +120,10 @@ TOLLGATE_BEGIN_NAMESPACE
 
 enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
-// The secret of a table's hash: 128 bits the user draws at random (and
-// keeps, to find the same keys after a restart).
-struct hash_seed {
-  std::uint64_t k0 = 0;
-  std::uint64_t k1 = 0;
-};
-
-// The default key hash: SipHash-2-4 under the seed, ids and strings under
-// different derived keys. A replacement (tests force collisions with one)
-// takes a hash_seed and hashes both key kinds.
-class sip_key_hash {
- public:
-  explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
-  std::uint64_t operator()(std::uint64_t id) const noexcept { return ids_.word(id); }
-  std::uint64_t operator()(std::string_view s) const noexcept {
-    return strings_.bytes(reinterpret_cast<const unsigned char*>(s.data()), s.size());
-  }
-
- private:
-  detail::siphash24 ids_;
-  detail::siphash24 strings_;
-};
-
 // One limit class: a token bucket's rate and burst.
 struct key_class {
   rate r;
   std::uint64_t burst = 0;
-};
-
-enum class keyed_status : std::uint8_t {
-  admitted,    // the key's bucket admitted
-  limited,     // the key's bucket refused: see the decision (later or never)
-  table_full,  // a new key, and every entry of its window is live
-  bad_class,   // the class index is not one of the table's (or the table is misconfigured)
-  overflow,    // a new key met a full window and went to the overflow limiter: see its decision
-};
-
-constexpr const char* to_string(keyed_status s) noexcept {
-  switch (s) {
-    case keyed_status::admitted: return "admitted";
-    case keyed_status::limited: return "limited";
-    case keyed_status::table_full: return "table_full";
-    case keyed_status::bad_class: return "bad_class";
-    case keyed_status::overflow: return "overflow";
-  }
-  return "?";
-}
-
-class keyed_result {
- public:
-  constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
-  constexpr keyed_status status() const noexcept { return s_; }
-  constexpr const decision& result() const noexcept { return d_; }
-  // By the key's entry, or by the overflow limiter (keyed_overflow.hpp).
-  constexpr bool admitted() const noexcept {
-    return s_ == keyed_status::admitted || (s_ == keyed_status::overflow && d_.admitted());
-  }
-  constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
-  constexpr explicit operator bool() const noexcept { return admitted(); }
-
- private:
-  decision d_;
-  keyed_status s_;
 };
 
 template <class Clock = steady_clock, class Hash = sip_key_hash>
@@ -306,43 +249,21 @@ class keyed_buckets {
   static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
 
  private:
-  // The control word: state (3 bits), class (6), pins (15), version (40).
-  // A claim goes empty/free/full-live -> claiming (owned: hash written) ->
-  // hashed (its hash is final for this version; another claim of the key
-  // may now withdraw it) -> live; or hashed -> withdrawn (by another) ->
-  // free (by the owner only, so that its TAT store cannot land on a new
-  // occupant), or hashed -> free (by the owner, on finding the key live).
-  // erase(): live -> free, or live -> erasing while admissions are in
-  // progress (no new pins), and the last of them frees it.
-  static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_hashed = 2, st_live = 3, st_free = 4,
-                                 st_withdrawn = 5, st_erasing = 6;
-  static constexpr std::uint64_t st_mask = 7;
-  static constexpr unsigned cls_shift = 3, pin_shift = 9, ver_shift = 24;
-  static constexpr std::uint64_t cls_mask = std::uint64_t{63} << cls_shift;
-  static constexpr std::uint64_t pin_one = std::uint64_t{1} << pin_shift;
-  static constexpr std::uint64_t pin_mask = std::uint64_t{0x7fff} << pin_shift;
-  static constexpr std::uint64_t ver_one = std::uint64_t{1} << ver_shift;
-  static constexpr std::uint64_t ver_mask = ~std::uint64_t{0} << ver_shift;
-
-  static constexpr std::uint64_t state_of(std::uint64_t c) noexcept { return c & st_mask; }
-  static constexpr std::size_t class_of(std::uint64_t c) noexcept {
-    return static_cast<std::size_t>((c & cls_mask) >> cls_shift);
-  }
-  static constexpr std::uint64_t pins_of(std::uint64_t c) noexcept { return (c & pin_mask) >> pin_shift; }
-
-  // `claim` counts the entry's claims (64 bits: a ticket would have to be
-  // held across 2^64 claims of one entry to name a later incarnation, a
-  // claim per nanosecond for 584 years). Only the owner of a claiming
-  // entry writes it; tickets carry it so a refund lands only in the
-  // incarnation that was charged.
-  struct alignas(32) entry {
-    detail::atomic<std::uint64_t> ctl{0};
-    detail::atomic<std::uint64_t> hash{0};
+  // The entry protocol (keyed/claim.hpp, which lays out the control word);
+  // a bucket's state is its TAT, in ticks of its class after the origin.
+  struct bucket_state {
     detail::atomic<std::uint64_t> tat{0};
-    detail::atomic<std::uint64_t> claim{0};
   };
-
-  enum class claim_outcome { claimed, retry, full };
+  using S = detail::keyed_slots<bucket_state>;
+  using entry = typename S::entry;
+  static constexpr std::uint64_t st_live = S::st_live, st_free = S::st_free, pin_one = S::pin_one,
+                                 pin_mask = S::pin_mask, ver_one = S::ver_one, ver_mask = S::ver_mask;
+  static constexpr unsigned cls_shift = S::cls_shift;
+  static constexpr std::uint64_t state_of(std::uint64_t c) noexcept { return S::state_of(c); }
+  static constexpr std::size_t class_of(std::uint64_t c) noexcept { return S::class_of(c); }
+  static void unpin(entry& e) noexcept { S::unpin(e); }
+  std::size_t home_of(std::uint64_t h) const noexcept { return slots_.home_of(h); }
+  std::size_t at(std::size_t home, std::size_t i) const noexcept { return slots_.at(home, i); }
 
   errc init(std::size_t capacity, const std::vector<key_class>& classes, nanoseconds origin, std::size_t window) {
     if (capacity == 0 || window == 0 || classes.empty()) return errc::zero_count;
@@ -355,21 +276,13 @@ class keyed_buckets {
       if (e != errc::ok) return e;
       ps.push_back(p);
     }
-    entries_.reset(new entry[capacity]);
+    slots_.init(capacity, window);
     params_ = std::move(ps);
     capacity_ = capacity;
-    window_ = window < capacity ? window : capacity;
+    window_ = slots_.window();
     origin_ = origin.count();
     id_ = detail::next_keyed_table_id();
     return errc::ok;
-  }
-
-  std::size_t home_of(std::uint64_t h) const noexcept {
-    return static_cast<std::size_t>((static_cast<detail::u128>(h) * capacity_) >> 64);
-  }
-  std::size_t at(std::size_t home, std::size_t i) const noexcept {
-    const std::size_t s = home + i;
-    return s >= capacity_ ? s - capacity_ : s;
   }
 
   // Whether `now` is past class p's horizon: its ticks (saturated) beyond
@@ -402,30 +315,32 @@ class keyed_buckets {
     if (n == 0) return {decision::admit(), keyed_status::admitted};
     for (;;) {
       std::size_t slot = 0, slot_cls = cls;
-      if (!pin(h, slot, slot_cls)) {
+      if (!slots_.pin(h, slot, slot_cls)) {
         // A new key asking for more than its class can ever hold: refused
         // without taking an entry.
         // So is one past its class's horizon.
         if (n > params_[cls].burst || past(now, params_[cls])) {
           return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
         }
-        nanoseconds wait{0};
+        std::uint64_t soonest = ~std::uint64_t{0};
         bool known = false;
-        const claim_outcome o = claim(h, cls, now, slot, wait, known);
-        if (o == claim_outcome::retry) continue;
-        if (o == claim_outcome::full) {
+        const detail::claim_outcome o = claim(h, cls, now, slot, soonest, known);
+        if (o == detail::claim_outcome::retry) continue;
+        if (o == detail::claim_outcome::full) {
+          const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
+          const nanoseconds wait(static_cast<std::int64_t>(soonest > top ? top : soonest));
           return {known ? wait_or_never(now, wait, params_[cls]) : decision::wait(nanoseconds(0), reason::busy),
                   keyed_status::table_full};
         }
       }
       std::uint64_t end = 0;
-      entry& e = entries_[slot];
-      const decision d = admit(e.tat, params_[slot_cls], n, now, end);
+      entry& e = slots_[slot];
+      const decision d = admit(e.s.tat, params_[slot_cls], n, now, end);
       // relaxed: written before the publish CAS (release) that our pin's
       // acquire read, or by ourselves; no claim can change it while pinned.
       if (t != nullptr && d.admitted())
         *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed), id_};
-      unpin(entries_[slot]);
+      unpin(e);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
   }
@@ -451,46 +366,30 @@ class keyed_buckets {
     }
   }
 
-  static void unpin(entry& e) noexcept {
-    // release: pairs with an evictor's acquire load of ctl (claim): our
-    // bucket CAS happens before its freshness read. An RMW, so it keeps
-    // the release sequence of the publish and of other unpins.
-    const std::uint64_t was = e.ctl.fetch_sub(pin_one, std::memory_order_release);
-    if (state_of(was) == st_erasing && pins_of(was) == 1) {
-      // The last admission on an erased entry frees it; nobody else can
-      // change an erasing entry with no pins. seq_cst exchange (an RMW, a
-      // release): our TAT writes come before the next claim's CAS.
-      (void)e.ctl.exchange(((was - pin_one) & ver_mask) | st_free, std::memory_order_seq_cst);
-    }
-  }
-
   static constexpr std::uint64_t snapshot_version = 1;
   std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
 
-  // Defined in keyed/claim.hpp: the entry protocol (pin, refund, claim, erase, peek).
-  bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls) noexcept;
+  // Defined in keyed/bucket_ops.hpp: the bucket's side of the protocol.
   std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
-  void note_time(nanoseconds now) noexcept;
-  std::uint64_t start_time() const noexcept;
-  claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot, nanoseconds& wait,
-                      bool& known) noexcept;
-  bool erase_hash(std::uint64_t h) noexcept;
+  std::uint64_t start_time() const noexcept { return slots_.start_time(); }
+  detail::claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot,
+                              std::uint64_t& soonest, bool& known) noexcept;
+  bool erase_hash(std::uint64_t h) noexcept { return slots_.erase(h); }
   bool peek_tat(std::uint64_t h, std::uint64_t* tat, std::size_t* cls) const noexcept;
   std::uint64_t available_hash(std::uint64_t h, std::size_t cls, nanoseconds now) const noexcept;
 
   Hash hash_;
-  std::unique_ptr<entry[]> entries_;
+  S slots_;
   std::vector<detail::gcra_params> params_;
   std::size_t capacity_ = 0;
   std::size_t window_ = 0;
   std::int64_t origin_ = 0;
-  detail::atomic<std::uint64_t> latest_{0};
   std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
 };
 
 TOLLGATE_END_NAMESPACE
 
-#include <tollgate/keyed/claim.hpp>
+#include <tollgate/keyed/bucket_ops.hpp>
 #include <tollgate/keyed/snapshot.hpp>
 
 #endif  // TOLLGATE_KEYED_BUCKETS_HPP

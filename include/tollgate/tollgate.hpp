@@ -24,6 +24,9 @@
 #include <tollgate/account.hpp>
 #include <tollgate/waiting_room.hpp>
 #include <tollgate/keyed_buckets.hpp>
+#include <tollgate/keyed_permits.hpp>
+#include <tollgate/keyed_budgets.hpp>
+#include <tollgate/keyed_windows.hpp>
 #include <tollgate/keyed_account.hpp>
 #include <tollgate/keyed_overflow.hpp>
 #include <tollgate/shared_region.hpp>

@@ -5,6 +5,9 @@
 #include "explore.hpp"
 
 #include <tollgate/keyed_buckets.hpp>
+#include <tollgate/keyed_budgets.hpp>
+#include <tollgate/keyed_permits.hpp>
+#include <tollgate/keyed_windows.hpp>
 #include <tollgate/keyed_overflow.hpp>
 #include <tollgate/token_bucket.hpp>
 
@@ -283,6 +286,138 @@ TEST_CASE("checker: keyed_buckets, two new keys racing for the last entry, the l
   const auto r = tgcheck::explore_exhaustive(s, "keyed claim/claim with overflow, cap 2", 2, b,
                                              [](scheduler& sc) -> std::unique_ptr<execution> {
                                                return std::make_unique<overflow_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
+// keyed_permits and keyed_budgets in a table of one entry (limit 1 permit;
+// budget 2): holds racing claims of another key and erase. A held permit
+// or reservation pins its entry, so two keys never hold at once (the one
+// entry would have been reclaimed under a hold), and no key holds more
+// than its limit. `holding` counts holds beside the table: raised after an
+// admission, lowered before the release, so it is at most what the table
+// holds.
+struct hold_exec : execution {
+  keyed_permits<self_hash> permits{1, {1}, hash_seed{}, 1};
+  keyed_budgets<usd_tag, self_hash> budgets{1, {usd::from_nanos(2)}, hash_seed{}, keyed_budget_reuse::idle, 1};
+  std::map<std::uint64_t, int> holding;
+  std::string broke;
+  void hold(std::uint64_t key, int units) {
+    holding[key] += units;
+    int keys = 0;
+    for (const auto& kv : holding) keys += kv.second > 0 ? 1 : 0;
+    if (keys > 1) broke = "two keys hold on one entry";
+  }
+  hold_exec(scheduler& s, bool budget) {
+    for (const std::uint64_t key : std::initializer_list<std::uint64_t>{1, 2}) {
+      bodies.push_back([this, &s, key, budget] {
+        for (int round = 0; round < 2; ++round) {
+          if (key == 2 && round == 1) {
+            const bool had = budget ? budgets.erase(std::uint64_t{1}) : permits.erase(std::uint64_t{1});
+            s.note(std::string("erase key 1: ") + (had ? "had" : "none"));
+          }
+          if (budget) {
+            keyed_reservation<usd_tag> r = budgets.reserve(key, 0, usd::from_nanos(2));
+            s.note("key " + std::to_string(key) + " reserve: " + to_string(r.status));
+            if (!r) continue;
+            hold(key, 2);
+            if (holding[key] > 2) broke = "key " + std::to_string(key) + " holds over its budget";
+            holding[key] -= 2;
+            (void)budgets.settle(r, usd::from_nanos(1));
+          } else {
+            keyed_permit p = permits.try_acquire(key, 0);
+            s.note("key " + std::to_string(key) + " acquire: " + to_string(p.status()));
+            if (!p) continue;
+            hold(key, 1);
+            if (holding[key] > 1) broke = "key " + std::to_string(key) + " holds over its limit";
+            holding[key] -= 1;
+            p.release();
+          }
+        }
+      });
+    }
+  }
+  std::string check(const scheduler::outcome&) override {
+    if (!broke.empty()) return broke;
+    for (const std::uint64_t k : std::initializer_list<std::uint64_t>{1, 2}) {
+      if (permits.in_use(k) != 0) return "key " + std::to_string(k) + " still holds permits";
+    }
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_permits, holds racing claims and erase", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed permits hold/claim/erase, cap 1", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<hold_exec>(sc, false);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+TEST_CASE("checker: keyed_budgets, reservations racing claims and erase", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed budgets reserve/claim/erase, cap 1", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<hold_exec>(sc, true);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
+// keyed_windows, one entry (limit 2 per 3 s, 1 s slots): key 1 took 2 at 0,
+// so at 4 s its counts have left and key 2 may evict it, while key 1
+// admits on it at 4 s. An eviction landing after that admission would lose
+// key 1's counts: both keys would take 2 at 4 s on the one entry. Oracle:
+// at most 2 admitted at 4 s in all, and each key within L per (t - W, t].
+struct window_exec : execution {
+  keyed_windows<manual_clock, self_hash> t{1, {{2, ns(3 * sec)}}, hash_seed{}, ns(0), 1};
+  std::map<std::uint64_t, std::vector<std::pair<std::int64_t, std::uint64_t>>> log;
+  explicit window_exec(scheduler& s) {
+    if (t.try_acquire(std::uint64_t{1}, 0, 2, ns(0)).admitted()) log[1].emplace_back(0, 2);
+    for (const std::uint64_t first : std::initializer_list<std::uint64_t>{1, 2}) {
+      bodies.push_back([this, &s, first] {
+        for (const std::uint64_t key : {first, 3 - first}) {
+          const std::uint64_t n = key == first ? 2 : 1;
+          const keyed_result r = t.try_acquire(key, 0, n, ns(4 * sec));
+          s.note("key " + std::to_string(key) + ": " + to_string(r.status()));
+          if (r.admitted()) log[key].emplace_back(4 * sec, n);
+        }
+      });
+    }
+  }
+  std::string check(const scheduler::outcome&) override {
+    std::uint64_t at4 = 0;
+    for (const auto& kv : log) {
+      if (tgtest::max_window_sum(kv.second, 3 * sec) > 2) return "key " + std::to_string(kv.first) + " over L per W";
+      for (const auto& e : kv.second) at4 += e.first == 4 * sec ? e.second : 0;
+    }
+    if (at4 > 2) return std::to_string(at4) + " admitted at 4 s on one entry (limit 2)";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_windows, eviction racing an admission on the evicted entry", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed windows evict/admit, cap 1", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<window_exec>(sc);
                                              });
   CHECK(r.complete);
   CHECK(r.failure == "");

@@ -88,7 +88,7 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
   };
   std::vector<row> rows;
   for (std::size_t s = 0; s < capacity_; ++s) {
-    entry& e = entries_[s];
+    entry& e = slots_[s];
     // acquire: as in pin() (pairs with the publish store).
     std::uint64_t c = e.ctl.load(std::memory_order_acquire);
     for (;;) {
@@ -105,7 +105,7 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
       const detail::gcra_params& p = params_[class_of(c)];
       // relaxed: stable while pinned (hash), or a moment of the bucket (TAT), as in admit().
       const std::uint64_t h = e.hash.load(std::memory_order_relaxed);
-      const std::uint64_t tat = e.tat.load(std::memory_order_relaxed);
+      const std::uint64_t tat = e.s.tat.load(std::memory_order_relaxed);
       const std::uint64_t now_t = ticks(now, p);
       if (tat > now_t) {
         rows.push_back(row{s, h, class_of(c), static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count())});
@@ -149,7 +149,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   // construction and restore leave version 0). relaxed: restore() must not
   // race other use, so this only reads this thread's past.
   for (std::size_t s = 0; s < capacity_; ++s) {
-    if ((entries_[s].ctl.load(std::memory_order_relaxed) & ver_mask) != 0) return E::in_use;
+    if ((slots_[s].ctl.load(std::memory_order_relaxed) & ver_mask) != 0) return E::in_use;
   }
   detail::byte_reader r{bytes};
   if (bytes.size() < 12 || bytes.substr(0, 4) != "TGK1" || !r.skip(4)) return E::bad_format;
@@ -210,21 +210,21 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   // of them; with another identity none gives anything back here.
   id_ = detail::next_keyed_table_id();
   for (std::size_t s = 0; s < capacity_; ++s) {
-    entries_[s].ctl.store(0, std::memory_order_relaxed);
-    entries_[s].claim.store(0, std::memory_order_relaxed);
+    slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   const std::uint64_t since = detail::positive_difference(now.count(), origin_);
   const std::uint64_t lead = ahead > down ? ahead - down : 0;
   const std::uint64_t latest = detail::sat_add(since, lead);
-  latest_.store(latest > start_time() ? latest : start_time(), std::memory_order_relaxed);
+  slots_.set_start_time(latest > start_time() ? latest : start_time());
   for (const row& x : rows) {
     if (x.owed <= down) continue;  // owed nothing by now: fresh
     const std::size_t slot = static_cast<std::size_t>(x.slot), cls = static_cast<std::size_t>(x.cls);
     const detail::gcra_params& p = params_[cls];
-    entry& e = entries_[slot];
+    entry& e = slots_[slot];
     const std::uint64_t tat = detail::sat_add(ticks(now, p), detail::sat_mul(x.owed - down, p.scale));
     e.hash.store(x.hash, std::memory_order_relaxed);
-    e.tat.store(tat > L::max_ticks ? L::max_ticks : tat, std::memory_order_relaxed);
+    e.s.tat.store(tat > L::max_ticks ? L::max_ticks : tat, std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(st_live | (static_cast<std::uint64_t>(cls) << cls_shift), std::memory_order_relaxed);
   }
@@ -233,7 +233,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   for (const row& x : rows) {
     if (x.owed <= down) continue;
     for (std::size_t i = 0, home = home_of(x.hash); at(home, i) != static_cast<std::size_t>(x.slot); ++i) {
-      entry& e = entries_[at(home, i)];
+      entry& e = slots_[at(home, i)];
       if (e.ctl.load(std::memory_order_relaxed) == 0) e.ctl.store(st_free, std::memory_order_relaxed);
     }
   }
