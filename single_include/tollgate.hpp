@@ -106,6 +106,7 @@ enum class errc : unsigned char {
   horizon_too_short,  // the configuration overflows before ten years of uptime
   rate_too_fine,      // the emission interval cannot be represented within 0.1 %
   window_too_short,   // a sliding window's sub-windows are shorter than its 10-year slot counter allows
+  not_shareable,      // a feature whose state cannot live in a shared region (shared_account.hpp)
 };
 
 // A short, stable English description of `e`.
@@ -125,6 +126,8 @@ constexpr const char* message(errc e) noexcept {
       return "window too short for its sub-window count: each sub-window must be at least 287015 ns "
              "(10 years of uptime in 2^40 slots), so with the default 15 sub-windows the shortest window "
              "is 4305211 ns, about 4.3 ms (sliding_window::min_window; fewer sub-windows allow shorter)";
+    case errc::not_shareable:
+      return "a shared account cannot run server_model::learn, adaptive_concurrency or trust_rate_limit_headers";
   }
   return "unknown tollgate error";
 }
@@ -8933,17 +8936,14 @@ class account {
     if (now.count() < pause) {
       // Paused: nothing is taken; the wait is the later of the pause's end
       // and when every other dimension would admit. A fresh account's
-      // limiters are empty: the pause alone. A restored one (a16) holds
-      // counts: it starts, so that no restore can write them as they are
-      // read. While a restore runs, the pause alone (and the restore's own
-      // pause, if any, comes with it). acquire: as below.
+      // limiters are empty: the pause and its header gates. A restored one
+      // (a16) holds counts: it starts, so that no restore can write them as
+      // they are read. While a restore runs, the pause alone (and the
+      // restore's own pause, if any, comes with it). acquire: as below.
       const unsigned char u = use_.load(std::memory_order_acquire);
       if (u == use_started || (u == use_restored && start_use()))
         return refuse_and_report(a, n, now, shard, account_policy::time_left(pause, now));
-      a.refused.add(dimension::paused);
-      counters_.count_refusal(a.refused);
-      a.decision = decision::wait(account_policy::time_left(pause, now));
-      return;
+      return refuse_paused_unused(a, n, now, account_policy::time_left(pause, now), u == use_fresh);
     }
     // acquire: pairs with the release store that ends a restore, so what it
     // restored is visible here. Once traffic has started this reads the
@@ -9081,6 +9081,7 @@ class account {
   // windows, so the windows are asked what they hold for this thread.
   void refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for = nanoseconds(0)) noexcept;
+  void refuse_paused_unused(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for, bool fresh) noexcept;
 
   // lease::renew: moves the lease's slot-table deadline (slot_table.hpp).
   bool renew_slot(lease_type& l, nanoseconds now) noexcept {
@@ -9276,6 +9277,16 @@ void account<Clock, Currency>::roll_back(admission_type& a, taken t, std::uint64
     refuse_and_report(a, n, now, shard);
   }
 
+namespace detail {
+// The header gates' waits for a request of n tokens, as rpm and tpm.
+inline void note_gates(const remaining_gates& g, account_policy::refusal& rf, std::uint64_t n, nanoseconds now) noexcept {
+  if (!g.on()) return;
+  const nanoseconds gw[2] = {g.wait(0, 1, now), g.wait(1, n, now)};
+  if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
+  if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
+}
+}  // namespace detail
+
 template <class Clock, class Currency>
 void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_t n, nanoseconds now, unsigned shard,
                          nanoseconds paused_for) noexcept {
@@ -9290,12 +9301,22 @@ void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_
     const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
     d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
     learn_.report(rf, n, now, ph);
-    if (gates_.on()) {
-      const nanoseconds gw[2] = {gates_.wait(0, 1, now), gates_.wait(1, n, now)};
-      if (gw[0] > nanoseconds(0)) rf.note(dimension::rpm, decision::wait(gw[0]));
-      if (gw[1] > nanoseconds(0)) rf.note(dimension::tpm, decision::wait(gw[1]));
-    }
+    detail::note_gates(gates_, rf, n, now);
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
+    a.refused = rf.refused();
+    counters_.count_refusal(a.refused);
+    a.decision = rf.result();
+  }
+
+// Paused before any admission (fresh) or while a restore runs: the limiters
+// hold nothing to read, but a fresh account's header gates may (a 429 with
+// x-ratelimit headers fed back before any traffic): the pause's end and
+// theirs. The gates are words of their own, safe to read here.
+template <class Clock, class Currency>
+void account<Clock, Currency>::refuse_paused_unused(admission_type& a, std::uint64_t n, nanoseconds now,
+                                                    nanoseconds paused_for, bool fresh) noexcept {
+    account_policy::refusal rf(paused_for);
+    if (fresh) detail::note_gates(gates_, rf, n, now);
     a.refused = rf.refused();
     counters_.count_refusal(a.refused);
     a.decision = rf.result();
@@ -9890,6 +9911,419 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/detail/gcra_params.hpp>  (already above)
 // #include <tollgate/detail/siphash.hpp>  (already above)
 // #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/keyed/claim.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/claim.hpp: the entry protocol of the keyed tables (keyed_buckets,
+// keyed_permits, keyed_budgets, keyed_windows), generic over what an entry
+// holds: pinning a key's live entry, claiming a free or reusable entry for
+// a new key, erasing, and the peek. The tables' headers state their
+// contracts and bounds; each step below says which atomic operation it
+// pairs with.
+//
+// An entry is a control word, the key's 64-bit hash, a claim generation
+// and the table's State (atomics only, written by the table while the
+// entry is pinned or owned by its claimer). A table decides when a live,
+// unpinned entry may be reused (its state equals a fresh one at the
+// claimer's `now`) through the callable it hands to claim(); a pin held
+// beyond one call (a permit, a budget reservation) keeps its entry out of
+// every claim and, once erased, keeps it erasing until the pin goes.
+//
+// The control word: state (3 bits), class (6), pins (15), version (40).
+// A claim goes empty/free/reusable-live -> claiming (owned: hash written)
+// -> hashed (its hash is final for this version; another claim of the key
+// may now withdraw it) -> live; or hashed -> withdrawn (by another) -> free
+// (by the owner only, so that its state stores cannot land on a new
+// occupant), or hashed -> free (by the owner, on finding the key live).
+// erase(): live -> free, or live -> erasing while pins are held (no new
+// pins), and the last unpin frees it. Every pin, claim and erase advances
+// the version; construction leaves it 0.
+#ifndef TOLLGATE_KEYED_CLAIM_HPP
+#define TOLLGATE_KEYED_CLAIM_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+enum class claim_outcome { claimed, retry, full };
+
+template <class State>
+class keyed_slots {
+ public:
+  static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_hashed = 2, st_live = 3, st_free = 4,
+                                 st_withdrawn = 5, st_erasing = 6;
+  static constexpr std::uint64_t st_mask = 7;
+  static constexpr unsigned cls_shift = 3, pin_shift = 9, ver_shift = 24;
+  static constexpr std::uint64_t cls_mask = std::uint64_t{63} << cls_shift;
+  static constexpr std::uint64_t pin_one = std::uint64_t{1} << pin_shift;
+  static constexpr std::uint64_t pin_mask = std::uint64_t{0x7fff} << pin_shift;
+  static constexpr std::uint64_t ver_one = std::uint64_t{1} << ver_shift;
+  static constexpr std::uint64_t ver_mask = ~std::uint64_t{0} << ver_shift;
+  // Pins one entry may hold beyond a call (permits, reservations): the rest
+  // of the 32767 are for calls in progress, so pin() never waits on held
+  // ones unless 16384 calls are in progress on one entry at once.
+  static constexpr std::uint64_t max_held = 16383;
+
+  static constexpr std::uint64_t state_of(std::uint64_t c) noexcept { return c & st_mask; }
+  static constexpr std::size_t class_of(std::uint64_t c) noexcept {
+    return static_cast<std::size_t>((c & cls_mask) >> cls_shift);
+  }
+  static constexpr std::uint64_t pins_of(std::uint64_t c) noexcept { return (c & pin_mask) >> pin_shift; }
+
+  // `claim` counts the entry's claims (64 bits: a ticket would have to be
+  // held across 2^64 claims of one entry to name a later incarnation). Only
+  // the owner of a claiming entry writes it; tickets carry it so a refund
+  // lands only in the incarnation that was charged.
+  struct alignas(32) entry {
+    atomic<std::uint64_t> ctl{0};
+    atomic<std::uint64_t> hash{0};
+    atomic<std::uint64_t> claim{0};
+    State s;
+  };
+
+  void init(std::size_t capacity, std::size_t window) {
+    entries_.reset(new entry[capacity]);
+    capacity_ = capacity;
+    window_ = window < capacity ? window : capacity;
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t window() const noexcept { return window_; }
+  entry& operator[](std::size_t s) const noexcept { return entries_[s]; }
+
+  std::size_t home_of(std::uint64_t h) const noexcept {
+    return static_cast<std::size_t>((static_cast<u128>(h) * capacity_) >> 64);
+  }
+  std::size_t at(std::size_t home, std::size_t i) const noexcept {
+    const std::size_t s = home + i;
+    return s >= capacity_ ? s - capacity_ : s;
+  }
+
+  // Finds the key's live entry and pins it (one more pin, version
+  // advanced). The entry's hash is read between a load of the control word
+  // and a CAS that expects it unchanged: a new occupant writes its hash only
+  // after a claim CAS that advances the version, and our CAS (release)
+  // precedes that claim CAS (acquire) in the word's order, so the hash we
+  // compared cannot be the new occupant's. `pins` is the pin count before
+  // ours.
+  bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls, std::uint64_t* pins = nullptr) noexcept {
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      const std::size_t s = at(home, i);
+      entry& e = entries_[s];
+      // acquire: pairs with the publish CAS (release) of the occupant, so
+      // its hash and initial state are visible.
+      std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+      for (;;) {
+        const std::uint64_t st = state_of(c);
+        // Slots never return to empty, and a claim takes the first
+        // candidate of its window, so no live entry of this key lies past an
+        // empty one. (A stale read only sends us to claim(), which rechecks.)
+        if (st == st_empty) return false;
+        // relaxed: validated by the CAS below, as explained above.
+        if (st != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
+        if ((c & pin_mask) == pin_mask) {  // 32767 pins: wait for one of the calls in progress
+          std::this_thread::yield();
+          c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
+          continue;
+        }
+        // acq_rel: release orders our hash read before any later claim CAS
+        // (acquire) on this word; acquire pairs with the publish CAS so the
+        // state's value is visible. acquire on failure: as the load.
+        if (e.ctl.compare_exchange_weak(c, c + pin_one + ver_one, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+          slot = s;
+          cls = class_of(c);
+          if (pins != nullptr) *pins = pins_of(c);
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  static void unpin(entry& e) noexcept {
+    // release: pairs with an evictor's acquire load of ctl (claim): our
+    // state writes happen before its freshness read. An RMW, so it keeps
+    // the release sequence of the publish and of other unpins.
+    const std::uint64_t was = e.ctl.fetch_sub(pin_one, std::memory_order_release);
+    if (state_of(was) == st_erasing && pins_of(was) == 1) {
+      // The last pin on an erased entry frees it; nobody else can change an
+      // erasing entry with no pins. seq_cst exchange (an RMW, a release):
+      // our state writes come before the next claim's CAS.
+      (void)e.ctl.exchange(((was - pin_one) & ver_mask) | st_free, std::memory_order_seq_cst);
+    }
+  }
+
+  // The latest time (ns after the table's origin) seen by any claim: the
+  // start of claimed entries, so that a key cannot get units twice by
+  // coming back earlier.
+  void note_time(std::uint64_t t) noexcept {
+    // relaxed: the value travels to a later claimer of a key we evict
+    // through our claim CAS (sequenced after this) and that claimer's scan
+    // load of the same control word (seq_cst, an acquire; every later
+    // change of the word is an RMW, so the release sequence holds), which
+    // precedes its read in start_time().
+    std::uint64_t w = latest_.load(std::memory_order_relaxed);
+    // relaxed / relaxed: a max, only ever raised.
+    while (w < t && !latest_.compare_exchange_weak(w, t, std::memory_order_relaxed, std::memory_order_relaxed)) {
+    }
+  }
+  std::uint64_t start_time() const noexcept {
+    return latest_.load(std::memory_order_relaxed);  // relaxed: see note_time()
+  }
+  // restore() only, before sharing. relaxed: as in note_time().
+  void set_start_time(std::uint64_t t) noexcept { latest_.store(t, std::memory_order_relaxed); }
+
+  // Claims an entry of the window for the key, published pinned; or says
+  // to retry (the key appeared, or our claim lost a same-key race) or that
+  // the window is full of entries that cannot be reused.
+  // `reusable(entry&, cls)` is asked about each live entry with no pins
+  // before the first candidate (the table's freshness rule; it may note
+  // when the entry will be reusable); `start(entry&)` initialises the
+  // state of the claimed entry, after the scan and before the publish, from
+  // start_time(). `since` is the claimer's `now` (ns after the origin).
+  //
+  // Two claimers of one key must not both publish. Each, owning its entry,
+  // writes state and hash, then marks it hashed (seq_cst CAS), then scans
+  // the window (seq_cst loads) for the key: in the single total order of
+  // those steps the later marker's scan sees the earlier one's mark (or its
+  // live entry). Seeing a live entry of the key, a claimer withdraws its
+  // own; seeing another hashed claim of the key, it withdraws that one (a
+  // CAS on its control word: its owner's publish CAS then fails, and it
+  // retries and finds ours). So two claims never both publish, and no
+  // claimer waits for another: a stalled claim is withdrawn by the next
+  // claimer of its key. (Two claimers that withdraw each other both retry:
+  // claims of one new key are obstruction-free, not lock-free.)
+  template <class Reusable, class Start>
+  claim_outcome claim(std::uint64_t h, std::size_t cls, std::uint64_t since, std::size_t& slot, Reusable&& reusable,
+                      Start&& start) noexcept {
+    const std::size_t home = home_of(h);
+    constexpr std::size_t none = ~std::size_t{0};
+    std::size_t pick = none, pick_i = 0;
+    std::uint64_t pick_c = 0;
+    for (std::size_t i = 0; i < window_; ++i) {
+      const std::size_t s = at(home, i);
+      entry& e = entries_[s];
+      // seq_cst: part of the claim protocol above; as an acquire it pairs
+      // with the publish CAS so a live entry's hash is visible.
+      const std::uint64_t c = e.ctl.load(std::memory_order_seq_cst);
+      const std::uint64_t st = state_of(c);
+      // seq_cst: as the load above.
+      if (st == st_live && e.hash.load(std::memory_order_seq_cst) == h) return claim_outcome::retry;  // pin it
+      if (pick != none) continue;
+      // A live entry with no pins: the unpins (releases, RMWs all, so their
+      // release sequences reach c) precede c, so `reusable` reads (acquire)
+      // every finished call's state; any pin after c advances the version
+      // and fails our claim CAS.
+      if (st == st_empty || st == st_free || (st == st_live && pins_of(c) == 0 && reusable(e, class_of(c)))) {
+        pick = s, pick_i = i, pick_c = c;
+      }
+    }
+    if (pick == none) return claim_outcome::full;
+    // Before our claim CAS, so that an eviction by us carries our time.
+    note_time(since);
+    entry& e = entries_[pick];
+    const std::uint64_t ver = (pick_c & ver_mask) + ver_one;
+    std::uint64_t expect = pick_c;
+    // seq_cst: the claim; as an acquire it pairs with the pins' release
+    // (their hash reads come before our hash store) and the unpins' (as
+    // for the state above).
+    if (!e.ctl.compare_exchange_strong(expect, ver | st_claiming, std::memory_order_seq_cst)) {
+      return claim_outcome::retry;
+    }
+    // The entry is ours until we free it: others may only move it from
+    // hashed to withdrawn, and nobody else writes its hash or state.
+    // relaxed: published by the hashed CAS (seq_cst, a release), which the
+    // scans acquire.
+    e.hash.store(h, std::memory_order_relaxed);
+    // A new incarnation: tickets of earlier ones give nothing back here.
+    // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
+    // (acquire) follows the previous owner's publish or free (releases, RMWs
+    // all) in the word's order; pinners read it after the publish CAS below.
+    e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    std::uint64_t mine = ver | st_claiming;
+    // seq_cst: the mark of the protocol above. Cannot fail: only we write
+    // a claiming entry.
+    (void)e.ctl.compare_exchange_strong(mine, ver | st_hashed, std::memory_order_seq_cst);
+    for (std::size_t i = 0; i < window_; ++i) {
+      if (i == pick_i) continue;
+      entry& o = entries_[at(home, i)];
+      std::uint64_t c = o.ctl.load(std::memory_order_seq_cst);  // seq_cst: the scan
+      for (;;) {
+        const std::uint64_t st = state_of(c);
+        if (st != st_live && st != st_hashed) break;
+        // seq_cst: the scan. A hashed or live state fixes the hash for its
+        // version, and the CAS below checks the version.
+        if (o.hash.load(std::memory_order_seq_cst) != h) break;
+        if (st == st_live) {
+          // A live entry of the key: withdraw ours. seq_cst exchange (an
+          // RMW, so release sequences stay whole): from hashed, or from
+          // withdrawn if another claim withdrew us.
+          (void)e.ctl.exchange(ver | st_free, std::memory_order_seq_cst);
+          return claim_outcome::retry;
+        }
+        // Another claim of the key: withdraw it (seq_cst CAS; on failure
+        // it published or was withdrawn: look again at what it is now).
+        if (o.ctl.compare_exchange_strong(c, (c & ver_mask) | st_withdrawn, std::memory_order_seq_cst)) break;
+      }
+    }
+    // The state starts from the latest time any claim has seen, read after
+    // the scan: every earlier entry of this key was either seen by the scan
+    // (live: we withdrew; hashed: we withdrew it, it never admits) or was
+    // already reclaimed, and the scan's load of its control word came after
+    // that evictor's claim CAS, so after its note_time(). Its state was
+    // fresh at the evictor's `now`: starting here loses none of what it owed.
+    start(e);
+    // seq_cst (a release): publishes state and hash; pinned for our own
+    // call. Fails if another claim of the key withdrew ours.
+    std::uint64_t m = ver | st_hashed;
+    if (!e.ctl.compare_exchange_strong(m, ver | st_live | (static_cast<std::uint64_t>(cls) << cls_shift) | pin_one,
+                                       std::memory_order_seq_cst)) {
+      // Withdrawn: only we free it (seq_cst exchange, as above).
+      (void)e.ctl.exchange(ver | st_free, std::memory_order_seq_cst);
+      return claim_outcome::retry;
+    }
+    slot = pick;
+    return claim_outcome::claimed;
+  }
+
+  // Takes the key out: free now, or erasing until its pins go (the last
+  // unpin frees it).
+  bool erase(std::uint64_t h) noexcept {
+    if (capacity_ == 0) return false;
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      entry& e = entries_[at(home, i)];
+      std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
+      for (;;) {
+        if (state_of(c) == st_empty) return false;
+        // relaxed: validated by the CAS, as in pin()
+        if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
+        // acq_rel / acquire: as the pin CAS; the version advances so stale
+        // pinners fail.
+        const std::uint64_t next =
+            ((c & ver_mask) + ver_one) | (pins_of(c) == 0 ? st_free : (c & pin_mask) | st_erasing);
+        if (e.ctl.compare_exchange_weak(c, next, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+      }
+    }
+    return false;
+  }
+
+  // The key's live entry and its class, without pinning (a peek: a racing
+  // reclaim can only show a newer occupant); nullptr when it has none.
+  const entry* peek(std::uint64_t h, std::size_t& cls) const noexcept {
+    if (capacity_ == 0) return nullptr;
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      const entry& e = entries_[at(home, i)];
+      const std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
+      if (state_of(c) == st_empty) return nullptr;
+      // relaxed: a peek.
+      if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) continue;
+      cls = class_of(c);
+      return &e;
+    }
+    return nullptr;
+  }
+
+ private:
+  std::unique_ptr<entry[]> entries_;
+  std::size_t capacity_ = 0;
+  std::size_t window_ = 0;
+  atomic<std::uint64_t> latest_{0};
+};
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_CLAIM_HPP
+// #include <tollgate/keyed/key.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/key.hpp: what every keyed table shares — the seed and the keyed
+// hash of its keys, and the status of a keyed decision.
+#ifndef TOLLGATE_KEYED_KEY_HPP
+#define TOLLGATE_KEYED_KEY_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/siphash.hpp>  (already above)
+
+#include <cstdint>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// The secret of a table's hash: 128 bits the user draws at random (and
+// keeps, to find the same keys after a restart).
+struct hash_seed {
+  std::uint64_t k0 = 0;
+  std::uint64_t k1 = 0;
+};
+
+// The default key hash: SipHash-2-4 under the seed, ids and strings under
+// different derived keys. A replacement (tests force collisions with one)
+// takes a hash_seed and hashes both key kinds.
+class sip_key_hash {
+ public:
+  explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
+  std::uint64_t operator()(std::uint64_t id) const noexcept { return ids_.word(id); }
+  std::uint64_t operator()(std::string_view s) const noexcept {
+    return strings_.bytes(reinterpret_cast<const unsigned char*>(s.data()), s.size());
+  }
+
+ private:
+  detail::siphash24 ids_;
+  detail::siphash24 strings_;
+};
+
+enum class keyed_status : std::uint8_t {
+  admitted,    // the key's entry admitted
+  limited,     // the key's entry refused: see the decision (later or never)
+  table_full,  // a new key, and no entry of its window may be reused
+  bad_class,   // the class index is not one of the table's (or the table is misconfigured)
+  overflow,    // a new key met a full window and went to the overflow limiter: see its decision
+};
+
+constexpr const char* to_string(keyed_status s) noexcept {
+  switch (s) {
+    case keyed_status::admitted: return "admitted";
+    case keyed_status::limited: return "limited";
+    case keyed_status::table_full: return "table_full";
+    case keyed_status::bad_class: return "bad_class";
+    case keyed_status::overflow: return "overflow";
+  }
+  return "?";
+}
+
+class keyed_result {
+ public:
+  constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
+  constexpr keyed_status status() const noexcept { return s_; }
+  constexpr const decision& result() const noexcept { return d_; }
+  // By the key's entry, or by the overflow limiter (keyed_overflow.hpp).
+  constexpr bool admitted() const noexcept {
+    return s_ == keyed_status::admitted || (s_ == keyed_status::overflow && d_.admitted());
+  }
+  constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
+  constexpr explicit operator bool() const noexcept { return admitted(); }
+
+ private:
+  decision d_;
+  keyed_status s_;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_KEY_HPP
 // #include <tollgate/keyed/ticket.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -9978,69 +10412,10 @@ TOLLGATE_BEGIN_NAMESPACE
 
 enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
-// The secret of a table's hash: 128 bits the user draws at random (and
-// keeps, to find the same keys after a restart).
-struct hash_seed {
-  std::uint64_t k0 = 0;
-  std::uint64_t k1 = 0;
-};
-
-// The default key hash: SipHash-2-4 under the seed, ids and strings under
-// different derived keys. A replacement (tests force collisions with one)
-// takes a hash_seed and hashes both key kinds.
-class sip_key_hash {
- public:
-  explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
-  std::uint64_t operator()(std::uint64_t id) const noexcept { return ids_.word(id); }
-  std::uint64_t operator()(std::string_view s) const noexcept {
-    return strings_.bytes(reinterpret_cast<const unsigned char*>(s.data()), s.size());
-  }
-
- private:
-  detail::siphash24 ids_;
-  detail::siphash24 strings_;
-};
-
 // One limit class: a token bucket's rate and burst.
 struct key_class {
   rate r;
   std::uint64_t burst = 0;
-};
-
-enum class keyed_status : std::uint8_t {
-  admitted,    // the key's bucket admitted
-  limited,     // the key's bucket refused: see the decision (later or never)
-  table_full,  // a new key, and every entry of its window is live
-  bad_class,   // the class index is not one of the table's (or the table is misconfigured)
-  overflow,    // a new key met a full window and went to the overflow limiter: see its decision
-};
-
-constexpr const char* to_string(keyed_status s) noexcept {
-  switch (s) {
-    case keyed_status::admitted: return "admitted";
-    case keyed_status::limited: return "limited";
-    case keyed_status::table_full: return "table_full";
-    case keyed_status::bad_class: return "bad_class";
-    case keyed_status::overflow: return "overflow";
-  }
-  return "?";
-}
-
-class keyed_result {
- public:
-  constexpr keyed_result(decision d, keyed_status s) noexcept : d_(d), s_(s) {}
-  constexpr keyed_status status() const noexcept { return s_; }
-  constexpr const decision& result() const noexcept { return d_; }
-  // By the key's entry, or by the overflow limiter (keyed_overflow.hpp).
-  constexpr bool admitted() const noexcept {
-    return s_ == keyed_status::admitted || (s_ == keyed_status::overflow && d_.admitted());
-  }
-  constexpr bool table_full() const noexcept { return s_ == keyed_status::table_full; }
-  constexpr explicit operator bool() const noexcept { return admitted(); }
-
- private:
-  decision d_;
-  keyed_status s_;
 };
 
 template <class Clock = steady_clock, class Hash = sip_key_hash>
@@ -10166,43 +10541,21 @@ class keyed_buckets {
   static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
 
  private:
-  // The control word: state (3 bits), class (6), pins (15), version (40).
-  // A claim goes empty/free/full-live -> claiming (owned: hash written) ->
-  // hashed (its hash is final for this version; another claim of the key
-  // may now withdraw it) -> live; or hashed -> withdrawn (by another) ->
-  // free (by the owner only, so that its TAT store cannot land on a new
-  // occupant), or hashed -> free (by the owner, on finding the key live).
-  // erase(): live -> free, or live -> erasing while admissions are in
-  // progress (no new pins), and the last of them frees it.
-  static constexpr std::uint64_t st_empty = 0, st_claiming = 1, st_hashed = 2, st_live = 3, st_free = 4,
-                                 st_withdrawn = 5, st_erasing = 6;
-  static constexpr std::uint64_t st_mask = 7;
-  static constexpr unsigned cls_shift = 3, pin_shift = 9, ver_shift = 24;
-  static constexpr std::uint64_t cls_mask = std::uint64_t{63} << cls_shift;
-  static constexpr std::uint64_t pin_one = std::uint64_t{1} << pin_shift;
-  static constexpr std::uint64_t pin_mask = std::uint64_t{0x7fff} << pin_shift;
-  static constexpr std::uint64_t ver_one = std::uint64_t{1} << ver_shift;
-  static constexpr std::uint64_t ver_mask = ~std::uint64_t{0} << ver_shift;
-
-  static constexpr std::uint64_t state_of(std::uint64_t c) noexcept { return c & st_mask; }
-  static constexpr std::size_t class_of(std::uint64_t c) noexcept {
-    return static_cast<std::size_t>((c & cls_mask) >> cls_shift);
-  }
-  static constexpr std::uint64_t pins_of(std::uint64_t c) noexcept { return (c & pin_mask) >> pin_shift; }
-
-  // `claim` counts the entry's claims (64 bits: a ticket would have to be
-  // held across 2^64 claims of one entry to name a later incarnation, a
-  // claim per nanosecond for 584 years). Only the owner of a claiming
-  // entry writes it; tickets carry it so a refund lands only in the
-  // incarnation that was charged.
-  struct alignas(32) entry {
-    detail::atomic<std::uint64_t> ctl{0};
-    detail::atomic<std::uint64_t> hash{0};
+  // The entry protocol (keyed/claim.hpp, which lays out the control word);
+  // a bucket's state is its TAT, in ticks of its class after the origin.
+  struct bucket_state {
     detail::atomic<std::uint64_t> tat{0};
-    detail::atomic<std::uint64_t> claim{0};
   };
-
-  enum class claim_outcome { claimed, retry, full };
+  using S = detail::keyed_slots<bucket_state>;
+  using entry = typename S::entry;
+  static constexpr std::uint64_t st_live = S::st_live, st_free = S::st_free, pin_one = S::pin_one,
+                                 pin_mask = S::pin_mask, ver_one = S::ver_one, ver_mask = S::ver_mask;
+  static constexpr unsigned cls_shift = S::cls_shift;
+  static constexpr std::uint64_t state_of(std::uint64_t c) noexcept { return S::state_of(c); }
+  static constexpr std::size_t class_of(std::uint64_t c) noexcept { return S::class_of(c); }
+  static void unpin(entry& e) noexcept { S::unpin(e); }
+  std::size_t home_of(std::uint64_t h) const noexcept { return slots_.home_of(h); }
+  std::size_t at(std::size_t home, std::size_t i) const noexcept { return slots_.at(home, i); }
 
   errc init(std::size_t capacity, const std::vector<key_class>& classes, nanoseconds origin, std::size_t window) {
     if (capacity == 0 || window == 0 || classes.empty()) return errc::zero_count;
@@ -10215,21 +10568,13 @@ class keyed_buckets {
       if (e != errc::ok) return e;
       ps.push_back(p);
     }
-    entries_.reset(new entry[capacity]);
+    slots_.init(capacity, window);
     params_ = std::move(ps);
     capacity_ = capacity;
-    window_ = window < capacity ? window : capacity;
+    window_ = slots_.window();
     origin_ = origin.count();
     id_ = detail::next_keyed_table_id();
     return errc::ok;
-  }
-
-  std::size_t home_of(std::uint64_t h) const noexcept {
-    return static_cast<std::size_t>((static_cast<detail::u128>(h) * capacity_) >> 64);
-  }
-  std::size_t at(std::size_t home, std::size_t i) const noexcept {
-    const std::size_t s = home + i;
-    return s >= capacity_ ? s - capacity_ : s;
   }
 
   // Whether `now` is past class p's horizon: its ticks (saturated) beyond
@@ -10262,30 +10607,32 @@ class keyed_buckets {
     if (n == 0) return {decision::admit(), keyed_status::admitted};
     for (;;) {
       std::size_t slot = 0, slot_cls = cls;
-      if (!pin(h, slot, slot_cls)) {
+      if (!slots_.pin(h, slot, slot_cls)) {
         // A new key asking for more than its class can ever hold: refused
         // without taking an entry.
         // So is one past its class's horizon.
         if (n > params_[cls].burst || past(now, params_[cls])) {
           return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
         }
-        nanoseconds wait{0};
+        std::uint64_t soonest = ~std::uint64_t{0};
         bool known = false;
-        const claim_outcome o = claim(h, cls, now, slot, wait, known);
-        if (o == claim_outcome::retry) continue;
-        if (o == claim_outcome::full) {
+        const detail::claim_outcome o = claim(h, cls, now, slot, soonest, known);
+        if (o == detail::claim_outcome::retry) continue;
+        if (o == detail::claim_outcome::full) {
+          const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
+          const nanoseconds wait(static_cast<std::int64_t>(soonest > top ? top : soonest));
           return {known ? wait_or_never(now, wait, params_[cls]) : decision::wait(nanoseconds(0), reason::busy),
                   keyed_status::table_full};
         }
       }
       std::uint64_t end = 0;
-      entry& e = entries_[slot];
-      const decision d = admit(e.tat, params_[slot_cls], n, now, end);
+      entry& e = slots_[slot];
+      const decision d = admit(e.s.tat, params_[slot_cls], n, now, end);
       // relaxed: written before the publish CAS (release) that our pin's
       // acquire read, or by ourselves; no claim can change it while pinned.
       if (t != nullptr && d.admitted())
         *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed), id_};
-      unpin(entries_[slot]);
+      unpin(e);
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
   }
@@ -10311,101 +10658,42 @@ class keyed_buckets {
     }
   }
 
-  static void unpin(entry& e) noexcept {
-    // release: pairs with an evictor's acquire load of ctl (claim): our
-    // bucket CAS happens before its freshness read. An RMW, so it keeps
-    // the release sequence of the publish and of other unpins.
-    const std::uint64_t was = e.ctl.fetch_sub(pin_one, std::memory_order_release);
-    if (state_of(was) == st_erasing && pins_of(was) == 1) {
-      // The last admission on an erased entry frees it; nobody else can
-      // change an erasing entry with no pins. seq_cst exchange (an RMW, a
-      // release): our TAT writes come before the next claim's CAS.
-      (void)e.ctl.exchange(((was - pin_one) & ver_mask) | st_free, std::memory_order_seq_cst);
-    }
-  }
-
   static constexpr std::uint64_t snapshot_version = 1;
   std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
 
-  // Defined in keyed/claim.hpp: the entry protocol (pin, refund, claim, erase, peek).
-  bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls) noexcept;
+  // Defined in keyed/bucket_ops.hpp: the bucket's side of the protocol.
   std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
-  void note_time(nanoseconds now) noexcept;
-  std::uint64_t start_time() const noexcept;
-  claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot, nanoseconds& wait,
-                      bool& known) noexcept;
-  bool erase_hash(std::uint64_t h) noexcept;
+  std::uint64_t start_time() const noexcept { return slots_.start_time(); }
+  detail::claim_outcome claim(std::uint64_t h, std::size_t cls, nanoseconds now, std::size_t& slot,
+                              std::uint64_t& soonest, bool& known) noexcept;
+  bool erase_hash(std::uint64_t h) noexcept { return slots_.erase(h); }
   bool peek_tat(std::uint64_t h, std::uint64_t* tat, std::size_t* cls) const noexcept;
   std::uint64_t available_hash(std::uint64_t h, std::size_t cls, nanoseconds now) const noexcept;
 
   Hash hash_;
-  std::unique_ptr<entry[]> entries_;
+  S slots_;
   std::vector<detail::gcra_params> params_;
   std::size_t capacity_ = 0;
   std::size_t window_ = 0;
   std::int64_t origin_ = 0;
-  detail::atomic<std::uint64_t> latest_{0};
   std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
 };
 
 TOLLGATE_END_NAMESPACE
 
-// #include <tollgate/keyed/claim.hpp>  (inlined below)
+// #include <tollgate/keyed/bucket_ops.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
-// keyed/claim.hpp: the entry protocol of keyed_buckets — pinning a key's
-// live entry, refunds into it, claiming a free or full entry for a new
-// key, erasing, and the peeks. Included by keyed_buckets.hpp after the class, whose header states
-// the contract, the bound and the control word's layout; each step below
-// says which atomic operation it pairs with.
-#ifndef TOLLGATE_KEYED_CLAIM_HPP
-#define TOLLGATE_KEYED_CLAIM_HPP
+// keyed/bucket_ops.hpp: keyed_buckets' side of the entry protocol of
+// keyed/claim.hpp — when a bucket may be reclaimed, how a claimed one
+// starts, refunds into it, and the peeks. Included by keyed_buckets.hpp
+// after the class, whose header states the contract and the bound.
+#ifndef TOLLGATE_KEYED_BUCKET_OPS_HPP
+#define TOLLGATE_KEYED_BUCKET_OPS_HPP
 
 // #include <tollgate/keyed_buckets.hpp>  (already above)
 
 TOLLGATE_BEGIN_NAMESPACE
-
-// Finds the key's live entry and pins it (one more admission in progress,
-// version advanced). The entry's hash is read between a load of the
-// control word and a CAS that expects it unchanged: a new occupant writes
-// its hash only after a claim CAS that advances the version, and our CAS
-// (release) precedes that claim CAS (acquire) in the word's order, so the
-// hash we compared cannot be the new occupant's.
-template <class Clock, class Hash>
-bool keyed_buckets<Clock, Hash>::pin(std::uint64_t h, std::size_t& slot, std::size_t& cls) noexcept {
-  const std::size_t home = home_of(h);
-  for (std::size_t i = 0; i < window_; ++i) {
-    const std::size_t s = at(home, i);
-    entry& e = entries_[s];
-    // acquire: pairs with the publish store (release) of the occupant, so
-    // its hash and initial TAT are visible.
-    std::uint64_t c = e.ctl.load(std::memory_order_acquire);
-    for (;;) {
-      const std::uint64_t st = state_of(c);
-      // Slots never return to empty, and a claim takes the first candidate
-      // of its window, so no live entry of this key lies past an empty
-      // one. (A stale read only sends us to claim(), which rechecks.)
-      if (st == st_empty) return false;
-      // relaxed: validated by the CAS below, as explained above.
-      if (st != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
-      if ((c & pin_mask) == pin_mask) {  // 32767 admissions in progress: wait for one
-        std::this_thread::yield();
-        c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
-        continue;
-      }
-      // acq_rel: release orders our hash read before any later claim CAS
-      // (acquire) on this word; acquire pairs with the publish store so
-      // the bucket's value is visible. acquire on failure: as the load.
-      if (e.ctl.compare_exchange_weak(c, c + pin_one + ver_one, std::memory_order_acq_rel,
-                                      std::memory_order_acquire)) {
-        slot = s;
-        cls = class_of(c);
-        return true;
-      }
-    }
-  }
-  return false;
-}
 
 // Gives back what the ticket rule allows into the entry the ticket charged
 // (keyed_buckets::refund states the rule).
@@ -10415,14 +10703,15 @@ std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_tic
   if (n > t.units) n = t.units;
   if (n == 0 || t.hash != h || t.table != id_ || t.cls >= params_.size()) return 0;  // id_: see restore()
   std::size_t slot = 0, cls = 0;
-  if (!pin(h, slot, cls)) return 0;
+  if (!slots_.pin(h, slot, cls)) return 0;
   std::uint64_t got = 0;
+  entry& e = slots_[slot];
   // relaxed: as in acquire_hash(); another incarnation of the key (or of
   // the entry) has another slot or claim generation.
-  if (cls == t.cls && slot == t.slot && entries_[slot].claim.load(std::memory_order_relaxed) == t.claim) {
+  if (cls == t.cls && slot == t.slot && e.claim.load(std::memory_order_relaxed) == t.claim) {
     const detail::gcra_params& p = params_[cls];
     const std::uint64_t now_t = ticks(now, p);
-    detail::atomic<std::uint64_t>& tat = entries_[slot].tat;
+    detail::atomic<std::uint64_t>& tat = e.s.tat;
     std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
     for (;;) {
       if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
@@ -10439,207 +10728,53 @@ std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_tic
       }
     }
   }
-  unpin(entries_[slot]);
+  unpin(e);
   t.units -= got;
   return got;
 }
 
-// The latest `now` seen by any claim, in ns: the start of claimed
-// entries, so that a key cannot get units twice by coming back earlier.
+// A bucket entry is reusable when it is full at the claimer's `now` (TAT
+// not after it) or past its class's horizon (it refuses everything there,
+// as a fresh one does); otherwise it notes when it will be (`soonest`, ns).
+// A claimed bucket starts with its TAT at the latest time any claim has
+// seen (keyed/claim.hpp says why that loses nothing owed).
 template <class Clock, class Hash>
-void keyed_buckets<Clock, Hash>::note_time(nanoseconds now) noexcept {
-  const std::uint64_t t = detail::positive_difference(now.count(), origin_);
-  // relaxed: the value travels to a later claimer of a key we evict
-  // through our claim CAS (sequenced after this) and that claimer's scan
-  // load of the same control word (seq_cst, an acquire; every later
-  // change of the word is an RMW, so the release sequence holds), which
-  // precedes its read in start_time().
-  std::uint64_t w = latest_.load(std::memory_order_relaxed);
-  // relaxed / relaxed: a max, only ever raised.
-  while (w < t && !latest_.compare_exchange_weak(w, t, std::memory_order_relaxed, std::memory_order_relaxed)) {
-  }
-}
-template <class Clock, class Hash>
-std::uint64_t keyed_buckets<Clock, Hash>::start_time() const noexcept {
-  return latest_.load(std::memory_order_relaxed);  // relaxed: see note_time()
-}
-
-// Claims an entry of the window for the key, published pinned; or says
-// to retry (the key appeared, or our claim lost a same-key race) or that
-// the window is full of live entries (with the time until the first is
-// full again).
-//
-// Two claimers of one key must not both publish. Each, owning its entry,
-// writes TAT and hash, then marks it hashed (seq_cst CAS), then scans the
-// window (seq_cst loads) for the key: in the single total order of those
-// steps the later marker's scan sees the earlier one's mark (or its live
-// entry). Seeing a live entry of the key, a claimer withdraws its own;
-// seeing another hashed claim of the key, it withdraws that one (a CAS on
-// its control word: its owner's publish CAS then fails, and it retries
-// and finds ours). So two claims never both publish, and no claimer
-// waits for another: a stalled claim is withdrawn by the next claimer of
-// its key. (Two claimers that withdraw each other both retry: claims of
-// one new key are obstruction-free, not lock-free.)
-template <class Clock, class Hash>
-typename keyed_buckets<Clock, Hash>::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::size_t cls,
-                                                                                   nanoseconds now, std::size_t& slot,
-                                                                                   nanoseconds& wait,
-                                                                                   bool& known) noexcept {
-  const std::size_t home = home_of(h);
-  constexpr std::size_t none = ~std::size_t{0};
-  std::size_t pick = none, pick_i = 0;
-  std::uint64_t pick_c = 0;
-  known = false;
-  std::uint64_t soonest = ~std::uint64_t{0};
-  for (std::size_t i = 0; i < window_; ++i) {
-    const std::size_t s = at(home, i);
-    entry& e = entries_[s];
-    // seq_cst: part of the claim protocol above; as an acquire it pairs
-    // with the publish store so a live entry's hash is visible.
-    const std::uint64_t c = e.ctl.load(std::memory_order_seq_cst);
-    const std::uint64_t st = state_of(c);
-    // seq_cst: as the load above.
-    if (st == st_live && e.hash.load(std::memory_order_seq_cst) == h) return claim_outcome::retry;  // pin it
-    if (pick != none) continue;
-    if (st == st_empty || st == st_free) {
-      pick = s, pick_i = i, pick_c = c;
-    } else if (st == st_live && pins_of(c) == 0) {
-      const detail::gcra_params& p = params_[class_of(c)];
-      // acquire: pairs with the unpins (release) that precede c in the
-      // word's order (RMWs all, so their release sequences reach c), so
-      // every finished admission's TAT is seen; any pin after c advances
-      // the version and fails our claim CAS.
-      const std::uint64_t tat = e.tat.load(std::memory_order_acquire);
-      const std::uint64_t now_t = ticks(now, p);
-      // Past its class's horizon an entry refuses everything, as a fresh
-      // one of its class does there: full, so reclaimable.
-      if (tat <= now_t || past_t(now_t, p)) {
-        pick = s, pick_i = i, pick_c = c;
-      } else {
-        // Full when its TAT is reached, or once past its horizon.
-        std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
-        const std::uint64_t end = static_cast<std::uint64_t>(detail::gcra_horizon_ns(p)) + 1 -
-                                  detail::positive_difference(now.count(), origin_);  // > 0: not past
-        if (end < d) d = end;
-        if (d < soonest) soonest = d;
-        known = true;
-      }
-    }
-  }
-  if (pick == none) {
-    const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
-    wait = nanoseconds(static_cast<std::int64_t>(soonest > top ? top : soonest));
-    return claim_outcome::full;
-  }
-  // Before our claim CAS, so that an eviction by us carries our time.
-  note_time(now);
-  entry& e = entries_[pick];
-  const std::uint64_t ver = (pick_c & ver_mask) + ver_one;
-  std::uint64_t expect = pick_c;
-  // seq_cst: the claim; as an acquire it pairs with the pins' release
-  // (their hash reads come before our hash store) and the unpins' (as
-  // for the TAT above).
-  if (!e.ctl.compare_exchange_strong(expect, ver | st_claiming, std::memory_order_seq_cst)) {
-    return claim_outcome::retry;
-  }
-  // The entry is ours until we free it: others may only move it from
-  // hashed to withdrawn, and nobody else writes its hash or TAT.
-  // relaxed: published by the hashed CAS (seq_cst, a release), which the
-  // scans acquire.
-  e.hash.store(h, std::memory_order_relaxed);
-  // A new incarnation: tickets of earlier ones give nothing back here.
-  // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
-  // (acquire) follows the previous owner's publish or free (releases, RMWs
-  // all) in the word's order; pinners read it after the publish CAS below.
-  e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  std::uint64_t mine = ver | st_claiming;
-  // seq_cst: the mark of the protocol above. Cannot fail: only we write
-  // a claiming entry.
-  (void)e.ctl.compare_exchange_strong(mine, ver | st_hashed, std::memory_order_seq_cst);
-  for (std::size_t i = 0; i < window_; ++i) {
-    if (i == pick_i) continue;
-    entry& o = entries_[at(home, i)];
-    std::uint64_t c = o.ctl.load(std::memory_order_seq_cst);  // seq_cst: the scan
-    for (;;) {
-      const std::uint64_t st = state_of(c);
-      if (st != st_live && st != st_hashed) break;
-      // seq_cst: the scan. A hashed or live state fixes the hash for its
-      // version, and the CAS below checks the version.
-      if (o.hash.load(std::memory_order_seq_cst) != h) break;
-      if (st == st_live) {
-        // A live entry of the key: withdraw ours. seq_cst CAS: fails if
-        // another claim withdrew us first.
-        // seq_cst exchange (an RMW, so release sequences stay whole):
-        // from hashed, or from withdrawn if another claim withdrew us.
-        (void)e.ctl.exchange(ver | st_free, std::memory_order_seq_cst);
-        return claim_outcome::retry;
-      }
-      // Another claim of the key: withdraw it (seq_cst CAS; on failure
-      // it published or was withdrawn: look again at what it is now).
-      if (o.ctl.compare_exchange_strong(c, (c & ver_mask) | st_withdrawn, std::memory_order_seq_cst)) break;
-    }
-  }
-  // The TAT starts at the latest time any claim has seen, read after the
-  // scan: every earlier entry of this key was either seen by the scan
-  // (live: we withdrew; hashed: we withdrew it, it never admits) or was
-  // already reclaimed, and the scan's load of its control word came after
-  // that evictor's claim CAS, so after its note_time(). Its TAT was not
-  // after the evictor's `now`: starting here loses none of what it owed.
-  const detail::gcra_params& p = params_[cls];
-  const std::uint64_t begin = detail::sat_mul(start_time(), p.scale);
-  // relaxed: published by the publish CAS below (seq_cst, a release).
-  e.tat.store(begin > L::max_ticks ? L::max_ticks : begin, std::memory_order_relaxed);
-  // seq_cst (a release): publishes TAT and hash; pinned for our own
-  // admission. Fails if another claim of the key withdrew ours.
-  std::uint64_t m = ver | st_hashed;
-  if (!e.ctl.compare_exchange_strong(m, ver | st_live | (static_cast<std::uint64_t>(cls) << cls_shift) | pin_one,
-                                     std::memory_order_seq_cst)) {
-    // Withdrawn: only we free it (seq_cst exchange, as above).
-    (void)e.ctl.exchange(ver | st_free, std::memory_order_seq_cst);
-    return claim_outcome::retry;
-  }
-  slot = pick;
-  return claim_outcome::claimed;
-}
-
-template <class Clock, class Hash>
-bool keyed_buckets<Clock, Hash>::erase_hash(std::uint64_t h) noexcept {
-  if (capacity_ == 0) return false;
-  const std::size_t home = home_of(h);
-  for (std::size_t i = 0; i < window_; ++i) {
-    entry& e = entries_[at(home, i)];
-    std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
-    for (;;) {
-      if (state_of(c) == st_empty) return false;
-      // relaxed: validated by the CAS, as in pin()
-      if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
-      // Free now, or erasing until the admissions in progress unpin (the
-      // last one frees it). acq_rel / acquire: as the pin CAS; the version
-      // advances so stale pinners fail.
-      const std::uint64_t next =
-          ((c & ver_mask) + ver_one) | (pins_of(c) == 0 ? st_free : (c & pin_mask) | st_erasing);
-      if (e.ctl.compare_exchange_weak(c, next, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
-    }
-  }
-  return false;
+detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::size_t cls, nanoseconds now,
+                                                        std::size_t& slot, std::uint64_t& soonest,
+                                                        bool& known) noexcept {
+  const std::uint64_t since = detail::positive_difference(now.count(), origin_);
+  auto reusable = [&](entry& e, std::size_t c) {
+    const detail::gcra_params& p = params_[c];
+    // acquire: pairs with the unpins (release) that precede the control
+    // word the claim read with no pins (keyed/claim.hpp).
+    const std::uint64_t tat = e.s.tat.load(std::memory_order_acquire);
+    const std::uint64_t now_t = ticks(now, p);
+    if (tat <= now_t || past_t(now_t, p)) return true;
+    // Full when its TAT is reached, or once past its horizon.
+    std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
+    const std::uint64_t end = static_cast<std::uint64_t>(detail::gcra_horizon_ns(p)) + 1 - since;  // > 0: not past
+    if (end < d) d = end;
+    if (d < soonest) soonest = d;
+    known = true;
+    return false;
+  };
+  auto start = [&](entry& e) {
+    const std::uint64_t begin = detail::sat_mul(slots_.start_time(), params_[cls].scale);
+    // relaxed: published by the publish CAS (seq_cst, a release).
+    e.s.tat.store(begin > L::max_ticks ? L::max_ticks : begin, std::memory_order_relaxed);
+  };
+  return slots_.claim(h, cls, since, slot, reusable, start);
 }
 
 // Reads the key's TAT and class without pinning.
 template <class Clock, class Hash>
 bool keyed_buckets<Clock, Hash>::peek_tat(std::uint64_t h, std::uint64_t* tat, std::size_t* cls) const noexcept {
-  if (capacity_ == 0) return false;
-  const std::size_t home = home_of(h);
-  for (std::size_t i = 0; i < window_; ++i) {
-    const entry& e = entries_[at(home, i)];
-    const std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
-    if (state_of(c) == st_empty) return false;
-    // relaxed: a peek; a racing reclaim can only show a newer occupant.
-    if (state_of(c) != st_live || e.hash.load(std::memory_order_relaxed) != h) continue;
-    if (tat != nullptr) *tat = e.tat.load(std::memory_order_relaxed);  // relaxed: a peek
-    if (cls != nullptr) *cls = class_of(c);
-    return true;
-  }
-  return false;
+  std::size_t c = 0;
+  const entry* e = slots_.peek(h, c);
+  if (e == nullptr) return false;
+  if (tat != nullptr) *tat = e->s.tat.load(std::memory_order_relaxed);  // relaxed: a peek
+  if (cls != nullptr) *cls = c;
+  return true;
 }
 
 template <class Clock, class Hash>
@@ -10658,7 +10793,7 @@ std::uint64_t keyed_buckets<Clock, Hash>::available_hash(std::uint64_t h, std::s
 
 TOLLGATE_END_NAMESPACE
 
-#endif  // TOLLGATE_KEYED_CLAIM_HPP
+#endif  // TOLLGATE_KEYED_BUCKET_OPS_HPP
 // #include <tollgate/keyed/snapshot.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -10750,7 +10885,7 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
   };
   std::vector<row> rows;
   for (std::size_t s = 0; s < capacity_; ++s) {
-    entry& e = entries_[s];
+    entry& e = slots_[s];
     // acquire: as in pin() (pairs with the publish store).
     std::uint64_t c = e.ctl.load(std::memory_order_acquire);
     for (;;) {
@@ -10767,7 +10902,7 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
       const detail::gcra_params& p = params_[class_of(c)];
       // relaxed: stable while pinned (hash), or a moment of the bucket (TAT), as in admit().
       const std::uint64_t h = e.hash.load(std::memory_order_relaxed);
-      const std::uint64_t tat = e.tat.load(std::memory_order_relaxed);
+      const std::uint64_t tat = e.s.tat.load(std::memory_order_relaxed);
       const std::uint64_t now_t = ticks(now, p);
       if (tat > now_t) {
         rows.push_back(row{s, h, class_of(c), static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count())});
@@ -10811,7 +10946,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   // construction and restore leave version 0). relaxed: restore() must not
   // race other use, so this only reads this thread's past.
   for (std::size_t s = 0; s < capacity_; ++s) {
-    if ((entries_[s].ctl.load(std::memory_order_relaxed) & ver_mask) != 0) return E::in_use;
+    if ((slots_[s].ctl.load(std::memory_order_relaxed) & ver_mask) != 0) return E::in_use;
   }
   detail::byte_reader r{bytes};
   if (bytes.size() < 12 || bytes.substr(0, 4) != "TGK1" || !r.skip(4)) return E::bad_format;
@@ -10872,21 +11007,21 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   // of them; with another identity none gives anything back here.
   id_ = detail::next_keyed_table_id();
   for (std::size_t s = 0; s < capacity_; ++s) {
-    entries_[s].ctl.store(0, std::memory_order_relaxed);
-    entries_[s].claim.store(0, std::memory_order_relaxed);
+    slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   const std::uint64_t since = detail::positive_difference(now.count(), origin_);
   const std::uint64_t lead = ahead > down ? ahead - down : 0;
   const std::uint64_t latest = detail::sat_add(since, lead);
-  latest_.store(latest > start_time() ? latest : start_time(), std::memory_order_relaxed);
+  slots_.set_start_time(latest > start_time() ? latest : start_time());
   for (const row& x : rows) {
     if (x.owed <= down) continue;  // owed nothing by now: fresh
     const std::size_t slot = static_cast<std::size_t>(x.slot), cls = static_cast<std::size_t>(x.cls);
     const detail::gcra_params& p = params_[cls];
-    entry& e = entries_[slot];
+    entry& e = slots_[slot];
     const std::uint64_t tat = detail::sat_add(ticks(now, p), detail::sat_mul(x.owed - down, p.scale));
     e.hash.store(x.hash, std::memory_order_relaxed);
-    e.tat.store(tat > L::max_ticks ? L::max_ticks : tat, std::memory_order_relaxed);
+    e.s.tat.store(tat > L::max_ticks ? L::max_ticks : tat, std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(st_live | (static_cast<std::uint64_t>(cls) << cls_shift), std::memory_order_relaxed);
   }
@@ -10895,7 +11030,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   for (const row& x : rows) {
     if (x.owed <= down) continue;
     for (std::size_t i = 0, home = home_of(x.hash); at(home, i) != static_cast<std::size_t>(x.slot); ++i) {
-      entry& e = entries_[at(home, i)];
+      entry& e = slots_[at(home, i)];
       if (e.ctl.load(std::memory_order_relaxed) == 0) e.ctl.store(st_free, std::memory_order_relaxed);
     }
   }
@@ -10907,6 +11042,881 @@ TOLLGATE_END_NAMESPACE
 #endif  // TOLLGATE_KEYED_SNAPSHOT_HPP
 
 #endif  // TOLLGATE_KEYED_BUCKETS_HPP
+// #include <tollgate/keyed_permits.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed_permits.hpp: a concurrency limit per key (requests in flight per
+// end user, tenant or API key) in a fixed-capacity table that never
+// allocates after its construction and never forgets a held permit.
+//
+// Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
+// user's seed, linear probing over a window of `window` entries, at most 64
+// limit classes chosen by the call that claims a key's entry), with
+// entries of 32 bytes (memory: 32 x capacity bytes plus the class list),
+// allocated once by the constructor.
+//
+// Guarantee. For every key, right after any admission the units held on
+// its entry are at most its class's limit, and the held units never go
+// below zero. Lossless eviction: a held permit pins its entry (the pin
+// count of the entry's control word, keyed/claim.hpp), and an entry is
+// reclaimed for another key only with no pin, so only when nothing is held
+// on it, which is the state a fresh entry has. When every entry of a new
+// key's window holds permits, the key is refused with
+// keyed_status::table_full (reason::busy, no wait: a release frees one),
+// and no held permit is touched; a flood of new keys therefore changes no
+// live entry. erase() takes the key out at once (its next acquisition
+// claims a fresh entry: an explicit reset of its limit); its entry is
+// reused only after the permits held on it are released, into it.
+//
+// Collisions. Two keys with one 64-bit hash share one entry and its limit
+// (the conservative side); keyed_buckets.hpp states the probabilities and
+// the window's refusal rates, which hold here with "live" read as "holds a
+// permit".
+//
+// Decisions. n == 0 is admitted and holds nothing (and claims nothing).
+// n over the key's class limit is `never` (reason::exceeds_capacity), for
+// a new key without claiming an entry. held + n over the limit is refused
+// `later` with reason::busy and no wait (concurrency_limiter's rule). So is
+// a key already holding max_held (16383) permit objects at once, however
+// few units each holds (each pins its entry once). A bad class index is
+// keyed_status::bad_class. Limits are 1 .. 2^32 - 1.
+//
+// Concurrency contract. Every member function is thread-safe and
+// lock-free except as keyed/claim.hpp states for claims of one new key
+// racing each other (obstruction-free) and for a pin that finds 32767 pins
+// on its entry (it waits for one of the calls in progress: 16384 of them
+// at once on one key). Acquiring on a live key is a pin CAS and a CAS on
+// the held count; releasing is a fetch_sub on it and an unpin. A permit
+// must not outlive its table; it releases exactly once (release() or its
+// destructor; moving transfers it). in_use and contains may be stale the
+// moment they return.
+#ifndef TOLLGATE_KEYED_PERMITS_HPP
+#define TOLLGATE_KEYED_PERMITS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/keyed/claim.hpp>  (already above)
+// #include <tollgate/keyed/key.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+struct keyed_permit_state {
+  atomic<std::uint64_t> held{0};  // units held on the entry
+};
+using keyed_permit_slots = keyed_slots<keyed_permit_state>;
+}  // namespace detail
+
+// Holds n units of one key's limit in a keyed_permits table until released
+// or destroyed.
+class keyed_permit {
+ public:
+  keyed_permit() noexcept = default;
+  keyed_permit(const keyed_permit&) = delete;
+  keyed_permit& operator=(const keyed_permit&) = delete;
+  keyed_permit(keyed_permit&& o) noexcept
+      : owner_(std::exchange(o.owner_, nullptr)), slot_(o.slot_), n_(std::exchange(o.n_, 0)), r_(o.r_) {}
+  keyed_permit& operator=(keyed_permit&& o) noexcept {
+    if (this != &o) {
+      release();
+      owner_ = std::exchange(o.owner_, nullptr);
+      slot_ = o.slot_;
+      n_ = std::exchange(o.n_, 0);
+      r_ = o.r_;
+    }
+    return *this;
+  }
+  ~keyed_permit() { release(); }
+
+  // The answer that produced this permit.
+  const keyed_result& result() const noexcept { return r_; }
+  keyed_status status() const noexcept { return r_.status(); }
+  explicit operator bool() const noexcept { return r_.admitted(); }
+  std::uint64_t count() const noexcept { return n_; }
+  // Releases now; later calls and the destructor do nothing.
+  void release() noexcept {
+    if (owner_ == nullptr) return;
+    detail::keyed_permit_slots::entry& e = (*owner_)[slot_];
+    // relaxed: the held count's changes are ordered among themselves by
+    // their atomicity; the unpin below (release) carries this one to the
+    // next claimer of the entry (its acquire load of the control word).
+    (void)e.s.held.fetch_sub(n_, std::memory_order_relaxed);
+    detail::keyed_permit_slots::unpin(e);
+    owner_ = nullptr;
+    n_ = 0;
+  }
+
+ private:
+  template <class>
+  friend class keyed_permits;
+  keyed_permit(detail::keyed_permit_slots* o, std::size_t slot, std::uint64_t n, keyed_result r) noexcept
+      : owner_(o), slot_(slot), n_(n), r_(r) {}
+  detail::keyed_permit_slots* owner_ = nullptr;
+  std::size_t slot_ = 0;
+  std::uint64_t n_ = 0;
+  keyed_result r_{decision::refuse(reason::misconfigured), keyed_status::bad_class};
+};
+
+template <class Hash = sip_key_hash>
+class keyed_permits {
+  using S = detail::keyed_permit_slots;
+
+ public:
+  static constexpr std::size_t max_classes = 64;
+  static constexpr std::size_t default_window = 16;
+  static constexpr std::uint64_t max_limit = 0xffffffffULL;
+  static constexpr std::uint64_t max_held = S::max_held;
+
+  // Throws config_error (or aborts without exceptions) on a bad
+  // configuration: capacity, window or limit list empty, or a limit of 0
+  // (errc::zero_count); more than 64 classes, a capacity over 2^40 or a
+  // limit over 2^32 - 1 (errc::too_large). A window larger than the
+  // capacity is the capacity.
+  keyed_permits(std::size_t capacity, const std::vector<std::uint64_t>& limits, hash_seed seed,
+                std::size_t window = default_window)
+      : hash_(seed) {
+    const errc e = init(capacity, limits, window);
+    if (e != errc::ok) detail::fail(e);
+  }
+  // Never throws: on a bad configuration sets `ec` and builds a table that
+  // refuses everything with keyed_status::bad_class.
+  keyed_permits(std::size_t capacity, const std::vector<std::uint64_t>& limits, hash_seed seed, std::size_t window,
+                errc& ec) noexcept
+      : hash_(seed) {
+    ec = init(capacity, limits, window);
+  }
+  keyed_permits(const keyed_permits&) = delete;
+  keyed_permits& operator=(const keyed_permits&) = delete;
+
+  // Holds n units of the key's limit (claiming an entry with class `cls` if
+  // the key has none).
+  keyed_permit try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n = 1) noexcept {
+    return acquire_hash(hash_(id), cls, n);
+  }
+  keyed_permit try_acquire(std::string_view key, std::size_t cls, std::uint64_t n = 1) noexcept {
+    return acquire_hash(hash_(key), cls, n);
+  }
+
+  // Takes the key out (see the header). Returns whether it had an entry.
+  bool erase(std::uint64_t id) noexcept { return slots_.erase(hash_(id)); }
+  bool erase(std::string_view key) noexcept { return slots_.erase(hash_(key)); }
+  bool contains(std::uint64_t id) const noexcept { return peek(hash_(id)) != nullptr; }
+  bool contains(std::string_view key) const noexcept { return peek(hash_(key)) != nullptr; }
+  // Units the key holds (peek).
+  std::uint64_t in_use(std::uint64_t id) const noexcept { return held(hash_(id)); }
+  std::uint64_t in_use(std::string_view key) const noexcept { return held(hash_(key)); }
+
+  std::size_t capacity() const noexcept { return slots_.capacity(); }
+  std::size_t window() const noexcept { return slots_.window(); }
+  std::size_t classes() const noexcept { return limits_.size(); }
+  // Class `cls`'s limit; zero for a bad class index.
+  std::uint64_t limit(std::size_t cls) const noexcept { return cls < limits_.size() ? limits_[cls] : 0; }
+  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(typename S::entry); }
+
+ private:
+  errc init(std::size_t capacity, const std::vector<std::uint64_t>& limits, std::size_t window) {
+    if (capacity == 0 || window == 0 || limits.empty()) return errc::zero_count;
+    if (limits.size() > max_classes || capacity > (std::size_t{1} << 40)) return errc::too_large;
+    for (const std::uint64_t l : limits) {
+      if (l == 0) return errc::zero_count;
+      if (l > max_limit) return errc::too_large;
+    }
+    slots_.init(capacity, window);
+    limits_ = limits;
+    return errc::ok;
+  }
+
+  static keyed_permit refusal(decision d, keyed_status s) noexcept { return keyed_permit(nullptr, 0, 0, {d, s}); }
+
+  keyed_permit acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n) noexcept {
+    if (cls >= limits_.size()) return refusal(decision::refuse(reason::misconfigured), keyed_status::bad_class);
+    if (n == 0) return keyed_permit(nullptr, 0, 0, {decision::admit(), keyed_status::admitted});
+    const decision busy = decision::wait(nanoseconds(0), reason::busy);
+    std::size_t slot = 0, c = cls;
+    std::uint64_t pins = 0;
+    for (;;) {
+      if (slots_.pin(h, slot, c, &pins)) break;
+      if (n > limits_[cls]) return refusal(decision::refuse(reason::exceeds_capacity), keyed_status::limited);
+      // Reusable: no pin (checked by the claim), so nothing held; the held
+      // count says so too. relaxed: the claim's acquire load of the control
+      // word follows the last release's unpin (release), which follows its
+      // fetch_sub.
+      auto reusable = [](typename S::entry& e, std::size_t) { return e.s.held.load(std::memory_order_relaxed) == 0; };
+      // relaxed: published by the claim's publish CAS (a release).
+      auto start = [](typename S::entry& e) { e.s.held.store(0, std::memory_order_relaxed); };
+      const detail::claim_outcome o = slots_.claim(h, cls, 0, slot, reusable, start);
+      if (o == detail::claim_outcome::retry) continue;
+      if (o == detail::claim_outcome::full) return refusal(busy, keyed_status::table_full);
+      c = cls;
+      pins = 0;
+      break;
+    }
+    typename S::entry& e = slots_[slot];
+    if (n > limits_[c] || pins >= max_held) {
+      S::unpin(e);
+      return refusal(n > limits_[c] ? decision::refuse(reason::exceeds_capacity) : busy, keyed_status::limited);
+    }
+    // relaxed: as in keyed_permit::release(); our pin keeps the entry ours.
+    std::uint64_t w = e.s.held.load(std::memory_order_relaxed);
+    for (;;) {
+      if (w + n > limits_[c]) {  // w <= limit <= 2^32 - 1: no overflow
+        S::unpin(e);
+        return refusal(busy, keyed_status::limited);
+      }
+      // relaxed / relaxed: as the load above.
+      if (e.s.held.compare_exchange_weak(w, w + n, std::memory_order_relaxed, std::memory_order_relaxed)) break;
+    }
+    // The pin stays: the permit's release takes it.
+    return keyed_permit(&slots_, slot, n, {decision::admit(), keyed_status::admitted});
+  }
+
+  const typename S::entry* peek(std::uint64_t h) const noexcept {
+    std::size_t c = 0;
+    return slots_.peek(h, c);
+  }
+  std::uint64_t held(std::uint64_t h) const noexcept {
+    const typename S::entry* e = peek(h);
+    return e == nullptr ? 0 : e->s.held.load(std::memory_order_relaxed);  // relaxed: a peek
+  }
+
+  Hash hash_;
+  S slots_;
+  std::vector<std::uint64_t> limits_;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_PERMITS_HPP
+// #include <tollgate/keyed_budgets.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed_budgets.hpp: a spending limit per key (per tenant, per API key)
+// with reserve -> settle, in a fixed-capacity table that never allocates
+// after its construction and never forgets what a key has spent.
+//
+// Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
+// user's seed, linear probing over a window of `window` entries, at most 64
+// limit classes chosen by the call that claims a key's entry), with
+// entries of 64 bytes (memory: 64 x capacity bytes plus the class list),
+// allocated once by the constructor.
+//
+// Guarantee. For every key, reservations are admitted only while its
+// reserved + settled total stays within its class's limit, so as long as
+// every call settles at or below what it reserved, the settled total of
+// the key's entry never exceeds the limit (budget.hpp's rule, per key,
+// with its zero and saturation rules). Lossless eviction: with
+// keyed_budget_reuse::never (the default) an entry is never reclaimed for
+// another key: only erase() frees it (the user's explicit reset), so a
+// table full of keys refuses new ones with keyed_status::table_full and a
+// flood of new keys changes no entry. With keyed_budget_reuse::idle the
+// user says budgets reset: an entry with no reservation held may be
+// reclaimed, and its key, when it comes back, starts over with a whole
+// budget. A held reservation pins its entry: it is
+// never reclaimed under it, and an erased one stays out of use until the
+// reservations held on it are settled or dropped, into it.
+//
+// Collisions. Two keys with one 64-bit hash share one entry and its limit
+// (the conservative side); keyed_buckets.hpp states the probabilities.
+//
+// Decisions. reserve() of zero or less is admitted and holds nothing (no
+// entry claimed). An amount over the key's class limit is refused (status
+// limited, `missing` set) without claiming an entry for a new key; so is
+// one that does not fit what is left. A key holding about max_held (16383)
+// reservations at once is refused (status limited, `busy` set). A bad
+// class index is keyed_status::bad_class. Limits are positive money.
+//
+// Concurrency contract. Every member function is thread-safe and
+// lock-free except as keyed/claim.hpp states for claims of one new key
+// racing each other (obstruction-free) and for a pin that finds 32767 pins
+// on its entry. A reservation must not outlive its table. It is
+// move-only; settle or release it through its table exactly once; one
+// dropped unsettled keeps its money committed (the safe side) and unpins
+// its entry. remaining, spent and contains may be stale the moment they
+// return.
+#ifndef TOLLGATE_KEYED_BUDGETS_HPP
+#define TOLLGATE_KEYED_BUDGETS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/keyed/claim.hpp>  (already above)
+// #include <tollgate/keyed/key.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+struct keyed_budget_state {
+  atomic<std::int64_t> committed{0};  // reserved + settled, nano-units; negative: saturated (budget.hpp)
+  atomic<std::int64_t> spent{0};      // settled, nano-units
+};
+using keyed_budget_slots = keyed_slots<keyed_budget_state>;
+}  // namespace detail
+
+enum class keyed_budget_reuse : std::uint8_t {
+  never,  // only erase() frees an entry
+  idle,   // budgets reset: an entry with no reservation held may be reclaimed
+};
+
+template <class C>
+class keyed_reservation {
+ public:
+  keyed_reservation() noexcept = default;
+  keyed_reservation(const keyed_reservation&) = delete;
+  keyed_reservation& operator=(const keyed_reservation&) = delete;
+  keyed_reservation(keyed_reservation&& o) noexcept { take(o); }
+  keyed_reservation& operator=(keyed_reservation&& o) noexcept {
+    if (this != &o) {
+      drop();
+      take(o);
+    }
+    return *this;
+  }
+  ~keyed_reservation() { drop(); }
+
+  money<C> amount;   // what is held
+  money<C> missing;  // when refused: how much more budget it would have needed
+  keyed_status status = keyed_status::bad_class;
+  bool busy = false;       // refused: the key holds max_held reservations
+  bool saturated = false;  // refused: the key's totals overflowed (budget.hpp)
+  bool admitted() const noexcept { return status == keyed_status::admitted; }
+  explicit operator bool() const noexcept { return admitted(); }
+  // Whether it still holds money (admitted, not settled, not dropped).
+  bool held() const noexcept { return owner_ != nullptr; }
+
+  // Unpins its entry without settling: its money stays committed.
+  void drop() noexcept {
+    if (owner_ == nullptr) return;
+    detail::keyed_budget_slots::unpin((*owner_)[slot_]);
+    owner_ = nullptr;
+  }
+
+ private:
+  template <class, class>
+  friend class keyed_budgets;
+  void take(keyed_reservation& o) noexcept {
+    amount = o.amount;
+    missing = o.missing;
+    status = o.status;
+    busy = o.busy;
+    saturated = o.saturated;
+    owner_ = std::exchange(o.owner_, nullptr);
+    slot_ = o.slot_;
+  }
+  detail::keyed_budget_slots* owner_ = nullptr;  // set while it pins its entry
+  std::size_t slot_ = 0;
+};
+
+template <class Currency = usd_tag, class Hash = sip_key_hash>
+class keyed_budgets {
+  using S = detail::keyed_budget_slots;
+  using M = money<Currency>;
+
+ public:
+  static constexpr std::size_t max_classes = 64;
+  static constexpr std::size_t default_window = 16;
+  static constexpr std::uint64_t max_held = S::max_held;
+
+  // Throws config_error (or aborts without exceptions) on a bad
+  // configuration: capacity, window or limit list empty, or a limit not
+  // above zero (errc::zero_count); more than 64 classes or a capacity over
+  // 2^40 (errc::too_large). A window larger than the capacity is the
+  // capacity.
+  keyed_budgets(std::size_t capacity, const std::vector<M>& limits, hash_seed seed,
+                keyed_budget_reuse reuse = keyed_budget_reuse::never, std::size_t window = default_window)
+      : hash_(seed), reuse_(reuse) {
+    const errc e = init(capacity, limits, window);
+    if (e != errc::ok) detail::fail(e);
+  }
+  // Never throws: on a bad configuration sets `ec` and builds a table that
+  // refuses everything with keyed_status::bad_class.
+  keyed_budgets(std::size_t capacity, const std::vector<M>& limits, hash_seed seed, keyed_budget_reuse reuse,
+                std::size_t window, errc& ec) noexcept
+      : hash_(seed), reuse_(reuse) {
+    ec = init(capacity, limits, window);
+  }
+  keyed_budgets(const keyed_budgets&) = delete;
+  keyed_budgets& operator=(const keyed_budgets&) = delete;
+
+  // Holds `amount` of the key's budget if it fits (claiming an entry with
+  // class `cls` if the key has none).
+  keyed_reservation<Currency> reserve(std::uint64_t id, std::size_t cls, M amount) noexcept {
+    return reserve_hash(hash_(id), cls, amount);
+  }
+  keyed_reservation<Currency> reserve(std::string_view key, std::size_t cls, M amount) noexcept {
+    return reserve_hash(hash_(key), cls, amount);
+  }
+
+  // Records the actual cost of a reservation of this table and frees the
+  // rest of it; returns reserved - actual (negative: an overspend, still
+  // recorded). Nothing for one not held (refused, settled, dropped) or of
+  // another table. A negative cost counts as zero.
+  M settle(keyed_reservation<Currency>& r, M actual) noexcept {
+    if (r.owner_ != &slots_) return M();
+    if (actual.nanos() < 0) actual = M();
+    typename S::entry& e = slots_[r.slot_];
+    // acq_rel: as budget.hpp's committed total; our pin keeps the entry
+    // this key's, and the unpin below (release) publishes both totals.
+    sat_add(e.s.committed, actual.nanos() - r.amount.nanos());
+    add_spent(e.s.spent, actual.nanos());
+    r.drop();
+    return M::from_nanos(r.amount.nanos() - actual.nanos());
+  }
+  // Gives the whole reservation back (the call was not billed).
+  void release(keyed_reservation<Currency>& r) noexcept { (void)settle(r, M()); }
+
+  // What the key may still reserve: its entry's, or a whole class `cls`
+  // budget when it has none (peek); zero for a bad class index.
+  M remaining(std::uint64_t id, std::size_t cls) const noexcept { return remaining_hash(hash_(id), cls); }
+  M remaining(std::string_view key, std::size_t cls) const noexcept { return remaining_hash(hash_(key), cls); }
+  // What the key's entry has settled (peek); zero when it has none.
+  M spent(std::uint64_t id) const noexcept { return spent_hash(hash_(id)); }
+  M spent(std::string_view key) const noexcept { return spent_hash(hash_(key)); }
+
+  // Forgets the key's budget (an explicit reset; see the header). Returns
+  // whether it had an entry.
+  bool erase(std::uint64_t id) noexcept { return slots_.erase(hash_(id)); }
+  bool erase(std::string_view key) noexcept { return slots_.erase(hash_(key)); }
+  bool contains(std::uint64_t id) const noexcept { return peek(hash_(id), nullptr) != nullptr; }
+  bool contains(std::string_view key) const noexcept { return peek(hash_(key), nullptr) != nullptr; }
+
+  std::size_t capacity() const noexcept { return slots_.capacity(); }
+  std::size_t window() const noexcept { return slots_.window(); }
+  std::size_t classes() const noexcept { return limits_.size(); }
+  M limit(std::size_t cls) const noexcept { return cls < limits_.size() ? M::from_nanos(limits_[cls]) : M(); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(typename S::entry); }
+
+ private:
+  static constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
+  static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
+
+  errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window) {
+    if (capacity == 0 || window == 0 || limits.empty()) return errc::zero_count;
+    if (limits.size() > max_classes || capacity > (std::size_t{1} << 40)) return errc::too_large;
+    std::vector<std::int64_t> ls;
+    ls.reserve(limits.size());
+    for (const M& l : limits) {
+      if (l.nanos() <= 0) return errc::zero_count;
+      ls.push_back(l.nanos());
+    }
+    slots_.init(capacity, window);
+    limits_ = std::move(ls);
+    return errc::ok;
+  }
+
+  static keyed_reservation<Currency> refused(M amount, std::int64_t missing, keyed_status s) noexcept {
+    keyed_reservation<Currency> r;
+    r.amount = amount;
+    r.missing = M::from_nanos(missing);
+    r.status = s;
+    return r;
+  }
+  // committed + amount - limit, saturating: only reported.
+  static std::int64_t shortfall(std::int64_t c, std::int64_t amount, std::int64_t limit) noexcept {
+    std::int64_t miss = 0;
+    if (__builtin_sub_overflow(c, limit, &miss) || __builtin_add_overflow(miss, amount, &miss)) miss = top;
+    return miss;
+  }
+
+  keyed_reservation<Currency> reserve_hash(std::uint64_t h, std::size_t cls, M amount) noexcept {
+    if (cls >= limits_.size()) return refused(amount, 0, keyed_status::bad_class);
+    if (amount.nanos() <= 0) return refused(M(), 0, keyed_status::admitted);  // holds nothing
+    std::size_t slot = 0, c = cls;
+    std::uint64_t pins = 0;
+    for (;;) {
+      if (slots_.pin(h, slot, c, &pins)) break;
+      if (amount.nanos() > limits_[cls])
+        return refused(amount, shortfall(0, amount.nanos(), limits_[cls]), keyed_status::limited);
+      const bool idle = reuse_ == keyed_budget_reuse::idle;
+      // No pin (checked by the claim): no reservation held. Reused only when
+      // the user said budgets reset.
+      auto reusable = [idle](typename S::entry&, std::size_t) { return idle; };
+      auto start = [](typename S::entry& e) {
+        // relaxed: published by the claim's publish CAS (a release).
+        e.s.committed.store(0, std::memory_order_relaxed);
+        e.s.spent.store(0, std::memory_order_relaxed);
+      };
+      const detail::claim_outcome o = slots_.claim(h, cls, 0, slot, reusable, start);
+      if (o == detail::claim_outcome::retry) continue;
+      if (o == detail::claim_outcome::full) return refused(amount, 0, keyed_status::table_full);
+      c = cls;
+      pins = 0;
+      break;
+    }
+    typename S::entry& e = slots_[slot];
+    const std::int64_t limit = limits_[c];
+    if (pins >= max_held) {
+      S::unpin(e);
+      keyed_reservation<Currency> r = refused(amount, 0, keyed_status::limited);
+      r.busy = true;
+      return r;
+    }
+    // acquire / acq_rel: budget.hpp's orders on the committed total.
+    std::int64_t w = e.s.committed.load(std::memory_order_acquire);
+    for (;;) {
+      std::int64_t next = 0;
+      if (w < 0 || __builtin_add_overflow(w, amount.nanos(), &next) || next > limit) {
+        S::unpin(e);
+        keyed_reservation<Currency> r = refused(amount, w < 0 ? top : shortfall(w, amount.nanos(), limit),
+                                                keyed_status::limited);
+        r.saturated = w < 0;
+        return r;
+      }
+      if (e.s.committed.compare_exchange_weak(w, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    keyed_reservation<Currency> r = refused(amount, 0, keyed_status::admitted);
+    r.owner_ = &slots_;  // the pin stays until settle or drop
+    r.slot_ = slot;
+    return r;
+  }
+
+  // budget.hpp's saturating total: a sum past INT64_MAX sticks at the mark.
+  static void sat_add(detail::atomic<std::int64_t>& t, std::int64_t d) noexcept {
+    // relaxed load and failure: the loop only recomputes; the successful
+    // CAS is acq_rel (as in reserve_hash).
+    std::int64_t c = t.load(std::memory_order_relaxed);
+    for (;;) {
+      std::int64_t next = 0;
+      if (c < 0) return;
+      if (__builtin_add_overflow(c, d, &next)) next = sticky;
+      else if (next < 0) next = 0;
+      if (t.compare_exchange_weak(c, next, std::memory_order_acq_rel, std::memory_order_relaxed)) return;
+    }
+  }
+  static void add_spent(detail::atomic<std::int64_t>& t, std::int64_t d) noexcept {
+    // relaxed: a statistic; the loop only recomputes from the value.
+    std::int64_t c = t.load(std::memory_order_relaxed);
+    for (;;) {
+      std::int64_t next = 0;
+      if (__builtin_add_overflow(c, d, &next)) next = top;
+      if (next == c || t.compare_exchange_weak(c, next, std::memory_order_relaxed, std::memory_order_relaxed)) return;
+    }
+  }
+
+  const typename S::entry* peek(std::uint64_t h, std::size_t* cls) const noexcept {
+    std::size_t c = 0;
+    const typename S::entry* e = slots_.peek(h, c);
+    if (cls != nullptr) *cls = c;
+    return e;
+  }
+  M remaining_hash(std::uint64_t h, std::size_t cls) const noexcept {
+    if (cls >= limits_.size()) return M();
+    std::size_t c = cls;
+    const typename S::entry* e = peek(h, &c);
+    if (e == nullptr) return M::from_nanos(limits_[cls]);
+    const std::int64_t w = e->s.committed.load(std::memory_order_acquire);  // acquire: as in reserve_hash
+    return M::from_nanos(w < 0 || w >= limits_[c] ? 0 : limits_[c] - w);
+  }
+  M spent_hash(std::uint64_t h) const noexcept {
+    const typename S::entry* e = peek(h, nullptr);
+    return M::from_nanos(e == nullptr ? 0 : e->s.spent.load(std::memory_order_relaxed));  // relaxed: a statistic
+  }
+
+  Hash hash_;
+  S slots_;
+  std::vector<std::int64_t> limits_;
+  keyed_budget_reuse reuse_;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_BUDGETS_HPP
+// #include <tollgate/keyed_windows.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed_windows.hpp: a strict sliding window per key (per user RPM, say) in
+// a fixed-capacity table that never allocates after its construction and
+// never resets a live window.
+//
+// Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
+// user's seed, linear probing over a window of `window` entries, at most 64
+// limit classes chosen by the call that claims a key's entry), with
+// entries of 32 bytes (memory: 32 x capacity bytes plus the class list),
+// allocated once by the constructor. A key's whole window is one 64-bit
+// word: the number of its newest slot (32 bits) and four 8-bit counts.
+//
+// Guarantee. For a class of limit L per window W: in every half-open window
+// (t - W, t] of the supplied timestamps, the units admitted on a key's
+// entry never exceed L, under any interleaving of threads, across
+// evictions. sliding_window's scheme with K = 3: slots of width
+// w = ceil(W / 3) from the table's origin; an admission at slot s counts
+// the units of slots s-3 .. s, which cover every such window, so the bound
+// holds and under saturation a key gets about 3/4 of L per W. L is 1 .. 255
+// (errc::too_large beyond: a count is 8 bits; keyed_buckets takes any
+// burst) and W at least 1 s (errc::window_too_short).
+//
+// Lossless eviction: an entry is reclaimed for another key only when every
+// count it holds has left the window at the claimer's `now` (its newest
+// slot 4 or more slots behind, or no count at all), which is the state a
+// fresh window has; a reclaimed entry starts at the slot of the latest
+// `now` any claim has seen, so a key that comes back with an earlier `now`
+// is refused as stale rather than counted twice. A live entry is never
+// reset, except by erase(). When no entry of a new key's window may be
+// reused, the key is refused with keyed_status::table_full (`later`, the
+// wait until the first of them may be, assuming nothing else is admitted
+// on it; zero with reason::busy when none can say); a flood of new keys
+// changes no live entry.
+//
+// Time. Slots are numbered from the table's origin (times before it count
+// as it); an entry keeps its newest slot modulo 2^32 and reads a difference
+// of 2^31 slots or more as a `now` behind it. So a key's counts are read
+// exactly while its calls are less than 2^31 slots apart: 22 years at the
+// shortest window, 1 s. A `now` in a slot before a key's newest one is
+// refused with reason::stale_time (retry_after: the time to that slot's
+// start), as sliding_window does: the slots it falls in are gone.
+//
+// Decisions. n == 0 is admitted and changes nothing (claims nothing).
+// n > L is `never` (reason::exceeds_capacity), for a new key without
+// claiming an entry. A refusal writes nothing and gives the exact wait
+// until enough of the counted slots have left. A bad class index is
+// keyed_status::bad_class.
+//
+// Concurrency contract. Every member function is thread-safe and
+// lock-free except as keyed/claim.hpp states for claims of one new key
+// racing each other (obstruction-free). Admission on a live key is a pin
+// CAS, a CAS on its window word and an unpin. Peeks (contains) may be
+// stale the moment they return.
+#ifndef TOLLGATE_KEYED_WINDOWS_HPP
+#define TOLLGATE_KEYED_WINDOWS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/keyed/claim.hpp>  (already above)
+// #include <tollgate/keyed/key.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// One limit class: at most `limit` units in any window of length `window`.
+struct window_class {
+  std::uint64_t limit = 0;
+  nanoseconds window{0};
+};
+
+template <class Clock = steady_clock, class Hash = sip_key_hash>
+class keyed_windows {
+  struct window_state {
+    // Bits 0-31: the newest slot's number modulo 2^32; bits 32 + 8i: the
+    // count of slot newest - i, i = 0 .. 3.
+    detail::atomic<std::uint64_t> word{0};
+  };
+  using S = detail::keyed_slots<window_state>;
+  using entry = typename S::entry;
+
+ public:
+  using clock = Clock;
+  static constexpr std::size_t max_classes = 64;
+  static constexpr std::size_t default_window = 16;
+  static constexpr std::uint64_t max_limit = 255;
+  static constexpr nanoseconds min_window = nanoseconds(1000000000);
+
+  // Throws config_error (or aborts without exceptions) on a bad
+  // configuration: capacity, window or class list empty, or a limit of 0
+  // (errc::zero_count); more than 64 classes, a capacity over 2^40 or a
+  // limit over 255 (errc::too_large); a window under 1 s
+  // (errc::window_too_short).
+  keyed_windows(std::size_t capacity, const std::vector<window_class>& classes, hash_seed seed, nanoseconds origin,
+                std::size_t window = default_window)
+      : hash_(seed) {
+    const errc e = init(capacity, classes, origin, window);
+    if (e != errc::ok) detail::fail(e);
+  }
+  // Never throws: on a bad configuration sets `ec` and builds a table that
+  // refuses everything with keyed_status::bad_class.
+  keyed_windows(std::size_t capacity, const std::vector<window_class>& classes, hash_seed seed, nanoseconds origin,
+                std::size_t window, errc& ec) noexcept
+      : hash_(seed) {
+    ec = init(capacity, classes, origin, window);
+  }
+  keyed_windows(const keyed_windows&) = delete;
+  keyed_windows& operator=(const keyed_windows&) = delete;
+
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    return acquire_hash(hash_(id), cls, n, now);
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    return acquire_hash(hash_(key), cls, n, now);
+  }
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n = 1) noexcept {
+    return try_acquire(id, cls, n, Clock::now());
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n = 1) noexcept {
+    return try_acquire(key, cls, n, Clock::now());
+  }
+
+  // Forgets the key's window (an explicit reset). Returns whether it had an entry.
+  bool erase(std::uint64_t id) noexcept { return slots_.erase(hash_(id)); }
+  bool erase(std::string_view key) noexcept { return slots_.erase(hash_(key)); }
+  bool contains(std::uint64_t id) const noexcept { return peek(hash_(id)); }
+  bool contains(std::string_view key) const noexcept { return peek(hash_(key)); }
+
+  std::size_t capacity() const noexcept { return slots_.capacity(); }
+  std::size_t window() const noexcept { return slots_.window(); }
+  std::size_t classes() const noexcept { return cls_.size(); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
+
+ private:
+  struct params {
+    std::uint64_t limit;
+    std::uint64_t width;  // slot width w, ns
+  };
+  static constexpr std::uint64_t tag_mask = 0xffffffffULL;
+
+  errc init(std::size_t capacity, const std::vector<window_class>& classes, nanoseconds origin, std::size_t window) {
+    if (capacity == 0 || window == 0 || classes.empty()) return errc::zero_count;
+    if (classes.size() > max_classes || capacity > (std::size_t{1} << 40)) return errc::too_large;
+    std::vector<params> ps;
+    ps.reserve(classes.size());
+    for (const window_class& c : classes) {
+      if (c.limit == 0) return errc::zero_count;
+      if (c.limit > max_limit) return errc::too_large;
+      if (c.window < min_window) return errc::window_too_short;
+      ps.push_back(params{c.limit, detail::ceil_div(static_cast<std::uint64_t>(c.window.count()), 3)});
+    }
+    slots_.init(capacity, window);
+    cls_ = std::move(ps);
+    origin_ = origin.count();
+    return errc::ok;
+  }
+
+  static std::uint64_t count(std::uint64_t w, unsigned i) noexcept { return (w >> (32 + 8 * i)) & 0xff; }
+  // The window word moved forward d slots (d < 2^31) to slot tag `s`.
+  static std::uint64_t shifted(std::uint64_t w, std::uint64_t d, std::uint64_t s) noexcept {
+    const std::uint64_t counts = d >= 4 ? 0 : ((w >> 32) << (8 * d)) & tag_mask;
+    return (counts << 32) | (s & tag_mask);
+  }
+  // How many slots the word's newest slot lies behind slot s; 2^31 or more
+  // reads as s behind it (stale).
+  static std::uint64_t behind(std::uint64_t w, std::uint64_t s) noexcept { return (s - w) & tag_mask; }
+  static constexpr std::uint64_t stale_from = std::uint64_t{1} << 31;
+
+  std::uint64_t since(nanoseconds now) const noexcept { return detail::positive_difference(now.count(), origin_); }
+  static nanoseconds ns(std::uint64_t v) noexcept {
+    const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
+    return nanoseconds(static_cast<std::int64_t>(v > top ? top : v));
+  }
+
+  // Decides n units at slot s on word w: admitted (sets `next`) or the refusal.
+  static decision decide(std::uint64_t w, const params& p, std::uint64_t n, std::uint64_t s, std::uint64_t t,
+                         std::uint64_t& next) noexcept {
+    const std::uint64_t d = behind(w, s);
+    if (d >= stale_from) {
+      // Wait for the newest slot's start: ((s + (2^32 - d)) * width) - t.
+      const std::uint64_t ahead = (tag_mask + 1) - d;
+      return decision::wait(ns(detail::sat_mul(detail::sat_add(s, ahead), p.width) - t), reason::stale_time);
+    }
+    const std::uint64_t cur = shifted(w, d, s);
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < 4; ++i) sum += count(cur, i);
+    if (sum + n <= p.limit) {
+      next = cur + (n << 32);  // slot s's count stays <= limit <= 255
+      return decision::admit();
+    }
+    // The oldest counted slots leave at each slot boundary: the first j
+    // with the newest 4 - j counts plus n within the limit.
+    std::uint64_t left = sum;
+    for (unsigned j = 1; j <= 4; ++j) {
+      left -= count(cur, 4 - j);
+      if (left + n <= p.limit) return decision::wait(ns(detail::sat_mul(s + j, p.width) - t));
+    }
+    return decision::refuse(reason::exceeds_capacity);  // n > limit: not reached (checked before)
+  }
+
+  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    if (cls >= cls_.size()) return {decision::refuse(reason::misconfigured), keyed_status::bad_class};
+    if (n == 0) return {decision::admit(), keyed_status::admitted};
+    const std::uint64_t t = since(now);
+    std::size_t slot = 0, c = cls;
+    for (;;) {
+      if (slots_.pin(h, slot, c)) break;
+      if (n > cls_[cls].limit) return {decision::refuse(reason::exceeds_capacity), keyed_status::limited};
+      std::uint64_t soonest = ~std::uint64_t{0};
+      bool known = false;
+      auto reusable = [&](entry& e, std::size_t k) {
+        const params& p = cls_[k];
+        const std::uint64_t s = t / p.width;
+        // acquire: pairs with the unpins (release) that precede the control
+        // word the claim read with no pins (keyed/claim.hpp).
+        const std::uint64_t w = e.s.word.load(std::memory_order_acquire);
+        const std::uint64_t d = behind(w, s);
+        if ((w >> 32) == 0 || (d >= 4 && d < stale_from)) return true;
+        if (d < 4) {  // reusable once its newest slot is 4 behind
+          const std::uint64_t wait = detail::sat_mul(s + 4 - d, p.width) - t;
+          if (wait < soonest) soonest = wait;
+          known = true;
+        }
+        return false;
+      };
+      auto start = [&](entry& e) {
+        // relaxed: published by the claim's publish CAS (a release).
+        e.s.word.store((slots_.start_time() / cls_[cls].width) & tag_mask, std::memory_order_relaxed);
+      };
+      const detail::claim_outcome o = slots_.claim(h, cls, t, slot, reusable, start);
+      if (o == detail::claim_outcome::retry) continue;
+      if (o == detail::claim_outcome::full) {
+        return {known ? decision::wait(ns(soonest)) : decision::wait(nanoseconds(0), reason::busy),
+                keyed_status::table_full};
+      }
+      c = cls;
+      break;
+    }
+    entry& e = slots_[slot];
+    const params& p = cls_[c];
+    decision d = decision::refuse(reason::exceeds_capacity);
+    if (n <= p.limit) {
+      const std::uint64_t s = t / p.width;
+      // relaxed: the word is the key's whole window; CAS atomicity orders
+      // the admissions among themselves. Its initial value came with the
+      // pin (acquire), and evictors read it after our unpin (release).
+      std::uint64_t w = e.s.word.load(std::memory_order_relaxed);
+      for (;;) {
+        std::uint64_t next = 0;
+        d = decide(w, p, n, s, t, next);
+        // relaxed / relaxed: as the load above.
+        if (!d.admitted() || e.s.word.compare_exchange_weak(w, next, std::memory_order_relaxed,
+                                                             std::memory_order_relaxed))
+          break;
+      }
+    }
+    S::unpin(e);
+    return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
+  }
+
+  bool peek(std::uint64_t h) const noexcept {
+    std::size_t c = 0;
+    return slots_.peek(h, c) != nullptr;
+  }
+
+  Hash hash_;
+  S slots_;
+  std::vector<params> cls_;
+  std::int64_t origin_ = 0;
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_WINDOWS_HPP
 // #include <tollgate/keyed_account.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -10931,6 +11941,14 @@ TOLLGATE_END_NAMESPACE
 // side), as dropping a lease keeps the account's reservations; the two may
 // be given back or dropped in either order, neither touches the other.
 //
+// The same for keyed_permits and keyed_budgets: the key's permit or
+// reservation is taken first; if the account refuses, it is released at
+// once (all of it: a permit or reservation gives back exactly what it
+// holds), so a refused request holds nothing of either. After both
+// admitted the caller holds both and releases or settles each as usual.
+// keyed_windows has no composition: a window admission cannot be given
+// back (its counts are final), so all or nothing would not hold.
+//
 // Thread-safe as its two parts are; lock-free when both paths are (the
 // account's admission, and keyed admission on a live key).
 #ifndef TOLLGATE_KEYED_ACCOUNT_HPP
@@ -10939,6 +11957,8 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/account.hpp>  (already above)
 // #include <tollgate/keyed_buckets.hpp>  (already above)
+// #include <tollgate/keyed_budgets.hpp>  (already above)
+// #include <tollgate/keyed_permits.hpp>  (already above)
 
 #include <cstdint>
 
@@ -10970,6 +11990,57 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   out.account = acc.try_admit(r, now);
   if (out.account.decision.admitted()) out.key_ticket = std::move(t);
   else out.given_back = keys.refund(key, t, units, now);
+  return out;
+}
+
+template <class Clock = steady_clock, class Currency = usd_tag>
+struct keyed_permit_admission {
+  keyed_permit permit;                  // the key's units when both admitted (else empty)
+  keyed_status key = keyed_status::bad_class;  // the key's answer
+  bool account_asked = false;           // false: the key refused, the account was not asked
+  admission<Clock, Currency> account;   // the account's answer (and lease) when asked
+  bool admitted() const noexcept { return key == keyed_status::admitted && account_asked && account.decision.admitted(); }
+  explicit operator bool() const noexcept { return admitted(); }
+};
+
+// Holds `units` of the key's concurrency limit and admits `r` on the
+// account, both or neither.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_permit_admission<Clock, Currency> admit_keyed(keyed_permits<Hash>& keys, account<Clock, Currency>& acc,
+                                                    const Key& key, std::size_t cls, std::uint64_t units,
+                                                    const request& r, nanoseconds now) noexcept {
+  keyed_permit_admission<Clock, Currency> out;
+  keyed_permit p = keys.try_acquire(key, cls, units);
+  out.key = p.status();
+  if (!p) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (out.account.decision.admitted()) out.permit = std::move(p);  // else released here
+  return out;
+}
+
+template <class Clock = steady_clock, class Currency = usd_tag>
+struct keyed_budget_admission {
+  keyed_reservation<Currency> reservation;  // the key's money when both admitted (else refused or released)
+  bool account_asked = false;
+  admission<Clock, Currency> account;
+  bool admitted() const noexcept { return reservation.admitted() && account_asked && account.decision.admitted(); }
+  explicit operator bool() const noexcept { return admitted(); }
+};
+
+// Reserves `amount` of the key's budget and admits `r` on the account, both
+// or neither.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_budget_admission<Clock, Currency> admit_keyed(keyed_budgets<Currency, Hash>& keys,
+                                                    account<Clock, Currency>& acc, const Key& key, std::size_t cls,
+                                                    money<Currency> amount, const request& r,
+                                                    nanoseconds now) noexcept {
+  keyed_budget_admission<Clock, Currency> out;
+  out.reservation = keys.reserve(key, cls, amount);
+  if (!out.reservation) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (!out.account.decision.admitted()) keys.release(out.reservation);
   return out;
 }
 
@@ -11504,5 +12575,907 @@ static_assert(region_placeable<budget<usd_tag>>::value, "budget is placeable");
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_SHARED_REGION_HPP
+// #include <tollgate/shared_account.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// shared_account.hpp: one account whose state lives in memory that several
+// processes on one host map (a pre-forked pool, a job runner, several
+// services): one organisation's limits, kept once for all of them.
+//
+// Use. The caller makes the bytes (shm_open or memfd_create + a MAP_SHARED
+// mmap of shared_account<...>::region_bytes(), at any address; the library
+// opens nothing) and every process calls open() with the same configuration
+// and its own process identity. The first builds the account in place, the
+// others attach (shared_region.hpp: a state word, no lock; two that open at
+// once end with one account). The region's fingerprint is the configuration
+// (fingerprint()): a process with another configuration is refused with
+// region_errc::wrong_config and changes nothing; another layout, size or
+// type, or a torn header, with their own codes.
+//
+// What it enforces, with the in-process account's decisions (account/
+// policy.hpp: assess, refusal, the limiters each server model runs;
+// account/pause.hpp: clamp_hint, pause_after) applied to state in the
+// region (account/limiters.hpp's primitives, one per dimension): RPM, TPM
+// and TPD (strict windows, the spaced margin policy, or a calendar day, as
+// the server model says), concurrency (account/shared_slots.hpp: one slot
+// word per permit), the budget, and the pause and stop after a 429, an
+// overload or a quota error, which every process sees at once (one
+// process's 429 pauses all). The bounds are the account's (account.hpp):
+// all-or-nothing admission, rolled back on the first refusal, never
+// over-admitting, across every thread of every process.
+// Not here: server_model::learn, adaptive_concurrency,
+// trust_rate_limit_headers (their state is not placeable yet: refused,
+// errc::not_shareable), snapshots, set_limits, the release hook.
+//
+// Per-thread credit is off (account_config::per_thread_credit is ignored):
+// every admission takes its units from the shared words, so no process or
+// thread ever holds units another could use, and a refusal is false only
+// while a racing admission holds units it is about to roll back (the
+// account's all-or-nothing race, none at rest). There are no shards in the
+// shared state: any number of processes and threads is served exactly.
+//
+// Where each part lives.
+//   In the region (address-free: plain atomics and integers, no pointer):
+//   the limiters (their std::optional wrappers are trivially destructible
+//   and hold their values in place), the pause and stop words, the
+//   admission rules (plain values), the slot table and its owner words, the
+//   reclaim counters.
+//   In this process, beside it (the shared_account object): the pointer to
+//   the region's state, the configuration (equal in every process, by the
+//   fingerprint), this process's identity and liveness check, its fork
+//   epoch, its statistics. Leases are process-local (they point at this
+//   object and name the model, whose prices a settle needs); there is no
+//   release hook and no thread-local index.
+//
+// Dead processes. A process killed at any instruction leaves every shared
+// word consistent: each step is one CAS of a lock-free primitive. What it
+// held comes back as follows. Its concurrency slots: when the account runs
+// out of slots, by lease_timeout after their last renewal (the backstop;
+// lease::renew moves it) and, with a liveness check, at the first scan
+// (at most one per scan_interval) after the check calls its identity dead.
+// Its window and token units stay counted until they leave their windows (the
+// requests may have reached the server). Money it reserved stays committed
+// for good: kept as spent (remaining() excludes it; spent() does not
+// include it), the safe side.
+//
+// Process identity and fork(): account/shared_parts.hpp.
+//
+// Handles. A shared_account object is this process's handle: leases point
+// at it and must not outlive it, and open() or attach() on a handle that
+// still has leases out is not allowed (they would settle into the new
+// region). Several handles in one process may share one region (each with
+// its own identity or the same one).
+//
+// Concurrency contract. try_admit, the lease's settles and renew,
+// on_response, resume and clear_pause are thread- and process-safe and
+// lock-free: no mutex, allocation or syscall on them. open, attach and claim
+// are not hot (claim is not thread-safe with this object's admissions).
+#ifndef TOLLGATE_SHARED_ACCOUNT_HPP
+#define TOLLGATE_SHARED_ACCOUNT_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/account/limiters.hpp>  (already above)
+// #include <tollgate/account/policy.hpp>  (already above)
+// #include <tollgate/account/shared_parts.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_parts.hpp: the process-local parts of a shared_account
+// (shared_account.hpp): its options, its leases and admissions, its
+// statistics, the fork watch, and the state it places in a region (with
+// its region_key, so that a region of another account type is refused).
+//
+// Process identity: nonzero, below 2^48, one that a later process cannot
+// repeat (a pid and an incarnation number, say); the liveness check
+// (identity -> alive?) must not call a live process dead. Without a check,
+// slots come back by their deadline only.
+//
+// fork(). A child inherits this object and its leases. Until it calls
+// claim(its own identity) it admits nothing (dimension::stopped,
+// reason::misconfigured, needs_claim() true), so its leases never carry its
+// parent's identity; leases it inherited are inert in it (settling or
+// dropping one does nothing: the parent settles its own). The epoch is a
+// process-local counter bumped by a pthread_atfork child handler that
+// open() registers once.
+//
+// Time. Processes on one host share CLOCK_MONOTONIC (steady_clock); tests
+// may use region_clock (shared_region.hpp), whose word lives in a region.
+// A `now` older than one the region has seen (another process's later
+// reading) keeps the account's rule: a window that cannot decide at it
+// refuses it with the wait to the time it can. A slot's deadline counts from
+// the `now` it was taken (or renewed) at: a reading that lags by d brings
+// that slot's reclaim d earlier.
+//
+//
+// Included by shared_account.hpp; the lease's members that reach into the
+// account are defined there.
+#ifndef TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
+#define TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/config.hpp>  (already above)
+// #include <tollgate/account/limiters.hpp>  (already above)
+// #include <tollgate/account/pause.hpp>  (already above)
+// #include <tollgate/account/policy.hpp>  (already above)
+// #include <tollgate/account/shared_slots.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_slots.hpp: the shared account's concurrency limit, as a
+// table of slot words in the region, one word per permit.
+//
+// Contract. The concurrency limit L is the number of words in use (the
+// first L of the table's `Slots`): a lease holds one word, so at most L
+// leases hold one at any instant, with no separate counter. Taking a slot is
+// one CAS on a free word; giving it back, one CAS from the value written.
+// A process killed at any instruction has either won its CAS (the word is
+// held, with its stamp, and comes back as below) or not (nothing changed):
+// there is no step between taking a unit and recording who holds it.
+//
+// A word is {time: 48 bits, generation: 16 bits}, as account/slot_table.hpp:
+// time 0 is free, else 1 + the holding's admission (or last renewal) time in
+// milliseconds from the origin, rounded up. Beside each word an owner word
+// {identity: 48 bits, generation: 16 bits} names the process that holds it,
+// stored by the holder right after its CAS; its generation ties it to that
+// one holding, so a stale owner word (of an earlier holding) never counts.
+//
+// Reclaim. reap(now) frees a held word by CAS (the CAS decides, once):
+//   - past its deadline (lease_timeout after its stamp, if lease_timeout > 0):
+//     the backstop for a holder that died or hung;
+//   - whose owner word matches its generation and whose identity the
+//     caller's liveness check calls dead (the library calls it, and never
+//     does I/O of its own): fast recovery from a killed process.
+// A holder killed between its CAS and its owner store has no owner yet: its
+// word comes back by the deadline only. A scan runs at most once per
+// `interval` of the supplied time (and whenever time goes back), region-wide.
+// A reclaimed holder that is in fact alive (a deadline passed, a liveness
+// check that lied) finds its release CAS failing: nothing is given twice, but
+// the server may then see L + 1 requests in flight (as with the in-process
+// account's reclaim).
+//
+// Concurrency. Lock-free. Every CAS on a word is acq_rel: acquire so that a
+// new holder sees what the previous holder did before releasing (the usual
+// semaphore contract), release for the same pairing the other way; failures
+// are relaxed (only the value is used). Owner words are lone values
+// (relaxed): the generation check, not ordering, makes them safe. Words hold
+// no pointer: the table means the same in every process that maps it.
+#ifndef TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
+#define TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+template <std::size_t Slots>
+struct shared_slots {
+  static_assert(Slots >= 1 && Slots <= (std::size_t{1} << 20), "1 .. 2^20 slots");
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+  static constexpr unsigned gen_bits = 16;
+  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
+  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+  static constexpr std::uint64_t max_identity = (std::uint64_t{1} << 48) - 1;
+
+  // Written once by the constructor, before the region is ready.
+  std::uint64_t limit;  // words in use: 0 (no concurrency limit) .. Slots
+  std::int64_t origin;
+  std::int64_t timeout;  // lease_timeout in ns; 0: no deadline
+  detail::atomic<std::int64_t> last_scan;
+  detail::atomic<std::uint64_t> words[Slots];
+  detail::atomic<std::uint64_t> owners[Slots];
+
+  void init(std::uint64_t l, nanoseconds lease_timeout, nanoseconds o) noexcept {
+    limit = l;
+    origin = o.count();
+    timeout = lease_timeout.count() > 0 ? lease_timeout.count() : 0;
+    // relaxed: construction precedes sharing (the region's release CAS publishes it).
+    last_scan.store(std::numeric_limits<std::int64_t>::min(), std::memory_order_relaxed);
+    for (std::size_t i = 0; i < Slots; ++i) {
+      words[i].store(0, std::memory_order_relaxed);   // relaxed: as above
+      owners[i].store(0, std::memory_order_relaxed);  // relaxed: as above
+    }
+  }
+
+  std::uint64_t ms(nanoseconds now) const noexcept {
+    std::int64_t d = 0;
+    if (__builtin_sub_overflow(now.count(), origin, &d)) return now.count() > origin ? max_ms : 0;
+    if (d <= 0) return 0;
+    const std::uint64_t m = (static_cast<std::uint64_t>(d) + 999999) / 1000000;  // rounded up
+    return m < max_ms ? m : max_ms;
+  }
+
+  // Takes a free word among the first `limit`, probing from `start`; writes
+  // its index and stamp, and names `identity` (0: none) its owner. False
+  // when every word is held.
+  bool take(nanoseconds now, std::size_t start, std::uint64_t identity, std::size_t& slot,
+            std::uint64_t& stamp) noexcept {
+    const std::size_t n = static_cast<std::size_t>(limit);
+    if (n == 0) return false;
+    const std::uint64_t time_part = (ms(now) + 1) << gen_bits;
+    std::size_t i = start % n;
+    for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
+      // relaxed: a guess of a free word; the CAS decides.
+      std::uint64_t w = words[i].load(std::memory_order_relaxed);
+      if ((w >> gen_bits) != 0) continue;
+      const std::uint64_t s = time_part | ((w + 1) & gen_mask);
+      // acq_rel/relaxed: see the header.
+      if (words[i].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        // relaxed: a lone value, tied to this holding by its generation.
+        owners[i].store((identity << gen_bits) | (s & gen_mask), std::memory_order_relaxed);
+        slot = i;
+        stamp = s;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Frees the word taken with `stamp`: true if this call freed it, false if
+  // a reaper did first.
+  bool give(std::size_t slot, std::uint64_t stamp) noexcept {
+    if (slot >= Slots) return false;
+    std::uint64_t w = stamp;
+    // acq_rel/relaxed: see the header.
+    return words[slot].compare_exchange_strong(w, stamp & gen_mask, std::memory_order_acq_rel,
+                                               std::memory_order_relaxed);
+  }
+
+  // Moves the holding's deadline to lease_timeout after `now` (never back);
+  // `stamp` becomes the new value. False once reaped.
+  bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
+    if (slot >= Slots) return false;
+    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
+    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    std::uint64_t w = stamp;
+    // acq_rel/relaxed: see the header.
+    if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))
+      return false;
+    owners[slot].store((identity << gen_bits) | (s & gen_mask), std::memory_order_relaxed);  // relaxed: as in take
+    stamp = s;
+    return true;
+  }
+
+  // Frees the words of holdings past the deadline or of dead owners (see
+  // the header). `alive(identity)` is the caller's check (null: none);
+  // counts what it freed in `by_deadline` and `by_death`.
+  template <class Alive>
+  void reap(nanoseconds now, std::int64_t interval, Alive&& alive, std::uint64_t& by_deadline,
+            std::uint64_t& by_death) noexcept {
+    // relaxed: a lone time value; two scanners at once are harmless (each word's CAS decides).
+    const std::int64_t last = last_scan.load(std::memory_order_relaxed);
+    std::int64_t since = 0;
+    if (last != std::numeric_limits<std::int64_t>::min() && !__builtin_sub_overflow(now.count(), last, &since) &&
+        since >= 0 && since < interval)
+      return;
+    last_scan.store(now.count(), std::memory_order_relaxed);  // relaxed: as above
+    std::int64_t rel = 0;
+    const bool timed = timeout > 0 && !__builtin_sub_overflow(now.count(), origin, &rel);
+    const std::size_t n = static_cast<std::size_t>(limit);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t w = words[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
+      const std::uint64_t t = w >> gen_bits;
+      if (t == 0) continue;
+      const std::int64_t held_since = static_cast<std::int64_t>(t - 1) * 1000000;
+      bool expired = timed && rel >= held_since && rel - held_since >= timeout;
+      bool dead = false;
+      if (!expired) {
+        const std::uint64_t o = owners[i].load(std::memory_order_relaxed);  // relaxed: see the header
+        const std::uint64_t who = o >> gen_bits;
+        dead = who != 0 && (o & gen_mask) == (w & gen_mask) && !alive(who);
+      }
+      if (!expired && !dead) continue;
+      // acq_rel/relaxed: see the header.
+      if (words[i].compare_exchange_strong(w, w & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed))
+        ++(expired ? by_deadline : by_death);
+    }
+  }
+
+  // Words held now (a snapshot).
+  std::uint64_t held() const noexcept {
+    std::uint64_t c = 0;
+    for (std::size_t i = 0; i < static_cast<std::size_t>(limit); ++i)
+      c += (words[i].load(std::memory_order_relaxed) >> gen_bits) != 0 ? 1 : 0;  // relaxed: a snapshot
+    return c;
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
+// #include <tollgate/account/lease.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/region_key.hpp>  (already above)
+// #include <tollgate/shared_region.hpp>  (already above)
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+struct shared_account_options {
+  std::uint64_t identity = 0;  // this process: nonzero, below 2^48, never repeated (see the header)
+  // Optional: is the process with this identity alive? Called for slots a
+  // scan finds held (and for a region left half-built, shared_region.hpp).
+  bool (*alive)(std::uint64_t identity, void* context) = nullptr;
+  void* context = nullptr;
+  // At most one scan for reclaimable slots per this much supplied time,
+  // region-wide (without a liveness check: lease_timeout / 16).
+  nanoseconds scan_interval = std::chrono::milliseconds(100);
+};
+
+struct shared_open_result {
+  region_errc region = region_errc::ok;  // the region's answer (shared_region.hpp)
+  errc config = errc::ok;                // the configuration's (checked before the region is touched)
+  error_values values;                   // for a limit too large
+  bool constructed = false;              // this call built the account
+  explicit operator bool() const noexcept { return region == region_errc::ok && config == errc::ok; }
+};
+
+template <class Clock, class Currency, std::size_t Slots>
+class shared_account;
+
+// What settling a shared lease did: as the account's (account/lease.hpp).
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+class shared_lease {
+ public:
+  using owner_type = shared_account<Clock, Currency, Slots>;
+  shared_lease() noexcept = default;
+  shared_lease(const shared_lease&) = delete;
+  shared_lease& operator=(const shared_lease&) = delete;
+  shared_lease(shared_lease&& o) noexcept { take(o); }
+  shared_lease& operator=(shared_lease&& o) noexcept {
+    if (this != &o) {
+      drop();
+      take(o);
+    }
+    return *this;
+  }
+  // Dropped without settling: the slot is released, the reservations stay.
+  ~shared_lease() { drop(); }
+
+  explicit operator bool() const noexcept { return acc_ != nullptr; }
+  std::uint64_t reserved_tokens() const noexcept { return tokens_; }
+
+  // A heartbeat (account/lease.hpp): true while the lease holds its slot.
+  inline bool renew(nanoseconds now) noexcept;
+  inline basic_settle_result<Currency> settle(const usage& u, nanoseconds now) noexcept;
+  inline void settle_rejected(nanoseconds now) noexcept;
+  void settle_failed(nanoseconds now) noexcept { settle_rejected(now); }
+  inline basic_settle_result<Currency> settle_cancelled(const std::optional<usage>& known, nanoseconds now) noexcept;
+
+ private:
+  friend class shared_account<Clock, Currency, Slots>;
+  static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
+  inline bool live() const noexcept;  // issued in this process (not inherited through fork)
+  inline void drop() noexcept;
+  inline void release_slot() noexcept;
+  void take(shared_lease& o) noexcept {
+    acc_ = std::exchange(o.acc_, nullptr);
+    epoch_ = o.epoch_;
+    slot_ = std::exchange(o.slot_, no_slot);
+    stamp_ = o.stamp_;
+    rpm_s_ = o.rpm_s_;
+    tpm_s_ = o.tpm_s_;
+    tpd_s_ = o.tpd_s_;
+    rpm_c_ = o.rpm_c_;
+    tpm_c_ = o.tpm_c_;
+    day_t_ = std::move(o.day_t_);
+    money_ = o.money_;
+    o.money_ = budget_reservation<Currency>();
+    model_ = o.model_;
+    tokens_ = std::exchange(o.tokens_, 0);
+  }
+  owner_type* acc_ = nullptr;
+  std::uint64_t epoch_ = 0;
+  std::size_t slot_ = no_slot;
+  std::uint64_t stamp_ = 0;
+  std::uint64_t rpm_s_ = 0, tpm_s_ = 0, tpd_s_ = 0, rpm_c_ = 0, tpm_c_ = 0;
+  quota_ticket day_t_;
+  budget_reservation<Currency> money_;
+  const model_info* model_ = nullptr;
+  std::uint64_t tokens_ = 0;
+};
+
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+struct shared_admission {
+  tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
+  dimension_set refused;
+  shared_lease<Clock, Currency, Slots> lease;  // valid when admitted
+  std::uint64_t tokens = 0;
+  money<Currency> worst_case;
+  nanoseconds at{0};
+  explicit operator bool() const noexcept { return decision.admitted(); }
+};
+
+// This process's statistics, and the region's reclaims.
+template <class Currency = usd_tag>
+struct shared_account_stats {
+  std::uint64_t admitted = 0, refused = 0;  // by this process
+  std::uint64_t reclaimed_by_deadline = 0, reclaimed_dead = 0;  // by every process
+  std::int64_t spent_nanos = 0;  // settled by every process
+};
+
+namespace detail {
+
+// Bumped in every child of fork() (see the header).
+inline std::atomic<std::uint64_t>& fork_epoch() noexcept {
+  static std::atomic<std::uint64_t> e{0};
+  return e;
+}
+inline void bump_fork_epoch() noexcept {
+  // relaxed: the child is single-threaded when the handler runs; later
+  // threads it starts are ordered after it by their creation.
+  fork_epoch().fetch_add(1, std::memory_order_relaxed);
+}
+inline void watch_forks() noexcept {
+  static const int registered = pthread_atfork(nullptr, nullptr, &bump_fork_epoch);
+  (void)registered;
+}
+// Where a thread starts probing the slot table, so two threads do not race
+// for the same word; any value is correct.
+inline std::size_t probe_start() noexcept {
+  static std::atomic<std::size_t> next{0};
+  // relaxed: only spreads threads over the table.
+  static thread_local const std::size_t mine = next.fetch_add(7, std::memory_order_relaxed);
+  return mine;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+struct shared_account_state {
+  account_limiters<Clock, Currency> d;  // concurrency is not among them: see slots
+  pause_state pause;
+  account_policy::admission_rules<Currency> rules;
+  std::uint64_t refund_unused = 0;
+  shared_slots<Slots> slots;
+  detail::atomic<std::uint64_t> reclaimed_deadline{0}, reclaimed_dead{0};
+};
+
+}  // namespace detail
+
+// The shared account's state by name, clock, currency and slot count: a
+// region built for one of them is refused (wrong_type) as another.
+template <class Clock, class Currency, std::size_t Slots>
+struct region_key<detail::shared_account_state<Clock, Currency, Slots>> {
+  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account", region_key<Clock>::value,
+                                                         region_key<budget<Currency>>::value, Slots);
+};
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/cost.hpp>  (already above)
+// #include <tollgate/decision.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/http.hpp>  (already above)
+// #include <tollgate/shared_region.hpp>  (already above)
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <optional>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+class shared_account {
+ public:
+  using clock = Clock;
+  using currency = Currency;
+  using config_type = basic_account_config<Currency>;
+  using state = detail::shared_account_state<Clock, Currency, Slots>;
+  using lease_type = shared_lease<Clock, Currency, Slots>;
+  using admission_type = shared_admission<Clock, Currency, Slots>;
+  using amount = money<Currency>;
+  static_assert(region_placeable<state>::value, "the shared account's state must be placeable in a region");
+
+  // The bytes a region for this account needs.
+  static constexpr std::size_t region_bytes() noexcept { return region_size<state>(); }
+  // The largest concurrency limit this layout holds (Slots: a parameter).
+  static constexpr std::uint64_t max_concurrency = Slots;
+
+  shared_account() noexcept = default;  // attached to nothing: refuses everything
+  shared_account(const shared_account&) = delete;
+  shared_account& operator=(const shared_account&) = delete;
+
+  // The configuration's fingerprint: every value that shapes the state or
+  // the decisions (not per_thread_credit, which is off here).
+  static std::uint64_t fingerprint(const config_type& c) noexcept {
+    auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
+    return region_fingerprint_of(
+        lim(c.concurrency), lim(c.rpm), lim(c.tpm), lim(c.tpd), static_cast<unsigned>(c.model), c.calendar_day,
+        c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
+        c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
+        c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
+        std::is_same<Currency, usd_tag>::value, Slots);
+  }
+
+  // Whether this layout can run `c` (errc::ok), else the first reason.
+  static errc check(const config_type& c, error_values& v) noexcept {
+    if (c.model == server_model::learn || c.adaptive_concurrency || c.trust_rate_limit_headers)
+      return errc::not_shareable;
+    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
+    if (auto x = c.concurrency.value()) {
+      if (*x == 0) return errc::zero_count;
+      if (*x > Slots) {
+        v = error_values{*x, Slots};
+        return errc::too_large;
+      }
+    }
+    errc e = account_policy::check_limits(c, c.rpm, c.tpm, v);
+    if (e != errc::ok) return e;
+    // The limiters refuse what they cannot run: build them once, here.
+    detail::account_limiters<Clock, Currency> probe;
+    return probe.build(limiters_config(c), nanoseconds(0));
+  }
+
+  // Builds the account in the region, or attaches to the one there (see
+  // the header). On any error this object stays detached.
+  shared_open_result open(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
+                          nanoseconds origin = Clock::now()) noexcept {
+    return open_impl(bytes, size, c, o, origin, true);
+  }
+  // Attaches only: never builds, never writes the region.
+  shared_open_result attach(void* bytes, std::size_t size, const config_type& c,
+                            const shared_account_options& o) noexcept {
+    return open_impl(bytes, size, c, o, nanoseconds(0), false);
+  }
+
+  // After fork(): this process's own identity. False (and nothing changes)
+  // for an identity that is zero or too wide.
+  bool claim(std::uint64_t identity) noexcept {
+    if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
+    opts_.identity = identity;
+    epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
+    return true;
+  }
+  // True in a child of fork() until claim(), and in a detached object.
+  bool needs_claim() const noexcept {
+    return s_ == nullptr || epoch_ != detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: as in claim
+  }
+  bool attached() const noexcept { return s_ != nullptr; }
+  const config_type& config() const noexcept { return cfg_; }
+  std::uint64_t identity() const noexcept { return opts_.identity; }
+
+  admission_type try_admit(const request& r, nanoseconds now) noexcept {
+    admission_type a;
+    a.at = now;
+    admit_into(a, r, now);
+    return a;
+  }
+  admission_type try_admit(const request& r) noexcept { return try_admit(r, Clock::now()); }
+
+  void on_response(int status, const rate_limit_headers& h, std::string_view body, nanoseconds now) noexcept {
+    on_response(classify(status, body), h.retry_hint(), now);
+  }
+  void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds now) noexcept {
+    if (s_ == nullptr) return;
+    using namespace account_policy;
+    const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
+    const response_decision r = pause_after(e.kind, h.hint, s_->d.waits(now));
+    if (r.action == response_action::stop) s_->pause.stop();
+    else if (r.action == response_action::pause) s_->pause.pause_for(r.pause, now);
+  }
+  void resume() noexcept {
+    if (s_) s_->pause.resume();
+  }
+  void clear_pause() noexcept {
+    if (s_) s_->pause.clear();
+  }
+  bool stopped() const noexcept { return s_ == nullptr || s_->pause.stopped(); }
+  nanoseconds paused_until() const noexcept { return s_ ? nanoseconds(s_->pause.until()) : nanoseconds(0); }
+
+  // Leases holding a slot, in every process.
+  std::uint64_t in_flight() const noexcept { return s_ ? s_->slots.held() : 0; }
+  std::optional<amount> budget_remaining() const noexcept {
+    return s_ && s_->d.money ? std::optional<amount>(s_->d.money->remaining()) : std::nullopt;
+  }
+  using remaining_view = basic_remaining_view<Currency>;
+  remaining_view remaining(nanoseconds now) const noexcept {
+    remaining_view v;
+    if (s_ == nullptr) return v;
+    if (s_->slots.limit > 0) {
+      const std::uint64_t l = s_->slots.limit, f = s_->slots.held();
+      v.concurrency = l > f ? l - f : 0;
+    }
+    s_->d.remaining(v, now, cfg_.max_request_tokens, [](unsigned) { return std::uint64_t{0}; });
+    v.paused_for = account_policy::time_left(s_->pause.until(), now);
+    v.stopped = stopped();
+    return v;
+  }
+  shared_account_stats<Currency> stats() const noexcept {
+    shared_account_stats<Currency> x;
+    x.admitted = admitted_.load(std::memory_order_relaxed);  // relaxed: statistics
+    x.refused = refused_.load(std::memory_order_relaxed);    // relaxed: statistics
+    if (s_) {
+      x.reclaimed_by_deadline = s_->reclaimed_deadline.load(std::memory_order_relaxed);  // relaxed: statistics
+      x.reclaimed_dead = s_->reclaimed_dead.load(std::memory_order_relaxed);             // relaxed: statistics
+      x.spent_nanos = s_->d.money ? s_->d.money->spent().nanos() : 0;
+    }
+    return x;
+  }
+
+ private:
+  friend class shared_lease<Clock, Currency, Slots>;
+  using limiters = detail::account_limiters<Clock, Currency>;
+
+  // The limiters' configuration: concurrency is the slot table's.
+  static config_type limiters_config(const config_type& c) noexcept {
+    config_type x = c;
+    x.concurrency = limit::unknown();
+    return x;
+  }
+
+  shared_open_result open_impl(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
+                               nanoseconds origin, bool build) noexcept {
+    shared_open_result res;
+    s_ = nullptr;
+    if ((res.config = check(c, res.values)) != errc::ok) return res;
+    if (o.identity == 0 || o.identity > detail::shared_slots<Slots>::max_identity) {
+      res.region = region_errc::bad_token;
+      return res;
+    }
+    detail::watch_forks();
+    region_ref<state> r;
+    const std::uint64_t fp = fingerprint(c);
+    if (build) {
+      region_options ro;
+      ro.fingerprint = fp;
+      ro.token = o.identity;
+      ro.alive = o.alive;
+      ro.context = o.context;
+      r = open_region<state>(bytes, size, ro, [&](void* where) {
+        state* s = ::new (where) state;
+        (void)s->d.build(limiters_config(c), origin);  // check() built the same: it cannot fail
+        s->rules = account_policy::admission_rules<Currency>::of(c);
+        s->rules.spaced_tokens = s->d.margin_tokens && s->d.tpm_b;
+        s->rules.budget = s->d.money.has_value();
+        s->refund_unused = c.refund_unused_tokens ? 1 : 0;
+        s->slots.init(c.concurrency.is_finite() ? *c.concurrency.value() : 0, c.lease_timeout, origin);
+      });
+    } else {
+      r = attach_region<state>(bytes, size, fp);
+    }
+    res.region = r.error;
+    res.constructed = r.constructed;
+    if (!r) return res;
+    s_ = r.object;
+    cfg_ = c;
+    opts_ = o;
+    epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: as in claim
+    const std::int64_t t = c.lease_timeout.count() > 0 ? c.lease_timeout.count() / 16 : 0;
+    interval_ = o.alive ? o.scan_interval.count() : t;
+    return res;
+  }
+
+  void refuse_now(admission_type& a, dimension d, reason why) noexcept {
+    a.refused.add(d);
+    refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+    a.decision = decision::refuse(why);
+  }
+
+  void admit_into(admission_type& a, const request& r, nanoseconds now) noexcept {
+    if (needs_claim()) return refuse_now(a, dimension::stopped, reason::misconfigured);
+    state& s = *s_;
+    const std::uint64_t n = account_policy::assess<Currency>(r, s.rules, a.refused, a.worst_case);
+    a.tokens = n;
+    if (!a.refused.empty()) {
+      refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+      a.decision = decision::refuse(reason::exceeds_capacity);
+      return;
+    }
+    if (s.pause.stopped()) return refuse_now(a, dimension::stopped, reason::misconfigured);
+    const std::int64_t pause = s.pause.until();
+    if (now.count() < pause) return report(a, n, now, account_policy::time_left(pause, now));
+
+    lease_type& l = a.lease;
+    l.acc_ = this;  // so that a roll-back releases what was taken
+    l.epoch_ = epoch_;
+    l.model_ = r.model;
+    if (s.slots.limit > 0) {
+      const std::size_t start = detail::probe_start();
+      if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
+        reap(now);
+        if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) return report(a, n, now);
+      }
+    }
+    limiters& d = s.d;
+    if (d.rpm_w) {
+      window_ticket t;
+      if (!d.rpm_w->try_acquire(1, now, t).admitted()) return report(a, n, now);
+      l.rpm_s_ = t.slot;
+    } else if (d.rpm_b && !limiters::take_spaced(*d.rpm_b, l.rpm_s_, l.rpm_c_, 1, now)) {
+      return report(a, n, now);
+    }
+    if (n > 0 && !take_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, now)) {
+      d.give_request(l.rpm_s_, l.rpm_c_, now);
+      return report(a, n, now);
+    }
+    bool day_ok = true;
+    std::uint64_t no_cfg = 0;
+    if (n > 0 && d.day_q) day_ok = d.day_q->try_acquire(n, now, l.day_t_).admitted();
+    else if (n > 0) day_ok = take_tokens(d.tpd_w, d.tpd_b, l.tpd_s_, no_cfg, n, now);
+    if (!day_ok) {
+      limiters::give_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+      d.give_request(l.rpm_s_, l.rpm_c_, now);
+      return report(a, n, now);
+    }
+    if (d.money) {
+      l.money_ = d.money->reserve(a.worst_case);
+      if (!l.money_) {
+        give_day(l, n, now);
+        limiters::give_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
+        d.give_request(l.rpm_s_, l.rpm_c_, now);
+        return report(a, n, now);
+      }
+    }
+    l.tokens_ = n;
+    admitted_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics (this process's line)
+    a.decision = decision::admit();
+  }
+
+  static bool take_tokens(std::optional<typename limiters::window>& w, std::optional<typename limiters::bucket>& b,
+                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now) noexcept {
+    if (w) {
+      window_ticket t;
+      const bool ok = w->try_acquire(n, now, t).admitted();
+      slot = t.slot;
+      return ok;
+    }
+    if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
+    return true;
+  }
+  void give_day(lease_type& l, std::uint64_t n, nanoseconds now) noexcept {
+    limiters& d = s_->d;
+    if (d.day_q) (void)d.day_q->refund(l.day_t_, n);
+    else limiters::give_tokens(d.tpd_w, d.tpd_b, l.tpd_s_, 0, n, n, now);
+  }
+
+  // After a refusal (everything taken so far given back but the slot, which
+  // goes first): every dimension asked without consuming, as the account.
+  void report(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for = nanoseconds(0)) noexcept {
+    a.lease.release_slot();
+    a.lease = lease_type();
+    account_policy::refusal rf(paused_for);
+    state& s = *s_;
+    if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit) rf.add(dimension::concurrency);
+    s.d.report(rf, n, now);
+    if (s.d.money && s.d.money->remaining() < a.worst_case) rf.add(dimension::budget);
+    a.refused = rf.refused();
+    refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+    a.decision = rf.result();
+  }
+
+  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept {
+    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
+    std::uint64_t by_deadline = 0, by_death = 0;
+    const std::uint64_t me = opts_.identity;
+    auto alive = [this, me](std::uint64_t who) {
+      return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
+    };
+    s_->slots.reap(now, interval_, alive, by_deadline, by_death);
+    // relaxed: statistics.
+    if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
+    if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
+  }
+
+  state* s_ = nullptr;
+  config_type cfg_;
+  shared_account_options opts_;
+  std::uint64_t epoch_ = 0;
+  std::int64_t interval_ = 0;
+  // This process's statistics (atomic: its threads count at once).
+  std::atomic<std::uint64_t> admitted_{0}, refused_{0};
+};
+
+template <class Clock, class Currency, std::size_t Slots>
+bool shared_lease<Clock, Currency, Slots>::live() const noexcept {
+  // relaxed: process-local (see detail::bump_fork_epoch).
+  return acc_ != nullptr && epoch_ == detail::fork_epoch().load(std::memory_order_relaxed);
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+void shared_lease<Clock, Currency, Slots>::release_slot() noexcept {
+  if (acc_ != nullptr && slot_ != no_slot) (void)acc_->s_->slots.give(slot_, stamp_);
+  slot_ = no_slot;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+void shared_lease<Clock, Currency, Slots>::drop() noexcept {
+  if (live()) release_slot();
+  acc_ = nullptr;
+  slot_ = no_slot;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+bool shared_lease<Clock, Currency, Slots>::renew(nanoseconds now) noexcept {
+  if (!live() || slot_ == no_slot) return false;
+  if (acc_->s_->slots.renew(slot_, stamp_, acc_->opts_.identity, now)) return true;
+  slot_ = no_slot;  // reaped: the reaper freed the word
+  return false;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const usage& u, nanoseconds now) noexcept {
+  basic_settle_result<Currency> res;
+  if (!live()) {
+    drop();
+    return res;
+  }
+  auto& d = acc_->s_->d;
+  using limiters = detail::account_limiters<Clock, Currency>;
+  const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
+  const std::uint64_t extra = used > tokens_ ? used - tokens_ : 0;
+  if (extra > 0) {
+    res.debt_tokens = extra;
+    d.charge_debt(extra, now);
+  } else if (acc_->s_->refund_unused && used < tokens_) {
+    const std::uint64_t back = tokens_ - used;
+    res.refunded_tokens = back;
+    limiters::give_tokens(d.tpm_w, d.tpm_b, tpm_s_, tpm_c_, tokens_, back, now);
+    if (d.day_q) (void)d.day_q->refund(day_t_, back);
+    else limiters::give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
+  }
+  if (d.money && money_) {
+    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
+    const money<Currency> actual = c ? c.total : money_.amount;  // uncomputable: the reservation, spent
+    const money<Currency> diff = d.money->settle(money_, actual);
+    res.cost = actual;
+    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
+  } else if (model_) {
+    const auto c = cost<Currency>(*model_, u);
+    if (c) res.cost = c.total;
+  }
+  drop();
+  return res;
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+void shared_lease<Clock, Currency, Slots>::settle_rejected(nanoseconds now) noexcept {
+  (void)now;
+  if (live() && acc_->s_->d.money && money_) acc_->s_->d.money->release(money_);
+  drop();
+}
+
+template <class Clock, class Currency, std::size_t Slots>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle_cancelled(const std::optional<usage>& known,
+                                                                                     nanoseconds now) noexcept {
+  if (known) return settle(*known, now);
+  basic_settle_result<Currency> res;
+  if (live() && acc_->s_->d.money && money_) {
+    res.cost = money_.amount;
+    (void)acc_->s_->d.money->settle(money_, money_.amount);
+  }
+  drop();
+  return res;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_SHARED_ACCOUNT_HPP
 
 #endif  // TOLLGATE_TOLLGATE_HPP
