@@ -36,7 +36,7 @@ account_config strict_config() {
 TEST_CASE("redis layout: keys under one hash tag, units in us, the hold", "[redis]") {
   const tr::layout l = tr::make_layout("org-1", strict_config());
   CHECK(l.key("epoch") == "tollgate:{org-1}:epoch");
-  CHECK(l.key("tpd") == "tollgate:{org-1}:tpd");
+  CHECK(l.key("leases") == "tollgate:{org-1}:leases");
   CHECK(l.concurrency == 10);
   CHECK(l.w[0].limit == 100);
   CHECK(l.w[0].period_us == 60000000);
@@ -106,28 +106,29 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   q.lease = 7;
   q.charge_tokens = ~std::uint64_t(0);
   const auto argv = tr::build_call(l, a, &q, 1, "0123456789012345678901234567890123456789");
-  REQUIRE(argv.size() == 2 + 1 + 5 + 19 + 8);
+  REQUIRE(argv.size() == 2 + 1 + 2 + 19 + 8);
   CHECK(argv[0] == "EVALSHA");
-  CHECK(argv[2] == "5");
+  CHECK(argv[2] == "2");      // two keys: the epoch (with the windows) and the lease set
   CHECK(argv[3] == "tollgate:{acct}:epoch");
-  CHECK(argv[8] == "1");      // layout version
-  CHECK(argv[9] == "admit");
-  CHECK(argv[10].empty());   // no supplied now: TIME
-  CHECK(argv[24] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
-  CHECK(argv[25] == "0");    // worst case clamped to 0
-  CHECK(argv[26] == "1");    // one queued settlement
-  CHECK(argv[27] == "1");    // settle
-  CHECK(argv[28] == "7");
-  CHECK(argv[31] == std::to_string(std::uint64_t(1) << 52));
+  CHECK(argv[4] == "tollgate:{acct}:leases");
+  CHECK(argv[5] == "2");      // layout version
+  CHECK(argv[6] == "admit");
+  CHECK(argv[7].empty());    // no supplied now: TIME
+  CHECK(argv[21] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
+  CHECK(argv[22] == "0");    // worst case clamped to 0
+  CHECK(argv[23] == "1");    // one queued settlement
+  CHECK(argv[24] == "1");    // settle
+  CHECK(argv[25] == "7");
+  CHECK(argv[28] == std::to_string(std::uint64_t(1) << 52));
   const auto eval = tr::build_call(l, a, &q, 0);
   CHECK(eval[0] == "EVAL");
   CHECK(eval[1] == std::string(tr::script));
   const auto f = tr::build_fcall(l, a, &q, 1);
   CHECK(f[0] == "FCALL");
-  CHECK(f[1] == "tollgate_v1");
+  CHECK(f[1] == "tollgate_v2");
   CHECK(std::vector<std::string>(f.begin() + 2, f.end()) == std::vector<std::string>(argv.begin() + 2, argv.end()));
   const std::string lib = tr::function_library();
-  CHECK(lib.rfind("#!lua name=tollgate_v1\n", 0) == 0);
+  CHECK(lib.rfind("#!lua name=tollgate_v2\n", 0) == 0);
   CHECK(lib.find(std::string(tr::script)) != std::string::npos);
 }
 

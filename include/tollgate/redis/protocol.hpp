@@ -103,8 +103,8 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
   using namespace detail_protocol;
   constexpr std::uint64_t top_units = std::uint64_t(1) << 52;
   if (nq > max_queued_per_call) nq = max_queued_per_call;
-  out.push_back("5");
-  for (const char* part : {"epoch", "leases", "rpm", "tpm", "tpd"}) out.push_back(l.key(part));
+  out.push_back("2");
+  for (const char* part : {"epoch", "leases"}) out.push_back(l.key(part));
   out.push_back(num(layout_version));
   out.push_back(to_string(a.what));
   out.push_back(a.now_us ? num(clamp_i(*a.now_us, 0, (std::int64_t(1) << 53) - 1)) : std::string());
