@@ -106,7 +106,7 @@ local W = {}
 for k = 1, 3 do
   local b = 6 + (k - 1) * 3
   W[k] = {limit = num(b), period = num(b + 1), width = num(b + 2), p = PFX[k], head = 0, cur = 0, old = 0,
-          ring = nil, dirty = {}, sdirty = false}
+          ring = nil, dirty = {}, sdirty = false, cdirty = false}
   if W[k].limit > 0 and W[k].width < 1 then error('tollgate: bad width') end
 end
 local budget, hold_us = num(15), num(16)
@@ -275,7 +275,7 @@ local function put(w, s, n) -- s >= head
   advance(w, s)
   local u = w.cur + n
   w.cur = u > TOP and TOP or u
-  w.sdirty = true
+  w.cdirty = true
 end
 -- {verdict, wait}: verdict 0 admit, 1 wait, 3 never, 9 stale.
 local function answer(w, n, x)
@@ -299,7 +299,7 @@ local function give_back(w, slot, n)
   if slot < 0 or slot > w.head or slot + K < w.head then return end
   if slot == w.head then
     w.cur = n < w.cur and w.cur - n or 0
-    w.sdirty = true
+    w.cdirty = true
     return
   end
   local u = w.ring[pos(slot)]
@@ -426,9 +426,9 @@ local function save(new_lease, id)
     local w = W[k]
     if w.sdirty then
       args[#args + 1] = w.p .. 'h'; args[#args + 1] = S(w.head)
-      args[#args + 1] = w.p .. 'c'; args[#args + 1] = S(w.cur)
       args[#args + 1] = w.p .. 's'; args[#args + 1] = S(w.old)
     end
+    if w.sdirty or w.cdirty then args[#args + 1] = w.p .. 'c'; args[#args + 1] = S(w.cur) end
     for j, _ in pairs(w.dirty) do args[#args + 1] = w.p .. j; args[#args + 1] = S(w.ring[j]) end
   end
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
