@@ -436,3 +436,130 @@ TEST_CASE("redis: the lease set lost alone holds until what it counted has left"
   CHECK(w.how == tr::outcome::ok);
   CHECK(w);
 }
+
+namespace {
+
+struct counting_exec {
+  client* c;
+  int* calls;
+  tr::reply operator()(const std::vector<std::string>& argv) const {
+    ++*calls;
+    return c->call(argv);
+  }
+};
+
+}  // namespace
+
+// The caller's mode when Redis fails. Default: fail closed. local_share:
+// decisions go to a local account with the stated share of each limit, for
+// fallback_for after each failed call (no call to Redis meanwhile), then
+// Redis again; a budget always fails closed. With a killed server (calls
+// fail at once) and a stopped one (SIGSTOP: calls time out).
+TEST_CASE("redis: unreachable or stopped server: fail closed, or a local share of the limits",
+          "[redis_server][fallback]") {
+  server srv;
+  REQUIRE(srv.running());
+  const nanoseconds t0(1700000000 * sec);
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.concurrency = limit(4);
+  c.rpm = limit(10);
+  c.tpm = limit(100000);
+  c.lease_timeout = std::chrono::seconds(30);
+  account_config with_budget = c;
+  with_budget.budget = usd::from_nanos(1000000000);
+  tr::options local{true};
+  local.on_fault = tr::fault_mode::local_share;
+  local.share_percent = 50;
+  local.fallback_for = std::chrono::seconds(5);
+
+  SECTION("killed server") {
+    client conn(srv.port()), conn2(srv.port()), conn3(srv.port());
+    int calls = 0;
+    tr::account<counting_exec> a("fb-local", c, counting_exec{&conn, &calls}, local);
+    redis_account closed("fb-closed", c, exec{&conn2}, tr::options{true});
+    redis_account budget("fb-budget", with_budget, exec{&conn3}, local);
+    REQUIRE(a.fallback_config());
+    CHECK(*a.fallback_config()->concurrency.value() == 2);
+    CHECK(*a.fallback_config()->rpm.value() == 5);
+    CHECK_FALSE(budget.fallback_config());  // budgets fail closed
+    REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(closed.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(budget.create(true, t0.count() / us) == tr::outcome::ok);
+    {
+      auto x = a.try_admit(tgtest::req(10, 10), t0);
+      REQUIRE(x.how == tr::outcome::ok);
+      REQUIRE(x);
+      CHECK_FALSE(x.lease.is_local());
+    }
+    srv.stop();
+    nanoseconds now = t0 + nanoseconds(sec);
+    const auto y = closed.try_admit(tgtest::req(10, 10), now);
+    CHECK(y.how == tr::outcome::server_error);
+    CHECK_FALSE(y);
+    CHECK(y.d.why() == reason::busy);
+    const auto z = budget.try_admit(tgtest::req(10, 10), now);
+    CHECK(z.how == tr::outcome::server_error);
+    CHECK_FALSE(z);
+    // Local: 5 requests a minute, 2 at a time.
+    const int before = calls;
+    std::vector<tr::account<counting_exec>::lease_type> held;
+    for (int i = 0; i < 2; ++i) {
+      auto x = a.try_admit(tgtest::req(10, 10), now);
+      REQUIRE(x.how == tr::outcome::local);
+      REQUIRE(x);
+      CHECK(x.lease.is_local());
+      held.push_back(std::move(x.lease));
+    }
+    CHECK(calls > before);  // the first one tried Redis
+    CHECK(a.in_fallback(now));
+    const int tried = calls;
+    const auto busy = a.try_admit(tgtest::req(10, 10), now);
+    CHECK(busy.how == tr::outcome::local);
+    CHECK_FALSE(busy);
+    CHECK(busy.refused.has(dimension::concurrency));
+    held[0].settle(usage{10, 0, 10, 0, 0});
+    held[1].drop();
+    int admitted = 2;
+    for (int i = 0; i < 5; ++i) {
+      auto x = a.try_admit(tgtest::req(10, 10), now + nanoseconds(i * sec));
+      REQUIRE(x.how == tr::outcome::local);
+      if (x) ++admitted;
+    }
+    CHECK(admitted == 5);  // the local share of RPM
+    CHECK(calls == tried);  // within fallback_for: no call to Redis
+    // Past fallback_for the next call tries Redis again (still down: local again).
+    const auto again = a.try_admit(tgtest::req(10, 10), t0 + nanoseconds(7 * sec));
+    CHECK(calls > tried);
+    CHECK(again.how == tr::outcome::local);
+    CHECK_FALSE(again);  // the local window is still full
+    CHECK(again.d.later());
+    // Back (a new, empty server: its state lost): Redis's answer rules again.
+    REQUIRE(srv.start());
+    const auto back = a.try_admit(tgtest::req(10, 10), t0 + nanoseconds(13 * sec));
+    CHECK(back.how == tr::outcome::held);
+    CHECK_FALSE(a.in_fallback(t0 + nanoseconds(13 * sec)));
+  }
+
+  SECTION("stopped server past the client's timeout") {
+    client conn(srv.port(), 300);
+    int calls = 0;
+    tr::account<counting_exec> a("fb-stop", c, counting_exec{&conn, &calls}, local);
+    REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(a.try_admit(tgtest::req(10, 10), t0));
+    srv.pause_process();
+    const auto x = a.try_admit(tgtest::req(10, 10), t0 + nanoseconds(sec));
+    const int after_timeout = calls;
+    const auto w = a.try_admit(tgtest::req(10, 10), t0 + nanoseconds(2 * sec));
+    srv.continue_process();
+    CHECK(x.how == tr::outcome::local);
+    CHECK(x);
+    CHECK(w.how == tr::outcome::local);  // no second timeout: still in fallback
+    CHECK(w);
+    CHECK(calls == after_timeout);
+    // After fallback_for, Redis decides again (with a fresh connection).
+    const auto r = a.try_admit(tgtest::req(10, 10), t0 + nanoseconds(7 * sec));
+    CHECK(r.how == tr::outcome::ok);
+    CHECK(r);
+  }
+}
