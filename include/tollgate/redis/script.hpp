@@ -29,6 +29,11 @@
 // clock).
 // The body runs as an EVAL script or, unchanged, inside a Functions library
 // (function_library below).
+// Cost: an admission that carries one settlement runs 7 commands (TIME, the
+// epoch's HMGET, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET); a window's
+// ring is read (one HMGET) only at the end of its head sub-window, for a
+// refusal's wait or a refund into an older sub-window (docs/redis.md).
+// Needs Redis 6.2 or later (ZMSCORE); Functions need 7.
 // Policies here: strict sliding windows for RPM, TPM and a rolling 24 h TPD
 // (the server models fixed_window, sliding_log, token_bucket), concurrency
 // leases with deadlines, a budget, pause and stop. Not (yet) here: the
