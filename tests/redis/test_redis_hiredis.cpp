@@ -194,6 +194,18 @@ TEST_CASE("redis hiredis: the account through hiredis; a killed server, then bac
   CHECK(y.how == tr::outcome::held);
 }
 
+TEST_CASE("redis hiredis: a moved-from executor answers with an error reply", "[redis_server][hiredis]") {
+  tr::hiredis_executor a("127.0.0.1", 1, std::chrono::milliseconds(50));
+  tr::hiredis_executor b(std::move(a));
+  const tr::reply r = a({"PING"});  // NOLINT(bugprone-use-after-move): the state it is defined for
+  CHECK(r.type == tr::reply::kind::error);
+  CHECK(a.primary().empty());
+  CHECK(b.primary() == "127.0.0.1:1");
+  const tr::reply s = b({"PING"});  // nothing listens on port 1: an error reply, not a hang
+  CHECK(s.type == tr::reply::kind::error);
+  CHECK(s.str.rfind("ERR tollgate-hiredis:", 0) == 0);
+}
+
 TEST_CASE("redis hiredis: a three-node cluster: MOVED and ASK followed, keys on one slot", "[redis_server][cluster]") {
   cluster cl;
   REQUIRE(cl.form());
@@ -217,6 +229,7 @@ TEST_CASE("redis hiredis: a three-node cluster: MOVED and ASK followed, keys on 
   REQUIRE(held);
   client owner(own);
   CHECK(owner.call({"EXISTS", l.key("epoch"), l.key("leases")}).integer == 2);
+  CHECK(a.state_layout().prefix == "tollgate:{clustered}:");
   // The slot migrates to the third node: its keys first, then ASK.
   const std::string own_id = cl.id(own), third_id = cl.id(third);
   client dest(third);

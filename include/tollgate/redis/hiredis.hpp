@@ -21,8 +21,10 @@
 // call; any failure comes back as an error reply beginning
 // "ERR tollgate-hiredis:", which the account treats as a failed call (see
 // redis/account.hpp: fail closed or its local fallback). Connections are
-// kept per node, at most 16 (the oldest extra one is closed first). Move-
-// only; one thread at a time, as the account.
+// kept per node, at most 16 (beyond that a node's connection other than the
+// one calls go to first is closed and reused). Move-only (a moved-from
+// executor answers every call with an error reply); one thread at a time, as
+// the account.
 #ifndef TOLLGATE_REDIS_HIREDIS_HPP
 #define TOLLGATE_REDIS_HIREDIS_HPP
 
@@ -116,6 +118,7 @@ class hiredis_executor {
   hiredis_executor& operator=(const hiredis_executor&) = delete;
 
   reply operator()(const std::vector<std::string>& argv) {
+    if (nodes_.empty()) return reply::of_error("ERR tollgate-hiredis: no node (a moved-from executor)");
     std::size_t at = primary_;
     bool asking = false;
     for (int hop = 0; hop <= max_redirections; ++hop) {
@@ -139,7 +142,10 @@ class hiredis_executor {
   }
 
   // Where calls go first (the node the last MOVED named), for tests and logs.
-  std::string primary() const { return nodes_[primary_].host + ":" + std::to_string(nodes_[primary_].port); }
+  std::string primary() const {
+    if (nodes_.empty()) return std::string();
+    return nodes_[primary_].host + ":" + std::to_string(nodes_[primary_].port);
+  }
 
   static constexpr int max_redirections = 5;
   static constexpr std::size_t max_nodes = 16;
