@@ -563,3 +563,80 @@ TEST_CASE("redis: unreachable or stopped server: fail closed, or a local share o
     CHECK(r);
   }
 }
+
+// A settlement queued before a state loss rides on a call made after it, in
+// the next epoch, whose lease ids started again at 1: it must not free the
+// new epoch's lease of the same id (its concurrency slot, its money, its
+// refund). A lease is its epoch's tag and its id (redis/layout.hpp).
+TEST_CASE("redis: a settlement from before a state loss frees nothing of the next epoch", "[redis_server][restart]") {
+  server srv;
+  REQUIRE(srv.running());
+  client cx(srv.port()), cy(srv.port()), admin(srv.port());
+  const request r = tgtest::req(100000, 32768);
+  auto lose = [&](const char* name) {
+    const std::string p = std::string("tollgate:{") + name + "}:";
+    const tr::reply d = admin.call({"DEL", p + "epoch", p + "leases"});
+    REQUIRE(d.type == tr::reply::kind::integer);
+    REQUIRE(d.integer == 2);
+  };
+
+  SECTION("concurrency: one in flight stays one") {
+    account_config c;
+    c.concurrency = limit(1);
+    c.lease_timeout = std::chrono::seconds(10);
+    redis_account x("epochs_c", c, exec{&cx}, tr::options{true}), y("epochs_c", c, exec{&cy}, tr::options{true});
+    REQUIRE(x.create(true, 0) == tr::outcome::ok);
+    auto old = x.try_admit(r, std::chrono::seconds(1));
+    REQUIRE(old);
+    REQUIRE(old.lease.id() == 1);
+    const std::uint64_t old_epoch = old.lease.epoch();
+    CHECK(old_epoch >= 1);
+    old.lease.settle(usage{10, 0, 5, 0, 0});  // queued in x
+    REQUIRE(x.queued_count() == 1);
+    lose("epochs_c");
+    const auto h = y.try_admit(r, std::chrono::seconds(2));
+    REQUIRE(h.how == tr::outcome::held);
+    auto in_flight = y.try_admit(r, std::chrono::seconds(13));
+    REQUIRE(in_flight);
+    REQUIRE(in_flight.lease.id() == 1);  // the same id as the old lease...
+    CHECK(in_flight.lease.epoch() != old_epoch);  // ...of another epoch
+    CHECK_FALSE(y.try_admit(r, std::chrono::seconds(13) + std::chrono::milliseconds(1)));
+    // x's next call carries the old settle: y's lease still runs, so busy.
+    const auto second = x.try_admit(r, std::chrono::seconds(14));
+    CHECK(x.queued_count() == 0);  // carried (and ignored)
+    CHECK_FALSE(second);
+    CHECK(second.how == tr::outcome::ok);
+    CHECK(second.refused.has(dimension::concurrency));
+    const auto v = y.remaining(std::chrono::seconds(14));
+    REQUIRE(v.how == tr::outcome::ok);
+    CHECK(v.values.in_flight == 1);
+    // y's own settle frees its slot.
+    in_flight.lease.settle(usage{10, 0, 5, 0, 0});
+    CHECK(y.try_admit(r, std::chrono::seconds(15)));
+  }
+
+  SECTION("budget: a returned reservation is the lost epoch's, not the new lease's") {
+    account_config c;
+    c.budget = usd::from_nanos(300000000);  // $0.30; one request reserves over half of it
+    c.lease_timeout = std::chrono::seconds(10);
+    redis_account x("epochs_b", c, exec{&cx}, tr::options{true}), y("epochs_b", c, exec{&cy}, tr::options{true});
+    REQUIRE(x.create(true, 0) == tr::outcome::ok);
+    auto old = x.try_admit(r, std::chrono::seconds(1));
+    REQUIRE(old);
+    REQUIRE(old.worst_case.nanos() * 2 > c.budget->nanos());
+    old.lease.settle_rejected();  // queued in x: returns its reservation
+    lose("epochs_b");
+    CHECK(y.try_admit(r, std::chrono::seconds(2)).how == tr::outcome::budget_held);  // no window: no hold
+    REQUIRE(y.restore_budget(usd::from_nanos(0), usd::from_nanos(0), std::chrono::seconds(3)) == tr::outcome::ok);
+    auto yl = y.try_admit(r, std::chrono::seconds(15));
+    REQUIRE(yl);
+    REQUIRE(yl.lease.id() == 1);
+    const auto xl = x.try_admit(r, std::chrono::seconds(16));  // carries the old settle_rejected of id 1
+    CHECK(x.queued_count() == 0);
+    CHECK_FALSE(xl);
+    CHECK(xl.refused.has(dimension::budget));
+    const auto v = y.remaining(std::chrono::seconds(16));
+    REQUIRE(v.how == tr::outcome::ok);
+    CHECK(v.values.committed_nanos == yl.worst_case.nanos());  // y's reservation still counted
+  }
+}

@@ -35,7 +35,9 @@
 // off from Redis keeps the limit. A local lease settles into the local
 // account. In every mode the failed call's queued settlements stay queued
 // and are sent again (a release, a refund and a money return apply once,
-// through the lease's record; a charge for tokens used beyond the
+// through the lease's record, and only in the epoch that made the lease: a
+// settlement queued before a state loss frees nothing of the next epoch,
+// whose ids start again at 1; a charge for tokens used beyond the
 // reservation may apply twice, the safe side). A call that timed out may
 // have been applied: it is treated as admitted and dropped (its reservation
 // stays until its lease deadline, never less), whatever the mode. NOSCRIPT (SCRIPT FLUSH, a new server) is
@@ -141,6 +143,9 @@ class lease {
   ~lease() { drop(); }
   explicit operator bool() const noexcept { return acc_ != nullptr; }
   std::uint64_t id() const noexcept { return id_; }
+  // The tag of the epoch that made it (see redis/layout.hpp): ids repeat
+  // across epochs, the pair never.
+  std::uint64_t epoch() const noexcept { return epoch_; }
   std::uint64_t reserved_tokens() const noexcept { return tokens_; }
   money<Currency> reserved_money() const noexcept { return money<Currency>::from_nanos(money_); }
 
@@ -189,6 +194,7 @@ class lease {
     queued q;
     q.what = k;
     q.lease = id_;
+    q.epoch = epoch_;
     q.reserved_nanos = money_;
     q.tpm_slot = tpm_slot_;
     q.tpd_slot = tpd_slot_;
@@ -202,6 +208,7 @@ class lease {
   void take(lease& o) noexcept {
     acc_ = std::exchange(o.acc_, nullptr);
     id_ = o.id_;
+    epoch_ = o.epoch_;
     tokens_ = o.tokens_;
     money_ = o.money_;
     tpm_slot_ = o.tpm_slot_;
@@ -213,7 +220,7 @@ class lease {
   using local_lease = tollgate::lease<steady_clock, Currency>;
   account_type* acc_ = nullptr;
   local_lease local_;
-  std::uint64_t id_ = 0, tokens_ = 0;
+  std::uint64_t id_ = 0, epoch_ = 0, tokens_ = 0;
   std::int64_t money_ = 0, tpm_slot_ = -1, tpd_slot_ = -1;
   bool refund_ = false;
   const model_info* model_ = nullptr;
@@ -528,6 +535,7 @@ class basic_account {
         lease_type& l = a.lease;
         l.acc_ = this;
         l.id_ = r.lease;
+        l.epoch_ = r.epoch;
         l.tokens_ = a.tokens;
         l.money_ = a.worst_case.nanos();
         l.tpm_slot_ = r.tpm_slot;

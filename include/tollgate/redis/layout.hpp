@@ -17,7 +17,13 @@
 //            (1: the budget refuses until restore_budget), committed and
 //            spent (money), pause (admissions wait until it), stop (1 after a
 //            quota error), started (an admission got past the stop and the
-//            pause), test (1: the account takes a supplied `now`); the lease
+//            pause), test (1: the account takes a supplied `now`), eid (the
+//            epoch's tag: the server's TIME when it began, also in test
+//            mode; a lease is its tag and its id, so an epoch that follows
+//            a loss, whose ids start again at 1, never takes a settlement of
+//            the lost epoch's lease as one of its own; two epochs share a tag
+//            only when the server's clock steps back onto the very µs the
+//            first began at); the lease
 //            set's records: lcount (its size as the calls left it), llo (at
 //            most its earliest deadline), lease_end (at least its latest
 //            deadline, 0 when it is empty), lease_exp (when its key expires,

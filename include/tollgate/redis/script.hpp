@@ -11,7 +11,7 @@
 // checks every key first, writes nothing when it refuses (but the clock it
 // has seen, the lease deadlines that passed and the queued settlements it
 // carries), and answers integers only:
-//   {code, refused_bits, wait_us, lease_id, tpm_slot, tpd_slot, now_us}
+//   {code, refused_bits, wait_us, lease_id, tpm_slot, tpd_slot, now_us, epoch}
 //   code: 0 admitted, 1 wait (wait_us > 0, rounded up), 2 busy (a lease must
 //   end first), 3 never (a request above a limit), 4 stopped (quota error,
 //   until resume), 5 held (state was lost, or one key of it: wait_us until
@@ -21,7 +21,13 @@
 //   admitted, nothing written), 8 bad call (version, arguments, or a
 //   supplied `now` to an account not in test mode, or none to one that is).
 //   refused_bits are those of tollgate::dimension; now_us is the time the
-//   call decided at (the server's, or the supplied one in test mode).
+//   call decided at (the server's, or the supplied one in test mode); epoch
+//   is the tag of the epoch that decided (0 when none was read).
+// Leases. A lease is named by its epoch's tag and its id; a settlement whose
+// tag is not the epoch's (its lease was made before a state loss, where ids
+// started again at 1) is of a lease this epoch does not hold: it frees no
+// slot, returns no money and refunds no tokens (what it charges, tokens used
+// beyond the reservation and money spent, still counts: the safe side).
 // Time is the server's TIME, never a client's; it never goes back: a call
 // decides at the later of TIME and the latest time a call used (a step
 // back frees nothing). Only an account created in test mode takes `now`
@@ -57,10 +63,10 @@ namespace redis {
 //   lease record),
 //   6-14 limit, period_us, width_us of rpm, tpm, tpd (limit 0 off),
 //   15 budget nanos (-1 off), 16 hold_us, 17 tokens, 18 worst-case nanos,
-//   19 count of queued settlements P, then P x 8:
+//   19 count of queued settlements P, then P x 9:
 //     kind (1 settle, 2 settle_rejected, 3 drop), lease id, reserved nanos,
 //     actual nanos, tokens to charge, tokens to refund, tpm slot, tpd slot
-//     (slot -1: none)
+//     (slot -1: none), the lease's epoch tag
 //   then for control: what (pause_us, stop, resume, clear_pause,
 //   restore_budget), value[, value]; for init: fresh (0/1), test (0/1).
 // The whole body is one chunk; `TOLLGATE_REDIS_SCRIPT` names it so a test
@@ -69,8 +75,8 @@ inline constexpr std::string_view script = R"tglua(
 local K = 15
 local R = 16 -- ring positions: sub-window j at position j mod 16
 local TOP = 4503599627370496 -- 2^52: sums saturate here (they only refuse)
-local BAD = {8, 0, 0, 0, -1, -1, 0}
-local CORRUPT = {7, 0, 0, 0, -1, -1, 0}
+local BAD = {8, 0, 0, 0, -1, -1, 0, 0}
+local CORRUPT = {7, 0, 0, 0, -1, -1, 0, 0}
 if ARGV[1] ~= '2' then return BAD end
 local op = ARGV[2]
 local function num(i)
@@ -116,6 +122,7 @@ for k = 1, 3 do
 end
 local budget, hold_us = num(15), num(16)
 local P = num(19)
+local Q = 9 -- words per queued settlement
 
 -- Phase 1 reads and checks everything a decision needs; nothing is written
 -- before phase 3 (save), so a corrupt key leaves the state as it was.
@@ -123,8 +130,8 @@ local P = num(19)
 -- only when the decision needs it (a sub-window boundary, a refusal's wait,
 -- a refund into an older sub-window).
 local F = {'lv', 'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test',
-           'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds'}
-local REQUIRED = 12 -- the first 12 every epoch has; the others read as 0 when absent
+           'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds'}
+local REQUIRED = 13 -- the first 13 every epoch has; the others read as 0 when absent
 local raw = redis.pcall('HMGET', KEYS[1], unpack(F))
 if type(raw) ~= 'table' or raw.err then return CORRUPT end
 local E = {}
@@ -164,8 +171,13 @@ end
 
 local fresh_state = false
 local function fresh_epoch(hold, bhold, test)
+  -- eid tags the epoch's leases: the server's own clock (TIME, also in test
+  -- mode) when the epoch began, so an epoch that follows a loss has another
+  -- one, and a settlement from before the loss touches none of its leases.
+  local tm = redis.call('TIME')
+  local eid = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
   E = {lv = 2, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
-       stop = 0, started = 0, test = test, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0}
+       stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0}
   for k = 1, 3 do
     local w = W[k]
     w.head, w.cur, w.old, w.ring = 0, 0, 0, {}
@@ -174,15 +186,15 @@ local function fresh_epoch(hold, bhold, test)
   fresh_state = true
 end
 if op == 'init' then
-  local fresh, test = num(20 + P * 8), num(21 + P * 8)
-  if have_epoch then return {0, 0, 0, 0, -1, -1, E.origin} end
+  local fresh, test = num(20 + P * Q), num(21 + P * Q)
+  if have_epoch then return {0, 0, 0, 0, -1, -1, E.origin, E.eid} end
   if (test == 1) ~= (test_now ~= '') then return BAD end
   fresh_epoch(fresh == 1 and 0 or now + hold_us, (fresh == 1 or budget < 0) and 0 or 1, test)
   redis.call('DEL', KEYS[1], KEYS[2])
   local a = {}
   for i = 1, REQUIRED do a[#a + 1] = F[i]; a[#a + 1] = S(E[F[i]]) end
   redis.call('HSET', KEYS[1], unpack(a))
-  return {0, 0, 0, 0, -1, -1, now}
+  return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
 if not have_epoch then
   -- Lost: a new epoch that holds for the longest window (the call goes on
@@ -218,12 +230,14 @@ if not fresh_state and (lease_us > 0 or E.lcount > 0) then
   -- Which queued settlements' leases are still held (one ZMSCORE).
   if in_use > expired and P > 0 then
     local ids = {}
-    for p = 0, P - 1 do ids[p + 1] = S(num(21 + p * 8)) end
+    for p = 0, P - 1 do ids[p + 1] = S(num(21 + p * Q)) end
     local sc = redis.call('ZMSCORE', KEYS[2], unpack(ids))
     for p = 0, P - 1 do
       local v = sc[p + 1]
-      -- Held: present and not past its deadline (those are counted in expired).
-      if v and tonumber(v) > now then held[p] = true end
+      -- Held: present, not past its deadline (those are counted in expired),
+      -- and made in this epoch (an id of an epoch lost before is another
+      -- lease's, which this settlement must not free).
+      if v and tonumber(v) > now and num(28 + p * Q) == E.eid then held[p] = true end
     end
   end
 end
@@ -326,7 +340,7 @@ for k = 1, 3 do
   if w.limit > 0 and (slot_at(w, t) > w.head or op == 'waits') and not need(w) then return CORRUPT end
 end
 for p = 0, P - 1 do
-  local b = 20 + p * 8
+  local b = 20 + p * Q
   if held[p] and num(b + 5) > 0 then
     for k = 2, 3 do
       local w, s = W[k], num(b + 4 + k)
@@ -358,7 +372,7 @@ in_use = in_use - expired
 -- The queued settlements, applied at this call's time (later than they
 -- happened: what they free comes back late, never early).
 for p = 0, P - 1 do
-  local b = 20 + p * 8
+  local b = 20 + p * Q
   local kind, id, reserved, actual = num(b), num(b + 1), num(b + 2), num(b + 3)
   local more, back, s1, s2 = num(b + 4), num(b + 5), num(b + 6), num(b + 7)
   local h = held[p] == true
@@ -446,7 +460,7 @@ local function available(w)
   return used >= w.limit and 0 or w.limit - used
 end
 
-if op == 'flush' then save(); return {0, 0, 0, 0, -1, -1, now} end
+if op == 'flush' then save(); return {0, 0, 0, 0, -1, -1, now, E.eid} end
 if op == 'peek' then
   local out = {0, in_use, E.committed, E.spent, now}
   for k = 1, 3 do out[#out + 1] = W[k].limit > 0 and available(W[k]) or -1 end
@@ -483,7 +497,7 @@ if op == 'waits' then
   return out
 end
 if op == 'control' then
-  local b = 20 + P * 8
+  local b = 20 + P * Q
   local what = ARGV[b]
   if what == 'pause_us' then
     local u = now + num(b + 1)
@@ -495,7 +509,7 @@ if op == 'control' then
     eset('committed', num(b + 1)); eset('spent', num(b + 2)); eset('bhold', 0)
   else error('tollgate: bad control') end
   save()
-  return {0, 0, 0, 0, -1, -1, now}
+  return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
 if op ~= 'admit' then error('tollgate: bad op') end
 
@@ -524,18 +538,18 @@ local function refuse(paused_for)
   end
   if bits == 0 then bits = 1 end
   save()
-  if never then return {3, bits, 0, 0, -1, -1, now} end
-  if wait > 0 then return {1, bits, wait, 0, -1, -1, now} end
-  return {2, bits, 0, 0, -1, -1, now}
+  if never then return {3, bits, 0, 0, -1, -1, now, E.eid} end
+  if wait > 0 then return {1, bits, wait, 0, -1, -1, now, E.eid} end
+  return {2, bits, 0, 0, -1, -1, now, E.eid}
 end
 
-if now < E.hold then save(); return {5, 0, E.hold - now, 0, -1, -1, now} end
-if budget >= 0 and E.bhold == 1 then save(); return {6, 16, 0, 0, -1, -1, now} end
-if E.stop == 1 then save(); return {4, 256, 0, 0, -1, -1, now} end
+if now < E.hold then save(); return {5, 0, E.hold - now, 0, -1, -1, now, E.eid} end
+if budget >= 0 and E.bhold == 1 then save(); return {6, 16, 0, 0, -1, -1, now, E.eid} end
+if E.stop == 1 then save(); return {4, 256, 0, 0, -1, -1, now, E.eid} end
 if now < E.pause then
   if E.started == 1 then return refuse(E.pause - now) end
   save()
-  return {1, 128, E.pause - now, 0, -1, -1, now}
+  return {1, 128, E.pause - now, 0, -1, -1, now, E.eid}
 end
 if E.started == 0 then eset('started', 1) end
 if conc > 0 and in_use >= conc then return refuse(0) end
@@ -562,7 +576,7 @@ if budget >= 0 then committed_add(worst) end
 local id = E.next + 1
 eset('next', id)
 save(lease_us > 0 and now + lease_us or nil, id)
-return {0, 0, 0, id, slots[2], slots[3], now}
+return {0, 0, 0, id, slots[2], slots[3], now, E.eid}
 )tglua";
 
 // The same body as a Redis Functions library (Redis 7): loaded once with
