@@ -150,7 +150,12 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
   CHECK(tr::decode_call(reply::of_error("ERR Function not found"), out) == tr::call_status::noscript);
   CHECK(tr::decode_call(reply::of_error("ERR x"), out) == tr::call_status::server_error);
   CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 77}), out) == tr::call_status::garbage);          // short
-  CHECK(tr::decode_call(ints({9, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);     // unknown code
+  CHECK(tr::decode_call(ints({10, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);    // unknown code
+  REQUIRE(tr::decode_call(ints({9, 0, 0, 0, -1, -1, 0, 0}), out) == tr::call_status::ok);         // other widths
+  CHECK(out.code == tr::script_code::other_configuration);
+  CHECK(tr::decode_refusal(ints({9, 0, 0, 0, -1, -1, 0, 0})) == tr::script_code::other_configuration);
+  CHECK(tr::decode_refusal(ints({7, 0, 0, 0, -1, -1, 0, 0})) == tr::script_code::corrupt);
+  CHECK_FALSE(tr::decode_refusal(ints({1, 2, 5, 0, -1, -1, 100, 77})));  // a wait is no such refusal
   CHECK(tr::decode_call(ints({0, 4, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);     // admitted, refused bits
   CHECK(tr::decode_call(ints({1, 2, 0, 0, -1, -1, 100, 77}), out) == tr::call_status::garbage);   // a wait of 0
   CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, std::int64_t(1) << 53, 77}), out) == tr::call_status::garbage);

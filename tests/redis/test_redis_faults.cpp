@@ -640,3 +640,94 @@ TEST_CASE("redis: a settlement from before a state loss frees nothing of the nex
     CHECK(v.values.committed_nanos == yl.worst_case.nanos());  // y's reservation still counted
   }
 }
+
+// A window's counts are kept by sub-window number, which means a time only
+// at the width they were counted with: a call with another width (a rolling
+// change of request_window, say) is refused, outcome other_configuration,
+// nothing written. A change of limits at the same width is allowed: the
+// window then admits at most the largest limit in use (redis/layout.hpp).
+TEST_CASE("redis: a window of another width is refused; other limits share the counts", "[redis_server][config]") {
+  server srv;
+  REQUIRE(srv.running());
+  client c1(srv.port()), c2(srv.port()), c3(srv.port());
+  account_config old_cfg;
+  old_cfg.model = server_model::sliding_log;
+  old_cfg.rpm = limit(10);
+  old_cfg.request_window = std::chrono::seconds(61);  // W + J
+  old_cfg.lease_timeout = std::chrono::seconds(30);
+  account_config new_cfg = old_cfg;
+  new_cfg.request_window = std::chrono::seconds(60);
+  const tr::options o{true};
+  redis_account b("widths", old_cfg, exec{&c1}, o), a("widths", new_cfg, exec{&c2}, o);
+  REQUIRE(b.create(true, 0) == tr::outcome::ok);
+  CHECK(a.create(true, 0) == tr::outcome::other_configuration);  // the epoch exists, with 61 s
+  const request r = tgtest::req(10, 10);
+  const nanoseconds day = std::chrono::hours(24);  // an epoch a day old: the slot numbers far apart
+  std::vector<std::pair<std::int64_t, std::uint64_t>> reqs;
+  auto note = [&](const redis_account::admission& x, nanoseconds t) {
+    if (x) reqs.emplace_back(t.count() / us, 1);
+  };
+  int got_b = 0;
+  for (int i = 0; i < 15; ++i) {
+    const nanoseconds t = day + std::chrono::milliseconds(i);
+    auto x = b.try_admit(r, t);
+    got_b += x ? 1 : 0;
+    note(x, t);
+  }
+  CHECK(got_b == 10);
+  for (int i = 0; i < 15; ++i) {
+    const nanoseconds t = day + std::chrono::milliseconds(500 + i);
+    auto x = a.try_admit(r, t);
+    CHECK_FALSE(x);
+    CHECK(x.how == tr::outcome::other_configuration);
+    CHECK(x.d.why() == reason::misconfigured);
+    note(x, t);
+  }
+  // Every op of the other width is refused the same way.
+  CHECK(a.remaining(day + std::chrono::seconds(1)).how == tr::outcome::other_configuration);
+  CHECK(a.on_response(error_info{}, std::nullopt, day + std::chrono::seconds(1)) == tr::outcome::other_configuration);
+  // The old width's callers are not disturbed: no stale outage, the window
+  // frees at its own pace.
+  auto later = b.try_admit(r, day + std::chrono::milliseconds(600));
+  CHECK_FALSE(later);
+  CHECK(later.how == tr::outcome::ok);
+  CHECK(later.d.retry_after() < std::chrono::seconds(62));
+  {
+    const nanoseconds t = day + std::chrono::seconds(62);
+    auto x = b.try_admit(r, t);
+    CHECK(x);
+    note(x, t);
+  }
+  // One configuration's bound so far: 10 in any window.
+  CHECK(tgtest::max_window_sum(reqs, static_cast<std::int64_t>(b.state_layout().w[0].period_us)) <= 10);
+
+  // A tier change at the same width: a caller with a higher limit shares the
+  // counts, so the window holds at most the larger limit.
+  account_config up = old_cfg;
+  up.rpm = limit(20);
+  redis_account u("widths", up, exec{&c3}, o);
+  int got_u = 0;
+  for (int i = 0; i < 30; ++i) {
+    const nanoseconds t = day + std::chrono::seconds(62) + std::chrono::milliseconds(10 + i);
+    auto x = u.try_admit(r, t);
+    got_u += x ? 1 : 0;
+    note(x, t);
+  }
+  CHECK(got_u == 19);  // 20 less the one b took at 62 s
+  CHECK_FALSE(b.try_admit(r, day + std::chrono::seconds(63)));
+  CHECK(tgtest::max_window_sum(reqs, static_cast<std::int64_t>(b.state_layout().w[0].period_us)) <= 20);
+
+  // A window enforced for the first time adopts the caller's width; then a
+  // third width for it is refused.
+  account_config tok = old_cfg;
+  tok.tpm = limit(100000);
+  tok.token_window = std::chrono::seconds(60);
+  account_config tok2 = tok;
+  tok2.token_window = std::chrono::seconds(90);
+  redis_account t1("widths", tok, exec{&c3}, o), t2("widths", tok2, exec{&c2}, o);
+  CHECK(t1.try_admit(r, day + std::chrono::seconds(200)));
+  const auto y = t2.try_admit(r, day + std::chrono::seconds(201));
+  CHECK_FALSE(y);
+  CHECK(y.how == tr::outcome::other_configuration);
+  CHECK(b.try_admit(r, day + std::chrono::seconds(202)));  // b enforces no tpm: its calls still run
+}

@@ -85,6 +85,7 @@ enum class outcome : unsigned char {
   budget_held,   // the state was lost: the budget refuses until restore_budget
   corrupt,       // a key of the account holds what the script never writes
   bad_call,      // version or mode mismatch (a supplied now to an account not in test mode)
+  other_configuration,  // a window's width differs from the one the epoch's counts were made with
   server_error,  // an error reply, an unreachable server or a timeout
   garbage,       // a reply of the wrong shape
   local,         // Redis failed: decided by the local fallback account (fault_mode::local_share)
@@ -96,6 +97,7 @@ constexpr const char* to_string(outcome o) noexcept {
     case outcome::budget_held: return "budget held after lost state";
     case outcome::corrupt: return "corrupt state";
     case outcome::bad_call: return "bad call";
+    case outcome::other_configuration: return "another window width than the account's state was made with";
     case outcome::server_error: return "server error";
     case outcome::garbage: return "garbage reply";
     case outcome::local: return "decided locally (Redis failed)";
@@ -314,7 +316,12 @@ class basic_account {
     reply rp = send(argv);
     std::int64_t w[3] = {0, 0, 0};
     call_status st = decode_waits(rp, w);
-    if (st == call_status::noscript) st = decode_waits(resend(argv), w);
+    if (st == call_status::noscript) {
+      rp = resend(argv);
+      st = decode_waits(rp, w);
+    }
+    if (st == call_status::garbage)
+      if (auto c = decode_refusal(rp)) return how_of(*c);
     if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
     carried(true);
     own_waits ow;
@@ -358,9 +365,14 @@ class basic_account {
     std::vector<std::string> argv = words(a, true);
     reply rp = send(argv);
     call_status st = decode_peek(rp, v.values);
-    if (st == call_status::noscript) st = decode_peek(resend(argv), v.values);
+    if (st == call_status::noscript) {
+      rp = resend(argv);
+      st = decode_peek(rp, v.values);
+    }
     if (st == call_status::ok) carried(true);
     v.how = st == call_status::ok ? outcome::ok : st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    if (st == call_status::garbage)
+      if (auto c = decode_refusal(rp)) v.how = how_of(*c);
     return v;
   }
 
@@ -469,7 +481,8 @@ class basic_account {
     call_status st = decode_call(send(argv), r, a.what);
     if (st == call_status::noscript) st = decode_call(resend(argv), r, a.what);
     if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
-    carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call);
+    carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call &&
+            r.code != script_code::other_configuration);
     return how_of(r.code);
   }
   outcome control(std::vector<std::string> what, std::optional<nanoseconds> now) {
@@ -486,6 +499,7 @@ class basic_account {
       case script_code::budget_held: return outcome::budget_held;
       case script_code::corrupt: return outcome::corrupt;
       case script_code::bad_call: return outcome::bad_call;
+      case script_code::other_configuration: return outcome::other_configuration;
       default: return outcome::ok;
     }
   }

@@ -32,8 +32,10 @@
 //            from origin), <p>0 .. <p>15 = the units admitted in the
 //            sub-window j with j mod 16 = that position, for j in
 //            h - 15 .. h (a position is zeroed when the head passes it, so an
-//            idle account keeps at most 17 small fields per window). A field
-//            an epoch lacks reads as 0.
+//            idle account keeps at most 18 small fields per window), and
+//            <p>w = the sub-window width in µs the window's counts were made
+//            with (0: not enforced yet in this epoch; set by the first call
+//            that enforces it). A field an epoch lacks reads as 0.
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease
@@ -55,6 +57,18 @@
 //   (2^51 nano-units: $2,251,799.81; committed saturates at 2^52), windows
 //   and the lease timeout at most max_duration (400 days, in µs about 2^45),
 //   lease ids below 2^53 (10 years at 28 million leases a second).
+//   Configuration. A call carries its limits; the epoch keeps only the
+//   widths. A sub-window number means a time only at the width it was
+//   counted with (callers with 60 s and 61 s windows would each miss the
+//   other's counts), so a call whose width for an enforced window differs
+//   from the epoch's is refused with code 9 (outcome other_configuration),
+//   nothing written; to change a window (request_window, token_window) use a
+//   new account name, or delete the account's keys (a state loss: the next
+//   call holds as after one). Limits, the concurrency, the budget and the
+//   lease timeout may change between calls (a rolling change of tier): each
+//   call checks the shared counts against its own limits, so while
+//   processes disagree every window admits at most the largest limit in use,
+//   and from the first call after the last old process is gone, the new one.
 //   State lost. An epoch key that is missing while others are not, or missing
 //   at all on a call, means the state is lost (a restart without persistence,
 //   a failover that dropped writes, an eviction): the script starts a new
@@ -157,8 +171,9 @@ struct window_params {
   std::uint64_t width_us = 0;  // ceil(period_us / sub_windows)
 };
 
-// The constants a call carries: the script keeps no configuration, so a
-// change of limits takes effect at the next call.
+// The constants a call carries: the script keeps no limits, so a change of
+// limits takes effect at the next call; a window's width it keeps (see
+// Configuration above).
 struct layout {
   std::string prefix;            // "tollgate:{name}:"
   std::uint64_t concurrency = 0;  // 0: not enforced

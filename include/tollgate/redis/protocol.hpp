@@ -173,6 +173,7 @@ enum class call_status : unsigned char {
 // What the script's codes mean (script.hpp).
 enum class script_code : unsigned char {
   admitted = 0, wait = 1, busy = 2, never = 3, stopped = 4, held = 5, budget_held = 6, corrupt = 7, bad_call = 8,
+  other_configuration = 9,
 };
 
 struct decoded {
@@ -217,7 +218,7 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   decoded d = decode_integers(r, 8);
   if (d.status != call_status::ok) return d.status;
   const auto& v = d.values;
-  if (v[0] < 0 || v[0] > 8 || v[1] < 0 || v[1] > 0x1ff || v[2] < 0 || v[3] < 0 || v[4] < -1 || v[5] < -1 || v[6] < 0 ||
+  if (v[0] < 0 || v[0] > 9 || v[1] < 0 || v[1] > 0x1ff || v[2] < 0 || v[3] < 0 || v[4] < -1 || v[5] < -1 || v[6] < 0 ||
       v[7] < 0)
     return call_status::garbage;
   const script_code c = static_cast<script_code>(v[0]);
@@ -234,6 +235,17 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   out.now_us = v[6];
   out.epoch = static_cast<std::uint64_t>(v[7]);
   return call_status::ok;
+}
+
+// A refusal that answers any op in place of its own reply (bad call,
+// corrupt, other configuration): peek and waits decode it with this, after
+// their own shape failed.
+inline std::optional<script_code> decode_refusal(const reply& r) {
+  call_reply c;
+  if (decode_call(r, c, op::flush) != call_status::ok) return std::nullopt;
+  if (c.code != script_code::corrupt && c.code != script_code::bad_call && c.code != script_code::other_configuration)
+    return std::nullopt;
+  return c.code;
 }
 
 // The reply of peek.

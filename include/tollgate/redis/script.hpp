@@ -19,7 +19,9 @@
 //   6 budget held (state was lost: until restore_budget), 7 corrupt (a key
 //   of the account holds what the script never writes: refused, never
 //   admitted, nothing written), 8 bad call (version, arguments, or a
-//   supplied `now` to an account not in test mode, or none to one that is).
+//   supplied `now` to an account not in test mode, or none to one that is),
+//   9 other configuration (a window's width differs from the one its counts
+//   were made with, see layout.hpp: refused, nothing written).
 //   refused_bits are those of tollgate::dimension; now_us is the time the
 //   call decided at (the server's, or the supplied one in test mode); epoch
 //   is the tag of the epoch that decided (0 when none was read).
@@ -77,6 +79,7 @@ local R = 16 -- ring positions: sub-window j at position j mod 16
 local TOP = 4503599627370496 -- 2^52: sums saturate here (they only refuse)
 local BAD = {8, 0, 0, 0, -1, -1, 0, 0}
 local CORRUPT = {7, 0, 0, 0, -1, -1, 0, 0}
+local OTHER = {9, 0, 0, 0, -1, -1, 0, 0}
 if ARGV[1] ~= '2' then return BAD end
 local op = ARGV[2]
 local function num(i)
@@ -130,7 +133,8 @@ local Q = 9 -- words per queued settlement
 -- only when the decision needs it (a sub-window boundary, a refusal's wait,
 -- a refund into an older sub-window).
 local F = {'lv', 'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test',
-           'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds'}
+           'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds',
+           'rw', 'tw', 'dw'}
 local REQUIRED = 13 -- the first 13 every epoch has; the others read as 0 when absent
 local raw = redis.pcall('HMGET', KEYS[1], unpack(F))
 if type(raw) ~= 'table' or raw.err then return CORRUPT end
@@ -170,6 +174,18 @@ local function load(w) -- the ring of the sub-windows head - K .. head - 1
 end
 
 local fresh_state = false
+-- A window's counts are kept by sub-window number, which means something
+-- only at the width they were made with: <p>w records it (0: never
+-- enforced in this epoch), and a call with another width for it is refused
+-- (OTHER), nothing written.
+local function same_widths()
+  for k = 1, 3 do
+    local w = W[k]
+    local had = E[w.p .. 'w']
+    if w.limit > 0 and had ~= 0 and had ~= w.width then return false end
+  end
+  return true
+end
 local function fresh_epoch(hold, bhold, test)
   -- eid tags the epoch's leases: the server's own clock (TIME, also in test
   -- mode) when the epoch began, so an epoch that follows a loss has another
@@ -178,6 +194,7 @@ local function fresh_epoch(hold, bhold, test)
   local eid = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
   E = {lv = 2, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
        stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0}
+  for k = 1, 3 do E[W[k].p .. 'w'] = W[k].limit > 0 and W[k].width or 0 end
   for k = 1, 3 do
     local w = W[k]
     w.head, w.cur, w.old, w.ring = 0, 0, 0, {}
@@ -187,12 +204,16 @@ local function fresh_epoch(hold, bhold, test)
 end
 if op == 'init' then
   local fresh, test = num(20 + P * Q), num(21 + P * Q)
-  if have_epoch then return {0, 0, 0, 0, -1, -1, E.origin, E.eid} end
+  if have_epoch then
+    if not same_widths() then return OTHER end
+    return {0, 0, 0, 0, -1, -1, E.origin, E.eid}
+  end
   if (test == 1) ~= (test_now ~= '') then return BAD end
   fresh_epoch(fresh == 1 and 0 or now + hold_us, (fresh == 1 or budget < 0) and 0 or 1, test)
   redis.call('DEL', KEYS[1], KEYS[2])
   local a = {}
   for i = 1, REQUIRED do a[#a + 1] = F[i]; a[#a + 1] = S(E[F[i]]) end
+  for k = 1, 3 do a[#a + 1] = W[k].p .. 'w'; a[#a + 1] = S(E[W[k].p .. 'w']) end
   redis.call('HSET', KEYS[1], unpack(a))
   return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
@@ -202,6 +223,7 @@ if not have_epoch then
   fresh_epoch(now + hold_us, budget >= 0 and 1 or 0, test_now ~= '' and 1 or 0)
 end
 if (E.test == 1) ~= (test_now ~= '') then return BAD end
+if not same_widths() then return OTHER end
 if now < E.last then now = E.last end
 local t = now - E.origin
 
@@ -245,6 +267,10 @@ end
 -- Phase 2: the decision, in memory.
 local edirty = {}
 local function eset(f, v) E[f] = v; edirty[f] = true end
+for k = 1, 3 do -- a window enforced for the first time in this epoch: its width from now on
+  local w = W[k]
+  if w.limit > 0 and E[w.p .. 'w'] == 0 then eset(w.p .. 'w', w.width) end
+end
 local function pos(j) return j % R end
 local function units_in(w, j)
   if j > w.head or j < 0 or j + K < w.head then return 0 end
