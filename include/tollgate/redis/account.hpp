@@ -274,7 +274,15 @@ class basic_account {
 
   // Creates the account's epoch if it has none. fresh: the caller states that
   // nothing ran on this account in the last window (no hold). In test mode
-  // `origin_us` is the epoch's origin.
+  // `origin_us` is the epoch's origin. Against an epoch made with other
+  // window widths: outcome::other_configuration (layout.hpp).
+  // Deployment: create(true) is a first-deployment step, run once by an
+  // operator, never at every process start. A Redis that lost its data (a
+  // restart without persistence, a failover) looks exactly like one never
+  // used (no epoch), so a create(true) at each start after such a loss would
+  // skip the state-loss hold and admit a second window's worth beside what
+  // the lost state still counted. A process's start calls create(false), or
+  // nothing: the first call on a missing epoch starts a held one itself.
   outcome create(bool fresh, std::optional<std::int64_t> origin_us = std::nullopt) {
     call_args a;
     a.what = op::init;

@@ -76,7 +76,9 @@
 //   when concurrency is limited: leases in flight are unknown), and with a
 //   budget sets bhold, so the budget refuses until restore_budget says what
 //   was spent. A new account holds the same way unless it is created fresh
-//   (an operator's statement that nothing ran in the last window).
+//   (an operator's statement that nothing ran in the last window: made once,
+//   at first deployment; a lost state reads as a new account, so a fresh
+//   create at every start would skip the hold, see redis/account.hpp).
 //   A key lost on its own. The lease set is the one key with an expiry (what
 //   the volatile-* eviction policies take), and an operator may delete it.
 //   A set whose size is not lcount was changed behind the script's back: a
