@@ -36,7 +36,7 @@ account_config strict_config() {
 TEST_CASE("redis layout: keys under one hash tag, units in us, the hold", "[redis]") {
   const tr::layout l = tr::make_layout("org-1", strict_config());
   CHECK(l.key("epoch") == "tollgate:{org-1}:epoch");
-  CHECK(l.key("tpd") == "tollgate:{org-1}:tpd");
+  CHECK(l.key("leases") == "tollgate:{org-1}:leases");
   CHECK(l.concurrency == 10);
   CHECK(l.w[0].limit == 100);
   CHECK(l.w[0].period_us == 60000000);
@@ -104,30 +104,33 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   tr::queued q;
   q.what = tr::queued::kind::settle;
   q.lease = 7;
+  q.epoch = 1700000000123456;
   q.charge_tokens = ~std::uint64_t(0);
   const auto argv = tr::build_call(l, a, &q, 1, "0123456789012345678901234567890123456789");
-  REQUIRE(argv.size() == 2 + 1 + 5 + 19 + 8);
+  REQUIRE(argv.size() == 2 + 1 + 2 + 19 + 9);
   CHECK(argv[0] == "EVALSHA");
-  CHECK(argv[2] == "5");
+  CHECK(argv[2] == "2");      // two keys: the epoch (with the windows) and the lease set
   CHECK(argv[3] == "tollgate:{acct}:epoch");
-  CHECK(argv[8] == "1");      // layout version
-  CHECK(argv[9] == "admit");
-  CHECK(argv[10].empty());   // no supplied now: TIME
-  CHECK(argv[24] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
-  CHECK(argv[25] == "0");    // worst case clamped to 0
-  CHECK(argv[26] == "1");    // one queued settlement
-  CHECK(argv[27] == "1");    // settle
-  CHECK(argv[28] == "7");
-  CHECK(argv[31] == std::to_string(std::uint64_t(1) << 52));
+  CHECK(argv[4] == "tollgate:{acct}:leases");
+  CHECK(argv[5] == "2");      // layout version
+  CHECK(argv[6] == "admit");
+  CHECK(argv[7].empty());    // no supplied now: TIME
+  CHECK(argv[21] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
+  CHECK(argv[22] == "0");    // worst case clamped to 0
+  CHECK(argv[23] == "1");    // one queued settlement
+  CHECK(argv[24] == "1");    // settle
+  CHECK(argv[25] == "7");
+  CHECK(argv[28] == std::to_string(std::uint64_t(1) << 52));
+  CHECK(argv[32] == "1700000000123456");  // the lease's epoch tag
   const auto eval = tr::build_call(l, a, &q, 0);
   CHECK(eval[0] == "EVAL");
   CHECK(eval[1] == std::string(tr::script));
   const auto f = tr::build_fcall(l, a, &q, 1);
   CHECK(f[0] == "FCALL");
-  CHECK(f[1] == "tollgate_v1");
+  CHECK(f[1] == "tollgate_v2");
   CHECK(std::vector<std::string>(f.begin() + 2, f.end()) == std::vector<std::string>(argv.begin() + 2, argv.end()));
   const std::string lib = tr::function_library();
-  CHECK(lib.rfind("#!lua name=tollgate_v1\n", 0) == 0);
+  CHECK(lib.rfind("#!lua name=tollgate_v2\n", 0) == 0);
   CHECK(lib.find(std::string(tr::script)) != std::string::npos);
 }
 
@@ -140,24 +143,34 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
     return r;
   };
   tr::call_reply out;
-  REQUIRE(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 100}), out) == tr::call_status::ok);
+  REQUIRE(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::ok);
   CHECK(out.code == tr::script_code::admitted);
   CHECK(out.lease == 5);
   CHECK(tr::decode_call(reply::of_error("NOSCRIPT No matching script"), out) == tr::call_status::noscript);
   CHECK(tr::decode_call(reply::of_error("ERR Function not found"), out) == tr::call_status::noscript);
   CHECK(tr::decode_call(reply::of_error("ERR x"), out) == tr::call_status::server_error);
-  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2}), out) == tr::call_status::garbage);          // short
-  CHECK(tr::decode_call(ints({9, 0, 0, 5, 1, 2, 100}), out) == tr::call_status::garbage);     // unknown code
-  CHECK(tr::decode_call(ints({0, 4, 0, 5, 1, 2, 100}), out) == tr::call_status::garbage);     // admitted, refused bits
-  CHECK(tr::decode_call(ints({1, 2, 0, 0, -1, -1, 100}), out) == tr::call_status::garbage);   // a wait of 0
-  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, std::int64_t(1) << 53}), out) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 77}), out) == tr::call_status::garbage);          // short
+  CHECK(tr::decode_call(ints({10, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);    // unknown code
+  REQUIRE(tr::decode_call(ints({9, 0, 0, 0, -1, -1, 0, 0}), out) == tr::call_status::ok);         // other widths
+  CHECK(out.code == tr::script_code::other_configuration);
+  CHECK(tr::decode_refusal(ints({9, 0, 0, 0, -1, -1, 0, 0})) == tr::script_code::other_configuration);
+  CHECK(tr::decode_refusal(ints({7, 0, 0, 0, -1, -1, 0, 0})) == tr::script_code::corrupt);
+  CHECK_FALSE(tr::decode_refusal(ints({1, 2, 5, 0, -1, -1, 100, 77})));  // a wait is no such refusal
+  CHECK(tr::decode_call(ints({0, 4, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);     // admitted, refused bits
+  CHECK(tr::decode_call(ints({1, 2, 0, 0, -1, -1, 100, 77}), out) == tr::call_status::garbage);   // a wait of 0
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, std::int64_t(1) << 53, 77}), out) == tr::call_status::garbage);
   // Lease ids start at 1: an admission with lease 0 is garbage, and so is a
   // lease on the answer of an op that admits nothing.
-  CHECK(tr::decode_call(ints({0, 0, 0, 0, 1, 2, 100}), out) == tr::call_status::garbage);
-  CHECK(tr::decode_call(ints({0, 0, 0, 0, 1, 2, 100}), out, tr::op::admit) == tr::call_status::garbage);
-  CHECK(tr::decode_call(ints({0, 0, 0, 0, -1, -1, 100}), out, tr::op::flush) == tr::call_status::ok);
-  CHECK(tr::decode_call(ints({0, 0, 0, 0, -1, -1, 100}), out, tr::op::control) == tr::call_status::ok);
-  CHECK(tr::decode_call(ints({0, 0, 0, 5, -1, -1, 100}), out, tr::op::control) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, 1, 2, 100, 77}), out) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, 1, 2, 100, 77}), out, tr::op::admit) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, -1, -1, 100, 77}), out, tr::op::flush) == tr::call_status::ok);
+  CHECK(tr::decode_call(ints({0, 0, 0, 0, -1, -1, 100, 77}), out, tr::op::control) == tr::call_status::ok);
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, -1, -1, 100, 77}), out, tr::op::control) == tr::call_status::garbage);
+  // An admission names its epoch (a lease is its epoch's tag and its id).
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 100, 0}), out) == tr::call_status::garbage);
+  CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 100, -1}), out) == tr::call_status::garbage);
+  REQUIRE(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::ok);
+  CHECK(out.epoch == 77);
 
   // Random replies: any shape, any values. The decoder must return, and an
   // `ok` decode of an admission needs exactly the admitted shape.
@@ -174,7 +187,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
       r.str = std::string(g.between(0, 12), static_cast<char>(g.between(0, 255)));
     } else {
       r.type = reply::kind::array;
-      const std::size_t n = g.chance(70) ? 7 : g.between(0, 14);
+      const std::size_t n = g.chance(70) ? 8 : g.between(0, 14);
       for (std::size_t k = 0; k < n; ++k) {
         reply e;
         e.type = g.chance(90) ? reply::kind::integer : static_cast<reply::kind>(g.between(0, 5));
@@ -187,12 +200,13 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
     tr::call_reply c;
     if (tr::decode_call(r, c) == tr::call_status::ok) {
       ++ok;
-      REQUIRE(r.elements.size() == 7);
+      REQUIRE(r.elements.size() == 8);
       for (const auto& e : r.elements) REQUIRE(e.type == reply::kind::integer);
       if (c.code == tr::script_code::admitted) {
         ++admitted;
         REQUIRE(c.refused_bits == 0);
         REQUIRE(c.lease >= 1);
+        REQUIRE(c.epoch >= 1);
       }
     }
     tr::peek_reply p;
@@ -217,7 +231,7 @@ struct garbage_server {
   tr::reply operator()(const std::vector<std::string>&) {
     tr::reply r;
     r.type = tr::reply::kind::array;
-    for (int k = 0; k < 7; ++k) r.elements.push_back(tr::reply::of_integer(static_cast<std::int64_t>(g.next())));
+    for (int k = 0; k < 8; ++k) r.elements.push_back(tr::reply::of_integer(static_cast<std::int64_t>(g.next())));
     return r;
   }
 };

@@ -13,7 +13,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build/ci}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 need_pkgs=()
-for p in g++ cmake ninja-build pkg-config python3 catch2 meson clang libclang-rt-14-dev nginx-light libcurl4-openssl-dev redis-server; do
+for p in g++ cmake ninja-build pkg-config python3 catch2 meson clang libclang-rt-14-dev nginx-light libcurl4-openssl-dev redis-server libhiredis-dev; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -31,6 +31,12 @@ fi
 # With CI=true a missing redis-server fails the Redis tests instead of skipping them.
 if [ "${CI:-}" = "true" ] && ! command -v redis-server >/dev/null 2>&1; then
   echo "run-tests.sh: CI=true and redis-server is missing" >&2
+  exit 1
+fi
+# The same for hiredis, which the hiredis adapter's tests link (tests/CMakeLists.txt
+# also refuses to configure without it when CI=true).
+if [ "${CI:-}" = "true" ] && ! dpkg -s libhiredis-dev >/dev/null 2>&1; then
+  echo "run-tests.sh: CI=true and libhiredis-dev is missing" >&2
   exit 1
 fi
 

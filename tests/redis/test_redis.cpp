@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <utility>
@@ -232,7 +233,74 @@ TEST_CASE("redis: the Functions library decides alike, and comes back after FUNC
   CHECK(t.flushes >= 160);
   CHECK(t.admitted > 200);
   client admin(srv.port());
-  const tr::reply r = admin.call({"FUNCTION", "LIST", "LIBRARYNAME", "tollgate_v1"});
+  const tr::reply r = admin.call({"FUNCTION", "LIST", "LIBRARYNAME", std::string(tr::function_name)});
   REQUIRE(r.type == tr::reply::kind::array);
   CHECK(r.elements.size() == 1);
+}
+
+// What one decision costs the server: the commands the script runs, from
+// INFO commandstats. Every dimension on (concurrency, RPM, TPM, TPD, a
+// budget), each request settled before the next (its settlement carried by
+// the next call): one round trip per request, and at most 7 commands a call
+// on average (TIME, the epoch's HMGET, ZCARD, ZMSCORE for the settled lease,
+// ZREM, ZADD, the epoch's HSET; a window's ring only at its sub-window's end,
+// the lease set's expiry once per eighth of the lease timeout).
+TEST_CASE("redis: one round trip per request, few commands per decision", "[redis_server][calls]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), admin(srv.port());
+  struct counting {
+    client* c;
+    std::uint64_t* n;
+    tr::reply operator()(const std::vector<std::string>& argv) const {
+      ++*n;
+      return c->call(argv);
+    }
+  };
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.concurrency = limit(100);
+  c.rpm = limit(1000000);
+  c.tpm = limit(100000000);
+  c.tpd = limit(1000000000);
+  c.budget = usd::from_nanos(1000000000000);
+  c.lease_timeout = std::chrono::seconds(60);
+  std::uint64_t sent = 0;
+  tr::account<counting> a("calls", c, counting{&conn, &sent});
+  REQUIRE(a.create(true) == tr::outcome::ok);
+  REQUIRE(a.try_admit(tgtest::req(10, 10)));  // the SHA learnt, the lease set begun
+  REQUIRE(a.flush());
+  REQUIRE(admin.call({"CONFIG", "RESETSTAT"}).type == tr::reply::kind::status);
+  sent = 0;
+  constexpr int n = 300;
+  int admitted = 0;
+  for (int i = 0; i < n; ++i) {
+    auto x = a.try_admit(tgtest::req(10, 10));
+    REQUIRE(x.how == tr::outcome::ok);
+    if (x) ++admitted;
+    x.lease.settle(usage{10, 0, 10, 0, 0});
+  }
+  REQUIRE(a.flush());
+  CHECK(admitted == n);
+  CHECK(sent == static_cast<std::uint64_t>(n) + 1);  // the last settlement: one flush
+  const tr::reply st = admin.call({"INFO", "commandstats"});
+  REQUIRE(st.type == tr::reply::kind::string);
+  double scripts = 0, inner = 0;
+  std::size_t b = 0;
+  while (b < st.str.size()) {
+    std::size_t e = st.str.find("\r\n", b);
+    if (e == std::string::npos) e = st.str.size();
+    const std::string l = st.str.substr(b, e - b);
+    b = e + 2;
+    if (l.compare(0, 8, "cmdstat_") != 0) continue;
+    const std::string name = l.substr(8, l.find(':') - 8);
+    const double calls = std::atof(l.c_str() + l.find("calls=") + 6);
+    if (name == "evalsha") scripts = calls;
+    else if (name != "config|resetstat" && name != "info") inner += calls;
+  }
+  INFO(st.str);
+  REQUIRE(scripts == n + 1);
+  const double per_call = inner / scripts;
+  CHECK(per_call >= 5);  // the count is real: TIME, HMGET, ZCARD, ZADD, HSET at least
+  CHECK(per_call <= 7.2);
 }

@@ -19,13 +19,28 @@
 // (later, so it stays in the window longer). A process that never calls
 // again gives its slots back at the leases' deadlines (lease_timeout); its
 // reservations stay counted as a dropped lease's do.
-// Faults: a call that fails (error reply, garbage, the executor's timeout)
-// is a refusal with outcome::server_error or outcome::garbage, fail closed;
-// its queued settlements stay queued and are sent again (a release, a refund
-// and a money return apply once, through the lease's record; a charge for
-// tokens used beyond the reservation may apply twice, the safe side). An
-// admission whose reply was lost may have been applied: its reservation
-// stays until its lease deadline. NOSCRIPT (SCRIPT FLUSH, a new server) is
+// Faults: a call that fails (error reply, garbage, the executor's timeout:
+// Redis unreachable, slow past the caller's timeout, or erroring) is, by
+// default, a refusal with outcome::server_error or outcome::garbage (fail
+// closed: decision wait 0, reason busy). With options::on_fault =
+// fault_mode::local_share the account decides instead, for
+// options::fallback_for after each failed call (then Redis is tried again),
+// in a local in-process account holding options::share_percent of each
+// limit (rounded down; a limit that rounds to 0 leaves no fallback), outcome
+// local. A budget always fails closed: with a budget configured there is no
+// fallback. Bound: while hosts are in fallback, a window admits at most the
+// limit (through Redis) plus share_percent of it per host in fallback (its
+// local admissions, unknown to Redis, also count against it for a window
+// after Redis is back); with share_percent = 100 / hosts, a fleet wholly cut
+// off from Redis keeps the limit. A local lease settles into the local
+// account. In every mode the failed call's queued settlements stay queued
+// and are sent again (a release, a refund and a money return apply once,
+// through the lease's record, and only in the epoch that made the lease: a
+// settlement queued before a state loss frees nothing of the next epoch,
+// whose ids start again at 1; a charge for tokens used beyond the
+// reservation may apply twice, the safe side). A call that timed out may
+// have been applied: it is treated as admitted and dropped (its reservation
+// stays until its lease deadline, never less), whatever the mode. NOSCRIPT (SCRIPT FLUSH, a new server) is
 // answered by sending the EVAL form, which loads the body again; with
 // options::functions a missing function (FUNCTION FLUSH, a new server) by
 // FUNCTION LOAD REPLACE and the same FCALL. A lease must not outlive its
@@ -41,6 +56,7 @@
 #define TOLLGATE_REDIS_ACCOUNT_HPP
 
 #include <tollgate/config.hpp>
+#include <tollgate/account.hpp>
 #include <tollgate/account/config.hpp>
 #include <tollgate/account/pause.hpp>
 #include <tollgate/account/policy.hpp>
@@ -69,8 +85,10 @@ enum class outcome : unsigned char {
   budget_held,   // the state was lost: the budget refuses until restore_budget
   corrupt,       // a key of the account holds what the script never writes
   bad_call,      // version or mode mismatch (a supplied now to an account not in test mode)
+  other_configuration,  // a window's width differs from the one the epoch's counts were made with
   server_error,  // an error reply, an unreachable server or a timeout
   garbage,       // a reply of the wrong shape
+  local,         // Redis failed: decided by the local fallback account (fault_mode::local_share)
 };
 constexpr const char* to_string(outcome o) noexcept {
   switch (o) {
@@ -79,15 +97,29 @@ constexpr const char* to_string(outcome o) noexcept {
     case outcome::budget_held: return "budget held after lost state";
     case outcome::corrupt: return "corrupt state";
     case outcome::bad_call: return "bad call";
+    case outcome::other_configuration: return "another window width than the account's state was made with";
     case outcome::server_error: return "server error";
     case outcome::garbage: return "garbage reply";
+    case outcome::local: return "decided locally (Redis failed)";
   }
   return "?";
 }
 
+// What the account does when a call to Redis fails (see the contract).
+enum class fault_mode : unsigned char {
+  fail_closed,  // refuse (outcome::server_error / garbage)
+  local_share,  // decide in a local account holding share_percent of each limit; budgets still fail closed
+};
+
 struct options {
   bool test_mode = false;  // take `now` from the caller (tests only)
   bool functions = false;  // FCALL the Functions library (loaded on first need) instead of EVALSHA
+  fault_mode on_fault = fault_mode::fail_closed;
+  unsigned share_percent = 0;  // local_share: 1 to 100 (0 or above 100: no fallback)
+  // local_share: how long decisions stay local after a failed call before
+  // the next one tries Redis again (so a slow server costs one timeout per
+  // this time, not one per request).
+  nanoseconds fallback_for = std::chrono::seconds(1);
 };
 
 template <class Executor, class Currency = usd_tag>
@@ -113,6 +145,9 @@ class lease {
   ~lease() { drop(); }
   explicit operator bool() const noexcept { return acc_ != nullptr; }
   std::uint64_t id() const noexcept { return id_; }
+  // The tag of the epoch that made it (see redis/layout.hpp): ids repeat
+  // across epochs, the pair never.
+  std::uint64_t epoch() const noexcept { return epoch_; }
   std::uint64_t reserved_tokens() const noexcept { return tokens_; }
   money<Currency> reserved_money() const noexcept { return money<Currency>::from_nanos(money_); }
 
@@ -121,6 +156,10 @@ class lease {
   // actual cost (the whole reservation when the cost cannot be computed).
   void settle(const usage& u) {
     if (!acc_) return;
+    if (local_) {
+      (void)local_.settle(u, std::exchange(acc_, nullptr)->local_now());
+      return;
+    }
     queued q = base(queued::kind::settle);
     const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
     if (used > tokens_) q.charge_tokens = used - tokens_;
@@ -134,12 +173,22 @@ class lease {
   }
   // The request was refused by the server before it ran: the money comes back.
   void settle_rejected() {
-    if (acc_) finish(base(queued::kind::settle_rejected));
+    if (!acc_) return;
+    if (local_) return local_.settle_rejected(std::exchange(acc_, nullptr)->local_now());
+    finish(base(queued::kind::settle_rejected));
   }
   // The slot comes back; the reservations stay.
   void drop() {
-    if (acc_) finish(base(queued::kind::drop));
+    if (!acc_) return;
+    if (local_) {
+      acc_ = nullptr;
+      local_ = local_lease();
+      return;
+    }
+    finish(base(queued::kind::drop));
   }
+  // Whether the local fallback account admitted it.
+  bool is_local() const noexcept { return static_cast<bool>(local_); }
 
  private:
   friend account_type;
@@ -147,6 +196,7 @@ class lease {
     queued q;
     q.what = k;
     q.lease = id_;
+    q.epoch = epoch_;
     q.reserved_nanos = money_;
     q.tpm_slot = tpm_slot_;
     q.tpd_slot = tpd_slot_;
@@ -160,15 +210,19 @@ class lease {
   void take(lease& o) noexcept {
     acc_ = std::exchange(o.acc_, nullptr);
     id_ = o.id_;
+    epoch_ = o.epoch_;
     tokens_ = o.tokens_;
     money_ = o.money_;
     tpm_slot_ = o.tpm_slot_;
     tpd_slot_ = o.tpd_slot_;
     refund_ = o.refund_;
     model_ = o.model_;
+    local_ = std::move(o.local_);
   }
+  using local_lease = tollgate::lease<steady_clock, Currency>;
   account_type* acc_ = nullptr;
-  std::uint64_t id_ = 0, tokens_ = 0;
+  local_lease local_;
+  std::uint64_t id_ = 0, epoch_ = 0, tokens_ = 0;
   std::int64_t money_ = 0, tpm_slot_ = -1, tpd_slot_ = -1;
   bool refund_ = false;
   const model_info* model_ = nullptr;
@@ -200,7 +254,9 @@ class basic_account {
   // layout.hpp). Makes no call.
   basic_account(std::string_view name, const config_type& c, Executor ex, options o = {})
       : cfg_(c), layout_(make_layout(name, c)), ex_(std::move(ex)), opt_(o),
-        rules_(account_policy::admission_rules<Currency>::of(c)) {}
+        rules_(account_policy::admission_rules<Currency>::of(c)) {
+    if (o.on_fault == fault_mode::local_share) local_cfg_ = local_share(c, o.share_percent);
+  }
   basic_account(const basic_account&) = delete;
   basic_account& operator=(const basic_account&) = delete;
   ~basic_account() = default;  // queued settlements not yet carried are left to the leases' deadlines
@@ -208,10 +264,25 @@ class basic_account {
   const config_type& config() const noexcept { return cfg_; }
   const layout& state_layout() const noexcept { return layout_; }
   std::size_t queued_count() const noexcept { return queue_.size(); }
+  // The local fallback's configuration (empty when there is none: fail
+  // closed, a budget, a share that leaves a limit at 0).
+  const std::optional<config_type>& fallback_config() const noexcept { return local_cfg_; }
+  // Whether decisions are local now (a call failed less than fallback_for ago).
+  bool in_fallback(std::optional<nanoseconds> now = std::nullopt) const {
+    return local_cfg_ && fault_until_ && clock_now(now) < *fault_until_;
+  }
 
   // Creates the account's epoch if it has none. fresh: the caller states that
   // nothing ran on this account in the last window (no hold). In test mode
-  // `origin_us` is the epoch's origin.
+  // `origin_us` is the epoch's origin. Against an epoch made with other
+  // window widths: outcome::other_configuration (layout.hpp).
+  // Deployment: create(true) is a first-deployment step, run once by an
+  // operator, never at every process start. A Redis that lost its data (a
+  // restart without persistence, a failover) looks exactly like one never
+  // used (no epoch), so a create(true) at each start after such a loss would
+  // skip the state-loss hold and admit a second window's worth beside what
+  // the lost state still counted. A process's start calls create(false), or
+  // nothing: the first call on a missing epoch starts a held one itself.
   outcome create(bool fresh, std::optional<std::int64_t> origin_us = std::nullopt) {
     call_args a;
     a.what = op::init;
@@ -221,12 +292,12 @@ class basic_account {
     return simple(a, r, false);
   }
 
-  admission try_admit(const request& req) { return admit(req, std::nullopt); }
+  admission try_admit(const request& req) { return admit(req, std::nullopt, std::nullopt); }
   // Test mode only: decides at `now` (an account not in test mode refuses:
   // outcome::bad_call, without a call).
   admission try_admit(const request& req, nanoseconds now) {
     if (!opt_.test_mode) return refused(outcome::bad_call);
-    return admit(req, to_us(now));
+    return admit(req, to_us(now), now);
   }
 
   // Sends the queued settlements now. True when nothing is left queued.
@@ -253,7 +324,12 @@ class basic_account {
     reply rp = send(argv);
     std::int64_t w[3] = {0, 0, 0};
     call_status st = decode_waits(rp, w);
-    if (st == call_status::noscript) st = decode_waits(resend(argv), w);
+    if (st == call_status::noscript) {
+      rp = resend(argv);
+      st = decode_waits(rp, w);
+    }
+    if (st == call_status::garbage)
+      if (auto c = decode_refusal(rp)) return how_of(*c);
     if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
     carried(true);
     own_waits ow;
@@ -297,15 +373,71 @@ class basic_account {
     std::vector<std::string> argv = words(a, true);
     reply rp = send(argv);
     call_status st = decode_peek(rp, v.values);
-    if (st == call_status::noscript) st = decode_peek(resend(argv), v.values);
+    if (st == call_status::noscript) {
+      rp = resend(argv);
+      st = decode_peek(rp, v.values);
+    }
     if (st == call_status::ok) carried(true);
     v.how = st == call_status::ok ? outcome::ok : st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    if (st == call_status::garbage)
+      if (auto c = decode_refusal(rp)) v.how = how_of(*c);
     return v;
   }
 
  private:
   friend lease_type;
+  using local_account = tollgate::account<steady_clock, Currency>;
   void enqueue(const queued& q) { queue_.push_back(q); }
+
+  // The fallback's limits: share_percent of each, rounded down; no budget
+  // (budgets fail closed), so none when the account has one.
+  static std::optional<config_type> local_share(const config_type& c, unsigned pct) {
+    if (pct == 0 || pct > 100 || c.budget) return std::nullopt;
+    config_type l = c;
+    l.per_thread_credit = false;  // exact: no thread holds units another could use
+    for (limit* x : {&l.concurrency, &l.rpm, &l.tpm, &l.tpd}) {
+      if (!x->is_finite()) continue;
+      const std::uint64_t v = *x->value();
+      // v * pct / 100 without overflow (v < 2^64, pct <= 100).
+      const std::uint64_t s = v / 100 * pct + v % 100 * pct / 100;
+      if (s == 0) return std::nullopt;
+      *x = limit(s);
+    }
+    return l;
+  }
+  // The fallback's clock: the supplied time in test mode (the latest one for
+  // a settlement, which has none), else the steady clock.
+  nanoseconds clock_now(std::optional<nanoseconds> now) const {
+    if (now) return *now;
+    return opt_.test_mode ? last_now_ : steady_clock::now();
+  }
+  nanoseconds local_now() const { return clock_now(std::nullopt); }
+  void note_now(std::optional<nanoseconds> now) {
+    if (now && *now > last_now_) last_now_ = *now;
+  }
+  // A local decision for a request assessed in `a` (no budget: there is none).
+  bool admit_local(const request& req, admission& a, nanoseconds now) {
+    if (!local_) {
+      errc ec = errc::ok;
+      local_.emplace(*local_cfg_, now, ec);
+      if (ec != errc::ok) {
+        local_cfg_.reset();  // no fallback after all: fail closed
+        local_.reset();
+        return false;
+      }
+    }
+    auto x = local_->try_admit(req, now);
+    a.how = outcome::local;
+    a.d = x.decision;
+    a.refused = x.refused;
+    a.server_now_us = 0;
+    if (x) {
+      a.lease.acc_ = this;
+      a.lease.tokens_ = x.tokens;
+      a.lease.local_ = std::move(x.lease);
+    }
+    return true;
+  }
 
   static std::int64_t to_us(nanoseconds now) noexcept {
     return now.count() <= 0 ? 0 : now.count() / 1000;  // floor: an earlier time is never more permissive
@@ -357,7 +489,8 @@ class basic_account {
     call_status st = decode_call(send(argv), r, a.what);
     if (st == call_status::noscript) st = decode_call(resend(argv), r, a.what);
     if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
-    carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call);
+    carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call &&
+            r.code != script_code::other_configuration);
     return how_of(r.code);
   }
   outcome control(std::vector<std::string> what, std::optional<nanoseconds> now) {
@@ -374,6 +507,7 @@ class basic_account {
       case script_code::budget_held: return outcome::budget_held;
       case script_code::corrupt: return outcome::corrupt;
       case script_code::bad_call: return outcome::bad_call;
+      case script_code::other_configuration: return outcome::other_configuration;
       default: return outcome::ok;
     }
   }
@@ -385,13 +519,15 @@ class basic_account {
     return a;
   }
 
-  admission admit(const request& req, std::optional<std::int64_t> now_us) {
+  admission admit(const request& req, std::optional<std::int64_t> now_us, std::optional<nanoseconds> now) {
+    note_now(now);
     admission a;
     a.tokens = account_policy::assess<Currency>(req, rules_, a.refused, a.worst_case);
     if (!a.refused.empty()) {
       a.d = decision::refuse(reason::exceeds_capacity);
       return a;
     }
+    if (in_fallback(now) && admit_local(req, a, clock_now(now))) return a;
     call_args c;
     c.what = op::admit;
     c.now_us = now_us;
@@ -401,11 +537,17 @@ class basic_account {
     const outcome o = simple(c, r, true);
     a.how = o;
     if (o == outcome::server_error || o == outcome::garbage) {
+      if (local_cfg_) {
+        const nanoseconds t = clock_now(now);
+        fault_until_ = t + opt_.fallback_for;
+        if (admit_local(req, a, t)) return a;
+      }
       admission f = refused(o);
       f.tokens = a.tokens;
       f.worst_case = a.worst_case;
       return f;
     }
+    fault_until_.reset();  // Redis answered: its decisions rule again
     a.server_now_us = r.now_us;
     a.refused.bits = r.refused_bits;
     const nanoseconds wait = us(r.wait_us);
@@ -415,6 +557,7 @@ class basic_account {
         lease_type& l = a.lease;
         l.acc_ = this;
         l.id_ = r.lease;
+        l.epoch_ = r.epoch;
         l.tokens_ = a.tokens;
         l.money_ = a.worst_case.nanos();
         l.tpm_slot_ = r.tpm_slot;
@@ -440,6 +583,10 @@ class basic_account {
   std::vector<queued> queue_;
   std::size_t sent_ = 0;
   std::string sha_;
+  std::optional<config_type> local_cfg_;  // the fallback's configuration, if any
+  std::optional<local_account> local_;    // made at the first failed call
+  std::optional<nanoseconds> fault_until_;
+  nanoseconds last_now_{0};
 };
 
 template <class Executor>

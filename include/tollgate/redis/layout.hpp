@@ -5,31 +5,46 @@
 // the names and numbers here are what the script (redis/script.hpp) and the
 // client side (redis/protocol.hpp, redis/account.hpp) agree on.
 //
-// Contract (the layout, version 1).
+// Contract (the layout, version 2).
 //   Keys. Every key of the account `name` is `tollgate:{name}:<part>`: one
-//   hash tag, so a Redis Cluster keeps them on one slot. Parts:
-//     epoch  hash; never expires. origin (server µs when the state began),
-//            last (the latest time a call used: the script's time never goes
-//            back), next (the last lease id), hold (nothing is admitted before
-//            it: set when the state was found lost), bhold (1: the budget
-//            refuses until restore_budget), committed and spent (money),
-//            pause (admissions wait until it), stop (1 after a quota error),
-//            started (an admission got past the stop and the pause), test (1:
-//            the account takes a supplied `now`); rpm_end, tpm_end, tpd_end
-//            (server µs: the window key counts something until then, and must
-//            exist), lease_end (the latest deadline in the lease set, 0 when it
-//            is empty). An epoch written without the four reads them as 0.
+//   hash tag, so a Redis Cluster keeps them on one slot. Two parts, so a
+//   decision reads one hash and writes it once:
+//     epoch  hash; never expires. lv (2: this layout; an epoch of another
+//            layout is refused as corrupt), origin (server µs when the state
+//            began), last (the latest time a call used: the script's time
+//            never goes back), next (the last lease id), hold (nothing is
+//            admitted before it: set when the state was found lost), bhold
+//            (1: the budget refuses until restore_budget), committed and
+//            spent (money), pause (admissions wait until it), stop (1 after a
+//            quota error), started (an admission got past the stop and the
+//            pause), test (1: the account takes a supplied `now`), eid (the
+//            epoch's tag: the server's TIME when it began, also in test
+//            mode; a lease is its tag and its id, so an epoch that follows
+//            a loss, whose ids start again at 1, never takes a settlement of
+//            the lost epoch's lease as one of its own; two epochs share a tag
+//            only when the server's clock steps back onto the very µs the
+//            first began at); the lease
+//            set's records: lcount (its size as the calls left it), llo (at
+//            most its earliest deadline), lease_end (at least its latest
+//            deadline, 0 when it is empty), lease_exp (when its key expires,
+//            at least lease_end); and the strict windows, r (rpm), t (tpm),
+//            d (tpd): field <p>h = the newest sub-window written (counted
+//            from origin), <p>0 .. <p>15 = the units admitted in the
+//            sub-window j with j mod 16 = that position, for j in
+//            h - 15 .. h (a position is zeroed when the head passes it, so an
+//            idle account keeps at most 18 small fields per window), and
+//            <p>w = the sub-window width in µs the window's counts were made
+//            with (0: not enforced yet in this epoch; set by the first call
+//            that enforces it). A field an epoch lacks reads as 0.
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease
 //            past its deadline is removed by the next call (a worker that died
-//            holding it gives its slot back then, never earlier). Expires
-//            1 ms after the latest deadline (the server's expiry clock is the
-//            script's start, in ms).
-//     rpm, tpm, tpd  hash per strict window; field h = the newest sub-window
-//            written, field <j> = the units admitted in sub-window j (counted
-//            from origin). Expires 1 ms after its newest sub-window has left
-//            the window (its *_end), when it reads as empty anyway.
+//            holding it gives its slot back then, never earlier). The key
+//            expires at lease_exp, which runs up to an eighth of the lease
+//            timeout ahead of the latest deadline, so its expiry moves once
+//            per that time (in ms, 1 ms more: the server's expiry clock is
+//            the script's start, in ms).
 //   Units. Times are whole microseconds of the server's clock (TIME), from
 //   the Unix epoch (below 2^53 until the year 2255); windows and the lease
 //   timeout are rounded up to a whole µs (a longer window is stricter) and a
@@ -42,6 +57,18 @@
 //   (2^51 nano-units: $2,251,799.81; committed saturates at 2^52), windows
 //   and the lease timeout at most max_duration (400 days, in µs about 2^45),
 //   lease ids below 2^53 (10 years at 28 million leases a second).
+//   Configuration. A call carries its limits; the epoch keeps only the
+//   widths. A sub-window number means a time only at the width it was
+//   counted with (callers with 60 s and 61 s windows would each miss the
+//   other's counts), so a call whose width for an enforced window differs
+//   from the epoch's is refused with code 9 (outcome other_configuration),
+//   nothing written; to change a window (request_window, token_window) use a
+//   new account name, or delete the account's keys (a state loss: the next
+//   call holds as after one). Limits, the concurrency, the budget and the
+//   lease timeout may change between calls (a rolling change of tier): each
+//   call checks the shared counts against its own limits, so while
+//   processes disagree every window admits at most the largest limit in use,
+//   and from the first call after the last old process is gone, the new one.
 //   State lost. An epoch key that is missing while others are not, or missing
 //   at all on a call, means the state is lost (a restart without persistence,
 //   a failover that dropped writes, an eviction): the script starts a new
@@ -49,19 +76,21 @@
 //   when concurrency is limited: leases in flight are unknown), and with a
 //   budget sets bhold, so the budget refuses until restore_budget says what
 //   was spent. A new account holds the same way unless it is created fresh
-//   (an operator's statement that nothing ran in the last window).
-//   A key lost on its own. The keys with an expiry (rpm, tpm, tpd, leases)
-//   are what the volatile-* eviction policies take, one at a time, and an
-//   operator may delete one. A window key missing before its *_end, or a
-//   lease set missing (empty) before lease_end, is lost: what it counted is
-//   unknown but ends by that time, so admissions hold until it (outcome
-//   held, waiting exactly to it; the epoch and the other keys are kept, and
-//   the budget needs no restore: a lost lease's reservation stays committed,
-//   as a dropped lease's, and its refund is not given back). Missing at or
-//   after the end time is no loss (the key would read empty). Edge: after the
-//   server's clock steps back, a key can expire up to that step before its
-//   end time; it then reads as lost and holds until the end time, never
-//   admitting more than the bound.
+//   (an operator's statement that nothing ran in the last window: made once,
+//   at first deployment; a lost state reads as a new account, so a fresh
+//   create at every start would skip the hold, see redis/account.hpp).
+//   A key lost on its own. The lease set is the one key with an expiry (what
+//   the volatile-* eviction policies take), and an operator may delete it.
+//   A set whose size is not lcount was changed behind the script's back: a
+//   set missing (empty) before lease_end is lost: what it held is unknown
+//   but ends by lease_end, so admissions hold until it (outcome held,
+//   waiting exactly to it; the epoch is kept, and the budget needs no
+//   restore: a lost lease's reservation stays committed, as a dropped
+//   lease's, and its refund is not given back). Missing at or after
+//   lease_end is no loss (it expired). The windows live in the epoch and
+//   are lost only with it. Edge: after the server's clock steps back, the
+//   set can expire up to that step before lease_end; it then reads as lost
+//   and holds until lease_end, never admitting more than the bound.
 #ifndef TOLLGATE_REDIS_LAYOUT_HPP
 #define TOLLGATE_REDIS_LAYOUT_HPP
 
@@ -124,7 +153,7 @@ inline constexpr std::uint64_t max_units = std::uint64_t(1) << 50;
 inline constexpr std::int64_t max_money = std::int64_t(1) << 51;
 inline constexpr std::uint64_t max_duration_us = 400ULL * 86400ULL * 1000000ULL;
 inline constexpr std::uint64_t sub_windows = 15;  // as sliding_window's default
-inline constexpr std::uint64_t layout_version = 1;
+inline constexpr std::uint64_t layout_version = 2;
 // The bounds of the contract: a time of the year 2255 (8.9 * 10^15 µs) plus
 // the longest duration twice, and a window's sum of the largest limit plus
 // a saturated charge, stay below 2^53.
@@ -144,8 +173,9 @@ struct window_params {
   std::uint64_t width_us = 0;  // ceil(period_us / sub_windows)
 };
 
-// The constants a call carries: the script keeps no configuration, so a
-// change of limits takes effect at the next call.
+// The constants a call carries: the script keeps no limits, so a change of
+// limits takes effect at the next call; a window's width it keeps (see
+// Configuration above).
 struct layout {
   std::string prefix;            // "tollgate:{name}:"
   std::uint64_t concurrency = 0;  // 0: not enforced

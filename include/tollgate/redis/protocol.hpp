@@ -57,6 +57,7 @@ struct queued {
   enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3 };
   kind what = kind::drop;
   std::uint64_t lease = 0;
+  std::uint64_t epoch = 0;  // the tag of the epoch that made the lease
   std::int64_t reserved_nanos = 0;
   std::int64_t actual_nanos = 0;
   std::uint64_t charge_tokens = 0;  // used beyond the reservation
@@ -103,8 +104,8 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
   using namespace detail_protocol;
   constexpr std::uint64_t top_units = std::uint64_t(1) << 52;
   if (nq > max_queued_per_call) nq = max_queued_per_call;
-  out.push_back("5");
-  for (const char* part : {"epoch", "leases", "rpm", "tpm", "tpd"}) out.push_back(l.key(part));
+  out.push_back("2");
+  for (const char* part : {"epoch", "leases"}) out.push_back(l.key(part));
   out.push_back(num(layout_version));
   out.push_back(to_string(a.what));
   out.push_back(a.now_us ? num(clamp_i(*a.now_us, 0, (std::int64_t(1) << 53) - 1)) : std::string());
@@ -130,6 +131,7 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
     out.push_back(num(clamp_u(x.refund_tokens, top_units)));
     out.push_back(num(clamp_i(x.tpm_slot, -1, std::int64_t(1) << 52)));
     out.push_back(num(clamp_i(x.tpd_slot, -1, std::int64_t(1) << 52)));
+    out.push_back(num(clamp_u(x.epoch, (std::uint64_t(1) << 53) - 1)));
   }
   for (const std::string& e : a.extra) out.push_back(e);
 }
@@ -138,7 +140,7 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
 inline std::vector<std::string> build_call(const layout& l, const call_args& a, const queued* q, std::size_t nq,
                                            std::string_view sha = {}) {
   std::vector<std::string> out;
-  out.reserve(32 + 8 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.reserve(32 + 9 * (nq < max_queued_per_call ? nq : max_queued_per_call));
   if (sha.empty()) {
     out.emplace_back("EVAL");
     out.emplace_back(script);
@@ -153,7 +155,7 @@ inline std::vector<std::string> build_script_load() { return {"SCRIPT", "LOAD", 
 // FCALL tollgate_v1 ... (the Functions library, function_library()).
 inline std::vector<std::string> build_fcall(const layout& l, const call_args& a, const queued* q, std::size_t nq) {
   std::vector<std::string> out;
-  out.reserve(32 + 8 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.reserve(32 + 9 * (nq < max_queued_per_call ? nq : max_queued_per_call));
   out.emplace_back("FCALL");
   out.emplace_back(function_name);
   append_call(out, l, a, q, nq);
@@ -171,6 +173,7 @@ enum class call_status : unsigned char {
 // What the script's codes mean (script.hpp).
 enum class script_code : unsigned char {
   admitted = 0, wait = 1, busy = 2, never = 3, stopped = 4, held = 5, budget_held = 6, corrupt = 7, bad_call = 8,
+  other_configuration = 9,
 };
 
 struct decoded {
@@ -206,19 +209,23 @@ struct call_reply {
   std::uint64_t lease = 0;
   std::int64_t tpm_slot = -1, tpd_slot = -1;
   std::int64_t now_us = 0;
+  std::uint64_t epoch = 0;  // the deciding epoch's tag (an admission's lease carries it)
 };
 // `what` is the op the call was built for: code 0 answers an admit with a
-// lease id of at least 1 (ids start at 1), every other op with lease id 0.
+// lease id of at least 1 (ids start at 1) and an epoch tag of at least 1,
+// every other op with lease id 0.
 inline call_status decode_call(const reply& r, call_reply& out, op what = op::admit) {
-  decoded d = decode_integers(r, 7);
+  decoded d = decode_integers(r, 8);
   if (d.status != call_status::ok) return d.status;
   const auto& v = d.values;
-  if (v[0] < 0 || v[0] > 8 || v[1] < 0 || v[1] > 0x1ff || v[2] < 0 || v[3] < 0 || v[4] < -1 || v[5] < -1 || v[6] < 0)
+  if (v[0] < 0 || v[0] > 9 || v[1] < 0 || v[1] > 0x1ff || v[2] < 0 || v[3] < 0 || v[4] < -1 || v[5] < -1 || v[6] < 0 ||
+      v[7] < 0)
     return call_status::garbage;
   const script_code c = static_cast<script_code>(v[0]);
   // An admission carries a lease; a wait carries a positive wait.
   if ((c == script_code::admitted && v[1] != 0) || (c == script_code::wait && v[2] <= 0)) return call_status::garbage;
   if (c == script_code::admitted && (what == op::admit) != (v[3] >= 1)) return call_status::garbage;
+  if (c == script_code::admitted && what == op::admit && v[7] < 1) return call_status::garbage;
   out.code = c;
   out.refused_bits = static_cast<std::uint16_t>(v[1]);
   out.wait_us = v[2];
@@ -226,7 +233,19 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   out.tpm_slot = v[4];
   out.tpd_slot = v[5];
   out.now_us = v[6];
+  out.epoch = static_cast<std::uint64_t>(v[7]);
   return call_status::ok;
+}
+
+// A refusal that answers any op in place of its own reply (bad call,
+// corrupt, other configuration): peek and waits decode it with this, after
+// their own shape failed.
+inline std::optional<script_code> decode_refusal(const reply& r) {
+  call_reply c;
+  if (decode_call(r, c, op::flush) != call_status::ok) return std::nullopt;
+  if (c.code != script_code::corrupt && c.code != script_code::bad_call && c.code != script_code::other_configuration)
+    return std::nullopt;
+  return c.code;
 }
 
 // The reply of peek.

@@ -1,0 +1,345 @@
+// The Redis account's throughput beside a reference one-key GCRA script (the
+// common open-source design: one EVALSHA per request, the server's TIME, one
+// string key with its expiry), measured in the same run against one local
+// redis-server that this program starts on 127.0.0.1 (a free port, no
+// persistence) and stops through its pid.
+//
+// For 1, 2 and 4 forked processes, each with its own connection, for a fixed
+// time: admissions a second, round trips (commands sent) per admitted and
+// settled request, p50 and p99 of one admission's call. The account decides
+// concurrency, RPM, TPM, TPD and a budget at once; its limits are high enough
+// that every request is admitted (the admission path is what is measured),
+// and each admitted request settles at once (its settlement carried by the
+// next call, as a worker that settles before its next request does).
+//
+// Usage: tollgate_redis_bench [seconds per run, default 2] [rounds, default 3]
+// Bounded: every run stops at its time (3 x 2 x rounds runs in all); the
+// server is killed on exit.
+#include "../tests/redis/redis_support.hpp"
+
+#include <tollgate/account/config.hpp>
+#include <tollgate/models.hpp>
+#include <tollgate/redis/account.hpp>
+
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace tollgate;
+namespace tr = tollgate::redis;
+using tgredis::client;
+using tgredis::server;
+
+namespace {
+
+// The reference: GCRA on one key (theoretical arrival time), at the server's
+// clock, in µs. One call per request; a refusal writes nothing.
+constexpr const char* gcra = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local allow_at = tat + emission - burst
+if allow_at > now then return {0, allow_at - now} end
+local new = tat + emission
+redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1)
+return {1, 0}
+)lua";
+
+struct counting_exec {
+  client* c;
+  std::uint64_t* calls;
+  tr::reply operator()(const std::vector<std::string>& argv) const {
+    ++*calls;
+    return c->call(argv);
+  }
+};
+
+struct result {
+  std::uint64_t admitted = 0, refused = 0, calls = 0, errors = 0;
+  std::vector<std::uint32_t> lat_ns;  // per admission call, capped at 4 s
+};
+
+using steady = std::chrono::steady_clock;
+
+std::uint32_t since_ns(steady::time_point t0) {
+  const auto d = std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count();
+  return static_cast<std::uint32_t>(std::min<long long>(d, 4000000000LL));
+}
+
+account_config account_under_test() {
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.concurrency = limit(1000000);
+  c.rpm = limit(1000000000);
+  c.tpm = limit(1000000000000);
+  c.tpd = limit(1000000000000000);
+  c.budget = usd::from_nanos(std::int64_t(1) << 50);
+  c.lease_timeout = std::chrono::seconds(60);
+  return c;
+}
+
+result run_account(int port, const char* name, double seconds) {
+  result r;
+  client conn(port);
+  if (!conn.connected()) return r;
+  counting_exec ex{&conn, &r.calls};
+  tr::account<counting_exec> a(name, account_under_test(), ex);
+  static const model_info k26 = *find_model("kimi-k2.6");
+  request q;
+  q.model = &k26;
+  q.prompt_tokens = 100;
+  q.max_tokens = 50;
+  r.lat_ns.reserve(1 << 20);
+  const auto end = steady::now() + std::chrono::duration<double>(seconds);
+  while (steady::now() < end) {
+    const auto t0 = steady::now();
+    auto x = a.try_admit(q);
+    if (r.lat_ns.size() < (1u << 22)) r.lat_ns.push_back(since_ns(t0));
+    if (x.how != tr::outcome::ok) {
+      ++r.errors;
+      continue;
+    }
+    if (!x) {
+      ++r.refused;
+      continue;
+    }
+    ++r.admitted;
+    x.lease.settle(usage{100, 50, 0, 0, 0});
+  }
+  a.flush();  // the last settlement: counted as the run's round trips
+  return r;
+}
+
+result run_gcra(int port, const std::string& sha, double seconds) {
+  result r;
+  client conn(port);
+  if (!conn.connected()) return r;
+  const std::vector<std::string> argv = {"EVALSHA", sha, "1", "gcra:{bench}", "1", "1000000000"};
+  r.lat_ns.reserve(1 << 20);
+  const auto end = steady::now() + std::chrono::duration<double>(seconds);
+  while (steady::now() < end) {
+    const auto t0 = steady::now();
+    const tr::reply x = conn.call(argv);
+    ++r.calls;
+    if (r.lat_ns.size() < (1u << 22)) r.lat_ns.push_back(since_ns(t0));
+    if (x.type != tr::reply::kind::array || x.elements.size() != 2) {
+      ++r.errors;
+      continue;
+    }
+    if (x.elements[0].integer == 1) ++r.admitted;
+    else ++r.refused;
+  }
+  return r;
+}
+
+// One forked run of `procs` workers; each writes its counts and latencies
+// into a pipe, the parent merges them.
+result fleet(int procs, bool reference, int port, const std::string& sha, double seconds) {
+  std::vector<pid_t> pids;
+  std::vector<int> fds;
+  for (int i = 0; i < procs; ++i) {
+    int p[2];
+    if (::pipe(p) != 0) break;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(p[0]);
+      const result r = reference ? run_gcra(port, sha, seconds) : run_account(port, "bench", seconds);
+      const std::uint64_t head[5] = {r.admitted, r.refused, r.calls, r.errors, r.lat_ns.size()};
+      auto put = [&](const void* b, std::size_t n) {
+        const char* c = static_cast<const char*>(b);
+        while (n > 0) {
+          const ssize_t k = ::write(p[1], c, n);
+          if (k <= 0) ::_exit(2);
+          c += k;
+          n -= static_cast<std::size_t>(k);
+        }
+      };
+      put(head, sizeof head);
+      put(r.lat_ns.data(), r.lat_ns.size() * sizeof(std::uint32_t));
+      ::_exit(0);
+    }
+    ::close(p[1]);
+    if (pid < 0) {
+      ::close(p[0]);
+      break;
+    }
+    pids.push_back(pid);
+    fds.push_back(p[0]);
+  }
+  result all;
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    auto get = [&](void* b, std::size_t n) {
+      char* c = static_cast<char*>(b);
+      while (n > 0) {
+        const ssize_t k = ::read(fds[i], c, n);
+        if (k <= 0) return false;
+        c += k;
+        n -= static_cast<std::size_t>(k);
+      }
+      return true;
+    };
+    std::uint64_t head[5] = {0, 0, 0, 0, 0};
+    if (get(head, sizeof head) && head[4] < (1u << 23)) {
+      std::vector<std::uint32_t> lat(head[4]);
+      if (get(lat.data(), lat.size() * sizeof(std::uint32_t))) {
+        all.admitted += head[0];
+        all.refused += head[1];
+        all.calls += head[2];
+        all.errors += head[3];
+        all.lat_ns.insert(all.lat_ns.end(), lat.begin(), lat.end());
+      }
+    }
+    ::close(fds[i]);
+  }
+  for (pid_t p : pids) {
+    int st = 0;
+    ::waitpid(p, &st, 0);
+  }
+  return all;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double pct(std::vector<std::uint32_t>& v, double q) {
+  if (v.empty()) return 0;
+  const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
+  return v[i] / 1000.0;
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string l;
+  while (std::getline(f, l))
+    if (l.compare(0, 10, "model name") == 0) return l.substr(l.find(':') + 2);
+  return "unknown";
+}
+
+// From INFO commandstats: the script's server time per call (µs) and the
+// commands it ran per call (every command but the EVALSHA itself).
+struct server_side {
+  double usec_per_script = 0, commands_per_script = 0;
+};
+server_side commandstats(client& admin) {
+  server_side out;
+  const tr::reply r = admin.call({"INFO", "commandstats"});
+  if (r.type != tr::reply::kind::string) return out;
+  double scripts = 0, inner = 0;
+  std::size_t b = 0;
+  while (b < r.str.size()) {
+    std::size_t e = r.str.find("\r\n", b);
+    if (e == std::string::npos) e = r.str.size();
+    const std::string l = r.str.substr(b, e - b);
+    b = e + 2;
+    if (l.compare(0, 8, "cmdstat_") != 0) continue;
+    const std::string name = l.substr(8, l.find(':') - 8);
+    const std::size_t c = l.find("calls="), u = l.find("usec_per_call=");
+    if (c == std::string::npos || u == std::string::npos) continue;
+    const double calls = std::atof(l.c_str() + c + 6);
+    if (name == "evalsha") {
+      scripts = calls;
+      out.usec_per_script = std::atof(l.c_str() + u + 14);
+    } else if (name != "info" && name != "config" && name != "script" && name != "eval") {
+      inner += calls;
+    }
+  }
+  if (scripts > 0) out.commands_per_script = inner / scripts;
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = argc > 1 ? std::atof(argv[1]) : 2.0;
+  if (!(seconds > 0.05 && seconds <= 60)) seconds = 2.0;
+  int rounds = argc > 2 ? std::atoi(argv[2]) : 3;
+  if (rounds < 1 || rounds > 15) rounds = 3;
+  server srv;
+  if (!srv.running()) {
+    std::fprintf(stderr, "redis-server not found or not starting\n");
+    return 1;
+  }
+  client admin(srv.port());
+  const tr::reply load = admin.call({"SCRIPT", "LOAD", gcra});
+  if (load.type != tr::reply::kind::string) {
+    std::fprintf(stderr, "SCRIPT LOAD failed\n");
+    return 1;
+  }
+  {
+    // The account's epoch (fresh: nothing ran on it).
+    std::uint64_t n = 0;
+    tr::account<counting_exec> a("bench", account_under_test(), counting_exec{&admin, &n});
+    if (a.create(true) != tr::outcome::ok) {
+      std::fprintf(stderr, "create failed\n");
+      return 1;
+    }
+  }
+  const tr::reply info = admin.call({"INFO", "server"});
+  std::string version = "?";
+  if (info.type == tr::reply::kind::string) {
+    const std::size_t p = info.str.find("redis_version:");
+    if (p != std::string::npos) version = info.str.substr(p + 14, info.str.find('\r', p) - p - 14);
+  }
+  utsname u{};
+  ::uname(&u);
+  std::printf("machine: %s, %ld online CPUs, %s %s; redis-server %s; %.1f s per run, %d rounds\n",
+              cpu_model().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, version.c_str(), seconds,
+              rounds);
+  std::printf("| procs | script | admissions/s | ratio | round trips / request | p50 us | p99 us | server us / call | "
+              "server calls / call | errors |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int procs : {1, 2, 4}) {
+    // Rounds alternate the two scripts, so a neighbour's load on a shared
+    // machine falls on both; the rates are the rounds' medians, the latencies
+    // and the server's figures pooled over the rounds.
+    result ref, acc;
+    std::vector<double> rates_ref, rates_acc;
+    server_side sref, sacc;
+    for (int round = 0; round < rounds; ++round) {
+      (void)admin.call({"CONFIG", "RESETSTAT"});
+      result r = fleet(procs, true, srv.port(), load.str, seconds);
+      const server_side s1 = commandstats(admin);
+      (void)admin.call({"CONFIG", "RESETSTAT"});
+      result a = fleet(procs, false, srv.port(), load.str, seconds);
+      const server_side s2 = commandstats(admin);
+      rates_ref.push_back(static_cast<double>(r.admitted) / seconds);
+      rates_acc.push_back(static_cast<double>(a.admitted) / seconds);
+      sref.usec_per_script += s1.usec_per_script / rounds;
+      sref.commands_per_script += s1.commands_per_script / rounds;
+      sacc.usec_per_script += s2.usec_per_script / rounds;
+      sacc.commands_per_script += s2.commands_per_script / rounds;
+      for (auto* x : {&r, &a}) {
+        result& into = x == &r ? ref : acc;
+        into.admitted += x->admitted;
+        into.refused += x->refused;
+        into.calls += x->calls;
+        into.errors += x->errors;
+        into.lat_ns.insert(into.lat_ns.end(), x->lat_ns.begin(), x->lat_ns.end());
+      }
+    }
+    const double rr = median(rates_ref);
+    const double ra = median(rates_acc);
+    auto row = [&](const char* what, result& r, double rate, const server_side& ss) {
+      const double trips = r.admitted > 0 ? static_cast<double>(r.calls) / static_cast<double>(r.admitted) : 0;
+      std::printf("| %d | %s | %.0f | %.2f | %.3f | %.1f | %.1f | %.1f | %.1f | %llu |\n", procs, what, rate,
+                  rr > 0 ? rate / rr : 0, trips, pct(r.lat_ns, 0.50), pct(r.lat_ns, 0.99), ss.usec_per_script,
+                  ss.commands_per_script, static_cast<unsigned long long>(r.errors));
+    };
+    row("GCRA, one key", ref, rr, sref);
+    row("tollgate account", acc, ra, sacc);
+    std::fflush(stdout);
+  }
+  return 0;
+}
