@@ -7,7 +7,7 @@ import os
 
 class TollgateConan(ConanFile):
     name = "tollgate"
-    version = "0.4.0"
+    version = "0.5.0"
     description = "Exact, lock-free rate limits and budgets for LLM APIs (header-only C++17)"
     license = "MIT"
     topics = ("rate-limiting", "token-bucket", "llm", "header-only")

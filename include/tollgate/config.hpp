@@ -8,7 +8,7 @@
 // The one place the version lives; CMake, Meson and the packaging files read
 // or compare against these lines.
 #define TOLLGATE_VERSION_MAJOR 0
-#define TOLLGATE_VERSION_MINOR 4
+#define TOLLGATE_VERSION_MINOR 5
 #define TOLLGATE_VERSION_PATCH 0
 #define TOLLGATE_VERSION \
   (TOLLGATE_VERSION_MAJOR * 10000 + TOLLGATE_VERSION_MINOR * 100 + TOLLGATE_VERSION_PATCH)
