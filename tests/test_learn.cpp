@@ -1277,3 +1277,61 @@ TEST_CASE("headers: the gates survive a snapshot and restore", "[learn]") {
   REQUIRE(late.restore(snap, ns(seconds(1)), ns(seconds(61))) == account_restore_errc::ok);
   CHECK(admitted(late, ns(seconds(1))) == 10);
 }
+
+TEST_CASE("learn: in the switch's window a refusal's wait ends with it (the decision contract)", "[learn]") {
+  // A window that holds more than the new limit (set_limits) after the
+  // switch would refuse past the end of the "both" phase; from that end on
+  // only the spaced bucket decides, so the wait is cut there.
+  const model_info* m = model_by_id("kimi-k2.6");
+  SECTION("tokens") {
+    account_config c;
+    c.model = server_model::learn;
+    c.tpm = limit(30000);
+    c.max_request_tokens = 8000;
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    REQUIRE(a.try_admit(request{m, 3000, 3000}, ns(0)));
+    a.on_response(429, rate_limit_headers{},
+                  R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization TPM rate limit, current: 30100, limit: 30000"}})",
+                  seconds(1));
+    a.clear_pause();
+    REQUIRE(a.learned(seconds(1)).tokens == learn_phase::both);
+    REQUIRE(a.try_admit(request{m, 3000, 3000}, seconds(17)));
+    tier_row t;
+    t.tpm = limit(10000);  // the window now holds 12,000 of 10,000
+    REQUIRE(a.set_limits(t, seconds(40)) == errc::ok);
+    const request r{m, 50, 50};
+    const auto x = a.try_admit(r, seconds(40));
+    REQUIRE(x.decision.later());
+    CHECK(x.refused.has(dimension::tpm));
+    const ns w = x.decision.retry_after();
+    CHECK(ns(seconds(40)) + w <= ns(seconds(61)));  // was 64 s: the window's slot end, past the phase's (61 s)
+    CHECK_FALSE(a.try_admit(r, ns(seconds(40)) + w - ns(1)));
+    CHECK(a.try_admit(r, ns(seconds(40)) + w));
+  }
+  SECTION("requests") {
+    account_config c;
+    c.model = server_model::learn;
+    c.rpm = limit(10);
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    const request r{m, 10, 10};
+    for (int i = 0; i < 4; ++i) REQUIRE(a.try_admit(r, seconds(3 * i)));
+    a.on_response(429, rate_limit_headers{},
+                  R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization max RPM: 10, please try again after 1 seconds"}})",
+                  seconds(10));
+    a.clear_pause();
+    REQUIRE(a.learned(seconds(10)).requests == learn_phase::both);
+    tier_row t;
+    t.rpm = limit(3);  // the window now holds 4 of 3
+    REQUIRE(a.set_limits(t, seconds(50)) == errc::ok);
+    const auto x = a.try_admit(r, seconds(50));
+    REQUIRE(x.decision.later());
+    CHECK(x.refused.has(dimension::rpm));
+    const ns w = x.decision.retry_after();
+    INFO("wait " << w.count() << " ns");
+    CHECK(ns(seconds(50)) + w <= ns(seconds(70)));  // the phase ends at 10 s + 60 s
+    CHECK_FALSE(a.try_admit(r, ns(seconds(50)) + w - ns(1)));
+    CHECK(a.try_admit(r, ns(seconds(50)) + w));
+  }
+}

@@ -175,6 +175,18 @@ class learn_state {
     return p;
   }
 
+  // How long dimension k's strict window still decides at `now` (p its
+  // phase): to the end of the "both" phase, 0 once spaced, unbounded
+  // before the switch (limiters::always).
+  nanoseconds window_left(unsigned k, phase p, nanoseconds now) const noexcept {
+    if (!b_[k] || p == phase::strict) return nanoseconds::max();
+    if (p == phase::spaced) return nanoseconds(0);
+    // acquire: as in phase_of.
+    const std::int64_t s = switched_[k].load(std::memory_order_acquire);
+    const std::uint64_t w = window_[k].count() > 0 ? static_cast<std::uint64_t>(window_[k].count()) : 0;
+    return nanoseconds(static_cast<std::int64_t>(positive_difference(sat_offset(s, w), now.count())));
+  }
+
   // Strict phase: the spaced bucket's next admission had it seen n units
   // at now, at most 2L intervals ahead; never moved back.
   void shadow(unsigned k, std::uint64_t n, nanoseconds now) noexcept {

@@ -229,16 +229,26 @@ struct account_limiters {
   }
 
   // Every time-based dimension's answer for a request of n tokens (peeks).
-  // `skip_rpm_w`, `skip_tpm_w`: windows that no longer decide (learn.hpp).
-  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, bool skip_rpm_w = false,
-              bool skip_tpm_w = false) const noexcept {
-    if (rpm_w && !skip_rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
+  // `rpm_w_until`, `tpm_w_until`: how long the strict windows still decide
+  // (learn.hpp: 0 once spaced, what is left of the "both" phase during it);
+  // a window's wait is cut there, since from then on the bucket alone
+  // decides and its wait is reported beside this one.
+  static constexpr nanoseconds always = nanoseconds::max();
+  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, nanoseconds rpm_w_until = always,
+              nanoseconds tpm_w_until = always) const noexcept {
+    if (rpm_w && rpm_w_until > nanoseconds(0)) r.note(dimension::rpm, cut(ahead(*rpm_w, 1, now), rpm_w_until));
     if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
-    if (tpm_w && !skip_tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
+    if (tpm_w && tpm_w_until > nanoseconds(0)) r.note(dimension::tpm, cut(ahead(*tpm_w, n, now), tpm_w_until));
     if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
     if (tpd_w) r.note(dimension::tpd, ahead(*tpd_w, n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
     if (day_q) r.note(dimension::tpd, ahead(*day_q, n, now));
+  }
+  // A refusal that lasts at most `until` (> 0): a wait of at most that, the
+  // same dimension still named.
+  static decision cut(decision d, nanoseconds until) noexcept {
+    if (until == always || d.admitted() || (d.later() && d.retry_after() <= until)) return d;
+    return decision::wait(until, d.later() ? d.why() : reason::exhausted);
   }
   // A window's or the quota's wait for n at `now`, exact also for a `now`
   // older than one it has seen (a08): such a `now` is refused as stale with
