@@ -1335,3 +1335,55 @@ TEST_CASE("learn: in the switch's window a refusal's wait ends with it (the deci
     CHECK(a.try_admit(r, ns(seconds(50)) + w));
   }
 }
+
+TEST_CASE("headers: a gate counts the account's own requests in flight at the response", "[learn]") {
+  // Another client took 4 of 10 before; the account admits A, B, C (no
+  // headers seen yet); A reaches the server first and its answer says 5
+  // remain; B and C reach it after that. The gate must leave room for B and
+  // C: it admitted 5 more (12 at the server, two 429s).
+  for (const bool settle_first : {false, true}) {
+    INFO("settled before the response is observed: " << settle_first);
+    account_config cfg;
+    cfg.rpm = limit(10);
+    cfg.model = server_model::sliding_log;
+    cfg.trust_rate_limit_headers = true;
+    cfg.lease_timeout = ns(0);
+    acct_t a(cfg, ns(0));
+    std::deque<ns> log(4, ns(-seconds(1)));  // the server's sliding log, 10 per 60 s
+    auto arrive = [&log](ns t) {
+      while (!log.empty() && log.front() <= t - seconds(60)) log.pop_front();
+      if (log.size() >= 10) return false;
+      log.push_back(t);
+      return true;
+    };
+    const request r{model_by_id("kimi-k2.6"), 10, 10};
+    auto x = a.try_admit(r, ns(0)), y = a.try_admit(r, ns(0)), z = a.try_admit(r, ns(0));
+    REQUIRE((x && y && z));
+    REQUIRE(arrive(milliseconds(1)));
+    rate_limit_headers h;
+    h.read("x-ratelimit-remaining-requests", std::to_string(10 - log.size()), ns(0));
+    h.read("x-ratelimit-reset-requests", "59s", ns(0));
+    REQUIRE(arrive(milliseconds(2)));
+    REQUIRE(arrive(milliseconds(2)));
+    ns now = milliseconds(100);
+    if (settle_first) x.lease.settle(usage{10, 0, 10}, now);
+    a.on_response(200, h, "", now);
+    if (!settle_first) x.lease.settle(usage{10, 0, 10}, now);
+    int admitted = 0, rejected = 0;
+    for (int i = 0; i < 20; ++i, now += milliseconds(10)) {
+      auto w = a.try_admit(r, now);
+      if (!w) {
+        CHECK(w.refused.has(dimension::rpm));
+        break;
+      }
+      ++admitted;
+      if (!arrive(now + milliseconds(1))) ++rejected;
+      w.lease.settle(usage{10, 0, 10}, now + milliseconds(2));
+    }
+    CHECK(rejected == 0);  // was 2
+    // 5 less B and C; the answered A too while its lease is unsettled (the safe side).
+    CHECK(admitted == (settle_first ? 3 : 2));
+    y.lease.settle(usage{10, 0, 10}, now);
+    z.lease.settle(usage{10, 0, 10}, now);
+  }
+}
