@@ -67,6 +67,10 @@ struct account_limiters {
   std::optional<bucket> rpm_b, tpm_b, tpd_b;  // tpd_b is never built: the daily limit is a window or a quota
   std::optional<calendar_quota<Clock>> day_q;
   std::optional<budget<Currency>> money;
+  // Without a daily limit: where the calendar day of utc_offset starts, for
+  // the pause after a TPD 429 (pause.hpp).
+  nanoseconds day_origin{0};
+  std::chrono::minutes day_offset{0};
 
   // Builds every dimension of `c` (whose limits check_limits accepted).
   errc build(const config_type& c, nanoseconds origin) noexcept {
@@ -96,6 +100,9 @@ struct account_limiters {
       if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, unix_time_at_zero(c), e);
       else tpd_w.emplace(rate(*v, std::chrono::hours(24)), origin, e);
       if (e != errc::ok) return e;
+    } else {
+      day_origin = unix_time_at_zero(c);
+      day_offset = c.utc_offset;
     }
     if (c.budget) money.emplace(*c.budget, e);
     return e;
@@ -210,7 +217,7 @@ struct account_limiters {
     if (day_q) return day_q->reset_in(now);
     if (tpd_w) return tpd_w->empty_in(now);
     if (tpd_b) return tpd_b->full_in(now);
-    return nanoseconds(0);
+    return account_policy::until_midnight(now, day_origin, day_offset);
   }
 
   // What pause_after needs from the limiters (account/pause.hpp).
