@@ -1316,23 +1316,24 @@ TEST_CASE("learn: in the switch's window a refusal's wait ends with it (the deci
     c.lease_timeout = ns(0);
     acct_t a(c, ns(0));
     const request r{m, 10, 10};
-    for (int i = 0; i < 4; ++i) REQUIRE(a.try_admit(r, seconds(3 * i)));
+    REQUIRE(a.try_admit(r, ns(0)));
     a.on_response(429, rate_limit_headers{},
                   R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization max RPM: 10, please try again after 1 seconds"}})",
-                  seconds(10));
+                  seconds(1));
     a.clear_pause();
-    REQUIRE(a.learned(seconds(10)).requests == learn_phase::both);
+    REQUIRE(a.learned(seconds(1)).requests == learn_phase::both);
+    for (const int t : {20, 27, 34}) REQUIRE(a.try_admit(r, seconds(t)));
     tier_row t;
-    t.rpm = limit(3);  // the window now holds 4 of 3
-    REQUIRE(a.set_limits(t, seconds(50)) == errc::ok);
-    const auto x = a.try_admit(r, seconds(50));
+    t.rpm = limit(3);  // the window now holds 4 of 3, until 84 s
+    REQUIRE(a.set_limits(t, seconds(40)) == errc::ok);
+    const auto x = a.try_admit(r, seconds(40));
     REQUIRE(x.decision.later());
     CHECK(x.refused.has(dimension::rpm));
     const ns w = x.decision.retry_after();
     INFO("wait " << w.count() << " ns");
-    CHECK(ns(seconds(50)) + w <= ns(seconds(70)));  // the phase ends at 10 s + 60 s
-    CHECK_FALSE(a.try_admit(r, ns(seconds(50)) + w - ns(1)));
-    CHECK(a.try_admit(r, ns(seconds(50)) + w));
+    CHECK(ns(seconds(40)) + w <= ns(seconds(61)));  // was 84 s; the phase ends at 1 s + 60 s
+    CHECK_FALSE(a.try_admit(r, ns(seconds(40)) + w - ns(1)));
+    CHECK(a.try_admit(r, ns(seconds(40)) + w));
   }
 }
 
