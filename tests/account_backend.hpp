@@ -198,7 +198,10 @@ class plain_account {
     w.request_limit = s.w[0].on != 0;
     if (s.w[0].on) w.request = own_wait(s.w[0], now);
     if (s.w[1].on) w.token = own_wait(s.w[1], now);
+    // Without a daily limit: the next midnight at utc_offset (a manual
+    // clock reads Unix time unless the configuration says otherwise).
     if (s.w[2].on) w.daily_reset = empty_in(s.w[2], now);
+    else w.daily_reset = until_midnight(now, cfg_.unix_time_at_zero.value_or(nanoseconds(0)), cfg_.utc_offset);
     const response_decision r = pause_after(e.kind, h.hint, w);
     if (r.action == response_action::stop) s.stopped = 1;
     if (r.action == response_action::pause) {

@@ -1380,3 +1380,49 @@ TEST_CASE("waiting room: a call past its deadline or cancelled at arrival is nev
   CHECK(ok);
   manual_clock::set(clock_was);
 }
+
+TEST_CASE("pause: a TPD 429 without a daily limit of its own pauses until the next midnight", "[account][pause]") {
+  // The tier table leaves Tier1's TPD unenforced; the server still has one.
+  // The pause was the hint alone (none here): the account kept sending at
+  // its RPM pace, one 429 per request, all day.
+  const std::string body =
+      R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization TPD rate limit, current: 1500100, limit: 1500000"}})";
+  const ns day = hours(24), monday = day * 20000;  // 2024-10-04, 00:00 UTC
+  struct at_case {
+    const char* what;
+    std::chrono::minutes offset;
+    std::optional<ns> unix_at_zero;
+    ns now;
+    ns until;
+  };
+  const at_case cases[] = {
+      {"UTC, 15:00", minutes(0), std::nullopt, monday + hours(15), monday + day},
+      {"UTC+8 (midnight at 16:00 UTC), 15:00", hours(8), std::nullopt, monday + hours(15), monday + hours(16)},
+      {"UTC+8, 17:00", hours(8), std::nullopt, monday + hours(17), monday + day + hours(16)},
+      {"UTC-5, 03:00", -hours(5), std::nullopt, monday + hours(3), monday + hours(5)},
+      {"a clock whose zero is Monday 22:00 UTC, at 1 h", minutes(0), monday + hours(22), hours(1), hours(2)},
+      {"exactly midnight: the next one", minutes(0), std::nullopt, monday, monday + day},
+  };
+  for (const at_case& c : cases) {
+    INFO(c.what);
+    account_config cfg = account_config::from_tier(*kimi_tiers_latest.tier(1));
+    REQUIRE_FALSE(cfg.tpd.value());
+    cfg.utc_offset = c.offset;
+    cfg.unix_time_at_zero = c.unix_at_zero;
+    paced_account a(cfg, c.now);
+    a.on_response(classify(429, body), std::nullopt, c.now);
+    CHECK(a.paused_until() == c.until);  // was c.now: no pause
+    const auto x = a.try_admit(req(100, 100), c.now + seconds(1));
+    REQUIRE(x.decision.later());
+    CHECK(x.refused.has(dimension::paused));
+    CHECK(c.now + seconds(1) + x.decision.retry_after() == c.until);
+    CHECK_FALSE(a.try_admit(req(100, 100), c.until - ns(1)));
+    CHECK(a.try_admit(req(100, 100), c.until));
+  }
+  SECTION("a hint past the midnight stands") {
+    account_config cfg = account_config::from_tier(*kimi_tiers_latest.tier(1));
+    paced_account a(cfg, monday + hours(23));
+    a.on_response(classify(429, body), hours(2), monday + hours(23));
+    CHECK(a.paused_until() == monday + hours(25));
+  }
+}

@@ -1277,3 +1277,114 @@ TEST_CASE("headers: the gates survive a snapshot and restore", "[learn]") {
   REQUIRE(late.restore(snap, ns(seconds(1)), ns(seconds(61))) == account_restore_errc::ok);
   CHECK(admitted(late, ns(seconds(1))) == 10);
 }
+
+TEST_CASE("learn: in the switch's window a refusal's wait ends with it (the decision contract)", "[learn]") {
+  // A window that holds more than the new limit (set_limits) after the
+  // switch would refuse past the end of the "both" phase; from that end on
+  // only the spaced bucket decides, so the wait is cut there.
+  const model_info* m = model_by_id("kimi-k2.6");
+  SECTION("tokens") {
+    account_config c;
+    c.model = server_model::learn;
+    c.tpm = limit(30000);
+    c.max_request_tokens = 8000;
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    REQUIRE(a.try_admit(request{m, 3000, 3000}, ns(0)));
+    a.on_response(429, rate_limit_headers{},
+                  R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization TPM rate limit, current: 30100, limit: 30000"}})",
+                  seconds(1));
+    a.clear_pause();
+    REQUIRE(a.learned(seconds(1)).tokens == learn_phase::both);
+    REQUIRE(a.try_admit(request{m, 3000, 3000}, seconds(17)));
+    tier_row t;
+    t.tpm = limit(10000);  // the window now holds 12,000 of 10,000
+    REQUIRE(a.set_limits(t, seconds(40)) == errc::ok);
+    const request r{m, 50, 50};
+    const auto x = a.try_admit(r, seconds(40));
+    REQUIRE(x.decision.later());
+    CHECK(x.refused.has(dimension::tpm));
+    const ns w = x.decision.retry_after();
+    CHECK(ns(seconds(40)) + w <= ns(seconds(61)));  // was 64 s: the window's slot end, past the phase's (61 s)
+    CHECK_FALSE(a.try_admit(r, ns(seconds(40)) + w - ns(1)));
+    CHECK(a.try_admit(r, ns(seconds(40)) + w));
+  }
+  SECTION("requests") {
+    account_config c;
+    c.model = server_model::learn;
+    c.rpm = limit(10);
+    c.lease_timeout = ns(0);
+    acct_t a(c, ns(0));
+    const request r{m, 10, 10};
+    REQUIRE(a.try_admit(r, ns(0)));
+    a.on_response(429, rate_limit_headers{},
+                  R"({"error":{"type":"rate_limit_reached_error","message":"request reached organization max RPM: 10, please try again after 1 seconds"}})",
+                  seconds(1));
+    a.clear_pause();
+    REQUIRE(a.learned(seconds(1)).requests == learn_phase::both);
+    for (const int t : {20, 27, 34}) REQUIRE(a.try_admit(r, seconds(t)));
+    tier_row t;
+    t.rpm = limit(3);  // the window now holds 4 of 3, until 84 s
+    REQUIRE(a.set_limits(t, seconds(40)) == errc::ok);
+    const auto x = a.try_admit(r, seconds(40));
+    REQUIRE(x.decision.later());
+    CHECK(x.refused.has(dimension::rpm));
+    const ns w = x.decision.retry_after();
+    INFO("wait " << w.count() << " ns");
+    CHECK(ns(seconds(40)) + w <= ns(seconds(61)));  // was 84 s; the phase ends at 1 s + 60 s
+    CHECK_FALSE(a.try_admit(r, ns(seconds(40)) + w - ns(1)));
+    CHECK(a.try_admit(r, ns(seconds(40)) + w));
+  }
+}
+
+TEST_CASE("headers: a gate counts the account's own requests in flight at the response", "[learn]") {
+  // Another client took 4 of 10 before; the account admits A, B, C (no
+  // headers seen yet); A reaches the server first and its answer says 5
+  // remain; B and C reach it after that. The gate must leave room for B and
+  // C: it admitted 5 more (12 at the server, two 429s).
+  for (const bool settle_first : {false, true}) {
+    INFO("settled before the response is observed: " << settle_first);
+    account_config cfg;
+    cfg.rpm = limit(10);
+    cfg.model = server_model::sliding_log;
+    cfg.trust_rate_limit_headers = true;
+    cfg.lease_timeout = ns(0);
+    acct_t a(cfg, ns(0));
+    std::deque<ns> log(4, ns(-seconds(1)));  // the server's sliding log, 10 per 60 s
+    auto arrive = [&log](ns t) {
+      while (!log.empty() && log.front() <= t - seconds(60)) log.pop_front();
+      if (log.size() >= 10) return false;
+      log.push_back(t);
+      return true;
+    };
+    const request r{model_by_id("kimi-k2.6"), 10, 10};
+    auto x = a.try_admit(r, ns(0)), y = a.try_admit(r, ns(0)), z = a.try_admit(r, ns(0));
+    REQUIRE((x && y && z));
+    REQUIRE(arrive(milliseconds(1)));
+    rate_limit_headers h;
+    h.read("x-ratelimit-remaining-requests", std::to_string(10 - log.size()), ns(0));
+    h.read("x-ratelimit-reset-requests", "59s", ns(0));
+    REQUIRE(arrive(milliseconds(2)));
+    REQUIRE(arrive(milliseconds(2)));
+    ns now = milliseconds(100);
+    if (settle_first) x.lease.settle(usage{10, 0, 10}, now);
+    a.on_response(200, h, "", now);
+    if (!settle_first) x.lease.settle(usage{10, 0, 10}, now);
+    int admitted = 0, rejected = 0;
+    for (int i = 0; i < 20; ++i, now += milliseconds(10)) {
+      auto w = a.try_admit(r, now);
+      if (!w) {
+        CHECK(w.refused.has(dimension::rpm));
+        break;
+      }
+      ++admitted;
+      if (!arrive(now + milliseconds(1))) ++rejected;
+      w.lease.settle(usage{10, 0, 10}, now + milliseconds(2));
+    }
+    CHECK(rejected == 0);  // was 2
+    // 5 less B and C; the answered A too while its lease is unsettled (the safe side).
+    CHECK(admitted == (settle_first ? 3 : 2));
+    y.lease.settle(usage{10, 0, 10}, now);
+    z.lease.settle(usage{10, 0, 10}, now);
+  }
+}

@@ -907,3 +907,59 @@ TEST_CASE("snapshot: format 2 still restores; format 3 carries what learn learne
     }
   }
 }
+
+TEST_CASE("snapshot: learn after set_limits to a higher tier restores into the limits in force", "[account][snapshot]") {
+  // Tier0 (RPM 3: built strict) moved to RPM 100 (built spaced) by
+  // set_limits: the running account keeps its strict start and has not
+  // switched; an account built from its config() starts RPM spaced.
+  // Restoring refused that as "never switched" (out_of_range), and the
+  // fingerprint refuses every other configuration: the budget's spending
+  // was lost with the snapshot.
+  const ns wall = seconds(1800000000), now = seconds(100);
+  account_config cfg = account_config::from_tier(*kimi_tiers_latest.tier(0), server_model::learn);
+  cfg.budget = usd::from_units(5);
+  cfg.lease_timeout = ns(0);
+  test_account a(cfg, now);
+  tier_row up = *kimi_tiers_latest.tier(0);
+  up.rpm = limit(100);
+  up.tpm = kimi_tiers_latest.tier(1)->tpm;
+  REQUIRE(a.set_limits(up, now) == errc::ok);
+  REQUIRE(std::string(a.policy(dimension::rpm)) == "strict window (learning)");
+  for (int i = 0; i < 20; ++i) {
+    auto x = a.try_admit(req(1000, 1000), now);
+    REQUIRE(x);
+    x.lease.settle(usage{1000, 0, 800}, now);
+  }
+  const auto spent = *a.budget_remaining();
+  const std::string bytes = a.snapshot(now, wall);
+
+  test_account b(a.config(), seconds(5));
+  REQUIRE(std::string(b.policy(dimension::rpm)).find("spaced") == 0);
+  REQUIRE(b.restore(bytes, seconds(5), wall + seconds(1)) == errc_t::ok);  // was out_of_range
+  CHECK(*b.budget_remaining() == spent);
+  // Spaced from the restore, its bucket charged from the strict traffic's
+  // shadow (20 requests, 1 s of wall clock since): a fresh bucket would
+  // admit at once.
+  const auto x = b.try_admit(req(10, 10), seconds(5));
+  REQUIRE(x.decision.later());
+  CHECK(x.refused.has(dimension::rpm));
+  const ns w = x.decision.retry_after();
+  CHECK(w > seconds(5));
+  CHECK_FALSE(b.try_admit(req(10, 10), seconds(5) + w - ns(1)));
+  CHECK(b.try_admit(req(10, 10), seconds(5) + w));
+
+  // The construction's configuration is another one now.
+  test_account c(cfg, seconds(5));
+  CHECK(c.restore(bytes, seconds(5), wall + seconds(1)) == errc_t::other_configuration);
+
+  SECTION("the other way: built spaced, moved down to a strict start") {
+    account_config hi = a.config();
+    test_account d(hi, now);
+    REQUIRE(d.set_limits(*kimi_tiers_latest.tier(0), now) == errc::ok);
+    const std::string down = d.snapshot(now, wall);
+    test_account e(d.config(), seconds(5));
+    REQUIRE(std::string(e.policy(dimension::rpm)) == "strict window (learning)");
+    REQUIRE(e.restore(down, seconds(5), wall + seconds(1)) == errc_t::ok);
+    CHECK(e.learned(seconds(5)).requests == account_policy::learn_phase::spaced);  // as d runs it
+  }
+}

@@ -1070,3 +1070,25 @@ TEST_CASE("tickets: a moved-from ticket refunds nothing", "[token_bucket][calend
     CHECK(k.refund(7, assigned, 10, now) == 10);
   }
 }
+
+TEST_CASE("a debt saturated at the horizon is admitted at exactly the wait it gives", "[token_bucket][edge]") {
+  // charge() of a garbage count saturates the TAT at the horizon; the wait
+  // then reaches past it, where the epoch moves. The move measured what was
+  // owed from the clamped `now`: one interval more, so the request was
+  // refused again at now + wait (for one interval less 1 ns).
+  for (const std::int64_t per : {std::int64_t{5456545455}, std::int64_t{1000}, std::int64_t{3000000}, std::int64_t{20000000000}}) {
+    for (const std::uint64_t burst : {std::uint64_t{1}, std::uint64_t{3}}) {
+      INFO("T " << per << " ns, B " << burst);
+      bucket b(rate(1, ns(per)), burst, ns(0));
+      const ns now = seconds(150);
+      b.charge(std::numeric_limits<std::uint64_t>::max() / 2, now);
+      const decision d = b.try_acquire(1, now);
+      REQUIRE(d.later());
+      const ns at = now + d.retry_after();
+      CHECK(b.try_acquire(1, at - ns(1)).later());  // a writer there: the epoch moves
+      CHECK(b.time_until(1, at - ns(1)).later());
+      CHECK(b.time_until(1, at).admitted());
+      CHECK(b.try_acquire(1, at).admitted());  // was later, one interval less 1 ns
+    }
+  }
+}

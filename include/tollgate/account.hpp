@@ -447,6 +447,10 @@ class account {
     unsigned shard = detail::thread_shards;
     if (give && !credit_.give_unit_fast(shard)) give_unit_slow(shard);
     l.holds_ = false;
+    if (l.in_flight_) {  // answered or dropped: no longer in flight for the header gates
+      gates_.answered(l.tokens_);
+      l.in_flight_ = false;
+    }
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
     if (notify) notify_release();

@@ -187,7 +187,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Charges n units unconditionally: usage learnt after the fact becomes a
-  // debt that later requests wait out. Saturates at the horizon.
+  // debt that later requests wait out. Saturates at the horizon (one
+  // interval below the top of the ticks, so that the wait a request after it
+  // is given stays exact).
   void charge(std::uint64_t n, nanoseconds now) noexcept { (void)acquire(0, n, now, nullptr); }
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
@@ -336,7 +338,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       if (n > 0 && need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
       std::uint64_t next = need;
       if (extra > 0) next = detail::sat_add(need, detail::sat_mul(extra, p.interval));
-      if (next > L::max_ticks) next = L::max_ticks;  // >= tat still
+      // Saturates at the horizon, one interval below the top (gcra_top): a
+      // request after it stays admissible at the wait it is given. Never
+      // below `need` (>= tat; <= max_ticks, or it was refused above).
+      const std::uint64_t top = detail::gcra_top(p, now_t);
+      if (next > top) next = need > top ? need : top;
       const std::uint64_t nw = (w & ~L::max_ticks) | next;
       detail::token_bucket_stall<Clock>::before_cas();
       // acq_rel on success: acquire makes the generation check below see any

@@ -125,7 +125,8 @@ struct basic_account_config {
   std::uint64_t concurrency_floor = 1;
   // The server's x-ratelimit-remaining/reset headers as ground truth
   // (account/server_remaining.hpp): after a response that says R remain
-  // until now + T, at most R more are admitted before then.
+  // until now + T, at most R more are admitted before then, less the
+  // account's own requests in flight when the response is observed.
   bool trust_rate_limit_headers = false;
   nanoseconds max_spacing_margin = std::chrono::milliseconds(256);
 

@@ -175,6 +175,18 @@ class learn_state {
     return p;
   }
 
+  // How long dimension k's strict window still decides at `now` (p its
+  // phase): to the end of the "both" phase, 0 once spaced, unbounded
+  // before the switch (limiters::always).
+  nanoseconds window_left(unsigned k, phase p, nanoseconds now) const noexcept {
+    if (!b_[k] || p == phase::strict) return nanoseconds::max();
+    if (p == phase::spaced) return nanoseconds(0);
+    // acquire: as in phase_of.
+    const std::int64_t s = switched_[k].load(std::memory_order_acquire);
+    const std::uint64_t w = window_[k].count() > 0 ? static_cast<std::uint64_t>(window_[k].count()) : 0;
+    return nanoseconds(static_cast<std::int64_t>(positive_difference(sat_offset(s, w), now.count())));
+  }
+
   // Strict phase: the spaced bucket's next admission had it seen n units
   // at now, at most 2L intervals ahead; never moved back.
   void shadow(unsigned k, std::uint64_t n, nanoseconds now) noexcept {
@@ -323,7 +335,7 @@ class learn_state {
     return w;
   }
   // Whether `w` fits this configuration (the margin within its range, every
-  // time within int64, a dimension spaced from the start as such).
+  // time within int64, a guard only after a switch).
   bool fits(const saved_words& w) const noexcept {
     constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     if (w.margin < static_cast<std::uint64_t>(base_margin_.count()) || w.margin > static_cast<std::uint64_t>(cap_.count()))
@@ -332,7 +344,9 @@ class learn_state {
       if (!b_[k]) continue;
       if (w.lead[k] > top || w.owed[k] > top || (w.guard[k] != none_word && w.guard[k] > top)) return false;
       if (w.since[k] == none_word && w.guard[k] != none_word) return false;  // a guard only after a switch
-      if (started_spaced_[k] && w.since[k] == none_word) return false;
+      // A dimension spaced from the start here may come saved "never
+      // switched" from an account built strict (set_limits to a higher tier
+      // keeps the start it was built with): load() switches it at the restore.
     }
     return true;
   }
@@ -348,7 +362,13 @@ class learn_state {
     (void)install(now);  // the margin's rates (accepted at the widest margin by check_limits)
     for (unsigned k = 0; k < 2; ++k) {
       if (!b_[k] || started_spaced_[k]) {
-        if (b_[k]) b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+        if (!b_[k]) continue;
+        b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+        // Saved on the strict window (never switched): spaced from here on,
+        // its bucket charged from the shadow as a switch charges it, so the
+        // first spaced request is spaced from the strict traffic before it.
+        if (w.since[k] == none_word && w.lead[k] > down)
+          charge_lead(k, sat_offset(now.count(), w.lead[k] - down), now.count(), now);
         continue;
       }
       if (w.since[k] != none_word) {

@@ -84,6 +84,10 @@ void account<Clock, Currency>::admit_learning(admission_type& a, const request& 
     }
     l.acc_ = this;
     l.tokens_ = n;
+    if (gates_.on()) {  // in flight until answered (server_remaining.hpp)
+      gates_.sent(n);
+      l.in_flight_ = true;
+    }
     counters_.add_admitted(shard, n);
     a.decision = decision::admit();
   }

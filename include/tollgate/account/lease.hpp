@@ -98,6 +98,7 @@ class lease {
     acc_ = std::exchange(o.acc_, nullptr);
     slot_ = std::exchange(o.slot_, no_slot);
     holds_ = std::exchange(o.holds_, false);
+    in_flight_ = std::exchange(o.in_flight_, false);
     day_t_ = std::move(o.day_t_);
     money_ = o.money_;
     tokens_ = std::exchange(o.tokens_, 0);
@@ -125,6 +126,7 @@ class lease {
   // slot_ (all ones) and holds_, so no long run of zeros forms.
   std::uint64_t stamp_ = 0;      // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
+  bool in_flight_ = false;       // counted in flight by the header gates (server_remaining.hpp)
   // The window slots its requests and tokens were counted in (the rest of
   // each window ticket follows from tokens_); for a spaced bucket instead,
   // its ticket's end, with the configuration in *_c_.

@@ -67,6 +67,10 @@ struct account_limiters {
   std::optional<bucket> rpm_b, tpm_b, tpd_b;  // tpd_b is never built: the daily limit is a window or a quota
   std::optional<calendar_quota<Clock>> day_q;
   std::optional<budget<Currency>> money;
+  // Without a daily limit: where the calendar day of utc_offset starts, for
+  // the pause after a TPD 429 (pause.hpp).
+  nanoseconds day_origin{0};
+  std::chrono::minutes day_offset{0};
 
   // Builds every dimension of `c` (whose limits check_limits accepted).
   errc build(const config_type& c, nanoseconds origin) noexcept {
@@ -96,6 +100,9 @@ struct account_limiters {
       if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, unix_time_at_zero(c), e);
       else tpd_w.emplace(rate(*v, std::chrono::hours(24)), origin, e);
       if (e != errc::ok) return e;
+    } else {
+      day_origin = unix_time_at_zero(c);
+      day_offset = c.utc_offset;
     }
     if (c.budget) money.emplace(*c.budget, e);
     return e;
@@ -210,7 +217,7 @@ struct account_limiters {
     if (day_q) return day_q->reset_in(now);
     if (tpd_w) return tpd_w->empty_in(now);
     if (tpd_b) return tpd_b->full_in(now);
-    return nanoseconds(0);
+    return account_policy::until_midnight(now, day_origin, day_offset);
   }
 
   // What pause_after needs from the limiters (account/pause.hpp).
@@ -229,16 +236,26 @@ struct account_limiters {
   }
 
   // Every time-based dimension's answer for a request of n tokens (peeks).
-  // `skip_rpm_w`, `skip_tpm_w`: windows that no longer decide (learn.hpp).
-  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, bool skip_rpm_w = false,
-              bool skip_tpm_w = false) const noexcept {
-    if (rpm_w && !skip_rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
+  // `rpm_w_until`, `tpm_w_until`: how long the strict windows still decide
+  // (learn.hpp: 0 once spaced, what is left of the "both" phase during it);
+  // a window's wait is cut there, since from then on the bucket alone
+  // decides and its wait is reported beside this one.
+  static constexpr nanoseconds always = nanoseconds::max();
+  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, nanoseconds rpm_w_until = always,
+              nanoseconds tpm_w_until = always) const noexcept {
+    if (rpm_w && rpm_w_until > nanoseconds(0)) r.note(dimension::rpm, cut(ahead(*rpm_w, 1, now), rpm_w_until));
     if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
-    if (tpm_w && !skip_tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
+    if (tpm_w && tpm_w_until > nanoseconds(0)) r.note(dimension::tpm, cut(ahead(*tpm_w, n, now), tpm_w_until));
     if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
     if (tpd_w) r.note(dimension::tpd, ahead(*tpd_w, n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
     if (day_q) r.note(dimension::tpd, ahead(*day_q, n, now));
+  }
+  // A refusal that lasts at most `until` (> 0): a wait of at most that, the
+  // same dimension still named.
+  static decision cut(decision d, nanoseconds until) noexcept {
+    if (until == always || d.admitted() || (d.later() && d.retry_after() <= until)) return d;
+    return decision::wait(until, d.later() ? d.why() : reason::exhausted);
   }
   // A window's or the quota's wait for n at `now`, exact also for a `now`
   // older than one it has seen (a08): such a `now` is refused as stale with

@@ -16,7 +16,12 @@
 //     dimension runs once the answer has taught it (account/learn.hpp);
 //   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
 //     without a request limit);
-//   TPD 429: until the later of the hint and the local daily reset;
+//   TPD 429: until the later of the hint and the local daily reset; an
+//     account without a daily limit of its own takes the next midnight at
+//     utc_offset (config.hpp; UTC by default) as that reset, the calendar
+//     day it would count (a server whose day rolls or starts elsewhere
+//     answers the first request after it with another TPD 429, which
+//     pauses again: one 429 per day at most, not one per request);
 //   overload: for the hint, else 1 s, without counting as a limit;
 //   quota/balance error: stop until resume() (which does not end a pause).
 // A hint counts for at most max_pause (24 h by default; clamp_hint says when
@@ -84,8 +89,20 @@ struct own_waits {
   nanoseconds request{0};  // max(emission interval, own wait for one request); 0 without a request limit
   nanoseconds token{0};    // the same for one token
   bool request_limit = false;  // the account enforces a request limit
-  nanoseconds daily_reset{0};  // until the daily limit is back to full (0 without one)
+  nanoseconds daily_reset{0};  // until the daily limit is back to full (without one: until_midnight)
 };
+
+// From `now` to the next midnight at `utc_offset` of a clock whose zero is
+// Unix time `unix_at_zero`: in (0, 24 h] (a full day at midnight itself).
+// In 128 bits: defined for every input.
+constexpr nanoseconds until_midnight(nanoseconds now, nanoseconds unix_at_zero, std::chrono::minutes utc_offset) noexcept {
+  constexpr detail::i128 day = static_cast<detail::i128>(86400) * 1000000000;
+  const detail::i128 local = static_cast<detail::i128>(now.count()) + unix_at_zero.count() +
+                             static_cast<detail::i128>(utc_offset.count()) * 60 * 1000000000;
+  detail::i128 into = local % day;
+  if (into < 0) into += day;
+  return nanoseconds(static_cast<std::int64_t>(day - into));
+}
 
 enum class response_action : unsigned char { none, pause, stop };
 struct response_decision {

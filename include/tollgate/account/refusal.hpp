@@ -54,7 +54,9 @@ void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_
     account_policy::refusal rf(paused_for);
     if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
     const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
-    d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
+    // In learn's "both" phase a window's wait ends with the phase:
+    // from then on the bucket alone decides, and its wait is noted below.
+    d_.report(rf, n, now, learn_.window_left(0, ph.requests, now), learn_.window_left(1, ph.tokens, now));
     learn_.report(rf, n, now, ph);
     detail::note_gates(gates_, rf, n, now);
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);

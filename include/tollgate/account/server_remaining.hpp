@@ -23,10 +23,22 @@
 // a sliding window; a server whose reset means "until the window is empty"
 // makes the gate stricter than needed, never looser.
 //
+// The account's own requests in flight. R was counted before the account's
+// own requests still unanswered when the response is observed (admitted,
+// neither settled nor dropped) may reach the server: the gate takes R less
+// them (and the tokens they reserved), so that they are not counted twice as
+// free. Some of them may have reached the server before the answered one
+// (R counts those already): the gate is then that many units stricter than
+// needed, never looser; among them is the answered request itself when its
+// response is observed before its lease is settled (settle first to spare
+// that one).
+//
 // Bound (tests/test_learn.cpp, a sliding-log server shared with a hidden
 // client that takes a share of its limit): requests the account admits
-// within a gate never exceed its remainder; 429s come only from units the
-// other client took after the last response the account saw.
+// within a gate never exceed its remainder less its own requests in flight
+// at the response; 429s come only from units the other client took after
+// the last response the account saw (and from requests admitted before the
+// account saw any response: they pass no gate).
 //
 // Contract. Pure combination (tightened); the state is two words per
 // dimension (the gate's end, relaxed, and its remainder, taken by CAS),
@@ -79,8 +91,24 @@ class remaining_gates {
 
   void observe(const rate_limit_headers& h, nanoseconds now) noexcept {
     if (!on_) return;
-    if (h.remaining_requests && h.reset_requests) tighten(0, *h.remaining_requests, *h.reset_requests, now);
-    if (h.remaining_tokens && h.reset_tokens) tighten(1, *h.remaining_tokens, *h.reset_tokens, now);
+    // The account's own requests still unanswered may reach the server
+    // after the one this answers: the remainder less them (the safe side).
+    // relaxed: lone counters; an admission racing this read is the
+    // in-flight case of the bound.
+    const std::uint64_t air[2] = {air_[0].load(std::memory_order_relaxed), air_[1].load(std::memory_order_relaxed)};
+    if (h.remaining_requests && h.reset_requests) tighten(0, less(*h.remaining_requests, air[0]), *h.reset_requests, now);
+    if (h.remaining_tokens && h.reset_tokens) tighten(1, less(*h.remaining_tokens, air[1]), *h.reset_tokens, now);
+  }
+
+  // An admission's request and its n tokens are in flight until answered
+  // (any settle, or the lease dropped).
+  void sent(std::uint64_t n) noexcept {
+    air_[0].fetch_add(1, std::memory_order_relaxed);  // relaxed: a lone counter (see observe)
+    air_[1].fetch_add(n, std::memory_order_relaxed);  // relaxed: as above
+  }
+  void answered(std::uint64_t n) noexcept {
+    air_[0].fetch_sub(1, std::memory_order_relaxed);  // relaxed: as above; never below what sent added
+    air_[1].fetch_sub(n, std::memory_order_relaxed);  // relaxed: as above
   }
 
   // n units of dimension k (0 requests, 1 tokens) at now.
@@ -134,7 +162,10 @@ class remaining_gates {
     until_[k].store(g.until, std::memory_order_release);
   }
 
+  static constexpr std::uint64_t less(std::uint64_t r, std::uint64_t air) noexcept { return r > air ? r - air : 0; }
+
   bool on_ = false;
+  detail::atomic<std::uint64_t> air_[2] = {{0}, {0}};  // the account's own requests and tokens unanswered
   detail::atomic<std::int64_t> until_[2] = {{std::numeric_limits<std::int64_t>::min()},
                                             {std::numeric_limits<std::int64_t>::min()}};
   detail::atomic<std::uint64_t> left_[2] = {{0}, {0}};

@@ -91,6 +91,18 @@ constexpr std::uint64_t gcra_ticks(std::int64_t now, const gcra_params& p) noexc
   return t > cap ? cap : t;
 }
 
+// The highest TAT a charge at now_t saturates at: one interval below the
+// top of the ticks, so that a request after it is admissible at a `now`
+// gcra_ticks still counts (tat + T - tau <= the clamp). From max_ticks
+// itself that `now` lay one interval past the clamp: the epoch move there
+// measured the debt from the clamp, one interval too much, and the wait
+// given was short by it. At the clamp itself (a `now` past the horizon,
+// whose epoch has not moved yet) the whole range stays, so that nothing
+// owed there is lost.
+constexpr std::uint64_t gcra_top(const gcra_params& p, std::uint64_t now_t) noexcept {
+  return now_t >= gcra_limits::max_ticks - p.tau ? gcra_limits::max_ticks : gcra_limits::max_ticks - p.interval;
+}
+
 // `t` ticks after max(now, epoch), as a wait from `now` in ns, rounded up.
 constexpr std::int64_t gcra_wait_from(std::int64_t now, std::uint64_t t, const gcra_params& p) noexcept {
   const std::uint64_t w = sat_add(ceil_div(t, p.scale), positive_difference(p.epoch, now));
@@ -104,11 +116,13 @@ constexpr std::uint64_t gcra_available(std::uint64_t tat, std::uint64_t now_t, c
 }
 
 // The TAT that owes `owed` ns at `now` (a negative `owed` owes nothing),
-// saturating at the horizon.
+// saturating at the horizon (gcra_top).
 constexpr std::uint64_t gcra_owing(std::int64_t owed, std::int64_t now, const gcra_params& p) noexcept {
   const std::uint64_t owed_ns = owed > 0 ? static_cast<std::uint64_t>(owed) : 0;
-  const std::uint64_t tat = sat_add(gcra_ticks(now, p), sat_mul(owed_ns, p.scale));
-  return tat > gcra_limits::max_ticks ? gcra_limits::max_ticks : tat;
+  const std::uint64_t now_t = gcra_ticks(now, p);
+  const std::uint64_t tat = sat_add(now_t, sat_mul(owed_ns, p.scale));
+  const std::uint64_t top = gcra_top(p, now_t);
+  return tat > top ? top : tat;
 }
 
 // The interval rounded up to whole ns, and how far from its epoch p counts
@@ -141,13 +155,15 @@ constexpr std::int64_t gcra_epoch_for(gcra_params p, std::int64_t epoch, std::in
 }
 
 // A TAT under `op` as one under `np` at `now`: the units owed at `now` stay
-// owed, at the new interval, rounded up (saturating at the horizon).
+// owed, at the new interval, rounded up (saturating at the horizon, gcra_top).
 constexpr std::uint64_t gcra_convert_tat(std::uint64_t tat, const gcra_params& op, const gcra_params& np,
                                          std::int64_t now) noexcept {
   const std::uint64_t old_now = gcra_ticks(now, op);
   const std::uint64_t owed = tat > old_now ? mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
-  const std::uint64_t nt = sat_add(gcra_ticks(now, np), owed);
-  return nt > gcra_limits::max_ticks ? gcra_limits::max_ticks : nt;
+  const std::uint64_t new_now = gcra_ticks(now, np);
+  const std::uint64_t nt = sat_add(new_now, owed);
+  const std::uint64_t top = gcra_top(np, new_now);
+  return nt > top ? top : nt;
 }
 
 }  // namespace detail
