@@ -769,6 +769,18 @@ constexpr std::uint64_t gcra_ticks(std::int64_t now, const gcra_params& p) noexc
   return t > cap ? cap : t;
 }
 
+// The highest TAT a charge at now_t saturates at: one interval below the
+// top of the ticks, so that a request after it is admissible at a `now`
+// gcra_ticks still counts (tat + T - tau <= the clamp). From max_ticks
+// itself that `now` lay one interval past the clamp: the epoch move there
+// measured the debt from the clamp, one interval too much, and the wait
+// given was short by it. At the clamp itself (a `now` past the horizon,
+// whose epoch has not moved yet) the whole range stays, so that nothing
+// owed there is lost.
+constexpr std::uint64_t gcra_top(const gcra_params& p, std::uint64_t now_t) noexcept {
+  return now_t >= gcra_limits::max_ticks - p.tau ? gcra_limits::max_ticks : gcra_limits::max_ticks - p.interval;
+}
+
 // `t` ticks after max(now, epoch), as a wait from `now` in ns, rounded up.
 constexpr std::int64_t gcra_wait_from(std::int64_t now, std::uint64_t t, const gcra_params& p) noexcept {
   const std::uint64_t w = sat_add(ceil_div(t, p.scale), positive_difference(p.epoch, now));
@@ -782,11 +794,13 @@ constexpr std::uint64_t gcra_available(std::uint64_t tat, std::uint64_t now_t, c
 }
 
 // The TAT that owes `owed` ns at `now` (a negative `owed` owes nothing),
-// saturating at the horizon.
+// saturating at the horizon (gcra_top).
 constexpr std::uint64_t gcra_owing(std::int64_t owed, std::int64_t now, const gcra_params& p) noexcept {
   const std::uint64_t owed_ns = owed > 0 ? static_cast<std::uint64_t>(owed) : 0;
-  const std::uint64_t tat = sat_add(gcra_ticks(now, p), sat_mul(owed_ns, p.scale));
-  return tat > gcra_limits::max_ticks ? gcra_limits::max_ticks : tat;
+  const std::uint64_t now_t = gcra_ticks(now, p);
+  const std::uint64_t tat = sat_add(now_t, sat_mul(owed_ns, p.scale));
+  const std::uint64_t top = gcra_top(p, now_t);
+  return tat > top ? top : tat;
 }
 
 // The interval rounded up to whole ns, and how far from its epoch p counts
@@ -819,13 +833,15 @@ constexpr std::int64_t gcra_epoch_for(gcra_params p, std::int64_t epoch, std::in
 }
 
 // A TAT under `op` as one under `np` at `now`: the units owed at `now` stay
-// owed, at the new interval, rounded up (saturating at the horizon).
+// owed, at the new interval, rounded up (saturating at the horizon, gcra_top).
 constexpr std::uint64_t gcra_convert_tat(std::uint64_t tat, const gcra_params& op, const gcra_params& np,
                                          std::int64_t now) noexcept {
   const std::uint64_t old_now = gcra_ticks(now, op);
   const std::uint64_t owed = tat > old_now ? mul_div_ceil(tat - old_now, np.interval, op.interval) : 0;
-  const std::uint64_t nt = sat_add(gcra_ticks(now, np), owed);
-  return nt > gcra_limits::max_ticks ? gcra_limits::max_ticks : nt;
+  const std::uint64_t new_now = gcra_ticks(now, np);
+  const std::uint64_t nt = sat_add(new_now, owed);
+  const std::uint64_t top = gcra_top(np, new_now);
+  return nt > top ? top : nt;
 }
 
 }  // namespace detail
@@ -1647,7 +1663,9 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   }
 
   // Charges n units unconditionally: usage learnt after the fact becomes a
-  // debt that later requests wait out. Saturates at the horizon.
+  // debt that later requests wait out. Saturates at the horizon (one
+  // interval below the top of the ticks, so that the wait a request after it
+  // is given stays exact).
   void charge(std::uint64_t n, nanoseconds now) noexcept { (void)acquire(0, n, now, nullptr); }
   void charge(std::uint64_t n) noexcept { charge(n, Clock::now()); }
 
@@ -1796,7 +1814,11 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
       if (n > 0 && need - now_t > p.tau) return decision::wait(wait_from(now, need - now_t - p.tau, p));
       std::uint64_t next = need;
       if (extra > 0) next = detail::sat_add(need, detail::sat_mul(extra, p.interval));
-      if (next > L::max_ticks) next = L::max_ticks;  // >= tat still
+      // Saturates at the horizon, one interval below the top (gcra_top): a
+      // request after it stays admissible at the wait it is given. Never
+      // below `need` (>= tat; <= max_ticks, or it was refused above).
+      const std::uint64_t top = detail::gcra_top(p, now_t);
+      if (next > top) next = need > top ? need : top;
       const std::uint64_t nw = (w & ~L::max_ticks) | next;
       detail::token_bucket_stall<Clock>::before_cas();
       // acq_rel on success: acquire makes the generation check below see any
@@ -5609,7 +5631,8 @@ struct basic_account_config {
   std::uint64_t concurrency_floor = 1;
   // The server's x-ratelimit-remaining/reset headers as ground truth
   // (account/server_remaining.hpp): after a response that says R remain
-  // until now + T, at most R more are admitted before then.
+  // until now + T, at most R more are admitted before then, less the
+  // account's own requests in flight when the response is observed.
   bool trust_rate_limit_headers = false;
   nanoseconds max_spacing_margin = std::chrono::milliseconds(256);
 
@@ -6883,7 +6906,12 @@ TOLLGATE_END_NAMESPACE
 //     dimension runs once the answer has taught it (account/learn.hpp);
 //   a rate 429 that names no dimension, or concurrency: as RPM (as TPM
 //     without a request limit);
-//   TPD 429: until the later of the hint and the local daily reset;
+//   TPD 429: until the later of the hint and the local daily reset; an
+//     account without a daily limit of its own takes the next midnight at
+//     utc_offset (config.hpp; UTC by default) as that reset, the calendar
+//     day it would count (a server whose day rolls or starts elsewhere
+//     answers the first request after it with another TPD 429, which
+//     pauses again: one 429 per day at most, not one per request);
 //   overload: for the hint, else 1 s, without counting as a limit;
 //   quota/balance error: stop until resume() (which does not end a pause).
 // A hint counts for at most max_pause (24 h by default; clamp_hint says when
@@ -6951,8 +6979,20 @@ struct own_waits {
   nanoseconds request{0};  // max(emission interval, own wait for one request); 0 without a request limit
   nanoseconds token{0};    // the same for one token
   bool request_limit = false;  // the account enforces a request limit
-  nanoseconds daily_reset{0};  // until the daily limit is back to full (0 without one)
+  nanoseconds daily_reset{0};  // until the daily limit is back to full (without one: until_midnight)
 };
+
+// From `now` to the next midnight at `utc_offset` of a clock whose zero is
+// Unix time `unix_at_zero`: in (0, 24 h] (a full day at midnight itself).
+// In 128 bits: defined for every input.
+constexpr nanoseconds until_midnight(nanoseconds now, nanoseconds unix_at_zero, std::chrono::minutes utc_offset) noexcept {
+  constexpr detail::i128 day = static_cast<detail::i128>(86400) * 1000000000;
+  const detail::i128 local = static_cast<detail::i128>(now.count()) + unix_at_zero.count() +
+                             static_cast<detail::i128>(utc_offset.count()) * 60 * 1000000000;
+  detail::i128 into = local % day;
+  if (into < 0) into += day;
+  return nanoseconds(static_cast<std::int64_t>(day - into));
+}
 
 enum class response_action : unsigned char { none, pause, stop };
 struct response_decision {
@@ -7112,6 +7152,18 @@ class learn_state {
     return p;
   }
 
+  // How long dimension k's strict window still decides at `now` (p its
+  // phase): to the end of the "both" phase, 0 once spaced, unbounded
+  // before the switch (limiters::always).
+  nanoseconds window_left(unsigned k, phase p, nanoseconds now) const noexcept {
+    if (!b_[k] || p == phase::strict) return nanoseconds::max();
+    if (p == phase::spaced) return nanoseconds(0);
+    // acquire: as in phase_of.
+    const std::int64_t s = switched_[k].load(std::memory_order_acquire);
+    const std::uint64_t w = window_[k].count() > 0 ? static_cast<std::uint64_t>(window_[k].count()) : 0;
+    return nanoseconds(static_cast<std::int64_t>(positive_difference(sat_offset(s, w), now.count())));
+  }
+
   // Strict phase: the spaced bucket's next admission had it seen n units
   // at now, at most 2L intervals ahead; never moved back.
   void shadow(unsigned k, std::uint64_t n, nanoseconds now) noexcept {
@@ -7260,7 +7312,7 @@ class learn_state {
     return w;
   }
   // Whether `w` fits this configuration (the margin within its range, every
-  // time within int64, a dimension spaced from the start as such).
+  // time within int64, a guard only after a switch).
   bool fits(const saved_words& w) const noexcept {
     constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     if (w.margin < static_cast<std::uint64_t>(base_margin_.count()) || w.margin > static_cast<std::uint64_t>(cap_.count()))
@@ -7269,7 +7321,9 @@ class learn_state {
       if (!b_[k]) continue;
       if (w.lead[k] > top || w.owed[k] > top || (w.guard[k] != none_word && w.guard[k] > top)) return false;
       if (w.since[k] == none_word && w.guard[k] != none_word) return false;  // a guard only after a switch
-      if (started_spaced_[k] && w.since[k] == none_word) return false;
+      // A dimension spaced from the start here may come saved "never
+      // switched" from an account built strict (set_limits to a higher tier
+      // keeps the start it was built with): load() switches it at the restore.
     }
     return true;
   }
@@ -7285,7 +7339,13 @@ class learn_state {
     (void)install(now);  // the margin's rates (accepted at the widest margin by check_limits)
     for (unsigned k = 0; k < 2; ++k) {
       if (!b_[k] || started_spaced_[k]) {
-        if (b_[k]) b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+        if (!b_[k]) continue;
+        b_[k]->restore_owed(nanoseconds(static_cast<std::int64_t>(w.owed[k] > down ? w.owed[k] - down : 0)), now);
+        // Saved on the strict window (never switched): spaced from here on,
+        // its bucket charged from the shadow as a switch charges it, so the
+        // first spaced request is spaced from the strict traffic before it.
+        if (w.since[k] == none_word && w.lead[k] > down)
+          charge_lead(k, sat_offset(now.count(), w.lead[k] - down), now.count(), now);
         continue;
       }
       if (w.since[k] != none_word) {
@@ -7461,10 +7521,22 @@ TOLLGATE_END_NAMESPACE
 // a sliding window; a server whose reset means "until the window is empty"
 // makes the gate stricter than needed, never looser.
 //
+// The account's own requests in flight. R was counted before the account's
+// own requests still unanswered when the response is observed (admitted,
+// neither settled nor dropped) may reach the server: the gate takes R less
+// them (and the tokens they reserved), so that they are not counted twice as
+// free. Some of them may have reached the server before the answered one
+// (R counts those already): the gate is then that many units stricter than
+// needed, never looser; among them is the answered request itself when its
+// response is observed before its lease is settled (settle first to spare
+// that one).
+//
 // Bound (tests/test_learn.cpp, a sliding-log server shared with a hidden
 // client that takes a share of its limit): requests the account admits
-// within a gate never exceed its remainder; 429s come only from units the
-// other client took after the last response the account saw.
+// within a gate never exceed its remainder less its own requests in flight
+// at the response; 429s come only from units the other client took after
+// the last response the account saw (and from requests admitted before the
+// account saw any response: they pass no gate).
 //
 // Contract. Pure combination (tightened); the state is two words per
 // dimension (the gate's end, relaxed, and its remainder, taken by CAS),
@@ -7517,8 +7589,24 @@ class remaining_gates {
 
   void observe(const rate_limit_headers& h, nanoseconds now) noexcept {
     if (!on_) return;
-    if (h.remaining_requests && h.reset_requests) tighten(0, *h.remaining_requests, *h.reset_requests, now);
-    if (h.remaining_tokens && h.reset_tokens) tighten(1, *h.remaining_tokens, *h.reset_tokens, now);
+    // The account's own requests still unanswered may reach the server
+    // after the one this answers: the remainder less them (the safe side).
+    // relaxed: lone counters; an admission racing this read is the
+    // in-flight case of the bound.
+    const std::uint64_t air[2] = {air_[0].load(std::memory_order_relaxed), air_[1].load(std::memory_order_relaxed)};
+    if (h.remaining_requests && h.reset_requests) tighten(0, less(*h.remaining_requests, air[0]), *h.reset_requests, now);
+    if (h.remaining_tokens && h.reset_tokens) tighten(1, less(*h.remaining_tokens, air[1]), *h.reset_tokens, now);
+  }
+
+  // An admission's request and its n tokens are in flight until answered
+  // (any settle, or the lease dropped).
+  void sent(std::uint64_t n) noexcept {
+    air_[0].fetch_add(1, std::memory_order_relaxed);  // relaxed: a lone counter (see observe)
+    air_[1].fetch_add(n, std::memory_order_relaxed);  // relaxed: as above
+  }
+  void answered(std::uint64_t n) noexcept {
+    air_[0].fetch_sub(1, std::memory_order_relaxed);  // relaxed: as above; never below what sent added
+    air_[1].fetch_sub(n, std::memory_order_relaxed);  // relaxed: as above
   }
 
   // n units of dimension k (0 requests, 1 tokens) at now.
@@ -7572,7 +7660,10 @@ class remaining_gates {
     until_[k].store(g.until, std::memory_order_release);
   }
 
+  static constexpr std::uint64_t less(std::uint64_t r, std::uint64_t air) noexcept { return r > air ? r - air : 0; }
+
   bool on_ = false;
+  detail::atomic<std::uint64_t> air_[2] = {{0}, {0}};  // the account's own requests and tokens unanswered
   detail::atomic<std::int64_t> until_[2] = {{std::numeric_limits<std::int64_t>::min()},
                                             {std::numeric_limits<std::int64_t>::min()}};
   detail::atomic<std::uint64_t> left_[2] = {{0}, {0}};
@@ -7684,6 +7775,7 @@ class lease {
     acc_ = std::exchange(o.acc_, nullptr);
     slot_ = std::exchange(o.slot_, no_slot);
     holds_ = std::exchange(o.holds_, false);
+    in_flight_ = std::exchange(o.in_flight_, false);
     day_t_ = std::move(o.day_t_);
     money_ = o.money_;
     tokens_ = std::exchange(o.tokens_, 0);
@@ -7711,6 +7803,7 @@ class lease {
   // slot_ (all ones) and holds_, so no long run of zeros forms.
   std::uint64_t stamp_ = 0;      // what it wrote there
   bool holds_ = false;           // it holds one concurrency unit
+  bool in_flight_ = false;       // counted in flight by the header gates (server_remaining.hpp)
   // The window slots its requests and tokens were counted in (the rest of
   // each window ticket follows from tokens_); for a spaced bucket instead,
   // its ticket's end, with the configuration in *_c_.
@@ -7806,6 +7899,10 @@ struct account_limiters {
   std::optional<bucket> rpm_b, tpm_b, tpd_b;  // tpd_b is never built: the daily limit is a window or a quota
   std::optional<calendar_quota<Clock>> day_q;
   std::optional<budget<Currency>> money;
+  // Without a daily limit: where the calendar day of utc_offset starts, for
+  // the pause after a TPD 429 (pause.hpp).
+  nanoseconds day_origin{0};
+  std::chrono::minutes day_offset{0};
 
   // Builds every dimension of `c` (whose limits check_limits accepted).
   errc build(const config_type& c, nanoseconds origin) noexcept {
@@ -7835,6 +7932,9 @@ struct account_limiters {
       if (day_limiter(c) == limiter::calendar_day) day_q.emplace(*v, c.utc_offset, unix_time_at_zero(c), e);
       else tpd_w.emplace(rate(*v, std::chrono::hours(24)), origin, e);
       if (e != errc::ok) return e;
+    } else {
+      day_origin = unix_time_at_zero(c);
+      day_offset = c.utc_offset;
     }
     if (c.budget) money.emplace(*c.budget, e);
     return e;
@@ -7949,7 +8049,7 @@ struct account_limiters {
     if (day_q) return day_q->reset_in(now);
     if (tpd_w) return tpd_w->empty_in(now);
     if (tpd_b) return tpd_b->full_in(now);
-    return nanoseconds(0);
+    return account_policy::until_midnight(now, day_origin, day_offset);
   }
 
   // What pause_after needs from the limiters (account/pause.hpp).
@@ -7968,16 +8068,26 @@ struct account_limiters {
   }
 
   // Every time-based dimension's answer for a request of n tokens (peeks).
-  // `skip_rpm_w`, `skip_tpm_w`: windows that no longer decide (learn.hpp).
-  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, bool skip_rpm_w = false,
-              bool skip_tpm_w = false) const noexcept {
-    if (rpm_w && !skip_rpm_w) r.note(dimension::rpm, ahead(*rpm_w, 1, now));
+  // `rpm_w_until`, `tpm_w_until`: how long the strict windows still decide
+  // (learn.hpp: 0 once spaced, what is left of the "both" phase during it);
+  // a window's wait is cut there, since from then on the bucket alone
+  // decides and its wait is reported beside this one.
+  static constexpr nanoseconds always = nanoseconds::max();
+  void report(account_policy::refusal& r, std::uint64_t n, nanoseconds now, nanoseconds rpm_w_until = always,
+              nanoseconds tpm_w_until = always) const noexcept {
+    if (rpm_w && rpm_w_until > nanoseconds(0)) r.note(dimension::rpm, cut(ahead(*rpm_w, 1, now), rpm_w_until));
     if (rpm_b) r.note(dimension::rpm, rpm_b->time_until(1, now));
-    if (tpm_w && !skip_tpm_w) r.note(dimension::tpm, ahead(*tpm_w, n, now));
+    if (tpm_w && tpm_w_until > nanoseconds(0)) r.note(dimension::tpm, cut(ahead(*tpm_w, n, now), tpm_w_until));
     if (tpm_b) r.note(dimension::tpm, tpm_b->time_until(1, now));
     if (tpd_w) r.note(dimension::tpd, ahead(*tpd_w, n, now));
     if (tpd_b) r.note(dimension::tpd, tpd_b->time_until(1, now));
     if (day_q) r.note(dimension::tpd, ahead(*day_q, n, now));
+  }
+  // A refusal that lasts at most `until` (> 0): a wait of at most that, the
+  // same dimension still named.
+  static decision cut(decision d, nanoseconds until) noexcept {
+    if (until == always || d.admitted() || (d.later() && d.retry_after() <= until)) return d;
+    return decision::wait(until, d.later() ? d.why() : reason::exhausted);
   }
   // A window's or the quota's wait for n at `now`, exact also for a `now`
   // older than one it has seen (a08): such a `now` is refused as stale with
@@ -9097,6 +9207,10 @@ class account {
     unsigned shard = detail::thread_shards;
     if (give && !credit_.give_unit_fast(shard)) give_unit_slow(shard);
     l.holds_ = false;
+    if (l.in_flight_) {  // answered or dropped: no longer in flight for the header gates
+      gates_.answered(l.tokens_);
+      l.in_flight_ = false;
+    }
     l.slot_ = lease_type::no_slot;
     l.acc_ = nullptr;
     if (notify) notify_release();
@@ -9299,7 +9413,9 @@ void account<Clock, Currency>::refuse_and_report(admission_type& a, std::uint64_
     account_policy::refusal rf(paused_for);
     if (d_.conc && d_.conc->available() == 0 && own_units == 0) rf.add(dimension::concurrency);
     const phases ph = learn_.on() ? learn_.phases_at(now) : phases{};
-    d_.report(rf, n, now, ph.requests == learn_phase::spaced, ph.tokens == learn_phase::spaced);
+    // In learn's "both" phase a window's wait ends with the phase:
+    // from then on the bucket alone decides, and its wait is noted below.
+    d_.report(rf, n, now, learn_.window_left(0, ph.requests, now), learn_.window_left(1, ph.tokens, now));
     learn_.report(rf, n, now, ph);
     detail::note_gates(gates_, rf, n, now);
     if (d_.money && d_.money->remaining() < a.worst_case) rf.add(dimension::budget);
@@ -9412,6 +9528,10 @@ void account<Clock, Currency>::admit_learning(admission_type& a, const request& 
     }
     l.acc_ = this;
     l.tokens_ = n;
+    if (gates_.on()) {  // in flight until answered (server_remaining.hpp)
+      gates_.sent(n);
+      l.in_flight_ = true;
+    }
     counters_.add_admitted(shard, n);
     a.decision = decision::admit();
   }
