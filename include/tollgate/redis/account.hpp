@@ -64,7 +64,11 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/http.hpp>
 #include <tollgate/money.hpp>
+#include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/layout.hpp>
+#include <tollgate/redis/lease.hpp>
+#include <tollgate/redis/options.hpp>
+#include <tollgate/redis/outcome.hpp>
 #include <tollgate/redis/protocol.hpp>
 
 #include <cstdint>
@@ -77,156 +81,6 @@
 TOLLGATE_BEGIN_NAMESPACE
 
 namespace redis {
-
-// How a call to Redis went, beside the decision.
-enum class outcome : unsigned char {
-  ok,            // the script decided (the decision says what)
-  held,          // the state was lost: nothing is admitted until the hold ends (decision: wait)
-  budget_held,   // the state was lost: the budget refuses until restore_budget
-  corrupt,       // a key of the account holds what the script never writes
-  bad_call,      // version or mode mismatch (a supplied now to an account not in test mode)
-  other_configuration,  // a window's width differs from the one the epoch's counts were made with
-  server_error,  // an error reply, an unreachable server or a timeout
-  garbage,       // a reply of the wrong shape
-  local,         // Redis failed: decided by the local fallback account (fault_mode::local_share)
-};
-constexpr const char* to_string(outcome o) noexcept {
-  switch (o) {
-    case outcome::ok: return "ok";
-    case outcome::held: return "held after lost state";
-    case outcome::budget_held: return "budget held after lost state";
-    case outcome::corrupt: return "corrupt state";
-    case outcome::bad_call: return "bad call";
-    case outcome::other_configuration: return "another window width than the account's state was made with";
-    case outcome::server_error: return "server error";
-    case outcome::garbage: return "garbage reply";
-    case outcome::local: return "decided locally (Redis failed)";
-  }
-  return "?";
-}
-
-// What the account does when a call to Redis fails (see the contract).
-enum class fault_mode : unsigned char {
-  fail_closed,  // refuse (outcome::server_error / garbage)
-  local_share,  // decide in a local account holding share_percent of each limit; budgets still fail closed
-};
-
-struct options {
-  bool test_mode = false;  // take `now` from the caller (tests only)
-  bool functions = false;  // FCALL the Functions library (loaded on first need) instead of EVALSHA
-  fault_mode on_fault = fault_mode::fail_closed;
-  unsigned share_percent = 0;  // local_share: 1 to 100 (0 or above 100: no fallback)
-  // local_share: how long decisions stay local after a failed call before
-  // the next one tries Redis again (so a slow server costs one timeout per
-  // this time, not one per request).
-  nanoseconds fallback_for = std::chrono::seconds(1);
-};
-
-template <class Executor, class Currency = usd_tag>
-class basic_account;
-
-// A lease of the Redis account: settle or drop it (RAII: dropped when it
-// goes out of scope unsettled). Moves only.
-template <class Executor, class Currency = usd_tag>
-class lease {
- public:
-  using account_type = basic_account<Executor, Currency>;
-  lease() noexcept = default;
-  lease(const lease&) = delete;
-  lease& operator=(const lease&) = delete;
-  lease(lease&& o) noexcept { take(o); }
-  lease& operator=(lease&& o) noexcept {
-    if (this != &o) {
-      drop();
-      take(o);
-    }
-    return *this;
-  }
-  ~lease() { drop(); }
-  explicit operator bool() const noexcept { return acc_ != nullptr; }
-  std::uint64_t id() const noexcept { return id_; }
-  // The tag of the epoch that made it (see redis/layout.hpp): ids repeat
-  // across epochs, the pair never.
-  std::uint64_t epoch() const noexcept { return epoch_; }
-  std::uint64_t reserved_tokens() const noexcept { return tokens_; }
-  money<Currency> reserved_money() const noexcept { return money<Currency>::from_nanos(money_); }
-
-  // Settles the actual usage: tokens beyond the reservation are charged,
-  // unused ones refunded when the account refunds; the budget is charged the
-  // actual cost (the whole reservation when the cost cannot be computed).
-  void settle(const usage& u) {
-    if (!acc_) return;
-    if (local_) {
-      (void)local_.settle(u, std::exchange(acc_, nullptr)->local_now());
-      return;
-    }
-    queued q = base(queued::kind::settle);
-    const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
-    if (used > tokens_) q.charge_tokens = used - tokens_;
-    else if (refund_ && used < tokens_) q.refund_tokens = tokens_ - used;
-    q.actual_nanos = money_;
-    if (model_) {
-      const auto c = cost<Currency>(*model_, u);
-      if (c) q.actual_nanos = c.total.nanos();
-    }
-    finish(q);
-  }
-  // The request was refused by the server before it ran: the money comes back.
-  void settle_rejected() {
-    if (!acc_) return;
-    if (local_) return local_.settle_rejected(std::exchange(acc_, nullptr)->local_now());
-    finish(base(queued::kind::settle_rejected));
-  }
-  // The slot comes back; the reservations stay.
-  void drop() {
-    if (!acc_) return;
-    if (local_) {
-      acc_ = nullptr;
-      local_ = local_lease();
-      return;
-    }
-    finish(base(queued::kind::drop));
-  }
-  // Whether the local fallback account admitted it.
-  bool is_local() const noexcept { return static_cast<bool>(local_); }
-
- private:
-  friend account_type;
-  queued base(queued::kind k) const noexcept {
-    queued q;
-    q.what = k;
-    q.lease = id_;
-    q.epoch = epoch_;
-    q.reserved_nanos = money_;
-    q.tpm_slot = tpm_slot_;
-    q.tpd_slot = tpd_slot_;
-    return q;
-  }
-  void finish(const queued& q) {
-    account_type* a = acc_;
-    acc_ = nullptr;
-    a->enqueue(q);
-  }
-  void take(lease& o) noexcept {
-    acc_ = std::exchange(o.acc_, nullptr);
-    id_ = o.id_;
-    epoch_ = o.epoch_;
-    tokens_ = o.tokens_;
-    money_ = o.money_;
-    tpm_slot_ = o.tpm_slot_;
-    tpd_slot_ = o.tpd_slot_;
-    refund_ = o.refund_;
-    model_ = o.model_;
-    local_ = std::move(o.local_);
-  }
-  using local_lease = tollgate::lease<steady_clock, Currency>;
-  account_type* acc_ = nullptr;
-  local_lease local_;
-  std::uint64_t id_ = 0, epoch_ = 0, tokens_ = 0;
-  std::int64_t money_ = 0, tpm_slot_ = -1, tpd_slot_ = -1;
-  bool refund_ = false;
-  const model_info* model_ = nullptr;
-};
 
 template <class Executor, class Currency>
 class basic_account {
@@ -255,7 +109,7 @@ class basic_account {
   basic_account(std::string_view name, const config_type& c, Executor ex, options o = {})
       : cfg_(c), layout_(make_layout(name, c)), ex_(std::move(ex)), opt_(o),
         rules_(account_policy::admission_rules<Currency>::of(c)) {
-    if (o.on_fault == fault_mode::local_share) local_cfg_ = local_share(c, o.share_percent);
+    if (o.on_fault == fault_mode::local_share) local_cfg_ = detail_fallback::local_share(c, o.share_percent);
   }
   basic_account(const basic_account&) = delete;
   basic_account& operator=(const basic_account&) = delete;
@@ -397,20 +251,6 @@ class basic_account {
 
   // The fallback's limits: share_percent of each, rounded down; no budget
   // (budgets fail closed), so none when the account has one.
-  static std::optional<config_type> local_share(const config_type& c, unsigned pct) {
-    if (pct == 0 || pct > 100 || c.budget) return std::nullopt;
-    config_type l = c;
-    l.per_thread_credit = false;  // exact: no thread holds units another could use
-    for (limit* x : {&l.concurrency, &l.rpm, &l.tpm, &l.tpd}) {
-      if (!x->is_finite()) continue;
-      const std::uint64_t v = *x->value();
-      // v * pct / 100 without overflow (v < 2^64, pct <= 100).
-      const std::uint64_t s = v / 100 * pct + v % 100 * pct / 100;
-      if (s == 0) return std::nullopt;
-      *x = limit(s);
-    }
-    return l;
-  }
   // The fallback's clock: the supplied time in test mode (the latest one for
   // a settlement, which has none), else the steady clock.
   nanoseconds clock_now(std::optional<nanoseconds> now) const {

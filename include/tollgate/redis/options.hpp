@@ -1,0 +1,36 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// redis/options.hpp: the options of the Redis account (redis/account.hpp):
+// test mode (a supplied `now`, honoured only by an account created in test
+// mode), Functions instead of EVALSHA, and what a failed call does
+// (redis/fallback.hpp). Every value is valid: a share_percent of 0 or above
+// 100 means no fallback.
+#ifndef TOLLGATE_REDIS_OPTIONS_HPP
+#define TOLLGATE_REDIS_OPTIONS_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/redis/fallback.hpp>
+
+#include <chrono>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace redis {
+
+struct options {
+  bool test_mode = false;  // take `now` from the caller (tests only)
+  bool functions = false;  // FCALL the Functions library (loaded on first need) instead of EVALSHA
+  fault_mode on_fault = fault_mode::fail_closed;
+  unsigned share_percent = 0;  // local_share: 1 to 100 (0 or above 100: no fallback)
+  // local_share: how long decisions stay local after a failed call before
+  // the next one tries Redis again (so a slow server costs one timeout per
+  // this time, not one per request).
+  nanoseconds fallback_for = std::chrono::seconds(1);
+};
+
+}  // namespace redis
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REDIS_OPTIONS_HPP

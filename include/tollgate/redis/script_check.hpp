@@ -1,0 +1,219 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// redis/script_check.hpp: the first part of the account's script
+// (redis/script.hpp, which joins the parts and states the contract): its
+// constants, the clock, and phase 1, which reads and checks the epoch and
+// the lease set before anything is written (a corrupt key, a lost epoch or
+// another window width is found here, with nothing changed). Text only: the
+// parts mean something only joined, in order, as redis::script.
+#ifndef TOLLGATE_REDIS_SCRIPT_CHECK_HPP
+#define TOLLGATE_REDIS_SCRIPT_CHECK_HPP
+
+#include <tollgate/config.hpp>
+
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace redis {
+namespace detail_script {
+
+inline constexpr std::string_view script_check = R"tglua(
+local K = 15
+local R = 16 -- ring positions: sub-window j at position j mod 16
+local TOP = 4503599627370496 -- 2^52: sums saturate here (they only refuse)
+local BAD = {8, 0, 0, 0, -1, -1, 0, 0}
+local CORRUPT = {7, 0, 0, 0, -1, -1, 0, 0}
+local OTHER = {9, 0, 0, 0, -1, -1, 0, 0}
+if ARGV[1] ~= '2' then return BAD end
+local op = ARGV[2]
+local function num(i)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= math.floor(v) or v < -1 or v >= 9007199254740992 then error('tollgate: bad argument ' .. i) end
+  return v
+end
+-- An integer's decimal text: tostring is exact below 10^14 (Lua's %.14g)
+-- and cheaper than string.format.
+local function S(x)
+  if x < 100000000000000 and x > -100000000000000 then return tostring(x) end
+  return string.format('%.0f', x)
+end
+local function fdiv(a, b) -- floor(a / b), exact for a, b below 2^53
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+local function ival(v) -- a stored integer, or nil when it is not one
+  local n = tonumber(v)
+  if n == nil or n ~= math.floor(n) or n < 0 or n >= 9007199254740992 then return nil end
+  return n
+end
+
+-- The clock.
+local test_now = ARGV[3]
+local now
+if test_now == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = num(3)
+end
+
+local conc, lease_us = num(4), num(5)
+local PFX = {'r', 't', 'd'}
+local W = {}
+for k = 1, 3 do
+  local b = 6 + (k - 1) * 3
+  W[k] = {limit = num(b), period = num(b + 1), width = num(b + 2), p = PFX[k], head = 0, cur = 0, old = 0,
+          ring = nil, dirty = {}, sdirty = false, cdirty = false}
+  if W[k].limit > 0 and W[k].width < 1 then error('tollgate: bad width') end
+end
+local budget, hold_us = num(15), num(16)
+local P = num(19)
+local Q = 9 -- words per queued settlement
+
+-- Phase 1 reads and checks everything a decision needs; nothing is written
+-- before phase 3 (save), so a corrupt key leaves the state as it was.
+-- The epoch's scalars, one HMGET; a window's ring (its older sub-windows)
+-- only when the decision needs it (a sub-window boundary, a refusal's wait,
+-- a refund into an older sub-window).
+local F = {'lv', 'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test',
+           'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds',
+           'rw', 'tw', 'dw'}
+local REQUIRED = 13 -- the first 13 every epoch has; the others read as 0 when absent
+local raw = redis.pcall('HMGET', KEYS[1], unpack(F))
+if type(raw) ~= 'table' or raw.err then return CORRUPT end
+local E = {}
+local have_epoch = false
+for i = 1, #F do if raw[i] ~= false then have_epoch = true end end
+for i = 1, #F do
+  local v = raw[i]
+  if v == false then
+    if have_epoch and i <= REQUIRED then return CORRUPT end
+    v = 0
+  else
+    v = ival(v)
+    if v == nil then return CORRUPT end
+  end
+  E[F[i]] = v
+end
+if have_epoch and E.lv ~= 2 then return CORRUPT end -- another layout's epoch
+for k = 1, 3 do
+  local w = W[k]
+  w.head, w.cur, w.old = E[w.p .. 'h'], E[w.p .. 'c'], E[w.p .. 's']
+end
+local function load(w) -- the ring of the sub-windows head - K .. head - 1
+  if w.ring then return true end
+  local names = {}
+  for j = 0, K do names[j + 1] = w.p .. j end
+  local r = redis.pcall('HMGET', KEYS[1], unpack(names))
+  if type(r) ~= 'table' or r.err then return false end
+  w.ring = {}
+  for j = 0, K do
+    local v = r[j + 1]
+    if v == false then v = 0 else v = ival(v) end
+    if v == nil then return false end
+    w.ring[j] = v
+  end
+  return true
+end
+
+local fresh_state = false
+-- A window's counts are kept by sub-window number, which means something
+-- only at the width they were made with: <p>w records it (0: never
+-- enforced in this epoch), and a call with another width for it is refused
+-- (OTHER), nothing written.
+local function same_widths()
+  for k = 1, 3 do
+    local w = W[k]
+    local had = E[w.p .. 'w']
+    if w.limit > 0 and had ~= 0 and had ~= w.width then return false end
+  end
+  return true
+end
+local function fresh_epoch(hold, bhold, test)
+  -- eid tags the epoch's leases: the server's own clock (TIME, also in test
+  -- mode) when the epoch began, so an epoch that follows a loss has another
+  -- one, and a settlement from before the loss touches none of its leases.
+  local tm = redis.call('TIME')
+  local eid = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  E = {lv = 2, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
+       stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0}
+  for k = 1, 3 do E[W[k].p .. 'w'] = W[k].limit > 0 and W[k].width or 0 end
+  for k = 1, 3 do
+    local w = W[k]
+    w.head, w.cur, w.old, w.ring = 0, 0, 0, {}
+    for j = 0, K do w.ring[j] = 0 end
+  end
+  fresh_state = true
+end
+if op == 'init' then
+  local fresh, test = num(20 + P * Q), num(21 + P * Q)
+  if have_epoch then
+    if not same_widths() then return OTHER end
+    return {0, 0, 0, 0, -1, -1, E.origin, E.eid}
+  end
+  if (test == 1) ~= (test_now ~= '') then return BAD end
+  fresh_epoch(fresh == 1 and 0 or now + hold_us, (fresh == 1 or budget < 0) and 0 or 1, test)
+  redis.call('DEL', KEYS[1], KEYS[2])
+  local a = {}
+  for i = 1, REQUIRED do a[#a + 1] = F[i]; a[#a + 1] = S(E[F[i]]) end
+  for k = 1, 3 do a[#a + 1] = W[k].p .. 'w'; a[#a + 1] = S(E[W[k].p .. 'w']) end
+  redis.call('HSET', KEYS[1], unpack(a))
+  return {0, 0, 0, 0, -1, -1, now, E.eid}
+end
+if not have_epoch then
+  -- Lost: a new epoch that holds for the longest window (the call goes on
+  -- against it, so an admission is held and a control call still acts).
+  fresh_epoch(now + hold_us, budget >= 0 and 1 or 0, test_now ~= '' and 1 or 0)
+end
+if (E.test == 1) ~= (test_now ~= '') then return BAD end
+if not same_widths() then return OTHER end
+if now < E.last then now = E.last end
+local t = now - E.origin
+
+-- The lease set. lcount is its size as the calls left it: a set of another
+-- size was changed behind the script's back (expired: no loss at or after
+-- lease_end; lost: what it held ends by lease_end; or garbage).
+local in_use, changed, expired = 0, false, 0
+local held = {}
+if not fresh_state and (lease_us > 0 or E.lcount > 0) then
+  in_use = redis.pcall('ZCARD', KEYS[2])
+  if type(in_use) ~= 'number' then return CORRUPT end
+  if in_use ~= E.lcount then
+    changed = true
+    if in_use > 0 then
+      local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+      local lo = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      if ival(top[2]) == nil or ival(lo[2]) == nil then return CORRUPT end
+      E.llo = tonumber(lo[2])
+      if tonumber(top[2]) > E.lease_end then E.lease_end = tonumber(top[2]) end
+    end
+  end
+  -- Leases whose deadline has passed give their slot back (their money stays
+  -- committed, as a dropped lease's); llo is at most the earliest deadline,
+  -- so the set is searched only when one may have passed.
+  if in_use > 0 and now >= E.llo then expired = redis.call('ZCOUNT', KEYS[2], '-inf', S(now)) end
+  -- Which queued settlements' leases are still held (one ZMSCORE).
+  if in_use > expired and P > 0 then
+    local ids = {}
+    for p = 0, P - 1 do ids[p + 1] = S(num(21 + p * Q)) end
+    local sc = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+    for p = 0, P - 1 do
+      local v = sc[p + 1]
+      -- Held: present, not past its deadline (those are counted in expired),
+      -- and made in this epoch (an id of an epoch lost before is another
+      -- lease's, which this settlement must not free).
+      if v and tonumber(v) > now and num(28 + p * Q) == E.eid then held[p] = true end
+    end
+  end
+end
+
+)tglua";
+
+}  // namespace detail_script
+}  // namespace redis
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REDIS_SCRIPT_CHECK_HPP

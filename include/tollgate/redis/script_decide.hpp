@@ -1,0 +1,368 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// redis/script_decide.hpp: the second part of the account's script
+// (redis/script.hpp, which joins the parts and states the contract): phase 2,
+// the decision in memory (the windows' rings it needs are still read before
+// any write), the queued settlements, phase 3, the writes, and the answers
+// of each op. Text only: it uses the locals of redis/script_check.hpp and
+// means something only joined after it, as redis::script.
+#ifndef TOLLGATE_REDIS_SCRIPT_DECIDE_HPP
+#define TOLLGATE_REDIS_SCRIPT_DECIDE_HPP
+
+#include <tollgate/config.hpp>
+
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace redis {
+namespace detail_script {
+
+
+inline constexpr std::string_view script_decide = R"tglua(-- Phase 2: the decision, in memory.
+local edirty = {}
+local function eset(f, v) E[f] = v; edirty[f] = true end
+for k = 1, 3 do -- a window enforced for the first time in this epoch: its width from now on
+  local w = W[k]
+  if w.limit > 0 and E[w.p .. 'w'] == 0 then eset(w.p .. 'w', w.width) end
+end
+local function pos(j) return j % R end
+local function units_in(w, j)
+  if j > w.head or j < 0 or j + K < w.head then return 0 end
+  if j == w.head then return w.cur end
+  return w.ring[pos(j)]
+end
+local function sum(w, s) -- what the window ending at sub-window s counts (s >= head)
+  if s == w.head then
+    local total = w.old + w.cur
+    return total > TOP and TOP or total
+  end
+  local total = 0
+  local lo = s - K
+  if lo < 0 then lo = 0 end
+  for j = lo, s do
+    total = total + units_in(w, j)
+    if total > TOP then total = TOP end
+  end
+  return total
+end
+local function slot_at(w, x) return fdiv(x, w.width) end
+local function slot_start(w, j) return j * w.width end
+local function setpos(w, j, u) w.ring[pos(j)] = u; w.dirty[pos(j)] = true end
+local function reold(w) -- the sum of the older sub-windows, from the ring
+  local total = 0
+  for j = w.head - K, w.head - 1 do
+    if j >= 0 then
+      total = total + w.ring[pos(j)]
+      if total > TOP then total = TOP end
+    end
+  end
+  w.old = total
+  w.sdirty = true
+end
+-- Moves the head to sub-window s: the finished head goes into the ring, the
+-- positions passed over start empty.
+local function advance(w, s)
+  if s <= w.head then return end
+  if s - w.head <= K then setpos(w, w.head, w.cur) end
+  local from = w.head + 1
+  if s - K > from then from = s - K end
+  for j = from, s do setpos(w, j, 0) end
+  w.head, w.cur = s, 0
+  reold(w)
+end
+local function put(w, s, n) -- s >= head
+  advance(w, s)
+  local u = w.cur + n
+  w.cur = u > TOP and TOP or u
+  w.cdirty = true
+end
+-- {verdict, wait}: verdict 0 admit, 1 wait, 3 never, 9 stale.
+local function answer(w, n, x)
+  if n == 0 then return 0, 0 end
+  if n > w.limit then return 3, 0 end
+  local s = slot_at(w, x)
+  if s < w.head then
+    local d = slot_start(w, w.head) - x
+    return 9, d > 0 and d or 1
+  end
+  if sum(w, s) + n > w.limit then
+    local room = w.limit - n
+    local target = s + 1
+    while sum(w, target) > room and target <= w.head + K do target = target + 1 end
+    local d = slot_start(w, target) - x
+    return 1, d > 0 and d or 1
+  end
+  return 0, 0
+end
+local function give_back(w, slot, n)
+  if slot < 0 or slot > w.head or slot + K < w.head then return end
+  if slot == w.head then
+    w.cur = n < w.cur and w.cur - n or 0
+    w.cdirty = true
+    return
+  end
+  local u = w.ring[pos(slot)]
+  setpos(w, slot, n < u and u - n or 0)
+  reold(w)
+end
+local function charge(w, n, x)
+  local s = slot_at(w, x)
+  if s < w.head then s = w.head end
+  put(w, s, n)
+end
+
+-- The rings this call needs, read now (still phase 1: before any write): a
+-- window whose head moves, one a refund goes back into, and, for a refusal
+-- or the waits, every window (answer's search looks past the head).
+local function need(w) return w.ring ~= nil or load(w) end
+for k = 1, 3 do
+  local w = W[k]
+  if w.limit > 0 and (slot_at(w, t) > w.head or op == 'waits') and not need(w) then return CORRUPT end
+end
+for p = 0, P - 1 do
+  local b = 20 + p * Q
+  if held[p] and num(b + 5) > 0 then
+    for k = 2, 3 do
+      local w, s = W[k], num(b + 4 + k)
+      if w.limit > 0 and s >= 0 and s < w.head and s + K >= w.head and not need(w) then return CORRUPT end
+    end
+  end
+end
+local function need_all()
+  for k = 1, 3 do
+    if W[k].limit > 0 and not W[k].ring and not load(W[k]) then return false end
+  end
+  return true
+end
+
+local function committed_add(d)
+  local c = E.committed + d
+  if c < 0 then c = 0 elseif c > TOP then c = TOP end
+  eset('committed', c)
+end
+if now > E.last then eset('last', now) end
+-- The lease set lost on its own (an eviction: the volatile-* policies take
+-- exactly the keys with an expiry) while the epoch says it still holds
+-- leases: they end by lease_end, so admissions hold until then.
+if changed and in_use == 0 and E.lease_end > now and E.lease_end > E.hold then eset('hold', E.lease_end) end
+local removed = {}
+local count0 = in_use -- the set's size before this call's writes (0: no key)
+in_use = in_use - expired
+
+-- The queued settlements, applied at this call's time (later than they
+-- happened: what they free comes back late, never early).
+for p = 0, P - 1 do
+  local b = 20 + p * Q
+  local kind, id, reserved, actual = num(b), num(b + 1), num(b + 2), num(b + 3)
+  local more, back, s1, s2 = num(b + 4), num(b + 5), num(b + 6), num(b + 7)
+  local h = held[p] == true
+  if h then
+    held[p] = nil -- a lease settled twice in one call gives back once
+    removed[#removed + 1] = S(id)
+    in_use = in_use - 1
+  end
+  if kind == 1 then
+    if more > 0 then
+      for k = 2, 3 do if W[k].limit > 0 then charge(W[k], more, t) end end
+    end
+    if back > 0 and h then
+      if W[2].limit > 0 then give_back(W[2], s1, back) end
+      if W[3].limit > 0 then give_back(W[3], s2, back) end
+    end
+    if budget >= 0 then
+      if h then committed_add(actual - reserved)
+      elseif actual > reserved then committed_add(actual - reserved) end
+      local sp = E.spent + actual
+      eset('spent', sp > TOP and TOP or sp)
+    end
+  elseif kind == 2 then
+    if h and budget >= 0 then committed_add(-reserved) end
+  end
+end
+
+-- Phase 3: the writes. new_lease: the deadline of the lease admitted, or nil.
+local function save(new_lease, id)
+  if fresh_state then
+    redis.call('DEL', KEYS[2])
+    for f, _ in pairs(E) do edirty[f] = true end
+    for k = 1, 3 do W[k].sdirty = true end
+  end
+  local lo_gone = expired > 0 or changed
+  if new_lease then
+    -- Added before the removals, so a set that stays in use keeps its key
+    -- and its expiry; a key made now needs one.
+    local new_set = count0 == 0
+    redis.call('ZADD', KEYS[2], S(new_lease), S(id))
+    if new_set or new_lease < E.llo then eset('llo', new_lease); lo_gone = false end
+    if new_set or new_lease > E.lease_end then eset('lease_end', new_lease) end
+    -- The set's expiry runs ahead of its latest deadline by an eighth of the
+    -- lease timeout, so it moves once per that time, not on every lease (and
+    -- only forward: a shorter lease timeout after a change of configuration
+    -- never cuts the older leases' life short).
+    if E.test == 0 and (new_set or new_lease > E.lease_exp) then
+      local ahead = math.ceil(lease_us / 8)
+      -- One ms more: the server's expiry clock is the script's start, in ms,
+      -- which may be up to 1 ms behind TIME.
+      redis.call('PEXPIRE', KEYS[2], math.ceil((lease_us + ahead) / 1000) + 1)
+      eset('lease_exp', new_lease + ahead)
+    end
+    in_use = in_use + 1
+  end
+  if expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', S(now)) end
+  if #removed > 0 then redis.call('ZREM', KEYS[2], unpack(removed)) end
+  if in_use ~= E.lcount then eset('lcount', in_use) end
+  if in_use == 0 then
+    if E.lease_end ~= 0 then eset('lease_end', 0) end
+    if E.lease_exp ~= 0 then eset('lease_exp', 0) end
+    if E.llo ~= 0 then eset('llo', 0) end
+  elseif lo_gone then
+    local lo = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    eset('llo', ival(lo[2]) or now)
+  end
+  local args = {}
+  for f, _ in pairs(edirty) do args[#args + 1] = f; args[#args + 1] = S(E[f]) end
+  for k = 1, 3 do
+    local w = W[k]
+    if w.sdirty then
+      args[#args + 1] = w.p .. 'h'; args[#args + 1] = S(w.head)
+      args[#args + 1] = w.p .. 's'; args[#args + 1] = S(w.old)
+    end
+    if w.sdirty or w.cdirty then args[#args + 1] = w.p .. 'c'; args[#args + 1] = S(w.cur) end
+    for j, _ in pairs(w.dirty) do args[#args + 1] = w.p .. j; args[#args + 1] = S(w.ring[j]) end
+  end
+  if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
+end
+
+local function available(w)
+  local s = slot_at(w, t)
+  if s < w.head then s = w.head end
+  local used = sum(w, s)
+  return used >= w.limit and 0 or w.limit - used
+end
+
+if op == 'flush' then save(); return {0, 0, 0, 0, -1, -1, now, E.eid} end
+if op == 'peek' then
+  local out = {0, in_use, E.committed, E.spent, now}
+  for k = 1, 3 do out[#out + 1] = W[k].limit > 0 and available(W[k]) or -1 end
+  out[#out + 1] = E.pause > now and E.pause - now or 0
+  out[#out + 1] = E.stop
+  out[#out + 1] = E.bhold
+  out[#out + 1] = E.hold > now and E.hold - now or 0
+  save()
+  return out
+end
+if op == 'waits' then
+  -- What the limiters say now, for the pause after a 429 (account/pause.hpp).
+  local out = {0, 0, 0}
+  for k = 1, 2 do
+    local w = W[k]
+    if w.limit > 0 then
+      local e = math.ceil(w.period / w.limit)
+      local v, d = answer(w, 1, t)
+      local own = v == 1 and d or 0
+      out[k] = e > own and e or own
+    end
+  end
+  local w = W[3]
+  if w.limit > 0 then
+    local newest = w.head
+    local empty = false
+    while units_in(w, newest) == 0 do
+      if newest == 0 or newest + K == w.head then empty = true; break end
+      newest = newest - 1
+    end
+    if not empty then out[3] = slot_start(w, newest + K + 1) - t end
+  end
+  save()
+  return out
+end
+if op == 'control' then
+  local b = 20 + P * Q
+  local what = ARGV[b]
+  if what == 'pause_us' then
+    local u = now + num(b + 1)
+    if u > E.pause then eset('pause', u) end
+  elseif what == 'stop' then eset('stop', 1)
+  elseif what == 'resume' then eset('stop', 0)
+  elseif what == 'clear_pause' then eset('pause', 0)
+  elseif what == 'restore_budget' then
+    eset('committed', num(b + 1)); eset('spent', num(b + 2)); eset('bhold', 0)
+  else error('tollgate: bad control') end
+  save()
+  return {0, 0, 0, 0, -1, -1, now, E.eid}
+end
+if op ~= 'admit' then error('tollgate: bad op') end
+
+-- The admission.
+local n, worst = num(17), num(18)
+local function refuse(paused_for)
+  if not need_all() then return CORRUPT end
+  local bits, wait, never = 0, 0, false
+  if paused_for > 0 then bits = 128; wait = paused_for end
+  if conc > 0 and in_use >= conc then bits = bits + 1 end
+  local want = {1, n, n}
+  for k = 1, 3 do
+    local w = W[k]
+    if w.limit > 0 then
+      local v, d = answer(w, want[k], t)
+      if v ~= 0 then
+        bits = bits + 2 ^ k
+        if v == 3 then never = true end
+        if d > wait then wait = d end
+      end
+    end
+  end
+  if budget >= 0 then
+    local left = E.committed >= budget and 0 or budget - E.committed
+    if left < worst then bits = bits + 16 end
+  end
+  if bits == 0 then bits = 1 end
+  save()
+  if never then return {3, bits, 0, 0, -1, -1, now, E.eid} end
+  if wait > 0 then return {1, bits, wait, 0, -1, -1, now, E.eid} end
+  return {2, bits, 0, 0, -1, -1, now, E.eid}
+end
+
+if now < E.hold then save(); return {5, 0, E.hold - now, 0, -1, -1, now, E.eid} end
+if budget >= 0 and E.bhold == 1 then save(); return {6, 16, 0, 0, -1, -1, now, E.eid} end
+if E.stop == 1 then save(); return {4, 256, 0, 0, -1, -1, now, E.eid} end
+if now < E.pause then
+  if E.started == 1 then return refuse(E.pause - now) end
+  save()
+  return {1, 128, E.pause - now, 0, -1, -1, now, E.eid}
+end
+if E.started == 0 then eset('started', 1) end
+if conc > 0 and in_use >= conc then return refuse(0) end
+local want = {1, n, n}
+for k = 1, 3 do
+  local w = W[k]
+  if w.limit > 0 and want[k] > 0 then
+    local s = slot_at(w, t)
+    -- The fast path needs no ring: within the head's sub-window the window
+    -- holds old + cur; past it the ring was read above.
+    if s < w.head or sum(w, s) + want[k] > w.limit then return refuse(0) end
+  end
+end
+if budget >= 0 and worst > budget - E.committed then return refuse(0) end
+local slots = {-1, -1, -1}
+for k = 1, 3 do
+  local w = W[k]
+  if w.limit > 0 and want[k] > 0 then
+    slots[k] = slot_at(w, t)
+    put(w, slots[k], want[k])
+  end
+end
+if budget >= 0 then committed_add(worst) end
+local id = E.next + 1
+eset('next', id)
+save(lease_us > 0 and now + lease_us or nil, id)
+return {0, 0, 0, id, slots[2], slots[3], now, E.eid}
+)tglua";
+
+}  // namespace detail_script
+}  // namespace redis
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REDIS_SCRIPT_DECIDE_HPP
