@@ -9232,13 +9232,8 @@ class account {
                          nanoseconds paused_for = nanoseconds(0)) noexcept;
   void refuse_paused_unused(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for, bool fresh) noexcept;
 
-  // lease::renew: moves the lease's slot-table deadline (slot_table.hpp).
-  bool renew_slot(lease_type& l, nanoseconds now) noexcept {
-    if (!l.holds_ || l.slot_ == lease_type::no_slot) return false;
-    if (slots_.renew(l.slot_, l.stamp_, now)) return true;
-    l.holds_ = false;  // reaped: the reaper gave the unit back
-    return false;
-  }
+  // lease::renew: moves the lease's slot-table deadline (slot_table.hpp; defined in setup.hpp).
+  bool renew_slot(lease_type& l, nanoseconds now) noexcept;
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     // Failure: a reaper took the word and returned the unit (slot_table.hpp).
@@ -9783,6 +9778,14 @@ bool account<Clock, Currency>::start_use() noexcept {
         use_.compare_exchange_strong(expected, use_started, std::memory_order_acq_rel, std::memory_order_acquire))
       return true;
     return expected == use_started;
+  }
+
+template <class Clock, class Currency>
+bool account<Clock, Currency>::renew_slot(lease_type& l, nanoseconds now) noexcept {
+    if (!l.holds_ || l.slot_ == lease_type::no_slot) return false;
+    if (slots_.renew(l.slot_, l.stamp_, now)) return true;
+    l.holds_ = false;  // reaped: the reaper gave the unit back
+    return false;
   }
 
 TOLLGATE_END_NAMESPACE

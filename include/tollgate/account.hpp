@@ -433,13 +433,8 @@ class account {
                          nanoseconds paused_for = nanoseconds(0)) noexcept;
   void refuse_paused_unused(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for, bool fresh) noexcept;
 
-  // lease::renew: moves the lease's slot-table deadline (slot_table.hpp).
-  bool renew_slot(lease_type& l, nanoseconds now) noexcept {
-    if (!l.holds_ || l.slot_ == lease_type::no_slot) return false;
-    if (slots_.renew(l.slot_, l.stamp_, now)) return true;
-    l.holds_ = false;  // reaped: the reaper gave the unit back
-    return false;
-  }
+  // lease::renew: moves the lease's slot-table deadline (slot_table.hpp; defined in setup.hpp).
+  bool renew_slot(lease_type& l, nanoseconds now) noexcept;
   [[gnu::always_inline]] void release_slot(lease_type& l, bool notify = true) noexcept {
     bool give = l.holds_;
     // Failure: a reaper took the word and returned the unit (slot_table.hpp).

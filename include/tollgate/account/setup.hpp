@@ -115,6 +115,14 @@ bool account<Clock, Currency>::start_use() noexcept {
     return expected == use_started;
   }
 
+template <class Clock, class Currency>
+bool account<Clock, Currency>::renew_slot(lease_type& l, nanoseconds now) noexcept {
+    if (!l.holds_ || l.slot_ == lease_type::no_slot) return false;
+    if (slots_.renew(l.slot_, l.stamp_, now)) return true;
+    l.holds_ = false;  // reaped: the reaper gave the unit back
+    return false;
+  }
+
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_ACCOUNT_SETUP_HPP
