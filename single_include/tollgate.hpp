@@ -7762,6 +7762,26 @@ struct basic_settle_result {
 };
 using settle_result = basic_settle_result<usd_tag>;
 
+namespace detail {
+// A settle's money (every lease type): the call's exact cost from the model
+// (none: not billed), charged against its reservation when the account has a
+// budget. An uncomputable cost keeps the whole reservation as spent: the safe side.
+template <class Currency>
+void settle_money(std::optional<budget<Currency>>& b, budget_reservation<Currency>& r, const model_info* m,
+                  const usage& u, basic_settle_result<Currency>& res) noexcept {
+  if (b && r) {
+    const auto c = m ? cost<Currency>(*m, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
+    const money<Currency> actual = c ? c.total : r.amount;
+    const money<Currency> diff = b->settle(r, actual);
+    res.cost = actual;
+    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
+  } else if (m) {
+    const auto c = cost<Currency>(*m, u);
+    if (c) res.cost = c.total;
+  }
+}
+}  // namespace detail
+
 template <class Clock = steady_clock, class Currency = usd_tag>
 class lease {
  public:
@@ -9342,17 +9362,7 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
     if (d.day_q) (void)d.day_q->refund(day_t_, back);
     else d.give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
   }
-  if (d.money && money_) {
-    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
-    // An uncomputable cost keeps the whole reservation as spent: the safe side.
-    const money<Currency> actual = c ? c.total : money_.amount;
-    const money<Currency> diff = d.money->settle(money_, actual);
-    res.cost = actual;
-    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
-  } else if (model_) {
-    const auto c = cost<Currency>(*model_, u);
-    if (c) res.cost = c.total;
-  }
+  detail::settle_money(d.money, money_, model_, u, res);
   if (holds_) a.adaptive_success();  // a success while its slot is still counted in flight
   a.release_slot(*this);
   return res;
@@ -13602,16 +13612,7 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const
     if (d.day_q) (void)d.day_q->refund(day_t_, back);
     else limiters::give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
   }
-  if (d.money && money_) {
-    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
-    const money<Currency> actual = c ? c.total : money_.amount;  // uncomputable: the reservation, spent
-    const money<Currency> diff = d.money->settle(money_, actual);
-    res.cost = actual;
-    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
-  } else if (model_) {
-    const auto c = cost<Currency>(*model_, u);
-    if (c) res.cost = c.total;
-  }
+  detail::settle_money(d.money, money_, model_, u, res);
   drop();
   return res;
 }

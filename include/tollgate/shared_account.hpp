@@ -460,16 +460,7 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const
     if (d.day_q) (void)d.day_q->refund(day_t_, back);
     else limiters::give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
   }
-  if (d.money && money_) {
-    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
-    const money<Currency> actual = c ? c.total : money_.amount;  // uncomputable: the reservation, spent
-    const money<Currency> diff = d.money->settle(money_, actual);
-    res.cost = actual;
-    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
-  } else if (model_) {
-    const auto c = cost<Currency>(*model_, u);
-    if (c) res.cost = c.total;
-  }
+  detail::settle_money(d.money, money_, model_, u, res);
   drop();
   return res;
 }

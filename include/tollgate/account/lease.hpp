@@ -46,6 +46,26 @@ struct basic_settle_result {
 };
 using settle_result = basic_settle_result<usd_tag>;
 
+namespace detail {
+// A settle's money (every lease type): the call's exact cost from the model
+// (none: not billed), charged against its reservation when the account has a
+// budget. An uncomputable cost keeps the whole reservation as spent: the safe side.
+template <class Currency>
+void settle_money(std::optional<budget<Currency>>& b, budget_reservation<Currency>& r, const model_info* m,
+                  const usage& u, basic_settle_result<Currency>& res) noexcept {
+  if (b && r) {
+    const auto c = m ? cost<Currency>(*m, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
+    const money<Currency> actual = c ? c.total : r.amount;
+    const money<Currency> diff = b->settle(r, actual);
+    res.cost = actual;
+    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
+  } else if (m) {
+    const auto c = cost<Currency>(*m, u);
+    if (c) res.cost = c.total;
+  }
+}
+}  // namespace detail
+
 template <class Clock = steady_clock, class Currency = usd_tag>
 class lease {
  public:

@@ -52,17 +52,7 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
     if (d.day_q) (void)d.day_q->refund(day_t_, back);
     else d.give_tokens(d.tpd_w, d.tpd_b, tpd_s_, 0, tokens_, back, now);
   }
-  if (d.money && money_) {
-    const auto c = model_ ? cost<Currency>(*model_, u) : cost_breakdown<Currency>{cost_errc::unknown_price, {}, {}, {}, {}, {}};
-    // An uncomputable cost keeps the whole reservation as spent: the safe side.
-    const money<Currency> actual = c ? c.total : money_.amount;
-    const money<Currency> diff = d.money->settle(money_, actual);
-    res.cost = actual;
-    res.overspend_nanos = diff.nanos() < 0 ? -diff.nanos() : 0;
-  } else if (model_) {
-    const auto c = cost<Currency>(*model_, u);
-    if (c) res.cost = c.total;
-  }
+  detail::settle_money(d.money, money_, model_, u, res);
   if (holds_) a.adaptive_success();  // a success while its slot is still counted in flight
   a.release_slot(*this);
   return res;
