@@ -1676,7 +1676,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
   // set_burst or reset returns nothing, nor one of another bucket (by its
   // address and configuration number: bucket_ticket.hpp states the residue). A refund at a `now` that lags the latest
-  // time seen by d can return up to d / T units early (the skew bound above).
+  // time seen by d can return up to ceil(d / T) units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
 
   // Deprecated: a refund without a ticket takes n intervals off the current
@@ -10659,7 +10659,7 @@ class keyed_buckets {
   // object or of this one before its restore() (keyed/ticket.hpp: a
   // restored key's debt already holds what its tickets took, and they name
   // generations a restore cannot tell apart).
-  // A `now` that lags by d can give back d / T units early (token_bucket's
+  // A `now` that lags by d can give back up to ceil(d / T) units early (token_bucket's
   // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     return refund_hash(hash_(id), t, n, now);
@@ -12101,7 +12101,11 @@ TOLLGATE_END_NAMESPACE
 // keyed_buckets::refund, which returns all of them unless another refund on
 // that key came between (then what the rule allows: the safe side, as a
 // refund that returns less only keeps units counted). So a request refused
-// by either side holds nothing of the other. In between, for the few steps
+// by either side holds nothing of the other. The key's bound then holds for
+// the units admitted net of these give-backs when `now` is not behind the
+// latest time the key has seen; a thread that stalls between its clock
+// reading and the give-back (its `now` lagging by d) may return up to
+// ceil(d / T) units early, keyed_buckets::refund's skew rule. In between, for the few steps
 // of the account's decision, the key's units are held: a concurrent call on
 // the same key can be refused for them (the conservative side).
 //

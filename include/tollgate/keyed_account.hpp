@@ -9,7 +9,11 @@
 // keyed_buckets::refund, which returns all of them unless another refund on
 // that key came between (then what the rule allows: the safe side, as a
 // refund that returns less only keeps units counted). So a request refused
-// by either side holds nothing of the other. In between, for the few steps
+// by either side holds nothing of the other. The key's bound then holds for
+// the units admitted net of these give-backs when `now` is not behind the
+// latest time the key has seen; a thread that stalls between its clock
+// reading and the give-back (its `now` lagging by d) may return up to
+// ceil(d / T) units early, keyed_buckets::refund's skew rule. In between, for the few steps
 // of the account's decision, the key's units are held: a concurrent call on
 // the same key can be refused for them (the conservative side).
 //

@@ -195,7 +195,7 @@ class keyed_buckets {
   // object or of this one before its restore() (keyed/ticket.hpp: a
   // restored key's debt already holds what its tickets took, and they name
   // generations a restore cannot tell apart).
-  // A `now` that lags by d can give back d / T units early (token_bucket's
+  // A `now` that lags by d can give back up to ceil(d / T) units early (token_bucket's
   // skew bound). Returns the units given back.
   std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n, nanoseconds now) noexcept {
     return refund_hash(hash_(id), t, n, now);

@@ -200,7 +200,7 @@ class alignas(TOLLGATE_CACHELINE_SIZE) token_bucket {
   // bucket_ticket.hpp; the test oracle checks it). A ticket from before a set_rate,
   // set_burst or reset returns nothing, nor one of another bucket (by its
   // address and configuration number: bucket_ticket.hpp states the residue). A refund at a `now` that lags the latest
-  // time seen by d can return up to d / T units early (the skew bound above).
+  // time seen by d can return up to ceil(d / T) units early (the skew bound above).
   std::uint64_t refund(bucket_ticket& t, std::uint64_t n, nanoseconds now) noexcept;
 
   // Deprecated: a refund without a ticket takes n intervals off the current
