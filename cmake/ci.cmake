@@ -24,8 +24,17 @@ function(tollgate_variant name)
 endfunction()
 
 if(TOLLGATE_CLANGXX)
-  tollgate_variant(clang_cxx20_release OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_CXX_STANDARD=20
-                   -DCMAKE_BUILD_TYPE=Release)
+  # clang, C++20 and Catch2 v3 in one variant (each axis differs from the main
+  # build's g++, C++17 and Catch2 v2); with Catch2 v2 where v3 is not given.
+  if(TOLLGATE_CATCH2_V3_PREFIX)
+    tollgate_variant(clang_cxx20_catch2_v3 OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_CXX_STANDARD=20
+                     -DCMAKE_BUILD_TYPE=Release -DTOLLGATE_CATCH2_MAJOR=3
+                     -DCMAKE_PREFIX_PATH=${TOLLGATE_CATCH2_V3_PREFIX})
+  else()
+    message(STATUS "TOLLGATE_CATCH2_V3_PREFIX not set: the clang C++20 variant tests with Catch2 v2")
+    tollgate_variant(clang_cxx20_release OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_CXX_STANDARD=20
+                     -DCMAKE_BUILD_TYPE=Release)
+  endif()
   tollgate_variant(clang_tsan OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_BUILD_TYPE=RelWithDebInfo
                    -DTOLLGATE_SANITIZE=thread)
   tollgate_variant(clang_asan_ubsan OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_CLANGXX} -DCMAKE_BUILD_TYPE=Debug
@@ -36,12 +45,6 @@ endif()
 if(TOLLGATE_GXX)
   tollgate_variant(gcc_single_header_cxx20 OPTIONS -DCMAKE_CXX_COMPILER=${TOLLGATE_GXX} -DCMAKE_CXX_STANDARD=20
                    -DTOLLGATE_TEST_SINGLE_HEADER=ON -DCMAKE_BUILD_TYPE=Release)
-endif()
-if(TOLLGATE_CATCH2_V3_PREFIX)
-  tollgate_variant(catch2_v3 OPTIONS -DTOLLGATE_CATCH2_MAJOR=3 -DCMAKE_PREFIX_PATH=${TOLLGATE_CATCH2_V3_PREFIX}
-                   -DCMAKE_BUILD_TYPE=Release)
-else()
-  message(STATUS "TOLLGATE_CATCH2_V3_PREFIX not set: the Catch2 v3 variant is not registered")
 endif()
 
 if(Python3_Interpreter_FOUND)

@@ -94,6 +94,27 @@ inline std::string seed_note() {
   return seed_pinned() ? "TOLLGATE_SEED=" + std::to_string(project_seed()) : std::string("TOLLGATE_SEED unset");
 }
 
+// The size of a long random or exhaustive test, by build: in full, or a
+// tenth (at least 1) where the build defines TOLLGATE_TEST_SANITIZED (the
+// ASan+UBSan and TSan variants). Those builds look for memory errors,
+// undefined behaviour and races, which the first tenth of the schedules
+// exercises as well as the rest; the other builds of the suite run every
+// schedule, so each bound is still checked in full on every run.
+inline std::uint64_t sized(std::uint64_t full) {
+#ifdef TOLLGATE_TEST_SANITIZED
+  return full / 10 == 0 ? 1 : full / 10;
+#else
+  return full;
+#endif
+}
+inline bool sanitized_build() {
+#ifdef TOLLGATE_TEST_SANITIZED
+  return true;
+#else
+  return false;
+#endif
+}
+
 // Multiplier for threaded stress sizes: TOLLGATE_STRESS=<n>, default 1.
 inline std::uint64_t stress_factor() {
   if (const char* s = std::getenv("TOLLGATE_STRESS")) {

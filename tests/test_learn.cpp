@@ -162,7 +162,7 @@ int trial_count() {
     const long v = std::strtol(s, nullptr, 10);
     if (v > 0 && v < 100000) return static_cast<int>(v);
   }
-  return 150;
+  return static_cast<int>(tgtest::sized(150));
 }
 
 bool strict_safe(int server_kind) { return server_kind == 0 || server_kind == 1 || server_kind == 3; }

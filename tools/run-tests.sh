@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs tollgate's default test suite on a Debian 12 machine: installs what is
 # missing, fetches Catch2 v3 into a private prefix, then builds and runs every
-# default variant (g++ C++17, clang C++20, TSan, ASan+UBSan, single header,
-# Catch2 v3, Meson, consumers) through one ctest run, ending with its summary.
+# default variant (g++ C++17, clang C++20 with Catch2 v3, TSan, ASan+UBSan,
+# single header, Meson, consumers) through one ctest run, ending with its summary.
 #
 #   bash tools/run-tests.sh            # build dir: build/ci
 #   BUILD_DIR=/tmp/tg bash tools/run-tests.sh
