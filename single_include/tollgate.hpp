@@ -8210,21 +8210,15 @@ TOLLGATE_END_NAMESPACE
 // account/slot_table.hpp: the table that lets the account take back the
 // concurrency units of hung leases (held past lease_timeout).
 //
-// Contract. One word per slot, {time: 48 bits, generation: 16 bits}. The
-// time is 0 when the word is free, else 1 + the admission time of the lease
-// holding it, in milliseconds from the origin rounded up (so a lease is
-// never reclaimed early). A lease claims a free word (claim) with a CAS that
-// also bumps its generation, and frees it (release) with a CAS from the
-// value it wrote; a reaper (reap) that finds a word past the deadline frees
-// it with the same CAS. Whoever wins returns the unit, so it is returned
-// exactly once. The generation makes a word freed by the reaper and claimed
-// again by a lease with the same admission time (a stale supplied `now`) a
-// different value, so the late holder's CAS cannot free the new holder's
-// word. The generation has 16 bits: if the word were claimed and freed
-// 65,536 times between a reclaim and the late holder's release, every time
-// with the same millisecond stamp (only a supplied `now` that stands still
-// can do that), the late release would free the newest lease's word and one
-// unit would come back while that lease still runs.
+// Contract. One word per slot (detail/slot_word.hpp: held, the lease's
+// admission time in milliseconds from the origin rounded up, so a lease is
+// never reclaimed early, and a generation). A lease claims a free word
+// (claim) with a CAS to the next stamp, and frees it (release) with a CAS
+// from the stamp it wrote; a reaper (reap) that finds a word past the
+// deadline frees it with the same CAS. Whoever wins returns the unit, so it
+// is returned exactly once. A word's stamps never repeat, so a reclaimed
+// holder's late release fails whatever came between (a stale supplied
+// `now` standing still for 65,536 claims included).
 //
 // Layout. A shared table of twice the concurrency limit (at most 2^20
 // words), so a later upgrade still finds room, then limit / 16 words (1 to
@@ -8253,6 +8247,73 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/detail/shard_counters.hpp>  (already above)
+// #include <tollgate/detail/slot_word.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/slot_word.hpp: the word that records one holding of a concurrency
+// unit, for the account's slot table (account/slot_table.hpp) and the shared
+// account's slots (account/shared_slots.hpp).
+//
+// Layout. {held: 1 bit, time: 47 bits, generation: 16 bits}. The time is 1 +
+// the holding's admission (or last renewal) time in milliseconds after the
+// table's origin, rounded up (so a holding is never reclaimed early). A free
+// word keeps the time and generation of its last holding.
+//
+// Stamps never repeat. Each stamp a word takes (a take or a renewal) is
+// greater than the word's previous one as the pair (time, generation): the
+// generation steps by one, the time never goes back (a stale `now` keeps the
+// later time), and when the generation wraps to 0 the time steps by at least
+// a millisecond. So a holder whose word was reclaimed (past its deadline, or
+// its process called dead) and who is in fact alive can never free a later
+// holding's word, however many takes came between: its release CAS expects
+// a stamp the word will never hold again. (With the time freed to 0 and
+// 16-bit generations, 65,536 takes at one stale millisecond brought the
+// stamp back and the late release freed a live holding's unit.) The price: a
+// holding's recorded time can be later than its own `now`, by the lag of a
+// stale `now` behind the word's last stamp, or by a millisecond per 65,536
+// takes of one word within a millisecond, and it is then reclaimed that much
+// later (the safe side). The time saturates at max_ms + 1 (285 years after
+// the origin); only there could a stamp come back.
+#ifndef TOLLGATE_DETAIL_SLOT_WORD_HPP
+#define TOLLGATE_DETAIL_SLOT_WORD_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+struct slot_word {
+  static constexpr unsigned gen_bits = 16;
+  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
+  static constexpr std::uint64_t held_bit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+
+  static constexpr bool held(std::uint64_t w) noexcept { return (w & held_bit) != 0; }
+  // 1 + the holding's time in ms after the origin (0: never held).
+  static constexpr std::uint64_t time(std::uint64_t w) noexcept { return (w & ~held_bit) >> gen_bits; }
+  static constexpr std::uint64_t generation(std::uint64_t w) noexcept { return w & gen_mask; }
+  // The word once the holding stamped `w` is given back or reclaimed.
+  static constexpr std::uint64_t freed(std::uint64_t w) noexcept { return w & ~held_bit; }
+  // The stamp that follows `w` (a free word for a take, the holding's own
+  // stamp for a renewal) for a holding at `t` = 1 + its ms after the origin.
+  static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
+    const std::uint64_t g = (w + 1) & gen_mask;
+    const std::uint64_t old = time(w);
+    std::uint64_t tt = t > old ? t : old;
+    if (g == 0 && tt == old && tt <= max_ms) ++tt;  // the generation wrapped: move the time on
+    if (tt > max_ms + 1) tt = max_ms + 1;
+    return held_bit | (tt << gen_bits) | g;
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_SLOT_WORD_HPP
 
 #include <cstddef>
 #include <cstdint>
@@ -8266,9 +8327,7 @@ namespace detail {
 class slot_table {
  public:
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
-  static constexpr unsigned gen_bits = 16;
-  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
-  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+  static constexpr std::uint64_t max_ms = slot_word::max_ms;
 
   // Builds the table for a concurrency limit; a zero timeout builds none
   // (no lease is ever reclaimed, and claims cost nothing).
@@ -8299,7 +8358,7 @@ class slot_table {
   // there is no table).
   void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
     if (count_ == 0) return;
-    const std::uint64_t time_part = (ms(now) + 1) << gen_bits;
+    const std::uint64_t t = ms(now) + 1;
     if (shard < detail::thread_shards) {
       // The thread's own words first: only their owner turns a free word
       // held (others only free held words, by CAS), so a plain store claims it.
@@ -8308,8 +8367,8 @@ class slot_table {
         // relaxed: this thread's own last write, or a CAS that freed the word
         // (a stale `held` only makes us look further).
         const std::uint64_t w = words_[i].load(std::memory_order_relaxed);
-        if ((w >> gen_bits) != 0) continue;  // held
-        const std::uint64_t s = time_part | ((w + 1) & gen_mask);
+        if (slot_word::held(w)) continue;
+        const std::uint64_t s = slot_word::next(w, t);
         // relaxed: no other thread can write a free word of this region, so
         // nothing comes between the load and this store; the CASes that later
         // free it are ordered with it by the word's own modification order.
@@ -8325,8 +8384,8 @@ class slot_table {
     for (std::size_t k = 0; k < count_; ++k, i = i + 1 == count_ ? 0 : i + 1) {
       // relaxed: only a guess of a free word; the CAS decides.
       std::uint64_t expected = words_[i].load(std::memory_order_relaxed);
-      if ((expected >> gen_bits) != 0) continue;  // held
-      const std::uint64_t s = time_part | ((expected + 1) & gen_mask);
+      if (slot_word::held(expected)) continue;
+      const std::uint64_t s = slot_word::next(expected, t);
       // acq_rel: see the header; acquire on failure is not needed.
       if (words_[i].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
         slot = i;
@@ -8342,7 +8401,7 @@ class slot_table {
   [[gnu::always_inline]] bool release(std::size_t slot, std::uint64_t stamp) noexcept {
     std::uint64_t expected = stamp;
     // acq_rel/relaxed: as in claim.
-    return words_[slot].compare_exchange_strong(expected, stamp & gen_mask, std::memory_order_acq_rel,
+    return words_[slot].compare_exchange_strong(expected, slot_word::freed(stamp), std::memory_order_acq_rel,
                                                 std::memory_order_relaxed);
   }
 
@@ -8352,8 +8411,7 @@ class slot_table {
   // the old one fails its CAS). False if a reaper freed it first: the unit
   // has been returned, the lease no longer holds it.
   bool renew(std::size_t slot, std::uint64_t& stamp, nanoseconds now) noexcept {
-    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
-    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
     std::uint64_t expected = stamp;
     // acq_rel/relaxed: as in claim.
     if (!words_[slot].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -8379,13 +8437,14 @@ class slot_table {
     std::uint64_t freed = 0;
     for (std::size_t i = 0; i < total_; ++i) {
       std::uint64_t v = words_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
-      const std::uint64_t t = v >> gen_bits;
-      if (t == 0) continue;
+      if (!slot_word::held(v)) continue;
+      const std::uint64_t t = slot_word::time(v);
       // Held since (t - 1) ms after the origin, at the latest.
       const std::int64_t since = static_cast<std::int64_t>(t - 1) * 1000000;
       if (rel < since || rel - since < timeout_) continue;
       // acq_rel/relaxed: as in claim.
-      if (words_[i].compare_exchange_strong(v, v & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      if (words_[i].compare_exchange_strong(v, slot_word::freed(v), std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
         give();
         ++freed;
       }
@@ -8396,7 +8455,7 @@ class slot_table {
   // For tests: how many words are held now.
   std::size_t held() const noexcept {
     std::size_t n = 0;
-    for (std::size_t i = 0; i < total_; ++i) n += (words_[i].load(std::memory_order_relaxed) >> gen_bits) != 0 ? 1 : 0;  // relaxed: a count
+    for (std::size_t i = 0; i < total_; ++i) n += slot_word::held(words_[i].load(std::memory_order_relaxed)) ? 1 : 0;  // relaxed: a count
     return n;
   }
   std::size_t size() const noexcept { return total_; }
@@ -12887,12 +12946,15 @@ TOLLGATE_END_NAMESPACE
 // held, with its stamp, and comes back as below) or not (nothing changed):
 // there is no step between taking a unit and recording who holds it.
 //
-// A word is {time: 48 bits, generation: 16 bits}, as account/slot_table.hpp:
-// time 0 is free, else 1 + the holding's admission (or last renewal) time in
-// milliseconds from the origin, rounded up. Beside each word an owner word
-// {identity: 48 bits, generation: 16 bits} names the process that holds it,
-// stored by the holder right after its CAS; its generation ties it to that
-// one holding, so a stale owner word (of an earlier holding) never counts.
+// A word is detail/slot_word.hpp's: held, 1 + the holding's admission (or
+// last renewal) time in milliseconds from the origin rounded up, and a
+// generation; a word's stamps never repeat. Beside each word an owner word
+// {identity: 48 bits, generation: 16 bits} names the process that holds it;
+// its generation ties it to one holding, so an owner word of an earlier
+// holding never counts. A taker names itself in the owner word (an
+// exchange) before its take CAS, so a process killed right after winning
+// that CAS is named already; one that loses the CAS puts back what it
+// replaced unless the owner word changed since.
 //
 // Reclaim. reap(now) frees a held word by CAS (the CAS decides, once):
 //   - past its deadline (lease_timeout after its stamp, if lease_timeout > 0):
@@ -12900,19 +12962,27 @@ TOLLGATE_END_NAMESPACE
 //   - whose owner word matches its generation and whose identity the
 //     caller's liveness check calls dead (the library calls it, and never
 //     does I/O of its own): fast recovery from a killed process.
-// A holder killed between its CAS and its owner store has no owner yet: its
-// word comes back by the deadline only. A scan runs at most once per
+// What remains: a renewal names the new generation only after its CAS, so
+// a holder killed between the two comes back by the deadline only (one
+// lease_timeout after that renewal); and a taker that lost its CAS to
+// another process for the same generation names itself until it puts the
+// owner word back, so if it is killed in those few steps and called dead,
+// the winner's word is reclaimed while it runs (the case below). A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
-// check that lied) finds its release CAS failing: nothing is given twice, but
-// the server may then see L + 1 requests in flight (as with the in-process
-// account's reclaim).
+// check that lied) finds its release CAS failing, however many takes came
+// between (stamps never repeat): nothing is given twice, but the server may
+// then see L + 1 requests in flight (as with the in-process account's
+// reclaim).
 //
 // Concurrency. Lock-free. Every CAS on a word is acq_rel: acquire so that a
 // new holder sees what the previous holder did before releasing (the usual
 // semaphore contract), release for the same pairing the other way; failures
-// are relaxed (only the value is used). Owner words are lone values
-// (relaxed): the generation check, not ordering, makes them safe. Words hold
+// are relaxed (only the value is used). Owner words are written relaxed: a
+// taker's exchange precedes its take CAS (a release), and the reaper reads
+// the word with acquire before the owner, so a reaper that sees a holding
+// sees its holder's name or a later owner value; the generation check
+// discards any other holding's. Words hold
 // no pointer: the table means the same in every process that maps it.
 #ifndef TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
@@ -12920,6 +12990,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/slot_word.hpp>  (already above)
 
 #include <cstddef>
 #include <cstdint>
@@ -12933,9 +13004,9 @@ template <std::size_t Slots>
 struct shared_slots {
   static_assert(Slots >= 1 && Slots <= (std::size_t{1} << 20), "1 .. 2^20 slots");
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
-  static constexpr unsigned gen_bits = 16;
-  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
-  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+  static constexpr unsigned gen_bits = slot_word::gen_bits;
+  static constexpr std::uint64_t gen_mask = slot_word::gen_mask;
+  static constexpr std::uint64_t max_ms = slot_word::max_ms;
   static constexpr std::uint64_t max_identity = (std::uint64_t{1} << 48) - 1;
 
   // Written once by the constructor, before the region is ready.
@@ -12973,21 +13044,26 @@ struct shared_slots {
             std::uint64_t& stamp) noexcept {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
-    const std::uint64_t time_part = (ms(now) + 1) << gen_bits;
+    const std::uint64_t t = ms(now) + 1;
     std::size_t i = start % n;
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
       std::uint64_t w = words[i].load(std::memory_order_relaxed);
-      if ((w >> gen_bits) != 0) continue;
-      const std::uint64_t s = time_part | ((w + 1) & gen_mask);
+      if (slot_word::held(w)) continue;
+      const std::uint64_t s = slot_word::next(w, t);
+      const std::uint64_t mine = (identity << gen_bits) | slot_word::generation(s);
+      // relaxed: ordered before the take CAS by that CAS's release (see the header).
+      const std::uint64_t before = owners[i].exchange(mine, std::memory_order_relaxed);
       // acq_rel/relaxed: see the header.
       if (words[i].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        // relaxed: a lone value, tied to this holding by its generation.
-        owners[i].store((identity << gen_bits) | (s & gen_mask), std::memory_order_relaxed);
         slot = i;
         stamp = s;
         return true;
       }
+      // Lost: put back what this call replaced, unless the owner word moved on.
+      std::uint64_t expect = mine;
+      // relaxed/relaxed: a lone value, as above.
+      owners[i].compare_exchange_strong(expect, before, std::memory_order_relaxed, std::memory_order_relaxed);
     }
     return false;
   }
@@ -12998,7 +13074,7 @@ struct shared_slots {
     if (slot >= Slots) return false;
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
-    return words[slot].compare_exchange_strong(w, stamp & gen_mask, std::memory_order_acq_rel,
+    return words[slot].compare_exchange_strong(w, slot_word::freed(stamp), std::memory_order_acq_rel,
                                                std::memory_order_relaxed);
   }
 
@@ -13006,8 +13082,7 @@ struct shared_slots {
   // `stamp` becomes the new value. False once reaped.
   bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
     if (slot >= Slots) return false;
-    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
-    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
     if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -13034,9 +13109,11 @@ struct shared_slots {
     const bool timed = timeout > 0 && !__builtin_sub_overflow(now.count(), origin, &rel);
     const std::size_t n = static_cast<std::size_t>(limit);
     for (std::size_t i = 0; i < n; ++i) {
-      std::uint64_t w = words[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
-      const std::uint64_t t = w >> gen_bits;
-      if (t == 0) continue;
+      // acquire: pairs with the take CAS (release) so the owner read below is
+      // the holder's name or later (see the header); the CAS re-checks the value.
+      std::uint64_t w = words[i].load(std::memory_order_acquire);
+      if (!slot_word::held(w)) continue;
+      const std::uint64_t t = slot_word::time(w);
       const std::int64_t held_since = static_cast<std::int64_t>(t - 1) * 1000000;
       bool expired = timed && rel >= held_since && rel - held_since >= timeout;
       bool dead = false;
@@ -13047,7 +13124,8 @@ struct shared_slots {
       }
       if (!expired && !dead) continue;
       // acq_rel/relaxed: see the header.
-      if (words[i].compare_exchange_strong(w, w & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed))
+      if (words[i].compare_exchange_strong(w, slot_word::freed(w), std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
         ++(expired ? by_deadline : by_death);
     }
   }
@@ -13056,7 +13134,7 @@ struct shared_slots {
   std::uint64_t held() const noexcept {
     std::uint64_t c = 0;
     for (std::size_t i = 0; i < static_cast<std::size_t>(limit); ++i)
-      c += (words[i].load(std::memory_order_relaxed) >> gen_bits) != 0 ? 1 : 0;  // relaxed: a snapshot
+      c += slot_word::held(words[i].load(std::memory_order_relaxed)) ? 1 : 0;  // relaxed: a snapshot
     return c;
   }
 };
@@ -13226,10 +13304,11 @@ struct shared_account_state {
 }  // namespace detail
 
 // The shared account's state by name, clock, currency and slot count: a
-// region built for one of them is refused (wrong_type) as another.
+// region built for one of them is refused (wrong_type) as another; "/2":
+// the slot words of detail/slot_word.hpp.
 template <class Clock, class Currency, std::size_t Slots>
 struct region_key<detail::shared_account_state<Clock, Currency, Slots>> {
-  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account", region_key<Clock>::value,
+  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account/2", region_key<Clock>::value,
                                                          region_key<budget<Currency>>::value, Slots);
 };
 

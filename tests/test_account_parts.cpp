@@ -221,6 +221,37 @@ TEST_CASE("pause: the state only lengthens, stops and resumes", "[account][parts
   CHECK(s.stopped());
 }
 
+// A lease reclaimed by its deadline, then its word claimed and released
+// again and again at a `now` that stands still: with the time cleared on
+// release and 16-bit generations, claim 65,535 brought the word back to the
+// reclaimed lease's stamp, and its late release freed a live lease's unit.
+TEST_CASE("slot table: a reclaimed lease's late release never frees a later holding", "[account][parts]") {
+  for (const unsigned shard : {0u, static_cast<unsigned>(detail::thread_shards)}) {  // an owned word, a shared one
+    INFO("shard " << shard);
+    detail::slot_table t;
+    t.allocate(1, std::chrono::seconds(1), nanoseconds(0));
+    const nanoseconds at(5 * ms);
+    std::size_t a = detail::slot_table::no_slot;
+    std::uint64_t sa = 0;
+    t.claim(at, shard, a, sa);
+    REQUIRE(a != detail::slot_table::no_slot);
+    int given = 0;
+    REQUIRE(t.reap(at + std::chrono::seconds(2), [&] { ++given; }) == 1);
+    std::uint64_t late_frees = 0;
+    for (int k = 0; k < 3 * 65536; ++k) {
+      std::size_t b = detail::slot_table::no_slot;
+      std::uint64_t sb = 0;
+      t.claim(at, shard, b, sb);
+      REQUIRE(b == a);
+      late_frees += t.release(a, sa) ? 1 : 0;  // the reclaimed lease, late: must fail every time
+      REQUIRE(t.held() == (late_frees == 0 ? 1u : 0u));
+      if (late_frees != 0) break;
+      REQUIRE(t.release(b, sb));
+    }
+    CHECK(late_frees == 0);
+  }
+}
+
 TEST_CASE("slot table: each unit comes back once, by the holder or the reaper", "[account][parts]") {
   detail::slot_table none;
   none.allocate(8, nanoseconds(0), nanoseconds(0));

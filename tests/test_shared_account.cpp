@@ -437,8 +437,10 @@ TEST_CASE("shared_account: after a fork the child admits nothing until it claims
 }
 
 TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later one", "[shared_account]") {
-  // A holder killed between its CAS and its owner store leaves the owner
-  // word of the previous holding; that identity being dead must not free it.
+  // A holding whose owner word is still the previous holding's (written
+  // here by hand: takers name themselves before their CAS, so only a racer
+  // that put back an old value could leave one): that identity being dead
+  // must not free it.
   static detail::shared_slots<4> t;
   t.init(2, nanoseconds(0), nanoseconds(0));
   std::size_t slot = 9;
@@ -446,9 +448,9 @@ TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later
   REQUIRE(t.take(nanoseconds(0), 0, 1, slot, stamp));
   CHECK(slot == 0);
   REQUIRE(t.give(slot, stamp));
-  // The next holder's CAS, without its owner store (it died there).
+  // The next holder's CAS, without its name in the owner word.
   const std::uint64_t w = t.words[0].load();
-  t.words[0].store((std::uint64_t{1} << 16) | ((w + 1) & 0xffff));
+  t.words[0].store(detail::slot_word::next(w, 1));
   CHECK(t.held() == 1);
   std::uint64_t by_deadline = 0, by_death = 0;
   unsigned asked = 0;
@@ -463,6 +465,72 @@ TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later
   CHECK(by_death == 1);
   CHECK(t.held() == 1);
   CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
+}
+
+// A holder reclaimed by its deadline while alive, then its word taken and
+// given back 65,535 times at a `now` that stands still (a lagging reading):
+// with 16-bit generations and the time cleared on release, the word came
+// back to the reclaimed holder's exact stamp, and its late settle freed the
+// newest holder's slot (2 leases live against concurrency 1).
+TEST_CASE("shared_account: a reclaimed holder's late settle never frees a later holder's slot", "[shared_account]") {
+  account_config c = tier_like();
+  c.concurrency = limit(1);
+  c.rpm = limit::unlimited();
+  c.tpm = limit::unlimited();
+  c.tpd = limit::unlimited();
+  c.budget.reset();
+  c.lease_timeout = std::chrono::seconds(1);
+  const nanoseconds t(5 * ms), later = t + std::chrono::seconds(2);
+  // The late settle comes while the k-th cycle's lease is held, for each k
+  // around the one whose stamp would equal the reclaimed holder's.
+  for (std::uint64_t hold_at = 65532; hold_at <= 65538; ++hold_at) {
+    INFO("held at cycle " << hold_at);
+    static region_t mem;
+    std::memset(mem.b, 0, sizeof mem.b);
+    shared p, q;
+    REQUIRE(p.open(mem.b, shared::region_bytes(), c, who(1), nanoseconds(0)));
+    REQUIRE(q.open(mem.b, shared::region_bytes(), c, who(2), nanoseconds(0)));
+    auto a = p.try_admit(small(), t);
+    REQUIRE(a);
+    {
+      auto b = q.try_admit(small(), later);  // past a's deadline: a's slot is reclaimed
+      REQUIRE(b);
+      b.lease.settle(usage{1, 0, 1, 0, 0}, later);
+    }
+    for (std::uint64_t k = 0;; ++k) {
+      auto x = q.try_admit(small(), t);  // a reading that lags, standing still
+      REQUIRE(x);
+      if (k == hold_at) {
+        (void)a.lease.settle(usage{1, 0, 1, 0, 0}, later);  // late: its slot was reclaimed
+        CHECK(q.in_flight() == 1);
+        CHECK_FALSE(q.try_admit(small(), t));
+        x.lease.settle(usage{1, 0, 1, 0, 0}, t);
+        break;
+      }
+      x.lease.settle(usage{1, 0, 1, 0, 0}, t);
+    }
+  }
+}
+
+// Every stamp of a word is greater than the one before it, wraps included.
+TEST_CASE("slot words: stamps never repeat, and the time never goes back", "[shared_account][account]") {
+  using detail::slot_word;
+  std::uint64_t w = 0, prev_time = 0, prev_gen = 0;
+  for (std::uint64_t k = 0; k < 3 * 65536 + 5; ++k) {
+    const std::uint64_t s = slot_word::next(w, k < 70000 ? 7 : 3);  // then a reading that lags
+    REQUIRE(slot_word::held(s));
+    const std::uint64_t tm = slot_word::time(s), g = slot_word::generation(s);
+    REQUIRE((tm > prev_time || (tm == prev_time && g > prev_gen) || k == 0));
+    prev_time = tm;
+    prev_gen = g;
+    w = slot_word::freed(s);
+    REQUIRE_FALSE(slot_word::held(w));
+  }
+  CHECK(prev_time == 7 + 3);  // three wraps at a standing time: three milliseconds on
+  // Saturated at the top: the time stays there.
+  const std::uint64_t top = slot_word::next(0, slot_word::max_ms + 1);
+  CHECK(slot_word::time(top) == slot_word::max_ms + 1);
+  CHECK(slot_word::time(slot_word::next(slot_word::freed(top), 1)) == slot_word::max_ms + 1);
 }
 
 TEST_CASE("shared_account: threads of one process on two handles keep the window and concurrency bounds",

@@ -6,6 +6,7 @@
 #include "explore.hpp"
 
 #include <tollgate/account.hpp>
+#include <tollgate/account/shared_slots.hpp>
 #include <tollgate/models.hpp>
 
 using namespace tollgate;
@@ -219,6 +220,75 @@ TEST_CASE("checker: account with tiny limits, random schedules", "[checker][acco
         s, "account per-thread credit, 3 threads", 3, b,
         account_factory(c, {{large, st, small, st, large}, {small, dr, large, st, small}, {large, fl, small, large}}, jumps), runs,
         seed + 808, 4, 600, 30);
+    CHECK(r.failure == "");
+  }
+}
+
+namespace {
+
+// The shared account's slot words: threads (each a process with its own
+// identity) take and give back; one may stop forever at any step, as a
+// killed process. Every word still held must then name the stopped one, with
+// the word's generation, so that a liveness check frees it at the next scan
+// (a taker that named itself only after its CAS left a word no check could
+// free until its deadline, when killed between the two).
+struct slots_exec : execution {
+  tollgate::detail::shared_slots<2> sl{};
+  std::size_t threads;
+  slots_exec(scheduler& s, std::size_t n, unsigned rounds, std::uint64_t limit) : threads(n) {
+    sl.init(limit, ns(0), ns(0));
+    for (std::size_t i = 0; i < n; ++i)
+      bodies.push_back([this, &s, i, rounds] {
+        for (unsigned r = 0; r < rounds; ++r) {
+          std::size_t slot = 0;
+          std::uint64_t stamp = 0;
+          if (!sl.take(ns(static_cast<std::int64_t>(r)), i, i + 1, slot, stamp)) continue;
+          s.note("took slot " + std::to_string(slot));
+          (void)sl.give(slot, stamp);
+        }
+      });
+  }
+  std::string check(const scheduler::outcome& o) override {
+    using tollgate::detail::slot_word;
+    for (std::size_t j = 0; j < sl.limit; ++j) {
+      const std::uint64_t w = sl.words[j].load(std::memory_order_relaxed);      // relaxed: all threads stopped
+      const std::uint64_t own = sl.owners[j].load(std::memory_order_relaxed);  // relaxed: as above
+      if (!slot_word::held(w)) continue;
+      const std::uint64_t who = own >> slot_word::gen_bits;
+      if ((own & slot_word::gen_mask) != slot_word::generation(w))
+        return "slot " + std::to_string(j) + " is held, its owner word names another holding";
+      if (who == 0 || who > threads || !o.crashed[static_cast<std::size_t>(who - 1)])
+        return "slot " + std::to_string(j) + " is held in the name of " + std::to_string(who) + ", which did not stop";
+    }
+    return "";
+  }
+};
+
+tgcheck::factory slots_factory(std::size_t n, unsigned rounds, std::uint64_t limit) {
+  return [=](scheduler& s) -> std::unique_ptr<execution> { return std::make_unique<slots_exec>(s, n, rounds, limit); };
+}
+
+}  // namespace
+
+TEST_CASE("checker: shared slots, a process killed at any step leaves only slots named for it", "[checker][account]") {
+  bounds b;
+  b.preemptions = tgcheck::large() ? 3 : 2;
+  b.crashes = 1;
+  {
+    scheduler s(2);
+    const auto r = tgcheck::explore_exhaustive(s, "shared slots limit 1, 2 processes x 2 takes, one killed", 2, b,
+                                               slots_factory(2, 2, 1));
+    CHECK(r.complete);
+    CHECK(r.failure == "");
+  }
+  {
+    scheduler s(3);
+    bounds rb = b;
+    rb.preemptions = 3;
+    rb.steps = 2000;
+    const auto r = tgcheck::explore_random(s, "shared slots limit 2, 3 processes x 3 takes, one killed", 3, rb,
+                                           slots_factory(3, 3, 2), tgcheck::large() ? 100000 : 10000,
+                                           tgtest::seeds(1).front() + 909, 4, 200, 30);
     CHECK(r.failure == "");
   }
 }

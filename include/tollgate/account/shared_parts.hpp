@@ -198,10 +198,11 @@ struct shared_account_state {
 }  // namespace detail
 
 // The shared account's state by name, clock, currency and slot count: a
-// region built for one of them is refused (wrong_type) as another.
+// region built for one of them is refused (wrong_type) as another; "/2":
+// the slot words of detail/slot_word.hpp.
 template <class Clock, class Currency, std::size_t Slots>
 struct region_key<detail::shared_account_state<Clock, Currency, Slots>> {
-  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account", region_key<Clock>::value,
+  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account/2", region_key<Clock>::value,
                                                          region_key<budget<Currency>>::value, Slots);
 };
 

@@ -11,12 +11,15 @@
 // held, with its stamp, and comes back as below) or not (nothing changed):
 // there is no step between taking a unit and recording who holds it.
 //
-// A word is {time: 48 bits, generation: 16 bits}, as account/slot_table.hpp:
-// time 0 is free, else 1 + the holding's admission (or last renewal) time in
-// milliseconds from the origin, rounded up. Beside each word an owner word
-// {identity: 48 bits, generation: 16 bits} names the process that holds it,
-// stored by the holder right after its CAS; its generation ties it to that
-// one holding, so a stale owner word (of an earlier holding) never counts.
+// A word is detail/slot_word.hpp's: held, 1 + the holding's admission (or
+// last renewal) time in milliseconds from the origin rounded up, and a
+// generation; a word's stamps never repeat. Beside each word an owner word
+// {identity: 48 bits, generation: 16 bits} names the process that holds it;
+// its generation ties it to one holding, so an owner word of an earlier
+// holding never counts. A taker names itself in the owner word (an
+// exchange) before its take CAS, so a process killed right after winning
+// that CAS is named already; one that loses the CAS puts back what it
+// replaced unless the owner word changed since.
 //
 // Reclaim. reap(now) frees a held word by CAS (the CAS decides, once):
 //   - past its deadline (lease_timeout after its stamp, if lease_timeout > 0):
@@ -24,19 +27,27 @@
 //   - whose owner word matches its generation and whose identity the
 //     caller's liveness check calls dead (the library calls it, and never
 //     does I/O of its own): fast recovery from a killed process.
-// A holder killed between its CAS and its owner store has no owner yet: its
-// word comes back by the deadline only. A scan runs at most once per
+// What remains: a renewal names the new generation only after its CAS, so
+// a holder killed between the two comes back by the deadline only (one
+// lease_timeout after that renewal); and a taker that lost its CAS to
+// another process for the same generation names itself until it puts the
+// owner word back, so if it is killed in those few steps and called dead,
+// the winner's word is reclaimed while it runs (the case below). A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
-// check that lied) finds its release CAS failing: nothing is given twice, but
-// the server may then see L + 1 requests in flight (as with the in-process
-// account's reclaim).
+// check that lied) finds its release CAS failing, however many takes came
+// between (stamps never repeat): nothing is given twice, but the server may
+// then see L + 1 requests in flight (as with the in-process account's
+// reclaim).
 //
 // Concurrency. Lock-free. Every CAS on a word is acq_rel: acquire so that a
 // new holder sees what the previous holder did before releasing (the usual
 // semaphore contract), release for the same pairing the other way; failures
-// are relaxed (only the value is used). Owner words are lone values
-// (relaxed): the generation check, not ordering, makes them safe. Words hold
+// are relaxed (only the value is used). Owner words are written relaxed: a
+// taker's exchange precedes its take CAS (a release), and the reaper reads
+// the word with acquire before the owner, so a reaper that sees a holding
+// sees its holder's name or a later owner value; the generation check
+// discards any other holding's. Words hold
 // no pointer: the table means the same in every process that maps it.
 #ifndef TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
@@ -44,6 +55,7 @@
 #include <tollgate/config.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/slot_word.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -57,9 +69,9 @@ template <std::size_t Slots>
 struct shared_slots {
   static_assert(Slots >= 1 && Slots <= (std::size_t{1} << 20), "1 .. 2^20 slots");
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
-  static constexpr unsigned gen_bits = 16;
-  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
-  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+  static constexpr unsigned gen_bits = slot_word::gen_bits;
+  static constexpr std::uint64_t gen_mask = slot_word::gen_mask;
+  static constexpr std::uint64_t max_ms = slot_word::max_ms;
   static constexpr std::uint64_t max_identity = (std::uint64_t{1} << 48) - 1;
 
   // Written once by the constructor, before the region is ready.
@@ -97,21 +109,26 @@ struct shared_slots {
             std::uint64_t& stamp) noexcept {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
-    const std::uint64_t time_part = (ms(now) + 1) << gen_bits;
+    const std::uint64_t t = ms(now) + 1;
     std::size_t i = start % n;
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
       std::uint64_t w = words[i].load(std::memory_order_relaxed);
-      if ((w >> gen_bits) != 0) continue;
-      const std::uint64_t s = time_part | ((w + 1) & gen_mask);
+      if (slot_word::held(w)) continue;
+      const std::uint64_t s = slot_word::next(w, t);
+      const std::uint64_t mine = (identity << gen_bits) | slot_word::generation(s);
+      // relaxed: ordered before the take CAS by that CAS's release (see the header).
+      const std::uint64_t before = owners[i].exchange(mine, std::memory_order_relaxed);
       // acq_rel/relaxed: see the header.
       if (words[i].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        // relaxed: a lone value, tied to this holding by its generation.
-        owners[i].store((identity << gen_bits) | (s & gen_mask), std::memory_order_relaxed);
         slot = i;
         stamp = s;
         return true;
       }
+      // Lost: put back what this call replaced, unless the owner word moved on.
+      std::uint64_t expect = mine;
+      // relaxed/relaxed: a lone value, as above.
+      owners[i].compare_exchange_strong(expect, before, std::memory_order_relaxed, std::memory_order_relaxed);
     }
     return false;
   }
@@ -122,7 +139,7 @@ struct shared_slots {
     if (slot >= Slots) return false;
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
-    return words[slot].compare_exchange_strong(w, stamp & gen_mask, std::memory_order_acq_rel,
+    return words[slot].compare_exchange_strong(w, slot_word::freed(stamp), std::memory_order_acq_rel,
                                                std::memory_order_relaxed);
   }
 
@@ -130,8 +147,7 @@ struct shared_slots {
   // `stamp` becomes the new value. False once reaped.
   bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
     if (slot >= Slots) return false;
-    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
-    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
     if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -158,9 +174,11 @@ struct shared_slots {
     const bool timed = timeout > 0 && !__builtin_sub_overflow(now.count(), origin, &rel);
     const std::size_t n = static_cast<std::size_t>(limit);
     for (std::size_t i = 0; i < n; ++i) {
-      std::uint64_t w = words[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
-      const std::uint64_t t = w >> gen_bits;
-      if (t == 0) continue;
+      // acquire: pairs with the take CAS (release) so the owner read below is
+      // the holder's name or later (see the header); the CAS re-checks the value.
+      std::uint64_t w = words[i].load(std::memory_order_acquire);
+      if (!slot_word::held(w)) continue;
+      const std::uint64_t t = slot_word::time(w);
       const std::int64_t held_since = static_cast<std::int64_t>(t - 1) * 1000000;
       bool expired = timed && rel >= held_since && rel - held_since >= timeout;
       bool dead = false;
@@ -171,7 +189,8 @@ struct shared_slots {
       }
       if (!expired && !dead) continue;
       // acq_rel/relaxed: see the header.
-      if (words[i].compare_exchange_strong(w, w & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed))
+      if (words[i].compare_exchange_strong(w, slot_word::freed(w), std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
         ++(expired ? by_deadline : by_death);
     }
   }
@@ -180,7 +199,7 @@ struct shared_slots {
   std::uint64_t held() const noexcept {
     std::uint64_t c = 0;
     for (std::size_t i = 0; i < static_cast<std::size_t>(limit); ++i)
-      c += (words[i].load(std::memory_order_relaxed) >> gen_bits) != 0 ? 1 : 0;  // relaxed: a snapshot
+      c += slot_word::held(words[i].load(std::memory_order_relaxed)) ? 1 : 0;  // relaxed: a snapshot
     return c;
   }
 };

@@ -3,21 +3,15 @@
 // account/slot_table.hpp: the table that lets the account take back the
 // concurrency units of hung leases (held past lease_timeout).
 //
-// Contract. One word per slot, {time: 48 bits, generation: 16 bits}. The
-// time is 0 when the word is free, else 1 + the admission time of the lease
-// holding it, in milliseconds from the origin rounded up (so a lease is
-// never reclaimed early). A lease claims a free word (claim) with a CAS that
-// also bumps its generation, and frees it (release) with a CAS from the
-// value it wrote; a reaper (reap) that finds a word past the deadline frees
-// it with the same CAS. Whoever wins returns the unit, so it is returned
-// exactly once. The generation makes a word freed by the reaper and claimed
-// again by a lease with the same admission time (a stale supplied `now`) a
-// different value, so the late holder's CAS cannot free the new holder's
-// word. The generation has 16 bits: if the word were claimed and freed
-// 65,536 times between a reclaim and the late holder's release, every time
-// with the same millisecond stamp (only a supplied `now` that stands still
-// can do that), the late release would free the newest lease's word and one
-// unit would come back while that lease still runs.
+// Contract. One word per slot (detail/slot_word.hpp: held, the lease's
+// admission time in milliseconds from the origin rounded up, so a lease is
+// never reclaimed early, and a generation). A lease claims a free word
+// (claim) with a CAS to the next stamp, and frees it (release) with a CAS
+// from the stamp it wrote; a reaper (reap) that finds a word past the
+// deadline frees it with the same CAS. Whoever wins returns the unit, so it
+// is returned exactly once. A word's stamps never repeat, so a reclaimed
+// holder's late release fails whatever came between (a stale supplied
+// `now` standing still for 65,536 claims included).
 //
 // Layout. A shared table of twice the concurrency limit (at most 2^20
 // words), so a later upgrade still finds room, then limit / 16 words (1 to
@@ -46,6 +40,7 @@
 #include <tollgate/clock.hpp>
 #include <tollgate/detail/atomic.hpp>
 #include <tollgate/detail/shard_counters.hpp>
+#include <tollgate/detail/slot_word.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -59,9 +54,7 @@ namespace detail {
 class slot_table {
  public:
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
-  static constexpr unsigned gen_bits = 16;
-  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
-  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+  static constexpr std::uint64_t max_ms = slot_word::max_ms;
 
   // Builds the table for a concurrency limit; a zero timeout builds none
   // (no lease is ever reclaimed, and claims cost nothing).
@@ -92,7 +85,7 @@ class slot_table {
   // there is no table).
   void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
     if (count_ == 0) return;
-    const std::uint64_t time_part = (ms(now) + 1) << gen_bits;
+    const std::uint64_t t = ms(now) + 1;
     if (shard < detail::thread_shards) {
       // The thread's own words first: only their owner turns a free word
       // held (others only free held words, by CAS), so a plain store claims it.
@@ -101,8 +94,8 @@ class slot_table {
         // relaxed: this thread's own last write, or a CAS that freed the word
         // (a stale `held` only makes us look further).
         const std::uint64_t w = words_[i].load(std::memory_order_relaxed);
-        if ((w >> gen_bits) != 0) continue;  // held
-        const std::uint64_t s = time_part | ((w + 1) & gen_mask);
+        if (slot_word::held(w)) continue;
+        const std::uint64_t s = slot_word::next(w, t);
         // relaxed: no other thread can write a free word of this region, so
         // nothing comes between the load and this store; the CASes that later
         // free it are ordered with it by the word's own modification order.
@@ -118,8 +111,8 @@ class slot_table {
     for (std::size_t k = 0; k < count_; ++k, i = i + 1 == count_ ? 0 : i + 1) {
       // relaxed: only a guess of a free word; the CAS decides.
       std::uint64_t expected = words_[i].load(std::memory_order_relaxed);
-      if ((expected >> gen_bits) != 0) continue;  // held
-      const std::uint64_t s = time_part | ((expected + 1) & gen_mask);
+      if (slot_word::held(expected)) continue;
+      const std::uint64_t s = slot_word::next(expected, t);
       // acq_rel: see the header; acquire on failure is not needed.
       if (words_[i].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
         slot = i;
@@ -135,7 +128,7 @@ class slot_table {
   [[gnu::always_inline]] bool release(std::size_t slot, std::uint64_t stamp) noexcept {
     std::uint64_t expected = stamp;
     // acq_rel/relaxed: as in claim.
-    return words_[slot].compare_exchange_strong(expected, stamp & gen_mask, std::memory_order_acq_rel,
+    return words_[slot].compare_exchange_strong(expected, slot_word::freed(stamp), std::memory_order_acq_rel,
                                                 std::memory_order_relaxed);
   }
 
@@ -145,8 +138,7 @@ class slot_table {
   // the old one fails its CAS). False if a reaper freed it first: the unit
   // has been returned, the lease no longer holds it.
   bool renew(std::size_t slot, std::uint64_t& stamp, nanoseconds now) noexcept {
-    const std::uint64_t t_now = ms(now) + 1, t_old = stamp >> gen_bits;
-    const std::uint64_t s = ((t_now > t_old ? t_now : t_old) << gen_bits) | ((stamp + 1) & gen_mask);
+    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
     std::uint64_t expected = stamp;
     // acq_rel/relaxed: as in claim.
     if (!words_[slot].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -172,13 +164,14 @@ class slot_table {
     std::uint64_t freed = 0;
     for (std::size_t i = 0; i < total_; ++i) {
       std::uint64_t v = words_[i].load(std::memory_order_relaxed);  // relaxed: re-checked by the CAS
-      const std::uint64_t t = v >> gen_bits;
-      if (t == 0) continue;
+      if (!slot_word::held(v)) continue;
+      const std::uint64_t t = slot_word::time(v);
       // Held since (t - 1) ms after the origin, at the latest.
       const std::int64_t since = static_cast<std::int64_t>(t - 1) * 1000000;
       if (rel < since || rel - since < timeout_) continue;
       // acq_rel/relaxed: as in claim.
-      if (words_[i].compare_exchange_strong(v, v & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      if (words_[i].compare_exchange_strong(v, slot_word::freed(v), std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
         give();
         ++freed;
       }
@@ -189,7 +182,7 @@ class slot_table {
   // For tests: how many words are held now.
   std::size_t held() const noexcept {
     std::size_t n = 0;
-    for (std::size_t i = 0; i < total_; ++i) n += (words_[i].load(std::memory_order_relaxed) >> gen_bits) != 0 ? 1 : 0;  // relaxed: a count
+    for (std::size_t i = 0; i < total_; ++i) n += slot_word::held(words_[i].load(std::memory_order_relaxed)) ? 1 : 0;  // relaxed: a count
     return n;
   }
   std::size_t size() const noexcept { return total_; }

@@ -1,0 +1,66 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/slot_word.hpp: the word that records one holding of a concurrency
+// unit, for the account's slot table (account/slot_table.hpp) and the shared
+// account's slots (account/shared_slots.hpp).
+//
+// Layout. {held: 1 bit, time: 47 bits, generation: 16 bits}. The time is 1 +
+// the holding's admission (or last renewal) time in milliseconds after the
+// table's origin, rounded up (so a holding is never reclaimed early). A free
+// word keeps the time and generation of its last holding.
+//
+// Stamps never repeat. Each stamp a word takes (a take or a renewal) is
+// greater than the word's previous one as the pair (time, generation): the
+// generation steps by one, the time never goes back (a stale `now` keeps the
+// later time), and when the generation wraps to 0 the time steps by at least
+// a millisecond. So a holder whose word was reclaimed (past its deadline, or
+// its process called dead) and who is in fact alive can never free a later
+// holding's word, however many takes came between: its release CAS expects
+// a stamp the word will never hold again. (With the time freed to 0 and
+// 16-bit generations, 65,536 takes at one stale millisecond brought the
+// stamp back and the late release freed a live holding's unit.) The price: a
+// holding's recorded time can be later than its own `now`, by the lag of a
+// stale `now` behind the word's last stamp, or by a millisecond per 65,536
+// takes of one word within a millisecond, and it is then reclaimed that much
+// later (the safe side). The time saturates at max_ms + 1 (285 years after
+// the origin); only there could a stamp come back.
+#ifndef TOLLGATE_DETAIL_SLOT_WORD_HPP
+#define TOLLGATE_DETAIL_SLOT_WORD_HPP
+
+#include <tollgate/config.hpp>
+
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+struct slot_word {
+  static constexpr unsigned gen_bits = 16;
+  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
+  static constexpr std::uint64_t held_bit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t max_ms = 9000000000000;  // 285 years: ms * 10^6 fits 63 bits
+
+  static constexpr bool held(std::uint64_t w) noexcept { return (w & held_bit) != 0; }
+  // 1 + the holding's time in ms after the origin (0: never held).
+  static constexpr std::uint64_t time(std::uint64_t w) noexcept { return (w & ~held_bit) >> gen_bits; }
+  static constexpr std::uint64_t generation(std::uint64_t w) noexcept { return w & gen_mask; }
+  // The word once the holding stamped `w` is given back or reclaimed.
+  static constexpr std::uint64_t freed(std::uint64_t w) noexcept { return w & ~held_bit; }
+  // The stamp that follows `w` (a free word for a take, the holding's own
+  // stamp for a renewal) for a holding at `t` = 1 + its ms after the origin.
+  static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
+    const std::uint64_t g = (w + 1) & gen_mask;
+    const std::uint64_t old = time(w);
+    std::uint64_t tt = t > old ? t : old;
+    if (g == 0 && tt == old && tt <= max_ms) ++tt;  // the generation wrapped: move the time on
+    if (tt > max_ms + 1) tt = max_ms + 1;
+    return held_bit | (tt << gen_bits) | g;
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_SLOT_WORD_HPP
