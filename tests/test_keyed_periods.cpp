@@ -54,8 +54,15 @@ std::uint64_t oracle_period(budget_period kind, std::int64_t offset_min, std::in
                                     : walked_months().at(static_cast<std::size_t>(day));
 }
 
-// The first instant (UTC ns) of the day `day` (since 1970-01-01) at the offset.
-std::int64_t day_start(std::int64_t day, std::int64_t offset_min) { return day * day_ns - offset_min * minute_ns; }
+// The first instant (UTC ns) of the day `day` (since 1970-01-01) at the
+// offset, in 128 bits (the last days start past INT64_MAX).
+tgtest::i128 day_start128(std::int64_t day, std::int64_t offset_min) {
+  return static_cast<tgtest::i128>(day) * day_ns - offset_min * minute_ns;
+}
+// The same for days well inside the range.
+std::int64_t day_start(std::int64_t day, std::int64_t offset_min) {
+  return static_cast<std::int64_t>(day_start128(day, offset_min));
+}
 
 hash_seed seed_from(std::uint64_t stream) {
   tgtest::rng g(tgtest::seed_for(stream));
@@ -117,9 +124,9 @@ TEST_CASE("keyed periods: the period of a time matches a walked calendar", "[key
         if (pick == 0) day = static_cast<std::int64_t>(g.between(0, 800));
         else if (pick == 1) day = static_cast<std::int64_t>(g.between(106000, 106752));
         else day = static_cast<std::int64_t>(g.between(0, 106752));
-        const std::int64_t start = day_start(day, off);
+        const tgtest::i128 start = day_start128(day, off);
         for (const std::int64_t d : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{1}, day_ns / 2}) {
-          const tgtest::i128 now128 = static_cast<tgtest::i128>(start) + d;
+          const tgtest::i128 now128 = start + d;
           if (now128 > std::numeric_limits<std::int64_t>::max()) continue;
           const std::int64_t now = static_cast<std::int64_t>(now128);
           const std::uint64_t p = oracle_period(kind, off, now);
@@ -343,16 +350,13 @@ TEST_CASE("keyed periods: per-key oracle over random schedules", "[keyed]") {
       // Time: mostly forward (within the day, to the next boundary, or days
       // on), sometimes back across a boundary.
       const std::uint64_t move = g.between(0, 19);
-      std::int64_t next = now;
-      if (move < 8) next = now + static_cast<std::int64_t>(g.between(0, day_ns / 4));
-      else if (move < 11) {
-        const tgtest::i128 at = static_cast<tgtest::i128>(t.reset_in(ns(now)).count()) + now;
-        next = at > std::numeric_limits<std::int64_t>::max() ? now : static_cast<std::int64_t>(at);
-      }
-      else if (move < 13) next = now + static_cast<std::int64_t>(g.between(1, 70)) * day_ns;
-      else if (move < 15) next = now - static_cast<std::int64_t>(g.between(1, 2 * day_ns));
-      else if (move == 15) next = now - static_cast<std::int64_t>(g.between(1, 40)) * day_ns;
-      if (next < std::numeric_limits<std::int64_t>::max() - 100 * day_ns) now = next;
+      tgtest::i128 next = now;  // 128 bits: the last era runs into the end of the range
+      if (move < 8) next += static_cast<std::int64_t>(g.between(0, day_ns / 4));
+      else if (move < 11) next += t.reset_in(ns(now)).count();
+      else if (move < 13) next += static_cast<std::int64_t>(g.between(1, 70)) * day_ns;
+      else if (move < 15) next -= static_cast<std::int64_t>(g.between(1, 2 * day_ns));
+      else if (move == 15) next -= static_cast<std::int64_t>(g.between(1, 40)) * day_ns;
+      if (next <= std::numeric_limits<std::int64_t>::max()) now = static_cast<std::int64_t>(next);
       const std::uint64_t p = oracle_period(kind, off, now);
       REQUIRE(t.period_at(ns(now)) == p);
       const std::uint64_t key = g.between(0, 5);
