@@ -67,8 +67,8 @@
 //   What a rollover carries is read from a per-entry total of held amounts
 //   that may also count, for a moment, a reserve being decided or a settle
 //   just made: a rollover racing those carries them too (the safe side: the
-//   new period has that much less room). Refusals, and admissions without a
-//   rollover, are exact.
+//   new period has that much less room). Without a rollover racing them,
+//   decisions are exact against the entry's total.
 // Entries stay 64 bytes (the held total takes 8 of the spare bytes).
 //
 // Collisions. Two keys with one 64-bit hash share one entry and its limit
