@@ -34,10 +34,10 @@ constexpr std::int64_t civil_year_start(std::int64_t y) noexcept {
   return 365 * (y - 1970) + civil_leaps_through(y - 1) - civil_leaps_through(1969);
 }
 
-// Days from 1 January of year y to the first of month m (1..12).
-constexpr std::int64_t civil_month_offset(std::int64_t y, unsigned m) noexcept {
+// Days from 1 January to the first of month m (1..12), in a leap year or not.
+constexpr std::int64_t civil_month_offset(bool leap, unsigned m) noexcept {
   constexpr std::int64_t before[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
-  return before[m - 1] + (m > 2 && civil_leap(y) ? 1 : 0);
+  return before[m - 1] + (m > 2 && leap ? 1 : 0);
 }
 
 // Months since 1970-01 of day d (days since 1970-01-01, d >= 0).
@@ -47,15 +47,18 @@ constexpr std::uint64_t civil_month_of_day(std::int64_t d) noexcept {
   std::int64_t y = 1970 + d / 366;
   while (civil_year_start(y + 1) <= d) ++y;
   const std::int64_t day_of_year = d - civil_year_start(y);
-  unsigned m = 12;
-  while (civil_month_offset(y, m) > day_of_year) --m;
+  const bool leap = civil_leap(y);
+  // No month is longer than 31 days, so the month is at least this; the
+  // loop runs at most twice.
+  unsigned m = static_cast<unsigned>(day_of_year / 31) + 1;
+  while (m < 12 && civil_month_offset(leap, m + 1) <= day_of_year) ++m;
   return static_cast<std::uint64_t>((y - 1970) * 12 + static_cast<std::int64_t>(m) - 1);
 }
 
 // The first day (days since 1970-01-01) of month q (months since 1970-01).
 constexpr std::int64_t civil_month_start(std::uint64_t q) noexcept {
   const std::int64_t y = 1970 + static_cast<std::int64_t>(q / 12);
-  return civil_year_start(y) + civil_month_offset(y, static_cast<unsigned>(q % 12) + 1);
+  return civil_year_start(y) + civil_month_offset(civil_leap(y), static_cast<unsigned>(q % 12) + 1);
 }
 
 enum class period_kind : std::uint8_t { none, day, month };
@@ -76,8 +79,11 @@ struct calendar_periods {
     if (kind == period_kind::none) return 0;
     const i128 local = static_cast<i128>(now) + offset_ns;
     if (local < 0) return 0;
-    // Fits int64 days: |local| < 2^63 + 1 day.
-    const std::int64_t days = static_cast<std::int64_t>(local / day_ns);
+    // A 64-bit division wherever it fits (the 128-bit one is a library
+    // call); the days fit int64 either way (local < 2^63 + 1 day).
+    const std::int64_t days = local <= std::numeric_limits<std::int64_t>::max()
+                                  ? static_cast<std::int64_t>(local) / day_ns
+                                  : static_cast<std::int64_t>(local / day_ns);
     return kind == period_kind::day ? static_cast<std::uint64_t>(days) : civil_month_of_day(days);
   }
   // When period q starts (ns since 1970-01-01Z; may lie outside int64).
