@@ -36,10 +36,11 @@
 // reserve or settle on a key whose `now` is in a later period than its
 // entry's, the entry moves to that period, its settled total starts over,
 // and what the key's reservations still hold is carried into the new period
-// as committed. So the guarantee above holds per period: within each
-// period, what is settled into it plus what is held in it stays within the
-// limit, so the settled total of every period is within the limit when
-// every call settles at or below what it reserved. The rules at the edges:
+// as committed. So the guarantee above holds per period: a reservation is
+// admitted only while what is settled in the period plus what is held stays
+// within the limit, and the settled total of every period is within the
+// limit when every call settles at or below what it reserved. The rules at
+// the edges:
 // - A reservation admitted in period P and settled in P+1 or later is
 //   charged to the period of the settle (its amount was carried into each
 //   period since, as committed, and its cost replaces it there); P keeps
@@ -58,8 +59,7 @@
 //   rest of the period (a new period starts over).
 // - A key whose entry is new (first seen, erased, reclaimed with idle)
 //   starts with a whole budget in the period of its `now`. erase() and
-//   idle reuse are resets, as above; no key is reclaimed for its period
-//   ending (an entry keeps its key; only idle reuse frees one).
+//   idle reuse are resets, as above; a period ending frees no entry.
 // - Threads. The period in the word only grows, and every rollover is a CAS
 //   on the word that names the period it leaves, so a call that stalled
 //   across a rollover cannot reset the newer period's total nor charge into
@@ -79,7 +79,10 @@
 // limited, `missing` set) without claiming an entry for a new key; so is
 // one that does not fit what is left. A key holding about max_held (16383)
 // reservations at once is refused (status limited, `busy` set). A bad
-// class index is keyed_status::bad_class. Limits are positive money.
+// class index is keyed_status::bad_class. Limits are positive money. With
+// a period, a reserve is also refused (`busy`) when the amounts held and
+// in flight on its entry would pass 2^63 nano-units (over 2,000 calls of
+// near the largest limit at once).
 //
 // Concurrency contract. Every member function is thread-safe and
 // lock-free except as keyed/claim.hpp states for claims of one new key
