@@ -520,3 +520,30 @@ TEST_CASE("keyed periods: threads racing rollovers on a shared clock", "[keyed]"
     CHECK(t.remaining(k, 0, ns(end + day_ns)).nanos() == limit);
   }
 }
+
+// keyed_budget_reuse::idle with a period: an entry holding nothing may go
+// to another key (the user said budgets reset), and the key that comes back
+// starts over in the period of its `now`; one holding a reservation, even
+// across a boundary, stays the key's.
+TEST_CASE("keyed periods: idle reuse reclaims only entries that hold nothing", "[keyed]") {
+  budgets t(1, {usd::from_units(10)}, seed_from(0x1d1e), cal(budget_period::month, 0), keyed_budget_reuse::idle, 1);
+  const std::int64_t jan = 19723 * day_ns, feb = 19754 * day_ns;  // 2024-01-01, 2024-02-01
+  keyed_reservation<usd_tag> a = t.reserve(std::uint64_t{1}, 0, usd::from_units(8), ns(jan));
+  REQUIRE(a);
+  // Held across the boundary: the one entry stays key 1's.
+  CHECK(t.reserve(std::uint64_t{2}, 0, usd::from_units(1), ns(feb)).status == keyed_status::table_full);
+  CHECK(t.remaining(std::uint64_t{1}, 0, ns(feb)) == usd::from_units(2));
+  CHECK(t.settle(a, usd::from_units(8), ns(feb)) == usd());
+  CHECK(a.period() == t.period_at(ns(feb)));
+  CHECK(t.spent(std::uint64_t{1}, ns(feb)) == usd::from_units(8));
+  // Holding nothing: key 2 takes the entry, in its own period.
+  keyed_reservation<usd_tag> b = t.reserve(std::uint64_t{2}, 0, usd::from_units(3), ns(jan));
+  REQUIRE(b);
+  CHECK(b.period() == t.period_at(ns(jan)));
+  CHECK_FALSE(t.contains(std::uint64_t{1}));
+  t.release(b, ns(jan));
+  // Key 1 comes back with a whole budget (the reset idle reuse means).
+  keyed_reservation<usd_tag> c = t.reserve(std::uint64_t{1}, 0, usd::from_units(10), ns(feb));
+  CHECK(c);
+  CHECK(c.period() == t.period_at(ns(feb)));
+}
