@@ -422,3 +422,57 @@ TEST_CASE("checker: keyed_windows, eviction racing an admission on the evicted e
   CHECK(r.complete);
   CHECK(r.failure == "");
 }
+
+namespace {
+
+// keyed_budgets with a day period (limit 2 nano-units a day, one key, one
+// entry): two threads reserve 1 and settle 1 twice each, the first round at
+// day 1 while the entry is still in day 0 (so both race to roll it over),
+// the second of thread 2 with a stale `now` back in day 0. A rollover that
+// stalled between reading the word and writing it must not reset day 1's
+// total under the other thread's admissions, and a stale `now` must not
+// charge day 0: every day's settled total is at most 2, and once both are
+// done nothing is held (day 2 has the whole limit).
+struct period_exec : execution {
+  static constexpr std::int64_t day = 86400 * sec;
+  keyed_budgets<usd_tag, self_hash> t{1, {usd::from_nanos(2)}, hash_seed{}, budget_calendar{budget_period::day, {}},
+                                      keyed_budget_reuse::never, 1};
+  std::map<std::uint64_t, std::int64_t> charged;  // day -> settled
+  explicit period_exec(scheduler& s) {
+    keyed_reservation<usd_tag> r = t.reserve(std::uint64_t{1}, 0, usd::from_nanos(1), ns(0));
+    t.release(r, ns(0));  // the key's entry, in day 0
+    for (const int th : {0, 1}) {
+      bodies.push_back([this, &s, th] {
+        for (int round = 0; round < 2; ++round) {
+          const std::int64_t now = th == 1 && round == 1 ? 0 : day;
+          keyed_reservation<usd_tag> x = t.reserve(std::uint64_t{1}, 0, usd::from_nanos(1), ns(now));
+          s.note("thread " + std::to_string(th) + " reserve at day " + std::to_string(now / day) + ": " +
+                 to_string(x.status) + " in day " + std::to_string(x.period()));
+          if (!x) continue;
+          (void)t.settle(x, usd::from_nanos(1), ns(now));
+          charged[x.period()] += 1;
+        }
+      });
+    }
+  }
+  std::string check(const scheduler::outcome&) override {
+    for (const auto& kv : charged)
+      if (kv.second > 2) return std::to_string(kv.second) + " settled in day " + std::to_string(kv.first) + " (limit 2)";
+    if (t.remaining(std::uint64_t{1}, 0, ns(2 * day)).nanos() != 2) return "something still held after every settle";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_budgets with a day period, rollovers racing and a stale now", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed budgets day rollover race, cap 1", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<period_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
