@@ -11553,6 +11553,52 @@ TOLLGATE_END_NAMESPACE
 // never reclaimed under it, and an erased one stays out of use until the
 // reservations held on it are settled or dropped, into it.
 //
+// Periods. A table built with a budget_calendar resets its budgets on a
+// calendar period of one fixed UTC offset (the whole table: a table per
+// period), read from system_clock time (ns since 1970-01-01Z; the
+// overloads without `now` read system_clock): budget_period::day (from
+// midnight to midnight) or month (from midnight of the first), exact
+// Gregorian months and leap years (detail/civil.hpp), in a zone such as
+// +05:45 or -12:00. The default, none, is the behaviour above: no time at
+// all. Each entry's totals are one word {period, committed}: at the first
+// reserve or settle on a key whose `now` is in a later period than its
+// entry's, the entry moves to that period, its settled total starts over,
+// and what the key's reservations still hold is carried into the new period
+// as committed. So the guarantee above holds per period: a reservation is
+// admitted only while what is settled in the period plus what is held stays
+// within the limit, and the settled total of every period is within the
+// limit when every call settles at or below what it reserved. The rules at
+// the edges:
+// - A reservation admitted in period P and settled in P+1 or later is
+//   charged to the period of the settle (its amount was carried into each
+//   period since, as committed, and its cost replaces it there); P keeps
+//   none of it as settled. reservation.period() names the period charged.
+//   One dropped unsettled stays committed in the period of the drop and is
+//   carried no further. spent() is the settled total of the entry's period.
+// - A `now` before the entry's period (time going backwards, across a
+//   boundary or not) is decided in the entry's period, against its total:
+//   it never reopens an earlier period's room. So one call at a bogus
+//   far-future `now` moves the key into that period for good; erase() is the
+//   way out. Times before 1970-01-01 at the offset are all in period 0.
+// - Every int64 `now` has an exact period (the year 2262 is month 3507).
+//   Limits are at most max_day_limit (about 140,737 units of the currency)
+//   for days and max_month_limit (about 4.5 million) for months: the period
+//   index shares the word; totals past that saturate as above, for the
+//   rest of the period (a new period starts over).
+// - A key whose entry is new (first seen, erased, reclaimed with idle)
+//   starts with a whole budget in the period of its `now`. erase() and
+//   idle reuse are resets, as above; a period ending frees no entry.
+// - Threads. The period in the word only grows, and every rollover is a CAS
+//   on the word that names the period it leaves, so a call that stalled
+//   across a rollover cannot reset the newer period's total nor charge into
+//   the finished one (its CAS fails; it decides again in the word's period).
+//   What a rollover carries is read from a per-entry total of held amounts
+//   that may also count, for a moment, a reserve being decided or a settle
+//   just made: a rollover racing those carries them too (the safe side: the
+//   new period has that much less room). Without a rollover racing them,
+//   decisions are exact against the entry's total.
+// Entries stay 64 bytes (the held total takes 8 of the spare bytes).
+//
 // Collisions. Two keys with one 64-bit hash share one entry and its limit
 // (the conservative side); keyed_buckets.hpp states the probabilities.
 //
@@ -11561,7 +11607,10 @@ TOLLGATE_END_NAMESPACE
 // limited, `missing` set) without claiming an entry for a new key; so is
 // one that does not fit what is left. A key holding about max_held (16383)
 // reservations at once is refused (status limited, `busy` set). A bad
-// class index is keyed_status::bad_class. Limits are positive money.
+// class index is keyed_status::bad_class. Limits are positive money. With
+// a period, a reserve is also refused (`busy`) when the amounts held and
+// in flight on its entry would pass 2^63 nano-units (over 2,000 calls of
+// near the largest limit at once).
 //
 // Concurrency contract. Every member function is thread-safe and
 // lock-free except as keyed/claim.hpp states for claims of one new key
@@ -11574,13 +11623,123 @@ TOLLGATE_END_NAMESPACE
 #ifndef TOLLGATE_KEYED_BUDGETS_HPP
 #define TOLLGATE_KEYED_BUDGETS_HPP
 
+// #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/civil.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// detail/civil.hpp: exact proleptic Gregorian arithmetic on whole days since
+// 1970-01-01, and the calendar periods (days, months) of a fixed UTC offset
+// that keyed_budgets resets on. Integers only: no <chrono> calendar types
+// (C++17), no floating point, no table beyond the month lengths. Nothing here
+// is public API.
+//
+// Periods are counted from the one that holds 1970-01-01 00:00 at the offset
+// (index 0); every time before it is in period 0 too (as calendar_quota counts
+// its days). A `now` is a system_clock reading (ns since 1970-01-01Z), taken
+// in 128 bits with the offset, so every int64 `now` has an exact period:
+// at most 106,753 days or 3,508 months, so a day index fits 17 bits and a
+// month index 12.
+#ifndef TOLLGATE_DETAIL_CIVIL_HPP
+#define TOLLGATE_DETAIL_CIVIL_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/arith.hpp>  (already above)
+
+#include <cstdint>
+#include <limits>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+constexpr bool civil_leap(std::int64_t y) noexcept { return y % 4 == 0 && (y % 100 != 0 || y % 400 == 0); }
+
+// Leap years among 1..n (n >= 0).
+constexpr std::int64_t civil_leaps_through(std::int64_t n) noexcept { return n / 4 - n / 100 + n / 400; }
+
+// Days from 1970-01-01 to 1 January of year y (y >= 1970).
+constexpr std::int64_t civil_year_start(std::int64_t y) noexcept {
+  return 365 * (y - 1970) + civil_leaps_through(y - 1) - civil_leaps_through(1969);
+}
+
+// Days from 1 January to the first of month m (1..12), in a leap year or not.
+constexpr std::int64_t civil_month_offset(bool leap, unsigned m) noexcept {
+  constexpr std::int64_t before[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+  return before[m - 1] + (m > 2 && leap ? 1 : 0);
+}
+
+// Months since 1970-01 of day d (days since 1970-01-01, d >= 0).
+constexpr std::uint64_t civil_month_of_day(std::int64_t d) noexcept {
+  // d / 366 is at most the year offset; a year is 365 or 366 days, so the
+  // guess is short by at most d / 366 - d / 365.25 + 1: a few steps.
+  std::int64_t y = 1970 + d / 366;
+  while (civil_year_start(y + 1) <= d) ++y;
+  const std::int64_t day_of_year = d - civil_year_start(y);
+  const bool leap = civil_leap(y);
+  // No month is longer than 31 days, so the month is at least this; the
+  // loop runs at most twice.
+  unsigned m = static_cast<unsigned>(day_of_year / 31) + 1;
+  while (m < 12 && civil_month_offset(leap, m + 1) <= day_of_year) ++m;
+  return static_cast<std::uint64_t>((y - 1970) * 12 + static_cast<std::int64_t>(m) - 1);
+}
+
+// The first day (days since 1970-01-01) of month q (months since 1970-01).
+constexpr std::int64_t civil_month_start(std::uint64_t q) noexcept {
+  const std::int64_t y = 1970 + static_cast<std::int64_t>(q / 12);
+  return civil_year_start(y) + civil_month_offset(civil_leap(y), static_cast<unsigned>(q % 12) + 1);
+}
+
+enum class period_kind : std::uint8_t { none, day, month };
+
+// The periods of one calendar: which period a `now` is in, and when one
+// starts. Plain values, fixed at construction.
+struct calendar_periods {
+  static constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
+  // Above every index an int64 `now` maps to, with the offset.
+  static constexpr std::uint64_t max_day_index = 106753, max_month_index = 3508;
+
+  period_kind kind = period_kind::none;
+  std::int64_t offset_ns = 0;  // the zone's offset from UTC, at most +-24 h
+
+  // The period of `now`; 0 for `none` and for every time before 1970-01-01
+  // at the offset.
+  constexpr std::uint64_t index(std::int64_t now) const noexcept {
+    if (kind == period_kind::none) return 0;
+    const i128 local = static_cast<i128>(now) + offset_ns;
+    if (local < 0) return 0;
+    // A 64-bit division wherever it fits (the 128-bit one is a library
+    // call); the days fit int64 either way (local < 2^63 + 1 day).
+    const std::int64_t days = local <= std::numeric_limits<std::int64_t>::max()
+                                  ? static_cast<std::int64_t>(local) / day_ns
+                                  : static_cast<std::int64_t>(local / day_ns);
+    return kind == period_kind::day ? static_cast<std::uint64_t>(days) : civil_month_of_day(days);
+  }
+  // When period q starts (ns since 1970-01-01Z; may lie outside int64).
+  constexpr i128 start(std::uint64_t q) const noexcept {
+    const std::int64_t days = kind == period_kind::day ? static_cast<std::int64_t>(q) : civil_month_start(q);
+    return static_cast<i128>(days) * day_ns - offset_ns;
+  }
+  // From `now` to the start of the next period: at least 1 ns, INT64_MAX
+  // when that start is INT64_MAX or more ns away (or never, for `none`).
+  constexpr std::int64_t reset_in(std::int64_t now) const noexcept {
+    constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
+    if (kind == period_kind::none) return top;
+    const i128 gap = start(index(now) + 1) - now;
+    return gap >= top ? top : gap < 1 ? 1 : static_cast<std::int64_t>(gap);
+  }
+};
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_DETAIL_CIVIL_HPP
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/keyed/claim.hpp>  (already above)
 // #include <tollgate/keyed/key.hpp>  (already above)
 // #include <tollgate/money.hpp>  (already above)
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -11591,8 +11750,14 @@ TOLLGATE_END_NAMESPACE
 TOLLGATE_BEGIN_NAMESPACE
 namespace detail {
 struct keyed_budget_state {
-  atomic<std::int64_t> committed{0};  // reserved + settled, nano-units; negative: saturated (budget.hpp)
-  atomic<std::int64_t> spent{0};      // settled, nano-units
+  // Without a period: reserved + settled, nano-units; negative: saturated
+  // (budget.hpp). With one: the word {period, committed} (keyed_budgets).
+  atomic<std::int64_t> committed{0};
+  atomic<std::int64_t> spent{0};  // settled, nano-units; with a period the word {period, spent}
+  // With a period: what the reservations pinning the entry hold (or are
+  // about to hold, or have just settled), nano-units: what a rollover
+  // carries. Unused without a period.
+  atomic<std::int64_t> held{0};
 };
 using keyed_budget_slots = keyed_slots<keyed_budget_state>;
 }  // namespace detail
@@ -11600,6 +11765,17 @@ using keyed_budget_slots = keyed_slots<keyed_budget_state>;
 enum class keyed_budget_reuse : std::uint8_t {
   never,  // only erase() frees an entry
   idle,   // budgets reset: an entry with no reservation held may be reclaimed
+};
+
+// The calendar period a table's budgets reset on (see the header).
+enum class budget_period : std::uint8_t {
+  none,   // never (only erase, or reuse idle): the default
+  day,    // at every midnight of the offset
+  month,  // at midnight of the first of every month of the offset
+};
+struct budget_calendar {
+  budget_period period = budget_period::none;
+  std::chrono::minutes utc_offset{0};  // the zone whose midnight resets (+05:45 is 345); at most +-24 h
 };
 
 template <class C>
@@ -11628,10 +11804,21 @@ class keyed_reservation {
   // Whether it still holds money (admitted, not settled, not dropped).
   bool held() const noexcept { return owner_ != nullptr; }
 
-  // Unpins its entry without settling: its money stays committed.
+  // With a period: the period (keyed_budgets::period_at) its money counts
+  // in: the one it was admitted in, and once settled the one it was charged
+  // to. 0 without a period.
+  std::uint64_t period() const noexcept { return period_; }
+
+  // Unpins its entry without settling: its money stays committed (with a
+  // period: in the entry's period of the moment, and no later one).
   void drop() noexcept {
     if (owner_ == nullptr) return;
-    detail::keyed_budget_slots::unpin((*owner_)[slot_]);
+    auto& e = (*owner_)[slot_];
+    // seq_cst: ends our part of what a rollover carries (keyed_budgets,
+    // reserve_periodic); our pin (unpinned below) keeps the entry ours.
+    if (carries_) (void)e.s.held.fetch_sub(amount.nanos(), std::memory_order_seq_cst);
+    carries_ = false;
+    detail::keyed_budget_slots::unpin(e);
     owner_ = nullptr;
   }
 
@@ -11646,9 +11833,13 @@ class keyed_reservation {
     saturated = o.saturated;
     owner_ = std::exchange(o.owner_, nullptr);
     slot_ = o.slot_;
+    period_ = o.period_;
+    carries_ = std::exchange(o.carries_, false);
   }
   detail::keyed_budget_slots* owner_ = nullptr;  // set while it pins its entry
   std::size_t slot_ = 0;
+  std::uint64_t period_ = 0;
+  bool carries_ = false;  // its amount is in the entry's `held` (a table with a period)
 };
 
 template <class Currency = usd_tag, class Hash = sip_key_hash>
@@ -11660,6 +11851,10 @@ class keyed_budgets {
   static constexpr std::size_t max_classes = 64;
   static constexpr std::size_t default_window = 16;
   static constexpr std::uint64_t max_held = S::max_held;
+  // The largest limit of a table with a period, in nano-units: the period
+  // index shares the committed total's word (17 bits for days, 12 for months).
+  static constexpr std::int64_t max_day_limit = (std::int64_t{1} << 47) - 2;
+  static constexpr std::int64_t max_month_limit = (std::int64_t{1} << 52) - 2;
 
   // Throws config_error (or aborts without exceptions) on a bad
   // configuration: capacity, window or limit list empty, or a limit not
@@ -11669,7 +11864,7 @@ class keyed_budgets {
   keyed_budgets(std::size_t capacity, const std::vector<M>& limits, hash_seed seed,
                 keyed_budget_reuse reuse = keyed_budget_reuse::never, std::size_t window = default_window)
       : hash_(seed), reuse_(reuse) {
-    const errc e = init(capacity, limits, window);
+    const errc e = init(capacity, limits, window, budget_calendar{});
     if (e != errc::ok) detail::fail(e);
   }
   // Never throws: on a bad configuration sets `ec` and builds a table that
@@ -11677,27 +11872,52 @@ class keyed_budgets {
   keyed_budgets(std::size_t capacity, const std::vector<M>& limits, hash_seed seed, keyed_budget_reuse reuse,
                 std::size_t window, errc& ec) noexcept
       : hash_(seed), reuse_(reuse) {
-    ec = init(capacity, limits, window);
+    ec = init(capacity, limits, window, budget_calendar{});
+  }
+  // Budgets that reset on a calendar period (see the header). Also
+  // errc::too_large for an offset beyond +-24 h, an unknown period, or a
+  // limit above max_day_limit (day) or max_month_limit (month).
+  keyed_budgets(std::size_t capacity, const std::vector<M>& limits, hash_seed seed, budget_calendar calendar,
+                keyed_budget_reuse reuse = keyed_budget_reuse::never, std::size_t window = default_window)
+      : hash_(seed), reuse_(reuse) {
+    const errc e = init(capacity, limits, window, calendar);
+    if (e != errc::ok) detail::fail(e);
+  }
+  keyed_budgets(std::size_t capacity, const std::vector<M>& limits, hash_seed seed, budget_calendar calendar,
+                keyed_budget_reuse reuse, std::size_t window, errc& ec) noexcept
+      : hash_(seed), reuse_(reuse) {
+    ec = init(capacity, limits, window, calendar);
   }
   keyed_budgets(const keyed_budgets&) = delete;
   keyed_budgets& operator=(const keyed_budgets&) = delete;
 
   // Holds `amount` of the key's budget if it fits (claiming an entry with
-  // class `cls` if the key has none).
+  // class `cls` if the key has none). `now` (system_clock time: ns since
+  // 1970-01-01Z) names the period; without it a table with a period reads
+  // system_clock, one without ignores time.
   keyed_reservation<Currency> reserve(std::uint64_t id, std::size_t cls, M amount) noexcept {
-    return reserve_hash(hash_(id), cls, amount);
+    return reserve_hash(hash_(id), cls, amount, clock_now());
   }
   keyed_reservation<Currency> reserve(std::string_view key, std::size_t cls, M amount) noexcept {
-    return reserve_hash(hash_(key), cls, amount);
+    return reserve_hash(hash_(key), cls, amount, clock_now());
+  }
+  keyed_reservation<Currency> reserve(std::uint64_t id, std::size_t cls, M amount, nanoseconds now) noexcept {
+    return reserve_hash(hash_(id), cls, amount, now);
+  }
+  keyed_reservation<Currency> reserve(std::string_view key, std::size_t cls, M amount, nanoseconds now) noexcept {
+    return reserve_hash(hash_(key), cls, amount, now);
   }
 
   // Records the actual cost of a reservation of this table and frees the
   // rest of it; returns reserved - actual (negative: an overspend, still
   // recorded). Nothing for one not held (refused, settled, dropped) or of
-  // another table. A negative cost counts as zero.
-  M settle(keyed_reservation<Currency>& r, M actual) noexcept {
+  // another table. A negative cost counts as zero. With a period the cost
+  // counts in the entry's period at `now` (or later, see the header).
+  M settle(keyed_reservation<Currency>& r, M actual) noexcept { return settle(r, actual, clock_now()); }
+  M settle(keyed_reservation<Currency>& r, M actual, nanoseconds now) noexcept {
     if (r.owner_ != &slots_) return M();
     if (actual.nanos() < 0) actual = M();
+    if (periodic()) return settle_periodic(r, actual.nanos(), cal_.index(now.count()));
     typename S::entry& e = slots_[r.slot_];
     // acq_rel: as budget.hpp's committed total; our pin keeps the entry
     // this key's, and the unpin below (release) publishes both totals.
@@ -11708,14 +11928,36 @@ class keyed_budgets {
   }
   // Gives the whole reservation back (the call was not billed).
   void release(keyed_reservation<Currency>& r) noexcept { (void)settle(r, M()); }
+  void release(keyed_reservation<Currency>& r, nanoseconds now) noexcept { (void)settle(r, M(), now); }
 
   // What the key may still reserve: its entry's, or a whole class `cls`
-  // budget when it has none (peek); zero for a bad class index.
-  M remaining(std::uint64_t id, std::size_t cls) const noexcept { return remaining_hash(hash_(id), cls); }
-  M remaining(std::string_view key, std::size_t cls) const noexcept { return remaining_hash(hash_(key), cls); }
-  // What the key's entry has settled (peek); zero when it has none.
-  M spent(std::uint64_t id) const noexcept { return spent_hash(hash_(id)); }
-  M spent(std::string_view key) const noexcept { return spent_hash(hash_(key)); }
+  // budget when it has none (peek); zero for a bad class index. With a
+  // period, as at `now`: in a later period than the entry's, what a
+  // rollover would leave (the limit less what is held).
+  M remaining(std::uint64_t id, std::size_t cls) const noexcept { return remaining_hash(hash_(id), cls, clock_now()); }
+  M remaining(std::string_view key, std::size_t cls) const noexcept {
+    return remaining_hash(hash_(key), cls, clock_now());
+  }
+  M remaining(std::uint64_t id, std::size_t cls, nanoseconds now) const noexcept {
+    return remaining_hash(hash_(id), cls, now);
+  }
+  M remaining(std::string_view key, std::size_t cls, nanoseconds now) const noexcept {
+    return remaining_hash(hash_(key), cls, now);
+  }
+  // What the key's entry has settled (peek); zero when it has none. With a
+  // period: in the entry's period, zero once `now` is in a later one.
+  M spent(std::uint64_t id) const noexcept { return spent_hash(hash_(id), clock_now()); }
+  M spent(std::string_view key) const noexcept { return spent_hash(hash_(key), clock_now()); }
+  M spent(std::uint64_t id, nanoseconds now) const noexcept { return spent_hash(hash_(id), now); }
+  M spent(std::string_view key, nanoseconds now) const noexcept { return spent_hash(hash_(key), now); }
+
+  // The period `now` is in (days or months since the one holding
+  // 1970-01-01 00:00 at the offset; 0 before it, and always 0 without a
+  // period), and the time from `now` to the next reset (at least 1 ns;
+  // INT64_MAX without a period or when it is that far).
+  std::uint64_t period_at(nanoseconds now) const noexcept { return cal_.index(now.count()); }
+  nanoseconds reset_in(nanoseconds now) const noexcept { return nanoseconds(cal_.reset_in(now.count())); }
+  budget_calendar calendar() const noexcept { return calendar_; }
 
   // Forgets the key's budget (an explicit reset; see the header). Returns
   // whether it had an entry.
@@ -11734,18 +11976,25 @@ class keyed_budgets {
   static constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
   static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
 
-  errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window) {
-    if (capacity == 0 || window == 0 || limits.empty()) return errc::zero_count;
-    if (limits.size() > max_classes || capacity > (std::size_t{1} << 40)) return errc::too_large;
-    std::vector<std::int64_t> ls;
-    ls.reserve(limits.size());
-    for (const M& l : limits) {
-      if (l.nanos() <= 0) return errc::zero_count;
-      ls.push_back(l.nanos());
-    }
-    slots_.init(capacity, window);
-    limits_ = std::move(ls);
-    return errc::ok;
+  errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window, budget_calendar cal);  // budget_ops.hpp
+
+  bool periodic() const noexcept { return cal_.kind != detail::period_kind::none; }
+  nanoseconds clock_now() const noexcept { return periodic() ? system_clock::now() : nanoseconds(0); }
+
+  // The word {period, value} of a table with a period: the period in the top
+  // 64 - shift_ bits, the value below; a value of all ones is the saturated
+  // mark. Stored in the int64 atomics as the same bits.
+  std::uint64_t value_mask() const noexcept { return (std::uint64_t{1} << shift_) - 1; }
+  std::uint64_t pack(std::uint64_t period, std::uint64_t value) const noexcept { return (period << shift_) | value; }
+  std::uint64_t period_of_word(std::uint64_t w) const noexcept { return w >> shift_; }
+  static std::uint64_t bits(std::int64_t v) noexcept { return static_cast<std::uint64_t>(v); }
+  static std::int64_t word(std::uint64_t w) noexcept { return static_cast<std::int64_t>(w); }
+  // v + d for a value of the word, saturating at the mark, never below 0.
+  std::uint64_t add_value(std::uint64_t v, std::int64_t d) const noexcept {
+    const std::uint64_t mark = value_mask();
+    if (v >= mark) return mark;
+    if (d < 0) return bits(-(d + 1)) + 1 >= v ? 0 : v - (bits(-(d + 1)) + 1);
+    return bits(d) >= mark - v ? mark : v + bits(d);
   }
 
   static keyed_reservation<Currency> refused(M amount, std::int64_t missing, keyed_status s) noexcept {
@@ -11762,56 +12011,57 @@ class keyed_budgets {
     return miss;
   }
 
-  keyed_reservation<Currency> reserve_hash(std::uint64_t h, std::size_t cls, M amount) noexcept {
-    if (cls >= limits_.size()) return refused(amount, 0, keyed_status::bad_class);
-    if (amount.nanos() <= 0) return refused(M(), 0, keyed_status::admitted);  // holds nothing
-    std::size_t slot = 0, c = cls;
-    std::uint64_t pins = 0;
-    for (;;) {
-      if (slots_.pin(h, slot, c, &pins)) break;
-      if (amount.nanos() > limits_[cls])
-        return refused(amount, shortfall(0, amount.nanos(), limits_[cls]), keyed_status::limited);
-      const bool idle = reuse_ == keyed_budget_reuse::idle;
-      // No pin (checked by the claim): no reservation held. Reused only when
-      // the user said budgets reset.
-      auto reusable = [idle](typename S::entry&, std::size_t) { return idle; };
-      auto start = [](typename S::entry& e) {
-        // relaxed: published by the claim's publish CAS (a release).
-        e.s.committed.store(0, std::memory_order_relaxed);
-        e.s.spent.store(0, std::memory_order_relaxed);
-      };
-      const detail::claim_outcome o = slots_.claim(h, cls, 0, slot, reusable, start);
-      if (o == detail::claim_outcome::retry) continue;
-      if (o == detail::claim_outcome::full) return refused(amount, 0, keyed_status::table_full);
-      c = cls;
-      pins = 0;
-      break;
-    }
-    typename S::entry& e = slots_[slot];
-    const std::int64_t limit = limits_[c];
-    if (pins >= max_held) {
-      S::unpin(e);
-      keyed_reservation<Currency> r = refused(amount, 0, keyed_status::limited);
-      r.busy = true;
-      return r;
-    }
-    // acquire / acq_rel: budget.hpp's orders on the committed total.
-    std::int64_t w = e.s.committed.load(std::memory_order_acquire);
+  // Defined in keyed/budget_ops.hpp.
+  keyed_reservation<Currency> reserve_hash(std::uint64_t h, std::size_t cls, M amount, nanoseconds now) noexcept;
+
+  // A reservation in a table with a period (the entry pinned by us): the
+  // rollover protocol is stated with it, in keyed/budget_ops.hpp.
+  keyed_reservation<Currency> reserve_periodic(typename S::entry& e, std::size_t slot, std::int64_t limit, M amount,
+                                               std::uint64_t p) noexcept;
+  keyed_reservation<Currency> refuse_announced(typename S::entry& e, std::int64_t a, std::int64_t missing,
+                                               bool saturated) noexcept {
+    // seq_cst: withdraws our announcement (the protocol of reserve_periodic).
+    (void)e.s.held.fetch_sub(a, std::memory_order_seq_cst);
+    S::unpin(e);
+    keyed_reservation<Currency> r = refused(M::from_nanos(a), missing, keyed_status::limited);
+    r.saturated = saturated;
+    return r;
+  }
+  // held += a unless it would pass INT64_MAX. seq_cst: the protocol of
+  // reserve_periodic; a failed CAS only reloads.
+  static bool announce(detail::atomic<std::int64_t>& held, std::int64_t a) noexcept {
+    std::int64_t c = held.load(std::memory_order_seq_cst);
     for (;;) {
       std::int64_t next = 0;
-      if (w < 0 || __builtin_add_overflow(w, amount.nanos(), &next) || next > limit) {
-        S::unpin(e);
-        keyed_reservation<Currency> r = refused(amount, w < 0 ? top : shortfall(w, amount.nanos(), limit),
-                                                keyed_status::limited);
-        r.saturated = w < 0;
-        return r;
-      }
-      if (e.s.committed.compare_exchange_weak(w, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+      if (__builtin_add_overflow(c, a, &next)) return false;
+      if (held.compare_exchange_weak(c, next, std::memory_order_seq_cst, std::memory_order_seq_cst)) return true;
     }
-    keyed_reservation<Currency> r = refused(amount, 0, keyed_status::admitted);
-    r.owner_ = &slots_;  // the pin stays until settle or drop
-    r.slot_ = slot;
-    return r;
+  }
+  // The committed total a decision at period p would start from: the word's
+  // value in its own period or a later p's rollover (what is held); -1 when
+  // saturated. A peek: seq_cst loads only because they cost nothing more.
+  std::int64_t committed_view(const typename S::entry& e, std::uint64_t p) const noexcept {
+    const std::uint64_t w = bits(e.s.committed.load(std::memory_order_seq_cst));  // seq_cst: see above
+    if (period_of_word(w) < p) return e.s.held.load(std::memory_order_seq_cst);    // seq_cst: see above
+    return (w & value_mask()) == value_mask() ? -1 : word(w & value_mask());
+  }
+
+  // Defined in keyed/budget_ops.hpp.
+  M settle_periodic(keyed_reservation<Currency>& r, std::int64_t actual, std::uint64_t p) noexcept;
+  // The spent word {period, settled}: a statistic of the word's period.
+  void add_spent_periodic(detail::atomic<std::int64_t>& t, std::uint64_t at, std::int64_t d) const noexcept {
+    // relaxed: a statistic; the loop only recomputes from the value.
+    std::uint64_t c = bits(t.load(std::memory_order_relaxed));
+    for (;;) {
+      const std::uint64_t q = period_of_word(c);
+      if (q > at) return;  // a later period's: ours is over
+      const std::uint64_t v = q < at ? 0 : c & value_mask();
+      const std::uint64_t next = pack(at, bits(d) >= value_mask() - v ? value_mask() : v + bits(d));
+      if (next == c) return;
+      std::int64_t expect = word(c);
+      if (t.compare_exchange_weak(expect, word(next), std::memory_order_relaxed, std::memory_order_relaxed)) return;
+      c = bits(expect);
+    }
   }
 
   // budget.hpp's saturating total: a sum past INT64_MAX sticks at the mark.
@@ -11843,26 +12093,255 @@ class keyed_budgets {
     if (cls != nullptr) *cls = c;
     return e;
   }
-  M remaining_hash(std::uint64_t h, std::size_t cls) const noexcept {
+  M remaining_hash(std::uint64_t h, std::size_t cls, nanoseconds now) const noexcept {
     if (cls >= limits_.size()) return M();
     std::size_t c = cls;
     const typename S::entry* e = peek(h, &c);
     if (e == nullptr) return M::from_nanos(limits_[cls]);
-    const std::int64_t w = e->s.committed.load(std::memory_order_acquire);  // acquire: as in reserve_hash
+    const std::int64_t w = periodic() ? committed_view(*e, cal_.index(now.count()))
+                                      : e->s.committed.load(std::memory_order_acquire);  // acquire: as in reserve_hash
     return M::from_nanos(w < 0 || w >= limits_[c] ? 0 : limits_[c] - w);
   }
-  M spent_hash(std::uint64_t h) const noexcept {
+  M spent_hash(std::uint64_t h, nanoseconds now) const noexcept {
     const typename S::entry* e = peek(h, nullptr);
-    return M::from_nanos(e == nullptr ? 0 : e->s.spent.load(std::memory_order_relaxed));  // relaxed: a statistic
+    if (e == nullptr) return M();
+    const std::int64_t s = e->s.spent.load(std::memory_order_relaxed);  // relaxed: a statistic
+    if (!periodic()) return M::from_nanos(s);
+    // relaxed: a statistic (as the spent word).
+    const std::uint64_t q = period_of_word(bits(e->s.committed.load(std::memory_order_relaxed)));
+    const std::uint64_t p = cal_.index(now.count());
+    const std::uint64_t cur = p > q ? p : q;
+    return M::from_nanos(period_of_word(bits(s)) == cur ? word(bits(s) & value_mask()) : 0);
   }
 
   Hash hash_;
   S slots_;
   std::vector<std::int64_t> limits_;
   keyed_budget_reuse reuse_;
+  budget_calendar calendar_{};
+  detail::calendar_periods cal_{};
+  unsigned shift_ = 52;  // with a period: the value bits of the words (47 for days, 52 for months)
 };
 
 TOLLGATE_END_NAMESPACE
+
+// #include <tollgate/keyed/budget_ops.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/budget_ops.hpp: keyed_budgets' set-up, its reservations and, in a
+// table with a period, the rollover protocol and the settlement, out of the
+// class so that its header stays readable.
+// Included by keyed_budgets.hpp after the class, whose header states the
+// contract, the bound and the protocol these follow.
+#ifndef TOLLGATE_KEYED_BUDGET_OPS_HPP
+#define TOLLGATE_KEYED_BUDGET_OPS_HPP
+
+// #include <tollgate/keyed_budgets.hpp>  (already above)
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Currency, class Hash>
+keyed_reservation<Currency> keyed_budgets<Currency, Hash>::reserve_hash(std::uint64_t h, std::size_t cls, M amount,
+                                                                        nanoseconds now) noexcept {
+  if (cls >= limits_.size()) return refused(amount, 0, keyed_status::bad_class);
+  if (amount.nanos() <= 0) return refused(M(), 0, keyed_status::admitted);  // holds nothing
+  const std::uint64_t p = cal_.index(now.count());
+  std::size_t slot = 0, c = cls;
+  std::uint64_t pins = 0;
+  for (;;) {
+    if (slots_.pin(h, slot, c, &pins)) break;
+    if (amount.nanos() > limits_[cls])
+      return refused(amount, shortfall(0, amount.nanos(), limits_[cls]), keyed_status::limited);
+    const bool idle = reuse_ == keyed_budget_reuse::idle;
+    // No pin (checked by the claim): no reservation held. Reused only when
+    // the user said budgets reset.
+    auto reusable = [idle](typename S::entry&, std::size_t) { return idle; };
+    const std::int64_t fresh = periodic() ? word(pack(p, 0)) : 0;  // zero totals, in the claimer's period
+    auto start = [fresh](typename S::entry& e) {
+      // relaxed: published by the claim's publish CAS (a release).
+      e.s.committed.store(fresh, std::memory_order_relaxed);
+      e.s.spent.store(fresh, std::memory_order_relaxed);
+      e.s.held.store(0, std::memory_order_relaxed);
+    };
+    const detail::claim_outcome o = slots_.claim(h, cls, 0, slot, reusable, start);
+    if (o == detail::claim_outcome::retry) continue;
+    if (o == detail::claim_outcome::full) return refused(amount, 0, keyed_status::table_full);
+    c = cls;
+    pins = 0;
+    break;
+  }
+  typename S::entry& e = slots_[slot];
+  const std::int64_t limit = limits_[c];
+  if (pins >= max_held) {
+    S::unpin(e);
+    keyed_reservation<Currency> r = refused(amount, 0, keyed_status::limited);
+    r.busy = true;
+    return r;
+  }
+  if (periodic()) return reserve_periodic(e, slot, limit, amount, p);
+  // acquire / acq_rel: budget.hpp's orders on the committed total.
+  std::int64_t w = e.s.committed.load(std::memory_order_acquire);
+  for (;;) {
+    std::int64_t next = 0;
+    if (w < 0 || __builtin_add_overflow(w, amount.nanos(), &next) || next > limit) {
+      S::unpin(e);
+      keyed_reservation<Currency> r = refused(amount, w < 0 ? top : shortfall(w, amount.nanos(), limit),
+                                              keyed_status::limited);
+      r.saturated = w < 0;
+      return r;
+    }
+    if (e.s.committed.compare_exchange_weak(w, next, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  keyed_reservation<Currency> r = refused(amount, 0, keyed_status::admitted);
+  r.owner_ = &slots_;  // the pin stays until settle or drop
+  r.slot_ = slot;
+  return r;
+}
+
+template <class Currency, class Hash>
+errc keyed_budgets<Currency, Hash>::init(std::size_t capacity, const std::vector<M>& limits, std::size_t window,
+                                         budget_calendar cal) {
+  if (capacity == 0 || window == 0 || limits.empty()) return errc::zero_count;
+  if (limits.size() > max_classes || capacity > (std::size_t{1} << 40)) return errc::too_large;
+  if (cal.utc_offset > std::chrono::hours(24) || cal.utc_offset < -std::chrono::hours(24)) return errc::too_large;
+  std::int64_t most = top;
+  switch (cal.period) {
+    case budget_period::none: break;
+    case budget_period::day: most = max_day_limit; break;
+    case budget_period::month: most = max_month_limit; break;
+    default: return errc::too_large;
+  }
+  std::vector<std::int64_t> ls;
+  ls.reserve(limits.size());
+  for (const M& l : limits) {
+    if (l.nanos() <= 0) return errc::zero_count;
+    if (l.nanos() > most) return errc::too_large;
+    ls.push_back(l.nanos());
+  }
+  slots_.init(capacity, window);
+  limits_ = std::move(ls);
+  calendar_ = cal;
+  cal_.kind = cal.period == budget_period::day     ? detail::period_kind::day
+              : cal.period == budget_period::month ? detail::period_kind::month
+                                                   : detail::period_kind::none;
+  cal_.offset_ns = std::chrono::duration_cast<nanoseconds>(cal.utc_offset).count();
+  shift_ = cal.period == budget_period::day ? 47 : 52;
+  return errc::ok;
+}
+
+// The rollover protocol (a table with a period; the entry pinned by us).
+//
+// The committed word {period q, c} is the only word a decision reads: c is
+// what is reserved and settled in q. A call in a later period p replaces
+// it, in one CAS, with {p, what is held}, so every transition names the
+// period it leaves: a thread that read the word before a rollover and
+// stalled fails its CAS (the period field differs, and it only grows), so
+// it cannot reset a newer period's total nor add to a finished one; it
+// reloads and decides again in the period the word is in now. A `now` in a
+// period before the word's is decided in the word's period (never an old
+// period's room).
+//
+// `held` must be at least what the reservations admitted into the word
+// hold, at every rollover CAS: a reserve adds its amount to `held` before
+// its CAS on the word, and a settle or drop takes it out after its own.
+// seq_cst on `held` and on the word make that so: a rollover whose CAS
+// follows an admission's read the word at or after that admission's CAS,
+// so its later load of `held` follows the admission's add in the single
+// order. The error is on the safe side only: a rollover racing a reserve
+// in progress (announced, not yet decided) or a settle just done carries
+// that amount too, so the new period has that much less room.
+template <class Currency, class Hash>
+keyed_reservation<Currency> keyed_budgets<Currency, Hash>::reserve_periodic(typename S::entry& e, std::size_t slot,
+                                                                            std::int64_t limit, M amount,
+                                                                            std::uint64_t p) noexcept {
+  const std::int64_t a = amount.nanos();
+  if (a > limit || !announce(e.s.held, a)) {
+    // Too large for any period, or absurdly many calls in flight (held
+    // would pass 2^63): refused as a peek decides, nothing announced.
+    const std::int64_t c = committed_view(e, p);
+    S::unpin(e);
+    keyed_reservation<Currency> r = refused(amount, c < 0 ? top : shortfall(c, a, limit), keyed_status::limited);
+    r.saturated = c < 0;
+    r.busy = a <= limit;
+    return r;
+  }
+  const std::uint64_t mark = value_mask();
+  // seq_cst: the load and the CAS below are the word's side of the
+  // protocol above (and acquire/release, as budget.hpp's total).
+  std::uint64_t w = bits(e.s.committed.load(std::memory_order_seq_cst));
+  std::uint64_t at = 0;
+  for (;;) {
+    const std::uint64_t q = period_of_word(w), v = w & mark;
+    std::uint64_t next = 0;
+    if (q < p) {
+      // A rollover with our admission: the new period starts with what is
+      // held, ours included. seq_cst: the protocol above.
+      std::int64_t held = e.s.held.load(std::memory_order_seq_cst);
+      if (held < 0) held = 0;  // cannot be (a sum of amounts): defensive
+      if (held > limit) return refuse_announced(e, a, shortfall(held, 0, limit), false);
+      next = pack(p, bits(held));
+      at = p;
+    } else {
+      if (v == mark) return refuse_announced(e, a, top, true);
+      if (word(v) + a > limit) return refuse_announced(e, a, shortfall(word(v), a, limit), false);
+      next = pack(q, v + bits(a));
+      at = q;
+    }
+    std::int64_t expect = word(w);
+    // seq_cst / seq_cst: the protocol above; on failure we reload.
+    if (e.s.committed.compare_exchange_weak(expect, word(next), std::memory_order_seq_cst,
+                                            std::memory_order_seq_cst))
+      break;
+    w = bits(expect);
+  }
+  keyed_reservation<Currency> r = refused(amount, 0, keyed_status::admitted);
+  r.owner_ = &slots_;  // the pin stays until settle or drop
+  r.slot_ = slot;
+  r.period_ = at;
+  r.carries_ = true;
+  return r;
+}
+
+template <class Currency, class Hash>
+auto keyed_budgets<Currency, Hash>::settle_periodic(keyed_reservation<Currency>& r, std::int64_t actual,
+                                                    std::uint64_t p) noexcept -> M {
+  typename S::entry& e = slots_[r.slot_];
+  const std::int64_t a = r.amount.nanos();
+  const std::uint64_t mark = value_mask();
+  // seq_cst: the word's side of reserve_periodic's protocol; our amount is
+  // in the word's value, admitted there or carried by every rollover since
+  // (our announcement is still in `held`).
+  std::uint64_t w = bits(e.s.committed.load(std::memory_order_seq_cst));
+  std::uint64_t at = 0;
+  for (;;) {
+    const std::uint64_t q = period_of_word(w), v = w & mark;
+    std::uint64_t next = 0;
+    if (q < p) {
+      // Roll over first: what is held (ours included, replaced by the cost).
+      const std::int64_t held = e.s.held.load(std::memory_order_seq_cst);  // seq_cst: the protocol
+      next = pack(p, add_value(held < 0 ? 0 : bits(held), actual - a));
+      at = p;
+    } else {
+      at = q;
+      if (v == mark) break;  // saturated for this period: stays so
+      next = pack(q, add_value(v, actual - a));
+    }
+    std::int64_t expect = word(w);
+    // seq_cst / seq_cst: as in reserve_periodic; on failure we reload.
+    if (e.s.committed.compare_exchange_weak(expect, word(next), std::memory_order_seq_cst,
+                                            std::memory_order_seq_cst))
+      break;
+    w = bits(expect);
+  }
+  add_spent_periodic(e.s.spent, at, actual);
+  r.period_ = at;
+  r.drop();  // takes our amount out of `held` (after our CAS), then unpins
+  return M::from_nanos(a - actual);
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_BUDGET_OPS_HPP
 
 #endif  // TOLLGATE_KEYED_BUDGETS_HPP
 // #include <tollgate/keyed_windows.hpp>  (inlined below)
