@@ -7,11 +7,13 @@
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -65,10 +67,11 @@ std::string encode(const words& f) {
 }
 // Word indexes of both formats: 0 version, 1 fingerprint, 2 wall, then the
 // windows' 3 lead, 4 n, and 5 words per entry (slot, hash, class, left,
-// counts) from 5; the permits' 3 n and 3 words per entry (slot, hash,
-// class, held... see below) from 4. The checksum last.
+// counts) from 5; the permits' 3 n and 4 words per entry (slot, hash,
+// class, held) from 4. The checksum last.
 constexpr std::size_t w_version = 0, w_fp = 1, w_wall = 2;
 constexpr std::size_t ww_lead = 3, ww_n = 4, ww_first = 5, ww_row = 5;
+constexpr std::size_t wp_n = 3, wp_first = 4, wp_row = 4;
 
 using event_log = std::vector<std::pair<std::int64_t, std::uint64_t>>;
 
@@ -378,4 +381,260 @@ TEST_CASE("keyed_windows snapshot: every flipped byte and cut length is refused,
   CHECK_FALSE(b.try_acquire(std::uint64_t{5}, 1, 1, ns(sec)).admitted());  // 200 of 200
   CHECK_FALSE(b.try_acquire(std::uint64_t{2}, 0, 3, ns(sec)).admitted());  // 3 + 3 > 5
   CHECK(b.try_acquire(std::uint64_t{2}, 0, 2, ns(sec)).admitted());
+}
+
+// Permits held at the snapshot come back as permits of the restored table,
+// to be kept for the hold less the downtime: while kept, no key gets more
+// than its limit less what it held; released, each key has its whole limit.
+// A hold the downtime used up gives nothing back.
+TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold less the downtime", "[keyed][snapshot]") {
+  const std::vector<std::uint64_t> limits = {3, 10};
+  std::uint64_t kept = 0, dropped = 0;
+  for (std::uint64_t trial = 0; trial < tgtest::sized(40); ++trial) {
+    const std::uint64_t seed = tgtest::seed_for(0x3C00 + trial);
+    INFO("trial " << trial << " schedule seed " << seed << " " << tgtest::seed_note());
+    tgtest::rng g(seed);
+    const hash_seed hs = table_seed(0x3C01);
+    keyed_permits<> a(64, limits, hs);
+    std::vector<keyed_permit> held;
+    for (int step = 0; step < 200; ++step) {
+      const std::uint64_t k = g.between(0, 19);
+      if (g.chance(30) && !held.empty()) {
+        held.erase(held.begin() + static_cast<std::ptrdiff_t>(g.between(0, held.size() - 1)));
+      } else if (g.chance(3)) {
+        (void)a.erase(k);  // its held units no longer count for it
+      } else {
+        keyed_permit p = a.try_acquire(k, static_cast<std::size_t>(k % 2), g.between(1, 3));
+        if (p) held.push_back(std::move(p));
+      }
+    }
+    std::uint64_t expect_units = 0, expect_keys = 0;
+    for (std::uint64_t k = 0; k < 20; ++k) {
+      expect_units += a.in_use(k);
+      expect_keys += a.in_use(k) != 0;
+    }
+    const ns wall(1800000000LL * sec + static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(sec)));
+    const std::string bytes = a.snapshot(wall);
+    REQUIRE(decode(bytes).w[wp_n] == expect_keys);
+    const std::int64_t hold = static_cast<std::int64_t>(g.between(0, 600)) * sec;
+    const std::int64_t down = static_cast<std::int64_t>(g.between(0, 600)) * sec + static_cast<std::int64_t>(g.between(0, 9));
+    keyed_permits<> b(64, limits, hs);
+    keyed_permit_holds out;
+    REQUIRE(b.restore(bytes, wall + ns(down), ns(hold), out) == errc_t::ok);
+    INFO("hold " << hold << " down " << down);
+    if (hold <= down || expect_keys == 0) {
+      CHECK(out.permits.empty());
+      CHECK(out.keep_for == ns(0));
+      for (std::uint64_t k = 0; k < 20; ++k) CHECK(b.in_use(k) == 0);
+      ++dropped;
+      continue;
+    }
+    ++kept;
+    CHECK(out.keep_for == ns(hold - down));
+    CHECK(out.permits.size() == expect_keys);
+    CHECK(out.units() == expect_units);
+    for (std::uint64_t k = 0; k < 20; ++k) {
+      const std::size_t c = static_cast<std::size_t>(k % 2);
+      const std::uint64_t was = a.in_use(k);
+      CHECK(b.in_use(k) == was);
+      CHECK(b.contains(k) == (was != 0));
+      // While the restored permits are kept: the limit less what was held, and no more.
+      if (was < limits[c]) {
+        keyed_permit rest = b.try_acquire(k, c, limits[c] - was);
+        CHECK(rest);
+        CHECK_FALSE(b.try_acquire(k, c, 1));
+      } else {
+        CHECK(b.try_acquire(k, c, 1).result().result().why() == reason::busy);
+      }
+    }
+    keyed_permit_holds other;
+    CHECK(b.restore(bytes, wall, ns(hold), other) == errc_t::in_use);
+    out.clear();
+    for (std::uint64_t k = 0; k < 20; ++k) {
+      CHECK(b.in_use(k) == 0);
+      const std::size_t c = static_cast<std::size_t>(k % 2);
+      CHECK(b.try_acquire(k, c, limits[c]));
+    }
+    CHECK(b.restore(bytes, wall, ns(hold), other) == errc_t::in_use);  // it held restored permits
+  }
+  CHECK(kept > 5);
+  CHECK(dropped > 5);
+}
+
+TEST_CASE("keyed_permits snapshot: hostile bytes and other tables are refused, changing nothing", "[keyed][snapshot]") {
+  const hash_seed hs = table_seed(0x3C10);
+  const std::vector<std::uint64_t> limits = {2, 5};
+  keyed_permits<home_hash> a(16, limits, hs, 4);
+  keyed_permit p2 = a.try_acquire(std::uint64_t{2}, 0, 2);
+  keyed_permit p5 = a.try_acquire(std::uint64_t{5}, 1, 4);
+  keyed_permit p9 = a.try_acquire(std::uint64_t{9}, 1, 1);
+  keyed_permit p9b = a.try_acquire(std::uint64_t{9}, 1, 2);
+  REQUIRE((p2 && p5 && p9 && p9b));
+  const ns wall(1000 * sec), hold(60 * sec);
+  const std::string good = a.snapshot(wall);
+  const words f = decode(good);
+  REQUIRE(f.tag == "TGP1");
+  REQUIRE(f.w[wp_n] == 3);
+  REQUIRE(f.w.size() == wp_first + 3 * wp_row + 1);
+  CHECK(f.w[wp_first + 2 * wp_row + 3] == 3);  // key 9: two permits, 3 units
+  keyed_permits<home_hash> b(16, limits, hs, 4);
+  // A sentinel in `out`: a permit of another table, which a refusal must not release.
+  keyed_permits<home_hash> side(16, limits, hs, 4);
+  keyed_permit_holds out;
+  out.permits.push_back(side.try_acquire(std::uint64_t{1}, 0, 1));
+  out.keep_for = ns(7);
+  const std::string empty = b.snapshot(wall);
+  auto unchanged = [&] {
+    for (const std::uint64_t k : std::initializer_list<std::uint64_t>{2, 5, 9}) CHECK_FALSE(b.contains(k));
+    CHECK(b.snapshot(wall) == empty);
+    CHECK(out.permits.size() == 1);
+    CHECK(out.keep_for == ns(7));
+    CHECK(side.in_use(std::uint64_t{1}) == 1);
+  };
+  auto expect = [&](const std::string& bytes, errc_t e) {
+    CHECK(b.restore(bytes, wall, hold, out) == e);
+    unchanged();
+  };
+  std::uint64_t refused = 0;
+  for (std::size_t i = 0; i < good.size(); ++i) {
+    for (int bit = 0; bit <= 8; ++bit) {
+      std::string x = good;
+      x[i] = static_cast<char>(x[i] ^ (bit == 8 ? 0xFF : (1 << bit)));
+      const errc_t e = b.restore(x, wall, hold, out);
+      INFO("byte " << i << " bit " << bit);
+      CHECK(e == (i < 4 ? errc_t::bad_format : errc_t::corrupted));
+      refused += e != errc_t::ok;
+    }
+  }
+  for (std::size_t len = 0; len < good.size(); ++len) {
+    const errc_t e = b.restore(good.substr(0, len), wall, hold, out);
+    INFO("cut to " << len);
+    CHECK(e != errc_t::ok);
+    CHECK(e != errc_t::in_use);
+    refused += e != errc_t::ok;
+  }
+  unchanged();
+  CHECK(refused == good.size() * 10);
+  auto with = [&](std::size_t i, std::uint64_t v) {
+    words g = f;
+    g.w[i] = v;
+    return encode(g);
+  };
+  expect("TGW1" + good.substr(4), errc_t::bad_format);
+  expect(with(w_version, 0), errc_t::wrong_version);
+  expect(with(w_fp, f.w[w_fp] + 1), errc_t::other_configuration);
+  {
+    words g = f;
+    g.w.insert(g.w.end() - 1, 0);
+    expect(encode(g), errc_t::truncated);
+    words h = f;
+    h.w.erase(h.w.end() - 2);
+    expect(encode(h), errc_t::truncated);
+    expect(with(wp_n, 2), errc_t::truncated);
+  }
+  const std::size_t r0 = wp_first, r1 = wp_first + wp_row;  // key 2 (class 0), key 5 (class 1)
+  expect(with(wp_n, 17), errc_t::out_of_range);                   // more than the capacity
+  expect(with(r0, 16), errc_t::out_of_range);                     // no such slot
+  expect(with(r1, f.w[r0]), errc_t::out_of_range);                // slots not ascending
+  expect(with(r0, 6), errc_t::out_of_range);                      // outside its hash's window (2 .. 5)
+  expect(with(r1 + 1, f.w[r0 + 1]), errc_t::out_of_range);        // one hash in two entries
+  expect(with(r0 + 2, 2), errc_t::out_of_range);                  // no such class
+  expect(with(r0 + 3, 0), errc_t::out_of_range);                  // holds nothing
+  expect(with(r0 + 3, 3), errc_t::out_of_range);                  // above its class's limit 2
+  expect(with(r1 + 3, ~std::uint64_t{0}), errc_t::out_of_range);  // far above
+  {  // another capacity, window, limit list, seed or hash
+    keyed_permits<home_hash> c1(32, limits, hs, 4);
+    keyed_permits<home_hash> c2(16, limits, hs, 3);
+    keyed_permits<home_hash> c3(16, {2, 6}, hs, 4);
+    keyed_permits<home_hash> c4(16, {2, 5, 1}, hs, 4);
+    keyed_permits<home_hash> c5(16, limits, hash_seed{hs.k0, hs.k1 + 0x100}, 4);
+    keyed_permits<home_hash> c6(16, limits, hash_seed{hs.k0 ^ 1, hs.k1}, 4);
+    keyed_permits<> c7(16, limits, hs, 4);
+    keyed_permit_holds o;
+    CHECK(c1.restore(good, wall, hold, o) == errc_t::other_configuration);
+    CHECK(c2.restore(good, wall, hold, o) == errc_t::other_configuration);
+    CHECK(c3.restore(good, wall, hold, o) == errc_t::other_configuration);
+    CHECK(c4.restore(good, wall, hold, o) == errc_t::other_configuration);
+    CHECK(c5.restore(good, wall, hold, o) == errc_t::ok);  // home_hash reads only k0's low byte
+    CHECK(c6.restore(good, wall, hold, o) == errc_t::other_configuration);
+    CHECK(c7.restore(good, wall, hold, o) == errc_t::other_configuration);
+    errc ec = errc::ok;
+    keyed_permits<home_hash> bad(16, {0}, hs, 4, ec);
+    REQUIRE(ec == errc::zero_count);
+    CHECK(bad.restore(good, wall, hold, o) == errc_t::other_configuration);
+    o.clear();
+  }
+  // A wall clock that went backwards counts as no downtime; a negative hold as none.
+  {
+    keyed_permits<home_hash> c(16, limits, hs, 4);
+    keyed_permit_holds o;
+    REQUIRE(c.restore(good, wall - ns(5 * sec), ns(-1), o) == errc_t::ok);
+    CHECK(o.permits.empty());
+    CHECK(c.in_use(std::uint64_t{9}) == 0);
+    REQUIRE(c.restore(good, wall - ns(5 * sec), hold, o) == errc_t::ok);  // gave nothing back: not in use
+    CHECK(o.keep_for == hold);
+    CHECK(o.units() == 9);
+  }
+  // The bytes themselves restore (replacing `out`, whose permit is released).
+  REQUIRE(b.restore(good, wall + ns(sec), hold, out) == errc_t::ok);
+  CHECK(side.in_use(std::uint64_t{1}) == 0);
+  CHECK(out.keep_for == hold - ns(sec));
+  CHECK(out.permits.size() == 3);
+  CHECK(b.in_use(std::uint64_t{2}) == 2);
+  CHECK(b.in_use(std::uint64_t{5}) == 4);
+  CHECK(b.in_use(std::uint64_t{9}) == 3);
+  CHECK_FALSE(b.try_acquire(std::uint64_t{2}, 0, 1));
+  CHECK(b.try_acquire(std::uint64_t{5}, 1, 1));
+  CHECK_FALSE(b.try_acquire(std::uint64_t{5}, 1, 2));
+  // Erasing a key with restored permits: its next acquisition has the whole
+  // limit; the permits still release into the old entry.
+  CHECK(b.erase(std::uint64_t{9}));
+  keyed_permit n9 = b.try_acquire(std::uint64_t{9}, 1, 5);
+  CHECK(n9);
+  out.clear();
+  CHECK(b.in_use(std::uint64_t{9}) == 5);
+  CHECK(b.in_use(std::uint64_t{2}) == 0);
+}
+
+// Snapshots taken while threads acquire, release and erase (permits) or
+// admit and erase (windows): every snapshot restores (a key that moved
+// entries during the scan is stored once), and within its limits.
+TEST_CASE("keyed_windows and keyed_permits snapshot: taken beside traffic", "[keyed][snapshot]") {
+  const hash_seed hs = table_seed(0x3C20);
+  keyed_permits<> p(32, {4}, hs, 8);
+  keyed_windows<manual_clock> w(32, {{6, ns(sec)}}, hs, ns(0), 8);
+  std::atomic<std::int64_t> clock{0};  // relaxed: a counter of test time only
+  std::atomic<bool> stop{false};       // relaxed: a flag; join() orders the rest
+  std::vector<std::thread> pool;
+  for (int i = 0; i < 2; ++i) {
+    pool.emplace_back([&, i] {
+      tgtest::rng g(tgtest::seed_for(0x3C21 + static_cast<std::uint64_t>(i)));
+      std::vector<keyed_permit> mine;
+      for (int j = 0; j < 100000 && !stop.load(std::memory_order_relaxed); ++j) {
+        const std::uint64_t k = g.between(0, 59);
+        const std::int64_t now = clock.fetch_add(static_cast<std::int64_t>(g.between(1, 3000000)), std::memory_order_relaxed);
+        (void)w.try_acquire(k, 0, g.between(1, 2), ns(now));
+        keyed_permit x = p.try_acquire(k, 0, g.between(1, 2));
+        if (x) mine.push_back(std::move(x));
+        if (!mine.empty() && (mine.size() > 6 || g.chance(40))) mine.erase(mine.begin());
+        if (g.chance(3)) (void)p.erase(g.between(0, 59));
+        if (g.chance(3)) (void)w.erase(g.between(0, 59));
+      }
+    });
+  }
+  std::uint64_t rows = 0;
+  for (int round = 0; round < 40; ++round) {
+    const std::int64_t now = clock.load(std::memory_order_relaxed);
+    const std::string pb = p.snapshot(ns(now)), wb = w.snapshot(ns(now), ns(now));
+    keyed_permits<> p2(32, {4}, hs, 8);
+    keyed_windows<manual_clock> w2(32, {{6, ns(sec)}}, hs, ns(0), 8);
+    keyed_permit_holds out;
+    REQUIRE(p2.restore(pb, ns(now), ns(sec), out) == errc_t::ok);
+    REQUIRE(w2.restore(wb, ns(now), ns(now)) == errc_t::ok);
+    rows += decode(pb).w[wp_n] + decode(wb).w[ww_n];
+    std::this_thread::yield();
+  }
+  stop.store(true, std::memory_order_relaxed);
+  for (std::thread& th : pool) th.join();
+  CHECK(rows > 0);
 }
