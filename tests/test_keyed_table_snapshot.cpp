@@ -227,6 +227,7 @@ TEST_CASE("keyed_windows snapshot: the latest claim time and a stale newest slot
   const std::string bytes = a.snapshot(ns(4 * sec), ns(100 * sec));
   const words f = decode(bytes);
   REQUIRE(f.w[ww_n] == 1);
+  CHECK(f.w[w_wall] == static_cast<std::uint64_t>(100 * sec));
   CHECK(f.w[ww_lead] == static_cast<std::uint64_t>(6 * sec));
   CHECK(f.w[ww_first + 3] == static_cast<std::uint64_t>(10 * sec));  // counted until slot 14 starts
   CHECK(f.w[ww_first + 4] == 1);
@@ -474,6 +475,7 @@ TEST_CASE("keyed_permits snapshot: hostile bytes and other tables are refused, c
   const std::string good = a.snapshot(wall);
   const words f = decode(good);
   REQUIRE(f.tag == "TGP1");
+  CHECK(f.w[w_wall] == static_cast<std::uint64_t>(1000 * sec));
   REQUIRE(f.w[wp_n] == 3);
   REQUIRE(f.w.size() == wp_first + 3 * wp_row + 1);
   CHECK(f.w[wp_first + 2 * wp_row + 3] == 3);  // key 9: two permits, 3 units

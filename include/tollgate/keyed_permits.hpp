@@ -36,6 +36,13 @@
 // few units each holds (each pins its entry once). A bad class index is
 // keyed_status::bad_class. Limits are 1 .. 2^32 - 1.
 //
+// Restart. snapshot() / restore() keep what each key held across a
+// restart: the server may still be running the stopped process's
+// requests, so restore() gives those units back as permits to hold for a
+// stated time (the longest a request runs, less the downtime) and the
+// caller releases them then; a hold of zero releases everything at the
+// restart. keyed/permit_snapshot.hpp states it in full.
+//
 // Concurrency contract. Every member function is thread-safe and
 // lock-free except as keyed/claim.hpp states for claims of one new key
 // racing each other (obstruction-free) and for a pin that finds 32767 pins

@@ -41,6 +41,12 @@
 // refused with reason::stale_time (retry_after: the time to that slot's
 // start), as sliding_window does: the slots it falls in are gone.
 //
+// Restart. snapshot() / restore() (keyed/window_snapshot.hpp) keep every
+// count across a restart at least as long as it would have stayed without
+// it (at most one slot longer), whatever the downtime and the phases of
+// both tables' slot grids, so the bound above holds in wall-clock time
+// across the restart.
+//
 // Decisions. n == 0 is admitted and changes nothing (claims nothing).
 // n > L is `never` (reason::exceeds_capacity), for a new key without
 // claiming an entry. A refusal writes nothing and gives the exact wait
