@@ -158,7 +158,7 @@ TEST_CASE("keyed_windows snapshot: restored counts never leave early, at any pha
     }
   }
   CHECK(probes == trials * 30);
-  CHECK(both_refused > trials);  // the restored counts refused something
+  CHECK(both_refused * 4 > trials);  // the restored counts refused something
   CHECK(restored > 10 * trials);
   CHECK(worst == 9);             // some window was full (the bound is tight)
   WARN("first requests refused by the restored table alone: " << only_b_refused << " of " << probes);
@@ -171,7 +171,8 @@ TEST_CASE("keyed_windows snapshot: counts stay their time, at most a slot longer
   const std::vector<window_class> classes = {{4, ns(sec)}, {7, ns(3 * sec)}};
   const std::uint64_t widths[] = {333333334, sec};
   std::uint64_t checked = 0;
-  for (std::uint64_t trial = 0; trial < tgtest::sized(40); ++trial) {
+  const std::uint64_t trials = tgtest::sized(40);
+  for (std::uint64_t trial = 0; trial < trials; ++trial) {
     const std::uint64_t seed = tgtest::seed_for(0x3B00 + trial);
     INFO("trial " << trial << " schedule seed " << seed << " " << tgtest::seed_note());
     tgtest::rng g(seed);
@@ -215,7 +216,7 @@ TEST_CASE("keyed_windows snapshot: counts stay their time, at most a slot longer
       ++checked;
     }
   }
-  CHECK(checked > 50);
+  CHECK(checked > trials);  // about 6 keys of 12 owe something per trial
 }
 
 TEST_CASE("keyed_windows snapshot: the latest claim time and a stale newest slot come back", "[keyed][snapshot]") {
@@ -391,7 +392,8 @@ TEST_CASE("keyed_windows snapshot: every flipped byte and cut length is refused,
 TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold less the downtime", "[keyed][snapshot]") {
   const std::vector<std::uint64_t> limits = {3, 10};
   std::uint64_t kept = 0, dropped = 0;
-  for (std::uint64_t trial = 0; trial < tgtest::sized(40); ++trial) {
+  const std::uint64_t trials = tgtest::sized(40);
+  for (std::uint64_t trial = 0; trial < trials; ++trial) {
     const std::uint64_t seed = tgtest::seed_for(0x3C00 + trial);
     INFO("trial " << trial << " schedule seed " << seed << " " << tgtest::seed_note());
     tgtest::rng g(seed);
@@ -417,8 +419,10 @@ TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold 
     const ns wall(1800000000LL * sec + static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(sec)));
     const std::string bytes = a.snapshot(wall);
     REQUIRE(decode(bytes).w[wp_n] == expect_keys);
-    const std::int64_t hold = static_cast<std::int64_t>(g.between(0, 600)) * sec;
+    // Odd trials: a hold longer than the downtime; even ones: used up by it.
     const std::int64_t down = static_cast<std::int64_t>(g.between(0, 600)) * sec + static_cast<std::int64_t>(g.between(0, 9));
+    const std::int64_t hold = trial % 2 == 1 ? down + static_cast<std::int64_t>(g.between(1, 600 * sec))
+                                             : static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(down + 1));
     keyed_permits<> b(64, limits, hs);
     keyed_permit_holds out;
     REQUIRE(b.restore(bytes, wall + ns(down), ns(hold), out) == errc_t::ok);
@@ -458,8 +462,8 @@ TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold 
     }
     CHECK(b.restore(bytes, wall, ns(hold), other) == errc_t::in_use);  // it held restored permits
   }
-  CHECK(kept > 5);
-  CHECK(dropped > 5);
+  CHECK(kept + dropped == trials);
+  CHECK(kept == trials / 2);  // every odd trial held something at its snapshot
 }
 
 TEST_CASE("keyed_permits snapshot: hostile bytes and other tables are refused, changing nothing", "[keyed][snapshot]") {
@@ -607,6 +611,7 @@ TEST_CASE("keyed_windows and keyed_permits snapshot: taken beside traffic", "[ke
   keyed_windows<manual_clock> w(32, {{6, ns(sec)}}, hs, ns(0), 8);
   std::atomic<std::int64_t> clock{0};  // relaxed: a counter of test time only
   std::atomic<bool> stop{false};       // relaxed: a flag; join() orders the rest
+  std::atomic<int> finished{0};        // relaxed: a count; join() orders the rest
   std::vector<std::thread> pool;
   for (int i = 0; i < 2; ++i) {
     pool.emplace_back([&, i] {
@@ -622,10 +627,14 @@ TEST_CASE("keyed_windows and keyed_permits snapshot: taken beside traffic", "[ke
         if (g.chance(3)) (void)p.erase(g.between(0, 59));
         if (g.chance(3)) (void)w.erase(g.between(0, 59));
       }
+      finished.fetch_add(1, std::memory_order_relaxed);
     });
   }
   std::uint64_t rows = 0;
   for (int round = 0; round < 40; ++round) {
+    // Each round after some traffic (bounded: the threads stop on their own).
+    while (clock.load(std::memory_order_relaxed) < (round + 1) * 5 * sec && finished.load(std::memory_order_relaxed) < 2)
+      std::this_thread::yield();
     const std::int64_t now = clock.load(std::memory_order_relaxed);
     const std::string pb = p.snapshot(ns(now)), wb = w.snapshot(ns(now), ns(now));
     keyed_permits<> p2(32, {4}, hs, 8);
@@ -634,7 +643,6 @@ TEST_CASE("keyed_windows and keyed_permits snapshot: taken beside traffic", "[ke
     REQUIRE(p2.restore(pb, ns(now), ns(sec), out) == errc_t::ok);
     REQUIRE(w2.restore(wb, ns(now), ns(now)) == errc_t::ok);
     rows += decode(pb).w[wp_n] + decode(wb).w[ww_n];
-    std::this_thread::yield();
   }
   stop.store(true, std::memory_order_relaxed);
   for (std::thread& th : pool) th.join();
