@@ -436,6 +436,13 @@ TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold 
     }
     ++kept;
     CHECK(out.keep_for == ns(hold - down));
+    {
+      // Straight after, before any traffic: the restored permits release
+      // into b's entries, so b may not be restored over them.
+      keyed_permit_holds again;
+      CHECK(b.restore(bytes, wall, ns(hold), again) == errc_t::in_use);
+      CHECK(again.permits.empty());
+    }
     CHECK(out.permits.size() == expect_keys);
     CHECK(out.units() == expect_units);
     for (std::uint64_t k = 0; k < 20; ++k) {
