@@ -11312,6 +11312,13 @@ TOLLGATE_END_NAMESPACE
 // few units each holds (each pins its entry once). A bad class index is
 // keyed_status::bad_class. Limits are 1 .. 2^32 - 1.
 //
+// Restart. snapshot() / restore() keep what each key held across a
+// restart: the server may still be running the stopped process's
+// requests, so restore() gives those units back as permits to hold for a
+// stated time (the longest a request runs, less the downtime) and the
+// caller releases them then; a hold of zero releases everything at the
+// restart. keyed/permit_snapshot.hpp states it in full.
+//
 // Concurrency contract. Every member function is thread-safe and
 // lock-free except as keyed/claim.hpp states for claims of one new key
 // racing each other (obstruction-free) and for a pin that finds 32767 pins
@@ -11333,11 +11340,15 @@ TOLLGATE_END_NAMESPACE
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
+struct keyed_permit_holds;                         // keyed/permit_snapshot.hpp
 namespace detail {
 struct keyed_permit_state {
   atomic<std::uint64_t> held{0};  // units held on the entry
@@ -11444,6 +11455,15 @@ class keyed_permits {
   std::uint64_t in_use(std::uint64_t id) const noexcept { return held(hash_(id)); }
   std::uint64_t in_use(std::string_view key) const noexcept { return held(hash_(key)); }
 
+  // The units held per key as bytes, and back as permits to keep for a
+  // stated time (keyed/permit_snapshot.hpp states what a restore means for
+  // the holders of a stopped process, the format and every refusal).
+  // snapshot() runs beside any traffic; restore() only into a table that
+  // has taken none, before sharing it. Pass system_clock::now() as `wall`;
+  // `hold` is the longest a request may run at the server.
+  std::string snapshot(nanoseconds wall) const;
+  account_restore_errc restore(std::string_view bytes, nanoseconds wall, nanoseconds hold, keyed_permit_holds& out);
+
   std::size_t capacity() const noexcept { return slots_.capacity(); }
   std::size_t window() const noexcept { return slots_.window(); }
   std::size_t classes() const noexcept { return limits_.size(); }
@@ -11517,12 +11537,319 @@ class keyed_permits {
     return e == nullptr ? 0 : e->s.held.load(std::memory_order_relaxed);  // relaxed: a peek
   }
 
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;  // keyed/permit_snapshot.hpp
+
   Hash hash_;
   S slots_;
   std::vector<std::uint64_t> limits_;
 };
 
 TOLLGATE_END_NAMESPACE
+
+// #include <tollgate/keyed/permit_snapshot.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/permit_snapshot.hpp: a keyed_permits table as bytes, and back. No
+// I/O: the caller stores the bytes. Included by keyed_permits.hpp after the
+// class.
+//
+// What a restore means. A permits table holds nothing but the units its
+// holders hold, and a restart ends every holder. But a gateway's holders
+// are requests it sent to a server, and the server does not stop counting
+// them when the gateway dies: a generation the client abandoned usually
+// runs to its end, and counts against the server's concurrency limit of the
+// key until then. A restarted gateway that admitted a full limit at once
+// could send twice the limit for a while. So restore() hands the units each
+// key held at the snapshot back as permits (a keyed_permit_holds, one
+// permit per key), held in the restored table like any other, and says how
+// long to keep them: `hold` (the longest a request may run at the server,
+// counted from the snapshot: your request timeout) less the wall-clock time
+// between snapshot and restore. The table has no clock: the caller releases
+// them (clear() or let them go) when keep_for has passed, or earlier when
+// it learns those requests are over (the server's own count, say). A hold
+// of zero, or one the downtime used up, restores nothing held: the contract
+// that a restart releases everything, chosen explicitly. Only units held at
+// the snapshot come back; requests started after it are not known.
+//
+// Format 1: "TGP1", then little-endian u64 fields: version, the table's
+// fingerprint (capacity, window, every class's limit, and the hash of two
+// fixed probe keys, so a table under another seed or hash is told apart
+// without storing the seed), the wall-clock time, the number of entries n,
+// then n x (slot, hash, class, held), slots strictly ascending; and the
+// FNV-1a checksum of every byte before it. Entries that hold nothing, and
+// erased ones (their limit was reset), are not stored.
+//
+// restore() refuses, changing nothing (`out` included), with the account's
+// codes (account_restore_errc): bytes that are not a snapshot (bad_format),
+// of an unknown version (wrong_version), of a table configured otherwise or
+// under another seed (other_configuration: another capacity, window, limit
+// list or seed; also a misconfigured table), short or long (truncated),
+// whose checksum does not match (corrupted; it only catches accidents), or
+// whose fields do not fit this table (out_of_range: more entries than the
+// capacity, slots not ascending or outside their hash's window, a hash held
+// twice, a class index not the table's, held zero or above its class's
+// limit). A hold below zero is zero. It refuses with in_use a table that has started
+// taking traffic (any entry claimed, pinned or erased since construction)
+// or that holds restored permits: a restore that gave permits back makes
+// the table in use (those permits release into its entries); one that gave
+// none back does not. On success `out` is replaced (permits it held are
+// released first).
+//
+// Concurrency. snapshot() is thread-safe with everything: it pins each live
+// entry while it reads its held count (a moment of it: permits acquired or
+// released at the same time land in it or not). A key that moved to another
+// entry during the scan (erased, then claimed again) is stored once, with
+// the larger count. restore() must not race any other use: restore into a
+// new table, before sharing it. The permits in `out` must not outlive the
+// table, as any permit.
+#ifndef TOLLGATE_KEYED_PERMIT_SNAPSHOT_HPP
+#define TOLLGATE_KEYED_PERMIT_SNAPSHOT_HPP
+
+// #include <tollgate/keyed_permits.hpp>  (already above)
+// #include <tollgate/keyed/snapshot_frame.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/snapshot_frame.hpp: the parts of a keyed table's snapshot that do
+// not depend on what an entry holds (keyed_windows and keyed_permits; the
+// bucket table's format 1 is laid out the same way): the frame (a 4-byte
+// tag, little-endian u64 words, the account's FNV-1a checksum last), the
+// "not in use" test, and the entries a restore frees so that lookups reach
+// the restored ones past them.
+#ifndef TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
+#define TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/snapshot.hpp>  (already above)
+// #include <tollgate/keyed/claim.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+// Opens a snapshot: checks the tag, the least size (`head` words after the
+// tag, and the checksum) and the checksum, and leaves `r` on the words
+// after the tag, the checksum cut off. The checksum comes before any length
+// is read, so a corrupted length is never trusted.
+inline account_restore_errc open_keyed_snapshot(std::string_view bytes, std::string_view tag, std::size_t head,
+                                                byte_reader& r) noexcept {
+  using E = account_restore_errc;
+  if (bytes.size() < tag.size() + 8 || bytes.substr(0, tag.size()) != tag) return E::bad_format;
+  if (bytes.size() < tag.size() + 8 * (head + 1)) return E::truncated;
+  byte_reader tail{bytes.substr(bytes.size() - 8)};
+  std::uint64_t sum = 0;
+  (void)tail.u64(sum);
+  if (fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return E::corrupted;
+  r = byte_reader{bytes.substr(0, bytes.size() - 8)};
+  (void)r.skip(tag.size());
+  return E::ok;
+}
+
+// Whether no entry was ever claimed, pinned or erased since construction or
+// the last restore (each advances its version; both leave version 0).
+// relaxed: restore() must not race other use, so this reads this thread's past.
+template <class State>
+bool keyed_untouched(const keyed_slots<State>& slots) noexcept {
+  using S = keyed_slots<State>;
+  for (std::size_t s = 0; s < slots.capacity(); ++s) {
+    if ((slots[s].ctl.load(std::memory_order_relaxed) & S::ver_mask) != 0) return false;
+  }
+  return true;
+}
+
+// Lookups stop at an empty entry: the entries between a restored one's
+// home and its slot become free (they were occupied in the old table).
+// relaxed: restore() only, before sharing.
+template <class State>
+void keyed_free_before(keyed_slots<State>& slots, std::uint64_t hash, std::size_t slot) noexcept {
+  using S = keyed_slots<State>;
+  for (std::size_t i = 0, home = slots.home_of(hash); slots.at(home, i) != slot; ++i) {
+    typename S::entry& e = slots[slots.at(home, i)];
+    if (e.ctl.load(std::memory_order_relaxed) == S::st_empty) e.ctl.store(S::st_free, std::memory_order_relaxed);
+  }
+}
+
+// Whether `slot` lies in the probe window of `hash`.
+template <class State>
+bool keyed_in_window(const keyed_slots<State>& slots, std::uint64_t hash, std::uint64_t slot) noexcept {
+  if (slot >= slots.capacity()) return false;
+  const std::size_t home = slots.home_of(hash), s = static_cast<std::size_t>(slot);
+  const std::size_t dist = s >= home ? s - home : s + slots.capacity() - home;
+  return dist < slots.window();
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+// The units a restore gave back, and how long to keep them (see above).
+struct keyed_permit_holds {
+  std::vector<keyed_permit> permits;  // one per key that held units at the snapshot
+  nanoseconds keep_for{0};            // from the restore; zero when nothing came back
+  std::uint64_t units() const noexcept {
+    std::uint64_t u = 0;
+    for (const keyed_permit& p : permits) u += p.count();
+    return u;
+  }
+  void clear() noexcept {
+    permits.clear();
+    keep_for = nanoseconds(0);
+  }
+};
+
+template <class Hash>
+std::uint64_t keyed_permits<Hash>::fingerprint() const noexcept {
+  detail::byte_writer w;
+  w.u64(slots_.capacity());
+  w.u64(slots_.window());
+  w.u64(limits_.size());
+  for (const std::uint64_t l : limits_) w.u64(l);
+  w.u64(hash_(std::uint64_t{0x746f6c6c67617465ULL}));
+  w.u64(hash_(std::string_view("tollgate keyed table")));
+  return w.checksum();
+}
+
+template <class Hash>
+std::string keyed_permits<Hash>::snapshot(nanoseconds wall) const {
+  struct row {
+    std::uint64_t slot, hash, cls, held;
+  };
+  std::vector<row> rows;
+  for (std::size_t s = 0; s < slots_.capacity(); ++s) {
+    typename S::entry& e = slots_[s];
+    // acquire: as in keyed_slots::pin() (pairs with the publish CAS).
+    std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+    for (;;) {
+      if (S::state_of(c) != S::st_live) break;  // free, erased, or a claim not yet published
+      if ((c & S::pin_mask) == S::pin_mask) {  // as in pin(): wait for one of the calls in progress
+        std::this_thread::yield();
+        c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
+        continue;
+      }
+      // acq_rel / acquire: the pin of keyed_slots::pin(): while pinned the
+      // entry cannot be reclaimed, so its hash and class are its occupant's.
+      if (!e.ctl.compare_exchange_weak(c, c + S::pin_one + S::ver_one, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        continue;
+      // relaxed: stable while pinned (hash), or a moment of the count, as in held().
+      const std::uint64_t h = e.hash.load(std::memory_order_relaxed);
+      const std::uint64_t u = e.s.held.load(std::memory_order_relaxed);
+      S::unpin(e);
+      if (u != 0) rows.push_back(row{s, h, S::class_of(c), u});
+      break;
+    }
+  }
+  // A key erased and claimed again in another entry while we scanned shows
+  // twice: keep its larger count (the safe side).
+  std::sort(rows.begin(), rows.end(), [](const row& x, const row& y) {
+    return x.hash != y.hash ? x.hash < y.hash : x.held > y.held;
+  });
+  rows.erase(std::unique(rows.begin(), rows.end(), [](const row& x, const row& y) { return x.hash == y.hash; }),
+             rows.end());
+  std::sort(rows.begin(), rows.end(), [](const row& x, const row& y) { return x.slot < y.slot; });
+  detail::byte_writer out;
+  out.raw("TGP1", 4);
+  out.u64(snapshot_version);
+  out.u64(fingerprint());
+  out.u64(static_cast<std::uint64_t>(wall.count()));
+  out.u64(rows.size());
+  for (const row& r : rows) {
+    out.u64(r.slot);
+    out.u64(r.hash);
+    out.u64(r.cls);
+    out.u64(r.held);
+  }
+  out.u64(out.checksum());
+  return out.out;
+}
+
+template <class Hash>
+account_restore_errc keyed_permits<Hash>::restore(std::string_view bytes, nanoseconds wall, nanoseconds hold,
+                                                  keyed_permit_holds& out) {
+  using E = account_restore_errc;
+  if (!detail::keyed_untouched(slots_)) return E::in_use;
+  detail::byte_reader r{bytes};
+  const E opened = detail::open_keyed_snapshot(bytes, "TGP1", 4, r);
+  if (opened != E::ok) return opened;
+  std::uint64_t ver = 0, fp = 0, then = 0, n = 0;
+  if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(n)) return E::truncated;
+  if (ver != snapshot_version) return E::wrong_version;
+  if (slots_.capacity() == 0 || fp != fingerprint()) return E::other_configuration;
+  if (n > slots_.capacity()) return E::out_of_range;
+  if (r.left() / 32 < n) return E::truncated;
+  struct row {
+    std::uint64_t slot, hash, cls, held;
+  };
+  std::vector<row> rows;
+  rows.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t k = 0; k < n; ++k) {
+    row x{};
+    (void)r.u64(x.slot);
+    (void)r.u64(x.hash);
+    (void)r.u64(x.cls);
+    (void)r.u64(x.held);
+    if (!detail::keyed_in_window(slots_, x.hash, x.slot) || (k > 0 && x.slot <= rows.back().slot))
+      return E::out_of_range;
+    if (x.cls >= limits_.size()) return E::out_of_range;
+    if (x.held == 0 || x.held > limits_[static_cast<std::size_t>(x.cls)]) return E::out_of_range;
+    rows.push_back(x);
+  }
+  if (r.left() != 0) return E::truncated;
+  {
+    std::vector<std::uint64_t> hs;
+    hs.reserve(rows.size());
+    for (const row& x : rows) hs.push_back(x.hash);
+    std::sort(hs.begin(), hs.end());
+    if (std::adjacent_find(hs.begin(), hs.end()) != hs.end()) return E::out_of_range;  // a key in two entries
+  }
+
+  // Everything checked: apply. The wall-clock time between snapshot and
+  // restore, zero if the clock went backwards.
+  constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  const detail::i128 gap = static_cast<detail::i128>(wall.count()) - static_cast<std::int64_t>(then);
+  const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
+  const std::uint64_t h = hold.count() <= 0 ? 0 : static_cast<std::uint64_t>(hold.count());
+  keyed_permit_holds back;
+  if (h <= down || rows.empty()) {  // nothing held any more: the table as new
+    out = std::move(back);
+    return E::ok;
+  }
+  back.keep_for = nanoseconds(static_cast<std::int64_t>(h - down));
+  back.permits.reserve(rows.size());
+  // relaxed stores throughout: nothing may use the table during restore();
+  // the caller's hand-off to other threads publishes it. Each restored
+  // entry is live with one pin (its permit's, which the permit's release
+  // takes) and version 1: the table is in use.
+  for (const row& x : rows) {
+    const std::size_t slot = static_cast<std::size_t>(x.slot);
+    typename S::entry& e = slots_[slot];
+    e.hash.store(x.hash, std::memory_order_relaxed);
+    e.s.held.store(x.held, std::memory_order_relaxed);
+    e.claim.store(1, std::memory_order_relaxed);
+    e.ctl.store(S::st_live | (x.cls << S::cls_shift) | S::pin_one | S::ver_one, std::memory_order_relaxed);
+    back.permits.push_back(keyed_permit(&slots_, slot, x.held, {decision::admit(), keyed_status::admitted}));
+  }
+  for (const row& x : rows) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
+  out = std::move(back);
+  return E::ok;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_PERMIT_SNAPSHOT_HPP
 
 #endif  // TOLLGATE_KEYED_PERMITS_HPP
 // #include <tollgate/keyed_budgets.hpp>  (inlined below)
@@ -12388,6 +12715,12 @@ TOLLGATE_END_NAMESPACE
 // refused with reason::stale_time (retry_after: the time to that slot's
 // start), as sliding_window does: the slots it falls in are gone.
 //
+// Restart. snapshot() / restore() (keyed/window_snapshot.hpp) keep every
+// count across a restart at least as long as it would have stayed without
+// it (at most one slot longer), whatever the downtime and the phases of
+// both tables' slot grids, so the bound above holds in wall-clock time
+// across the restart.
+//
 // Decisions. n == 0 is admitted and changes nothing (claims nothing).
 // n > L is `never` (reason::exceeds_capacity), for a new key without
 // claiming an entry. A refusal writes nothing and gives the exact wait
@@ -12413,10 +12746,13 @@ TOLLGATE_END_NAMESPACE
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
 // One limit class: at most `limit` units in any window of length `window`.
 struct window_class {
@@ -12480,6 +12816,14 @@ class keyed_windows {
   bool erase(std::string_view key) noexcept { return slots_.erase(hash_(key)); }
   bool contains(std::uint64_t id) const noexcept { return peek(hash_(id)); }
   bool contains(std::string_view key) const noexcept { return peek(hash_(key)); }
+
+  // The table as bytes, and back (keyed/window_snapshot.hpp states the
+  // format, the time rule and every refusal): a restored count stays at
+  // least as long as it would have without the restart. snapshot() runs
+  // beside any traffic; restore() only into a table that has taken none,
+  // before sharing it.
+  std::string snapshot(nanoseconds now, nanoseconds wall) const;
+  account_restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
 
   std::size_t capacity() const noexcept { return slots_.capacity(); }
   std::size_t window() const noexcept { return slots_.window(); }
@@ -12618,6 +12962,10 @@ class keyed_windows {
     return slots_.peek(h, c) != nullptr;
   }
 
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;           // keyed/window_snapshot.hpp
+  static std::uint64_t max_left(const params& p) noexcept;  // keyed/window_snapshot.hpp
+
   Hash hash_;
   S slots_;
   std::vector<params> cls_;
@@ -12625,6 +12973,284 @@ class keyed_windows {
 };
 
 TOLLGATE_END_NAMESPACE
+
+// #include <tollgate/keyed/window_snapshot.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/window_snapshot.hpp: a keyed_windows table as bytes, and back, so a
+// restart does not hand every key a fresh window. No I/O: the caller stores
+// the bytes. Included by keyed_windows.hpp after the class.
+//
+// Format 1: "TGW1", then little-endian u64 fields: version, the table's
+// fingerprint (capacity, window, every class's limit and slot width, and
+// the hash of two fixed probe keys, so a table under another seed or hash
+// is told apart without storing the seed), the wall-clock time, how far the
+// latest claim time was ahead of the snapshot's `now` (ns), the number of
+// entries n, then n x (slot, hash, class, left, counts), slots strictly
+// ascending; and the FNV-1a checksum of every byte before it. `left` is the
+// time from `now` until the entry's newest slot stops being counted (the
+// start of the slot 4 after it; at most (2^31 + 3) slot widths); `counts`
+// holds in byte i the count of the slot i before the newest, counts that
+// have already left the window zeroed. Entries that count nothing are fresh
+// and not stored.
+//
+// Time. restore() keeps every count for what was left of it minus the
+// wall-clock time between snapshot and restore (pass system_clock::now()
+// as `wall`; one that went backwards counts as no time passed), rounded
+// toward keeping: the restored table's slot grid has its own phase, and
+// each count goes to the slot of that grid whose end is the first at or
+// after the time the count had to stay, so it stays at most one slot width
+// longer than it had to and never shorter, at any phase of either table
+// and after any downtime. Counts of one entry keep their distances (whole
+// slots apart in both tables). The newest slot moves with its count, so a
+// `now` that the old table refused as stale (behind its newest slot) is
+// refused by the restored one too, until at least the same moment. The
+// table's latest claim time is kept as keyed_buckets keeps it, so a key
+// that comes back with an earlier `now` is refused as stale. Hence the
+// header's bound holds across a restart in wall-clock time: in every
+// window (t - W, t] no key gets more than L, counting the admissions of
+// both tables. (Bound of the encoding: a key whose newest slot was 2^31
+// slots ahead of the snapshot's `now`, 68 years at 1 s, keeps its newest
+// count up to one slot less; it is refused as stale all that while.)
+//
+// restore() refuses, changing nothing, with the account's codes and rules
+// (account_restore_errc): bytes that are not a snapshot (bad_format), of an
+// unknown version (wrong_version), of a table configured otherwise or under
+// another seed (other_configuration: another capacity, window, class list
+// or seed), short or long (truncated), whose checksum does not match
+// (corrupted; it only catches accidents), or whose fields do not fit this
+// table (out_of_range: more entries than the capacity, slots not ascending
+// or outside their hash's window, a hash held twice, a class index not the
+// table's, `left` zero or past its bound or INT64_MAX, counts above 32
+// bits, a newest count of zero, counts summing above the class's limit, a
+// count kept that had left the window, a lead past INT64_MAX). It refuses
+// with in_use a table that has started taking traffic (any entry claimed,
+// pinned or erased since construction or the last restore), and a
+// misconfigured table (bad_class at every call) with other_configuration.
+// A restored table that took no traffic may be restored again.
+//
+// Concurrency. snapshot() is thread-safe with everything: it pins each live
+// entry while it reads it, and an admission racing it lands in this
+// snapshot or after it. A key that moved to another entry during the scan
+// (erased, or its entry reused, then claimed again) is stored once, the
+// entry whose newest count stays longer (then the larger sum). restore()
+// must not race any other use: restore into a new table, before sharing it.
+#ifndef TOLLGATE_KEYED_WINDOW_SNAPSHOT_HPP
+#define TOLLGATE_KEYED_WINDOW_SNAPSHOT_HPP
+
+// #include <tollgate/keyed_windows.hpp>  (already above)
+// #include <tollgate/keyed/snapshot_frame.hpp>  (already above)
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock, class Hash>
+std::uint64_t keyed_windows<Clock, Hash>::fingerprint() const noexcept {
+  detail::byte_writer w;
+  w.u64(slots_.capacity());
+  w.u64(slots_.window());
+  w.u64(cls_.size());
+  for (const params& p : cls_) {
+    w.u64(p.limit);
+    w.u64(p.width);
+  }
+  w.u64(hash_(std::uint64_t{0x746f6c6c67617465ULL}));
+  w.u64(hash_(std::string_view("tollgate keyed table")));
+  return w.checksum();
+}
+
+template <class Clock, class Hash>
+std::uint64_t keyed_windows<Clock, Hash>::max_left(const params& p) noexcept {
+  const std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  const std::uint64_t m = detail::sat_mul(stale_from + 3, p.width);
+  return m < top ? m : top;
+}
+
+template <class Clock, class Hash>
+std::string keyed_windows<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wall) const {
+  struct row {
+    std::uint64_t slot, hash, cls, left, counts, sum;
+  };
+  std::vector<row> rows;
+  const std::uint64_t t = since(now);
+  for (std::size_t s = 0; s < slots_.capacity(); ++s) {
+    entry& e = slots_[s];
+    // acquire: as in keyed_slots::pin() (pairs with the publish CAS).
+    std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+    for (;;) {
+      if (S::state_of(c) != S::st_live) break;  // free, erased, or a claim not yet published: fresh
+      if ((c & S::pin_mask) == S::pin_mask) {  // as in pin(): wait for one of 32767 calls
+        std::this_thread::yield();
+        c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
+        continue;
+      }
+      // acq_rel / acquire: the pin of keyed_slots::pin(): while pinned the
+      // entry cannot be reclaimed, so its hash and class are its occupant's.
+      if (!e.ctl.compare_exchange_weak(c, c + S::pin_one + S::ver_one, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        continue;
+      const std::size_t k = S::class_of(c);
+      const params& p = cls_[k];
+      // relaxed: stable while pinned (hash), or a moment of the window (its
+      // word), as in acquire_hash().
+      const std::uint64_t h = e.hash.load(std::memory_order_relaxed);
+      const std::uint64_t w = e.s.word.load(std::memory_order_relaxed);
+      S::unpin(e);
+      if ((w >> 32) == 0) break;  // counts nothing: fresh
+      // The newest slot, as a signed distance from now's slot (the word
+      // reads 2^31 or more behind as ahead).
+      const std::uint64_t st = t / p.width, d = behind(w, st);
+      const detail::i128 newest = static_cast<detail::i128>(st) -
+                                  (d < stale_from ? static_cast<detail::i128>(d)
+                                                  : -static_cast<detail::i128>((tag_mask + 1) - d));
+      // Count i (slot newest - i) is counted until the start of slot newest - i + 4.
+      const detail::i128 left0 = (newest + 4) * static_cast<detail::i128>(p.width) - static_cast<detail::i128>(t);
+      if (left0 <= 0) break;  // every count has left: fresh
+      std::uint64_t counts = 0, sum = 0;
+      for (unsigned i = 0; i < 4; ++i) {
+        if (left0 - static_cast<detail::i128>(i) * p.width <= 0) break;  // left, and so are the older ones
+        counts |= count(w, i) << (8 * i);
+        sum += count(w, i);
+      }
+      const std::uint64_t most = max_left(p);
+      const std::uint64_t left = left0 > static_cast<detail::i128>(most) ? most : static_cast<std::uint64_t>(left0);
+      rows.push_back(row{s, h, k, left, counts, sum});
+      break;
+    }
+  }
+  // A key erased or moved and claimed again in another entry while we
+  // scanned shows twice: keep the entry that counts longer (then more).
+  std::sort(rows.begin(), rows.end(), [](const row& x, const row& y) {
+    if (x.hash != y.hash) return x.hash < y.hash;
+    return x.left != y.left ? x.left > y.left : x.sum > y.sum;
+  });
+  rows.erase(std::unique(rows.begin(), rows.end(), [](const row& x, const row& y) { return x.hash == y.hash; }),
+             rows.end());
+  std::sort(rows.begin(), rows.end(), [](const row& x, const row& y) { return x.slot < y.slot; });
+  detail::byte_writer out;
+  out.raw("TGW1", 4);
+  out.u64(snapshot_version);
+  out.u64(fingerprint());
+  out.u64(static_cast<std::uint64_t>(wall.count()));
+  const std::uint64_t latest = slots_.start_time();
+  out.u64(latest > t ? latest - t : 0);
+  out.u64(rows.size());
+  for (const row& r : rows) {
+    out.u64(r.slot);
+    out.u64(r.hash);
+    out.u64(r.cls);
+    out.u64(r.left);
+    out.u64(r.counts);
+  }
+  out.u64(out.checksum());
+  return out.out;
+}
+
+template <class Clock, class Hash>
+account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
+  using E = account_restore_errc;
+  if (!detail::keyed_untouched(slots_)) return E::in_use;
+  detail::byte_reader r{bytes};
+  const E opened = detail::open_keyed_snapshot(bytes, "TGW1", 5, r);
+  if (opened != E::ok) return opened;
+  std::uint64_t ver = 0, fp = 0, then = 0, ahead = 0, n = 0;
+  if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(ahead) || !r.u64(n)) return E::truncated;
+  if (ver != snapshot_version) return E::wrong_version;
+  if (slots_.capacity() == 0 || fp != fingerprint()) return E::other_configuration;
+  constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (ahead > top || n > slots_.capacity()) return E::out_of_range;
+  if (r.left() / 40 < n) return E::truncated;
+  struct row {
+    std::uint64_t slot, hash, cls, left, counts;
+  };
+  std::vector<row> rows;
+  rows.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t k = 0; k < n; ++k) {
+    row x{};
+    (void)r.u64(x.slot);
+    (void)r.u64(x.hash);
+    (void)r.u64(x.cls);
+    (void)r.u64(x.left);
+    (void)r.u64(x.counts);
+    if (!detail::keyed_in_window(slots_, x.hash, x.slot) || (k > 0 && x.slot <= rows.back().slot))
+      return E::out_of_range;
+    if (x.cls >= cls_.size()) return E::out_of_range;
+    const params& p = cls_[static_cast<std::size_t>(x.cls)];
+    if (x.left == 0 || x.left > max_left(p)) return E::out_of_range;
+    if (x.counts > tag_mask || (x.counts & 0xff) == 0) return E::out_of_range;
+    std::uint64_t sum = 0;
+    for (unsigned i = 0; i < 4; ++i) {
+      const std::uint64_t ci = (x.counts >> (8 * i)) & 0xff;
+      // A count whose slot had left the window at the snapshot is not kept.
+      if (ci != 0 && x.left <= i * p.width) return E::out_of_range;
+      sum += ci;
+    }
+    if (sum > p.limit) return E::out_of_range;
+    rows.push_back(x);
+  }
+  if (r.left() != 0) return E::truncated;
+  {
+    std::vector<std::uint64_t> hs;
+    hs.reserve(rows.size());
+    for (const row& x : rows) hs.push_back(x.hash);
+    std::sort(hs.begin(), hs.end());
+    if (std::adjacent_find(hs.begin(), hs.end()) != hs.end()) return E::out_of_range;  // a key in two entries
+  }
+
+  // Everything checked: apply. The wall-clock time between snapshot and
+  // restore, zero if the clock went backwards.
+  const detail::i128 gap = static_cast<detail::i128>(wall.count()) - static_cast<std::int64_t>(then);
+  const std::uint64_t down = gap <= 0 ? 0 : gap >= static_cast<detail::i128>(top) ? top : static_cast<std::uint64_t>(gap);
+  // relaxed stores throughout: nothing may use the table during restore();
+  // the caller's hand-off to other threads publishes it.
+  for (std::size_t s = 0; s < slots_.capacity(); ++s) {
+    slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_[s].claim.store(0, std::memory_order_relaxed);
+  }
+  const std::uint64_t t = since(now);
+  const std::uint64_t lead = ahead > down ? ahead - down : 0;
+  const std::uint64_t latest = detail::sat_add(t, lead);
+  if (latest > slots_.start_time()) slots_.set_start_time(latest);
+  for (const row& x : rows) {
+    if (x.left <= down) continue;  // every count has left by now: fresh
+    const std::size_t slot = static_cast<std::size_t>(x.slot), k = static_cast<std::size_t>(x.cls);
+    const params& p = cls_[k];
+    const std::uint64_t keep = x.left - down;  // from `now`, until the newest count may leave
+    // The newest slot m: the first whose end ((m + 4) slots) is at or after t + keep.
+    // t + keep < 2^65 and width >= 1 s: the quotient fits 64 bits. m may be
+    // just below the origin (wrapping): only differences mod 2^32 are read.
+    const detail::u128 end = (static_cast<detail::u128>(t) + keep + p.width - 1) / p.width;
+    detail::i128 m = static_cast<detail::i128>(end) - 4;
+    // At most 2^31 slots ahead of now's, so still read as ahead: max_left
+    // keeps it there (keep <= (2^31 + 3) widths); this only makes it certain.
+    const detail::i128 st = static_cast<detail::i128>(t / p.width);
+    if (m - st > static_cast<detail::i128>(stale_from)) m = st + stale_from;
+    std::uint64_t counts = 0;
+    for (unsigned i = 0; i < 4; ++i) {
+      if (keep <= i * p.width) break;  // left during the downtime, as the older ones
+      counts |= ((x.counts >> (8 * i)) & 0xff) << (8 * i);
+    }
+    entry& e = slots_[slot];
+    e.hash.store(x.hash, std::memory_order_relaxed);
+    e.s.word.store((counts << 32) | (static_cast<std::uint64_t>(m) & tag_mask), std::memory_order_relaxed);
+    e.claim.store(1, std::memory_order_relaxed);
+    e.ctl.store(S::st_live | (static_cast<std::uint64_t>(k) << S::cls_shift), std::memory_order_relaxed);
+  }
+  for (const row& x : rows) {
+    if (x.left > down) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
+  }
+  return E::ok;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_WINDOW_SNAPSHOT_HPP
 
 #endif  // TOLLGATE_KEYED_WINDOWS_HPP
 // #include <tollgate/keyed_account.hpp>  (inlined below)

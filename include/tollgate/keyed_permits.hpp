@@ -36,6 +36,13 @@
 // few units each holds (each pins its entry once). A bad class index is
 // keyed_status::bad_class. Limits are 1 .. 2^32 - 1.
 //
+// Restart. snapshot() / restore() keep what each key held across a
+// restart: the server may still be running the stopped process's
+// requests, so restore() gives those units back as permits to hold for a
+// stated time (the longest a request runs, less the downtime) and the
+// caller releases them then; a hold of zero releases everything at the
+// restart. keyed/permit_snapshot.hpp states it in full.
+//
 // Concurrency contract. Every member function is thread-safe and
 // lock-free except as keyed/claim.hpp states for claims of one new key
 // racing each other (obstruction-free) and for a pin that finds 32767 pins
@@ -57,11 +64,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
+struct keyed_permit_holds;                         // keyed/permit_snapshot.hpp
 namespace detail {
 struct keyed_permit_state {
   atomic<std::uint64_t> held{0};  // units held on the entry
@@ -168,6 +179,15 @@ class keyed_permits {
   std::uint64_t in_use(std::uint64_t id) const noexcept { return held(hash_(id)); }
   std::uint64_t in_use(std::string_view key) const noexcept { return held(hash_(key)); }
 
+  // The units held per key as bytes, and back as permits to keep for a
+  // stated time (keyed/permit_snapshot.hpp states what a restore means for
+  // the holders of a stopped process, the format and every refusal).
+  // snapshot() runs beside any traffic; restore() only into a table that
+  // has taken none, before sharing it. Pass system_clock::now() as `wall`;
+  // `hold` is the longest a request may run at the server.
+  std::string snapshot(nanoseconds wall) const;
+  account_restore_errc restore(std::string_view bytes, nanoseconds wall, nanoseconds hold, keyed_permit_holds& out);
+
   std::size_t capacity() const noexcept { return slots_.capacity(); }
   std::size_t window() const noexcept { return slots_.window(); }
   std::size_t classes() const noexcept { return limits_.size(); }
@@ -241,11 +261,16 @@ class keyed_permits {
     return e == nullptr ? 0 : e->s.held.load(std::memory_order_relaxed);  // relaxed: a peek
   }
 
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;  // keyed/permit_snapshot.hpp
+
   Hash hash_;
   S slots_;
   std::vector<std::uint64_t> limits_;
 };
 
 TOLLGATE_END_NAMESPACE
+
+#include <tollgate/keyed/permit_snapshot.hpp>
 
 #endif  // TOLLGATE_KEYED_PERMITS_HPP

@@ -41,6 +41,12 @@
 // refused with reason::stale_time (retry_after: the time to that slot's
 // start), as sliding_window does: the slots it falls in are gone.
 //
+// Restart. snapshot() / restore() (keyed/window_snapshot.hpp) keep every
+// count across a restart at least as long as it would have stayed without
+// it (at most one slot longer), whatever the downtime and the phases of
+// both tables' slot grids, so the bound above holds in wall-clock time
+// across the restart.
+//
 // Decisions. n == 0 is admitted and changes nothing (claims nothing).
 // n > L is `never` (reason::exceeds_capacity), for a new key without
 // claiming an entry. A refusal writes nothing and gives the exact wait
@@ -66,10 +72,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 
 // One limit class: at most `limit` units in any window of length `window`.
 struct window_class {
@@ -133,6 +142,14 @@ class keyed_windows {
   bool erase(std::string_view key) noexcept { return slots_.erase(hash_(key)); }
   bool contains(std::uint64_t id) const noexcept { return peek(hash_(id)); }
   bool contains(std::string_view key) const noexcept { return peek(hash_(key)); }
+
+  // The table as bytes, and back (keyed/window_snapshot.hpp states the
+  // format, the time rule and every refusal): a restored count stays at
+  // least as long as it would have without the restart. snapshot() runs
+  // beside any traffic; restore() only into a table that has taken none,
+  // before sharing it.
+  std::string snapshot(nanoseconds now, nanoseconds wall) const;
+  account_restore_errc restore(std::string_view bytes, nanoseconds now, nanoseconds wall);
 
   std::size_t capacity() const noexcept { return slots_.capacity(); }
   std::size_t window() const noexcept { return slots_.window(); }
@@ -271,6 +288,10 @@ class keyed_windows {
     return slots_.peek(h, c) != nullptr;
   }
 
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;           // keyed/window_snapshot.hpp
+  static std::uint64_t max_left(const params& p) noexcept;  // keyed/window_snapshot.hpp
+
   Hash hash_;
   S slots_;
   std::vector<params> cls_;
@@ -278,5 +299,7 @@ class keyed_windows {
 };
 
 TOLLGATE_END_NAMESPACE
+
+#include <tollgate/keyed/window_snapshot.hpp>
 
 #endif  // TOLLGATE_KEYED_WINDOWS_HPP
