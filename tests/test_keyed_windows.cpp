@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -236,4 +237,27 @@ TEST_CASE("keyed windows: threaded stress keeps the strict bound", "[keyed]") {
     total += kv.second.size();
   }
   CHECK(total > 0);
+}
+
+// A `now` before the origin is decided as the origin, and its wait is from
+// `now`: refused 1 ns before it, admitted at it. (The wait was counted from
+// the origin: asked at 5 s with origin 10 s, it said 4 s where 9 s is exact.)
+TEST_CASE("keyed windows: waits for a now before the origin are exact from that now", "[keyed]") {
+  const std::int64_t origin = 10 * sec;
+  for (const std::int64_t asked : {5 * sec, 9 * sec, origin - 1, -7 * sec}) {
+    INFO("asked at " << asked);
+    auto table = [&] {
+      auto t = std::make_unique<keyed_windows<manual_clock>>(4, std::vector<window_class>{{1, std::chrono::seconds(3)}},
+                                                             hash_seed{}, ns(origin), 4);
+      REQUIRE(t->try_acquire(std::uint64_t{1}, 0, 1, ns(origin + sec / 2)).admitted());
+      return t;
+    };
+    auto t = table();
+    const keyed_result r = t->try_acquire(std::uint64_t{1}, 0, 1, ns(asked));
+    REQUIRE(r.result().later());
+    const std::int64_t wait = r.result().retry_after().count();
+    CHECK(asked + wait == origin + 4 * sec);  // slot 0 (of 1 s) leaves at slot 4, 14 s
+    CHECK_FALSE(t->try_acquire(std::uint64_t{1}, 0, 1, ns(asked + wait - 1)).admitted());
+    CHECK(table()->try_acquire(std::uint64_t{1}, 0, 1, ns(asked + wait)).admitted());
+  }
 }

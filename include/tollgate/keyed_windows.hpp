@@ -24,9 +24,13 @@
 // Lossless eviction: an entry is reclaimed for another key only when every
 // count it holds has left the window at the claimer's `now` (its newest
 // slot 4 or more slots behind, or no count at all), which is the state a
-// fresh window has; a reclaimed entry starts at the slot of the latest
-// `now` any claim has seen, so a key that comes back with an earlier `now`
-// is refused as stale rather than counted twice. A live entry is never
+// fresh window has. Every claimed entry (reclaimed, or new for a key never
+// seen) starts at the slot of the latest `now` any claim of the table has
+// seen, so a key that comes back with an earlier `now` is refused as stale
+// rather than counted twice. The price: one claim at a `now` far ahead (a
+// clock stepped forward and back, a bogus supplied time) gets every new key
+// refused as stale until then, erased ones too; keys that hold an entry are
+// not affected (a table of buckets has the same rule). A live entry is never
 // reset, except by erase(). When no entry of a new key's window may be
 // reused, the key is refused with keyed_status::table_full (`later`, the
 // wait until the first of them may be, assuming nothing else is admitted
@@ -34,7 +38,7 @@
 // changes no live entry.
 //
 // Time. Slots are numbered from the table's origin (times before it count
-// as it); an entry keeps its newest slot modulo 2^32 and reads a difference
+// as it, and their waits are counted from `now`); an entry keeps its newest slot modulo 2^32 and reads a difference
 // of 2^31 slots or more as a `now` behind it. So a key's counts are read
 // exactly while its calls are less than 2^31 slots apart: 22 years at the
 // shortest window, 1 s. A `now` in a slot before a key's newest one is
@@ -223,10 +227,19 @@ class keyed_windows {
     return decision::refuse(reason::exceeds_capacity);  // n > limit: not reached (checked before)
   }
 
+  // A `now` before the origin is decided as the origin; its waits, counted
+  // from the origin, are then longer from `now` by the difference.
   keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+    const keyed_result r = acquire_at(h, cls, n, since(now));
+    const decision& d = r.result();
+    if (now.count() >= origin_ || !d.later() || d.why() == reason::busy) return r;
+    const std::uint64_t early = detail::positive_difference(origin_, now.count());
+    return {decision::wait(ns(detail::sat_add(static_cast<std::uint64_t>(d.retry_after().count()), early)), d.why()),
+            r.status()};
+  }
+  keyed_result acquire_at(std::uint64_t h, std::size_t cls, std::uint64_t n, std::uint64_t t) noexcept {
     if (cls >= cls_.size()) return {decision::refuse(reason::misconfigured), keyed_status::bad_class};
     if (n == 0) return {decision::admit(), keyed_status::admitted};
-    const std::uint64_t t = since(now);
     std::size_t slot = 0, c = cls;
     for (;;) {
       if (slots_.pin(h, slot, c)) break;
