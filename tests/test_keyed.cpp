@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -405,13 +406,35 @@ TEST_CASE("keyed: the origin defaults to the clock, and the clock overloads read
   keyed_clock::set(ns(5 * s));
   keyed_buckets<keyed_clock> t(8, {{rate(1, ns(s)), 2}}, seed_from(7));
   CHECK(t.try_acquire(std::string_view("a"), 0, 2).admitted());  // at 5 s
-  const keyed_result r = t.try_acquire(std::string_view("a"), 0, 1, ns(0));  // before the origin: at 5 s
+  const keyed_result r = t.try_acquire(std::string_view("a"), 0, 1, ns(0));  // before the origin: decided at 5 s
   CHECK(r.status() == keyed_status::limited);
-  CHECK(r.result().retry_after() == ns(s));
+  CHECK(r.result().retry_after() == ns(6 * s));  // the wait from `now`: admissible at 6 s
   keyed_clock::set(ns(6 * s));
   CHECK(t.try_acquire(std::string_view("a"), 0).admitted());
   // More than the burst: never, and a new key takes no entry for it.
   const keyed_result big = t.try_acquire(std::uint64_t{3}, 0, 3);
   CHECK(big.result().never());
   CHECK_FALSE(t.contains(std::uint64_t{3}));
+}
+
+// A `now` before the origin is decided as the origin, and its wait is from
+// `now`: refused 1 ns before it, admitted at it (it was counted from the origin).
+TEST_CASE("keyed: waits for a now before the origin are exact from that now", "[keyed]") {
+  const std::int64_t sec = 1000000000, origin = 10 * sec;
+  for (const std::int64_t asked : {5 * sec, 9 * sec, origin - 1, -7 * sec}) {
+    INFO("asked at " << asked);
+    auto table = [&] {
+      auto t = std::make_unique<keyed_buckets<manual_clock>>(
+          4, std::vector<key_class>{{rate(1, ns(3 * sec)), 1}}, hash_seed{}, ns(origin), 4);
+      REQUIRE(t->try_acquire(std::uint64_t{1}, 0, 1, ns(origin + sec / 2)).admitted());
+      return t;
+    };
+    auto t = table();
+    const keyed_result r = t->try_acquire(std::uint64_t{1}, 0, 1, ns(asked));
+    REQUIRE(r.result().later());
+    const std::int64_t wait = r.result().retry_after().count();
+    CHECK(asked + wait == origin + sec / 2 + 3 * sec);  // one unit per 3 s after the one at 10.5 s
+    CHECK_FALSE(t->try_acquire(std::uint64_t{1}, 0, 1, ns(asked + wait - 1)).admitted());
+    CHECK(table()->try_acquire(std::uint64_t{1}, 0, 1, ns(asked + wait)).admitted());
+  }
 }

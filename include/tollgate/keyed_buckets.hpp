@@ -47,7 +47,7 @@
 // collides with the 8-byte string of its bytes by construction.
 //
 // Time. Ticks are counted from the table's origin (times before it count as
-// it), at each class's scale s. A class counts exactly up to its horizon,
+// it, and their waits are counted from `now`), at each class's scale s. A class counts exactly up to its horizon,
 // horizon(cls) = floor((2^62 - 1 - B x T ticks) / s) ns after the origin,
 // at least 10 years (token_bucket's rule). Unlike token_bucket the epoch
 // never moves, so a class ends there: a `now` past its horizon is refused
@@ -290,12 +290,17 @@ class keyed_buckets {
   // without the division on the hot path.
   static bool past_t(std::uint64_t now_t, const detail::gcra_params& p) noexcept { return now_t > L::max_ticks - p.tau; }
   bool past(nanoseconds now, const detail::gcra_params& p) const noexcept { return past_t(ticks(now, p), p); }
-  // A refusal at `now` with wait w: `never` when now + w is past p's horizon.
+  // A refusal at `now` with wait w (counted from max(now, origin)): `never`
+  // when that plus w is past p's horizon. A `now` before the origin is
+  // decided as the origin, so its wait from `now` is longer by the difference.
   decision wait_or_never(nanoseconds now, nanoseconds w, const detail::gcra_params& p) const noexcept {
     const std::uint64_t at = detail::sat_add(detail::positive_difference(now.count(), origin_),
                                              static_cast<std::uint64_t>(w.count()));
     if (at > static_cast<std::uint64_t>(detail::gcra_horizon_ns(p))) return decision::refuse(reason::exceeds_capacity);
-    return decision::wait(w);
+    const std::uint64_t from_now = detail::sat_add(static_cast<std::uint64_t>(w.count()),
+                                                   detail::positive_difference(origin_, now.count()));
+    const std::uint64_t top = static_cast<std::uint64_t>(INT64_MAX);
+    return decision::wait(nanoseconds(static_cast<std::int64_t>(from_now > top ? top : from_now)));
   }
 
   std::uint64_t ticks(nanoseconds now, const detail::gcra_params& p) const noexcept {
