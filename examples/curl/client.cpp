@@ -271,10 +271,11 @@ int main(int argc, char** argv) {
     // of one request per 1 / rate counts the same, where one of `rate` per
     // second would let a whole second's requests through at once. The margin
     // widens that window for the jitter between the script's clock and
-    // nginx's (the table's "strict window at L over W + J").
+    // nginx's (the table's "strict window at L over W + J"); 1 / rate is
+    // rounded up to a whole µs, never closer than nginx's spacing.
     cfg.model = server_model::token_bucket;
     cfg.rpm = limit(1);
-    cfg.request_window = std::chrono::microseconds(1000000 / rate_per_s) + std::chrono::milliseconds(margin_ms);
+    cfg.request_window = std::chrono::microseconds((1000000 + rate_per_s - 1) / rate_per_s) + std::chrono::milliseconds(margin_ms);
     // A worker that dies holding a slot gives it back after this, not after
     // the default two hours (and an account created fresh has no hold).
     cfg.lease_timeout = std::chrono::seconds(30);
