@@ -133,7 +133,7 @@ else
     in_redis=$(run paced "$n" --margin-ms "$margin_ms" --processes 4 --account redis --redis "127.0.0.1:$rport")
     rc=$?
     set -e
-    echo "$in_redis"
+    if [ $rc -ne 77 ]; then echo "$in_redis"; fi
     if [ $rc -eq 77 ]; then
       redis_note="the client is built without hiredis"
       in_redis=
