@@ -8,11 +8,14 @@
 //              until it succeeds (nothing is lost)
 //
 //   tollgate-curl-client --url URL --requests N --rate R --concurrency C --mode MODE
-//                        [--margin-ms M] [--processes P --account shared|each]
+//                        [--margin-ms M] [--processes P --account shared|each|redis]
+//                        [--redis HOST:PORT]
 //
 // With --processes P the requests are split over P forked worker processes,
-// paced by one shared_account in memory they all map (shared) or by one
-// account each at the server's full limits (each), and the totals printed.
+// paced by one shared_account in memory they all map (shared), by one
+// account each at the server's full limits (each), or by one account held in
+// Redis (redis: built with hiredis; each worker connects on its own), and the
+// totals printed. Without hiredis, --account redis exits with status 77.
 //
 // The account spaces admissions; the server spaces arrivals. Between the two lie
 // this process's own scheduling, the connection and the server's reading of its
@@ -23,6 +26,10 @@
 #include <tollgate/tollgate.hpp>
 
 #include <curl/curl.h>
+#if TOLLGATE_CURL_WITH_REDIS
+#include <tollgate/redis/account.hpp>
+#include <tollgate/redis/hiredis.hpp>
+#endif
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +39,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +78,54 @@ std::size_t on_header(char* p, std::size_t size, std::size_t n, void* user) {
   std::fprintf(stderr, "tollgate-curl-client: %s\n", m);
   std::exit(2);
 }
+
+// Carries what a run's leases queued (the Redis account sends settlements with
+// its next call): nothing to carry for the in-memory accounts.
+template <class Account>
+void carry(Account*) {}
+
+#if TOLLGATE_CURL_WITH_REDIS
+// The Redis account behind the in-memory account's shape, so run() drives
+// both: its leases settle without a time (the script decides at the server's
+// clock), and a failed transfer drops the lease (the slot comes back, the
+// reservations stay, as the in-memory account's settle_failed).
+class redis_pacer {
+ public:
+  using account_type = redis::account<redis::hiredis_executor>;
+  struct held_lease {
+    account_type::lease_type l;
+    void settle(const usage& u, nanoseconds) { l.settle(u); }
+    void settle_rejected(nanoseconds) { l.settle_rejected(); }
+    void settle_failed(nanoseconds) { l.drop(); }
+  };
+  struct admission {
+    tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
+    held_lease lease;
+    explicit operator bool() const noexcept { return decision.admitted(); }
+  };
+  redis_pacer(const std::string& name, const account_config& c, const std::string& host, int port)
+      : acct_(name, c, redis::hiredis_executor(host, port, std::chrono::milliseconds(500))) {}
+  admission try_admit(const request& r) {
+    auto a = acct_.try_admit(r);
+    admission out;
+    out.decision = a.d;
+    out.lease.l = std::move(a.lease);
+    return out;
+  }
+  void on_response(const error_info& e, std::optional<nanoseconds> hint, nanoseconds) {
+    (void)acct_.on_response(e, hint);
+  }
+  bool flush() { return acct_.flush(); }
+  redis::outcome create_fresh() { return acct_.create(true); }
+
+ private:
+  account_type acct_;
+};
+// Sends the released slots and refunds now, not at the next admission: a
+// worker with nothing left to send would otherwise hold its finished slots
+// from the other workers until its run ends.
+void carry(redis_pacer* p) { (void)p->flush(); }
+#endif
 }  // namespace
 
 // Sends `requests` requests, paced by `acct` unless it is null (unpaced).
@@ -155,6 +211,7 @@ counts run(Account* acct, const std::string& url, long requests) {
       t->held.settle_rejected(now);
       pending.push_back(t->index);
     }
+    if (paced) carry(acct);
   }
   for (transfer<Lease>& t : xfers)
     if (t.easy) {
@@ -168,7 +225,7 @@ counts run(Account* acct, const std::string& url, long requests) {
 
 int main(int argc, char** argv) {
   std::string url, mode = "paced";
-  std::string sharing = "shared";
+  std::string sharing = "shared", redis_at = "127.0.0.1:6379";
   long requests = 40, rate_per_s = 10, concurrency = 4, margin_ms = 20, processes = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string_view a = argv[i];
@@ -180,13 +237,21 @@ int main(int argc, char** argv) {
     else if (a == "--margin-ms") margin_ms = std::strtol(argv[i + 1], nullptr, 10);
     else if (a == "--processes") processes = std::strtol(argv[i + 1], nullptr, 10);
     else if (a == "--account") sharing = argv[i + 1];
+    else if (a == "--redis") redis_at = argv[i + 1];
     else usage_error("unknown option");
   }
   if (url.empty() || requests <= 0 || rate_per_s <= 1 || concurrency <= 1 || margin_ms < 0 || margin_ms > 1000)
     usage_error("bad arguments");
   if (mode != "paced" && mode != "unpaced" && mode != "overdrive") usage_error("--mode is paced, unpaced or overdrive");
   if (processes < 1 || processes > 16 || processes > requests) usage_error("--processes is 1..16, at most --requests");
-  if (sharing != "shared" && sharing != "each") usage_error("--account is shared or each");
+  if (sharing != "shared" && sharing != "each" && sharing != "redis") usage_error("--account is shared, each or redis");
+  const bool in_redis = sharing == "redis" && mode != "unpaced";
+#if !TOLLGATE_CURL_WITH_REDIS
+  if (in_redis) {
+    std::fprintf(stderr, "tollgate-curl-client: built without hiredis, --account redis is not available\n");
+    return 77;
+  }
+#endif
 
   account_config cfg;
   // nginx's limit_req is a leaky bucket (GCRA with burst 1 here): the margin
@@ -198,6 +263,23 @@ int main(int argc, char** argv) {
   if (cfg.max_spacing_margin < cfg.spacing_margin) cfg.max_spacing_margin = cfg.spacing_margin;
   cfg.rpm = limit(static_cast<std::uint64_t>(mode == "overdrive" ? rate_per_s * 2 : rate_per_s));
   cfg.concurrency = limit(static_cast<std::uint64_t>(mode == "overdrive" ? concurrency : concurrency - 1));
+  if (in_redis) {
+    // The script holds only the strict windows (server models fixed_window,
+    // sliding_log, token_bucket). limit_req is a token bucket: capacity
+    // burst + 1, refilled at the rate. With no burst that is capacity 1,
+    // which is exactly "no two requests closer than 1 / rate": a strict window
+    // of one request per 1 / rate counts the same, where one of `rate` per
+    // second would let a whole second's requests through at once. The margin
+    // widens that window for the jitter between the script's clock and
+    // nginx's (the table's "strict window at L over W + J"); 1 / rate is
+    // rounded up to a whole µs, never closer than nginx's spacing.
+    cfg.model = server_model::token_bucket;
+    cfg.rpm = limit(1);
+    cfg.request_window = std::chrono::microseconds((1000000 + rate_per_s - 1) / rate_per_s) + std::chrono::milliseconds(margin_ms);
+    // A worker that dies holding a slot gives it back after this, not after
+    // the default two hours (and an account created fresh has no hold).
+    cfg.lease_timeout = std::chrono::seconds(30);
+  }
 
 
   using pool_account = shared_account<steady_clock>;
@@ -213,13 +295,37 @@ int main(int argc, char** argv) {
     o.identity = static_cast<std::uint64_t>(getpid());
     if (!pool.open(mem, pool_account::region_bytes(), cfg, o)) usage_error("the shared account cannot be opened");
   }
+#if TOLLGATE_CURL_WITH_REDIS
+  std::string redis_host;
+  int redis_port = 0;
+  if (in_redis) {
+    const std::size_t colon = redis_at.rfind(':');
+    if (colon == std::string::npos || colon == 0) usage_error("--redis is HOST:PORT");
+    redis_host = redis_at.substr(0, colon);
+    const long p = std::strtol(redis_at.c_str() + colon + 1, nullptr, 10);
+    if (p <= 0 || p > 65535) usage_error("--redis is HOST:PORT");
+    redis_port = static_cast<int>(p);
+    // Before any worker: the test's server was just started empty, so the
+    // account is truly fresh (no state-loss hold). A deployment that may have
+    // run before calls create(false), see redis/account.hpp.
+    redis_pacer first("e2e", cfg, redis_host, redis_port);
+    if (first.create_fresh() != redis::outcome::ok) usage_error("the Redis account cannot be created");
+  }
+#endif
   // One worker: its share of the requests, its own curl handles and, unless
-  // shared, its own account at the server's full limits.
+  // shared, its own account at the server's full limits (or its own
+  // connection to the account in Redis).
   auto work = [&](long share) -> counts {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     counts k;
     if (mode == "unpaced") {
       k = run<lease<steady_clock>, account<steady_clock>>(nullptr, url, share);
+#if TOLLGATE_CURL_WITH_REDIS
+    } else if (in_redis) {
+      redis_pacer acct("e2e", cfg, redis_host, redis_port);
+      k = run<redis_pacer::held_lease>(&acct, url, share);
+      if (!acct.flush()) std::fprintf(stderr, "tollgate-curl-client: settlements left queued in Redis\n");
+#endif
     } else if (shared) {
       k = run<pool_account::lease_type>(&pool, url, share);
     } else {
@@ -261,7 +367,9 @@ int main(int argc, char** argv) {
   }
   const std::string label = processes == 1 ? mode
                                            : mode + " x" + std::to_string(processes) +
-                                                 (shared ? " (one shared account)" : " (one account each)");
+                                                 (in_redis ? " (one account in Redis)"
+                                                  : shared ? " (one shared account)"
+                                                           : " (one account each)");
   std::printf("mode %s: requests %ld, sent %ld, ok %ld, 429 %ld (rpm %ld, concurrency %ld, other %ld), lost %ld\n",
               label.c_str(), requests, total.sent, total.ok, total.rejected, total.by_rpm, total.by_conc, total.by_other,
               total.lost);

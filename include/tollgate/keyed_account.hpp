@@ -1,7 +1,8 @@
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
-// keyed_account.hpp: one request admitted only when both its key's bucket
-// (keyed_buckets) and the organisation's account admit it.
+// keyed_account.hpp: one request admitted only when both its key's limit
+// (keyed_buckets, keyed_windows, keyed_permits, keyed_budgets) and the
+// organisation's account admit it.
 //
 // All or nothing. The key is asked first, with a ticket; a refusal there
 // leaves the account untouched. Then the account; if it refuses, the key's
@@ -30,8 +31,23 @@
 // once (all of it: a permit or reservation gives back exactly what it
 // holds), so a refused request holds nothing of either. After both
 // admitted the caller holds both and releases or settles each as usual.
-// keyed_windows has no composition: a window admission cannot be given
-// back (its counts are final), so all or nothing would not hold.
+//
+// The same for keyed_windows, with a ticket: the key is asked first (a
+// refusal leaves the account untouched); if the account refuses, the key's
+// units are taken back out of the very slot they were counted in
+// (keyed_windows.hpp's give-back rule). Bound: for every key, at most L
+// units in every window (t - W, t] of the supplied times, counting the
+// units admitted net of these give-backs, exactly, under any interleaving:
+// a window's give-back depends on no `now`, so a thread that stalls between
+// its clock reading and the give-back returns nothing early (no skew, unlike
+// the bucket's). It gives back all the units (given_back == units) unless,
+// in between, a call on the same key at a `now` at least W later moved the
+// key's window 4 slots past them (they are then counted by no later
+// decision) or the key was erased or reclaimed (its new entry owes none of
+// them); given_back says what came back. While the account decides, the
+// units are held: a concurrent call on the key can be refused for them.
+// After both admitted, `key_ticket` can give them back with
+// keys.refund(key, key_ticket, n) for a request never sent.
 //
 // Thread-safe as its two parts are; lock-free when both paths are (the
 // account's admission, and keyed admission on a live key).
@@ -43,6 +59,7 @@
 #include <tollgate/keyed_buckets.hpp>
 #include <tollgate/keyed_budgets.hpp>
 #include <tollgate/keyed_permits.hpp>
+#include <tollgate/keyed_windows.hpp>
 
 #include <cstdint>
 
@@ -74,6 +91,24 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   out.account = acc.try_admit(r, now);
   if (out.account.decision.admitted()) out.key_ticket = std::move(t);
   else out.given_back = keys.refund(key, t, units, now);
+  return out;
+}
+
+// Takes `units` from the key's sliding window (class `cls` if it claims an
+// entry) and admits `r` on the account, both or neither; the same result as
+// for a bucket (given_back: the units taken back out of the window).
+template <class Clock, class Currency, class Hash, class Key>
+keyed_admission<Clock, Currency> admit_keyed(keyed_windows<Clock, Hash>& keys, account<Clock, Currency>& acc,
+                                             const Key& key, std::size_t cls, std::uint64_t units,
+                                             const request& r, nanoseconds now) noexcept {
+  keyed_admission<Clock, Currency> out;
+  keyed_ticket t;
+  out.key = keys.try_acquire(key, cls, units, now, t);
+  if (!out.key.admitted()) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (out.account.decision.admitted()) out.key_ticket = std::move(t);
+  else out.given_back = keys.refund(key, t, units);
   return out;
 }
 

@@ -51,6 +51,21 @@
 // both tables' slot grids, so the bound above holds in wall-clock time
 // across the restart.
 //
+// Give-back. try_acquire can fill a keyed_ticket (keyed/ticket.hpp) naming
+// the slot it charged; refund(key, ticket, n) takes up to n of those units
+// back out of that very slot, so the bound above holds for the units
+// admitted net of give-backs, exactly: a give-back depends on no `now`, so
+// a thread that stalls before it returns nothing early (keyed_buckets'
+// refund has a skew; this has none). It returns all of them unless the
+// key's newest slot has moved 4 or more past the charged one (a call on the
+// key at a `now` at least W later came between: no later decision counts
+// that slot, so the units are gone from the window anyway), or the key's
+// entry is not the one charged (erased or reclaimed meanwhile: the new entry
+// owes none of them; the ticket names the entry and its claim generation),
+// or the ticket is another table's (or this one's from before a restore()).
+// A refund is meant for a request that was never sent (the account refused
+// it, say): given back, its units may be admitted again at once.
+//
 // Decisions. n == 0 is admitted and changes nothing (claims nothing).
 // n > L is `never` (reason::exceeds_capacity), for a new key without
 // claiming an entry. A refusal writes nothing and gives the exact wait
@@ -73,6 +88,7 @@
 #include <tollgate/error.hpp>
 #include <tollgate/keyed/claim.hpp>
 #include <tollgate/keyed/key.hpp>
+#include <tollgate/keyed/ticket.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -129,10 +145,30 @@ class keyed_windows {
   keyed_windows& operator=(const keyed_windows&) = delete;
 
   keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    return acquire_hash(hash_(id), cls, n, now);
+    return acquire_hash(hash_(id), cls, n, now, nullptr);
   }
   keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    return acquire_hash(hash_(key), cls, n, now);
+    return acquire_hash(hash_(key), cls, n, now, nullptr);
+  }
+  // The same, and fills `t` for a later refund (a refusal, or n == 0, leaves
+  // it empty).
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now,
+                           keyed_ticket& t) noexcept {
+    return acquire_hash(hash_(id), cls, n, now, &t);
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now,
+                           keyed_ticket& t) noexcept {
+    return acquire_hash(hash_(key), cls, n, now, &t);
+  }
+
+  // Gives back up to n of the units the ticket's admission charged, out of
+  // the slot it charged (the rule above: exact, no `now`). Returns the
+  // units given back; the ticket keeps the rest.
+  std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n) noexcept {
+    return refund_hash(hash_(id), t, n);
+  }
+  std::uint64_t refund(std::string_view key, keyed_ticket& t, std::uint64_t n) noexcept {
+    return refund_hash(hash_(key), t, n);
   }
   keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n = 1) noexcept {
     return try_acquire(id, cls, n, Clock::now());
@@ -181,6 +217,7 @@ class keyed_windows {
     slots_.init(capacity, window);
     cls_ = std::move(ps);
     origin_ = origin.count();
+    id_ = detail::next_keyed_table_id();
     return errc::ok;
   }
 
@@ -229,15 +266,18 @@ class keyed_windows {
 
   // A `now` before the origin is decided as the origin; its waits, counted
   // from the origin, are then longer from `now` by the difference.
-  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    const keyed_result r = acquire_at(h, cls, n, since(now));
+  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now,
+                            keyed_ticket* tk) noexcept {
+    if (tk != nullptr) *tk = keyed_ticket{};
+    const keyed_result r = acquire_at(h, cls, n, since(now), tk);
     const decision& d = r.result();
     if (now.count() >= origin_ || !d.later() || d.why() == reason::busy) return r;
     const std::uint64_t early = detail::positive_difference(origin_, now.count());
     return {decision::wait(ns(detail::sat_add(static_cast<std::uint64_t>(d.retry_after().count()), early)), d.why()),
             r.status()};
   }
-  keyed_result acquire_at(std::uint64_t h, std::size_t cls, std::uint64_t n, std::uint64_t t) noexcept {
+  keyed_result acquire_at(std::uint64_t h, std::size_t cls, std::uint64_t n, std::uint64_t t,
+                          keyed_ticket* tk) noexcept {
     if (cls >= cls_.size()) return {decision::refuse(reason::misconfigured), keyed_status::bad_class};
     if (n == 0) return {decision::admit(), keyed_status::admitted};
     std::size_t slot = 0, c = cls;
@@ -291,9 +331,50 @@ class keyed_windows {
                                                              std::memory_order_relaxed))
           break;
       }
+      // relaxed: the claim generation was written before the publish CAS
+      // (release) that our pin's acquire read, or by ourselves; no claim can
+      // change it while we hold the pin.
+      if (tk != nullptr && d.admitted())
+        *tk = keyed_ticket{h, s, n, c, slot, e.claim.load(std::memory_order_relaxed), id_};
     }
     S::unpin(e);
     return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
+  }
+
+  // Takes back what the ticket may still give out of the slot it charged.
+  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n) noexcept {
+    if (n > t.units) n = t.units;
+    if (n == 0 || t.hash != h || t.table != id_ || t.cls >= cls_.size()) return 0;  // id_: see restore()
+    std::size_t slot = 0, c = 0;
+    if (!slots_.pin(h, slot, c)) return 0;  // gone: its new entry, if any, owes nothing
+    std::uint64_t got = 0;
+    entry& e = slots_[slot];
+    // relaxed: as in acquire_at(); another incarnation of the key (or of the
+    // entry) has another slot or claim generation.
+    if (c == t.cls && slot == t.slot && e.claim.load(std::memory_order_relaxed) == t.claim) {
+      // relaxed: the word is the key's whole window; CAS atomicity orders a
+      // give-back among the admissions (as in acquire_at()).
+      std::uint64_t w = e.s.word.load(std::memory_order_relaxed);
+      for (;;) {
+        // The charged slot's position behind the newest; the newest never
+        // goes behind a slot this incarnation admitted in, so this is below
+        // 2^31, and 4 or more means the slot has left the window.
+        const std::uint64_t i = (w - t.end) & tag_mask;
+        if (i >= 4) break;
+        const std::uint64_t have = count(w, static_cast<unsigned>(i));
+        const std::uint64_t k = n < have ? n : have;
+        if (k == 0) break;
+        // relaxed / relaxed: as the load above.
+        if (e.s.word.compare_exchange_weak(w, w - (k << (32 + 8 * i)), std::memory_order_relaxed,
+                                           std::memory_order_relaxed)) {
+          got = k;
+          break;
+        }
+      }
+    }
+    S::unpin(e);
+    t.units -= got;
+    return got;
   }
 
   bool peek(std::uint64_t h) const noexcept {
@@ -309,6 +390,7 @@ class keyed_windows {
   S slots_;
   std::vector<params> cls_;
   std::int64_t origin_ = 0;
+  std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
 };
 
 TOLLGATE_END_NAMESPACE

@@ -425,6 +425,59 @@ TEST_CASE("checker: keyed_windows, eviction racing an admission on the evicted e
 
 namespace {
 
+// keyed_windows, one key (limit 2 per 3 s): thread 1 admits 1 with a ticket
+// and gives it back (an account refusal, as admit_keyed does), thread 2
+// admits 1 three times, all at 0. A give-back that read the window word and
+// wrote it back without a CAS would erase an admission landing in between,
+// and thread 2 would get all three. Oracle: the units admitted net of the
+// give-back are at most 2, and the give-back returned the unit (nothing
+// moved the window on).
+struct window_giveback_exec : execution {
+  keyed_windows<manual_clock, self_hash> t{2, {{2, ns(3 * sec)}}, hash_seed{}, ns(0), 2};
+  std::uint64_t net[2] = {0, 0};
+  std::uint64_t given = 0;
+  explicit window_giveback_exec(scheduler& s) {
+    bodies.push_back([this, &s] {
+      keyed_ticket k;
+      const keyed_result r = t.try_acquire(std::uint64_t{1}, 0, 1, ns(0), k);
+      s.note(std::string("thread 1 admit: ") + to_string(r.status()));
+      if (!r.admitted()) return;
+      net[0] += 1;
+      given = t.refund(std::uint64_t{1}, k, 1);
+      s.note("thread 1 gave back " + std::to_string(given));
+      net[0] -= given;
+    });
+    bodies.push_back([this, &s] {
+      for (int i = 0; i < 3; ++i) {
+        const keyed_result r = t.try_acquire(std::uint64_t{1}, 0, 1, ns(0));
+        s.note(std::string("thread 2 admit: ") + to_string(r.status()));
+        if (r.admitted()) net[1] += 1;
+      }
+    });
+  }
+  std::string check(const scheduler::outcome&) override {
+    if (net[0] + net[1] > 2) return std::to_string(net[0] + net[1]) + " admitted net at 0 s (limit 2)";
+    if (net[0] > 0 && given != 1) return "the give-back returned " + std::to_string(given) + " of 1";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_windows, a give-back racing admissions on the same key", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed windows give-back/admit", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<window_giveback_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
 // keyed_budgets with a day period (limit 2 nano-units a day, one key, one
 // entry): two threads reserve 1 and settle 1 twice each, the first round at
 // day 1 while the entry is still in day 0 (so both race to roll it over),

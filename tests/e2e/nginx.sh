@@ -7,8 +7,12 @@
 # paced by tollgate (expects zero 429s) and overdriven (expects 429s, pauses,
 # and no request lost); then as four worker processes paced by one shared
 # account (expects zero 429s) and by one account each at the full limits
-# (expects 429s, each named, none lost). Runs in real time; asserts counts,
-# never durations.
+# (expects 429s, each named, none lost); then as four worker processes paced
+# through one account in Redis (a redis-server of its own on 127.0.0.1, a
+# free port, stopped through its pid; expects zero 429s, none lost). Runs in
+# real time; asserts counts, never durations. Without redis-server
+# (TOLLGATE_REDIS_SERVER, else PATH) or a client built with hiredis, the
+# Redis run is skipped, and with CI=true the test fails.
 # Usage: nginx.sh CLIENT WORKDIR
 set -euo pipefail
 client=$1 work=$2
@@ -74,10 +78,13 @@ http {
 }
 CONF
 
+redis_pid=
 stop() {
   if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
+  if [ -n "$redis_pid" ]; then kill -9 "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
 }
 trap stop EXIT
+trap 'exit 143' TERM INT HUP
 nginx -p "$work" -e "$work/logs/error.log" -c "$work/nginx.conf"
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$front") 2>/dev/null && break; sleep 0.1; done
 
@@ -102,6 +109,48 @@ each=$(run paced "$n" --margin-ms "$margin_ms" --processes 4 --account each); ec
 
 fail=0
 check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
+# Four workers through one account in Redis: a server of this test's own.
+redis_bin=${TOLLGATE_REDIS_SERVER:-$(command -v redis-server || true)}
+redis_note=
+in_redis=
+if [ -z "$redis_bin" ] || [ ! -x "$redis_bin" ]; then
+  redis_note="redis-server not found"
+else
+  rport=$(free_port $((back + 1)))
+  "$redis_bin" --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning \
+    >"$work/logs/redis.log" 2>&1 &
+  redis_pid=$!
+  up=
+  for _ in $(seq 1 50); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null; then up=1; break; fi
+    kill -0 "$redis_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$up" ]; then
+    redis_note="redis-server did not start on 127.0.0.1:$rport"
+  else
+    set +e
+    in_redis=$(run paced "$n" --margin-ms "$margin_ms" --processes 4 --account redis --redis "127.0.0.1:$rport")
+    rc=$?
+    set -e
+    if [ $rc -ne 77 ]; then echo "$in_redis"; fi
+    if [ $rc -eq 77 ]; then
+      redis_note="the client is built without hiredis"
+      in_redis=
+    elif [ $rc -ne 0 ]; then
+      echo "FAILED: the Redis run exited $rc"
+      fail=1
+      in_redis=
+    fi
+  fi
+  kill -9 "$redis_pid" 2>/dev/null || true
+  wait "$redis_pid" 2>/dev/null || true
+  redis_pid=
+fi
+if [ -n "$redis_note" ]; then
+  if [ "${CI:-}" = true ]; then echo "FAILED: $redis_note and CI=true: the Redis run cannot be skipped"; fail=1
+  else echo "skipped the Redis run: $redis_note"; fi
+fi
 u429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$unpaced")
 urpm=$(field rpm "$unpaced"); uconc=$(field concurrency "$unpaced"); uother=$(field other "$unpaced")
 check '[ "$u429" -gt 0 ]' "the unpaced client got no 429"
@@ -119,5 +168,12 @@ e429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$each")
 check '[ "$e429" -gt 0 ]' "four processes with one account each at the full limits got no 429"
 check '[ "$(field other "$each")" -eq 0 ] && [ $(( $(field rpm "$each") + $(field concurrency "$each") )) -eq "$e429" ]' "the classifier did not name every 429 of the four accounts"
 check '[ "$(field ok "$each")" -eq "$n" ] && [ "$(field lost "$each")" -eq 0 ]' "the four accounts lost requests"
-[ $fail -eq 0 ] && echo "e2e: unpaced $u429 x 429 (rpm $urpm, concurrency $uconc); paced 0 x 429; overdriven $o429 x 429, none lost; 4 processes: shared account 0 x 429, one account each $e429 x 429"
+redis_summary=", Redis run skipped"
+if [ -n "$in_redis" ]; then
+  r429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$in_redis")
+  check '[ "$r429" -eq 0 ]' "four processes on one account in Redis got 429s"
+  check '[ "$(field ok "$in_redis")" -eq "$n" ] && [ "$(field lost "$in_redis")" -eq 0 ]' "the Redis account's processes did not complete every request"
+  redis_summary=", one account in Redis 0 x 429"
+fi
+[ $fail -eq 0 ] && echo "e2e: unpaced $u429 x 429 (rpm $urpm, concurrency $uconc); paced 0 x 429; overdriven $o429 x 429, none lost; 4 processes: shared account 0 x 429, one account each $e429 x 429$redis_summary"
 exit $fail

@@ -1,7 +1,8 @@
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
-// keyed/ticket.hpp: what a keyed_buckets admission leaves for refunding it
-// later (keyed_buckets::refund states the rule).
+// keyed/ticket.hpp: what a keyed_buckets or keyed_windows admission leaves
+// for refunding it later (keyed_buckets::refund and keyed_windows.hpp's
+// give-back state the rules).
 //
 // A ticket names the table object that issued it: an identity drawn at
 // construction and again by restore() (detail/identity.hpp: never 0, never
@@ -27,7 +28,8 @@ TOLLGATE_BEGIN_NAMESPACE
 // gives nothing back.
 struct keyed_ticket {
   std::uint64_t hash = 0;   // the key's
-  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
+  std::uint64_t end = 0;    // buckets: ticks after the origin, the end of the admission's own intervals;
+                            // windows: the slot it charged (numbered from the origin)
   std::uint64_t units = 0;  // units it may still give back
   std::size_t cls = 0;      // the class of the entry it was taken on
   std::size_t slot = 0;     // the entry it was taken on

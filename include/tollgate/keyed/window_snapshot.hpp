@@ -268,6 +268,9 @@ account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes,
   for (const row& x : rows) {
     if (x.left > down) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
   }
+  // A new identity, as keyed_buckets' restore() draws: the restored entries
+  // repeat claim generations, and no earlier ticket may name them.
+  id_ = detail::next_keyed_table_id();
   return E::ok;
 }
 
