@@ -10558,8 +10558,9 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/keyed/ticket.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
-// keyed/ticket.hpp: what a keyed_buckets admission leaves for refunding it
-// later (keyed_buckets::refund states the rule).
+// keyed/ticket.hpp: what a keyed_buckets or keyed_windows admission leaves
+// for refunding it later (keyed_buckets::refund and keyed_windows.hpp's
+// give-back state the rules).
 //
 // A ticket names the table object that issued it: an identity drawn at
 // construction and again by restore() (detail/identity.hpp: never 0, never
@@ -10585,7 +10586,8 @@ TOLLGATE_BEGIN_NAMESPACE
 // gives nothing back.
 struct keyed_ticket {
   std::uint64_t hash = 0;   // the key's
-  std::uint64_t end = 0;    // ticks after the origin: the end of the admission's own intervals
+  std::uint64_t end = 0;    // buckets: ticks after the origin, the end of the admission's own intervals;
+                            // windows: the slot it charged (numbered from the origin)
   std::uint64_t units = 0;  // units it may still give back
   std::size_t cls = 0;      // the class of the entry it was taken on
   std::size_t slot = 0;     // the entry it was taken on
@@ -12730,6 +12732,21 @@ TOLLGATE_END_NAMESPACE
 // both tables' slot grids, so the bound above holds in wall-clock time
 // across the restart.
 //
+// Give-back. try_acquire can fill a keyed_ticket (keyed/ticket.hpp) naming
+// the slot it charged; refund(key, ticket, n) takes up to n of those units
+// back out of that very slot, so the bound above holds for the units
+// admitted net of give-backs, exactly: a give-back depends on no `now`, so
+// a thread that stalls before it returns nothing early (keyed_buckets'
+// refund has a skew; this has none). It returns all of them unless the
+// key's newest slot has moved 4 or more past the charged one (a call on the
+// key at a `now` at least W later came between: no later decision counts
+// that slot, so the units are gone from the window anyway), or the key's
+// entry is not the one charged (erased or reclaimed meanwhile: the new entry
+// owes none of them; the ticket names the entry and its claim generation),
+// or the ticket is another table's (or this one's from before a restore()).
+// A refund is meant for a request that was never sent (the account refused
+// it, say): given back, its units may be admitted again at once.
+//
 // Decisions. n == 0 is admitted and changes nothing (claims nothing).
 // n > L is `never` (reason::exceeds_capacity), for a new key without
 // claiming an entry. A refusal writes nothing and gives the exact wait
@@ -12752,6 +12769,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/error.hpp>  (already above)
 // #include <tollgate/keyed/claim.hpp>  (already above)
 // #include <tollgate/keyed/key.hpp>  (already above)
+// #include <tollgate/keyed/ticket.hpp>  (already above)
 
 #include <cstddef>
 #include <cstdint>
@@ -12808,10 +12826,30 @@ class keyed_windows {
   keyed_windows& operator=(const keyed_windows&) = delete;
 
   keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    return acquire_hash(hash_(id), cls, n, now);
+    return acquire_hash(hash_(id), cls, n, now, nullptr);
   }
   keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    return acquire_hash(hash_(key), cls, n, now);
+    return acquire_hash(hash_(key), cls, n, now, nullptr);
+  }
+  // The same, and fills `t` for a later refund (a refusal, or n == 0, leaves
+  // it empty).
+  keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n, nanoseconds now,
+                           keyed_ticket& t) noexcept {
+    return acquire_hash(hash_(id), cls, n, now, &t);
+  }
+  keyed_result try_acquire(std::string_view key, std::size_t cls, std::uint64_t n, nanoseconds now,
+                           keyed_ticket& t) noexcept {
+    return acquire_hash(hash_(key), cls, n, now, &t);
+  }
+
+  // Gives back up to n of the units the ticket's admission charged, out of
+  // the slot it charged (the rule above: exact, no `now`). Returns the
+  // units given back; the ticket keeps the rest.
+  std::uint64_t refund(std::uint64_t id, keyed_ticket& t, std::uint64_t n) noexcept {
+    return refund_hash(hash_(id), t, n);
+  }
+  std::uint64_t refund(std::string_view key, keyed_ticket& t, std::uint64_t n) noexcept {
+    return refund_hash(hash_(key), t, n);
   }
   keyed_result try_acquire(std::uint64_t id, std::size_t cls, std::uint64_t n = 1) noexcept {
     return try_acquire(id, cls, n, Clock::now());
@@ -12860,6 +12898,7 @@ class keyed_windows {
     slots_.init(capacity, window);
     cls_ = std::move(ps);
     origin_ = origin.count();
+    id_ = detail::next_keyed_table_id();
     return errc::ok;
   }
 
@@ -12908,15 +12947,18 @@ class keyed_windows {
 
   // A `now` before the origin is decided as the origin; its waits, counted
   // from the origin, are then longer from `now` by the difference.
-  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
-    const keyed_result r = acquire_at(h, cls, n, since(now));
+  keyed_result acquire_hash(std::uint64_t h, std::size_t cls, std::uint64_t n, nanoseconds now,
+                            keyed_ticket* tk) noexcept {
+    if (tk != nullptr) *tk = keyed_ticket{};
+    const keyed_result r = acquire_at(h, cls, n, since(now), tk);
     const decision& d = r.result();
     if (now.count() >= origin_ || !d.later() || d.why() == reason::busy) return r;
     const std::uint64_t early = detail::positive_difference(origin_, now.count());
     return {decision::wait(ns(detail::sat_add(static_cast<std::uint64_t>(d.retry_after().count()), early)), d.why()),
             r.status()};
   }
-  keyed_result acquire_at(std::uint64_t h, std::size_t cls, std::uint64_t n, std::uint64_t t) noexcept {
+  keyed_result acquire_at(std::uint64_t h, std::size_t cls, std::uint64_t n, std::uint64_t t,
+                          keyed_ticket* tk) noexcept {
     if (cls >= cls_.size()) return {decision::refuse(reason::misconfigured), keyed_status::bad_class};
     if (n == 0) return {decision::admit(), keyed_status::admitted};
     std::size_t slot = 0, c = cls;
@@ -12970,9 +13012,50 @@ class keyed_windows {
                                                              std::memory_order_relaxed))
           break;
       }
+      // relaxed: the claim generation was written before the publish CAS
+      // (release) that our pin's acquire read, or by ourselves; no claim can
+      // change it while we hold the pin.
+      if (tk != nullptr && d.admitted())
+        *tk = keyed_ticket{h, s, n, c, slot, e.claim.load(std::memory_order_relaxed), id_};
     }
     S::unpin(e);
     return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
+  }
+
+  // Takes back what the ticket may still give out of the slot it charged.
+  std::uint64_t refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n) noexcept {
+    if (n > t.units) n = t.units;
+    if (n == 0 || t.hash != h || t.table != id_ || t.cls >= cls_.size()) return 0;  // id_: see restore()
+    std::size_t slot = 0, c = 0;
+    if (!slots_.pin(h, slot, c)) return 0;  // gone: its new entry, if any, owes nothing
+    std::uint64_t got = 0;
+    entry& e = slots_[slot];
+    // relaxed: as in acquire_at(); another incarnation of the key (or of the
+    // entry) has another slot or claim generation.
+    if (c == t.cls && slot == t.slot && e.claim.load(std::memory_order_relaxed) == t.claim) {
+      // relaxed: the word is the key's whole window; CAS atomicity orders a
+      // give-back among the admissions (as in acquire_at()).
+      std::uint64_t w = e.s.word.load(std::memory_order_relaxed);
+      for (;;) {
+        // The charged slot's position behind the newest; the newest never
+        // goes behind a slot this incarnation admitted in, so this is below
+        // 2^31, and 4 or more means the slot has left the window.
+        const std::uint64_t i = (w - t.end) & tag_mask;
+        if (i >= 4) break;
+        const std::uint64_t have = count(w, static_cast<unsigned>(i));
+        const std::uint64_t k = n < have ? n : have;
+        if (k == 0) break;
+        // relaxed / relaxed: as the load above.
+        if (e.s.word.compare_exchange_weak(w, w - (k << (32 + 8 * i)), std::memory_order_relaxed,
+                                           std::memory_order_relaxed)) {
+          got = k;
+          break;
+        }
+      }
+    }
+    S::unpin(e);
+    t.units -= got;
+    return got;
   }
 
   bool peek(std::uint64_t h) const noexcept {
@@ -12988,6 +13071,7 @@ class keyed_windows {
   S slots_;
   std::vector<params> cls_;
   std::int64_t origin_ = 0;
+  std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
 };
 
 TOLLGATE_END_NAMESPACE
@@ -13263,6 +13347,9 @@ account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes,
   for (const row& x : rows) {
     if (x.left > down) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
   }
+  // A new identity, as keyed_buckets' restore() draws: the restored entries
+  // repeat claim generations, and no earlier ticket may name them.
+  id_ = detail::next_keyed_table_id();
   return E::ok;
 }
 
@@ -13274,8 +13361,9 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/keyed_account.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
-// keyed_account.hpp: one request admitted only when both its key's bucket
-// (keyed_buckets) and the organisation's account admit it.
+// keyed_account.hpp: one request admitted only when both its key's limit
+// (keyed_buckets, keyed_windows, keyed_permits, keyed_budgets) and the
+// organisation's account admit it.
 //
 // All or nothing. The key is asked first, with a ticket; a refusal there
 // leaves the account untouched. Then the account; if it refuses, the key's
@@ -13304,8 +13392,23 @@ TOLLGATE_END_NAMESPACE
 // once (all of it: a permit or reservation gives back exactly what it
 // holds), so a refused request holds nothing of either. After both
 // admitted the caller holds both and releases or settles each as usual.
-// keyed_windows has no composition: a window admission cannot be given
-// back (its counts are final), so all or nothing would not hold.
+//
+// The same for keyed_windows, with a ticket: the key is asked first (a
+// refusal leaves the account untouched); if the account refuses, the key's
+// units are taken back out of the very slot they were counted in
+// (keyed_windows.hpp's give-back rule). Bound: for every key, at most L
+// units in every window (t - W, t] of the supplied times, counting the
+// units admitted net of these give-backs, exactly, under any interleaving:
+// a window's give-back depends on no `now`, so a thread that stalls between
+// its clock reading and the give-back returns nothing early (no skew, unlike
+// the bucket's). It gives back all the units (given_back == units) unless,
+// in between, a call on the same key at a `now` at least W later moved the
+// key's window 4 slots past them (they are then counted by no later
+// decision) or the key was erased or reclaimed (its new entry owes none of
+// them); given_back says what came back. While the account decides, the
+// units are held: a concurrent call on the key can be refused for them.
+// After both admitted, `key_ticket` can give them back with
+// keys.refund(key, key_ticket, n) for a request never sent.
 //
 // Thread-safe as its two parts are; lock-free when both paths are (the
 // account's admission, and keyed admission on a live key).
@@ -13317,6 +13420,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/keyed_buckets.hpp>  (already above)
 // #include <tollgate/keyed_budgets.hpp>  (already above)
 // #include <tollgate/keyed_permits.hpp>  (already above)
+// #include <tollgate/keyed_windows.hpp>  (already above)
 
 #include <cstdint>
 
@@ -13348,6 +13452,24 @@ keyed_admission<Clock, Currency> admit_keyed(keyed_buckets<Clock, Hash>& keys, a
   out.account = acc.try_admit(r, now);
   if (out.account.decision.admitted()) out.key_ticket = std::move(t);
   else out.given_back = keys.refund(key, t, units, now);
+  return out;
+}
+
+// Takes `units` from the key's sliding window (class `cls` if it claims an
+// entry) and admits `r` on the account, both or neither; the same result as
+// for a bucket (given_back: the units taken back out of the window).
+template <class Clock, class Currency, class Hash, class Key>
+keyed_admission<Clock, Currency> admit_keyed(keyed_windows<Clock, Hash>& keys, account<Clock, Currency>& acc,
+                                             const Key& key, std::size_t cls, std::uint64_t units,
+                                             const request& r, nanoseconds now) noexcept {
+  keyed_admission<Clock, Currency> out;
+  keyed_ticket t;
+  out.key = keys.try_acquire(key, cls, units, now, t);
+  if (!out.key.admitted()) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (out.account.decision.admitted()) out.key_ticket = std::move(t);
+  else out.given_back = keys.refund(key, t, units);
   return out;
 }
 
