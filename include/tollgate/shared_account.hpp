@@ -29,23 +29,32 @@
 // trust_rate_limit_headers (their state is not placeable yet: refused,
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
-// Per-thread credit is off (account_config::per_thread_credit is ignored):
-// every admission takes its units from the shared words, so no process or
-// thread ever holds units another could use, and a refusal is false only
-// while a racing admission holds units it is about to roll back (the
-// account's all-or-nothing race, none at rest). There are no shards in the
-// shared state: any number of processes and threads is served exactly.
+// Per-thread credit (account_config::per_thread_credit; account/
+// shared_credit.hpp). The region holds `Lines` credit lines; each of this
+// process's first 16 threads claims one (by an owner word naming this
+// process) and takes each strict window's units a chunk at a time
+// (chunk = limit / 1024; limits below 1,024 get none), with the in-process
+// account's logic (account/credit.hpp). Bound: every window stays exact
+// (every unit is counted before a line holds it, and spent only in the slot
+// it was counted in); other threads of every process can be refused falsely
+// by at most `Lines` chunks of a window (Lines / 1024 of its limit: 1.6 % at
+// the default 16), and a refused thread gives its own credit back before
+// the windows are asked for its wait. Credit off: every admission takes the
+// shared words, and a refusal is false only while a racing admission holds
+// units it is about to roll back. No concurrency credit: a lease holds its
+// own slot word. remaining() counts units held as credit as remaining.
 //
 // Where each part lives.
 //   In the region (address-free: plain atomics and integers, no pointer):
 //   the limiters (their std::optional wrappers are trivially destructible
 //   and hold their values in place), the pause and stop words, the
 //   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters.
+//   reclaim counters, the credit lines and their owner words.
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics. Leases are process-local (they point at this
+//   epoch, its statistics, the credit chunks and which line each of its
+//   threads owns. Leases are process-local (they point at this
 //   object and name the model, whose prices a settle needs); there is no
 //   release hook and no thread-local index.
 //
@@ -56,7 +65,9 @@
 // lease::renew moves it) and, with a liveness check, at the first scan
 // (at most one per scan_interval) after the check calls its identity dead.
 // Its window and token units stay counted until they leave their windows (the
-// requests may have reached the server). Money it reserved stays committed
+// requests may have reached the server), and so do those its credit lines
+// held; the lines come back when a claimer finds none free and the liveness
+// check calls it dead (no deadline: shared_credit.hpp). Money it reserved stays committed
 // for good: kept as spent (remaining() excludes it; spent() does not
 // include it), the safe side.
 //
