@@ -361,7 +361,9 @@ class shared_account {
   [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept {
     const std::int64_t at = map_.retry_at[sh];
     // Retried at most once per retry_ of supplied time (and whenever time goes back).
-    if (at != INT64_MIN && now.count() < at && at - now.count() <= retry_) return static_cast<unsigned>(Lines);
+    std::int64_t ahead = 0;
+    if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
+      return static_cast<unsigned>(Lines);
     auto& lines = s_->credit;
     std::uint64_t word = 0;
     std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
@@ -371,7 +373,7 @@ class shared_account {
       i = lines.claim(opts_.identity, detail::probe_start(), word);
     }
     if (i == lines.none) {
-      map_.retry_at[sh] = detail::sat_offset(now.count(), retry_);
+      map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
       return static_cast<unsigned>(Lines);
     }
     credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
