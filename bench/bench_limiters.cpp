@@ -297,8 +297,8 @@ void BM_account_admit_release_no_reclaim(benchmark::State& state) {
   admit_and_settle(state, a, hwm);
 }
 
-// The in-process account without per-thread credit: what the shared
-// account gives up (it runs without credit).
+// The in-process account without per-thread credit (the shared account's
+// cost with credit off is about this).
 void BM_account_admit_release_no_credit(benchmark::State& state) {
   static account<manual_clock> a(
       [] {
@@ -362,10 +362,42 @@ std::int64_t shared_loop(Account& a, std::atomic<std::int64_t>& hwm, benchmark::
     while (stop->load(std::memory_order_relaxed) == 0) once();  // relaxed: a lone flag
   return admitted;
 }
+// Per-thread credit on (the default): the windows' units come from this
+// thread's credit line in the region.
 void BM_shared_account_admit_release_supplied(benchmark::State& state) {
   bench_shared& a = bench_shared_account();
   const std::int64_t admitted = shared_loop(a, bench_region()->hwm, &state, nullptr);
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+// Another shared account in its own region, its configuration changed by `edit`.
+struct other_shared_region {
+  std::atomic<std::int64_t> hwm{0};
+  alignas(4096) unsigned char bytes[bench_shared::region_bytes()];
+};
+template <class Edit>
+void shared_variant(benchmark::State& state, Edit edit) {
+  static other_shared_region* r = new other_shared_region();  // value-initialised: zero bytes, an empty region
+  static bench_shared a;
+  static const bool opened = [&] {
+    shared_account_options o;
+    o.identity = static_cast<std::uint64_t>(getpid());
+    account_config c = bench_shared_config();
+    edit(c);
+    return static_cast<bool>(a.open(r->bytes, bench_shared::region_bytes(), c, o, nanoseconds(0)));
+  }();
+  if (!opened) std::abort();
+  const std::int64_t admitted = shared_loop(a, r->hwm, &state, nullptr);
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+// The same with credit off: every admission takes the shared windows' words.
+void BM_shared_account_admit_release_no_credit(benchmark::State& state) {
+  shared_variant(state, [](account_config& c) { c.per_thread_credit = false; });
+}
+// Credit on, no concurrency limit: what the window credit alone costs (a
+// lease's slot word is a take and a give CAS, and the take names its owner
+// with an exchange first; the in-process account spends concurrency credit).
+void BM_shared_account_admit_release_no_slots(benchmark::State& state) {
+  shared_variant(state, [](account_config& c) { c.concurrency = limit::unknown(); });
 }
 // The same while a second process (forked, with its own identity) runs the
 // same loop on the same region for the whole measurement.
@@ -613,6 +645,8 @@ TOLLGATE_BENCH(BM_account_admit_release_supplied);
 TOLLGATE_BENCH(BM_account_admit_release_no_reclaim);
 TOLLGATE_BENCH(BM_account_admit_release_no_credit);
 TOLLGATE_BENCH(BM_shared_account_admit_release_supplied);
+TOLLGATE_BENCH(BM_shared_account_admit_release_no_credit);
+TOLLGATE_BENCH(BM_shared_account_admit_release_no_slots);
 BENCHMARK(BM_shared_account_two_processes)->UseRealTime();
 TOLLGATE_BENCH(BM_baseline_mutex_account);
 TOLLGATE_BENCH(BM_account_parts);

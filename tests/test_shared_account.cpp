@@ -1,5 +1,6 @@
 // shared_account in one process: the same decisions as the in-process
-// account (credit off, no reclaim) on random schedules; handles that share
+// account (credit on or off, no reclaim) on random schedules; credit lines
+// (claims, a dead owner's line, fork); handles that share
 // one region share its limits, pause and stop; every refusal to open or
 // attach; slots of a dead identity or past their deadline come back; a lease
 // from before a fork is inert. The multi-process tests are in
@@ -17,6 +18,9 @@
 #include <optional>
 #include <string>
 #include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 using namespace tollgate;
@@ -58,7 +62,11 @@ account_config random_config(tgtest::rng& g) {
   const std::int64_t answers[] = {0, 500 * ms, 60000 * ms, 86400000 * ms};
   c.max_pause = nanoseconds(answers[g.between(0, 3)]);
   c.lease_timeout = nanoseconds(0);  // no reclaim: the in-process account then has no slot table
-  c.per_thread_credit = false;       // the shared account runs without credit
+  // Credit on or off, the same logic runs in both (credit.hpp): with one
+  // thread they decide alike. Limits of 1,024 and over grant chunks.
+  c.per_thread_credit = g.chance(50);
+  if (g.chance(30)) c.rpm = limit(g.between(1024, 5000));
+  if (g.chance(30)) c.tpm = limit(g.between(1024, 200000));
   return c;
 }
 
@@ -598,4 +606,183 @@ TEST_CASE("shared_account: threads of one process on two handles keep the window
   CHECK(most_tok <= 3000);
   CHECK(worst_in_flight.load() <= 3);
   CHECK(h[0].in_flight() == 0);
+}
+
+namespace {
+// Limits whose windows grant chunks: rpm 4,096 (chunk 4), tpm 1,024,000 (chunk 1,000).
+account_config credit_config() {
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(4096);
+  c.tpm = limit(1024000);
+  c.request_window = std::chrono::seconds(1);
+  c.token_window = std::chrono::seconds(1);
+  c.lease_timeout = nanoseconds(0);
+  return c;
+}
+std::uint64_t admit_all(shared& h, nanoseconds now, std::uint64_t tokens) {
+  std::uint64_t got = 0;
+  for (int i = 0; i < 100000; ++i) {
+    auto a = h.try_admit(tgtest::req(tokens, 0), now);
+    if (!a) break;
+    got += a.tokens;
+    a.lease.settle(usage{tokens, 0, 0, 0, 0}, now);
+  }
+  return got;
+}
+}  // namespace
+
+TEST_CASE("shared_account credit: a line per thread, claimed by name, exact windows", "[shared_account][credit]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  const account_config c = credit_config();
+  shared a;
+  REQUIRE(a.open(mem.b, shared::region_bytes(), c, who(5), nanoseconds(0)));
+  CHECK(a.this_thread_credit_line() == shared::credit_lines);  // claimed on first use
+  REQUIRE(a.try_admit(tgtest::req(100, 0), nanoseconds(0)));
+  const std::size_t line = a.this_thread_credit_line();
+  REQUIRE(line < shared::credit_lines);
+  CHECK(a.credit_line_owner(line) == 5);
+  // The line holds what is counted and unspent: remaining() still shows it.
+  CHECK(*a.remaining(nanoseconds(0)).tokens_minute == 1024000 - 100);
+  // Another handle's thread (another user) takes another line.
+  std::optional<shared> bh;
+  bh.emplace();
+  shared& b = *bh;
+  REQUIRE(b.open(mem.b, shared::region_bytes(), c, who(6), nanoseconds(0)));
+  REQUIRE(b.try_admit(tgtest::req(100, 0), nanoseconds(0)));
+  CHECK(b.this_thread_credit_line() != line);
+  CHECK(b.credit_line_owner(b.this_thread_credit_line()) == 6);
+  // Both fill the window: never over the limit, and together to it exactly
+  // (each one's refusal gives its own credit back first).
+  const std::uint64_t x = admit_all(a, nanoseconds(1), 1000);
+  const std::uint64_t y = admit_all(b, nanoseconds(2), 1000);
+  const std::uint64_t z = admit_all(a, nanoseconds(3), 1000);
+  CHECK(200 + x + y + z <= 1024000);
+  CHECK(200 + x + y + z > 1024000 - 2 * 1000);
+  // A closed handle gives its line back, with its credit.
+  const std::size_t bl = b.this_thread_credit_line();
+  bh.reset();
+  CHECK(a.credit_line_owner(bl) == 0);
+}
+
+TEST_CASE("shared_account credit: a dead owner's line comes back through the liveness check, its units stay used",
+          "[shared_account][credit]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  const account_config c = credit_config();
+  constexpr std::size_t n = shared::credit_lines;
+  static std::optional<shared> users[n];
+  for (std::size_t i = 0; i < n; ++i) {
+    users[i].emplace();
+    REQUIRE(users[i]->open(mem.b, shared::region_bytes(), c, who(i + 1), nanoseconds(0)));
+    REQUIRE(users[i]->try_admit(tgtest::req(10, 0), nanoseconds(0)));
+    REQUIRE(users[i]->this_thread_credit_line() < n);
+  }
+  const std::size_t dead_line = users[0]->this_thread_credit_line();
+  // Every line held: a user without a liveness check gets none, and admits
+  // straight from the windows.
+  shared late;
+  REQUIRE(late.open(mem.b, shared::region_bytes(), c, who(100), nanoseconds(0)));
+  REQUIRE(late.try_admit(tgtest::req(10, 0), nanoseconds(0)));
+  CHECK(late.this_thread_credit_line() == n);
+  // Identity 1 "dies" (its handle is left as it is, as a killed process
+  // leaves its words): a user whose check says so reaps its line.
+  shared_account_options o = who(200);
+  o.alive = [](std::uint64_t id, void*) { return id != 1; };
+  shared next;
+  REQUIRE(next.open(mem.b, shared::region_bytes(), c, o, nanoseconds(0)));
+  const std::uint64_t before = *next.remaining(nanoseconds(0)).tokens_minute;
+  REQUIRE(next.try_admit(tgtest::req(10, 0), nanoseconds(0)));
+  CHECK(next.this_thread_credit_line() == dead_line);
+  CHECK(next.credit_line_owner(dead_line) == 200);
+  // The dead line's unspent chunk stays counted: remaining() dropped by it
+  // as well as by this admission (10 tokens).
+  const std::uint64_t after = *next.remaining(nanoseconds(0)).tokens_minute;
+  CHECK(before - after == 1000 + 10);
+  // Exact at the limit for everyone that is left.
+  std::uint64_t spent = 10 * (n + 2) + 1000;  // every admission so far, and the dead line's unspent chunk
+  for (std::size_t i = 1; i < n; ++i) spent += admit_all(*users[i], nanoseconds(1), 997);
+  spent += admit_all(next, nanoseconds(1), 997) + admit_all(late, nanoseconds(1), 997);
+  CHECK(spent <= 1024000);
+  CHECK(spent > 1024000 - 1000 - (n + 2) * 997);
+  for (std::size_t i = 1; i < n; ++i) users[i].reset();
+  users[0].reset();  // the "dead" one's handle: its line is no longer its own
+  CHECK(next.credit_line_owner(dead_line) == 200);
+}
+
+TEST_CASE("shared_account credit: a child of fork() never uses or frees its parent's line", "[shared_account][credit]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  const account_config c = credit_config();
+  static std::optional<shared> p;
+  p.emplace();
+  REQUIRE(p->open(mem.b, shared::region_bytes(), c, who(static_cast<std::uint64_t>(getpid())), nanoseconds(0)));
+  REQUIRE(p->try_admit(tgtest::req(10, 0), nanoseconds(0)));
+  const std::size_t mine = p->this_thread_credit_line();
+  REQUIRE(mine < shared::credit_lines);
+  const std::uint64_t me = static_cast<std::uint64_t>(getpid());
+  // Child 1 tears its handle down without claim(): the parent's line stays
+  // the parent's. Child 2 claims, admits on a line of its own, closes it.
+  for (int child = 1; child <= 2; ++child) {
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int bad = 0;
+      if (child == 1) {
+        if (p->this_thread_credit_line() != shared::credit_lines) bad |= 1;
+        p.reset();
+      } else {
+        const std::uint64_t id = static_cast<std::uint64_t>(getpid());
+        if (!p->claim(id)) bad |= 1;
+        if (!p->try_admit(tgtest::req(10, 0), nanoseconds(1))) bad |= 2;
+        const std::size_t l = p->this_thread_credit_line();
+        if (l == mine || l >= shared::credit_lines || p->credit_line_owner(l) != id) bad |= 4;
+        p.reset();
+      }
+      shared q;
+      if (!q.attach(mem.b, shared::region_bytes(), c, who(1))) bad |= 8;
+      if (q.credit_line_owner(mine) != me) bad |= 16;
+      for (std::size_t i = 0; i < shared::credit_lines; ++i)
+        if (i != mine && q.credit_line_owner(i) != 0) bad |= 32;
+      _exit(bad);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    INFO("child " << child);
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  CHECK(p->credit_line_owner(mine) == me);
+  // The parent still spends its own line, exactly.
+  CHECK(admit_all(*p, nanoseconds(2), 1000) + 30 <= 1024000);
+  p.reset();
+}
+
+TEST_CASE("shared_account credit: the switch and the line count are in the region's fingerprint and key",
+          "[shared_account][credit]") {
+  static region_t mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  account_config c = credit_config();
+  shared a;
+  REQUIRE(a.open(mem.b, shared::region_bytes(), c, who(1), nanoseconds(0)));
+  c.per_thread_credit = false;
+  CHECK(shared::fingerprint(c) != shared::fingerprint(credit_config()));
+  shared b;
+  const auto r = b.open(mem.b, shared::region_bytes(), c, who(2), nanoseconds(0));
+  CHECK(r.region == region_errc::wrong_config);
+  CHECK_FALSE(b.attached());
+  using other = shared_account<manual_clock, usd_tag, 64, 32>;
+  static_assert(other::region_bytes() <= sizeof(region_t), "fits");
+  other o;
+  const auto q = o.attach(mem.b, other::region_bytes(), credit_config(), who(3));
+  CHECK(q.region != region_errc::ok);
+  CHECK_FALSE(o.attached());
+  // Credit off: no line is ever claimed, the windows decide each admission.
+  std::memset(mem.b, 0, sizeof mem.b);
+  shared d;
+  REQUIRE(d.open(mem.b, shared::region_bytes(), c, who(4), nanoseconds(0)));
+  REQUIRE(d.try_admit(tgtest::req(10, 0), nanoseconds(0)));
+  CHECK(d.this_thread_credit_line() == shared::credit_lines);
+  for (std::size_t i = 0; i < shared::credit_lines; ++i) CHECK(d.credit_line_owner(i) == 0);
 }

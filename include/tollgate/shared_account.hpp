@@ -29,23 +29,32 @@
 // trust_rate_limit_headers (their state is not placeable yet: refused,
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
-// Per-thread credit is off (account_config::per_thread_credit is ignored):
-// every admission takes its units from the shared words, so no process or
-// thread ever holds units another could use, and a refusal is false only
-// while a racing admission holds units it is about to roll back (the
-// account's all-or-nothing race, none at rest). There are no shards in the
-// shared state: any number of processes and threads is served exactly.
+// Per-thread credit (account_config::per_thread_credit; account/
+// shared_credit.hpp). The region holds `Lines` credit lines; each of this
+// process's first 16 threads claims one (by an owner word naming this
+// process) and takes each strict window's units a chunk at a time
+// (chunk = limit / 1024; limits below 1,024 get none), with the in-process
+// account's logic (account/credit.hpp). Bound: every window stays exact
+// (every unit is counted before a line holds it, and spent only in the slot
+// it was counted in); other threads of every process can be refused falsely
+// by at most `Lines` chunks of a window (Lines / 1024 of its limit: 1.6 % at
+// the default 16), and a refused thread gives its own credit back before
+// the windows are asked for its wait. Credit off: every admission takes the
+// shared words, and a refusal is false only while a racing admission holds
+// units it is about to roll back. No concurrency credit: a lease holds its
+// own slot word. remaining() counts units held as credit as remaining.
 //
 // Where each part lives.
 //   In the region (address-free: plain atomics and integers, no pointer):
 //   the limiters (their std::optional wrappers are trivially destructible
 //   and hold their values in place), the pause and stop words, the
 //   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters.
+//   reclaim counters, the credit lines and their owner words.
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics. Leases are process-local (they point at this
+//   epoch, its statistics, the credit chunks and which line each of its
+//   threads owns. Leases are process-local (they point at this
 //   object and name the model, whose prices a settle needs); there is no
 //   release hook and no thread-local index.
 //
@@ -56,7 +65,9 @@
 // lease::renew moves it) and, with a liveness check, at the first scan
 // (at most one per scan_interval) after the check calls its identity dead.
 // Its window and token units stay counted until they leave their windows (the
-// requests may have reached the server). Money it reserved stays committed
+// requests may have reached the server), and so do those its credit lines
+// held; the lines come back when a claimer finds none free and the liveness
+// check calls it dead (no deadline: shared_credit.hpp). Money it reserved stays committed
 // for good: kept as spent (remaining() excludes it; spent() does not
 // include it), the safe side.
 //
@@ -79,6 +90,7 @@
 #include <tollgate/account/config.hpp>
 #include <tollgate/account/limiters.hpp>
 #include <tollgate/account/policy.hpp>
+#include <tollgate/account/shared_credit.hpp>
 #include <tollgate/account/shared_parts.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/cost.hpp>
@@ -101,15 +113,15 @@
 TOLLGATE_BEGIN_NAMESPACE
 
 
-template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 class shared_account {
  public:
   using clock = Clock;
   using currency = Currency;
   using config_type = basic_account_config<Currency>;
-  using state = detail::shared_account_state<Clock, Currency, Slots>;
-  using lease_type = shared_lease<Clock, Currency, Slots>;
-  using admission_type = shared_admission<Clock, Currency, Slots>;
+  using state = detail::shared_account_state<Clock, Currency, Slots, Lines>;
+  using lease_type = shared_lease<Clock, Currency, Slots, Lines>;
+  using admission_type = shared_admission<Clock, Currency, Slots, Lines>;
   using amount = money<Currency>;
   static_assert(region_placeable<state>::value, "the shared account's state must be placeable in a region");
 
@@ -119,11 +131,15 @@ class shared_account {
   static constexpr std::uint64_t max_concurrency = Slots;
 
   shared_account() noexcept = default;  // attached to nothing: refuses everything
+  // Gives back this process's credit lines (not in a child of fork() before
+  // claim(): they are its parent's).
+  ~shared_account() { release_lines(); }
   shared_account(const shared_account&) = delete;
   shared_account& operator=(const shared_account&) = delete;
 
   // The configuration's fingerprint: every value that shapes the state or
-  // the decisions (not per_thread_credit, which is off here).
+  // the decisions (per_thread_credit too: every process must run the lines
+  // the same way).
   static std::uint64_t fingerprint(const config_type& c) noexcept {
     auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
     return region_fingerprint_of(
@@ -131,7 +147,7 @@ class shared_account {
         c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
         c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
         c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
-        std::is_same<Currency, usd_tag>::value, Slots);
+        std::is_same<Currency, usd_tag>::value, Slots, c.per_thread_credit, Lines);
   }
 
   // Whether this layout can run `c` (errc::ok), else the first reason.
@@ -171,6 +187,7 @@ class shared_account {
     if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
     opts_.identity = identity;
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
+    map_.clear();  // the lines it names are the parent's (or this identity's before): not released
     return true;
   }
   // True in a child of fork() until claim(), and in a detached object.
@@ -180,6 +197,16 @@ class shared_account {
   bool attached() const noexcept { return s_ != nullptr; }
   const config_type& config() const noexcept { return cfg_; }
   std::uint64_t identity() const noexcept { return opts_.identity; }
+
+  // The credit line (0 .. Lines - 1) this thread owns through this handle,
+  // or Lines: none (credit off, no line yet, or over 16 threads).
+  std::size_t this_thread_credit_line() const noexcept {
+    return needs_claim() ? Lines : own_line();
+  }
+  // The identity owning credit line i (0: free), a snapshot.
+  std::uint64_t credit_line_owner(std::size_t i) const noexcept { return s_ ? s_->credit.owner(i) : 0; }
+  // Credit lines per region (a parameter of the layout).
+  static constexpr std::size_t credit_lines = Lines;
 
   admission_type try_admit(const request& r, nanoseconds now) noexcept {
     admission_type a;
@@ -222,7 +249,8 @@ class shared_account {
       const std::uint64_t l = s_->slots.limit, f = s_->slots.held();
       v.concurrency = l > f ? l - f : 0;
     }
-    s_->d.remaining(v, now, cfg_.max_request_tokens, [](unsigned) { return std::uint64_t{0}; });
+    // Units counted in a window but held as a line's credit (a snapshot).
+    s_->d.remaining(v, now, cfg_.max_request_tokens, [&](unsigned k) { return credit_.held_at(k, now); });
     v.paused_for = account_policy::time_left(s_->pause.until(), now);
     v.stopped = stopped();
     return v;
@@ -240,7 +268,7 @@ class shared_account {
   }
 
  private:
-  friend class shared_lease<Clock, Currency, Slots>;
+  friend class shared_lease<Clock, Currency, Slots, Lines>;
   using limiters = detail::account_limiters<Clock, Currency>;
 
   // The limiters' configuration: concurrency is the slot table's.
@@ -253,7 +281,9 @@ class shared_account {
   shared_open_result open_impl(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
                                nanoseconds origin, bool build) noexcept {
     shared_open_result res;
+    release_lines();
     s_ = nullptr;
+    credit_.place(nullptr, 0);
     if ((res.config = check(c, res.values)) != errc::ok) return res;
     if (o.identity == 0 || o.identity > detail::shared_slots<Slots>::max_identity) {
       res.region = region_errc::bad_token;
@@ -276,6 +306,8 @@ class shared_account {
         s->rules.budget = s->d.money.has_value();
         s->refund_unused = c.refund_unused_tokens ? 1 : 0;
         s->slots.init(c.concurrency.is_finite() ? *c.concurrency.value() : 0, c.lease_timeout, origin);
+        s->credit_on = c.per_thread_credit ? 1 : 0;
+        s->credit.init();
       });
     } else {
       r = attach_region<state>(bytes, size, fp);
@@ -289,7 +321,81 @@ class shared_account {
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: as in claim
     const std::int64_t t = c.lease_timeout.count() > 0 ? c.lease_timeout.count() / 16 : 0;
     interval_ = o.alive ? o.scan_interval.count() : t;
+    retry_ = o.scan_interval.count() > 0 ? o.scan_interval.count() : std::int64_t{100000000};
+    set_up_credit();
     return res;
+  }
+
+  // The chunks and the lines: credit only where some window grants a chunk
+  // (limit / 1024 units: limits below 1,024 run exactly as without credit).
+  void set_up_credit() noexcept {
+    map_.clear();
+    if (!s_->credit_on) return;
+    limiters& d = s_->d;
+    const typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    bool any = false;
+    for (unsigned k = 0; k < credit::kinds; ++k)
+      if (ws[k] && ws[k]->unit() > 0) {
+        credit_.set_unit(k, ws[k]->unit());
+        any = any || credit::chunk_of(*ws[k]) > 0;
+      }
+    credit_.update(true, ws, 0);  // no concurrency credit: a lease holds its own slot word
+    if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
+  }
+
+  // The line this thread owns through this handle (Lines: none), never claiming one.
+  unsigned own_line() const noexcept {
+    const unsigned sh = detail::this_thread_shard();
+    if (!credit_.enabled() || sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
+    const std::uint32_t i = map_.line[sh];
+    return i != detail::shared_credit_map::no_line ? i : static_cast<unsigned>(Lines);
+  }
+  // The line this thread spends from: its shard's, claimed on first use.
+  [[gnu::always_inline]] unsigned line_for(nanoseconds now) noexcept {
+    if (!credit_.enabled()) return static_cast<unsigned>(Lines);
+    const unsigned sh = detail::this_thread_shard();
+    if (sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
+    const std::uint32_t i = map_.line[sh];
+    return i != detail::shared_credit_map::no_line ? i : claim_line(sh, now);
+  }
+  [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept {
+    const std::int64_t at = map_.retry_at[sh];
+    // Retried at most once per retry_ of supplied time (and whenever time goes back).
+    std::int64_t ahead = 0;
+    if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
+      return static_cast<unsigned>(Lines);
+    auto& lines = s_->credit;
+    std::uint64_t word = 0;
+    std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
+    if (i == lines.none && opts_.alive) {
+      const std::uint64_t me = opts_.identity;
+      (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
+      i = lines.claim(opts_.identity, detail::probe_start(), word);
+    }
+    if (i == lines.none) {
+      map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
+      return static_cast<unsigned>(Lines);
+    }
+    credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
+    map_.line[sh] = static_cast<std::uint32_t>(i);
+    map_.word[sh] = word;
+    return static_cast<unsigned>(i);
+  }
+  // Gives each line this handle's process owns its credit back and frees it.
+  void release_lines() noexcept {
+    if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
+      map_.clear();
+      return;
+    }
+    limiters& d = s_->d;
+    typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {
+      const std::uint32_t i = map_.line[sh];
+      if (i == detail::shared_credit_map::no_line) continue;
+      (void)credit_.give_back(ws, i);
+      (void)s_->credit.release(i, map_.word[sh]);
+    }
+    map_.clear();
   }
 
   void refuse_now(admission_type& a, dimension d, reason why) noexcept {
@@ -316,6 +422,7 @@ class shared_account {
     l.acc_ = this;  // so that a roll-back releases what was taken
     l.epoch_ = epoch_;
     l.model_ = r.model;
+    const unsigned line = line_for(now);
     if (s.slots.limit > 0) {
       const std::size_t start = detail::probe_start();
       if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
@@ -325,20 +432,18 @@ class shared_account {
     }
     limiters& d = s.d;
     if (d.rpm_w) {
-      window_ticket t;
-      if (!d.rpm_w->try_acquire(1, now, t).admitted()) return report(a, n, now);
-      l.rpm_s_ = t.slot;
+      if (!credit_.take_window(*d.rpm_w, credit::rpm, 1, now, l.rpm_s_, line)) return report(a, n, now);
     } else if (d.rpm_b && !limiters::take_spaced(*d.rpm_b, l.rpm_s_, l.rpm_c_, 1, now)) {
       return report(a, n, now);
     }
-    if (n > 0 && !take_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, now)) {
+    if (n > 0 && !take_tokens(d.tpm_w, d.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, line)) {
       d.give_request(l.rpm_s_, l.rpm_c_, now);
       return report(a, n, now);
     }
     bool day_ok = true;
     std::uint64_t no_cfg = 0;
     if (n > 0 && d.day_q) day_ok = d.day_q->try_acquire(n, now, l.day_t_).admitted();
-    else if (n > 0) day_ok = take_tokens(d.tpd_w, d.tpd_b, l.tpd_s_, no_cfg, n, now);
+    else if (n > 0) day_ok = take_tokens(d.tpd_w, d.tpd_b, credit::tpd, l.tpd_s_, no_cfg, n, now, line);
     if (!day_ok) {
       limiters::give_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
       d.give_request(l.rpm_s_, l.rpm_c_, now);
@@ -358,14 +463,11 @@ class shared_account {
     a.decision = decision::admit();
   }
 
-  static bool take_tokens(std::optional<typename limiters::window>& w, std::optional<typename limiters::bucket>& b,
-                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now) noexcept {
-    if (w) {
-      window_ticket t;
-      const bool ok = w->try_acquire(n, now, t).admitted();
-      slot = t.slot;
-      return ok;
-    }
+  [[gnu::always_inline]] bool take_tokens(std::optional<typename limiters::window>& w,
+                                          std::optional<typename limiters::bucket>& b, unsigned kind,
+                                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now,
+                                          unsigned line) noexcept {
+    if (w) return credit_.take_window(*w, kind, n, now, slot, line);
     if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
     return true;
   }
@@ -377,9 +479,18 @@ class shared_account {
 
   // After a refusal (everything taken so far given back but the slot, which
   // goes first): every dimension asked without consuming, as the account.
-  void report(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for = nanoseconds(0)) noexcept {
+  [[gnu::noinline]] void report(admission_type& a, std::uint64_t n, nanoseconds now,
+                               nanoseconds paused_for = nanoseconds(0)) noexcept {
+    const unsigned line = own_line();
     a.lease.release_slot();
     a.lease = lease_type();
+    // The refused thread's own credit back first, as its next attempt would,
+    // so the windows are asked what they hold for it (credit.hpp).
+    if (line < Lines) {
+      limiters& d = s_->d;
+      typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+      (void)credit_.give_back(ws, line);
+    }
     account_policy::refusal rf(paused_for);
     state& s = *s_;
     if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit) rf.add(dimension::concurrency);
@@ -403,7 +514,11 @@ class shared_account {
     if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
   }
 
+  using credit = detail::thread_credit<typename limiters::window>;
   state* s_ = nullptr;
+  credit credit_;                  // this process's view of the region's lines (chunks, units)
+  detail::shared_credit_map map_;  // which line each of this process's shards owns
+  std::int64_t retry_ = 0;         // a failed line claim's retry interval
   config_type cfg_;
   shared_account_options opts_;
   std::uint64_t epoch_ = 0;
@@ -412,35 +527,35 @@ class shared_account {
   std::atomic<std::uint64_t> admitted_{0}, refused_{0};
 };
 
-template <class Clock, class Currency, std::size_t Slots>
-bool shared_lease<Clock, Currency, Slots>::live() const noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+bool shared_lease<Clock, Currency, Slots, Lines>::live() const noexcept {
   // relaxed: process-local (see detail::bump_fork_epoch).
   return acc_ != nullptr && epoch_ == detail::fork_epoch().load(std::memory_order_relaxed);
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-void shared_lease<Clock, Currency, Slots>::release_slot() noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_lease<Clock, Currency, Slots, Lines>::release_slot() noexcept {
   if (acc_ != nullptr && slot_ != no_slot) (void)acc_->s_->slots.give(slot_, stamp_);
   slot_ = no_slot;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-void shared_lease<Clock, Currency, Slots>::drop() noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_lease<Clock, Currency, Slots, Lines>::drop() noexcept {
   if (live()) release_slot();
   acc_ = nullptr;
   slot_ = no_slot;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-bool shared_lease<Clock, Currency, Slots>::renew(nanoseconds now) noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+bool shared_lease<Clock, Currency, Slots, Lines>::renew(nanoseconds now) noexcept {
   if (!live() || slot_ == no_slot) return false;
   if (acc_->s_->slots.renew(slot_, stamp_, acc_->opts_.identity, now)) return true;
   slot_ = no_slot;  // reaped: the reaper freed the word
   return false;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const usage& u, nanoseconds now) noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settle(const usage& u, nanoseconds now) noexcept {
   basic_settle_result<Currency> res;
   if (!live()) {
     drop();
@@ -465,15 +580,15 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const
   return res;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-void shared_lease<Clock, Currency, Slots>::settle_rejected(nanoseconds now) noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_lease<Clock, Currency, Slots, Lines>::settle_rejected(nanoseconds now) noexcept {
   (void)now;
   if (live() && acc_->s_->d.money && money_) acc_->s_->d.money->release(money_);
   drop();
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle_cancelled(const std::optional<usage>& known,
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settle_cancelled(const std::optional<usage>& known,
                                                                                      nanoseconds now) noexcept {
   if (known) return settle(*known, now);
   basic_settle_result<Currency> res;

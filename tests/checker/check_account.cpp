@@ -6,6 +6,7 @@
 #include "explore.hpp"
 
 #include <tollgate/account.hpp>
+#include <tollgate/account/shared_credit.hpp>
 #include <tollgate/account/shared_slots.hpp>
 #include <tollgate/models.hpp>
 
@@ -289,6 +290,86 @@ TEST_CASE("checker: shared slots, a process killed at any step leaves only slots
     const auto r = tgcheck::explore_random(s, "shared slots limit 2, 3 processes x 3 takes, one killed", 3, rb,
                                            slots_factory(3, 3, 2), tgcheck::large() ? 100000 : 10000,
                                            tgtest::seeds(1).front() + 909, 4, 200, 30);
+    CHECK(r.failure == "");
+  }
+}
+
+namespace {
+
+// The shared account's credit lines (account/shared_credit.hpp): processes
+// claim a line, write it (the claimer's forget, as a user's stores), and
+// release it; a reaper whose liveness check calls the stopped ones dead
+// frees their lines, racing the claims. A line must never have two live
+// users: a claim that wins a line still used by a thread that did not stop
+// is a failure. When all are done, a held line names a stopped thread.
+struct lines_exec : execution {
+  using window = sliding_window<manual_clock>;
+  using lines_t = tollgate::detail::shared_credit_lines<window, 1>;
+  lines_t ln{};
+  tollgate::detail::thread_credit<window> credit;
+  std::size_t users_n;
+  std::size_t user[1] = {0};  // 1 + the thread using the line, 0: none (a ghost: threads run one at a time)
+  std::string broken;
+  lines_exec(scheduler& s, std::size_t users, unsigned rounds) : users_n(users) {
+    ln.init();
+    credit.place(ln.lines, 1);
+    for (std::size_t i = 0; i < users; ++i)
+      bodies.push_back([this, &s, i, rounds] {
+        for (unsigned r = 0; r < rounds; ++r) {
+          std::uint64_t word = 0;
+          const std::size_t l = ln.claim(i + 1, i, word);
+          if (l == lines_t::none) continue;
+          if (user[l] != 0 && !s.crashed(user[l] - 1) && broken.empty())
+            broken = "line " + std::to_string(l) + " claimed by " + std::to_string(i + 1) + " while " +
+                     std::to_string(user[l]) + " uses it";
+          user[l] = i + 1;
+          s.note("claimed line " + std::to_string(l));
+          credit.forget(static_cast<unsigned>(l));
+          if (user[l] == i + 1) user[l] = 0;  // before the release: never counted free while in use
+          (void)ln.release(l, word);
+        }
+      });
+    // The reaper: another process whose check knows who stopped.
+    bodies.push_back([this, &s, rounds] {
+      for (unsigned r = 0; r < rounds + 1; ++r)
+        (void)ln.reap(credit, [&s](std::uint64_t who) { return !s.crashed(static_cast<std::size_t>(who - 1)); });
+    });
+  }
+  std::string check(const scheduler::outcome& o) override {
+    if (!broken.empty()) return broken;
+    const std::uint64_t who = ln.owner(0);
+    if (who != 0 && (who > users_n || !o.crashed[static_cast<std::size_t>(who - 1)]))
+      return "line 0 is held in the name of " + std::to_string(who) + ", which did not stop";
+    return "";
+  }
+};
+
+tgcheck::factory lines_factory(std::size_t users, unsigned rounds) {
+  return [=](scheduler& s) -> std::unique_ptr<execution> { return std::make_unique<lines_exec>(s, users, rounds); };
+}
+
+}  // namespace
+
+TEST_CASE("checker: shared credit lines, a claim racing a kill and the reaper never gives a line two live users",
+          "[checker][account]") {
+  bounds b;
+  b.preemptions = tgcheck::large() ? 3 : 2;
+  b.crashes = 1;
+  {
+    scheduler s(3);
+    const auto r = tgcheck::explore_exhaustive(s, "credit lines: 2 processes x 2 claims + reaper, one killed", 3, b,
+                                               lines_factory(2, 2));
+    CHECK(r.complete);
+    CHECK(r.failure == "");
+  }
+  {
+    scheduler s(4);
+    bounds rb = b;
+    rb.preemptions = 3;
+    rb.steps = 2000;
+    const auto r = tgcheck::explore_random(s, "credit lines: 3 processes x 3 claims + reaper, one killed", 4, rb,
+                                           lines_factory(3, 3), tgcheck::large() ? 100000 : 10000,
+                                           tgtest::seeds(1).front() + 1010, 4, 200, 30);
     CHECK(r.failure == "");
   }
 }

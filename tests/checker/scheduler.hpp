@@ -281,6 +281,12 @@ class scheduler {
   void label(const void* base, std::size_t size, std::function<std::string(std::size_t)> fn) {
     labels_.push_back(label_t{base, size, std::move(fn)});
   }
+  // Whether thread i has stopped forever, for a body that plays a liveness
+  // check (a process's death is known to the one that reaped it).
+  bool crashed(std::size_t i) {
+    std::lock_guard<std::mutex> g(m_);
+    return i < slots_.size() && slots_[i].state == st::crashed;
+  }
 
  private:
   enum class st { running, finished, crashed };

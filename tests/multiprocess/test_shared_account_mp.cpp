@@ -7,7 +7,10 @@
 // while they hold slots and reservations: the others go on, the bounds
 // hold, the dead ones' slots come back at the next scan (the liveness check
 // reads a table the parent writes after reaping) and their money stays
-// committed. A third forks after attaching. Time is a manual clock whose
+// committed. A third forks after attaching. Per-thread credit is on or off
+// at random in the first, on in the others (the credit lines of
+// account/shared_credit.hpp: a child never uses its parent's, a dead
+// process's come back through the liveness check). Time is a manual clock whose
 // word lives in shared memory (region_clock): no sleep, no wall-clock
 // assert; every wait is bounded in count and time; children are reaped
 // (killed first on failure). Seeds: the project seed (TOLLGATE_SEED).
@@ -83,8 +86,10 @@ plan draw(tgtest::rng& g) {
   account_config& c = p.c;
   c.model = server_model::fixed_window;
   c.concurrency = limit(g.between(1, 8));
-  c.rpm = limit(g.between(5, 400));
-  // Below and above 1,024 (the in-process account's credit threshold).
+  c.rpm = limit(g.chance(75) ? g.between(5, 400) : g.between(1024, 4000));
+  // Below and above 1,024 (the credit threshold: a chunk is limit / 1024).
+  // Credit on or off: the bounds are the same, exact.
+  c.per_thread_credit = g.chance(60);
   c.tpm = limit(g.chance(50) ? g.between(200, 1023) : g.between(1024, 60000));
   c.tpd = limit(g.between(2000, 400000));
   c.request_window = std::chrono::seconds(1);
@@ -321,8 +326,8 @@ TEST_CASE("multiprocess account: 2-8 processes x 1-2 threads; merged logs keep e
     const plan p = draw(g);
     const std::size_t procs = static_cast<std::size_t>(g.between(2, 8));
     const std::size_t threads = static_cast<std::size_t>(g.between(1, 2));
-    INFO("trial " << trial << ": " << procs << " processes x " << threads << " threads, conc "
-                  << *p.c.concurrency.value() << " rpm " << *p.c.rpm.value() << " tpm " << *p.c.tpm.value() << " tpd "
+    INFO("trial " << trial << ": " << procs << " processes x " << threads << " threads, credit "
+                  << p.c.per_thread_credit << ", conc " << *p.c.concurrency.value() << " rpm " << *p.c.rpm.value() << " tpm " << *p.c.tpm.value() << " tpd "
                   << *p.c.tpd.value() << " budget " << p.c.budget->nanos());
     children kids;
     const pid_t parent = getpid();
@@ -406,6 +411,9 @@ TEST_CASE("multiprocess account: processes SIGKILLed holding slots and money; th
   p.c.tpm = limit(2000000);
   p.c.tpd = limit(1u << 30);
   p.c.budget = usd::from_nanos(std::int64_t{1} << 40);
+  // Credit on: rpm and tpm grant chunks of 97 and 1,953, so processes die
+  // at random points of a line's claim, refill, spend and give-back too.
+  p.c.per_thread_credit = true;
   p.max_prompt = p.max_out = 100;
   const std::size_t procs = 4, threads = 2;
   children kids;
@@ -500,6 +508,8 @@ TEST_CASE("multiprocess account: processes SIGKILLed holding slots and money; th
   }
   CHECK_FALSE(last.try_admit(tgtest::req(10, 10), region_clock::now()));
   CHECK(last.in_flight() == 16);
+  // Lines of the dead come back through the liveness check: this thread has one.
+  CHECK(last.this_thread_credit_line() < shared::credit_lines);
   const auto s = last.stats();
   INFO("reclaimed: " << s.reclaimed_dead << " dead, " << s.reclaimed_by_deadline << " by deadline");
   CHECK(s.reclaimed_dead + s.reclaimed_by_deadline > 0);
@@ -519,11 +529,14 @@ TEST_CASE("multiprocess account: fork after attach; the child claims its own ide
   p.c.model = server_model::fixed_window;
   p.c.concurrency = limit(3);
   p.c.rpm = limit(100);
+  p.c.tpm = limit(1u << 20);  // credit: chunks of 1,024 tokens
   p.c.lease_timeout = std::chrono::hours(2);
   shared a;
   REQUIRE(a.open(bytes, shared::region_bytes(), p.c, opts(1), nanoseconds(0)));
   auto mine = a.try_admit(tgtest::req(10, 10), nanoseconds(0));
   REQUIRE(mine);
+  const std::size_t line = a.this_thread_credit_line();
+  REQUIRE(line < shared::credit_lines);
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -537,6 +550,10 @@ TEST_CASE("multiprocess account: fork after attach; the child claims its own ide
     if (!a.claim(2)) code |= 8;
     static auto held = a.try_admit(tgtest::req(10, 10), nanoseconds(0));
     if (!held || a.in_flight() != 2) code |= 16;
+    // Its own credit line, never the parent's.
+    const std::size_t l = a.this_thread_credit_line();
+    if (l == line || l >= shared::credit_lines || a.credit_line_owner(l) != 2 || a.credit_line_owner(line) != 1)
+      code |= 32;
     B->allow[0].store(1);  // holding: the parent may now check
     while (B->allow[1].load() == 0) std::this_thread::yield();  // bounded by the parent's kill
     _exit(code);
@@ -557,6 +574,7 @@ TEST_CASE("multiprocess account: fork after attach; the child claims its own ide
   auto t2 = third.try_admit(tgtest::req(10, 10), nanoseconds(2 * ms));
   REQUIRE(t2);  // the scan freed the parent's slot
   CHECK(third.stats().reclaimed_dead == 1);
+  CHECK(third.credit_line_owner(line) == 1);  // lines are reaped only when a claimer finds none free
   CHECK_FALSE(third.try_admit(tgtest::req(10, 10), nanoseconds(3 * ms)));  // the child's is still held
   B->allow[1].store(1);
   int st = 0;

@@ -65,6 +65,7 @@ namespace detail {
 template <class Window>
 class thread_credit {
  public:
+  using window_type = Window;
   enum : unsigned { rpm, tpm, tpd, kinds };  // the windows that can grant credit
   static constexpr std::uint64_t divisor = 1024;
 
@@ -86,8 +87,35 @@ class thread_credit {
   }
 
   // The lines, allocated once (at construction: limits raised later may need them).
-  void allocate() { lines_.reset(new line[detail::thread_shards]); }
+  void allocate() {
+    own_.reset(new line[detail::thread_shards]);
+    lines_ = own_.get();
+    count_ = detail::thread_shards;
+  }
+  // The seam over where the lines live: `count` lines at `lines`, owned by
+  // the caller (the shared account's region, shared_account.hpp), in place
+  // of allocate()'s. Line i is then written only by the user that owns it
+  // (the caller's claim, not the shard numbers), who passes i as `shard`.
+  void place(line* lines, unsigned count) noexcept {
+    own_.reset();
+    lines_ = count > 0 ? lines : nullptr;
+    count_ = lines_ ? count : 0;
+  }
   bool enabled() const noexcept { return lines_ != nullptr; }
+  unsigned lines() const noexcept { return count_; }
+  // Forgets line i's window credit: its units stay counted where they were
+  // taken (the safe side). For a line whose last owner died, whose fields
+  // may be half-written; only with no other writer of the line.
+  void forget(unsigned i) noexcept {
+    if (i >= count_) return;
+    for (credit& c : lines_[i].c) {
+      // relaxed: the caller owns the line. An empty span: no `now` is in it,
+      // so the next take refills and rewrites every field.
+      c.left.store(0, std::memory_order_relaxed);
+      c.start.store(0, std::memory_order_relaxed);
+      c.end.store(0, std::memory_order_relaxed);
+    }
+  }
   // Each window's unit, fixed at construction.
   void set_unit(unsigned kind, std::uint64_t u) noexcept { unit_[kind] = u; }
 
@@ -107,7 +135,7 @@ class thread_credit {
   // Spending credit is the hot path (inline); refills and refusals are not.
   [[gnu::always_inline]] bool take_window(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
                                           std::uint64_t& slot, unsigned shard) noexcept {
-    if (shard < detail::thread_shards && lines_) {
+    if (shard < count_) {
       credit& c = lines_[shard].c[kind];
       const std::uint64_t u = unit_[kind];
       const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
@@ -126,7 +154,7 @@ class thread_credit {
   [[gnu::noinline]] bool take_window_slow(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
                                           std::uint64_t& slot, unsigned shard) noexcept {
     // relaxed: a lone value, changed only by set_limits.
-    const std::uint64_t chunk = n == 0 || shard >= detail::thread_shards ? 0 : chunk_[kind].load(std::memory_order_relaxed);
+    const std::uint64_t chunk = n == 0 || shard >= count_ ? 0 : chunk_[kind].load(std::memory_order_relaxed);
     window_ticket t;
     if (chunk == 0) {
       const bool ok = w.try_acquire(n, now, t).admitted();
@@ -184,7 +212,7 @@ class thread_credit {
   // next attempt would) and returns the concurrency units it holds under the
   // current limit (a permit it can take).
   std::uint64_t give_back(Window* const (&ws)[kinds], unsigned shard) noexcept {
-    if (!lines_ || shard >= detail::thread_shards) return 0;
+    if (shard >= count_) return 0;
     line& l = lines_[shard];
     for (unsigned k = 0; k < kinds; ++k) {
       // relaxed: this thread owns the line, see the header.
@@ -205,7 +233,7 @@ class thread_credit {
     return take_unit_fast(shard) || take_unit_slow(lim, shard);
   }
   [[gnu::always_inline]] bool take_unit_fast(unsigned shard) noexcept {
-    if (shard < detail::thread_shards && lines_) {
+    if (shard < count_) {
       line& c = lines_[shard];
       // relaxed: as in take_unit_slow.
       const std::uint64_t left = c.units.load(std::memory_order_relaxed);
@@ -217,7 +245,7 @@ class thread_credit {
     return false;
   }
   bool take_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
-    if (shard >= detail::thread_shards || !lines_) return take_direct(lim, 1);
+    if (shard >= count_) return take_direct(lim, 1);
     line& c = lines_[shard];
     // relaxed (c.*): this thread owns the line. relaxed (epoch, chunk): lone
     // values, see the header.
@@ -249,7 +277,7 @@ class thread_credit {
   // the thread's, for give_unit_slow.
   [[gnu::always_inline]] bool give_unit_fast(unsigned& shard) noexcept {
     shard = lines_ ? detail::this_thread_shard() : detail::thread_shards;
-    if (shard < detail::thread_shards) {
+    if (shard < count_) {
       line& c = lines_[shard];
       // relaxed: as in take_unit_slow.
       const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
@@ -262,7 +290,7 @@ class thread_credit {
     return false;
   }
   void give_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
-    if (shard >= detail::thread_shards) {
+    if (shard >= count_) {
       lim.release_detached(1);
       return;
     }
@@ -286,14 +314,14 @@ class thread_credit {
     if (!lines_) return 0;
     std::uint64_t sum = 0;
     // relaxed: a snapshot of other threads' lines.
-    for (unsigned i = 0; i < detail::thread_shards; ++i) sum += lines_[i].units.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < count_; ++i) sum += lines_[i].units.load(std::memory_order_relaxed);
     return sum;
   }
   // Units of window `kind` held as credit in slot j (a snapshot).
   std::uint64_t in_slot(unsigned kind, std::uint64_t j) const noexcept {
     if (!lines_) return 0;
     std::uint64_t sum = 0;
-    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+    for (unsigned i = 0; i < count_; ++i) {
       const credit& c = lines_[i].c[kind];
       // relaxed: as in held_at.
       if (c.slot.load(std::memory_order_relaxed) == j) sum += c.left.load(std::memory_order_relaxed);
@@ -305,7 +333,7 @@ class thread_credit {
   std::uint64_t held_at(unsigned kind, nanoseconds now) const noexcept {
     if (!lines_) return 0;
     std::uint64_t sum = 0;
-    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+    for (unsigned i = 0; i < count_; ++i) {
       const credit& c = lines_[i].c[kind];
       // relaxed: a statistic-grade read of another thread's line.
       if (now.count() >= c.start.load(std::memory_order_relaxed) && now.count() < c.end.load(std::memory_order_relaxed))
@@ -316,7 +344,7 @@ class thread_credit {
   // Forgets the window credit (a restore replaced the counts it was taken from).
   void clear_windows() noexcept {
     if (!lines_) return;
-    for (unsigned i = 0; i < detail::thread_shards; ++i)
+    for (unsigned i = 0; i < count_; ++i)
       for (credit& c : lines_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
   }
 
@@ -339,7 +367,9 @@ class thread_credit {
     (void)w.refund_to_head(back, tokens);
   }
 
-  std::unique_ptr<line[]> lines_;  // one per owned shard, when some limit grants credit
+  std::unique_ptr<line[]> own_;  // allocate()'s lines
+  line* lines_ = nullptr;         // one per owned shard (or per claimed line, place()), when some limit grants credit
+  unsigned count_ = 0;            // lines at lines_
   detail::atomic<std::uint64_t> chunk_[kinds] = {};
   std::uint64_t unit_[kinds] = {1, 1, 1};
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};

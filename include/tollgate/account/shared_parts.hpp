@@ -37,6 +37,7 @@
 #include <tollgate/account/limiters.hpp>
 #include <tollgate/account/pause.hpp>
 #include <tollgate/account/policy.hpp>
+#include <tollgate/account/shared_credit.hpp>
 #include <tollgate/account/shared_slots.hpp>
 #include <tollgate/account/lease.hpp>
 #include <tollgate/clock.hpp>
@@ -76,14 +77,14 @@ struct shared_open_result {
   explicit operator bool() const noexcept { return region == region_errc::ok && config == errc::ok; }
 };
 
-template <class Clock, class Currency, std::size_t Slots>
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 class shared_account;
 
 // What settling a shared lease did: as the account's (account/lease.hpp).
-template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 class shared_lease {
  public:
-  using owner_type = shared_account<Clock, Currency, Slots>;
+  using owner_type = shared_account<Clock, Currency, Slots, Lines>;
   shared_lease() noexcept = default;
   shared_lease(const shared_lease&) = delete;
   shared_lease& operator=(const shared_lease&) = delete;
@@ -109,7 +110,7 @@ class shared_lease {
   inline basic_settle_result<Currency> settle_cancelled(const std::optional<usage>& known, nanoseconds now) noexcept;
 
  private:
-  friend class shared_account<Clock, Currency, Slots>;
+  friend class shared_account<Clock, Currency, Slots, Lines>;
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
   inline bool live() const noexcept;  // issued in this process (not inherited through fork)
   inline void drop() noexcept;
@@ -141,11 +142,11 @@ class shared_lease {
   std::uint64_t tokens_ = 0;
 };
 
-template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 struct shared_admission {
   tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
   dimension_set refused;
-  shared_lease<Clock, Currency, Slots> lease;  // valid when admitted
+  shared_lease<Clock, Currency, Slots, Lines> lease;  // valid when admitted
   std::uint64_t tokens = 0;
   money<Currency> worst_case;
   nanoseconds at{0};
@@ -185,7 +186,7 @@ inline std::size_t probe_start() noexcept {
   return mine;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct shared_account_state {
   account_limiters<Clock, Currency> d;  // concurrency is not among them: see slots
   pause_state pause;
@@ -193,17 +194,21 @@ struct shared_account_state {
   std::uint64_t refund_unused = 0;
   shared_slots<Slots> slots;
   detail::atomic<std::uint64_t> reclaimed_deadline{0}, reclaimed_dead{0};
+  std::uint64_t credit_on = 0;  // per_thread_credit, as built (the fingerprint holds it too)
+  shared_credit_lines<typename account_limiters<Clock, Currency>::window, Lines> credit;
 };
 
 }  // namespace detail
 
 // The shared account's state by name, clock, currency and slot count: a
 // region built for one of them is refused (wrong_type) as another; "/2":
-// the slot words of detail/slot_word.hpp.
-template <class Clock, class Currency, std::size_t Slots>
-struct region_key<detail::shared_account_state<Clock, Currency, Slots>> {
-  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account/2", region_key<Clock>::value,
-                                                         region_key<budget<Currency>>::value, Slots);
+// the slot words of detail/slot_word.hpp; "/3": the credit lines
+// (account/shared_credit.hpp), with their count in the key.
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
+  static constexpr std::uint64_t value =
+      region_name_key("tollgate.shared_account/3", region_key<Clock>::value, region_key<budget<Currency>>::value,
+                      Slots, Lines);
 };
 
 TOLLGATE_END_NAMESPACE
