@@ -5832,6 +5832,7 @@ namespace detail {
 template <class Window>
 class thread_credit {
  public:
+  using window_type = Window;
   enum : unsigned { rpm, tpm, tpd, kinds };  // the windows that can grant credit
   static constexpr std::uint64_t divisor = 1024;
 
@@ -5853,8 +5854,35 @@ class thread_credit {
   }
 
   // The lines, allocated once (at construction: limits raised later may need them).
-  void allocate() { lines_.reset(new line[detail::thread_shards]); }
+  void allocate() {
+    own_.reset(new line[detail::thread_shards]);
+    lines_ = own_.get();
+    count_ = detail::thread_shards;
+  }
+  // The seam over where the lines live: `count` lines at `lines`, owned by
+  // the caller (the shared account's region, shared_account.hpp), in place
+  // of allocate()'s. Line i is then written only by the user that owns it
+  // (the caller's claim, not the shard numbers), who passes i as `shard`.
+  void place(line* lines, unsigned count) noexcept {
+    own_.reset();
+    lines_ = count > 0 ? lines : nullptr;
+    count_ = lines_ ? count : 0;
+  }
   bool enabled() const noexcept { return lines_ != nullptr; }
+  unsigned lines() const noexcept { return count_; }
+  // Forgets line i's window credit: its units stay counted where they were
+  // taken (the safe side). For a line whose last owner died, whose fields
+  // may be half-written; only with no other writer of the line.
+  void forget(unsigned i) noexcept {
+    if (i >= count_) return;
+    for (credit& c : lines_[i].c) {
+      // relaxed: the caller owns the line. An empty span: no `now` is in it,
+      // so the next take refills and rewrites every field.
+      c.left.store(0, std::memory_order_relaxed);
+      c.start.store(0, std::memory_order_relaxed);
+      c.end.store(0, std::memory_order_relaxed);
+    }
+  }
   // Each window's unit, fixed at construction.
   void set_unit(unsigned kind, std::uint64_t u) noexcept { unit_[kind] = u; }
 
@@ -5874,7 +5902,7 @@ class thread_credit {
   // Spending credit is the hot path (inline); refills and refusals are not.
   [[gnu::always_inline]] bool take_window(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
                                           std::uint64_t& slot, unsigned shard) noexcept {
-    if (shard < detail::thread_shards && lines_) {
+    if (shard < count_) {
       credit& c = lines_[shard].c[kind];
       const std::uint64_t u = unit_[kind];
       const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
@@ -5893,7 +5921,7 @@ class thread_credit {
   [[gnu::noinline]] bool take_window_slow(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
                                           std::uint64_t& slot, unsigned shard) noexcept {
     // relaxed: a lone value, changed only by set_limits.
-    const std::uint64_t chunk = n == 0 || shard >= detail::thread_shards ? 0 : chunk_[kind].load(std::memory_order_relaxed);
+    const std::uint64_t chunk = n == 0 || shard >= count_ ? 0 : chunk_[kind].load(std::memory_order_relaxed);
     window_ticket t;
     if (chunk == 0) {
       const bool ok = w.try_acquire(n, now, t).admitted();
@@ -5951,7 +5979,7 @@ class thread_credit {
   // next attempt would) and returns the concurrency units it holds under the
   // current limit (a permit it can take).
   std::uint64_t give_back(Window* const (&ws)[kinds], unsigned shard) noexcept {
-    if (!lines_ || shard >= detail::thread_shards) return 0;
+    if (shard >= count_) return 0;
     line& l = lines_[shard];
     for (unsigned k = 0; k < kinds; ++k) {
       // relaxed: this thread owns the line, see the header.
@@ -5972,7 +6000,7 @@ class thread_credit {
     return take_unit_fast(shard) || take_unit_slow(lim, shard);
   }
   [[gnu::always_inline]] bool take_unit_fast(unsigned shard) noexcept {
-    if (shard < detail::thread_shards && lines_) {
+    if (shard < count_) {
       line& c = lines_[shard];
       // relaxed: as in take_unit_slow.
       const std::uint64_t left = c.units.load(std::memory_order_relaxed);
@@ -5984,7 +6012,7 @@ class thread_credit {
     return false;
   }
   bool take_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
-    if (shard >= detail::thread_shards || !lines_) return take_direct(lim, 1);
+    if (shard >= count_) return take_direct(lim, 1);
     line& c = lines_[shard];
     // relaxed (c.*): this thread owns the line. relaxed (epoch, chunk): lone
     // values, see the header.
@@ -6016,7 +6044,7 @@ class thread_credit {
   // the thread's, for give_unit_slow.
   [[gnu::always_inline]] bool give_unit_fast(unsigned& shard) noexcept {
     shard = lines_ ? detail::this_thread_shard() : detail::thread_shards;
-    if (shard < detail::thread_shards) {
+    if (shard < count_) {
       line& c = lines_[shard];
       // relaxed: as in take_unit_slow.
       const std::uint64_t left = c.units.load(std::memory_order_relaxed) + 1;
@@ -6029,7 +6057,7 @@ class thread_credit {
     return false;
   }
   void give_unit_slow(concurrency_limiter& lim, unsigned shard) noexcept {
-    if (shard >= detail::thread_shards) {
+    if (shard >= count_) {
       lim.release_detached(1);
       return;
     }
@@ -6053,14 +6081,14 @@ class thread_credit {
     if (!lines_) return 0;
     std::uint64_t sum = 0;
     // relaxed: a snapshot of other threads' lines.
-    for (unsigned i = 0; i < detail::thread_shards; ++i) sum += lines_[i].units.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < count_; ++i) sum += lines_[i].units.load(std::memory_order_relaxed);
     return sum;
   }
   // Units of window `kind` held as credit in slot j (a snapshot).
   std::uint64_t in_slot(unsigned kind, std::uint64_t j) const noexcept {
     if (!lines_) return 0;
     std::uint64_t sum = 0;
-    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+    for (unsigned i = 0; i < count_; ++i) {
       const credit& c = lines_[i].c[kind];
       // relaxed: as in held_at.
       if (c.slot.load(std::memory_order_relaxed) == j) sum += c.left.load(std::memory_order_relaxed);
@@ -6072,7 +6100,7 @@ class thread_credit {
   std::uint64_t held_at(unsigned kind, nanoseconds now) const noexcept {
     if (!lines_) return 0;
     std::uint64_t sum = 0;
-    for (unsigned i = 0; i < detail::thread_shards; ++i) {
+    for (unsigned i = 0; i < count_; ++i) {
       const credit& c = lines_[i].c[kind];
       // relaxed: a statistic-grade read of another thread's line.
       if (now.count() >= c.start.load(std::memory_order_relaxed) && now.count() < c.end.load(std::memory_order_relaxed))
@@ -6083,7 +6111,7 @@ class thread_credit {
   // Forgets the window credit (a restore replaced the counts it was taken from).
   void clear_windows() noexcept {
     if (!lines_) return;
-    for (unsigned i = 0; i < detail::thread_shards; ++i)
+    for (unsigned i = 0; i < count_; ++i)
       for (credit& c : lines_[i].c) c.left.store(0, std::memory_order_relaxed);  // relaxed: not shared yet
   }
 
@@ -6106,7 +6134,9 @@ class thread_credit {
     (void)w.refund_to_head(back, tokens);
   }
 
-  std::unique_ptr<line[]> lines_;  // one per owned shard, when some limit grants credit
+  std::unique_ptr<line[]> own_;  // allocate()'s lines
+  line* lines_ = nullptr;         // one per owned shard (or per claimed line, place()), when some limit grants credit
+  unsigned count_ = 0;            // lines at lines_
   detail::atomic<std::uint64_t> chunk_[kinds] = {};
   std::uint64_t unit_[kinds] = {1, 1, 1};
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
@@ -14087,23 +14117,32 @@ TOLLGATE_END_NAMESPACE
 // trust_rate_limit_headers (their state is not placeable yet: refused,
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
-// Per-thread credit is off (account_config::per_thread_credit is ignored):
-// every admission takes its units from the shared words, so no process or
-// thread ever holds units another could use, and a refusal is false only
-// while a racing admission holds units it is about to roll back (the
-// account's all-or-nothing race, none at rest). There are no shards in the
-// shared state: any number of processes and threads is served exactly.
+// Per-thread credit (account_config::per_thread_credit; account/
+// shared_credit.hpp). The region holds `Lines` credit lines; each of this
+// process's first 16 threads claims one (by an owner word naming this
+// process) and takes each strict window's units a chunk at a time
+// (chunk = limit / 1024; limits below 1,024 get none), with the in-process
+// account's logic (account/credit.hpp). Bound: every window stays exact
+// (every unit is counted before a line holds it, and spent only in the slot
+// it was counted in); other threads of every process can be refused falsely
+// by at most `Lines` chunks of a window (Lines / 1024 of its limit: 1.6 % at
+// the default 16), and a refused thread gives its own credit back before
+// the windows are asked for its wait. Credit off: every admission takes the
+// shared words, and a refusal is false only while a racing admission holds
+// units it is about to roll back. No concurrency credit: a lease holds its
+// own slot word. remaining() counts units held as credit as remaining.
 //
 // Where each part lives.
 //   In the region (address-free: plain atomics and integers, no pointer):
 //   the limiters (their std::optional wrappers are trivially destructible
 //   and hold their values in place), the pause and stop words, the
 //   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters.
+//   reclaim counters, the credit lines and their owner words.
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics. Leases are process-local (they point at this
+//   epoch, its statistics, the credit chunks and which line each of its
+//   threads owns. Leases are process-local (they point at this
 //   object and name the model, whose prices a settle needs); there is no
 //   release hook and no thread-local index.
 //
@@ -14114,7 +14153,9 @@ TOLLGATE_END_NAMESPACE
 // lease::renew moves it) and, with a liveness check, at the first scan
 // (at most one per scan_interval) after the check calls its identity dead.
 // Its window and token units stay counted until they leave their windows (the
-// requests may have reached the server). Money it reserved stays committed
+// requests may have reached the server), and so do those its credit lines
+// held; the lines come back when a claimer finds none free and the liveness
+// check calls it dead (no deadline: shared_credit.hpp). Money it reserved stays committed
 // for good: kept as spent (remaining() excludes it; spent() does not
 // include it), the safe side.
 //
@@ -14137,6 +14178,172 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/account/config.hpp>  (already above)
 // #include <tollgate/account/limiters.hpp>  (already above)
 // #include <tollgate/account/policy.hpp>  (already above)
+// #include <tollgate/account/shared_credit.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_credit.hpp: the shared account's per-thread window credit
+// (shared_account.hpp): `Lines` credit lines in the region, each owned by
+// one live user, and this process's map from its threads to the lines they
+// own.
+//
+// The lines are account/credit.hpp's (its thread_credit runs them, through
+// its place() seam): a window's units are counted in the window by one CAS
+// before a line holds them, and spent only in the slot they were counted in,
+// so every window's bound holds exactly, across processes, as without
+// credit. What a line costs other users: at most one chunk (limit / 1024)
+// per window held but not yet spent, so other threads of every process can
+// be refused falsely by at most `Lines` chunks of a window (Lines / 1024 of
+// its limit: 1.6 % with the default 16), and a thread is refused because of
+// its own credit only when another moved the window on first (a refusal
+// gives its credit back before the account asks the windows for a wait).
+//
+// Owner words. Beside each line, one word {identity: 48 bits, generation:
+// 16 bits}; identity 0: free. A claim is one CAS from a free word to this
+// process's identity and the next generation, so the word that gives a
+// user the line also names it: a process killed at any instruction either
+// holds a line under its own name or changed nothing (no step between
+// taking and naming, unlike a slot's separate owner word). A release is one
+// CAS back to free, after the owner gave its credit back to the windows.
+//
+// Dead owners. Units a dead owner's line holds stay counted as used until
+// they leave their windows (the safe side: its fields may be half-written,
+// so they are never given back). Its line comes back when a claimer finds
+// no free line and the caller's liveness check calls the owner dead: the
+// reaper forgets the line's credit, then frees the word by CAS (which
+// decides, once). There is no deadline: a deadline cannot tell a dead owner
+// from a slow one, and a slow owner spends its line with plain stores that
+// would race the next owner's (breaking exactness, where a late slot holder
+// only finds its release CAS failing). Without a liveness check a dead
+// owner's line stays held; a thread that finds no line takes its units from
+// the windows directly, exactly, only slower.
+//
+// Threads. This process claims a line for each of its first 16 threads
+// (the shard numbers of detail/shard_counters.hpp), when that thread first
+// admits; a shard has one owner thread at a time, ownership passing through
+// the shard claim's release/acquire, so a line is written by one thread at a
+// time and passes, with its credit, to the next thread that claims the
+// shard. A claim that finds no line is retried at most once per retry
+// interval of the supplied time (no liveness call on the hot path).
+//
+// fork(). A child inherits the map; the shared account refuses it until
+// claim(), which clears the map without releasing (the lines are the
+// parent's); a child's handle torn down before claim() releases nothing.
+//
+// Concurrency. Owner-word CAS: acq_rel on success, so a new owner sees the
+// stores the previous owner (or the reaper's forget) made to the line before
+// the CAS that freed it; failures relaxed (only the value is used). The
+// line's fields are thread_credit's (relaxed, single writer).
+#ifndef TOLLGATE_ACCOUNT_SHARED_CREDIT_HPP
+#define TOLLGATE_ACCOUNT_SHARED_CREDIT_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/credit.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/shard_counters.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+// The region's part.
+template <class Window, std::size_t Lines>
+struct shared_credit_lines {
+  static_assert(Lines >= 1 && Lines <= 4096, "1 .. 4096 credit lines");
+  using credit = thread_credit<Window>;
+  using line = typename credit::line;
+  static constexpr unsigned gen_bits = 16;
+  static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
+  static constexpr std::size_t none = Lines;
+
+  detail::atomic<std::uint64_t> owners[Lines];
+  line lines[Lines];
+
+  void init() noexcept {
+    for (std::size_t i = 0; i < Lines; ++i) owners[i].store(0, std::memory_order_relaxed);  // relaxed: before sharing
+  }
+
+  static constexpr std::uint64_t identity_of(std::uint64_t w) noexcept { return w >> gen_bits; }
+
+  // A free line for `identity` (nonzero, below 2^48), probing from `start`:
+  // its index and owner word, or none when every line is held.
+  std::size_t claim(std::uint64_t identity, std::size_t start, std::uint64_t& word) noexcept {
+    std::size_t i = start % Lines;
+    for (std::size_t k = 0; k < Lines; ++k, i = i + 1 == Lines ? 0 : i + 1) {
+      // relaxed: a guess; the CAS decides.
+      std::uint64_t w = owners[i].load(std::memory_order_relaxed);
+      if (identity_of(w) != 0) continue;
+      const std::uint64_t mine = (identity << gen_bits) | ((w + 1) & gen_mask);
+      // acq_rel/relaxed: see the header.
+      if (owners[i].compare_exchange_strong(w, mine, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        word = mine;
+        return i;
+      }
+    }
+    return none;
+  }
+
+  // Frees line i, held under `word`: false if it was not (a reaper freed it).
+  bool release(std::size_t i, std::uint64_t word) noexcept {
+    if (i >= Lines) return false;
+    std::uint64_t w = word;
+    // acq_rel/relaxed: see the header (release: the owner's give-back before it).
+    return owners[i].compare_exchange_strong(w, word & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed);
+  }
+
+  // Frees the lines whose owner `alive` calls dead, forgetting their credit
+  // first (see the header); returns how many it freed.
+  template <class Alive>
+  std::uint64_t reap(credit& c, Alive&& alive) noexcept {
+    std::uint64_t freed = 0;
+    for (std::size_t i = 0; i < Lines; ++i) {
+      // acquire: pairs with the claim CAS, so the forget below follows the
+      // dead owner's last stores in this thread's view.
+      std::uint64_t w = owners[i].load(std::memory_order_acquire);
+      const std::uint64_t who = identity_of(w);
+      if (who == 0 || alive(who)) continue;
+      c.forget(static_cast<unsigned>(i));
+      // acq_rel/relaxed: see the header.
+      if (owners[i].compare_exchange_strong(w, w & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed))
+        ++freed;
+    }
+    return freed;
+  }
+
+  // The identity holding line i (0: free), a snapshot.
+  std::uint64_t owner(std::size_t i) const noexcept {
+    return i < Lines ? identity_of(owners[i].load(std::memory_order_relaxed)) : 0;  // relaxed: a snapshot
+  }
+};
+
+// This process's part: which line each of its shards owns. Each entry is
+// read and written by the thread owning that shard only (plain: ownership
+// passes through the shard claim's release/acquire), and by claim(),
+// open() and the destructor, which run with no admission of this handle.
+struct shared_credit_map {
+  static constexpr std::uint32_t no_line = ~std::uint32_t{0};
+  std::uint32_t line[thread_shards];
+  std::uint64_t word[thread_shards];
+  std::int64_t retry_at[thread_shards];
+
+  shared_credit_map() noexcept { clear(); }
+  void clear() noexcept {
+    for (unsigned s = 0; s < thread_shards; ++s) {
+      line[s] = no_line;
+      word[s] = 0;
+      retry_at[s] = INT64_MIN;
+    }
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_CREDIT_HPP
 // #include <tollgate/account/shared_parts.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -14177,6 +14384,7 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/account/limiters.hpp>  (already above)
 // #include <tollgate/account/pause.hpp>  (already above)
 // #include <tollgate/account/policy.hpp>  (already above)
+// #include <tollgate/account/shared_credit.hpp>  (already above)
 // #include <tollgate/account/shared_slots.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -14427,14 +14635,14 @@ struct shared_open_result {
   explicit operator bool() const noexcept { return region == region_errc::ok && config == errc::ok; }
 };
 
-template <class Clock, class Currency, std::size_t Slots>
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 class shared_account;
 
 // What settling a shared lease did: as the account's (account/lease.hpp).
-template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 class shared_lease {
  public:
-  using owner_type = shared_account<Clock, Currency, Slots>;
+  using owner_type = shared_account<Clock, Currency, Slots, Lines>;
   shared_lease() noexcept = default;
   shared_lease(const shared_lease&) = delete;
   shared_lease& operator=(const shared_lease&) = delete;
@@ -14460,7 +14668,7 @@ class shared_lease {
   inline basic_settle_result<Currency> settle_cancelled(const std::optional<usage>& known, nanoseconds now) noexcept;
 
  private:
-  friend class shared_account<Clock, Currency, Slots>;
+  friend class shared_account<Clock, Currency, Slots, Lines>;
   static constexpr std::size_t no_slot = static_cast<std::size_t>(-1);
   inline bool live() const noexcept;  // issued in this process (not inherited through fork)
   inline void drop() noexcept;
@@ -14492,11 +14700,11 @@ class shared_lease {
   std::uint64_t tokens_ = 0;
 };
 
-template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 struct shared_admission {
   tollgate::decision decision = tollgate::decision::refuse(reason::misconfigured);
   dimension_set refused;
-  shared_lease<Clock, Currency, Slots> lease;  // valid when admitted
+  shared_lease<Clock, Currency, Slots, Lines> lease;  // valid when admitted
   std::uint64_t tokens = 0;
   money<Currency> worst_case;
   nanoseconds at{0};
@@ -14536,7 +14744,7 @@ inline std::size_t probe_start() noexcept {
   return mine;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct shared_account_state {
   account_limiters<Clock, Currency> d;  // concurrency is not among them: see slots
   pause_state pause;
@@ -14544,17 +14752,21 @@ struct shared_account_state {
   std::uint64_t refund_unused = 0;
   shared_slots<Slots> slots;
   detail::atomic<std::uint64_t> reclaimed_deadline{0}, reclaimed_dead{0};
+  std::uint64_t credit_on = 0;  // per_thread_credit, as built (the fingerprint holds it too)
+  shared_credit_lines<typename account_limiters<Clock, Currency>::window, Lines> credit;
 };
 
 }  // namespace detail
 
 // The shared account's state by name, clock, currency and slot count: a
 // region built for one of them is refused (wrong_type) as another; "/2":
-// the slot words of detail/slot_word.hpp.
-template <class Clock, class Currency, std::size_t Slots>
-struct region_key<detail::shared_account_state<Clock, Currency, Slots>> {
-  static constexpr std::uint64_t value = region_name_key("tollgate.shared_account/2", region_key<Clock>::value,
-                                                         region_key<budget<Currency>>::value, Slots);
+// the slot words of detail/slot_word.hpp; "/3": the credit lines
+// (account/shared_credit.hpp), with their count in the key.
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
+  static constexpr std::uint64_t value =
+      region_name_key("tollgate.shared_account/3", region_key<Clock>::value, region_key<budget<Currency>>::value,
+                      Slots, Lines);
 };
 
 TOLLGATE_END_NAMESPACE
@@ -14581,15 +14793,15 @@ TOLLGATE_END_NAMESPACE
 TOLLGATE_BEGIN_NAMESPACE
 
 
-template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64>
+template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 class shared_account {
  public:
   using clock = Clock;
   using currency = Currency;
   using config_type = basic_account_config<Currency>;
-  using state = detail::shared_account_state<Clock, Currency, Slots>;
-  using lease_type = shared_lease<Clock, Currency, Slots>;
-  using admission_type = shared_admission<Clock, Currency, Slots>;
+  using state = detail::shared_account_state<Clock, Currency, Slots, Lines>;
+  using lease_type = shared_lease<Clock, Currency, Slots, Lines>;
+  using admission_type = shared_admission<Clock, Currency, Slots, Lines>;
   using amount = money<Currency>;
   static_assert(region_placeable<state>::value, "the shared account's state must be placeable in a region");
 
@@ -14599,11 +14811,15 @@ class shared_account {
   static constexpr std::uint64_t max_concurrency = Slots;
 
   shared_account() noexcept = default;  // attached to nothing: refuses everything
+  // Gives back this process's credit lines (not in a child of fork() before
+  // claim(): they are its parent's).
+  ~shared_account() { release_lines(); }
   shared_account(const shared_account&) = delete;
   shared_account& operator=(const shared_account&) = delete;
 
   // The configuration's fingerprint: every value that shapes the state or
-  // the decisions (not per_thread_credit, which is off here).
+  // the decisions (per_thread_credit too: every process must run the lines
+  // the same way).
   static std::uint64_t fingerprint(const config_type& c) noexcept {
     auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
     return region_fingerprint_of(
@@ -14611,7 +14827,7 @@ class shared_account {
         c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
         c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
         c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
-        std::is_same<Currency, usd_tag>::value, Slots);
+        std::is_same<Currency, usd_tag>::value, Slots, c.per_thread_credit, Lines);
   }
 
   // Whether this layout can run `c` (errc::ok), else the first reason.
@@ -14651,6 +14867,7 @@ class shared_account {
     if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
     opts_.identity = identity;
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
+    map_.clear();  // the lines it names are the parent's (or this identity's before): not released
     return true;
   }
   // True in a child of fork() until claim(), and in a detached object.
@@ -14660,6 +14877,16 @@ class shared_account {
   bool attached() const noexcept { return s_ != nullptr; }
   const config_type& config() const noexcept { return cfg_; }
   std::uint64_t identity() const noexcept { return opts_.identity; }
+
+  // The credit line (0 .. Lines - 1) this thread owns through this handle,
+  // or Lines: none (credit off, no line yet, or over 16 threads).
+  std::size_t this_thread_credit_line() const noexcept {
+    return needs_claim() ? Lines : own_line();
+  }
+  // The identity owning credit line i (0: free), a snapshot.
+  std::uint64_t credit_line_owner(std::size_t i) const noexcept { return s_ ? s_->credit.owner(i) : 0; }
+  // Credit lines per region (a parameter of the layout).
+  static constexpr std::size_t credit_lines = Lines;
 
   admission_type try_admit(const request& r, nanoseconds now) noexcept {
     admission_type a;
@@ -14702,7 +14929,8 @@ class shared_account {
       const std::uint64_t l = s_->slots.limit, f = s_->slots.held();
       v.concurrency = l > f ? l - f : 0;
     }
-    s_->d.remaining(v, now, cfg_.max_request_tokens, [](unsigned) { return std::uint64_t{0}; });
+    // Units counted in a window but held as a line's credit (a snapshot).
+    s_->d.remaining(v, now, cfg_.max_request_tokens, [&](unsigned k) { return credit_.held_at(k, now); });
     v.paused_for = account_policy::time_left(s_->pause.until(), now);
     v.stopped = stopped();
     return v;
@@ -14720,7 +14948,7 @@ class shared_account {
   }
 
  private:
-  friend class shared_lease<Clock, Currency, Slots>;
+  friend class shared_lease<Clock, Currency, Slots, Lines>;
   using limiters = detail::account_limiters<Clock, Currency>;
 
   // The limiters' configuration: concurrency is the slot table's.
@@ -14733,7 +14961,9 @@ class shared_account {
   shared_open_result open_impl(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
                                nanoseconds origin, bool build) noexcept {
     shared_open_result res;
+    release_lines();
     s_ = nullptr;
+    credit_.place(nullptr, 0);
     if ((res.config = check(c, res.values)) != errc::ok) return res;
     if (o.identity == 0 || o.identity > detail::shared_slots<Slots>::max_identity) {
       res.region = region_errc::bad_token;
@@ -14756,6 +14986,8 @@ class shared_account {
         s->rules.budget = s->d.money.has_value();
         s->refund_unused = c.refund_unused_tokens ? 1 : 0;
         s->slots.init(c.concurrency.is_finite() ? *c.concurrency.value() : 0, c.lease_timeout, origin);
+        s->credit_on = c.per_thread_credit ? 1 : 0;
+        s->credit.init();
       });
     } else {
       r = attach_region<state>(bytes, size, fp);
@@ -14769,7 +15001,81 @@ class shared_account {
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: as in claim
     const std::int64_t t = c.lease_timeout.count() > 0 ? c.lease_timeout.count() / 16 : 0;
     interval_ = o.alive ? o.scan_interval.count() : t;
+    retry_ = o.scan_interval.count() > 0 ? o.scan_interval.count() : std::int64_t{100000000};
+    set_up_credit();
     return res;
+  }
+
+  // The chunks and the lines: credit only where some window grants a chunk
+  // (limit / 1024 units: limits below 1,024 run exactly as without credit).
+  void set_up_credit() noexcept {
+    map_.clear();
+    if (!s_->credit_on) return;
+    limiters& d = s_->d;
+    const typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    bool any = false;
+    for (unsigned k = 0; k < credit::kinds; ++k)
+      if (ws[k] && ws[k]->unit() > 0) {
+        credit_.set_unit(k, ws[k]->unit());
+        any = any || credit::chunk_of(*ws[k]) > 0;
+      }
+    credit_.update(true, ws, 0);  // no concurrency credit: a lease holds its own slot word
+    if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
+  }
+
+  // The line this thread owns through this handle (Lines: none), never claiming one.
+  unsigned own_line() const noexcept {
+    const unsigned sh = detail::this_thread_shard();
+    if (!credit_.enabled() || sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
+    const std::uint32_t i = map_.line[sh];
+    return i != detail::shared_credit_map::no_line ? i : static_cast<unsigned>(Lines);
+  }
+  // The line this thread spends from: its shard's, claimed on first use.
+  [[gnu::always_inline]] unsigned line_for(nanoseconds now) noexcept {
+    if (!credit_.enabled()) return static_cast<unsigned>(Lines);
+    const unsigned sh = detail::this_thread_shard();
+    if (sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
+    const std::uint32_t i = map_.line[sh];
+    return i != detail::shared_credit_map::no_line ? i : claim_line(sh, now);
+  }
+  [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept {
+    const std::int64_t at = map_.retry_at[sh];
+    // Retried at most once per retry_ of supplied time (and whenever time goes back).
+    std::int64_t ahead = 0;
+    if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
+      return static_cast<unsigned>(Lines);
+    auto& lines = s_->credit;
+    std::uint64_t word = 0;
+    std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
+    if (i == lines.none && opts_.alive) {
+      const std::uint64_t me = opts_.identity;
+      (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
+      i = lines.claim(opts_.identity, detail::probe_start(), word);
+    }
+    if (i == lines.none) {
+      map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
+      return static_cast<unsigned>(Lines);
+    }
+    credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
+    map_.line[sh] = static_cast<std::uint32_t>(i);
+    map_.word[sh] = word;
+    return static_cast<unsigned>(i);
+  }
+  // Gives each line this handle's process owns its credit back and frees it.
+  void release_lines() noexcept {
+    if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
+      map_.clear();
+      return;
+    }
+    limiters& d = s_->d;
+    typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {
+      const std::uint32_t i = map_.line[sh];
+      if (i == detail::shared_credit_map::no_line) continue;
+      (void)credit_.give_back(ws, i);
+      (void)s_->credit.release(i, map_.word[sh]);
+    }
+    map_.clear();
   }
 
   void refuse_now(admission_type& a, dimension d, reason why) noexcept {
@@ -14796,6 +15102,7 @@ class shared_account {
     l.acc_ = this;  // so that a roll-back releases what was taken
     l.epoch_ = epoch_;
     l.model_ = r.model;
+    const unsigned line = line_for(now);
     if (s.slots.limit > 0) {
       const std::size_t start = detail::probe_start();
       if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
@@ -14805,20 +15112,18 @@ class shared_account {
     }
     limiters& d = s.d;
     if (d.rpm_w) {
-      window_ticket t;
-      if (!d.rpm_w->try_acquire(1, now, t).admitted()) return report(a, n, now);
-      l.rpm_s_ = t.slot;
+      if (!credit_.take_window(*d.rpm_w, credit::rpm, 1, now, l.rpm_s_, line)) return report(a, n, now);
     } else if (d.rpm_b && !limiters::take_spaced(*d.rpm_b, l.rpm_s_, l.rpm_c_, 1, now)) {
       return report(a, n, now);
     }
-    if (n > 0 && !take_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, now)) {
+    if (n > 0 && !take_tokens(d.tpm_w, d.tpm_b, credit::tpm, l.tpm_s_, l.tpm_c_, n, now, line)) {
       d.give_request(l.rpm_s_, l.rpm_c_, now);
       return report(a, n, now);
     }
     bool day_ok = true;
     std::uint64_t no_cfg = 0;
     if (n > 0 && d.day_q) day_ok = d.day_q->try_acquire(n, now, l.day_t_).admitted();
-    else if (n > 0) day_ok = take_tokens(d.tpd_w, d.tpd_b, l.tpd_s_, no_cfg, n, now);
+    else if (n > 0) day_ok = take_tokens(d.tpd_w, d.tpd_b, credit::tpd, l.tpd_s_, no_cfg, n, now, line);
     if (!day_ok) {
       limiters::give_tokens(d.tpm_w, d.tpm_b, l.tpm_s_, l.tpm_c_, n, n, now);
       d.give_request(l.rpm_s_, l.rpm_c_, now);
@@ -14838,14 +15143,11 @@ class shared_account {
     a.decision = decision::admit();
   }
 
-  static bool take_tokens(std::optional<typename limiters::window>& w, std::optional<typename limiters::bucket>& b,
-                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now) noexcept {
-    if (w) {
-      window_ticket t;
-      const bool ok = w->try_acquire(n, now, t).admitted();
-      slot = t.slot;
-      return ok;
-    }
+  [[gnu::always_inline]] bool take_tokens(std::optional<typename limiters::window>& w,
+                                          std::optional<typename limiters::bucket>& b, unsigned kind,
+                                          std::uint64_t& slot, std::uint64_t& cfg, std::uint64_t n, nanoseconds now,
+                                          unsigned line) noexcept {
+    if (w) return credit_.take_window(*w, kind, n, now, slot, line);
     if (b) return limiters::take_spaced(*b, slot, cfg, n, now);
     return true;
   }
@@ -14857,9 +15159,18 @@ class shared_account {
 
   // After a refusal (everything taken so far given back but the slot, which
   // goes first): every dimension asked without consuming, as the account.
-  void report(admission_type& a, std::uint64_t n, nanoseconds now, nanoseconds paused_for = nanoseconds(0)) noexcept {
+  [[gnu::noinline]] void report(admission_type& a, std::uint64_t n, nanoseconds now,
+                               nanoseconds paused_for = nanoseconds(0)) noexcept {
+    const unsigned line = own_line();
     a.lease.release_slot();
     a.lease = lease_type();
+    // The refused thread's own credit back first, as its next attempt would,
+    // so the windows are asked what they hold for it (credit.hpp).
+    if (line < Lines) {
+      limiters& d = s_->d;
+      typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+      (void)credit_.give_back(ws, line);
+    }
     account_policy::refusal rf(paused_for);
     state& s = *s_;
     if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit) rf.add(dimension::concurrency);
@@ -14883,7 +15194,11 @@ class shared_account {
     if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
   }
 
+  using credit = detail::thread_credit<typename limiters::window>;
   state* s_ = nullptr;
+  credit credit_;                  // this process's view of the region's lines (chunks, units)
+  detail::shared_credit_map map_;  // which line each of this process's shards owns
+  std::int64_t retry_ = 0;         // a failed line claim's retry interval
   config_type cfg_;
   shared_account_options opts_;
   std::uint64_t epoch_ = 0;
@@ -14892,35 +15207,35 @@ class shared_account {
   std::atomic<std::uint64_t> admitted_{0}, refused_{0};
 };
 
-template <class Clock, class Currency, std::size_t Slots>
-bool shared_lease<Clock, Currency, Slots>::live() const noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+bool shared_lease<Clock, Currency, Slots, Lines>::live() const noexcept {
   // relaxed: process-local (see detail::bump_fork_epoch).
   return acc_ != nullptr && epoch_ == detail::fork_epoch().load(std::memory_order_relaxed);
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-void shared_lease<Clock, Currency, Slots>::release_slot() noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_lease<Clock, Currency, Slots, Lines>::release_slot() noexcept {
   if (acc_ != nullptr && slot_ != no_slot) (void)acc_->s_->slots.give(slot_, stamp_);
   slot_ = no_slot;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-void shared_lease<Clock, Currency, Slots>::drop() noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_lease<Clock, Currency, Slots, Lines>::drop() noexcept {
   if (live()) release_slot();
   acc_ = nullptr;
   slot_ = no_slot;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-bool shared_lease<Clock, Currency, Slots>::renew(nanoseconds now) noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+bool shared_lease<Clock, Currency, Slots, Lines>::renew(nanoseconds now) noexcept {
   if (!live() || slot_ == no_slot) return false;
   if (acc_->s_->slots.renew(slot_, stamp_, acc_->opts_.identity, now)) return true;
   slot_ = no_slot;  // reaped: the reaper freed the word
   return false;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const usage& u, nanoseconds now) noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settle(const usage& u, nanoseconds now) noexcept {
   basic_settle_result<Currency> res;
   if (!live()) {
     drop();
@@ -14945,15 +15260,15 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle(const
   return res;
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-void shared_lease<Clock, Currency, Slots>::settle_rejected(nanoseconds now) noexcept {
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_lease<Clock, Currency, Slots, Lines>::settle_rejected(nanoseconds now) noexcept {
   (void)now;
   if (live() && acc_->s_->d.money && money_) acc_->s_->d.money->release(money_);
   drop();
 }
 
-template <class Clock, class Currency, std::size_t Slots>
-basic_settle_result<Currency> shared_lease<Clock, Currency, Slots>::settle_cancelled(const std::optional<usage>& known,
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settle_cancelled(const std::optional<usage>& known,
                                                                                      nanoseconds now) noexcept {
   if (known) return settle(*known, now);
   basic_settle_result<Currency> res;
