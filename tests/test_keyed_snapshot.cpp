@@ -379,7 +379,6 @@ TEST_CASE("keyed snapshot: TGK1 bytes of the earlier code restore identically", 
       "0000000000b70784030000000b00000000000000a1e7133213515fb101000000"
       "00000000001febef050000000e00000000000000781ada47917807e701000000"
       "000000000065ae13060000009d6370f09c885a03");
-  const std::int64_t sec = 1000000000;
   const hash_seed seed{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
   keyed_buckets<manual_clock> a(16, {{per_second(1), 2}, {per_minute(6), 3}}, seed, ns(0), 4);
   for (std::uint64_t k = 0; k < 12; ++k)
