@@ -547,3 +547,46 @@ TEST_CASE("keyed periods: idle reuse reclaims only entries that hold nothing", "
   CHECK(c);
   CHECK(c.period() == t.period_at(ns(feb)));
 }
+
+// admit_keyed's `wall` is the budget table's time: a rollover seen only
+// through it (the wall clock is far from both days), and the release after
+// an account refusal lands in that period too. The account runs on its own
+// manual clock, at 0 throughout.
+TEST_CASE("keyed periods: admit_keyed decides the budget at the supplied wall time", "[keyed]") {
+  account_config c;
+  c.concurrency = limit(8);
+  c.rpm = limit(3);
+  c.tpm = limit(100000);
+  c.model = server_model::sliding_log;
+  account<manual_clock> acc(c, ns(0));
+  request r;
+  r.model = model_by_id("kimi-k2.6");
+  r.prompt_tokens = 10;
+  r.max_tokens = 10;
+  budgets keys(8, {usd::from_units(1)}, seed_from(0xad31), cal(budget_period::day, 0));
+  const std::int64_t day3 = day_start(3, 0), day4 = day_start(4, 0);
+  auto a = admit_keyed(keys, acc, std::string_view("t1"), 0, usd::from_units(1), r, ns(0), ns(day3 + 5));
+  REQUIRE(a.admitted());
+  CHECK(a.reservation.period() == 3);
+  CHECK(keys.settle(a.reservation, usd::from_units(1), ns(day3 + 6)) == usd());
+  // Day 3 is spent: refused at a later time of day 3, the account not asked.
+  auto b = admit_keyed(keys, acc, std::string_view("t1"), 0, usd::from_nanos(1), r, ns(0), ns(day4 - 1));
+  CHECK_FALSE(b.admitted());
+  CHECK_FALSE(b.account_asked);
+  // Day 4: a whole budget again, in period 4.
+  auto d = admit_keyed(keys, acc, std::string_view("t1"), 0, usd::from_units(1), r, ns(0), ns(day4));
+  REQUIRE(d.admitted());
+  CHECK(d.reservation.period() == 4);
+  CHECK(keys.spent("t1", ns(day4)) == usd());
+  keys.release(d.reservation, ns(day4));
+  // The account's third and last request of the minute goes to t2; then the
+  // account refuses t3, whose reservation is released in day 4 (whole).
+  auto e = admit_keyed(keys, acc, std::string_view("t2"), 0, usd::from_units(1), r, ns(0), ns(day4));
+  REQUIRE(e.admitted());
+  auto f = admit_keyed(keys, acc, std::string_view("t3"), 0, usd::from_units(1), r, ns(0), ns(day4 + 1));
+  CHECK_FALSE(f.admitted());
+  CHECK(f.account_asked);
+  CHECK(keys.remaining("t3", 0, ns(day4 + 1)) == usd::from_units(1));
+  CHECK(keys.spent("t3", ns(day4 + 1)) == usd());
+  CHECK(keys.period_at(ns(day4 + 1)) == 4);
+}

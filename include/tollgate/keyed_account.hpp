@@ -148,19 +148,34 @@ struct keyed_budget_admission {
 };
 
 // Reserves `amount` of the key's budget and admits `r` on the account, both
-// or neither.
+// or neither. Two clocks: `now` is the account's (its Clock, usually
+// steady_clock), `wall` the budget table's (system_clock time, ns since
+// 1970-01-01Z: it names the calendar period of a table with one, and a
+// refusal by the account releases the reservation at that `wall`). A table
+// without a period ignores `wall`.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_budget_admission<Clock, Currency> admit_keyed(keyed_budgets<Currency, Hash>& keys,
+                                                    account<Clock, Currency>& acc, const Key& key, std::size_t cls,
+                                                    money<Currency> amount, const request& r, nanoseconds now,
+                                                    nanoseconds wall) noexcept {
+  keyed_budget_admission<Clock, Currency> out;
+  out.reservation = keys.reserve(key, cls, amount, wall);
+  if (!out.reservation) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (!out.account.decision.admitted()) keys.release(out.reservation, wall);
+  return out;
+}
+// The same with the table's time read from system_clock::now() once (so a
+// table with a period decides in the wall clock's period; one without
+// reads no clock). Pass `wall` above to decide at a time you choose.
 template <class Clock, class Currency, class Hash, class Key>
 keyed_budget_admission<Clock, Currency> admit_keyed(keyed_budgets<Currency, Hash>& keys,
                                                     account<Clock, Currency>& acc, const Key& key, std::size_t cls,
                                                     money<Currency> amount, const request& r,
                                                     nanoseconds now) noexcept {
-  keyed_budget_admission<Clock, Currency> out;
-  out.reservation = keys.reserve(key, cls, amount);
-  if (!out.reservation) return out;
-  out.account_asked = true;
-  out.account = acc.try_admit(r, now);
-  if (!out.account.decision.admitted()) keys.release(out.reservation);
-  return out;
+  const nanoseconds wall = keys.calendar().period == budget_period::none ? nanoseconds(0) : system_clock::now();
+  return admit_keyed(keys, acc, key, cls, amount, r, now, wall);
 }
 
 TOLLGATE_END_NAMESPACE

@@ -71,6 +71,13 @@
 //   decisions are exact against the entry's total.
 // Entries stay 64 bytes (the held total takes 8 of the spare bytes).
 //
+// Restart. snapshot() / restore() (keyed/budget_snapshot.hpp) keep every
+// live entry's totals and period; what reservations hold at the snapshot
+// stays committed (counted as spent in the snapshot's period), since a
+// request in flight may be billed though its holder died. No key spends
+// more in a period than it could without the restart, and a restore (or a
+// clock that went backwards) never reopens money of a period.
+//
 // Collisions. Two keys with one 64-bit hash share one entry and its limit
 // (the conservative side); keyed_buckets.hpp states the probabilities.
 //
@@ -108,11 +115,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 namespace detail {
 struct keyed_budget_state {
   // Without a period: reserved + settled, nano-units; negative: saturated
@@ -324,6 +333,17 @@ class keyed_budgets {
   nanoseconds reset_in(nanoseconds now) const noexcept { return nanoseconds(cal_.reset_in(now.count())); }
   budget_calendar calendar() const noexcept { return calendar_; }
 
+  // The table as bytes, and back (keyed/budget_snapshot.hpp states the
+  // format, the restart rule and every refusal): what is held at the
+  // snapshot comes back committed (a reservation does not survive a
+  // restart), each entry in its period. `now` names the period an entry
+  // left behind by time is stored in (system_clock time; the overload
+  // without reads system_clock). snapshot() runs beside any traffic;
+  // restore() only into a table that has taken none, before sharing it.
+  std::string snapshot() const { return snapshot(clock_now()); }
+  std::string snapshot(nanoseconds now) const;
+  account_restore_errc restore(std::string_view bytes);
+
   // Forgets the key's budget (an explicit reset; see the header). Returns
   // whether it had an entry.
   bool erase(std::uint64_t id) noexcept { return slots_.erase(hash_(id)); }
@@ -342,6 +362,8 @@ class keyed_budgets {
   static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
 
   errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window, budget_calendar cal);  // budget_ops.hpp
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;  // keyed/budget_snapshot.hpp
 
   bool periodic() const noexcept { return cal_.kind != detail::period_kind::none; }
   nanoseconds clock_now() const noexcept { return periodic() ? system_clock::now() : nanoseconds(0); }
@@ -491,5 +513,6 @@ class keyed_budgets {
 TOLLGATE_END_NAMESPACE
 
 #include <tollgate/keyed/budget_ops.hpp>
+#include <tollgate/keyed/budget_snapshot.hpp>
 
 #endif  // TOLLGATE_KEYED_BUDGETS_HPP

@@ -1,5 +1,5 @@
-// libFuzzer target: keyed_windows::restore() and keyed_permits::restore()
-// on hostile snapshots that pass the checksum. The input is a program: it
+// libFuzzer target: keyed_windows::restore(), keyed_permits::restore() and
+// keyed_budgets::restore() on hostile snapshots that pass the checksum. The input is a program: it
 // picks a table kind and shape, runs keys on it, takes a real snapshot,
 // changes its fields (boundary values, small steps, random words, a word
 // more or less) and recomputes the checksum, so every mutation reaches the
@@ -7,7 +7,9 @@
 // crash or trip a sanitizer; a refused restore leaves the table (and the
 // permits' `out`) as they were; a restored table keeps every key within its
 // limit from then on, snapshots again into bytes that restore, and (permits)
-// releases every restored unit without a count going below zero.
+// releases every restored unit without a count going below zero; (budgets)
+// no key settles more than its limit in a period after the restore, nor
+// reserves more than remaining() says is left.
 #include <tollgate/tollgate.hpp>
 
 #include "../support.hpp"
@@ -209,11 +211,82 @@ void permits(input& in) {
   for (std::uint64_t key = 0; key < 24; ++key)
     if (b.in_use(key) != 0) __builtin_trap();
 }
+// Limits 5 and 9 units, a calendar of none, days or months at an offset.
+void budgets(input& in) {
+  using table = keyed_budgets<usd_tag, low_hash>;
+  static const std::vector<usd> limits = {usd::from_units(5), usd::from_units(9)};
+  const std::size_t cap = 1 + in.byte() % 16, window = 1 + in.byte() % 16;
+  const hash_seed seed{in.bytes(2), 0};
+  budget_calendar cal;
+  cal.period = static_cast<budget_period>(in.byte() % 3);
+  cal.utc_offset = std::chrono::minutes(static_cast<std::int64_t>(in.byte() % 97) * 30 - 1440);
+  const keyed_budget_reuse reuse = in.byte() % 4 == 0 ? keyed_budget_reuse::idle : keyed_budget_reuse::never;
+  table a(cap, limits, seed, cal, reuse, window);
+  std::vector<keyed_reservation<usd_tag>> held;
+  std::int64_t t = in.sane_time();
+  for (unsigned k = in.byte() % 32; k > 0; --k) {
+    t += static_cast<std::int64_t>(in.bytes(6)) - (std::int64_t{1} << 40);
+    const std::uint64_t key = in.byte() % 24;
+    const std::uint8_t op = in.byte();
+    if (op < 16) (void)a.erase(key);
+    else if (op < 80 && !held.empty()) {
+      const std::size_t at = op % held.size();
+      if (op % 3 != 0) (void)a.settle(held[at], usd::from_nanos(static_cast<std::int64_t>(in.bytes(5))), ns(t));
+      held.erase(held.begin() + static_cast<std::ptrdiff_t>(at));
+    } else {
+      keyed_reservation<usd_tag> r =
+          a.reserve(key, key % 2, usd::from_nanos(static_cast<std::int64_t>(in.bytes(5))), ns(t));
+      if (r) held.push_back(std::move(r));
+    }
+  }
+  const std::int64_t snap = in.byte() < 32 ? in.any_time() : t;
+  const std::string hostile = mutate(in, a.snapshot(ns(snap)));
+  table b(cap, limits, seed, cal, reuse, window);
+  const std::string before = b.snapshot(ns(0));
+  if (b.restore(hostile) != account_restore_errc::ok) {
+    if (b.snapshot(ns(0)) != before) __builtin_trap();  // refused, yet changed
+    for (std::uint64_t key = 0; key < 24; ++key)
+      if (b.contains(key)) __builtin_trap();
+    return;
+  }
+  {
+    table c(cap, limits, seed, cal, reuse, window);
+    const std::string again = b.snapshot(ns(snap));
+    if (c.restore(again) != account_restore_errc::ok) __builtin_trap();
+    if (c.snapshot(ns(snap)) != again) __builtin_trap();
+  }
+  // After the restore, in every period, what each key settles at or below
+  // what it reserved stays within its limit, and nothing is admitted past
+  // what remaining() said was left.
+  const bool ordinary = in.byte() >= 64;
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::int64_t> settled;  // (key, period) -> nanos
+  std::int64_t u = ordinary ? snap : in.any_time();
+  for (unsigned k = 0; k < 64; ++k) {
+    if (ordinary && u < (std::int64_t{1} << 62)) u += static_cast<std::int64_t>(in.bytes(6));
+    const std::uint64_t key = in.byte() % 24;
+    const std::int64_t amount = static_cast<std::int64_t>(in.bytes(5));
+    const usd before_r = b.remaining(key, key % 2, ns(u));
+    if (before_r.nanos() < 0 || before_r.nanos() > usd::from_units(9).nanos()) __builtin_trap();
+    keyed_reservation<usd_tag> r = b.reserve(key, key % 2, usd::from_nanos(amount), ns(u));
+    if (r && amount > before_r.nanos()) __builtin_trap();  // admitted past what was left
+    if (!r) continue;
+    const std::int64_t cost = amount == 0 ? 0 : static_cast<std::int64_t>(in.bytes(5)) % (amount + 1);
+    (void)b.settle(r, usd::from_nanos(cost), ns(u));
+    std::int64_t& s = settled[{key, r.period()}];
+    s += cost;
+    // (With idle reuse an entry that holds nothing may go to another key,
+    // and its own key starts over: the user's reset.)
+    if (reuse == keyed_budget_reuse::never && s > usd::from_units(9).nanos()) __builtin_trap();
+  }
+}
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   input in{data, size};
-  if (in.byte() % 2 == 0) windows(in);
-  else permits(in);
+  switch (in.byte() % 3) {
+    case 0: windows(in); break;
+    case 1: permits(in); break;
+    default: budgets(in); break;
+  }
   return 0;
 }

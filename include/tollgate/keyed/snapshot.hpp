@@ -56,6 +56,7 @@
 
 #include <tollgate/keyed_buckets.hpp>
 #include <tollgate/account/snapshot.hpp>
+#include <tollgate/keyed/snapshot_frame.hpp>
 
 #include <algorithm>
 #include <limits>
@@ -145,21 +146,13 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
 template <class Clock, class Hash>
 account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
   using E = account_restore_errc;
-  // In use: any entry claimed, pinned or erased (each advances its version;
-  // construction and restore leave version 0). relaxed: restore() must not
-  // race other use, so this only reads this thread's past.
-  for (std::size_t s = 0; s < capacity_; ++s) {
-    if ((slots_[s].ctl.load(std::memory_order_relaxed) & ver_mask) != 0) return E::in_use;
-  }
+  // In use: any entry claimed, pinned or erased (construction and restore
+  // leave version 0).
+  if (!detail::keyed_untouched(slots_)) return E::in_use;
   detail::byte_reader r{bytes};
-  if (bytes.size() < 12 || bytes.substr(0, 4) != "TGK1" || !r.skip(4)) return E::bad_format;
-  // The checksum first, so nothing below reads a corrupted length.
-  if (bytes.size() < 4 + 8 * 6) return E::truncated;
-  detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
-  std::uint64_t sum = 0;
-  (void)tail.u64(sum);
-  if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return E::corrupted;
-  r.in = bytes.substr(0, bytes.size() - 8);
+  // The tag, then the checksum before any length is read.
+  const E opened = detail::open_keyed_snapshot(bytes, "TGK1", 5, r);
+  if (opened != E::ok) return opened;
   std::uint64_t ver = 0, fp = 0, then = 0, ahead = 0, n = 0;
   if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(ahead) || !r.u64(n)) return E::truncated;
   if (ver != snapshot_version) return E::wrong_version;
@@ -178,16 +171,14 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
     (void)r.u64(x.hash);
     (void)r.u64(x.cls);
     (void)r.u64(x.owed);
-    if (x.slot >= capacity_ || (k > 0 && x.slot <= rows.back().slot)) return E::out_of_range;
+    // Its slot must lie in its hash's window, slots ascending.
+    if (!detail::keyed_in_window(slots_, x.hash, x.slot) || (k > 0 && x.slot <= rows.back().slot))
+      return E::out_of_range;
     if (x.cls >= params_.size()) return E::out_of_range;
     const detail::gcra_params& p = params_[static_cast<std::size_t>(x.cls)];
     // The most an entry can owe: its class's whole tick range, rounded up.
     const std::uint64_t most = detail::ceil_div(L::max_ticks, p.scale) + 1;
     if (x.owed == 0 || x.owed > most || x.owed > top) return E::out_of_range;
-    // Its slot must lie in its hash's window.
-    const std::size_t home = home_of(x.hash), slot = static_cast<std::size_t>(x.slot);
-    const std::size_t dist = slot >= home ? slot - home : slot + capacity_ - home;
-    if (dist >= window_) return E::out_of_range;
     rows.push_back(x);
   }
   if (r.left() != 0) return E::truncated;
@@ -228,14 +219,8 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(st_live | (static_cast<std::uint64_t>(cls) << cls_shift), std::memory_order_relaxed);
   }
-  // Lookups stop at an empty entry: the entries between a restored one's
-  // home and its slot become free (they were occupied in the old table).
   for (const row& x : rows) {
-    if (x.owed <= down) continue;
-    for (std::size_t i = 0, home = home_of(x.hash); at(home, i) != static_cast<std::size_t>(x.slot); ++i) {
-      entry& e = slots_[at(home, i)];
-      if (e.ctl.load(std::memory_order_relaxed) == 0) e.ctl.store(st_free, std::memory_order_relaxed);
-    }
+    if (x.owed > down) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
   }
   return E::ok;
 }

@@ -1,8 +1,8 @@
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
 // keyed/snapshot_frame.hpp: the parts of a keyed table's snapshot that do
-// not depend on what an entry holds (keyed_windows and keyed_permits; the
-// bucket table's format 1 is laid out the same way): the frame (a 4-byte
+// not depend on what an entry holds (keyed_buckets, keyed_windows,
+// keyed_permits and keyed_budgets): the frame (a 4-byte
 // tag, little-endian u64 words, the account's FNV-1a checksum last), the
 // "not in use" test, and the entries a restore frees so that lookups reach
 // the restored ones past them.
