@@ -11121,6 +11121,84 @@ TOLLGATE_END_NAMESPACE
 
 // #include <tollgate/keyed_buckets.hpp>  (already above)
 // #include <tollgate/account/snapshot.hpp>  (already above)
+// #include <tollgate/keyed/snapshot_frame.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/snapshot_frame.hpp: the parts of a keyed table's snapshot that do
+// not depend on what an entry holds (keyed_buckets, keyed_windows,
+// keyed_permits and keyed_budgets): the frame (a 4-byte
+// tag, little-endian u64 words, the account's FNV-1a checksum last), the
+// "not in use" test, and the entries a restore frees so that lookups reach
+// the restored ones past them.
+#ifndef TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
+#define TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/account/snapshot.hpp>  (already above)
+// #include <tollgate/keyed/claim.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+
+// Opens a snapshot: checks the tag, the least size (`head` words after the
+// tag, and the checksum) and the checksum, and leaves `r` on the words
+// after the tag, the checksum cut off. The checksum comes before any length
+// is read, so a corrupted length is never trusted.
+inline account_restore_errc open_keyed_snapshot(std::string_view bytes, std::string_view tag, std::size_t head,
+                                                byte_reader& r) noexcept {
+  using E = account_restore_errc;
+  if (bytes.size() < tag.size() + 8 || bytes.substr(0, tag.size()) != tag) return E::bad_format;
+  if (bytes.size() < tag.size() + 8 * (head + 1)) return E::truncated;
+  byte_reader tail{bytes.substr(bytes.size() - 8)};
+  std::uint64_t sum = 0;
+  (void)tail.u64(sum);
+  if (fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return E::corrupted;
+  r = byte_reader{bytes.substr(0, bytes.size() - 8)};
+  (void)r.skip(tag.size());
+  return E::ok;
+}
+
+// Whether no entry was ever claimed, pinned or erased since construction or
+// the last restore (each advances its version; both leave version 0).
+// relaxed: restore() must not race other use, so this reads this thread's past.
+template <class State>
+bool keyed_untouched(const keyed_slots<State>& slots) noexcept {
+  using S = keyed_slots<State>;
+  for (std::size_t s = 0; s < slots.capacity(); ++s) {
+    if ((slots[s].ctl.load(std::memory_order_relaxed) & S::ver_mask) != 0) return false;
+  }
+  return true;
+}
+
+// Lookups stop at an empty entry: the entries between a restored one's
+// home and its slot become free (they were occupied in the old table).
+// relaxed: restore() only, before sharing.
+template <class State>
+void keyed_free_before(keyed_slots<State>& slots, std::uint64_t hash, std::size_t slot) noexcept {
+  using S = keyed_slots<State>;
+  for (std::size_t i = 0, home = slots.home_of(hash); slots.at(home, i) != slot; ++i) {
+    typename S::entry& e = slots[slots.at(home, i)];
+    if (e.ctl.load(std::memory_order_relaxed) == S::st_empty) e.ctl.store(S::st_free, std::memory_order_relaxed);
+  }
+}
+
+// Whether `slot` lies in the probe window of `hash`.
+template <class State>
+bool keyed_in_window(const keyed_slots<State>& slots, std::uint64_t hash, std::uint64_t slot) noexcept {
+  if (slot >= slots.capacity()) return false;
+  const std::size_t home = slots.home_of(hash), s = static_cast<std::size_t>(slot);
+  const std::size_t dist = s >= home ? s - home : s + slots.capacity() - home;
+  return dist < slots.window();
+}
+
+}  // namespace detail
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
 
 #include <algorithm>
 #include <limits>
@@ -11210,21 +11288,13 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
 template <class Clock, class Hash>
 account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
   using E = account_restore_errc;
-  // In use: any entry claimed, pinned or erased (each advances its version;
-  // construction and restore leave version 0). relaxed: restore() must not
-  // race other use, so this only reads this thread's past.
-  for (std::size_t s = 0; s < capacity_; ++s) {
-    if ((slots_[s].ctl.load(std::memory_order_relaxed) & ver_mask) != 0) return E::in_use;
-  }
+  // In use: any entry claimed, pinned or erased (construction and restore
+  // leave version 0).
+  if (!detail::keyed_untouched(slots_)) return E::in_use;
   detail::byte_reader r{bytes};
-  if (bytes.size() < 12 || bytes.substr(0, 4) != "TGK1" || !r.skip(4)) return E::bad_format;
-  // The checksum first, so nothing below reads a corrupted length.
-  if (bytes.size() < 4 + 8 * 6) return E::truncated;
-  detail::byte_reader tail{bytes.substr(bytes.size() - 8)};
-  std::uint64_t sum = 0;
-  (void)tail.u64(sum);
-  if (detail::fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return E::corrupted;
-  r.in = bytes.substr(0, bytes.size() - 8);
+  // The tag, then the checksum before any length is read.
+  const E opened = detail::open_keyed_snapshot(bytes, "TGK1", 5, r);
+  if (opened != E::ok) return opened;
   std::uint64_t ver = 0, fp = 0, then = 0, ahead = 0, n = 0;
   if (!r.u64(ver) || !r.u64(fp) || !r.u64(then) || !r.u64(ahead) || !r.u64(n)) return E::truncated;
   if (ver != snapshot_version) return E::wrong_version;
@@ -11243,16 +11313,14 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
     (void)r.u64(x.hash);
     (void)r.u64(x.cls);
     (void)r.u64(x.owed);
-    if (x.slot >= capacity_ || (k > 0 && x.slot <= rows.back().slot)) return E::out_of_range;
+    // Its slot must lie in its hash's window, slots ascending.
+    if (!detail::keyed_in_window(slots_, x.hash, x.slot) || (k > 0 && x.slot <= rows.back().slot))
+      return E::out_of_range;
     if (x.cls >= params_.size()) return E::out_of_range;
     const detail::gcra_params& p = params_[static_cast<std::size_t>(x.cls)];
     // The most an entry can owe: its class's whole tick range, rounded up.
     const std::uint64_t most = detail::ceil_div(L::max_ticks, p.scale) + 1;
     if (x.owed == 0 || x.owed > most || x.owed > top) return E::out_of_range;
-    // Its slot must lie in its hash's window.
-    const std::size_t home = home_of(x.hash), slot = static_cast<std::size_t>(x.slot);
-    const std::size_t dist = slot >= home ? slot - home : slot + capacity_ - home;
-    if (dist >= window_) return E::out_of_range;
     rows.push_back(x);
   }
   if (r.left() != 0) return E::truncated;
@@ -11293,14 +11361,8 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(st_live | (static_cast<std::uint64_t>(cls) << cls_shift), std::memory_order_relaxed);
   }
-  // Lookups stop at an empty entry: the entries between a restored one's
-  // home and its slot become free (they were occupied in the old table).
   for (const row& x : rows) {
-    if (x.owed <= down) continue;
-    for (std::size_t i = 0, home = home_of(x.hash); at(home, i) != static_cast<std::size_t>(x.slot); ++i) {
-      entry& e = slots_[at(home, i)];
-      if (e.ctl.load(std::memory_order_relaxed) == 0) e.ctl.store(st_free, std::memory_order_relaxed);
-    }
+    if (x.owed > down) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
   }
   return E::ok;
 }
@@ -11644,84 +11706,7 @@ TOLLGATE_END_NAMESPACE
 #define TOLLGATE_KEYED_PERMIT_SNAPSHOT_HPP
 
 // #include <tollgate/keyed_permits.hpp>  (already above)
-// #include <tollgate/keyed/snapshot_frame.hpp>  (inlined below)
-// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
-//
-// keyed/snapshot_frame.hpp: the parts of a keyed table's snapshot that do
-// not depend on what an entry holds (keyed_windows and keyed_permits; the
-// bucket table's format 1 is laid out the same way): the frame (a 4-byte
-// tag, little-endian u64 words, the account's FNV-1a checksum last), the
-// "not in use" test, and the entries a restore frees so that lookups reach
-// the restored ones past them.
-#ifndef TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
-#define TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
-
-// #include <tollgate/config.hpp>  (already above)
-// #include <tollgate/account/snapshot.hpp>  (already above)
-// #include <tollgate/keyed/claim.hpp>  (already above)
-
-#include <cstddef>
-#include <cstdint>
-#include <string_view>
-
-TOLLGATE_BEGIN_NAMESPACE
-namespace detail {
-
-// Opens a snapshot: checks the tag, the least size (`head` words after the
-// tag, and the checksum) and the checksum, and leaves `r` on the words
-// after the tag, the checksum cut off. The checksum comes before any length
-// is read, so a corrupted length is never trusted.
-inline account_restore_errc open_keyed_snapshot(std::string_view bytes, std::string_view tag, std::size_t head,
-                                                byte_reader& r) noexcept {
-  using E = account_restore_errc;
-  if (bytes.size() < tag.size() + 8 || bytes.substr(0, tag.size()) != tag) return E::bad_format;
-  if (bytes.size() < tag.size() + 8 * (head + 1)) return E::truncated;
-  byte_reader tail{bytes.substr(bytes.size() - 8)};
-  std::uint64_t sum = 0;
-  (void)tail.u64(sum);
-  if (fnv1a(bytes.substr(0, bytes.size() - 8)) != sum) return E::corrupted;
-  r = byte_reader{bytes.substr(0, bytes.size() - 8)};
-  (void)r.skip(tag.size());
-  return E::ok;
-}
-
-// Whether no entry was ever claimed, pinned or erased since construction or
-// the last restore (each advances its version; both leave version 0).
-// relaxed: restore() must not race other use, so this reads this thread's past.
-template <class State>
-bool keyed_untouched(const keyed_slots<State>& slots) noexcept {
-  using S = keyed_slots<State>;
-  for (std::size_t s = 0; s < slots.capacity(); ++s) {
-    if ((slots[s].ctl.load(std::memory_order_relaxed) & S::ver_mask) != 0) return false;
-  }
-  return true;
-}
-
-// Lookups stop at an empty entry: the entries between a restored one's
-// home and its slot become free (they were occupied in the old table).
-// relaxed: restore() only, before sharing.
-template <class State>
-void keyed_free_before(keyed_slots<State>& slots, std::uint64_t hash, std::size_t slot) noexcept {
-  using S = keyed_slots<State>;
-  for (std::size_t i = 0, home = slots.home_of(hash); slots.at(home, i) != slot; ++i) {
-    typename S::entry& e = slots[slots.at(home, i)];
-    if (e.ctl.load(std::memory_order_relaxed) == S::st_empty) e.ctl.store(S::st_free, std::memory_order_relaxed);
-  }
-}
-
-// Whether `slot` lies in the probe window of `hash`.
-template <class State>
-bool keyed_in_window(const keyed_slots<State>& slots, std::uint64_t hash, std::uint64_t slot) noexcept {
-  if (slot >= slots.capacity()) return false;
-  const std::size_t home = slots.home_of(hash), s = static_cast<std::size_t>(slot);
-  const std::size_t dist = s >= home ? s - home : s + slots.capacity() - home;
-  return dist < slots.window();
-}
-
-}  // namespace detail
-TOLLGATE_END_NAMESPACE
-
-#endif  // TOLLGATE_KEYED_SNAPSHOT_FRAME_HPP
+// #include <tollgate/keyed/snapshot_frame.hpp>  (already above)
 
 #include <algorithm>
 #include <limits>
@@ -11963,6 +11948,13 @@ TOLLGATE_END_NAMESPACE
 //   decisions are exact against the entry's total.
 // Entries stay 64 bytes (the held total takes 8 of the spare bytes).
 //
+// Restart. snapshot() / restore() (keyed/budget_snapshot.hpp) keep every
+// live entry's totals and period; what reservations hold at the snapshot
+// stays committed (counted as spent in the snapshot's period), since a
+// request in flight may be billed though its holder died. No key spends
+// more in a period than it could without the restart, and a restore (or a
+// clock that went backwards) never reopens money of a period.
+//
 // Collisions. Two keys with one 64-bit hash share one entry and its limit
 // (the conservative side); keyed_buckets.hpp states the probabilities.
 //
@@ -12107,11 +12099,13 @@ TOLLGATE_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 namespace detail {
 struct keyed_budget_state {
   // Without a period: reserved + settled, nano-units; negative: saturated
@@ -12323,6 +12317,17 @@ class keyed_budgets {
   nanoseconds reset_in(nanoseconds now) const noexcept { return nanoseconds(cal_.reset_in(now.count())); }
   budget_calendar calendar() const noexcept { return calendar_; }
 
+  // The table as bytes, and back (keyed/budget_snapshot.hpp states the
+  // format, the restart rule and every refusal): what is held at the
+  // snapshot comes back committed (a reservation does not survive a
+  // restart), each entry in its period. `now` names the period an entry
+  // left behind by time is stored in (system_clock time; the overload
+  // without reads system_clock). snapshot() runs beside any traffic;
+  // restore() only into a table that has taken none, before sharing it.
+  std::string snapshot() const { return snapshot(clock_now()); }
+  std::string snapshot(nanoseconds now) const;
+  account_restore_errc restore(std::string_view bytes);
+
   // Forgets the key's budget (an explicit reset; see the header). Returns
   // whether it had an entry.
   bool erase(std::uint64_t id) noexcept { return slots_.erase(hash_(id)); }
@@ -12341,6 +12346,8 @@ class keyed_budgets {
   static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
 
   errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window, budget_calendar cal);  // budget_ops.hpp
+  static constexpr std::uint64_t snapshot_version = 1;
+  std::uint64_t fingerprint() const noexcept;  // keyed/budget_snapshot.hpp
 
   bool periodic() const noexcept { return cal_.kind != detail::period_kind::none; }
   nanoseconds clock_now() const noexcept { return periodic() ? system_clock::now() : nanoseconds(0); }
@@ -12706,6 +12713,263 @@ auto keyed_budgets<Currency, Hash>::settle_periodic(keyed_reservation<Currency>&
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_KEYED_BUDGET_OPS_HPP
+// #include <tollgate/keyed/budget_snapshot.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/budget_snapshot.hpp: a keyed_budgets table as bytes, and back, so a
+// restart does not hand every key a whole budget again. No I/O: the caller
+// stores the bytes. Included by keyed_budgets.hpp after the class.
+//
+// Format 1: "TGB1", then little-endian u64 fields: version, the table's
+// fingerprint (capacity, window, every class's limit, the calendar's period
+// and UTC offset, and the hash of two fixed probe keys, so a table under
+// another seed or hash is told apart without storing the seed), the number
+// of entries n, then n x (slot, hash, class, period, committed, spent),
+// slots strictly ascending; and the FNV-1a checksum of every byte before
+// it. Every live entry is stored (a key's class stays its own), erased ones
+// are not (erase is a reset). Without a calendar, `period` is 0 and
+// `committed` and `spent` are the entry's int64 totals as bits (committed
+// INT64_MIN: saturated, budget.hpp); with one, `period` is the entry's
+// period and the two are its totals in that period (committed of all ones
+// below the period bits: saturated).
+//
+// What a restart keeps. A reservation does not survive one: its holder
+// died, but the request it paid for may have run and be billed. So what is
+// held at the snapshot stays committed, counted as spent in the period
+// the snapshot names (below), and nothing restored is held: the restored
+// entries have no reservations, no pins. Hence no key may spend more in a
+// period than it could without the restart, counting both processes: what
+// the old process settled or held in that period is committed there, and
+// the new one starts from it.
+// - With a calendar, snapshot(now) stores each entry as of `now`: an entry
+//   still in an earlier period than now's is stored as the rollover a call
+//   at `now` would make (period of `now`, committed = what is held, spent
+//   0); one in now's period or a later one as it is. A restore carries the
+//   periods: a key restored in period P whose first call after the restore
+//   is in a later period starts that period over (nothing is held, so
+//   nothing carries: the held money stayed in P, where a dropped
+//   reservation stays); a call in P or earlier (the wall clock went
+//   backwards, before or across the restart) is decided in P against the
+//   stored total, so a restore never reopens money. restore() therefore
+//   needs no time.
+// - Without a calendar, held money stays committed for good (as a
+//   reservation dropped unsettled).
+// `spent` is a statistic, read beside traffic: it may lag `committed` by a
+// settle in progress at the snapshot.
+//
+// restore() refuses, changing nothing, with the account's codes and rules
+// (account_restore_errc): bytes that are not a snapshot (bad_format), of an
+// unknown version (wrong_version), of a table configured otherwise or under
+// another seed (other_configuration: another capacity, window, limit list,
+// calendar period or offset, or seed; also a misconfigured table), short or
+// long (truncated), whose checksum does not match (corrupted; it only
+// catches accidents), or whose fields do not fit this table (out_of_range:
+// more entries than the capacity, slots not ascending or outside their
+// hash's window, a hash held twice, a class index not the table's; without
+// a calendar a period other than 0, a committed total below zero other than
+// the saturated mark, a spent total below zero; with one a period past the
+// last an int64 time maps to, a total above the value bits). It refuses
+// with in_use a table that has started taking traffic (any entry claimed,
+// pinned or erased since construction or the last restore). A restored
+// table that took no traffic may be restored again (the later bytes win).
+// The reuse mode (keyed_budget_reuse) is not part of the configuration.
+//
+// Concurrency. snapshot() is thread-safe with everything: it pins each live
+// entry while it reads it (a moment of its totals: a reservation racing it
+// lands in this snapshot or after it). A key that moved to another entry
+// during the scan (erased and claimed again) is stored once, the entry
+// with the later period, then the larger committed total. restore() must
+// not race any other use: restore into a new table, before sharing it.
+#ifndef TOLLGATE_KEYED_BUDGET_SNAPSHOT_HPP
+#define TOLLGATE_KEYED_BUDGET_SNAPSHOT_HPP
+
+// #include <tollgate/keyed_budgets.hpp>  (already above)
+// #include <tollgate/keyed/snapshot_frame.hpp>  (already above)
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Currency, class Hash>
+std::uint64_t keyed_budgets<Currency, Hash>::fingerprint() const noexcept {
+  detail::byte_writer w;
+  w.u64(slots_.capacity());
+  w.u64(slots_.window());
+  w.u64(limits_.size());
+  for (const std::int64_t l : limits_) w.u64(bits(l));
+  w.u64(static_cast<std::uint64_t>(calendar_.period));
+  w.u64(bits(static_cast<std::int64_t>(calendar_.utc_offset.count())));
+  w.u64(hash_(std::uint64_t{0x746f6c6c67617465ULL}));
+  w.u64(hash_(std::string_view("tollgate keyed table")));
+  return w.checksum();
+}
+
+template <class Currency, class Hash>
+std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
+  struct row {
+    std::uint64_t slot, hash, cls, period, committed, spent;
+  };
+  // The order of "more spent": a later period, then a larger committed
+  // total, the saturated mark (INT64_MIN without a calendar) the largest.
+  const bool per = periodic();
+  auto rank = [per](const row& x) {
+    return per || static_cast<std::int64_t>(x.committed) >= 0 ? x.committed : ~std::uint64_t{0};
+  };
+  const std::uint64_t p = cal_.index(now.count());
+  const std::uint64_t mark = value_mask();
+  std::vector<row> rows;
+  for (std::size_t s = 0; s < slots_.capacity(); ++s) {
+    typename S::entry& e = slots_[s];
+    // acquire: as in keyed_slots::pin() (pairs with the publish CAS).
+    std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+    for (;;) {
+      if (S::state_of(c) != S::st_live) break;  // free, erased, or a claim not yet published
+      if ((c & S::pin_mask) == S::pin_mask) {  // as in pin(): wait for one of the calls in progress
+        std::this_thread::yield();
+        c = e.ctl.load(std::memory_order_acquire);  // acquire: as above
+        continue;
+      }
+      // acq_rel / acquire: the pin of keyed_slots::pin(): while pinned the
+      // entry cannot be reclaimed, so its hash, class and totals are its
+      // occupant's.
+      if (!e.ctl.compare_exchange_weak(c, c + S::pin_one + S::ver_one, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+        continue;
+      row x{s, e.hash.load(std::memory_order_relaxed), S::class_of(c), 0, 0, 0};  // relaxed: stable while pinned
+      if (per) {
+        // relaxed: a statistic; only its value in the committed word's
+        // period is kept, so no order between the two words is needed.
+        const std::uint64_t sw = bits(e.s.spent.load(std::memory_order_relaxed));
+        // seq_cst: as committed_view() (the reads of a rollover decision).
+        const std::uint64_t w = bits(e.s.committed.load(std::memory_order_seq_cst));
+        if (period_of_word(w) < p) {
+          // The rollover a call at `now` would make: what is held carries.
+          // seq_cst: as committed_view().
+          const std::int64_t held = e.s.held.load(std::memory_order_seq_cst);
+          x.period = p;
+          x.committed = held <= 0 ? 0 : bits(held) >= mark ? mark : bits(held);
+        } else {
+          x.period = period_of_word(w);
+          x.committed = w & mark;
+          x.spent = period_of_word(sw) == x.period ? sw & mark : 0;
+        }
+      } else {
+        // acquire: as remaining(); relaxed: a statistic. Reservations held
+        // are in the committed total already.
+        x.committed = bits(e.s.committed.load(std::memory_order_acquire));
+        const std::int64_t sp = e.s.spent.load(std::memory_order_relaxed);
+        x.spent = sp < 0 ? 0 : bits(sp);
+      }
+      S::unpin(e);
+      rows.push_back(x);
+      break;
+    }
+  }
+  // A key erased and claimed again in another entry while we scanned shows
+  // twice: keep the one that has spent more (the safe side).
+  std::sort(rows.begin(), rows.end(), [&rank](const row& x, const row& y) {
+    if (x.hash != y.hash) return x.hash < y.hash;
+    if (x.period != y.period) return x.period > y.period;
+    return rank(x) > rank(y);
+  });
+  rows.erase(std::unique(rows.begin(), rows.end(), [](const row& x, const row& y) { return x.hash == y.hash; }),
+             rows.end());
+  std::sort(rows.begin(), rows.end(), [](const row& x, const row& y) { return x.slot < y.slot; });
+  detail::byte_writer out;
+  out.raw("TGB1", 4);
+  out.u64(snapshot_version);
+  out.u64(fingerprint());
+  out.u64(rows.size());
+  for (const row& r : rows) {
+    out.u64(r.slot);
+    out.u64(r.hash);
+    out.u64(r.cls);
+    out.u64(r.period);
+    out.u64(r.committed);
+    out.u64(r.spent);
+  }
+  out.u64(out.checksum());
+  return out.out;
+}
+
+template <class Currency, class Hash>
+account_restore_errc keyed_budgets<Currency, Hash>::restore(std::string_view bytes) {
+  using E = account_restore_errc;
+  if (!detail::keyed_untouched(slots_)) return E::in_use;
+  detail::byte_reader r{bytes};
+  const E opened = detail::open_keyed_snapshot(bytes, "TGB1", 3, r);
+  if (opened != E::ok) return opened;
+  std::uint64_t ver = 0, fp = 0, n = 0;
+  if (!r.u64(ver) || !r.u64(fp) || !r.u64(n)) return E::truncated;
+  if (ver != snapshot_version) return E::wrong_version;
+  if (slots_.capacity() == 0 || fp != fingerprint()) return E::other_configuration;
+  if (n > slots_.capacity()) return E::out_of_range;
+  if (r.left() / 48 < n) return E::truncated;
+  struct row {
+    std::uint64_t slot, hash, cls, period, committed, spent;
+  };
+  const bool per = periodic();
+  const std::uint64_t last = cal_.index(std::numeric_limits<std::int64_t>::max());
+  const std::uint64_t mark = value_mask();
+  std::vector<row> rows;
+  rows.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t k = 0; k < n; ++k) {
+    row x{};
+    (void)r.u64(x.slot);
+    (void)r.u64(x.hash);
+    (void)r.u64(x.cls);
+    (void)r.u64(x.period);
+    (void)r.u64(x.committed);
+    (void)r.u64(x.spent);
+    if (!detail::keyed_in_window(slots_, x.hash, x.slot) || (k > 0 && x.slot <= rows.back().slot))
+      return E::out_of_range;
+    if (x.cls >= limits_.size()) return E::out_of_range;
+    if (per) {
+      if (x.period > last || x.committed > mark || x.spent > mark) return E::out_of_range;
+    } else {
+      if (x.period != 0 || word(x.spent) < 0) return E::out_of_range;
+      if (word(x.committed) < 0 && word(x.committed) != sticky) return E::out_of_range;
+    }
+    rows.push_back(x);
+  }
+  if (r.left() != 0) return E::truncated;
+  {
+    std::vector<std::uint64_t> hs;
+    hs.reserve(rows.size());
+    for (const row& x : rows) hs.push_back(x.hash);
+    std::sort(hs.begin(), hs.end());
+    if (std::adjacent_find(hs.begin(), hs.end()) != hs.end()) return E::out_of_range;  // a key in two entries
+  }
+
+  // Everything checked: apply. relaxed stores throughout: nothing may use
+  // the table during restore(); the caller's hand-off to other threads
+  // publishes it. Entries come back live, unpinned, version 0 (so a table
+  // that took no traffic since may be restored again), holding nothing.
+  for (std::size_t s = 0; s < slots_.capacity(); ++s) {
+    slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_[s].claim.store(0, std::memory_order_relaxed);
+  }
+  for (const row& x : rows) {
+    typename S::entry& e = slots_[static_cast<std::size_t>(x.slot)];
+    e.hash.store(x.hash, std::memory_order_relaxed);
+    e.s.committed.store(word(per ? pack(x.period, x.committed) : x.committed), std::memory_order_relaxed);
+    e.s.spent.store(word(per ? pack(x.period, x.spent) : x.spent), std::memory_order_relaxed);
+    e.s.held.store(0, std::memory_order_relaxed);
+    e.claim.store(1, std::memory_order_relaxed);
+    e.ctl.store(S::st_live | (x.cls << S::cls_shift), std::memory_order_relaxed);
+  }
+  for (const row& x : rows) detail::keyed_free_before(slots_, x.hash, static_cast<std::size_t>(x.slot));
+  return E::ok;
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_BUDGET_SNAPSHOT_HPP
 
 #endif  // TOLLGATE_KEYED_BUDGETS_HPP
 // #include <tollgate/keyed_windows.hpp>  (inlined below)
@@ -13539,19 +13803,34 @@ struct keyed_budget_admission {
 };
 
 // Reserves `amount` of the key's budget and admits `r` on the account, both
-// or neither.
+// or neither. Two clocks: `now` is the account's (its Clock, usually
+// steady_clock), `wall` the budget table's (system_clock time, ns since
+// 1970-01-01Z: it names the calendar period of a table with one, and a
+// refusal by the account releases the reservation at that `wall`). A table
+// without a period ignores `wall`.
+template <class Clock, class Currency, class Hash, class Key>
+keyed_budget_admission<Clock, Currency> admit_keyed(keyed_budgets<Currency, Hash>& keys,
+                                                    account<Clock, Currency>& acc, const Key& key, std::size_t cls,
+                                                    money<Currency> amount, const request& r, nanoseconds now,
+                                                    nanoseconds wall) noexcept {
+  keyed_budget_admission<Clock, Currency> out;
+  out.reservation = keys.reserve(key, cls, amount, wall);
+  if (!out.reservation) return out;
+  out.account_asked = true;
+  out.account = acc.try_admit(r, now);
+  if (!out.account.decision.admitted()) keys.release(out.reservation, wall);
+  return out;
+}
+// The same with the table's time read from system_clock::now() once (so a
+// table with a period decides in the wall clock's period; one without
+// reads no clock). Pass `wall` above to decide at a time you choose.
 template <class Clock, class Currency, class Hash, class Key>
 keyed_budget_admission<Clock, Currency> admit_keyed(keyed_budgets<Currency, Hash>& keys,
                                                     account<Clock, Currency>& acc, const Key& key, std::size_t cls,
                                                     money<Currency> amount, const request& r,
                                                     nanoseconds now) noexcept {
-  keyed_budget_admission<Clock, Currency> out;
-  out.reservation = keys.reserve(key, cls, amount);
-  if (!out.reservation) return out;
-  out.account_asked = true;
-  out.account = acc.try_admit(r, now);
-  if (!out.account.decision.admitted()) keys.release(out.reservation);
-  return out;
+  const nanoseconds wall = keys.calendar().period == budget_period::none ? nanoseconds(0) : system_clock::now();
+  return admit_keyed(keys, acc, key, cls, amount, r, now, wall);
 }
 
 TOLLGATE_END_NAMESPACE
@@ -13560,35 +13839,51 @@ TOLLGATE_END_NAMESPACE
 // #include <tollgate/keyed_overflow.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
-// keyed_overflow.hpp: new keys that find their window of a keyed_buckets
-// table full of live entries are sent to one limiter the user names (a
+// keyed_overflow.hpp: new keys that find their window of a keyed table
+// full of live entries are sent to one limiter the user names, instead of
+// being refused with table_full. For keyed_buckets and keyed_windows: a
 // token_bucket, sliding_window or anything with try_acquire(n, now)
-// returning a decision), instead of being refused with table_full.
+// returning a decision. For keyed_permits: a concurrency_limiter (anything
+// with try_acquire(n) returning a permit), whose permit the caller then
+// holds and releases. For keyed_budgets: a budget (anything with
+// reserve(amount) returning a reservation), settled or released through
+// settle_or_overflow() or the budget itself.
 //
-// Guarantee. The table is asked exactly as by keyed_buckets::try_acquire,
-// and only its table_full answer is replaced: the request is then decided
-// by the overflow limiter (status keyed_status::overflow, the limiter's
+// Guarantee. The table is asked exactly as by its own call, and only its
+// table_full answer is replaced: the request is then decided by the
+// overflow limiter (status keyed_status::overflow, the limiter's
 // decision). The overflow path reads and writes nothing in the table, so
 // every key keeps its entry's bound and no live entry changes; all the keys
 // sent to overflow together get at most the overflow limiter's bound (for
 // a token bucket of rate r and burst B: B + floor(t / T) over any interval
-// t, shared among them). A key sent to overflow while its window is full
-// and admitted on its own entry later can therefore get its class's bound
-// plus what it wins of the overflow limiter's: size the overflow limiter
-// for what the table's new keys may share when it is full.
+// t; for a sliding window: its L in every W; for a concurrency limiter: its
+// limit held at once; for a budget: its limit reserved and settled, all
+// shared among them). A key sent to overflow while its window is full and
+// admitted on its own entry later can therefore get its class's bound plus
+// what it wins of the overflow limiter's: size the overflow limiter for
+// what the table's new keys may share when it is full.
 //
-// Overflow admissions carry no keyed_ticket (a ticket names an entry); give
-// units back through the overflow limiter's own means if it has them.
+// Overflow admissions of buckets and windows carry no keyed_ticket (a
+// ticket names an entry); give units back through the overflow limiter's
+// own means if it has them. A permit or reservation from the overflow
+// limiter returns to that limiter, never to the table.
 //
 // Thread-safe and lock-free as the table and the limiter are.
 #ifndef TOLLGATE_KEYED_OVERFLOW_HPP
 #define TOLLGATE_KEYED_OVERFLOW_HPP
 
+// #include <tollgate/budget.hpp>  (already above)
+// #include <tollgate/concurrency.hpp>  (already above)
 // #include <tollgate/config.hpp>  (already above)
 // #include <tollgate/keyed_buckets.hpp>  (already above)
+// #include <tollgate/keyed_budgets.hpp>  (already above)
+// #include <tollgate/keyed_permits.hpp>  (already above)
+// #include <tollgate/keyed_windows.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -13601,6 +13896,85 @@ keyed_result try_acquire_or_overflow(keyed_buckets<Clock, Hash>& keys, Overflow&
   const keyed_result r = keys.try_acquire(key, cls, n, now);
   if (!r.table_full()) return r;
   return keyed_result(overflow.try_acquire(n, now), keyed_status::overflow);
+}
+
+// The same for a keyed_windows table.
+template <class Clock, class Hash, class Key, class Overflow>
+keyed_result try_acquire_or_overflow(keyed_windows<Clock, Hash>& keys, Overflow& overflow, const Key& key,
+                                     std::size_t cls, std::uint64_t n, nanoseconds now) noexcept {
+  const keyed_result r = keys.try_acquire(key, cls, n, now);
+  if (!r.table_full()) return r;
+  return keyed_result(overflow.try_acquire(n, now), keyed_status::overflow);
+}
+
+// What a permits or budgets table with an overflow limiter gives: the
+// table's hold (a keyed_permit or keyed_reservation), or, when the key's
+// window was full, the overflow limiter's (its permit or reservation; the
+// table's is then refused with table_full and holds nothing). Move-only as
+// the holds are; each returns to its own owner.
+template <class KeyHold, class OverflowHold>
+struct keyed_overflow_hold {
+  KeyHold key;                  // the table's answer and what it holds
+  OverflowHold overflow{};      // the overflow limiter's, when `sent`
+  bool sent = false;            // the key's window was full: decided by the overflow limiter
+  keyed_status status() const noexcept { return sent ? keyed_status::overflow : key_status(key); }
+  bool admitted() const noexcept { return sent ? static_cast<bool>(overflow) : static_cast<bool>(key); }
+  explicit operator bool() const noexcept { return admitted(); }
+
+ private:
+  static keyed_status key_status(const keyed_permit& p) noexcept { return p.status(); }
+  template <class C>
+  static keyed_status key_status(const keyed_reservation<C>& r) noexcept {
+    return r.status;
+  }
+};
+using keyed_overflow_permit = keyed_overflow_hold<keyed_permit, permit>;
+template <class C = usd_tag>
+using keyed_overflow_reservation = keyed_overflow_hold<keyed_reservation<C>, budget_reservation<C>>;
+
+// Holds n units of the key's concurrency limit (claiming an entry with
+// class `cls` if it has none), or n units of `overflow` when its window is
+// full of live entries. Release the result's `key` or `overflow` permit
+// (whichever it holds) as any permit.
+template <class Hash, class Key, class Overflow>
+auto try_acquire_or_overflow(keyed_permits<Hash>& keys, Overflow& overflow, const Key& key, std::size_t cls,
+                             std::uint64_t n) noexcept
+    -> keyed_overflow_hold<keyed_permit, decltype(overflow.try_acquire(n))> {
+  keyed_overflow_hold<keyed_permit, decltype(overflow.try_acquire(n))> out;
+  out.key = keys.try_acquire(key, cls, n);
+  if (out.key.status() != keyed_status::table_full) return out;
+  out.sent = true;
+  out.overflow = overflow.try_acquire(n);
+  return out;
+}
+
+// Reserves `amount` of the key's budget (claiming an entry with class
+// `cls` if it has none; `now` names the period of a table with one), or of
+// `overflow` when its window is full of live entries (a table that reuses
+// no entry fills for good: its new keys then all share the overflow
+// budget). Settle or release with settle_or_overflow().
+template <class Currency, class Hash, class Key, class Overflow>
+auto reserve_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow, const Key& key, std::size_t cls,
+                         money<Currency> amount, nanoseconds now) noexcept
+    -> keyed_overflow_hold<keyed_reservation<Currency>, decltype(overflow.reserve(amount))> {
+  keyed_overflow_hold<keyed_reservation<Currency>, decltype(overflow.reserve(amount))> out;
+  out.key = keys.reserve(key, cls, amount, now);
+  if (out.key.status != keyed_status::table_full) return out;
+  out.sent = true;
+  out.overflow = overflow.reserve(amount);
+  return out;
+}
+
+// Settles what reserve_or_overflow() holds where it is held (the table at
+// `now`, or the overflow budget); returns reserved - actual as their own
+// settle does, nothing for a hold already settled or refused. actual zero
+// releases it.
+template <class Currency, class Hash, class Overflow, class OverflowHold>
+money<Currency> settle_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow,
+                                   keyed_overflow_hold<keyed_reservation<Currency>, OverflowHold>& h,
+                                   money<Currency> actual, nanoseconds now) noexcept {
+  if (h.sent) return overflow.settle(h.overflow, actual);
+  return keys.settle(h.key, actual, now);
 }
 
 TOLLGATE_END_NAMESPACE
@@ -14132,19 +14506,8 @@ TOLLGATE_END_NAMESPACE
 // units it is about to roll back. No concurrency credit: a lease holds its
 // own slot word. remaining() counts units held as credit as remaining.
 //
-// Where each part lives.
-//   In the region (address-free: plain atomics and integers, no pointer):
-//   the limiters (their std::optional wrappers are trivially destructible
-//   and hold their values in place), the pause and stop words, the
-//   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters, the credit lines and their owner words.
-//   In this process, beside it (the shared_account object): the pointer to
-//   the region's state, the configuration (equal in every process, by the
-//   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics, the credit chunks and which line each of its
-//   threads owns. Leases are process-local (they point at this
-//   object and name the model, whose prices a settle needs); there is no
-//   release hook and no thread-local index.
+// Where each part lives (in the region or in this process):
+// account/shared_parts.hpp.
 //
 // Dead processes. A process killed at any instruction leaves every shared
 // word consistent: each step is one CAS of a lock-free primitive. What it
@@ -14373,9 +14736,22 @@ TOLLGATE_END_NAMESPACE
 // the `now` it was taken (or renewed) at: a reading that lags by d brings
 // that slot's reclaim d earlier.
 //
-//
 // Included by shared_account.hpp; the lease's members that reach into the
-// account are defined there.
+// account are defined in account/shared_lease.hpp, which it includes last.
+//
+// Where each part of a shared account lives.
+//   In the region (address-free: plain atomics and integers, no pointer):
+//   the limiters (their std::optional wrappers are trivially destructible
+//   and hold their values in place), the pause and stop words, the
+//   admission rules (plain values), the slot table and its owner words, the
+//   reclaim counters, the credit lines and their owner words.
+//   In this process, beside it (the shared_account object): the pointer to
+//   the region's state, the configuration (equal in every process, by the
+//   fingerprint), this process's identity and liveness check, its fork
+//   epoch, its statistics, the credit chunks and which line each of its
+//   threads owns. Leases are process-local (they point at this
+//   object and name the model, whose prices a settle needs); there is no
+//   release hook and no thread-local index.
 #ifndef TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
 
@@ -14613,6 +14989,7 @@ TOLLGATE_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -14744,6 +15121,48 @@ inline std::size_t probe_start() noexcept {
   return mine;
 }
 
+// The limiters' configuration: concurrency is the slot table's.
+template <class Currency>
+basic_account_config<Currency> shared_limiters_config(const basic_account_config<Currency>& c) noexcept {
+  basic_account_config<Currency> x = c;
+  x.concurrency = limit::unknown();
+  return x;
+}
+
+// Every value that shapes the state or the decisions (per_thread_credit
+// too: every process must run the lines the same way).
+template <class Currency, std::size_t Slots, std::size_t Lines>
+std::uint64_t shared_fingerprint(const basic_account_config<Currency>& c) noexcept {
+  auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
+  return region_fingerprint_of(
+      lim(c.concurrency), lim(c.rpm), lim(c.tpm), lim(c.tpd), static_cast<unsigned>(c.model), c.calendar_day,
+      c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
+      c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
+      c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
+      std::is_same<Currency, usd_tag>::value, Slots, c.per_thread_credit, Lines);
+}
+
+// Whether a shared layout of `Slots` slots can run `c`: errc::ok, else the
+// first reason (and its values in `v`).
+template <class Clock, class Currency, std::size_t Slots>
+errc shared_check(const basic_account_config<Currency>& c, error_values& v) noexcept {
+  if (c.model == server_model::learn || c.adaptive_concurrency || c.trust_rate_limit_headers)
+    return errc::not_shareable;
+  if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
+  if (auto x = c.concurrency.value()) {
+    if (*x == 0) return errc::zero_count;
+    if (*x > Slots) {
+      v = error_values{*x, Slots};
+      return errc::too_large;
+    }
+  }
+  errc e = account_policy::check_limits(c, c.rpm, c.tpm, v);
+  if (e != errc::ok) return e;
+  // The limiters refuse what they cannot run: build them once, here.
+  account_limiters<Clock, Currency> probe;
+  return probe.build(shared_limiters_config(c), nanoseconds(0));
+}
+
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct shared_account_state {
   account_limiters<Clock, Currency> d;  // concurrency is not among them: see slots
@@ -14817,36 +15236,14 @@ class shared_account {
   shared_account(const shared_account&) = delete;
   shared_account& operator=(const shared_account&) = delete;
 
-  // The configuration's fingerprint: every value that shapes the state or
-  // the decisions (per_thread_credit too: every process must run the lines
-  // the same way).
+  // The configuration's fingerprint (per_thread_credit and the layout's
+  // parameters too), and whether this layout can run `c` (errc::ok, else
+  // the first reason): account/shared_parts.hpp.
   static std::uint64_t fingerprint(const config_type& c) noexcept {
-    auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
-    return region_fingerprint_of(
-        lim(c.concurrency), lim(c.rpm), lim(c.tpm), lim(c.tpd), static_cast<unsigned>(c.model), c.calendar_day,
-        c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
-        c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
-        c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
-        std::is_same<Currency, usd_tag>::value, Slots, c.per_thread_credit, Lines);
+    return detail::shared_fingerprint<Currency, Slots, Lines>(c);
   }
-
-  // Whether this layout can run `c` (errc::ok), else the first reason.
   static errc check(const config_type& c, error_values& v) noexcept {
-    if (c.model == server_model::learn || c.adaptive_concurrency || c.trust_rate_limit_headers)
-      return errc::not_shareable;
-    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
-    if (auto x = c.concurrency.value()) {
-      if (*x == 0) return errc::zero_count;
-      if (*x > Slots) {
-        v = error_values{*x, Slots};
-        return errc::too_large;
-      }
-    }
-    errc e = account_policy::check_limits(c, c.rpm, c.tpm, v);
-    if (e != errc::ok) return e;
-    // The limiters refuse what they cannot run: build them once, here.
-    detail::account_limiters<Clock, Currency> probe;
-    return probe.build(limiters_config(c), nanoseconds(0));
+    return detail::shared_check<Clock, Currency, Slots>(c, v);
   }
 
   // Builds the account in the region, or attaches to the one there (see
@@ -14951,12 +15348,7 @@ class shared_account {
   friend class shared_lease<Clock, Currency, Slots, Lines>;
   using limiters = detail::account_limiters<Clock, Currency>;
 
-  // The limiters' configuration: concurrency is the slot table's.
-  static config_type limiters_config(const config_type& c) noexcept {
-    config_type x = c;
-    x.concurrency = limit::unknown();
-    return x;
-  }
+  static config_type limiters_config(const config_type& c) noexcept { return detail::shared_limiters_config(c); }
 
   shared_open_result open_impl(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
                                nanoseconds origin, bool build) noexcept {
@@ -15207,6 +15599,34 @@ class shared_account {
   std::atomic<std::uint64_t> admitted_{0}, refused_{0};
 };
 
+TOLLGATE_END_NAMESPACE
+
+// The lease's members, which need the account complete.
+// #include <tollgate/account/shared_lease.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_lease.hpp: what a shared account's lease does when it is
+// settled, rejected, cancelled, renewed or dropped (shared_account.hpp
+// declares the lease in account/shared_parts.hpp and includes this at its
+// end; including this header alone includes the account).
+//
+// Contract. As the in-process lease (account/lease.hpp): settle charges the
+// usage's exact cost and gives back unused tokens only where the account was
+// configured to (`refund_unused_tokens`); extra tokens are charged as debt at
+// `now`; a rejected request is not billed (its tokens stay counted); the slot
+// word is freed exactly once, by this lease or by a reaper (whichever CAS
+// wins). A lease used in a child of fork() that has not claimed its own
+// identity does nothing: the slot and the money are its parent's.
+#ifndef TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
+#define TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
+
+// #include <tollgate/shared_account.hpp>  (already above)
+
+#include <cstdint>
+#include <optional>
+
+TOLLGATE_BEGIN_NAMESPACE
+
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 bool shared_lease<Clock, Currency, Slots, Lines>::live() const noexcept {
   // relaxed: process-local (see detail::bump_fork_epoch).
@@ -15281,6 +15701,8 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settl
 }
 
 TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
 
 #endif  // TOLLGATE_SHARED_ACCOUNT_HPP
 

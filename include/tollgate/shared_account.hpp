@@ -44,19 +44,8 @@
 // units it is about to roll back. No concurrency credit: a lease holds its
 // own slot word. remaining() counts units held as credit as remaining.
 //
-// Where each part lives.
-//   In the region (address-free: plain atomics and integers, no pointer):
-//   the limiters (their std::optional wrappers are trivially destructible
-//   and hold their values in place), the pause and stop words, the
-//   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters, the credit lines and their owner words.
-//   In this process, beside it (the shared_account object): the pointer to
-//   the region's state, the configuration (equal in every process, by the
-//   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics, the credit chunks and which line each of its
-//   threads owns. Leases are process-local (they point at this
-//   object and name the model, whose prices a settle needs); there is no
-//   release hook and no thread-local index.
+// Where each part lives (in the region or in this process):
+// account/shared_parts.hpp.
 //
 // Dead processes. A process killed at any instruction leaves every shared
 // word consistent: each step is one CAS of a lock-free primitive. What it
@@ -137,36 +126,14 @@ class shared_account {
   shared_account(const shared_account&) = delete;
   shared_account& operator=(const shared_account&) = delete;
 
-  // The configuration's fingerprint: every value that shapes the state or
-  // the decisions (per_thread_credit too: every process must run the lines
-  // the same way).
+  // The configuration's fingerprint (per_thread_credit and the layout's
+  // parameters too), and whether this layout can run `c` (errc::ok, else
+  // the first reason): account/shared_parts.hpp.
   static std::uint64_t fingerprint(const config_type& c) noexcept {
-    auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
-    return region_fingerprint_of(
-        lim(c.concurrency), lim(c.rpm), lim(c.tpm), lim(c.tpd), static_cast<unsigned>(c.model), c.calendar_day,
-        c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
-        c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
-        c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
-        std::is_same<Currency, usd_tag>::value, Slots, c.per_thread_credit, Lines);
+    return detail::shared_fingerprint<Currency, Slots, Lines>(c);
   }
-
-  // Whether this layout can run `c` (errc::ok), else the first reason.
   static errc check(const config_type& c, error_values& v) noexcept {
-    if (c.model == server_model::learn || c.adaptive_concurrency || c.trust_rate_limit_headers)
-      return errc::not_shareable;
-    if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
-    if (auto x = c.concurrency.value()) {
-      if (*x == 0) return errc::zero_count;
-      if (*x > Slots) {
-        v = error_values{*x, Slots};
-        return errc::too_large;
-      }
-    }
-    errc e = account_policy::check_limits(c, c.rpm, c.tpm, v);
-    if (e != errc::ok) return e;
-    // The limiters refuse what they cannot run: build them once, here.
-    detail::account_limiters<Clock, Currency> probe;
-    return probe.build(limiters_config(c), nanoseconds(0));
+    return detail::shared_check<Clock, Currency, Slots>(c, v);
   }
 
   // Builds the account in the region, or attaches to the one there (see
@@ -271,12 +238,7 @@ class shared_account {
   friend class shared_lease<Clock, Currency, Slots, Lines>;
   using limiters = detail::account_limiters<Clock, Currency>;
 
-  // The limiters' configuration: concurrency is the slot table's.
-  static config_type limiters_config(const config_type& c) noexcept {
-    config_type x = c;
-    x.concurrency = limit::unknown();
-    return x;
-  }
+  static config_type limiters_config(const config_type& c) noexcept { return detail::shared_limiters_config(c); }
 
   shared_open_result open_impl(void* bytes, std::size_t size, const config_type& c, const shared_account_options& o,
                                nanoseconds origin, bool build) noexcept {

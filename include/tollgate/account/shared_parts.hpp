@@ -26,9 +26,22 @@
 // the `now` it was taken (or renewed) at: a reading that lags by d brings
 // that slot's reclaim d earlier.
 //
-//
 // Included by shared_account.hpp; the lease's members that reach into the
-// account are defined there.
+// account are defined in account/shared_lease.hpp, which it includes last.
+//
+// Where each part of a shared account lives.
+//   In the region (address-free: plain atomics and integers, no pointer):
+//   the limiters (their std::optional wrappers are trivially destructible
+//   and hold their values in place), the pause and stop words, the
+//   admission rules (plain values), the slot table and its owner words, the
+//   reclaim counters, the credit lines and their owner words.
+//   In this process, beside it (the shared_account object): the pointer to
+//   the region's state, the configuration (equal in every process, by the
+//   fingerprint), this process's identity and liveness check, its fork
+//   epoch, its statistics, the credit chunks and which line each of its
+//   threads owns. Leases are process-local (they point at this
+//   object and name the model, whose prices a settle needs); there is no
+//   release hook and no thread-local index.
 #ifndef TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
 
@@ -55,6 +68,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 TOLLGATE_BEGIN_NAMESPACE
 
@@ -184,6 +198,48 @@ inline std::size_t probe_start() noexcept {
   // relaxed: only spreads threads over the table.
   static thread_local const std::size_t mine = next.fetch_add(7, std::memory_order_relaxed);
   return mine;
+}
+
+// The limiters' configuration: concurrency is the slot table's.
+template <class Currency>
+basic_account_config<Currency> shared_limiters_config(const basic_account_config<Currency>& c) noexcept {
+  basic_account_config<Currency> x = c;
+  x.concurrency = limit::unknown();
+  return x;
+}
+
+// Every value that shapes the state or the decisions (per_thread_credit
+// too: every process must run the lines the same way).
+template <class Currency, std::size_t Slots, std::size_t Lines>
+std::uint64_t shared_fingerprint(const basic_account_config<Currency>& c) noexcept {
+  auto lim = [](const limit& l) -> std::uint64_t { return l.is_finite() ? *l.value() : ~std::uint64_t{0}; };
+  return region_fingerprint_of(
+      lim(c.concurrency), lim(c.rpm), lim(c.tpm), lim(c.tpd), static_cast<unsigned>(c.model), c.calendar_day,
+      c.utc_offset.count(), c.unix_time_at_zero ? c.unix_time_at_zero->count() : 0, c.unix_time_at_zero.has_value(),
+      c.refund_unused_tokens, c.max_request_tokens, c.budget ? c.budget->nanos() : -1, c.request_window.count(),
+      c.token_window.count(), c.lease_timeout.count(), c.max_pause.count(), c.spacing_margin.count(),
+      std::is_same<Currency, usd_tag>::value, Slots, c.per_thread_credit, Lines);
+}
+
+// Whether a shared layout of `Slots` slots can run `c`: errc::ok, else the
+// first reason (and its values in `v`).
+template <class Clock, class Currency, std::size_t Slots>
+errc shared_check(const basic_account_config<Currency>& c, error_values& v) noexcept {
+  if (c.model == server_model::learn || c.adaptive_concurrency || c.trust_rate_limit_headers)
+    return errc::not_shareable;
+  if (c.max_pause < nanoseconds(0) || c.spacing_margin < nanoseconds(0)) return errc::zero_period;
+  if (auto x = c.concurrency.value()) {
+    if (*x == 0) return errc::zero_count;
+    if (*x > Slots) {
+      v = error_values{*x, Slots};
+      return errc::too_large;
+    }
+  }
+  errc e = account_policy::check_limits(c, c.rpm, c.tpm, v);
+  if (e != errc::ok) return e;
+  // The limiters refuse what they cannot run: build them once, here.
+  account_limiters<Clock, Currency> probe;
+  return probe.build(shared_limiters_config(c), nanoseconds(0));
 }
 
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
