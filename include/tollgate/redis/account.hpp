@@ -238,6 +238,10 @@ class basic_account {
       st = decode_peek(rp, v.values);
     }
     if (st == call_status::ok) carried(true);
+    // The spaced token bucket admits one request at a time: what it has left
+    // is a request's worth (max_request_tokens) or nothing, as in-process.
+    if (st == call_status::ok && layout_.b[1].per_us > 0 && v.values.available[1])
+      v.values.available[1] = *v.values.available[1] > 0 ? cfg_.max_request_tokens : 0;
     v.how = st == call_status::ok ? outcome::ok : st == call_status::garbage ? outcome::garbage : outcome::server_error;
     if (st == call_status::garbage)
       if (auto c = decode_refusal(rp)) v.how = how_of(*c);

@@ -99,9 +99,9 @@ inline constexpr std::string_view script = detail_script::script_joined.view();
 // keeps the data, and is lost with it), called with FCALL. The name carries
 // the layout version, so two versions can be loaded side by side while a
 // fleet upgrades.
-inline constexpr std::string_view function_name = "tollgate_v2";
+inline constexpr std::string_view function_name = "tollgate_v3";
 inline std::string function_library() {
-  std::string lib = "#!lua name=tollgate_v2\nredis.register_function('tollgate_v2', function(KEYS, ARGV)\n";
+  std::string lib = "#!lua name=tollgate_v3\nredis.register_function('tollgate_v3', function(KEYS, ARGV)\n";
   lib += script;
   lib += "\nend)\n";
   return lib;
