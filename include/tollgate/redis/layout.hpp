@@ -5,12 +5,12 @@
 // the names and numbers here are what the script (redis/script.hpp) and the
 // client side (redis/protocol.hpp, redis/account.hpp) agree on.
 //
-// Contract (the layout, version 2).
+// Contract (the layout, version 3).
 //   Keys. Every key of the account `name` is `tollgate:{name}:<part>`: one
 //   hash tag, so a Redis Cluster keeps them on one slot. Two parts, so a
 //   decision reads one hash and writes it once:
-//     epoch  hash; never expires. lv (2: this layout; an epoch of another
-//            layout is refused as corrupt), origin (server µs when the state
+//     epoch  hash; never expires. lv (3: this layout; an epoch of another
+//            layout, 2 included, is refused as corrupt, never misread), origin (server µs when the state
 //            began), last (the latest time a call used: the script's time
 //            never goes back), next (the last lease id), hold (nothing is
 //            admitted before it: set when the state was found lost), bhold
@@ -35,7 +35,14 @@
 //            idle account keeps at most 18 small fields per window), and
 //            <p>w = the sub-window width in µs the window's counts were made
 //            with (0: not enforced yet in this epoch; set by the first call
-//            that enforces it). A field an epoch lacks reads as 0.
+//            that enforces it); the spaced buckets, r (rpm) and t (tpm):
+//            <p>q and <p>f = the TAT, whole µs from origin and ticks below
+//            <p>m, <p>m, <p>a, <p>b = the ticks per µs and the interval (µs,
+//            ticks) it was counted with (0: none yet), <p>g = the first µs
+//            from origin whose admissions may refund (the last change of
+//            rate, plus 1); the calendar day: co = its offset code (0: none
+//            yet), cd = the day the counts are of, cu = what it used. A
+//            field an epoch lacks reads as 0.
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease
@@ -53,27 +60,37 @@
 //   Bounds. Every number the script holds stays below 2^53 (exact in a Lua
 //   double) for every configuration check() accepts, for at least 10 years:
 //   limits and a request's tokens at most max_units (2^50; a window's sum
-//   saturates at 2^52, which only refuses), a budget at most max_money
+//   saturates at 2^52, which only refuses; a calendar day's limit at most
+//   2^40 - 1, calendar_quota's, its usage saturating there), a spaced
+//   bucket's interval at most its period and that at most max_duration, its
+//   TAT saturating at 2^52 µs from origin, its ticks per µs at most 14,000, a budget at most max_money
 //   (2^51 nano-units: $2,251,799.81; committed saturates at 2^52), windows
 //   and the lease timeout at most max_duration (400 days, in µs about 2^45),
-//   lease ids below 2^53 (10 years at 28 million leases a second).
+//   lease ids below 2^53 (10 years at 28 million leases a second); day
+//   numbers and day starts (days x 86,400 s in µs) below 2^53 until 2255.
 //   Configuration. A call carries its limits; the epoch keeps only the
 //   widths. A sub-window number means a time only at the width it was
 //   counted with (callers with 60 s and 61 s windows would each miss the
 //   other's counts), so a call whose width for an enforced window differs
 //   from the epoch's is refused with code 9 (outcome other_configuration),
-//   nothing written; to change a window (request_window, token_window) use a
+//   nothing written (so is a call that runs another policy for a dimension,
+//   a window against a bucket or a rolling day against a calendar day, or a
+//   calendar day at another offset); to change a window (request_window, token_window) use a
 //   new account name, or delete the account's keys (a state loss: the next
 //   call holds as after one). Limits, the concurrency, the budget and the
 //   lease timeout may change between calls (a rolling change of tier): each
 //   call checks the shared counts against its own limits, so while
 //   processes disagree every window admits at most the largest limit in use,
-//   and from the first call after the last old process is gone, the new one.
+//   and from the first call after the last old process is gone, the new one;
+//   a spaced bucket keeps the time its TAT owes until (rounded up into the
+//   new ticks), so it spaces by the shortest interval in use.
 //   State lost. An epoch key that is missing while others are not, or missing
 //   at all on a call, means the state is lost (a restart without persistence,
 //   a failover that dropped writes, an eviction): the script starts a new
-//   epoch whose hold lasts the longest window in use (and the lease timeout
-//   when concurrency is limited: leases in flight are unknown), and with a
+//   epoch whose hold lasts the longest window in use (a spaced bucket's
+//   period and its largest admission's intervals; the lease timeout when
+//   concurrency is limited: leases in flight are unknown; with a calendar
+//   day at least to its next midnight: the lost day's usage is unknown), and with a
 //   budget sets bhold, so the budget refuses until restore_budget says what
 //   was spent. A new account holds the same way unless it is created fresh
 //   (an operator's statement that nothing ran in the last window: made once,

@@ -100,10 +100,16 @@ local function b_add(w, n)
   q, f = padd(w, q, f, dq, df)
   eset(w.p .. 'q', q); eset(w.p .. 'f', f)
 end
--- floor(D / T) for D = {q, f} ticks, exact: a double's estimate, corrected.
-local function per_interval(w, q, f)
+-- min(floor(D / T), cap) for D = {q, f} ticks (cap < 2^52), exact: a
+-- double's estimate (off by a few at most below 2^52), corrected.
+local function per_interval(w, cap, q, f)
   local k = math.floor((q + f / w.m) / (w.tq + w.tr / w.m))
   if k < 0 then k = 0 end
+  if k > cap + 8 then
+    local cq, cf = times(w, cap)
+    if not pless(q, f, cq, cf) then return cap end
+    k = cap + 8
+  end
   while k > 0 do
     local kq, kf = times(w, k)
     if not pless(q, f, kq, kf) then break end
@@ -111,10 +117,10 @@ local function per_interval(w, q, f)
   end
   while true do
     local kq, kf = times(w, k + 1)
-    if pless(q, f, kq, kf) or kq >= TOP then break end
+    if pless(q, f, kq, kf) or kq >= TOP or k >= cap then break end
     k = k + 1
   end
-  return k
+  return k < cap and k or cap
 end
 local function psub(w, q1, f1, q2, f2) -- {q1, f1} - {q2, f2}, the first not below the second
   local q, f = q1 - q2, f1 - f2
@@ -131,11 +137,8 @@ local function b_refund(w, at, units, n)
   local eq, ef = times(w, units)
   eq = eq + at
   if not pless(t, 0, eq, ef) then return end -- its own intervals are over
-  local k = n
-  local ok = per_interval(w, psub(w, eq, ef, t, 0))
-  if ok < k then k = ok end
-  local owed = per_interval(w, psub(w, q, f, t, 0))
-  if owed < k then k = owed end
+  local k = per_interval(w, n, psub(w, eq, ef, t, 0))
+  k = per_interval(w, k, psub(w, q, f, t, 0))
   if k == 0 then return end
   local kq, kf = times(w, k)
   q, f = psub(w, q, f, kq, kf)
