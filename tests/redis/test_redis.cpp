@@ -338,3 +338,52 @@ TEST_CASE("redis: one round trip per request, few commands per decision", "[redi
   CHECK(per_call >= 5);  // the count is real: TIME, HMGET, ZCARD, ZADD, HSET at least
   CHECK(per_call <= 7.2);
 }
+
+// The bucket's refund rule where random schedules rarely reach it: a lease
+// refunds at most its own intervals still ahead, not a debt charged after
+// it (bucket_ticket.hpp). C (10 tokens), then A (100) after C's spacing, then
+// C's settlement charges 200 more, then A gives back all 100 at 20 ms into its
+// own 300 ms: 93 intervals of 3 ms come back, not 100. The next admission's
+// wait is the same in both.
+TEST_CASE("redis: a spaced bucket refunds only a lease's own intervals, as in-process", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;  // server model unknown
+  c.concurrency = limit(3);
+  c.tpm = limit(1000);
+  c.max_request_tokens = 500;
+  c.token_window = std::chrono::milliseconds(1500);
+  c.spacing_margin = nanoseconds(0);  // 500 per 1.5 s: 3 ms a token
+  c.refund_unused_tokens = true;
+  const nanoseconds t0(1700000000 * sec);
+  c.lease_timeout = nanoseconds(0);
+  account<manual_clock> a(c, t0);
+  redis_account b("own", redis_side(c), exec{&conn}, tr::options{true});
+  REQUIRE(b.create(true, t0.count() / us) == tr::outcome::ok);
+  const nanoseconds ms1(ms);
+  auto both = [&](const request& r, nanoseconds at) {
+    auto x = a.try_admit(r, at);
+    auto y = b.try_admit(r, at);
+    REQUIRE(y.how == tr::outcome::ok);
+    REQUIRE(x.decision.what() == y.d.what());
+    REQUIRE(ceil_us(x.decision.retry_after()) * us == y.d.retry_after().count());
+    return std::make_pair(std::move(x), std::move(y));
+  };
+  auto lc = both(tgtest::req(5, 5), t0);
+  REQUIRE(lc.first);
+  auto la = both(tgtest::req(50, 50), t0 + 30 * ms1);
+  REQUIRE(la.first);
+  (void)lc.first.lease.settle(usage{5, 0, 205, 0, 0}, t0 + 40 * ms1);  // 200 beyond: 600 ms of debt
+  lc.second.lease.settle(usage{5, 0, 205, 0, 0});
+  REQUIRE(b.flush(t0 + 40 * ms1));
+  const auto sr = la.first.lease.settle(usage{0, 0, 0, 0, 0}, t0 + 50 * ms1);
+  CHECK(sr.refunded_tokens == 100);  // asked; the bucket gives back 93 intervals
+  la.second.lease.settle(usage{0, 0, 0, 0, 0});
+  REQUIRE(b.flush(t0 + 50 * ms1));
+  auto next = both(tgtest::req(1, 1), t0 + 50 * ms1);
+  REQUIRE(next.first.decision.later());
+  // The TAT: 30 ms + 300 ms + 600 ms - 93 x 3 ms = 651 ms after t0.
+  CHECK(next.first.decision.retry_after() == 601 * ms1);
+  CHECK(next.second.d.retry_after() == 601 * ms1);
+}
