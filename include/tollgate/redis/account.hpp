@@ -192,8 +192,9 @@ class basic_account {
     ow.token = us(w[1]);
     ow.daily_reset = us(w[2]);
     // Without a daily limit of its own a TPD 429 pauses until the next midnight
-    // (account/pause.hpp); the script keeps no calendar, so the client reckons
-    // it: from the supplied time in test mode, else from its system clock.
+    // (account/pause.hpp); the script keeps a calendar only for a calendar-day
+    // TPD, so here the client reckons it: from the supplied time in test mode,
+    // else from its system clock.
     if (layout_.w[2].limit == 0)
       ow.daily_reset = until_midnight(now ? *now : system_clock::now(),
                                       now ? cfg_.unix_time_at_zero.value_or(nanoseconds(0)) : nanoseconds(0), cfg_.utc_offset);
