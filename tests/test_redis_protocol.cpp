@@ -54,6 +54,38 @@ TEST_CASE("redis layout: keys under one hash tag, units in us, the hold", "[redi
   CHECK(m.w[0].width_us == 66667);
 }
 
+TEST_CASE("redis layout: the spaced buckets in the in-process account's ticks, the calendar day's offset", "[redis]") {
+  account_config c;  // server model unknown: both limits spaced
+  c.rpm = limit(100);
+  c.tpm = limit(50000);
+  c.max_request_tokens = 10000;
+  c.calendar_day = true;
+  c.tpd = limit(1500000);
+  c.utc_offset = std::chrono::minutes(-90);
+  const tr::layout l = tr::make_layout("s", c);
+  // RPM: 99 per 60 s + 99 x 2 ms, 608,060,606.06 ns apart: scale 14 (T rounded
+  // up to 8,512,848,485 ticks of 1/14 ns, as token_bucket), 14,000 ticks a µs.
+  CHECK(l.w[0].limit == 100);
+  CHECK(l.b[0].per_us == 14000);
+  CHECK(l.b[0].whole_us == 608060);
+  CHECK(l.b[0].ticks == 8485);
+  // TPM: 40,000 per 60.002 s, 1,500,050 ns apart: scale 1.
+  CHECK(l.b[1].per_us == 1000);
+  CHECK(l.b[1].whole_us == 1500);
+  CHECK(l.b[1].ticks == 50);
+  {
+    token_bucket<manual_clock> b(account_policy::spaced_request_rate(100, std::chrono::minutes(1)), 1, nanoseconds(0));
+    CHECK(b.effective_rate().period.count() == 8512848485);
+    CHECK(b.effective_rate().count == 14);
+  }
+  // The calendar day: offset + 2 days, in µs; the hold after a loss is the
+  // buckets' (the longest: 40,000 + 10,000 token intervals); the script
+  // holds a calendar day to the next midnight itself.
+  CHECK(l.day_code == static_cast<std::uint64_t>(2 * 86400000000LL - 90LL * 60 * 1000000));
+  CHECK(l.hold_us == 60002000 + 15000500);
+  CHECK(l.w[2].period_us == 0);
+}
+
 TEST_CASE("redis layout refuses what the script cannot hold exactly", "[redis]") {
   tr::layout out;
   account_config c = strict_config();
@@ -62,14 +94,34 @@ TEST_CASE("redis layout refuses what the script cannot hold exactly", "[redis]")
   CHECK(tr::make_layout("a b", c, out) == tr::layout_errc::bad_name);
   CHECK(tr::make_layout(std::string(65, 'a'), c, out) == tr::layout_errc::bad_name);
   CHECK(tr::make_layout(std::string(64, 'a'), c, out) == tr::layout_errc::ok);
+  // Every server model and the calendar day have a script now; what the
+  // spaced policy cannot hold is refused as `spacing`, a calendar day's
+  // limit beyond calendar_quota's as too_large.
   for (server_model m : {server_model::unknown, server_model::gcra, server_model::window_counter}) {
     account_config d = c;
     d.model = m;
-    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::policy);
+    d.max_request_tokens = 10000;
+    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
+    d.max_request_tokens = 50000;  // the margin leaves no room: the in-process account refuses it too
+    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::spacing);
+    d.max_request_tokens = 10000;
+    d.tpm = limit(2000000000);  // finer than the bucket holds within 0.1 % (rate_too_fine in-process)
+    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::spacing);
+    d = c;
+    d.model = m;
+    d.max_request_tokens = 10000;
+    d.rpm = limit(20000000000ULL);  // 2 ms per request: a spacing period beyond 400 days
+    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::spacing);
+    d.rpm = limit(10000000000ULL);  // 231 days
+    CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
   }
   account_config d = c;
   d.calendar_day = true;
-  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::policy);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
+  d.tpd = limit(tr::calendar_day_limit);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
+  d.tpd = limit(tr::calendar_day_limit + 1);
+  CHECK(tr::make_layout("a", d, out) == tr::layout_errc::too_large);
   d = c;
   d.tpm = limit(tr::max_units);
   CHECK(tr::make_layout("a", d, out) == tr::layout_errc::ok);
@@ -107,30 +159,32 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   q.epoch = 1700000000123456;
   q.charge_tokens = ~std::uint64_t(0);
   const auto argv = tr::build_call(l, a, &q, 1, "0123456789012345678901234567890123456789");
-  REQUIRE(argv.size() == 2 + 1 + 2 + 19 + 9);
+  REQUIRE(argv.size() == 2 + 1 + 2 + 19 + 7 + 10);
   CHECK(argv[0] == "EVALSHA");
   CHECK(argv[2] == "2");      // two keys: the epoch (with the windows) and the lease set
   CHECK(argv[3] == "tollgate:{acct}:epoch");
   CHECK(argv[4] == "tollgate:{acct}:leases");
-  CHECK(argv[5] == "2");      // layout version
+  CHECK(argv[5] == "3");      // layout version
   CHECK(argv[6] == "admit");
   CHECK(argv[7].empty());    // no supplied now: TIME
   CHECK(argv[21] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
   CHECK(argv[22] == "0");    // worst case clamped to 0
   CHECK(argv[23] == "1");    // one queued settlement
-  CHECK(argv[24] == "1");    // settle
-  CHECK(argv[25] == "7");
-  CHECK(argv[28] == std::to_string(std::uint64_t(1) << 52));
-  CHECK(argv[32] == "1700000000123456");  // the lease's epoch tag
+  for (int i = 24; i < 31; ++i) CHECK(argv[static_cast<std::size_t>(i)] == "0");  // no bucket, no calendar day
+  CHECK(argv[31] == "1");    // settle
+  CHECK(argv[32] == "7");
+  CHECK(argv[35] == std::to_string(std::uint64_t(1) << 52));
+  CHECK(argv[39] == "1700000000123456");  // the lease's epoch tag
+  CHECK(argv[40] == "0");    // the tokens it reserved
   const auto eval = tr::build_call(l, a, &q, 0);
   CHECK(eval[0] == "EVAL");
   CHECK(eval[1] == std::string(tr::script));
   const auto f = tr::build_fcall(l, a, &q, 1);
   CHECK(f[0] == "FCALL");
-  CHECK(f[1] == "tollgate_v2");
+  CHECK(f[1] == "tollgate_v3");
   CHECK(std::vector<std::string>(f.begin() + 2, f.end()) == std::vector<std::string>(argv.begin() + 2, argv.end()));
   const std::string lib = tr::function_library();
-  CHECK(lib.rfind("#!lua name=tollgate_v2\n", 0) == 0);
+  CHECK(lib.rfind("#!lua name=tollgate_v3\n", 0) == 0);
   CHECK(lib.find(std::string(tr::script)) != std::string::npos);
 }
 

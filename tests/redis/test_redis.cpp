@@ -42,12 +42,18 @@ constexpr std::int64_t sec = 1000 * ms;
 
 std::int64_t ceil_us(nanoseconds d) { return static_cast<std::int64_t>(tr::ceil_us(d)); }
 
-// Strict windows only (what the script has), windows a whole number of 15 µs
-// (so the script's µs sub-windows are the account's ns ones exactly).
+// Every server model but learn (which switches policy at run time): strict
+// windows (fixed_window, sliding_log, token_bucket) and the spaced buckets
+// (window_counter, gcra, unknown), with margins of odd nanoseconds so that
+// the buckets' intervals need sub-nanosecond ticks (scales up to 14), and a
+// calendar-day TPD at a random UTC offset beside the rolling one. Windows a
+// whole number of 15 µs (so the script's µs sub-windows are the account's ns
+// ones exactly).
 account_config random_config(tgtest::rng& g) {
   account_config c;
-  const server_model strict[] = {server_model::fixed_window, server_model::sliding_log, server_model::token_bucket};
-  c.model = strict[g.between(0, 2)];
+  const server_model models[] = {server_model::fixed_window,   server_model::sliding_log, server_model::token_bucket,
+                                 server_model::window_counter, server_model::gcra,        server_model::unknown};
+  c.model = models[g.between(0, 5)];
   if (g.chance(70)) c.concurrency = limit(g.between(1, 4));
   if (g.chance(85)) c.rpm = limit(g.between(1, 40));
   if (g.chance(85)) c.tpm = limit(g.between(50, 1000));
@@ -55,6 +61,16 @@ account_config random_config(tgtest::rng& g) {
   const std::int64_t windows[] = {150 * ms, 1500 * ms, 60000 * ms};
   c.request_window = nanoseconds(windows[g.between(0, 2)]);
   c.token_window = nanoseconds(windows[g.between(0, 2)]);
+  // The spaced token policy needs max_request_tokens below the limit; most
+  // requests (up to 400 tokens) then fit it, some are refused as too large.
+  if (c.tpm.is_finite()) c.max_request_tokens = g.between(*c.tpm.value() / 2, *c.tpm.value() - 1);
+  const std::int64_t margins[] = {2 * ms, 0, static_cast<std::int64_t>(g.between(1, 5000000)),
+                                  static_cast<std::int64_t>(g.between(1, 999))};
+  c.spacing_margin = nanoseconds(margins[g.between(0, 3)]);
+  if (g.chance(40)) {
+    c.calendar_day = true;
+    c.utc_offset = std::chrono::minutes(static_cast<std::int64_t>(g.between(0, 48 * 60)) - 24 * 60);
+  }
   c.refund_unused_tokens = g.chance(50);
   if (g.chance(50)) c.budget = usd::from_nanos(static_cast<std::int64_t>(g.between(1, 100)) * 1000000);
   const std::int64_t answers[] = {0, 500 * ms, 60000 * ms, 86400000 * ms};
@@ -100,11 +116,16 @@ std::string describe(const account_config& c) {
   return "conc " + l(c.concurrency) + " rpm " + l(c.rpm) + " tpm " + l(c.tpm) + " tpd " + l(c.tpd) + " model " +
          to_string(c.model) + " budget " + (c.budget ? std::to_string(c.budget->nanos()) : std::string("-")) +
          " refund " + std::to_string(c.refund_unused_tokens) + " windows " + std::to_string(c.request_window.count()) +
-         "/" + std::to_string(c.token_window.count()) + " max_pause " + std::to_string(c.max_pause.count());
+         "/" + std::to_string(c.token_window.count()) + " max_pause " + std::to_string(c.max_pause.count()) +
+         " m " + std::to_string(c.max_request_tokens) + " margin " + std::to_string(c.spacing_margin.count()) +
+         (c.calendar_day ? " calendar day at " + std::to_string(c.utc_offset.count()) + " min" : std::string());
 }
 
 struct tally {
   std::uint64_t admitted = 0, refused = 0, waits = 0, answers = 0, flushes = 0;
+  // The spaced and calendar paths reached: waits a spaced bucket named,
+  // admissions after a calendar day's rollover, refunds into a spaced bucket.
+  std::uint64_t spaced_waits = 0, rollovers = 0, bucket_refunds = 0;
 };
 
 // One differential run of `trials` random accounts; SCRIPT FLUSH every
@@ -121,6 +142,8 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
     INFO("trial " << trial << ": " << describe(c));
     const nanoseconds origin(static_cast<std::int64_t>(g.between(1, 1000000)) * us + 1700000000 * sec);
     account<manual_clock> a(c, origin);
+    const bool spaced = !account_policy::strict_for(c.model);
+    std::int64_t last_day = -1;
     redis_account b("d" + std::to_string(stream) + "-" + std::to_string(trial), redis_side(c), exec{&conn},
                     tr::options{true, functions});
     REQUIRE(b.create(true, origin.count() / us) == tr::outcome::ok);
@@ -151,11 +174,17 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
         REQUIRE(static_cast<bool>(x.lease) == static_cast<bool>(y.lease));
         if (x) {
           ++t.admitted;
+          if (c.calendar_day && c.tpd.is_finite()) {
+            const std::int64_t day = (now.count() + c.utc_offset.count() * 60 * sec) / (86400 * sec);
+            if (last_day >= 0 && day > last_day) ++t.rollovers;
+            last_day = day;
+          }
           REQUIRE(y.server_now_us == now.count() / us);
           held.emplace_back(std::move(x.lease), std::move(y.lease));
         } else {
           ++t.refused;
           if (x.decision.later() && x.decision.retry_after() > nanoseconds(0)) ++t.waits;
+          if (spaced && (x.refused.has(dimension::rpm) || x.refused.has(dimension::tpm)) && x.decision.later()) ++t.spaced_waits;
         }
       } else if (op < 90) {
         if (held.empty()) continue;
@@ -165,7 +194,8 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
         if (kind < 6) {
           const std::uint64_t reserved = h.first.reserved_tokens();
           usage u{g.between(0, reserved + 50), g.between(0, reserved / 2 + 20), 0, 0, 0};
-          (void)h.first.settle(u, now);
+          const auto sr = h.first.settle(u, now);
+          if (spaced && c.tpm.is_finite() && sr.refunded_tokens > 0) ++t.bucket_refunds;
           h.second.settle(u);
         } else if (kind < 8) {
           h.first.settle_rejected(now);
@@ -210,12 +240,16 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
 TEST_CASE("redis: the script and the in-process account decide alike", "[redis_server][differential]") {
   server srv;
   REQUIRE(srv.running());
-  const tally t = differential(srv, 17101, 80, 400, 0);
+  const tally t = differential(srv, 17101, 120, 400, 0);
   // The schedules reach every kind of outcome (else the comparison is weak).
   CHECK(t.admitted > 1000);
   CHECK(t.refused > 2000);
   CHECK(t.waits > 500);
   CHECK(t.answers > 200);
+  INFO("spaced waits " << t.spaced_waits << ", rollovers " << t.rollovers << ", bucket refunds " << t.bucket_refunds);
+  CHECK(t.spaced_waits > 300);
+  CHECK(t.rollovers > 5);
+  CHECK(t.bucket_refunds > 40);
 }
 
 TEST_CASE("redis: SCRIPT FLUSH mid-run: the EVAL fallback, the same decisions", "[redis_server][flush]") {
@@ -244,8 +278,14 @@ TEST_CASE("redis: the Functions library decides alike, and comes back after FUNC
 // the next call): one round trip per request, and at most 7 commands a call
 // on average (TIME, the epoch's HMGET, ZCARD, ZMSCORE for the settled lease,
 // ZREM, ZADD, the epoch's HSET; a window's ring only at its sub-window's end,
-// the lease set's expiry once per eighth of the lease timeout).
-TEST_CASE("redis: one round trip per request, few commands per decision", "[redis_server][calls]") {
+// the lease set's expiry once per eighth of the lease timeout). The same
+// under the spaced buckets (server model unknown, no margin, so that every
+// request is admitted): a bucket is a few fields of the epoch, no command
+// more.
+namespace {
+
+void count_calls(server_model model) {
+  INFO("server model " << to_string(model));
   server srv;
   REQUIRE(srv.running());
   client conn(srv.port()), admin(srv.port());
@@ -258,10 +298,12 @@ TEST_CASE("redis: one round trip per request, few commands per decision", "[redi
     }
   };
   account_config c;
-  c.model = server_model::sliding_log;
+  c.model = model;
   c.concurrency = limit(100);
-  c.rpm = limit(1000000);
-  c.tpm = limit(100000000);
+  const bool spaced = !account_policy::strict_for(model);
+  c.rpm = limit(spaced ? 100000000 : 1000000);  // spaced: 600 ns apart
+  c.tpm = limit(spaced ? 800000000 : 100000000);
+  c.spacing_margin = nanoseconds(0);
   c.tpd = limit(1000000000);
   c.budget = usd::from_nanos(1000000000000);
   c.lease_timeout = std::chrono::seconds(60);
@@ -303,4 +345,60 @@ TEST_CASE("redis: one round trip per request, few commands per decision", "[redi
   const double per_call = inner / scripts;
   CHECK(per_call >= 5);  // the count is real: TIME, HMGET, ZCARD, ZADD, HSET at least
   CHECK(per_call <= 7.2);
+}
+
+}  // namespace
+
+TEST_CASE("redis: one round trip per request, few commands per decision", "[redis_server][calls]") {
+  count_calls(server_model::sliding_log);
+  count_calls(server_model::unknown);
+}
+
+// The bucket's refund rule where random schedules rarely reach it: a lease
+// refunds at most its own intervals still ahead, not a debt charged after
+// it (bucket_ticket.hpp). C (10 tokens), then A (100) after C's spacing, then
+// C's settlement charges 200 more, then A gives back all 100 at 20 ms into its
+// own 300 ms: 93 intervals of 3 ms come back, not 100. The next admission's
+// wait is the same in both.
+TEST_CASE("redis: a spaced bucket refunds only a lease's own intervals, as in-process", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;  // server model unknown
+  c.concurrency = limit(3);
+  c.tpm = limit(1000);
+  c.max_request_tokens = 500;
+  c.token_window = std::chrono::milliseconds(1500);
+  c.spacing_margin = nanoseconds(0);  // 500 per 1.5 s: 3 ms a token
+  c.refund_unused_tokens = true;
+  const nanoseconds t0(1700000000 * sec);
+  c.lease_timeout = nanoseconds(0);
+  account<manual_clock> a(c, t0);
+  redis_account b("own", redis_side(c), exec{&conn}, tr::options{true});
+  REQUIRE(b.create(true, t0.count() / us) == tr::outcome::ok);
+  const nanoseconds ms1(ms);
+  auto both = [&](const request& r, nanoseconds at) {
+    auto x = a.try_admit(r, at);
+    auto y = b.try_admit(r, at);
+    REQUIRE(y.how == tr::outcome::ok);
+    REQUIRE(x.decision.what() == y.d.what());
+    REQUIRE(ceil_us(x.decision.retry_after()) * us == y.d.retry_after().count());
+    return std::make_pair(std::move(x), std::move(y));
+  };
+  auto lc = both(tgtest::req(5, 5), t0);
+  REQUIRE(lc.first);
+  auto la = both(tgtest::req(50, 50), t0 + 30 * ms1);
+  REQUIRE(la.first);
+  (void)lc.first.lease.settle(usage{5, 0, 205, 0, 0}, t0 + 40 * ms1);  // 200 beyond: 600 ms of debt
+  lc.second.lease.settle(usage{5, 0, 205, 0, 0});
+  REQUIRE(b.flush(t0 + 40 * ms1));
+  const auto sr = la.first.lease.settle(usage{0, 0, 0, 0, 0}, t0 + 50 * ms1);
+  CHECK(sr.refunded_tokens == 100);  // asked; the bucket gives back 93 intervals
+  la.second.lease.settle(usage{0, 0, 0, 0, 0});
+  REQUIRE(b.flush(t0 + 50 * ms1));
+  auto next = both(tgtest::req(1, 1), t0 + 50 * ms1);
+  REQUIRE(next.first.decision.later());
+  // The TAT: 30 ms + 300 ms + 600 ms - 93 x 3 ms = 651 ms after t0.
+  CHECK(next.first.decision.retry_after() == 601 * ms1);
+  CHECK(next.second.d.retry_after() == 601 * ms1);
 }

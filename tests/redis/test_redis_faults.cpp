@@ -157,6 +157,10 @@ TEST_CASE("redis: garbage in the account's keys is refused, nothing written", "[
       {"epoch", {"HSET", "{}", "last", "1e300"}},
       {"epoch", {"HDEL", "{}", "next"}},
       {"epoch", {"HSET", "{}", "lv", "1"}},
+      {"epoch", {"HSET", "{}", "lv", "2"}},  // an epoch of layout 2 (no buckets, no calendar day): refused, never misread
+      {"epoch", {"HSET", "{}", "tq", "1.5"}},
+      {"epoch", {"HSET", "{}", "rg", "x"}},
+      {"epoch", {"HSET", "{}", "cu", "-1"}},
       {"epoch", {"HSET", "{}", "lcount", "x"}},
       {"epoch", {"HSET", "{}", "lease_end", "-1"}},
       {"epoch", {"HSET", "{}", "rh", "x"}},
@@ -730,4 +734,101 @@ TEST_CASE("redis: a window of another width is refused; other limits share the c
   CHECK_FALSE(y);
   CHECK(y.how == tr::outcome::other_configuration);
   CHECK(b.try_admit(r, day + std::chrono::seconds(202)));  // b enforces no tpm: its calls still run
+}
+
+// A dimension counted by one policy is refused to a call that runs another
+// (a strict window against a spaced bucket's epoch, a rolling day against a
+// calendar day's), and a calendar day to a call with another UTC offset:
+// other_configuration, nothing written. A spaced bucket's rate may change
+// (a change of tier): the time it owes until is kept.
+TEST_CASE("redis: another policy or day offset is refused; a spaced rate change keeps the owed time",
+          "[redis_server][config]") {
+  server srv;
+  REQUIRE(srv.running());
+  client c1(srv.port()), c2(srv.port());
+  const tr::options o{true};
+  const request r = tgtest::req(10, 10);
+  account_config spaced;  // server model unknown
+  spaced.rpm = limit(10);
+  spaced.tpm = limit(10000);
+  spaced.max_request_tokens = 1000;
+  spaced.lease_timeout = std::chrono::seconds(30);
+  const nanoseconds t0(1700000000 * sec);
+
+  SECTION("a strict window against a spaced bucket's epoch") {
+    redis_account a("pol", spaced, exec{&c1}, o);
+    REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(a.try_admit(r, t0));
+    account_config strict = spaced;
+    strict.model = server_model::sliding_log;
+    redis_account b("pol", strict, exec{&c2}, o);
+    CHECK(b.try_admit(r, t0 + std::chrono::seconds(100)).how == tr::outcome::other_configuration);
+    // and the other way round
+    redis_account d("pol2", strict, exec{&c1}, o);
+    REQUIRE(d.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(d.try_admit(r, t0));
+    redis_account e("pol2", spaced, exec{&c2}, o);
+    CHECK(e.try_admit(r, t0 + std::chrono::seconds(100)).how == tr::outcome::other_configuration);
+  }
+
+  SECTION("a calendar day against a rolling one, or at another offset") {
+    account_config cal = spaced;
+    cal.tpd = limit(1000);
+    cal.calendar_day = true;
+    cal.utc_offset = std::chrono::hours(8);
+    redis_account a("day", cal, exec{&c1}, o);
+    REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(a.try_admit(r, t0));
+    account_config rolling = cal;
+    rolling.calendar_day = false;
+    redis_account b("day", rolling, exec{&c2}, o);
+    CHECK(b.try_admit(r, t0 + std::chrono::seconds(100)).how == tr::outcome::other_configuration);
+    account_config other = cal;
+    other.utc_offset = std::chrono::hours(-5);
+    redis_account d("day", other, exec{&c2}, o);
+    CHECK(d.try_admit(r, t0 + std::chrono::seconds(100)).how == tr::outcome::other_configuration);
+    CHECK(a.try_admit(r, t0 + std::chrono::seconds(100)));  // the epoch's own configuration still runs
+  }
+
+  SECTION("a spaced rate change keeps the time the bucket owes until") {
+    redis_account a("rate", spaced, exec{&c1}, o);
+    REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(a.try_admit(r, t0));
+    const auto w1 = a.try_admit(r, t0 + std::chrono::seconds(1));
+    REQUIRE(w1.d.later());
+    REQUIRE(w1.refused.has(dimension::rpm));
+    account_config faster = spaced;
+    faster.rpm = limit(20);
+    redis_account b("rate", faster, exec{&c2}, o);
+    const auto w2 = b.try_admit(r, t0 + std::chrono::seconds(1));
+    REQUIRE(w2.how == tr::outcome::ok);
+    CHECK(w2.d.retry_after() == w1.d.retry_after());  // 9 per 60.018 s: 6.668666.. s from t0, kept
+    CHECK(b.try_admit(r, t0 + std::chrono::seconds(1) + w1.d.retry_after()));
+    // b's admission is spaced at b's interval (19 per 60.038 s); a, at its own,
+    // sees b's TAT (in b's ticks, rounded up into its own).
+    const auto w3 = a.try_admit(r, t0 + std::chrono::seconds(1) + w1.d.retry_after());
+    REQUIRE(w3.d.later());
+    CHECK(w3.d.retry_after().count() == (60038000LL + 18) / 19 * 1000);
+  }
+
+  SECTION("a calendar day lost holds to the next midnight") {
+    account_config cal;
+    cal.model = server_model::sliding_log;
+    cal.tpd = limit(1000);
+    cal.calendar_day = true;
+    cal.utc_offset = std::chrono::minutes(330);  // +5:30
+    cal.lease_timeout = std::chrono::seconds(30);
+    redis_account a("lostday", cal, exec{&c1}, o);
+    REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+    REQUIRE(a.try_admit(tgtest::req(400, 400), t0));
+    REQUIRE(c2.call({"DEL", a.state_layout().key("epoch")}).type == tr::reply::kind::integer);
+    const nanoseconds t1 = t0 + std::chrono::minutes(7);
+    const auto x = a.try_admit(r, t1);
+    CHECK(x.how == tr::outcome::held);
+    const std::int64_t off = 330LL * 60 * sec, day = 86400LL * sec;
+    const std::int64_t midnight = ((t1.count() + off) / day + 1) * day - off;
+    CHECK(x.d.retry_after().count() == midnight - t1.count());
+    CHECK_FALSE(a.try_admit(r, nanoseconds(midnight - 1000)));
+    CHECK(a.try_admit(r, nanoseconds(midnight)));
+  }
 }

@@ -192,8 +192,9 @@ class basic_account {
     ow.token = us(w[1]);
     ow.daily_reset = us(w[2]);
     // Without a daily limit of its own a TPD 429 pauses until the next midnight
-    // (account/pause.hpp); the script keeps no calendar, so the client reckons
-    // it: from the supplied time in test mode, else from its system clock.
+    // (account/pause.hpp); the script keeps a calendar only for a calendar-day
+    // TPD, so here the client reckons it: from the supplied time in test mode,
+    // else from its system clock.
     if (layout_.w[2].limit == 0)
       ow.daily_reset = until_midnight(now ? *now : system_clock::now(),
                                       now ? cfg_.unix_time_at_zero.value_or(nanoseconds(0)) : nanoseconds(0), cfg_.utc_offset);
@@ -238,6 +239,10 @@ class basic_account {
       st = decode_peek(rp, v.values);
     }
     if (st == call_status::ok) carried(true);
+    // The spaced token bucket admits one request at a time: what it has left
+    // is a request's worth (max_request_tokens) or nothing, as in-process.
+    if (st == call_status::ok && layout_.b[1].per_us > 0 && v.values.available[1])
+      v.values.available[1] = *v.values.available[1] > 0 ? cfg_.max_request_tokens : 0;
     v.how = st == call_status::ok ? outcome::ok : st == call_status::garbage ? outcome::garbage : outcome::server_error;
     if (st == call_status::garbage)
       if (auto c = decode_refusal(rp)) v.how = how_of(*c);

@@ -5,12 +5,12 @@
 // the names and numbers here are what the script (redis/script.hpp) and the
 // client side (redis/protocol.hpp, redis/account.hpp) agree on.
 //
-// Contract (the layout, version 2).
+// Contract (the layout, version 3).
 //   Keys. Every key of the account `name` is `tollgate:{name}:<part>`: one
 //   hash tag, so a Redis Cluster keeps them on one slot. Two parts, so a
 //   decision reads one hash and writes it once:
-//     epoch  hash; never expires. lv (2: this layout; an epoch of another
-//            layout is refused as corrupt), origin (server µs when the state
+//     epoch  hash; never expires. lv (3: this layout; an epoch of another
+//            layout, 2 included, is refused as corrupt, never misread), origin (server µs when the state
 //            began), last (the latest time a call used: the script's time
 //            never goes back), next (the last lease id), hold (nothing is
 //            admitted before it: set when the state was found lost), bhold
@@ -35,7 +35,14 @@
 //            idle account keeps at most 18 small fields per window), and
 //            <p>w = the sub-window width in µs the window's counts were made
 //            with (0: not enforced yet in this epoch; set by the first call
-//            that enforces it). A field an epoch lacks reads as 0.
+//            that enforces it); the spaced buckets, r (rpm) and t (tpm):
+//            <p>q and <p>f = the TAT, whole µs from origin and ticks below
+//            <p>m, <p>m, <p>a, <p>b = the ticks per µs and the interval (µs,
+//            ticks) it was counted with (0: none yet), <p>g = the first µs
+//            from origin whose admissions may refund (the last change of
+//            rate, plus 1); the calendar day: co = its offset code (0: none
+//            yet), cd = the day the counts are of, cu = what it used. A
+//            field an epoch lacks reads as 0.
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease
@@ -53,27 +60,37 @@
 //   Bounds. Every number the script holds stays below 2^53 (exact in a Lua
 //   double) for every configuration check() accepts, for at least 10 years:
 //   limits and a request's tokens at most max_units (2^50; a window's sum
-//   saturates at 2^52, which only refuses), a budget at most max_money
+//   saturates at 2^52, which only refuses; a calendar day's limit at most
+//   2^40 - 1, calendar_quota's, its usage saturating there), a spaced
+//   bucket's interval at most its period and that at most max_duration, its
+//   TAT saturating at 2^52 µs from origin, its ticks per µs at most 14,000, a budget at most max_money
 //   (2^51 nano-units: $2,251,799.81; committed saturates at 2^52), windows
 //   and the lease timeout at most max_duration (400 days, in µs about 2^45),
-//   lease ids below 2^53 (10 years at 28 million leases a second).
+//   lease ids below 2^53 (10 years at 28 million leases a second); day
+//   numbers and day starts (days x 86,400 s in µs) below 2^53 until 2255.
 //   Configuration. A call carries its limits; the epoch keeps only the
 //   widths. A sub-window number means a time only at the width it was
 //   counted with (callers with 60 s and 61 s windows would each miss the
 //   other's counts), so a call whose width for an enforced window differs
 //   from the epoch's is refused with code 9 (outcome other_configuration),
-//   nothing written; to change a window (request_window, token_window) use a
+//   nothing written (so is a call that runs another policy for a dimension,
+//   a window against a bucket or a rolling day against a calendar day, or a
+//   calendar day at another offset); to change a window (request_window, token_window) use a
 //   new account name, or delete the account's keys (a state loss: the next
 //   call holds as after one). Limits, the concurrency, the budget and the
 //   lease timeout may change between calls (a rolling change of tier): each
 //   call checks the shared counts against its own limits, so while
 //   processes disagree every window admits at most the largest limit in use,
-//   and from the first call after the last old process is gone, the new one.
+//   and from the first call after the last old process is gone, the new one;
+//   a spaced bucket keeps the time its TAT owes until (rounded up into the
+//   new ticks), so it spaces by the shortest interval in use.
 //   State lost. An epoch key that is missing while others are not, or missing
 //   at all on a call, means the state is lost (a restart without persistence,
 //   a failover that dropped writes, an eviction): the script starts a new
-//   epoch whose hold lasts the longest window in use (and the lease timeout
-//   when concurrency is limited: leases in flight are unknown), and with a
+//   epoch whose hold lasts the longest window in use (a spaced bucket's
+//   period and its largest admission's intervals; the lease timeout when
+//   concurrency is limited: leases in flight are unknown; with a calendar
+//   day at least to its next midnight: the lost day's usage is unknown), and with a
 //   budget sets bhold, so the budget refuses until restore_budget says what
 //   was spent. A new account holds the same way unless it is created fresh
 //   (an operator's statement that nothing ran in the last window: made once,
@@ -99,11 +116,15 @@
 #include <tollgate/account/policy.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/detail/arith.hpp>
+#include <tollgate/detail/gcra_params.hpp>
+#include <tollgate/error.hpp>
+#include <tollgate/rate.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #if !TOLLGATE_NO_EXCEPTIONS
@@ -118,10 +139,14 @@ namespace redis {
 enum class layout_errc : unsigned char {
   ok = 0,
   bad_name,           // empty, longer than 64 bytes, or with a brace, space or control byte
-  policy,             // a dimension runs a policy the script does not have (see script.hpp)
+  policy,             // a dimension runs a policy the script does not have (none today: every limiter
+                      // of account/policy.hpp has one; kept so that a new limiter is refused, not misread)
   too_large,          // a limit beyond max_units, or a budget beyond max_money
   window,             // a window or lease timeout shorter than 15 µs or longer than max_duration
   no_lease_timeout,   // lease_timeout zero: a lease in Redis needs a deadline
+  spacing,            // a spaced bucket the script cannot hold: max_request_tokens not below the token
+                      // limit, a rate the bucket refuses (errc::rate_too_fine), or a bucket period
+                      // (the limit's intervals) beyond max_duration
 };
 
 constexpr const char* message(layout_errc e) noexcept {
@@ -129,11 +154,13 @@ constexpr const char* message(layout_errc e) noexcept {
     case layout_errc::ok: return "ok";
     case layout_errc::bad_name: return "account name must be 1 to 64 bytes without braces, spaces or control bytes";
     case layout_errc::policy:
-      return "a dimension's policy has no Redis script (only strict windows: server models fixed_window, "
-             "sliding_log, token_bucket; rolling 24 h TPD)";
+      return "a dimension's policy has no Redis script";
     case layout_errc::too_large: return "a limit above 2^50 units or a budget above 2^51 nano-units";
     case layout_errc::window: return "a window or lease timeout shorter than 15 us or longer than 400 days";
     case layout_errc::no_lease_timeout: return "lease_timeout must be positive for an account in Redis";
+    case layout_errc::spacing:
+      return "a spaced limit the script cannot hold (max_request_tokens at least the token limit, a rate finer "
+             "than the bucket holds, or a spacing period beyond 400 days)";
   }
   return "unknown layout error";
 }
@@ -153,7 +180,7 @@ inline constexpr std::uint64_t max_units = std::uint64_t(1) << 50;
 inline constexpr std::int64_t max_money = std::int64_t(1) << 51;
 inline constexpr std::uint64_t max_duration_us = 400ULL * 86400ULL * 1000000ULL;
 inline constexpr std::uint64_t sub_windows = 15;  // as sliding_window's default
-inline constexpr std::uint64_t layout_version = 2;
+inline constexpr std::uint64_t layout_version = 3;
 // The bounds of the contract: a time of the year 2255 (8.9 * 10^15 µs) plus
 // the longest duration twice, and a window's sum of the largest limit plus
 // a saturated charge, stay below 2^53.
@@ -173,6 +200,21 @@ struct window_params {
   std::uint64_t width_us = 0;  // ceil(period_us / sub_windows)
 };
 
+// A spaced bucket (GCRA, burst 1) as the script sees it: time in ticks of
+// 1 / per_us µs, per_us = 1000 x the in-process bucket's scale (1 to 14, see
+// detail/gcra_params.hpp), so its ticks are the in-process bucket's exactly;
+// the emission interval T = whole_us x per_us + ticks (0 <= ticks < per_us).
+// per_us 0: the dimension runs no bucket.
+struct bucket_params {
+  std::uint64_t per_us = 0;
+  std::uint64_t whole_us = 0;
+  std::uint64_t ticks = 0;
+};
+// The calendar day's offset as the script takes it: the UTC offset in µs
+// plus two days (so that it is positive; 0: no calendar day).
+inline constexpr std::uint64_t day_us = 86400ULL * 1000000ULL;
+inline constexpr std::uint64_t calendar_day_limit = (std::uint64_t(1) << 40) - 1;  // calendar_quota's
+
 // The constants a call carries: the script keeps no limits, so a change of
 // limits takes effect at the next call; a window's width it keeps (see
 // Configuration above).
@@ -181,7 +223,9 @@ struct layout {
   std::uint64_t concurrency = 0;  // 0: not enforced
   std::uint64_t lease_us = 0;
   bool lease_records = false;    // a lease has something to give back or guard: concurrency, money, refunds
-  window_params w[3];            // rpm, tpm, tpd
+  window_params w[3];            // rpm, tpm, tpd (a spaced or calendar dimension: limit only)
+  bucket_params b[2];            // rpm, tpm when spaced
+  std::uint64_t day_code = 0;    // the calendar day's offset code (see day_us), 0: a rolling 24 h window
   bool budget = false;
   std::int64_t budget_nanos = 0;
   std::uint64_t hold_us = 0;     // the hold after state loss: the longest window (and lease timeout)
@@ -203,9 +247,6 @@ template <class Currency>
 layout_errc make_layout(std::string_view name, const basic_account_config<Currency>& c, layout& out) {
   using namespace account_policy;
   if (!valid_name(name)) return layout_errc::bad_name;
-  if (request_limiter(c) == limiter::spaced || token_limiter(c) == limiter::spaced ||
-      day_limiter(c) == limiter::calendar_day)
-    return layout_errc::policy;
   if (c.lease_timeout <= nanoseconds(0)) return layout_errc::no_lease_timeout;
   layout l;
   l.prefix = "tollgate:{" + std::string(name) + "}:";
@@ -219,6 +260,7 @@ layout_errc make_layout(std::string_view name, const basic_account_config<Curren
     l.hold_us = l.lease_us;
   }
   const limit* ls[3] = {&c.rpm, &c.tpm, &c.tpd};
+  const limiter kinds[3] = {request_limiter(c), token_limiter(c), day_limiter(c)};
   const nanoseconds periods[3] = {c.request_window, c.token_window, std::chrono::hours(24)};
   for (int k = 0; k < 3; ++k) {
     auto v = ls[k]->value();
@@ -226,6 +268,39 @@ layout_errc make_layout(std::string_view name, const basic_account_config<Curren
     if (*v == 0 || *v > max_units) return layout_errc::too_large;
     window_params& w = l.w[k];
     w.limit = *v;
+    if (kinds[k] == limiter::spaced) {
+      // The in-process account's bucket (account/limiters.hpp): the same
+      // rate, burst 1, the same ticks.
+      std::optional<rate> r;
+      if (k == 0) r = spaced_request_rate(*v, c.request_window, c.spacing_margin);
+      else r = spaced_token_rate(*v, c.max_request_tokens, c.token_window, c.spacing_margin);
+      detail::gcra_params p{};
+      if (!r || detail::make_gcra_params(*r, 1, p) != errc::ok) return layout_errc::spacing;
+      bucket_params& b = l.b[k];
+      b.per_us = 1000 * p.scale;
+      b.whole_us = p.interval / b.per_us;
+      b.ticks = p.interval % b.per_us;
+      // The bucket's period (count intervals) bounds every time it owes for
+      // one admission; the hold after a loss covers it and the largest
+      // single admission's intervals after it (a request, or
+      // max_request_tokens), capped at twice max_duration (layout bounds).
+      const detail::u128 iv = p.interval;
+      const detail::u128 period = (static_cast<detail::u128>(r->count) * iv + b.per_us - 1) / b.per_us;
+      if (period > max_duration_us) return layout_errc::spacing;
+      const std::uint64_t extra = k == 0 ? 1 : c.max_request_tokens;
+      const detail::u128 more = (static_cast<detail::u128>(extra) * iv + b.per_us - 1) / b.per_us;
+      const detail::u128 span128 = period + (more < max_duration_us ? more : max_duration_us);
+      const std::uint64_t span = static_cast<std::uint64_t>(span128);
+      if (span > l.hold_us) l.hold_us = span;
+      continue;
+    }
+    if (kinds[k] == limiter::calendar_day) {
+      if (*v > calendar_day_limit) return layout_errc::too_large;
+      if (c.utc_offset > std::chrono::hours(24) || c.utc_offset < -std::chrono::hours(24)) return layout_errc::window;
+      const std::int64_t off = static_cast<std::int64_t>(c.utc_offset.count()) * 60 * 1000000;
+      l.day_code = static_cast<std::uint64_t>(off + 2 * static_cast<std::int64_t>(day_us));
+      continue;  // the hold after a loss lasts to the next midnight (the script reckons it)
+    }
     w.period_us = ceil_us(periods[k]);
     if (!fits_time(w.period_us)) return layout_errc::window;
     w.width_us = detail::ceil_div(w.period_us, sub_windows);

@@ -104,6 +104,7 @@ class lease {
     q.reserved_nanos = money_;
     q.tpm_slot = tpm_slot_;
     q.tpd_slot = tpd_slot_;
+    q.reserved_tokens = tokens_;
     return q;
   }
   void finish(const queued& q) {

@@ -62,7 +62,8 @@ struct queued {
   std::int64_t actual_nanos = 0;
   std::uint64_t charge_tokens = 0;  // used beyond the reservation
   std::uint64_t refund_tokens = 0;  // unused, when the policy refunds
-  std::int64_t tpm_slot = -1, tpd_slot = -1;
+  std::int64_t tpm_slot = -1, tpd_slot = -1;  // a window's sub-window, a bucket's admission µs, a day
+  std::uint64_t reserved_tokens = 0;  // what the admission reserved (a spaced bucket's refund needs it)
 };
 
 enum class op : unsigned char { admit, peek, flush, waits, control, init };
@@ -121,6 +122,12 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
   out.push_back(num(clamp_u(a.tokens, max_units + 1)));  // above every limit: refused `never`
   out.push_back(num(clamp_i(a.worst_nanos, 0, max_money + 1)));
   out.push_back(num(static_cast<std::uint64_t>(nq)));
+  for (const bucket_params& b : l.b) {
+    out.push_back(num(b.per_us));
+    out.push_back(num(b.whole_us));
+    out.push_back(num(b.ticks));
+  }
+  out.push_back(num(l.day_code));
   for (std::size_t i = 0; i < nq; ++i) {
     const queued& x = q[i];
     out.push_back(num(static_cast<std::uint64_t>(x.what)));
@@ -132,6 +139,7 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
     out.push_back(num(clamp_i(x.tpm_slot, -1, std::int64_t(1) << 52)));
     out.push_back(num(clamp_i(x.tpd_slot, -1, std::int64_t(1) << 52)));
     out.push_back(num(clamp_u(x.epoch, (std::uint64_t(1) << 53) - 1)));
+    out.push_back(num(clamp_u(x.reserved_tokens, top_units)));
   }
   for (const std::string& e : a.extra) out.push_back(e);
 }
@@ -140,7 +148,7 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
 inline std::vector<std::string> build_call(const layout& l, const call_args& a, const queued* q, std::size_t nq,
                                            std::string_view sha = {}) {
   std::vector<std::string> out;
-  out.reserve(32 + 9 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.reserve(40 + 10 * (nq < max_queued_per_call ? nq : max_queued_per_call));
   if (sha.empty()) {
     out.emplace_back("EVAL");
     out.emplace_back(script);
@@ -152,10 +160,10 @@ inline std::vector<std::string> build_call(const layout& l, const call_args& a, 
   return out;
 }
 inline std::vector<std::string> build_script_load() { return {"SCRIPT", "LOAD", std::string(script)}; }
-// FCALL tollgate_v1 ... (the Functions library, function_library()).
+// FCALL tollgate_v3 ... (the Functions library, function_library()).
 inline std::vector<std::string> build_fcall(const layout& l, const call_args& a, const queued* q, std::size_t nq) {
   std::vector<std::string> out;
-  out.reserve(32 + 9 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.reserve(40 + 10 * (nq < max_queued_per_call ? nq : max_queued_per_call));
   out.emplace_back("FCALL");
   out.emplace_back(function_name);
   append_call(out, l, a, q, nq);

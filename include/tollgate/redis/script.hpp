@@ -2,8 +2,8 @@
 //
 // redis/script.hpp: the account's decision as a Redis script (an EVAL /
 // EVALSHA body), on the layout of redis/layout.hpp. It is a second
-// implementation of the decisions of account/policy.hpp for strict windows
-// (Lua cannot run the C++); what it shares with the in-process account is the
+// implementation of the decisions of account/policy.hpp (Lua cannot run the
+// C++); what it shares with the in-process account is the
 // state's meaning, the constants and the tests that keep the two equal
 // (tests/redis/test_redis.cpp: the differential test).
 //
@@ -38,15 +38,30 @@
 // The body runs as an EVAL script or, unchanged, inside a Functions library
 // (function_library below).
 // Cost: an admission that carries one settlement runs 7 commands (TIME, the
-// epoch's HMGET, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET); a window's
-// ring is read (one HMGET) only at the end of its head sub-window, for a
-// refusal's wait or a refund into an older sub-window (docs/redis.md).
+// epoch's HMGET of 44 fields, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET),
+// whatever the policies; a window's ring is read (one HMGET) only at the end
+// of its head sub-window, for a refusal's wait or a refund into an older
+// sub-window (docs/redis.md). A spaced bucket and a calendar day cost no
+// command: a few fields of the epoch each.
 // Needs Redis 6.2 or later (ZMSCORE); Functions need 7.
-// Policies here: strict sliding windows for RPM, TPM and a rolling 24 h TPD
-// (the server models fixed_window, sliding_log, token_bucket), concurrency
-// leases with deadlines, a budget, pause and stop. Not (yet) here: the
-// spaced policies of window_counter, gcra and unknown, and calendar days;
-// redis::make_layout refuses them.
+// Policies here, each the in-process account's (account/limiters.hpp):
+//   strict sliding windows for RPM, TPM and a rolling 24 h TPD (the server
+//     models fixed_window, sliding_log, token_bucket, and learn, which here
+//     never leaves its strict start);
+//   the spaced buckets for RPM and TPM (window_counter, gcra, unknown): GCRA
+//     of burst 1 at the same rate, margin and ticks (1 / (1000 x scale) µs,
+//     the scale the in-process bucket uses, so intervals round up as there),
+//     the TAT as whole µs plus ticks, each below 2^53: the same decision at
+//     a whole-µs `now`, the wait rounded up to the µs (never earlier); a
+//     debt past 2^52 µs from the origin saturates there. A refund follows
+//     bucket_ticket.hpp (at most the admission's own intervals still ahead,
+//     and what is owed); a lease admitted before a change of the bucket's
+//     rate refunds nothing; a change of rate keeps the time owed until;
+//   the calendar day (calendar_quota) of the script's time at utc_offset:
+//     exact day numbers (µs from the Unix epoch), reset at the first call of
+//     a new day, never back to a past day (the time never goes back), a
+//     refund only into its own day, charges saturating at 2^40 - 1;
+//   concurrency leases with deadlines, a budget, pause and stop.
 #ifndef TOLLGATE_REDIS_SCRIPT_HPP
 #define TOLLGATE_REDIS_SCRIPT_HPP
 
@@ -63,15 +78,19 @@ TOLLGATE_BEGIN_NAMESPACE
 namespace redis {
 
 // KEYS: epoch, leases.
-// ARGV: 1 layout version (2), 2 op (admit, peek, flush, waits, control, init),
+// ARGV: 1 layout version (3), 2 op (admit, peek, flush, waits, control, init),
 //   3 now_us ("" = TIME), 4 concurrency (0 off), 5 lease_us (0: keep no
 //   lease record),
 //   6-14 limit, period_us, width_us of rpm, tpm, tpd (limit 0 off),
+//   (a spaced or calendar dimension: its limit, period and width 0),
 //   15 budget nanos (-1 off), 16 hold_us, 17 tokens, 18 worst-case nanos,
-//   19 count of queued settlements P, then P x 9:
+//   19 count of queued settlements P, 20-25 the spaced buckets of rpm, tpm:
+//   ticks per µs (0: none), the interval's whole µs and ticks; 26 the
+//   calendar day's offset code (layout.hpp; 0: none), then P x 10:
 //     kind (1 settle, 2 settle_rejected, 3 drop), lease id, reserved nanos,
 //     actual nanos, tokens to charge, tokens to refund, tpm slot, tpd slot
-//     (slot -1: none), the lease's epoch tag
+//     (slot -1: none; a bucket's slot is its admission's µs from the origin,
+//     a calendar day's its day), the lease's epoch tag, the tokens reserved
 //   then for control: what (pause_us, stop, resume, clear_pause,
 //   restore_budget), value[, value]; for init: fresh (0/1), test (0/1).
 // The whole body is one chunk, joined at compile time from its two parts
@@ -99,9 +118,9 @@ inline constexpr std::string_view script = detail_script::script_joined.view();
 // keeps the data, and is lost with it), called with FCALL. The name carries
 // the layout version, so two versions can be loaded side by side while a
 // fleet upgrades.
-inline constexpr std::string_view function_name = "tollgate_v2";
+inline constexpr std::string_view function_name = "tollgate_v3";
 inline std::string function_library() {
-  std::string lib = "#!lua name=tollgate_v2\nredis.register_function('tollgate_v2', function(KEYS, ARGV)\n";
+  std::string lib = "#!lua name=tollgate_v3\nredis.register_function('tollgate_v3', function(KEYS, ARGV)\n";
   lib += script;
   lib += "\nend)\n";
   return lib;

@@ -25,7 +25,7 @@ local TOP = 4503599627370496 -- 2^52: sums saturate here (they only refuse)
 local BAD = {8, 0, 0, 0, -1, -1, 0, 0}
 local CORRUPT = {7, 0, 0, 0, -1, -1, 0, 0}
 local OTHER = {9, 0, 0, 0, -1, -1, 0, 0}
-if ARGV[1] ~= '2' then return BAD end
+if ARGV[1] ~= '3' then return BAD end
 local op = ARGV[2]
 local function num(i)
   local v = tonumber(ARGV[i])
@@ -62,15 +62,36 @@ end
 local conc, lease_us = num(4), num(5)
 local PFX = {'r', 't', 'd'}
 local W = {}
+local DAY = 86400000000 -- µs
 for k = 1, 3 do
   local b = 6 + (k - 1) * 3
   W[k] = {limit = num(b), period = num(b + 1), width = num(b + 2), p = PFX[k], head = 0, cur = 0, old = 0,
-          ring = nil, dirty = {}, sdirty = false, cdirty = false}
-  if W[k].limit > 0 and W[k].width < 1 then error('tollgate: bad width') end
+          ring = nil, dirty = {}, sdirty = false, cdirty = false, kind = 'w'}
+end
+-- The spaced buckets (rpm, tpm): ticks of 1/m µs (m = 1000 x the in-process
+-- bucket's scale, so the ticks are its own), the interval tq µs + tr ticks.
+for k = 1, 2 do
+  local b = 20 + (k - 1) * 3
+  local m = num(b)
+  if m > 0 then
+    local w = W[k]
+    w.kind, w.m, w.tq, w.tr = 'b', m, num(b + 1), num(b + 2)
+    if m > 14000 or w.tr >= m or (w.tq == 0 and w.tr == 0) then error('tollgate: bad interval') end
+  end
+end
+-- The calendar day: code = its UTC offset in µs + 2 days (0: none).
+local dcode = num(26)
+if dcode > 0 then
+  W[3].kind, W[3].off = 'c', dcode - 2 * DAY
+  if W[3].off > DAY or W[3].off < -DAY then error('tollgate: bad offset') end
+end
+for k = 1, 3 do
+  if W[k].limit > 0 and W[k].kind == 'w' and W[k].width < 1 then error('tollgate: bad width') end
 end
 local budget, hold_us = num(15), num(16)
 local P = num(19)
-local Q = 9 -- words per queued settlement
+local B0 = 27 -- the first queued settlement's first word
+local Q = 10 -- words per queued settlement
 
 -- Phase 1 reads and checks everything a decision needs; nothing is written
 -- before phase 3 (save), so a corrupt key leaves the state as it was.
@@ -79,7 +100,7 @@ local Q = 9 -- words per queued settlement
 -- a refund into an older sub-window).
 local F = {'lv', 'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test',
            'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds',
-           'rw', 'tw', 'dw'}
+           'rw', 'tw', 'dw', 'rm', 'ra', 'rb', 'rq', 'rf', 'rg', 'tm', 'ta', 'tb', 'tq', 'tf', 'tg', 'co', 'cd', 'cu'}
 local REQUIRED = 13 -- the first 13 every epoch has; the others read as 0 when absent
 local raw = redis.pcall('HMGET', KEYS[1], unpack(F))
 if type(raw) ~= 'table' or raw.err then return CORRUPT end
@@ -97,7 +118,7 @@ for i = 1, #F do
   end
   E[F[i]] = v
 end
-if have_epoch and E.lv ~= 2 then return CORRUPT end -- another layout's epoch
+if have_epoch and E.lv ~= 3 then return CORRUPT end -- another layout's epoch
 for k = 1, 3 do
   local w = W[k]
   w.head, w.cur, w.old = E[w.p .. 'h'], E[w.p .. 'c'], E[w.p .. 's']
@@ -123,23 +144,63 @@ local fresh_state = false
 -- only at the width they were made with: <p>w records it (0: never
 -- enforced in this epoch), and a call with another width for it is refused
 -- (OTHER), nothing written.
+-- Likewise a dimension counted by one policy (a window, a bucket, a
+-- calendar day) is refused to a call that runs another, and a calendar day
+-- to a call with another offset (its day numbers would shift).
 local function same_widths()
   for k = 1, 3 do
     local w = W[k]
-    local had = E[w.p .. 'w']
-    if w.limit > 0 and had ~= 0 and had ~= w.width then return false end
+    if w.limit > 0 then
+      local had = E[w.p .. 'w']
+      if w.kind == 'w' and had ~= 0 and had ~= w.width then return false end
+      if w.kind ~= 'w' and had ~= 0 then return false end
+      if k < 3 and w.kind ~= 'b' and E[w.p .. 'm'] ~= 0 then return false end
+      if k == 3 and w.kind ~= 'c' and E.co ~= 0 then return false end
+      if k == 3 and w.kind == 'c' and E.co ~= 0 and E.co ~= dcode then return false end
+    end
   end
   return true
 end
+-- The calendar day of an absolute time x (µs), and where day d starts.
+local function day_of(x)
+  local l = x + W[3].off
+  if l < 0 then return 0 end
+  return fdiv(l, DAY)
+end
+local function day_start(d) return d * DAY - W[3].off end
+-- The hold after a loss: the longest window, and with a calendar day at
+-- least to the next midnight (the lost day's usage is unknown).
+local function lost_hold()
+  local h = now + hold_us
+  if W[3].limit > 0 and W[3].kind == 'c' then
+    local m = day_start(day_of(now) + 1)
+    if m > h then h = m end
+  end
+  return h
+end
+local function config_fields(e) -- the policies' constants an epoch records as first enforced
+  for k = 1, 3 do
+    local w = W[k]
+    e[w.p .. 'w'] = w.limit > 0 and w.kind == 'w' and w.width or 0
+  end
+  for k = 1, 2 do
+    local w = W[k]
+    local on = w.limit > 0 and w.kind == 'b'
+    e[w.p .. 'm'], e[w.p .. 'a'], e[w.p .. 'b'] = on and w.m or 0, on and w.tq or 0, on and w.tr or 0
+  end
+  e.co = W[3].limit > 0 and W[3].kind == 'c' and dcode or 0
+end
+local CONFIG = {'rw', 'tw', 'dw', 'rm', 'ra', 'rb', 'tm', 'ta', 'tb', 'co'}
 local function fresh_epoch(hold, bhold, test)
   -- eid tags the epoch's leases: the server's own clock (TIME, also in test
   -- mode) when the epoch began, so an epoch that follows a loss has another
   -- one, and a settlement from before the loss touches none of its leases.
   local tm = redis.call('TIME')
   local eid = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
-  E = {lv = 2, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
-       stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0}
-  for k = 1, 3 do E[W[k].p .. 'w'] = W[k].limit > 0 and W[k].width or 0 end
+  E = {lv = 3, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
+       stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0,
+       rq = 0, rf = 0, rg = 0, tq = 0, tf = 0, tg = 0, cd = 0, cu = 0}
+  config_fields(E)
   for k = 1, 3 do
     local w = W[k]
     w.head, w.cur, w.old, w.ring = 0, 0, 0, {}
@@ -148,24 +209,24 @@ local function fresh_epoch(hold, bhold, test)
   fresh_state = true
 end
 if op == 'init' then
-  local fresh, test = num(20 + P * Q), num(21 + P * Q)
+  local fresh, test = num(B0 + P * Q), num(B0 + 1 + P * Q)
   if have_epoch then
     if not same_widths() then return OTHER end
     return {0, 0, 0, 0, -1, -1, E.origin, E.eid}
   end
   if (test == 1) ~= (test_now ~= '') then return BAD end
-  fresh_epoch(fresh == 1 and 0 or now + hold_us, (fresh == 1 or budget < 0) and 0 or 1, test)
+  fresh_epoch(fresh == 1 and 0 or lost_hold(), (fresh == 1 or budget < 0) and 0 or 1, test)
   redis.call('DEL', KEYS[1], KEYS[2])
   local a = {}
   for i = 1, REQUIRED do a[#a + 1] = F[i]; a[#a + 1] = S(E[F[i]]) end
-  for k = 1, 3 do a[#a + 1] = W[k].p .. 'w'; a[#a + 1] = S(E[W[k].p .. 'w']) end
+  for _, f in ipairs(CONFIG) do a[#a + 1] = f; a[#a + 1] = S(E[f]) end
   redis.call('HSET', KEYS[1], unpack(a))
   return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
 if not have_epoch then
   -- Lost: a new epoch that holds for the longest window (the call goes on
   -- against it, so an admission is held and a control call still acts).
-  fresh_epoch(now + hold_us, budget >= 0 and 1 or 0, test_now ~= '' and 1 or 0)
+  fresh_epoch(lost_hold(), budget >= 0 and 1 or 0, test_now ~= '' and 1 or 0)
 end
 if (E.test == 1) ~= (test_now ~= '') then return BAD end
 if not same_widths() then return OTHER end
@@ -197,14 +258,14 @@ if not fresh_state and (lease_us > 0 or E.lcount > 0) then
   -- Which queued settlements' leases are still held (one ZMSCORE).
   if in_use > expired and P > 0 then
     local ids = {}
-    for p = 0, P - 1 do ids[p + 1] = S(num(21 + p * Q)) end
+    for p = 0, P - 1 do ids[p + 1] = S(num(B0 + 1 + p * Q)) end
     local sc = redis.call('ZMSCORE', KEYS[2], unpack(ids))
     for p = 0, P - 1 do
       local v = sc[p + 1]
       -- Held: present, not past its deadline (those are counted in expired),
       -- and made in this epoch (an id of an epoch lost before is another
       -- lease's, which this settlement must not free).
-      if v and tonumber(v) > now and num(28 + p * Q) == E.eid then held[p] = true end
+      if v and tonumber(v) > now and num(B0 + 8 + p * Q) == E.eid then held[p] = true end
     end
   end
 end

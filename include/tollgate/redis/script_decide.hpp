@@ -22,9 +22,152 @@ namespace detail_script {
 inline constexpr std::string_view script_decide = R"tglua(-- Phase 2: the decision, in memory.
 local edirty = {}
 local function eset(f, v) E[f] = v; edirty[f] = true end
+local function win(k) return W[k].limit > 0 and W[k].kind == 'w' end
+local function bkt(k) return W[k].limit > 0 and W[k].kind == 'b' end
+local function cal() return W[3].limit > 0 and W[3].kind == 'c' end
 for k = 1, 3 do -- a window enforced for the first time in this epoch: its width from now on
   local w = W[k]
-  if w.limit > 0 and E[w.p .. 'w'] == 0 then eset(w.p .. 'w', w.width) end
+  if win(k) and E[w.p .. 'w'] == 0 then eset(w.p .. 'w', w.width) end
+end
+if cal() and E.co == 0 then eset('co', dcode) end
+
+-- The spaced buckets: GCRA of burst 1, as token_bucket with the in-process
+-- account's rate (account/limiters.hpp). The TAT is <p>q µs from origin and
+-- <p>f ticks (0 <= f < m), exact; a now is t whole µs (t x m ticks).
+-- A bucket first enforced in this epoch records its interval; a call with
+-- another one (a change of limits) keeps the TAT's time (rounded up into
+-- the new ticks: while processes disagree, requests are spaced by the
+-- shortest interval in use) and tickets from before it refund nothing (<p>g:
+-- only admissions at or after it refund).
+for k = 1, 2 do
+  local w = W[k]
+  if bkt(k) then
+    local m0 = E[w.p .. 'm']
+    if m0 ~= w.m or E[w.p .. 'a'] ~= w.tq or E[w.p .. 'b'] ~= w.tr then
+      if m0 ~= 0 then
+        local q, f = E[w.p .. 'q'], E[w.p .. 'f']
+        if m0 ~= w.m and f > 0 then
+          f = math.ceil(f * w.m / m0) -- f < m0 <= 14000: exact
+          if f >= w.m then q, f = q + 1, 0 end
+          eset(w.p .. 'q', q); eset(w.p .. 'f', f)
+        end
+        eset(w.p .. 'g', t + 1)
+      end
+      eset(w.p .. 'm', w.m); eset(w.p .. 'a', w.tq); eset(w.p .. 'b', w.tr)
+    end
+  end
+end
+local TWO26 = 67108864
+-- n intervals as {whole µs, ticks}, exact (n < 2^53), saturating at TOP µs.
+local function times(w, n)
+  local q = n * w.tq
+  if q >= TOP then return TOP, 0 end
+  local a = n * w.tr
+  local aq, ar
+  if a < TOP then
+    aq = fdiv(a, w.m); ar = a - aq * w.m
+  else -- n x tr beyond 2^52: split n (every product below stays under 2^42)
+    local nh = math.floor(n / TWO26)
+    local nl = n - nh * TWO26
+    local x = nh * w.tr
+    local xq = fdiv(x, w.m)
+    local y = (x - xq * w.m) * TWO26 + nl * w.tr
+    local yq = fdiv(y, w.m)
+    aq, ar = xq * TWO26 + yq, y - yq * w.m
+  end
+  q = q + aq
+  if q >= TOP then return TOP, 0 end
+  return q, ar
+end
+local function padd(w, q1, f1, q2, f2)
+  local q, f = q1 + q2, f1 + f2
+  if f >= w.m then q, f = q + 1, f - w.m end
+  if q >= TOP then return TOP, 0 end
+  return q, f
+end
+local function pless(q1, f1, q2, f2) return q1 < q2 or (q1 == q2 and f1 < f2) end
+-- The first whole µs (from origin) at which the bucket admits: its TAT rounded up.
+local function b_ready(w)
+  local f = E[w.p .. 'f']
+  return f > 0 and E[w.p .. 'q'] + 1 or E[w.p .. 'q']
+end
+-- max(TAT, now) + n intervals (an admission of 1 that charges n - 1 more, or
+-- a charge of n), saturating at TOP.
+local function b_add(w, n)
+  local q, f = E[w.p .. 'q'], E[w.p .. 'f']
+  if pless(q, f, t, 0) then q, f = t, 0 end
+  local dq, df = times(w, n)
+  q, f = padd(w, q, f, dq, df)
+  eset(w.p .. 'q', q); eset(w.p .. 'f', f)
+end
+-- min(floor(D / T), cap) for D = {q, f} ticks (cap < 2^52), exact: a
+-- double's estimate (off by a few at most below 2^52), corrected.
+local function per_interval(w, cap, q, f)
+  local k = math.floor((q + f / w.m) / (w.tq + w.tr / w.m))
+  if k < 0 then k = 0 end
+  if k > cap + 8 then
+    local cq, cf = times(w, cap)
+    if not pless(q, f, cq, cf) then return cap end
+    k = cap + 8
+  end
+  while k > 0 do
+    local kq, kf = times(w, k)
+    if not pless(q, f, kq, kf) then break end
+    k = k - 1
+  end
+  while true do
+    local kq, kf = times(w, k + 1)
+    if pless(q, f, kq, kf) or kq >= TOP or k >= cap then break end
+    k = k + 1
+  end
+  return k < cap and k or cap
+end
+local function psub(w, q1, f1, q2, f2) -- {q1, f1} - {q2, f2}, the first not below the second
+  local q, f = q1 - q2, f1 - f2
+  if f < 0 then q, f = q - 1, f + w.m end
+  return q, f
+end
+-- A refund by ticket (bucket_ticket.hpp): at most min(n, (end - now) / T,
+-- owed(now) / T) whole units, end = the admission's time + its units'
+-- intervals; nothing for an admission before the bucket's last change.
+local function b_refund(w, at, units, n)
+  if at < E[w.p .. 'g'] or n == 0 then return end
+  local q, f = E[w.p .. 'q'], E[w.p .. 'f']
+  if not pless(t, 0, q, f) then return end -- already full at now
+  local eq, ef = times(w, units)
+  eq = eq + at
+  if not pless(t, 0, eq, ef) then return end -- its own intervals are over
+  local k = per_interval(w, n, psub(w, eq, ef, t, 0))
+  k = per_interval(w, k, psub(w, q, f, t, 0))
+  if k == 0 then return end
+  local kq, kf = times(w, k)
+  q, f = psub(w, q, f, kq, kf)
+  eset(w.p .. 'q', q); eset(w.p .. 'f', f)
+end
+
+-- The calendar day (calendar_quota): cd the day the counts are of, cu what
+-- it used. Days of the script's time, which never goes back, so a past day
+-- is never reopened; a charge at a day before cd (none can come) counts in cd.
+local CAL_TOP = 1099511627775 -- 2^40 - 1, as calendar_quota
+local function c_used(d) return d > E.cd and 0 or E.cu end
+local function c_charge(n)
+  if n == 0 then return end
+  local d = day_of(now)
+  if d < E.cd then d = E.cd end
+  local u = c_used(d) + n
+  if u > CAL_TOP then u = CAL_TOP end
+  eset('cd', d); eset('cu', u)
+end
+local function c_answer(n)
+  if n == 0 then return 0, 0 end
+  if n > W[3].limit then return 3, 0 end
+  local d = day_of(now)
+  if d < E.cd then d = E.cd end
+  if c_used(d) + n > W[3].limit then
+    local wt = day_start(d + 1) - now
+    return 1, wt > 0 and wt or 1
+  end
+  return 0, 0
 end
 local function pos(j) return j % R end
 local function units_in(w, j)
@@ -118,20 +261,20 @@ end
 local function need(w) return w.ring ~= nil or load(w) end
 for k = 1, 3 do
   local w = W[k]
-  if w.limit > 0 and (slot_at(w, t) > w.head or op == 'waits') and not need(w) then return CORRUPT end
+  if win(k) and (slot_at(w, t) > w.head or op == 'waits') and not need(w) then return CORRUPT end
 end
 for p = 0, P - 1 do
-  local b = 20 + p * Q
+  local b = B0 + p * Q
   if held[p] and num(b + 5) > 0 then
     for k = 2, 3 do
       local w, s = W[k], num(b + 4 + k)
-      if w.limit > 0 and s >= 0 and s < w.head and s + K >= w.head and not need(w) then return CORRUPT end
+      if win(k) and s >= 0 and s < w.head and s + K >= w.head and not need(w) then return CORRUPT end
     end
   end
 end
 local function need_all()
   for k = 1, 3 do
-    if W[k].limit > 0 and not W[k].ring and not load(W[k]) then return false end
+    if win(k) and not W[k].ring and not load(W[k]) then return false end
   end
   return true
 end
@@ -153,9 +296,10 @@ in_use = in_use - expired
 -- The queued settlements, applied at this call's time (later than they
 -- happened: what they free comes back late, never early).
 for p = 0, P - 1 do
-  local b = 20 + p * Q
+  local b = B0 + p * Q
   local kind, id, reserved, actual = num(b), num(b + 1), num(b + 2), num(b + 3)
   local more, back, s1, s2 = num(b + 4), num(b + 5), num(b + 6), num(b + 7)
+  local units = num(b + 9)
   local h = held[p] == true
   if h then
     held[p] = nil -- a lease settled twice in one call gives back once
@@ -164,11 +308,15 @@ for p = 0, P - 1 do
   end
   if kind == 1 then
     if more > 0 then
-      for k = 2, 3 do if W[k].limit > 0 then charge(W[k], more, t) end end
+      for k = 2, 3 do if win(k) then charge(W[k], more, t) end end
+      if bkt(2) then b_add(W[2], more) end
+      if cal() then c_charge(more) end
     end
     if back > 0 and h then
-      if W[2].limit > 0 then give_back(W[2], s1, back) end
-      if W[3].limit > 0 then give_back(W[3], s2, back) end
+      if win(2) then give_back(W[2], s1, back) end
+      if bkt(2) and s1 >= 0 then b_refund(W[2], s1, units, back) end
+      if win(3) then give_back(W[3], s2, back) end
+      if cal() and s2 == E.cd then eset('cu', back < E.cu and E.cu - back or 0) end
     end
     if budget >= 0 then
       if h then committed_add(actual - reserved)
@@ -234,7 +382,15 @@ local function save(new_lease, id)
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
 end
 
-local function available(w)
+local function available(k)
+  local w = W[k]
+  if w.kind == 'b' then return b_ready(w) <= t and 1 or 0 end
+  if w.kind == 'c' then
+    local d = day_of(now)
+    if d < E.cd then d = E.cd end
+    local u = c_used(d)
+    return u >= w.limit and 0 or w.limit - u
+  end
   local s = slot_at(w, t)
   if s < w.head then s = w.head end
   local used = sum(w, s)
@@ -244,7 +400,7 @@ end
 if op == 'flush' then save(); return {0, 0, 0, 0, -1, -1, now, E.eid} end
 if op == 'peek' then
   local out = {0, in_use, E.committed, E.spent, now}
-  for k = 1, 3 do out[#out + 1] = W[k].limit > 0 and available(W[k]) or -1 end
+  for k = 1, 3 do out[#out + 1] = W[k].limit > 0 and available(k) or -1 end
   out[#out + 1] = E.pause > now and E.pause - now or 0
   out[#out + 1] = E.stop
   out[#out + 1] = E.bhold
@@ -257,7 +413,12 @@ if op == 'waits' then
   local out = {0, 0, 0}
   for k = 1, 2 do
     local w = W[k]
-    if w.limit > 0 then
+    if bkt(k) then
+      -- One interval (rounded up) or the bucket's own wait, as own_wait.
+      local e = w.tr > 0 and w.tq + 1 or w.tq
+      local own = b_ready(w) - t
+      out[k] = e > own and e or own
+    elseif w.limit > 0 then
       local e = math.ceil(w.period / w.limit)
       local v, d = answer(w, 1, t)
       local own = v == 1 and d or 0
@@ -265,7 +426,9 @@ if op == 'waits' then
     end
   end
   local w = W[3]
-  if w.limit > 0 then
+  if cal() then
+    out[3] = day_start(day_of(now) + 1) - now -- the next midnight: calendar_quota::reset_in
+  elseif w.limit > 0 then
     local newest = w.head
     local empty = false
     while units_in(w, newest) == 0 do
@@ -278,7 +441,7 @@ if op == 'waits' then
   return out
 end
 if op == 'control' then
-  local b = 20 + P * Q
+  local b = B0 + P * Q
   local what = ARGV[b]
   if what == 'pause_us' then
     local u = now + num(b + 1)
@@ -305,7 +468,15 @@ local function refuse(paused_for)
   for k = 1, 3 do
     local w = W[k]
     if w.limit > 0 then
-      local v, d = answer(w, want[k], t)
+      local v, d
+      if w.kind == 'b' then -- time_until(1), whatever the tokens (account/limiters.hpp report)
+        local r = b_ready(w)
+        if r > t then v, d = 1, r - t else v, d = 0, 0 end
+      elseif w.kind == 'c' then
+        v, d = c_answer(n)
+      else
+        v, d = answer(w, want[k], t)
+      end
       if v ~= 0 then
         bits = bits + 2 ^ k
         if v == 3 then never = true end
@@ -338,10 +509,16 @@ local want = {1, n, n}
 for k = 1, 3 do
   local w = W[k]
   if w.limit > 0 and want[k] > 0 then
-    local s = slot_at(w, t)
-    -- The fast path needs no ring: within the head's sub-window the window
-    -- holds old + cur; past it the ring was read above.
-    if s < w.head or sum(w, s) + want[k] > w.limit then return refuse(0) end
+    if w.kind == 'b' then
+      if b_ready(w) > t then return refuse(0) end
+    elseif w.kind == 'c' then
+      if c_answer(n) ~= 0 then return refuse(0) end
+    else
+      local s = slot_at(w, t)
+      -- The fast path needs no ring: within the head's sub-window the window
+      -- holds old + cur; past it the ring was read above.
+      if s < w.head or sum(w, s) + want[k] > w.limit then return refuse(0) end
+    end
   end
 end
 if budget >= 0 and worst > budget - E.committed then return refuse(0) end
@@ -349,8 +526,19 @@ local slots = {-1, -1, -1}
 for k = 1, 3 do
   local w = W[k]
   if w.limit > 0 and want[k] > 0 then
-    slots[k] = slot_at(w, t)
-    put(w, slots[k], want[k])
+    if w.kind == 'b' then
+      slots[k] = t -- the ticket: the admission's time (its end is t + n intervals)
+      b_add(w, want[k])
+    elseif w.kind == 'c' then
+      local d = day_of(now)
+      if d < E.cd then d = E.cd end
+      slots[k] = d
+      local u = c_used(d) + n -- read before cd moves to d
+      eset('cd', d); eset('cu', u)
+    else
+      slots[k] = slot_at(w, t)
+      put(w, slots[k], want[k])
+    end
   end
 end
 if budget >= 0 then committed_add(worst) end
