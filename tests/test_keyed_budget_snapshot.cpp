@@ -1,5 +1,5 @@
 // keyed_budgets snapshot/restore: round trips with and without a calendar;
-// held money coming back committed in the snapshot's period; rollovers and
+// held money coming back committed in the entry's period; rollovers and
 // clocks going backwards across the restart; random schedules of reserve,
 // settle, release and drop across a snapshot and restore at random times,
 // checked against a per-key oracle that counts both processes' money in
