@@ -1,5 +1,5 @@
 // keyed_budgets snapshot/restore: round trips with and without a calendar;
-// held money coming back committed in the snapshot's period; rollovers and
+// held money coming back committed in the entry's period; rollovers and
 // clocks going backwards across the restart; random schedules of reserve,
 // settle, release and drop across a snapshot and restore at random times,
 // checked against a per-key oracle that counts both processes' money in
@@ -163,26 +163,29 @@ TEST_CASE("keyed_budgets snapshot: periods across the restart", "[keyed][snapsho
     CHECK(b->settle(r, usd::from_units(10), ns(d4 + 1)) == usd());
     CHECK(b->spent("k", ns(d4 + 1)) == usd::from_units(10));
   }
-  SECTION("snapshot after a rollover the entry has not seen: held money counts in the snapshot's day") {
+  SECTION("snapshot at a time past the entry's period: stored as it is, never rolled over") {
     const std::string bytes = a->snapshot(ns(d4 + 10));
     const words f = decode(bytes);
-    CHECK(f.w[w_first + 3] == 4);                                        // day 4
-    CHECK(f.w[w_first + 4] == static_cast<std::uint64_t>(4000000000LL)); // the held 4
-    CHECK(f.w[w_first + 5] == 0);                                        // nothing settled in day 4
+    CHECK(f.w[w_first + 3] == 3);                                        // still day 3
+    CHECK(f.w[w_first + 4] == static_cast<std::uint64_t>(7000000000LL)); // 3 settled + 4 held
+    CHECK(f.w[w_first + 5] == static_cast<std::uint64_t>(3000000000LL)); // 3 settled
+    CHECK(bytes == a->snapshot(ns(d3 + 10)));                            // the time plays no part
     auto b = make();
     REQUIRE(b->restore(bytes) == errc_t::ok);
-    CHECK(b->remaining("k", 0, ns(d4 + 20)) == usd::from_units(6));
+    // Back in day 3 (a snapshot clock ahead of the traffic's): day 3's total.
+    CHECK(b->remaining("k", 0, ns(d3 + 20)) == usd::from_units(3));
+    CHECK_FALSE(b->reserve("k", 0, usd::from_units(4), ns(d3 + 20)));
+    // Day 4 starts over, as after a drop at the snapshot: the held 4 stayed in day 3.
+    CHECK(b->remaining("k", 0, ns(d4 + 20)) == usd::from_units(10));
     CHECK(b->spent("k", ns(d4 + 20)) == usd());
-    // Back in day 3 (the clock went backwards): decided in day 4, never day 3's room.
-    CHECK(b->remaining("k", 0, ns(d3 + 20)) == usd::from_units(6));
-    CHECK_FALSE(b->reserve("k", 0, usd::from_units(7), ns(d3 + 20)));
     CHECK(b->remaining("k", 0, ns(d5)) == usd::from_units(10));
   }
   SECTION("restore long after, and a table that took no traffic restored again") {
     auto b = make();
     REQUIRE(b->restore(a->snapshot(ns(d3 + 10))) == errc_t::ok);
+    a->release(held, ns(d3 + 4));
     REQUIRE(b->restore(a->snapshot(ns(d4 + 10))) == errc_t::ok);  // the later bytes win
-    CHECK(b->remaining("k", 0, ns(d4 + 20)) == usd::from_units(6));
+    CHECK(b->remaining("k", 0, ns(d3 + 20)) == usd::from_units(7));  // the 4 released before them
     CHECK(b->remaining("k", 0, ns(400 * day_ns)) == usd::from_units(10));
     keyed_reservation<usd_tag> r = b->reserve("k", 0, usd::from_units(1), ns(d4 + 20));
     REQUIRE(r);
@@ -193,18 +196,68 @@ TEST_CASE("keyed_budgets snapshot: periods across the restart", "[keyed][snapsho
   a->release(held, ns(d3 + 4));
 }
 
+// A key spends its whole day at 23:59; the snapshot is taken at a clock
+// reading past midnight (a clock ahead of the traffic's, or stepped forward
+// and corrected after the restart); calls back at 23:59:30 of the same day
+// must be refused after the restore as they are without it.
+TEST_CASE("keyed_budgets snapshot: a snapshot clock past midnight reopens no money of the day", "[keyed][snapshot]") {
+  const hash_seed hs = table_seed(0xB5A4);
+  const std::vector<usd> limits{usd::from_units(10)};
+  for (const budget_calendar c : {cal(budget_period::day), cal(budget_period::month, -345)}) {
+    INFO("calendar " << static_cast<int>(c.period));
+    // The last minute of a period: 23:59 of day 20000, or of the last day
+    // of the month holding it (at -05:45).
+    budgets probe(1, limits, hs, c);
+    const std::int64_t base = 20000 * day_ns;
+    const std::int64_t end = base + probe.reset_in(ns(base)).count();  // the period's end
+    const std::int64_t t0 = end - 60000000000LL, t_snap = end + 60000000000LL, t_back = end - 30000000000LL;
+    REQUIRE(probe.period_at(ns(t0)) + 1 == probe.period_at(ns(t_snap)));
+    REQUIRE(probe.period_at(ns(t_back)) == probe.period_at(ns(t0)));
+    int admitted[2] = {0, 0};
+    for (int restart = 0; restart < 2; ++restart) {
+      budgets a(16, limits, hs, c);
+      keyed_reservation<usd_tag> r = a.reserve("tenant", 0, usd::from_units(10), ns(t0));
+      REQUIRE(r);
+      REQUIRE(a.settle(r, usd::from_units(10), ns(t0)) == usd());
+      budgets b(16, limits, hs, c);
+      budgets* use = &a;
+      if (restart == 1) {
+        REQUIRE(b.restore(a.snapshot(ns(t_snap))) == errc_t::ok);
+        use = &b;
+      }
+      CHECK(use->remaining("tenant", 0, ns(t_back)) == usd());
+      CHECK(use->spent("tenant", ns(t_back)) == usd::from_units(10));
+      for (int i = 0; i < 10; ++i) {
+        keyed_reservation<usd_tag> x = use->reserve("tenant", 0, usd::from_units(1), ns(t_back));
+        if (x) {
+          ++admitted[restart];
+          (void)use->settle(x, usd::from_units(1), ns(t_back));
+        }
+      }
+      // The next period starts over with or without the restart.
+      CHECK(use->remaining("tenant", 0, ns(t_snap)) == usd::from_units(10));
+    }
+    CHECK(admitted[0] == 0);
+    CHECK(admitted[1] == admitted[0]);
+  }
+}
+
 // Random schedules across a restart against a per-key oracle. Table a
 // takes reserves, settles at or below what was reserved, releases and
 // drops at times that mostly move forward (sometimes back by up to a
-// period), is snapshot at a random time and "dies" with reservations held;
-// table b restores the bytes and takes another schedule from a random time
-// (before the snapshot's, sometimes in an earlier period). The oracle
-// tracks each key's entry period as the rules state (the latest period of
-// an admitted reserve or a settle), charges settled and dropped money to
-// it, and charges what a held at the snapshot to the snapshot's period (or
-// the entry's, if later). Then in every period, for every key, the money of
-// both processes together is within the limit; and every decision of b is
-// the oracle's.
+// period), is snapshot at a random time (behind its last call, or ahead of
+// it by up to three periods: across midnights and month ends no call has
+// seen) and "dies" with reservations held; table b restores the bytes and
+// takes another schedule from a time near a's last call (sometimes a
+// period before it). The oracle tracks each key's entry period as the
+// rules state (the latest period of an admitted reserve or a settle),
+// charges settled and dropped money to it, and charges what a held at the
+// snapshot to the entry's period (a drop at the snapshot: the snapshot's
+// own time plays no part). Then in every period, for every key, the money
+// of both processes together is within the limit; every decision of b is
+// the oracle's; and every decision of b is also that of a itself, kept
+// alive with its reservations dropped at the snapshot, taking the same
+// schedule (the restart changes nothing else).
 TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-key oracle", "[keyed][snapshot]") {
   INFO(tgtest::seed_note());
   const std::uint64_t trials = tgtest::sized(40);
@@ -230,6 +283,7 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
     struct held_res {
       std::uint64_t key;
       keyed_reservation<usd_tag> r;
+      keyed_reservation<usd_tag> twin;  // the same call on the twin table, if any
     };
     std::int64_t t = 19000 * day_ns + static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step));
     auto period = [&](std::int64_t at) { return a.period_at(ns(at)); };
@@ -241,8 +295,9 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
         if (h.key == key) c += h.r.amount.nanos();
       return c;
     };
-    // One process's schedule on `tab`, starting from the model `m`.
-    auto run = [&](budgets& tab, std::vector<held_res>& hv, unsigned ops) {
+    // One process's schedule on `tab`, starting from the model `m`; every
+    // call also on `twin` when given, which must decide the same.
+    auto run = [&](budgets& tab, std::vector<held_res>& hv, unsigned ops, budgets* twin) {
       for (unsigned i = 0; i < ops; ++i) {
         if (g.chance(10)) t -= static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step));
         else t += static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step / 3));
@@ -259,13 +314,19 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
           // period's money and what is held.
           const std::int64_t c = p > k.q ? committed(k, ~std::uint64_t{0}, hv, key) : committed(k, k.q, hv, key);
           keyed_reservation<usd_tag> r = tab.reserve(key, cls, usd::from_nanos(amount), ns(t));
+          keyed_reservation<usd_tag> r2;
+          if (twin != nullptr) {
+            r2 = twin->reserve(key, cls, usd::from_nanos(amount), ns(t));
+            REQUIRE(r2.admitted() == r.admitted());
+            CHECK(r2.period() == r.period());
+          }
           const bool fits = c + amount <= lim_k;
           REQUIRE(r.admitted() == fits);
           if (fits) {
             k.seen = true;
             k.q = p;
             CHECK(r.period() == p);
-            hv.push_back(held_res{key, std::move(r)});
+            hv.push_back(held_res{key, std::move(r), std::move(r2)});
           }
         } else {
           const std::size_t at = static_cast<std::size_t>(g.next() % hv.size());
@@ -277,16 +338,26 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
             const std::uint64_t p = period(t) > h.q ? period(t) : h.q;
             CHECK(tab.settle(hv[at].r, usd::from_nanos(cost), ns(t)) == usd::from_nanos(amount - cost));
             CHECK(hv[at].r.period() == p);
+            if (twin != nullptr) {
+              CHECK(twin->settle(hv[at].twin, usd::from_nanos(cost), ns(t)) == usd::from_nanos(amount - cost));
+              CHECK(hv[at].twin.period() == p);
+            }
             h.q = p;
             h.money[p] += cost;
           } else if (op == 8) {
             tab.release(hv[at].r, ns(t));
+            if (twin != nullptr) twin->release(hv[at].twin, ns(t));
             h.q = period(t) > h.q ? period(t) : h.q;
           } else {
             hv[at].r.drop();  // stays committed in the entry's period
+            hv[at].twin.drop();
             h.money[h.q] += amount;
           }
           hv.erase(hv.begin() + static_cast<std::ptrdiff_t>(at));
+        }
+        if (twin != nullptr) {
+          CHECK(twin->remaining(key, k.cls, ns(t)) == tab.remaining(key, k.cls, ns(t)));
+          CHECK(twin->spent(key, ns(t)) == tab.spent(key, ns(t)));
         }
         // The oracle's own invariant, both processes so far.
         for (const auto& kv : m)
@@ -294,38 +365,42 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
       }
     };
     std::vector<held_res> ha;
-    run(a, ha, 60 + static_cast<unsigned>(g.next() % 60));
-    // The snapshot, at a time near the last one (ahead or behind).
-    const std::int64_t ts = t + static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step)) - step / 2;
+    run(a, ha, 60 + static_cast<unsigned>(g.next() % 60), nullptr);
+    // The snapshot, at a time near the last one (behind, or ahead by up to
+    // three periods).
+    const std::int64_t t_last = t;
+    const std::int64_t ts = g.chance(2) ? t + static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(3 * step))
+                                        : t - static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step));
     const std::string bytes = a.snapshot(ns(ts));
-    // The process dies: what it holds is charged to the snapshot's period
-    // (or the entry's, if later), and the entry moves there.
-    for (const held_res& h : ha) {
-      key_model& k = m[h.key];
-      const std::uint64_t p = period(ts) > k.q ? period(ts) : k.q;
-      k.q = p;
-      k.money[p] += h.r.amount.nanos();
-    }
-    for (auto& kv : m)
-      if (kv.second.seen && period(ts) > kv.second.q) kv.second.q = period(ts);
+    // The process dies: what it holds is charged to the entry's period, as
+    // a drop there.
+    for (const held_res& h : ha) m[h.key].money[m[h.key].q] += h.r.amount.nanos();
     for (const auto& kv : m)
       for (const auto& pm : kv.second.money) REQUIRE(pm.second <= lim[kv.second.cls] * unit);
     REQUIRE(b.restore(bytes) == errc_t::ok);
-    for (held_res& h : ha) h.r = keyed_reservation<usd_tag>();  // the dead process's: not settled anywhere
-    // The restored table agrees with the oracle on every key.
+    // The dead process's reservations are settled nowhere; a, kept as the
+    // twin, sees them dropped at the snapshot.
+    for (held_res& h : ha) h.r.drop();
+    // The restored table agrees with the oracle on every key, in its
+    // entry's period and at the snapshot's time (a later period starts over:
+    // nothing restored is held).
     for (const auto& kv : m) {
       if (!kv.second.seen) continue;
       const key_model& k = kv.second;
       const std::int64_t c = committed(k, k.q, {}, 0);
-      CHECK(b.remaining(kv.first, k.cls, ns(ts)) == usd::from_nanos(lim[k.cls] * unit - c));
+      // Time 0 is in period 0: decided in the entry's period.
+      CHECK(b.remaining(kv.first, k.cls, ns(0)) == usd::from_nanos(lim[k.cls] * unit - c));
+      CHECK(b.remaining(kv.first, k.cls, ns(ts)) ==
+            usd::from_nanos(period(ts) > k.q ? lim[k.cls] * unit : lim[k.cls] * unit - c));
     }
-    // The new process: from a time up to a period before the snapshot's.
-    t = ts - static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step));
+    // The new process: from a time up to a period before a's last call.
+    t = t_last - static_cast<std::int64_t>(g.next() % static_cast<std::uint64_t>(step));
     std::vector<held_res> hb;
-    run(b, hb, 60 + static_cast<unsigned>(g.next() % 60));
+    run(b, hb, 60 + static_cast<unsigned>(g.next() % 60), &a);
     for (held_res& h : hb) {
       m[h.key].money[m[h.key].q] += h.r.amount.nanos();
       h.r.drop();
+      h.twin.drop();
     }
     for (const auto& kv : m)
       for (const auto& pm : kv.second.money) CHECK(pm.second <= lim[kv.second.cls] * unit);

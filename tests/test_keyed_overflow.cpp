@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 using namespace tollgate;
@@ -138,4 +139,42 @@ TEST_CASE("keyed overflow: budgets of overflowed keys share the overflow budget,
   CHECK(settle_or_overflow(t, overflow, mine, usd::from_units(9), now) == usd());
   CHECK(t.spent(std::uint64_t{2}, now) == usd::from_units(10));
   CHECK(overflow.spent().nanos() == committed);
+}
+
+// A budget reservation names no issuer: the hold remembers the overflow
+// budget that decided it, and settling it into another is refused, so a
+// mixed-up argument cannot free money the other budget never held.
+TEST_CASE("keyed overflow: a hold settles only into the overflow budget that issued it", "[keyed]") {
+  keyed_budgets<> t(1, {usd::from_units(100)}, table_seed(0x0F04));  // one entry: the second key overflows
+  budget<usd_tag> ova(usd::from_units(10)), ovb(usd::from_units(10));
+  const ns now(0);
+  auto first = reserve_or_overflow(t, ova, std::string_view("k0"), 0, usd::from_units(1), now);
+  REQUIRE(first);
+  REQUIRE_FALSE(first.sent);
+  auto h = reserve_or_overflow(t, ova, std::string_view("k1"), 0, usd::from_units(10), now);
+  REQUIRE(h.sent);
+  REQUIRE(h);
+  CHECK(h.decided_by(ova));
+  CHECK_FALSE(h.decided_by(ovb));
+  CHECK_FALSE(first.decided_by(ova));  // decided by the table
+  CHECK(ova.remaining() == usd());
+  budget_reservation<usd_tag> b1 = ovb.reserve(usd::from_units(10));  // B fully held by its own user
+  REQUIRE(b1);
+  // The wrong overflow budget: refused, nothing changes anywhere.
+  CHECK(settle_or_overflow(t, ovb, h, usd(), now) == usd());
+  CHECK(h.admitted());
+  CHECK(ovb.remaining() == usd());
+  CHECK_FALSE(ovb.reserve(usd::from_units(10)));  // B is still within its limit
+  CHECK(ova.remaining() == usd());
+  // A moved hold keeps its issuer; its own budget settles it, once.
+  auto moved = std::move(h);
+  CHECK(moved.decided_by(ova));
+  CHECK(settle_or_overflow(t, ova, moved, usd::from_units(4), now) == usd::from_units(6));
+  CHECK(ova.remaining() == usd::from_units(6));
+  CHECK(ova.spent() == usd::from_units(4));
+  CHECK(settle_or_overflow(t, ova, moved, usd::from_units(4), now) == usd());
+  CHECK(ovb.settle(b1, usd::from_units(10)) == usd());
+  CHECK(ovb.spent() == usd::from_units(10));
+  (void)settle_or_overflow(t, ova, first, usd::from_units(1), now);
+  CHECK(t.spent(std::string_view("k0"), now) == usd::from_units(1));
 }

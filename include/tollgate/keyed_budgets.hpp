@@ -72,9 +72,9 @@
 // Entries stay 64 bytes (the held total takes 8 of the spare bytes).
 //
 // Restart. snapshot() / restore() (keyed/budget_snapshot.hpp) keep every
-// live entry's totals and period; what reservations hold at the snapshot
-// stays committed (counted as spent in the snapshot's period), since a
-// request in flight may be billed though its holder died. No key spends
+// live entry's totals and period as they are; what reservations hold at the
+// snapshot stays committed in the entry's period (as if dropped there),
+// since a request in flight may be billed though its holder died. No key spends
 // more in a period than it could without the restart, and a restore (or a
 // clock that went backwards) never reopens money of a period.
 //
@@ -336,12 +336,12 @@ class keyed_budgets {
   // The table as bytes, and back (keyed/budget_snapshot.hpp states the
   // format, the restart rule and every refusal): what is held at the
   // snapshot comes back committed (a reservation does not survive a
-  // restart), each entry in its period. `now` names the period an entry
-  // left behind by time is stored in (system_clock time; the overload
-  // without reads system_clock). snapshot() runs beside any traffic;
-  // restore() only into a table that has taken none, before sharing it.
-  std::string snapshot() const { return snapshot(clock_now()); }
-  std::string snapshot(nanoseconds now) const;
+  // restart), each entry in its own period. Time plays no part: an entry is
+  // never rolled over by a snapshot, so the overload taking `now` (kept for
+  // its callers) ignores it. snapshot() runs beside any traffic; restore()
+  // only into a table that has taken none, before sharing it.
+  std::string snapshot() const;
+  std::string snapshot(nanoseconds) const { return snapshot(); }
   account_restore_errc restore(std::string_view bytes);
 
   // Forgets the key's budget (an explicit reset; see the header). Returns

@@ -27,7 +27,11 @@
 // Overflow admissions of buckets and windows carry no keyed_ticket (a
 // ticket names an entry); give units back through the overflow limiter's
 // own means if it has them. A permit or reservation from the overflow
-// limiter returns to that limiter, never to the table.
+// limiter returns to that limiter, never to the table. A budget
+// reservation names no issuer, so the hold remembers the overflow limiter
+// that decided it, and settle_or_overflow() refuses to settle it into any
+// other (a mixed-up argument would otherwise free money the other budget
+// never held and let it pass its limit).
 //
 // Thread-safe and lock-free as the table and the limiter are.
 #ifndef TOLLGATE_KEYED_OVERFLOW_HPP
@@ -44,9 +48,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+struct keyed_overflow_access;
+}  // namespace detail
 
 // Takes n units for the key from its entry (claiming one with class `cls`
 // if it has none), or from `overflow` when its window is full of live
@@ -81,14 +89,31 @@ struct keyed_overflow_hold {
   keyed_status status() const noexcept { return sent ? keyed_status::overflow : key_status(key); }
   bool admitted() const noexcept { return sent ? static_cast<bool>(overflow) : static_cast<bool>(key); }
   explicit operator bool() const noexcept { return admitted(); }
+  // Whether `limiter` is the overflow limiter that decided it (false when
+  // not `sent`).
+  template <class Limiter>
+  bool decided_by(const Limiter& limiter) const noexcept {
+    return sent && issuer_ == static_cast<const void*>(std::addressof(limiter));
+  }
 
  private:
+  friend struct detail::keyed_overflow_access;
+  const void* issuer_ = nullptr;  // the overflow limiter, when `sent`
   static keyed_status key_status(const keyed_permit& p) noexcept { return p.status(); }
   template <class C>
   static keyed_status key_status(const keyed_reservation<C>& r) noexcept {
     return r.status;
   }
 };
+namespace detail {
+struct keyed_overflow_access {
+  template <class H, class L>
+  static void mark(H& h, const L& limiter) noexcept {
+    h.sent = true;
+    h.issuer_ = static_cast<const void*>(std::addressof(limiter));
+  }
+};
+}  // namespace detail
 using keyed_overflow_permit = keyed_overflow_hold<keyed_permit, permit>;
 template <class C = usd_tag>
 using keyed_overflow_reservation = keyed_overflow_hold<keyed_reservation<C>, budget_reservation<C>>;
@@ -104,7 +129,7 @@ auto try_acquire_or_overflow(keyed_permits<Hash>& keys, Overflow& overflow, cons
   keyed_overflow_hold<keyed_permit, decltype(overflow.try_acquire(n))> out;
   out.key = keys.try_acquire(key, cls, n);
   if (out.key.status() != keyed_status::table_full) return out;
-  out.sent = true;
+  detail::keyed_overflow_access::mark(out, overflow);
   out.overflow = overflow.try_acquire(n);
   return out;
 }
@@ -121,7 +146,7 @@ auto reserve_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow
   keyed_overflow_hold<keyed_reservation<Currency>, decltype(overflow.reserve(amount))> out;
   out.key = keys.reserve(key, cls, amount, now);
   if (out.key.status != keyed_status::table_full) return out;
-  out.sent = true;
+  detail::keyed_overflow_access::mark(out, overflow);
   out.overflow = overflow.reserve(amount);
   return out;
 }
@@ -129,12 +154,14 @@ auto reserve_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow
 // Settles what reserve_or_overflow() holds where it is held (the table at
 // `now`, or the overflow budget); returns reserved - actual as their own
 // settle does, nothing for a hold already settled or refused. actual zero
-// releases it.
+// releases it. A hold sent to another overflow budget than `overflow` (or
+// made by another table than `keys`: its own settle refuses it) is left as
+// it is, still held, and zero returned: settle it with its own.
 template <class Currency, class Hash, class Overflow, class OverflowHold>
 money<Currency> settle_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow,
                                    keyed_overflow_hold<keyed_reservation<Currency>, OverflowHold>& h,
                                    money<Currency> actual, nanoseconds now) noexcept {
-  if (h.sent) return overflow.settle(h.overflow, actual);
+  if (h.sent) return h.decided_by(overflow) ? overflow.settle(h.overflow, actual) : money<Currency>();
   return keys.settle(h.key, actual, now);
 }
 

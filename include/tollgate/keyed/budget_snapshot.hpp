@@ -19,23 +19,28 @@
 //
 // What a restart keeps. A reservation does not survive one: its holder
 // died, but the request it paid for may have run and be billed. So what is
-// held at the snapshot stays committed, counted as spent in the period
-// the snapshot names (below), and nothing restored is held: the restored
-// entries have no reservations, no pins. Hence no key may spend more in a
+// held at the snapshot stays committed, in the entry's own period, and
+// nothing restored is held: the restored entries have no reservations, no
+// pins. A restore is exactly the old table with every reservation held at
+// the snapshot dropped there (a drop keeps its money committed in the
+// entry's period and carries it no further). Hence no key spends more in a
 // period than it could without the restart, counting both processes: what
-// the old process settled or held in that period is committed there, and
-// the new one starts from it.
-// - With a calendar, snapshot(now) stores each entry as of `now`: an entry
-//   still in an earlier period than now's is stored as the rollover a call
-//   at `now` would make (period of `now`, committed = what is held, spent
-//   0); one in now's period or a later one as it is. A restore carries the
-//   periods: a key restored in period P whose first call after the restore
-//   is in a later period starts that period over (nothing is held, so
-//   nothing carries: the held money stayed in P, where a dropped
-//   reservation stays); a call in P or earlier (the wall clock went
-//   backwards, before or across the restart) is decided in P against the
-//   stored total, so a restore never reopens money. restore() therefore
-//   needs no time.
+// the old process settled or held in a period is committed there, and the
+// new one starts from it.
+// - With a calendar, every entry is stored as it is: its own period and its
+//   totals there, whatever the time of the snapshot. A snapshot never rolls
+//   an entry over (a snapshot whose clock is ahead of the traffic's, or past
+//   a midnight no call has seen, must not move a key into a period no call
+//   ran in: a call back in the entry's period would then be decided in the
+//   later one, against only what was held, and spend the old period's
+//   budget twice). The first call after the restore makes the rollover as
+//   it would without the restart: a key whose first call is in a later
+//   period starts that period over (nothing is held, so nothing carries:
+//   the held money stayed in the entry's period, where a dropped
+//   reservation's stays); a call in the entry's period or an earlier one
+//   (the wall clock went backwards, before or across the restart) is
+//   decided in the entry's period against the stored total, so a restore
+//   never reopens money. Neither snapshot() nor restore() needs a time.
 // - Without a calendar, held money stays committed for good (as a
 //   reservation dropped unsettled).
 // `spent` is a statistic, read beside traffic: it may lag `committed` by a
@@ -94,7 +99,7 @@ std::uint64_t keyed_budgets<Currency, Hash>::fingerprint() const noexcept {
 }
 
 template <class Currency, class Hash>
-std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
+std::string keyed_budgets<Currency, Hash>::snapshot() const {
   struct row {
     std::uint64_t slot, hash, cls, period, committed, spent;
   };
@@ -104,7 +109,6 @@ std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
   auto rank = [per](const row& x) {
     return per || static_cast<std::int64_t>(x.committed) >= 0 ? x.committed : ~std::uint64_t{0};
   };
-  const std::uint64_t p = cal_.index(now.count());
   const std::uint64_t mark = value_mask();
   std::vector<row> rows;
   for (std::size_t s = 0; s < slots_.capacity(); ++s) {
@@ -129,19 +133,13 @@ std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
         // relaxed: a statistic; only its value in the committed word's
         // period is kept, so no order between the two words is needed.
         const std::uint64_t sw = bits(e.s.spent.load(std::memory_order_relaxed));
-        // seq_cst: as committed_view() (the reads of a rollover decision).
+        // seq_cst: as committed_view() (a peek of the word; it alone is kept).
         const std::uint64_t w = bits(e.s.committed.load(std::memory_order_seq_cst));
-        if (period_of_word(w) < p) {
-          // The rollover a call at `now` would make: what is held carries.
-          // seq_cst: as committed_view().
-          const std::int64_t held = e.s.held.load(std::memory_order_seq_cst);
-          x.period = p;
-          x.committed = held <= 0 ? 0 : bits(held) >= mark ? mark : bits(held);
-        } else {
-          x.period = period_of_word(w);
-          x.committed = w & mark;
-          x.spent = period_of_word(sw) == x.period ? sw & mark : 0;
-        }
+        // As it is, never rolled over (see the header): the committed total
+        // already counts what is held, in the word's period.
+        x.period = period_of_word(w);
+        x.committed = w & mark;
+        x.spent = period_of_word(sw) == x.period ? sw & mark : 0;
       } else {
         // acquire: as remaining(); relaxed: a statistic. Reservations held
         // are in the committed total already.
