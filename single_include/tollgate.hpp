@@ -11949,9 +11949,9 @@ TOLLGATE_END_NAMESPACE
 // Entries stay 64 bytes (the held total takes 8 of the spare bytes).
 //
 // Restart. snapshot() / restore() (keyed/budget_snapshot.hpp) keep every
-// live entry's totals and period; what reservations hold at the snapshot
-// stays committed (counted as spent in the snapshot's period), since a
-// request in flight may be billed though its holder died. No key spends
+// live entry's totals and period as they are; what reservations hold at the
+// snapshot stays committed in the entry's period (as if dropped there),
+// since a request in flight may be billed though its holder died. No key spends
 // more in a period than it could without the restart, and a restore (or a
 // clock that went backwards) never reopens money of a period.
 //
@@ -12320,12 +12320,12 @@ class keyed_budgets {
   // The table as bytes, and back (keyed/budget_snapshot.hpp states the
   // format, the restart rule and every refusal): what is held at the
   // snapshot comes back committed (a reservation does not survive a
-  // restart), each entry in its period. `now` names the period an entry
-  // left behind by time is stored in (system_clock time; the overload
-  // without reads system_clock). snapshot() runs beside any traffic;
-  // restore() only into a table that has taken none, before sharing it.
-  std::string snapshot() const { return snapshot(clock_now()); }
-  std::string snapshot(nanoseconds now) const;
+  // restart), each entry in its own period. Time plays no part: an entry is
+  // never rolled over by a snapshot, so the overload taking `now` (kept for
+  // its callers) ignores it. snapshot() runs beside any traffic; restore()
+  // only into a table that has taken none, before sharing it.
+  std::string snapshot() const;
+  std::string snapshot(nanoseconds) const { return snapshot(); }
   account_restore_errc restore(std::string_view bytes);
 
   // Forgets the key's budget (an explicit reset; see the header). Returns
@@ -12735,23 +12735,28 @@ TOLLGATE_END_NAMESPACE
 //
 // What a restart keeps. A reservation does not survive one: its holder
 // died, but the request it paid for may have run and be billed. So what is
-// held at the snapshot stays committed, counted as spent in the period
-// the snapshot names (below), and nothing restored is held: the restored
-// entries have no reservations, no pins. Hence no key may spend more in a
+// held at the snapshot stays committed, in the entry's own period, and
+// nothing restored is held: the restored entries have no reservations, no
+// pins. A restore is exactly the old table with every reservation held at
+// the snapshot dropped there (a drop keeps its money committed in the
+// entry's period and carries it no further). Hence no key spends more in a
 // period than it could without the restart, counting both processes: what
-// the old process settled or held in that period is committed there, and
-// the new one starts from it.
-// - With a calendar, snapshot(now) stores each entry as of `now`: an entry
-//   still in an earlier period than now's is stored as the rollover a call
-//   at `now` would make (period of `now`, committed = what is held, spent
-//   0); one in now's period or a later one as it is. A restore carries the
-//   periods: a key restored in period P whose first call after the restore
-//   is in a later period starts that period over (nothing is held, so
-//   nothing carries: the held money stayed in P, where a dropped
-//   reservation stays); a call in P or earlier (the wall clock went
-//   backwards, before or across the restart) is decided in P against the
-//   stored total, so a restore never reopens money. restore() therefore
-//   needs no time.
+// the old process settled or held in a period is committed there, and the
+// new one starts from it.
+// - With a calendar, every entry is stored as it is: its own period and its
+//   totals there, whatever the time of the snapshot. A snapshot never rolls
+//   an entry over (a snapshot whose clock is ahead of the traffic's, or past
+//   a midnight no call has seen, must not move a key into a period no call
+//   ran in: a call back in the entry's period would then be decided in the
+//   later one, against only what was held, and spend the old period's
+//   budget twice). The first call after the restore makes the rollover as
+//   it would without the restart: a key whose first call is in a later
+//   period starts that period over (nothing is held, so nothing carries:
+//   the held money stayed in the entry's period, where a dropped
+//   reservation's stays); a call in the entry's period or an earlier one
+//   (the wall clock went backwards, before or across the restart) is
+//   decided in the entry's period against the stored total, so a restore
+//   never reopens money. Neither snapshot() nor restore() needs a time.
 // - Without a calendar, held money stays committed for good (as a
 //   reservation dropped unsettled).
 // `spent` is a statistic, read beside traffic: it may lag `committed` by a
@@ -12810,7 +12815,7 @@ std::uint64_t keyed_budgets<Currency, Hash>::fingerprint() const noexcept {
 }
 
 template <class Currency, class Hash>
-std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
+std::string keyed_budgets<Currency, Hash>::snapshot() const {
   struct row {
     std::uint64_t slot, hash, cls, period, committed, spent;
   };
@@ -12820,7 +12825,6 @@ std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
   auto rank = [per](const row& x) {
     return per || static_cast<std::int64_t>(x.committed) >= 0 ? x.committed : ~std::uint64_t{0};
   };
-  const std::uint64_t p = cal_.index(now.count());
   const std::uint64_t mark = value_mask();
   std::vector<row> rows;
   for (std::size_t s = 0; s < slots_.capacity(); ++s) {
@@ -12845,19 +12849,13 @@ std::string keyed_budgets<Currency, Hash>::snapshot(nanoseconds now) const {
         // relaxed: a statistic; only its value in the committed word's
         // period is kept, so no order between the two words is needed.
         const std::uint64_t sw = bits(e.s.spent.load(std::memory_order_relaxed));
-        // seq_cst: as committed_view() (the reads of a rollover decision).
+        // seq_cst: as committed_view() (a peek of the word; it alone is kept).
         const std::uint64_t w = bits(e.s.committed.load(std::memory_order_seq_cst));
-        if (period_of_word(w) < p) {
-          // The rollover a call at `now` would make: what is held carries.
-          // seq_cst: as committed_view().
-          const std::int64_t held = e.s.held.load(std::memory_order_seq_cst);
-          x.period = p;
-          x.committed = held <= 0 ? 0 : bits(held) >= mark ? mark : bits(held);
-        } else {
-          x.period = period_of_word(w);
-          x.committed = w & mark;
-          x.spent = period_of_word(sw) == x.period ? sw & mark : 0;
-        }
+        // As it is, never rolled over (see the header): the committed total
+        // already counts what is held, in the word's period.
+        x.period = period_of_word(w);
+        x.committed = w & mark;
+        x.spent = period_of_word(sw) == x.period ? sw & mark : 0;
       } else {
         // acquire: as remaining(); relaxed: a statistic. Reservations held
         // are in the committed total already.
@@ -13866,7 +13864,11 @@ TOLLGATE_END_NAMESPACE
 // Overflow admissions of buckets and windows carry no keyed_ticket (a
 // ticket names an entry); give units back through the overflow limiter's
 // own means if it has them. A permit or reservation from the overflow
-// limiter returns to that limiter, never to the table.
+// limiter returns to that limiter, never to the table. A budget
+// reservation names no issuer, so the hold remembers the overflow limiter
+// that decided it, and settle_or_overflow() refuses to settle it into any
+// other (a mixed-up argument would otherwise free money the other budget
+// never held and let it pass its limit).
 //
 // Thread-safe and lock-free as the table and the limiter are.
 #ifndef TOLLGATE_KEYED_OVERFLOW_HPP
@@ -13883,9 +13885,13 @@ TOLLGATE_END_NAMESPACE
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 TOLLGATE_BEGIN_NAMESPACE
+namespace detail {
+struct keyed_overflow_access;
+}  // namespace detail
 
 // Takes n units for the key from its entry (claiming one with class `cls`
 // if it has none), or from `overflow` when its window is full of live
@@ -13920,14 +13926,31 @@ struct keyed_overflow_hold {
   keyed_status status() const noexcept { return sent ? keyed_status::overflow : key_status(key); }
   bool admitted() const noexcept { return sent ? static_cast<bool>(overflow) : static_cast<bool>(key); }
   explicit operator bool() const noexcept { return admitted(); }
+  // Whether `limiter` is the overflow limiter that decided it (false when
+  // not `sent`).
+  template <class Limiter>
+  bool decided_by(const Limiter& limiter) const noexcept {
+    return sent && issuer_ == static_cast<const void*>(std::addressof(limiter));
+  }
 
  private:
+  friend struct detail::keyed_overflow_access;
+  const void* issuer_ = nullptr;  // the overflow limiter, when `sent`
   static keyed_status key_status(const keyed_permit& p) noexcept { return p.status(); }
   template <class C>
   static keyed_status key_status(const keyed_reservation<C>& r) noexcept {
     return r.status;
   }
 };
+namespace detail {
+struct keyed_overflow_access {
+  template <class H, class L>
+  static void mark(H& h, const L& limiter) noexcept {
+    h.sent = true;
+    h.issuer_ = static_cast<const void*>(std::addressof(limiter));
+  }
+};
+}  // namespace detail
 using keyed_overflow_permit = keyed_overflow_hold<keyed_permit, permit>;
 template <class C = usd_tag>
 using keyed_overflow_reservation = keyed_overflow_hold<keyed_reservation<C>, budget_reservation<C>>;
@@ -13943,7 +13966,7 @@ auto try_acquire_or_overflow(keyed_permits<Hash>& keys, Overflow& overflow, cons
   keyed_overflow_hold<keyed_permit, decltype(overflow.try_acquire(n))> out;
   out.key = keys.try_acquire(key, cls, n);
   if (out.key.status() != keyed_status::table_full) return out;
-  out.sent = true;
+  detail::keyed_overflow_access::mark(out, overflow);
   out.overflow = overflow.try_acquire(n);
   return out;
 }
@@ -13960,7 +13983,7 @@ auto reserve_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow
   keyed_overflow_hold<keyed_reservation<Currency>, decltype(overflow.reserve(amount))> out;
   out.key = keys.reserve(key, cls, amount, now);
   if (out.key.status != keyed_status::table_full) return out;
-  out.sent = true;
+  detail::keyed_overflow_access::mark(out, overflow);
   out.overflow = overflow.reserve(amount);
   return out;
 }
@@ -13968,12 +13991,14 @@ auto reserve_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow
 // Settles what reserve_or_overflow() holds where it is held (the table at
 // `now`, or the overflow budget); returns reserved - actual as their own
 // settle does, nothing for a hold already settled or refused. actual zero
-// releases it.
+// releases it. A hold sent to another overflow budget than `overflow` (or
+// made by another table than `keys`: its own settle refuses it) is left as
+// it is, still held, and zero returned: settle it with its own.
 template <class Currency, class Hash, class Overflow, class OverflowHold>
 money<Currency> settle_or_overflow(keyed_budgets<Currency, Hash>& keys, Overflow& overflow,
                                    keyed_overflow_hold<keyed_reservation<Currency>, OverflowHold>& h,
                                    money<Currency> actual, nanoseconds now) noexcept {
-  if (h.sent) return overflow.settle(h.overflow, actual);
+  if (h.sent) return h.decided_by(overflow) ? overflow.settle(h.overflow, actual) : money<Currency>();
   return keys.settle(h.key, actual, now);
 }
 
