@@ -12091,6 +12091,24 @@ TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_DETAIL_CIVIL_HPP
 // #include <tollgate/error.hpp>  (already above)
+// #include <tollgate/keyed/budget_reservation.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// keyed/budget_reservation.hpp: the parts of a per-key budget table
+// (keyed_budgets.hpp) that a caller holds or names: the reservation that
+// reserve() hands out, the reuse rule and the calendar period a table is
+// built with, and the state of one entry.
+//
+// A reservation holds its amount of one key's budget until it is settled
+// (keyed_budgets::settle), released, dropped or destroyed: move-only, and
+// dropped at most once. Dropping (or destroying) it unsettled keeps its
+// money committed: in a table with a period, in the entry's period of that
+// moment and no later one. Not thread-safe itself (one owner); its table is.
+#ifndef TOLLGATE_KEYED_BUDGET_RESERVATION_HPP
+#define TOLLGATE_KEYED_BUDGET_RESERVATION_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
 // #include <tollgate/keyed/claim.hpp>  (already above)
 // #include <tollgate/keyed/key.hpp>  (already above)
 // #include <tollgate/money.hpp>  (already above)
@@ -12098,14 +12116,13 @@ TOLLGATE_END_NAMESPACE
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <string>
-#include <string_view>
 #include <utility>
-#include <vector>
 
 TOLLGATE_BEGIN_NAMESPACE
-enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
+
+template <class Currency, class Hash>
+class keyed_budgets;
+
 namespace detail {
 struct keyed_budget_state {
   // Without a period: reserved + settled, nano-units; negative: saturated
@@ -12200,6 +12217,24 @@ class keyed_reservation {
   bool carries_ = false;  // its amount is in the entry's `held` (a table with a period)
 };
 
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_KEYED_BUDGET_RESERVATION_HPP
+// #include <tollgate/keyed/claim.hpp>  (already above)
+// #include <tollgate/keyed/key.hpp>  (already above)
+// #include <tollgate/money.hpp>  (already above)
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+enum class account_restore_errc : unsigned char;  // account/snapshot.hpp
 template <class Currency = usd_tag, class Hash = sip_key_hash>
 class keyed_budgets {
   using S = detail::keyed_budget_slots;
