@@ -173,36 +173,27 @@ class thread_credit {
       slot = c.slot.load(std::memory_order_relaxed);
       return true;
     }
-    if (left > 0 && !same_slot) {
-      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
+    if (left > 0) {
+      // The slot is over (nothing of it can be spent any more), or what is
+      // left is too little for this request: back into its slot, so a line
+      // never holds more than the chunk of its last refill.
+      give_credit(w, c, left);
       left = 0;
     }
     // From the window: this request and a chunk more, in one CAS.
     window_ticket big;
     if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
-      // A refill on the credit's own slot keeps what is left of it. Another
-      // slot with units left cannot happen (`now` is in the credit's slot,
-      // on the grid it was taken on: only import_counts moves the grid, and
-      // a restore clears every line), so nothing is given back here; were it
-      // to happen, the units would stay counted in their slot (the safe side).
-      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
-        left = 0;
-        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
-        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
-        c.slot.store(big.slot, std::memory_order_relaxed);
-        c.start.store(start, std::memory_order_relaxed);
-        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
-      }
-      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
+      const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+      const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
+      c.slot.store(big.slot, std::memory_order_relaxed);
+      c.start.store(start, std::memory_order_relaxed);
+      c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
+      c.left.store(big.units > nu ? big.units - nu : 0, std::memory_order_relaxed);
       slot = big.slot;
       return true;
     }
-    // No room for a chunk: this request alone, after giving back what this
-    // thread holds (so its own credit never refuses it).
-    if (left > 0) {
-      give_credit(w, c, left);
-      left = 0;
-    }
+    // No room for a chunk: this request alone (what this thread held is
+    // back already, so its own credit never refuses it).
     const bool ok = w.try_acquire(n, now, t).admitted();
     slot = t.slot;
     return ok;
@@ -356,15 +347,20 @@ class thread_credit {
     return true;
   }
   static void give_credit(Window& w, credit& c, std::uint64_t left) noexcept {
-    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
-    // on the head then carries it to any snapshot() that sees the refund (so
-    // a snapshot never leaves these units out twice).
+    // relaxed: as in take_window. Zeroed before the refund, whose release
+    // CAS (on the head, or on the slot's ring word once the head has moved
+    // on; window/correct.hpp) then carries it to any snapshot() that sees
+    // the refund: the export acquires the word it reads before it reads the
+    // lines (window/snapshot.hpp), so a snapshot never leaves these units
+    // out twice.
     c.left.store(0, std::memory_order_relaxed);
     const std::uint64_t tokens = detail::sat_mul(left, w.unit());
     window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
-    // Only into the head slot: once the window has moved on, the units stay
-    // counted until their slot leaves it (the safe side).
-    (void)w.refund_to_head(back, tokens);
+    // Into the slot the units were counted in, head or not, while it is in
+    // the window: exactly those units, never into a slot that has left (the
+    // ticketed refund checks both). Were they left counted once the head
+    // moved on, each line could hold a chunk in every slot of the window.
+    (void)w.refund(back, tokens);
   }
 
   std::unique_ptr<line[]> own_;  // allocate()'s lines
