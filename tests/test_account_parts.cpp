@@ -359,6 +359,41 @@ TEST_CASE("credit: window units a chunk at a time, given back when the slot is o
   CHECK(cr.held_at(credit::tpm, nanoseconds(sec)) == 0);
 }
 
+TEST_CASE("credit: a leftover goes back into its own slot after another line moved the window on, never into one that left",
+          "[account][parts][credit]") {
+  using window = sliding_window<manual_clock>;
+  using credit = detail::thread_credit<window>;
+  constexpr std::uint64_t L = 16 * 1024;
+  window w(rate(L, std::chrono::seconds(15)), nanoseconds(0));  // 16 slots of 1 s; chunk 16
+  credit cr;
+  cr.allocate();
+  cr.set_unit(credit::rpm, w.unit());
+  const window* ws[credit::kinds] = {&w, nullptr, nullptr};
+  cr.update(true, ws, 0);
+  std::uint64_t slot = 99;
+  REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(0), slot, 5));  // line 5: 1 + 16 in slot 0
+  REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(sec), slot, 6));  // line 6 moves the head to slot 1
+  CHECK(w.available(nanoseconds(sec)) == L - 34);
+  // Line 5's 16 go back into slot 0, which is no longer the head, then it
+  // refills in slot 1. (Left counted in slot 0, they would refuse others
+  // for the rest of the window.)
+  REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(sec + ms), slot, 5));
+  CHECK(slot == 1);
+  CHECK(cr.in_slot(credit::rpm, 0) == 0);
+  CHECK(w.available(nanoseconds(sec + ms)) == L - 1 - 17 - 17);
+  // Line 6 holds 16 in slot 1 while line 5 moves on to slots 17 and 18: slot
+  // 1 leaves the window, and its ring word then holds slot 17's count (1:
+  // line 5's request there, its leftover given back while 17 was the head).
+  REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(17 * sec), slot, 5));
+  REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(18 * sec), slot, 5));
+  CHECK(w.available(nanoseconds(18 * sec)) == L - 1 - 17);
+  // Line 6's leftover of slot 1 gives nothing back (its slot has left the
+  // window; slot 17's count is not its own), then it refills in slot 18.
+  REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(18 * sec + ms), slot, 6));
+  CHECK(slot == 18);
+  CHECK(w.available(nanoseconds(18 * sec + ms)) == L - 1 - 17 - 17);
+}
+
 TEST_CASE("credit: concurrency units held for a thread, back on a limit change", "[account][parts]") {
   using credit = detail::thread_credit<sliding_window<manual_clock>>;
   concurrency_limiter lim(4096);  // chunk 4

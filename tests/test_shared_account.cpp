@@ -7,6 +7,7 @@
 // tests/multiprocess/.
 #include "catch_compat.hpp"
 #include "account_support.hpp"
+#include "credit_oracle.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -664,6 +666,77 @@ TEST_CASE("shared_account credit: a line per thread, claimed by name, exact wind
   const std::size_t bl = b.this_thread_credit_line();
   bh.reset();
   CHECK(a.credit_line_owner(bl) == 0);
+}
+
+namespace {
+// Lines + 1 handles on one region, one thread (each handle its own user:
+// Lines get a line, one none) leave credit idle at sub-window boundaries
+// and then burst. Against the exact window (the same slot grid, admitted
+// requests only): never over the limit, and a refusal only where the exact
+// window has at most Lines chunks of room (chunk = limit / 1024, or
+// limit / (64 x Lines) above 16 lines: under 1/64 of the limit in all). A
+// line's leftover goes back into its own sub-window when another user moved
+// the window on first; left counted there, each line could hold a chunk in
+// every sub-window.
+template <std::size_t Lines>
+void check_credit_bound(std::uint64_t min_limit, std::uint64_t max_limit) {
+  using handle = shared_account<manual_clock, usd_tag, 64, Lines>;
+  static_assert(handle::region_bytes() <= sizeof(region_t), "the test's region is large enough");
+  static region_t mem;
+  constexpr std::int64_t width = 4000000000;  // 60 s / 15
+  constexpr unsigned users = Lines + 1;
+  constexpr std::uint64_t divisor = Lines > 16 ? 64 * Lines : 1024;
+  std::uint64_t worst_chunks_x100 = 0;
+  for (const std::uint64_t seed : tgtest::seeds(6)) {
+    tgtest::rng g(seed);
+    account_config c;
+    c.model = server_model::sliding_log;
+    c.rpm = limit(g.between(min_limit, max_limit));
+    c.lease_timeout = nanoseconds(0);
+    c.per_thread_credit = true;
+    const std::uint64_t L = *c.rpm.value(), chunk = L / divisor;
+    INFO("lines " << Lines << ", seed " << seed << " (" << tgtest::seed_note() << "), rpm " << L << ", chunk " << chunk);
+    std::memset(mem.b, 0, sizeof mem.b);
+    std::vector<std::optional<handle>> h(users);
+    for (unsigned k = 0; k < users; ++k) {
+      h[k].emplace();
+      REQUIRE(h[k]->open(mem.b, handle::region_bytes(), c, who(k + 1), nanoseconds(0)));
+    }
+    tgtest::exact_slots exact{0, width, 15, L, {}, 0, 0, 0};
+    std::vector<std::pair<std::int64_t, std::uint64_t>> log;
+    bool other_refusal = false;
+    for (const auto& st : tgtest::credit_schedule(g, users, width, 3 * 16)) {
+      for (std::uint64_t i = 0; i <= (st.burst ? L : 0); ++i) {
+        const auto x = h[st.user]->try_admit(tgtest::req(1, 0), nanoseconds(st.at));
+        if (!x) {
+          other_refusal = other_refusal || !x.refused.has(dimension::rpm);
+          exact.refused(st.at);
+          break;
+        }
+        exact.admitted(st.at);
+        log.emplace_back(st.at, 1);
+      }
+    }
+    unsigned lines = 0;
+    for (unsigned k = 0; k < users; ++k) lines += h[k]->this_thread_credit_line() < Lines;
+    CHECK(lines == Lines);
+    CHECK_FALSE(other_refusal);
+    CHECK(exact.most <= L);
+    CHECK(tgtest::max_window_sum(log, 60 * 1000000000LL) <= L);
+    CHECK(exact.refusals > 0);
+    CHECK(exact.worst_room <= Lines * chunk);
+    CHECK(exact.worst_room * 64 <= L);
+    worst_chunks_x100 = std::max(worst_chunks_x100, exact.worst_room * 100 / chunk);
+  }
+  std::printf("credit (shared, %zu lines): the worst false refusal was %.2f chunks (bound %zu)\n", Lines,
+              static_cast<double>(worst_chunks_x100) / 100, Lines);
+}
+}  // namespace
+
+TEST_CASE("shared_account credit: other users' lines refuse falsely by at most Lines chunks, on random schedules",
+          "[shared_account][credit]") {
+  check_credit_bound<16>(1024, 40000);
+  check_credit_bound<64>(4096, 60000);
 }
 
 TEST_CASE("shared_account credit: a dead owner's line comes back through the liveness check, its units stay used",

@@ -297,11 +297,14 @@ TEST_CASE("checker: shared slots, a process killed at any step leaves only slots
 namespace {
 
 // The shared account's credit lines (account/shared_credit.hpp): processes
-// claim a line, write it (the claimer's forget, as a user's stores), and
-// release it; a reaper whose liveness check calls the stopped ones dead
-// frees their lines, racing the claims. A line must never have two live
-// users: a claim that wins a line still used by a thread that did not stop
-// is a failure. When all are done, a held line names a stopped thread.
+// claim a line, write it (the claimer's forget, as a user's stores, then a
+// mark of its own, as a refill), check the mark and release the line;
+// reapers whose liveness check calls the stopped ones dead free their
+// lines, racing the claims and each other. A line must never have two live
+// users or a writer besides its user: a claim that wins a line still used
+// by a thread that did not stop, or a mark gone before its user released
+// the line (a reaper's forget landing on it), is a failure. When all are
+// done, a held line names a stopped thread.
 struct lines_exec : execution {
   using window = sliding_window<manual_clock>;
   using lines_t = tollgate::detail::shared_credit_lines<window, 1>;
@@ -310,7 +313,7 @@ struct lines_exec : execution {
   std::size_t users_n;
   std::size_t user[1] = {0};  // 1 + the thread using the line, 0: none (a ghost: threads run one at a time)
   std::string broken;
-  lines_exec(scheduler& s, std::size_t users, unsigned rounds) : users_n(users) {
+  lines_exec(scheduler& s, std::size_t users, unsigned rounds, std::size_t reapers, unsigned reaps) : users_n(users) {
     ln.init();
     credit.place(ln.lines, 1);
     for (std::size_t i = 0; i < users; ++i)
@@ -325,15 +328,22 @@ struct lines_exec : execution {
           user[l] = i + 1;
           s.note("claimed line " + std::to_string(l));
           credit.forget(static_cast<unsigned>(l));
+          auto& left = ln.lines[l].c[0].left;
+          const std::uint64_t mark = 1000 + i;
+          left.store(mark, std::memory_order_relaxed);  // relaxed: this thread's own line
+          if (left.load(std::memory_order_relaxed) != mark && broken.empty())  // relaxed: as above
+            broken = "line " + std::to_string(l) + " was written by another while " + std::to_string(i + 1) +
+                     " used it";
           if (user[l] == i + 1) user[l] = 0;  // before the release: never counted free while in use
           (void)ln.release(l, word);
         }
       });
-    // The reaper: another process whose check knows who stopped.
-    bodies.push_back([this, &s, rounds] {
-      for (unsigned r = 0; r < rounds + 1; ++r)
-        (void)ln.reap(credit, [&s](std::uint64_t who) { return !s.crashed(static_cast<std::size_t>(who - 1)); });
-    });
+    // The reapers: other processes whose check knows who stopped.
+    for (std::size_t k = 0; k < reapers; ++k)
+      bodies.push_back([this, &s, reaps] {
+        for (unsigned r = 0; r < reaps; ++r)
+          (void)ln.reap(credit, [&s](std::uint64_t who) { return !s.crashed(static_cast<std::size_t>(who - 1)); });
+      });
   }
   std::string check(const scheduler::outcome& o) override {
     if (!broken.empty()) return broken;
@@ -344,8 +354,11 @@ struct lines_exec : execution {
   }
 };
 
-tgcheck::factory lines_factory(std::size_t users, unsigned rounds) {
-  return [=](scheduler& s) -> std::unique_ptr<execution> { return std::make_unique<lines_exec>(s, users, rounds); };
+tgcheck::factory lines_factory(std::size_t users, unsigned rounds, std::size_t reapers = 1) {
+  const unsigned reaps = reapers == 1 ? rounds + 1 : 1;
+  return [=](scheduler& s) -> std::unique_ptr<execution> {
+    return std::make_unique<lines_exec>(s, users, rounds, reapers, reaps);
+  };
 }
 
 }  // namespace
@@ -359,6 +372,16 @@ TEST_CASE("checker: shared credit lines, a claim racing a kill and the reaper ne
     scheduler s(3);
     const auto r = tgcheck::explore_exhaustive(s, "credit lines: 2 processes x 2 claims + reaper, one killed", 3, b,
                                                lines_factory(2, 2));
+    CHECK(r.complete);
+    CHECK(r.failure == "");
+  }
+  {
+    // Two reapers: only the one whose CAS takes the dead owner's word may
+    // write the line (a reaper that forgot first, then lost the CAS, could
+    // wipe the line of the live owner that claimed it meanwhile).
+    scheduler s(4);
+    const auto r = tgcheck::explore_exhaustive(s, "credit lines: 2 processes x 1 claim + 2 reapers, one killed", 4, b,
+                                               lines_factory(2, 1, 2));
     CHECK(r.complete);
     CHECK(r.failure == "");
   }

@@ -12,9 +12,11 @@
 // window before it is spent, and spent only in the slot it was counted in,
 // so the window's bound holds exactly as if each request had taken its own
 // units. What a credit costs: units counted but not yet spent. They are
-// given back to the window when the owner's next request finds the slot over
-// or the window refuses it, if their slot is still the window's newest (else
-// they stay counted until it leaves the window: the safe side).
+// given back to the window, into the slot they were counted in (the head or
+// an older slot still in the window; never one that has left it), when the
+// owner's next request finds the slot over or its credit too small, or the
+// window refuses it. A line holds units of one slot at a time, at most one
+// chunk.
 //
 // Concurrency credit. The same for the concurrency limit: a thread takes
 // 1 + chunk units from the limiter in one CAS and hands them to its later
@@ -26,14 +28,21 @@
 // that exits holding credit leaves it on its shard, for the next thread that
 // claims that shard.
 //
-// Bound. chunk = limit / 1024 (limits below 1,024 units get no credit and
-// behave exactly as without it). Other threads can be refused falsely by at
-// most 16 chunks of a window (under 1.6 % of its limit) and 16 x 2 chunks of
-// the concurrency limit (under 3.2 %). A thread is refused because of its
-// own credit only when another thread moved the window on first; a refusal
-// gives the refused thread's window credit back (give_back) before the
-// account asks the windows for a wait, so the wait is the same with credit
-// as without.
+// Bound. chunk = limit / 1024 with up to 16 lines (limits below 1,024
+// units get no credit and behave exactly as without it), limit / (64 x
+// lines) with more (the shared account's `Lines`). Units counted but not
+// spent are at any moment at most a chunk per line: other threads can be
+// refused falsely by at most 16 chunks of a window (under 1.6 % of its
+// limit; `Lines` chunks, under 1/64 of it for any `Lines`, in the shared
+// account) and 16 x 2 chunks of the concurrency limit (under 3.2 %): a
+// request is refused only where the window, counting only what was
+// admitted, has at most that much room for it. Leftovers go back into their
+// own slot: were they left counted once another thread moved the window on,
+// each line could hold a chunk in every slot of the window (K + 1 times
+// the bound). A thread is never refused because of its own credit: a
+// refusal gives the refused thread's window credit back (give_back) before
+// the account asks the windows for a wait, so the wait is the same with
+// credit as without.
 //
 // Concurrency. Each line is written by the thread that owns its shard only
 // (relaxed loads and stores; ownership passes between threads through the
@@ -68,6 +77,12 @@ class thread_credit {
   using window_type = Window;
   enum : unsigned { rpm, tpm, tpd, kinds };  // the windows that can grant credit
   static constexpr std::uint64_t divisor = 1024;
+  // What a window's limit is divided by for its chunk, with `lines` lines:
+  // 1,024 up to 16 lines, 64 x lines above, so that all lines together hold
+  // at most 1/64 of a limit (see the header).
+  static constexpr std::uint64_t divisor_for(unsigned lines) noexcept {
+    return lines > detail::thread_shards ? std::uint64_t{64} * lines : divisor;
+  }
 
   struct credit {
     detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
@@ -82,8 +97,8 @@ class thread_credit {
     detail::atomic<std::uint64_t> epoch{0};
   };
 
-  static std::uint64_t chunk_of(const Window& w) noexcept {
-    return w.unit() == 0 ? 0 : w.limit() / w.unit() / divisor;
+  static std::uint64_t chunk_of(const Window& w, unsigned lines = detail::thread_shards) noexcept {
+    return w.unit() == 0 ? 0 : w.limit() / w.unit() / divisor_for(lines);
   }
 
   // The lines, allocated once (at construction: limits raised later may need them).
@@ -91,6 +106,7 @@ class thread_credit {
     own_.reset(new line[detail::thread_shards]);
     lines_ = own_.get();
     count_ = detail::thread_shards;
+    rescale();
   }
   // The seam over where the lines live: `count` lines at `lines`, owned by
   // the caller (the shared account's region, shared_account.hpp), in place
@@ -100,6 +116,7 @@ class thread_credit {
     own_.reset();
     lines_ = count > 0 ? lines : nullptr;
     count_ = lines_ ? count : 0;
+    rescale();
   }
   bool enabled() const noexcept { return lines_ != nullptr; }
   unsigned lines() const noexcept { return count_; }
@@ -123,9 +140,12 @@ class thread_credit {
   // limit (0: none); off gives no credit at all. Bumps the epoch, so every
   // thread gives back what it took under the previous limit before it takes more.
   void update(bool on, const Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
-    for (unsigned k = 0; k < kinds; ++k)
-      // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
-      chunk_[k].store(on && ws[k] ? chunk_of(*ws[k]) : 0, std::memory_order_relaxed);
+    for (unsigned k = 0; k < kinds; ++k) {
+      const std::uint64_t units = on && ws[k] && ws[k]->unit() != 0 ? ws[k]->limit() / ws[k]->unit() : 0;
+      // relaxed (both): lone values; a thread that sees the old chunk takes a chunk of the old size.
+      limit_units_[k].store(units, std::memory_order_relaxed);
+      chunk_[k].store(units / divisor_for(count_ > 0 ? count_ : detail::thread_shards), std::memory_order_relaxed);
+    }
     conc_chunk_.store(on ? conc_limit / divisor : 0, std::memory_order_relaxed);  // relaxed: as above
     conc_epoch_.fetch_add(1, std::memory_order_relaxed);  // relaxed: as above
   }
@@ -173,36 +193,27 @@ class thread_credit {
       slot = c.slot.load(std::memory_order_relaxed);
       return true;
     }
-    if (left > 0 && !same_slot) {
-      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
+    if (left > 0) {
+      // The slot is over (nothing of it can be spent any more), or what is
+      // left is too little for this request: back into its slot, so a line
+      // never holds more than the chunk of its last refill.
+      give_credit(w, c, left);
       left = 0;
     }
     // From the window: this request and a chunk more, in one CAS.
     window_ticket big;
     if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
-      // A refill on the credit's own slot keeps what is left of it. Another
-      // slot with units left cannot happen (`now` is in the credit's slot,
-      // on the grid it was taken on: only import_counts moves the grid, and
-      // a restore clears every line), so nothing is given back here; were it
-      // to happen, the units would stay counted in their slot (the safe side).
-      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
-        left = 0;
-        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
-        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
-        c.slot.store(big.slot, std::memory_order_relaxed);
-        c.start.store(start, std::memory_order_relaxed);
-        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
-      }
-      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
+      const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+      const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
+      c.slot.store(big.slot, std::memory_order_relaxed);
+      c.start.store(start, std::memory_order_relaxed);
+      c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
+      c.left.store(big.units > nu ? big.units - nu : 0, std::memory_order_relaxed);
       slot = big.slot;
       return true;
     }
-    // No room for a chunk: this request alone, after giving back what this
-    // thread holds (so its own credit never refuses it).
-    if (left > 0) {
-      give_credit(w, c, left);
-      left = 0;
-    }
+    // No room for a chunk: this request alone (what this thread held is
+    // back already, so its own credit never refuses it).
     const bool ok = w.try_acquire(n, now, t).admitted();
     slot = t.slot;
     return ok;
@@ -356,21 +367,36 @@ class thread_credit {
     return true;
   }
   static void give_credit(Window& w, credit& c, std::uint64_t left) noexcept {
-    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
-    // on the head then carries it to any snapshot() that sees the refund (so
-    // a snapshot never leaves these units out twice).
+    // relaxed: as in take_window. Zeroed before the refund, whose release
+    // CAS (on the head, or on the slot's ring word once the head has moved
+    // on; window/correct.hpp) then carries it to any snapshot() that sees
+    // the refund: the export acquires the word it reads before it reads the
+    // lines (window/snapshot.hpp), so a snapshot never leaves these units
+    // out twice.
     c.left.store(0, std::memory_order_relaxed);
     const std::uint64_t tokens = detail::sat_mul(left, w.unit());
     window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
-    // Only into the head slot: once the window has moved on, the units stay
-    // counted until their slot leaves it (the safe side).
-    (void)w.refund_to_head(back, tokens);
+    // Into the slot the units were counted in, head or not, while it is in
+    // the window: exactly those units, never into a slot that has left (the
+    // ticketed refund checks both). Were they left counted once the head
+    // moved on, each line could hold a chunk in every slot of the window.
+    (void)w.refund(back, tokens);
+  }
+
+  // The chunks for the number of lines now in place (update() may run
+  // before place(); both run before the lines are used).
+  void rescale() noexcept {
+    const std::uint64_t d = divisor_for(count_ > 0 ? count_ : detail::thread_shards);
+    for (unsigned k = 0; k < kinds; ++k)
+      // relaxed: as in update().
+      chunk_[k].store(limit_units_[k].load(std::memory_order_relaxed) / d, std::memory_order_relaxed);
   }
 
   std::unique_ptr<line[]> own_;  // allocate()'s lines
   line* lines_ = nullptr;         // one per owned shard (or per claimed line, place()), when some limit grants credit
   unsigned count_ = 0;            // lines at lines_
   detail::atomic<std::uint64_t> chunk_[kinds] = {};
+  detail::atomic<std::uint64_t> limit_units_[kinds] = {};  // each window's limit in units, 0: no credit
   std::uint64_t unit_[kinds] = {1, 1, 1};
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
 };

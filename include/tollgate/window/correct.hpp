@@ -10,9 +10,10 @@
 // still holds, and nothing once the ticket's slot has left the window or its
 // count has saturated (such a count means "at least this many": no unit of
 // it is provably the ticket's). Concurrency: lock-free CASes on the head
-// (acq_rel, as try_acquire's) and, for refunds into older slots, relaxed
-// CASes on one ring word and the cached sum (lone counters: a reader that
-// misses a decrement over-counts, the safe side). Included by
+// (acq_rel, as try_acquire's) and, for refunds into older slots, a release
+// CAS on one ring word (for the snapshot export, which acquires it) and a
+// relaxed one on the cached sum (lone counters: a reader that misses a
+// decrement over-counts, the safe side). Included by
 // sliding_window.hpp after the class; including it alone includes that first.
 #ifndef TOLLGATE_WINDOW_CORRECT_HPP
 #define TOLLGATE_WINDOW_CORRECT_HPP
@@ -82,8 +83,12 @@ inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticke
       const std::uint64_t cnt = detail::units_of_word(r);
       if (cnt == L::max_units) return 0;  // saturated: as for the head
       const std::uint64_t take = back < cnt ? back : cnt;
-      // relaxed: a lone counter; readers that miss the decrement over-count.
-      if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+      // release: pairs with the snapshot export's acquire load of the ring
+      // word (window/snapshot.hpp), so an export that sees this decrement
+      // also sees what the refunder stored before it (the account's credit
+      // zeroes its line first). Else a lone counter (failure relaxed):
+      // readers that miss the decrement over-count.
+      if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_release,
                                   std::memory_order_relaxed)) {
         // The cached sum for head h was computed before h was installed,
         // hence before this decrement: take the same units off it. A cache

@@ -135,8 +135,14 @@ inline void sliding_window<Clock, Subwindows>::visit_slots(nanoseconds now, Unsp
     const std::uint64_t off = unspent(j);
     if (u > off) f(j, s - j, u - off);
   };
-  for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-    if (j + K >= s) put(j, ring_units(j));
+  for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j) {
+    if (j + K < s) continue;
+    // acquire: pairs with a ring refund's release CAS (window/correct.hpp),
+    // so `unspent(j)`, read after it, sees what the refunder stored before
+    // the refund (a unit is then left out once at most).
+    const std::uint64_t r = ring_[j % ring_size].load(std::memory_order_acquire);
+    put(j, detail::slot_of_word(r) == j ? detail::units_of_word(r) : 0);
+  }
   if (h + K >= s) put(h, detail::units_of_word(w));
 }
 
