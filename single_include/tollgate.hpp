@@ -2742,9 +2742,10 @@ TOLLGATE_END_NAMESPACE
 // still holds, and nothing once the ticket's slot has left the window or its
 // count has saturated (such a count means "at least this many": no unit of
 // it is provably the ticket's). Concurrency: lock-free CASes on the head
-// (acq_rel, as try_acquire's) and, for refunds into older slots, relaxed
-// CASes on one ring word and the cached sum (lone counters: a reader that
-// misses a decrement over-counts, the safe side). Included by
+// (acq_rel, as try_acquire's) and, for refunds into older slots, a release
+// CAS on one ring word (for the snapshot export, which acquires it) and a
+// relaxed one on the cached sum (lone counters: a reader that misses a
+// decrement over-counts, the safe side). Included by
 // sliding_window.hpp after the class; including it alone includes that first.
 #ifndef TOLLGATE_WINDOW_CORRECT_HPP
 #define TOLLGATE_WINDOW_CORRECT_HPP
@@ -2814,8 +2815,12 @@ inline std::uint64_t sliding_window<Clock, Subwindows>::refund_impl(window_ticke
       const std::uint64_t cnt = detail::units_of_word(r);
       if (cnt == L::max_units) return 0;  // saturated: as for the head
       const std::uint64_t take = back < cnt ? back : cnt;
-      // relaxed: a lone counter; readers that miss the decrement over-count.
-      if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_relaxed,
+      // release: pairs with the snapshot export's acquire load of the ring
+      // word (window/snapshot.hpp), so an export that sees this decrement
+      // also sees what the refunder stored before it (the account's credit
+      // zeroes its line first). Else a lone counter (failure relaxed):
+      // readers that miss the decrement over-count.
+      if (e.compare_exchange_weak(r, detail::pack_slot(t.slot, cnt - take), std::memory_order_release,
                                   std::memory_order_relaxed)) {
         // The cached sum for head h was computed before h was installed,
         // hence before this decrement: take the same units off it. A cache
@@ -2983,8 +2988,14 @@ inline void sliding_window<Clock, Subwindows>::visit_slots(nanoseconds now, Unsp
     const std::uint64_t off = unspent(j);
     if (u > off) f(j, s - j, u - off);
   };
-  for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j)
-    if (j + K >= s) put(j, ring_units(j));
+  for (std::uint64_t j = (h >= K ? h - K : 0); j < h; ++j) {
+    if (j + K < s) continue;
+    // acquire: pairs with a ring refund's release CAS (window/correct.hpp),
+    // so `unspent(j)`, read after it, sees what the refunder stored before
+    // the refund (a unit is then left out once at most).
+    const std::uint64_t r = ring_[j % ring_size].load(std::memory_order_acquire);
+    put(j, detail::slot_of_word(r) == j ? detail::units_of_word(r) : 0);
+  }
   if (h + K >= s) put(h, detail::units_of_word(w));
 }
 
@@ -5679,9 +5690,11 @@ TOLLGATE_END_NAMESPACE
 // window before it is spent, and spent only in the slot it was counted in,
 // so the window's bound holds exactly as if each request had taken its own
 // units. What a credit costs: units counted but not yet spent. They are
-// given back to the window when the owner's next request finds the slot over
-// or the window refuses it, if their slot is still the window's newest (else
-// they stay counted until it leaves the window: the safe side).
+// given back to the window, into the slot they were counted in (the head or
+// an older slot still in the window; never one that has left it), when the
+// owner's next request finds the slot over or its credit too small, or the
+// window refuses it. A line holds units of one slot at a time, at most one
+// chunk.
 //
 // Concurrency credit. The same for the concurrency limit: a thread takes
 // 1 + chunk units from the limiter in one CAS and hands them to its later
@@ -5693,14 +5706,21 @@ TOLLGATE_END_NAMESPACE
 // that exits holding credit leaves it on its shard, for the next thread that
 // claims that shard.
 //
-// Bound. chunk = limit / 1024 (limits below 1,024 units get no credit and
-// behave exactly as without it). Other threads can be refused falsely by at
-// most 16 chunks of a window (under 1.6 % of its limit) and 16 x 2 chunks of
-// the concurrency limit (under 3.2 %). A thread is refused because of its
-// own credit only when another thread moved the window on first; a refusal
-// gives the refused thread's window credit back (give_back) before the
-// account asks the windows for a wait, so the wait is the same with credit
-// as without.
+// Bound. chunk = limit / 1024 with up to 16 lines (limits below 1,024
+// units get no credit and behave exactly as without it), limit / (64 x
+// lines) with more (the shared account's `Lines`). Units counted but not
+// spent are at any moment at most a chunk per line: other threads can be
+// refused falsely by at most 16 chunks of a window (under 1.6 % of its
+// limit; `Lines` chunks, under 1/64 of it for any `Lines`, in the shared
+// account) and 16 x 2 chunks of the concurrency limit (under 3.2 %): a
+// request is refused only where the window, counting only what was
+// admitted, has at most that much room for it. Leftovers go back into their
+// own slot: were they left counted once another thread moved the window on,
+// each line could hold a chunk in every slot of the window (K + 1 times
+// the bound). A thread is never refused because of its own credit: a
+// refusal gives the refused thread's window credit back (give_back) before
+// the account asks the windows for a wait, so the wait is the same with
+// credit as without.
 //
 // Concurrency. Each line is written by the thread that owns its shard only
 // (relaxed loads and stores; ownership passes between threads through the
@@ -5835,6 +5855,12 @@ class thread_credit {
   using window_type = Window;
   enum : unsigned { rpm, tpm, tpd, kinds };  // the windows that can grant credit
   static constexpr std::uint64_t divisor = 1024;
+  // What a window's limit is divided by for its chunk, with `lines` lines:
+  // 1,024 up to 16 lines, 64 x lines above, so that all lines together hold
+  // at most 1/64 of a limit (see the header).
+  static constexpr std::uint64_t divisor_for(unsigned lines) noexcept {
+    return lines > detail::thread_shards ? std::uint64_t{64} * lines : divisor;
+  }
 
   struct credit {
     detail::atomic<std::uint64_t> slot{0};  // the window slot the units are counted in
@@ -5849,8 +5875,8 @@ class thread_credit {
     detail::atomic<std::uint64_t> epoch{0};
   };
 
-  static std::uint64_t chunk_of(const Window& w) noexcept {
-    return w.unit() == 0 ? 0 : w.limit() / w.unit() / divisor;
+  static std::uint64_t chunk_of(const Window& w, unsigned lines = detail::thread_shards) noexcept {
+    return w.unit() == 0 ? 0 : w.limit() / w.unit() / divisor_for(lines);
   }
 
   // The lines, allocated once (at construction: limits raised later may need them).
@@ -5858,6 +5884,7 @@ class thread_credit {
     own_.reset(new line[detail::thread_shards]);
     lines_ = own_.get();
     count_ = detail::thread_shards;
+    rescale();
   }
   // The seam over where the lines live: `count` lines at `lines`, owned by
   // the caller (the shared account's region, shared_account.hpp), in place
@@ -5867,6 +5894,7 @@ class thread_credit {
     own_.reset();
     lines_ = count > 0 ? lines : nullptr;
     count_ = lines_ ? count : 0;
+    rescale();
   }
   bool enabled() const noexcept { return lines_ != nullptr; }
   unsigned lines() const noexcept { return count_; }
@@ -5890,9 +5918,12 @@ class thread_credit {
   // limit (0: none); off gives no credit at all. Bumps the epoch, so every
   // thread gives back what it took under the previous limit before it takes more.
   void update(bool on, const Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
-    for (unsigned k = 0; k < kinds; ++k)
-      // relaxed: a lone value; a thread that sees the old chunk takes a chunk of the old size.
-      chunk_[k].store(on && ws[k] ? chunk_of(*ws[k]) : 0, std::memory_order_relaxed);
+    for (unsigned k = 0; k < kinds; ++k) {
+      const std::uint64_t units = on && ws[k] && ws[k]->unit() != 0 ? ws[k]->limit() / ws[k]->unit() : 0;
+      // relaxed (both): lone values; a thread that sees the old chunk takes a chunk of the old size.
+      limit_units_[k].store(units, std::memory_order_relaxed);
+      chunk_[k].store(units / divisor_for(count_ > 0 ? count_ : detail::thread_shards), std::memory_order_relaxed);
+    }
     conc_chunk_.store(on ? conc_limit / divisor : 0, std::memory_order_relaxed);  // relaxed: as above
     conc_epoch_.fetch_add(1, std::memory_order_relaxed);  // relaxed: as above
   }
@@ -5940,36 +5971,27 @@ class thread_credit {
       slot = c.slot.load(std::memory_order_relaxed);
       return true;
     }
-    if (left > 0 && !same_slot) {
-      give_credit(w, c, left);  // the slot is over: nothing of it can be spent any more
+    if (left > 0) {
+      // The slot is over (nothing of it can be spent any more), or what is
+      // left is too little for this request: back into its slot, so a line
+      // never holds more than the chunk of its last refill.
+      give_credit(w, c, left);
       left = 0;
     }
     // From the window: this request and a chunk more, in one CAS.
     window_ticket big;
     if (w.try_acquire(detail::sat_mul(nu + chunk, u), now, big).admitted()) {
-      // A refill on the credit's own slot keeps what is left of it. Another
-      // slot with units left cannot happen (`now` is in the credit's slot,
-      // on the grid it was taken on: only import_counts moves the grid, and
-      // a restore clears every line), so nothing is given back here; were it
-      // to happen, the units would stay counted in their slot (the safe side).
-      if (!same_slot || big.slot != c.slot.load(std::memory_order_relaxed)) {
-        left = 0;
-        const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
-        const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
-        c.slot.store(big.slot, std::memory_order_relaxed);
-        c.start.store(start, std::memory_order_relaxed);
-        c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
-      }
-      c.left.store(left + (big.units > nu ? big.units - nu : 0), std::memory_order_relaxed);
+      const std::uint64_t width = static_cast<std::uint64_t>(w.slot_width().count());
+      const std::int64_t start = detail::sat_offset(w.origin().count(), detail::sat_mul(big.slot, width));
+      c.slot.store(big.slot, std::memory_order_relaxed);
+      c.start.store(start, std::memory_order_relaxed);
+      c.end.store(detail::sat_offset(start, width), std::memory_order_relaxed);
+      c.left.store(big.units > nu ? big.units - nu : 0, std::memory_order_relaxed);
       slot = big.slot;
       return true;
     }
-    // No room for a chunk: this request alone, after giving back what this
-    // thread holds (so its own credit never refuses it).
-    if (left > 0) {
-      give_credit(w, c, left);
-      left = 0;
-    }
+    // No room for a chunk: this request alone (what this thread held is
+    // back already, so its own credit never refuses it).
     const bool ok = w.try_acquire(n, now, t).admitted();
     slot = t.slot;
     return ok;
@@ -6123,21 +6145,36 @@ class thread_credit {
     return true;
   }
   static void give_credit(Window& w, credit& c, std::uint64_t left) noexcept {
-    // relaxed: as in take_window. Zeroed before the refund, whose release CAS
-    // on the head then carries it to any snapshot() that sees the refund (so
-    // a snapshot never leaves these units out twice).
+    // relaxed: as in take_window. Zeroed before the refund, whose release
+    // CAS (on the head, or on the slot's ring word once the head has moved
+    // on; window/correct.hpp) then carries it to any snapshot() that sees
+    // the refund: the export acquires the word it reads before it reads the
+    // lines (window/snapshot.hpp), so a snapshot never leaves these units
+    // out twice.
     c.left.store(0, std::memory_order_relaxed);
     const std::uint64_t tokens = detail::sat_mul(left, w.unit());
     window_ticket back{c.slot.load(std::memory_order_relaxed), tokens, left};
-    // Only into the head slot: once the window has moved on, the units stay
-    // counted until their slot leaves it (the safe side).
-    (void)w.refund_to_head(back, tokens);
+    // Into the slot the units were counted in, head or not, while it is in
+    // the window: exactly those units, never into a slot that has left (the
+    // ticketed refund checks both). Were they left counted once the head
+    // moved on, each line could hold a chunk in every slot of the window.
+    (void)w.refund(back, tokens);
+  }
+
+  // The chunks for the number of lines now in place (update() may run
+  // before place(); both run before the lines are used).
+  void rescale() noexcept {
+    const std::uint64_t d = divisor_for(count_ > 0 ? count_ : detail::thread_shards);
+    for (unsigned k = 0; k < kinds; ++k)
+      // relaxed: as in update().
+      chunk_[k].store(limit_units_[k].load(std::memory_order_relaxed) / d, std::memory_order_relaxed);
   }
 
   std::unique_ptr<line[]> own_;  // allocate()'s lines
   line* lines_ = nullptr;         // one per owned shard (or per claimed line, place()), when some limit grants credit
   unsigned count_ = 0;            // lines at lines_
   detail::atomic<std::uint64_t> chunk_[kinds] = {};
+  detail::atomic<std::uint64_t> limit_units_[kinds] = {};  // each window's limit in units, 0: no credit
   std::uint64_t unit_[kinds] = {1, 1, 1};
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
 };
@@ -8385,8 +8422,10 @@ class slot_table {
 
   // Claims a word for a lease admitted at `now` on `shard`: sets its index
   // and the stamp written, or leaves both as they were when none is free (or
-  // there is no table).
-  void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
+  // there is no table). Inline: g++ stopped inlining it into try_admit once
+  // the stamps never repeat (detail/slot_word.hpp), which cost a call and
+  // about 10 instructions an admission.
+  [[gnu::always_inline]] void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
     if (count_ == 0) return;
     const std::uint64_t t = ms(now) + 1;
     if (shard < detail::thread_shards) {
@@ -14555,12 +14594,14 @@ TOLLGATE_END_NAMESPACE
 // shared_credit.hpp). The region holds `Lines` credit lines; each of this
 // process's first 16 threads claims one (by an owner word naming this
 // process) and takes each strict window's units a chunk at a time
-// (chunk = limit / 1024; limits below 1,024 get none), with the in-process
-// account's logic (account/credit.hpp). Bound: every window stays exact
-// (every unit is counted before a line holds it, and spent only in the slot
-// it was counted in); other threads of every process can be refused falsely
-// by at most `Lines` chunks of a window (Lines / 1024 of its limit: 1.6 % at
-// the default 16), and a refused thread gives its own credit back before
+// (chunk = limit / 1024 up to 16 lines, limit / (64 x Lines) above; limits
+// below the divisor get none), with the in-process account's logic
+// (account/credit.hpp). Bound: every window stays exact (every unit is
+// counted before a line holds it, and spent only in the slot it was counted
+// in); other threads of every process can be refused falsely by at most
+// `Lines` chunks of a window (1.6 % of its limit at the default 16, under
+// 1/64 for any Lines), since a line's leftover goes back into the sub-window
+// it was counted in; and a refused thread gives its own credit back before
 // the windows are asked for its wait. Credit off: every admission takes the
 // shared words, and a refusal is false only while a racing admission holds
 // units it is about to roll back. No concurrency credit: a lease holds its
@@ -14613,17 +14654,22 @@ TOLLGATE_END_NAMESPACE
 // its place() seam): a window's units are counted in the window by one CAS
 // before a line holds them, and spent only in the slot they were counted in,
 // so every window's bound holds exactly, across processes, as without
-// credit. What a line costs other users: at most one chunk (limit / 1024)
-// per window held but not yet spent, so other threads of every process can
-// be refused falsely by at most `Lines` chunks of a window (Lines / 1024 of
-// its limit: 1.6 % with the default 16), and a thread is refused because of
-// its own credit only when another moved the window on first (a refusal
-// gives its credit back before the account asks the windows for a wait).
+// credit. What a line costs other users: at most one chunk per window held
+// but not yet spent (a line's leftover goes back into the slot it was
+// counted in, also after another user moved the window on). The chunk is
+// limit / 1024 up to 16 lines and limit / (64 x Lines) above, so other
+// threads of every process can be refused falsely by at most `Lines` chunks
+// of a window: Lines / 1024 of its limit up to 16 lines (1.6 % with the
+// default 16), under 1/64 of it (1.6 %) for any `Lines` up to 4,096 (limits
+// below the divisor get no credit and run exactly as without it). A thread
+// is never refused because of its own credit (a refusal gives its credit
+// back before the account asks the windows for a wait).
 //
 // Owner words. Beside each line, one word {identity: 48 bits, generation:
 // 16 bits}; identity 0: free. A claim is one CAS from a free word to this
 // process's identity and the next generation, so the word that gives a
-// user the line also names it: a process killed at any instruction either
+// user the line also names it (the generation counts in its low 15 bits;
+// the top one marks a word being reaped): a process killed at any instruction either
 // holds a line under its own name or changed nothing (no step between
 // taking and naming, unlike a slot's separate owner word). A release is one
 // CAS back to free, after the owner gave its credit back to the windows.
@@ -14632,8 +14678,16 @@ TOLLGATE_END_NAMESPACE
 // they leave their windows (the safe side: its fields may be half-written,
 // so they are never given back). Its line comes back when a claimer finds
 // no free line and the caller's liveness check calls the owner dead: the
-// reaper forgets the line's credit, then frees the word by CAS (which
-// decides, once). There is no deadline: a deadline cannot tell a dead owner
+// reaper first takes the word, by one CAS from the dead owner's word to the
+// same word marked "reaping" (the generation's top bit), which decides
+// among reapers, once; then it forgets the line's credit and frees the
+// word. Claimers and other reapers skip a marked word, so the line has one
+// writer from the dead owner's last store to the next owner's first (a
+// reaper that forgot before deciding could wipe a line that another reaper
+// had freed meanwhile and a live owner had claimed and refilled). A reaper
+// killed between its CAS and its free leaves the line marked: lost to
+// claims until the region is built again (the safe side: never a second
+// writer; its units stay counted as a dead owner's do). There is no deadline: a deadline cannot tell a dead owner
 // from a slow one, and a slow owner spends its line with plain stores that
 // would race the next owner's (breaking exactness, where a late slot holder
 // only finds its release CAS failing). Without a liveness check a dead
@@ -14654,7 +14708,8 @@ TOLLGATE_END_NAMESPACE
 //
 // Concurrency. Owner-word CAS: acq_rel on success, so a new owner sees the
 // stores the previous owner (or the reaper's forget) made to the line before
-// the CAS that freed it; failures relaxed (only the value is used). The
+// the CAS or release store that freed it; failures relaxed (only the value
+// is used). The
 // line's fields are thread_credit's (relaxed, single writer).
 #ifndef TOLLGATE_ACCOUNT_SHARED_CREDIT_HPP
 #define TOLLGATE_ACCOUNT_SHARED_CREDIT_HPP
@@ -14680,6 +14735,10 @@ struct shared_credit_lines {
   using line = typename credit::line;
   static constexpr unsigned gen_bits = 16;
   static constexpr std::uint64_t gen_mask = (std::uint64_t{1} << gen_bits) - 1;
+  // The generation's top bit marks a word a reaper has taken (see the
+  // header); the generation counts in the bits below it.
+  static constexpr std::uint64_t reaping = std::uint64_t{1} << (gen_bits - 1);
+  static constexpr std::uint64_t count_mask = reaping - 1;
   static constexpr std::size_t none = Lines;
 
   detail::atomic<std::uint64_t> owners[Lines];
@@ -14699,7 +14758,7 @@ struct shared_credit_lines {
       // relaxed: a guess; the CAS decides.
       std::uint64_t w = owners[i].load(std::memory_order_relaxed);
       if (identity_of(w) != 0) continue;
-      const std::uint64_t mine = (identity << gen_bits) | ((w + 1) & gen_mask);
+      const std::uint64_t mine = (identity << gen_bits) | ((w + 1) & count_mask);
       // acq_rel/relaxed: see the header.
       if (owners[i].compare_exchange_strong(w, mine, std::memory_order_acq_rel, std::memory_order_relaxed)) {
         word = mine;
@@ -14723,15 +14782,23 @@ struct shared_credit_lines {
   std::uint64_t reap(credit& c, Alive&& alive) noexcept {
     std::uint64_t freed = 0;
     for (std::size_t i = 0; i < Lines; ++i) {
-      // acquire: pairs with the claim CAS, so the forget below follows the
-      // dead owner's last stores in this thread's view.
-      std::uint64_t w = owners[i].load(std::memory_order_acquire);
+      // relaxed: a guess; the CAS below decides, and acquires.
+      std::uint64_t w = owners[i].load(std::memory_order_relaxed);
       const std::uint64_t who = identity_of(w);
-      if (who == 0 || alive(who)) continue;
+      if (who == 0 || (w & reaping) != 0 || alive(who)) continue;
+      // Take the word first: only the reaper whose CAS moves it from the
+      // dead owner's name writes the line. acq_rel: acquire pairs with the
+      // claim CAS, so the forget below follows the dead owner's last stores
+      // in this thread's view; failure relaxed: another reaper (or the
+      // owner's release) decided, and this one touches nothing.
+      if (!owners[i].compare_exchange_strong(w, w | reaping, std::memory_order_acq_rel, std::memory_order_relaxed))
+        continue;
       c.forget(static_cast<unsigned>(i));
-      // acq_rel/relaxed: see the header.
-      if (owners[i].compare_exchange_strong(w, w & gen_mask, std::memory_order_acq_rel, std::memory_order_relaxed))
-        ++freed;
+      // release: pairs with the next claim's acq_rel CAS, so its owner sees
+      // the forget's stores before its own. A plain store: nobody else
+      // changes a word that is being reaped.
+      owners[i].store(w & count_mask, std::memory_order_release);
+      ++freed;
     }
     return freed;
   }
@@ -15459,7 +15526,8 @@ class shared_account {
   }
 
   // The chunks and the lines: credit only where some window grants a chunk
-  // (limit / 1024 units: limits below 1,024 run exactly as without credit).
+  // (credit.hpp's chunk_of for this many lines: smaller limits run exactly
+  // as without credit).
   void set_up_credit() noexcept {
     map_.clear();
     if (!s_->credit_on) return;
@@ -15469,7 +15537,7 @@ class shared_account {
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) {
         credit_.set_unit(k, ws[k]->unit());
-        any = any || credit::chunk_of(*ws[k]) > 0;
+        any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
       }
     credit_.update(true, ws, 0);  // no concurrency credit: a lease holds its own slot word
     if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));

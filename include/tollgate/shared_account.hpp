@@ -33,12 +33,14 @@
 // shared_credit.hpp). The region holds `Lines` credit lines; each of this
 // process's first 16 threads claims one (by an owner word naming this
 // process) and takes each strict window's units a chunk at a time
-// (chunk = limit / 1024; limits below 1,024 get none), with the in-process
-// account's logic (account/credit.hpp). Bound: every window stays exact
-// (every unit is counted before a line holds it, and spent only in the slot
-// it was counted in); other threads of every process can be refused falsely
-// by at most `Lines` chunks of a window (Lines / 1024 of its limit: 1.6 % at
-// the default 16), and a refused thread gives its own credit back before
+// (chunk = limit / 1024 up to 16 lines, limit / (64 x Lines) above; limits
+// below the divisor get none), with the in-process account's logic
+// (account/credit.hpp). Bound: every window stays exact (every unit is
+// counted before a line holds it, and spent only in the slot it was counted
+// in); other threads of every process can be refused falsely by at most
+// `Lines` chunks of a window (1.6 % of its limit at the default 16, under
+// 1/64 for any Lines), since a line's leftover goes back into the sub-window
+// it was counted in; and a refused thread gives its own credit back before
 // the windows are asked for its wait. Credit off: every admission takes the
 // shared words, and a refusal is false only while a racing admission holds
 // units it is about to roll back. No concurrency credit: a lease holds its
@@ -289,7 +291,8 @@ class shared_account {
   }
 
   // The chunks and the lines: credit only where some window grants a chunk
-  // (limit / 1024 units: limits below 1,024 run exactly as without credit).
+  // (credit.hpp's chunk_of for this many lines: smaller limits run exactly
+  // as without credit).
   void set_up_credit() noexcept {
     map_.clear();
     if (!s_->credit_on) return;
@@ -299,7 +302,7 @@ class shared_account {
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) {
         credit_.set_unit(k, ws[k]->unit());
-        any = any || credit::chunk_of(*ws[k]) > 0;
+        any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
       }
     credit_.update(true, ws, 0);  // no concurrency credit: a lease holds its own slot word
     if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
