@@ -51,7 +51,7 @@ for k = 1, 2 do
           if f >= w.m then q, f = q + 1, 0 end
           eset(w.p .. 'q', q); eset(w.p .. 'f', f)
         end
-        eset(w.p .. 'g', t + 1)
+        eset(w.p .. 'g', tl + 1)
       end
       eset(w.p .. 'm', w.m); eset(w.p .. 'a', w.tq); eset(w.p .. 'b', w.tr)
     end
@@ -130,15 +130,16 @@ end
 -- A refund by ticket (bucket_ticket.hpp): at most min(n, (end - now) / T,
 -- owed(now) / T) whole units, end = the admission's time + its units'
 -- intervals; nothing for an admission before the bucket's last change.
+-- now is the latest time seen (a lagging time would give back more).
 local function b_refund(w, at, units, n)
   if at < E[w.p .. 'g'] or n == 0 then return end
   local q, f = E[w.p .. 'q'], E[w.p .. 'f']
-  if not pless(t, 0, q, f) then return end -- already full at now
+  if not pless(tl, 0, q, f) then return end -- already full at now
   local eq, ef = times(w, units)
   eq = eq + at
-  if not pless(t, 0, eq, ef) then return end -- its own intervals are over
-  local k = per_interval(w, n, psub(w, eq, ef, t, 0))
-  k = per_interval(w, k, psub(w, q, f, t, 0))
+  if not pless(tl, 0, eq, ef) then return end -- its own intervals are over
+  local k = per_interval(w, n, psub(w, eq, ef, tl, 0))
+  k = per_interval(w, k, psub(w, q, f, tl, 0))
   if k == 0 then return end
   local kq, kf = times(w, k)
   q, f = psub(w, q, f, kq, kf)
@@ -146,8 +147,9 @@ local function b_refund(w, at, units, n)
 end
 
 -- The calendar day (calendar_quota): cd the day the counts are of, cu what
--- it used. Days of the script's time, which never goes back, so a past day
--- is never reopened; a charge at a day before cd (none can come) counts in cd.
+-- it used; only an admission or a charge moves cd, so a past day is never
+-- reopened: a call before cd is refused (stale) with the wait to when cd
+-- can decide it, and a charge there counts in cd.
 local CAL_TOP = 1099511627775 -- 2^40 - 1, as calendar_quota
 local function c_used(d) return d > E.cd and 0 or E.cu end
 local function c_charge(n)
@@ -162,12 +164,11 @@ local function c_answer(n)
   if n == 0 then return 0, 0 end
   if n > W[3].limit then return 3, 0 end
   local d = day_of(now)
-  if d < E.cd then d = E.cd end
-  if c_used(d) + n > W[3].limit then
-    local wt = day_start(d + 1) - now
-    return 1, wt > 0 and wt or 1
-  end
-  return 0, 0
+  local stale = d < E.cd
+  if stale then d = E.cd end
+  if c_used(d) + n > W[3].limit then d = d + 1 elseif not stale then return 0, 0 end
+  local wt = day_start(d) - now -- to cd's start, or past it to the next day's
+  return 1, wt > 0 and wt or 1
 end
 local function pos(j) return j % R end
 local function units_in(w, j)
@@ -220,23 +221,25 @@ local function put(w, s, n) -- s >= head
   w.cur = u > TOP and TOP or u
   w.cdirty = true
 end
--- {verdict, wait}: verdict 0 admit, 1 wait, 3 never, 9 stale.
+-- {verdict, wait}: verdict 0 admit, 1 wait, 3 never, 9 stale (x before the
+-- head's sub-window: the wait to the head, and on from there to where it
+-- admits, as the in-process account's; the wait always from x).
 local function answer(w, n, x)
   if n == 0 then return 0, 0 end
   if n > w.limit then return 3, 0 end
   local s = slot_at(w, x)
-  if s < w.head then
-    local d = slot_start(w, w.head) - x
-    return 9, d > 0 and d or 1
-  end
+  local v = 1
+  if s < w.head then s, v = w.head, 9 end
   if sum(w, s) + n > w.limit then
     local room = w.limit - n
     local target = s + 1
     while sum(w, target) > room and target <= w.head + K do target = target + 1 end
-    local d = slot_start(w, target) - x
-    return 1, d > 0 and d or 1
+    s = target
+  elseif v == 1 then
+    return 0, 0
   end
-  return 0, 0
+  local d = slot_start(w, s) - x
+  return v, d > 0 and d or 1
 end
 local function give_back(w, slot, n)
   if slot < 0 or slot > w.head or slot + K < w.head then return end
