@@ -68,8 +68,10 @@
 #include <tollgate/config.hpp>
 #include <tollgate/redis/script_check.hpp>
 #include <tollgate/redis/script_decide.hpp>
+#include <tollgate/redis/script_spaced.hpp>
 
 #include <cstddef>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -93,9 +95,9 @@ namespace redis {
 //     a calendar day's its day), the lease's epoch tag, the tokens reserved
 //   then for control: what (pause_us, stop, resume, clear_pause,
 //   restore_budget), value[, value]; for init: fresh (0/1), test (0/1).
-// The whole body is one chunk, joined at compile time from its two parts
-// (redis/script_check.hpp, redis/script_decide.hpp), so the text sent and
-// its SHA are those of one string.
+// The whole body is one chunk, joined at compile time from its three parts
+// (redis/script_check.hpp, redis/script_spaced.hpp, redis/script_decide.hpp),
+// so the text sent and its SHA are those of one string.
 namespace detail_script {
 template <std::size_t N>
 struct script_text {
@@ -103,13 +105,15 @@ struct script_text {
   constexpr std::string_view view() const noexcept { return std::string_view(data, N); }
 };
 template <std::size_t N>
-constexpr script_text<N> join_script(std::string_view a, std::string_view b) noexcept {
+constexpr script_text<N> join_script(std::string_view a, std::string_view b, std::string_view c) noexcept {
   script_text<N> t{};
-  for (std::size_t i = 0; i < a.size(); ++i) t.data[i] = a[i];
-  for (std::size_t i = 0; i < b.size(); ++i) t.data[a.size() + i] = b[i];
+  std::size_t at = 0;
+  for (std::string_view part : {a, b, c})
+    for (std::size_t i = 0; i < part.size(); ++i) t.data[at++] = part[i];
   return t;  // data[N] stays 0 (value-initialised)
 }
-inline constexpr auto script_joined = join_script<script_check.size() + script_decide.size()>(script_check, script_decide);
+inline constexpr auto script_joined = join_script<script_check.size() + script_spaced.size() + script_decide.size()>(
+    script_check, script_spaced, script_decide);
 }  // namespace detail_script
 inline constexpr std::string_view script = detail_script::script_joined.view();
 
