@@ -30,11 +30,19 @@
 // started again at 1) is of a lease this epoch does not hold: it frees no
 // slot, returns no money and refunds no tokens (what it charges, tokens used
 // beyond the reservation and money spent, still counts: the safe side).
-// Time is the server's TIME, never a client's; it never goes back: a call
-// decides at the later of TIME and the latest time a call used (a step
-// back frees nothing). Only an account created in test mode takes `now`
-// from the call, and then no key gets an expiry (expiry runs on the real
-// clock).
+// Time is the server's TIME, never a client's. A call decides at its own
+// time, also one behind the latest a call used (a clock stepped back, a
+// failover to a server whose clock is behind): such a time never adds
+// capacity. A strict window decides it at its own time while that is in or
+// after the head sub-window, a calendar day while it is in or after the day
+// counted; before those the call is refused (stale) with the wait from its
+// own time to where the window or day admits, as the in-process account's
+// (account/limiters.hpp). Only an admission or a charge moves a head or the
+// day, never a peek or a refusal; the latest time seen bounds only what
+// frees capacity (a bucket's refund, a rate change's cut), where later frees
+// no more. Every wait counts from the call's own time. Only an account
+// created in test mode takes `now` from the call, and then no key gets an
+// expiry (expiry runs on the real clock).
 // The body runs as an EVAL script or, unchanged, inside a Functions library
 // (function_library below).
 // Cost: an admission that carries one settlement runs 7 commands (TIME, the
@@ -58,9 +66,10 @@
 //     and what is owed); a lease admitted before a change of the bucket's
 //     rate refunds nothing; a change of rate keeps the time owed until;
 //   the calendar day (calendar_quota) of the script's time at utc_offset:
-//     exact day numbers (µs from the Unix epoch), reset at the first call of
-//     a new day, never back to a past day (the time never goes back), a
-//     refund only into its own day, charges saturating at 2^40 - 1;
+//     exact day numbers (µs from the Unix epoch), reset at the first
+//     admission or charge of a new day, never back to a past day (a call
+//     before the day counted is stale), a refund only into its own day,
+//     charges saturating at 2^40 - 1;
 //   concurrency leases with deadlines, a budget, pause and stop.
 #ifndef TOLLGATE_REDIS_SCRIPT_HPP
 #define TOLLGATE_REDIS_SCRIPT_HPP
