@@ -127,15 +127,11 @@ struct tally {
   // The spaced and calendar paths reached: waits a spaced bucket named,
   // admissions after a calendar day's rollover, refunds into a spaced bucket.
   std::uint64_t spaced_waits = 0, rollovers = 0, bucket_refunds = 0;
-  std::uint64_t back_steps = 0;  // steps decided behind the latest time
 };
 
 // One differential run of `trials` random accounts; SCRIPT FLUSH every
-// `flush_every` steps when non-zero. With `back`, one step in eight decides
-// at a time behind the latest (a clock stepped back, a failover to a server
-// whose clock is behind); settlements stay at the latest time.
-tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false,
-                   bool back = false) {
+// `flush_every` steps when non-zero.
+tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false) {
   client conn(srv.port()), admin(srv.port());
   REQUIRE(conn.connected());
   const std::uint64_t seed = tgtest::seed_for(stream);
@@ -158,14 +154,6 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
       INFO("step " << step << " at " << now.count());
       if (g.chance(3)) now += nanoseconds(static_cast<std::int64_t>(g.between(0, 2 * 3600)) * sec);
       else now += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(c.request_window.count() / 8 / us))) * us);
-      nanoseconds at = now;  // the time this step decides at
-      if (back && g.chance(8)) {
-        const std::uint64_t span = static_cast<std::uint64_t>((now - origin).count() / us);
-        const std::uint64_t most = static_cast<std::uint64_t>(c.request_window.count() / us) * 2 + 86400 * 1000000ULL / 8;
-        at -= nanoseconds(static_cast<std::int64_t>(g.between(0, span < most ? span : most)) * us);
-        ++t.back_steps;
-      }
-      INFO("deciding at " << at.count());
       if (flush_every > 0 && step % flush_every == flush_every / 2) {
         if (functions) REQUIRE(admin.call({"FUNCTION", "FLUSH"}).type == tr::reply::kind::status);
         else REQUIRE(admin.call({"SCRIPT", "FLUSH"}).type == tr::reply::kind::status);
@@ -174,8 +162,8 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
       const std::uint64_t op = g.between(0, 99);
       if (op < 60) {
         const request r = random_request(g);
-        auto x = a.try_admit(r, at);
-        auto y = b.try_admit(r, at);
+        auto x = a.try_admit(r, now);
+        auto y = b.try_admit(r, now);
         INFO("outcome " << tr::to_string(y.how));
         REQUIRE(y.how == tr::outcome::ok);
         REQUIRE(x.decision.what() == y.d.what());
@@ -188,11 +176,11 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
         if (x) {
           ++t.admitted;
           if (c.calendar_day && c.tpd.is_finite()) {
-            const std::int64_t day = (at.count() + c.utc_offset.count() * 60 * sec) / (86400 * sec);
+            const std::int64_t day = (now.count() + c.utc_offset.count() * 60 * sec) / (86400 * sec);
             if (last_day >= 0 && day > last_day) ++t.rollovers;
             last_day = day;
           }
-          REQUIRE(y.server_now_us == at.count() / us);
+          REQUIRE(y.server_now_us == now.count() / us);
           held.emplace_back(std::move(x.lease), std::move(y.lease));
         } else {
           ++t.refused;
@@ -223,18 +211,18 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
       } else if (op < 94) {
         std::optional<nanoseconds> header;
         const error_info e = random_answer(g, header);
-        a.on_response(e, header, at);
-        REQUIRE(b.on_response(e, header, at) == tr::outcome::ok);
+        a.on_response(e, header, now);
+        REQUIRE(b.on_response(e, header, now) == tr::outcome::ok);
         ++t.answers;
       } else if (op < 97) {
         a.resume();
-        REQUIRE(b.resume(at) == tr::outcome::ok);
+        REQUIRE(b.resume(now) == tr::outcome::ok);
       } else {
         a.clear_pause();
-        REQUIRE(b.clear_pause(at) == tr::outcome::ok);
+        REQUIRE(b.clear_pause(now) == tr::outcome::ok);
       }
-      const auto v = a.remaining(at);
-      const auto w = b.remaining(at);
+      const auto v = a.remaining(now);
+      const auto w = b.remaining(now);
       REQUIRE(w.how == tr::outcome::ok);
       if (c.concurrency.is_finite()) REQUIRE(a.in_flight() == w.values.in_flight);
       if (c.rpm.is_finite()) REQUIRE(*v.requests == *w.values.available[0]);
@@ -263,16 +251,6 @@ TEST_CASE("redis: the script and the in-process account decide alike", "[redis_s
   CHECK(t.spaced_waits > 300);
   CHECK(t.rollovers > 5);
   CHECK(t.bucket_refunds > 40);
-}
-
-TEST_CASE("redis: a time behind the latest is decided alike (stale, never more capacity)", "[redis_server][differential]") {
-  server srv;
-  REQUIRE(srv.running());
-  const tally t = differential(srv, 17104, 60, 400, 0, false, true);
-  INFO("back steps " << t.back_steps << ", admitted " << t.admitted << ", refused " << t.refused);
-  CHECK(t.back_steps > 2000);
-  CHECK(t.admitted > 500);
-  CHECK(t.refused > 1000);
 }
 
 // Times behind the latest one seen (a clock stepped back, a failover to a
