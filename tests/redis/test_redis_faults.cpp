@@ -287,6 +287,26 @@ TEST_CASE("redis: a clock that steps back frees nothing", "[redis_server][time]"
   CHECK(a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(30 * sec) + later.d.retry_after()));
 }
 
+TEST_CASE("redis: a time before the state began is refused until it began", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(5);
+  c.lease_timeout = std::chrono::minutes(5);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("early", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  const auto x = a.try_admit(tgtest::req(1, 1), t0 - std::chrono::seconds(3));
+  REQUIRE(x.how == tr::outcome::ok);
+  REQUIRE_FALSE(x);
+  CHECK(x.refused.has(dimension::rpm));
+  CHECK(x.d.retry_after() == std::chrono::seconds(3));  // to the first sub-window's start
+  CHECK(x.server_now_us == (t0.count() - 3 * sec) / us);
+  CHECK(a.try_admit(tgtest::req(1, 1), t0));
+}
+
 // A time ahead of the true one (a server clock stepped forward and corrected,
 // a failover to a replica whose clock is behind) seen by one call, even a
 // peek, must not make the calls at the true time decide at it: the window
