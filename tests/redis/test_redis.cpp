@@ -15,6 +15,7 @@
 
 #include <tollgate/redis/account.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -250,6 +251,88 @@ TEST_CASE("redis: the script and the in-process account decide alike", "[redis_s
   CHECK(t.spaced_waits > 300);
   CHECK(t.rollovers > 5);
   CHECK(t.bucket_refunds > 40);
+}
+
+// Times behind the latest one seen (a clock stepped back, a failover to a
+// server whose clock is behind; F4): admissions and peeks at random times,
+// one in four behind the latest by up to two windows and three hours, on the
+// strict models. The in-process account is no oracle here (its refused
+// admissions move its heads, which a lagging time then sees), so every
+// admission is checked against the bounds by brute force: requests and
+// tokens in every (x - W, x] of the true times, and tokens per calendar day
+// or in every rolling 24 h. Leases are dropped at once (no refund, the
+// tokens stay counted).
+TEST_CASE("redis: times behind the latest never admit past a bound", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const std::uint64_t seed = tgtest::seed_for(17104);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t lagging_admitted = 0, lagging_refused = 0, admitted = 0;
+  constexpr std::int64_t day = 86400 * sec;
+  for (int trial = 0; trial < 60; ++trial) {
+    account_config c = random_config(g);
+    if (!account_policy::strict_for(c.model)) c.model = server_model::sliding_log;
+    c.budget.reset();
+    INFO("trial " << trial << ": " << describe(c));
+    const nanoseconds origin(static_cast<std::int64_t>(g.between(1, 1000000)) * us + 1700000000 * sec);
+    redis_account b("lag-" + std::to_string(trial), redis_side(c), exec{&conn}, tr::options{true});
+    REQUIRE(b.create(true, origin.count() / us) == tr::outcome::ok);
+    std::vector<std::pair<std::int64_t, std::uint64_t>> taken;  // (time ns, tokens) of each admission
+    const std::int64_t most = 2 * std::max(c.request_window.count(), c.token_window.count()) + 3 * 3600 * sec;
+    nanoseconds now = origin;
+    for (int step = 0; step < 400; ++step) {
+      if (g.chance(3)) now += nanoseconds(static_cast<std::int64_t>(g.between(0, 2 * 3600)) * sec);
+      else now += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(c.request_window.count() / 8 / us))) * us);
+      nanoseconds at = now;
+      const bool lagging = g.chance(25);
+      if (lagging) {
+        const std::int64_t span = std::min((now - origin).count(), most) / us;
+        at -= nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(span))) * us);
+      }
+      INFO("step " << step << " at " << at.count() << " (latest " << now.count() << ")");
+      if (g.chance(30)) {
+        REQUIRE(b.remaining(at).how == tr::outcome::ok);
+        continue;
+      }
+      auto y = b.try_admit(random_request(g), at);
+      REQUIRE(y.how == tr::outcome::ok);
+      if (y) {
+        ++admitted;
+        if (lagging) ++lagging_admitted;
+        REQUIRE(y.server_now_us == at.count() / us);
+        taken.emplace_back(at.count(), y.tokens);
+        y.lease = redis_account::lease_type();  // dropped: carried by the next call
+      } else if (lagging) {
+        ++lagging_refused;
+      }
+    }
+    // The bounds, by brute force over every admission's time x.
+    for (const auto& e : taken) {
+      const std::int64_t x = e.first;
+      std::uint64_t req = 0, tok = 0, tok_day = 0;
+      for (const auto& f : taken) {
+        if (f.first <= x && f.first > x - c.request_window.count()) ++req;
+        if (f.first <= x && f.first > x - c.token_window.count()) tok += f.second;
+        if (c.calendar_day) {
+          const std::int64_t off = c.utc_offset.count() * 60 * sec;
+          if ((f.first + off) / day == (x + off) / day) tok_day += f.second;
+        } else if (f.first <= x && f.first > x - day) {
+          tok_day += f.second;
+        }
+      }
+      INFO("at " << x << ": " << req << " requests, " << tok << " tokens, " << tok_day << " in the day");
+      if (c.rpm.is_finite()) REQUIRE(req <= *c.rpm.value());
+      if (c.tpm.is_finite()) REQUIRE(tok <= *c.tpm.value());
+      if (c.tpd.is_finite()) REQUIRE(tok_day <= *c.tpd.value());
+    }
+  }
+  INFO("admitted " << admitted << ", behind the latest: " << lagging_admitted << " admitted, " << lagging_refused
+                   << " refused");
+  CHECK(admitted > 1000);
+  CHECK(lagging_admitted > 50);
+  CHECK(lagging_refused > 500);
 }
 
 TEST_CASE("redis: SCRIPT FLUSH mid-run: the EVAL fallback, the same decisions", "[redis_server][flush]") {

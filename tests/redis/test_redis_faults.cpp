@@ -279,11 +279,117 @@ TEST_CASE("redis: a clock that steps back frees nothing", "[redis_server][time]"
     INFO("now back at t0 + " << back << " s");
     const auto x = a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(back * sec));
     REQUIRE_FALSE(x);
-    CHECK(x.server_now_us == later.server_now_us);  // decided at the latest time seen
-    CHECK(x.d.retry_after() == later.d.retry_after());
+    CHECK(x.server_now_us == (t0.count() + back * sec) / us);  // decided at its own time
+    // The wait counts from the call's own time: to the same moment as the later call's.
+    CHECK(x.d.retry_after() == later.d.retry_after() + nanoseconds((30 - back) * sec));
   }
   // Past the wait from the latest time, admitted again.
   CHECK(a.try_admit(tgtest::req(1, 1), t0 + nanoseconds(30 * sec) + later.d.retry_after()));
+}
+
+TEST_CASE("redis: a time before the state began is refused until it began", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(5);
+  c.lease_timeout = std::chrono::minutes(5);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("early", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  const auto x = a.try_admit(tgtest::req(1, 1), t0 - std::chrono::seconds(3));
+  REQUIRE(x.how == tr::outcome::ok);
+  REQUIRE_FALSE(x);
+  CHECK(x.refused.has(dimension::rpm));
+  CHECK(x.d.retry_after() == std::chrono::seconds(3));  // to the first sub-window's start
+  CHECK(x.server_now_us == (t0.count() - 3 * sec) / us);
+  CHECK(a.try_admit(tgtest::req(1, 1), t0));
+}
+
+// A time ahead of the true one (a server clock stepped forward and corrected,
+// a failover to a replica whose clock is behind) seen by one call, even a
+// peek, must not make the calls at the true time decide at it: the window
+// that is full at the true time stays full (the in-process account refuses
+// the same calls).
+TEST_CASE("redis: a peek at a time ahead frees nothing at the true time", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::fixed_window;
+  c.rpm = limit(10);
+  c.lease_timeout = std::chrono::minutes(10);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("ahead", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  account<manual_clock> l(c, t0);
+  int admitted = 0;
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(a.try_admit(tgtest::req(1, 1), t0));
+    REQUIRE(l.try_admit(tgtest::req(1, 1), t0));
+    ++admitted;
+  }
+  const auto peek = a.remaining(t0 + std::chrono::seconds(65));
+  REQUIRE(peek.how == tr::outcome::ok);
+  REQUIRE(*peek.values.available[0] == 10);
+  CHECK(*l.remaining(t0 + std::chrono::seconds(65)).requests == 10);
+  for (int i = 0; i < 10; ++i) {
+    const nanoseconds now = t0 + nanoseconds(sec + i * 100000 * us);
+    INFO("at t0 + " << (now - t0).count() << " ns");
+    const auto x = a.try_admit(tgtest::req(1, 1), now);
+    const auto y = l.try_admit(tgtest::req(1, 1), now);
+    REQUIRE(x.how == tr::outcome::ok);
+    CHECK_FALSE(y);
+    CHECK_FALSE(x);
+    if (x) ++admitted;
+    CHECK(x.server_now_us == now.count() / us);
+    CHECK(x.refused.bits == y.refused.bits);
+    CHECK(static_cast<std::int64_t>(tr::ceil_us(y.decision.retry_after())) * us == x.d.retry_after().count());
+  }
+  CHECK(admitted <= 10);  // requests in the true window (t - 60 s, t] at t0 + 1.9 s
+}
+
+// The calendar day at UTC offsets around midnight, with calls that go back
+// across it: decided as calendar_quota does (a day before the one counted is
+// refused, with the wait to when it can be decided), and never more than the
+// limit in a day.
+TEST_CASE("redis: a calendar day decides a time before its day as in-process", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  constexpr std::int64_t DAY = 86400 * sec / us;  // µs
+  for (int off : {-1440, -1439, -721, -1, 0, 1, 345, 1439, 1440}) {
+    INFO("utc offset " << off << " min");
+    account_config c;
+    c.model = server_model::fixed_window;
+    c.tpd = limit(1000);
+    c.calendar_day = true;
+    c.utc_offset = std::chrono::minutes(off);
+    c.unix_time_at_zero = nanoseconds(0);
+    c.lease_timeout = std::chrono::minutes(10);
+    const std::int64_t mid = 20001 * DAY - std::int64_t(off) * 60 * sec / us;  // a midnight at the offset, µs
+    const std::int64_t origin = mid - DAY / 2;
+    redis_account a("cal" + std::to_string(off + 2000), c, exec{&conn}, tr::options{true});
+    REQUIRE(a.create(true, origin) == tr::outcome::ok);
+    account<manual_clock> l(c, nanoseconds(origin * us));
+    std::int64_t used0 = 0, used1 = 0;
+    for (std::int64_t t : {mid - 3 * sec / us, mid - 2, mid - 1, mid - 1, mid, mid, mid + 1, mid - 1, mid - 500000,
+                           mid - 5, mid + 2, mid + DAY - 1, mid + DAY, mid + DAY - 5}) {
+      INFO("at midnight " << (t - mid) << " us");
+      const request r = tgtest::req(0, 400);
+      const auto x = a.try_admit(r, nanoseconds(t * us));
+      const auto y = l.try_admit(r, nanoseconds(t * us));
+      REQUIRE(x.how == tr::outcome::ok);
+      CHECK(static_cast<bool>(x) == static_cast<bool>(y));
+      CHECK(x.refused.bits == y.refused.bits);
+      CHECK(static_cast<std::int64_t>(tr::ceil_us(y.decision.retry_after())) * us == x.d.retry_after().count());
+      if (x && t < mid) used0 += 400;
+      else if (x && t < mid + DAY) used1 += 400;
+    }
+    CHECK(used0 <= 1000);
+    CHECK(used1 <= 1000);
+  }
 }
 
 TEST_CASE("redis: state keys expire when they would read empty; the epoch never", "[redis_server][expiry]") {

@@ -11,8 +11,8 @@
 //   decision reads one hash and writes it once:
 //     epoch  hash; never expires. lv (3: this layout; an epoch of another
 //            layout, 2 included, is refused as corrupt, never misread), origin (server µs when the state
-//            began), last (the latest time a call used: the script's time
-//            never goes back), next (the last lease id), hold (nothing is
+//            began), last (the latest time a call used: it bounds refunds;
+//            a call decides at its own time), next (the last lease id), hold (nothing is
 //            admitted before it: set when the state was found lost), bhold
 //            (1: the budget refuses until restore_budget), committed and
 //            spent (money), pause (admissions wait until it), stop (1 after a

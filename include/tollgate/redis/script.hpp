@@ -30,11 +30,19 @@
 // started again at 1) is of a lease this epoch does not hold: it frees no
 // slot, returns no money and refunds no tokens (what it charges, tokens used
 // beyond the reservation and money spent, still counts: the safe side).
-// Time is the server's TIME, never a client's; it never goes back: a call
-// decides at the later of TIME and the latest time a call used (a step
-// back frees nothing). Only an account created in test mode takes `now`
-// from the call, and then no key gets an expiry (expiry runs on the real
-// clock).
+// Time is the server's TIME, never a client's. A call decides at its own
+// time, also one behind the latest a call used (a clock stepped back, a
+// failover to a server whose clock is behind): such a time never adds
+// capacity. A strict window decides it at its own time while that is in or
+// after the head sub-window, a calendar day while it is in or after the day
+// counted; before those the call is refused (stale) with the wait from its
+// own time to where the window or day admits, as the in-process account's
+// (account/limiters.hpp). Only an admission or a charge moves a head or the
+// day, never a peek or a refusal; the latest time seen bounds only what
+// frees capacity (a bucket's refund, a rate change's cut), where later frees
+// no more. Every wait counts from the call's own time. Only an account
+// created in test mode takes `now` from the call, and then no key gets an
+// expiry (expiry runs on the real clock).
 // The body runs as an EVAL script or, unchanged, inside a Functions library
 // (function_library below).
 // Cost: an admission that carries one settlement runs 7 commands (TIME, the
@@ -58,9 +66,10 @@
 //     and what is owed); a lease admitted before a change of the bucket's
 //     rate refunds nothing; a change of rate keeps the time owed until;
 //   the calendar day (calendar_quota) of the script's time at utc_offset:
-//     exact day numbers (µs from the Unix epoch), reset at the first call of
-//     a new day, never back to a past day (the time never goes back), a
-//     refund only into its own day, charges saturating at 2^40 - 1;
+//     exact day numbers (µs from the Unix epoch), reset at the first
+//     admission or charge of a new day, never back to a past day (a call
+//     before the day counted is stale), a refund only into its own day,
+//     charges saturating at 2^40 - 1;
 //   concurrency leases with deadlines, a budget, pause and stop.
 #ifndef TOLLGATE_REDIS_SCRIPT_HPP
 #define TOLLGATE_REDIS_SCRIPT_HPP
@@ -68,8 +77,10 @@
 #include <tollgate/config.hpp>
 #include <tollgate/redis/script_check.hpp>
 #include <tollgate/redis/script_decide.hpp>
+#include <tollgate/redis/script_spaced.hpp>
 
 #include <cstddef>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -93,9 +104,9 @@ namespace redis {
 //     a calendar day's its day), the lease's epoch tag, the tokens reserved
 //   then for control: what (pause_us, stop, resume, clear_pause,
 //   restore_budget), value[, value]; for init: fresh (0/1), test (0/1).
-// The whole body is one chunk, joined at compile time from its two parts
-// (redis/script_check.hpp, redis/script_decide.hpp), so the text sent and
-// its SHA are those of one string.
+// The whole body is one chunk, joined at compile time from its three parts
+// (redis/script_check.hpp, redis/script_spaced.hpp, redis/script_decide.hpp),
+// so the text sent and its SHA are those of one string.
 namespace detail_script {
 template <std::size_t N>
 struct script_text {
@@ -103,13 +114,15 @@ struct script_text {
   constexpr std::string_view view() const noexcept { return std::string_view(data, N); }
 };
 template <std::size_t N>
-constexpr script_text<N> join_script(std::string_view a, std::string_view b) noexcept {
+constexpr script_text<N> join_script(std::string_view a, std::string_view b, std::string_view c) noexcept {
   script_text<N> t{};
-  for (std::size_t i = 0; i < a.size(); ++i) t.data[i] = a[i];
-  for (std::size_t i = 0; i < b.size(); ++i) t.data[a.size() + i] = b[i];
+  std::size_t at = 0;
+  for (std::string_view part : {a, b, c})
+    for (std::size_t i = 0; i < part.size(); ++i) t.data[at++] = part[i];
   return t;  // data[N] stays 0 (value-initialised)
 }
-inline constexpr auto script_joined = join_script<script_check.size() + script_decide.size()>(script_check, script_decide);
+inline constexpr auto script_joined = join_script<script_check.size() + script_spaced.size() + script_decide.size()>(
+    script_check, script_spaced, script_decide);
 }  // namespace detail_script
 inline constexpr std::string_view script = detail_script::script_joined.view();
 

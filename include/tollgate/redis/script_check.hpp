@@ -230,8 +230,13 @@ if not have_epoch then
 end
 if (E.test == 1) ~= (test_now ~= '') then return BAD end
 if not same_widths() then return OTHER end
-if now < E.last then now = E.last end
+-- A call decides at its own time, also one behind the latest a call used
+-- (a clock stepped back, a failover to a server whose clock is behind): a
+-- window or day it cannot decide there is refused with the wait from its own
+-- time, as in-process. tl, the latest time seen, bounds only what can free
+-- capacity (refunds, a rate change's cut): later there frees no more.
 local t = now - E.origin
+local tl = (now > E.last and now or E.last) - E.origin
 
 -- The lease set. lcount is its size as the calls left it: a set of another
 -- size was changed behind the script's back (expired: no loss at or after
