@@ -23,7 +23,8 @@
 // stale `now` behind the word's last stamp, or by a millisecond per 65,536
 // takes of one word within a millisecond, and it is then reclaimed that much
 // later (the safe side). The time saturates at max_ms + 1 (285 years after
-// the origin); only there could a stamp come back.
+// the origin); only there could a stamp come back. A take at a later
+// millisecond starts the generation again at 0: the pair still increases.
 #ifndef TOLLGATE_DETAIL_SLOT_WORD_HPP
 #define TOLLGATE_DETAIL_SLOT_WORD_HPP
 
@@ -48,14 +49,18 @@ struct slot_word {
   // The word once the holding stamped `w` is given back or reclaimed.
   static constexpr std::uint64_t freed(std::uint64_t w) noexcept { return w & ~held_bit; }
   // The stamp that follows `w` (a free word for a take, the holding's own
-  // stamp for a renewal) for a holding at `t` = 1 + its ms after the origin.
+  // stamp for a renewal) for a holding at `t` = 1 + its ms after the origin:
+  // the pair (time, generation) read as one number, one more than `w`'s, or
+  // {t, 0} if that is later. So the generation steps by one, a wrap carries
+  // a millisecond into the time, and a stale `t` keeps the later time. Three
+  // operations on the admission path, where comparing the fields one by one
+  // cost about 12 instructions and 1.5 ns (docs/performance.md).
   static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
-    const std::uint64_t g = (w + 1) & gen_mask;
-    const std::uint64_t old = time(w);
-    std::uint64_t tt = t > old ? t : old;
-    if (g == 0 && tt == old && tt <= max_ms) ++tt;  // the generation wrapped: move the time on
-    if (tt > max_ms + 1) tt = max_ms + 1;
-    return held_bit | (tt << gen_bits) | g;
+    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    const std::uint64_t after = (w & ~held_bit) + 1;
+    const std::uint64_t at = (t < max_ms + 1 ? t : max_ms + 1) << gen_bits;
+    const std::uint64_t s = after > at ? after : at;
+    return held_bit | (s < top ? s : top);
   }
 };
 
