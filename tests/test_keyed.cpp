@@ -332,6 +332,35 @@ TEST_CASE("keyed: a key evicted and back with an earlier now gets no extra units
   CHECK(t.try_acquire(std::uint64_t{9}, 0, 1, ns(2 * s)).table_full());
 }
 
+// A new key takes an unused entry (free or empty) of its window before
+// evicting a live one that is full again: the eviction would lose nothing,
+// but it would cost the evicted key a claim on its next call, and keys
+// cycling through a table with room would keep trading entries.
+TEST_CASE("keyed: a claim takes an unused entry before a reusable live one", "[keyed]") {
+  const std::int64_t s = 1000000000;
+  keyed_buckets<manual_clock, self_hash> t(4, {{rate(1, ns(s)), 2}}, hash_seed{}, ns(0), 4);
+  for (std::uint64_t k = 1; k <= 3; ++k) REQUIRE(t.try_acquire(k, 0, 1, ns(0)).admitted());  // entries 0..2
+  REQUIRE(t.erase(std::uint64_t{2}));                                                     // entry 1 free
+  // At 5 s keys 1 and 3 are full again (reusable), entry 1 is free, 3 empty.
+  REQUIRE(t.try_acquire(std::uint64_t{4}, 0, 1, ns(5 * s)).admitted());
+  CHECK(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  REQUIRE(t.try_acquire(std::uint64_t{5}, 0, 1, ns(5 * s)).admitted());
+  CHECK(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  // No unused entry left: the first reusable one (key 1's) is taken.
+  REQUIRE(t.try_acquire(std::uint64_t{6}, 0, 1, ns(5 * s)).admitted());
+  CHECK_FALSE(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  CHECK(t.contains(std::uint64_t{4}));
+  CHECK(t.contains(std::uint64_t{5}));
+  CHECK(t.contains(std::uint64_t{6}));
+  // Keys 4, 5, 6 owe until 6 s and key 3 is reusable: key 7 takes key 3's.
+  REQUIRE(t.try_acquire(std::uint64_t{7}, 0, 1, ns(5 * s)).admitted());
+  CHECK_FALSE(t.contains(std::uint64_t{3}));
+  CHECK(t.try_acquire(std::uint64_t{8}, 0, 1, ns(5 * s)).table_full());
+}
+
 TEST_CASE("keyed: refunds follow the ticket rule", "[keyed]") {
   const std::int64_t s = 1000000000;
   keyed_buckets<manual_clock> t(8, {{rate(1, ns(s)), 4}, {rate(1, ns(s)), 4}}, seed_from(5), ns(0));

@@ -8,7 +8,9 @@
 // (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
 // string_view) is hashed with SipHash-2-4 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
-// over a window of `window` entries from the hash's home (16 unless told).
+// over a window of `window` entries from the hash's home (16 unless told):
+// a new key takes the window's first unused entry, or else the first one
+// that may be reclaimed (below).
 // Each entry's limit (rate, burst) is one of a small list of limit classes
 // (at most 64), chosen by the call that claims the entry for its key; later
 // calls for a live key use the class it was claimed with.
