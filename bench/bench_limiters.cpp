@@ -575,9 +575,10 @@ void BM_window_alt_cas16_increment(benchmark::State& state) {
 }  // namespace
 
 // Keyed admission: each thread cycles over its own 1024 keys of a 4096-entry
-// table (one SipHash, a probe, a pin, the bucket's CAS, an unpin), against
+// table (one SipHash-1-3, a probe, a pin, the bucket's CAS, an unpin), against
 // the same bucket without a key and a std::mutex around a std::unordered_map
-// of conventional buckets (std::hash: no keyed hash) holding the same keys.
+// of conventional buckets holding the same keys: with std::hash (no keyed
+// hash: the baseline), and with the table's keyed hash.
 constexpr std::uint64_t keyed_keys_per_thread = 1024;
 
 void BM_keyed_allow_supplied(benchmark::State& state) {
@@ -594,6 +595,7 @@ void BM_keyed_allow_supplied(benchmark::State& state) {
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
 
+template <class MapHash = std::hash<std::uint64_t>>
 class mutex_map {
  public:
   bool try_acquire(std::uint64_t key, std::int64_t now) {
@@ -605,11 +607,18 @@ class mutex_map {
 
  private:
   std::mutex m_;
-  std::unordered_map<std::uint64_t, plain_bucket> map_;
+  std::unordered_map<std::uint64_t, plain_bucket, MapHash> map_;
 };
 
-void BM_baseline_mutex_map_allow(benchmark::State& state) {
-  static mutex_map m;
+// The table's keyed hash as the map's hasher.
+struct keyed_map_hash {
+  sip_key_hash h{hash_seed{0x1234, 0x5678}};
+  std::size_t operator()(std::uint64_t k) const noexcept { return static_cast<std::size_t>(h(k)); }
+};
+
+template <class MapHash>
+void mutex_map_allow(benchmark::State& state) {
+  static mutex_map<MapHash> m;
   static std::atomic<std::int64_t> hwm{0};
   supplied_time tm(hwm);
   const std::uint64_t base = static_cast<std::uint64_t>(state.thread_index()) * keyed_keys_per_thread;
@@ -618,6 +627,9 @@ void BM_baseline_mutex_map_allow(benchmark::State& state) {
   for (auto _ : state) admitted += m.try_acquire(base + (i++ & (keyed_keys_per_thread - 1)), tm.next(4).count()) ? 1 : 0;
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
+
+void BM_baseline_mutex_map_allow(benchmark::State& state) { mutex_map_allow<std::hash<std::uint64_t>>(state); }
+void BM_baseline_mutex_map_keyed_hash_allow(benchmark::State& state) { mutex_map_allow<keyed_map_hash>(state); }
 
 BENCHMARK(BM_classify_429);
 BENCHMARK(BM_parse_retry_after);
@@ -656,6 +668,7 @@ TOLLGATE_BENCH(BM_window_alt_packed_word_allow);
 TOLLGATE_BENCH(BM_window_alt_cas16_increment);
 TOLLGATE_BENCH(BM_keyed_allow_supplied);
 TOLLGATE_BENCH(BM_baseline_mutex_map_allow);
+TOLLGATE_BENCH(BM_baseline_mutex_map_keyed_hash_allow);
 
 int main(int argc, char** argv) {
   // glibc skips the mutex's atomic instructions in a process that has never

@@ -41,7 +41,7 @@ hash_seed seed_from(std::uint64_t stream) {
 
 }  // namespace
 
-TEST_CASE("keyed: SipHash-2-4 gives the reference outputs", "[keyed]") {
+TEST_CASE("keyed: SipHash-2-4 and SipHash-1-3 give the reference outputs", "[keyed]") {
   // Key 00..0f; message 00..(len-1): the reference implementation's vectors.
   const detail::siphash24 h(0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL);
   unsigned char msg[16];
@@ -50,10 +50,31 @@ TEST_CASE("keyed: SipHash-2-4 gives the reference outputs", "[keyed]") {
   CHECK(h.bytes(msg, 1) == 0x74f839c593dc67fdULL);
   CHECK(h.bytes(msg, 8) == 0x93f5f5799a932462ULL);
   CHECK(h.bytes(msg, 15) == 0xa129ca6149be45e5ULL);
-  // word() is bytes() of the little-endian word.
+  // SipHash-1-3, the same key and messages; and the zero key on no bytes.
+  const detail::siphash13 h13(0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL);
+  CHECK(h13.bytes(msg, 0) == 0xabac0158050fc4dcULL);
+  CHECK(h13.bytes(msg, 1) == 0xc9f49bf37d57ca93ULL);
+  CHECK(h13.bytes(msg, 8) == 0x369095118d299a8eULL);
+  CHECK(h13.bytes(msg, 15) == 0xd320d86d2a519956ULL);
+  CHECK(h13.bytes(msg, 16) == 0xcc4fdd1a7d908b66ULL);
+  CHECK(detail::siphash13(0, 0).bytes(nullptr, 0) == 0xd1fba762150c532cULL);
+  // word() is bytes() of the little-endian word (its own code path).
   CHECK(h.word(0x0706050403020100ULL) == h.bytes(msg, 8));
-  // Another seed, another function; ids and strings are kept apart.
+  CHECK(h13.word(0x0706050403020100ULL) == h13.bytes(msg, 8));
+  tgtest::rng g(tgtest::seed_for(4401));
+  for (int i = 0; i < 1000; ++i) {
+    const std::uint64_t v = g.next();
+    unsigned char b[8];
+    for (int j = 0; j < 8; ++j) b[j] = static_cast<unsigned char>(v >> (8 * j));
+    INFO("word " << v);
+    REQUIRE(h.word(v) == h.bytes(b, 8));
+    REQUIRE(h13.word(v) == h13.bytes(b, 8));
+  }
+  // The keyed tables' hash is SipHash-1-3 under the seed (ids under a
+  // derived key); another seed, another function; ids and strings apart.
   const sip_key_hash a(hash_seed{1, 2}), b(hash_seed{1, 3});
+  CHECK(a(std::uint64_t{42}) == detail::siphash13(1, 2 ^ 0x6964000000000000ULL).word(42));
+  CHECK(a(std::string_view(reinterpret_cast<const char*>(msg), 15)) == detail::siphash13(1, 2).bytes(msg, 15));
   CHECK(a(std::uint64_t{42}) != b(std::uint64_t{42}));
   CHECK(a(std::uint64_t{0x0706050403020100ULL}) != a(std::string_view(reinterpret_cast<const char*>(msg), 8)));
 }
@@ -330,6 +351,35 @@ TEST_CASE("keyed: a key evicted and back with an earlier now gets no extra units
   // Nothing else changed: key 3 took its burst at 2 s.
   CHECK(t.available(std::uint64_t{3}, 0, ns(2 * s)) == 0);
   CHECK(t.try_acquire(std::uint64_t{9}, 0, 1, ns(2 * s)).table_full());
+}
+
+// A new key takes an unused entry (free or empty) of its window before
+// evicting a live one that is full again: the eviction would lose nothing,
+// but it would cost the evicted key a claim on its next call, and keys
+// cycling through a table with room would keep trading entries.
+TEST_CASE("keyed: a claim takes an unused entry before a reusable live one", "[keyed]") {
+  const std::int64_t s = 1000000000;
+  keyed_buckets<manual_clock, self_hash> t(4, {{rate(1, ns(s)), 2}}, hash_seed{}, ns(0), 4);
+  for (std::uint64_t k = 1; k <= 3; ++k) REQUIRE(t.try_acquire(k, 0, 1, ns(0)).admitted());  // entries 0..2
+  REQUIRE(t.erase(std::uint64_t{2}));                                                     // entry 1 free
+  // At 5 s keys 1 and 3 are full again (reusable), entry 1 is free, 3 empty.
+  REQUIRE(t.try_acquire(std::uint64_t{4}, 0, 1, ns(5 * s)).admitted());
+  CHECK(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  REQUIRE(t.try_acquire(std::uint64_t{5}, 0, 1, ns(5 * s)).admitted());
+  CHECK(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  // No unused entry left: the first reusable one (key 1's) is taken.
+  REQUIRE(t.try_acquire(std::uint64_t{6}, 0, 1, ns(5 * s)).admitted());
+  CHECK_FALSE(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{3}));
+  CHECK(t.contains(std::uint64_t{4}));
+  CHECK(t.contains(std::uint64_t{5}));
+  CHECK(t.contains(std::uint64_t{6}));
+  // Keys 4, 5, 6 owe until 6 s and key 3 is reusable: key 7 takes key 3's.
+  REQUIRE(t.try_acquire(std::uint64_t{7}, 0, 1, ns(5 * s)).admitted());
+  CHECK_FALSE(t.contains(std::uint64_t{3}));
+  CHECK(t.try_acquire(std::uint64_t{8}, 0, 1, ns(5 * s)).table_full());
 }
 
 TEST_CASE("keyed: refunds follow the ticket rule", "[keyed]") {

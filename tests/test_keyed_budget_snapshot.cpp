@@ -460,7 +460,8 @@ TEST_CASE("keyed_budgets snapshot: hostile bytes and other tables are refused, c
   };
   expect("TGP1" + good.substr(4), errc_t::bad_format);
   expect(with(w_version, 0), errc_t::wrong_version);
-  expect(with(w_version, 2), errc_t::wrong_version);
+  expect(with(w_version, 1), errc_t::wrong_version);  // format 1: SipHash-2-4 keys
+  expect(with(w_version, 3), errc_t::wrong_version);
   expect(with(w_fp, f.w[w_fp] + 1), errc_t::other_configuration);
   {
     words g = f;

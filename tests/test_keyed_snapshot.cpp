@@ -215,7 +215,8 @@ TEST_CASE("keyed snapshot: hostile bytes are refused with the account's codes, c
     flip[30] = static_cast<char>(flip[30] ^ 1);
     expect(flip, errc_t::corrupted);
   }
-  expect(with(w_version, 2), errc_t::wrong_version);
+  expect(with(w_version, 1), errc_t::wrong_version);  // format 1: SipHash-2-4 keys
+  expect(with(w_version, 3), errc_t::wrong_version);
   expect(with(w_fp, f.w[w_fp] ^ 1), errc_t::other_configuration);
   {  // another capacity, window, class list or seed: another fingerprint
     keyed_buckets<manual_clock, home_hash> c1(32, classes, hs, ns(0), 4);
@@ -345,19 +346,23 @@ TEST_CASE("keyed snapshot: tickets from before a restore give nothing back", "[k
   }
 }
 
-// The bucket table's restore shares keyed/snapshot_frame.hpp with the other
-// tables now; its format is unchanged. These bytes were written by the
-// restore code before that move (a 16-entry table, two classes, keys 0-11
-// and 40, the latest claim 2 s ahead of the snapshot's `now`): they restore,
-// and the restored table snapshots into the bytes that code wrote after
-// restoring them, 3 s of wall time later.
-TEST_CASE("keyed snapshot: TGK1 bytes of the earlier code restore identically", "[keyed][snapshot]") {
-  auto unhex = [](std::string_view h) {
-    std::string s;
-    for (std::size_t i = 0; i + 1 < h.size(); i += 2)
-      s.push_back(static_cast<char>(std::stoi(std::string(h.substr(i, 2)), nullptr, 16)));
-    return s;
-  };
+namespace {
+std::string unhex(std::string_view h) {
+  std::string s;
+  for (std::size_t i = 0; i + 1 < h.size(); i += 2)
+    s.push_back(static_cast<char>(std::stoi(std::string(h.substr(i, 2)), nullptr, 16)));
+  return s;
+}
+}  // namespace
+
+// Format 1 hashed keys with SipHash-2-4; format 2 with SipHash-1-3. These
+// bytes were written by the format-1 code (a 16-entry table, two classes,
+// keys 0-11 and 40, the latest claim 2 s ahead of the snapshot's `now`).
+// Read under the new hash, their slots and hashes would name other keys:
+// they are refused with wrong_version (not other_configuration, not read),
+// changing nothing, and the same table snapshots into format 2, which the
+// version alone would not let through either: its fingerprint differs too.
+TEST_CASE("keyed snapshot: TGK1 bytes of format 1 (SipHash-2-4) are refused, never misread", "[keyed][snapshot]") {
   const std::string old_bytes = unhex(
       "54474b31010000000000000033fdee271155972700002a36fe9c971700943577"
       "0000000009000000000000000200000000000000e7d2fb39034e132a01000000"
@@ -370,31 +375,86 @@ TEST_CASE("keyed snapshot: TGK1 bytes of the earlier code restore identically", 
       "0000000000ca9a3b000000000d0000000000000002c4bbf0a820cbdb00000000"
       "000000000084d717000000000e00000000000000781ada47917807e701000000"
       "0000000000c37ec606000000e5e2491239372bdc");
-  const std::string after = unhex(
-      "54474b31010000000000000033fdee2711559727005efae8fe9c971700000000"
-      "0000000006000000000000000200000000000000e7d2fb39034e132a01000000"
-      "0000000000fdcaa7030000000300000000000000bd6d03724225263401000000"
-      "000000000095e73b01000000040000000000000003758d7e6741674401000000"
-      "0000000000dbaa5f0100000008000000000000005d005c30a6febe8d01000000"
-      "0000000000b70784030000000b00000000000000a1e7133213515fb101000000"
-      "00000000001febef050000000e00000000000000781ada47917807e701000000"
-      "000000000065ae13060000009d6370f09c885a03");
   const hash_seed seed{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
-  keyed_buckets<manual_clock> a(16, {{per_second(1), 2}, {per_minute(6), 3}}, seed, ns(0), 4);
+  const std::vector<key_class> classes{{per_second(1), 2}, {per_minute(6), 3}};
+  keyed_buckets<manual_clock> a(16, classes, seed, ns(0), 4);
   for (std::uint64_t k = 0; k < 12; ++k)
     (void)a.try_acquire(k, k % 2, 1 + k % 3, ns(5 * sec + static_cast<std::int64_t>(k) * 100000000));
   (void)a.try_acquire(std::uint64_t{40}, 0, 1, ns(9 * sec));
-  REQUIRE(a.snapshot(ns(7 * sec), ns(1700000000LL * sec)) == old_bytes);  // the writer is unchanged
-  keyed_buckets<manual_clock> b(16, {{per_second(1), 2}, {per_minute(6), 3}}, seed, ns(100 * sec), 4);
-  REQUIRE(b.restore(old_bytes, ns(200 * sec), ns(1700000000LL * sec + 3 * sec)) == account_restore_errc::ok);
-  CHECK(b.snapshot(ns(200 * sec), ns(1700000000LL * sec + 3 * sec)) == after);
-  // Refusals keep their codes.
-  keyed_buckets<manual_clock> c(16, {{per_second(1), 2}, {per_minute(6), 3}}, seed, ns(100 * sec), 4);
-  CHECK(c.restore(old_bytes.substr(0, 11), ns(0), ns(0)) == account_restore_errc::bad_format);
-  CHECK(c.restore(old_bytes.substr(0, 51), ns(0), ns(0)) == account_restore_errc::truncated);
-  CHECK(c.restore(old_bytes.substr(0, old_bytes.size() - 1), ns(0), ns(0)) == account_restore_errc::corrupted);
-  CHECK(c.restore(old_bytes, ns(0), ns(0)) == account_restore_errc::ok);  // refusals changed nothing
-  CHECK(c.restore(old_bytes, ns(0), ns(0)) == account_restore_errc::ok);  // restored, no traffic: again
-  (void)c.try_acquire(std::uint64_t{1}, 1, 1, ns(300 * sec));
-  CHECK(c.restore(old_bytes, ns(0), ns(0)) == account_restore_errc::in_use);
+  const std::string now_bytes = a.snapshot(ns(7 * sec), ns(1700000000LL * sec));
+  REQUIRE(now_bytes.size() == old_bytes.size());  // the same keys and fields
+  const words o = decode(old_bytes), f = decode(now_bytes);
+  CHECK(o.w[w_version] == 1);
+  CHECK(f.w[w_version] == 2);
+  CHECK(o.w[w_fp] != f.w[w_fp]);  // the probe keys' hashes changed with the hash
+  keyed_buckets<manual_clock> b(16, classes, seed, ns(100 * sec), 4);
+  CHECK(b.restore(old_bytes, ns(200 * sec), ns(1700000000LL * sec + 3 * sec)) == account_restore_errc::wrong_version);
+  for (std::uint64_t k = 0; k < 12; ++k) CHECK_FALSE(b.contains(k));  // nothing changed
+  {  // format-1 bytes relabelled as format 2 (checksum redone): the fingerprint refuses them
+    words g = o;
+    g.w[w_version] = 2;
+    CHECK(b.restore(encode(g), ns(0), ns(0)) == account_restore_errc::other_configuration);
+  }
+  // Refusals of damaged bytes keep their codes.
+  CHECK(b.restore(old_bytes.substr(0, 11), ns(0), ns(0)) == account_restore_errc::bad_format);
+  CHECK(b.restore(old_bytes.substr(0, 51), ns(0), ns(0)) == account_restore_errc::truncated);
+  CHECK(b.restore(old_bytes.substr(0, old_bytes.size() - 1), ns(0), ns(0)) == account_restore_errc::corrupted);
+  // The format-2 bytes restore (the refusals changed nothing), no wall time
+  // later: key 40 (1 unit at 9 s) still owes 3 s.
+  CHECK(b.restore(now_bytes, ns(200 * sec), ns(1700000000LL * sec)) == account_restore_errc::ok);
+  CHECK(b.contains(std::uint64_t{40}));
+  CHECK(b.available(std::uint64_t{40}, 0, ns(200 * sec)) == 0);
+}
+
+// The other tables' format-1 bytes (SipHash-2-4), written by that code:
+// key 7 holding 2 of a window of 4 per 10 s, 2 permits of 5, $1 of $50
+// spent. Each is refused with wrong_version, and a table of format 2 that
+// took the same traffic is still read.
+TEST_CASE("keyed snapshot: windows, permits and budgets of format 1 are refused", "[keyed][snapshot]") {
+  const hash_seed seed{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
+  const std::string windows1 = unhex(
+      "5447573101000000000000002cfb73cf385a6ec300002a36fe9c971700000000"
+      "0000000001000000000000000100000000000000e7d2fb39034e132a00000000"
+      "0000000058f184a3020000000200000000000000c630e6f2f98c1eb4");
+  const std::string permits1 = unhex(
+      "544750310100000000000000f06fab8776a1f6ca00002a36fe9c971701000000"
+      "000000000100000000000000e7d2fb39034e132a000000000000000002000000"
+      "00000000c5ddc9c79ab9b460");
+  const std::string budgets1 = unhex(
+      "544742310100000000000000fd7421c7a2119f90010000000000000001000000"
+      "00000000e7d2fb39034e132a0000000000000000000000000000000000ca9a3b"
+      "0000000000ca9a3b00000000885b43cc6ff3a7b7");
+  const std::vector<window_class> wcls{{4, ns(10 * sec)}};
+  const nanoseconds wall(1700000000LL * sec);
+  {
+    keyed_windows<manual_clock> w(8, wcls, seed, ns(0), 4);
+    CHECK(w.restore(windows1, ns(2 * sec), wall) == account_restore_errc::wrong_version);
+    CHECK_FALSE(w.contains(std::uint64_t{7}));
+    keyed_windows<manual_clock> src(8, wcls, seed, ns(0), 4);
+    REQUIRE(src.try_acquire(std::uint64_t{7}, 0, 2, ns(sec)).admitted());
+    CHECK(w.restore(src.snapshot(ns(2 * sec), wall), ns(2 * sec), wall) == account_restore_errc::ok);
+    CHECK(w.contains(std::uint64_t{7}));
+  }
+  {
+    keyed_permits<> p(8, {5}, seed, 4);
+    keyed_permit_holds holds;
+    CHECK(p.restore(permits1, wall, ns(sec), holds) == account_restore_errc::wrong_version);
+    CHECK_FALSE(p.contains(std::uint64_t{7}));
+    keyed_permits<> src(8, {5}, seed, 4);
+    keyed_permit h = src.try_acquire(std::uint64_t{7}, 0, 2);
+    REQUIRE(h);
+    CHECK(p.restore(src.snapshot(wall), wall, ns(sec), holds) == account_restore_errc::ok);
+    CHECK(p.contains(std::uint64_t{7}));
+  }
+  {
+    keyed_budgets<> b(8, {usd::from_units(50)}, seed, keyed_budget_reuse::never, 4);
+    CHECK(b.restore(budgets1) == account_restore_errc::wrong_version);
+    CHECK_FALSE(b.contains(std::uint64_t{7}));
+    keyed_budgets<> src(8, {usd::from_units(50)}, seed, keyed_budget_reuse::never, 4);
+    keyed_reservation<usd_tag> r = src.reserve(std::uint64_t{7}, 0, usd::from_units(2), ns(0));
+    REQUIRE(r);
+    (void)src.settle(r, usd::from_units(1), ns(0));
+    CHECK(b.restore(src.snapshot()) == account_restore_errc::ok);
+    CHECK(b.contains(std::uint64_t{7}));
+  }
 }

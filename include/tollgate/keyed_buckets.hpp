@@ -6,9 +6,11 @@
 //
 // Table. `capacity` entries of 32 bytes, allocated once by the constructor
 // (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
-// string_view) is hashed with SipHash-2-4 under a 128-bit seed the user
+// string_view) is hashed with SipHash-1-3 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
-// over a window of `window` entries from the hash's home (16 unless told).
+// over a window of `window` entries from the hash's home (16 unless told):
+// a new key takes the window's first unused entry, or else the first one
+// that may be reclaimed (below).
 // Each entry's limit (rate, burst) is one of a small list of limit classes
 // (at most 64), chosen by the call that claims the entry for its key; later
 // calls for a live key use the class it was claimed with.
@@ -32,7 +34,9 @@
 // Collisions. Two keys with the same 64-bit hash share one entry and its
 // limit: the conservative side (each may be refused for what the other
 // took; neither gets more than the shared limit). Without the seed, a client
-// can do no better than chance (SipHash is a keyed pseudo-random function):
+// can do no better than chance as long as SipHash-1-3 is a keyed
+// pseudo-random function (no attack that does better is known; it has fewer
+// rounds of margin than SipHash-2-4, the format-1 hash, see keyed/key.hpp):
 // with m live entries a new key shares one with probability at most
 // m / 2^64 (5.4e-14 at a million), and N keys over the table's life share
 // any entry with probability at most N^2 / 2^65. A key is refused as
@@ -40,8 +44,8 @@
 // full. Linear probing clusters entries, so this is far likelier than the
 // a^window of spread entries: measured with the default window of 16 on
 // 4096 entries (test "keyed: window occupancy", which prints it), a new key
-// is refused at load 0.5 about 0.15 % of the time, at 0.75 about 11 %, at
-// 0.9 about 45 %. Size the table for at most half full of live entries (a
+// is refused at load 0.5 about 0.5 % of the time, at 0.75 about 13 %, at
+// 0.9 about 47 % (one placement; another seed or hash moves the first). Size the table for at most half full of live entries (a
 // live entry is one that owes: keys active within about burst x interval).
 // Ids and strings are hashed under different derived keys, so an id never
 // collides with the 8-byte string of its bytes by construction.
@@ -371,7 +375,7 @@ class keyed_buckets {
     }
   }
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
 
   // Defined in keyed/bucket_ops.hpp: the bucket's side of the protocol.

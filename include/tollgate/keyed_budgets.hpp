@@ -269,7 +269,7 @@ class keyed_budgets {
   static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
 
   errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window, budget_calendar cal);  // budget_ops.hpp
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/budget_snapshot.hpp
 
   bool periodic() const noexcept { return cal_.kind != detail::period_kind::none; }

@@ -261,7 +261,7 @@ class keyed_permits {
     return e == nullptr ? 0 : e->s.held.load(std::memory_order_relaxed);  // relaxed: a peek
   }
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/permit_snapshot.hpp
 
   Hash hash_;

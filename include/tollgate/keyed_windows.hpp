@@ -382,7 +382,7 @@ class keyed_windows {
     return slots_.peek(h, c) != nullptr;
   }
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;           // keyed/window_snapshot.hpp
   static std::uint64_t max_left(const params& p) noexcept;  // keyed/window_snapshot.hpp
 

@@ -102,17 +102,21 @@ TEST_CASE("checker: keyed_buckets, two claims of one new key", "[checker]") {
   CHECK(r.failure == "");
 }
 
-// Key 1 took its burst at 0 and is full again at 2 s, so key 2's claim may
-// evict it at 2 s, while another thread admits on key 1 at 2 s (its burst,
-// then more). An eviction that lands after that admission would lose key
-// 1's state, and its next admissions would start from a fresh bucket.
+// Key 1 took its burst at 0 and is full again at 2 s; key 6 took its burst
+// at 1 s and owes until 3 s, so the table has no unused entry and key 2's
+// claim at 2 s must evict key 1 (a claim takes an unused entry first), while
+// another thread admits on key 1 at 2 s (its burst, then more). Erasing key
+// 6 then frees an entry for key 1 to claim again. An eviction that lands
+// after that admission would lose key 1's state, and its next admissions
+// would start from a fresh bucket.
 TEST_CASE("checker: keyed_buckets, eviction racing an admission on the evicted entry", "[checker]") {
   scheduler s(2);
   bounds b;
   b.preemptions = tgcheck::large() ? 4 : 3;
   const auto r = tgcheck::explore_exhaustive(
       s, "keyed evict/admit, cap 2", 2, b,
-      keyed_factory(2, {{1, 2, 0}}, {{{1, 2, 2 * sec}, {1, 2, 2 * sec}}, {{2, 1, 2 * sec}, {3, 1, 2 * sec}}}));
+      keyed_factory(2, {{1, 2, 0}, {6, 2, sec}},
+                    {{{1, 2, 2 * sec}, {1, 2, 2 * sec}}, {{2, 1, 2 * sec}, {6, 0, 2 * sec}}}));
   CHECK(r.complete);
   CHECK(r.failure == "");
 }

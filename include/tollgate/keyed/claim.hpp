@@ -109,9 +109,10 @@ class keyed_slots {
       std::uint64_t c = e.ctl.load(std::memory_order_acquire);
       for (;;) {
         const std::uint64_t st = state_of(c);
-        // Slots never return to empty, and a claim takes the first
-        // candidate of its window, so no live entry of this key lies past an
-        // empty one. (A stale read only sends us to claim(), which rechecks.)
+        // Slots never return to empty, and a claim takes an entry at or
+        // before the first empty one of its window, so no live entry of this
+        // key lies past an empty one. (A stale read only sends us to
+        // claim(), which rechecks.)
         if (st == st_empty) return false;
         // relaxed: validated by the CAS below, as explained above.
         if (st != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
@@ -171,11 +172,11 @@ class keyed_slots {
   // Claims an entry of the window for the key, published pinned; or says
   // to retry (the key appeared, or our claim lost a same-key race) or that
   // the window is full of entries that cannot be reused.
-  // `reusable(entry&, cls)` is asked about each live entry with no pins
-  // before the first candidate (the table's freshness rule; it may note
-  // when the entry will be reusable); `start(entry&)` initialises the
-  // state of the claimed entry, after the scan and before the publish, from
-  // start_time(). `since` is the claimer's `now` (ns after the origin).
+  // `reusable(entry&, cls)` is asked about live entries with no pins
+  // before the first unused one, until one says yes (the table's freshness
+  // rule; it may note when the entry will be reusable); `start(entry&)`
+  // initialises the state of the claimed entry, after the scan and before
+  // the publish, from start_time(). `since` is the claimer's `now` (ns after the origin).
   //
   // Two claimers of one key must not both publish. Each, owning its entry,
   // writes state and hash, then marks it hashed (seq_cst CAS), then scans
@@ -193,8 +194,13 @@ class keyed_slots {
                       Start&& start) noexcept {
     const std::size_t home = home_of(h);
     constexpr std::size_t none = ~std::size_t{0};
-    std::size_t pick = none, pick_i = 0;
-    std::uint64_t pick_c = 0;
+    // An unused entry (empty or free) is taken before a reusable live one:
+    // evicting a key that is fresh again loses nothing, but it costs that
+    // key a claim on its next call, and a table with room would otherwise
+    // keep trading entries between keys. The first unused entry lies at or
+    // before the first empty one, so the rule of pin() still holds.
+    std::size_t pick = none, pick_i = 0, reuse = none, reuse_i = 0;
+    std::uint64_t pick_c = 0, reuse_c = 0;
     for (std::size_t i = 0; i < window_; ++i) {
       const std::size_t s = at(home, i);
       entry& e = entries_[s];
@@ -205,14 +211,19 @@ class keyed_slots {
       // seq_cst: as the load above.
       if (st == st_live && e.hash.load(std::memory_order_seq_cst) == h) return claim_outcome::retry;  // pin it
       if (pick != none) continue;
+      if (st == st_empty || st == st_free) {
+        pick = s, pick_i = i, pick_c = c;
+        continue;
+      }
       // A live entry with no pins: the unpins (releases, RMWs all, so their
       // release sequences reach c) precede c, so `reusable` reads (acquire)
       // every finished call's state; any pin after c advances the version
       // and fails our claim CAS.
-      if (st == st_empty || st == st_free || (st == st_live && pins_of(c) == 0 && reusable(e, class_of(c)))) {
-        pick = s, pick_i = i, pick_c = c;
+      if (reuse == none && st == st_live && pins_of(c) == 0 && reusable(e, class_of(c))) {
+        reuse = s, reuse_i = i, reuse_c = c;
       }
     }
+    if (pick == none) pick = reuse, pick_i = reuse_i, pick_c = reuse_c;
     if (pick == none) return claim_outcome::full;
     // Before our claim CAS, so that an eviction by us carries our time.
     note_time(since);

@@ -21,9 +21,18 @@ struct hash_seed {
   std::uint64_t k1 = 0;
 };
 
-// The default key hash: SipHash-2-4 under the seed, ids and strings under
+// The default key hash: SipHash-1-3 under the seed, ids and strings under
 // different derived keys. A replacement (tests force collisions with one)
 // takes a hash_seed and hashes both key kinds.
+//
+// Why 1-3 and not 2-4: the hash is a serial chain of rounds on every
+// admission (8 rounds for an id under 2-4, 5 under 1-3), and the keyed
+// tables' snapshots (format 2) say which hash wrote them. SipHash-1-3 is the
+// reduced-round variant hash tables use against collision flooding; it is
+// still keyed by the whole seed, with a thinner margin against
+// cryptanalysis than 2-4 (keyed_buckets.hpp states what the collision odds
+// rest on). Tables of format 1 (SipHash-2-4) are refused by restore() with
+// wrong_version, never read under the other hash.
 class sip_key_hash {
  public:
   explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
@@ -33,8 +42,8 @@ class sip_key_hash {
   }
 
  private:
-  detail::siphash24 ids_;
-  detail::siphash24 strings_;
+  detail::siphash13 ids_;
+  detail::siphash13 strings_;
 };
 
 enum class keyed_status : std::uint8_t {

@@ -22,7 +22,8 @@
 // that a restart releases everything, chosen explicitly. Only units held at
 // the snapshot come back; requests started after it are not known.
 //
-// Format 1: "TGP1", then little-endian u64 fields: version, the table's
+// Format 2 (format 1, the same fields with keys under SipHash-2-4, is
+// refused with wrong_version): "TGP1", then little-endian u64 fields: version, the table's
 // fingerprint (capacity, window, every class's limit, and the hash of two
 // fixed probe keys, so a table under another seed or hash is told apart
 // without storing the seed), the wall-clock time, the number of entries n,

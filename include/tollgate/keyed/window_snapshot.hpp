@@ -4,7 +4,8 @@
 // restart does not hand every key a fresh window. No I/O: the caller stores
 // the bytes. Included by keyed_windows.hpp after the class.
 //
-// Format 1: "TGW1", then little-endian u64 fields: version, the table's
+// Format 2 (format 1, the same fields with keys under SipHash-2-4, is
+// refused with wrong_version): "TGW1", then little-endian u64 fields: version, the table's
 // fingerprint (capacity, window, every class's limit and slot width, and
 // the hash of two fixed probe keys, so a table under another seed or hash
 // is told apart without storing the seed), the wall-clock time, how far the
