@@ -28,6 +28,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -226,6 +227,7 @@ class scheduler {
     chooser_ = &c;
     bounds_ = b;
     res_ = outcome{};
+    free_steps_ = 0;
     res_.crashed.assign(n_, false);
     for (auto& s : slots_) {
       s.state = st::running;
@@ -349,7 +351,18 @@ class scheduler {
   void on_step(int me, const void* addr, atomic_op op) {
     std::unique_lock<std::mutex> lk(m_);
     slot& s = slots_[static_cast<std::size_t>(me)];
-    if (s.free) return;
+    if (s.free) {
+      // Unscheduled (past the step bound, or a crashed thread let go): a
+      // structure that spins for ever here would hang the run, so say so
+      // and stop instead.
+      if (++free_steps_ > free_step_limit) {
+        std::fprintf(stderr, "checker: a thread ran %llu atomic steps unscheduled without finishing: livelock\n",
+                     static_cast<unsigned long long>(free_step_limit));
+        std::fflush(stderr);
+        std::_Exit(3);
+      }
+      return;
+    }
     ++res_.steps;
     if (res_.steps > bounds_.steps) {
       // No progress within the bound: let everyone run unscheduled to the end.
@@ -429,6 +442,8 @@ class scheduler {
   chooser* chooser_ = nullptr;
   bounds bounds_;
   outcome res_;
+  static constexpr std::uint64_t free_step_limit = 100000000;
+  std::uint64_t free_steps_ = 0;  // unscheduled steps of this execution
   bool tracing_ = false;
   std::string trace_;
   struct label_t {
