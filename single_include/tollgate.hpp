@@ -907,9 +907,13 @@ TOLLGATE_END_NAMESPACE
 TOLLGATE_BEGIN_NAMESPACE
 namespace detail {
 
-class siphash24 {
+// SipHash-c-d: `c` rounds per message word, `d` to finish.
+template <int C, int D>
+class basic_siphash {
+  static_assert(C >= 1 && D >= 1, "SipHash needs at least one round of each kind");
+
  public:
-  constexpr siphash24(std::uint64_t k0, std::uint64_t k1) noexcept
+  constexpr basic_siphash(std::uint64_t k0, std::uint64_t k1) noexcept
       : v0_(k0 ^ 0x736f6d6570736575ULL), v1_(k1 ^ 0x646f72616e646f6dULL), v2_(k0 ^ 0x6c7967656e657261ULL),
         v3_(k1 ^ 0x7465646279746573ULL) {}
 
@@ -917,31 +921,32 @@ class siphash24 {
   std::uint64_t bytes(const unsigned char* p, std::size_t len) const noexcept {
     std::uint64_t v0 = v0_, v1 = v1_, v2 = v2_, v3 = v3_;
     const std::size_t whole = len - len % 8;
-    for (std::size_t i = 0; i < whole; i += 8) {
-      const std::uint64_t m = load_le(p + i, 8);
-      v3 ^= m;
-      round(v0, v1, v2, v3);
-      round(v0, v1, v2, v3);
-      v0 ^= m;
-    }
-    const std::uint64_t last = (static_cast<std::uint64_t>(len & 0xff) << 56) | load_le(p + whole, len % 8);
-    v3 ^= last;
-    round(v0, v1, v2, v3);
-    round(v0, v1, v2, v3);
-    v0 ^= last;
-    v2 ^= 0xff;
-    for (int i = 0; i < 4; ++i) round(v0, v1, v2, v3);
-    return v0 ^ v1 ^ v2 ^ v3;
+    for (std::size_t i = 0; i < whole; i += 8) compress(v0, v1, v2, v3, load_le(p + i, 8));
+    compress(v0, v1, v2, v3, (static_cast<std::uint64_t>(len & 0xff) << 56) | load_le(p + whole, len % 8));
+    return finish(v0, v1, v2, v3);
   }
 
-  // The hash of the 8 little-endian bytes of v.
+  // The hash of the 8 little-endian bytes of v: bytes() of them, without
+  // the byte loop (one message word, then the length block of 8 bytes).
   std::uint64_t word(std::uint64_t v) const noexcept {
-    unsigned char b[8] = {};
-    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
-    return bytes(b, 8);
+    std::uint64_t v0 = v0_, v1 = v1_, v2 = v2_, v3 = v3_;
+    compress(v0, v1, v2, v3, v);
+    compress(v0, v1, v2, v3, std::uint64_t{8} << 56);
+    return finish(v0, v1, v2, v3);
   }
 
  private:
+  static void compress(std::uint64_t& v0, std::uint64_t& v1, std::uint64_t& v2, std::uint64_t& v3,
+                       std::uint64_t m) noexcept {
+    v3 ^= m;
+    for (int i = 0; i < C; ++i) round(v0, v1, v2, v3);
+    v0 ^= m;
+  }
+  static std::uint64_t finish(std::uint64_t& v0, std::uint64_t& v1, std::uint64_t& v2, std::uint64_t& v3) noexcept {
+    v2 ^= 0xff;
+    for (int i = 0; i < D; ++i) round(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+  }
   static constexpr std::uint64_t rotl(std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
   static void round(std::uint64_t& v0, std::uint64_t& v1, std::uint64_t& v2, std::uint64_t& v3) noexcept {
     v0 += v1;
@@ -967,6 +972,9 @@ class siphash24 {
 
   std::uint64_t v0_, v1_, v2_, v3_;
 };
+
+using siphash24 = basic_siphash<2, 4>;
+using siphash13 = basic_siphash<1, 3>;
 
 }  // namespace detail
 TOLLGATE_END_NAMESPACE
@@ -8340,7 +8348,8 @@ TOLLGATE_END_NAMESPACE
 // stale `now` behind the word's last stamp, or by a millisecond per 65,536
 // takes of one word within a millisecond, and it is then reclaimed that much
 // later (the safe side). The time saturates at max_ms + 1 (285 years after
-// the origin); only there could a stamp come back.
+// the origin); only there could a stamp come back. A take at a later
+// millisecond starts the generation again at 0: the pair still increases.
 #ifndef TOLLGATE_DETAIL_SLOT_WORD_HPP
 #define TOLLGATE_DETAIL_SLOT_WORD_HPP
 
@@ -8365,14 +8374,18 @@ struct slot_word {
   // The word once the holding stamped `w` is given back or reclaimed.
   static constexpr std::uint64_t freed(std::uint64_t w) noexcept { return w & ~held_bit; }
   // The stamp that follows `w` (a free word for a take, the holding's own
-  // stamp for a renewal) for a holding at `t` = 1 + its ms after the origin.
+  // stamp for a renewal) for a holding at `t` = 1 + its ms after the origin:
+  // the pair (time, generation) read as one number, one more than `w`'s, or
+  // {t, 0} if that is later. So the generation steps by one, a wrap carries
+  // a millisecond into the time, and a stale `t` keeps the later time. Three
+  // operations on the admission path, where comparing the fields one by one
+  // cost about 12 instructions and 1.5 ns (docs/performance.md).
   static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
-    const std::uint64_t g = (w + 1) & gen_mask;
-    const std::uint64_t old = time(w);
-    std::uint64_t tt = t > old ? t : old;
-    if (g == 0 && tt == old && tt <= max_ms) ++tt;  // the generation wrapped: move the time on
-    if (tt > max_ms + 1) tt = max_ms + 1;
-    return held_bit | (tt << gen_bits) | g;
+    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    const std::uint64_t after = (w & ~held_bit) + 1;
+    const std::uint64_t at = (t < max_ms + 1 ? t : max_ms + 1) << gen_bits;
+    const std::uint64_t s = after > at ? after : at;
+    return held_bit | (s < top ? s : top);
   }
 };
 
@@ -10116,9 +10129,11 @@ TOLLGATE_END_NAMESPACE
 //
 // Table. `capacity` entries of 32 bytes, allocated once by the constructor
 // (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
-// string_view) is hashed with SipHash-2-4 under a 128-bit seed the user
+// string_view) is hashed with SipHash-1-3 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
-// over a window of `window` entries from the hash's home (16 unless told).
+// over a window of `window` entries from the hash's home (16 unless told):
+// a new key takes the window's first unused entry, or else the first one
+// that may be reclaimed (below).
 // Each entry's limit (rate, burst) is one of a small list of limit classes
 // (at most 64), chosen by the call that claims the entry for its key; later
 // calls for a live key use the class it was claimed with.
@@ -10142,7 +10157,9 @@ TOLLGATE_END_NAMESPACE
 // Collisions. Two keys with the same 64-bit hash share one entry and its
 // limit: the conservative side (each may be refused for what the other
 // took; neither gets more than the shared limit). Without the seed, a client
-// can do no better than chance (SipHash is a keyed pseudo-random function):
+// can do no better than chance as long as SipHash-1-3 is a keyed
+// pseudo-random function (no attack that does better is known; it has fewer
+// rounds of margin than SipHash-2-4, the format-1 hash, see keyed/key.hpp):
 // with m live entries a new key shares one with probability at most
 // m / 2^64 (5.4e-14 at a million), and N keys over the table's life share
 // any entry with probability at most N^2 / 2^65. A key is refused as
@@ -10150,8 +10167,8 @@ TOLLGATE_END_NAMESPACE
 // full. Linear probing clusters entries, so this is far likelier than the
 // a^window of spread entries: measured with the default window of 16 on
 // 4096 entries (test "keyed: window occupancy", which prints it), a new key
-// is refused at load 0.5 about 0.15 % of the time, at 0.75 about 11 %, at
-// 0.9 about 45 %. Size the table for at most half full of live entries (a
+// is refused at load 0.5 about 0.5 % of the time, at 0.75 about 13 %, at
+// 0.9 about 47 % (one placement; another seed or hash moves the first). Size the table for at most half full of live entries (a
 // live entry is one that owes: keys active within about burst x interval).
 // Ids and strings are hashed under different derived keys, so an id never
 // collides with the 8-byte string of its bytes by construction.
@@ -10323,9 +10340,10 @@ class keyed_slots {
       std::uint64_t c = e.ctl.load(std::memory_order_acquire);
       for (;;) {
         const std::uint64_t st = state_of(c);
-        // Slots never return to empty, and a claim takes the first
-        // candidate of its window, so no live entry of this key lies past an
-        // empty one. (A stale read only sends us to claim(), which rechecks.)
+        // Slots never return to empty, and a claim takes an entry at or
+        // before the first empty one of its window, so no live entry of this
+        // key lies past an empty one. (A stale read only sends us to
+        // claim(), which rechecks.)
         if (st == st_empty) return false;
         // relaxed: validated by the CAS below, as explained above.
         if (st != st_live || e.hash.load(std::memory_order_relaxed) != h) break;
@@ -10385,11 +10403,11 @@ class keyed_slots {
   // Claims an entry of the window for the key, published pinned; or says
   // to retry (the key appeared, or our claim lost a same-key race) or that
   // the window is full of entries that cannot be reused.
-  // `reusable(entry&, cls)` is asked about each live entry with no pins
-  // before the first candidate (the table's freshness rule; it may note
-  // when the entry will be reusable); `start(entry&)` initialises the
-  // state of the claimed entry, after the scan and before the publish, from
-  // start_time(). `since` is the claimer's `now` (ns after the origin).
+  // `reusable(entry&, cls)` is asked about live entries with no pins
+  // before the first unused one, until one says yes (the table's freshness
+  // rule; it may note when the entry will be reusable); `start(entry&)`
+  // initialises the state of the claimed entry, after the scan and before
+  // the publish, from start_time(). `since` is the claimer's `now` (ns after the origin).
   //
   // Two claimers of one key must not both publish. Each, owning its entry,
   // writes state and hash, then marks it hashed (seq_cst CAS), then scans
@@ -10407,8 +10425,13 @@ class keyed_slots {
                       Start&& start) noexcept {
     const std::size_t home = home_of(h);
     constexpr std::size_t none = ~std::size_t{0};
-    std::size_t pick = none, pick_i = 0;
-    std::uint64_t pick_c = 0;
+    // An unused entry (empty or free) is taken before a reusable live one:
+    // evicting a key that is fresh again loses nothing, but it costs that
+    // key a claim on its next call, and a table with room would otherwise
+    // keep trading entries between keys. The first unused entry lies at or
+    // before the first empty one, so the rule of pin() still holds.
+    std::size_t pick = none, pick_i = 0, reuse = none, reuse_i = 0;
+    std::uint64_t pick_c = 0, reuse_c = 0;
     for (std::size_t i = 0; i < window_; ++i) {
       const std::size_t s = at(home, i);
       entry& e = entries_[s];
@@ -10419,14 +10442,19 @@ class keyed_slots {
       // seq_cst: as the load above.
       if (st == st_live && e.hash.load(std::memory_order_seq_cst) == h) return claim_outcome::retry;  // pin it
       if (pick != none) continue;
+      if (st == st_empty || st == st_free) {
+        pick = s, pick_i = i, pick_c = c;
+        continue;
+      }
       // A live entry with no pins: the unpins (releases, RMWs all, so their
       // release sequences reach c) precede c, so `reusable` reads (acquire)
       // every finished call's state; any pin after c advances the version
       // and fails our claim CAS.
-      if (st == st_empty || st == st_free || (st == st_live && pins_of(c) == 0 && reusable(e, class_of(c)))) {
-        pick = s, pick_i = i, pick_c = c;
+      if (reuse == none && st == st_live && pins_of(c) == 0 && reusable(e, class_of(c))) {
+        reuse = s, reuse_i = i, reuse_c = c;
       }
     }
+    if (pick == none) pick = reuse, pick_i = reuse_i, pick_c = reuse_c;
     if (pick == none) return claim_outcome::full;
     // Before our claim CAS, so that an eviction by us carries our time.
     note_time(since);
@@ -10569,9 +10597,18 @@ struct hash_seed {
   std::uint64_t k1 = 0;
 };
 
-// The default key hash: SipHash-2-4 under the seed, ids and strings under
+// The default key hash: SipHash-1-3 under the seed, ids and strings under
 // different derived keys. A replacement (tests force collisions with one)
 // takes a hash_seed and hashes both key kinds.
+//
+// Why 1-3 and not 2-4: the hash is a serial chain of rounds on every
+// admission (8 rounds for an id under 2-4, 5 under 1-3), and the keyed
+// tables' snapshots (format 2) say which hash wrote them. SipHash-1-3 is the
+// reduced-round variant hash tables use against collision flooding; it is
+// still keyed by the whole seed, with a thinner margin against
+// cryptanalysis than 2-4 (keyed_buckets.hpp states what the collision odds
+// rest on). Tables of format 1 (SipHash-2-4) are refused by restore() with
+// wrong_version, never read under the other hash.
 class sip_key_hash {
  public:
   explicit sip_key_hash(hash_seed s) noexcept : ids_(s.k0, s.k1 ^ 0x6964000000000000ULL), strings_(s.k0, s.k1) {}
@@ -10581,8 +10618,8 @@ class sip_key_hash {
   }
 
  private:
-  detail::siphash24 ids_;
-  detail::siphash24 strings_;
+  detail::siphash13 ids_;
+  detail::siphash13 strings_;
 };
 
 enum class keyed_status : std::uint8_t {
@@ -10965,7 +11002,7 @@ class keyed_buckets {
     }
   }
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
 
   // Defined in keyed/bucket_ops.hpp: the bucket's side of the protocol.
@@ -11108,7 +11145,8 @@ TOLLGATE_END_NAMESPACE
 // restart does not hand every key a fresh burst. No I/O: the caller stores
 // the bytes. Included by keyed_buckets.hpp after the class.
 //
-// Format 1: "TGK1", then little-endian u64 fields: version, the table's
+// Format 2 (format 1, the same fields with keys under SipHash-2-4, is
+// refused with wrong_version): "TGK1", then little-endian u64 fields: version, the table's
 // fingerprint (capacity, window, every class's scale, interval and burst,
 // and the hash of two fixed probe keys, so a table under another seed or
 // hash is told apart without storing the seed), the wall-clock time, how
@@ -11675,7 +11713,7 @@ class keyed_permits {
     return e == nullptr ? 0 : e->s.held.load(std::memory_order_relaxed);  // relaxed: a peek
   }
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/permit_snapshot.hpp
 
   Hash hash_;
@@ -11710,7 +11748,8 @@ TOLLGATE_END_NAMESPACE
 // that a restart releases everything, chosen explicitly. Only units held at
 // the snapshot come back; requests started after it are not known.
 //
-// Format 1: "TGP1", then little-endian u64 fields: version, the table's
+// Format 2 (format 1, the same fields with keys under SipHash-2-4, is
+// refused with wrong_version): "TGP1", then little-endian u64 fields: version, the table's
 // fingerprint (capacity, window, every class's limit, and the hash of two
 // fixed probe keys, so a table under another seed or hash is told apart
 // without storing the seed), the wall-clock time, the number of entries n,
@@ -12420,7 +12459,7 @@ class keyed_budgets {
   static constexpr std::int64_t sticky = std::numeric_limits<std::int64_t>::min();
 
   errc init(std::size_t capacity, const std::vector<M>& limits, std::size_t window, budget_calendar cal);  // budget_ops.hpp
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/budget_snapshot.hpp
 
   bool periodic() const noexcept { return cal_.kind != detail::period_kind::none; }
@@ -12794,7 +12833,8 @@ TOLLGATE_END_NAMESPACE
 // restart does not hand every key a whole budget again. No I/O: the caller
 // stores the bytes. Included by keyed_budgets.hpp after the class.
 //
-// Format 1: "TGB1", then little-endian u64 fields: version, the table's
+// Format 2 (format 1, the same fields with keys under SipHash-2-4, is
+// refused with wrong_version): "TGB1", then little-endian u64 fields: version, the table's
 // fingerprint (capacity, window, every class's limit, the calendar's period
 // and UTC offset, and the hash of two fixed probe keys, so a table under
 // another seed or hash is told apart without storing the seed), the number
@@ -13429,7 +13469,7 @@ class keyed_windows {
     return slots_.peek(h, c) != nullptr;
   }
 
-  static constexpr std::uint64_t snapshot_version = 1;
+  static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;           // keyed/window_snapshot.hpp
   static std::uint64_t max_left(const params& p) noexcept;  // keyed/window_snapshot.hpp
 
@@ -13449,7 +13489,8 @@ TOLLGATE_END_NAMESPACE
 // restart does not hand every key a fresh window. No I/O: the caller stores
 // the bytes. Included by keyed_windows.hpp after the class.
 //
-// Format 1: "TGW1", then little-endian u64 fields: version, the table's
+// Format 2 (format 1, the same fields with keys under SipHash-2-4, is
+// refused with wrong_version): "TGW1", then little-endian u64 fields: version, the table's
 // fingerprint (capacity, window, every class's limit and slot width, and
 // the hash of two fixed probe keys, so a table under another seed or hash
 // is told apart without storing the seed), the wall-clock time, how far the
