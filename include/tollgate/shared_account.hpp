@@ -87,6 +87,7 @@
 #include <tollgate/cost.hpp>
 #include <tollgate/decision.hpp>
 #include <tollgate/detail/atomic.hpp>
+#include <tollgate/detail/shard_counters.hpp>
 #include <tollgate/error.hpp>
 #include <tollgate/http.hpp>
 #include <tollgate/shared_region.hpp>
@@ -226,8 +227,8 @@ class shared_account {
   }
   shared_account_stats<Currency> stats() const noexcept {
     shared_account_stats<Currency> x;
-    x.admitted = admitted_.load(std::memory_order_relaxed);  // relaxed: statistics
-    x.refused = refused_.load(std::memory_order_relaxed);    // relaxed: statistics
+    x.admitted = counts_.sum(admitted_n);
+    x.refused = counts_.sum(refused_n);
     if (s_) {
       x.reclaimed_by_deadline = s_->reclaimed_deadline.load(std::memory_order_relaxed);  // relaxed: statistics
       x.reclaimed_dead = s_->reclaimed_dead.load(std::memory_order_relaxed);             // relaxed: statistics
@@ -365,7 +366,7 @@ class shared_account {
 
   void refuse_now(admission_type& a, dimension d, reason why) noexcept {
     a.refused.add(d);
-    refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+    counts_.add(refused_n, 1);
     a.decision = decision::refuse(why);
   }
 
@@ -375,7 +376,7 @@ class shared_account {
     const std::uint64_t n = account_policy::assess<Currency>(r, s.rules, a.refused, a.worst_case);
     a.tokens = n;
     if (!a.refused.empty()) {
-      refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+      counts_.add(refused_n, 1);
       a.decision = decision::refuse(reason::exceeds_capacity);
       return;
     }
@@ -424,7 +425,7 @@ class shared_account {
       }
     }
     l.tokens_ = n;
-    admitted_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics (this process's line)
+    counts_.add(admitted_n, 1);
     a.decision = decision::admit();
   }
 
@@ -462,7 +463,7 @@ class shared_account {
     s.d.report(rf, n, now);
     if (s.d.money && s.d.money->remaining() < a.worst_case) rf.add(dimension::budget);
     a.refused = rf.refused();
-    refused_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics
+    counts_.add(refused_n, 1);
     a.decision = rf.result();
   }
 
@@ -488,8 +489,11 @@ class shared_account {
   shared_account_options opts_;
   std::uint64_t epoch_ = 0;
   std::int64_t interval_ = 0;
-  // This process's statistics (atomic: its threads count at once).
-  std::atomic<std::uint64_t> admitted_{0}, refused_{0};
+  // This process's statistics, per thread shard (detail/shard_counters.hpp):
+  // a plain load and store where a shared counter cost a locked add on
+  // every admission.
+  enum : std::size_t { admitted_n, refused_n };
+  detail::shard_counters<2> counts_;
 };
 
 TOLLGATE_END_NAMESPACE
