@@ -620,6 +620,7 @@ TEST_CASE("shared_account: threads of one process on two handles keep the window
   std::atomic<std::uint64_t> worst_in_flight{0}, holding{0};
   constexpr int threads = 4;
   std::vector<std::vector<std::pair<std::int64_t, std::uint64_t>>> logs(threads);
+  std::uint64_t tries[threads] = {};
   const std::uint64_t seed = tgtest::seed_for(16300);
   INFO(tgtest::seed_note() << " stream seed " << seed);
   std::vector<std::thread> ts;
@@ -636,6 +637,7 @@ TEST_CASE("shared_account: threads of one process on two handles keep the window
           continue;
         }
         auto a = h[k % 2].try_admit(tgtest::req(g.between(1, 40), g.between(1, 40)), now);
+        ++tries[k];
         if (!a) continue;
         const std::uint64_t f = holding.fetch_add(1) + 1;  // after the admission: as above
         std::uint64_t w = worst_in_flight.load();
@@ -666,6 +668,14 @@ TEST_CASE("shared_account: threads of one process on two handles keep the window
   CHECK(most_tok <= 3000);
   CHECK(worst_in_flight.load() <= 3);
   CHECK(h[0].in_flight() == 0);
+  // Each handle's statistics (per thread shard) count every decision its
+  // threads got, exactly, once they are joined.
+  for (int j = 0; j < 2; ++j) {
+    const auto st = h[j].stats();
+    const std::uint64_t admitted = logs[static_cast<std::size_t>(j)].size() + logs[static_cast<std::size_t>(j + 2)].size();
+    CHECK(st.admitted == admitted);
+    CHECK(st.admitted + st.refused == tries[j] + tries[j + 2]);
+  }
 }
 
 namespace {
