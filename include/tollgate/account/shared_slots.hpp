@@ -52,9 +52,8 @@
 // reaps lines, so only when a live loser's note matched too), and so does
 // the next holder of a word whose noted holder was reclaimed between its
 // CAS and its owner store (a deadline passed in those instructions, or a
-// check that lied) and then wrote its name over the new holder's (at once
-// for an exchange-named holder; a noted one once its note has moved on).
-// A scan runs at most once per
+// check that lied) and then wrote its name over the new holder's, once
+// that holder's note has moved on. A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
 // check that lied) finds its release CAS failing, however many takes came
