@@ -16,9 +16,9 @@
 // generation; a word's stamps never repeat. Beside each word an owner word
 // {identity: 48 bits, generation: 16 bits} names the process that holds it;
 // its generation ties it to one holding, so an owner word of an earlier
-// holding never counts. Every taker is known before its take CAS (by a
-// note or by the owner word), so a process killed right after winning that
-// CAS can be found; two ways:
+// holding never counts. Every taker is named before its take CAS, one of
+// two ways, so a process killed right after winning that CAS is named
+// already:
 //   - a thread with a note of its own (slot_notes below: one per credit
 //     line, written only by the line's owner thread, so with plain stores)
 //     writes {word, stamp} there, then CASes, then names itself in the
@@ -28,7 +28,8 @@
 //     and stamp (stamps never repeat, so no other holding's note can), and
 //     a scan frees it only if every note naming it is a dead process's (a
 //     loser of the same CAS noted the same stamp; it clears its note at
-//     once). One locked instruction to take: the CAS.
+//     once). One locked instruction to take, as a thread-owned word of the
+//     in-process account's table costs none and a shared one one.
 //   - any other taker (no line: credit off, past 16 threads, no line free)
 //     names itself in the owner word with an exchange before its CAS, and
 //     one that loses the CAS puts back what it replaced unless the owner
@@ -49,11 +50,7 @@
 // below); and a noted taker killed between its CAS and its owner store
 // whose line is reclaimed and used by another process before any scan
 // comes back by the deadline only (the account scans the slots before it
-// reaps lines, so only when a live loser's note matched too), and so does
-// the next holder of a word whose noted holder was reclaimed between its
-// CAS and its owner store (a deadline passed in those instructions, or a
-// check that lied) and then wrote its name over the new holder's, once
-// that holder's note has moved on. A scan runs at most once per
+// reaps lines, so only when a live loser's note matched too). A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
 // check that lied) finds its release CAS failing, however many takes came
