@@ -477,64 +477,6 @@ TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later
   CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
 }
 
-// A thread with a credit line takes its slot word by a note, the CAS, then
-// its name (shared_slots.hpp): killed between the CAS and the name, its
-// holding is known by the note alone, and a scan frees it only when every
-// note naming that word and stamp is a dead process's.
-TEST_CASE("shared_slots: a noted take is known by its note until it is named, and only dead noters free it",
-          "[shared_account]") {
-  static detail::shared_slots<4> t;
-  static detail::slot_notes<2> notes;
-  t.init(2, nanoseconds(0), nanoseconds(0));
-  notes.init();
-  std::size_t slot = 9;
-  std::uint64_t stamp = 0;
-  const std::uint64_t before = t.owners[0].load();
-  REQUIRE(t.take_noted(nanoseconds(0), 0, 7, notes.n[0], slot, stamp));
-  CHECK(slot == 0);
-  CHECK(t.owners[0].load() == ((std::uint64_t{7} << detail::slot_word::gen_bits) | detail::slot_word::generation(stamp)));
-  CHECK(notes.n[0].slot.load() == 0);
-  CHECK(notes.n[0].stamp.load() == stamp);
-  // Killed between its CAS and its name: the owner word is still the earlier one.
-  t.owners[0].store(before);
-  const auto owner_of = [](std::size_t j) -> std::uint64_t { return j == 0 ? 7 : 8; };
-  std::uint64_t by_deadline = 0, by_death = 0;
-  int k = 0;
-  const auto scan = [&](bool seven_alive, bool eight_alive) {
-    const auto alive = [&](std::uint64_t id) { return id == 7 ? seven_alive : id == 8 ? eight_alive : true; };
-    const auto noted_dead = [&](std::size_t i, std::uint64_t w) { return notes.only_dead(i, w, owner_of, alive); };
-    t.reap(nanoseconds(++k * ms), 0, alive, noted_dead, by_deadline, by_death);
-  };
-  scan(true, true);
-  CHECK(by_death == 0);
-  CHECK(t.held() == 1);
-  // Another note naming the same word and stamp (a loser of the same CAS
-  // that has not cleared it yet), its process alive: kept, though 7 is dead.
-  notes.n[1].stamp.store(stamp);
-  notes.n[1].slot.store(0);
-  scan(false, true);
-  CHECK(by_death == 0);
-  CHECK(t.held() == 1);
-  // Every noter dead: freed, once.
-  scan(false, false);
-  CHECK(by_death == 1);
-  CHECK(t.held() == 0);
-  CHECK_FALSE(t.give(slot, stamp));
-  // A later holding of the word, not named either: the notes name an earlier
-  // stamp (stamps never repeat), so no scan frees it on their account.
-  REQUIRE(t.take(nanoseconds(0), 0, 9, slot, stamp));
-  CHECK(slot == 0);
-  t.owners[0].store(before);
-  scan(false, false);
-  CHECK(by_death == 1);
-  CHECK(t.held() == 1);
-  // A noted take that probes past a held word notes the word it takes.
-  REQUIRE(t.take_noted(nanoseconds(0), 0, 7, notes.n[0], slot, stamp));
-  CHECK(slot == 1);
-  CHECK(notes.n[0].slot.load() == 1);
-  CHECK(notes.n[0].stamp.load() == stamp);
-}
-
 // A holder reclaimed by its deadline while alive, then its word taken and
 // given back 65,535 times at a `now` that stands still (a lagging reading):
 // with 16-bit generations and the time cleared on release, the word came

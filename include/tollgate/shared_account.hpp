@@ -273,7 +273,6 @@ class shared_account {
         s->slots.init(c.concurrency.is_finite() ? *c.concurrency.value() : 0, c.lease_timeout, origin);
         s->credit_on = c.per_thread_credit ? 1 : 0;
         s->credit.init();
-        s->notes.init();
       });
     } else {
       r = attach_region<state>(bytes, size, fp);
@@ -335,9 +334,6 @@ class shared_account {
     std::uint64_t word = 0;
     std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
     if (i == lines.none && opts_.alive) {
-      // The slots first, at once: a dead owner's slot known only by its
-      // line's note must be freed before the line (and the note) pass on.
-      if (s_->slots.limit > 0) reap(now, 0);
       const std::uint64_t me = opts_.identity;
       (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
       i = lines.claim(opts_.identity, detail::probe_start(), word);
@@ -396,9 +392,12 @@ class shared_account {
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
     const unsigned line = line_for(now);
-    if (s.slots.limit > 0 && !take_slot(l, line, now)) {
-      reap(now, interval_);
-      if (!take_slot(l, line, now)) return report(a, n, now);
+    if (s.slots.limit > 0) {
+      const std::size_t start = detail::probe_start();
+      if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
+        reap(now);
+        if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) return report(a, n, now);
+      }
     }
     limiters& d = s.d;
     if (d.rpm_w) {
@@ -431,15 +430,6 @@ class shared_account {
     l.tokens_ = n;
     counts_.add(admitted_n, 1);
     a.decision = decision::admit();
-  }
-
-  // A slot word: named through this thread's line's note when it has a
-  // line (one locked instruction), else by an exchange (two): shared_slots.hpp.
-  [[gnu::always_inline]] bool take_slot(lease_type& l, unsigned line, nanoseconds now) noexcept {
-    state& s = *s_;
-    const std::size_t start = detail::probe_start();
-    if (line < Lines) return s.slots.take_noted(now, start, opts_.identity, s.notes.n[line], l.slot_, l.stamp_);
-    return s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_);
   }
 
   [[gnu::always_inline]] bool take_tokens(std::optional<typename limiters::window>& w,
@@ -480,21 +470,14 @@ class shared_account {
     a.decision = rf.result();
   }
 
-  // A scan for reclaimable slots, at most one per `interval` region-wide
-  // (0: now).
-  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now, std::int64_t interval) noexcept {
-    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;  // nothing can be reclaimed
+  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept {
+    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
     std::uint64_t by_deadline = 0, by_death = 0;
     const std::uint64_t me = opts_.identity;
     auto alive = [this, me](std::uint64_t who) {
       return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
     };
-    // A word not named yet: its noters' (the owners of the lines whose notes name it).
-    state& s = *s_;
-    auto noted_dead = [&s, &alive](std::size_t i, std::uint64_t w) {
-      return s.notes.only_dead(i, w, [&s](std::size_t j) { return s.credit.owner(j); }, alive);
-    };
-    s.slots.reap(now, interval, alive, noted_dead, by_deadline, by_death);
+    s_->slots.reap(now, interval_, alive, by_deadline, by_death);
     // relaxed: statistics.
     if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
     if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);

@@ -34,8 +34,7 @@
 //   the limiters (their std::optional wrappers are trivially destructible
 //   and hold their values in place), the pause and stop words, the
 //   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters, the credit lines and their owner words, and one slot
-//   note per line.
+//   reclaim counters, the credit lines and their owner words.
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
@@ -150,10 +149,9 @@ class shared_lease {
   }
   // As the account's lease (account/lease.hpp): the fields without an
   // initializer are written by the admission (once acc_ is set) before
-  // anything reads them, and copied only then; initialized, they and the
-  // admission's fields made one run of 184 zero bytes in every admission,
-  // which g++ cleared with `rep stos` (a sixth of an admit + settle's time,
-  // by sampling).
+  // anything reads them, and copied only then; initialized, they made one
+  // run of zeros of about 130 bytes in every admission, which g++ cleared
+  // with `rep stos` (a sixth of an admit + settle's time, by sampling).
   owner_type* acc_ = nullptr;
   std::size_t slot_ = no_slot;
   std::uint64_t stamp_ = 0;  // written with slot_; set so that g++ sees it (as the account's)
@@ -261,7 +259,6 @@ struct shared_account_state {
   detail::atomic<std::uint64_t> reclaimed_deadline{0}, reclaimed_dead{0};
   std::uint64_t credit_on = 0;  // per_thread_credit, as built (the fingerprint holds it too)
   shared_credit_lines<typename account_limiters<Clock, Currency>::window, Lines> credit;
-  slot_notes<Lines> notes;  // note i: the slot being taken by credit line i's owner (shared_slots.hpp)
 };
 
 }  // namespace detail
@@ -269,12 +266,11 @@ struct shared_account_state {
 // The shared account's state by name, clock, currency and slot count: a
 // region built for one of them is refused (wrong_type) as another; "/2":
 // the slot words of detail/slot_word.hpp; "/3": the credit lines
-// (account/shared_credit.hpp), with their count in the key; "/4": the slot
-// notes (account/shared_slots.hpp).
+// (account/shared_credit.hpp), with their count in the key.
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
   static constexpr std::uint64_t value =
-      region_name_key("tollgate.shared_account/4", region_key<Clock>::value, region_key<budget<Currency>>::value,
+      region_name_key("tollgate.shared_account/3", region_key<Clock>::value, region_key<budget<Currency>>::value,
                       Slots, Lines);
 };
 
