@@ -14912,8 +14912,7 @@ TOLLGATE_END_NAMESPACE
 //   the limiters (their std::optional wrappers are trivially destructible
 //   and hold their values in place), the pause and stop words, the
 //   admission rules (plain values), the slot table and its owner words, the
-//   reclaim counters, the credit lines and their owner words, and one slot
-//   note per line.
+//   reclaim counters, the credit lines and their owner words.
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
@@ -14949,23 +14948,10 @@ TOLLGATE_END_NAMESPACE
 // generation; a word's stamps never repeat. Beside each word an owner word
 // {identity: 48 bits, generation: 16 bits} names the process that holds it;
 // its generation ties it to one holding, so an owner word of an earlier
-// holding never counts. Every taker is known before its take CAS (by a
-// note or by the owner word), so a process killed right after winning that
-// CAS can be found; two ways:
-//   - a thread with a note of its own (slot_notes below: one per credit
-//     line, written only by the line's owner thread, so with plain stores)
-//     writes {word, stamp} there, then CASes, then names itself in the
-//     owner word with a plain store (take_noted). Until that store the
-//     holding is known by its note: a held word whose owner word names
-//     another generation is its noter's if a note names exactly that word
-//     and stamp (stamps never repeat, so no other holding's note can), and
-//     a scan frees it only if every note naming it is a dead process's (a
-//     loser of the same CAS noted the same stamp; it clears its note at
-//     once). One locked instruction to take: the CAS.
-//   - any other taker (no line: credit off, past 16 threads, no line free)
-//     names itself in the owner word with an exchange before its CAS, and
-//     one that loses the CAS puts back what it replaced unless the owner
-//     word changed since (two locked instructions).
+// holding never counts. A taker names itself in the owner word (an
+// exchange) before its take CAS, so a process killed right after winning
+// that CAS is named already; one that loses the CAS puts back what it
+// replaced unless the owner word changed since.
 //
 // Reclaim. reap(now) frees a held word by CAS (the CAS decides, once):
 //   - past its deadline (lease_timeout after its stamp, if lease_timeout > 0):
@@ -14975,19 +14961,10 @@ TOLLGATE_END_NAMESPACE
 //     does I/O of its own): fast recovery from a killed process.
 // What remains: a renewal names the new generation only after its CAS, so
 // a holder killed between the two comes back by the deadline only (one
-// lease_timeout after that renewal); a taker that lost its exchange-named
-// CAS to another process for the same generation names itself until it
-// puts the owner word back, so if it is killed in those few steps and
-// called dead, the winner's word is reclaimed while it runs (the case
-// below); and a noted taker killed between its CAS and its owner store
-// whose line is reclaimed and used by another process before any scan
-// comes back by the deadline only (the account scans the slots before it
-// reaps lines, so only when a live loser's note matched too), and so does
-// the next holder of a word whose noted holder was reclaimed between its
-// CAS and its owner store (a deadline passed in those instructions, or a
-// check that lied) and then wrote its name over the new holder's (at once
-// for an exchange-named holder; a noted one once its note has moved on).
-// A scan runs at most once per
+// lease_timeout after that renewal); and a taker that lost its CAS to
+// another process for the same generation names itself until it puts the
+// owner word back, so if it is killed in those few steps and called dead,
+// the winner's word is reclaimed while it runs (the case below). A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
 // check that lied) finds its release CAS failing, however many takes came
@@ -15002,13 +14979,8 @@ TOLLGATE_END_NAMESPACE
 // taker's exchange precedes its take CAS (a release), and the reaper reads
 // the word with acquire before the owner, so a reaper that sees a holding
 // sees its holder's name or a later owner value; the generation check
-// discards any other holding's. A noted taker's note stores are release
-// and precede its take CAS (release); the reaper acquires the word, then
-// the notes, then reads the owner word again: it sees the note of the
-// holding it acquired, or a later note of the same thread, which (release,
-// acquired) carries that thread's owner store, so the owner word read after
-// the notes names the holding. Words hold no pointer: the table means the
-// same in every process that maps it.
+// discards any other holding's. Words hold
+// no pointer: the table means the same in every process that maps it.
 #ifndef TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
 
@@ -15024,43 +14996,6 @@ TOLLGATE_END_NAMESPACE
 TOLLGATE_BEGIN_NAMESPACE
 
 namespace detail {
-
-// Where a thread that owns a note (the shared account: one per credit line,
-// used by the line's owner thread) says which word and stamp it is taking
-// (see the header). A line of its own per note: written on every take.
-struct alignas(TOLLGATE_CACHELINE_SIZE) slot_note {
-  static constexpr std::uint64_t nothing = ~std::uint64_t{0};
-  detail::atomic<std::uint64_t> slot{nothing};
-  detail::atomic<std::uint64_t> stamp{0};
-};
-
-template <std::size_t Notes>
-struct slot_notes {
-  slot_note n[Notes];
-
-  void init() noexcept {
-    for (slot_note& x : n) {
-      x.slot.store(slot_note::nothing, std::memory_order_relaxed);  // relaxed: before sharing
-      x.stamp.store(0, std::memory_order_relaxed);                   // relaxed: as above
-    }
-  }
-  // Whether some note names word `slot` at value `w` and every note that
-  // does belongs to a dead process: `owner_of(j)` is note j's user (0: none,
-  // which counts as alive), `alive(identity)` the caller's check.
-  template <class OwnerOf, class Alive>
-  bool only_dead(std::size_t slot, std::uint64_t w, OwnerOf&& owner_of, Alive&& alive) const noexcept {
-    bool any = false;
-    for (std::size_t j = 0; j < Notes; ++j) {
-      // acquire (both): pair with the noter's release stores (see the header).
-      if (n[j].stamp.load(std::memory_order_acquire) != w) continue;
-      if (n[j].slot.load(std::memory_order_acquire) != slot) continue;
-      const std::uint64_t who = owner_of(j);
-      if (who == 0 || alive(who)) return false;
-      any = true;
-    }
-    return any;
-  }
-};
 
 template <std::size_t Slots>
 struct shared_slots {
@@ -15130,42 +15065,6 @@ struct shared_slots {
     return false;
   }
 
-  // take() for a thread with a note of its own (see the header): the note,
-  // the take CAS, then the owner word by a plain store.
-  [[gnu::always_inline]] bool take_noted(nanoseconds now, std::size_t start, std::uint64_t identity, slot_note& note,
-                                         std::size_t& slot, std::uint64_t& stamp) noexcept {
-    const std::size_t n = static_cast<std::size_t>(limit);
-    if (n == 0) return false;
-    const std::uint64_t t = ms(now) + 1;
-    std::size_t i = start % n;
-    for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
-      // relaxed: a guess of a free word; the CAS decides.
-      std::uint64_t w = words[i].load(std::memory_order_relaxed);
-      if (slot_word::held(w)) continue;
-      const std::uint64_t s = slot_word::next(w, t);
-      // release (both): the take CAS's release carries them to a reaper that
-      // acquires this holding; a reaper that reads a later note of this
-      // thread (acquire) sees the owner store below (see the header).
-      note.stamp.store(s, std::memory_order_release);
-      note.slot.store(i, std::memory_order_release);
-      // acq_rel/relaxed: see the header.
-      if (words[i].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        // relaxed: the note names this holding until then; only a holder of
-        // this generation writes it so (takers of the exchange kind put
-        // back only their own value).
-        owners[i].store((identity << gen_bits) | slot_word::generation(s), std::memory_order_relaxed);
-        slot = i;
-        stamp = s;
-        return true;
-      }
-      // Lost: a note of a holding this thread does not have must not stand
-      // beside the winner's (a scan frees only what every note naming it
-      // calls dead). release: as above.
-      note.slot.store(slot_note::nothing, std::memory_order_release);
-    }
-    return false;
-  }
-
   // Frees the word taken with `stamp`: true if this call freed it, false if
   // a reaper did first.
   bool give(std::size_t slot, std::uint64_t stamp) noexcept {
@@ -15196,15 +15095,6 @@ struct shared_slots {
   template <class Alive>
   void reap(nanoseconds now, std::int64_t interval, Alive&& alive, std::uint64_t& by_deadline,
             std::uint64_t& by_death) noexcept {
-    reap(now, interval, alive, [](std::size_t, std::uint64_t) { return false; }, by_deadline, by_death);
-  }
-  // The same where takers may be noted: `noted_dead(i, w)` says whether
-  // held word i (value w), whose owner word names another generation, is
-  // named by some note and only by dead processes' notes (slot_notes::
-  // only_dead).
-  template <class Alive, class NotedDead>
-  void reap(nanoseconds now, std::int64_t interval, Alive&& alive, NotedDead&& noted_dead,
-            std::uint64_t& by_deadline, std::uint64_t& by_death) noexcept {
     // relaxed: a lone time value; two scanners at once are harmless (each word's CAS decides).
     const std::int64_t last = last_scan.load(std::memory_order_relaxed);
     std::int64_t since = 0;
@@ -15225,17 +15115,9 @@ struct shared_slots {
       bool expired = timed && rel >= held_since && rel - held_since >= timeout;
       bool dead = false;
       if (!expired) {
-        std::uint64_t o = owners[i].load(std::memory_order_relaxed);  // relaxed: see the header
-        if ((o & gen_mask) != (w & gen_mask)) {
-          // Not named (yet): a noted taker's, if its note says so. relaxed:
-          // after the notes' acquire loads, which carry the noter's owner
-          // store if it made one (see the header).
-          if (!noted_dead(i, w)) continue;
-          o = owners[i].load(std::memory_order_relaxed);
-          dead = (o & gen_mask) != (w & gen_mask) || ((o >> gen_bits) != 0 && !alive(o >> gen_bits));
-        } else {
-          dead = (o >> gen_bits) != 0 && !alive(o >> gen_bits);
-        }
+        const std::uint64_t o = owners[i].load(std::memory_order_relaxed);  // relaxed: see the header
+        const std::uint64_t who = o >> gen_bits;
+        dead = who != 0 && (o & gen_mask) == (w & gen_mask) && !alive(who);
       }
       if (!expired && !dead) continue;
       // acq_rel/relaxed: see the header.
@@ -15356,10 +15238,9 @@ class shared_lease {
   }
   // As the account's lease (account/lease.hpp): the fields without an
   // initializer are written by the admission (once acc_ is set) before
-  // anything reads them, and copied only then; initialized, they and the
-  // admission's fields made one run of 184 zero bytes in every admission,
-  // which g++ cleared with `rep stos` (a sixth of an admit + settle's time,
-  // by sampling).
+  // anything reads them, and copied only then; initialized, they made one
+  // run of zeros of about 130 bytes in every admission, which g++ cleared
+  // with `rep stos` (a sixth of an admit + settle's time, by sampling).
   owner_type* acc_ = nullptr;
   std::size_t slot_ = no_slot;
   std::uint64_t stamp_ = 0;  // written with slot_; set so that g++ sees it (as the account's)
@@ -15467,7 +15348,6 @@ struct shared_account_state {
   detail::atomic<std::uint64_t> reclaimed_deadline{0}, reclaimed_dead{0};
   std::uint64_t credit_on = 0;  // per_thread_credit, as built (the fingerprint holds it too)
   shared_credit_lines<typename account_limiters<Clock, Currency>::window, Lines> credit;
-  slot_notes<Lines> notes;  // note i: the slot being taken by credit line i's owner (shared_slots.hpp)
 };
 
 }  // namespace detail
@@ -15475,12 +15355,11 @@ struct shared_account_state {
 // The shared account's state by name, clock, currency and slot count: a
 // region built for one of them is refused (wrong_type) as another; "/2":
 // the slot words of detail/slot_word.hpp; "/3": the credit lines
-// (account/shared_credit.hpp), with their count in the key; "/4": the slot
-// notes (account/shared_slots.hpp).
+// (account/shared_credit.hpp), with their count in the key.
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
   static constexpr std::uint64_t value =
-      region_name_key("tollgate.shared_account/4", region_key<Clock>::value, region_key<budget<Currency>>::value,
+      region_name_key("tollgate.shared_account/3", region_key<Clock>::value, region_key<budget<Currency>>::value,
                       Slots, Lines);
 };
 
@@ -15677,7 +15556,6 @@ class shared_account {
         s->slots.init(c.concurrency.is_finite() ? *c.concurrency.value() : 0, c.lease_timeout, origin);
         s->credit_on = c.per_thread_credit ? 1 : 0;
         s->credit.init();
-        s->notes.init();
       });
     } else {
       r = attach_region<state>(bytes, size, fp);
@@ -15739,9 +15617,6 @@ class shared_account {
     std::uint64_t word = 0;
     std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
     if (i == lines.none && opts_.alive) {
-      // The slots first, at once: a dead owner's slot known only by its
-      // line's note must be freed before the line (and the note) pass on.
-      if (s_->slots.limit > 0) reap(now, 0);
       const std::uint64_t me = opts_.identity;
       (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
       i = lines.claim(opts_.identity, detail::probe_start(), word);
@@ -15800,9 +15675,12 @@ class shared_account {
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
     const unsigned line = line_for(now);
-    if (s.slots.limit > 0 && !take_slot(l, line, now)) {
-      reap(now, interval_);
-      if (!take_slot(l, line, now)) return report(a, n, now);
+    if (s.slots.limit > 0) {
+      const std::size_t start = detail::probe_start();
+      if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
+        reap(now);
+        if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) return report(a, n, now);
+      }
     }
     limiters& d = s.d;
     if (d.rpm_w) {
@@ -15835,15 +15713,6 @@ class shared_account {
     l.tokens_ = n;
     counts_.add(admitted_n, 1);
     a.decision = decision::admit();
-  }
-
-  // A slot word: named through this thread's line's note when it has a
-  // line (one locked instruction), else by an exchange (two): shared_slots.hpp.
-  [[gnu::always_inline]] bool take_slot(lease_type& l, unsigned line, nanoseconds now) noexcept {
-    state& s = *s_;
-    const std::size_t start = detail::probe_start();
-    if (line < Lines) return s.slots.take_noted(now, start, opts_.identity, s.notes.n[line], l.slot_, l.stamp_);
-    return s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_);
   }
 
   [[gnu::always_inline]] bool take_tokens(std::optional<typename limiters::window>& w,
@@ -15884,21 +15753,14 @@ class shared_account {
     a.decision = rf.result();
   }
 
-  // A scan for reclaimable slots, at most one per `interval` region-wide
-  // (0: now).
-  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now, std::int64_t interval) noexcept {
-    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;  // nothing can be reclaimed
+  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept {
+    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
     std::uint64_t by_deadline = 0, by_death = 0;
     const std::uint64_t me = opts_.identity;
     auto alive = [this, me](std::uint64_t who) {
       return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
     };
-    // A word not named yet: its noters' (the owners of the lines whose notes name it).
-    state& s = *s_;
-    auto noted_dead = [&s, &alive](std::size_t i, std::uint64_t w) {
-      return s.notes.only_dead(i, w, [&s](std::size_t j) { return s.credit.owner(j); }, alive);
-    };
-    s.slots.reap(now, interval, alive, noted_dead, by_deadline, by_death);
+    s_->slots.reap(now, interval_, alive, by_deadline, by_death);
     // relaxed: statistics.
     if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
     if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
