@@ -329,7 +329,7 @@ TEST_CASE("credit: window units a chunk at a time, given back when the slot is o
   credit cr;
   cr.allocate();
   cr.set_unit(credit::tpm, w.unit());
-  const window* ws[credit::kinds] = {nullptr, &w, nullptr};
+  window* ws[credit::kinds] = {nullptr, &w, nullptr};
   cr.update(true, ws, 0);
   const unsigned shard = 5;
   std::uint64_t slot = 99;
@@ -368,7 +368,7 @@ TEST_CASE("credit: a leftover goes back into its own slot after another line mov
   credit cr;
   cr.allocate();
   cr.set_unit(credit::rpm, w.unit());
-  const window* ws[credit::kinds] = {&w, nullptr, nullptr};
+  window* ws[credit::kinds] = {&w, nullptr, nullptr};
   cr.update(true, ws, 0);
   std::uint64_t slot = 99;
   REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(0), slot, 5));  // line 5: 1 + 16 in slot 0
@@ -399,7 +399,7 @@ TEST_CASE("credit: concurrency units held for a thread, back on a limit change",
   concurrency_limiter lim(4096);  // chunk 4
   credit cr;
   cr.allocate();
-  const sliding_window<manual_clock>* ws[credit::kinds] = {nullptr, nullptr, nullptr};
+  sliding_window<manual_clock>* ws[credit::kinds] = {nullptr, nullptr, nullptr};
   cr.update(true, ws, lim.limit());
   const unsigned shard = detail::this_thread_shard();
   REQUIRE(shard < detail::thread_shards);  // the test thread owns a shard

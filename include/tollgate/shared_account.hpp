@@ -297,7 +297,7 @@ class shared_account {
     map_.clear();
     if (!s_->credit_on) return;
     limiters& d = s_->d;
-    const typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
     bool any = false;
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) {
