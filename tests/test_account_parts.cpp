@@ -329,8 +329,10 @@ TEST_CASE("credit: window units a chunk at a time, given back when the slot is o
   credit cr;
   cr.allocate();
   cr.set_unit(credit::tpm, w.unit());
-  window* ws[credit::kinds] = {nullptr, &w, nullptr};
+  const window* ws[credit::kinds] = {nullptr, &w, nullptr};
   cr.update(true, ws, 0);
+  window* const own[credit::kinds] = {nullptr, &w, nullptr};
+  cr.bind(own);  // where renew() gives old credit back
   const unsigned shard = 5;
   std::uint64_t slot = 99;
   REQUIRE(cr.take_window(w, credit::tpm, 1, nanoseconds(0), slot, shard));
@@ -368,8 +370,10 @@ TEST_CASE("credit: a leftover goes back into its own slot after another line mov
   credit cr;
   cr.allocate();
   cr.set_unit(credit::rpm, w.unit());
-  window* ws[credit::kinds] = {&w, nullptr, nullptr};
+  const window* ws[credit::kinds] = {&w, nullptr, nullptr};
   cr.update(true, ws, 0);
+  window* const own[credit::kinds] = {&w, nullptr, nullptr};
+  cr.bind(own);  // where renew() gives old credit back
   std::uint64_t slot = 99;
   REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(0), slot, 5));  // line 5: 1 + 16 in slot 0
   REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(sec), slot, 6));  // line 6 moves the head to slot 1
@@ -399,7 +403,7 @@ TEST_CASE("credit: concurrency units held for a thread, back on a limit change",
   concurrency_limiter lim(4096);  // chunk 4
   credit cr;
   cr.allocate();
-  sliding_window<manual_clock>* ws[credit::kinds] = {nullptr, nullptr, nullptr};
+  const sliding_window<manual_clock>* ws[credit::kinds] = {nullptr, nullptr, nullptr};
   cr.update(true, ws, lim.limit());
   const unsigned shard = detail::this_thread_shard();
   REQUIRE(shard < detail::thread_shards);  // the test thread owns a shard

@@ -370,7 +370,7 @@ class account {
   errc build(const config_type& c, nanoseconds origin, error_values& vals) noexcept;
 
   void update_chunks() noexcept {
-    window* const ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     credit_.update(cfg_.per_thread_credit, ws, d_.conc ? d_.conc->limit() : 0);
   }
 

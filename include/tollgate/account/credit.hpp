@@ -154,16 +154,20 @@ class thread_credit {
       c.end.store(0, std::memory_order_relaxed);
     }
   }
+  // The windows renew() gives old credit back to, fixed at construction
+  // (before the lines are used: plain pointers, read by every line's owner).
+  void bind(Window* const (&ws)[kinds]) noexcept {
+    for (unsigned k = 0; k < kinds; ++k) windows_[k] = ws[k];
+  }
   // Each window's unit, fixed at construction.
   void set_unit(unsigned kind, std::uint64_t u) noexcept { unit_[kind] = u; }
 
   // The chunks in force: for each window (null: none) and the concurrency
   // limit (0: none); off gives no credit at all. Bumps both epochs, so every
   // thread gives back what it took under the previous limits before it takes
-  // more. The windows are remembered for those give-backs.
-  void update(bool on, Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
+  // more.
+  void update(bool on, const Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
     for (unsigned k = 0; k < kinds; ++k) {
-      windows_[k] = ws[k];
       const std::uint64_t units = on && ws[k] && ws[k]->unit() != 0 ? ws[k]->limit() / ws[k]->unit() : 0;
       // relaxed (both): lone values; a thread that sees the old chunk takes a chunk of the old size.
       limit_units_[k].store(units, std::memory_order_relaxed);
@@ -465,7 +469,7 @@ class thread_credit {
   std::uint64_t unit_[kinds] = {1, 1, 1};
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
   detail::atomic<std::uint64_t> window_epoch_{0};  // bumped by update() and bump_windows()
-  Window* windows_[kinds] = {};                    // update()'s windows, for renew()
+  Window* windows_[kinds] = {};                    // bind()'s windows, for renew()
 };
 
 }  // namespace detail
