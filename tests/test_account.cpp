@@ -1228,6 +1228,95 @@ TEST_CASE("account credit: a live limit change takes back concurrency credit", "
   CHECK(a.in_flight() == 3);
 }
 
+namespace {
+// Requests of 100 tokens another thread gets admitted at `now` (it may hold
+// a line of its own; its own credit never refuses it).
+std::uint64_t others_fit(paced_account& a, ns now) {
+  std::uint64_t n = 0;
+  std::thread([&] {
+    while (n < 100000 && a.try_admit(req(50, 50), now)) ++n;
+  }).join();
+  return n;
+}
+account_config token_credit_config() {
+  account_config c;
+  c.concurrency = limit::unlimited();
+  c.rpm = limit::unlimited();
+  c.tpm = limit(1048576);  // chunk 1,024 tokens
+  c.tpd = limit::unlimited();
+  c.model = server_model::sliding_log;
+  return c;
+}
+tier_row tier_with_tpm(std::uint64_t tpm) {
+  tier_row t{};
+  t.concurrency = limit::unlimited();
+  t.rpm = limit::unlimited();
+  t.tpm = limit(tpm);
+  t.tpd = limit::unlimited();
+  return t;
+}
+}  // namespace
+
+TEST_CASE("account credit: window credit taken under an old limit goes back at the owner's next take", "[account][credit]") {
+  SECTION("a lower limit with a chunk") {
+    paced_account a(token_credit_config(), t0);
+    REQUIRE(a.try_admit(req(50, 50), t0));  // this thread holds 1,024 tokens of credit
+    REQUIRE(a.set_limits(tier_with_tpm(10240), t0) == errc::ok);  // chunk 10
+    REQUIRE(a.try_admit(req(50, 50), t0));  // gives the old chunk back, refills with a new one
+    // 10,240 - 200 admitted - 10 held by this thread: 100 requests more.
+    // Spent from the old chunk instead, 924 would stay held: 91.
+    CHECK(others_fit(a, t0) == 100);
+  }
+  SECTION("a limit below the divisor (no credit)") {
+    paced_account a(token_credit_config(), t0);
+    REQUIRE(a.try_admit(req(50, 50), t0));
+    REQUIRE(a.set_limits(tier_with_tpm(1000), t0) == errc::ok);  // under 1,024 units: chunk 0
+    REQUIRE(a.try_admit(req(50, 50), t0));  // no credit: the old chunk goes back, nothing is kept
+    CHECK(others_fit(a, t0) == 8);          // exactly as without credit: (1,000 - 200) / 100
+  }
+}
+
+TEST_CASE("account credit: credit is never spent at a stale time, decisions as without credit", "[account][credit]") {
+  account_config on = token_credit_config(), off = on;
+  off.per_thread_credit = false;
+  paced_account a(on, t0), b(off, t0);
+  for (paced_account* x : {&a, &b}) {
+    REQUIRE(x->try_admit(req(50, 50), seconds(1)));  // a: this thread holds credit in the 1 s slot
+    // Another thread moves the window on (its 1 s slot has left it).
+    std::thread([&] { REQUIRE(x->try_admit(req(50, 50), seconds(100))); }).join();
+  }
+  // This thread again, with its reading from before the other's.
+  const auto p = a.try_admit(req(50, 50), seconds(1));
+  const auto q = b.try_admit(req(50, 50), seconds(1));
+  CHECK_FALSE(q);
+  CHECK(q.decision.retry_after() > ns(0));
+  CHECK(static_cast<bool>(p) == static_cast<bool>(q));
+  CHECK(p.decision.what() == q.decision.what());
+  CHECK(p.decision.why() == q.decision.why());
+  CHECK(p.decision.retry_after() == q.decision.retry_after());
+  CHECK(p.refused.bits == q.refused.bits);
+}
+
+TEST_CASE("account credit: a debt is waited out by threads holding credit too", "[account][credit]") {
+  account_config on = token_credit_config(), off = on;
+  off.per_thread_credit = false;
+  paced_account a(on, t0), b(off, t0);
+  for (paced_account* x : {&a, &b}) {
+    REQUIRE(x->try_admit(req(50, 50), seconds(1)));  // a: this thread holds credit in the 1 s slot
+    auto big = x->try_admit(req(100000, 100000), seconds(1));
+    REQUIRE(big);
+    // The server counted far more than reserved: the window is over its limit.
+    CHECK(big.lease.settle(usage{2000000, 0, 0, 0, 0}, seconds(1)).debt_tokens == 1800000);
+  }
+  const auto p = a.try_admit(req(50, 50), seconds(2));
+  const auto q = b.try_admit(req(50, 50), seconds(2));
+  CHECK_FALSE(q);
+  CHECK(q.refused.has(dimension::tpm));
+  CHECK(static_cast<bool>(p) == static_cast<bool>(q));  // not spent from credit counted before the debt
+  CHECK(p.decision.retry_after() == q.decision.retry_after());
+  CHECK(p.refused.bits == q.refused.bits);
+}
+
 TEST_CASE("stress: threads spending credit never over-admit, against an exact log", "[account][stress][credit]") {
   // Three mixes, each made so that one limit binds whatever the threads'
   // interleaving (so its check below bites); all limits are large enough for

@@ -331,6 +331,8 @@ TEST_CASE("credit: window units a chunk at a time, given back when the slot is o
   cr.set_unit(credit::tpm, w.unit());
   const window* ws[credit::kinds] = {nullptr, &w, nullptr};
   cr.update(true, ws, 0);
+  window* const own[credit::kinds] = {nullptr, &w, nullptr};
+  cr.bind(own);  // where renew() gives old credit back
   const unsigned shard = 5;
   std::uint64_t slot = 99;
   REQUIRE(cr.take_window(w, credit::tpm, 1, nanoseconds(0), slot, shard));
@@ -370,6 +372,8 @@ TEST_CASE("credit: a leftover goes back into its own slot after another line mov
   cr.set_unit(credit::rpm, w.unit());
   const window* ws[credit::kinds] = {&w, nullptr, nullptr};
   cr.update(true, ws, 0);
+  window* const own[credit::kinds] = {&w, nullptr, nullptr};
+  cr.bind(own);  // where renew() gives old credit back
   std::uint64_t slot = 99;
   REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(0), slot, 5));  // line 5: 1 + 16 in slot 0
   REQUIRE(cr.take_window(w, credit::rpm, 1, nanoseconds(sec), slot, 6));  // line 6 moves the head to slot 1

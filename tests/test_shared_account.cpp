@@ -678,6 +678,55 @@ TEST_CASE("shared_account credit: a line per thread, claimed by name, exact wind
   CHECK(a.credit_line_owner(bl) == 0);
 }
 
+TEST_CASE("shared_account credit: never spent at a stale time, nor through a debt; decisions as without credit",
+          "[shared_account][credit]") {
+  static region_t mem;
+  account_config c = credit_config(), off = c;
+  off.per_thread_credit = false;
+  const auto same = [](const auto& p, const auto& q) {
+    CHECK(static_cast<bool>(p) == static_cast<bool>(q));
+    CHECK(p.decision.what() == q.decision.what());
+    CHECK(p.decision.why() == q.decision.why());
+    CHECK(p.decision.retry_after() == q.decision.retry_after());
+    CHECK(p.refused.bits == q.refused.bits);
+  };
+  SECTION("a stale time") {
+    std::memset(mem.b, 0, sizeof mem.b);
+    shared a, b;
+    REQUIRE(a.open(mem.b, shared::region_bytes(), c, who(5), nanoseconds(0)));
+    REQUIRE(b.open(mem.b, shared::region_bytes(), c, who(6), nanoseconds(0)));
+    account<manual_clock> e(off, nanoseconds(0));
+    REQUIRE(a.try_admit(tgtest::req(100, 0), nanoseconds(10 * ms)));  // a's line holds credit in that sub-window
+    REQUIRE(e.try_admit(tgtest::req(100, 0), nanoseconds(10 * ms)));
+    REQUIRE(b.try_admit(tgtest::req(100, 0), nanoseconds(5 * sec)));  // another user moves the window on
+    REQUIRE(e.try_admit(tgtest::req(100, 0), nanoseconds(5 * sec)));
+    const auto p = a.try_admit(tgtest::req(100, 0), nanoseconds(10 * ms));  // a's reading from before b's
+    const auto q = e.try_admit(tgtest::req(100, 0), nanoseconds(10 * ms));
+    CHECK_FALSE(q);
+    same(p, q);
+  }
+  SECTION("a debt run up through this handle") {
+    std::memset(mem.b, 0, sizeof mem.b);
+    c.max_request_tokens = 400000;
+    off.max_request_tokens = 400000;
+    shared a;
+    REQUIRE(a.open(mem.b, shared::region_bytes(), c, who(5), nanoseconds(0)));
+    account<manual_clock> e(off, nanoseconds(0));
+    REQUIRE(a.try_admit(tgtest::req(100, 0), nanoseconds(10 * ms)));  // a's line holds credit
+    REQUIRE(e.try_admit(tgtest::req(100, 0), nanoseconds(10 * ms)));
+    auto x = a.try_admit(tgtest::req(100000, 100000), nanoseconds(10 * ms));
+    auto y = e.try_admit(tgtest::req(100000, 100000), nanoseconds(10 * ms));
+    REQUIRE(x);
+    REQUIRE(y);
+    CHECK(x.lease.settle(usage{2000000, 0, 0, 0, 0}, nanoseconds(10 * ms)).debt_tokens == 1800000);
+    CHECK(y.lease.settle(usage{2000000, 0, 0, 0, 0}, nanoseconds(10 * ms)).debt_tokens == 1800000);
+    const auto p = a.try_admit(tgtest::req(100, 0), nanoseconds(20 * ms));
+    const auto q = e.try_admit(tgtest::req(100, 0), nanoseconds(20 * ms));
+    CHECK_FALSE(q);
+    same(p, q);
+  }
+}
+
 namespace {
 // Lines + 1 handles on one region, one thread (each handle its own user:
 // Lines get a line, one none) leave credit idle at sub-window boundaries

@@ -51,7 +51,15 @@
 // reserved, the dimensions that refuse outright), then the stop and the
 // pause; then every dimension in turn (concurrency, requests, tokens, the
 // day, money), rolled back on the first refusal, which then asks every
-// dimension for its wait without consuming (refuse_and_report). The lease
+// dimension for its wait without consuming (refuse_and_report). A refusal
+// after some dimensions were taken leaves their counts as they were, but not
+// their windows' heads: a strict window that a rolled-back take moved to a
+// later sub-window stays there, so a later call with a `now` before that
+// sub-window is refused stale (reason::exhausted, its wait to the head's
+// sub-window plus the wait there) as after an admission at that time. Never
+// more capacity, sometimes a longer wait for a caller whose clock lags (the
+// shared account does the same; the Redis account moves no head on a
+// refusal). The lease
 // releases its slot when settled or destroyed; a lease dropped without
 // settling keeps its reservations (the safe side). A concurrency slot held
 // past lease_timeout is reclaimed when the account runs out of slots
@@ -239,7 +247,12 @@ class account {
   // what is owed, permits stay held. Only limits the account already
   // enforces can change (a dimension cannot appear or disappear live), and the
   // server model stays. Returns the first error; dimensions before it have
-  // changed.
+  // changed. Per-thread credit taken under the old limits goes back at each
+  // thread's next take (credit.hpp); a thread that does not take again keeps
+  // its old chunk: window credit until its slot leaves the window (at most a
+  // window and a sub-window after the change; other threads' false refusals
+  // up to 16 chunks of the larger limit until then), concurrency credit
+  // (2 old chunks at most) until its next take or release.
   [[nodiscard]] errc set_limits(const tier_row& t, nanoseconds now) noexcept;
 
   // Snapshot and restore (account/snapshot.hpp states the format, the time

@@ -298,14 +298,16 @@ class shared_account {
     map_.clear();
     if (!s_->credit_on) return;
     limiters& d = s_->d;
-    const typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    credit_.bind(ws);
     bool any = false;
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) {
         credit_.set_unit(k, ws[k]->unit());
         any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
       }
-    credit_.update(true, ws, 0);  // no concurrency credit: a lease holds its own slot word
+    const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
+    credit_.update(true, cws, 0);  // no concurrency credit: a lease holds its own slot word
     if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
   }
 

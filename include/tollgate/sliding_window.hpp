@@ -331,6 +331,14 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // The limit in force, in tokens (a multiple of unit()).
   std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed) * unit_; }
   std::uint64_t unit() const noexcept { return unit_; }
+  // The head's slot (a snapshot): a `now` in an earlier slot is stale.
+  std::uint64_t head_slot() const noexcept {
+    // relaxed: a lone value, read for a decision that needs no count: by
+    // coherence it is this thread's own last move or a later one, and every
+    // move that happens before the call; a racing move it misses orders the
+    // caller's decision before that move.
+    return detail::slot_of_word(head_.load(std::memory_order_relaxed));
+  }
   nanoseconds window() const noexcept { return nanoseconds(window_); }
   nanoseconds slot_width() const noexcept { return nanoseconds(width_); }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }

@@ -9,7 +9,9 @@
 // ticket, the calendar day); tokens used beyond the reservation are charged
 // as debt that later admissions wait out (the windows and the day may then
 // go over their limit, never the reservation bound of the requests
-// admitted). A cost that cannot be computed keeps the whole reservation as
+// admitted); threads' window credit counted before the debt is given back
+// at each one's next take (account/credit.hpp: a line whose thread does not
+// take again keeps its chunk until its slot leaves the window). A cost that cannot be computed keeps the whole reservation as
 // spent (the safe side). settle_rejected (a 429, which Kimi does not bill)
 // frees the money and keeps the tokens counted; settle_failed (5xx,
 // timeout) the same; settle_cancelled without a known usage bills the
@@ -45,6 +47,9 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
   if (extra > 0) {
     res.debt_tokens = extra;  // beyond the reservation: a debt that later admissions wait out
     d.charge_debt(extra, now);
+    // Threads' window credit was counted before the debt: they give it back
+    // and refill through the windows, which wait the debt out (credit.hpp).
+    a.credit_.bump_windows();
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;

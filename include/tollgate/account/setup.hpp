@@ -54,6 +54,8 @@ errc account<Clock, Currency>::build(const config_type& c, nanoseconds origin, e
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
+    window* const own[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    credit_.bind(own);
     update_chunks();
     // Once, here: limits raised later (set_limits) may need it.
     if (c.per_thread_credit && (d_.rpm_w || d_.tpm_w || d_.tpd_w || d_.conc)) credit_.allocate();

@@ -63,6 +63,7 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settl
   if (extra > 0) {
     res.debt_tokens = extra;
     d.charge_debt(extra, now);
+    acc_->credit_.bump_windows();  // this process's lines refill through the windows (credit.hpp)
   } else if (acc_->s_->refund_unused && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;

@@ -18,7 +18,12 @@
 // late, never early; a queued charge lands at the carrying call's time
 // (later, so it stays in the window longer). A process that never calls
 // again gives its slots back at the leases' deadlines (lease_timeout); its
-// reservations stay counted as a dropped lease's do.
+// reservations stay counted as a dropped lease's do. So do those of a lease
+// settled after its deadline (a request longer than lease_timeout): the
+// lease set no longer holds it, so its unused tokens are not refunded and
+// its money stays committed at the worst case, for good (the safe side; the
+// in-process account returns both at any time). Set lease_timeout above the
+// longest request.
 // Faults: a call that fails (error reply, garbage, the executor's timeout:
 // Redis unreachable, slow past the caller's timeout, or erroring) is, by
 // default, a refusal with outcome::server_error or outcome::garbage (fail
