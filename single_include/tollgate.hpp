@@ -2586,6 +2586,14 @@ class alignas(TOLLGATE_CACHELINE_SIZE) sliding_window {
   // The limit in force, in tokens (a multiple of unit()).
   std::uint64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed) * unit_; }
   std::uint64_t unit() const noexcept { return unit_; }
+  // The head's slot (a snapshot): a `now` in an earlier slot is stale.
+  std::uint64_t head_slot() const noexcept {
+    // relaxed: a lone value, read for a decision that needs no count: by
+    // coherence it is this thread's own last move or a later one, and every
+    // move that happens before the call; a racing move it misses orders the
+    // caller's decision before that move.
+    return detail::slot_of_word(head_.load(std::memory_order_relaxed));
+  }
   nanoseconds window() const noexcept { return nanoseconds(window_); }
   nanoseconds slot_width() const noexcept { return nanoseconds(width_); }
   nanoseconds origin() const noexcept { return nanoseconds(origin_); }
@@ -5487,7 +5495,15 @@ TOLLGATE_END_NAMESPACE
 // reserved, the dimensions that refuse outright), then the stop and the
 // pause; then every dimension in turn (concurrency, requests, tokens, the
 // day, money), rolled back on the first refusal, which then asks every
-// dimension for its wait without consuming (refuse_and_report). The lease
+// dimension for its wait without consuming (refuse_and_report). A refusal
+// after some dimensions were taken leaves their counts as they were, but not
+// their windows' heads: a strict window that a rolled-back take moved to a
+// later sub-window stays there, so a later call with a `now` before that
+// sub-window is refused stale (reason::exhausted, its wait to the head's
+// sub-window plus the wait there) as after an admission at that time. Never
+// more capacity, sometimes a longer wait for a caller whose clock lags (the
+// shared account does the same; the Redis account moves no head on a
+// refusal). The lease
 // releases its slot when settled or destroyed; a lease dropped without
 // settling keeps its reservations (the safe side). A concurrency slot held
 // past lease_timeout is reclaimed when the account runs out of slots
@@ -5696,8 +5712,15 @@ TOLLGATE_END_NAMESPACE
 // slot, which it then spends on its later requests in that slot with plain
 // loads and stores on its own cache line. Every unit is counted in the
 // window before it is spent, and spent only in the slot it was counted in,
-// so the window's bound holds exactly as if each request had taken its own
-// units. What a credit costs: units counted but not yet spent. They are
+// and only while that slot is the window's head (a `now` in a slot the head
+// has left is stale, refused as without credit; one relaxed load of the
+// head word), so the window's bound holds exactly as if each request had
+// taken its own units, and a thread decides as it would without credit.
+// A window epoch, bumped by a limit change and by a debt (usage settled
+// beyond the reservation puts a window over its limit), makes each line
+// give its window credit back at its owner's next take and refill through
+// the window, which then decides (and waits the debt out) as without
+// credit. What a credit costs: units counted but not yet spent. They are
 // given back to the window, into the slot they were counted in (the head or
 // an older slot still in the window; never one that has left it), when the
 // owner's next request finds the slot over or its credit too small, or the
@@ -5722,7 +5745,15 @@ TOLLGATE_END_NAMESPACE
 // limit; `Lines` chunks, under 1/64 of it for any `Lines`, in the shared
 // account) and 16 x 2 chunks of the concurrency limit (under 3.2 %): a
 // request is refused only where the window, counting only what was
-// admitted, has at most that much room for it. Leftovers go back into their
+// admitted, has at most that much room for it. After a limit change or a
+// debt, a line whose thread does not take again keeps what it held (no other
+// thread may write its line): window credit of the old chunk, counted in a
+// slot at or before the change's, which leaves the window at the latest
+// K + 1 slots (a window and a sub-window) after it; until then the bound is
+// 16 chunks of the larger of the old and new limits, and a debt is not
+// waited out by those lines' chunks (a chunk per line at most). Concurrency
+// credit has no such end: up to 2 old chunks per line stay held until its
+// thread next takes or releases a unit (or the next thread claims its shard). Leftovers go back into their
 // own slot: were they left counted once another thread moved the window on,
 // each line could hold a chunk in every slot of the window (K + 1 times
 // the bound). A thread is never refused because of its own credit: a
@@ -5734,9 +5765,13 @@ TOLLGATE_END_NAMESPACE
 // (relaxed loads and stores; ownership passes between threads through the
 // shard claim's release/acquire, detail/shard_counters.hpp); the fields are
 // atomic only so that readers (remaining(), snapshot()) may read them, which
-// they do relaxed, as a snapshot. Chunks and the epoch are lone values read
-// relaxed: a thread that sees a change late takes a chunk of the old size,
-// as a direct try_acquire racing set_limit could. Lines hold window slot
+// they do relaxed, as a snapshot. Chunks, the epochs and the head's slot
+// are lone values read relaxed: a thread that sees a change late takes (or
+// spends) as if its request had come before the change, as a direct
+// try_acquire racing it could; a change that happens before the request is
+// seen (coherence). The epochs live in this object, one per process: in the
+// shared account a debt run up through one process's handle makes only
+// that process's lines give back (the others: the bound above). Lines hold window slot
 // numbers and times, no pointer: address-free, but owned per thread shard.
 #ifndef TOLLGATE_ACCOUNT_CREDIT_HPP
 #define TOLLGATE_ACCOUNT_CREDIT_HPP
@@ -5881,6 +5916,8 @@ class thread_credit {
     // come, and the limit change they were taken under.
     detail::atomic<std::uint64_t> units{0};
     detail::atomic<std::uint64_t> epoch{0};
+    // The window epoch its window credit was taken under (see renew()).
+    detail::atomic<std::uint64_t> window_epoch{0};
   };
 
   static std::uint64_t chunk_of(const Window& w, unsigned lines = detail::thread_shards) noexcept {
@@ -5919,12 +5956,18 @@ class thread_credit {
       c.end.store(0, std::memory_order_relaxed);
     }
   }
+  // The windows renew() gives old credit back to, fixed at construction
+  // (before the lines are used: plain pointers, read by every line's owner).
+  void bind(Window* const (&ws)[kinds]) noexcept {
+    for (unsigned k = 0; k < kinds; ++k) windows_[k] = ws[k];
+  }
   // Each window's unit, fixed at construction.
   void set_unit(unsigned kind, std::uint64_t u) noexcept { unit_[kind] = u; }
 
   // The chunks in force: for each window (null: none) and the concurrency
-  // limit (0: none); off gives no credit at all. Bumps the epoch, so every
-  // thread gives back what it took under the previous limit before it takes more.
+  // limit (0: none); off gives no credit at all. Bumps both epochs, so every
+  // thread gives back what it took under the previous limits before it takes
+  // more.
   void update(bool on, const Window* const (&ws)[kinds], std::uint64_t conc_limit) noexcept {
     for (unsigned k = 0; k < kinds; ++k) {
       const std::uint64_t units = on && ws[k] && ws[k]->unit() != 0 ? ws[k]->limit() / ws[k]->unit() : 0;
@@ -5934,6 +5977,16 @@ class thread_credit {
     }
     conc_chunk_.store(on ? conc_limit / divisor : 0, std::memory_order_relaxed);  // relaxed: as above
     conc_epoch_.fetch_add(1, std::memory_order_relaxed);  // relaxed: as above
+    bump_windows();
+  }
+  // Makes every line give its window credit back before it spends more (a
+  // limit changed, or a debt put a window over its limit): its next take
+  // then refills through the window, which decides as without credit.
+  void bump_windows() noexcept {
+    // relaxed: a lone value. A thread that sees the bump late spends its
+    // credit as if its request had come before the change (as a direct
+    // try_acquire racing it could); one that the change happens before sees it.
+    window_epoch_.fetch_add(1, std::memory_order_relaxed);
   }
 
   // Takes n tokens of window `kind` for a request on `shard`, from credit if
@@ -5942,16 +5995,25 @@ class thread_credit {
   [[gnu::always_inline]] bool take_window(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
                                           std::uint64_t& slot, unsigned shard) noexcept {
     if (shard < count_) {
-      credit& c = lines_[shard].c[kind];
+      line& l = lines_[shard];
+      credit& c = l.c[kind];
       const std::uint64_t u = unit_[kind];
       const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
-      // relaxed (all of c): this thread owns the line, see the header.
+      // relaxed (all of l): this thread owns the line, see the header.
+      // relaxed (window_epoch_): a lone value, see bump_windows().
       const std::uint64_t left = c.left.load(std::memory_order_relaxed);
       if (left >= nu && now.count() >= c.start.load(std::memory_order_relaxed) &&
-          now.count() < c.end.load(std::memory_order_relaxed)) {
-        c.left.store(left - nu, std::memory_order_relaxed);
-        slot = c.slot.load(std::memory_order_relaxed);
-        return true;
+          now.count() < c.end.load(std::memory_order_relaxed) &&
+          l.window_epoch.load(std::memory_order_relaxed) == window_epoch_.load(std::memory_order_relaxed)) {
+        const std::uint64_t s = c.slot.load(std::memory_order_relaxed);
+        // Only while the slot is the window's head: a `now` in a slot the
+        // head has left is stale, refused as without credit (head_slot()'s
+        // relaxed load: see there).
+        if (s == w.head_slot()) {
+          c.left.store(left - nu, std::memory_order_relaxed);
+          slot = s;
+          return true;
+        }
       }
     }
     return take_window_slow(w, kind, n, now, slot, shard);
@@ -5959,22 +6021,26 @@ class thread_credit {
 
   [[gnu::noinline]] bool take_window_slow(Window& w, unsigned kind, std::uint64_t n, nanoseconds now,
                                           std::uint64_t& slot, unsigned shard) noexcept {
-    // relaxed: a lone value, changed only by set_limits.
-    const std::uint64_t chunk = n == 0 || shard >= count_ ? 0 : chunk_[kind].load(std::memory_order_relaxed);
     window_ticket t;
-    if (chunk == 0) {
+    if (n == 0 || shard >= count_) {
       const bool ok = w.try_acquire(n, now, t).admitted();
       slot = t.slot;
       return ok;
     }
+    renew(lines_[shard]);
+    // relaxed: a lone value, changed only by set_limits (which bumps the
+    // epoch after it: a chunk of the old size read here goes back at the
+    // next take, as renew() gives it back).
+    const std::uint64_t chunk = chunk_[kind].load(std::memory_order_relaxed);
     credit& c = lines_[shard].c[kind];
     const std::uint64_t u = w.unit();
     const std::uint64_t nu = n <= u ? 1 : detail::ceil_div(n, u);
     // relaxed (all of c): as above.
     std::uint64_t left = c.left.load(std::memory_order_relaxed);
     const bool same_slot = now.count() >= c.start.load(std::memory_order_relaxed) &&
-                           now.count() < c.end.load(std::memory_order_relaxed);
-    if (same_slot && left >= nu) {  // (the fast path's case, for a caller that went straight here)
+                           now.count() < c.end.load(std::memory_order_relaxed) &&
+                           c.slot.load(std::memory_order_relaxed) == w.head_slot();
+    if (chunk > 0 && same_slot && left >= nu) {  // (the fast path's case, for a caller that went straight here)
       c.left.store(left - nu, std::memory_order_relaxed);
       slot = c.slot.load(std::memory_order_relaxed);
       return true;
@@ -5985,6 +6051,11 @@ class thread_credit {
       // never holds more than the chunk of its last refill.
       give_credit(w, c, left);
       left = 0;
+    }
+    if (chunk == 0) {  // (limits below the divisor: exactly as without credit)
+      const bool ok = w.try_acquire(n, now, t).admitted();
+      slot = t.slot;
+      return ok;
     }
     // From the window: this request and a chunk more, in one CAS.
     window_ticket big;
@@ -6152,6 +6223,20 @@ class thread_credit {
     p.detach();  // owed back through release_detached: give_unit, take_unit or the reaper
     return true;
   }
+  // Line l's window credit taken under an older window epoch back into its
+  // slots (each into the slot it was counted in, while that is in its window).
+  void renew(line& l) noexcept {
+    // relaxed (l): this thread owns the line; (window_epoch_): see bump_windows().
+    const std::uint64_t e = window_epoch_.load(std::memory_order_relaxed);
+    if (l.window_epoch.load(std::memory_order_relaxed) == e) return;
+    for (unsigned k = 0; k < kinds; ++k) {
+      const std::uint64_t left = l.c[k].left.load(std::memory_order_relaxed);
+      if (left == 0) continue;
+      if (windows_[k]) give_credit(*windows_[k], l.c[k], left);
+      else l.c[k].left.store(0, std::memory_order_relaxed);  // (no window of that kind holds it)
+    }
+    l.window_epoch.store(e, std::memory_order_relaxed);
+  }
   static void give_credit(Window& w, credit& c, std::uint64_t left) noexcept {
     // relaxed: as in take_window. Zeroed before the refund, whose release
     // CAS (on the head, or on the slot's ring word once the head has moved
@@ -6185,6 +6270,8 @@ class thread_credit {
   detail::atomic<std::uint64_t> limit_units_[kinds] = {};  // each window's limit in units, 0: no credit
   std::uint64_t unit_[kinds] = {1, 1, 1};
   detail::atomic<std::uint64_t> conc_chunk_{0}, conc_epoch_{0};
+  detail::atomic<std::uint64_t> window_epoch_{0};  // bumped by update() and bump_windows()
+  Window* windows_[kinds] = {};                    // bind()'s windows, for renew()
 };
 
 }  // namespace detail
@@ -9199,7 +9286,12 @@ class account {
   // what is owed, permits stay held. Only limits the account already
   // enforces can change (a dimension cannot appear or disappear live), and the
   // server model stays. Returns the first error; dimensions before it have
-  // changed.
+  // changed. Per-thread credit taken under the old limits goes back at each
+  // thread's next take (credit.hpp); a thread that does not take again keeps
+  // its old chunk: window credit until its slot leaves the window (at most a
+  // window and a sub-window after the change; other threads' false refusals
+  // up to 16 chunks of the larger limit until then), concurrency credit
+  // (2 old chunks at most) until its next take or release.
   [[nodiscard]] errc set_limits(const tier_row& t, nanoseconds now) noexcept;
 
   // Snapshot and restore (account/snapshot.hpp states the format, the time
@@ -9460,7 +9552,9 @@ TOLLGATE_END_NAMESPACE
 // ticket, the calendar day); tokens used beyond the reservation are charged
 // as debt that later admissions wait out (the windows and the day may then
 // go over their limit, never the reservation bound of the requests
-// admitted). A cost that cannot be computed keeps the whole reservation as
+// admitted); threads' window credit counted before the debt is given back
+// at each one's next take (account/credit.hpp: a line whose thread does not
+// take again keeps its chunk until its slot leaves the window). A cost that cannot be computed keeps the whole reservation as
 // spent (the safe side). settle_rejected (a 429, which Kimi does not bill)
 // frees the money and keeps the tokens counted; settle_failed (5xx,
 // timeout) the same; settle_cancelled without a known usage bills the
@@ -9496,6 +9590,9 @@ basic_settle_result<Currency> lease<Clock, Currency>::settle(const usage& u, nan
   if (extra > 0) {
     res.debt_tokens = extra;  // beyond the reservation: a debt that later admissions wait out
     d.charge_debt(extra, now);
+    // Threads' window credit was counted before the debt: they give it back
+    // and refill through the windows, which wait the debt out (credit.hpp).
+    a.credit_.bump_windows();
   } else if (a.cfg_.refund_unused_tokens && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
@@ -9870,6 +9967,8 @@ errc account<Clock, Currency>::build(const config_type& c, nanoseconds origin, e
     const window* ws[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) credit_.set_unit(k, ws[k]->unit());
+    window* const own[credit::kinds] = {d_.strict(0), d_.strict(1), d_.strict(2)};
+    credit_.bind(own);
     update_chunks();
     // Once, here: limits raised later (set_limits) may need it.
     if (c.per_thread_credit && (d_.rpm_w || d_.tpm_w || d_.tpd_w || d_.conc)) credit_.allocate();
@@ -15581,14 +15680,16 @@ class shared_account {
     map_.clear();
     if (!s_->credit_on) return;
     limiters& d = s_->d;
-    const typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+    credit_.bind(ws);
     bool any = false;
     for (unsigned k = 0; k < credit::kinds; ++k)
       if (ws[k] && ws[k]->unit() > 0) {
         credit_.set_unit(k, ws[k]->unit());
         any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
       }
-    credit_.update(true, ws, 0);  // no concurrency credit: a lease holds its own slot word
+    const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
+    credit_.update(true, cws, 0);  // no concurrency credit: a lease holds its own slot word
     if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
   }
 
@@ -15851,6 +15952,7 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settl
   if (extra > 0) {
     res.debt_tokens = extra;
     d.charge_debt(extra, now);
+    acc_->credit_.bump_windows();  // this process's lines refill through the windows (credit.hpp)
   } else if (acc_->s_->refund_unused && used < tokens_) {
     const std::uint64_t back = tokens_ - used;
     res.refunded_tokens = back;
