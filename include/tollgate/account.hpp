@@ -464,6 +464,9 @@ class account {
     if (notify) notify_release();
   }
 
+  // A lease destroyed or overwritten unsettled (lease.hpp).
+  [[gnu::noinline]] void drop(lease_type& l) noexcept { release_slot(l); }
+
   // Concurrency units through credit (credit.hpp); the slow paths out of line.
   [[gnu::always_inline]] bool take_unit(unsigned s) noexcept { return credit_.take_unit_fast(s) || take_unit_slow(s); }
   [[gnu::noinline]] bool take_unit_slow(unsigned shard) noexcept { return credit_.take_unit_slow(*d_.conc, shard); }
