@@ -38,28 +38,15 @@
 // seen (another thread's reading, a clock set back) keeps the contract: a
 // window or the calendar day that cannot decide at it waits until the time it
 // can (its head slot, its day) plus its wait there (reason::exhausted).
-// The calendar day counts UTC days of the account's clock mapped to Unix
-// time (config.hpp: unix_time_at_zero, by default one reading at
-// construction for a clock that does not read Unix time). The mapping is
-// fixed: a wall clock stepped after construction, or slewed by NTP (up to
-// 500 ppm, 43 s a day), moves the true UTC midnight against the account's by
-// that much, so the daily bound holds for days as the account maps them and
-// a server's day may see up to twice the limit within that drift of its
-// midnight; a new account (or a restore into one) maps afresh.
+// The calendar day maps the account's clock to UTC days once (config.hpp,
+// unix_time_at_zero: what a stepped or slewed wall clock does to it).
 //
 // The algorithm (admit_into): the decisions that need no state (the tokens
 // reserved, the dimensions that refuse outright), then the stop and the
 // pause; then every dimension in turn (concurrency, requests, tokens, the
 // day, money), rolled back on the first refusal, which then asks every
-// dimension for its wait without consuming (refuse_and_report). A refusal
-// after some dimensions were taken leaves their counts as they were, but not
-// their windows' heads: a strict window that a rolled-back take moved to a
-// later sub-window stays there, so a later call with a `now` before that
-// sub-window is refused stale (reason::exhausted, its wait to the head's
-// sub-window plus the wait there) as after an admission at that time. Never
-// more capacity, sometimes a longer wait for a caller whose clock lags (the
-// shared account does the same; the Redis account moves no head on a
-// refusal). The lease
+// dimension for its wait without consuming (refuse_and_report; what a
+// refusal leaves behind: account/refusal.hpp). The lease
 // releases its slot when settled or destroyed; a lease dropped without
 // settling keeps its reservations (the safe side). A concurrency slot held
 // past lease_timeout is reclaimed when the account runs out of slots

@@ -80,6 +80,12 @@ struct basic_account_config {
   // 0 for a clock that reads Unix time (system_clock, manual clocks), else
   // system_clock::now() - Clock::now(), read once at construction. Not part
   // of the configuration a snapshot checks (it differs from boot to boot).
+  // The mapping is fixed: a wall clock stepped after construction, or slewed
+  // by NTP (up to 500 ppm, 43 s a day), moves the true UTC midnight against
+  // the account's by that much, so the daily bound holds for days as the
+  // account maps them and a server's day may see up to twice the limit
+  // within that drift of its midnight; a new account (or a restore into
+  // one) maps afresh.
   std::optional<nanoseconds> unix_time_at_zero;
   bool refund_unused_tokens = false;             // Kimi: false (the server counted max_tokens)
   std::uint64_t max_request_tokens = 65536;      // m: the largest prompt + max_tokens, the margin of token limits

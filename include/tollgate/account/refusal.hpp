@@ -11,6 +11,14 @@
 // A roll-back frees nothing that was free before the call, so it wakes no
 // waiter. Lock-free; out of line, so that the admission path stays small.
 //
+// A refusal after some dimensions were taken leaves their counts as they were,
+// but not their windows' heads: a strict window that a rolled-back take moved
+// to a later sub-window stays there, so a later call with a `now` before that
+// sub-window is refused stale (reason::exhausted, its wait to the head's
+// sub-window plus the wait there) as after an admission at that time. Never
+// more capacity, sometimes a longer wait for a caller whose clock lags (the
+// shared account does the same; the Redis account moves no head on a refusal).
+//
 // This header is included by account.hpp after the account; including it
 // alone includes account.hpp first.
 #ifndef TOLLGATE_ACCOUNT_REFUSAL_HPP
