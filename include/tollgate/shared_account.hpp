@@ -29,25 +29,19 @@
 // trust_rate_limit_headers (their state is not placeable yet: refused,
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
-// Per-thread credit (account_config::per_thread_credit; account/
-// shared_credit.hpp). The region holds `Lines` credit lines; each of this
-// process's first 16 threads claims one (by an owner word naming this
-// process) and takes each strict window's units a chunk at a time
-// (chunk = limit / 1024 up to 16 lines, limit / (64 x Lines) above; limits
-// below the divisor get none), with the in-process account's logic
-// (account/credit.hpp). Bound: every window stays exact (every unit is
-// counted before a line holds it, and spent only in the slot it was counted
-// in); other threads of every process can be refused falsely by at most
-// `Lines` chunks of a window (1.6 % of its limit at the default 16, under
-// 1/64 for any Lines), since a line's leftover goes back into the sub-window
-// it was counted in; and a refused thread gives its own credit back before
-// the windows are asked for its wait. Credit off: every admission takes the
-// shared words, and a refusal is false only while a racing admission holds
-// units it is about to roll back. No concurrency credit: a lease holds its
-// own slot word. remaining() counts units held as credit as remaining.
+// Per-thread credit (account_config::per_thread_credit): `Lines` credit
+// lines in the region, claimed by this process's first 16 threads, with the
+// in-process account's logic; every window stays exact, other threads of
+// every process can be refused falsely by at most `Lines` chunks of a window
+// (under 1/64 of its limit), never a thread by its own credit
+// (account/shared_credit.hpp states the bound and how lines are owned).
+// Credit off: every admission takes the shared words, and a refusal is false
+// only while a racing admission holds units it is about to roll back. No
+// concurrency credit: a lease holds its own slot word. remaining() counts
+// units held as credit as remaining.
 //
-// Where each part lives (in the region or in this process):
-// account/shared_parts.hpp.
+// Where each part lives (in the region or in this process), the process
+// identity and fork(): account/shared_parts.hpp.
 //
 // Dead processes. A process killed at any instruction leaves every shared
 // word consistent: each step is one CAS of a lock-free primitive. What it
@@ -61,8 +55,6 @@
 // check calls it dead (no deadline: shared_credit.hpp). Money it reserved stays committed
 // for good: kept as spent (remaining() excludes it; spent() does not
 // include it), the safe side.
-//
-// Process identity and fork(): account/shared_parts.hpp.
 //
 // Handles. A shared_account object is this process's handle: leases point
 // at it and must not outlive it, and open() or attach() on a handle that
@@ -103,7 +95,6 @@
 #include <utility>
 
 TOLLGATE_BEGIN_NAMESPACE
-
 
 template <class Clock = steady_clock, class Currency = usd_tag, std::size_t Slots = 64, std::size_t Lines = 16>
 class shared_account {
