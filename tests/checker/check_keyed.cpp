@@ -136,7 +136,7 @@ TEST_CASE("checker: keyed_buckets, a probe passing a hint the key's claim rewrit
   b.crashes = 1;
   const auto r = tgcheck::explore_exhaustive(
       s, "keyed hint/claim, cap 2, a crash", 2, b,
-      keyed_factory(2, {{1, 2, 0}, {2, 2, sec}}, {{{3, 1, 2 * sec}}, {{3, 1, 2 * sec}, {3, 1, 2 * sec}, {3, 1, 2 * sec}}}));
+      keyed_factory(2, {{1, 2, 0}, {2, 2, sec}}, {{{3, 2, 2 * sec}}, {{3, 1, 2 * sec}, {3, 1, 2 * sec}}}));
   CHECK(r.complete);
   CHECK(r.failure == "");
 }
