@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 using namespace tollgate;
 using std::chrono::minutes;
@@ -595,6 +596,63 @@ void BM_keyed_allow_supplied(benchmark::State& state) {
   state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
 }
 
+// Diagnostics for the two-thread case (docs/keyed.md, "Two threads"): each
+// thread's time its own, and each thread's keys in its own half of the table.
+//
+// A thread's own time: no shared high-water mark (a thread only ever touches
+// its own keys). It starts from the mark and raises it at the end, so that
+// the benchmark's later runs on the same table start past what earlier ones left.
+struct own_time {
+  std::atomic<std::int64_t>& hwm;
+  std::int64_t now;
+  explicit own_time(std::atomic<std::int64_t>& h) : hwm(h), now(h.load(std::memory_order_relaxed)) {}
+  ~own_time() {
+    // relaxed: a benchmark heuristic, as in supplied_time.
+    std::int64_t h = hwm.load(std::memory_order_relaxed);
+    while (h < now && !hwm.compare_exchange_weak(h, now, std::memory_order_relaxed)) {
+    }
+  }
+  nanoseconds next(std::int64_t step) { return nanoseconds(now += step); }
+};
+
+// Keys whose homes (the table's: hash x capacity / 2^64) lie in one half of a
+// 4096-entry table, 32 entries clear of either end, so that with a probe
+// window of 16 no line, nor pair of adjacent lines, holds both halves' entries.
+std::vector<std::uint64_t> keyed_keys_in_half(std::size_t half) {
+  const sip_key_hash h{hash_seed{0x1234, 0x5678}};
+  std::vector<std::uint64_t> keys;
+  for (std::uint64_t id = 0; keys.size() < keyed_keys_per_thread; ++id) {
+    const std::size_t home = static_cast<std::size_t>((static_cast<unsigned __int128>(h(id)) * 4096) >> 64);
+    if (home >= half * 2048 + 32 && home < half * 2048 + 2048 - 32) keys.push_back(id);
+  }
+  return keys;
+}
+
+template <bool Disjoint, bool OwnTime>
+void keyed_allow_variant(benchmark::State& state) {
+  static keyed_buckets<manual_clock> t(4096, {{per_second(1000000000), 1000000}}, hash_seed{0x1234, 0x5678},
+                                       nanoseconds(0));
+  static std::atomic<std::int64_t> hwm{0};
+  supplied_time shared(hwm);
+  own_time own(hwm);
+  std::vector<std::uint64_t> keys(keyed_keys_per_thread);
+  const std::uint64_t base = static_cast<std::uint64_t>(state.thread_index()) * keyed_keys_per_thread;
+  if (Disjoint)
+    keys = keyed_keys_in_half(static_cast<std::size_t>(state.thread_index()) & 1);
+  else
+    for (std::uint64_t k = 0; k < keyed_keys_per_thread; ++k) keys[k] = base + k;
+  std::uint64_t i = 0;
+  std::int64_t admitted = 0;
+  for (auto _ : state) {
+    const nanoseconds now = OwnTime ? own.next(4) : shared.next(4);
+    admitted += t.try_acquire(keys[i++ & (keyed_keys_per_thread - 1)], 0, 1, now).admitted() ? 1 : 0;
+  }
+  state.counters["admitted"] = benchmark::Counter(static_cast<double>(admitted), benchmark::Counter::kAvgIterations);
+}
+void BM_keyed_allow_disjoint(benchmark::State& state) { keyed_allow_variant<true, false>(state); }
+void BM_keyed_allow_own_time(benchmark::State& state) { keyed_allow_variant<false, true>(state); }
+void BM_keyed_allow_disjoint_own_time(benchmark::State& state) { keyed_allow_variant<true, true>(state); }
+
 template <class MapHash = std::hash<std::uint64_t>>
 class mutex_map {
  public:
@@ -667,6 +725,9 @@ TOLLGATE_BENCH(BM_account_floor_one_line);
 TOLLGATE_BENCH(BM_window_alt_packed_word_allow);
 TOLLGATE_BENCH(BM_window_alt_cas16_increment);
 TOLLGATE_BENCH(BM_keyed_allow_supplied);
+TOLLGATE_BENCH(BM_keyed_allow_disjoint);
+TOLLGATE_BENCH(BM_keyed_allow_own_time);
+TOLLGATE_BENCH(BM_keyed_allow_disjoint_own_time);
 TOLLGATE_BENCH(BM_baseline_mutex_map_allow);
 TOLLGATE_BENCH(BM_baseline_mutex_map_keyed_hash_allow);
 

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
 
   // Class 0: the free plan; class 1: the pro plan (every tenth user).
   const plan plans[2] = {{"free", 2, 2}, {"pro", 20, 5}};
-  // 4096 entries of 32 bytes: 128 KiB whatever the number of users. A user
+  // 4096 entries of 72 bytes: 288 KiB whatever the number of users. A user
   // holds an entry only while its bucket owes (a minute or so after its last
   // request on the free plan), so the table needs room for the users active
   // at once, not for all of them.

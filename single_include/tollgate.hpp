@@ -10231,8 +10231,10 @@ TOLLGATE_END_NAMESPACE
 // an API key) in a fixed-capacity table that never allocates after its
 // construction and never resets a live bucket.
 //
-// Table. `capacity` entries of 32 bytes, allocated once by the constructor
-// (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
+// Table. `capacity` entries of 72 bytes (a 64-byte line each, so that two
+// threads' keys never share one, and an 8-byte probe hint), allocated once
+// by the constructor (memory: 72 x capacity bytes plus the class list;
+// keyed/claim.hpp says why the line and the hint). A key (a 64-bit id or a
 // string_view) is hashed with SipHash-1-3 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
 // over a window of `window` entries from the hash's home (16 unless told):
@@ -10344,7 +10346,14 @@ TOLLGATE_END_NAMESPACE
 //
 // An entry is a control word, the key's 64-bit hash, a claim generation
 // and the table's State (atomics only, written by the table while the
-// entry is pinned or owned by its claimer). A table decides when a live,
+// entry is pinned or owned by its claimer), alone on its 64-byte line: an
+// admission writes its entry's line twice or more, and two threads' keys
+// sharing a line (or a probe reading another key's control word) cost a
+// line transfer per call (measured: up to 3x the time of one thread's
+// call at two threads, bench/bench_limiters.cpp's keyed diagnostics).
+// Beside the entries, a hint per entry repeats its latest claim's hash on
+// lines that only claims write, so a probe passes other keys' entries
+// without reading their control words. A table decides when a live,
 // unpinned entry may be reused (its state equals a fresh one at the
 // claimer's `now`) through the callable it hands to claim(); a pin held
 // beyond one call (a permit, a budget reservation) keeps its entry out of
@@ -10403,7 +10412,7 @@ class keyed_slots {
   // held across 2^64 claims of one entry to name a later incarnation). Only
   // the owner of a claiming entry writes it; tickets carry it so a refund
   // lands only in the incarnation that was charged.
-  struct alignas(32) entry {
+  struct alignas(64) entry {
     atomic<std::uint64_t> ctl{0};
     atomic<std::uint64_t> hash{0};
     atomic<std::uint64_t> claim{0};
@@ -10412,12 +10421,19 @@ class keyed_slots {
 
   void init(std::size_t capacity, std::size_t window) {
     entries_.reset(new entry[capacity]);
+    hints_.reset(new atomic<std::uint64_t>[capacity]);
+    for (std::size_t s = 0; s < capacity; ++s) set_hint(s, 0);
     capacity_ = capacity;
     window_ = window < capacity ? window : capacity;
   }
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t window() const noexcept { return window_; }
   entry& operator[](std::size_t s) const noexcept { return entries_[s]; }
+  // Bytes an entry takes: its line and its hint.
+  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry) + sizeof(atomic<std::uint64_t>); }
+  // Construction and restore() only, before sharing: the hint of an entry
+  // restore() writes (or empties). relaxed: the hand-off publishes it.
+  void set_hint(std::size_t s, std::uint64_t h) noexcept { hints_[s].store(h, std::memory_order_relaxed); }
 
   std::size_t home_of(std::uint64_t h) const noexcept {
     return static_cast<std::size_t>((static_cast<u128>(h) * capacity_) >> 64);
@@ -10434,10 +10450,14 @@ class keyed_slots {
   // precedes that claim CAS (acquire) in the word's order, so the hash we
   // compared cannot be the new occupant's. `pins` is the pin count before
   // ours.
+  //
+  // First the hint (see may_hold): an entry whose hint names another key is
+  // passed without touching its line.
   bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls, std::uint64_t* pins = nullptr) noexcept {
     const std::size_t home = home_of(h);
     for (std::size_t i = 0; i < window_; ++i) {
       const std::size_t s = at(home, i);
+      if (!may_hold(s, h)) continue;
       entry& e = entries_[s];
       // acquire: pairs with the publish CAS (release) of the occupant, so
       // its hash and initial state are visible.
@@ -10576,6 +10596,8 @@ class keyed_slots {
     // relaxed: published by the hashed CAS (seq_cst, a release), which the
     // scans acquire.
     e.hash.store(h, std::memory_order_relaxed);
+    // relaxed: see may_hold; the publish CAS below (a release) carries it.
+    hints_[pick].store(h, std::memory_order_relaxed);
     // A new incarnation: tickets of earlier ones give nothing back here.
     // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
     // (acquire) follows the previous owner's publish or free (releases, RMWs
@@ -10633,6 +10655,7 @@ class keyed_slots {
     if (capacity_ == 0) return false;
     const std::size_t home = home_of(h);
     for (std::size_t i = 0; i < window_; ++i) {
+      if (!may_hold(at(home, i), h)) continue;  // as in pin()
       entry& e = entries_[at(home, i)];
       std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
       for (;;) {
@@ -10655,6 +10678,7 @@ class keyed_slots {
     if (capacity_ == 0) return nullptr;
     const std::size_t home = home_of(h);
     for (std::size_t i = 0; i < window_; ++i) {
+      if (!may_hold(at(home, i), h)) continue;  // as in pin()
       const entry& e = entries_[at(home, i)];
       const std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
       if (state_of(c) == st_empty) return nullptr;
@@ -10667,7 +10691,26 @@ class keyed_slots {
   }
 
  private:
+  // Whether entry s may be key h's live entry, by its hint: not when the
+  // hint names another key (zero, the hint of an entry never claimed or
+  // restored empty, says nothing; nor does a key whose hash is zero). Only
+  // the owner of a claiming entry writes its hint, with its hash, before
+  // its publish. So a hint that names another key is the entry's before a
+  // later claim: the entry is not empty (entries never return to empty, so
+  // passing it keeps pin()'s rule), and if that later claim was the key's,
+  // the read is stale, like a stale control word: the caller goes to
+  // claim(), whose scan (seq_cst loads, acquires) reads the publish or
+  // later and retries, and the retry reads this hint or a later one
+  // (coherence, after the publish it synchronised with). A probe therefore
+  // never misses a live entry its claim() scan has seen, and never loops.
+  bool may_hold(std::size_t s, std::uint64_t h) const noexcept {
+    const std::uint64_t hint = hints_[s].load(std::memory_order_relaxed);  // relaxed: a filter, as argued
+    return hint == h || hint == 0;
+  }
+
   std::unique_ptr<entry[]> entries_;
+  // One word per entry, 8 to a line, written by claims only (see may_hold).
+  std::unique_ptr<atomic<std::uint64_t>[]> hints_;
   std::size_t capacity_ = 0;
   std::size_t window_ = 0;
   atomic<std::uint64_t> latest_{0};
@@ -10981,7 +11024,7 @@ class keyed_buckets {
   nanoseconds horizon(std::size_t cls) const noexcept {
     return cls < params_.size() ? nanoseconds(detail::gcra_horizon_ns(params_[cls])) : nanoseconds(0);
   }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   // The entry protocol (keyed/claim.hpp, which lays out the control word);
@@ -11525,6 +11568,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   id_ = detail::next_keyed_table_id();
   for (std::size_t s = 0; s < capacity_; ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_.set_hint(s, 0);
     slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   const std::uint64_t since = detail::positive_difference(now.count(), origin_);
@@ -11538,6 +11582,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
     entry& e = slots_[slot];
     const std::uint64_t tat = detail::sat_add(ticks(now, p), detail::sat_mul(x.owed - down, p.scale));
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(slot, x.hash);
     e.s.tat.store(tat > L::max_ticks ? L::max_ticks : tat, std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(st_live | (static_cast<std::uint64_t>(cls) << cls_shift), std::memory_order_relaxed);
@@ -11563,7 +11608,7 @@ TOLLGATE_END_NAMESPACE
 // Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
 // user's seed, linear probing over a window of `window` entries, at most 64
 // limit classes chosen by the call that claims a key's entry), with
-// entries of 32 bytes (memory: 32 x capacity bytes plus the class list),
+// entries of 72 bytes (memory: 72 x capacity bytes plus the class list),
 // allocated once by the constructor.
 //
 // Guarantee. For every key, right after any admission the units held on
@@ -11749,7 +11794,7 @@ class keyed_permits {
   std::size_t classes() const noexcept { return limits_.size(); }
   // Class `cls`'s limit; zero for a bad class index.
   std::uint64_t limit(std::size_t cls) const noexcept { return cls < limits_.size() ? limits_[cls] : 0; }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(typename S::entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   errc init(std::size_t capacity, const std::vector<std::uint64_t>& limits, std::size_t window) {
@@ -12041,6 +12086,7 @@ account_restore_errc keyed_permits<Hash>::restore(std::string_view bytes, nanose
     const std::size_t slot = static_cast<std::size_t>(x.slot);
     typename S::entry& e = slots_[slot];
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(slot, x.hash);
     e.s.held.store(x.held, std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(S::st_live | (x.cls << S::cls_shift) | S::pin_one | S::ver_one, std::memory_order_relaxed);
@@ -12066,7 +12112,7 @@ TOLLGATE_END_NAMESPACE
 // Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
 // user's seed, linear probing over a window of `window` entries, at most 64
 // limit classes chosen by the call that claims a key's entry), with
-// entries of 64 bytes (memory: 64 x capacity bytes plus the class list),
+// entries of 72 bytes (memory: 72 x capacity bytes plus the class list),
 // allocated once by the constructor.
 //
 // Guarantee. For every key, reservations are admitted only while its
@@ -12556,7 +12602,7 @@ class keyed_budgets {
   std::size_t window() const noexcept { return slots_.window(); }
   std::size_t classes() const noexcept { return limits_.size(); }
   M limit(std::size_t cls) const noexcept { return cls < limits_.size() ? M::from_nanos(limits_[cls]) : M(); }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(typename S::entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   static constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
@@ -13168,11 +13214,13 @@ account_restore_errc keyed_budgets<Currency, Hash>::restore(std::string_view byt
   // that took no traffic since may be restored again), holding nothing.
   for (std::size_t s = 0; s < slots_.capacity(); ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_.set_hint(s, 0);
     slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   for (const row& x : rows) {
     typename S::entry& e = slots_[static_cast<std::size_t>(x.slot)];
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(static_cast<std::size_t>(x.slot), x.hash);
     e.s.committed.store(word(per ? pack(x.period, x.committed) : x.committed), std::memory_order_relaxed);
     e.s.spent.store(word(per ? pack(x.period, x.spent) : x.spent), std::memory_order_relaxed);
     e.s.held.store(0, std::memory_order_relaxed);
@@ -13198,7 +13246,7 @@ TOLLGATE_END_NAMESPACE
 // Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
 // user's seed, linear probing over a window of `window` entries, at most 64
 // limit classes chosen by the call that claims a key's entry), with
-// entries of 32 bytes (memory: 32 x capacity bytes plus the class list),
+// entries of 72 bytes (memory: 72 x capacity bytes plus the class list),
 // allocated once by the constructor. A key's whole window is one 64-bit
 // word: the number of its newest slot (32 bits) and four 8-bit counts.
 //
@@ -13385,7 +13433,7 @@ class keyed_windows {
   std::size_t capacity() const noexcept { return slots_.capacity(); }
   std::size_t window() const noexcept { return slots_.window(); }
   std::size_t classes() const noexcept { return cls_.size(); }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   struct params {
@@ -13824,6 +13872,7 @@ account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes,
   // the caller's hand-off to other threads publishes it.
   for (std::size_t s = 0; s < slots_.capacity(); ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_.set_hint(s, 0);
     slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   const std::uint64_t t = since(now);
@@ -13851,6 +13900,7 @@ account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes,
     }
     entry& e = slots_[slot];
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(slot, x.hash);
     e.s.word.store((counts << 32) | (static_cast<std::uint64_t>(m) & tag_mask), std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(S::st_live | (static_cast<std::uint64_t>(k) << S::cls_shift), std::memory_order_relaxed);

@@ -122,7 +122,7 @@ TEST_CASE("keyed: string keys and ids, classes fixed at claim, erase", "[keyed]"
   CHECK(t.try_acquire(std::string_view("alice"), 1, 5, ns(0)).admitted());  // an explicit reset
   CHECK(t.try_acquire(std::uint64_t{7}, 0, 1, ns(0)).admitted());
   CHECK(t.available(std::uint64_t{7}, 0, ns(0)) == 1);
-  CHECK(keyed_buckets<manual_clock>::bytes_per_entry() == 32);
+  CHECK(keyed_buckets<manual_clock>::bytes_per_entry() == 72);
 }
 
 // The oracle: one exact continuous bucket per hash group that never forgets

@@ -492,3 +492,74 @@ TEST_CASE("keyed: the overflow limiter takes exactly the table_full requests", "
   CHECK(overflowed > overflow_admitted);  // the overflow bucket refused some too
   CHECK(own > 1000);
 }
+
+namespace {
+constexpr std::int64_t sec = 1000000000;
+}  // namespace
+
+// A probe passes an entry whose hint names another key without reading it
+// (keyed/claim.hpp, may_hold). Every key of ident_hash has home 0, so keys
+// 0..3 share one window of four entries; key 0's hash is zero, the hint
+// that says nothing, so its entry is always read. Each step checks the
+// exact bucket state the keys must have whichever entries they hold.
+TEST_CASE("keyed: probes pass entries by their hints, and find every live key", "[keyed]") {
+  keyed_buckets<manual_clock, ident_hash> t(4, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 4);
+  const auto take = [&](std::uint64_t k, std::uint64_t n, std::int64_t at) { return t.try_acquire(k, 0, n, ns(at)); };
+  REQUIRE(take(1, 2, 0).admitted());  // entry 0, hint 1
+  REQUIRE(take(0, 2, 0).admitted());  // entry 1, hint 0
+  REQUIRE(take(2, 1, 0).admitted());  // entry 2, hint 2
+  CHECK(take(0, 1, 0).status() == keyed_status::limited);  // its own entry, past entry 0's hint
+  CHECK(take(2, 1, 0).admitted());
+  CHECK(take(2, 1, 0).status() == keyed_status::limited);
+  // Entry 0 freed (its hint still 1) and claimed by key 3 (hint 3): keys 0
+  // and 2 are still found behind it, with what they owe.
+  CHECK(t.erase(std::uint64_t{1}));
+  REQUIRE(take(3, 2, 0).admitted());
+  CHECK(take(0, 1, 0).status() == keyed_status::limited);
+  CHECK(take(2, 1, 0).status() == keyed_status::limited);
+  CHECK(t.available(std::uint64_t{0}, 0, ns(sec)) == 1);
+  CHECK(t.available(std::uint64_t{3}, 0, ns(0)) == 0);
+  // Key 1 comes back to the last unused entry, fresh (it was erased).
+  REQUIRE(take(1, 2, 0).admitted());
+  CHECK(take(1, 1, 0).status() == keyed_status::limited);
+  CHECK(take(9, 1, 0).status() == keyed_status::table_full);
+  // At 2 s everything is full again: key 5 evicts the first reusable entry
+  // (entry 0, key 3's), whose hint becomes 5; the others keep theirs.
+  REQUIRE(take(5, 2, 2 * sec).admitted());
+  CHECK_FALSE(t.contains(std::uint64_t{3}));
+  CHECK(take(5, 1, 2 * sec).status() == keyed_status::limited);
+  CHECK(t.contains(std::uint64_t{0}));
+  CHECK(t.contains(std::uint64_t{1}));
+  CHECK(t.contains(std::uint64_t{2}));
+  // The zero-hash key is erased and found no more; key 3 takes its entry.
+  CHECK(t.erase(std::uint64_t{0}));
+  CHECK_FALSE(t.erase(std::uint64_t{0}));
+  CHECK_FALSE(t.contains(std::uint64_t{0}));
+  REQUIRE(take(3, 2, 2 * sec).admitted());
+  CHECK(take(3, 1, 2 * sec).status() == keyed_status::limited);
+  CHECK(take(5, 1, 2 * sec).status() == keyed_status::limited);
+}
+
+// restore() writes the hint of every entry it restores and clears the
+// others: a second restore into the same unused table puts key 2 where the
+// first put key 1, and a hint left naming key 1 there would hide key 2 from
+// every probe (its claims would find it live and retry for ever).
+TEST_CASE("keyed: restore leaves every entry's hint its own", "[keyed]") {
+  using table = keyed_buckets<manual_clock, ident_hash>;
+  table a(4, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 4);
+  REQUIRE(a.try_acquire(std::uint64_t{1}, 0, 1, ns(0)).admitted());  // entry 0, owes 1 s
+  REQUIRE(a.try_acquire(std::uint64_t{3}, 0, 2, ns(0)).admitted());  // entry 1, owes 2 s
+  table c(4, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 4);
+  REQUIRE(c.try_acquire(std::uint64_t{2}, 0, 2, ns(0)).admitted());  // entry 0, owes 2 s
+  table b(4, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 4);
+  REQUIRE(b.restore(a.snapshot(ns(0), ns(0)), ns(0), ns(0)) == account_restore_errc::ok);
+  REQUIRE(b.restore(c.snapshot(ns(0), ns(0)), ns(0), ns(0)) == account_restore_errc::ok);
+  CHECK_FALSE(b.contains(std::uint64_t{1}));
+  CHECK_FALSE(b.contains(std::uint64_t{3}));
+  CHECK(b.contains(std::uint64_t{2}));
+  CHECK(b.try_acquire(std::uint64_t{2}, 0, 1, ns(0)).status() == keyed_status::limited);
+  REQUIRE(b.try_acquire(std::uint64_t{1}, 0, 2, ns(0)).admitted());  // a new key in entry 1
+  CHECK(b.try_acquire(std::uint64_t{1}, 0, 1, ns(0)).status() == keyed_status::limited);
+  CHECK(b.try_acquire(std::uint64_t{2}, 0, 1, ns(sec)).admitted());
+  CHECK(b.try_acquire(std::uint64_t{2}, 0, 1, ns(sec)).status() == keyed_status::limited);
+}

@@ -57,7 +57,7 @@ TEST_CASE("keyed permits: configurations, zero, never and the class of a live ke
   CHECK(ec == errc::too_large);
   keyed_permits<> bad3(4, {0}, hash_seed{}, 16, ec);
   CHECK(ec == errc::zero_count);
-  CHECK(keyed_permits<>::bytes_per_entry() == 32);
+  CHECK(keyed_permits<>::bytes_per_entry() == 72);
 
   keyed_permits<> t(8, {2, 5}, hash_seed{1, 2});
   CHECK(t.try_acquire(std::uint64_t{1}, 2).status() == keyed_status::bad_class);
@@ -265,7 +265,7 @@ TEST_CASE("keyed budgets: configurations, zero, settle rules", "[keyed]") {
   keyed_budgets<> bad(4, {usd::from_nanos(0)}, hash_seed{}, keyed_budget_reuse::never, 16, ec);
   CHECK(ec == errc::zero_count);
   CHECK(bad.reserve(std::uint64_t{1}, 0, usd::from_nanos(1)).status == keyed_status::bad_class);
-  CHECK(keyed_budgets<>::bytes_per_entry() == 64);
+  CHECK(keyed_budgets<>::bytes_per_entry() == 72);
   keyed_budgets<> t(8, {usd::from_units(10)}, hash_seed{3, 4});
   keyed_reservation<usd_tag> z = t.reserve("t1", 0, usd());
   CHECK(z.admitted());

@@ -181,7 +181,7 @@ TEST_CASE("keyed periods: configurations", "[keyed]") {
   budgets plain(4, {usd::from_nanos(std::numeric_limits<std::int64_t>::max())}, hash_seed{},
                 budget_calendar{}, keyed_budget_reuse::never, 16, ec);
   CHECK(ec == errc::ok);
-  CHECK(budgets::bytes_per_entry() == 64);
+  CHECK(budgets::bytes_per_entry() == 72);
 
   // A full-size day limit: the word's largest ordinary total, then the
   // saturation mark for the rest of the day, and a new day starts over.

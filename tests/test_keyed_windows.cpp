@@ -64,7 +64,7 @@ TEST_CASE("keyed windows: configurations and the class of a live key", "[keyed]"
   CHECK(b.try_acquire(std::uint64_t{1}, 0, 1, ns(0)).status() == keyed_status::bad_class);
   keyed_windows<manual_clock> c(4, {{0, std::chrono::seconds(1)}}, hash_seed{}, ns(0), 4, ec);
   CHECK(ec == errc::zero_count);
-  CHECK(keyed_windows<manual_clock>::bytes_per_entry() == 32);
+  CHECK(keyed_windows<manual_clock>::bytes_per_entry() == 72);
 
   keyed_windows<manual_clock> t(8, {{2, std::chrono::seconds(3)}, {5, std::chrono::seconds(3)}}, hash_seed{5, 6}, ns(0));
   CHECK(t.try_acquire("u", 0, 0, ns(0)).admitted());

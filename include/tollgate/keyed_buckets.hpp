@@ -4,8 +4,10 @@
 // an API key) in a fixed-capacity table that never allocates after its
 // construction and never resets a live bucket.
 //
-// Table. `capacity` entries of 32 bytes, allocated once by the constructor
-// (memory: 32 x capacity bytes plus the class list). A key (a 64-bit id or a
+// Table. `capacity` entries of 72 bytes (a 64-byte line each, so that two
+// threads' keys never share one, and an 8-byte probe hint), allocated once
+// by the constructor (memory: 72 x capacity bytes plus the class list;
+// keyed/claim.hpp says why the line and the hint). A key (a 64-bit id or a
 // string_view) is hashed with SipHash-1-3 under a 128-bit seed the user
 // supplies; the entry stores the 64-bit hash, not the key. Linear probing
 // over a window of `window` entries from the hash's home (16 unless told):
@@ -250,7 +252,7 @@ class keyed_buckets {
   nanoseconds horizon(std::size_t cls) const noexcept {
     return cls < params_.size() ? nanoseconds(detail::gcra_horizon_ns(params_[cls])) : nanoseconds(0);
   }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   // The entry protocol (keyed/claim.hpp, which lays out the control word);

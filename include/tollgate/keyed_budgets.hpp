@@ -7,7 +7,7 @@
 // Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
 // user's seed, linear probing over a window of `window` entries, at most 64
 // limit classes chosen by the call that claims a key's entry), with
-// entries of 64 bytes (memory: 64 x capacity bytes plus the class list),
+// entries of 72 bytes (memory: 72 x capacity bytes plus the class list),
 // allocated once by the constructor.
 //
 // Guarantee. For every key, reservations are admitted only while its
@@ -262,7 +262,7 @@ class keyed_budgets {
   std::size_t window() const noexcept { return slots_.window(); }
   std::size_t classes() const noexcept { return limits_.size(); }
   M limit(std::size_t cls) const noexcept { return cls < limits_.size() ? M::from_nanos(limits_[cls]) : M(); }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(typename S::entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   static constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();

@@ -7,7 +7,7 @@
 // Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
 // user's seed, linear probing over a window of `window` entries, at most 64
 // limit classes chosen by the call that claims a key's entry), with
-// entries of 32 bytes (memory: 32 x capacity bytes plus the class list),
+// entries of 72 bytes (memory: 72 x capacity bytes plus the class list),
 // allocated once by the constructor.
 //
 // Guarantee. For every key, right after any admission the units held on
@@ -193,7 +193,7 @@ class keyed_permits {
   std::size_t classes() const noexcept { return limits_.size(); }
   // Class `cls`'s limit; zero for a bad class index.
   std::uint64_t limit(std::size_t cls) const noexcept { return cls < limits_.size() ? limits_[cls] : 0; }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(typename S::entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   errc init(std::size_t capacity, const std::vector<std::uint64_t>& limits, std::size_t window) {

@@ -7,7 +7,7 @@
 // Table. As keyed_buckets (keyed_buckets.hpp: the keyed hash under the
 // user's seed, linear probing over a window of `window` entries, at most 64
 // limit classes chosen by the call that claims a key's entry), with
-// entries of 32 bytes (memory: 32 x capacity bytes plus the class list),
+// entries of 72 bytes (memory: 72 x capacity bytes plus the class list),
 // allocated once by the constructor. A key's whole window is one 64-bit
 // word: the number of its newest slot (32 bits) and four 8-bit counts.
 //
@@ -194,7 +194,7 @@ class keyed_windows {
   std::size_t capacity() const noexcept { return slots_.capacity(); }
   std::size_t window() const noexcept { return slots_.window(); }
   std::size_t classes() const noexcept { return cls_.size(); }
-  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry); }
+  static constexpr std::size_t bytes_per_entry() noexcept { return S::bytes_per_entry(); }
 
  private:
   struct params {

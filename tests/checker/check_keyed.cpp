@@ -121,6 +121,26 @@ TEST_CASE("checker: keyed_buckets, eviction racing an admission on the evicted e
   CHECK(r.failure == "");
 }
 
+// A probe passes an entry whose hint names another key (keyed/claim.hpp,
+// may_hold) while a claim rewrites that hint. Key 1 is full again at 2 s in
+// entry 0 (hint 1) and key 2 owes in entry 1, so key 3's first claim at 2 s
+// evicts key 1 from entry 0 while the other thread admits on key 3, and
+// either thread may stop forever at any step. The claimer writes the hint
+// before its publish; written after it, a claimer stopped between the two
+// would leave the other passing entry 0 for ever (its claims find key 3
+// live and retry: no progress).
+TEST_CASE("checker: keyed_buckets, a probe passing a hint the key's claim rewrites", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  b.crashes = 1;
+  const auto r = tgcheck::explore_exhaustive(
+      s, "keyed hint/claim, cap 2, a crash", 2, b,
+      keyed_factory(2, {{1, 2, 0}, {2, 2, sec}}, {{{3, 2, 2 * sec}}, {{3, 1, 2 * sec}, {3, 1, 2 * sec}}}));
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
 // Three threads, claims, evictions and admissions on three keys over two
 // entries, random schedules with a crash (a thread stopped forever must not
 // stop the others: no waiting on claims).

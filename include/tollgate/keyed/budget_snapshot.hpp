@@ -235,11 +235,13 @@ account_restore_errc keyed_budgets<Currency, Hash>::restore(std::string_view byt
   // that took no traffic since may be restored again), holding nothing.
   for (std::size_t s = 0; s < slots_.capacity(); ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_.set_hint(s, 0);
     slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   for (const row& x : rows) {
     typename S::entry& e = slots_[static_cast<std::size_t>(x.slot)];
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(static_cast<std::size_t>(x.slot), x.hash);
     e.s.committed.store(word(per ? pack(x.period, x.committed) : x.committed), std::memory_order_relaxed);
     e.s.spent.store(word(per ? pack(x.period, x.spent) : x.spent), std::memory_order_relaxed);
     e.s.held.store(0, std::memory_order_relaxed);

@@ -9,7 +9,14 @@
 //
 // An entry is a control word, the key's 64-bit hash, a claim generation
 // and the table's State (atomics only, written by the table while the
-// entry is pinned or owned by its claimer). A table decides when a live,
+// entry is pinned or owned by its claimer), alone on its 64-byte line: an
+// admission writes its entry's line twice or more, and two threads' keys
+// sharing a line (or a probe reading another key's control word) cost a
+// line transfer per call (measured: up to 3x the time of one thread's
+// call at two threads, bench/bench_limiters.cpp's keyed diagnostics).
+// Beside the entries, a hint per entry repeats its latest claim's hash on
+// lines that only claims write, so a probe passes other keys' entries
+// without reading their control words. A table decides when a live,
 // unpinned entry may be reused (its state equals a fresh one at the
 // claimer's `now`) through the callable it hands to claim(); a pin held
 // beyond one call (a permit, a budget reservation) keeps its entry out of
@@ -68,7 +75,7 @@ class keyed_slots {
   // held across 2^64 claims of one entry to name a later incarnation). Only
   // the owner of a claiming entry writes it; tickets carry it so a refund
   // lands only in the incarnation that was charged.
-  struct alignas(32) entry {
+  struct alignas(64) entry {
     atomic<std::uint64_t> ctl{0};
     atomic<std::uint64_t> hash{0};
     atomic<std::uint64_t> claim{0};
@@ -77,12 +84,19 @@ class keyed_slots {
 
   void init(std::size_t capacity, std::size_t window) {
     entries_.reset(new entry[capacity]);
+    hints_.reset(new atomic<std::uint64_t>[capacity]);
+    for (std::size_t s = 0; s < capacity; ++s) set_hint(s, 0);
     capacity_ = capacity;
     window_ = window < capacity ? window : capacity;
   }
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t window() const noexcept { return window_; }
   entry& operator[](std::size_t s) const noexcept { return entries_[s]; }
+  // Bytes an entry takes: its line and its hint.
+  static constexpr std::size_t bytes_per_entry() noexcept { return sizeof(entry) + sizeof(atomic<std::uint64_t>); }
+  // Construction and restore() only, before sharing: the hint of an entry
+  // restore() writes (or empties). relaxed: the hand-off publishes it.
+  void set_hint(std::size_t s, std::uint64_t h) noexcept { hints_[s].store(h, std::memory_order_relaxed); }
 
   std::size_t home_of(std::uint64_t h) const noexcept {
     return static_cast<std::size_t>((static_cast<u128>(h) * capacity_) >> 64);
@@ -99,10 +113,14 @@ class keyed_slots {
   // precedes that claim CAS (acquire) in the word's order, so the hash we
   // compared cannot be the new occupant's. `pins` is the pin count before
   // ours.
+  //
+  // First the hint (see may_hold): an entry whose hint names another key is
+  // passed without touching its line.
   bool pin(std::uint64_t h, std::size_t& slot, std::size_t& cls, std::uint64_t* pins = nullptr) noexcept {
     const std::size_t home = home_of(h);
     for (std::size_t i = 0; i < window_; ++i) {
       const std::size_t s = at(home, i);
+      if (!may_hold(s, h)) continue;
       entry& e = entries_[s];
       // acquire: pairs with the publish CAS (release) of the occupant, so
       // its hash and initial state are visible.
@@ -241,6 +259,8 @@ class keyed_slots {
     // relaxed: published by the hashed CAS (seq_cst, a release), which the
     // scans acquire.
     e.hash.store(h, std::memory_order_relaxed);
+    // relaxed: see may_hold; the publish CAS below (a release) carries it.
+    hints_[pick].store(h, std::memory_order_relaxed);
     // A new incarnation: tickets of earlier ones give nothing back here.
     // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
     // (acquire) follows the previous owner's publish or free (releases, RMWs
@@ -298,6 +318,7 @@ class keyed_slots {
     if (capacity_ == 0) return false;
     const std::size_t home = home_of(h);
     for (std::size_t i = 0; i < window_; ++i) {
+      if (!may_hold(at(home, i), h)) continue;  // as in pin()
       entry& e = entries_[at(home, i)];
       std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
       for (;;) {
@@ -320,6 +341,7 @@ class keyed_slots {
     if (capacity_ == 0) return nullptr;
     const std::size_t home = home_of(h);
     for (std::size_t i = 0; i < window_; ++i) {
+      if (!may_hold(at(home, i), h)) continue;  // as in pin()
       const entry& e = entries_[at(home, i)];
       const std::uint64_t c = e.ctl.load(std::memory_order_acquire);  // acquire: as in pin()
       if (state_of(c) == st_empty) return nullptr;
@@ -332,7 +354,26 @@ class keyed_slots {
   }
 
  private:
+  // Whether entry s may be key h's live entry, by its hint: not when the
+  // hint names another key (zero, the hint of an entry never claimed or
+  // restored empty, says nothing; nor does a key whose hash is zero). Only
+  // the owner of a claiming entry writes its hint, with its hash, before
+  // its publish. So a hint that names another key is the entry's before a
+  // later claim: the entry is not empty (entries never return to empty, so
+  // passing it keeps pin()'s rule), and if that later claim was the key's,
+  // the read is stale, like a stale control word: the caller goes to
+  // claim(), whose scan (seq_cst loads, acquires) reads the publish or
+  // later and retries, and the retry reads this hint or a later one
+  // (coherence, after the publish it synchronised with). A probe therefore
+  // never misses a live entry its claim() scan has seen, and never loops.
+  bool may_hold(std::size_t s, std::uint64_t h) const noexcept {
+    const std::uint64_t hint = hints_[s].load(std::memory_order_relaxed);  // relaxed: a filter, as argued
+    return hint == h || hint == 0;
+  }
+
   std::unique_ptr<entry[]> entries_;
+  // One word per entry, 8 to a line, written by claims only (see may_hold).
+  std::unique_ptr<atomic<std::uint64_t>[]> hints_;
   std::size_t capacity_ = 0;
   std::size_t window_ = 0;
   atomic<std::uint64_t> latest_{0};

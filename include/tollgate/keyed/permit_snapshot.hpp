@@ -211,6 +211,7 @@ account_restore_errc keyed_permits<Hash>::restore(std::string_view bytes, nanose
     const std::size_t slot = static_cast<std::size_t>(x.slot);
     typename S::entry& e = slots_[slot];
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(slot, x.hash);
     e.s.held.store(x.held, std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(S::st_live | (x.cls << S::cls_shift) | S::pin_one | S::ver_one, std::memory_order_relaxed);

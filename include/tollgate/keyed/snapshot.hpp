@@ -203,6 +203,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   id_ = detail::next_keyed_table_id();
   for (std::size_t s = 0; s < capacity_; ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_.set_hint(s, 0);
     slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   const std::uint64_t since = detail::positive_difference(now.count(), origin_);
@@ -216,6 +217,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
     entry& e = slots_[slot];
     const std::uint64_t tat = detail::sat_add(ticks(now, p), detail::sat_mul(x.owed - down, p.scale));
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(slot, x.hash);
     e.s.tat.store(tat > L::max_ticks ? L::max_ticks : tat, std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(st_live | (static_cast<std::uint64_t>(cls) << cls_shift), std::memory_order_relaxed);

@@ -235,6 +235,7 @@ account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes,
   // the caller's hand-off to other threads publishes it.
   for (std::size_t s = 0; s < slots_.capacity(); ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
+    slots_.set_hint(s, 0);
     slots_[s].claim.store(0, std::memory_order_relaxed);
   }
   const std::uint64_t t = since(now);
@@ -262,6 +263,7 @@ account_restore_errc keyed_windows<Clock, Hash>::restore(std::string_view bytes,
     }
     entry& e = slots_[slot];
     e.hash.store(x.hash, std::memory_order_relaxed);
+    slots_.set_hint(slot, x.hash);
     e.s.word.store((counts << 32) | (static_cast<std::uint64_t>(m) & tag_mask), std::memory_order_relaxed);
     e.claim.store(1, std::memory_order_relaxed);
     e.ctl.store(S::st_live | (static_cast<std::uint64_t>(k) << S::cls_shift), std::memory_order_relaxed);
