@@ -30,21 +30,15 @@
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
 // Per-thread credit (account_config::per_thread_credit; account/
-// shared_credit.hpp). The region holds `Lines` credit lines; each of this
-// process's first 16 threads claims one (by an owner word naming this
-// process) and takes each strict window's units a chunk at a time
-// (chunk = limit / 1024 up to 16 lines, limit / (64 x Lines) above; limits
-// below the divisor get none), with the in-process account's logic
-// (account/credit.hpp). Bound: every window stays exact (every unit is
-// counted before a line holds it, and spent only in the slot it was counted
-// in); other threads of every process can be refused falsely by at most
-// `Lines` chunks of a window (1.6 % of its limit at the default 16, under
-// 1/64 for any Lines), since a line's leftover goes back into the sub-window
-// it was counted in; and a refused thread gives its own credit back before
-// the windows are asked for its wait. Credit off: every admission takes the
-// shared words, and a refusal is false only while a racing admission holds
-// units it is about to roll back. No concurrency credit: a lease holds its
-// own slot word. remaining() counts units held as credit as remaining.
+// shared_credit.hpp, which states it in full): `Lines` credit lines in the
+// region, one per thread of this process's first 16, each taking a strict
+// window's units a chunk at a time. Every window stays exact; other threads
+// of every process can be refused falsely by at most `Lines` chunks of a
+// window (1.6 % of its limit at the default 16, under 1/64 for any Lines);
+// a refused thread gives its own credit back before the windows are asked
+// for its wait. Credit off: a refusal is false only while a racing
+// admission holds units it is about to roll back. No concurrency credit: a
+// lease holds its own slot word. remaining() counts credit as remaining.
 //
 // Where each part lives (in the region or in this process):
 // account/shared_parts.hpp.
@@ -54,7 +48,9 @@
 // held comes back as follows. Its concurrency slots: when the account runs
 // out of slots, by lease_timeout after their last renewal (the backstop;
 // lease::renew moves it) and, with a liveness check, at the first scan
-// (at most one per scan_interval) after the check calls its identity dead.
+// (at most one per scan_interval) after the check calls its identity dead,
+// except a slot whose taker (or renewer) was killed between its CAS and its
+// name store: the deadline only (account/shared_slots.hpp).
 // Its window and token units stay counted until they leave their windows (the
 // requests may have reached the server), and so do those its credit lines
 // held; the lines come back when a claimer finds none free and the liveness
