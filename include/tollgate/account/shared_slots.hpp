@@ -134,7 +134,7 @@ struct shared_slots {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
     const std::uint64_t t = ms(now) + 1;
-    std::size_t i = start % n;
+    std::size_t i = start < n ? start : start % n;  // the account passes a start below n: no division
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
       std::uint64_t w = words[i].load(std::memory_order_relaxed);
