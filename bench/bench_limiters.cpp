@@ -395,8 +395,8 @@ void BM_shared_account_admit_release_no_credit(benchmark::State& state) {
   shared_variant(state, [](account_config& c) { c.per_thread_credit = false; });
 }
 // Credit on, no concurrency limit: what the window credit alone costs (a
-// lease's slot word is a take and a give CAS, and the take names its owner
-// with an exchange first; the in-process account spends concurrency credit).
+// lease's slot word is a take and a give CAS; the in-process account spends
+// concurrency credit).
 void BM_shared_account_admit_release_no_slots(benchmark::State& state) {
   shared_variant(state, [](account_config& c) { c.concurrency = limit::unknown(); });
 }

@@ -7,6 +7,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <new>
 #include <string_view>
 
 using namespace tollgate;
@@ -28,6 +30,18 @@ int main(int argc, char** argv) {
   cfg.tpm = limit(1000000000);
   cfg.model = server_model::sliding_log;
   account<manual_clock> acct(cfg, nanoseconds(0));
+  // The shared account over the same limits but a concurrency of 64 (its
+  // slot table's size), as bench_limiters.cpp's shared case; the region is
+  // this process's memory, which is all a callgrind count needs.
+  using shared = shared_account<manual_clock, usd_tag, 64>;
+  account_config scfg = cfg;
+  scfg.concurrency = limit(64);
+  void* region = ::operator new(shared::region_bytes(), std::align_val_t{4096});
+  std::memset(region, 0, shared::region_bytes());  // an empty region
+  shared sacct;
+  shared_account_options so;
+  so.identity = 1;
+  if (!sacct.open(region, shared::region_bytes(), scfg, so, nanoseconds(0))) return 3;
   request r;
   r.model = model_by_id("kimi-k2.6");
   r.prompt_tokens = 1;
@@ -53,6 +67,13 @@ int main(int argc, char** argv) {
   else if (which == "account")
     loop([&](long i) {
       auto a = acct.try_admit(r, nanoseconds(20000 * i));
+      const long ok = static_cast<bool>(a);
+      a.lease.settle_failed(nanoseconds(20000 * i));
+      return ok;
+    });
+  else if (which == "shared_account")
+    loop([&](long i) {
+      auto a = sacct.try_admit(r, nanoseconds(20000 * i));
       const long ok = static_cast<bool>(a);
       a.lease.settle_failed(nanoseconds(20000 * i));
       return ok;

@@ -14785,16 +14785,16 @@ TOLLGATE_END_NAMESPACE
 // trust_rate_limit_headers (their state is not placeable yet: refused,
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
-// Per-thread credit (account_config::per_thread_credit): `Lines` credit
-// lines in the region, claimed by this process's first 16 threads, with the
-// in-process account's logic; every window stays exact, other threads of
-// every process can be refused falsely by at most `Lines` chunks of a window
-// (under 1/64 of its limit), never a thread by its own credit
-// (account/shared_credit.hpp states the bound and how lines are owned).
-// Credit off: every admission takes the shared words, and a refusal is false
-// only while a racing admission holds units it is about to roll back. No
-// concurrency credit: a lease holds its own slot word. remaining() counts
-// units held as credit as remaining.
+// Per-thread credit (account_config::per_thread_credit; account/
+// shared_credit.hpp, which states it in full): `Lines` credit lines in the
+// region, one per thread of this process's first 16, each taking a strict
+// window's units a chunk at a time. Every window stays exact; other threads
+// of every process can be refused falsely by at most `Lines` chunks of a
+// window (1.6 % of its limit at the default 16, under 1/64 for any Lines);
+// a refused thread gives its own credit back before the windows are asked
+// for its wait. Credit off: a refusal is false only while a racing
+// admission holds units it is about to roll back. No concurrency credit: a
+// lease holds its own slot word. remaining() counts credit as remaining.
 //
 // Where each part lives (in the region or in this process), the process
 // identity and fork(): account/shared_parts.hpp.
@@ -14804,7 +14804,9 @@ TOLLGATE_END_NAMESPACE
 // held comes back as follows. Its concurrency slots: when the account runs
 // out of slots, by lease_timeout after their last renewal (the backstop;
 // lease::renew moves it) and, with a liveness check, at the first scan
-// (at most one per scan_interval) after the check calls its identity dead.
+// (at most one per scan_interval) after the check calls its identity dead,
+// except a slot whose taker (or renewer) was killed between its CAS and its
+// name store: the deadline only (account/shared_slots.hpp).
 // Its window and token units stay counted until they leave their windows (the
 // requests may have reached the server), and so do those its credit lines
 // held; the lines come back when a claimer finds none free and the liveness
@@ -15087,17 +15089,31 @@ TOLLGATE_END_NAMESPACE
 // one CAS on a free word; giving it back, one CAS from the value written.
 // A process killed at any instruction has either won its CAS (the word is
 // held, with its stamp, and comes back as below) or not (nothing changed):
-// there is no step between taking a unit and recording who holds it.
+// there is no step between taking a unit and recording its holding.
 //
 // A word is detail/slot_word.hpp's: held, 1 + the holding's admission (or
 // last renewal) time in milliseconds from the origin rounded up, and a
-// generation; a word's stamps never repeat. Beside each word an owner word
-// {identity: 48 bits, generation: 16 bits} names the process that holds it;
-// its generation ties it to one holding, so an owner word of an earlier
-// holding never counts. A taker names itself in the owner word (an
-// exchange) before its take CAS, so a process killed right after winning
-// that CAS is named already; one that loses the CAS puts back what it
-// replaced unless the owner word changed since.
+// generation; a word's stamps never repeat, and here the generation steps
+// by exactly one at every take and renewal (next()). Beside each word an
+// owner word {identity: 48 bits, generation: 16 bits} names the process
+// that holds it; its generation ties it to one holding. Only a holding
+// writes its name: the taker that won the take CAS (or a renewal's CAS)
+// stores it, plainly, right after; a loser writes nothing. So the take is
+// one locked instruction (naming before the CAS took an exchange, and a
+// loser's put-back could leave a live holding named for another process:
+// three takers at one word, the last loser restoring the first's name).
+//
+// What an owner word can say of a held word of generation g. Its holder's
+// name, once the holder's store lands. Before that, a name of an earlier
+// holding of that word: generation g - 1 or older (each holder's store
+// precedes its release, which precedes the next take), so it does not
+// match (the generation steps by one, where slot_word::next starts at 0
+// again in a later millisecond and the previous holding's name would have
+// matched). Never another process's name with generation g, but in one
+// case: a holder stalled between its CAS and its store past its deadline,
+// reclaimed, whose store lands 65,536 x k takes of that word later, within a
+// holding of the same generation, and which is then called dead while that
+// holding lives (a live holder reclaimed first: the L + 1 case below).
 //
 // Reclaim. reap(now) frees a held word by CAS (the CAS decides, once):
 //   - past its deadline (lease_timeout after its stamp, if lease_timeout > 0):
@@ -15105,12 +15121,9 @@ TOLLGATE_END_NAMESPACE
 //   - whose owner word matches its generation and whose identity the
 //     caller's liveness check calls dead (the library calls it, and never
 //     does I/O of its own): fast recovery from a killed process.
-// What remains: a renewal names the new generation only after its CAS, so
-// a holder killed between the two comes back by the deadline only (one
-// lease_timeout after that renewal); and a taker that lost its CAS to
-// another process for the same generation names itself until it puts the
-// owner word back, so if it is killed in those few steps and called dead,
-// the winner's word is reclaimed while it runs (the case below). A scan runs at most once per
+// What remains: a holder killed between its CAS (a take or a renewal) and
+// its name comes back by the deadline only (one lease_timeout after that
+// stamp). A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
 // check that lied) finds its release CAS failing, however many takes came
@@ -15120,12 +15133,12 @@ TOLLGATE_END_NAMESPACE
 //
 // Concurrency. Lock-free. Every CAS on a word is acq_rel: acquire so that a
 // new holder sees what the previous holder did before releasing (the usual
-// semaphore contract), release for the same pairing the other way; failures
-// are relaxed (only the value is used). Owner words are written relaxed: a
-// taker's exchange precedes its take CAS (a release), and the reaper reads
-// the word with acquire before the owner, so a reaper that sees a holding
-// sees its holder's name or a later owner value; the generation check
-// discards any other holding's. Words hold
+// semaphore contract, and the previous holder's name store, so the new
+// name follows it in the owner word's order), release for the same pairing
+// the other way; failures are relaxed (only the value is used). Owner words
+// are written and read relaxed: a reaper reads the word with acquire, then
+// the owner word, and acts only on a name whose generation matches the
+// word's (above); its CAS re-checks the word. Words hold
 // no pointer: the table means the same in every process that maps it.
 #ifndef TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
@@ -15180,6 +15193,19 @@ struct shared_slots {
     return m < max_ms ? m : max_ms;
   }
 
+  // The stamp after `w` for a holding at `t` = 1 + its ms after the origin:
+  // as slot_word::next, but the generation always steps by one (a wrap
+  // carries a millisecond into the time, a later `t` moves the time on), so
+  // an owner word left by a word's previous holding never matches the next
+  // (see the header). Stamps still never repeat (the pair increases).
+  static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
+    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    const std::uint64_t after = (w & ~slot_word::held_bit) + 1;
+    const std::uint64_t at = ((t < max_ms + 1 ? t : max_ms + 1) << gen_bits) | (after & gen_mask);
+    const std::uint64_t s = after > at ? after : at;
+    return slot_word::held_bit | (s < top ? s : top);
+  }
+
   // Takes a free word among the first `limit`, probing from `start`; writes
   // its index and stamp, and names `identity` (0: none) its owner. False
   // when every word is held.
@@ -15188,25 +15214,21 @@ struct shared_slots {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
     const std::uint64_t t = ms(now) + 1;
-    std::size_t i = start % n;
+    std::size_t i = start < n ? start : start % n;  // the account passes a start below n: no division
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
       std::uint64_t w = words[i].load(std::memory_order_relaxed);
       if (slot_word::held(w)) continue;
-      const std::uint64_t s = slot_word::next(w, t);
-      const std::uint64_t mine = (identity << gen_bits) | slot_word::generation(s);
-      // relaxed: ordered before the take CAS by that CAS's release (see the header).
-      const std::uint64_t before = owners[i].exchange(mine, std::memory_order_relaxed);
-      // acq_rel/relaxed: see the header.
+      const std::uint64_t s = next(w, t);
+      // acq_rel/relaxed: see the header. A loser writes nothing.
       if (words[i].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        // relaxed: only this holding writes its name (see the header); a
+        // plain store where naming before the CAS took an exchange.
+        owners[i].store((identity << gen_bits) | slot_word::generation(s), std::memory_order_relaxed);
         slot = i;
         stamp = s;
         return true;
       }
-      // Lost: put back what this call replaced, unless the owner word moved on.
-      std::uint64_t expect = mine;
-      // relaxed/relaxed: a lone value, as above.
-      owners[i].compare_exchange_strong(expect, before, std::memory_order_relaxed, std::memory_order_relaxed);
     }
     return false;
   }
@@ -15225,7 +15247,7 @@ struct shared_slots {
   // `stamp` becomes the new value. False once reaped.
   bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
     if (slot >= Slots) return false;
-    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
+    const std::uint64_t s = next(stamp, ms(now) + 1);
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
     if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -15501,11 +15523,14 @@ struct shared_account_state {
 // The shared account's state by name, clock, currency and slot count: a
 // region built for one of them is refused (wrong_type) as another; "/2":
 // the slot words of detail/slot_word.hpp; "/3": the credit lines
-// (account/shared_credit.hpp), with their count in the key.
+// (account/shared_credit.hpp), with their count in the key; "/5": a taker
+// names itself after its CAS and the generation always steps by one
+// (account/shared_slots.hpp), which a process of "/3" would not keep ("/4"
+// was a withdrawn slot protocol's).
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
   static constexpr std::uint64_t value =
-      region_name_key("tollgate.shared_account/3", region_key<Clock>::value, region_key<budget<Currency>>::value,
+      region_name_key("tollgate.shared_account/5", region_key<Clock>::value, region_key<budget<Currency>>::value,
                       Slots, Lines);
 };
 
@@ -15584,6 +15609,7 @@ class shared_account {
   bool claim(std::uint64_t identity) noexcept {
     if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
     opts_.identity = identity;
+    set_starts();
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
     map_.clear();  // the lines it names are the parent's (or this identity's before): not released
     return true;
@@ -15715,8 +15741,19 @@ class shared_account {
     const std::int64_t t = c.lease_timeout.count() > 0 ? c.lease_timeout.count() / 16 : 0;
     interval_ = o.alive ? o.scan_interval.count() : t;
     retry_ = o.scan_interval.count() > 0 ? o.scan_interval.count() : std::int64_t{100000000};
+    set_starts();
     set_up_credit();
     return res;
+  }
+
+  // Where each shard's thread starts probing the slot words: spread over
+  // the limit by shard and identity (any value is correct), and below it,
+  // so that a take divides nothing (a `%` by the limit on every admission
+  // was a 64-bit division, the one the in-process account does not make).
+  void set_starts() noexcept {
+    const std::uint64_t n = s_ ? s_->slots.limit : 0, k = detail::thread_shards + 1;
+    for (std::uint64_t sh = 0; sh < k; ++sh)
+      starts_[sh] = static_cast<std::uint32_t>((sh + opts_.identity) % k * n / k);
   }
 
   // The chunks and the lines: credit only where some window grants a chunk
@@ -15747,53 +15784,15 @@ class shared_account {
     return i != detail::shared_credit_map::no_line ? i : static_cast<unsigned>(Lines);
   }
   // The line this thread spends from: its shard's, claimed on first use.
-  [[gnu::always_inline]] unsigned line_for(nanoseconds now) noexcept {
-    if (!credit_.enabled()) return static_cast<unsigned>(Lines);
-    const unsigned sh = detail::this_thread_shard();
-    if (sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
+  [[gnu::always_inline]] unsigned line_for(unsigned sh, nanoseconds now) noexcept {
+    if (!credit_.enabled() || sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
     const std::uint32_t i = map_.line[sh];
     return i != detail::shared_credit_map::no_line ? i : claim_line(sh, now);
   }
-  [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept {
-    const std::int64_t at = map_.retry_at[sh];
-    // Retried at most once per retry_ of supplied time (and whenever time goes back).
-    std::int64_t ahead = 0;
-    if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
-      return static_cast<unsigned>(Lines);
-    auto& lines = s_->credit;
-    std::uint64_t word = 0;
-    std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
-    if (i == lines.none && opts_.alive) {
-      const std::uint64_t me = opts_.identity;
-      (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
-      i = lines.claim(opts_.identity, detail::probe_start(), word);
-    }
-    if (i == lines.none) {
-      map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
-      return static_cast<unsigned>(Lines);
-    }
-    credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
-    map_.line[sh] = static_cast<std::uint32_t>(i);
-    map_.word[sh] = word;
-    return static_cast<unsigned>(i);
-  }
-  // Gives each line this handle's process owns its credit back and frees it.
-  void release_lines() noexcept {
-    if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
-      map_.clear();
-      return;
-    }
-    limiters& d = s_->d;
-    typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
-    for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {
-      const std::uint32_t i = map_.line[sh];
-      if (i == detail::shared_credit_map::no_line) continue;
-      (void)credit_.give_back(ws, i);
-      (void)s_->credit.release(i, map_.word[sh]);
-    }
-    map_.clear();
-  }
-
+  // The cold paths (account/shared_cold.hpp): a thread's first line, the
+  // lines given back, a scan of the slots.
+  [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept;
+  void release_lines() noexcept;
   void refuse_now(admission_type& a, dimension d, reason why) noexcept {
     a.refused.add(d);
     counts_.add(refused_n, 1);
@@ -15821,9 +15820,10 @@ class shared_account {
     l.epoch_ = epoch_;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
-    const unsigned line = line_for(now);
+    const unsigned sh = detail::this_thread_shard();
+    const unsigned line = line_for(sh, now);
     if (s.slots.limit > 0) {
-      const std::size_t start = detail::probe_start();
+      const std::size_t start = starts_[sh < detail::thread_shards ? sh : detail::thread_shards];
       if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
         reap(now);
         if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) return report(a, n, now);
@@ -15900,18 +15900,7 @@ class shared_account {
     a.decision = rf.result();
   }
 
-  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept {
-    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
-    std::uint64_t by_deadline = 0, by_death = 0;
-    const std::uint64_t me = opts_.identity;
-    auto alive = [this, me](std::uint64_t who) {
-      return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
-    };
-    s_->slots.reap(now, interval_, alive, by_deadline, by_death);
-    // relaxed: statistics.
-    if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
-    if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
-  }
+  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept;
 
   using credit = detail::thread_credit<typename limiters::window>;
   state* s_ = nullptr;
@@ -15922,6 +15911,7 @@ class shared_account {
   shared_account_options opts_;
   std::uint64_t epoch_ = 0;
   std::int64_t interval_ = 0;
+  std::uint32_t starts_[detail::thread_shards + 1] = {};  // set_starts()
   // This process's statistics, per thread shard (detail/shard_counters.hpp):
   // a plain load and store where a shared counter cost a locked add on
   // every admission.
@@ -15931,7 +15921,7 @@ class shared_account {
 
 TOLLGATE_END_NAMESPACE
 
-// The lease's members, which need the account complete.
+// The lease's members, which need the account complete, and the account's cold paths.
 // #include <tollgate/account/shared_lease.hpp>  (inlined below)
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
@@ -16034,6 +16024,85 @@ basic_settle_result<Currency> shared_lease<Clock, Currency, Slots, Lines>::settl
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
+// #include <tollgate/account/shared_cold.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_cold.hpp: the shared account's cold paths (shared_account.hpp
+// declares them and includes this at its end; including this header alone
+// includes the account): a thread's first credit line, the lines a handle
+// gives back, and a scan of the slot words when the account runs out of
+// them. Out of the admission path, out of line: none is called by an
+// admission that finds a line and a free slot word.
+#ifndef TOLLGATE_ACCOUNT_SHARED_COLD_HPP
+#define TOLLGATE_ACCOUNT_SHARED_COLD_HPP
+
+// #include <tollgate/shared_account.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+unsigned shared_account<Clock, Currency, Slots, Lines>::claim_line(unsigned sh, nanoseconds now) noexcept {
+  const std::int64_t at = map_.retry_at[sh];
+  // Retried at most once per retry_ of supplied time (and whenever time goes back).
+  std::int64_t ahead = 0;
+  if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
+    return static_cast<unsigned>(Lines);
+  auto& lines = s_->credit;
+  std::uint64_t word = 0;
+  std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
+  if (i == lines.none && opts_.alive) {
+    const std::uint64_t me = opts_.identity;
+    (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
+    i = lines.claim(opts_.identity, detail::probe_start(), word);
+  }
+  if (i == lines.none) {
+    map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
+    return static_cast<unsigned>(Lines);
+  }
+  credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
+  map_.line[sh] = static_cast<std::uint32_t>(i);
+  map_.word[sh] = word;
+  return static_cast<unsigned>(i);
+}
+
+// Gives each line this handle's process owns its credit back and frees it.
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_account<Clock, Currency, Slots, Lines>::release_lines() noexcept {
+  if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
+    map_.clear();
+    return;
+  }
+  limiters& d = s_->d;
+  typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+  for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {
+    const std::uint32_t i = map_.line[sh];
+    if (i == detail::shared_credit_map::no_line) continue;
+    (void)credit_.give_back(ws, i);
+    (void)s_->credit.release(i, map_.word[sh]);
+  }
+  map_.clear();
+}
+
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_account<Clock, Currency, Slots, Lines>::reap(nanoseconds now) noexcept {
+  if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
+  std::uint64_t by_deadline = 0, by_death = 0;
+  const std::uint64_t me = opts_.identity;
+  auto alive = [this, me](std::uint64_t who) {
+    return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
+  };
+  s_->slots.reap(now, interval_, alive, by_deadline, by_death);
+  // relaxed: statistics.
+  if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
+  if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_COLD_HPP
 
 #endif  // TOLLGATE_SHARED_ACCOUNT_HPP
 

@@ -447,34 +447,64 @@ TEST_CASE("shared_account: after a fork the child admits nothing until it claims
 }
 
 TEST_CASE("shared_slots: an owner word of an earlier holding never frees a later one", "[shared_account]") {
-  // A holding whose owner word is still the previous holding's (written
-  // here by hand: takers name themselves before their CAS, so only a racer
-  // that put back an old value could leave one): that identity being dead
-  // must not free it.
-  static detail::shared_slots<4> t;
-  t.init(2, nanoseconds(0), nanoseconds(0));
-  std::size_t slot = 9;
-  std::uint64_t stamp = 0;
-  REQUIRE(t.take(nanoseconds(0), 0, 1, slot, stamp));
-  CHECK(slot == 0);
-  REQUIRE(t.give(slot, stamp));
-  // The next holder's CAS, without its name in the owner word.
-  const std::uint64_t w = t.words[0].load();
-  t.words[0].store(detail::slot_word::next(w, 1));
-  CHECK(t.held() == 1);
-  std::uint64_t by_deadline = 0, by_death = 0;
-  unsigned asked = 0;
-  t.reap(nanoseconds(ms), 0, [&](std::uint64_t) { ++asked; return false; }, by_deadline, by_death);
-  CHECK(by_death == 0);
-  CHECK(asked == 0);
-  CHECK(t.held() == 1);
-  // A holding whose owner word is its own: freed once its owner is dead.
-  REQUIRE(t.take(nanoseconds(0), 1, 5, slot, stamp));
-  CHECK(slot == 1);
-  t.reap(nanoseconds(2 * ms), 0, [](std::uint64_t id) { return id != 5; }, by_deadline, by_death);
-  CHECK(by_death == 1);
-  CHECK(t.held() == 1);
-  CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
+  // A holding whose owner word is still the previous holding's: the next
+  // taker's CAS before its name store (written here by hand), at the same
+  // millisecond and at a later one (where slot_word::next starts the
+  // generation at 0 again, and the previous name matched): that identity
+  // being dead must not free it.
+  using slots = detail::shared_slots<4>;
+  static slots t;
+  for (const std::uint64_t later : {std::uint64_t{1}, std::uint64_t{9}}) {
+    INFO("the next holding at ms " << later);
+    t.init(2, nanoseconds(0), nanoseconds(0));
+    std::size_t slot = 9;
+    std::uint64_t stamp = 0;
+    REQUIRE(t.take(nanoseconds(0), 0, 1, slot, stamp));
+    CHECK(slot == 0);
+    CHECK(t.owners[0].load() == ((std::uint64_t{1} << slots::gen_bits) | detail::slot_word::generation(stamp)));
+    REQUIRE(t.give(slot, stamp));
+    const std::uint64_t w = t.words[0].load();
+    const std::uint64_t s = slots::next(w, later + 1);
+    CHECK(detail::slot_word::generation(s) == detail::slot_word::generation(stamp) + 1);
+    t.words[0].store(s);
+    CHECK(t.held() == 1);
+    std::uint64_t by_deadline = 0, by_death = 0;
+    unsigned asked = 0;
+    t.reap(nanoseconds(20 * ms), 0, [&](std::uint64_t) { ++asked; return false; }, by_deadline, by_death);
+    CHECK(by_death == 0);
+    CHECK(asked == 0);
+    CHECK(t.held() == 1);
+    // A holding whose owner word is its own: freed once its owner is dead.
+    REQUIRE(t.take(nanoseconds(0), 1, 5, slot, stamp));
+    CHECK(slot == 1);
+    t.reap(nanoseconds(40 * ms), 0, [](std::uint64_t id) { return id != 5; }, by_deadline, by_death);
+    CHECK(by_death == 1);
+    CHECK(t.held() == 1);
+    CHECK_FALSE(t.give(slot, stamp));  // the reaper freed it: nothing is given twice
+  }
+}
+
+// The shared slots' stamps: each greater than the one before, the
+// generation one more every time (a later millisecond included).
+TEST_CASE("shared_slots: the generation steps by one at every stamp, and stamps never repeat", "[shared_account]") {
+  using slots = detail::shared_slots<4>;
+  using detail::slot_word;
+  std::uint64_t w = 0, prev_time = 0, prev_gen = 0;
+  for (std::uint64_t k = 0; k < 3 * 65536 + 5; ++k) {
+    const std::uint64_t t = k < 1000 ? 1 + k / 10 : k < 70000 ? 200 : 3;  // moving on, standing, then lagging
+    const std::uint64_t s = slots::next(w, t);
+    REQUIRE(slot_word::held(s));
+    const std::uint64_t tm = slot_word::time(s), g = slot_word::generation(s);
+    REQUIRE((tm > prev_time || (tm == prev_time && g > prev_gen) || k == 0));
+    REQUIRE(g == ((prev_gen + 1) & slot_word::gen_mask));
+    REQUIRE(tm >= t);
+    prev_time = tm;
+    prev_gen = g;
+    w = slot_word::freed(s);
+  }
+  const std::uint64_t top = slots::next(0, slot_word::max_ms + 1);
+  CHECK(slot_word::time(top) == slot_word::max_ms + 1);
+  CHECK(slot_word::time(slots::next(slot_word::freed(top), 1)) == slot_word::max_ms + 1);
 }
 
 // A holder reclaimed by its deadline while alive, then its word taken and

@@ -29,16 +29,16 @@
 // trust_rate_limit_headers (their state is not placeable yet: refused,
 // errc::not_shareable), snapshots, set_limits, the release hook.
 //
-// Per-thread credit (account_config::per_thread_credit): `Lines` credit
-// lines in the region, claimed by this process's first 16 threads, with the
-// in-process account's logic; every window stays exact, other threads of
-// every process can be refused falsely by at most `Lines` chunks of a window
-// (under 1/64 of its limit), never a thread by its own credit
-// (account/shared_credit.hpp states the bound and how lines are owned).
-// Credit off: every admission takes the shared words, and a refusal is false
-// only while a racing admission holds units it is about to roll back. No
-// concurrency credit: a lease holds its own slot word. remaining() counts
-// units held as credit as remaining.
+// Per-thread credit (account_config::per_thread_credit; account/
+// shared_credit.hpp, which states it in full): `Lines` credit lines in the
+// region, one per thread of this process's first 16, each taking a strict
+// window's units a chunk at a time. Every window stays exact; other threads
+// of every process can be refused falsely by at most `Lines` chunks of a
+// window (1.6 % of its limit at the default 16, under 1/64 for any Lines);
+// a refused thread gives its own credit back before the windows are asked
+// for its wait. Credit off: a refusal is false only while a racing
+// admission holds units it is about to roll back. No concurrency credit: a
+// lease holds its own slot word. remaining() counts credit as remaining.
 //
 // Where each part lives (in the region or in this process), the process
 // identity and fork(): account/shared_parts.hpp.
@@ -48,7 +48,9 @@
 // held comes back as follows. Its concurrency slots: when the account runs
 // out of slots, by lease_timeout after their last renewal (the backstop;
 // lease::renew moves it) and, with a liveness check, at the first scan
-// (at most one per scan_interval) after the check calls its identity dead.
+// (at most one per scan_interval) after the check calls its identity dead,
+// except a slot whose taker (or renewer) was killed between its CAS and its
+// name store: the deadline only (account/shared_slots.hpp).
 // Its window and token units stay counted until they leave their windows (the
 // requests may have reached the server), and so do those its credit lines
 // held; the lines come back when a claimer finds none free and the liveness
@@ -147,6 +149,7 @@ class shared_account {
   bool claim(std::uint64_t identity) noexcept {
     if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
     opts_.identity = identity;
+    set_starts();
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
     map_.clear();  // the lines it names are the parent's (or this identity's before): not released
     return true;
@@ -278,8 +281,19 @@ class shared_account {
     const std::int64_t t = c.lease_timeout.count() > 0 ? c.lease_timeout.count() / 16 : 0;
     interval_ = o.alive ? o.scan_interval.count() : t;
     retry_ = o.scan_interval.count() > 0 ? o.scan_interval.count() : std::int64_t{100000000};
+    set_starts();
     set_up_credit();
     return res;
+  }
+
+  // Where each shard's thread starts probing the slot words: spread over
+  // the limit by shard and identity (any value is correct), and below it,
+  // so that a take divides nothing (a `%` by the limit on every admission
+  // was a 64-bit division, the one the in-process account does not make).
+  void set_starts() noexcept {
+    const std::uint64_t n = s_ ? s_->slots.limit : 0, k = detail::thread_shards + 1;
+    for (std::uint64_t sh = 0; sh < k; ++sh)
+      starts_[sh] = static_cast<std::uint32_t>((sh + opts_.identity) % k * n / k);
   }
 
   // The chunks and the lines: credit only where some window grants a chunk
@@ -310,53 +324,15 @@ class shared_account {
     return i != detail::shared_credit_map::no_line ? i : static_cast<unsigned>(Lines);
   }
   // The line this thread spends from: its shard's, claimed on first use.
-  [[gnu::always_inline]] unsigned line_for(nanoseconds now) noexcept {
-    if (!credit_.enabled()) return static_cast<unsigned>(Lines);
-    const unsigned sh = detail::this_thread_shard();
-    if (sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
+  [[gnu::always_inline]] unsigned line_for(unsigned sh, nanoseconds now) noexcept {
+    if (!credit_.enabled() || sh >= detail::thread_shards) return static_cast<unsigned>(Lines);
     const std::uint32_t i = map_.line[sh];
     return i != detail::shared_credit_map::no_line ? i : claim_line(sh, now);
   }
-  [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept {
-    const std::int64_t at = map_.retry_at[sh];
-    // Retried at most once per retry_ of supplied time (and whenever time goes back).
-    std::int64_t ahead = 0;
-    if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
-      return static_cast<unsigned>(Lines);
-    auto& lines = s_->credit;
-    std::uint64_t word = 0;
-    std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
-    if (i == lines.none && opts_.alive) {
-      const std::uint64_t me = opts_.identity;
-      (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
-      i = lines.claim(opts_.identity, detail::probe_start(), word);
-    }
-    if (i == lines.none) {
-      map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
-      return static_cast<unsigned>(Lines);
-    }
-    credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
-    map_.line[sh] = static_cast<std::uint32_t>(i);
-    map_.word[sh] = word;
-    return static_cast<unsigned>(i);
-  }
-  // Gives each line this handle's process owns its credit back and frees it.
-  void release_lines() noexcept {
-    if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
-      map_.clear();
-      return;
-    }
-    limiters& d = s_->d;
-    typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
-    for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {
-      const std::uint32_t i = map_.line[sh];
-      if (i == detail::shared_credit_map::no_line) continue;
-      (void)credit_.give_back(ws, i);
-      (void)s_->credit.release(i, map_.word[sh]);
-    }
-    map_.clear();
-  }
-
+  // The cold paths (account/shared_cold.hpp): a thread's first line, the
+  // lines given back, a scan of the slots.
+  [[gnu::noinline, gnu::cold]] unsigned claim_line(unsigned sh, nanoseconds now) noexcept;
+  void release_lines() noexcept;
   void refuse_now(admission_type& a, dimension d, reason why) noexcept {
     a.refused.add(d);
     counts_.add(refused_n, 1);
@@ -384,9 +360,10 @@ class shared_account {
     l.epoch_ = epoch_;
     l.rpm_s_ = l.tpm_s_ = l.tpd_s_ = l.rpm_c_ = l.tpm_c_ = 0;  // a dimension not taken leaves its slot 0
     l.model_ = r.model;
-    const unsigned line = line_for(now);
+    const unsigned sh = detail::this_thread_shard();
+    const unsigned line = line_for(sh, now);
     if (s.slots.limit > 0) {
-      const std::size_t start = detail::probe_start();
+      const std::size_t start = starts_[sh < detail::thread_shards ? sh : detail::thread_shards];
       if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
         reap(now);
         if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) return report(a, n, now);
@@ -463,18 +440,7 @@ class shared_account {
     a.decision = rf.result();
   }
 
-  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept {
-    if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
-    std::uint64_t by_deadline = 0, by_death = 0;
-    const std::uint64_t me = opts_.identity;
-    auto alive = [this, me](std::uint64_t who) {
-      return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
-    };
-    s_->slots.reap(now, interval_, alive, by_deadline, by_death);
-    // relaxed: statistics.
-    if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
-    if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
-  }
+  [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept;
 
   using credit = detail::thread_credit<typename limiters::window>;
   state* s_ = nullptr;
@@ -485,6 +451,7 @@ class shared_account {
   shared_account_options opts_;
   std::uint64_t epoch_ = 0;
   std::int64_t interval_ = 0;
+  std::uint32_t starts_[detail::thread_shards + 1] = {};  // set_starts()
   // This process's statistics, per thread shard (detail/shard_counters.hpp):
   // a plain load and store where a shared counter cost a locked add on
   // every admission.
@@ -494,7 +461,8 @@ class shared_account {
 
 TOLLGATE_END_NAMESPACE
 
-// The lease's members, which need the account complete.
+// The lease's members, which need the account complete, and the account's cold paths.
 #include <tollgate/account/shared_lease.hpp>
+#include <tollgate/account/shared_cold.hpp>
 
 #endif  // TOLLGATE_SHARED_ACCOUNT_HPP

@@ -266,11 +266,14 @@ struct shared_account_state {
 // The shared account's state by name, clock, currency and slot count: a
 // region built for one of them is refused (wrong_type) as another; "/2":
 // the slot words of detail/slot_word.hpp; "/3": the credit lines
-// (account/shared_credit.hpp), with their count in the key.
+// (account/shared_credit.hpp), with their count in the key; "/5": a taker
+// names itself after its CAS and the generation always steps by one
+// (account/shared_slots.hpp), which a process of "/3" would not keep ("/4"
+// was a withdrawn slot protocol's).
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
   static constexpr std::uint64_t value =
-      region_name_key("tollgate.shared_account/3", region_key<Clock>::value, region_key<budget<Currency>>::value,
+      region_name_key("tollgate.shared_account/5", region_key<Clock>::value, region_key<budget<Currency>>::value,
                       Slots, Lines);
 };
 

@@ -9,17 +9,31 @@
 // one CAS on a free word; giving it back, one CAS from the value written.
 // A process killed at any instruction has either won its CAS (the word is
 // held, with its stamp, and comes back as below) or not (nothing changed):
-// there is no step between taking a unit and recording who holds it.
+// there is no step between taking a unit and recording its holding.
 //
 // A word is detail/slot_word.hpp's: held, 1 + the holding's admission (or
 // last renewal) time in milliseconds from the origin rounded up, and a
-// generation; a word's stamps never repeat. Beside each word an owner word
-// {identity: 48 bits, generation: 16 bits} names the process that holds it;
-// its generation ties it to one holding, so an owner word of an earlier
-// holding never counts. A taker names itself in the owner word (an
-// exchange) before its take CAS, so a process killed right after winning
-// that CAS is named already; one that loses the CAS puts back what it
-// replaced unless the owner word changed since.
+// generation; a word's stamps never repeat, and here the generation steps
+// by exactly one at every take and renewal (next()). Beside each word an
+// owner word {identity: 48 bits, generation: 16 bits} names the process
+// that holds it; its generation ties it to one holding. Only a holding
+// writes its name: the taker that won the take CAS (or a renewal's CAS)
+// stores it, plainly, right after; a loser writes nothing. So the take is
+// one locked instruction (naming before the CAS took an exchange, and a
+// loser's put-back could leave a live holding named for another process:
+// three takers at one word, the last loser restoring the first's name).
+//
+// What an owner word can say of a held word of generation g. Its holder's
+// name, once the holder's store lands. Before that, a name of an earlier
+// holding of that word: generation g - 1 or older (each holder's store
+// precedes its release, which precedes the next take), so it does not
+// match (the generation steps by one, where slot_word::next starts at 0
+// again in a later millisecond and the previous holding's name would have
+// matched). Never another process's name with generation g, but in one
+// case: a holder stalled between its CAS and its store past its deadline,
+// reclaimed, whose store lands 65,536 x k takes of that word later, within a
+// holding of the same generation, and which is then called dead while that
+// holding lives (a live holder reclaimed first: the L + 1 case below).
 //
 // Reclaim. reap(now) frees a held word by CAS (the CAS decides, once):
 //   - past its deadline (lease_timeout after its stamp, if lease_timeout > 0):
@@ -27,12 +41,9 @@
 //   - whose owner word matches its generation and whose identity the
 //     caller's liveness check calls dead (the library calls it, and never
 //     does I/O of its own): fast recovery from a killed process.
-// What remains: a renewal names the new generation only after its CAS, so
-// a holder killed between the two comes back by the deadline only (one
-// lease_timeout after that renewal); and a taker that lost its CAS to
-// another process for the same generation names itself until it puts the
-// owner word back, so if it is killed in those few steps and called dead,
-// the winner's word is reclaimed while it runs (the case below). A scan runs at most once per
+// What remains: a holder killed between its CAS (a take or a renewal) and
+// its name comes back by the deadline only (one lease_timeout after that
+// stamp). A scan runs at most once per
 // `interval` of the supplied time (and whenever time goes back), region-wide.
 // A reclaimed holder that is in fact alive (a deadline passed, a liveness
 // check that lied) finds its release CAS failing, however many takes came
@@ -42,12 +53,12 @@
 //
 // Concurrency. Lock-free. Every CAS on a word is acq_rel: acquire so that a
 // new holder sees what the previous holder did before releasing (the usual
-// semaphore contract), release for the same pairing the other way; failures
-// are relaxed (only the value is used). Owner words are written relaxed: a
-// taker's exchange precedes its take CAS (a release), and the reaper reads
-// the word with acquire before the owner, so a reaper that sees a holding
-// sees its holder's name or a later owner value; the generation check
-// discards any other holding's. Words hold
+// semaphore contract, and the previous holder's name store, so the new
+// name follows it in the owner word's order), release for the same pairing
+// the other way; failures are relaxed (only the value is used). Owner words
+// are written and read relaxed: a reaper reads the word with acquire, then
+// the owner word, and acts only on a name whose generation matches the
+// word's (above); its CAS re-checks the word. Words hold
 // no pointer: the table means the same in every process that maps it.
 #ifndef TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
 #define TOLLGATE_ACCOUNT_SHARED_SLOTS_HPP
@@ -102,6 +113,19 @@ struct shared_slots {
     return m < max_ms ? m : max_ms;
   }
 
+  // The stamp after `w` for a holding at `t` = 1 + its ms after the origin:
+  // as slot_word::next, but the generation always steps by one (a wrap
+  // carries a millisecond into the time, a later `t` moves the time on), so
+  // an owner word left by a word's previous holding never matches the next
+  // (see the header). Stamps still never repeat (the pair increases).
+  static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
+    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    const std::uint64_t after = (w & ~slot_word::held_bit) + 1;
+    const std::uint64_t at = ((t < max_ms + 1 ? t : max_ms + 1) << gen_bits) | (after & gen_mask);
+    const std::uint64_t s = after > at ? after : at;
+    return slot_word::held_bit | (s < top ? s : top);
+  }
+
   // Takes a free word among the first `limit`, probing from `start`; writes
   // its index and stamp, and names `identity` (0: none) its owner. False
   // when every word is held.
@@ -110,25 +134,21 @@ struct shared_slots {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
     const std::uint64_t t = ms(now) + 1;
-    std::size_t i = start % n;
+    std::size_t i = start < n ? start : start % n;  // the account passes a start below n: no division
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
       std::uint64_t w = words[i].load(std::memory_order_relaxed);
       if (slot_word::held(w)) continue;
-      const std::uint64_t s = slot_word::next(w, t);
-      const std::uint64_t mine = (identity << gen_bits) | slot_word::generation(s);
-      // relaxed: ordered before the take CAS by that CAS's release (see the header).
-      const std::uint64_t before = owners[i].exchange(mine, std::memory_order_relaxed);
-      // acq_rel/relaxed: see the header.
+      const std::uint64_t s = next(w, t);
+      // acq_rel/relaxed: see the header. A loser writes nothing.
       if (words[i].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        // relaxed: only this holding writes its name (see the header); a
+        // plain store where naming before the CAS took an exchange.
+        owners[i].store((identity << gen_bits) | slot_word::generation(s), std::memory_order_relaxed);
         slot = i;
         stamp = s;
         return true;
       }
-      // Lost: put back what this call replaced, unless the owner word moved on.
-      std::uint64_t expect = mine;
-      // relaxed/relaxed: a lone value, as above.
-      owners[i].compare_exchange_strong(expect, before, std::memory_order_relaxed, std::memory_order_relaxed);
     }
     return false;
   }
@@ -147,7 +167,7 @@ struct shared_slots {
   // `stamp` becomes the new value. False once reaped.
   bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
     if (slot >= Slots) return false;
-    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
+    const std::uint64_t s = next(stamp, ms(now) + 1);
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
     if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))

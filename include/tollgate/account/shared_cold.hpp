@@ -1,0 +1,78 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_cold.hpp: the shared account's cold paths (shared_account.hpp
+// declares them and includes this at its end; including this header alone
+// includes the account): a thread's first credit line, the lines a handle
+// gives back, and a scan of the slot words when the account runs out of
+// them. Out of the admission path, out of line: none is called by an
+// admission that finds a line and a free slot word.
+#ifndef TOLLGATE_ACCOUNT_SHARED_COLD_HPP
+#define TOLLGATE_ACCOUNT_SHARED_COLD_HPP
+
+#include <tollgate/shared_account.hpp>
+
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+unsigned shared_account<Clock, Currency, Slots, Lines>::claim_line(unsigned sh, nanoseconds now) noexcept {
+  const std::int64_t at = map_.retry_at[sh];
+  // Retried at most once per retry_ of supplied time (and whenever time goes back).
+  std::int64_t ahead = 0;
+  if (at != INT64_MIN && now.count() < at && !__builtin_sub_overflow(at, now.count(), &ahead) && ahead <= retry_)
+    return static_cast<unsigned>(Lines);
+  auto& lines = s_->credit;
+  std::uint64_t word = 0;
+  std::size_t i = lines.claim(opts_.identity, detail::probe_start(), word);
+  if (i == lines.none && opts_.alive) {
+    const std::uint64_t me = opts_.identity;
+    (void)lines.reap(credit_, [this, me](std::uint64_t who) { return who == me || opts_.alive(who, opts_.context); });
+    i = lines.claim(opts_.identity, detail::probe_start(), word);
+  }
+  if (i == lines.none) {
+    map_.retry_at[sh] = detail::sat_offset(now.count(), static_cast<std::uint64_t>(retry_));
+    return static_cast<unsigned>(Lines);
+  }
+  credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
+  map_.line[sh] = static_cast<std::uint32_t>(i);
+  map_.word[sh] = word;
+  return static_cast<unsigned>(i);
+}
+
+// Gives each line this handle's process owns its credit back and frees it.
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_account<Clock, Currency, Slots, Lines>::release_lines() noexcept {
+  if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
+    map_.clear();
+    return;
+  }
+  limiters& d = s_->d;
+  typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+  for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {
+    const std::uint32_t i = map_.line[sh];
+    if (i == detail::shared_credit_map::no_line) continue;
+    (void)credit_.give_back(ws, i);
+    (void)s_->credit.release(i, map_.word[sh]);
+  }
+  map_.clear();
+}
+
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_account<Clock, Currency, Slots, Lines>::reap(nanoseconds now) noexcept {
+  if (interval_ <= 0 && !(opts_.alive || s_->slots.timeout > 0)) return;
+  std::uint64_t by_deadline = 0, by_death = 0;
+  const std::uint64_t me = opts_.identity;
+  auto alive = [this, me](std::uint64_t who) {
+    return who == me || opts_.alive == nullptr || opts_.alive(who, opts_.context);
+  };
+  s_->slots.reap(now, interval_, alive, by_deadline, by_death);
+  // relaxed: statistics.
+  if (by_deadline) s_->reclaimed_deadline.fetch_add(by_deadline, std::memory_order_relaxed);
+  if (by_death) s_->reclaimed_dead.fetch_add(by_death, std::memory_order_relaxed);
+}
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_COLD_HPP
