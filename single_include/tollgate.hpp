@@ -8428,9 +8428,16 @@ TOLLGATE_END_NAMESPACE
 // holding's recorded time can be later than its own `now`, by the lag of a
 // stale `now` behind the word's last stamp, or by a millisecond per 65,536
 // takes of one word within a millisecond, and it is then reclaimed that much
-// later (the safe side). The time saturates at max_ms + 1 (285 years after
-// the origin); only there could a stamp come back. A take at a later
-// millisecond starts the generation again at 0: the pair still increases.
+// later (the safe side). A `now` at or past max_ms (285 years after the
+// origin) takes no stamp at all (the tables refuse it: slot_table.hpp,
+// shared_slots.hpp), so one far-future `now` cannot push a word's time to
+// where no deadline is reached; the pair may still carry past max_ms + 1 (a
+// generation wrap at the last millisecond), up to the field's end, 2^63 - 1,
+// which no run of takes reaches (2^63 stamps), so a stamp never comes back.
+// A take at a later millisecond starts the generation again at 0: the pair
+// still increases. A `now` ahead of the true time by D delays the deadline
+// of every later holding of the word by up to D, until the true time passes
+// it (the never-back rule; the safe side: a permit comes back later).
 #ifndef TOLLGATE_DETAIL_SLOT_WORD_HPP
 #define TOLLGATE_DETAIL_SLOT_WORD_HPP
 
@@ -8462,7 +8469,7 @@ struct slot_word {
   // operations on the admission path, where comparing the fields one by one
   // cost about 12 instructions and 1.5 ns (docs/performance.md).
   static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
-    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    constexpr std::uint64_t top = ~held_bit;  // the field's end: 2^63 stamps away, never reached
     const std::uint64_t after = (w & ~held_bit) + 1;
     const std::uint64_t at = (t < max_ms + 1 ? t : max_ms + 1) << gen_bits;
     const std::uint64_t s = after > at ? after : at;
@@ -8521,7 +8528,9 @@ class slot_table {
   // about 10 instructions an admission.
   [[gnu::always_inline]] void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
     if (count_ == 0) return;
-    const std::uint64_t t = ms(now) + 1;
+    const std::uint64_t m = ms(now);
+    if (m >= max_ms) return;  // 285 years past the origin: no word, as when none is free (slot_word.hpp)
+    const std::uint64_t t = m + 1;
     if (shard < detail::thread_shards) {
       // The thread's own words first: only their owner turns a free word
       // held (others only free held words, by CAS), so a plain store claims it.
@@ -8574,7 +8583,10 @@ class slot_table {
   // the old one fails its CAS). False if a reaper freed it first: the unit
   // has been returned, the lease no longer holds it.
   bool renew(std::size_t slot, std::uint64_t& stamp, nanoseconds now) noexcept {
-    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
+    const std::uint64_t m = ms(now);
+    // acquire: as in claim. Past max_ms the deadline stays (slot_word.hpp).
+    if (m >= max_ms) return words_[slot].load(std::memory_order_acquire) == stamp;
+    const std::uint64_t s = slot_word::next(stamp, m + 1);
     std::uint64_t expected = stamp;
     // acq_rel/relaxed: as in claim.
     if (!words_[slot].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed))
@@ -15199,7 +15211,7 @@ struct shared_slots {
   // an owner word left by a word's previous holding never matches the next
   // (see the header). Stamps still never repeat (the pair increases).
   static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
-    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    constexpr std::uint64_t top = ~slot_word::held_bit;  // as slot_word::next: never reached
     const std::uint64_t after = (w & ~slot_word::held_bit) + 1;
     const std::uint64_t at = ((t < max_ms + 1 ? t : max_ms + 1) << gen_bits) | (after & gen_mask);
     const std::uint64_t s = after > at ? after : at;
@@ -15213,7 +15225,9 @@ struct shared_slots {
             std::uint64_t& stamp) noexcept {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
-    const std::uint64_t t = ms(now) + 1;
+    const std::uint64_t m = ms(now);
+    if (m >= max_ms) return false;  // 285 years past the origin: no stamp (detail/slot_word.hpp)
+    const std::uint64_t t = m + 1;
     std::size_t i = start < n ? start : start % n;  // the account passes a start below n: no division
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
@@ -15247,7 +15261,10 @@ struct shared_slots {
   // `stamp` becomes the new value. False once reaped.
   bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
     if (slot >= Slots) return false;
-    const std::uint64_t s = next(stamp, ms(now) + 1);
+    const std::uint64_t m = ms(now);
+    // acquire: as the reap's load. Past max_ms the deadline stays (slot_word.hpp).
+    if (m >= max_ms) return words[slot].load(std::memory_order_acquire) == stamp;
+    const std::uint64_t s = next(stamp, m + 1);
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
     if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))

@@ -948,3 +948,56 @@ TEST_CASE("shared_account credit: the switch and the line count are in the regio
   CHECK(d.this_thread_credit_line() == shared::credit_lines);
   for (std::size_t i = 0; i < shared::credit_lines; ++i) CHECK(d.credit_line_owner(i) == 0);
 }
+
+// One `now` 285 years past the origin (nanoseconds::max() as "never", say)
+// took a stamp at the last millisecond: the word's time then stood there for
+// good (no deadline reached), and 65,536 takes later every stamp was the same
+// (a late settle freed a live holding). Now the tables take no stamp at such
+// a `now`, and a stamp at the last millisecond carries on instead of
+// standing at a top.
+TEST_CASE("slot words: a now past the last millisecond takes no stamp, and stamps never stand at a top",
+          "[shared_account][account]") {
+  using detail::slot_word;
+  const std::uint64_t last = (slot_word::max_ms + 1) << slot_word::gen_bits | slot_word::gen_mask;
+  const std::uint64_t after = slot_word::next(last & ~slot_word::held_bit, 1);
+  CHECK(slot_word::freed(after) > last);  // one more, not the same
+  CHECK(slot_word::time(after) == slot_word::max_ms + 2);
+  using slots = detail::shared_slots<4>;
+  CHECK(slot_word::freed(slots::next(last, 1)) > last);
+
+  const nanoseconds timeout = std::chrono::seconds(1), t0(5 * ms);
+  {
+    static slots s;
+    s.init(1, timeout, nanoseconds(0));
+    std::size_t slot = 9;
+    std::uint64_t stamp = 0;
+    CHECK_FALSE(s.take(nanoseconds::max(), 0, 1, slot, stamp));  // refused: the word is untouched
+    CHECK(s.words[0].load() == 0);
+    CHECK(slot == 9);
+    REQUIRE(s.take(t0, 0, 1, slot, stamp));  // a holder that will die holding it
+    std::uint64_t kept = stamp;
+    CHECK(s.renew(slot, kept, 1, nanoseconds::max()));  // still held; the deadline stays
+    CHECK(kept == stamp);
+    std::uint64_t by_deadline = 0, by_death = 0;
+    s.reap(t0 + timeout + std::chrono::milliseconds(2), 0, [](std::uint64_t) { return true; }, by_deadline, by_death);
+    CHECK(by_deadline == 1);  // its deadline came
+    CHECK_FALSE(s.give(slot, stamp));
+  }
+  {
+    detail::slot_table t;
+    t.allocate(4, timeout, nanoseconds(0));
+    std::size_t slot = detail::slot_table::no_slot;
+    std::uint64_t stamp = 0;
+    t.claim(nanoseconds::max(), 0, slot, stamp);
+    CHECK(slot == detail::slot_table::no_slot);  // no word, as when none is free
+    t.claim(t0, 0, slot, stamp);
+    REQUIRE(slot != detail::slot_table::no_slot);
+    std::uint64_t kept = stamp;
+    CHECK(t.renew(slot, kept, nanoseconds::max()));
+    CHECK(kept == stamp);
+    int given = 0;
+    CHECK(t.reap(t0 + timeout + std::chrono::milliseconds(2), [&] { ++given; }) == 1);
+    CHECK(given == 1);
+    CHECK_FALSE(t.release(slot, stamp));
+  }
+}

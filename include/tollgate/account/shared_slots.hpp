@@ -119,7 +119,7 @@ struct shared_slots {
   // an owner word left by a word's previous holding never matches the next
   // (see the header). Stamps still never repeat (the pair increases).
   static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
-    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    constexpr std::uint64_t top = ~slot_word::held_bit;  // as slot_word::next: never reached
     const std::uint64_t after = (w & ~slot_word::held_bit) + 1;
     const std::uint64_t at = ((t < max_ms + 1 ? t : max_ms + 1) << gen_bits) | (after & gen_mask);
     const std::uint64_t s = after > at ? after : at;
@@ -133,7 +133,9 @@ struct shared_slots {
             std::uint64_t& stamp) noexcept {
     const std::size_t n = static_cast<std::size_t>(limit);
     if (n == 0) return false;
-    const std::uint64_t t = ms(now) + 1;
+    const std::uint64_t m = ms(now);
+    if (m >= max_ms) return false;  // 285 years past the origin: no stamp (detail/slot_word.hpp)
+    const std::uint64_t t = m + 1;
     std::size_t i = start < n ? start : start % n;  // the account passes a start below n: no division
     for (std::size_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
       // relaxed: a guess of a free word; the CAS decides.
@@ -167,7 +169,10 @@ struct shared_slots {
   // `stamp` becomes the new value. False once reaped.
   bool renew(std::size_t slot, std::uint64_t& stamp, std::uint64_t identity, nanoseconds now) noexcept {
     if (slot >= Slots) return false;
-    const std::uint64_t s = next(stamp, ms(now) + 1);
+    const std::uint64_t m = ms(now);
+    // acquire: as the reap's load. Past max_ms the deadline stays (slot_word.hpp).
+    if (m >= max_ms) return words[slot].load(std::memory_order_acquire) == stamp;
+    const std::uint64_t s = next(stamp, m + 1);
     std::uint64_t w = stamp;
     // acq_rel/relaxed: see the header.
     if (!words[slot].compare_exchange_strong(w, s, std::memory_order_acq_rel, std::memory_order_relaxed))

@@ -87,7 +87,9 @@ class slot_table {
   // about 10 instructions an admission.
   [[gnu::always_inline]] void claim(nanoseconds now, unsigned shard, std::size_t& slot, std::uint64_t& stamp) noexcept {
     if (count_ == 0) return;
-    const std::uint64_t t = ms(now) + 1;
+    const std::uint64_t m = ms(now);
+    if (m >= max_ms) return;  // 285 years past the origin: no word, as when none is free (slot_word.hpp)
+    const std::uint64_t t = m + 1;
     if (shard < detail::thread_shards) {
       // The thread's own words first: only their owner turns a free word
       // held (others only free held words, by CAS), so a plain store claims it.
@@ -140,7 +142,10 @@ class slot_table {
   // the old one fails its CAS). False if a reaper freed it first: the unit
   // has been returned, the lease no longer holds it.
   bool renew(std::size_t slot, std::uint64_t& stamp, nanoseconds now) noexcept {
-    const std::uint64_t s = slot_word::next(stamp, ms(now) + 1);
+    const std::uint64_t m = ms(now);
+    // acquire: as in claim. Past max_ms the deadline stays (slot_word.hpp).
+    if (m >= max_ms) return words_[slot].load(std::memory_order_acquire) == stamp;
+    const std::uint64_t s = slot_word::next(stamp, m + 1);
     std::uint64_t expected = stamp;
     // acq_rel/relaxed: as in claim.
     if (!words_[slot].compare_exchange_strong(expected, s, std::memory_order_acq_rel, std::memory_order_relaxed))

@@ -22,9 +22,16 @@
 // holding's recorded time can be later than its own `now`, by the lag of a
 // stale `now` behind the word's last stamp, or by a millisecond per 65,536
 // takes of one word within a millisecond, and it is then reclaimed that much
-// later (the safe side). The time saturates at max_ms + 1 (285 years after
-// the origin); only there could a stamp come back. A take at a later
-// millisecond starts the generation again at 0: the pair still increases.
+// later (the safe side). A `now` at or past max_ms (285 years after the
+// origin) takes no stamp at all (the tables refuse it: slot_table.hpp,
+// shared_slots.hpp), so one far-future `now` cannot push a word's time to
+// where no deadline is reached; the pair may still carry past max_ms + 1 (a
+// generation wrap at the last millisecond), up to the field's end, 2^63 - 1,
+// which no run of takes reaches (2^63 stamps), so a stamp never comes back.
+// A take at a later millisecond starts the generation again at 0: the pair
+// still increases. A `now` ahead of the true time by D delays the deadline
+// of every later holding of the word by up to D, until the true time passes
+// it (the never-back rule; the safe side: a permit comes back later).
 #ifndef TOLLGATE_DETAIL_SLOT_WORD_HPP
 #define TOLLGATE_DETAIL_SLOT_WORD_HPP
 
@@ -56,7 +63,7 @@ struct slot_word {
   // operations on the admission path, where comparing the fields one by one
   // cost about 12 instructions and 1.5 ns (docs/performance.md).
   static constexpr std::uint64_t next(std::uint64_t w, std::uint64_t t) noexcept {
-    constexpr std::uint64_t top = ((max_ms + 1) << gen_bits) | gen_mask;  // saturated: stamps may repeat only here
+    constexpr std::uint64_t top = ~held_bit;  // the field's end: 2^63 stamps away, never reached
     const std::uint64_t after = (w & ~held_bit) + 1;
     const std::uint64_t at = (t < max_ms + 1 ? t : max_ms + 1) << gen_bits;
     const std::uint64_t s = after > at ? after : at;
