@@ -69,6 +69,7 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/http.hpp>
 #include <tollgate/money.hpp>
+#include <tollgate/redis/chunk.hpp>
 #include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/lease.hpp>
@@ -113,7 +114,8 @@ class basic_account {
   // layout.hpp). Makes no call.
   basic_account(std::string_view name, const config_type& c, Executor ex, options o = {})
       : cfg_(c), layout_(make_layout(name, c)), ex_(std::move(ex)), opt_(o),
-        rules_(account_policy::admission_rules<Currency>::of(c)) {
+        rules_(account_policy::admission_rules<Currency>::of(c)), sizes_(chunk_sizes_of(layout_, o.chunk_parts)) {
+    if (o.chunk_parts != 0) chunk_check(layout_);
     if (o.on_fault == fault_mode::local_share) local_cfg_ = detail_fallback::local_share(c, o.share_percent);
   }
   basic_account(const basic_account&) = delete;
@@ -123,6 +125,13 @@ class basic_account {
   const config_type& config() const noexcept { return cfg_; }
   const layout& state_layout() const noexcept { return layout_; }
   std::size_t queued_count() const noexcept { return queue_.size(); }
+  // Chunked mode (redis/chunk.hpp): the sizes asked for, the chunk held, and
+  // its leftovers queued for the next call (no call now).
+  const chunk_sizes& chunk_size() const noexcept { return sizes_; }
+  const held_chunk& chunk() const noexcept { return chunk_; }
+  void release_chunk() {
+    if (auto q = chunk_.give_back()) return_front(*q);
+  }
   // The local fallback's configuration (empty when there is none: fail
   // closed, a budget, a share that leaves a limit at 0).
   const std::optional<config_type>& fallback_config() const noexcept { return local_cfg_; }
@@ -189,7 +198,10 @@ class basic_account {
     }
     if (st == call_status::garbage)
       if (auto c = decode_refusal(rp)) return how_of(*c);
-    if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    if (st != call_status::ok) {
+      forget_returns();
+      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    }
     carried(true);
     own_waits ow;
     ow.request_limit = layout_.w[0].limit > 0;
@@ -205,6 +217,7 @@ class basic_account {
                                       now ? cfg_.unix_time_at_zero.value_or(nanoseconds(0)) : nanoseconds(0), cfg_.utc_offset);
     const response_decision rd = pause_after(e.kind, h.hint, ow);
     if (rd.action == response_action::none) return outcome::ok;
+    release_chunk();  // paused or stopped: this object's chunk goes back with the call that says so
     call_args c;
     c.what = op::control;
     stamp(c, now);
@@ -244,6 +257,7 @@ class basic_account {
       st = decode_peek(rp, v.values);
     }
     if (st == call_status::ok) carried(true);
+    else forget_returns();
     // The spaced token bucket admits one request at a time: what it has left
     // is a request's worth (max_request_tokens) or nothing, as in-process.
     if (st == call_status::ok && layout_.b[1].per_us > 0 && v.values.available[1])
@@ -256,8 +270,12 @@ class basic_account {
 
  private:
   friend lease_type;
+  friend struct detail_chunk::calls;
+  void forget_returns() { detail_chunk::calls::forget(*this); }
   using local_account = tollgate::account<steady_clock, Currency>;
   void enqueue(const queued& q) { queue_.push_back(q); }
+  // A chunk's return rides on the very next call, ahead of the queue.
+  void return_front(const queued& q) { queue_.insert(queue_.begin(), q); }
 
   // The fallback's limits: share_percent of each, rounded down; no budget
   // (budgets fail closed), so none when the account has one.
@@ -344,7 +362,10 @@ class basic_account {
     std::vector<std::string> argv = words(a, carry);
     call_status st = decode_call(send(argv), r, a.what);
     if (st == call_status::noscript) st = decode_call(resend(argv), r, a.what);
-    if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    if (st != call_status::ok) {
+      forget_returns();
+      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    }
     carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call &&
             r.code != script_code::other_configuration);
     return how_of(r.code);
@@ -383,14 +404,32 @@ class basic_account {
       a.d = decision::refuse(reason::exceeds_capacity);
       return a;
     }
+    const nanoseconds sent = opt_.test_mode ? nanoseconds(0) : steady_clock::now();
+    if (sizes_.on && chunk_.covers(a.tokens, now_us, sent)) {
+      detail_chunk::calls::spend(*this, req, a, now_us, sent);
+      return a;
+    }
     if (in_fallback(now) && admit_local(req, a, clock_now(now))) return a;
     call_args c;
-    c.what = op::admit;
+    c.what = sizes_.on ? op::chunk : op::admit;
     c.now_us = now_us;
     c.tokens = a.tokens;
     c.worst_nanos = a.worst_case.nanos();
     call_reply r;
-    const outcome o = simple(c, r, true);
+    outcome o;
+    if (sizes_.on) {
+      release_chunk();  // its leftovers ride on this call, before it decides
+      c.extra = {std::to_string(sizes_.requests),
+                 std::to_string(sizes_.tokens > a.tokens ? sizes_.tokens : a.tokens)};
+      o = detail_chunk::calls::take(*this, c, r);
+      if (o == outcome::ok && chunk_.live) {
+        fault_until_.reset();
+        detail_chunk::calls::spend(*this, req, a, now_us, chunk_.sent);
+        return a;
+      }
+    } else {
+      o = simple(c, r, true);
+    }
     a.how = o;
     if (o == outcome::server_error || o == outcome::garbage) {
       if (local_cfg_) {
@@ -443,6 +482,8 @@ class basic_account {
   std::optional<local_account> local_;    // made at the first failed call
   std::optional<nanoseconds> fault_until_;
   nanoseconds last_now_{0};
+  chunk_sizes sizes_;
+  held_chunk chunk_;
 };
 
 template <class Executor>

@@ -147,6 +147,8 @@ enum class layout_errc : unsigned char {
   spacing,            // a spaced bucket the script cannot hold: max_request_tokens not below the token
                       // limit, a rate the bucket refuses (errc::rate_too_fine), or a bucket period
                       // (the limit's intervals) beyond max_duration
+  chunk,              // chunked mode (options::chunk_parts, redis/chunk.hpp) on a configuration it cannot
+                      // keep exact: a concurrency limit, a budget, a spaced model, a calendar day, no window
 };
 
 constexpr const char* message(layout_errc e) noexcept {
@@ -161,6 +163,9 @@ constexpr const char* message(layout_errc e) noexcept {
     case layout_errc::spacing:
       return "a spaced limit the script cannot hold (max_request_tokens at least the token limit, a rate finer "
              "than the bucket holds, or a spacing period beyond 400 days)";
+    case layout_errc::chunk:
+      return "chunked mode keeps only strict windows exact: it refuses a concurrency limit, a budget, a spaced "
+             "server model (window_counter, gcra, unknown), a calendar-day TPD, and an account with no RPM, TPM or TPD";
   }
   return "unknown layout error";
 }

@@ -54,7 +54,10 @@ struct reply {
 
 // One settlement that rides on a later call.
 struct queued {
-  enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3 };
+  // chunk_return: a chunk's leftovers (redis/chunk.hpp): reserved_nanos
+  // requests into rpm's sub-window actual_nanos, refund_tokens tokens into
+  // tpm_slot and tpd_slot; lease 0.
+  enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3, chunk_return = 4 };
   kind what = kind::drop;
   std::uint64_t lease = 0;
   std::uint64_t epoch = 0;  // the tag of the epoch that made the lease
@@ -66,7 +69,7 @@ struct queued {
   std::uint64_t reserved_tokens = 0;  // what the admission reserved (a spaced bucket's refund needs it)
 };
 
-enum class op : unsigned char { admit, peek, flush, waits, control, init };
+enum class op : unsigned char { admit, peek, flush, waits, control, init, chunk };
 constexpr const char* to_string(op o) noexcept {
   switch (o) {
     case op::admit: return "admit";
@@ -75,6 +78,7 @@ constexpr const char* to_string(op o) noexcept {
     case op::waits: return "waits";
     case op::control: return "control";
     case op::init: return "init";
+    case op::chunk: return "chunk";
   }
   return "?";
 }
@@ -243,6 +247,43 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   out.now_us = v[6];
   out.epoch = static_cast<std::uint64_t>(v[7]);
   return call_status::ok;
+}
+
+// The reply of chunk when it grants (redis/chunk.hpp): 9 integers
+//   {0, requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch}
+// (slot -1: the window is not enforced; end_us the server µs at which the
+// first of the head sub-windows they are counted in ends). Any other
+// answer is call_reply's shape, a refusal (code 0 there is garbage).
+struct chunk_reply {
+  std::uint64_t requests = 0, tokens = 0;
+  std::int64_t end_us = 0;
+  std::int64_t slots[3] = {-1, -1, -1};
+  std::int64_t now_us = 0;
+  std::uint64_t epoch = 0;
+};
+inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& refusal, bool& granted) {
+  granted = false;
+  if (r.type == reply::kind::array && r.elements.size() == 9) {
+    decoded d = decode_integers(r, 9);
+    if (d.status != call_status::ok) return d.status;
+    const auto& v = d.values;
+    // A grant holds at least one request, ends after the time it was made at
+    // and comes from an epoch; every other value is in range.
+    if (v[0] != 0 || v[1] < 1 || v[2] < 0 || v[3] <= v[7] || v[4] < -1 || v[5] < -1 || v[6] < -1 || v[7] < 0 ||
+        v[8] < 1)
+      return call_status::garbage;
+    out.requests = static_cast<std::uint64_t>(v[1]);
+    out.tokens = static_cast<std::uint64_t>(v[2]);
+    out.end_us = v[3];
+    for (int k = 0; k < 3; ++k) out.slots[k] = v[static_cast<std::size_t>(4 + k)];
+    out.now_us = v[7];
+    out.epoch = static_cast<std::uint64_t>(v[8]);
+    granted = true;
+    return call_status::ok;
+  }
+  const call_status st = decode_call(r, refusal, op::chunk);
+  if (st == call_status::ok && refusal.code == script_code::admitted) return call_status::garbage;
+  return st;
 }
 
 // A refusal that answers any op in place of its own reply (bad call,

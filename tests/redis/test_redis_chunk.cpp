@@ -1,0 +1,421 @@
+// Chunked mode of the Redis account (redis/chunk.hpp), against a real
+// redis-server (started by the test on 127.0.0.1, no persistence):
+//   chunk: what it refuses at construction, per-request admission for
+//     small limits, leftovers returned into their own sub-window, a chunk
+//     not spendable once its sub-window has left the head (supplied now, and
+//     the steady-clock deadline as a pure function), a killed holder's
+//     chunk counted until it leaves the window, and random schedules over
+//     several objects (supplied now) checked against the exact window
+//     bounds and the false-refusal bound (a refusal only where the window,
+//     counting what was admitted, has at most N chunks of room);
+//   chunk_fleet: forked processes x threads at the server's own time, the
+//     merged log checked against the exact windows and the strict windows'
+//     server models, one process killed while it holds a chunk.
+#include "../catch_compat.hpp"
+#include "../account_support.hpp"
+#include "../server_models.hpp"
+#include "../support.hpp"
+#include "../tollgate_under_test.hpp"
+#include "redis_support.hpp"
+
+#include <tollgate/redis/account.hpp>
+
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using namespace tollgate;
+namespace tr = tollgate::redis;
+using tgredis::client;
+using tgredis::server;
+
+namespace {
+
+struct exec {
+  client* c;
+  std::uint64_t* calls;
+  tr::reply operator()(const std::vector<std::string>& argv) const {
+    if (calls && (argv[0] == "EVALSHA" || argv[0] == "EVAL" || argv[0] == "FCALL")) ++*calls;
+    return c->call(argv);
+  }
+};
+using redis_account = tr::account<exec>;
+
+constexpr std::int64_t ms = 1000000;  // ns
+
+tr::options chunked(unsigned parts, bool test = true) {
+  tr::options o;
+  o.test_mode = test;
+  o.chunk_parts = parts;
+  return o;
+}
+
+// Strict windows of 1.5 s (sub-windows of 100 ms), RPM 1,600 and TPM 160,000:
+// chunks of 100 requests and 10,000 tokens at 16 parts.
+account_config strict_config() {
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(1600);
+  c.tpm = limit(160000);
+  c.request_window = std::chrono::milliseconds(1500);
+  c.token_window = std::chrono::milliseconds(1500);
+  c.max_request_tokens = 1000;
+  c.lease_timeout = std::chrono::hours(1);
+  return c;
+}
+
+template <class F>
+tr::layout_errc refusal_of(F make) {
+  try {
+    make();
+  } catch (const tr::layout_error& e) {
+    return e.code();
+  }
+  return tr::layout_errc::ok;
+}
+
+std::uint64_t avail(redis_account& a, int k, std::int64_t t_ns) {
+  const auto v = a.remaining(nanoseconds(t_ns));
+  REQUIRE(v.how == tr::outcome::ok);
+  REQUIRE(v.values.available[k].has_value());
+  return *v.values.available[k];
+}
+
+}  // namespace
+
+TEST_CASE("redis chunk: refused where it cannot be exact, off for small limits", "[redis_server][chunk]") {
+  client none;
+  auto make = [&](account_config c) {
+    return [c, &none] { redis_account a("c", c, exec{&none, nullptr}, chunked(16)); };
+  };
+  account_config spaced = strict_config();
+  spaced.model = server_model::unknown;  // the default: spaced buckets
+  CHECK(refusal_of(make(spaced)) == tr::layout_errc::chunk);
+  spaced.model = server_model::gcra;
+  CHECK(refusal_of(make(spaced)) == tr::layout_errc::chunk);
+  account_config conc = strict_config();
+  conc.concurrency = limit(4);
+  CHECK(refusal_of(make(conc)) == tr::layout_errc::chunk);
+  account_config money = strict_config();
+  money.budget = usd::from_nanos(1000000000);
+  CHECK(refusal_of(make(money)) == tr::layout_errc::chunk);
+  account_config day = strict_config();
+  day.tpd = limit(100000);
+  day.calendar_day = true;
+  CHECK(refusal_of(make(day)) == tr::layout_errc::chunk);
+  account_config nothing;
+  nothing.model = server_model::sliding_log;
+  nothing.lease_timeout = std::chrono::hours(1);
+  CHECK(refusal_of(make(nothing)) == tr::layout_errc::chunk);
+  CHECK(refusal_of(make(strict_config())) == tr::layout_errc::ok);
+  // Without chunked mode the same configurations are accepted.
+  CHECK(refusal_of([&] { redis_account a("c", spaced, exec{&none, nullptr}); }) == tr::layout_errc::ok);
+
+  // Small limits: no chunks (RPM 20 / 16 parts is 1 request), one call per
+  // admission as without chunked mode.
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  std::uint64_t calls = 0;
+  account_config small = strict_config();
+  small.rpm = limit(20);
+  redis_account a("small", small, exec{&conn, &calls}, chunked(16));
+  CHECK_FALSE(a.chunk_size().on);
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  calls = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto x = a.try_admit(tgtest::req(5, 5), nanoseconds(ms * (1000 + i)));
+    REQUIRE(x);
+    CHECK_FALSE(x.lease.from_chunk());
+  }
+  CHECK(calls == 5);
+}
+
+TEST_CASE("redis chunk: leftovers go back into their own sub-window", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), peer(srv.port());
+  std::uint64_t calls = 0;
+  redis_account a("left", strict_config(), exec{&conn, &calls}, chunked(16));
+  redis_account b("left", strict_config(), exec{&peer, nullptr}, tr::options{true});
+  REQUIRE(a.chunk_size().on);
+  CHECK(a.chunk_size().requests == 100);
+  CHECK(a.chunk_size().tokens == 10000);
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const std::int64_t t0 = 1000 * ms;  // sub-window 10 (100 ms each)
+  calls = 0;
+  auto x = a.try_admit(tgtest::req(4, 6), nanoseconds(t0));
+  REQUIRE(x);
+  CHECK(x.lease.from_chunk());
+  CHECK(calls == 1);
+  // The whole chunk counts as used on the server.
+  CHECK(avail(b, 0, t0) == 1600 - 100);
+  CHECK(avail(b, 1, t0) == 160000 - 10000);
+  // Spent locally in the same sub-window: no call.
+  for (int i = 1; i < 10; ++i) REQUIRE(a.try_admit(tgtest::req(4, 6), nanoseconds(t0 + i * ms)));
+  CHECK(calls == 1);
+  CHECK(a.chunk().requests == 90);
+  CHECK(a.chunk().tokens == 10000 - 100);
+  // Released: what was not spent goes back (carried by the next call).
+  a.release_chunk();
+  CHECK(a.queued_count() == 1);
+  REQUIRE(a.flush(nanoseconds(t0 + 20 * ms)));
+  CHECK(avail(b, 0, t0 + 20 * ms) == 1600 - 10);
+  CHECK(avail(b, 1, t0 + 20 * ms) == 160000 - 100);
+  // A new chunk in the next sub-window returns the last one's leftovers into
+  // the sub-window they were counted in (still in the window).
+  REQUIRE(a.try_admit(tgtest::req(4, 6), nanoseconds(t0 + 30 * ms)));  // sub-window 10 again
+  CHECK(avail(b, 0, t0 + 30 * ms) == 1600 - 10 - 100);
+  REQUIRE(a.try_admit(tgtest::req(4, 6), nanoseconds(t0 + 130 * ms)));  // sub-window 11
+  CHECK(a.chunk().start_us == (t0 + 130 * ms) / 1000);
+  CHECK(avail(b, 0, t0 + 130 * ms) == 1600 - 11 - 100);
+  CHECK(avail(b, 1, t0 + 130 * ms) == 160000 - 110 - 10000);
+  // A refund of a chunk's request goes back into its sub-window too.
+  account_config rc = strict_config();
+  rc.refund_unused_tokens = true;
+  redis_account r("refund", rc, exec{&conn, nullptr}, chunked(16));
+  redis_account rb("refund", rc, exec{&peer, nullptr}, tr::options{true});
+  REQUIRE(r.create(true, 0) == tr::outcome::ok);
+  auto y = r.try_admit(tgtest::req(100, 100), nanoseconds(t0));
+  REQUIRE(y);
+  y.lease.settle(usage{30, 0, 20, 0, 0});  // 50 of 200 used
+  r.release_chunk();
+  REQUIRE(r.flush(nanoseconds(t0 + ms)));
+  CHECK(avail(rb, 1, t0 + ms) == 160000 - 50);
+  // Used beyond the reservation: charged by the next call.
+  auto z = r.try_admit(tgtest::req(10, 10), nanoseconds(t0 + 2 * ms));
+  REQUIRE(z);
+  z.lease.settle(usage{25, 0, 5, 0, 0});  // 30 of 20
+  r.release_chunk();
+  REQUIRE(r.flush(nanoseconds(t0 + 3 * ms)));
+  CHECK(avail(rb, 1, t0 + 3 * ms) == 160000 - 50 - 30);
+}
+
+TEST_CASE("redis chunk: not spendable once its sub-window has left the head", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  std::uint64_t calls = 0;
+  redis_account a("head", strict_config(), exec{&conn, &calls}, chunked(16));
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const std::int64_t t0 = 1000 * ms;
+  calls = 0;
+  REQUIRE(a.try_admit(tgtest::req(1, 1), nanoseconds(t0)));
+  CHECK(a.chunk().end_us == 1100000);  // sub-window 10 ends at 1.1 s
+  REQUIRE(a.try_admit(tgtest::req(1, 1), nanoseconds(t0 + 100 * ms - 1000)));  // its last µs
+  CHECK(calls == 1);
+  auto x = a.try_admit(tgtest::req(1, 1), nanoseconds(t0 + 100 * ms));  // sub-window 11: a new chunk
+  REQUIRE(x);
+  CHECK(calls == 2);
+  CHECK(a.chunk().start_us == 1100000);
+  CHECK(a.chunk().end_us == 1200000);
+  // A time behind the chunk's grant is not spent from it either.
+  auto y = a.try_admit(tgtest::req(1, 1), nanoseconds(t0 + 50 * ms));
+  CHECK(calls == 3);
+  CHECK_FALSE((y && y.lease.from_chunk()));
+
+  // The steady-clock deadline (not test mode): from the send, for the time
+  // the grant had left less 1/1024 of it; never before the send.
+  tr::held_chunk h;
+  tr::chunk_reply g;
+  g.requests = 5;
+  g.tokens = 50;
+  g.now_us = 1000000;
+  g.end_us = 1102400;  // 102.4 ms left
+  g.epoch = 7;
+  const nanoseconds sent(5000 * ms);
+  h.take(g, sent, true);
+  CHECK(h.until == sent + nanoseconds(102300 * 1000));
+  CHECK(h.covers(50, std::nullopt, sent));
+  CHECK(h.covers(50, std::nullopt, h.until - nanoseconds(1)));
+  CHECK_FALSE(h.covers(50, std::nullopt, h.until));
+  CHECK_FALSE(h.covers(51, std::nullopt, sent));
+  CHECK_FALSE(h.covers(1, std::nullopt, sent - nanoseconds(1)));
+  CHECK(h.server_time(std::nullopt, h.until - nanoseconds(1)) < g.end_us);
+}
+
+TEST_CASE("redis chunk: a killed holder's chunk counts until it leaves the window", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  {
+    client c(srv.port());
+    redis_account a("killed", strict_config(), exec{&c, nullptr}, chunked(16));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  }
+  const std::int64_t t0 = 1000 * ms;  // sub-window 10
+  const pid_t p = ::fork();
+  if (p == 0) {
+    client c(srv.port());
+    redis_account a("killed", strict_config(), exec{&c, nullptr}, chunked(16));
+    auto x = a.try_admit(tgtest::req(3, 2), nanoseconds(t0));
+    if (!x || !x.lease.from_chunk()) ::_exit(1);
+    std::vector<redis_account::lease_type> keep;
+    keep.push_back(std::move(x.lease));
+    ::kill(::getpid(), SIGKILL);  // dies holding the chunk and a lease
+    ::_exit(2);
+  }
+  REQUIRE(p > 0);
+  int st = 0;
+  REQUIRE(::waitpid(p, &st, 0) == p);
+  REQUIRE((WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL));
+  client c(srv.port());
+  redis_account b("killed", strict_config(), exec{&c, nullptr}, tr::options{true});
+  CHECK(avail(b, 0, t0) == 1500);
+  CHECK(avail(b, 1, t0) == 150000);
+  // Sub-window 25 still holds sub-window 10 (the window is 10 .. 25).
+  CHECK(avail(b, 0, 2599 * ms) == 1500);
+  CHECK(avail(b, 1, 2599 * ms) == 150000);
+  // From sub-window 26 on it is gone (an admission moves the head there).
+  REQUIRE(b.try_admit(tgtest::req(1, 0), nanoseconds(2600 * ms)));
+  CHECK(avail(b, 0, 2600 * ms) == 1599);
+  CHECK(avail(b, 1, 2600 * ms) == 159999);
+}
+
+namespace {
+
+struct logged {
+  std::int64_t t_us;
+  std::uint64_t tokens;
+};
+
+// A random strict configuration: windows of 150 ms, 1.5 s or 60 s, RPM and
+// TPM (each off now and then), a rolling TPD sometimes, refunds or not.
+account_config random_strict(tgtest::rng& g) {
+  account_config c;
+  const server_model models[] = {server_model::fixed_window, server_model::sliding_log, server_model::token_bucket};
+  c.model = models[g.between(0, 2)];
+  const bool r = g.chance(85), t = !r || g.chance(85);
+  if (r) c.rpm = limit(g.between(40, 600));
+  if (t) c.tpm = limit(g.between(2000, 40000));
+  if (g.chance(40)) c.tpd = limit(g.between(4000, 80000));
+  const std::int64_t windows[] = {150 * ms, 1500 * ms, 60000 * ms};
+  c.request_window = nanoseconds(windows[g.between(0, 2)]);
+  c.token_window = nanoseconds(windows[g.between(0, 2)]);
+  c.max_request_tokens = 400;
+  c.refund_unused_tokens = g.chance(50);
+  c.lease_timeout = std::chrono::hours(1);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("redis chunk: random schedules over several objects keep the exact windows", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const std::uint64_t seed = tgtest::seed_for(17501);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t total_adm = 0, total_calls = 0, total_refused = 0, local = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    const account_config c = random_strict(g);
+    const unsigned parts = static_cast<unsigned>(16u << g.between(0, 2));  // 16, 32, 64
+    const std::string name = "rand" + std::to_string(trial);
+    INFO("trial " << trial << " parts " << parts << " rpm " << (c.rpm.is_finite() ? *c.rpm.value() : 0) << " tpm "
+                  << (c.tpm.is_finite() ? *c.tpm.value() : 0) << " tpd " << (c.tpd.is_finite() ? *c.tpd.value() : 0)
+                  << " windows " << c.request_window.count() << "/" << c.token_window.count() << " refund "
+                  << c.refund_unused_tokens);
+    std::uint64_t calls = 0;
+    const int alive = static_cast<int>(g.between(2, 4));
+    std::vector<std::unique_ptr<redis_account>> objs;
+    int made = 0;
+    auto fresh = [&] {
+      ++made;
+      return std::make_unique<redis_account>(name, c, exec{&conn, &calls}, chunked(parts));
+    };
+    for (int i = 0; i < alive; ++i) objs.push_back(fresh());
+    REQUIRE(objs[0]->create(true, 0) == tr::outcome::ok);
+    const tr::layout l = tr::make_layout(name, c);
+    const tr::chunk_sizes z = objs[0]->chunk_size();
+    std::vector<logged> reqs, toks;  // admitted requests; tokens used (reserved, less refunds)
+    std::vector<std::pair<std::int64_t, std::uint64_t>> refusals;  // (t_us, tokens) of window refusals
+    std::int64_t t = 1000 * ms;
+    const std::int64_t step_max = std::max<std::int64_t>(1, static_cast<std::int64_t>(l.w[0].width_us ? l.w[0].width_us : l.w[1].width_us) * 1000 / 8);
+    int deaths = 0;
+    for (int step = 0; step < 1500; ++step) {
+      t += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(step_max)));
+      if (g.chance(2)) t += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(step_max) * 40));
+      const std::size_t i = g.between(0, objs.size() - 1);
+      redis_account& a = *objs[i];
+      const request rq = tgtest::req(g.between(0, 200), g.between(0, 200));
+      auto x = a.try_admit(rq, nanoseconds(t));
+      REQUIRE((x.how == tr::outcome::ok));
+      const std::int64_t tu = t / 1000;
+      if (x) {
+        ++total_adm;
+        if (x.lease.from_chunk()) ++local;
+        reqs.push_back({tu, 1});
+        std::uint64_t used = x.tokens;
+        if (g.chance(50)) {
+          const std::uint64_t u = g.between(0, x.tokens);
+          x.lease.settle(usage{u, 0, 0, 0, 0});
+          if (c.refund_unused_tokens) used = u;
+        } else {
+          x.lease.drop();
+        }
+        toks.push_back({tu, used});
+      } else if (x.d.retry_after() > nanoseconds(0) && !c.refund_unused_tokens) {
+        ++total_refused;
+        refusals.emplace_back(tu, x.tokens);
+      }
+      if (g.chance(1)) {
+        a.release_chunk();
+        REQUIRE(a.flush(nanoseconds(t)));
+      }
+      if (deaths < 2 && g.chance(1)) {  // dies holding its chunk: never returned
+        objs[i] = fresh();
+        ++deaths;
+      }
+    }
+    total_calls += calls;
+    // The exact windows, on what was admitted (tokens: as used, when refunded).
+    auto sums = [](const std::vector<logged>& v) {
+      std::vector<std::pair<std::int64_t, std::uint64_t>> e;
+      for (const logged& x : v) e.emplace_back(x.t_us, x.tokens);
+      return e;
+    };
+    if (l.w[0].limit) CHECK(tgtest::max_window_sum(sums(reqs), static_cast<std::int64_t>(l.w[0].period_us)) <= l.w[0].limit);
+    if (l.w[1].limit) CHECK(tgtest::max_window_sum(sums(toks), static_cast<std::int64_t>(l.w[1].period_us)) <= l.w[1].limit);
+    if (l.w[2].limit) CHECK(tgtest::max_window_sum(sums(toks), static_cast<std::int64_t>(l.w[2].period_us)) <= l.w[2].limit);
+    // The false-refusal bound: a request is refused only where some window,
+    // counting what was admitted in its sub-windows (the head and the 15
+    // before it), has less room than the request plus one chunk per object
+    // that may hold one (alive or dead).
+    const std::uint64_t holders = static_cast<std::uint64_t>(made);
+    for (const auto& rf : refusals) {
+      bool explained = false;
+      for (int k = 0; k < 3; ++k) {
+        const tr::window_params& w = l.w[k];
+        if (!w.limit) continue;
+        const std::int64_t s = rf.first / static_cast<std::int64_t>(w.width_us);
+        std::uint64_t counted = 0;
+        for (const logged& x : k == 0 ? reqs : toks) {
+          const std::int64_t xs = x.t_us / static_cast<std::int64_t>(w.width_us);
+          if (xs <= s && xs + 15 >= s && x.t_us <= rf.first) counted += x.tokens;
+        }
+        const std::uint64_t need = k == 0 ? 1 : rf.second;
+        const std::uint64_t held = holders * (k == 0 ? z.requests : std::max(z.tokens, std::uint64_t(400)));
+        if (counted + need + held > w.limit) explained = true;
+      }
+      INFO("refusal at " << rf.first << " us, tokens " << rf.second);
+      CHECK(explained);
+    }
+  }
+  std::printf("redis chunk random: %llu admissions (%llu from chunks), %llu script calls (%.3f per admission), "
+              "%llu window refusals checked\n",
+              static_cast<unsigned long long>(total_adm), static_cast<unsigned long long>(local),
+              static_cast<unsigned long long>(total_calls),
+              static_cast<double>(total_calls) / static_cast<double>(total_adm),
+              static_cast<unsigned long long>(total_refused));
+  CHECK(local > total_adm / 2);  // chunks were spent (else the run tests little)
+  CHECK(total_refused > 100);    // and the windows pressed
+}
