@@ -54,6 +54,8 @@
 // Threads: one account object is used by one thread at a time (its queue is
 // not shared); several threads or processes each make their own object on
 // the same name and share the state in Redis.
+// Chunked mode (options::chunk_parts): one call per chunk of window units
+// leased to this object; see redis/chunk.hpp, which states its bounds.
 // Test mode (options::test_mode) sends a supplied `now`, which the script
 // honours only for an account created in test mode (and then sets no key
 // expiry); an account not in test mode never sends one.
