@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <stdexcept>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -592,5 +593,60 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
       INFO("dimension " << (which == 0 ? "rpm" : "tpm") << " oracle " << m);
       CHECK(rejected == 0);
     }
+  }
+}
+
+namespace {
+// Sends the command, then, when told, answers as a timeout would (an error)
+// or throws: the call was applied but its caller cannot know.
+struct lossy_exec {
+  client* c;
+  int* mode;  // 0 pass, 1 error after sending, 2 throw after sending
+  tr::reply operator()(const std::vector<std::string>& argv) const {
+    tr::reply r = c->call(argv);
+    if (*mode == 1) return tr::reply::of_error("ERR tollgate-test: timed out");
+    if (*mode == 2) throw std::runtime_error("tollgate-test: connection lost");
+    return r;
+  }
+};
+}  // namespace
+
+TEST_CASE("redis chunk: a failed call's returns are never sent again", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), peer(srv.port());
+  redis_account b("lossy", strict_config(), exec{&peer, nullptr}, tr::options{true});
+  int mode = 0;
+  tr::account<lossy_exec> a("lossy", strict_config(), lossy_exec{&conn, &mode}, chunked(16));
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  std::int64_t t = 1000 * ms;
+  std::uint64_t used = 0;  // requests counted on the server
+  for (int m = 1; m <= 2; ++m) {
+    INFO("mode " << m);
+    for (int i = 0; i < 10; ++i) REQUIRE(a.try_admit(tgtest::req(1, 1), nanoseconds(t + i * ms)));
+    used += 100;  // this chunk, whole
+    CHECK(avail(b, 0, t) == 1600 - used);
+    a.release_chunk();
+    REQUIRE(a.queued_count() == 1);
+    mode = m;
+    if (m == 1) {
+      CHECK_FALSE(a.flush(nanoseconds(t + 20 * ms)));
+    } else {
+      bool threw = false;
+      try {
+        a.flush(nanoseconds(t + 20 * ms));
+      } catch (const std::runtime_error&) {
+        threw = true;
+      }
+      CHECK(threw);
+    }
+    mode = 0;
+    CHECK(a.queued_count() == 0);  // forgotten, not queued again
+    used -= 90;                    // applied once by the failed call
+    CHECK(avail(b, 0, t + 20 * ms) == 1600 - used);
+    // The next call carries nothing more: the 90 were freed once.
+    REQUIRE(a.flush(nanoseconds(t + 30 * ms)));
+    CHECK(avail(b, 0, t + 30 * ms) == 1600 - used);
+    t += 100 * ms;  // the next sub-window
   }
 }

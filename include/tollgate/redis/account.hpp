@@ -50,7 +50,7 @@
 // options::functions a missing function (FUNCTION FLUSH, a new server) by
 // FUNCTION LOAD REPLACE and the same FCALL. A lease must not outlive its
 // account; an exception from the executor leaves the account as it was (the
-// queue is kept) and reaches the caller.
+// queue is kept, less chunk returns: redis/chunk.hpp) and reaches the caller.
 // Threads: one account object is used by one thread at a time (its queue is
 // not shared); several threads or processes each make their own object on
 // the same name and share the state in Redis.
@@ -336,18 +336,19 @@ class basic_account {
     if (opt_.functions) return build_fcall(layout_, a, queue_.data(), n);
     return build_call(layout_, a, queue_.data(), n, sha_);
   }
-  reply send(const std::vector<std::string>& argv) { return ex_(argv); }
+  // An exception from the executor forgets the chunk returns the call carried.
+  reply send(const std::vector<std::string>& argv) { return detail_chunk::calls::send(*this, argv); }
   // After NOSCRIPT: the EVAL form (loads the body), then the SHA is learnt
   // again; for a function, FUNCTION LOAD and the same FCALL.
   reply resend(std::vector<std::string>& argv) {
     if (opt_.functions) {
       (void)ex_(build_function_load());
-      return ex_(argv);
+      return send(argv);
     }
     argv[0] = "EVAL";
     argv[1] = std::string(script);
     sha_.clear();
-    reply r = ex_(argv);
+    reply r = send(argv);
     learn_sha();
     return r;
   }

@@ -36,7 +36,8 @@
 //   is set through this object, or on release_chunk(); a refund of unused
 //   tokens of a chunk's request goes back the same way. A call that fails
 //   (an error, garbage, a timeout) forgets the returns it carried (it may
-//   have applied them; applied twice they would free another's units):
+//   have applied them; applied twice they would free another's units; so
+//   does an exception from the executor):
 //   those units stay counted until they leave the window, the safe side.
 //   Tokens used beyond a request's reservation are charged by the next call
 //   at its time, as without chunks; a chunk taken before that charge is not
@@ -193,6 +194,21 @@ struct calls {
       if (i >= a.sent_ || a.queue_[i].what != queued::kind::chunk_return) a.queue_[kept++] = a.queue_[i];
     a.queue_.resize(kept);
     a.sent_ = 0;
+  }
+  // Sends one command; an exception from the executor (it may have sent
+  // the command) forgets the chunk returns it carried, then passes on.
+  template <class Acc>
+  static reply send(Acc& a, const std::vector<std::string>& argv) {
+    struct guard {
+      Acc& a;
+      bool armed = true;
+      ~guard() {
+        if (armed) forget(a);
+      }
+    } g{a};
+    reply r = a.ex_(argv);
+    g.armed = false;
+    return r;
   }
   // One chunk call (op chunk): a grant becomes the held chunk; any other
   // answer is decoded into r as admit's.
