@@ -139,6 +139,13 @@ TEST_CASE("redis chunk: refused where it cannot be exact, off for small limits",
     CHECK_FALSE(x.lease.from_chunk());
   }
   CHECK(calls == 5);
+  // A token window too small for chunks turns them off whatever the other
+  // (TPM 20 / 16 is 1 token, beside a TPD of a million).
+  account_config small_t = strict_config();
+  small_t.tpm = limit(20);
+  small_t.tpd = limit(1000000);
+  redis_account st("small_t", small_t, exec{&conn, nullptr}, chunked(16));
+  CHECK_FALSE(st.chunk_size().on);
 }
 
 TEST_CASE("redis chunk: leftovers go back into their own sub-window", "[redis_server][chunk]") {

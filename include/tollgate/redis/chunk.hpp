@@ -95,10 +95,10 @@ constexpr chunk_sizes chunk_sizes_of(const layout& l, unsigned parts) noexcept {
   if (parts == 0) return z;
   // An unenforced rpm grants what is asked; the count only bounds the chunk.
   z.requests = l.w[0].limit != 0 ? l.w[0].limit / parts : (std::uint64_t(1) << 30);
-  std::uint64_t t = 0;
-  for (int k = 1; k < 3; ++k)
-    if (l.w[k].limit != 0 && (t == 0 || l.w[k].limit / parts < t)) t = l.w[k].limit / parts;
   const bool tokens_on = l.w[1].limit != 0 || l.w[2].limit != 0;
+  std::uint64_t t = max_units;  // the smaller of TPM's and TPD's chunks
+  for (int k = 1; k < 3; ++k)
+    if (l.w[k].limit != 0 && l.w[k].limit / parts < t) t = l.w[k].limit / parts;
   z.tokens = tokens_on ? t : 0;
   z.on = z.requests >= 2 && (!tokens_on || z.tokens >= 2);
   return z;
