@@ -441,8 +441,8 @@ struct fleet_record {
 account_config fleet_chunk_config() {
   account_config c;
   c.model = server_model::sliding_log;
-  c.rpm = limit(400);
-  c.tpm = limit(12000);
+  c.rpm = limit(96);  // low enough that a fleet starved of CPU still presses on it
+  c.tpm = limit(2880);
   c.tpd = limit(10000000);
   c.request_window = std::chrono::seconds(1);
   c.token_window = std::chrono::seconds(1);
@@ -462,7 +462,7 @@ void fleet_put(int fd, const fleet_record& r) {
 void chunk_work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, int run_ms) {
   client conn(port);
   std::uint64_t calls = 0;
-  redis_account a("cfleet", fleet_chunk_config(), exec{&conn, &calls}, chunked(32, false));
+  redis_account a("cfleet", fleet_chunk_config(), exec{&conn, &calls}, chunked(16, false));
   tgtest::rng g(seed);
   std::uint64_t refusals = 0, admitted = 0;
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(run_ms);
@@ -494,13 +494,15 @@ void chunk_work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool
 
 // The fleet at the server's time: 4 processes (1, 2, 1, 2 threads), each
 // thread its own connection and chunked account object; process 0 takes a
-// chunk and is killed holding it. About 2.5 s.
+// chunk and is killed holding it. Limits low enough (RPM 96, TPM 2,880 a
+// second; chunks of 6 requests, 180 tokens) that the fleet presses on them
+// also when starved of CPU. About 2.5 s.
 TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact windows", "[redis_server][chunk_fleet]") {
   server srv;
   REQUIRE(srv.running());
   {
     client admin(srv.port());
-    redis_account a("cfleet", fleet_chunk_config(), exec{&admin, nullptr}, chunked(32, false));
+    redis_account a("cfleet", fleet_chunk_config(), exec{&admin, nullptr}, chunked(16, false));
     REQUIRE(a.create(true) == tr::outcome::ok);
   }
   int pipefd[2];
@@ -510,7 +512,7 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
   const int threads_of[4] = {1, 2, 1, 2};
   const int run_ms = 2000;
   std::vector<pid_t> kids;
-  for (std::uint32_t w = 0; w < 4; ++w) {
+  auto spawn = [&](std::uint32_t w) {
     const pid_t p = ::fork();
     if (p == 0) {
       ::close(pipefd[0]);
@@ -521,26 +523,38 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
       for (auto& t : ts) t.join();
       ::_exit(0);
     }
-    REQUIRE(p > 0);
-    kids.push_back(p);
+    return p;
+  };
+  std::vector<fleet_record> log;
+  auto read_one = [&](int timeout_ms) {  // false at the end of every writer
+    pollfd pf{pipefd[0], POLLIN, 0};
+    if (::poll(&pf, 1, timeout_ms) <= 0) return true;
+    fleet_record r;
+    const ssize_t k = ::read(pipefd[0], &r, sizeof r);
+    if (k == 0) return false;
+    if (k == static_cast<ssize_t>(sizeof r)) log.push_back(r);
+    return true;
+  };
+  // The victim first, alone, until it holds its chunk (bounded: 5 s); then
+  // the others; it is killed 500 ms later.
+  kids.push_back(spawn(0));
+  REQUIRE(kids.back() > 0);
+  const auto first = std::chrono::steady_clock::now();
+  while (log.empty() && std::chrono::steady_clock::now() - first < std::chrono::seconds(5)) read_one(100);
+  for (std::uint32_t w = 1; w < 4; ++w) {
+    kids.push_back(spawn(w));
+    REQUIRE(kids.back() > 0);
   }
   ::close(pipefd[1]);
-  std::vector<fleet_record> log;
   const auto start = std::chrono::steady_clock::now();
   bool killed = false;
   for (;;) {
     const auto el = std::chrono::steady_clock::now() - start;
-    if (!killed && (el > std::chrono::milliseconds(500))) {
+    if (!killed && el > std::chrono::milliseconds(500)) {
       ::kill(kids[0], SIGKILL);
       killed = true;
     }
-    if (el > std::chrono::seconds(30)) break;
-    pollfd pf{pipefd[0], POLLIN, 0};
-    if (::poll(&pf, 1, 100) <= 0) continue;
-    fleet_record r;
-    const ssize_t k = ::read(pipefd[0], &r, sizeof r);
-    if (k == 0) break;
-    if (k == static_cast<ssize_t>(sizeof r)) log.push_back(r);
+    if (el > std::chrono::seconds(30) || !read_one(100)) break;
   }
   ::close(pipefd[0]);
   int st = 0;
@@ -566,7 +580,7 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
   }
   CHECK(summaries == 5);  // every thread but the victim's finished
   CHECK(victim == 1);
-  REQUIRE(reqs.size() > 400);
+  REQUIRE(reqs.size() > 50);  // 192 at most in 2 s; fewer on a starved machine (the pressure check follows)
   std::printf("redis chunk fleet: %zu admissions (%llu from chunks), %llu script calls (%.3f per admission), "
               "%llu refusals, 6 threads in 4 processes\n",
               reqs.size(), static_cast<unsigned long long>(local), static_cast<unsigned long long>(calls),
@@ -576,10 +590,13 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
   CHECK(tgtest::max_window_sum(toks, 1000000) <= tpm);
   // The fleet pressed on a limit (else the checks are weak): one of the
   // windows came within the false-refusal bound of its limit (6 objects and
-  // the victim's, chunks of a 32nd: 7/32).
+  // the victim's, chunks of a 16th: 7/16).
   const std::uint64_t r_top = tgtest::max_window_sum(reqs, 1000000), t_top = tgtest::max_window_sum(toks, 1000000);
-  CHECK((r_top * 32 >= rpm * 25 || t_top * 32 >= tpm * 25));
-  CHECK(calls * 2 < reqs.size() + refusals);  // chunks saved calls
+  INFO("busiest second: " << r_top << " requests, " << t_top << " tokens");
+  CHECK((r_top * 16 >= rpm * 9 || t_top * 16 >= tpm * 9));
+  // Chunks saved calls: every refusal is one call, the calls that granted
+  // a chunk (and each thread's last flush) are under half the admissions.
+  CHECK((calls - refusals) * 2 < reqs.size() + 2 * summaries);
   std::sort(reqs.begin(), reqs.end());
   const std::int64_t t0 = reqs.front().first * 1000;
   constexpr std::int64_t w_ns = 1000000000;
