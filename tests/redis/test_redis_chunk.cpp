@@ -372,7 +372,7 @@ TEST_CASE("redis chunk: random schedules over several objects keep the exact win
           x.lease.drop();
         }
         toks.push_back({tu, used});
-      } else if (x.d.retry_after() > nanoseconds(0) && !c.refund_unused_tokens) {
+      } else if (x.d.retry_after() > nanoseconds(0)) {  // refunds on or off
         ++total_refused;
         refusals.emplace_back(tu, x.tokens);
       }
@@ -398,7 +398,9 @@ TEST_CASE("redis chunk: random schedules over several objects keep the exact win
     // The false-refusal bound: a request is refused only where some window,
     // counting what was admitted in its sub-windows (the head and the 15
     // before it), has less room than the request plus one chunk per object
-    // that may hold one (alive or dead).
+    // that may hold one (alive or dead). With refunds: each lease is settled
+    // at once, so its refund goes back into its chunk (up to the grant) and
+    // the bound is still a chunk per object (chunk.hpp states the general one).
     const std::uint64_t holders = static_cast<std::uint64_t>(made);
     for (const auto& rf : refusals) {
       bool explained = false;
@@ -675,5 +677,276 @@ TEST_CASE("redis chunk: a failed call's returns are never sent again", "[redis_s
     REQUIRE(a.flush(nanoseconds(t + 30 * ms)));
     CHECK(avail(b, 0, t + 30 * ms) == 1600 - used);
     t += 100 * ms;  // the next sub-window
+  }
+}
+
+namespace {
+// Passes every command, but throws on a SCRIPT LOAD while armed (once).
+struct throw_on_load {
+  client* c;
+  bool* arm;
+  tr::reply operator()(const std::vector<std::string>& argv) const {
+    if (*arm && argv.size() >= 2 && argv[0] == "SCRIPT" && argv[1] == "LOAD") {
+      *arm = false;
+      throw std::runtime_error("tollgate-test: connection lost on SCRIPT LOAD");
+    }
+    return c->call(argv);
+  }
+};
+}  // namespace
+
+// After NOSCRIPT the EVAL form carries the queue (and applies it), then the
+// SHA is learnt again: an exception there forgets the chunk returns the EVAL
+// carried, so they are never applied twice (flush, remaining, a chunk call).
+TEST_CASE("redis chunk: an exception after a reloading EVAL never applies a return twice", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), peer(srv.port());
+  const std::int64_t t = 1000 * ms;
+  for (int path = 0; path < 3; ++path) {
+    INFO("path " << path << " (0 flush, 1 remaining, 2 a chunk call)");
+    const std::string name = "reload" + std::to_string(path);
+    redis_account b(name, strict_config(), exec{&peer, nullptr}, tr::options{true});
+    bool arm = false;
+    tr::account<throw_on_load> a(name, strict_config(), throw_on_load{&conn, &arm}, chunked(16));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    REQUIRE(a.try_admit(tgtest::req(1, 1), nanoseconds(t)));
+    REQUIRE(avail(b, 0, t) == 1600 - 100);  // the chunk, whole
+    a.release_chunk();
+    REQUIRE(a.queued_count() == 1);
+    // Its 99 leftovers come back once; a chunk call also takes a chunk of
+    // 100 (lost with the exception: counted, the safe side).
+    const std::uint64_t left = path == 2 ? 1600 - 1 - 100 : 1600 - 1;
+    REQUIRE(peer.call({"SCRIPT", "FLUSH"}).type != tr::reply::kind::error);
+    arm = true;
+    bool threw = false;
+    try {
+      if (path == 0) (void)a.flush(nanoseconds(t + ms));
+      else if (path == 1) (void)a.remaining(nanoseconds(t + ms));
+      else (void)a.try_admit(tgtest::req(1, 1), nanoseconds(t + ms));
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+    REQUIRE(threw);
+    CHECK(a.queued_count() == 0);  // the EVAL applied the return: forgotten
+    CHECK(avail(b, 0, t + 2 * ms) == left);
+    REQUIRE(a.flush(nanoseconds(t + 3 * ms)));  // carries nothing more
+    CHECK(avail(b, 0, t + 3 * ms) == left);
+  }
+}
+
+// A request of 0 tokens from an object whose time is behind a token window's
+// head (another object is ahead) takes nothing from that window: admitted as
+// without chunks (a lease, no chunk), never refused busy with no wait or
+// with a wait that is too short.
+TEST_CASE("redis chunk: a 0-token request beside a stale token window is admitted as without chunks",
+          "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  for (int which = 1; which <= 2; ++which) {
+    account_config c;
+    c.model = server_model::sliding_log;
+    c.tpm = limit(160000);
+    c.token_window = std::chrono::milliseconds(1500);  // sub-windows of 100 ms
+    if (which == 2) {
+      c.rpm = limit(1600);
+      c.request_window = std::chrono::milliseconds(3000);  // sub-windows of 200 ms
+    }
+    c.lease_timeout = std::chrono::hours(1);
+    for (int chunks = 0; chunks < 2; ++chunks) {
+      INFO("scenario " << which << " chunked " << chunks);
+      const std::string name = "zero" + std::to_string(which) + std::to_string(chunks);
+      const tr::options o = chunks ? chunked(16) : tr::options{true};
+      redis_account lead(name, c, exec{&conn, nullptr}, o), lag(name, c, exec{&conn, nullptr}, o);
+      REQUIRE(lead.create(true, 0) == tr::outcome::ok);
+      const std::int64_t tl = which == 1 ? 1000 * ms : 1150 * ms;  // the token head: 10, 11
+      const std::int64_t tg = which == 1 ? 990 * ms : 950 * ms;    // the lagging object: 9
+      REQUIRE(lead.try_admit(tgtest::req(10, 10), nanoseconds(tl)));
+      auto x = lag.try_admit(tgtest::req(0, 0), nanoseconds(tg));
+      CHECK(x.how == tr::outcome::ok);
+      nanoseconds at(tg);
+      if (which == 2) {  // RPM's head (5, 200 ms each) is ahead too: a wait to it
+        REQUIRE_FALSE(x);
+        CHECK(x.d.retry_after() == nanoseconds(50 * ms));
+        at += x.d.retry_after();
+        x = lag.try_admit(tgtest::req(0, 0), at);
+      }
+      REQUIRE(x);
+      CHECK_FALSE(x.lease.from_chunk());  // admit's lease: no chunk counted in a stale token window
+      CHECK(x.lease.id() >= 1);
+      x.lease.settle(usage{0, 0, 0, 0, 0});
+      // A request with tokens there is refused (stale), with a wait after which it is admitted.
+      auto y = lag.try_admit(tgtest::req(1, 1), at);
+      REQUIRE_FALSE(y);
+      REQUIRE(y.d.retry_after() > nanoseconds(0));
+      CHECK(lag.try_admit(tgtest::req(1, 1), at + y.d.retry_after()));
+    }
+  }
+}
+
+// The wait contract for 0-token requests (and others) from objects whose
+// times lag one another: a refusal with a wait is admitted at now + wait when
+// nothing was taken in between, and a window refusal always has a wait.
+TEST_CASE("redis chunk: the waits of lagging objects hold for 0-token requests too", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const std::uint64_t seed = tgtest::seed_for(17502);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t zero_refused = 0, zero_admitted = 0;
+  for (int trial = 0; trial < 8; ++trial) {
+    for (int chunks = 0; chunks < 2; ++chunks) {
+      tgtest::rng h(seed + static_cast<std::uint64_t>(trial));  // the same schedule with and without chunks
+      account_config c;
+      c.model = server_model::sliding_log;
+      if (h.chance(70)) c.rpm = limit(h.between(40, 400));
+      c.tpm = limit(h.between(2000, 20000));
+      c.request_window = std::chrono::milliseconds(h.chance(50) ? 3000 : 1500);
+      c.token_window = std::chrono::milliseconds(h.chance(50) ? 3000 : 1500);
+      c.max_request_tokens = 400;
+      c.lease_timeout = std::chrono::hours(1);
+      const std::string name = "zw" + std::to_string(trial) + "_" + std::to_string(chunks);
+      INFO("trial " << trial << " chunked " << chunks);
+      const tr::options o = chunks ? chunked(16) : tr::options{true};
+      std::vector<std::unique_ptr<redis_account>> objs;
+      std::vector<std::int64_t> lag;
+      for (int i = 0; i < 3; ++i) {
+        objs.push_back(std::make_unique<redis_account>(name, c, exec{&conn, nullptr}, o));
+        lag.push_back(i == 0 ? 0 : static_cast<std::int64_t>(h.between(0, 400)) * ms);
+      }
+      REQUIRE(objs[0]->create(true, 0) == tr::outcome::ok);
+      std::int64_t t = 2000 * ms;
+      for (int step = 0; step < 400; ++step) {
+        t += static_cast<std::int64_t>(h.between(0, 20)) * ms;
+        const std::size_t i = h.between(0, 2);
+        const bool zero = h.chance(40);
+        const request rq = zero ? tgtest::req(0, 0) : tgtest::req(h.between(1, 200), h.between(0, 200));
+        const std::int64_t now = t - lag[i];
+        auto x = objs[i]->try_admit(rq, nanoseconds(now));
+        INFO("step " << step << " object " << i << " zero " << zero);
+        REQUIRE(x.how == tr::outcome::ok);
+        if (x) {
+          if (zero) ++zero_admitted;
+          x.lease.drop();
+          continue;
+        }
+        if (zero) ++zero_refused;
+        CHECK(x.d.retry_after() > nanoseconds(0));  // never busy with no wait
+        if (x.d.retry_after() <= nanoseconds(0)) continue;
+        auto y = objs[i]->try_admit(rq, nanoseconds(now) + x.d.retry_after());
+        CHECK(y);
+        if (y) y.lease.drop();
+      }
+    }
+  }
+  std::printf("redis chunk zero-token waits: %llu admitted, %llu refused\n",
+              static_cast<unsigned long long>(zero_admitted),
+              static_cast<unsigned long long>(zero_refused));
+  CHECK(zero_admitted > 100);
+}
+
+// With refund_unused_tokens, refunds of requests spent from chunks settled
+// after their chunk is gone (or past its grant) are queued; before a local
+// admission they are carried once they reach a chunk's tokens, so an active
+// holder keeps less than two chunks counted but unspent.
+TEST_CASE("redis chunk: refunds of old chunks' requests are carried by the next local admission",
+          "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), peer(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.tpm = limit(1600);
+  c.token_window = std::chrono::milliseconds(1500);  // sub-windows of 100 ms; chunks of 100 tokens
+  c.refund_unused_tokens = true;
+  c.lease_timeout = std::chrono::hours(1);
+  {
+    // Old chunks in the same sub-window (the reported schedule).
+    redis_account a("rd_same", c, exec{&conn, nullptr}, chunked(16));
+    redis_account b("rd_same", c, exec{&peer, nullptr}, chunked(16));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    std::int64_t tick = 0;
+    auto at = [&] { return nanoseconds(1000 * ms + 1000 * (tick++)); };
+    std::uint64_t used = 0;
+    std::vector<redis_account::lease_type> inflight, keep;
+    for (int i = 0; i < 50; ++i) {
+      auto x = a.try_admit(tgtest::req(5, 5), at());
+      REQUIRE(x);
+      inflight.push_back(std::move(x.lease));
+    }
+    auto y = a.try_admit(tgtest::req(5, 5), at());  // a sixth chunk
+    REQUIRE(y);
+    used += 10;
+    keep.push_back(std::move(y.lease));
+    for (auto& l : inflight) l.settle(usage{0, 0, 0, 0, 0});
+    CHECK(a.chunk().tokens == 100);  // filled up to its grant, the rest queued
+    CHECK(a.queued_count() == 49);
+    for (int i = 0; i < 3; ++i) {
+      auto z = a.try_admit(tgtest::req(5, 5), at());
+      REQUIRE(z);
+      CHECK(z.lease.from_chunk());
+      used += 10;
+      keep.push_back(std::move(z.lease));
+    }
+    CHECK(a.queued_count() == 0);  // carried by the first of them
+    std::uint64_t b_used = 0;
+    for (int i = 0; i < 1000; ++i) {
+      auto z = b.try_admit(tgtest::req(5, 5), at());
+      if (!z) break;
+      b_used += 10;
+      keep.push_back(std::move(z.lease));
+    }
+    const std::uint64_t room = 1600 - used - b_used;
+    INFO("room " << room);
+    CHECK(room <= 2 * 100);  // two objects, a chunk each
+  }
+  {
+    // Old chunks of an older sub-window: below a chunk's tokens they wait; at it, carried.
+    redis_account a("rd_old", c, exec{&conn, nullptr}, chunked(16));
+    redis_account b("rd_old", c, exec{&peer, nullptr}, tr::options{true});
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    std::vector<redis_account::lease_type> old;
+    for (int i = 0; i < 20; ++i) {
+      auto x = a.try_admit(tgtest::req(5, 5), nanoseconds(1000 * ms + i * ms));  // sub-window 10: 2 chunks
+      REQUIRE(x);
+      old.push_back(std::move(x.lease));
+    }
+    REQUIRE(a.try_admit(tgtest::req(5, 5), nanoseconds(1150 * ms)));  // sub-window 11: a new chunk
+    const std::uint64_t before = avail(b, 1, 1151 * ms);
+    for (int i = 0; i < 9; ++i) old[static_cast<std::size_t>(i)].settle(usage{0, 0, 0, 0, 0});  // 90 tokens
+    CHECK(a.queued_count() == 9);
+    REQUIRE(a.try_admit(tgtest::req(5, 5), nanoseconds(1152 * ms)));  // below a chunk: no call
+    CHECK(a.queued_count() == 9);
+    CHECK(avail(b, 1, 1153 * ms) == before);
+    old[9].settle(usage{0, 0, 0, 0, 0});  // 100 tokens queued
+    auto z = a.try_admit(tgtest::req(5, 5), nanoseconds(1154 * ms));
+    REQUIRE(z);
+    CHECK(z.lease.from_chunk());
+    CHECK(a.queued_count() == 0);
+    CHECK(avail(b, 1, 1155 * ms) == before + 100);
+  }
+}
+
+// Test mode needs a supplied now: without one, try_admit is a bad call, also
+// while a chunk is held (its sub-window could not bound the spend).
+TEST_CASE("redis chunk: test mode without a supplied now is a bad call", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  for (unsigned parts : {0u, 16u}) {
+    INFO("parts " << parts);
+    std::uint64_t calls = 0;
+    redis_account a(parts ? "nn_chunk" : "nn_plain", strict_config(), exec{&conn, &calls}, chunked(parts));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    REQUIRE(a.try_admit(tgtest::req(1, 1), nanoseconds(1000 * ms)));
+    if (parts) REQUIRE(a.chunk().live);
+    calls = 0;
+    auto y = a.try_admit(tgtest::req(1, 1));
+    CHECK_FALSE(y);
+    CHECK(y.how == tr::outcome::bad_call);
+    CHECK(calls == 0);
+    if (parts) CHECK(a.chunk().requests == 99);
   }
 }

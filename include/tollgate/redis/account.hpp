@@ -52,8 +52,9 @@
 // account; an exception from the executor leaves the account as it was (the
 // queue is kept, less chunk returns: redis/chunk.hpp) and reaches the caller.
 // Threads: one account object is used by one thread at a time (its queue is
-// not shared); several threads or processes each make their own object on
-// the same name and share the state in Redis.
+// not shared; two threads calling one object at once corrupt its memory:
+// undefined behaviour, no lock guards it); several threads or processes each
+// make their own object on the same name and share the state in Redis.
 // Chunked mode (options::chunk_parts): one call per chunk of window units
 // leased to this object; see redis/chunk.hpp, which states its bounds.
 // Test mode (options::test_mode) sends a supplied `now`, which the script
@@ -162,7 +163,10 @@ class basic_account {
     return simple(a, r, false);
   }
 
-  admission try_admit(const request& req) { return admit(req, std::nullopt, std::nullopt); }
+  // In test mode a `now` is needed: outcome::bad_call, without a call.
+  admission try_admit(const request& req) {
+    return opt_.test_mode ? refused(outcome::bad_call) : admit(req, std::nullopt, std::nullopt);
+  }
   // Test mode only: decides at `now` (an account not in test mode refuses:
   // outcome::bad_call, without a call).
   admission try_admit(const request& req, nanoseconds now) {
@@ -277,7 +281,10 @@ class basic_account {
   using local_account = tollgate::account<steady_clock, Currency>;
   void enqueue(const queued& q) { queue_.push_back(q); }
   // A chunk's return rides on the very next call, ahead of the queue.
-  void return_front(const queued& q) { queue_.insert(queue_.begin(), q); }
+  void return_front(const queued& q) {
+    queue_.insert(queue_.begin(), q);
+    back_ += q.refund_tokens;
+  }
 
   // The fallback's limits: share_percent of each, rounded down; no budget
   // (budgets fail closed), so none when the account has one.
@@ -315,15 +322,9 @@ class basic_account {
     return true;
   }
 
-  static std::int64_t to_us(nanoseconds now) noexcept {
-    return now.count() <= 0 ? 0 : now.count() / 1000;  // floor: an earlier time is never more permissive
-  }
-  static nanoseconds us(std::int64_t v) noexcept {
-    constexpr std::int64_t top = std::int64_t(1) << 53;
-    const std::int64_t c = v < -top ? -top : v > top ? top : v;
-    return nanoseconds(c * 1000);
-  }
-  static std::int64_t clampm(std::int64_t v) noexcept { return v < 0 ? 0 : v > (std::int64_t(1) << 52) ? (std::int64_t(1) << 52) : v; }
+  static std::int64_t to_us(nanoseconds now) noexcept { return detail_protocol::to_us(now); }
+  static nanoseconds us(std::int64_t v) noexcept { return detail_protocol::from_us(v); }
+  static std::int64_t clampm(std::int64_t v) noexcept { return detail_protocol::clamp_money(v); }
 
   bool stamp(call_args& a, std::optional<nanoseconds> now) const {
     if (opt_.test_mode != now.has_value()) return false;
@@ -352,13 +353,14 @@ class basic_account {
     learn_sha();
     return r;
   }
-  void learn_sha() {
-    const reply r = ex_(build_script_load());
+  void learn_sha() {  // through send: an exception forgets the returns an EVAL just applied
+    const reply r = send(build_script_load());
     if (r.type == reply::kind::string && r.str.size() == 40) sha_ = r.str;
   }
   void carried(bool carry) {
     if (carry && sent_ > 0) queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(sent_));
     sent_ = 0;
+    detail_chunk::calls::recount(*this);
   }
   outcome simple(call_args& a, call_reply& r, bool carry) {
     if (sha_.empty() && !opt_.functions) learn_sha();
@@ -407,6 +409,7 @@ class basic_account {
       a.d = decision::refuse(reason::exceeds_capacity);
       return a;
     }
+    if (sizes_.on) detail_chunk::calls::carry_back(*this, now_us);
     const nanoseconds sent = opt_.test_mode ? nanoseconds(0) : steady_clock::now();
     if (sizes_.on && chunk_.covers(a.tokens, now_us, sent)) {
       detail_chunk::calls::spend(*this, req, a, now_us, sent);
@@ -421,9 +424,6 @@ class basic_account {
     call_reply r;
     outcome o;
     if (sizes_.on) {
-      release_chunk();  // its leftovers ride on this call, before it decides
-      c.extra = {std::to_string(sizes_.requests),
-                 std::to_string(sizes_.tokens > a.tokens ? sizes_.tokens : a.tokens)};
       o = detail_chunk::calls::take(*this, c, r);
       if (o == outcome::ok && chunk_.live) {
         fault_until_.reset();
@@ -487,6 +487,7 @@ class basic_account {
   nanoseconds last_now_{0};
   chunk_sizes sizes_;
   held_chunk chunk_;
+  std::uint64_t back_ = 0;  // tokens of the chunk returns queued (redis/chunk.hpp)
 };
 
 template <class Executor>

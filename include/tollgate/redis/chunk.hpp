@@ -33,12 +33,15 @@
 //   Leftovers. A chunk's unspent units go back into their own sub-windows,
 //   queued at the head of the account's queue when the next chunk is taken
 //   (so that call carries them, before it decides), when a pause or a stop
-//   is set through this object, or on release_chunk(); a refund of unused
-//   tokens of a chunk's request goes back the same way. A call that fails
+//   is set through this object, or on release_chunk(). A refund of unused
+//   tokens of a chunk's request goes back into the held chunk (up to its
+//   grant) when that chunk is counted in the same sub-windows, else it is
+//   queued as a return. A call that fails
 //   (an error, garbage, a timeout) forgets the returns it carried (it may
 //   have applied them; applied twice they would free another's units; so
-//   does an exception from the executor):
-//   those units stay counted until they leave the window, the safe side.
+//   does an exception from the executor, also one on the SCRIPT LOAD after
+//   a NOSCRIPT's EVAL): those units stay counted until they leave the
+//   window, the safe side.
 //   Tokens used beyond a request's reservation are charged by the next call
 //   at its time, as without chunks; a chunk taken before that charge is not
 //   held back by it (what credit.hpp states of a debt).
@@ -46,6 +49,12 @@
 //   returns the last one first): N objects keep at most N / chunk_parts of
 //   each limit counted but not spent, so a request is refused only where
 //   the window, counting only what was admitted, has at most that much room.
+//   With refund_unused_tokens, refunds queued as returns are carried before
+//   an object's next local admission once they reach a chunk's tokens: an
+//   object keeps at most its chunk (a grant: at most the larger of a chunk
+//   and the request's tokens) and less than a chunk of queued refunds, plus
+//   what its leases refunded since its last admission (carried by its next
+//   call, as without chunks): 2 N / chunk_parts of a token limit and those.
 //   A process that dies (or an object destroyed) holding a chunk loses it:
 //   its units count as spent until their sub-window leaves the window (one
 //   window and one sub-window at most).
@@ -54,7 +63,11 @@
 //   sub-window ends (a window / 15 at most).
 //   Threads. The chunk belongs to its account object, used by one thread at
 //   a time (each thread makes its own object): spending it takes no lock and
-//   no atomic operation.
+//   no atomic operation. Two threads on one object corrupt its memory.
+//   Test mode: try_admit without a supplied now is a bad call (no call).
+//   A 0-token request where a token window's head is ahead of its time is
+//   admitted as without chunks (a lease; no chunk: the stale sub-window
+//   takes no chunk's tokens), so its decision and its wait agree.
 #ifndef TOLLGATE_REDIS_CHUNK_HPP
 #define TOLLGATE_REDIS_CHUNK_HPP
 
@@ -111,6 +124,7 @@ struct held_chunk {
   std::uint64_t epoch = 0;
   std::int64_t slots[3] = {-1, -1, -1};
   std::uint64_t requests = 0, tokens = 0;  // left
+  std::uint64_t granted = 0;               // the tokens granted: refunds fill it up to this
   std::int64_t start_us = 0, end_us = 0;   // server µs: the grant's time, the first sub-window's end
   nanoseconds sent{0};                     // steady: when the granting call was sent
   nanoseconds until{0};                    // steady: spendable before this (not in test mode)
@@ -122,6 +136,7 @@ struct held_chunk {
     for (int k = 0; k < 3; ++k) slots[k] = g.slots[k];
     requests = g.requests;
     tokens = g.tokens;
+    granted = g.tokens;
     start_us = g.now_us;
     end_us = g.end_us;
     sent = sent_at;
@@ -194,6 +209,43 @@ struct calls {
       if (i >= a.sent_ || a.queue_[i].what != queued::kind::chunk_return) a.queue_[kept++] = a.queue_[i];
     a.queue_.resize(kept);
     a.sent_ = 0;
+    recount(a);
+  }
+  // The tokens the queued chunk returns hold (after a call changed the queue).
+  template <class Acc>
+  static void recount(Acc& a) {
+    a.back_ = 0;
+    for (const queued& q : a.queue_)
+      if (q.what == queued::kind::chunk_return) a.back_ += q.refund_tokens;
+  }
+  // A refund of a request spent from a chunk: into the held chunk, up to its
+  // grant, when it is counted in the same sub-windows of the same epoch
+  // (spent again only while they are the head, as the chunk's own); the rest
+  // is queued as a return.
+  template <class Acc>
+  static void refund(Acc& a, std::uint64_t e, std::int64_t s1, std::int64_t s2, std::uint64_t t) {
+    held_chunk& h = a.chunk_;
+    if (h.live && h.epoch == e && h.slots[1] == s1 && h.slots[2] == s2 && h.tokens < h.granted) {
+      const std::uint64_t m = t < h.granted - h.tokens ? t : h.granted - h.tokens;
+      h.tokens += m;
+      t -= m;
+    }
+    if (t == 0) return;
+    const std::int64_t s[3] = {-1, s1, s2};
+    a.return_front(held_chunk::returning(e, s, 0, t));
+  }
+  // Before a local admission: queued returns of a chunk's tokens past one
+  // chunk's size are carried now (a flush), so a holder that calls rarely
+  // keeps less than a chunk of them counted. A failed flush leaves it.
+  template <class Acc>
+  static void carry_back(Acc& a, std::optional<std::int64_t> now_us) {
+    while (a.chunk_.live && a.sizes_.tokens > 0 && a.back_ >= a.sizes_.tokens) {
+      call_args f;
+      f.what = op::flush;
+      f.now_us = now_us;
+      call_reply r;
+      if (a.simple(f, r, true) != outcome::ok) return;
+    }
   }
   // Sends one command; an exception from the executor (it may have sent
   // the command) forgets the chunk returns it carried, then passes on.
@@ -214,6 +266,9 @@ struct calls {
   // answer is decoded into r as admit's.
   template <class Acc>
   static outcome take(Acc& a, call_args& c, call_reply& r) {
+    a.release_chunk();  // its leftovers ride on this call, before it decides
+    const std::uint64_t t = a.sizes_.tokens > c.tokens ? a.sizes_.tokens : c.tokens;  // at least the request's
+    c.extra = {std::to_string(a.sizes_.requests), std::to_string(t)};
     if (a.sha_.empty() && !a.opt_.functions) a.learn_sha();
     std::vector<std::string> argv = a.words(c, true);
     const nanoseconds sent = a.opt_.test_mode ? nanoseconds(0) : steady_clock::now();

@@ -96,6 +96,11 @@
 //   (an operator's statement that nothing ran in the last window: made once,
 //   at first deployment; a lost state reads as a new account, so a fresh
 //   create at every start would skip the hold, see redis/account.hpp).
+//   The hold runs from the time of the call that finds the loss: a call
+//   whose time lags (a supplied now behind; a failover to a replica that
+//   lost the state and whose clock is behind) starts it early, and up to
+//   twice a limit is admitted in one window of the later times (what the
+//   lost state counted, and a limit after the early hold). Not fixed.
 //   A key lost on its own. The lease set is the one key with an expiry (what
 //   the volatile-* eviction policies take), and an operator may delete it.
 //   A set whose size is not lcount was changed behind the script's back: a

@@ -6,7 +6,8 @@
 // then what it frees stays counted: capacity comes back late, never early).
 // A lease the local fallback admitted settles into the local account at
 // once; one spent from a chunk (redis/chunk.hpp) queues only a charge or a
-// refund, no release. Each of them is done once: the lease is empty after it, and a
+// refund (which goes into the held chunk when it is counted with it), no
+// release. Each of them is done once: the lease is empty after it, and a
 // second call, or one on an empty (default or moved-from) lease, does
 // nothing. A lease must not outlive its account.
 #ifndef TOLLGATE_REDIS_LEASE_HPP
@@ -75,9 +76,7 @@ class lease {
         q.charge_tokens = used - tokens_;
         finish(q);
       } else if (refund_ && used < tokens_) {
-        const std::int64_t s[3] = {-1, tpm_slot_, tpd_slot_};
-        acc_->return_front(held_chunk::returning(epoch_, s, 0, tokens_ - used));
-        acc_ = nullptr;
+        detail_chunk::calls::refund(*std::exchange(acc_, nullptr), epoch_, tpm_slot_, tpd_slot_, tokens_ - used);
       } else {
         acc_ = nullptr;
       }

@@ -17,6 +17,7 @@
 #define TOLLGATE_REDIS_PROTOCOL_HPP
 
 #include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/script.hpp>
 
@@ -101,6 +102,13 @@ constexpr std::uint64_t clamp_u(std::uint64_t v, std::uint64_t top) noexcept { r
 constexpr std::int64_t clamp_i(std::int64_t v, std::int64_t lo, std::int64_t hi) noexcept {
   return v < lo ? lo : v > hi ? hi : v;
 }
+// The script's units: a time in µs (floor: an earlier time is never more
+// permissive), a µs reply as a duration (within ±2^53 µs), money in [0, 2^52].
+constexpr std::int64_t to_us(nanoseconds now) noexcept { return now.count() <= 0 ? 0 : now.count() / 1000; }
+constexpr nanoseconds from_us(std::int64_t v) noexcept {
+  return nanoseconds(clamp_i(v, -(std::int64_t(1) << 53), std::int64_t(1) << 53) * 1000);
+}
+constexpr std::int64_t clamp_money(std::int64_t v) noexcept { return clamp_i(v, 0, std::int64_t(1) << 52); }
 }  // namespace detail_protocol
 
 // The words after the script (or its SHA): numkeys, keys, ARGV.
@@ -253,7 +261,8 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
 //   {0, requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch}
 // (slot -1: the window is not enforced; end_us the server µs at which the
 // first of the head sub-windows they are counted in ends). Any other
-// answer is call_reply's shape, a refusal (code 0 there is garbage).
+// answer is call_reply's shape: a refusal, or an admission with a lease as
+// admit's (a 0-token request where a token window's head is ahead: no chunk).
 struct chunk_reply {
   std::uint64_t requests = 0, tokens = 0;
   std::int64_t end_us = 0;
@@ -281,9 +290,7 @@ inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& re
     granted = true;
     return call_status::ok;
   }
-  const call_status st = decode_call(r, refusal, op::chunk);
-  if (st == call_status::ok && refusal.code == script_code::admitted) return call_status::garbage;
-  return st;
+  return decode_call(r, refusal, op::admit);
 }
 
 // A refusal that answers any op in place of its own reply (bad call,

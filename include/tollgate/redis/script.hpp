@@ -110,7 +110,9 @@ namespace redis {
 //   chunk: the requests and tokens wanted (at least 1 and the tokens of
 //   ARGV 17, which it admits or refuses as admit would), granted up to what
 //   each strict window has left, answered {0, requests, tokens, end_us, rpm
-//   slot, tpm slot, tpd slot, now_us, epoch} (protocol.hpp, decode_chunk).
+//   slot, tpm slot, tpd slot, now_us, epoch} (protocol.hpp, decode_chunk);
+//   0 tokens where a token window's head is ahead of its time: no chunk, an
+//   admission with a lease in admit's shape.
 //   Refused (bad call) with concurrency, a budget, a bucket or a calendar day.
 // The whole body is one chunk, joined at compile time from its three parts
 // (redis/script_check.hpp, redis/script_spaced.hpp, redis/script_decide.hpp),

@@ -397,7 +397,14 @@ for k = 1, 3 do
   end
 end
 if budget >= 0 and worst > budget - E.committed then return refuse(0) end
-if op == 'chunk' then
+-- A request of 0 tokens takes nothing from a token window, but a chunk's
+-- tokens go into its head: where the head is ahead of t (stale) it gets no
+-- chunk and is admitted as by admit (a lease), as without chunks.
+local plain = false
+if n == 0 then
+  for k = 2, 3 do if win(k) and slot_at(W[k], t) < W[k].head then plain = true end end
+end
+if op == 'chunk' and not plain then
   -- Up to the wanted units of each window (at least one request and n
   -- tokens, checked above), all counted in the head sub-window at t: the
   -- caller spends them only while that sub-window is the head of each.
