@@ -11,13 +11,20 @@
 // that every request is admitted (the admission path is what is measured),
 // and each admitted request settles at once (its settlement carried by the
 // next call, as a worker that settles before its next request does).
+// Beside them, the chunked mode (options::chunk_parts, redis/chunk.hpp) on an
+// account of RPM, TPM and TPD only (chunked mode refuses concurrency and a
+// budget), strict windows, with chunks of 10 and of 100 requests: one call
+// per chunk, the rest spent in the process; and that account without
+// chunks (what dropping concurrency and the budget alone gives). Each round runs the reference
+// and then each account row, alternating; a row's ratio is the median of its
+// rounds' ratios to the same round's reference, with their range.
 //
 // Usage: tollgate_redis_bench [seconds per run, default 2] [rounds, default 3]
 //   [policy: strict (sliding_log, the default here) or spaced (server model
 //   unknown, the library's default: spaced buckets for RPM and TPM, with no
 //   spacing margin so that the spacing does not bound the rate; RPM 100 M
 //   and TPM 800 M a minute, within what the spaced policy takes)]
-// Bounded: every run stops at its time (3 x 2 x rounds runs in all); the
+// Bounded: every run stops at its time (3 x 5 x rounds runs in all); the
 // server is killed on exit.
 #include "../tests/redis/redis_support.hpp"
 
@@ -94,12 +101,31 @@ account_config account_under_test() {
   return c;
 }
 
-result run_account(int port, const char* name, double seconds) {
+// The chunked rows' account: strict windows of RPM 10^9, TPM 10^12 and TPD
+// 10^15, so that every request is admitted; chunk_parts makes a chunk of
+// `chunk` requests (its tokens, a (10^9 / chunk)th of TPM, cover more).
+account_config chunked_under_test() {
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(1000000000);
+  c.tpm = limit(1000000000000);
+  c.tpd = limit(1000000000000000);
+  c.lease_timeout = std::chrono::seconds(60);
+  return c;
+}
+// chunk 1: that account without chunked mode (one call a request).
+tr::options chunk_options(unsigned chunk) {
+  tr::options o;
+  o.chunk_parts = chunk <= 1 ? 0 : 1000000000u / chunk;
+  return o;
+}
+
+result run_account(int port, const char* name, double seconds, unsigned chunk) {
   result r;
   client conn(port);
   if (!conn.connected()) return r;
   counting_exec ex{&conn, &r.calls};
-  tr::account<counting_exec> a(name, account_under_test(), ex);
+  tr::account<counting_exec> a(name, chunk ? chunked_under_test() : account_under_test(), ex, chunk_options(chunk));
   static const model_info k26 = *find_model("kimi-k2.6");
   request q;
   q.model = &k26;
@@ -122,7 +148,8 @@ result run_account(int port, const char* name, double seconds) {
     ++r.admitted;
     x.lease.settle(usage{100, 50, 0, 0, 0});
   }
-  a.flush();  // the last settlement: counted as the run's round trips
+  a.release_chunk();
+  a.flush();  // the last settlement (and chunk): counted as the run's round trips
   return r;
 }
 
@@ -150,7 +177,8 @@ result run_gcra(int port, const std::string& sha, double seconds) {
 
 // One forked run of `procs` workers; each writes its counts and latencies
 // into a pipe, the parent merges them.
-result fleet(int procs, bool reference, int port, const std::string& sha, double seconds) {
+// chunk: 0 the account, else the chunked account with chunks of `chunk`.
+result fleet(int procs, bool reference, int port, const std::string& sha, double seconds, unsigned chunk = 0) {
   std::vector<pid_t> pids;
   std::vector<int> fds;
   for (int i = 0; i < procs; ++i) {
@@ -159,7 +187,8 @@ result fleet(int procs, bool reference, int port, const std::string& sha, double
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::close(p[0]);
-      const result r = reference ? run_gcra(port, sha, seconds) : run_account(port, "bench", seconds);
+      const result r = reference ? run_gcra(port, sha, seconds)
+                                 : run_account(port, chunk ? "bench_chunk" : "bench", seconds, chunk);
       const std::uint64_t head[5] = {r.admitted, r.refused, r.calls, r.errors, r.lat_ns.size()};
       auto put = [&](const void* b, std::size_t n) {
         const char* c = static_cast<const char*>(b);
@@ -289,7 +318,8 @@ int main(int argc, char** argv) {
     // The account's epoch (fresh: nothing ran on it).
     std::uint64_t n = 0;
     tr::account<counting_exec> a("bench", account_under_test(), counting_exec{&admin, &n});
-    if (a.create(true) != tr::outcome::ok) {
+    tr::account<counting_exec> b("bench_chunk", chunked_under_test(), counting_exec{&admin, &n}, chunk_options(10));
+    if (a.create(true) != tr::outcome::ok || b.create(true) != tr::outcome::ok) {
       std::fprintf(stderr, "create failed\n");
       return 1;
     }
@@ -305,48 +335,59 @@ int main(int argc, char** argv) {
   std::printf("machine: %s, %ld online CPUs, %s %s; redis-server %s; %.1f s per run, %d rounds\n",
               cpu_model().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release, version.c_str(), seconds,
               rounds);
-  std::printf("| procs | script | admissions/s | ratio | round trips / request | p50 us | p99 us | server us / call | "
-              "server calls / call | errors |\n");
+  std::printf("| procs | script | admissions/s | ratio (range) | round trips / request | p50 us | p99 us | server us / "
+              "call | server calls / call | errors |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  // The account; the windows-only account without chunks, chunked by 10 and by 100 requests.
+  constexpr int rows = 4;
+  const unsigned chunks[rows] = {0, 1, 10, 100};
+  const char* names[rows] = {"tollgate account", "RPM/TPM/TPD only, no chunks", "chunked, 10 a chunk",
+                             "chunked, 100 a chunk"};
   for (int procs : {1, 2, 4}) {
-    // Rounds alternate the two scripts, so a neighbour's load on a shared
-    // machine falls on both; the rates are the rounds' medians, the latencies
+    // Rounds alternate the scripts, so a neighbour's load on a shared
+    // machine falls on each; the rates are the rounds' medians, the latencies
     // and the server's figures pooled over the rounds.
-    result ref, acc;
-    std::vector<double> rates_ref, rates_acc;
-    server_side sref, sacc;
+    result ref, acc[rows];
+    std::vector<double> rates_ref, rates_acc[rows], ratios[rows];
+    server_side sref, sacc[rows];
     for (int round = 0; round < rounds; ++round) {
       (void)admin.call({"CONFIG", "RESETSTAT"});
       result r = fleet(procs, true, srv.port(), load.str, seconds);
       const server_side s1 = commandstats(admin);
-      (void)admin.call({"CONFIG", "RESETSTAT"});
-      result a = fleet(procs, false, srv.port(), load.str, seconds);
-      const server_side s2 = commandstats(admin);
       rates_ref.push_back(static_cast<double>(r.admitted) / seconds);
-      rates_acc.push_back(static_cast<double>(a.admitted) / seconds);
       sref.usec_per_script += s1.usec_per_script / rounds;
       sref.commands_per_script += s1.commands_per_script / rounds;
-      sacc.usec_per_script += s2.usec_per_script / rounds;
-      sacc.commands_per_script += s2.commands_per_script / rounds;
-      for (auto* x : {&r, &a}) {
-        result& into = x == &r ? ref : acc;
-        into.admitted += x->admitted;
-        into.refused += x->refused;
-        into.calls += x->calls;
-        into.errors += x->errors;
-        into.lat_ns.insert(into.lat_ns.end(), x->lat_ns.begin(), x->lat_ns.end());
+      auto pool = [](result& into, const result& x) {
+        into.admitted += x.admitted;
+        into.refused += x.refused;
+        into.calls += x.calls;
+        into.errors += x.errors;
+        into.lat_ns.insert(into.lat_ns.end(), x.lat_ns.begin(), x.lat_ns.end());
+      };
+      pool(ref, r);
+      for (int k = 0; k < rows; ++k) {
+        (void)admin.call({"CONFIG", "RESETSTAT"});
+        result a = fleet(procs, false, srv.port(), load.str, seconds, chunks[k]);
+        const server_side s2 = commandstats(admin);
+        rates_acc[k].push_back(static_cast<double>(a.admitted) / seconds);
+        ratios[k].push_back(r.admitted > 0 ? static_cast<double>(a.admitted) / static_cast<double>(r.admitted) : 0);
+        sacc[k].usec_per_script += s2.usec_per_script / rounds;
+        sacc[k].commands_per_script += s2.commands_per_script / rounds;
+        pool(acc[k], a);
       }
     }
-    const double rr = median(rates_ref);
-    const double ra = median(rates_acc);
-    auto row = [&](const char* what, result& r, double rate, const server_side& ss) {
+    auto row = [&](const char* what, result& r, double rate, const std::vector<double>* rs, const server_side& ss) {
       const double trips = r.admitted > 0 ? static_cast<double>(r.calls) / static_cast<double>(r.admitted) : 0;
-      std::printf("| %d | %s | %.0f | %.2f | %.3f | %.1f | %.1f | %.1f | %.1f | %llu |\n", procs, what, rate,
-                  rr > 0 ? rate / rr : 0, trips, pct(r.lat_ns, 0.50), pct(r.lat_ns, 0.99), ss.usec_per_script,
-                  ss.commands_per_script, static_cast<unsigned long long>(r.errors));
+      char ratio[64] = "1.00";
+      if (rs)
+        std::snprintf(ratio, sizeof ratio, "%.2f (%.2f-%.2f)", median(*rs), *std::min_element(rs->begin(), rs->end()),
+                      *std::max_element(rs->begin(), rs->end()));
+      std::printf("| %d | %s | %.0f | %s | %.3f | %.1f | %.1f | %.1f | %.1f | %llu |\n", procs, what, rate, ratio, trips,
+                  pct(r.lat_ns, 0.50), pct(r.lat_ns, 0.99), ss.usec_per_script, ss.commands_per_script,
+                  static_cast<unsigned long long>(r.errors));
     };
-    row("GCRA, one key", ref, rr, sref);
-    row("tollgate account", acc, ra, sacc);
+    row("GCRA, one key", ref, median(rates_ref), nullptr, sref);
+    for (int k = 0; k < rows; ++k) row(names[k], acc[k], median(rates_acc[k]), &ratios[k], sacc[k]);
     std::fflush(stdout);
   }
   return 0;

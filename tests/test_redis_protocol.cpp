@@ -231,7 +231,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
   const std::uint64_t seed = tgtest::seed_for(17017);
   tgtest::rng g(seed);
   INFO(tgtest::seed_note() << " stream seed " << seed);
-  std::uint64_t ok = 0, admitted = 0;
+  std::uint64_t ok = 0, admitted = 0, grants = 0;
   for (int i = 0; i < 20000; ++i) {
     reply r;
     const auto shape = g.between(0, 5);
@@ -241,7 +241,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
       r.str = std::string(g.between(0, 12), static_cast<char>(g.between(0, 255)));
     } else {
       r.type = reply::kind::array;
-      const std::size_t n = g.chance(70) ? 8 : g.between(0, 14);
+      const std::size_t n = g.chance(70) ? (g.chance(70) ? 8 : 9) : g.between(0, 14);
       for (std::size_t k = 0; k < n; ++k) {
         reply e;
         e.type = g.chance(90) ? reply::kind::integer : static_cast<reply::kind>(g.between(0, 5));
@@ -267,9 +267,68 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
     (void)tr::decode_peek(r, p);
     std::int64_t w[3];
     (void)tr::decode_waits(r, w);
+    // A chunk's grant needs its shape: 9 integers, a request at least, an
+    // end after its time, an epoch; a refusal's reply is never a grant.
+    tr::chunk_reply cr;
+    tr::call_reply cc;
+    bool granted = true;
+    if (tr::decode_chunk(r, cr, cc, granted) == tr::call_status::ok) {
+      if (granted) {
+        ++grants;
+        REQUIRE(r.elements.size() == 9);
+        REQUIRE(cr.requests >= 1);
+        REQUIRE(cr.end_us > cr.now_us);
+        REQUIRE(cr.epoch >= 1);
+      } else {
+        REQUIRE(r.elements.size() == 8);
+        if (cc.code == tr::script_code::admitted) REQUIRE(cc.lease >= 1);  // admit's shape: a lease
+      }
+    } else {
+      REQUIRE_FALSE(granted);
+    }
   }
   CHECK(ok > 100);  // the generator reaches valid replies too
   CHECK(admitted > 10);
+  CHECK(grants > 0);
+}
+
+TEST_CASE("redis chunk reply decoder: a grant, a refusal, garbage", "[redis]") {
+  using tr::reply;
+  auto ints = [](std::vector<std::int64_t> v) {
+    reply r;
+    r.type = reply::kind::array;
+    for (auto x : v) r.elements.push_back(reply::of_integer(x));
+    return r;
+  };
+  tr::chunk_reply g;
+  tr::call_reply c;
+  bool granted = false;
+  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77}), g, c, granted) == tr::call_status::ok);
+  CHECK(granted);
+  CHECK(g.requests == 10);
+  CHECK(g.tokens == 500);
+  CHECK(g.end_us == 2000);
+  CHECK(g.slots[0] == 3);
+  CHECK(g.slots[2] == -1);
+  CHECK(g.now_us == 1500);
+  CHECK(g.epoch == 77);
+  CHECK(tr::decode_chunk(ints({0, 0, 500, 2000, 3, 4, -1, 1500, 77}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 1500, 3, 4, -1, 1500, 77}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 0}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({1, 10, 500, 2000, 3, 4, -1, 1500, 77}), g, c, granted) == tr::call_status::garbage);
+  REQUIRE(tr::decode_chunk(ints({1, 2, 5000, 0, -1, -1, 100, 77}), g, c, granted) == tr::call_status::ok);
+  CHECK_FALSE(granted);
+  CHECK(c.code == tr::script_code::wait);
+  CHECK(c.wait_us == 5000);
+  // An 8-integer admission is admit's (a 0-token request beside a stale
+  // token window): it needs a lease id and an epoch, as admit's does.
+  REQUIRE(tr::decode_chunk(ints({0, 0, 0, 5, 1, 2, 100, 77}), g, c, granted) == tr::call_status::ok);
+  CHECK_FALSE(granted);
+  CHECK(c.code == tr::script_code::admitted);
+  CHECK(c.lease == 5);
+  CHECK(tr::decode_chunk(ints({0, 0, 0, 0, 1, 2, 100, 77}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 0, 0, 5, 1, 2, 100, 0}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(reply::of_error("NOSCRIPT x"), g, c, granted) == tr::call_status::noscript);
 }
 
 namespace {

@@ -50,10 +50,13 @@
 // options::functions a missing function (FUNCTION FLUSH, a new server) by
 // FUNCTION LOAD REPLACE and the same FCALL. A lease must not outlive its
 // account; an exception from the executor leaves the account as it was (the
-// queue is kept) and reaches the caller.
+// queue is kept, less chunk returns: redis/chunk.hpp) and reaches the caller.
 // Threads: one account object is used by one thread at a time (its queue is
-// not shared); several threads or processes each make their own object on
-// the same name and share the state in Redis.
+// not shared; two threads calling one object at once corrupt its memory:
+// undefined behaviour, no lock guards it); several threads or processes each
+// make their own object on the same name and share the state in Redis.
+// Chunked mode (options::chunk_parts): one call per chunk of window units
+// leased to this object; see redis/chunk.hpp, which states its bounds.
 // Test mode (options::test_mode) sends a supplied `now`, which the script
 // honours only for an account created in test mode (and then sets no key
 // expiry); an account not in test mode never sends one.
@@ -69,6 +72,7 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/http.hpp>
 #include <tollgate/money.hpp>
+#include <tollgate/redis/chunk.hpp>
 #include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/lease.hpp>
@@ -113,7 +117,8 @@ class basic_account {
   // layout.hpp). Makes no call.
   basic_account(std::string_view name, const config_type& c, Executor ex, options o = {})
       : cfg_(c), layout_(make_layout(name, c)), ex_(std::move(ex)), opt_(o),
-        rules_(account_policy::admission_rules<Currency>::of(c)) {
+        rules_(account_policy::admission_rules<Currency>::of(c)), sizes_(chunk_sizes_of(layout_, o.chunk_parts)) {
+    if (o.chunk_parts != 0) chunk_check(layout_);
     if (o.on_fault == fault_mode::local_share) local_cfg_ = detail_fallback::local_share(c, o.share_percent);
   }
   basic_account(const basic_account&) = delete;
@@ -123,6 +128,13 @@ class basic_account {
   const config_type& config() const noexcept { return cfg_; }
   const layout& state_layout() const noexcept { return layout_; }
   std::size_t queued_count() const noexcept { return queue_.size(); }
+  // Chunked mode (redis/chunk.hpp): the sizes asked for, the chunk held, and
+  // its leftovers queued for the next call (no call now).
+  const chunk_sizes& chunk_size() const noexcept { return sizes_; }
+  const held_chunk& chunk() const noexcept { return chunk_; }
+  void release_chunk() {
+    if (auto q = chunk_.give_back()) return_front(*q);
+  }
   // The local fallback's configuration (empty when there is none: fail
   // closed, a budget, a share that leaves a limit at 0).
   const std::optional<config_type>& fallback_config() const noexcept { return local_cfg_; }
@@ -151,7 +163,10 @@ class basic_account {
     return simple(a, r, false);
   }
 
-  admission try_admit(const request& req) { return admit(req, std::nullopt, std::nullopt); }
+  // In test mode a `now` is needed: outcome::bad_call, without a call.
+  admission try_admit(const request& req) {
+    return opt_.test_mode ? refused(outcome::bad_call) : admit(req, std::nullopt, std::nullopt);
+  }
   // Test mode only: decides at `now` (an account not in test mode refuses:
   // outcome::bad_call, without a call).
   admission try_admit(const request& req, nanoseconds now) {
@@ -189,7 +204,10 @@ class basic_account {
     }
     if (st == call_status::garbage)
       if (auto c = decode_refusal(rp)) return how_of(*c);
-    if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    if (st != call_status::ok) {
+      forget_returns();
+      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    }
     carried(true);
     own_waits ow;
     ow.request_limit = layout_.w[0].limit > 0;
@@ -205,6 +223,7 @@ class basic_account {
                                       now ? cfg_.unix_time_at_zero.value_or(nanoseconds(0)) : nanoseconds(0), cfg_.utc_offset);
     const response_decision rd = pause_after(e.kind, h.hint, ow);
     if (rd.action == response_action::none) return outcome::ok;
+    release_chunk();  // paused or stopped: this object's chunk goes back with the call that says so
     call_args c;
     c.what = op::control;
     stamp(c, now);
@@ -244,6 +263,7 @@ class basic_account {
       st = decode_peek(rp, v.values);
     }
     if (st == call_status::ok) carried(true);
+    else forget_returns();
     // The spaced token bucket admits one request at a time: what it has left
     // is a request's worth (max_request_tokens) or nothing, as in-process.
     if (st == call_status::ok && layout_.b[1].per_us > 0 && v.values.available[1])
@@ -256,8 +276,15 @@ class basic_account {
 
  private:
   friend lease_type;
+  friend struct detail_chunk::calls;
+  void forget_returns() { detail_chunk::calls::forget(*this); }
   using local_account = tollgate::account<steady_clock, Currency>;
   void enqueue(const queued& q) { queue_.push_back(q); }
+  // A chunk's return rides on the very next call, ahead of the queue.
+  void return_front(const queued& q) {
+    queue_.insert(queue_.begin(), q);
+    back_ += q.refund_tokens;
+  }
 
   // The fallback's limits: share_percent of each, rounded down; no budget
   // (budgets fail closed), so none when the account has one.
@@ -295,15 +322,9 @@ class basic_account {
     return true;
   }
 
-  static std::int64_t to_us(nanoseconds now) noexcept {
-    return now.count() <= 0 ? 0 : now.count() / 1000;  // floor: an earlier time is never more permissive
-  }
-  static nanoseconds us(std::int64_t v) noexcept {
-    constexpr std::int64_t top = std::int64_t(1) << 53;
-    const std::int64_t c = v < -top ? -top : v > top ? top : v;
-    return nanoseconds(c * 1000);
-  }
-  static std::int64_t clampm(std::int64_t v) noexcept { return v < 0 ? 0 : v > (std::int64_t(1) << 52) ? (std::int64_t(1) << 52) : v; }
+  static std::int64_t to_us(nanoseconds now) noexcept { return detail_protocol::to_us(now); }
+  static nanoseconds us(std::int64_t v) noexcept { return detail_protocol::from_us(v); }
+  static std::int64_t clampm(std::int64_t v) noexcept { return detail_protocol::clamp_money(v); }
 
   bool stamp(call_args& a, std::optional<nanoseconds> now) const {
     if (opt_.test_mode != now.has_value()) return false;
@@ -316,35 +337,40 @@ class basic_account {
     if (opt_.functions) return build_fcall(layout_, a, queue_.data(), n);
     return build_call(layout_, a, queue_.data(), n, sha_);
   }
-  reply send(const std::vector<std::string>& argv) { return ex_(argv); }
+  // An exception from the executor forgets the chunk returns the call carried.
+  reply send(const std::vector<std::string>& argv) { return detail_chunk::calls::send(*this, argv); }
   // After NOSCRIPT: the EVAL form (loads the body), then the SHA is learnt
   // again; for a function, FUNCTION LOAD and the same FCALL.
   reply resend(std::vector<std::string>& argv) {
     if (opt_.functions) {
       (void)ex_(build_function_load());
-      return ex_(argv);
+      return send(argv);
     }
     argv[0] = "EVAL";
     argv[1] = std::string(script);
     sha_.clear();
-    reply r = ex_(argv);
+    reply r = send(argv);
     learn_sha();
     return r;
   }
-  void learn_sha() {
-    const reply r = ex_(build_script_load());
+  void learn_sha() {  // through send: an exception forgets the returns an EVAL just applied
+    const reply r = send(build_script_load());
     if (r.type == reply::kind::string && r.str.size() == 40) sha_ = r.str;
   }
   void carried(bool carry) {
     if (carry && sent_ > 0) queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(sent_));
     sent_ = 0;
+    detail_chunk::calls::recount(*this);
   }
   outcome simple(call_args& a, call_reply& r, bool carry) {
     if (sha_.empty() && !opt_.functions) learn_sha();
     std::vector<std::string> argv = words(a, carry);
     call_status st = decode_call(send(argv), r, a.what);
     if (st == call_status::noscript) st = decode_call(resend(argv), r, a.what);
-    if (st != call_status::ok) return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    if (st != call_status::ok) {
+      forget_returns();
+      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    }
     carried(carry && r.code != script_code::corrupt && r.code != script_code::bad_call &&
             r.code != script_code::other_configuration);
     return how_of(r.code);
@@ -383,14 +409,30 @@ class basic_account {
       a.d = decision::refuse(reason::exceeds_capacity);
       return a;
     }
+    if (sizes_.on) detail_chunk::calls::carry_back(*this, now_us);
+    const nanoseconds sent = opt_.test_mode ? nanoseconds(0) : steady_clock::now();
+    if (sizes_.on && chunk_.covers(a.tokens, now_us, sent)) {
+      detail_chunk::calls::spend(*this, req, a, now_us, sent);
+      return a;
+    }
     if (in_fallback(now) && admit_local(req, a, clock_now(now))) return a;
     call_args c;
-    c.what = op::admit;
+    c.what = sizes_.on ? op::chunk : op::admit;
     c.now_us = now_us;
     c.tokens = a.tokens;
     c.worst_nanos = a.worst_case.nanos();
     call_reply r;
-    const outcome o = simple(c, r, true);
+    outcome o;
+    if (sizes_.on) {
+      o = detail_chunk::calls::take(*this, c, r);
+      if (o == outcome::ok && chunk_.live) {
+        fault_until_.reset();
+        detail_chunk::calls::spend(*this, req, a, now_us, chunk_.sent);
+        return a;
+      }
+    } else {
+      o = simple(c, r, true);
+    }
     a.how = o;
     if (o == outcome::server_error || o == outcome::garbage) {
       if (local_cfg_) {
@@ -443,6 +485,9 @@ class basic_account {
   std::optional<local_account> local_;    // made at the first failed call
   std::optional<nanoseconds> fault_until_;
   nanoseconds last_now_{0};
+  chunk_sizes sizes_;
+  held_chunk chunk_;
+  std::uint64_t back_ = 0;  // tokens of the chunk returns queued (redis/chunk.hpp)
 };
 
 template <class Executor>

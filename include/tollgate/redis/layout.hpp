@@ -96,6 +96,11 @@
 //   (an operator's statement that nothing ran in the last window: made once,
 //   at first deployment; a lost state reads as a new account, so a fresh
 //   create at every start would skip the hold, see redis/account.hpp).
+//   The hold runs from the time of the call that finds the loss: a call
+//   whose time lags (a supplied now behind; a failover to a replica that
+//   lost the state and whose clock is behind) starts it early, and up to
+//   twice a limit is admitted in one window of the later times (what the
+//   lost state counted, and a limit after the early hold). Not fixed.
 //   A key lost on its own. The lease set is the one key with an expiry (what
 //   the volatile-* eviction policies take), and an operator may delete it.
 //   A set whose size is not lcount was changed behind the script's back: a
@@ -147,6 +152,8 @@ enum class layout_errc : unsigned char {
   spacing,            // a spaced bucket the script cannot hold: max_request_tokens not below the token
                       // limit, a rate the bucket refuses (errc::rate_too_fine), or a bucket period
                       // (the limit's intervals) beyond max_duration
+  chunk,              // chunked mode (options::chunk_parts, redis/chunk.hpp) on a configuration it cannot
+                      // keep exact: a concurrency limit, a budget, a spaced model, a calendar day, no window
 };
 
 constexpr const char* message(layout_errc e) noexcept {
@@ -161,6 +168,9 @@ constexpr const char* message(layout_errc e) noexcept {
     case layout_errc::spacing:
       return "a spaced limit the script cannot hold (max_request_tokens at least the token limit, a rate finer "
              "than the bucket holds, or a spacing period beyond 400 days)";
+    case layout_errc::chunk:
+      return "chunked mode keeps only strict windows exact: it refuses a concurrency limit, a budget, a spaced "
+             "server model (window_counter, gcra, unknown), a calendar-day TPD, and an account with no RPM, TPM or TPD";
   }
   return "unknown layout error";
 }

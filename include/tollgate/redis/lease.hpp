@@ -5,7 +5,9 @@
 // queued in its account and carried by the account's next call (until
 // then what it frees stays counted: capacity comes back late, never early).
 // A lease the local fallback admitted settles into the local account at
-// once. Each of them is done once: the lease is empty after it, and a
+// once; one spent from a chunk (redis/chunk.hpp) queues only a charge or a
+// refund (which goes into the held chunk when it is counted with it), no
+// release. Each of them is done once: the lease is empty after it, and a
 // second call, or one on an empty (default or moved-from) lease, does
 // nothing. A lease must not outlive its account.
 #ifndef TOLLGATE_REDIS_LEASE_HPP
@@ -17,6 +19,7 @@
 #include <tollgate/cost.hpp>
 #include <tollgate/money.hpp>
 #include <tollgate/detail/arith.hpp>
+#include <tollgate/redis/chunk.hpp>
 #include <tollgate/redis/protocol.hpp>
 
 #include <cstdint>
@@ -64,8 +67,22 @@ class lease {
       (void)local_.settle(u, std::exchange(acc_, nullptr)->local_now());
       return;
     }
-    queued q = base(queued::kind::settle);
     const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
+    if (chunk_) {  // spent from a chunk: no lease record, no money (redis/chunk.hpp)
+      if (used > tokens_) {
+        queued q = base(queued::kind::settle);
+        q.lease = 0;
+        q.reserved_nanos = 0;
+        q.charge_tokens = used - tokens_;
+        finish(q);
+      } else if (refund_ && used < tokens_) {
+        detail_chunk::calls::refund(*std::exchange(acc_, nullptr), epoch_, tpm_slot_, tpd_slot_, tokens_ - used);
+      } else {
+        acc_ = nullptr;
+      }
+      return;
+    }
+    queued q = base(queued::kind::settle);
     if (used > tokens_) q.charge_tokens = used - tokens_;
     else if (refund_ && used < tokens_) q.refund_tokens = tokens_ - used;
     q.actual_nanos = money_;
@@ -79,6 +96,10 @@ class lease {
   void settle_rejected() {
     if (!acc_) return;
     if (local_) return local_.settle_rejected(std::exchange(acc_, nullptr)->local_now());
+    if (chunk_) {  // its units were spent when it was admitted (the server counted it)
+      acc_ = nullptr;
+      return;
+    }
     finish(base(queued::kind::settle_rejected));
   }
   // The slot comes back; the reservations stay.
@@ -89,13 +110,20 @@ class lease {
       local_ = local_lease();
       return;
     }
+    if (chunk_) {  // no slot to give back, its reservation stays
+      acc_ = nullptr;
+      return;
+    }
     finish(base(queued::kind::drop));
   }
   // Whether the local fallback account admitted it.
   bool is_local() const noexcept { return static_cast<bool>(local_); }
+  // Whether it was spent from this object's chunk (no call made; id 0).
+  bool from_chunk() const noexcept { return chunk_; }
 
  private:
   friend account_type;
+  friend struct detail_chunk::calls;
   queued base(queued::kind k) const noexcept {
     queued q;
     q.what = k;
@@ -122,6 +150,7 @@ class lease {
     tpd_slot_ = o.tpd_slot_;
     refund_ = o.refund_;
     model_ = o.model_;
+    chunk_ = o.chunk_;
     local_ = std::move(o.local_);
   }
   using local_lease = tollgate::lease<steady_clock, Currency>;
@@ -130,6 +159,7 @@ class lease {
   std::uint64_t id_ = 0, epoch_ = 0, tokens_ = 0;
   std::int64_t money_ = 0, tpm_slot_ = -1, tpd_slot_ = -1;
   bool refund_ = false;
+  bool chunk_ = false;
   const model_info* model_ = nullptr;
 };
 

@@ -3,7 +3,7 @@
 // redis/options.hpp: the options of the Redis account (redis/account.hpp):
 // test mode (a supplied `now`, honoured only by an account created in test
 // mode), Functions instead of EVALSHA, and what a failed call does
-// (redis/fallback.hpp). Every value is valid: a share_percent of 0 or above
+// (redis/fallback.hpp), chunked mode. Every value is valid: a share_percent of 0 or above
 // 100 means no fallback.
 #ifndef TOLLGATE_REDIS_OPTIONS_HPP
 #define TOLLGATE_REDIS_OPTIONS_HPP
@@ -27,6 +27,11 @@ struct options {
   // the next one tries Redis again (so a slow server costs one timeout per
   // this time, not one per request).
   nanoseconds fallback_for = std::chrono::seconds(1);
+  // Chunked mode (redis/chunk.hpp), 0: off. One call leases limit /
+  // chunk_parts units of each window to this account object, spent locally
+  // while its sub-window is the head; N objects hold at most N / chunk_parts
+  // of each limit unspent.
+  unsigned chunk_parts = 0;
 };
 
 }  // namespace redis

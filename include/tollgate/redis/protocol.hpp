@@ -17,6 +17,7 @@
 #define TOLLGATE_REDIS_PROTOCOL_HPP
 
 #include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/script.hpp>
 
@@ -54,7 +55,10 @@ struct reply {
 
 // One settlement that rides on a later call.
 struct queued {
-  enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3 };
+  // chunk_return: a chunk's leftovers (redis/chunk.hpp): reserved_nanos
+  // requests into rpm's sub-window actual_nanos, refund_tokens tokens into
+  // tpm_slot and tpd_slot; lease 0.
+  enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3, chunk_return = 4 };
   kind what = kind::drop;
   std::uint64_t lease = 0;
   std::uint64_t epoch = 0;  // the tag of the epoch that made the lease
@@ -66,7 +70,7 @@ struct queued {
   std::uint64_t reserved_tokens = 0;  // what the admission reserved (a spaced bucket's refund needs it)
 };
 
-enum class op : unsigned char { admit, peek, flush, waits, control, init };
+enum class op : unsigned char { admit, peek, flush, waits, control, init, chunk };
 constexpr const char* to_string(op o) noexcept {
   switch (o) {
     case op::admit: return "admit";
@@ -75,6 +79,7 @@ constexpr const char* to_string(op o) noexcept {
     case op::waits: return "waits";
     case op::control: return "control";
     case op::init: return "init";
+    case op::chunk: return "chunk";
   }
   return "?";
 }
@@ -97,6 +102,13 @@ constexpr std::uint64_t clamp_u(std::uint64_t v, std::uint64_t top) noexcept { r
 constexpr std::int64_t clamp_i(std::int64_t v, std::int64_t lo, std::int64_t hi) noexcept {
   return v < lo ? lo : v > hi ? hi : v;
 }
+// The script's units: a time in µs (floor: an earlier time is never more
+// permissive), a µs reply as a duration (within ±2^53 µs), money in [0, 2^52].
+constexpr std::int64_t to_us(nanoseconds now) noexcept { return now.count() <= 0 ? 0 : now.count() / 1000; }
+constexpr nanoseconds from_us(std::int64_t v) noexcept {
+  return nanoseconds(clamp_i(v, -(std::int64_t(1) << 53), std::int64_t(1) << 53) * 1000);
+}
+constexpr std::int64_t clamp_money(std::int64_t v) noexcept { return clamp_i(v, 0, std::int64_t(1) << 52); }
 }  // namespace detail_protocol
 
 // The words after the script (or its SHA): numkeys, keys, ARGV.
@@ -243,6 +255,42 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   out.now_us = v[6];
   out.epoch = static_cast<std::uint64_t>(v[7]);
   return call_status::ok;
+}
+
+// The reply of chunk when it grants (redis/chunk.hpp): 9 integers
+//   {0, requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch}
+// (slot -1: the window is not enforced; end_us the server µs at which the
+// first of the head sub-windows they are counted in ends). Any other
+// answer is call_reply's shape: a refusal, or an admission with a lease as
+// admit's (a 0-token request where a token window's head is ahead: no chunk).
+struct chunk_reply {
+  std::uint64_t requests = 0, tokens = 0;
+  std::int64_t end_us = 0;
+  std::int64_t slots[3] = {-1, -1, -1};
+  std::int64_t now_us = 0;
+  std::uint64_t epoch = 0;
+};
+inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& refusal, bool& granted) {
+  granted = false;
+  if (r.type == reply::kind::array && r.elements.size() == 9) {
+    decoded d = decode_integers(r, 9);
+    if (d.status != call_status::ok) return d.status;
+    const auto& v = d.values;
+    // A grant holds at least one request, ends after the time it was made at
+    // and comes from an epoch; every other value is in range.
+    if (v[0] != 0 || v[1] < 1 || v[2] < 0 || v[3] <= v[7] || v[4] < -1 || v[5] < -1 || v[6] < -1 || v[7] < 0 ||
+        v[8] < 1)
+      return call_status::garbage;
+    out.requests = static_cast<std::uint64_t>(v[1]);
+    out.tokens = static_cast<std::uint64_t>(v[2]);
+    out.end_us = v[3];
+    for (int k = 0; k < 3; ++k) out.slots[k] = v[static_cast<std::size_t>(4 + k)];
+    out.now_us = v[7];
+    out.epoch = static_cast<std::uint64_t>(v[8]);
+    granted = true;
+    return call_status::ok;
+  }
+  return decode_call(r, refusal, op::admit);
 }
 
 // A refusal that answers any op in place of its own reply (bad call,

@@ -89,7 +89,8 @@ TOLLGATE_BEGIN_NAMESPACE
 namespace redis {
 
 // KEYS: epoch, leases.
-// ARGV: 1 layout version (3), 2 op (admit, peek, flush, waits, control, init),
+// ARGV: 1 layout version (3), 2 op (admit, peek, flush, waits, control, init,
+//   chunk: redis/chunk.hpp),
 //   3 now_us ("" = TIME), 4 concurrency (0 off), 5 lease_us (0: keep no
 //   lease record),
 //   6-14 limit, period_us, width_us of rpm, tpm, tpd (limit 0 off),
@@ -98,12 +99,21 @@ namespace redis {
 //   19 count of queued settlements P, 20-25 the spaced buckets of rpm, tpm:
 //   ticks per µs (0: none), the interval's whole µs and ticks; 26 the
 //   calendar day's offset code (layout.hpp; 0: none), then P x 10:
-//     kind (1 settle, 2 settle_rejected, 3 drop), lease id, reserved nanos,
+//     kind (1 settle, 2 settle_rejected, 3 drop, 4 a chunk's return: requests
+//     in the reserved word into rpm's sub-window in the actual word, tokens in
+//     the refund word into the tpm and tpd slots, lease id 0), lease id, reserved nanos,
 //     actual nanos, tokens to charge, tokens to refund, tpm slot, tpd slot
 //     (slot -1: none; a bucket's slot is its admission's µs from the origin,
 //     a calendar day's its day), the lease's epoch tag, the tokens reserved
 //   then for control: what (pause_us, stop, resume, clear_pause,
-//   restore_budget), value[, value]; for init: fresh (0/1), test (0/1).
+//   restore_budget), value[, value]; for init: fresh (0/1), test (0/1); for
+//   chunk: the requests and tokens wanted (at least 1 and the tokens of
+//   ARGV 17, which it admits or refuses as admit would), granted up to what
+//   each strict window has left, answered {0, requests, tokens, end_us, rpm
+//   slot, tpm slot, tpd slot, now_us, epoch} (protocol.hpp, decode_chunk);
+//   0 tokens where a token window's head is ahead of its time: no chunk, an
+//   admission with a lease in admit's shape.
+//   Refused (bad call) with concurrency, a budget, a bucket or a calendar day.
 // The whole body is one chunk, joined at compile time from its three parts
 // (redis/script_check.hpp, redis/script_spaced.hpp, redis/script_decide.hpp),
 // so the text sent and its SHA are those of one string.

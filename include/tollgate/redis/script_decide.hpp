@@ -124,6 +124,17 @@ for p = 0, P - 1 do
     end
   end
 end
+-- A chunk's leftovers (kind 4) go back into the sub-windows they were
+-- counted in: the rings of those older than the head are read now too.
+for p = 0, P - 1 do
+  local b = B0 + p * Q
+  if num(b) == 4 and num(b + 8) == E.eid then
+    for k = 1, 3 do
+      local w, s = W[k], k == 1 and num(b + 3) or num(b + 4 + k)
+      if win(k) and s < w.head and s + K >= w.head and not need(w) then return CORRUPT end
+    end
+  end
+end
 local function need_all()
   for k = 1, 3 do
     if win(k) and not W[k].ring and not load(W[k]) then return false end
@@ -178,6 +189,15 @@ for p = 0, P - 1 do
     end
   elseif kind == 2 then
     if h and budget >= 0 then committed_add(-reserved) end
+  elseif kind == 4 and num(b + 8) == E.eid then
+    -- A chunk's leftovers (redis/chunk.hpp): reserved = requests back into
+    -- rpm's sub-window `actual`, back = tokens into tpm's and tpd's. Only in
+    -- the epoch that granted it (a lost epoch's counts are not this one's).
+    if win(1) and reserved > 0 then give_back(W[1], actual, reserved) end
+    if back > 0 then
+      if win(2) then give_back(W[2], s1, back) end
+      if win(3) then give_back(W[3], s2, back) end
+    end
   end
 end
 
@@ -307,7 +327,10 @@ if op == 'control' then
   save()
   return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
-if op ~= 'admit' then error('tollgate: bad op') end
+if op ~= 'admit' and op ~= 'chunk' then error('tollgate: bad op') end
+-- A chunk (redis/chunk.hpp) is counted only in strict windows, and never
+-- with a lease: concurrency, a budget, a bucket or a calendar day refuse it.
+if op == 'chunk' and (conc > 0 or budget >= 0 or bkt(1) or bkt(2) or cal()) then return BAD end
 
 -- The admission.
 local n, worst = num(17), num(18)
@@ -374,6 +397,40 @@ for k = 1, 3 do
   end
 end
 if budget >= 0 and worst > budget - E.committed then return refuse(0) end
+-- A request of 0 tokens takes nothing from a token window, but a chunk's
+-- tokens go into its head: where the head is ahead of t (stale) it gets no
+-- chunk and is admitted as by admit (a lease), as without chunks.
+local plain = false
+if n == 0 then
+  for k = 2, 3 do if win(k) and slot_at(W[k], t) < W[k].head then plain = true end end
+end
+if op == 'chunk' and not plain then
+  -- Up to the wanted units of each window (at least one request and n
+  -- tokens, checked above), all counted in the head sub-window at t: the
+  -- caller spends them only while that sub-window is the head of each.
+  local cb = B0 + P * Q
+  local g = {num(cb), num(cb + 1), 0}
+  if g[1] < 1 then g[1] = 1 end
+  if g[2] < n then g[2] = n end
+  local slots, ends = {-1, -1, -1}, -1
+  for k = 1, 3 do
+    local w = W[k]
+    if win(k) then
+      local s = slot_at(w, t)
+      if s < w.head then return refuse(0) end -- stale: only the head takes units
+      local used = sum(w, s)
+      local room = used >= w.limit and 0 or w.limit - used
+      local j = k == 1 and 1 or 2
+      if room < g[j] then g[j] = room end
+      slots[k] = s
+      local e = E.origin + slot_start(w, s + 1)
+      if ends < 0 or e < ends then ends = e end
+    end
+  end
+  for k = 1, 3 do if win(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
+  save()
+  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid}
+end
 local slots = {-1, -1, -1}
 for k = 1, 3 do
   local w = W[k]

@@ -1,0 +1,314 @@
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// redis/chunk.hpp: chunked mode of the Redis account (options::chunk_parts,
+// off by default). One script call (op chunk) counts a chunk of request
+// units and token units in the head sub-window of each strict window (RPM,
+// TPM, a rolling TPD) and leases them to the calling account object, which
+// spends them on its later requests with no call, as the in-process
+// account's per-thread credit does (account/credit.hpp).
+//
+// Contract.
+//   Exact. Every unit is counted on the server before it is spent, and
+//   spent only while the sub-window it was counted in is the head of every
+//   window it was counted in: by the server's time in test mode (the
+//   supplied `now`, from the grant's time to the first sub-window's end);
+//   else on the steady clock from the moment the call was sent (the server
+//   decided after that) for the time the grant said was left, less 1/1024
+//   of it (clock rates that differ by up to about 1000 ppm). So each
+//   window's count at every time is at least what was admitted in it, and
+//   the fleet keeps every bound the non-chunked account states (strict
+//   windows: fixed_window, sliding_log, token_bucket, learn's strict start).
+//   A server clock stepped forward frees a chunk's counts as early as it
+//   frees every count (as without chunks).
+//   Refused at construction (layout_errc::chunk): what a chunk cannot keep
+//   exact. Concurrency (a slot per request, with a deadline), a budget (a
+//   worst case per request), the spaced buckets (burst 1: a chunk of several
+//   requests is a burst; window_counter, gcra and `unknown`, the default) and
+//   a calendar-day TPD (not done: its day is not a sub-window). A script
+//   call with op chunk on such a configuration is refused as a bad call.
+//   Sizes. A chunk is limit / chunk_parts units of each window (requests;
+//   tokens: the smaller of TPM's and TPD's, and at least the request's own
+//   tokens). Below 2 units for an enforced window there are no chunks: the
+//   account admits per request as without chunked mode.
+//   Leftovers. A chunk's unspent units go back into their own sub-windows,
+//   queued at the head of the account's queue when the next chunk is taken
+//   (so that call carries them, before it decides), when a pause or a stop
+//   is set through this object, or on release_chunk(). A refund of unused
+//   tokens of a chunk's request goes back into the held chunk (up to its
+//   grant) when that chunk is counted in the same sub-windows, else it is
+//   queued as a return. A call that fails
+//   (an error, garbage, a timeout) forgets the returns it carried (it may
+//   have applied them; applied twice they would free another's units; so
+//   does an exception from the executor, also one on the SCRIPT LOAD after
+//   a NOSCRIPT's EVAL): those units stay counted until they leave the
+//   window, the safe side.
+//   Tokens used beyond a request's reservation are charged by the next call
+//   at its time, as without chunks; a chunk taken before that charge is not
+//   held back by it (what credit.hpp states of a debt).
+//   False refusals. One object holds at most one chunk (its next chunk call
+//   returns the last one first): N objects keep at most N / chunk_parts of
+//   each limit counted but not spent, so a request is refused only where
+//   the window, counting only what was admitted, has at most that much room.
+//   With refund_unused_tokens, refunds queued as returns are carried before
+//   an object's next local admission once they reach a chunk's tokens: an
+//   object keeps at most its chunk (a grant: at most the larger of a chunk
+//   and the request's tokens) and less than a chunk of queued refunds, plus
+//   what its leases refunded since its last admission (carried by its next
+//   call, as without chunks): 2 N / chunk_parts of a token limit and those.
+//   A process that dies (or an object destroyed) holding a chunk loses it:
+//   its units count as spent until their sub-window leaves the window (one
+//   window and one sub-window at most).
+//   Pause and stop. A 429 or a quota error seen by another host reaches a
+//   chunk holder at its next call: it may spend its chunk until the chunk's
+//   sub-window ends (a window / 15 at most).
+//   Threads. The chunk belongs to its account object, used by one thread at
+//   a time (each thread makes its own object): spending it takes no lock and
+//   no atomic operation. Two threads on one object corrupt its memory.
+//   Test mode: try_admit without a supplied now is a bad call (no call).
+//   A 0-token request where a token window's head is ahead of its time is
+//   admitted as without chunks (a lease; no chunk: the stale sub-window
+//   takes no chunk's tokens), so its decision and its wait agree.
+#ifndef TOLLGATE_REDIS_CHUNK_HPP
+#define TOLLGATE_REDIS_CHUNK_HPP
+
+#include <tollgate/config.hpp>
+#include <tollgate/clock.hpp>
+#include <tollgate/decision.hpp>
+#include <tollgate/redis/layout.hpp>
+#include <tollgate/redis/outcome.hpp>
+#include <tollgate/redis/protocol.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace redis {
+
+// What one chunk call asks for (requests, tokens); on = false: no chunks
+// (chunked mode off, or limits too small for chunks).
+struct chunk_sizes {
+  bool on = false;
+  std::uint64_t requests = 0, tokens = 0;
+};
+
+// Whether chunked mode keeps the layout's configuration exact (see above).
+constexpr bool chunk_keepable(const layout& l) noexcept {
+  if (l.concurrency != 0 || l.budget || l.b[0].per_us != 0 || l.b[1].per_us != 0 || l.day_code != 0) return false;
+  return l.w[0].limit != 0 || l.w[1].limit != 0 || l.w[2].limit != 0;
+}
+
+constexpr chunk_sizes chunk_sizes_of(const layout& l, unsigned parts) noexcept {
+  chunk_sizes z;
+  if (parts == 0) return z;
+  // An unenforced rpm grants what is asked; the count only bounds the chunk.
+  z.requests = l.w[0].limit != 0 ? l.w[0].limit / parts : (std::uint64_t(1) << 30);
+  const bool tokens_on = l.w[1].limit != 0 || l.w[2].limit != 0;
+  std::uint64_t t = max_units;  // the smaller of TPM's and TPD's chunks
+  for (int k = 1; k < 3; ++k)
+    if (l.w[k].limit != 0 && l.w[k].limit / parts < t) t = l.w[k].limit / parts;
+  z.tokens = tokens_on ? t : 0;
+  z.on = z.requests >= 2 && (!tokens_on || z.tokens >= 2);
+  return z;
+}
+
+// The chunk an account object holds.
+struct held_chunk {
+  bool live = false;
+  bool tokens_on = false;  // a token window is enforced: the chunk's tokens bound its requests
+  std::uint64_t epoch = 0;
+  std::int64_t slots[3] = {-1, -1, -1};
+  std::uint64_t requests = 0, tokens = 0;  // left
+  std::uint64_t granted = 0;               // the tokens granted: refunds fill it up to this
+  std::int64_t start_us = 0, end_us = 0;   // server µs: the grant's time, the first sub-window's end
+  nanoseconds sent{0};                     // steady: when the granting call was sent
+  nanoseconds until{0};                    // steady: spendable before this (not in test mode)
+
+  void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced) {
+    live = true;
+    tokens_on = tokens_enforced;
+    epoch = g.epoch;
+    for (int k = 0; k < 3; ++k) slots[k] = g.slots[k];
+    requests = g.requests;
+    tokens = g.tokens;
+    granted = g.tokens;
+    start_us = g.now_us;
+    end_us = g.end_us;
+    sent = sent_at;
+    const std::int64_t left = end_us - start_us;  // > 0 (decode_chunk)
+    until = sent_at + nanoseconds((left - left / 1024) * 1000);
+  }
+  // Whether a request of n tokens can be spent from it now: test mode at
+  // the supplied µs, else at the steady clock's `at`.
+  bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {
+    if (!live || requests == 0 || (tokens_on && tokens < n)) return false;
+    if (now_us) return *now_us >= start_us && *now_us < end_us;
+    return at >= sent && at < until;
+  }
+  // The server time a local admission stands for: the supplied one, else
+  // the grant's time plus the steady time since the call was sent (at or
+  // after the true one, and before end_us).
+  std::int64_t server_time(std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {
+    if (now_us) return *now_us;
+    return start_us + (at - sent).count() / 1000;
+  }
+  void spend(std::uint64_t n) noexcept {
+    requests -= 1;
+    if (tokens_on) tokens -= n;
+  }
+  // Its leftovers as a return (nothing when none), and the chunk gone.
+  std::optional<queued> give_back() noexcept {
+    if (!live) return std::nullopt;
+    live = false;
+    const std::uint64_t r = slots[0] >= 0 ? requests : 0;
+    const std::uint64_t t = slots[1] >= 0 || slots[2] >= 0 ? tokens : 0;
+    if (r == 0 && t == 0) return std::nullopt;
+    return returning(epoch, slots, r, t);
+  }
+  // A return of r requests and t tokens into the sub-windows `s` of epoch e.
+  static queued returning(std::uint64_t e, const std::int64_t (&s)[3], std::uint64_t r, std::uint64_t t) noexcept {
+    queued q;
+    q.what = queued::kind::chunk_return;
+    q.epoch = e;
+    q.reserved_nanos = static_cast<std::int64_t>(r);
+    q.actual_nanos = s[0] < 0 ? 0 : s[0];
+    q.refund_tokens = t;
+    q.tpm_slot = s[1];
+    q.tpd_slot = s[2];
+    return q;
+  }
+};
+
+// Throws layout_error(layout_errc::chunk) (aborts without exceptions) for a
+// configuration chunked mode cannot keep exact.
+inline void chunk_check(const layout& l) {
+  if (chunk_keepable(l)) return;
+#if !TOLLGATE_NO_EXCEPTIONS
+  throw layout_error(layout_errc::chunk);
+#else
+  std::fprintf(stderr, "tollgate: %s\n", message(layout_errc::chunk));
+  std::abort();
+#endif
+}
+
+namespace detail_chunk {
+// The account's chunk calls (redis/account.hpp befriends this).
+struct calls {
+  // A failed call may have applied what it carried: its chunk returns are
+  // forgotten (applied twice they would free others' units), the rest is
+  // sent again (each applies once, or is a charge: the safe side).
+  template <class Acc>
+  static void forget(Acc& a) {
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < a.queue_.size(); ++i)
+      if (i >= a.sent_ || a.queue_[i].what != queued::kind::chunk_return) a.queue_[kept++] = a.queue_[i];
+    a.queue_.resize(kept);
+    a.sent_ = 0;
+    recount(a);
+  }
+  // The tokens the queued chunk returns hold (after a call changed the queue).
+  template <class Acc>
+  static void recount(Acc& a) {
+    a.back_ = 0;
+    for (const queued& q : a.queue_)
+      if (q.what == queued::kind::chunk_return) a.back_ += q.refund_tokens;
+  }
+  // A refund of a request spent from a chunk: into the held chunk, up to its
+  // grant, when it is counted in the same sub-windows of the same epoch
+  // (spent again only while they are the head, as the chunk's own); the rest
+  // is queued as a return.
+  template <class Acc>
+  static void refund(Acc& a, std::uint64_t e, std::int64_t s1, std::int64_t s2, std::uint64_t t) {
+    held_chunk& h = a.chunk_;
+    if (h.live && h.epoch == e && h.slots[1] == s1 && h.slots[2] == s2 && h.tokens < h.granted) {
+      const std::uint64_t m = t < h.granted - h.tokens ? t : h.granted - h.tokens;
+      h.tokens += m;
+      t -= m;
+    }
+    if (t == 0) return;
+    const std::int64_t s[3] = {-1, s1, s2};
+    a.return_front(held_chunk::returning(e, s, 0, t));
+  }
+  // Before a local admission: queued returns of a chunk's tokens past one
+  // chunk's size are carried now (a flush), so a holder that calls rarely
+  // keeps less than a chunk of them counted. A failed flush leaves it.
+  template <class Acc>
+  static void carry_back(Acc& a, std::optional<std::int64_t> now_us) {
+    while (a.chunk_.live && a.sizes_.tokens > 0 && a.back_ >= a.sizes_.tokens) {
+      call_args f;
+      f.what = op::flush;
+      f.now_us = now_us;
+      call_reply r;
+      if (a.simple(f, r, true) != outcome::ok) return;
+    }
+  }
+  // Sends one command; an exception from the executor (it may have sent
+  // the command) forgets the chunk returns it carried, then passes on.
+  template <class Acc>
+  static reply send(Acc& a, const std::vector<std::string>& argv) {
+    struct guard {
+      Acc& a;
+      bool armed = true;
+      ~guard() {
+        if (armed) forget(a);
+      }
+    } g{a};
+    reply r = a.ex_(argv);
+    g.armed = false;
+    return r;
+  }
+  // One chunk call (op chunk): a grant becomes the held chunk; any other
+  // answer is decoded into r as admit's.
+  template <class Acc>
+  static outcome take(Acc& a, call_args& c, call_reply& r) {
+    a.release_chunk();  // its leftovers ride on this call, before it decides
+    const std::uint64_t t = a.sizes_.tokens > c.tokens ? a.sizes_.tokens : c.tokens;  // at least the request's
+    c.extra = {std::to_string(a.sizes_.requests), std::to_string(t)};
+    if (a.sha_.empty() && !a.opt_.functions) a.learn_sha();
+    std::vector<std::string> argv = a.words(c, true);
+    const nanoseconds sent = a.opt_.test_mode ? nanoseconds(0) : steady_clock::now();
+    chunk_reply g;
+    bool granted = false;
+    call_status st = decode_chunk(a.send(argv), g, r, granted);
+    if (st == call_status::noscript) st = decode_chunk(a.resend(argv), g, r, granted);
+    if (st != call_status::ok) {
+      forget(a);
+      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
+    }
+    // A grant carried the queue; a refusal too, unless it wrote nothing.
+    a.carried(granted || (r.code != script_code::corrupt && r.code != script_code::bad_call &&
+                          r.code != script_code::other_configuration));
+    if (!granted) return Acc::how_of(r.code);
+    a.chunk_.take(g, sent, a.layout_.w[1].limit != 0 || a.layout_.w[2].limit != 0);
+    return outcome::ok;
+  }
+  // An admission spent from the chunk (which covers it) at `at`.
+  template <class Acc, class Request, class Admission>
+  static void spend(Acc& a, const Request& req, Admission& x, std::optional<std::int64_t> now_us, nanoseconds at) {
+    a.chunk_.spend(x.tokens);
+    x.how = outcome::ok;
+    x.d = decision::admit();
+    x.server_now_us = a.chunk_.server_time(now_us, at);
+    auto& l = x.lease;
+    l.acc_ = &a;
+    l.epoch_ = a.chunk_.epoch;
+    l.tokens_ = x.tokens;
+    l.tpm_slot_ = a.chunk_.slots[1];
+    l.tpd_slot_ = a.chunk_.slots[2];
+    l.refund_ = a.cfg_.refund_unused_tokens;
+    l.model_ = req.model;
+    l.chunk_ = true;
+  }
+};
+}  // namespace detail_chunk
+
+}  // namespace redis
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_REDIS_CHUNK_HPP
