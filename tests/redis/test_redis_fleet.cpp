@@ -7,7 +7,8 @@
 // account was configured for (sliding log, and the fixed-window and
 // token-bucket models its strict windows are safe against). One worker holds
 // two leases and is killed (SIGKILL): its slots come back at the leases'
-// deadlines. Runs about 3 s; [fleet_spaced] runs the spaced server models
+// deadlines. Runs about 3 s (longer when starved of CPU, until the log presses on the
+// limits, 15 s at most); [fleet_spaced] runs the spaced server models
 // (unknown, gcra, window_counter) for 2 s each, checked against their own
 // server models (unknown: against all five), about 7 s.
 #include "../catch_compat.hpp"
@@ -20,8 +21,10 @@
 #include <tollgate/redis/account.hpp>
 
 #include <poll.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -77,21 +80,26 @@ void put(int fd, const record& r) {
 
 // One thread of a worker: admit, hold a few ms, settle or drop; refused, wait
 // the script's wait plus a random part of it (so refused threads do not all
-// come back at once), at most 100 ms.
-void work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, server_model model, int run_ms) {
+// come back at once), at most 100 ms. Runs until the parent sets `stop` (it
+// does once the run's time has passed and enough admissions are logged), 20 s
+// at the most.
+void work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, server_model model,
+          const std::atomic<int>* stop) {
   client conn(port);
   redis_account a("fleet", fleet_config(model), exec{&conn});
   tgtest::rng g(seed);
   std::vector<std::uint64_t> pending;  // leases whose release is queued, in order
   std::vector<redis_account::lease_type> kept;
   std::uint64_t refusals = 0;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(run_ms);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   auto carried = [&](std::size_t before, std::int64_t t) {
     const std::size_t n = before - a.queued_count();
     for (std::size_t i = 0; i < n; ++i) put(fd, record{'R', worker, pending[i], t, 0});
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
   };
-  for (int i = 0; i < 20000 && std::chrono::steady_clock::now() < end; ++i) {
+  // stop: set once by the parent; relaxed suffices, it orders nothing else.
+  for (int i = 0; i < 20000 && stop->load(std::memory_order_relaxed) == 0 && std::chrono::steady_clock::now() < end;
+       ++i) {
     if (victim && kept.size() >= 2) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));  // holds them until killed
       continue;
@@ -141,6 +149,13 @@ void fleet(server_model model, int run_ms, std::uint64_t stream) {
   }
   int pipefd[2];
   REQUIRE(::pipe(pipefd) == 0);
+  // The stop flag, in a page the forked workers share. A fixed run time made
+  // too few admissions for the checks below when the machine starved the
+  // fleet of CPU (27 beside eight busy processes): the run goes on past
+  // run_ms until the log presses on the limits (`pressed`), 15 s at the most.
+  void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(page != MAP_FAILED);
+  auto* stop = new (page) std::atomic<int>(0);
   const std::uint64_t seed = tgtest::seed_for(stream);
   INFO(tgtest::seed_note() << " stream seed " << seed);
   const int threads_of[4] = {1, 2, 1, 2};
@@ -152,7 +167,7 @@ void fleet(server_model model, int run_ms, std::uint64_t stream) {
       std::vector<std::thread> ts;
       for (int k = 0; k < threads_of[w]; ++k)
         ts.emplace_back(work, srv.port(), pipefd[1], w * 2 + static_cast<std::uint32_t>(k),
-                        seed * 31 + w * 7 + static_cast<std::uint64_t>(k), w == 0, model, run_ms);
+                        seed * 31 + w * 7 + static_cast<std::uint64_t>(k), w == 0, model, stop);
       for (auto& t : ts) t.join();
       ::_exit(0);
     }
@@ -183,12 +198,30 @@ void fleet(server_model model, int run_ms, std::uint64_t stream) {
   ::close(pipefd[1]);
   // Read the log to its end. Bounded: 30 s.
   const auto start = std::chrono::steady_clock::now();
+  auto last_look = start;
   bool killed = false;
+  // What the checks below need to be more than vacuous: over 100 admissions,
+  // and the request window filled (strict) or 50 in one window (spaced).
+  const std::uint64_t rpm_limit = *fleet_config(model).rpm.value();
+  auto pressed = [&] {
+    std::vector<std::pair<std::int64_t, std::uint64_t>> adm;
+    for (const record& r : log)
+      if (r.kind == 'A') adm.emplace_back(r.t_us, 1);
+    if (adm.size() <= 100) return false;
+    const std::uint64_t most = tgtest::max_window_sum(adm, 1000000);
+    return account_policy::strict_for(model) ? most == rpm_limit : most >= 50;
+  };
   for (;;) {
     const auto el = std::chrono::steady_clock::now() - start;
     if (!killed && el > std::chrono::seconds(1)) {
       ::kill(kids[0], SIGKILL);
       killed = true;
+    }
+    if (stop->load(std::memory_order_relaxed) == 0 && el >= std::chrono::milliseconds(run_ms) &&
+        std::chrono::steady_clock::now() - last_look >= std::chrono::milliseconds(100)) {
+      last_look = std::chrono::steady_clock::now();
+      if (pressed() || el >= std::chrono::seconds(15))
+        stop->store(1, std::memory_order_relaxed);  // read by every worker's loop
     }
     if (el > std::chrono::seconds(30) || !read_one(100)) break;
   }
@@ -200,6 +233,7 @@ void fleet(server_model model, int run_ms, std::uint64_t stream) {
     if (i == 0) CHECK((WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL));
     else CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
   }
+  ::munmap(page, 4096);
 
   // Merge.
   const account_config fc = fleet_config(model);
