@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <new>
 #include <string>
 #include <thread>
 #include <utility>
@@ -80,9 +81,8 @@ void put(int fd, const record& r) {
 
 // One thread of a worker: admit, hold a few ms, settle or drop; refused, wait
 // the script's wait plus a random part of it (so refused threads do not all
-// come back at once), at most 100 ms. Runs until the parent sets `stop` (it
-// does once the run's time has passed and enough admissions are logged), 20 s
-// at the most.
+// come back at once), at most 100 ms. Runs until the parent sets `stop` (once
+// the run's time has passed and the log presses on the limits), 20 s at most.
 void work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, server_model model,
           const std::atomic<int>* stop) {
   client conn(port);
@@ -151,8 +151,9 @@ void fleet(server_model model, int run_ms, std::uint64_t stream) {
   REQUIRE(::pipe(pipefd) == 0);
   // The stop flag, in a page the forked workers share. A fixed run time made
   // too few admissions for the checks below when the machine starved the
-  // fleet of CPU (27 beside eight busy processes): the run goes on past
-  // run_ms until the log presses on the limits (`pressed`), 15 s at the most.
+  // fleet of CPU (once 27; about 100 beside eight busy processes): past
+  // run_ms the run goes on until the log presses on the limits (`pressed`),
+  // 15 s at the most.
   void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   REQUIRE(page != MAP_FAILED);
   auto* stop = new (page) std::atomic<int>(0);
