@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -234,6 +235,17 @@ class server {
  private:
   pid_t pid_ = -1;
   int port_ = -1;
+};
+
+// The account's executor over one test connection; counts the script calls
+// (EVALSHA, EVAL, FCALL) into `calls` when one is given.
+struct exec {
+  client* c;
+  std::uint64_t* calls = nullptr;
+  tollgate::redis::reply operator()(const std::vector<std::string>& argv) const {
+    if (calls && (argv[0] == "EVALSHA" || argv[0] == "EVAL" || argv[0] == "FCALL")) ++*calls;
+    return c->call(argv);
+  }
 };
 
 }  // namespace tgredis

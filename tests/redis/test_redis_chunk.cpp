@@ -37,18 +37,11 @@
 using namespace tollgate;
 namespace tr = tollgate::redis;
 using tgredis::client;
+using tgredis::exec;
 using tgredis::server;
 
 namespace {
 
-struct exec {
-  client* c;
-  std::uint64_t* calls;
-  tr::reply operator()(const std::vector<std::string>& argv) const {
-    if (calls && (argv[0] == "EVALSHA" || argv[0] == "EVAL" || argv[0] == "FCALL")) ++*calls;
-    return c->call(argv);
-  }
-};
 using redis_account = tr::account<exec>;
 
 constexpr std::int64_t ms = 1000000;  // ns

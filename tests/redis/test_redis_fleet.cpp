@@ -38,14 +38,11 @@
 using namespace tollgate;
 namespace tr = tollgate::redis;
 using tgredis::client;
+using tgredis::exec;
 using tgredis::server;
 
 namespace {
 
-struct exec {
-  client* c;
-  tr::reply operator()(const std::vector<std::string>& argv) const { return c->call(argv); }
-};
 using redis_account = tr::account<exec>;
 
 struct record {
