@@ -28,15 +28,24 @@ std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_tic
     const detail::gcra_params& p = params_[cls];
     const std::uint64_t now_t = ticks(now, p);
     detail::atomic<std::uint64_t>& tat = e.s.tat;
-    std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
+    std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: stable in meaning while pinned
     for (;;) {
+      if (sealed(w)) {
+        // Our pin moved the control word on, so the sealer's claim fails:
+        // put back the state the seal stands for (acq_rel / acquire: as
+        // admit_live's; on failure w is the word's value), then go on.
+        const std::uint64_t fresh = start_ticks(p);
+        if (tat.compare_exchange_strong(w, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) w = fresh;
+        continue;
+      }
       if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
       std::uint64_t cap = detail::sat_mul(n, p.interval);
       if (t.end - now_t < cap) cap = t.end - now_t;
       if (w - now_t < cap) cap = w - now_t;
       const std::uint64_t k = cap / p.interval;
       if (k == 0) break;
-      // relaxed / relaxed: as in admit().
+      // relaxed / relaxed: the word is the whole bucket, and its generation
+      // cannot change while we are pinned.
       if (tat.compare_exchange_weak(w, w - k * p.interval, std::memory_order_relaxed, std::memory_order_relaxed)) {
         got = k;
         t.end -= k * p.interval;
@@ -51,9 +60,12 @@ std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_tic
 
 // A bucket entry is reusable when it is full at the claimer's `now` (TAT
 // not after it) or past its class's horizon (it refuses everything there,
-// as a fresh one does); otherwise it notes when it will be (`soonest`, ns).
-// A claimed bucket starts with its TAT at the latest time any claim has
-// seen (keyed/claim.hpp says why that loses nothing owed).
+// as a fresh one does), or sealed (full at an earlier evictor's `now`, which
+// the latest time covers); otherwise it notes when it will be (`soonest`,
+// ns). The claimer seals the one it picks before its claim CAS and
+// restores it if that CAS fails (keyed_buckets.hpp states the protocol). A
+// claimed bucket starts with its TAT at the latest time any claim has seen
+// (keyed/claim.hpp says why that loses nothing owed).
 template <class Clock, class Hash>
 detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::size_t cls, nanoseconds now,
                                                         std::size_t& slot, std::uint64_t& soonest,
@@ -65,7 +77,7 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     // word the claim read with no pins (keyed/claim.hpp).
     const std::uint64_t tat = e.s.tat.load(std::memory_order_acquire);
     const std::uint64_t now_t = ticks(now, p);
-    if (tat <= now_t || past_t(now_t, p)) return true;
+    if (sealed(tat) || tat <= now_t || past_t(now_t, p)) return true;
     // Full when its TAT is reached, or once past its horizon.
     std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
     const std::uint64_t end = static_cast<std::uint64_t>(detail::gcra_horizon_ns(p)) + 1 - since;  // > 0: not past
@@ -75,11 +87,40 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     return false;
   };
   auto start = [&](entry& e) {
-    const std::uint64_t begin = detail::sat_mul(slots_.start_time(), params_[cls].scale);
-    // relaxed: published by the publish CAS (seq_cst, a release).
-    e.s.tat.store(begin > L::max_ticks ? L::max_ticks : begin, std::memory_order_relaxed);
+    // release: published by the publish CAS (seq_cst, a release) for
+    // pinners, and a release of its own for admit_live(), whose acquire
+    // of it orders its generation check after our claim.
+    e.s.tat.store(start_ticks(params_[cls]), std::memory_order_release);
   };
-  return slots_.claim(h, cls, since, slot, reusable, start);
+  std::uint64_t was = 0;  // the picked bucket's word before our seal
+  auto seize = [&](entry& e, std::uint64_t c) {
+    const detail::gcra_params& p = params_[class_of(c)];
+    // acquire: as reusable's load.
+    std::uint64_t w = e.s.tat.load(std::memory_order_acquire);
+    if (w == seal_of(c)) {
+      // Another claimer's seal on the same control word: its claim may
+      // still land. Move the word on (acq_rel / relaxed: as a pin's CAS;
+      // a failure means it moved already), which fails that claim, and
+      // retry: the seal is then a stale one.
+      std::uint64_t x = c;
+      (void)e.ctl.compare_exchange_strong(x, c + ver_one, std::memory_order_acq_rel, std::memory_order_relaxed);
+      return false;
+    }
+    const std::uint64_t now_t = ticks(now, p);
+    if (!sealed(w) && w > now_t && !past_t(now_t, p)) return false;  // owes again: not ours to take
+    was = w;
+    // acq_rel / relaxed: the seal. It succeeds only on the value we
+    // checked, so no admission came between; acquire pairs with the
+    // admissions' releases as reusable's load.
+    return e.s.tat.compare_exchange_strong(w, seal_of(c), std::memory_order_acq_rel, std::memory_order_relaxed);
+  };
+  auto unseize = [&](entry& e, std::uint64_t c) {
+    std::uint64_t x = seal_of(c);
+    // acq_rel / relaxed: only our own seal is undone (it names our attempt);
+    // if an admission replaced it first, this fails and changes nothing.
+    (void)e.s.tat.compare_exchange_strong(x, was, std::memory_order_acq_rel, std::memory_order_relaxed);
+  };
+  return slots_.claim(h, cls, since, slot, reusable, start, seize, unseize);
 }
 
 // Reads the key's TAT and class without pinning.
@@ -102,6 +143,7 @@ std::uint64_t keyed_buckets<Clock, Hash>::available_hash(std::uint64_t h, std::s
   if (!peek_tat(h, &tat, &c)) return past(now, params_[cls]) ? 0 : params_[cls].burst;
   const detail::gcra_params& p = params_[c];
   if (past(now, p)) return 0;
+  if (sealed(tat)) tat = start_ticks(p);  // what the seal stands for
   const std::uint64_t now_t = ticks(now, p);
   const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
   return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;

@@ -154,6 +154,44 @@ class keyed_slots {
     return false;
   }
 
+  // Finds the key's live entry without pinning it (keyed_buckets'
+  // admissions): its slot, control word and claim generation, read as one
+  // snapshot. The hash and the generation are read between two loads of the
+  // control word that must agree: a new occupant writes them (releases)
+  // only after a claim CAS that changes the word, and our loads of them
+  // (acquires) that saw its writes would make the second load see that
+  // CAS or later. Versions do not repeat (2^40), so equal words mean no
+  // claim came between. What the caller then does with the entry it
+  // checks itself (keyed_buckets.hpp: the seal and the generation).
+  bool find(std::uint64_t h, std::size_t& slot, std::uint64_t& ctl, std::uint64_t& gen) const noexcept {
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      const std::size_t s = at(home, i);
+      if (!may_hold(s, h)) continue;
+      entry& e = entries_[s];
+      // acquire: pairs with the publish CAS of the occupant, as in pin().
+      std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+      for (;;) {
+        const std::uint64_t st = state_of(c);
+        if (st == st_empty) return false;  // as in pin()
+        // acquire (both): pair with the claimer's release stores, see above.
+        if (st != st_live || e.hash.load(std::memory_order_acquire) != h) break;
+        const std::uint64_t g = e.claim.load(std::memory_order_acquire);
+        // acquire: ordered after the loads above; pairs as the first load.
+        const std::uint64_t again = e.ctl.load(std::memory_order_acquire);
+        if (again != c) {  // a pin, claim or erase came between: look again
+          c = again;
+          continue;
+        }
+        slot = s;
+        ctl = c;
+        gen = g;
+        return true;
+      }
+    }
+    return false;
+  }
+
   static void unpin(entry& e) noexcept {
     // release: pairs with an evictor's acquire load of ctl (claim): our
     // state writes happen before its freshness read. An RMW, so it keeps
@@ -210,6 +248,17 @@ class keyed_slots {
   template <class Reusable, class Start>
   claim_outcome claim(std::uint64_t h, std::size_t cls, std::uint64_t since, std::size_t& slot, Reusable&& reusable,
                       Start&& start) noexcept {
+    auto yes = [](entry&, std::uint64_t) { return true; };
+    auto none = [](entry&, std::uint64_t) {};
+    return claim(h, cls, since, slot, reusable, start, yes, none);
+  }
+  // The same, and a table whose admissions do not pin (keyed_buckets) seizes
+  // the live entry it is about to reclaim: `seize(entry&, ctl)` after
+  // note_time and before the claim CAS (false: retry), `unseize(entry&,
+  // ctl)` when that CAS then fails. keyed_buckets.hpp states the protocol.
+  template <class Reusable, class Start, class Seize, class Unseize>
+  claim_outcome claim(std::uint64_t h, std::size_t cls, std::uint64_t since, std::size_t& slot, Reusable&& reusable,
+                      Start&& start, Seize&& seize, Unseize&& unseize) noexcept {
     const std::size_t home = home_of(h);
     constexpr std::size_t none = ~std::size_t{0};
     // An unused entry (empty or free) is taken before a reusable live one:
@@ -246,26 +295,32 @@ class keyed_slots {
     // Before our claim CAS, so that an eviction by us carries our time.
     note_time(since);
     entry& e = entries_[pick];
+    const bool live = state_of(pick_c) == st_live;
+    if (live && !seize(e, pick_c)) return claim_outcome::retry;
     const std::uint64_t ver = (pick_c & ver_mask) + ver_one;
     std::uint64_t expect = pick_c;
     // seq_cst: the claim; as an acquire it pairs with the pins' release
     // (their hash reads come before our hash store) and the unpins' (as
     // for the state above).
     if (!e.ctl.compare_exchange_strong(expect, ver | st_claiming, std::memory_order_seq_cst)) {
+      if (live) unseize(e, pick_c);
       return claim_outcome::retry;
     }
     // The entry is ours until we free it: others may only move it from
     // hashed to withdrawn, and nobody else writes its hash or state.
-    // relaxed: published by the hashed CAS (seq_cst, a release), which the
-    // scans acquire.
-    e.hash.store(h, std::memory_order_relaxed);
+    // release: published by the hashed CAS (seq_cst, a release), which the
+    // scans acquire; a release of its own for find(), whose acquire load of
+    // it must order its second load of the control word after our claim.
+    e.hash.store(h, std::memory_order_release);
     // relaxed: see may_hold; the publish CAS below (a release) carries it.
     hints_[pick].store(h, std::memory_order_relaxed);
     // A new incarnation: tickets of earlier ones give nothing back here.
-    // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
-    // (acquire) follows the previous owner's publish or free (releases, RMWs
-    // all) in the word's order; pinners read it after the publish CAS below.
-    e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // Only an owner writes it, and each owner's claim CAS (acquire) follows
+    // the previous owner's publish or free (releases, RMWs all) in the
+    // word's order (the load: relaxed); pinners read it after the publish
+    // CAS below.
+    // release: as the hash's, for find().
+    e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     std::uint64_t mine = ver | st_claiming;
     // seq_cst: the mark of the protocol above. Cannot fail: only we write
     // a claiming entry.

@@ -107,7 +107,8 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
       const detail::gcra_params& p = params_[class_of(c)];
       // relaxed: stable while pinned (hash), or a moment of the bucket (TAT), as in admit().
       const std::uint64_t h = e.hash.load(std::memory_order_relaxed);
-      const std::uint64_t tat = e.s.tat.load(std::memory_order_relaxed);
+      std::uint64_t tat = e.s.tat.load(std::memory_order_relaxed);
+      if (sealed(tat)) tat = start_ticks(p);  // what the seal stands for (our pin fails its claim)
       const std::uint64_t now_t = ticks(now, p);
       if (tat > now_t) {
         rows.push_back(row{s, h, class_of(c), static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count())});
@@ -148,8 +149,9 @@ template <class Clock, class Hash>
 account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
   using E = account_restore_errc;
   // In use: any entry claimed, pinned or erased (construction and restore
-  // leave version 0).
-  if (!detail::keyed_untouched(slots_)) return E::in_use;
+  // leave version 0), or any admission (they do not pin: admitted_).
+  // relaxed: restore() must not race any other use.
+  if (!detail::keyed_untouched(slots_) || admitted_.load(std::memory_order_relaxed)) return E::in_use;
   detail::byte_reader r{bytes};
   // The tag, then the checksum before any length is read.
   const E opened = detail::open_keyed_snapshot(bytes, "TGK1", 5, r);
@@ -201,6 +203,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   // so a ticket of the snapshot's table (or of any other) could name one
   // of them; with another identity none gives anything back here.
   id_ = detail::next_keyed_table_id();
+  admitted_.store(false, std::memory_order_relaxed);
   for (std::size_t s = 0; s < capacity_; ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
     slots_.set_hint(s, 0);
