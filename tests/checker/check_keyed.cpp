@@ -227,6 +227,68 @@ TEST_CASE("checker: keyed_buckets, a refund racing erase and the key's new claim
 
 namespace {
 
+// A refund racing the eviction of the entry it gives back into (admissions
+// do not pin, so an evictor seals the full bucket and then claims it; the
+// refund's pin fails that claim and the refund must replace the seal, not
+// subtract from it). Key 1 took its burst at 0 (ticket kept) and is full
+// at 2.5 s; key 6 owes until 3 s, so key 2's claim at 2.5 s must evict key
+// 1. Thread A gives key 1's units back at a stale 0 and takes them again,
+// then more at 2.5 s; thread B claims key 2, erases key 6 and takes key 1 at
+// 2.5 s. Oracle: key 1's admissions net of what its tickets gave back keep
+// B + t / T but for the refund's stated skew (a `now` 2.5 s behind may give
+// back ceil(2.5) = 3 units early), and every bucket is whole afterwards
+// (a refund that subtracted from a seal would leave key 1 refused for
+// ever: it must be full again by 100 s).
+struct refund_evict_exec : execution {
+  keyed_buckets<manual_clock, self_hash> t{2, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 2};
+  std::vector<std::pair<std::int64_t, std::uint64_t>> log;  // key 1, net
+  keyed_ticket first;
+  explicit refund_evict_exec(scheduler& s) {
+    if (t.try_acquire(std::uint64_t{1}, 0, 2, ns(0), first).admitted()) log.emplace_back(0, 2);
+    (void)t.try_acquire(std::uint64_t{6}, 0, 2, ns(sec));
+    bodies.push_back([this, &s] {
+      const std::uint64_t got = t.refund(std::uint64_t{1}, first, 2, ns(0));
+      s.note("A gave back " + std::to_string(got));
+      log[0].second -= got;
+      take(s, "A", 0);
+      take(s, "A", 5 * sec / 2);
+    });
+    bodies.push_back([this, &s] {
+      s.note(std::string("B claims key 2: ") + to_string(t.try_acquire(std::uint64_t{2}, 0, 1, ns(5 * sec / 2)).status()));
+      (void)t.erase(std::uint64_t{6});
+      take(s, "B", 5 * sec / 2);
+    });
+  }
+  void take(scheduler& s, const char* who, std::int64_t at) {
+    const keyed_result r = t.try_acquire(std::uint64_t{1}, 0, 2, ns(at));
+    s.note(std::string(who) + " takes 2 of key 1 at " + std::to_string(at) + ": " + to_string(r.status()));
+    if (r.admitted()) log.emplace_back(at, 2);
+  }
+  std::string check(const scheduler::outcome&) override {
+    const std::uint64_t x = tgtest::bucket_bound_excess(log, 1, sec, 2);
+    if (x > 3) return "key 1 admitted " + std::to_string(x) + " units over B + t / T, net of refunds (skew allows 3)";
+    for (const std::uint64_t k : {1, 2, 6})
+      if (t.available(k, 0, ns(100 * sec)) != 2) return "key " + std::to_string(k) + " is not full again at 100 s";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_buckets, a refund racing the eviction of its entry", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed refund/evict, cap 2", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<refund_evict_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
 // A snapshot scanning the table while key 1 is erased from entry 0 and
 // claimed again in entry 1 (key 2 took entry 0): the scan can meet key 1
 // twice. The bytes must restore (a key in two entries is refused as
@@ -263,6 +325,51 @@ TEST_CASE("checker: keyed_buckets, a snapshot racing erase and the key's new cla
   const auto r = tgcheck::explore_exhaustive(s, "keyed snapshot/erase/reclaim, cap 3", 2, b,
                                              [](scheduler& sc) -> std::unique_ptr<execution> {
                                                return std::make_unique<snapshot_exec>(sc);
+                                             });
+  CHECK(r.complete);
+  CHECK(r.failure == "");
+}
+
+namespace {
+
+// A snapshot racing the eviction of a full bucket (sealed, then claimed):
+// the snapshot must not take a seal for a debt (the restore would refuse
+// it as out of range), and what it keeps restores. Key 1 is full at 2.5 s,
+// key 6 owes until 3 s; key 2's claim at 2.5 s evicts key 1 while the
+// other thread snapshots at 2.5 s, then takes key 2 again.
+struct snapshot_evict_exec : execution {
+  keyed_buckets<manual_clock, self_hash> t{2, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 2};
+  std::string bytes;
+  explicit snapshot_evict_exec(scheduler& s) {
+    (void)t.try_acquire(std::uint64_t{1}, 0, 2, ns(0));
+    (void)t.try_acquire(std::uint64_t{6}, 0, 2, ns(sec));
+    bodies.push_back([this, &s] {
+      bytes = t.snapshot(ns(5 * sec / 2), ns(0));
+      s.note("snapshot of " + std::to_string(bytes.size()) + " bytes");
+    });
+    bodies.push_back([this, &s] {
+      s.note(std::string("key 2: ") + to_string(t.try_acquire(std::uint64_t{2}, 0, 1, ns(5 * sec / 2)).status()));
+      (void)t.try_acquire(std::uint64_t{2}, 0, 1, ns(5 * sec / 2));
+    });
+  }
+  std::string check(const scheduler::outcome&) override {
+    keyed_buckets<manual_clock, self_hash> r{2, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), 2};
+    const account_restore_errc e = r.restore(bytes, ns(5 * sec / 2), ns(0));
+    if (e != account_restore_errc::ok) return "the snapshot does not restore: code " + std::to_string(static_cast<int>(e));
+    if (r.available(std::uint64_t{6}, 0, ns(5 * sec / 2)) > 1) return "key 6 lost its debt (half a second: 1 unit left)";
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checker: keyed_buckets, a snapshot racing the eviction of a full bucket", "[checker]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = tgcheck::large() ? 4 : 3;
+  const auto r = tgcheck::explore_exhaustive(s, "keyed snapshot/evict, cap 2", 2, b,
+                                             [](scheduler& sc) -> std::unique_ptr<execution> {
+                                               return std::make_unique<snapshot_evict_exec>(sc);
                                              });
   CHECK(r.complete);
   CHECK(r.failure == "");
