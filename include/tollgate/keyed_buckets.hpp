@@ -79,42 +79,44 @@
 // Concurrency contract. Every member function is thread-safe. Admission on
 // a live key is lock-free and takes one read-modify-write, the bucket's
 // CAS: the entry is found by loads alone (its control word holds state,
-// class, a count of pins and a 40-bit version that every pin, claim, erase
-// and defeated eviction advances; construction and restore() leave it 0;
-// the hash and claim generation are read between two loads of it that
-// must agree). An evictor may reclaim a live entry with no pins whose
-// bucket is full at its `now`: it first seals the bucket (one CAS of the
-// TAT word from the full value it checked to a seal naming the control
-// word's version: no TAT has the top bit a seal has), then claims the entry
-// with a CAS expecting that control word. The two CASes order an admission
-// and an eviction on one word each: an admission's CAS that lands before
-// the seal changes the value the seal expects (the seal fails and nothing
-// is reclaimed); after the seal, an admission finds it and first moves the
-// control word on (a CAS of the version alone), which fails the evictor's
-// claim if it has not landed, then puts in the seal's place the TAT a claim
-// would start with (the latest time any claim has seen, which the evictor
-// raised to its `now` before sealing: on the safe side of what the full
-// bucket owed); if the claim landed first, the key was full and is claimed
-// again elsewhere, losing nothing. An evictor whose claim CAS fails undoes
-// its own seal (a seal names one attempt, so a late undo cannot remove a
-// newer one). An admission's CAS that lands on a new occupant (its expected
-// value equal, by chance, to the new bucket's start) is seen by the claim
-// generation read after it, and the admission looks again: the new
-// occupant keeps that one charge (the conservative side), and so does a key
-// whose admission raced its own entry's eviction by a `now` far enough
-// ahead to find it full again, or its erase (it is charged again in its new
-// entry). Refunds, snapshots and the first admission of a claimed
-// entry pin it (a CAS that advances the version, and an unpin), so no
-// claim can land under them. (The version wraps after 2^40 steps: a thread
-// would have to stall between two loads or a load and its CAS for that
-// many operations on one entry to be fooled.) Claiming a new key is
-// lock-free too, except that two claims of one new key racing each other
-// may withdraw each other and retry (obstruction-free); no thread ever
-// waits for another, and a key never holds two entries. A claimer stalled
-// between its claim and its publish keeps that one entry out of use until
-// it runs again (others withdraw its claim, only it frees the entry); one
-// stalled between its seal and its claim keeps nothing (the key's next
-// admission, or the next claimer, moves the word on).
+// class, a count of pins and a 40-bit version that every pin, claim and
+// erase advances; construction and restore() leave it 0; the hash and
+// claim generation are read between two loads of it that must agree). An
+// evictor may reclaim a live entry with no pins whose bucket is full at its
+// `now`: it first seals the bucket (one CAS of the TAT word from the full
+// value it checked to a seal naming the control word's version: no TAT has
+// the top bit a seal has), then claims the entry with a CAS expecting that
+// control word. The TAT word orders an admission and a seal: an admission's
+// CAS that lands first changes the value the seal expects (the seal fails);
+// an admission that finds a seal pins the entry (a CAS that advances the
+// version, which fails the claim if it has not landed, and keeps further
+// claims off the entry), puts in the seal's place the TAT a claim would
+// start with (the latest time any claim has seen, which every sealer raised
+// to its `now` before sealing: on the safe side of what the full bucket
+// owed), admits and unpins; if the claim landed first, the key was full and
+// is claimed again elsewhere, losing nothing. An evictor whose claim CAS
+// fails puts in place of its seal the same latest-time TAT (never the value
+// it sealed: two evictors that read one control word make equal seals, and
+// the older value would undo an admission made between them). An
+// admission's CAS that lands on a new occupant (its expected value equal,
+// by chance, to the new bucket's start) is seen by the claim generation read
+// after it, and the admission looks again: the new occupant keeps that one
+// charge (the conservative side), and so does a key whose admission raced
+// its own entry's eviction by a `now` far enough ahead to find it full
+// again, or its erase (it is charged again in its new entry). Refunds,
+// snapshots and the first admission of a claimed entry pin it, so no claim
+// can land under them. (The version wraps after 2^40 steps: a thread would
+// have to stall between two loads or a load and its CAS for that many
+// operations on one entry to be fooled.) Claiming a new key is lock-free
+// too, except that two claims of one new key racing each other may withdraw
+// each other and retry (obstruction-free); no thread ever waits for
+// another, and a key never holds two entries. A claimer stalled between its
+// claim and its publish keeps that one entry out of use until it runs again
+// (others withdraw its claim, only it frees the entry); one stalled between
+// its seal and its claim keeps that entry from other claims until it runs
+// again or the key's next admission (claims pass a seal that may still
+// land, rather than fail it: two claimers failing each other's could go on
+// for ever).
 // erase() is lock-free: it takes the key out at once; an admission already
 // in progress finishes on the erased bucket (as if it came before the
 // erase) or, if the entry has been claimed again meanwhile, looks again. Peeks
@@ -359,9 +361,19 @@ class keyed_buckets {
         entry& e = slots_[slot];
         slot_cls = class_of(ctl);
         std::uint64_t end = 0;
-        bool moved = false;
-        const decision d = admit_live(e, gen, params_[slot_cls], n, now, end, moved);
-        if (moved) continue;  // the entry went to another claim: look again
+        live_how how = live_how::done;
+        decision d = admit_live(e, gen, params_[slot_cls], n, now, end, false, how);
+        if (how == live_how::moved) continue;  // the entry went to another claim: look again
+        if (how == live_how::sealed) {
+          // An evictor sealed the bucket: pin the entry, which fails its
+          // claim and keeps further claims off it, and admit pinned.
+          if (!slots_.pin(h, slot, slot_cls)) continue;  // claimed already: the key was full
+          entry& pe = slots_[slot];
+          gen = pe.claim.load(std::memory_order_relaxed);  // relaxed: stable while pinned
+          d = admit_live(pe, gen, params_[slot_cls], n, now, end, true, how);
+          unpin(pe);
+          if (how == live_how::moved) continue;
+        }
         if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, gen, id_};
         return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
       }
@@ -390,10 +402,10 @@ class keyed_buckets {
       // relaxed: we wrote it.
       const std::uint64_t mine = e.claim.load(std::memory_order_relaxed);
       std::uint64_t end = 0;
-      bool moved = false;
-      const decision d = admit_live(e, mine, params_[slot_cls], n, now, end, moved);
+      live_how how = live_how::done;
+      const decision d = admit_live(e, mine, params_[slot_cls], n, now, end, true, how);
       unpin(e);
-      if (moved) continue;  // erased while we admitted: look again
+      if (how == live_how::moved) continue;  // erased and claimed again while we admitted: look again
       if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, mine, id_};
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
@@ -415,86 +427,11 @@ class keyed_buckets {
     return b > L::max_ticks ? L::max_ticks : b;
   }
 
-  // An admission on the live entry find() read (its claim generation
-  // gen), without a pin: the bucket's CAS is its one
-  // read-modify-write. `moved` when the entry is no longer that
-  // incarnation; nothing of this call then counts for the key (the caller
-  // looks again). See the contract for why a seal and an admission cannot
-  // both succeed.
+  // An admission on an entry of the key (keyed/bucket_ops.hpp), pinned or
+  // not; how it ended when it did not decide.
+  enum class live_how { done, moved, sealed };
   decision admit_live(entry& e, std::uint64_t gen, const detail::gcra_params& p, std::uint64_t n, nanoseconds now,
-                      std::uint64_t& end, bool& moved) noexcept {
-    const std::uint64_t now_t = ticks(now, p);
-    if (n > p.burst || past_t(now_t, p)) return decision::refuse(reason::exceeds_capacity);
-    detail::atomic<std::uint64_t>& tat = e.s.tat;
-    // acquire: pairs with the release of a claimer's start store (its
-    // release sequence: every later write of the word is an RMW), so a
-    // value a new occupant wrote comes with that occupant's generation,
-    // which the checks below then read.
-    std::uint64_t w = tat.load(std::memory_order_acquire);
-    for (;;) {
-      if (sealed(w)) {
-        if (!unseal(e, gen, p, w)) break;
-        continue;
-      }
-      const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
-      const std::uint64_t need = base + n * p.interval;
-      if (need - now_t > p.tau) {
-        // relaxed: ordered after the acquire that read w (above).
-        if (e.claim.load(std::memory_order_relaxed) != gen) break;
-        return wait_or_never(now, ticks_to_ns(need - now_t - p.tau, p), p);
-      }
-      // acq_rel / acquire: the admission; acquire as the load above (also
-      // on failure, for the next round's w), release so an evictor's seal
-      // CAS and a snapshot that read our value see what came before it.
-      if (tat.compare_exchange_weak(w, need, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        // relaxed: after the acquire of our CAS.
-        if (e.claim.load(std::memory_order_relaxed) == gen) {
-          end = need;
-          // relaxed: restore() is not run beside admissions (it only tells
-          // a table used before it from one that was not).
-          if (!admitted_.load(std::memory_order_relaxed)) admitted_.store(true, std::memory_order_relaxed);
-          return decision::admit();
-        }
-        // The entry was claimed again: our CAS charged the erased bucket
-        // before that claim, or the new occupant (our w equal, by chance, to
-        // its start). Not undone: the new occupant may have taken units on
-        // top, and a CAS back cannot tell our charge from an equal value
-        // (the interleaving checker's erase scenario found exactly that). It
-        // keeps the charge, the conservative side.
-        break;
-      }
-      // relaxed: after the failed CAS's acquire.
-      if (e.claim.load(std::memory_order_relaxed) != gen) break;
-    }
-    moved = true;
-    return decision::refuse(reason::busy);
-  }
-
-  // A sealed bucket seen by an admission: its evictor may still claim the
-  // entry (its claim CAS expects the control word it read, whose version
-  // the seal carries). First the word moves on (a version step, as a pin's,
-  // without a pin), which fails that claim; then the seal is replaced by
-  // the state it stands for. False when the entry is no longer find()'s
-  // incarnation (the evictor's claim won: the key was full, nothing is
-  // lost). `w` comes back with the word's current value.
-  bool unseal(entry& e, std::uint64_t gen, const detail::gcra_params& p, std::uint64_t& w) noexcept {
-    // acquire: pairs with the publish and claim CASes (releases), as in pin().
-    std::uint64_t now_c = e.ctl.load(std::memory_order_acquire);
-    for (;;) {
-      // relaxed: after the acquire above.
-      if (state_of(now_c) != st_live || e.claim.load(std::memory_order_relaxed) != gen) return false;
-      if (seal_of(now_c) != w) break;  // the word moved on since the seal: that claim CAS fails
-      // acq_rel / acquire: as a pin's CAS (the version step only).
-      if (e.ctl.compare_exchange_weak(now_c, now_c + ver_one, std::memory_order_acq_rel, std::memory_order_acquire))
-        break;
-    }
-    // acq_rel / acquire: as the admission's CAS. Fails when the seal went
-    // already (another admission, or the evictor's unseize); w is then the
-    // word's value.
-    const std::uint64_t fresh = start_ticks(p);
-    if (e.s.tat.compare_exchange_strong(w, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) w = fresh;
-    return true;
-  }
+                      std::uint64_t& end, bool pinned, live_how& how) noexcept;
 
   static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp

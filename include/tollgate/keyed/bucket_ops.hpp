@@ -1,7 +1,7 @@
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
 // keyed/bucket_ops.hpp: keyed_buckets' side of the entry protocol of
-// keyed/claim.hpp — when a bucket may be reclaimed, how a claimed one
+// keyed/claim.hpp — its admission without a pin, when a bucket may be reclaimed, how a claimed one
 // starts, refunds into it, and the peeks. Included by keyed_buckets.hpp
 // after the class, whose header states the contract and the bound.
 #ifndef TOLLGATE_KEYED_BUCKET_OPS_HPP
@@ -11,8 +11,74 @@
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// Gives back what the ticket rule allows into the entry the ticket charged
-// (keyed_buckets::refund states the rule).
+// An admission on an entry of the key (its claim generation gen): the
+// bucket's CAS is its one read-modify-write. Unpinned (found by find()),
+// it stops at a seal (`how` = sealed: the caller pins the entry and comes
+// back) and at a sign that the entry is no longer that incarnation (`how`
+// = moved: nothing of this call counts for the key, the caller looks
+// again). Pinned, no claim can land, so a seal (of an evictor that read
+// the control word before our pin) is replaced by the state it stands for.
+template <class Clock, class Hash>
+decision keyed_buckets<Clock, Hash>::admit_live(entry& e, std::uint64_t gen, const detail::gcra_params& p,
+                                                std::uint64_t n, nanoseconds now, std::uint64_t& end, bool pinned,
+                                                live_how& how) noexcept {
+  how = live_how::done;
+  const std::uint64_t now_t = ticks(now, p);
+  if (n > p.burst || past_t(now_t, p)) return decision::refuse(reason::exceeds_capacity);
+  detail::atomic<std::uint64_t>& tat = e.s.tat;
+  // acquire: pairs with the release of a claimer's start store (its
+  // release sequence: every later write of the word is an RMW), so a
+  // value a new occupant wrote comes with that occupant's generation,
+  // which the checks below then read.
+  std::uint64_t w = tat.load(std::memory_order_acquire);
+  for (;;) {
+    if (sealed(w)) {
+      if (!pinned) {
+        how = live_how::sealed;
+        return decision::refuse(reason::busy);
+      }
+      // acq_rel / acquire: as the admission's CAS below; on failure w is
+      // the word's value (the sealer's own undo came first).
+      const std::uint64_t fresh = start_ticks(p);
+      if (tat.compare_exchange_strong(w, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) w = fresh;
+      continue;
+    }
+    const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
+    const std::uint64_t need = base + n * p.interval;
+    if (need - now_t > p.tau) {
+      // relaxed: ordered after the acquire that read w (above).
+      if (e.claim.load(std::memory_order_relaxed) != gen) break;
+      return wait_or_never(now, ticks_to_ns(need - now_t - p.tau, p), p);
+    }
+    // acq_rel / acquire: the admission; acquire as the load above (also
+    // on failure, for the next round's w), release so an evictor's seal
+    // CAS and a snapshot that read our value see what came before it.
+    if (tat.compare_exchange_weak(w, need, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      // relaxed: after the acquire of our CAS.
+      if (e.claim.load(std::memory_order_relaxed) == gen) {
+        end = need;
+        // relaxed: restore() is not run beside admissions (it only tells
+        // a table used before it from one that was not).
+        if (!admitted_.load(std::memory_order_relaxed)) admitted_.store(true, std::memory_order_relaxed);
+        return decision::admit();
+      }
+      // The entry was claimed again: our CAS charged the erased bucket
+      // before that claim, or the new occupant (our w equal, by chance, to
+      // its start). Not undone: the new occupant may have taken units on
+      // top, and a CAS back cannot tell our charge from an equal value
+      // (the interleaving checker's erase scenario found exactly that). It
+      // keeps the charge, the conservative side.
+      break;
+    }
+    // relaxed: after the failed CAS's acquire. Not needed for the bound
+    // (the check after a successful CAS catches a new occupant) but it
+    // spares that occupant a charge.
+    if (e.claim.load(std::memory_order_relaxed) != gen) break;
+  }
+  how = live_how::moved;
+  return decision::refuse(reason::busy);
+}
+
 template <class Clock, class Hash>
 std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n,
                                                        nanoseconds now) noexcept {
@@ -77,7 +143,14 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     // word the claim read with no pins (keyed/claim.hpp).
     const std::uint64_t tat = e.s.tat.load(std::memory_order_acquire);
     const std::uint64_t now_t = ticks(now, p);
-    if (sealed(tat) || tat <= now_t || past_t(now_t, p)) return true;
+    if (sealed(tat)) {
+      // A seal whose claimer may still claim (it names the control word
+      // as it is) is passed; its claimer finishes, or the key's next
+      // admission pins the entry, which makes the seal a stale one.
+      // relaxed: a filter; seize() checks again.
+      return tat != seal_of(e.ctl.load(std::memory_order_relaxed));
+    }
+    if (tat <= now_t || past_t(now_t, p)) return true;
     // Full when its TAT is reached, or once past its horizon.
     std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
     const std::uint64_t end = static_cast<std::uint64_t>(detail::gcra_horizon_ns(p)) + 1 - since;  // > 0: not past
@@ -92,23 +165,16 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     // of it orders its generation check after our claim.
     e.s.tat.store(start_ticks(params_[cls]), std::memory_order_release);
   };
-  std::uint64_t was = 0;  // the picked bucket's word before our seal
   auto seize = [&](entry& e, std::uint64_t c) {
     const detail::gcra_params& p = params_[class_of(c)];
     // acquire: as reusable's load.
     std::uint64_t w = e.s.tat.load(std::memory_order_acquire);
-    if (w == seal_of(c)) {
-      // Another claimer's seal on the same control word: its claim may
-      // still land. Move the word on (acq_rel / relaxed: as a pin's CAS;
-      // a failure means it moved already), which fails that claim, and
-      // retry: the seal is then a stale one.
-      std::uint64_t x = c;
-      (void)e.ctl.compare_exchange_strong(x, c + ver_one, std::memory_order_acq_rel, std::memory_order_relaxed);
-      return false;
-    }
+    // Another claimer's seal on the same control word: its claim may still
+    // land. Not defeated (two claimers of different keys doing that to
+    // each other could go on for ever): the scan passes it (reusable).
+    if (w == seal_of(c)) return false;
     const std::uint64_t now_t = ticks(now, p);
     if (!sealed(w) && w > now_t && !past_t(now_t, p)) return false;  // owes again: not ours to take
-    was = w;
     // acq_rel / relaxed: the seal. It succeeds only on the value we
     // checked, so no admission came between; acquire pairs with the
     // admissions' releases as reusable's load.
@@ -116,9 +182,16 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
   };
   auto unseize = [&](entry& e, std::uint64_t c) {
     std::uint64_t x = seal_of(c);
-    // acq_rel / relaxed: only our own seal is undone (it names our attempt);
-    // if an admission replaced it first, this fails and changes nothing.
-    (void)e.s.tat.compare_exchange_strong(x, was, std::memory_order_acq_rel, std::memory_order_relaxed);
+    // Our claim failed, so the control word is past c and no claim that
+    // expects it can land: a seal naming c (ours, or an equal one another
+    // claimer made after ours was replaced: both read c) stands only for
+    // a full bucket. Put back what it stands for, the latest time (at or
+    // after every such sealer's `now`), not the value we sealed, which may
+    // be older than what an equal seal covered (an independent check found
+    // an admission lost that way). acq_rel / relaxed: if the seal went
+    // first, this fails and changes nothing.
+    (void)e.s.tat.compare_exchange_strong(x, start_ticks(params_[class_of(c)]), std::memory_order_acq_rel,
+                                          std::memory_order_relaxed);
   };
   return slots_.claim(h, cls, since, slot, reusable, start, seize, unseize);
 }

@@ -1,0 +1,192 @@
+// Attacks on keyed_buckets' unpinned admissions (seal protocol).
+#include "../catch_compat.hpp"
+#include "explore.hpp"
+
+#include <tollgate/keyed_buckets.hpp>
+
+#include <map>
+
+using namespace tollgate;
+using tgcheck::bounds;
+using tgcheck::execution;
+using tgcheck::scheduler;
+using tgtest::ns;
+
+namespace {
+
+constexpr std::int64_t sec = 1000000000;
+
+struct self_hash {
+  explicit self_hash(hash_seed) {}
+  std::uint64_t operator()(std::uint64_t id) const { return id; }
+  std::uint64_t operator()(std::string_view s) const { return s.size(); }
+};
+
+struct kop {
+  std::uint64_t key;
+  std::uint64_t n;  // 0: erase
+  std::int64_t at;
+};
+using kscript = std::vector<kop>;
+
+struct attack_exec : execution {
+  keyed_buckets<manual_clock, self_hash> t;
+  std::map<std::uint64_t, std::vector<std::pair<std::int64_t, std::uint64_t>>> log;
+  std::map<std::uint64_t, std::uint64_t> erased;
+  attack_exec(scheduler& s, std::size_t cap, const kscript& setup, const std::vector<kscript>& scripts)
+      : t(cap, {{rate(1, ns(sec)), 2}}, hash_seed{}, ns(0), cap) {
+    for (const kop& op : setup)
+      if (t.try_acquire(op.key, 0, op.n, ns(op.at)).admitted()) log[op.key].emplace_back(op.at, op.n);
+    for (std::size_t th = 0; th < scripts.size(); ++th) {
+      const kscript sc = scripts[th];
+      bodies.push_back([this, &s, sc, th] {
+        for (const kop& op : sc) {
+          if (op.n == 0) {
+            const bool had = t.erase(op.key);
+            s.note("T" + std::to_string(th) + " erase(key " + std::to_string(op.key) + "): " + (had ? "had" : "none"));
+            if (had) ++erased[op.key];
+            continue;
+          }
+          const keyed_result r = t.try_acquire(op.key, 0, op.n, ns(op.at));
+          s.note("T" + std::to_string(th) + " try_acquire(key " + std::to_string(op.key) + ", " +
+                 std::to_string(op.n) + ", " + std::to_string(op.at / sec) + " s): " + to_string(r.status()));
+          if (r.admitted()) log[op.key].emplace_back(op.at, op.n);
+        }
+      });
+    }
+  }
+  std::string check(const scheduler::outcome&) override {
+    for (const auto& kv : log) {
+      const std::uint64_t x = tgtest::bucket_bound_excess(kv.second, 1, sec, 2);
+      const auto er = erased.find(kv.first);
+      if (x > (er == erased.end() ? 0 : 2 * er->second))
+        return "key " + std::to_string(kv.first) + " admitted " + std::to_string(x) + " units over B + t / T";
+    }
+    return "";
+  }
+};
+
+tgcheck::factory attack_factory(std::size_t cap, kscript setup, std::vector<kscript> scripts) {
+  return [=](scheduler& s) -> std::unique_ptr<execution> {
+    return std::make_unique<attack_exec>(s, cap, setup, scripts);
+  };
+}
+
+}  // namespace
+
+// Two evictors that read the same control word (version v) make the same
+// seal S(v). E1 (T0, key 2 at 2 s) seals key 1's full bucket (TAT 2 s);
+// E2 (T1, key 2 at 3 s) scans (reads version v) and pauses; T2 admits 1 on
+// key 1 at 2 s (unseal: version v+1, TAT = latest 2 s, admit: TAT 3 s), and
+// erases key 6 (so the evictors' retries take entry 1, not key 1's); E2
+// seals TAT 3 s (full at 3 s) with S(v) again, its claim fails; E1's claim
+// fails and its undo (CAS S(v) -> 2 s) lands on E2's seal: key 1's TAT goes
+// back to 2 s and T0 then takes key 1's burst again at 2 s.
+TEST_CASE("checker attack: keyed_buckets, two evictors' equal seals, a stale undo", "[checker][attack]") {
+  scheduler s(3);
+  bounds b;
+  b.preemptions = 3;
+  const auto r = tgcheck::explore_exhaustive(
+      s, "attack: equal seals, stale undo, cap 2", 3, b,
+      attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
+                     {{{2, 1, 2 * sec}, {1, 2, 2 * sec}}, {{2, 1, 3 * sec}}, {{1, 1, 2 * sec}, {6, 0, 2 * sec}}}),
+      tgcheck::large() ? 3000000 : 350000);  // the default run stops early: the stale undo showed by 302,801
+  CHECK(r.failure == "");
+}
+
+namespace {
+
+// A fixed schedule: thread 0 runs e0 steps, thread 1 a0, then thread 0 e,
+// thread 1 a, for ever (a switch away from a thread that could go on is a
+// preemption: the bound is lifted).
+class cycle_chooser : public tgcheck::chooser {
+ public:
+  cycle_chooser(unsigned e0, unsigned a0, unsigned e, unsigned a) : e0_(e0), a0_(a0), e_(e), a_(a) {}
+  void begin() override { n_ = 0; }
+  int pick_thread(int current, const std::vector<int>& others, bool, bool, std::uint64_t) override {
+    const int want = who(n_++);
+    if (want == current || current < 0) {
+      if (current >= 0) return current;
+      return others.empty() ? -1 : others.front();
+    }
+    for (int o : others)
+      if (o == want) return o;
+    return current;
+  }
+  std::size_t pick(std::size_t) override { return 0; }
+
+ private:
+  int who(std::uint64_t k) const {
+    if (k < e0_) return 0;
+    k -= e0_;
+    if (k < a0_) return 1;
+    k -= a0_;
+    return (k % (e_ + a_)) < e_ ? 0 : 1;
+  }
+  unsigned e0_, a0_, e_, a_;
+  std::uint64_t n_ = 0;
+};
+
+}  // namespace
+
+// Lock-freedom: T0 claims key 2 at 2 s, evicting key 1 (full at 2 s); T1
+// admits on key 1 at 2 s. Each defeats the other: T0's seal makes T1's TAT
+// CAS fail, T1's version step makes T0's claim CAS fail, T0's undo and
+// re-seal come before T1's CAS of the seal. Searches small quanta for a
+// schedule in which neither call ever returns.
+TEST_CASE("checker attack: keyed_buckets, admission and evictor defeat each other for ever", "[checker][attack2]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = 1000000;
+  b.steps = 3000;
+  auto make = attack_factory(1, {{1, 2, 0}}, {{{2, 1, 2 * sec}}, {{1, 1, 2 * sec}}});
+  bool found = false;
+  for (unsigned e0 = 6; e0 <= 14 && !found; ++e0)
+    for (unsigned a0 = 4; a0 <= 12 && !found; ++a0)
+      for (unsigned e = 6; e <= 14 && !found; ++e)
+        for (unsigned a = 2; a <= 8 && !found; ++a) {
+          cycle_chooser c(e0, a0, e, a);
+          tgcheck::recording_chooser rc(&c);
+          std::uint64_t steps = 0;
+          const std::string v = tgcheck::detail::run_one(s, make, rc, b, steps);
+          if (v.rfind("no progress", 0) == 0) {
+            found = true;
+            std::printf("livelock: e0=%u a0=%u e=%u a=%u: %s\n", e0, a0, e, a, v.c_str());
+            tgcheck::result r;
+            tgcheck::detail::replay(s, make, b, rc.log(), v, r);
+            std::printf("%s\n", r.schedule.substr(0, 4000).c_str());
+          }
+        }
+  CHECK(!found);
+}
+
+// Lock-freedom between claims of different new keys: T0 claims key 2 and
+// T1 claims key 3 at 2 s, both evicting key 1 (full); seize() defeats the
+// other's pending seal (a version step), so each may fail the other's
+// claim for ever.
+TEST_CASE("checker attack: keyed_buckets, two evictors of different keys defeat each other for ever",
+          "[checker][attack3]") {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = 1000000;
+  b.steps = 3000;
+  auto make = attack_factory(1, {{1, 2, 0}}, {{{2, 1, 2 * sec}}, {{3, 1, 2 * sec}}});
+  bool found = false;
+  for (unsigned e0 = 6; e0 <= 14 && !found; ++e0)
+    for (unsigned a0 = 4; a0 <= 14 && !found; ++a0)
+      for (unsigned e = 4; e <= 14 && !found; ++e)
+        for (unsigned a = 4; a <= 14 && !found; ++a) {
+          cycle_chooser c(e0, a0, e, a);
+          tgcheck::recording_chooser rc(&c);
+          std::uint64_t steps = 0;
+          const std::string v = tgcheck::detail::run_one(s, make, rc, b, steps);
+          if (v.rfind("no progress", 0) == 0) {
+            found = true;
+            std::printf("livelock: e0=%u a0=%u e=%u a=%u: %s\n", e0, a0, e, a, v.c_str());
+            tgcheck::result r;
+            tgcheck::detail::replay(s, make, b, rc.log(), v, r);
+            std::printf("%s\n", r.schedule.substr(0, 1500).c_str());
+          }
+        }
+  CHECK(!found);
+}
