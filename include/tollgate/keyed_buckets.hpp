@@ -84,8 +84,8 @@
 // claim generation are read between two loads of it that must agree). An
 // evictor may reclaim a live entry with no pins whose bucket is full at its
 // `now`: it first seals the bucket (one CAS of the TAT word from the full
-// value it checked to a seal naming the control word's version: no TAT has
-// the top bit a seal has), then claims the entry with a CAS expecting that
+// value it checked to a seal naming the control word's version and a
+// ticket of its own: no TAT has the top bit a seal has), then claims the entry with a CAS expecting that
 // control word. The TAT word orders an admission and a seal: an admission's
 // CAS that lands first changes the value the seal expects (the seal fails);
 // an admission that finds a seal pins the entry (a CAS that advances the
@@ -95,9 +95,8 @@
 // to its `now` before sealing: on the safe side of what the full bucket
 // owed), admits and unpins; if the claim landed first, the key was full and
 // is claimed again elsewhere, losing nothing. An evictor whose claim CAS
-// fails puts in place of its seal the same latest-time TAT (never the value
-// it sealed: two evictors that read one control word make equal seals, and
-// the older value would undo an admission made between them). An
+// fails puts back the value it sealed, if its seal still stands (seals are
+// never equal, so one evictor's undo cannot land on another's seal). An
 // admission's CAS that lands on a new occupant (its expected value equal,
 // by chance, to the new bucket's start) is seen by the claim generation read
 // after it, and the admission looks again: the new occupant keeps that one
@@ -105,9 +104,10 @@
 // its own entry's eviction by a `now` far enough ahead to find it full
 // again, or its erase (it is charged again in its new entry). Refunds,
 // snapshots and the first admission of a claimed entry pin it, so no claim
-// can land under them. (The version wraps after 2^40 steps: a thread would
-// have to stall between two loads or a load and its CAS for that many
-// operations on one entry to be fooled.) Claiming a new key is lock-free
+// can land under them. (The version wraps after 2^40 steps, a seal's
+// ticket after 2^22 seals of the table: a thread would have to stall
+// between two loads or a load and its CAS for that many operations to be
+// fooled.) Claiming a new key is lock-free
 // too, except that two claims of one new key racing each other may withdraw
 // each other and retry (obstruction-free); no thread ever waits for
 // another, and a key never holds two entries. A claimer stalled between its
@@ -412,12 +412,23 @@ class keyed_buckets {
   }
 
   // The seal (see the contract): the TAT word's top bit, which no TAT
-  // reaches (a TAT stays at or below max_ticks + tau < 2^63), and the
-  // version of the control word its evictor read, so a seal names one
-  // attempt (versions do not repeat: 2^40).
+  // reaches (a TAT stays at or below max_ticks + tau < 2^63), the version
+  // of the control word its evictor read (40 bits: whether its claim may
+  // still land) and the low 22 bits of a ticket the evictor drew from the
+  // table's count of seals, so that two evictors that read one control word
+  // make different seals (equal seals let one's undo land on the other's,
+  // found by an independent check; they would need a sealer stalled across
+  // 2^22 seals of the table).
+  static constexpr unsigned ticket_bits = 22;
   static constexpr std::uint64_t sealed_bit = std::uint64_t{1} << 63;
   static constexpr bool sealed(std::uint64_t w) noexcept { return (w & sealed_bit) != 0; }
-  static constexpr std::uint64_t seal_of(std::uint64_t ctl) noexcept { return sealed_bit | (ctl >> S::ver_shift); }
+  static constexpr std::uint64_t seal_of(std::uint64_t ctl, std::uint64_t ticket) noexcept {
+    return sealed_bit | ((ctl >> S::ver_shift) << ticket_bits) | (ticket & ((std::uint64_t{1} << ticket_bits) - 1));
+  }
+  // Whether seal w names control word ctl's version: its claim may land.
+  static constexpr bool pending(std::uint64_t w, std::uint64_t ctl) noexcept {
+    return ((w & ~sealed_bit) >> ticket_bits) == (ctl >> S::ver_shift);
+  }
   // The TAT a claim starts a bucket of class p with: the latest time any
   // claim has seen (keyed/claim.hpp). It is also what a sealed bucket
   // stands for: full at its evictor's `now`, which that evictor's
@@ -457,6 +468,8 @@ class keyed_buckets {
   // restore() of claims, pins and erases do not show them. Written once
   // (false to true) per restore, then only read: its line stays shared.
   detail::atomic<bool> admitted_{false};
+  // Seals drawn (claims that evict only): tickets that tell seals apart.
+  detail::atomic<std::uint64_t> seals_{0};
 };
 
 TOLLGATE_END_NAMESPACE

@@ -4,7 +4,10 @@
 
 #include <tollgate/keyed_buckets.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
+#include <sstream>
 
 using namespace tollgate;
 using tgcheck::bounds;
@@ -90,7 +93,7 @@ TEST_CASE("checker attack: keyed_buckets, two evictors' equal seals, a stale und
       s, "attack: equal seals, stale undo, cap 2", 3, b,
       attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
                      {{{2, 1, 2 * sec}, {1, 2, 2 * sec}}, {{2, 1, 3 * sec}}, {{1, 1, 2 * sec}, {6, 0, 2 * sec}}}),
-      tgcheck::large() ? 3000000 : 350000);  // the default run stops early: the stale undo showed by 302,801
+      tgcheck::large() ? 3000000 : 400000);  // stops early by default: equal seals showed by 330,129
   CHECK(r.failure == "");
 }
 
@@ -189,4 +192,108 @@ TEST_CASE("checker attack: keyed_buckets, two evictors of different keys defeat 
           }
         }
   CHECK(!found);
+}
+
+// ---- the second independent check: fixed schedules ----
+// (Segments of atomic steps, written against the code they broke, where
+// seals named the control word's version only; a change of the steps an
+// operation takes moves them off the race, so the exhaustive scenario
+// above is what guards it in general.)
+namespace {
+
+// A scripted schedule: segments (thread, steps); thread t takes that many
+// atomic steps, then the next segment's thread runs. steps 0 = until it finishes.
+class script_chooser : public tgcheck::chooser {
+ public:
+  explicit script_chooser(std::vector<std::pair<int, unsigned>> segs) : segs_(std::move(segs)) {}
+  void begin() override { i_ = 0, used_ = 0, started_.assign(8, false); }
+  int pick_thread(int current, const std::vector<int>& others, bool, bool, std::uint64_t) override {
+    if (current >= 0) started_[current] = true;
+    for (;;) {
+      if (i_ >= segs_.size()) {  // after the script: lowest id that can run
+        if (current >= 0) return current;
+        return others.empty() ? -1 : others.front();
+      }
+      const int want = segs_[i_].first;
+      const bool runnable = want == current || std::find(others.begin(), others.end(), want) != others.end();
+      const bool spent = segs_[i_].second != 0 && used_ >= segs_[i_].second;
+      if (!runnable || spent) {
+        ++i_, used_ = 0;
+        continue;
+      }
+      // A thread switched back to resumes the step it was stopped before;
+      // one not started yet asks again at its first step.
+      if (want == current || started_[want]) ++used_;
+      return want;
+    }
+  }
+  std::size_t pick(std::size_t) override { return 0; }
+
+ private:
+  std::vector<std::pair<int, unsigned>> segs_;
+  std::size_t i_ = 0, used_ = 0;
+  std::vector<bool> started_;
+};
+
+std::string run_script(unsigned threads, const tgcheck::factory& make, std::vector<std::pair<int, unsigned>> segs,
+                       bool print_trace) {
+  scheduler s(threads);
+  bounds b;
+  b.preemptions = 1000000;
+  b.steps = 5000;
+  script_chooser c(std::move(segs));
+  tgcheck::recording_chooser rc(&c);
+  std::uint64_t steps = 0;
+  const std::string v = tgcheck::detail::run_one(s, make, rc, b, steps);
+  if (print_trace || !v.empty()) {
+    tgcheck::result r;
+    tgcheck::detail::replay(s, make, b, rc.log(), v, r);
+    std::printf("verdict: %s\n%s\n", v.empty() ? "(held)" : v.c_str(), r.schedule.c_str());
+  }
+  return v;
+}
+
+}  // namespace
+
+// Finding 1 (fixed by seal tickets): unseize() computed start_ticks() (loads latest_) before its CAS
+// of S(v). Between the load and the CAS, a second evictor E2 that read the
+// same control word v raises latest_ to 3 s and seals key 1's bucket, which
+// an admission had meanwhile taken to TAT 3 s, with the equal seal S(v).
+// E1's CAS then lands on E2's seal with the old latest (2 s): key 1's TAT
+// goes back from 3 s to 2 s and it takes its burst again at 2 s.
+// Setup: key 1 takes 2 at 0 (TAT 2 s), key 6 2 at 2 s. T0: key 2 @2 s then
+// key 1 x2 @2 s; T1: key 2 @3 s; T2: key 1 @2 s then erase key 6.
+// Schedule (thread, atomic steps): T1 7 (claim scan: reads version v, key 1
+// reusable at 3 s) | T0 10 (scan, note_time, seal S(v)) | T2 to the end
+// (finds the seal, pins v+1, replaces it by 2 s, admits: TAT 3 s, erase 6) |
+// T0 2 (claim CAS fails, unseize loads latest_ = 2 s) | T1 6 (note_time 3 s,
+// seal 3 s -> S(v), claim CAS fails, unseize loads latest_) | T0 to the end
+// (its CAS S(v) -> 2 s lands; key 2 takes key 6's freed entry; key 1 x2 at
+// 2 s admitted) | T1. 4 preemptions.
+TEST_CASE("check2: keyed_buckets, an undo's latest time read before an equal seal", "[check2][check2a]") {
+  const std::string v = run_script(
+      3,
+      attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
+                     {{{2, 1, 2 * sec}, {1, 2, 2 * sec}}, {{2, 1, 3 * sec}}, {{1, 1, 2 * sec}, {6, 0, 2 * sec}}}),
+      {{1, 7}, {0, 10}, {2, 0}, {0, 2}, {1, 6}, {0, 0}, {1, 0}}, false);
+  CHECK(v == "");
+}
+
+// Finding 2 (the same fix): the same in admit_live's pinned path (and refund_hash's): the
+// pinned admitter loads start_ticks() (2 s) with S(v) in hand; E1's undo puts
+// 2 s back, T0 admits key 1 unpinned (find ignores pins: TAT 3 s), E2 (read
+// version v before the pin) seals 3 s with the equal S(v), and the pinned
+// CAS S(v) -> 2 s lands: T0's admission is lost, T1 takes it again.
+// T0: key 2 @2 s, key 1 @2 s; T1: key 2 @3 s, key 1 @2 s; T2: key 1 @2 s,
+// erase key 6. Schedule: T1 7 | T0 10 | T2 13 (find, seal seen, pin, claim
+// load, tat load, latest_ load) | T0 to the end | T1 6 | T2 to the end | T1.
+TEST_CASE("check2: keyed_buckets, a pinned admission's latest time read before an equal seal",
+          "[check2][check2b]") {
+  const std::string v = run_script(3,
+                                   attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
+                                                  {{{2, 1, 2 * sec}, {1, 1, 2 * sec}},
+                                                   {{2, 1, 3 * sec}, {1, 1, 2 * sec}},
+                                                   {{1, 1, 2 * sec}, {6, 0, 2 * sec}}}),
+                                   {{1, 7}, {0, 10}, {2, 13}, {0, 0}, {1, 6}, {2, 0}, {1, 0}}, false);
+  CHECK(v == "");
 }

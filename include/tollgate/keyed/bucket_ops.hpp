@@ -148,7 +148,7 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
       // as it is) is passed; its claimer finishes, or the key's next
       // admission pins the entry, which makes the seal a stale one.
       // relaxed: a filter; seize() checks again.
-      return tat != seal_of(e.ctl.load(std::memory_order_relaxed));
+      return !pending(tat, e.ctl.load(std::memory_order_relaxed));
     }
     if (tat <= now_t || past_t(now_t, p)) return true;
     // Full when its TAT is reached, or once past its horizon.
@@ -165,6 +165,7 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     // of it orders its generation check after our claim.
     e.s.tat.store(start_ticks(params_[cls]), std::memory_order_release);
   };
+  std::uint64_t was = 0, mine = 0;  // the picked bucket's word before our seal, and our seal
   auto seize = [&](entry& e, std::uint64_t c) {
     const detail::gcra_params& p = params_[class_of(c)];
     // acquire: as reusable's load.
@@ -172,26 +173,24 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     // Another claimer's seal on the same control word: its claim may still
     // land. Not defeated (two claimers of different keys doing that to
     // each other could go on for ever): the scan passes it (reusable).
-    if (w == seal_of(c)) return false;
+    if (sealed(w) && pending(w, c)) return false;
     const std::uint64_t now_t = ticks(now, p);
     if (!sealed(w) && w > now_t && !past_t(now_t, p)) return false;  // owes again: not ours to take
+    was = w;
+    // relaxed: only the count's atomicity matters (each ticket drawn once).
+    mine = seal_of(c, seals_.fetch_add(1, std::memory_order_relaxed));
     // acq_rel / relaxed: the seal. It succeeds only on the value we
     // checked, so no admission came between; acquire pairs with the
     // admissions' releases as reusable's load.
-    return e.s.tat.compare_exchange_strong(w, seal_of(c), std::memory_order_acq_rel, std::memory_order_relaxed);
+    return e.s.tat.compare_exchange_strong(w, mine, std::memory_order_acq_rel, std::memory_order_relaxed);
   };
-  auto unseize = [&](entry& e, std::uint64_t c) {
-    std::uint64_t x = seal_of(c);
-    // Our claim failed, so the control word is past c and no claim that
-    // expects it can land: a seal naming c (ours, or an equal one another
-    // claimer made after ours was replaced: both read c) stands only for
-    // a full bucket. Put back what it stands for, the latest time (at or
-    // after every such sealer's `now`), not the value we sealed, which may
-    // be older than what an equal seal covered (an independent check found
-    // an admission lost that way). acq_rel / relaxed: if the seal went
-    // first, this fails and changes nothing.
-    (void)e.s.tat.compare_exchange_strong(x, start_ticks(params_[class_of(c)]), std::memory_order_acq_rel,
-                                          std::memory_order_relaxed);
+  auto unseize = [&](entry& e, std::uint64_t) {
+    // Our claim failed: our seal back to the value it replaced. acq_rel /
+    // relaxed: our seal is ours alone (its ticket), so while it stands
+    // nothing changed the bucket; if an admission replaced it first, this
+    // fails and changes nothing.
+    std::uint64_t x = mine;
+    (void)e.s.tat.compare_exchange_strong(x, was, std::memory_order_acq_rel, std::memory_order_relaxed);
   };
   return slots_.claim(h, cls, since, slot, reusable, start, seize, unseize);
 }
