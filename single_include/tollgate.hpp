@@ -10316,21 +10316,49 @@ TOLLGATE_END_NAMESPACE
 // once full.
 //
 // Concurrency contract. Every member function is thread-safe. Admission on
-// a live key is lock-free: a CAS that pins the entry (its control word
-// holds state, class, a count of admissions in progress and a 40-bit
-// version that every pin, claim and erase advances; construction and
-// restore() leave it 0), the bucket's CAS loop, and an unpin. An evictor claims an entry with one CAS on the control word
-// it read with no pins: any pin between its freshness check and its CAS
-// changed the version, so the CAS fails. (The version wraps after 2^40
-// pins: a thread would have to stall between one load and its CAS for that
-// many operations on one entry to be fooled.) Claiming a new key is
-// lock-free too, except that two claims of one new key racing each other
-// may withdraw each other and retry (obstruction-free); no thread ever
-// waits for another, and a key never holds two entries. A claimer stalled
-// between its claim and its publish keeps that one entry out of use until
-// it runs again (others withdraw its claim, only it frees the entry).
-// erase() is lock-free: it takes the key out at once, and its entry is
-// reused after the admissions already in progress on it finish. Peeks
+// a live key is lock-free and takes one read-modify-write, the bucket's
+// CAS: the entry is found by loads alone (its control word holds state,
+// class, a count of pins and a 40-bit version that every pin, claim and
+// erase advances; construction and restore() leave it 0; the hash and
+// claim generation are read between two loads of it that must agree). An
+// evictor may reclaim a live entry with no pins whose bucket is full at its
+// `now`: it first seals the bucket (one CAS of the TAT word from the full
+// value it checked to a seal naming the control word's version and a
+// ticket of its own: no TAT has the top bit a seal has), then claims the entry with a CAS expecting that
+// control word. The TAT word orders an admission and a seal: an admission's
+// CAS that lands first changes the value the seal expects (the seal fails);
+// an admission that finds a seal pins the entry (a CAS that advances the
+// version, which fails the claim if it has not landed, and keeps further
+// claims off the entry), puts in the seal's place the TAT a claim would
+// start with (the latest time any claim has seen, which every sealer raised
+// to its `now` before sealing: on the safe side of what the full bucket
+// owed), admits and unpins; if the claim landed first, the key was full and
+// is claimed again elsewhere, losing nothing. An evictor whose claim CAS
+// fails puts back the value it sealed, if its seal still stands (seals are
+// never equal, so one evictor's undo cannot land on another's seal). An
+// admission's CAS that lands on a new occupant (its expected value equal,
+// by chance, to the new bucket's start) is seen by the claim generation read
+// after it, and the admission looks again: the new occupant keeps that one
+// charge (the conservative side), and so does a key whose admission raced
+// its own entry's eviction by a `now` far enough ahead to find it full
+// again, or its erase (it is charged again in its new entry). Refunds,
+// snapshots and the first admission of a claimed entry pin it, so no claim
+// can land under them. (The version wraps after 2^40 steps, a seal's
+// ticket after 2^22 seals of the table: a thread would have to stall
+// between two loads or a load and its CAS for that many operations to be
+// fooled.) Claiming a new key is lock-free
+// too, except that two claims of one new key racing each other may withdraw
+// each other and retry (obstruction-free); no thread ever waits for
+// another, and a key never holds two entries. A claimer stalled between its
+// claim and its publish keeps that one entry out of use until it runs again
+// (others withdraw its claim, only it frees the entry); one stalled between
+// its seal and its claim keeps that entry from other claims until it runs
+// again or the key's next admission (claims pass a seal that may still
+// land, rather than fail it: two claimers failing each other's could go on
+// for ever).
+// erase() is lock-free: it takes the key out at once; an admission already
+// in progress finishes on the erased bucket (as if it came before the
+// erase) or, if the entry has been claimed again meanwhile, looks again. Peeks
 // (available, contains) may be stale the moment they return, and may read
 // a newer occupant of a reclaimed entry (which shows less, never more).
 // The state is plain lock-free 64-bit atomics (no pointers), but this class
@@ -10503,6 +10531,44 @@ class keyed_slots {
     return false;
   }
 
+  // Finds the key's live entry without pinning it (keyed_buckets'
+  // admissions): its slot, control word and claim generation, read as one
+  // snapshot. The hash and the generation are read between two loads of the
+  // control word that must agree: a new occupant writes them (releases)
+  // only after a claim CAS that changes the word, and our loads of them
+  // (acquires) that saw its writes would make the second load see that
+  // CAS or later. Versions do not repeat (2^40), so equal words mean no
+  // claim came between. What the caller then does with the entry it
+  // checks itself (keyed_buckets.hpp: the seal and the generation).
+  bool find(std::uint64_t h, std::size_t& slot, std::uint64_t& ctl, std::uint64_t& gen) const noexcept {
+    const std::size_t home = home_of(h);
+    for (std::size_t i = 0; i < window_; ++i) {
+      const std::size_t s = at(home, i);
+      if (!may_hold(s, h)) continue;
+      entry& e = entries_[s];
+      // acquire: pairs with the publish CAS of the occupant, as in pin().
+      std::uint64_t c = e.ctl.load(std::memory_order_acquire);
+      for (;;) {
+        const std::uint64_t st = state_of(c);
+        if (st == st_empty) return false;  // as in pin()
+        // acquire (both): pair with the claimer's release stores, see above.
+        if (st != st_live || e.hash.load(std::memory_order_acquire) != h) break;
+        const std::uint64_t g = e.claim.load(std::memory_order_acquire);
+        // acquire: ordered after the loads above; pairs as the first load.
+        const std::uint64_t again = e.ctl.load(std::memory_order_acquire);
+        if (again != c) {  // a pin, claim or erase came between: look again
+          c = again;
+          continue;
+        }
+        slot = s;
+        ctl = c;
+        gen = g;
+        return true;
+      }
+    }
+    return false;
+  }
+
   static void unpin(entry& e) noexcept {
     // release: pairs with an evictor's acquire load of ctl (claim): our
     // state writes happen before its freshness read. An RMW, so it keeps
@@ -10559,6 +10625,17 @@ class keyed_slots {
   template <class Reusable, class Start>
   claim_outcome claim(std::uint64_t h, std::size_t cls, std::uint64_t since, std::size_t& slot, Reusable&& reusable,
                       Start&& start) noexcept {
+    auto yes = [](entry&, std::uint64_t) { return true; };
+    auto none = [](entry&, std::uint64_t) {};
+    return claim(h, cls, since, slot, reusable, start, yes, none);
+  }
+  // The same, and a table whose admissions do not pin (keyed_buckets) seizes
+  // the live entry it is about to reclaim: `seize(entry&, ctl)` after
+  // note_time and before the claim CAS (false: retry), `unseize(entry&,
+  // ctl)` when that CAS then fails. keyed_buckets.hpp states the protocol.
+  template <class Reusable, class Start, class Seize, class Unseize>
+  claim_outcome claim(std::uint64_t h, std::size_t cls, std::uint64_t since, std::size_t& slot, Reusable&& reusable,
+                      Start&& start, Seize&& seize, Unseize&& unseize) noexcept {
     const std::size_t home = home_of(h);
     constexpr std::size_t none = ~std::size_t{0};
     // An unused entry (empty or free) is taken before a reusable live one:
@@ -10595,26 +10672,32 @@ class keyed_slots {
     // Before our claim CAS, so that an eviction by us carries our time.
     note_time(since);
     entry& e = entries_[pick];
+    const bool live = state_of(pick_c) == st_live;
+    if (live && !seize(e, pick_c)) return claim_outcome::retry;
     const std::uint64_t ver = (pick_c & ver_mask) + ver_one;
     std::uint64_t expect = pick_c;
     // seq_cst: the claim; as an acquire it pairs with the pins' release
     // (their hash reads come before our hash store) and the unpins' (as
     // for the state above).
     if (!e.ctl.compare_exchange_strong(expect, ver | st_claiming, std::memory_order_seq_cst)) {
+      if (live) unseize(e, pick_c);
       return claim_outcome::retry;
     }
     // The entry is ours until we free it: others may only move it from
     // hashed to withdrawn, and nobody else writes its hash or state.
-    // relaxed: published by the hashed CAS (seq_cst, a release), which the
-    // scans acquire.
-    e.hash.store(h, std::memory_order_relaxed);
+    // release: published by the hashed CAS (seq_cst, a release), which the
+    // scans acquire; a release of its own for find(), whose acquire load of
+    // it must order its second load of the control word after our claim.
+    e.hash.store(h, std::memory_order_release);
     // relaxed: see may_hold; the publish CAS below (a release) carries it.
     hints_[pick].store(h, std::memory_order_relaxed);
     // A new incarnation: tickets of earlier ones give nothing back here.
-    // relaxed / relaxed: only an owner writes it, and each owner's claim CAS
-    // (acquire) follows the previous owner's publish or free (releases, RMWs
-    // all) in the word's order; pinners read it after the publish CAS below.
-    e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // Only an owner writes it, and each owner's claim CAS (acquire) follows
+    // the previous owner's publish or free (releases, RMWs all) in the
+    // word's order (the load: relaxed); pinners read it after the publish
+    // CAS below.
+    // release: as the hash's, for find().
+    e.claim.store(e.claim.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     std::uint64_t mine = ver | st_claiming;
     // seq_cst: the mark of the protocol above. Cannot fail: only we write
     // a claiming entry.
@@ -11004,8 +11087,9 @@ class keyed_buckets {
   }
 
   // Forgets the key's entry (its bucket is full again: an explicit reset).
-  // Admissions in progress on it finish on the old bucket; the entry is
-  // reused after them. Returns whether the key had an entry.
+  // Admissions in progress on it finish on the old bucket (or, when the
+  // entry is claimed again meanwhile, look again). Returns whether the key
+  // had an entry.
   bool erase(std::uint64_t id) noexcept { return erase_hash(hash_(id)); }
   bool erase(std::string_view key) noexcept { return erase_hash(hash_(key)); }
 
@@ -11110,7 +11194,29 @@ class keyed_buckets {
     if (n == 0) return {decision::admit(), keyed_status::admitted};
     for (;;) {
       std::size_t slot = 0, slot_cls = cls;
-      if (!slots_.pin(h, slot, slot_cls)) {
+      std::uint64_t ctl = 0, gen = 0;
+      if (slots_.find(h, slot, ctl, gen)) {
+        // The key's live entry: admitted without a pin (see the contract).
+        entry& e = slots_[slot];
+        slot_cls = class_of(ctl);
+        std::uint64_t end = 0;
+        live_how how = live_how::done;
+        decision d = admit_live(e, gen, params_[slot_cls], n, now, end, false, how);
+        if (how == live_how::moved) continue;  // the entry went to another claim: look again
+        if (how == live_how::sealed) {
+          // An evictor sealed the bucket: pin the entry, which fails its
+          // claim and keeps further claims off it, and admit pinned.
+          if (!slots_.pin(h, slot, slot_cls)) continue;  // claimed already: the key was full
+          entry& pe = slots_[slot];
+          gen = pe.claim.load(std::memory_order_relaxed);  // relaxed: stable while pinned
+          d = admit_live(pe, gen, params_[slot_cls], n, now, end, true, how);
+          unpin(pe);
+          if (how == live_how::moved) continue;
+        }
+        if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, gen, id_};
+        return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
+      }
+      {
         // A new key asking for more than its class can ever hold: refused
         // without taking an entry.
         // So is one past its class's horizon.
@@ -11128,38 +11234,54 @@ class keyed_buckets {
                   keyed_status::table_full};
         }
       }
-      std::uint64_t end = 0;
+      // Our claim, published pinned for this call: admitted as on any live
+      // entry (a stale evictor may have sealed the new bucket: see the
+      // contract), then unpinned.
       entry& e = slots_[slot];
-      const decision d = admit(e.s.tat, params_[slot_cls], n, now, end);
-      // relaxed: written before the publish CAS (release) that our pin's
-      // acquire read, or by ourselves; no claim can change it while pinned.
-      if (t != nullptr && d.admitted())
-        *t = keyed_ticket{h, end, n, slot_cls, slot, e.claim.load(std::memory_order_relaxed), id_};
+      // relaxed: we wrote it.
+      const std::uint64_t mine = e.claim.load(std::memory_order_relaxed);
+      std::uint64_t end = 0;
+      live_how how = live_how::done;
+      const decision d = admit_live(e, mine, params_[slot_cls], n, now, end, true, how);
       unpin(e);
+      if (how == live_how::moved) continue;  // erased and claimed again while we admitted: look again
+      if (t != nullptr && d.admitted()) *t = keyed_ticket{h, end, n, slot_cls, slot, mine, id_};
       return {d, d.admitted() ? keyed_status::admitted : keyed_status::limited};
     }
   }
 
-  // The GCRA of token_bucket on one word, under class parameters.
-  decision admit(detail::atomic<std::uint64_t>& tat, const detail::gcra_params& p, std::uint64_t n,
-                 nanoseconds now, std::uint64_t& end) const noexcept {
-    const std::uint64_t now_t = ticks(now, p);
-    if (n > p.burst || past_t(now_t, p)) return decision::refuse(reason::exceeds_capacity);
-    // relaxed: the word is the whole bucket; CAS atomicity orders the
-    // admissions among themselves. Its initial value came with the pin
-    // (acquire), and evictors read it after our unpin (release).
-    std::uint64_t w = tat.load(std::memory_order_relaxed);
-    for (;;) {
-      const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
-      const std::uint64_t need = base + n * p.interval;
-      if (need - now_t > p.tau) return wait_or_never(now, ticks_to_ns(need - now_t - p.tau, p), p);
-      // relaxed / relaxed: as the load above.
-      if (tat.compare_exchange_weak(w, need, std::memory_order_relaxed, std::memory_order_relaxed)) {
-        end = need;
-        return decision::admit();
-      }
-    }
+  // The seal (see the contract): the TAT word's top bit, which no TAT
+  // reaches (a TAT stays at or below max_ticks + tau < 2^63), the version
+  // of the control word its evictor read (40 bits: whether its claim may
+  // still land) and the low 22 bits of a ticket the evictor drew from the
+  // table's count of seals, so that two evictors that read one control word
+  // make different seals (equal seals let one's undo land on the other's,
+  // found by an independent check; they would need a sealer stalled across
+  // 2^22 seals of the table).
+  static constexpr unsigned ticket_bits = 22;
+  static constexpr std::uint64_t sealed_bit = std::uint64_t{1} << 63;
+  static constexpr bool sealed(std::uint64_t w) noexcept { return (w & sealed_bit) != 0; }
+  static constexpr std::uint64_t seal_of(std::uint64_t ctl, std::uint64_t ticket) noexcept {
+    return sealed_bit | ((ctl >> S::ver_shift) << ticket_bits) | (ticket & ((std::uint64_t{1} << ticket_bits) - 1));
   }
+  // Whether seal w names control word ctl's version: its claim may land.
+  static constexpr bool pending(std::uint64_t w, std::uint64_t ctl) noexcept {
+    return ((w & ~sealed_bit) >> ticket_bits) == (ctl >> S::ver_shift);
+  }
+  // The TAT a claim starts a bucket of class p with: the latest time any
+  // claim has seen (keyed/claim.hpp). It is also what a sealed bucket
+  // stands for: full at its evictor's `now`, which that evictor's
+  // note_time() put into the latest time before it sealed.
+  std::uint64_t start_ticks(const detail::gcra_params& p) const noexcept {
+    const std::uint64_t b = detail::sat_mul(slots_.start_time(), p.scale);
+    return b > L::max_ticks ? L::max_ticks : b;
+  }
+
+  // An admission on an entry of the key (keyed/bucket_ops.hpp), pinned or
+  // not; how it ended when it did not decide.
+  enum class live_how { done, moved, sealed };
+  decision admit_live(entry& e, std::uint64_t gen, const detail::gcra_params& p, std::uint64_t n, nanoseconds now,
+                      std::uint64_t& end, bool pinned, live_how& how) noexcept;
 
   static constexpr std::uint64_t snapshot_version = 2;  // 2: SipHash-1-3 keys (1: SipHash-2-4)
   std::uint64_t fingerprint() const noexcept;  // keyed/snapshot.hpp
@@ -11180,6 +11302,13 @@ class keyed_buckets {
   std::size_t window_ = 0;
   std::int64_t origin_ = 0;
   std::uint64_t id_ = 0;  // this table's identity (keyed/ticket.hpp): set by init() and restore() only
+  // Whether an admission has landed since construction or restore(), which
+  // then refuses (in_use): admissions do not pin, so the versions that tell
+  // restore() of claims, pins and erases do not show them. Written once
+  // (false to true) per restore, then only read: its line stays shared.
+  detail::atomic<bool> admitted_{false};
+  // Seals drawn (claims that evict only): tickets that tell seals apart.
+  detail::atomic<std::uint64_t> seals_{0};
 };
 
 TOLLGATE_END_NAMESPACE
@@ -11188,7 +11317,7 @@ TOLLGATE_END_NAMESPACE
 // tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
 //
 // keyed/bucket_ops.hpp: keyed_buckets' side of the entry protocol of
-// keyed/claim.hpp — when a bucket may be reclaimed, how a claimed one
+// keyed/claim.hpp — its admission without a pin, when a bucket may be reclaimed, how a claimed one
 // starts, refunds into it, and the peeks. Included by keyed_buckets.hpp
 // after the class, whose header states the contract and the bound.
 #ifndef TOLLGATE_KEYED_BUCKET_OPS_HPP
@@ -11198,8 +11327,74 @@ TOLLGATE_END_NAMESPACE
 
 TOLLGATE_BEGIN_NAMESPACE
 
-// Gives back what the ticket rule allows into the entry the ticket charged
-// (keyed_buckets::refund states the rule).
+// An admission on an entry of the key (its claim generation gen): the
+// bucket's CAS is its one read-modify-write. Unpinned (found by find()),
+// it stops at a seal (`how` = sealed: the caller pins the entry and comes
+// back) and at a sign that the entry is no longer that incarnation (`how`
+// = moved: nothing of this call counts for the key, the caller looks
+// again). Pinned, no claim can land, so a seal (of an evictor that read
+// the control word before our pin) is replaced by the state it stands for.
+template <class Clock, class Hash>
+decision keyed_buckets<Clock, Hash>::admit_live(entry& e, std::uint64_t gen, const detail::gcra_params& p,
+                                                std::uint64_t n, nanoseconds now, std::uint64_t& end, bool pinned,
+                                                live_how& how) noexcept {
+  how = live_how::done;
+  const std::uint64_t now_t = ticks(now, p);
+  if (n > p.burst || past_t(now_t, p)) return decision::refuse(reason::exceeds_capacity);
+  detail::atomic<std::uint64_t>& tat = e.s.tat;
+  // acquire: pairs with the release of a claimer's start store (its
+  // release sequence: every later write of the word is an RMW), so a
+  // value a new occupant wrote comes with that occupant's generation,
+  // which the checks below then read.
+  std::uint64_t w = tat.load(std::memory_order_acquire);
+  for (;;) {
+    if (sealed(w)) {
+      if (!pinned) {
+        how = live_how::sealed;
+        return decision::refuse(reason::busy);
+      }
+      // acq_rel / acquire: as the admission's CAS below; on failure w is
+      // the word's value (the sealer's own undo came first).
+      const std::uint64_t fresh = start_ticks(p);
+      if (tat.compare_exchange_strong(w, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) w = fresh;
+      continue;
+    }
+    const std::uint64_t base = w > now_t ? w : now_t;  // <= 2^62 + tau: no overflow below
+    const std::uint64_t need = base + n * p.interval;
+    if (need - now_t > p.tau) {
+      // relaxed: ordered after the acquire that read w (above).
+      if (e.claim.load(std::memory_order_relaxed) != gen) break;
+      return wait_or_never(now, ticks_to_ns(need - now_t - p.tau, p), p);
+    }
+    // acq_rel / acquire: the admission; acquire as the load above (also
+    // on failure, for the next round's w), release so an evictor's seal
+    // CAS and a snapshot that read our value see what came before it.
+    if (tat.compare_exchange_weak(w, need, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      // relaxed: after the acquire of our CAS.
+      if (e.claim.load(std::memory_order_relaxed) == gen) {
+        end = need;
+        // relaxed: restore() is not run beside admissions (it only tells
+        // a table used before it from one that was not).
+        if (!admitted_.load(std::memory_order_relaxed)) admitted_.store(true, std::memory_order_relaxed);
+        return decision::admit();
+      }
+      // The entry was claimed again: our CAS charged the erased bucket
+      // before that claim, or the new occupant (our w equal, by chance, to
+      // its start). Not undone: the new occupant may have taken units on
+      // top, and a CAS back cannot tell our charge from an equal value
+      // (the interleaving checker's erase scenario found exactly that). It
+      // keeps the charge, the conservative side.
+      break;
+    }
+    // relaxed: after the failed CAS's acquire. Not needed for the bound
+    // (the check after a successful CAS catches a new occupant) but it
+    // spares that occupant a charge.
+    if (e.claim.load(std::memory_order_relaxed) != gen) break;
+  }
+  how = live_how::moved;
+  return decision::refuse(reason::busy);
+}
+
 template <class Clock, class Hash>
 std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_ticket& t, std::uint64_t n,
                                                        nanoseconds now) noexcept {
@@ -11215,15 +11410,24 @@ std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_tic
     const detail::gcra_params& p = params_[cls];
     const std::uint64_t now_t = ticks(now, p);
     detail::atomic<std::uint64_t>& tat = e.s.tat;
-    std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: as in admit()
+    std::uint64_t w = tat.load(std::memory_order_relaxed);  // relaxed: stable in meaning while pinned
     for (;;) {
+      if (sealed(w)) {
+        // Our pin moved the control word on, so the sealer's claim fails:
+        // put back the state the seal stands for (acq_rel / acquire: as
+        // admit_live's; on failure w is the word's value), then go on.
+        const std::uint64_t fresh = start_ticks(p);
+        if (tat.compare_exchange_strong(w, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) w = fresh;
+        continue;
+      }
       if (w <= now_t || t.end <= now_t) break;  // full at `now`, or its intervals are behind
       std::uint64_t cap = detail::sat_mul(n, p.interval);
       if (t.end - now_t < cap) cap = t.end - now_t;
       if (w - now_t < cap) cap = w - now_t;
       const std::uint64_t k = cap / p.interval;
       if (k == 0) break;
-      // relaxed / relaxed: as in admit().
+      // relaxed / relaxed: the word is the whole bucket, and its generation
+      // cannot change while we are pinned.
       if (tat.compare_exchange_weak(w, w - k * p.interval, std::memory_order_relaxed, std::memory_order_relaxed)) {
         got = k;
         t.end -= k * p.interval;
@@ -11238,9 +11442,12 @@ std::uint64_t keyed_buckets<Clock, Hash>::refund_hash(std::uint64_t h, keyed_tic
 
 // A bucket entry is reusable when it is full at the claimer's `now` (TAT
 // not after it) or past its class's horizon (it refuses everything there,
-// as a fresh one does); otherwise it notes when it will be (`soonest`, ns).
-// A claimed bucket starts with its TAT at the latest time any claim has
-// seen (keyed/claim.hpp says why that loses nothing owed).
+// as a fresh one does), or sealed (full at an earlier evictor's `now`, which
+// the latest time covers); otherwise it notes when it will be (`soonest`,
+// ns). The claimer seals the one it picks before its claim CAS and
+// restores it if that CAS fails (keyed_buckets.hpp states the protocol). A
+// claimed bucket starts with its TAT at the latest time any claim has seen
+// (keyed/claim.hpp says why that loses nothing owed).
 template <class Clock, class Hash>
 detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::size_t cls, nanoseconds now,
                                                         std::size_t& slot, std::uint64_t& soonest,
@@ -11252,6 +11459,13 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     // word the claim read with no pins (keyed/claim.hpp).
     const std::uint64_t tat = e.s.tat.load(std::memory_order_acquire);
     const std::uint64_t now_t = ticks(now, p);
+    if (sealed(tat)) {
+      // A seal whose claimer may still claim (it names the control word
+      // as it is) is passed; its claimer finishes, or the key's next
+      // admission pins the entry, which makes the seal a stale one.
+      // relaxed: a filter; seize() checks again.
+      return !pending(tat, e.ctl.load(std::memory_order_relaxed));
+    }
     if (tat <= now_t || past_t(now_t, p)) return true;
     // Full when its TAT is reached, or once past its horizon.
     std::uint64_t d = static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count());
@@ -11262,11 +11476,39 @@ detail::claim_outcome keyed_buckets<Clock, Hash>::claim(std::uint64_t h, std::si
     return false;
   };
   auto start = [&](entry& e) {
-    const std::uint64_t begin = detail::sat_mul(slots_.start_time(), params_[cls].scale);
-    // relaxed: published by the publish CAS (seq_cst, a release).
-    e.s.tat.store(begin > L::max_ticks ? L::max_ticks : begin, std::memory_order_relaxed);
+    // release: published by the publish CAS (seq_cst, a release) for
+    // pinners, and a release of its own for admit_live(), whose acquire
+    // of it orders its generation check after our claim.
+    e.s.tat.store(start_ticks(params_[cls]), std::memory_order_release);
   };
-  return slots_.claim(h, cls, since, slot, reusable, start);
+  std::uint64_t was = 0, mine = 0;  // the picked bucket's word before our seal, and our seal
+  auto seize = [&](entry& e, std::uint64_t c) {
+    const detail::gcra_params& p = params_[class_of(c)];
+    // acquire: as reusable's load.
+    std::uint64_t w = e.s.tat.load(std::memory_order_acquire);
+    // Another claimer's seal on the same control word: its claim may still
+    // land. Not defeated (two claimers of different keys doing that to
+    // each other could go on for ever): the scan passes it (reusable).
+    if (sealed(w) && pending(w, c)) return false;
+    const std::uint64_t now_t = ticks(now, p);
+    if (!sealed(w) && w > now_t && !past_t(now_t, p)) return false;  // owes again: not ours to take
+    was = w;
+    // relaxed: only the count's atomicity matters (each ticket drawn once).
+    mine = seal_of(c, seals_.fetch_add(1, std::memory_order_relaxed));
+    // acq_rel / relaxed: the seal. It succeeds only on the value we
+    // checked, so no admission came between; acquire pairs with the
+    // admissions' releases as reusable's load.
+    return e.s.tat.compare_exchange_strong(w, mine, std::memory_order_acq_rel, std::memory_order_relaxed);
+  };
+  auto unseize = [&](entry& e, std::uint64_t) {
+    // Our claim failed: our seal back to the value it replaced. acq_rel /
+    // relaxed: our seal is ours alone (its ticket), so while it stands
+    // nothing changed the bucket; if an admission replaced it first, this
+    // fails and changes nothing.
+    std::uint64_t x = mine;
+    (void)e.s.tat.compare_exchange_strong(x, was, std::memory_order_acq_rel, std::memory_order_relaxed);
+  };
+  return slots_.claim(h, cls, since, slot, reusable, start, seize, unseize);
 }
 
 // Reads the key's TAT and class without pinning.
@@ -11289,6 +11531,7 @@ std::uint64_t keyed_buckets<Clock, Hash>::available_hash(std::uint64_t h, std::s
   if (!peek_tat(h, &tat, &c)) return past(now, params_[cls]) ? 0 : params_[cls].burst;
   const detail::gcra_params& p = params_[c];
   if (past(now, p)) return 0;
+  if (sealed(tat)) tat = start_ticks(p);  // what the seal stands for
   const std::uint64_t now_t = ticks(now, p);
   const std::uint64_t owed = tat > now_t ? tat - now_t : 0;
   return owed >= p.tau ? 0 : (p.tau - owed) / p.interval;
@@ -11484,7 +11727,8 @@ std::string keyed_buckets<Clock, Hash>::snapshot(nanoseconds now, nanoseconds wa
       const detail::gcra_params& p = params_[class_of(c)];
       // relaxed: stable while pinned (hash), or a moment of the bucket (TAT), as in admit().
       const std::uint64_t h = e.hash.load(std::memory_order_relaxed);
-      const std::uint64_t tat = e.s.tat.load(std::memory_order_relaxed);
+      std::uint64_t tat = e.s.tat.load(std::memory_order_relaxed);
+      if (sealed(tat)) tat = start_ticks(p);  // what the seal stands for (our pin fails its claim)
       const std::uint64_t now_t = ticks(now, p);
       if (tat > now_t) {
         rows.push_back(row{s, h, class_of(c), static_cast<std::uint64_t>(ticks_to_ns(tat - now_t, p).count())});
@@ -11525,8 +11769,9 @@ template <class Clock, class Hash>
 account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes, nanoseconds now, nanoseconds wall) {
   using E = account_restore_errc;
   // In use: any entry claimed, pinned or erased (construction and restore
-  // leave version 0).
-  if (!detail::keyed_untouched(slots_)) return E::in_use;
+  // leave version 0), or any admission (they do not pin: admitted_).
+  // relaxed: restore() must not race any other use.
+  if (!detail::keyed_untouched(slots_) || admitted_.load(std::memory_order_relaxed)) return E::in_use;
   detail::byte_reader r{bytes};
   // The tag, then the checksum before any length is read.
   const E opened = detail::open_keyed_snapshot(bytes, "TGK1", 5, r);
@@ -11578,6 +11823,7 @@ account_restore_errc keyed_buckets<Clock, Hash>::restore(std::string_view bytes,
   // so a ticket of the snapshot's table (or of any other) could name one
   // of them; with another identity none gives anything back here.
   id_ = detail::next_keyed_table_id();
+  admitted_.store(false, std::memory_order_relaxed);
   for (std::size_t s = 0; s < capacity_; ++s) {
     slots_[s].ctl.store(0, std::memory_order_relaxed);
     slots_.set_hint(s, 0);
