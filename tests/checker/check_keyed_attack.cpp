@@ -5,6 +5,7 @@
 #include <tollgate/keyed_buckets.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <sstream>
@@ -130,68 +131,51 @@ class cycle_chooser : public tgcheck::chooser {
   std::uint64_t n_ = 0;
 };
 
+// Runs the cycles e0 in 6..14 and (a0, e, a) in the given ranges, two
+// threads, the preemption bound lifted; true (and the schedule printed)
+// when one of them leaves a thread running after 3000 steps.
+bool cycle_livelock(const tgcheck::factory& make, std::array<unsigned, 6> r) {
+  scheduler s(2);
+  bounds b;
+  b.preemptions = 1000000;
+  b.steps = 3000;
+  for (unsigned e0 = 6; e0 <= 14; ++e0)
+    for (unsigned a0 = r[0]; a0 <= r[1]; ++a0)
+      for (unsigned e = r[2]; e <= r[3]; ++e)
+        for (unsigned a = r[4]; a <= r[5]; ++a) {
+          cycle_chooser c(e0, a0, e, a);
+          tgcheck::recording_chooser rc(&c);
+          std::uint64_t steps = 0;
+          const std::string v = tgcheck::detail::run_one(s, make, rc, b, steps);
+          if (v.rfind("no progress", 0) == 0) {
+            std::printf("livelock: e0=%u a0=%u e=%u a=%u: %s\n", e0, a0, e, a, v.c_str());
+            tgcheck::result res;
+            tgcheck::detail::replay(s, make, b, rc.log(), v, res);
+            std::printf("%s\n", res.schedule.substr(0, 4000).c_str());
+            return true;
+          }
+        }
+  return false;
+}
+
 }  // namespace
 
 // Lock-freedom: T0 claims key 2 at 2 s, evicting key 1 (full at 2 s); T1
-// admits on key 1 at 2 s. Each defeats the other: T0's seal makes T1's TAT
-// CAS fail, T1's version step makes T0's claim CAS fail, T0's undo and
-// re-seal come before T1's CAS of the seal. Searches small quanta for a
+// admits on key 1 at 2 s. In the first version each defeated the other: T0's
+// seal made T1's TAT CAS fail, T1's version step made T0's claim CAS fail,
+// T0's undo and re-seal came before T1's CAS of the seal (now T1 pins). Searches small quanta for a
 // schedule in which neither call ever returns.
 TEST_CASE("checker attack: keyed_buckets, admission and evictor defeat each other for ever", "[checker][attack2]") {
-  scheduler s(2);
-  bounds b;
-  b.preemptions = 1000000;
-  b.steps = 3000;
-  auto make = attack_factory(1, {{1, 2, 0}}, {{{2, 1, 2 * sec}}, {{1, 1, 2 * sec}}});
-  bool found = false;
-  for (unsigned e0 = 6; e0 <= 14 && !found; ++e0)
-    for (unsigned a0 = 4; a0 <= 12 && !found; ++a0)
-      for (unsigned e = 6; e <= 14 && !found; ++e)
-        for (unsigned a = 2; a <= 8 && !found; ++a) {
-          cycle_chooser c(e0, a0, e, a);
-          tgcheck::recording_chooser rc(&c);
-          std::uint64_t steps = 0;
-          const std::string v = tgcheck::detail::run_one(s, make, rc, b, steps);
-          if (v.rfind("no progress", 0) == 0) {
-            found = true;
-            std::printf("livelock: e0=%u a0=%u e=%u a=%u: %s\n", e0, a0, e, a, v.c_str());
-            tgcheck::result r;
-            tgcheck::detail::replay(s, make, b, rc.log(), v, r);
-            std::printf("%s\n", r.schedule.substr(0, 4000).c_str());
-          }
-        }
-  CHECK(!found);
+  CHECK(!cycle_livelock(attack_factory(1, {{1, 2, 0}}, {{{2, 1, 2 * sec}}, {{1, 1, 2 * sec}}}), {4, 12, 6, 14, 2, 8}));
 }
 
 // Lock-freedom between claims of different new keys: T0 claims key 2 and
-// T1 claims key 3 at 2 s, both evicting key 1 (full); seize() defeats the
-// other's pending seal (a version step), so each may fail the other's
-// claim for ever.
+// T1 claims key 3 at 2 s, both evicting key 1 (full). In the first version
+// seize() defeated the other's pending seal (a version step), so each could
+// fail the other's claim for ever (now a pending seal is passed).
 TEST_CASE("checker attack: keyed_buckets, two evictors of different keys defeat each other for ever",
           "[checker][attack3]") {
-  scheduler s(2);
-  bounds b;
-  b.preemptions = 1000000;
-  b.steps = 3000;
-  auto make = attack_factory(1, {{1, 2, 0}}, {{{2, 1, 2 * sec}}, {{3, 1, 2 * sec}}});
-  bool found = false;
-  for (unsigned e0 = 6; e0 <= 14 && !found; ++e0)
-    for (unsigned a0 = 4; a0 <= 14 && !found; ++a0)
-      for (unsigned e = 4; e <= 14 && !found; ++e)
-        for (unsigned a = 4; a <= 14 && !found; ++a) {
-          cycle_chooser c(e0, a0, e, a);
-          tgcheck::recording_chooser rc(&c);
-          std::uint64_t steps = 0;
-          const std::string v = tgcheck::detail::run_one(s, make, rc, b, steps);
-          if (v.rfind("no progress", 0) == 0) {
-            found = true;
-            std::printf("livelock: e0=%u a0=%u e=%u a=%u: %s\n", e0, a0, e, a, v.c_str());
-            tgcheck::result r;
-            tgcheck::detail::replay(s, make, b, rc.log(), v, r);
-            std::printf("%s\n", r.schedule.substr(0, 1500).c_str());
-          }
-        }
-  CHECK(!found);
+  CHECK(!cycle_livelock(attack_factory(1, {{1, 2, 0}}, {{{2, 1, 2 * sec}}, {{3, 1, 2 * sec}}}), {4, 14, 4, 14, 4, 14}));
 }
 
 // ---- the second independent check: fixed schedules ----
