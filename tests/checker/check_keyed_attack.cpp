@@ -179,10 +179,10 @@ TEST_CASE("checker attack: keyed_buckets, two evictors of different keys defeat 
 }
 
 // ---- the second independent check: fixed schedules ----
-// (Segments of atomic steps, written against the code they broke, where
-// seals named the control word's version only; a change of the steps an
-// operation takes moves them off the race, so the exhaustive scenario
-// above is what guards it in general.)
+// (Segments of atomic steps, re-aimed by a third check at the code with
+// tickets, where each fails if the tickets are removed; a change of the
+// steps an operation takes moves them off the race, so the exhaustive
+// scenario above is what guards it in general.)
 namespace {
 
 // A scripted schedule: segments (thread, steps); thread t takes that many
@@ -259,7 +259,7 @@ TEST_CASE("check2: keyed_buckets, an undo's latest time read before an equal sea
       3,
       attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
                      {{{2, 1, 2 * sec}, {1, 2, 2 * sec}}, {{2, 1, 3 * sec}}, {{1, 1, 2 * sec}, {6, 0, 2 * sec}}}),
-      {{1, 7}, {0, 10}, {2, 0}, {0, 2}, {1, 6}, {0, 0}, {1, 0}}, false);
+      {{1, 7}, {0, 11}, {2, 0}, {0, 1}, {1, 5}, {0, 0}, {1, 0}}, false);
   CHECK(v == "");
 }
 
@@ -278,6 +278,6 @@ TEST_CASE("check2: keyed_buckets, a pinned admission's latest time read before a
                                                   {{{2, 1, 2 * sec}, {1, 1, 2 * sec}},
                                                    {{2, 1, 3 * sec}, {1, 1, 2 * sec}},
                                                    {{1, 1, 2 * sec}, {6, 0, 2 * sec}}}),
-                                   {{1, 7}, {0, 10}, {2, 13}, {0, 0}, {1, 6}, {2, 0}, {1, 0}}, false);
+                                   {{1, 7}, {0, 11}, {2, 13}, {0, 0}, {1, 5}, {2, 0}, {1, 0}}, false);
   CHECK(v == "");
 }
