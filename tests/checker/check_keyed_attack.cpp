@@ -256,7 +256,7 @@ std::string run_script(unsigned threads, const tgcheck::factory& make, std::vect
 // seal 3 s -> S(v), claim CAS fails, unseize loads latest_) | T0 to the end
 // (its CAS S(v) -> 2 s lands; key 2 takes key 6's freed entry; key 1 x2 at
 // 2 s admitted) | T1. 4 preemptions.
-TEST_CASE("check2: keyed_buckets, an undo's latest time read before an equal seal", "[check2][check2a]") {
+TEST_CASE("check2: keyed_buckets, an undo's latest time read before an equal seal", "[checker][check2][check2a]") {
   const std::string v = run_script(
       3,
       attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
@@ -274,7 +274,7 @@ TEST_CASE("check2: keyed_buckets, an undo's latest time read before an equal sea
 // erase key 6. Schedule: T1 7 | T0 10 | T2 13 (find, seal seen, pin, claim
 // load, tat load, latest_ load) | T0 to the end | T1 6 | T2 to the end | T1.
 TEST_CASE("check2: keyed_buckets, a pinned admission's latest time read before an equal seal",
-          "[check2][check2b]") {
+          "[checker][check2][check2b]") {
   const std::string v = run_script(3,
                                    attack_factory(2, {{1, 2, 0}, {6, 2, 2 * sec}},
                                                   {{{2, 1, 2 * sec}, {1, 1, 2 * sec}},
