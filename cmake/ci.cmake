@@ -19,7 +19,8 @@ function(tollgate_variant name)
                    --build-options -DTOLLGATE_BUILD_EXAMPLES=OFF -DTOLLGATE_CI=OFF -DTOLLGATE_BUILD_CHECKER=OFF
                                    -DTOLLGATE_BUILD_REDIS_TESTS=OFF
                                    -DTOLLGATE_BUILD_MULTIPROCESS=OFF -DTOLLGATE_TEST_DOCS=OFF ${V_OPTIONS}
-                   --test-command ${CMAKE_CTEST_COMMAND} --output-on-failure --no-tests=error)
+                   --test-command ${CMAKE_CTEST_COMMAND} --output-on-failure --no-tests=error -j 2)
+  # Its tag groups run two at once: the last variant to finish is the run's tail.
   set_tests_properties(variant.${name} PROPERTIES TIMEOUT 1500)
 endfunction()
 
