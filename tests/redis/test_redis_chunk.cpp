@@ -23,6 +23,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -98,7 +99,7 @@ TEST_CASE("redis chunk: refused where it cannot be exact, off for small limits",
   CHECK(refusal_of(make(spaced)) == tr::layout_errc::chunk);
   account_config conc = strict_config();
   conc.concurrency = limit(4);
-  CHECK(refusal_of(make(conc)) == tr::layout_errc::chunk);
+  CHECK(refusal_of(make(conc)) == tr::layout_errc::ok);  // slots in chunks (redis/chunk.hpp)
   account_config money = strict_config();
   money.budget = usd::from_nanos(1000000000);
   CHECK(refusal_of(make(money)) == tr::layout_errc::chunk);
@@ -234,7 +235,7 @@ TEST_CASE("redis chunk: not spendable once its sub-window has left the head", "[
   g.end_us = 1102400;  // 102.4 ms left
   g.epoch = 7;
   const nanoseconds sent(5000 * ms);
-  h.take(g, sent, true);
+  h.take(g, sent, true, false);
   CHECK(h.until == sent + nanoseconds(102300 * 1000));
   CHECK(h.covers(50, std::nullopt, sent));
   CHECK(h.covers(50, std::nullopt, h.until - nanoseconds(1)));
@@ -942,4 +943,246 @@ TEST_CASE("redis chunk: test mode without a supplied now is a bad call", "[redis
     CHECK(calls == 0);
     if (parts) CHECK(a.chunk().requests == 99);
   }
+}
+
+namespace {
+
+std::uint64_t in_flight_of(redis_account& a, std::int64_t t_ns) {
+  const auto v = a.remaining(nanoseconds(t_ns));
+  REQUIRE(v.how == tr::outcome::ok);
+  return v.values.in_flight;
+}
+
+account_config slots_config() {
+  account_config c = strict_config();
+  c.concurrency = limit(4);
+  c.lease_timeout = std::chrono::seconds(5);
+  return c;
+}
+
+}  // namespace
+
+// Concurrency 4, 2 parts: chunks of 2 slots. A slot comes back into the
+// chunk that granted it while that chunk is held (reused with no call),
+// else its drop rides on the next call; a grant is capped by what the
+// limit has left; a dead holder's slots count until their deadline (the
+// chunk's end plus lease_timeout), and no later.
+TEST_CASE("redis chunk: concurrency slots in chunks are reused locally and end at their deadline", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const account_config c = slots_config();
+  std::uint64_t calls = 0;
+  redis_account a("slots", c, exec{&conn, &calls}, chunked(2));
+  REQUIRE(a.chunk_size().on);
+  CHECK(a.chunk_size().slots == 2);
+  // The hold after a state loss covers a chunk's slots: lease_timeout plus a sub-window.
+  CHECK(a.state_layout().hold_us == 5000000 + 100000);
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const std::int64_t t0 = 1000 * ms;
+  calls = 0;
+  auto x1 = a.try_admit(tgtest::req(5, 5), nanoseconds(t0));
+  auto x2 = a.try_admit(tgtest::req(5, 5), nanoseconds(t0));
+  REQUIRE(x1);
+  REQUIRE(x2);
+  CHECK(calls == 1);  // one chunk, two slots
+  CHECK(x1.lease.from_chunk());
+  CHECK(x1.lease.id() != x2.lease.id());
+  CHECK(x1.lease.id() != 0);
+  {
+    std::uint64_t bcalls = 0;
+    auto b = std::make_unique<redis_account>("slots", c, exec{&conn, &bcalls}, chunked(2));
+    auto y1 = b->try_admit(tgtest::req(5, 5), nanoseconds(t0));
+    auto y2 = b->try_admit(tgtest::req(5, 5), nanoseconds(t0));
+    REQUIRE(y1);
+    REQUIRE(y2);
+    CHECK(bcalls == 1);
+    CHECK(in_flight_of(a, t0) == 4);
+    // a needs a third slot: the limit is reached, refused (its chunk given back first).
+    calls = 0;
+    auto x3 = a.try_admit(tgtest::req(5, 5), nanoseconds(t0));
+    CHECK_FALSE(x3);
+    CHECK(calls == 1);
+    CHECK_FALSE(a.chunk().live);
+    // x1 ends after its chunk went: its drop is queued, carried by the next call,
+    // whose grant is the one slot the limit has left.
+    x1.lease.drop();
+    CHECK(a.queued_count() == 1);
+    auto x4 = a.try_admit(tgtest::req(5, 5), nanoseconds(t0));
+    REQUIRE(x4);
+    CHECK(a.queued_count() == 0);
+    CHECK(a.chunk().free_ids.empty());
+    CHECK(in_flight_of(a, t0) == 4);
+    // x4 ends while its chunk is held: its slot is the chunk's again, reused with no call.
+    const std::uint64_t id4 = x4.lease.id();
+    x4.lease.settle(usage{3, 0, 0, 0, 0});
+    calls = 0;
+    auto x5 = a.try_admit(tgtest::req(5, 5), nanoseconds(t0));
+    REQUIRE(x5);
+    CHECK(calls == 0);
+    CHECK(x5.lease.id() == id4);
+    CHECK(in_flight_of(a, t0) == 4);
+    // b dies holding both its slots (its leases end, but nothing it queued is ever carried).
+    const std::int64_t deadline_us = b->chunk().slot_end_us;
+    CHECK(deadline_us == b->chunk().end_us + 5000000);
+    y1.lease.drop();
+    y2.lease.settle(usage{1, 0, 0, 0, 0});
+    CHECK(b->queued_count() == 0);  // back in its chunk: only a call would drop them
+    b.reset();
+    x5.lease.drop();  // into a's chunk; then a's chunk goes, dropping it
+    x2.lease.drop();  // its chunk is gone: queued
+    a.release_chunk();
+    REQUIRE(a.flush(nanoseconds(t0)));
+    CHECK(a.queued_count() == 0);
+    CHECK(in_flight_of(a, t0) == 2);  // b's two, until their deadline
+    // At the deadline's last µs b's slots still count; after it, they do not.
+    std::uint64_t got = 0;
+    std::vector<redis_account::admission> held;
+    const std::int64_t before = (deadline_us - 1) * 1000;
+    for (int i = 0; i < 4; ++i) {
+      auto z = a.try_admit(tgtest::req(1, 1), nanoseconds(before));
+      if (z) {
+        ++got;
+        held.push_back(std::move(z));
+      }
+    }
+    CHECK(got == 2);  // 4 less b's 2
+    const std::int64_t after = deadline_us * 1000 + 1000;
+    for (int i = 0; i < 4; ++i) {
+      auto z = a.try_admit(tgtest::req(1, 1), nanoseconds(after));
+      if (z) {
+        ++got;
+        held.push_back(std::move(z));
+      }
+    }
+    CHECK(got == 4);  // b's two came back
+    CHECK(in_flight_of(a, after) == 4);
+  }
+}
+
+namespace {
+
+// A lease of the random concurrency schedule: the object that holds it, the
+// step it ends at, and the interval its slot is held on the server: from its
+// admission to its end (settled, dropped), or to its deadline when that is
+// earlier or its object died holding it.
+struct slot_hold {
+  std::size_t obj;
+  int end_step;
+  std::int64_t from_us, until_us, deadline_us;
+  redis_account::admission x;
+};
+
+}  // namespace
+
+// Random strict configurations with a concurrency limit of 1 to 10 and
+// chunks of 1 to 5 slots, 2 to 4 objects, leases held for 0 to 30 steps and
+// ended by settle, settle_rejected or drop, objects that die holding leases
+// and chunks (supplied now): at every admission the slots held on the
+// server (the intervals above) never exceed the limit, and the strict
+// windows keep their bounds.
+TEST_CASE("redis chunk: random schedules with concurrency slots in chunks keep the limit", "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const std::uint64_t seed = tgtest::seed_for(17503);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t total_adm = 0, local = 0, reused = 0, pressed = 0;
+  for (int trial = 0; trial < 16; ++trial) {
+    account_config c = random_strict(g);
+    const std::uint64_t conc = g.between(1, 10);
+    c.concurrency = limit(conc);
+    c.lease_timeout = std::chrono::milliseconds(g.between(200, 20000));
+    const unsigned parts = static_cast<unsigned>(g.between(2, 8));
+    const std::string name = "rslots" + std::to_string(trial);
+    INFO("trial " << trial << " concurrency " << conc << " parts " << parts << " lease "
+                  << c.lease_timeout.count() << " windows " << c.request_window.count() << "/"
+                  << c.token_window.count());
+    std::vector<std::unique_ptr<redis_account>> objs, dead;
+    for (int i = 0; i < static_cast<int>(g.between(2, 4)); ++i)
+      objs.push_back(std::make_unique<redis_account>(name, c, exec{&conn, nullptr}, chunked(parts)));
+    REQUIRE(objs[0]->create(true, 0) == tr::outcome::ok);
+    const tr::layout l = objs[0]->state_layout();
+    REQUIRE(objs[0]->chunk_size().on);
+    std::vector<slot_hold> live, done;
+    std::vector<std::pair<std::int64_t, std::uint64_t>> reqs;
+    std::int64_t t = 1000 * ms;
+    const std::int64_t width_ns = static_cast<std::int64_t>(std::min(l.w[0].limit ? l.w[0].width_us : l.w[1].width_us,
+                                                                     l.w[1].limit ? l.w[1].width_us : l.w[0].width_us)) * 1000;
+    int deaths = 0;
+    for (int step = 0; step < 1200; ++step) {
+      t += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(width_ns / 4)));
+      if (g.chance(2)) t += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(width_ns) * 40));
+      const std::int64_t tu = t / 1000;
+      const std::size_t i = g.between(0, objs.size() - 1);
+      // This object's leases due by now end (in any order).
+      for (std::size_t k = 0; k < live.size();) {
+        slot_hold& h = live[k];
+        if (h.obj != i || h.end_step > step) {
+          ++k;
+          continue;
+        }
+        const auto how = g.between(0, 2);
+        if (how == 0) h.x.lease.settle(usage{g.between(0, h.x.tokens), 0, 0, 0, 0});
+        else if (how == 1) h.x.lease.settle_rejected();
+        else h.x.lease.drop();
+        h.until_us = std::min(tu, h.deadline_us);
+        done.push_back(std::move(h));
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+      }
+      redis_account& a = *objs[i];
+      const std::size_t free_before = a.chunk().live ? a.chunk().free_ids.size() : 0;
+      auto x = a.try_admit(tgtest::req(g.between(0, 100), g.between(0, 100)), nanoseconds(t));
+      REQUIRE((x.how == tr::outcome::ok));
+      if (x) {
+        ++total_adm;
+        reqs.emplace_back(tu, 1);
+        if (x.lease.from_chunk()) ++local;
+        if (x.lease.from_chunk() && free_before > 0) ++reused;
+        const std::int64_t deadline =
+            x.lease.from_chunk() ? a.chunk().slot_end_us : x.server_now_us + static_cast<std::int64_t>(l.lease_us);
+        CHECK(deadline >= tu + static_cast<std::int64_t>(l.lease_us));  // a slot lives lease_timeout at least
+        // The slots held at tu, this one included.
+        std::uint64_t held = 1;
+        for (const slot_hold& h : live)
+          if (h.from_us <= tu && tu < std::min(h.until_us, h.deadline_us)) ++held;
+        for (const slot_hold& h : done)
+          if (h.from_us <= tu && tu < h.until_us) ++held;
+        INFO("step " << step << " at " << tu << " us: " << held << " slots held");
+        REQUIRE(held <= conc);
+        if (held == conc) ++pressed;
+        live.push_back(slot_hold{i, step + static_cast<int>(g.between(0, 30)), tu,
+                                 std::numeric_limits<std::int64_t>::max(), deadline, std::move(x)});
+      }
+      if (g.chance(1)) {
+        a.release_chunk();
+        REQUIRE(a.flush(nanoseconds(t)));
+      }
+      if (deaths < 2 && g.chance(1)) {  // dies holding its chunk and its leases: nothing it queued is carried
+        for (std::size_t k = 0; k < live.size();) {
+          if (live[k].obj != i) {
+            ++k;
+            continue;
+          }
+          live[k].x.lease.drop();
+          live[k].until_us = live[k].deadline_us;
+          done.push_back(std::move(live[k]));
+          live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+        }
+        dead.push_back(std::move(objs[i]));
+        objs[i] = std::make_unique<redis_account>(name, c, exec{&conn, nullptr}, chunked(parts));
+        ++deaths;
+      }
+    }
+    for (slot_hold& h : live) h.x.lease.drop();
+    if (l.w[0].limit) CHECK(tgtest::max_window_sum(reqs, static_cast<std::int64_t>(l.w[0].period_us)) <= l.w[0].limit);
+  }
+  std::printf("redis chunk slots random: %llu admissions (%llu from chunks, %llu on a slot reused or left in a "
+              "chunk), %llu at the limit\n",
+              static_cast<unsigned long long>(total_adm), static_cast<unsigned long long>(local),
+              static_cast<unsigned long long>(reused), static_cast<unsigned long long>(pressed));
+  CHECK(local > total_adm / 2);
+  CHECK(reused > total_adm / 10);
+  CHECK(pressed > 100);  // the limit pressed
 }

@@ -118,7 +118,7 @@ class basic_account {
   basic_account(std::string_view name, const config_type& c, Executor ex, options o = {})
       : cfg_(c), layout_(make_layout(name, c)), ex_(std::move(ex)), opt_(o),
         rules_(account_policy::admission_rules<Currency>::of(c)), sizes_(chunk_sizes_of(layout_, o.chunk_parts)) {
-    if (o.chunk_parts != 0) chunk_check(layout_);
+    if (o.chunk_parts != 0) chunk_check(layout_, sizes_);
     if (o.on_fault == fault_mode::local_share) local_cfg_ = detail_fallback::local_share(c, o.share_percent);
   }
   basic_account(const basic_account&) = delete;
@@ -132,9 +132,7 @@ class basic_account {
   // its leftovers queued for the next call (no call now).
   const chunk_sizes& chunk_size() const noexcept { return sizes_; }
   const held_chunk& chunk() const noexcept { return chunk_; }
-  void release_chunk() {
-    if (auto q = chunk_.give_back()) return_front(*q);
-  }
+  void release_chunk() { detail_chunk::calls::release(*this); }
   // The local fallback's configuration (empty when there is none: fail
   // closed, a budget, a share that leaves a limit at 0).
   const std::optional<config_type>& fallback_config() const noexcept { return local_cfg_; }

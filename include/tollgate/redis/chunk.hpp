@@ -3,8 +3,9 @@
 // redis/chunk.hpp: chunked mode of the Redis account (options::chunk_parts,
 // off by default). One script call (op chunk) counts a chunk of request
 // units and token units in the head sub-window of each strict window (RPM,
-// TPM, a rolling TPD) and leases them to the calling account object, which
-// spends them on its later requests with no call, as the in-process
+// TPM, a rolling TPD), takes a chunk of concurrency slots when a
+// concurrency limit is set, and leases them to the calling account object,
+// which spends them on its later requests with no call, as the in-process
 // account's per-thread credit does (account/credit.hpp).
 //
 // Contract.
@@ -20,8 +21,32 @@
 //   windows: fixed_window, sliding_log, token_bucket, learn's strict start).
 //   A server clock stepped forward frees a chunk's counts as early as it
 //   frees every count (as without chunks).
+//   Concurrency slots. A chunk also takes up to concurrency / chunk_parts
+//   slots (at least 1, at most max_chunk_slots, and no more than the limit
+//   has free): leases of their own ids in the lease set, all with the
+//   deadline end_us + lease_timeout. A request spent from the chunk holds
+//   one; when it ends (settle, settle_rejected, drop) the slot goes back
+//   into the chunk if that chunk is still held, and is given to another
+//   request only while the chunk is spendable, so before end_us: every
+//   holder keeps its slot lease_timeout at least, as with admit's leases,
+//   and never two holders at once. A slot of a chunk no longer held (its
+//   request outlived it), and a chunk's free slots when it goes, are queued
+//   as drops for the next call (before a local admission, a flush carries
+//   them once they reach a chunk's slots). The slots come back on the server
+//   late, never early: at the drop's call, or at the deadline, at most
+//   lease_timeout plus one sub-window of the narrowest enforced window after
+//   the grant (a dead holder's too: a window / 15 later than admit's).
+//   Concurrency false refusals: N objects keep at most N chunks of slots
+//   unused (and less than a chunk of queued drops each) until their next
+//   call or the deadline; with a small limit (below chunk_parts x objects)
+//   an idle object's chunk of one slot refuses others until that object's
+//   next call or the chunk's deadline, so give it back (release_chunk() and
+//   flush()) when an object goes idle. The hold after a state loss (the
+//   layout's hold_us) is lease_timeout plus that sub-window for a chunked
+//   object with a concurrency limit; every object of one account should use
+//   the same chunk_parts.
 //   Refused at construction (layout_errc::chunk): what a chunk cannot keep
-//   exact. Concurrency (a slot per request, with a deadline), a budget (a
+//   exact. A budget (a
 //   worst case per request), the spaced buckets (burst 1: a chunk of several
 //   requests is a burst; window_counter, gcra and `unknown`, the default) and
 //   a calendar-day TPD (not done: its day is not a sub-window). A script
@@ -95,11 +120,16 @@ namespace redis {
 struct chunk_sizes {
   bool on = false;
   std::uint64_t requests = 0, tokens = 0;
+  std::uint64_t slots = 0;  // concurrency slots a chunk asks for (0: no concurrency limit)
 };
+
+// The most concurrency slots one chunk asks for: each is a lease record (a
+// member of the lease set, an argument pair of the call's ZADD).
+inline constexpr std::uint64_t max_chunk_slots = 256;
 
 // Whether chunked mode keeps the layout's configuration exact (see above).
 constexpr bool chunk_keepable(const layout& l) noexcept {
-  if (l.concurrency != 0 || l.budget || l.b[0].per_us != 0 || l.b[1].per_us != 0 || l.day_code != 0) return false;
+  if (l.budget || l.b[0].per_us != 0 || l.b[1].per_us != 0 || l.day_code != 0) return false;
   return l.w[0].limit != 0 || l.w[1].limit != 0 || l.w[2].limit != 0;
 }
 
@@ -114,6 +144,12 @@ constexpr chunk_sizes chunk_sizes_of(const layout& l, unsigned parts) noexcept {
     if (l.w[k].limit != 0 && l.w[k].limit / parts < t) t = l.w[k].limit / parts;
   z.tokens = tokens_on ? t : 0;
   z.on = z.requests >= 2 && (!tokens_on || z.tokens >= 2);
+  if (l.concurrency != 0) {
+    // At least one: the request's own (a limit below the parts still gets
+    // chunks of one slot, reused locally while the chunk lives).
+    const std::uint64_t c = l.concurrency / parts;
+    z.slots = c < 1 ? 1 : c > max_chunk_slots ? max_chunk_slots : c;
+  }
   return z;
 }
 
@@ -128,9 +164,19 @@ struct held_chunk {
   std::int64_t start_us = 0, end_us = 0;   // server µs: the grant's time, the first sub-window's end
   nanoseconds sent{0};                     // steady: when the granting call was sent
   nanoseconds until{0};                    // steady: spendable before this (not in test mode)
+  bool slots_on = false;                   // a concurrency limit: each request takes one of free_ids
+  std::vector<std::uint64_t> free_ids;     // the chunk's slots (lease ids) no request holds
+  std::uint64_t serial = 0;                // counts the chunks this object took: a slot comes back
+                                           // into free_ids only from a request of this same chunk
+  std::int64_t slot_end_us = 0;            // server µs: the slots' deadline (end_us + lease_us)
 
-  void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced) {
+  void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced, bool slots_enforced) {
     live = true;
+    ++serial;
+    slots_on = slots_enforced;
+    free_ids.clear();
+    for (std::uint64_t j = 0; j < g.slot_count; ++j) free_ids.push_back(g.first_id + j);
+    slot_end_us = g.slot_end_us;
     tokens_on = tokens_enforced;
     epoch = g.epoch;
     for (int k = 0; k < 3; ++k) slots[k] = g.slots[k];
@@ -146,7 +192,7 @@ struct held_chunk {
   // Whether a request of n tokens can be spent from it now: test mode at
   // the supplied µs, else at the steady clock's `at`.
   bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {
-    if (!live || requests == 0 || (tokens_on && tokens < n)) return false;
+    if (!live || requests == 0 || (tokens_on && tokens < n) || (slots_on && free_ids.empty())) return false;
     if (now_us) return *now_us >= start_us && *now_us < end_us;
     return at >= sent && at < until;
   }
@@ -157,18 +203,34 @@ struct held_chunk {
     if (now_us) return *now_us;
     return start_us + (at - sent).count() / 1000;
   }
-  void spend(std::uint64_t n) noexcept {
+  // Spends one request of n tokens; its slot's lease id (0: no slots).
+  std::uint64_t spend(std::uint64_t n) noexcept {
     requests -= 1;
     if (tokens_on) tokens -= n;
+    if (!slots_on) return 0;
+    const std::uint64_t id = free_ids.back();
+    free_ids.pop_back();
+    return id;
   }
-  // Its leftovers as a return (nothing when none), and the chunk gone.
-  std::optional<queued> give_back() noexcept {
+  // Its leftovers as a return (nothing when none), and the chunk gone; its
+  // free slots are moved to `drops` (each to be dropped by a later call).
+  std::optional<queued> give_back(std::vector<std::uint64_t>& drops) {
     if (!live) return std::nullopt;
     live = false;
+    for (std::uint64_t id : free_ids) drops.push_back(id);
+    free_ids.clear();
     const std::uint64_t r = slots[0] >= 0 ? requests : 0;
     const std::uint64_t t = slots[1] >= 0 || slots[2] >= 0 ? tokens : 0;
     if (r == 0 && t == 0) return std::nullopt;
     return returning(epoch, slots, r, t);
+  }
+  // The drop of a chunk's slot `id` of epoch e (no request holds it).
+  static queued dropping(std::uint64_t e, std::uint64_t id) noexcept {
+    queued q;
+    q.what = queued::kind::drop;
+    q.lease = id;
+    q.epoch = e;
+    return q;
   }
   // A return of r requests and t tokens into the sub-windows `s` of epoch e.
   static queued returning(std::uint64_t e, const std::int64_t (&s)[3], std::uint64_t r, std::uint64_t t) noexcept {
@@ -184,10 +246,24 @@ struct held_chunk {
   }
 };
 
+// A chunk's slots end lease_us after the chunk's end, up to one sub-window
+// of the narrowest enforced window after the grant: the hold after a state
+// loss covers that too, so no slot granted before the loss is still held when
+// admissions start again.
+inline void chunk_hold(layout& l) noexcept {
+  std::uint64_t width = 0;
+  for (const window_params& w : l.w)
+    if (w.limit != 0 && w.width_us > width) width = w.width_us;
+  if (l.lease_us + width > l.hold_us) l.hold_us = l.lease_us + width;
+}
+
 // Throws layout_error(layout_errc::chunk) (aborts without exceptions) for a
-// configuration chunked mode cannot keep exact.
-inline void chunk_check(const layout& l) {
-  if (chunk_keepable(l)) return;
+// configuration chunked mode cannot keep exact; with slots, sets the hold.
+inline void chunk_check(layout& l, const chunk_sizes& z) {
+  if (chunk_keepable(l)) {
+    if (z.slots != 0) chunk_hold(l);
+    return;
+  }
 #if !TOLLGATE_NO_EXCEPTIONS
   throw layout_error(layout_errc::chunk);
 #else
@@ -210,6 +286,15 @@ struct calls {
     a.queue_.resize(kept);
     a.sent_ = 0;
     recount(a);
+  }
+  // The held chunk's leftovers and free slots, queued for the very next call.
+  template <class Acc>
+  static void release(Acc& a) {
+    std::vector<std::uint64_t> drops;
+    const std::uint64_t e = a.chunk_.epoch;
+    const std::optional<queued> q = a.chunk_.give_back(drops);
+    for (std::uint64_t id : drops) a.return_front(held_chunk::dropping(e, id));
+    if (q) a.return_front(*q);
   }
   // The tokens the queued chunk returns hold (after a call changed the queue).
   template <class Acc>
@@ -237,9 +322,18 @@ struct calls {
   // Before a local admission: queued returns of a chunk's tokens past one
   // chunk's size are carried now (a flush), so a holder that calls rarely
   // keeps less than a chunk of them counted. A failed flush leaves it.
+  // So are queued slot drops once they reach a chunk's slots.
+  template <class Acc>
+  static std::size_t drops_queued(const Acc& a) noexcept {
+    std::size_t n = 0;
+    for (const queued& q : a.queue_)
+      if (q.what == queued::kind::drop) ++n;
+    return n;
+  }
   template <class Acc>
   static void carry_back(Acc& a, std::optional<std::int64_t> now_us) {
-    while (a.chunk_.live && a.sizes_.tokens > 0 && a.back_ >= a.sizes_.tokens) {
+    while (a.chunk_.live && ((a.sizes_.tokens > 0 && a.back_ >= a.sizes_.tokens) ||
+                             (a.sizes_.slots > 0 && drops_queued(a) >= a.sizes_.slots))) {
       call_args f;
       f.what = op::flush;
       f.now_us = now_us;
@@ -268,7 +362,7 @@ struct calls {
   static outcome take(Acc& a, call_args& c, call_reply& r) {
     a.release_chunk();  // its leftovers ride on this call, before it decides
     const std::uint64_t t = a.sizes_.tokens > c.tokens ? a.sizes_.tokens : c.tokens;  // at least the request's
-    c.extra = {std::to_string(a.sizes_.requests), std::to_string(t)};
+    c.extra = {std::to_string(a.sizes_.requests), std::to_string(t), std::to_string(a.sizes_.slots)};
     if (a.sha_.empty() && !a.opt_.functions) a.learn_sha();
     std::vector<std::string> argv = a.words(c, true);
     const nanoseconds sent = a.opt_.test_mode ? nanoseconds(0) : steady_clock::now();
@@ -284,13 +378,13 @@ struct calls {
     a.carried(granted || (r.code != script_code::corrupt && r.code != script_code::bad_call &&
                           r.code != script_code::other_configuration));
     if (!granted) return Acc::how_of(r.code);
-    a.chunk_.take(g, sent, a.layout_.w[1].limit != 0 || a.layout_.w[2].limit != 0);
+    a.chunk_.take(g, sent, a.layout_.w[1].limit != 0 || a.layout_.w[2].limit != 0, a.layout_.concurrency != 0);
     return outcome::ok;
   }
   // An admission spent from the chunk (which covers it) at `at`.
   template <class Acc, class Request, class Admission>
   static void spend(Acc& a, const Request& req, Admission& x, std::optional<std::int64_t> now_us, nanoseconds at) {
-    a.chunk_.spend(x.tokens);
+    const std::uint64_t id = a.chunk_.spend(x.tokens);
     x.how = outcome::ok;
     x.d = decision::admit();
     x.server_now_us = a.chunk_.server_time(now_us, at);
@@ -303,6 +397,22 @@ struct calls {
     l.refund_ = a.cfg_.refund_unused_tokens;
     l.model_ = req.model;
     l.chunk_ = true;
+    l.id_ = id;
+    l.serial_ = a.chunk_.serial;
+  }
+  // A chunk request's slot, when it ends: back among the chunk's free slots
+  // if that chunk is still held (reused only while the chunk covers, so
+  // before its end: every holder keeps it lease_us at least), else dropped
+  // by a later call.
+  template <class Acc>
+  static void give_slot(Acc& a, std::uint64_t e, std::uint64_t serial, std::uint64_t id) {
+    if (id == 0) return;
+    held_chunk& h = a.chunk_;
+    if (h.live && h.serial == serial && h.epoch == e) {
+      h.free_ids.push_back(id);
+      return;
+    }
+    a.enqueue(held_chunk::dropping(e, id));
   }
 };
 }  // namespace detail_chunk

@@ -68,7 +68,8 @@ class lease {
       return;
     }
     const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
-    if (chunk_) {  // spent from a chunk: no lease record, no money (redis/chunk.hpp)
+    if (chunk_) {  // spent from a chunk: its slot (if any) is the chunk's, no money (redis/chunk.hpp)
+      detail_chunk::calls::give_slot(*acc_, epoch_, serial_, id_);
       if (used > tokens_) {
         queued q = base(queued::kind::settle);
         q.lease = 0;
@@ -97,7 +98,7 @@ class lease {
     if (!acc_) return;
     if (local_) return local_.settle_rejected(std::exchange(acc_, nullptr)->local_now());
     if (chunk_) {  // its units were spent when it was admitted (the server counted it)
-      acc_ = nullptr;
+      detail_chunk::calls::give_slot(*std::exchange(acc_, nullptr), epoch_, serial_, id_);
       return;
     }
     finish(base(queued::kind::settle_rejected));
@@ -110,15 +111,16 @@ class lease {
       local_ = local_lease();
       return;
     }
-    if (chunk_) {  // no slot to give back, its reservation stays
-      acc_ = nullptr;
+    if (chunk_) {  // its slot (if any) goes back to the chunk, its reservation stays
+      detail_chunk::calls::give_slot(*std::exchange(acc_, nullptr), epoch_, serial_, id_);
       return;
     }
     finish(base(queued::kind::drop));
   }
   // Whether the local fallback account admitted it.
   bool is_local() const noexcept { return static_cast<bool>(local_); }
-  // Whether it was spent from this object's chunk (no call made; id 0).
+  // Whether it was spent from this object's chunk (no call made; its id is
+  // the chunk's slot it holds, 0 without a concurrency limit).
   bool from_chunk() const noexcept { return chunk_; }
 
  private:
@@ -151,12 +153,14 @@ class lease {
     refund_ = o.refund_;
     model_ = o.model_;
     chunk_ = o.chunk_;
+    serial_ = o.serial_;
     local_ = std::move(o.local_);
   }
   using local_lease = tollgate::lease<steady_clock, Currency>;
   account_type* acc_ = nullptr;
   local_lease local_;
   std::uint64_t id_ = 0, epoch_ = 0, tokens_ = 0;
+  std::uint64_t serial_ = 0;  // the chunk it was spent from (redis/chunk.hpp)
   std::int64_t money_ = 0, tpm_slot_ = -1, tpd_slot_ = -1;
   bool refund_ = false;
   bool chunk_ = false;

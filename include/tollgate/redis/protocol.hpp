@@ -257,10 +257,13 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   return call_status::ok;
 }
 
-// The reply of chunk when it grants (redis/chunk.hpp): 9 integers
-//   {0, requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch}
+// The reply of chunk when it grants (redis/chunk.hpp): 12 integers
+//   {0, requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch,
+//    slots, first id, slots' deadline}
 // (slot -1: the window is not enforced; end_us the server µs at which the
-// first of the head sub-windows they are counted in ends). Any other
+// first of the head sub-windows they are counted in ends; slots: how many
+// concurrency slots, leases of ids first .. first + slots - 1, each ending at
+// the deadline; 0 0 0 without a concurrency limit). Any other
 // answer is call_reply's shape: a refusal, or an admission with a lease as
 // admit's (a 0-token request where a token window's head is ahead: no chunk).
 struct chunk_reply {
@@ -269,18 +272,25 @@ struct chunk_reply {
   std::int64_t slots[3] = {-1, -1, -1};
   std::int64_t now_us = 0;
   std::uint64_t epoch = 0;
+  std::uint64_t slot_count = 0, first_id = 0;
+  std::int64_t slot_end_us = 0;
 };
 inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& refusal, bool& granted) {
   granted = false;
-  if (r.type == reply::kind::array && r.elements.size() == 9) {
-    decoded d = decode_integers(r, 9);
+  if (r.type == reply::kind::array && r.elements.size() == 12) {
+    decoded d = decode_integers(r, 12);
     if (d.status != call_status::ok) return d.status;
     const auto& v = d.values;
     // A grant holds at least one request, ends after the time it was made at
-    // and comes from an epoch; every other value is in range.
+    // and comes from an epoch; its slots (if any) have ids from 1 on and end
+    // after the grant's end; every other value is in range.
     if (v[0] != 0 || v[1] < 1 || v[2] < 0 || v[3] <= v[7] || v[4] < -1 || v[5] < -1 || v[6] < -1 || v[7] < 0 ||
-        v[8] < 1)
+        v[8] < 1 || v[9] < 0 || (v[9] == 0 && (v[10] != 0 || v[11] != 0)) ||
+        (v[9] > 0 && (v[10] < 1 || v[11] <= v[3] || v[9] > (std::int64_t(1) << 30))))
       return call_status::garbage;
+    out.slot_count = static_cast<std::uint64_t>(v[9]);
+    out.first_id = static_cast<std::uint64_t>(v[10]);
+    out.slot_end_us = v[11];
     out.requests = static_cast<std::uint64_t>(v[1]);
     out.tokens = static_cast<std::uint64_t>(v[2]);
     out.end_us = v[3];

@@ -201,8 +201,9 @@ for p = 0, P - 1 do
   end
 end
 
--- Phase 3: the writes. new_lease: the deadline of the lease admitted, or nil.
-local function save(new_lease, id)
+-- Phase 3: the writes. new_lease: the deadline of the lease admitted, or nil;
+-- count: how many leases from id on (a chunk's slots), 1 if nil.
+local function save(new_lease, id, count)
   if fresh_state then
     redis.call('DEL', KEYS[2])
     for f, _ in pairs(E) do edirty[f] = true end
@@ -213,7 +214,10 @@ local function save(new_lease, id)
     -- Added before the removals, so a set that stays in use keeps its key
     -- and its expiry; a key made now needs one.
     local new_set = count0 == 0
-    redis.call('ZADD', KEYS[2], S(new_lease), S(id))
+    count = count or 1
+    local za = {}
+    for j = 0, count - 1 do za[#za + 1] = S(new_lease); za[#za + 1] = S(id + j) end
+    redis.call('ZADD', KEYS[2], unpack(za))
     if new_set or new_lease < E.llo then eset('llo', new_lease); lo_gone = false end
     if new_set or new_lease > E.lease_end then eset('lease_end', new_lease) end
     -- The set's expiry runs ahead of its latest deadline by an eighth of the
@@ -223,11 +227,12 @@ local function save(new_lease, id)
     if E.test == 0 and (new_set or new_lease > E.lease_exp) then
       local ahead = math.ceil(lease_us / 8)
       -- One ms more: the server's expiry clock is the script's start, in ms,
-      -- which may be up to 1 ms behind TIME.
-      redis.call('PEXPIRE', KEYS[2], math.ceil((lease_us + ahead) / 1000) + 1)
+      -- which may be up to 1 ms behind TIME. A chunk's slots end later than
+      -- lease_us from now (at the chunk's end plus lease_us).
+      redis.call('PEXPIRE', KEYS[2], math.ceil((new_lease - now + ahead) / 1000) + 1)
       eset('lease_exp', new_lease + ahead)
     end
-    in_use = in_use + 1
+    in_use = in_use + count
   end
   if expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', S(now)) end
   if #removed > 0 then redis.call('ZREM', KEYS[2], unpack(removed)) end
@@ -328,9 +333,10 @@ if op == 'control' then
   return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
 if op ~= 'admit' and op ~= 'chunk' then error('tollgate: bad op') end
--- A chunk (redis/chunk.hpp) is counted only in strict windows, and never
--- with a lease: concurrency, a budget, a bucket or a calendar day refuse it.
-if op == 'chunk' and (conc > 0 or budget >= 0 or bkt(1) or bkt(2) or cal()) then return BAD end
+-- A chunk (redis/chunk.hpp) is counted only in strict windows; its
+-- concurrency slots need a deadline; a budget, a bucket or a calendar day
+-- refuse it.
+if op == 'chunk' and ((conc > 0 and lease_us == 0) or budget >= 0 or bkt(1) or bkt(2) or cal()) then return BAD end
 
 -- The admission.
 local n, worst = num(17), num(18)
@@ -428,8 +434,21 @@ if op == 'chunk' and not plain then
     end
   end
   for k = 1, 3 do if win(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
+  -- Concurrency: up to the wanted slots (at least one; in_use < conc was
+  -- checked above), each a lease of its own id, all ending lease_us after
+  -- the chunk's end, so a request given one before that end holds it for
+  -- lease_us at least, as a lease of admit.
+  if conc > 0 then
+    local c = num(cb + 2)
+    if c < 1 then c = 1 end
+    if c > conc - in_use then c = conc - in_use end
+    local first = E.next + 1
+    eset('next', E.next + c)
+    save(ends + lease_us, first, c)
+    return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, c, first, ends + lease_us}
+  end
   save()
-  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid}
+  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, 0, 0, 0}
 end
 local slots = {-1, -1, -1}
 for k = 1, 3 do
