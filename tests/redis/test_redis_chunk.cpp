@@ -102,7 +102,7 @@ TEST_CASE("redis chunk: refused where it cannot be exact, off for small limits",
   CHECK(refusal_of(make(conc)) == tr::layout_errc::ok);  // slots in chunks (redis/chunk.hpp)
   account_config money = strict_config();
   money.budget = usd::from_nanos(1000000000);
-  CHECK(refusal_of(make(money)) == tr::layout_errc::chunk);
+  CHECK(refusal_of(make(money)) == tr::layout_errc::ok);  // money in chunks (redis/chunk.hpp)
   account_config day = strict_config();
   day.tpd = limit(100000);
   day.calendar_day = true;
@@ -235,7 +235,7 @@ TEST_CASE("redis chunk: not spendable once its sub-window has left the head", "[
   g.end_us = 1102400;  // 102.4 ms left
   g.epoch = 7;
   const nanoseconds sent(5000 * ms);
-  h.take(g, sent, true, false);
+  h.take(g, sent, true, false, false);
   CHECK(h.until == sent + nanoseconds(102300 * 1000));
   CHECK(h.covers(50, std::nullopt, sent));
   CHECK(h.covers(50, std::nullopt, h.until - nanoseconds(1)));
@@ -1071,32 +1071,39 @@ struct slot_hold {
   int end_step;
   std::int64_t from_us, until_us, deadline_us;
   redis_account::admission x;
+  std::int64_t money = 0;  // what it keeps committed: its worst case in flight, then its cost (or all, dropped)
 };
 
 }  // namespace
 
 // Random strict configurations with a concurrency limit of 1 to 10 and
-// chunks of 1 to 5 slots, 2 to 4 objects, leases held for 0 to 30 steps and
-// ended by settle, settle_rejected or drop, objects that die holding leases
-// and chunks (supplied now): at every admission the slots held on the
-// server (the intervals above) never exceed the limit, and the strict
-// windows keep their bounds.
-TEST_CASE("redis chunk: random schedules with concurrency slots in chunks keep the limit", "[redis_server][chunk]") {
+// chunks of 1 to 5 slots, or a budget, or both, 2 to 4 objects, leases held
+// for 0 to 30 steps and ended by settle, settle_rejected or drop, objects
+// that die holding leases and chunks (supplied now): at every admission the
+// slots held on the server (the intervals above) never exceed the limit,
+// the money admitted (worst cases in flight, costs settled, worst cases
+// dropped or dead) never exceeds the budget, and the strict windows keep
+// their bounds; at the end the server's committed money is that, plus at
+// most the dead objects' chunks.
+TEST_CASE("redis chunk: random schedules with slots and money in chunks keep the limits", "[redis_server][chunk]") {
   server srv;
   REQUIRE(srv.running());
   client conn(srv.port());
   const std::uint64_t seed = tgtest::seed_for(17503);
   tgtest::rng g(seed);
   INFO(tgtest::seed_note() << " stream seed " << seed);
-  std::uint64_t total_adm = 0, local = 0, reused = 0, pressed = 0;
-  for (int trial = 0; trial < 16; ++trial) {
+  std::uint64_t total_adm = 0, local = 0, reused = 0, pressed = 0, money_pressed = 0;
+  for (int trial = 0; trial < 20; ++trial) {
     account_config c = random_strict(g);
-    const std::uint64_t conc = g.between(1, 10);
-    c.concurrency = limit(conc);
+    const int dims = static_cast<int>(g.between(0, 2));  // 0 concurrency, 1 budget, 2 both
+    const std::uint64_t conc = dims != 1 ? g.between(1, 10) : 0;
+    if (conc) c.concurrency = limit(conc);
+    const std::int64_t budget = dims != 0 ? static_cast<std::int64_t>(g.between(20, 100)) * 1000000 : -1;
+    if (budget >= 0) c.budget = usd::from_nanos(budget);
     c.lease_timeout = std::chrono::milliseconds(g.between(200, 20000));
     const unsigned parts = static_cast<unsigned>(g.between(2, 8));
     const std::string name = "rslots" + std::to_string(trial);
-    INFO("trial " << trial << " concurrency " << conc << " parts " << parts << " lease "
+    INFO("trial " << trial << " concurrency " << conc << " budget " << budget << " parts " << parts << " lease "
                   << c.lease_timeout.count() << " windows " << c.request_window.count() << "/"
                   << c.token_window.count());
     std::vector<std::unique_ptr<redis_account>> objs, dead;
@@ -1111,6 +1118,13 @@ TEST_CASE("redis chunk: random schedules with concurrency slots in chunks keep t
     const std::int64_t width_ns = static_cast<std::int64_t>(std::min(l.w[0].limit ? l.w[0].width_us : l.w[1].width_us,
                                                                      l.w[1].limit ? l.w[1].width_us : l.w[0].width_us)) * 1000;
     int deaths = 0;
+    std::int64_t dead_chunks = 0;  // money the dead objects' chunks held unspent
+    auto money_now = [&] {
+      std::int64_t m = 0;
+      for (const slot_hold& h : live) m += h.money;
+      for (const slot_hold& h : done) m += h.money;
+      return m;
+    };
     for (int step = 0; step < 1200; ++step) {
       t += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(width_ns / 4)));
       if (g.chance(2)) t += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(width_ns) * 40));
@@ -1124,24 +1138,35 @@ TEST_CASE("redis chunk: random schedules with concurrency slots in chunks keep t
           continue;
         }
         const auto how = g.between(0, 2);
-        if (how == 0) h.x.lease.settle(usage{g.between(0, h.x.tokens), 0, 0, 0, 0});
-        else if (how == 1) h.x.lease.settle_rejected();
-        else h.x.lease.drop();
+        if (how == 0) {
+          const std::uint64_t p = g.between(0, h.x.tokens);
+          const usage u{p, g.between(0, h.x.tokens - p), 0, 0, 0};
+          const auto cost_of = cost<usd_tag>(*tgtest::k26(), u);
+          if (cost_of && budget >= 0) h.money = cost_of.total.nanos();
+          REQUIRE(h.money <= h.x.worst_case.nanos());
+          h.x.lease.settle(u);
+        } else if (how == 1) {
+          h.money = 0;
+          h.x.lease.settle_rejected();
+        } else {
+          h.x.lease.drop();  // its worst case stays committed
+        }
         h.until_us = std::min(tu, h.deadline_us);
         done.push_back(std::move(h));
         live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
       }
       redis_account& a = *objs[i];
-      const std::size_t free_before = a.chunk().live ? a.chunk().free_ids.size() : 0;
+      const std::uint64_t serial_before = a.chunk().live ? a.chunk().serial : 0;
       auto x = a.try_admit(tgtest::req(g.between(0, 100), g.between(0, 100)), nanoseconds(t));
       REQUIRE((x.how == tr::outcome::ok));
       if (x) {
         ++total_adm;
         reqs.emplace_back(tu, 1);
         if (x.lease.from_chunk()) ++local;
-        if (x.lease.from_chunk() && free_before > 0) ++reused;
-        const std::int64_t deadline =
-            x.lease.from_chunk() ? a.chunk().slot_end_us : x.server_now_us + static_cast<std::int64_t>(l.lease_us);
+        if (x.lease.from_chunk() && a.chunk().serial == serial_before) ++reused;  // no call
+        const std::int64_t deadline = !conc ? std::numeric_limits<std::int64_t>::max()
+                                      : x.lease.from_chunk() ? a.chunk().slot_end_us
+                                                             : x.server_now_us + static_cast<std::int64_t>(l.lease_us);
         CHECK(deadline >= tu + static_cast<std::int64_t>(l.lease_us));  // a slot lives lease_timeout at least
         // The slots held at tu, this one included.
         std::uint64_t held = 1;
@@ -1150,10 +1175,21 @@ TEST_CASE("redis chunk: random schedules with concurrency slots in chunks keep t
         for (const slot_hold& h : done)
           if (h.from_us <= tu && tu < h.until_us) ++held;
         INFO("step " << step << " at " << tu << " us: " << held << " slots held");
-        REQUIRE(held <= conc);
-        if (held == conc) ++pressed;
+        if (conc) {
+          REQUIRE(held <= conc);
+          if (held == conc) ++pressed;
+        }
+        const std::int64_t worst = x.worst_case.nanos();
+        if (budget >= 0) {
+          const std::int64_t m = money_now() + worst;
+          INFO("money admitted " << m);
+          REQUIRE(m <= budget);
+          // Within the chunks' reach of the budget: where the objects' chunks may refuse.
+          const std::int64_t reach = static_cast<std::int64_t>(objs.size()) * (budget / parts + worst);
+          if (m > budget - reach) ++money_pressed;
+        }
         live.push_back(slot_hold{i, step + static_cast<int>(g.between(0, 30)), tu,
-                                 std::numeric_limits<std::int64_t>::max(), deadline, std::move(x)});
+                                 std::numeric_limits<std::int64_t>::max(), deadline, std::move(x), worst});
       }
       if (g.chance(1)) {
         a.release_chunk();
@@ -1170,19 +1206,39 @@ TEST_CASE("redis chunk: random schedules with concurrency slots in chunks keep t
           done.push_back(std::move(live[k]));
           live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
         }
+        if (objs[i]->chunk().live) dead_chunks += objs[i]->chunk().money;
+        for (const tr::queued& q : objs[i]->queued_settlements())  // never carried now
+          if (q.what == tr::queued::kind::money_return) dead_chunks += q.reserved_nanos;
         dead.push_back(std::move(objs[i]));
         objs[i] = std::make_unique<redis_account>(name, c, exec{&conn, nullptr}, chunked(parts));
         ++deaths;
       }
     }
-    for (slot_hold& h : live) h.x.lease.drop();
+    for (slot_hold& h : live) h.x.lease.drop();  // their worst cases stay committed
+    if (budget >= 0) {
+      // Every live object gives its chunk back and carries its queue (a few
+      // flushes: at most max_queued_per_call entries each).
+      for (auto& o : objs) {
+        o->release_chunk();
+        for (int k = 0; k < 8 && o->queued_count() > 0; ++k) REQUIRE(o->flush(nanoseconds(t)));
+        CHECK(o->queued_count() == 0);
+      }
+      const auto v = objs[0]->remaining(nanoseconds(t));
+      REQUIRE(v.how == tr::outcome::ok);
+      const std::int64_t m = money_now();
+      INFO("money admitted " << m << ", dead chunks " << dead_chunks << ", committed " << v.values.committed_nanos);
+      CHECK(v.values.committed_nanos >= m);
+      CHECK(v.values.committed_nanos <= m + dead_chunks);
+    }
     if (l.w[0].limit) CHECK(tgtest::max_window_sum(reqs, static_cast<std::int64_t>(l.w[0].period_us)) <= l.w[0].limit);
   }
-  std::printf("redis chunk slots random: %llu admissions (%llu from chunks, %llu on a slot reused or left in a "
-              "chunk), %llu at the limit\n",
+  std::printf("redis chunk slots and money random: %llu admissions (%llu from chunks, %llu from a chunk already "
+              "held), %llu at the concurrency limit, %llu within the chunks' reach of the budget\n",
               static_cast<unsigned long long>(total_adm), static_cast<unsigned long long>(local),
-              static_cast<unsigned long long>(reused), static_cast<unsigned long long>(pressed));
+              static_cast<unsigned long long>(reused), static_cast<unsigned long long>(pressed),
+              static_cast<unsigned long long>(money_pressed));
   CHECK(local > total_adm / 2);
   CHECK(reused > total_adm / 10);
-  CHECK(pressed > 100);  // the limit pressed
+  CHECK(pressed > 100);        // the limit pressed
+  CHECK(money_pressed > 100);  // and the budget
 }

@@ -72,7 +72,7 @@
 #include <tollgate/decision.hpp>
 #include <tollgate/http.hpp>
 #include <tollgate/money.hpp>
-#include <tollgate/redis/chunk.hpp>
+#include <tollgate/redis/chunk_calls.hpp>
 #include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/lease.hpp>
@@ -128,6 +128,7 @@ class basic_account {
   const config_type& config() const noexcept { return cfg_; }
   const layout& state_layout() const noexcept { return layout_; }
   std::size_t queued_count() const noexcept { return queue_.size(); }
+  const std::vector<queued>& queued_settlements() const noexcept { return queue_; }  // in the order they ride
   // Chunked mode (redis/chunk.hpp): the sizes asked for, the chunk held, and
   // its leftovers queued for the next call (no call now).
   const chunk_sizes& chunk_size() const noexcept { return sizes_; }
@@ -409,7 +410,7 @@ class basic_account {
     }
     if (sizes_.on) detail_chunk::calls::carry_back(*this, now_us);
     const nanoseconds sent = opt_.test_mode ? nanoseconds(0) : steady_clock::now();
-    if (sizes_.on && chunk_.covers(a.tokens, now_us, sent)) {
+    if (sizes_.on && chunk_.covers(a.tokens, now_us, sent, a.worst_case.nanos())) {
       detail_chunk::calls::spend(*this, req, a, now_us, sent);
       return a;
     }

@@ -4,7 +4,8 @@
 // off by default). One script call (op chunk) counts a chunk of request
 // units and token units in the head sub-window of each strict window (RPM,
 // TPM, a rolling TPD), takes a chunk of concurrency slots when a
-// concurrency limit is set, and leases them to the calling account object,
+// concurrency limit is set and a chunk of money when a budget is, and
+// leases them to the calling account object,
 // which spends them on its later requests with no call, as the in-process
 // account's per-thread credit does (account/credit.hpp).
 //
@@ -45,11 +46,30 @@
 //   layout's hold_us) is lease_timeout plus that sub-window for a chunked
 //   object with a concurrency limit; every object of one account should use
 //   the same chunk_parts.
+//   Money. A chunk also commits up to budget / chunk_parts nanos (at least
+//   the request's worst case, at most what the budget has left). A request
+//   spent from it takes its worst case from the chunk; when it ends, what it
+//   did not cost goes back into the chunk if that chunk is still held (else
+//   a money return for the next call), and its cost is reported with the
+//   chunk's end (one settlement with no lease: spent plus the costs,
+//   committed plus what they cost beyond their worst cases). A dropped
+//   request's worst case stays committed, as without chunks; a refused one's
+//   comes back. The chunk's unspent money goes back with the chunk's other
+//   leftovers. So the budget's bound holds: worst cases in flight, costs of
+//   ended requests and what the chunks hold together stay within the budget
+//   (a cost beyond a worst case is charged by the next call, as without
+//   chunks). Until an object's chunk ends the server's `spent` lacks its
+//   requests' costs (its committed holds them). A call that fails forgets
+//   the money returns it carried (applied twice they would free another's
+//   money): that money stays committed, the safe side. A process that dies
+//   holding a chunk keeps its money committed for good (as a dead process's
+//   reservations: kept as spent). False refusals: N objects hold at most N
+//   chunks of money unspent, N / chunk_parts of the budget.
 //   Refused at construction (layout_errc::chunk): what a chunk cannot keep
-//   exact. A budget (a
-//   worst case per request), the spaced buckets (burst 1: a chunk of several
+//   exact. The spaced buckets (burst 1: a chunk of several
 //   requests is a burst; window_counter, gcra and `unknown`, the default) and
-//   a calendar-day TPD (not done: its day is not a sub-window). A script
+//   a calendar-day TPD (not done: its day is not a sub-window), and an
+//   account with no RPM, TPM or TPD (a chunk lives one sub-window). A script
 //   call with op chunk on such a configuration is refused as a bad call.
 //   Sizes. A chunk is limit / chunk_parts units of each window (requests;
 //   tokens: the smaller of TPM's and TPD's, and at least the request's own
@@ -121,6 +141,7 @@ struct chunk_sizes {
   bool on = false;
   std::uint64_t requests = 0, tokens = 0;
   std::uint64_t slots = 0;  // concurrency slots a chunk asks for (0: no concurrency limit)
+  std::int64_t money = 0;   // nanos a chunk asks for (0: no budget; at least the request's worst case)
 };
 
 // The most concurrency slots one chunk asks for: each is a lease record (a
@@ -129,7 +150,7 @@ inline constexpr std::uint64_t max_chunk_slots = 256;
 
 // Whether chunked mode keeps the layout's configuration exact (see above).
 constexpr bool chunk_keepable(const layout& l) noexcept {
-  if (l.budget || l.b[0].per_us != 0 || l.b[1].per_us != 0 || l.day_code != 0) return false;
+  if (l.b[0].per_us != 0 || l.b[1].per_us != 0 || l.day_code != 0) return false;
   return l.w[0].limit != 0 || l.w[1].limit != 0 || l.w[2].limit != 0;
 }
 
@@ -150,6 +171,7 @@ constexpr chunk_sizes chunk_sizes_of(const layout& l, unsigned parts) noexcept {
     const std::uint64_t c = l.concurrency / parts;
     z.slots = c < 1 ? 1 : c > max_chunk_slots ? max_chunk_slots : c;
   }
+  if (l.budget) z.money = l.budget_nanos / static_cast<std::int64_t>(parts);
   return z;
 }
 
@@ -169,10 +191,17 @@ struct held_chunk {
   std::uint64_t serial = 0;                // counts the chunks this object took: a slot comes back
                                            // into free_ids only from a request of this same chunk
   std::int64_t slot_end_us = 0;            // server µs: the slots' deadline (end_us + lease_us)
+  bool money_on = false;                   // a budget: each request's worst case comes from money
+  std::int64_t money = 0;                  // nanos committed for the chunk no request holds or spent
+  std::int64_t spent = 0, over = 0;        // nanos its ended requests cost; of them, beyond their worst case
 
-  void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced, bool slots_enforced) {
+  void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced, bool slots_enforced,
+            bool money_enforced = false) {
     live = true;
     ++serial;
+    money_on = money_enforced;
+    money = g.money_nanos;
+    spent = over = 0;
     slots_on = slots_enforced;
     free_ids.clear();
     for (std::uint64_t j = 0; j < g.slot_count; ++j) free_ids.push_back(g.first_id + j);
@@ -191,8 +220,9 @@ struct held_chunk {
   }
   // Whether a request of n tokens can be spent from it now: test mode at
   // the supplied µs, else at the steady clock's `at`.
-  bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {
+  bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at, std::int64_t worst = 0) const noexcept {
     if (!live || requests == 0 || (tokens_on && tokens < n) || (slots_on && free_ids.empty())) return false;
+    if (money_on && money < worst) return false;
     if (now_us) return *now_us >= start_us && *now_us < end_us;
     return at >= sent && at < until;
   }
@@ -204,25 +234,52 @@ struct held_chunk {
     return start_us + (at - sent).count() / 1000;
   }
   // Spends one request of n tokens; its slot's lease id (0: no slots).
-  std::uint64_t spend(std::uint64_t n) noexcept {
+  std::uint64_t spend(std::uint64_t n, std::int64_t worst = 0) noexcept {
     requests -= 1;
     if (tokens_on) tokens -= n;
+    if (money_on) money -= worst;
     if (!slots_on) return 0;
     const std::uint64_t id = free_ids.back();
     free_ids.pop_back();
     return id;
   }
   // Its leftovers as a return (nothing when none), and the chunk gone; its
-  // free slots are moved to `drops` (each to be dropped by a later call).
-  std::optional<queued> give_back(std::vector<std::uint64_t>& drops) {
+  // free slots are moved to `drops` (each to be dropped by a later call),
+  // its money to `money_out` (what goes back, what its requests cost).
+  std::optional<queued> give_back(std::vector<std::uint64_t>& drops, std::vector<queued>& money_out) {
     if (!live) return std::nullopt;
     live = false;
+    if (money_on) money_ended(epoch, money, spent, over, money_out);
+    money = spent = over = 0;
     for (std::uint64_t id : free_ids) drops.push_back(id);
     free_ids.clear();
     const std::uint64_t r = slots[0] >= 0 ? requests : 0;
     const std::uint64_t t = slots[1] >= 0 || slots[2] >= 0 ? tokens : 0;
     if (r == 0 && t == 0) return std::nullopt;
     return returning(epoch, slots, r, t);
+  }
+  // Money of epoch e: `back` nanos no request holds any more, and requests
+  // that cost `cost`, `beyond` of it past their worst case: a money return
+  // (committed less back) and a settlement with no lease (spent plus cost,
+  // committed plus beyond), which applies its charge even if sent twice
+  // (the safe side), where a return sent twice would free another's money.
+  static void money_ended(std::uint64_t e, std::int64_t back, std::int64_t cost, std::int64_t beyond,
+                          std::vector<queued>& out) {
+    if (back > 0) {
+      queued q;
+      q.what = queued::kind::money_return;
+      q.epoch = e;
+      q.reserved_nanos = back;
+      out.push_back(q);
+    }
+    if (cost > 0) {
+      queued q;
+      q.what = queued::kind::settle;
+      q.epoch = e;
+      q.reserved_nanos = cost - beyond;
+      q.actual_nanos = cost;
+      out.push_back(q);
+    }
   }
   // The drop of a chunk's slot `id` of epoch e (no request holds it).
   static queued dropping(std::uint64_t e, std::uint64_t id) noexcept {
@@ -271,151 +328,6 @@ inline void chunk_check(layout& l, const chunk_sizes& z) {
   std::abort();
 #endif
 }
-
-namespace detail_chunk {
-// The account's chunk calls (redis/account.hpp befriends this).
-struct calls {
-  // A failed call may have applied what it carried: its chunk returns are
-  // forgotten (applied twice they would free others' units), the rest is
-  // sent again (each applies once, or is a charge: the safe side).
-  template <class Acc>
-  static void forget(Acc& a) {
-    std::size_t kept = 0;
-    for (std::size_t i = 0; i < a.queue_.size(); ++i)
-      if (i >= a.sent_ || a.queue_[i].what != queued::kind::chunk_return) a.queue_[kept++] = a.queue_[i];
-    a.queue_.resize(kept);
-    a.sent_ = 0;
-    recount(a);
-  }
-  // The held chunk's leftovers and free slots, queued for the very next call.
-  template <class Acc>
-  static void release(Acc& a) {
-    std::vector<std::uint64_t> drops;
-    const std::uint64_t e = a.chunk_.epoch;
-    const std::optional<queued> q = a.chunk_.give_back(drops);
-    for (std::uint64_t id : drops) a.return_front(held_chunk::dropping(e, id));
-    if (q) a.return_front(*q);
-  }
-  // The tokens the queued chunk returns hold (after a call changed the queue).
-  template <class Acc>
-  static void recount(Acc& a) {
-    a.back_ = 0;
-    for (const queued& q : a.queue_)
-      if (q.what == queued::kind::chunk_return) a.back_ += q.refund_tokens;
-  }
-  // A refund of a request spent from a chunk: into the held chunk, up to its
-  // grant, when it is counted in the same sub-windows of the same epoch
-  // (spent again only while they are the head, as the chunk's own); the rest
-  // is queued as a return.
-  template <class Acc>
-  static void refund(Acc& a, std::uint64_t e, std::int64_t s1, std::int64_t s2, std::uint64_t t) {
-    held_chunk& h = a.chunk_;
-    if (h.live && h.epoch == e && h.slots[1] == s1 && h.slots[2] == s2 && h.tokens < h.granted) {
-      const std::uint64_t m = t < h.granted - h.tokens ? t : h.granted - h.tokens;
-      h.tokens += m;
-      t -= m;
-    }
-    if (t == 0) return;
-    const std::int64_t s[3] = {-1, s1, s2};
-    a.return_front(held_chunk::returning(e, s, 0, t));
-  }
-  // Before a local admission: queued returns of a chunk's tokens past one
-  // chunk's size are carried now (a flush), so a holder that calls rarely
-  // keeps less than a chunk of them counted. A failed flush leaves it.
-  // So are queued slot drops once they reach a chunk's slots.
-  template <class Acc>
-  static std::size_t drops_queued(const Acc& a) noexcept {
-    std::size_t n = 0;
-    for (const queued& q : a.queue_)
-      if (q.what == queued::kind::drop) ++n;
-    return n;
-  }
-  template <class Acc>
-  static void carry_back(Acc& a, std::optional<std::int64_t> now_us) {
-    while (a.chunk_.live && ((a.sizes_.tokens > 0 && a.back_ >= a.sizes_.tokens) ||
-                             (a.sizes_.slots > 0 && drops_queued(a) >= a.sizes_.slots))) {
-      call_args f;
-      f.what = op::flush;
-      f.now_us = now_us;
-      call_reply r;
-      if (a.simple(f, r, true) != outcome::ok) return;
-    }
-  }
-  // Sends one command; an exception from the executor (it may have sent
-  // the command) forgets the chunk returns it carried, then passes on.
-  template <class Acc>
-  static reply send(Acc& a, const std::vector<std::string>& argv) {
-    struct guard {
-      Acc& a;
-      bool armed = true;
-      ~guard() {
-        if (armed) forget(a);
-      }
-    } g{a};
-    reply r = a.ex_(argv);
-    g.armed = false;
-    return r;
-  }
-  // One chunk call (op chunk): a grant becomes the held chunk; any other
-  // answer is decoded into r as admit's.
-  template <class Acc>
-  static outcome take(Acc& a, call_args& c, call_reply& r) {
-    a.release_chunk();  // its leftovers ride on this call, before it decides
-    const std::uint64_t t = a.sizes_.tokens > c.tokens ? a.sizes_.tokens : c.tokens;  // at least the request's
-    c.extra = {std::to_string(a.sizes_.requests), std::to_string(t), std::to_string(a.sizes_.slots)};
-    if (a.sha_.empty() && !a.opt_.functions) a.learn_sha();
-    std::vector<std::string> argv = a.words(c, true);
-    const nanoseconds sent = a.opt_.test_mode ? nanoseconds(0) : steady_clock::now();
-    chunk_reply g;
-    bool granted = false;
-    call_status st = decode_chunk(a.send(argv), g, r, granted);
-    if (st == call_status::noscript) st = decode_chunk(a.resend(argv), g, r, granted);
-    if (st != call_status::ok) {
-      forget(a);
-      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
-    }
-    // A grant carried the queue; a refusal too, unless it wrote nothing.
-    a.carried(granted || (r.code != script_code::corrupt && r.code != script_code::bad_call &&
-                          r.code != script_code::other_configuration));
-    if (!granted) return Acc::how_of(r.code);
-    a.chunk_.take(g, sent, a.layout_.w[1].limit != 0 || a.layout_.w[2].limit != 0, a.layout_.concurrency != 0);
-    return outcome::ok;
-  }
-  // An admission spent from the chunk (which covers it) at `at`.
-  template <class Acc, class Request, class Admission>
-  static void spend(Acc& a, const Request& req, Admission& x, std::optional<std::int64_t> now_us, nanoseconds at) {
-    const std::uint64_t id = a.chunk_.spend(x.tokens);
-    x.how = outcome::ok;
-    x.d = decision::admit();
-    x.server_now_us = a.chunk_.server_time(now_us, at);
-    auto& l = x.lease;
-    l.acc_ = &a;
-    l.epoch_ = a.chunk_.epoch;
-    l.tokens_ = x.tokens;
-    l.tpm_slot_ = a.chunk_.slots[1];
-    l.tpd_slot_ = a.chunk_.slots[2];
-    l.refund_ = a.cfg_.refund_unused_tokens;
-    l.model_ = req.model;
-    l.chunk_ = true;
-    l.id_ = id;
-    l.serial_ = a.chunk_.serial;
-  }
-  // A chunk request's slot, when it ends: back among the chunk's free slots
-  // if that chunk is still held (reused only while the chunk covers, so
-  // before its end: every holder keeps it lease_us at least), else dropped
-  // by a later call.
-  template <class Acc>
-  static void give_slot(Acc& a, std::uint64_t e, std::uint64_t serial, std::uint64_t id) {
-    if (id == 0) return;
-    held_chunk& h = a.chunk_;
-    if (h.live && h.serial == serial && h.epoch == e) {
-      h.free_ids.push_back(id);
-      return;
-    }
-    a.enqueue(held_chunk::dropping(e, id));
-  }
-};
-}  // namespace detail_chunk
 
 }  // namespace redis
 

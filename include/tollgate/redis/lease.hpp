@@ -19,7 +19,7 @@
 #include <tollgate/cost.hpp>
 #include <tollgate/money.hpp>
 #include <tollgate/detail/arith.hpp>
-#include <tollgate/redis/chunk.hpp>
+#include <tollgate/redis/chunk_calls.hpp>
 #include <tollgate/redis/protocol.hpp>
 
 #include <cstdint>
@@ -68,8 +68,14 @@ class lease {
       return;
     }
     const std::uint64_t used = detail::sat_add(u.prompt, u.completion);
-    if (chunk_) {  // spent from a chunk: its slot (if any) is the chunk's, no money (redis/chunk.hpp)
+    std::int64_t actual = money_;  // the whole reservation when the cost cannot be computed
+    if (model_) {
+      const auto c = cost<Currency>(*model_, u);
+      if (c) actual = c.total.nanos();
+    }
+    if (chunk_) {  // spent from a chunk: its slot and money are the chunk's (redis/chunk.hpp)
       detail_chunk::calls::give_slot(*acc_, epoch_, serial_, id_);
+      detail_chunk::calls::end_money(*acc_, epoch_, serial_, money_, actual);
       if (used > tokens_) {
         queued q = base(queued::kind::settle);
         q.lease = 0;
@@ -86,19 +92,16 @@ class lease {
     queued q = base(queued::kind::settle);
     if (used > tokens_) q.charge_tokens = used - tokens_;
     else if (refund_ && used < tokens_) q.refund_tokens = tokens_ - used;
-    q.actual_nanos = money_;
-    if (model_) {
-      const auto c = cost<Currency>(*model_, u);
-      if (c) q.actual_nanos = c.total.nanos();
-    }
+    q.actual_nanos = actual;
     finish(q);
   }
   // The request was refused by the server before it ran: the money comes back.
   void settle_rejected() {
     if (!acc_) return;
     if (local_) return local_.settle_rejected(std::exchange(acc_, nullptr)->local_now());
-    if (chunk_) {  // its units were spent when it was admitted (the server counted it)
-      detail_chunk::calls::give_slot(*std::exchange(acc_, nullptr), epoch_, serial_, id_);
+    if (chunk_) {  // its units were spent when it was admitted (the server counted it); its money comes back
+      detail_chunk::calls::give_slot(*acc_, epoch_, serial_, id_);
+      detail_chunk::calls::end_money(*std::exchange(acc_, nullptr), epoch_, serial_, money_, 0);
       return;
     }
     finish(base(queued::kind::settle_rejected));

@@ -57,8 +57,9 @@ struct reply {
 struct queued {
   // chunk_return: a chunk's leftovers (redis/chunk.hpp): reserved_nanos
   // requests into rpm's sub-window actual_nanos, refund_tokens tokens into
-  // tpm_slot and tpd_slot; lease 0.
-  enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3, chunk_return = 4 };
+  // tpm_slot and tpd_slot; lease 0. money_return: reserved_nanos of a
+  // chunk's money back (no request spent them); lease 0.
+  enum class kind : unsigned char { settle = 1, settle_rejected = 2, drop = 3, chunk_return = 4, money_return = 5 };
   kind what = kind::drop;
   std::uint64_t lease = 0;
   std::uint64_t epoch = 0;  // the tag of the epoch that made the lease
@@ -257,13 +258,14 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   return call_status::ok;
 }
 
-// The reply of chunk when it grants (redis/chunk.hpp): 12 integers
+// The reply of chunk when it grants (redis/chunk.hpp): 13 integers
 //   {0, requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch,
-//    slots, first id, slots' deadline}
+//    slots, first id, slots' deadline, money}
 // (slot -1: the window is not enforced; end_us the server µs at which the
 // first of the head sub-windows they are counted in ends; slots: how many
 // concurrency slots, leases of ids first .. first + slots - 1, each ending at
-// the deadline; 0 0 0 without a concurrency limit). Any other
+// the deadline; 0 0 0 without a concurrency limit; money: the nanos
+// committed for the chunk, 0 without a budget). Any other
 // answer is call_reply's shape: a refusal, or an admission with a lease as
 // admit's (a 0-token request where a token window's head is ahead: no chunk).
 struct chunk_reply {
@@ -274,11 +276,12 @@ struct chunk_reply {
   std::uint64_t epoch = 0;
   std::uint64_t slot_count = 0, first_id = 0;
   std::int64_t slot_end_us = 0;
+  std::int64_t money_nanos = 0;
 };
 inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& refusal, bool& granted) {
   granted = false;
-  if (r.type == reply::kind::array && r.elements.size() == 12) {
-    decoded d = decode_integers(r, 12);
+  if (r.type == reply::kind::array && r.elements.size() == 13) {
+    decoded d = decode_integers(r, 13);
     if (d.status != call_status::ok) return d.status;
     const auto& v = d.values;
     // A grant holds at least one request, ends after the time it was made at
@@ -286,8 +289,10 @@ inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& re
     // after the grant's end; every other value is in range.
     if (v[0] != 0 || v[1] < 1 || v[2] < 0 || v[3] <= v[7] || v[4] < -1 || v[5] < -1 || v[6] < -1 || v[7] < 0 ||
         v[8] < 1 || v[9] < 0 || (v[9] == 0 && (v[10] != 0 || v[11] != 0)) ||
-        (v[9] > 0 && (v[10] < 1 || v[11] <= v[3] || v[9] > (std::int64_t(1) << 30))))
+        (v[9] > 0 && (v[10] < 1 || v[11] <= v[3] || v[9] > (std::int64_t(1) << 30))) || v[12] < 0 ||
+        v[12] > (std::int64_t(1) << 52))
       return call_status::garbage;
+    out.money_nanos = v[12];
     out.slot_count = static_cast<std::uint64_t>(v[9]);
     out.first_id = static_cast<std::uint64_t>(v[10]);
     out.slot_end_us = v[11];

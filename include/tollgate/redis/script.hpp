@@ -107,15 +107,17 @@ namespace redis {
 //     a calendar day's its day), the lease's epoch tag, the tokens reserved
 //   then for control: what (pause_us, stop, resume, clear_pause,
 //   restore_budget), value[, value]; for init: fresh (0/1), test (0/1); for
-//   chunk: the requests, tokens and concurrency slots wanted (at least 1,
-//   the tokens of ARGV 17 and 1, which it admits or refuses as admit would),
-//   granted up to what each strict window and the concurrency limit have
-//   left, answered {0, requests, tokens, end_us, rpm slot, tpm slot, tpd
-//   slot, now_us, epoch, slots, first id, slots' deadline} (protocol.hpp,
+//   chunk: the requests, tokens, concurrency slots and money wanted (at
+//   least 1, the tokens of ARGV 17, 1 and the worst case of ARGV 18, which
+//   it admits or refuses as admit would), granted up to what each strict
+//   window, the concurrency limit and the budget have left, answered {0,
+//   requests, tokens, end_us, rpm slot, tpm slot, tpd slot, now_us, epoch,
+//   slots, first id, slots' deadline, money} (protocol.hpp,
 //   decode_chunk; the slots are leases of consecutive ids, all ending at
 //   end_us + lease_us); 0 tokens where a token window's head is ahead of its
 //   time: no chunk, an admission with a lease in admit's shape.
-//   Refused (bad call) with a budget, a bucket or a calendar day.
+//   Refused (bad call) with a bucket or a calendar day. Queued kind 5: a
+//   chunk's money back (reserved nanos; lease id 0).
 // The whole body is one chunk, joined at compile time from its three parts
 // (redis/script_check.hpp, redis/script_spaced.hpp, redis/script_decide.hpp),
 // so the text sent and its SHA are those of one string.

@@ -189,6 +189,10 @@ for p = 0, P - 1 do
     end
   elseif kind == 2 then
     if h and budget >= 0 then committed_add(-reserved) end
+  elseif kind == 5 and num(b + 8) == E.eid then
+    -- A chunk's money back (redis/chunk.hpp): reserved = nanos no request
+    -- spent, committed no longer; only in the epoch that granted it.
+    if budget >= 0 then committed_add(-reserved) end
   elseif kind == 4 and num(b + 8) == E.eid then
     -- A chunk's leftovers (redis/chunk.hpp): reserved = requests back into
     -- rpm's sub-window `actual`, back = tokens into tpm's and tpd's. Only in
@@ -334,9 +338,8 @@ if op == 'control' then
 end
 if op ~= 'admit' and op ~= 'chunk' then error('tollgate: bad op') end
 -- A chunk (redis/chunk.hpp) is counted only in strict windows; its
--- concurrency slots need a deadline; a budget, a bucket or a calendar day
--- refuse it.
-if op == 'chunk' and ((conc > 0 and lease_us == 0) or budget >= 0 or bkt(1) or bkt(2) or cal()) then return BAD end
+-- concurrency slots need a deadline; a bucket or a calendar day refuse it.
+if op == 'chunk' and ((conc > 0 and lease_us == 0) or bkt(1) or bkt(2) or cal()) then return BAD end
 
 -- The admission.
 local n, worst = num(17), num(18)
@@ -438,17 +441,26 @@ if op == 'chunk' and not plain then
   -- checked above), each a lease of its own id, all ending lease_us after
   -- the chunk's end, so a request given one before that end holds it for
   -- lease_us at least, as a lease of admit.
+  local c, first, dl = 0, 0, 0
   if conc > 0 then
-    local c = num(cb + 2)
+    c = num(cb + 2)
     if c < 1 then c = 1 end
     if c > conc - in_use then c = conc - in_use end
-    local first = E.next + 1
+    first = E.next + 1
+    dl = ends + lease_us
     eset('next', E.next + c)
-    save(ends + lease_us, first, c)
-    return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, c, first, ends + lease_us}
   end
-  save()
-  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, 0, 0, 0}
+  -- Money: up to the wanted nanos (at least the request's worst case, which
+  -- the budget has left: checked above), committed now.
+  local m = 0
+  if budget >= 0 then
+    m = num(cb + 3)
+    if m < worst then m = worst end
+    if m > budget - E.committed then m = budget - E.committed end
+    committed_add(m)
+  end
+  if c > 0 then save(dl, first, c) else save() end
+  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, c, first, dl, m}
 end
 local slots = {-1, -1, -1}
 for k = 1, 3 do
