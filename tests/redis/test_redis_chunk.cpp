@@ -1242,3 +1242,91 @@ TEST_CASE("redis chunk: random schedules with slots and money in chunks keep the
   CHECK(pressed > 100);        // the limit pressed
   CHECK(money_pressed > 100);  // and the budget
 }
+
+namespace {
+
+// The worst case the account reserves for r under strict_config(): read from
+// a refused admission of an account that reaches no server.
+std::int64_t worst_of(const request& r) {
+  account_config c = strict_config();
+  c.budget = usd::from_nanos(std::int64_t(1) << 40);
+  client none;
+  redis_account probe("probe", c, exec{&none, nullptr}, chunked(0));
+  const auto x = probe.try_admit(r, nanoseconds(0));
+  REQUIRE_FALSE(x);
+  REQUIRE(x.worst_case.nanos() > 0);
+  return x.worst_case.nanos();
+}
+
+}  // namespace
+
+// A request that costs more than its worst case: the chunk pays the excess
+// from its own money and, where that is not enough, admits nothing more until
+// a call has charged the rest, as an account without chunks does. Once
+// chunks spent every worst case locally whatever the requests cost.
+TEST_CASE("redis chunk: a cost beyond the worst case stops the chunk until it is charged", "[redis_server][chunk]") {
+  const request rq = tgtest::req(10, 10);
+  const std::int64_t w = worst_of(rq);
+  const usage big{35, 0, 35, 0, 0};  // 3.5 worst cases: alone within a budget of 4
+  const auto big_cost = cost<usd_tag>(*tgtest::k26(), big);
+  REQUIRE(big_cost);
+  const std::int64_t spent = big_cost.total.nanos();
+  REQUIRE(spent > 3 * w);
+  REQUIRE(spent + w > 4 * w);
+  for (unsigned parts : {0U, 1U, 2U}) {
+    INFO("parts " << parts);
+    server srv;
+    REQUIRE(srv.running());
+    client conn(srv.port());
+    account_config c = strict_config();
+    c.budget = usd::from_nanos(4 * w);
+    redis_account a("over1", c, exec{&conn, nullptr}, chunked(parts));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    const std::int64_t t0 = 1000 * ms;
+    auto x = a.try_admit(rq, nanoseconds(t0));
+    REQUIRE(x);
+    CHECK(x.lease.from_chunk() == (parts != 0));
+    x.lease.settle(big);
+    // Admitted money would be 3.5 + 1 worst cases: over the budget.
+    const auto y = a.try_admit(rq, nanoseconds(t0 + ms));
+    CHECK_FALSE(y);
+    CHECK(y.refused.has(dimension::budget));
+  }
+}
+
+// Requests in a row, each costing three worst cases: admissions stop once the
+// costs reach the budget, one request's excess past it at most, with or
+// without chunks.
+TEST_CASE("redis chunk: overrunning requests stop at the budget", "[redis_server][chunk]") {
+  const request rq = tgtest::req(10, 10);
+  const std::int64_t w = worst_of(rq);
+  const usage u{30, 0, 30, 0, 0};
+  const std::int64_t each = cost<usd_tag>(*tgtest::k26(), u).total.nanos();
+  REQUIRE(each >= 3 * w);
+  const std::int64_t budget = 40 * w;
+  for (unsigned parts : {0U, 1U, 2U, 4U}) {
+    INFO("parts " << parts);
+    server srv;
+    REQUIRE(srv.running());
+    client conn(srv.port());
+    account_config c = strict_config();
+    c.budget = usd::from_nanos(budget);
+    redis_account a("over2", c, exec{&conn, nullptr}, chunked(parts));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    std::int64_t spent = 0;
+    int n = 0;
+    for (int i = 0; i < 100; ++i) {
+      auto x = a.try_admit(rq, nanoseconds(1000 * ms + i * 1000));
+      if (!x) {
+        CHECK(x.refused.has(dimension::budget));
+        break;
+      }
+      ++n;
+      spent += each;
+      x.lease.settle(u);
+    }
+    INFO(n << " admitted, costs " << spent << " against a budget of " << budget);
+    CHECK(spent <= budget + (each - w));
+    CHECK(spent + each > budget - w);  // and the budget was reached, not refused early
+  }
+}

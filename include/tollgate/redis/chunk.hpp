@@ -55,13 +55,16 @@
 //   committed plus what they cost beyond their worst cases). A dropped
 //   request's worst case stays committed, as without chunks; a refused one's
 //   comes back. The chunk's unspent money goes back with the chunk's other
-//   leftovers. So the budget's bound holds: worst cases in flight, costs of
-//   ended requests and what the chunks hold together stay within the budget
-//   (a cost beyond a worst case is charged by the next call, as without
-//   chunks). Until an object's chunk ends the server's `spent` lacks its
-//   requests' costs (its committed holds them). A call that fails forgets
-//   the money returns it carried (applied twice they would free another's
-//   money): that money stays committed, the safe side. A process that dies
+//   leftovers. A cost beyond a worst case is paid from the chunk's money
+//   at once; what that cannot pay is owed: the chunk admits no more, and
+//   the next call charges it before deciding, as without chunks. So the
+//   budget's bound holds: worst cases in flight, costs of ended requests
+//   and what the chunks hold together stay within the budget (plus, as
+//   without chunks, one overrun per object not yet charged). Until an
+//   object's chunk ends the server's `spent` lacks its requests' costs (its
+//   committed holds them). A call that fails forgets the money returns it
+//   carried (applied twice they would free another's money): that money
+//   stays committed, the safe side. A process that dies
 //   holding a chunk keeps its money committed for good (as a dead process's
 //   reservations: kept as spent). False refusals: N objects hold at most N
 //   chunks of money unspent, N / chunk_parts of the budget.
@@ -193,7 +196,7 @@ struct held_chunk {
   std::int64_t slot_end_us = 0;            // server µs: the slots' deadline (end_us + lease_us)
   bool money_on = false;                   // a budget: each request's worst case comes from money
   std::int64_t money = 0;                  // nanos committed for the chunk no request holds or spent
-  std::int64_t spent = 0, over = 0;        // nanos its ended requests cost; of them, beyond their worst case
+  std::int64_t spent = 0, over = 0;        // nanos its ended requests cost; of them, beyond their worst case and the chunk's money
 
   void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced, bool slots_enforced,
             bool money_enforced = false) {
@@ -222,7 +225,7 @@ struct held_chunk {
   // the supplied µs, else at the steady clock's `at`.
   bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at, std::int64_t worst = 0) const noexcept {
     if (!live || requests == 0 || (tokens_on && tokens < n) || (slots_on && free_ids.empty())) return false;
-    if (money_on && money < worst) return false;
+    if (money_on && (money < worst || over > 0)) return false;  // over: a cost it could not pay is owed
     if (now_us) return *now_us >= start_us && *now_us < end_us;
     return at >= sent && at < until;
   }

@@ -170,9 +170,13 @@ struct calls {
     held_chunk& h = a.chunk_;
     const std::int64_t back = cost < worst ? worst - cost : 0, beyond = cost > worst ? cost - worst : 0;
     if (h.live && h.money_on && h.serial == serial && h.epoch == e) {
-      h.money += back;
+      // A cost past the worst case is paid first from the chunk's money
+      // (committed already); the rest is owed, and the chunk admits no more
+      // (covers()) so the next call charges it before it decides.
+      const std::int64_t paid = beyond < h.money ? beyond : h.money;
+      h.money += back - paid;
       h.spent += cost;
-      h.over += beyond;
+      h.over += beyond - paid;
       return;
     }
     std::vector<queued> out;
