@@ -18,6 +18,7 @@
 
 #include <tollgate/redis/account.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -345,6 +346,155 @@ TEST_CASE("redis: a peek at a time ahead frees nothing at the true time", "[redi
     CHECK(static_cast<std::int64_t>(tr::ceil_us(y.decision.retry_after())) * us == x.d.retry_after().count());
   }
   CHECK(admitted <= 10);  // requests in the true window (t - 60 s, t] at t0 + 1.9 s
+}
+
+// Concurrency 2, leases of 5 s. A is admitted at t0 and still runs. One call
+// comes at a time ahead, past A's deadline: a peek, an admission, or a peek
+// after the server dropped the lease set. Calls at the true time after it
+// must still count A. A peek ahead changes nothing: one more is admitted.
+// An admission ahead holds a slot itself (its deadline is later than the
+// true time) and removed A's lease: with concurrency alone the true-time
+// calls are refused for concurrency with the wait to A's deadline exactly;
+// with a strict window too, chunked or not, the admission has moved the
+// window's head ahead, which refuses them until then (the window's rule).
+// A lost set found ahead: the slots are taken until A's deadline.
+TEST_CASE("redis: a call at a time ahead frees no slot at the true time", "[redis_server][time]") {
+  for (int how = 0; how < 3; ++how) {  // 0 a peek ahead, 1 an admission ahead, 2 a peek after the set was lost
+    for (int shape = 0; shape < 3; ++shape) {  // 0 concurrency alone, 1 and a window, 2 that chunked
+      INFO((how == 0 ? "a peek" : how == 1 ? "an admission" : "set lost, a peek") << " ahead; shape " << shape);
+      server srv;
+      REQUIRE(srv.running());
+      client conn(srv.port()), admin(srv.port());
+      account_config c;
+      c.model = server_model::sliding_log;
+      if (shape > 0) {
+        c.rpm = limit(1600);
+        c.request_window = std::chrono::milliseconds(1500);
+      }
+      c.concurrency = limit(2);
+      c.lease_timeout = std::chrono::seconds(5);
+      const nanoseconds t0(1700000000 * sec);
+      tr::options o{true};
+      o.chunk_parts = shape == 2 ? 2 : 0;
+      redis_account a("ahead-slots", c, exec{&conn}, o), b("ahead-slots", c, exec{&conn}, o),
+          p("ahead-slots", c, exec{&conn}, o);
+      REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+      auto x = a.try_admit(tgtest::req(1, 1), t0);
+      REQUIRE(x);
+      CHECK(x.lease.from_chunk() == (shape == 2));
+      // x's slot ends by then: its chunk's end (a 100 ms sub-window) plus the lease timeout.
+      const nanoseconds deadline = t0 + c.lease_timeout + (shape == 2 ? std::chrono::milliseconds(100) : nanoseconds(0));
+      const nanoseconds ahead = t0 + std::chrono::seconds(20);
+      int held = 1;  // x: held at every true time below
+      std::vector<redis_account::admission> keep;
+      if (how == 2) REQUIRE(admin.call({"DEL", a.state_layout().key("leases")}).integer == 1);
+      if (how != 1) {
+        REQUIRE(p.remaining(ahead).how == tr::outcome::ok);
+      } else {
+        auto y = p.try_admit(tgtest::req(1, 1), ahead);
+        REQUIRE(y);  // decided at its own time
+        keep.push_back(std::move(y));
+      }
+      for (int i = 0; i < 4; ++i) {
+        const nanoseconds now = t0 + std::chrono::milliseconds(1 + i);
+        auto z = b.try_admit(tgtest::req(1, 1), now);
+        REQUIRE(z.how == tr::outcome::ok);
+        if (z) {
+          ++held;
+          keep.push_back(std::move(z));
+          continue;
+        }
+        INFO("refused at t0 + " << (now - t0).count() << " ns: bits " << z.refused.bits << ", wait "
+                                << z.d.retry_after().count() << " ns");
+        if (how == 0) {
+          CHECK(z.refused.bits == static_cast<std::uint16_t>(dimension::concurrency));  // full: A and one more
+          CHECK(z.d.retry_after() == nanoseconds(0));
+        } else if (how == 2 || shape == 0) {
+          CHECK(z.refused.bits == static_cast<std::uint16_t>(dimension::concurrency));
+          CHECK(now + z.d.retry_after() == deadline);
+        } else {
+          CHECK(z.refused.has(dimension::rpm));  // behind the head the admission ahead moved
+          CHECK(now + z.d.retry_after() >= deadline);
+        }
+      }
+      CHECK(held <= 2);
+      CHECK(held == (how == 0 ? 2 : 1));
+      if (how == 2 || (how == 1 && shape == 0)) {
+        // At A's deadline its slot is free at any time.
+        CHECK(b.try_admit(tgtest::req(1, 1), deadline - nanoseconds(us)).refused.has(dimension::concurrency));
+        CHECK(b.try_admit(tgtest::req(1, 1), deadline));
+      }
+    }
+  }
+}
+
+// Random schedules of admissions and peeks whose times mostly move on, jump
+// ahead past every deadline now and then, and one in five lags behind the
+// latest time by up to two lease timeouts. Leases are held to their
+// deadlines (never settled), so a slot frees only by time. Checked by brute
+// force over the admissions' own times: at every admission's time x at most
+// `concurrency` admissions a with a.t <= x < a's deadline.
+TEST_CASE("redis: slots freed by time stay within the limit at times behind the latest", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const std::uint64_t seed = tgtest::seed_for(17211);
+  tgtest::rng g(seed);
+  INFO(tgtest::seed_note() << " stream seed " << seed);
+  std::uint64_t admitted = 0, lagging_admitted = 0, stale_refused = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    account_config c;
+    c.model = server_model::sliding_log;
+    const auto conc = g.between(1, 4);
+    c.concurrency = limit(conc);
+    const std::int64_t lease = static_cast<std::int64_t>(g.between(1, 10)) * sec;
+    c.lease_timeout = nanoseconds(lease);
+    INFO("trial " << trial << ": concurrency " << conc << ", lease " << lease << " ns");
+    const nanoseconds origin(1700000000 * sec + static_cast<std::int64_t>(g.between(0, 1000000)) * us);
+    redis_account a("lag-slots-" + std::to_string(trial), c, exec{&conn}, tr::options{true});
+    REQUIRE(a.create(true, origin.count() / us) == tr::outcome::ok);
+    std::vector<std::int64_t> taken;  // admissions' times, ns
+    std::vector<redis_account::lease_type> held;
+    nanoseconds latest = origin;
+    for (int step = 0; step < 300; ++step) {
+      if (g.chance(5)) latest += nanoseconds(lease + static_cast<std::int64_t>(g.between(0, 3)) * sec);
+      else latest += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(lease / 4 / us))) * us);
+      nanoseconds at = latest;
+      const bool lagging = g.chance(20);
+      if (lagging) {
+        const std::int64_t span = std::min((latest - origin).count(), 2 * lease) / us;
+        at -= nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(span))) * us);
+      }
+      INFO("step " << step << " at " << (at - origin).count() << " ns from the origin (latest "
+                   << (latest - origin).count() << ")");
+      if (g.chance(20)) {
+        REQUIRE(a.remaining(at).how == tr::outcome::ok);
+        continue;
+      }
+      auto y = a.try_admit(tgtest::req(1, 1), at);
+      REQUIRE(y.how == tr::outcome::ok);
+      if (y) {
+        ++admitted;
+        if (lagging) ++lagging_admitted;
+        taken.push_back(at.count());
+        held.push_back(std::move(y.lease));
+      } else {
+        REQUIRE(y.refused.has(dimension::concurrency));
+        if (y.d.retry_after() > nanoseconds(0)) ++stale_refused;
+      }
+    }
+    for (const std::int64_t x : taken) {
+      std::uint64_t in = 0;
+      for (const std::int64_t t : taken) in += t <= x && x < t + lease ? 1 : 0;
+      INFO("at " << (x - origin.count()) << " ns from the origin: " << in << " slots held");
+      REQUIRE(in <= conc);
+    }
+  }
+  INFO("admitted " << admitted << ", behind the latest " << lagging_admitted << ", refused for slots removed later "
+                   << stale_refused);
+  CHECK(admitted > 1000);
+  CHECK(lagging_admitted > 50);
+  CHECK(stale_refused > 50);
 }
 
 // The calendar day at UTC offsets around midnight, with calls that go back

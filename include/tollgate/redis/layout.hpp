@@ -27,7 +27,9 @@
 //            set's records: lcount (its size as the calls left it), llo (at
 //            most its earliest deadline), lease_end (at least its latest
 //            deadline, 0 when it is empty), lease_exp (when its key expires,
-//            at least lease_end); and the strict windows, r (rpm), t (tpm),
+//            at least lease_end), lgone (the latest deadline of a lease that
+//            left the set by time: a call before it finds every slot taken);
+//            and the strict windows, r (rpm), t (tpm),
 //            d (tpd): field <p>h = the newest sub-window written (counted
 //            from origin), <p>0 .. <p>15 = the units admitted in the
 //            sub-window j with j mod 16 = that position, for j in
@@ -46,8 +48,8 @@
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease
-//            past its deadline is removed by the next call (a worker that died
-//            holding it gives its slot back then, never earlier). The key
+//            past its deadline is removed by the next admission (a worker
+//            that died holding it gives its slot back then, never earlier). The key
 //            expires at lease_exp, which runs up to an eighth of the lease
 //            timeout ahead of the latest deadline, so its expiry moves once
 //            per that time (in ms, 1 ms more: the server's expiry clock is

@@ -46,7 +46,7 @@
 // The body runs as an EVAL script or, unchanged, inside a Functions library
 // (function_library below).
 // Cost: an admission that carries one settlement runs 7 commands (TIME, the
-// epoch's HMGET of 44 fields, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET),
+// epoch's HMGET of 45 fields, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET),
 // whatever the policies; a window's ring is read (one HMGET) only at the end
 // of its head sub-window, for a refusal's wait or a refund into an older
 // sub-window (docs/redis.md). A spaced bucket and a calendar day cost no

@@ -100,7 +100,7 @@ local Q = 10 -- words per queued settlement
 -- a refund into an older sub-window).
 local F = {'lv', 'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test',
            'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds',
-           'rw', 'tw', 'dw', 'rm', 'ra', 'rb', 'rq', 'rf', 'rg', 'tm', 'ta', 'tb', 'tq', 'tf', 'tg', 'co', 'cd', 'cu'}
+           'rw', 'tw', 'dw', 'rm', 'ra', 'rb', 'rq', 'rf', 'rg', 'tm', 'ta', 'tb', 'tq', 'tf', 'tg', 'co', 'cd', 'cu', 'lgone'}
 local REQUIRED = 13 -- the first 13 every epoch has; the others read as 0 when absent
 local raw = redis.pcall('HMGET', KEYS[1], unpack(F))
 if type(raw) ~= 'table' or raw.err then return CORRUPT end
@@ -199,7 +199,7 @@ local function fresh_epoch(hold, bhold, test)
   local eid = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
   E = {lv = 3, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
        stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0,
-       rq = 0, rf = 0, rg = 0, tq = 0, tf = 0, tg = 0, cd = 0, cu = 0}
+       rq = 0, rf = 0, rg = 0, tq = 0, tf = 0, tg = 0, cd = 0, cu = 0, lgone = 0}
   config_fields(E)
   for k = 1, 3 do
     local w = W[k]

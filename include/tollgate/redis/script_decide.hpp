@@ -152,6 +152,15 @@ if now > E.last then eset('last', now) end
 -- exactly the keys with an expiry) while the epoch says it still holds
 -- leases: they end by lease_end, so admissions hold until then.
 if changed and in_use == 0 and E.lease_end > now and E.lease_end > E.hold then eset('hold', E.lease_end) end
+-- Or it expired (the server's expiry clock passed its deadlines): a later
+-- call at a time before lease_end (a clock stepped back) finds the slots
+-- full until then, as for leases an admission removed (lgone, in save).
+if changed and in_use == 0 and E.lease_end > 0 and E.lease_end <= now and E.lease_end > E.lgone then
+  eset('lgone', E.lease_end)
+end
+-- A call before lgone cannot count the slots: leases removed at a later time
+-- may still be held at its own. It finds them all taken, with the wait to lgone.
+local slots_stale = conc > 0 and now < E.lgone
 local removed = {}
 local count0 = in_use -- the set's size before this call's writes (0: no key)
 in_use = in_use - expired
@@ -213,7 +222,11 @@ local function save(new_lease, id, count)
     for f, _ in pairs(E) do edirty[f] = true end
     for k = 1, 3 do W[k].sdirty = true end
   end
-  local lo_gone = expired > 0 or changed
+  -- Leases past their deadline leave the set only with an admission, never
+  -- with a peek, a refusal or a flush (so a peek at a time ahead frees no
+  -- slot); lgone keeps the latest deadline so removed.
+  local gone = new_lease ~= nil and expired > 0
+  local lo_gone = gone or changed
   if new_lease then
     -- Added before the removals, so a set that stays in use keeps its key
     -- and its expiry; a key made now needs one.
@@ -238,10 +251,16 @@ local function save(new_lease, id, count)
     end
     in_use = in_use + count
   end
-  if expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', S(now)) end
+  if gone then
+    local top = redis.call('ZRANGE', KEYS[2], S(now), '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1, 'WITHSCORES')
+    local d = top[2] and tonumber(top[2]) or 0
+    if d > E.lgone then eset('lgone', d) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', S(now))
+  end
   if #removed > 0 then redis.call('ZREM', KEYS[2], unpack(removed)) end
-  if in_use ~= E.lcount then eset('lcount', in_use) end
-  if in_use == 0 then
+  local size = gone and in_use or in_use + expired -- the set as this call leaves it
+  if size ~= E.lcount then eset('lcount', size) end
+  if size == 0 then
     if E.lease_end ~= 0 then eset('lease_end', 0) end
     if E.lease_exp ~= 0 then eset('lease_exp', 0) end
     if E.llo ~= 0 then eset('llo', 0) end
@@ -280,7 +299,7 @@ end
 
 if op == 'flush' then save(); return {0, 0, 0, 0, -1, -1, now, E.eid} end
 if op == 'peek' then
-  local out = {0, in_use, E.committed, E.spent, now}
+  local out = {0, (slots_stale and in_use < conc) and conc or in_use, E.committed, E.spent, now}
   for k = 1, 3 do out[#out + 1] = W[k].limit > 0 and available(k) or -1 end
   out[#out + 1] = E.pause > now and E.pause - now or 0
   out[#out + 1] = E.stop
@@ -348,6 +367,10 @@ local function refuse(paused_for)
   local bits, wait, never = 0, 0, false
   if paused_for > 0 then bits = 128; wait = paused_for end
   if conc > 0 and in_use >= conc then bits = bits + 1 end
+  if slots_stale then
+    if in_use < conc then bits = bits + 1 end
+    if E.lgone - now > wait then wait = E.lgone - now end
+  end
   local want = {1, n, n}
   for k = 1, 3 do
     local w = W[k]
@@ -388,7 +411,7 @@ if now < E.pause then
   return {1, 128, E.pause - now, 0, -1, -1, now, E.eid}
 end
 if E.started == 0 then eset('started', 1) end
-if conc > 0 and in_use >= conc then return refuse(0) end
+if conc > 0 and (in_use >= conc or slots_stale) then return refuse(0) end
 local want = {1, n, n}
 for k = 1, 3 do
   local w = W[k]
