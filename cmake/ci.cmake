@@ -104,9 +104,10 @@ endif()
 # Bounded fuzzing of the parsers and of restore() (libFuzzer with ASan+UBSan,
 # clang): a crash or a sanitizer report fails the test. TOLLGATE_FUZZ_SECONDS
 # sets the time each.
-set(TOLLGATE_FUZZ_SECONDS 15 CACHE STRING "Seconds of fuzzing per target in the default suite")
+set(TOLLGATE_FUZZ_SECONDS 10 CACHE STRING "Seconds of fuzzing per target in the default suite")
 if(TOLLGATE_CLANGXX AND TOLLGATE_BASH)
-  foreach(_target classify headers retry_after go_duration money estimate restore keyed_restore keyed_tables_restore)
+  foreach(_target classify headers retry_after go_duration money estimate restore keyed_restore keyed_tables_restore
+                  redis_reply)
     set(_bin "${CMAKE_BINARY_DIR}/fuzz/fuzz_${_target}")
     add_test(NAME fuzz.${_target}
              COMMAND ${TOLLGATE_BASH} -c "mkdir -p '${CMAKE_BINARY_DIR}/fuzz/corpus_${_target}' && '${TOLLGATE_CLANGXX}' -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I'${PROJECT_SOURCE_DIR}/include' '${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_${_target}.cpp' -o '${_bin}' && '${_bin}' -max_total_time=${TOLLGATE_FUZZ_SECONDS} -print_final_stats=1 '${CMAKE_BINARY_DIR}/fuzz/corpus_${_target}' 2>&1 | grep -E 'Done|number_of_executed_units|ERROR|SUMMARY'; exit \${PIPESTATUS[0]}")
