@@ -497,6 +497,35 @@ TEST_CASE("redis: slots freed by time stay within the limit at times behind the 
   CHECK(stale_refused > 50);
 }
 
+// A lease set smaller than the calls left it (a member removed behind the
+// script's back): the lost leases end by the latest deadline the set had, so
+// admissions hold until then, as for a set lost whole.
+TEST_CASE("redis: a lease set that lost a member holds until its latest deadline", "[redis_server][time]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), admin(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.concurrency = limit(2);
+  c.lease_timeout = std::chrono::seconds(10);
+  const nanoseconds t0(1700000000 * sec);
+  redis_account a("shrunk", c, exec{&conn}, tr::options{true});
+  REQUIRE(a.create(true, t0.count() / us) == tr::outcome::ok);
+  auto x1 = a.try_admit(tgtest::req(1, 1), t0);
+  auto x2 = a.try_admit(tgtest::req(1, 1), t0 + std::chrono::seconds(1));
+  REQUIRE(x1);
+  REQUIRE(x2);
+  REQUIRE(admin.call({"ZREM", a.state_layout().key("leases"), std::to_string(x2.lease.id())}).integer == 1);
+  const nanoseconds end = t0 + std::chrono::seconds(11);  // x2's deadline, the set's latest
+  const auto y = a.try_admit(tgtest::req(1, 1), t0 + std::chrono::seconds(2));
+  REQUIRE(y.how == tr::outcome::held);
+  CHECK(y.d.retry_after() == end - (t0 + std::chrono::seconds(2)));
+  CHECK(a.try_admit(tgtest::req(1, 1), end - nanoseconds(us)).how == tr::outcome::held);
+  x1.lease.settle(usage{1, 0, 1, 0, 0});
+  x2.lease.settle(usage{1, 0, 1, 0, 0});
+  CHECK(a.try_admit(tgtest::req(1, 1), end));
+}
+
 // The calendar day at UTC offsets around midnight, with calls that go back
 // across it: decided as calendar_quota does (a day before the one counted is
 // refused, with the wait to when it can be decided), and never more than the

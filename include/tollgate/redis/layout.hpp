@@ -102,16 +102,20 @@
 //   whose time lags (a supplied now behind; a failover to a replica that
 //   lost the state and whose clock is behind) starts it early, and up to
 //   twice a limit is admitted in one window of the later times (what the
-//   lost state counted, and a limit after the early hold). Not fixed.
+//   lost state counted, and a limit after the early hold; concurrency
+//   likewise: the lost leases still running and a limit of new ones). Not
+//   fixed: nothing that survives the loss knows the later times.
 //   A key lost on its own. The lease set is the one key with an expiry (what
 //   the volatile-* eviction policies take), and an operator may delete it.
 //   A set whose size is not lcount was changed behind the script's back: a
-//   set missing (empty) before lease_end is lost: what it held is unknown
+//   set missing (empty) or smaller before lease_end lost leases: which is unknown
 //   but ends by lease_end, so admissions hold until it (outcome held,
 //   waiting exactly to it; the epoch is kept, and the budget needs no
 //   restore: a lost lease's reservation stays committed, as a dropped
 //   lease's, and its refund is not given back). Missing at or after
-//   lease_end is no loss (it expired). The windows live in the epoch and
+//   lease_end is no loss (it expired; lgone keeps lease_end for calls at
+//   times before it). A set changed to its own size (members replaced) is
+//   not detected: the set has no checksum. The windows live in the epoch and
 //   are lost only with it. Edge: after the server's clock steps back, the
 //   set can expire up to that step before lease_end; it then reads as lost
 //   and holds until lease_end, never admitting more than the bound.

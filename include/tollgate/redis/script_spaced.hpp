@@ -3,8 +3,9 @@
 // redis/script_spaced.hpp: the second part of the account's script
 // (redis/script.hpp, which joins the parts and states the contract): the
 // start of phase 2, the decision in memory: the set of epoch fields to
-// write, each dimension's policy, the spaced buckets (GCRA of burst 1) and
-// the calendar day. Text only: it uses the locals of redis/script_check.hpp
+// write, each dimension's policy, the spaced buckets (GCRA of burst 1), the
+// calendar day and the strict windows (the rings they need are still read
+// before any write). Text only: it uses the locals of redis/script_check.hpp
 // and means something only joined after it, as redis::script.
 #ifndef TOLLGATE_REDIS_SCRIPT_SPACED_HPP
 #define TOLLGATE_REDIS_SCRIPT_SPACED_HPP
@@ -168,6 +169,128 @@ local function c_answer(n)
   if c_used(d) + n > W[3].limit then d = d + 1 elseif not stale then return 0, 0 end
   local wt = day_start(d) - now -- to cd's start, or past it to the next day's
   return 1, wt > 0 and wt or 1
+end
+local function pos(j) return j % R end
+local function units_in(w, j)
+  if j > w.head or j < 0 or j + K < w.head then return 0 end
+  if j == w.head then return w.cur end
+  return w.ring[pos(j)]
+end
+local function sum(w, s) -- what the window ending at sub-window s counts (s >= head)
+  if s == w.head then
+    local total = w.old + w.cur
+    return total > TOP and TOP or total
+  end
+  local total = 0
+  local lo = s - K
+  if lo < 0 then lo = 0 end
+  for j = lo, s do
+    total = total + units_in(w, j)
+    if total > TOP then total = TOP end
+  end
+  return total
+end
+local function slot_at(w, x) return fdiv(x, w.width) end
+local function slot_start(w, j) return j * w.width end
+local function setpos(w, j, u) w.ring[pos(j)] = u; w.dirty[pos(j)] = true end
+local function reold(w) -- the sum of the older sub-windows, from the ring
+  local total = 0
+  for j = w.head - K, w.head - 1 do
+    if j >= 0 then
+      total = total + w.ring[pos(j)]
+      if total > TOP then total = TOP end
+    end
+  end
+  w.old = total
+  w.sdirty = true
+end
+-- Moves the head to sub-window s: the finished head goes into the ring, the
+-- positions passed over start empty.
+local function advance(w, s)
+  if s <= w.head then return end
+  if s - w.head <= K then setpos(w, w.head, w.cur) end
+  local from = w.head + 1
+  if s - K > from then from = s - K end
+  for j = from, s do setpos(w, j, 0) end
+  w.head, w.cur = s, 0
+  reold(w)
+end
+local function put(w, s, n) -- s >= head
+  advance(w, s)
+  local u = w.cur + n
+  w.cur = u > TOP and TOP or u
+  w.cdirty = true
+end
+-- {verdict, wait}: verdict 0 admit, 1 wait, 3 never, 9 stale (x before the
+-- head's sub-window: the wait to the head, and on from there to where it
+-- admits, as the in-process account's; the wait always from x).
+local function answer(w, n, x)
+  if n == 0 then return 0, 0 end
+  if n > w.limit then return 3, 0 end
+  local s = slot_at(w, x)
+  local v = 1
+  if s < w.head then s, v = w.head, 9 end
+  if sum(w, s) + n > w.limit then
+    local room = w.limit - n
+    local target = s + 1
+    while sum(w, target) > room and target <= w.head + K do target = target + 1 end
+    s = target
+  elseif v == 1 then
+    return 0, 0
+  end
+  local d = slot_start(w, s) - x
+  return v, d > 0 and d or 1
+end
+local function give_back(w, slot, n)
+  if slot < 0 or slot > w.head or slot + K < w.head then return end
+  if slot == w.head then
+    w.cur = n < w.cur and w.cur - n or 0
+    w.cdirty = true
+    return
+  end
+  local u = w.ring[pos(slot)]
+  setpos(w, slot, n < u and u - n or 0)
+  reold(w)
+end
+local function charge(w, n, x)
+  local s = slot_at(w, x)
+  if s < w.head then s = w.head end
+  put(w, s, n)
+end
+
+-- The rings this call needs, read now (still phase 1: before any write): a
+-- window whose head moves, one a refund goes back into, and, for a refusal
+-- or the waits, every window (answer's search looks past the head).
+local function need(w) return w.ring ~= nil or load(w) end
+for k = 1, 3 do
+  local w = W[k]
+  if win(k) and (slot_at(w, t) > w.head or op == 'waits') and not need(w) then return CORRUPT end
+end
+for p = 0, P - 1 do
+  local b = B0 + p * Q
+  if held[p] and num(b + 5) > 0 then
+    for k = 2, 3 do
+      local w, s = W[k], num(b + 4 + k)
+      if win(k) and s >= 0 and s < w.head and s + K >= w.head and not need(w) then return CORRUPT end
+    end
+  end
+end
+-- A chunk's leftovers (kind 4) go back into the sub-windows they were
+-- counted in: the rings of those older than the head are read now too.
+for p = 0, P - 1 do
+  local b = B0 + p * Q
+  if num(b) == 4 and num(b + 8) == E.eid then
+    for k = 1, 3 do
+      local w, s = W[k], k == 1 and num(b + 3) or num(b + 4 + k)
+      if win(k) and s < w.head and s + K >= w.head and not need(w) then return CORRUPT end
+    end
+  end
+end
+local function need_all()
+  for k = 1, 3 do
+    if win(k) and not W[k].ring and not load(W[k]) then return false end
+  end
+  return true
 end
 )tglua";
 
