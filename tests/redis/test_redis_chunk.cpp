@@ -1330,3 +1330,83 @@ TEST_CASE("redis chunk: overrunning requests stop at the budget", "[redis_server
     CHECK(spent + each > budget - w);  // and the budget was reached, not refused early
   }
 }
+
+// An object whose requests of an older chunk end costing far beyond their
+// worst cases (that chunk no longer held: the charges are queued) spends no
+// newer chunk until a call has charged them, as without chunks, where the
+// next admission carries them first: here both refuse every later request.
+TEST_CASE("redis chunk: queued overruns stop the next chunk until they are charged", "[redis_server][chunk]") {
+  const request rq = tgtest::req(10, 100);
+  const std::int64_t w = worst_of(rq);
+  const usage big{10, 0, 1000, 0, 0};
+  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  REQUIRE(cost_big - w > 8 * w);
+  for (unsigned parts : {0U, 2U}) {
+    INFO("parts " << parts);
+    server srv;
+    REQUIRE(srv.running());
+    client conn(srv.port());
+    account_config c = strict_config();
+    c.budget = usd::from_nanos(20 * w);
+    redis_account a("owed-queued", c, exec{&conn, nullptr}, chunked(parts));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    const std::int64_t t0 = 1000 * ms, t1 = t0 + 100 * ms;  // t1: the next sub-window, another chunk
+    auto r1 = a.try_admit(rq, nanoseconds(t0));
+    auto r2 = a.try_admit(rq, nanoseconds(t0 + ms));
+    auto r3 = a.try_admit(rq, nanoseconds(t1));
+    REQUIRE(r1);
+    REQUIRE(r2);
+    REQUIRE(r3);
+    r1.lease.settle(big);
+    r2.lease.settle(big);
+    // Ended costs 2 x cost_big plus r3's worst case: over the budget already.
+    const auto y = a.try_admit(rq, nanoseconds(t1 + ms));
+    CHECK_FALSE(y);
+    CHECK(y.refused.has(dimension::budget));
+    const auto v = a.remaining(nanoseconds(t1 + 2 * ms));
+    REQUIRE(v.how == tr::outcome::ok);
+    CHECK(v.values.spent_nanos >= 2 * cost_big);
+  }
+}
+
+// A cost beyond what the held chunk can pay ends that chunk at once, so its
+// report (the owed part in it) rides on the object's next call of any kind:
+// a flush or a peek charges it, and another object is refused after it.
+TEST_CASE("redis chunk: an owed overrun is charged by the next call of any kind", "[redis_server][chunk]") {
+  const request rq = tgtest::req(10, 100);
+  const std::int64_t w = worst_of(rq);
+  const usage big{10, 0, 1000, 0, 0};
+  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  // Budget 10 worst cases; a chunk of 2 parts holds 5: r1's cost is more than it can pay,
+  // alone within the budget, and with one more worst case past it.
+  REQUIRE(cost_big > 5 * w);
+  REQUIRE(cost_big <= 10 * w);
+  REQUIRE(cost_big + w > 10 * w);
+  for (int next = 0; next < 2; ++next) {  // 0 a flush, 1 a peek
+    for (unsigned parts : {0U, 2U}) {
+      INFO((next == 0 ? "a flush" : "a peek") << " next, parts " << parts);
+      server srv;
+      REQUIRE(srv.running());
+      client conn(srv.port());
+      account_config c = strict_config();
+      c.budget = usd::from_nanos(10 * w);
+      redis_account a("owed-next", c, exec{&conn, nullptr}, chunked(parts)),
+          b("owed-next", c, exec{&conn, nullptr}, chunked(parts));
+      REQUIRE(a.create(true, 0) == tr::outcome::ok);
+      auto r1 = a.try_admit(rq, nanoseconds(1000 * ms));
+      REQUIRE(r1);
+      r1.lease.settle(big);
+      if (next == 0) {
+        REQUIRE(a.flush(nanoseconds(1001 * ms)));
+      } else {
+        REQUIRE(a.remaining(nanoseconds(1001 * ms)).how == tr::outcome::ok);
+      }
+      const auto v = b.remaining(nanoseconds(1002 * ms));
+      REQUIRE(v.how == tr::outcome::ok);
+      CHECK(v.values.committed_nanos >= cost_big);
+      const auto y = b.try_admit(rq, nanoseconds(1003 * ms));
+      CHECK_FALSE(y);
+      CHECK(y.refused.has(dimension::budget));
+    }
+  }
+}

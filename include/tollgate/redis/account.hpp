@@ -278,11 +278,11 @@ class basic_account {
   friend struct detail_chunk::calls;
   void forget_returns() { detail_chunk::calls::forget(*this); }
   using local_account = tollgate::account<steady_clock, Currency>;
-  void enqueue(const queued& q) { queue_.push_back(q); }
+  void enqueue(const queued& q) { queue_.push_back(q); owed_ += detail_chunk::calls::owes(q); }
   // A chunk's return rides on the very next call, ahead of the queue.
   void return_front(const queued& q) {
     queue_.insert(queue_.begin(), q);
-    back_ += q.refund_tokens;
+    back_ += q.refund_tokens; owed_ += detail_chunk::calls::owes(q);
   }
 
   // The fallback's limits: share_percent of each, rounded down; no budget
@@ -410,7 +410,7 @@ class basic_account {
     }
     if (sizes_.on) detail_chunk::calls::carry_back(*this, now_us);
     const nanoseconds sent = opt_.test_mode ? nanoseconds(0) : steady_clock::now();
-    if (sizes_.on && chunk_.covers(a.tokens, now_us, sent, a.worst_case.nanos())) {
+    if (sizes_.on && owed_ == 0 && chunk_.covers(a.tokens, now_us, sent, a.worst_case.nanos())) {
       detail_chunk::calls::spend(*this, req, a, now_us, sent);
       return a;
     }
@@ -487,6 +487,7 @@ class basic_account {
   chunk_sizes sizes_;
   held_chunk chunk_;
   std::uint64_t back_ = 0;  // tokens of the chunk returns queued (redis/chunk.hpp)
+  std::size_t owed_ = 0;    // queued charges past a reservation: no chunk spends while one waits
 };
 
 template <class Executor>

@@ -56,17 +56,20 @@
 //   request's worst case stays committed, as without chunks; a refused one's
 //   comes back. The chunk's unspent money goes back with the chunk's other
 //   leftovers. A cost beyond a worst case is paid from the chunk's money
-//   at once; what that cannot pay is owed: the chunk admits no more, and
-//   the next call charges it before deciding, as without chunks. So the
-//   budget's bound holds: worst cases in flight, costs of ended requests
-//   and what the chunks hold together stay within the budget (plus, as
-//   without chunks, one overrun per object not yet charged). Until an
+//   at once; if that cannot pay it all, the chunk ends there and its report
+//   (the owed part in it) is queued. While the object's queue holds a
+//   charge past a reservation (this one, or a request of a chunk no longer
+//   held) it spends no chunk: its next call of any kind carries the charge
+//   before anything is decided, as without chunks. So the budget's bound is
+//   the one without chunks: worst cases in flight, costs of ended requests
+//   and what the chunks hold stay within the budget, plus the overruns that
+//   are still queued (every object's, until its next call). Until an
 //   object's chunk ends the server's `spent` lacks its requests' costs (its
 //   committed holds them). A call that fails forgets the money returns it
 //   carried (applied twice they would free another's money): that money
-//   stays committed, the safe side. A process that dies
-//   holding a chunk keeps its money committed for good (as a dead process's
-//   reservations: kept as spent). False refusals: N objects hold at most N
+//   stays committed, the safe side. A process that dies holding a chunk
+//   keeps its money committed for good (as a dead process's reservations:
+//   kept as spent). False refusals: N objects hold at most N
 //   chunks of money unspent, N / chunk_parts of the budget.
 //   Refused at construction (layout_errc::chunk): what a chunk cannot keep
 //   exact. The spaced buckets (burst 1: a chunk of several

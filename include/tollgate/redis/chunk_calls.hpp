@@ -58,6 +58,14 @@ struct calls {
     a.back_ = 0;
     for (const queued& q : a.queue_)
       if (q.what == queued::kind::chunk_return) a.back_ += q.refund_tokens;
+    a.owed_ = 0;
+    for (const queued& q : a.queue_) a.owed_ += owes(q) ? 1 : 0;
+  }
+  // A queued charge past what was reserved (a cost beyond a worst case): no
+  // chunk spends while one waits, so the next call charges it before it
+  // decides, as without chunks.
+  static bool owes(const queued& q) noexcept {
+    return q.what == queued::kind::settle && q.actual_nanos > q.reserved_nanos;
   }
   // A refund of a request spent from a chunk: into the held chunk, up to its
   // grant, when it is counted in the same sub-windows of the same epoch
@@ -171,12 +179,14 @@ struct calls {
     const std::int64_t back = cost < worst ? worst - cost : 0, beyond = cost > worst ? cost - worst : 0;
     if (h.live && h.money_on && h.serial == serial && h.epoch == e) {
       // A cost past the worst case is paid first from the chunk's money
-      // (committed already); the rest is owed, and the chunk admits no more
-      // (covers()) so the next call charges it before it decides.
+      // (committed already); if that cannot pay it all, the chunk ends now:
+      // its report, the owed part in it, is queued, and any next call
+      // (admission, peek, flush) charges it before it decides.
       const std::int64_t paid = beyond < h.money ? beyond : h.money;
       h.money += back - paid;
       h.spent += cost;
       h.over += beyond - paid;
+      if (h.over > 0) release(a);
       return;
     }
     std::vector<queued> out;
