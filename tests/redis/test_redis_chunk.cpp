@@ -1410,3 +1410,148 @@ TEST_CASE("redis chunk: an owed overrun is charged by the next call of any kind"
     }
   }
 }
+
+// An overrun queued behind more settlements than one call carries
+// (max_queued_per_call): the next admission first flushes until the charge
+// rides on its own call, so it is charged before the decision, with or
+// without chunks. Once a chunk call carried the first 64 entries, was
+// granted and spent while the charge still waited.
+TEST_CASE("redis chunk: an overrun queued past one call's carry is charged before the next decision",
+          "[redis_server][chunk]") {
+  const request rq = tgtest::req(10, 10);
+  const std::int64_t w = worst_of(rq);
+  const usage small{40, 0, 0, 0, 0};  // more tokens than reserved, less than the worst case
+  const usage big{10, 0, 3000, 0, 0};
+  const std::int64_t cost_small = cost<usd_tag>(*tgtest::k26(), small).total.nanos();
+  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  REQUIRE(cost_small < w);
+  REQUIRE(cost_big > 200 * w);
+  for (unsigned parts : {0U, 2U}) {
+    INFO("parts " << parts);
+    server srv;
+    REQUIRE(srv.running());
+    client conn(srv.port());
+    account_config c = strict_config();
+    c.budget = usd::from_nanos(200 * w);  // chunks of 100 worst cases at 2 parts
+    redis_account a("owed-deep", c, exec{&conn, nullptr}, chunked(parts));
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    const std::int64_t t0 = 1000 * ms;
+    std::vector<redis_account::admission> xs;
+    for (int i = 0; i < 70; ++i) {
+      xs.push_back(a.try_admit(rq, nanoseconds(t0 + i * 1000)));
+      REQUIRE(xs.back());
+    }
+    auto r71 = a.try_admit(rq, nanoseconds(t0 + 150 * ms));  // chunked: the next sub-window's chunk
+    REQUIRE(r71);
+    for (std::size_t i = 0; i + 1 < xs.size(); ++i) xs[i].lease.settle(small);
+    xs.back().lease.settle(big);  // queued last
+    std::size_t owed_at = 0;
+    for (std::size_t i = 0; i < a.queued_settlements().size(); ++i) {
+      const tr::queued& q = a.queued_settlements()[i];
+      if (q.what == tr::queued::kind::settle && q.actual_nanos > q.reserved_nanos) owed_at = i;
+    }
+    INFO(a.queued_count() << " queued, the overrun at " << owed_at);
+    REQUIRE(owed_at >= tr::max_queued_per_call);
+    // Charged, the overrun alone is past the budget: nothing more is admitted.
+    const auto y = a.try_admit(rq, nanoseconds(t0 + 160 * ms));
+    CHECK_FALSE(y);
+    CHECK(y.refused.has(dimension::budget));
+    for (const tr::queued& q : a.queued_settlements())
+      CHECK_FALSE((q.what == tr::queued::kind::settle && q.actual_nanos > q.reserved_nanos));
+    const auto v = a.remaining(nanoseconds(t0 + 170 * ms));
+    REQUIRE(v.how == tr::outcome::ok);
+    CHECK(v.values.committed_nanos >= cost_big);
+  }
+}
+
+// A call at a time that later proves ahead (here a supplied now of 13 s,
+// then the true time again) takes out the held chunks' slots past their
+// deadline there; the holders make no call and spend what their chunks held
+// (the stated exception), but nothing more: every call at the true time is
+// held, chunked or not.
+TEST_CASE("redis chunk: after a call at a time ahead, holders spend only what their chunks held",
+          "[redis_server][chunk]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  const account_config c = slots_config();  // concurrency 4, chunks of 2 slots
+  redis_account a("ahead", c, exec{&conn, nullptr}, chunked(2)), b("ahead", c, exec{&conn, nullptr}, chunked(2)),
+      x("ahead", c, exec{&conn, nullptr}, chunked(2)), d("ahead", c, exec{&conn, nullptr}, chunked(2));
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const request rq = tgtest::req(10, 10);
+  auto a1 = a.try_admit(rq, nanoseconds(1000 * ms));
+  auto b1 = b.try_admit(rq, nanoseconds(1010 * ms));
+  REQUIRE(a1);
+  REQUIRE(b1);
+  REQUIRE(a.chunk().slot_end_us < 13000 * 1000);
+  auto x1 = x.try_admit(rq, nanoseconds(13000 * ms));
+  REQUIRE(x1);  // at 13 s the chunks' slots are past their deadline
+  // The true time again: each holder spends its chunk's one free slot.
+  auto a2 = a.try_admit(rq, nanoseconds(1020 * ms));
+  auto b2 = b.try_admit(rq, nanoseconds(1030 * ms));
+  CHECK(a2);
+  CHECK(b2);
+  CHECK(a2.lease.from_chunk());
+  CHECK(b2.lease.from_chunk());
+  // Nothing beyond: the chunks have no free slot left, and every call before
+  // the latest deadline removed (lgone) finds the slots taken.
+  for (redis_account* o : {&a, &b, &d}) {
+    const auto y = o->try_admit(rq, nanoseconds(1040 * ms));
+    CHECK_FALSE(y);
+    CHECK(y.refused.has(dimension::concurrency));
+  }
+}
+
+// Two objects hold chunks of money; one's request costs far beyond its
+// worst case and is charged. The other still spends its chunk (money its
+// grant committed: the stated exception), at most what the chunk had left,
+// then is refused for the budget; what was spent stays within the budget
+// plus the overrun.
+TEST_CASE("redis chunk: after another object's overrun, a held chunk spends only its own money",
+          "[redis_server][chunk]") {
+  const request rq = tgtest::req(10, 10);
+  const std::int64_t w = worst_of(rq);
+  const usage big{10, 0, 400, 0, 0};
+  const usage fair{10, 0, 10, 0, 0};
+  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  const std::int64_t cost_fair = cost<usd_tag>(*tgtest::k26(), fair).total.nanos();
+  REQUIRE(cost_big > 10 * w);
+  REQUIRE(cost_fair <= w);
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c = strict_config();
+  c.budget = usd::from_nanos(10 * w);  // chunks of 5 worst cases at 2 parts
+  redis_account a("overrun-other", c, exec{&conn, nullptr}, chunked(2)),
+      b("overrun-other", c, exec{&conn, nullptr}, chunked(2));
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const std::int64_t t0 = 1000 * ms;
+  auto r1 = a.try_admit(rq, nanoseconds(t0));
+  auto r2 = b.try_admit(rq, nanoseconds(t0 + ms));
+  REQUIRE(r1);
+  REQUIRE(r2);
+  r1.lease.settle(big);
+  REQUIRE(a.flush(nanoseconds(t0 + 2 * ms)));
+  int more = 0;
+  std::int64_t spent = cost_big + cost_fair;
+  r2.lease.settle(fair);
+  for (int i = 0; i < 10; ++i) {
+    auto y = b.try_admit(rq, nanoseconds(t0 + (4 + i) * ms));
+    if (!y) {
+      CHECK(y.refused.has(dimension::budget));
+      break;
+    }
+    ++more;
+    spent += cost_fair;
+    y.lease.settle(fair);
+  }
+  INFO(more << " more from B's chunk");
+  CHECK(more <= 5);  // its chunk: 5 worst cases, r2's came back into it
+  CHECK(spent <= 10 * w + (cost_big - w));
+  REQUIRE(b.flush(nanoseconds(t0 + 20 * ms)));
+  b.release_chunk();
+  REQUIRE(b.flush(nanoseconds(t0 + 21 * ms)));
+  const auto v = b.remaining(nanoseconds(t0 + 22 * ms));
+  REQUIRE(v.how == tr::outcome::ok);
+  CHECK(v.values.spent_nanos == spent);
+}

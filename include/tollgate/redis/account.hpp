@@ -11,19 +11,19 @@
 // (redis/script.hpp), at the server's time. The stateless part (tokens,
 // worst-case money, `never` for a request no state could admit) is
 // account_policy::assess, as in the in-process account, and costs no call.
-// A lease's settle, settle_rejected or drop never blocks and makes no call:
-// it is queued and carried by the next call of the same account object
-// (admit, remaining, flush; at most max_queued_per_call per call, the rest by
-// the next). Until then what it frees stays counted, so capacity comes back
-// late, never early; a queued charge lands at the carrying call's time
-// (later, so it stays in the window longer). A process that never calls
-// again gives its slots back at the leases' deadlines (lease_timeout); its
-// reservations stay counted as a dropped lease's do. So do those of a lease
-// settled after its deadline (a request longer than lease_timeout): the
-// lease set no longer holds it, so its unused tokens are not refunded and
-// its money stays committed at the worst case, for good (the safe side; the
-// in-process account returns both at any time). Set lease_timeout above the
-// longest request.
+// A lease's settle, settle_rejected or drop never blocks and makes no call: it
+// is queued and carried by the next call of the same account object (admit,
+// remaining, flush; at most max_queued_per_call per call, the rest by the next;
+// an admission first flushes a charge past a reservation queued beyond that).
+// Until then what it frees stays counted, so capacity comes back late, never
+// early; a queued charge lands at the carrying call's time (later, so it stays
+// in the window longer). A process that never calls again gives its slots back
+// at the leases' deadlines (lease_timeout); its reservations stay counted as a
+// dropped lease's do. So do those of a lease settled after its deadline (a
+// request longer than lease_timeout): the lease set no longer holds it, so its
+// unused tokens are not refunded and its money stays committed at the worst
+// case, for good (the safe side; the in-process account returns both at any
+// time). Set lease_timeout above the longest request.
 // Faults: a call that fails (error reply, garbage, the executor's timeout:
 // Redis unreachable, slow past the caller's timeout, or erroring) is, by
 // default, a refusal with outcome::server_error or outcome::garbage (fail
@@ -430,7 +430,8 @@ class basic_account {
         return a;
       }
     } else {
-      o = simple(c, r, true);
+      o = detail_chunk::calls::carry_owed(*this, c, r);  // an overrun out of this call's reach: first
+      if (o == outcome::ok) o = simple(c, r, true);
     }
     a.how = o;
     if (o == outcome::server_error || o == outcome::garbage) {
@@ -489,7 +490,6 @@ class basic_account {
   std::uint64_t back_ = 0;  // tokens of the chunk returns queued (redis/chunk.hpp)
   std::size_t owed_ = 0;    // queued charges past a reservation: no chunk spends while one waits
 };
-
 template <class Executor>
 using account = basic_account<Executor, usd_tag>;
 

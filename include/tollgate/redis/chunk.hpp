@@ -21,7 +21,16 @@
 //   the fleet keeps every bound the non-chunked account states (strict
 //   windows: fixed_window, sliding_log, token_bucket, learn's strict start).
 //   A server clock stepped forward frees a chunk's counts as early as it
-//   frees every count (as without chunks).
+//   frees every count (as without chunks). A call at a time that later
+//   proves ahead (a clock stepped forward and back; in test mode a supplied
+//   now that goes back) takes out, at its time, what it finds past its
+//   deadline or out of the window, held chunks' units and slots among them,
+//   and their holders, which make no call, go on spending them by their own
+//   clocks: what the held chunks had unspent (units and free slots, N chunks
+//   at most) is spent after that call too, until those chunks end (a sub-
+//   window at most). Without chunks the calls that follow at the true time
+//   are held (docs/redis.md, "Time"); with chunks that holds calls, not a
+//   chunk's local spending.
 //   Concurrency slots. A chunk also takes up to concurrency / chunk_parts
 //   slots (at least 1, at most max_chunk_slots, and no more than the limit
 //   has free): leases of their own ids in the lease set, all with the
@@ -59,13 +68,19 @@
 //   at once; if that cannot pay it all, the chunk ends there and its report
 //   (the owed part in it) is queued. While the object's queue holds a
 //   charge past a reservation (this one, or a request of a chunk no longer
-//   held) it spends no chunk: its next call of any kind carries the charge
-//   before anything is decided, as without chunks. So the budget's bound is
-//   the one without chunks: worst cases in flight, costs of ended requests
-//   and what the chunks hold stay within the budget, plus the overruns that
-//   are still queued (every object's, until its next call). Until an
-//   object's chunk ends the server's `spent` lacks its requests' costs (its
-//   committed holds them). A call that fails forgets the money returns it
+//   held) it spends no chunk: its next admission carries the charge before
+//   it decides (flushing first what one call cannot carry:
+//   max_queued_per_call), as without chunks, and any call carries it in
+//   turn. So the budget's bound is the one without chunks: what is spent
+//   stays within the budget plus what requests cost beyond their worst
+//   cases, and each grant or admission by a call is decided with its own
+//   object's overruns charged (other objects' queued ones not yet). What
+//   chunks add: a chunk's requests spend money its grant committed, so after
+//   another object's overrun has used the budget up, the chunks still held
+//   may start requests worth their unspent money (N / chunk_parts of the
+//   budget at most), whose own overruns come on top. Until an object's chunk
+//   ends the server's `spent` lacks its requests' costs (its committed holds
+//   them). A call that fails forgets the money returns it
 //   carried (applied twice they would free another's money): that money
 //   stays committed, the safe side. A process that dies holding a chunk
 //   keeps its money committed for good (as a dead process's reservations:

@@ -105,6 +105,29 @@ struct calls {
       if (a.simple(f, r, true) != outcome::ok) return;
     }
   }
+  // Before an admission's call (a chunk's or one request's): a charge past a
+  // reservation queued beyond what one call carries (max_queued_per_call) is
+  // carried first by flushes, so the call charges it before it decides and
+  // no chunk is spent while it waits. A flush that is not ok ends it: its
+  // answer is the admission's.
+  template <class Acc>
+  static bool owed_out_of_reach(const Acc& a) noexcept {
+    if (a.owed_ == 0) return false;
+    for (std::size_t i = max_queued_per_call; i < a.queue_.size(); ++i)
+      if (owes(a.queue_[i])) return true;
+    return false;
+  }
+  template <class Acc>
+  static outcome carry_owed(Acc& a, const call_args& c, call_reply& r) {
+    while (owed_out_of_reach(a)) {  // each flush carries 64 entries: the loop ends
+      call_args f;
+      f.what = op::flush;
+      f.now_us = c.now_us;
+      const outcome o = a.simple(f, r, true);
+      if (o != outcome::ok) return o;
+    }
+    return outcome::ok;
+  }
   // Sends one command; an exception from the executor (it may have sent
   // the command) forgets the chunk returns it carried, then passes on.
   template <class Acc>
@@ -125,6 +148,7 @@ struct calls {
   template <class Acc>
   static outcome take(Acc& a, call_args& c, call_reply& r) {
     a.release_chunk();  // its leftovers ride on this call, before it decides
+    if (const outcome o = carry_owed(a, c, r); o != outcome::ok) return o;
     const std::uint64_t t = a.sizes_.tokens > c.tokens ? a.sizes_.tokens : c.tokens;  // at least the request's
     const std::int64_t m = a.sizes_.money > c.worst_nanos ? a.sizes_.money : c.worst_nanos;  // at least the request's
     c.extra = {std::to_string(a.sizes_.requests), std::to_string(t), std::to_string(a.sizes_.slots),
