@@ -17,6 +17,8 @@
 namespace tgtest {
 
 using ns = std::chrono::nanoseconds;
+// Nanosecond counts for the times tests write as integers.
+inline constexpr std::int64_t ms = 1000000, sec = 1000 * ms, day_ns = 86400 * sec;
 __extension__ typedef unsigned __int128 u128;
 __extension__ typedef __int128 i128;
 

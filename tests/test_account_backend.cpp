@@ -21,8 +21,8 @@ using tgtest::plain_account;
 
 namespace {
 
-constexpr std::int64_t ms = 1000000;
-constexpr std::int64_t sec = 1000 * ms;
+using tgtest::ms;
+using tgtest::sec;
 
 account_config random_config(tgtest::rng& g) {
   account_config c;

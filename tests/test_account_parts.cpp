@@ -17,8 +17,8 @@ using namespace tollgate;
 using namespace tollgate::account_policy;
 
 namespace {
-constexpr std::int64_t ms = 1000000;
-constexpr std::int64_t sec = 1000 * ms;
+using tgtest::ms;
+using tgtest::sec;
 constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
 
 // Usable in constant expressions: the decisions a script or another process

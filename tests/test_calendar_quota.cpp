@@ -13,7 +13,7 @@ using tgtest::ns;
 
 namespace {
 using quota = calendar_quota<manual_clock>;
-constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
+using tgtest::day_ns;
 // 2026-11-23T00:00:00Z
 constexpr ns monday = hours(24) * 20780;
 }  // namespace

@@ -1,10 +1,10 @@
 // keyed_buckets: per-key oracles over random schedules, a flood of new keys
 // against a full table, threaded claim/evict races against the bucket bound.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "account_support.hpp"
 #include "tollgate_under_test.hpp"
-
 
 #include <atomic>
 #include <map>
@@ -19,25 +19,7 @@ using tgtest::ns;
 
 namespace {
 
-std::uint64_t mix(std::uint64_t v) {
-  tgtest::rng g(v);
-  return g.next();
-}
-
-// A test hash: keys 2g and 2g+1 share the full hash of group g (forced
-// collisions), and groups land where a seeded mix puts them.
-struct pair_hash {
-  explicit pair_hash(hash_seed s) : salt(s.k0) {}
-  std::uint64_t operator()(std::uint64_t id) const { return mix((id >> 1) ^ salt); }
-  std::uint64_t operator()(std::string_view s) const { return mix(s.size() ^ salt); }
-  std::uint64_t salt;
-};
-
-hash_seed seed_from(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
+using namespace tgkeyed;
 
 }  // namespace
 

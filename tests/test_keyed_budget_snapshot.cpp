@@ -6,6 +6,7 @@
 // every period; every byte flipped, every length cut, every field and
 // every other configuration refused, changing nothing.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -25,15 +26,11 @@ using tgtest::ns;
 
 namespace {
 
-constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
+using namespace tgkeyed;
+
+using tgtest::day_ns;
 using errc_t = account_restore_errc;
 using budgets = keyed_budgets<usd_tag>;
-
-hash_seed table_seed(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
 
 budget_calendar cal(budget_period p, std::int64_t offset_min = 0) {
   budget_calendar c;
@@ -42,41 +39,8 @@ budget_calendar cal(budget_period p, std::int64_t offset_min = 0) {
   return c;
 }
 
-// Key k's hash is k times 2^60 (plus a salt in low bits): on 16 entries its
-// home is slot k.
-struct home_hash {
-  explicit home_hash(hash_seed s) : salt(s.k0) {}
-  std::uint64_t operator()(std::uint64_t id) const { return (id << 60) | (id >> 4) | (salt & 0xff) << 20; }
-  std::uint64_t operator()(std::string_view s) const { return s.size() ^ salt; }
-  std::uint64_t salt;
-};
 using home_budgets = keyed_budgets<usd_tag, home_hash>;
 
-// A snapshot as its words after the 4-byte tag; encode() recomputes the
-// checksum (the last word).
-struct words {
-  std::string tag;
-  std::vector<std::uint64_t> w;
-};
-words decode(const std::string& s) {
-  words f;
-  f.tag = s.substr(0, 4);
-  for (std::size_t i = 4; i + 8 <= s.size(); i += 8) {
-    std::uint64_t v = 0;
-    for (int b = 0; b < 8; ++b)
-      v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i + static_cast<std::size_t>(b)])) << (8 * b);
-    f.w.push_back(v);
-  }
-  return f;
-}
-std::string encode(const words& f) {
-  std::string s = f.tag;
-  for (std::size_t i = 0; i + 1 < f.w.size(); ++i)
-    for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((f.w[i] >> (8 * b)) & 0xFF));
-  const std::uint64_t sum = detail::fnv1a(s);
-  for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((sum >> (8 * b)) & 0xFF));
-  return s;
-}
 // Word indexes: 0 version, 1 fingerprint, 2 n, then 6 words per entry
 // (slot, hash, class, period, committed, spent) from 3; the checksum last.
 constexpr std::size_t w_version = 0, w_fp = 1, w_n = 2, w_first = 3, w_row = 6;
@@ -84,7 +48,7 @@ constexpr std::size_t w_version = 0, w_fp = 1, w_n = 2, w_first = 3, w_row = 6;
 }  // namespace
 
 TEST_CASE("keyed_budgets snapshot: round trip without a calendar; held money comes back committed", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0xB5A1);
+  const hash_seed hs = seed_from(0xB5A1);
   budgets a(64, {usd::from_units(10), usd::from_units(100)}, hs);
   keyed_reservation<usd_tag> r1 = a.reserve("alice", 0, usd::from_units(4));
   keyed_reservation<usd_tag> r2 = a.reserve("alice", 0, usd::from_units(3));
@@ -137,7 +101,7 @@ TEST_CASE("keyed_budgets snapshot: round trip without a calendar; held money com
 }
 
 TEST_CASE("keyed_budgets snapshot: periods across the restart", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0xB5A2);
+  const hash_seed hs = seed_from(0xB5A2);
   const std::int64_t d3 = 3 * day_ns, d4 = 4 * day_ns, d5 = 5 * day_ns;
   auto make = [&] { return std::make_unique<budgets>(16, std::vector<usd>{usd::from_units(10)}, hs, cal(budget_period::day)); };
   auto a = make();
@@ -201,7 +165,7 @@ TEST_CASE("keyed_budgets snapshot: periods across the restart", "[keyed][snapsho
 // and corrected after the restart); calls back at 23:59:30 of the same day
 // must be refused after the restore as they are without it.
 TEST_CASE("keyed_budgets snapshot: a snapshot clock past midnight reopens no money of the day", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0xB5A4);
+  const hash_seed hs = seed_from(0xB5A4);
   const std::vector<usd> limits{usd::from_units(10)};
   for (const budget_calendar c : {cal(budget_period::day), cal(budget_period::month, -345)}) {
     INFO("calendar " << static_cast<int>(c.period));
@@ -269,7 +233,7 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
     const budget_period kind = trial % 3 == 0 ? budget_period::none : trial % 3 == 1 ? budget_period::day
                                                                                     : budget_period::month;
     const std::int64_t step = kind == budget_period::month ? 30 * day_ns : day_ns;
-    const hash_seed hs = table_seed(0xB5A30 + trial);
+    const hash_seed hs = seed_from(0xB5A30 + trial);
     const std::vector<usd> limits = {usd::from_units(lim[0]), usd::from_units(lim[1])};
     budgets a(16, limits, hs, cal(kind, 345));
     budgets b(16, limits, hs, cal(kind, 345));
@@ -408,7 +372,7 @@ TEST_CASE("keyed_budgets snapshot: random schedules across a restart vs a per-ke
 }
 
 TEST_CASE("keyed_budgets snapshot: hostile bytes and other tables are refused, changing nothing", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0xB5A4);
+  const hash_seed hs = seed_from(0xB5A4);
   const std::vector<usd> limits = {usd::from_units(10), usd::from_units(20)};
   const budget_calendar day = cal(budget_period::day, 345);
   const std::int64_t now = 20000 * day_ns;
@@ -574,7 +538,7 @@ TEST_CASE("keyed_budgets snapshot: hostile bytes and other tables are refused, c
 // key as the original does. (A restored total can pass the limit by a
 // reserve in flight: the safe side, keyed_budgets' rollover rule.)
 TEST_CASE("keyed_budgets snapshot: taken beside traffic", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0xB5A5);
+  const hash_seed hs = seed_from(0xB5A5);
   const std::vector<usd> limits = {usd::from_units(3)};
   const std::int64_t start = 20000 * day_ns;
   budgets t(64, limits, hs, cal(budget_period::day));

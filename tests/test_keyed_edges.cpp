@@ -494,7 +494,7 @@ TEST_CASE("keyed: the overflow limiter takes exactly the table_full requests", "
 }
 
 namespace {
-constexpr std::int64_t sec = 1000000000;
+using tgtest::sec;
 }  // namespace
 
 // A probe passes an entry whose hint names another key without reading it

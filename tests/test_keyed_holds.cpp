@@ -2,6 +2,7 @@
 // with many keys, forced collisions and a small table; floods of new keys
 // against a full table; threaded stress against the per-key bounds.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -17,24 +18,7 @@ using tgtest::ns;
 
 namespace {
 
-std::uint64_t mix(std::uint64_t v) {
-  tgtest::rng g(v);
-  return g.next();
-}
-
-// Keys 2g and 2g+1 share the full hash of group g (forced collisions).
-struct pair_hash {
-  explicit pair_hash(hash_seed s) : salt(s.k0) {}
-  std::uint64_t operator()(std::uint64_t id) const { return mix((id >> 1) ^ salt); }
-  std::uint64_t operator()(std::string_view s) const { return mix(s.size() ^ salt); }
-  std::uint64_t salt;
-};
-
-hash_seed seed_from(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
+using namespace tgkeyed;
 
 // One incarnation of a group's entry, as the oracle sees it.
 struct incarnation {
@@ -210,8 +194,8 @@ TEST_CASE("keyed permits: a flood of new keys changes no held permit", "[keyed]"
   CHECK(full == flood);
   for (const std::uint64_t k : keys) {
     REQUIRE(t.in_use(k) == 1);
-    keyed_permit second = t.try_acquire(k, 0);
-    CHECK(second);  // its limit is intact: exactly one more
+    keyed_permit another = t.try_acquire(k, 0);
+    CHECK(another);  // its limit is intact: exactly one more
     CHECK(t.try_acquire(k, 0).status() == keyed_status::limited);
   }
 }

@@ -4,6 +4,7 @@
 // entries do not change (its snapshot bytes stay the same); keys with an
 // entry are still decided by it.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -17,19 +18,15 @@ using tgtest::ns;
 
 namespace {
 
-constexpr std::int64_t sec = 1000000000;
+using namespace tgkeyed;
 
-hash_seed table_seed(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
+using tgtest::sec;
 
 }  // namespace
 
 TEST_CASE("keyed overflow: windows send table_full keys to the named limiter, the table untouched", "[keyed]") {
   // Four entries, one window: four live keys fill it.
-  keyed_windows<manual_clock> t(4, {{2, ns(60 * sec)}}, table_seed(0x0F01), ns(0), 4);
+  keyed_windows<manual_clock> t(4, {{2, ns(60 * sec)}}, seed_from(0x0F01), ns(0), 4);
   for (std::uint64_t k = 0; k < 4; ++k) REQUIRE(t.try_acquire(k, 0, 1, ns(sec)).admitted());
   sliding_window overflow(per_minute(5), ns(0));
   const std::string before = t.snapshot(ns(2 * sec), ns(0));
@@ -56,7 +53,7 @@ TEST_CASE("keyed overflow: windows send table_full keys to the named limiter, th
 }
 
 TEST_CASE("keyed overflow: permits of overflowed keys are the concurrency limiter's, the table untouched", "[keyed]") {
-  keyed_permits<> t(4, {2}, table_seed(0x0F02), 4);
+  keyed_permits<> t(4, {2}, seed_from(0x0F02), 4);
   std::vector<keyed_permit> own;
   for (std::uint64_t k = 0; k < 4; ++k) {
     own.push_back(t.try_acquire(k, 0, 1));
@@ -99,7 +96,7 @@ TEST_CASE("keyed overflow: permits of overflowed keys are the concurrency limite
 }
 
 TEST_CASE("keyed overflow: budgets of overflowed keys share the overflow budget, the table untouched", "[keyed]") {
-  keyed_budgets<> t(4, {usd::from_units(10)}, table_seed(0x0F03));
+  keyed_budgets<> t(4, {usd::from_units(10)}, seed_from(0x0F03));
   const ns now(20000LL * 86400 * sec);
   for (std::uint64_t k = 0; k < 4; ++k) {
     keyed_reservation<usd_tag> r = t.reserve(k, 0, usd::from_units(2), now);
@@ -145,7 +142,7 @@ TEST_CASE("keyed overflow: budgets of overflowed keys share the overflow budget,
 // budget that decided it, and settling it into another is refused, so a
 // mixed-up argument cannot free money the other budget never held.
 TEST_CASE("keyed overflow: a hold settles only into the overflow budget that issued it", "[keyed]") {
-  keyed_budgets<> t(1, {usd::from_units(100)}, table_seed(0x0F04));  // one entry: the second key overflows
+  keyed_budgets<> t(1, {usd::from_units(100)}, seed_from(0x0F04));  // one entry: the second key overflows
   budget<usd_tag> ova(usd::from_units(10)), ovb(usd::from_units(10));
   const ns now(0);
   auto first = reserve_or_overflow(t, ova, std::string_view("k0"), 0, usd::from_units(1), now);

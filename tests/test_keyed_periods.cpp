@@ -3,6 +3,7 @@
 // time going backwards; a per-key oracle over random schedules crossing
 // many day and month boundaries; threads racing rollovers on a shared clock.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -19,7 +20,9 @@ using tgtest::ns;
 
 namespace {
 
-constexpr std::int64_t day_ns = 86400LL * 1000000000LL;
+using namespace tgkeyed;
+
+using tgtest::day_ns;
 constexpr std::int64_t minute_ns = 60LL * 1000000000LL;
 
 // Months since 1970-01 of every day since 1970-01-01 up to past the year
@@ -62,12 +65,6 @@ tgtest::i128 day_start128(std::int64_t day, std::int64_t offset_min) {
 // The same for days well inside the range.
 std::int64_t day_start(std::int64_t day, std::int64_t offset_min) {
   return static_cast<std::int64_t>(day_start128(day, offset_min));
-}
-
-hash_seed seed_from(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
 }
 
 using budgets = keyed_budgets<usd_tag>;
@@ -508,13 +505,13 @@ TEST_CASE("keyed periods: threads racing rollovers on a shared clock", "[keyed]"
   const std::int64_t end = clock.load();
   for (std::uint64_t k = 0; k < nkeys; ++k) {
     // The key's entry is in the latest day any of its calls reached.
-    std::uint64_t last = 0;
+    std::uint64_t latest = 0;
     for (const auto& kv : all)
-      if (kv.first.first == k && kv.first.second > last) last = kv.first.second;
+      if (kv.first.first == k && kv.first.second > latest) latest = kv.first.second;
     // A settle reaches every day its key's entry moves to, so the entry is
-    // in `last`; spent() is that day's total, zero once `end` is later.
-    const auto found = all.find({k, last});
-    const std::int64_t expect = last < t.period_at(ns(end)) || found == all.end() ? 0 : found->second;
+    // in `latest`; spent() is that day's total, zero once `end` is later.
+    const auto found = all.find({k, latest});
+    const std::int64_t expect = latest < t.period_at(ns(end)) || found == all.end() ? 0 : found->second;
     CHECK(t.spent(k, ns(end)).nanos() == expect);
     // Nothing is held any more: the next day has the whole limit.
     CHECK(t.remaining(k, 0, ns(end + day_ns)).nanos() == limit);

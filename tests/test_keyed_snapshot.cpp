@@ -3,6 +3,7 @@
 // bytes with the account's codes.
 #include "catch_compat.hpp"
 #include "forge_ticket.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -19,52 +20,14 @@ using tgtest::ns;
 
 namespace {
 
-hash_seed snap_seed(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
+using namespace tgkeyed;
 
-// Every key hashes to itself times a stride: key k's home is k * 2^60 / 2^64
-// x capacity (capacity 16: slot k), small keys fill the table's front.
-struct home_hash {
-  explicit home_hash(hash_seed s) : salt(s.k0) {}
-  std::uint64_t operator()(std::uint64_t id) const { return (id << 60) | (id >> 4) | (salt & 0xff) << 20; }
-  std::uint64_t operator()(std::string_view s) const { return s.size() ^ salt; }
-  std::uint64_t salt;
-};
-
-// A snapshot as its words after the 4-byte tag; encode() recomputes the
-// checksum (the last word).
-struct words {
-  std::string tag;
-  std::vector<std::uint64_t> w;
-};
-words decode(const std::string& s) {
-  words f;
-  f.tag = s.substr(0, 4);
-  for (std::size_t i = 4; i + 8 <= s.size(); i += 8) {
-    std::uint64_t v = 0;
-    for (int b = 0; b < 8; ++b)
-      v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i + static_cast<std::size_t>(b)])) << (8 * b);
-    f.w.push_back(v);
-  }
-  return f;
-}
-std::string encode(const words& f) {
-  std::string s = f.tag;
-  for (std::size_t i = 0; i + 1 < f.w.size(); ++i)
-    for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((f.w[i] >> (8 * b)) & 0xFF));
-  const std::uint64_t sum = detail::fnv1a(s);
-  for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((sum >> (8 * b)) & 0xFF));
-  return s;
-}
 // Word indexes: 0 version, 1 fingerprint, 2 wall, 3 lead, 4 n, then 4 per
 // entry (slot, hash, class, owed) from 5; the checksum last.
 constexpr std::size_t w_version = 0, w_fp = 1, w_lead = 3, w_n = 4, w_first = 5;
 
 using errc_t = account_restore_errc;
-constexpr std::int64_t sec = 1000000000;
+using tgtest::sec;
 
 }  // namespace
 
@@ -80,7 +43,7 @@ TEST_CASE("keyed snapshot: a restored table keeps every key's debt, aged by the 
     INFO("schedule seed " << seed << " " << tgtest::seed_note());
     tgtest::rng g(seed);
     const std::vector<key_class> classes = {{rate(1, ns(sec)), 4}, {rate(7, ns(sec)), 5}};
-    const hash_seed hs = snap_seed(30);
+    const hash_seed hs = seed_from(30);
     const std::size_t cap = 64;
     keyed_buckets<manual_clock> a(cap, classes, hs, ns(0));
     const std::uint64_t keys = 40;
@@ -123,7 +86,7 @@ TEST_CASE("keyed snapshot: a restored table keeps every key's debt, aged by the 
 }
 
 TEST_CASE("keyed snapshot: fresh entries are not stored, and the latest claim time is kept", "[keyed][snapshot]") {
-  const hash_seed hs = snap_seed(31);
+  const hash_seed hs = seed_from(31);
   keyed_buckets<manual_clock> a(16, {{rate(1, ns(sec)), 2}}, hs, ns(0));
   REQUIRE(a.try_acquire(std::uint64_t{1}, 0, 2, ns(0)).admitted());       // full at 2 s
   REQUIRE(a.try_acquire(std::uint64_t{2}, 0, 1, ns(20 * sec)).admitted()); // the latest claim: 20 s
@@ -187,7 +150,7 @@ TEST_CASE("keyed snapshot: displaced entries are found after a restore", "[keyed
 }
 
 TEST_CASE("keyed snapshot: hostile bytes are refused with the account's codes, changing nothing", "[keyed][snapshot]") {
-  const hash_seed hs = snap_seed(32);
+  const hash_seed hs = seed_from(32);
   const std::vector<key_class> classes = {{rate(1, ns(sec)), 3}, {rate(1, ns(sec)), 5}};
   keyed_buckets<manual_clock, home_hash> a(16, classes, hs, ns(0), 4);
   REQUIRE(a.try_acquire(std::uint64_t{2}, 0, 2, ns(0)).admitted());
@@ -268,7 +231,7 @@ TEST_CASE("keyed snapshot: hostile bytes are refused with the account's codes, c
 // moves to another entry during the scan must not appear twice (the restore
 // would refuse it as out_of_range); the larger debt is kept.
 TEST_CASE("keyed snapshot: taken beside traffic", "[keyed][snapshot]") {
-  const hash_seed hs = snap_seed(33);
+  const hash_seed hs = seed_from(33);
   keyed_buckets<manual_clock> a(32, {{rate(1, ns(1000)), 4}}, hs, ns(0), 8);
   std::atomic<std::int64_t> clock{0};  // relaxed: a counter of test time only
   std::atomic<bool> stop{false};       // relaxed: a flag; join() orders the rest
@@ -313,7 +276,7 @@ TEST_CASE("keyed snapshot: tickets from before a restore give nothing back", "[k
   tgtest::rng g(tgtest::seed_for(0x7e57));
   INFO(tgtest::seed_note());
   for (int round = 0; round < 50; ++round) {
-    const hash_seed seed = snap_seed(0x7e58 + static_cast<std::uint64_t>(round));
+    const hash_seed seed = seed_from(0x7e58 + static_cast<std::uint64_t>(round));
     const std::uint64_t key = g.next();
     INFO("round " << round << " key " << key);
     keyed_buckets<manual_clock> a(64, cls, seed, ns(0));

@@ -4,6 +4,7 @@
 // against the table that did not restart); every byte of a snapshot flipped
 // and every length cut refused; other configurations refused.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -22,49 +23,11 @@ using tgtest::ns;
 
 namespace {
 
-constexpr std::int64_t sec = 1000000000;
+using namespace tgkeyed;
+
+using tgtest::sec;
 using errc_t = account_restore_errc;
 
-hash_seed table_seed(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
-
-// Key k's hash is k times 2^60 (plus a salt in low bits): on 16 entries its
-// home is slot k.
-struct home_hash {
-  explicit home_hash(hash_seed s) : salt(s.k0) {}
-  std::uint64_t operator()(std::uint64_t id) const { return (id << 60) | (id >> 4) | (salt & 0xff) << 20; }
-  std::uint64_t operator()(std::string_view s) const { return s.size() ^ salt; }
-  std::uint64_t salt;
-};
-
-// A snapshot as its words after the 4-byte tag; encode() recomputes the
-// checksum (the last word).
-struct words {
-  std::string tag;
-  std::vector<std::uint64_t> w;
-};
-words decode(const std::string& s) {
-  words f;
-  f.tag = s.substr(0, 4);
-  for (std::size_t i = 4; i + 8 <= s.size(); i += 8) {
-    std::uint64_t v = 0;
-    for (int b = 0; b < 8; ++b)
-      v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i + static_cast<std::size_t>(b)])) << (8 * b);
-    f.w.push_back(v);
-  }
-  return f;
-}
-std::string encode(const words& f) {
-  std::string s = f.tag;
-  for (std::size_t i = 0; i + 1 < f.w.size(); ++i)
-    for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((f.w[i] >> (8 * b)) & 0xFF));
-  const std::uint64_t sum = detail::fnv1a(s);
-  for (int b = 0; b < 8; ++b) s.push_back(static_cast<char>((sum >> (8 * b)) & 0xFF));
-  return s;
-}
 // Word indexes of both formats: 0 version, 1 fingerprint, 2 wall, then the
 // windows' 3 lead, 4 n, and 5 words per entry (slot, hash, class, left,
 // counts) from 5; the permits' 3 n and 4 words per entry (slot, hash,
@@ -93,7 +56,7 @@ TEST_CASE("keyed_windows snapshot: restored counts never leave early, at any pha
     const std::uint64_t seed = tgtest::seed_for(0x3A70 + trial);
     INFO("trial " << trial << " schedule seed " << seed << " " << tgtest::seed_note());
     tgtest::rng g(seed);
-    const hash_seed hs = table_seed(0x3A6F);
+    const hash_seed hs = seed_from(0x3A6F);
     const std::int64_t oa = static_cast<std::int64_t>(g.between(0, 100 * sec));
     keyed_windows<manual_clock> a(64, classes, hs, ns(oa));
     const std::uint64_t keys = 30;
@@ -176,7 +139,7 @@ TEST_CASE("keyed_windows snapshot: counts stay their time, at most a slot longer
     const std::uint64_t seed = tgtest::seed_for(0x3B00 + trial);
     INFO("trial " << trial << " schedule seed " << seed << " " << tgtest::seed_note());
     tgtest::rng g(seed);
-    const hash_seed hs = table_seed(0x3B01);
+    const hash_seed hs = seed_from(0x3B01);
     const std::int64_t oa = static_cast<std::int64_t>(g.between(0, 10 * sec));
     keyed_windows<manual_clock> a(32, classes, hs, ns(oa));
     std::int64_t now = oa;
@@ -220,7 +183,7 @@ TEST_CASE("keyed_windows snapshot: counts stay their time, at most a slot longer
 }
 
 TEST_CASE("keyed_windows snapshot: the latest claim time and a stale newest slot come back", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0x3B10);
+  const hash_seed hs = seed_from(0x3B10);
   const std::vector<window_class> cls = {{3, ns(3 * sec)}};  // slots of 1 s
   keyed_windows<manual_clock> a(16, cls, hs, ns(0));
   REQUIRE(a.try_acquire(std::uint64_t{1}, 0, 1, ns(10 * sec)).admitted());  // the latest claim: 10 s
@@ -253,7 +216,7 @@ TEST_CASE("keyed_windows snapshot: the latest claim time and a stale newest slot
 }
 
 TEST_CASE("keyed_windows snapshot: every flipped byte and cut length is refused, changing nothing", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0x3B20);
+  const hash_seed hs = seed_from(0x3B20);
   const std::vector<window_class> classes = {{5, ns(sec)}, {200, ns(60 * sec)}};
   keyed_windows<manual_clock, home_hash> a(16, classes, hs, ns(0), 4);
   REQUIRE(a.try_acquire(std::uint64_t{2}, 0, 2, ns(0)).admitted());
@@ -398,7 +361,7 @@ TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold 
     const std::uint64_t seed = tgtest::seed_for(0x3C00 + trial);
     INFO("trial " << trial << " schedule seed " << seed << " " << tgtest::seed_note());
     tgtest::rng g(seed);
-    const hash_seed hs = table_seed(0x3C01);
+    const hash_seed hs = seed_from(0x3C01);
     keyed_permits<> a(64, limits, hs);
     std::vector<keyed_permit> held;
     for (int step = 0; step < 200; ++step) {
@@ -475,7 +438,7 @@ TEST_CASE("keyed_permits snapshot: held units come back as permits for the hold 
 }
 
 TEST_CASE("keyed_permits snapshot: hostile bytes and other tables are refused, changing nothing", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0x3C10);
+  const hash_seed hs = seed_from(0x3C10);
   const std::vector<std::uint64_t> limits = {2, 5};
   keyed_permits<home_hash> a(16, limits, hs, 4);
   keyed_permit p2 = a.try_acquire(std::uint64_t{2}, 0, 2);
@@ -614,7 +577,7 @@ TEST_CASE("keyed_permits snapshot: hostile bytes and other tables are refused, c
 // admit and erase (windows): every snapshot restores (a key that moved
 // entries during the scan is stored once), and within its limits.
 TEST_CASE("keyed_windows and keyed_permits snapshot: taken beside traffic", "[keyed][snapshot]") {
-  const hash_seed hs = table_seed(0x3C20);
+  const hash_seed hs = seed_from(0x3C20);
   keyed_permits<> p(32, {4}, hs, 8);
   keyed_windows<manual_clock> w(32, {{6, ns(sec)}}, hs, ns(0), 8);
   std::atomic<std::int64_t> clock{0};  // relaxed: a counter of test time only

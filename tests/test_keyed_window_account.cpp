@@ -6,6 +6,7 @@
 // strict bound, with no allowance for lagging give-backs (the header states
 // none).
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "account_support.hpp"
 #include "tollgate_under_test.hpp"
@@ -23,13 +24,9 @@ using tgtest::ns;
 
 namespace {
 
-constexpr std::int64_t sec = 1000000000;
+using namespace tgkeyed;
 
-hash_seed seed_from(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
+using tgtest::sec;
 
 account_config small_account(std::uint64_t rpm) {
   account_config c;

@@ -2,6 +2,7 @@
 // random schedules with many keys, forced collisions and a small table; a
 // flood of new keys against a full table; threaded stress.
 #include "catch_compat.hpp"
+#include "keyed_support.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
 
@@ -17,26 +18,9 @@ using tgtest::ns;
 
 namespace {
 
-constexpr std::int64_t sec = 1000000000;
+using namespace tgkeyed;
 
-std::uint64_t mix(std::uint64_t v) {
-  tgtest::rng g(v);
-  return g.next();
-}
-
-// Keys 2g and 2g+1 share the full hash of group g (forced collisions).
-struct pair_hash {
-  explicit pair_hash(hash_seed s) : salt(s.k0) {}
-  std::uint64_t operator()(std::uint64_t id) const { return mix((id >> 1) ^ salt); }
-  std::uint64_t operator()(std::string_view s) const { return mix(s.size() ^ salt); }
-  std::uint64_t salt;
-};
-
-hash_seed seed_from(std::uint64_t stream) {
-  tgtest::rng g(tgtest::seed_for(stream));
-  const std::uint64_t a = g.next();
-  return hash_seed{a, g.next()};
-}
+using tgtest::sec;
 
 // A key's window the slow way: its newest slot and the counts of it and
 // the three before.

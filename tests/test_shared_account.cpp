@@ -29,8 +29,8 @@ using namespace tollgate;
 
 namespace {
 
-constexpr std::int64_t ms = 1000000;
-constexpr std::int64_t sec = 1000 * ms;
+using tgtest::ms;
+using tgtest::sec;
 using shared = shared_account<manual_clock>;
 
 struct alignas(4096) region_t {

@@ -158,27 +158,27 @@ TEST_CASE("shared_region: an object never attaches as another type of its size",
   using std::chrono::nanoseconds;
   auto budget_usd = [](void* at) { new (at) budget<usd_tag>(usd::from_units(10)); };
   CHECK(attach_as<budget<usd_tag>, budget<cny_tag>>(budget_usd) == region_errc::wrong_type);
-  auto steady_bucket = [](void* at) { new (at) token_bucket<steady_clock>(per_second(10), 10, nanoseconds(0)); };
-  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<system_clock>>(steady_bucket) == region_errc::wrong_type);
-  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<coarse_clock>>(steady_bucket) == region_errc::wrong_type);
-  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<manual_clock>>(steady_bucket) == region_errc::wrong_type);
-  CHECK(attach_as<token_bucket<steady_clock>, token_bucket<region_clock>>(steady_bucket) == region_errc::wrong_type);
+  auto steady_bucket = [](void* at) { new (at) token_bucket<tollgate::steady_clock>(per_second(10), 10, nanoseconds(0)); };
+  CHECK(attach_as<token_bucket<tollgate::steady_clock>, token_bucket<tollgate::system_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<tollgate::steady_clock>, token_bucket<coarse_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<tollgate::steady_clock>, token_bucket<manual_clock>>(steady_bucket) == region_errc::wrong_type);
+  CHECK(attach_as<token_bucket<tollgate::steady_clock>, token_bucket<region_clock>>(steady_bucket) == region_errc::wrong_type);
   CHECK(attach_as<token_bucket<manual_clock>, token_bucket<basic_manual_clock<other_tag>>>([](void* at) {
           new (at) token_bucket<manual_clock>(per_second(10), 10, nanoseconds(0));
         }) == region_errc::wrong_type);
-  auto steady_window = [](void* at) { new (at) sliding_window<steady_clock>(per_minute(100), nanoseconds(0)); };
-  CHECK(attach_as<sliding_window<steady_clock>, sliding_window<system_clock>>(steady_window) ==
+  auto steady_window = [](void* at) { new (at) sliding_window<tollgate::steady_clock>(per_minute(100), nanoseconds(0)); };
+  CHECK(attach_as<sliding_window<tollgate::steady_clock>, sliding_window<tollgate::system_clock>>(steady_window) ==
         region_errc::wrong_type);
-  static_assert(sizeof(sliding_window<steady_clock, 15>) == sizeof(sliding_window<steady_clock, 14>),
+  static_assert(sizeof(sliding_window<tollgate::steady_clock, 15>) == sizeof(sliding_window<tollgate::steady_clock, 14>),
                 "15 and 14 sub-windows take one size");
-  CHECK(attach_as<sliding_window<steady_clock, 15>, sliding_window<steady_clock, 14>>(steady_window) ==
+  CHECK(attach_as<sliding_window<tollgate::steady_clock, 15>, sliding_window<tollgate::steady_clock, 14>>(steady_window) ==
         region_errc::wrong_type);
-  auto quota = [](void* at) { new (at) calendar_quota<system_clock>(100); };
-  CHECK(attach_as<calendar_quota<system_clock>, calendar_quota<steady_clock>>(quota) == region_errc::wrong_type);
+  auto quota = [](void* at) { new (at) calendar_quota<tollgate::system_clock>(100); };
+  CHECK(attach_as<calendar_quota<tollgate::system_clock>, calendar_quota<tollgate::steady_clock>>(quota) == region_errc::wrong_type);
   auto limiter = [](void* at) { new (at) concurrency_limiter(2); };
-  CHECK(attach_as<concurrency_limiter, calendar_quota<system_clock>>(limiter) == region_errc::wrong_type);
+  CHECK(attach_as<concurrency_limiter, calendar_quota<tollgate::system_clock>>(limiter) == region_errc::wrong_type);
   CHECK(attach_as<concurrency_limiter, budget<usd_tag>>(limiter) == region_errc::wrong_type);
-  CHECK(attach_as<calendar_quota<system_clock>, budget<usd_tag>>(quota) == region_errc::wrong_type);
+  CHECK(attach_as<calendar_quota<tollgate::system_clock>, budget<usd_tag>>(quota) == region_errc::wrong_type);
   // Types of your own: a named one is told apart from an unnamed one of its
   // shape. Two unnamed ones of one shape are not (the stated weakness: name
   // your types).
