@@ -1258,6 +1258,13 @@ std::int64_t worst_of(const request& r) {
   return x.worst_case.nanos();
 }
 
+// What a usage costs on kimi-k2.6, in nanos.
+std::int64_t nanos_of(const usage& u) {
+  const auto c = cost<usd_tag>(*tgtest::k26(), u);
+  REQUIRE(c);
+  return c.total.nanos();
+}
+
 }  // namespace
 
 // A request that costs more than its worst case: the chunk pays the excess
@@ -1301,7 +1308,7 @@ TEST_CASE("redis chunk: overrunning requests stop at the budget", "[redis_server
   const request rq = tgtest::req(10, 10);
   const std::int64_t w = worst_of(rq);
   const usage u{30, 0, 30, 0, 0};
-  const std::int64_t each = cost<usd_tag>(*tgtest::k26(), u).total.nanos();
+  const std::int64_t each = nanos_of(u);
   REQUIRE(each >= 3 * w);
   const std::int64_t budget = 40 * w;
   for (unsigned parts : {0U, 1U, 2U, 4U}) {
@@ -1339,7 +1346,7 @@ TEST_CASE("redis chunk: queued overruns stop the next chunk until they are charg
   const request rq = tgtest::req(10, 100);
   const std::int64_t w = worst_of(rq);
   const usage big{10, 0, 1000, 0, 0};
-  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  const std::int64_t cost_big = nanos_of(big);
   REQUIRE(cost_big - w > 8 * w);
   for (unsigned parts : {0U, 2U}) {
     INFO("parts " << parts);
@@ -1376,7 +1383,7 @@ TEST_CASE("redis chunk: an owed overrun is charged by the next call of any kind"
   const request rq = tgtest::req(10, 100);
   const std::int64_t w = worst_of(rq);
   const usage big{10, 0, 1000, 0, 0};
-  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  const std::int64_t cost_big = nanos_of(big);
   // Budget 10 worst cases; a chunk of 2 parts holds 5: r1's cost is more than it can pay,
   // alone within the budget, and with one more worst case past it.
   REQUIRE(cost_big > 5 * w);
@@ -1422,8 +1429,8 @@ TEST_CASE("redis chunk: an overrun queued past one call's carry is charged befor
   const std::int64_t w = worst_of(rq);
   const usage small{40, 0, 0, 0, 0};  // more tokens than reserved, less than the worst case
   const usage big{10, 0, 3000, 0, 0};
-  const std::int64_t cost_small = cost<usd_tag>(*tgtest::k26(), small).total.nanos();
-  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
+  const std::int64_t cost_small = nanos_of(small);
+  const std::int64_t cost_big = nanos_of(big);
   REQUIRE(cost_small < w);
   REQUIRE(cost_big > 200 * w);
   for (unsigned parts : {0U, 2U}) {
@@ -1513,8 +1520,8 @@ TEST_CASE("redis chunk: after another object's overrun, a held chunk spends only
   const std::int64_t w = worst_of(rq);
   const usage big{10, 0, 400, 0, 0};
   const usage fair{10, 0, 10, 0, 0};
-  const std::int64_t cost_big = cost<usd_tag>(*tgtest::k26(), big).total.nanos();
-  const std::int64_t cost_fair = cost<usd_tag>(*tgtest::k26(), fair).total.nanos();
+  const std::int64_t cost_big = nanos_of(big);
+  const std::int64_t cost_fair = nanos_of(fair);
   REQUIRE(cost_big > 10 * w);
   REQUIRE(cost_fair <= w);
   server srv;
