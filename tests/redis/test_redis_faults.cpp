@@ -128,6 +128,11 @@ TEST_CASE("redis: a restart loses the state; the hold keeps every bound", "[redi
   CHECK(tgtest::max_window_sum(toks, static_cast<std::int64_t>(l.w[2].period_us)) > 15000);
 }
 
+// What the script cannot tell from its own writing: a field removed (every
+// field but the first 13 is written first when it is first needed, so one
+// missing reads as 0) or set to a value the script could write. Such a
+// change is not garbage but other state, decided as it stands: removing a
+// window's count frees that window (stated in layout.hpp).
 TEST_CASE("redis: garbage in the account's keys is refused, nothing written", "[redis_server][garbage]") {
   server srv;
   REQUIRE(srv.running());
@@ -166,6 +171,15 @@ TEST_CASE("redis: garbage in the account's keys is refused, nothing written", "[
       {"epoch", {"HSET", "{}", "ds", "1.5"}},
       {"epoch", {"HSET", "{}", "r3", "-1"}, 5},
       {"epoch", {"HSET", "{}", "t15", "abc"}, 9},
+      // Text the script never writes (it writes digits only), and flags past 1:
+      // once read as numbers, they lifted a stop or a hold.
+      {"epoch", {"HSET", "{}", "stop", "2"}},
+      {"epoch", {"HSET", "{}", "stop", " 1"}},
+      {"epoch", {"HSET", "{}", "started", "7"}},
+      {"epoch", {"HSET", "{}", "bhold", "2"}},
+      {"epoch", {"HSET", "{}", "hold", "1e3"}},
+      {"epoch", {"HSET", "{}", "rc", "0x10"}},
+      {"epoch", {"HSET", "{}", "pause", "+5"}},
       {"leases", {"SET", "{}", "x"}},
       {"leases", {"ZADD", "{}", "1e300", "99"}},
       {"leases", {"LPUSH", "{}", "a"}},
@@ -854,6 +868,97 @@ TEST_CASE("redis: unreachable or stopped server: fail closed, or a local share o
 // the next epoch, whose lease ids started again at 1: it must not free the
 // new epoch's lease of the same id (its concurrency slot, its money, its
 // refund). A lease is its epoch's tag and its id (redis/layout.hpp).
+namespace {
+
+// An executor whose server can be cut off: every command then fails as an
+// unreachable server's does.
+struct cut_exec {
+  client* c;
+  const bool* down;
+  tr::reply operator()(const std::vector<std::string>& argv) const {
+    if (*down) return tr::reply::of_error("ERR unreachable (test)");
+    return c->call(argv);
+  }
+};
+
+}  // namespace
+
+// A stop or a pause holds the local fallback too: one seen in a reply of
+// Redis (set by another object), and one set by this object's on_response
+// while Redis cannot be reached (then only this object's fallback knows).
+// Once the fallback admitted while the whole account was stopped.
+TEST_CASE("redis: the local fallback holds a stop and a pause", "[redis_server][fallback]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::sliding_log;
+  c.rpm = limit(100);
+  c.request_window = std::chrono::seconds(60);
+  c.max_request_tokens = 1000;
+  c.lease_timeout = std::chrono::seconds(100);
+  tr::options o{true};
+  o.on_fault = tr::fault_mode::local_share;
+  o.share_percent = 50;
+  o.fallback_for = std::chrono::milliseconds(500);  // then Redis is tried again
+  bool down = false;
+  tr::account<cut_exec> a("fb-hold", c, cut_exec{&conn, &down}, o), b("fb-hold", c, cut_exec{&conn, &down}, o);
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const request rq = tgtest::req(10, 10);
+  const auto at = [](std::int64_t m) { return nanoseconds(m * 1000000); };
+  auto admitted = [&](tr::account<cut_exec>& x, std::int64_t from) {
+    int n = 0;
+    for (int i = 0; i < 20; ++i) {
+      auto y = x.try_admit(rq, at(from + i));
+      if (y) ++n;
+      if (y) CHECK(y.how == tr::outcome::local);
+    }
+    return n;
+  };
+  // A stop set through A, seen by B in Redis's reply, then Redis is cut off.
+  error_info quota;
+  quota.kind = error_kind::quota;
+  quota.status = 402;
+  REQUIRE(a.on_response(quota, std::nullopt, at(1000)) == tr::outcome::ok);
+  const auto seen = b.try_admit(rq, at(1100));
+  CHECK_FALSE(seen);
+  CHECK(seen.refused.has(dimension::stopped));
+  down = true;
+  {
+    const auto y = b.try_admit(rq, at(1200));
+    CHECK(y.how == tr::outcome::local);
+    CHECK(y.refused.has(dimension::stopped));
+  }
+  CHECK(admitted(b, 1201) == 0);
+  CHECK(admitted(a, 1300) == 0);  // A set it: held as well
+  // resume() through Redis lifts it everywhere.
+  down = false;
+  REQUIRE(a.resume(at(2000)) == tr::outcome::ok);
+  REQUIRE(b.try_admit(rq, at(2050)));
+  // A 429 with a 30 s hint while Redis is cut off: A's fallback pauses.
+  down = true;
+  error_info limited;
+  limited.kind = error_kind::rpm;
+  limited.status = 429;
+  CHECK(a.on_response(limited, nanoseconds(30 * sec), at(2200)) == tr::outcome::server_error);
+  CHECK(admitted(a, 2300) == 0);
+  CHECK(admitted(a, 2200 + 31000) > 0);  // and no longer than the pause
+  // A pause another object set, seen by B in a refusal: B's fallback waits it out.
+  down = false;
+  REQUIRE(a.on_response(limited, nanoseconds(30 * sec), at(40000)) == tr::outcome::ok);
+  const auto paused = b.try_admit(rq, at(40100));
+  CHECK_FALSE(paused);
+  CHECK(paused.refused.has(dimension::paused));
+  down = true;
+  {
+    const auto y = b.try_admit(rq, at(40200));
+    CHECK(y.how == tr::outcome::local);
+    CHECK(y.refused.has(dimension::paused));
+    CHECK(y.d.retry_after() >= at(40000 + 30000) - at(40200));
+  }
+  CHECK(admitted(b, 40300) == 0);
+}
+
 TEST_CASE("redis: a settlement from before a state loss frees nothing of the next epoch", "[redis_server][restart]") {
   server srv;
   REQUIRE(srv.running());

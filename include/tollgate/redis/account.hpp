@@ -205,6 +205,8 @@ class basic_account {
       if (auto c = decode_refusal(rp)) return how_of(*c);
     if (st != call_status::ok) {
       forget_returns();
+      // Redis is not told: this object's fallback holds it at least.
+      if (detail_fallback::local_calls::ready(*this, clock_now(now))) local_->on_response(e, hint, clock_now(now));
       return st == call_status::garbage ? outcome::garbage : outcome::server_error;
     }
     carried(true);
@@ -234,10 +236,24 @@ class basic_account {
       c.extra = {"pause_us", std::to_string(p < top ? p : top)};
     }
     call_reply r;
-    return simple(c, r, false);
+    const outcome o = simple(c, r, false);
+    if (o == outcome::ok && rd.action == response_action::stop) seen_.stopped = true;
+    if (o == outcome::ok && rd.action != response_action::stop) seen_.pause(clock_now(now) + rd.pause);
+    return o;
   }
-  outcome resume(std::optional<nanoseconds> now = std::nullopt) { return control({"resume"}, now); }
-  outcome clear_pause(std::optional<nanoseconds> now = std::nullopt) { return control({"clear_pause"}, now); }
+  // Lifts a stop (and this object's fallback's, whether Redis answers or not).
+  outcome resume(std::optional<nanoseconds> now = std::nullopt) {
+    if (local_) local_->resume();
+    const outcome o = control({"resume"}, now);
+    if (o == outcome::ok) seen_.stopped = false;
+    return o;
+  }
+  outcome clear_pause(std::optional<nanoseconds> now = std::nullopt) {
+    if (local_) local_->clear_pause();
+    const outcome o = control({"clear_pause"}, now);
+    if (o == outcome::ok) seen_.paused_until.reset();
+    return o;
+  }
   // After lost state: what the budget has committed and spent (from the
   // caller's own records, or a snapshot), which lifts the budget's hold.
   outcome restore_budget(amount committed, amount spent, std::optional<nanoseconds> now = std::nullopt) {
@@ -276,6 +292,7 @@ class basic_account {
  private:
   friend lease_type;
   friend struct detail_chunk::calls;
+  friend struct detail_fallback::local_calls;
   void forget_returns() { detail_chunk::calls::forget(*this); }
   using local_account = tollgate::account<steady_clock, Currency>;
   void enqueue(const queued& q) { queue_.push_back(q); owed_ += detail_chunk::calls::owes(q); }
@@ -297,28 +314,8 @@ class basic_account {
   void note_now(std::optional<nanoseconds> now) {
     if (now && *now > last_now_) last_now_ = *now;
   }
-  // A local decision for a request assessed in `a` (no budget: there is none).
   bool admit_local(const request& req, admission& a, nanoseconds now) {
-    if (!local_) {
-      errc ec = errc::ok;
-      local_.emplace(*local_cfg_, now, ec);
-      if (ec != errc::ok) {
-        local_cfg_.reset();  // no fallback after all: fail closed
-        local_.reset();
-        return false;
-      }
-    }
-    auto x = local_->try_admit(req, now);
-    a.how = outcome::local;
-    a.d = x.decision;
-    a.refused = x.refused;
-    a.server_now_us = 0;
-    if (x) {
-      a.lease.acc_ = this;
-      a.lease.tokens_ = x.tokens;
-      a.lease.local_ = std::move(x.lease);
-    }
-    return true;
+    return detail_fallback::local_calls::admit(*this, req, a, now);
   }
 
   static std::int64_t to_us(nanoseconds now) noexcept { return detail_protocol::to_us(now); }
@@ -426,6 +423,7 @@ class basic_account {
       o = detail_chunk::calls::take(*this, c, r);
       if (o == outcome::ok && chunk_.live) {
         fault_until_.reset();
+        seen_.stopped = false;
         detail_chunk::calls::spend(*this, req, a, now_us, chunk_.sent);
         return a;
       }
@@ -446,6 +444,7 @@ class basic_account {
       return f;
     }
     fault_until_.reset();  // Redis answered: its decisions rule again
+    seen_.note(r, clock_now(now));
     a.server_now_us = r.now_us;
     a.refused.bits = r.refused_bits;
     const nanoseconds wait = us(r.wait_us);
@@ -483,6 +482,7 @@ class basic_account {
   std::string sha_;
   std::optional<config_type> local_cfg_;  // the fallback's configuration, if any
   std::optional<local_account> local_;    // made at the first failed call
+  detail_fallback::seen_control seen_;    // pause and stop, for the fallback
   std::optional<nanoseconds> fault_until_;
   nanoseconds last_now_{0};
   chunk_sizes sizes_;

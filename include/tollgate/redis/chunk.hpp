@@ -16,7 +16,9 @@
 //   supplied `now`, from the grant's time to the first sub-window's end);
 //   else on the steady clock from the moment the call was sent (the server
 //   decided after that) for the time the grant said was left, less 1/1024
-//   of it (clock rates that differ by up to about 1000 ppm). So each
+//   of it (clock rates that differ by up to about 1000 ppm); the request a
+//   grant comes with is spent at the call, as an admission without chunks
+//   (its reply may arrive after the sub-window ended). So each
 //   window's count at every time is at least what was admitted in it, and
 //   the fleet keeps every bound the non-chunked account states (strict
 //   windows: fixed_window, sliding_log, token_bucket, learn's strict start).

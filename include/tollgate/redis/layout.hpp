@@ -44,7 +44,9 @@
 //            from origin whose admissions may refund (the last change of
 //            rate, plus 1); the calendar day: co = its offset code (0: none
 //            yet), cd = the day the counts are of, cu = what it used. A
-//            field an epoch lacks reads as 0.
+//            field an epoch lacks reads as 0 (so one removed by hand is
+//            not told from one never written); a field that is not digits,
+//            or a flag (stop, started, bhold) past 1, is corrupt.
 //     leases zset; member lease id, score its deadline in server µs, kept
 //            only when a lease has something to give back or to guard against
 //            applying twice (a concurrency limit, a budget, refunds). A lease

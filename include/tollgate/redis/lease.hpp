@@ -20,6 +20,7 @@
 #include <tollgate/money.hpp>
 #include <tollgate/detail/arith.hpp>
 #include <tollgate/redis/chunk_calls.hpp>
+#include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/protocol.hpp>
 
 #include <cstdint>
@@ -129,6 +130,7 @@ class lease {
  private:
   friend account_type;
   friend struct detail_chunk::calls;
+  friend struct detail_fallback::local_calls;
   queued base(queued::kind k) const noexcept {
     queued q;
     q.what = k;

@@ -43,10 +43,14 @@ local function fdiv(a, b) -- floor(a / b), exact for a, b below 2^53
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
   return q
 end
-local function ival(v) -- a stored integer, or nil when it is not one
+local function sval(v) -- a stored integer (a score, in the server's notation), or nil
   local n = tonumber(v)
   if n == nil or n ~= math.floor(n) or n < 0 or n >= 9007199254740992 then return nil end
   return n
+end
+local function ival(v) -- a hash field as the script writes it (digits only), or nil
+  if type(v) ~= 'string' or not string.find(v, '^%d+$') then return nil end
+  return sval(v)
 end
 
 -- The clock.
@@ -119,6 +123,7 @@ for i = 1, #F do
   E[F[i]] = v
 end
 if have_epoch and E.lv ~= 3 then return CORRUPT end -- another layout's epoch
+if E.stop > 1 or E.started > 1 or E.bhold > 1 then return CORRUPT end -- flags the script writes 0 or 1
 for k = 1, 3 do
   local w = W[k]
   w.head, w.cur, w.old = E[w.p .. 'h'], E[w.p .. 'c'], E[w.p .. 's']
@@ -251,7 +256,7 @@ if not fresh_state and (lease_us > 0 or E.lcount > 0) then
     if in_use > 0 then
       local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
       local lo = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-      if ival(top[2]) == nil or ival(lo[2]) == nil then return CORRUPT end
+      if sval(top[2]) == nil or sval(lo[2]) == nil then return CORRUPT end
       E.llo = tonumber(lo[2])
       if tonumber(top[2]) > E.lease_end then E.lease_end = tonumber(top[2]) end
     end

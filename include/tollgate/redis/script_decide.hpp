@@ -145,7 +145,7 @@ local function save(new_lease, id, count)
     if E.llo ~= 0 then eset('llo', 0) end
   elseif lo_gone then
     local lo = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    eset('llo', ival(lo[2]) or now)
+    eset('llo', sval(lo[2]) or now)
   end
   local args = {}
   for f, _ in pairs(edirty) do args[#args + 1] = f; args[#args + 1] = S(E[f]) end
