@@ -48,9 +48,11 @@ local function sval(v) -- a stored integer (a score, in the server's notation), 
   if n == nil or n ~= math.floor(n) or n < 0 or n >= 9007199254740992 then return nil end
   return n
 end
-local function ival(v) -- a hash field as the script writes it (digits only), or nil
-  if type(v) ~= 'string' or not string.find(v, '^%d+$') then return nil end
-  return sval(v)
+-- Hash fields are written as digits only (S): the fields read by one
+-- HMGET are checked at once, joined by a digit, with one find (a find per
+-- field cost a tenth of a call).
+local function digits(texts)
+  return #texts == 0 or not string.find(table.concat(texts, '0'), '%D')
 end
 
 -- The clock.
@@ -111,17 +113,20 @@ if type(raw) ~= 'table' or raw.err then return CORRUPT end
 local E = {}
 local have_epoch = false
 for i = 1, #F do if raw[i] ~= false then have_epoch = true end end
+local texts = {}
 for i = 1, #F do
   local v = raw[i]
   if v == false then
     if have_epoch and i <= REQUIRED then return CORRUPT end
     v = 0
   else
-    v = ival(v)
+    texts[#texts + 1] = v
+    v = sval(v)
     if v == nil then return CORRUPT end
   end
   E[F[i]] = v
 end
+if not digits(texts) then return CORRUPT end
 if have_epoch and E.lv ~= 3 then return CORRUPT end -- another layout's epoch
 if E.stop > 1 or E.started > 1 or E.bhold > 1 then return CORRUPT end -- flags the script writes 0 or 1
 for k = 1, 3 do
@@ -134,13 +139,15 @@ local function load(w) -- the ring of the sub-windows head - K .. head - 1
   for j = 0, K do names[j + 1] = w.p .. j end
   local r = redis.pcall('HMGET', KEYS[1], unpack(names))
   if type(r) ~= 'table' or r.err then return false end
-  w.ring = {}
+  local ring, texts = {}, {}
   for j = 0, K do
     local v = r[j + 1]
-    if v == false then v = 0 else v = ival(v) end
+    if v == false then v = 0 else texts[#texts + 1] = v; v = sval(v) end
     if v == nil then return false end
-    w.ring[j] = v
+    ring[j] = v
   end
+  if not digits(texts) then return false end
+  w.ring = ring
   return true
 end
 
