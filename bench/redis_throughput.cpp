@@ -118,18 +118,26 @@ account_config chunked_under_test() {
   return c;
 }
 // chunk 1: that account without chunked mode (one call a request).
+// Spaced (sliced): the spaced account with chunks of `chunk` ms of its
+// buckets' time (RPM's minute in 60,000 / chunk parts), each a slice one
+// process spaces its requests in, 600 ns apart, with no call.
+bool sliced(unsigned chunk) { return g_spaced && chunk > 1; }
 tr::options chunk_options(unsigned chunk) {
   tr::options o;
-  o.chunk_parts = chunk <= 1 ? 0 : 1000000000u / chunk;
+  o.chunk_parts = chunk <= 1 ? 0 : sliced(chunk) ? 60000u / chunk : 1000000000u / chunk;
   return o;
 }
+account_config config_of(unsigned chunk) {
+  return chunk == 0 || sliced(chunk) ? account_under_test() : chunked_under_test();
+}
+const char* name_of(unsigned chunk) { return chunk == 0 ? "bench" : sliced(chunk) ? "bench_slice" : "bench_chunk"; }
 
 result run_account(int port, const char* name, double seconds, unsigned chunk) {
   result r;
   client conn(port);
   if (!conn.connected()) return r;
   counting_exec ex{&conn, &r.calls};
-  tr::account<counting_exec> a(name, chunk ? chunked_under_test() : account_under_test(), ex, chunk_options(chunk));
+  tr::account<counting_exec> a(name, config_of(chunk), ex, chunk_options(chunk));
   static const model_info k26 = *find_model("kimi-k2.6");
   request q;
   q.model = &k26;
@@ -192,7 +200,7 @@ result fleet(int procs, bool reference, int port, const std::string& sha, double
     if (pid == 0) {
       ::close(p[0]);
       const result r = reference ? run_gcra(port, sha, seconds)
-                                 : run_account(port, chunk ? "bench_chunk" : "bench", seconds, chunk);
+                                 : run_account(port, name_of(chunk), seconds, chunk);
       const std::uint64_t head[5] = {r.admitted, r.refused, r.calls, r.errors, r.lat_ns.size()};
       auto put = [&](const void* b, std::size_t n) {
         const char* c = static_cast<const char*>(b);
@@ -323,7 +331,8 @@ int main(int argc, char** argv) {
     std::uint64_t n = 0;
     tr::account<counting_exec> a("bench", account_under_test(), counting_exec{&admin, &n});
     tr::account<counting_exec> b("bench_chunk", chunked_under_test(), counting_exec{&admin, &n}, chunk_options(10));
-    if (a.create(true) != tr::outcome::ok || b.create(true) != tr::outcome::ok) {
+    tr::account<counting_exec> c("bench_slice", account_under_test(), counting_exec{&admin, &n}, chunk_options(10));
+    if (a.create(true) != tr::outcome::ok || b.create(true) != tr::outcome::ok || c.create(true) != tr::outcome::ok) {
       std::fprintf(stderr, "create failed\n");
       return 1;
     }
@@ -345,8 +354,9 @@ int main(int argc, char** argv) {
   // The account; its strict form without chunks, chunked by 10 and by 100 requests.
   constexpr int rows = 4;
   const unsigned chunks[rows] = {0, 1, 10, 100};
-  const char* names[rows] = {"tollgate account", "strict windows, no chunks", "chunked, 10 a chunk",
-                             "chunked, 100 a chunk"};
+  const char* names[rows] = {"tollgate account", "strict windows, no chunks",
+                             g_spaced ? "spaced, 10 ms slices" : "chunked, 10 a chunk",
+                             g_spaced ? "spaced, 100 ms slices" : "chunked, 100 a chunk"};
   for (int procs : {1, 2, 4}) {
     // Rounds alternate the scripts, so a neighbour's load on a shared
     // machine falls on each; the rates are the rounds' medians, the latencies

@@ -181,10 +181,13 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   CHECK(eval[1] == std::string(tr::script));
   const auto f = tr::build_fcall(l, a, &q, 1);
   CHECK(f[0] == "FCALL");
-  CHECK(f[1] == "tollgate_v3");
+  CHECK(f[1] == std::string(tr::function_name));
+  CHECK(f[1].size() == 20);
+  CHECK(f[1].rfind("tollgate_v3_", 0) == 0);
+  CHECK(f[1].find_first_not_of("0123456789abcdef", 12) == std::string::npos);
   CHECK(std::vector<std::string>(f.begin() + 2, f.end()) == std::vector<std::string>(argv.begin() + 2, argv.end()));
   const std::string lib = tr::function_library();
-  CHECK(lib.rfind("#!lua name=tollgate_v3\n", 0) == 0);
+  CHECK(lib.rfind("#!lua name=" + f[1] + "\n", 0) == 0);
   CHECK(lib.find(std::string(tr::script)) != std::string::npos);
 }
 
@@ -241,7 +244,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
       r.str = std::string(g.between(0, 12), static_cast<char>(g.between(0, 255)));
     } else {
       r.type = reply::kind::array;
-      const std::size_t n = g.chance(70) ? (g.chance(70) ? 8 : 13) : g.between(0, 14);
+      const std::size_t n = g.chance(70) ? (g.chance(70) ? 8 : 14) : g.between(0, 15);
       for (std::size_t k = 0; k < n; ++k) {
         reply e;
         e.type = g.chance(90) ? reply::kind::integer : static_cast<reply::kind>(g.between(0, 5));
@@ -250,9 +253,9 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
         if (e.type == reply::kind::array && g.chance(50)) e.elements.push_back(reply::of_integer(1));
         r.elements.push_back(e);
       }
-      // A grant without slots or money ends in four zeros: reached often enough.
-      if (n == 13 && g.chance(50)) {
-        for (std::size_t k = 9; k < 13; ++k) r.elements[k] = reply::of_integer(0);
+      // A grant without slots, money or a slice ends in five zeros: reached often enough.
+      if (n == 14 && g.chance(50)) {
+        for (std::size_t k = 9; k < 14; ++k) r.elements[k] = reply::of_integer(0);
         r.elements[0] = reply::of_integer(0);
       }
     }
@@ -272,17 +275,19 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
     (void)tr::decode_peek(r, p);
     std::int64_t w[3];
     (void)tr::decode_waits(r, w);
-    // A chunk's grant needs its shape: 13 integers, a request at least, an
-    // end after its time, an epoch, slots ending after the chunk; a
-    // refusal's reply is never a grant.
+    // A chunk's grant needs its shape: 14 integers, a request at least, an
+    // end after its time, an epoch, slots ending after the chunk, an end
+    // within its slice; a refusal's reply is never a grant.
     tr::chunk_reply cr;
     tr::call_reply cc;
     bool granted = true;
     if (tr::decode_chunk(r, cr, cc, granted) == tr::call_status::ok) {
       if (granted) {
         ++grants;
-        REQUIRE(r.elements.size() == 13);
+        REQUIRE(r.elements.size() == 14);
         REQUIRE(cr.requests >= 1);
+        REQUIRE(cr.slice_us >= 0);
+        if (cr.slice_us > 0) REQUIRE(cr.end_us <= cr.now_us + cr.slice_us);
         REQUIRE(cr.end_us > cr.now_us);
         REQUIRE(cr.epoch >= 1);
         if (cr.slot_count > 0) {
@@ -313,7 +318,7 @@ TEST_CASE("redis chunk reply decoder: a grant, a refusal, garbage", "[redis]") {
   tr::chunk_reply g;
   tr::call_reply c;
   bool granted = false;
-  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 0}), g, c, granted) == tr::call_status::ok);
+  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 0, 0}), g, c, granted) == tr::call_status::ok);
   CHECK(granted);
   CHECK(g.requests == 10);
   CHECK(g.tokens == 500);
@@ -324,35 +329,43 @@ TEST_CASE("redis chunk reply decoder: a grant, a refusal, garbage", "[redis]") {
   CHECK(g.epoch == 77);
   CHECK(g.slot_count == 0);
   // Slots: ids from 1 on, ending after the chunk; none: all three 0.
-  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 3, 41, 9000, 0}), g, c, granted) ==
+  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 3, 41, 9000, 0, 0}), g, c, granted) ==
           tr::call_status::ok);
   CHECK(g.slot_count == 3);
   CHECK(g.first_id == 41);
   CHECK(g.slot_end_us == 9000);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 3, 0, 9000, 0}), g, c, granted) ==
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 3, 0, 9000, 0, 0}), g, c, granted) ==
         tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 3, 41, 2000, 0}), g, c, granted) ==
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 3, 41, 2000, 0, 0}), g, c, granted) ==
         tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 41, 0, 0}), g, c, granted) ==
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 41, 0, 0, 0}), g, c, granted) ==
         tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, -1, 0, 0, 0}), g, c, granted) ==
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, -1, 0, 0, 0, 0}), g, c, granted) ==
         tr::call_status::garbage);
   // Money: from 0 to 2^52 nanos.
-  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 12345}), g, c, granted) ==
+  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 12345, 0}), g, c, granted) ==
           tr::call_status::ok);
   CHECK(g.money_nanos == 12345);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, -1}), g, c, granted) ==
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, -1, 0}), g, c, granted) ==
         tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, (std::int64_t(1) << 52) + 1}), g, c,
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, (std::int64_t(1) << 52) + 1, 0}), g, c,
                          granted) == tr::call_status::garbage);
   // The 9- and 12-integer grants of earlier versions are no grants.
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0}), g, c, granted) ==
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 0}), g, c, granted) ==
         tr::call_status::garbage);
   CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 77}), g, c, granted) == tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 0, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 1500, 3, 4, -1, 1500, 77, 0, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 0, 0, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
-  CHECK(tr::decode_chunk(ints({1, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
+  // A spaced buckets' slice: [now, now + slice), which the chunk's end is within.
+  REQUIRE(tr::decode_chunk(ints({0, 10, 500, 2000, -1, -1, -1, 1500, 77, 0, 0, 0, 0, 500}), g, c, granted) ==
+          tr::call_status::ok);
+  CHECK(g.slice_us == 500);
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, -1, -1, -1, 1500, 77, 0, 0, 0, 0, 499}), g, c, granted) ==
+        tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, -1, -1, -1, 1500, 77, 0, 0, 0, 0, -1}), g, c, granted) ==
+        tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 0, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 1500, 3, 4, -1, 1500, 77, 0, 0, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({0, 10, 500, 2000, 3, 4, -1, 1500, 0, 0, 0, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
+  CHECK(tr::decode_chunk(ints({1, 10, 500, 2000, 3, 4, -1, 1500, 77, 0, 0, 0, 0}), g, c, granted) == tr::call_status::garbage);
   REQUIRE(tr::decode_chunk(ints({1, 2, 5000, 0, -1, -1, 100, 77}), g, c, granted) == tr::call_status::ok);
   CHECK_FALSE(granted);
   CHECK(c.code == tr::script_code::wait);

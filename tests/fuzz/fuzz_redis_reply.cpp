@@ -53,7 +53,7 @@ tr::reply make(bytes& b, int depth) {
   }
   if (r.type == tr::reply::kind::array && depth < 2) {
     const std::uint8_t c = b.u8();
-    const std::size_t n = c % 4 == 0 ? c % 15 : c % 4 == 1 ? 8 : c % 4 == 2 ? 13 : 12;
+    const std::size_t n = c % 4 == 0 ? c % 16 : c % 4 == 1 ? 8 : c % 4 == 2 ? 14 : 12;
     for (std::size_t j = 0; j < n; ++j) r.elements.push_back(make(b, depth + 1));
   }
   return r;
@@ -84,7 +84,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   bool granted = false;
   const tr::call_status s = tr::decode_chunk(r, g, refusal, granted);
   if (granted) {
-    if (s != tr::call_status::ok || !all_integers(r, 13)) __builtin_trap();
+    if (s != tr::call_status::ok || !all_integers(r, 14)) __builtin_trap();
+    if (g.slice_us < 0 || (g.slice_us > 0 && g.end_us > g.now_us + g.slice_us)) __builtin_trap();
     if (g.requests < 1 || g.end_us <= g.now_us || g.epoch < 1) __builtin_trap();
     if (g.slot_count == 0 ? (g.first_id != 0 || g.slot_end_us != 0) : (g.first_id < 1 || g.slot_end_us <= g.end_us))
       __builtin_trap();

@@ -93,10 +93,10 @@ TEST_CASE("redis chunk: refused where it cannot be exact, off for small limits",
     return [c, &none] { redis_account a("c", c, exec{&none, nullptr}, chunked(16)); };
   };
   account_config spaced = strict_config();
-  spaced.model = server_model::unknown;  // the default: spaced buckets
-  CHECK(refusal_of(make(spaced)) == tr::layout_errc::chunk);
+  spaced.model = server_model::unknown;  // the default: spaced buckets, a slice of time each
+  CHECK(refusal_of(make(spaced)) == tr::layout_errc::ok);
   spaced.model = server_model::gcra;
-  CHECK(refusal_of(make(spaced)) == tr::layout_errc::chunk);
+  CHECK(refusal_of(make(spaced)) == tr::layout_errc::ok);
   account_config conc = strict_config();
   conc.concurrency = limit(4);
   CHECK(refusal_of(make(conc)) == tr::layout_errc::ok);  // slots in chunks (redis/chunk.hpp)

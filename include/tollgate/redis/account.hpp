@@ -407,10 +407,7 @@ class basic_account {
     }
     if (sizes_.on) detail_chunk::calls::carry_back(*this, now_us);
     const nanoseconds sent = opt_.test_mode ? nanoseconds(0) : steady_clock::now();
-    if (sizes_.on && owed_ == 0 && chunk_.covers(a.tokens, now_us, sent, a.worst_case.nanos())) {
-      detail_chunk::calls::spend(*this, req, a, now_us, sent);
-      return a;
-    }
+    if (sizes_.on && owed_ == 0 && detail_chunk::calls::local(*this, req, a, now_us, sent)) return a;
     if (in_fallback(now) && admit_local(req, a, clock_now(now))) return a;
     call_args c;
     c.what = sizes_.on ? op::chunk : op::admit;

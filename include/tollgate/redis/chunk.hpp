@@ -3,7 +3,8 @@
 // redis/chunk.hpp: chunked mode of the Redis account (options::chunk_parts,
 // off by default). One script call (op chunk) counts a chunk of request
 // units and token units in the head sub-window of each strict window (RPM,
-// TPM, a rolling TPD), takes a chunk of concurrency slots when a
+// TPM, a rolling TPD), takes a slice of each spaced bucket's time (see
+// "Spaced buckets"), takes a chunk of concurrency slots when a
 // concurrency limit is set and a chunk of money when a budget is, and
 // leases them to the calling account object,
 // which spends them on its later requests with no call, as the in-process
@@ -88,12 +89,43 @@
 //   keeps its money committed for good (as a dead process's reservations:
 //   kept as spent). False refusals: N objects hold at most N
 //   chunks of money unspent, N / chunk_parts of the budget.
+//   Spaced buckets (window_counter, gcra and `unknown`, the default). A
+//   chunk of a bucket of burst 1 is a slice of its time, not a burst: the
+//   grant needs every bucket ready at the call's time t (a 0-token request
+//   where the token bucket is not gets no chunk: an admission as without
+//   chunks) and moves each bucket's TAT to t + D, D the shorter of the
+//   wanted units' times (requests x RPM's interval, tokens x TPM's; whole
+//   µs, at least the request's own), so no other admission comes before
+//   t + D. The holder runs each bucket as the in-process account does
+//   (burst 1, its own interval, in its ticks) over [t, t + D): a request
+//   of n tokens is taken where each TAT is at or before the time and
+//   max(TAT, time) + its units' intervals stays within D less a margin;
+//   where only the spacing holds it back, the holder answers wait (to its
+//   next interval) with no call, as the in-process bucket would. The time
+//   is the supplied now in test mode (exact, no margin); else a lower bound
+//   of the server's, the grant's time plus the steady time since the reply
+//   came, at 1023/1024, and the margin is the call's round trip (plus
+//   1/1024) plus D / 512 plus 2 µs: the server's time at each admission is
+//   later than its bound by less than that, by a part that only grows, so
+//   the true times keep each interval and end within D. Each admission's
+//   server_now_us is that lower bound. So the fleet's admissions, at their
+//   server times, pass the same GCRA the account runs without chunks, and
+//   each model the spaced policy is safe against (account/policy.hpp).
+//   What a slice leaves unspent is kept as spent (giving it back would need
+//   the TAT still at t + D and no refund since): up to D of the bucket's
+//   time per chunk not spent in full (an object that goes idle, releases
+//   early, or dies). Refunds: a chunk's requests refund only their tokens
+//   of strict windows (TPD); no admission before a slice's end refunds into
+//   a bucket (<p>g moves to it). One slice at a time: the other objects are
+//   refused until it ends (their wait says so), so D, which chunk_parts
+//   sets (limit / chunk_parts requests' time), is the longest time one
+//   object keeps the bucket; it must be well above the round trip, since
+//   the margin comes off it.
 //   Refused at construction (layout_errc::chunk): what a chunk cannot keep
-//   exact. The spaced buckets (burst 1: a chunk of several
-//   requests is a burst; window_counter, gcra and `unknown`, the default) and
-//   a calendar-day TPD (not done: its day is not a sub-window), and an
-//   account with no RPM, TPM or TPD (a chunk lives one sub-window). A script
-//   call with op chunk on such a configuration is refused as a bad call.
+//   exact. A calendar-day TPD (not done: its day is not a sub-window), and
+//   an account with no RPM, TPM or TPD (a chunk lives one sub-window or
+//   slice). A script call with op chunk on such a configuration is refused
+//   as a bad call.
 //   Sizes. A chunk is limit / chunk_parts units of each window (requests;
 //   tokens: the smaller of TPM's and TPD's, and at least the request's own
 //   tokens). Below 2 units for an enforced window there are no chunks: the
@@ -142,6 +174,8 @@
 #include <tollgate/config.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
+#include <tollgate/redis/chunk_slice.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/outcome.hpp>
 #include <tollgate/redis/protocol.hpp>
@@ -173,7 +207,7 @@ inline constexpr std::uint64_t max_chunk_slots = 256;
 
 // Whether chunked mode keeps the layout's configuration exact (see above).
 constexpr bool chunk_keepable(const layout& l) noexcept {
-  if (l.b[0].per_us != 0 || l.b[1].per_us != 0 || l.day_code != 0) return false;
+  if (l.day_code != 0) return false;
   return l.w[0].limit != 0 || l.w[1].limit != 0 || l.w[2].limit != 0;
 }
 
@@ -208,7 +242,9 @@ struct held_chunk {
   std::uint64_t granted = 0;               // the tokens granted: refunds fill it up to this
   std::int64_t start_us = 0, end_us = 0;   // server µs: the grant's time, the first sub-window's end
   nanoseconds sent{0};                     // steady: when the granting call was sent
+  nanoseconds received{0};                 // steady: when its reply came
   nanoseconds until{0};                    // steady: spendable before this (not in test mode)
+  chunk_slice spaced[2];                   // the spaced buckets of rpm and tpm (on: the layout runs one)
   bool slots_on = false;                   // a concurrency limit: each request takes one of free_ids
   std::vector<std::uint64_t> free_ids;     // the chunk's slots (lease ids) no request holds
   std::uint64_t serial = 0;                // counts the chunks this object took: a slot comes back
@@ -219,7 +255,7 @@ struct held_chunk {
   std::int64_t spent = 0, over = 0;        // nanos its ended requests cost; of them, beyond their worst case and the chunk's money
 
   void take(const chunk_reply& g, nanoseconds sent_at, bool tokens_enforced, bool slots_enforced,
-            bool money_enforced = false) {
+            bool money_enforced = false, const layout* buckets = nullptr, nanoseconds received_at = nanoseconds(0)) {
     live = true;
     ++serial;
     money_on = money_enforced;
@@ -240,24 +276,82 @@ struct held_chunk {
     sent = sent_at;
     const std::int64_t left = end_us - start_us;  // > 0 (decode_chunk)
     until = sent_at + nanoseconds((left - left / 1024) * 1000);
+    received = received_at < sent_at ? sent_at : received_at;
+    // The server's time at a local admission is known to within the call's
+    // round trip, and the clocks' rates to 1/1024: a slice ends that much
+    // early (test mode: the supplied now is exact).
+    std::uint64_t margin = 0;
+    if (received_at != nanoseconds(0)) {
+      const std::uint64_t trip = static_cast<std::uint64_t>((received - sent).count());
+      margin = (trip + trip / 1024) / 1000 + 1 + static_cast<std::uint64_t>(left) / 512 + 2;
+    }
+    for (int k = 0; k < 2; ++k) {
+      if (buckets && g.slice_us > 0) spaced[k].start(buckets->b[k], static_cast<std::uint64_t>(g.slice_us), margin);
+      else spaced[k] = chunk_slice{};
+    }
+  }
+  bool has_slices() const noexcept { return spaced[0].on || spaced[1].on; }
+  // A lower bound on the server's time, µs after the grant: the supplied
+  // now, else the steady time since the reply came, at 1023/1024.
+  std::uint64_t since_grant(std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {
+    if (now_us) return *now_us > start_us ? static_cast<std::uint64_t>(*now_us - start_us) : 0;
+    const std::int64_t d = (at - received).count();
+    return d > 0 ? static_cast<std::uint64_t>(d - d / 1024) / 1000 : 0;
+  }
+  // Whether both slices take a request of n tokens at `at_us` after the grant.
+  bool slices_fit(std::uint64_t n, std::uint64_t at_us) const noexcept {
+    std::uint64_t x = 0;
+    return spaced[0].fits(1, at_us, x) && spaced[1].fits(n, at_us, x);
   }
   // Whether a request of n tokens can be spent from it now: test mode at
   // the supplied µs, else at the steady clock's `at`.
   bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at, std::int64_t worst = 0) const noexcept {
-    if (!live || requests == 0 || (tokens_on && tokens < n) || (slots_on && free_ids.empty())) return false;
-    if (money_on && (money < worst || over > 0)) return false;  // over: a cost it could not pay is owed
+    if (!covers_but_time(n, worst)) return false;  // money: over > 0 is a cost it could not pay, owed
+    if (has_slices() && !slices_fit(n, since_grant(now_us, at))) return false;
     if (now_us) return *now_us >= start_us && *now_us < end_us;
     return at >= sent && at < until;
   }
   // The server time a local admission stands for: the supplied one, else
   // the grant's time plus the steady time since the call was sent (at or
   // after the true one, and before end_us).
+  // Where the chunk would take the request but for its slices' spacing: the
+  // wait in µs until it does (0: it does not, a call decides), as the
+  // in-process bucket's; the bits of the buckets that wait (2 rpm, 4 tpm).
+  std::uint64_t slice_wait(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at, std::int64_t worst,
+                           std::uint64_t& bits) const noexcept {
+    if (!has_slices() || !covers_but_time(n, worst)) return 0;
+    const std::uint64_t from = since_grant(now_us, at);
+    std::uint64_t ready = 0;  // ticks would overflow nothing: slices stay below 2^62
+    bits = 0;
+    for (int k = 0; k < 2; ++k) {
+      const chunk_slice& b = spaced[k];
+      if (!b.on || (k == 1 && n == 0)) continue;
+      const std::uint64_t r = (b.tat + b.per_us - 1) / b.per_us;  // whole µs, rounded up
+      if (r > from) bits |= k == 0 ? 2u : 4u;
+      if (r > ready) ready = r;
+    }
+    if (ready <= from || !slices_fit(n, ready)) return 0;
+    const std::uint64_t wait = ready - from;
+    if (now_us) return *now_us + static_cast<std::int64_t>(wait) < end_us ? wait : 0;
+    return at + nanoseconds((wait + wait / 1023 + 1) * 1000) < until ? wait : 0;
+  }
+  // Everything covers checks but the time and the slices.
+  bool covers_but_time(std::uint64_t n, std::int64_t worst) const noexcept {
+    if (!live || requests == 0 || (tokens_on && tokens < n) || (slots_on && free_ids.empty())) return false;
+    return !(money_on && (money < worst || over > 0));
+  }
+  // With spaced buckets, the lower bound the slices were decided at (so
+  // the admissions' stamps keep their spacing).
   std::int64_t server_time(std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {
     if (now_us) return *now_us;
+    if (has_slices()) return start_us + static_cast<std::int64_t>(since_grant(now_us, at));
     return start_us + (at - sent).count() / 1000;
   }
-  // Spends one request of n tokens; its slot's lease id (0: no slots).
-  std::uint64_t spend(std::uint64_t n, std::int64_t worst = 0) noexcept {
+  // Spends one request of n tokens at `at_us` after the grant (it fits:
+  // covers); its slot's lease id (0: no slots).
+  std::uint64_t spend(std::uint64_t n, std::int64_t worst = 0, std::uint64_t at_us = 0) noexcept {
+    spaced[0].charge(1, at_us);
+    spaced[1].charge(n, at_us);
     requests -= 1;
     if (tokens_on) tokens -= n;
     if (money_on) money -= worst;
@@ -334,6 +428,17 @@ inline void chunk_hold(layout& l) noexcept {
   std::uint64_t width = 0;
   for (const window_params& w : l.w)
     if (w.limit != 0 && w.width_us > width) width = w.width_us;
+  // A spaced bucket's slice: at most its limit's units (a request's tokens
+  // are below the token limit: account/policy.hpp), its period.
+  for (int k = 0; k < 2; ++k) {
+    const bucket_params& b = l.b[k];
+    if (b.per_us == 0) continue;
+    const detail::u128 iv = detail::u128(b.whole_us) * b.per_us + b.ticks;
+    const detail::u128 span = (detail::u128(l.w[k].limit) * iv + b.per_us - 1) / b.per_us;
+    const std::uint64_t cap = std::uint64_t(1) << 50;
+    const std::uint64_t us = span > cap ? cap : static_cast<std::uint64_t>(span);
+    if (us > width) width = us;
+  }
   if (l.lease_us + width > l.hold_us) l.hold_us = l.lease_us + width;
 }
 

@@ -160,6 +160,7 @@ struct calls {
     bool granted = false;
     call_status st = decode_chunk(a.send(argv), g, r, granted);
     if (st == call_status::noscript) st = decode_chunk(a.resend(argv), g, r, granted);
+    const nanoseconds received = a.opt_.test_mode ? nanoseconds(0) : steady_clock::now();
     if (st != call_status::ok) {
       forget(a);
       return st == call_status::garbage ? outcome::garbage : outcome::server_error;
@@ -169,13 +170,31 @@ struct calls {
                           r.code != script_code::other_configuration));
     if (!granted) return Acc::how_of(r.code);
     a.chunk_.take(g, sent, a.layout_.w[1].limit != 0 || a.layout_.w[2].limit != 0, a.layout_.concurrency != 0,
-                  a.layout_.budget);
+                  a.layout_.budget, &a.layout_, received);
     return outcome::ok;
+  }
+  // Decided by the held chunk with no call: spent from it, or (a spaced
+  // bucket's slice not yet ready) told to wait, as the in-process account
+  // would; false: a call decides.
+  template <class Acc, class Request, class Admission>
+  static bool local(Acc& a, const Request& req, Admission& x, std::optional<std::int64_t> now_us, nanoseconds at) {
+    if (a.chunk_.covers(x.tokens, now_us, at, x.worst_case.nanos())) {
+      spend(a, req, x, now_us, at);
+      return true;
+    }
+    std::uint64_t bits = 0;
+    const std::uint64_t w = a.chunk_.slice_wait(x.tokens, now_us, at, x.worst_case.nanos(), bits);
+    if (w == 0) return false;
+    x.how = outcome::ok;
+    x.d = decision::wait(nanoseconds(static_cast<std::int64_t>(w) * 1000));
+    x.refused.bits = static_cast<std::uint16_t>(bits);
+    x.server_now_us = a.chunk_.server_time(now_us, at);
+    return true;
   }
   // An admission spent from the chunk (which covers it) at `at`.
   template <class Acc, class Request, class Admission>
   static void spend(Acc& a, const Request& req, Admission& x, std::optional<std::int64_t> now_us, nanoseconds at) {
-    const std::uint64_t id = a.chunk_.spend(x.tokens, x.worst_case.nanos());
+    const std::uint64_t id = a.chunk_.spend(x.tokens, x.worst_case.nanos(), a.chunk_.since_grant(now_us, at));
     x.how = outcome::ok;
     x.d = decision::admit();
     x.server_now_us = a.chunk_.server_time(now_us, at);

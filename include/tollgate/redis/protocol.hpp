@@ -277,11 +277,12 @@ struct chunk_reply {
   std::uint64_t slot_count = 0, first_id = 0;
   std::int64_t slot_end_us = 0;
   std::int64_t money_nanos = 0;
+  std::int64_t slice_us = 0;  // the spaced buckets' slice, [now_us, now_us + slice_us) (0: none)
 };
 inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& refusal, bool& granted) {
   granted = false;
-  if (r.type == reply::kind::array && r.elements.size() == 13) {
-    decoded d = decode_integers(r, 13);
+  if (r.type == reply::kind::array && r.elements.size() == 14) {
+    decoded d = decode_integers(r, 14);
     if (d.status != call_status::ok) return d.status;
     const auto& v = d.values;
     // A grant holds at least one request, ends after the time it was made at
@@ -290,8 +291,10 @@ inline call_status decode_chunk(const reply& r, chunk_reply& out, call_reply& re
     if (v[0] != 0 || v[1] < 1 || v[2] < 0 || v[3] <= v[7] || v[4] < -1 || v[5] < -1 || v[6] < -1 || v[7] < 0 ||
         v[8] < 1 || v[9] < 0 || (v[9] == 0 && (v[10] != 0 || v[11] != 0)) ||
         (v[9] > 0 && (v[10] < 1 || v[11] <= v[3] || v[9] > (std::int64_t(1) << 30))) || v[12] < 0 ||
-        v[12] > (std::int64_t(1) << 52))
+        v[12] > (std::int64_t(1) << 52) || v[13] < 0 || v[13] > (std::int64_t(1) << 52) ||
+        (v[13] > 0 && v[3] > v[7] + v[13]))
       return call_status::garbage;
+    out.slice_us = v[13];
     out.money_nanos = v[12];
     out.slot_count = static_cast<std::uint64_t>(v[9]);
     out.first_id = static_cast<std::uint64_t>(v[10]);

@@ -80,6 +80,7 @@
 #include <tollgate/redis/script_spaced.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -143,11 +144,33 @@ inline constexpr std::string_view script = detail_script::script_joined.view();
 // The same body as a Redis Functions library (Redis 7): loaded once with
 // FUNCTION LOAD REPLACE, kept with the dataset (it survives a restart that
 // keeps the data, and is lost with it), called with FCALL. The name carries
-// the layout version, so two versions can be loaded side by side while a
-// fleet upgrades.
-inline constexpr std::string_view function_name = "tollgate_v3";
+// the layout version and a hash of the text (tollgate_v3_ and 8 hex digits
+// of its FNV-1a), so processes of two texts each load and call their own
+// while a fleet upgrades: no process runs a text it was not built with.
+namespace detail_script {
+struct name_text {
+  char data[21];
+  constexpr std::string_view view() const noexcept { return std::string_view(data, 20); }
+};
+constexpr name_text make_function_name(std::string_view body) noexcept {
+  std::uint32_t h = 2166136261u;
+  for (char ch : body) {
+    h ^= static_cast<unsigned char>(ch);
+    h *= 16777619u;
+  }
+  name_text n{};
+  constexpr std::string_view head = "tollgate_v3_";
+  for (std::size_t i = 0; i < head.size(); ++i) n.data[i] = head[i];
+  constexpr char hex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < 8; ++i) n.data[12 + i] = hex[(h >> (28 - 4 * i)) & 15u];
+  return n;
+}
+inline constexpr name_text function_name_text = make_function_name(script);
+}  // namespace detail_script
+inline constexpr std::string_view function_name = detail_script::function_name_text.view();
 inline std::string function_library() {
-  std::string lib = "#!lua name=tollgate_v3\nredis.register_function('tollgate_v3', function(KEYS, ARGV)\n";
+  std::string lib = "#!lua name=" + std::string(function_name) + "\nredis.register_function('" +
+                    std::string(function_name) + "', function(KEYS, ARGV)\n";
   lib += script;
   lib += "\nend)\n";
   return lib;

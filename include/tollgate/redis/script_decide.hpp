@@ -235,9 +235,9 @@ if op == 'control' then
   return {0, 0, 0, 0, -1, -1, now, E.eid}
 end
 if op ~= 'admit' and op ~= 'chunk' then error('tollgate: bad op') end
--- A chunk (redis/chunk.hpp) is counted only in strict windows; its
--- concurrency slots need a deadline; a bucket or a calendar day refuse it.
-if op == 'chunk' and ((conc > 0 and lease_us == 0) or bkt(1) or bkt(2) or cal()) then return BAD end
+-- A chunk (redis/chunk.hpp) is counted in strict windows and spaced
+-- buckets; its concurrency slots need a deadline; a calendar day refuses it.
+if op == 'chunk' and ((conc > 0 and lease_us == 0) or cal()) then return BAD end
 
 -- The admission.
 local n, worst = num(17), num(18)
@@ -311,9 +311,12 @@ if budget >= 0 and worst > budget - E.committed then return refuse(0) end
 -- A request of 0 tokens takes nothing from a token window, but a chunk's
 -- tokens go into its head: where the head is ahead of t (stale) it gets no
 -- chunk and is admitted as by admit (a lease), as without chunks.
+-- So is one where the token bucket, which a 0-token request does not
+-- check, is not ready: a chunk's time starts at t.
 local plain = false
 if n == 0 then
   for k = 2, 3 do if win(k) and slot_at(W[k], t) < W[k].head then plain = true end end
+  if bkt(2) and b_ready(W[2]) > t then plain = true end
 end
 if op == 'chunk' and not plain then
   -- Up to the wanted units of each window (at least one request and n
@@ -339,6 +342,38 @@ if op == 'chunk' and not plain then
     end
   end
   for k = 1, 3 do if win(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
+  -- The spaced buckets (each ready at t: checked above) give the chunk a
+  -- slice of time, [t, t + D): D the shorter of the wanted units' times
+  -- (whole µs, rounded down), at least the request's own (rounded up).
+  -- Each bucket's TAT moves to t + D, so no other admission comes before
+  -- it; the holder spaces its own requests in it. Only admissions from the
+  -- slice's end on may refund (<p>g): none before it reaches into it.
+  local D = -1
+  for k = 1, 2 do
+    if bkt(k) then
+      local q = times(W[k], g[k])
+      if D < 0 or q < D then D = q end
+    end
+  end
+  for k = 1, 2 do
+    if bkt(k) then
+      local q, f = times(W[k], want[k])
+      if f > 0 then q = q + 1 end
+      if q > D then D = q end
+    end
+  end
+  if D >= 0 then
+    for k = 1, 2 do
+      if bkt(k) then
+        local w = W[k]
+        eset(w.p .. 'q', t + D); eset(w.p .. 'f', 0)
+        if t + D > E[w.p .. 'g'] then eset(w.p .. 'g', t + D) end
+      end
+    end
+    if ends < 0 or E.origin + t + D < ends then ends = E.origin + t + D end
+  else
+    D = 0
+  end
   -- Concurrency: up to the wanted slots (at least one; in_use < conc was
   -- checked above), each a lease of its own id, all ending lease_us after
   -- the chunk's end, so a request given one before that end holds it for
@@ -362,7 +397,7 @@ if op == 'chunk' and not plain then
     committed_add(m)
   end
   if c > 0 then save(dl, first, c) else save() end
-  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, c, first, dl, m}
+  return {0, g[1], g[2], ends, slots[1], slots[2], slots[3], now, E.eid, c, first, dl, m, D}
 end
 local slots = {-1, -1, -1}
 for k = 1, 3 do
