@@ -23,7 +23,8 @@
 //   [policy: strict (sliding_log, the default here) or spaced (server model
 //   unknown, the library's default: spaced buckets for RPM and TPM, with no
 //   spacing margin so that the spacing does not bound the rate; RPM 100 M
-//   and TPM 800 M a minute, within what the spaced policy takes)]
+//   and TPM 800 M a minute, within what the spaced policy takes; its chunked
+//   rows are that account in slices of 10 and 100 ms of the buckets' time)]
 // Bounded: every run stops at its time (3 x 5 x rounds runs in all); the
 // server is killed on exit.
 #include "../tests/redis/redis_support.hpp"
