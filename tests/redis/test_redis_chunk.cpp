@@ -16,11 +16,11 @@
 #include "../server_models.hpp"
 #include "../support.hpp"
 #include "../tollgate_under_test.hpp"
+#include "fleet_support.hpp"
 #include "redis_support.hpp"
 
 #include <tollgate/redis/account.hpp>
 
-#include <poll.h>
 
 #include <algorithm>
 #include <limits>
@@ -502,64 +502,18 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
     redis_account a("cfleet", fleet_chunk_config(), exec{&admin, nullptr}, chunked(16, false));
     REQUIRE(a.create(true) == tr::outcome::ok);
   }
-  int pipefd[2];
-  REQUIRE(::pipe(pipefd) == 0);
   const std::uint64_t seed = tgtest::seed_for(17502);
   INFO(tgtest::seed_note() << " stream seed " << seed);
-  const int threads_of[4] = {1, 2, 1, 2};
-  const int run_ms = 2000;
-  std::vector<pid_t> kids;
-  auto spawn = [&](std::uint32_t w) {
-    const pid_t p = ::fork();
-    if (p == 0) {
-      ::close(pipefd[0]);
-      std::vector<std::thread> ts;
-      for (int k = 0; k < threads_of[w]; ++k)
-        ts.emplace_back(chunk_work, srv.port(), pipefd[1], w * 2 + static_cast<std::uint32_t>(k),
-                        seed * 31 + w * 7 + static_cast<std::uint64_t>(k), w == 0, run_ms);
-      for (auto& t : ts) t.join();
-      ::_exit(0);
-    }
-    return p;
-  };
-  std::vector<fleet_record> log;
-  auto read_one = [&](int timeout_ms) {  // false at the end of every writer
-    pollfd pf{pipefd[0], POLLIN, 0};
-    if (::poll(&pf, 1, timeout_ms) <= 0) return true;
-    fleet_record r;
-    const ssize_t k = ::read(pipefd[0], &r, sizeof r);
-    if (k == 0) return false;
-    if (k == static_cast<ssize_t>(sizeof r)) log.push_back(r);
-    return true;
-  };
-  // The victim first, alone, until it holds its chunk (bounded: 5 s); then
-  // the others; it is killed 500 ms later.
-  kids.push_back(spawn(0));
-  REQUIRE(kids.back() > 0);
-  const auto first = std::chrono::steady_clock::now();
-  while (log.empty() && std::chrono::steady_clock::now() - first < std::chrono::seconds(5)) read_one(100);
-  for (std::uint32_t w = 1; w < 4; ++w) {
-    kids.push_back(spawn(w));
-    REQUIRE(kids.back() > 0);
-  }
-  ::close(pipefd[1]);
-  const auto start = std::chrono::steady_clock::now();
-  bool killed = false;
-  for (;;) {
-    const auto el = std::chrono::steady_clock::now() - start;
-    if (!killed && el > std::chrono::milliseconds(500)) {
-      ::kill(kids[0], SIGKILL);
-      killed = true;
-    }
-    if (el > std::chrono::seconds(30) || !read_one(100)) break;
-  }
-  ::close(pipefd[0]);
-  int st = 0;
-  for (std::size_t i = 0; i < kids.size(); ++i) {
-    ::waitpid(kids[i], &st, 0);
-    if (i == 0) CHECK((WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL));
-    else CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
-  }
+  const int port = srv.port();
+  // The victim first, alone, until it holds its chunk; it is killed 500 ms
+  // after the others start.
+  const auto run = tgredis::run_fleet<fleet_record>(seed, 500, [port](int fd, std::uint32_t w, std::uint64_t sd, bool v) {
+    chunk_work(port, fd, w, sd, v, 2000);
+  });
+  REQUIRE(run.forked);
+  CHECK(run.victim_killed);
+  CHECK(run.others_ok == 3);
+  const std::vector<fleet_record>& log = run.records;
   const account_config fc = fleet_chunk_config();
   std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
   std::uint64_t calls = 0, refusals = 0, summaries = 0, local = 0, victim = 0;
