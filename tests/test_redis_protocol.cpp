@@ -10,8 +10,10 @@
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/protocol.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -420,4 +422,37 @@ TEST_CASE("redis account: an unreachable or babbling server refuses, fail closed
     REQUIRE_FALSE(r);
     REQUIRE(r.how == tr::outcome::garbage);
   }
+}
+
+TEST_CASE("redis wait spread: later by at most its percent, never earlier, spread", "[redis]") {
+  tr::wait_spreader s;
+  CHECK(s.spread(0, 10) == 0);     // busy: no wait to spread
+  CHECK(s.spread(-5, 10) == -5);
+  CHECK(s.spread(12345, 0) == 12345);  // off
+  CHECK(s.spread(9, 10) == 9);     // a tenth of 9 µs is below a µs
+  std::vector<std::int64_t> seen;
+  for (int i = 0; i < 2000; ++i) {
+    const std::int64_t w = s.spread(100000, 10);
+    CHECK(w >= 100000);
+    CHECK(w <= 110000);
+    seen.push_back(w);
+  }
+  std::sort(seen.begin(), seen.end());
+  const auto distinct = std::unique(seen.begin(), seen.end()) - seen.begin();
+  CHECK(distinct > 1500);           // spread, not one instant
+  CHECK(seen.front() < 101000);     // over the whole part
+  CHECK(seen.back() > 109000);
+  // Above 100 counts as 100; a huge wait saturates, never wraps.
+  for (int i = 0; i < 100; ++i) {
+    const std::int64_t w = s.spread(1000, 1000);
+    CHECK(w >= 1000);
+    CHECK(w <= 2000);
+  }
+  const std::int64_t big = std::numeric_limits<std::int64_t>::max() - 5;
+  CHECK(s.spread(big, 100) >= big);
+  // Two objects draw apart.
+  tr::wait_spreader a, b;
+  int same = 0;
+  for (int i = 0; i < 50; ++i) same += a.spread(1000000, 10) == b.spread(1000000, 10);
+  CHECK(same < 5);
 }

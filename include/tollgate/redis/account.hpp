@@ -73,6 +73,7 @@
 #include <tollgate/http.hpp>
 #include <tollgate/money.hpp>
 #include <tollgate/redis/chunk_calls.hpp>
+#include <tollgate/redis/wait_spread.hpp>
 #include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/lease.hpp>
@@ -444,7 +445,7 @@ class basic_account {
     seen_.note(r, clock_now(now));
     a.server_now_us = r.now_us;
     a.refused.bits = r.refused_bits;
-    const nanoseconds wait = us(r.wait_us);
+    const nanoseconds wait = spread(r.wait_us);  // wait and held only
     switch (r.code) {
       case script_code::admitted: {
         a.d = decision::admit();
@@ -486,6 +487,8 @@ class basic_account {
   held_chunk chunk_;
   std::uint64_t back_ = 0;  // tokens of the chunk returns queued (redis/chunk.hpp)
   std::size_t owed_ = 0;    // queued charges past a reservation: no chunk spends while one waits
+  wait_spreader spread_;
+  nanoseconds spread(std::int64_t us_) { return us(opt_.test_mode ? us_ : spread_.spread(us_, opt_.wait_spread_percent)); }
 };
 template <class Executor>
 using account = basic_account<Executor, usd_tag>;

@@ -3,7 +3,7 @@
 // redis/options.hpp: the options of the Redis account (redis/account.hpp):
 // test mode (a supplied `now`, honoured only by an account created in test
 // mode), Functions instead of EVALSHA, and what a failed call does
-// (redis/fallback.hpp), chunked mode. Every value is valid: a share_percent of 0 or above
+// (redis/fallback.hpp), chunked mode, the spread of waits. Every value is valid: a share_percent of 0 or above
 // 100 means no fallback.
 #ifndef TOLLGATE_REDIS_OPTIONS_HPP
 #define TOLLGATE_REDIS_OPTIONS_HPP
@@ -32,6 +32,10 @@ struct options {
   // while its sub-window is the head; N objects hold at most N / chunk_parts
   // of each limit unspent.
   unsigned chunk_parts = 0;
+  // Each wait the script answers is lengthened by a random part of up to
+  // this percent of it (redis/wait_spread.hpp; not in test mode), so that
+  // processes refused at once come back in turn. 0: the exact waits.
+  unsigned wait_spread_percent = 10;
 };
 
 }  // namespace redis
