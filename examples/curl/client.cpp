@@ -9,13 +9,16 @@
 //
 //   tollgate-curl-client --url URL --requests N --rate R --concurrency C --mode MODE
 //                        [--margin-ms M] [--processes P --account shared|each|redis]
-//                        [--redis HOST:PORT]
+//                        [--redis HOST:PORT] [--chunk-parts K]
 //
 // With --processes P the requests are split over P forked worker processes,
 // paced by one shared_account in memory they all map (shared), by one
 // account each at the server's full limits (each), or by one account held in
 // Redis (redis: built with hiredis; each worker connects on its own), and the
 // totals printed. Without hiredis, --account redis exits with status 77.
+// --chunk-parts K (redis only) runs the Redis account in chunked mode with the
+// in-memory accounts' GCRA policy: each worker leases a slice of the bucket's
+// time (K parts of a second's requests) and spaces its own requests in it.
 //
 // The account spaces admissions; the server spaces arrivals. Between the two lie
 // this process's own scheduling, the connection and the server's reading of its
@@ -103,8 +106,13 @@ class redis_pacer {
     held_lease lease;
     explicit operator bool() const noexcept { return decision.admitted(); }
   };
-  redis_pacer(const std::string& name, const account_config& c, const std::string& host, int port)
-      : acct_(name, c, redis::hiredis_executor(host, port, std::chrono::milliseconds(500))) {}
+  redis_pacer(const std::string& name, const account_config& c, const std::string& host, int port, unsigned parts)
+      : acct_(name, c, redis::hiredis_executor(host, port, std::chrono::milliseconds(500)), options_of(parts)) {}
+  static redis::options options_of(unsigned parts) {
+    redis::options o;
+    o.chunk_parts = parts;
+    return o;
+  }
   admission try_admit(const request& r) {
     auto a = acct_.try_admit(r);
     admission out;
@@ -116,6 +124,12 @@ class redis_pacer {
     (void)acct_.on_response(e, hint);
   }
   bool flush() { return acct_.flush(); }
+  // A worker's last flush gives its chunk back first (a slice's unspent
+  // time stays spent; a chunk's free slot comes back).
+  bool finish() {
+    acct_.release_chunk();
+    return acct_.flush();
+  }
   redis::outcome create_fresh() { return acct_.create(true); }
 
  private:
@@ -226,7 +240,7 @@ counts run(Account* acct, const std::string& url, long requests) {
 int main(int argc, char** argv) {
   std::string url, mode = "paced";
   std::string sharing = "shared", redis_at = "127.0.0.1:6379";
-  long requests = 40, rate_per_s = 10, concurrency = 4, margin_ms = 20, processes = 1;
+  long requests = 40, rate_per_s = 10, concurrency = 4, margin_ms = 20, processes = 1, chunk_parts = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string_view a = argv[i];
     if (a == "--url") url = argv[i + 1];
@@ -238,11 +252,13 @@ int main(int argc, char** argv) {
     else if (a == "--processes") processes = std::strtol(argv[i + 1], nullptr, 10);
     else if (a == "--account") sharing = argv[i + 1];
     else if (a == "--redis") redis_at = argv[i + 1];
+    else if (a == "--chunk-parts") chunk_parts = std::strtol(argv[i + 1], nullptr, 10);
     else usage_error("unknown option");
   }
   if (url.empty() || requests <= 0 || rate_per_s <= 1 || concurrency <= 1 || margin_ms < 0 || margin_ms > 1000)
     usage_error("bad arguments");
   if (mode != "paced" && mode != "unpaced" && mode != "overdrive") usage_error("--mode is paced, unpaced or overdrive");
+  if (chunk_parts < 0 || chunk_parts > 1000) usage_error("--chunk-parts is 0..1000");
   if (processes < 1 || processes > 16 || processes > requests) usage_error("--processes is 1..16, at most --requests");
   if (sharing != "shared" && sharing != "each" && sharing != "redis") usage_error("--account is shared, each or redis");
   const bool in_redis = sharing == "redis" && mode != "unpaced";
@@ -263,9 +279,13 @@ int main(int argc, char** argv) {
   if (cfg.max_spacing_margin < cfg.spacing_margin) cfg.max_spacing_margin = cfg.spacing_margin;
   cfg.rpm = limit(static_cast<std::uint64_t>(mode == "overdrive" ? rate_per_s * 2 : rate_per_s));
   cfg.concurrency = limit(static_cast<std::uint64_t>(mode == "overdrive" ? concurrency : concurrency - 1));
-  if (in_redis) {
-    // The script holds only the strict windows (server models fixed_window,
-    // sliding_log, token_bucket). limit_req is a token bucket: capacity
+  if (in_redis && chunk_parts > 0) {
+    // Chunked: the same GCRA policy as the in-memory accounts, its bucket's
+    // time leased in slices (one request per slice would be no chunk).
+    cfg.lease_timeout = std::chrono::seconds(30);
+  } else if (in_redis) {
+    // Per request, the strict window (fixed_window, sliding_log,
+    // token_bucket) also fits nginx. limit_req is a token bucket: capacity
     // burst + 1, refilled at the rate. With no burst that is capacity 1,
     // which is exactly "no two requests closer than 1 / rate": a strict window
     // of one request per 1 / rate counts the same, where one of `rate` per
@@ -298,6 +318,9 @@ int main(int argc, char** argv) {
 #if TOLLGATE_CURL_WITH_REDIS
   std::string redis_host;
   int redis_port = 0;
+  // Its own account for the chunked run: the per-request run's epoch counts a
+  // strict window, which a bucket's calls may not share.
+  const std::string redis_name = chunk_parts > 0 ? "e2e-chunked" : "e2e";
   if (in_redis) {
     const std::size_t colon = redis_at.rfind(':');
     if (colon == std::string::npos || colon == 0) usage_error("--redis is HOST:PORT");
@@ -308,7 +331,7 @@ int main(int argc, char** argv) {
     // Before any worker: the test's server was just started empty, so the
     // account is truly fresh (no state-loss hold). A deployment that may have
     // run before calls create(false), see redis/account.hpp.
-    redis_pacer first("e2e", cfg, redis_host, redis_port);
+    redis_pacer first(redis_name, cfg, redis_host, redis_port, static_cast<unsigned>(chunk_parts));
     if (first.create_fresh() != redis::outcome::ok) usage_error("the Redis account cannot be created");
   }
 #endif
@@ -322,9 +345,9 @@ int main(int argc, char** argv) {
       k = run<lease<steady_clock>, account<steady_clock>>(nullptr, url, share);
 #if TOLLGATE_CURL_WITH_REDIS
     } else if (in_redis) {
-      redis_pacer acct("e2e", cfg, redis_host, redis_port);
+      redis_pacer acct(redis_name, cfg, redis_host, redis_port, static_cast<unsigned>(chunk_parts));
       k = run<redis_pacer::held_lease>(&acct, url, share);
-      if (!acct.flush()) std::fprintf(stderr, "tollgate-curl-client: settlements left queued in Redis\n");
+      if (!acct.finish()) std::fprintf(stderr, "tollgate-curl-client: settlements left queued in Redis\n");
 #endif
     } else if (shared) {
       k = run<pool_account::lease_type>(&pool, url, share);

@@ -9,7 +9,8 @@
 # account (expects zero 429s) and by one account each at the full limits
 # (expects 429s, each named, none lost); then as four worker processes paced
 # through one account in Redis (a redis-server of its own on 127.0.0.1, a
-# free port, stopped through its pid; expects zero 429s, none lost). Runs in
+# free port, stopped through its pid; expects zero 429s, none lost), per
+# request and in chunked mode (slices of the bucket's time). Runs in
 # real time; asserts counts, never durations. Without redis-server
 # (TOLLGATE_REDIS_SERVER, else PATH) or a client built with hiredis, the
 # Redis run is skipped, and with CI=true the test fails.
@@ -113,6 +114,7 @@ check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
 redis_bin=${TOLLGATE_REDIS_SERVER:-$(command -v redis-server || true)}
 redis_note=
 in_redis=
+in_chunks=
 if [ -z "$redis_bin" ] || [ ! -x "$redis_bin" ]; then
   redis_note="redis-server not found"
 else
@@ -141,6 +143,20 @@ else
       echo "FAILED: the Redis run exited $rc"
       fail=1
       in_redis=
+    else
+      # Chunked: each worker leases slices of the bucket's time (half a
+      # second's requests each) and spaces its own requests in them.
+      set +e
+      in_chunks=$(run paced "$n" --margin-ms "$margin_ms" --processes 4 --account redis --redis "127.0.0.1:$rport" \
+        --chunk-parts 2)
+      rc=$?
+      set -e
+      echo "$in_chunks"
+      if [ $rc -ne 0 ]; then
+        echo "FAILED: the chunked Redis run exited $rc"
+        fail=1
+        in_chunks=
+      fi
     fi
   fi
   kill -9 "$redis_pid" 2>/dev/null || true
@@ -174,6 +190,14 @@ if [ -n "$in_redis" ]; then
   check '[ "$r429" -eq 0 ]' "four processes on one account in Redis got 429s"
   check '[ "$(field ok "$in_redis")" -eq "$n" ] && [ "$(field lost "$in_redis")" -eq 0 ]' "the Redis account's processes did not complete every request"
   redis_summary=", one account in Redis 0 x 429"
+  if [ -n "$in_chunks" ]; then
+    c429=$(sed -n 's/.*429 \([0-9]*\).*/\1/p' <<<"$in_chunks")
+    check '[ "$c429" -eq 0 ]' "four processes on one chunked account in Redis got 429s"
+    check '[ "$(field ok "$in_chunks")" -eq "$n" ] && [ "$(field lost "$in_chunks")" -eq 0 ]' "the chunked Redis account's processes did not complete every request"
+    redis_summary="$redis_summary, in slices 0 x 429"
+  else
+    check 'false' "the chunked Redis run gave no result"
+  fi
 fi
 [ $fail -eq 0 ] && echo "e2e: unpaced $u429 x 429 (rpm $urpm, concurrency $uconc); paced 0 x 429; overdriven $o429 x 429, none lost; 4 processes: shared account 0 x 429, one account each $e429 x 429$redis_summary"
 exit $fail

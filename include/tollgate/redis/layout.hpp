@@ -161,7 +161,7 @@ enum class layout_errc : unsigned char {
                       // limit, a rate the bucket refuses (errc::rate_too_fine), or a bucket period
                       // (the limit's intervals) beyond max_duration
   chunk,              // chunked mode (options::chunk_parts, redis/chunk.hpp) on a configuration it cannot
-                      // keep exact: a spaced model, a calendar day, no window
+                      // keep exact: a calendar day, no RPM, TPM or TPD
 };
 
 constexpr const char* message(layout_errc e) noexcept {
@@ -177,8 +177,8 @@ constexpr const char* message(layout_errc e) noexcept {
       return "a spaced limit the script cannot hold (max_request_tokens at least the token limit, a rate finer "
              "than the bucket holds, or a spacing period beyond 400 days)";
     case layout_errc::chunk:
-      return "chunked mode keeps only strict windows, concurrency and a budget exact: it refuses a spaced "
-             "server model (window_counter, gcra, unknown), a calendar-day TPD, and an account with no RPM, TPM or TPD";
+      return "chunked mode keeps windows, spaced buckets, concurrency and a budget exact: it refuses a "
+             "calendar-day TPD and an account with no RPM, TPM or TPD";
   }
   return "unknown layout error";
 }

@@ -30,7 +30,8 @@ struct options {
   // Chunked mode (redis/chunk.hpp), 0: off. One call leases limit /
   // chunk_parts units of each window to this account object, spent locally
   // while its sub-window is the head; N objects hold at most N / chunk_parts
-  // of each limit unspent.
+  // of each limit unspent. A spaced bucket's chunk is a slice of its time
+  // (about the window / chunk_parts), held by one object at a time.
   unsigned chunk_parts = 0;
   // Each wait the script answers is lengthened by a random part of up to
   // this percent of it (redis/wait_spread.hpp; not in test mode), so that
