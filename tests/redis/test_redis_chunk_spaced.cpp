@@ -147,10 +147,12 @@ TEST_CASE("redis chunk (spaced): a chunk is a slice of the bucket's time", "[red
   CHECK(early.refused.has(dimension::rpm));
   CHECK(calls == 1);
   // Every other object is refused until the slice ends: the shorter of
-  // 100 requests' and 10,000 tokens' time (whole µs, rounded down).
+  // 100 requests' time (each interval rounded up to the µs) and 10,000
+  // tokens' (rounded up, plus a µs a request).
   const std::uint64_t tok_ticks = l.b[1].whole_us * l.b[1].per_us + l.b[1].ticks;
   const std::int64_t slice_us = static_cast<std::int64_t>(
-      std::min(100 * iv_ticks / l.b[0].per_us, 10000 * tok_ticks / l.b[1].per_us));
+      std::min(100 * static_cast<std::uint64_t>(next_us),
+               (10000 * tok_ticks + l.b[1].per_us - 1) / l.b[1].per_us + 100));
   CHECK(slice_us >= 100000);
   CHECK(slice_us <= 101100);
   const std::int64_t slice_end = t0 + slice_us;
@@ -185,10 +187,8 @@ TEST_CASE("redis chunk (spaced): a chunk is a slice of the bucket's time", "[red
     t += y.d.retry_after().count() / us_ns;
   }
   INFO("requests spent from the slice " << local << ", last at " << t - t0 << " us after the grant");
-  // 100 requests' time (or a little more), each admission at a whole µs
-  // (up to 1 µs late): 99 or 100 fit.
-  CHECK(local >= 99);
-  CHECK(local <= 100);
+  // 100 requests' time at whole µs: all 100 fit.
+  CHECK(local == 100);
   CHECK(calls == before + 1);
   CHECK(t < slice_end);
   CHECK(gcra_refusals(reqs, l.b[0]) == 0);
@@ -207,6 +207,49 @@ TEST_CASE("redis chunk (spaced): a chunk is a slice of the bucket's time", "[red
   CHECK(closed.how == tr::outcome::ok);
   CHECK_FALSE(closed);
   CHECK(closed.d.retry_after() > nanoseconds(90 * 1000 * us_ns));
+}
+
+TEST_CASE("redis chunk (spaced): a slice's size follows its object's demand", "[redis_server][chunk_spaced]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c = spaced_config();
+  c.spacing_margin = nanoseconds(0);
+  redis_account a("demand", c, exec{&conn, nullptr}, spaced_chunks(10));
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  const std::int64_t t0 = 1000000;  // µs
+  // The first slice is the full chunk: 100 requests' time.
+  auto x = a.try_admit(tgtest::req(20, 30), nanoseconds(t0 * us_ns));
+  REQUIRE(x);
+  CHECK(a.chunk().granted_requests == 100);
+  const std::int64_t full = a.chunk().end_us - a.chunk().start_us;
+  x.lease.drop();
+  // One request in it, then none until it is over: the next asks twice
+  // what the last spent.
+  auto y = a.try_admit(tgtest::req(20, 30), nanoseconds((t0 + full + 10) * us_ns));
+  REQUIRE(y);
+  CHECK(a.chunk().granted_requests == 2);
+  const std::int64_t small = a.chunk().end_us - a.chunk().start_us;
+  CHECK(small * 40 < full);  // 2 requests' time against 100's
+  y.lease.drop();
+  // Spent in full (its second request where its wait said), then refused
+  // until it is over (a call while it is held gives it back and finds the
+  // bucket still closed): the next is twice its size, and so on.
+  std::int64_t t = t0 + full + 10;
+  std::vector<std::uint64_t> sizes;
+  for (int i = 0; i < 40 && sizes.size() < 3; ++i) {
+    const std::uint64_t before = a.chunk().live ? a.chunk().granted_requests : 0;
+    auto z = a.try_admit(tgtest::req(20, 30), nanoseconds(t * us_ns));
+    REQUIRE(z.how == tr::outcome::ok);
+    if (z && a.chunk().granted_requests != before && z.lease.from_chunk() && a.chunk().requests + 1 == a.chunk().granted_requests)
+      sizes.push_back(a.chunk().granted_requests);  // a new grant
+    if (!z) t += z.d.retry_after().count() / us_ns;
+    if (z) z.lease.drop();
+  }
+  REQUIRE(sizes.size() == 3);
+  CHECK(sizes[0] == 4);
+  CHECK(sizes[1] == 8);
+  CHECK(sizes[2] == 16);
 }
 
 TEST_CASE("redis chunk (spaced): random schedules keep every bucket's spacing", "[redis_server][chunk_spaced]") {

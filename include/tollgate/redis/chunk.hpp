@@ -94,9 +94,10 @@
 //   grant needs every bucket ready at the call's time t (a 0-token request
 //   where the token bucket is not gets no chunk: an admission as without
 //   chunks) and moves each bucket's TAT to t + D, D the shorter of the
-//   wanted units' times (requests x RPM's interval, tokens x TPM's; whole
-//   µs, at least the request's own), so no other admission comes before
-//   t + D. The holder runs each bucket as the in-process account does
+//   wanted units' times (requests x RPM's interval rounded up to the µs,
+//   as admissions come at whole µs; tokens x TPM's interval, rounded up,
+//   plus a µs per wanted request; at least the request's own), so no
+//   other admission comes before t + D. The holder runs each bucket as the in-process account does
 //   (burst 1, its own interval, in its ticks) over [t, t + D): a request
 //   of n tokens is taken where each TAT is at or before the time and
 //   max(TAT, time) + its units' intervals stays within D less a margin;
@@ -114,7 +115,12 @@
 //   What a slice leaves unspent is kept as spent (giving it back would need
 //   the TAT still at t + D and no refund since): up to D of the bucket's
 //   time per chunk not spent in full (an object that goes idle, releases
-//   early, or dies). Refunds: a chunk's requests refund only their tokens
+//   early, or dies). So a slice's size follows its object's demand: the
+//   full chunk (limit / chunk_parts requests, the tokens in proportion)
+//   for an object's first slice, then twice what its last one spent (so
+//   twice its size when spent in full, up to the full chunk), at least 2
+//   requests: an object that sends one request now and then takes slices
+//   of 2 requests' time. Refunds: a chunk's requests refund only their tokens
 //   of strict windows (TPD); no admission before a slice's end refunds into
 //   a bucket (<p>g moves to it). One slice at a time: the other objects are
 //   refused until it ends (their wait says so), so D, which chunk_parts
@@ -239,6 +245,7 @@ struct held_chunk {
   std::uint64_t epoch = 0;
   std::int64_t slots[3] = {-1, -1, -1};
   std::uint64_t requests = 0, tokens = 0;  // left
+  std::uint64_t granted_requests = 0;      // the requests granted (kept after the chunk goes: the next slice's size)
   std::uint64_t granted = 0;               // the tokens granted: refunds fill it up to this
   std::int64_t start_us = 0, end_us = 0;   // server µs: the grant's time, the first sub-window's end
   nanoseconds sent{0};                     // steady: when the granting call was sent
@@ -269,6 +276,7 @@ struct held_chunk {
     epoch = g.epoch;
     for (int k = 0; k < 3; ++k) slots[k] = g.slots[k];
     requests = g.requests;
+    granted_requests = g.requests;
     tokens = g.tokens;
     granted = g.tokens;
     start_us = g.now_us;
@@ -291,6 +299,15 @@ struct held_chunk {
     }
   }
   bool has_slices() const noexcept { return spaced[0].on || spaced[1].on; }
+  // The requests the next slice asks for (spaced buckets: "Spaced buckets"
+  // above): `most` (the full chunk) for the first, then twice what the
+  // last one spent (twice its size when spent in full), at least 2.
+  std::uint64_t next_want(std::uint64_t most) const noexcept {
+    if (granted_requests == 0) return most;
+    const std::uint64_t used = granted_requests - requests;
+    const std::uint64_t w = used > most / 2 ? most : 2 * used;
+    return w < 2 ? (most < 2 ? most : 2) : w;
+  }
   // A lower bound on the server's time, µs after the grant: the supplied
   // now, else the steady time since the reply came, at 1023/1024.
   std::uint64_t since_grant(std::optional<std::int64_t> now_us, nanoseconds at) const noexcept {

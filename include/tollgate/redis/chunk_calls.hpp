@@ -10,6 +10,7 @@
 #include <tollgate/config.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/decision.hpp>
+#include <tollgate/detail/arith.hpp>
 #include <tollgate/redis/chunk.hpp>
 #include <tollgate/redis/outcome.hpp>
 #include <tollgate/redis/protocol.hpp>
@@ -147,11 +148,18 @@ struct calls {
   // answer is decoded into r as admit's.
   template <class Acc>
   static outcome take(Acc& a, call_args& c, call_reply& r) {
+    // Spaced buckets: a slice's unspent time is lost, so its size follows
+    // the object's demand (held_chunk::next_want), the tokens in proportion.
+    std::uint64_t want_r = a.sizes_.requests, want_t = a.sizes_.tokens;
+    if (a.layout_.b[0].per_us != 0 || a.layout_.b[1].per_us != 0) {
+      want_r = a.chunk_.next_want(a.sizes_.requests);
+      want_t = static_cast<std::uint64_t>(detail::u128(a.sizes_.tokens) * want_r / a.sizes_.requests);
+    }
     a.release_chunk();  // its leftovers ride on this call, before it decides
     if (const outcome o = carry_owed(a, c, r); o != outcome::ok) return o;
-    const std::uint64_t t = a.sizes_.tokens > c.tokens ? a.sizes_.tokens : c.tokens;  // at least the request's
+    const std::uint64_t t = want_t > c.tokens ? want_t : c.tokens;  // at least the request's
     const std::int64_t m = a.sizes_.money > c.worst_nanos ? a.sizes_.money : c.worst_nanos;  // at least the request's
-    c.extra = {std::to_string(a.sizes_.requests), std::to_string(t), std::to_string(a.sizes_.slots),
+    c.extra = {std::to_string(want_r), std::to_string(t), std::to_string(a.sizes_.slots),
                std::to_string(m)};
     if (a.sha_.empty() && !a.opt_.functions) a.learn_sha();
     std::vector<std::string> argv = a.words(c, true);

@@ -343,17 +343,24 @@ if op == 'chunk' and not plain then
   end
   for k = 1, 3 do if win(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
   -- The spaced buckets (each ready at t: checked above) give the chunk a
-  -- slice of time, [t, t + D): D the shorter of the wanted units' times
-  -- (whole µs, rounded down), at least the request's own (rounded up).
+  -- slice of time, [t, t + D): D the shorter of the wanted units' times,
+  -- at least the request's own, in whole µs. Admissions come at whole µs,
+  -- so back to back they are an interval rounded up to the µs apart: D
+  -- counts the wanted requests so (RPM) or the wanted tokens' time rounded
+  -- up plus a µs per wanted request (TPM), so that every unit fits.
   -- Each bucket's TAT moves to t + D, so no other admission comes before
   -- it; the holder spaces its own requests in it. Only admissions from the
   -- slice's end on may refund (<p>g): none before it reaches into it.
   local D = -1
-  for k = 1, 2 do
-    if bkt(k) then
-      local q = times(W[k], g[k])
-      if D < 0 or q < D then D = q end
-    end
+  if bkt(1) then
+    local w = W[1]
+    D = g[1] * (w.tr > 0 and w.tq + 1 or w.tq) -- below 2^53: g[1] x the interval is about the period
+  end
+  if bkt(2) then
+    local q, f = times(W[2], g[2])
+    if f > 0 then q = q + 1 end
+    q = q + g[1]
+    if D < 0 or q < D then D = q end
   end
   for k = 1, 2 do
     if bkt(k) then
