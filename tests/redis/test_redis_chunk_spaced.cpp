@@ -148,11 +148,10 @@ TEST_CASE("redis chunk (spaced): a chunk is a slice of the bucket's time", "[red
   CHECK(calls == 1);
   // Every other object is refused until the slice ends: the shorter of
   // 100 requests' time (each interval rounded up to the µs) and 10,000
-  // tokens' (rounded up, plus a µs a request).
+  // tokens' (rounded up).
   const std::uint64_t tok_ticks = l.b[1].whole_us * l.b[1].per_us + l.b[1].ticks;
   const std::int64_t slice_us = static_cast<std::int64_t>(
-      std::min(100 * static_cast<std::uint64_t>(next_us),
-               (10000 * tok_ticks + l.b[1].per_us - 1) / l.b[1].per_us + 100));
+      std::min(100 * static_cast<std::uint64_t>(next_us), (10000 * tok_ticks + l.b[1].per_us - 1) / l.b[1].per_us));
   CHECK(slice_us >= 100000);
   CHECK(slice_us <= 101100);
   const std::int64_t slice_end = t0 + slice_us;

@@ -95,8 +95,8 @@
 //   where the token bucket is not gets no chunk: an admission as without
 //   chunks) and moves each bucket's TAT to t + D, D the shorter of the
 //   wanted units' times (requests x RPM's interval rounded up to the µs,
-//   as admissions come at whole µs; tokens x TPM's interval, rounded up,
-//   plus a µs per wanted request; at least the request's own), so no
+//   as admissions come at whole µs; tokens x TPM's interval, rounded up;
+//   at least the request's own), so no
 //   other admission comes before t + D. The holder runs each bucket as the in-process account does
 //   (burst 1, its own interval, in its ticks) over [t, t + D): a request
 //   of n tokens is taken where each TAT is at or before the time and
@@ -117,10 +117,11 @@
 //   time per chunk not spent in full (an object that goes idle, releases
 //   early, or dies). So a slice's size follows its object's demand: the
 //   full chunk (limit / chunk_parts requests, the tokens in proportion)
-//   for an object's first slice, then twice what its last one spent (so
-//   twice its size when spent in full, up to the full chunk), at least 2
-//   requests: an object that sends one request now and then takes slices
-//   of 2 requests' time. Refunds: a chunk's requests refund only their tokens
+//   for an object's first slice, then twice what its last one used (its
+//   requests spent, or the share of its time its buckets' TATs reached,
+//   the larger; so twice its size when used in full, up to the full
+//   chunk), at least 2 requests: an object that sends one request now and
+//   then takes slices of 2 requests' time. Refunds: a chunk's requests refund only their tokens
 //   of strict windows (TPD); no admission before a slice's end refunds into
 //   a bucket (<p>g moves to it). One slice at a time: the other objects are
 //   refused until it ends (their wait says so), so D, which chunk_parts
@@ -301,10 +302,20 @@ struct held_chunk {
   bool has_slices() const noexcept { return spaced[0].on || spaced[1].on; }
   // The requests the next slice asks for (spaced buckets: "Spaced buckets"
   // above): `most` (the full chunk) for the first, then twice what the
-  // last one spent (twice its size when spent in full), at least 2.
+  // last one used (twice its size when used in full), at least 2. What a
+  // slice used is the larger of its requests spent and the share of its
+  // time its buckets' TATs reached (a token bucket can end a slice before
+  // its requests do); it stays known after the slice goes.
   std::uint64_t next_want(std::uint64_t most) const noexcept {
     if (granted_requests == 0) return most;
-    const std::uint64_t used = granted_requests - requests;
+    std::uint64_t used = granted_requests - requests;
+    for (const chunk_slice& b : spaced) {
+      if (!b.on || b.limit == 0) continue;
+      const std::uint64_t tat = b.tat < b.limit ? b.tat : b.limit;
+      const std::uint64_t share = static_cast<std::uint64_t>(
+          (detail::u128(granted_requests) * tat + b.limit - 1) / b.limit);  // rounded up
+      if (share > used) used = share;
+    }
     const std::uint64_t w = used > most / 2 ? most : 2 * used;
     return w < 2 ? (most < 2 ? most : 2) : w;
   }

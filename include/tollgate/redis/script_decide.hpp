@@ -346,8 +346,8 @@ if op == 'chunk' and not plain then
   -- slice of time, [t, t + D): D the shorter of the wanted units' times,
   -- at least the request's own, in whole µs. Admissions come at whole µs,
   -- so back to back they are an interval rounded up to the µs apart: D
-  -- counts the wanted requests so (RPM) or the wanted tokens' time rounded
-  -- up plus a µs per wanted request (TPM), so that every unit fits.
+  -- counts the wanted requests so (RPM), so that each fits; the wanted
+  -- tokens' time is rounded up (TPM: a request may lose up to a µs of it).
   -- Each bucket's TAT moves to t + D, so no other admission comes before
   -- it; the holder spaces its own requests in it. Only admissions from the
   -- slice's end on may refund (<p>g): none before it reaches into it.
@@ -359,7 +359,6 @@ if op == 'chunk' and not plain then
   if bkt(2) then
     local q, f = times(W[2], g[2])
     if f > 0 then q = q + 1 end
-    q = q + g[1]
     if D < 0 or q < D then D = q end
   end
   for k = 1, 2 do
