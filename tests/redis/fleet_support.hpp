@@ -1,4 +1,5 @@
-// Test support for the Redis fleet tests: forked worker processes (1, 2, 1,
+// Test support for the Redis fleet tests: a chunked fleet's worker thread
+// and its records, and forked worker processes (1, 2, 1,
 // 2 threads) that write fixed-size records into one pipe, worker 0 first
 // and alone until it has written one record, then the others; worker 0 is
 // killed (SIGKILL) a given time later. Bounded: 5 s for worker 0's first
@@ -17,7 +18,65 @@
 #include <thread>
 #include <vector>
 
+#include "../account_support.hpp"
+#include "../support.hpp"
+#include "redis_support.hpp"
+
+#include <tollgate/redis/account.hpp>
+
 namespace tgredis {
+
+// One record of a chunked fleet's log.
+struct chunk_record {
+  char kind;  // 'A' admitted (from a chunk or not), 'S' a thread's summary
+  std::uint32_t worker;
+  std::int64_t t_us;     // 'A': the server time it stands for; 'S': script calls
+  std::uint64_t tokens;  // 'A': tokens; 'S': refusals
+  std::uint64_t local;   // 'A': 1 when spent from a chunk; 'S': admissions
+};
+
+inline void put_record(int fd, const chunk_record& r) {
+  const ssize_t k = ::write(fd, &r, sizeof r);  // below PIPE_BUF: one atomic write
+  (void)k;
+}
+
+// One thread of a chunked fleet at the server's time, on account `name`:
+// admit, settle (at most what was reserved) or drop, and pause up to 2 ms
+// after `pause_percent` of its admissions; refused, wait what it was told
+// plus a random part of it (up to 1 / `spread` of it), 50 ms at most. The
+// victim stops after its first admission, holding its chunk until killed.
+inline void chunk_worker(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, int run_ms,
+                         const char* name, const tollgate::account_config& c, const tollgate::redis::options& o,
+                         unsigned pause_percent, std::uint64_t spread) {
+  client conn(port);
+  std::uint64_t calls = 0;
+  tollgate::redis::account<exec> a(name, c, exec{&conn, &calls}, o);
+  tgtest::rng g(seed);
+  std::uint64_t refusals = 0, admitted = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(run_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    auto x = a.try_admit(tgtest::req(g.between(1, 30), g.between(1, 30)));
+    if (x) {
+      ++admitted;
+      put_record(fd, chunk_record{'A', worker, x.server_now_us, x.tokens, x.lease.from_chunk() ? 1u : 0u});
+      if (victim) {
+        for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // holds it until killed
+      }
+      if (g.chance(50)) x.lease.settle(tollgate::usage{g.between(0, x.tokens), 0, 0, 0, 0});
+      else x.lease.drop();
+      if (g.chance(pause_percent)) std::this_thread::sleep_for(std::chrono::microseconds(g.between(0, 2000)));
+      continue;
+    }
+    ++refusals;
+    std::int64_t wait_us = x.d.retry_after().count() / 1000;
+    if (wait_us <= 0) wait_us = static_cast<std::int64_t>(g.between(200, 1000));
+    wait_us += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(wait_us) / spread));
+    std::this_thread::sleep_for(std::chrono::microseconds(wait_us < 50000 ? wait_us : 50000));
+  }
+  a.release_chunk();
+  a.flush();
+  put_record(fd, chunk_record{'S', worker, static_cast<std::int64_t>(calls), refusals, admitted});
+}
 
 template <class Record>
 struct fleet_log {

@@ -427,14 +427,6 @@ TEST_CASE("redis chunk: random schedules over several objects keep the exact win
 
 namespace {
 
-struct fleet_record {
-  char kind;  // 'A' admitted (from a chunk or not), 'S' a thread's summary
-  std::uint32_t worker;
-  std::int64_t t_us;      // 'A': the server time it stands for; 'S': script calls
-  std::uint64_t tokens;   // 'A': tokens; 'S': refusals
-  std::uint64_t local;    // 'A': 1 when spent from a chunk; 'S': admissions
-};
-
 account_config fleet_chunk_config() {
   account_config c;
   c.model = server_model::sliding_log;
@@ -446,45 +438,6 @@ account_config fleet_chunk_config() {
   c.max_request_tokens = 100;
   c.lease_timeout = std::chrono::seconds(10);
   return c;
-}
-
-void fleet_put(int fd, const fleet_record& r) {
-  const ssize_t k = ::write(fd, &r, sizeof r);  // below PIPE_BUF: one atomic write
-  (void)k;
-}
-
-// One thread: admit, settle (at most what was reserved) or drop; refused,
-// wait the script's wait plus a random part of it. The victim stops after
-// its first admission, holding its chunk until it is killed.
-void chunk_work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, int run_ms) {
-  client conn(port);
-  std::uint64_t calls = 0;
-  redis_account a("cfleet", fleet_chunk_config(), exec{&conn, &calls}, chunked(16, false));
-  tgtest::rng g(seed);
-  std::uint64_t refusals = 0, admitted = 0;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(run_ms);
-  while (std::chrono::steady_clock::now() < end) {
-    auto x = a.try_admit(tgtest::req(g.between(1, 30), g.between(1, 30)));
-    if (x) {
-      ++admitted;
-      fleet_put(fd, fleet_record{'A', worker, x.server_now_us, x.tokens, x.lease.from_chunk() ? 1u : 0u});
-      if (victim) {
-        for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // holds it until killed
-      }
-      if (g.chance(50)) x.lease.settle(usage{g.between(0, x.tokens), 0, 0, 0, 0});
-      else x.lease.drop();
-      if (g.chance(20)) std::this_thread::sleep_for(std::chrono::microseconds(g.between(0, 2000)));
-      continue;
-    }
-    ++refusals;
-    std::int64_t wait_us = x.d.retry_after().count() / 1000;
-    if (wait_us <= 0) wait_us = static_cast<std::int64_t>(g.between(200, 1000));
-    wait_us += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(wait_us) / 2));
-    std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::int64_t>(wait_us, 50000)));
-  }
-  a.release_chunk();
-  a.flush();
-  fleet_put(fd, fleet_record{'S', worker, static_cast<std::int64_t>(calls), refusals, admitted});
 }
 
 }  // namespace
@@ -507,17 +460,18 @@ TEST_CASE("redis chunk: a fleet of processes spending chunks keeps the exact win
   const int port = srv.port();
   // The victim first, alone, until it holds its chunk; it is killed 500 ms
   // after the others start.
-  const auto run = tgredis::run_fleet<fleet_record>(seed, 500, [port](int fd, std::uint32_t w, std::uint64_t sd, bool v) {
-    chunk_work(port, fd, w, sd, v, 2000);
-  });
+  const auto run =
+      tgredis::run_fleet<tgredis::chunk_record>(seed, 500, [port](int fd, std::uint32_t w, std::uint64_t sd, bool v) {
+        tgredis::chunk_worker(port, fd, w, sd, v, 2000, "cfleet", fleet_chunk_config(), chunked(16, false), 20, 2);
+      });
   REQUIRE(run.forked);
   CHECK(run.victim_killed);
   CHECK(run.others_ok == 3);
-  const std::vector<fleet_record>& log = run.records;
+  const std::vector<tgredis::chunk_record>& log = run.records;
   const account_config fc = fleet_chunk_config();
   std::vector<std::pair<std::int64_t, std::uint64_t>> reqs, toks;
   std::uint64_t calls = 0, refusals = 0, summaries = 0, local = 0, victim = 0;
-  for (const fleet_record& r : log) {
+  for (const tgredis::chunk_record& r : log) {
     if (r.kind == 'A') {
       reqs.emplace_back(r.t_us, 1);
       toks.emplace_back(r.t_us, r.tokens);  // reserved: settled usage never exceeds it here

@@ -379,14 +379,6 @@ TEST_CASE("redis chunk (spaced): random schedules keep every bucket's spacing", 
 
 namespace {
 
-struct fleet_entry {
-  char kind;  // 'A' admitted (from a chunk or not), 'S' a thread's summary
-  std::uint32_t worker;
-  std::int64_t t_us;     // 'A': the server time it stands for; 'S': script calls
-  std::uint64_t tokens;  // 'A': tokens; 'S': refusals
-  std::uint64_t local;   // 'A': 1 when spent from a chunk; 'S': admissions
-};
-
 // The fleet's account: unknown (spaced RPM and TPM, the default margin),
 // RPM 100 and TPM 4,000 a second, a request 12.1 ms after the last and a
 // token 257 µs; chunks of a fifth: a slice of about 205 ms (800 tokens).
@@ -400,46 +392,6 @@ account_config spaced_fleet_config() {
   c.token_window = std::chrono::seconds(1);
   c.lease_timeout = std::chrono::seconds(10);
   return c;
-}
-
-void fleet_write(int fd, const fleet_entry& r) {
-  const ssize_t k = ::write(fd, &r, sizeof r);  // below PIPE_BUF: one atomic write
-  (void)k;
-}
-
-// One thread at the server's own time: admit, settle or drop; refused, wait
-// what it was told plus a random part of it. The victim stops after its
-// first admission, holding its chunk until it is killed.
-void spaced_work(int port, int fd, std::uint32_t worker, std::uint64_t seed, bool victim, int run_ms) {
-  client conn(port);
-  std::uint64_t calls = 0;
-  tr::options o;
-  o.chunk_parts = 5;
-  redis_account a("sfleet", spaced_fleet_config(), exec{&conn, &calls}, o);
-  tgtest::rng g(seed);
-  std::uint64_t refusals = 0, admitted = 0;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(run_ms);
-  while (std::chrono::steady_clock::now() < end) {
-    auto x = a.try_admit(tgtest::req(g.between(1, 30), g.between(1, 30)));
-    if (x) {
-      ++admitted;
-      fleet_write(fd, fleet_entry{'A', worker, x.server_now_us, x.tokens, x.lease.from_chunk() ? 1u : 0u});
-      if (victim) {
-        for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // holds it until killed
-      }
-      if (g.chance(50)) x.lease.settle(usage{g.between(0, x.tokens), 0, 0, 0, 0});
-      else x.lease.drop();
-      continue;
-    }
-    ++refusals;
-    std::int64_t wait_us = x.d.retry_after().count() / 1000;
-    if (wait_us <= 0) wait_us = static_cast<std::int64_t>(g.between(200, 1000));
-    wait_us += static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(wait_us) / 4));
-    std::this_thread::sleep_for(std::chrono::microseconds(std::min<std::int64_t>(wait_us, 50000)));
-  }
-  a.release_chunk();
-  a.flush();
-  fleet_write(fd, fleet_entry{'S', worker, static_cast<std::int64_t>(calls), refusals, admitted});
 }
 
 }  // namespace
@@ -467,18 +419,21 @@ TEST_CASE("redis chunk (spaced): a fleet spending slices keeps every bucket's sp
   const int port = srv.port();
   // The victim first, alone, until it holds its chunk; it is killed 500 ms
   // after the others start.
-  const auto run = tgredis::run_fleet<fleet_entry>(seed, 500, [port](int fd, std::uint32_t w, std::uint64_t sd, bool v) {
-    spaced_work(port, fd, w, sd, v, 2000);
-  });
+  tr::options o;
+  o.chunk_parts = 5;
+  const auto run =
+      tgredis::run_fleet<tgredis::chunk_record>(seed, 500, [port, o](int fd, std::uint32_t w, std::uint64_t sd, bool v) {
+        tgredis::chunk_worker(port, fd, w, sd, v, 2000, "sfleet", spaced_fleet_config(), o, 0, 4);
+      });
   REQUIRE(run.forked);
   CHECK(run.victim_killed);
   CHECK(run.others_ok == 3);
-  const std::vector<fleet_entry>& log = run.records;
+  const std::vector<tgredis::chunk_record>& log = run.records;
   const account_config fc = spaced_fleet_config();
   const tr::layout l = tr::make_layout("sfleet", fc);
   events reqs, toks;
   std::uint64_t calls = 0, refusals = 0, summaries = 0, local = 0, victim = 0;
-  for (const fleet_entry& r : log) {
+  for (const tgredis::chunk_record& r : log) {
     if (r.kind == 'A') {
       reqs.emplace_back(r.t_us, 1);
       toks.emplace_back(r.t_us, r.tokens);
