@@ -89,45 +89,44 @@
 //   keeps its money committed for good (as a dead process's reservations:
 //   kept as spent). False refusals: N objects hold at most N
 //   chunks of money unspent, N / chunk_parts of the budget.
-//   Spaced buckets (window_counter, gcra and `unknown`, the default). A
-//   chunk of a bucket of burst 1 is a slice of its time, not a burst: the
-//   grant needs every bucket ready at the call's time t (a 0-token request
-//   where the token bucket is not gets no chunk: an admission as without
-//   chunks) and moves each bucket's TAT to t + D, D the shorter of the
-//   wanted units' times (requests x RPM's interval rounded up to the µs,
-//   as admissions come at whole µs; tokens x TPM's interval, rounded up;
-//   at least the request's own), so no
-//   other admission comes before t + D. The holder runs each bucket as the in-process account does
-//   (burst 1, its own interval, in its ticks) over [t, t + D): a request
-//   of n tokens is taken where each TAT is at or before the time and
-//   max(TAT, time) + its units' intervals stays within D less a margin;
-//   where only the spacing holds it back, the holder answers wait (to its
-//   next interval) with no call, as the in-process bucket would. The time
-//   is the supplied now in test mode (exact, no margin); else a lower bound
-//   of the server's, the grant's time plus the steady time since the reply
-//   came, at 1023/1024, and the margin is the call's round trip (plus
-//   1/1024) plus D / 512 plus 2 µs: the server's time at each admission is
-//   later than its bound by less than that, by a part that only grows, so
-//   the true times keep each interval and end within D. Each admission's
-//   server_now_us is that lower bound. So the fleet's admissions, at their
-//   server times, pass the same GCRA the account runs without chunks, and
-//   each model the spaced policy is safe against (account/policy.hpp).
-//   What a slice leaves unspent is kept as spent (giving it back would need
-//   the TAT still at t + D and no refund since): up to D of the bucket's
-//   time per chunk not spent in full (an object that goes idle, releases
-//   early, or dies). So a slice's size follows its object's demand: the
-//   full chunk (limit / chunk_parts requests, the tokens in proportion)
-//   for an object's first slice, then twice what its last one used (its
-//   requests spent, or the share of its time its buckets' TATs reached,
-//   the larger; so twice its size when used in full, up to the full
+//   Spaced buckets (window_counter, gcra and `unknown`, the default). A chunk
+//   of a bucket of burst 1 is a slice of its time, not a burst: the grant
+//   needs every bucket ready at the call's time t (a 0-token request where
+//   the token bucket is not gets no chunk: an admission as without chunks)
+//   and moves each bucket's TAT to t + D, D the shorter of the wanted units'
+//   times (requests x RPM's interval rounded up to the µs, as admissions come
+//   at whole µs; tokens x TPM's interval, rounded up; at least the request's
+//   own), so no other admission comes before t + D. The holder runs each
+//   bucket as the in-process account does (burst 1, its own interval, in its
+//   ticks) over [t, t + D): a request of n tokens is taken where each TAT is
+//   at or before the time and max(TAT, time) + its units' intervals stays
+//   within D less a margin; where only the spacing holds it back, the holder
+//   answers wait (to its next interval) with no call, as the in-process
+//   bucket would. The time is the supplied now in test mode (exact, no
+//   margin); else a lower bound of the server's, the grant's time plus the
+//   steady time since the reply came, at 1023/1024, and the margin is the
+//   call's round trip (plus 1/1024) plus D / 512 plus 2 µs: the server's time
+//   at each admission is later than its bound by less than that, by a part
+//   that only grows, so the true times keep each interval and end within D.
+//   Each admission's server_now_us is that lower bound. So the fleet's
+//   admissions, at their server times, pass the same GCRA the account runs
+//   without chunks, and each model the spaced policy is safe against
+//   (account/policy.hpp). What a slice leaves unspent is kept as spent
+//   (giving it back would need the TAT still at t + D and no refund since):
+//   up to D of the bucket's time per chunk not spent in full (an object that
+//   goes idle, releases early, or dies). So a slice's size follows its
+//   object's demand: the full chunk (limit / chunk_parts requests, the tokens
+//   in proportion) for an object's first slice, then twice what its last one
+//   used (its requests spent, or the share of its time its buckets' TATs
+//   reached, the larger; so twice its size when used in full, up to the full
 //   chunk), at least 2 requests: an object that sends one request now and
-//   then takes slices of 2 requests' time. Refunds: a chunk's requests refund only their tokens
-//   of strict windows (TPD); no admission before a slice's end refunds into
-//   a bucket (<p>g moves to it). One slice at a time: the other objects are
-//   refused until it ends (their wait says so), so D, which chunk_parts
-//   sets (limit / chunk_parts requests' time), is the longest time one
-//   object keeps the bucket; it must be well above the round trip, since
-//   the margin comes off it.
+//   then takes slices of 2 requests' time. Refunds: a chunk's requests refund
+//   only their tokens of strict windows (TPD); no admission before a slice's
+//   end refunds into a bucket (<p>g moves to it). One slice at a time: the
+//   other objects are refused until it ends (their wait says so), so D, which
+//   chunk_parts sets (limit / chunk_parts requests' time), is the longest
+//   time one object keeps the bucket; it must be well above the round trip,
+//   since the margin comes off it.
 //   Refused at construction (layout_errc::chunk): what a chunk cannot keep
 //   exact. A calendar-day TPD (not done: its day is not a sub-window), and
 //   an account with no RPM, TPM or TPD (a chunk lives one sub-window or
