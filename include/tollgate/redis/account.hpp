@@ -73,13 +73,13 @@
 #include <tollgate/http.hpp>
 #include <tollgate/money.hpp>
 #include <tollgate/redis/chunk_calls.hpp>
-#include <tollgate/redis/wait_spread.hpp>
 #include <tollgate/redis/fallback.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/lease.hpp>
 #include <tollgate/redis/options.hpp>
 #include <tollgate/redis/outcome.hpp>
 #include <tollgate/redis/protocol.hpp>
+#include <tollgate/redis/wait_spread.hpp>
 
 #include <cstdint>
 #include <optional>

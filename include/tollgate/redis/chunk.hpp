@@ -348,7 +348,7 @@ struct held_chunk {
                            std::uint64_t& bits) const noexcept {
     if (!has_slices() || !covers_but_time(n, worst)) return 0;
     const std::uint64_t from = since_grant(now_us, at);
-    std::uint64_t ready = 0;  // ticks would overflow nothing: slices stay below 2^62
+    std::uint64_t ready = 0;  // µs after the grant at which every bucket that waits is ready
     bits = 0;
     for (int k = 0; k < 2; ++k) {
       const chunk_slice& b = spaced[k];

@@ -16,9 +16,9 @@ TOLLGATE_BEGIN_NAMESPACE
 
 namespace redis {
 
-// A spaced bucket's share of a chunk: the
-// in-process bucket of burst 1 (token_bucket at the layout's ticks), run by
-// the holder alone over the chunk's time. Times are ticks since the grant.
+// A spaced bucket's share of a chunk: the in-process bucket of burst 1
+// (token_bucket at the layout's ticks), run by the holder alone over the
+// chunk's time. Times are ticks since the grant.
 struct chunk_slice {
   bool on = false;
   std::uint64_t per_us = 0;    // ticks per µs
