@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -161,7 +162,7 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   q.epoch = 1700000000123456;
   q.charge_tokens = ~std::uint64_t(0);
   const auto argv = tr::build_call(l, a, &q, 1, "0123456789012345678901234567890123456789");
-  REQUIRE(argv.size() == 2 + 1 + 2 + 19 + 7 + 10);
+  REQUIRE(argv.size() == 2 + 1 + 2 + 19 + 7 + 5 + 10);
   CHECK(argv[0] == "EVALSHA");
   CHECK(argv[2] == "2");      // two keys: the epoch (with the windows) and the lease set
   CHECK(argv[3] == "tollgate:{acct}:epoch");
@@ -172,12 +173,12 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   CHECK(argv[21] == std::to_string(tr::max_units + 1));  // tokens beyond every limit: never
   CHECK(argv[22] == "0");    // worst case clamped to 0
   CHECK(argv[23] == "1");    // one queued settlement
-  for (int i = 24; i < 31; ++i) CHECK(argv[static_cast<std::size_t>(i)] == "0");  // no bucket, no calendar day
-  CHECK(argv[31] == "1");    // settle
-  CHECK(argv[32] == "7");
-  CHECK(argv[35] == std::to_string(std::uint64_t(1) << 52));
-  CHECK(argv[39] == "1700000000123456");  // the lease's epoch tag
-  CHECK(argv[40] == "0");    // the tokens it reserved
+  for (int i = 24; i < 36; ++i) CHECK(argv[static_cast<std::size_t>(i)] == "0");  // no bucket, day, learn
+  CHECK(argv[36] == "1");    // settle
+  CHECK(argv[37] == "7");
+  CHECK(argv[40] == std::to_string(std::uint64_t(1) << 52));
+  CHECK(argv[44] == "1700000000123456");  // the lease's epoch tag
+  CHECK(argv[45] == "0");    // the tokens it reserved
   const auto eval = tr::build_call(l, a, &q, 0);
   CHECK(eval[0] == "EVAL");
   CHECK(eval[1] == std::string(tr::script));
@@ -191,6 +192,55 @@ TEST_CASE("redis call argv: keys, clamped numbers, queued settlements", "[redis]
   const std::string lib = tr::function_library();
   CHECK(lib.rfind("#!lua name=" + f[1] + "\n", 0) == 0);
   CHECK(lib.find(std::string(tr::script)) != std::string::npos);
+}
+
+// server_model::learn: both policies per dimension, the level in the call,
+// a relearn answer rebuilding the buckets at a wider margin.
+TEST_CASE("redis learn layout: windows and buckets, levels, relearn", "[redis]") {
+  tollgate::account_config c;
+  c.model = tollgate::server_model::learn;
+  c.rpm = tollgate::limit(3);    // starts strict (RPM 3)
+  c.tpm = tollgate::limit(100000);
+  c.max_request_tokens = 1000;   // m = L / 100: spaced from the start
+  c.lease_timeout = std::chrono::seconds(60);
+  tr::layout l = tr::make_layout("learner", c);
+  REQUIRE(l.learn.on);
+  CHECK_FALSE(l.learn.spaced_start[0]);
+  CHECK(l.learn.spaced_start[1]);
+  CHECK(l.learn.max_level == 7);  // 2 ms doubled to 256 ms
+  CHECK(l.w[0].width_us == 4000000);  // the strict window kept
+  CHECK(l.b[0].per_us != 0);
+  CHECK(l.learn.extra_tokens == 0);
+  const tr::bucket_params b0 = l.b[0];
+  tr::call_args a;
+  auto argv = tr::build_call(l, a, nullptr, 0, "0123456789012345678901234567890123456789");
+  CHECK(argv[tr::argv_word(27)] == "1");  // level 0
+  CHECK(argv[tr::argv_word(29)] == "7");
+  CHECK(argv[tr::argv_word(30)] == "2");  // tpm spaced from the start
+  CHECK(argv[tr::argv_word(31)] == "1000");
+  tr::learn_rebuild(l, 3);  // 16 ms
+  CHECK(l.learn.level == 3);
+  CHECK(tr::learn_margin(l.learn, 3) == std::chrono::milliseconds(16));
+  CHECK(l.b[0].whole_us > b0.whole_us);  // wider spacing
+  CHECK(l.learn.extra_tokens > 0);
+  tr::patch_learn(argv, l);
+  CHECK(argv == tr::build_call(l, a, nullptr, 0, "0123456789012345678901234567890123456789"));
+  tr::learn_rebuild(l, 99);
+  CHECK(l.learn.level == 7);
+  tr::reply r;
+  r.type = tr::reply::kind::array;
+  for (std::int64_t v : {10, 0, 5, 0, -1, -1, 1000, 7}) r.elements.push_back(tr::reply::of_integer(v));
+  CHECK(tr::relearn_level(r) == std::optional<std::uint64_t>(5));
+  tr::call_reply cr;
+  REQUIRE(tr::decode_call(r, cr, tr::op::admit) == tr::call_status::ok);
+  CHECK(cr.code == tr::script_code::relearn);
+  r.elements[0] = tr::reply::of_integer(9);
+  CHECK_FALSE(tr::relearn_level(r));
+  r.elements[0] = tr::reply::of_integer(11);
+  CHECK(tr::decode_call(r, cr, tr::op::admit) == tr::call_status::garbage);
+  c.max_spacing_margin = std::chrono::milliseconds(1);  // below the margin
+  tr::layout bad;
+  CHECK(tr::make_layout("learner", c, bad) == tr::layout_errc::spacing);
 }
 
 TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]") {
@@ -209,7 +259,7 @@ TEST_CASE("redis reply decoder: garbage never decodes as an admission", "[redis]
   CHECK(tr::decode_call(reply::of_error("ERR Function not found"), out) == tr::call_status::noscript);
   CHECK(tr::decode_call(reply::of_error("ERR x"), out) == tr::call_status::server_error);
   CHECK(tr::decode_call(ints({0, 0, 0, 5, 1, 2, 77}), out) == tr::call_status::garbage);          // short
-  CHECK(tr::decode_call(ints({10, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);    // unknown code
+  CHECK(tr::decode_call(ints({11, 0, 0, 5, 1, 2, 100, 77}), out) == tr::call_status::garbage);    // unknown code
   REQUIRE(tr::decode_call(ints({9, 0, 0, 0, -1, -1, 0, 0}), out) == tr::call_status::ok);         // other widths
   CHECK(out.code == tr::script_code::other_configuration);
   CHECK(tr::decode_refusal(ints({9, 0, 0, 0, -1, -1, 0, 0})) == tr::script_code::other_configuration);

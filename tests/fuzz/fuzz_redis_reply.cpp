@@ -97,5 +97,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::int64_t w[3];
   if (tr::decode_waits(r, w) == tr::call_status::ok && (!all_integers(r, 3) || w[0] < 0 || w[1] < 0)) __builtin_trap();
   (void)tr::decode_refusal(r);
+  if (const auto lv = tr::relearn_level(r)) {  // a level the layout can take, from an 8-integer reply only
+    if (*lv > 64 || !all_integers(r, 8)) __builtin_trap();
+  }
   return 0;
 }

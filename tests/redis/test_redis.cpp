@@ -40,18 +40,19 @@ constexpr std::int64_t sec = 1000 * ms;
 
 std::int64_t ceil_us(nanoseconds d) { return static_cast<std::int64_t>(tr::ceil_us(d)); }
 
-// Every server model but learn (which switches policy at run time): strict
-// windows (fixed_window, sliding_log, token_bucket) and the spaced buckets
-// (window_counter, gcra, unknown), with margins of odd nanoseconds so that
+// Every server model: strict windows (fixed_window, sliding_log,
+// token_bucket), the spaced buckets (window_counter, gcra, unknown) and
+// learn (both, switched by the answers fed back), with margins of odd nanoseconds so that
 // the buckets' intervals need sub-nanosecond ticks (scales up to 14), and a
 // calendar-day TPD at a random UTC offset beside the rolling one. Windows a
 // whole number of 15 µs (so the script's µs sub-windows are the account's ns
 // ones exactly).
-account_config random_config(tgtest::rng& g) {
+account_config random_config(tgtest::rng& g, bool learn = false) {
   account_config c;
   const server_model models[] = {server_model::fixed_window,   server_model::sliding_log, server_model::token_bucket,
-                                 server_model::window_counter, server_model::gcra,        server_model::unknown};
-  c.model = models[g.between(0, 5)];
+                                 server_model::window_counter, server_model::gcra,        server_model::unknown,
+                                 server_model::learn};
+  c.model = learn ? server_model::learn : models[g.between(0, 6)];
   if (g.chance(70)) c.concurrency = limit(g.between(1, 4));
   if (g.chance(85)) c.rpm = limit(g.between(1, 40));
   if (g.chance(85)) c.tpm = limit(g.between(50, 1000));
@@ -90,11 +91,12 @@ request random_request(tgtest::rng& g) {
   return r;
 }
 
-error_info random_answer(tgtest::rng& g, std::optional<nanoseconds>& header) {
+error_info random_answer(tgtest::rng& g, std::optional<nanoseconds>& header, bool learn = false) {
   const error_kind kinds[] = {error_kind::rpm,        error_kind::tpm,        error_kind::tpd,   error_kind::concurrency,
                               error_kind::rate_limit, error_kind::overloaded, error_kind::quota, error_kind::auth};
+  const error_kind lessons[] = {error_kind::rpm, error_kind::tpm, error_kind::rate_limit};
   error_info e;
-  e.kind = kinds[g.chance(90) ? g.between(0, 5) : g.between(6, 7)];
+  e.kind = learn && g.chance(50) ? lessons[g.between(0, 2)] : kinds[g.chance(90) ? g.between(0, 5) : g.between(6, 7)];
   e.status = e.kind == error_kind::auth ? 401 : 429;
   auto hint = [&]() -> std::optional<nanoseconds> {
     switch (g.between(0, 3)) {
@@ -124,11 +126,15 @@ struct tally {
   // The spaced and calendar paths reached: waits a spaced bucket named,
   // admissions after a calendar day's rollover, refunds into a spaced bucket.
   std::uint64_t spaced_waits = 0, rollovers = 0, bucket_refunds = 0;
+  // learn: dimensions switched, widenings, decisions in the both and spaced
+  // phases, refunds into learn's bucket.
+  std::uint64_t switches = 0, widenings = 0, both = 0, spaced = 0, learn_refunds = 0;
 };
 
 // One differential run of `trials` random accounts; SCRIPT FLUSH every
 // `flush_every` steps when non-zero.
-tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false) {
+tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false,
+                   bool learn = false) {
   client conn(srv.port()), admin(srv.port());
   REQUIRE(conn.connected());
   const std::uint64_t seed = tgtest::seed_for(stream);
@@ -136,7 +142,7 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
   INFO(tgtest::seed_note() << " stream seed " << seed);
   tally t;
   for (int trial = 0; trial < trials; ++trial) {
-    const account_config c = random_config(g);
+    const account_config c = random_config(g, learn);
     INFO("trial " << trial << ": " << describe(c));
     const nanoseconds origin(static_cast<std::int64_t>(g.between(1, 1000000)) * us + 1700000000 * sec);
     account<manual_clock> a(c, origin);
@@ -162,6 +168,14 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
         auto x = a.try_admit(r, now);
         auto y = b.try_admit(r, now);
         INFO("outcome " << tr::to_string(y.how));
+        std::string learned_note;
+        if (c.model == server_model::learn) {
+          const learned_view lv = a.learned(now);
+          learned_note = std::string("learned: phases ") + to_string(lv.requests) + "/" + to_string(lv.tokens) +
+                         " margin " + std::to_string(lv.margin.count()) + " widenings " +
+                         std::to_string(lv.widenings) + " level " + std::to_string(b.state_layout().learn.level);
+        }
+        INFO(learned_note);
         REQUIRE(y.how == tr::outcome::ok);
         REQUIRE(x.decision.what() == y.d.what());
         REQUIRE(x.decision.why() == y.d.why());
@@ -170,6 +184,12 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
         REQUIRE(x.tokens == y.tokens);
         REQUIRE(x.worst_case == y.worst_case);
         REQUIRE(static_cast<bool>(x.lease) == static_cast<bool>(y.lease));
+        if (c.model == server_model::learn) {  // decisions in each phase
+          const learned_view lv = a.learned(now);
+          using lp = account_policy::learn_phase;
+          if (lv.requests == lp::both || lv.tokens == lp::both) ++t.both;
+          if (lv.requests == lp::spaced || lv.tokens == lp::spaced) ++t.spaced;
+        }
         if (x) {
           ++t.admitted;
           if (c.calendar_day && c.tpd.is_finite()) {
@@ -194,6 +214,9 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
           usage u{g.between(0, reserved + 50), g.between(0, reserved / 2 + 20), 0, 0, 0};
           const auto sr = h.first.settle(u, now);
           if (spaced && c.tpm.is_finite() && sr.refunded_tokens > 0) ++t.bucket_refunds;
+          if (c.model == server_model::learn && sr.refunded_tokens > 0 &&
+              a.learned(now).tokens == account_policy::learn_phase::spaced)
+            ++t.learn_refunds;
           h.second.settle(u);
         } else if (kind < 8) {
           h.first.settle_rejected(now);
@@ -207,7 +230,7 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
         held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
       } else if (op < 94) {
         std::optional<nanoseconds> header;
-        const error_info e = random_answer(g, header);
+        const error_info e = random_answer(g, header, learn);
         a.on_response(e, header, now);
         REQUIRE(b.on_response(e, header, now) == tr::outcome::ok);
         ++t.answers;
@@ -227,6 +250,12 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
       if (c.tpd.is_finite()) REQUIRE(*v.tokens_day == *w.values.available[2]);
       if (c.budget)
         REQUIRE(a.budget_remaining()->nanos() == std::max<std::int64_t>(0, c.budget->nanos() - w.values.committed_nanos));
+    }
+    if (c.model == server_model::learn) {
+      const learned_view lv = a.learned(now);
+      t.switches += lv.switches;
+      t.widenings += lv.widenings;
+      REQUIRE(b.state_layout().learn.level == lv.widenings);
     }
     held.clear();  // the in-process leases go first; the Redis ones queue into b, dropped with it
   }
@@ -248,6 +277,23 @@ TEST_CASE("redis: the script and the in-process account decide alike", "[redis_s
   CHECK(t.spaced_waits > 300);
   CHECK(t.rollovers > 5);
   CHECK(t.bucket_refunds > 40);
+}
+
+// server_model::learn alone, with rate 429s fed back often: switches,
+// the both and spaced phases, widenings (the fleet's level) and refunds into
+// learn's bucket all reached, every decision and wait the in-process one's.
+TEST_CASE("redis: learn decides as the in-process account, switch by switch", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  const tally t = differential(srv, 17104, 60, 400, 0, false, true);
+  INFO("switches " << t.switches << ", widenings " << t.widenings << ", both " << t.both << ", spaced " << t.spaced
+                   << ", learn refunds " << t.learn_refunds);
+  CHECK(t.admitted > 1000);
+  CHECK(t.switches > 40);
+  CHECK(t.widenings > 40);
+  CHECK(t.both > 100);
+  CHECK(t.spaced > 300);
+  CHECK(t.learn_refunds > 20);
 }
 
 // Times behind the latest one seen (a clock stepped back, a failover to a
@@ -335,7 +381,7 @@ TEST_CASE("redis: times behind the latest never admit past a bound", "[redis_ser
 TEST_CASE("redis: SCRIPT FLUSH mid-run: the EVAL fallback, the same decisions", "[redis_server][flush]") {
   server srv;
   REQUIRE(srv.running());
-  const tally t = differential(srv, 17102, 20, 300, 37);
+  const tally t = differential(srv, 17102, 24, 300, 37);
   CHECK(t.flushes >= 150);
   CHECK(t.admitted > 200);
 }
@@ -481,4 +527,65 @@ TEST_CASE("redis: a spaced bucket refunds only a lease's own intervals, as in-pr
   // The TAT: 30 ms + 300 ms + 600 ms - 93 x 3 ms = 651 ms after t0.
   CHECK(next.first.decision.retry_after() == 601 * ms1);
   CHECK(next.second.d.retry_after() == 601 * ms1);
+}
+
+// learn's "both" phase where random schedules rarely reach it: the window
+// still refuses after the switch while the bucket would admit. A request's
+// debt (900 tokens beyond its reservation) fills the token window but not
+// the shadow, so after a TPM 429 the bucket is ready at once while the window
+// stays full for the phase: both accounts refuse, naming TPM, with the same
+// wait (the window's, cut at the phase's end), then admit once it is over.
+TEST_CASE("redis: learn's switch keeps the window for a window, as in-process", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  account_config c;
+  c.model = server_model::learn;
+  c.tpm = limit(1000);
+  c.max_request_tokens = 100;  // starts strict: the margin policy admits 900 per 1.502 s, the window 937.5
+  c.token_window = std::chrono::milliseconds(1500);
+  c.max_pause = nanoseconds(0);
+  const nanoseconds t0(1700000000 * sec);
+  c.lease_timeout = nanoseconds(0);
+  c.per_thread_credit = false;
+  account<manual_clock> a(c, t0);
+  redis_account b("both", redis_side(c), exec{&conn}, tr::options{true});
+  REQUIRE(b.create(true, t0.count() / us) == tr::outcome::ok);
+  REQUIRE(b.state_layout().learn.on);
+  REQUIRE_FALSE(b.state_layout().learn.spaced_start[1]);
+  const nanoseconds ms1(ms);
+  auto both = [&](const request& r, nanoseconds at) {
+    auto x = a.try_admit(r, at);
+    auto y = b.try_admit(r, at);
+    REQUIRE(y.how == tr::outcome::ok);
+    REQUIRE(x.decision.what() == y.d.what());
+    REQUIRE(ceil_us(x.decision.retry_after()) * us == y.d.retry_after().count());
+    REQUIRE(x.refused.bits == y.refused.bits);
+    return std::make_pair(std::move(x), std::move(y));
+  };
+  auto l = both(tgtest::req(10, 0), t0);
+  REQUIRE(l.first);
+  (void)l.first.lease.settle(usage{910, 0, 0, 0, 0}, t0 + ms1);  // 900 beyond the 10 reserved
+  l.second.lease.settle(usage{910, 0, 0, 0, 0});
+  REQUIRE(b.flush(t0 + ms1));
+  error_info e;
+  e.kind = error_kind::tpm;
+  e.status = 429;
+  a.on_response(e, std::nullopt, t0 + 2 * ms1);
+  REQUIRE(b.on_response(e, std::nullopt, t0 + 2 * ms1) == tr::outcome::ok);
+  REQUIRE(a.learned(t0 + 2 * ms1).tokens == account_policy::learn_phase::both);
+  a.clear_pause();
+  REQUIRE(b.clear_pause(t0 + 3 * ms1) == tr::outcome::ok);
+  // 910 in the window: 90 fit, 100 do not; the bucket (10 tokens of shadow,
+  // 17 ms) is ready from 20 ms on.
+  auto m = both(tgtest::req(90, 0), t0 + 30 * ms1);
+  REQUIRE(m.first);
+  auto r = both(tgtest::req(50, 0), t0 + 400 * ms1);
+  REQUIRE_FALSE(r.first);
+  REQUIRE(r.first.refused.has(dimension::tpm));
+  REQUIRE(r.first.decision.retry_after() > nanoseconds(0));
+  // After the phase (1.5 s from the switch) the bucket alone decides.
+  REQUIRE(a.learned(t0 + 1600 * ms1).tokens == account_policy::learn_phase::spaced);
+  auto s = both(tgtest::req(50, 0), t0 + 1600 * ms1);
+  REQUIRE(s.first);
 }

@@ -74,6 +74,7 @@
 #include <tollgate/money.hpp>
 #include <tollgate/redis/chunk_calls.hpp>
 #include <tollgate/redis/fallback.hpp>
+#include <tollgate/redis/feedback.hpp>
 #include <tollgate/redis/layout.hpp>
 #include <tollgate/redis/lease.hpp>
 #include <tollgate/redis/options.hpp>
@@ -188,59 +189,9 @@ class basic_account {
 
   // A server's answer: pauses (the whole fleet) or stops the account by the
   // rule of account/pause.hpp, with the limiters' own waits read from Redis.
+  // Under server_model::learn a rate 429 also teaches the fleet (redis/feedback.hpp).
   outcome on_response(const error_info& e, std::optional<nanoseconds> hint, std::optional<nanoseconds> now = std::nullopt) {
-    using namespace account_policy;
-    const clamped_hint h = clamp_hint(e.kind, hint, e.hint, cfg_.max_pause);
-    call_args a;
-    a.what = op::waits;
-    if (!stamp(a, now)) return outcome::bad_call;
-    std::vector<std::string> argv = words(a, true);
-    reply rp = send(argv);
-    std::int64_t w[3] = {0, 0, 0};
-    call_status st = decode_waits(rp, w);
-    if (st == call_status::noscript) {
-      rp = resend(argv);
-      st = decode_waits(rp, w);
-    }
-    if (st == call_status::garbage)
-      if (auto c = decode_refusal(rp)) return how_of(*c);
-    if (st != call_status::ok) {
-      forget_returns();
-      // Redis is not told: this object's fallback holds it at least.
-      if (detail_fallback::local_calls::ready(*this, clock_now(now))) local_->on_response(e, hint, clock_now(now));
-      return st == call_status::garbage ? outcome::garbage : outcome::server_error;
-    }
-    carried(true);
-    own_waits ow;
-    ow.request_limit = layout_.w[0].limit > 0;
-    ow.request = us(w[0]);
-    ow.token = us(w[1]);
-    ow.daily_reset = us(w[2]);
-    // Without a daily limit of its own a TPD 429 pauses until the next midnight
-    // (account/pause.hpp); the script keeps a calendar only for a calendar-day
-    // TPD, so here the client reckons it: from the supplied time in test mode,
-    // else from its system clock.
-    if (layout_.w[2].limit == 0)
-      ow.daily_reset = until_midnight(now ? *now : system_clock::now(),
-                                      now ? cfg_.unix_time_at_zero.value_or(nanoseconds(0)) : nanoseconds(0), cfg_.utc_offset);
-    const response_decision rd = pause_after(e.kind, h.hint, ow);
-    if (rd.action == response_action::none) return outcome::ok;
-    release_chunk();  // paused or stopped: this object's chunk goes back with the call that says so
-    call_args c;
-    c.what = op::control;
-    stamp(c, now);
-    if (rd.action == response_action::stop) {
-      c.extra = {"stop"};
-    } else {
-      const std::uint64_t p = ceil_us(rd.pause);
-      constexpr std::uint64_t top = std::uint64_t(1) << 50;  // 35 years: as good as forever
-      c.extra = {"pause_us", std::to_string(p < top ? p : top)};
-    }
-    call_reply r;
-    const outcome o = simple(c, r, false);
-    if (o == outcome::ok && rd.action == response_action::stop) seen_.stopped = true;
-    if (o == outcome::ok && rd.action != response_action::stop) seen_.pause(clock_now(now) + rd.pause);
-    return o;
+    return detail_feedback::calls::on_response(*this, e, hint, now);
   }
   // Lifts a stop (and this object's fallback's, whether Redis answers or not).
   outcome resume(std::optional<nanoseconds> now = std::nullopt) {
@@ -281,8 +232,9 @@ class basic_account {
     if (st == call_status::ok) carried(true);
     else forget_returns();
     // The spaced token bucket admits one request at a time: what it has left
-    // is a request's worth (max_request_tokens) or nothing, as in-process.
-    if (st == call_status::ok && layout_.b[1].per_us > 0 && v.values.available[1])
+    // is a request's worth (max_request_tokens) or nothing, as in-process
+    // (learn's: the script says it, by phase).
+    if (st == call_status::ok && layout_.b[1].per_us > 0 && !layout_.learn.on && v.values.available[1])
       v.values.available[1] = *v.values.available[1] > 0 ? cfg_.max_request_tokens : 0;
     v.how = st == call_status::ok ? outcome::ok : st == call_status::garbage ? outcome::garbage : outcome::server_error;
     if (st == call_status::garbage)
@@ -294,6 +246,7 @@ class basic_account {
   friend lease_type;
   friend struct detail_chunk::calls;
   friend struct detail_fallback::local_calls;
+  friend struct detail_feedback::calls;
   void forget_returns() { detail_chunk::calls::forget(*this); }
   using local_account = tollgate::account<steady_clock, Currency>;
   void enqueue(const queued& q) { queue_.push_back(q); owed_ += detail_chunk::calls::owes(q); }
@@ -335,7 +288,8 @@ class basic_account {
     return build_call(layout_, a, queue_.data(), n, sha_);
   }
   // An exception from the executor forgets the chunk returns the call carried.
-  reply send(const std::vector<std::string>& argv) { return detail_chunk::calls::send(*this, argv); }
+  // Under learn a relearn answer is handled there (redis/feedback.hpp).
+  reply send(const std::vector<std::string>& argv) { return detail_feedback::calls::send(*this, argv); }
   // After NOSCRIPT: the EVAL form (loads the body), then the SHA is learnt
   // again; for a function, FUNCTION LOAD and the same FCALL.
   reply resend(std::vector<std::string>& argv) {
@@ -387,6 +341,7 @@ class basic_account {
       case script_code::corrupt: return outcome::corrupt;
       case script_code::bad_call: return outcome::bad_call;
       case script_code::other_configuration: return outcome::other_configuration;
+      case script_code::relearn: return outcome::other_configuration;  // a level this object cannot reach
       default: return outcome::ok;
     }
   }

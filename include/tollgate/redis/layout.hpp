@@ -126,6 +126,7 @@
 
 #include <tollgate/config.hpp>
 #include <tollgate/account/config.hpp>
+#include <tollgate/account/learn_rules.hpp>
 #include <tollgate/account/policy.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/detail/arith.hpp>
@@ -233,6 +234,24 @@ struct bucket_params {
 inline constexpr std::uint64_t day_us = 86400ULL * 1000000ULL;
 inline constexpr std::uint64_t calendar_day_limit = (std::uint64_t(1) << 40) - 1;  // calendar_quota's
 
+// server_model::learn (account/learn.hpp) in Redis: rpm and tpm each keep
+// their strict window and learn's spaced bucket, whose rate follows the
+// spacing margin in force. The margin widens in steps (level 0 is
+// spacing_margin, each step widened_margin of the one before, up to
+// max_level, where it reaches max_spacing_margin); the epoch keeps the
+// fleet's level, and a call at a lower one is answered "relearn" with it,
+// so each process rebuilds its buckets (learn_rebuild) and calls again.
+struct learn_params {
+  bool on = false;
+  bool spaced_start[2] = {false, false};  // starts_strict false: spaced from the start, nothing to switch
+  std::uint64_t level = 0, max_level = 0;
+  std::uint64_t extra_tokens = 0;         // tokens a request's own spacing charges, from level 1 on
+  std::uint64_t limit[2] = {0, 0};
+  nanoseconds window[2] = {nanoseconds(0), nanoseconds(0)};
+  std::uint64_t max_request_tokens = 0;
+  nanoseconds base{0}, cap{0};
+};
+
 // The constants a call carries: the script keeps no limits, so a change of
 // limits takes effect at the next call; a window's width it keeps (see
 // Configuration above).
@@ -247,6 +266,7 @@ struct layout {
   bool budget = false;
   std::int64_t budget_nanos = 0;
   std::uint64_t hold_us = 0;     // the hold after state loss: the longest window (and lease timeout)
+  learn_params learn;            // server_model::learn: its buckets are b, at learn.level
 
   std::string key(std::string_view part) const { return prefix + std::string(part); }
 };
@@ -258,6 +278,60 @@ constexpr bool valid_name(std::string_view n) noexcept {
     if (u <= 0x20 || u == 0x7f || ch == '{' || ch == '}') return false;
   }
   return true;
+}
+
+namespace detail_layout {
+// Bucket k (0 rpm, 1 tpm) of limit v at `margin`, as the in-process account
+// builds it; `span` the µs the hold after a loss needs for it: the bucket's
+// period (its limit's intervals) and its largest admission's intervals after
+// it (a request, or max_request_tokens), capped at twice max_duration.
+inline layout_errc spaced_bucket(int k, std::uint64_t v, nanoseconds window, std::uint64_t max_request_tokens,
+                                 nanoseconds margin, bucket_params& b, std::uint64_t& span) noexcept {
+  using namespace account_policy;
+  std::optional<rate> r;
+  if (k == 0) r = spaced_request_rate(v, window, margin);
+  else r = spaced_token_rate(v, max_request_tokens, window, margin);
+  detail::gcra_params p{};
+  if (!r || detail::make_gcra_params(*r, 1, p) != errc::ok) return layout_errc::spacing;
+  b.per_us = 1000 * p.scale;
+  b.whole_us = p.interval / b.per_us;
+  b.ticks = p.interval % b.per_us;
+  const detail::u128 iv = p.interval;
+  const detail::u128 period = (static_cast<detail::u128>(r->count) * iv + b.per_us - 1) / b.per_us;
+  if (period > max_duration_us) return layout_errc::spacing;
+  const std::uint64_t extra = k == 0 ? 1 : max_request_tokens;
+  const detail::u128 more = (static_cast<detail::u128>(extra) * iv + b.per_us - 1) / b.per_us;
+  span = static_cast<std::uint64_t>(period + (more < max_duration_us ? more : max_duration_us));
+  return layout_errc::ok;
+}
+}  // namespace detail_layout
+
+// learn's margin at `level`: spacing_margin widened `level` times.
+constexpr nanoseconds learn_margin(const learn_params& p, std::uint64_t level) noexcept {
+  nanoseconds m = p.base;
+  for (std::uint64_t i = 0; i < level && i < 64; ++i) m = account_policy::widened_margin(m, p.cap);
+  return m;
+}
+
+// Rebuilds learn's buckets (l.b) and its spacing tokens at `level` (at most
+// max_level). Every level's rates were checked by make_layout.
+inline void learn_rebuild(layout& l, std::uint64_t level) noexcept {
+  learn_params& p = l.learn;
+  if (!p.on) return;
+  p.level = level < p.max_level ? level : p.max_level;
+  const nanoseconds m = learn_margin(p, p.level);
+  p.extra_tokens = 0;
+  for (int k = 0; k < 2; ++k) {
+    if (p.limit[k] == 0) continue;
+    std::uint64_t span = 0;
+    (void)detail_layout::spaced_bucket(k, p.limit[k], p.window[k], p.max_request_tokens, m, l.b[k], span);
+    const bucket_params& b = l.b[k];
+    // As learn_state::install: from the first widening on, ceil(margin /
+    // the interval in whole ns) tokens more per request.
+    const std::uint64_t unit = detail::ceil_div(b.whole_us * b.per_us + b.ticks, b.per_us / 1000);
+    if (k == 1 && p.level > 0 && unit > 0 && m.count() > 0)
+      p.extra_tokens = detail::ceil_div(static_cast<std::uint64_t>(m.count()), unit);
+  }
 }
 
 // Checks a configuration and builds its layout; `out` is written only on ok.
@@ -289,26 +363,10 @@ layout_errc make_layout(std::string_view name, const basic_account_config<Curren
     if (kinds[k] == limiter::spaced) {
       // The in-process account's bucket (account/limiters.hpp): the same
       // rate, burst 1, the same ticks.
-      std::optional<rate> r;
-      if (k == 0) r = spaced_request_rate(*v, c.request_window, c.spacing_margin);
-      else r = spaced_token_rate(*v, c.max_request_tokens, c.token_window, c.spacing_margin);
-      detail::gcra_params p{};
-      if (!r || detail::make_gcra_params(*r, 1, p) != errc::ok) return layout_errc::spacing;
-      bucket_params& b = l.b[k];
-      b.per_us = 1000 * p.scale;
-      b.whole_us = p.interval / b.per_us;
-      b.ticks = p.interval % b.per_us;
-      // The bucket's period (count intervals) bounds every time it owes for
-      // one admission; the hold after a loss covers it and the largest
-      // single admission's intervals after it (a request, or
-      // max_request_tokens), capped at twice max_duration (layout bounds).
-      const detail::u128 iv = p.interval;
-      const detail::u128 period = (static_cast<detail::u128>(r->count) * iv + b.per_us - 1) / b.per_us;
-      if (period > max_duration_us) return layout_errc::spacing;
-      const std::uint64_t extra = k == 0 ? 1 : c.max_request_tokens;
-      const detail::u128 more = (static_cast<detail::u128>(extra) * iv + b.per_us - 1) / b.per_us;
-      const detail::u128 span128 = period + (more < max_duration_us ? more : max_duration_us);
-      const std::uint64_t span = static_cast<std::uint64_t>(span128);
+      std::uint64_t span = 0;
+      const layout_errc e = detail_layout::spaced_bucket(k, *v, periods[k], c.max_request_tokens, c.spacing_margin,
+                                                         l.b[k], span);
+      if (e != layout_errc::ok) return e;
       if (span > l.hold_us) l.hold_us = span;
       continue;
     }
@@ -325,6 +383,42 @@ layout_errc make_layout(std::string_view name, const basic_account_config<Curren
     // The hold covers everything the window still counts: K + 1 sub-windows.
     const std::uint64_t span = w.width_us * (sub_windows + 1);
     if (span > l.hold_us) l.hold_us = span;
+  }
+  if (c.model == server_model::learn) {
+    // Both policies per dimension: the strict window (above) and learn's
+    // bucket, checked at every margin it can widen to (the widest spaces
+    // the longest: the hold covers it).
+    learn_params& p = l.learn;
+    if (c.max_spacing_margin < c.spacing_margin || c.spacing_margin.count() < 0) return layout_errc::spacing;
+    p.on = true;
+    p.base = c.spacing_margin;
+    p.cap = c.max_spacing_margin;
+    p.window[0] = c.request_window;
+    p.window[1] = c.token_window;
+    p.max_request_tokens = c.max_request_tokens;
+    for (nanoseconds m = p.base; p.max_level < 64; ++p.max_level) {
+      const nanoseconds w = widened_margin(m, p.cap);
+      if (w <= m) break;
+      m = w;
+    }
+    const limit* lk[2] = {&c.rpm, &c.tpm};
+    for (int k = 0; k < 2; ++k) {
+      const auto v = lk[k]->value();
+      if (!v) continue;
+      p.limit[k] = *v;
+      bucket_params b;
+      std::uint64_t span = 0;
+      for (std::uint64_t i = 0; i <= p.max_level; ++i) {
+        const layout_errc e = detail_layout::spaced_bucket(k, *v, periods[k], c.max_request_tokens, learn_margin(p, i),
+                                                           i == 0 ? l.b[k] : b, span);
+        if (e != layout_errc::ok) return e;
+        if (span > l.hold_us) l.hold_us = span;
+      }
+      const std::optional<rate> r0 = k == 0 ? std::optional<rate>(spaced_request_rate(*v, c.request_window, p.base))
+                                            : spaced_token_rate(*v, c.max_request_tokens, c.token_window, p.base);
+      p.spaced_start[k] = !starts_strict(*v, periods[k], *r0, sub_windows);
+    }
+    learn_rebuild(l, 0);
   }
   if (c.budget) {
     if (c.budget->nanos() < 0 || c.budget->nanos() > max_money) return layout_errc::too_large;

@@ -141,6 +141,14 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
     out.push_back(num(b.ticks));
   }
   out.push_back(num(l.day_code));
+  // server_model::learn: its level (+1; 0: not learn), spacing tokens, top
+  // level, the dimensions spaced from the start, max_request_tokens.
+  const learn_params& lp = l.learn;
+  out.push_back(num(lp.on ? lp.level + 1 : 0));
+  out.push_back(num(clamp_u(lp.extra_tokens, top_units)));
+  out.push_back(num(lp.max_level));
+  out.push_back(num(static_cast<std::uint64_t>((lp.spaced_start[0] ? 1 : 0) | (lp.spaced_start[1] ? 2 : 0))));
+  out.push_back(num(clamp_u(lp.max_request_tokens, top_units)));
   for (std::size_t i = 0; i < nq; ++i) {
     const queued& x = q[i];
     out.push_back(num(static_cast<std::uint64_t>(x.what)));
@@ -161,7 +169,7 @@ inline void append_call(std::vector<std::string>& out, const layout& l, const ca
 inline std::vector<std::string> build_call(const layout& l, const call_args& a, const queued* q, std::size_t nq,
                                            std::string_view sha = {}) {
   std::vector<std::string> out;
-  out.reserve(40 + 10 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.reserve(45 + 10 * (nq < max_queued_per_call ? nq : max_queued_per_call));
   if (sha.empty()) {
     out.emplace_back("EVAL");
     out.emplace_back(script);
@@ -176,7 +184,7 @@ inline std::vector<std::string> build_script_load() { return {"SCRIPT", "LOAD", 
 // FCALL tollgate_v3 ... (the Functions library, function_library()).
 inline std::vector<std::string> build_fcall(const layout& l, const call_args& a, const queued* q, std::size_t nq) {
   std::vector<std::string> out;
-  out.reserve(40 + 10 * (nq < max_queued_per_call ? nq : max_queued_per_call));
+  out.reserve(45 + 10 * (nq < max_queued_per_call ? nq : max_queued_per_call));
   out.emplace_back("FCALL");
   out.emplace_back(function_name);
   append_call(out, l, a, q, nq);
@@ -195,7 +203,33 @@ enum class call_status : unsigned char {
 enum class script_code : unsigned char {
   admitted = 0, wait = 1, busy = 2, never = 3, stopped = 4, held = 5, budget_held = 6, corrupt = 7, bad_call = 8,
   other_configuration = 9,
+  relearn = 10,  // server_model::learn: the fleet's margin is wider (wait_us carries its level); rebuild, call again
 };
+// Where learn's words sit in a call's argv (the words of build_call or
+// build_fcall): the rpm and tpm buckets (ARGV 20-25), the level and the
+// spacing tokens (ARGV 27, 28); ARGV i is word 4 + i.
+inline constexpr std::size_t argv_word(std::size_t i) noexcept { return 4 + i; }
+// Rewrites a built call's learn words after learn_rebuild (a relearn reply).
+inline void patch_learn(std::vector<std::string>& argv, const layout& l) {
+  using detail_protocol::num;
+  if (argv.size() <= argv_word(31)) return;
+  for (std::size_t k = 0; k < 2; ++k) {
+    argv[argv_word(20 + 3 * k)] = num(l.b[k].per_us);
+    argv[argv_word(21 + 3 * k)] = num(l.b[k].whole_us);
+    argv[argv_word(22 + 3 * k)] = num(l.b[k].ticks);
+  }
+  argv[argv_word(27)] = num(l.learn.on ? l.learn.level + 1 : 0);
+  argv[argv_word(28)] = num(l.learn.extra_tokens);
+}
+// A relearn reply's level, if `r` is one.
+inline std::optional<std::uint64_t> relearn_level(const reply& r) {
+  if (r.type != reply::kind::array || r.elements.size() != 8) return std::nullopt;
+  const reply& c = r.elements[0];
+  const reply& v = r.elements[2];
+  if (c.type != reply::kind::integer || c.integer != 10 || v.type != reply::kind::integer || v.integer < 0 || v.integer > 64)
+    return std::nullopt;
+  return static_cast<std::uint64_t>(v.integer);
+}
 
 struct decoded {
   call_status status = call_status::garbage;
@@ -239,7 +273,7 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   decoded d = decode_integers(r, 8);
   if (d.status != call_status::ok) return d.status;
   const auto& v = d.values;
-  if (v[0] < 0 || v[0] > 9 || v[1] < 0 || v[1] > 0x1ff || v[2] < 0 || v[3] < 0 || v[4] < -1 || v[5] < -1 || v[6] < 0 ||
+  if (v[0] < 0 || v[0] > 10 || v[1] < 0 || v[1] > 0x1ff || v[2] < 0 || v[3] < 0 || v[4] < -1 || v[5] < -1 || v[6] < 0 ||
       v[7] < 0)
     return call_status::garbage;
   const script_code c = static_cast<script_code>(v[0]);

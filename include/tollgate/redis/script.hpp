@@ -21,7 +21,10 @@
 //   admitted, nothing written), 8 bad call (version, arguments, or a
 //   supplied `now` to an account not in test mode, or none to one that is),
 //   9 other configuration (a window's width differs from the one its counts
-//   were made with, see layout.hpp: refused, nothing written).
+//   were made with, see layout.hpp: refused, nothing written), 10 relearn
+//   (server_model::learn: the fleet's margin level, in wait_us, is above the
+//   call's; nothing written: rebuild the buckets at it and call again,
+//   redis/feedback.hpp).
 //   refused_bits are those of tollgate::dimension; now_us is the time the
 //   call decided at (the server's, or the supplied one in test mode); epoch
 //   is the tag of the epoch that decided (0 when none was read).
@@ -46,7 +49,7 @@
 // The body runs as an EVAL script or, unchanged, inside a Functions library
 // (function_library below).
 // Cost: an admission that carries one settlement runs 7 commands (TIME, the
-// epoch's HMGET of 45 fields, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET),
+// epoch's HMGET of 54 fields, ZCARD, ZMSCORE, ZADD, ZREM, the epoch's HSET),
 // whatever the policies; a window's ring is read (one HMGET) only at the end
 // of its head sub-window, for a refusal's wait or a refund into an older
 // sub-window (docs/redis.md). A spaced bucket and a calendar day cost no
@@ -54,8 +57,7 @@
 // Needs Redis 6.2 or later (ZMSCORE); Functions need 7.
 // Policies here, each the in-process account's (account/limiters.hpp):
 //   strict sliding windows for RPM, TPM and a rolling 24 h TPD (the server
-//     models fixed_window, sliding_log, token_bucket, and learn, which here
-//     never leaves its strict start);
+//     models fixed_window, sliding_log, token_bucket);
 //   the spaced buckets for RPM and TPM (window_counter, gcra, unknown): GCRA
 //     of burst 1 at the same rate, margin and ticks (1 / (1000 x scale) µs,
 //     the scale the in-process bucket uses, so intervals round up as there),
@@ -65,6 +67,13 @@
 //     bucket_ticket.hpp (at most the admission's own intervals still ahead,
 //     and what is owed); a lease admitted before a change of the bucket's
 //     rate refunds nothing; a change of rate keeps the time owed until;
+//   learn (account/learn.hpp): each of RPM and TPM keeps both, the strict
+//     window until a rate 429 that names it (or none) switches it, then for
+//     a window both, then the bucket alone, started from the shadow of the
+//     strict traffic; a widening moves the fleet's level and the buckets at
+//     once to the next margin's rate, each owing the units it owed (as
+//     set_rate in-process); the same decisions as the in-process account at
+//     whole-µs times (the differential test), see redis/feedback.hpp;
 //   the calendar day (calendar_quota) of the script's time at utc_offset:
 //     exact day numbers (µs from the Unix epoch), reset at the first
 //     admission or charge of a new day, never back to a past day (a call
@@ -77,6 +86,7 @@
 #include <tollgate/config.hpp>
 #include <tollgate/redis/script_check.hpp>
 #include <tollgate/redis/script_decide.hpp>
+#include <tollgate/redis/script_settle.hpp>
 #include <tollgate/redis/script_spaced.hpp>
 
 #include <cstddef>
@@ -99,15 +109,21 @@ namespace redis {
 //   15 budget nanos (-1 off), 16 hold_us, 17 tokens, 18 worst-case nanos,
 //   19 count of queued settlements P, 20-25 the spaced buckets of rpm, tpm:
 //   ticks per µs (0: none), the interval's whole µs and ticks; 26 the
-//   calendar day's offset code (layout.hpp; 0: none), then P x 10:
+//   calendar day's offset code (layout.hpp; 0: none), 27-31 learn: its level
+//   + 1 (0: not learn), the tokens a request's spacing charges, the top
+//   level, the dimensions spaced from the start (1 rpm, 2 tpm),
+//   max_request_tokens; then P x 10:
 //     kind (1 settle, 2 settle_rejected, 3 drop, 4 a chunk's return: requests
 //     in the reserved word into rpm's sub-window in the actual word, tokens in
 //     the refund word into the tpm and tpd slots, lease id 0), lease id, reserved nanos,
 //     actual nanos, tokens to charge, tokens to refund, tpm slot, tpd slot
 //     (slot -1: none; a bucket's slot is its admission's µs from the origin,
 //     a calendar day's its day), the lease's epoch tag, the tokens reserved
-//   then for control: what (pause_us, stop, resume, clear_pause,
-//   restore_budget), value[, value]; for init: fresh (0/1), test (0/1); for
+//   then for control: what (pause_us [with learn's switched dimensions to
+//   guard], stop, resume, clear_pause, restore_budget; learn: kind (1 rpm, 2
+//   tpm, 3 rate limit), provisional guard µs, the next level's buckets as
+//   ARGV 20-25, answered {0, 0, level, 0, dimensions switched, -1, now_us,
+//   epoch}; guard: dimensions, pause µs), value[, value]; for init: fresh (0/1), test (0/1); for
 //   chunk: the requests, tokens, concurrency slots and money wanted (at
 //   least 1, the tokens of ARGV 17, 1 and the worst case of ARGV 18, which
 //   it admits or refuses as admit would), granted up to what each strict
@@ -119,8 +135,9 @@ namespace redis {
 //   time: no chunk, an admission with a lease in admit's shape.
 //   Refused (bad call) with a bucket or a calendar day. Queued kind 5: a
 //   chunk's money back (reserved nanos; lease id 0).
-// The whole body is one chunk, joined at compile time from its three parts
-// (redis/script_check.hpp, redis/script_spaced.hpp, redis/script_decide.hpp),
+// The whole body is one chunk, joined at compile time from its four parts
+// (redis/script_check.hpp, script_spaced.hpp, script_settle.hpp,
+// script_decide.hpp),
 // so the text sent and its SHA are those of one string.
 namespace detail_script {
 template <std::size_t N>
@@ -129,15 +146,17 @@ struct script_text {
   constexpr std::string_view view() const noexcept { return std::string_view(data, N); }
 };
 template <std::size_t N>
-constexpr script_text<N> join_script(std::string_view a, std::string_view b, std::string_view c) noexcept {
+constexpr script_text<N> join_script(std::string_view a, std::string_view b, std::string_view c,
+                                     std::string_view d) noexcept {
   script_text<N> t{};
   std::size_t at = 0;
-  for (std::string_view part : {a, b, c})
+  for (std::string_view part : {a, b, c, d})
     for (std::size_t i = 0; i < part.size(); ++i) t.data[at++] = part[i];
   return t;  // data[N] stays 0 (value-initialised)
 }
-inline constexpr auto script_joined = join_script<script_check.size() + script_spaced.size() + script_decide.size()>(
-    script_check, script_spaced, script_decide);
+inline constexpr auto script_joined =
+    join_script<script_check.size() + script_spaced.size() + script_settle.size() + script_decide.size()>(
+        script_check, script_spaced, script_settle, script_decide);
 }  // namespace detail_script
 inline constexpr std::string_view script = detail_script::script_joined.view();
 

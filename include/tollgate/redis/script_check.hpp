@@ -91,12 +91,28 @@ if dcode > 0 then
   W[3].kind, W[3].off = 'c', dcode - 2 * DAY
   if W[3].off > DAY or W[3].off < -DAY then error('tollgate: bad offset') end
 end
+-- server_model::learn (account/learn.hpp): its margin's level + 1 (0: not
+-- learn), the tokens each request's spacing charges, the top level, the
+-- dimensions spaced from the start (1 rpm, 2 tpm) and max_request_tokens.
+-- A learn dimension ('l') carries both its window and its bucket.
+local LV, LX, LTOP, LSP, LM = num(27), num(28), num(29), num(30), num(31)
+local level = LV - 1
+if LV > 0 then
+  for k = 1, 2 do
+    local w = W[k]
+    if w.limit > 0 then
+      if w.kind ~= 'b' or w.width < 1 then error('tollgate: bad learn') end
+      w.kind = 'l'
+      w.sp = (k == 1 and LSP % 2 == 1) or (k == 2 and LSP >= 2)
+    end
+  end
+end
 for k = 1, 3 do
   if W[k].limit > 0 and W[k].kind == 'w' and W[k].width < 1 then error('tollgate: bad width') end
 end
 local budget, hold_us = num(15), num(16)
 local P = num(19)
-local B0 = 27 -- the first queued settlement's first word
+local B0 = 32 -- the first queued settlement's first word
 local Q = 10 -- words per queued settlement
 
 -- Phase 1 reads and checks everything a decision needs; nothing is written
@@ -106,7 +122,8 @@ local Q = 10 -- words per queued settlement
 -- a refund into an older sub-window).
 local F = {'lv', 'origin', 'last', 'next', 'hold', 'bhold', 'committed', 'spent', 'pause', 'stop', 'started', 'test',
            'eid', 'lcount', 'llo', 'lease_end', 'lease_exp', 'rh', 'rc', 'rs', 'th', 'tc', 'ts', 'dh', 'dc', 'ds',
-           'rw', 'tw', 'dw', 'rm', 'ra', 'rb', 'rq', 'rf', 'rg', 'tm', 'ta', 'tb', 'tq', 'tf', 'tg', 'co', 'cd', 'cu', 'lgone'}
+           'rw', 'tw', 'dw', 'rm', 'ra', 'rb', 'rq', 'rf', 'rg', 'tm', 'ta', 'tb', 'tq', 'tf', 'tg', 'co', 'cd', 'cu', 'lgone',
+           'lw', 'rv', 'ru', 'rx', 'ry', 'tv', 'tu', 'tx', 'ty'}
 local REQUIRED = 13 -- the first 13 every epoch has; the others read as 0 when absent
 local raw = redis.pcall('HMGET', KEYS[1], unpack(F))
 if type(raw) ~= 'table' or raw.err then return CORRUPT end
@@ -164,9 +181,12 @@ local function same_widths()
     local w = W[k]
     if w.limit > 0 then
       local had = E[w.p .. 'w']
-      if w.kind == 'w' and had ~= 0 and had ~= w.width then return false end
-      if w.kind ~= 'w' and had ~= 0 then return false end
-      if k < 3 and w.kind ~= 'b' and E[w.p .. 'm'] ~= 0 then return false end
+      local ow = w.kind == 'w' or w.kind == 'l' -- counts a window
+      if ow and had ~= 0 and had ~= w.width then return false end
+      if not ow and had ~= 0 then return false end
+      if k < 3 and w.kind == 'w' and E[w.p .. 'm'] ~= 0 then return false end
+      -- learn's epoch records both at once: one without the other is another policy's
+      if w.kind == 'l' and (had == 0) ~= (E[w.p .. 'm'] == 0) then return false end
       if k == 3 and w.kind ~= 'c' and E.co ~= 0 then return false end
       if k == 3 and w.kind == 'c' and E.co ~= 0 and E.co ~= dcode then return false end
     end
@@ -193,11 +213,11 @@ end
 local function config_fields(e) -- the policies' constants an epoch records as first enforced
   for k = 1, 3 do
     local w = W[k]
-    e[w.p .. 'w'] = w.limit > 0 and w.kind == 'w' and w.width or 0
+    e[w.p .. 'w'] = w.limit > 0 and (w.kind == 'w' or w.kind == 'l') and w.width or 0
   end
   for k = 1, 2 do
     local w = W[k]
-    local on = w.limit > 0 and w.kind == 'b'
+    local on = w.limit > 0 and (w.kind == 'b' or w.kind == 'l')
     e[w.p .. 'm'], e[w.p .. 'a'], e[w.p .. 'b'] = on and w.m or 0, on and w.tq or 0, on and w.tr or 0
   end
   e.co = W[3].limit > 0 and W[3].kind == 'c' and dcode or 0
@@ -211,7 +231,8 @@ local function fresh_epoch(hold, bhold, test)
   local eid = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
   E = {lv = 3, origin = now, last = now, next = 0, hold = hold, bhold = bhold, committed = 0, spent = 0, pause = 0,
        stop = 0, started = 0, test = test, eid = eid, lcount = 0, llo = 0, lease_end = 0, lease_exp = 0,
-       rq = 0, rf = 0, rg = 0, tq = 0, tf = 0, tg = 0, cd = 0, cu = 0, lgone = 0}
+       rq = 0, rf = 0, rg = 0, tq = 0, tf = 0, tg = 0, cd = 0, cu = 0, lgone = 0, lw = 0, rv = 0, ru = 0, rx = 0,
+       ry = 0, tv = 0, tu = 0, tx = 0, ty = 0}
   config_fields(E)
   for k = 1, 3 do
     local w = W[k]
@@ -242,6 +263,9 @@ if not have_epoch then
 end
 if (E.test == 1) ~= (test_now ~= '') then return BAD end
 if not same_widths() then return OTHER end
+-- learn: a call at a level below the fleet's is told the level (relearn),
+-- nothing written; one above it (after a state loss) raises it (phase 2).
+if LV > 0 and E.lw > level then return {10, 0, E.lw, 0, -1, -1, now, E.eid} end
 -- A call decides at its own time, also one behind the latest a call used
 -- (a clock stepped back, a failover to a server whose clock is behind): a
 -- window or day it cannot decide there is refused with the wait from its own

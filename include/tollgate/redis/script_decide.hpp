@@ -2,10 +2,10 @@
 //
 // redis/script_decide.hpp: the last part of the account's script
 // (redis/script.hpp, which joins the parts and states the contract): the
-// rest of phase 2 (the lease set's rules, the queued settlements), phase 3,
-// the writes, and the answers of each op. Text only: it uses the locals of
-// redis/script_check.hpp and redis/script_spaced.hpp and means something
-// only joined after them, as redis::script.
+// answers of each op (the control ops, learn's lesson among them) and the
+// admission. Text only: it uses the locals of the parts before it
+// (redis/script_check.hpp, script_spaced.hpp, script_settle.hpp) and means
+// something only joined after them, as redis::script.
 #ifndef TOLLGATE_REDIS_SCRIPT_DECIDE_HPP
 #define TOLLGATE_REDIS_SCRIPT_DECIDE_HPP
 
@@ -19,163 +19,6 @@ namespace redis {
 namespace detail_script {
 
 inline constexpr std::string_view script_decide = R"tglua(
-local function committed_add(d)
-  local c = E.committed + d
-  if c < 0 then c = 0 elseif c > TOP then c = TOP end
-  eset('committed', c)
-end
-if now > E.last then eset('last', now) end
--- The lease set lost on its own (an eviction: the volatile-* policies take
--- exactly the keys with an expiry), or smaller than the calls left it (a
--- member removed behind the script's back), while the epoch says it still
--- holds leases: the lost ones end by lease_end, so admissions hold until then.
-local shrunk = changed and in_use < E.lcount
-if shrunk and E.lease_end > now and E.lease_end > E.hold then eset('hold', E.lease_end) end
--- Or it expired (the server's expiry clock passed its deadlines): a later
--- call at a time before lease_end (a clock stepped back) finds the slots
--- full until then, as for leases an admission removed (lgone, in save).
-if shrunk and E.lease_end > 0 and E.lease_end <= now and E.lease_end > E.lgone then
-  eset('lgone', E.lease_end)
-end
--- A call before lgone cannot count the slots: leases removed at a later time
--- may still be held at its own. It finds them all taken, with the wait to lgone.
-local slots_stale = conc > 0 and now < E.lgone
-local removed = {}
-local count0 = in_use -- the set's size before this call's writes (0: no key)
-in_use = in_use - expired
-
--- The queued settlements, applied at this call's time (later than they
--- happened: what they free comes back late, never early).
-for p = 0, P - 1 do
-  local b = B0 + p * Q
-  local kind, id, reserved, actual = num(b), num(b + 1), num(b + 2), num(b + 3)
-  local more, back, s1, s2 = num(b + 4), num(b + 5), num(b + 6), num(b + 7)
-  local units = num(b + 9)
-  local h = held[p] == true
-  if h then
-    held[p] = nil -- a lease settled twice in one call gives back once
-    removed[#removed + 1] = S(id)
-    in_use = in_use - 1
-  end
-  if kind == 1 then
-    if more > 0 then
-      for k = 2, 3 do if win(k) then charge(W[k], more, t) end end
-      if bkt(2) then b_add(W[2], more) end
-      if cal() then c_charge(more) end
-    end
-    if back > 0 and h then
-      if win(2) then give_back(W[2], s1, back) end
-      if bkt(2) and s1 >= 0 then b_refund(W[2], s1, units, back) end
-      if win(3) then give_back(W[3], s2, back) end
-      if cal() and s2 == E.cd then eset('cu', back < E.cu and E.cu - back or 0) end
-    end
-    if budget >= 0 then
-      if h then committed_add(actual - reserved)
-      elseif actual > reserved then committed_add(actual - reserved) end
-      local sp = E.spent + actual
-      eset('spent', sp > TOP and TOP or sp)
-    end
-  elseif kind == 2 then
-    if h and budget >= 0 then committed_add(-reserved) end
-  elseif kind == 5 and num(b + 8) == E.eid then
-    -- A chunk's money back (redis/chunk.hpp): reserved = nanos no request
-    -- spent, committed no longer; only in the epoch that granted it.
-    if budget >= 0 then committed_add(-reserved) end
-  elseif kind == 4 and num(b + 8) == E.eid then
-    -- A chunk's leftovers (redis/chunk.hpp): reserved = requests back into
-    -- rpm's sub-window `actual`, back = tokens into tpm's and tpd's. Only in
-    -- the epoch that granted it (a lost epoch's counts are not this one's).
-    if win(1) and reserved > 0 then give_back(W[1], actual, reserved) end
-    if back > 0 then
-      if win(2) then give_back(W[2], s1, back) end
-      if win(3) then give_back(W[3], s2, back) end
-    end
-  end
-end
-
--- Phase 3: the writes. new_lease: the deadline of the lease admitted, or nil;
--- count: how many leases from id on (a chunk's slots), 1 if nil.
-local function save(new_lease, id, count)
-  if fresh_state then
-    redis.call('DEL', KEYS[2])
-    for f, _ in pairs(E) do edirty[f] = true end
-    for k = 1, 3 do W[k].sdirty = true end
-  end
-  -- Leases past their deadline leave the set only with an admission, never
-  -- with a peek, a refusal or a flush (so a peek at a time ahead frees no
-  -- slot); lgone keeps the latest deadline so removed.
-  local gone = new_lease ~= nil and expired > 0
-  local lo_gone = gone or changed
-  if new_lease then
-    -- Added before the removals, so a set that stays in use keeps its key
-    -- and its expiry; a key made now needs one.
-    local new_set = count0 == 0
-    count = count or 1
-    local za = {}
-    for j = 0, count - 1 do za[#za + 1] = S(new_lease); za[#za + 1] = S(id + j) end
-    redis.call('ZADD', KEYS[2], unpack(za))
-    if new_set or new_lease < E.llo then eset('llo', new_lease); lo_gone = false end
-    if new_set or new_lease > E.lease_end then eset('lease_end', new_lease) end
-    -- The set's expiry runs ahead of its latest deadline by an eighth of the
-    -- lease timeout, so it moves once per that time, not on every lease (and
-    -- only forward: a shorter lease timeout after a change of configuration
-    -- never cuts the older leases' life short).
-    if E.test == 0 and (new_set or new_lease > E.lease_exp) then
-      local ahead = math.ceil(lease_us / 8)
-      -- One ms more: the server's expiry clock is the script's start, in ms,
-      -- which may be up to 1 ms behind TIME. A chunk's slots end later than
-      -- lease_us from now (at the chunk's end plus lease_us).
-      redis.call('PEXPIRE', KEYS[2], math.ceil((new_lease - now + ahead) / 1000) + 1)
-      eset('lease_exp', new_lease + ahead)
-    end
-    in_use = in_use + count
-  end
-  if gone then
-    local top = redis.call('ZRANGE', KEYS[2], S(now), '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1, 'WITHSCORES')
-    local d = top[2] and tonumber(top[2]) or 0
-    if d > E.lgone then eset('lgone', d) end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', S(now))
-  end
-  if #removed > 0 then redis.call('ZREM', KEYS[2], unpack(removed)) end
-  local size = gone and in_use or in_use + expired -- the set as this call leaves it
-  if size ~= E.lcount then eset('lcount', size) end
-  if size == 0 then
-    if E.lease_end ~= 0 then eset('lease_end', 0) end
-    if E.lease_exp ~= 0 then eset('lease_exp', 0) end
-    if E.llo ~= 0 then eset('llo', 0) end
-  elseif lo_gone then
-    local lo = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    eset('llo', sval(lo[2]) or now)
-  end
-  local args = {}
-  for f, _ in pairs(edirty) do args[#args + 1] = f; args[#args + 1] = S(E[f]) end
-  for k = 1, 3 do
-    local w = W[k]
-    if w.sdirty then
-      args[#args + 1] = w.p .. 'h'; args[#args + 1] = S(w.head)
-      args[#args + 1] = w.p .. 's'; args[#args + 1] = S(w.old)
-    end
-    if w.sdirty or w.cdirty then args[#args + 1] = w.p .. 'c'; args[#args + 1] = S(w.cur) end
-    for j, _ in pairs(w.dirty) do args[#args + 1] = w.p .. j; args[#args + 1] = S(w.ring[j]) end
-  end
-  if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
-end
-
-local function available(k)
-  local w = W[k]
-  if w.kind == 'b' then return b_ready(w) <= t and 1 or 0 end
-  if w.kind == 'c' then
-    local d = day_of(now)
-    if d < E.cd then d = E.cd end
-    local u = c_used(d)
-    return u >= w.limit and 0 or w.limit - u
-  end
-  local s = slot_at(w, t)
-  if s < w.head then s = w.head end
-  local used = sum(w, s)
-  return used >= w.limit and 0 or w.limit - used
-end
-
 if op == 'flush' then save(); return {0, 0, 0, 0, -1, -1, now, E.eid} end
 if op == 'peek' then
   local out = {0, (slots_stale and in_use < conc) and conc or in_use, E.committed, E.spent, now}
@@ -190,18 +33,31 @@ end
 if op == 'waits' then
   -- What the limiters say now, for the pause after a 429 (account/pause.hpp).
   local out = {0, 0, 0}
+  local function bucket_own(w) -- one interval (rounded up) or the bucket's own wait, as own_wait
+    local e = w.tr > 0 and w.tq + 1 or w.tq
+    local own = b_ready(w) - t
+    return e > own and e or own
+  end
+  local function window_own(w)
+    local e = math.ceil(w.period / w.limit)
+    local v, d = answer(w, 1, t)
+    local own = v == 1 and d or 0
+    return e > own and e or own
+  end
   for k = 1, 2 do
     local w = W[k]
     if bkt(k) then
-      -- One interval (rounded up) or the bucket's own wait, as own_wait.
-      local e = w.tr > 0 and w.tq + 1 or w.tq
-      local own = b_ready(w) - t
-      out[k] = e > own and e or own
+      out[k] = bucket_own(w)
+    elseif lrn(k) then -- learn_state::adjust: both, the later; spaced, the bucket's
+      local ph = phase(k)
+      local x = ph ~= 3 and window_own(w) or 0
+      if ph ~= 1 then
+        local y = bucket_own(w)
+        if ph == 3 or y > x then x = y end
+      end
+      out[k] = x
     elseif w.limit > 0 then
-      local e = math.ceil(w.period / w.limit)
-      local v, d = answer(w, 1, t)
-      local own = v == 1 and d or 0
-      out[k] = e > own and e or own
+      out[k] = window_own(w)
     end
   end
   local w = W[3]
@@ -222,14 +78,70 @@ end
 if op == 'control' then
   local b = B0 + P * Q
   local what = ARGV[b]
+  -- The end of the pause a switch caused (learn_state::guard), for the
+  -- dimensions `bits` (1 rpm, 2 tpm, 3 both) switched: 429s from then on
+  -- answer requests the margin policy admitted.
+  local function guard(bits, p)
+    for k = 1, 2 do
+      local w = W[k]
+      if lrn(k) and (bits == k or bits == 3) and E[w.p .. 'v'] ~= 0 then eset(w.p .. 'u', t + p + 1) end
+    end
+  end
   if what == 'pause_us' then
     local u = now + num(b + 1)
     if u > E.pause then eset('pause', u) end
+    if ARGV[b + 2] then guard(num(b + 2), num(b + 1)) end
   elseif what == 'stop' then eset('stop', 1)
   elseif what == 'resume' then eset('stop', 0)
   elseif what == 'clear_pause' then eset('pause', 0)
   elseif what == 'restore_budget' then
     eset('committed', num(b + 1)); eset('spent', num(b + 2)); eset('bhold', 0)
+  elseif what == 'learn' then
+    -- A rate 429's lesson (account_policy::learn_from): kind 1 rpm, 2 tpm,
+    -- 3 a rate limit naming neither; a dimension it switches is guarded
+    -- for `guard` µs until its switch's pause is set (guard below).
+    -- Answered {0, the dimensions switched (1 rpm, 2 tpm), the level, ...}.
+    local kind, guard = num(b + 1), num(b + 2)
+    local st = {0, 0} -- 0 none, 1 strict, 2 guarded, 3 widenable
+    for k = 1, 2 do
+      local w = W[k]
+      if lrn(k) then
+        local u = E[w.p .. 'u']
+        if w.sp then st[k] = 3
+        elseif E[w.p .. 'v'] == 0 then st[k] = 1
+        elseif u == 0 or t < u - 1 then st[k] = 2
+        else st[k] = 3 end
+      end
+    end
+    local sw, widen = {false, false}, false
+    if kind == 1 or kind == 2 then
+      sw[kind] = st[kind] == 1
+      widen = st[kind] == 3
+    elseif kind == 3 then
+      sw[1], sw[2] = st[1] == 1, st[2] == 1
+      widen = (st[1] ~= 0 or st[2] ~= 0) and (st[1] == 0 or st[1] == 3) and (st[2] == 0 or st[2] == 3)
+    else error('tollgate: bad control') end
+    local bits = 0
+    for k = 1, 2 do
+      if sw[k] then switch_to_spaced(k, guard); bits = bits + k end
+    end
+    if widen and E.lw < LTOP then
+      -- The next level's buckets (b + 3 ..: ticks per µs, µs, ticks of rpm
+      -- then tpm) take over now, each owing the units it owed
+      -- (gcra_convert_tat, as set_rate in-process); no earlier ticket refunds.
+      eset('lw', E.lw + 1)
+      for k = 1, 2 do
+        if lrn(k) then
+          local c = b + 3 * k
+          local nw = {m = num(c), tq = num(c + 1), tr = num(c + 2)}
+          if nw.m < 1 or nw.m > 14000 or nw.tr >= nw.m or (nw.tq == 0 and nw.tr == 0) then error('tollgate: bad interval') end
+          rate_to(W[k], nw)
+        end
+      end
+    end
+    save()
+    return {0, 0, E.lw, 0, bits, -1, now, E.eid}
+  elseif what == 'guard' then guard(num(b + 1), num(b + 2))
   else error('tollgate: bad control') end
   save()
   return {0, 0, 0, 0, -1, -1, now, E.eid}
@@ -260,6 +172,24 @@ local function refuse(paused_for)
         if r > t then v, d = 1, r - t else v, d = 0, 0 end
       elseif w.kind == 'c' then
         v, d = c_answer(n)
+      elseif w.kind == 'l' then
+        -- learn (account/refusal.hpp): the window before its phase ends
+        -- (in both, its wait cut at that end), the bucket after the switch.
+        local ph = phase(k)
+        v, d = 0, 0
+        if ph ~= 3 then
+          v, d = answer(w, want[k], t)
+          if ph == 2 and v ~= 0 then
+            local left = E[w.p .. 'v'] - 1 + w.period - t
+            if v == 3 or d > left then v, d = 1, left end
+          end
+        end
+        if ph ~= 1 and (k == 1 or n > 0) then
+          local r = b_ready(w)
+          if r > t then
+            if v == 0 then v, d = 1, r - t elseif v ~= 3 and r - t > d then d = r - t end
+          end
+        end
       else
         v, d = answer(w, want[k], t)
       end
@@ -299,6 +229,13 @@ for k = 1, 3 do
       if b_ready(w) > t then return refuse(0) end
     elseif w.kind == 'c' then
       if c_answer(n) ~= 0 then return refuse(0) end
+    elseif w.kind == 'l' then
+      local ph = phase(k)
+      if ph ~= 3 then
+        local s = slot_at(w, t)
+        if s < w.head or sum(w, s) + want[k] > w.limit then return refuse(0) end
+      end
+      if ph ~= 1 and b_ready(w) > t then return refuse(0) end
     else
       local s = slot_at(w, t)
       -- The fast path needs no ring: within the head's sub-window the window
@@ -318,6 +255,9 @@ if n == 0 then
   for k = 2, 3 do if win(k) and slot_at(W[k], t) < W[k].head then plain = true end end
   if bkt(2) and b_ready(W[2]) > t then plain = true end
 end
+-- learn: chunks only while every dimension is on its strict window (a
+-- chunk counts in windows; its units are charged to the shadow).
+for k = 1, 2 do if lrn(k) and phase(k) ~= 1 then plain = true end end
 if op == 'chunk' and not plain then
   -- Up to the wanted units of each window (at least one request and n
   -- tokens, checked above), all counted in the head sub-window at t: the
@@ -342,6 +282,8 @@ if op == 'chunk' and not plain then
     end
   end
   for k = 1, 3 do if win(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
+  -- learn's shadow counts the chunk as spent at its end (no later than that).
+  for k = 1, 2 do if lrn(k) then shadow(k, g[k], ends - E.origin) end end
   -- The spaced buckets (each ready at t: checked above) give the chunk a
   -- slice of time, [t, t + D): D the shorter of the wanted units' times,
   -- at least the request's own, in whole µs. Admissions come at whole µs,
@@ -412,6 +354,22 @@ for k = 1, 3 do
     if w.kind == 'b' then
       slots[k] = t -- the ticket: the admission's time (its end is t + n intervals)
       b_add(w, want[k])
+    elseif w.kind == 'l' then
+      -- learn_take: the window before the switch's phase ends (its ticket
+      -- in strict), the bucket after the switch (its ticket in spaced: both
+      -- keep the tokens), the shadow while strict. The bucket takes one
+      -- request and charges the rest and the spacing tokens.
+      local ph = phase(k)
+      if ph ~= 3 then
+        local s = slot_at(w, t)
+        put(w, s, want[k])
+        if ph == 1 then slots[k] = s end
+      end
+      if ph ~= 1 then
+        b_add(w, k == 1 and 1 or want[k] + LX)
+        if ph == 3 then slots[k] = t end
+      end
+      if ph == 1 then shadow(k, want[k], t) end
     elseif w.kind == 'c' then
       local d = day_of(now)
       if d < E.cd then d = E.cd end

@@ -22,8 +22,10 @@ namespace detail_script {
 inline constexpr std::string_view script_spaced = R"tglua(-- Phase 2: the decision, in memory.
 local edirty = {}
 local function eset(f, v) E[f] = v; edirty[f] = true end
-local function win(k) return W[k].limit > 0 and W[k].kind == 'w' end
+local function win(k) return W[k].limit > 0 and (W[k].kind == 'w' or W[k].kind == 'l') end -- a window kept
 local function bkt(k) return W[k].limit > 0 and W[k].kind == 'b' end
+local function lrn(k) return W[k].limit > 0 and W[k].kind == 'l' end
+if LV > 0 and level > E.lw then eset('lw', level) end
 local function cal() return W[3].limit > 0 and W[3].kind == 'c' end
 for k = 1, 3 do -- a window enforced for the first time in this epoch: its width from now on
   local w = W[k]
@@ -41,7 +43,7 @@ if cal() and E.co == 0 then eset('co', dcode) end
 -- only admissions at or after it refund).
 for k = 1, 2 do
   local w = W[k]
-  if bkt(k) then
+  if bkt(k) or lrn(k) then
     local m0 = E[w.p .. 'm']
     if m0 ~= w.m or E[w.p .. 'a'] ~= w.tq or E[w.p .. 'b'] ~= w.tr then
       if m0 ~= 0 then
@@ -144,6 +146,117 @@ local function b_refund(w, at, units, n)
   local kq, kf = times(w, k)
   q, f = psub(w, q, f, kq, kf)
   eset(w.p .. 'q', q); eset(w.p .. 'f', f)
+end
+
+-- server_model::learn (account/learn.hpp). A dimension 'l' keeps its
+-- window and its bucket; <p>v = the µs it switched at + 1 (0: not yet), <p>u
+-- = the end of the pause its switch caused + 1 (its guard; 0: not yet set),
+-- <p>x, <p>y = the shadow, whole µs and ns: the time the bucket would next
+-- admit had it seen the strict traffic, counted as in-process in the
+-- interval rounded up to the ns, at most 2L intervals ahead. Phases: 1
+-- strict (the window), 2 both (for a window after the switch), 3 spaced
+-- (the bucket alone; from the start where the window admits less).
+local function phase(k)
+  local w = W[k]
+  if w.sp then return 3 end
+  local v = E[w.p .. 'v']
+  if v == 0 then return 1 end
+  return t < v - 1 + w.period and 2 or 3
+end
+-- The first admission µs whose tpm ticket is the bucket's (earlier ones
+-- name a sub-window of the window: they are below the switch).
+local function spaced_from(k)
+  local w = W[k]
+  if w.sp then return -1 end
+  local v = E[w.p .. 'v']
+  if v == 0 then return TOP end
+  return v - 1 + w.period
+end
+local function ns_unit(w) -- the interval rounded up to the ns, as {µs, ns} in a bucket of 1000 ticks a µs
+  local r = math.ceil(w.tr / (w.m / 1000))
+  if r >= 1000 then return {m = 1000, tq = w.tq + 1, tr = r - 1000} end
+  return {m = 1000, tq = w.tq, tr = r}
+end
+-- n units of strict traffic from `from` on (learn_state::shadow).
+local function shadow(k, n, from)
+  if n == 0 then return end
+  local w = W[k]
+  local u = ns_unit(w)
+  local cq, cf = E[w.p .. 'x'], E[w.p .. 'y']
+  local bq, bf = cq, cf
+  if pless(bq, bf, from, 0) then bq, bf = from, 0 end
+  local nq, nf = padd(u, bq, bf, times(u, n))
+  local hq, hf = padd(u, t, 0, times(u, 2 * w.limit))
+  if pless(hq, hf, nq, nf) then nq, nf = hq, hf end
+  if pless(cq, cf, nq, nf) then eset(w.p .. 'x', nq); eset(w.p .. 'y', nf) end
+end
+-- The switch (learn_state::switch_to_spaced): the bucket, unused so far,
+-- is charged the whole intervals that end at the shadow, as of the time
+-- (at most one interval before t) from which they do.
+local function switch_to_spaced(k, guard)
+  local w = W[k]
+  eset(w.p .. 'v', t + 1)
+  eset(w.p .. 'u', t + guard + 1)
+  local sq, sf = E[w.p .. 'x'], E[w.p .. 'y']
+  if not pless(t, 0, sq, sf) then return end
+  local u = ns_unit(w)
+  local dq, df = psub(u, sq, sf, t, 0)
+  local n = per_interval(u, 2 * w.limit + 2, dq, df)
+  local kq, kf = times(u, n)
+  if pless(kq, kf, dq, df) then n = n + 1; kq, kf = times(u, n) end
+  local aq, af = psub(u, sq, sf, kq, kf)
+  local bq, bf = E[w.p .. 'q'], E[w.p .. 'f']
+  local at_f = af * (w.m / 1000)
+  if pless(bq, bf, aq, at_f) then bq, bf = aq, at_f end
+  bq, bf = padd(w, bq, bf, times(w, n))
+  eset(w.p .. 'q', bq); eset(w.p .. 'f', bf)
+end
+
+-- ceil(a x b / c) for 0 <= a < c < 2^52 and 0 <= b < 2^53, exact: b's bits
+-- from the top, the product kept as q x c + r (r < c, so 2r stays exact).
+local function muldiv_ceil(a, b, c)
+  local bits, x = {}, b
+  while x > 0 do
+    local h = x % 2
+    bits[#bits + 1] = h
+    x = (x - h) / 2
+  end
+  local q, r = 0, 0
+  for i = #bits, 1, -1 do
+    q, r = 2 * q, 2 * r
+    if r >= c then q, r = q + 1, r - c end
+    if bits[i] == 1 then
+      r = r + a
+      if r >= c then q, r = q + 1, r - c end
+    end
+  end
+  return r > 0 and q + 1 or q
+end
+-- Bucket w moves to interval nw at t, owing the units it owed
+-- (detail::gcra_convert_tat): owed ticks x new / old interval, rounded up.
+-- Intervals past 2^52 ticks (about 52 days a request) round up by 1 µs more.
+local function rate_to(w, nw)
+  local q, f = E[w.p .. 'q'], E[w.p .. 'f']
+  local oq, of = 0, 0
+  if pless(t, 0, q, f) then
+    local dq, df = psub(w, q, f, t, 0)
+    local d = w.tq * w.m + w.tr
+    local n = nw.tq * nw.m + nw.tr
+    if d < TOP and n < 2 * TOP then
+      local k = per_interval(w, TOP - 1, dq, df)
+      local rq, rf = psub(w, dq, df, times(w, k))
+      local x = muldiv_ceil(rq * w.m + rf, n, d)
+      local xq = fdiv(x, nw.m)
+      oq, of = padd(nw, xq, x - xq * nw.m, times(nw, k))
+    else
+      oq = math.ceil((dq + df / w.m) * (nw.tq + nw.tr / nw.m) / (w.tq + w.tr / w.m)) + 1
+      if oq >= TOP then oq = TOP end
+    end
+  end
+  q, f = padd(nw, t, 0, oq, of)
+  eset(w.p .. 'q', q); eset(w.p .. 'f', f)
+  eset(w.p .. 'm', nw.m); eset(w.p .. 'a', nw.tq); eset(w.p .. 'b', nw.tr)
+  eset(w.p .. 'g', tl + 1)
 end
 
 -- The calendar day (calendar_quota): cd the day the counts are of, cu what
