@@ -22,7 +22,8 @@
 //   (its reply may arrive after the sub-window ended). So each
 //   window's count at every time is at least what was admitted in it, and
 //   the fleet keeps every bound the non-chunked account states (strict
-//   windows: fixed_window, sliding_log, token_bucket, learn's strict start).
+//   windows: fixed_window, sliding_log, token_bucket, learn while strict:
+//   learn's chunks, redis/feedback.hpp).
 //   A server clock stepped forward frees a chunk's counts as early as it
 //   frees every count (as without chunks). A call at a time that later
 //   proves ahead (a clock stepped forward and back; in test mode a supplied
