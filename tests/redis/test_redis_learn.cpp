@@ -9,6 +9,7 @@
 // the first widening. Every 429'd request is resent and none is lost.
 // Supplied times (test mode), whole µs; windows W + J as policy.hpp asks.
 #include "../catch_compat.hpp"
+#include "../account_support.hpp"
 #include "../server_models.hpp"
 #include "../support.hpp"
 #include "../tollgate_under_test.hpp"
@@ -31,7 +32,16 @@ using tgredis::exec;
 
 namespace {
 
-using redis_account = tr::account<exec>;
+// The executor, counting the calls.
+struct counting_exec {
+  exec inner;
+  std::uint64_t* calls;
+  tr::reply operator()(const std::vector<std::string>& argv) {
+    ++*calls;
+    return inner(argv);
+  }
+};
+using redis_account = tr::account<counting_exec>;
 using namespace tgtest::servers;
 
 struct scenario {
@@ -82,6 +92,7 @@ error_info rejection(const scenario& sc) {
 struct fleet_outcome {
   std::uint64_t generated = 0, completed = 0, sent = 0, rejected = 0, after_widening = 0;
   std::uint64_t level = 0;
+  std::uint64_t calls = 0;  // executor calls
 };
 
 fleet_outcome run_fleet(client& conn, const std::string& name, const scenario& sc, int kind, std::uint64_t seed,
@@ -94,10 +105,11 @@ fleet_outcome run_fleet(client& conn, const std::string& name, const scenario& s
   std::vector<std::unique_ptr<redis_account>> fleet;
   tr::options opt{true};
   opt.chunk_parts = chunk_parts;
-  for (int i = 0; i < 3; ++i) fleet.push_back(std::make_unique<redis_account>(name, cfg, exec{&conn}, opt));
+  fleet_outcome o;
+  for (int i = 0; i < 3; ++i)
+    fleet.push_back(std::make_unique<redis_account>(name, cfg, counting_exec{exec{&conn}, &o.calls}, opt));
   REQUIRE(fleet[0]->create(true, 0) == tr::outcome::ok);
   const error_info e429 = rejection(sc);
-  fleet_outcome o;
   std::int64_t now = 0, delivered = 0;  // ns, whole µs
   auto to_us_up = [&](std::int64_t t) { return (t + us - 1) / us * us; };
   for (std::uint64_t i = 0; i < requests; ++i) {
@@ -153,7 +165,8 @@ fleet_outcome run_fleet(client& conn, const std::string& name, const scenario& s
 // chunks (0: a call per request). With chunks the requests a holder spends
 // after another object's lesson, from a chunk granted before it, count as in
 // flight (redis/feedback.hpp): at most two objects' chunks, ceil(L / parts)
-// requests each, beside the one 429.
+// units each (requests, or tokens of requests of at least one), beside the
+// one 429. Calls per request include the refusals of this closed loop.
 void fleet_table(unsigned parts) {
   tgredis::server srv;
   REQUIRE(srv.running());
@@ -166,10 +179,9 @@ void fleet_table(unsigned parts) {
   std::uint64_t switched_runs = 0;
   for (std::size_t si = 0; si < sizeof scenarios / sizeof scenarios[0]; ++si) {
     const scenario& sc = scenarios[si];
-    if (parts != 0 && sc.max_request != 1) continue;  // a token chunk's requests are not counted: no bound to check
     std::printf("| %s |", sc.name);
     for (int s = 0; s < server_count; ++s) {
-      std::uint64_t worst = 0, total = 0;
+      std::uint64_t worst = 0, total = 0, calls = 0, sent = 0;
       const std::int64_t w_us = sc.window_ms * 1000;
       for (int t = 0; t < trials + 4; ++t) {
         const bool sat = t >= trials;
@@ -194,11 +206,14 @@ void fleet_table(unsigned parts) {
           if (strict_safe(s) || starts_spaced(sc)) CHECK(o.rejected == 0);
         }
         if (o.rejected > 0) ++switched_runs;
+        calls += o.calls;
+        sent += o.sent;
         worst = o.rejected > worst ? o.rejected : worst;
         total += o.rejected;
       }
-      std::printf(" max %llu, %llu in %d |", static_cast<unsigned long long>(worst),
-                  static_cast<unsigned long long>(total), trials + 4);
+      std::printf(" max %llu, %llu in %d, %.2f calls/request |", static_cast<unsigned long long>(worst),
+                  static_cast<unsigned long long>(total), trials + 4, static_cast<double>(calls) / static_cast<double>(sent));
+
     }
     std::printf("\n");
     std::fflush(stdout);
@@ -218,4 +233,59 @@ TEST_CASE("redis: learn, a fleet of three objects, at most one 429 per dimension
 TEST_CASE("redis: learn in chunked mode, the same bound but for chunks granted before the lesson",
           "[redis_server][learn]") {
   fleet_table(4);
+}
+
+// Past the switch, and where learn starts spaced, a chunk is a slice of the
+// buckets' time (redis/chunk.hpp "Spaced buckets"): one object sending
+// back to back makes a call per slice (and one to learn that the slice's
+// requests are spent), not per request: RPM 100 (spaced from the start) in
+// chunks of 1/4, and RPM 16 (the largest that starts strict) after an RPM 429
+// and its window, in chunks of 1/2.
+TEST_CASE("redis: learn in chunked mode takes slices once spaced", "[redis_server][learn]") {
+  tgredis::server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port());
+  for (const std::uint64_t l : {std::uint64_t(100), std::uint64_t(16)}) {
+    INFO("RPM " << l);
+    account_config c;
+    c.model = server_model::learn;
+    c.rpm = limit(l);
+    c.lease_timeout = std::chrono::hours(1);
+    std::uint64_t calls = 0;
+    tr::options opt{true};
+    opt.chunk_parts = l == 100 ? 4 : 2;
+    redis_account a("slices-" + std::to_string(l), c, counting_exec{exec{&conn}, &calls}, opt);
+    REQUIRE(a.create(true, 0) == tr::outcome::ok);
+    REQUIRE(a.state_layout().learn.spaced_start[0] == (l == 100));
+    const std::uint64_t per_chunk = l / opt.chunk_parts;
+    std::int64_t now = 0;
+    const std::int64_t us = 1000;
+    if (l == 16) {  // the lesson, then past its window (60 s)
+      error_info e;
+      e.kind = error_kind::rpm;
+      e.status = 429;
+      REQUIRE(a.on_response(e, std::nullopt, nanoseconds(now)) == tr::outcome::ok);
+      now = 61 * 1000000 * us;
+    }
+    const std::uint64_t before = calls;
+    std::uint64_t admitted = 0, sliced = 0;
+    for (int i = 0; i < 20000 && admitted < 120; ++i) {
+      auto x = a.try_admit(tgtest::req(1, 1), nanoseconds(now));
+      REQUIRE(x.how == tr::outcome::ok);
+      if (x) {
+        ++admitted;
+        if (a.chunk().has_slices()) ++sliced;
+        x.lease.settle(usage{1, 1, 0, 0, 0});
+        continue;
+      }
+      INFO("refused at " << now << ": " << to_string(x.d.what()) << " " << x.d.retry_after().count() << " bits "
+                         << x.refused.bits);
+      REQUIRE(x.d.later());
+      now += (x.d.retry_after().count() + us - 1) / us * us;
+    }
+    REQUIRE(admitted == 120);
+    CHECK(sliced == admitted);
+    // Two calls a slice (its grant, then a refusal once its requests are spent), a few more.
+    CHECK(calls - before <= 2 * (admitted / per_chunk) + 4);
+  }
 }

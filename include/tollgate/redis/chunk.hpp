@@ -252,7 +252,8 @@ struct held_chunk {
   nanoseconds sent{0};                     // steady: when the granting call was sent
   nanoseconds received{0};                 // steady: when its reply came
   nanoseconds until{0};                    // steady: spendable before this (not in test mode)
-  chunk_slice spaced[2];                   // the spaced buckets of rpm and tpm (on: the layout runs one)
+  chunk_slice spaced[2];                   // the spaced buckets of rpm and tpm (on: the grant sliced one)
+  std::uint64_t spacing_tokens = 0;        // learn: what each request of tokens charges its slice more
   bool slots_on = false;                   // a concurrency limit: each request takes one of free_ids
   std::vector<std::uint64_t> free_ids;     // the chunk's slots (lease ids) no request holds
   std::uint64_t serial = 0;                // counts the chunks this object took: a slot comes back
@@ -294,8 +295,12 @@ struct held_chunk {
       const std::uint64_t trip = static_cast<std::uint64_t>((received - sent).count());
       margin = (trip + trip / 1024) / 1000 + 1 + static_cast<std::uint64_t>(left) / 512 + 2;
     }
+    // A dimension counted in a window (a slot) has no slice: under learn,
+    // one still on its strict window.
+    spacing_tokens = buckets ? buckets->learn.extra_tokens : 0;
     for (int k = 0; k < 2; ++k) {
-      if (buckets && g.slice_us > 0) spaced[k].start(buckets->b[k], static_cast<std::uint64_t>(g.slice_us), margin);
+      if (buckets && g.slice_us > 0 && g.slots[k] < 0)
+        spaced[k].start(buckets->b[k], static_cast<std::uint64_t>(g.slice_us), margin);
       else spaced[k] = chunk_slice{};
     }
   }
@@ -329,8 +334,9 @@ struct held_chunk {
   // Whether both slices take a request of n tokens at `at_us` after the grant.
   bool slices_fit(std::uint64_t n, std::uint64_t at_us) const noexcept {
     std::uint64_t x = 0;
-    return spaced[0].fits(1, at_us, x) && spaced[1].fits(n, at_us, x);
+    return spaced[0].fits(1, at_us, x) && spaced[1].fits(slice_tokens(n), at_us, x);
   }
+  std::uint64_t slice_tokens(std::uint64_t n) const noexcept { return n == 0 ? 0 : detail::sat_add(n, spacing_tokens); }
   // Whether a request of n tokens can be spent from it now: test mode at
   // the supplied µs, else at the steady clock's `at`.
   bool covers(std::uint64_t n, std::optional<std::int64_t> now_us, nanoseconds at, std::int64_t worst = 0) const noexcept {
@@ -379,7 +385,7 @@ struct held_chunk {
   // covers); its slot's lease id (0: no slots).
   std::uint64_t spend(std::uint64_t n, std::int64_t worst = 0, std::uint64_t at_us = 0) noexcept {
     spaced[0].charge(1, at_us);
-    spaced[1].charge(n, at_us);
+    spaced[1].charge(slice_tokens(n), at_us);
     requests -= 1;
     if (tokens_on) tokens -= n;
     if (money_on) money -= worst;

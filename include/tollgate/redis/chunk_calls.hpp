@@ -151,7 +151,8 @@ struct calls {
     // Spaced buckets: a slice's unspent time is lost, so its size follows
     // the object's demand (held_chunk::next_want), the tokens in proportion.
     std::uint64_t want_r = a.sizes_.requests, want_t = a.sizes_.tokens;
-    if ((a.layout_.b[0].per_us != 0 || a.layout_.b[1].per_us != 0) && !a.layout_.learn.on) {
+    // (learn: while its last chunk was a slice, past the switch).
+    if ((a.layout_.b[0].per_us != 0 || a.layout_.b[1].per_us != 0) && (!a.layout_.learn.on || a.chunk_.has_slices())) {
       want_r = a.chunk_.next_want(a.sizes_.requests);
       want_t = static_cast<std::uint64_t>(detail::u128(a.sizes_.tokens) * want_r / a.sizes_.requests);
     }

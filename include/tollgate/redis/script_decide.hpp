@@ -250,14 +250,17 @@ if budget >= 0 and worst > budget - E.committed then return refuse(0) end
 -- chunk and is admitted as by admit (a lease), as without chunks.
 -- So is one where the token bucket, which a 0-token request does not
 -- check, is not ready: a chunk's time starts at t.
+-- learn: a dimension on its strict window counts a chunk there (and in
+-- its shadow), one past its switch's window takes a slice as a spaced
+-- bucket, one between (both) takes no chunk.
+local function cwin(k) return win(k) and not (lrn(k) and phase(k) ~= 1) end
+local function cbkt(k) return bkt(k) or (lrn(k) and phase(k) == 3) end
 local plain = false
 if n == 0 then
-  for k = 2, 3 do if win(k) and slot_at(W[k], t) < W[k].head then plain = true end end
-  if bkt(2) and b_ready(W[2]) > t then plain = true end
+  for k = 2, 3 do if cwin(k) and slot_at(W[k], t) < W[k].head then plain = true end end
+  if cbkt(2) and b_ready(W[2]) > t then plain = true end
 end
--- learn: chunks only while every dimension is on its strict window (a
--- chunk counts in windows; its units are charged to the shadow).
-for k = 1, 2 do if lrn(k) and phase(k) ~= 1 then plain = true end end
+for k = 1, 2 do if lrn(k) and phase(k) == 2 then plain = true end end
 if op == 'chunk' and not plain then
   -- Up to the wanted units of each window (at least one request and n
   -- tokens, checked above), all counted in the head sub-window at t: the
@@ -269,7 +272,7 @@ if op == 'chunk' and not plain then
   local slots, ends = {-1, -1, -1}, -1
   for k = 1, 3 do
     local w = W[k]
-    if win(k) then
+    if cwin(k) then
       local s = slot_at(w, t)
       if s < w.head then return refuse(0) end -- stale: only the head takes units
       local used = sum(w, s)
@@ -281,9 +284,9 @@ if op == 'chunk' and not plain then
       if ends < 0 or e < ends then ends = e end
     end
   end
-  for k = 1, 3 do if win(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
+  for k = 1, 3 do if cwin(k) then put(W[k], slots[k], k == 1 and g[1] or g[2]) end end
   -- learn's shadow counts the chunk as spent at its end (no later than that).
-  for k = 1, 2 do if lrn(k) then shadow(k, g[k], ends - E.origin) end end
+  for k = 1, 2 do if lrn(k) and cwin(k) then shadow(k, g[k], ends - E.origin) end end
   -- The spaced buckets (each ready at t: checked above) give the chunk a
   -- slice of time, [t, t + D): D the shorter of the wanted units' times,
   -- at least the request's own, in whole µs. Admissions come at whole µs,
@@ -293,26 +296,28 @@ if op == 'chunk' and not plain then
   -- Each bucket's TAT moves to t + D, so no other admission comes before
   -- it; the holder spaces its own requests in it. Only admissions from the
   -- slice's end on may refund (<p>g): none before it reaches into it.
+  -- learn's token bucket also charges each request its spacing tokens (LX).
   local D = -1
-  if bkt(1) then
+  local lx = lrn(2) and LX or 0
+  if cbkt(1) then
     local w = W[1]
     D = g[1] * (w.tr > 0 and w.tq + 1 or w.tq) -- below 2^53: g[1] x the interval is about the period
   end
-  if bkt(2) then
-    local q, f = times(W[2], g[2])
+  if cbkt(2) then
+    local q, f = times(W[2], g[2] + g[1] * lx)
     if f > 0 then q = q + 1 end
     if D < 0 or q < D then D = q end
   end
   for k = 1, 2 do
-    if bkt(k) then
-      local q, f = times(W[k], want[k])
+    if cbkt(k) then
+      local q, f = times(W[k], want[k] + (k == 2 and want[2] > 0 and lx or 0))
       if f > 0 then q = q + 1 end
       if q > D then D = q end
     end
   end
   if D >= 0 then
     for k = 1, 2 do
-      if bkt(k) then
+      if cbkt(k) then
         local w = W[k]
         eset(w.p .. 'q', t + D); eset(w.p .. 'f', 0)
         if t + D > E[w.p .. 'g'] then eset(w.p .. 'g', t + D) end
