@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -132,9 +133,12 @@ struct tally {
 };
 
 // One differential run of `trials` random accounts; SCRIPT FLUSH every
-// `flush_every` steps when non-zero.
+// `flush_every` steps when non-zero. With `objects` > 1 the Redis side is a
+// fleet of that many account objects on one name, each step through one of
+// them at random, against one in-process account: what one object learned
+// (a pause, a switch, a widening) the others decide by.
 tally differential(server& srv, std::uint64_t stream, int trials, int steps, int flush_every, bool functions = false,
-                   bool learn = false) {
+                   bool learn = false, std::size_t objects = 1) {
   client conn(srv.port()), admin(srv.port());
   REQUIRE(conn.connected());
   const std::uint64_t seed = tgtest::seed_for(stream);
@@ -148,13 +152,23 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
     account<manual_clock> a(c, origin);
     const bool spaced = !account_policy::strict_for(c.model);
     std::int64_t last_day = -1;
-    redis_account b("d" + std::to_string(stream) + "-" + std::to_string(trial), redis_side(c), exec{&conn},
-                    tr::options{true, functions});
-    REQUIRE(b.create(true, origin.count() / us) == tr::outcome::ok);
-    std::vector<std::pair<lease<manual_clock>, redis_account::lease_type>> held;
+    std::vector<std::unique_ptr<redis_account>> fleet;
+    for (std::size_t i = 0; i < objects; ++i)
+      fleet.push_back(std::make_unique<redis_account>("d" + std::to_string(stream) + "-" + std::to_string(trial),
+                                                      redis_side(c), exec{&conn}, tr::options{true, functions}));
+    REQUIRE(fleet[0]->create(true, origin.count() / us) == tr::outcome::ok);
+    struct held_pair {
+      lease<manual_clock> first;
+      redis_account::lease_type second;
+      std::size_t object;
+    };
+    std::vector<held_pair> held;
     nanoseconds now = origin;
     for (int step = 0; step < steps; ++step) {
       INFO("step " << step << " at " << now.count());
+      const std::size_t pick = objects > 1 ? static_cast<std::size_t>(g.between(0, objects - 1)) : 0;
+      INFO("object " << pick);
+      redis_account& b = *fleet[pick];
       if (g.chance(3)) now += nanoseconds(static_cast<std::int64_t>(g.between(0, 2 * 3600)) * sec);
       else now += nanoseconds(static_cast<std::int64_t>(g.between(0, static_cast<std::uint64_t>(c.request_window.count() / 8 / us))) * us);
       if (flush_every > 0 && step % flush_every == flush_every / 2) {
@@ -198,7 +212,7 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
             last_day = day;
           }
           REQUIRE(y.server_now_us == now.count() / us);
-          held.emplace_back(std::move(x.lease), std::move(y.lease));
+          held.push_back(held_pair{std::move(x.lease), std::move(y.lease), pick});
         } else {
           ++t.refused;
           if (x.decision.later() && x.decision.retry_after() > nanoseconds(0)) ++t.waits;
@@ -225,8 +239,8 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
           h.first = lease<manual_clock>();
           h.second = redis_account::lease_type();
         }
-        REQUIRE(b.queued_count() == 1);
-        REQUIRE(b.flush(now));
+        REQUIRE(fleet[h.object]->queued_count() == 1);
+        REQUIRE(fleet[h.object]->flush(now));
         held.erase(held.begin() + static_cast<std::ptrdiff_t>(i));
       } else if (op < 94) {
         std::optional<nanoseconds> header;
@@ -255,7 +269,9 @@ tally differential(server& srv, std::uint64_t stream, int trials, int steps, int
       const learned_view lv = a.learned(now);
       t.switches += lv.switches;
       t.widenings += lv.widenings;
-      REQUIRE(b.state_layout().learn.level == lv.widenings);
+      std::uint64_t level = 0;  // the objects that called since the last widening know it
+      for (const auto& o : fleet) level = std::max(level, o->state_layout().learn.level);
+      REQUIRE(level == lv.widenings);
     }
     held.clear();  // the in-process leases go first; the Redis ones queue into b, dropped with it
   }
@@ -294,6 +310,19 @@ TEST_CASE("redis: learn decides as the in-process account, switch by switch", "[
   CHECK(t.both > 100);
   CHECK(t.spaced > 300);
   CHECK(t.learn_refunds > 20);
+}
+
+// The same through a fleet of three objects: a widening one object learned
+// moves the others (relearn) before they decide, and a lesson sent by an
+// object behind the fleet's level carries the fleet's next level.
+TEST_CASE("redis: learn through three objects decides as one in-process account", "[redis_server][differential]") {
+  server srv;
+  REQUIRE(srv.running());
+  const tally t = differential(srv, 17105, 40, 400, 0, false, true, 3);
+  INFO("switches " << t.switches << ", widenings " << t.widenings);
+  CHECK(t.admitted > 500);
+  CHECK(t.switches > 30);
+  CHECK(t.widenings > 100);
 }
 
 // Times behind the latest one seen (a clock stepped back, a failover to a

@@ -289,3 +289,55 @@ TEST_CASE("redis: learn in chunked mode takes slices once spaced", "[redis_serve
     CHECK(calls - before <= 2 * (admitted / per_chunk) + 4);
   }
 }
+
+// A relearn answer, then NOSCRIPT on the call sent again (SCRIPT FLUSH, a
+// failover to a server without the script): the EVAL form is sent at the
+// fleet's level too, so the admission and the lesson go through (they came
+// back other_configuration, and the lesson's pause was lost).
+TEST_CASE("redis: learn: a script lost right after a relearn", "[redis_server][learn]") {
+  tgredis::server srv;
+  REQUIRE(srv.running());
+  client conn(srv.port()), admin(srv.port());
+  struct flushing_exec {
+    exec inner;
+    client* admin;
+    int* armed;
+    tr::reply operator()(const std::vector<std::string>& argv) {
+      tr::reply r = inner(argv);
+      if (*armed > 0 && tr::relearn_level(r)) {
+        REQUIRE(admin->call({"SCRIPT", "FLUSH"}).type == tr::reply::kind::status);
+        --*armed;
+      }
+      return r;
+    }
+  };
+  account_config c;
+  c.model = server_model::learn;
+  c.rpm = limit(100);  // spaced from the start: its first 429 widens
+  c.tpm = limit(100000);
+  c.max_request_tokens = 1000;
+  c.lease_timeout = std::chrono::hours(1);
+  std::uint64_t calls = 0;
+  redis_account a("lost", c, counting_exec{exec{&conn}, &calls}, tr::options{true});
+  REQUIRE(a.create(true, 0) == tr::outcome::ok);
+  error_info e;
+  e.kind = error_kind::rpm;
+  e.status = 429;
+  REQUIRE(a.on_response(e, std::nullopt, nanoseconds(1000)) == tr::outcome::ok);
+  REQUIRE(a.state_layout().learn.level == 1);
+  int armed = 1;
+  tr::basic_account<flushing_exec, usd_tag> b("lost", c, flushing_exec{exec{&conn}, &admin, &armed}, tr::options{true});
+  const nanoseconds later(std::chrono::seconds(10));
+  auto x = b.try_admit(tgtest::req(10, 10), later);
+  CHECK(armed == 0);  // the flush came
+  REQUIRE(x.how == tr::outcome::ok);
+  CHECK(x);
+  CHECK(b.state_layout().learn.level == 1);
+  armed = 1;
+  tr::basic_account<flushing_exec, usd_tag> d("lost", c, flushing_exec{exec{&conn}, &admin, &armed}, tr::options{true});
+  e.kind = error_kind::tpm;
+  REQUIRE(d.on_response(e, std::nullopt, later + std::chrono::seconds(1)) == tr::outcome::ok);
+  CHECK(armed == 0);
+  CHECK(d.state_layout().learn.level == 2);  // tpm spaced from the start too: widened again
+  REQUIRE(d.remaining(later + std::chrono::seconds(1)).values.paused_for_us > 0);  // the lesson's pause holds
+}

@@ -19,10 +19,12 @@
 // from its next call, which the script answers "relearn" with the level,
 // writing nothing: the process rebuilds its buckets at that level
 // (learn_rebuild) and calls again, so no decision is made at a narrower
-// margin than the fleet's. What a chunk or slice holder spends it was granted
-// before the lesson (chunks are granted only while every learn dimension is
-// on its strict window): those requests count as in flight for the bound, as
-// requests admitted before the first 429 was fed back do in-process. A state
+// margin than the fleet's (a lesson's next-level buckets are rewritten with
+// the rest: patch_learn). What a chunk or slice holder spends it was granted
+// before the lesson (a strict dimension's chunk, a spaced one's slice at the
+// margin then in force; none during the "both" window): those requests count
+// as in flight for the bound, as requests admitted before the first 429 was
+// fed back do in-process. A state
 // loss loses what was learned but the level each process holds (the first
 // call raises the epoch's to it): the dimensions start strict again.
 #ifndef TOLLGATE_REDIS_FEEDBACK_HPP
@@ -55,7 +57,8 @@ constexpr int lesson_kind(error_kind k) noexcept {
 
 struct calls {
   // One command; a relearn answer rebuilds learn's buckets at the fleet's
-  // level and sends the call again (nothing was written).
+  // level and sends the call again at it (nothing was written), also a call
+  // built before an earlier relearn moved the level (a NOSCRIPT resend).
   template <class Acc>
   static reply send(Acc& a, const std::vector<std::string>& argv) {
     reply r = detail_chunk::calls::send(a, argv);
@@ -63,7 +66,9 @@ struct calls {
     std::vector<std::string> again;
     for (int i = 0; i < 4; ++i) {
       const std::optional<std::uint64_t> lv = relearn_level(r);
-      if (!lv || !rebuild(a, *lv)) return r;
+      if (!lv) return r;
+      rebuild(a, *lv);
+      if (!learn_stale(again.empty() ? argv : again, a.layout_)) return r;  // sent at this level: not ours to fix
       if (again.empty()) again = argv;
       patch_learn(again, a.layout_);
       r = detail_chunk::calls::send(a, again);

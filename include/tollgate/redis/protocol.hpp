@@ -22,6 +22,7 @@
 #include <tollgate/redis/script.hpp>
 
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -207,29 +208,38 @@ enum class script_code : unsigned char {
 };
 // Where learn's words sit in a call's argv (the words of build_call or
 // build_fcall): the rpm and tpm buckets (ARGV 20-25), the level and the
-// spacing tokens (ARGV 27, 28); ARGV i is word 4 + i.
+// spacing tokens (ARGV 27, 28), and in a lesson (control "learn") the next
+// level's buckets (after "learn", kind and guard); ARGV i is word 4 + i.
 inline constexpr std::size_t argv_word(std::size_t i) noexcept { return 4 + i; }
-// Rewrites a built call's learn words after learn_rebuild (a relearn reply).
-inline void patch_learn(std::vector<std::string>& argv, const layout& l) {
-  using detail_protocol::num;
-  if (argv.size() <= argv_word(31)) return;
+namespace detail_protocol {
+inline void put_buckets(std::vector<std::string>& argv, std::size_t at, const layout& l) {
   for (std::size_t k = 0; k < 2; ++k) {
-    argv[argv_word(20 + 3 * k)] = num(l.b[k].per_us);
-    argv[argv_word(21 + 3 * k)] = num(l.b[k].whole_us);
-    argv[argv_word(22 + 3 * k)] = num(l.b[k].ticks);
+    argv[at + 3 * k] = num(l.b[k].per_us);
+    argv[at + 3 * k + 1] = num(l.b[k].whole_us);
+    argv[at + 3 * k + 2] = num(l.b[k].ticks);
   }
+}
+}  // namespace detail_protocol
+// Whether a built call was made at another learn level than l's.
+inline bool learn_stale(const std::vector<std::string>& argv, const layout& l) {
+  return l.learn.on && argv.size() > argv_word(31) && argv[argv_word(27)] != detail_protocol::num(l.learn.level + 1);
+}
+// Rewrites a built call's learn words at l's level (after a relearn reply),
+// a lesson's next level included, so a call sent again says one level.
+inline void patch_learn(std::vector<std::string>& argv, const layout& l) {
+  using namespace detail_protocol;
+  if (argv.size() <= argv_word(31)) return;
+  put_buckets(argv, argv_word(20), l);
   argv[argv_word(27)] = num(l.learn.on ? l.learn.level + 1 : 0);
   argv[argv_word(28)] = num(l.learn.extra_tokens);
+  if (argv[argv_word(2)] != "control") return;
+  const std::size_t b = argv_word(32 + 10 * static_cast<std::size_t>(std::strtoull(argv[argv_word(19)].c_str(), nullptr, 10)));
+  if (argv.size() < b + 9 || argv[b] != "learn") return;  // "learn", kind, guard, then the buckets
+  layout next = l;
+  learn_rebuild(next, next.learn.level + 1);
+  put_buckets(argv, b + 3, next);
 }
-// A relearn reply's level, if `r` is one.
-inline std::optional<std::uint64_t> relearn_level(const reply& r) {
-  if (r.type != reply::kind::array || r.elements.size() != 8) return std::nullopt;
-  const reply& c = r.elements[0];
-  const reply& v = r.elements[2];
-  if (c.type != reply::kind::integer || c.integer != 10 || v.type != reply::kind::integer || v.integer < 0 || v.integer > 64)
-    return std::nullopt;
-  return static_cast<std::uint64_t>(v.integer);
-}
+
 
 struct decoded {
   call_status status = call_status::garbage;
@@ -290,6 +300,14 @@ inline call_status decode_call(const reply& r, call_reply& out, op what = op::ad
   out.now_us = v[6];
   out.epoch = static_cast<std::uint64_t>(v[7]);
   return call_status::ok;
+}
+
+// A relearn reply's level, if `r` is one (a call reply of code 10).
+inline std::optional<std::uint64_t> relearn_level(const reply& r) {
+  call_reply c;
+  if (decode_call(r, c, op::flush) != call_status::ok || c.code != script_code::relearn || c.wait_us > 64)
+    return std::nullopt;
+  return static_cast<std::uint64_t>(c.wait_us);
 }
 
 // The reply of chunk when it grants (redis/chunk.hpp): 13 integers

@@ -73,7 +73,11 @@
 //     strict traffic; a widening moves the fleet's level and the buckets at
 //     once to the next margin's rate, each owing the units it owed (as
 //     set_rate in-process); the same decisions as the in-process account at
-//     whole-µs times (the differential test), see redis/feedback.hpp;
+//     whole-µs times that do not go back, for windows of a whole number of
+//     15 µs (the differential test; elsewhere as the strict windows and
+//     buckets above: sub-windows rounded up, and a time behind the latest
+//     never refused where the in-process bucket's roll-back would be), see
+//     redis/feedback.hpp;
 //   the calendar day (calendar_quota) of the script's time at utc_offset:
 //     exact day numbers (µs from the Unix epoch), reset at the first
 //     admission or charge of a new day, never back to a past day (a call
