@@ -24,7 +24,9 @@
 //   unknown, the library's default: spaced buckets for RPM and TPM, with no
 //   spacing margin so that the spacing does not bound the rate; RPM 100 M
 //   and TPM 800 M a minute, within what the spaced policy takes; its chunked
-//   rows are that account in slices of 10 and 100 ms of the buckets' time)]
+//   rows are that account in slices of 10 and 100 ms of the buckets' time;
+//   or learn: the same rows under server_model::learn, which at these
+//   limits starts spaced: learn's words and phases beside the buckets)]
 // Bounded: every run stops at its time (3 x 5 x rounds runs in all); the
 // server is killed on exit.
 #include "../tests/redis/redis_support.hpp"
@@ -88,10 +90,11 @@ std::uint32_t since_ns(steady::time_point t0) {
 }
 
 bool g_spaced = false;
+bool g_learn = false;  // "learn": the spaced rows under server_model::learn (spaced from the start at these limits)
 
 account_config account_under_test() {
   account_config c;
-  c.model = g_spaced ? server_model::unknown : server_model::sliding_log;
+  c.model = g_learn ? server_model::learn : g_spaced ? server_model::unknown : server_model::sliding_log;
   c.concurrency = limit(1000000);
   c.rpm = limit(g_spaced ? 100000000 : 1000000000);  // spaced: 600 ns apart (1e9 would be finer than 0.1 %)
   c.tpm = limit(g_spaced ? 800000000 : 1000000000000);
@@ -315,7 +318,8 @@ int main(int argc, char** argv) {
   if (!(seconds > 0.05 && seconds <= 60)) seconds = 2.0;
   int rounds = argc > 2 ? std::atoi(argv[2]) : 3;
   if (rounds < 1 || rounds > 15) rounds = 3;
-  g_spaced = argc > 3 && std::string(argv[3]) == "spaced";
+  g_learn = argc > 3 && std::string(argv[3]) == "learn";
+  g_spaced = g_learn || (argc > 3 && std::string(argv[3]) == "spaced");
   server srv;
   if (!srv.running()) {
     std::fprintf(stderr, "redis-server not found or not starting\n");
