@@ -8,6 +8,7 @@
 #include "catch_compat.hpp"
 #include "support.hpp"
 #include "tollgate_under_test.hpp"
+#include "learn_support.hpp"
 #include "server_models.hpp"
 #include "../examples/sim/swarm.hpp"
 
@@ -56,24 +57,12 @@ account_config config_for(const scenario& sc, server_model m, bool windows_with_
   c.lease_timeout = ns(0);
   c.per_thread_credit = credit;  // on, a token window of 20,000 takes its units a chunk at a time
   const ns w = sc.window + ns(windows_with_jitter ? sc.jitter : 0);  // W + J, as policy.hpp asks
-  if (sc.max_request == 1) {
-    c.rpm = limit(sc.limit);
-    c.request_window = w;
-  } else {
-    c.tpm = limit(sc.limit);
-    c.token_window = w;
-    c.max_request_tokens = sc.max_request;
-  }
+  tgtest::put_learn_limit(c, sc.limit, w, sc.max_request);
   return c;
 }
 
 // The server's 429 as Kimi words it, classified as the account sees it.
-error_info rejection(const scenario& sc) {
-  const std::string m = sc.max_request == 1 ? "request reached organization max RPM: " + std::to_string(sc.limit)
-                                             : "request reached organization TPM rate limit, current: 0, limit: " +
-                                                   std::to_string(sc.limit);
-  return classify(429, "{\"error\":{\"message\":\"" + m + ", please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}");
-}
+error_info rejection(const scenario& sc) { return tgtest::kimi_rate_429(sc.limit, sc.max_request); }
 
 struct outcome {
   std::uint64_t generated = 0, completed = 0, sent = 0, rejected = 0;

@@ -10,6 +10,7 @@
 // Supplied times (test mode), whole µs; windows W + J as policy.hpp asks.
 #include "../catch_compat.hpp"
 #include "../account_support.hpp"
+#include "../learn_support.hpp"
 #include "../server_models.hpp"
 #include "../support.hpp"
 #include "../tollgate_under_test.hpp"
@@ -69,25 +70,11 @@ account_config config_for(const scenario& sc) {
   account_config c;
   c.model = server_model::learn;
   c.lease_timeout = std::chrono::hours(1);
-  const nanoseconds w(sc.window_ms * 1000000 + sc.jitter_us * 1000);
-  if (sc.max_request == 1) {
-    c.rpm = limit(sc.limit);
-    c.request_window = w;
-  } else {
-    c.tpm = limit(sc.limit);
-    c.token_window = w;
-    c.max_request_tokens = sc.max_request;
-  }
+  tgtest::put_learn_limit(c, sc.limit, nanoseconds(sc.window_ms * 1000000 + sc.jitter_us * 1000), sc.max_request);
   return c;
 }
 
-error_info rejection(const scenario& sc) {
-  const std::string m = sc.max_request == 1 ? "request reached organization max RPM: " + std::to_string(sc.limit)
-                                             : "request reached organization TPM rate limit, current: 0, limit: " +
-                                                   std::to_string(sc.limit);
-  return classify(429, "{\"error\":{\"message\":\"" + m +
-                           ", please try again after 1 seconds\",\"type\":\"rate_limit_reached_error\"}}");
-}
+error_info rejection(const scenario& sc) { return tgtest::kimi_rate_429(sc.limit, sc.max_request); }
 
 struct fleet_outcome {
   std::uint64_t generated = 0, completed = 0, sent = 0, rejected = 0, after_widening = 0;
