@@ -92,6 +92,9 @@ struct calls {
     std::uint64_t switched = 0;
     if (a.layout_.learn.on && lesson_kind(e.kind) != 0) {
       const outcome o = lesson(a, lesson_kind(e.kind), now, switched);
+      if ((o == outcome::server_error || o == outcome::garbage) &&
+          detail_fallback::local_calls::ready(a, a.clock_now(now)))
+        a.local_->on_response(e, hint, a.clock_now(now));  // as for the waits below: the fallback learns at least
       if (o != outcome::ok) return o;
     }
     call_args w;
