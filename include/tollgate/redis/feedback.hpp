@@ -75,13 +75,10 @@ struct calls {
     }
     return r;
   }
-  // True when the level moved up.
+  // Up to the fleet's level; never down.
   template <class Acc>
-  static bool rebuild(Acc& a, std::uint64_t level) {
-    const std::uint64_t was = a.layout_.learn.level;
-    if (level <= was) return false;
-    learn_rebuild(a.layout_, level);
-    return a.layout_.learn.level > was;
+  static void rebuild(Acc& a, std::uint64_t level) {
+    if (level > a.layout_.learn.level) learn_rebuild(a.layout_, level);
   }
 
   template <class Acc>
