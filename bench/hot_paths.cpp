@@ -30,12 +30,12 @@ int main(int argc, char** argv) {
   cfg.tpm = limit(1000000000);
   cfg.model = server_model::sliding_log;
   account<manual_clock> acct(cfg, nanoseconds(0));
-  // The shared account over the same limits but a concurrency of 64 (its
+  // The shared account over the same limits but a concurrency of 1,024 (its
   // slot table's size), as bench_limiters.cpp's shared case; the region is
   // this process's memory, which is all a callgrind count needs.
-  using shared = shared_account<manual_clock, usd_tag, 64>;
+  using shared = shared_account<manual_clock, usd_tag, 1024>;
   account_config scfg = cfg;
-  scfg.concurrency = limit(64);
+  scfg.concurrency = limit(1024);
   void* region = ::operator new(shared::region_bytes(), std::align_val_t{4096});
   std::memset(region, 0, shared::region_bytes());  // an empty region
   shared sacct;

@@ -77,6 +77,7 @@
 #include <tollgate/account/policy.hpp>
 #include <tollgate/account/shared_credit.hpp>
 #include <tollgate/account/shared_parts.hpp>
+#include <tollgate/account/shared_slot_cache.hpp>
 #include <tollgate/clock.hpp>
 #include <tollgate/cost.hpp>
 #include <tollgate/decision.hpp>
@@ -152,7 +153,17 @@ class shared_account {
     set_starts();
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
     map_.clear();  // the lines it names are the parent's (or this identity's before): not released
+    cache_.forget_all();  // and so are the words it kept
     return true;
+  }
+  // Detaches: gives back this process's credit lines and the slot words it
+  // keeps, as the destructor does, for a process about to end without
+  // running destructors (_exit). No lease of this handle may be out.
+  void close() noexcept {
+    release_lines();
+    s_ = nullptr;
+    credit_.place(nullptr, 0);
+    cache_.cap = 0;
   }
   // True in a child of fork() until claim(), and in a detached object.
   bool needs_claim() const noexcept {
@@ -200,8 +211,18 @@ class shared_account {
   bool stopped() const noexcept { return s_ == nullptr || s_->pause.stopped(); }
   nanoseconds paused_until() const noexcept { return s_ ? nanoseconds(s_->pause.until()) : nanoseconds(0); }
 
-  // Leases holding a slot, in every process.
-  std::uint64_t in_flight() const noexcept { return s_ ? s_->slots.held() : 0; }
+  // Leases holding a slot, in every process, and the words other handles
+  // keep for their next leases (account/shared_slot_cache.hpp: at most
+  // Lines x kept_per_line()); this handle's kept words are not counted.
+  std::uint64_t in_flight() const noexcept {
+    if (s_ == nullptr) return 0;
+    const std::uint64_t h = s_->slots.held(), k = cache_.kept();
+    return h > k ? h - k : 0;
+  }
+  // The slot words this handle keeps for its next leases, and the most a
+  // credit line keeps (0: none; shared_slot_cache.hpp).
+  std::uint64_t kept_slots() const noexcept { return s_ ? cache_.kept() : 0; }
+  std::uint64_t kept_per_line() const noexcept { return s_ ? cache_.cap : 0; }
   std::optional<amount> budget_remaining() const noexcept {
     return s_ && s_->d.money ? std::optional<amount>(s_->d.money->remaining()) : std::nullopt;
   }
@@ -210,7 +231,8 @@ class shared_account {
     remaining_view v;
     if (s_ == nullptr) return v;
     if (s_->slots.limit > 0) {
-      const std::uint64_t l = s_->slots.limit, f = s_->slots.held();
+      // This handle's kept words count as remaining (as credit does below).
+      const std::uint64_t l = s_->slots.limit, f = in_flight();
       v.concurrency = l > f ? l - f : 0;
     }
     // Units counted in a window but held as a line's credit (a snapshot).
@@ -301,6 +323,8 @@ class shared_account {
   // as without credit).
   void set_up_credit() noexcept {
     map_.clear();
+    cache_.forget_all();  // (none kept: release_lines ran first)
+    cache_.cap = 0;
     if (!s_->credit_on) return;
     limiters& d = s_->d;
     typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
@@ -312,8 +336,11 @@ class shared_account {
         any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
       }
     const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
-    credit_.update(true, cws, 0);  // no concurrency credit: a lease holds its own slot word
-    if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
+    credit_.update(true, cws, 0);  // concurrency credit is the slot cache's (kept words)
+    cache_.cap = detail::shared_slot_cache::cap_for(s_->slots.limit, Lines);
+    // Lines for the windows' credit or for kept words: either needs an owner
+    // per line, which bounds what all users hold (shared_slot_cache.hpp).
+    if (any || cache_.cap > 0) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
   }
 
   // The line this thread owns through this handle (Lines: none), never claiming one.
@@ -362,7 +389,7 @@ class shared_account {
     l.model_ = r.model;
     const unsigned sh = detail::this_thread_shard();
     const unsigned line = line_for(sh, now);
-    if (s.slots.limit > 0) {
+    if (s.slots.limit > 0 && !(line < Lines && cache_.take(sh, s.slots, opts_.identity, now, l.slot_, l.stamp_))) {
       const std::size_t start = starts_[sh < detail::thread_shards ? sh : detail::thread_shards];
       if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
         reap(now);
@@ -432,7 +459,7 @@ class shared_account {
     }
     account_policy::refusal rf(paused_for);
     state& s = *s_;
-    if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit) rf.add(dimension::concurrency);
+    if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit + kept_by(line)) rf.add(dimension::concurrency);
     s.d.report(rf, n, now);
     if (s.d.money && s.d.money->remaining() < a.worst_case) rf.add(dimension::budget);
     a.refused = rf.refused();
@@ -441,11 +468,25 @@ class shared_account {
   }
 
   [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept;
+  // The words this thread's shelf keeps (it would take them before a free one).
+  std::uint64_t kept_by(unsigned line) const noexcept {
+    const unsigned sh = detail::this_thread_shard();
+    return line < Lines && sh < detail::thread_shards
+               ? cache_.shelves[sh].count.load(std::memory_order_relaxed)  // relaxed: this thread's own
+               : 0;
+  }
+  // A settled lease's word: kept on this thread's shelf if it owns a line
+  // and the shelf has room (true), else the caller frees it.
+  bool keep_slot(std::size_t slot, std::uint64_t stamp) noexcept {
+    // A shelf keeps words only once its thread owns a line (set_owned).
+    return cache_.put(detail::this_thread_shard(), s_->slots, slot, stamp);
+  }
 
   using credit = detail::thread_credit<typename limiters::window>;
   state* s_ = nullptr;
   credit credit_;                  // this process's view of the region's lines (chunks, units)
   detail::shared_credit_map map_;  // which line each of this process's shards owns
+  detail::shared_slot_cache cache_;  // the slot words each shard keeps for its next leases
   std::int64_t retry_ = 0;         // a failed line claim's retry interval
   config_type cfg_;
   shared_account_options opts_;

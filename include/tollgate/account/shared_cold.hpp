@@ -38,6 +38,7 @@ unsigned shared_account<Clock, Currency, Slots, Lines>::claim_line(unsigned sh, 
   credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
   map_.line[sh] = static_cast<std::uint32_t>(i);
   map_.word[sh] = word;
+  cache_.set_owned(sh);  // its shelf may now keep slot words (shared_slot_cache.hpp)
   return static_cast<unsigned>(i);
 }
 
@@ -46,8 +47,10 @@ template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 void shared_account<Clock, Currency, Slots, Lines>::release_lines() noexcept {
   if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
     map_.clear();
+    cache_.forget_all();  // none kept (no line), or the parent's
     return;
   }
+  cache_.give_all(s_->slots);  // before the lines: the words are kept only under a line
   limiters& d = s_->d;
   typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
   for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {

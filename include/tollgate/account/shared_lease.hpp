@@ -9,8 +9,9 @@
 // usage's exact cost and gives back unused tokens only where the account was
 // configured to (`refund_unused_tokens`); extra tokens are charged as debt at
 // `now`; a rejected request is not billed (its tokens stay counted); the slot
-// word is freed exactly once, by this lease or by a reaper (whichever CAS
-// wins). A lease used in a child of fork() that has not claimed its own
+// word is freed exactly once, by this lease, by the handle that kept it for
+// its next leases (account/shared_slot_cache.hpp), or by a reaper (whichever
+// CAS wins). A lease used in a child of fork() that has not claimed its own
 // identity does nothing: the slot and the money are its parent's.
 #ifndef TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
 #define TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
@@ -30,7 +31,8 @@ bool shared_lease<Clock, Currency, Slots, Lines>::live() const noexcept {
 
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 void shared_lease<Clock, Currency, Slots, Lines>::release_slot() noexcept {
-  if (acc_ != nullptr && slot_ != no_slot) (void)acc_->s_->slots.give(slot_, stamp_);
+  // Kept for this thread's next lease where it can be (no CAS), else freed.
+  if (acc_ != nullptr && slot_ != no_slot && !acc_->keep_slot(slot_, stamp_)) (void)acc_->s_->slots.give(slot_, stamp_);
   slot_ = no_slot;
 }
 

@@ -182,6 +182,38 @@ struct shared_slots {
     return true;
   }
 
+  // The latest `now` at which a holding stamped `stamp` still has a
+  // deadline at least lease_timeout away: its stamp's time (its millisecond
+  // after the origin), or for ever without a deadline.
+  std::int64_t fresh_until(std::uint64_t stamp) const noexcept {
+    if (timeout == 0) return std::numeric_limits<std::int64_t>::max();
+    const std::uint64_t t = slot_word::time(stamp);
+    const std::uint64_t m = t > 0 ? t - 1 : 0;
+    // Capped at max_ms (a stamp may carry past it: slot_word.hpp), so the
+    // product stays below 2^63; a later time only makes the reuse renew.
+    const std::int64_t since = static_cast<std::int64_t>((m < max_ms ? m : max_ms) * 1000000);
+    std::int64_t at = 0;
+    return __builtin_add_overflow(origin, since, &at) ? std::numeric_limits<std::int64_t>::max() : at;
+  }
+
+  // A word this process kept for its next lease (account/
+  // shared_slot_cache.hpp), held under `stamp`, with `until` its
+  // fresh_until(): true if it still is, with a deadline at least
+  // lease_timeout after `now` (a `now` at or before `until`: no write), else
+  // after a renewal (one CAS); false once a scan freed it. `slot` is one
+  // this table gave (take()).
+  [[gnu::always_inline]] bool reuse(std::size_t slot, std::uint64_t& stamp, std::int64_t until, std::uint64_t identity,
+                                    nanoseconds now) noexcept {
+    // relaxed: only the value is used. This process's CAS that wrote the
+    // stamp happens before this load (the same thread, or passed with its
+    // shard), so coherence gives that stamp or a later value, a scan's free
+    // (stamps never repeat); a scan after this load frees the word as it
+    // would an in-flight lease's taken now (its deadline decides).
+    if (words[slot].load(std::memory_order_relaxed) != stamp) return false;
+    if (now.count() <= until) return true;
+    return renew(slot, stamp, identity, now);
+  }
+
   // Frees the words of holdings past the deadline or of dead owners (see
   // the header). `alive(identity)` is the caller's check (null: none);
   // counts what it freed in `by_deadline` and `by_death`.
