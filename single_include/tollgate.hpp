@@ -15051,8 +15051,12 @@ TOLLGATE_END_NAMESPACE
 // window (1.6 % of its limit at the default 16, under 1/64 for any Lines);
 // a refused thread gives its own credit back before the windows are asked
 // for its wait. Credit off: a refusal is false only while a racing
-// admission holds units it is about to roll back. No concurrency credit: a
-// lease holds its own slot word. remaining() counts credit as remaining.
+// admission holds units it is about to roll back. Concurrency credit, for
+// limits of 1,024 and more (account/shared_slot_cache.hpp): a thread with a
+// line keeps up to the line's chunk of the limit (L / 1024, at most 8) of
+// the slot words its leases gave back, still held, for its next leases;
+// leases in flight never exceed L, other users are refused falsely by at
+// most Lines x that. remaining() counts credit as remaining.
 //
 // Where each part lives (in the region or in this process), the process
 // identity and fork(): account/shared_parts.hpp.
@@ -15322,8 +15326,8 @@ TOLLGATE_END_NAMESPACE
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics, the credit chunks and which line each of its
-//   threads owns. Leases are process-local (they point at this
+//   epoch, its statistics, the credit chunks, which line each of its
+//   threads owns and the slot words each keeps (account/shared_slot_cache.hpp). Leases are process-local (they point at this
 //   object and name the model, whose prices a settle needs); there is no
 //   release hook and no thread-local index.
 #ifndef TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
@@ -15518,6 +15522,38 @@ struct shared_slots {
     owners[slot].store((identity << gen_bits) | (s & gen_mask), std::memory_order_relaxed);  // relaxed: as in take
     stamp = s;
     return true;
+  }
+
+  // The latest `now` at which a holding stamped `stamp` still has a
+  // deadline at least lease_timeout away: its stamp's time (its millisecond
+  // after the origin), or for ever without a deadline.
+  std::int64_t fresh_until(std::uint64_t stamp) const noexcept {
+    if (timeout == 0) return std::numeric_limits<std::int64_t>::max();
+    const std::uint64_t t = slot_word::time(stamp);
+    const std::uint64_t m = t > 0 ? t - 1 : 0;
+    // Capped at max_ms (a stamp may carry past it: slot_word.hpp), so the
+    // product stays below 2^63; a later time only makes the reuse renew.
+    const std::int64_t since = static_cast<std::int64_t>((m < max_ms ? m : max_ms) * 1000000);
+    std::int64_t at = 0;
+    return __builtin_add_overflow(origin, since, &at) ? std::numeric_limits<std::int64_t>::max() : at;
+  }
+
+  // A word this process kept for its next lease (account/
+  // shared_slot_cache.hpp), held under `stamp`, with `until` its
+  // fresh_until(): true if it still is, with a deadline at least
+  // lease_timeout after `now` (a `now` at or before `until`: no write), else
+  // after a renewal (one CAS); false once a scan freed it. `slot` is one
+  // this table gave (take()).
+  [[gnu::always_inline]] bool reuse(std::size_t slot, std::uint64_t& stamp, std::int64_t until, std::uint64_t identity,
+                                    nanoseconds now) noexcept {
+    // relaxed: only the value is used. This process's CAS that wrote the
+    // stamp happens before this load (the same thread, or passed with its
+    // shard), so coherence gives that stamp or a later value, a scan's free
+    // (stamps never repeat); a scan after this load frees the word as it
+    // would an in-flight lease's taken now (its deadline decides).
+    if (words[slot].load(std::memory_order_relaxed) != stamp) return false;
+    if (now.count() <= until) return true;
+    return renew(slot, stamp, identity, now);
   }
 
   // Frees the words of holdings past the deadline or of dead owners (see
@@ -15800,6 +15836,169 @@ struct region_key<detail::shared_account_state<Clock, Currency, Slots, Lines>> {
 TOLLGATE_END_NAMESPACE
 
 #endif  // TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
+// #include <tollgate/account/shared_slot_cache.hpp>  (inlined below)
+// tollgate — rate limits and budgets for LLM APIs. MIT licence, see LICENSE.
+//
+// account/shared_slot_cache.hpp: the shared account's concurrency credit. A
+// thread that owns a credit line keeps, in this process's memory, a few of
+// the slot words its leases gave back, still held in the region's table
+// under this process's name, and hands them to its next leases with no
+// locked instruction.
+//
+// Contract. A kept word stays held (account/shared_slots.hpp): no other
+// user can take it, so leases in flight never exceed the limit L, exactly
+// as without the cache. A lease gets a kept word only when one plain (relaxed)
+// load finds it still at the stamp this process left (a reaper that freed
+// it changed it, and stamps never repeat) and that stamp's millisecond is
+// the lease's `now`'s or later, so its deadline is at least lease_timeout
+// after the admission, as a fresh take's; an older stamp is renewed first
+// (one CAS, as lease::renew), so under load one locked instruction per word
+// per millisecond. A settle keeps the word (no CAS) while the shelf has
+// room, else gives it back as before. Without a deadline (lease_timeout 0)
+// any unchanged stamp is reused.
+//
+// Bound. A shelf keeps at most `cap` words: the credit line's chunk of the
+// concurrency limit, L / 1024 up to 16 lines and L / (64 x Lines) above
+// (credit.hpp's rule for the windows; limits below that divisor keep none
+// and run exactly as without the cache), at most 8. Only a thread that owns
+// one of the region's `Lines` credit lines keeps words, so the words kept
+// by live users are at most Lines x cap region-wide: other threads of every
+// process can be refused falsely by at most that many permits (1.6 % of L
+// with 16 lines, under 1/64 of it above), and by the words of dead
+// processes until they come back (below). A thread is never refused while
+// its own shelf holds a word still held: it uses it first.
+//
+// Reclaim. A kept word is named for this process with its holding's
+// generation, so a scan frees it as it frees a slot of an in-flight lease:
+// by its deadline (lease_timeout after its stamp: an idle thread's kept
+// words come back to the others at the first scan that many seconds after
+// its last admission), or once the liveness check calls the process dead.
+// A kept word freed by a scan is dropped at its next use (its load finds
+// another value). A handle gives its kept words back by CAS when it lets
+// its credit lines go (its destructor, open(), attach()); a child of fork()
+// forgets its parent's without giving them (claim(): they are the parent's,
+// named for it). Without a deadline and without a liveness check, the words
+// a dead process kept stay held, as its in-flight slots do.
+//
+// Concurrency. A shelf is written by the thread owning its shard only
+// (detail/shard_counters.hpp: ownership passes through the shard claim's
+// release/acquire, and so does the last stamp written), and read by others
+// only through `count`, relaxed, as a snapshot (in_flight(), remaining()).
+// The words themselves change only by the table's CASes.
+#ifndef TOLLGATE_ACCOUNT_SHARED_SLOT_CACHE_HPP
+#define TOLLGATE_ACCOUNT_SHARED_SLOT_CACHE_HPP
+
+// #include <tollgate/config.hpp>  (already above)
+// #include <tollgate/clock.hpp>  (already above)
+// #include <tollgate/detail/atomic.hpp>  (already above)
+// #include <tollgate/detail/shard_counters.hpp>  (already above)
+
+#include <cstddef>
+#include <cstdint>
+
+TOLLGATE_BEGIN_NAMESPACE
+
+namespace detail {
+
+struct shared_slot_cache {
+  static constexpr std::uint32_t max_words = 8;
+  static constexpr std::uint64_t divisor = 1024;  // as credit.hpp's
+
+  // The words a shelf keeps for a concurrency limit `l` with `lines` lines.
+  static constexpr std::uint32_t cap_for(std::uint64_t l, std::size_t lines) noexcept {
+    const std::uint64_t d = lines > detail::thread_shards ? std::uint64_t{64} * lines : divisor;
+    const std::uint64_t c = l / d;
+    return static_cast<std::uint32_t>(c < max_words ? c : max_words);
+  }
+
+  struct entry {
+    std::uint64_t stamp;
+    std::int64_t until;  // the latest `now` that reuses it with no write (Table::fresh_until)
+    std::uint32_t slot;
+  };
+  // The count, the shelf's cap and the first entry share a cache line.
+  struct alignas(TOLLGATE_CACHELINE_SIZE) shelf {
+    detail::atomic<std::uint32_t> count{0};
+    std::uint32_t cap = 0;  // 0 until its shard's thread owns a credit line (set_owned)
+    entry e[max_words];
+  };
+
+  shelf shelves[detail::thread_shards];
+  std::uint32_t cap = 0;  // what an owned shelf keeps; 0: off
+
+  // Shard `sh`'s thread owns a credit line now: its shelf may keep words.
+  void set_owned(unsigned sh) noexcept {
+    if (sh < detail::thread_shards) shelves[sh].cap = cap;
+  }
+
+  // A kept word for a lease on shard `sh` at `now`: its index and stamp.
+  // False when the shelf has none still held (those freed are dropped).
+  template <class Table>
+  [[gnu::always_inline]] bool take(unsigned sh, Table& t, std::uint64_t identity, nanoseconds now, std::size_t& slot,
+                                   std::uint64_t& stamp) noexcept {
+    shelf& f = shelves[sh];
+    // relaxed (count): this thread owns the shelf; the atomic is for snapshots.
+    std::uint32_t n = f.count.load(std::memory_order_relaxed);
+    while (n > 0) {
+      --n;
+      f.count.store(n, std::memory_order_relaxed);  // relaxed: as above
+      const entry& x = f.e[n];
+      std::uint64_t s = x.stamp;
+      if (t.reuse(x.slot, s, x.until, identity, now)) {
+        slot = x.slot;
+        stamp = s;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Keeps the word a lease on shard `sh` gives back: false when the shelf
+  // is full or not owned (the caller then frees it).
+  template <class Table>
+  [[gnu::always_inline]] bool put(unsigned sh, const Table& t, std::size_t slot, std::uint64_t stamp) noexcept {
+    if (sh >= detail::thread_shards) return false;
+    shelf& f = shelves[sh];
+    const std::uint32_t n = f.count.load(std::memory_order_relaxed);  // relaxed: as in take
+    if (n >= f.cap) return false;
+    f.e[n] = entry{stamp, t.fresh_until(stamp), static_cast<std::uint32_t>(slot)};
+    f.count.store(n + 1, std::memory_order_relaxed);  // relaxed: as above
+    return true;
+  }
+
+  // Gives every kept word back to the table (the words a scan freed are
+  // untouched: their CAS fails) and disowns every shelf. Only with no
+  // admission or settle of this handle running.
+  template <class Table>
+  void give_all(Table& t) noexcept {
+    for (shelf& f : shelves) {
+      const std::uint32_t n = f.count.load(std::memory_order_relaxed);  // relaxed: no other user now
+      for (std::uint32_t k = 0; k < n; ++k) (void)t.give(f.e[k].slot, f.e[k].stamp);
+      f.count.store(0, std::memory_order_relaxed);  // relaxed: as above
+      f.cap = 0;
+    }
+  }
+  // Forgets every kept word without giving it back (a child of fork(): they
+  // are its parent's) and disowns every shelf.
+  void forget_all() noexcept {
+    for (shelf& f : shelves) {
+      f.count.store(0, std::memory_order_relaxed);  // relaxed: as above
+      f.cap = 0;
+    }
+  }
+  // Words kept by all shelves (a snapshot).
+  std::uint64_t kept() const noexcept {
+    std::uint64_t c = 0;
+    for (const shelf& f : shelves) c += f.count.load(std::memory_order_relaxed);  // relaxed: a snapshot
+    return c;
+  }
+};
+
+}  // namespace detail
+
+TOLLGATE_END_NAMESPACE
+
+#endif  // TOLLGATE_ACCOUNT_SHARED_SLOT_CACHE_HPP
 // #include <tollgate/clock.hpp>  (already above)
 // #include <tollgate/cost.hpp>  (already above)
 // #include <tollgate/decision.hpp>  (already above)
@@ -15875,7 +16074,17 @@ class shared_account {
     set_starts();
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
     map_.clear();  // the lines it names are the parent's (or this identity's before): not released
+    cache_.forget_all();  // and so are the words it kept
     return true;
+  }
+  // Detaches: gives back this process's credit lines and the slot words it
+  // keeps, as the destructor does, for a process about to end without
+  // running destructors (_exit). No lease of this handle may be out.
+  void close() noexcept {
+    release_lines();
+    s_ = nullptr;
+    credit_.place(nullptr, 0);
+    cache_.cap = 0;
   }
   // True in a child of fork() until claim(), and in a detached object.
   bool needs_claim() const noexcept {
@@ -15923,8 +16132,18 @@ class shared_account {
   bool stopped() const noexcept { return s_ == nullptr || s_->pause.stopped(); }
   nanoseconds paused_until() const noexcept { return s_ ? nanoseconds(s_->pause.until()) : nanoseconds(0); }
 
-  // Leases holding a slot, in every process.
-  std::uint64_t in_flight() const noexcept { return s_ ? s_->slots.held() : 0; }
+  // Leases holding a slot, in every process, and the words other handles
+  // keep for their next leases (account/shared_slot_cache.hpp: at most
+  // Lines x kept_per_line()); this handle's kept words are not counted.
+  std::uint64_t in_flight() const noexcept {
+    if (s_ == nullptr) return 0;
+    const std::uint64_t h = s_->slots.held(), k = cache_.kept();
+    return h > k ? h - k : 0;
+  }
+  // The slot words this handle keeps for its next leases, and the most a
+  // credit line keeps (0: none; shared_slot_cache.hpp).
+  std::uint64_t kept_slots() const noexcept { return s_ ? cache_.kept() : 0; }
+  std::uint64_t kept_per_line() const noexcept { return s_ ? cache_.cap : 0; }
   std::optional<amount> budget_remaining() const noexcept {
     return s_ && s_->d.money ? std::optional<amount>(s_->d.money->remaining()) : std::nullopt;
   }
@@ -15933,7 +16152,8 @@ class shared_account {
     remaining_view v;
     if (s_ == nullptr) return v;
     if (s_->slots.limit > 0) {
-      const std::uint64_t l = s_->slots.limit, f = s_->slots.held();
+      // This handle's kept words count as remaining (as credit does below).
+      const std::uint64_t l = s_->slots.limit, f = in_flight();
       v.concurrency = l > f ? l - f : 0;
     }
     // Units counted in a window but held as a line's credit (a snapshot).
@@ -16019,25 +16239,8 @@ class shared_account {
       starts_[sh] = static_cast<std::uint32_t>((sh + opts_.identity) % k * n / k);
   }
 
-  // The chunks and the lines: credit only where some window grants a chunk
-  // (credit.hpp's chunk_of for this many lines: smaller limits run exactly
-  // as without credit).
-  void set_up_credit() noexcept {
-    map_.clear();
-    if (!s_->credit_on) return;
-    limiters& d = s_->d;
-    typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
-    credit_.bind(ws);
-    bool any = false;
-    for (unsigned k = 0; k < credit::kinds; ++k)
-      if (ws[k] && ws[k]->unit() > 0) {
-        credit_.set_unit(k, ws[k]->unit());
-        any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
-      }
-    const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
-    credit_.update(true, cws, 0);  // no concurrency credit: a lease holds its own slot word
-    if (any) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
-  }
+  // The chunks, the lines and the shelves' cap (account/shared_cold.hpp).
+  void set_up_credit() noexcept;
 
   // The line this thread owns through this handle (Lines: none), never claiming one.
   unsigned own_line() const noexcept {
@@ -16085,7 +16288,7 @@ class shared_account {
     l.model_ = r.model;
     const unsigned sh = detail::this_thread_shard();
     const unsigned line = line_for(sh, now);
-    if (s.slots.limit > 0) {
+    if (s.slots.limit > 0 && !(line < Lines && cache_.take(sh, s.slots, opts_.identity, now, l.slot_, l.stamp_))) {
       const std::size_t start = starts_[sh < detail::thread_shards ? sh : detail::thread_shards];
       if (!s.slots.take(now, start, opts_.identity, l.slot_, l.stamp_)) {
         reap(now);
@@ -16155,7 +16358,7 @@ class shared_account {
     }
     account_policy::refusal rf(paused_for);
     state& s = *s_;
-    if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit) rf.add(dimension::concurrency);
+    if (s.slots.limit > 0 && s.slots.held() >= s.slots.limit + kept_by(line)) rf.add(dimension::concurrency);
     s.d.report(rf, n, now);
     if (s.d.money && s.d.money->remaining() < a.worst_case) rf.add(dimension::budget);
     a.refused = rf.refused();
@@ -16164,11 +16367,25 @@ class shared_account {
   }
 
   [[gnu::noinline, gnu::cold]] void reap(nanoseconds now) noexcept;
+  // The words this thread's shelf keeps (it would take them before a free one).
+  std::uint64_t kept_by(unsigned line) const noexcept {
+    const unsigned sh = detail::this_thread_shard();
+    return line < Lines && sh < detail::thread_shards
+               ? cache_.shelves[sh].count.load(std::memory_order_relaxed)  // relaxed: this thread's own
+               : 0;
+  }
+  // A settled lease's word: kept on this thread's shelf if it owns a line
+  // and the shelf has room (true), else the caller frees it.
+  bool keep_slot(std::size_t slot, std::uint64_t stamp) noexcept {
+    // A shelf keeps words only once its thread owns a line (set_owned).
+    return cache_.put(detail::this_thread_shard(), s_->slots, slot, stamp);
+  }
 
   using credit = detail::thread_credit<typename limiters::window>;
   state* s_ = nullptr;
   credit credit_;                  // this process's view of the region's lines (chunks, units)
   detail::shared_credit_map map_;  // which line each of this process's shards owns
+  detail::shared_slot_cache cache_;  // the slot words each shard keeps for its next leases
   std::int64_t retry_ = 0;         // a failed line claim's retry interval
   config_type cfg_;
   shared_account_options opts_;
@@ -16197,8 +16414,9 @@ TOLLGATE_END_NAMESPACE
 // usage's exact cost and gives back unused tokens only where the account was
 // configured to (`refund_unused_tokens`); extra tokens are charged as debt at
 // `now`; a rejected request is not billed (its tokens stay counted); the slot
-// word is freed exactly once, by this lease or by a reaper (whichever CAS
-// wins). A lease used in a child of fork() that has not claimed its own
+// word is freed exactly once, by this lease, by the handle that kept it for
+// its next leases (account/shared_slot_cache.hpp), or by a reaper (whichever
+// CAS wins). A lease used in a child of fork() that has not claimed its own
 // identity does nothing: the slot and the money are its parent's.
 #ifndef TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
 #define TOLLGATE_ACCOUNT_SHARED_LEASE_HPP
@@ -16218,7 +16436,8 @@ bool shared_lease<Clock, Currency, Slots, Lines>::live() const noexcept {
 
 template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 void shared_lease<Clock, Currency, Slots, Lines>::release_slot() noexcept {
-  if (acc_ != nullptr && slot_ != no_slot) (void)acc_->s_->slots.give(slot_, stamp_);
+  // Kept for this thread's next lease where it can be (no CAS), else freed.
+  if (acc_ != nullptr && slot_ != no_slot && !acc_->keep_slot(slot_, stamp_)) (void)acc_->s_->slots.give(slot_, stamp_);
   slot_ = no_slot;
 }
 
@@ -16292,10 +16511,11 @@ TOLLGATE_END_NAMESPACE
 //
 // account/shared_cold.hpp: the shared account's cold paths (shared_account.hpp
 // declares them and includes this at its end; including this header alone
-// includes the account): a thread's first credit line, the lines a handle
-// gives back, and a scan of the slot words when the account runs out of
-// them. Out of the admission path, out of line: none is called by an
-// admission that finds a line and a free slot word.
+// includes the account): the credit set-up at open, a thread's first
+// credit line, the lines (and kept slot words) a handle gives back, and a
+// scan of the slot words when the account runs out of them. Out of the
+// admission path, out of line: none is called by an admission that finds a
+// line and a free (or kept) slot word.
 #ifndef TOLLGATE_ACCOUNT_SHARED_COLD_HPP
 #define TOLLGATE_ACCOUNT_SHARED_COLD_HPP
 
@@ -16328,7 +16548,34 @@ unsigned shared_account<Clock, Currency, Slots, Lines>::claim_line(unsigned sh, 
   credit_.forget(static_cast<unsigned>(i));  // a dead owner's half-written fields, or nothing
   map_.line[sh] = static_cast<std::uint32_t>(i);
   map_.word[sh] = word;
+  cache_.set_owned(sh);  // its shelf may now keep slot words (shared_slot_cache.hpp)
   return static_cast<unsigned>(i);
+}
+
+// The chunks and the lines: credit only where some window grants a chunk
+// (credit.hpp's chunk_of for this many lines: smaller limits run exactly as
+// without credit) or the concurrency limit a kept slot word.
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_account<Clock, Currency, Slots, Lines>::set_up_credit() noexcept {
+  map_.clear();
+  cache_.forget_all();  // (none kept: release_lines ran first)
+  cache_.cap = 0;
+  if (!s_->credit_on) return;
+  limiters& d = s_->d;
+  typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+  credit_.bind(ws);
+  bool any = false;
+  for (unsigned k = 0; k < credit::kinds; ++k)
+    if (ws[k] && ws[k]->unit() > 0) {
+      credit_.set_unit(k, ws[k]->unit());
+      any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
+    }
+  const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
+  credit_.update(true, cws, 0);  // concurrency credit is the kept slot words'
+  cache_.cap = detail::shared_slot_cache::cap_for(s_->slots.limit, Lines);
+  // Lines for the windows' credit or for kept words: either needs an owner
+  // per line, which bounds what all users hold (shared_slot_cache.hpp).
+  if (any || cache_.cap > 0) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
 }
 
 // Gives each line this handle's process owns its credit back and frees it.
@@ -16336,8 +16583,10 @@ template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
 void shared_account<Clock, Currency, Slots, Lines>::release_lines() noexcept {
   if (s_ == nullptr || needs_claim() || !credit_.enabled()) {
     map_.clear();
+    cache_.forget_all();  // none kept (no line), or the parent's
     return;
   }
+  cache_.give_all(s_->slots);  // before the lines: the words are kept only under a line
   limiters& d = s_->d;
   typename credit::window_type* ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
   for (unsigned sh = 0; sh < detail::thread_shards; ++sh) {

@@ -37,8 +37,12 @@
 // window (1.6 % of its limit at the default 16, under 1/64 for any Lines);
 // a refused thread gives its own credit back before the windows are asked
 // for its wait. Credit off: a refusal is false only while a racing
-// admission holds units it is about to roll back. No concurrency credit: a
-// lease holds its own slot word. remaining() counts credit as remaining.
+// admission holds units it is about to roll back. Concurrency credit, for
+// limits of 1,024 and more (account/shared_slot_cache.hpp): a thread with a
+// line keeps up to the line's chunk of the limit (L / 1024, at most 8) of
+// the slot words its leases gave back, still held, for its next leases;
+// leases in flight never exceed L, other users are refused falsely by at
+// most Lines x that. remaining() counts credit as remaining.
 //
 // Where each part lives (in the region or in this process), the process
 // identity and fork(): account/shared_parts.hpp.
@@ -318,30 +322,8 @@ class shared_account {
       starts_[sh] = static_cast<std::uint32_t>((sh + opts_.identity) % k * n / k);
   }
 
-  // The chunks and the lines: credit only where some window grants a chunk
-  // (credit.hpp's chunk_of for this many lines: smaller limits run exactly
-  // as without credit).
-  void set_up_credit() noexcept {
-    map_.clear();
-    cache_.forget_all();  // (none kept: release_lines ran first)
-    cache_.cap = 0;
-    if (!s_->credit_on) return;
-    limiters& d = s_->d;
-    typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
-    credit_.bind(ws);
-    bool any = false;
-    for (unsigned k = 0; k < credit::kinds; ++k)
-      if (ws[k] && ws[k]->unit() > 0) {
-        credit_.set_unit(k, ws[k]->unit());
-        any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
-      }
-    const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
-    credit_.update(true, cws, 0);  // concurrency credit is the slot cache's (kept words)
-    cache_.cap = detail::shared_slot_cache::cap_for(s_->slots.limit, Lines);
-    // Lines for the windows' credit or for kept words: either needs an owner
-    // per line, which bounds what all users hold (shared_slot_cache.hpp).
-    if (any || cache_.cap > 0) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
-  }
+  // The chunks, the lines and the shelves' cap (account/shared_cold.hpp).
+  void set_up_credit() noexcept;
 
   // The line this thread owns through this handle (Lines: none), never claiming one.
   unsigned own_line() const noexcept {

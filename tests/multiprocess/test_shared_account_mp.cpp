@@ -10,7 +10,10 @@
 // committed. A third forks after attaching. Per-thread credit is on or off
 // at random in the first, on in the others (the credit lines of
 // account/shared_credit.hpp: a child never uses its parent's, a dead
-// process's come back through the liveness check). Time is a manual clock whose
+// process's come back through the liveness check). Concurrency limits of
+// 1,024 and more run kept slot words (account/shared_slot_cache.hpp): there
+// the parent holds all but a few slots as ballast for the whole run, so the
+// workers meet the limit, and the bound checked is the few left. Time is a manual clock whose
 // word lives in shared memory (region_clock): no sleep, no wall-clock
 // assert; every wait is bounded in count and time; children are reaped
 // (killed first on failure). Seeds: the project seed (TOLLGATE_SEED).
@@ -42,7 +45,7 @@ namespace {
 
 constexpr std::int64_t ms = 1000000, sec = 1000 * ms;
 constexpr std::size_t max_procs = 8, max_threads = 2, log_cap = 1 << 12, max_ids = 1024;
-using shared = shared_account<region_clock, usd_tag, 64>;
+using shared = shared_account<region_clock, usd_tag, 2048>;
 
 struct entry {
   std::int64_t t;          // the admission's `now`
@@ -60,7 +63,7 @@ struct thread_log {
 struct board {
   std::atomic<std::int64_t> clock;
   std::atomic<std::uint64_t> seq;
-  std::atomic<std::uint64_t> built, attached, refused_config, errors;
+  std::atomic<std::uint64_t> built, attached, refused_config, errors, kept;
   std::atomic<std::uint32_t> dead[max_ids];  // by identity: set by the parent once it has reaped the process
   std::atomic<std::uint64_t> kill_seq[max_ids];  // the sequence number taken just before the kill
   std::atomic<std::uint64_t> allow[max_procs];   // how far each process slot may go (kill test)
@@ -79,6 +82,8 @@ bool alive(std::uint64_t id, void*) { return id >= max_ids || B->dead[id].load()
 struct plan {
   account_config c;
   std::uint64_t max_prompt = 1, max_out = 1;
+  std::uint64_t ballast = 0;  // slots the parent holds (limits of 1,024 and more)
+  std::uint64_t free_slots() const { return *c.concurrency.value() - ballast; }
 };
 
 plan draw(tgtest::rng& g) {
@@ -86,6 +91,7 @@ plan draw(tgtest::rng& g) {
   account_config& c = p.c;
   c.model = server_model::fixed_window;
   c.concurrency = limit(g.between(1, 8));
+  const bool kept = g.chance(40);  // kept slot words (with credit on), all but 1-8 slots held by the parent
   c.rpm = limit(g.chance(75) ? g.between(5, 400) : g.between(1024, 4000));
   // Below and above 1,024 (the credit threshold: a chunk is limit / 1024).
   // Credit on or off: the bounds are the same, exact.
@@ -100,6 +106,15 @@ plan draw(tgtest::rng& g) {
   c.lease_timeout = std::chrono::hours(2);
   c.refund_unused_tokens = false;
   c.unix_time_at_zero = nanoseconds(0);
+  if (kept) {
+    // Limits the ballast fits in, spread over a few windows before the workers start.
+    c.concurrency = limit(g.between(1024, 2048));
+    p.ballast = *c.concurrency.value() - g.between(1, 8);
+    c.rpm = limit(g.between(1024, 4000));
+    c.tpm = limit(g.between(20000, 60000));
+    c.tpd = limit(g.between(400000, 800000));
+    c.budget = usd::from_nanos(static_cast<std::int64_t>(g.between(1000000, 2000000)) * 1000);
+  }
   const std::uint64_t tl = *c.tpm.value();
   p.max_prompt = std::max<std::uint64_t>(1, std::min<std::uint64_t>(tl / 4, 300));
   p.max_out = std::max<std::uint64_t>(1, std::min<std::uint64_t>(tl / 4, 300));
@@ -238,6 +253,8 @@ struct children {
   for (std::size_t t = 0; t < threads; ++t)
     ts.emplace_back([&, t] { work(a, pi, t, seed * 31 + t, ops, p); });
   for (auto& t : ts) t.join();
+  B->kept.fetch_add(a.kept_slots());
+  a.close();  // its kept words and lines back (_exit runs no destructor)
   _exit(0);
 }
 
@@ -319,11 +336,26 @@ TEST_CASE("multiprocess account: 2-8 processes x 1-2 threads; merged logs keep e
   const std::uint64_t seed = tgtest::seed_for(16100);
   tgtest::rng g(seed);
   INFO(tgtest::seed_note() << " stream seed " << seed);
-  std::uint64_t total = 0, refused_somewhere = 0;
+  std::uint64_t total = 0, refused_somewhere = 0, kept_trials = 0, kept_at_limit = 0, kept_words = 0;
   for (int trial = 0; trial < 40; ++trial) {
     reset_board();
     std::memset(bytes, 0, shared::region_bytes());
     const plan p = draw(g);
+    // The ballast: built and held by the parent before the workers start.
+    shared parent_handle;
+    std::vector<shared::lease_type> ballast;
+    if (p.ballast > 0) {
+      // Half a window's requests a second; the workers start two windows
+      // after the last, so the ballast's units have left their windows.
+      REQUIRE(open_shared(parent_handle, bytes, p.c, 300));
+      const std::uint64_t per = *p.c.rpm.value() / 2;
+      for (std::uint64_t i = 0; i < p.ballast; ++i) {
+        auto x = parent_handle.try_admit(tgtest::req(1, 1), nanoseconds(static_cast<std::int64_t>(i / per) * sec));
+        REQUIRE(x);
+        ballast.push_back(std::move(x.lease));
+      }
+      B->clock.store(static_cast<std::int64_t>(p.ballast / per + 2) * sec);
+    }
     const std::size_t procs = static_cast<std::size_t>(g.between(2, 8));
     const std::size_t threads = static_cast<std::size_t>(g.between(1, 2));
     INFO("trial " << trial << ": " << procs << " processes x " << threads << " threads, credit "
@@ -364,7 +396,7 @@ TEST_CASE("multiprocess account: 2-8 processes x 1-2 threads; merged logs keep e
     }
     REQUIRE(kids.wait_all(std::chrono::seconds(60)));
     CHECK(B->built.load() == 1);
-    CHECK(B->attached.load() == procs - 1);
+    CHECK(B->attached.load() == procs - (p.ballast > 0 ? 0 : 1));
     CHECK(B->refused_config.load() == 1);
     CHECK(B->errors.load() == 0);
     const merged m = merge(procs, threads, [](std::size_t, const entry&) { return ~std::uint64_t{0}; });
@@ -375,19 +407,31 @@ TEST_CASE("multiprocess account: 2-8 processes x 1-2 threads; merged logs keep e
     std::uint64_t day = 0;
     for (auto& x : m.adm) day += x.second;
     CHECK(day <= *p.c.tpd.value());
-    CHECK(peak_open(m.ev) <= *p.c.concurrency.value());
+    CHECK(peak_open(m.ev) <= p.free_slots());
     CHECK(m.cost <= p.c.budget->nanos());
     CHECK(m.settled == m.adm.size());  // every thread settled what it held
     // The region agrees: nothing in flight, the money spent is what was logged.
+    for (auto& l : ballast) l.settle_failed(nanoseconds(0));
+    parent_handle.close();
     shared view;
     REQUIRE(view.attach(bytes, shared::region_bytes(), p.c, opts(200)));
     CHECK(view.in_flight() == 0);
     CHECK(view.stats().spent_nanos == m.cost);
     total += m.adm.size();
-    if (req == *p.c.rpm.value() || tok + p.max_prompt + p.max_out > *p.c.tpm.value() || m.cost * 2 > p.c.budget->nanos())
+    if (req == *p.c.rpm.value() || tok + p.max_prompt + p.max_out > *p.c.tpm.value() || m.cost * 2 > p.c.budget->nanos() ||
+        (p.ballast > 0 && peak_open(m.ev) == p.free_slots()))
       ++refused_somewhere;
+    if (p.ballast > 0) {
+      ++kept_trials;
+      if (peak_open(m.ev) == p.free_slots()) ++kept_at_limit;
+      kept_words += B->kept.load();
+    }
   }
-  INFO(total << " admissions");
+  INFO(total << " admissions; kept slot words in " << kept_trials << " trials, " << kept_at_limit
+             << " reaching their limit, " << kept_words << " words kept at the workers' ends");
+  CHECK(kept_trials >= 5);
+  CHECK(kept_at_limit >= 3);
+  CHECK(kept_words > 0);
   CHECK(total > 8000);
   CHECK(refused_somewhere >= 20);  // the limits were reached, not just stayed under
 }
@@ -406,7 +450,10 @@ TEST_CASE("multiprocess account: processes SIGKILLed holding slots and money; th
   plan p = draw(g);
   // 4 processes x 2 threads hold at most 2 leases each: 16 fit, and a
   // dead process's slots must come back for its next incarnation to get any.
-  p.c.concurrency = limit(16);
+  // A limit of 1,024 with all but 16 held by the parent: the workers keep
+  // slot words (one a line), and die holding them too.
+  p.c.concurrency = limit(1024);
+  p.ballast = 1024 - 16;
   p.c.rpm = limit(100000);
   p.c.tpm = limit(2000000);
   p.c.tpd = limit(1u << 30);
@@ -416,6 +463,14 @@ TEST_CASE("multiprocess account: processes SIGKILLed holding slots and money; th
   p.c.per_thread_credit = true;
   p.max_prompt = p.max_out = 100;
   const std::size_t procs = 4, threads = 2;
+  shared parent_handle;
+  std::vector<shared::lease_type> ballast;
+  REQUIRE(open_shared(parent_handle, bytes, p.c, 300));
+  for (std::uint64_t i = 0; i < p.ballast; ++i) {
+    auto x = parent_handle.try_admit(tgtest::req(1, 1), nanoseconds(0));
+    REQUIRE(x);
+    ballast.push_back(std::move(x.lease));
+  }
   children kids;
   kids.pids.resize(procs, -1);
   std::uint64_t id_of[max_procs] = {};
@@ -507,7 +562,7 @@ TEST_CASE("multiprocess account: processes SIGKILLed holding slots and money; th
     CHECK(took.back());
   }
   CHECK_FALSE(last.try_admit(tgtest::req(10, 10), region_clock::now()));
-  CHECK(last.in_flight() == 16);
+  CHECK(last.in_flight() == 1024);  // with the parent's ballast
   // Lines of the dead come back through the liveness check: this thread has one.
   CHECK(last.this_thread_credit_line() < shared::credit_lines);
   const auto s = last.stats();

@@ -2,10 +2,11 @@
 //
 // account/shared_cold.hpp: the shared account's cold paths (shared_account.hpp
 // declares them and includes this at its end; including this header alone
-// includes the account): a thread's first credit line, the lines a handle
-// gives back, and a scan of the slot words when the account runs out of
-// them. Out of the admission path, out of line: none is called by an
-// admission that finds a line and a free slot word.
+// includes the account): the credit set-up at open, a thread's first
+// credit line, the lines (and kept slot words) a handle gives back, and a
+// scan of the slot words when the account runs out of them. Out of the
+// admission path, out of line: none is called by an admission that finds a
+// line and a free (or kept) slot word.
 #ifndef TOLLGATE_ACCOUNT_SHARED_COLD_HPP
 #define TOLLGATE_ACCOUNT_SHARED_COLD_HPP
 
@@ -40,6 +41,32 @@ unsigned shared_account<Clock, Currency, Slots, Lines>::claim_line(unsigned sh, 
   map_.word[sh] = word;
   cache_.set_owned(sh);  // its shelf may now keep slot words (shared_slot_cache.hpp)
   return static_cast<unsigned>(i);
+}
+
+// The chunks and the lines: credit only where some window grants a chunk
+// (credit.hpp's chunk_of for this many lines: smaller limits run exactly as
+// without credit) or the concurrency limit a kept slot word.
+template <class Clock, class Currency, std::size_t Slots, std::size_t Lines>
+void shared_account<Clock, Currency, Slots, Lines>::set_up_credit() noexcept {
+  map_.clear();
+  cache_.forget_all();  // (none kept: release_lines ran first)
+  cache_.cap = 0;
+  if (!s_->credit_on) return;
+  limiters& d = s_->d;
+  typename credit::window_type* const ws[credit::kinds] = {d.strict(0), d.strict(1), d.strict(2)};
+  credit_.bind(ws);
+  bool any = false;
+  for (unsigned k = 0; k < credit::kinds; ++k)
+    if (ws[k] && ws[k]->unit() > 0) {
+      credit_.set_unit(k, ws[k]->unit());
+      any = any || credit::chunk_of(*ws[k], static_cast<unsigned>(Lines)) > 0;
+    }
+  const typename credit::window_type* cws[credit::kinds] = {ws[0], ws[1], ws[2]};
+  credit_.update(true, cws, 0);  // concurrency credit is the kept slot words'
+  cache_.cap = detail::shared_slot_cache::cap_for(s_->slots.limit, Lines);
+  // Lines for the windows' credit or for kept words: either needs an owner
+  // per line, which bounds what all users hold (shared_slot_cache.hpp).
+  if (any || cache_.cap > 0) credit_.place(s_->credit.lines, static_cast<unsigned>(Lines));
 }
 
 // Gives each line this handle's process owns its credit back and frees it.

@@ -38,8 +38,8 @@
 //   In this process, beside it (the shared_account object): the pointer to
 //   the region's state, the configuration (equal in every process, by the
 //   fingerprint), this process's identity and liveness check, its fork
-//   epoch, its statistics, the credit chunks and which line each of its
-//   threads owns. Leases are process-local (they point at this
+//   epoch, its statistics, the credit chunks, which line each of its
+//   threads owns and the slot words each keeps (account/shared_slot_cache.hpp). Leases are process-local (they point at this
 //   object and name the model, whose prices a settle needs); there is no
 //   release hook and no thread-local index.
 #ifndef TOLLGATE_ACCOUNT_SHARED_PARTS_HPP
