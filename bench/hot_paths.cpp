@@ -42,6 +42,14 @@ int main(int argc, char** argv) {
   shared_account_options so;
   so.identity = 1;
   if (!sacct.open(region, shared::region_bytes(), scfg, so, nanoseconds(0))) return 3;
+  // And at a concurrency of 64: below 1,024 no slot word is kept (a take and a give CAS a lease).
+  using small_shared = shared_account<manual_clock, usd_tag, 64>;
+  account_config small_cfg = cfg;
+  small_cfg.concurrency = limit(64);
+  void* small_region = ::operator new(small_shared::region_bytes(), std::align_val_t{4096});
+  std::memset(small_region, 0, small_shared::region_bytes());
+  small_shared small_acct;
+  if (!small_acct.open(small_region, small_shared::region_bytes(), small_cfg, so, nanoseconds(0))) return 3;
   request r;
   r.model = model_by_id("kimi-k2.6");
   r.prompt_tokens = 1;
@@ -74,6 +82,13 @@ int main(int argc, char** argv) {
   else if (which == "shared_account")
     loop([&](long i) {
       auto a = sacct.try_admit(r, nanoseconds(20000 * i));
+      const long ok = static_cast<bool>(a);
+      a.lease.settle_failed(nanoseconds(20000 * i));
+      return ok;
+    });
+  else if (which == "shared_account_small")
+    loop([&](long i) {
+      auto a = small_acct.try_admit(r, nanoseconds(20000 * i));
       const long ok = static_cast<bool>(a);
       a.lease.settle_failed(nanoseconds(20000 * i));
       return ok;

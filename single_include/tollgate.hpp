@@ -15084,8 +15084,8 @@ TOLLGATE_END_NAMESPACE
 //
 // Concurrency contract. try_admit, the lease's settles and renew,
 // on_response, resume and clear_pause are thread- and process-safe and
-// lock-free: no mutex, allocation or syscall on them. open, attach and claim
-// are not hot (claim is not thread-safe with this object's admissions).
+// lock-free: no mutex, allocation or syscall on them. open, attach, claim and
+// close are not hot, and not thread-safe with this object's admissions.
 #ifndef TOLLGATE_SHARED_ACCOUNT_HPP
 #define TOLLGATE_SHARED_ACCOUNT_HPP
 
