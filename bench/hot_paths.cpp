@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) sink += op(i);
     CALLGRIND_STOP_INSTRUMENTATION;
   };
+  // Admit one request at i x 20 us and settle it at once, on any account.
+  auto admit_settle = [&](auto& acc) {
+    return [&r, p = &acc](long i) {
+      auto a = p->try_admit(r, nanoseconds(20000 * i));
+      const long ok = static_cast<bool>(a);
+      a.lease.settle_failed(nanoseconds(20000 * i));
+      return ok;
+    };
+  };
   if (which == "bucket_allow") loop([&](long i) { return long(allow.try_acquire(1, nanoseconds(4 * i)).admitted()); });
   else if (which == "bucket_deny") loop([&](long) { return long(deny.try_acquire(1, nanoseconds(1000)).admitted()); });
   else if (which == "window_allow") loop([&](long i) { return long(wallow.try_acquire(1, nanoseconds(4 * i)).admitted()); });
@@ -72,27 +81,9 @@ int main(int argc, char** argv) {
   else if (which == "keyed_allow")
     loop([&](long i) { return long(keyed.try_acquire(std::uint64_t(i & 1023), 0, 1, nanoseconds(4 * i)).admitted()); });
   else if (which == "concurrency") loop([&](long) { return long(static_cast<bool>(conc.try_acquire())); });
-  else if (which == "account")
-    loop([&](long i) {
-      auto a = acct.try_admit(r, nanoseconds(20000 * i));
-      const long ok = static_cast<bool>(a);
-      a.lease.settle_failed(nanoseconds(20000 * i));
-      return ok;
-    });
-  else if (which == "shared_account")
-    loop([&](long i) {
-      auto a = sacct.try_admit(r, nanoseconds(20000 * i));
-      const long ok = static_cast<bool>(a);
-      a.lease.settle_failed(nanoseconds(20000 * i));
-      return ok;
-    });
-  else if (which == "shared_account_small")
-    loop([&](long i) {
-      auto a = small_acct.try_admit(r, nanoseconds(20000 * i));
-      const long ok = static_cast<bool>(a);
-      a.lease.settle_failed(nanoseconds(20000 * i));
-      return ok;
-    });
+  else if (which == "account") loop(admit_settle(acct));
+  else if (which == "shared_account") loop(admit_settle(sacct));
+  else if (which == "shared_account_small") loop(admit_settle(small_acct));
   else if (which == "cost") loop([&](long) { return long(cost(*r.model, usage{12000, 3000, 800, 0, 0}).total.nanos() > 0); });
   else if (which == "classify") loop([&](long) { return long(classify(429, body).limit.value_or(0) > 0); });
   else if (which == "retry_after")
