@@ -15542,8 +15542,9 @@ struct shared_slots {
   // shared_slot_cache.hpp), held under `stamp`, with `until` its
   // fresh_until(): true if it still is, with a deadline at least
   // lease_timeout after `now` (a `now` at or before `until`: no write), else
-  // after a renewal (one CAS); false once a scan freed it. `slot` is one
-  // this table gave (take()).
+  // after a renewal (one CAS); false once a scan freed it, or for a `now`
+  // take() refuses (the word is then given back). `slot` is one this table
+  // gave (take()).
   [[gnu::always_inline]] bool reuse(std::size_t slot, std::uint64_t& stamp, std::int64_t until, std::uint64_t identity,
                                     nanoseconds now) noexcept {
     // relaxed: only the value is used. This process's CAS that wrote the
@@ -15553,6 +15554,12 @@ struct shared_slots {
     // would an in-flight lease's taken now (its deadline decides).
     if (words[slot].load(std::memory_order_relaxed) != stamp) return false;
     if (now.count() <= until) return true;
+    // A `now` that takes no stamp (285 years past the origin, as take())
+    // gets no kept word either: renew() would keep a deadline long past.
+    if (ms(now) >= max_ms) {
+      (void)give(slot, stamp);
+      return false;
+    }
     return renew(slot, stamp, identity, now);
   }
 

@@ -163,6 +163,27 @@ TEST_CASE("kept slots: reused with no write within the stamp's millisecond, rene
   CHECK(h.in_flight() == 0);
 }
 
+TEST_CASE("kept slots: a now past the last millisecond gets no kept word, as no fresh one", "[shared_account][slot_cache]") {
+  static kregion mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  kshared h;
+  REQUIRE(h.open(mem.b, sizeof mem.b, conc_only(1024, 10 * sec), kwho(1), nanoseconds(0)));
+  auto a = h.try_admit(tgtest::req(1, 1), nanoseconds(0));
+  REQUIRE(a);
+  a.lease.settle_failed(nanoseconds(0));
+  REQUIRE(h.kept_slots() == 1);
+  // 285 years on: a fresh take is refused (no stamp: detail/slot_word.hpp),
+  // and the kept word, whose deadline is long past, is given back, not lent.
+  auto late = h.try_admit(tgtest::req(1, 1), nanoseconds::max());
+  CHECK_FALSE(late);
+  CHECK(late.refused.has(dimension::concurrency));
+  CHECK(h.kept_slots() == 0);
+  CHECK(h.in_flight() == 0);
+  kshared view;
+  REQUIRE(view.attach(mem.b, sizeof mem.b, conc_only(1024, 10 * sec), kwho(2)));
+  CHECK(view.in_flight() == 0);
+}
+
 TEST_CASE("kept slots: a thread is never refused while it keeps a word; others by at most Lines x cap, on random schedules",
           "[shared_account][slot_cache]") {
   // One thread, several handles on one region: each handle is one user with
