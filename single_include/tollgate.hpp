@@ -15601,6 +15601,11 @@ struct shared_slots {
     }
   }
 
+  // Whether word `slot` is held at `stamp` (a snapshot).
+  bool holds(std::size_t slot, std::uint64_t stamp) const noexcept {
+    return slot < Slots && words[slot].load(std::memory_order_relaxed) == stamp;  // relaxed: a snapshot
+  }
+
   // Words held now (a snapshot).
   std::uint64_t held() const noexcept {
     std::uint64_t c = 0;
@@ -15872,8 +15877,10 @@ TOLLGATE_END_NAMESPACE
 // by live users are at most Lines x cap region-wide: other threads of every
 // process can be refused falsely by at most that many permits (1.6 % of L
 // with 16 lines, under 1/64 of it above), and by the words of dead
-// processes until they come back (below). A thread is never refused while
-// its own shelf holds a word still held: it uses it first.
+// processes until they come back (below). A thread is never refused on
+// concurrency by a handle whose shelf (this handle's, for this thread) holds
+// a word still held: it uses it first. Threads past the first 16 of a
+// process have no shelf.
 //
 // Reclaim. A kept word is named for this process with its holding's
 // generation, so a scan frees it as it frees a slot of an in-flight lease:
@@ -15918,10 +15925,12 @@ struct shared_slot_cache {
     return static_cast<std::uint32_t>(c < max_words ? c : max_words);
   }
 
+  // Atomic only so that snapshots (kept()) may read them, relaxed; written
+  // by the shelf's owner only.
   struct entry {
-    std::uint64_t stamp;
-    std::int64_t until;  // the latest `now` that reuses it with no write (Table::fresh_until)
-    std::uint32_t slot;
+    detail::atomic<std::uint64_t> stamp{0};
+    detail::atomic<std::int64_t> until{0};  // the latest `now` that reuses it with no write (Table::fresh_until)
+    detail::atomic<std::uint64_t> slot{0};
   };
   // The count, the shelf's cap and the first entry share a cache line.
   struct alignas(TOLLGATE_CACHELINE_SIZE) shelf {
@@ -15950,9 +15959,11 @@ struct shared_slot_cache {
       --n;
       f.count.store(n, std::memory_order_relaxed);  // relaxed: as above
       const entry& x = f.e[n];
-      std::uint64_t s = x.stamp;
-      if (t.reuse(x.slot, s, x.until, identity, now)) {
-        slot = x.slot;
+      // relaxed (the entry's fields): as the count.
+      std::uint64_t s = x.stamp.load(std::memory_order_relaxed);
+      const std::size_t i = static_cast<std::size_t>(x.slot.load(std::memory_order_relaxed));
+      if (t.reuse(i, s, x.until.load(std::memory_order_relaxed), identity, now)) {
+        slot = i;
         stamp = s;
         return true;
       }
@@ -15968,7 +15979,11 @@ struct shared_slot_cache {
     shelf& f = shelves[sh];
     const std::uint32_t n = f.count.load(std::memory_order_relaxed);  // relaxed: as in take
     if (n >= f.cap) return false;
-    f.e[n] = entry{stamp, t.fresh_until(stamp), static_cast<std::uint32_t>(slot)};
+    entry& x = f.e[n];
+    // relaxed (all): as the count.
+    x.stamp.store(stamp, std::memory_order_relaxed);
+    x.until.store(t.fresh_until(stamp), std::memory_order_relaxed);
+    x.slot.store(slot, std::memory_order_relaxed);
     f.count.store(n + 1, std::memory_order_relaxed);  // relaxed: as above
     return true;
   }
@@ -15980,7 +15995,9 @@ struct shared_slot_cache {
   void give_all(Table& t) noexcept {
     for (shelf& f : shelves) {
       const std::uint32_t n = f.count.load(std::memory_order_relaxed);  // relaxed: no other user now
-      for (std::uint32_t k = 0; k < n; ++k) (void)t.give(f.e[k].slot, f.e[k].stamp);
+      for (std::uint32_t k = 0; k < n; ++k)  // relaxed (the fields): as above
+        (void)t.give(static_cast<std::size_t>(f.e[k].slot.load(std::memory_order_relaxed)),
+                     f.e[k].stamp.load(std::memory_order_relaxed));
       f.count.store(0, std::memory_order_relaxed);  // relaxed: as above
       f.cap = 0;
     }
@@ -15993,10 +16010,21 @@ struct shared_slot_cache {
       f.cap = 0;
     }
   }
-  // Words kept by all shelves (a snapshot).
-  std::uint64_t kept() const noexcept {
+  // Words kept by all shelves and still held at their stamps (a snapshot:
+  // an entry a scan freed is not counted, though it stays on its shelf
+  // until its next use).
+  template <class Table>
+  std::uint64_t kept(const Table& t) const noexcept {
     std::uint64_t c = 0;
-    for (const shelf& f : shelves) c += f.count.load(std::memory_order_relaxed);  // relaxed: a snapshot
+    for (const shelf& f : shelves) {
+      // relaxed (all): a snapshot; an entry being replaced is read as either.
+      const std::uint32_t n = f.count.load(std::memory_order_relaxed);
+      for (std::uint32_t k = 0; k < n && k < max_words; ++k)
+        c += t.holds(static_cast<std::size_t>(f.e[k].slot.load(std::memory_order_relaxed)),
+                     f.e[k].stamp.load(std::memory_order_relaxed))
+                 ? 1
+                 : 0;
+    }
     return c;
   }
 };
@@ -16074,14 +16102,18 @@ class shared_account {
   }
 
   // After fork(): this process's own identity. False (and nothing changes)
-  // for an identity that is zero or too wide.
+  // for an identity that is zero or too wide. In a child the lines and kept
+  // slot words this object names are its parent's: forgotten, not given
+  // back. Called again where no fork came between (a new identity for this
+  // process), it first gives back what it holds under the old one.
   bool claim(std::uint64_t identity) noexcept {
     if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
+    if (s_ != nullptr && !needs_claim()) release_lines();  // this process's own: back under the old name
     opts_.identity = identity;
     set_starts();
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
-    map_.clear();  // the lines it names are the parent's (or this identity's before): not released
-    cache_.forget_all();  // and so are the words it kept
+    map_.clear();
+    cache_.forget_all();
     return true;
   }
   // Detaches: gives back this process's credit lines and the slot words it
@@ -16142,14 +16174,17 @@ class shared_account {
   // Leases holding a slot, in every process, and the words other handles
   // keep for their next leases (account/shared_slot_cache.hpp: at most
   // Lines x kept_per_line()); this handle's kept words are not counted.
+  // (A snapshot: its words still held; in a child of fork() before claim()
+  // its parent's words count as another handle's.)
   std::uint64_t in_flight() const noexcept {
     if (s_ == nullptr) return 0;
-    const std::uint64_t h = s_->slots.held(), k = cache_.kept();
+    const std::uint64_t h = s_->slots.held(), k = kept_slots();
     return h > k ? h - k : 0;
   }
-  // The slot words this handle keeps for its next leases, and the most a
+  // The slot words this handle keeps for its next leases and still holds
+  // (a scan may have freed some: those are not counted), and the most a
   // credit line keeps (0: none; shared_slot_cache.hpp).
-  std::uint64_t kept_slots() const noexcept { return s_ ? cache_.kept() : 0; }
+  std::uint64_t kept_slots() const noexcept { return needs_claim() ? 0 : cache_.kept(s_->slots); }
   std::uint64_t kept_per_line() const noexcept { return s_ ? cache_.cap : 0; }
   std::optional<amount> budget_remaining() const noexcept {
     return s_ && s_->d.money ? std::optional<amount>(s_->d.money->remaining()) : std::nullopt;

@@ -148,7 +148,11 @@ TEST_CASE("kept slots: reused with no write within the stamp's millisecond, rene
   auto last = other.try_admit(tgtest::req(1, 1), nanoseconds(25 * sec + 600 * ms));
   CHECK(last);  // past 24.96 s: freed by the scan
   CHECK(other.stats().reclaimed_by_deadline == 1);
-  CHECK(h.kept_slots() == 1);  // still on the shelf: a stale entry
+  // Freed by the scan and taken by another: no longer counted as kept (the
+  // entry stays on the shelf until its next use), so the views agree.
+  CHECK(h.kept_slots() == 0);
+  CHECK(h.in_flight() == 2048);
+  CHECK(h.remaining(nanoseconds(25 * sec + 600 * ms)).concurrency == 0);
   auto z = h.try_admit(tgtest::req(1, 1), nanoseconds(25 * sec + 700 * ms));
   CHECK_FALSE(z);
   CHECK(z.refused.has(dimension::concurrency));
@@ -297,6 +301,30 @@ TEST_CASE("kept slots: a dead process's come back at the next scan; its stale en
   CHECK(view.in_flight() == 0);
 }
 
+TEST_CASE("kept slots: claim() with no fork between gives back what the old identity kept", "[shared_account][slot_cache]") {
+  static kregion mem;
+  std::memset(mem.b, 0, sizeof mem.b);
+  const account_config c = conc_only(1024, 0);  // no deadline, no liveness check: a forgotten word is lost
+  kshared h, view;
+  REQUIRE(h.open(mem.b, sizeof mem.b, c, kwho(1), nanoseconds(0)));
+  REQUIRE(view.attach(mem.b, sizeof mem.b, c, kwho(9)));
+  auto a = h.try_admit(tgtest::req(1, 1), nanoseconds(0));
+  REQUIRE(a);
+  a.lease.settle_failed(nanoseconds(0));
+  REQUIRE(h.kept_slots() == 1);
+  REQUIRE(h.this_thread_credit_line() < kshared::credit_lines);
+  REQUIRE(h.claim(2));
+  CHECK(h.kept_slots() == 0);
+  CHECK(view.in_flight() == 0);  // given back, not lost
+  for (std::size_t i = 0; i < kshared::credit_lines; ++i) CHECK(view.credit_line_owner(i) != 1);
+  auto b = h.try_admit(tgtest::req(1, 1), nanoseconds(0));
+  REQUIRE(b);
+  CHECK(h.credit_line_owner(h.this_thread_credit_line()) == 2);
+  b.lease.settle_failed(nanoseconds(0));
+  h.close();
+  CHECK(view.in_flight() == 0);
+}
+
 TEST_CASE("kept slots: a child of fork() forgets its parent's kept words and keeps its own", "[shared_account][slot_cache]") {
   struct page {
     kregion r;
@@ -316,6 +344,8 @@ TEST_CASE("kept slots: a child of fork() forgets its parent's kept words and kee
   REQUIRE(pid >= 0);
   if (pid == 0) {
     std::uint64_t ok = 1;
+    // Before claim(): the parent's kept word is another handle's held word.
+    if (h.kept_slots() != 0 || h.in_flight() != 1) ok = 0;
     if (!h.claim(2)) ok = 0;
     pg.child_kept = h.kept_slots();  // 0: the parent's word is not the child's
     auto x = h.try_admit(tgtest::req(1, 1), nanoseconds(0));

@@ -150,14 +150,18 @@ class shared_account {
   }
 
   // After fork(): this process's own identity. False (and nothing changes)
-  // for an identity that is zero or too wide.
+  // for an identity that is zero or too wide. In a child the lines and kept
+  // slot words this object names are its parent's: forgotten, not given
+  // back. Called again where no fork came between (a new identity for this
+  // process), it first gives back what it holds under the old one.
   bool claim(std::uint64_t identity) noexcept {
     if (identity == 0 || identity > detail::shared_slots<Slots>::max_identity) return false;
+    if (s_ != nullptr && !needs_claim()) release_lines();  // this process's own: back under the old name
     opts_.identity = identity;
     set_starts();
     epoch_ = detail::fork_epoch().load(std::memory_order_relaxed);  // relaxed: process-local, see bump_fork_epoch
-    map_.clear();  // the lines it names are the parent's (or this identity's before): not released
-    cache_.forget_all();  // and so are the words it kept
+    map_.clear();
+    cache_.forget_all();
     return true;
   }
   // Detaches: gives back this process's credit lines and the slot words it
@@ -218,14 +222,17 @@ class shared_account {
   // Leases holding a slot, in every process, and the words other handles
   // keep for their next leases (account/shared_slot_cache.hpp: at most
   // Lines x kept_per_line()); this handle's kept words are not counted.
+  // (A snapshot: its words still held; in a child of fork() before claim()
+  // its parent's words count as another handle's.)
   std::uint64_t in_flight() const noexcept {
     if (s_ == nullptr) return 0;
-    const std::uint64_t h = s_->slots.held(), k = cache_.kept();
+    const std::uint64_t h = s_->slots.held(), k = kept_slots();
     return h > k ? h - k : 0;
   }
-  // The slot words this handle keeps for its next leases, and the most a
+  // The slot words this handle keeps for its next leases and still holds
+  // (a scan may have freed some: those are not counted), and the most a
   // credit line keeps (0: none; shared_slot_cache.hpp).
-  std::uint64_t kept_slots() const noexcept { return s_ ? cache_.kept() : 0; }
+  std::uint64_t kept_slots() const noexcept { return needs_claim() ? 0 : cache_.kept(s_->slots); }
   std::uint64_t kept_per_line() const noexcept { return s_ ? cache_.cap : 0; }
   std::optional<amount> budget_remaining() const noexcept {
     return s_ && s_->d.money ? std::optional<amount>(s_->d.money->remaining()) : std::nullopt;

@@ -26,8 +26,10 @@
 // by live users are at most Lines x cap region-wide: other threads of every
 // process can be refused falsely by at most that many permits (1.6 % of L
 // with 16 lines, under 1/64 of it above), and by the words of dead
-// processes until they come back (below). A thread is never refused while
-// its own shelf holds a word still held: it uses it first.
+// processes until they come back (below). A thread is never refused on
+// concurrency by a handle whose shelf (this handle's, for this thread) holds
+// a word still held: it uses it first. Threads past the first 16 of a
+// process have no shelf.
 //
 // Reclaim. A kept word is named for this process with its holding's
 // generation, so a scan frees it as it frees a slot of an in-flight lease:
@@ -72,10 +74,12 @@ struct shared_slot_cache {
     return static_cast<std::uint32_t>(c < max_words ? c : max_words);
   }
 
+  // Atomic only so that snapshots (kept()) may read them, relaxed; written
+  // by the shelf's owner only.
   struct entry {
-    std::uint64_t stamp;
-    std::int64_t until;  // the latest `now` that reuses it with no write (Table::fresh_until)
-    std::uint32_t slot;
+    detail::atomic<std::uint64_t> stamp{0};
+    detail::atomic<std::int64_t> until{0};  // the latest `now` that reuses it with no write (Table::fresh_until)
+    detail::atomic<std::uint64_t> slot{0};
   };
   // The count, the shelf's cap and the first entry share a cache line.
   struct alignas(TOLLGATE_CACHELINE_SIZE) shelf {
@@ -104,9 +108,11 @@ struct shared_slot_cache {
       --n;
       f.count.store(n, std::memory_order_relaxed);  // relaxed: as above
       const entry& x = f.e[n];
-      std::uint64_t s = x.stamp;
-      if (t.reuse(x.slot, s, x.until, identity, now)) {
-        slot = x.slot;
+      // relaxed (the entry's fields): as the count.
+      std::uint64_t s = x.stamp.load(std::memory_order_relaxed);
+      const std::size_t i = static_cast<std::size_t>(x.slot.load(std::memory_order_relaxed));
+      if (t.reuse(i, s, x.until.load(std::memory_order_relaxed), identity, now)) {
+        slot = i;
         stamp = s;
         return true;
       }
@@ -122,7 +128,11 @@ struct shared_slot_cache {
     shelf& f = shelves[sh];
     const std::uint32_t n = f.count.load(std::memory_order_relaxed);  // relaxed: as in take
     if (n >= f.cap) return false;
-    f.e[n] = entry{stamp, t.fresh_until(stamp), static_cast<std::uint32_t>(slot)};
+    entry& x = f.e[n];
+    // relaxed (all): as the count.
+    x.stamp.store(stamp, std::memory_order_relaxed);
+    x.until.store(t.fresh_until(stamp), std::memory_order_relaxed);
+    x.slot.store(slot, std::memory_order_relaxed);
     f.count.store(n + 1, std::memory_order_relaxed);  // relaxed: as above
     return true;
   }
@@ -134,7 +144,9 @@ struct shared_slot_cache {
   void give_all(Table& t) noexcept {
     for (shelf& f : shelves) {
       const std::uint32_t n = f.count.load(std::memory_order_relaxed);  // relaxed: no other user now
-      for (std::uint32_t k = 0; k < n; ++k) (void)t.give(f.e[k].slot, f.e[k].stamp);
+      for (std::uint32_t k = 0; k < n; ++k)  // relaxed (the fields): as above
+        (void)t.give(static_cast<std::size_t>(f.e[k].slot.load(std::memory_order_relaxed)),
+                     f.e[k].stamp.load(std::memory_order_relaxed));
       f.count.store(0, std::memory_order_relaxed);  // relaxed: as above
       f.cap = 0;
     }
@@ -147,10 +159,21 @@ struct shared_slot_cache {
       f.cap = 0;
     }
   }
-  // Words kept by all shelves (a snapshot).
-  std::uint64_t kept() const noexcept {
+  // Words kept by all shelves and still held at their stamps (a snapshot:
+  // an entry a scan freed is not counted, though it stays on its shelf
+  // until its next use).
+  template <class Table>
+  std::uint64_t kept(const Table& t) const noexcept {
     std::uint64_t c = 0;
-    for (const shelf& f : shelves) c += f.count.load(std::memory_order_relaxed);  // relaxed: a snapshot
+    for (const shelf& f : shelves) {
+      // relaxed (all): a snapshot; an entry being replaced is read as either.
+      const std::uint32_t n = f.count.load(std::memory_order_relaxed);
+      for (std::uint32_t k = 0; k < n && k < max_words; ++k)
+        c += t.holds(static_cast<std::size_t>(f.e[k].slot.load(std::memory_order_relaxed)),
+                     f.e[k].stamp.load(std::memory_order_relaxed))
+                 ? 1
+                 : 0;
+    }
     return c;
   }
 };

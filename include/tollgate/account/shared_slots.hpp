@@ -259,6 +259,11 @@ struct shared_slots {
     }
   }
 
+  // Whether word `slot` is held at `stamp` (a snapshot).
+  bool holds(std::size_t slot, std::uint64_t stamp) const noexcept {
+    return slot < Slots && words[slot].load(std::memory_order_relaxed) == stamp;  // relaxed: a snapshot
+  }
+
   // Words held now (a snapshot).
   std::uint64_t held() const noexcept {
     std::uint64_t c = 0;
