@@ -145,8 +145,8 @@ TEST_CASE("kept slots: reused with no write within the stamp's millisecond, rene
   CHECK(other.stats().reclaimed_by_deadline == 0);
   CHECK_FALSE(other.try_admit(tgtest::req(1, 1), nanoseconds(24 * sec + 900 * ms)));  // a scan: not yet
   CHECK(other.stats().reclaimed_by_deadline == 0);
-  auto last = other.try_admit(tgtest::req(1, 1), nanoseconds(25 * sec + 600 * ms));
-  CHECK(last);  // past 24.96 s: freed by the scan
+  auto freed_one = other.try_admit(tgtest::req(1, 1), nanoseconds(25 * sec + 600 * ms));
+  CHECK(freed_one);  // past 24.96 s: freed by the scan
   CHECK(other.stats().reclaimed_by_deadline == 1);
   // Freed by the scan and taken by another: no longer counted as kept (the
   // entry stays on the shelf until its next use), so the views agree.
@@ -159,7 +159,7 @@ TEST_CASE("kept slots: reused with no write within the stamp's millisecond, rene
   CHECK(h.kept_slots() == 0);  // dropped
   CHECK(other.in_flight() == 2048);
   // Nothing was given twice: every word is held by exactly one lease.
-  last.lease.settle_failed(nanoseconds(25 * sec));
+  freed_one.lease.settle_failed(nanoseconds(25 * sec));
   for (auto& l : full2) l.settle_failed(nanoseconds(25 * sec));
   CHECK(other.kept_slots() == 2);
   CHECK(h.in_flight() == 2);
