@@ -15085,7 +15085,8 @@ TOLLGATE_END_NAMESPACE
 // Concurrency contract. try_admit, the lease's settles and renew,
 // on_response, resume and clear_pause are thread- and process-safe and
 // lock-free: no mutex, allocation or syscall on them. open, attach, claim and
-// close are not hot, and not thread-safe with this object's admissions.
+// close are not hot, and not thread-safe with any other call on this object
+// (admissions, settles, views).
 #ifndef TOLLGATE_SHARED_ACCOUNT_HPP
 #define TOLLGATE_SHARED_ACCOUNT_HPP
 
@@ -15526,14 +15527,15 @@ struct shared_slots {
 
   // The latest `now` at which a holding stamped `stamp` still has a
   // deadline at least lease_timeout away: its stamp's time (its millisecond
-  // after the origin), or for ever without a deadline.
+  // after the origin), or without a deadline the last `now` take() stamps.
+  // Never past that last `now` (max_ms - 1 ms after the origin), so a kept
+  // word is never lent where a fresh take is refused.
   std::int64_t fresh_until(std::uint64_t stamp) const noexcept {
-    if (timeout == 0) return std::numeric_limits<std::int64_t>::max();
     const std::uint64_t t = slot_word::time(stamp);
-    const std::uint64_t m = t > 0 ? t - 1 : 0;
-    // Capped at max_ms (a stamp may carry past it: slot_word.hpp), so the
-    // product stays below 2^63; a later time only makes the reuse renew.
-    const std::int64_t since = static_cast<std::int64_t>((m < max_ms ? m : max_ms) * 1000000);
+    const std::uint64_t m = timeout == 0 ? max_ms - 1 : t > 0 ? t - 1 : 0;
+    // Capped at max_ms - 1 (a stamp may carry past max_ms: slot_word.hpp),
+    // so the product stays below 2^63.
+    const std::int64_t since = static_cast<std::int64_t>((m < max_ms - 1 ? m : max_ms - 1) * 1000000);
     std::int64_t at = 0;
     return __builtin_add_overflow(origin, since, &at) ? std::numeric_limits<std::int64_t>::max() : at;
   }
@@ -15560,6 +15562,7 @@ struct shared_slots {
       (void)give(slot, stamp);
       return false;
     }
+    if (timeout == 0) return true;  // (unreachable: without a deadline `until` is take()'s last `now`)
     return renew(slot, stamp, identity, now);
   }
 
@@ -15879,8 +15882,9 @@ TOLLGATE_END_NAMESPACE
 // with 16 lines, under 1/64 of it above), and by the words of dead
 // processes until they come back (below). A thread is never refused on
 // concurrency by a handle whose shelf (this handle's, for this thread) holds
-// a word still held: it uses it first. Threads past the first 16 of a
-// process have no shelf.
+// a word still held: it uses it first (but at a `now` 285 years past the
+// origin, where no take is stamped: the shelf then gives its words back).
+// Threads past the first 16 of a process have no shelf.
 //
 // Reclaim. A kept word is named for this process with its holding's
 // generation, so a scan frees it as it frees a slot of an in-flight lease:

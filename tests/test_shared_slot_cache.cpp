@@ -186,6 +186,23 @@ TEST_CASE("kept slots: a now past the last millisecond gets no kept word, as no 
   kshared view;
   REQUIRE(view.attach(mem.b, sizeof mem.b, conc_only(1024, 10 * sec), kwho(2)));
   CHECK(view.in_flight() == 0);
+  // Without a deadline too: the last `now` a take stamps bounds the reuse.
+  std::memset(mem.b, 0, sizeof mem.b);
+  kshared n;
+  REQUIRE(n.open(mem.b, sizeof mem.b, conc_only(1024, 0), kwho(3), nanoseconds(0)));
+  auto b = n.try_admit(tgtest::req(1, 1), nanoseconds(0));
+  REQUIRE(b);
+  b.lease.settle_failed(nanoseconds(0));
+  REQUIRE(n.kept_slots() == 1);
+  const std::int64_t last_take = static_cast<std::int64_t>(detail::slot_word::max_ms - 1) * ms;
+  auto edge = n.try_admit(tgtest::req(1, 1), nanoseconds(last_take));
+  CHECK(edge);  // the last stamped millisecond: reused
+  edge.lease.settle_failed(nanoseconds(last_take));
+  CHECK(n.kept_slots() == 1);
+  CHECK_FALSE(n.try_admit(tgtest::req(1, 1), nanoseconds(last_take + 1)));  // past it: as a take, refused
+  CHECK(n.kept_slots() == 0);
+  CHECK(n.in_flight() == 0);
+  n.close();
 }
 
 TEST_CASE("kept slots: a thread is never refused while it keeps a word; others by at most Lines x cap, on random schedules",

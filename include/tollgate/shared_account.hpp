@@ -71,7 +71,8 @@
 // Concurrency contract. try_admit, the lease's settles and renew,
 // on_response, resume and clear_pause are thread- and process-safe and
 // lock-free: no mutex, allocation or syscall on them. open, attach, claim and
-// close are not hot, and not thread-safe with this object's admissions.
+// close are not hot, and not thread-safe with any other call on this object
+// (admissions, settles, views).
 #ifndef TOLLGATE_SHARED_ACCOUNT_HPP
 #define TOLLGATE_SHARED_ACCOUNT_HPP
 

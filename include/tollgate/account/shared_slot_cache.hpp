@@ -28,8 +28,9 @@
 // with 16 lines, under 1/64 of it above), and by the words of dead
 // processes until they come back (below). A thread is never refused on
 // concurrency by a handle whose shelf (this handle's, for this thread) holds
-// a word still held: it uses it first. Threads past the first 16 of a
-// process have no shelf.
+// a word still held: it uses it first (but at a `now` 285 years past the
+// origin, where no take is stamped: the shelf then gives its words back).
+// Threads past the first 16 of a process have no shelf.
 //
 // Reclaim. A kept word is named for this process with its holding's
 // generation, so a scan frees it as it frees a slot of an in-flight lease:
